@@ -1,0 +1,139 @@
+/* backend: the op table the forward pass (model.c) is written in.
+ *
+ * The CPU backend (lib/cpu/) is the reference: f32 activations, OpenBLAS GEMMs. The CUDA
+ * backend (lib/cuda/ + kernels/) implements the same ops with bf16 activations and fp32
+ * accumulation; each of its kernels is tested against the CPU op of the same name.
+ *
+ * Conventions for every op:
+ * - Pointers named *_d are backend memory (from alloc); on the CPU that is host memory.
+ * - Activations have dtype be->act (F32 on the CPU, BF16 on CUDA), row-major.
+ * - T is the number of tokens in the batch, across all sequences.
+ * - Ops are asynchronous on CUDA (one stream per backend); sync() waits; download() syncs.
+ * - Every op returns FI_OK or an error recorded through fi_fail.
+ *
+ * KV cache layout (paged, vLLM-style): per layer, K and V each [n_blocks, block_size, Hk, hd]
+ * in dtype be->act. Token t of a sequence at position p lives in block
+ * block_table[seq][p / block_size] at offset p % block_size; its "slot" is
+ * block * block_size + offset. */
+#ifndef FI_BACKEND_H
+#define FI_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "tensor.h"
+
+struct fi_backend;
+
+/* A weight prepared by the backend from a model tensor (converted, uploaded, maybe
+ * re-laid-out); opaque to model.c. rows x cols is the logical shape ([N,K] for a linear
+ * layer, [D] as 1 x D for a norm, [V,D] for an embedding). */
+struct fi_weight {
+	void *p;
+	enum fi_dtype dtype;
+	int64_t rows, cols;
+};
+
+struct fi_kv_cache {
+	int n_layers, n_blocks, block_size, n_kv_heads, head_dim;
+	void **k_d, **v_d; /* [n_layers] pointers to [n_blocks, block_size, Hk, hd] */
+};
+
+/* What attention needs to know about a batch; all arrays are backend memory. */
+struct fi_attn_batch {
+	int n_tokens;             /* T */
+	int n_seqs;               /* S */
+	int max_blocks;           /* row stride of block_table */
+	const int32_t *tok_seq_d; /* [T] sequence index of each token */
+	const int32_t *tok_pos_d; /* [T] position of each token in its sequence */
+	const int32_t *slot_d;    /* [T] KV slot each token's K/V is written to */
+	const int32_t *seq_len_d; /* [S] tokens in each sequence's cache after this batch */
+	const int32_t *block_table_d; /* [S, max_blocks] */
+	int max_seq_len;          /* upper bound of seq_len_d, for launch sizing */
+	int sliding_window;       /* 0 = none: token at p sees positions (p - W, p] otherwise */
+	float scale;              /* softmax scale, 1/sqrt(hd) */
+};
+
+struct fi_rope {
+	int head_dim;        /* hd; rotate-half layout as in HF: pairs (i, i + hd/2) */
+	const float *inv_freq_d; /* [hd/2] inverse frequencies, llama3 scaling already applied */
+};
+
+struct fi_backend_ops {
+	const char *name;
+	void (*destroy)(struct fi_backend *be);
+
+	/* memory */
+	fi_err (*alloc)(struct fi_backend *be, size_t bytes, void **out_d);
+	void (*free)(struct fi_backend *be, void *p_d);
+	fi_err (*upload)(struct fi_backend *be, void *dst_d, const void *src, size_t bytes);
+	fi_err (*download)(struct fi_backend *be, void *dst, const void *src_d, size_t bytes);
+	fi_err (*sync)(struct fi_backend *be);
+	fi_err (*weight)(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *out);
+	void (*weight_free)(struct fi_backend *be, struct fi_weight *w);
+	fi_err (*kv_alloc)(struct fi_backend *be, struct fi_kv_cache *kv);
+	void (*kv_free)(struct fi_backend *be, struct fi_kv_cache *kv);
+
+	/* x[T,D] = emb[tok[t], :] */
+	fi_err (*embed)(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
+			const int32_t *tok_d, int T);
+	/* If add_d: x[T,D] += add[T,D] (in place, the residual stream). Then
+	 * out[T,D] = x / sqrt(mean(x^2) + eps) * w. out may equal x only when add_d is NULL. */
+	fi_err (*rmsnorm)(struct fi_backend *be, void *out_d, void *x_d, const void *add_d,
+			  const struct fi_weight *w, int T, int D, float eps);
+	/* out[T,N] = in[T,K] @ w[N,K]^T (+ bias[N]); fp32 accumulation. */
+	fi_err (*matmul)(struct fi_backend *be, void *out_d, const void *in_d,
+			 const struct fi_weight *w, const struct fi_weight *bias, int T);
+	/* Same as matmul but out is always F32 (the LM head, so logits keep precision). */
+	fi_err (*matmul_f32out)(struct fi_backend *be, float *out_d, const void *in_d,
+				const struct fi_weight *w, int T);
+	/* Rotates q[T,Hq,hd] and k[T,Hk,hd] in place by each token's position. */
+	fi_err (*rope)(struct fi_backend *be, void *q_d, void *k_d, const int32_t *pos_d,
+		       const struct fi_rope *r, int T, int Hq, int Hk);
+	/* Writes k[T,Hk*hd] and v[T,Hk*hd] of one layer into the cache at slot_d[t]. */
+	fi_err (*kv_write)(struct fi_backend *be, struct fi_kv_cache *kv, int layer,
+			   const void *k_d, const void *v_d, const struct fi_attn_batch *b);
+	/* out[T,Hq*hd] = causal softmax(q k^T * scale) v over each token's sequence in the cache
+	 * (positions 0..pos, within the sliding window); GQA: q head h reads KV head
+	 * h / (Hq / Hk). */
+	fi_err (*attention)(struct fi_backend *be, void *out_d, const void *q_d,
+			    const struct fi_kv_cache *kv, int layer, int Hq,
+			    const struct fi_attn_batch *b);
+	/* out[T,F] = silu(gate[T,F]) * up[T,F] */
+	fi_err (*silu_mul)(struct fi_backend *be, void *out_d, const void *gate_d,
+			   const void *up_d, int T, int F);
+	/* out[n,D] = x[idx[i], :] (rows that need logits) */
+	fi_err (*gather_rows)(struct fi_backend *be, void *out_d, const void *x_d,
+			      const int32_t *idx_d, int n, int D);
+
+	/* Optional (NULL when absent): greedy argmax on the device, tok[n] = argmax logits[n,V]. */
+	fi_err (*argmax)(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n, int V);
+	/* Optional CUDA-graph hooks: replay returns FI_OK if a graph for key exists and was
+	 * launched, FI_ENOTFOUND otherwise; capture_begin/end record the ops issued between. */
+	fi_err (*graph_replay)(struct fi_backend *be, uint64_t key);
+	fi_err (*graph_capture_begin)(struct fi_backend *be, uint64_t key);
+	fi_err (*graph_capture_end)(struct fi_backend *be, uint64_t key);
+};
+
+struct fi_backend {
+	const struct fi_backend_ops *ops;
+	enum fi_dtype act; /* activation and KV dtype */
+	int n_threads;     /* CPU threads (CPU backend) */
+	size_t mem_total, mem_free; /* device memory, bytes (0 when unknown) */
+	char device[128];  /* "cpu (2 threads)", "NVIDIA H100 80GB HBM3" */
+	void *priv;
+};
+
+/* Creates a backend by name: "cpu", "cuda", or "auto" (CUDA when built with it and a GPU
+ * is present, else CPU). n_threads <= 0 means one per core. */
+fi_err fi_backend_create(const char *name, int n_threads, struct fi_backend **out);
+void fi_backend_destroy(struct fi_backend *be);
+
+/* Constructors, each in its own module. */
+fi_err fi_backend_cpu_create(int n_threads, struct fi_backend **out);
+#ifdef FI_HAVE_CUDA
+fi_err fi_backend_cuda_create(int device, struct fi_backend **out);
+#endif
+
+#endif

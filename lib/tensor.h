@@ -1,0 +1,70 @@
+/* tensor: dtypes, element conversion and a named-tensor view shared by every module.
+ *
+ * A fi_tensor is a view: it never owns data. Shapes are row-major, outermost first, so a
+ * linear weight of HF shape [out, in] has shape {out, in} and row r is output feature r. */
+#ifndef FI_TENSOR_H
+#define FI_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+enum fi_dtype {
+	FI_DT_F32 = 0,
+	FI_DT_F16,
+	FI_DT_BF16,
+	FI_DT_F64,
+	FI_DT_I64,
+	FI_DT_I32,
+	FI_DT_I16,
+	FI_DT_I8,
+	FI_DT_U8,
+	FI_DT_BOOL,
+	FI_DT_F8_E4M3,
+	FI_DT_F8_E5M2,
+	FI_DT_COUNT
+};
+
+#define FI_MAX_DIMS 8
+
+struct fi_tensor {
+	const char *name;
+	enum fi_dtype dtype;
+	int ndim;
+	int64_t shape[FI_MAX_DIMS];
+	const void *data;
+	uint64_t nbytes;
+};
+
+/* Bytes per element (0 for an invalid dtype). */
+size_t fi_dtype_size(enum fi_dtype dt);
+/* "F32", "BF16", ... (the safetensors spelling); fi_dtype_parse returns -1 if unknown. */
+const char *fi_dtype_name(enum fi_dtype dt);
+int fi_dtype_parse(const char *s);
+/* Lower-case spelling for options and listings: "f32", "f16", "bf16". */
+const char *fi_dtype_lname(enum fi_dtype dt);
+int fi_dtype_parse_lname(const char *s);
+/* Whether a dtype is a float type fi computes from (F32, F16, BF16). */
+int fi_dtype_is_compute(enum fi_dtype dt);
+
+/* Element count of a tensor, or -1 on overflow of int64. */
+int64_t fi_tensor_numel(const struct fi_tensor *t);
+
+/* Scalar conversions; round-to-nearest-even for narrowing, NaN preserved. */
+float fi_bf16_to_f32(uint16_t h);
+uint16_t fi_f32_to_bf16(float f);
+float fi_f16_to_f32(uint16_t h);
+uint16_t fi_f32_to_f16(float f);
+
+/* Converts n elements between compute dtypes (F32/F16/BF16); FI_EUNSUPPORTED otherwise. */
+fi_err fi_convert(void *dst, enum fi_dtype dst_dt, const void *src, enum fi_dtype src_dt, size_t n);
+
+/* A read-only set of named tensors (a model image or a checkpoint after name mapping). */
+struct fi_tensor_set {
+	int n;
+	const struct fi_tensor *t;
+};
+const struct fi_tensor *fi_tensor_find(const struct fi_tensor_set *s, const char *name);
+
+#endif
