@@ -31,6 +31,8 @@ fi_err fi_st_open(const char *path, struct fi_st_file **out);
 /* Validates an in-memory image (the caller keeps buf alive); used by tests and the fuzzer. */
 fi_err fi_st_parse(const void *buf, size_t len, struct fi_st_file **out);
 void fi_st_close(struct fi_st_file *f);
+/* The string a "__metadata__" key maps to ("format" -> "pt"), or NULL. */
+const char *fi_st_metadata(const struct fi_st_file *f, const char *key);
 
 /* A checkpoint: DIR/model.safetensors, or the shards listed by
  * DIR/model.safetensors.index.json ("weight_map": name -> shard file). Each tensor must be
@@ -45,6 +47,8 @@ fi_err fi_st_open_dir(const char *dir, struct fi_st_model **out);
 /* Validates an index.json text against shard tensor lists (used by fi_st_open_dir, tests
  * and the fuzzer): fills shard file names (malloc'd, *n_out entries, unique, sorted). */
 fi_err fi_st_parse_index(const char *json, size_t len, char ***files_out, int *n_out);
+/* Frees what fi_st_parse_index returned. */
+void fi_st_free_names(char **files, int n);
 void fi_st_close_dir(struct fi_st_model *m);
 
 #endif

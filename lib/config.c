@@ -1,0 +1,600 @@
+/* config: Hugging Face config.json (+ generation_config.json) -> struct fi_config.
+ *
+ * Defaults follow the transformers config classes of each family (LlamaConfig,
+ * MistralConfig, Qwen2Config, Qwen3Config); every value is range-checked, and every error
+ * names the file and key. */
+#include "config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "names.h"
+
+#define MAX_HIDDEN 65536
+#define MAX_LAYERS 1024
+#define MAX_HEADS 1024
+#define MAX_HEAD_DIM 1024
+#define MAX_FFN (1 << 20)
+#define MAX_VOCAB (4 << 20)
+#define MAX_POS (1 << 24)
+#define MAX_CONFIG_BYTES (16u << 20)
+
+static const struct {
+	const char *arch, *model_type;
+} fam[FI_FAM_COUNT] = {
+	[FI_FAM_LLAMA] = {"LlamaForCausalLM", "llama"},
+	[FI_FAM_MISTRAL] = {"MistralForCausalLM", "mistral"},
+	[FI_FAM_QWEN2] = {"Qwen2ForCausalLM", "qwen2"},
+	[FI_FAM_QWEN3] = {"Qwen3ForCausalLM", "qwen3"},
+};
+
+const char *fi_family_name(enum fi_family f)
+{
+	return (unsigned)f < FI_FAM_COUNT ? fam[f].model_type : "?";
+}
+
+/* A JSON object and the name of the file it came from, for messages. */
+struct src {
+	json_t *o;
+	const char *file;
+};
+
+static int absent(const struct src *s, const char *key)
+{
+	json_t *v = json_object_get(s->o, key);
+	return !v || json_is_null(v);
+}
+
+/* Integer key in [lo, hi]; absent or null gives def, or an error when required. */
+static fi_err get_int(const struct src *s, const char *key, int required, long long def, long long lo,
+		      long long hi, int *out)
+{
+	json_t *v = json_object_get(s->o, key);
+	long long x;
+	if (!v || json_is_null(v)) {
+		if (required)
+			return fi_fail(FI_EFORMAT, "%s: '%s' is missing", s->file, key);
+		*out = (int)def;
+		return FI_OK;
+	}
+	if (!json_is_integer(v))
+		return fi_fail(FI_EFORMAT, "%s: '%s' is not an integer", s->file, key);
+	x = json_integer_value(v);
+	if (x < lo || x > hi)
+		return fi_fail(FI_ERANGE, "%s: '%s' = %lld is out of range [%lld, %lld]", s->file, key, x,
+			       lo, hi);
+	*out = (int)x;
+	return FI_OK;
+}
+
+/* Number key (integer or real), finite and > 0. */
+static fi_err get_num(const struct src *s, const char *key, int required, double def, double *out)
+{
+	json_t *v = json_object_get(s->o, key);
+	double x;
+	if (!v || json_is_null(v)) {
+		if (required)
+			return fi_fail(FI_EFORMAT, "%s: '%s' is missing", s->file, key);
+		*out = def;
+		return FI_OK;
+	}
+	if (!json_is_number(v))
+		return fi_fail(FI_EFORMAT, "%s: '%s' is not a number", s->file, key);
+	x = json_number_value(v);
+	if (!isfinite(x) || x <= 0)
+		return fi_fail(FI_ERANGE, "%s: '%s' = %g must be positive", s->file, key, x);
+	*out = x;
+	return FI_OK;
+}
+
+static fi_err get_bool(const struct src *s, const char *key, int def, int *out)
+{
+	json_t *v = json_object_get(s->o, key);
+	if (!v || json_is_null(v)) {
+		*out = def;
+		return FI_OK;
+	}
+	if (!json_is_boolean(v))
+		return fi_fail(FI_EFORMAT, "%s: '%s' is not a boolean", s->file, key);
+	*out = json_is_true(v);
+	return FI_OK;
+}
+
+static fi_err parse_family(const struct src *s, struct fi_config *c)
+{
+	json_t *a = json_object_get(s->o, "architectures"), *mt = json_object_get(s->o, "model_type");
+	const char *name;
+	if (a && !json_is_null(a)) {
+		if (!json_is_array(a))
+			return fi_fail(FI_EFORMAT, "%s: 'architectures' is not an array", s->file);
+		if (json_array_size(a) && !json_is_string(json_array_get(a, 0)))
+			return fi_fail(FI_EFORMAT, "%s: 'architectures'[0] is not a string", s->file);
+	}
+	if (a && json_array_size(a)) {
+		name = json_string_value(json_array_get(a, 0));
+		for (int f = 0; f < FI_FAM_COUNT; f++)
+			if (!strcmp(name, fam[f].arch)) {
+				c->family = (enum fi_family)f;
+				snprintf(c->arch, sizeof c->arch, "%s", fam[f].arch);
+				return FI_OK;
+			}
+		return fi_fail(FI_EUNSUPPORTED, "%s: architecture '%s' is not supported", s->file, name);
+	}
+	if (!mt || json_is_null(mt))
+		return fi_fail(FI_EFORMAT, "%s: 'architectures' and 'model_type' are missing", s->file);
+	if (!json_is_string(mt))
+		return fi_fail(FI_EFORMAT, "%s: 'model_type' is not a string", s->file);
+	name = json_string_value(mt);
+	for (int f = 0; f < FI_FAM_COUNT; f++)
+		if (!strcmp(name, fam[f].model_type)) {
+			c->family = (enum fi_family)f;
+			snprintf(c->arch, sizeof c->arch, "%s", fam[f].arch);
+			return FI_OK;
+		}
+	return fi_fail(FI_EUNSUPPORTED, "%s: model_type '%s' is not supported", s->file, name);
+}
+
+/* rope_scaling (or rope_parameters of newer transformers): type and its factors. */
+static fi_err parse_rope(const struct src *s, struct fi_config *c)
+{
+	const char *key = "rope_scaling";
+	json_t *r = json_object_get(s->o, key), *t;
+	struct src rs;
+	const char *type;
+	fi_err err;
+	if (!r || json_is_null(r)) {
+		key = "rope_parameters";
+		r = json_object_get(s->o, key);
+	}
+	c->rope_type = FI_ROPE_DEFAULT;
+	if (!r || json_is_null(r))
+		return FI_OK;
+	if (!json_is_object(r))
+		return fi_fail(FI_EFORMAT, "%s: '%s' is not an object", s->file, key);
+	if (json_is_number(json_object_get(r, "rope_theta"))) {
+		rs = (struct src){r, s->file};
+		if ((err = get_num(&rs, "rope_theta", 0, c->rope_theta, &c->rope_theta)))
+			return fi_fail_ctx(err, "%s", key);
+	}
+	t = json_object_get(r, "rope_type");
+	if (!t || json_is_null(t))
+		t = json_object_get(r, "type");
+	if (!t || json_is_null(t)) {
+		if (!strcmp(key, "rope_parameters"))
+			return FI_OK;
+		return fi_fail(FI_EFORMAT, "%s: 'rope_scaling.rope_type' is missing", s->file);
+	}
+	if (!json_is_string(t))
+		return fi_fail(FI_EFORMAT, "%s: '%s.rope_type' is not a string", s->file, key);
+	type = json_string_value(t);
+	if (!strcmp(type, "default"))
+		return FI_OK;
+	if (!strcmp(type, "llama3"))
+		c->rope_type = FI_ROPE_LLAMA3;
+	else if (!strcmp(type, "linear"))
+		c->rope_type = FI_ROPE_LINEAR;
+	else if (!strcmp(type, "dynamic"))
+		c->rope_type = FI_ROPE_DYNAMIC;
+	else
+		return fi_fail(FI_EUNSUPPORTED, "%s: '%s' type '%s' is not supported", s->file, key, type);
+
+	/* Names the nested key in messages: "rope_scaling.factor". */
+	{
+		char file[256];
+		snprintf(file, sizeof file, "%s: %s", s->file, key);
+		rs = (struct src){r, file};
+		if ((err = get_num(&rs, "factor", 1, 0, &c->rope_factor)))
+			return err;
+		if (c->rope_type != FI_ROPE_LLAMA3)
+			return FI_OK;
+		if ((err = get_num(&rs, "low_freq_factor", 1, 0, &c->rope_low_freq_factor)) ||
+		    (err = get_num(&rs, "high_freq_factor", 1, 0, &c->rope_high_freq_factor)) ||
+		    (err = get_int(&rs, "original_max_position_embeddings", 1, 0, 1, MAX_POS,
+				   &c->rope_orig_max_pos)))
+			return err;
+		/* The llama3 ramp divides by (high - low). */
+		if (c->rope_high_freq_factor <= c->rope_low_freq_factor)
+			return fi_fail(FI_ERANGE, "%s: 'high_freq_factor' must exceed 'low_freq_factor'", file);
+	}
+	return FI_OK;
+}
+
+static fi_err parse_ids(const struct src *s, struct fi_config *c)
+{
+	json_t *e = json_object_get(s->o, "eos_token_id");
+	fi_err err;
+	if (!absent(s, "bos_token_id") &&
+	    (err = get_int(s, "bos_token_id", 0, -1, 0, c->vocab - 1, &c->bos_id)))
+		return err;
+	if (!e || json_is_null(e))
+		return FI_OK;
+	if (json_is_array(e)) {
+		size_t n = json_array_size(e);
+		if (n > FI_MAX_EOS)
+			return fi_fail(FI_ERANGE, "%s: 'eos_token_id' lists %zu ids, more than %d", s->file, n,
+				       FI_MAX_EOS);
+		for (size_t i = 0; i < n; i++) {
+			json_t *x = json_array_get(e, i);
+			if (!json_is_integer(x))
+				return fi_fail(FI_EFORMAT, "%s: 'eos_token_id'[%zu] is not an integer", s->file, i);
+			if (json_integer_value(x) < 0 || json_integer_value(x) >= c->vocab)
+				return fi_fail(FI_ERANGE, "%s: 'eos_token_id'[%zu] = %lld is outside the vocabulary",
+					       s->file, i, json_integer_value(x));
+			c->eos_ids[i] = (int)json_integer_value(x);
+		}
+		c->n_eos = (int)n;
+		return FI_OK;
+	}
+	if ((err = get_int(s, "eos_token_id", 1, 0, 0, c->vocab - 1, &c->eos_ids[0])))
+		return err;
+	c->n_eos = 1;
+	return FI_OK;
+}
+
+static fi_err parse_dtype(const struct src *s, struct fi_config *c)
+{
+	static const struct {
+		const char *name;
+		enum fi_dtype dt;
+	} map[] = {{"float32", FI_DT_F32}, {"float", FI_DT_F32},    {"float16", FI_DT_F16},
+		   {"half", FI_DT_F16},    {"bfloat16", FI_DT_BF16}, {"float64", FI_DT_F64}};
+	const char *key = absent(s, "torch_dtype") ? "dtype" : "torch_dtype";
+	json_t *v = json_object_get(s->o, key);
+	c->torch_dtype = FI_DT_F32;
+	if (!v || json_is_null(v))
+		return FI_OK;
+	if (!json_is_string(v))
+		return fi_fail(FI_EFORMAT, "%s: '%s' is not a string", s->file, key);
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+		if (!strcmp(json_string_value(v), map[i].name)) {
+			c->torch_dtype = map[i].dt;
+			return FI_OK;
+		}
+	return fi_fail(FI_EUNSUPPORTED, "%s: '%s' '%s' is not supported", s->file, key,
+		       json_string_value(v));
+}
+
+static fi_err parse_sliding(const struct src *s, struct fi_config *c)
+{
+	int use = 0;
+	fi_err err;
+	c->sliding_window = 0;
+	switch (c->family) {
+	case FI_FAM_MISTRAL:
+		/* MistralConfig: default 4096, null disables it. */
+		if (!json_object_get(s->o, "sliding_window"))
+			c->sliding_window = 4096;
+		else
+			return get_int(s, "sliding_window", 0, 0, 0, INT32_MAX, &c->sliding_window);
+		return FI_OK;
+	case FI_FAM_QWEN2:
+	case FI_FAM_QWEN3:
+		/* Qwen2/3 apply their window only when use_sliding_window is set. */
+		if ((err = get_bool(s, "use_sliding_window", 0, &use)))
+			return err;
+		if (use)
+			return get_int(s, "sliding_window", 0, 4096, 0, INT32_MAX, &c->sliding_window);
+		return FI_OK;
+	default:
+		return FI_OK;
+	}
+}
+
+static fi_err parse_config(const struct src *s, struct fi_config *c)
+{
+	json_t *act = json_object_get(s->o, "hidden_act");
+	int mlp_bias = 0;
+	double eps;
+	fi_err err;
+
+	if ((err = parse_family(s, c)))
+		return err;
+	if ((err = get_int(s, "hidden_size", 1, 0, 1, MAX_HIDDEN, &c->hidden)) ||
+	    (err = get_int(s, "num_hidden_layers", 1, 0, 1, MAX_LAYERS, &c->n_layers)) ||
+	    (err = get_int(s, "num_attention_heads", 1, 0, 1, MAX_HEADS, &c->n_heads)) ||
+	    (err = get_int(s, "num_key_value_heads", 0, c->n_heads, 1, MAX_HEADS, &c->n_kv_heads)) ||
+	    (err = get_int(s, "intermediate_size", 1, 0, 1, MAX_FFN, &c->ffn)) ||
+	    (err = get_int(s, "vocab_size", 1, 0, 1, MAX_VOCAB, &c->vocab)) ||
+	    (err = get_int(s, "max_position_embeddings", 1, 0, 1, MAX_POS, &c->max_pos)))
+		return err;
+	if (c->n_heads % c->n_kv_heads)
+		return fi_fail(FI_EFORMAT, "%s: 'num_attention_heads' (%d) is not a multiple of "
+			       "'num_key_value_heads' (%d)", s->file, c->n_heads, c->n_kv_heads);
+	if (absent(s, "head_dim") && c->hidden % c->n_heads)
+		return fi_fail(FI_EFORMAT, "%s: 'head_dim' is missing and 'hidden_size' (%d) is not a "
+			       "multiple of 'num_attention_heads' (%d)", s->file, c->hidden, c->n_heads);
+	if ((err = get_int(s, "head_dim", 0, c->hidden / c->n_heads, 2, MAX_HEAD_DIM, &c->head_dim)))
+		return err;
+	if (c->head_dim % 2) /* RoPE rotates pairs */
+		return fi_fail(FI_ERANGE, "%s: 'head_dim' (%d) is odd", s->file, c->head_dim);
+	if ((err = get_num(s, "rms_norm_eps", 1, 0, &eps)))
+		return err;
+	if (eps >= 1)
+		return fi_fail(FI_ERANGE, "%s: 'rms_norm_eps' = %g is not below 1", s->file, eps);
+	c->rms_eps = (float)eps;
+	if ((err = get_num(s, "rope_theta", 0, 10000.0, &c->rope_theta)) || (err = parse_rope(s, c)))
+		return err;
+	if ((err = get_bool(s, "tie_word_embeddings", 0, &c->tie_embeddings)))
+		return err;
+	if ((err = parse_sliding(s, c)))
+		return err;
+
+	if (act && !json_is_null(act) &&
+	    (!json_is_string(act) || strcmp(json_string_value(act), "silu")))
+		return fi_fail(FI_EUNSUPPORTED, "%s: 'hidden_act' %s is not supported (only silu)",
+			       s->file, json_is_string(act) ? json_string_value(act) : "of this type");
+	if ((err = get_bool(s, "mlp_bias", 0, &mlp_bias)))
+		return err;
+	if (mlp_bias)
+		return fi_fail(FI_EUNSUPPORTED, "%s: 'mlp_bias' true is not supported", s->file);
+	switch (c->family) {
+	case FI_FAM_QWEN2:
+		c->qkv_bias = 1;
+		break;
+	case FI_FAM_QWEN3:
+	case FI_FAM_LLAMA:
+		/* Both configs carry attention_bias (default false). */
+		c->qk_norm = c->family == FI_FAM_QWEN3;
+		if ((err = get_bool(s, "attention_bias", 0, &c->qkv_bias)))
+			return err;
+		break;
+	default:
+		break;
+	}
+	if ((err = parse_ids(s, c)))
+		return err;
+	return parse_dtype(s, c);
+}
+
+static fi_err load_obj(const char *file, const char *json, size_t len, json_t **out)
+{
+	json_error_t jerr;
+	*out = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!*out)
+		return fi_fail(FI_EFORMAT, "%s: not valid JSON: %s (line %d, column %d)", file, jerr.text,
+			       jerr.line, jerr.column);
+	if (!json_is_object(*out)) {
+		json_decref(*out);
+		*out = NULL;
+		return fi_fail(FI_EFORMAT, "%s: not a JSON object", file);
+	}
+	return FI_OK;
+}
+
+static fi_err config_parse(const char *cfile, const char *json, size_t len, const char *gfile,
+			   const char *gen, size_t gen_len, struct fi_config *out)
+{
+	struct fi_config c;
+	struct src s = {NULL, cfile}, g = {NULL, gfile};
+	fi_err err;
+
+	memset(&c, 0, sizeof c);
+	c.bos_id = -1;
+	if ((err = load_obj(cfile, json, len, &s.o)))
+		return err;
+	if ((err = parse_config(&s, &c)))
+		goto out;
+	if (gen) {
+		if ((err = load_obj(gfile, gen, gen_len, &g.o)))
+			goto out;
+		/* generation_config.json's ids win where it has them. */
+		if (!absent(&g, "eos_token_id"))
+			c.n_eos = 0;
+		if ((err = parse_ids(&g, &c)))
+			goto out;
+	}
+	*out = c;
+out:
+	json_decref(s.o);
+	json_decref(g.o);
+	return err;
+}
+
+fi_err fi_config_parse(const char *json, size_t len, const char *gen, size_t gen_len,
+		       struct fi_config *out)
+{
+	return config_parse("config.json", json, len, "generation_config.json", gen, gen_len, out);
+}
+
+static fi_err slurp(const char *path, char **out, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	struct stat st;
+	char *b;
+	*out = NULL;
+	if (!fp)
+		return fi_fail(errno == ENOENT ? FI_ENOTFOUND : FI_EIO, "cannot open '%s': %s", path,
+			       strerror(errno));
+	if (fstat(fileno(fp), &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_CONFIG_BYTES) {
+		fclose(fp);
+		return fi_fail(FI_EFORMAT, "'%s': not a regular file of at most %u bytes", path,
+			       MAX_CONFIG_BYTES);
+	}
+	if (!(b = malloc((size_t)st.st_size + 1))) {
+		fclose(fp);
+		return fi_fail(FI_ENOMEM, "out of memory reading '%s'", path);
+	}
+	*len = fread(b, 1, (size_t)st.st_size, fp);
+	if (ferror(fp)) {
+		fclose(fp);
+		free(b);
+		return fi_fail(FI_EIO, "cannot read '%s': %s", path, strerror(errno));
+	}
+	fclose(fp);
+	b[*len] = 0;
+	*out = b;
+	return FI_OK;
+}
+
+fi_err fi_config_load_dir(const char *dir, struct fi_config *out)
+{
+	char cp[4096], gp[4096], *cj = NULL, *gj = NULL;
+	size_t cl = 0, gl = 0;
+	fi_err err;
+	if (snprintf(cp, sizeof cp, "%s/config.json", dir) >= (int)sizeof cp ||
+	    snprintf(gp, sizeof gp, "%s/generation_config.json", dir) >= (int)sizeof gp)
+		return fi_fail(FI_ERANGE, "path '%s' is too long", dir);
+	if ((err = slurp(cp, &cj, &cl)))
+		return err;
+	err = slurp(gp, &gj, &gl);
+	if (err == FI_ENOTFOUND) {
+		fi_clear_error();
+		err = FI_OK;
+	}
+	if (!err)
+		err = config_parse(cp, cj, cl, gp, gj, gl, out);
+	free(cj);
+	free(gj);
+	return err;
+}
+
+char *fi_config_to_json(const struct fi_config *c)
+{
+	json_t *o = json_object(), *eos;
+	char *s;
+	if (!o || (unsigned)c->family >= FI_FAM_COUNT) {
+		json_decref(o);
+		return NULL;
+	}
+	json_object_set_new(o, "architectures", json_pack("[s]", c->arch[0] ? c->arch : fam[c->family].arch));
+	json_object_set_new(o, "model_type", json_string(fam[c->family].model_type));
+	json_object_set_new(o, "hidden_size", json_integer(c->hidden));
+	json_object_set_new(o, "num_hidden_layers", json_integer(c->n_layers));
+	json_object_set_new(o, "num_attention_heads", json_integer(c->n_heads));
+	json_object_set_new(o, "num_key_value_heads", json_integer(c->n_kv_heads));
+	json_object_set_new(o, "head_dim", json_integer(c->head_dim));
+	json_object_set_new(o, "intermediate_size", json_integer(c->ffn));
+	json_object_set_new(o, "vocab_size", json_integer(c->vocab));
+	json_object_set_new(o, "max_position_embeddings", json_integer(c->max_pos));
+	json_object_set_new(o, "rms_norm_eps", json_real(c->rms_eps));
+	json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
+	switch (c->rope_type) {
+	case FI_ROPE_LLAMA3:
+		json_object_set_new(o, "rope_scaling",
+				    json_pack("{s:s, s:f, s:f, s:f, s:i}", "rope_type", "llama3", "factor",
+					      c->rope_factor, "low_freq_factor", c->rope_low_freq_factor,
+					      "high_freq_factor", c->rope_high_freq_factor,
+					      "original_max_position_embeddings", c->rope_orig_max_pos));
+		break;
+	case FI_ROPE_LINEAR:
+	case FI_ROPE_DYNAMIC:
+		json_object_set_new(o, "rope_scaling",
+				    json_pack("{s:s, s:f}", "rope_type",
+					      c->rope_type == FI_ROPE_LINEAR ? "linear" : "dynamic", "factor",
+					      c->rope_factor));
+		break;
+	default:
+		json_object_set_new(o, "rope_scaling", json_null());
+	}
+	json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_embeddings));
+	if (c->family == FI_FAM_QWEN2 || c->family == FI_FAM_QWEN3)
+		json_object_set_new(o, "use_sliding_window", json_boolean(c->sliding_window > 0));
+	json_object_set_new(o, "sliding_window",
+			    c->sliding_window > 0 ? json_integer(c->sliding_window) : json_null());
+	if (c->family == FI_FAM_LLAMA || c->family == FI_FAM_QWEN3)
+		json_object_set_new(o, "attention_bias", json_boolean(c->qkv_bias));
+	json_object_set_new(o, "bos_token_id", c->bos_id >= 0 ? json_integer(c->bos_id) : json_null());
+	if (c->n_eos == 1) {
+		eos = json_integer(c->eos_ids[0]);
+	} else if (c->n_eos <= 0) {
+		eos = json_null();
+	} else {
+		eos = json_array();
+		for (int i = 0; i < c->n_eos && i < FI_MAX_EOS; i++)
+			json_array_append_new(eos, json_integer(c->eos_ids[i]));
+	}
+	json_object_set_new(o, "eos_token_id", eos);
+	json_object_set_new(o, "torch_dtype",
+			    json_string(c->torch_dtype == FI_DT_F16    ? "float16"
+					: c->torch_dtype == FI_DT_BF16 ? "bfloat16"
+					: c->torch_dtype == FI_DT_F64  ? "float64"
+								       : "float32"));
+	s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	return s;
+}
+
+static void shape_str(char *buf, size_t sz, const int64_t *s, int nd)
+{
+	size_t o = (size_t)snprintf(buf, sz, "[");
+	for (int i = 0; i < nd && o < sz; i++)
+		o += (size_t)snprintf(buf + o, sz - o, "%s%lld", i ? ", " : "", (long long)s[i]);
+	if (o < sz)
+		snprintf(buf + o, sz - o, "]");
+}
+
+fi_err fi_config_check(const struct fi_config *c, const struct fi_tensor_set *ts)
+{
+	struct fi_expected e;
+	json_t *want = NULL, *have = NULL;
+	char a[160], b[160];
+	fi_err err = FI_OK;
+
+	if (c->hidden <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
+	    c->head_dim <= 0 || c->ffn <= 0 || c->vocab <= 0)
+		return fi_fail(FI_EMISMATCH, "config: sizes must be positive");
+	if (c->n_heads % c->n_kv_heads)
+		return fi_fail(FI_EMISMATCH, "config: 'num_attention_heads' (%d) is not a multiple of "
+			       "'num_key_value_heads' (%d)", c->n_heads, c->n_kv_heads);
+	want = json_object();
+	have = json_object();
+	if (!want || !have) {
+		err = fi_fail(FI_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < ts->n; i++) {
+		if (json_object_get(have, ts->t[i].name)) {
+			err = fi_fail(FI_EMISMATCH, "tensor '%s' appears twice", ts->t[i].name);
+			goto out;
+		}
+		json_object_set_new(have, ts->t[i].name, json_integer(i));
+	}
+	for (int i = 0; fi_expected_tensor(c, i, &e); i++) {
+		json_t *h = json_object_get(have, e.name);
+		const struct fi_tensor *t;
+		int same;
+		shape_str(a, sizeof a, e.shape, e.ndim);
+		json_object_set_new(want, e.name, json_true());
+		if (!h) {
+			err = fi_fail(FI_EMISMATCH, "tensor '%s' %s is missing", e.name, a);
+			goto out;
+		}
+		t = &ts->t[json_integer_value(h)];
+		same = t->ndim == e.ndim;
+		for (int d = 0; same && d < e.ndim; d++)
+			same = t->shape[d] == e.shape[d];
+		if (!same) {
+			shape_str(b, sizeof b, t->shape, t->ndim < FI_MAX_DIMS ? t->ndim : FI_MAX_DIMS);
+			if (t->ndim != e.ndim)
+				err = fi_fail(FI_EMISMATCH, "tensor '%s' has %d dims %s, expected %d dims %s",
+					      e.name, t->ndim, b, e.ndim, a);
+			else
+				err = fi_fail(FI_EMISMATCH, "tensor '%s' has shape %s, expected %s", e.name, b, a);
+			goto out;
+		}
+	}
+	for (int i = 0; i < ts->n; i++)
+		if (!json_object_get(want, ts->t[i].name)) {
+			shape_str(b, sizeof b, ts->t[i].shape, ts->t[i].ndim);
+			err = fi_fail(FI_EMISMATCH, "unexpected tensor '%s' %s", ts->t[i].name, b);
+			goto out;
+		}
+out:
+	json_decref(want);
+	json_decref(have);
+	return err;
+}
+
+long long fi_config_params(const struct fi_config *c)
+{
+	struct fi_expected e;
+	long long n = 0;
+	for (int i = 0; fi_expected_tensor(c, i, &e); i++)
+		n += e.ndim == 2 ? e.shape[0] * e.shape[1] : e.shape[0];
+	return n;
+}
