@@ -1,0 +1,304 @@
+/* cpu: the CPU backend's constructor, thread pool and memory ops. */
+#include "cpu.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- thread pool ---- */
+
+static void run_chunk(struct fi_cpu_pool *p, int i)
+{
+	int64_t per = (p->total + p->n - 1) / p->n;
+	int64_t b = per * i, e = b + per;
+	if (e > p->total)
+		e = p->total;
+	if (b < e)
+		p->fn(p->ctx, b, e);
+}
+
+/* Each worker gets its index through this small record. */
+struct wctx {
+	struct fi_cpu_pool *p;
+	int idx;
+};
+
+static void *worker_main(void *arg)
+{
+	struct wctx w = *(struct wctx *)arg;
+	struct fi_cpu_pool *p = w.p;
+	uint64_t seen = 0;
+	free(arg);
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		while (p->gen == seen && !p->quit)
+			pthread_cond_wait(&p->go, &p->mu);
+		if (p->quit)
+			break;
+		seen = p->gen;
+		pthread_mutex_unlock(&p->mu);
+		run_chunk(p, w.idx);
+		pthread_mutex_lock(&p->mu);
+		if (--p->pending == 0)
+			pthread_cond_signal(&p->done);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+static int pool_start(struct fi_cpu_pool *p, int n)
+{
+	memset(p, 0, sizeof *p);
+	p->n = 1;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->go, NULL);
+	pthread_cond_init(&p->done, NULL);
+	if (n <= 1)
+		return 0;
+	p->tid = calloc((size_t)n - 1, sizeof *p->tid);
+	if (!p->tid)
+		return -1;
+	for (int i = 1; i < n; i++) {
+		struct wctx *w = malloc(sizeof *w);
+		if (!w)
+			return -1;
+		w->p = p;
+		w->idx = i;
+		if (pthread_create(&p->tid[i - 1], NULL, worker_main, w)) {
+			free(w);
+			return -1;
+		}
+		p->n = i + 1;
+	}
+	return 0;
+}
+
+static void pool_stop(struct fi_cpu_pool *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->quit = 1;
+	pthread_cond_broadcast(&p->go);
+	pthread_mutex_unlock(&p->mu);
+	for (int i = 0; i < p->n - 1; i++)
+		pthread_join(p->tid[i], NULL);
+	free(p->tid);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->go);
+	pthread_cond_destroy(&p->done);
+}
+
+void fi_cpu_parallel_for(struct fi_backend *be, int64_t n, int64_t grain, fi_cpu_task fn,
+			 void *ctx)
+{
+	struct fi_cpu_pool *p = &((struct fi_cpu *)be->priv)->pool;
+	if (n <= 0)
+		return;
+	if (p->n <= 1 || n < 2 * (grain > 0 ? grain : 1)) {
+		fn(ctx, 0, n);
+		return;
+	}
+	pthread_mutex_lock(&p->mu);
+	p->fn = fn;
+	p->ctx = ctx;
+	p->total = n;
+	p->pending = p->n - 1;
+	p->gen++;
+	pthread_cond_broadcast(&p->go);
+	pthread_mutex_unlock(&p->mu);
+	run_chunk(p, 0);
+	pthread_mutex_lock(&p->mu);
+	while (p->pending)
+		pthread_cond_wait(&p->done, &p->mu);
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- memory ---- */
+
+static fi_err cpu_alloc(struct fi_backend *be, size_t bytes, void **out)
+{
+	/* 64-byte alignment keeps BLAS and vector loops on cache lines. */
+	size_t n = (bytes + 63) & ~(size_t)63;
+	*out = aligned_alloc(64, n ? n : 64);
+	if (!*out)
+		return fi_fail(FI_ENOMEM, "cpu backend: cannot allocate %zu bytes", bytes);
+	return FI_OK;
+}
+
+static void cpu_free(struct fi_backend *be, void *p)
+{
+	free(p);
+}
+
+static fi_err cpu_upload(struct fi_backend *be, void *dst, const void *src, size_t bytes)
+{
+	if (bytes)
+		memcpy(dst, src, bytes);
+	return FI_OK;
+}
+
+static fi_err cpu_download(struct fi_backend *be, void *dst, const void *src, size_t bytes)
+{
+	if (bytes)
+		memcpy(dst, src, bytes);
+	return FI_OK;
+}
+
+static fi_err cpu_sync(struct fi_backend *be)
+{
+	return FI_OK;
+}
+
+/* Every weight becomes a private f32 copy: rows x cols with a 1-D tensor as 1 x D. */
+static fi_err cpu_weight(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *w)
+{
+	int64_t n = fi_tensor_numel(t), rows, cols;
+	fi_err e;
+	memset(w, 0, sizeof *w);
+	if (t->ndim < 1 || t->ndim > 2 || n < 0)
+		return fi_fail(FI_EUNSUPPORTED, "tensor '%s': %d dimensions (expected 1 or 2)",
+			       t->name ? t->name : "?", t->ndim);
+	if (!fi_dtype_is_compute(t->dtype))
+		return fi_fail(FI_EUNSUPPORTED, "tensor '%s': dtype %s is not a float type",
+			       t->name ? t->name : "?", fi_dtype_name(t->dtype));
+	if (t->nbytes != (uint64_t)n * fi_dtype_size(t->dtype))
+		return fi_fail(FI_EFORMAT, "tensor '%s': %llu bytes for %lld elements of %s",
+			       t->name ? t->name : "?", (unsigned long long)t->nbytes,
+			       (long long)n, fi_dtype_name(t->dtype));
+	rows = t->ndim == 2 ? t->shape[0] : 1;
+	cols = t->ndim == 2 ? t->shape[1] : t->shape[0];
+	if ((e = cpu_alloc(be, (size_t)n * sizeof(float), &w->p)))
+		return e;
+	if ((e = fi_convert(w->p, FI_DT_F32, t->data, t->dtype, (size_t)n))) {
+		free(w->p);
+		w->p = NULL;
+		return fi_fail_ctx(e, "tensor '%s'", t->name ? t->name : "?");
+	}
+	w->dtype = FI_DT_F32;
+	w->rows = rows;
+	w->cols = cols;
+	return FI_OK;
+}
+
+static void cpu_weight_free(struct fi_backend *be, struct fi_weight *w)
+{
+	if (w) {
+		free(w->p);
+		memset(w, 0, sizeof *w);
+	}
+}
+
+static void cpu_kv_free(struct fi_backend *be, struct fi_kv_cache *kv)
+{
+	for (int l = 0; kv->k_d && l < kv->n_layers; l++) {
+		free(kv->k_d[l]);
+		free(kv->v_d[l]);
+	}
+	free(kv->k_d);
+	free(kv->v_d);
+	kv->k_d = kv->v_d = NULL;
+}
+
+/* Per layer K and V [n_blocks, block_size, Hk, hd] f32, zeroed (unwritten slots are
+ * never read, but zeros keep a stray read finite). */
+static fi_err cpu_kv_alloc(struct fi_backend *be, struct fi_kv_cache *kv)
+{
+	size_t per;
+	if (kv->n_layers <= 0 || kv->n_blocks <= 0 || kv->block_size <= 0 ||
+	    kv->n_kv_heads <= 0 || kv->head_dim <= 0)
+		return fi_fail(FI_EINVAL, "kv cache: invalid geometry");
+	per = (size_t)kv->n_blocks * kv->block_size * kv->n_kv_heads * kv->head_dim;
+	if (per > SIZE_MAX / sizeof(float) / 2 / (size_t)kv->n_layers)
+		return fi_fail(FI_ERANGE, "kv cache: %d blocks of %d tokens is too large",
+			       kv->n_blocks, kv->block_size);
+	kv->k_d = calloc((size_t)kv->n_layers, sizeof(void *));
+	kv->v_d = calloc((size_t)kv->n_layers, sizeof(void *));
+	if (!kv->k_d || !kv->v_d)
+		goto nomem;
+	for (int l = 0; l < kv->n_layers; l++) {
+		kv->k_d[l] = calloc(per, sizeof(float));
+		kv->v_d[l] = calloc(per, sizeof(float));
+		if (!kv->k_d[l] || !kv->v_d[l])
+			goto nomem;
+	}
+	return FI_OK;
+nomem:
+	cpu_kv_free(be, kv);
+	return fi_fail(FI_ENOMEM, "kv cache: cannot allocate %zu bytes per layer",
+		       2 * per * sizeof(float));
+}
+
+static void cpu_destroy(struct fi_backend *be)
+{
+	if (!be)
+		return;
+	if (be->priv) {
+		pool_stop(&((struct fi_cpu *)be->priv)->pool);
+		free(be->priv);
+	}
+	free(be);
+}
+
+static const struct fi_backend_ops cpu_ops = {
+	.name = "cpu",
+	.destroy = cpu_destroy,
+	.alloc = cpu_alloc,
+	.free = cpu_free,
+	.upload = cpu_upload,
+	.download = cpu_download,
+	.sync = cpu_sync,
+	.weight = cpu_weight,
+	.weight_free = cpu_weight_free,
+	.kv_alloc = cpu_kv_alloc,
+	.kv_free = cpu_kv_free,
+	.embed = fi_cpu_embed,
+	.rmsnorm = fi_cpu_rmsnorm,
+	.matmul = fi_cpu_matmul,
+	.matmul_f32out = fi_cpu_matmul_f32out,
+	.rope = fi_cpu_rope,
+	.kv_write = fi_cpu_kv_write,
+	.attention = fi_cpu_attention,
+	.silu_mul = fi_cpu_silu_mul,
+	.gather_rows = fi_cpu_gather_rows,
+	.argmax = fi_cpu_argmax,
+};
+
+fi_err fi_backend_cpu_create(int n_threads, struct fi_backend **out)
+{
+	struct fi_backend *be;
+	struct fi_cpu *c;
+	long mem = sysconf(_SC_PHYS_PAGES), pg = sysconf(_SC_PAGESIZE);
+	long avail = sysconf(_SC_AVPHYS_PAGES);
+	*out = NULL;
+	if (n_threads <= 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		n_threads = n > 0 ? (int)n : 1;
+	}
+	if (n_threads > 256)
+		n_threads = 256;
+	be = calloc(1, sizeof *be);
+	c = calloc(1, sizeof *c);
+	if (!be || !c) {
+		free(be);
+		free(c);
+		return fi_fail(FI_ENOMEM, "cpu backend: out of memory");
+	}
+	be->ops = &cpu_ops;
+	be->act = FI_DT_F32;
+	be->priv = c;
+	if (pool_start(&c->pool, n_threads)) {
+		cpu_destroy(be);
+		return fi_fail(FI_ENOMEM, "cpu backend: cannot start %d threads", n_threads);
+	}
+	be->n_threads = c->pool.n;
+	if (mem > 0 && pg > 0)
+		be->mem_total = (size_t)mem * (size_t)pg;
+	if (avail > 0 && pg > 0)
+		be->mem_free = (size_t)avail * (size_t)pg;
+	snprintf(be->device, sizeof be->device, "cpu (%d thread%s)", be->n_threads,
+		 be->n_threads == 1 ? "" : "s");
+	openblas_set_num_threads(be->n_threads);
+	*out = be;
+	return FI_OK;
+}

@@ -1,0 +1,145 @@
+/* cpu_attn: the paged KV cache write and attention over it (layout in backend.h).
+ *
+ * Attention for token t of sequence s at position p, query head h, KV head
+ * kh = h / (Hq / Hk), reads cache positions j in [lo, hi] with
+ *   hi = min(p, seq_len[s] - 1), lo = W ? max(0, p - W + 1) : 0
+ * (causal by position, so a batch may carry any mix of prompt and decode tokens of
+ * several sequences, in any order, as long as their K/V were written first), and computes
+ *   out[t, h, :] = sum_j softmax_j(q . k_j * scale) v_j
+ * with a two-pass, max-subtracted softmax and double accumulators: this is the reference
+ * the GPU kernels are measured against. */
+#include "cpu.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+fi_err fi_cpu_kv_write(struct fi_backend *be, struct fi_kv_cache *kv, int layer,
+		       const void *k_d, const void *v_d, const struct fi_attn_batch *b)
+{
+	size_t row = (size_t)kv->n_kv_heads * kv->head_dim;
+	int64_t slots = (int64_t)kv->n_blocks * kv->block_size;
+	float *kc, *vc;
+	if (layer < 0 || layer >= kv->n_layers)
+		return fi_fail(FI_ERANGE, "kv_write: layer %d of %d", layer, kv->n_layers);
+	kc = kv->k_d[layer];
+	vc = kv->v_d[layer];
+	for (int t = 0; t < b->n_tokens; t++)
+		if (b->slot_d[t] < 0 || b->slot_d[t] >= slots)
+			return fi_fail(FI_ERANGE, "kv_write: slot %d outside the cache (%lld slots)",
+				       b->slot_d[t], (long long)slots);
+	for (int t = 0; t < b->n_tokens; t++) {
+		size_t s = (size_t)b->slot_d[t];
+		memcpy(kc + s * row, (const float *)k_d + t * row, row * sizeof(float));
+		memcpy(vc + s * row, (const float *)v_d + t * row, row * sizeof(float));
+	}
+	return FI_OK;
+}
+
+struct attn_job {
+	float *out;
+	const float *q, *kc, *vc;
+	const struct fi_attn_batch *b;
+	const struct fi_kv_cache *kv;
+	int Hq, group;
+	atomic_int err; /* 1: out of memory, 2: bad block table entry */
+};
+
+/* Slot of position j of sequence s, or -1 if its block is outside the cache. */
+static int64_t slot_of(const struct attn_job *a, int s, int j)
+{
+	int bs = a->kv->block_size;
+	int32_t blk = a->b->block_table_d[(size_t)s * a->b->max_blocks + j / bs];
+	if (blk < 0 || blk >= a->kv->n_blocks)
+		return -1;
+	return (int64_t)blk * bs + j % bs;
+}
+
+static void attn_items(void *ctx, int64_t ib, int64_t ie)
+{
+	struct attn_job *a = ctx;
+	const struct fi_attn_batch *b = a->b;
+	int hd = a->kv->head_dim, Hk = a->kv->n_kv_heads;
+	size_t krow = (size_t)Hk * hd;
+	float *sc = malloc((size_t)(b->max_seq_len > 0 ? b->max_seq_len : 1) * sizeof(float));
+	double *acc = malloc((size_t)hd * sizeof(double));
+	if (!sc || !acc) {
+		atomic_store(&a->err, 1);
+		goto out;
+	}
+	for (int64_t it = ib; it < ie; it++) {
+		int t = (int)(it / a->Hq), h = (int)(it % a->Hq), kh = h / a->group;
+		int s = b->tok_seq_d[t], p = b->tok_pos_d[t];
+		int hi = p < b->seq_len_d[s] - 1 ? p : b->seq_len_d[s] - 1;
+		int lo = b->sliding_window > 0 && p - b->sliding_window + 1 > 0 ?
+				 p - b->sliding_window + 1 : 0;
+		const float *q = a->q + ((size_t)t * a->Hq + h) * hd;
+		float *o = a->out + ((size_t)t * a->Hq + h) * hd;
+		float mx = -INFINITY;
+		double sum = 0;
+		if (hi - lo + 1 > b->max_seq_len) { /* max_seq_len lied: refuse, do not overrun */
+			atomic_store(&a->err, 3);
+			goto out;
+		}
+		for (int j = lo; j <= hi; j++) {
+			int64_t sl = slot_of(a, s, j);
+			const float *k;
+			double d = 0;
+			if (sl < 0) {
+				atomic_store(&a->err, 2);
+				goto out;
+			}
+			k = a->kc + (size_t)sl * krow + (size_t)kh * hd;
+			for (int i = 0; i < hd; i++)
+				d += (double)q[i] * k[i];
+			sc[j - lo] = (float)d * b->scale;
+			if (sc[j - lo] > mx)
+				mx = sc[j - lo];
+		}
+		for (int i = 0; i < hd; i++)
+			acc[i] = 0;
+		for (int j = lo; j <= hi; j++) {
+			const float *v = a->vc + (size_t)slot_of(a, s, j) * krow + (size_t)kh * hd;
+			double w = exp((double)sc[j - lo] - mx);
+			sum += w;
+			for (int i = 0; i < hd; i++)
+				acc[i] += w * v[i];
+		}
+		for (int i = 0; i < hd; i++)
+			o[i] = sum > 0 ? (float)(acc[i] / sum) : 0.0f;
+	}
+out:
+	free(sc);
+	free(acc);
+}
+
+fi_err fi_cpu_attention(struct fi_backend *be, void *out_d, const void *q_d,
+			const struct fi_kv_cache *kv, int layer, int Hq,
+			const struct fi_attn_batch *b)
+{
+	struct attn_job a = {out_d, q_d, NULL, NULL, b, kv, Hq, 0, 0};
+	if (layer < 0 || layer >= kv->n_layers)
+		return fi_fail(FI_ERANGE, "attention: layer %d of %d", layer, kv->n_layers);
+	if (Hq <= 0 || Hq % kv->n_kv_heads)
+		return fi_fail(FI_EINVAL, "attention: %d query heads for %d kv heads", Hq,
+			       kv->n_kv_heads);
+	for (int t = 0; t < b->n_tokens; t++) {
+		int s = b->tok_seq_d[t];
+		if (s < 0 || s >= b->n_seqs || b->tok_pos_d[t] < 0 ||
+		    b->seq_len_d[s] > b->max_blocks * kv->block_size)
+			return fi_fail(FI_ERANGE, "attention: token %d: sequence %d position %d "
+				       "outside the batch", t, s, b->tok_pos_d[t]);
+	}
+	a.kc = kv->k_d[layer];
+	a.vc = kv->v_d[layer];
+	a.group = Hq / kv->n_kv_heads;
+	fi_cpu_parallel_for(be, (int64_t)b->n_tokens * Hq, 4, attn_items, &a);
+	switch (atomic_load(&a.err)) {
+	case 0: return FI_OK;
+	case 1: return fi_fail(FI_ENOMEM, "attention: out of memory");
+	case 2: return fi_fail(FI_ERANGE, "attention: block table entry outside the cache");
+	default: return fi_fail(FI_ERANGE, "attention: a window exceeds max_seq_len %d",
+				 b->max_seq_len);
+	}
+}

@@ -1,0 +1,42 @@
+/* cpu_matmul: linear layers through OpenBLAS: out[T,N] = in[T,K] @ w[N,K]^T (+ bias). */
+#include "cpu.h"
+
+#include <cblas.h>
+
+static void gemm(float *out, const float *in, const struct fi_weight *w, int T)
+{
+	int N = (int)w->rows, K = (int)w->cols;
+	if (T == 1) /* one token (decode): a matrix-vector product is the faster kernel */
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w->p, K, in, 1, 0.0f, out, 1);
+	else
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, in, K, w->p, K,
+			    0.0f, out, N);
+}
+
+fi_err fi_cpu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
+		     const struct fi_weight *w, const struct fi_weight *bias, int T)
+{
+	float *out = out_d;
+	int N = (int)w->rows;
+	if (w->dtype != FI_DT_F32)
+		return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s", fi_dtype_name(w->dtype));
+	if (bias && bias->rows * bias->cols != N)
+		return fi_fail(FI_EMISMATCH, "matmul: bias has %lld elements for %d outputs",
+			       (long long)(bias->rows * bias->cols), N);
+	if (T <= 0)
+		return FI_OK;
+	gemm(out, in_d, w, T);
+	if (bias) {
+		const float *b = bias->p;
+		for (int t = 0; t < T; t++)
+			for (int n = 0; n < N; n++)
+				out[(size_t)t * N + n] += b[n];
+	}
+	return FI_OK;
+}
+
+fi_err fi_cpu_matmul_f32out(struct fi_backend *be, float *out_d, const void *in_d,
+			    const struct fi_weight *w, int T)
+{
+	return fi_cpu_matmul(be, out_d, in_d, w, NULL, T);
+}
