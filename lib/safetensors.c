@@ -184,6 +184,9 @@ static fi_err st_validate(const char *who, const uint8_t *buf, size_t len, struc
 	if ((err = check_utf8(who, buf + 8, (size_t)hlen)))
 		return err;
 	root = json_loadb((const char *)buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root && json_error_code(&jerr) == json_error_duplicate_key)
+		return fi_fail(FI_EFORMAT, "safetensors '%s': duplicate tensor name: %s at byte %d", who,
+			       jerr.text, jerr.position + 8);
 	if (!root)
 		return fi_fail(FI_EFORMAT, "safetensors '%s': header is not valid JSON: %s at byte %d", who,
 			       jerr.text, jerr.position + 8);
@@ -396,6 +399,9 @@ static fi_err index_load(const char *who, const char *json, size_t len, json_t *
 		return fi_fail(FI_ERANGE, "index '%s': %zu bytes exceed the limit of %u", who, len,
 			       FI_ST_MAX_HEADER);
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root && json_error_code(&jerr) == json_error_duplicate_key)
+		return fi_fail(FI_EFORMAT, "index '%s': duplicate tensor name: %s at byte %d", who,
+			       jerr.text, jerr.position);
 	if (!root)
 		return fi_fail(FI_EFORMAT, "index '%s': not valid JSON: %s at byte %d", who, jerr.text,
 			       jerr.position);
