@@ -1,0 +1,381 @@
+/* Forward pass parity with Hugging Face transformers (tests/fixtures/hf, made by
+ * tools/make_hf_fixtures.py) and with a real trained model (stories260K, corpus).
+ *
+ * Error measure, per logits row: max_i |a_i - b_i| / max_i |b_i| (b = HF); every row of
+ * every family must be <= 1e-4, and the 32 greedy tokens must be identical. Each family
+ * runs three ways: one full-sequence forward, token-by-token decode (incremental KV), and
+ * a mixed batch of three sequences at different stages (with a fork) in the same calls. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "model.h"
+#include "util.h"
+
+#define TOL 1e-4
+
+struct ref {
+	int n_prompt, n_greedy, rows, vocab;
+	int32_t *ids; /* prompt then greedy, [rows] */
+	float *logits; /* [rows, vocab] */
+};
+
+static struct fi_backend *be;
+
+static void load_ref(const char *name, struct ref *r)
+{
+	char p[512];
+	json_error_t je;
+	json_t *o, *pr, *gr;
+	size_t len;
+	char *bin;
+	snprintf(p, sizeof p, "%s/ref.json", fi_test_fixture(name));
+	o = json_load_file(p, 0, &je);
+	ck_assert_msg(o, "%s: %s", p, je.text);
+	pr = json_object_get(o, "prompt");
+	gr = json_object_get(o, "greedy");
+	r->n_prompt = (int)json_array_size(pr);
+	r->n_greedy = (int)json_array_size(gr);
+	r->rows = (int)json_integer_value(json_object_get(o, "rows"));
+	r->vocab = (int)json_integer_value(json_object_get(o, "vocab"));
+	ck_assert_int_eq(r->rows, r->n_prompt + r->n_greedy);
+	r->ids = malloc(sizeof(int32_t) * (size_t)r->rows);
+	for (int i = 0; i < r->n_prompt; i++)
+		r->ids[i] = (int32_t)json_integer_value(json_array_get(pr, (size_t)i));
+	for (int i = 0; i < r->n_greedy; i++)
+		r->ids[r->n_prompt + i] = (int32_t)json_integer_value(json_array_get(gr, (size_t)i));
+	json_decref(o);
+	snprintf(p, sizeof p, "%s/logits.bin", fi_test_fixture(name));
+	bin = fi_test_slurp(p, &len);
+	ck_assert_msg(bin, "cannot read %s", p);
+	ck_assert_uint_eq(len, sizeof(float) * (size_t)r->rows * r->vocab);
+	r->logits = (float *)bin;
+}
+
+static void free_ref(struct ref *r)
+{
+	free(r->ids);
+	free(r->logits);
+}
+
+static double row_err(const float *a, const float *b, int V)
+{
+	double d = 0, m = 0;
+	for (int i = 0; i < V; i++) {
+		if (fabs((double)a[i] - b[i]) > d)
+			d = fabs((double)a[i] - b[i]);
+		if (fabs(b[i]) > m)
+			m = fabs(b[i]);
+	}
+	return d / m;
+}
+
+static int argmax(const float *l, int V)
+{
+	int b = 0;
+	for (int i = 1; i < V; i++)
+		if (l[i] > l[b])
+			b = i;
+	return b;
+}
+
+static struct fi_model *open_fixture(const char *name)
+{
+	struct fi_model *m;
+	fi_err e = fi_model_load_hf(fi_test_fixture(name), be, &m);
+	ck_assert_msg(!e, "%s: %s", name, fi_errmsg());
+	return m;
+}
+
+/* All rows in one forward. */
+static double run_full(const char *name, const struct ref *r)
+{
+	struct fi_model *m = open_fixture(name);
+	int32_t *seq = calloc((size_t)r->rows, sizeof *seq);
+	int8_t *want = malloc((size_t)r->rows);
+	float *lg = malloc(sizeof(float) * (size_t)r->rows * r->vocab);
+	int s, n;
+	double worst = 0;
+	ck_assert_int_eq(fi_model_seq_new(m, &s), FI_OK);
+	for (int i = 0; i < r->rows; i++) {
+		seq[i] = s;
+		want[i] = 1;
+	}
+	struct fi_batch b = {r->rows, r->ids, seq, want};
+	ck_assert_int_eq(fi_batch_n_logits(&b), r->rows);
+	ck_assert_msg(!fi_model_forward(m, &b, lg, &n), "%s", fi_errmsg());
+	ck_assert_int_eq(n, r->rows);
+	for (int i = 0; i < r->rows; i++) {
+		double e = row_err(lg + (size_t)i * r->vocab, r->logits + (size_t)i * r->vocab,
+				   r->vocab);
+		ck_assert_msg(e <= TOL, "%s full: row %d error %g", name, i, e);
+		worst = fmax(worst, e);
+		if (i >= r->n_prompt - 1 && i < r->rows - 1)
+			ck_assert_int_eq(argmax(lg + (size_t)i * r->vocab, r->vocab), r->ids[i + 1]);
+	}
+	ck_assert_int_eq(fi_model_seq_len(m, s), r->rows);
+	free(seq);
+	free(want);
+	free(lg);
+	fi_model_close(m);
+	return worst;
+}
+
+/* Prompt one token at a time, then 32 greedy steps choosing our own argmax. */
+static double run_decode(const char *name, const struct ref *r, int *agree)
+{
+	struct fi_model *m = open_fixture(name);
+	float *lg = malloc(sizeof(float) * (size_t)r->vocab);
+	int s, n;
+	int32_t tok = r->ids[0];
+	double worst = 0;
+	*agree = 0;
+	ck_assert_int_eq(fi_model_seq_new(m, &s), FI_OK);
+	for (int i = 0; i < r->rows; i++) {
+		struct fi_batch b = {1, &tok, &s, NULL};
+		double e;
+		ck_assert_msg(!fi_model_forward(m, &b, lg, &n), "%s", fi_errmsg());
+		ck_assert_int_eq(n, 1);
+		e = row_err(lg, r->logits + (size_t)i * r->vocab, r->vocab);
+		ck_assert_msg(e <= TOL, "%s decode: position %d error %g", name, i, e);
+		worst = fmax(worst, e);
+		if (i + 1 < r->n_prompt) {
+			tok = r->ids[i + 1];
+		} else if (i + 1 < r->rows) {
+			tok = argmax(lg, r->vocab);
+			*agree += tok == r->ids[i + 1];
+			ck_assert_msg(tok == r->ids[i + 1], "%s decode: greedy token %d: %d, HF %d",
+				      name, i + 1 - r->n_prompt, tok, r->ids[i + 1]);
+		}
+	}
+	free(lg);
+	fi_model_close(m);
+	return worst;
+}
+
+/* Three sequences advancing by different, pseudo-random chunk sizes, their tokens
+ * interleaved in each batch; a fork starts the third from the first mid-block. Blocks of
+ * 4 tokens so that sequences span many blocks (and the fork copies a shared block). */
+static double run_mixed(const char *name, const struct ref *r)
+{
+	struct fi_model *m = open_fixture(name);
+	int sq[3], done[3] = {0, 0, 0}, n_seq = 2;
+	uint32_t lcg = 12345;
+	int32_t *tok = malloc(sizeof(int32_t) * 3 * (size_t)r->rows);
+	int32_t *seq = malloc(sizeof(int32_t) * 3 * (size_t)r->rows);
+	int *who = malloc(sizeof(int) * 3 * (size_t)r->rows);
+	float *lg = malloc(sizeof(float) * 3 * (size_t)r->rows * r->vocab);
+	double worst = 0;
+	int forked = 0;
+	ck_assert_int_eq(fi_model_cache_init(m, 3 * (r->rows / 4 + 2), 4), FI_OK);
+	ck_assert_int_eq(fi_model_seq_new(m, &sq[0]), FI_OK);
+	ck_assert_int_eq(fi_model_seq_new(m, &sq[1]), FI_OK);
+	while (done[0] < r->rows || done[1] < r->rows || (n_seq == 3 && done[2] < r->rows)) {
+		int take[3] = {0, 0, 0}, left[3], T = 0, n;
+		if (!forked && done[0] >= 9) { /* 9 = two full blocks and one token */
+			ck_assert_int_eq(fi_model_seq_fork(m, sq[0], &sq[2]), FI_OK);
+			ck_assert_int_eq(fi_model_seq_len(m, sq[2]), done[0]);
+			done[2] = done[0];
+			n_seq = 3;
+			forked = 1;
+		}
+		for (int k = 0; k < n_seq; k++) {
+			lcg = lcg * 1103515245u + 12345u;
+			take[k] = (lcg >> 16) % 3 == 0 ? 1 : (int)((lcg >> 18) % 9);
+			if (take[k] > r->rows - done[k])
+				take[k] = r->rows - done[k];
+			left[k] = take[k];
+		}
+		/* interleave: round-robin over sequences with tokens left */
+		for (int any = 1; any;) {
+			any = 0;
+			for (int k = 0; k < n_seq; k++)
+				if (left[k]) {
+					int pos = done[k] + take[k] - left[k];
+					tok[T] = r->ids[pos];
+					seq[T] = sq[k];
+					who[T] = k;
+					T++;
+					left[k]--;
+					any = 1;
+				}
+		}
+		if (!T)
+			continue;
+		int8_t *want = malloc((size_t)T);
+		memset(want, 1, (size_t)T);
+		struct fi_batch b = {T, tok, seq, want};
+		ck_assert_msg(!fi_model_forward(m, &b, lg, &n), "%s", fi_errmsg());
+		ck_assert_int_eq(n, T);
+		{
+			int seen[3] = {0, 0, 0};
+			for (int t = 0; t < T; t++) {
+				int k = who[t], pos = done[k] + seen[k]++;
+				double e = row_err(lg + (size_t)t * r->vocab,
+						   r->logits + (size_t)pos * r->vocab, r->vocab);
+				ck_assert_msg(e <= TOL, "%s mixed: seq %d position %d error %g", name, k,
+					      pos, e);
+				worst = fmax(worst, e);
+			}
+		}
+		for (int k = 0; k < n_seq; k++) {
+			done[k] += take[k];
+			ck_assert_int_eq(fi_model_seq_len(m, sq[k]), done[k]);
+		}
+		free(want);
+	}
+	free(tok);
+	free(seq);
+	free(who);
+	free(lg);
+	fi_model_close(m);
+	return worst;
+}
+
+static void family(const char *name)
+{
+	struct ref r;
+	double ef, ed, em;
+	int agree;
+	load_ref(name, &r);
+	ef = run_full(name, &r);
+	ed = run_decode(name, &r, &agree);
+	em = run_mixed(name, &r);
+	printf("parity %-12s max rel err: full %.2e  decode %.2e  mixed %.2e  greedy %d/%d\n",
+	       name, ef, ed, em, agree, r.n_greedy);
+	free_ref(&r);
+}
+
+START_TEST(test_llama) { family("hf/llama"); }
+END_TEST
+START_TEST(test_llama_tied) { family("hf/llama_tied"); }
+END_TEST
+START_TEST(test_llama3_rope) { family("hf/llama3_rope"); }
+END_TEST
+START_TEST(test_mistral) { family("hf/mistral"); }
+END_TEST
+START_TEST(test_qwen2) { family("hf/qwen2"); }
+END_TEST
+START_TEST(test_qwen3) { family("hf/qwen3"); }
+END_TEST
+
+/* A full cache fails with FI_EFULL and leaves the sequence as it was. */
+START_TEST(test_cache_full)
+{
+	struct fi_model *m = open_fixture("hf/llama");
+	int32_t ids[12] = {1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, seq[12] = {0};
+	float *lg = malloc(sizeof(float) * 300);
+	int s, n;
+	ck_assert_int_eq(fi_model_cache_init(m, 2, 4), FI_OK);
+	ck_assert_int_eq(fi_model_cache_init(m, 2, 4), FI_ESTATE);
+	ck_assert_int_eq(fi_model_seq_new(m, &s), FI_OK);
+	struct fi_batch b = {6, ids, seq, NULL};
+	ck_assert_int_eq(fi_model_forward(m, &b, lg, &n), FI_OK);
+	b.n_tokens = 12;
+	ck_assert_int_eq(fi_model_forward(m, &b, lg, &n), FI_EFULL);
+	ck_assert_int_eq(fi_model_seq_len(m, s), 6);
+	ck_assert_int_eq(fi_kvcache_free_blocks(fi_model_cache(m)), 0);
+	ids[0] = 300; /* outside the vocabulary */
+	b.n_tokens = 1;
+	ck_assert_int_eq(fi_model_forward(m, &b, lg, &n), FI_ERANGE);
+	seq[0] = 7; /* no such sequence */
+	ids[0] = 1;
+	ck_assert_int_eq(fi_model_forward(m, &b, lg, &n), FI_ENOTFOUND);
+	ck_assert_int_eq(fi_model_seq_truncate(m, s, 3), FI_OK);
+	ck_assert_int_eq(fi_kvcache_free_blocks(fi_model_cache(m)), 1);
+	fi_model_seq_free(m, s);
+	ck_assert_int_eq(fi_kvcache_free_blocks(fi_model_cache(m)), 2);
+	free(lg);
+	fi_model_close(m);
+}
+END_TEST
+
+/* The llama3 frequency table against values computed by transformers. */
+START_TEST(test_rope_llama3)
+{
+	struct fi_config c = {.head_dim = 16, .rope_theta = 10000, .rope_type = FI_ROPE_LLAMA3,
+			      .rope_factor = 8, .rope_low_freq_factor = 1,
+			      .rope_high_freq_factor = 4, .rope_orig_max_pos = 32};
+	/* transformers 5.23 ROPE_INIT_FUNCTIONS["llama3"] for this config: pair 0 kept,
+	 * pair 1 smoothed, the rest divided by the factor */
+	static const float want[8] = {1.0f, 0.095839977f, 0.0125f, 0.0039528473f, 0.00125f,
+				      0.00039528473f, 0.00012500001f, 3.9528473e-05f};
+	float got[8];
+	ck_assert_int_eq(fi_rope_inv_freq(&c, got), FI_OK);
+	for (int i = 0; i < 8; i++)
+		ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-4f * want[i], "%d: %g vs %g", i,
+			      got[i], want[i]);
+	c.rope_type = FI_ROPE_DYNAMIC;
+	ck_assert_int_eq(fi_rope_inv_freq(&c, got), FI_EUNSUPPORTED);
+}
+END_TEST
+
+/* stories260K reproduces its greedy reference token for token (prompt [BOS], stop on
+ * BOS/EOS or 256 tokens). */
+START_TEST(test_stories260k)
+{
+	const char *dir = fi_test_corpus("corpus/models/stories260K-hf", "stories260K parity");
+	const char *tv = dir ? fi_test_corpus("corpus/testvectors/stories260K/greedy_t0.json",
+					      "stories260K parity") : NULL;
+	struct fi_model *m;
+	json_error_t je;
+	json_t *o, *gen, *head;
+	float lg[512];
+	int32_t tok = 1;
+	int s, n, i;
+	if (!dir || !tv)
+		return;
+	o = json_load_file(tv, 0, &je);
+	ck_assert_msg(o, "%s", je.text);
+	gen = json_object_get(o, "generated_ids");
+	head = json_object_get(o, "first_step_logits_head");
+	ck_assert_msg(!fi_model_load_hf(dir, be, &m), "%s", fi_errmsg());
+	ck_assert_int_eq(fi_model_seq_new(m, &s), FI_OK);
+	for (i = 0; i < 256; i++) {
+		struct fi_batch b = {1, &tok, &s, NULL};
+		ck_assert_msg(!fi_model_forward(m, &b, lg, &n), "%s", fi_errmsg());
+		if (i == 0)
+			for (size_t j = 0; j < json_array_size(head); j++)
+				ck_assert(fabs(lg[j] - json_number_value(json_array_get(head, j))) < 1e-4);
+		tok = argmax(lg, 512);
+		if (tok == 1 || tok == 2)
+			break;
+		ck_assert_msg((size_t)i < json_array_size(gen), "generated past the reference");
+		ck_assert_msg(tok == json_integer_value(json_array_get(gen, (size_t)i)),
+			      "token %d: %d, reference %lld", i, tok,
+			      json_integer_value(json_array_get(gen, (size_t)i)));
+	}
+	ck_assert_int_eq(i, (int)json_array_size(gen));
+	printf("stories260K: %d greedy tokens identical to the reference\n", i);
+	json_decref(o);
+	fi_model_close(m);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("model");
+	TCase *tc = tcase_create("model");
+	int rc;
+	if (fi_backend_cpu_create(2, &be)) {
+		fprintf(stderr, "test_model: %s\n", fi_errmsg());
+		return 1;
+	}
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_llama);
+	tcase_add_test(tc, test_llama_tied);
+	tcase_add_test(tc, test_llama3_rope);
+	tcase_add_test(tc, test_mistral);
+	tcase_add_test(tc, test_qwen2);
+	tcase_add_test(tc, test_qwen3);
+	tcase_add_test(tc, test_cache_full);
+	tcase_add_test(tc, test_rope_llama3);
+	tcase_add_test(tc, test_stories260k);
+	suite_add_tcase(s, tc);
+	rc = fi_test_run(s);
+	fi_backend_destroy(be);
+	return rc;
+}
