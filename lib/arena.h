@@ -140,6 +140,9 @@ fi_err fi_arena_block_key(struct fi_arena *a, uint32_t b, fi_arena_key *out);
 
 /* Reclaims leases of dead processes now; *n_reclaimed may be NULL. */
 fi_err fi_arena_sweep(struct fi_arena *a, uint32_t *n_reclaimed);
+/* Verifies the internal invariants (lists, index, refcounts against pins): FI_EFORMAT naming the
+ * first broken one. For tests and an arena check command. */
+fi_err fi_arena_check(struct fi_arena *a);
 
 struct fi_arena_stats {
 	char fingerprint[FI_ARENA_FP_CHARS + 1];

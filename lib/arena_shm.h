@@ -1,0 +1,135 @@
+/* arena_shm: the KV arena's file layout and the internals shared by arena*.c (not installed API).
+ *
+ * File layout (all offsets from the start of the file; nothing in it is a pointer):
+ *   [0, 4096)        struct arena_hdr: identity, layout, the robust mutex, list heads, counters
+ *   off_meta         struct arena_block[n_blocks]: key, state, refs, list links, owner lease
+ *   off_index        uint32_t[n_index]: open-addressing (linear probing) table of block + 1,
+ *                    0 = empty; n_index is a power of two >= 2 * n_blocks
+ *   off_leases       struct arena_lease_slot[n_leases]
+ *   off_pins         struct arena_pin[n_pins]: (block, next) pins threaded per lease, free list
+ *   off_data         n_blocks * block_stride bytes of KV; block_stride = block_bytes rounded up
+ *                    to FI_ARENA_ALIGN, off_data aligned to it
+ * Everything after the identity fields changes only under the mutex. */
+#ifndef FI_ARENA_SHM_H
+#define FI_ARENA_SHM_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "arena.h"
+
+#define ARENA_MAGIC "FIKVARN\0"
+#define ARENA_VERSION 1
+#define ARENA_HDR_BYTES 4096
+#define ARENA_F_CHECKSUM 1u
+#define NIL UINT32_MAX
+
+enum { BLK_FREE = 0, BLK_WRITING = 1, BLK_READY = 2 };
+enum { IN_NONE = 0, IN_FREE = 1, IN_LRU = 2 };
+
+struct arena_hdr {
+	char magic[8];
+	uint32_t version;
+	uint32_t hdr_struct_bytes; /* sizeof(struct arena_hdr) of the creator */
+	uint32_t mutex_bytes;      /* sizeof(pthread_mutex_t) of the creator */
+	uint32_t flags;
+	char fingerprint[72];      /* 64 hex characters, NUL padded */
+	uint32_t block_tokens;
+	uint32_t n_blocks;
+	uint64_t token_bytes, block_bytes, block_stride;
+	uint32_t n_index, n_leases, n_pins, pad0;
+	uint64_t off_meta, off_index, off_leases, off_pins, off_data, file_bytes;
+	uint8_t pad1[64];
+	union {
+		pthread_mutex_t m;
+		uint8_t bytes[128];
+	} lock __attribute__((aligned(64)));
+	/* Under the mutex. */
+	uint32_t free_head, free_count;
+	uint32_t lru_head, lru_tail;
+	uint32_t pin_free, pad2;
+	uint64_t tick; /* use counter: orders the LRU when a repair rebuilds it */
+	uint64_t hits, misses, inserts, evictions, swept, recoveries;
+};
+
+struct arena_block {
+	uint8_t key[FI_ARENA_KEY_BYTES];
+	uint8_t sum[32];    /* SHA-256 of the data, when the arena keeps checksums */
+	uint32_t state;     /* BLK_* */
+	uint32_t refs;      /* pins held on it, over all leases */
+	uint32_t prev, next; /* LRU (ready, unpinned) or free list (next only) */
+	uint32_t in_list;   /* IN_*: which list links it */
+	uint32_t owner, owner_gen; /* lease slot that reserved it, while writing */
+	uint32_t pad;
+	uint64_t used;      /* hdr->tick at last use */
+};
+
+struct arena_lease_slot {
+	uint32_t live, gen; /* gen changes each time the slot is freed, so stale handles fail */
+	int32_t pid;
+	uint32_t n_pins;
+	uint64_t start;     /* process start time, /proc/PID/stat field 22 */
+	uint32_t pin_head, pad;
+};
+
+struct arena_pin {
+	uint32_t block, next;
+};
+
+struct fi_arena {
+	int fd;
+	uint8_t *base;
+	size_t len;
+	struct arena_hdr *h;
+	struct arena_block *blk;
+	uint32_t *index;
+	struct arena_lease_slot *ls;
+	struct arena_pin *pins;
+	uint8_t *data;
+	pid_t pid;          /* the process that opened this handle */
+	uint64_t start;
+	struct fi_arena_lease **leases; /* this handle's open leases, released at close */
+	size_t n_leases, cap_leases;
+	char path[PATH_MAX];
+};
+
+struct fi_arena_lease {
+	struct fi_arena *a;
+	uint32_t slot, gen;
+	size_t pos; /* in a->leases */
+};
+
+/* arena.c */
+/* Attaches to an arena file of any model (for stats and listing). */
+fi_err arena_attach_path(const char *path, struct fi_arena **out);
+fi_err arena_kv_dir(const char *dir, char *buf, size_t n);
+
+/* arena_index.c */
+fi_err arena_lock(struct fi_arena *a);
+void arena_unlock(struct fi_arena *a);
+uint32_t idx_find(struct fi_arena *a, const uint8_t *key);
+void idx_insert(struct fi_arena *a, uint32_t b);
+void idx_remove(struct fi_arena *a, uint32_t b);
+void lru_remove(struct fi_arena *a, uint32_t b);
+void lru_push_tail(struct fi_arena *a, uint32_t b);
+void free_push(struct fi_arena *a, uint32_t b);
+/* A free block (evicting the LRU head if needed), taken off every list; NIL if none. */
+uint32_t block_take(struct fi_arena *a);
+/* Rebuilds lists, index and refcounts from the block and lease tables (after EOWNERDEAD). */
+void arena_repair(struct fi_arena *a);
+/* Raises SIGKILL when $FI_ARENA_CRASH names this point (testing hook). */
+void arena_crash_point(const char *name);
+
+/* arena_lease.c */
+/* 1 if the slot's process is alive and is the one that took the lease. */
+int lease_alive(const struct arena_lease_slot *s);
+/* Drops every pin of a slot (freeing blocks it was writing) and frees the slot. */
+void lease_release_locked(struct fi_arena *a, uint32_t slot);
+/* Releases leases of dead processes; returns how many. */
+uint32_t sweep_locked(struct fi_arena *a);
+/* Process start time in clock ticks, 0 on success, -1 if no such (living) process. */
+int proc_start_time(pid_t pid, uint64_t *start);
+
+#endif
