@@ -1,0 +1,557 @@
+/* config: published configs of each family against the values transformers derives from
+ * them (tests/fixtures/config/<model>/expected.json, tools/make_config_fixtures.py), rope
+ * scaling variants, an error table (missing keys, bad types, bounds), generation_config
+ * overrides, JSON round trips, and fi_config_check against tensor sets. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "names.h"
+#include "safetensors.h"
+#include "util.h"
+
+static const char *const fixtures[] = {"llama-3.1-8b-instruct", "mistral-7b-v0.1",
+				       "qwen2.5-0.5b-instruct", "qwen3-0.6b", "llama3-tiny-current"};
+
+static int cfg_eq(const struct fi_config *a, const struct fi_config *b)
+{
+	int same = a->family == b->family && !strcmp(a->arch, b->arch) && a->hidden == b->hidden &&
+		   a->n_layers == b->n_layers && a->n_heads == b->n_heads &&
+		   a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim && a->ffn == b->ffn &&
+		   a->vocab == b->vocab && a->max_pos == b->max_pos && a->rms_eps == b->rms_eps &&
+		   a->rope_theta == b->rope_theta && a->rope_type == b->rope_type &&
+		   a->rope_factor == b->rope_factor && a->rope_low_freq_factor == b->rope_low_freq_factor &&
+		   a->rope_high_freq_factor == b->rope_high_freq_factor &&
+		   a->rope_orig_max_pos == b->rope_orig_max_pos && a->tie_embeddings == b->tie_embeddings &&
+		   a->sliding_window == b->sliding_window && a->qkv_bias == b->qkv_bias &&
+		   a->qk_norm == b->qk_norm && a->bos_id == b->bos_id && a->n_eos == b->n_eos &&
+		   a->torch_dtype == b->torch_dtype;
+	for (int i = 0; same && i < a->n_eos; i++)
+		same = a->eos_ids[i] == b->eos_ids[i];
+	return same;
+}
+
+static void roundtrip(const struct fi_config *c)
+{
+	struct fi_config back;
+	char *j = fi_config_to_json(c);
+	ck_assert_ptr_nonnull(j);
+	ck_assert_msg(fi_config_parse(j, strlen(j), NULL, 0, &back) == FI_OK, "%s\n%s", fi_errmsg(), j);
+	ck_assert_msg(cfg_eq(c, &back), "round trip differs:\n%s", j);
+	free(j);
+}
+
+static int ival(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	ck_assert_msg(json_is_integer(v), "expected.json: %s", k);
+	return (int)json_integer_value(v);
+}
+
+START_TEST(test_fixture)
+{
+	static const char *const rope[] = {"default", "llama3", "linear", "dynamic"};
+	const char *name = fixtures[_i];
+	char dir[512], p[600];
+	struct fi_config c;
+	json_t *e, *eos;
+	json_error_t jerr;
+	snprintf(dir, sizeof dir, "%s", fi_test_fixture("config/"));
+	strncat(dir, name, sizeof dir - strlen(dir) - 1);
+	snprintf(p, sizeof p, "%s/expected.json", dir);
+	e = json_load_file(p, 0, &jerr);
+	ck_assert_msg(e != NULL, "%s: %s", p, jerr.text);
+	ck_assert_msg(fi_config_load_dir(dir, &c) == FI_OK, "%s: %s", name, fi_errmsg());
+	ck_assert_str_eq(fi_family_name(c.family), json_string_value(json_object_get(e, "family")));
+	ck_assert_int_eq(c.hidden, ival(e, "hidden"));
+	ck_assert_int_eq(c.n_layers, ival(e, "n_layers"));
+	ck_assert_int_eq(c.n_heads, ival(e, "n_heads"));
+	ck_assert_int_eq(c.n_kv_heads, ival(e, "n_kv_heads"));
+	ck_assert_int_eq(c.head_dim, ival(e, "head_dim"));
+	ck_assert_int_eq(c.ffn, ival(e, "ffn"));
+	ck_assert_int_eq(c.vocab, ival(e, "vocab"));
+	ck_assert_int_eq(c.max_pos, ival(e, "max_pos"));
+	ck_assert_float_eq(c.rms_eps, (float)json_number_value(json_object_get(e, "rms_eps")));
+	ck_assert_double_eq(c.rope_theta, json_number_value(json_object_get(e, "rope_theta")));
+	ck_assert_str_eq(rope[c.rope_type], json_string_value(json_object_get(e, "rope_type")));
+	if (c.rope_type != FI_ROPE_DEFAULT)
+		ck_assert_double_eq(c.rope_factor, json_number_value(json_object_get(e, "rope_factor")));
+	ck_assert_int_eq(c.tie_embeddings, json_is_true(json_object_get(e, "tie")));
+	ck_assert_int_eq(c.sliding_window, ival(e, "sliding_window"));
+	ck_assert_int_eq(c.bos_id, ival(e, "bos"));
+	eos = json_object_get(e, "eos");
+	ck_assert_int_eq(c.n_eos, (int)json_array_size(eos));
+	for (int i = 0; i < c.n_eos; i++)
+		ck_assert_int_eq(c.eos_ids[i], json_integer_value(json_array_get(eos, (size_t)i)));
+	ck_assert_int_eq(fi_config_params(&c), json_integer_value(json_object_get(e, "params")));
+	ck_assert_int_eq(c.qkv_bias, c.family == FI_FAM_QWEN2);
+	ck_assert_int_eq(c.qk_norm, c.family == FI_FAM_QWEN3);
+	ck_assert_int_eq(c.torch_dtype, FI_DT_BF16);
+	roundtrip(&c);
+	json_decref(e);
+}
+END_TEST
+
+START_TEST(test_llama31_details)
+{
+	struct fi_config c;
+	ck_assert_int_eq(fi_config_load_dir(fi_test_fixture("config/llama-3.1-8b-instruct"), &c), FI_OK);
+	ck_assert_str_eq(c.arch, "LlamaForCausalLM");
+	ck_assert_int_eq(c.rope_type, FI_ROPE_LLAMA3);
+	ck_assert_double_eq(c.rope_factor, 8.0);
+	ck_assert_double_eq(c.rope_low_freq_factor, 1.0);
+	ck_assert_double_eq(c.rope_high_freq_factor, 4.0);
+	ck_assert_int_eq(c.rope_orig_max_pos, 8192);
+	ck_assert_int_eq(c.n_eos, 3);
+	ck_assert_int_eq(c.eos_ids[2], 128009);
+	ck_assert_int_eq(fi_config_load_dir("/nonexistent-fi-dir", &c), FI_ENOTFOUND);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), "/nonexistent-fi-dir/config.json"));
+}
+END_TEST
+
+/* A small valid Llama config; tests patch it (set keys from a JSON object, delete some). */
+static const char base[] =
+	"{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":64,\"num_hidden_layers\":2,"
+	"\"num_attention_heads\":8,\"num_key_value_heads\":4,\"intermediate_size\":172,"
+	"\"vocab_size\":512,\"max_position_embeddings\":512,\"rms_norm_eps\":1e-5,"
+	"\"bos_token_id\":1,\"eos_token_id\":2}";
+
+static fi_err parse_patched(const char *patch, const char *del, const char *gen, struct fi_config *c)
+{
+	json_t *o = json_loads(base, 0, NULL), *p;
+	char *s, buf[256], *tok, *save = NULL;
+	fi_err e;
+	ck_assert_ptr_nonnull(o);
+	if (patch) {
+		p = json_loads(patch, 0, NULL);
+		ck_assert_msg(p != NULL, "bad patch %s", patch);
+		json_object_update(o, p);
+		json_decref(p);
+	}
+	if (del) {
+		snprintf(buf, sizeof buf, "%s", del);
+		for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+			json_object_del(o, tok);
+	}
+	s = json_dumps(o, 0);
+	fi_clear_error();
+	e = fi_config_parse(s, strlen(s), gen, gen ? strlen(gen) : 0, c);
+	free(s);
+	json_decref(o);
+	return e;
+}
+
+static const struct err_case {
+	const char *name, *patch, *del;
+	fi_err code;
+	const char *msg;
+} err_cases[] = {
+	{"no hidden", NULL, "hidden_size", FI_EFORMAT, "config.json: 'hidden_size' is missing"},
+	{"no layers", NULL, "num_hidden_layers", FI_EFORMAT, "'num_hidden_layers' is missing"},
+	{"no heads", NULL, "num_attention_heads", FI_EFORMAT, "'num_attention_heads' is missing"},
+	{"no ffn", NULL, "intermediate_size", FI_EFORMAT, "'intermediate_size' is missing"},
+	{"no vocab", NULL, "vocab_size", FI_EFORMAT, "'vocab_size' is missing"},
+	{"no max pos", NULL, "max_position_embeddings", FI_EFORMAT, "'max_position_embeddings' is missing"},
+	{"no eps", NULL, "rms_norm_eps", FI_EFORMAT, "'rms_norm_eps' is missing"},
+	{"null hidden", "{\"hidden_size\":null}", NULL, FI_EFORMAT, "'hidden_size' is missing"},
+	{"hidden string", "{\"hidden_size\":\"64\"}", NULL, FI_EFORMAT, "'hidden_size' is not an integer"},
+	{"hidden real", "{\"hidden_size\":64.0}", NULL, FI_EFORMAT, "'hidden_size' is not an integer"},
+	{"hidden bool", "{\"hidden_size\":true}", NULL, FI_EFORMAT, "'hidden_size' is not an integer"},
+	{"hidden zero", "{\"hidden_size\":0}", NULL, FI_ERANGE, "'hidden_size' = 0 is out of range"},
+	{"hidden negative", "{\"hidden_size\":-64}", NULL, FI_ERANGE, "'hidden_size' = -64"},
+	{"hidden huge", "{\"hidden_size\":65537}", NULL, FI_ERANGE, "'hidden_size' = 65537 is out of range [1, 65536]"},
+	{"hidden int64", "{\"hidden_size\":9223372036854775807}", NULL, FI_ERANGE, "'hidden_size'"},
+	{"layers huge", "{\"num_hidden_layers\":1025}", NULL, FI_ERANGE, "'num_hidden_layers' = 1025"},
+	{"heads huge", "{\"num_attention_heads\":2048}", NULL, FI_ERANGE, "'num_attention_heads' = 2048"},
+	{"kv heads zero", "{\"num_key_value_heads\":0}", NULL, FI_ERANGE, "'num_key_value_heads' = 0"},
+	{"vocab huge", "{\"vocab_size\":5000000}", NULL, FI_ERANGE, "'vocab_size' = 5000000"},
+	{"ffn huge", "{\"intermediate_size\":2000000}", NULL, FI_ERANGE, "'intermediate_size'"},
+	{"max pos zero", "{\"max_position_embeddings\":0}", NULL, FI_ERANGE, "'max_position_embeddings'"},
+	{"heads not divisible", "{\"num_key_value_heads\":3}", NULL, FI_EFORMAT,
+	 "'num_attention_heads' (8) is not a multiple of 'num_key_value_heads' (3)"},
+	{"kv above heads", "{\"num_key_value_heads\":16}", NULL, FI_EFORMAT, "not a multiple of 'num_key_value_heads' (16)"},
+	{"head dim odd", "{\"head_dim\":7}", NULL, FI_ERANGE, "'head_dim' (7) is odd"},
+	{"head dim huge", "{\"head_dim\":4096}", NULL, FI_ERANGE, "'head_dim' = 4096"},
+	{"head dim underivable", "{\"hidden_size\":60}", NULL, FI_EFORMAT, "'head_dim' is missing and 'hidden_size' (60)"},
+	{"eps zero", "{\"rms_norm_eps\":0}", NULL, FI_ERANGE, "'rms_norm_eps' = 0 must be positive"},
+	{"eps negative", "{\"rms_norm_eps\":-1e-5}", NULL, FI_ERANGE, "'rms_norm_eps'"},
+	{"eps string", "{\"rms_norm_eps\":\"1e-5\"}", NULL, FI_EFORMAT, "'rms_norm_eps' is not a number"},
+	{"eps one", "{\"rms_norm_eps\":1}", NULL, FI_ERANGE, "'rms_norm_eps' = 1 is not below 1"},
+	{"theta zero", "{\"rope_theta\":0}", NULL, FI_ERANGE, "'rope_theta' = 0 must be positive"},
+	{"tie string", "{\"tie_word_embeddings\":\"yes\"}", NULL, FI_EFORMAT, "'tie_word_embeddings' is not a boolean"},
+	{"arch string", "{\"architectures\":\"LlamaForCausalLM\"}", NULL, FI_EFORMAT, "'architectures' is not an array"},
+	{"arch number", "{\"architectures\":[5]}", NULL, FI_EFORMAT, "'architectures'[0] is not a string"},
+	{"arch unknown", "{\"architectures\":[\"GPT2LMHeadModel\"]}", NULL, FI_EUNSUPPORTED,
+	 "architecture 'GPT2LMHeadModel' is not supported"},
+	{"no arch", NULL, "architectures", FI_EFORMAT, "'architectures' and 'model_type' are missing"},
+	{"model_type unknown", "{\"model_type\":\"gemma\"}", "architectures", FI_EUNSUPPORTED, "model_type 'gemma'"},
+	{"model_type number", "{\"model_type\":3}", "architectures", FI_EFORMAT, "'model_type' is not a string"},
+	{"eos too many", "{\"eos_token_id\":[1,2,3,4,5,6,7,8,9]}", NULL, FI_ERANGE, "'eos_token_id' lists 9 ids, more than 8"},
+	{"eos list string", "{\"eos_token_id\":[2,\"3\"]}", NULL, FI_EFORMAT, "'eos_token_id'[1] is not an integer"},
+	{"eos list range", "{\"eos_token_id\":[2,512]}", NULL, FI_ERANGE, "'eos_token_id'[1] = 512 is outside the vocabulary"},
+	{"eos range", "{\"eos_token_id\":600}", NULL, FI_ERANGE, "'eos_token_id' = 600 is out of range"},
+	{"eos string", "{\"eos_token_id\":\"2\"}", NULL, FI_EFORMAT, "'eos_token_id' is not an integer"},
+	{"bos negative", "{\"bos_token_id\":-5}", NULL, FI_ERANGE, "'bos_token_id' = -5"},
+	{"act gelu", "{\"hidden_act\":\"gelu\"}", NULL, FI_EUNSUPPORTED, "'hidden_act' gelu is not supported"},
+	{"mlp bias", "{\"mlp_bias\":true}", NULL, FI_EUNSUPPORTED, "'mlp_bias' true is not supported"},
+	{"attention bias type", "{\"attention_bias\":1}", NULL, FI_EFORMAT, "'attention_bias' is not a boolean"},
+	{"dtype unknown", "{\"torch_dtype\":\"int8\"}", NULL, FI_EUNSUPPORTED, "'torch_dtype' 'int8' is not supported"},
+	{"dtype number", "{\"dtype\":5}", NULL, FI_EFORMAT, "'dtype' is not a string"},
+	{"mistral window negative", "{\"architectures\":[\"MistralForCausalLM\"],\"sliding_window\":-1}", NULL,
+	 FI_ERANGE, "'sliding_window' = -1"},
+	{"qwen2 window type", "{\"architectures\":[\"Qwen2ForCausalLM\"],\"use_sliding_window\":\"on\"}", NULL,
+	 FI_EFORMAT, "'use_sliding_window' is not a boolean"},
+	/* rope_scaling */
+	{"rope not object", "{\"rope_scaling\":\"llama3\"}", NULL, FI_EFORMAT, "'rope_scaling' is not an object"},
+	{"rope no type", "{\"rope_scaling\":{\"factor\":2.0}}", NULL, FI_EFORMAT, "'rope_scaling.rope_type' is missing"},
+	{"rope type number", "{\"rope_scaling\":{\"rope_type\":1}}", NULL, FI_EFORMAT, "'rope_scaling.rope_type' is not a string"},
+	{"rope yarn", "{\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4.0}}", NULL, FI_EUNSUPPORTED,
+	 "'rope_scaling' type 'yarn' is not supported"},
+	{"rope longrope", "{\"rope_scaling\":{\"type\":\"longrope\"}}", NULL, FI_EUNSUPPORTED, "type 'longrope'"},
+	{"rope linear no factor", "{\"rope_scaling\":{\"rope_type\":\"linear\"}}", NULL, FI_EFORMAT,
+	 "rope_scaling: 'factor' is missing"},
+	{"rope factor negative", "{\"rope_scaling\":{\"rope_type\":\"dynamic\",\"factor\":-2}}", NULL, FI_ERANGE,
+	 "rope_scaling: 'factor' = -2 must be positive"},
+	{"llama3 no low", "{\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"high_freq_factor\":4.0,"
+	 "\"original_max_position_embeddings\":8192}}", NULL, FI_EFORMAT, "rope_scaling: 'low_freq_factor' is missing"},
+	{"llama3 no high", "{\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,"
+	 "\"original_max_position_embeddings\":8192}}", NULL, FI_EFORMAT, "'high_freq_factor' is missing"},
+	{"llama3 no orig", "{\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,"
+	 "\"high_freq_factor\":4.0}}", NULL, FI_EFORMAT, "'original_max_position_embeddings' is missing"},
+	{"llama3 no factor", "{\"rope_scaling\":{\"rope_type\":\"llama3\",\"low_freq_factor\":1.0,"
+	 "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}}", NULL, FI_EFORMAT, "'factor' is missing"},
+	{"llama3 low above high", "{\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":4.0,"
+	 "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}}", NULL, FI_ERANGE,
+	 "'high_freq_factor' must exceed 'low_freq_factor'"},
+};
+
+START_TEST(test_errors)
+{
+	const struct err_case *k = &err_cases[_i];
+	struct fi_config c;
+	fi_err e = parse_patched(k->patch, k->del, NULL, &c);
+	ck_assert_msg(e == k->code, "%s: got %s (%s)", k->name, fi_strerror(e), fi_errmsg());
+	ck_assert_msg(strstr(fi_errmsg(), k->msg), "%s: '%s' lacks '%s'", k->name, fi_errmsg(), k->msg);
+}
+END_TEST
+
+START_TEST(test_bad_json)
+{
+	struct fi_config c;
+	ck_assert_int_eq(fi_config_parse("{\"hidden_size\":", 15, NULL, 0, &c), FI_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), "config.json: not valid JSON"));
+	ck_assert_int_eq(fi_config_parse("[1]", 3, NULL, 0, &c), FI_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), "not a JSON object"));
+	ck_assert_int_eq(fi_config_parse("{\"a\":1,\"a\":2}", 13, NULL, 0, &c), FI_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), "duplicate object key"));
+	ck_assert_int_eq(fi_config_parse("", 0, NULL, 0, &c), FI_EFORMAT);
+	/* Not NUL-terminated: the length bounds the parse. */
+	ck_assert_int_eq(fi_config_parse(base, sizeof base - 2, NULL, 0, &c), FI_EFORMAT);
+}
+END_TEST
+
+static const struct rope_case {
+	const char *patch;
+	enum fi_rope_type type;
+	double factor;
+} rope_cases[] = {
+	{"{\"rope_scaling\":null}", FI_ROPE_DEFAULT, 0},
+	{"{\"rope_scaling\":{\"rope_type\":\"default\"}}", FI_ROPE_DEFAULT, 0},
+	{"{\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.0}}", FI_ROPE_LINEAR, 2.0},
+	{"{\"rope_scaling\":{\"rope_type\":\"dynamic\",\"factor\":4}}", FI_ROPE_DYNAMIC, 4.0},
+	{"{\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":32.0,\"low_freq_factor\":1,"
+	 "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}}", FI_ROPE_LLAMA3, 32.0},
+	/* transformers 5 layout */
+	{"{\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":250000.0}}", FI_ROPE_DEFAULT, 0},
+	{"{\"rope_parameters\":{\"rope_type\":\"linear\",\"factor\":3.0,\"rope_theta\":250000.0}}",
+	 FI_ROPE_LINEAR, 3.0},
+};
+
+START_TEST(test_rope)
+{
+	const struct rope_case *k = &rope_cases[_i];
+	struct fi_config c;
+	ck_assert_msg(parse_patched(k->patch, NULL, NULL, &c) == FI_OK, "%s: %s", k->patch, fi_errmsg());
+	ck_assert_int_eq(c.rope_type, k->type);
+	if (k->type != FI_ROPE_DEFAULT)
+		ck_assert_double_eq(c.rope_factor, k->factor);
+	if (k->type == FI_ROPE_LLAMA3) {
+		ck_assert_double_eq(c.rope_low_freq_factor, 1.0);
+		ck_assert_double_eq(c.rope_high_freq_factor, 4.0);
+		ck_assert_int_eq(c.rope_orig_max_pos, 8192);
+	}
+	ck_assert_double_eq(c.rope_theta, strstr(k->patch, "rope_parameters") ? 250000.0 : 10000.0);
+	roundtrip(&c);
+}
+END_TEST
+
+START_TEST(test_defaults_and_families)
+{
+	struct fi_config c;
+	/* Defaults: KV heads = heads, head_dim = hidden / heads, theta 10000, untied, no ids. */
+	ck_assert_int_eq(parse_patched(NULL, "num_key_value_heads,bos_token_id,eos_token_id", NULL, &c), FI_OK);
+	ck_assert_int_eq(c.family, FI_FAM_LLAMA);
+	ck_assert_int_eq(c.n_kv_heads, 8);
+	ck_assert_int_eq(c.head_dim, 8);
+	ck_assert_double_eq(c.rope_theta, 10000.0);
+	ck_assert_int_eq(c.tie_embeddings, 0);
+	ck_assert_int_eq(c.bos_id, -1);
+	ck_assert_int_eq(c.n_eos, 0);
+	ck_assert_int_eq(c.sliding_window, 0);
+	ck_assert_int_eq(c.qkv_bias + c.qk_norm, 0);
+	ck_assert_int_eq(c.torch_dtype, FI_DT_F32);
+	roundtrip(&c);
+	ck_assert_int_eq(parse_patched("{\"num_key_value_heads\":null,\"head_dim\":null}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.n_kv_heads, 8);
+	/* architectures wins over model_type; model_type is the fallback. */
+	ck_assert_int_eq(parse_patched("{\"model_type\":\"qwen3\"}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.family, FI_FAM_LLAMA);
+	ck_assert_int_eq(parse_patched("{\"model_type\":\"qwen3\"}", "architectures", NULL, &c), FI_OK);
+	ck_assert_int_eq(c.family, FI_FAM_QWEN3);
+	ck_assert_str_eq(c.arch, "Qwen3ForCausalLM");
+	ck_assert_int_eq(parse_patched("{\"architectures\":[]}", NULL, NULL, &c), FI_EFORMAT);
+	ck_assert_int_eq(parse_patched("{\"architectures\":[],\"model_type\":\"mistral\"}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.family, FI_FAM_MISTRAL);
+	/* Llama attention_bias, Qwen2 always biased, Qwen3 q/k norm and its own attention_bias. */
+	ck_assert_int_eq(parse_patched("{\"attention_bias\":true}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.qkv_bias, 1);
+	roundtrip(&c);
+	ck_assert_int_eq(parse_patched("{\"architectures\":[\"Qwen2ForCausalLM\"]}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.qkv_bias, 1);
+	ck_assert_int_eq(c.qk_norm, 0);
+	ck_assert_str_eq(fi_family_name(c.family), "qwen2");
+	ck_assert_int_eq(parse_patched("{\"architectures\":[\"Qwen3ForCausalLM\"],\"attention_bias\":true}",
+				       NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.qkv_bias, 1);
+	ck_assert_int_eq(c.qk_norm, 1);
+	roundtrip(&c);
+	/* Mistral: attention_bias is not a Mistral key; sliding window default 4096, null off. */
+	ck_assert_int_eq(parse_patched("{\"architectures\":[\"MistralForCausalLM\"],\"attention_bias\":true}",
+				       NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.qkv_bias, 0);
+	ck_assert_int_eq(c.sliding_window, 4096);
+	roundtrip(&c);
+	ck_assert_int_eq(parse_patched("{\"architectures\":[\"MistralForCausalLM\"],\"sliding_window\":null}",
+				       NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.sliding_window, 0);
+	roundtrip(&c);
+	/* Qwen2: the window only counts with use_sliding_window. */
+	ck_assert_int_eq(parse_patched("{\"architectures\":[\"Qwen2ForCausalLM\"],\"sliding_window\":2048}",
+				       NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.sliding_window, 0);
+	ck_assert_int_eq(parse_patched("{\"architectures\":[\"Qwen2ForCausalLM\"],\"sliding_window\":2048,"
+				       "\"use_sliding_window\":true}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.sliding_window, 2048);
+	roundtrip(&c);
+	/* Llama has no sliding window whatever the key says. */
+	ck_assert_int_eq(parse_patched("{\"sliding_window\":128}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.sliding_window, 0);
+	/* dtype spellings. */
+	ck_assert_int_eq(parse_patched("{\"torch_dtype\":\"float16\"}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.torch_dtype, FI_DT_F16);
+	ck_assert_int_eq(parse_patched("{\"dtype\":\"bfloat16\"}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.torch_dtype, FI_DT_BF16);
+	roundtrip(&c);
+	ck_assert_str_eq(fi_family_name(FI_FAM_LLAMA), "llama");
+	ck_assert_str_eq(fi_family_name(FI_FAM_MISTRAL), "mistral");
+	ck_assert_str_eq(fi_family_name(FI_FAM_QWEN3), "qwen3");
+}
+END_TEST
+
+START_TEST(test_generation_config)
+{
+	struct fi_config c;
+	ck_assert_int_eq(parse_patched(NULL, NULL, "{\"bos_token_id\":7,\"eos_token_id\":[5,6]}", &c), FI_OK);
+	ck_assert_int_eq(c.bos_id, 7);
+	ck_assert_int_eq(c.n_eos, 2);
+	ck_assert_int_eq(c.eos_ids[0], 5);
+	ck_assert_int_eq(c.eos_ids[1], 6);
+	roundtrip(&c);
+	/* Keys generation_config.json lacks (or sets to null) keep config.json's values. */
+	ck_assert_int_eq(parse_patched(NULL, NULL, "{\"temperature\":0.6,\"eos_token_id\":null}", &c), FI_OK);
+	ck_assert_int_eq(c.bos_id, 1);
+	ck_assert_int_eq(c.n_eos, 1);
+	ck_assert_int_eq(c.eos_ids[0], 2);
+	ck_assert_int_eq(parse_patched(NULL, NULL, "{\"eos_token_id\":9}", &c), FI_OK);
+	ck_assert_int_eq(c.n_eos, 1);
+	ck_assert_int_eq(c.eos_ids[0], 9);
+	ck_assert_int_eq(parse_patched(NULL, NULL, "{\"eos_token_id\":[1,2,3,4,5,6,7,8]}", &c), FI_OK);
+	ck_assert_int_eq(c.n_eos, 8);
+	ck_assert_int_eq(parse_patched(NULL, NULL, "{\"eos_token_id\":[1000]}", &c), FI_ERANGE);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), "generation_config.json: 'eos_token_id'[0] = 1000"));
+	ck_assert_int_eq(parse_patched(NULL, NULL, "{\"bos_token_id\":\"1\"}", &c), FI_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), "generation_config.json: 'bos_token_id' is not an integer"));
+	ck_assert_int_eq(parse_patched(NULL, NULL, "{\"eos_token_id\":", &c), FI_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), "generation_config.json: not valid JSON"));
+	ck_assert_int_eq(parse_patched(NULL, NULL, "[]", &c), FI_EFORMAT);
+}
+END_TEST
+
+/* ---- fi_config_check ---- */
+
+/* The tensors a config expects, with shapes; slots to spare for an extra one. */
+struct tset {
+	struct fi_tensor t[128];
+	char names[128][64];
+	int n;
+};
+
+static void expected_set(const struct fi_config *c, struct tset *s)
+{
+	struct fi_expected e;
+	memset(s, 0, sizeof *s);
+	for (int i = 0; fi_expected_tensor(c, i, &e); i++) {
+		ck_assert_int_lt(s->n, 127);
+		snprintf(s->names[s->n], 64, "%s", e.name);
+		s->t[s->n].name = s->names[s->n];
+		s->t[s->n].dtype = FI_DT_F32;
+		s->t[s->n].ndim = e.ndim;
+		s->t[s->n].shape[0] = e.shape[0];
+		s->t[s->n].shape[1] = e.shape[1];
+		s->n++;
+	}
+}
+
+static int idx(struct tset *s, const char *name)
+{
+	for (int i = 0; i < s->n; i++)
+		if (!strcmp(s->t[i].name, name))
+			return i;
+	ck_abort_msg("no tensor %s", name);
+	return -1;
+}
+
+static void drop(struct tset *s, const char *name)
+{
+	int i = idx(s, name);
+	s->t[i] = s->t[--s->n];
+}
+
+static const struct fi_config small = {
+	.family = FI_FAM_LLAMA, .arch = "LlamaForCausalLM", .hidden = 64, .n_layers = 2, .n_heads = 8,
+	.n_kv_heads = 4, .head_dim = 8, .ffn = 172, .vocab = 512, .max_pos = 512, .rms_eps = 1e-5f,
+	.rope_theta = 10000, .tie_embeddings = 1, .bos_id = 1, .n_eos = 1, .eos_ids = {2}};
+
+enum mut { M_NONE, M_DROP, M_SHAPE, M_NDIM, M_EXTRA, M_DUP, M_UNTIE, M_TIE, M_KV3, M_QWEN2, M_QWEN3 };
+
+static const struct check_case {
+	const char *name;
+	enum mut m;
+	const char *tensor;
+	fi_err code;
+	const char *msg;
+} check_cases[] = {
+	{"ok", M_NONE, NULL, FI_OK, ""},
+	{"missing tensor", M_DROP, "blk.1.attn_k", FI_EMISMATCH, "tensor 'blk.1.attn_k' [32, 64] is missing"},
+	{"embedding absent", M_DROP, "tok_embd", FI_EMISMATCH, "tensor 'tok_embd' [512, 64] is missing"},
+	{"final norm absent", M_DROP, "out_norm", FI_EMISMATCH, "tensor 'out_norm' [64] is missing"},
+	{"wrong shape", M_SHAPE, "blk.0.attn_q", FI_EMISMATCH,
+	 "tensor 'blk.0.attn_q' has shape [64, 65], expected [64, 64]"},
+	{"wrong ndim", M_NDIM, "blk.0.ffn_norm", FI_EMISMATCH,
+	 "tensor 'blk.0.ffn_norm' has 2 dims [64, 1], expected 1 dims [64]"},
+	{"extra tensor", M_EXTRA, "blk.2.attn_q", FI_EMISMATCH, "unexpected tensor 'blk.2.attn_q' [64, 64]"},
+	{"duplicate tensor", M_DUP, "blk.0.attn_v", FI_EMISMATCH, "tensor 'blk.0.attn_v' appears twice"},
+	{"untied without output", M_UNTIE, NULL, FI_EMISMATCH, "tensor 'output' [512, 64] is missing"},
+	{"tied with output", M_TIE, NULL, FI_EMISMATCH, "unexpected tensor 'output' [512, 64]"},
+	{"heads not divisible", M_KV3, NULL, FI_EMISMATCH,
+	 "'num_attention_heads' (8) is not a multiple of 'num_key_value_heads' (3)"},
+	{"qwen2 without biases", M_QWEN2, NULL, FI_EMISMATCH, "tensor 'blk.0.attn_q_bias' [64] is missing"},
+	{"qwen3 without q/k norms", M_QWEN3, NULL, FI_EMISMATCH, "tensor 'blk.0.attn_q_norm' [8] is missing"},
+};
+
+START_TEST(test_check)
+{
+	const struct check_case *k = &check_cases[_i];
+	struct fi_config c = small;
+	static struct tset s;
+	struct fi_tensor_set ts;
+	fi_err e;
+	expected_set(&c, &s);
+	switch (k->m) {
+	case M_DROP: drop(&s, k->tensor); break;
+	case M_SHAPE: s.t[idx(&s, k->tensor)].shape[1]++; break;
+	case M_NDIM:
+		s.t[idx(&s, k->tensor)].ndim = 2;
+		s.t[idx(&s, k->tensor)].shape[1] = 1;
+		break;
+	case M_EXTRA:
+	case M_DUP:
+		s.t[s.n] = s.t[idx(&s, k->m == M_DUP ? k->tensor : "blk.1.attn_q")];
+		snprintf(s.names[s.n], 64, "%s", k->tensor);
+		s.t[s.n].name = s.names[s.n];
+		s.n++;
+		break;
+	case M_UNTIE: c.tie_embeddings = 0; break;
+	case M_TIE:
+		c.tie_embeddings = 0;
+		expected_set(&c, &s);
+		c.tie_embeddings = 1;
+		break;
+	case M_KV3: c.n_kv_heads = 3; break;
+	case M_QWEN2: c.family = FI_FAM_QWEN2, c.qkv_bias = 1; break;
+	case M_QWEN3: c.family = FI_FAM_QWEN3, c.qk_norm = 1; break;
+	default: break;
+	}
+	ts.n = s.n;
+	ts.t = s.t;
+	fi_clear_error();
+	e = fi_config_check(&c, &ts);
+	ck_assert_msg(e == k->code, "%s: got %s (%s)", k->name, fi_strerror(e), fi_errmsg());
+	if (k->code)
+		ck_assert_msg(strstr(fi_errmsg(), k->msg), "%s: '%s' lacks '%s'", k->name, fi_errmsg(), k->msg);
+}
+END_TEST
+
+/* The real checkpoint, mapped to engine names, satisfies its own config. */
+START_TEST(test_check_real)
+{
+	const char *dir = fi_test_corpus("corpus/models/stories260K-hf", "stories260K");
+	struct fi_st_model *m;
+	struct fi_config c;
+	static struct tset s;
+	struct fi_tensor_set ts;
+	if (!dir)
+		return;
+	ck_assert_int_eq(fi_config_load_dir(dir, &c), FI_OK);
+	ck_assert_int_eq(c.n_layers, 5);
+	ck_assert_int_eq(c.tie_embeddings, 1);
+	ck_assert_int_eq(c.head_dim, 8);
+	ck_assert_int_eq(c.torch_dtype, FI_DT_F32);
+	ck_assert_int_eq(fi_config_params(&c), 260032);
+	ck_assert_int_eq(fi_st_open_dir(dir, &m), FI_OK);
+	memset(&s, 0, sizeof s);
+	for (int i = 0; i < m->set.n; i++) {
+		ck_assert_int_eq(fi_name_from_hf(m->set.t[i].name, s.names[s.n], 64), 1);
+		s.t[s.n] = m->set.t[i];
+		s.t[s.n].name = s.names[s.n];
+		s.n++;
+	}
+	ts.n = s.n;
+	ts.t = s.t;
+	ck_assert_msg(fi_config_check(&c, &ts) == FI_OK, "%s", fi_errmsg());
+	c.n_layers = 4;
+	ck_assert_int_eq(fi_config_check(&c, &ts), FI_EMISMATCH);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), "unexpected tensor 'blk.4."));
+	fi_st_close_dir(m);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("config");
+	tcase_add_loop_test(tc, test_fixture, 0, sizeof fixtures / sizeof fixtures[0]);
+	tcase_add_test(tc, test_llama31_details);
+	tcase_add_loop_test(tc, test_errors, 0, sizeof err_cases / sizeof err_cases[0]);
+	tcase_add_test(tc, test_bad_json);
+	tcase_add_loop_test(tc, test_rope, 0, sizeof rope_cases / sizeof rope_cases[0]);
+	tcase_add_test(tc, test_defaults_and_families);
+	tcase_add_test(tc, test_generation_config);
+	tcase_add_loop_test(tc, test_check, 0, sizeof check_cases / sizeof check_cases[0]);
+	tcase_add_test(tc, test_check_real);
+	suite_add_tcase(s, tc);
+	return fi_test_run(s);
+}
