@@ -79,6 +79,9 @@ fi_err fi_stream_close(struct fi_stream *s);
  * descriptor of a pipe stream, or -1. */
 void *fi_stream_zmq_socket(struct fi_stream *s);
 int fi_stream_fd(const struct fi_stream *s);
+/* The endpoint the (first) socket last bound or connected, with the port resolved
+ * ("tcp://127.0.0.1:*" -> "tcp://127.0.0.1:41234"); "-" for pipes. */
+const char *fi_stream_endpoint(struct fi_stream *s);
 
 /* SIGINT/SIGTERM -> flag (no SA_RESTART, so blocking waits return). Idempotent. */
 void fi_stream_catch_signals(void);

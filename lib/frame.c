@@ -1,0 +1,406 @@
+/* frame: frame structs, wire names and encoding (msgpack_packer into a growable buffer).
+ * Decoding is in frame_decode.c, the fd reader in frame_reader.c. */
+#include "frame.h"
+
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void fi_frame_limits_default(struct fi_frame_limits *lim)
+{
+	lim->max_frame = 64u << 20;
+	lim->max_id = 256;
+	lim->max_text = 16u << 20;
+	lim->max_tokens = 1u << 20;
+	lim->max_stop = 64;
+	lim->max_stop_len = 1024;
+	lim->max_blocks = 65536;
+	lim->max_depth = 8;
+	lim->max_objects = 1u << 20;
+}
+
+void fi_frame_init(struct fi_frame *f, enum fi_frame_type type)
+{
+	memset(f, 0, sizeof *f);
+	f->type = type;
+	switch (type) {
+	case FI_FRAME_REQUEST:
+		f->req.temperature = 1.0f;
+		f->req.top_p = 1.0f;
+		f->req.repeat_penalty = 1.0f;
+		f->req.stream = 1;
+		break;
+	case FI_FRAME_DONE:
+		f->done.queue_ms = f->done.ttft_ms = f->done.tpot_ms = f->done.total_ms = -1;
+		break;
+	default:
+		break;
+	}
+}
+
+void fi_frame_free(struct fi_frame *f)
+{
+	if (!f)
+		return;
+	free(f->id);
+	switch (f->type) {
+	case FI_FRAME_REQUEST:
+		free(f->req.text);
+		free(f->req.tokens);
+		for (uint32_t i = 0; i < f->req.nstop; i++)
+			free(f->req.stop[i]);
+		free(f->req.stop);
+		free(f->req.stop_ids);
+		free(f->req.kv.arena);
+		free(f->req.kv.blocks);
+		break;
+	case FI_FRAME_TOKEN:
+		free(f->tok.text);
+		break;
+	case FI_FRAME_DONE:
+		free(f->done.tokens);
+		free(f->done.text);
+		break;
+	case FI_FRAME_ERROR:
+		free(f->err.message);
+		break;
+	default:
+		break;
+	}
+	memset(f, 0, sizeof *f);
+}
+
+void fi_frame_move(struct fi_frame *dst, struct fi_frame *src)
+{
+	*dst = *src;
+	memset(src, 0, sizeof *src);
+}
+
+static const char *const type_names[FI_FRAME_TYPE_COUNT] = {
+	[FI_FRAME_REQUEST] = "request", [FI_FRAME_TOKEN] = "token", [FI_FRAME_DONE] = "done",
+	[FI_FRAME_ERROR] = "error",     [FI_FRAME_CANCEL] = "cancel", [FI_FRAME_EOS] = "eos",
+};
+static const char *const finish_names[FI_FINISH_COUNT] = { "stop", "length", "error", "cancel" };
+/* Stable wire names of fi_err; the number ("code_num") mirrors err.h, the name decides. */
+static const char *const code_names[FI_ENCODE_COUNT] = {
+	"ok", "nomem", "io", "inval", "format", "range", "notfound", "unsupported",
+	"mismatch", "exist", "full", "busy", "device", "state", "interrupt",
+};
+
+const char *fi_frame_type_name(enum fi_frame_type t)
+{
+	return (unsigned)t < FI_FRAME_TYPE_COUNT ? type_names[t] : NULL;
+}
+
+const char *fi_finish_name(enum fi_finish f)
+{
+	return (unsigned)f < FI_FINISH_COUNT ? finish_names[f] : NULL;
+}
+
+const char *fi_err_code_name(fi_err e)
+{
+	return (unsigned)e < FI_ENCODE_COUNT ? code_names[e] : NULL;
+}
+
+int fi_err_code_parse(const char *name, size_t len)
+{
+	for (int i = 0; i < FI_ENCODE_COUNT; i++)
+		if (strlen(code_names[i]) == len && !memcmp(code_names[i], name, len))
+			return i;
+	return -1;
+}
+
+fi_err fi_buf_append(struct fi_buf *b, const void *p, size_t n)
+{
+	if (n > b->cap - b->len) {
+		size_t cap = b->cap ? b->cap : 256;
+		uint8_t *d;
+		while (cap - b->len < n) {
+			if (cap > SIZE_MAX / 2)
+				return fi_fail(FI_ENOMEM, "buffer of %zu bytes", b->len + n);
+			cap *= 2;
+		}
+		d = realloc(b->data, cap);
+		if (!d)
+			return fi_fail(FI_ENOMEM, "buffer of %zu bytes", cap);
+		b->data = d;
+		b->cap = cap;
+	}
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return FI_OK;
+}
+
+void fi_buf_free(struct fi_buf *b)
+{
+	free(b->data);
+	memset(b, 0, sizeof *b);
+}
+
+/* Encoding. The packer's callback cannot carry an fi_err, so the first failure is kept in
+ * the context and reported once at the end. */
+struct enc {
+	struct fi_buf *out;
+	fi_err err;
+	msgpack_packer pk;
+};
+
+static int enc_write(void *data, const char *buf, size_t len)
+{
+	struct enc *e = data;
+	if (e->err)
+		return -1;
+	e->err = fi_buf_append(e->out, buf, len);
+	return e->err ? -1 : 0;
+}
+
+static void put_key(struct enc *e, const char *k)
+{
+	msgpack_pack_str_with_body(&e->pk, k, strlen(k));
+}
+
+static void put_str(struct enc *e, const char *k, const char *s, size_t n)
+{
+	put_key(e, k);
+	msgpack_pack_str_with_body(&e->pk, s ? s : "", s ? n : 0);
+}
+
+static void put_uint(struct enc *e, const char *k, uint64_t v)
+{
+	put_key(e, k);
+	msgpack_pack_uint64(&e->pk, v);
+}
+
+static void put_f32(struct enc *e, const char *k, float v)
+{
+	put_key(e, k);
+	msgpack_pack_float(&e->pk, v);
+}
+
+/* Token ids as a bin of little-endian uint32 (fast to copy, 4 bytes each). */
+static void put_tokens(struct enc *e, const char *k, const uint32_t *t, uint32_t n)
+{
+	uint8_t tmp[1024];
+	put_key(e, k);
+	msgpack_pack_bin(&e->pk, (size_t)n * 4);
+	for (uint32_t i = 0; i < n;) {
+		uint32_t m = 0;
+		for (; i < n && m < sizeof tmp; i++, m += 4) {
+			tmp[m] = (uint8_t)t[i];
+			tmp[m + 1] = (uint8_t)(t[i] >> 8);
+			tmp[m + 2] = (uint8_t)(t[i] >> 16);
+			tmp[m + 3] = (uint8_t)(t[i] >> 24);
+		}
+		msgpack_pack_bin_body(&e->pk, tmp, m);
+	}
+}
+
+static void put_head(struct enc *e, size_t nkeys, enum fi_frame_type t, const char *id)
+{
+	const char *tn = fi_frame_type_name(t);
+	msgpack_pack_map(&e->pk, nkeys + (id ? 3 : 2));
+	put_uint(e, "v", FI_FRAME_VERSION);
+	put_str(e, "type", tn, strlen(tn));
+	if (id)
+		put_str(e, "id", id, strlen(id));
+}
+
+static void enc_request(struct enc *e, const struct fi_frame *f)
+{
+	const struct fi_request *r = &f->req;
+	const struct fi_kv_ref *kv = &r->kv;
+	int temp = (r->set & FI_REQ_TEMPERATURE) || r->temperature != 1.0f;
+	int topk = (r->set & FI_REQ_TOP_K) || r->top_k != 0;
+	int topp = (r->set & FI_REQ_TOP_P) || r->top_p != 1.0f;
+	int minp = (r->set & FI_REQ_MIN_P) || r->min_p != 0.0f;
+	int rep = (r->set & FI_REQ_REPEAT_PENALTY) || r->repeat_penalty != 1.0f;
+	int seed = !!(r->set & FI_REQ_SEED);
+	int maxt = (r->set & FI_REQ_MAX_TOKENS) || r->max_tokens != 0;
+	int stream = (r->set & FI_REQ_STREAM) || !r->stream;
+	int haskv = !!(r->set & FI_REQ_KV);
+	size_t n = !!r->text + !!r->tokens + temp + topk + topp + minp + rep + seed + maxt +
+		   stream + !!r->nstop + !!r->nstop_ids + haskv;
+
+	put_head(e, n, FI_FRAME_REQUEST, f->id);
+	if (r->text)
+		put_str(e, "text", r->text, r->text_len);
+	if (r->tokens)
+		put_tokens(e, "tokens", r->tokens, r->ntokens);
+	if (temp)
+		put_f32(e, "temperature", r->temperature);
+	if (topk) {
+		put_key(e, "top_k");
+		msgpack_pack_int32(&e->pk, r->top_k);
+	}
+	if (topp)
+		put_f32(e, "top_p", r->top_p);
+	if (minp)
+		put_f32(e, "min_p", r->min_p);
+	if (rep)
+		put_f32(e, "repeat_penalty", r->repeat_penalty);
+	if (seed)
+		put_uint(e, "seed", r->seed);
+	if (maxt)
+		put_uint(e, "max_tokens", r->max_tokens);
+	if (stream) {
+		put_key(e, "stream");
+		if (r->stream)
+			msgpack_pack_true(&e->pk);
+		else
+			msgpack_pack_false(&e->pk);
+	}
+	if (r->nstop) {
+		put_key(e, "stop");
+		msgpack_pack_array(&e->pk, r->nstop);
+		for (uint32_t i = 0; i < r->nstop; i++)
+			msgpack_pack_str_with_body(&e->pk, r->stop[i], strlen(r->stop[i]));
+	}
+	if (r->nstop_ids) {
+		put_key(e, "stop_ids");
+		msgpack_pack_array(&e->pk, r->nstop_ids);
+		for (uint32_t i = 0; i < r->nstop_ids; i++)
+			msgpack_pack_uint32(&e->pk, r->stop_ids[i]);
+	}
+	if (haskv) {
+		put_key(e, "kv");
+		msgpack_pack_map(&e->pk, 4 + !!kv->block_tokens);
+		put_str(e, "arena", kv->arena, kv->arena ? strlen(kv->arena) : 0);
+		put_key(e, "fingerprint");
+		msgpack_pack_bin_with_body(&e->pk, kv->fingerprint, 32);
+		put_key(e, "blocks");
+		msgpack_pack_array(&e->pk, kv->nblocks);
+		for (uint32_t i = 0; i < kv->nblocks; i++)
+			msgpack_pack_bin_with_body(&e->pk, kv->blocks[i], 32);
+		put_uint(e, "ntokens", kv->ntokens);
+		if (kv->block_tokens)
+			put_uint(e, "block_tokens", kv->block_tokens);
+	}
+}
+
+static void enc_done(struct enc *e, const struct fi_frame *f)
+{
+	const struct fi_done *d = &f->done;
+	const char *fin = fi_finish_name(d->finish);
+	double tm[4] = { d->queue_ms, d->ttft_ms, d->tpot_ms, d->total_ms };
+	static const char *const tk[4] = { "queue_ms", "ttft_ms", "tpot_ms", "total_ms" };
+	int nt = 0;
+
+	for (int i = 0; i < 4; i++)
+		nt += tm[i] >= 0;
+	put_head(e, 3 + !!d->tokens + !!d->text, FI_FRAME_DONE, f->id);
+	put_str(e, "finish", fin, strlen(fin));
+	put_key(e, "counts");
+	msgpack_pack_map(&e->pk, 3);
+	put_uint(e, "prompt_tokens", d->prompt_tokens);
+	put_uint(e, "gen_tokens", d->gen_tokens);
+	put_uint(e, "cached_tokens", d->cached_tokens);
+	put_key(e, "timings");
+	msgpack_pack_map(&e->pk, nt);
+	for (int i = 0; i < 4; i++)
+		if (tm[i] >= 0) {
+			put_key(e, tk[i]);
+			msgpack_pack_double(&e->pk, tm[i]);
+		}
+	if (d->tokens)
+		put_tokens(e, "tokens", d->tokens, d->ntokens);
+	if (d->text)
+		put_str(e, "text", d->text, d->text_len);
+}
+
+/* Refuses what the decoder (with default limits) would refuse, so a producer learns of its
+ * bug at the source instead of every consumer answering with error frames. */
+static fi_err enc_check(const struct fi_frame *f)
+{
+	struct fi_frame_limits l;
+	fi_frame_limits_default(&l);
+	if (!fi_frame_type_name(f->type))
+		return fi_fail(FI_EINVAL, "frame: cannot encode frame type %d", (int)f->type);
+	if (f->type == FI_FRAME_EOS)
+		return FI_OK;
+	if (f->type != FI_FRAME_ERROR && (!f->id || !*f->id))
+		return fi_fail(FI_EINVAL, "frame: %s frame without an id", fi_frame_type_name(f->type));
+	if (f->id && strlen(f->id) > l.max_id)
+		return fi_fail(FI_EINVAL, "frame: id longer than %u bytes", l.max_id);
+	switch (f->type) {
+	case FI_FRAME_REQUEST:
+		if (!f->req.text && !f->req.tokens)
+			return fi_fail(FI_EINVAL, "frame: request '%s' has neither text nor tokens", f->id);
+		if (f->req.ntokens > l.max_tokens || f->req.nstop > l.max_stop ||
+		    f->req.nstop_ids > l.max_stop || f->req.text_len > l.max_text ||
+		    ((f->req.set & FI_REQ_KV) && f->req.kv.nblocks > l.max_blocks))
+			return fi_fail(FI_EINVAL, "frame: request '%s' exceeds the frame limits", f->id);
+		break;
+	case FI_FRAME_DONE:
+		if (!fi_finish_name(f->done.finish))
+			return fi_fail(FI_EINVAL, "frame: done '%s': bad finish %d", f->id, (int)f->done.finish);
+		break;
+	case FI_FRAME_ERROR:
+		if (!fi_err_code_name(f->err.code))
+			return fi_fail(FI_EINVAL, "frame: error frame with bad code %d", (int)f->err.code);
+		break;
+	default:
+		break;
+	}
+	return FI_OK;
+}
+
+fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
+{
+	struct enc e = { .out = out };
+	size_t len0 = out->len;
+	fi_err err = enc_check(f);
+
+	if (err)
+		return err;
+	msgpack_packer_init(&e.pk, &e, enc_write);
+	switch (f->type) {
+	case FI_FRAME_REQUEST:
+		enc_request(&e, f);
+		break;
+	case FI_FRAME_TOKEN:
+		put_head(&e, 2 + !!f->tok.text + !!f->tok.has_logprob, f->type, f->id);
+		put_uint(&e, "token", f->tok.token);
+		put_uint(&e, "index", f->tok.index);
+		if (f->tok.text)
+			put_str(&e, "text", f->tok.text, f->tok.text_len);
+		if (f->tok.has_logprob)
+			put_f32(&e, "logprob", f->tok.logprob);
+		break;
+	case FI_FRAME_DONE:
+		enc_done(&e, f);
+		break;
+	case FI_FRAME_ERROR: {
+		const char *cn = fi_err_code_name(f->err.code);
+		const char *m = f->err.message ? f->err.message : "";
+		put_head(&e, 3, f->type, f->id ? f->id : "");
+		put_str(&e, "code", cn, strlen(cn));
+		put_uint(&e, "code_num", (uint64_t)f->err.code);
+		put_str(&e, "message", m, strlen(m));
+		break;
+	}
+	case FI_FRAME_CANCEL:
+		put_head(&e, 0, f->type, f->id);
+		break;
+	default: /* eos */
+		put_head(&e, 0, f->type, NULL);
+		break;
+	}
+	if (e.err)
+		out->len = len0;
+	return e.err;
+}
+
+fi_err fi_frame_encode_error(struct fi_buf *out, const char *id, fi_err code, const char *msg)
+{
+	struct fi_frame f;
+	char idbuf[257];
+	fi_frame_init(&f, FI_FRAME_ERROR);
+	/* An over-long id cannot be echoed as is: the reply carries its first 256 bytes. */
+	snprintf(idbuf, sizeof idbuf, "%s", id ? id : "");
+	f.id = idbuf;
+	f.err.code = (unsigned)code < FI_ENCODE_COUNT ? code : FI_EINVAL;
+	f.err.message = (char *)(msg ? msg : fi_strerror(code));
+	return fi_frame_encode(&f, out);
+}
