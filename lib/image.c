@@ -312,8 +312,12 @@ static fi_err finish(struct fi_image *im, struct fi_image **out)
 
 fi_err fi_image_parse(const void *buf, size_t len, struct fi_image **out)
 {
-	struct fi_image *im = calloc(1, sizeof *im);
+	struct fi_image *im;
 	*out = NULL;
+	/* The tables are read in place as structs of 8-byte fields. */
+	if ((uintptr_t)buf % 8)
+		return fi_fail(FI_EINVAL, "image in memory: buffer is not 8-byte aligned");
+	im = calloc(1, sizeof *im);
 	if (!im || !(im->path = strdup("<memory>"))) {
 		free(im);
 		return fi_fail(FI_ENOMEM, "image in memory");

@@ -104,7 +104,8 @@ struct fi_image {
 
 /* Maps path read-only and validates it. The error names the file and what is wrong. */
 fi_err fi_image_open(const char *path, struct fi_image **out);
-/* Validates an image held in memory (the caller keeps buf alive); for tests and the fuzzer. */
+/* Validates an image held in memory (the caller keeps buf alive, 8-byte aligned as malloc
+ * and mmap give); for tests and the fuzzer. */
 fi_err fi_image_parse(const void *buf, size_t len, struct fi_image **out);
 void fi_image_close(struct fi_image *im);
 /* A blob by name, or NULL. */

@@ -382,6 +382,35 @@ START_TEST(test_format_helpers)
 END_TEST
 
 
+/* Images from the independent writer in tools/gen_image_corpus.py (the fuzz seeds). */
+START_TEST(test_independent_writer)
+{
+	static const char *const bad[] = {"trunc-header", "trunc-data", "bad-magic",
+					  "bad-version", "bad-tensor-offset"};
+	const char *dir = "tests/fuzz/corpus/fuzz_image";
+	char p[256];
+	struct fi_image *im;
+	snprintf(p, sizeof p, "%s/valid-tiny-bf16", dir);
+	ck_assert_msg(!fi_image_open(p, &im), "%s", fi_errmsg());
+	ck_assert_int_eq(im->set.n, 11);
+	ck_assert_int_eq(im->dtype, FI_DT_BF16);
+	ck_assert(im->config.tie_embeddings);
+	ck_assert_int_eq(fi_image_verify(im), FI_OK);
+	fi_image_close(im);
+	snprintf(p, sizeof p, "%s/valid-untied-f32-blobs", dir);
+	ck_assert_msg(!fi_image_open(p, &im), "%s", fi_errmsg());
+	ck_assert_int_eq(im->set.n, 12);
+	ck_assert_str_eq(fi_image_blob(im, "tokenizer.json")->data, "{\"model\":{}}");
+	ck_assert_int_eq(fi_image_verify(im), FI_OK);
+	fi_image_close(im);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		snprintf(p, sizeof p, "%s/%s", dir, bad[i]);
+		ck_assert_int_eq(fi_image_open(p, &im), FI_EFORMAT);
+	}
+	ck_assert_int_eq(fi_image_open("tests/fuzz/corpus/fuzz_image/none", &im), FI_ENOTFOUND);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("image");
@@ -395,6 +424,7 @@ int main(void)
 	tcase_add_test(tc, test_byte_flips);
 	tcase_add_test(tc, test_atomic_and_check_failure);
 	tcase_add_test(tc, test_format_helpers);
+	tcase_add_test(tc, test_independent_writer);
 	suite_add_tcase(s, tc);
 	return fi_test_run(s);
 }
