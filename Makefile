@@ -63,7 +63,7 @@ MAN5    := $(wildcard man/man5/*.5)
 MAN7    := $(wildcard man/man7/*.7)
 
 .SECONDARY:
-.PHONY: all check check-unit check-cli check-fuzz check-asan fuzz gpu install clean bundle info
+.PHONY: all demo check check-unit check-cli check-fuzz check-asan fuzz gpu install clean bundle info
 all: info $(BUILD)/libfi.a $(BUILD)/libfi.so $(CMDS) $(BUILD)/fi.pc
 
 info:
@@ -137,6 +137,10 @@ check-asan:
 	  LDFLAGS="-fsanitize=address,undefined" check-unit check-fuzz
 
 gpu: $(GPUS)
+
+# The README's first command: the whole toolchain on the embedded default model.
+demo: all
+	sh examples/demo.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/fi \

@@ -1,0 +1,11 @@
+#!/bin/sh
+# The README's first command: load the embedded default model into the store (once) and
+# continue every line of examples/prompts.txt with it, through the whole toolchain:
+#   text -> fi-tokenize -> request frames -> fi-decode -> token frames -> fi-tokenize -d -> text
+set -eu
+cd "$(dirname "$0")/.."
+PATH=$PWD/build/bin:$PATH
+fi-load -l 2>/dev/null | grep -q '^tiny ' || fi-load models/tiny --name tiny >&2
+fi-tokenize -m tiny < examples/prompts.txt |
+	fi-decode -m tiny -n 40 |
+	fi-tokenize -m tiny -d
