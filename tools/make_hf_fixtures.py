@@ -134,10 +134,53 @@ def make(name, seed):
           f"min top-2 margin {margin:.3g}")
 
 
+def make_sampling():
+    """tests/fixtures/hf/sampling.json: HF logits processors on random logits. Each case:
+    logits, history, parameters, and the surviving ids (most likely first) with their
+    probabilities (softmax of the processed scores)."""
+    from transformers import (MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
+                              TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+    g = torch.Generator().manual_seed(7)
+    cases = []
+    params = [dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0),
+              dict(temperature=0.7, top_k=10, top_p=1.0, min_p=0.0, repeat_penalty=1.0),
+              dict(temperature=1.3, top_k=0, top_p=0.8, min_p=0.0, repeat_penalty=1.0),
+              dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.1, repeat_penalty=1.0),
+              dict(temperature=0.9, top_k=20, top_p=0.9, min_p=0.05, repeat_penalty=1.3),
+              dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=0.8),
+              dict(temperature=0.5, top_k=5, top_p=0.5, min_p=0.2, repeat_penalty=1.1)]
+    for i, p in enumerate(params):
+        V = 40
+        logits = (3 * torch.randn(1, V, generator=g)).float()
+        hist = torch.randint(0, V, (1, 12), generator=g)
+        procs = []
+        if p["repeat_penalty"] != 1.0:
+            procs.append(RepetitionPenaltyLogitsProcessor(p["repeat_penalty"]))
+        procs.append(TemperatureLogitsWarper(p["temperature"]))
+        if p["top_k"] > 0:
+            procs.append(TopKLogitsWarper(p["top_k"]))
+        if p["top_p"] < 1.0:
+            procs.append(TopPLogitsWarper(p["top_p"]))
+        if p["min_p"] > 0:
+            procs.append(MinPLogitsWarper(p["min_p"]))
+        sc = logits.clone()
+        for pr in procs:
+            sc = pr(hist, sc)
+        prob = torch.softmax(sc, -1)[0]
+        keep = [int(j) for j in torch.argsort(prob, descending=True) if prob[j] > 0]
+        cases.append(dict(params=p, logits=[float(x) for x in logits[0]],
+                          history=[int(x) for x in hist[0]], ids=keep,
+                          probs=[float(prob[j]) for j in keep]))
+    with open(os.path.join(OUT, "sampling.json"), "w") as f:
+        json.dump(dict(transformers=transformers.__version__, cases=cases), f)
+    print(f"sampling: {len(cases)} cases")
+
+
 def main():
     torch.set_num_threads(1)
     for i, name in enumerate(FAMILIES):
         make(name, 1000 + i)
+    make_sampling()
 
 
 if __name__ == "__main__":
