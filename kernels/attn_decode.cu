@@ -1,0 +1,323 @@
+/* attn_decode: split-K flash-decoding over the paged KV cache, GQA-aware.
+ *
+ * One CTA per (split j, KV head h, token t) handles all G = Hq/Hk query heads of that KV head,
+ * so each K/V row is read from memory once per step for the whole group. The token's visible
+ * range [lo, pos] is cut into n_splits equal chunks *on the device* (from tok_pos), so the
+ * launch shape depends only on T, Hk and the cache capacity: the kernel can be captured in a
+ * CUDA graph and replayed at any length. With n_splits > 1 each CTA writes an unnormalised
+ * partial (m, l, acc[hd]) and attn_combine merges them; with one split it writes out directly.
+ *
+ * Inside a CTA: hd/8 lanes own one K/V row (16-byte loads, 8 dims a lane), so a warp covers
+ * 32/(hd/8) rows at a time; each such sub-warp walks R consecutive positions per step and keeps
+ * its own online-softmax state (base-2, scores pre-scaled by scale*log2(e)); the states of all
+ * sub-warps are merged through shared memory at the end.
+ *
+ * Any token layout works (decode, or several tokens of one sequence): every token reads its
+ * own sequence up to its own position. Head sizes that are not a power of two in [8, 256], or
+ * groups larger than 8, take attn_generic (one warp per (token, query head)). */
+#include <math.h>
+
+#include "common.cuh"
+
+#define DEC_WARPS 4
+#define DEC_R 4
+#define DEC_MIN_CHUNK 32
+
+struct dec_params {
+	bf16 *out;
+	const bf16 *q, *kc, *vc;
+	const int32_t *tok_seq, *tok_pos, *block_table;
+	int max_blocks, bs, Hq, Hk, G, window, n_splits;
+	float scale2; /* scale * log2(e) */
+	float *ws_ml; /* [T, Hq, n_splits, 2] */
+	float *ws_acc; /* [T, Hq, n_splits, hd] */
+};
+
+static __device__ __forceinline__ int64_t kv_row(const dec_params &p, int s, int pos)
+{
+	int blk = p.block_table[(int64_t)s * p.max_blocks + pos / p.bs];
+	return (int64_t)blk * p.bs + pos % p.bs;
+}
+
+template <int HD, int MAXG>
+__global__ void __launch_bounds__(DEC_WARPS * 32)
+attn_decode_kernel(dec_params p)
+{
+	constexpr int LPR = HD / 8;       /* lanes per row */
+	constexpr int SUB = 32 / LPR;     /* rows a warp covers at once */
+	constexpr int NSUB = DEC_WARPS * SUB;
+	__shared__ float sm_ml[NSUB][MAXG][2];
+	__shared__ float sm_acc[NSUB][MAXG][HD];
+
+	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	const int sub = w * SUB + lane / LPR, li = lane % LPR;
+	const int j = blockIdx.x, h = blockIdx.y, t = blockIdx.z, G = p.G;
+	const int s = p.tok_seq[t], pos = p.tok_pos[t];
+	const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0, hi = pos + 1;
+	int chunk = (hi - lo + p.n_splits - 1) / p.n_splits;
+	chunk = max(chunk, DEC_MIN_CHUNK);
+	const int start = lo + j * chunk, end = min(hi, start + chunk);
+
+	float q[MAXG][8], acc[MAXG][8], m[MAXG], l[MAXG];
+#pragma unroll
+	for (int g = 0; g < MAXG; g++) {
+		m[g] = -INFINITY;
+		l[g] = 0.f;
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			acc[g][i] = 0.f;
+		if (g < G) {
+			const bf16x8 *qp = (const bf16x8 *)(p.q + ((int64_t)t * p.Hq + h * G + g) * HD);
+			bf16x8_to_f32(qp[li], q[g]);
+#pragma unroll
+			for (int i = 0; i < 8; i++)
+				q[g][i] *= p.scale2;
+		}
+	}
+
+	for (int base = start + sub * DEC_R; base < end; base += NSUB * DEC_R) {
+		bf16x8 kr[DEC_R], vr[DEC_R];
+#pragma unroll
+		for (int r = 0; r < DEC_R; r++) {
+			int ps = base + r;
+			if (ps < end) {
+				int64_t row = (kv_row(p, s, ps) * p.Hk + h) * HD;
+				kr[r] = ((const bf16x8 *)(p.kc + row))[li];
+				vr[r] = ((const bf16x8 *)(p.vc + row))[li];
+			} else {
+				kr[r] = bf16x8{};
+				vr[r] = bf16x8{};
+			}
+		}
+		float sc[MAXG][DEC_R];
+#pragma unroll
+		for (int r = 0; r < DEC_R; r++) {
+			float kf[8];
+			bf16x8_to_f32(kr[r], kf);
+#pragma unroll
+			for (int g = 0; g < MAXG; g++) {
+				float d = 0.f;
+				if (g < G) {
+#pragma unroll
+					for (int i = 0; i < 8; i++)
+						d += q[g][i] * kf[i];
+#pragma unroll
+					for (int o = LPR / 2; o > 0; o >>= 1)
+						d += __shfl_xor_sync(0xffffffffu, d, o);
+				}
+				sc[g][r] = base + r < end ? d : -INFINITY;
+			}
+		}
+#pragma unroll
+		for (int g = 0; g < MAXG; g++) {
+			if (g >= G)
+				continue;
+			float mx = m[g];
+#pragma unroll
+			for (int r = 0; r < DEC_R; r++)
+				mx = fmaxf(mx, sc[g][r]);
+			/* mx is finite: row base < end always holds here */
+			float alpha = exp2f(m[g] - mx);
+			m[g] = mx;
+			l[g] *= alpha;
+#pragma unroll
+			for (int i = 0; i < 8; i++)
+				acc[g][i] *= alpha;
+#pragma unroll
+			for (int r = 0; r < DEC_R; r++) {
+				float pr = exp2f(sc[g][r] - mx);
+				float vf[8];
+				bf16x8_to_f32(vr[r], vf);
+				l[g] += pr;
+#pragma unroll
+				for (int i = 0; i < 8; i++)
+					acc[g][i] += pr * vf[i];
+			}
+		}
+	}
+
+	/* Merge the NSUB sub-warp states. */
+#pragma unroll
+	for (int g = 0; g < MAXG; g++) {
+		if (g >= G)
+			continue;
+		if (li == 0) {
+			sm_ml[sub][g][0] = m[g];
+			sm_ml[sub][g][1] = l[g];
+		}
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			sm_acc[sub][g][li * 8 + i] = acc[g][i];
+	}
+	__syncthreads();
+	for (int e = threadIdx.x; e < G * HD; e += blockDim.x) {
+		int g = e / HD, d = e % HD;
+		float M = -INFINITY;
+		for (int k = 0; k < NSUB; k++)
+			M = fmaxf(M, sm_ml[k][g][0]);
+		float L = 0.f, A = 0.f;
+		if (M != -INFINITY) {
+			for (int k = 0; k < NSUB; k++) {
+				float f = exp2f(sm_ml[k][g][0] - M);
+				L += sm_ml[k][g][1] * f;
+				A += sm_acc[k][g][d] * f;
+			}
+		}
+		int64_t qh = (int64_t)t * p.Hq + h * G + g;
+		if (p.n_splits == 1) {
+			p.out[qh * HD + d] = __float2bfloat16(L > 0.f ? A / L : 0.f);
+		} else {
+			int64_t sp = qh * p.n_splits + j;
+			p.ws_acc[sp * HD + d] = A;
+			if (d == 0) {
+				p.ws_ml[sp * 2] = M;
+				p.ws_ml[sp * 2 + 1] = L;
+			}
+		}
+	}
+}
+
+/* out[t, qh, :] = sum_j acc_j * 2^(m_j - M) / sum_j l_j * 2^(m_j - M). One block per (t, qh). */
+__global__ void attn_combine_kernel(bf16 *__restrict__ out, const float *__restrict__ ws_ml,
+				    const float *__restrict__ ws_acc, int n_splits, int hd)
+{
+	int64_t qh = (int64_t)blockIdx.y * gridDim.x + blockIdx.x;
+	const float *ml = ws_ml + qh * n_splits * 2;
+	float M = -INFINITY;
+	for (int j = 0; j < n_splits; j++)
+		M = fmaxf(M, ml[2 * j]);
+	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+		float L = 0.f, A = 0.f;
+		if (M != -INFINITY) {
+			for (int j = 0; j < n_splits; j++) {
+				float f = exp2f(ml[2 * j] - M);
+				L += ml[2 * j + 1] * f;
+				A += ws_acc[(qh * n_splits + j) * hd + d] * f;
+			}
+		}
+		out[qh * hd + d] = __float2bfloat16(L > 0.f ? A / L : 0.f);
+	}
+}
+
+/* Any head size and group: one warp per (token, query head), lanes over dims (hd <= 512). */
+__global__ void attn_generic_kernel(dec_params p, int hd)
+{
+	const int lane = threadIdx.x, qh = blockIdx.y, t = blockIdx.x;
+	const int h = qh / p.G, s = p.tok_seq[t], pos = p.tok_pos[t];
+	const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
+	const bf16 *qp = p.q + ((int64_t)t * p.Hq + qh) * hd;
+	float q[16], acc[16], m = -INFINITY, l = 0.f;
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		int d = lane + 32 * i;
+		q[i] = d < hd ? __bfloat162float(qp[d]) * p.scale2 : 0.f;
+		acc[i] = 0.f;
+	}
+	for (int ps = lo; ps <= pos; ps++) {
+		int64_t row = (kv_row(p, s, ps) * p.Hk + h) * hd;
+		float d = 0.f;
+#pragma unroll
+		for (int i = 0; i < 16; i++)
+			if (lane + 32 * i < hd)
+				d += q[i] * __bfloat162float(p.kc[row + lane + 32 * i]);
+		d = warp_sum(d);
+		float mx = fmaxf(m, d), alpha = exp2f(m - mx), pr = exp2f(d - mx);
+		m = mx;
+		l = l * alpha + pr;
+#pragma unroll
+		for (int i = 0; i < 16; i++)
+			if (lane + 32 * i < hd)
+				acc[i] = acc[i] * alpha + pr * __bfloat162float(p.vc[row + lane + 32 * i]);
+	}
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		if (lane + 32 * i < hd)
+			p.out[((int64_t)t * p.Hq + qh) * hd + lane + 32 * i] =
+				__float2bfloat16(l > 0.f ? acc[i] / l : 0.f);
+}
+
+template <int HD>
+static void launch_hd(dim3 grid, cudaStream_t st, const dec_params &p)
+{
+	if (p.G <= 1)
+		attn_decode_kernel<HD, 1><<<grid, DEC_WARPS * 32, 0, st>>>(p);
+	else if (p.G <= 2)
+		attn_decode_kernel<HD, 2><<<grid, DEC_WARPS * 32, 0, st>>>(p);
+	else if (p.G <= 4)
+		attn_decode_kernel<HD, 4><<<grid, DEC_WARPS * 32, 0, st>>>(p);
+	else
+		attn_decode_kernel<HD, 8><<<grid, DEC_WARPS * 32, 0, st>>>(p);
+}
+
+extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
+				    const struct fi_attn_batch *b)
+{
+	int T = b->n_tokens, hd = a->hd;
+	if (T <= 0)
+		return FI_OK;
+	if (a->Hk <= 0 || a->Hq % a->Hk)
+		return fi_fail(FI_EINVAL, "attention: %d query heads not a multiple of %d kv heads",
+			       a->Hq, a->Hk);
+	if (hd > 512)
+		return fi_fail(FI_EUNSUPPORTED, "attention: head size %d > 512", hd);
+	dec_params p;
+	p.out = (bf16 *)a->out;
+	p.q = (const bf16 *)a->q;
+	p.kc = (const bf16 *)a->kc;
+	p.vc = (const bf16 *)a->vc;
+	p.tok_seq = b->tok_seq_d;
+	p.tok_pos = b->tok_pos_d;
+	p.block_table = b->block_table_d;
+	p.max_blocks = b->max_blocks;
+	p.bs = a->block_size;
+	p.Hq = a->Hq;
+	p.Hk = a->Hk;
+	p.G = a->Hq / a->Hk;
+	p.window = b->sliding_window;
+	p.scale2 = b->scale * 1.4426950408889634f;
+	p.n_splits = 1;
+	p.ws_ml = p.ws_acc = NULL;
+
+	bool fast = (hd & (hd - 1)) == 0 && hd >= 8 && hd <= 256 && p.G <= 8 &&
+		    fi_aligned16(a->q) && fi_aligned16(a->kc) && fi_aligned16(a->vc);
+	if (!fast) {
+		attn_generic_kernel<<<dim3(T, a->Hq), 32, 0, st>>>(p, hd);
+		LAUNCH_CHECK();
+		return FI_OK;
+	}
+	/* Splits: enough CTAs for two waves over the SMs, at most one per DEC_MIN_CHUNK positions
+	 * of the cache capacity (max_blocks * block_size, fixed for a cache, so graph-safe), and
+	 * no more than the workspace holds. */
+	int64_t ctas = (int64_t)T * a->Hk;
+	int64_t cap = (int64_t)b->max_blocks * a->block_size;
+	int64_t ns = (2 * (int64_t)a->n_sm + ctas - 1) / ctas;
+	int64_t per = (int64_t)T * a->Hq * (hd + 2) * (int64_t)sizeof(float);
+	ns = ns < (cap + DEC_MIN_CHUNK - 1) / DEC_MIN_CHUNK ? ns : (cap + DEC_MIN_CHUNK - 1) / DEC_MIN_CHUNK;
+	if (ns > 64)
+		ns = 64;
+	if (ns * per > (int64_t)a->ws_bytes)
+		ns = (int64_t)a->ws_bytes / per;
+	if (ns < 1)
+		ns = 1;
+	p.n_splits = (int)ns;
+	if (ns > 1) {
+		p.ws_ml = (float *)a->ws;
+		p.ws_acc = p.ws_ml + (int64_t)T * a->Hq * ns * 2;
+	}
+	dim3 grid((unsigned)ns, a->Hk, T);
+	switch (hd) {
+	case 8: launch_hd<8>(grid, st, p); break;
+	case 16: launch_hd<16>(grid, st, p); break;
+	case 32: launch_hd<32>(grid, st, p); break;
+	case 64: launch_hd<64>(grid, st, p); break;
+	case 128: launch_hd<128>(grid, st, p); break;
+	default: launch_hd<256>(grid, st, p); break;
+	}
+	LAUNCH_CHECK();
+	if (ns > 1) {
+		attn_combine_kernel<<<dim3(a->Hq, T), hd < 128 ? 64 : 128, 0, st>>>(
+			p.out, p.ws_ml, p.ws_acc, (int)ns, hd);
+		LAUNCH_CHECK();
+	}
+	return FI_OK;
+}

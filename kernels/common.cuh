@@ -1,0 +1,68 @@
+/* common: helpers shared by the kernels: bf16 vectors of 8 (16-byte accesses), reductions. */
+#ifndef FI_KERNELS_COMMON_CUH
+#define FI_KERNELS_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "cuda/cuda_be.h"
+
+typedef __nv_bfloat16 bf16;
+
+/* Eight bf16 in one 16-byte access. */
+struct __align__(16) bf16x8 {
+	__nv_bfloat162 h[4];
+};
+
+static __device__ __forceinline__ void bf16x8_to_f32(const bf16x8 &v, float *f)
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		float2 t = __bfloat1622float2(v.h[i]);
+		f[2 * i] = t.x;
+		f[2 * i + 1] = t.y;
+	}
+}
+
+static __device__ __forceinline__ bf16x8 f32_to_bf16x8(const float *f)
+{
+	bf16x8 v;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		v.h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+	return v;
+}
+
+static __device__ __forceinline__ float bf16_round(float x)
+{
+	return __bfloat162float(__float2bfloat16(x));
+}
+
+static __device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+/* Sum over the block; every thread gets the result. sh must hold 32 floats. */
+static __device__ __forceinline__ float block_sum(float v, float *sh)
+{
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+	v = warp_sum(v);
+	__syncthreads(); /* sh may still be read by a previous call */
+	if (lane == 0)
+		sh[w] = v;
+	__syncthreads();
+	v = lane < nw ? sh[lane] : 0.f;
+	return warp_sum(v);
+}
+
+static inline bool fi_aligned16(const void *p)
+{
+	return ((uintptr_t)p & 15) == 0;
+}
+
+#endif

@@ -1,0 +1,100 @@
+/* rmsnorm: the residual add fused with the norm that follows it.
+ *   if add: x[T,D] += add[T,D]   (the residual stream, rounded to bf16 as it is stored)
+ *   out[T,D] = bf16(bf16(x * rsqrt(mean(x^2) + eps)) * w)
+ * The two roundings follow the bf16 reference (HF LlamaRMSNorm casts the normalised value back
+ * to the input dtype before the weight multiply). One block per row; the fast path keeps the
+ * row in registers (16-byte accesses, up to 4 vectors a thread) so x is read once. */
+#include "common.cuh"
+
+template <int NCH>
+__global__ void rmsnorm_vec(bf16 *__restrict__ out, bf16 *x, const bf16 *__restrict__ add,
+			    const bf16 *__restrict__ w, int D, float eps)
+{
+	__shared__ float sh[32];
+	int n8 = D / 8;
+	int64_t base = (int64_t)blockIdx.x * n8;
+	bf16x8 *x8 = (bf16x8 *)x + base;
+	float v[NCH][8];
+	float ss = 0.f;
+#pragma unroll
+	for (int j = 0; j < NCH; j++) {
+		int c = threadIdx.x + j * blockDim.x;
+		if (c < n8) {
+			bf16x8 a = x8[c];
+			bf16x8_to_f32(a, v[j]);
+			if (add) {
+				float b[8];
+				bf16x8_to_f32(((const bf16x8 *)add + base)[c], b);
+#pragma unroll
+				for (int i = 0; i < 8; i++)
+					v[j][i] = bf16_round(v[j][i] + b[i]);
+				x8[c] = f32_to_bf16x8(v[j]);
+			}
+#pragma unroll
+			for (int i = 0; i < 8; i++)
+				ss += v[j][i] * v[j][i];
+		}
+	}
+	float r = rsqrtf(block_sum(ss, sh) / D + eps);
+#pragma unroll
+	for (int j = 0; j < NCH; j++) {
+		int c = threadIdx.x + j * blockDim.x;
+		if (c < n8) {
+			float g[8];
+			bf16x8_to_f32(((const bf16x8 *)w)[c], g);
+#pragma unroll
+			for (int i = 0; i < 8; i++)
+				v[j][i] = bf16_round(v[j][i] * r) * g[i];
+			((bf16x8 *)out + base)[c] = f32_to_bf16x8(v[j]);
+		}
+	}
+}
+
+/* Any D: two passes over the row (the second from cache). */
+__global__ void rmsnorm_scalar(bf16 *out, bf16 *x, const bf16 *__restrict__ add,
+			       const bf16 *__restrict__ w, int D, float eps)
+{
+	__shared__ float sh[32];
+	int64_t base = (int64_t)blockIdx.x * D;
+	float ss = 0.f;
+	for (int i = threadIdx.x; i < D; i += blockDim.x) {
+		float a = __bfloat162float(x[base + i]);
+		if (add) {
+			a = bf16_round(a + __bfloat162float(add[base + i]));
+			x[base + i] = __float2bfloat16(a);
+		}
+		ss += a * a;
+	}
+	float r = rsqrtf(block_sum(ss, sh) / D + eps);
+	for (int i = threadIdx.x; i < D; i += blockDim.x) {
+		float a = __bfloat162float(x[base + i]);
+		out[base + i] = __float2bfloat16(bf16_round(a * r) * __bfloat162float(w[i]));
+	}
+}
+
+extern "C" fi_err fi_cu_rmsnorm(cudaStream_t st, void *out, void *x, const void *add,
+				const void *w, int T, int D, float eps)
+{
+	if (T <= 0)
+		return FI_OK;
+	int n8 = D / 8;
+	bool vec = D % 8 == 0 && n8 <= 4096 && fi_aligned16(out) && fi_aligned16(x) &&
+		   fi_aligned16(w) && (!add || fi_aligned16(add));
+	bf16 *o = (bf16 *)out, *xx = (bf16 *)x;
+	const bf16 *a = (const bf16 *)add, *ww = (const bf16 *)w;
+	if (vec) {
+		int nch = (n8 + 1023) / 1024;
+		nch = nch <= 1 ? 1 : nch <= 2 ? 2 : 4;
+		int threads = ((n8 + nch - 1) / nch + 31) / 32 * 32;
+		if (nch == 1)
+			rmsnorm_vec<1><<<T, threads, 0, st>>>(o, xx, a, ww, D, eps);
+		else if (nch == 2)
+			rmsnorm_vec<2><<<T, threads, 0, st>>>(o, xx, a, ww, D, eps);
+		else
+			rmsnorm_vec<4><<<T, threads, 0, st>>>(o, xx, a, ww, D, eps);
+	} else {
+		rmsnorm_scalar<<<T, 256, 0, st>>>(o, xx, a, ww, D, eps);
+	}
+	LAUNCH_CHECK();
+	return FI_OK;
+}

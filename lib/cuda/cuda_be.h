@@ -1,0 +1,119 @@
+/* cuda_be: private state of the CUDA backend, its error check, and the kernel launchers
+ * (kernels/NAME.cu, one op per file) that lib/cuda/NAME.c call.
+ *
+ * Every CUDA, cuBLAS(Lt) call and every launch goes through FI_CHECK, which turns a failure
+ * into an FI_EDEVICE return with the call and the library's error string. */
+#ifndef FI_CUDA_BE_H
+#define FI_CUDA_BE_H
+
+#include <cuda_runtime_api.h>
+#include <cublasLt.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Inside the C linkage block: the fi headers have no guards of their own. */
+#include "backend.h"
+#include "err.h"
+
+/* FI_CHECK(expr, ok, strfn): evaluates expr once; if it is not ok, returns
+ * fi_fail(FI_EDEVICE, ...) naming the call and strfn(result). */
+#define FI_CHECK(expr, ok, strfn)                                                          \
+	do {                                                                               \
+		__typeof__(expr) fi_ck_ = (expr);                                          \
+		if (fi_ck_ != (ok))                                                        \
+			return fi_fail(FI_EDEVICE, "cuda: %s failed: %s (%s:%d)", #expr,   \
+				       strfn(fi_ck_), __FILE__, __LINE__);                 \
+	} while (0)
+#define CU_CHECK(expr) FI_CHECK(expr, cudaSuccess, cudaGetErrorString)
+#define LT_CHECK(expr) FI_CHECK(expr, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
+/* After a kernel launch: launch-configuration errors surface here. */
+#define LAUNCH_CHECK() CU_CHECK(cudaGetLastError())
+
+/* Attention scratch for split-K partials; the split count is bounded so that this is enough
+ * (see kernels/attn_decode.cu). */
+#define FI_ATTN_WS_BYTES (16u << 20)
+#define FI_LT_WS_BYTES (32u << 20)
+#define FI_MAX_GRAPHS 64
+
+struct fi_gemm_plan;
+struct fi_upload;
+
+struct fi_cuda_graph {
+	uint64_t key;
+	cudaGraphExec_t exec;
+};
+
+struct fi_cuda {
+	int device;
+	int n_sm;
+	size_t smem_optin; /* shared memory a block may opt into */
+	cudaStream_t stream;
+	cublasLtHandle_t lt;
+	void *lt_ws;
+	void *attn_ws;
+	struct fi_gemm_plan *plans;
+	int n_plans, cap_plans;
+	struct fi_cuda_graph graphs[FI_MAX_GRAPHS];
+	int n_graphs;
+	int capturing;
+	uint64_t capture_key;
+	struct fi_upload *up; /* pinned staging and copy threads for weight upload */
+	size_t weight_bytes;  /* bytes of weights resident */
+};
+
+static inline struct fi_cuda *fi_cuda_of(struct fi_backend *be)
+{
+	return (struct fi_cuda *)be->priv;
+}
+
+/* lib/cuda/gemm.c */
+fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
+		    const struct fi_weight *w, const struct fi_weight *bias, int T);
+void fi_cuda_gemm_free(struct fi_cuda *c);
+
+/* lib/cuda/upload.c */
+fi_err fi_cuda_upload_init(struct fi_cuda *c);
+void fi_cuda_upload_free(struct fi_cuda *c);
+/* Copies n elements of src (dtype sdt, host) to dst_d as bf16 through pinned staging. */
+fi_err fi_cuda_upload_bf16(struct fi_cuda *c, void *dst_d, const void *src, enum fi_dtype sdt,
+			   size_t n);
+
+/* Launchers in kernels/NAME.cu; all asynchronous on stream st. bf16 tensors are passed as void *. */
+fi_err fi_cu_embed(cudaStream_t st, void *x, const void *emb, int64_t V, const int32_t *tok,
+		   int T, int D);
+fi_err fi_cu_rmsnorm(cudaStream_t st, void *out, void *x, const void *add, const void *w,
+		     int T, int D, float eps);
+fi_err fi_cu_rope(cudaStream_t st, void *q, void *k, const int32_t *pos, const float *inv_freq,
+		  int T, int Hq, int Hk, int hd);
+fi_err fi_cu_kv_write(cudaStream_t st, void *kc, void *vc, const void *k, const void *v,
+		      const int32_t *slot, int T, int row, int64_t n_slots);
+fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
+fi_err fi_cu_gather_rows(cudaStream_t st, void *out, const void *x, const int32_t *idx, int n,
+			 int D);
+fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V);
+
+/* Everything attention needs besides the batch; kc/vc point at one layer. */
+struct fi_cu_attn {
+	void *out;
+	const void *q, *kc, *vc;
+	int Hq, Hk, hd, block_size, n_blocks;
+	int n_sm;
+	void *ws;
+	size_t ws_bytes;
+};
+fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
+			 const struct fi_attn_batch *b);
+/* Returns FI_EUNSUPPORTED (without recording an error) when the head size has no
+ * tensor-core kernel; the caller then uses the decode kernel. */
+fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a,
+			  const struct fi_attn_batch *b);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

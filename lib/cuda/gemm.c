@@ -1,0 +1,177 @@
+/* gemm: out[T,N] = in[T,K] @ w[N,K]^T (+ bias[N]) through cuBLASLt; bf16 operands, fp32
+ * accumulation, bf16 or f32 output.
+ *
+ * cuBLASLt is column-major: the row-major out[T,N] is the column-major N x T matrix
+ * D = op(A) * B with A = w seen as K x N (ld K, transposed) and B = in seen as K x T (ld K).
+ * Descriptors, layouts and the heuristic's algorithm are cached per shape (N, K, T, output
+ * type, bias, pointer alignment): the heuristic query costs tens of microseconds, a cached
+ * call only the launch. The workspace is fixed, so calls are safe inside graph capture. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_be.h"
+
+#define FI_MAX_PLANS 512
+
+struct fi_gemm_plan {
+	int N, K, T, out_f32, bias, align;
+	cublasLtMatmulDesc_t desc;
+	cublasLtMatrixLayout_t a, b, d;
+	cublasLtMatmulAlgo_t algo;
+};
+
+static void plan_destroy(struct fi_gemm_plan *p)
+{
+	if (p->desc)
+		cublasLtMatmulDescDestroy(p->desc);
+	if (p->a)
+		cublasLtMatrixLayoutDestroy(p->a);
+	if (p->b)
+		cublasLtMatrixLayoutDestroy(p->b);
+	if (p->d)
+		cublasLtMatrixLayoutDestroy(p->d);
+	memset(p, 0, sizeof(*p));
+}
+
+void fi_cuda_gemm_free(struct fi_cuda *c)
+{
+	for (int i = 0; i < c->n_plans; i++)
+		plan_destroy(&c->plans[i]);
+	free(c->plans);
+	c->plans = NULL;
+	c->n_plans = c->cap_plans = 0;
+}
+
+static int ptr_align(const void *p)
+{
+	uintptr_t u = (uintptr_t)p;
+	int a = 256;
+	while (a > 2 && (u & (uintptr_t)(a - 1)))
+		a >>= 1;
+	return a;
+}
+
+static fi_err plan_make(struct fi_cuda *c, struct fi_gemm_plan *p)
+{
+	cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+	cudaDataType_t dt = p->out_f32 ? CUDA_R_32F : CUDA_R_16BF;
+	cublasLtMatmulPreference_t pref = NULL;
+	cublasLtMatmulHeuristicResult_t res;
+	int n_res = 0;
+	uint64_t ws = FI_LT_WS_BYTES;
+	uint32_t al = (uint32_t)p->align;
+
+	LT_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+	LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+	LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+	if (p->bias) {
+		cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+		cudaDataType_t bt = CUDA_R_16BF;
+		LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep,
+							sizeof(ep)));
+		LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+							&bt, sizeof(bt)));
+	}
+	LT_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, p->K, p->N, p->K));
+	LT_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, p->K, p->T, p->K));
+	LT_CHECK(cublasLtMatrixLayoutCreate(&p->d, dt, p->N, p->T, p->N));
+	LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+	cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
+		pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+	const cublasLtMatmulPreferenceAttributes_t aligns[] = {
+		CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+		CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+	for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++)
+		st = cublasLtMatmulPreferenceSetAttribute(pref, aligns[i], &al, sizeof(al));
+	if (st == CUBLAS_STATUS_SUCCESS)
+		st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1,
+						    &res, &n_res);
+	cublasLtMatmulPreferenceDestroy(pref);
+	LT_CHECK(st);
+	if (n_res < 1)
+		return fi_fail(FI_EDEVICE, "cublasLt: no algorithm for %d x %d x %d (%s out)", p->T,
+			       p->N, p->K, p->out_f32 ? "f32" : "bf16");
+	p->algo = res.algo;
+	return FI_OK;
+}
+
+static fi_err plan_get(struct fi_cuda *c, int N, int K, int T, int out_f32, int bias, int align,
+		       struct fi_gemm_plan **out)
+{
+	for (int i = 0; i < c->n_plans; i++) {
+		struct fi_gemm_plan *p = &c->plans[i];
+		if (p->N == N && p->K == K && p->T == T && p->out_f32 == out_f32 &&
+		    p->bias == bias && p->align == align) {
+			*out = p;
+			return FI_OK;
+		}
+	}
+	if (c->n_plans == c->cap_plans) {
+		if (c->cap_plans >= FI_MAX_PLANS) {
+			/* Full (prefill of many distinct lengths): start over. */
+			fi_cuda_gemm_free(c);
+		} else {
+			int cap = c->cap_plans ? 2 * c->cap_plans : 32;
+			struct fi_gemm_plan *np = realloc(c->plans, (size_t)cap * sizeof(*np));
+			if (!np)
+				return fi_fail(FI_ENOMEM, "cublasLt: no memory for plans");
+			c->plans = np;
+			c->cap_plans = cap;
+		}
+		if (!c->plans) {
+			c->plans = calloc(32, sizeof(*c->plans));
+			if (!c->plans)
+				return fi_fail(FI_ENOMEM, "cublasLt: no memory for plans");
+			c->cap_plans = 32;
+		}
+	}
+	struct fi_gemm_plan *p = &c->plans[c->n_plans];
+	memset(p, 0, sizeof(*p));
+	p->N = N;
+	p->K = K;
+	p->T = T;
+	p->out_f32 = out_f32;
+	p->bias = bias;
+	p->align = align;
+	fi_err e = plan_make(c, p);
+	if (e) {
+		plan_destroy(p);
+		return e;
+	}
+	c->n_plans++;
+	*out = p;
+	return FI_OK;
+}
+
+fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
+		    const struct fi_weight *w, const struct fi_weight *bias, int T)
+{
+	struct fi_cuda *c = fi_cuda_of(be);
+	struct fi_gemm_plan *p = NULL;
+	const float one = 1.f, zero = 0.f;
+	if (T <= 0)
+		return FI_OK;
+	if (w->dtype != FI_DT_BF16)
+		return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s", fi_dtype_name(w->dtype));
+	if (w->rows > INT32_MAX || w->cols > INT32_MAX)
+		return fi_fail(FI_ERANGE, "matmul: weight %lld x %lld too large",
+			       (long long)w->rows, (long long)w->cols);
+	if (bias && (bias->rows * bias->cols != w->rows || bias->dtype != FI_DT_BF16))
+		return fi_fail(FI_EMISMATCH, "matmul: bias of %lld values for %lld outputs",
+			       (long long)(bias->rows * bias->cols), (long long)w->rows);
+	int align = ptr_align(out_d);
+	int ai = ptr_align(in_d), aw = ptr_align(w->p);
+	if (ai < align)
+		align = ai;
+	if (aw < align)
+		align = aw;
+	fi_err e = plan_get(c, (int)w->rows, (int)w->cols, T, out_f32, bias != NULL, align, &p);
+	if (e)
+		return e;
+	if (bias)
+		LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+							&bias->p, sizeof(bias->p)));
+	LT_CHECK(cublasLtMatmul(c->lt, p->desc, &one, w->p, p->a, in_d, p->b, &zero, out_d, p->d,
+				out_d, p->d, &p->algo, c->lt_ws, FI_LT_WS_BYTES, c->stream));
+	return FI_OK;
+}

@@ -1,0 +1,270 @@
+/* Every CUDA op against the CPU op of the same name, through the op table: same bf16-exact
+ * random inputs to both backends, the GPU output poisoned with NaN first (an element the
+ * kernel does not write fails), tolerances per op:
+ *   copies (embed, gather_rows, kv_write)        exact
+ *   rmsnorm, silu_mul, rope (bf16 out)           |d| <= 1e-2 + 2^-6 |r|, rel <= 8e-3
+ *   matmul (bf16 out, f32 accumulate)            |d| <= 2e-2 rms + 2^-6 |r|, rel <= 8e-3
+ *   matmul_f32out                                rel <= 4e-3
+ *   attention (bf16 P and out)                   |d| <= 2e-2 + 2^-5 |r|, rel <= 1.5e-2
+ * Sizes include odd ones (scalar fallbacks, partial tiles, rows past T) and real ones
+ * (Llama-3-8B and 3.2-1B heads and widths). Run on a GPU machine; SKIPPED (exit 77) without. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "gpu_util.h"
+#include "../unit/util.h"
+
+static struct pair P;
+static uint64_t seed = 0x9e3779b97f4a7c15ull;
+
+#define BOTH(call_cpu, call_gpu)                                                           \
+	do {                                                                               \
+		ck_assert_msg((call_cpu) == FI_OK, "cpu: %s", fi_errmsg());                 \
+		ck_assert_msg((call_gpu) == FI_OK, "gpu: %s", fi_errmsg());                 \
+		ck_assert_msg(P.gpu->ops->sync(P.gpu) == FI_OK, "gpu sync: %s", fi_errmsg()); \
+	} while (0)
+
+static void check(const char *what, struct fi_backend *g, const void *gd, struct fi_backend *c,
+		  const void *cd, size_t n, float rtol, float atol, float max_rel)
+{
+	float *a = get_act(g, gd, n), *b = get_act(c, cd, n);
+	int ok = close_enough(what, a, b, n, rtol, atol, max_rel);
+	free(a);
+	free(b);
+	ck_assert_msg(ok, "%s differs from the CPU op", what);
+}
+
+static void *ints(struct fi_backend *be, const int32_t *v, size_t n)
+{
+	void *d = put_bytes(be, v, n * sizeof(int32_t));
+	be->ops->sync(be);
+	return d;
+}
+
+static void freeb(struct fi_backend *be, void *p) { be->ops->free(be, p); }
+
+START_TEST(test_embed_gather)
+{
+	static const int shapes[][3] = {{1000, 4096, 7}, {37, 20, 3}, {129, 64, 1}};
+	for (int k = 0; k < 3; k++) {
+		int V = shapes[k][0], D = shapes[k][1], T = shapes[k][2];
+		float *e = rand_bf16((size_t)V * D, 1, &seed);
+		int32_t tok[8], idx[3] = {T - 1, 0, T / 2};
+		struct fi_weight wc, wg;
+		char name[64];
+		for (int t = 0; t < T; t++)
+			tok[t] = (int32_t)((t * 7919 + 13) % V);
+		make_weight(P.cpu, e, V, D, &wc);
+		make_weight(P.gpu, e, V, D, &wg);
+		void *tc = ints(P.cpu, tok, T), *tg = ints(P.gpu, tok, T);
+		void *xc = poisoned(P.cpu, (size_t)T * D), *xg = poisoned(P.gpu, (size_t)T * D);
+		BOTH(P.cpu->ops->embed(P.cpu, xc, &wc, tc, T), P.gpu->ops->embed(P.gpu, xg, &wg, tg, T));
+		snprintf(name, sizeof name, "embed V=%d D=%d T=%d", V, D, T);
+		check(name, P.gpu, xg, P.cpu, xc, (size_t)T * D, 0, 0, 0);
+		void *ic = ints(P.cpu, idx, 3), *ig = ints(P.gpu, idx, 3);
+		void *oc = poisoned(P.cpu, 3 * (size_t)D), *og = poisoned(P.gpu, 3 * (size_t)D);
+		BOTH(P.cpu->ops->gather_rows(P.cpu, oc, xc, ic, 3, D),
+		     P.gpu->ops->gather_rows(P.gpu, og, xg, ig, 3, D));
+		snprintf(name, sizeof name, "gather_rows n=3 D=%d", D);
+		check(name, P.gpu, og, P.cpu, oc, 3 * (size_t)D, 0, 0, 0);
+		P.cpu->ops->weight_free(P.cpu, &wc);
+		P.gpu->ops->weight_free(P.gpu, &wg);
+		freeb(P.cpu, tc), freeb(P.gpu, tg), freeb(P.cpu, xc), freeb(P.gpu, xg);
+		freeb(P.cpu, ic), freeb(P.gpu, ig), freeb(P.cpu, oc), freeb(P.gpu, og);
+		free(e);
+	}
+}
+END_TEST
+
+START_TEST(test_rmsnorm)
+{
+	static const int shapes[][2] = {{1, 4096}, {5, 4096}, {33, 2048}, {3, 68}, {2, 14336},
+					{4, 40000}, {7, 128}};
+	for (int k = 0; k < 7; k++) {
+		int T = shapes[k][0], D = shapes[k][1];
+		size_t n = (size_t)T * D;
+		for (int add = 0; add < 2; add++) {
+			float *x = rand_bf16(n, 2, &seed), *a = rand_bf16(n, 2, &seed);
+			float *w = rand_bf16(D, 1.5f, &seed);
+			struct fi_weight wc, wg;
+			char name[64];
+			make_weight(P.cpu, w, 1, D, &wc);
+			make_weight(P.gpu, w, 1, D, &wg);
+			void *xc = put_act(P.cpu, x, n), *xg = put_act(P.gpu, x, n);
+			void *ac = put_act(P.cpu, a, n), *ag = put_act(P.gpu, a, n);
+			void *oc = poisoned(P.cpu, n), *og = poisoned(P.gpu, n);
+			BOTH(P.cpu->ops->rmsnorm(P.cpu, oc, xc, add ? ac : NULL, &wc, T, D, 1e-5f),
+			     P.gpu->ops->rmsnorm(P.gpu, og, xg, add ? ag : NULL, &wg, T, D, 1e-5f));
+			snprintf(name, sizeof name, "rmsnorm T=%d D=%d add=%d", T, D, add);
+			check(name, P.gpu, og, P.cpu, oc, n, 1.f / 64, 1e-2f, 8e-3f);
+			snprintf(name, sizeof name, "rmsnorm residual T=%d D=%d add=%d", T, D, add);
+			check(name, P.gpu, xg, P.cpu, xc, n, 1.f / 128, 1e-6f, 4e-3f);
+			if (!add) { /* in place: out == x */
+				BOTH(P.cpu->ops->rmsnorm(P.cpu, xc, xc, NULL, &wc, T, D, 1e-5f),
+				     P.gpu->ops->rmsnorm(P.gpu, xg, xg, NULL, &wg, T, D, 1e-5f));
+				snprintf(name, sizeof name, "rmsnorm in place T=%d D=%d", T, D);
+				check(name, P.gpu, xg, P.cpu, xc, n, 1.f / 64, 1e-2f, 8e-3f);
+			}
+			P.cpu->ops->weight_free(P.cpu, &wc);
+			P.gpu->ops->weight_free(P.gpu, &wg);
+			freeb(P.cpu, xc), freeb(P.gpu, xg), freeb(P.cpu, ac), freeb(P.gpu, ag);
+			freeb(P.cpu, oc), freeb(P.gpu, og);
+			free(x), free(a), free(w);
+		}
+	}
+}
+END_TEST
+
+START_TEST(test_matmul)
+{
+	/* T, N, K, bias */
+	static const int shapes[][4] = {{1, 4096, 4096, 0}, {7, 1024, 4096, 1}, {64, 1536, 512, 0},
+					{5, 130, 72, 1},    {33, 513, 256, 0},  {1, 14336, 4096, 0},
+					{300, 256, 1024, 1}};
+	for (int k = 0; k < 7; k++) {
+		int T = shapes[k][0], N = shapes[k][1], K = shapes[k][2], hb = shapes[k][3];
+		float *x = rand_bf16((size_t)T * K, 1, &seed), *w = rand_bf16((size_t)N * K, 1, &seed);
+		float *b = rand_bf16(N, 4, &seed);
+		struct fi_weight wc, wg, bc, bg;
+		char name[64];
+		make_weight(P.cpu, w, N, K, &wc);
+		make_weight(P.gpu, w, N, K, &wg);
+		make_weight(P.cpu, b, 1, N, &bc);
+		make_weight(P.gpu, b, 1, N, &bg);
+		void *xc = put_act(P.cpu, x, (size_t)T * K), *xg = put_act(P.gpu, x, (size_t)T * K);
+		void *oc = poisoned(P.cpu, (size_t)T * N), *og = poisoned(P.gpu, (size_t)T * N);
+		BOTH(P.cpu->ops->matmul(P.cpu, oc, xc, &wc, hb ? &bc : NULL, T),
+		     P.gpu->ops->matmul(P.gpu, og, xg, &wg, hb ? &bg : NULL, T));
+		snprintf(name, sizeof name, "matmul T=%d N=%d K=%d bias=%d", T, N, K, hb);
+		/* outputs ~ sqrt(K)/3; absolute slack scaled to that */
+		check(name, P.gpu, og, P.cpu, oc, (size_t)T * N, 1.f / 64, 2e-2f * sqrtf(K) / 3,
+		      8e-3f);
+		if (!hb) {
+			float *fg = NULL, *fc = NULL, *hg, *hc;
+			size_t n = (size_t)T * N;
+			ck_assert(!P.gpu->ops->alloc(P.gpu, n * 4, (void **)&fg));
+			ck_assert(!P.cpu->ops->alloc(P.cpu, n * 4, (void **)&fc));
+			BOTH(P.cpu->ops->matmul_f32out(P.cpu, fc, xc, &wc, T),
+			     P.gpu->ops->matmul_f32out(P.gpu, fg, xg, &wg, T));
+			hg = malloc(n * 4);
+			hc = malloc(n * 4);
+			P.gpu->ops->download(P.gpu, hg, fg, n * 4);
+			P.cpu->ops->download(P.cpu, hc, fc, n * 4);
+			snprintf(name, sizeof name, "matmul_f32out T=%d N=%d K=%d", T, N, K);
+			ck_assert(close_enough(name, hg, hc, n, 1e-3f, 1e-3f * sqrtf(K), 4e-3f));
+			free(hg), free(hc), freeb(P.gpu, fg), freeb(P.cpu, fc);
+		}
+		P.cpu->ops->weight_free(P.cpu, &wc), P.gpu->ops->weight_free(P.gpu, &wg);
+		P.cpu->ops->weight_free(P.cpu, &bc), P.gpu->ops->weight_free(P.gpu, &bg);
+		freeb(P.cpu, xc), freeb(P.gpu, xg), freeb(P.cpu, oc), freeb(P.gpu, og);
+		free(x), free(w), free(b);
+	}
+}
+END_TEST
+
+START_TEST(test_rope_silu)
+{
+	static const int shapes[][4] = {{9, 32, 8, 128}, {3, 8, 2, 64}, {5, 4, 4, 16}, {1, 32, 8, 128}};
+	for (int k = 0; k < 4; k++) {
+		int T = shapes[k][0], Hq = shapes[k][1], Hk = shapes[k][2], hd = shapes[k][3];
+		size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * Hk * hd;
+		float *q = rand_bf16(nq, 2, &seed), *kk = rand_bf16(nk, 2, &seed);
+		float inv[128];
+		int32_t pos[16];
+		char name[64];
+		for (int i = 0; i < hd / 2; i++)
+			inv[i] = (float)pow(500000.0, -2.0 * i / hd);
+		for (int t = 0; t < T; t++)
+			pos[t] = (t * 2654435761u) % 9000;
+		void *ic = put_bytes(P.cpu, inv, hd * 2), *ig = put_bytes(P.gpu, inv, hd * 2);
+		void *pc = ints(P.cpu, pos, T), *pg = ints(P.gpu, pos, T);
+		struct fi_rope rc = {hd, ic}, rg = {hd, ig};
+		void *qc = put_act(P.cpu, q, nq), *qg = put_act(P.gpu, q, nq);
+		void *kc = put_act(P.cpu, kk, nk), *kg = put_act(P.gpu, kk, nk);
+		BOTH(P.cpu->ops->rope(P.cpu, qc, kc, pc, &rc, T, Hq, Hk),
+		     P.gpu->ops->rope(P.gpu, qg, kg, pg, &rg, T, Hq, Hk));
+		snprintf(name, sizeof name, "rope q T=%d Hq=%d hd=%d", T, Hq, hd);
+		check(name, P.gpu, qg, P.cpu, qc, nq, 1.f / 64, 1e-2f, 8e-3f);
+		snprintf(name, sizeof name, "rope k T=%d Hk=%d hd=%d", T, Hk, hd);
+		check(name, P.gpu, kg, P.cpu, kc, nk, 1.f / 64, 1e-2f, 8e-3f);
+		freeb(P.cpu, ic), freeb(P.gpu, ig), freeb(P.cpu, pc), freeb(P.gpu, pg);
+		freeb(P.cpu, qc), freeb(P.gpu, qg), freeb(P.cpu, kc), freeb(P.gpu, kg);
+		free(q), free(kk);
+	}
+	static const int sz[][2] = {{1, 14336}, {3, 37}, {64, 8192}};
+	for (int k = 0; k < 3; k++) {
+		int T = sz[k][0], F = sz[k][1];
+		size_t n = (size_t)T * F;
+		float *g = rand_bf16(n, 6, &seed), *u = rand_bf16(n, 3, &seed);
+		char name[64];
+		void *gc = put_act(P.cpu, g, n), *gg = put_act(P.gpu, g, n);
+		void *uc = put_act(P.cpu, u, n), *ug = put_act(P.gpu, u, n);
+		void *oc = poisoned(P.cpu, n), *og = poisoned(P.gpu, n);
+		BOTH(P.cpu->ops->silu_mul(P.cpu, oc, gc, uc, T, F),
+		     P.gpu->ops->silu_mul(P.gpu, og, gg, ug, T, F));
+		snprintf(name, sizeof name, "silu_mul T=%d F=%d", T, F);
+		check(name, P.gpu, og, P.cpu, oc, n, 1.f / 64, 1e-2f, 8e-3f);
+		freeb(P.cpu, gc), freeb(P.gpu, gg), freeb(P.cpu, uc), freeb(P.gpu, ug);
+		freeb(P.cpu, oc), freeb(P.gpu, og);
+		free(g), free(u);
+	}
+}
+END_TEST
+
+START_TEST(test_argmax)
+{
+	static const int sz[][2] = {{4, 128256}, {3, 1001}, {64, 32000}, {1, 5}};
+	for (int k = 0; k < 4; k++) {
+		int n = sz[k][0], V = sz[k][1];
+		float *l = rand_bf16((size_t)n * V, 10, &seed);
+		int32_t tc[64], tg[64];
+		/* a tie: the lower index must win */
+		l[(size_t)(n - 1) * V + V / 3] = 11;
+		l[(size_t)(n - 1) * V + V / 2] = 11;
+		void *lc = put_bytes(P.cpu, l, (size_t)n * V * 4), *lg = put_bytes(P.gpu, l, (size_t)n * V * 4);
+		int32_t *dc = NULL, *dg = NULL;
+		ck_assert(!P.cpu->ops->alloc(P.cpu, 4 * n, (void **)&dc));
+		ck_assert(!P.gpu->ops->alloc(P.gpu, 4 * n, (void **)&dg));
+		BOTH(P.cpu->ops->argmax(P.cpu, dc, lc, n, V), P.gpu->ops->argmax(P.gpu, dg, lg, n, V));
+		P.cpu->ops->download(P.cpu, tc, dc, 4 * n);
+		P.gpu->ops->download(P.gpu, tg, dg, 4 * n);
+		for (int i = 0; i < n; i++)
+			ck_assert_msg(tc[i] == tg[i], "argmax row %d of %dx%d: gpu %d cpu %d", i, n, V,
+				      tg[i], tc[i]);
+		printf("%-44s ok\n", "argmax");
+		freeb(P.cpu, lc), freeb(P.gpu, lg), freeb(P.cpu, dc), freeb(P.gpu, dg);
+		free(l);
+	}
+}
+END_TEST
+
+#include "attn_cases.h"
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("gpu_kernels");
+	TCase *tc = tcase_create("ops");
+	tcase_set_timeout(tc, 600);
+	tcase_add_test(tc, test_embed_gather);
+	tcase_add_test(tc, test_rmsnorm);
+	tcase_add_test(tc, test_matmul);
+	tcase_add_test(tc, test_rope_silu);
+	tcase_add_test(tc, test_argmax);
+	tcase_add_test(tc, test_attention);
+	tcase_add_test(tc, test_graph);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	if (!pair_open(&P))
+		return 77;
+	printf("cpu: %s; gpu: %s\n", P.cpu->device, P.gpu->device);
+	int rc = fi_test_run(suite());
+	pair_close(&P);
+	return rc;
+}
