@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -224,6 +225,10 @@ void arena_repair(struct fi_arena *a)
 			link = &a->pins[p].next;
 		}
 	}
+	/* A block being written whose writer's pin was lost cannot be published safely. */
+	for (b = 0; b < n; b++)
+		if (a->blk[b].state == BLK_WRITING && !a->blk[b].refs)
+			a->blk[b].state = BLK_FREE;
 	/* 4. Pin free list: every pin no live lease reaches. */
 	h->pin_free = NIL;
 	for (p = h->n_pins; p-- > 0;) {
@@ -296,23 +301,23 @@ void arena_unlock(struct fi_arena *a)
 
 void arena_crash_point(const char *name)
 {
+	/* Read once per process (a forked child reads its own environment again). */
 	static pid_t pid;
-	static long count;
-	const char *e = getenv("FI_ARENA_CRASH"), *colon;
-	size_t len;
-	long want = 1;
-	if (!e || !*e)
-		return;
-	colon = strchr(e, ':');
-	len = colon ? (size_t)(colon - e) : strlen(e);
-	if (len != strlen(name) || memcmp(e, name, len))
-		return;
-	if (colon)
-		want = strtol(colon + 1, NULL, 10);
-	if (pid != getpid()) { /* counts are per process (a forked child starts over) */
+	static char spec[64];
+	static long count, want;
+	static size_t len;
+	const char *colon;
+	if (pid != getpid()) {
+		const char *e = getenv("FI_ARENA_CRASH");
 		pid = getpid();
 		count = 0;
+		snprintf(spec, sizeof spec, "%s", e ? e : "");
+		colon = strchr(spec, ':');
+		len = colon ? (size_t)(colon - spec) : strlen(spec);
+		want = colon ? strtol(colon + 1, NULL, 10) : 1;
 	}
+	if (!len || len != strlen(name) || memcmp(spec, name, len))
+		return;
 	if (++count >= want)
 		raise(SIGKILL);
 }

@@ -54,6 +54,9 @@ struct arena_hdr {
 	uint64_t hits, misses, inserts, evictions, swept, recoveries;
 };
 
+_Static_assert(sizeof(struct arena_hdr) <= ARENA_HDR_BYTES, "arena header fits its page");
+_Static_assert(sizeof(pthread_mutex_t) <= 128, "mutex fits its slot");
+
 struct arena_block {
 	uint8_t key[FI_ARENA_KEY_BYTES];
 	uint8_t sum[32];    /* SHA-256 of the data, when the arena keeps checksums */
