@@ -1,0 +1,103 @@
+#!/bin/sh
+# fi-load: every EXAMPLES line of fi-load(1) and fi(7), the summary, listing, details,
+# removal, refusals and exit statuses, on the stories260K checkpoint of the shared corpus.
+set -u
+fail() { echo "FAIL: $*" >&2; exit 1; }
+src=${FI_TEST_SHARED:-../shared}/corpus/models/stories260K-hf
+if [ ! -f "$src/model.safetensors" ]; then
+	echo "SKIPPED: corpus model $src absent" >&2
+	exit 77
+fi
+root=$(pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+ln -s "$src" "$work/stories260K-hf"
+models=$FI_HOME/models
+
+# -h prints the SYNOPSIS of the man page.
+fi-load -h > "$work/usage" || fail "-h exit $?"
+if command -v nroff >/dev/null 2>&1 && command -v col >/dev/null 2>&1; then
+	nroff -mdoc "$root/man/man1/fi-load.1" 2>/dev/null | col -b |
+		sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' | sed -n 's/^ *\(fi-load.*\)/\1/p' > "$work/syn"
+	sed 's/^usage: //; s/^ *//' "$work/usage" | diff - "$work/syn" ||
+		fail "fi-load -h differs from the SYNOPSIS"
+fi
+for opt in $(tr ' []' '\n\n\n' < "$work/usage" | grep '^-' | sort -u); do
+	sed -n '/^\.Sh SYNOPSIS/,/^\.Sh DESCRIPTION/p' "$root/man/man1/fi-load.1" |
+		grep -q "Fl ${opt#-}" || fail "usage option $opt not in the SYNOPSIS"
+done
+
+# Every EXAMPLES line, in order, from a directory holding the checkpoint.
+for page in man/man1/fi-load.1 man/man7/fi.7; do
+	sed -n '/^\.Sh EXAMPLES/,/^\.Sh /s/^\.Dl \$ //p' "$root/$page" > "$work/examples"
+	[ -s "$work/examples" ] || fail "$page has no examples"
+	while IFS= read -r line; do
+		(cd "$work" && sh -c "$line") > "$work/out" 2> "$work/err" ||
+			fail "$page example '$line' exited $?: $(cat "$work/err")"
+		echo "ok: $line"
+	done < "$work/examples"
+	fi-load --rm stories 2>/dev/null
+done
+
+# Conversion: one summary line on stdout, the image in the store, nothing else there.
+cd "$work"
+fi-load stories260K-hf > out 2> err || fail "load exited $?: $(cat err)"
+[ "$(wc -l < out)" -eq 1 ] || fail "summary is not one line: $(cat out)"
+grep -q '^stories260K-hf: llama, 260K params, 47 tensors, bf16, 537KiB, fingerprint [0-9a-f]\{16\}, .* -> .*/models/stories260K-hf.fim$' out ||
+	fail "summary: $(cat out)"
+[ "$(ls -A "$models")" = "stories260K-hf.fim" ] || fail "store holds: $(ls -A "$models")"
+fp=$(sed 's/.*fingerprint \([0-9a-f]*\).*/\1/' out)
+
+# Refused without -f (exit 1, image untouched); replaced with -f.
+before=$(cksum < "$models/stories260K-hf.fim")
+fi-load --dtype f32 stories260K-hf > out 2> err && fail "overwrite without -f succeeded"
+[ $? -eq 1 ] || fail "overwrite refusal exit status"
+grep -q "already exists.*-f" err || fail "refusal message: $(cat err)"
+[ "$(cksum < "$models/stories260K-hf.fim")" = "$before" ] || fail "image changed"
+fi-load -f --dtype f32 stories260K-hf > out || fail "-f exited $?"
+grep -q ', f32, 1.0[0-9]MiB,' out || fail "f32 summary: $(cat out)"
+
+# Listing and details.
+fi-load --name s2 stories260K-hf > /dev/null || fail "second load"
+fi-load -l > out || fail "-l exited $?"
+sed -n 1p out | grep -q '^NAME  *FAMILY  *PARAMS  *DTYPE  *SIZE$' || fail "-l header: $(cat out)"
+grep -q '^s2  *llama  *260K  *bf16  *537KiB$' out || fail "-l row: $(cat out)"
+grep -q '^stories260K-hf  *llama  *260K  *f32 ' out || fail "-l row: $(cat out)"
+fi-load -i s2 > out || fail "-i exited $?"
+grep -q "^fingerprint  *$fp[0-9a-f]\{48\}$" out || fail "-i fingerprint: $(grep fingerprint out)"
+grep -q '^tensors  *47$' out || fail "-i tensors"
+grep -q '^params  *260K (260032)$' out || fail "-i params"
+grep -q '^config.num_hidden_layers  *5$' out || fail "-i config"
+grep -q '^blob  *tokenizer.json 14787$' out || fail "-i tokenizer blob"
+grep -q "^source  *$(cd "$src" && pwd -P)$" out || fail "-i source: $(grep source out)"
+grep -q "^path  *$models/s2.fim$" out || fail "-i path"
+
+# -m resolution through -i: a path, a directory (converted on the fly, nothing left), a
+# missing name.
+fi-load -i "$models/s2.fim" | grep -q "^fingerprint  *$fp" || fail "-i PATH"
+fi-load -i stories260K-hf > out || fail "-i DIR exited $?"
+grep -q "^fingerprint  *$fp" out || fail "-i DIR fingerprint"
+[ -z "$(ls -A "$FI_HOME/tmp")" ] || fail "on-the-fly conversion left $(ls -A "$FI_HOME/tmp")"
+fi-load -i nosuch > out 2> err && fail "-i missing succeeded"
+[ $? -eq 1 ] || fail "-i missing exit status"
+grep -qx "fi-load: model 'nosuch' not found in $models (fi-load -l lists models)" err ||
+	fail "missing message: $(cat err)"
+
+# Removal.
+fi-load --rm s2 || fail "--rm exited $?"
+[ ! -e "$models/s2.fim" ] || fail "--rm left the file"
+fi-load --rm s2 2> err && fail "--rm of a missing model succeeded"
+grep -q "model 's2' not found" err || fail "--rm missing: $(cat err)"
+
+# Usage errors exit 2; runtime failures exit 1.
+fi-load 2> /dev/null; [ $? -eq 2 ] || fail "no DIR: exit status"
+fi-load --bogus 2> /dev/null; [ $? -eq 2 ] || fail "unknown option: exit status"
+fi-load --dtype i8 stories260K-hf 2> err; [ $? -eq 2 ] || fail "bad dtype: exit status"
+grep -q "invalid --dtype 'i8'" err || fail "bad dtype message: $(cat err)"
+fi-load --name 'a/b' stories260K-hf 2> /dev/null; [ $? -eq 2 ] || fail "bad name: exit status"
+fi-load -l stories260K-hf 2> /dev/null; [ $? -eq 2 ] || fail "-l with DIR: exit status"
+fi-load "$work/none" 2> err; [ $? -eq 1 ] || fail "missing DIR: exit status"
+grep -q "cannot open '$work/none': No such file or directory" err || fail "missing DIR message"
+fi-load "$src/config.json" 2> /dev/null; [ $? -eq 1 ] || fail "file as DIR: exit status"
+[ -z "$(ls -A "$models" | grep -v '^stories260K-hf.fim$')" ] || fail "stray files: $(ls -A "$models")"
+exit 0

@@ -1,0 +1,61 @@
+#!/bin/sh
+# fi-load failures: a config that does not match the tensors, an unknown tensor name, an
+# unsupported dtype, a damaged image. Each names the culprit, exits 1 and leaves nothing in
+# the store.
+set -u
+fail() { echo "FAIL: $*" >&2; exit 1; }
+fx=$(pwd)/tests/fixtures/image/stories260K-bf16-2shard
+[ -f "$fx/model.safetensors.index.json" ] || fail "fixture $fx missing"
+models=$FI_HOME/models
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export LC_ALL=C
+
+expect_fail() { # name, pattern, dir
+	fi-load --name "$1" "$3" > "$work/out" 2> "$work/err" && fail "$1: load succeeded"
+	[ $? -eq 1 ] || fail "$1: exit status"
+	grep -q "$2" "$work/err" || fail "$1: expected '$2' in: $(cat "$work/err")"
+	[ ! -s "$work/out" ] || fail "$1: output on stdout"
+	[ -z "$(ls -A "$models" 2>/dev/null)" ] || fail "$1: left $(ls -A "$models")"
+}
+
+# One more layer in the config than in the checkpoint: the first missing tensor is named.
+cp -r "$fx" "$work/deep"
+sed -i 's/"num_hidden_layers": 5/"num_hidden_layers": 6/' "$work/deep/config.json"
+expect_fail deep "tensor 'blk.5.attn_norm' \[64\] is missing" "$work/deep"
+
+# A wrong hidden size: shapes disagree, the tensor is named.
+cp -r "$fx" "$work/wide"
+sed -i 's/"intermediate_size": 172/"intermediate_size": 170/' "$work/wide/config.json"
+expect_fail wide "tensor 'blk.0.ffn_gate' has shape \[172, 64\], expected \[170, 64\]" "$work/wide"
+
+# An unknown tensor name (renamed in the shard header and the index alike).
+cp -r "$fx" "$work/unknown"
+for f in "$work/unknown"/model-0000*.safetensors "$work/unknown/model.safetensors.index.json"; do
+	sed -i 's/model\.norm\.weight/model.nurm.weight/' "$f"
+done
+expect_fail unknown "unknown tensor 'model.nurm.weight'" "$work/unknown"
+
+# An unsupported dtype: BF16 relabelled I16 (same size, so the file stays consistent).
+cp -r "$fx" "$work/int"
+sed -i 's/"model.norm.weight":{"dtype":"BF16"/"model.norm.weight":{"dtype": "I16"/' \
+	"$work/int"/model-0000*.safetensors
+expect_fail int "tensor 'model.norm.weight': dtype I16 is not supported" "$work/int"
+
+# No config.json.
+mkdir "$work/empty"
+expect_fail empty "config.json" "$work/empty"
+
+# A damaged image in the store: -i names the problem, -l lists it with '-' and exits 1.
+fi-load --name good "$fx" > /dev/null || fail "good load"
+size=$(wc -c < "$models/good.fim")
+head -c $((size - 100)) "$models/good.fim" > "$models/cut.fim"
+fi-load -i cut > /dev/null 2> "$work/err" && fail "-i of a truncated image succeeded"
+grep -q "truncated" "$work/err" || fail "-i truncated: $(cat "$work/err")"
+fi-load -l > "$work/out" 2> "$work/err" && fail "-l with a damaged image exited 0"
+grep -q '^cut  *-  *-  *-  *-$' "$work/out" || fail "-l damaged row: $(cat "$work/out")"
+grep -q '^good  *llama ' "$work/out" || fail "-l good row"
+printf 'XIMG' | dd of="$models/good.fim" bs=1 conv=notrunc 2> /dev/null
+fi-load -i good 2> "$work/err" > /dev/null; [ $? -eq 1 ] || fail "bad magic exit status"
+grep -q "bad magic" "$work/err" || fail "bad magic: $(cat "$work/err")"
+exit 0
