@@ -280,6 +280,32 @@ static void init_file(struct fi_arena *a, const struct layout *L, const char *fp
 	memcpy(h->magic, ARENA_MAGIC, 8);
 }
 
+/* Removes temporary files of creators of this arena that died before finishing (they would
+ * hold their full size in memory on a tmpfs forever). */
+static void sweep_tmp(const char *dir, const char *fp)
+{
+	char prefix[FI_ARENA_FP_CHARS + 8], path[PATH_MAX * 2];
+	struct dirent *de;
+	DIR *dp = opendir(dir);
+	size_t pl;
+	if (!dp)
+		return;
+	pl = (size_t)snprintf(prefix, sizeof prefix, ".%s.kv.", fp);
+	while ((de = readdir(dp))) {
+		uint64_t start;
+		char *end;
+		long pid;
+		if (strncmp(de->d_name, prefix, pl))
+			continue;
+		pid = strtol(de->d_name + pl, &end, 10);
+		if (*end != '.' || pid <= 0 || !proc_start_time((pid_t)pid, &start))
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+		unlink(path);
+	}
+	closedir(dp);
+}
+
 /* Creates the arena at a->path. FI_EEXIST when another process created it first. */
 static fi_err create_file(struct fi_arena *a, const char *dir, const char *fp,
 			  const struct fi_arena_opts *o)
@@ -314,6 +340,7 @@ static fi_err create_file(struct fi_arena *a, const char *dir, const char *fp,
 		return fi_fail(FI_EINVAL, "kv arena: %llu bytes cannot hold one block of %llu bytes "
 			       "and the tables", (unsigned long long)size,
 			       (unsigned long long)L.block_bytes);
+	sweep_tmp(dir, fp);
 	snprintf(tmp, sizeof tmp, "%s/.%s.kv.%d.%u.tmp", dir, fp, (int)getpid(), seq++);
 	a->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (a->fd < 0)

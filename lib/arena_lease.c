@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -46,9 +47,26 @@ int proc_start_time(pid_t pid, uint64_t *start)
 	return -1;
 }
 
+uint64_t self_pidns(void)
+{
+	static pid_t pid;
+	static uint64_t ino;
+	struct stat st;
+	if (pid != getpid()) {
+		pid = getpid();
+		ino = stat("/proc/self/ns/pid", &st) ? 0 : (uint64_t)st.st_ino;
+	}
+	return ino;
+}
+
 int lease_alive(const struct arena_lease_slot *s)
 {
 	uint64_t st;
+	/* A lease taken in another pid namespace (another container sharing the arena's
+	 * directory) names a pid we cannot look up: count it as alive rather than free blocks
+	 * that a live process may be reading. */
+	if (s->pidns && self_pidns() && s->pidns != self_pidns())
+		return 1;
 	if (s->pid <= 0 || proc_start_time(s->pid, &st))
 		return 0;
 	return st == s->start;
@@ -205,6 +223,7 @@ fi_err fi_arena_lease(struct fi_arena *a, struct fi_arena_lease **out)
 	}
 	a->ls[s].pid = (int32_t)a->pid;
 	a->ls[s].start = a->start;
+	a->ls[s].pidns = self_pidns();
 	a->ls[s].pin_head = NIL;
 	a->ls[s].n_pins = 0;
 	a->ls[s].live = 1;

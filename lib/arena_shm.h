@@ -74,6 +74,7 @@ struct arena_lease_slot {
 	int32_t pid;
 	uint32_t n_pins;
 	uint64_t start;     /* process start time, /proc/PID/stat field 22 */
+	uint64_t pidns;     /* inode of its pid namespace: pids of another one cannot be checked */
 	uint32_t pin_head, pad;
 };
 
@@ -134,5 +135,7 @@ void lease_release_locked(struct fi_arena *a, uint32_t slot);
 uint32_t sweep_locked(struct fi_arena *a);
 /* Process start time in clock ticks, 0 on success, -1 if no such (living) process. */
 int proc_start_time(pid_t pid, uint64_t *start);
+/* Inode of this process's pid namespace (0 if unknown). */
+uint64_t self_pidns(void);
 
 #endif

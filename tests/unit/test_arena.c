@@ -646,8 +646,46 @@ START_TEST(test_concurrent_create)
 }
 END_TEST
 
+START_TEST(test_stale_tmp_and_pidns)
+{
+	struct fi_arena_opts o = t_opts(16);
+	struct fi_arena *a;
+	struct fi_arena_lease *l;
+	char dead_tmp[512], live_tmp[512];
+	uint32_t n;
+	pid_t dead = fork();
+	int fd;
+	if (dead == 0)
+		_exit(0);
+	ck_assert_int_eq(t_wait(dead), 0);
+	/* A creator that died mid-creation left its temporary file; a live one's stays. */
+	snprintf(dead_tmp, sizeof dead_tmp, "%s/.%s.kv.%d.0.tmp", t_dir, FP, (int)dead);
+	snprintf(live_tmp, sizeof live_tmp, "%s/.%s.kv.%d.77.tmp", t_dir, FP, (int)getpid());
+	fd = open(dead_tmp, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	fd = open(live_tmp, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	ck_assert_int_eq(fi_arena_open(&a, FP, &o), FI_OK);
+	ck_assert_int_eq(access(dead_tmp, F_OK), -1);
+	ck_assert_int_eq(access(live_tmp, F_OK), 0);
+	unlink(live_tmp);
+	/* A dead pid in another pid namespace cannot be checked: the lease is kept. */
+	ck_assert_int_eq(fi_arena_lease(a, &l), FI_OK);
+	ck_assert_uint_ne(a->ls[l->slot].pidns, 0);
+	a->ls[l->slot].pid = (int32_t)dead;
+	a->ls[l->slot].pidns++;
+	ck_assert_int_eq(fi_arena_sweep(a, &n), FI_OK);
+	ck_assert_uint_eq(n, 0);
+	a->ls[l->slot].pidns--;
+	ck_assert_int_eq(fi_arena_sweep(a, &n), FI_OK);
+	ck_assert_uint_eq(n, 1);
+	fi_arena_close(a);
+}
+END_TEST
+
 static void arena_proc_tests(TCase *tc)
 {
+	tcase_add_test(tc, test_stale_tmp_and_pidns);
 	tcase_add_test(tc, test_exec_reuse);
 	tcase_add_test(tc, test_dead_process_leases);
 	tcase_add_test(tc, test_pid_reuse);
