@@ -134,7 +134,10 @@ fi_err fi_cpu_attention(struct fi_backend *be, void *out_d, const void *q_d,
 	a.kc = kv->k_d[layer];
 	a.vc = kv->v_d[layer];
 	a.group = Hq / kv->n_kv_heads;
-	fi_cpu_parallel_for(be, (int64_t)b->n_tokens * Hq, 4, attn_items, &a);
+	/* split only when each thread gets ~64K multiply-adds: waking the pool costs more than
+	 * a short decode step's attention */
+	fi_cpu_parallel_for(be, (int64_t)b->n_tokens * Hq,
+			    1 + 65536 / ((int64_t)b->max_seq_len * kv->head_dim + 1), attn_items, &a);
 	switch (atomic_load(&a.err)) {
 	case 0: return FI_OK;
 	case 1: return fi_fail(FI_ENOMEM, "attention: out of memory");
