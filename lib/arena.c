@@ -6,6 +6,7 @@
  * file at the final name is therefore always fully initialised. */
 #define _GNU_SOURCE
 #include "arena_shm.h"
+#include "log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -411,9 +412,16 @@ fi_err fi_arena_open(struct fi_arena **out, const char *fingerprint,
 		if (e != FI_EEXIST)
 			break;
 	}
+	/* Tables damaged by anything but a death under the lock (which the lock reports) are
+	 * rebuilt from the block table too, so a damaged file never takes its users down. */
 	if (!e && !(e = arena_lock(a))) {
+		if (arena_check_locked(a)) {
+			fi_warn("%s", fi_errmsg());
+			arena_repair(a);
+		}
 		sweep_locked(a);
 		arena_unlock(a);
+		fi_clear_error();
 	}
 	if (e) {
 		unmap(a);

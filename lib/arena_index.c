@@ -274,14 +274,15 @@ void arena_repair(struct fi_arena *a)
 	h->recoveries++;
 	free(order);
 	free(seen);
-	fi_warn("kv arena '%s': recovered from a process that died holding its lock "
-		"(%u blocks kept, %u duplicates dropped)", a->path, kept, dropped);
+	fi_warn("kv arena '%s': rebuilt its index and lists (%u blocks kept, %u duplicates "
+		"dropped)", a->path, kept, dropped);
 }
 
 fi_err arena_lock(struct fi_arena *a)
 {
 	int r = pthread_mutex_lock(&a->h->lock.m);
 	if (r == EOWNERDEAD) {
+		fi_warn("kv arena '%s': a process died holding its lock; repairing", a->path);
 		arena_repair(a);
 		pthread_mutex_consistent(&a->h->lock.m);
 		return FI_OK;

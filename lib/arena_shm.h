@@ -110,6 +110,10 @@ struct fi_arena_lease {
 fi_err arena_attach_path(const char *path, struct fi_arena **out);
 fi_err arena_kv_dir(const char *dir, char *buf, size_t n);
 
+/* arena_store.c */
+/* fi_arena_check with the lock held. */
+fi_err arena_check_locked(struct fi_arena *a);
+
 /* arena_index.c */
 fi_err arena_lock(struct fi_arena *a);
 void arena_unlock(struct fi_arena *a);

@@ -52,7 +52,7 @@ fi_err fi_arena_stat(struct fi_arena *a, struct fi_arena_stats *st)
 
 #define BAD(...) do { e = fi_fail(FI_EFORMAT, __VA_ARGS__); goto out; } while (0)
 
-fi_err fi_arena_check(struct fi_arena *a)
+fi_err arena_check_locked(struct fi_arena *a)
 {
 	struct arena_hdr *h = a->h;
 	uint32_t n = h->n_blocks, b, s, p, cnt, prev, *refs = calloc(n, sizeof *refs);
@@ -63,21 +63,23 @@ fi_err fi_arena_check(struct fi_arena *a)
 		free(mark);
 		return fi_fail(FI_ENOMEM, "kv arena check");
 	}
-	if ((e = arena_lock(a))) {
-		free(refs);
-		free(mark);
-		return e;
-	}
+	if (h->free_head != NIL && h->free_head >= n)
+		BAD("free list head %u", h->free_head);
+	if (h->lru_head != NIL && h->lru_head >= n)
+		BAD("lru head %u", h->lru_head);
+	for (s = 0; s < h->n_leases; s++)
+		if (a->ls[s].live && a->ls[s].pin_head != NIL && a->ls[s].pin_head >= h->n_pins)
+			BAD("lease %u: pin list head %u", s, a->ls[s].pin_head);
 	/* Free list: exactly the free blocks. */
 	for (cnt = 0, b = h->free_head; b != NIL; b = a->blk[b].next, cnt++) {
-		if (b >= n || cnt >= n || a->blk[b].state != BLK_FREE || a->blk[b].in_list != IN_FREE)
+		if (cnt >= n || (a->blk[b].next != NIL && a->blk[b].next >= n) || a->blk[b].state != BLK_FREE || a->blk[b].in_list != IN_FREE)
 			BAD("free list: bad entry %u", b);
 	}
 	if (cnt != h->free_count)
 		BAD("free list holds %u blocks, count says %u", cnt, h->free_count);
 	/* LRU: ready unpinned blocks, doubly linked. */
 	for (cnt = 0, prev = NIL, b = h->lru_head; b != NIL; prev = b, b = a->blk[b].next, cnt++) {
-		if (b >= n || cnt >= n || a->blk[b].state != BLK_READY || a->blk[b].refs ||
+		if (cnt >= n || (a->blk[b].next != NIL && a->blk[b].next >= n) || a->blk[b].state != BLK_READY || a->blk[b].refs ||
 		    a->blk[b].in_list != IN_LRU || a->blk[b].prev != prev)
 			BAD("lru list: bad entry %u", b);
 	}
@@ -88,7 +90,8 @@ fi_err fi_arena_check(struct fi_arena *a)
 		if (!a->ls[s].live)
 			continue;
 		for (cnt = 0, p = a->ls[s].pin_head; p != NIL; p = a->pins[p].next, cnt++) {
-			if (p >= h->n_pins || mark[p] || a->pins[p].block >= n)
+			if (p >= h->n_pins || mark[p] || a->pins[p].block >= n ||
+			    (a->pins[p].next != NIL && a->pins[p].next >= h->n_pins))
 				BAD("lease %u: bad pin %u", s, p);
 			mark[p] = 1;
 			refs[a->pins[p].block]++;
@@ -96,8 +99,10 @@ fi_err fi_arena_check(struct fi_arena *a)
 		if (cnt != a->ls[s].n_pins)
 			BAD("lease %u: %u pins, count says %u", s, cnt, a->ls[s].n_pins);
 	}
+	if (h->pin_free != NIL && h->pin_free >= h->n_pins)
+		BAD("pin free list head %u", h->pin_free);
 	for (p = h->pin_free; p != NIL; p = a->pins[p].next) {
-		if (p >= h->n_pins || mark[p])
+		if (mark[p] || (a->pins[p].next != NIL && a->pins[p].next >= h->n_pins))
 			BAD("pin free list: bad entry %u", p);
 		mark[p] = 1;
 	}
@@ -125,11 +130,20 @@ fi_err fi_arena_check(struct fi_arena *a)
 		if (a->index[p] && (a->index[p] - 1 >= n || a->blk[a->index[p] - 1].state == BLK_FREE))
 			BAD("index slot %u: stale entry", p);
 out:
-	arena_unlock(a);
 	free(refs);
 	free(mark);
 	if (e)
 		fi_fail_ctx(e, "kv arena '%s'", a->path);
+	return e;
+}
+
+fi_err fi_arena_check(struct fi_arena *a)
+{
+	fi_err e = arena_lock(a);
+	if (e)
+		return e;
+	e = arena_check_locked(a);
+	arena_unlock(a);
 	return e;
 }
 

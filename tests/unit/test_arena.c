@@ -352,6 +352,44 @@ START_TEST(test_attach_errors)
 }
 END_TEST
 
+START_TEST(test_corrupt_tables)
+{
+	struct fi_arena_opts o = t_opts(16);
+	struct fi_arena *a;
+	struct fi_arena_lease *l;
+	struct fi_arena_stats st;
+	uint32_t toks[24], blk[6];
+	fi_arena_key keys[6];
+	size_t nf;
+	t_tokens(toks, 24, 6);
+	ck_assert_int_eq(fi_arena_chain_keys(FP, toks, 24, 4, keys), FI_OK);
+	ck_assert_int_eq(fi_arena_open(&a, FP, &o), FI_OK);
+	ck_assert_int_eq(fi_arena_lease(a, &l), FI_OK);
+	ck_assert_int_eq(t_put_chain(l, keys, 6, 4096), 0);
+	fi_arena_unlease(l);
+	/* Scribble over the lists and the index (the block table stays truthful). */
+	a->h->free_head = 123456;
+	a->h->lru_head = 3;
+	a->blk[2].next = 999999;
+	memset(a->index, 0, (size_t)a->h->n_index * 4);
+	a->h->pin_free = a->h->n_pins + 5;
+	ck_assert_int_eq(fi_arena_check(a), FI_EFORMAT);
+	fi_arena_close(a);
+	/* The next attach notices and rebuilds everything from the block table. */
+	ck_assert_int_eq(fi_arena_open(&a, FP, &o), FI_OK);
+	ck_assert_int_eq(fi_arena_check(a), FI_OK);
+	ck_assert_int_eq(fi_arena_stat(a, &st), FI_OK);
+	ck_assert_uint_eq(st.recoveries, 1);
+	ck_assert_uint_eq(st.ready, 6);
+	ck_assert_uint_eq(st.free_blocks, st.n_blocks - 6);
+	ck_assert_int_eq(fi_arena_lease(a, &l), FI_OK);
+	ck_assert_int_eq(fi_arena_lookup(l, keys, 6, blk, &nf), FI_OK);
+	ck_assert_uint_eq(nf, 6);
+	ck_assert(t_data_ok(fi_arena_data(a, blk[5]), 4096, &keys[5]));
+	fi_arena_close(a);
+}
+END_TEST
+
 static int list_cb(const char *path, const struct fi_arena_stats *st, fi_err err, void *ctx)
 {
 	int *n = ctx;
@@ -708,6 +746,7 @@ int main(int argc, char **argv)
 	tcase_add_test(tc, test_lease_slots_full);
 	tcase_add_test(tc, test_attach_errors);
 	tcase_add_test(tc, test_list_stat_remove);
+	tcase_add_test(tc, test_corrupt_tables);
 	arena_proc_tests(tc);
 	suite_add_tcase(s, tc);
 	return fi_test_run(s);
