@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -344,13 +345,14 @@ fi_err fi_image_write(const char *path, const struct fi_config *c, enum fi_dtype
 		goto out;
 	}
 	tmp_live = 1;
+	/* Held until the file is renamed or removed: fi_store_list removes unlocked leftovers
+	 * of writers that were killed (in /dev/shm they would hold memory until reboot). */
+	flock(fd, LOCK_EX);
 	um = umask(0);
 	umask(um);
 	fchmod(fd, 0644 & ~um);
 	if ((e = write_body(fd, &h, meta, meta_len, dt, t, n, flags, fp, tmp_path)))
 		goto out;
-	close(fd);
-	fd = -1;
 	/* Read back what was written, with the reader's full validation. */
 	if ((e = fi_image_open(tmp_path, &im)))
 		goto out;

@@ -3,10 +3,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,6 +64,31 @@ fi_err fi_store_path(const char *name, char *out, size_t outsz)
 	return FI_OK;
 }
 
+/* Removes temporary images of writers that died (their lock is gone); a live writer holds
+ * an exclusive flock on its file until it renames it. */
+static void sweep_stale(const char *dir)
+{
+	DIR *dh = opendir(dir);
+	struct dirent *d;
+	if (!dh)
+		return;
+	while ((d = readdir(dh))) {
+		char p[PATH_MAX];
+		int fd;
+		if (strncmp(d->d_name, ".fim-tmp.", 9))
+			continue;
+		snprintf(p, sizeof p, "%s/%s", dir, d->d_name);
+		if ((fd = open(p, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		if (!flock(fd, LOCK_EX | LOCK_NB)) {
+			fi_info("removing '%s', left by an interrupted conversion", p);
+			unlink(p);
+		}
+		close(fd);
+	}
+	closedir(dh);
+}
+
 static int cmp_entry(const void *a, const void *b)
 {
 	return strcmp(((const struct fi_store_entry *)a)->name,
@@ -90,6 +117,7 @@ fi_err fi_store_list(struct fi_store_entry **out, int *n_out)
 	*n_out = 0;
 	if ((e = fi_store_models_dir(dir, sizeof dir, 0)))
 		return e;
+	sweep_stale(dir);
 	if (!(dh = opendir(dir)))
 		return errno == ENOENT ? FI_OK
 				       : fi_fail(FI_EIO, "cannot open '%s': %s", dir, strerror(errno));
@@ -160,6 +188,7 @@ static fi_err open_dir(const char *dir, enum fi_dtype dt, struct fi_image **out)
 	fi_err e;
 	int fd;
 	tmp_dir(td, sizeof td);
+	sweep_stale(td);
 	snprintf(p, sizeof p, "%s/.fi-convert.XXXXXX", td);
 	if ((fd = mkstemp(p)) < 0)
 		return fi_fail(FI_EIO, "cannot create a temporary file in '%s': %s", td,

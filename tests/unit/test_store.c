@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "image.h"
@@ -333,6 +335,34 @@ START_TEST(test_convert_stories260k)
 }
 END_TEST
 
+/* Temporary images of killed writers are swept by listing; a live writer's (locked) is not. */
+START_TEST(test_store_sweeps_stale)
+{
+	struct fi_store_entry *e;
+	char home[600], dead[900], live[900];
+	int n, fd;
+	mk_tmp();
+	snprintf(home, sizeof home, "%s/home", tmpdir);
+	setenv("FI_HOME", home, 1);
+	ck_assert(!fi_store_models_dir(dead, sizeof dead, 1));
+	snprintf(dead, sizeof dead, "%s/models/.fim-tmp.dead01", home);
+	snprintf(live, sizeof live, "%s/models/.fim-tmp.live01", home);
+	fd = open(dead, O_CREAT | O_WRONLY, 0644);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	fd = open(live, O_CREAT | O_WRONLY, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+	ck_assert(!fi_store_list(&e, &n));
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_ne(access(dead, F_OK), 0);
+	ck_assert_int_eq(access(live, F_OK), 0);
+	close(fd);
+	unsetenv("FI_HOME");
+	rm_tree(tmpdir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("store");
@@ -343,6 +373,7 @@ int main(void)
 	tcase_add_test(tc, test_convert_hf_extras);
 	tcase_add_test(tc, test_convert_hf_errors);
 	tcase_add_test(tc, test_store_resolution);
+	tcase_add_test(tc, test_store_sweeps_stale);
 	tcase_add_test(tc, test_convert_stories260k);
 	suite_add_tcase(s, tc);
 	return fi_test_run(s);
