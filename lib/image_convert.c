@@ -136,6 +136,28 @@ static fi_err map_tensors(const char *dir, const struct fi_config *c, const stru
 	return FI_OK;
 }
 
+/* The config cross-check, first, so that its error names the source directory. */
+static fi_err check(const char *dir, const struct fi_config *c, const struct fi_image_src *src,
+		    int n)
+{
+	struct fi_tensor *v = calloc(n ? (size_t)n : 1, sizeof *v);
+	struct fi_tensor_set s = {n, v};
+	fi_err e;
+	if (!v)
+		return fi_fail(FI_ENOMEM, "'%s'", dir);
+	for (int i = 0; i < n; i++) {
+		v[i].name = src[i].name;
+		v[i].dtype = src[i].src_dtype;
+		v[i].ndim = src[i].ndim;
+		memcpy(v[i].shape, src[i].shape, sizeof v[i].shape);
+		v[i].data = src[i].src;
+	}
+	if ((e = fi_config_check(c, &s)))
+		fi_fail_ctx(e, "'%s'", dir);
+	free(v);
+	return e;
+}
+
 fi_err fi_image_convert_hf(const char *dir, const char *path, enum fi_dtype dtype, unsigned flags)
 {
 	struct fi_config cfg;
@@ -157,7 +179,7 @@ fi_err fi_image_convert_hf(const char *dir, const char *path, enum fi_dtype dtyp
 		e = fi_fail(FI_ENOMEM, "'%s'", dir);
 		goto out;
 	}
-	if ((e = map_tensors(dir, &cfg, m, src, names, &n)))
+	if ((e = map_tensors(dir, &cfg, m, src, names, &n)) || (e = check(dir, &cfg, src, n)))
 		goto out;
 	for (size_t i = 0; i < N_BLOB_FILES; i++) {
 		size_t len = 0;
