@@ -1,0 +1,708 @@
+/* jinja_eval: runs a syntax tree. Scoping follows jinja2: each for-loop iteration and each
+ * macro call gets a fresh scope over the enclosing one (so {% set %} inside a loop does not
+ * leak out, which is why templates use namespace()); if-blocks share their scope. Attribute and
+ * item lookups follow the sandbox's getattr/getitem (a missing key or index gives Undefined;
+ * methods that would mutate a list or dict are refused). */
+#define _GNU_SOURCE
+#include "jinja.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct jscope {
+	struct jscope *parent;
+	struct jdict vars;
+};
+
+enum { FLOW_NORMAL, FLOW_BREAK, FLOW_CONTINUE };
+
+static jv eval(struct jz_ctx *c, struct jscope *s, struct jnode *x);
+static int exec_body(struct jz_ctx *c, struct jscope *s, struct jnode **v, int n, struct jbuf *o);
+
+static struct jscope *new_scope(struct jz_ctx *c, struct jscope *parent)
+{
+	struct jscope *s = jz_alloc(c, sizeof *s);
+	s->parent = parent;
+	return s;
+}
+
+static jv *lookup(struct jscope *s, const char *name)
+{
+	for (; s; s = s->parent) {
+		jv *v = jv_dgets(&s->vars, name);
+		if (v)
+			return v;
+	}
+	return NULL;
+}
+
+static void bind(struct jz_ctx *c, struct jscope *s, const char *name, jv v)
+{
+	jv_dset(c, &s->vars, jv_cstr(c, name), v);
+}
+
+static const char *msgf(struct jz_ctx *c, const char *fmt, const char *a, const char *b)
+{
+	char tmp[512];
+	snprintf(tmp, sizeof tmp, fmt, a, b);
+	return jz_strndup(c, tmp, strlen(tmp));
+}
+
+static _Noreturn void fail_undef(struct jz_ctx *c, jv v)
+{
+	jz_fail(c, FI_EINVAL, "%s", v.why ? v.why : "undefined value");
+}
+
+static void step(struct jz_ctx *c)
+{
+	if (++c->steps > c->max_steps)
+		jz_fail(c, FI_ERANGE, "more than %lld loop iterations and calls", c->max_steps);
+}
+
+/* ---- lookups ---- */
+static const char *obj_desc(struct jz_ctx *c, jv obj)
+{
+	return msgf(c, "'%s object'", jv_typename(obj), "");
+}
+
+jv jz_getattr(struct jz_ctx *c, jv obj, const char *name)
+{
+	if (obj.k == JV_UNDEF)
+		fail_undef(c, obj);
+	if (name[0] == '_' && name[1] == '_')
+		return jv_undef(msgf(c, "access to attribute '%s' of '%s' object is unsafe", name,
+				     jv_typename(obj)));
+	if (obj.k == JV_NS || obj.k == JV_DICT) {
+		if (obj.k == JV_DICT) {
+			jv m = jz_method(c, obj, name);
+			if (m.k != JV_UNDEF || m.why)
+				return m;
+		}
+		jv *v = jv_dgets(obj.d, name);
+		if (v)
+			return *v;
+	} else {
+		jv m = jz_method(c, obj, name);
+		if (m.k != JV_UNDEF || m.why)
+			return m;
+	}
+	return jv_undef(msgf(c, "%s has no attribute '%s'", obj_desc(c, obj), name));
+}
+
+jv jz_getitem(struct jz_ctx *c, jv obj, jv key)
+{
+	if (obj.k == JV_UNDEF)
+		fail_undef(c, obj);
+	if (obj.k == JV_DICT) {
+		jv *v = jv_dget(obj.d, key);
+		if (v)
+			return *v;
+	} else if ((obj.k == JV_LIST || obj.k == JV_STR) && (key.k == JV_INT || key.k == JV_BOOL)) {
+		long long n = obj.k == JV_LIST ? (long long)obj.l->n : (long long)ju_len(obj.s->p, obj.s->n);
+		long long i = key.i < 0 ? key.i + n : key.i;
+		if (i >= 0 && i < n) {
+			if (obj.k == JV_LIST)
+				return obj.l->v[i];
+			size_t a = ju_offset(obj.s->p, obj.s->n, (size_t)i), b = a;
+			ju_decode(obj.s->p, obj.s->n, &b);
+			return jv_str(c, obj.s->p + a, b - a);
+		}
+	}
+	if (key.k == JV_STR)
+		return jz_getattr(c, obj, key.s->p);
+	struct jbuf b = { 0 };
+	jv_repr_into(c, &b, key);
+	return jv_undef(msgf(c, "%s has no element %s", obj_desc(c, obj), b.p));
+}
+
+/* Python slice index adjustment (PySlice_AdjustIndices). */
+static jv slice(struct jz_ctx *c, jv obj, jv a, jv b, jv st)
+{
+	if (obj.k == JV_UNDEF)
+		fail_undef(c, obj);
+	if (obj.k != JV_LIST && obj.k != JV_STR)
+		return jv_undef(msgf(c, "%s is not subscriptable", obj_desc(c, obj), ""));
+	for (int k = 0; k < 3; k++) {
+		jv x = k == 0 ? a : k == 1 ? b : st;
+		if (x.k != JV_NONE && x.k != JV_INT && x.k != JV_BOOL)
+			return jv_undef("slice indices must be integers or None");
+	}
+	long long len = obj.k == JV_LIST ? (long long)obj.l->n : (long long)ju_len(obj.s->p, obj.s->n);
+	long long step = st.k == JV_NONE ? 1 : st.i, start, stop;
+	if (step == 0)
+		jz_fail(c, FI_EINVAL, "slice step cannot be zero");
+	if (a.k == JV_NONE)
+		start = step < 0 ? len - 1 : 0;
+	else {
+		start = a.i;
+		if (start < 0) {
+			start += len;
+			if (start < 0)
+				start = step < 0 ? -1 : 0;
+		} else if (start >= len)
+			start = step < 0 ? len - 1 : len;
+	}
+	if (b.k == JV_NONE)
+		stop = step < 0 ? -1 : len;
+	else {
+		stop = b.i;
+		if (stop < 0) {
+			stop += len;
+			if (stop < 0)
+				stop = step < 0 ? -1 : 0;
+		} else if (stop >= len)
+			stop = step < 0 ? len - 1 : len;
+	}
+	size_t *offs = NULL;
+	if (obj.k == JV_STR) {
+		/* byte offsets of every character, plus the end */
+		offs = jz_alloc(c, ((size_t)len + 1) * sizeof *offs);
+		size_t i = 0, k = 0;
+		while (i < obj.s->n) {
+			offs[k++] = i;
+			ju_decode(obj.s->p, obj.s->n, &i);
+		}
+		offs[k] = i;
+	}
+	jv r = obj.k == JV_LIST ? jv_list(c, 0) : jv_none;
+	struct jbuf sb = { 0 };
+	for (long long i = start; step > 0 ? i < stop : i > stop; i += step) {
+		if (obj.k == JV_LIST)
+			jv_push(c, r, obj.l->v[i]);
+		else
+			jb_put(c, &sb, obj.s->p + offs[i], offs[i + 1] - offs[i]);
+	}
+	if (obj.k == JV_STR)
+		return jb_value(c, &sb);
+	r.tuple = obj.tuple;
+	return r;
+}
+
+jv jz_iterate(struct jz_ctx *c, jv v)
+{
+	jv r;
+	switch (v.k) {
+	case JV_UNDEF: return jv_list(c, 0);
+	case JV_LIST: return v;
+	case JV_DICT:
+		r = jv_list(c, v.d->n);
+		for (size_t i = 0; i < v.d->n; i++)
+			jv_push(c, r, v.d->k[i]);
+		return r;
+	case JV_STR:
+		r = jv_list(c, v.s->n);
+		for (size_t i = 0; i < v.s->n;) {
+			size_t st = i;
+			ju_decode(v.s->p, v.s->n, &i);
+			jv_push(c, r, jv_str(c, v.s->p + st, i - st));
+		}
+		return r;
+	default:
+		jz_fail(c, FI_EINVAL, "'%s' object is not iterable", jv_typename(v));
+	}
+}
+
+int jz_contains(struct jz_ctx *c, jv hay, jv needle)
+{
+	switch (hay.k) {
+	case JV_UNDEF: return 0;
+	case JV_STR:
+		if (needle.k == JV_UNDEF)
+			fail_undef(c, needle);
+		if (needle.k != JV_STR)
+			jz_fail(c, FI_EINVAL, "'in <string>' requires string as left operand, not %s",
+				jv_typename(needle));
+		if (!needle.s->n)
+			return 1;
+		return memmem(hay.s->p, hay.s->n, needle.s->p, needle.s->n) != NULL;
+	case JV_LIST:
+		for (size_t i = 0; i < hay.l->n; i++)
+			if (jv_eq(hay.l->v[i], needle))
+				return 1;
+		return 0;
+	case JV_DICT: return jv_dget(hay.d, needle) != NULL;
+	default:
+		jz_fail(c, FI_EINVAL, "argument of type '%s' is not iterable", jv_typename(hay));
+	}
+}
+
+/* ---- arithmetic ---- */
+static jv arith(struct jz_ctx *c, int op, jv a, jv b)
+{
+	if (op == OP_CONCAT) {
+		struct jbuf o = { 0 };
+		jv_str_into(c, &o, a);
+		jv_str_into(c, &o, b);
+		return jb_value(c, &o);
+	}
+	if (a.k == JV_UNDEF)
+		fail_undef(c, a);
+	if (b.k == JV_UNDEF)
+		fail_undef(c, b);
+	static const char *const sym[] = { "+", "-", "*", "/", "//", "%", "**" };
+	if (jv_is_num(a) && jv_is_num(b)) {
+		int fl = a.k == JV_FLOAT || b.k == JV_FLOAT;
+		long long x = a.i, y = b.i, r;
+		double p = jv_num(a), q = jv_num(b);
+		switch (op) {
+		case OP_ADD:
+			if (fl) return jv_float(p + q);
+			if (__builtin_add_overflow(x, y, &r)) goto overflow;
+			return jv_int(r);
+		case OP_SUB:
+			if (fl) return jv_float(p - q);
+			if (__builtin_sub_overflow(x, y, &r)) goto overflow;
+			return jv_int(r);
+		case OP_MUL:
+			if (fl) return jv_float(p * q);
+			if (__builtin_mul_overflow(x, y, &r)) goto overflow;
+			return jv_int(r);
+		case OP_DIV:
+			if (q == 0) goto zero;
+			return jv_float(p / q);
+		case OP_FLOORDIV:
+			if (q == 0) goto zero;
+			if (fl) return jv_float(floor(p / q));
+			if (x == LLONG_MIN && y == -1) goto overflow;
+			r = x / y;
+			if ((x % y != 0) && ((x < 0) != (y < 0)))
+				r--;
+			return jv_int(r);
+		case OP_MOD:
+			if (q == 0) goto zero;
+			if (fl) {
+				double m = fmod(p, q);
+				if (m != 0 && ((m < 0) != (q < 0)))
+					m += q;
+				return jv_float(m);
+			}
+			if (y == -1) return jv_int(0);
+			r = x % y;
+			if (r != 0 && ((r < 0) != (y < 0)))
+				r += y;
+			return jv_int(r);
+		case OP_POW:
+			if (fl || y < 0) return jv_float(pow(p, q));
+			r = 1;
+			for (long long k = 0; k < y; k++) {
+				if (__builtin_mul_overflow(r, x, &r)) goto overflow;
+				if (r == 0 || r == 1) break;
+			}
+			return jv_int(r);
+		}
+	}
+	if (op == OP_ADD && a.k == JV_STR && b.k == JV_STR) {
+		struct jbuf o = { 0 };
+		jb_put(c, &o, a.s->p, a.s->n);
+		jb_put(c, &o, b.s->p, b.s->n);
+		return jb_value(c, &o);
+	}
+	if (op == OP_ADD && a.k == JV_LIST && b.k == JV_LIST && a.tuple == b.tuple) {
+		jv r = jv_list(c, a.l->n + b.l->n);
+		for (size_t i = 0; i < a.l->n; i++)
+			jv_push(c, r, a.l->v[i]);
+		for (size_t i = 0; i < b.l->n; i++)
+			jv_push(c, r, b.l->v[i]);
+		r.tuple = a.tuple;
+		return r;
+	}
+	if (op == OP_MUL && (a.k == JV_STR || a.k == JV_LIST) && (b.k == JV_INT || b.k == JV_BOOL)) {
+		jv r = a.k == JV_LIST ? jv_list(c, 0) : jv_none;
+		struct jbuf o = { 0 };
+		for (long long k = 0; k < b.i; k++) {
+			step(c);
+			if (a.k == JV_STR)
+				jb_put(c, &o, a.s->p, a.s->n);
+			else
+				for (size_t i = 0; i < a.l->n; i++)
+					jv_push(c, r, a.l->v[i]);
+		}
+		if (a.k == JV_STR)
+			return jb_value(c, &o);
+		r.tuple = a.tuple;
+		return r;
+	}
+	if (op == OP_MUL && (b.k == JV_STR || b.k == JV_LIST) && (a.k == JV_INT || a.k == JV_BOOL))
+		return arith(c, op, b, a);
+	if (op == OP_MOD && a.k == JV_STR)
+		jz_fail(c, FI_EUNSUPPORTED, "printf-style string formatting (%%) is not supported");
+	jz_fail(c, FI_EINVAL, "unsupported operand type(s) for %s: '%s' and '%s'", sym[op],
+		jv_typename(a), jv_typename(b));
+overflow:
+	jz_fail(c, FI_ERANGE, "integer overflow in '%s'", sym[op]);
+zero:
+	jz_fail(c, FI_EINVAL, "division by zero");
+}
+
+static int compare(struct jz_ctx *c, int op, jv a, jv b)
+{
+	switch (op) {
+	case OP_EQ: return jv_eq(a, b);
+	case OP_NE: return !jv_eq(a, b);
+	case OP_IN: return jz_contains(c, b, a);
+	case OP_NOTIN: return !jz_contains(c, b, a);
+	case OP_LT: return jv_cmp(c, a, b) < 0;
+	case OP_LE: return jv_cmp(c, a, b) <= 0;
+	case OP_GT: return jv_cmp(c, a, b) > 0;
+	default: return jv_cmp(c, a, b) >= 0;
+	}
+}
+
+/* ---- calls ---- */
+jv jz_kwarg(struct jargs *a, int pos, const char *name)
+{
+	if (pos >= 0 && pos < a->n)
+		return a->pos[pos];
+	for (int i = 0; i < a->nkw; i++)
+		if (!strcmp(a->kwn[i], name))
+			return a->kw[i];
+	return jv_undef(NULL);
+}
+
+static jv call_macro(struct jz_ctx *c, struct jfunc *f, struct jargs *a)
+{
+	struct jnode *m = f->macro;
+	struct jscope *s = new_scope(c, f->closure);
+	jv varargs = jv_list(c, 0), kwargs = jv_dict(c);
+	varargs.tuple = 1;
+	for (int i = 0; i < a->n; i++) {
+		if (i < m->nkw)
+			bind(c, s, m->kwn[i], a->pos[i]);
+		else
+			jv_push(c, varargs, a->pos[i]);
+	}
+	for (int i = 0; i < a->nkw; i++) {
+		int k;
+		for (k = 0; k < m->nkw && strcmp(m->kwn[k], a->kwn[i]); k++)
+			;
+		if (k < m->nkw) {
+			if (k < a->n)
+				jz_fail(c, FI_EINVAL, "macro '%s' got multiple values for argument '%s'",
+					m->name, a->kwn[i]);
+			bind(c, s, a->kwn[i], a->kw[i]);
+		} else {
+			jv_dset(c, kwargs.d, jv_cstr(c, a->kwn[i]), a->kw[i]);
+		}
+	}
+	for (int k = 0; k < m->nkw; k++) {
+		if (jv_dgets(&s->vars, m->kwn[k]))
+			continue;
+		if (m->kwv[k])
+			bind(c, s, m->kwn[k], eval(c, s, m->kwv[k]));
+		else
+			bind(c, s, m->kwn[k],
+			     jv_undef(msgf(c, "parameter '%s' was not provided", m->kwn[k], "")));
+	}
+	bind(c, s, "varargs", varargs);
+	bind(c, s, "kwargs", kwargs);
+	struct jbuf o = { 0 };
+	jz_enter(c);
+	exec_body(c, s, m->v, m->n, &o);
+	jz_leave(c);
+	return jb_value(c, &o);
+}
+
+jv jz_call(struct jz_ctx *c, jv fn, struct jargs *a)
+{
+	step(c);
+	if (fn.k == JV_UNDEF)
+		fail_undef(c, fn);
+	if (fn.k != JV_FUNC)
+		jz_fail(c, FI_EINVAL, "'%s' object is not callable", jv_typename(fn));
+	if (fn.fn->macro)
+		return call_macro(c, fn.fn, a);
+	return fn.fn->fn(c, fn.fn->self, a);
+}
+
+static void eval_args(struct jz_ctx *c, struct jscope *s, struct jnode *x, struct jargs *a)
+{
+	a->n = x->n;
+	a->nkw = x->nkw;
+	a->pos = jz_alloc(c, (size_t)(x->n + 1) * sizeof(jv));
+	a->kw = jz_alloc(c, (size_t)(x->nkw + 1) * sizeof(jv));
+	a->kwn = x->kwn;
+	for (int i = 0; i < x->n; i++)
+		a->pos[i] = eval(c, s, x->v[i]);
+	for (int i = 0; i < x->nkw; i++)
+		a->kw[i] = eval(c, s, x->kwv[i]);
+}
+
+/* Applies a filter node (and the filters under it) to in; a node with no operand takes in. */
+static jv apply_filter(struct jz_ctx *c, struct jscope *s, struct jnode *f, jv in)
+{
+	struct jargs a;
+	jv v = !f->a ? in : f->a->t == E_FILTER ? apply_filter(c, s, f->a, in) : eval(c, s, f->a);
+	eval_args(c, s, f, &a);
+	c->line = f->line;
+	return jz_filter(f->name)(c, v, &a);
+}
+
+static jv eval(struct jz_ctx *c, struct jscope *s, struct jnode *x)
+{
+	jv a, b, r;
+	struct jargs args;
+	jz_enter(c);
+	c->line = x->line;
+	switch (x->t) {
+	case E_CONST: r = x->val; break;
+	case E_NAME: {
+		jv *v = lookup(s, x->name);
+		r = v ? *v : jv_undef(msgf(c, "'%s' is undefined", x->name, ""));
+		break;
+	}
+	case E_ATTR: r = jz_getattr(c, eval(c, s, x->a), x->name); break;
+	case E_ITEM:
+		a = eval(c, s, x->a);
+		r = jz_getitem(c, a, eval(c, s, x->b));
+		break;
+	case E_SLICE:
+		a = eval(c, s, x->a);
+		r = slice(c, a, x->b ? eval(c, s, x->b) : jv_none, x->c ? eval(c, s, x->c) : jv_none,
+			  x->d ? eval(c, s, x->d) : jv_none);
+		break;
+	case E_CALL:
+		a = eval(c, s, x->a);
+		eval_args(c, s, x, &args);
+		c->line = x->line;
+		r = jz_call(c, a, &args);
+		break;
+	case E_FILTER: r = apply_filter(c, s, x, jv_none); break;
+	case E_TEST:
+		a = eval(c, s, x->a);
+		eval_args(c, s, x, &args);
+		c->line = x->line;
+		r = jz_test(x->name)(c, a, &args);
+		r = jv_bool(jv_truthy(r) != x->op);
+		break;
+	case E_NEG:
+	case E_POS:
+		a = eval(c, s, x->a);
+		if (a.k == JV_UNDEF)
+			fail_undef(c, a);
+		if (!jv_is_num(a))
+			jz_fail(c, FI_EINVAL, "bad operand type for unary %c: '%s'",
+				x->t == E_NEG ? '-' : '+', jv_typename(a));
+		if (x->t == E_POS)
+			r = a.k == JV_BOOL ? jv_int(a.i) : a;
+		else if (a.k == JV_FLOAT)
+			r = jv_float(-a.f);
+		else if (a.i == LLONG_MIN)
+			jz_fail(c, FI_ERANGE, "integer overflow in unary '-'");
+		else
+			r = jv_int(-a.i);
+		break;
+	case E_NOT: r = jv_bool(!jv_truthy(eval(c, s, x->a))); break;
+	case E_AND:
+		a = eval(c, s, x->a);
+		r = jv_truthy(a) ? eval(c, s, x->b) : a;
+		break;
+	case E_OR:
+		a = eval(c, s, x->a);
+		r = jv_truthy(a) ? a : eval(c, s, x->b);
+		break;
+	case E_BIN:
+		a = eval(c, s, x->a);
+		b = eval(c, s, x->b);
+		c->line = x->line;
+		r = arith(c, x->op, a, b);
+		break;
+	case E_CMP:
+		a = eval(c, s, x->v[0]);
+		r = jv_true;
+		for (int i = 0; i < x->n - 1; i++) {
+			b = eval(c, s, x->v[i + 1]);
+			c->line = x->line;
+			if (!compare(c, x->ops[i], a, b)) {
+				r = jv_false;
+				break;
+			}
+			a = b;
+		}
+		break;
+	case E_COND:
+		if (jv_truthy(eval(c, s, x->a)))
+			r = eval(c, s, x->b);
+		else if (x->c)
+			r = eval(c, s, x->c);
+		else
+			r = jv_undef("the inline if-expression evaluated to false and no else section was defined");
+		break;
+	case E_LIST:
+	case E_TUPLE:
+		r = jv_list(c, (size_t)x->n);
+		for (int i = 0; i < x->n; i++)
+			jv_push(c, r, eval(c, s, x->v[i]));
+		r.tuple = x->t == E_TUPLE;
+		break;
+	case E_DICT:
+		r = jv_dict(c);
+		for (int i = 0; i < x->n; i++) {
+			a = eval(c, s, x->v[i]);
+			if (a.k == JV_LIST && !a.tuple)
+				jz_fail(c, FI_EINVAL, "unhashable type: 'list'");
+			if (a.k == JV_DICT)
+				jz_fail(c, FI_EINVAL, "unhashable type: 'dict'");
+			jv_dset(c, r.d, a, eval(c, s, x->kwv[i]));
+		}
+		break;
+	default:
+		jz_fail(c, FI_EFORMAT, "not an expression");
+	}
+	jz_leave(c);
+	return r;
+}
+
+/* ---- statements ---- */
+static void assign(struct jz_ctx *c, struct jscope *s, struct jnode *t, jv v)
+{
+	if (t->t == E_NAME) {
+		bind(c, s, t->name, v);
+	} else if (t->t == E_ATTR) {
+		jv *ns = lookup(s, t->a->name);
+		if (!ns || ns->k != JV_NS)
+			jz_fail(c, FI_EINVAL, "cannot assign attribute on non-namespace object '%s'",
+				t->a->name);
+		if (t->name[0] == '_')
+			jz_fail(c, FI_EINVAL, "cannot store underscore-prefixed attribute '%s' on a namespace",
+				t->name);
+		jv_dset(c, ns->d, jv_cstr(c, t->name), v);
+	} else {
+		jv items = jz_iterate(c, v);
+		if ((int)items.l->n != t->n)
+			jz_fail(c, FI_EINVAL, "cannot unpack %zu values into %d names", items.l->n, t->n);
+		for (int i = 0; i < t->n; i++)
+			assign(c, s, t->v[i], items.l->v[i]);
+	}
+}
+
+static jv loop_cycle(struct jz_ctx *c, jv self, struct jargs *a)
+{
+	if (!a->n)
+		jz_fail(c, FI_EINVAL, "no items for cycling given");
+	return a->pos[jv_dgets(self.d, "index0")->i % a->n];
+}
+
+static int exec_for(struct jz_ctx *c, struct jscope *s, struct jnode *x, struct jbuf *o)
+{
+	jv items = jz_iterate(c, eval(c, s, x->b));
+	if (x->c) {
+		jv keep = jv_list(c, items.l->n);
+		for (size_t i = 0; i < items.l->n; i++) {
+			struct jscope *fs = new_scope(c, s);
+			step(c);
+			assign(c, fs, x->a, items.l->v[i]);
+			if (jv_truthy(eval(c, fs, x->c)))
+				jv_push(c, keep, items.l->v[i]);
+		}
+		items = keep;
+	}
+	long long n = (long long)items.l->n;
+	for (long long i = 0; i < n; i++) {
+		struct jscope *ls = new_scope(c, s);
+		jv loop = jv_dict(c);
+		step(c);
+		jv_dset(c, loop.d, jv_cstr(c, "index"), jv_int(i + 1));
+		jv_dset(c, loop.d, jv_cstr(c, "index0"), jv_int(i));
+		jv_dset(c, loop.d, jv_cstr(c, "revindex"), jv_int(n - i));
+		jv_dset(c, loop.d, jv_cstr(c, "revindex0"), jv_int(n - i - 1));
+		jv_dset(c, loop.d, jv_cstr(c, "first"), jv_bool(i == 0));
+		jv_dset(c, loop.d, jv_cstr(c, "last"), jv_bool(i == n - 1));
+		jv_dset(c, loop.d, jv_cstr(c, "length"), jv_int(n));
+		jv_dset(c, loop.d, jv_cstr(c, "depth"), jv_int(1));
+		jv_dset(c, loop.d, jv_cstr(c, "depth0"), jv_int(0));
+		if (i > 0)
+			jv_dset(c, loop.d, jv_cstr(c, "previtem"), items.l->v[i - 1]);
+		if (i < n - 1)
+			jv_dset(c, loop.d, jv_cstr(c, "nextitem"), items.l->v[i + 1]);
+		jv_dset(c, loop.d, jv_cstr(c, "cycle"), jv_func(c, "cycle", loop_cycle, loop));
+		bind(c, ls, "loop", loop);
+		assign(c, ls, x->a, items.l->v[i]);
+		int f = exec_body(c, ls, x->v, x->n, o);
+		if (f == FLOW_BREAK)
+			break;
+	}
+	if (!n && x->nels)
+		return exec_body(c, s, x->els, x->nels, o);
+	return FLOW_NORMAL;
+}
+
+static int exec_body(struct jz_ctx *c, struct jscope *s, struct jnode **v, int n, struct jbuf *o)
+{
+	for (int i = 0; i < n; i++) {
+		struct jnode *x = v[i];
+		int f = FLOW_NORMAL;
+		c->line = x->line;
+		switch (x->t) {
+		case N_DATA: jb_put(c, o, x->name, x->len); break;
+		case N_OUTPUT: jv_str_into(c, o, eval(c, s, x->a)); break;
+		case N_IF:
+			if (jv_truthy(eval(c, s, x->a)))
+				f = exec_body(c, s, x->v, x->n, o);
+			else
+				f = exec_body(c, s, x->els, x->nels, o);
+			break;
+		case N_FOR:
+			jz_enter(c);
+			f = exec_for(c, s, x, o);
+			jz_leave(c);
+			break;
+		case N_SET: assign(c, s, x->a, eval(c, s, x->b)); break;
+		case N_SETBLOCK:
+		case N_FILTERBLOCK: {
+			struct jbuf sub = { 0 };
+			jz_enter(c);
+			f = exec_body(c, s, x->v, x->n, &sub);
+			jz_leave(c);
+			jv val = jb_value(c, &sub);
+			if (x->d)
+				val = apply_filter(c, s, x->d, val);
+			if (x->t == N_SETBLOCK)
+				assign(c, s, x->a, val);
+			else
+				jv_str_into(c, o, val);
+			break;
+		}
+		case N_MACRO: {
+			jv fn = jv_func(c, x->name, NULL, jv_none);
+			fn.fn->macro = x;
+			fn.fn->closure = s;
+			bind(c, s, x->name, fn);
+			break;
+		}
+		case N_BREAK: return FLOW_BREAK;
+		case N_CONTINUE: return FLOW_CONTINUE;
+		case N_BLOCK: f = exec_body(c, s, x->v, x->n, o); break;
+		default: jz_fail(c, FI_EFORMAT, "not a statement");
+		}
+		if (f != FLOW_NORMAL)
+			return f;
+	}
+	return FLOW_NORMAL;
+}
+
+fi_err jz_render(const struct jz_template *t, struct jz_ctx *c, jv globals, char **out, size_t *len)
+{
+	struct jbuf o = { 0 };
+	*out = NULL;
+	if (setjmp(c->jb))
+		return c->code;
+	struct jscope *builtins = new_scope(c, NULL);
+	jz_install_globals(c, &builtins->vars);
+	struct jscope *vars = new_scope(c, builtins);
+	vars->vars = *globals.d;
+	struct jscope *root = new_scope(c, vars);
+	exec_body(c, root, t->body, t->n, &o);
+	char *r = malloc(o.n + 1);
+	if (!r)
+		return fi_fail(FI_ENOMEM, "out of memory");
+	if (o.n)
+		memcpy(r, o.p, o.n);
+	r[o.n] = 0;
+	*out = r;
+	if (len)
+		*len = o.n;
+	return FI_OK;
+}
