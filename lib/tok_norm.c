@@ -1,0 +1,209 @@
+/* Normalizers: NFC, NFD, NFKC, NFKD (utf8proc), Lowercase, Prepend, Replace, Strip, Sequence.
+ * Only the normalized text matters for ids, so no alignment tracking is kept. */
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#include "tok_internal.h"
+
+static const char *jtype(json_t *j)
+{
+	json_t *t = json_object_get(j, "type");
+	return json_is_string(t) ? json_string_value(t) : NULL;
+}
+
+/* Replace patterns, shared with the Replace decoder: {"String": s} or {"Regex": r}. */
+pcre2_code *tok_pattern_compile(json_t *pat, const char *what);
+pcre2_code *tok_pattern_compile(json_t *pat, const char *what)
+{
+	json_t *s = json_object_get(pat, "String"), *r = json_object_get(pat, "Regex");
+	if (json_is_string(s))
+		return tok_re_compile(json_string_value(s), json_string_length(s), 1, what);
+	if (json_is_string(r))
+		return tok_re_compile(json_string_value(r), json_string_length(r), 0, what);
+	fi_fail(FI_EFORMAT, "%s: pattern is neither {\"String\"} nor {\"Regex\"}", what);
+	return NULL;
+}
+
+fi_err tok_norm_parse(json_t *j, struct tok_norm *n, int depth)
+{
+	const char *t = jtype(j);
+	memset(n, 0, sizeof *n);
+	if (depth > TOK_MAX_DEPTH)
+		return fi_fail(FI_EFORMAT, "normalizer: nested deeper than %d", TOK_MAX_DEPTH);
+	if (!json_is_object(j) || !t)
+		return fi_fail(FI_EFORMAT, "normalizer: not an object with a type");
+	if (!strcmp(t, "Sequence")) {
+		json_t *a = json_object_get(j, "normalizers");
+		size_t i;
+		json_t *v;
+		n->type = TN_SEQ;
+		if (!json_is_array(a))
+			return fi_fail(FI_EFORMAT, "normalizer Sequence: 'normalizers' is not an array");
+		n->sub = calloc(json_array_size(a) + 1, sizeof *n->sub);
+		if (!n->sub)
+			return fi_fail(FI_ENOMEM, "normalizer");
+		json_array_foreach(a, i, v) {
+			fi_err e = tok_norm_parse(v, &n->sub[i], depth + 1);
+			n->nsub = i + 1;
+			if (e)
+				return e;
+		}
+		return FI_OK;
+	}
+	if (!strcmp(t, "NFC"))
+		n->type = TN_NFC;
+	else if (!strcmp(t, "NFD"))
+		n->type = TN_NFD;
+	else if (!strcmp(t, "NFKC"))
+		n->type = TN_NFKC;
+	else if (!strcmp(t, "NFKD"))
+		n->type = TN_NFKD;
+	else if (!strcmp(t, "Lowercase"))
+		n->type = TN_LOWER;
+	else if (!strcmp(t, "Prepend") || !strcmp(t, "Replace")) {
+		json_t *s = json_object_get(j, *t == 'P' ? "prepend" : "content");
+		n->type = *t == 'P' ? TN_PREPEND : TN_REPLACE;
+		if (!json_is_string(s))
+			return fi_fail(FI_EFORMAT, "normalizer %s: missing string", t);
+		n->slen = json_string_length(s);
+		if (!(n->s = malloc(n->slen + 1)))
+			return fi_fail(FI_ENOMEM, "normalizer");
+		memcpy(n->s, json_string_value(s), n->slen + 1);
+		if (n->type == TN_REPLACE &&
+		    !(n->re = tok_pattern_compile(json_object_get(j, "pattern"), "normalizer Replace")))
+			return fi_errcode();
+	} else if (!strcmp(t, "Strip")) {
+		n->type = TN_STRIP;
+		n->left = json_is_true(json_object_get(j, "strip_left"));
+		n->right = json_is_true(json_object_get(j, "strip_right"));
+	} else
+		return fi_fail(FI_EUNSUPPORTED, "normalizer '%s' is not supported", t);
+	return FI_OK;
+}
+
+void tok_norm_free(struct tok_norm *n)
+{
+	if (!n)
+		return;
+	for (size_t i = 0; i < n->nsub; i++)
+		tok_norm_free(&n->sub[i]);
+	free(n->sub);
+	free(n->s);
+	pcre2_code_free(n->re);
+}
+
+static fi_err norm_one(struct tok_ctx *c, const struct tok_norm *n, const char *s, size_t len,
+		       struct tok_buf *out)
+{
+	switch (n->type) {
+	case TN_NFC:
+	case TN_NFD:
+	case TN_NFKC:
+	case TN_NFKD: {
+		utf8proc_uint8_t *d = NULL;
+		int opt = UTF8PROC_STABLE;
+		utf8proc_ssize_t r;
+		if (!len)
+			return FI_OK;
+		opt |= (n->type == TN_NFC || n->type == TN_NFKC) ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE;
+		if (n->type == TN_NFKC || n->type == TN_NFKD)
+			opt |= UTF8PROC_COMPAT;
+		r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &d, opt);
+		if (r < 0)
+			return fi_fail(FI_EINVAL, "normalize: %s", utf8proc_errmsg(r));
+		r = tok_buf_put(out, d, (size_t)r);
+		free(d);
+		return r ? fi_fail(FI_ENOMEM, "normalize") : FI_OK;
+	}
+	case TN_LOWER:
+		for (size_t i = 0; i < len;) {
+			uint32_t cp;
+			char u[8];
+			i += tok_utf8_dec(s + i, &cp);
+			/* Rust's char::to_lowercase: full mapping; U+0130 is the one char whose
+			 * lowercase is two chars (i + combining dot above). */
+			if (cp == 0x130) {
+				if (tok_buf_put(out, "i\xcc\x87", 3))
+					return fi_fail(FI_ENOMEM, "normalize");
+				continue;
+			}
+			cp = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
+			if (tok_buf_put(out, u, tok_utf8_enc(cp, u)))
+				return fi_fail(FI_ENOMEM, "normalize");
+		}
+		return FI_OK;
+	case TN_PREPEND:
+		if (len && tok_buf_put(out, n->s, n->slen))
+			return fi_fail(FI_ENOMEM, "normalize");
+		return tok_buf_put(out, s, len) ? fi_fail(FI_ENOMEM, "normalize") : FI_OK;
+	case TN_REPLACE: {
+		int r = tok_re_segments(c, n->re, s, len);
+		if (r)
+			return r == -1 ? fi_fail(FI_ENOMEM, "normalize") : fi_errcode();
+		for (size_t i = 0; i < c->nsegs; i++) {
+			const struct tok_seg *g = &c->segs[i];
+			if (g->match ? tok_buf_put(out, n->s, n->slen) : tok_buf_put(out, s + g->s, g->e - g->s))
+				return fi_fail(FI_ENOMEM, "normalize");
+		}
+		return FI_OK;
+	}
+	case TN_STRIP: {
+		size_t a = 0, b = len;
+		uint32_t cp;
+		if (n->left)
+			while (a < b) {
+				size_t k = tok_utf8_dec(s + a, &cp);
+				if (!tok_is_whitespace(cp))
+					break;
+				a += k;
+			}
+		if (n->right)
+			while (b > a) {
+				size_t p = b - 1;
+				while (p > a && ((unsigned char)s[p] & 0xc0) == 0x80)
+					p--;
+				tok_utf8_dec(s + p, &cp);
+				if (!tok_is_whitespace(cp))
+					break;
+				b = p;
+			}
+		return tok_buf_put(out, s + a, b - a) ? fi_fail(FI_ENOMEM, "normalize") : FI_OK;
+	}
+	}
+	return fi_fail(FI_EINVAL, "normalizer type %d", n->type);
+}
+
+fi_err tok_norm_apply(struct tok_ctx *c, const struct tok_norm *n, const char *s, size_t len,
+		      struct tok_buf *out)
+{
+	struct tok_buf a = {0}, b = {0};
+	fi_err e = FI_OK;
+	out->n = 0;
+	if (tok_buf_reserve(out, len))
+		return fi_fail(FI_ENOMEM, "normalize");
+	out->p[0] = 0;
+	if (n->type != TN_SEQ)
+		return norm_one(c, n, s, len, out);
+	if (tok_buf_put(&a, s, len))
+		return fi_fail(FI_ENOMEM, "normalize");
+	for (size_t i = 0; i < n->nsub && !e; i++) {
+		struct tok_buf t;
+		b.n = 0;
+		if (tok_buf_reserve(&b, a.n)) {
+			e = fi_fail(FI_ENOMEM, "normalize");
+			break;
+		}
+		b.p[0] = 0;
+		e = n->sub[i].type == TN_SEQ ? tok_norm_apply(c, &n->sub[i], a.p, a.n, &b)
+					     : norm_one(c, &n->sub[i], a.p, a.n, &b);
+		t = a;
+		a = b;
+		b = t;
+	}
+	if (!e && tok_buf_put(out, a.p, a.n))
+		e = fi_fail(FI_ENOMEM, "normalize");
+	tok_buf_free(&a);
+	tok_buf_free(&b);
+	return e;
+}

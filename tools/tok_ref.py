@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Reference data for the tokenizer tests, from the Hugging Face `tokenizers` package.
+
+Writes tests/fixtures/tok/inputs.json (the inputs, shared by all tokenizers) and
+tests/fixtures/tok/expect-NAME.json (ids and decoded text per input, per tokenizer).
+
+Inputs: the texts of the corpus test vectors (swift-transformers samples, tokenizer_tests.json
+edge cases, the 83 multilingual inputs) and a seeded generated corpus: random unicode, emoji,
+CJK, RTL, combining marks, whitespace runs, digits, code, very long words, special-token text,
+invalid UTF-8 (as bytes; expected = HF on bytes.decode('utf-8', 'replace')), ~100 KB inputs
+and 1 MB runs of one character class. Long inputs are stored as generator specs that the C
+test rebuilds, and their expectations as counts and FNV-1a hashes, to keep the fixtures small.
+
+Usage: tools/tok_ref.py [--shared ../shared] [--out tests/fixtures/tok]
+"""
+import argparse
+import json
+import os
+import random
+import sys
+
+from tokenizers import Tokenizer
+
+TOKENIZERS = {
+    "gpt2": "corpus/tokenizers/gpt2/tokenizer.json",
+    "llama-2": "corpus/tokenizers/llama-2/tokenizer.json",
+    "llama-3": "corpus/tokenizers/llama-3/tokenizer.json",
+    "phi-2": "corpus/tokenizers/phi-2/tokenizer.json",
+    "stories260K": "corpus/models/stories260K-hf/tokenizer.json",
+}
+LONG = 2048  # inputs longer than this (bytes) get hashed expectations
+
+
+def fnv1a(data: bytes) -> str:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
+def ids_bytes(ids):
+    return b"".join(i.to_bytes(4, "little") for i in ids)
+
+
+def corpus_texts(shared):
+    tv = os.path.join(shared, "corpus/testvectors")
+    out = []
+    for f in ("gpt2_encoded_tokens.json", "llama_encoded.json", "llama_3.2_encoded.json"):
+        out.append(json.load(open(os.path.join(tv, "swift-transformers", f)))["text"])
+    tests = json.load(open(os.path.join(tv, "swift-transformers/tokenizer_tests.json")))
+    for cases in tests.values():
+        for c in cases:
+            out.append(c["input"])
+    for e in json.load(open(os.path.join(tv, "swift-transformers-multilingual/inputs.json"))):
+        out.append(e["text"])
+    seen, uniq = set(), []
+    for t in out:
+        if t not in seen:
+            seen.add(t)
+            uniq.append(t)
+    return uniq
+
+
+def rand_chars(rng, ranges, n):
+    s = []
+    while len(s) < n:
+        lo, hi = rng.choice(ranges)
+        c = rng.randint(lo, hi)
+        if 0xD800 <= c <= 0xDFFF:
+            continue
+        s.append(chr(c))
+    return "".join(s)
+
+
+def generated(rng):
+    out = []
+    any_ranges = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x6FF),
+                  (0x900, 0x97F), (0xE00, 0xE7F), (0x1100, 0x11FF), (0x2000, 0x206F),
+                  (0x3000, 0x30FF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0xFF00, 0xFFEF),
+                  (0x1F300, 0x1FAFF), (0x10000, 0x10FFFF), (0x0, 0x1F), (0x80, 0x9F)]
+    for _ in range(80):
+        out.append(rand_chars(rng, any_ranges, rng.randint(1, 60)))
+    emoji = ["😀", "👍🏽", "👨‍👩‍👧‍👦", "🇫🇷", "🏳️‍🌈", "❤️", "🤖", "🧑🏿‍💻", "✨", "🎉"]
+    for _ in range(20):
+        out.append("".join(rng.choice(emoji + [" ", "a", "!", "\n"]) for _ in range(rng.randint(1, 15))))
+    cjk = [(0x4E00, 0x9FFF), (0x3040, 0x30FF), (0xAC00, 0xD7A3), (0x3000, 0x303F), (0xFF01, 0xFF5E)]
+    for _ in range(20):
+        out.append(rand_chars(rng, cjk + [(0x20, 0x20)], rng.randint(1, 40)))
+    rtl = [(0x5D0, 0x5EA), (0x620, 0x64A), (0x64B, 0x652), (0x660, 0x669), (0x20, 0x20), (0x200F, 0x200F)]
+    for _ in range(15):
+        out.append(rand_chars(rng, rtl, rng.randint(1, 40)))
+    for _ in range(15):
+        base = rand_chars(rng, [(0x61, 0x7A), (0x391, 0x3A9)], rng.randint(1, 8))
+        out.append("".join(c + rand_chars(rng, [(0x300, 0x36F), (0x1AB0, 0x1AFF), (0x20D0, 0x20FF)],
+                                          rng.randint(0, 4)) for c in base))
+    ws = [" ", "  ", "\t", "\n", "\r\n", "\r", "\u00a0", "\u3000", "\u2009", "\u0085", "\u2028", "\u200b", "\x0b", "\x0c"]
+    for _ in range(30):
+        parts = []
+        for _ in range(rng.randint(1, 8)):
+            parts.append(rng.choice(ws) * rng.randint(1, 6))
+            if rng.random() < 0.6:
+                parts.append(rng.choice(["a", "word", "Hello", "x1", ".", "'s", "日本"]))
+        out.append("".join(parts))
+    digits = "0123456789"
+    for _ in range(20):
+        s = "".join(rng.choice(digits) for _ in range(rng.randint(1, 40)))
+        if rng.random() < 0.5:
+            s = rng.choice(["$", "v", " ", "٣٤٥", "１２３", "x"]) + s + rng.choice(["", ".5", "%", " 7", "²"])
+        out.append(s)
+    out += [
+        "int main(int argc, char **argv)\n{\n\tprintf(\"%d\\n\", argc);\n\treturn 0;\n}\n",
+        "def f(x):\n    if x > 0:\n        return x ** 2  # square\n    return -x\n",
+        "    \n\n    indented\n\t\tand tabs\t\n",
+        "for (i = 0; i < n; i++) { a[i] = b[i] * 2; }",
+        "<html><body class=\"x\">&amp;&lt;</body></html>",
+        "SELECT * FROM t WHERE id='1' AND name LIKE '%x%';",
+        "x = {'a': [1, 2, 3], \"b\": None}\nprint(x['a'][0])",
+        "#include <stdio.h>\n#define MAX(a,b) ((a)>(b)?(a):(b))",
+        "fn main() { let v: Vec<u32> = (0..10).collect(); }",
+        "$ ls -la | grep '^d' && echo done",
+    ]
+    out += [
+        "I'M don't WE'LL they'VE it'S 'S 'T ſ 'ſ o'clock rock'n'roll",
+        "Don't you think it's 'quoted' and 'll?",
+    ]
+    for _ in range(10):
+        out.append("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(500, 5000))))
+    specials = ["<|endoftext|>", "<s>", "</s>", "<unk>", "<|begin_of_text|>", "<|eot_id|>",
+                "<|start_header_id|>", "<|reserved_special_token_5|>", "<|endof", "<s", "s>", "<|"]
+    fill = ["", " ", "  ", "Hello", "world ", "\n", "a", "日本", " x "]
+    for _ in range(40):
+        out.append("".join(rng.choice(fill) + rng.choice(specials) for _ in range(rng.randint(1, 5))) + rng.choice(fill))
+    out += ["", " ", "  ", "\n", "a", " a", "a ", "<s>", " <s> ", "<|endoftext|><|endoftext|>",
+            "\u2581", "\u2581\u2581hello", "<0x41>", "▁▁ ▁"]
+    return out
+
+
+def invalid_bytes(rng):
+    cases = [b"a\xffb", b"\xc3", b"\xe2\x82", b"abc\xf0\x9f\x98", b"\xed\xa0\x80x", b"\xc0\xaf",
+             b"\xf4\x90\x80\x80", b"\x80\x80\x80 hi", b"caf\xe9 cr\xe8me"]
+    for _ in range(10):
+        cases.append(bytes(rng.randint(0, 255) for _ in range(rng.randint(1, 30))))
+    return cases
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "../../shared"))
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "../tests/fixtures/tok"))
+    a = ap.parse_args()
+    rng = random.Random(20240611)
+    texts = corpus_texts(a.shared)
+    ncorpus = len(texts)
+    texts += generated(rng)
+    inputs = [{"text": t} for t in texts]
+    for b in invalid_bytes(rng):
+        inputs.append({"hex": b.hex()})
+    # ~100 KB inputs built from the cases above, and 1 MB runs of one character class.
+    n = len(inputs)
+    short = [i for i in range(n) if "text" in inputs[i] and len(inputs[i]["text"].encode()) < LONG]
+    inputs.append({"join": "\n", "of": short, "times": 6})
+    inputs.append({"join": "", "of": list(range(ncorpus)), "times": 8})
+    for ch in ["a", " ", "1", "\n", "é", "😀", "ab ", "\t "]:
+        inputs.append({"join": "", "of": [], "rep": ch, "times": (1 << 20) // len(ch.encode())})
+
+    def text_of(inp):
+        if "text" in inp:
+            return inp["text"]
+        if "hex" in inp:
+            return bytes.fromhex(inp["hex"]).decode("utf-8", "replace")
+        if "rep" in inp:
+            return inp["rep"] * inp["times"]
+        return inp["join"].join(text_of(inputs[i]) for i in inp["of"]) * inp["times"]
+
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "inputs.json"), "w") as f:
+        json.dump({"corpus_inputs": ncorpus, "inputs": inputs}, f, ensure_ascii=False, separators=(",", ":"))
+    for name, rel in TOKENIZERS.items():
+        tok = Tokenizer.from_file(os.path.join(a.shared, rel))
+        exp = []
+        for inp in inputs:
+            t = text_of(inp)
+            ids = tok.encode(t).ids
+            d = tok.decode(ids, skip_special_tokens=False)
+            ds = tok.decode(ids, skip_special_tokens=True)
+            if len(t.encode()) >= LONG or "join" in inp:
+                exp.append({"n": len(ids), "h": fnv1a(ids_bytes(ids)), "dh": fnv1a(d.encode()),
+                            "dsh": fnv1a(ds.encode())})
+            else:
+                e = {"ids": ids}
+                if d != t or "hex" in inp:
+                    e["d"] = d
+                if ds != d:
+                    e["ds"] = ds
+                exp.append(e)
+        with open(os.path.join(a.out, "expect-%s.json" % name), "w") as f:
+            json.dump({"tokenizer": rel, "expect": exp}, f, ensure_ascii=False, separators=(",", ":"))
+        print("%s: %d inputs" % (name, len(exp)), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
