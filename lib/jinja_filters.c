@@ -121,7 +121,34 @@ F(f_abs)
 	}
 	jz_fail(c, FI_EINVAL, "bad operand type for abs(): '%s'", jv_typename(v));
 }
-F(f_attr) { return jz_getattr(c, v, sval(c, jz_kwarg(a, 0, "name")).s->p); }
+F(f_attr)
+{
+	/* Python getattr: a dict's keys are not attributes */
+	jv n = sval(c, jz_kwarg(a, 0, "name"));
+	if (v.k == JV_DICT) {
+		jv m = jz_method(c, v, n.s->p);
+		return m.k == JV_UNDEF && !m.why ? jv_undef("no such attribute") : m;
+	}
+	return jz_getattr(c, v, n.s->p);
+}
+F(f_center)
+{
+	jv s = sval(c, v), w = jz_kwarg(a, 0, "width");
+	long long width = ABSENT(w) ? 80 : w.k == JV_INT ? w.i : 0;
+	long long len = (long long)ju_len(s.s->p, s.s->n), pad = width - len;
+	if (pad <= 0)
+		return s;
+	long long left = pad / 2 + (pad & width & 1);
+	struct jbuf o = { 0 };
+	for (long long i = 0; i < pad && i < 100000; i++) {
+		if (i == left)
+			jb_put(c, &o, s.s->p, s.s->n);
+		jb_puts(c, &o, " ");
+	}
+	if (left >= pad)
+		jb_put(c, &o, s.s->p, s.s->n);
+	return jb_value(c, &o);
+}
 F(f_capitalize) { return js_case(c, sval(c, v), 'c'); }
 F(f_length) { return jv_int(len_of(c, v)); }
 F(f_default)
@@ -193,7 +220,7 @@ static int parse_num(jv s, double *d, long long *i, int want_int)
 	} else {
 		*d = strtod(p, &end);
 	}
-	if (end == p)
+	if (end == p || strpbrk(p, "xXpP"))
 		return 0;
 	while (*end == ' ' || (*end >= 9 && *end <= 13))
 		end++;
@@ -520,7 +547,7 @@ struct named {
 
 static const struct named filters[] = {
 	{ "abs", f_abs }, { "attr", f_attr }, { "batch", f_unsupported }, { "capitalize", f_capitalize },
-	{ "center", f_unsupported }, { "count", f_length }, { "d", f_default }, { "default", f_default },
+	{ "center", f_center }, { "count", f_length }, { "d", f_default }, { "default", f_default },
 	{ "dictsort", f_dictsort }, { "e", f_escape }, { "escape", f_escape },
 	{ "filesizeformat", f_unsupported }, { "first", f_first }, { "float", f_float },
 	{ "forceescape", f_escape }, { "format", f_unsupported }, { "groupby", f_unsupported },

@@ -130,6 +130,22 @@ jv js_replace(struct jz_ctx *c, jv s, jv old, jv new, long long count)
 	return jb_value(c, &o);
 }
 
+/* The character that ends at byte e; *start gets where it begins. */
+static int prev_char(const char *p, size_t e, size_t *start)
+{
+	size_t st = e - 1;
+	while (st > 0 && ((unsigned char)p[st] & 0xc0) == 0x80 && e - st < 4)
+		st--;
+	size_t k = st;
+	int cp = ju_decode(p, e, &k);
+	if (k != e) { /* not a whole character: treat the last byte alone */
+		st = e - 1;
+		cp = 0xfffd;
+	}
+	*start = st;
+	return cp;
+}
+
 static jv split(struct jz_ctx *c, jv s, jv sep, long long maxsplit, int from_right)
 {
 	jv r = jv_list(c, 0);
@@ -138,47 +154,45 @@ static jv split(struct jz_ctx *c, jv s, jv sep, long long maxsplit, int from_rig
 	if (sep.k == JV_STR && !sep.s->n)
 		jz_fail(c, FI_EINVAL, "empty separator");
 	if (sep.k != JV_STR) {
-		/* runs of whitespace; no empty strings */
-		size_t i = 0;
-		jv parts = jv_list(c, 0);
-		while (i < n) {
-			size_t k = i;
-			while (k < n) {
-				size_t q = k;
-				if (!ju_isspace(ju_decode(p, n, &q)))
-					break;
-				k = q;
-			}
-			if (k >= n)
-				break;
-			size_t st = k;
-			while (k < n) {
-				size_t q = k;
-				if (ju_isspace(ju_decode(p, n, &q)))
-					break;
-				k = q;
-			}
-			jv_push(c, parts, jv_str(c, p + st, k - st));
-			i = k;
-		}
-		if (maxsplit < 0 || (long long)parts.l->n <= maxsplit + 1)
-			return parts;
-		/* rejoin the rest the way Python keeps it: from the start of the kept word */
-		jv keep = jv_list(c, 0);
+		/* runs of whitespace, no empty strings; Python's split_whitespace */
+		jv rev = jv_list(c, 0);
 		if (!from_right) {
-			for (long long k = 0; k < maxsplit; k++)
-				jv_push(c, keep, parts.l->v[k]);
-			const char *rest = parts.l->v[maxsplit].s->p;
-			jv_push(c, keep, jv_str(c, rest, (size_t)(p + n - rest)));
-		} else {
-			size_t first = parts.l->n - (size_t)maxsplit;
-			jv last = parts.l->v[first - 1];
-			const char *rest_end = last.s->p + last.s->n;
-			jv_push(c, keep, jv_str(c, p, (size_t)(rest_end - p)));
-			for (size_t k = first; k < parts.l->n; k++)
-				jv_push(c, keep, parts.l->v[k]);
+			size_t i = 0, q;
+			for (; maxsplit != 0; maxsplit--) {
+				while (i < n && (q = i, ju_isspace(ju_decode(p, n, &q))))
+					i = q;
+				if (i >= n)
+					break;
+				size_t j = i;
+				while (i < n && (q = i, !ju_isspace(ju_decode(p, n, &q))))
+					i = q;
+				jv_push(c, r, jv_str(c, p + j, i - j));
+			}
+			while (i < n && (q = i, ju_isspace(ju_decode(p, n, &q))))
+				i = q;
+			if (i < n)
+				jv_push(c, r, jv_str(c, p + i, n - i));
+			return r;
 		}
-		return keep;
+		size_t e = n, b2; /* the characters before e remain */
+		for (; maxsplit != 0; maxsplit--) {
+			while (e > 0 && ju_isspace(prev_char(p, e, &b2)))
+				e = b2;
+			if (!e)
+				break;
+			size_t k = e;
+			while (k > 0 && !ju_isspace(prev_char(p, k, &b2)))
+				k = b2;
+			jv_push(c, rev, jv_str(c, p + k, e - k));
+			e = k;
+		}
+		while (e > 0 && ju_isspace(prev_char(p, e, &b2)))
+			e = b2;
+		if (e > 0)
+			jv_push(c, rev, jv_str(c, p, e));
+		for (size_t i = rev.l->n; i-- > 0;)
+			jv_push(c, r, rev.l->v[i]);
+		return r;
 	}
 	if (!from_right) {
 		const char *q = p, *end = p + n;

@@ -157,6 +157,17 @@ def check_with_tokenizer(d, request, agp, got):
     return True
 
 
+FUZZ_SEEDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fuzz", "corpus",
+                          "fuzz_jinja")
+
+
+def seed(name, template):
+    """A seed for tests/fuzz/fuzz_jinja.c (also replayed by make check)."""
+    os.makedirs(FUZZ_SEEDS, exist_ok=True)
+    with open(os.path.join(FUZZ_SEEDS, name), "w", encoding="utf-8") as f:
+        f.write(template)
+
+
 def main():
     corpus = sys.argv[1] if len(sys.argv) > 1 else "../shared/corpus"
     outdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "chat")
@@ -186,10 +197,14 @@ def main():
         with open(os.path.join(outdir, f"{name}.json"), "w", encoding="utf-8") as f:
             json.dump(fx, f, ensure_ascii=False, indent=1)
             f.write("\n")
+        if template is not None:
+            seed(f"{name}.jinja", template)
         nerr = sum("error" in c for c in fx["cases"])
         print(f"{name}: {len(fx['cases'])} cases ({nerr} errors), {checked} checked against apply_chat_template")
     import chat_ref_synthetic
     chat_ref_synthetic.write(outdir, render)
+    for cname, tpl in chat_ref_synthetic.CASES:
+        seed(f"synthetic_{cname}.jinja", tpl)
 
 
 if __name__ == "__main__":
