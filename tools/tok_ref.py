@@ -18,6 +18,7 @@ import json
 import os
 import random
 import sys
+import unicodedata
 
 from tokenizers import Tokenizer
 
@@ -174,6 +175,13 @@ def main():
         return inp["join"].join(text_of(inputs[i]) for i in inp["of"]) * inp["times"]
 
     os.makedirs(a.out, exist_ok=True)
+    vtexts = [i["text"] for i in inputs if "text" in i and len(i["text"].encode()) < 160]
+    vtexts += ["hello world HELLO hello_world xhello hello!", "say <s> now<s>  <s>x", "TESTING ING ing",
+               "the world, worldly world", "\u65e5\u672c \u65e5\u672c\u8a9e  \u65e5\u672c ", "x x-x xx", "</s>  </s>x",
+               "that hat is a cat", "thequickbrown fox 123 re-at", "  leading and trailing  "]
+    write_variants(a.shared, a.out, vtexts)
+    if os.environ.get("TOK_REF_VARIANTS_ONLY"):
+        return
     with open(os.path.join(a.out, "inputs.json"), "w") as f:
         json.dump({"corpus_inputs": ncorpus, "inputs": inputs}, f, ensure_ascii=False, separators=(",", ":"))
     for name, rel in TOKENIZERS.items():
@@ -197,6 +205,153 @@ def main():
         with open(os.path.join(a.out, "expect-%s.json" % name), "w") as f:
             json.dump({"tokenizer": rel, "expect": exp}, f, ensure_ascii=False, separators=(",", ":"))
         print("%s: %d inputs" % (name, len(exp)), file=sys.stderr)
+
+
+def synthetic_model():
+    """A small WordPiece-like BPE: continuing_subword_prefix "##", end_of_word_suffix
+    "</w>" variants, [UNK], merges as pairs."""
+    words = ["the", "cat", "hat", "that", "hello", "world", "token", "is", "a", "at", "re"]
+    vocab, merges = {}, []
+
+    def add(t):
+        if t not in vocab:
+            vocab[t] = len(vocab)
+    add("[UNK]")
+    for c in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'":
+        add(c)
+        add("##" + c)
+    for w in words:
+        cur = [w[0]] + ["##" + c for c in w[1:]]
+        left = cur[0]
+        for nxt in cur[1:]:
+            new = left + nxt[2:]
+            if [left, nxt] not in merges:
+                merges.append([left, nxt])
+            add(new)
+            left = new
+    return vocab, merges
+
+
+def variants(shared):
+    """Pipelines the corpus tokenizers do not exercise, as patches over them (the C test
+    applies the same patches) or as whole synthetic tokenizers."""
+    sp = "corpus/models/stories260K-hf/tokenizer.json"
+    g2 = "corpus/tokenizers/gpt2/tokenizer.json"
+    bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+    ms = lambda scheme, split=True: {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": split}
+    msd = lambda scheme: {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": True}
+    split = lambda pat, beh, inv=False: {"type": "Split", "pattern": pat, "behavior": beh, "invert": inv}
+    seq = lambda *p: {"type": "Sequence", "pretokenizers": list(p)}
+    nseq = lambda *n: {"type": "Sequence", "normalizers": list(n)}
+    sp_dec = {"type": "Sequence", "decoders": [msd("first"), {"type": "ByteFallback"}, {"type": "Fuse"}]}
+    v = [
+        ("metaspace-first-nfkc", sp, {"normalizer": {"type": "NFKC"}, "pre_tokenizer": ms("first"), "decoder": sp_dec}),
+        ("metaspace-always-lower-strip", sp, {"normalizer": nseq({"type": "NFC"}, {"type": "Lowercase"},
+            {"type": "Strip", "strip_left": True, "strip_right": True}), "pre_tokenizer": ms("always"),
+            "decoder": {"type": "Sequence", "decoders": [msd("always"), {"type": "ByteFallback"}, {"type": "Fuse"}]}}),
+        ("metaspace-never-nosplit", sp, {"normalizer": None, "pre_tokenizer": ms("never", False),
+            "decoder": {"type": "Sequence", "decoders": [msd("never"), {"type": "ByteFallback"}, {"type": "Fuse"}]}}),
+        ("nfd-replace-regex", sp, {"normalizer": nseq({"type": "NFD"}, {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+            {"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}),
+            "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"Regex": "\u2581+"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}}),
+        ("nfkd-strip-left", sp, {"normalizer": nseq({"type": "NFKD"}, {"type": "Strip", "strip_left": True, "strip_right": False},
+            {"type": "Prepend", "prepend": "\u2581"})}),
+        ("digits-punct-prefix", g2, {"pre_tokenizer": seq({"type": "Digits", "individual_digits": True},
+            {"type": "Punctuation", "behavior": "Isolated"}, {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True})}),
+        ("digits-contig-punct-next", g2, {"pre_tokenizer": seq({"type": "Digits", "individual_digits": False},
+            {"type": "Punctuation", "behavior": "MergedWithNext"}, bl)}),
+        ("wssplit", g2, {"pre_tokenizer": seq({"type": "WhitespaceSplit"}, bl)}),
+        ("whitespace", g2, {"pre_tokenizer": seq({"type": "Whitespace"}, bl)}),
+        ("split-removed", g2, {"pre_tokenizer": seq(split({"String": " "}, "Removed"), bl)}),
+        ("split-merged-prev", g2, {"pre_tokenizer": seq(split({"String": " "}, "MergedWithPrevious"), bl)}),
+        ("split-merged-next", g2, {"pre_tokenizer": seq(split({"Regex": "\\s"}, "MergedWithNext"), bl)}),
+        ("split-contiguous-invert", g2, {"pre_tokenizer": seq(split({"Regex": "\\p{L}+"}, "Contiguous", True), bl)}),
+        ("split-isolated-invert", g2, {"pre_tokenizer": seq(split({"Regex": "[aeiou]"}, "Isolated", True), bl)}),
+        ("split-empty-regex", g2, {"pre_tokenizer": seq(split({"Regex": "x*"}, "Isolated"), bl)}),
+        ("lowercase-template", g2, {"normalizer": {"type": "Lowercase"}, "post_processor": {"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+            {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+             {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
+             "pair": [], "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [50256], "tokens": ["<|endoftext|>"]}}}]}}),
+        ("roberta", g2, {"post_processor": {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0],
+            "trim_offsets": True, "add_prefix_space": False}}),
+        ("added-flags", g2, {"normalizer": {"type": "Lowercase"}, "added_tokens": [
+            {"id": 50256, "content": "<|endoftext|>", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True},
+            {"id": 50257, "content": "hello", "single_word": True, "lstrip": False, "rstrip": False, "normalized": False, "special": False},
+            {"id": 50258, "content": "<s>", "single_word": False, "lstrip": True, "rstrip": True, "normalized": False, "special": True},
+            {"id": 50259, "content": "ING", "single_word": False, "lstrip": False, "rstrip": False, "normalized": True, "special": False},
+            {"id": 50260, "content": "world", "single_word": True, "lstrip": True, "rstrip": False, "normalized": True, "special": False},
+            {"id": 50261, "content": "</s>", "single_word": False, "lstrip": False, "rstrip": True, "normalized": True, "special": True},
+            {"id": 50262, "content": "\u65e5\u672c", "single_word": False, "lstrip": True, "rstrip": True, "normalized": False, "special": False},
+            {"id": 50263, "content": "x", "single_word": True, "lstrip": False, "rstrip": False, "normalized": True, "special": False}]}),
+        ("added-strip-spaces", sp, {"added_tokens": [
+            {"id": 0, "content": "<unk>", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True},
+            {"id": 1, "content": "<s>", "single_word": False, "lstrip": True, "rstrip": True, "normalized": False, "special": True},
+            {"id": 2, "content": "</s>", "single_word": False, "lstrip": False, "rstrip": False, "normalized": True, "special": True},
+            {"id": 512, "content": "  ", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": False}]}),
+    ]
+    vocab, merges = synthetic_model()
+    base = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": {"type": "Lowercase"},
+            "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None, "decoder": None,
+            "model": {"type": "BPE", "dropout": None, "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": vocab, "merges": merges}}
+    v.append(("synthetic-prefix", None, base))
+    b2 = json.loads(json.dumps(base))
+    b2["model"]["fuse_unk"] = True
+    b2["model"]["ignore_merges"] = True
+    b2["model"]["merges"] = [" ".join(m) for m in merges]
+    b2["pre_tokenizer"] = {"type": "Whitespace"}
+    v.append(("synthetic-fuse-unk-legacy-merges", None, b2))
+    b3 = json.loads(json.dumps(base))
+    sfx = {}
+    for t, i in vocab.items():
+        sfx[t] = i
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        sfx["##" + c + "</w>"] = len(sfx)
+        sfx[c + "</w>"] = len(sfx)
+    b3["model"]["vocab"] = sfx
+    b3["model"]["end_of_word_suffix"] = "</w>"
+    b3["model"]["unk_token"] = None
+    v.append(("synthetic-suffix-no-unk", None, b3))
+    return v
+
+
+def apply_patch(shared, base, patch):
+    if base is None:
+        return json.loads(json.dumps(patch))
+    j = json.load(open(os.path.join(shared, base)))
+    j.update(json.loads(json.dumps(patch)))
+    return j
+
+
+def write_variants(shared, out, texts):
+    vs = []
+    for name, base, patch in variants(shared):
+        j = apply_patch(shared, base, patch)
+        tok = Tokenizer.from_str(json.dumps(j))
+        exp = []
+        for t in texts:
+            ids = tok.encode(t).ids
+            e = {"ids": ids}
+            d = tok.decode(ids, skip_special_tokens=False)
+            ds = tok.decode(ids, skip_special_tokens=True)
+            if d != t:
+                e["d"] = d
+            if ds != d:
+                e["ds"] = ds
+            exp.append(e)
+        # HF's normalizers and its Punctuation/Digits/Whitespace character classes come from
+        # Rust crates pinned to older Unicode versions than utf8proc and PCRE2 here.
+        uv_ok = any(k in json.dumps(patch) for k in ('"NF', "Punctuation", "Digits", '"Whitespace"', "Lowercase"))
+        vs.append({"name": name, "base": base, "patch": patch, "uv_ok": uv_ok, "expect": exp})
+        print("variant %s: %d inputs" % (name, len(exp)), file=sys.stderr)
+    with open(os.path.join(out, "variants.json"), "w") as f:
+        # Inputs holding a character unassigned in Unicode 3.2: where the Unicode versions of
+        # the libraries disagree, a difference on these is reported, not failed (uv_ok).
+        uv = [i for i, t in enumerate(texts) if any(unicodedata.ucd_3_2_0.category(c) == "Cn" for c in t)]
+        json.dump({"inputs": texts, "uv": uv, "variants": vs}, f, ensure_ascii=False, separators=(",", ":"))
 
 
 if __name__ == "__main__":
