@@ -221,6 +221,7 @@ void jz_install_globals(struct jz_ctx *c, struct jdict *g);
 /* Filters and tests by name; NULL when unknown (the parser rejects those, as jinja2 does). */
 jz_builtin jz_filter(const char *name);
 jz_builtin jz_test(const char *name);
+int jz_test_arity(const char *name);
 /* Iterates a value as jinja2's for does: a new list (dict: keys; str: characters). */
 jv jz_iterate(struct jz_ctx *c, jv v);
 jv jz_kwarg(struct jargs *a, int pos, const char *name); /* JV_UNDEF (why NULL) when absent */

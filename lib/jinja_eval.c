@@ -118,17 +118,18 @@ jv jz_getitem(struct jz_ctx *c, jv obj, jv key)
 	return jv_undef(msgf(c, "%s has no element %s", obj_desc(c, obj), b.p));
 }
 
-/* Python slice index adjustment (PySlice_AdjustIndices). */
+/* obj[a:b:st] with Python's index adjustment (PySlice_AdjustIndices). */
 static jv slice(struct jz_ctx *c, jv obj, jv a, jv b, jv st)
 {
 	if (obj.k == JV_UNDEF)
 		fail_undef(c, obj);
+	/* jinja2 compiles slices to a plain Python subscript: no sandbox fallback to Undefined */
 	if (obj.k != JV_LIST && obj.k != JV_STR)
-		return jv_undef(msgf(c, "%s is not subscriptable", obj_desc(c, obj), ""));
+		jz_fail(c, FI_EINVAL, "'%s' object is not subscriptable by a slice", jv_typename(obj));
 	for (int k = 0; k < 3; k++) {
 		jv x = k == 0 ? a : k == 1 ? b : st;
 		if (x.k != JV_NONE && x.k != JV_INT && x.k != JV_BOOL)
-			return jv_undef("slice indices must be integers or None");
+			jz_fail(c, FI_EINVAL, "slice indices must be integers or None");
 	}
 	long long len = obj.k == JV_LIST ? (long long)obj.l->n : (long long)ju_len(obj.s->p, obj.s->n);
 	long long step = st.k == JV_NONE ? 1 : st.i, start, stop;
@@ -474,6 +475,9 @@ static jv eval(struct jz_ctx *c, struct jscope *s, struct jnode *x)
 		a = eval(c, s, x->a);
 		eval_args(c, s, x, &args);
 		c->line = x->line;
+		if (args.n + args.nkw != jz_test_arity(x->name))
+			jz_fail(c, FI_EINVAL, "test '%s' takes %d argument(s), %d given", x->name,
+				jz_test_arity(x->name), args.n + args.nkw);
 		r = jz_test(x->name)(c, a, &args);
 		r = jv_bool(jv_truthy(r) != x->op);
 		break;

@@ -303,7 +303,9 @@ F(f_indent)
 	else
 		for (long long i = 0, n = ABSENT(w) ? 4 : w.i; i < n && i < 4096; i++)
 			jb_puts(c, &ind, " ");
-	jv s = sval(c, v);
+	if (v.k != JV_STR)
+		jz_fail(c, FI_EINVAL, "indent needs a string, not %s", jv_typename(v));
+	jv s = v;
 	struct jbuf t = { 0 };
 	jb_put(c, &t, s.s->p, s.s->n);
 	jb_puts(c, &t, "\n");
@@ -655,3 +657,15 @@ static jz_builtin find_named(const struct named *t, size_t n, const char *name)
 
 jz_builtin jz_filter(const char *name) { return find_named(filters, sizeof filters / sizeof *filters, name); }
 jz_builtin jz_test(const char *name) { return find_named(tests, sizeof tests / sizeof *tests, name); }
+
+/* Number of arguments a test takes (jinja2 raises TypeError on others). */
+int jz_test_arity(const char *name)
+{
+	static const char *const unary[] = { "defined", "undefined", "none", "string", "number",
+		"integer", "float", "boolean", "true", "false", "mapping", "iterable", "sequence",
+		"callable", "odd", "even", "lower", "upper", "escaped", NULL };
+	for (int i = 0; unary[i]; i++)
+		if (!strcmp(unary[i], name))
+			return 0;
+	return 1;
+}

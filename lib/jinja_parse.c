@@ -68,20 +68,8 @@ static int is_name(struct ps *p, const char *nm)
 	struct jtok *t = cur(p);
 	return t->type == T_NAME && !strcmp(t->s, nm);
 }
-static int skip_op(struct ps *p, const char *op)
-{
-	if (!is_op(p, op))
-		return 0;
-	next(p);
-	return 1;
-}
-static int skip_name(struct ps *p, const char *nm)
-{
-	if (!is_name(p, nm))
-		return 0;
-	next(p);
-	return 1;
-}
+static int skip_op(struct ps *p, const char *op) { return is_op(p, op) ? (next(p), 1) : 0; }
+static int skip_name(struct ps *p, const char *nm) { return is_name(p, nm) ? (next(p), 1) : 0; }
 static void expect_op(struct ps *p, const char *op)
 {
 	char m[64];
@@ -112,7 +100,6 @@ static struct jnode *mk(struct ps *p, int type, int line)
 }
 
 static struct jnode *parse_expression(struct ps *p, int condexpr);
-static struct jnode *parse_unary(struct ps *p, int with_filter);
 static struct jnode *parse_tuple(struct ps *p, int condexpr, int explicit_parens);
 
 static void parse_args(struct ps *p, struct jnode *x)
@@ -527,6 +514,7 @@ static struct jnode *parse_expression(struct ps *p, int condexpr)
 	struct jnode *x = parse_or(p);
 	if (!condexpr)
 		return x;
+	jz_enter(p->c); /* 'a if b else c if d else ...' nests */
 	while (is_name(p, "if")) {
 		int line = next(p)->line;
 		struct jnode *c = mk(p, E_COND, line);
@@ -536,6 +524,7 @@ static struct jnode *parse_expression(struct ps *p, int condexpr)
 			c->c = parse_expression(p, 1);
 		x = c;
 	}
+	jz_leave(p->c);
 	return x;
 }
 
