@@ -1,5 +1,7 @@
 /* fi-decode: generate tokens. Reads request frames, runs them with continuous batching
  * (new prompts join the running batch between steps), writes token and done frames.
+ * The KV of a prompt comes from the shared arena when the request carries a "kv" reference
+ * (fi-prefill) or, with --prefix-cache, whenever its prefix is cached; the rest is computed.
  * --tokens runs one request given on the command line and prints the generated ids. */
 #include <errno.h>
 #include <getopt.h>
@@ -11,6 +13,7 @@
 
 #include "backend.h"
 #include "frame.h"
+#include "kvxfer.h"
 #include "log.h"
 #include "model.h"
 #include "sample.h"
@@ -20,15 +23,19 @@
 static const char usage_text[] =
 	"usage: fi-decode -m MODEL [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P]\n"
 	"                 [--repeat-penalty R] [--seed S] [--backend auto|cuda|cpu]\n"
-	"                 [-t THREADS] [-i IN] [-o OUT] [--tokens ID,ID,...] [-v]\n"
+	"                 [--prefix-cache] [--arena-size SIZE] [-t THREADS] [-i IN] [-o OUT]\n"
+	"                 [-e N] [--tokens ID,ID,...] [-v]\n"
 	"       fi-decode -h\n";
 
 #define MAX_BATCH 64   /* sequences decoding together */
 #define MAX_STOP 80    /* model eos ids + a request's stop ids */
+#define MAX_PENDING 256 /* first tokens (from fi-prefill) waiting for their request */
+#define BLOCK_TOKENS 16 /* the cache's block size, equal to the arena's */
 
 struct opts {
 	const char *model, *backend, *in, *out, *tokens;
-	int n, threads, verbose;
+	int n, threads, verbose, prefix_cache, eos_count;
+	uint64_t arena_size;
 	struct fi_sample_params sp; /* defaults for requests that do not say */
 };
 
@@ -41,12 +48,27 @@ struct req {
 	int n_stop;
 	int32_t stop[MAX_STOP];
 	int blocks;    /* KV blocks reserved for it at admission */
+	int arena;     /* fetch the prompt's cached prefix from the arena */
+	int store;     /* publish the prompt's blocks after its prefill (--prefix-cache) */
+	int max_blocks;/* at most this many blocks fetched */
+	int cached;    /* prompt tokens fetched from the arena */
+	int32_t first; /* first token given by fi-prefill, or -1 */
 	struct fi_sampler smp;
 	double t_arrive, t_admit, t_first, t_last;
 };
 
+struct pending {
+	char *id;
+	int32_t token;
+};
+
 struct engine {
 	struct fi_model *m;
+	struct fi_image *im;
+	struct fi_kvx *x; /* the model's arena, attached on first use */
+	int x_tried;
+	struct pending pend[MAX_PENDING]; /* oldest first */
+	int npend;
 	const struct fi_config *c;
 	struct fi_stream *out;
 	struct req *r[MAX_BATCH + 1024]; /* admitted first, then waiting */
@@ -73,6 +95,29 @@ static int parse_num(const char *s, double lo, double hi, double *out)
 	errno = 0;
 	*out = strtod(s, &end);
 	return errno || end == s || *end || isnan(*out) || *out < lo || *out > hi;
+}
+
+/* "64M", "2G", "1048576": bytes (at least 1 MiB). */
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	double v;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || isnan(v) || v <= 0)
+		return -1;
+	switch (*end) {
+	case 'k': case 'K': v *= 1024.0; end++; break;
+	case 'm': case 'M': v *= 1048576.0; end++; break;
+	case 'g': case 'G': v *= 1073741824.0; end++; break;
+	case 't': case 'T': v *= 1099511627776.0; end++; break;
+	}
+	if (*end == 'i' || *end == 'B')
+		end += *end == 'i' && end[1] == 'B' ? 2 : 1;
+	if (*end || v < 1048576.0 || v > 1e15)
+		return -1;
+	*out = (uint64_t)v;
+	return 0;
 }
 
 static int parse_ids(const char *s, int32_t **ids, int *n, int vocab)
@@ -129,6 +174,76 @@ static int is_stop(const struct req *q, int32_t t)
 	return 0;
 }
 
+/* The model's arena, attached on first use (created only with --prefix-cache); NULL when it
+ * cannot be had: prompts are then computed. An absent arena is looked for again later. */
+static struct fi_kvx *arena(struct engine *E, const struct opts *o)
+{
+	fi_err e;
+	if (!E->x && !E->x_tried &&
+	    (e = fi_kvx_open(&E->x, E->m, E->im->fingerprint, o->arena_size, o->prefix_cache))) {
+		if (e != FI_ENOTFOUND)
+			E->x_tried = 1;
+		fi_warn("%s: computing prompts without the arena", fi_errmsg());
+	}
+	return E->x;
+}
+
+/* The first token fi-prefill sent ahead of request id, or -1 (taken out of the list). */
+static int32_t take_pending(struct engine *E, const char *id)
+{
+	for (int i = 0; i < E->npend; i++)
+		if (!strcmp(E->pend[i].id, id)) {
+			int32_t t = E->pend[i].token;
+			free(E->pend[i].id);
+			memmove(&E->pend[i], &E->pend[i + 1], sizeof E->pend[0] * (size_t)(E->npend - i - 1));
+			E->npend--;
+			return t;
+		}
+	return -1;
+}
+
+static void add_pending(struct engine *E, const struct fi_frame *f)
+{
+	char *id;
+	if (f->tok.index != 0 || f->tok.token >= (uint32_t)E->c->vocab || !(id = strdup(f->id)))
+		return;
+	take_pending(E, f->id);
+	if (E->npend == MAX_PENDING) { /* its request went elsewhere: forget the oldest */
+		free(E->pend[0].id);
+		memmove(&E->pend[0], &E->pend[1], sizeof E->pend[0] * (MAX_PENDING - 1));
+		E->npend--;
+	}
+	E->pend[E->npend].id = id;
+	E->pend[E->npend++].token = (int32_t)f->tok.token;
+}
+
+/* Arena use of a request: a usable kv reference, or --prefix-cache. At least the last prompt
+ * token is always computed: its logits give the first token. */
+static fi_err plan_kv(struct engine *E, const struct opts *o, const struct fi_frame *f,
+		      struct req *q)
+{
+	const struct fi_request *rq = &f->req;
+	int usable = 0, most = (int)((q->n_prompt - 1) / BLOCK_TOKENS);
+	fi_err e;
+	if (rq->set & FI_REQ_KV) {
+		if ((e = fi_kvx_check_ref(arena(E, o), E->im->fingerprint, &rq->kv, rq->tokens,
+					  rq->ntokens, &usable)))
+			return fi_fail_ctx(e, "request '%s'", f->id);
+		if (usable) {
+			q->arena = 1;
+			q->max_blocks = (int)rq->kv.nblocks;
+		}
+	}
+	if (o->prefix_cache && arena(E, o)) {
+		q->arena = q->store = 1;
+		q->max_blocks = most;
+	}
+	if (q->max_blocks > most)
+		q->max_blocks = most;
+	q->first = take_pending(E, f->id);
+	return FI_OK;
+}
+
 /* Builds a request from a frame, filling what it leaves unset from the options. */
 static fi_err make_req(struct engine *E, const struct opts *o, struct fi_frame *f,
 		       struct req **out)
@@ -183,6 +298,10 @@ static fi_err make_req(struct engine *E, const struct opts *o, struct fi_frame *
 		req_free(q);
 		return fi_fail_ctx(e, "request '%s'", f->id);
 	}
+	if ((e = plan_kv(E, o, f, q))) {
+		req_free(q);
+		return e;
+	}
 	q->blocks = (int)((q->n_prompt + q->max_new + E->block_size - 1) / E->block_size);
 	if (q->blocks > fi_model_cache(E->m)->kv.n_blocks) {
 		int cap = fi_model_cache(E->m)->kv.n_blocks * E->block_size;
@@ -205,7 +324,7 @@ static fi_err emit_done(struct engine *E, struct req *q, enum fi_finish why)
 	f.done.finish = why;
 	f.done.prompt_tokens = q->n_prompt;
 	f.done.gen_tokens = q->n_gen;
-	f.done.cached_tokens = 0;
+	f.done.cached_tokens = (uint32_t)q->cached;
 	f.done.queue_ms = q->admitted ? (q->t_admit - q->t_arrive) * 1e3 : (now - q->t_arrive) * 1e3;
 	f.done.ttft_ms = q->n_gen ? (q->t_first - q->t_arrive) * 1e3 : -1;
 	f.done.tpot_ms = q->n_gen > 1 ? (q->t_last - q->t_first) * 1e3 / (q->n_gen - 1) : -1;
@@ -252,6 +371,11 @@ static fi_err admit(struct engine *E)
 		E->blocks_free -= q->blocks;
 		q->admitted = 1;
 		q->t_admit = fi_now();
+		/* A failing arena costs speed, never the request: the prompt is computed. */
+		if (q->arena && E->x &&
+		    fi_kvx_fetch(E->x, q->seq, (const uint32_t *)q->hist, q->n_prompt,
+				 (size_t)q->max_blocks, &q->cached))
+			fi_warn("request '%s': %s", q->id, fi_errmsg());
 	}
 	return FI_OK;
 }
@@ -264,7 +388,7 @@ static fi_err step(struct engine *E)
 	int32_t *tok, *seq;
 	fi_err e;
 	for (int i = 0; i < na; i++)
-		T += E->r[i]->prefilled ? 1 : (int)E->r[i]->n_prompt;
+		T += E->r[i]->prefilled ? 1 : (int)E->r[i]->n_prompt - E->r[i]->cached;
 	tok = malloc(sizeof(int32_t) * (size_t)T);
 	seq = malloc(sizeof(int32_t) * (size_t)T);
 	if (!tok || !seq) {
@@ -279,7 +403,7 @@ static fi_err step(struct engine *E)
 			tok[T] = q->next;
 			seq[T++] = q->seq;
 		} else {
-			for (uint32_t j = 0; j < q->n_prompt; j++) {
+			for (uint32_t j = (uint32_t)q->cached; j < q->n_prompt; j++) {
 				tok[T] = q->hist[j];
 				seq[T++] = q->seq;
 			}
@@ -291,12 +415,22 @@ static fi_err step(struct engine *E)
 	free(seq);
 	if (e)
 		return e;
+	for (int i = 0; i < na; i++) {
+		struct req *q = E->r[i];
+		if (!q->prefilled && q->store &&
+		    fi_kvx_store(E->x, q->seq, (const uint32_t *)q->hist, q->n_prompt, NULL))
+			fi_warn("request '%s': %s", q->id, fi_errmsg());
+	}
 	/* rows come in order of first appearance, which is admission order */
 	for (int i = 0, row = 0; i < na; row++) {
 		struct req *q = E->r[i];
 		const float *l = E->logits + (size_t)row * E->c->vocab;
 		int32_t t = fi_sampler_next(&q->smp, l, q->hist, (int)(q->n_prompt + q->n_gen));
 		double now = fi_now();
+		/* fi-prefill drew the first token already: the same one is kept, and the draw above
+		 * left the sampler's state as if it had been drawn here. */
+		if (!q->prefilled && q->first >= 0)
+			t = q->first;
 		q->prefilled = 1;
 		if (is_stop(q, t)) {
 			if ((e = emit_done(E, q, FI_FINISH_STOP)))
@@ -370,20 +504,51 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 			drop(E, i);
 		}
 		break;
+	case FI_FRAME_TOKEN: /* fi-prefill's first token, ahead of its request */
+		add_pending(E, f);
+		break;
+	case FI_FRAME_ERROR: /* from upstream (fi-prefill): passed on */
+	case FI_FRAME_DONE:
+		*fatal = fi_stream_write(E->out, f);
+		break;
 	default:
 		*fatal = fi_stream_write_error(E->out, f->id, FI_EINVAL,
-					       "fi-decode reads request and cancel frames");
+					       "fi-decode reads request, cancel and token frames");
 	}
 	return 0;
 }
 
+/* After a signal: requests still queued on the input get an error frame, not silence. */
+static fi_err drain(struct engine *E, struct fi_stream *in)
+{
+	struct fi_frame f;
+	fi_err e = FI_OK;
+	for (int k = 0; !e && k < 100000; k++) {
+		fi_frame_init(&f, FI_FRAME_NONE);
+		if (fi_stream_read_timeout(in, &f, 0) || f.type == FI_FRAME_NONE ||
+		    f.type == FI_FRAME_EOS) {
+			fi_frame_free(&f);
+			break;
+		}
+		if (f.type == FI_FRAME_REQUEST)
+			e = fi_stream_write_error(E->out, f.id, FI_EINTERRUPT, "fi-decode is shutting down");
+		else if (f.type == FI_FRAME_ERROR || f.type == FI_FRAME_DONE)
+			e = fi_stream_write(E->out, &f);
+		fi_frame_free(&f);
+	}
+	return e;
+}
+
 static int run_frames(struct engine *E, const struct opts *o)
 {
+	struct fi_stream_opts so;
 	struct fi_stream *in = NULL;
 	struct fi_frame f;
 	fi_err e = FI_OK;
 	int eof = 0, rc = 0;
-	if ((e = fi_stream_open(&in, o->in, FI_STREAM_IN, NULL)) ||
+	fi_stream_opts_default(&so);
+	so.eos_count = o->eos_count;
+	if ((e = fi_stream_open(&in, o->in, FI_STREAM_IN, &so)) ||
 	    (e = fi_stream_open(&E->out, o->out, FI_STREAM_OUT, NULL)))
 		goto out;
 	fi_stream_catch_signals();
@@ -416,6 +581,8 @@ static int run_frames(struct engine *E, const struct opts *o)
 		if (fi_stream_interrupted()) {
 			while (E->n && !(e = emit_done(E, E->r[0], FI_FINISH_CANCEL)))
 				drop(E, 0);
+			if (!e)
+				e = drain(E, in);
 			break;
 		}
 		if ((e = admit(E)))
@@ -514,10 +681,12 @@ int main(int argc, char **argv)
 		{"seed", required_argument, NULL, 'S'},
 		{"backend", required_argument, NULL, 'B'},
 		{"tokens", required_argument, NULL, 'k'},
+		{"prefix-cache", no_argument, NULL, 'C'},
+		{"arena-size", required_argument, NULL, 'A'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	struct opts o = {.backend = "auto", .in = "-", .out = "-", .n = 256};
+	struct opts o = {.backend = "auto", .in = "-", .out = "-", .n = 256, .eos_count = 1};
 	struct engine E = {0};
 	struct fi_backend *be = NULL;
 	struct fi_image *im = NULL;
@@ -525,13 +694,23 @@ int main(int argc, char **argv)
 	double v;
 	fi_log_set_prog("fi-decode");
 	fi_sample_defaults(&o.sp);
-	while ((c = getopt_long(argc, argv, "m:n:t:i:o:vh", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:n:t:i:o:e:vh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;
 		case 'i': o.in = optarg; break;
 		case 'o': o.out = optarg; break;
 		case 'B': o.backend = optarg; break;
 		case 'k': o.tokens = optarg; break;
+		case 'C': o.prefix_cache = 1; break;
+		case 'A':
+			if (parse_size(optarg, &o.arena_size))
+				goto bad;
+			break;
+		case 'e':
+			if (parse_num(optarg, 0, 1 << 20, &v))
+				goto bad;
+			o.eos_count = (int)v;
+			break;
 		case 'v': o.verbose = 1; break;
 		case 'h': return usage(0);
 		case 'n':
@@ -590,9 +769,11 @@ bad:
 		rc = fail();
 		goto out;
 	}
+	E.im = im;
 	E.c = fi_model_config(E.m);
 	E.ctx = E.c->max_pos > 0 ? E.c->max_pos : 4096;
-	if (fi_model_cache_init(E.m, 0, 0) ||
+	if (fi_model_cache_init(E.m, 4 * ((E.ctx < 4096 ? E.ctx : 4096) + BLOCK_TOKENS - 1) /
+				 BLOCK_TOKENS, BLOCK_TOKENS) ||
 	    !(E.logits = malloc(sizeof(float) * (size_t)E.c->vocab * MAX_BATCH))) {
 		rc = fail();
 		goto out;
@@ -602,6 +783,9 @@ bad:
 	fi_info("%s on %s", o.model, be->device);
 	rc = o.tokens ? run_tokens(&E, &o) : run_frames(&E, &o);
 out:
+	while (E.npend)
+		free(E.pend[--E.npend].id);
+	fi_kvx_close(E.x);
 	free(E.logits);
 	fi_model_close(E.m);
 	if (im)
