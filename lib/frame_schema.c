@@ -22,15 +22,15 @@ enum key {
 };
 
 static const char *const key_names[K_COUNT] = {
-	"v", "type", "id", "must",
-	"text", "tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed",
-	"max_tokens", "stop", "stop_ids", "stream", "kv",
-	"token", "index", "logprob",
-	"finish", "counts", "timings",
-	"code", "code_num", "message",
-	"arena", "fingerprint", "blocks", "ntokens", "block_tokens",
-	"prompt_tokens", "gen_tokens", "cached_tokens",
-	"queue_ms", "ttft_ms", "tpot_ms", "total_ms",
+	"v", "type", "id", "must", "text", "tokens", "temperature", "top_k", "top_p", "min_p",
+	"repeat_penalty", "seed", "max_tokens", "stop", "stop_ids", "stream", "kv", "token",
+	"index", "logprob", "finish", "counts", "timings", "code", "code_num", "message", "arena",
+	"fingerprint", "blocks", "ntokens", "block_tokens", "prompt_tokens", "gen_tokens",
+	"cached_tokens", "queue_ms", "ttft_ms", "tpot_ms", "total_ms",
+};
+static const uint8_t key_lens[K_COUNT] = {
+	1, 4, 2, 4, 4, 6, 11, 5, 5, 5, 14, 4, 10, 4, 8, 6, 2, 5, 5, 7, 6, 6, 7, 4, 8, 7, 5, 11, 6,
+	7, 12, 13, 10, 13, 8, 7, 7, 8,
 };
 
 #define B(k) (1ull << (k))
@@ -49,12 +49,15 @@ static const uint64_t timings_keys = RANGE(K_QUEUE_MS, K_TOTAL_MS);
 
 static int key_find(const msgpack_object *k, uint64_t allowed)
 {
-	if (k->type != MSGPACK_OBJECT_STR)
+	if (k->type != MSGPACK_OBJECT_STR || !k->via.str.size || k->via.str.size > 16)
 		return -1;
-	for (int i = 0; i < K_COUNT; i++)
-		if ((allowed & B(i)) && strlen(key_names[i]) == k->via.str.size &&
+	/* Only the allowed keys; the length and first byte rule out most at once. */
+	for (uint64_t m = allowed & (B(K_COUNT) - 1); m; m &= m - 1) {
+		int i = __builtin_ctzll(m);
+		if (key_lens[i] == k->via.str.size && key_names[i][0] == k->via.str.ptr[0] &&
 		    !memcmp(key_names[i], k->via.str.ptr, k->via.str.size))
 			return i;
+	}
 	return -1;
 }
 
@@ -457,8 +460,12 @@ static fi_err dec_head(const msgpack_object *o, const struct fi_frame_limits *li
 					       k->via.str.ptr, FI_FRAME_VERSION);
 		}
 	}
-	if (i == FI_FRAME_EOS)
+	if (i == FI_FRAME_EOS) {
+		/* eos ends a stream, not a request: an id on it means nothing. */
+		free(f->id);
+		f->id = NULL;
 		return FI_OK;
+	}
 	if (v[K_ID] && !f->id)
 		return v[K_ID]->type == MSGPACK_OBJECT_STR ?
 			dup_str(v[K_ID], K_ID, lim->max_id, 0, &f->id, NULL) :

@@ -345,6 +345,8 @@ fi_err fi_stream_close(struct fi_stream *s)
 		}
 		fi_buf_free(&b);
 	}
+	if (s->dir == FI_STREAM_OUT && s->nsock)
+		fi_stream_zmq_drain(s);
 	fi_stream_zmq_close(s);
 	fi_reader_close(s->rd);
 	fi_buf_free(&s->wbuf);

@@ -21,6 +21,7 @@ struct fi_stream {
 	int shared_ctx;
 	void *sock[FI_STREAM_MAX_EP];
 	char *ep[FI_STREAM_MAX_EP];
+	void *mon[FI_STREAM_MAX_EP]; /* output: PAIR sockets receiving each socket's events */
 	int nsock, rr;
 	msgpack_zone zone;
 	int zone_ok;
@@ -30,6 +31,8 @@ struct fi_stream {
 
 /* Parses spec, creates the context and sockets, binds/connects, applies options. */
 fi_err fi_stream_zmq_open(struct fi_stream *s, const char *spec);
+/* Output: waits (up to linger_ms) until the frames sent so far have left this process. */
+void fi_stream_zmq_drain(struct fi_stream *s);
 /* Closes sockets (delivering queued output up to linger_ms) and the context. */
 void fi_stream_zmq_close(struct fi_stream *s);
 

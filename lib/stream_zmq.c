@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <linux/sockios.h>
 #include <zmq.h>
 
 #include "log.h"
@@ -132,7 +135,7 @@ static fi_err sock_opts(struct fi_stream *s, void *sock, int ipv6)
 {
 	int64_t maxmsg = (int64_t)s->o.lim.max_frame;
 	int hwm = s->o.hwm > 0 ? s->o.hwm : 1000;
-	int linger = s->dir == FI_STREAM_OUT ? s->o.linger_ms : 0;
+	int linger = s->o.linger_ms;
 	int one = 1;
 
 	if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
@@ -172,6 +175,74 @@ static fi_err curve_opts(struct fi_stream *s, void *sock, int bind)
 	    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, sec, 32))
 		return fi_fail(FI_EIO, "zeromq CURVE client: %s", zmq_strerror(errno));
 	return FI_OK;
+}
+
+/* libzmq's linger counts a frame as delivered once its engine has taken it from the queue,
+ * not once the kernel has it: over ipc:// (small socket buffers) frames queued behind a slow
+ * consumer are dropped when the producer closes (libzmq issue 4660). So outputs watch their
+ * connections (the socket monitor reports each one's descriptor) and close waits until the
+ * kernel holds nothing unread by the consumer (SIOCOUTQ == 0). */
+static fi_err monitor(struct fi_stream *s, int i)
+{
+	char addr[64];
+	snprintf(addr, sizeof addr, "inproc://fi-monitor-%p-%d", (void *)s, i);
+	if (zmq_socket_monitor(s->sock[i], addr, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_ACCEPTED |
+			       ZMQ_EVENT_DISCONNECTED) ||
+	    !(s->mon[i] = zmq_socket(s->ctx, ZMQ_PAIR)) || zmq_connect(s->mon[i], addr))
+		return fi_fail(FI_EIO, "zeromq monitor: %s", zmq_strerror(errno));
+	return FI_OK;
+}
+
+#define MAX_CONN 64
+
+/* Applies pending monitor events to the set of connected descriptors. */
+static void monitor_poll(void *mon, int *fds, int *nfd)
+{
+	for (;;) {
+		uint8_t ev[6];
+		uint16_t id;
+		uint32_t fd;
+		int more = 0;
+		size_t ml = sizeof more;
+		if (zmq_recv(mon, ev, sizeof ev, ZMQ_DONTWAIT) != 6)
+			return;
+		zmq_getsockopt(mon, ZMQ_RCVMORE, &more, &ml);
+		if (more) {
+			char ep[8];
+			zmq_recv(mon, ep, sizeof ep, 0);
+		}
+		memcpy(&id, ev, 2);
+		memcpy(&fd, ev + 2, 4);
+		if (id == ZMQ_EVENT_DISCONNECTED) {
+			for (int k = 0; k < *nfd; k++)
+				if (fds[k] == (int)fd)
+					fds[k] = fds[--*nfd];
+		} else if (*nfd < MAX_CONN) {
+			fds[(*nfd)++] = (int)fd;
+		}
+	}
+}
+
+void fi_stream_zmq_drain(struct fi_stream *s)
+{
+	double deadline = fi_now() + s->o.linger_ms / 1000.0;
+	for (int i = 0; i < s->nsock; i++) {
+		int fds[MAX_CONN], nfd = 0, quiet = 0;
+		if (!s->mon[i])
+			continue;
+		while (quiet < 2 && fi_now() < deadline) {
+			struct timespec ts = { 0, 10 * 1000 * 1000 };
+			int busy = 0;
+			monitor_poll(s->mon[i], fds, &nfd);
+			for (int k = 0; k < nfd; k++) {
+				int q = 0;
+				if (!ioctl(fds[k], SIOCOUTQ, &q) && q > 0)
+					busy = 1;
+			}
+			quiet = busy ? 0 : quiet + 1;
+			nanosleep(&ts, NULL);
+		}
+	}
 }
 
 static fi_err attach(struct fi_stream *s, void *sock, const char *ep, int bind)
@@ -251,6 +322,9 @@ fi_err fi_stream_zmq_open(struct fi_stream *s, const char *spec)
 			}
 			s->ep[s->nsock] = strdup(eps[i]);
 			s->sock[s->nsock++] = sock;
+			if (s->dir == FI_STREAM_OUT && strncmp(eps[i], "inproc://", 9) &&
+			    (e = monitor(s, s->nsock - 1)))
+				break;
 		}
 		e = attach(s, s->sock[s->nsock - 1], eps[i], bind[i]);
 	}
@@ -262,6 +336,11 @@ out:
 void fi_stream_zmq_close(struct fi_stream *s)
 {
 	for (int i = 0; i < s->nsock; i++) {
+		if (s->mon[i]) {
+			zmq_socket_monitor(s->sock[i], NULL, 0);
+			zmq_close(s->mon[i]);
+			s->mon[i] = NULL;
+		}
 		zmq_close(s->sock[i]);
 		free(s->ep[i]);
 	}

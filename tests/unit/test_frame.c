@@ -1,7 +1,10 @@
 /* Frame schema v1: round trips of every type, defaults, forward compatibility, and a
  * malformed corpus (truncations, wrong types, huge declared sizes, deep nesting, trailing
  * bytes, non-map frames) that must fail cleanly without large allocations. */
+#include <dirent.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <msgpack.h>
 #include <pthread.h>
 #include <string.h>
@@ -697,6 +700,64 @@ START_TEST(test_reader_big_frame)
 }
 END_TEST
 
+/* The fuzz seed corpus doubles as the malformed corpus: valid-* and ok-* decode, bad-* fail
+ * with a recorded detail, stream-* read through to the end. */
+START_TEST(test_corpus)
+{
+	const char *d = "tests/fuzz/corpus/fuzz_frame";
+	DIR *dd = opendir(d);
+	struct dirent *e;
+	int nbad = 0, nok = 0, nstream = 0;
+
+	ck_assert_msg(dd != NULL, "%s missing", d);
+	while ((e = readdir(dd))) {
+		char p[512];
+		size_t len;
+		char *buf;
+		struct fi_frame f;
+		fi_err err;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof p, "%s/%s", d, e->d_name);
+		buf = fi_test_slurp(p, &len);
+		ck_assert_ptr_nonnull(buf);
+		if (!strncmp(e->d_name, "stream-", 7)) {
+			struct fi_reader *r;
+			int frames = 0;
+			ck_assert_int_eq(fi_reader_open_mem(&r, buf, len, NULL), FI_OK);
+			for (;;) {
+				err = fi_reader_next(r, &f);
+				ck_assert_msg(err == FI_OK, "%s: %s", e->d_name, fi_errmsg());
+				if (f.type == FI_FRAME_EOS)
+					break;
+				frames++;
+				fi_frame_free(&f);
+			}
+			ck_assert_int_ge(frames, 6);
+			fi_reader_close(r);
+			nstream++;
+		} else {
+			fi_clear_error();
+			err = fi_frame_decode(buf, len, NULL, &f);
+			if (!strncmp(e->d_name, "bad-", 4)) {
+				ck_assert_msg(err != FI_OK, "%s decoded", e->d_name);
+				ck_assert(strlen(fi_errmsg()) > 8);
+				nbad++;
+			} else {
+				ck_assert_msg(err == FI_OK, "%s: %s", e->d_name, fi_errmsg());
+				nok++;
+			}
+			fi_frame_free(&f);
+		}
+		free(buf);
+	}
+	closedir(dd);
+	ck_assert_int_gt(nbad, 100);
+	ck_assert_int_ge(nok, 8);
+	ck_assert_int_eq(nstream, 2);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("frame");
@@ -714,6 +775,7 @@ int main(void)
 	tcase_add_test(tc, test_limits);
 	tcase_add_test(tc, test_reader_resync);
 	tcase_add_test(tc, test_reader_big_frame);
+	tcase_add_test(tc, test_corpus);
 	suite_add_tcase(s, tc);
 	return fi_test_run(s);
 }
