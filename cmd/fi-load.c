@@ -1,5 +1,5 @@
 /* fi-load: convert a Hugging Face model into an fi model image in the store; list, inspect
- * and remove images. */
+ * and remove images; list and remove KV arenas. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -11,8 +11,10 @@
 
 #include <jansson.h>
 
+#include "arena.h"
 #include "err.h"
 #include "image.h"
+#include "kvxfer.h"
 #include "log.h"
 #include "store.h"
 
@@ -21,6 +23,8 @@ static const char usage_text[] =
 	"       fi-load -l\n"
 	"       fi-load -i NAME|PATH\n"
 	"       fi-load --rm NAME\n"
+	"       fi-load --arena\n"
+	"       fi-load --arena-rm ID|NAME\n"
 	"       fi-load -h\n";
 
 static int usage(int rc)
@@ -116,6 +120,164 @@ static int do_list(void)
 	return bad;
 }
 
+/* KV ids of the store's models, for naming arenas: one per KV dtype a backend computes in
+ * (f32 on the CPU, bf16 on CUDA) at the block size fi-prefill and fi-decode use. */
+#define ARENA_BLOCK_TOKENS 16
+struct known {
+	char name[FI_STORE_NAME_MAX];
+	char id[65];
+	const char *kv; /* "f32/16" */
+};
+
+static int known_ids(struct known **out, int *n)
+{
+	static const enum fi_dtype dts[] = {FI_DT_F32, FI_DT_BF16};
+	static const char *const kvn[] = {"f32/16", "bf16/16"};
+	struct fi_store_entry *e;
+	int ne;
+	*n = 0;
+	*out = NULL;
+	if (fi_store_list(&e, &ne))
+		return -1;
+	if (ne && !(*out = calloc((size_t)ne * 2, sizeof **out))) {
+		fi_store_list_free(e, ne);
+		return -1;
+	}
+	for (int i = 0; i < ne; i++) {
+		struct fi_kv_cache kv = {0};
+		if (!e[i].im)
+			continue;
+		kv.n_layers = e[i].im->config.n_layers;
+		kv.n_kv_heads = e[i].im->config.n_kv_heads;
+		kv.head_dim = e[i].im->config.head_dim;
+		kv.block_size = ARENA_BLOCK_TOKENS;
+		for (int d = 0; d < 2; d++) {
+			struct known *k = &(*out)[*n];
+			if (fi_kvx_id(e[i].im->fingerprint, &kv, dts[d], k->id))
+				continue;
+			snprintf(k->name, sizeof k->name, "%s", e[i].name);
+			k->kv = kvn[d];
+			(*n)++;
+		}
+	}
+	fi_store_list_free(e, ne);
+	return 0;
+}
+
+static const struct known *find_known(const struct known *k, int n, const char *id)
+{
+	for (int i = 0; i < n; i++)
+		if (!strcmp(k[i].id, id))
+			return &k[i];
+	return NULL;
+}
+
+struct arena_ls {
+	const struct known *k;
+	int nk, bad;
+};
+
+static int list_one(const char *path, const struct fi_arena_stats *st, fi_err err, void *ctx)
+{
+	struct arena_ls *ls = ctx;
+	const struct known *k;
+	char size[32], blocks[48], kv[32];
+	if (!st) {
+		fprintf(stderr, "fi-load: %s\n", fi_errmsg());
+		ls->bad = 1;
+		return 0;
+	}
+	k = find_known(ls->k, ls->nk, st->fingerprint);
+	fi_format_bytes(st->file_bytes, size, sizeof size);
+	snprintf(blocks, sizeof blocks, "%u/%u", st->ready + st->writing, st->n_blocks);
+	if (k)
+		snprintf(kv, sizeof kv, "%s", k->kv);
+	else
+		snprintf(kv, sizeof kv, "%lluB/%u", (unsigned long long)st->token_bytes,
+			 st->block_tokens);
+	printf("%-16.16s %-20s %-10s %13s %10llu %10llu %9s\n", st->fingerprint,
+	       k ? k->name : "-", kv, blocks, (unsigned long long)st->hits,
+	       (unsigned long long)st->misses, size);
+	return 0;
+}
+
+static int do_arena_list(void)
+{
+	struct arena_ls ls = {0};
+	struct known *k;
+	fi_err e;
+	if (known_ids(&k, &ls.nk))
+		return fail();
+	ls.k = k;
+	printf("%-16s %-20s %-10s %13s %10s %10s %9s\n", "ARENA", "MODEL", "KV", "BLOCKS", "HITS",
+	       "MISSES", "SIZE");
+	e = fi_arena_list(NULL, list_one, &ls);
+	free(k);
+	if (e && e != FI_ENOTFOUND)
+		return fail();
+	return ls.bad;
+}
+
+struct arena_match {
+	const char *arg;
+	char id[65];
+	int n;
+};
+
+static int match_one(const char *path, const struct fi_arena_stats *st, fi_err err, void *ctx)
+{
+	struct arena_match *m = ctx;
+	const char *b = strrchr(path, '/');
+	char id[65];
+	snprintf(id, sizeof id, "%s", b ? b + 1 : path);
+	id[strcspn(id, ".")] = 0;
+	if (!strncmp(id, m->arg, strlen(m->arg))) {
+		snprintf(m->id, sizeof m->id, "%s", id);
+		m->n++;
+	}
+	return 0;
+}
+
+/* --arena-rm: an arena id (or a prefix of 8+ hex digits naming one), or a store model's name
+ * (all of its arenas; none is not an error). */
+static int do_arena_rm(const char *arg)
+{
+	struct known *k;
+	int nk, removed = 0, named = 0;
+	if (strlen(arg) >= 8 && strspn(arg, "0123456789abcdef") == strlen(arg)) {
+		struct arena_match m = {.arg = arg};
+		if (fi_arena_list(NULL, match_one, &m) && fi_errcode() != FI_ENOTFOUND)
+			return fail();
+		if (m.n > 1) {
+			fprintf(stderr, "fi-load: '%s' names %d arenas (give more digits)\n", arg, m.n);
+			return 1;
+		}
+		if (m.n == 1)
+			return fi_arena_remove(NULL, m.id) ? fail() : 0;
+	}
+	if (known_ids(&k, &nk))
+		return fail();
+	for (int i = 0; i < nk; i++) {
+		fi_err e;
+		if (strcmp(k[i].name, arg))
+			continue;
+		named = 1;
+		if (!(e = fi_arena_remove(NULL, k[i].id)))
+			removed++;
+		else if (e != FI_ENOTFOUND) {
+			free(k);
+			return fail();
+		}
+	}
+	free(k);
+	if (!named) {
+		fprintf(stderr, "fi-load: no arena or model '%s' (fi-load --arena lists arenas)\n",
+			arg);
+		return 1;
+	}
+	return 0;
+}
+
 static void print_json_value(const char *key, json_t *v)
 {
 	char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -162,19 +324,21 @@ static int do_info(const char *arg)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_DTYPE = 256, OPT_NAME, OPT_RM };
+	enum { OPT_DTYPE = 256, OPT_NAME, OPT_RM, OPT_ARENA, OPT_ARENA_RM };
 	static const struct option opts[] = {
 		{"dtype", required_argument, NULL, OPT_DTYPE},
 		{"name", required_argument, NULL, OPT_NAME},
 		{"rm", required_argument, NULL, OPT_RM},
+		{"arena", no_argument, NULL, OPT_ARENA},
+		{"arena-rm", required_argument, NULL, OPT_ARENA_RM},
 		{"list", no_argument, NULL, 'l'},
 		{"info", required_argument, NULL, 'i'},
 		{"force", no_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
-	const char *name = NULL, *info = NULL, *rm = NULL;
-	int force = 0, list = 0, c, dt = FI_DT_BF16;
+	const char *name = NULL, *info = NULL, *rm = NULL, *arena_rm = NULL;
+	int force = 0, list = 0, arena = 0, c, dt = FI_DT_BF16;
 
 	fi_log_set_prog("fi-load");
 	while ((c = getopt_long(argc, argv, "fli:h", opts, NULL)) != -1) {
@@ -185,6 +349,8 @@ int main(int argc, char **argv)
 		case 'h': return usage(0);
 		case OPT_NAME: name = optarg; break;
 		case OPT_RM: rm = optarg; break;
+		case OPT_ARENA: arena = 1; break;
+		case OPT_ARENA_RM: arena_rm = optarg; break;
 		case OPT_DTYPE:
 			dt = fi_dtype_parse_lname(optarg);
 			if (dt < 0 || !fi_dtype_is_compute((enum fi_dtype)dt)) {
@@ -196,10 +362,15 @@ int main(int argc, char **argv)
 		default: return usage(2);
 		}
 	}
-	if (list + !!info + !!rm > 1 || ((list || info || rm) && optind != argc)) {
-		fprintf(stderr, "fi-load: -l, -i, --rm and DIR exclude each other\n");
+	if (list + !!info + !!rm + arena + !!arena_rm > 1 ||
+	    ((list || info || rm || arena || arena_rm) && optind != argc)) {
+		fprintf(stderr, "fi-load: -l, -i, --rm, --arena, --arena-rm and DIR exclude each other\n");
 		return usage(2);
 	}
+	if (arena)
+		return do_arena_list();
+	if (arena_rm)
+		return do_arena_rm(arena_rm);
 	if (list)
 		return do_list();
 	if (info)
