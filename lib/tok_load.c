@@ -104,12 +104,28 @@ static fi_err check_root(json_t *root)
 	return FI_OK;
 }
 
+/* Ids a post-processor adds must exist: an engine indexes embeddings with them. */
+static fi_err check_post(const struct tok_post *p, uint32_t space)
+{
+	fi_err e;
+	for (size_t i = 0; i < p->nsub; i++)
+		if ((e = check_post(&p->sub[i], space)))
+			return e;
+	for (size_t i = 0; i < p->npre + p->npost; i++) {
+		uint32_t id = i < p->npre ? p->pre[i] : p->post[i - p->npre];
+		if (id >= space)
+			return fi_fail(FI_ERANGE, "post_processor: special token id %u is outside the vocabulary (%u)",
+				       id, space);
+	}
+	return FI_OK;
+}
+
 /* Everything after the model tables: pipeline, added tokens, id tables. */
 static fi_err finish(struct fi_tok *t, json_t *root)
 {
 	fi_err e;
 	if ((e = tok_parse_pipeline(t, root)) || (e = tok_added_parse(t, json_object_get(root, "added_tokens"))) ||
-	    (e = tok_added_build(t)))
+	    (e = tok_added_build(t)) || (t->post && (e = check_post(t->post, t->id_space))))
 		return e;
 	return FI_OK;
 }
@@ -233,6 +249,9 @@ fi_err fi_tok_load_binary(const void *buf, size_t len, struct fi_tok **out)
 	b = &t->bpe;
 	e = fi_fail(FI_EFORMAT, "tokenizer binary: truncated or inconsistent model tables");
 	if (take32(&r, &b->id_space) || take32(&r, &nv) || take32(&r, &pl) || b->id_space > (1u << 26))
+		goto fail;
+	/* Sizes are checked against the bytes present before anything is allocated. */
+	if ((size_t)pl > r.n || 5 * ((size_t)b->id_space + 1) > r.n - pl || nv > b->id_space)
 		goto fail;
 	b->nvocab = nv;
 	b->pool_len = pl;

@@ -58,6 +58,8 @@ START_TEST(test_malformed)
 	expect_err("{\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\"}},"
 		   "{\"Sequence\":{\"id\":\"A\"}}],\"special_tokens\":{}}," GOOD_MODEL "}", FI_EFORMAT,
 		   "missing special token '<s>'");
+	expect_err("{\"post_processor\":{\"type\":\"RobertaProcessing\",\"cls\":[\"<s>\",0],\"sep\":[\"</s>\",9]},"
+		   GOOD_MODEL "}", FI_ERANGE, "special token id 9 is outside the vocabulary");
 	expect_err("{\"added_tokens\":[{\"id\":5,\"content\":\"x\"},{\"id\":5,\"content\":\"y\"}]," GOOD_MODEL "}",
 		   FI_EFORMAT, "id 5 used by 'x' and 'y'");
 	expect_err("{\"added_tokens\":[{\"id\":-3,\"content\":\"x\"}]," GOOD_MODEL "}", FI_ERANGE, "out of range");
