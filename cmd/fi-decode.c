@@ -612,7 +612,7 @@ static int run_tokens(struct engine *E, const struct opts *o)
 {
 	struct fi_sampler smp;
 	int32_t *ids, *hist;
-	int n, s, n_rows, n_gen = 0;
+	int n, s, n_rows, n_gen = 0, cached = 0;
 	double t0, t1;
 	if (parse_ids(o->tokens, &ids, &n, E->c->vocab)) {
 		fprintf(stderr, "fi-decode: --tokens: expected comma-separated ids below %d\n",
@@ -632,13 +632,20 @@ static int run_tokens(struct engine *E, const struct opts *o)
 	int32_t *seq = calloc((size_t)n, sizeof(int32_t));
 	for (int i = 0; i < n; i++)
 		seq[i] = s;
-	struct fi_batch b = {n, ids, seq, NULL};
 	t0 = fi_now();
+	if (o->prefix_cache && arena(E, o) &&
+	    fi_kvx_fetch(E->x, s, (const uint32_t *)ids, (size_t)n, (size_t)(n - 1) / BLOCK_TOKENS,
+			 &cached))
+		fi_warn("%s", fi_errmsg());
+	struct fi_batch b = {n - cached, ids + cached, seq, NULL};
 	t1 = t0;
 	while (n_gen < max_new) {
 		int32_t t;
 		if (fi_model_forward(E->m, &b, E->logits, &n_rows))
 			return fail();
+		if (!n_gen && E->x && o->prefix_cache &&
+		    fi_kvx_store(E->x, s, (const uint32_t *)ids, (size_t)n, NULL))
+			fi_warn("%s", fi_errmsg());
 		if (!n_gen)
 			t1 = fi_now();
 		t = fi_sampler_next(&smp, E->logits, hist, n + n_gen);
@@ -659,8 +666,9 @@ static int run_tokens(struct engine *E, const struct opts *o)
 	printf("\n");
 	if (o->verbose) {
 		double t2 = fi_now();
-		fprintf(stderr, "fi-decode: prompt %d tokens in %.2f ms (%.1f tok/s); generated %d "
-			"tokens in %.2f ms (%.1f tok/s)\n", n, (t1 - t0) * 1e3, n / (t1 - t0), n_gen,
+		fprintf(stderr, "fi-decode: prompt %d tokens (%d cached) in %.2f ms (%.1f tok/s); "
+			"generated %d tokens in %.2f ms (%.1f tok/s)\n", n, cached, (t1 - t0) * 1e3,
+			(n - cached) / (t1 - t0), n_gen,
 			(t2 - t1) * 1e3, n_gen > 1 ? (n_gen - 1) / (t2 - t1) : 0.0);
 	}
 	fi_sampler_free(&smp);

@@ -1,0 +1,69 @@
+#!/bin/sh
+# fi-load --arena and --arena-rm: listing (model names, KV layout, blocks, hits), removal by id
+# prefix and by model name, errors; a damaged arena is reported and never breaks generation.
+set -u
+fail() { echo "FAIL: $*" >&2; exit 1; }
+root=$(pwd)
+command -v python3 > /dev/null || { echo "SKIPPED: python3 absent" >&2; exit 77; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+frames="python3 $root/tests/cli/pipe_frames.py"
+fx=$root/tests/fixtures/hf
+
+fi-load --arena > "$work/l0" || fail "empty listing exit $?"
+[ "$(wc -l < "$work/l0")" -eq 1 ] && grep -q "^ARENA *MODEL *KV *BLOCKS *HITS *MISSES *SIZE" "$work/l0" ||
+	fail "empty listing: $(cat "$work/l0")"
+
+fi-load --dtype f32 --name tiny "$root/models/tiny" > /dev/null || fail "fi-load tiny"
+$frames prompts 3 100 4 2 | $frames enc > "$work/req.mp"
+fi-prefill -m tiny --arena-size 16M < "$work/req.mp" > /dev/null || fail "prefill tiny"
+fi-prefill -m tiny < "$work/req.mp" > /dev/null || fail "prefill tiny again"
+fi-prefill -m "$fx/llama" --backend cpu --arena-size 2M < /dev/null > /dev/null || fail "prefill llama"
+fi-load --arena > "$work/l1" || fail "listing exit $?"
+cat "$work/l1"
+[ "$(wc -l < "$work/l1")" -eq 3 ] || fail "two arenas expected"
+python3 - "$work/l1" "$work/req.mp" <<'PY' || fail "listing content"
+import sys
+rows = [l.split() for l in open(sys.argv[1])][1:]
+t = [r for r in rows if r[1] == "tiny"][0]
+u = [r for r in rows if r[1] == "-"][0]
+assert t[2] == "f32/16", t
+used, total = map(int, t[3].split("/"))
+assert used >= 15 and total == 126, t      # 3 prompts of 75..125 tokens: >= 15 full blocks
+assert int(t[4]) >= 15 and int(t[5]) >= 15, t  # the second prefill hit what the first missed
+assert u[2].endswith("B/16") and u[3].startswith("0/"), u
+PY
+tiny_id=$(awk '$2 == "tiny" {print $1}' "$work/l1")
+other_id=$(awk '$2 == "-" {print $1}' "$work/l1")
+[ -f "$FI_HOME/kv/$tiny_id"*.kv ] || fail "arena file of $tiny_id"
+
+# Removal: by model name, by id prefix; unknown names and ids are errors; options exclude.
+fi-load --arena-rm tiny || fail "--arena-rm tiny"
+fi-load --arena | grep -q " tiny " && fail "tiny's arena still listed"
+fi-load --arena-rm tiny || fail "--arena-rm of a model without arenas"
+fi-load --arena-rm "$(echo "$other_id" | cut -c1-10)" || fail "--arena-rm by id prefix"
+[ "$(fi-load --arena | wc -l)" -eq 1 ] || fail "arenas left: $(fi-load --arena)"
+fi-load --arena-rm nosuchmodel 2> "$work/err"; [ $? -eq 1 ] || fail "unknown name status"
+grep -q "^fi-load: no arena or model 'nosuchmodel'" "$work/err" || fail "message: $(cat "$work/err")"
+fi-load --arena-rm 0123456789abcdef > /dev/null 2>&1; [ $? -eq 1 ] || fail "unknown id status"
+fi-load --arena -l > /dev/null 2>&1; [ $? -eq 2 ] || fail "--arena -l status"
+fi-load --arena extra > /dev/null 2>&1; [ $? -eq 2 ] || fail "--arena DIR status"
+
+# A damaged arena: listed with an error (exit 1); fi-decode --prefix-cache warns, computes,
+# and generates what it generates without the arena.
+fi-prefill -m tiny --arena-size 4M < "$work/req.mp" > /dev/null || fail "prefill tiny 3"
+f=$(ls "$FI_HOME"/kv/*.kv)
+printf 'garbage!' | dd of="$f" bs=1 seek=0 conv=notrunc 2>/dev/null
+fi-load --arena > /dev/null 2> "$work/err"; [ $? -eq 1 ] || fail "damaged arena: listing status"
+[ -s "$work/err" ] || fail "damaged arena: no message"
+fi-decode -m tiny --temp 0 < "$work/req.mp" > "$work/a.mp" || fail "plain decode"
+fi-decode -m tiny --prefix-cache < "$work/req.mp" > "$work/b.mp" 2> "$work/err" ||
+	fail "decode on a damaged arena exited $?"
+grep -q "without the arena" "$work/err" || fail "no warning: $(cat "$work/err")"
+$frames same "$work/a.mp" "$work/b.mp" || fail "damaged arena changed the output"
+fi-prefill -m tiny < "$work/req.mp" > /dev/null 2> "$work/err"; [ $? -eq 1 ] ||
+	fail "prefill on a damaged arena: status"
+grep -q "^fi-prefill: " "$work/err" || fail "prefill message: $(cat "$work/err")"
+fi-load --arena-rm tiny || fail "removing a damaged arena"
+fi-prefill -m tiny --arena-size 4M < "$work/req.mp" > /dev/null || fail "a fresh arena after removal"
+echo "all arena CLI checks passed"
