@@ -1,0 +1,355 @@
+/* fi-bench: micro benchmarks of a model on a backend, like llama-bench: prompt processing
+ * (ppN: one N-token prompt in one call, or chunks of -u tokens) and generation (tgN: N decode
+ * steps of -b sequences, one token each per step), optionally after a context of D tokens
+ * (ppN@dD, tgN@dD). Each test runs once untimed, then -r times; the table gives tokens per
+ * second as mean ± sd, with the device, build, weight upload rate, time from exec to the
+ * first token and the peak device memory. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#ifdef FI_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#include "backend.h"
+#include "err.h"
+#include "image.h"
+#include "log.h"
+#include "model.h"
+#include "store.h"
+
+static const char usage_text[] =
+	"usage: fi-bench -m NAME|PATH [--backend auto|cuda|cpu] [-t THREADS] [-r REPS]\n"
+	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [TEST ...]\n"
+	"       fi-bench -h\n"
+	"TEST: ppN or tgN, optionally @dD (context depth D); default: pp512 tg128\n";
+
+struct test {
+	char name[48];
+	int pp, tg, depth;
+	double mean, sd;
+	int reps;
+};
+
+struct env {
+	struct fi_model *m;
+	struct fi_backend *be;
+	int batch, ubatch, V;
+	size_t peak_used;
+};
+
+static int usage(int rc)
+{
+	fputs(usage_text, rc ? stderr : stdout);
+	return rc;
+}
+
+static int fail(const char *what)
+{
+	fprintf(stderr, "fi-bench: %s%s%s\n", what ? what : "", what ? ": " : "", fi_errmsg());
+	return 1;
+}
+
+static void note_mem(struct env *e)
+{
+#ifdef FI_HAVE_CUDA
+	size_t fr, tot;
+	if (!strcmp(e->be->ops->name, "cuda") && cudaMemGetInfo(&fr, &tot) == cudaSuccess &&
+	    tot - fr > e->peak_used)
+		e->peak_used = tot - fr;
+#endif
+	(void)e;
+}
+
+static int parse_test(const char *s, struct test *t)
+{
+	char kind[3] = {0};
+	int n = 0, d = 0, used = 0;
+	memset(t, 0, sizeof(*t));
+	if (sscanf(s, "%2[a-z]%d%n", kind, &n, &used) != 2 || n <= 0)
+		return -1;
+	if (s[used] == '@') {
+		int u2 = 0;
+		if (sscanf(s + used, "@d%d%n", &d, &u2) != 1 || d < 0 || s[used + u2])
+			return -1;
+	} else if (s[used]) {
+		return -1;
+	}
+	if (!strcmp(kind, "pp"))
+		t->pp = n;
+	else if (!strcmp(kind, "tg"))
+		t->tg = n;
+	else
+		return -1;
+	t->depth = d;
+	snprintf(t->name, sizeof t->name, "%s", s);
+	return 0;
+}
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+static int32_t rand_tok(int V)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (int32_t)(3 + rng % (uint64_t)(V > 4 ? V - 3 : 1));
+}
+
+/* Feeds n tokens to each of the S sequences, in chunks of at most ubatch tokens per call. */
+static fi_err feed(struct env *e, const int *seqs, int S, int n, float *logits)
+{
+	int chunk = e->ubatch / S > 0 ? e->ubatch / S : 1;
+	int32_t *tok = malloc(sizeof(int32_t) * (size_t)S * chunk);
+	int32_t *seq = malloc(sizeof(int32_t) * (size_t)S * chunk);
+	fi_err err = FI_OK;
+	if (!tok || !seq) {
+		free(tok);
+		free(seq);
+		return fi_fail(FI_ENOMEM, "out of memory");
+	}
+	for (int done = 0; done < n && !err; done += chunk) {
+		int k = n - done < chunk ? n - done : chunk, T = 0;
+		for (int s = 0; s < S; s++)
+			for (int i = 0; i < k; i++, T++) {
+				tok[T] = rand_tok(e->V);
+				seq[T] = seqs[s];
+			}
+		struct fi_batch b = {.n_tokens = T, .tokens = tok, .seq = seq};
+		err = fi_model_forward(e->m, &b, logits, NULL);
+	}
+	free(tok);
+	free(seq);
+	return err;
+}
+
+/* One run of a test; *secs gets the timed part. */
+static fi_err run_once(struct env *e, const struct test *t, double *secs)
+{
+	int S = t->tg ? e->batch : 1, seqs[1024];
+	float *logits = malloc(sizeof(float) * (size_t)S * e->V);
+	fi_err err = FI_OK;
+	int made = 0;
+	if (!logits)
+		return fi_fail(FI_ENOMEM, "out of memory");
+	for (; made < S && !err; made++)
+		err = fi_model_seq_new(e->m, &seqs[made]);
+	if (err) {
+		made--;
+		goto out;
+	}
+	if (t->depth && (err = feed(e, seqs, S, t->depth, logits)))
+		goto out;
+	if ((err = e->be->ops->sync(e->be)))
+		goto out;
+	double t0 = fi_now();
+	if (t->pp)
+		err = feed(e, seqs, 1, t->pp, logits);
+	else
+		for (int i = 0; i < t->tg && !err; i++)
+			err = feed(e, seqs, S, 1, logits);
+	if (!err)
+		err = e->be->ops->sync(e->be);
+	*secs = fi_now() - t0;
+	note_mem(e);
+out:
+	for (int s = 0; s < made; s++)
+		fi_model_seq_free(e->m, seqs[s]);
+	free(logits);
+	return err;
+}
+
+static fi_err run_test(struct env *e, struct test *t, int reps)
+{
+	double sum = 0, sum2 = 0, secs;
+	double toks = t->pp ? t->pp : (double)t->tg * e->batch;
+	fi_err err = run_once(e, t, &secs); /* warm-up: plans, graphs, caches */
+	for (int r = 0; r < reps && !err; r++) {
+		if ((err = run_once(e, t, &secs)))
+			break;
+		sum += toks / secs;
+		sum2 += (toks / secs) * (toks / secs);
+	}
+	if (err)
+		return err;
+	t->reps = reps;
+	t->mean = sum / reps;
+	t->sd = reps > 1 ? sqrt(fmax(0, (sum2 - sum * sum / reps) / (reps - 1))) : 0;
+	return FI_OK;
+}
+
+/* Seconds since this process was exec'd (from /proc), or -1. */
+static double since_exec(void)
+{
+	FILE *f = fopen("/proc/self/stat", "r");
+	unsigned long long st = 0;
+	double up = -1;
+	char buf[1024], *p;
+	if (!f)
+		return -1;
+	p = fgets(buf, sizeof buf, f) ? strrchr(buf, ')') : NULL;
+	fclose(f);
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+			 "%*d %*d %*d %llu", &st) != 1)
+		return -1;
+	if ((f = fopen("/proc/uptime", "r"))) {
+		if (fscanf(f, "%lf", &up) != 1)
+			up = -1;
+		fclose(f);
+	}
+	return up < 0 ? -1 : up - (double)st / (double)sysconf(_SC_CLK_TCK);
+}
+
+static const char *build_desc(void)
+{
+#ifdef FI_HAVE_CUDA
+	static char b[64];
+	int v = 0;
+	cudaRuntimeGetVersion(&v);
+	snprintf(b, sizeof b, "fi %s, cuda %d.%d", FI_VERSION, v / 1000, (v % 1000) / 10);
+	return b;
+#else
+	return "fi " FI_VERSION ", cpu only";
+#endif
+}
+
+int main(int argc, char **argv)
+{
+	const char *model = NULL, *backend = "auto", *fmt = "md";
+	int threads = 0, reps = 5, batch = 1, ubatch = 2048, c;
+	static const struct option lo[] = {{"backend", required_argument, 0, 'B'},
+					   {"help", no_argument, 0, 'h'},
+					   {0, 0, 0, 0}};
+	fi_log_set_prog("fi-bench");
+	while ((c = getopt_long(argc, argv, "m:t:r:b:u:o:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'm': model = optarg; break;
+		case 'B': backend = optarg; break;
+		case 't': threads = atoi(optarg); break;
+		case 'r': reps = atoi(optarg); break;
+		case 'b': batch = atoi(optarg); break;
+		case 'u': ubatch = atoi(optarg); break;
+		case 'o': fmt = optarg; break;
+		case 'h': return usage(0);
+		default: return usage(2);
+		}
+	}
+	if (!model || reps < 1 || batch < 1 || batch > 1024 || ubatch < 1 ||
+	    (strcmp(fmt, "md") && strcmp(fmt, "csv") && strcmp(fmt, "json")))
+		return usage(2);
+	int nt = argc - optind ? argc - optind : 2;
+	struct test *tests = calloc((size_t)nt, sizeof(*tests));
+	if (!tests)
+		return 1;
+	for (int i = 0; i < nt; i++) {
+		const char *s = argc - optind ? argv[optind + i] : (i ? "tg128" : "pp512");
+		if (parse_test(s, &tests[i])) {
+			fprintf(stderr, "fi-bench: bad test '%s' (ppN, tgN, optionally @dD)\n", s);
+			return 2;
+		}
+	}
+
+	struct fi_image *im;
+	struct env e = {.batch = batch, .ubatch = ubatch};
+	if (fi_store_open(model, &im))
+		return fail(NULL);
+	if (fi_backend_create(backend, threads, &e.be))
+		return fail(NULL);
+	/* the KV cache: every test's sequences at their longest */
+	int need = 0;
+	for (int i = 0; i < nt; i++) {
+		int S = tests[i].tg ? batch : 1, len = tests[i].depth + tests[i].pp + tests[i].tg;
+		int blocks = S * ((len + 15) / 16 + 1);
+		need = blocks > need ? blocks : need;
+	}
+	double tl = fi_now();
+	if (fi_model_load(&im->config, &im->set, e.be, &e.m) || e.be->ops->sync(e.be))
+		return fail("loading the model");
+	tl = fi_now() - tl;
+	uint64_t wbytes = 0;
+	for (int i = 0; i < im->set.n; i++)
+		wbytes += im->set.t[i].nbytes;
+	if (fi_model_cache_init(e.m, need + 8, 16))
+		return fail("kv cache");
+	e.V = im->config.vocab;
+	/* exec to first token: a one-token prompt, logits on the host */
+	double first = -1;
+	{
+		int s;
+		float *lg = malloc(sizeof(float) * (size_t)e.V);
+		if (!lg || fi_model_seq_new(e.m, &s) || feed(&e, &s, 1, 1, lg))
+			return fail("first token");
+		first = since_exec();
+		fi_model_seq_free(e.m, s);
+		free(lg);
+	}
+	note_mem(&e);
+	for (int i = 0; i < nt; i++)
+		if (run_test(&e, &tests[i], reps))
+			return fail(tests[i].name);
+
+	char params[32], size[32], pk[32];
+	const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
+	fi_format_count(fi_image_params(im), params, sizeof params);
+	fi_format_bytes(wbytes, size, sizeof size);
+	fi_format_bytes(e.peak_used, pk, sizeof pk);
+	double gbs = tl > 0 ? wbytes / tl / 1e9 : 0;
+	if (!strcmp(fmt, "md")) {
+		printf("| model | size | params | backend | batch | test | t/s |\n");
+		printf("| --- | ---: | ---: | --- | ---: | --- | ---: |\n");
+		for (int i = 0; i < nt; i++)
+			printf("| %s | %s | %s | %s | %d | %s | %.2f ± %.2f |\n", name, size, params,
+			       e.be->ops->name, tests[i].tg ? batch : 1, tests[i].name, tests[i].mean,
+			       tests[i].sd);
+		printf("\ndevice: %s; build: %s; reps: %d\n", e.be->device, build_desc(), reps);
+		printf("load: %.3f s (%.1f GB/s); exec to first token: %.3f s; peak device memory: %s\n",
+		       tl, gbs, first, e.peak_used ? pk : "n/a");
+	} else if (!strcmp(fmt, "csv")) {
+		printf("model,size_bytes,params,backend,device,build,batch,test,reps,tps_mean,tps_sd,"
+		       "load_s,load_gbps,exec_to_first_token_s,peak_mem_bytes\n");
+		for (int i = 0; i < nt; i++)
+			printf("%s,%llu,%lld,%s,\"%s\",\"%s\",%d,%s,%d,%.3f,%.3f,%.4f,%.2f,%.4f,%zu\n",
+			       name, (unsigned long long)wbytes, fi_image_params(im), e.be->ops->name,
+			       e.be->device, build_desc(), tests[i].tg ? batch : 1, tests[i].name,
+			       reps, tests[i].mean, tests[i].sd, tl, gbs, first, e.peak_used);
+	} else {
+		json_t *o = json_object(), *arr = json_array();
+		json_object_set_new(o, "model", json_string(name));
+		json_object_set_new(o, "size_bytes", json_integer((json_int_t)wbytes));
+		json_object_set_new(o, "params", json_integer(fi_image_params(im)));
+		json_object_set_new(o, "backend", json_string(e.be->ops->name));
+		json_object_set_new(o, "device", json_string(e.be->device));
+		json_object_set_new(o, "build", json_string(build_desc()));
+		json_object_set_new(o, "load_s", json_real(tl));
+		json_object_set_new(o, "load_gbps", json_real(gbs));
+		json_object_set_new(o, "exec_to_first_token_s", json_real(first));
+		json_object_set_new(o, "peak_mem_bytes", json_integer((json_int_t)e.peak_used));
+		for (int i = 0; i < nt; i++) {
+			json_t *t = json_object();
+			json_object_set_new(t, "test", json_string(tests[i].name));
+			json_object_set_new(t, "batch", json_integer(tests[i].tg ? batch : 1));
+			json_object_set_new(t, "n_prompt", json_integer(tests[i].pp));
+			json_object_set_new(t, "n_gen", json_integer(tests[i].tg));
+			json_object_set_new(t, "depth", json_integer(tests[i].depth));
+			json_object_set_new(t, "reps", json_integer(reps));
+			json_object_set_new(t, "tps_mean", json_real(tests[i].mean));
+			json_object_set_new(t, "tps_sd", json_real(tests[i].sd));
+			json_array_append_new(arr, t);
+		}
+		json_object_set_new(o, "tests", arr);
+		char *s = json_dumps(o, JSON_INDENT(1));
+		puts(s);
+		free(s);
+		json_decref(o);
+	}
+	fi_model_close(e.m);
+	fi_backend_destroy(e.be);
+	fi_image_close(im);
+	free(tests);
+	return 0;
+}

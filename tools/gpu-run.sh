@@ -1,0 +1,79 @@
+#!/bin/sh
+# gpu-run.sh STAGE...: what runs on the GPU machine, from the repository root, with the
+# bundle built here (make BUILD=build-cuda gpu bundle; tar -cJf build-cuda/bundle.tar.xz -C
+# build-cuda bundle) carried along. Logs go to $OUT (or /tmp/gpu-out) and stdout.
+#
+# Stages:
+#   info          nvidia-smi, versions
+#   kernels       tests/gpu/test_kernels (every CUDA op against the CPU op)
+#   sanitize      compute-sanitizer memcheck and racecheck over test_kernels
+#   parity        HF references of the small shapes + Llama-3.2-1B shape, then test_model_hf
+#   parity8b      the Llama-3-8B shape (16 GB checkpoint): reference, then test_model_hf
+#   bench1b       fi-bench on the 1B shape;  bench8b  fi-bench on the 8B shape
+set -u
+out=${OUT:-/tmp/gpu-out}
+mkdir -p "$out"
+refs=/tmp/hfref
+if [ ! -d build-cuda/bundle ] && [ -f build-cuda/bundle.tar.xz ]; then
+	tar -xJf build-cuda/bundle.tar.xz -C build-cuda || exit 1
+fi
+here=$(pwd)/build-cuda/bundle
+export PATH="$here/bin:$PATH" LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PYTHONUNBUFFERED=1 FI_HOME=/dev/shm/fi
+t=build-cuda/bundle/tests
+rc=0
+step() { echo "== $*"; }
+for stage in "$@"; do
+	case $stage in
+	info)
+		step info
+		nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+		python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+		;;
+	kernels)
+		step kernels
+		timeout 150 $t/test_kernels >"$out/kernels.log" 2>&1 || rc=1
+		grep -v ' ok$' "$out/kernels.log"
+		grep -c ' ok$' "$out/kernels.log" | sed 's/^/comparisons ok: /'
+		;;
+	sanitize)
+		for tool in memcheck racecheck; do
+			# cuBLASLt's sm90 kernels (nvjet_*) sync through TMA/mbarriers, which racecheck
+			# reports as hazards; fi's own kernels are all checked
+			skip=; [ $tool = racecheck ] && skip="--kernel-name-exclude kns=nvjet"
+			step "compute-sanitizer $tool"
+			timeout 150 compute-sanitizer --tool $tool $skip --error-exitcode 9 $t/test_kernels \
+				>"$out/san-$tool.log" 2>&1
+			r=$?
+			echo "$tool exit $r"; grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Checks:' "$out/san-$tool.log"
+			[ $r = 0 ] || rc=1
+		done
+		;;
+	parity)
+		step "HF references (small shapes, 1B)"
+		python3 tools/hf_gpu_ref.py $refs qwen2_small qwen3_small mistral_small llama32_1b || rc=1
+		step "model parity"
+		FI_HF_REFS=$refs/qwen2_small:$refs/qwen3_small:$refs/mistral_small:$refs/llama32_1b \
+			$t/test_model_hf | tee "$out/parity.log" || rc=1
+		;;
+	parity8b)
+		step "HF reference (Llama-3-8B shape)"
+		python3 tools/hf_gpu_ref.py $refs llama3_8b || rc=1
+		step "model parity 8B"
+		FI_HF_REFS=$refs/llama3_8b $t/test_model_hf | tee "$out/parity8b.log" || rc=1
+		;;
+	bench1b)
+		step "fi-bench 1B shape"
+		[ -f $FI_HOME/models/llama32_1b.fim ] || fi-load --name llama32_1b $refs/llama32_1b || rc=1
+		fi-bench -m llama32_1b -r 3 pp512 tg128 tg128@d4096 | tee "$out/bench1b.md" || rc=1
+		;;
+	bench8b)
+		step "fi-bench 8B shape"
+		[ -f $FI_HOME/models/llama3_8b.fim ] || fi-load --name llama3_8b $refs/llama3_8b || rc=1
+		fi-bench -m llama3_8b -r 3 pp512 pp2048 pp8192 tg256@d128 tg128@d4096 | tee "$out/bench8b.md" || rc=1
+		fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | tee -a "$out/bench8b.md" || rc=1
+		;;
+	*) echo "unknown stage $stage"; rc=2 ;;
+	esac
+done
+exit $rc
