@@ -75,7 +75,10 @@ attn_decode_kernel(dec_params p)
 		}
 	}
 
-	for (int base = start + sub * DEC_R; base < end; base += NSUB * DEC_R) {
+	/* The loop bound is per warp, not per sub-warp: the shuffles below need every lane of
+	 * the warp; rows past end are masked instead. */
+	for (int wbase = start + w * SUB * DEC_R; wbase < end; wbase += NSUB * DEC_R) {
+		const int base = wbase + (lane / LPR) * DEC_R;
 		bf16x8 kr[DEC_R], vr[DEC_R];
 #pragma unroll
 		for (int r = 0; r < DEC_R; r++) {
@@ -116,7 +119,8 @@ attn_decode_kernel(dec_params p)
 #pragma unroll
 			for (int r = 0; r < DEC_R; r++)
 				mx = fmaxf(mx, sc[g][r]);
-			/* mx is finite: row base < end always holds here */
+			if (mx == -INFINITY) /* no row of this sub-warp yet */
+				continue;
 			float alpha = exp2f(m[g] - mx);
 			m[g] = mx;
 			l[g] *= alpha;
