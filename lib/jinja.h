@@ -78,6 +78,9 @@ typedef struct jv {
 struct jlist {
 	size_t n, cap;
 	jv *v;
+	int is_range;        /* made by range(): prints as range(start, stop[, step]) */
+	int is_gen;          /* a generator (map, select, ...): truthy, no len(), runs once */
+	long long range[3];
 };
 struct jdict {
 	size_t n, cap;

@@ -100,7 +100,8 @@ jv jz_getitem(struct jz_ctx *c, jv obj, jv key)
 		jv *v = jv_dget(obj.d, key);
 		if (v)
 			return *v;
-	} else if ((obj.k == JV_LIST || obj.k == JV_STR) && (key.k == JV_INT || key.k == JV_BOOL)) {
+	} else if (((obj.k == JV_LIST && !obj.l->is_gen) || obj.k == JV_STR) &&
+		   (key.k == JV_INT || key.k == JV_BOOL)) {
 		long long n = obj.k == JV_LIST ? (long long)obj.l->n : (long long)ju_len(obj.s->p, obj.s->n);
 		long long i = key.i < 0 ? key.i + n : key.i;
 		if (i >= 0 && i < n) {
@@ -118,19 +119,39 @@ jv jz_getitem(struct jz_ctx *c, jv obj, jv key)
 	return jv_undef(msgf(c, "%s has no element %s", obj_desc(c, obj), b.p));
 }
 
+/* A literal jinja2 would fold at compile time. */
+static int is_const(struct jnode *x)
+{
+	if (x->t == E_CONST)
+		return 1;
+	if (x->t == E_NEG || x->t == E_POS || x->t == E_NOT)
+		return is_const(x->a);
+	if (x->t != E_LIST && x->t != E_TUPLE && x->t != E_DICT)
+		return 0;
+	for (int i = 0; i < x->n; i++)
+		if (!is_const(x->v[i]) || (x->t == E_DICT && !is_const(x->kwv[i])))
+			return 0;
+	return 1;
+}
+
 /* obj[a:b:st] with Python's index adjustment (PySlice_AdjustIndices). */
-static jv slice(struct jz_ctx *c, jv obj, jv a, jv b, jv st)
+static jv slice(struct jz_ctx *c, jv obj, jv a, jv b, jv st, int soft)
 {
 	if (obj.k == JV_UNDEF)
 		fail_undef(c, obj);
-	/* jinja2 compiles slices to a plain Python subscript: no sandbox fallback to Undefined */
-	if (obj.k != JV_LIST && obj.k != JV_STR)
-		jz_fail(c, FI_EINVAL, "'%s' object is not subscriptable by a slice", jv_typename(obj));
+	/* jinja2 compiles slices to a plain Python subscript, which fails on anything but a
+	 * sequence; only when it folds a constant expression does the sandbox's getitem turn the
+	 * failure into Undefined (soft). */
+	int bad = obj.k != JV_LIST || obj.l->is_gen;
+	bad = bad && obj.k != JV_STR;
 	for (int k = 0; k < 3; k++) {
 		jv x = k == 0 ? a : k == 1 ? b : st;
-		if (x.k != JV_NONE && x.k != JV_INT && x.k != JV_BOOL)
-			jz_fail(c, FI_EINVAL, "slice indices must be integers or None");
+		bad |= x.k != JV_NONE && x.k != JV_INT && x.k != JV_BOOL;
 	}
+	if (bad && soft)
+		return jv_undef("slice of a constant that cannot be sliced");
+	if (bad)
+		jz_fail(c, FI_EINVAL, "cannot slice '%s' with these indices", jv_typename(obj));
 	long long len = obj.k == JV_LIST ? (long long)obj.l->n : (long long)ju_len(obj.s->p, obj.s->n);
 	long long step = st.k == JV_NONE ? 1 : st.i, start, stop;
 	if (step == 0)
@@ -187,7 +208,15 @@ jv jz_iterate(struct jz_ctx *c, jv v)
 	jv r;
 	switch (v.k) {
 	case JV_UNDEF: return jv_list(c, 0);
-	case JV_LIST: return v;
+	case JV_LIST:
+		if (v.l->is_gen) { /* a generator runs once */
+			r = jv_list(c, v.l->n);
+			for (size_t i = 0; i < v.l->n; i++)
+				jv_push(c, r, v.l->v[i]);
+			v.l->n = 0;
+			return r;
+		}
+		return v;
 	case JV_DICT:
 		r = jv_list(c, v.d->n);
 		for (size_t i = 0; i < v.d->n; i++)
@@ -462,7 +491,9 @@ static jv eval(struct jz_ctx *c, struct jscope *s, struct jnode *x)
 	case E_SLICE:
 		a = eval(c, s, x->a);
 		r = slice(c, a, x->b ? eval(c, s, x->b) : jv_none, x->c ? eval(c, s, x->c) : jv_none,
-			  x->d ? eval(c, s, x->d) : jv_none);
+			  x->d ? eval(c, s, x->d) : jv_none,
+			  is_const(x->a) && (!x->b || is_const(x->b)) && (!x->c || is_const(x->c)) &&
+				  (!x->d || is_const(x->d)));
 		break;
 	case E_CALL:
 		a = eval(c, s, x->a);

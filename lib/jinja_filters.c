@@ -20,8 +20,11 @@ static long long len_of(struct jz_ctx *c, jv v)
 	switch (v.k) {
 	case JV_UNDEF: return 0;
 	case JV_STR: return (long long)ju_len(v.s->p, v.s->n);
-	case JV_LIST: return (long long)v.l->n;
-	case JV_DICT: case JV_NS: return (long long)v.d->n;
+	case JV_LIST:
+		if (v.l->is_gen)
+			jz_fail(c, FI_EINVAL, "object of type 'generator' has no len()");
+		return (long long)v.l->n;
+	case JV_DICT: return (long long)v.d->n;
 	default: jz_fail(c, FI_EINVAL, "object of type '%s' has no len()", jv_typename(v));
 	}
 }
@@ -205,6 +208,8 @@ F(f_first)
 }
 F(f_last)
 {
+	if (v.k == JV_LIST && v.l->is_gen)
+		jz_fail(c, FI_EINVAL, "'generator' object is not reversible");
 	jv l = jz_iterate(c, v);
 	return l.l->n ? l.l->v[l.l->n - 1] : jv_undef("no last item, sequence was empty");
 }
@@ -263,11 +268,15 @@ F(f_float)
 }
 F(f_items)
 {
-	if (v.k == JV_UNDEF)
-		return jv_list(c, 0);
+	if (v.k == JV_UNDEF) {
+		jv r = jv_list(c, 0);
+		r.l->is_gen = 1;
+		return r;
+	}
 	if (v.k != JV_DICT)
 		jz_fail(c, FI_EINVAL, "can only get item pairs from a mapping");
 	jv r = jv_list(c, v.d->n);
+	r.l->is_gen = 1;
 	for (size_t i = 0; i < v.d->n; i++) {
 		jv t = jv_list(c, 2);
 		t.tuple = 1;
@@ -353,6 +362,7 @@ F(f_title) { return js_case(c, sval(c, v), 'j'); }
 F(f_map)
 {
 	jv l = jz_iterate(c, v), r = jv_list(c, l.l->n);
+	r.l->is_gen = 1;
 	jv attr = jz_kwarg(a, -1, "attribute"), def = jz_kwarg(a, -1, "default");
 	if (!ABSENT(attr)) {
 		for (size_t i = 0; i < l.l->n; i++) {
@@ -406,6 +416,7 @@ F(f_reverse)
 	jv l = jz_iterate(c, v), r = jv_list(c, l.l->n);
 	for (size_t i = l.l->n; i-- > 0;)
 		jv_push(c, r, l.l->v[i]);
+	r.l->is_gen = 1; /* reversed(): an iterator */
 	return r;
 }
 F(f_round)
@@ -436,6 +447,7 @@ F(f_round)
 static jv select_common(struct jz_ctx *c, jv v, struct jargs *a, int by_attr, int keep)
 {
 	jv l = jz_iterate(c, v), r = jv_list(c, 0);
+	r.l->is_gen = 1;
 	int skip = by_attr ? 1 : 0;
 	jz_builtin test = NULL;
 	if (by_attr && a->n < 1)
@@ -515,6 +527,7 @@ F(f_unique)
 {
 	jv cs = jz_kwarg(a, 0, "case_sensitive"), attr = jz_kwarg(a, 1, "attribute");
 	jv l = jz_iterate(c, v), r = jv_list(c, 0), seen = jv_list(c, 0);
+	r.l->is_gen = 1;
 	for (size_t i = 0; i < l.l->n; i++) {
 		jv k = sort_key(c, l.l->v[i], attr, jv_truthy(cs));
 		if (jz_contains(c, seen, k))

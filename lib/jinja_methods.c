@@ -530,6 +530,8 @@ static jv g_range(struct jz_ctx *c, jv self, struct jargs *a)
 	jv r = jv_list(c, 0);
 	for (long long i = v[0]; v[2] > 0 ? i < v[1] : i > v[1]; i += v[2])
 		jv_push(c, r, jv_int(i));
+	r.l->is_range = 1;
+	memcpy(r.l->range, v, sizeof v);
 	return r;
 }
 

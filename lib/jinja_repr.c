@@ -135,6 +135,17 @@ void jv_repr_into(struct jz_ctx *c, struct jbuf *b, jv v)
 	case JV_UNDEF: jb_puts(c, b, "Undefined"); break;
 	case JV_STR: repr_str(c, b, v.s->p, v.s->n); break;
 	case JV_LIST:
+		if (v.l->is_gen) {
+			jb_puts(c, b, "<generator object>");
+			break;
+		}
+		if (v.l->is_range) {
+			jb_printf(c, b, "range(%lld, %lld", v.l->range[0], v.l->range[1]);
+			if (v.l->range[2] != 1)
+				jb_printf(c, b, ", %lld", v.l->range[2]);
+			jb_puts(c, b, ")");
+			break;
+		}
 		jb_puts(c, b, v.tuple ? "(" : "[");
 		for (size_t i = 0; i < v.l->n; i++) {
 			if (i)
@@ -250,6 +261,8 @@ void jv_tojson_into(struct jz_ctx *c, struct jbuf *b, jv v, const char *indent,
 	case JV_FLOAT: json_float(c, b, v.f); break;
 	case JV_STR: json_str(c, b, v.s->p, v.s->n); break;
 	case JV_LIST:
+		if (v.l->is_gen)
+			jz_fail(c, FI_EINVAL, "object of type generator is not JSON serializable");
 		if (!v.l->n) {
 			jb_puts(c, b, "[]");
 			break;

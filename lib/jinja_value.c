@@ -179,7 +179,7 @@ const char *jv_typename(jv v)
 	case JV_INT: return "int";
 	case JV_FLOAT: return "float";
 	case JV_STR: return "str";
-	case JV_LIST: return v.tuple ? "tuple" : "list";
+	case JV_LIST: return v.l->is_gen ? "generator" : v.tuple ? "tuple" : "list";
 	case JV_DICT: return "dict";
 	case JV_NS: return "Namespace";
 	default: return v.fn->macro ? "Macro" : "builtin_function_or_method";
@@ -194,7 +194,7 @@ int jv_truthy(jv v)
 	case JV_BOOL: case JV_INT: return v.i != 0;
 	case JV_FLOAT: return v.f != 0;
 	case JV_STR: return v.s->n > 0;
-	case JV_LIST: return v.l->n > 0;
+	case JV_LIST: return v.l->n > 0 || v.l->is_gen;
 	case JV_DICT: return v.d->n > 0;
 	default: return 1;
 	}
@@ -216,7 +216,9 @@ int jv_eq(jv a, jv b)
 	case JV_UNDEF: case JV_NONE: return 1;
 	case JV_STR: return a.s->n == b.s->n && !memcmp(a.s->p, b.s->p, a.s->n);
 	case JV_LIST:
-		if (a.tuple != b.tuple || a.l->n != b.l->n)
+		if (a.l->is_gen || b.l->is_gen)
+			return a.l == b.l;
+		if (a.tuple != b.tuple || a.l->is_range != b.l->is_range || a.l->n != b.l->n)
 			return 0;
 		for (size_t i = 0; i < a.l->n; i++)
 			if (!jv_eq(a.l->v[i], b.l->v[i]))
