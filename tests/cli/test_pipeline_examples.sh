@@ -1,0 +1,26 @@
+#!/bin/sh
+# examples/pipeline.sh and examples/workers.sh run, and agree: the warm run of the pipeline
+# prints what the cold one printed, and the workers print the same text.
+set -u
+fail() { echo "FAIL: $*" >&2; exit 1; }
+root=$(pwd)
+command -v fi-tokenize > /dev/null || { echo "SKIPPED: fi-tokenize not built" >&2; exit 77; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+BUILD=${BUILD:-$(dirname "$(command -v fi-prefill)")/..}; export BUILD
+sh "$root/examples/pipeline.sh" > "$work/p.txt" 2> "$work/p.err" || fail "pipeline.sh: $(cat "$work/p.err")"
+n=$(wc -l < "$root/examples/pipeline-prompts.txt")
+grep -q "cached" "$work/p.err" || fail "no -v lines"
+sed -n '/== warm/,$p' "$work/p.err" | grep -q "'2': .* prompt tokens, [1-9][0-9]* cached" ||
+	fail "warm run found nothing cached: $(cat "$work/p.err")"
+[ -s "$work/p.txt" ] || fail "no output"
+python3 - "$work/p.txt" <<'PY' || fail "cold and warm runs differ"
+import sys
+t = open(sys.argv[1]).read()
+h = len(t) // 2
+assert t[:h] == t[h:], (t[:h], t[h:])
+PY
+sh "$root/examples/workers.sh" > "$work/w.txt" 2> "$work/w.err" || fail "workers.sh: $(cat "$work/w.err")"
+head -c $(($(wc -c < "$work/p.txt") / 2)) "$work/p.txt" > "$work/p1.txt"
+cmp -s "$work/p1.txt" "$work/w.txt" || fail "workers print other text: $(cat "$work/w.txt")"
+echo "ok: examples ($n prompts)"
