@@ -212,7 +212,7 @@ static int one(struct enc *E, const char *s, size_t len)
 		json_error_t je;
 		if (!len)
 			return 0; /* blank JSONL lines are not requests */
-		if (!(obj = json_loadb(s, len, 0, &je)) || (!json_is_object(obj) && !json_is_array(obj))) {
+		if (!(obj = json_loadb(s, len, JSON_ALLOW_NUL, &je)) || (!json_is_object(obj) && !json_is_array(obj))) {
 			e = fi_fail(FI_EFORMAT, "line %lu: not a JSON object or array: %s", E->n, obj ? "" : je.text);
 			goto bad;
 		}

@@ -15,6 +15,12 @@
  * A loaded tokenizer is immutable and may be shared by threads; each encode call borrows
  * private scratch (and a word cache) from a small pool inside the tokenizer.
  *
+ * Character classes come from PCRE2 (regexes, \p{L} etc.) and utf8proc (normalization,
+ * categories). HF's come from Oniguruma, the Rust regex crate and older Rust Unicode crates, so
+ * text holding characters whose Unicode properties differ between those table versions
+ * (chiefly characters assigned after Unicode 14, PCRE2 10.42's tables) can split differently;
+ * everything else matches HF exactly.
+ *
  * Loading tokenizer.json parses the whole JSON (about 0.2 s for a 128K vocabulary); the
  * binary form (fi_tok_save_binary) loads many times faster and is what a model image stores. */
 #ifndef FI_TOKENIZER_H
