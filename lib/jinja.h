@@ -144,9 +144,12 @@ void jv_str_into(struct jz_ctx *c, struct jbuf *b, jv v);
 void jv_repr_into(struct jz_ctx *c, struct jbuf *b, jv v);
 jv jv_to_str(struct jz_ctx *c, jv v);  /* str(v) as a JV_STR (v itself when already one) */
 void jz_float_repr(char *out, size_t cap, double f);
-/* json.dumps(v, ensure_ascii=False, indent, separators, sort_keys); indent NULL: none. */
-void jv_tojson_into(struct jz_ctx *c, struct jbuf *b, jv v, const char *indent,
-		    const char *item_sep, const char *key_sep, int sort_keys, int level);
+/* json.dumps(v, ensure_ascii, indent, separators, sort_keys); indent NULL: none. */
+struct jz_json {
+	const char *indent, *item_sep, *key_sep;
+	int sort_keys, ensure_ascii;
+};
+void jv_tojson_into(struct jz_ctx *c, struct jbuf *b, jv v, const struct jz_json *o, int level);
 jv jv_from_json(struct jz_ctx *c, json_t *j);
 
 /* UTF-8 helpers: codepoint count, byte offset of codepoint i, decode one. */

@@ -502,8 +502,6 @@ F(f_tojson)
 	jv sep = jz_kwarg(a, 2, "separators"), sk = jz_kwarg(a, 3, "sort_keys");
 	const char *indent = NULL, *item = ", ", *key = ": ";
 	struct jbuf ib = { 0 }, o = { 0 };
-	if (jv_truthy(ea))
-		jz_fail(c, FI_EUNSUPPORTED, "tojson with ensure_ascii=True is not supported");
 	if (ind.k == JV_INT) {
 		for (long long i = 0; i < ind.i && i < 256; i++)
 			jb_puts(c, &ib, " ");
@@ -519,7 +517,8 @@ F(f_tojson)
 	} else if (!ABSENT(sep) && sep.k != JV_NONE) {
 		jz_fail(c, FI_EINVAL, "separators must be a pair of strings");
 	}
-	jv_tojson_into(c, &o, v, indent, item, key, jv_truthy(sk), 0);
+	struct jz_json opts = { indent, item, key, jv_truthy(sk), jv_truthy(ea) };
+	jv_tojson_into(c, &o, v, &opts, 0);
 	return jb_value(c, &o);
 }
 F(f_trim) { return js_strip(c, sval(c, v), jz_kwarg(a, 0, "chars"), 1, 1); }

@@ -198,7 +198,7 @@ jv jv_to_str(struct jz_ctx *c, jv v)
 	return jb_value(c, &b);
 }
 
-static void json_str(struct jz_ctx *c, struct jbuf *b, const char *s, size_t n)
+static void json_str(struct jz_ctx *c, struct jbuf *b, const char *s, size_t n, int ascii)
 {
 	jb_puts(c, b, "\"");
 	size_t run = 0;
@@ -218,6 +218,19 @@ static void json_str(struct jz_ctx *c, struct jbuf *b, const char *s, size_t n)
 			if (ch < 0x20) {
 				snprintf(u, sizeof u, "\\u%04x", ch);
 				esc = u;
+			} else if (ch >= 0x80 && ascii) {
+				/* \uXXXX, as a surrogate pair above the BMP */
+				size_t k = i;
+				int cp = ju_decode(s, n, &k);
+				jb_put(c, b, s + run, i - run);
+				if (cp >= 0x10000)
+					jb_printf(c, b, "\\u%04x\\u%04x", 0xd800 + ((cp - 0x10000) >> 10),
+						  0xdc00 + ((cp - 0x10000) & 0x3ff));
+				else
+					jb_printf(c, b, "\\u%04x", cp);
+				i = k - 1;
+				run = k;
+				continue;
 			}
 		}
 		if (esc) {
@@ -250,16 +263,16 @@ static void json_newline(struct jz_ctx *c, struct jbuf *b, const char *indent, i
 		jb_puts(c, b, indent);
 }
 
-void jv_tojson_into(struct jz_ctx *c, struct jbuf *b, jv v, const char *indent,
-		    const char *item_sep, const char *key_sep, int sort_keys, int level)
+void jv_tojson_into(struct jz_ctx *c, struct jbuf *b, jv v, const struct jz_json *o, int level)
 {
+	const char *indent = o->indent, *item_sep = o->item_sep, *key_sep = o->key_sep;
 	jz_enter(c);
 	switch (v.k) {
 	case JV_NONE: jb_puts(c, b, "null"); break;
 	case JV_BOOL: jb_puts(c, b, v.i ? "true" : "false"); break;
 	case JV_INT: jb_printf(c, b, "%lld", v.i); break;
 	case JV_FLOAT: json_float(c, b, v.f); break;
-	case JV_STR: json_str(c, b, v.s->p, v.s->n); break;
+	case JV_STR: json_str(c, b, v.s->p, v.s->n, o->ensure_ascii); break;
 	case JV_LIST:
 		if (v.l->is_gen)
 			jz_fail(c, FI_EINVAL, "object of type generator is not JSON serializable");
@@ -273,7 +286,7 @@ void jv_tojson_into(struct jz_ctx *c, struct jbuf *b, jv v, const char *indent,
 				jb_puts(c, b, item_sep);
 			if (indent)
 				json_newline(c, b, indent, level + 1);
-			jv_tojson_into(c, b, v.l->v[i], indent, item_sep, key_sep, sort_keys, level + 1);
+			jv_tojson_into(c, b, v.l->v[i], o, level + 1);
 		}
 		if (indent)
 			json_newline(c, b, indent, level);
@@ -288,7 +301,7 @@ void jv_tojson_into(struct jz_ctx *c, struct jbuf *b, jv v, const char *indent,
 		size_t *ord = jz_alloc(c, d->n * sizeof *ord);
 		for (size_t i = 0; i < d->n; i++)
 			ord[i] = i;
-		if (sort_keys) {
+		if (o->sort_keys) {
 			/* a stable insertion sort: dicts in prompts are small */
 			for (size_t i = 1; i < d->n; i++)
 				for (size_t j = i; j > 0; j--) {
@@ -307,7 +320,7 @@ void jv_tojson_into(struct jz_ctx *c, struct jbuf *b, jv v, const char *indent,
 			if (indent)
 				json_newline(c, b, indent, level + 1);
 			switch (k.k) {
-			case JV_STR: json_str(c, b, k.s->p, k.s->n); break;
+			case JV_STR: json_str(c, b, k.s->p, k.s->n, o->ensure_ascii); break;
 			case JV_INT: jb_printf(c, b, "\"%lld\"", k.i); break;
 			case JV_BOOL: jb_puts(c, b, k.i ? "\"true\"" : "\"false\""); break;
 			case JV_NONE: jb_puts(c, b, "\"null\""); break;
@@ -321,8 +334,7 @@ void jv_tojson_into(struct jz_ctx *c, struct jbuf *b, jv v, const char *indent,
 					jv_typename(k));
 			}
 			jb_puts(c, b, key_sep);
-			jv_tojson_into(c, b, d->v[ord[i]], indent, item_sep, key_sep, sort_keys,
-				       level + 1);
+			jv_tojson_into(c, b, d->v[ord[i]], o, level + 1);
 		}
 		if (indent)
 			json_newline(c, b, indent, level);
