@@ -83,16 +83,22 @@ static int mp_head(const uint8_t *p, size_t avail, size_t *hdr, uint64_t *payloa
 }
 
 fi_err fi_frame_scan_need(const uint8_t *buf, size_t len, const struct fi_frame_limits *lim,
-			  size_t *extent, size_t *need)
+			  size_t *extent, size_t *need, uint32_t *depth)
 {
-	uint64_t pending = 1, objects = 0;
+	/* pending: elements still to come, which bounds the extent; left[]: elements still to
+	 * come per open container, which gives the depth (not tracked past the limit). */
+	uint64_t pending = 1, objects = 0, left[FI_FRAME_MAX_DEPTH + 2];
+	uint32_t d = 0, maxd = lim->max_depth < FI_FRAME_MAX_DEPTH ? lim->max_depth : FI_FRAME_MAX_DEPTH;
 	size_t pos = 0, max = lim->max_frame;
 
 	*extent = 0;
 	*need = 1;
+	*depth = 0;
+	left[0] = 1;
 	while (pending) {
 		size_t hdr;
 		uint64_t payload, children, size;
+		uint8_t b;
 		int r;
 
 		/* Every pending element takes at least one byte. */
@@ -103,6 +109,7 @@ fi_err fi_frame_scan_need(const uint8_t *buf, size_t len, const struct fi_frame_
 			*need = pos + pending;
 			return FI_OK;
 		}
+		b = buf[pos];
 		r = mp_head(buf + pos, len - pos, &hdr, &payload, &children);
 		if (r < 0)
 			return fi_fail(FI_EFORMAT, "frame: reserved byte 0xc1 at offset %zu", pos);
@@ -123,6 +130,18 @@ fi_err fi_frame_scan_need(const uint8_t *buf, size_t len, const struct fi_frame_
 		pos += size;
 		pending += children;
 		pending--;
+		if (*depth > maxd)
+			continue;
+		left[d]--;
+		if ((b >= 0x80 && b <= 0x9f) || (b >= 0xdc && b <= 0xdf)) {
+			left[++d] = children;
+			if (d > *depth)
+				*depth = d;
+			if (d > maxd)
+				continue;
+		}
+		while (d > 0 && !left[d])
+			d--;
 	}
 	*extent = pos;
 	return FI_OK;
@@ -132,68 +151,48 @@ fi_err fi_frame_scan(const void *buf, size_t len, const struct fi_frame_limits *
 {
 	struct fi_frame_limits dl;
 	size_t need;
+	uint32_t depth;
 	if (!lim) {
 		fi_frame_limits_default(&dl);
 		lim = &dl;
 	}
-	return fi_frame_scan_need(buf, len, lim, extent, &need);
+	return fi_frame_scan_need(buf, len, lim, extent, &need, &depth);
 }
 
-/* Depth of a scanned object; the frame map itself is depth 1. */
-static int depth_ok(const uint8_t *p, size_t len, uint32_t maxd)
+fi_err fi_frame_decode_scanned(const uint8_t *buf, size_t len, uint32_t depth,
+			       const struct fi_frame_limits *lim, msgpack_zone *zone, struct fi_frame *f)
 {
-	uint64_t stack[FI_FRAME_MAX_DEPTH + 1];
-	int d = 0;
-	size_t pos = 0;
+	uint32_t maxd = lim->max_depth < FI_FRAME_MAX_DEPTH ? lim->max_depth : FI_FRAME_MAX_DEPTH;
+	size_t off = 0;
+	msgpack_object obj;
 
-	stack[0] = 1;
-	while (d >= 0) {
-		size_t hdr;
-		uint64_t payload, children;
-		uint8_t b;
-		if (!stack[d]) {
-			d--;
-			continue;
-		}
-		stack[d]--;
-		b = p[pos];
-		mp_head(p + pos, len - pos, &hdr, &payload, &children);
-		pos += hdr + payload;
-		if (!((b >= 0x80 && b <= 0x9f) || (b >= 0xdc && b <= 0xdf)))
-			continue;
-		if ((uint32_t)d + 1 > maxd)
-			return 0;
-		stack[++d] = children;
-	}
-	return 1;
+	memset(f, 0, sizeof *f);
+	if (depth > maxd)
+		return fi_fail(FI_EFORMAT, "frame: nested deeper than %u levels", maxd);
+	if (msgpack_unpack((const char *)buf, len, &off, zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+	    off != len)
+		return fi_fail(FI_EFORMAT, "frame: not valid msgpack");
+	return fi_frame_decode_obj(&obj, lim, f);
 }
 
 fi_err fi_frame_decode_zone(const uint8_t *buf, size_t len, const struct fi_frame_limits *lim,
 			    msgpack_zone *zone, struct fi_frame *f)
 {
-	size_t ext, need, off = 0;
-	msgpack_object obj;
+	size_t ext, need;
+	uint32_t depth;
 	fi_err e;
-	uint32_t maxd = lim->max_depth;
 
 	memset(f, 0, sizeof *f);
 	if (!len)
 		return fi_fail(FI_EFORMAT, "frame: empty");
-	e = fi_frame_scan_need(buf, len, lim, &ext, &need);
+	e = fi_frame_scan_need(buf, len, lim, &ext, &need, &depth);
 	if (e)
 		return e;
 	if (!ext)
 		return fi_fail(FI_EFORMAT, "frame: truncated (%zu bytes, at least %zu needed)", len, need);
 	if (ext != len)
 		return fi_fail(FI_EFORMAT, "frame: %zu trailing bytes after the frame", len - ext);
-	if (maxd > FI_FRAME_MAX_DEPTH)
-		maxd = FI_FRAME_MAX_DEPTH;
-	if (!depth_ok(buf, len, maxd))
-		return fi_fail(FI_EFORMAT, "frame: nested deeper than %u levels", maxd);
-	if (msgpack_unpack((const char *)buf, len, &off, zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
-	    off != len)
-		return fi_fail(FI_EFORMAT, "frame: not valid msgpack");
-	return fi_frame_decode_obj(&obj, lim, f);
+	return fi_frame_decode_scanned(buf, len, depth, lim, zone, f);
 }
 
 fi_err fi_frame_decode(const void *buf, size_t len, const struct fi_frame_limits *lim,

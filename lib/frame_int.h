@@ -11,9 +11,13 @@
 #define FI_FRAME_MAX_DEPTH 32
 
 /* fi_frame_scan that also says how many bytes are needed at least before a rescan can make
- * progress (*need, when the object is incomplete), so a reader does not rescan per chunk. */
+ * progress (*need, when the object is incomplete), so a reader does not rescan per chunk,
+ * and how deep the object nests (*depth; past the limit it only says "deeper"). */
 fi_err fi_frame_scan_need(const uint8_t *buf, size_t len, const struct fi_frame_limits *lim,
-			  size_t *extent, size_t *need);
+			  size_t *extent, size_t *need, uint32_t *depth);
+/* Decodes one frame that a scan delimited (len = its extent, depth from the scan). */
+fi_err fi_frame_decode_scanned(const uint8_t *buf, size_t len, uint32_t depth,
+			       const struct fi_frame_limits *lim, msgpack_zone *zone, struct fi_frame *f);
 /* fi_frame_decode with a caller's zone (cleared by the caller between frames). */
 fi_err fi_frame_decode_zone(const uint8_t *buf, size_t len, const struct fi_frame_limits *lim,
 			    msgpack_zone *zone, struct fi_frame *f);

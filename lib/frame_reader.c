@@ -151,6 +151,7 @@ fi_err fi_reader_next_timeout(struct fi_reader *r, struct fi_frame *f, int timeo
 	memset(f, 0, sizeof *f);
 	for (;;) {
 		size_t avail = r->end - r->start, ext, need;
+		uint32_t depth;
 		fi_err e;
 		int got;
 
@@ -159,14 +160,14 @@ fi_err fi_reader_next_timeout(struct fi_reader *r, struct fi_frame *f, int timeo
 			return FI_OK;
 		}
 		if (avail && avail >= r->need) {
-			e = fi_frame_scan_need(r->buf + r->start, avail, &r->lim, &ext, &need);
+			e = fi_frame_scan_need(r->buf + r->start, avail, &r->lim, &ext, &need, &depth);
 			if (e) {
 				r->broken = r->done = 1;
 				return fi_fail_ctx(e, "input cannot be resynchronised");
 			}
 			if (ext) {
 				msgpack_zone_clear(&r->zone);
-				e = fi_frame_decode_zone(r->buf + r->start, ext, &r->lim, &r->zone, f);
+				e = fi_frame_decode_scanned(r->buf + r->start, ext, depth, &r->lim, &r->zone, f);
 				r->start += ext;
 				r->need = 0;
 				if (!e && f->type == FI_FRAME_EOS)
