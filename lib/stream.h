@@ -60,7 +60,9 @@ fi_err fi_stream_read_timeout(struct fi_stream *s, struct fi_frame *f, int timeo
 int fi_stream_broken(const struct fi_stream *s);
 
 /* Encodes and sends (ZeroMQ) or buffers (pipes) one frame. Blocks while the consumer is
- * slow (high-water mark reached / pipe full), returning FI_EINTERRUPT on a signal. */
+ * slow (high-water mark reached / pipe full). On ZeroMQ a signal ends the wait with
+ * FI_EINTERRUPT (nothing is sent); a pipe write always completes, so that no half frame is
+ * left and the done frames of a shutdown get out (a second signal ends the process). */
 fi_err fi_stream_write(struct fi_stream *s, const struct fi_frame *f);
 /* The same with a bound on the wait: FI_EFULL when the frame could not be queued within
  * timeout_ms (0: try once). */

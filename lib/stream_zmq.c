@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <linux/sockios.h>
 #include <zmq.h>
@@ -65,12 +66,15 @@ fi_err fi_curve_load(const char *path, uint8_t pub[32], uint8_t sec[32], uint8_t
 		     int *has_server)
 {
 	FILE *f = fopen(path, "r");
+	struct stat st;
 	char line[512];
 	int have = 0, ln = 0;
 
 	*has_server = 0;
 	if (!f)
 		return fi_fail(FI_EIO, "cannot open '%s': %s", path, strerror(errno));
+	if (!fstat(fileno(f), &st) && (st.st_mode & 077))
+		fi_warn("'%s' holds a secret key and is readable by others (chmod 600)", path);
 	while (fgets(line, sizeof line, f)) {
 		char *eq, *name, *val;
 		uint8_t *dst;

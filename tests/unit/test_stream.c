@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -347,6 +348,7 @@ static void write_keyfile(const char *path, const char *pub, const char *sec, co
 {
 	FILE *f = fopen(path, "w");
 	ck_assert_ptr_nonnull(f);
+	fchmod(fileno(f), 0600);
 	fprintf(f, "# test certificate\ncurve\n    public-key = \"%s\"\n    secret-key = \"%s\"\n", pub, sec);
 	if (srv)
 		fprintf(f, "    server-key = \"%s\"\n", srv);
