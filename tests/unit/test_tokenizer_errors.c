@@ -125,7 +125,7 @@ START_TEST(test_binary_roundtrip)
 			ck_assert(!fi_tok_encode(t, TEXTS[i], strlen(TEXTS[i]), FI_TOK_HF_DEFAULT, &x));
 			ck_assert(!fi_tok_encode(b, TEXTS[i], strlen(TEXTS[i]), FI_TOK_HF_DEFAULT, &y));
 			ck_assert_uint_eq(x.n, y.n);
-			ck_assert(!memcmp(x.v, y.v, x.n * 4));
+			ck_assert(!x.n || !memcmp(x.v, y.v, x.n * 4));
 			fi_tok_ids_free(&x);
 			fi_tok_ids_free(&y);
 		}
