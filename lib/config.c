@@ -316,6 +316,8 @@ static fi_err parse_config(const struct src *s, struct fi_config *c)
 		return err;
 	if (eps >= 1)
 		return fi_fail(FI_ERANGE, "%s: 'rms_norm_eps' = %g is not below 1", s->file, eps);
+	if ((float)eps <= 0) /* it is stored and used as a float */
+		return fi_fail(FI_ERANGE, "%s: 'rms_norm_eps' = %g underflows a float", s->file, eps);
 	c->rms_eps = (float)eps;
 	if ((err = get_num(s, "rope_theta", 0, 10000.0, &c->rope_theta)) || (err = parse_rope(s, c)))
 		return err;

@@ -179,6 +179,7 @@ static const struct err_case {
 	{"eps zero", "{\"rms_norm_eps\":0}", NULL, FI_ERANGE, "'rms_norm_eps' = 0 must be positive"},
 	{"eps negative", "{\"rms_norm_eps\":-1e-5}", NULL, FI_ERANGE, "'rms_norm_eps'"},
 	{"eps string", "{\"rms_norm_eps\":\"1e-5\"}", NULL, FI_EFORMAT, "'rms_norm_eps' is not a number"},
+	{"eps underflow", "{\"rms_norm_eps\":1e-85}", NULL, FI_ERANGE, "'rms_norm_eps' = 1e-85 underflows a float"},
 	{"eps one", "{\"rms_norm_eps\":1}", NULL, FI_ERANGE, "'rms_norm_eps' = 1 is not below 1"},
 	{"theta zero", "{\"rope_theta\":0}", NULL, FI_ERANGE, "'rope_theta' = 0 must be positive"},
 	{"tie string", "{\"tie_word_embeddings\":\"yes\"}", NULL, FI_EFORMAT, "'tie_word_embeddings' is not a boolean"},
