@@ -66,7 +66,9 @@ fi_err fi_tok_save_binary(const struct fi_tok *t, void **buf, size_t *len);
 /* True when buf starts with the binary magic. */
 int fi_tok_is_binary(const void *buf, size_t len);
 
-/* Encodes text, appending ids to *out. */
+/* Encodes text, appending ids to *out. The truncation and padding sections of
+ * tokenizer.json are ignored: prompts are never cut or padded here (the engine checks them
+ * against the context). */
 fi_err fi_tok_encode(const struct fi_tok *t, const char *text, size_t len, unsigned flags,
 		     struct fi_tok_ids *out);
 
@@ -81,7 +83,9 @@ uint32_t fi_tok_vocab_size(const struct fi_tok *t);
 const char *fi_tok_id_to_token(const struct fi_tok *t, uint32_t id, size_t *len);
 /* Returns 0 and sets *id, or -1 when the token does not exist. */
 int fi_tok_token_to_id(const struct fi_tok *t, const char *tok, size_t len, uint32_t *id);
-/* True when id is a special added token. */
+/* True when decoding with FI_TOK_SKIP_SPECIAL drops id. As in HF this compares the string
+ * decoding uses with the special tokens' contents, so a normalized special token whose
+ * normalized form differs (Llama-2's "<s>" -> "\u2581<s>") is not dropped. */
 int fi_tok_is_special(const struct fi_tok *t, uint32_t id);
 
 /* Streaming decode: feed ids one at a time and get text as soon as it is complete UTF-8 that
