@@ -253,8 +253,8 @@ fi_err tok_bpe_encode(struct tok_ctx *c, const struct tok_bpe *b, const char *s,
 fi_err tok_added_parse(struct fi_tok *t, json_t *arr);
 fi_err tok_added_build(struct fi_tok *t);
 void tok_added_free(struct fi_tok *t);
-/* Splits s by the trie into segments in c->segs; match segments carry the added index in
- * their 's'... see tok_added.c. */
+/* AddedVocabulary::find_matches: s split into plain stretches and added-token matches
+ * (lstrip/rstrip widen a match), covering s in order. */
 struct tok_asplit {
 	uint32_t s, e;
 	int32_t added; /* -1: plain text */
