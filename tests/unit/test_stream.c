@@ -61,7 +61,7 @@ START_TEST(test_pipe_fork_throughput)
 {
 	int fds[2];
 	pid_t pid;
-	const uint32_t n = 500000;
+	const uint32_t n = 200000;
 	struct fi_stream *in;
 	struct fi_frame f;
 	double t0;
