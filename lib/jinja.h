@@ -38,6 +38,7 @@ struct jz_ctx {
 	int depth, max_depth;
 	size_t max_output;
 	long long now;      /* strftime_now time, seconds since the epoch (UTC); <0: local now */
+	int folding;        /* evaluating a print statement made of literals only */
 };
 
 void *jz_alloc(struct jz_ctx *c, size_t n);
@@ -177,7 +178,7 @@ size_t jz_lex(struct jz_ctx *c, const char *src, size_t n, struct jtok **out);
 enum jnode_type {
 	/* statements */
 	N_DATA, N_OUTPUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_MACRO, N_BREAK, N_CONTINUE, N_BLOCK,
-	N_CALLBLOCK, N_FILTERBLOCK,
+	N_CALLBLOCK, N_FILTERBLOCK, N_WITH,
 	/* expressions */
 	E_CONST, E_NAME, E_ATTR, E_ITEM, E_SLICE, E_CALL, E_FILTER, E_TEST, E_NEG, E_POS, E_NOT,
 	E_BIN, E_AND, E_OR, E_CMP, E_COND, E_LIST, E_TUPLE, E_DICT
@@ -237,5 +238,7 @@ int jz_contains(struct jz_ctx *c, jv hay, jv needle);
 jv js_strip(struct jz_ctx *c, jv s, jv chars, int left, int right);
 jv js_case(struct jz_ctx *c, jv s, int mode);
 jv js_replace(struct jz_ctx *c, jv s, jv old, jv new, long long count);
+/* fmt % args (args: a tuple, a mapping for %(key)s, or one value). */
+jv jz_percent_format(struct jz_ctx *c, jv fmt, jv args);
 
 #endif

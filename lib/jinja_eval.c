@@ -119,17 +119,25 @@ jv jz_getitem(struct jz_ctx *c, jv obj, jv key)
 	return jv_undef(msgf(c, "%s has no element %s", obj_desc(c, obj), b.p));
 }
 
-/* A literal jinja2 would fold at compile time. */
+/* An expression jinja2 folds at compile time: made of literals only. In a print statement
+ * such an expression is rendered by the folding, where the sandbox's getitem turns a failed
+ * slice into Undefined instead of an error. */
 static int is_const(struct jnode *x)
 {
-	if (x->t == E_CONST)
+	if (!x)
 		return 1;
-	if (x->t == E_NEG || x->t == E_POS || x->t == E_NOT)
-		return is_const(x->a);
-	if (x->t != E_LIST && x->t != E_TUPLE && x->t != E_DICT)
+	switch (x->t) {
+	case E_CONST: return 1;
+	case E_NAME: case E_CALL: return 0;
+	default: break;
+	}
+	if (!is_const(x->a) || !is_const(x->b) || !is_const(x->c) || !is_const(x->d))
 		return 0;
 	for (int i = 0; i < x->n; i++)
 		if (!is_const(x->v[i]) || (x->t == E_DICT && !is_const(x->kwv[i])))
+			return 0;
+	for (int i = 0; x->t != E_DICT && i < x->nkw; i++)
+		if (!is_const(x->kwv[i]))
 			return 0;
 	return 1;
 }
@@ -358,7 +366,7 @@ static jv arith(struct jz_ctx *c, int op, jv a, jv b)
 	if (op == OP_MUL && (b.k == JV_STR || b.k == JV_LIST) && (a.k == JV_INT || a.k == JV_BOOL))
 		return arith(c, op, b, a);
 	if (op == OP_MOD && a.k == JV_STR)
-		jz_fail(c, FI_EUNSUPPORTED, "printf-style string formatting (%%) is not supported");
+		return jz_percent_format(c, a, b);
 	jz_fail(c, FI_EINVAL, "unsupported operand type(s) for %s: '%s' and '%s'", sym[op],
 		jv_typename(a), jv_typename(b));
 overflow:
@@ -408,7 +416,9 @@ static jv call_macro(struct jz_ctx *c, struct jfunc *f, struct jargs *a)
 		int k;
 		for (k = 0; k < m->nkw && strcmp(m->kwn[k], a->kwn[i]); k++)
 			;
-		if (k < m->nkw) {
+		if (!strcmp(a->kwn[i], "caller")) {
+			bind(c, s, "caller", a->kw[i]);
+		} else if (k < m->nkw) {
 			if (k < a->n)
 				jz_fail(c, FI_EINVAL, "macro '%s' got multiple values for argument '%s'",
 					m->name, a->kwn[i]);
@@ -491,9 +501,7 @@ static jv eval(struct jz_ctx *c, struct jscope *s, struct jnode *x)
 	case E_SLICE:
 		a = eval(c, s, x->a);
 		r = slice(c, a, x->b ? eval(c, s, x->b) : jv_none, x->c ? eval(c, s, x->c) : jv_none,
-			  x->d ? eval(c, s, x->d) : jv_none,
-			  is_const(x->a) && (!x->b || is_const(x->b)) && (!x->c || is_const(x->c)) &&
-				  (!x->d || is_const(x->d)));
+			  x->d ? eval(c, s, x->d) : jv_none, c->folding);
 		break;
 	case E_CALL:
 		a = eval(c, s, x->a);
@@ -672,7 +680,11 @@ static int exec_body(struct jz_ctx *c, struct jscope *s, struct jnode **v, int n
 		c->line = x->line;
 		switch (x->t) {
 		case N_DATA: jb_put(c, o, x->name, x->len); break;
-		case N_OUTPUT: jv_str_into(c, o, eval(c, s, x->a)); break;
+		case N_OUTPUT:
+			c->folding = is_const(x->a);
+			jv_str_into(c, o, eval(c, s, x->a));
+			c->folding = 0;
+			break;
 		case N_IF:
 			if (jv_truthy(eval(c, s, x->a)))
 				f = exec_body(c, s, x->v, x->n, o);
@@ -705,6 +717,31 @@ static int exec_body(struct jz_ctx *c, struct jscope *s, struct jnode **v, int n
 			fn.fn->macro = x;
 			fn.fn->closure = s;
 			bind(c, s, x->name, fn);
+			break;
+		}
+		case N_WITH: {
+			struct jscope *ws = new_scope(c, s);
+			for (int k = 0; k < x->nkw; k++)
+				bind(c, ws, x->kwn[k], eval(c, s, x->kwv[k]));
+			f = exec_body(c, ws, x->v, x->n, o);
+			break;
+		}
+		case N_CALLBLOCK: {
+			struct jnode *call = x->a;
+			struct jargs a;
+			jv fn = eval(c, s, call->a), caller = jv_func(c, "caller", NULL, jv_none);
+			caller.fn->macro = x;
+			caller.fn->closure = s;
+			eval_args(c, s, call, &a);
+			const char **kwn = jz_alloc(c, (size_t)(a.nkw + 1) * sizeof *kwn);
+			if (a.nkw)
+				memcpy(kwn, a.kwn, (size_t)a.nkw * sizeof *kwn);
+			kwn[a.nkw] = "caller";
+			a.kw[a.nkw] = caller; /* eval_args left room for one more */
+			a.kwn = kwn;
+			a.nkw++;
+			c->line = x->line;
+			jv_str_into(c, o, jz_call(c, fn, &a));
 			break;
 		}
 		case N_BREAK: return FLOW_BREAK;

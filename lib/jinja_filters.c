@@ -549,6 +549,23 @@ F(f_wordcount)
 	}
 	return jv_int(n);
 }
+F(f_format)
+{
+	if (a->n && a->nkw)
+		jz_fail(c, FI_EINVAL, "format filter takes positional or keyword arguments, not both");
+	jv args;
+	if (a->nkw) {
+		args = jv_dict(c);
+		for (int i = 0; i < a->nkw; i++)
+			jv_dset(c, args.d, jv_cstr(c, a->kwn[i]), a->kw[i]);
+	} else {
+		args = jv_list(c, (size_t)a->n);
+		args.tuple = 1;
+		for (int i = 0; i < a->n; i++)
+			jv_push(c, args, a->pos[i]);
+	}
+	return jz_percent_format(c, sval(c, v), args);
+}
 F(f_unsupported)
 {
 	jz_fail(c, FI_EUNSUPPORTED, "this filter is not supported");
@@ -564,7 +581,7 @@ static const struct named filters[] = {
 	{ "center", f_center }, { "count", f_length }, { "d", f_default }, { "default", f_default },
 	{ "dictsort", f_dictsort }, { "e", f_escape }, { "escape", f_escape },
 	{ "filesizeformat", f_unsupported }, { "first", f_first }, { "float", f_float },
-	{ "forceescape", f_escape }, { "format", f_unsupported }, { "groupby", f_unsupported },
+	{ "forceescape", f_escape }, { "format", f_format }, { "groupby", f_unsupported },
 	{ "indent", f_indent }, { "int", f_int }, { "items", f_items }, { "join", f_join },
 	{ "last", f_last }, { "length", f_length }, { "list", f_list }, { "lower", f_lower },
 	{ "map", f_map }, { "max", f_max }, { "min", f_min }, { "pprint", f_unsupported },

@@ -17,6 +17,29 @@ static void body_until(struct jparser *p, struct jnode *x, const char *const *en
 		;
 }
 
+/* (a, b=default, ...) of a macro or call block: names in kwn, defaults in kwv (NULL: none). */
+static void parse_params(struct jparser *p, struct jnode *x)
+{
+	struct nvec defs = { 0 };
+	const char **names = NULL;
+	int nn = 0;
+	jp_expect_op(p, "(");
+	while (!jp_is_op(p, ")")) {
+		if (nn)
+			jp_expect_op(p, ",");
+		const char **nw = jz_alloc(p->c, (size_t)(nn + 1) * sizeof *nw);
+		if (nn)
+			memcpy(nw, names, (size_t)nn * sizeof *nw);
+		names = nw;
+		names[nn++] = jp_expect_name(p);
+		jp_push(p, &defs, jp_skip_op(p, "=") ? jp_expression(p, 1) : NULL);
+	}
+	jp_next(p);
+	x->kwn = names;
+	x->kwv = defs.v;
+	x->nkw = nn;
+}
+
 static struct jnode *parse_statement(struct jparser *p, int elif)
 {
 	struct jtok *t = jp_cur(p);
@@ -86,32 +109,55 @@ static struct jnode *parse_statement(struct jparser *p, int elif)
 		}
 	} else if (!strcmp(tag, "macro")) {
 		static const char *const e1[] = { "endmacro", NULL };
-		struct nvec defs = { 0 };
-		const char **names = NULL;
-		int nn = 0, saved = p->loops;
+		int saved = p->loops;
 		x = jp_mk(p, N_MACRO, line);
 		x->name = jp_expect_name(p);
-		jp_expect_op(p, "(");
-		while (!jp_is_op(p, ")")) {
-			if (nn)
-				jp_expect_op(p, ",");
-			const char **nw = jz_alloc(p->c, (size_t)(nn + 1) * sizeof *nw);
-			if (nn)
-				memcpy(nw, names, (size_t)nn * sizeof *nw);
-			names = nw;
-			names[nn++] = jp_expect_name(p);
-			jp_push(p, &defs, jp_skip_op(p, "=") ? jp_expression(p, 1) : NULL);
-		}
-		jp_next(p);
-		x->kwn = names;
-		x->kwv = defs.v;
-		x->nkw = nn;
+		parse_params(p, x);
 		jp_expect_block_end(p);
 		p->loops = 0;
 		body_until(p, x, e1, "macro", &which);
 		p->loops = saved;
 		if (jp_cur(p)->type == T_NAME)
 			jp_next(p);
+	} else if (!strcmp(tag, "call")) {
+		/* {% call(args) m(...) %}body{% endcall %}: m gets caller(), which renders body */
+		static const char *const e1[] = { "endcall", NULL };
+		int saved = p->loops;
+		x = jp_mk(p, N_CALLBLOCK, line);
+		x->name = "caller";
+		if (jp_is_op(p, "("))
+			parse_params(p, x);
+		x->a = jp_expression(p, 1);
+		if (x->a->t != E_CALL) {
+			p->c->line = line;
+			jz_fail(p->c, FI_EFORMAT, "expected a call after 'call'");
+		}
+		jp_expect_block_end(p);
+		p->loops = 0;
+		body_until(p, x, e1, "call", &which);
+		p->loops = saved;
+	} else if (!strcmp(tag, "with")) {
+		static const char *const e1[] = { "endwith", NULL };
+		struct jnode tmp = { 0 };
+		struct nvec vals = { 0 };
+		x = jp_mk(p, N_WITH, line);
+		while (jp_cur(p)->type != T_BLOCK_END) {
+			if (vals.n)
+				jp_expect_op(p, ",");
+			const char **nw = jz_alloc(p->c, (size_t)(vals.n + 1) * sizeof *nw);
+			if (vals.n)
+				memcpy(nw, x->kwn, (size_t)vals.n * sizeof *nw);
+			x->kwn = nw;
+			x->kwn[vals.n] = jp_expect_name(p);
+			jp_expect_op(p, "=");
+			jp_push(p, &vals, jp_expression(p, 1));
+		}
+		x->kwv = vals.v;
+		x->nkw = vals.n;
+		jp_expect_block_end(p);
+		body_until(p, &tmp, e1, "with", &which);
+		x->v = tmp.v;
+		x->n = tmp.n;
 	} else if (!strcmp(tag, "break") || !strcmp(tag, "continue")) {
 		if (!p->loops) {
 			p->c->line = line;
