@@ -93,13 +93,9 @@ static fi_err open_model(const char *arg, struct model *m)
 	if ((e = fi_image_open(path, &m->im)))
 		return e;
 	{
-		const struct fi_image_blob *b = fi_image_blob(m->im, "tokenizer.bin");
-		if (!b)
-			b = fi_image_blob(m->im, "tokenizer.json");
-		if (!b)
-			return fi_fail(FI_ENOTFOUND, "'%s': the image holds no tokenizer", path);
-		if ((e = fi_tok_load_mem(b->data, b->size, &m->tok)))
-			return fi_fail_ctx(e, "'%s'", path);
+		const struct fi_image_blob *b;
+		if ((e = fi_image_tokenizer(m->im, &m->tok)))
+			return e;
 		if ((b = fi_image_blob(m->im, "tokenizer_config.json")))
 			m->cfg_json = strdup(b->data);
 		if ((b = fi_image_blob(m->im, "chat_template.jinja")))

@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 PATH=$PWD/build/bin:$PATH
 fi-load -l 2>/dev/null | grep -q '^tiny ' || fi-load models/tiny --name tiny >&2
 fi-tokenize -m tiny < examples/prompts.txt |
-	fi-decode -m tiny -n 40 |
+	fi-decode -m tiny -n 40 --temp 0 |
 	fi-tokenize -m tiny -d

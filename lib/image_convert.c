@@ -14,6 +14,7 @@
 #include "log.h"
 #include "names.h"
 #include "safetensors.h"
+#include "tokenizer.h"
 
 #ifndef FI_VERSION
 #define FI_VERSION "unknown"
@@ -158,14 +159,46 @@ static fi_err check(const char *dir, const struct fi_config *c, const struct fi_
 	return e;
 }
 
+/* Adds the pre-built binary form of tokenizer.json as "tokenizer.bin": parsing a large
+ * tokenizer.json takes hundreds of milliseconds, loading the binary form a few. A
+ * tokenizer fi cannot load is reported here, at conversion, rather than at first use. */
+static fi_err tokenizer_bin(const char *dir, struct fi_image_blob *blobs, int *nb, char **bufs)
+{
+	struct fi_tok *t = NULL;
+	void *bin = NULL;
+	size_t len = 0;
+	fi_err e;
+	int i;
+	for (i = 0; i < *nb; i++)
+		if (!strcmp(blobs[i].name, "tokenizer.json"))
+			break;
+	if (i == *nb)
+		return FI_OK;
+	if (fi_tok_load_json(blobs[i].data, blobs[i].size, &t)) {
+		/* Token-id pipelines still work; text ones fail later, naming this. */
+		fi_warn("'%s/tokenizer.json': %s (the image keeps it, but fi cannot tokenize text "
+			"with it)", dir, fi_errmsg());
+		fi_clear_error();
+		return FI_OK;
+	}
+	e = fi_tok_save_binary(t, &bin, &len);
+	fi_tok_free(t);
+	if (e)
+		return fi_fail_ctx(e, "'%s/tokenizer.json'", dir);
+	bufs[*nb] = bin;
+	blobs[*nb] = (struct fi_image_blob){"tokenizer.bin", bin, len};
+	(*nb)++;
+	return FI_OK;
+}
+
 fi_err fi_image_convert_hf(const char *dir, const char *path, enum fi_dtype dtype, unsigned flags)
 {
 	struct fi_config cfg;
 	struct fi_st_model *m = NULL;
 	struct fi_image_src *src = NULL;
 	char (*names)[FI_IMAGE_NAME_MAX] = NULL;
-	struct fi_image_blob blobs[N_BLOB_FILES + 1];
-	char *bufs[N_BLOB_FILES + 1] = {0};
+	struct fi_image_blob blobs[N_BLOB_FILES + 2];
+	char *bufs[N_BLOB_FILES + 2] = {0};
 	int n = 0, nb = 0;
 	fi_err e;
 
@@ -188,6 +221,8 @@ fi_err fi_image_convert_hf(const char *dir, const char *path, enum fi_dtype dtyp
 		if (bufs[nb])
 			blobs[nb] = (struct fi_image_blob){blob_files[i], bufs[nb], len}, nb++;
 	}
+	if ((e = tokenizer_bin(dir, blobs, &nb, bufs)))
+		goto out;
 	if (!(bufs[nb] = provenance(dir, m))) {
 		e = fi_fail(FI_ENOMEM, "'%s': provenance", dir);
 		goto out;

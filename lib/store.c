@@ -1,5 +1,6 @@
 /* store: the model store and `-m` resolution. */
 #include "store.h"
+#include "tokenizer.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -273,4 +274,17 @@ void fi_format_bytes(uint64_t n, char *out, size_t outsz)
 		i++;
 	}
 	three_digits(x, u[i], out, outsz);
+}
+
+fi_err fi_image_tokenizer(const struct fi_image *im, struct fi_tok **out)
+{
+	const struct fi_image_blob *b = fi_image_blob(im, "tokenizer.bin");
+	fi_err e;
+	if (!b)
+		b = fi_image_blob(im, "tokenizer.json");
+	if (!b)
+		return fi_fail(FI_ENOTFOUND, "'%s': the model image holds no tokenizer", im->path);
+	if ((e = fi_tok_load_mem(b->data, b->size, out)))
+		return fi_fail_ctx(e, "'%s': %s", im->path, b->name);
+	return FI_OK;
 }

@@ -45,6 +45,10 @@ fi_err fi_store_remove(const char *name);
  *                            "model 'x' not found in DIR (fi-load -l lists models)". */
 fi_err fi_store_open(const char *arg, struct fi_image **out);
 /* Same, with the dtype used when arg is a directory. */
+/* The tokenizer an image carries: its pre-built "tokenizer.bin" when present (fast), else
+ * "tokenizer.json". FI_ENOTFOUND naming the image when it holds neither. */
+struct fi_tok;
+fi_err fi_image_tokenizer(const struct fi_image *im, struct fi_tok **out);
 fi_err fi_store_open_dtype(const char *arg, enum fi_dtype dtype, struct fi_image **out);
 
 /* Formats a parameter count as "8.03B", "260K", "494M" (3 significant digits). */

@@ -43,7 +43,7 @@ done
 cd "$work"
 fi-load stories260K-hf > out 2> err || fail "load exited $?: $(cat err)"
 [ "$(wc -l < out)" -eq 1 ] || fail "summary is not one line: $(cat out)"
-grep -q '^stories260K-hf: llama, 260K params, 47 tensors, bf16, 537KiB, fingerprint [0-9a-f]\{16\}, .* -> .*/models/stories260K-hf.fim$' out ||
+grep -q '^stories260K-hf: llama, 260K params, 47 tensors, bf16, 545KiB, fingerprint [0-9a-f]\{16\}, .* -> .*/models/stories260K-hf.fim$' out ||
 	fail "summary: $(cat out)"
 [ "$(ls -A "$models")" = "stories260K-hf.fim" ] || fail "store holds: $(ls -A "$models")"
 fp=$(sed 's/.*fingerprint \([0-9a-f]*\).*/\1/' out)
@@ -61,7 +61,7 @@ grep -q ', f32, 1.0[0-9]MiB,' out || fail "f32 summary: $(cat out)"
 fi-load --name s2 stories260K-hf > /dev/null || fail "second load"
 fi-load -l > out || fail "-l exited $?"
 sed -n 1p out | grep -q '^NAME  *FAMILY  *PARAMS  *DTYPE  *SIZE$' || fail "-l header: $(cat out)"
-grep -q '^s2  *llama  *260K  *bf16  *537KiB$' out || fail "-l row: $(cat out)"
+grep -q '^s2  *llama  *260K  *bf16  *545KiB$' out || fail "-l row: $(cat out)"
 grep -q '^stories260K-hf  *llama  *260K  *f32 ' out || fail "-l row: $(cat out)"
 fi-load -i s2 > out || fail "-i exited $?"
 grep -q "^fingerprint  *$fp[0-9a-f]\{48\}$" out || fail "-i fingerprint: $(grep fingerprint out)"

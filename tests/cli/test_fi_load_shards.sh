@@ -8,7 +8,7 @@ fx=$(pwd)/tests/fixtures/image/stories260K-bf16-2shard
 [ -f "$fx/model.safetensors.index.json" ] || fail "fixture $fx missing"
 out=$TMPDIR/out.txt
 fi-load --name sharded "$fx" > "$out" || fail "load exited $?"
-grep -q "^sharded: llama, 260K params, 47 tensors, bf16, 537KiB, " "$out" || fail "summary: $(cat "$out")"
+grep -q "^sharded: llama, 260K params, 47 tensors, bf16, 545KiB, " "$out" || fail "summary: $(cat "$out")"
 fp=$(fi-load -i sharded | sed -n 's/^fingerprint  *//p')
 [ ${#fp} -eq 64 ] || fail "fingerprint '$fp'"
 fi-load -i sharded | grep -q '^source_dtype  *BF16$' || fail "source dtype"
