@@ -199,8 +199,12 @@ static jv prepare_message(struct jz_ctx *c, json_t *m)
 	const char *k;
 	json_t *x;
 	json_object_foreach(m, k, x) {
-		if (!json_is_null(x))
+		if (json_is_null(x))
+			continue;
+		if (r.k != JV_UNDEF && (!strcmp(k, "thinking") || !strcmp(k, "reasoning_content")))
 			jv_dset(c, d.d, jv_cstr(c, k), jv_from_json(c, x));
+		else
+			jv_dappend(c, d.d, jv_cstr(c, k), jv_from_json(c, x));
 	}
 	if (r.k != JV_UNDEF)
 		jv_dset(c, d.d, jv_cstr(c, "reasoning_content"), r);

@@ -86,6 +86,7 @@ struct jlist {
 struct jdict {
 	size_t n, cap;
 	jv *k, *v;
+	size_t *ht, hcap; /* once large: open-addressing index of the str keys (entry + 1) */
 };
 
 /* Call arguments: positional then keyword. */
@@ -119,6 +120,8 @@ jv jv_dict(struct jz_ctx *c);
 jv jv_func(struct jz_ctx *c, const char *name, jz_builtin fn, jv self);
 void jv_push(struct jz_ctx *c, jv list, jv x);
 void jv_dset(struct jz_ctx *c, struct jdict *d, jv key, jv val);
+/* Adds a key the caller knows is absent, without the O(n) lookup. */
+void jv_dappend(struct jz_ctx *c, struct jdict *d, jv key, jv val);
 jv *jv_dget(struct jdict *d, jv key);        /* NULL when absent */
 jv *jv_dgets(struct jdict *d, const char *key);
 const char *jv_typename(jv v);               /* Python's: 'str', 'int', 'dict', ... */

@@ -131,8 +131,67 @@ void jv_push(struct jz_ctx *c, jv list, jv x)
 	l->v[l->n++] = x;
 }
 
+static size_t str_hash(const char *s, size_t n)
+{
+	size_t h = 1469598103934665603u; /* FNV-1a */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 1099511628211u;
+	return h;
+}
+
+/* Index of the str key s in d, or -1. */
+static long long find_str(struct jdict *d, const char *s, size_t n)
+{
+	if (d->ht) {
+		for (size_t h = str_hash(s, n) & (d->hcap - 1);; h = (h + 1) & (d->hcap - 1)) {
+			size_t e = d->ht[h];
+			if (!e)
+				return -1;
+			jv k = d->k[e - 1];
+			if (k.s->n == n && !memcmp(k.s->p, s, n))
+				return (long long)(e - 1);
+		}
+	}
+	for (size_t i = 0; i < d->n; i++)
+		if (d->k[i].k == JV_STR && d->k[i].s->n == n && !memcmp(d->k[i].s->p, s, n))
+			return (long long)i;
+	return -1;
+}
+
+static void index_key(struct jdict *d, size_t i)
+{
+	jv k = d->k[i];
+	if (k.k != JV_STR)
+		return;
+	size_t h = str_hash(k.s->p, k.s->n) & (d->hcap - 1);
+	while (d->ht[h])
+		h = (h + 1) & (d->hcap - 1);
+	d->ht[h] = i + 1;
+}
+
+/* Keeps the index at most half full once the dict has more than 16 keys. */
+static void reindex(struct jz_ctx *c, struct jdict *d)
+{
+	if (d->n <= 16 || (d->ht && 2 * d->n <= d->hcap)) {
+		if (d->ht)
+			index_key(d, d->n - 1);
+		return;
+	}
+	size_t cap = 64;
+	while (cap < 4 * d->n)
+		cap *= 2;
+	d->ht = jz_alloc(c, cap * sizeof *d->ht);
+	d->hcap = cap;
+	for (size_t i = 0; i < d->n; i++)
+		index_key(d, i);
+}
+
 jv *jv_dget(struct jdict *d, jv key)
 {
+	if (key.k == JV_STR) {
+		long long i = find_str(d, key.s->p, key.s->n);
+		return i < 0 ? NULL : &d->v[i];
+	}
 	for (size_t i = 0; i < d->n; i++)
 		if (jv_eq(d->k[i], key))
 			return &d->v[i];
@@ -141,20 +200,13 @@ jv *jv_dget(struct jdict *d, jv key)
 
 jv *jv_dgets(struct jdict *d, const char *key)
 {
-	size_t n = strlen(key);
-	for (size_t i = 0; i < d->n; i++)
-		if (d->k[i].k == JV_STR && d->k[i].s->n == n && !memcmp(d->k[i].s->p, key, n))
-			return &d->v[i];
-	return NULL;
+	long long i = find_str(d, key, strlen(key));
+	return i < 0 ? NULL : &d->v[i];
 }
 
-void jv_dset(struct jz_ctx *c, struct jdict *d, jv key, jv val)
+/* Appends a key known to be absent (JSON objects have unique keys: no O(n) lookup each). */
+void jv_dappend(struct jz_ctx *c, struct jdict *d, jv key, jv val)
 {
-	jv *p = jv_dget(d, key);
-	if (p) {
-		*p = val;
-		return;
-	}
 	if (d->n == d->cap) {
 		size_t cap = d->cap ? 2 * d->cap : 8;
 		jv *nk = jz_alloc(c, cap * sizeof(jv)), *nv = jz_alloc(c, cap * sizeof(jv));
@@ -168,6 +220,16 @@ void jv_dset(struct jz_ctx *c, struct jdict *d, jv key, jv val)
 	}
 	d->k[d->n] = key;
 	d->v[d->n++] = val;
+	reindex(c, d);
+}
+
+void jv_dset(struct jz_ctx *c, struct jdict *d, jv key, jv val)
+{
+	jv *p = jv_dget(d, key);
+	if (p)
+		*p = val;
+	else
+		jv_dappend(c, d, key, val);
 }
 
 const char *jv_typename(jv v)
@@ -371,7 +433,7 @@ jv jv_from_json(struct jz_ctx *c, json_t *j)
 		r = jv_dict(c);
 		jz_enter(c);
 		json_object_foreach(j, k, x)
-			jv_dset(c, r.d, jv_cstr(c, k), jv_from_json(c, x));
+			jv_dappend(c, r.d, jv_cstr(c, k), jv_from_json(c, x));
 		jz_leave(c);
 		return r;
 	}

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -237,6 +238,31 @@ START_TEST(limits_stop_runaway_templates)
 }
 END_TEST
 
+START_TEST(large_inputs_stay_linear)
+{
+	/* a message with 50,000 keys: building it and looking keys up must not be quadratic */
+	enum { N = 50000 };
+	json_t *m = json_object(), *msgs = json_array();
+	char k[32], *out;
+	for (int i = 0; i < N; i++) {
+		snprintf(k, sizeof k, "k%d", i);
+		json_object_set_new(m, k, json_integer(i));
+	}
+	json_array_append_new(msgs, m);
+	struct fi_chat *c;
+	ck_assert_int_eq(fi_chat_load(&c, NULL,
+		"{% set ns = namespace(n=0) %}{% for k in messages[0] %}{% set ns.n = ns.n + messages[0][k] %}{% endfor %}{{ ns.n }} {{ messages[0].k49999 }}",
+		NULL), FI_OK);
+	double t0 = (double)clock() / CLOCKS_PER_SEC;
+	ck_assert_int_eq(fi_chat_render_json(c, msgs, NULL, &out, NULL), FI_OK);
+	ck_assert_str_eq(out, "1249975000 49999");
+	printf("chat: 50,000-key message rendered in %.2f s\n", (double)clock() / CLOCKS_PER_SEC - t0);
+	free(out);
+	fi_chat_free(c);
+	json_decref(msgs);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("chat");
@@ -247,6 +273,7 @@ int main(void)
 	tcase_add_test(tc, text_request_and_accessors);
 	tcase_add_test(tc, malformed_templates_fail_with_a_line);
 	tcase_add_test(tc, limits_stop_runaway_templates);
+	tcase_add_test(tc, large_inputs_stay_linear);
 	suite_add_tcase(s, tc);
 	return fi_test_run(s);
 }
