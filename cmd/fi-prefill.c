@@ -1,7 +1,7 @@
-/* fi-prefill: compute the KV of prompts into the shared KV arena. Reads request frames,
- * fetches the cached prefix of each prompt from the arena, runs the rest of several prompts
- * in one forward pass, publishes the new full blocks, and passes each request on with a "kv"
- * reference, preceded by a token frame with its first generated token. */
+/* fi-prefill: compute the KV of prompts into the shared KV arena. Reads request frames and
+ * runs them through the scheduler (lib/sched.h) as one-token generations that look their
+ * prefix up in the arena and publish their new full blocks; passes each request on with a
+ * "kv" reference, preceded by a token frame with its first generated token. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -16,6 +16,7 @@
 #include "log.h"
 #include "model.h"
 #include "sample.h"
+#include "sched.h"
 #include "store.h"
 #include "stream.h"
 #include "tokenizer.h"
@@ -35,24 +36,23 @@ struct opts {
 	struct fi_sample_params sp;
 };
 
+/* A request in the scheduler: its frame, passed on once its first token is drawn. */
 struct pre {
-	struct fi_frame f; /* the request, owned */
-	uint32_t n;        /* prompt tokens */
-	int seq, cached;
+	struct fi_frame f;
+	uint32_t token;
 };
 
 struct prefill {
 	const struct opts *o;
 	struct fi_model *m;
-	const struct fi_config *c;
 	struct fi_image *im;
 	struct fi_tok *tok;
-	int tok_failed;
+	struct fi_sched *s;
 	struct fi_kvx *x;
 	struct fi_stream *out;
-	struct pre *b; /* the batch being gathered [o->batch] */
-	int nb, blocks_used, blocks_max, ctx;
-	float *logits;
+	fi_err werr;  /* the output failed (inside a scheduler event) */
+	fi_err fwd;   /* the forward pass failed: held requests get error frames */
+	char fwd_msg[512];
 	uint64_t n_req, n_tok, n_cached;
 	double t_busy;
 };
@@ -114,35 +114,6 @@ static fi_err open_model(const struct opts *o, struct fi_backend *be, struct fi_
 	return fi_model_load(&(*im)->config, &(*im)->set, be, m);
 }
 
-/* Text prompts: encoded with the model's tokenizer, loaded on first use. */
-static fi_err encode_text(struct prefill *P, struct fi_request *r, const char *id)
-{
-	const struct fi_image_blob *b = fi_image_blob(P->im, "tokenizer.json");
-	struct fi_tok_ids ids = {0};
-	fi_err e;
-	if (!P->tok && !P->tok_failed) {
-		if (!b || fi_tok_load_mem(b->data, b->size, &P->tok)) {
-			P->tok_failed = 1;
-			if (!b)
-				fi_fail(FI_EUNSUPPORTED, "the model image has no tokenizer.json");
-			fi_warn("%s: text prompts are refused", fi_errmsg());
-		}
-	}
-	if (!P->tok)
-		return fi_fail(FI_EUNSUPPORTED, "request '%s': no tokenizer for text prompts (send "
-			       "token ids)", id);
-	if ((e = fi_tok_encode(P->tok, r->text, r->text_len,
-			       FI_TOK_HF_DEFAULT | FI_TOK_REPLACE_INVALID, &ids)))
-		return fi_fail_ctx(e, "request '%s'", id);
-	if (!ids.n) {
-		fi_tok_ids_free(&ids);
-		return fi_fail(FI_EINVAL, "request '%s': empty prompt", id);
-	}
-	r->tokens = ids.v;
-	r->ntokens = (uint32_t)ids.n;
-	return FI_OK;
-}
-
 /* Fills the sampling keys a request leaves unset from the options, and marks them set: the
  * request passed on carries the parameters its first token was drawn with. */
 static void resolve_sampling(const struct opts *o, struct fi_request *r)
@@ -163,60 +134,15 @@ static void resolve_sampling(const struct opts *o, struct fi_request *r)
 		  FI_REQ_REPEAT_PENALTY | FI_REQ_SEED;
 }
 
-static void sample_params(const struct fi_request *r, struct fi_sample_params *sp)
-{
-	fi_sample_defaults(sp);
-	sp->temperature = r->temperature;
-	sp->top_k = r->top_k;
-	sp->top_p = r->top_p;
-	sp->min_p = r->min_p;
-	sp->repeat_penalty = r->repeat_penalty;
-	sp->seed = r->seed;
-}
-
-/* Checks a request and makes it ready for the batch; an error is answered by the caller. */
-static fi_err check_req(struct prefill *P, struct fi_frame *f)
-{
-	struct fi_request *r = &f->req;
-	struct fi_sample_params sp;
-	struct fi_sampler smp;
-	fi_err e;
-	if (!r->tokens && r->text && (e = encode_text(P, r, f->id)))
-		return e;
-	if (!r->tokens || !r->ntokens)
-		return fi_fail(FI_EINVAL, "request '%s': empty prompt", f->id);
-	for (uint32_t i = 0; i < r->ntokens; i++)
-		if (r->tokens[i] >= (uint32_t)P->c->vocab)
-			return fi_fail(FI_ERANGE, "request '%s': token %u outside the vocabulary (%d)",
-				       f->id, r->tokens[i], P->c->vocab);
-	if (r->ntokens >= (uint32_t)P->ctx)
-		return fi_fail(FI_ERANGE, "request '%s': prompt of %u tokens does not fit the "
-			       "context of %d", f->id, r->ntokens, P->ctx);
-	if ((r->set & FI_REQ_KV) &&
-	    (e = fi_kvx_check_ref(NULL, P->im->fingerprint, &r->kv, r->tokens, r->ntokens, &(int){0})))
-		return fi_fail_ctx(e, "request '%s'", f->id);
-	resolve_sampling(P->o, r);
-	sample_params(r, &sp);
-	if ((e = fi_sampler_init(&smp, &sp, P->c->vocab)))
-		return fi_fail_ctx(e, "request '%s'", f->id);
-	fi_sampler_free(&smp);
-	return FI_OK;
-}
-
-static int blocks_of(uint32_t n)
-{
-	return (int)((n + BLOCK_TOKENS - 1) / BLOCK_TOKENS);
-}
-
 /* Emits the first token and the request with its kv reference. */
-static fi_err emit(struct prefill *P, struct pre *q, int32_t t0)
+static fi_err emit(struct prefill *P, struct pre *q)
 {
 	struct fi_request *r = &q->f.req;
 	struct fi_frame tf;
 	fi_err e;
 	fi_frame_init(&tf, FI_FRAME_TOKEN);
 	tf.id = q->f.id;
-	tf.tok.token = (uint32_t)t0;
+	tf.tok.token = q->token;
 	tf.tok.index = 0;
 	free(r->kv.arena);
 	free(r->kv.blocks);
@@ -229,87 +155,102 @@ static fi_err emit(struct prefill *P, struct pre *q, int32_t t0)
 	return fi_stream_write(P->out, &q->f);
 }
 
-static void batch_clear(struct prefill *P)
+static void pre_free(struct pre *q)
 {
-	for (int i = 0; i < P->nb; i++) {
-		if (P->b[i].seq >= 0)
-			fi_model_seq_free(P->m, P->b[i].seq);
-		fi_frame_free(&P->b[i].f);
-	}
-	P->nb = 0;
-	P->blocks_used = 0;
+	fi_frame_free(&q->f);
+	free(q);
 }
 
-/* Fetches cached prefixes, runs the rest of every prompt in one forward, samples the first
- * tokens, publishes the new blocks, emits. A failure of the batch is reported per request. */
+static fi_err on_event_(struct prefill *P, const struct fi_sched_event *ev)
+{
+	struct pre *q = ev->user;
+	switch (ev->type) {
+	case FI_SCHED_EV_WARN:
+		fi_warn("%s", ev->message);
+		return FI_OK;
+	case FI_SCHED_EV_TOKEN:
+		q->token = ev->token;
+		return FI_OK;
+	case FI_SCHED_EV_ERROR:
+		return FI_OK; /* its done event answers */
+	case FI_SCHED_EV_DONE:
+		break;
+	}
+	if (P->werr)
+		return FI_OK;
+	if (ev->finish != FI_FINISH_LENGTH) /* cancelled after a failed forward pass */
+		return fi_stream_write_error(P->out, ev->id, P->fwd, P->fwd_msg);
+	if (P->o->verbose)
+		fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u computed, "
+			"%zu blocks stored, %.2f ms\n", ev->id, ev->prompt_tokens, ev->cached_tokens,
+			ev->prompt_tokens - ev->cached_tokens, ev->stored_blocks, ev->total_ms);
+	P->n_req++;
+	P->n_tok += ev->prompt_tokens;
+	P->n_cached += ev->cached_tokens;
+	return emit(P, q);
+}
+
+static fi_err on_event(void *user, const struct fi_sched_event *ev)
+{
+	struct prefill *P = user;
+	fi_err e = on_event_(P, ev);
+	if (ev->type == FI_SCHED_EV_DONE)
+		pre_free(ev->user);
+	if (e && !P->werr)
+		P->werr = e;
+	return e;
+}
+
+/* Runs every held request. A failed forward pass is answered per request: each gets an
+ * error frame and the stream goes on. */
 static fi_err run_batch(struct prefill *P)
 {
-	int T = 0, n_rows;
-	int32_t *tok = NULL, *seq = NULL;
 	double t0 = fi_now();
-	fi_err e = FI_OK, w = FI_OK;
-	if (!P->nb)
+	fi_err e;
+	if (!fi_sched_pending(P->s))
 		return FI_OK;
-	for (int i = 0; !e && i < P->nb; i++) {
-		struct pre *q = &P->b[i];
-		/* Keep at least the last prompt token to compute: its logits give the first token. */
-		if (!(e = fi_model_seq_new(P->m, &q->seq)))
-			e = fi_kvx_fetch(P->x, q->seq, q->f.req.tokens, q->n, (q->n - 1) / BLOCK_TOKENS,
-					 &q->cached);
-		T += (int)q->n - q->cached;
-	}
-	if (!e && (!(tok = malloc(sizeof *tok * (size_t)T)) || !(seq = malloc(sizeof *seq * (size_t)T))))
-		e = fi_fail(FI_ENOMEM, "out of memory");
-	if (!e) {
-		T = 0;
-		for (int i = 0; i < P->nb; i++)
-			for (uint32_t j = (uint32_t)P->b[i].cached; j < P->b[i].n; j++) {
-				tok[T] = (int32_t)P->b[i].f.req.tokens[j];
-				seq[T++] = P->b[i].seq;
-			}
-		struct fi_batch fb = {T, tok, seq, NULL};
-		e = fi_model_forward(P->m, &fb, P->logits, &n_rows);
-	}
-	free(tok);
-	free(seq);
-	for (int i = 0; i < P->nb && !w; i++) {
-		struct pre *q = &P->b[i];
-		struct fi_sample_params sp;
-		struct fi_sampler smp;
-		size_t stored = 0;
-		int32_t t;
-		if (e) {
-			w = fi_stream_write_error(P->out, q->f.id, e, fi_errmsg());
-			continue;
-		}
-		sample_params(&q->f.req, &sp);
-		if ((w = fi_sampler_init(&smp, &sp, P->c->vocab)))
-			break;
-		t = fi_sampler_next(&smp, P->logits + (size_t)i * P->c->vocab,
-				    (const int32_t *)q->f.req.tokens, (int)q->n);
-		fi_sampler_free(&smp);
-		if ((w = fi_kvx_store(P->x, q->seq, q->f.req.tokens, q->n, &stored)))
-			break;
-		if (P->o->verbose)
-			fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %d cached, %u computed, "
-				"%zu blocks stored, %.2f ms\n", q->f.id, q->n, q->cached,
-				q->n - (uint32_t)q->cached, stored, (fi_now() - t0) * 1e3);
-		P->n_req++;
-		P->n_tok += q->n;
-		P->n_cached += (uint64_t)q->cached;
-		w = emit(P, q, t);
+	e = fi_sched_run(P->s);
+	if (e && !P->werr) {
+		P->fwd = e;
+		snprintf(P->fwd_msg, sizeof P->fwd_msg, "%s", fi_errmsg());
+		e = fi_sched_cancel_all(P->s);
+		P->fwd = FI_OK;
 	}
 	P->t_busy += fi_now() - t0;
-	batch_clear(P);
-	if (!w)
-		w = fi_stream_flush(P->out);
-	return w;
+	if (!e)
+		e = fi_stream_flush(P->out);
+	return e;
+}
+
+/* Checks a request and queues it; an error is answered with an error frame. */
+static fi_err add_req(struct prefill *P, struct fi_frame *f)
+{
+	struct fi_sched_req r;
+	struct pre *q;
+	fi_err e;
+	if ((e = fi_sched_encode_prompt(P->tok, f)))
+		return e;
+	resolve_sampling(P->o, &f->req);
+	if (!(q = calloc(1, sizeof *q)))
+		return fi_fail(FI_ENOMEM, "out of memory");
+	fi_frame_move(&q->f, f);
+	fi_sched_req_from_frame(&q->f, &P->o->sp, &r);
+	/* one token, whatever it is; stops are fi-decode's business */
+	r.max_tokens = 1;
+	r.flags = FI_SCHED_NO_STOP;
+	r.stop = NULL;
+	r.nstop = 0;
+	r.user = q;
+	if ((e = fi_sched_add(P->s, &r))) {
+		fi_frame_move(f, &q->f);
+		free(q);
+	}
+	return e;
 }
 
 /* Takes one input frame; returns 1 at the end of input. */
 static int take_frame(struct prefill *P, struct fi_frame *f, fi_err *fatal)
 {
-	fi_err e;
 	if (f->type == FI_FRAME_EOS)
 		return 1;
 	if (f->type != FI_FRAME_REQUEST) {
@@ -318,23 +259,10 @@ static int take_frame(struct prefill *P, struct fi_frame *f, fi_err *fatal)
 			*fatal = fi_stream_write(P->out, f);
 		return 0;
 	}
-	if ((e = check_req(P, f))) {
-		*fatal = fi_stream_write_error(P->out, f->id, e, fi_errmsg());
+	if (fi_sched_pending(P->s) >= P->o->batch && (*fatal = run_batch(P)))
 		return 0;
-	}
-	if (blocks_of(f->req.ntokens) > P->blocks_max) {
-		*fatal = fi_stream_write_error(P->out, f->id, FI_EFULL, "prompt larger than the KV cache");
-		return 0;
-	}
-	if (P->nb == P->o->batch || P->blocks_used + blocks_of(f->req.ntokens) > P->blocks_max)
-		if ((*fatal = run_batch(P)))
-			return 0;
-	P->b[P->nb].n = f->req.ntokens;
-	P->b[P->nb].seq = -1;
-	P->b[P->nb].cached = 0;
-	fi_frame_move(&P->b[P->nb].f, f);
-	P->blocks_used += blocks_of(P->b[P->nb].n);
-	P->nb++;
+	if (add_req(P, f))
+		*fatal = fi_stream_write_error(P->out, f->id, fi_errcode(), fi_errmsg());
 	return 0;
 }
 
@@ -377,7 +305,7 @@ static int run(struct prefill *P)
 		/* Wait for the first request, then take what has already arrived, up to a batch. */
 		for (int k = 0; !eof && !e && k < 4 * P->o->batch; k++) {
 			fi_frame_init(&f, FI_FRAME_NONE);
-			e = P->nb ? fi_stream_read_timeout(in, &f, 0) : fi_stream_read(in, &f);
+			e = fi_sched_pending(P->s) ? fi_stream_read_timeout(in, &f, 0) : fi_stream_read(in, &f);
 			if (e == FI_EFORMAT || e == FI_ERANGE || e == FI_EUNSUPPORTED) {
 				if (fi_stream_broken(in)) {
 					fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
@@ -411,7 +339,9 @@ out:
 		fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
 		rc = 1;
 	}
-	batch_clear(P);
+	/* requests still held (a failed output) are dropped, their frames freed */
+	P->werr = P->werr ? P->werr : FI_EIO;
+	fi_sched_cancel_all(P->s);
 	if (fi_stream_close(P->out) && !rc) {
 		fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
 		rc = 1;
@@ -443,7 +373,8 @@ int main(int argc, char **argv)
 	struct opts o = {.backend = "auto", .in = "-", .out = "-", .batch = 16, .eos_count = 1};
 	struct prefill P = {.o = &o};
 	struct fi_backend *be = NULL;
-	int c, rc = 1;
+	struct fi_sched_opts so;
+	int c, rc = 1, ctx;
 	double v;
 	fi_log_set_prog("fi-prefill");
 	fi_sample_defaults(&o.sp);
@@ -518,27 +449,30 @@ bad:
 		return fail() + 1; /* an unknown backend name is a usage error */
 	if (open_model(&o, be, &P.im, &P.m))
 		goto fail;
-	P.c = fi_model_config(P.m);
-	P.ctx = P.c->max_pos > 0 ? P.c->max_pos : 4096;
+	ctx = fi_model_config(P.m)->max_pos > 0 ? fi_model_config(P.m)->max_pos : 4096;
 	/* Room for a batch of o.batch full-context prompts, or 4 contexts, whichever is less. */
-	P.blocks_max = blocks_of((uint32_t)P.ctx) * (o.batch < 4 ? o.batch : 4);
-	if (fi_model_cache_init(P.m, P.blocks_max, BLOCK_TOKENS) ||
-	    fi_kvx_open(&P.x, P.m, P.im->fingerprint, o.arena_size, 1))
+	if (fi_model_cache_init(P.m, (ctx + BLOCK_TOKENS - 1) / BLOCK_TOKENS *
+				(o.batch < 4 ? o.batch : 4), BLOCK_TOKENS))
 		goto fail;
-	if (!(P.b = calloc((size_t)o.batch, sizeof *P.b)) ||
-	    !(P.logits = malloc(sizeof(float) * (size_t)P.c->vocab * (size_t)o.batch))) {
-		fi_fail(FI_ENOMEM, "out of memory");
+	if (fi_sched_tokenizer(P.im, &P.tok) && fi_errcode() != FI_ENOTFOUND)
+		fi_warn("%s: text prompts are refused", fi_errmsg());
+	fi_sched_opts_default(&so);
+	so.max_batch = o.batch;
+	so.max_requests = o.batch;
+	so.fingerprint = P.im->fingerprint;
+	so.prefix_cache = 1;
+	so.arena_size = o.arena_size;
+	so.cb = on_event;
+	so.cb_user = &P;
+	if (fi_sched_create(P.m, &so, &P.s) || fi_sched_arena(P.s, 1, &P.x))
 		goto fail;
-	}
 	fi_info("%s on %s, arena %s", o.model, be->device, fi_arena_file(fi_kvx_arena(P.x)));
 	rc = run(&P);
 	goto out;
 fail:
 	rc = fail();
 out:
-	free(P.b);
-	free(P.logits);
-	fi_kvx_close(P.x);
+	fi_sched_destroy(P.s);
 	fi_tok_free(P.tok);
 	fi_model_close(P.m);
 	if (P.im)
