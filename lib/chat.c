@@ -274,6 +274,8 @@ fi_err fi_chat_render_json(const struct fi_chat *ch, json_t *messages, const str
 	*out = NULL;
 	if (!json_is_array(messages))
 		return fi_fail(FI_EINVAL, "chat: messages must be a JSON array");
+	if (!json_array_size(messages)) /* as apply_chat_template refuses it */
+		return fi_fail(FI_EINVAL, "chat: cannot apply the chat template to an empty conversation");
 	if (o->tools && !json_is_array(o->tools))
 		return fi_fail(FI_EINVAL, "chat: tools must be a JSON array");
 	if (o->extra && !json_is_object(o->extra))

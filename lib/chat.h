@@ -54,7 +54,8 @@ struct fi_chat_opts {
 
 /* Renders messages (a JSON array of message objects: role, content, optionally name,
  * tool_calls, ...) into a malloc'd NUL-terminated string; *len (may be NULL) gets its length.
- * opts may be NULL (no tools, no generation prompt). */
+ * opts may be NULL (no tools, no generation prompt). An empty conversation is FI_EINVAL, as
+ * apply_chat_template refuses it. */
 fi_err fi_chat_render_json(const struct fi_chat *c, json_t *messages, const struct fi_chat_opts *opts,
 			   char **out, size_t *len);
 

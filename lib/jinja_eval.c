@@ -628,6 +628,19 @@ static jv loop_cycle(struct jz_ctx *c, jv self, struct jargs *a)
 	return a->pos[jv_dgets(self.d, "index0")->i % a->n];
 }
 
+/* loop.changed(*values): true on the first call and whenever the values differ from the last
+ * call's; self is the loop's state, shared by its iterations. */
+static jv loop_changed(struct jz_ctx *c, jv self, struct jargs *a)
+{
+	jv vals = jv_list(c, (size_t)a->n), *last = jv_dgets(self.d, "last");
+	for (int i = 0; i < a->n; i++)
+		jv_push(c, vals, a->pos[i]);
+	if (last && jv_eq(*last, vals))
+		return jv_false;
+	jv_dset(c, self.d, jv_cstr(c, "last"), vals);
+	return jv_true;
+}
+
 static int exec_for(struct jz_ctx *c, struct jscope *s, struct jnode *x, struct jbuf *o)
 {
 	jv items = jz_iterate(c, eval(c, s, x->b));
@@ -643,6 +656,7 @@ static int exec_for(struct jz_ctx *c, struct jscope *s, struct jnode *x, struct 
 		items = keep;
 	}
 	long long n = (long long)items.l->n;
+	jv changed = jv_func(c, "changed", loop_changed, jv_dict(c));
 	for (long long i = 0; i < n; i++) {
 		struct jscope *ls = new_scope(c, s);
 		jv loop = jv_dict(c);
@@ -661,6 +675,7 @@ static int exec_for(struct jz_ctx *c, struct jscope *s, struct jnode *x, struct 
 		if (i < n - 1)
 			jv_dset(c, loop.d, jv_cstr(c, "nextitem"), items.l->v[i + 1]);
 		jv_dset(c, loop.d, jv_cstr(c, "cycle"), jv_func(c, "cycle", loop_cycle, loop));
+		jv_dset(c, loop.d, jv_cstr(c, "changed"), changed);
 		bind(c, ls, "loop", loop);
 		assign(c, ls, x->a, items.l->v[i]);
 		int f = exec_body(c, ls, x->v, x->n, o);

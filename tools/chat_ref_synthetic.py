@@ -266,6 +266,7 @@ CASES = [
     ("generator_length_error", "{{ messages | selectattr('role', 'eq', 'user') | length }}"),
     ("ranges_and_subscripts", "{{ range(3) }} {{ range(1, 9, 2) }} {{ range(3) == [0, 1, 2] }} {{ range(3) | list }} {{ {(1, 2): 'x'}[1, 2] }} {{ 'abc'[::-1] }} {{ 1[::-1] }}|{{ [1, 2][5:] }}"),
     ("slice_error", "{% set n = 5 %}{{ n[1:] }}"),
+    ("loop_changed", "{% for x in [1, 1, 2, 2, 1] %}{{ loop.changed(x) }}{% endfor %}{% for m in messages %}{% if loop.changed(m.role) %}[{{ m.role }}]{% endif %}{% endfor %}"),
     ("call_block", "{% macro box(t) %}[{{ t }}:{{ caller() }}]{% endmacro %}{% call box('a') %}in {{ messages[0].role }}{% endcall %}{% macro each(xs) %}{% for x in xs %}{{ caller(x) }};{% endfor %}{% endmacro %}{% call(x) each([1, 2]) %}<{{ x * 2 }}>{% endcall %}"),
     ("with_block", "{% set a = 5 %}{% with a = a + 1, b = 'x' %}{{ a }}{{ b }}{% set z = 1 %}{% endwith %}{{ a }}[{{ b }}{{ z }}]"),
     ("percent_format", "{{ '%s=%d (%5.2f%%) %r|%-4s|%04x' % ('n', 7, 12.345, 'q', 'ab', 255) }} {{ '%(role)s: %(content)s' % messages[0] }} {{ '%s-%s'|format(1, 'b') }}"),
