@@ -120,7 +120,7 @@ fi_err fi_chat_load(struct fi_chat **out, const char *config_json, const char *t
 			e = FI_ENOMEM;
 	}
 	json_decref(cfg);
-	c->lim = (struct fi_chat_limits){ 64u << 20, 512u << 20, 10000000, 200 };
+	c->lim = (struct fi_chat_limits){ 64u << 20, 512u << 20, 10000000, 1000 };
 	if (e) {
 		fi_chat_free(c);
 		return fi_fail(e, "out of memory");

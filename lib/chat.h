@@ -70,7 +70,7 @@ struct fi_chat_limits {
 	size_t max_output;      /* bytes of rendered text (default 64 MiB) */
 	size_t max_memory;      /* bytes of interpreter memory per render (default 512 MiB) */
 	long long max_steps;    /* loop iterations plus calls (default 10,000,000) */
-	int max_depth;          /* nesting of macro calls and expressions (default 200) */
+	int max_depth;          /* nesting of blocks, macro calls and expressions (default 1000) */
 };
 void fi_chat_set_limits(struct fi_chat *c, const struct fi_chat_limits *l);
 

@@ -122,25 +122,31 @@ jv jz_getitem(struct jz_ctx *c, jv obj, jv key)
 /* An expression jinja2 folds at compile time: made of literals only. In a print statement
  * such an expression is rendered by the folding, where the sandbox's getitem turns a failed
  * slice into Undefined instead of an error. */
-static int is_const(struct jnode *x)
+static int is_const_at(struct jnode *x, int depth)
 {
 	if (!x)
 		return 1;
+	if (depth > 64) /* jinja2 would fold deeper ones too; such literals do not occur */
+		return 0;
 	switch (x->t) {
 	case E_CONST: return 1;
 	case E_NAME: case E_CALL: return 0;
 	default: break;
 	}
-	if (!is_const(x->a) || !is_const(x->b) || !is_const(x->c) || !is_const(x->d))
+	depth++;
+	if (!is_const_at(x->a, depth) || !is_const_at(x->b, depth) || !is_const_at(x->c, depth) ||
+	    !is_const_at(x->d, depth))
 		return 0;
 	for (int i = 0; i < x->n; i++)
-		if (!is_const(x->v[i]) || (x->t == E_DICT && !is_const(x->kwv[i])))
+		if (!is_const_at(x->v[i], depth) || (x->t == E_DICT && !is_const_at(x->kwv[i], depth)))
 			return 0;
 	for (int i = 0; x->t != E_DICT && i < x->nkw; i++)
-		if (!is_const(x->kwv[i]))
+		if (!is_const_at(x->kwv[i], depth))
 			return 0;
 	return 1;
 }
+
+static int is_const(struct jnode *x) { return is_const_at(x, 0); }
 
 /* obj[a:b:st] with Python's index adjustment (PySlice_AdjustIndices). */
 static jv slice(struct jz_ctx *c, jv obj, jv a, jv b, jv st, int soft)
@@ -474,10 +480,13 @@ static void eval_args(struct jz_ctx *c, struct jscope *s, struct jnode *x, struc
 static jv apply_filter(struct jz_ctx *c, struct jscope *s, struct jnode *f, jv in)
 {
 	struct jargs a;
+	jz_enter(c);
 	jv v = !f->a ? in : f->a->t == E_FILTER ? apply_filter(c, s, f->a, in) : eval(c, s, f->a);
 	eval_args(c, s, f, &a);
 	c->line = f->line;
-	return jz_filter(f->name)(c, v, &a);
+	v = jz_filter(f->name)(c, v, &a);
+	jz_leave(c);
+	return v;
 }
 
 static jv eval(struct jz_ctx *c, struct jscope *s, struct jnode *x)

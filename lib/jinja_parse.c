@@ -358,6 +358,7 @@ static struct jnode *parse_unary(struct jparser *p, int with_filter)
 {
 	struct jnode *x;
 	int line = jp_cur(p)->line;
+	p->c->line = jp_cur(p)->line;
 	jz_enter(p->c);
 	if (jp_skip_op(p, "-")) {
 		x = jp_mk(p, E_NEG, line);
@@ -475,6 +476,7 @@ static struct jnode *parse_not(struct jparser *p)
 {
 	if (jp_is_name(p, "not")) {
 		int line = jp_next(p)->line;
+		p->c->line = jp_cur(p)->line;
 		jz_enter(p->c);
 		struct jnode *x = jp_mk(p, E_NOT, line);
 		x->a = parse_not(p);
@@ -509,6 +511,7 @@ struct jnode *jp_expression(struct jparser *p, int condexpr)
 	struct jnode *x = parse_or(p);
 	if (!condexpr)
 		return x;
+	p->c->line = jp_cur(p)->line;
 	jz_enter(p->c); /* 'a if b else c if d else ...' nests */
 	while (jp_is_name(p, "if")) {
 		int line = jp_next(p)->line;

@@ -190,6 +190,7 @@ static struct jnode *parse_statement(struct jparser *p, int elif)
 static struct nvec parse_body(struct jparser *p, const char *const *ends, const char *block)
 {
 	struct nvec v = { 0 };
+	p->c->line = jp_cur(p)->line;
 	jz_enter(p->c);
 	for (;;) {
 		struct jtok *t = jp_cur(p);
