@@ -1,7 +1,7 @@
 /* attn_prefill: causal flash-attention on tensor cores (FA2 scheme, mma.sync m16n8k16 bf16,
  * f32 accumulation) over the paged KV cache, GQA and sliding window.
  *
- * One CTA per (tile of 64 consecutive batch tokens, query head); 4 warps of 16 query rows.
+ * One CTA per (tile of 64 or 128 consecutive batch tokens, query head); warps of 16 query rows.
  * K/V tiles of 64 positions are gathered from the cache blocks with cp.async into swizzled
  * shared memory, double-buffered so the next tile loads during the current one's math.
  * Rows of a tile may belong to different sequences (a batch of several prompts): the CTA walks
@@ -11,12 +11,11 @@
  * decode kernel. */
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "common.cuh"
 
-#define PF_BR 64
 #define PF_BC 64
-#define PF_THREADS 128
 
 struct pf_params {
 	bf16 *out;
@@ -73,10 +72,12 @@ static __device__ __forceinline__ int swz(int row, int c)
 	return row * HD + ((c ^ (row & 7)) << 3);
 }
 
-template <int HD>
-__global__ void __launch_bounds__(PF_THREADS)
+/* BR query rows per CTA, 16 per warp. */
+template <int HD, int BR>
+__global__ void __launch_bounds__(BR * 2)
 attn_prefill_kernel(pf_params p)
 {
+	constexpr int PF_BR = BR, PF_THREADS = BR * 2;
 	constexpr int CH = HD / 8; /* 16-byte chunks per row */
 	extern __shared__ __align__(16) unsigned char smem[];
 	bf16 *sq = (bf16 *)smem;
@@ -306,14 +307,18 @@ attn_prefill_kernel(pf_params p)
 	}
 }
 
-template <int HD>
+template <int HD, int BR>
 static fi_err launch(cudaStream_t st, const pf_params &p)
 {
-	size_t smem = (size_t)(PF_BR + 4 * PF_BC) * HD * sizeof(bf16);
-	CU_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<HD>,
-				      cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-	dim3 grid((p.T + PF_BR - 1) / PF_BR, p.Hq);
-	attn_prefill_kernel<HD><<<grid, PF_THREADS, smem, st>>>(p);
+	static bool attr_set; /* the attribute is per function; set it once */
+	size_t smem = (size_t)(BR + 4 * PF_BC) * HD * sizeof(bf16);
+	if (!attr_set) {
+		CU_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<HD, BR>,
+					      cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+		attr_set = true;
+	}
+	dim3 grid((p.T + BR - 1) / BR, p.Hq);
+	attn_prefill_kernel<HD, BR><<<grid, BR * 2, smem, st>>>(p);
 	LAUNCH_CHECK();
 	return FI_OK;
 }
@@ -343,5 +348,11 @@ extern "C" fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a
 	p.G = a->Hq / a->Hk;
 	p.window = b->sliding_window;
 	p.scale2 = b->scale * 1.4426950408889634f;
-	return a->hd == 64 ? launch<64>(st, p) : launch<128>(st, p);
+	/* 128-row tiles halve the K/V traffic per query row once there are enough tiles to fill
+	 * the GPU; FI_PF_BR=64|128 overrides (for timing both). */
+	const char *env = getenv("FI_PF_BR");
+	int br = env ? atoi(env) : (p.T >= 1024 ? 128 : 64);
+	if (br == 128)
+		return a->hd == 64 ? launch<64, 128>(st, p) : launch<128, 128>(st, p);
+	return a->hd == 64 ? launch<64, 64>(st, p) : launch<128, 64>(st, p);
 }

@@ -10,6 +10,7 @@
 #   parity        HF references of the small shapes + Llama-3.2-1B shape, then test_model_hf
 #   parity8b      the Llama-3-8B shape (16 GB checkpoint): reference, then test_model_hf
 #   bench1b       fi-bench on the 1B shape;  bench8b  fi-bench on the 8B shape
+#   micro         tests/gpu/bench_kernels (GEMM and attention timings)
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -38,15 +39,18 @@ for stage in "$@"; do
 		;;
 	sanitize)
 		for tool in memcheck racecheck; do
-			# cuBLASLt's sm90 kernels (nvjet_*) sync through TMA/mbarriers, which racecheck
-			# reports as hazards; fi's own kernels are all checked
-			skip=; [ $tool = racecheck ] && skip="--kernel-name-exclude kns=nvjet"
 			step "compute-sanitizer $tool"
-			timeout 150 compute-sanitizer --tool $tool $skip --error-exitcode 9 $t/test_kernels \
-				>"$out/san-$tool.log" 2>&1
+			timeout 200 compute-sanitizer --tool $tool $t/test_kernels >"$out/san-$tool.log" 2>&1
 			r=$?
 			echo "$tool exit $r"; grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Checks:' "$out/san-$tool.log"
-			[ $r = 0 ] || rc=1
+			grep -q 'Checks: [0-9]*, Failures: 0, Errors: 0' "$out/san-$tool.log" || rc=1
+			[ $tool = memcheck ] && [ $r != 0 ] && rc=1
+			# cuBLASLt's sm90 kernels (nvjet_*) order shared memory through TMA and
+			# mbarriers, which racecheck reports as hazards (excluding them by name crashes
+			# the tool); every hazard in fi's own kernels counts
+			n=$(grep 'Race reported' "$out/san-$tool.log" | grep -vc nvjet)
+			echo "$tool: hazards in fi kernels: $n; in cuBLASLt nvjet kernels: $(grep 'Race reported' "$out/san-$tool.log" | grep -c nvjet)"
+			[ "$n" = 0 ] || rc=1
 		done
 		;;
 	parity)
@@ -72,6 +76,10 @@ for stage in "$@"; do
 		[ -f $FI_HOME/models/llama3_8b.fim ] || fi-load --name llama3_8b $refs/llama3_8b || rc=1
 		fi-bench -m llama3_8b -r 3 pp512 pp2048 pp8192 tg256@d128 tg128@d4096 | tee "$out/bench8b.md" || rc=1
 		fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | tee -a "$out/bench8b.md" || rc=1
+		;;
+	micro)
+		step "kernel timings"
+		$t/bench_kernels | tee "$out/micro.md" || rc=1
 		;;
 	*) echo "unknown stage $stage"; rc=2 ;;
 	esac

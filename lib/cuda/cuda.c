@@ -48,6 +48,8 @@ static fi_err cu_upload(struct fi_backend *be, void *dst_d, const void *src, siz
 static fi_err cu_download(struct fi_backend *be, void *dst, const void *src_d, size_t bytes)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
+	if (bytes >= (4u << 20) && !c->capturing)
+		return fi_cuda_download_big(c, dst, src_d, bytes);
 	if (bytes)
 		CU_CHECK(cudaMemcpyAsync(dst, src_d, bytes, cudaMemcpyDeviceToHost, c->stream));
 	CU_CHECK(cudaStreamSynchronize(c->stream));

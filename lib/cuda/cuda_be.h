@@ -81,6 +81,8 @@ void fi_cuda_upload_free(struct fi_cuda *c);
 /* Copies n elements of src (dtype sdt, host) to dst_d as bf16 through pinned staging. */
 fi_err fi_cuda_upload_bf16(struct fi_cuda *c, void *dst_d, const void *src, enum fi_dtype sdt,
 			   size_t n);
+/* Synchronous device-to-host copy through the pinned buffers (large transfers). */
+fi_err fi_cuda_download_big(struct fi_cuda *c, void *dst, const void *src_d, size_t bytes);
 
 /* Launchers in kernels/NAME.cu; all asynchronous on stream st. bf16 tensors are passed as void *. */
 fi_err fi_cu_embed(cudaStream_t st, void *x, const void *emb, int64_t V, const int32_t *tok,
@@ -94,6 +96,9 @@ fi_err fi_cu_kv_write(cudaStream_t st, void *kc, void *vc, const void *k, const 
 fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
 fi_err fi_cu_gather_rows(cudaStream_t st, void *out, const void *x, const int32_t *idx, int n,
 			 int D);
+/* out[T,N] = x[T,K] w[N,K]^T (+ bias) for T <= 4; FI_EUNSUPPORTED (not recorded) otherwise. */
+fi_err fi_cu_gemv(cudaStream_t st, void *out, int out_f32, const void *x, const void *w,
+		  const void *bias, int T, int N, int K);
 fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V);
 
 /* Everything attention needs besides the batch; kc/vc point at one layer. */

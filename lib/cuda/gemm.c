@@ -159,6 +159,17 @@ fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void 
 	if (bias && (bias->rows * bias->cols != w->rows || bias->dtype != FI_DT_BF16))
 		return fi_fail(FI_EMISMATCH, "matmul: bias of %lld values for %lld outputs",
 			       (long long)(bias->rows * bias->cols), (long long)w->rows);
+	/* Decode-sized batches: the weight-streaming kernel (FI_GEMV=0 turns it off, to time
+	 * cuBLASLt instead). */
+	if (T <= 4) {
+		const char *env = getenv("FI_GEMV");
+		if (!env || strcmp(env, "0")) {
+			fi_err ge = fi_cu_gemv(c->stream, out_d, out_f32, in_d, w->p,
+					       bias ? bias->p : NULL, T, (int)w->rows, (int)w->cols);
+			if (ge != FI_EUNSUPPORTED)
+				return ge;
+		}
+	}
 	int align = ptr_align(out_d);
 	int ai = ptr_align(in_d), aw = ptr_align(w->p);
 	if (ai < align)

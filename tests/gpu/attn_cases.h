@@ -175,8 +175,15 @@ static void run_case(const struct attn_case *c)
 
 START_TEST(test_attention)
 {
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-		run_case(&cases[i]);
+	/* both prefill tile heights (the default picks by batch size) */
+	static const char *br[] = {"64", "128"};
+	for (int k = 0; k < 2; k++) {
+		setenv("FI_PF_BR", br[k], 1);
+		printf("prefill tiles of %s rows:\n", br[k]);
+		for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+			run_case(&cases[i]);
+	}
+	unsetenv("FI_PF_BR");
 }
 END_TEST
 

@@ -123,8 +123,9 @@ START_TEST(test_matmul)
 	/* T, N, K, bias */
 	static const int shapes[][4] = {{1, 4096, 4096, 0}, {7, 1024, 4096, 1}, {64, 1536, 512, 0},
 					{5, 130, 72, 1},    {33, 513, 256, 0},  {1, 14336, 4096, 0},
-					{300, 256, 1024, 1}};
-	for (int k = 0; k < 7; k++) {
+					{300, 256, 1024, 1}, {2, 1000, 4104, 1},  {3, 4096, 1024, 0},
+					{4, 128256, 256, 0}, {1, 77, 8, 1}};
+	for (int k = 0; k < 11; k++) {
 		int T = shapes[k][0], N = shapes[k][1], K = shapes[k][2], hb = shapes[k][3];
 		float *x = rand_bf16((size_t)T * K, 1, &seed), *w = rand_bf16((size_t)N * K, 1, &seed);
 		float *b = rand_bf16(N, 4, &seed);
@@ -241,6 +242,23 @@ START_TEST(test_argmax)
 }
 END_TEST
 
+/* download of a large buffer takes the pinned, chunked path: every byte must arrive */
+START_TEST(test_download_big)
+{
+	size_t n = (size_t)37 << 20; /* not a multiple of the chunk */
+	unsigned char *h = malloc(n), *back = malloc(n);
+	for (size_t i = 0; i < n; i++)
+		h[i] = (unsigned char)(next(&seed) >> 56);
+	void *d = put_bytes(P.gpu, h, n);
+	memset(back, 0xa5, n);
+	ck_assert_msg(P.gpu->ops->download(P.gpu, back, d, n) == FI_OK, "%s", fi_errmsg());
+	ck_assert_msg(!memcmp(h, back, n), "large download differs");
+	printf("%-44s ok\n", "download 37 MiB");
+	freeb(P.gpu, d);
+	free(h), free(back);
+}
+END_TEST
+
 #include "attn_cases.h"
 
 static Suite *suite(void)
@@ -255,6 +273,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_argmax);
 	tcase_add_test(tc, test_attention);
 	tcase_add_test(tc, test_graph);
+	tcase_add_test(tc, test_download_big);
 	suite_add_tcase(s, tc);
 	return s;
 }

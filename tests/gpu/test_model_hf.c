@@ -12,7 +12,11 @@
  * Directories: the committed fixtures (tests/fixtures/hf/NAME) and those in $FI_HF_REFS
  * (colon-separated). Limits (bf16 weights and activations vs an f32 reference):
  * mean row error <= 3e-2, worst row <= 8e-2, top-1 agreement >= 95%, greedy agrees for
- * at least half the continuation (a near-tie may flip one token; after it, texts differ). */
+ * at least half the continuation (a near-tie may flip one token; after it, texts differ).
+ * Where ref.json records HF's own bf16 forward against the same reference (random large
+ * models have flat logits, so bf16 rounding alone flips argmaxes), the limits become: errors
+ * <= 1.5x HF bf16's (or the above, if larger), top-1 within max(2, 2%) of HF bf16's, greedy
+ * prefix >= half of HF bf16's. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,11 +146,27 @@ static int run_dir(struct fi_backend *be, const char *dir)
 		fi_model_seq_free(m, s);
 	}
 	double mean = sum / rows;
-	int pass = mean <= 3e-2 && worst <= 8e-2 && agree >= 0.95 * rows && match >= ng / 2;
+	/* HF's own bf16 forward against the same f32 reference, when recorded */
+	json_t *bm = json_object_get(ref, "bf16_rel_mean");
+	double lim_mean = 3e-2, lim_max = 8e-2, min_top1 = 0.95 * rows, min_match = ng / 2;
+	char base[160] = "";
+	if (bm) {
+		double b_mean = json_number_value(bm);
+		double b_max = json_number_value(json_object_get(ref, "bf16_rel_max"));
+		int b_top1 = (int)json_integer_value(json_object_get(ref, "bf16_top1"));
+		int b_match = (int)json_integer_value(json_object_get(ref, "bf16_greedy_match"));
+		lim_mean = fmax(lim_mean, 1.5 * b_mean);
+		lim_max = fmax(lim_max, 1.5 * b_max);
+		min_top1 = b_top1 - fmax(2, rows / 50.0);
+		min_match = fmin(ng / 2, b_match / 2);
+		snprintf(base, sizeof base, "  [HF bf16: mean=%.2e max=%.2e top1=%d greedy=%d]", b_mean,
+			 b_max, b_top1, b_match);
+	}
+	int pass = mean <= lim_mean && worst <= lim_max && agree >= min_top1 && match >= min_match;
 	const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
 	printf("%-14s rows=%-4d V=%-6d load=%.2fs  rel_err mean=%.2e max=%.2e  top1=%d/%d  "
-	       "greedy=%d/%d  %s\n",
-	       name, rows, V, tl, mean, worst, agree, rows, match, ng, pass ? "ok" : "FAIL");
+	       "greedy=%d/%d  %s%s\n",
+	       name, rows, V, tl, mean, worst, agree, rows, match, ng, pass ? "ok" : "FAIL", base);
 	fails = !pass;
 	fi_model_close(m);
 	free(prompt), free(greedy), free(want), free(got), free(seq), free(all);
