@@ -227,6 +227,66 @@ static long long env_now(void)
 	return end && !*end ? (long long)timegm(&tm) : -1;
 }
 
+/* continue_final_message: the final message is tagged, rendered, and the text cut at the tag,
+ * so the prompt ends inside that message (as apply_chat_template does it). */
+#define CONTINUE_TAG "CONTINUE_FINAL_MESSAGE_TAG "
+
+static jv tag_final_message(struct jz_ctx *c, const struct fi_chat *ch, jv msgs)
+{
+	jv tag = jv_cstr(c, CONTINUE_TAG);
+	if (!strstr(ch->source, "content"))
+		jz_fail(c, FI_EINVAL, "continue_final_message is set but the chat template does not read \"content\"");
+	jv last = msgs.l->v[msgs.l->n - 1], *content = jv_dgets(last.d, "content");
+	if (!content)
+		jz_fail(c, FI_EINVAL, "continue_final_message is set but the final message has no content");
+	if (content->k == JV_LIST) {
+		for (size_t i = content->l->n; i-- > 0;) {
+			jv blk = content->l->v[i], *text;
+			if (blk.k != JV_DICT || !(text = jv_dgets(blk.d, "text")))
+				continue;
+			if (text->k != JV_STR)
+				jz_fail(c, FI_EINVAL, "the final message's text is not a string");
+			jv orig = *text;
+			struct jbuf b = { 0 };
+			jv_str_into(c, &b, orig);
+			jv_str_into(c, &b, tag);
+			*text = jb_value(c, &b);
+			return orig;
+		}
+		jz_fail(c, FI_EINVAL, "continue_final_message is set but the final message has no text to continue");
+	}
+	if (content->k != JV_STR)
+		jz_fail(c, FI_EINVAL, "the final message's content is not a string");
+	jv orig = *content;
+	struct jbuf b = { 0 };
+	jv_str_into(c, &b, orig);
+	jv_str_into(c, &b, tag);
+	*content = jb_value(c, &b);
+	return orig;
+}
+
+static void cut_at_tag(struct jz_ctx *c, char *out, size_t *len, jv orig)
+{
+	static const char tag[] = CONTINUE_TAG;
+	size_t tn = sizeof tag - 2, n = *len; /* the tag without its trailing space */
+	jv so = js_strip(c, orig, jv_none, 1, 1);
+	const char *loc = NULL, *p = out;
+	while ((p = memmem(p, n - (size_t)(p - out), tag, tn))) {
+		loc = p;
+		p += tn;
+	}
+	if (!loc || !memmem(out, n, so.s->p, so.s->n))
+		jz_fail(c, FI_EINVAL, "continue_final_message is set but the final message does not appear in the rendered chat");
+	size_t k = (size_t)(loc - out);
+	if (n - k >= tn + 1 && loc[tn] == ' ') {
+		*len = k;
+	} else {
+		jv r = js_strip(c, jv_str(c, out, k), jv_none, 0, 1);
+		*len = r.s->n;
+	}
+	out[*len] = 0;
+}
+
 /* The variables of one render, then the render; failures unwind here. */
 static fi_err run(struct jz_ctx *c, const struct fi_chat *ch, json_t *messages,
 		  const struct fi_chat_opts *o, char **out, size_t *len)
@@ -254,14 +314,30 @@ static fi_err run(struct jz_ctx *c, const struct fi_chat *ch, json_t *messages,
 			jz_fail(c, FI_EINVAL, "message %zu is not a JSON object", i);
 		jv_push(c, msgs, prepare_message(c, m));
 	}
+	jv final = jv_none;
+	if (o->continue_final_message) {
+		if (o->add_generation_prompt)
+			jz_fail(c, FI_EINVAL, "continue_final_message and add_generation_prompt are not compatible");
+		final = tag_final_message(c, ch, msgs);
+	}
 	jv_dset(c, g.d, jv_cstr(c, "messages"), msgs);
 	jv_dset(c, g.d, jv_cstr(c, "tools"), o->tools ? jv_from_json(c, o->tools) : jv_none);
 	jv_dset(c, g.d, jv_cstr(c, "documents"), jv_none);
 	jv_dset(c, g.d, jv_cstr(c, "add_generation_prompt"), jv_bool(o->add_generation_prompt));
-	fi_err e = jz_render(&ch->t, c, g, out, len);
+	size_t n = 0;
+	fi_err e = jz_render(&ch->t, c, g, out, &n);
 	if (e)
-		fi_fail(e, "chat template line %d: %s", c->line, c->msg);
-	return e;
+		return fi_fail(e, "chat template line %d: %s", c->line, c->msg);
+	if (o->continue_final_message && setjmp(c->jb)) {
+		free(*out);
+		*out = NULL;
+		return fi_fail(c->code, "chat: %s", c->msg);
+	}
+	if (o->continue_final_message)
+		cut_at_tag(c, *out, &n, final);
+	if (len)
+		*len = n;
+	return FI_OK;
 }
 
 fi_err fi_chat_render_json(const struct fi_chat *ch, json_t *messages, const struct fi_chat_opts *opts,
@@ -316,6 +392,8 @@ fi_err fi_chat_render(const struct fi_chat *c, const char *request_json, int add
 				o.tools = json_is_null(x) ? NULL : x;
 			else if (!strcmp(k, "add_generation_prompt"))
 				o.add_generation_prompt = json_is_true(x);
+			else if (!strcmp(k, "continue_final_message"))
+				o.continue_final_message = json_is_true(x);
 			else if (strcmp(k, "documents"))
 				json_object_set(extra, k, x);
 		}

@@ -50,6 +50,8 @@ struct fi_chat_opts {
 	json_t *extra;  /* a JSON object of extra template variables, or NULL */
 	long long now;  /* seconds since the epoch for strftime_now (UTC); 0: $FI_CHAT_NOW when set
 			 * (seconds, or YYYY-MM-DD), else the current local time */
+	int continue_final_message; /* end the prompt inside the final message (to prefill a
+				     * reply); not with add_generation_prompt */
 };
 
 /* Renders messages (a JSON array of message objects: role, content, optionally name,
@@ -60,8 +62,9 @@ fi_err fi_chat_render_json(const struct fi_chat *c, json_t *messages, const stru
 			   char **out, size_t *len);
 
 /* Renders a request given as JSON text: either an array of messages, or an object with
- * "messages" and optionally "tools", "add_generation_prompt" (overrides the argument) and any
- * other keys, which become extra template variables (e.g. "enable_thinking"). */
+ * "messages" and optionally "tools", "add_generation_prompt" (overrides the argument),
+ * "continue_final_message" and any other keys, which become extra template variables
+ * (e.g. "enable_thinking"). */
 fi_err fi_chat_render(const struct fi_chat *c, const char *request_json, int add_generation_prompt,
 		      char **out, size_t *len);
 

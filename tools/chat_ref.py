@@ -94,6 +94,13 @@ CONVERSATIONS = [
                                        {"role": "assistant", "content": "thinking aloud"},
                                        {"role": "user", "content": "and?"}],
                           "tools": TOOLS}),
+    ("continue_final", {"messages": [{"role": "user", "content": "Count to three."},
+                                     {"role": "assistant", "content": "One, two,  "}],
+                        "continue_final_message": True}),
+    ("continue_final_parts", {"messages": [{"role": "user", "content": "Hi"},
+                                           {"role": "assistant", "content": [{"type": "text", "text": "Hel"}]}],
+                              "continue_final_message": True}),
+    ("content_parts", [{"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "image"}]}]),
     ("roles_not_alternating", [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]),
 ]
 
@@ -124,11 +131,14 @@ def render(template, specials, request, agp):
     if isinstance(request, list):
         request = {"messages": request}
     messages = [{k: v for k, v in m.items() if v is not None} for m in request["messages"]]
-    extra = {k: v for k, v in request.items() if k not in ("messages", "tools")}
+    extra = {k: v for k, v in request.items() if k not in ("messages", "tools", "continue_final_message")}
+    cfm = request.get("continue_final_message", False)
     try:
+        if cfm and agp:  # apply_chat_template refuses the pair before rendering
+            raise ValueError("continue_final_message and add_generation_prompt are not compatible")
         out, _ = render_jinja_template(conversations=[messages], tools=request.get("tools"),
                                        chat_template=template, add_generation_prompt=agp,
-                                       **{**specials, **extra})
+                                       continue_final_message=cfm, **{**specials, **extra})
         return {"expected": out[0]}
     except Exception as e:  # the C side must fail too; raise_exception messages must match
         r = {"error": f"{type(e).__name__}: {e}"}

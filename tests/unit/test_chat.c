@@ -44,6 +44,8 @@ static int run_case(struct fi_chat *c, json_t *req, json_t *cs, long long now, c
 		json_object_foreach(req, k, x) {
 			if (!strcmp(k, "tools"))
 				o.tools = x;
+			else if (!strcmp(k, "continue_final_message"))
+				o.continue_final_message = json_is_true(x);
 			else if (strcmp(k, "messages"))
 				json_object_set(extra, k, x);
 		}
