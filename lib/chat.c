@@ -289,7 +289,7 @@ static void cut_at_tag(struct jz_ctx *c, char *out, size_t *len, jv orig)
 
 /* The variables of one render, then the render; failures unwind here. */
 static fi_err run(struct jz_ctx *c, const struct fi_chat *ch, json_t *messages,
-		  const struct fi_chat_opts *o, char **out, size_t *len)
+		  const struct fi_chat_opts *o, jv *final, char **out, size_t *len)
 {
 	if (setjmp(c->jb))
 		return fi_fail(c->code, "chat: %s", c->msg);
@@ -314,29 +314,30 @@ static fi_err run(struct jz_ctx *c, const struct fi_chat *ch, json_t *messages,
 			jz_fail(c, FI_EINVAL, "message %zu is not a JSON object", i);
 		jv_push(c, msgs, prepare_message(c, m));
 	}
-	jv final = jv_none;
 	if (o->continue_final_message) {
 		if (o->add_generation_prompt)
 			jz_fail(c, FI_EINVAL, "continue_final_message and add_generation_prompt are not compatible");
-		final = tag_final_message(c, ch, msgs);
+		*final = tag_final_message(c, ch, msgs);
 	}
 	jv_dset(c, g.d, jv_cstr(c, "messages"), msgs);
 	jv_dset(c, g.d, jv_cstr(c, "tools"), o->tools ? jv_from_json(c, o->tools) : jv_none);
 	jv_dset(c, g.d, jv_cstr(c, "documents"), jv_none);
 	jv_dset(c, g.d, jv_cstr(c, "add_generation_prompt"), jv_bool(o->add_generation_prompt));
-	size_t n = 0;
-	fi_err e = jz_render(&ch->t, c, g, out, &n);
+	fi_err e = jz_render(&ch->t, c, g, out, len);
 	if (e)
-		return fi_fail(e, "chat template line %d: %s", c->line, c->msg);
-	if (o->continue_final_message && setjmp(c->jb)) {
+		fi_fail(e, "chat template line %d: %s", c->line, c->msg);
+	return e;
+}
+
+/* The cut for continue_final_message, after a successful render. */
+static fi_err finish(struct jz_ctx *c, jv final, char **out, size_t *len)
+{
+	if (setjmp(c->jb)) {
 		free(*out);
 		*out = NULL;
 		return fi_fail(c->code, "chat: %s", c->msg);
 	}
-	if (o->continue_final_message)
-		cut_at_tag(c, *out, &n, final);
-	if (len)
-		*len = n;
+	cut_at_tag(c, *out, len, final);
 	return FI_OK;
 }
 
@@ -363,7 +364,13 @@ fi_err fi_chat_render_json(const struct fi_chat *ch, json_t *messages, const str
 	c->max_depth = ch->lim.max_depth;
 	c->max_output = ch->lim.max_output;
 	c->now = o->now ? o->now : env_now();
-	fi_err e = run(c, ch, messages, o, out, len);
+	jv final = jv_none;
+	size_t n = 0;
+	fi_err e = run(c, ch, messages, o, &final, out, &n);
+	if (!e && o->continue_final_message)
+		e = finish(c, final, out, &n);
+	if (!e && len)
+		*len = n;
 	jz_arena_free(&arena);
 	free(c);
 	return e;
