@@ -16,7 +16,8 @@
  * Where ref.json records HF's own bf16 forward against the same reference (random large
  * models have flat logits, so bf16 rounding alone flips argmaxes), the limits become: errors
  * <= 1.5x HF bf16's (or the above, if larger), top-1 within max(2, 2%) of HF bf16's, greedy
- * prefix >= half of HF bf16's. */
+ * prefix >= half of HF bf16's. A greedy run that leaves HF's at a near-tie (our token's
+ * reference logit within 2% of the best) passes: the same function, a different rounding. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,7 +128,7 @@ static int run_dir(struct fi_backend *be, const char *dir)
 	}
 	fi_model_seq_free(m, s);
 	/* greedy from the prompt */
-	int match = 0;
+	int match = 0, flip_tok = -1;
 	{
 		float *lg = malloc(sizeof(float) * V);
 		if (fi_model_seq_new(m, &s))
@@ -136,8 +137,10 @@ static int run_dir(struct fi_backend *be, const char *dir)
 		int ok = !fi_model_forward(m, &d, lg, NULL);
 		for (int i = 0; ok && i < ng; i++) {
 			int32_t t = argmax(lg, V);
-			if (t != greedy[i])
+			if (t != greedy[i]) {
+				flip_tok = t;
 				break;
+			}
 			match++;
 			struct fi_batch e = {.n_tokens = 1, .tokens = &t, .seq = seq};
 			ok = !fi_model_forward(m, &e, lg, NULL);
@@ -149,7 +152,7 @@ static int run_dir(struct fi_backend *be, const char *dir)
 	/* HF's own bf16 forward against the same f32 reference, when recorded */
 	json_t *bm = json_object_get(ref, "bf16_rel_mean");
 	double lim_mean = 3e-2, lim_max = 8e-2, min_top1 = 0.95 * rows, min_match = ng / 2;
-	char base[160] = "";
+	char base[256] = "";
 	if (bm) {
 		double b_mean = json_number_value(bm);
 		double b_max = json_number_value(json_object_get(ref, "bf16_rel_max"));
@@ -162,7 +165,19 @@ static int run_dir(struct fi_backend *be, const char *dir)
 		snprintf(base, sizeof base, "  [HF bf16: mean=%.2e max=%.2e top1=%d greedy=%d]", b_mean,
 			 b_max, b_top1, b_match);
 	}
-	int pass = mean <= lim_mean && worst <= lim_max && agree >= min_top1 && match >= min_match;
+	/* A greedy run that leaves HF's at a near-tie (our token's reference logit within 2% of
+	 * the reference's best) has followed the same function; after it the texts differ. */
+	double tie_gap = -1;
+	if (flip_tok >= 0) {
+		const float *w = want + (size_t)(np - 1 + match) * V;
+		float best = w[greedy[match]];
+		tie_gap = (best - w[flip_tok]) / fmax(fabs(best), 1e-6);
+	}
+	int greedy_ok = match >= min_match || (tie_gap >= 0 && tie_gap < 2e-2);
+	if (flip_tok >= 0)
+		snprintf(base + strlen(base), sizeof base - strlen(base),
+			 "  [greedy left HF at %d, reference gap %.1e]", match, tie_gap);
+	int pass = mean <= lim_mean && worst <= lim_max && agree >= min_top1 && greedy_ok;
 	const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
 	printf("%-14s rows=%-4d V=%-6d load=%.2fs  rel_err mean=%.2e max=%.2e  top1=%d/%d  "
 	       "greedy=%d/%d  %s%s\n",
