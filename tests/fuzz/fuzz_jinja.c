@@ -1,5 +1,7 @@
 /* libFuzzer target: chat templates. The input is a template, optionally followed by a NUL byte
- * and a chat request (JSON: messages, or an object with messages, tools and variables). Any
+ * and a chat request (JSON: messages, or an object with messages, tools and variables; without
+ * one, a fixed conversation with and without the generation prompt, and one that continues a
+ * partial assistant reply). Any
  * input either renders or fails with an error naming the template line; it never crashes,
  * and the limits (steps, output, memory, nesting) keep every run short. */
 #include <stdint.h>
@@ -17,6 +19,12 @@ static const char default_request[] =
 	" \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\":"
 	" {\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\"}}}}}],"
 	" \"enable_thinking\": false}";
+
+/* The same conversation, ending inside a partial assistant reply. */
+static const char continue_request[] =
+	"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"},"
+	" {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"Hel\"}]}],"
+	" \"continue_final_message\": true}";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -42,8 +50,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (fi_chat_load(&c, "{\"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}", tpl, NULL) == FI_OK) {
 		fi_chat_set_limits(c, &lim);
-		for (int agp = 0; agp < 2; agp++) {
-			if (fi_chat_render(c, req ? req : default_request, agp, &out, NULL) == FI_OK) {
+		for (int run = 0; run < 3; run++) {
+			const char *r = req ? req : run == 2 ? continue_request : default_request;
+			if (req && run == 2)
+				break;
+			if (fi_chat_render(c, r, run == 1, &out, NULL) == FI_OK) {
 				if (!out)
 					abort();
 				free(out);
