@@ -1,8 +1,8 @@
 /* fi-decode: generate tokens. Reads request frames and feeds them to the scheduler
  * (lib/sched.h: continuous batching, sampling, stops, KV from the arena), writing its
  * events as token, done and error frames. Text prompts are encoded with the model's
- * tokenizer; token frames carry text pieces. --tokens runs one request given on the
- * command line and prints the generated ids. */
+ * tokenizer; token frames carry text pieces. --tokens and --prompt run one request given
+ * on the command line and print the generated ids or text. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -25,14 +25,17 @@ static const char usage_text[] =
 	"usage: fi-decode -m MODEL [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P]\n"
 	"                 [--repeat-penalty R] [--seed S] [--backend auto|cuda|cpu]\n"
 	"                 [--prefix-cache] [--arena-size SIZE] [-t THREADS] [-i IN] [-o OUT]\n"
-	"                 [-e N] [--tokens ID,ID,...] [-v]\n"
+	"                 [-e N] [--stop STR] [--tokens ID,ID,... | --prompt TEXT] [-v]\n"
 	"       fi-decode -h\n";
 
 #define BLOCK_TOKENS 16 /* the cache's block size, equal to the arena's */
+#define MAX_STOP 16     /* --stop strings */
 
 struct opts {
-	const char *model, *backend, *in, *out, *tokens;
+	const char *model, *backend, *in, *out, *tokens, *prompt;
 	int n, threads, verbose, prefix_cache, eos_count;
+	char *stop[MAX_STOP]; /* for requests that give none */
+	int nstop;
 	uint64_t arena_size;
 	struct fi_sample_params sp; /* defaults for requests that do not say */
 };
@@ -44,8 +47,8 @@ struct engine {
 	struct fi_sched *s;
 	struct fi_stream *out;
 	int ctx, vocab;
-	/* --tokens */
-	int n_gen;
+	/* --tokens, --prompt */
+	int n_gen, text;
 	struct fi_sched_event done;
 };
 
@@ -157,6 +160,10 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 			e = fi_fail(FI_EEXIST, "a request with this id is running");
 		else if (!(e = fi_sched_encode_prompt(E->tok, f))) {
 			fi_sched_req_from_frame(f, &o->sp, &r);
+			if (!r.nstop) {
+				r.stop = o->stop;
+				r.nstop = (uint32_t)o->nstop;
+			}
 			e = fi_sched_add(E->s, &r);
 		}
 		if (e)
@@ -264,28 +271,62 @@ out:
 	return rc;
 }
 
-/* --tokens: generated ids on one line. */
+/* --tokens: generated ids on one line; --prompt: the text as it comes, then a newline. */
 static fi_err on_token_event(void *user, const struct fi_sched_event *ev)
 {
 	struct engine *E = user;
-	if (ev->type == FI_SCHED_EV_WARN)
+	if (ev->type == FI_SCHED_EV_WARN) {
 		fi_warn("%s", ev->message);
-	else if (ev->type == FI_SCHED_EV_TOKEN)
+	} else if (ev->type == FI_SCHED_EV_TOKEN && E->text) {
+		fwrite(ev->text, 1, ev->text_len, stdout);
+		fflush(stdout);
+	} else if (ev->type == FI_SCHED_EV_TOKEN) {
 		printf("%s%u", E->n_gen++ ? " " : "", ev->token);
-	else if (ev->type == FI_SCHED_EV_DONE)
+	} else if (ev->type == FI_SCHED_EV_DONE) {
+		if (E->text)
+			fwrite(ev->text + ev->text_sent, 1, ev->text_len - ev->text_sent, stdout);
 		E->done = *ev;
+	}
 	return FI_OK;
 }
 
-static int run_tokens(struct engine *E, const struct opts *o)
+/* The prompt of --tokens or --prompt; 2 for a usage error, 1 for a runtime failure. */
+static int one_prompt(struct engine *E, const struct opts *o, uint32_t **ids, int *n)
 {
-	struct fi_sched_req r = {.id = "--tokens", .sp = o->sp, .stream = 1};
-	uint32_t *ids;
-	int n;
-	if (parse_ids(o->tokens, &ids, &n, E->vocab)) {
+	struct fi_tok_ids t = {0};
+	if (o->tokens) {
+		if (!parse_ids(o->tokens, ids, n, E->vocab))
+			return 0;
 		fprintf(stderr, "fi-decode: --tokens: expected comma-separated ids below %d\n",
 			E->vocab);
 		return 2;
+	}
+	if (!E->tok) {
+		fprintf(stderr, "fi-decode: --prompt: %s\n", fi_errmsg());
+		return 1;
+	}
+	if (fi_tok_encode(E->tok, o->prompt, strlen(o->prompt), FI_SCHED_ENCODE_FLAGS, &t))
+		return fail();
+	if (!t.n) {
+		fprintf(stderr, "fi-decode: --prompt: empty prompt\n");
+		fi_tok_ids_free(&t);
+		return 2;
+	}
+	*ids = t.v;
+	*n = (int)t.n;
+	return 0;
+}
+
+/* --tokens, --prompt: one request. */
+static int run_one(struct engine *E, const struct opts *o)
+{
+	struct fi_sched_req r = {.id = o->tokens ? "--tokens" : "--prompt", .sp = o->sp,
+				 .stream = 1, .stop = o->stop, .nstop = (uint32_t)o->nstop};
+	uint32_t *ids = NULL;
+	int n = 0, rc;
+	if ((rc = one_prompt(E, o, &ids, &n))) {
+		free(ids);
+		return rc;
 	}
 	if (n >= E->ctx) {
 		fprintf(stderr, "fi-decode: prompt of %d tokens does not fit the context of %d\n", n,
@@ -293,6 +334,7 @@ static int run_tokens(struct engine *E, const struct opts *o)
 		free(ids);
 		return 1;
 	}
+	E->text = !o->tokens;
 	r.tokens = ids;
 	r.ntokens = (uint32_t)n;
 	if (fi_sched_add(E->s, &r) || fi_sched_run(E->s)) {
@@ -300,6 +342,7 @@ static int run_tokens(struct engine *E, const struct opts *o)
 		return fail();
 	}
 	printf("\n");
+	fflush(stdout);
 	if (o->verbose) {
 		const struct fi_sched_event *d = &E->done;
 		double t1 = d->ttft_ms >= 0 ? d->ttft_ms : d->total_ms, t2 = d->total_ms - t1;
@@ -323,6 +366,8 @@ int main(int argc, char **argv)
 		{"seed", required_argument, NULL, 'S'},
 		{"backend", required_argument, NULL, 'B'},
 		{"tokens", required_argument, NULL, 'k'},
+		{"prompt", required_argument, NULL, 'p'},
+		{"stop", required_argument, NULL, 's'},
 		{"prefix-cache", no_argument, NULL, 'C'},
 		{"arena-size", required_argument, NULL, 'A'},
 		{"help", no_argument, NULL, 'h'},
@@ -344,6 +389,12 @@ int main(int argc, char **argv)
 		case 'o': o.out = optarg; break;
 		case 'B': o.backend = optarg; break;
 		case 'k': o.tokens = optarg; break;
+		case 'p': o.prompt = optarg; break;
+		case 's':
+			if (o.nstop == MAX_STOP || !*optarg)
+				goto bad;
+			o.stop[o.nstop++] = optarg;
+			break;
 		case 'C': o.prefix_cache = 1; break;
 		case 'A':
 			if (parse_size(optarg, &o.arena_size))
@@ -404,7 +455,7 @@ bad:
 		fprintf(stderr, "fi-decode: invalid value '%s' for %s\n", optarg, argv[optind - 1]);
 		return 2;
 	}
-	if (!o.model || optind != argc)
+	if (!o.model || optind != argc || (o.tokens && o.prompt))
 		return usage(2);
 	if (fi_backend_create(o.backend, o.threads, &be))
 		return fail() + 1; /* an unknown backend name is a usage error */
@@ -416,7 +467,8 @@ bad:
 	E.vocab = fi_model_config(E.m)->vocab;
 	E.ctx = fi_model_config(E.m)->max_pos > 0 ? fi_model_config(E.m)->max_pos : 4096;
 	/* Text prompts and pieces need the tokenizer; without one, token ids still work. */
-	if (!o.tokens && fi_sched_tokenizer(im, &E.tok) && fi_errcode() != FI_ENOTFOUND)
+	if ((!o.tokens || o.nstop) && fi_sched_tokenizer(im, &E.tok) &&
+	    fi_errcode() != FI_ENOTFOUND && !o.prompt)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
 	fi_sched_opts_default(&so);
 	so.max_tokens = (uint32_t)o.n;
@@ -424,7 +476,7 @@ bad:
 	so.fingerprint = im->fingerprint;
 	so.prefix_cache = o.prefix_cache;
 	so.arena_size = o.arena_size;
-	so.cb = o.tokens ? on_token_event : on_event;
+	so.cb = o.tokens || o.prompt ? on_token_event : on_event;
 	so.cb_user = &E;
 	if (fi_model_cache_init(E.m, 4 * ((E.ctx < 4096 ? E.ctx : 4096) + BLOCK_TOKENS - 1) /
 				 BLOCK_TOKENS, BLOCK_TOKENS) ||
@@ -433,7 +485,7 @@ bad:
 		goto out;
 	}
 	fi_info("%s on %s", o.model, be->device);
-	rc = o.tokens ? run_tokens(&E, &o) : run_frames(&E, &o);
+	rc = o.tokens || o.prompt ? run_one(&E, &o) : run_frames(&E, &o);
 out:
 	fi_sched_destroy(E.s);
 	fi_tok_free(E.tok);
