@@ -1,9 +1,9 @@
 /* libFuzzer target: chat templates. The input is a template, optionally followed by a NUL byte
  * and a chat request (JSON: messages, or an object with messages, tools and variables; without
  * one, a fixed conversation with and without the generation prompt, and one that continues a
- * partial assistant reply). Any
- * input either renders or fails with an error naming the template line; it never crashes,
- * and the limits (steps, output, memory, nesting) keep every run short. */
+ * partial assistant reply). Any input either renders or fails with an error naming the
+ * template line; it never crashes, and the limits (steps, output, memory, nesting) keep every
+ * run short. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
