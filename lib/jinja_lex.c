@@ -87,10 +87,8 @@ static void emit_text(struct lx *x, size_t from, size_t to, int sign, int lstrip
 		while (l > 0 && s[l - 1] != '\n')
 			l--;
 		if (l > 0 || x->line_starting) {
-			size_t k = l;
-			while (k < n && (s[k] == ' ' || s[k] == '\t' || s[k] == '\v' || s[k] == '\f'))
-				k++;
-			if (k == n && n > l)
+			/* Python's \s: any Unicode whitespace (there is no newline after l) */
+			if (n > l && skip_space(s, n, l) == n)
 				n = l;
 		}
 	}
