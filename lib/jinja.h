@@ -224,6 +224,13 @@ fi_err jz_render(const struct jz_template *t, struct jz_ctx *c, jv globals, char
 
 /* ---- evaluator pieces shared between files ---- */
 jv jz_call(struct jz_ctx *c, jv fn, struct jargs *a);
+/* obj[a:b:st]; soft: a failure gives Undefined (jinja2's constant folding). */
+jv jz_slice(struct jz_ctx *c, jv obj, jv a, jv b, jv st, int soft);
+jv jz_arith(struct jz_ctx *c, int op, jv a, jv b);
+void jz_step(struct jz_ctx *c); /* counts a loop iteration or call against max_steps */
+_Noreturn void jz_fail_undef(struct jz_ctx *c, jv v);
+/* An arena copy of fmt formatted with two strings. */
+const char *jz_msgf(struct jz_ctx *c, const char *fmt, const char *a, const char *b);
 jv jz_getattr(struct jz_ctx *c, jv obj, const char *name);
 jv jz_getitem(struct jz_ctx *c, jv obj, jv key);
 jv jz_method(struct jz_ctx *c, jv obj, const char *name); /* bound method or JV_UNDEF */
