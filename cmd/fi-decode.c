@@ -24,8 +24,9 @@
 static const char usage_text[] =
 	"usage: fi-decode -m MODEL [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P]\n"
 	"                 [--repeat-penalty R] [--seed S] [--backend auto|cuda|cpu]\n"
-	"                 [--prefix-cache] [--arena-size SIZE] [-t THREADS] [-i IN] [-o OUT]\n"
-	"                 [-e N] [--stop STR] [--tokens ID,ID,... | --prompt TEXT] [-v]\n"
+	"                 [--prefix-cache] [--arena-size SIZE] [--prefill-chunk N] [-t THREADS]\n"
+	"                 [-i IN] [-o OUT] [-e N] [--stop STR] [--tokens ID,ID,... | --prompt TEXT]\n"
+	"                 [-v]\n"
 	"       fi-decode -h\n";
 
 #define BLOCK_TOKENS 16 /* the cache's block size, equal to the arena's */
@@ -33,7 +34,7 @@ static const char usage_text[] =
 
 struct opts {
 	const char *model, *backend, *in, *out, *tokens, *prompt;
-	int n, threads, verbose, prefix_cache, eos_count;
+	int n, threads, verbose, prefix_cache, eos_count, chunk;
 	char *stop[MAX_STOP]; /* for requests that give none */
 	int nstop;
 	uint64_t arena_size;
@@ -367,6 +368,7 @@ int main(int argc, char **argv)
 		{"backend", required_argument, NULL, 'B'},
 		{"tokens", required_argument, NULL, 'k'},
 		{"prompt", required_argument, NULL, 'p'},
+		{"prefill-chunk", required_argument, NULL, 'c'},
 		{"stop", required_argument, NULL, 's'},
 		{"prefix-cache", no_argument, NULL, 'C'},
 		{"arena-size", required_argument, NULL, 'A'},
@@ -390,6 +392,11 @@ int main(int argc, char **argv)
 		case 'B': o.backend = optarg; break;
 		case 'k': o.tokens = optarg; break;
 		case 'p': o.prompt = optarg; break;
+		case 'c':
+			if (parse_num(optarg, 0, 1 << 30, &v))
+				goto bad;
+			o.chunk = (int)v;
+			break;
 		case 's':
 			if (o.nstop == MAX_STOP || !*optarg)
 				goto bad;
@@ -472,6 +479,7 @@ bad:
 		fi_warn("%s: text prompts are refused", fi_errmsg());
 	fi_sched_opts_default(&so);
 	so.max_tokens = (uint32_t)o.n;
+	so.max_prefill_tokens = o.chunk;
 	so.tok = E.tok;
 	so.fingerprint = im->fingerprint;
 	so.prefix_cache = o.prefix_cache;

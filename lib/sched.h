@@ -77,6 +77,8 @@ struct fi_sched_event {
 	const char *message;
 };
 
+/* Called for every event, from inside fi_sched_step / fi_sched_cancel*; it must not call
+ * back into the scheduler. The event's memory is valid only during the call. */
 typedef fi_err (*fi_sched_cb)(void *user, const struct fi_sched_event *ev);
 
 struct fi_sched_opts {
@@ -144,7 +146,8 @@ fi_err fi_sched_run(struct fi_sched *s);
 /* Ends request id with finish "cancel" (its done event is reported now); FI_ENOTFOUND
  * when no such request is held. */
 fi_err fi_sched_cancel(struct fi_sched *s, const char *id);
-/* Ends every request with finish "cancel", in arrival order. */
+/* Ends every request with finish "cancel", in arrival order, whatever the callback returns
+ * (its first error is returned). */
 fi_err fi_sched_cancel_all(struct fi_sched *s);
 
 /* Requests held (admitted and waiting); 1 if request id is held. */

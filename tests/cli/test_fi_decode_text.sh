@@ -126,6 +126,10 @@ fi-prefill -m "$m" --arena-size 16M < "$work/s.req" | fi-decode -m "$m" > "$work
 	fail "prefill | decode: exit $?"
 $frames same "$work/s.mp" "$work/p.mp" || fail "prefill | decode differs with text prompts"
 echo "ok: fi-prefill | fi-decode"
+# Prompts computed 2 tokens per step, alongside running requests: the same frames.
+fi-decode -m "$m" --prefill-chunk 2 < "$work/s.req" > "$work/c.mp" || fail "--prefill-chunk"
+$frames same "$work/s.mp" "$work/c.mp" || fail "--prefill-chunk changes the output"
+echo "ok: --prefill-chunk"
 
 # 4. --prompt prints the text; --stop applies to it and to requests without stop strings.
 fi-decode -m "$m" --prompt "$P" -n 40 --temp 0 > "$work/p1" || fail "--prompt: exit $?"
