@@ -1,5 +1,5 @@
 /* fi-decode: generate tokens. Reads request frames and feeds them to the scheduler
- * (lib/sched.h: continuous batching, sampling, stops, KV from the arena), writing its
+ * (lib/scheduler.h: continuous batching, sampling, stops, KV from the arena), writing its
  * events as token, done and error frames. Text prompts are encoded with the model's
  * tokenizer; token frames carry text pieces. --tokens and --prompt run one request given
  * on the command line and print the generated ids or text. */
@@ -16,7 +16,7 @@
 #include "log.h"
 #include "model.h"
 #include "sample.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "store.h"
 #include "stream.h"
 #include "tokenizer.h"

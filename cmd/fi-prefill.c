@@ -1,5 +1,5 @@
 /* fi-prefill: compute the KV of prompts into the shared KV arena. Reads request frames and
- * runs them through the scheduler (lib/sched.h) as one-token generations that look their
+ * runs them through the scheduler (lib/scheduler.h) as one-token generations that look their
  * prefix up in the arena and publish their new full blocks; passes each request on with a
  * "kv" reference, preceded by a token frame with its first generated token. */
 #include <errno.h>
@@ -16,7 +16,7 @@
 #include "log.h"
 #include "model.h"
 #include "sample.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "store.h"
 #include "stream.h"
 #include "tokenizer.h"

@@ -1,4 +1,4 @@
-/* sched: continuous batching (see sched.h). */
+/* sched: continuous batching (see scheduler.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,7 +421,6 @@ static fi_err take_token(struct fi_sched *s, struct sreq *q, int32_t t)
 					    .stream = q->stream, .code = e};
 		snprintf(s->msg, sizeof s->msg, "request '%s': %s", q->id, fi_errmsg());
 		er.message = s->msg;
-		q->n_gen++;
 		if (s->o.cb && (e = s->o.cb(s->o.cb_user, &er)))
 			return e;
 		return emit_done(s, q, FI_FINISH_ERROR);

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched.h"
+#include "scheduler.h"
 
 fi_err fi_sched_tokenizer(const struct fi_image *im, struct fi_tok **out)
 {

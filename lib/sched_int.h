@@ -3,7 +3,7 @@
 #ifndef FI_SCHED_INT_H
 #define FI_SCHED_INT_H
 
-#include "sched.h"
+#include "scheduler.h"
 
 #define SCHED_MAX_PENDING 256 /* first tokens waiting for their request */
 

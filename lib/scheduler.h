@@ -1,4 +1,4 @@
-/* sched: continuous batching of generation requests over one model.
+/* scheduler (lib/sched*.c): continuous batching of generation requests over one model.
  *
  * A scheduler holds requests (a prompt of token ids, sampling parameters, a token budget,
  * stop ids and stop strings, optional KV hints) in arrival order. Each fi_sched_step():
@@ -32,8 +32,8 @@
  * The library never prints: warnings (the arena cannot be attached, a block fetch failed:
  * the prompt is then computed) are FI_SCHED_EV_WARN events. A callback returning an error
  * stops the step and fi_sched_step() returns it (a broken output stream). */
-#ifndef FI_SCHED_H
-#define FI_SCHED_H
+#ifndef FI_SCHEDULER_H
+#define FI_SCHEDULER_H
 
 #include <stddef.h>
 #include <stdint.h>
