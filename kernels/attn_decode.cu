@@ -16,6 +16,7 @@
  * own sequence up to its own position. Head sizes that are not a power of two in [8, 256], or
  * groups larger than 8, take attn_generic (one warp per (token, query head)). */
 #include <math.h>
+#include <stdlib.h>
 
 #include "common.cuh"
 
@@ -294,7 +295,9 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	 * no more than the workspace holds. */
 	int64_t ctas = (int64_t)T * a->Hk;
 	int64_t cap = (int64_t)b->max_blocks * a->block_size;
-	int64_t ns = (2 * (int64_t)a->n_sm + ctas - 1) / ctas;
+	const char *env = getenv("FI_DEC_WAVES"); /* CTAs per SM to aim for; for timing */
+	int64_t waves = env && atoi(env) > 0 ? atoi(env) : 2;
+	int64_t ns = (waves * a->n_sm + ctas - 1) / ctas;
 	int64_t per = (int64_t)T * a->Hq * (hd + 2) * (int64_t)sizeof(float);
 	ns = ns < (cap + DEC_MIN_CHUNK - 1) / DEC_MIN_CHUNK ? ns : (cap + DEC_MIN_CHUNK - 1) / DEC_MIN_CHUNK;
 	if (ns > 64)

@@ -12,12 +12,15 @@
 #include "cuda_be.h"
 
 #define FI_MAX_PLANS 512
+#define FI_GEMM_CANDS 12
 
 struct fi_gemm_plan {
 	int N, K, T, out_f32, bias, align;
 	cublasLtMatmulDesc_t desc;
 	cublasLtMatrixLayout_t a, b, d;
 	cublasLtMatmulAlgo_t algo;
+	cublasLtMatmulAlgo_t cand[FI_GEMM_CANDS]; /* the heuristic's candidates, best first */
+	int n_cand, tuned;
 };
 
 static void plan_destroy(struct fi_gemm_plan *p)
@@ -56,7 +59,7 @@ static fi_err plan_make(struct fi_cuda *c, struct fi_gemm_plan *p)
 	cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
 	cudaDataType_t dt = p->out_f32 ? CUDA_R_32F : CUDA_R_16BF;
 	cublasLtMatmulPreference_t pref = NULL;
-	cublasLtMatmulHeuristicResult_t res;
+	cublasLtMatmulHeuristicResult_t res[FI_GEMM_CANDS];
 	int n_res = 0;
 	uint64_t ws = FI_LT_WS_BYTES;
 	uint32_t al = (uint32_t)p->align;
@@ -84,15 +87,66 @@ static fi_err plan_make(struct fi_cuda *c, struct fi_gemm_plan *p)
 	for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++)
 		st = cublasLtMatmulPreferenceSetAttribute(pref, aligns[i], &al, sizeof(al));
 	if (st == CUBLAS_STATUS_SUCCESS)
-		st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1,
-						    &res, &n_res);
+		st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref,
+						    FI_GEMM_CANDS, res, &n_res);
 	cublasLtMatmulPreferenceDestroy(pref);
 	LT_CHECK(st);
 	if (n_res < 1)
 		return fi_fail(FI_EDEVICE, "cublasLt: no algorithm for %d x %d x %d (%s out)", p->T,
 			       p->N, p->K, p->out_f32 ? "f32" : "bf16");
-	p->algo = res.algo;
+	p->algo = res[0].algo;
+	for (int i = 0; i < n_res; i++)
+		p->cand[i] = res[i].algo;
+	p->n_cand = n_res;
 	return FI_OK;
+}
+
+/* Small-batch shapes (5..256 rows: decode of a batch, short prefill chunks), where the
+ * heuristic's first pick is a split-K kernel at 45-70% of the bandwidth: FI_GEMM_TUNE=1
+ * times each candidate on the real operands once and keeps the fastest. Off by default: on
+ * the H100 it gained nothing measurable over the first pick (tests/gpu/NOTES.md). Never
+ * during graph capture (timing needs a sync). */
+static void plan_tune(struct fi_cuda *c, struct fi_gemm_plan *p, void *out_d, const void *in_d,
+		      const void *w_d)
+{
+	const float one = 1.f, zero = 0.f;
+	const char *env = getenv("FI_GEMM_TUNE");
+	cudaEvent_t e0, e1;
+	float best = 1e30f;
+	int bi = 0;
+	p->tuned = 1;
+	if (!env || strcmp(env, "1"))
+		return;
+	if (p->n_cand < 2 || p->T <= 4 || p->T > 256)
+		return;
+	if (cudaEventCreate(&e0) != cudaSuccess)
+		return;
+	if (cudaEventCreate(&e1) != cudaSuccess) {
+		cudaEventDestroy(e0);
+		return;
+	}
+	for (int i = 0; i < p->n_cand; i++) {
+		float ms = 0;
+		int ok = 1;
+		for (int r = 0; r < 4 && ok; r++) {
+			if (r == 1)
+				ok = cudaEventRecord(e0, c->stream) == cudaSuccess;
+			ok = ok && cublasLtMatmul(c->lt, p->desc, &one, w_d, p->a, in_d, p->b, &zero, out_d,
+						  p->d, out_d, p->d, &p->cand[i], c->lt_ws, FI_LT_WS_BYTES,
+						  c->stream) == CUBLAS_STATUS_SUCCESS;
+		}
+		ok = ok && cudaEventRecord(e1, c->stream) == cudaSuccess &&
+		     cudaEventSynchronize(e1) == cudaSuccess &&
+		     cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess;
+		if (ok && ms < best) {
+			best = ms;
+			bi = i;
+		}
+	}
+	cudaGetLastError();
+	cudaEventDestroy(e0);
+	cudaEventDestroy(e1);
+	p->algo = p->cand[bi];
 }
 
 static fi_err plan_get(struct fi_cuda *c, int N, int K, int T, int out_f32, int bias, int align,
@@ -182,6 +236,8 @@ fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void 
 	if (bias)
 		LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
 							&bias->p, sizeof(bias->p)));
+	if (!p->tuned && !c->capturing)
+		plan_tune(c, p, out_d, in_d, w->p);
 	LT_CHECK(cublasLtMatmul(c->lt, p->desc, &one, w->p, p->a, in_d, p->b, &zero, out_d, p->d,
 				out_d, p->d, &p->algo, c->lt_ws, FI_LT_WS_BYTES, c->stream));
 	return FI_OK;

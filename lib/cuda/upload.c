@@ -171,7 +171,8 @@ fi_err fi_cuda_upload_bf16(struct fi_cuda *c, void *dst_d, const void *src, enum
 fi_err fi_cuda_download_big(struct fi_cuda *c, void *dst, const void *src_d, size_t bytes)
 {
 	struct fi_upload *u = c->up;
-	size_t per = UP_CHUNK, n_chunks = (bytes + per - 1) / per;
+	/* 8 MiB pieces: small enough that the copy-out of one overlaps the DMA of the next */
+	size_t per = 8u << 20, n_chunks = (bytes + per - 1) / per;
 	for (size_t k = 0; k <= n_chunks; k++) {
 		int b = (int)(k & 1);
 		if (k < n_chunks) {

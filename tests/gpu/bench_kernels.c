@@ -140,6 +140,19 @@ int main(void)
 		free(idx);
 	}
 	gemm(8192, 8192, 8192, 1);
+	setenv("FI_GEMM_TUNE", "1", 1);
+	printf("| FI_GEMM_TUNE=1 (fastest of the heuristic's candidates) | | | |\n");
+	gemm(64, 4096, 4096, 1);
+	gemm(64, 1024, 4096, 1);
+	gemm(64, 14336, 4096, 1);
+	gemm(64, 4096, 14336, 1);
+	gemm(16, 4096, 4096, 1);
+	unsetenv("FI_GEMM_TUNE");
+	/* plans are per shape and tuned once: the default needs shapes not seen above */
+	printf("| default: the heuristic's first pick | | | |\n");
+	gemm(17, 4096, 4096, 1);
+	gemm(65, 14336, 4096, 1);
+	/* (T=64 below reuses the plans tuned above) */
 	for (int T = 1; T <= 8192; T *= (T == 1 ? 64 : T == 64 ? 8 : 4)) {
 		gemm(T, 4096, 4096, T == 1 ? 20 : 1);
 		gemm(T, 1024, 4096, T == 1 ? 20 : 1);
@@ -166,6 +179,15 @@ int main(void)
 		attn(1, 8192, 8192, 32, 8, 64);
 	}
 	unsetenv("FI_PF_BR");
+	for (int k = 0; k < 3; k++) {
+		static const char *wv[] = {"2", "4", "8"};
+		setenv("FI_DEC_WAVES", wv[k], 1);
+		printf("| decode split target %s CTAs per SM | | | |\n", wv[k]);
+		attn(64, 256, 1, 32, 8, 128);
+		attn(8, 1024, 1, 32, 8, 128);
+	}
+	unsetenv("FI_DEC_WAVES");
+	printf("| defaults | | | |\n");
 	attn(1, 128, 1, 32, 8, 128);
 	attn(1, 4096, 1, 32, 8, 128);
 	attn(64, 256, 1, 32, 8, 128);
