@@ -295,6 +295,21 @@ int main(int argc, char **argv)
 		int blocks = S * ((len + 15) / 16 + 1);
 		need = blocks > need ? blocks : need;
 	}
+	/* Refuse early, with the sizes, when the weights and the cache cannot fit. */
+	if (e.be->mem_free) {
+		const struct fi_config *cf = &im->config;
+		uint64_t w = 0, kv = (uint64_t)(need + 8) * 16 * cf->n_layers * 2 * cf->n_kv_heads *
+				     cf->head_dim * fi_dtype_size(e.be->act);
+		for (int i = 0; i < im->set.n; i++)
+			w += (uint64_t)fi_tensor_numel(&im->set.t[i]) * fi_dtype_size(e.be->act);
+		if (w + kv > e.be->mem_free) {
+			fprintf(stderr, "fi-bench: %s needs %.2f GiB of weights + %.2f GiB of KV cache; "
+				"%s has %.2f GiB free of %.2f GiB\n", model, w / 1073741824.0,
+				kv / 1073741824.0, e.be->device, e.be->mem_free / 1073741824.0,
+				e.be->mem_total / 1073741824.0);
+			return 1;
+		}
+	}
 	double tl = fi_now();
 	if (fi_model_load(&im->config, &im->set, e.be, &e.m) || e.be->ops->sync(e.be))
 		return fail("loading the model");

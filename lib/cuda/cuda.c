@@ -374,9 +374,12 @@ static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)
 	int n = 0, v;
 	cudaError_t e = cudaGetDeviceCount(&n);
 	if (e != cudaSuccess || n == 0) {
+		const char *why = e == cudaErrorInsufficientDriver ? "no NVIDIA driver, or one older "
+								       "than this build's CUDA runtime"
+				  : e == cudaErrorNoDevice || e == cudaSuccess ? "no CUDA device"
+									       : cudaGetErrorString(e);
 		cudaGetLastError();
-		return fi_fail(FI_EDEVICE, "no CUDA GPU available (%s); use --backend cpu",
-			       e != cudaSuccess ? cudaGetErrorString(e) : "no devices");
+		return fi_fail(FI_EDEVICE, "no CUDA GPU available (%s); use --backend cpu", why);
 	}
 	if (device < 0 || device >= n)
 		return fi_fail(FI_EDEVICE, "CUDA device %d does not exist (%d present)", device, n);
