@@ -313,6 +313,7 @@ struct dreq {
 	struct fi_tok_stream *st;
 	struct fi_buf text; /* held back: not the head (in-order) or not finished (--interleave) */
 	int done;
+	int mode; /* 0 undecided, 1 frames carry text pieces (used as is), 2 decode the ids */
 };
 
 struct dec {
@@ -416,7 +417,22 @@ static int run_decode(const struct opts *o, struct model *m)
 			fi_frame_free(&f);
 			continue;
 		}
-		if (f.type == FI_FRAME_TOKEN) {
+		/* A generator that knows the tokenizer sends text pieces with stop strings already
+		 * cut; use them rather than decoding the ids again. */
+		if (!q->mode && f.type == FI_FRAME_TOKEN)
+			q->mode = f.tok.text ? 1 : 2;
+		if (!q->mode && f.type == FI_FRAME_DONE)
+			q->mode = f.done.text ? 1 : 2;
+		if (q->mode == 1) {
+			if (f.type == FI_FRAME_TOKEN && f.tok.text)
+				out_text(&D, q, f.tok.text, f.tok.text_len);
+			else if (f.type == FI_FRAME_DONE && f.done.text)
+				out_text(&D, q, f.done.text, f.done.text_len);
+			if (f.type == FI_FRAME_ERROR)
+				fi_log(FI_LOG_ERROR, "request '%s': %s", q->id, f.err.message ? f.err.message : "error"), rc = 1;
+			if (f.type != FI_FRAME_TOKEN)
+				q->done = 1, drain(&D, q);
+		} else if (f.type == FI_FRAME_TOKEN) {
 			if (fi_tok_stream_step(q->st, f.tok.token, &pc, &pn)) {
 				fi_log(FI_LOG_ERROR, "request '%s': %s", q->id, fi_errmsg());
 				rc = 1;
