@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "frame.h"
 #include "log.h"
+#include "cmdutil.h"
 #include "model.h"
 #include "sample.h"
 #include "scheduler.h"
@@ -65,37 +66,6 @@ static int fail(void)
 	return 1;
 }
 
-static int parse_num(const char *s, double lo, double hi, double *out)
-{
-	char *end;
-	errno = 0;
-	*out = strtod(s, &end);
-	return errno || end == s || *end || isnan(*out) || *out < lo || *out > hi;
-}
-
-/* "64M", "2G", "1048576": bytes (at least 1 MiB). */
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	double v;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || isnan(v) || v <= 0)
-		return -1;
-	switch (*end) {
-	case 'k': case 'K': v *= 1024.0; end++; break;
-	case 'm': case 'M': v *= 1048576.0; end++; break;
-	case 'g': case 'G': v *= 1073741824.0; end++; break;
-	case 't': case 'T': v *= 1099511627776.0; end++; break;
-	}
-	if (*end == 'i' || *end == 'B')
-		end += *end == 'i' && end[1] == 'B' ? 2 : 1;
-	if (*end || v < 1048576.0 || v > 1e15)
-		return -1;
-	*out = (uint64_t)v;
-	return 0;
-}
-
 static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
 {
 	int cap = 16;
@@ -114,22 +84,6 @@ static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
 		s = *end ? end + 1 : end;
 	}
 	return *ids && *n ? 0 : -1;
-}
-
-/* Opens -m: a directory is converted on the fly, in f32 for the CPU backend (exact), in
- * bf16 for CUDA; a store name or image file is used as it is. */
-static fi_err open_model(const struct opts *o, struct fi_backend *be, struct fi_image **im,
-			 struct fi_model **m)
-{
-	struct stat st;
-	fi_err e;
-	if (!stat(o->model, &st) && S_ISDIR(st.st_mode))
-		e = fi_store_open_dtype(o->model, be->act == FI_DT_F32 ? FI_DT_F32 : FI_DT_BF16, im);
-	else
-		e = fi_store_open(o->model, im);
-	if (e)
-		return e;
-	return fi_model_load(&(*im)->config, &(*im)->set, be, m);
 }
 
 /* Scheduler events as frames. */
@@ -393,7 +347,7 @@ int main(int argc, char **argv)
 		case 'k': o.tokens = optarg; break;
 		case 'p': o.prompt = optarg; break;
 		case 'c':
-			if (parse_num(optarg, 0, 1 << 30, &v))
+			if (fi_parse_num(optarg, 0, 1 << 30, &v))
 				goto bad;
 			o.chunk = (int)v;
 			break;
@@ -404,53 +358,53 @@ int main(int argc, char **argv)
 			break;
 		case 'C': o.prefix_cache = 1; break;
 		case 'A':
-			if (parse_size(optarg, &o.arena_size))
+			if (fi_parse_size(optarg, &o.arena_size))
 				goto bad;
 			break;
 		case 'e':
-			if (parse_num(optarg, 0, 1 << 20, &v))
+			if (fi_parse_num(optarg, 0, 1 << 20, &v))
 				goto bad;
 			o.eos_count = (int)v;
 			break;
 		case 'v': o.verbose = 1; break;
 		case 'h': return usage(0);
 		case 'n':
-			if (parse_num(optarg, 1, 1 << 30, &v))
+			if (fi_parse_num(optarg, 1, 1 << 30, &v))
 				goto bad;
 			o.n = (int)v;
 			break;
 		case 't':
-			if (parse_num(optarg, 1, 1024, &v))
+			if (fi_parse_num(optarg, 1, 1024, &v))
 				goto bad;
 			o.threads = (int)v;
 			break;
 		case 'T':
-			if (parse_num(optarg, 0, 1e6, &v))
+			if (fi_parse_num(optarg, 0, 1e6, &v))
 				goto bad;
 			o.sp.temperature = (float)v;
 			break;
 		case 'K':
-			if (parse_num(optarg, 0, 1 << 30, &v))
+			if (fi_parse_num(optarg, 0, 1 << 30, &v))
 				goto bad;
 			o.sp.top_k = (int)v;
 			break;
 		case 'P':
-			if (parse_num(optarg, 0, 1, &v))
+			if (fi_parse_num(optarg, 0, 1, &v))
 				goto bad;
 			o.sp.top_p = (float)v;
 			break;
 		case 'M':
-			if (parse_num(optarg, 0, 1, &v))
+			if (fi_parse_num(optarg, 0, 1, &v))
 				goto bad;
 			o.sp.min_p = (float)v;
 			break;
 		case 'R':
-			if (parse_num(optarg, 1e-6, 1e6, &v))
+			if (fi_parse_num(optarg, 1e-6, 1e6, &v))
 				goto bad;
 			o.sp.repeat_penalty = (float)v;
 			break;
 		case 'S':
-			if (parse_num(optarg, 0, 18446744073709551615.0, &v))
+			if (fi_parse_num(optarg, 0, 18446744073709551615.0, &v))
 				goto bad;
 			o.sp.seed = strtoull(optarg, NULL, 10);
 			break;
@@ -466,7 +420,7 @@ bad:
 		return usage(2);
 	if (fi_backend_create(o.backend, o.threads, &be))
 		return fail() + 1; /* an unknown backend name is a usage error */
-	if (open_model(&o, be, &im, &E.m)) {
+	if (fi_model_open_arg(o.model, be, &im, &E.m)) {
 		rc = fail();
 		goto out;
 	}

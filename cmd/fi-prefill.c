@@ -14,6 +14,7 @@
 #include "frame.h"
 #include "kvxfer.h"
 #include "log.h"
+#include "cmdutil.h"
 #include "model.h"
 #include "sample.h"
 #include "scheduler.h"
@@ -67,51 +68,6 @@ static int fail(void)
 {
 	fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
 	return 1;
-}
-
-static int parse_num(const char *s, double lo, double hi, double *out)
-{
-	char *end;
-	errno = 0;
-	*out = strtod(s, &end);
-	return errno || end == s || *end || isnan(*out) || *out < lo || *out > hi;
-}
-
-/* "64M", "2G", "1048576": bytes. */
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	double v;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || isnan(v) || v <= 0)
-		return -1;
-	switch (*end) {
-	case 'k': case 'K': v *= 1024.0; end++; break;
-	case 'm': case 'M': v *= 1048576.0; end++; break;
-	case 'g': case 'G': v *= 1073741824.0; end++; break;
-	case 't': case 'T': v *= 1099511627776.0; end++; break;
-	}
-	if (*end == 'i' || *end == 'B')
-		end += *end == 'i' && end[1] == 'B' ? 2 : 1;
-	if (*end || v < 1048576.0 || v > 1e15)
-		return -1;
-	*out = (uint64_t)v;
-	return 0;
-}
-
-static fi_err open_model(const struct opts *o, struct fi_backend *be, struct fi_image **im,
-			 struct fi_model **m)
-{
-	struct stat st;
-	fi_err e;
-	if (!stat(o->model, &st) && S_ISDIR(st.st_mode))
-		e = fi_store_open_dtype(o->model, be->act == FI_DT_F32 ? FI_DT_F32 : FI_DT_BF16, im);
-	else
-		e = fi_store_open(o->model, im);
-	if (e)
-		return e;
-	return fi_model_load(&(*im)->config, &(*im)->set, be, m);
 }
 
 /* Fills the sampling keys a request leaves unset from the options, and marks them set: the
@@ -387,51 +343,51 @@ int main(int argc, char **argv)
 		case 'v': o.verbose = 1; break;
 		case 'h': return usage(0);
 		case 'b':
-			if (parse_num(optarg, 1, 256, &v))
+			if (fi_parse_num(optarg, 1, 256, &v))
 				goto bad;
 			o.batch = (int)v;
 			break;
 		case 'e':
-			if (parse_num(optarg, 0, 1 << 20, &v))
+			if (fi_parse_num(optarg, 0, 1 << 20, &v))
 				goto bad;
 			o.eos_count = (int)v;
 			break;
 		case 't':
-			if (parse_num(optarg, 1, 1024, &v))
+			if (fi_parse_num(optarg, 1, 1024, &v))
 				goto bad;
 			o.threads = (int)v;
 			break;
 		case O_ASIZE:
-			if (parse_size(optarg, &o.arena_size))
+			if (fi_parse_size(optarg, &o.arena_size))
 				goto bad;
 			break;
 		case O_TEMP:
-			if (parse_num(optarg, 0, 1e6, &v))
+			if (fi_parse_num(optarg, 0, 1e6, &v))
 				goto bad;
 			o.sp.temperature = (float)v;
 			break;
 		case O_TOPK:
-			if (parse_num(optarg, 0, 1 << 30, &v))
+			if (fi_parse_num(optarg, 0, 1 << 30, &v))
 				goto bad;
 			o.sp.top_k = (int)v;
 			break;
 		case O_TOPP:
-			if (parse_num(optarg, 0, 1, &v))
+			if (fi_parse_num(optarg, 0, 1, &v))
 				goto bad;
 			o.sp.top_p = (float)v;
 			break;
 		case O_MINP:
-			if (parse_num(optarg, 0, 1, &v))
+			if (fi_parse_num(optarg, 0, 1, &v))
 				goto bad;
 			o.sp.min_p = (float)v;
 			break;
 		case O_REP:
-			if (parse_num(optarg, 1e-6, 1e6, &v))
+			if (fi_parse_num(optarg, 1e-6, 1e6, &v))
 				goto bad;
 			o.sp.repeat_penalty = (float)v;
 			break;
 		case O_SEED:
-			if (parse_num(optarg, 0, 18446744073709551615.0, &v))
+			if (fi_parse_num(optarg, 0, 18446744073709551615.0, &v))
 				goto bad;
 			o.sp.seed = strtoull(optarg, NULL, 10);
 			break;
@@ -447,7 +403,7 @@ bad:
 		return usage(2);
 	if (fi_backend_create(o.backend, o.threads, &be))
 		return fail() + 1; /* an unknown backend name is a usage error */
-	if (open_model(&o, be, &P.im, &P.m))
+	if (fi_model_open_arg(o.model, be, &P.im, &P.m))
 		goto fail;
 	ctx = fi_model_config(P.m)->max_pos > 0 ? fi_model_config(P.m)->max_pos : 4096;
 	/* Room for a batch of o.batch full-context prompts, or 4 contexts, whichever is less. */

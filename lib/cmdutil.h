@@ -1,0 +1,24 @@
+/* cmdutil: what several commands do the same way: parse numeric and size options, and open
+ * `-m MODEL` for a backend. Returns codes; never prints. */
+#ifndef FI_CMDUTIL_H
+#define FI_CMDUTIL_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "err.h"
+#include "model.h"
+#include "store.h"
+
+/* A finite number in [lo, hi]; 0 on success, nonzero when s is not one. */
+int fi_parse_num(const char *s, double lo, double hi, double *out);
+/* A byte size: "1048576", "64M", "2GiB", "1.5G" (K, M, G, T are powers of 1024), at least
+ * 1 MiB; 0 on success, -1 otherwise. */
+int fi_parse_size(const char *s, uint64_t *out);
+/* Opens -m (a store name, an image file or a Hugging Face directory) and loads its weights
+ * on be. A directory is converted on the fly in the backend's precision: f32 for the CPU
+ * (exact), bf16 for CUDA; an image is used in the dtype it was written in. */
+fi_err fi_model_open_arg(const char *arg, struct fi_backend *be, struct fi_image **im,
+			 struct fi_model **m);
+
+#endif
