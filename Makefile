@@ -117,7 +117,9 @@ $(BUILD)/fi.pc: Makefile
 	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fi\nDescription: GPU LLM inference engine library\nVersion: %s\nRequires.private: %s\nLibs: -L$${libdir} -lfi\nCflags: -I$${includedir}/fi\n' \
 	  '$(PREFIX)' '$(VERSION)' '$(PKGS)' > $@
 
-check: all check-unit check-fuzz check-cli
+# Everything, one suite after another, closing with one "check: N passed, N failed, N skipped".
+check: all $(UNITS) $(FUZZ_REPLAY)
+	@FI_TEST_SHARED=$(abspath ../shared) sh tests/check.sh $(BUILD)
 
 check-unit: $(UNITS)
 	@fail=0; for t in $(UNITS); do echo "== $$t"; \
@@ -131,9 +133,10 @@ check-cli: $(CMDS)
 	@PATH=$(abspath $(BUILD)/bin):$$PATH FI_TEST_SHARED=$(abspath ../shared) BUILD=$(abspath $(BUILD)) \
 	  sh tests/cli/run.sh
 
-# The same unit and fuzz-replay suites under AddressSanitizer and UBSan, CPU-only.
+# The same unit and fuzz-replay suites under AddressSanitizer and UBSan, CPU-only, in
+# $(BUILD)-asan.
 check-asan:
-	$(MAKE) BUILD=build-asan FI_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	$(MAKE) BUILD=$(BUILD)-asan FI_CUDA=0 CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" check-unit check-fuzz
 
 gpu: $(GPUS)
@@ -160,6 +163,6 @@ bundle: all gpu $(UNITS)
 	sh tools/bundle.sh $(BUILD) $(BUILD)/bundle
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) $(BUILD)-asan build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
