@@ -354,6 +354,18 @@ static void out_text(struct dec *D, struct dreq *q, const char *s, size_t n)
 }
 
 /* Writes finished requests: in order from the head, or each as it finishes. */
+/* An error frame for a request, on stderr; generators usually name the request already. */
+static void report_error(const struct dreq *q, const struct fi_frame *f)
+{
+	const char *m = f->err.message ? f->err.message : fi_strerror(f->err.code);
+	char pre[300];
+	snprintf(pre, sizeof pre, "request '%s': ", q->id);
+	if (!strncmp(m, pre, strlen(pre)))
+		fi_log(FI_LOG_ERROR, "%s", m);
+	else
+		fi_log(FI_LOG_ERROR, "%s%s", pre, m);
+}
+
 static void drain(struct dec *D, struct dreq *q)
 {
 	if (D->o->interleave) {
@@ -429,7 +441,7 @@ static int run_decode(const struct opts *o, struct model *m)
 			else if (f.type == FI_FRAME_DONE && f.done.text)
 				out_text(&D, q, f.done.text, f.done.text_len);
 			if (f.type == FI_FRAME_ERROR)
-				fi_log(FI_LOG_ERROR, "request '%s': %s", q->id, f.err.message ? f.err.message : "error"), rc = 1;
+				report_error(q, &f), rc = 1;
 			if (f.type != FI_FRAME_TOKEN)
 				q->done = 1, drain(&D, q);
 		} else if (f.type == FI_FRAME_TOKEN) {
@@ -440,7 +452,7 @@ static int run_decode(const struct opts *o, struct model *m)
 				out_text(&D, q, pc, pn);
 		} else {
 			if (f.type == FI_FRAME_ERROR) {
-				fi_log(FI_LOG_ERROR, "request '%s': %s", q->id, f.err.message ? f.err.message : "error");
+				report_error(q, &f);
 				rc = 1;
 			}
 			for (uint32_t i = 0; f.type == FI_FRAME_DONE && i < f.done.ntokens; i++)
