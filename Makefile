@@ -112,10 +112,11 @@ fuzz:
 	    build-fuzz/libfi.a $(LDLIBS) -o build-fuzz/fuzz/$$n || exit 1; done
 	@echo "fuzz: binaries in build-fuzz/fuzz/ (run: build-fuzz/fuzz/NAME tests/fuzz/corpus/NAME)"
 
+# The pkg-config file names PREFIX, so it is written again by install.
+PC_TEXT = 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fi\nDescription: GPU LLM inference engine library\nVersion: %s\nRequires.private: %s\nLibs: -L$${libdir} -lfi\nCflags: -I$${includedir}/fi\n'
 $(BUILD)/fi.pc: Makefile
 	@mkdir -p $(@D)
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fi\nDescription: GPU LLM inference engine library\nVersion: %s\nRequires.private: %s\nLibs: -L$${libdir} -lfi\nCflags: -I$${includedir}/fi\n' \
-	  '$(PREFIX)' '$(VERSION)' '$(PKGS)' > $@
+	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' '$(PKGS)' > $@
 
 # Everything, one suite after another, closing with one "check: N passed, N failed, N skipped".
 check: all $(UNITS) $(FUZZ_REPLAY)
@@ -152,7 +153,7 @@ install: all
 	install -m 644 $(BUILD)/libfi.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libfi.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/fi/
-	install -m 644 $(BUILD)/fi.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' '$(PKGS)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fi.pc
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/)
 	$(if $(MAN5),install -m 644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/)
 	$(if $(MAN7),install -m 644 $(MAN7) $(DESTDIR)$(PREFIX)/share/man/man7/)
