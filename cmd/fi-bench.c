@@ -103,8 +103,10 @@ static int32_t rand_tok(int V)
 	return (int32_t)(3 + rng % (uint64_t)(V > 4 ? V - 3 : 1));
 }
 
-/* Feeds n tokens to each of the S sequences, in chunks of at most ubatch tokens per call. */
-static fi_err feed(struct env *e, const int *seqs, int S, int n, float *logits)
+/* Feeds n tokens to each of the S sequences, in chunks of at most ubatch tokens per call;
+ * each call returns the logits of each sequence's last token, or with logits NULL its
+ * greedy token (tok[S]: what a greedy generator takes, argmax on the device). */
+static fi_err feed(struct env *e, const int *seqs, int S, int n, float *logits, int32_t *out)
 {
 	int chunk = e->ubatch / S > 0 ? e->ubatch / S : 1;
 	int32_t *tok = malloc(sizeof(int32_t) * (size_t)S * chunk);
@@ -123,7 +125,7 @@ static fi_err feed(struct env *e, const int *seqs, int S, int n, float *logits)
 				seq[T] = seqs[s];
 			}
 		struct fi_batch b = {.n_tokens = T, .tokens = tok, .seq = seq};
-		err = fi_model_forward(e->m, &b, logits, NULL);
+		err = fi_model_forward_ex(e->m, &b, logits, logits ? NULL : out, NULL);
 	}
 	free(tok);
 	free(seq);
@@ -134,10 +136,10 @@ static fi_err feed(struct env *e, const int *seqs, int S, int n, float *logits)
 static fi_err run_once(struct env *e, const struct test *t, double *secs)
 {
 	int S = t->tg ? e->batch : 1, seqs[1024];
-	float *logits = malloc(sizeof(float) * (size_t)S * e->V);
+	int32_t *tok = malloc(sizeof(int32_t) * (size_t)S);
 	fi_err err = FI_OK;
 	int made = 0;
-	if (!logits)
+	if (!tok)
 		return fi_fail(FI_ENOMEM, "out of memory");
 	for (; made < S && !err; made++)
 		err = fi_model_seq_new(e->m, &seqs[made]);
@@ -145,16 +147,16 @@ static fi_err run_once(struct env *e, const struct test *t, double *secs)
 		made--;
 		goto out;
 	}
-	if (t->depth && (err = feed(e, seqs, S, t->depth, logits)))
+	if (t->depth && (err = feed(e, seqs, S, t->depth, NULL, tok)))
 		goto out;
 	if ((err = e->be->ops->sync(e->be)))
 		goto out;
 	double t0 = fi_now();
 	if (t->pp)
-		err = feed(e, seqs, 1, t->pp, logits);
+		err = feed(e, seqs, 1, t->pp, NULL, tok);
 	else
 		for (int i = 0; i < t->tg && !err; i++)
-			err = feed(e, seqs, S, 1, logits);
+			err = feed(e, seqs, S, 1, NULL, tok);
 	if (!err)
 		err = e->be->ops->sync(e->be);
 	*secs = fi_now() - t0;
@@ -162,7 +164,7 @@ static fi_err run_once(struct env *e, const struct test *t, double *secs)
 out:
 	for (int s = 0; s < made; s++)
 		fi_model_seq_free(e->m, seqs[s]);
-	free(logits);
+	free(tok);
 	return err;
 }
 
@@ -325,7 +327,7 @@ int main(int argc, char **argv)
 	{
 		int s;
 		float *lg = malloc(sizeof(float) * (size_t)e.V);
-		if (!lg || fi_model_seq_new(e.m, &s) || feed(&e, &s, 1, 1, lg))
+		if (!lg || fi_model_seq_new(e.m, &s) || feed(&e, &s, 1, 1, lg, NULL))
 			return fail("first token");
 		first = since_exec();
 		ph[4] = fi_now();

@@ -5,7 +5,10 @@
  * loads (4 in flight per lane), and keeps the T dot products of each row in registers, so
  * every weight byte is read once for all T tokens; x is small and stays in L1/L2. One warp
  * reduction per (row, token). A plain launch also costs the host less than a cuBLASLt call,
- * which matters when a decode step is hundreds of small launches. */
+ * which matters when a decode step is hundreds of small launches. fi_cu_gemv_multi runs up to 4
+ * weights over the same x in one launch (q, k, v: the 1024-row K/V projections alone are too
+ * few rows to fill the GPU); fi_cu_split cuts a fused GEMM's [T, sum N] output into the
+ * separate outputs for larger T. */
 #include "common.cuh"
 
 #define GEMV_WARPS 8
@@ -18,15 +21,32 @@ static __device__ __forceinline__ bf16x8 ldw(const bf16x8 *p)
 	return *(bf16x8 *)&u;
 }
 
+/* Up to 4 weights over the same x (q, k, v; gate, up): one launch, rows numbered across
+ * the segments, each written to its own output. */
+struct gemv_segs {
+	const bf16 *w[4];
+	void *out[4];
+	const bf16 *bias[4];
+	int end[4]; /* cumulative rows */
+	int n;
+};
+
 template <int T, bool F32OUT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
-gemv_kernel(void *__restrict__ out, const bf16 *__restrict__ x, const bf16 *__restrict__ w,
-	    const bf16 *__restrict__ bias, int N, int K)
+gemv_kernel(const gemv_segs sg, const bf16 *__restrict__ x, int K)
 {
 	const int lane = threadIdx.x & 31;
-	const int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-	if (n >= N)
+	int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+	if (n >= sg.end[sg.n - 1])
 		return;
+	int si = 0;
+	while (n >= sg.end[si])
+		si++;
+	const int N = si ? sg.end[si] - sg.end[si - 1] : sg.end[0];
+	n -= si ? sg.end[si - 1] : 0;
+	const bf16 *__restrict__ w = sg.w[si];
+	const bf16 *__restrict__ bias = sg.bias[si];
+	void *out = sg.out[si];
 	const bf16x8 *wr = (const bf16x8 *)(w + (int64_t)n * K);
 	const int k8 = K / 8;
 	float acc[T];
@@ -81,29 +101,99 @@ gemv_kernel(void *__restrict__ out, const bf16 *__restrict__ x, const bf16 *__re
 }
 
 template <int T>
-static void launch(cudaStream_t st, void *out, int f32, const void *x, const void *w,
-		   const void *bias, int N, int K)
+static void launch(cudaStream_t st, const gemv_segs &sg, int f32, const void *x, int K)
 {
-	dim3 grid((N + GEMV_WARPS - 1) / GEMV_WARPS);
+	dim3 grid((sg.end[sg.n - 1] + GEMV_WARPS - 1) / GEMV_WARPS);
 	if (f32)
-		gemv_kernel<T, true><<<grid, GEMV_WARPS * 32, 0, st>>>(
-			out, (const bf16 *)x, (const bf16 *)w, (const bf16 *)bias, N, K);
+		gemv_kernel<T, true><<<grid, GEMV_WARPS * 32, 0, st>>>(sg, (const bf16 *)x, K);
 	else
-		gemv_kernel<T, false><<<grid, GEMV_WARPS * 32, 0, st>>>(
-			out, (const bf16 *)x, (const bf16 *)w, (const bf16 *)bias, N, K);
+		gemv_kernel<T, false><<<grid, GEMV_WARPS * 32, 0, st>>>(sg, (const bf16 *)x, K);
+}
+
+static fi_err run(cudaStream_t st, const gemv_segs &sg, int out_f32, const void *x, int T, int K)
+{
+	switch (T) {
+	case 1: launch<1>(st, sg, out_f32, x, K); break;
+	case 2: launch<2>(st, sg, out_f32, x, K); break;
+	case 3: launch<3>(st, sg, out_f32, x, K); break;
+	default: launch<4>(st, sg, out_f32, x, K); break;
+	}
+	LAUNCH_CHECK();
+	return FI_OK;
 }
 
 extern "C" fi_err fi_cu_gemv(cudaStream_t st, void *out, int out_f32, const void *x,
 			     const void *w, const void *bias, int T, int N, int K)
 {
+	gemv_segs sg = {};
 	if (T < 1 || T > 4 || K % 8 || !fi_aligned16(x) || !fi_aligned16(w))
 		return FI_EUNSUPPORTED;
-	switch (T) {
-	case 1: launch<1>(st, out, out_f32, x, w, bias, N, K); break;
-	case 2: launch<2>(st, out, out_f32, x, w, bias, N, K); break;
-	case 3: launch<3>(st, out, out_f32, x, w, bias, N, K); break;
-	default: launch<4>(st, out, out_f32, x, w, bias, N, K); break;
+	sg.w[0] = (const bf16 *)w;
+	sg.out[0] = out;
+	sg.bias[0] = (const bf16 *)bias;
+	sg.end[0] = N;
+	sg.n = 1;
+	return run(st, sg, out_f32, x, T, K);
+}
+
+extern "C" fi_err fi_cu_gemv_multi(cudaStream_t st, int n, void *const *out, const void *x,
+				   const void *const *w, const void *const *bias, const int *N,
+				   int T, int K)
+{
+	gemv_segs sg = {};
+	if (T < 1 || T > 4 || n < 1 || n > 4 || K % 8 || !fi_aligned16(x))
+		return FI_EUNSUPPORTED;
+	for (int i = 0; i < n; i++) {
+		if (!fi_aligned16(w[i]) || N[i] <= 0)
+			return FI_EUNSUPPORTED;
+		sg.w[i] = (const bf16 *)w[i];
+		sg.out[i] = out[i];
+		sg.bias[i] = (const bf16 *)bias[i];
+		sg.end[i] = (i ? sg.end[i - 1] : 0) + N[i];
 	}
+	sg.n = n;
+	return run(st, sg, 0, x, T, K);
+}
+
+/* out_i[t, :] = ws[t, off_i : off_i + N_i] for the parts of one fused GEMM [T, Ntot]. */
+struct split_segs {
+	bf16 *out[4];
+	int end[4]; /* cumulative columns */
+	int n;
+};
+
+__global__ void split_kernel(const split_segs sg, const bf16 *__restrict__ ws, int T, int vec)
+{
+	const int Nt = sg.end[sg.n - 1], per = vec ? 8 : 1, n8 = Nt / per;
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (int64_t)T * n8;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int t = (int)(i / n8), c = (int)(i % n8) * per, si = 0;
+		while (c >= sg.end[si])
+			si++;
+		int base = si ? sg.end[si - 1] : 0, N = sg.end[si] - base;
+		bf16 *o = sg.out[si] + (int64_t)t * N + (c - base);
+		const bf16 *s = ws + (int64_t)t * Nt + c;
+		if (vec)
+			*(bf16x8 *)o = *(const bf16x8 *)s;
+		else
+			*o = *s;
+	}
+}
+
+extern "C" fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws,
+			      const int *N, int T)
+{
+	split_segs sg = {};
+	int vec = fi_aligned16(ws);
+	for (int i = 0; i < n; i++) {
+		sg.out[i] = (bf16 *)out[i];
+		sg.end[i] = (i ? sg.end[i - 1] : 0) + N[i];
+		vec = vec && N[i] % 8 == 0 && fi_aligned16(out[i]);
+	}
+	sg.n = n;
+	int64_t work = (int64_t)T * sg.end[n - 1] / (vec ? 8 : 1), blocks = (work + 255) / 256;
+	split_kernel<<<(int)(blocks < 4096 ? blocks : 4096), 256, 0, st>>>(sg, (const bf16 *)ws, T,
+									   vec);
 	LAUNCH_CHECK();
 	return FI_OK;
 }

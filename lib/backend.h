@@ -107,6 +107,19 @@ struct fi_backend_ops {
 	fi_err (*gather_rows)(struct fi_backend *be, void *out_d, const void *x_d,
 			      const int32_t *idx_d, int n, int D);
 
+	/* Optional (NULL: the caller loads each tensor with weight() and loops over matmul).
+	 * weight_cat makes one weight [sum rows, cols] of n tensors with equal cols, rows in
+	 * order (q, k, v; gate, up), and parts[i] views of tensor i inside it: parts work with
+	 * every op taking a weight and are never passed to weight_free (cat is). matmul_multi
+	 * runs n weights over the same input in one pass: out_i[T,N_i] = in[T,K] w_i^T
+	 * (+ bias_i), the same values as n matmul calls; weights made by weight_cat are the
+	 * fast case (decode reads the input once, prompts one GEMM). n <= 4. */
+	fi_err (*weight_cat)(struct fi_backend *be, const struct fi_tensor *const *t, int n,
+			     struct fi_weight *cat, struct fi_weight *parts);
+	fi_err (*matmul_multi)(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
+			       const struct fi_weight *const *w, const struct fi_weight *const *bias,
+			       int T);
+
 	/* Optional (NULL when absent): greedy argmax on the device, tok[n] = argmax logits[n,V]. */
 	fi_err (*argmax)(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n, int V);
 	/* Optional CUDA-graph hooks: replay returns FI_OK if a graph for key exists and was

@@ -14,15 +14,37 @@
 struct layer {
 	struct fi_weight attn_norm, q, k, v, o, q_bias, k_bias, v_bias, q_norm, k_norm;
 	struct fi_weight ffn_norm, gate, up, down;
+	/* With weight_cat: q, k, v (gate, up) are views into one allocation each. */
+	struct fi_weight qkv_cat, gu_cat;
 };
 
 /* Backend scratch for a batch of up to cap tokens. */
 struct scratch {
-	int cap, cap_seqs, cap_blocks;
+	int cap;
 	void *x, *xb, *y, *q, *k, *v, *att, *gate, *up, *h; /* activations */
 	void *g;        /* [cap, D] gathered rows */
-	float *logits;  /* [cap, V] f32 */
-	int32_t *ints;  /* tok, pos, seq, slot, idx [cap each], seq_len [S], block table */
+	size_t cap_ints;
+	int32_t *ints;  /* tok, pos, seq, slot, idx [T each], seq_len [S], block table */
+	int cap_rows;   /* rows that need logits, not tokens: the LM head's output is large */
+	float *logits;  /* [cap_rows, V] f32 */
+	int32_t *am;    /* [cap_rows] device argmax */
+};
+
+/* Decode steps (one token per sequence, every row's logits wanted) replay CUDA graphs,
+ * one per batch-size bucket. A graph bakes in every pointer and launch shape, so its
+ * inputs live at fixed addresses (gin) with a fixed block-table row width (gw), padding
+ * tokens fill the bucket (slot -1: no KV write; they read sequence 0's position 0), and
+ * the key carries a generation that changes whenever a scratch buffer moves. */
+#define GRAPH_MAX 256
+struct graphs {
+	int off;          /* no hooks, FI_GRAPHS=0, or a capture failed */
+	int gw;           /* block-table row width */
+	uint32_t gen;
+	int32_t *gin;     /* device: tok, pos, seq, slot, idx, slen [GRAPH_MAX each], btab */
+	int32_t *h, *shadow; /* host staging; the block table as last uploaded */
+	int shadow_rows;
+	uint32_t seen_gen;           /* the generation seen[] belongs to */
+	uint8_t seen[GRAPH_MAX + 1]; /* per bucket: 0 new, 1 ran once, 2 captured */
 };
 
 struct fi_model {
@@ -33,6 +55,7 @@ struct fi_model {
 	float *inv_freq_d;
 	struct fi_kvcache *cache;
 	struct scratch s;
+	struct graphs gr;
 	/* host staging for the int arrays uploaded each step */
 	int32_t *h_ints;
 	size_t h_ints_cap;
@@ -93,6 +116,43 @@ static fi_err load(struct fi_model *m, const struct fi_tensor_set *ts,
 	return m->be->ops->weight(m->be, t, w);
 }
 
+/* The expectation of engine tensor `name`; 0 when the config has none. */
+static int find_expected(const struct fi_config *c, const char *name, struct fi_expected *ex)
+{
+	for (int i = 0; fi_expected_tensor(c, i, ex); i++)
+		if (!strcmp(ex->name, name))
+			return 1;
+	return 0;
+}
+
+/* Layer l's tensors `parts` (shape-checked like load()) in one backend allocation. */
+static fi_err load_cat(struct fi_model *m, const struct fi_tensor_set *ts, int l,
+		       const char *const *parts, int n, struct fi_weight *cat,
+		       struct fi_weight *const *dst)
+{
+	const struct fi_tensor *t[4];
+	struct fi_weight w[4];
+	struct fi_expected ex;
+	char name[64];
+	fi_err e;
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof name, "blk.%d.%s", l, parts[i]);
+		if (!find_expected(&m->c, name, &ex))
+			return fi_fail(FI_EUNSUPPORTED, "tensor '%s' has no place in the model", name);
+		if (!(t[i] = fi_tensor_find(ts, ex.name)))
+			return fi_fail(FI_ENOTFOUND, "tensor '%s' is missing", ex.name);
+		if (t[i]->ndim != ex.ndim || t[i]->shape[0] != ex.shape[0] ||
+		    (ex.ndim == 2 && t[i]->shape[1] != ex.shape[1]))
+			return fi_fail(FI_EMISMATCH, "tensor '%s': shape does not match the config",
+				       ex.name);
+	}
+	if ((e = m->be->ops->weight_cat(m->be, t, n, cat, w)))
+		return e;
+	for (int i = 0; i < n; i++)
+		*dst[i] = w[i];
+	return FI_OK;
+}
+
 /* Which weight slot an engine name fills. */
 static struct fi_weight *slot_for(struct fi_model *m, const char *name)
 {
@@ -133,6 +193,17 @@ static struct fi_weight *slot_for(struct fi_model *m, const char *name)
 static void free_weights(struct fi_model *m)
 {
 	struct fi_expected ex;
+	for (int l = 0; l < m->c.n_layers; l++) {
+		struct layer *L = &m->l[l];
+		if (L->qkv_cat.p) {
+			m->be->ops->weight_free(m->be, &L->qkv_cat);
+			L->q.p = L->k.p = L->v.p = NULL;
+		}
+		if (L->gu_cat.p) {
+			m->be->ops->weight_free(m->be, &L->gu_cat);
+			L->gate.p = L->up.p = NULL;
+		}
+	}
 	for (int i = 0; fi_expected_tensor(&m->c, i, &ex); i++) {
 		struct fi_weight *w = slot_for(m, ex.name);
 		if (w && w->p)
@@ -140,18 +211,37 @@ static void free_weights(struct fi_model *m)
 	}
 }
 
-static void free_scratch(struct fi_model *m)
+static void free_ptrs(struct fi_model *m, void **const *p, size_t n)
 {
-	struct fi_backend *be = m->be;
-	void **p[] = {&m->s.x, &m->s.xb, &m->s.y, &m->s.q, &m->s.k, &m->s.v, &m->s.att,
-		      &m->s.gate, &m->s.up, &m->s.h, &m->s.g, (void **)&m->s.logits,
-		      (void **)&m->s.ints};
-	for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
+	for (size_t i = 0; i < n; i++) {
 		if (*p[i])
-			be->ops->free(be, *p[i]);
+			m->be->ops->free(m->be, *p[i]);
 		*p[i] = NULL;
 	}
-	m->s.cap = m->s.cap_seqs = m->s.cap_blocks = 0;
+}
+
+static void free_acts(struct fi_model *m)
+{
+	void **const p[] = {&m->s.x, &m->s.xb, &m->s.y, &m->s.q, &m->s.k, &m->s.v, &m->s.att,
+			    &m->s.gate, &m->s.up, &m->s.h, &m->s.g};
+	free_ptrs(m, p, sizeof p / sizeof p[0]);
+	m->s.cap = 0;
+}
+
+static void free_rows(struct fi_model *m)
+{
+	void **const p[] = {(void **)&m->s.logits, (void **)&m->s.am};
+	free_ptrs(m, p, 2);
+	m->s.cap_rows = 0;
+}
+
+static void free_scratch(struct fi_model *m)
+{
+	void **const p[] = {(void **)&m->s.ints, (void **)&m->gr.gin};
+	free_acts(m);
+	free_rows(m);
+	free_ptrs(m, p, 2);
+	m->s.cap_ints = 0;
 }
 
 void fi_model_close(struct fi_model *m)
@@ -166,6 +256,8 @@ void fi_model_close(struct fi_model *m)
 		m->be->ops->free(m->be, m->inv_freq_d);
 	free(m->l);
 	free(m->h_ints);
+	free(m->gr.h);
+	free(m->gr.shadow);
 	free(m);
 }
 
@@ -190,13 +282,28 @@ fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
 	}
 	m->c = *c;
 	m->be = be;
+	/* Where the backend can, q/k/v and gate/up each share one allocation, so that
+	 * matmul_multi reads the input once and runs one GEMM (FI_FUSE=0: separate). */
+	if (be->ops->weight_cat && be->ops->matmul_multi &&
+	    !(getenv("FI_FUSE") && !strcmp(getenv("FI_FUSE"), "0"))) {
+		static const char *const qkv[] = {"attn_q", "attn_k", "attn_v"};
+		static const char *const gu[] = {"ffn_gate", "ffn_up"};
+		for (int l = 0; l < c->n_layers; l++) {
+			struct layer *L = &m->l[l];
+			struct fi_weight *const d3[] = {&L->q, &L->k, &L->v};
+			struct fi_weight *const d2[] = {&L->gate, &L->up};
+			if ((e = load_cat(m, ts, l, qkv, 3, &L->qkv_cat, d3)) ||
+			    (e = load_cat(m, ts, l, gu, 2, &L->gu_cat, d2)))
+				goto fail;
+		}
+	}
 	for (int i = 0; fi_expected_tensor(c, i, &ex); i++) {
 		struct fi_weight *w = slot_for(m, ex.name);
 		if (!w) {
 			e = fi_fail(FI_EUNSUPPORTED, "tensor '%s' has no place in the model", ex.name);
 			goto fail;
 		}
-		if ((e = load(m, ts, &ex, w)))
+		if (!w->p && (e = load(m, ts, &ex, w)))
 			goto fail;
 	}
 	if ((e = be->ops->alloc(be, sizeof(float) * (size_t)(c->head_dim / 2),
@@ -283,24 +390,20 @@ int fi_batch_n_logits(const struct fi_batch *b)
 	return n;
 }
 
-/* Makes the scratch hold T tokens, S sequences of up to B blocks each. */
-static fi_err ensure_scratch(struct fi_model *m, int T, int S, int B)
+/* Makes the activations hold T tokens, the ints n values and the head rows rows. A
+ * buffer that moves changes the graph generation (graphs point at the old one). */
+static fi_err ensure_scratch(struct fi_model *m, int T, size_t n_ints, int rows)
 {
 	struct fi_backend *be = m->be;
 	const struct fi_config *c = &m->c;
 	size_t as = fi_dtype_size(be->act), cap;
 	fi_err e;
-	if (T <= m->s.cap && S <= m->s.cap_seqs && B <= m->s.cap_blocks)
-		return FI_OK;
-	cap = T > m->s.cap ? (size_t)T : (size_t)m->s.cap;
-	if (cap < 16)
-		cap = 16;
-	S = S > m->s.cap_seqs ? S : m->s.cap_seqs;
-	B = B > m->s.cap_blocks ? B : m->s.cap_blocks;
-	free_scratch(m);
-	{
+	if (T > m->s.cap) {
 		size_t D = (size_t)c->hidden, Q = (size_t)c->n_heads * c->head_dim,
 		       KV = (size_t)c->n_kv_heads * c->head_dim, F = (size_t)c->ffn;
+		cap = T < 16 ? 16 : (size_t)T;
+		free_acts(m);
+		m->gr.gen++;
 		struct {
 			void **p;
 			size_t bytes;
@@ -311,19 +414,36 @@ static fi_err ensure_scratch(struct fi_model *m, int T, int S, int B)
 			{&m->s.att, cap * Q * as},  {&m->s.gate, cap * F * as},
 			{&m->s.up, cap * F * as},   {&m->s.h, cap * F * as},
 			{&m->s.g, cap * D * as},
-			{(void **)&m->s.logits, cap * (size_t)c->vocab * sizeof(float)},
-			{(void **)&m->s.ints, (5 * cap + (size_t)S + (size_t)S * B) * sizeof(int32_t)},
 		};
 		for (size_t i = 0; i < sizeof a / sizeof a[0]; i++)
 			if ((e = be->ops->alloc(be, a[i].bytes, a[i].p))) {
 				*a[i].p = NULL;
-				free_scratch(m);
+				free_acts(m);
 				return e;
 			}
+		m->s.cap = (int)cap;
 	}
-	m->s.cap = (int)cap;
-	m->s.cap_seqs = S;
-	m->s.cap_blocks = B;
+	if (n_ints > m->s.cap_ints) {
+		if (m->s.ints)
+			be->ops->free(be, m->s.ints);
+		m->s.ints = NULL;
+		m->s.cap_ints = 0;
+		if ((e = be->ops->alloc(be, n_ints * sizeof(int32_t), (void **)&m->s.ints)))
+			return e;
+		m->s.cap_ints = n_ints;
+	}
+	if (rows > m->s.cap_rows) {
+		int r = rows < 4 ? 4 : rows;
+		free_rows(m);
+		m->gr.gen++;
+		if ((e = be->ops->alloc(be, (size_t)r * c->vocab * sizeof(float),
+					(void **)&m->s.logits)) ||
+		    (e = be->ops->alloc(be, (size_t)r * sizeof(int32_t), (void **)&m->s.am))) {
+			free_rows(m);
+			return e;
+		}
+		m->s.cap_rows = r;
+	}
 	return FI_OK;
 }
 
@@ -345,9 +465,16 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 		struct layer *L = &m->l[l];
 		/* attention block; from layer 1 on, the norm first adds the previous MLP output */
 		OK(op->rmsnorm(be, s->xb, s->x, l ? s->y : NULL, &L->attn_norm, T, D, eps));
-		OK(op->matmul(be, s->q, s->xb, &L->q, c->qkv_bias ? &L->q_bias : NULL, T));
-		OK(op->matmul(be, s->k, s->xb, &L->k, c->qkv_bias ? &L->k_bias : NULL, T));
-		OK(op->matmul(be, s->v, s->xb, &L->v, c->qkv_bias ? &L->v_bias : NULL, T));
+		if (op->matmul_multi) { /* q, k, v in one pass over xb */
+			void *const o3[] = {s->q, s->k, s->v};
+			const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
+			const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
+			OK(op->matmul_multi(be, 3, o3, s->xb, w3, c->qkv_bias ? b3 : NULL, T));
+		} else {
+			OK(op->matmul(be, s->q, s->xb, &L->q, c->qkv_bias ? &L->q_bias : NULL, T));
+			OK(op->matmul(be, s->k, s->xb, &L->k, c->qkv_bias ? &L->k_bias : NULL, T));
+			OK(op->matmul(be, s->v, s->xb, &L->v, c->qkv_bias ? &L->v_bias : NULL, T));
+		}
 		if (c->qk_norm) { /* Qwen3: RMSNorm over each head's hd values, before RoPE */
 			OK(op->rmsnorm(be, s->q, s->q, NULL, &L->q_norm, T * Hq, hd, eps));
 			OK(op->rmsnorm(be, s->k, s->k, NULL, &L->k_norm, T * Hk, hd, eps));
@@ -358,8 +485,14 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 		OK(op->matmul(be, s->y, s->att, &L->o, NULL, T));
 		/* MLP block: x += attn; xb = norm(x) */
 		OK(op->rmsnorm(be, s->xb, s->x, s->y, &L->ffn_norm, T, D, eps));
-		OK(op->matmul(be, s->gate, s->xb, &L->gate, NULL, T));
-		OK(op->matmul(be, s->up, s->xb, &L->up, NULL, T));
+		if (op->matmul_multi) {
+			void *const o2[] = {s->gate, s->up};
+			const struct fi_weight *const w2[] = {&L->gate, &L->up};
+			OK(op->matmul_multi(be, 2, o2, s->xb, w2, NULL, T));
+		} else {
+			OK(op->matmul(be, s->gate, s->xb, &L->gate, NULL, T));
+			OK(op->matmul(be, s->up, s->xb, &L->up, NULL, T));
+		}
 		OK(op->silu_mul(be, s->h, s->gate, s->up, T, c->ffn));
 		OK(op->matmul(be, s->y, s->h, &L->down, NULL, T));
 	}
@@ -368,15 +501,195 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 	return FI_OK;
 }
 
-fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *logits,
-			int *n_rows)
+/* The layers, then the LM head over n rows: the rows idx_d of xb (all rows in order when
+ * idx_d is NULL), f32 logits into s.logits, and their argmax into s.am when asked. */
+static fi_err body(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
+		   const struct fi_attn_batch *ab, const int32_t *idx_d, int n, int argmax)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_config *c = &m->c;
+	const struct fi_weight *head = c->tie_embeddings ? &m->tok_embd : &m->output;
+	const void *rows = m->s.xb;
+	fi_err e;
+	if ((e = run_layers(m, T, tok_d, pos_d, ab)) || !n)
+		return e;
+	if (idx_d) {
+		if ((e = be->ops->gather_rows(be, m->s.g, m->s.xb, idx_d, n, c->hidden)))
+			return e;
+		rows = m->s.g;
+	}
+	if ((e = be->ops->matmul_f32out(be, m->s.logits, rows, head, n)))
+		return e;
+	if (argmax && (e = be->ops->argmax(be, m->s.am, m->s.logits, n, c->vocab)))
+		return e;
+	return FI_OK;
+}
+
+/* Batch-size buckets of the decode graphs. */
+static int bucket(int T)
+{
+	if (T <= 4)
+		return T;
+	if (T <= 64)
+		return (T + 7) / 8 * 8;
+	return (T + 31) / 32 * 32;
+}
+
+static int graphs_usable(struct fi_model *m)
+{
+	const struct fi_backend_ops *op = m->be->ops;
+	const char *env;
+	if (m->gr.off)
+		return 0;
+	if (!op->graph_replay || !op->graph_capture_begin || !op->graph_capture_end ||
+	    ((env = getenv("FI_GRAPHS")) && !strcmp(env, "0"))) {
+		m->gr.off = 1;
+		return 0;
+	}
+	if (!m->gr.gw) { /* room for one sequence of the context, or the whole cache */
+		const struct fi_kv_cache *kv = &m->cache->kv;
+		int ctx = m->c.max_pos > 0 ? m->c.max_pos : 4096;
+		int gw = (ctx + kv->block_size - 1) / kv->block_size;
+		m->gr.gw = gw < kv->n_blocks ? gw : kv->n_blocks;
+	}
+	return 1;
+}
+
+/* One decode step through a graph: T tokens of T sequences sid[] (one each) at positions
+ * old[], every row's logits wanted. Inputs go to the fixed buffer, padded to the bucket;
+ * a bucket's first step runs eagerly (plans, lazy loading), the second is captured, the
+ * rest replay. */
+static fi_err graph_step(struct fi_model *m, int T, const int *sid, const int *old, int argmax,
+			 int *used)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_backend_ops *op = be->ops;
+	struct fi_kvcache *kc = m->cache;
+	struct graphs *g = &m->gr;
+	int Tb = bucket(T), gw = g->gw, G = GRAPH_MAX;
+	int32_t *h, *btab;
+	uint64_t key;
+	uint32_t gen;
+	fi_err e;
+	*used = 0;
+	for (int k = 0; k < T; k++)
+		if (kc->seq[sid[k]].n_blocks > gw)
+			return FI_OK;
+	if ((e = ensure_scratch(m, Tb, 0, Tb)))
+		return e;
+	if (!g->gin) {
+		size_t n = 6 * (size_t)G + (size_t)G * gw;
+		if (!(g->h = malloc(n * sizeof(int32_t))) ||
+		    !(g->shadow = malloc((size_t)G * gw * sizeof(int32_t))))
+			return fi_fail(FI_ENOMEM, "model: out of memory");
+		if ((e = be->ops->alloc(be, n * sizeof(int32_t), (void **)&g->gin)))
+			return e;
+		g->shadow_rows = 0;
+		g->gen++;
+	}
+	if (g->gen != g->seen_gen) {
+		memset(g->seen, 0, sizeof g->seen);
+		g->seen_gen = g->gen;
+	}
+	h = g->h;
+	btab = h + 6 * G;
+	for (int t = 0; t < Tb; t++) {
+		int real = t < T;
+		h[t] = real ? m->h_ints[t] : 0;                           /* tok */
+		h[G + t] = real ? old[t] : 0;                             /* pos */
+		h[2 * G + t] = real ? t : 0;                              /* seq */
+		h[3 * G + t] = real ? fi_kvcache_slot(kc, sid[t], old[t]) : -1; /* slot */
+		h[4 * G + t] = t;                                         /* idx */
+		h[5 * G + t] = real ? old[t] + 1 : 1;                     /* seq_len */
+		const struct fi_kv_seq *q = &kc->seq[sid[real ? t : 0]];
+		for (int j = 0; j < gw; j++)
+			btab[(size_t)t * gw + j] = real && j < q->n_blocks ? q->blocks[j] : -1;
+	}
+	if ((e = be->ops->upload(be, g->gin, h, 6 * (size_t)G * sizeof(int32_t))))
+		return e;
+	/* The block table changes once every block_size steps per sequence. */
+	if (g->shadow_rows != Tb || memcmp(g->shadow, btab, (size_t)Tb * gw * sizeof(int32_t))) {
+		if ((e = be->ops->upload(be, g->gin + 6 * G, btab, (size_t)Tb * gw * sizeof(int32_t))))
+			return e;
+		memcpy(g->shadow, btab, (size_t)Tb * gw * sizeof(int32_t));
+		g->shadow_rows = Tb;
+	}
+	{
+		int32_t *d = g->gin;
+		struct fi_attn_batch ab = {
+			.n_tokens = Tb,
+			.n_seqs = Tb,
+			.max_blocks = gw,
+			.tok_seq_d = d + 2 * G,
+			.tok_pos_d = d + G,
+			.slot_d = d + 3 * G,
+			.seq_len_d = d + 5 * G,
+			.block_table_d = d + 6 * G,
+			.max_seq_len = gw * kc->kv.block_size,
+			.sliding_window = m->c.sliding_window,
+			.scale = 1.0f / sqrtf((float)m->c.head_dim),
+		};
+		argmax = op->argmax != NULL; /* always in the graph: it costs microseconds */
+		gen = g->gen;
+		key = (uint64_t)gen << 32 | (uint64_t)Tb << 1 | (uint64_t)argmax;
+		if (g->seen[Tb] == 2) {
+			e = op->graph_replay(be, key);
+			if (e == FI_OK) {
+				*used = 1;
+				return FI_OK;
+			}
+			if (e != FI_ENOTFOUND) /* evicted: capture again */
+				return e;
+			g->seen[Tb] = 1;
+		}
+		if (g->seen[Tb] == 0) {
+			if ((e = body(m, Tb, d, d + G, &ab, NULL, Tb, argmax)))
+				return e;
+			g->seen[Tb] = 1;
+			*used = 1;
+			return FI_OK;
+		}
+		if ((e = op->graph_capture_begin(be, key))) {
+			g->off = 1;
+			return FI_OK;
+		}
+		fi_err e1 = body(m, Tb, d, d + G, &ab, NULL, Tb, argmax);
+		fi_err e2 = op->graph_capture_end(be, key);
+		if (e1)
+			return e1;
+		if (e2) { /* not capturable here: eager from now on */
+			fi_warn("decode graphs off: %s", fi_errmsg());
+			g->off = 1;
+			return FI_OK;
+		}
+		g->seen[Tb] = 2;
+		if ((e = op->graph_replay(be, key)))
+			return e;
+		*used = 1;
+		return FI_OK;
+	}
+}
+
+static int32_t host_argmax(const float *x, int V)
+{
+	int b = 0;
+	for (int i = 1; i < V; i++)
+		if (x[i] > x[b])
+			b = i;
+	return b;
+}
+
+fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
+			   int32_t *tokens, int *n_rows)
 {
 	struct fi_backend *be = m->be;
 	const struct fi_config *c = &m->c;
 	struct fi_kvcache *kc;
-	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0;
+	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0, identity, used = 0;
 	int *sid = NULL, *cnt = NULL, *old = NULL, *local = NULL;
 	int32_t *h, *tok, *pos, *seq, *slot, *idx, *slen, *btab;
+	int dev_argmax = tokens && be->ops->argmax;
+	float *tmp = NULL;
 	size_t need;
 	fi_err e = FI_OK;
 
@@ -426,11 +739,9 @@ fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *log
 		if (old[k] + cnt[k] > max_len)
 			max_len = old[k] + cnt[k];
 	}
-	if ((e = ensure_scratch(m, T, S, maxb)))
-		goto rollback;
-	/* Host staging, laid out as the backend copy: tok, pos, seq, slot, idx [cap each],
+	/* Host staging, laid out as the backend copy: tok, pos, seq, slot, idx [T each],
 	 * seq_len [S], block table [S, maxb] (unused entries -1). */
-	need = 5 * (size_t)m->s.cap + (size_t)S + (size_t)S * maxb;
+	need = 5 * (size_t)T + (size_t)S + (size_t)S * maxb;
 	if (need > m->h_ints_cap) {
 		int32_t *p = realloc(m->h_ints, need * sizeof(int32_t));
 		if (!p) {
@@ -442,11 +753,11 @@ fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *log
 	}
 	h = m->h_ints;
 	tok = h;
-	pos = tok + m->s.cap;
-	seq = pos + m->s.cap;
-	slot = seq + m->s.cap;
-	idx = slot + m->s.cap;
-	slen = idx + m->s.cap;
+	pos = tok + T;
+	seq = pos + T;
+	slot = seq + T;
+	idx = slot + T;
+	slen = idx + T;
 	btab = slen + S;
 	memset(cnt, 0, sizeof(int) * (size_t)T); /* reused: tokens placed so far per sequence */
 	for (int t = 0; t < T; t++) {
@@ -465,42 +776,59 @@ fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *log
 					idx[n_out++] = t;
 					break;
 				}
-	for (int k = 0; k < S; k++) {
-		const struct fi_kv_seq *q = &kc->seq[sid[k]];
-		slen[k] = old[k] + cnt[k];
-		for (int j = 0; j < maxb; j++)
-			btab[(size_t)k * maxb + j] = j < q->n_blocks ? q->blocks[j] : -1;
-	}
-	if ((e = be->ops->upload(be, m->s.ints, h, need * sizeof(int32_t))))
+	identity = n_out == T;
+	for (int i = 0; i < n_out && identity; i++)
+		identity = idx[i] == i;
+	/* A decode step: one token per sequence, every row wanted. */
+	if (identity && S == T && T <= GRAPH_MAX && graphs_usable(m) &&
+	    (e = graph_step(m, T, sid, old, dev_argmax, &used)))
 		goto rollback;
-	{
+	if (!used) {
+		for (int k = 0; k < S; k++) {
+			const struct fi_kv_seq *q = &kc->seq[sid[k]];
+			slen[k] = old[k] + cnt[k];
+			for (int j = 0; j < maxb; j++)
+				btab[(size_t)k * maxb + j] = j < q->n_blocks ? q->blocks[j] : -1;
+		}
+		if ((e = ensure_scratch(m, T, need, n_out)) ||
+		    (e = be->ops->upload(be, m->s.ints, h, need * sizeof(int32_t))))
+			goto rollback;
 		int32_t *d = m->s.ints;
 		struct fi_attn_batch ab = {
 			.n_tokens = T,
 			.n_seqs = S,
 			.max_blocks = maxb,
-			.tok_seq_d = d + 2 * m->s.cap,
-			.tok_pos_d = d + m->s.cap,
-			.slot_d = d + 3 * m->s.cap,
-			.seq_len_d = d + 5 * m->s.cap,
-			.block_table_d = d + 5 * m->s.cap + S,
+			.tok_seq_d = d + 2 * T,
+			.tok_pos_d = d + T,
+			.slot_d = d + 3 * T,
+			.seq_len_d = d + 5 * T,
+			.block_table_d = d + 5 * T + S,
 			.max_seq_len = max_len,
 			.sliding_window = c->sliding_window,
 			.scale = 1.0f / sqrtf((float)c->head_dim),
 		};
-		if ((e = run_layers(m, T, d, d + m->s.cap, &ab)))
+		if ((e = body(m, T, d, d + T, &ab, identity ? NULL : d + 4 * T, n_out, dev_argmax)))
 			goto rollback;
-		if (n_out) {
-			const struct fi_weight *head = c->tie_embeddings ? &m->tok_embd : &m->output;
-			if ((e = be->ops->gather_rows(be, m->s.g, m->s.xb, d + 4 * m->s.cap, n_out,
-						      c->hidden)) ||
-			    (e = be->ops->matmul_f32out(be, m->s.logits, m->s.g, head, n_out)) ||
-			    (e = be->ops->download(be, logits, m->s.logits,
-						   sizeof(float) * (size_t)n_out * c->vocab)))
-				goto rollback;
-		} else if ((e = be->ops->sync(be))) {
+	}
+	/* Only what the caller asked for crosses to the host. */
+	if (!n_out) {
+		if ((e = be->ops->sync(be)))
+			goto rollback;
+	} else {
+		if (tokens && !dev_argmax && !logits &&
+		    !(logits = tmp = malloc(sizeof(float) * (size_t)n_out * c->vocab))) {
+			e = fi_fail(FI_ENOMEM, "model: out of memory");
 			goto rollback;
 		}
+		if (logits && (e = be->ops->download(be, logits, m->s.logits,
+						     sizeof(float) * (size_t)n_out * c->vocab)))
+			goto rollback;
+		if (dev_argmax &&
+		    (e = be->ops->download(be, tokens, m->s.am, sizeof(int32_t) * (size_t)n_out)))
+			goto rollback;
+		if (tokens && !dev_argmax)
+			for (int i = 0; i < n_out; i++)
+				tokens[i] = host_argmax(logits + (size_t)i * c->vocab, c->vocab);
 	}
 	for (int k = 0; k < S; k++)
 		fi_kvcache_set_len(kc, sid[k], old[k] + cnt[k]);
@@ -511,11 +839,18 @@ rollback:
 	for (int k = 0; k < S; k++)
 		fi_kvcache_set_len(kc, sid[k], old[k]);
 out:
+	free(tmp);
 	free(sid);
 	free(cnt);
 	free(old);
 	free(local);
 	return e;
+}
+
+fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *logits,
+			int *n_rows)
+{
+	return fi_model_forward_ex(m, b, logits, NULL, n_rows);
 }
 
 fi_err fi_model_load_hf(const char *dir, struct fi_backend *be, struct fi_model **out)

@@ -84,5 +84,12 @@ int fi_batch_n_logits(const struct fi_batch *b);
  * max_position_embeddings (as in HF), only by the cache. */
 fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *logits,
 			int *n_rows);
+/* The same, with the greedy token of each selected row: tokens[n_rows] = argmax of its
+ * logits (lowest id on ties), computed on the device where the backend can, so that only
+ * n_rows ints cross to the host. logits or tokens may be NULL (not wanted). Decode steps
+ * (one token per sequence, every row selected) replay CUDA graphs on backends with graph
+ * hooks (FI_GRAPHS=0: never). */
+fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
+			   int32_t *tokens, int *n_rows);
 
 #endif

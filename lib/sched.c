@@ -38,7 +38,8 @@ fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct
 	s->blocks_free = fi_kvcache_free_blocks(kc);
 	s->r = calloc((size_t)o->max_requests, sizeof *s->r);
 	s->logits = malloc(sizeof(float) * (size_t)s->c->vocab * (size_t)o->max_batch);
-	if (!s->r || !s->logits) {
+	s->greedy = malloc(sizeof(int32_t) * (size_t)o->max_batch);
+	if (!s->r || !s->logits || !s->greedy) {
 		fi_sched_destroy(s);
 		return fi_fail(FI_ENOMEM, "out of memory");
 	}
@@ -82,6 +83,7 @@ void fi_sched_destroy(struct fi_sched *s)
 	fi_kvx_close(s->x);
 	free(s->r);
 	free(s->logits);
+	free(s->greedy);
 	free(s->btok);
 	free(s->bseq);
 	free(s->bwant);
@@ -437,12 +439,19 @@ static fi_err take_token(struct fi_sched *s, struct sreq *q, int32_t t)
 	return FI_OK;
 }
 
+/* A request whose token is the plain argmax of its logits (greedy, no penalty): the model
+ * can pick it on the device instead of sending the logits row to the host. */
+static int plain_greedy(const struct sreq *q)
+{
+	return q->smp.p.temperature <= 0 && q->smp.p.repeat_penalty == 1.0f;
+}
+
 /* One forward over the admitted requests: prompt chunks of new ones, one token of the
  * others; then one sampled token for each whose prompt is complete. */
 static fi_err forward(struct fi_sched *s, int na)
 {
 	long budget = s->o.max_prefill_tokens ? s->o.max_prefill_tokens : -1;
-	int T = 0, n_rows;
+	int T = 0, n_rows, greedy = 1;
 	fi_err e = FI_OK;
 	for (int i = 0; i < na; i++)
 		T += (int)chunk_of(s->r[i], &budget);
@@ -461,9 +470,14 @@ static fi_err forward(struct fi_sched *s, int na)
 			/* logits of a sequence's last token once its prompt is complete */
 			s->bwant[T++] = j == n - 1 && (q->decoding || q->pos + n == q->n_prompt);
 		}
+		if (n && (q->decoding || q->pos + n == q->n_prompt) && !plain_greedy(q))
+			greedy = 0;
 	}
 	struct fi_batch b = {T, s->btok, s->bseq, s->bwant};
-	if ((e = fi_model_forward(s->m, &b, s->logits, &n_rows)))
+	/* Every row greedy: only the chosen tokens come back (the sampler would pick the same:
+	 * the lowest id among equal maxima, and greedy draws no random numbers). */
+	if ((e = fi_model_forward_ex(s->m, &b, greedy ? NULL : s->logits, greedy ? s->greedy : NULL,
+				     &n_rows)))
 		return e;
 	budget = s->o.max_prefill_tokens ? s->o.max_prefill_tokens : -1;
 	for (int i = 0, row = 0; i < na && !e; i++) {
@@ -482,8 +496,11 @@ static fi_err forward(struct fi_sched *s, int na)
 				break;
 		}
 		/* rows come in batch order: admission order */
-		t = fi_sampler_next(&q->smp, s->logits + (size_t)row++ * s->c->vocab, q->hist,
-				    (int)(q->n_prompt + q->n_gen));
+		if (greedy)
+			t = s->greedy[row++];
+		else
+			t = fi_sampler_next(&q->smp, s->logits + (size_t)row++ * s->c->vocab, q->hist,
+					    (int)(q->n_prompt + q->n_gen));
 		/* A first token drawn elsewhere is kept, and the draw above left the sampler's
 		 * state as if it had been drawn here. */
 		if (!q->decoding && q->has_first)

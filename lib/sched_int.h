@@ -60,6 +60,7 @@ struct fi_sched {
 	int npend;
 	int blocks_free, block_size, ctx;
 	float *logits;  /* [max_batch, vocab] */
+	int32_t *greedy; /* [max_batch] device argmax of each row, when every row is greedy */
 	int32_t *btok, *bseq; /* batch scratch [cap_tok] */
 	int8_t *bwant;
 	int cap_tok;

@@ -11,6 +11,7 @@
 #   parity8b      the Llama-3-8B shape (16 GB checkpoint): reference, then test_model_hf
 #   bench1b       fi-bench on the 1B shape;  bench8b  fi-bench on the 8B shape
 #   micro         tests/gpu/bench_kernels (GEMM and attention timings)
+#   ab8b          decode on the 8B shape with graphs off, then fusion off (attribution)
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -76,6 +77,13 @@ for stage in "$@"; do
 		[ -f $FI_HOME/models/llama3_8b.fim ] || fi-load --name llama3_8b $refs/llama3_8b || rc=1
 		fi-bench -m llama3_8b -r 3 pp512 pp2048 pp8192 tg256@d128 tg128@d4096 | tee "$out/bench8b.md" || rc=1
 		fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | tee -a "$out/bench8b.md" || rc=1
+		;;
+	ab8b)
+		step "8B decode: FI_GRAPHS=0, then FI_FUSE=0"
+		FI_GRAPHS=0 fi-bench -m llama3_8b -r 2 tg128@d128 | tee -a "$out/ab8b.md" || rc=1
+		FI_FUSE=0 fi-bench -m llama3_8b -r 2 tg128@d128 | tee -a "$out/ab8b.md" || rc=1
+		FI_GRAPHS=0 fi-bench -m llama3_8b -r 2 -b 64 tg64@d128 | tee -a "$out/ab8b.md" || rc=1
+		FI_FUSE=0 fi-bench -m llama3_8b -r 2 -b 64 tg64@d128 | tee -a "$out/ab8b.md" || rc=1
 		;;
 	micro)
 		step "kernel timings"

@@ -90,6 +90,55 @@ static fi_err cu_weight(struct fi_backend *be, const struct fi_tensor *t, struct
 	return FI_OK;
 }
 
+/* n tensors of equal cols in one allocation, rows in order; parts are views into it. */
+static fi_err cu_weight_cat(struct fi_backend *be, const struct fi_tensor *const *t, int n,
+			    struct fi_weight *cat, struct fi_weight *parts)
+{
+	struct fi_cuda *c = fi_cuda_of(be);
+	int64_t rows = 0, cols = 0, off = 0;
+	fi_err e;
+	memset(cat, 0, sizeof(*cat));
+	if (n < 1 || n > 4)
+		return fi_fail(FI_EINVAL, "cuda: weight_cat of %d tensors", n);
+	for (int i = 0; i < n; i++) {
+		int64_t k = fi_tensor_numel(t[i]);
+		const char *nm = t[i]->name ? t[i]->name : "?";
+		memset(&parts[i], 0, sizeof(parts[i]));
+		if (k < 0 || t[i]->ndim < 1)
+			return fi_fail(FI_EINVAL, "cuda: tensor '%s': bad shape", nm);
+		if (!fi_dtype_is_compute(t[i]->dtype))
+			return fi_fail(FI_EUNSUPPORTED, "cuda: tensor '%s': dtype %s is not f32, f16 or bf16",
+				       nm, fi_dtype_name(t[i]->dtype));
+		if ((uint64_t)k * fi_dtype_size(t[i]->dtype) > t[i]->nbytes)
+			return fi_fail(FI_ERANGE, "cuda: tensor '%s': data shorter than its shape", nm);
+		if (i && t[i]->shape[t[i]->ndim - 1] != cols)
+			return fi_fail(FI_EMISMATCH, "cuda: tensor '%s': %lld columns, not %lld", nm,
+				       (long long)t[i]->shape[t[i]->ndim - 1], (long long)cols);
+		cols = t[i]->shape[t[i]->ndim - 1];
+		parts[i].rows = cols ? k / cols : 0;
+		parts[i].cols = cols;
+		parts[i].dtype = FI_DT_BF16;
+		rows += parts[i].rows;
+	}
+	cat->rows = rows;
+	cat->cols = cols;
+	cat->dtype = FI_DT_BF16;
+	if ((e = cu_alloc(be, (size_t)(rows * cols) * 2, &cat->p)))
+		return fi_fail_ctx(e, "tensor '%s'", t[0]->name ? t[0]->name : "?");
+	for (int i = 0; i < n; i++) {
+		parts[i].p = (uint16_t *)cat->p + off;
+		if ((e = fi_cuda_upload_bf16(c, parts[i].p, t[i]->data, t[i]->dtype,
+					     (size_t)(parts[i].rows * cols)))) {
+			cudaFree(cat->p);
+			memset(cat, 0, sizeof(*cat));
+			return e;
+		}
+		off += parts[i].rows * cols;
+	}
+	c->weight_bytes += (size_t)(rows * cols) * 2;
+	return FI_OK;
+}
+
 static void cu_weight_free(struct fi_backend *be, struct fi_weight *w)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
@@ -176,6 +225,59 @@ static fi_err cu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 			const struct fi_weight *w, const struct fi_weight *bias, int T)
 {
 	return fi_cuda_gemm(be, out_d, 0, in_d, w, bias, T);
+}
+
+/* Decode: one weight-streaming launch over all parts. Up to 256 rows, parts adjacent in memory
+ * (weight_cat) and no bias: one GEMM over the whole weight into multi_ws, then a split; the
+ * K/V projections alone are too small to run near the bandwidth. Otherwise a matmul each. */
+static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
+			      const struct fi_weight *const *w, const struct fi_weight *const *bias,
+			      int T)
+{
+	struct fi_cuda *c = fi_cuda_of(be);
+	const void *wp[4], *bp[4];
+	int N[4], contiguous = 1, any_bias = 0;
+	int64_t Nt = 0;
+	fi_err e;
+	if (n < 1 || n > 4)
+		return fi_fail(FI_EINVAL, "matmul_multi: %d weights", n);
+	for (int i = 0; i < n; i++) {
+		if (w[i]->dtype != FI_DT_BF16)
+			return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s",
+				       fi_dtype_name(w[i]->dtype));
+		if (w[i]->cols != w[0]->cols || w[i]->rows > INT32_MAX)
+			return fi_fail(FI_EMISMATCH, "matmul_multi: weight %d is %lld x %lld", i,
+				       (long long)w[i]->rows, (long long)w[i]->cols);
+		if (bias && bias[i] && (bias[i]->rows * bias[i]->cols != w[i]->rows ||
+					bias[i]->dtype != FI_DT_BF16))
+			return fi_fail(FI_EMISMATCH, "matmul: bias of %lld values for %lld outputs",
+				       (long long)(bias[i]->rows * bias[i]->cols), (long long)w[i]->rows);
+		wp[i] = w[i]->p;
+		bp[i] = bias && bias[i] ? bias[i]->p : NULL;
+		any_bias |= bp[i] != NULL;
+		N[i] = (int)w[i]->rows;
+		Nt += w[i]->rows;
+		if (i && (const char *)w[i]->p != (const char *)w[i - 1]->p + w[i - 1]->rows * w[i - 1]->cols * 2)
+			contiguous = 0;
+	}
+	if (T <= 0)
+		return FI_OK;
+	if (T <= 4 && !c->no_gemv && w[0]->cols <= INT32_MAX) {
+		e = fi_cu_gemv_multi(c->stream, n, out_d, in_d, wp, bp, N, T, (int)w[0]->cols);
+		if (e != FI_EUNSUPPORTED)
+			return e;
+	}
+	if (n > 1 && contiguous && !any_bias && !c->no_fuse && T <= 256 && Nt <= INT32_MAX &&
+	    (size_t)T * (size_t)Nt * 2 <= FI_MULTI_WS_BYTES) {
+		struct fi_weight all = {w[0]->p, FI_DT_BF16, Nt, w[0]->cols};
+		if ((e = fi_cuda_gemm(be, c->multi_ws, 0, in_d, &all, NULL, T)))
+			return e;
+		return fi_cu_split(c->stream, n, out_d, c->multi_ws, N, T);
+	}
+	for (int i = 0; i < n; i++)
+		if ((e = fi_cuda_gemm(be, out_d[i], 0, in_d, w[i], bias ? bias[i] : NULL, T)))
+			return e;
+	return FI_OK;
 }
 
 static fi_err cu_matmul_f32out(struct fi_backend *be, float *out_d, const void *in_d,
@@ -334,6 +436,7 @@ static void cu_destroy(struct fi_backend *be)
 			cublasLtDestroy(c->lt);
 		cudaFree(c->lt_ws);
 		cudaFree(c->attn_ws);
+		cudaFree(c->multi_ws);
 		if (c->stream)
 			cudaStreamDestroy(c->stream);
 		free(c);
@@ -357,6 +460,8 @@ static const struct fi_backend_ops cuda_ops = {
 	.rmsnorm = cu_rmsnorm,
 	.matmul = cu_matmul,
 	.matmul_f32out = cu_matmul_f32out,
+	.weight_cat = cu_weight_cat,
+	.matmul_multi = cu_matmul_multi,
 	.rope = cu_rope,
 	.kv_write = cu_kv_write,
 	.attention = cu_attention,
@@ -399,6 +504,12 @@ static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)
 	LT_CHECK(cublasLtCreate(&c->lt));
 	CU_CHECK(cudaMalloc(&c->lt_ws, FI_LT_WS_BYTES));
 	CU_CHECK(cudaMalloc(&c->attn_ws, FI_ATTN_WS_BYTES));
+	CU_CHECK(cudaMalloc(&c->multi_ws, FI_MULTI_WS_BYTES));
+	{ /* FI_GEMV=0, FI_FUSE=0: the plain paths, to time against */
+		const char *g = getenv("FI_GEMV"), *f = getenv("FI_FUSE");
+		c->no_gemv = g && !strcmp(g, "0");
+		c->no_fuse = f && !strcmp(f, "0");
+	}
 	fi_err fe = fi_cuda_upload_init(c);
 	if (fe)
 		return fe;

@@ -37,6 +37,8 @@ extern "C" {
  * (see kernels/attn_decode.cu). */
 #define FI_ATTN_WS_BYTES (16u << 20)
 #define FI_LT_WS_BYTES (32u << 20)
+/* The fused GEMM output of matmul_multi before it is split (T * sum N bf16 values). */
+#define FI_MULTI_WS_BYTES (16u << 20)
 #define FI_MAX_GRAPHS 64
 
 struct fi_gemm_plan;
@@ -55,6 +57,8 @@ struct fi_cuda {
 	cublasLtHandle_t lt;
 	void *lt_ws;
 	void *attn_ws;
+	void *multi_ws;
+	int no_gemv, no_fuse; /* FI_GEMV=0, FI_FUSE=0 */
 	struct fi_gemm_plan *plans;
 	int n_plans, cap_plans;
 	struct fi_cuda_graph graphs[FI_MAX_GRAPHS];
@@ -99,6 +103,12 @@ fi_err fi_cu_gather_rows(cudaStream_t st, void *out, const void *x, const int32_
 /* out[T,N] = x[T,K] w[N,K]^T (+ bias) for T <= 4; FI_EUNSUPPORTED (not recorded) otherwise. */
 fi_err fi_cu_gemv(cudaStream_t st, void *out, int out_f32, const void *x, const void *w,
 		  const void *bias, int T, int N, int K);
+/* Up to 4 weights [N_i,K] over the same x[T,K] (T <= 4), bf16 outputs; FI_EUNSUPPORTED (not
+ * recorded) when a layout needs the general path. */
+fi_err fi_cu_gemv_multi(cudaStream_t st, int n, void *const *out, const void *x,
+			const void *const *w, const void *const *bias, const int *N, int T, int K);
+/* out_i[T,N_i] = columns of ws[T, sum N] (bf16), parts in order. */
+fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, const int *N, int T);
 fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V);
 
 /* Everything attention needs besides the batch; kc/vc point at one layer. */

@@ -5,6 +5,7 @@
  *   rmsnorm, silu_mul, rope (bf16 out)           |d| <= 1e-2 + 2^-6 |r|, rel <= 8e-3
  *   matmul (bf16 out, f32 accumulate)            |d| <= 2e-2 rms + 2^-6 |r|, rel <= 8e-3
  *   matmul_f32out                                rel <= 4e-3
+ *   matmul_multi (each part against matmul)      as matmul
  *   attention (bf16 P and out)                   |d| <= 2e-2 + 2^-5 |r|, rel <= 1.5e-2
  * Sizes include odd ones (scalar fallbacks, partial tiles, rows past T) and real ones
  * (Llama-3-8B and 3.2-1B heads and widths). Run on a GPU machine; SKIPPED (exit 77) without. */
@@ -166,6 +167,81 @@ START_TEST(test_matmul)
 }
 END_TEST
 
+/* matmul_multi (q/k/v, gate/up in one pass) against the CPU matmul of each part: weights
+ * made by weight_cat (the fused GEMM + split for 5..256 rows, one gemv launch for <= 4) and
+ * separate ones (the fallback), with and without bias (bias: one matmul each above 4 rows). */
+START_TEST(test_matmul_multi)
+{
+	/* T, K, n, N[0..2], bias */
+	static const int shapes[][7] = {
+		{1, 4096, 3, 4096, 1024, 1024, 0}, {64, 4096, 3, 4096, 1024, 1024, 0},
+		{4, 2048, 2, 8192, 8192, 0, 0},    {33, 2048, 2, 8192, 8192, 0, 0},
+		{3, 72, 3, 130, 24, 24, 1},        {7, 256, 3, 256, 64, 64, 1},
+		{300, 512, 2, 640, 640, 0, 0},     {5, 136, 3, 40, 13, 13, 0},
+		{2, 1024, 3, 2048, 512, 512, 1},
+	};
+	for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+		int T = shapes[k][0], K = shapes[k][1], n = shapes[k][2], hb = shapes[k][6];
+		float *x = rand_bf16((size_t)T * K, 1, &seed), *w[3], *bv[3];
+		uint16_t *hw[3];
+		struct fi_tensor t[3];
+		struct fi_weight wc[3], bc[3], bg[3], sep[3], cat, parts[3];
+		const struct fi_weight *pw[3], *ps[3], *pb[3];
+		void *oc[3], *og[3], *os[3];
+		char name[96];
+		void *xc = put_act(P.cpu, x, (size_t)T * K), *xg = put_act(P.gpu, x, (size_t)T * K);
+		for (int i = 0; i < n; i++) {
+			int N = shapes[k][3 + i];
+			w[i] = rand_bf16((size_t)N * K, 1, &seed);
+			bv[i] = rand_bf16(N, 4, &seed);
+			hw[i] = malloc((size_t)N * K * 2);
+			fi_convert(hw[i], FI_DT_BF16, w[i], FI_DT_F32, (size_t)N * K);
+			t[i] = (struct fi_tensor){.name = "w", .dtype = FI_DT_BF16, .ndim = 2,
+						  .shape = {N, K}, .data = hw[i],
+						  .nbytes = (size_t)N * K * 2};
+			make_weight(P.cpu, w[i], N, K, &wc[i]);
+			make_weight(P.gpu, w[i], N, K, &sep[i]);
+			make_weight(P.cpu, bv[i], 1, N, &bc[i]);
+			make_weight(P.gpu, bv[i], 1, N, &bg[i]);
+			oc[i] = poisoned(P.cpu, (size_t)T * N);
+			og[i] = poisoned(P.gpu, (size_t)T * N);
+			os[i] = poisoned(P.gpu, (size_t)T * N);
+			ck_assert(P.cpu->ops->matmul(P.cpu, oc[i], xc, &wc[i], hb ? &bc[i] : NULL, T) ==
+				  FI_OK);
+		}
+		const struct fi_tensor *tp[3] = {&t[0], &t[1], &t[2]};
+		ck_assert_msg(P.gpu->ops->weight_cat(P.gpu, tp, n, &cat, parts) == FI_OK, "%s",
+			      fi_errmsg());
+		for (int i = 0; i < n; i++)
+			pw[i] = &parts[i], ps[i] = &sep[i], pb[i] = &bg[i];
+		ck_assert_msg(P.gpu->ops->matmul_multi(P.gpu, n, og, xg, pw, hb ? pb : NULL, T) == FI_OK,
+			      "%s", fi_errmsg());
+		ck_assert_msg(P.gpu->ops->matmul_multi(P.gpu, n, os, xg, ps, hb ? pb : NULL, T) == FI_OK,
+			      "%s", fi_errmsg());
+		ck_assert(P.gpu->ops->sync(P.gpu) == FI_OK);
+		for (int i = 0; i < n; i++) {
+			int N = shapes[k][3 + i];
+			snprintf(name, sizeof name, "matmul_multi cat T=%d K=%d part %d N=%d bias=%d", T,
+				 K, i, N, hb);
+			check(name, P.gpu, og[i], P.cpu, oc[i], (size_t)T * N, 1.f / 64,
+			      2e-2f * sqrtf(K) / 3, 8e-3f);
+			snprintf(name, sizeof name, "matmul_multi sep T=%d K=%d part %d N=%d", T, K, i, N);
+			check(name, P.gpu, os[i], P.cpu, oc[i], (size_t)T * N, 1.f / 64,
+			      2e-2f * sqrtf(K) / 3, 8e-3f);
+		}
+		P.gpu->ops->weight_free(P.gpu, &cat);
+		for (int i = 0; i < n; i++) {
+			P.cpu->ops->weight_free(P.cpu, &wc[i]), P.gpu->ops->weight_free(P.gpu, &sep[i]);
+			P.cpu->ops->weight_free(P.cpu, &bc[i]), P.gpu->ops->weight_free(P.gpu, &bg[i]);
+			freeb(P.cpu, oc[i]), freeb(P.gpu, og[i]), freeb(P.gpu, os[i]);
+			free(w[i]), free(bv[i]), free(hw[i]);
+		}
+		freeb(P.cpu, xc), freeb(P.gpu, xg);
+		free(x);
+	}
+}
+END_TEST
+
 START_TEST(test_rope_silu)
 {
 	static const int shapes[][4] = {{9, 32, 8, 128}, {3, 8, 2, 64}, {5, 4, 4, 16}, {1, 32, 8, 128}};
@@ -269,6 +345,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_embed_gather);
 	tcase_add_test(tc, test_rmsnorm);
 	tcase_add_test(tc, test_matmul);
+	tcase_add_test(tc, test_matmul_multi);
 	tcase_add_test(tc, test_rope_silu);
 	tcase_add_test(tc, test_argmax);
 	tcase_add_test(tc, test_attention);
