@@ -217,8 +217,18 @@ static void *prefault(void *arg)
 	long pg = sysconf(_SC_PAGESIZE);
 	volatile unsigned char sink = 0;
 #ifdef MADV_POPULATE_READ
-	if (!madvise((void *)im->map, im->size, MADV_POPULATE_READ))
-		return NULL;
+	/* In 64 MiB pieces: one call over the whole image holds the address space's lock
+	 * for seconds, and CUDA's start (its own mappings) waits on it. */
+	{
+		size_t step = (size_t)64 << 20, o = 0;
+		for (; o < im->size; o += step) {
+			size_t len = im->size - o < step ? im->size - o : step;
+			if (madvise((void *)(im->map + o), len, MADV_POPULATE_READ))
+				break;
+		}
+		if (o >= im->size)
+			return NULL;
+	}
 #endif
 	for (size_t o = 0; o < im->size; o += (size_t)pg)
 		sink ^= im->map[o];

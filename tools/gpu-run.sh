@@ -11,7 +11,7 @@
 #   parity8b      the Llama-3-8B shape (16 GB checkpoint): reference, then test_model_hf
 #   bench1b       fi-bench on the 1B shape;  bench8b  fi-bench on the 8B shape
 #   micro         tests/gpu/bench_kernels (GEMM and attention timings)
-#   ab8b          decode on the 8B shape with graphs off, then fusion off (attribution)
+#   ab8b          8B decode with graphs off, fusion off or k/v-only (attribution)
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -79,11 +79,12 @@ for stage in "$@"; do
 		fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | tee -a "$out/bench8b.md" || rc=1
 		;;
 	ab8b)
-		step "8B decode: FI_GRAPHS=0, then FI_FUSE=0"
-		FI_GRAPHS=0 fi-bench -m llama3_8b -r 2 tg128@d128 | tee -a "$out/ab8b.md" || rc=1
-		FI_FUSE=0 fi-bench -m llama3_8b -r 2 tg128@d128 | tee -a "$out/ab8b.md" || rc=1
-		FI_GRAPHS=0 fi-bench -m llama3_8b -r 2 -b 64 tg64@d128 | tee -a "$out/ab8b.md" || rc=1
-		FI_FUSE=0 fi-bench -m llama3_8b -r 2 -b 64 tg64@d128 | tee -a "$out/ab8b.md" || rc=1
+		step "8B decode: graphs off (b1, b64), q/k/v and gate/up fusion off and k/v only (b64)"
+		FI_GRAPHS=0 fi-bench -m llama3_8b -r 2 tg256@d128 | tee -a "$out/ab8b.md" || rc=1
+		for v in "FI_GRAPHS=0" "FI_FUSE=0" "FI_FUSE=kv"; do
+			echo "$v:" | tee -a "$out/ab8b.md"
+			env $v fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | tee -a "$out/ab8b.md" || rc=1
+		done
 		;;
 	micro)
 		step "kernel timings"

@@ -236,6 +236,8 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 {
 	struct fi_cuda *c = fi_cuda_of(be);
 	const void *wp[4], *bp[4];
+	/* FI_FUSE=kv: the first part (q) alone, the rest (k, v) fused; gate/up then separate */
+	int first = c->fuse_mode == 2 ? 1 : 0;
 	int N[4], contiguous = 1, any_bias = 0;
 	int64_t Nt = 0;
 	fi_err e;
@@ -256,8 +258,8 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 		bp[i] = bias && bias[i] ? bias[i]->p : NULL;
 		any_bias |= bp[i] != NULL;
 		N[i] = (int)w[i]->rows;
-		Nt += w[i]->rows;
-		if (i && (const char *)w[i]->p != (const char *)w[i - 1]->p + w[i - 1]->rows * w[i - 1]->cols * 2)
+		Nt += i >= first ? w[i]->rows : 0;
+		if (i > first && (const char *)w[i]->p != (const char *)w[i - 1]->p + w[i - 1]->rows * w[i - 1]->cols * 2)
 			contiguous = 0;
 	}
 	if (T <= 0)
@@ -267,12 +269,14 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 		if (e != FI_EUNSUPPORTED)
 			return e;
 	}
-	if (n > 1 && contiguous && !any_bias && !c->no_fuse && T <= 256 && Nt <= INT32_MAX &&
-	    (size_t)T * (size_t)Nt * 2 <= FI_MULTI_WS_BYTES) {
-		struct fi_weight all = {w[0]->p, FI_DT_BF16, Nt, w[0]->cols};
+	if (n - first > 1 && contiguous && !any_bias && c->fuse_mode && T <= 256 &&
+	    Nt <= INT32_MAX && (size_t)T * (size_t)Nt * 2 <= FI_MULTI_WS_BYTES) {
+		struct fi_weight all = {w[first]->p, FI_DT_BF16, Nt, w[0]->cols};
+		if (first && (e = fi_cuda_gemm(be, out_d[0], 0, in_d, w[0], NULL, T)))
+			return e;
 		if ((e = fi_cuda_gemm(be, c->multi_ws, 0, in_d, &all, NULL, T)))
 			return e;
-		return fi_cu_split(c->stream, n, out_d, c->multi_ws, N, T);
+		return fi_cu_split(c->stream, n - first, out_d + first, c->multi_ws, N + first, T);
 	}
 	for (int i = 0; i < n; i++)
 		if ((e = fi_cuda_gemm(be, out_d[i], 0, in_d, w[i], bias ? bias[i] : NULL, T)))
@@ -508,7 +512,7 @@ static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)
 	{ /* FI_GEMV=0, FI_FUSE=0: the plain paths, to time against */
 		const char *g = getenv("FI_GEMV"), *f = getenv("FI_FUSE");
 		c->no_gemv = g && !strcmp(g, "0");
-		c->no_fuse = f && !strcmp(f, "0");
+		c->fuse_mode = f && !strcmp(f, "0") ? 0 : f && !strcmp(f, "kv") ? 2 : 1;
 	}
 	fi_err fe = fi_cuda_upload_init(c);
 	if (fe)

@@ -58,7 +58,8 @@ struct fi_cuda {
 	void *lt_ws;
 	void *attn_ws;
 	void *multi_ws;
-	int no_gemv, no_fuse; /* FI_GEMV=0, FI_FUSE=0 */
+	int no_gemv;   /* FI_GEMV=0 */
+	int fuse_mode; /* matmul_multi above 4 rows: 0 never (FI_FUSE=0), 1 all parts, 2 not the first */
 	struct fi_gemm_plan *plans;
 	int n_plans, cap_plans;
 	struct fi_cuda_graph graphs[FI_MAX_GRAPHS];
