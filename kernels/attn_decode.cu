@@ -5,7 +5,9 @@
  * range [lo, pos] is cut into n_splits equal chunks *on the device* (from tok_pos), so the
  * launch shape depends only on T, Hk and the cache capacity: the kernel can be captured in a
  * CUDA graph and replayed at any length. With n_splits > 1 each CTA writes an unnormalised
- * partial (m, l, acc[hd]) and attn_combine merges them; with one split it writes out directly.
+ * partial (m, l, acc[hd]) and the last CTA of each (token, KV head) to finish merges them
+ * (counters in a->cnt; attn_combine, a second launch, without them); with one split it writes
+ * out directly.
  *
  * Inside a CTA: hd/8 lanes own one K/V row (16-byte loads, 8 dims a lane), so a warp covers
  * 32/(hd/8) rows at a time; each such sub-warp walks R consecutive positions per step and keeps
@@ -17,6 +19,7 @@
  * groups larger than 8, take attn_generic (one warp per (token, query head)). */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common.cuh"
 
@@ -32,6 +35,7 @@ struct dec_params {
 	float scale2; /* scale * log2(e) */
 	float *ws_ml; /* [T, Hq, n_splits, 2] */
 	float *ws_acc; /* [T, Hq, n_splits, hd] */
+	int *cnt;      /* [T, Hk] splits finished, or NULL: attn_combine runs after */
 };
 
 static __device__ __forceinline__ int64_t kv_row(const dec_params &p, int s, int pos)
@@ -180,6 +184,41 @@ attn_decode_kernel(dec_params p)
 			}
 		}
 	}
+	if (p.n_splits == 1 || !p.cnt)
+		return;
+	/* The last split of (t, h) to finish merges all of them (attn_combine's arithmetic, in
+	 * the same order), so a decode step needs no second launch; it resets the counter for
+	 * the next step (and graph replay). Partials of other CTAs are read through L2. */
+	__shared__ int last;
+	__threadfence();
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		int *c = p.cnt + (int64_t)t * p.Hk + h;
+		last = atomicAdd(c, 1) == p.n_splits - 1;
+		if (last)
+			*c = 0;
+	}
+	__syncthreads();
+	if (!last)
+		return;
+	__threadfence();
+	for (int e = threadIdx.x; e < G * HD; e += blockDim.x) {
+		int g = e / HD, d = e % HD;
+		int64_t qh = (int64_t)t * p.Hq + h * G + g;
+		const float *ml = p.ws_ml + qh * p.n_splits * 2;
+		float M = -INFINITY;
+		for (int k = 0; k < p.n_splits; k++)
+			M = fmaxf(M, __ldcg(&ml[2 * k]));
+		float L = 0.f, A = 0.f;
+		if (M != -INFINITY) {
+			for (int k = 0; k < p.n_splits; k++) {
+				float f = exp2f(__ldcg(&ml[2 * k]) - M);
+				L += __ldcg(&ml[2 * k + 1]) * f;
+				A += __ldcg(&p.ws_acc[(qh * p.n_splits + k) * HD + d]) * f;
+			}
+		}
+		p.out[qh * HD + d] = __float2bfloat16(L > 0.f ? A / L : 0.f);
+	}
 }
 
 /* out[t, qh, :] = sum_j acc_j * 2^(m_j - M) / sum_j l_j * 2^(m_j - M). One block per (t, qh). */
@@ -282,6 +321,7 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	p.scale2 = b->scale * 1.4426950408889634f;
 	p.n_splits = 1;
 	p.ws_ml = p.ws_acc = NULL;
+	p.cnt = NULL;
 
 	bool fast = (hd & (hd - 1)) == 0 && hd >= 8 && hd <= 256 && p.G <= 8 &&
 		    fi_aligned16(a->q) && fi_aligned16(a->kc) && fi_aligned16(a->vc);
@@ -310,6 +350,10 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	if (ns > 1) {
 		p.ws_ml = (float *)a->ws;
 		p.ws_acc = p.ws_ml + (int64_t)T * a->Hq * ns * 2;
+		/* FI_DEC_COMBINE=1: the separate combine kernel (for timing) */
+		const char *ce = getenv("FI_DEC_COMBINE");
+		if (a->cnt && (int64_t)T * a->Hk <= a->cnt_n && !(ce && !strcmp(ce, "1")))
+			p.cnt = a->cnt;
 	}
 	dim3 grid((unsigned)ns, a->Hk, T);
 	switch (hd) {
@@ -321,7 +365,7 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	default: launch_hd<256>(grid, st, p); break;
 	}
 	LAUNCH_CHECK();
-	if (ns > 1) {
+	if (ns > 1 && !p.cnt) {
 		attn_combine_kernel<<<dim3(a->Hq, T), hd < 128 ? 64 : 128, 0, st>>>(
 			p.out, p.ws_ml, p.ws_acc, (int)ns, hd);
 		LAUNCH_CHECK();

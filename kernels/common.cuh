@@ -39,6 +39,13 @@ static __device__ __forceinline__ float bf16_round(float x)
 	return __bfloat162float(__float2bfloat16(x));
 }
 
+/* silu(g) * u as the bf16 reference rounds it: silu(g) to bf16 first (kernels/silu_mul.cu,
+ * the gated gemv). */
+static __device__ __forceinline__ float silu_mul1(float g, float u)
+{
+	return bf16_round(g / (1.f + __expf(-g))) * u;
+}
+
 static __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll

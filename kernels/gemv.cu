@@ -163,6 +163,94 @@ extern "C" fi_err fi_cu_gemv_multi(cudaStream_t st, int n, void *const *out, con
 	return run(st, sg, 0, x, T, K);
 }
 
+/* Gated: out[t, n] = silu(x Wg[n]^T) * (x Wu[n]^T), each product rounded to bf16 first as
+ * the separate matmuls store it, then silu_mul's rounding: one launch and no gate/up
+ * round trip instead of three kernels. A warp owns row n of both weights. */
+template <int T>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+glu_kernel(bf16 *__restrict__ out, const bf16 *__restrict__ x, const bf16 *__restrict__ wg,
+	   const bf16 *__restrict__ wu, int F, int K)
+{
+	const int lane = threadIdx.x & 31;
+	const int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+	if (n >= F)
+		return;
+	const bf16x8 *gr = (const bf16x8 *)(wg + (int64_t)n * K);
+	const bf16x8 *ur = (const bf16x8 *)(wu + (int64_t)n * K);
+	const int k8 = K / 8;
+	float ag[T], au[T];
+#pragma unroll
+	for (int t = 0; t < T; t++)
+		ag[t] = au[t] = 0.f;
+	int i = lane;
+	for (; i + 32 * (GEMV_UNROLL / 2 - 1) < k8; i += 32 * (GEMV_UNROLL / 2)) {
+		bf16x8 gv[GEMV_UNROLL / 2], uv[GEMV_UNROLL / 2];
+#pragma unroll
+		for (int u = 0; u < GEMV_UNROLL / 2; u++) {
+			gv[u] = ldw(&gr[i + 32 * u]);
+			uv[u] = ldw(&ur[i + 32 * u]);
+		}
+#pragma unroll
+		for (int u = 0; u < GEMV_UNROLL / 2; u++) {
+			float gf[8], uf[8];
+			bf16x8_to_f32(gv[u], gf);
+			bf16x8_to_f32(uv[u], uf);
+#pragma unroll
+			for (int t = 0; t < T; t++) {
+				float xf[8];
+				bf16x8_to_f32(((const bf16x8 *)(x + (int64_t)t * K))[i + 32 * u], xf);
+#pragma unroll
+				for (int j = 0; j < 8; j++) {
+					ag[t] += gf[j] * xf[j];
+					au[t] += uf[j] * xf[j];
+				}
+			}
+		}
+	}
+	for (; i < k8; i += 32) {
+		float gf[8], uf[8];
+		bf16x8_to_f32(ldw(&gr[i]), gf);
+		bf16x8_to_f32(ldw(&ur[i]), uf);
+#pragma unroll
+		for (int t = 0; t < T; t++) {
+			float xf[8];
+			bf16x8_to_f32(((const bf16x8 *)(x + (int64_t)t * K))[i], xf);
+#pragma unroll
+			for (int j = 0; j < 8; j++) {
+				ag[t] += gf[j] * xf[j];
+				au[t] += uf[j] * xf[j];
+			}
+		}
+	}
+#pragma unroll
+	for (int t = 0; t < T; t++) {
+		ag[t] = warp_sum(ag[t]);
+		au[t] = warp_sum(au[t]);
+	}
+	if (lane == 0) {
+#pragma unroll
+		for (int t = 0; t < T; t++)
+			out[(int64_t)t * F + n] =
+				__float2bfloat16(silu_mul1(bf16_round(ag[t]), bf16_round(au[t])));
+	}
+}
+
+extern "C" fi_err fi_cu_gemv_glu(cudaStream_t st, void *out, const void *x, const void *wg,
+				 const void *wu, int T, int F, int K)
+{
+	if (T < 1 || T > 4 || K % 8 || !fi_aligned16(x) || !fi_aligned16(wg) || !fi_aligned16(wu))
+		return FI_EUNSUPPORTED;
+	dim3 grid((F + GEMV_WARPS - 1) / GEMV_WARPS);
+	switch (T) {
+	case 1: glu_kernel<1><<<grid, GEMV_WARPS * 32, 0, st>>>((bf16 *)out, (const bf16 *)x, (const bf16 *)wg, (const bf16 *)wu, F, K); break;
+	case 2: glu_kernel<2><<<grid, GEMV_WARPS * 32, 0, st>>>((bf16 *)out, (const bf16 *)x, (const bf16 *)wg, (const bf16 *)wu, F, K); break;
+	case 3: glu_kernel<3><<<grid, GEMV_WARPS * 32, 0, st>>>((bf16 *)out, (const bf16 *)x, (const bf16 *)wg, (const bf16 *)wu, F, K); break;
+	default: glu_kernel<4><<<grid, GEMV_WARPS * 32, 0, st>>>((bf16 *)out, (const bf16 *)x, (const bf16 *)wg, (const bf16 *)wu, F, K); break;
+	}
+	LAUNCH_CHECK();
+	return FI_OK;
+}
+
 /* out_i[t, :] = ws[t, off_i : off_i + N_i] for the parts of one fused GEMM [T, Ntot]. */
 struct split_segs {
 	bf16 *out[4];

@@ -2,11 +2,6 @@
  * silu(gate) to bf16 first, then the product to bf16. One pass, 16-byte accesses. */
 #include "common.cuh"
 
-static __device__ __forceinline__ float silu_mul1(float g, float u)
-{
-	return bf16_round(g / (1.f + __expf(-g))) * u;
-}
-
 __global__ void silu_mul_vec(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ gate,
 			     const bf16x8 *__restrict__ up, int64_t n8)
 {

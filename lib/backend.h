@@ -107,6 +107,17 @@ struct fi_backend_ops {
 	fi_err (*gather_rows)(struct fi_backend *be, void *out_d, const void *x_d,
 			      const int32_t *idx_d, int n, int D);
 
+	/* Optional (NULL: rope, then kv_write): both in one pass with the same results; q and
+	 * k rotated in place by b->tok_pos_d, the rotated k and v written at b->slot_d. */
+	fi_err (*rope_kv_write)(struct fi_backend *be, void *q_d, void *k_d, const void *v_d,
+				const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+				const struct fi_attn_batch *b);
+	/* Optional (NULL: matmul of each (or matmul_multi), then silu_mul): out[T,F] =
+	 * silu(in Wg^T) * (in Wu^T) with the same roundings; gate_d and up_d [T,F] are
+	 * scratch the op may use. */
+	fi_err (*matmul_glu)(struct fi_backend *be, void *out_d, void *gate_d, void *up_d,
+			     const void *in_d, const struct fi_weight *gate,
+			     const struct fi_weight *up, int T);
 	/* Optional (NULL: the caller loads each tensor with weight() and loops over matmul).
 	 * weight_cat makes one weight [sum rows, cols] of n tensors with equal cols, rows in
 	 * order (q, k, v; gate, up), and parts[i] views of tensor i inside it: parts work with

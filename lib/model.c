@@ -479,21 +479,29 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 			OK(op->rmsnorm(be, s->q, s->q, NULL, &L->q_norm, T * Hq, hd, eps));
 			OK(op->rmsnorm(be, s->k, s->k, NULL, &L->k_norm, T * Hk, hd, eps));
 		}
-		OK(op->rope(be, s->q, s->k, pos_d, &rope, T, Hq, Hk));
-		OK(op->kv_write(be, &m->cache->kv, l, s->k, s->v, ab));
+		if (op->rope_kv_write) {
+			OK(op->rope_kv_write(be, s->q, s->k, s->v, &rope, &m->cache->kv, l, Hq, ab));
+		} else {
+			OK(op->rope(be, s->q, s->k, pos_d, &rope, T, Hq, Hk));
+			OK(op->kv_write(be, &m->cache->kv, l, s->k, s->v, ab));
+		}
 		OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, ab));
 		OK(op->matmul(be, s->y, s->att, &L->o, NULL, T));
 		/* MLP block: x += attn; xb = norm(x) */
 		OK(op->rmsnorm(be, s->xb, s->x, s->y, &L->ffn_norm, T, D, eps));
-		if (op->matmul_multi) {
-			void *const o2[] = {s->gate, s->up};
-			const struct fi_weight *const w2[] = {&L->gate, &L->up};
-			OK(op->matmul_multi(be, 2, o2, s->xb, w2, NULL, T));
+		if (op->matmul_glu) {
+			OK(op->matmul_glu(be, s->h, s->gate, s->up, s->xb, &L->gate, &L->up, T));
 		} else {
-			OK(op->matmul(be, s->gate, s->xb, &L->gate, NULL, T));
-			OK(op->matmul(be, s->up, s->xb, &L->up, NULL, T));
+			if (op->matmul_multi) {
+				void *const o2[] = {s->gate, s->up};
+				const struct fi_weight *const w2[] = {&L->gate, &L->up};
+				OK(op->matmul_multi(be, 2, o2, s->xb, w2, NULL, T));
+			} else {
+				OK(op->matmul(be, s->gate, s->xb, &L->gate, NULL, T));
+				OK(op->matmul(be, s->up, s->xb, &L->up, NULL, T));
+			}
+			OK(op->silu_mul(be, s->h, s->gate, s->up, T, c->ffn));
 		}
-		OK(op->silu_mul(be, s->h, s->gate, s->up, T, c->ffn));
 		OK(op->matmul(be, s->y, s->h, &L->down, NULL, T));
 	}
 	OK(op->rmsnorm(be, s->xb, s->x, s->y, &m->out_norm, T, D, eps));

@@ -6,12 +6,13 @@
 # Stages:
 #   info          nvidia-smi, versions
 #   kernels       tests/gpu/test_kernels (every CUDA op against the CPU op)
-#   sanitize      compute-sanitizer memcheck and racecheck over test_kernels
+#   sanitize      compute-sanitizer memcheck and racecheck over test_kernels ($SAN_TOOLS)
 #   parity        HF references of the small shapes + Llama-3.2-1B shape, then test_model_hf
 #   parity8b      the Llama-3-8B shape (16 GB checkpoint): reference, then test_model_hf
 #   bench1b       fi-bench on the 1B shape;  bench8b  fi-bench on the 8B shape
 #   micro         tests/gpu/bench_kernels (GEMM and attention timings)
-#   ab8b          8B decode with graphs off, fusion off or k/v-only (attribution)
+#   ab8b          8B decode with graphs, gated gemv or merged splits off (attribution)
+#   prof          nsys kernel summary of 1B decode (when nsys is installed)
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -39,7 +40,7 @@ for stage in "$@"; do
 		grep -c ' ok$' "$out/kernels.log" | sed 's/^/comparisons ok: /'
 		;;
 	sanitize)
-		for tool in memcheck racecheck; do
+		for tool in ${SAN_TOOLS:-memcheck racecheck}; do
 			step "compute-sanitizer $tool"
 			timeout 200 compute-sanitizer --tool $tool $t/test_kernels >"$out/san-$tool.log" 2>&1
 			r=$?
@@ -79,12 +80,22 @@ for stage in "$@"; do
 		fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | tee -a "$out/bench8b.md" || rc=1
 		;;
 	ab8b)
-		step "8B decode: graphs off (b1, b64), q/k/v and gate/up fusion off and k/v only (b64)"
-		FI_GRAPHS=0 fi-bench -m llama3_8b -r 2 tg256@d128 | tee -a "$out/ab8b.md" || rc=1
-		for v in "FI_GRAPHS=0" "FI_FUSE=0" "FI_FUSE=kv"; do
+		step "8B decode b1 with one change off each: graphs, gated gemv, merged attention splits"
+		for v in "FI_GRAPHS=0" "FI_GLU=0" "FI_DEC_COMBINE=1"; do
 			echo "$v:" | tee -a "$out/ab8b.md"
-			env $v fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | tee -a "$out/ab8b.md" || rc=1
+			env $v fi-bench -m llama3_8b -r 2 tg256@d128 | grep -E 'tg|^load' | tee -a "$out/ab8b.md" || rc=1
 		done
+		echo "FI_GRAPHS=0 (1B):" | tee -a "$out/ab8b.md"
+		FI_GRAPHS=0 fi-bench -m llama32_1b -r 2 tg128 | grep -E 'tg|^load' | tee -a "$out/ab8b.md" || rc=1
+		;;
+	prof)
+		step "nsys kernel summary, 1B decode"
+		if command -v nsys >/dev/null 2>&1; then
+			timeout 120 nsys profile -o /tmp/prof1b --force-overwrite true fi-bench -m llama32_1b -r 1 tg64 >/dev/null 2>&1
+			timeout 90 nsys stats -r cuda_gpu_kern_sum /tmp/prof1b.nsys-rep 2>/dev/null | head -40 | tee "$out/prof.txt"
+		else
+			echo "no nsys"
+		fi
 		;;
 	micro)
 		step "kernel timings"

@@ -284,6 +284,32 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 	return FI_OK;
 }
 
+static fi_err cu_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, void *up_d,
+			    const void *in_d, const struct fi_weight *gate,
+			    const struct fi_weight *up, int T)
+{
+	struct fi_cuda *c = fi_cuda_of(be);
+	void *const o2[] = {gate_d, up_d};
+	const struct fi_weight *const w2[] = {gate, up};
+	fi_err e;
+	if (gate->dtype != FI_DT_BF16 || up->dtype != FI_DT_BF16 || gate->rows != up->rows ||
+	    gate->cols != up->cols || gate->rows > INT32_MAX || gate->cols > INT32_MAX)
+		return fi_fail(FI_EMISMATCH, "matmul_glu: gate %lld x %lld, up %lld x %lld",
+			       (long long)gate->rows, (long long)gate->cols, (long long)up->rows,
+			       (long long)up->cols);
+	if (T <= 0)
+		return FI_OK;
+	if (T <= 4 && !c->no_gemv && !c->no_glu) {
+		e = fi_cu_gemv_glu(c->stream, out_d, in_d, gate->p, up->p, T, (int)gate->rows,
+				   (int)gate->cols);
+		if (e != FI_EUNSUPPORTED)
+			return e;
+	}
+	if ((e = cu_matmul_multi(be, 2, o2, in_d, w2, NULL, T)))
+		return e;
+	return fi_cu_silu_mul(c->stream, out_d, gate_d, up_d, T, (int)gate->rows);
+}
+
 static fi_err cu_matmul_f32out(struct fi_backend *be, float *out_d, const void *in_d,
 			       const struct fi_weight *w, int T)
 {
@@ -305,6 +331,19 @@ static fi_err cu_kv_write(struct fi_backend *be, struct fi_kv_cache *kv, int lay
 	return fi_cu_kv_write(fi_cuda_of(be)->stream, kv->k_d[layer], kv->v_d[layer], k_d, v_d,
 			      b->slot_d, b->n_tokens, kv->n_kv_heads * kv->head_dim,
 			      (int64_t)kv->n_blocks * kv->block_size);
+}
+
+static fi_err cu_rope_kv_write(struct fi_backend *be, void *q_d, void *k_d, const void *v_d,
+			       const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+			       const struct fi_attn_batch *b)
+{
+	if (layer < 0 || layer >= kv->n_layers)
+		return fi_fail(FI_ERANGE, "kv_write: layer %d of %d", layer, kv->n_layers);
+	if (r->head_dim != kv->head_dim)
+		return fi_fail(FI_EMISMATCH, "rope: head size %d, cache %d", r->head_dim, kv->head_dim);
+	return fi_cu_rope_kv(fi_cuda_of(be)->stream, q_d, k_d, v_d, kv->k_d[layer], kv->v_d[layer],
+			     b->tok_pos_d, b->slot_d, r->inv_freq_d, b->n_tokens, Hq, kv->n_kv_heads,
+			     kv->head_dim, (int64_t)kv->n_blocks * kv->block_size);
 }
 
 static fi_err cu_attention(struct fi_backend *be, void *out_d, const void *q_d,
@@ -329,6 +368,8 @@ static fi_err cu_attention(struct fi_backend *be, void *out_d, const void *q_d,
 	a.n_sm = c->n_sm;
 	a.ws = c->attn_ws;
 	a.ws_bytes = FI_ATTN_WS_BYTES;
+	a.cnt = c->attn_cnt;
+	a.cnt_n = FI_ATTN_CNT;
 	/* Many tokens per sequence: the tensor-core kernel; decode steps (and anything it does
 	 * not cover) the split-K kernel. */
 	if (b->n_tokens >= 8 * (b->n_seqs > 0 ? b->n_seqs : 1)) {
@@ -441,6 +482,7 @@ static void cu_destroy(struct fi_backend *be)
 		cudaFree(c->lt_ws);
 		cudaFree(c->attn_ws);
 		cudaFree(c->multi_ws);
+		cudaFree(c->attn_cnt);
 		if (c->stream)
 			cudaStreamDestroy(c->stream);
 		free(c);
@@ -466,8 +508,10 @@ static const struct fi_backend_ops cuda_ops = {
 	.matmul_f32out = cu_matmul_f32out,
 	.weight_cat = cu_weight_cat,
 	.matmul_multi = cu_matmul_multi,
+	.matmul_glu = cu_matmul_glu,
 	.rope = cu_rope,
 	.kv_write = cu_kv_write,
+	.rope_kv_write = cu_rope_kv_write,
 	.attention = cu_attention,
 	.silu_mul = cu_silu_mul,
 	.gather_rows = cu_gather_rows,
@@ -509,8 +553,11 @@ static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)
 	CU_CHECK(cudaMalloc(&c->lt_ws, FI_LT_WS_BYTES));
 	CU_CHECK(cudaMalloc(&c->attn_ws, FI_ATTN_WS_BYTES));
 	CU_CHECK(cudaMalloc(&c->multi_ws, FI_MULTI_WS_BYTES));
-	{ /* FI_GEMV=0, FI_FUSE=0: the plain paths, to time against */
-		const char *g = getenv("FI_GEMV"), *f = getenv("FI_FUSE");
+	CU_CHECK(cudaMalloc((void **)&c->attn_cnt, FI_ATTN_CNT * sizeof(int)));
+	CU_CHECK(cudaMemset(c->attn_cnt, 0, FI_ATTN_CNT * sizeof(int)));
+	{ /* FI_GEMV=0, FI_FUSE=0|kv, FI_GLU=0: the plain paths, to time against */
+		const char *g = getenv("FI_GEMV"), *f = getenv("FI_FUSE"), *u = getenv("FI_GLU");
+		c->no_glu = u && !strcmp(u, "0");
 		c->no_gemv = g && !strcmp(g, "0");
 		c->fuse_mode = f && !strcmp(f, "0") ? 0 : f && !strcmp(f, "kv") ? 2 : 1;
 	}

@@ -37,6 +37,7 @@ extern "C" {
  * (see kernels/attn_decode.cu). */
 #define FI_ATTN_WS_BYTES (16u << 20)
 #define FI_LT_WS_BYTES (32u << 20)
+#define FI_ATTN_CNT 65536
 /* The fused GEMM output of matmul_multi before it is split (T * sum N bf16 values). */
 #define FI_MULTI_WS_BYTES (16u << 20)
 #define FI_MAX_GRAPHS 64
@@ -58,7 +59,9 @@ struct fi_cuda {
 	void *lt_ws;
 	void *attn_ws;
 	void *multi_ws;
+	int *attn_cnt; /* [FI_ATTN_CNT] split counters of attn_decode, zero between launches */
 	int no_gemv;   /* FI_GEMV=0 */
+	int no_glu;    /* FI_GLU=0: gate/up then silu_mul in decode */
 	int fuse_mode; /* matmul_multi above 4 rows: 0 never (FI_FUSE=0), 1 all parts, 2 not the first */
 	struct fi_gemm_plan *plans;
 	int n_plans, cap_plans;
@@ -96,6 +99,10 @@ fi_err fi_cu_rmsnorm(cudaStream_t st, void *out, void *x, const void *add, const
 		     int T, int D, float eps);
 fi_err fi_cu_rope(cudaStream_t st, void *q, void *k, const int32_t *pos, const float *inv_freq,
 		  int T, int Hq, int Hk, int hd);
+/* rope, then the rotated k and v written to the cache at slot[t] (one launch). */
+fi_err fi_cu_rope_kv(cudaStream_t st, void *q, void *k, const void *v, void *kc, void *vc,
+		     const int32_t *pos, const int32_t *slot, const float *inv_freq, int T, int Hq,
+		     int Hk, int hd, int64_t n_slots);
 fi_err fi_cu_kv_write(cudaStream_t st, void *kc, void *vc, const void *k, const void *v,
 		      const int32_t *slot, int T, int row, int64_t n_slots);
 fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
@@ -108,6 +115,10 @@ fi_err fi_cu_gemv(cudaStream_t st, void *out, int out_f32, const void *x, const 
  * recorded) when a layout needs the general path. */
 fi_err fi_cu_gemv_multi(cudaStream_t st, int n, void *const *out, const void *x,
 			const void *const *w, const void *const *bias, const int *N, int T, int K);
+/* out[T,F] = silu(x wg^T) * (x wu^T) for T <= 4 (bf16 roundings of matmul + silu_mul);
+ * FI_EUNSUPPORTED (not recorded) otherwise. */
+fi_err fi_cu_gemv_glu(cudaStream_t st, void *out, const void *x, const void *wg, const void *wu,
+		      int T, int F, int K);
 /* out_i[T,N_i] = columns of ws[T, sum N] (bf16), parts in order. */
 fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, const int *N, int T);
 fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V);
@@ -120,6 +131,8 @@ struct fi_cu_attn {
 	int n_sm;
 	void *ws;
 	size_t ws_bytes;
+	int *cnt;  /* [cnt_n] zeroed split counters (decode merges in its last CTA), or NULL */
+	int cnt_n;
 };
 fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 			 const struct fi_attn_batch *b);

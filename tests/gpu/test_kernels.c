@@ -6,6 +6,8 @@
  *   matmul (bf16 out, f32 accumulate)            |d| <= 2e-2 rms + 2^-6 |r|, rel <= 8e-3
  *   matmul_f32out                                rel <= 4e-3
  *   matmul_multi (each part against matmul)      as matmul
+ *   rope_kv_write (against rope, kv_write)       as rope; the V cache exact
+ *   matmul_glu (against matmul x2, silu_mul)     |d| <= 4e-2 K/9 + 2^-5 |r|, rel <= 1.6e-2
  *   attention (bf16 P and out)                   |d| <= 2e-2 + 2^-5 |r|, rel <= 1.5e-2
  * Sizes include odd ones (scalar fallbacks, partial tiles, rows past T) and real ones
  * (Llama-3-8B and 3.2-1B heads and widths). Run on a GPU machine; SKIPPED (exit 77) without. */
@@ -291,6 +293,99 @@ START_TEST(test_rope_silu)
 }
 END_TEST
 
+/* rope_kv_write against the CPU's rope then kv_write (q, k in place; the cache), a padding
+ * slot (-1) included; matmul_glu against the CPU's two matmuls then silu_mul. */
+START_TEST(test_fused_ops)
+{
+	static const int shapes[][4] = {{1, 32, 8, 128}, {5, 32, 8, 64}, {3, 4, 2, 16}};
+	for (int k = 0; k < 3; k++) {
+		int T = shapes[k][0], Hq = shapes[k][1], Hk = shapes[k][2], hd = shapes[k][3];
+		size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * Hk * hd;
+		struct fi_kv_cache kc = {2, 4, 4, Hk, hd, NULL, NULL}, kg = kc;
+		size_t ncache = (size_t)4 * 4 * Hk * hd;
+		float *q = rand_bf16(nq, 2, &seed), *kk = rand_bf16(nk, 2, &seed);
+		float *v = rand_bf16(nk, 2, &seed), *zero = calloc(ncache, sizeof(float));
+		float inv[128];
+		int32_t pos[8], slot[8];
+		char name[64];
+		for (int i = 0; i < hd / 2; i++)
+			inv[i] = (float)pow(500000.0, -2.0 * i / hd);
+		for (int t = 0; t < T; t++) {
+			pos[t] = (t * 2654435761u) % 9000;
+			slot[t] = t == 1 ? -1 : (t * 5 + 3) % 16;
+		}
+		ck_assert(!P.cpu->ops->kv_alloc(P.cpu, &kc) && !P.gpu->ops->kv_alloc(P.gpu, &kg));
+		for (int l = 0; l < 2; l++) {
+			void *zc = put_act(P.cpu, zero, ncache), *zg = put_act(P.gpu, zero, ncache);
+			size_t bytes = ncache * fi_dtype_size(P.gpu->act);
+			void *hz = malloc(bytes);
+			P.gpu->ops->download(P.gpu, hz, zg, bytes);
+			P.gpu->ops->upload(P.gpu, kg.k_d[l], hz, bytes);
+			P.gpu->ops->upload(P.gpu, kg.v_d[l], hz, bytes);
+			memset(kc.k_d[l], 0, ncache * sizeof(float));
+			memset(kc.v_d[l], 0, ncache * sizeof(float));
+			free(hz), freeb(P.cpu, zc), freeb(P.gpu, zg);
+		}
+		void *ic = put_bytes(P.cpu, inv, hd * 2), *ig = put_bytes(P.gpu, inv, hd * 2);
+		void *pc = ints(P.cpu, pos, T), *pg = ints(P.gpu, pos, T);
+		void *sc = ints(P.cpu, slot, T), *sg = ints(P.gpu, slot, T);
+		struct fi_rope rc = {hd, ic}, rg = {hd, ig};
+		struct fi_attn_batch bc = {.n_tokens = T, .tok_pos_d = pc, .slot_d = sc};
+		struct fi_attn_batch bg = {.n_tokens = T, .tok_pos_d = pg, .slot_d = sg};
+		void *qc = put_act(P.cpu, q, nq), *qg = put_act(P.gpu, q, nq);
+		void *kc_ = put_act(P.cpu, kk, nk), *kg_ = put_act(P.gpu, kk, nk);
+		void *vc = put_act(P.cpu, v, nk), *vg = put_act(P.gpu, v, nk);
+		ck_assert(P.cpu->ops->rope(P.cpu, qc, kc_, pc, &rc, T, Hq, Hk) == FI_OK);
+		ck_assert(P.cpu->ops->kv_write(P.cpu, &kc, 1, kc_, vc, &bc) == FI_OK);
+		ck_assert_msg(P.gpu->ops->rope_kv_write(P.gpu, qg, kg_, vg, &rg, &kg, 1, Hq, &bg) ==
+			      FI_OK, "%s", fi_errmsg());
+		ck_assert(P.gpu->ops->sync(P.gpu) == FI_OK);
+		snprintf(name, sizeof name, "rope_kv_write q T=%d Hq=%d hd=%d", T, Hq, hd);
+		check(name, P.gpu, qg, P.cpu, qc, nq, 1.f / 64, 1e-2f, 8e-3f);
+		snprintf(name, sizeof name, "rope_kv_write k T=%d Hk=%d hd=%d", T, Hk, hd);
+		check(name, P.gpu, kg_, P.cpu, kc_, nk, 1.f / 64, 1e-2f, 8e-3f);
+		snprintf(name, sizeof name, "rope_kv_write K cache T=%d", T);
+		check(name, P.gpu, kg.k_d[1], P.cpu, kc.k_d[1], ncache, 1.f / 64, 1e-2f, 8e-3f);
+		snprintf(name, sizeof name, "rope_kv_write V cache T=%d", T);
+		check(name, P.gpu, kg.v_d[1], P.cpu, kc.v_d[1], ncache, 0, 0, 0);
+		P.cpu->ops->kv_free(P.cpu, &kc), P.gpu->ops->kv_free(P.gpu, &kg);
+		freeb(P.cpu, ic), freeb(P.gpu, ig), freeb(P.cpu, pc), freeb(P.gpu, pg);
+		freeb(P.cpu, sc), freeb(P.gpu, sg), freeb(P.cpu, qc), freeb(P.gpu, qg);
+		freeb(P.cpu, kc_), freeb(P.gpu, kg_), freeb(P.cpu, vc), freeb(P.gpu, vg);
+		free(q), free(kk), free(v), free(zero);
+	}
+	/* T, F, K */
+	static const int gl[][3] = {{1, 14336, 4096}, {3, 8192, 2048}, {4, 40, 72}, {9, 1000, 256}};
+	for (int k = 0; k < 4; k++) {
+		int T = gl[k][0], F = gl[k][1], K = gl[k][2];
+		size_t n = (size_t)T * F;
+		float *x = rand_bf16((size_t)T * K, 1, &seed);
+		float *wg = rand_bf16((size_t)F * K, 1, &seed), *wu = rand_bf16((size_t)F * K, 1, &seed);
+		struct fi_weight gc, uc, gg, ug;
+		char name[64];
+		make_weight(P.cpu, wg, F, K, &gc), make_weight(P.gpu, wg, F, K, &gg);
+		make_weight(P.cpu, wu, F, K, &uc), make_weight(P.gpu, wu, F, K, &ug);
+		void *xc = put_act(P.cpu, x, (size_t)T * K), *xg = put_act(P.gpu, x, (size_t)T * K);
+		void *ac = poisoned(P.cpu, n), *bc = poisoned(P.cpu, n), *oc = poisoned(P.cpu, n);
+		void *ag = poisoned(P.gpu, n), *bg = poisoned(P.gpu, n), *og = poisoned(P.gpu, n);
+		ck_assert(P.cpu->ops->matmul(P.cpu, ac, xc, &gc, NULL, T) == FI_OK);
+		ck_assert(P.cpu->ops->matmul(P.cpu, bc, xc, &uc, NULL, T) == FI_OK);
+		ck_assert(P.cpu->ops->silu_mul(P.cpu, oc, ac, bc, T, F) == FI_OK);
+		ck_assert_msg(P.gpu->ops->matmul_glu(P.gpu, og, ag, bg, xg, &gg, &ug, T) == FI_OK, "%s",
+			      fi_errmsg());
+		ck_assert(P.gpu->ops->sync(P.gpu) == FI_OK);
+		snprintf(name, sizeof name, "matmul_glu T=%d F=%d K=%d", T, F, K);
+		/* silu(g)*u of outputs ~ sqrt(K)/3: slack as matmul's, squared scale */
+		check(name, P.gpu, og, P.cpu, oc, n, 1.f / 32, 4e-2f * K / 9, 1.6e-2f);
+		P.cpu->ops->weight_free(P.cpu, &gc), P.gpu->ops->weight_free(P.gpu, &gg);
+		P.cpu->ops->weight_free(P.cpu, &uc), P.gpu->ops->weight_free(P.gpu, &ug);
+		freeb(P.cpu, xc), freeb(P.gpu, xg), freeb(P.cpu, ac), freeb(P.cpu, bc);
+		freeb(P.cpu, oc), freeb(P.gpu, ag), freeb(P.gpu, bg), freeb(P.gpu, og);
+		free(x), free(wg), free(wu);
+	}
+}
+END_TEST
+
 START_TEST(test_argmax)
 {
 	static const int sz[][2] = {{4, 128256}, {3, 1001}, {64, 32000}, {1, 5}};
@@ -348,6 +443,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_matmul_multi);
 	tcase_add_test(tc, test_rope_silu);
 	tcase_add_test(tc, test_argmax);
+	tcase_add_test(tc, test_fused_ops);
 	tcase_add_test(tc, test_attention);
 	tcase_add_test(tc, test_graph);
 	tcase_add_test(tc, test_download_big);
