@@ -5,9 +5,9 @@
  * range [lo, pos] is cut into n_splits equal chunks *on the device* (from tok_pos), so the
  * launch shape depends only on T, Hk and the cache capacity: the kernel can be captured in a
  * CUDA graph and replayed at any length. With n_splits > 1 each CTA writes an unnormalised
- * partial (m, l, acc[hd]) and the last CTA of each (token, KV head) to finish merges them
- * (counters in a->cnt; attn_combine, a second launch, without them); with one split it writes
- * out directly.
+ * partial (m, l, acc[hd]) and attn_combine merges them (or, with FI_DEC_MERGE=1, the last
+ * CTA of each (token, KV head) to finish, counting in a->cnt); with one split it writes out
+ * directly.
  *
  * Inside a CTA: hd/8 lanes own one K/V row (16-byte loads, 8 dims a lane), so a warp covers
  * 32/(hd/8) rows at a time; each such sub-warp walks R consecutive positions per step and keeps
@@ -350,9 +350,11 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	if (ns > 1) {
 		p.ws_ml = (float *)a->ws;
 		p.ws_acc = p.ws_ml + (int64_t)T * a->Hq * ns * 2;
-		/* FI_DEC_COMBINE=1: the separate combine kernel (for timing) */
-		const char *ce = getenv("FI_DEC_COMBINE");
-		if (a->cnt && (int64_t)T * a->Hk <= a->cnt_n && !(ce && !strcmp(ce, "1")))
+		/* FI_DEC_MERGE=1: the last CTA merges instead of attn_combine. Opt-in: on the
+		 * H100 it made 8B decode 5% slower (tests/gpu/NOTES.md): the merge of all splits
+		 * runs in 8 CTAs at the end, after a fence in every CTA. */
+		const char *me = getenv("FI_DEC_MERGE");
+		if (a->cnt && (int64_t)T * a->Hk <= a->cnt_n && me && !strcmp(me, "1"))
 			p.cnt = a->cnt;
 	}
 	dim3 grid((unsigned)ns, a->Hk, T);

@@ -11,7 +11,7 @@
 #   parity8b      the Llama-3-8B shape (16 GB checkpoint): reference, then test_model_hf
 #   bench1b       fi-bench on the 1B shape;  bench8b  fi-bench on the 8B shape
 #   micro         tests/gpu/bench_kernels (GEMM and attention timings)
-#   ab8b          8B decode with graphs, gated gemv or merged splits off (attribution)
+#   ab8b          8B decode with graphs or gated gemv off, or merged splits on (attribution)
 #   prof          nsys kernel summary of 1B decode (when nsys is installed)
 set -u
 out=${OUT:-/tmp/gpu-out}
@@ -80,8 +80,8 @@ for stage in "$@"; do
 		fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | tee -a "$out/bench8b.md" || rc=1
 		;;
 	ab8b)
-		step "8B decode b1 with one change off each: graphs, gated gemv, merged attention splits"
-		for v in "FI_GRAPHS=0" "FI_GLU=0" "FI_DEC_COMBINE=1"; do
+		step "8B decode b1: graphs off, gated gemv off, attention splits merged by their last CTA"
+		for v in "FI_GRAPHS=0" "FI_GLU=0" "FI_DEC_MERGE=1"; do
 			echo "$v:" | tee -a "$out/ab8b.md"
 			env $v fi-bench -m llama3_8b -r 2 tg256@d128 | grep -E 'tg|^load' | tee -a "$out/ab8b.md" || rc=1
 		done
