@@ -1,5 +1,5 @@
 /* model: weights, scratch buffers and the forward pass over backend ops. */
-#include "model.h"
+#include "model_int.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -11,55 +11,6 @@
 #include "names.h"
 #include "safetensors.h"
 
-struct layer {
-	struct fi_weight attn_norm, q, k, v, o, q_bias, k_bias, v_bias, q_norm, k_norm;
-	struct fi_weight ffn_norm, gate, up, down;
-	/* With weight_cat: q, k, v (gate, up) are views into one allocation each. */
-	struct fi_weight qkv_cat, gu_cat;
-};
-
-/* Backend scratch for a batch of up to cap tokens. */
-struct scratch {
-	int cap;
-	void *x, *xb, *y, *q, *k, *v, *att, *gate, *up, *h; /* activations */
-	void *g;        /* [cap, D] gathered rows */
-	size_t cap_ints;
-	int32_t *ints;  /* tok, pos, seq, slot, idx [T each], seq_len [S], block table */
-	int cap_rows;   /* rows that need logits, not tokens: the LM head's output is large */
-	float *logits;  /* [cap_rows, V] f32 */
-	int32_t *am;    /* [cap_rows] device argmax */
-};
-
-/* Decode steps (one token per sequence, every row's logits wanted) replay CUDA graphs,
- * one per batch-size bucket. A graph bakes in every pointer and launch shape, so its
- * inputs live at fixed addresses (gin) with a fixed block-table row width (gw), padding
- * tokens fill the bucket (slot -1: no KV write; they read sequence 0's position 0), and
- * the key carries a generation that changes whenever a scratch buffer moves. */
-#define GRAPH_MAX 256
-struct graphs {
-	int off;          /* no hooks, FI_GRAPHS=0, or a capture failed */
-	int gw;           /* block-table row width */
-	uint32_t gen;
-	int32_t *gin;     /* device: tok, pos, seq, slot, idx, slen [GRAPH_MAX each], btab */
-	int32_t *h, *shadow; /* host staging; the block table as last uploaded */
-	int shadow_rows;
-	uint32_t seen_gen;           /* the generation seen[] belongs to */
-	uint8_t seen[GRAPH_MAX + 1]; /* per bucket: 0 new, 1 ran once, 2 captured */
-};
-
-struct fi_model {
-	struct fi_config c;
-	struct fi_backend *be;
-	struct fi_weight tok_embd, out_norm, output;
-	struct layer *l;
-	float *inv_freq_d;
-	struct fi_kvcache *cache;
-	struct scratch s;
-	struct graphs gr;
-	/* host staging for the int arrays uploaded each step */
-	int32_t *h_ints;
-	size_t h_ints_cap;
-};
 
 fi_err fi_rope_inv_freq(const struct fi_config *c, float *out)
 {
@@ -390,9 +341,7 @@ int fi_batch_n_logits(const struct fi_batch *b)
 	return n;
 }
 
-/* Makes the activations hold T tokens, the ints n values and the head rows rows. A
- * buffer that moves changes the graph generation (graphs point at the old one). */
-static fi_err ensure_scratch(struct fi_model *m, int T, size_t n_ints, int rows)
+fi_err fi_model_scratch(struct fi_model *m, int T, size_t n_ints, int rows)
 {
 	struct fi_backend *be = m->be;
 	const struct fi_config *c = &m->c;
@@ -509,9 +458,7 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 	return FI_OK;
 }
 
-/* The layers, then the LM head over n rows: the rows idx_d of xb (all rows in order when
- * idx_d is NULL), f32 logits into s.logits, and their argmax into s.am when asked. */
-static fi_err body(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
+fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
 		   const struct fi_attn_batch *ab, const int32_t *idx_d, int n, int argmax)
 {
 	struct fi_backend *be = m->be;
@@ -533,150 +480,6 @@ static fi_err body(struct fi_model *m, int T, const int32_t *tok_d, const int32_
 	return FI_OK;
 }
 
-/* Batch-size buckets of the decode graphs. */
-static int bucket(int T)
-{
-	if (T <= 4)
-		return T;
-	if (T <= 64)
-		return (T + 7) / 8 * 8;
-	return (T + 31) / 32 * 32;
-}
-
-static int graphs_usable(struct fi_model *m)
-{
-	const struct fi_backend_ops *op = m->be->ops;
-	const char *env;
-	if (m->gr.off)
-		return 0;
-	if (!op->graph_replay || !op->graph_capture_begin || !op->graph_capture_end ||
-	    ((env = getenv("FI_GRAPHS")) && !strcmp(env, "0"))) {
-		m->gr.off = 1;
-		return 0;
-	}
-	if (!m->gr.gw) { /* room for one sequence of the context, or the whole cache */
-		const struct fi_kv_cache *kv = &m->cache->kv;
-		int ctx = m->c.max_pos > 0 ? m->c.max_pos : 4096;
-		int gw = (ctx + kv->block_size - 1) / kv->block_size;
-		m->gr.gw = gw < kv->n_blocks ? gw : kv->n_blocks;
-	}
-	return 1;
-}
-
-/* One decode step through a graph: T tokens of T sequences sid[] (one each) at positions
- * old[], every row's logits wanted. Inputs go to the fixed buffer, padded to the bucket;
- * a bucket's first step runs eagerly (plans, lazy loading), the second is captured, the
- * rest replay. */
-static fi_err graph_step(struct fi_model *m, int T, const int *sid, const int *old, int argmax,
-			 int *used)
-{
-	struct fi_backend *be = m->be;
-	const struct fi_backend_ops *op = be->ops;
-	struct fi_kvcache *kc = m->cache;
-	struct graphs *g = &m->gr;
-	int Tb = bucket(T), gw = g->gw, G = GRAPH_MAX;
-	int32_t *h, *btab;
-	uint64_t key;
-	uint32_t gen;
-	fi_err e;
-	*used = 0;
-	for (int k = 0; k < T; k++)
-		if (kc->seq[sid[k]].n_blocks > gw)
-			return FI_OK;
-	if ((e = ensure_scratch(m, Tb, 0, Tb)))
-		return e;
-	if (!g->gin) {
-		size_t n = 6 * (size_t)G + (size_t)G * gw;
-		if (!(g->h = malloc(n * sizeof(int32_t))) ||
-		    !(g->shadow = malloc((size_t)G * gw * sizeof(int32_t))))
-			return fi_fail(FI_ENOMEM, "model: out of memory");
-		if ((e = be->ops->alloc(be, n * sizeof(int32_t), (void **)&g->gin)))
-			return e;
-		g->shadow_rows = 0;
-		g->gen++;
-	}
-	if (g->gen != g->seen_gen) {
-		memset(g->seen, 0, sizeof g->seen);
-		g->seen_gen = g->gen;
-	}
-	h = g->h;
-	btab = h + 6 * G;
-	for (int t = 0; t < Tb; t++) {
-		int real = t < T;
-		h[t] = real ? m->h_ints[t] : 0;                           /* tok */
-		h[G + t] = real ? old[t] : 0;                             /* pos */
-		h[2 * G + t] = real ? t : 0;                              /* seq */
-		h[3 * G + t] = real ? fi_kvcache_slot(kc, sid[t], old[t]) : -1; /* slot */
-		h[4 * G + t] = t;                                         /* idx */
-		h[5 * G + t] = real ? old[t] + 1 : 1;                     /* seq_len */
-		const struct fi_kv_seq *q = &kc->seq[sid[real ? t : 0]];
-		for (int j = 0; j < gw; j++)
-			btab[(size_t)t * gw + j] = real && j < q->n_blocks ? q->blocks[j] : -1;
-	}
-	if ((e = be->ops->upload(be, g->gin, h, 6 * (size_t)G * sizeof(int32_t))))
-		return e;
-	/* The block table changes once every block_size steps per sequence. */
-	if (g->shadow_rows != Tb || memcmp(g->shadow, btab, (size_t)Tb * gw * sizeof(int32_t))) {
-		if ((e = be->ops->upload(be, g->gin + 6 * G, btab, (size_t)Tb * gw * sizeof(int32_t))))
-			return e;
-		memcpy(g->shadow, btab, (size_t)Tb * gw * sizeof(int32_t));
-		g->shadow_rows = Tb;
-	}
-	{
-		int32_t *d = g->gin;
-		struct fi_attn_batch ab = {
-			.n_tokens = Tb,
-			.n_seqs = Tb,
-			.max_blocks = gw,
-			.tok_seq_d = d + 2 * G,
-			.tok_pos_d = d + G,
-			.slot_d = d + 3 * G,
-			.seq_len_d = d + 5 * G,
-			.block_table_d = d + 6 * G,
-			.max_seq_len = gw * kc->kv.block_size,
-			.sliding_window = m->c.sliding_window,
-			.scale = 1.0f / sqrtf((float)m->c.head_dim),
-		};
-		argmax = op->argmax != NULL; /* always in the graph: it costs microseconds */
-		gen = g->gen;
-		key = (uint64_t)gen << 32 | (uint64_t)Tb << 1 | (uint64_t)argmax;
-		if (g->seen[Tb] == 2) {
-			e = op->graph_replay(be, key);
-			if (e == FI_OK) {
-				*used = 1;
-				return FI_OK;
-			}
-			if (e != FI_ENOTFOUND) /* evicted: capture again */
-				return e;
-			g->seen[Tb] = 1;
-		}
-		if (g->seen[Tb] == 0) {
-			if ((e = body(m, Tb, d, d + G, &ab, NULL, Tb, argmax)))
-				return e;
-			g->seen[Tb] = 1;
-			*used = 1;
-			return FI_OK;
-		}
-		if ((e = op->graph_capture_begin(be, key))) {
-			g->off = 1;
-			return FI_OK;
-		}
-		fi_err e1 = body(m, Tb, d, d + G, &ab, NULL, Tb, argmax);
-		fi_err e2 = op->graph_capture_end(be, key);
-		if (e1)
-			return e1;
-		if (e2) { /* not capturable here: eager from now on */
-			fi_warn("decode graphs off: %s", fi_errmsg());
-			g->off = 1;
-			return FI_OK;
-		}
-		g->seen[Tb] = 2;
-		if ((e = op->graph_replay(be, key)))
-			return e;
-		*used = 1;
-		return FI_OK;
-	}
-}
 
 static int32_t host_argmax(const float *x, int V)
 {
@@ -788,8 +591,8 @@ fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *
 	for (int i = 0; i < n_out && identity; i++)
 		identity = idx[i] == i;
 	/* A decode step: one token per sequence, every row wanted. */
-	if (identity && S == T && T <= GRAPH_MAX && graphs_usable(m) &&
-	    (e = graph_step(m, T, sid, old, dev_argmax, &used)))
+	if (identity && S == T && T <= GRAPH_MAX && fi_model_graphs_usable(m) &&
+	    (e = fi_model_graph_step(m, T, sid, old, &used)))
 		goto rollback;
 	if (!used) {
 		for (int k = 0; k < S; k++) {
@@ -798,7 +601,7 @@ fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *
 			for (int j = 0; j < maxb; j++)
 				btab[(size_t)k * maxb + j] = j < q->n_blocks ? q->blocks[j] : -1;
 		}
-		if ((e = ensure_scratch(m, T, need, n_out)) ||
+		if ((e = fi_model_scratch(m, T, need, n_out)) ||
 		    (e = be->ops->upload(be, m->s.ints, h, need * sizeof(int32_t))))
 			goto rollback;
 		int32_t *d = m->s.ints;
@@ -815,7 +618,8 @@ fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *
 			.sliding_window = c->sliding_window,
 			.scale = 1.0f / sqrtf((float)c->head_dim),
 		};
-		if ((e = body(m, T, d, d + T, &ab, identity ? NULL : d + 4 * T, n_out, dev_argmax)))
+		if ((e = fi_model_body(m, T, d, d + T, &ab, identity ? NULL : d + 4 * T, n_out,
+				       dev_argmax)))
 			goto rollback;
 	}
 	/* Only what the caller asked for crosses to the host. */
