@@ -170,7 +170,7 @@ static int run_frames(struct engine *E, const struct opts *o)
 	struct fi_stream *in = NULL;
 	struct fi_frame f;
 	fi_err e = FI_OK;
-	int eof = 0, rc = 0;
+	int eof = 0, rc = 0, bad_frames = 0;
 	fi_stream_opts_default(&so);
 	so.eos_count = o->eos_count;
 	if ((e = fi_stream_open(&in, o->in, FI_STREAM_IN, &so)) ||
@@ -189,6 +189,11 @@ static int run_frames(struct engine *E, const struct opts *o)
 					eof = 1;
 					e = FI_OK;
 				} else {
+					/* The frame gets its error frame downstream; a person who
+					 * piped text in also needs to hear it, once. */
+					if (!bad_frames++)
+						fprintf(stderr, "fi-decode: warning: unreadable frame: %s (text goes "
+							"through fi-tokenize first)\n", fi_errmsg());
 					e = fi_stream_write_error(E->out, f.id, e, fi_errmsg());
 				}
 				fi_frame_free(&f);
