@@ -28,6 +28,7 @@ TOKENIZERS = {
     "llama-3": "corpus/tokenizers/llama-3/tokenizer.json",
     "phi-2": "corpus/tokenizers/phi-2/tokenizer.json",
     "stories260K": "corpus/models/stories260K-hf/tokenizer.json",
+    "tiny": "models/tiny/tokenizer.json",  # the embedded default model, in this repository
 }
 LONG = 2048  # inputs longer than this (bytes) get hashed expectations
 
@@ -185,7 +186,8 @@ def main():
     with open(os.path.join(a.out, "inputs.json"), "w") as f:
         json.dump({"corpus_inputs": ncorpus, "inputs": inputs}, f, ensure_ascii=False, separators=(",", ":"))
     for name, rel in TOKENIZERS.items():
-        tok = Tokenizer.from_file(os.path.join(a.shared, rel))
+        # "models/..." is this repository's (run from its root); the rest is the shared corpus.
+        tok = Tokenizer.from_file(rel if rel.startswith("models/") else os.path.join(a.shared, rel))
         exp = []
         for inp in inputs:
             t = text_of(inp)
