@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "sample.h"
 #include "tensor.h"
 
 struct fi_backend;
@@ -133,6 +134,14 @@ struct fi_backend_ops {
 
 	/* Optional (NULL when absent): greedy argmax on the device, tok[n] = argmax logits[n,V]. */
 	fi_err (*argmax)(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n, int V);
+	/* Optional (NULL: logits go to the host sampler): one token per row of logits[n,V]
+	 * drawn with rows_d[n] (backend memory) as fi_sampler_next does after a repetition
+	 * penalty of 1 (sample.h: temperature, top-k, top-p, min-p, then the inverse CDF at
+	 * u; greedy rows take the argmax). out_d[2n]: out[i] the token, out[n + i] how many
+	 * tokens survived the filters (the draw was used when > 1); out[i] = -1 when the row
+	 * cannot be done here (too many candidates), left to the host sampler. */
+	fi_err (*sample)(struct fi_backend *be, int32_t *out_d, const float *logits_d,
+			 const struct fi_sample_row *rows_d, int n, int V);
 	/* Optional CUDA-graph hooks: replay returns FI_OK if a graph for key exists and was
 	 * launched, FI_ENOTFOUND otherwise; capture_begin/end record the ops issued between. */
 	fi_err (*graph_replay)(struct fi_backend *be, uint64_t key);

@@ -188,11 +188,12 @@ static void free_rows(struct fi_model *m)
 
 static void free_scratch(struct fi_model *m)
 {
-	void **const p[] = {(void **)&m->s.ints, (void **)&m->gr.gin};
+	void **const p[] = {(void **)&m->s.ints, (void **)&m->gr.gin, &m->s.smp};
 	free_acts(m);
 	free_rows(m);
-	free_ptrs(m, p, 2);
+	free_ptrs(m, p, 3);
 	m->s.cap_ints = 0;
+	m->s.cap_smp = 0;
 }
 
 void fi_model_close(struct fi_model *m)
@@ -490,8 +491,10 @@ static int32_t host_argmax(const float *x, int V)
 	return b;
 }
 
-fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
-			   int32_t *tokens, int *n_rows)
+/* fi_model_forward_ex, or with rows: fi_model_forward_sample. */
+static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logits,
+		      int32_t *tokens, const struct fi_sample_row *rows, int32_t *n_kept,
+		      int *n_rows)
 {
 	struct fi_backend *be = m->be;
 	const struct fi_config *c = &m->c;
@@ -499,7 +502,7 @@ fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *
 	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0, identity, used = 0;
 	int *sid = NULL, *cnt = NULL, *old = NULL, *local = NULL;
 	int32_t *h, *tok, *pos, *seq, *slot, *idx, *slen, *btab;
-	int dev_argmax = tokens && be->ops->argmax;
+	int dev_argmax = tokens && !rows && be->ops->argmax;
 	float *tmp = NULL;
 	size_t need;
 	fi_err e = FI_OK;
@@ -626,6 +629,9 @@ fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *
 	if (!n_out) {
 		if ((e = be->ops->sync(be)))
 			goto rollback;
+	} else if (rows) {
+		if ((e = fi_model_sample_rows(m, n_out, rows, logits, tokens, n_kept)))
+			goto rollback;
 	} else {
 		if (tokens && !dev_argmax && !logits &&
 		    !(logits = tmp = malloc(sizeof(float) * (size_t)n_out * c->vocab))) {
@@ -659,10 +665,23 @@ out:
 	return e;
 }
 
+fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
+			   int32_t *tokens, int *n_rows)
+{
+	return forward(m, b, logits, tokens, NULL, NULL, n_rows);
+}
+
+fi_err fi_model_forward_sample(struct fi_model *m, const struct fi_batch *b,
+			       const struct fi_sample_row *rows, float *logits, int32_t *tokens,
+			       int32_t *n_kept, int *n_rows)
+{
+	return forward(m, b, logits, tokens, rows, n_kept, n_rows);
+}
+
 fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *logits,
 			int *n_rows)
 {
-	return fi_model_forward_ex(m, b, logits, NULL, n_rows);
+	return forward(m, b, logits, NULL, NULL, NULL, n_rows);
 }
 
 fi_err fi_model_load_hf(const char *dir, struct fi_backend *be, struct fi_model **out)

@@ -91,5 +91,16 @@ fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *log
  * hooks (FI_GRAPHS=0: never). */
 fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
 			   int32_t *tokens, int *n_rows);
+/* The same, each selected row's token drawn with rows[n_rows] (sample.h: temperature,
+ * top-k, top-p, min-p and the draw's u; no repetition penalty) on the device where the
+ * backend has the sample op, so that only tokens cross to the host: tokens[i], and
+ * n_kept[i] the tokens that survived the filters (the draw was used when > 1, see
+ * fi_sampler_commit). A row the device hands back (too many candidates; every row without
+ * the op) gets tokens[i] = -1 and its logits in logits + i * vocab, which needs room for
+ * fi_batch_n_logits(b) rows, for the host sampler. Decode steps replay graphs as above;
+ * the sampling runs after the replay. */
+fi_err fi_model_forward_sample(struct fi_model *m, const struct fi_batch *b,
+			       const struct fi_sample_row *rows, float *logits, int32_t *tokens,
+			       int32_t *n_kept, int *n_rows);
 
 #endif

@@ -25,6 +25,8 @@ struct scratch {
 	int cap_rows;   /* rows that need logits, not tokens: the LM head's output is large */
 	float *logits;  /* [cap_rows, V] f32 */
 	int32_t *am;    /* [cap_rows] device argmax */
+	int cap_smp;    /* rows the sample buffer holds */
+	void *smp;      /* fi_sample_row [cap_smp], then int32 tokens and counts [2 cap_smp] */
 };
 
 /* Decode steps (one token per sequence, every row's logits wanted) replay CUDA graphs,
@@ -66,6 +68,12 @@ fi_err fi_model_scratch(struct fi_model *m, int T, size_t n_ints, int rows);
  * argmax into s.am when asked. */
 fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
 		     const struct fi_attn_batch *ab, const int32_t *idx_d, int n, int argmax);
+
+/* model_sample.c: the token of each of the n rows of s.logits drawn with rows[n] on the
+ * device (backend sample op); rows it hands back (tokens[i] = -1) and every row without
+ * the op get their logits downloaded into logits + i * V. */
+fi_err fi_model_sample_rows(struct fi_model *m, int n, const struct fi_sample_row *rows,
+			    float *logits, int32_t *tokens, int32_t *n_kept);
 
 /* model_graph.c: 1 when decode steps may use graphs (hooks present, FI_GRAPHS not 0). */
 int fi_model_graphs_usable(struct fi_model *m);

@@ -256,3 +256,24 @@ int32_t fi_sampler_next(struct fi_sampler *s, const float *logits, const int32_t
 	}
 	return s->cand[n - 1].id; /* rounding left a sliver of u */
 }
+
+int fi_sampler_rowable(const struct fi_sampler *s)
+{
+	return s->p.repeat_penalty == 1.0f;
+}
+
+void fi_sampler_row(const struct fi_sampler *s, struct fi_sample_row *r)
+{
+	struct fi_rng g = s->rng;
+	r->u = fi_rng_double(&g);
+	r->temperature = s->p.temperature;
+	r->top_p = s->p.top_p;
+	r->min_p = s->p.min_p;
+	r->top_k = s->p.top_k;
+}
+
+void fi_sampler_commit(struct fi_sampler *s, int n_kept)
+{
+	if (s->p.temperature > 0 && n_kept > 1)
+		fi_rng_next(&s->rng);
+}

@@ -78,4 +78,25 @@ int32_t fi_sampler_next(struct fi_sampler *s, const float *logits, const int32_t
 int fi_sampler_dist(struct fi_sampler *s, const float *logits, const int32_t *hist, int n_hist,
 		    int32_t *ids, double *probs);
 
+/* Sampling elsewhere (on the device, kernels/sample.cu): steps 2-6 of one row with the
+ * parameters and the uniform number below give the token fi_sampler_next would, except
+ * at exact probability ties at a boundary. Step 6 draws only when more than one token
+ * survives (n_kept > 1), so the caller takes u with fi_sampler_row (the RNG unchanged)
+ * and consumes it with fi_sampler_commit once n_kept is known. Layout shared with CUDA. */
+struct fi_sample_row {
+	double u;          /* the draw: uniform in [0, 1) */
+	float temperature; /* <= 0: greedy (the argmax, lowest id on ties) */
+	float top_p;       /* >= 1: off */
+	float min_p;       /* <= 0: off */
+	int32_t top_k;     /* <= 0 or >= vocab: off */
+};
+/* 1 when steps 2-6 are all this sampler does (no repetition penalty): its rows may be
+ * sampled elsewhere. */
+int fi_sampler_rowable(const struct fi_sampler *s);
+/* The row of s: its parameters and the u its next draw would use (the RNG is unchanged). */
+void fi_sampler_row(const struct fi_sampler *s, struct fi_sample_row *r);
+/* Token chosen elsewhere from a row of s with n_kept survivors: consumes the draw when
+ * fi_sampler_next would have drawn (n_kept > 1). */
+void fi_sampler_commit(struct fi_sampler *s, int n_kept);
+
 #endif

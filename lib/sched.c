@@ -39,7 +39,9 @@ fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct
 	s->r = calloc((size_t)o->max_requests, sizeof *s->r);
 	s->logits = malloc(sizeof(float) * (size_t)s->c->vocab * (size_t)o->max_batch);
 	s->greedy = malloc(sizeof(int32_t) * (size_t)o->max_batch);
-	if (!s->r || !s->logits || !s->greedy) {
+	s->srow = malloc(sizeof *s->srow * (size_t)o->max_batch);
+	s->skept = malloc(sizeof(int32_t) * (size_t)o->max_batch);
+	if (!s->r || !s->logits || !s->greedy || !s->srow || !s->skept) {
 		fi_sched_destroy(s);
 		return fi_fail(FI_ENOMEM, "out of memory");
 	}
@@ -84,6 +86,8 @@ void fi_sched_destroy(struct fi_sched *s)
 	free(s->r);
 	free(s->logits);
 	free(s->greedy);
+	free(s->srow);
+	free(s->skept);
 	free(s->btok);
 	free(s->bseq);
 	free(s->bwant);
@@ -446,12 +450,20 @@ static int plain_greedy(const struct sreq *q)
 	return q->smp.p.temperature <= 0 && q->smp.p.repeat_penalty == 1.0f;
 }
 
+/* FI_DEVICE_SAMPLE=0: sampled rows go to the host sampler as logits (A/B, debugging). */
+static int no_dev_sample(void)
+{
+	const char *v = getenv("FI_DEVICE_SAMPLE");
+	return v && !strcmp(v, "0");
+}
+
 /* One forward over the admitted requests: prompt chunks of new ones, one token of the
  * others; then one sampled token for each whose prompt is complete. */
 static fi_err forward(struct fi_sched *s, int na)
 {
 	long budget = s->o.max_prefill_tokens ? s->o.max_prefill_tokens : -1;
-	int T = 0, n_rows, greedy = 1;
+	int T = 0, n_rows, greedy = 1, nr = 0;
+	int dev = fi_model_backend(s->m)->ops->sample != NULL && !no_dev_sample();
 	fi_err e = FI_OK;
 	for (int i = 0; i < na; i++)
 		T += (int)chunk_of(s->r[i], &budget);
@@ -470,14 +482,28 @@ static fi_err forward(struct fi_sched *s, int na)
 			/* logits of a sequence's last token once its prompt is complete */
 			s->bwant[T++] = j == n - 1 && (q->decoding || q->pos + n == q->n_prompt);
 		}
-		if (n && (q->decoding || q->pos + n == q->n_prompt) && !plain_greedy(q))
-			greedy = 0;
+		if (n && (q->decoding || q->pos + n == q->n_prompt)) {
+			if (!plain_greedy(q))
+				greedy = 0;
+			if (!fi_sampler_rowable(&q->smp))
+				dev = 0;
+			else
+				fi_sampler_row(&q->smp, &s->srow[nr++]);
+		}
 	}
 	struct fi_batch b = {T, s->btok, s->bseq, s->bwant};
 	/* Every row greedy: only the chosen tokens come back (the sampler would pick the same:
-	 * the lowest id among equal maxima, and greedy draws no random numbers). */
-	if ((e = fi_model_forward_ex(s->m, &b, greedy ? NULL : s->logits, greedy ? s->greedy : NULL,
-				     &n_rows)))
+	 * the lowest id among equal maxima, and greedy draws no random numbers). Otherwise,
+	 * when no row has a repetition penalty, the device draws each row's token with the u
+	 * its sampler would use (fi_sampler_row); rows it hands back come as logits. */
+	if (greedy)
+		e = fi_model_forward_ex(s->m, &b, NULL, s->greedy, &n_rows);
+	else if (dev)
+		e = fi_model_forward_sample(s->m, &b, s->srow, s->logits, s->greedy, s->skept,
+					    &n_rows);
+	else
+		e = fi_model_forward_ex(s->m, &b, s->logits, NULL, &n_rows);
+	if (e)
 		return e;
 	budget = s->o.max_prefill_tokens ? s->o.max_prefill_tokens : -1;
 	for (int i = 0, row = 0; i < na && !e; i++) {
@@ -496,11 +522,15 @@ static fi_err forward(struct fi_sched *s, int na)
 				break;
 		}
 		/* rows come in batch order: admission order */
-		if (greedy)
-			t = s->greedy[row++];
-		else
+		if (greedy || (dev && s->greedy[row] >= 0)) {
+			t = s->greedy[row];
+			if (!greedy)
+				fi_sampler_commit(&q->smp, s->skept[row]);
+			row++;
+		} else {
 			t = fi_sampler_next(&q->smp, s->logits + (size_t)row++ * s->c->vocab, q->hist,
 					    (int)(q->n_prompt + q->n_gen));
+		}
 		/* A first token drawn elsewhere is kept, and the draw above left the sampler's
 		 * state as if it had been drawn here. */
 		if (!q->decoding && q->has_first)

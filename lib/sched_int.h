@@ -61,6 +61,10 @@ struct fi_sched {
 	int blocks_free, block_size, ctx;
 	float *logits;  /* [max_batch, vocab] */
 	int32_t *greedy; /* [max_batch] device argmax of each row, when every row is greedy */
+	/* [max_batch] rows drawn on the device (no row with a repetition penalty): parameters
+	 * and u of each, survivor counts */
+	struct fi_sample_row *srow;
+	int32_t *skept;
 	int32_t *btok, *bseq; /* batch scratch [cap_tok] */
 	int8_t *bwant;
 	int cap_tok;

@@ -11,6 +11,8 @@
 #   parity8b      the Llama-3-8B shape (16 GB checkpoint): reference, then test_model_hf
 #   bench1b       fi-bench on the 1B shape;  bench8b  fi-bench on the 8B shape
 #   micro         tests/gpu/bench_kernels (GEMM and attention timings)
+#   sample1b      fi-decode on the 1B shape, tokens sampled on the device against the host
+#                 sampler over the same logits (FI_DEVICE_SAMPLE=0), speeds of both
 #   ab8b          8B decode with graphs or gated gemv off, or merged splits on (attribution)
 #   prof          nsys kernel summary of 1B decode (when nsys is installed)
 set -u
@@ -96,6 +98,22 @@ for stage in "$@"; do
 		else
 			echo "no nsys"
 		fi
+		;;
+	sample1b)
+		step "fi-decode 1B shape: device sampling against the host sampler"
+		[ -f $FI_HOME/models/llama32_1b.fim ] || fi-load --name llama32_1b $refs/llama32_1b || rc=1
+		toks=128000,791,4062,14198,39935,35308,927,279,16053,5679
+		for a in "--temp 0.8 --top-p 0.9" "--temp 0.8 --top-k 40 --top-p 0.9" \
+			"--temp 1 --min-p 0.1" "--temp 0.7" "--temp 0.6 --top-p 0.5 --repeat-penalty 1.1"; do
+			for d in 1 0; do
+				FI_LOG=debug FI_DEVICE_SAMPLE=$d fi-decode -m llama32_1b -n 256 $a --seed 1 -v \
+					--tokens $toks >"$out/s$d.txt" 2>"$out/s$d.err" || { rc=1; tail -3 "$out/s$d.err"; }
+			done
+			same=same; cmp -s "$out/s1.txt" "$out/s0.txt" || { same=DIFFER; rc=1; }
+			echo "$a: tokens $same; host-sampled rows $(grep -c 'too wide' "$out/s1.err")" | tee -a "$out/sample1b.md"
+			echo "  device: $(grep -o 'generated.*' "$out/s1.err")" | tee -a "$out/sample1b.md"
+			echo "  host:   $(grep -o 'generated.*' "$out/s0.err")" | tee -a "$out/sample1b.md"
+		done
 		;;
 	micro)
 		step "kernel timings"

@@ -400,6 +400,12 @@ static fi_err cu_argmax(struct fi_backend *be, int32_t *tok_d, const float *logi
 	return fi_cu_argmax(fi_cuda_of(be)->stream, tok_d, logits_d, n, V);
 }
 
+static fi_err cu_sample(struct fi_backend *be, int32_t *out_d, const float *logits_d,
+			const struct fi_sample_row *rows_d, int n, int V)
+{
+	return fi_cu_sample(fi_cuda_of(be)->stream, out_d, logits_d, rows_d, n, V);
+}
+
 /* Graphs: one executable graph per key (the caller's choice, e.g. the batch size). */
 static struct fi_cuda_graph *graph_find(struct fi_cuda *c, uint64_t key)
 {
@@ -516,6 +522,7 @@ static const struct fi_backend_ops cuda_ops = {
 	.silu_mul = cu_silu_mul,
 	.gather_rows = cu_gather_rows,
 	.argmax = cu_argmax,
+	.sample = cu_sample,
 	.graph_replay = cu_graph_replay,
 	.graph_capture_begin = cu_graph_capture_begin,
 	.graph_capture_end = cu_graph_capture_end,

@@ -122,6 +122,9 @@ fi_err fi_cu_gemv_glu(cudaStream_t st, void *out, const void *x, const void *wg,
 /* out_i[T,N_i] = columns of ws[T, sum N] (bf16), parts in order. */
 fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, const int *N, int T);
 fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V);
+/* The sample op (backend.h): out[2n] tokens then survivor counts, -1 where too wide. */
+fi_err fi_cu_sample(cudaStream_t st, int32_t *out, const float *logits,
+		    const struct fi_sample_row *rows, int n, int V);
 
 /* Everything attention needs besides the batch; kc/vc point at one layer. */
 struct fi_cu_attn {

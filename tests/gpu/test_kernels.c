@@ -419,6 +419,114 @@ START_TEST(test_argmax)
 }
 END_TEST
 
+/* sample against lib/sample.c: per row a CPU sampler (own seed) gives the reference token
+ * with fi_sampler_next; the device gets the same parameters and the u that draw used
+ * (fi_sampler_row before it). Logits: f32 uniform (no ties) or bf16-rounded (many exact
+ * ties, so the id order inside equal logits is exercised), spreads from 2 to 150 (the
+ * scale of a random-weight model's logits), and a
+ * peaked row like a language model's. Tolerance: the same token on every row, except at
+ * most 1 row in 500 where u or a top-p/min-p threshold meets a probability boundary to
+ * within the rounding of a parallel sum (each such row is printed); the survivor count
+ * (whether the draw was used) must agree wherever the token does. A row the kernel hands
+ * back (-1: its window is over capacity, the host samples it) must be a wide one (more than
+ * 64 survivors on the CPU); they are counted. */
+START_TEST(test_sample)
+{
+	static const int vs[] = {5, 1001, 32000, 50257, 128256};
+	static const struct {
+		float temp, top_p, min_p;
+		int top_k;
+	} ps[] = {
+		{0.0f, 1.0f, 0.0f, 0},   {0.8f, 0.9f, 0.0f, 0},  {1.0f, 1.0f, 0.0f, 40},
+		{0.7f, 0.95f, 0.05f, 50}, {1.3f, 1.0f, 0.1f, 0}, {0.6f, 0.5f, 0.0f, 0},
+		{1.0f, 0.99f, 0.0f, 1},  {1.0f, 1.0f, 0.0f, 0},  {0.5f, 1.0f, 0.0f, 0},
+		{1.0f, 0.0f, 0.0f, 0},   {2.0f, 0.8f, 0.2f, 1000},
+	};
+	const int n = 24, np = (int)(sizeof ps / sizeof ps[0]);
+	long rows = 0, bad = 0, back = 0;
+	for (int vi = 0; vi < 5; vi++) {
+		int V = vs[vi];
+		float *l = malloc(sizeof(float) * (size_t)n * V);
+		struct fi_sampler *sm = calloc((size_t)n, sizeof *sm);
+		struct fi_sample_row rw[24];
+		int32_t ref[24], out[48];
+		for (int pi = 0; pi < np; pi++) {
+			for (int r = 0; r < n; r++) {
+				float a = (float[]){2, 6, 24, 150}[r % 4];
+				float *x = l + (size_t)r * V;
+				for (int i = 0; i < V; i++) {
+					float u = (float)((next(&seed) >> 11) * 0x1.0p-53) * 2.f - 1.f;
+					x[i] = u * a;
+					if (r % 3 == 1)
+						x[i] = fi_bf16_to_f32(fi_f32_to_bf16(x[i]));
+				}
+				if (r % 6 == 5) /* peaked: a few likely tokens over a flat tail */
+					for (int j = 0; j < 8; j++)
+						x[next(&seed) % V] = 18.f + (float)j;
+				struct fi_sample_params sp;
+				fi_sample_defaults(&sp);
+				sp.temperature = ps[pi].temp;
+				sp.top_p = ps[pi].top_p;
+				sp.min_p = ps[pi].min_p;
+				sp.top_k = ps[pi].top_k;
+				sp.seed = next(&seed);
+				ck_assert(!fi_sampler_init(&sm[r], &sp, V));
+				ck_assert(fi_sampler_rowable(&sm[r]));
+				fi_sampler_row(&sm[r], &rw[r]);
+				ref[r] = fi_sampler_next(&sm[r], x, NULL, 0);
+			}
+			void *lg = put_bytes(P.gpu, l, sizeof(float) * (size_t)n * V);
+			void *rg = put_bytes(P.gpu, rw, sizeof rw);
+			int32_t *og = NULL;
+			ck_assert(!P.gpu->ops->alloc(P.gpu, sizeof out, (void **)&og));
+			ck_assert_msg(P.gpu->ops->sample(P.gpu, og, lg, rg, n, V) == FI_OK, "%s",
+				      fi_errmsg());
+			ck_assert(P.gpu->ops->download(P.gpu, out, og, sizeof out) == FI_OK);
+			for (int r = 0; r < n; r++) {
+				rows++;
+				/* the CPU's survivor count, from the same processors */
+				struct fi_sampler t;
+				int32_t *idb = malloc(sizeof(int32_t) * (size_t)V);
+				double *pb = malloc(sizeof(double) * (size_t)V);
+				ck_assert(!fi_sampler_init(&t, &sm[r].p, V));
+				int kept = fi_sampler_dist(&t, l + (size_t)r * V, NULL, 0, idb, pb);
+				fi_sampler_free(&t);
+				if (out[r] == -1) {
+					back++;
+					ck_assert_msg(kept > 64, "sample: V %d set %d row %d handed back "
+						      "with %d survivors", V, pi, r, kept);
+					free(idb);
+					free(pb);
+					continue;
+				}
+				if (out[r] != ref[r]) {
+					bad++;
+					printf("sample: V %d set %d row %d: gpu %d (kept %d) cpu %d (kept %d)\n",
+					       V, pi, r, out[r], out[n + r], ref[r], kept);
+				} else {
+					ck_assert_msg(out[n + r] == kept ||
+							      (out[n + r] > 1 && kept > 1 && ps[pi].top_p >= 1 &&
+							       ps[pi].min_p <= 0 && ps[pi].top_k <= 0),
+						      "sample: V %d set %d row %d: kept %d, cpu %d", V, pi, r,
+						      out[n + r], kept);
+				}
+				free(idb);
+				free(pb);
+			}
+			for (int r = 0; r < n; r++)
+				fi_sampler_free(&sm[r]);
+			freeb(P.gpu, lg), freeb(P.gpu, rg), freeb(P.gpu, og);
+		}
+		free(l);
+		free(sm);
+	}
+	printf("sample: %ld rows, %ld differ, %ld handed back\n", rows, bad, back);
+	ck_assert_msg(bad * 500 <= rows, "sample: %ld of %ld rows differ from lib/sample.c", bad,
+		      rows);
+	printf("%-44s ok\n", "sample");
+}
+END_TEST
+
 /* download of a large buffer takes the pinned, chunked path: every byte must arrive */
 START_TEST(test_download_big)
 {
@@ -449,6 +557,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_matmul_multi);
 	tcase_add_test(tc, test_rope_silu);
 	tcase_add_test(tc, test_argmax);
+	tcase_add_test(tc, test_sample);
 	tcase_add_test(tc, test_fused_ops);
 	tcase_add_test(tc, test_attention);
 	tcase_add_test(tc, test_graph);
