@@ -23,6 +23,7 @@
 #include "err.h"
 #include "image.h"
 #include "log.h"
+#include "cmdutil.h"
 #include "model.h"
 #include "store.h"
 
@@ -253,6 +254,7 @@ int main(int argc, char **argv)
 {
 	const char *model = NULL, *backend = "auto", *fmt = "md";
 	int threads = 0, reps = 5, batch = 1, ubatch = 2048, c;
+	long long v;
 	static const struct option lo[] = {{"backend", required_argument, 0, 'B'},
 					   {"help", no_argument, 0, 'h'},
 					   {0, 0, 0, 0}};
@@ -261,13 +263,16 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'm': model = optarg; break;
 		case 'B': backend = optarg; break;
-		case 't': threads = atoi(optarg); break;
-		case 'r': reps = atoi(optarg); break;
-		case 'b': batch = atoi(optarg); break;
-		case 'u': ubatch = atoi(optarg); break;
+		case 't': if (fi_parse_int(optarg, 0, 1024, &v)) goto bad; threads = (int)v; break;
+		case 'r': if (fi_parse_int(optarg, 1, 1000000, &v)) goto bad; reps = (int)v; break;
+		case 'b': if (fi_parse_int(optarg, 1, 1024, &v)) goto bad; batch = (int)v; break;
+		case 'u': if (fi_parse_int(optarg, 1, 1 << 20, &v)) goto bad; ubatch = (int)v; break;
 		case 'o': fmt = optarg; break;
 		case 'h': return usage(0);
 		default: return usage(2);
+		bad:
+			fprintf(stderr, "fi-bench: invalid value '%s' for -%c\n", optarg, c);
+			return 2;
 		}
 	}
 	if (!model || reps < 1 || batch < 1 || batch > 1024 || ubatch < 1 ||

@@ -392,16 +392,17 @@ int main(int argc, char **argv)
 			o.sp.repeat_penalty = (float)v;
 			break;
 		case O_SEED:
-			if (fi_parse_num(optarg, 0, 18446744073709551615.0, &v))
+			if (fi_parse_u64(optarg, &o.sp.seed))
 				goto bad;
-			o.sp.seed = strtoull(optarg, NULL, 10);
 			break;
 		default:
 			return usage(2);
 		}
 		continue;
 bad:
-		fprintf(stderr, "fi-prefill: invalid value '%s' for %s\n", optarg, argv[optind - 1]);
+		/* "--seed x": the option is the word before its value; "--seed=x": the same word */
+		fprintf(stderr, "fi-prefill: invalid value '%s' for %s\n", optarg,
+			optarg == argv[optind - 1] && optind > 1 ? argv[optind - 2] : argv[optind - 1]);
 		return 2;
 	}
 	if (!o.model || optind != argc)

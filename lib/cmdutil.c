@@ -14,6 +14,26 @@ int fi_parse_num(const char *s, double lo, double hi, double *out)
 	return errno || end == s || *end || isnan(*out) || *out < lo || *out > hi;
 }
 
+int fi_parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+	char *end;
+	errno = 0;
+	*out = strtoll(s, &end, 10);
+	return errno || end == s || *end || *out < lo || *out > hi;
+}
+
+int fi_parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	while (*s == ' ')
+		s++;
+	if (*s == '-' || *s == '+')
+		return -1; /* strtoull would wrap "-1" to 2^64 - 1 */
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return errno || end == s || *end;
+}
+
 int fi_parse_size(const char *s, uint64_t *out)
 {
 	char *end;

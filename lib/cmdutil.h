@@ -12,6 +12,10 @@
 
 /* A finite number in [lo, hi]; 0 on success, nonzero when s is not one. */
 int fi_parse_num(const char *s, double lo, double hi, double *out);
+/* A whole number in [lo, hi] (decimal); 0 on success, nonzero otherwise. */
+int fi_parse_int(const char *s, long long lo, long long hi, long long *out);
+/* A decimal unsigned 64-bit number (a seed); 0 on success, nonzero otherwise. */
+int fi_parse_u64(const char *s, uint64_t *out);
 /* A byte size: "1048576", "64M", "2GiB", "1.5G" (K, M, G, T are powers of 1024), at least
  * 1 MiB; 0 on success, -1 otherwise. */
 int fi_parse_size(const char *s, uint64_t *out);

@@ -46,4 +46,7 @@ fi-bench -m no-such-model pp8 2> "$work/err"; [ $? = 1 ] || fail "missing model 
 grep -q "^fi-bench: model 'no-such-model' not found" "$work/err" || fail "missing model message: $(cat "$work/err")"
 fi-bench -m tiny --backend tpu pp8 2> "$work/err"; [ $? = 1 ] || fail "unknown backend exit"
 fi-bench -h | head -1 | grep -q '^usage: fi-bench -m NAME|PATH' || fail "usage"
+fi-bench -m tiny -r 3x pp8 2> "$work/err"; [ $? = 2 ] || fail "-r 3x exit"
+grep -q "^fi-bench: invalid value '3x' for -r" "$work/err" || fail "-r 3x message: $(cat "$work/err")"
+fi-bench -m tiny -b 0 pp8 2> /dev/null; [ $? = 2 ] || fail "-b 0 exit"
 exit 0

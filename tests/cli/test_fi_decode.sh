@@ -64,6 +64,8 @@ fi-decode -m stories --temp x --tokens 1 > /dev/null 2>&1; [ $? -eq 2 ] || fail 
 fi-decode -m stories --top-p 2 --tokens 1 > /dev/null 2>&1; [ $? -eq 2 ] || fail "bad --top-p"
 fi-decode -m stories --tokens 1,x > /dev/null 2>&1; [ $? -eq 2 ] || fail "bad --tokens"
 fi-decode -m stories --tokens 1,512 > /dev/null 2>&1; [ $? -eq 2 ] || fail "--tokens past vocab"
+fi-decode -m stories --seed -1 --tokens 1 > /dev/null 2> "$work/err"; [ $? -eq 2 ] || fail "--seed -1"
+grep -q "^fi-decode: invalid value '-1' for --seed" "$work/err" || fail "--seed message: $(cat "$work/err")"
 fi-decode -m stories --backend gpu --tokens 1 > /dev/null 2>&1; [ $? -eq 2 ] || fail "bad backend"
 fi-decode -m nosuchmodel --tokens 1 > /dev/null 2> "$work/err"; [ $? -eq 1 ] || fail "missing model"
 grep -q "^fi-decode: .*nosuchmodel" "$work/err" || fail "missing model message: $(cat "$work/err")"
