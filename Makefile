@@ -32,6 +32,8 @@ CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
+# clang (make fuzz) does not know gcc's -Wformat-truncation
+WARN    += $(if $(findstring clang,$(CC)),-Wno-unknown-warning-option)
 ALL_CFLAGS := -std=gnu11 $(WARN) -fPIC -pthread -Ilib $(PKG_CFLAGS) $(CFLAGS) -MMD -MP \
               -DFI_VERSION='"$(VERSION)"'
 LDLIBS  := $(PKG_LIBS) -lpthread -lm
