@@ -112,7 +112,7 @@ fuzz:
 	for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  clang -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -Ilib $(PKG_CFLAGS) $$f \
 	    build-fuzz/libfi.a $(LDLIBS) -o build-fuzz/fuzz/$$n || exit 1; done
-	@echo "fuzz: binaries in build-fuzz/fuzz/ (run: build-fuzz/fuzz/NAME tests/fuzz/corpus/NAME)"
+	@echo "fuzz: binaries in build-fuzz/fuzz/ (run: mkdir -p /tmp/NAME && build-fuzz/fuzz/NAME /tmp/NAME tests/fuzz/corpus/NAME; new inputs go to the first directory, the committed seeds stay as they are)"
 
 # The pkg-config file names PREFIX, so it is written again by install.
 PC_TEXT = 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fi\nDescription: GPU LLM inference engine library\nVersion: %s\nRequires.private: %s\nLibs: -L$${libdir} -lfi\nCflags: -I$${includedir}/fi\n'
