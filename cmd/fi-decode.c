@@ -164,13 +164,30 @@ static fi_err drain(struct engine *E, struct fi_stream *in)
 	return e;
 }
 
+/* fi_stream_take's view of the engine. */
+struct taker {
+	struct engine *E;
+	const struct opts *o;
+};
+
+static int busy(void *user)
+{
+	return fi_sched_pending(((struct taker *)user)->E->s) > 0;
+}
+
+static int take(void *user, struct fi_frame *f, fi_err *fatal)
+{
+	struct taker *t = user;
+	return take_frame(t->E, t->o, f, fatal);
+}
+
 static int run_frames(struct engine *E, const struct opts *o)
 {
+	struct taker t = {E, o};
 	struct fi_stream_opts so;
 	struct fi_stream *in = NULL;
-	struct fi_frame f;
 	fi_err e = FI_OK;
-	int eof = 0, rc = 0, bad_frames = 0;
+	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
 	fi_stream_opts_default(&so);
 	so.eos_count = o->eos_count;
 	if ((e = fi_stream_open(&in, o->in, FI_STREAM_IN, &so)) ||
@@ -179,32 +196,12 @@ static int run_frames(struct engine *E, const struct opts *o)
 	fi_stream_catch_signals();
 	while (!e && (!eof || fi_sched_pending(E->s))) {
 		/* Wait for work when idle; otherwise take what has arrived without waiting. */
-		for (int k = 0; !eof && !e && k < 256; k++) {
-			fi_frame_init(&f, FI_FRAME_NONE);
-			e = fi_sched_pending(E->s) ? fi_stream_read_timeout(in, &f, 0) : fi_stream_read(in, &f);
-			if (e == FI_EFORMAT || e == FI_ERANGE || e == FI_EUNSUPPORTED) {
-				if (fi_stream_broken(in)) {
-					fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
-					rc = 1;
-					eof = 1;
-					e = FI_OK;
-				} else {
-					/* The frame gets its error frame downstream; a person who
-					 * piped text in also needs to hear it, once. */
-					if (!bad_frames++)
-						fprintf(stderr, "fi-decode: warning: unreadable frame: %s (text goes "
-							"through fi-tokenize first)\n", fi_errmsg());
-					e = fi_stream_write_error(E->out, f.id, e, fi_errmsg());
-				}
-				fi_frame_free(&f);
-				continue;
-			}
-			if (e || f.type == FI_FRAME_NONE) {
-				fi_frame_free(&f);
-				break;
-			}
-			eof = take_frame(E, o, &f, &e);
-			fi_frame_free(&f);
+		e = fi_stream_take(in, E->out, 256, busy, take, &t, &eof, &broken,
+				   &bad_frames);
+		if (broken) {
+			fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
+			rc = 1;
+			broken = 0;
 		}
 		if (e)
 			break;
@@ -434,7 +431,7 @@ bad:
 	E.vocab = fi_model_config(E.m)->vocab;
 	E.ctx = fi_model_config(E.m)->max_pos > 0 ? fi_model_config(E.m)->max_pos : 4096;
 	/* Text prompts and pieces need the tokenizer; without one, token ids still work. */
-	if ((!o.tokens || o.nstop) && fi_sched_tokenizer(im, &E.tok) &&
+	if ((!o.tokens || o.nstop) && fi_image_tokenizer(im, &E.tok) &&
 	    fi_errcode() != FI_ENOTFOUND && !o.prompt)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
 	fi_sched_opts_default(&so);

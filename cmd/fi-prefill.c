@@ -244,13 +244,23 @@ static fi_err drain(struct prefill *P, struct fi_stream *in)
 	return e;
 }
 
+/* fi_stream_take's view of the prefill state. */
+static int busy(void *user)
+{
+	return fi_sched_pending(((struct prefill *)user)->s) > 0;
+}
+
+static int take(void *user, struct fi_frame *f, fi_err *fatal)
+{
+	return take_frame(user, f, fatal);
+}
+
 static int run(struct prefill *P)
 {
 	struct fi_stream_opts so;
 	struct fi_stream *in = NULL;
-	struct fi_frame f;
 	fi_err e;
-	int eof = 0, rc = 0, bad_frames = 0;
+	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
 	fi_stream_opts_default(&so);
 	so.eos_count = P->o->eos_count;
 	if ((e = fi_stream_open(&in, P->o->in, FI_STREAM_IN, &so)) ||
@@ -259,32 +269,12 @@ static int run(struct prefill *P)
 	fi_stream_catch_signals();
 	while (!e && !eof) {
 		/* Wait for the first request, then take what has already arrived, up to a batch. */
-		for (int k = 0; !eof && !e && k < 4 * P->o->batch; k++) {
-			fi_frame_init(&f, FI_FRAME_NONE);
-			e = fi_sched_pending(P->s) ? fi_stream_read_timeout(in, &f, 0) : fi_stream_read(in, &f);
-			if (e == FI_EFORMAT || e == FI_ERANGE || e == FI_EUNSUPPORTED) {
-				if (fi_stream_broken(in)) {
-					fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
-					rc = 1;
-					eof = 1;
-					e = FI_OK;
-				} else {
-					/* The frame gets its error frame downstream; a person who
-					 * piped text in also needs to hear it, once. */
-					if (!bad_frames++)
-						fprintf(stderr, "fi-prefill: warning: unreadable frame: %s (text goes "
-							"through fi-tokenize first)\n", fi_errmsg());
-					e = fi_stream_write_error(P->out, f.id, e, fi_errmsg());
-				}
-				fi_frame_free(&f);
-				continue;
-			}
-			if (e || f.type == FI_FRAME_NONE) {
-				fi_frame_free(&f);
-				break;
-			}
-			eof = take_frame(P, &f, &e);
-			fi_frame_free(&f);
+		e = fi_stream_take(in, P->out, 4 * P->o->batch, busy, take, P, &eof, &broken,
+				   &bad_frames);
+		if (broken) {
+			fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
+			rc = 1;
+			broken = 0;
 		}
 		if (e == FI_EINTERRUPT)
 			e = FI_OK;
@@ -416,7 +406,7 @@ bad:
 	if (fi_model_cache_init(P.m, (ctx + BLOCK_TOKENS - 1) / BLOCK_TOKENS *
 				(o.batch < 4 ? o.batch : 4), BLOCK_TOKENS))
 		goto fail;
-	if (fi_sched_tokenizer(P.im, &P.tok) && fi_errcode() != FI_ENOTFOUND)
+	if (fi_image_tokenizer(P.im, &P.tok) && fi_errcode() != FI_ENOTFOUND)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
 	fi_sched_opts_default(&so);
 	so.max_batch = o.batch;

@@ -4,20 +4,6 @@
 
 #include "scheduler.h"
 
-fi_err fi_sched_tokenizer(const struct fi_image *im, struct fi_tok **out)
-{
-	const struct fi_image_blob *b = fi_image_blob(im, "tokenizer.bin");
-	fi_err e;
-	*out = NULL;
-	if (!b)
-		b = fi_image_blob(im, "tokenizer.json");
-	if (!b)
-		return fi_fail(FI_ENOTFOUND, "the model image holds no tokenizer (tokenizer.json)");
-	if ((e = fi_tok_load_mem(b->data, b->size, out)))
-		return fi_fail_ctx(e, "the model's %s", b->name);
-	return FI_OK;
-}
-
 fi_err fi_sched_encode_prompt(const struct fi_tok *tok, struct fi_frame *f)
 {
 	struct fi_request *r = &f->req;

@@ -165,9 +165,6 @@ fi_err fi_sched_arena(struct fi_sched *s, int create, struct fi_kvx **x);
 
 /* ---- frames (sched_frame.c) ---- */
 
-/* The tokenizer of a model image: its "tokenizer.bin" blob, else "tokenizer.json", the
- * order fi-tokenize uses. FI_ENOTFOUND when it has neither. */
-fi_err fi_sched_tokenizer(const struct fi_image *im, struct fi_tok **out);
 
 /* Text prompts are encoded as fi-tokenize encodes a line by default: the post-processor's
  * special tokens added, special-token text not parsed, invalid UTF-8 replaced by U+FFFD. */

@@ -280,6 +280,7 @@ fi_err fi_image_tokenizer(const struct fi_image *im, struct fi_tok **out)
 {
 	const struct fi_image_blob *b = fi_image_blob(im, "tokenizer.bin");
 	fi_err e;
+	*out = NULL;
 	if (!b)
 		b = fi_image_blob(im, "tokenizer.json");
 	if (!b)

@@ -371,3 +371,36 @@ const char *fi_stream_endpoint(struct fi_stream *s)
 		return "-";
 	return s->last_ep;
 }
+
+fi_err fi_stream_take(struct fi_stream *in, struct fi_stream *out, int max,
+		      int (*busy)(void *user), int (*take)(void *user, struct fi_frame *f, fi_err *fatal),
+		      void *user, int *eof, int *broken, int *bad)
+{
+	struct fi_frame f;
+	fi_err e = FI_OK;
+	for (int k = 0; !*eof && !e && k < max; k++) {
+		fi_frame_init(&f, FI_FRAME_NONE);
+		e = busy(user) ? fi_stream_read_timeout(in, &f, 0) : fi_stream_read(in, &f);
+		if (e == FI_EFORMAT || e == FI_ERANGE || e == FI_EUNSUPPORTED) {
+			if (fi_stream_broken(in)) {
+				*eof = *broken = 1;
+				e = FI_OK;
+				fi_frame_free(&f);
+				break;
+			}
+			if (!(*bad)++)
+				fi_warn("unreadable frame: %s (text goes through fi-tokenize first)",
+					fi_errmsg());
+			e = fi_stream_write_error(out, f.id, e, fi_errmsg());
+			fi_frame_free(&f);
+			continue;
+		}
+		if (e || f.type == FI_FRAME_NONE) {
+			fi_frame_free(&f);
+			break;
+		}
+		*eof = take(user, &f, &e);
+		fi_frame_free(&f);
+	}
+	return e;
+}

@@ -59,6 +59,18 @@ fi_err fi_stream_read(struct fi_stream *s, struct fi_frame *f);
 fi_err fi_stream_read_timeout(struct fi_stream *s, struct fi_frame *f, int timeout_ms);
 int fi_stream_broken(const struct fi_stream *s);
 
+/* The input side of a worker (fi-decode, fi-prefill): reads up to max frames and hands each
+ * readable one to take(), which returns 1 at the end of input (an eos frame) and may set
+ * *fatal. The first read waits while busy(user) is 0 (nothing to work on); later ones take
+ * only what has already arrived, so the caller gets back to its work. A frame that cannot be
+ * read is answered with an error frame on out and the stream goes on (the first one is also
+ * reported through fi_warn: it usually means text was piped in where frames were expected,
+ * and *bad counts them). A corrupt stream ends the input: *eof and *broken are set, the
+ * detail is in fi_errmsg(). Returns the first fatal error (FI_EINTERRUPT on a signal). */
+fi_err fi_stream_take(struct fi_stream *in, struct fi_stream *out, int max,
+		      int (*busy)(void *user), int (*take)(void *user, struct fi_frame *f, fi_err *fatal),
+		      void *user, int *eof, int *broken, int *bad);
+
 /* Encodes and sends (ZeroMQ) or buffers (pipes) one frame. Blocks while the consumer is
  * slow (high-water mark reached / pipe full). On ZeroMQ a signal ends the wait with
  * FI_EINTERRUPT (nothing is sent); a pipe write always completes, so that no half frame is
