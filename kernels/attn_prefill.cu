@@ -1,9 +1,19 @@
 /* attn_prefill: causal flash-attention on tensor cores (FA2 scheme, mma.sync m16n8k16 bf16,
  * f32 accumulation) over the paged KV cache, GQA and sliding window.
  *
- * One CTA per (tile of 64 or 128 consecutive batch tokens, query head); warps of 16 query rows.
- * K/V tiles of 64 positions are gathered from the cache blocks with cp.async into swizzled
- * shared memory, double-buffered so the next tile loads during the current one's math.
+ * One CTA per (tile of BR consecutive batch tokens, query head); NW warps of 16 x WM query
+ * rows (WM = 2: every K/V fragment read from shared memory feeds two row blocks, which halves
+ * the shared-memory traffic per mma against 16-row warps). K/V tiles of 64 positions are
+ * gathered from the cache blocks with cp.async into swizzled shared memory, double-buffered,
+ * K and V in separate groups so Q K^T starts as soon as K has landed. The cache offsets of a
+ * tile's 64 positions are computed two tiles ahead into a small shared table (one block-table
+ * lookup per position, not per 16-byte chunk).
+ *
+ * The grid is (query head, tile) with the tiles in reverse order, so the CTAs with the most
+ * K/V tiles (the end of a causal prompt) start first on every head and the short ones fill
+ * the tail. Warps whose rows see none of a K/V tile skip it; masking arithmetic runs only on
+ * tiles crossing a row's causal or window edge (or a sequence boundary).
+ *
  * Rows of a tile may belong to different sequences (a batch of several prompts): the CTA walks
  * the distinct sequences of its rows in turn, masking rows of other sequences, so any layout
  * of the batch is correct; the usual case (one sequence) is a single pass. Positions outside
@@ -12,17 +22,16 @@
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common.cuh"
-
-#define PF_BC 64
 
 struct pf_params {
 	bf16 *out;
 	const bf16 *q, *kc, *vc;
 	const int32_t *tok_seq, *tok_pos, *block_table;
 	int T, max_blocks, bs, Hq, Hk, G, window;
-	float scale2;
+	float scale2; /* softmax scale x log2(e): exponentials in base 2 */
 };
 
 static __device__ __forceinline__ uint32_t smem_u32(const void *p)
@@ -64,39 +73,66 @@ static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 	__nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
 	return *(uint32_t *)&v;
 }
+/* 2^x; -inf -> 0 (flush-to-zero is fine: the values are probabilities summed in f32). */
+static __device__ __forceinline__ float ex2(float x)
+{
+	float y;
+	asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+	return y;
+}
 
-/* Element offset of (row, 16-byte chunk c) in a swizzled [rows][HD] tile. */
+/* Element offset of (row, 16-byte chunk c) in a swizzled [rows][HD] tile: the 8 rows an
+ * ldmatrix reads at one chunk index land in 8 different bank groups. */
 template <int HD>
 static __device__ __forceinline__ int swz(int row, int c)
 {
 	return row * HD + ((c ^ (row & 7)) << 3);
 }
 
-/* BR query rows per CTA, 16 per warp. */
-template <int HD, int BR>
-__global__ void __launch_bounds__(BR * 2)
+static __device__ __forceinline__ int warp_min(int v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v = min(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+static __device__ __forceinline__ int warp_max(int v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+/* BR = 16 WM NW query rows per CTA; warp w owns rows [16 WM w, 16 WM (w + 1)). */
+template <int HD, int WM, int NW, int BC>
+__global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
 attn_prefill_kernel(pf_params p)
 {
-	constexpr int PF_BR = BR, PF_THREADS = BR * 2;
+	constexpr int BR = 16 * WM * NW, NT = NW * 32;
 	constexpr int CH = HD / 8; /* 16-byte chunks per row */
+	constexpr bool Q_REGS = WM == 1; /* Q fragments live in registers (else reread) */
+	static_assert(NT >= BC, "one thread per K/V row of the offset table");
 	extern __shared__ __align__(16) unsigned char smem[];
-	bf16 *sq = (bf16 *)smem;
-	bf16 *sk = sq + PF_BR * HD;    /* [2][BC][HD] */
-	bf16 *sv = sk + 2 * PF_BC * HD; /* [2][BC][HD] */
-	__shared__ int row_seq[PF_BR], row_pos[PF_BR];
-	__shared__ int s_next, s_lo, s_hi, s_minp, s_maxp, s_mixed;
+	bf16 *sq = (bf16 *)smem;       /* [BR][HD]; the output tile at the end */
+	bf16 *sk = sq + BR * HD;       /* [2][BC][HD] */
+	bf16 *sv = sk + 2 * BC * HD;   /* [2][BC][HD] */
+	__shared__ int row_seq[BR], row_pos[BR];
+	__shared__ long long s_off[2][BC]; /* element offset of each K/V row in the cache, -1 none */
+	__shared__ int s_next, s_lo, s_hi;
 
 	const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-	const int tile = gridDim.x - 1 - blockIdx.x; /* longest tiles first */
-	const int t0 = tile * PF_BR, qh = blockIdx.y, kh = qh / p.G;
+	const int qh = blockIdx.x, tile = gridDim.y - 1 - blockIdx.y; /* longest tiles first */
+	const int t0 = tile * BR, kh = qh / p.G;
+	const int wr0 = warp * 16 * WM; /* this warp's first row */
 
-	for (int r = tid; r < PF_BR; r += PF_THREADS) {
+	for (int r = tid; r < BR; r += NT) {
 		int t = t0 + r;
 		row_seq[r] = t < p.T ? p.tok_seq[t] : INT_MAX;
 		row_pos[r] = t < p.T ? p.tok_pos[t] : -1;
 	}
 	/* Q tile -> shared (zero rows past T). */
-	for (int e = tid; e < PF_BR * CH; e += PF_THREADS) {
+	for (int e = tid; e < BR * CH; e += NT) {
 		int r = e / CH, c = e % CH, t = t0 + r;
 		const bf16 *src = p.q + ((int64_t)(t < p.T ? t : 0) * p.Hq + qh) * HD + c * 8;
 		cp_async16(sq + swz<HD>(r, c), src, t < p.T);
@@ -104,223 +140,319 @@ attn_prefill_kernel(pf_params p)
 	cp_commit();
 	__syncthreads();
 
-	/* This thread's two rows (g and g+8 of its warp's 16). */
+	/* This thread's rows: g and g + 8 of each of the warp's WM blocks of 16 (their sequence
+	 * and position are read from shared memory where needed: registers are short). */
 	const int g = lane >> 2, tq = lane & 3;
-	const int r0 = warp * 16 + g, r1 = r0 + 8;
-	const int seq0 = row_seq[r0], seq1 = row_seq[r1];
-	const int pos0 = row_pos[r0], pos1 = row_pos[r1];
 
-	float o[HD / 8][4];
+	float o[WM][HD / 8][4];
+	float mrow[WM][2], lrow[WM][2]; /* running max (unscaled scores) and sum per row */
 #pragma unroll
-	for (int n = 0; n < HD / 8; n++)
-		o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-	float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-	uint32_t qf[HD / 16][4];
+	for (int m = 0; m < WM; m++) {
+#pragma unroll
+		for (int n = 0; n < HD / 8; n++)
+			o[m][n][0] = o[m][n][1] = o[m][n][2] = o[m][n][3] = 0.f;
+		mrow[m][0] = mrow[m][1] = -INFINITY;
+		lrow[m][0] = lrow[m][1] = 0.f;
+	}
+	uint32_t qf[Q_REGS ? HD / 16 : 1][4];
 	bool q_loaded = false;
 
 	int cur = INT_MIN; /* sequence being processed; sequences in increasing order */
 	for (;;) {
 		if (tid == 0) {
 			int nx = INT_MAX;
-			for (int r = 0; r < PF_BR; r++)
+			for (int r = 0; r < BR; r++)
 				if (row_seq[r] > cur && row_seq[r] < nx)
 					nx = row_seq[r];
-			int lo = INT_MAX, hi = 0, minp = INT_MAX, maxp = -1, mixed = 0;
-			for (int r = 0; r < PF_BR; r++) {
-				if (row_seq[r] != nx) {
-					mixed = 1;
+			int lo = INT_MAX, hi = 0;
+			for (int r = 0; r < BR; r++) {
+				if (row_seq[r] != nx)
 					continue;
-				}
 				int ps = row_pos[r];
-				int l = p.window > 0 ? max(0, ps - p.window + 1) : 0;
-				lo = min(lo, l);
+				lo = min(lo, p.window > 0 ? max(0, ps - p.window + 1) : 0);
 				hi = max(hi, ps + 1);
-				minp = min(minp, ps);
-				maxp = max(maxp, ps);
 			}
 			s_next = nx;
 			s_lo = lo;
 			s_hi = hi;
-			s_minp = minp;
-			s_maxp = maxp;
-			s_mixed = mixed;
 		}
 		__syncthreads();
 		cur = s_next;
 		if (cur == INT_MAX)
 			break;
-		const int hi = s_hi, minp = s_minp, maxp = s_maxp, mixed = s_mixed;
-		const int kv_begin = (s_lo / PF_BC) * PF_BC;
-		const int n_tiles = (hi - kv_begin + PF_BC - 1) / PF_BC;
+		const int hi = s_hi;
+		const int kv_begin = (s_lo / BC) * BC;
+		const int n_tiles = (hi - kv_begin + BC - 1) / BC;
 		const int32_t *bt = p.block_table + (int64_t)cur * p.max_blocks;
-		__syncthreads(); /* everyone has read s_* before the next pass rewrites them */
+		/* This warp's rows of sequence cur: K/V range [wlo, whi), positions [wminp, wmaxp];
+		 * a warp with none has whi = 0 and skips every tile. */
+		int wlo = INT_MAX, whi = 0, wminp = INT_MAX, wmaxp = -1, wmixed = 0;
+		if (lane < 16 * WM) {
+			if (row_seq[wr0 + lane] != cur) {
+				wmixed = 1;
+			} else {
+				int ps = row_pos[wr0 + lane];
+				wlo = min(wlo, p.window > 0 ? max(0, ps - p.window + 1) : 0);
+				whi = max(whi, ps + 1);
+				wminp = min(wminp, ps);
+				wmaxp = max(wmaxp, ps);
+			}
+		}
+		wlo = warp_min(wlo);
+		whi = warp_max(whi);
+		/* A tile needs masking past mask_above (causal edge of the warp's first row, or
+		 * any tile with rows of other sequences) or before mask_below (window edge). */
+		const int mask_above = warp_max(wmixed) ? INT_MIN : warp_min(wminp) - BC + 1;
+		const int mask_below = p.window > 0 ? warp_max(wmaxp) - p.window + 1 : INT_MIN;
 
-		auto load_kv = [&](int it, int buf) {
-			int kv0 = kv_begin + it * PF_BC;
-			bf16 *dk = sk + buf * PF_BC * HD, *dv = sv + buf * PF_BC * HD;
+		/* Cache block of K/V row tid of tile j (-1 past hi: zero-filled), then its
+		 * element offset (the block id is looked up one tile before it is needed). */
+		auto row_blk = [&](int j) -> int {
+			int ps = kv_begin + j * BC + tid;
+			return tid >= BC || j >= n_tiles || ps >= hi ? -1 : bt[ps / p.bs];
+		};
+		auto row_off = [&](int j, int blk) -> long long {
+			if (blk < 0)
+				return -1;
+			int ps = kv_begin + j * BC + tid;
+			long long slot = (long long)blk * p.bs + ps % p.bs;
+			return (slot * p.Hk + kh) * HD;
+		};
+		auto load = [&](bf16 *dst, const bf16 *src, int j) {
+			const long long *offs = s_off[j & 1];
+			bf16 *d = dst + (j & 1) * BC * HD;
 #pragma unroll
-			for (int i = 0; i < PF_BC * CH / PF_THREADS; i++) {
-				int e = tid + i * PF_THREADS, r = e / CH, c = e % CH;
-				int ps = kv0 + r;
-				bool ok = ps < hi;
-				int64_t off = 0;
-				if (ok) {
-					int64_t slot = (int64_t)bt[ps / p.bs] * p.bs + ps % p.bs;
-					off = (slot * p.Hk + kh) * HD + c * 8;
-				}
-				cp_async16(dk + swz<HD>(r, c), p.kc + off, ok);
-				cp_async16(dv + swz<HD>(r, c), p.vc + off, ok);
+			for (int i = 0; i < BC * CH / NT; i++) {
+				int e = tid + i * NT, r = e / CH, c = e % CH;
+				long long off = offs[r];
+				cp_async16(d + swz<HD>(r, c), src + (off < 0 ? 0 : off) + c * 8, off >= 0);
 			}
 		};
-
-		load_kv(0, 0);
+		if (tid < BC) {
+			s_off[0][tid] = row_off(0, row_blk(0));
+			s_off[1][tid] = row_off(1, row_blk(1));
+		}
+		__syncthreads(); /* the table is written; everyone has read s_* */
+		load(sk, p.kc, 0);
 		cp_commit();
+		load(sv, p.vc, 0);
+		cp_commit();
+
+		/* Two barriers a tile: the first (K of tile it landed) also proves every warp is
+		 * done with tile it - 1, whose buffers then take tile it + 1. */
 		for (int it = 0; it < n_tiles; it++) {
-			int buf = it & 1;
-			if (it + 1 < n_tiles) {
-				load_kv(it + 1, buf ^ 1);
-				cp_commit();
-				cp_wait<1>();
-			} else {
-				cp_wait<0>();
-			}
+			const int buf = it & 1;
+			cp_wait<1>(); /* Q and K of tile it (V of tile it may be in flight) */
 			__syncthreads();
-			if (!q_loaded) {
-				/* A fragments of this warp's 16 Q rows, all of HD. */
+			/* Next tile into the other buffers (always two groups, maybe empty, so the
+			 * wait counts hold), then start the lookup of the one after. */
+			if (it + 1 < n_tiles)
+				load(sk, p.kc, it + 1);
+			cp_commit();
+			if (it + 1 < n_tiles)
+				load(sv, p.vc, it + 1);
+			cp_commit();
+			const int nxt_blk = row_blk(it + 2);
+
+			const int kv0 = kv_begin + it * BC;
+			const bool active = kv0 < whi && kv0 + BC > wlo;
+			const bool need_mask = kv0 > mask_above || kv0 < mask_below;
+			const bf16 *k_t = sk + buf * BC * HD, *v_t = sv + buf * BC * HD;
+
+			if (Q_REGS && !q_loaded) {
 #pragma unroll
 				for (int kk = 0; kk < HD / 16; kk++) {
-					int r = warp * 16 + (lane & 15), c = kk * 2 + (lane >> 4);
-					ldsm_x4(qf[kk], sq + swz<HD>(r, c));
+					int r = wr0 + (lane & 15), c = kk * 2 + (lane >> 4);
+					ldsm_x4(qf[Q_REGS ? kk : 0], sq + swz<HD>(r, c));
 				}
 				q_loaded = true;
 			}
-			const bf16 *k_t = sk + buf * PF_BC * HD, *v_t = sv + buf * PF_BC * HD;
-			const int kv0 = kv_begin + it * PF_BC;
-
-			/* S[16, 64] = Q K^T for this warp. */
-			float sc[PF_BC / 8][4];
+			uint32_t pf[WM][BC / 16][4];
+			if (active) {
+				/* S[16 WM, 64] = Q K^T for this warp. */
+				float sc[WM][BC / 8][4];
 #pragma unroll
-			for (int n = 0; n < PF_BC / 8; n++)
-				sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+				for (int m = 0; m < WM; m++)
 #pragma unroll
-			for (int kk = 0; kk < HD / 16; kk++) {
+					for (int n = 0; n < BC / 8; n++)
+						sc[m][n][0] = sc[m][n][1] = sc[m][n][2] = sc[m][n][3] = 0.f;
 #pragma unroll
-				for (int n = 0; n < PF_BC / 8; n += 2) {
-					uint32_t b[4];
-					int r = n * 8 + (lane >> 4) * 8 + (lane & 7);
-					int c = kk * 2 + ((lane >> 3) & 1);
-					ldsm_x4(b, k_t + swz<HD>(r, c));
-					mma16816(sc[n], qf[kk], b[0], b[1]);
-					mma16816(sc[n + 1], qf[kk], b[2], b[3]);
+				for (int kk = 0; kk < HD / 16; kk++) {
+					uint32_t a[WM][4];
+#pragma unroll
+					for (int m = 0; m < WM; m++) {
+						if (Q_REGS) {
+#pragma unroll
+							for (int i = 0; i < 4; i++)
+								a[m][i] = qf[Q_REGS ? kk : 0][i];
+						} else {
+							int r = wr0 + m * 16 + (lane & 15);
+							int c = kk * 2 + (lane >> 4);
+							ldsm_x4(a[m], sq + swz<HD>(r, c));
+						}
+					}
+#pragma unroll
+					for (int n = 0; n < BC / 8; n += 2) {
+						uint32_t b[4];
+						int r = n * 8 + (lane >> 4) * 8 + (lane & 7);
+						int c = kk * 2 + ((lane >> 3) & 1);
+						ldsm_x4(b, k_t + swz<HD>(r, c));
+#pragma unroll
+						for (int m = 0; m < WM; m++) {
+							mma16816(sc[m][n], a[m], b[0], b[1]);
+							mma16816(sc[m][n + 1], a[m], b[2], b[3]);
+						}
+					}
 				}
-			}
-			/* Mask where needed: other sequences, causal edge, window edge. */
-			bool need_mask = mixed || kv0 + PF_BC - 1 > minp ||
-					 (p.window > 0 && kv0 < maxp - p.window + 1);
-			if (need_mask) {
+				/* Mask where needed: other sequences, causal edge, window edge. */
+				if (need_mask) {
 #pragma unroll
-				for (int n = 0; n < PF_BC / 8; n++) {
+					for (int m = 0; m < WM; m++)
 #pragma unroll
-					for (int e = 0; e < 4; e++) {
-						int c = kv0 + n * 8 + 2 * tq + (e & 1);
-						int sq_ = e < 2 ? seq0 : seq1, ps = e < 2 ? pos0 : pos1;
-						bool ok = sq_ == cur && c <= ps &&
-							  (p.window <= 0 || c > ps - p.window);
-						if (!ok)
-							sc[n][e] = -INFINITY;
+						for (int n = 0; n < BC / 8; n++)
+#pragma unroll
+							for (int e = 0; e < 4; e++) {
+								int c = kv0 + n * 8 + 2 * tq + (e & 1);
+								int r = wr0 + m * 16 + (e >> 1) * 8 + g;
+								int ps = row_pos[r];
+								bool ok = row_seq[r] == cur && c <= ps &&
+									  (p.window <= 0 || c > ps - p.window);
+								if (!ok)
+									sc[m][n][e] = -INFINITY;
+							}
+				}
+				/* Online softmax in base 2, the scale folded into the exponent's FMA
+				 * (it is positive, so the max of the raw scores is the max). */
+#pragma unroll
+				for (int m = 0; m < WM; m++) {
+					float mx0 = mrow[m][0], mx1 = mrow[m][1];
+#pragma unroll
+					for (int n = 0; n < BC / 8; n++) {
+						mx0 = fmaxf(mx0, fmaxf(sc[m][n][0], sc[m][n][1]));
+						mx1 = fmaxf(mx1, fmaxf(sc[m][n][2], sc[m][n][3]));
+					}
+					mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+					mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+					mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+					mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+					const float b0 = mx0 == -INFINITY ? 0.f : mx0 * p.scale2;
+					const float b1 = mx1 == -INFINITY ? 0.f : mx1 * p.scale2;
+					const float al0 = ex2(fmaf(mrow[m][0], p.scale2, -b0));
+					const float al1 = ex2(fmaf(mrow[m][1], p.scale2, -b1));
+					const bool changed = mx0 != mrow[m][0] || mx1 != mrow[m][1];
+					mrow[m][0] = mx0;
+					mrow[m][1] = mx1;
+					float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+					for (int n = 0; n < BC / 8; n++) {
+						float p0 = ex2(fmaf(sc[m][n][0], p.scale2, -b0));
+						float p1 = ex2(fmaf(sc[m][n][1], p.scale2, -b0));
+						float p2 = ex2(fmaf(sc[m][n][2], p.scale2, -b1));
+						float p3 = ex2(fmaf(sc[m][n][3], p.scale2, -b1));
+						rs0 += p0 + p1;
+						rs1 += p2 + p3;
+						pf[m][n / 2][(n & 1) * 2] = pack_bf16(p0, p1);
+						pf[m][n / 2][(n & 1) * 2 + 1] = pack_bf16(p2, p3);
+					}
+					lrow[m][0] = lrow[m][0] * al0 + rs0;
+					lrow[m][1] = lrow[m][1] * al1 + rs1;
+					/* Once the row maxima settle (most tiles of a long row), the
+					 * accumulator keeps its scale: skip the multiplies. */
+					if (__any_sync(0xffffffffu, changed)) {
+#pragma unroll
+						for (int n = 0; n < HD / 8; n++) {
+							o[m][n][0] *= al0;
+							o[m][n][1] *= al0;
+							o[m][n][2] *= al1;
+							o[m][n][3] *= al1;
+						}
 					}
 				}
 			}
-			/* Online softmax (base 2) over the two rows. */
-			float mx0 = m0, mx1 = m1;
+			cp_wait<2>(); /* V of tile it */
+			__syncthreads();
+			if (active) {
+				/* O[16 WM, HD] += P[16 WM, 64] V[64, HD]. */
 #pragma unroll
-			for (int n = 0; n < PF_BC / 8; n++) {
-				sc[n][0] *= p.scale2;
-				sc[n][1] *= p.scale2;
-				sc[n][2] *= p.scale2;
-				sc[n][3] *= p.scale2;
-				mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
-				mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
-			}
-			mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-			mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-			mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-			mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-			float b0 = mx0 == -INFINITY ? 0.f : mx0, b1 = mx1 == -INFINITY ? 0.f : mx1;
-			float al0 = mx0 == -INFINITY ? 1.f : exp2f(m0 - mx0);
-			float al1 = mx1 == -INFINITY ? 1.f : exp2f(m1 - mx1);
-			m0 = mx0;
-			m1 = mx1;
-			float rs0 = 0.f, rs1 = 0.f;
-			uint32_t pf[PF_BC / 16][4];
+				for (int kk = 0; kk < BC / 16; kk++) {
 #pragma unroll
-			for (int n = 0; n < PF_BC / 8; n++) {
-				float p0 = exp2f(sc[n][0] - b0), p1 = exp2f(sc[n][1] - b0);
-				float p2 = exp2f(sc[n][2] - b1), p3 = exp2f(sc[n][3] - b1);
-				rs0 += p0 + p1;
-				rs1 += p2 + p3;
-				pf[n / 2][(n & 1) * 2] = pack_bf16(p0, p1);
-				pf[n / 2][(n & 1) * 2 + 1] = pack_bf16(p2, p3);
-			}
-			l0 = l0 * al0 + rs0;
-			l1 = l1 * al1 + rs1;
+					for (int n = 0; n < HD / 8; n += 2) {
+						uint32_t b[4];
+						int r = kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
+						int c = n + (lane >> 4);
+						ldsm_x4_t(b, v_t + swz<HD>(r, c));
 #pragma unroll
-			for (int n = 0; n < HD / 8; n++) {
-				o[n][0] *= al0;
-				o[n][1] *= al0;
-				o[n][2] *= al1;
-				o[n][3] *= al1;
-			}
-			/* O[16, HD] += P[16, 64] V[64, HD]. */
-#pragma unroll
-			for (int kk = 0; kk < PF_BC / 16; kk++) {
-#pragma unroll
-				for (int n = 0; n < HD / 8; n += 2) {
-					uint32_t b[4];
-					int r = kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
-					int c = n + (lane >> 4);
-					ldsm_x4_t(b, v_t + swz<HD>(r, c));
-					mma16816(o[n], pf[kk], b[0], b[1]);
-					mma16816(o[n + 1], pf[kk], b[2], b[3]);
+						for (int m = 0; m < WM; m++) {
+							mma16816(o[m][n], pf[m][kk], b[0], b[1]);
+							mma16816(o[m][n + 1], pf[m][kk], b[2], b[3]);
+						}
+					}
 				}
 			}
-			__syncthreads(); /* buffer buf is reloaded by the next iteration */
+			/* tile it + 2 takes tile it's slot (read before this tile's first barrier) */
+			if (tid < BC)
+				s_off[buf][tid] = row_off(it + 2, nxt_blk);
 		}
 	}
+	cp_wait<0>(); /* (only empty groups are left) */
 
-	/* Row sums across the quad, normalise, store bf16. */
-	l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-	l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-	l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-	l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-	float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
-	int ta = t0 + r0, tb = t0 + r1;
+	/* Row sums across the quad, normalise, bf16 into this warp's own rows of the Q tile
+	 * (only this warp ever read them), then 16-byte stores of whole rows. */
 #pragma unroll
-	for (int n = 0; n < HD / 8; n++) {
-		int d = n * 8 + 2 * tq;
-		if (ta < p.T)
-			*(__nv_bfloat162 *)(p.out + ((int64_t)ta * p.Hq + qh) * HD + d) =
-				__floats2bfloat162_rn(o[n][0] * i0, o[n][1] * i0);
-		if (tb < p.T)
-			*(__nv_bfloat162 *)(p.out + ((int64_t)tb * p.Hq + qh) * HD + d) =
-				__floats2bfloat162_rn(o[n][2] * i1, o[n][3] * i1);
+	for (int m = 0; m < WM; m++) {
+		float inv[2];
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+			float l = lrow[m][h];
+			l += __shfl_xor_sync(0xffffffffu, l, 1);
+			l += __shfl_xor_sync(0xffffffffu, l, 2);
+			inv[h] = l > 0.f ? 1.f / l : 0.f;
+		}
+#pragma unroll
+		for (int n = 0; n < HD / 8; n++)
+#pragma unroll
+			for (int h = 0; h < 2; h++) {
+				int r = wr0 + m * 16 + h * 8 + g;
+				*(__nv_bfloat162 *)(sq + swz<HD>(r, n) + 2 * tq) = __floats2bfloat162_rn(
+					o[m][n][2 * h] * inv[h], o[m][n][2 * h + 1] * inv[h]);
+			}
+	}
+	__syncwarp();
+	for (int e = lane; e < 16 * WM * CH; e += 32) {
+		int r = wr0 + e / CH, c = e % CH, t = t0 + r;
+		if (t < p.T)
+			*(uint4 *)(p.out + ((int64_t)t * p.Hq + qh) * HD + c * 8) =
+				*(const uint4 *)(sq + swz<HD>(r, c));
 	}
 }
 
-template <int HD, int BR>
+template <int HD, int WM, int NW, int BC = 64>
 static fi_err launch(cudaStream_t st, const pf_params &p)
 {
+	constexpr int BR = 16 * WM * NW;
 	static bool attr_set; /* the attribute is per function; set it once */
-	size_t smem = (size_t)(BR + 4 * PF_BC) * HD * sizeof(bf16);
+	size_t smem = (size_t)(BR + 4 * BC) * HD * sizeof(bf16);
 	if (!attr_set) {
-		CU_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<HD, BR>,
+		CU_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<HD, WM, NW, BC>,
 					      cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
 		attr_set = true;
 	}
-	dim3 grid((p.T + BR - 1) / BR, p.Hq);
-	attn_prefill_kernel<HD, BR><<<grid, BR * 2, smem, st>>>(p);
+	dim3 grid(p.Hq, (p.T + BR - 1) / BR);
+	attn_prefill_kernel<HD, WM, NW, BC><<<grid, NW * 32, smem, st>>>(p);
 	LAUNCH_CHECK();
 	return FI_OK;
+}
+
+template <int HD>
+static fi_err launch_hd(cudaStream_t st, const pf_params &p, const char *cfg)
+{
+	if (!strcmp(cfg, "128"))
+		return launch<HD, 2, 4>(st, p); /* 4 warps of 32 rows */
+	if (!strcmp(cfg, "128c32"))
+		return launch<HD, 2, 4, 32>(st, p); /* the same with K/V tiles of 32 */
+	if (!strcmp(cfg, "128w8"))
+		return launch<HD, 1, 8>(st, p); /* 8 warps of 16 rows (the former kernel's layout) */
+	return launch<HD, 1, 4>(st, p);         /* 64 rows: 4 warps of 16 */
 }
 
 extern "C" fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a,
@@ -328,9 +460,10 @@ extern "C" fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a
 {
 	if (b->n_tokens <= 0)
 		return FI_OK;
+	/* scale > 0: the kernel takes the row max of the unscaled scores */
 	if ((a->hd != 64 && a->hd != 128) || a->Hk <= 0 || a->Hq % a->Hk ||
 	    !fi_aligned16(a->q) || !fi_aligned16(a->kc) || !fi_aligned16(a->vc) ||
-	    !fi_aligned16(a->out) || a->Hq > 65535)
+	    !fi_aligned16(a->out) || !(b->scale > 0.f) || (b->n_tokens + 63) / 64 > 65535)
 		return FI_EUNSUPPORTED;
 	pf_params p;
 	p.out = (bf16 *)a->out;
@@ -349,10 +482,8 @@ extern "C" fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a
 	p.window = b->sliding_window;
 	p.scale2 = b->scale * 1.4426950408889634f;
 	/* 128-row tiles halve the K/V traffic per query row once there are enough tiles to fill
-	 * the GPU; FI_PF_BR=64|128 overrides (for timing both). */
+	 * the GPU; FI_PF_BR=64|128|128c32|128w8 overrides (for timing them). */
 	const char *env = getenv("FI_PF_BR");
-	int br = env ? atoi(env) : (p.T >= 1024 ? 128 : 64);
-	if (br == 128)
-		return a->hd == 64 ? launch<64, 128>(st, p) : launch<128, 128>(st, p);
-	return a->hd == 64 ? launch<64, 64>(st, p) : launch<128, 64>(st, p);
+	const char *cfg = env ? env : p.T >= 1024 ? "128" : "64";
+	return a->hd == 64 ? launch_hd<64>(st, p, cfg) : launch_hd<128>(st, p, cfg);
 }

@@ -175,9 +175,9 @@ static void run_case(const struct attn_case *c)
 
 START_TEST(test_attention)
 {
-	/* both prefill tile heights (the default picks by batch size) */
-	static const char *br[] = {"64", "128"};
-	for (int k = 0; k < 2; k++) {
+	/* every prefill tile layout (the default picks 64 or 128 rows by batch size) */
+	static const char *br[] = {"64", "128", "128c32", "128w8"};
+	for (int k = 0; k < 4; k++) {
 		setenv("FI_PF_BR", br[k], 1);
 		printf("prefill tiles of %s rows:\n", br[k]);
 		for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

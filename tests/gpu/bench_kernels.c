@@ -170,9 +170,11 @@ int main(void)
 	printf("| gemv kernel | | | |\n");
 	gemm(1, 128256, 4096, 5);
 	gemm(64, 128256, 4096, 5);
-	for (int k = 0; k < 2; k++) {
-		setenv("FI_PF_BR", k ? "128" : "64", 1);
-		printf("| prefill tiles of %s rows | | | |\n", k ? "128" : "64");
+	for (int k = 0; k < 4; k++) {
+		/* 64 rows; 128 (4 warps of 32, K/V tiles of 64 or 32); 128 as 8 warps of 16 */
+		static const char *br[] = {"64", "128", "128c32", "128w8"};
+		setenv("FI_PF_BR", br[k], 1);
+		printf("| prefill tiles %s | | | |\n", br[k]);
 		attn(1, 512, 512, 32, 8, 128);
 		attn(1, 2048, 2048, 32, 8, 128);
 		attn(1, 8192, 8192, 32, 8, 128);
