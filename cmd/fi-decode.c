@@ -334,6 +334,7 @@ int main(int argc, char **argv)
 	struct opts o = {.backend = "auto", .in = "-", .out = "-", .n = 256, .eos_count = 1};
 	struct engine E = {0};
 	struct fi_backend *be = NULL;
+	int be_failed = 0;
 	struct fi_image *im = NULL;
 	struct fi_sched_opts so;
 	int c, rc;
@@ -421,12 +422,8 @@ bad:
 	}
 	if (!o.model || optind != argc || (o.tokens && o.prompt))
 		return usage(2);
-	if (fi_backend_create(o.backend, o.threads, &be))
-		return fail() + 1; /* an unknown backend name is a usage error */
-	if (fi_model_open_arg(o.model, be, &im, &E.m)) {
-		rc = fail();
-		goto out;
-	}
+	if (fi_open_backend_model(o.backend, o.threads, o.model, &be, &im, &E.m, &be_failed))
+		return fail() + be_failed; /* an unknown backend name is a usage error */
 	E.im = im;
 	E.vocab = fi_model_config(E.m)->vocab;
 	E.ctx = fi_model_config(E.m)->max_pos > 0 ? fi_model_config(E.m)->max_pos : 4096;

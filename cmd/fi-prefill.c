@@ -324,6 +324,7 @@ int main(int argc, char **argv)
 	struct opts o = {.backend = "auto", .in = "-", .out = "-", .batch = 16, .eos_count = 1};
 	struct prefill P = {.o = &o};
 	struct fi_backend *be = NULL;
+	int be_failed = 0;
 	struct fi_sched_opts so;
 	int c, rc = 1, ctx;
 	double v;
@@ -397,10 +398,8 @@ bad:
 	}
 	if (!o.model || optind != argc)
 		return usage(2);
-	if (fi_backend_create(o.backend, o.threads, &be))
-		return fail() + 1; /* an unknown backend name is a usage error */
-	if (fi_model_open_arg(o.model, be, &P.im, &P.m))
-		goto fail;
+	if (fi_open_backend_model(o.backend, o.threads, o.model, &be, &P.im, &P.m, &be_failed))
+		return fail() + be_failed; /* an unknown backend name is a usage error */
 	ctx = fi_model_config(P.m)->max_pos > 0 ? fi_model_config(P.m)->max_pos : 4096;
 	/* Room for a batch of o.batch full-context prompts, or 4 contexts, whichever is less. */
 	if (fi_model_cache_init(P.m, (ctx + BLOCK_TOKENS - 1) / BLOCK_TOKENS *

@@ -19,10 +19,14 @@ int fi_parse_u64(const char *s, uint64_t *out);
 /* A byte size: "1048576", "64M", "2GiB", "1.5G" (K, M, G, T are powers of 1024), at least
  * 1 MiB; 0 on success, -1 otherwise. */
 int fi_parse_size(const char *s, uint64_t *out);
-/* Opens -m (a store name, an image file or a Hugging Face directory) and loads its weights
- * on be. A directory is converted on the fly in the backend's precision: f32 for the CPU
- * (exact), bf16 for CUDA; an image is used in the dtype it was written in. */
-fi_err fi_model_open_arg(const char *arg, struct fi_backend *be, struct fi_image **im,
-			 struct fi_model **m);
+/* fi_backend_create(backend, threads), then opens -m (a store name, an image file or a Hugging
+ * Face directory) and loads its weights on it. A directory is converted on the fly in the
+ * backend's precision: f32 for the CPU (exact), bf16 for CUDA; an image is used in the dtype
+ * it was written in. The backend starts (CUDA's driver and context: ~0.2 s) in a thread while
+ * an image is opened: the commands' path to the first token. On failure *be_failed says which part failed (1: the backend, whose
+ * name may be a usage error), the detail is recorded, and nothing is left open. */
+fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
+			     struct fi_backend **be, struct fi_image **im, struct fi_model **m,
+			     int *be_failed);
 
 #endif
