@@ -54,6 +54,7 @@ attn_decode_kernel(dec_params p)
 	__shared__ float sm_ml[NSUB][MAXG][2];
 	__shared__ float sm_acc[NSUB][MAXG][HD];
 
+	fi_pdl_trigger(); /* as attn_combine_kernel: a no-op unless the next kernel opted in */
 	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
 	const int sub = w * SUB + lane / LPR, li = lane % LPR;
 	const int j = blockIdx.x, h = blockIdx.y, t = blockIdx.z, G = p.G;
@@ -225,6 +226,7 @@ attn_decode_kernel(dec_params p)
 __global__ void attn_combine_kernel(bf16 *__restrict__ out, const float *__restrict__ ws_ml,
 				    const float *__restrict__ ws_acc, int n_splits, int hd)
 {
+	fi_pdl_trigger(); /* the output projection may start streaming its weights */
 	int64_t qh = (int64_t)blockIdx.y * gridDim.x + blockIdx.x;
 	const float *ml = ws_ml + qh * n_splits * 2;
 	float M = -INFINITY;

@@ -132,6 +132,27 @@ struct fi_backend_ops {
 			       const struct fi_weight *const *w, const struct fi_weight *const *bias,
 			       int T);
 
+	/* Optional, all three or none (NULL: the plain ops): a decode layer's products with
+	 * their neighbours folded in, used for batches of at most be->fuse_max_T tokens.
+	 * x_d is the residual stream [T,D]; norm(x) = x / sqrt(mean(x^2) + eps) * norm->p.
+	 * norm_qkv_rope: q[T,Hq*hd] = norm(x) Wq^T (+ bq), rotated as rope does; k and v
+	 *   likewise (k rotated) written to the cache of `layer` at b->slot_d as kv_write does
+	 *   (nothing else is written). w3 = {q, k, v}, b3 NULL or their biases.
+	 * matmul_add: x[T,N] += in[T,K] W^T (the residual add of the o and down projections).
+	 * norm_glu: out[T,F] = silu(norm(x) Wg^T) * (norm(x) Wu^T).
+	 * The normalised x is not rounded to the activation dtype, so results are within the
+	 * dtype's rounding of the plain ops, not equal to them. */
+	fi_err (*norm_qkv_rope)(struct fi_backend *be, void *q_d, const void *x_d,
+				const struct fi_weight *norm, float eps,
+				const struct fi_weight *const *w3, const struct fi_weight *const *b3,
+				const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+				const struct fi_attn_batch *b);
+	fi_err (*matmul_add)(struct fi_backend *be, void *x_d, const void *in_d,
+			     const struct fi_weight *w, int T);
+	fi_err (*norm_glu)(struct fi_backend *be, void *out_d, const void *x_d,
+			   const struct fi_weight *norm, float eps, const struct fi_weight *gate,
+			   const struct fi_weight *up, int T);
+
 	/* Optional (NULL when absent): greedy argmax on the device, tok[n] = argmax logits[n,V]. */
 	fi_err (*argmax)(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n, int V);
 	/* Optional (NULL: logits go to the host sampler): one token per row of logits[n,V]
@@ -155,6 +176,7 @@ struct fi_backend {
 	int n_threads;     /* CPU threads (CPU backend) */
 	size_t mem_total, mem_free; /* device memory, bytes (0 when unknown) */
 	char device[128];  /* "cpu (2 threads)", "NVIDIA H100 80GB HBM3" */
+	int fuse_max_T;    /* batches of at most this many tokens use the fused decode ops */
 	void *priv;
 };
 

@@ -234,6 +234,9 @@ fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
 	}
 	m->c = *c;
 	m->be = be;
+	m->fusable = be->ops->norm_qkv_rope && be->ops->matmul_add && be->ops->norm_glu &&
+		     !c->qk_norm && c->hidden % 8 == 0 && c->ffn % 8 == 0 && c->head_dim % 2 == 0 &&
+		     c->n_heads * c->head_dim % 8 == 0;
 	/* Where the backend can, q/k/v and gate/up each share one allocation, so that
 	 * matmul_multi reads the input once and runs one GEMM (FI_FUSE=0: separate). */
 	if (be->ops->weight_cat && be->ops->matmul_multi &&
@@ -411,6 +414,23 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 
 #define OK(x) do { if ((e = (x))) return e; } while (0)
 	OK(op->embed(be, s->x, &m->tok_embd, tok_d, T));
+	if (m->fusable && T <= be->fuse_max_T) {
+		/* Decode-sized: each weight pass carries its neighbours (backend.h), and the
+		 * residual stream x is complete after every layer. */
+		for (int l = 0; l < c->n_layers; l++) {
+			struct layer *L = &m->l[l];
+			const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
+			const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
+			OK(op->norm_qkv_rope(be, s->q, s->x, &L->attn_norm, eps, w3,
+					     c->qkv_bias ? b3 : NULL, &rope, &m->cache->kv, l, Hq, ab));
+			OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, ab));
+			OK(op->matmul_add(be, s->x, s->att, &L->o, T));
+			OK(op->norm_glu(be, s->h, s->x, &L->ffn_norm, eps, &L->gate, &L->up, T));
+			OK(op->matmul_add(be, s->x, s->h, &L->down, T));
+		}
+		OK(op->rmsnorm(be, s->xb, s->x, NULL, &m->out_norm, T, D, eps));
+		return FI_OK;
+	}
 	for (int l = 0; l < c->n_layers; l++) {
 		struct layer *L = &m->l[l];
 		/* attention block; from layer 1 on, the norm first adds the previous MLP output */

@@ -51,6 +51,7 @@ struct fi_model {
 	struct fi_backend *be;
 	struct fi_weight tok_embd, out_norm, output;
 	struct layer *l;
+	int fusable; /* the backend's decode fusions can take this model's shapes */
 	float *inv_freq_d;
 	struct fi_kvcache *cache;
 	struct scratch s;

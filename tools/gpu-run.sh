@@ -15,6 +15,10 @@
 #                 sampler over the same logits (FI_DEVICE_SAMPLE=0), speeds of both
 #   ab8b          8B decode with graphs or gated gemv off, or merged splits on (attribution)
 #   prof          nsys kernel summary of 1B decode (when nsys is installed)
+#   dec           decode figures (1B, 8B) with the fused decode ops, then with programmatic
+#                 dependent launch (FI_PDL=1), without the fusions (FI_DECODE_FUSE=0), and
+#                 with the attention split knobs
+#   ncu           per-kernel time and DRAM bytes of 1B and 8B decode steps (Nsight Compute)
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -38,6 +42,7 @@ for stage in "$@"; do
 	kernels)
 		step kernels
 		timeout 150 $t/test_kernels >"$out/kernels.log" 2>&1 || rc=1
+		timeout 150 $t/test_decode_fused >>"$out/kernels.log" 2>&1 || rc=1
 		grep -v ' ok$' "$out/kernels.log"
 		grep -c ' ok$' "$out/kernels.log" | sed 's/^/comparisons ok: /'
 		;;
@@ -46,8 +51,10 @@ for stage in "$@"; do
 			step "compute-sanitizer $tool"
 			timeout 200 compute-sanitizer --tool $tool $t/test_kernels >"$out/san-$tool.log" 2>&1
 			r=$?
+			timeout 200 compute-sanitizer --tool $tool $t/test_decode_fused >>"$out/san-$tool.log" 2>&1
+			[ $r = 0 ] && r=$?
 			echo "$tool exit $r"; grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Checks:' "$out/san-$tool.log"
-			grep -q 'Checks: [0-9]*, Failures: 0, Errors: 0' "$out/san-$tool.log" || rc=1
+			[ "$(grep -c 'Checks: [0-9]*, Failures: 0, Errors: 0' "$out/san-$tool.log")" = 2 ] || rc=1
 			[ $tool = memcheck ] && [ $r != 0 ] && rc=1
 			# cuBLASLt's sm90 kernels (nvjet_*) order shared memory through TMA and
 			# mbarriers, which racecheck reports as hazards (excluding them by name crashes
@@ -98,6 +105,34 @@ for stage in "$@"; do
 		else
 			echo "no nsys"
 		fi
+		;;
+	dec)
+		step "decode: fused ops, then each knob"
+		for name in llama32_1b llama3_8b; do
+			[ -f $FI_HOME/models/$name.fim ] || fi-load --name $name $refs/$name || rc=1
+		done
+		fi-bench -m llama32_1b -r 3 tg128 tg128@d4096 | tee -a "$out/dec.md" || rc=1
+		fi-bench -m llama3_8b -r 3 tg256@d128 tg128@d4096 | grep '^|' | tee -a "$out/dec.md" || rc=1
+		for v in FI_PDL=1 FI_DECODE_FUSE=0 FI_DEC_MERGE=1 FI_DEC_WAVES=1 FI_DEC_WAVES=4; do
+			echo "$v:" | tee -a "$out/dec.md"
+			env $v fi-bench -m llama32_1b -r 2 tg128 | grep 'tg' | tee -a "$out/dec.md" || rc=1
+			env $v fi-bench -m llama3_8b -r 2 tg256@d128 | grep 'tg' | tee -a "$out/dec.md" || rc=1
+		done
+		fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | grep 'tg' | tee -a "$out/dec.md" || rc=1
+		;;
+	ncu)
+		step "ncu: kernels of decode steps (graphs off, so each kernel is its own launch)"
+		python3 tools/hf_gpu_ref.py $refs llama32_1b llama3_8b >/dev/null || rc=1
+		for m in llama32_1b:16 llama3_8b:32; do
+			name=${m%:*} L=${m#*:}
+			[ -f $FI_HOME/models/$name.fim ] || fi-load --name $name $refs/$name || rc=1
+			fi-bench -m $name -r 2 tg128 | grep -E '^\|' | tail -1
+			FI_GRAPHS=0 timeout 400 ncu --clock-control none --csv --metrics \
+				gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+				--launch-skip 4000 --launch-count $((L * ${NCU_PER_LAYER:-9} + 4)) \
+				fi-bench -m $name -r 1 tg64 >"$out/ncu-$name.csv" 2>"$out/ncu-$name.err" || rc=1
+			python3 tools/ncu_sum.py "$out/ncu-$name.csv" $((L * ${NCU_PER_LAYER:-9} + 4)) | tee "$out/ncu-$name.txt"
+		done
 		;;
 	sample1b)
 		step "fi-decode 1B shape: device sampling against the host sampler"

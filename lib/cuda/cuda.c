@@ -521,6 +521,9 @@ static const struct fi_backend_ops cuda_ops = {
 	.attention = cu_attention,
 	.silu_mul = cu_silu_mul,
 	.gather_rows = cu_gather_rows,
+	.norm_qkv_rope = fi_cuda_norm_qkv_rope,
+	.matmul_add = fi_cuda_matmul_add,
+	.norm_glu = fi_cuda_norm_glu,
 	.argmax = cu_argmax,
 	.sample = cu_sample,
 	.graph_replay = cu_graph_replay,
@@ -590,6 +593,10 @@ fi_err fi_backend_cuda_create(int device, struct fi_backend **out)
 	be->act = FI_DT_BF16;
 	be->n_threads = 1;
 	be->priv = c;
+	{ /* FI_DECODE_FUSE=0: decode layers through the plain ops, to time against */
+		const char *f = getenv("FI_DECODE_FUSE");
+		be->fuse_max_T = f && !strcmp(f, "0") ? 0 : 4;
+	}
 	if ((e = setup(be, c, device))) {
 		cu_destroy(be);
 		return e;

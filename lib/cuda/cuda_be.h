@@ -119,6 +119,39 @@ fi_err fi_cu_gemv_multi(cudaStream_t st, int n, void *const *out, const void *x,
  * FI_EUNSUPPORTED (not recorded) otherwise. */
 fi_err fi_cu_gemv_glu(cudaStream_t st, void *out, const void *x, const void *wg, const void *wu,
 		      int T, int F, int K);
+/* Decode products with their neighbours folded in (kernels/gemv_fused.cu), T <= 4:
+ *   STORE  out[T,N] = norm(x) W^T            (bf16, or f32 with out_f32)
+ *   ADD    out[T,N] += x W^T                  (the residual stream, in place)
+ *   GLU    out[T,N] = silu(norm(x) Wg^T) * (norm(x) Wu^T)     w = {gate, up}
+ *   ROPE   q = norm(x) Wq^T (+bq) rotated -> out [T,N]; k, v likewise (k rotated) written
+ *          to kc/vc [n_slots, Nk] at slot[t] (negative: not written)     w = {q, k, v}
+ * norm(x) = x / sqrt(mean(x^2) + eps) * g when g is set, else x. pdl: launch with
+ * programmatic stream serialization. FI_EUNSUPPORTED (not recorded) for what it cannot take. */
+enum { FI_FG_STORE, FI_FG_ADD, FI_FG_GLU, FI_FG_ROPE };
+struct fi_cu_fgemv {
+	int epi, out_f32, pdl;
+	const void *w[3], *bias[3];
+	const void *x, *g;
+	float eps;
+	void *out;
+	int N, Nk, K, hd; /* N rows (ROPE: Hq*hd), Nk = Hk*hd (ROPE) */
+	const int32_t *pos, *slot;
+	const float *inv_freq;
+	void *kc, *vc;
+	int64_t n_slots;
+};
+fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int T);
+/* The backend ops of the same names (lib/cuda/fused.c). */
+fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
+			     const struct fi_weight *norm, float eps,
+			     const struct fi_weight *const *w3, const struct fi_weight *const *b3,
+			     const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+			     const struct fi_attn_batch *b);
+fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
+			  const struct fi_weight *w, int T);
+fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
+			const struct fi_weight *norm, float eps, const struct fi_weight *gate,
+			const struct fi_weight *up, int T);
 /* out_i[T,N_i] = columns of ws[T, sum N] (bf16), parts in order. */
 fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, const int *N, int T);
 fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V);
