@@ -80,6 +80,10 @@ $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
+# The wgmma prefill attention needs sm_90a code (arch-specific, H100/H200 only); FI_WGMMA tells
+# its host side the code is there. Without it the mma.sync kernel runs.
+$(BUILD)/obj/kernels/attn_prefill_wgmma.o: NVFLAGS += -gencode arch=compute_90a,code=sm_90a -DFI_WGMMA
+
 $(BUILD)/libfi.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^

@@ -18,68 +18,14 @@
  * the distinct sequences of its rows in turn, masking rows of other sequences, so any layout
  * of the batch is correct; the usual case (one sequence) is a single pass. Positions outside
  * [0, hi) are zero-filled, never read. Head sizes 64 and 128 are compiled; others go to the
- * decode kernel. */
+ * decode kernel. Head size 128 on Hopper takes the wgmma kernel (attn_prefill_wgmma.cu) from 512
+ * tokens when the build has it. */
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.cuh"
-
-struct pf_params {
-	bf16 *out;
-	const bf16 *q, *kc, *vc;
-	const int32_t *tok_seq, *tok_pos, *block_table;
-	int T, max_blocks, bs, Hq, Hk, G, window;
-	float scale2; /* softmax scale x log2(e): exponentials in base 2 */
-};
-
-static __device__ __forceinline__ uint32_t smem_u32(const void *p)
-{
-	return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-static __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid)
-{
-	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)),
-		     "l"(src), "r"(valid ? 16 : 0));
-}
-static __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N>
-static __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-static __device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p)
-{
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-		     : "r"(smem_u32(p)));
-}
-static __device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p)
-{
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-		     : "r"(smem_u32(p)));
-}
-static __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0,
-						uint32_t b1)
-{
-	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-		     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
-{
-	__nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-	return *(uint32_t *)&v;
-}
-/* 2^x; -inf -> 0 (flush-to-zero is fine: the values are probabilities summed in f32). */
-static __device__ __forceinline__ float ex2(float x)
-{
-	float y;
-	asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-	return y;
-}
+#include "attn_prefill.cuh"
 
 /* Element offset of (row, 16-byte chunk c) in a swizzled [rows][HD] tile: the 8 rows an
  * ldmatrix reads at one chunk index land in 8 different bank groups. */
@@ -87,21 +33,6 @@ template <int HD>
 static __device__ __forceinline__ int swz(int row, int c)
 {
 	return row * HD + ((c ^ (row & 7)) << 3);
-}
-
-static __device__ __forceinline__ int warp_min(int v)
-{
-#pragma unroll
-	for (int o = 16; o > 0; o >>= 1)
-		v = min(v, __shfl_xor_sync(0xffffffffu, v, o));
-	return v;
-}
-static __device__ __forceinline__ int warp_max(int v)
-{
-#pragma unroll
-	for (int o = 16; o > 0; o >>= 1)
-		v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
-	return v;
 }
 
 /* BR = 16 WM NW query rows per CTA; warp w owns rows [16 WM w, 16 WM (w + 1)). */
@@ -481,9 +412,18 @@ extern "C" fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a
 	p.G = a->Hq / a->Hk;
 	p.window = b->sliding_window;
 	p.scale2 = b->scale * 1.4426950408889634f;
-	/* 128-row tiles halve the K/V traffic per query row once there are enough tiles to fill
-	 * the GPU; FI_PF_BR=64|128|128c32|128w8 overrides (for timing them). */
-	const char *env = getenv("FI_PF_BR");
-	const char *cfg = env ? env : p.T >= 1024 ? "128" : "64";
+	/* Head size 128 on Hopper: the wgmma kernel (attn_prefill_wgmma.cu) from 512 tokens,
+	 * FI_PF_WGMMA=0 turns it off. Otherwise 128-row tiles once there are enough tiles to fill
+	 * the GPU. FI_PF_BR picks one (for tests and timings): wg (the wgmma default, ping-pong),
+	 * wgl (wgmma, warpgroups in lockstep), 64, 128, 128c32, 128w8. */
+	const char *env = getenv("FI_PF_BR"), *wg = getenv("FI_PF_WGMMA");
+	bool env_wg = env && !strncmp(env, "wg", 2);
+	bool want_wg = env ? env_wg : p.T >= 512 && !(wg && !strcmp(wg, "0"));
+	if (want_wg) {
+		fi_err e = fi_cu_attn_prefill_wgmma(st, p, a->hd, !(env && !strcmp(env, "wgl")));
+		if (e != FI_EUNSUPPORTED)
+			return e;
+	}
+	const char *cfg = env && !env_wg ? env : p.T >= 1024 ? "128" : "64";
 	return a->hd == 64 ? launch_hd<64>(st, p, cfg) : launch_hd<128>(st, p, cfg);
 }

@@ -175,9 +175,10 @@ static void run_case(const struct attn_case *c)
 
 START_TEST(test_attention)
 {
-	/* every prefill tile layout (the default picks 64 or 128 rows by batch size) */
-	static const char *br[] = {"64", "128", "128c32", "128w8"};
-	for (int k = 0; k < 4; k++) {
+	/* every prefill layout: mma.sync tiles (the default picks by batch size) and the wgmma
+	 * kernel in both schedules (hd 128 on sm_90a; elsewhere they fall back to mma.sync) */
+	static const char *br[] = {"64", "128", "128c32", "128w8", "wgl", "wg"};
+	for (int k = 0; k < 6; k++) {
 		setenv("FI_PF_BR", br[k], 1);
 		printf("prefill tiles of %s rows:\n", br[k]);
 		for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

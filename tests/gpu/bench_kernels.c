@@ -170,9 +170,10 @@ int main(void)
 	printf("| gemv kernel | | | |\n");
 	gemm(1, 128256, 4096, 5);
 	gemm(64, 128256, 4096, 5);
-	for (int k = 0; k < 4; k++) {
-		/* 64 rows; 128 (4 warps of 32, K/V tiles of 64 or 32); 128 as 8 warps of 16 */
-		static const char *br[] = {"64", "128", "128c32", "128w8"};
+	for (int k = 0; k < 6; k++) {
+		/* 64 rows; 128 (4 warps of 32, K/V tiles of 64 or 32); 128 as 8 warps of 16;
+		 * wgmma (hd 128 only, sm_90a) with warpgroups in lockstep or ping-pong */
+		static const char *br[] = {"64", "128", "128c32", "128w8", "wgl", "wg"};
 		setenv("FI_PF_BR", br[k], 1);
 		printf("| prefill tiles %s | | | |\n", br[k]);
 		attn(1, 512, 512, 32, 8, 128);
