@@ -32,11 +32,25 @@ struct dec_params {
 	const bf16 *q, *kc, *vc;
 	const int32_t *tok_seq, *tok_pos, *block_table;
 	int max_blocks, bs, Hq, Hk, G, window, n_splits;
+	int min_chunk; /* positions a split takes at least */
 	float scale2; /* scale * log2(e) */
 	float *ws_ml; /* [T, Hq, n_splits, 2] */
 	float *ws_acc; /* [T, Hq, n_splits, hd] */
 	int *cnt;      /* [T, Hk] splits finished, or NULL: attn_combine runs after */
 };
+
+/* Positions each split of token t takes, and how many splits have any (the rest of the
+ * launched ones, sized for the cache's capacity, sit out: shorter sequences are cut into
+ * fewer, but at least min_chunk-long, pieces). */
+static __device__ __forceinline__ int split_chunk(int n_splits, int min_chunk, int window, int pos,
+						  int *lo, int *n_active)
+{
+	*lo = window > 0 ? max(0, pos - window + 1) : 0;
+	int len = pos + 1 - *lo;
+	int chunk = max((len + n_splits - 1) / n_splits, min_chunk);
+	*n_active = (len + chunk - 1) / chunk;
+	return chunk;
+}
 
 static __device__ __forceinline__ int64_t kv_row(const dec_params &p, int s, int pos)
 {
@@ -54,15 +68,15 @@ attn_decode_kernel(dec_params p)
 	__shared__ float sm_ml[NSUB][MAXG][2];
 	__shared__ float sm_acc[NSUB][MAXG][HD];
 
-	fi_pdl_trigger(); /* as attn_combine_kernel: a no-op unless the next kernel opted in */
 	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
 	const int sub = w * SUB + lane / LPR, li = lane % LPR;
 	const int j = blockIdx.x, h = blockIdx.y, t = blockIdx.z, G = p.G;
-	const int s = p.tok_seq[t], pos = p.tok_pos[t];
-	const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0, hi = pos + 1;
-	int chunk = (hi - lo + p.n_splits - 1) / p.n_splits;
-	chunk = max(chunk, DEC_MIN_CHUNK);
+	const int s = p.tok_seq[t], pos = p.tok_pos[t], hi = pos + 1;
+	int lo, n_active;
+	const int chunk = split_chunk(p.n_splits, p.min_chunk, p.window, pos, &lo, &n_active);
 	const int start = lo + j * chunk, end = min(hi, start + chunk);
+	if (j >= n_active && p.n_splits > 1 && !p.cnt)
+		return; /* attn_combine reads the active splits only */
 
 	float q[MAXG][8], acc[MAXG][8], m[MAXG], l[MAXG];
 #pragma unroll
@@ -224,18 +238,20 @@ attn_decode_kernel(dec_params p)
 
 /* out[t, qh, :] = sum_j acc_j * 2^(m_j - M) / sum_j l_j * 2^(m_j - M). One block per (t, qh). */
 __global__ void attn_combine_kernel(bf16 *__restrict__ out, const float *__restrict__ ws_ml,
-				    const float *__restrict__ ws_acc, int n_splits, int hd)
+				    const float *__restrict__ ws_acc, const int32_t *__restrict__ tok_pos,
+				    int n_splits, int min_chunk, int window, int hd)
 {
-	fi_pdl_trigger(); /* the output projection may start streaming its weights */
 	int64_t qh = (int64_t)blockIdx.y * gridDim.x + blockIdx.x;
 	const float *ml = ws_ml + qh * n_splits * 2;
+	int lo, na;
+	split_chunk(n_splits, min_chunk, window, tok_pos[blockIdx.y], &lo, &na);
 	float M = -INFINITY;
-	for (int j = 0; j < n_splits; j++)
+	for (int j = 0; j < na; j++)
 		M = fmaxf(M, ml[2 * j]);
 	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
 		float L = 0.f, A = 0.f;
 		if (M != -INFINITY) {
-			for (int j = 0; j < n_splits; j++) {
+			for (int j = 0; j < na; j++) {
 				float f = exp2f(ml[2 * j] - M);
 				L += ml[2 * j + 1] * f;
 				A += ws_acc[(qh * n_splits + j) * hd + d] * f;
@@ -322,6 +338,10 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	p.window = b->sliding_window;
 	p.scale2 = b->scale * 1.4426950408889634f;
 	p.n_splits = 1;
+	{ /* FI_DEC_MIN_CHUNK: positions a split takes at least (for timing) */
+		const char *mc = getenv("FI_DEC_MIN_CHUNK");
+		p.min_chunk = mc && atoi(mc) >= 1 ? atoi(mc) : DEC_MIN_CHUNK;
+	}
 	p.ws_ml = p.ws_acc = NULL;
 	p.cnt = NULL;
 
@@ -341,7 +361,7 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	int64_t waves = env && atoi(env) > 0 ? atoi(env) : 2;
 	int64_t ns = (waves * a->n_sm + ctas - 1) / ctas;
 	int64_t per = (int64_t)T * a->Hq * (hd + 2) * (int64_t)sizeof(float);
-	ns = ns < (cap + DEC_MIN_CHUNK - 1) / DEC_MIN_CHUNK ? ns : (cap + DEC_MIN_CHUNK - 1) / DEC_MIN_CHUNK;
+	ns = ns < (cap + p.min_chunk - 1) / p.min_chunk ? ns : (cap + p.min_chunk - 1) / p.min_chunk;
 	if (ns > 64)
 		ns = 64;
 	if (ns * per > (int64_t)a->ws_bytes)
@@ -371,7 +391,7 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	LAUNCH_CHECK();
 	if (ns > 1 && !p.cnt) {
 		attn_combine_kernel<<<dim3(a->Hq, T), hd < 128 ? 64 : 128, 0, st>>>(
-			p.out, p.ws_ml, p.ws_acc, (int)ns, hd);
+			p.out, p.ws_ml, p.ws_acc, p.tok_pos, (int)ns, p.min_chunk, p.window, hd);
 		LAUNCH_CHECK();
 	}
 	return FI_OK;

@@ -67,24 +67,6 @@ static __device__ __forceinline__ float block_sum(float v, float *sh)
 	return warp_sum(v);
 }
 
-/* Programmatic dependent launch (sm_90). fi_pdl_trigger lets the next kernel in the stream,
- * when it was launched with programmatic stream serialization, be scheduled now; that kernel
- * calls fi_pdl_wait before touching anything this one writes (kernels/gemv_fused.cu streams
- * weights in the meantime). Both are no-ops otherwise. */
-static __device__ __forceinline__ void fi_pdl_trigger(void)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-	asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-static __device__ __forceinline__ void fi_pdl_wait(void)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-	asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
 static inline bool fi_aligned16(const void *p)
 {
 	return ((uintptr_t)p & 15) == 0;

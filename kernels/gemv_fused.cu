@@ -16,11 +16,13 @@
  *             (i, i + hd/2) of one head, so it holds both halves of the rotation. q goes to
  *             out [T, Hq*hd]; k and v are not stored anywhere else.
  *
- * Each warp streams its rows with 16-byte loads, U vectors per lane per row and two
- * iterations in flight ahead of the one being multiplied. With programmatic dependent launch
- * (sm_90) the first two iterations' weight loads are issued before griddepcontrol.wait: the
- * weights are never written by a kernel, so a kernel launched early streams them while the
- * previous one (attention, the previous product) finishes; x is only read after the wait. */
+ * Each warp streams its rows (or a slice of them, see fgemv_kernel) with 16-byte loads, 4
+ * in flight per lane, like kernels/gemv.cu; what the epilogue reads besides the sums (the
+ * residual, position, slot, bias) is fetched before the weight stream so its latency hides.
+ * Programmatic dependent launch (the first weight loads issued before waiting on the
+ * previous kernel) was tried twice and measured no faster: tests/gpu/NOTES.md. */
+#include <stdlib.h>
+
 #include "common.cuh"
 
 #define FG_WARPS 8
@@ -33,55 +35,49 @@ struct fg_params {
 	float eps;
 	void *out;
 	int N, Nk, K, hd;
+	int S, slice8; /* K slices per item, 16-byte vectors per slice */
 	const int32_t *pos, *slot;
 	const float *inv_freq;
 	bf16 *kc, *vc;
 	int64_t n_slots;
 };
 
-/* Loads of weights, which no kernel writes: read-only path, no L1 allocation. */
-static __device__ __forceinline__ bf16x8 ldw_nc(const bf16x8 *p)
+/* A 16-byte weight load through the read-only path (weights are never written by a kernel). */
+static __device__ __forceinline__ bf16x8 ldw(const bf16x8 *p)
 {
-	uint4 u;
-	asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-		     : "=r"(u.x), "=r"(u.y), "=r"(u.z), "=r"(u.w)
-		     : "l"(p));
+	uint4 u = __ldg((const uint4 *)p);
 	return *(bf16x8 *)&u;
-}
-
-template <int ROWS, int U>
-static __device__ __forceinline__ void load_it(bf16x8 (&v)[ROWS][U], const bf16x8 *const (&wr)[ROWS],
-					       int i, int k8)
-{
-#pragma unroll
-	for (int u = 0; u < U; u++) {
-		int idx = i + 32 * u;
-#pragma unroll
-		for (int r = 0; r < ROWS; r++)
-			v[r][u] = idx < k8 ? ldw_nc(&wr[r][idx]) : bf16x8{};
-	}
 }
 
 enum { FG_STORE, FG_ADD, FG_GLU, FG_ROPE };
 
+/* Blocks per SM the register budget is set for: 6 (<= 40 registers) for one token, fewer as
+ * the T accumulators grow; spill-free per `nvcc -Xptxas -v`. */
+#define FG_MINB(T, ROWS) ((T) == 1 ? 6 : (T) == 2 ? ((ROWS) == 2 ? 4 : 5) : (ROWS) == 2 ? 3 : 4)
+
+/* A block is FG_WARPS warps = FG_WARPS / S work items (a row, or a pair of rows) x S slices
+ * of K: matrices with few rows (the 1B shape's 2048-row projections) still put enough warps
+ * and loads in flight. Slices meet in shared memory; the first warp of each item finishes. */
 template <int T, int EPI, bool NORM, bool F32OUT>
-__global__ void
-__launch_bounds__(FG_WARPS * 32, (T >= 3 && (EPI == FG_GLU || EPI == FG_ROPE)) ? 3 : 4)
+__global__ void __launch_bounds__(FG_WARPS * 32,
+				  FG_MINB(T, (EPI == FG_GLU || EPI == FG_ROPE) ? 2 : 1))
 fgemv_kernel(const fg_params p)
 {
 	constexpr int ROWS = (EPI == FG_GLU || EPI == FG_ROPE) ? 2 : 1;
-	constexpr int U = ROWS == 1 ? 4 : 2;
-	const int lane = threadIdx.x & 31;
-	const int wi = blockIdx.x * FG_WARPS + (threadIdx.x >> 5);
+	constexpr int U = ROWS == 1 ? 4 : 2; /* 16-byte loads in flight per lane */
+	constexpr int NP = ROWS * T + T;     /* partials a warp hands on: acc, then ss */
+	__shared__ float part[FG_WARPS][NP];
+	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, S = p.S;
+	const int wi = blockIdx.x * (FG_WARPS / S) + w / S, slice = w % S;
 	const int K = p.K, k8 = K / 8;
 
-	/* The warp's rows. ROPE: pair wi over q, then k, then v (segment chosen with constant
+	/* The item's rows. ROPE: pair wi over q, then k, then v (segment chosen with constant
 	 * indices: a dynamically indexed parameter array would go to local memory). */
-	int seg = 0, r0 = wi, r1 = wi, half = p.hd / 2;
+	int seg = 0, r0 = wi, r1 = wi, ip = 0;
 	bool valid;
 	const bf16 *wb0 = p.w[0], *wb1 = p.w[EPI == FG_GLU ? 1 : 0];
 	if (EPI == FG_ROPE) {
-		int pq = p.N / 2, pk = p.Nk / 2, pp = wi;
+		int half = p.hd / 2, pq = p.N / 2, pk = p.Nk / 2, pp = wi;
 		valid = wi < pq + 2 * pk;
 		if (pp >= pq) {
 			pp -= pq;
@@ -93,25 +89,35 @@ fgemv_kernel(const fg_params p)
 				wb0 = wb1 = p.w[2];
 			}
 		}
-		r0 = (pp / half) * p.hd + pp % half;
+		ip = pp % half;
+		r0 = (pp / half) * p.hd + ip;
 		r1 = r0 + half;
 	} else {
 		valid = wi < p.N;
 	}
-	if (!valid)
-		r0 = r1 = 0; /* stream row 0 harmlessly until the wait; nothing is written */
 	const bf16x8 *wr[ROWS];
 	wr[0] = (const bf16x8 *)(wb0 + (int64_t)r0 * K);
 	wr[ROWS - 1] = (const bf16x8 *)(wb1 + (int64_t)r1 * K);
+	const int i0 = slice * p.slice8, i1 = valid ? min(k8, i0 + p.slice8) : i0;
 
-	bf16x8 a[ROWS][U], b[ROWS][U];
-	int i = lane;
-	load_it<ROWS, U>(a, wr, i, k8);
-	load_it<ROWS, U>(b, wr, i + 32 * U, k8);
-	fi_pdl_wait();
-	fi_pdl_trigger();
-	if (!valid)
-		return;
+	/* What the epilogue needs besides the sums, fetched now so that its latency hides
+	 * behind the weight stream: lane t < T of the first slice writes token t. */
+	const bool writer = valid && slice == 0 && lane < T;
+	float resid = 0.f, b0 = 0.f, b1 = 0.f, ang = 0.f;
+	int64_t sl = -1;
+	if (writer) {
+		if (EPI == FG_ADD)
+			resid = __bfloat162float(((const bf16 *)p.out)[(int64_t)lane * p.N + r0]);
+		if (EPI == FG_ROPE) {
+			const bf16 *bias = seg == 0 ? p.bias[0] : seg == 1 ? p.bias[1] : p.bias[2];
+			if (bias) {
+				b0 = __bfloat162float(bias[r0]);
+				b1 = __bfloat162float(bias[r1]);
+			}
+			ang = (float)p.pos[lane] * p.inv_freq[ip]; /* as kernels/rope.cu, in f32 */
+			sl = p.slot[lane];
+		}
+	}
 
 	float acc[ROWS][T], ss[T];
 #pragma unroll
@@ -122,16 +128,22 @@ fgemv_kernel(const fg_params p)
 			acc[r][t] = 0.f;
 	}
 	const bf16x8 *x8 = (const bf16x8 *)p.x, *g8 = (const bf16x8 *)p.g;
-	for (; i < k8; i += 32 * U) {
+	for (int i = i0 + lane; i < i1; i += 32 * U) {
+		bf16x8 wv[ROWS][U];
+#pragma unroll
+		for (int u = 0; u < U; u++)
+#pragma unroll
+			for (int r = 0; r < ROWS; r++)
+				wv[r][u] = i + 32 * u < i1 ? ldw(&wr[r][i + 32 * u]) : bf16x8{};
 #pragma unroll
 		for (int u = 0; u < U; u++) {
-			int idx = i + 32 * u;
-			if (idx >= k8)
+			const int idx = i + 32 * u;
+			if (idx >= i1)
 				break;
 			float wf[ROWS][8], gf[8];
 #pragma unroll
 			for (int r = 0; r < ROWS; r++)
-				bf16x8_to_f32(a[r][u], wf[r]);
+				bf16x8_to_f32(wv[r][u], wf[r]);
 			if (NORM)
 				bf16x8_to_f32(g8[idx], gf);
 #pragma unroll
@@ -152,12 +164,6 @@ fgemv_kernel(const fg_params p)
 						acc[r][t] += wf[r][j] * xf[j];
 			}
 		}
-#pragma unroll
-		for (int r = 0; r < ROWS; r++)
-#pragma unroll
-			for (int u = 0; u < U; u++)
-				a[r][u] = b[r][u];
-		load_it<ROWS, U>(b, wr, i + 64 * U, k8);
 	}
 #pragma unroll
 	for (int t = 0; t < T; t++) {
@@ -167,9 +173,32 @@ fgemv_kernel(const fg_params p)
 		for (int r = 0; r < ROWS; r++)
 			acc[r][t] = warp_sum(acc[r][t]);
 	}
-	if (lane >= T)
+	if (S > 1) {
+		if (lane == 0) {
+#pragma unroll
+			for (int t = 0; t < T; t++) {
+				part[w][ROWS * T + t] = ss[t];
+#pragma unroll
+				for (int r = 0; r < ROWS; r++)
+					part[w][r * T + t] = acc[r][t];
+			}
+		}
+		__syncthreads();
+		if (slice)
+			return;
+		for (int s = 1; s < S; s++) {
+#pragma unroll
+			for (int t = 0; t < T; t++) {
+				ss[t] += part[w + s][ROWS * T + t];
+#pragma unroll
+				for (int r = 0; r < ROWS; r++)
+					acc[r][t] += part[w + s][r * T + t];
+			}
+		}
+	}
+	if (!writer)
 		return;
-	/* lane t writes token t's results (the values are the same in every lane) */
+	/* lane t writes token t's results (the sums are the same in every lane) */
 	float rs = 1.f, v0 = 0.f, v1 = 0.f;
 #pragma unroll
 	for (int t = 0; t < T; t++)
@@ -186,22 +215,16 @@ fgemv_kernel(const fg_params p)
 		else
 			((bf16 *)p.out)[(int64_t)t * p.N + r0] = __float2bfloat16(v0);
 	} else if (EPI == FG_ADD) {
-		bf16 *o = (bf16 *)p.out + (int64_t)t * p.N + r0;
-		*o = __float2bfloat16(__bfloat162float(*o) + bf16_round(v0));
+		((bf16 *)p.out)[(int64_t)t * p.N + r0] = __float2bfloat16(resid + bf16_round(v0));
 	} else if (EPI == FG_GLU) {
 		((bf16 *)p.out)[(int64_t)t * p.N + r0] =
 			__float2bfloat16(silu_mul1(bf16_round(v0), bf16_round(v1)));
 	} else {
-		const bf16 *bias = seg == 0 ? p.bias[0] : seg == 1 ? p.bias[1] : p.bias[2];
-		if (bias) {
-			v0 += __bfloat162float(bias[r0]);
-			v1 += __bfloat162float(bias[r1]);
-		}
-		float x1 = bf16_round(v0), x2 = bf16_round(v1);
+		float x1 = bf16_round(v0 + b0), x2 = bf16_round(v1 + b1);
 		bf16 o1, o2;
-		if (seg < 2) { /* as kernels/rope.cu: the angle in f32, full range reduction */
+		if (seg < 2) { /* full range reduction, as kernels/rope.cu */
 			float s, c;
-			sincosf((float)p.pos[t] * p.inv_freq[r0 % p.hd], &s, &c);
+			sincosf(ang, &s, &c);
 			o1 = __float2bfloat16(x1 * c - x2 * s);
 			o2 = __float2bfloat16(x2 * c + x1 * s);
 		} else {
@@ -212,47 +235,59 @@ fgemv_kernel(const fg_params p)
 			bf16 *q = (bf16 *)p.out + (int64_t)t * p.N;
 			q[r0] = o1;
 			q[r1] = o2;
-		} else {
-			int64_t sl = p.slot[t];
-			if (sl >= 0 && sl < p.n_slots) { /* as kv_write: padding (-1) writes nothing */
-				bf16 *d = (seg == 1 ? p.kc : p.vc) + sl * p.Nk;
-				d[r0] = o1;
-				d[r1] = o2;
-			}
+		} else if (sl >= 0 && sl < p.n_slots) { /* as kv_write: padding (-1) writes nothing */
+			bf16 *d = (seg == 1 ? p.kc : p.vc) + sl * p.Nk;
+			d[r0] = o1;
+			d[r1] = o2;
 		}
 	}
 }
 
-template <int T, int EPI, bool NORM, bool F32OUT>
-static void launch(cudaStream_t st, const fg_params &p, int rows, int pdl)
+/* K slices per item: the most (up to FG_WARPS) that leave every slice at least 128 vectors, one
+ * full round of loads for each lane (FI_FG_SLICES=1|2|4|8 fixes it, for timing). More, shorter
+ * weight streams per row measured faster on the H100 than one warp a row: 8B decode 159 (one
+ * slice), 168 (two), 175 tok/s (four). */
+static int slices(int k8)
 {
-	cudaLaunchConfig_t cfg = {};
-	cudaLaunchAttribute at[1];
-	at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-	at[0].val.programmaticStreamSerializationAllowed = 1;
-	cfg.gridDim = dim3((rows + FG_WARPS - 1) / FG_WARPS);
-	cfg.blockDim = dim3(FG_WARPS * 32);
-	cfg.stream = st;
-	cfg.attrs = at;
-	cfg.numAttrs = pdl ? 1 : 0;
-	(void)cudaLaunchKernelEx(&cfg, fgemv_kernel<T, EPI, NORM, F32OUT>, p);
+	static int fixed = -1;
+	if (fixed < 0) {
+		const char *e = getenv("FI_FG_SLICES");
+		int v = e ? atoi(e) : 0;
+		fixed = v == 1 || v == 2 || v == 4 || v == 8 ? v : 0;
+	}
+	if (fixed)
+		return fixed;
+	int S = 1;
+	while (S < FG_WARPS && k8 / (2 * S) >= 128)
+		S *= 2;
+	return S;
+}
+
+template <int T, int EPI, bool NORM, bool F32OUT>
+static void launch(cudaStream_t st, fg_params p, int items)
+{
+	int k8 = p.K / 8;
+	p.S = slices(k8);
+	p.slice8 = ((k8 + p.S - 1) / p.S + 31) / 32 * 32;
+	int per = FG_WARPS / p.S;
+	fgemv_kernel<T, EPI, NORM, F32OUT><<<(items + per - 1) / per, FG_WARPS * 32, 0, st>>>(p);
 }
 
 template <int EPI, bool NORM, bool F32OUT>
-static void launch_t(cudaStream_t st, const fg_params &p, int T, int rows, int pdl)
+static void launch_t(cudaStream_t st, const fg_params &p, int T, int items)
 {
 	switch (T) {
-	case 1: launch<1, EPI, NORM, F32OUT>(st, p, rows, pdl); break;
-	case 2: launch<2, EPI, NORM, F32OUT>(st, p, rows, pdl); break;
-	case 3: launch<3, EPI, NORM, F32OUT>(st, p, rows, pdl); break;
-	default: launch<4, EPI, NORM, F32OUT>(st, p, rows, pdl); break;
+	case 1: launch<1, EPI, NORM, F32OUT>(st, p, items); break;
+	case 2: launch<2, EPI, NORM, F32OUT>(st, p, items); break;
+	case 3: launch<3, EPI, NORM, F32OUT>(st, p, items); break;
+	default: launch<4, EPI, NORM, F32OUT>(st, p, items); break;
 	}
 }
 
 extern "C" fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int T)
 {
 	fg_params p = {};
-	int rows = a->N;
+	int items = a->N;
 	if (T < 1 || T > 4 || a->K % 8 || a->K <= 0 || a->N <= 0 || !fi_aligned16(a->x) ||
 	    (a->g && !fi_aligned16(a->g)))
 		return FI_EUNSUPPORTED;
@@ -276,31 +311,35 @@ extern "C" fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int 
 	p.kc = (bf16 *)a->kc;
 	p.vc = (bf16 *)a->vc;
 	p.n_slots = a->n_slots;
+	if (a->epi == FI_FG_ROPE) {
+		if (a->hd <= 0 || a->hd % 2 || a->N % a->hd || a->Nk % a->hd)
+			return FI_EUNSUPPORTED;
+		items = (a->N + 2 * a->Nk) / 2;
+	}
 	bool norm = a->g != NULL;
 	switch (a->epi) {
 	case FI_FG_STORE:
-		if (norm && a->out_f32) launch_t<FG_STORE, true, true>(st, p, T, rows, a->pdl);
-		else if (norm) launch_t<FG_STORE, true, false>(st, p, T, rows, a->pdl);
-		else if (a->out_f32) launch_t<FG_STORE, false, true>(st, p, T, rows, a->pdl);
-		else launch_t<FG_STORE, false, false>(st, p, T, rows, a->pdl);
+		if (norm && a->out_f32) launch_t<FG_STORE, true, true>(st, p, T, items);
+		else if (norm) launch_t<FG_STORE, true, false>(st, p, T, items);
+		else if (a->out_f32) launch_t<FG_STORE, false, true>(st, p, T, items);
+		else launch_t<FG_STORE, false, false>(st, p, T, items);
 		break;
 	case FI_FG_ADD:
 		if (norm)
 			return FI_EUNSUPPORTED;
-		launch_t<FG_ADD, false, false>(st, p, T, rows, a->pdl);
+		launch_t<FG_ADD, false, false>(st, p, T, items);
 		break;
 	case FI_FG_GLU:
 		if (!a->w[1])
 			return FI_EUNSUPPORTED;
-		if (norm) launch_t<FG_GLU, true, false>(st, p, T, rows, a->pdl);
-		else launch_t<FG_GLU, false, false>(st, p, T, rows, a->pdl);
+		if (norm) launch_t<FG_GLU, true, false>(st, p, T, items);
+		else launch_t<FG_GLU, false, false>(st, p, T, items);
 		break;
 	case FI_FG_ROPE:
-		if (a->hd <= 0 || a->hd % 2 || a->N % a->hd || a->Nk % a->hd || !a->w[1] || !a->w[2])
+		if (!a->w[1] || !a->w[2])
 			return FI_EUNSUPPORTED;
-		rows = (a->N + 2 * a->Nk) / 2;
-		if (norm) launch_t<FG_ROPE, true, false>(st, p, T, rows, a->pdl);
-		else launch_t<FG_ROPE, false, false>(st, p, T, rows, a->pdl);
+		if (norm) launch_t<FG_ROPE, true, false>(st, p, T, items);
+		else launch_t<FG_ROPE, false, false>(st, p, T, items);
 		break;
 	default:
 		return FI_EUNSUPPORTED;

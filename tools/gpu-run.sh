@@ -15,9 +15,10 @@
 #                 sampler over the same logits (FI_DEVICE_SAMPLE=0), speeds of both
 #   ab8b          8B decode with graphs or gated gemv off, or merged splits on (attribution)
 #   prof          nsys kernel summary of 1B decode (when nsys is installed)
-#   dec           decode figures (1B, 8B) with the fused decode ops, then with programmatic
-#                 dependent launch (FI_PDL=1), without the fusions (FI_DECODE_FUSE=0), and
-#                 with the attention split knobs
+#   models        the 1B and 8B checkpoints and references only (for dec)
+#   dec           decode figures (1B, 8B) as they are, then with each of $DEC_KNOBS set
+#                 (space-separated; A=1,B=2 sets two at once)
+#                 (default: without the fusions, without the K split of the fused products)
 #   ncu           per-kernel time and DRAM bytes of 1B and 8B decode steps (Nsight Compute)
 set -u
 out=${OUT:-/tmp/gpu-out}
@@ -106,17 +107,19 @@ for stage in "$@"; do
 			echo "no nsys"
 		fi
 		;;
+	models)
+		step "checkpoints: Llama-3.2-1B and Llama-3-8B shapes"
+		python3 tools/hf_gpu_ref.py $refs llama32_1b llama3_8b >/dev/null || rc=1
+		;;
 	dec)
-		step "decode: fused ops, then each knob"
+		step "decode: fused ops, then each knob (the cache sized for depth 4096, as the bench lines)"
 		for name in llama32_1b llama3_8b; do
 			[ -f $FI_HOME/models/$name.fim ] || fi-load --name $name $refs/$name || rc=1
 		done
-		fi-bench -m llama32_1b -r 3 tg128 tg128@d4096 | tee -a "$out/dec.md" || rc=1
-		fi-bench -m llama3_8b -r 3 tg256@d128 tg128@d4096 | grep '^|' | tee -a "$out/dec.md" || rc=1
-		for v in FI_PDL=1 FI_DECODE_FUSE=0 FI_DEC_MERGE=1 FI_DEC_WAVES=1 FI_DEC_WAVES=4; do
+		for v in FI_NONE=1 ${DEC_KNOBS:-FI_DECODE_FUSE=0 FI_FG_SLICES=1}; do
 			echo "$v:" | tee -a "$out/dec.md"
-			env $v fi-bench -m llama32_1b -r 2 tg128 | grep 'tg' | tee -a "$out/dec.md" || rc=1
-			env $v fi-bench -m llama3_8b -r 2 tg256@d128 | grep 'tg' | tee -a "$out/dec.md" || rc=1
+			env $(echo $v | tr , ' ') fi-bench -m llama32_1b -r 3 tg128 tg128@d4096 | grep 'tg' | tee -a "$out/dec.md" || rc=1
+			env $(echo $v | tr , ' ') fi-bench -m llama3_8b -r 2 tg256@d128 tg128@d4096 | grep 'tg' | tee -a "$out/dec.md" || rc=1
 		done
 		fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | grep 'tg' | tee -a "$out/dec.md" || rc=1
 		;;

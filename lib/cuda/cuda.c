@@ -369,7 +369,7 @@ static fi_err cu_attention(struct fi_backend *be, void *out_d, const void *q_d,
 	a.ws = c->attn_ws;
 	a.ws_bytes = FI_ATTN_WS_BYTES;
 	a.cnt = c->attn_cnt;
-	a.cnt_n = FI_ATTN_CNT;
+	a.cnt_n = FI_ATTN_CNT / 2;
 	/* Many tokens per sequence: the tensor-core kernel; decode steps (and anything it does
 	 * not cover) the split-K kernel. */
 	if (b->n_tokens >= 8 * (b->n_seqs > 0 ? b->n_seqs : 1)) {
@@ -397,7 +397,10 @@ static fi_err cu_gather_rows(struct fi_backend *be, void *out_d, const void *x_d
 static fi_err cu_argmax(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n,
 			int V)
 {
-	return fi_cu_argmax(fi_cuda_of(be)->stream, tok_d, logits_d, n, V);
+	struct fi_cuda *c = fi_cuda_of(be);
+	/* attention's split scratch is free once the LM head runs (same stream) */
+	return fi_cu_argmax(c->stream, tok_d, logits_d, n, V, c->attn_ws, FI_ATTN_WS_BYTES,
+			    c->attn_cnt + FI_ATTN_CNT / 2, FI_ATTN_CNT / 2);
 }
 
 static fi_err cu_sample(struct fi_backend *be, int32_t *out_d, const float *logits_d,

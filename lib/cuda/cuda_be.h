@@ -37,7 +37,7 @@ extern "C" {
  * (see kernels/attn_decode.cu). */
 #define FI_ATTN_WS_BYTES (16u << 20)
 #define FI_LT_WS_BYTES (32u << 20)
-#define FI_ATTN_CNT 65536
+#define FI_ATTN_CNT 65536 /* the first half for attention's splits, the second for argmax */
 /* The fused GEMM output of matmul_multi before it is split (T * sum N bf16 values). */
 #define FI_MULTI_WS_BYTES (16u << 20)
 #define FI_MAX_GRAPHS 64
@@ -125,11 +125,11 @@ fi_err fi_cu_gemv_glu(cudaStream_t st, void *out, const void *x, const void *wg,
  *   GLU    out[T,N] = silu(norm(x) Wg^T) * (norm(x) Wu^T)     w = {gate, up}
  *   ROPE   q = norm(x) Wq^T (+bq) rotated -> out [T,N]; k, v likewise (k rotated) written
  *          to kc/vc [n_slots, Nk] at slot[t] (negative: not written)     w = {q, k, v}
- * norm(x) = x / sqrt(mean(x^2) + eps) * g when g is set, else x. pdl: launch with
- * programmatic stream serialization. FI_EUNSUPPORTED (not recorded) for what it cannot take. */
+ * norm(x) = x / sqrt(mean(x^2) + eps) * g when g is set, else x.
+ * FI_EUNSUPPORTED (not recorded) for what it cannot take. */
 enum { FI_FG_STORE, FI_FG_ADD, FI_FG_GLU, FI_FG_ROPE };
 struct fi_cu_fgemv {
-	int epi, out_f32, pdl;
+	int epi, out_f32;
 	const void *w[3], *bias[3];
 	const void *x, *g;
 	float eps;
@@ -154,7 +154,10 @@ fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 			const struct fi_weight *up, int T);
 /* out_i[T,N_i] = columns of ws[T, sum N] (bf16), parts in order. */
 fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, const int *N, int T);
-fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V);
+/* ws (n x 32 float2) and cnt (n counters, zero, left zero) are scratch for one row over many
+ * blocks; NULL: one block a row. */
+fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V, void *ws,
+		    size_t ws_bytes, int *cnt, int cnt_n);
 /* The sample op (backend.h): out[2n] tokens then survivor counts, -1 where too wide. */
 fi_err fi_cu_sample(cudaStream_t st, int32_t *out, const float *logits,
 		    const struct fi_sample_row *rows, int n, int V);

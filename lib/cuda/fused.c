@@ -7,19 +7,6 @@
 
 #include "cuda/cuda_be.h"
 
-/* FI_PDL=1: launch the fused products with programmatic dependent launch (their first weight
- * loads issued before waiting on the previous kernel). Off by default: on the H100 it made
- * decode slower (1B 740 -> 674 tok/s, 8B 162 -> 160; tests/gpu/NOTES.md). */
-static int pdl_on(void)
-{
-	static int on = -1;
-	if (on < 0) {
-		const char *e = getenv("FI_PDL");
-		on = e && !strcmp(e, "1");
-	}
-	return on;
-}
-
 static fi_err bf16_weight(const struct fi_weight *w, int64_t rows, int64_t cols, const char *op,
 			  const char *what)
 {
@@ -44,7 +31,6 @@ static fi_err run(struct fi_backend *be, struct fi_cu_fgemv *a, int T, const cha
 {
 	if (T <= 0)
 		return FI_OK;
-	a->pdl = pdl_on();
 	fi_err e = fi_cu_fgemv(fi_cuda_of(be)->stream, a, T);
 	if (e == FI_EUNSUPPORTED)
 		return fi_fail(e, "%s: %d tokens of width %d: not a decode-sized, 16-byte aligned "
