@@ -338,9 +338,12 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	p.window = b->sliding_window;
 	p.scale2 = b->scale * 1.4426950408889634f;
 	p.n_splits = 1;
-	{ /* FI_DEC_MIN_CHUNK: positions a split takes at least (for timing) */
+	{ /* A split takes at least the positions one round of the CTA covers (DEC_WARPS warps,
+	   * 32 / (hd / 8) rows each, DEC_R deep), so short sequences use fewer splits and
+	   * attn_combine less; FI_DEC_MIN_CHUNK sets it (for timing). */
 		const char *mc = getenv("FI_DEC_MIN_CHUNK");
-		p.min_chunk = mc && atoi(mc) >= 1 ? atoi(mc) : DEC_MIN_CHUNK;
+		int round = DEC_WARPS * (256 / (hd < 256 ? hd : 256)) * DEC_R;
+		p.min_chunk = mc && atoi(mc) >= 1 ? atoi(mc) : round > DEC_MIN_CHUNK ? round : DEC_MIN_CHUNK;
 	}
 	p.ws_ml = p.ws_acc = NULL;
 	p.cnt = NULL;
