@@ -6,7 +6,6 @@
  * first token and the peak device memory. */
 #include <getopt.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,30 +208,6 @@ static double since_exec(void)
 	return up < 0 ? -1 : up - (double)st / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* The backend starts in its own thread from the first moment (CUDA's driver start and
- * context creation take ~0.2 s on the H100) while this thread opens the image. The image is
- * not prefaulted: mapping its pages in at the same time slowed the context creation from
- * 0.22 to 0.85 s (measured with tools/cuda_start.c), and the upload threads take the faults
- * of a fresh mapping at full speed. */
-struct bstart {
-	const char *name;
-	int threads;
-	struct fi_backend *be;
-	fi_err err;
-	char msg[1024];
-	double secs;
-};
-
-static void *backend_start(void *arg)
-{
-	struct bstart *b = arg;
-	double t = fi_now();
-	if ((b->err = fi_backend_create(b->name, b->threads, &b->be)))
-		snprintf(b->msg, sizeof b->msg, "%s", fi_errmsg());
-	b->secs = fi_now() - t;
-	return NULL;
-}
-
 static const char *build_desc(void)
 {
 #ifdef FI_HAVE_CUDA
@@ -288,26 +263,23 @@ int main(int argc, char **argv)
 
 	struct fi_image *im;
 	struct env e = {.batch = batch, .ubatch = ubatch};
-	struct bstart bs = {.name = backend, .threads = threads};
-	pthread_t bt;
+	struct fi_backend_start *bs;
+	double be_secs = 0;
 	double t_main = since_exec(); /* the dynamic loader's part (cudart, cuBLASLt) */
 	double ph[4]; /* startup: start, image open, backend ready, first token */
+	/* The backend starts in its own thread from the first moment while this thread opens
+	 * the image. The image is not prefaulted: mapping its pages in at the same time slowed
+	 * the context creation from 0.22 to 0.85 s (measured with tools/cuda_start.c), and the
+	 * upload threads take the faults of a fresh mapping at full speed. */
 	ph[0] = fi_now();
-	int bt_ok = !pthread_create(&bt, NULL, backend_start, &bs);
+	if (fi_backend_start(backend, threads, &bs))
+		return fail(NULL);
 	fi_err oe = fi_store_open(model, &im);
 	ph[1] = fi_now();
-	if (bt_ok)
-		pthread_join(bt, NULL);
-	else
-		backend_start(&bs);
+	fi_err be_err = fi_backend_join(bs, &e.be, &be_secs);
 	ph[2] = fi_now();
-	if (oe)
+	if (be_err || oe) /* the backend's error first: it was recorded last */
 		return fail(NULL);
-	if (bs.err) {
-		fi_fail(bs.err, "%s", bs.msg);
-		return fail(NULL);
-	}
-	e.be = bs.be;
 	/* the KV cache: every test's sequences at their longest */
 	int need = 0;
 	for (int i = 0; i < nt; i++) {
@@ -375,7 +347,7 @@ int main(int argc, char **argv)
 		       tl, gbs, first, e.peak_used ? pk : "n/a");
 		printf("startup: exec to main %.3f s, backend %.3f s (image open %.3f s meanwhile), "
 		       "weights %.3f s, first forward %.3f s\n",
-		       t_main, bs.secs, ph[1] - ph[0], tl, ph[3] - ph[2] - tl);
+		       t_main, be_secs, ph[1] - ph[0], tl, ph[3] - ph[2] - tl);
 	} else if (!strcmp(fmt, "csv")) {
 		printf("model,size_bytes,params,backend,device,build,batch,test,reps,tps_mean,tps_sd,"
 		       "load_s,load_gbps,exec_to_first_token_s,peak_mem_bytes\n");

@@ -19,6 +19,13 @@ int fi_parse_u64(const char *s, uint64_t *out);
 /* A byte size: "1048576", "64M", "2GiB", "1.5G" (K, M, G, T are powers of 1024), at least
  * 1 MiB; 0 on success, -1 otherwise. */
 int fi_parse_size(const char *s, uint64_t *out);
+/* fi_backend_create in a thread of its own (CUDA's driver and context start take ~0.2 s), so
+ * the caller can open the image meanwhile; fi_backend_join waits for it, gives the backend (or
+ * records the thread's error), the seconds its creation took (secs may be NULL), and frees s.
+ * Without a thread, fi_backend_start creates the backend before returning. */
+struct fi_backend_start;
+fi_err fi_backend_start(const char *name, int threads, struct fi_backend_start **s);
+fi_err fi_backend_join(struct fi_backend_start *s, struct fi_backend **be, double *secs);
 /* fi_backend_create(backend, threads), then opens -m (a store name, an image file or a Hugging
  * Face directory) and loads its weights on it. A directory is converted on the fly in the
  * backend's precision: f32 for the CPU (exact), bf16 for CUDA; an image is used in the dtype
