@@ -57,6 +57,17 @@ fi_err fi_cpu_attention(struct fi_backend *be, void *out_d, const void *q_d,
 			const struct fi_attn_batch *b);
 fi_err fi_cpu_silu_mul(struct fi_backend *be, void *out_d, const void *gate_d,
 		       const void *up_d, int T, int F);
+/* cpu_fused.c: the decode fusions as the plain ops in sequence */
+fi_err fi_cpu_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
+			    const struct fi_weight *norm, float eps,
+			    const struct fi_weight *const *w3, const struct fi_weight *const *b3,
+			    const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+			    const struct fi_attn_batch *b);
+fi_err fi_cpu_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
+			 const struct fi_weight *w, int T);
+fi_err fi_cpu_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
+		       const struct fi_weight *norm, float eps, const struct fi_weight *gate,
+		       const struct fi_weight *up, int T);
 fi_err fi_cpu_argmax(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n,
 		     int V);
 
