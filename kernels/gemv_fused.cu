@@ -2,11 +2,12 @@
  * in a layer folded in, so that a layer is four weight passes plus attention instead of nine
  * kernels: a decode step is latency-bound between its weight passes (tests/gpu/NOTES.md).
  *
- *   norm      (GLU, ROPE) x is the raw residual stream [T,K]; its RMSNorm is applied on the fly:
+ *   norm      x is the raw residual stream [T,K]; the row's RMSNorm is applied on the fly:
  *             out = rs * sum_k w[k] x[k] g[k], rs = 1/sqrt(mean(x^2) + eps), with the sum of
  *             squares taken in the same loop (every warp reads all of x anyway). No bf16
  *             rounding of the normalised x (the separate rmsnorm rounds twice): the result is
  *             closer to the f32 reference, not bit-equal to the unfused path.
+ *   FG_STORE  out[T,N] = (norm) x W^T, bf16 or f32.
  *   FG_ADD    out[T,N] += x W^T: the residual add of the attention output and MLP down
  *             projections, the product rounded to bf16 first as the separate matmul stores it.
  *   FG_GLU    out[T,F] = silu(x Wg^T) * (x Wu^T), a warp streams row n of both weights.
@@ -27,10 +28,10 @@
 #define FG_WARPS 8
 
 struct fg_params {
-	const bf16 *w[3];    /* ADD: w[0]; GLU: gate, up; ROPE: q [Nq,K], k, v [Nk,K] */
+	const bf16 *w[3];    /* STORE/ADD: w[0]; GLU: gate, up; ROPE: q [Nq,K], k, v [Nk,K] */
 	const bf16 *bias[3]; /* ROPE: q, k, v biases or NULL */
 	const bf16 *x;       /* [T, K] */
-	const bf16 *g;       /* [K] norm weight (GLU, ROPE) */
+	const bf16 *g;       /* [K] norm weight, NULL: no norm */
 	float eps;
 	void *out;
 	int N, Nk, K, hd;
@@ -48,7 +49,7 @@ static __device__ __forceinline__ bf16x8 ldw(const bf16x8 *p)
 	return *(bf16x8 *)&u;
 }
 
-enum { FG_ADD = FI_FG_ADD, FG_GLU = FI_FG_GLU, FG_ROPE = FI_FG_ROPE };
+enum { FG_STORE, FG_ADD, FG_GLU, FG_ROPE };
 
 /* Blocks per SM the register budget is set for: 6 (<= 40 registers) for one token, fewer as
  * the T accumulators grow; spill-free per `nvcc -Xptxas -v`. */
@@ -57,13 +58,12 @@ enum { FG_ADD = FI_FG_ADD, FG_GLU = FI_FG_GLU, FG_ROPE = FI_FG_ROPE };
 /* A block is FG_WARPS warps = FG_WARPS / S work items (a row, or a pair of rows) x S slices
  * of K: matrices with few rows (the 1B shape's 2048-row projections) still put enough warps
  * and loads in flight. Slices meet in shared memory; the first warp of each item finishes. */
-template <int T, int EPI>
+template <int T, int EPI, bool NORM, bool F32OUT>
 __global__ void __launch_bounds__(FG_WARPS * 32,
 				  FG_MINB(T, (EPI == FG_GLU || EPI == FG_ROPE) ? 2 : 1))
 fgemv_kernel(const fg_params p)
 {
 	constexpr int ROWS = (EPI == FG_GLU || EPI == FG_ROPE) ? 2 : 1;
-	constexpr bool NORM = EPI != FG_ADD; /* the products that start a block take its norm */
 	constexpr int U = ROWS == 1 ? 4 : 2; /* 16-byte loads in flight per lane */
 	constexpr int NP = ROWS * T + T;     /* partials a warp hands on: acc, then ss */
 	__shared__ float part[FG_WARPS][NP];
@@ -209,7 +209,12 @@ fgemv_kernel(const fg_params p)
 			v1 = acc[ROWS - 1][t] * rs;
 		}
 	const int t = lane;
-	if (EPI == FG_ADD) {
+	if (EPI == FG_STORE) {
+		if (F32OUT)
+			((float *)p.out)[(int64_t)t * p.N + r0] = v0;
+		else
+			((bf16 *)p.out)[(int64_t)t * p.N + r0] = __float2bfloat16(v0);
+	} else if (EPI == FG_ADD) {
 		((bf16 *)p.out)[(int64_t)t * p.N + r0] = __float2bfloat16(resid + bf16_round(v0));
 	} else if (EPI == FG_GLU) {
 		((bf16 *)p.out)[(int64_t)t * p.N + r0] =
@@ -258,24 +263,24 @@ static int slices(int k8)
 	return S;
 }
 
-template <int T, int EPI>
+template <int T, int EPI, bool NORM, bool F32OUT>
 static void launch(cudaStream_t st, fg_params p, int items)
 {
 	int k8 = p.K / 8;
 	p.S = slices(k8);
 	p.slice8 = ((k8 + p.S - 1) / p.S + 31) / 32 * 32;
 	int per = FG_WARPS / p.S;
-	fgemv_kernel<T, EPI><<<(items + per - 1) / per, FG_WARPS * 32, 0, st>>>(p);
+	fgemv_kernel<T, EPI, NORM, F32OUT><<<(items + per - 1) / per, FG_WARPS * 32, 0, st>>>(p);
 }
 
-template <int EPI>
+template <int EPI, bool NORM, bool F32OUT>
 static void launch_t(cudaStream_t st, const fg_params &p, int T, int items)
 {
 	switch (T) {
-	case 1: launch<1, EPI>(st, p, items); break;
-	case 2: launch<2, EPI>(st, p, items); break;
-	case 3: launch<3, EPI>(st, p, items); break;
-	default: launch<4, EPI>(st, p, items); break;
+	case 1: launch<1, EPI, NORM, F32OUT>(st, p, items); break;
+	case 2: launch<2, EPI, NORM, F32OUT>(st, p, items); break;
+	case 3: launch<3, EPI, NORM, F32OUT>(st, p, items); break;
+	default: launch<4, EPI, NORM, F32OUT>(st, p, items); break;
 	}
 }
 
@@ -311,13 +316,31 @@ extern "C" fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int 
 			return FI_EUNSUPPORTED;
 		items = (a->N + 2 * a->Nk) / 2;
 	}
-	if ((a->epi == FI_FG_ADD) != !a->g || (a->epi != FI_FG_ADD && !a->w[1]) ||
-	    (a->epi == FI_FG_ROPE && !a->w[2]))
-		return FI_EUNSUPPORTED;
+	bool norm = a->g != NULL;
 	switch (a->epi) {
-	case FI_FG_ADD: launch_t<FG_ADD>(st, p, T, items); break;
-	case FI_FG_GLU: launch_t<FG_GLU>(st, p, T, items); break;
-	case FI_FG_ROPE: launch_t<FG_ROPE>(st, p, T, items); break;
+	case FI_FG_STORE:
+		if (norm && a->out_f32) launch_t<FG_STORE, true, true>(st, p, T, items);
+		else if (norm) launch_t<FG_STORE, true, false>(st, p, T, items);
+		else if (a->out_f32) launch_t<FG_STORE, false, true>(st, p, T, items);
+		else launch_t<FG_STORE, false, false>(st, p, T, items);
+		break;
+	case FI_FG_ADD:
+		if (norm)
+			return FI_EUNSUPPORTED;
+		launch_t<FG_ADD, false, false>(st, p, T, items);
+		break;
+	case FI_FG_GLU:
+		if (!a->w[1])
+			return FI_EUNSUPPORTED;
+		if (norm) launch_t<FG_GLU, true, false>(st, p, T, items);
+		else launch_t<FG_GLU, false, false>(st, p, T, items);
+		break;
+	case FI_FG_ROPE:
+		if (!a->w[1] || !a->w[2])
+			return FI_EUNSUPPORTED;
+		if (norm) launch_t<FG_ROPE, true, false>(st, p, T, items);
+		else launch_t<FG_ROPE, false, false>(st, p, T, items);
+		break;
 	default:
 		return FI_EUNSUPPORTED;
 	}

@@ -191,7 +191,7 @@ static void cu_kv_free(struct fi_backend *be, struct fi_kv_cache *kv)
 	kv->k_d = kv->v_d = NULL;
 }
 
-fi_err fi_cuda_need_bf16(const struct fi_weight *w, const char *op)
+static fi_err need_bf16(const struct fi_weight *w, const char *op)
 {
 	if (w->dtype != FI_DT_BF16)
 		return fi_fail(FI_EUNSUPPORTED, "%s: weight dtype %s", op, fi_dtype_name(w->dtype));
@@ -201,7 +201,7 @@ fi_err fi_cuda_need_bf16(const struct fi_weight *w, const char *op)
 static fi_err cu_embed(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
 		       const int32_t *tok_d, int T)
 {
-	fi_err e = fi_cuda_need_bf16(emb, "embed");
+	fi_err e = need_bf16(emb, "embed");
 	if (e)
 		return e;
 	return fi_cu_embed(fi_cuda_of(be)->stream, x_d, emb->p, emb->rows, tok_d, T, (int)emb->cols);
@@ -210,7 +210,7 @@ static fi_err cu_embed(struct fi_backend *be, void *x_d, const struct fi_weight 
 static fi_err cu_rmsnorm(struct fi_backend *be, void *out_d, void *x_d, const void *add_d,
 			 const struct fi_weight *w, int T, int D, float eps)
 {
-	fi_err e = fi_cuda_need_bf16(w, "rmsnorm");
+	fi_err e = need_bf16(w, "rmsnorm");
 	if (e)
 		return e;
 	if (w->rows * w->cols != D)
@@ -568,11 +568,8 @@ static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)
 	CU_CHECK(cudaMalloc(&c->multi_ws, FI_MULTI_WS_BYTES));
 	CU_CHECK(cudaMalloc((void **)&c->attn_cnt, FI_ATTN_CNT * sizeof(int)));
 	CU_CHECK(cudaMemset(c->attn_cnt, 0, FI_ATTN_CNT * sizeof(int)));
-	{ /* FI_GEMV=0, FI_FUSE=0|kv, FI_GLU=0, FI_DECODE_FUSE=0: the plain paths, to time
-	   * against */
+	{ /* FI_GEMV=0, FI_FUSE=0|kv, FI_GLU=0: the plain paths, to time against */
 		const char *g = getenv("FI_GEMV"), *f = getenv("FI_FUSE"), *u = getenv("FI_GLU");
-		const char *d = getenv("FI_DECODE_FUSE");
-		be->fuse_max_T = d && !strcmp(d, "0") ? 0 : 4; /* the fused decode products' T */
 		c->no_glu = u && !strcmp(u, "0");
 		c->no_gemv = g && !strcmp(g, "0");
 		c->fuse_mode = f && !strcmp(f, "0") ? 0 : f && !strcmp(f, "kv") ? 2 : 1;
@@ -599,6 +596,10 @@ fi_err fi_backend_cuda_create(int device, struct fi_backend **out)
 	be->act = FI_DT_BF16;
 	be->n_threads = 1;
 	be->priv = c;
+	{ /* FI_DECODE_FUSE=0: decode layers through the plain ops, to time against */
+		const char *f = getenv("FI_DECODE_FUSE");
+		be->fuse_max_T = f && !strcmp(f, "0") ? 0 : 4;
+	}
 	if ((e = setup(be, c, device))) {
 		cu_destroy(be);
 		return e;

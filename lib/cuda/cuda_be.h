@@ -120,15 +120,16 @@ fi_err fi_cu_gemv_multi(cudaStream_t st, int n, void *const *out, const void *x,
 fi_err fi_cu_gemv_glu(cudaStream_t st, void *out, const void *x, const void *wg, const void *wu,
 		      int T, int F, int K);
 /* Decode products with their neighbours folded in (kernels/gemv_fused.cu), T <= 4:
+ *   STORE  out[T,N] = norm(x) W^T            (bf16, or f32 with out_f32)
  *   ADD    out[T,N] += x W^T                  (the residual stream, in place)
  *   GLU    out[T,N] = silu(norm(x) Wg^T) * (norm(x) Wu^T)     w = {gate, up}
  *   ROPE   q = norm(x) Wq^T (+bq) rotated -> out [T,N]; k, v likewise (k rotated) written
  *          to kc/vc [n_slots, Nk] at slot[t] (negative: not written)     w = {q, k, v}
- * norm(x) = x / sqrt(mean(x^2) + eps) * g: g is required by GLU and ROPE, refused by ADD.
+ * norm(x) = x / sqrt(mean(x^2) + eps) * g when g is set, else x.
  * FI_EUNSUPPORTED (not recorded) for what it cannot take. */
-enum { FI_FG_ADD, FI_FG_GLU, FI_FG_ROPE };
+enum { FI_FG_STORE, FI_FG_ADD, FI_FG_GLU, FI_FG_ROPE };
 struct fi_cu_fgemv {
-	int epi;
+	int epi, out_f32;
 	const void *w[3], *bias[3];
 	const void *x, *g;
 	float eps;
@@ -140,8 +141,6 @@ struct fi_cu_fgemv {
 	int64_t n_slots;
 };
 fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int T);
-/* FI_EUNSUPPORTED (recorded, naming op) unless w is bf16, the one weight dtype the kernels take. */
-fi_err fi_cuda_need_bf16(const struct fi_weight *w, const char *op);
 /* The backend ops of the same names (lib/cuda/fused.c). */
 fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 			     const struct fi_weight *norm, float eps,

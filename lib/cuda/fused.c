@@ -2,26 +2,29 @@
  * over kernels/gemv_fused.cu. Each checks what the kernel assumes and says what it refused;
  * model.c only asks for them on batches of at most be->fuse_max_T tokens and shapes it has
  * checked (widths multiple of 8, even head size). */
+#include <stdlib.h>
+#include <string.h>
+
 #include "cuda/cuda_be.h"
 
 static fi_err bf16_weight(const struct fi_weight *w, int64_t rows, int64_t cols, const char *op,
 			  const char *what)
 {
-	fi_err e = fi_cuda_need_bf16(w, op);
-	if (!e && (w->rows != rows || w->cols != cols))
-		e = fi_fail(FI_EMISMATCH, "%s: %s is %lld x %lld, expected %lld x %lld", op, what,
-			    (long long)w->rows, (long long)w->cols, (long long)rows, (long long)cols);
-	return e;
+	if (w->dtype != FI_DT_BF16 || w->rows != rows || w->cols != cols)
+		return fi_fail(FI_EMISMATCH, "%s: %s is %s %lld x %lld, expected bf16 %lld x %lld",
+			       op, what, fi_dtype_name(w->dtype), (long long)w->rows,
+			       (long long)w->cols, (long long)rows, (long long)cols);
+	return FI_OK;
 }
 
 /* A norm weight or bias: n values as 1 x n (or n x 1). */
 static fi_err bf16_vector(const struct fi_weight *w, int64_t n, const char *op, const char *what)
 {
-	fi_err e = fi_cuda_need_bf16(w, op);
-	if (!e && w->rows * w->cols != n)
-		e = fi_fail(FI_EMISMATCH, "%s: %s has %lld values, expected %lld", op, what,
-			    (long long)(w->rows * w->cols), (long long)n);
-	return e;
+	if (w->dtype != FI_DT_BF16 || w->rows * w->cols != n)
+		return fi_fail(FI_EMISMATCH, "%s: %s has %lld %s values, expected %lld bf16", op,
+			       what, (long long)(w->rows * w->cols), fi_dtype_name(w->dtype),
+			       (long long)n);
+	return FI_OK;
 }
 
 static fi_err run(struct fi_backend *be, struct fi_cu_fgemv *a, int T, const char *op)
@@ -82,7 +85,7 @@ fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 			  const struct fi_weight *w, int T)
 {
-	fi_err e = fi_cuda_need_bf16(w, "matmul_add");
+	fi_err e = bf16_weight(w, w->rows, w->cols, "matmul_add", "weight");
 	struct fi_cu_fgemv a = {.epi = FI_FG_ADD};
 	if (e)
 		return e;
