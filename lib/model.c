@@ -414,22 +414,24 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 
 #define OK(x) do { if ((e = (x))) return e; } while (0)
 	OK(op->embed(be, s->x, &m->tok_embd, tok_d, T));
-	/* Decode-sized batches: each weight pass carries its neighbours (backend.h), and the
-	 * residual stream x is complete after every layer. Otherwise the plain ops, where each
-	 * norm first adds the previous block's output y. */
-	const int fused = m->fusable && T <= be->fuse_max_T;
-	for (int l = 0; fused && l < c->n_layers; l++) {
-		struct layer *L = &m->l[l];
-		const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
-		const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
-		OK(op->norm_qkv_rope(be, s->q, s->x, &L->attn_norm, eps, w3,
-				     c->qkv_bias ? b3 : NULL, &rope, &m->cache->kv, l, Hq, ab));
-		OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, ab));
-		OK(op->matmul_add(be, s->x, s->att, &L->o, T));
-		OK(op->norm_glu(be, s->h, s->x, &L->ffn_norm, eps, &L->gate, &L->up, T));
-		OK(op->matmul_add(be, s->x, s->h, &L->down, T));
+	if (m->fusable && T <= be->fuse_max_T) {
+		/* Decode-sized: each weight pass carries its neighbours (backend.h), and the
+		 * residual stream x is complete after every layer. */
+		for (int l = 0; l < c->n_layers; l++) {
+			struct layer *L = &m->l[l];
+			const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
+			const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
+			OK(op->norm_qkv_rope(be, s->q, s->x, &L->attn_norm, eps, w3,
+					     c->qkv_bias ? b3 : NULL, &rope, &m->cache->kv, l, Hq, ab));
+			OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, ab));
+			OK(op->matmul_add(be, s->x, s->att, &L->o, T));
+			OK(op->norm_glu(be, s->h, s->x, &L->ffn_norm, eps, &L->gate, &L->up, T));
+			OK(op->matmul_add(be, s->x, s->h, &L->down, T));
+		}
+		OK(op->rmsnorm(be, s->xb, s->x, NULL, &m->out_norm, T, D, eps));
+		return FI_OK;
 	}
-	for (int l = 0; !fused && l < c->n_layers; l++) {
+	for (int l = 0; l < c->n_layers; l++) {
 		struct layer *L = &m->l[l];
 		/* attention block; from layer 1 on, the norm first adds the previous MLP output */
 		OK(op->rmsnorm(be, s->xb, s->x, l ? s->y : NULL, &L->attn_norm, T, D, eps));
@@ -472,7 +474,7 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 		}
 		OK(op->matmul(be, s->y, s->h, &L->down, NULL, T));
 	}
-	OK(op->rmsnorm(be, s->xb, s->x, fused ? NULL : s->y, &m->out_norm, T, D, eps));
+	OK(op->rmsnorm(be, s->xb, s->x, s->y, &m->out_norm, T, D, eps));
 #undef OK
 	return FI_OK;
 }
