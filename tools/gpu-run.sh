@@ -14,7 +14,6 @@
 #   sample1b      fi-decode on the 1B shape, tokens sampled on the device against the host
 #                 sampler over the same logits (FI_DEVICE_SAMPLE=0), speeds of both
 #   ab8b          8B decode with graphs or gated gemv off, or merged splits on (attribution)
-#   prof          nsys kernel summary of 1B decode (when nsys is installed)
 #   models        the 1B and 8B checkpoints and references only (for dec)
 #   dec           decode figures (1B, 8B) as they are, then with each of $DEC_KNOBS set
 #                 (space-separated; A=1,B=2 sets two at once)
@@ -97,45 +96,6 @@ for stage in "$@"; do
 		done
 		echo "FI_GRAPHS=0 (1B):" | tee -a "$out/ab8b.md"
 		FI_GRAPHS=0 fi-bench -m llama32_1b -r 2 tg128 | grep -E 'tg|^load' | tee -a "$out/ab8b.md" || rc=1
-		;;
-	prof)
-		step "nsys kernel summary, 1B decode"
-		if command -v nsys >/dev/null 2>&1; then
-			timeout 120 nsys profile -o /tmp/prof1b --force-overwrite true fi-bench -m llama32_1b -r 1 tg64 >/dev/null 2>&1
-			timeout 90 nsys stats -r cuda_gpu_kern_sum /tmp/prof1b.nsys-rep 2>/dev/null | head -40 | tee "$out/prof.txt"
-		else
-			echo "no nsys"
-		fi
-		;;
-	models)
-		step "checkpoints: Llama-3.2-1B and Llama-3-8B shapes"
-		python3 tools/hf_gpu_ref.py $refs llama32_1b llama3_8b >/dev/null || rc=1
-		;;
-	dec)
-		step "decode: fused ops, then each knob (the cache sized for depth 4096, as the bench lines)"
-		for name in llama32_1b llama3_8b; do
-			[ -f $FI_HOME/models/$name.fim ] || fi-load --name $name $refs/$name || rc=1
-		done
-		for v in FI_NONE=1 ${DEC_KNOBS:-FI_DECODE_FUSE=0 FI_FG_SLICES=1}; do
-			echo "$v:" | tee -a "$out/dec.md"
-			env $(echo $v | tr , ' ') fi-bench -m llama32_1b -r 3 tg128 tg128@d4096 | grep 'tg' | tee -a "$out/dec.md" || rc=1
-			env $(echo $v | tr , ' ') fi-bench -m llama3_8b -r 2 tg256@d128 tg128@d4096 | grep 'tg' | tee -a "$out/dec.md" || rc=1
-		done
-		fi-bench -m llama3_8b -r 2 -b 64 tg128@d128 | grep 'tg' | tee -a "$out/dec.md" || rc=1
-		;;
-	ncu)
-		step "ncu: kernels of decode steps (graphs off, so each kernel is its own launch)"
-		python3 tools/hf_gpu_ref.py $refs llama32_1b llama3_8b >/dev/null || rc=1
-		for m in llama32_1b:16 llama3_8b:32; do
-			name=${m%:*} L=${m#*:}
-			[ -f $FI_HOME/models/$name.fim ] || fi-load --name $name $refs/$name || rc=1
-			fi-bench -m $name -r 2 tg128 | grep -E '^\|' | tail -1
-			FI_GRAPHS=0 timeout 400 ncu --clock-control none --csv --metrics \
-				gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
-				--launch-skip 4000 --launch-count $((L * ${NCU_PER_LAYER:-9} + 4)) \
-				fi-bench -m $name -r 1 tg64 >"$out/ncu-$name.csv" 2>"$out/ncu-$name.err" || rc=1
-			python3 tools/ncu_sum.py "$out/ncu-$name.csv" $((L * ${NCU_PER_LAYER:-9} + 4)) | tee "$out/ncu-$name.txt"
-		done
 		;;
 	sample1b)
 		step "fi-decode 1B shape: device sampling against the host sampler"
