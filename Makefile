@@ -1,8 +1,8 @@
 # fi: one non-recursive Makefile.
 #
 # Sources are found by wildcard, so adding a module means adding a file:
-#   lib/*.c lib/cpu/*.c        -> build/libfi.a (and libfi.so)
-#   lib/cuda/*.c kernels/*.cu  -> also in libfi when CUDA is enabled
+#   lib/**/*.c                 -> build/libfi.a (and libfi.so)
+#   lib/**/cuda/*.c kernels/*.cu -> only when CUDA is enabled
 #   cmd/fi-*.c                 -> build/bin/fi-*
 #   tests/unit/test_*.c        -> build/tests/test_*   (Check; run by `make check`)
 #   tests/gpu/*.c              -> build/tests/gpu/*    (built when CUDA is enabled; run on a GPU)
@@ -40,11 +40,14 @@ LDLIBS  := $(PKG_LIBS) -lpthread -lm
 NVFLAGS := -O3 -std=c++17 $(CUARCH) -Xcompiler -fPIC -Ilib -Ikernels -MMD -MP \
            --expt-relaxed-constexpr -Werror all-warnings
 
-LIB_SRC := $(sort $(wildcard lib/*.c lib/cpu/*.c))
+# Every .c under lib/ is in libfi; those under a cuda/ folder only when CUDA is enabled.
+ALL_LIB_C := $(shell find lib -name '*.c' 2>/dev/null)
+CUDA_LIB_C := $(filter %/cuda/%,$(ALL_LIB_C))
+LIB_SRC := $(sort $(filter-out $(CUDA_LIB_C),$(ALL_LIB_C)))
 CU_SRC  :=
 ifeq ($(FI_CUDA),1)
   ALL_CFLAGS += -DFI_HAVE_CUDA -I$(CUDA_HOME)/include
-  LIB_SRC += $(sort $(wildcard lib/cuda/*.c))
+  LIB_SRC += $(sort $(CUDA_LIB_C))
   CU_SRC  := $(sort $(wildcard kernels/*.cu))
   LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
