@@ -55,6 +55,9 @@ endif
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 CMD_SRC := $(sort $(wildcard cmd/fi-*.c))
 CMDS    := $(CMD_SRC:cmd/%.c=$(BUILD)/bin/%)
+# cmd/*.c other than the commands: plumbing the commands share (options, messages), not libfi
+CMD_COMMON := $(filter-out $(CMD_SRC),$(wildcard cmd/*.c))
+CMD_COBJ := $(CMD_COMMON:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNITS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
@@ -94,9 +97,9 @@ $(BUILD)/libfi.a: $(LIB_OBJ)
 $(BUILD)/libfi.so: $(LIB_OBJ)
 	$(CC) -shared -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(BUILD)/libfi.a
+$(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CMD_COBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)
-	$(CC) -o $@ $< $(BUILD)/libfi.a $(LDFLAGS) $(LDLIBS)
+	$(CC) -o $@ $< $(CMD_COBJ) $(BUILD)/libfi.a $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HOBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)
@@ -161,7 +164,7 @@ install: all
 	install -m 755 $(CMDS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(BUILD)/libfi.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libfi.so $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/fi/
+	cd lib && for h in $$(find . -name '*.h'); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/fi/$$h || exit 1; done
 	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' '$(PKGS)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fi.pc
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/)
 	$(if $(MAN5),install -m 644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/)

@@ -17,13 +17,13 @@
 #include <cuda_runtime_api.h>
 #endif
 
-#include "backend.h"
-#include "err.h"
-#include "image.h"
-#include "log.h"
+#include "backend/backend.h"
+#include "base/err.h"
+#include "model/image.h"
+#include "base/log.h"
 #include "cmdutil.h"
-#include "model.h"
-#include "store.h"
+#include "model/model.h"
+#include "model/store.h"
 
 static const char usage_text[] =
 	"usage: fi-bench -m NAME|PATH [--backend auto|cuda|cpu] [-t THREADS] [-r REPS]\n"

@@ -1,5 +1,5 @@
 /* fi-decode: generate tokens. Reads request frames and feeds them to the scheduler
- * (lib/scheduler.h: continuous batching, sampling, stops, KV from the arena), writing its
+ * (lib/sched/scheduler.h: continuous batching, sampling, stops, KV from the arena), writing its
  * events as token, done and error frames. Text prompts are encoded with the model's
  * tokenizer; token frames carry text pieces. --tokens and --prompt run one request given
  * on the command line and print the generated ids or text. */
@@ -11,16 +11,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "backend.h"
-#include "frame.h"
-#include "log.h"
+#include "backend/backend.h"
+#include "frame/frame.h"
+#include "base/log.h"
 #include "cmdutil.h"
-#include "model.h"
-#include "sample.h"
-#include "scheduler.h"
-#include "store.h"
-#include "stream.h"
-#include "tokenizer.h"
+#include "model/model.h"
+#include "backend/sample.h"
+#include "sched/scheduler.h"
+#include "model/store.h"
+#include "frame/stream.h"
+#include "text/tokenizer.h"
 
 static const char usage_text[] =
 	"usage: fi-decode -m MODEL [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P]\n"

@@ -11,12 +11,12 @@
 
 #include <jansson.h>
 
-#include "arena.h"
-#include "err.h"
-#include "image.h"
-#include "kvxfer.h"
-#include "log.h"
-#include "store.h"
+#include "kv/arena.h"
+#include "base/err.h"
+#include "model/image.h"
+#include "kv/kvxfer.h"
+#include "base/log.h"
+#include "model/store.h"
 
 static const char usage_text[] =
 	"usage: fi-load [-f] [--dtype f32|f16|bf16] [--name NAME] DIR\n"

@@ -1,5 +1,5 @@
 /* fi-prefill: compute the KV of prompts into the shared KV arena. Reads request frames and
- * runs them through the scheduler (lib/scheduler.h) as one-token generations that look their
+ * runs them through the scheduler (lib/sched/scheduler.h) as one-token generations that look their
  * prefix up in the arena and publish their new full blocks; passes each request on with a
  * "kv" reference, preceded by a token frame with its first generated token. */
 #include <errno.h>
@@ -10,17 +10,17 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "backend.h"
-#include "frame.h"
-#include "kvxfer.h"
-#include "log.h"
+#include "backend/backend.h"
+#include "frame/frame.h"
+#include "kv/kvxfer.h"
+#include "base/log.h"
 #include "cmdutil.h"
-#include "model.h"
-#include "sample.h"
-#include "scheduler.h"
-#include "store.h"
-#include "stream.h"
-#include "tokenizer.h"
+#include "model/model.h"
+#include "backend/sample.h"
+#include "sched/scheduler.h"
+#include "model/store.h"
+#include "frame/stream.h"
+#include "text/tokenizer.h"
 
 static const char usage_text[] =
 	"usage: fi-prefill -m MODEL [-b N] [--arena-size SIZE] [--temp T] [--top-k K]\n"

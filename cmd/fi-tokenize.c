@@ -8,13 +8,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "chat.h"
-#include "frame.h"
-#include "image.h"
-#include "log.h"
-#include "store.h"
-#include "stream.h"
-#include "tokenizer.h"
+#include "text/chat.h"
+#include "frame/frame.h"
+#include "model/image.h"
+#include "base/log.h"
+#include "model/store.h"
+#include "frame/stream.h"
+#include "text/tokenizer.h"
 
 static const char USAGE[] =
 	"usage: fi-tokenize -m MODEL [-i IN] [-o OUT] [--whole | --jsonl | --chat] [--ids | --count]\n"

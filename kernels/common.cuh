@@ -6,7 +6,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "cuda/cuda_be.h"
+#include "backend/cuda/cuda_be.h"
 
 typedef __nv_bfloat16 bf16;
 

@@ -1,4 +1,4 @@
-/* sample: one token per row of logits[n,V] (f32) as lib/sample.c's fi_sampler_next draws it
+/* sample: one token per row of logits[n,V] (f32) as lib/backend/sample.c's fi_sampler_next draws it
  * with a repetition penalty of 1: s = logit / temperature (f32, rounded as on the CPU),
  * top-k (ties with the k-th kept), softmax in double over candidates ordered by (s desc,
  * id asc), top-p (drop the ranks whose tail is <= 1 - top_p), min-p, then the inverse CDF

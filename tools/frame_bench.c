@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "stream.h"
+#include "base/log.h"
+#include "frame/stream.h"
 
 int main(int argc, char **argv)
 {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes seed inputs for tests/fuzz/fuzz_image.c: small fi model images (format in
-lib/image.h) made by this independent writer, plus damaged variants.
+lib/model/image.h) made by this independent writer, plus damaged variants.
 
 Standard library only. Usage: tools/gen_image_corpus.py tests/fuzz/corpus/fuzz_image
 The unit suite also opens valid-tiny-bf16 and checks its fingerprint, so the C reader and

@@ -10,7 +10,7 @@ make -s -C "$root" BUILD="$BUILD" PREFIX=/opt/fi DESTDIR="$dest" install >"$TMPD
 	fail "make install: $(tail -n 5 "$TMPDIR/log")"
 p=$dest/opt/fi
 for f in bin/fi-load bin/fi-tokenize bin/fi-decode bin/fi-prefill bin/fi-bench lib/libfi.a lib/libfi.so \
-	include/fi/tensor.h include/fi/model.h lib/pkgconfig/fi.pc share/man/man1/fi-load.1 \
+	include/fi/base/tensor.h include/fi/model/model.h lib/pkgconfig/fi.pc share/man/man1/fi-load.1 \
 	share/man/man5/fi-frame.5 share/man/man7/fi.7; do
 	[ -e "$p/$f" ] || fail "missing $f"
 done
@@ -20,7 +20,7 @@ grep -qx 'prefix=/opt/fi' "$p/lib/pkgconfig/fi.pc" || fail "fi.pc: $(head -n 1 "
 sed "s#^prefix=.*#prefix=$p#" "$p/lib/pkgconfig/fi.pc" > "$TMPDIR/fi.pc"
 cat > "$TMPDIR/t.c" <<'C'
 #include <stdio.h>
-#include <tensor.h>
+#include <base/tensor.h>
 int main(void) { printf("%s %zu\n", fi_dtype_name(FI_DT_BF16), fi_dtype_size(FI_DT_BF16)); return 0; }
 C
 PKG_CONFIG_PATH=$TMPDIR cc "$TMPDIR/t.c" $(PKG_CONFIG_PATH=$TMPDIR pkg-config --cflags --libs fi) \

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
+#include "frame/frame.h"
 
 static void check_roundtrip(const struct fi_frame *f, const struct fi_frame_limits *lim)
 {

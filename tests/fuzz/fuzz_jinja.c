@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat.h"
+#include "text/chat.h"
 
 static const char default_request[] =
 	"{\"messages\": [{\"role\": \"system\", \"content\": \"sys\"},"

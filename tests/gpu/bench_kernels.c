@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 #include "gpu_util.h"
-#include "log.h"
+#include "base/log.h"
 
 static struct fi_backend *G;
 static uint64_t seed = 12345;

@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "err.h"
-#include "tensor.h"
+#include "backend/backend.h"
+#include "base/err.h"
+#include "base/tensor.h"
 
 struct pair {
 	struct fi_backend *cpu, *gpu;

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 #include "gpu_util.h"
 #include "../unit/util.h"
 
@@ -419,7 +419,7 @@ START_TEST(test_argmax)
 }
 END_TEST
 
-/* sample against lib/sample.c: per row a CPU sampler (own seed) gives the reference token
+/* sample against lib/backend/sample.c: per row a CPU sampler (own seed) gives the reference token
  * with fi_sampler_next; the device gets the same parameters and the u that draw used
  * (fi_sampler_row before it). Logits: f32 uniform (no ties) or bf16-rounded (many exact
  * ties, so the id order inside equal logits is exercised), spreads from 2 to 150 (the
@@ -521,7 +521,7 @@ START_TEST(test_sample)
 		free(sm);
 	}
 	printf("sample: %ld rows, %ld differ, %ld handed back\n", rows, bad, back);
-	ck_assert_msg(bad * 500 <= rows, "sample: %ld of %ld rows differ from lib/sample.c", bad,
+	ck_assert_msg(bad * 500 <= rows, "sample: %ld of %ld rows differ from lib/backend/sample.c", bad,
 		      rows);
 	printf("%-44s ok\n", "sample");
 }

@@ -30,10 +30,10 @@
 
 #include <jansson.h>
 
-#include "backend.h"
-#include "err.h"
-#include "log.h"
-#include "model.h"
+#include "backend/backend.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "model/model.h"
 
 static int argmax(const float *x, int n)
 {

@@ -9,7 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "arena.h"
+#include "kv/arena.h"
 
 #define T_BLOCK_TOKENS 4
 #define T_TOKEN_BYTES 1024 /* 4 KiB blocks */

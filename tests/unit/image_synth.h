@@ -9,8 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "image.h"
-#include "names.h"
+#include "model/image.h"
+#include "model/names.h"
 #include "util.h"
 
 /* A tiny Llama: D 16, 2 layers, 4 heads of 4, 2 KV heads, F 24, V 32, untied. */

@@ -6,7 +6,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
-#include "arena_shm.h"
+#include "kv/arena_shm.h"
 #include "arena_test.h"
 #include "util.h"
 

@@ -9,7 +9,7 @@
 
 #include <jansson.h>
 
-#include "chat.h"
+#include "text/chat.h"
 #include "util.h"
 
 static json_t *load_fixture(const char *name)

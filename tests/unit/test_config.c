@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "names.h"
-#include "safetensors.h"
+#include "model/config.h"
+#include "model/names.h"
+#include "model/safetensors.h"
 #include "util.h"
 
 static const char *const fixtures[] = {"llama-3.1-8b-instruct", "mistral-7b-v0.1",

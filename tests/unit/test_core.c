@@ -2,9 +2,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "err.h"
-#include "names.h"
-#include "tensor.h"
+#include "base/err.h"
+#include "model/names.h"
+#include "base/tensor.h"
 #include "util.h"
 
 START_TEST(test_err_detail)

@@ -11,8 +11,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "frame.h"
-#include "stream.h"
+#include "frame/frame.h"
+#include "frame/stream.h"
 #include "util.h"
 
 static uint32_t toks[5] = { 1, 255, 65536, 0xfffffffe, 7 };

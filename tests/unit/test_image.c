@@ -7,10 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "image.h"
-#include "names.h"
-#include "safetensors.h"
-#include "store.h"
+#include "model/image.h"
+#include "model/names.h"
+#include "model/safetensors.h"
+#include "model/store.h"
 #include "image_synth.h"
 #include "util.h"
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "safetensors.h"
+#include "model/safetensors.h"
 #include "util.h"
 
 /* A safetensors image: u64 LE header length, the header, dlen data bytes (i * 7 + 1). */

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sample.h"
+#include "backend/sample.h"
 #include "util.h"
 
 START_TEST(test_rng)

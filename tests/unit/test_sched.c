@@ -1,4 +1,4 @@
-/* The scheduler (lib/scheduler.h) on the HF fixtures: one request reproduces transformers'
+/* The scheduler (lib/sched/scheduler.h) on the HF fixtures: one request reproduces transformers'
  * greedy tokens; every request of a batch (greedy or seeded, added at once or while others
  * run, prompts whole or in chunks, a small cache that makes requests wait) gets exactly the
  * tokens it gets alone; stop ids, stop strings across token boundaries (with a synthetic
@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "model.h"
-#include "scheduler.h"
-#include "tokenizer.h"
+#include "backend/backend.h"
+#include "model/model.h"
+#include "sched/scheduler.h"
+#include "text/tokenizer.h"
 #include "util.h"
 
 #define MAXR 16

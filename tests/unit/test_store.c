@@ -7,11 +7,11 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
-#include "image.h"
+#include "model/image.h"
 #include "image_synth.h"
-#include "names.h"
-#include "safetensors.h"
-#include "store.h"
+#include "model/names.h"
+#include "model/safetensors.h"
+#include "model/store.h"
 #include "util.h"
 /* ---- Hugging Face directories ---- */
 

@@ -11,9 +11,9 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "frame.h"
-#include "log.h"
-#include "stream.h"
+#include "frame/frame.h"
+#include "base/log.h"
+#include "frame/stream.h"
 #include "util.h"
 
 static fi_err send_tokens(struct fi_stream *s, const char *id, uint32_t first, uint32_t n)

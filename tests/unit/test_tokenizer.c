@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 #include "util.h"
 
 static uint64_t fnv1a(const void *p, size_t n)

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "tokenizer.h"
+#include "base/log.h"
+#include "text/tokenizer.h"
 #include "util.h"
 
 /* A tiny valid tokenizer; the cases below break one thing at a time. */

@@ -1,0 +1,194 @@
+/* backend: the op table the forward pass (model.c) is written in.
+ *
+ * The CPU backend (lib/backend/cpu/) is the reference: f32 activations, OpenBLAS GEMMs. The CUDA
+ * backend (lib/backend/cuda/ + kernels/) implements the same ops with bf16 activations and fp32
+ * accumulation; each of its kernels is tested against the CPU op of the same name.
+ *
+ * Conventions for every op:
+ * - Pointers named *_d are backend memory (from alloc); on the CPU that is host memory.
+ * - Activations have dtype be->act (F32 on the CPU, BF16 on CUDA), row-major.
+ * - T is the number of tokens in the batch, across all sequences.
+ * - Ops are asynchronous on CUDA (one stream per backend); sync() waits; download() syncs.
+ * - Every op returns FI_OK or an error recorded through fi_fail.
+ *
+ * KV cache layout (paged, vLLM-style): per layer, K and V each [n_blocks, block_size, Hk, hd]
+ * in dtype be->act. Token t of a sequence at position p lives in block
+ * block_table[seq][p / block_size] at offset p % block_size; its "slot" is
+ * block * block_size + offset. */
+#ifndef FI_BACKEND_H
+#define FI_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "sample.h"
+#include "base/tensor.h"
+
+struct fi_backend;
+
+/* A weight prepared by the backend from a model tensor (converted, uploaded, maybe
+ * re-laid-out); opaque to model.c. rows x cols is the logical shape ([N,K] for a linear
+ * layer, [D] as 1 x D for a norm, [V,D] for an embedding). */
+struct fi_weight {
+	void *p;
+	enum fi_dtype dtype;
+	int64_t rows, cols;
+};
+
+struct fi_kv_cache {
+	int n_layers, n_blocks, block_size, n_kv_heads, head_dim;
+	void **k_d, **v_d; /* [n_layers] pointers to [n_blocks, block_size, Hk, hd] */
+};
+
+/* What attention needs to know about a batch; all arrays are backend memory. */
+struct fi_attn_batch {
+	int n_tokens;             /* T */
+	int n_seqs;               /* S */
+	int max_blocks;           /* row stride of block_table */
+	const int32_t *tok_seq_d; /* [T] sequence index of each token */
+	const int32_t *tok_pos_d; /* [T] position of each token in its sequence */
+	const int32_t *slot_d;    /* [T] KV slot each token's K/V is written to */
+	const int32_t *seq_len_d; /* [S] tokens in each sequence's cache after this batch */
+	const int32_t *block_table_d; /* [S, max_blocks] */
+	int max_seq_len;          /* upper bound of seq_len_d, for launch sizing */
+	int sliding_window;       /* 0 = none: token at p sees positions (p - W, p] otherwise */
+	float scale;              /* softmax scale, 1/sqrt(hd) */
+};
+
+struct fi_rope {
+	int head_dim;        /* hd; rotate-half layout as in HF: pairs (i, i + hd/2) */
+	const float *inv_freq_d; /* [hd/2] inverse frequencies, llama3 scaling already applied */
+};
+
+struct fi_backend_ops {
+	const char *name;
+	void (*destroy)(struct fi_backend *be);
+
+	/* memory */
+	fi_err (*alloc)(struct fi_backend *be, size_t bytes, void **out_d);
+	void (*free)(struct fi_backend *be, void *p_d);
+	fi_err (*upload)(struct fi_backend *be, void *dst_d, const void *src, size_t bytes);
+	fi_err (*download)(struct fi_backend *be, void *dst, const void *src_d, size_t bytes);
+	fi_err (*sync)(struct fi_backend *be);
+	fi_err (*weight)(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *out);
+	void (*weight_free)(struct fi_backend *be, struct fi_weight *w);
+	fi_err (*kv_alloc)(struct fi_backend *be, struct fi_kv_cache *kv);
+	void (*kv_free)(struct fi_backend *be, struct fi_kv_cache *kv);
+
+	/* x[T,D] = emb[tok[t], :] */
+	fi_err (*embed)(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
+			const int32_t *tok_d, int T);
+	/* If add_d: x[T,D] += add[T,D] (in place, the residual stream). Then
+	 * out[T,D] = x / sqrt(mean(x^2) + eps) * w. out may equal x only when add_d is NULL. */
+	fi_err (*rmsnorm)(struct fi_backend *be, void *out_d, void *x_d, const void *add_d,
+			  const struct fi_weight *w, int T, int D, float eps);
+	/* out[T,N] = in[T,K] @ w[N,K]^T (+ bias[N]); fp32 accumulation. */
+	fi_err (*matmul)(struct fi_backend *be, void *out_d, const void *in_d,
+			 const struct fi_weight *w, const struct fi_weight *bias, int T);
+	/* Same as matmul but out is always F32 (the LM head, so logits keep precision). */
+	fi_err (*matmul_f32out)(struct fi_backend *be, float *out_d, const void *in_d,
+				const struct fi_weight *w, int T);
+	/* Rotates q[T,Hq,hd] and k[T,Hk,hd] in place by each token's position. */
+	fi_err (*rope)(struct fi_backend *be, void *q_d, void *k_d, const int32_t *pos_d,
+		       const struct fi_rope *r, int T, int Hq, int Hk);
+	/* Writes k[T,Hk*hd] and v[T,Hk*hd] of one layer into the cache at slot_d[t]. */
+	fi_err (*kv_write)(struct fi_backend *be, struct fi_kv_cache *kv, int layer,
+			   const void *k_d, const void *v_d, const struct fi_attn_batch *b);
+	/* out[T,Hq*hd] = causal softmax(q k^T * scale) v over each token's sequence in the cache
+	 * (positions 0..pos, within the sliding window); GQA: q head h reads KV head
+	 * h / (Hq / Hk). */
+	fi_err (*attention)(struct fi_backend *be, void *out_d, const void *q_d,
+			    const struct fi_kv_cache *kv, int layer, int Hq,
+			    const struct fi_attn_batch *b);
+	/* out[T,F] = silu(gate[T,F]) * up[T,F] */
+	fi_err (*silu_mul)(struct fi_backend *be, void *out_d, const void *gate_d,
+			   const void *up_d, int T, int F);
+	/* out[n,D] = x[idx[i], :] (rows that need logits) */
+	fi_err (*gather_rows)(struct fi_backend *be, void *out_d, const void *x_d,
+			      const int32_t *idx_d, int n, int D);
+
+	/* Optional (NULL: rope, then kv_write): both in one pass with the same results; q and
+	 * k rotated in place by b->tok_pos_d, the rotated k and v written at b->slot_d. */
+	fi_err (*rope_kv_write)(struct fi_backend *be, void *q_d, void *k_d, const void *v_d,
+				const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+				const struct fi_attn_batch *b);
+	/* Optional (NULL: matmul of each (or matmul_multi), then silu_mul): out[T,F] =
+	 * silu(in Wg^T) * (in Wu^T) with the same roundings; gate_d and up_d [T,F] are
+	 * scratch the op may use. */
+	fi_err (*matmul_glu)(struct fi_backend *be, void *out_d, void *gate_d, void *up_d,
+			     const void *in_d, const struct fi_weight *gate,
+			     const struct fi_weight *up, int T);
+	/* Optional (NULL: the caller loads each tensor with weight() and loops over matmul).
+	 * weight_cat makes one weight [sum rows, cols] of n tensors with equal cols, rows in
+	 * order (q, k, v; gate, up), and parts[i] views of tensor i inside it: parts work with
+	 * every op taking a weight and are never passed to weight_free (cat is). matmul_multi
+	 * runs n weights over the same input in one pass: out_i[T,N_i] = in[T,K] w_i^T
+	 * (+ bias_i), the same values as n matmul calls; weights made by weight_cat are the
+	 * fast case (decode reads the input once, prompts one GEMM). n <= 4. */
+	fi_err (*weight_cat)(struct fi_backend *be, const struct fi_tensor *const *t, int n,
+			     struct fi_weight *cat, struct fi_weight *parts);
+	fi_err (*matmul_multi)(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
+			       const struct fi_weight *const *w, const struct fi_weight *const *bias,
+			       int T);
+
+	/* Optional, all three or none (NULL: the plain ops): a decode layer's products with
+	 * their neighbours folded in, used for batches of at most be->fuse_max_T tokens.
+	 * x_d is the residual stream [T,D]; norm(x) = x / sqrt(mean(x^2) + eps) * norm->p.
+	 * norm_qkv_rope: q[T,Hq*hd] = norm(x) Wq^T (+ bq), rotated as rope does; k and v
+	 *   likewise (k rotated) written to the cache of `layer` at b->slot_d as kv_write does
+	 *   (nothing else is written). w3 = {q, k, v}, b3 NULL or their biases.
+	 * matmul_add: x[T,N] += in[T,K] W^T (the residual add of the o and down projections).
+	 * norm_glu: out[T,F] = silu(norm(x) Wg^T) * (norm(x) Wu^T).
+	 * The normalised x is not rounded to the activation dtype, so results are within the
+	 * dtype's rounding of the plain ops, not equal to them. */
+	fi_err (*norm_qkv_rope)(struct fi_backend *be, void *q_d, const void *x_d,
+				const struct fi_weight *norm, float eps,
+				const struct fi_weight *const *w3, const struct fi_weight *const *b3,
+				const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+				const struct fi_attn_batch *b);
+	fi_err (*matmul_add)(struct fi_backend *be, void *x_d, const void *in_d,
+			     const struct fi_weight *w, int T);
+	fi_err (*norm_glu)(struct fi_backend *be, void *out_d, const void *x_d,
+			   const struct fi_weight *norm, float eps, const struct fi_weight *gate,
+			   const struct fi_weight *up, int T);
+
+	/* Optional (NULL when absent): greedy argmax on the device, tok[n] = argmax logits[n,V]. */
+	fi_err (*argmax)(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n, int V);
+	/* Optional (NULL: logits go to the host sampler): one token per row of logits[n,V]
+	 * drawn with rows_d[n] (backend memory) as fi_sampler_next does after a repetition
+	 * penalty of 1 (sample.h: temperature, top-k, top-p, min-p, then the inverse CDF at
+	 * u; greedy rows take the argmax). out_d[2n]: out[i] the token, out[n + i] how many
+	 * tokens survived the filters (the draw was used when > 1); out[i] = -1 when the row
+	 * cannot be done here (too many candidates), left to the host sampler. */
+	fi_err (*sample)(struct fi_backend *be, int32_t *out_d, const float *logits_d,
+			 const struct fi_sample_row *rows_d, int n, int V);
+	/* Optional CUDA-graph hooks: replay returns FI_OK if a graph for key exists and was
+	 * launched, FI_ENOTFOUND otherwise; capture_begin/end record the ops issued between. */
+	fi_err (*graph_replay)(struct fi_backend *be, uint64_t key);
+	fi_err (*graph_capture_begin)(struct fi_backend *be, uint64_t key);
+	fi_err (*graph_capture_end)(struct fi_backend *be, uint64_t key);
+};
+
+struct fi_backend {
+	const struct fi_backend_ops *ops;
+	enum fi_dtype act; /* activation and KV dtype */
+	int n_threads;     /* CPU threads (CPU backend) */
+	size_t mem_total, mem_free; /* device memory, bytes (0 when unknown) */
+	char device[128];  /* "cpu (2 threads)", "NVIDIA H100 80GB HBM3" */
+	int fuse_max_T;    /* batches of at most this many tokens use the fused decode ops */
+	void *priv;
+};
+
+/* Creates a backend by name: "cpu", "cuda", or "auto" (CUDA when built with it and a GPU
+ * is present, else CPU). n_threads <= 0 means one per core. */
+fi_err fi_backend_create(const char *name, int n_threads, struct fi_backend **out);
+void fi_backend_destroy(struct fi_backend *be);
+
+/* Constructors, each in its own module. */
+fi_err fi_backend_cpu_create(int n_threads, struct fi_backend **out);
+#ifdef FI_HAVE_CUDA
+fi_err fi_backend_cuda_create(int device, struct fi_backend **out);
+#endif
+
+#endif

@@ -1,0 +1,74 @@
+/* cpu: internals shared by the CPU backend's op files (not a public header).
+ *
+ * The CPU backend is the reference implementation of every op in backend.h: f32
+ * activations and KV, weights converted to f32 once at weight() time, GEMMs through
+ * OpenBLAS, and everything else split over a small persistent pthread pool. */
+#ifndef FI_CPU_H
+#define FI_CPU_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+
+/* fn(ctx, begin, end) processes items [begin, end) of a range. */
+typedef void (*fi_cpu_task)(void *ctx, int64_t begin, int64_t end);
+
+struct fi_cpu_pool {
+	int n;                 /* threads including the caller */
+	pthread_t *tid;        /* n - 1 workers */
+	pthread_mutex_t mu;
+	pthread_cond_t go, done;
+	uint64_t gen;          /* bumped for every job; workers wait for a change */
+	int pending;           /* workers still running the current job */
+	int quit;
+	/* the current job */
+	fi_cpu_task fn;
+	void *ctx;
+	int64_t total;
+};
+
+struct fi_cpu {
+	struct fi_cpu_pool pool;
+};
+
+/* Runs fn over [0, n) split into contiguous chunks, one per thread; ranges shorter than
+ * 2 * grain run on the caller alone (a pool wake-up costs more than tiny work). */
+void fi_cpu_parallel_for(struct fi_backend *be, int64_t n, int64_t grain, fi_cpu_task fn,
+			 void *ctx);
+
+/* Op implementations, one group per file. */
+fi_err fi_cpu_embed(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
+		    const int32_t *tok_d, int T);
+fi_err fi_cpu_gather_rows(struct fi_backend *be, void *out_d, const void *x_d,
+			  const int32_t *idx_d, int n, int D);
+fi_err fi_cpu_rmsnorm(struct fi_backend *be, void *out_d, void *x_d, const void *add_d,
+		      const struct fi_weight *w, int T, int D, float eps);
+fi_err fi_cpu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
+		     const struct fi_weight *w, const struct fi_weight *bias, int T);
+fi_err fi_cpu_matmul_f32out(struct fi_backend *be, float *out_d, const void *in_d,
+			    const struct fi_weight *w, int T);
+fi_err fi_cpu_rope(struct fi_backend *be, void *q_d, void *k_d, const int32_t *pos_d,
+		   const struct fi_rope *r, int T, int Hq, int Hk);
+fi_err fi_cpu_kv_write(struct fi_backend *be, struct fi_kv_cache *kv, int layer,
+		       const void *k_d, const void *v_d, const struct fi_attn_batch *b);
+fi_err fi_cpu_attention(struct fi_backend *be, void *out_d, const void *q_d,
+			const struct fi_kv_cache *kv, int layer, int Hq,
+			const struct fi_attn_batch *b);
+fi_err fi_cpu_silu_mul(struct fi_backend *be, void *out_d, const void *gate_d,
+		       const void *up_d, int T, int F);
+/* cpu_fused.c: the decode fusions as the plain ops in sequence */
+fi_err fi_cpu_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
+			    const struct fi_weight *norm, float eps,
+			    const struct fi_weight *const *w3, const struct fi_weight *const *b3,
+			    const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+			    const struct fi_attn_batch *b);
+fi_err fi_cpu_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
+			 const struct fi_weight *w, int T);
+fi_err fi_cpu_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
+		       const struct fi_weight *norm, float eps, const struct fi_weight *gate,
+		       const struct fi_weight *up, int T);
+fi_err fi_cpu_argmax(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n,
+		     int V);
+
+#endif

@@ -1,0 +1,187 @@
+/* cuda_be: private state of the CUDA backend, its error check, and the kernel launchers
+ * (kernels/NAME.cu, one op per file) that lib/cuda/NAME.c call.
+ *
+ * Every CUDA, cuBLAS(Lt) call and every launch goes through FI_CHECK, which turns a failure
+ * into an FI_EDEVICE return with the call and the library's error string. */
+#ifndef FI_CUDA_BE_H
+#define FI_CUDA_BE_H
+
+#include <cuda_runtime_api.h>
+#include <cublasLt.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Inside the C linkage block: the fi headers have no guards of their own. */
+#include "backend/backend.h"
+#include "base/err.h"
+
+/* FI_CHECK(expr, ok, strfn): evaluates expr once; if it is not ok, returns
+ * fi_fail(FI_EDEVICE, ...) naming the call and strfn(result). */
+#define FI_CHECK(expr, ok, strfn)                                                          \
+	do {                                                                               \
+		__typeof__(expr) fi_ck_ = (expr);                                          \
+		if (fi_ck_ != (ok))                                                        \
+			return fi_fail(FI_EDEVICE, "cuda: %s failed: %s (%s:%d)", #expr,   \
+				       strfn(fi_ck_), __FILE__, __LINE__);                 \
+	} while (0)
+#define CU_CHECK(expr) FI_CHECK(expr, cudaSuccess, cudaGetErrorString)
+#define LT_CHECK(expr) FI_CHECK(expr, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
+/* After a kernel launch: launch-configuration errors surface here. */
+#define LAUNCH_CHECK() CU_CHECK(cudaGetLastError())
+
+/* Attention scratch for split-K partials; the split count is bounded so that this is enough
+ * (see kernels/attn_decode.cu). */
+#define FI_ATTN_WS_BYTES (16u << 20)
+#define FI_LT_WS_BYTES (32u << 20)
+#define FI_ATTN_CNT 65536 /* the first half for attention's splits, the second for argmax */
+/* The fused GEMM output of matmul_multi before it is split (T * sum N bf16 values). */
+#define FI_MULTI_WS_BYTES (16u << 20)
+#define FI_MAX_GRAPHS 64
+
+struct fi_gemm_plan;
+struct fi_upload;
+
+struct fi_cuda_graph {
+	uint64_t key;
+	cudaGraphExec_t exec;
+};
+
+struct fi_cuda {
+	int device;
+	int n_sm;
+	size_t smem_optin; /* shared memory a block may opt into */
+	cudaStream_t stream;
+	cublasLtHandle_t lt;
+	void *lt_ws;
+	void *attn_ws;
+	void *multi_ws;
+	int *attn_cnt; /* [FI_ATTN_CNT] split counters of attn_decode, zero between launches */
+	int no_gemv;   /* FI_GEMV=0 */
+	int no_glu;    /* FI_GLU=0: gate/up then silu_mul in decode */
+	int fuse_mode; /* matmul_multi above 4 rows: 0 never (FI_FUSE=0), 1 all parts, 2 not the first */
+	struct fi_gemm_plan *plans;
+	int n_plans, cap_plans;
+	struct fi_cuda_graph graphs[FI_MAX_GRAPHS];
+	int n_graphs;
+	int capturing;
+	uint64_t capture_key;
+	struct fi_upload *up; /* pinned staging and copy threads for weight upload */
+	size_t weight_bytes;  /* bytes of weights resident */
+};
+
+static inline struct fi_cuda *fi_cuda_of(struct fi_backend *be)
+{
+	return (struct fi_cuda *)be->priv;
+}
+
+/* lib/backend/cuda/gemm.c */
+fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
+		    const struct fi_weight *w, const struct fi_weight *bias, int T);
+void fi_cuda_gemm_free(struct fi_cuda *c);
+
+/* lib/backend/cuda/upload.c */
+fi_err fi_cuda_upload_init(struct fi_cuda *c);
+void fi_cuda_upload_free(struct fi_cuda *c);
+/* Copies n elements of src (dtype sdt, host) to dst_d as bf16 through pinned staging. */
+fi_err fi_cuda_upload_bf16(struct fi_cuda *c, void *dst_d, const void *src, enum fi_dtype sdt,
+			   size_t n);
+/* Synchronous device-to-host copy through the pinned buffers (large transfers). */
+fi_err fi_cuda_download_big(struct fi_cuda *c, void *dst, const void *src_d, size_t bytes);
+
+/* Launchers in kernels/NAME.cu; all asynchronous on stream st. bf16 tensors are passed as void *. */
+fi_err fi_cu_embed(cudaStream_t st, void *x, const void *emb, int64_t V, const int32_t *tok,
+		   int T, int D);
+fi_err fi_cu_rmsnorm(cudaStream_t st, void *out, void *x, const void *add, const void *w,
+		     int T, int D, float eps);
+fi_err fi_cu_rope(cudaStream_t st, void *q, void *k, const int32_t *pos, const float *inv_freq,
+		  int T, int Hq, int Hk, int hd);
+/* rope, then the rotated k and v written to the cache at slot[t] (one launch). */
+fi_err fi_cu_rope_kv(cudaStream_t st, void *q, void *k, const void *v, void *kc, void *vc,
+		     const int32_t *pos, const int32_t *slot, const float *inv_freq, int T, int Hq,
+		     int Hk, int hd, int64_t n_slots);
+fi_err fi_cu_kv_write(cudaStream_t st, void *kc, void *vc, const void *k, const void *v,
+		      const int32_t *slot, int T, int row, int64_t n_slots);
+fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
+fi_err fi_cu_gather_rows(cudaStream_t st, void *out, const void *x, const int32_t *idx, int n,
+			 int D);
+/* out[T,N] = x[T,K] w[N,K]^T (+ bias) for T <= 4; FI_EUNSUPPORTED (not recorded) otherwise. */
+fi_err fi_cu_gemv(cudaStream_t st, void *out, int out_f32, const void *x, const void *w,
+		  const void *bias, int T, int N, int K);
+/* Up to 4 weights [N_i,K] over the same x[T,K] (T <= 4), bf16 outputs; FI_EUNSUPPORTED (not
+ * recorded) when a layout needs the general path. */
+fi_err fi_cu_gemv_multi(cudaStream_t st, int n, void *const *out, const void *x,
+			const void *const *w, const void *const *bias, const int *N, int T, int K);
+/* out[T,F] = silu(x wg^T) * (x wu^T) for T <= 4 (bf16 roundings of matmul + silu_mul);
+ * FI_EUNSUPPORTED (not recorded) otherwise. */
+fi_err fi_cu_gemv_glu(cudaStream_t st, void *out, const void *x, const void *wg, const void *wu,
+		      int T, int F, int K);
+/* Decode products with their neighbours folded in (kernels/gemv_fused.cu), T <= 4:
+ *   STORE  out[T,N] = norm(x) W^T            (bf16, or f32 with out_f32)
+ *   ADD    out[T,N] += x W^T                  (the residual stream, in place)
+ *   GLU    out[T,N] = silu(norm(x) Wg^T) * (norm(x) Wu^T)     w = {gate, up}
+ *   ROPE   q = norm(x) Wq^T (+bq) rotated -> out [T,N]; k, v likewise (k rotated) written
+ *          to kc/vc [n_slots, Nk] at slot[t] (negative: not written)     w = {q, k, v}
+ * norm(x) = x / sqrt(mean(x^2) + eps) * g when g is set, else x.
+ * FI_EUNSUPPORTED (not recorded) for what it cannot take. */
+enum { FI_FG_STORE, FI_FG_ADD, FI_FG_GLU, FI_FG_ROPE };
+struct fi_cu_fgemv {
+	int epi, out_f32;
+	const void *w[3], *bias[3];
+	const void *x, *g;
+	float eps;
+	void *out;
+	int N, Nk, K, hd; /* N rows (ROPE: Hq*hd), Nk = Hk*hd (ROPE) */
+	const int32_t *pos, *slot;
+	const float *inv_freq;
+	void *kc, *vc;
+	int64_t n_slots;
+};
+fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int T);
+/* The backend ops of the same names (lib/backend/cuda/fused.c). */
+fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
+			     const struct fi_weight *norm, float eps,
+			     const struct fi_weight *const *w3, const struct fi_weight *const *b3,
+			     const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+			     const struct fi_attn_batch *b);
+fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
+			  const struct fi_weight *w, int T);
+fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
+			const struct fi_weight *norm, float eps, const struct fi_weight *gate,
+			const struct fi_weight *up, int T);
+/* out_i[T,N_i] = columns of ws[T, sum N] (bf16), parts in order. */
+fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, const int *N, int T);
+/* ws (n x 32 float2) and cnt (n counters, zero, left zero) are scratch for one row over many
+ * blocks; NULL: one block a row. */
+fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V, void *ws,
+		    size_t ws_bytes, int *cnt, int cnt_n);
+/* The sample op (backend.h): out[2n] tokens then survivor counts, -1 where too wide. */
+fi_err fi_cu_sample(cudaStream_t st, int32_t *out, const float *logits,
+		    const struct fi_sample_row *rows, int n, int V);
+
+/* Everything attention needs besides the batch; kc/vc point at one layer. */
+struct fi_cu_attn {
+	void *out;
+	const void *q, *kc, *vc;
+	int Hq, Hk, hd, block_size, n_blocks;
+	int n_sm;
+	void *ws;
+	size_t ws_bytes;
+	int *cnt;  /* [cnt_n] zeroed split counters (decode merges in its last CTA), or NULL */
+	int cnt_n;
+};
+fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
+			 const struct fi_attn_batch *b);
+/* Returns FI_EUNSUPPORTED (without recording an error) when the head size has no
+ * tensor-core kernel; the caller then uses the decode kernel. */
+fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a,
+			  const struct fi_attn_batch *b);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

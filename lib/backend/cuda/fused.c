@@ -1,0 +1,120 @@
+/* fused: the CUDA backend's decode fusions (backend.h: norm_qkv_rope, matmul_add, norm_glu)
+ * over kernels/gemv_fused.cu. Each checks what the kernel assumes and says what it refused;
+ * model.c only asks for them on batches of at most be->fuse_max_T tokens and shapes it has
+ * checked (widths multiple of 8, even head size). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_be.h"
+
+static fi_err bf16_weight(const struct fi_weight *w, int64_t rows, int64_t cols, const char *op,
+			  const char *what)
+{
+	if (w->dtype != FI_DT_BF16 || w->rows != rows || w->cols != cols)
+		return fi_fail(FI_EMISMATCH, "%s: %s is %s %lld x %lld, expected bf16 %lld x %lld",
+			       op, what, fi_dtype_name(w->dtype), (long long)w->rows,
+			       (long long)w->cols, (long long)rows, (long long)cols);
+	return FI_OK;
+}
+
+/* A norm weight or bias: n values as 1 x n (or n x 1). */
+static fi_err bf16_vector(const struct fi_weight *w, int64_t n, const char *op, const char *what)
+{
+	if (w->dtype != FI_DT_BF16 || w->rows * w->cols != n)
+		return fi_fail(FI_EMISMATCH, "%s: %s has %lld %s values, expected %lld bf16", op,
+			       what, (long long)(w->rows * w->cols), fi_dtype_name(w->dtype),
+			       (long long)n);
+	return FI_OK;
+}
+
+static fi_err run(struct fi_backend *be, struct fi_cu_fgemv *a, int T, const char *op)
+{
+	if (T <= 0)
+		return FI_OK;
+	fi_err e = fi_cu_fgemv(fi_cuda_of(be)->stream, a, T);
+	if (e == FI_EUNSUPPORTED)
+		return fi_fail(e, "%s: %d tokens of width %d: not a decode-sized, 16-byte aligned "
+			       "batch", op, T, a->K);
+	return e;
+}
+
+fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
+			     const struct fi_weight *norm, float eps,
+			     const struct fi_weight *const *w3, const struct fi_weight *const *b3,
+			     const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+			     const struct fi_attn_batch *b)
+{
+	const char *op = "norm_qkv_rope";
+	int hd = kv->head_dim, Nk = kv->n_kv_heads * hd;
+	int64_t D = w3[0]->cols;
+	struct fi_cu_fgemv a = {.epi = FI_FG_ROPE};
+	fi_err e;
+	if (layer < 0 || layer >= kv->n_layers)
+		return fi_fail(FI_ERANGE, "%s: layer %d of %d", op, layer, kv->n_layers);
+	if (r->head_dim != hd)
+		return fi_fail(FI_EMISMATCH, "%s: head size %d, cache %d", op, r->head_dim, hd);
+	if ((e = bf16_vector(norm, D, op, "norm")) ||
+	    (e = bf16_weight(w3[0], (int64_t)Hq * hd, D, op, "q")) ||
+	    (e = bf16_weight(w3[1], Nk, D, op, "k")) || (e = bf16_weight(w3[2], Nk, D, op, "v")))
+		return e;
+	for (int i = 0; i < 3; i++) {
+		a.w[i] = w3[i]->p;
+		if (b3 && b3[i]) {
+			if ((e = bf16_vector(b3[i], w3[i]->rows, op, "bias")))
+				return e;
+			a.bias[i] = b3[i]->p;
+		}
+	}
+	a.x = x_d;
+	a.g = norm->p;
+	a.eps = eps;
+	a.out = q_d;
+	a.N = Hq * hd;
+	a.Nk = Nk;
+	a.K = (int)D;
+	a.hd = hd;
+	a.pos = b->tok_pos_d;
+	a.slot = b->slot_d;
+	a.inv_freq = r->inv_freq_d;
+	a.kc = kv->k_d[layer];
+	a.vc = kv->v_d[layer];
+	a.n_slots = (int64_t)kv->n_blocks * kv->block_size;
+	return run(be, &a, b->n_tokens, op);
+}
+
+fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
+			  const struct fi_weight *w, int T)
+{
+	fi_err e = bf16_weight(w, w->rows, w->cols, "matmul_add", "weight");
+	struct fi_cu_fgemv a = {.epi = FI_FG_ADD};
+	if (e)
+		return e;
+	a.w[0] = w->p;
+	a.x = in_d;
+	a.out = x_d;
+	a.N = (int)w->rows;
+	a.K = (int)w->cols;
+	return run(be, &a, T, "matmul_add");
+}
+
+fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
+			const struct fi_weight *norm, float eps, const struct fi_weight *gate,
+			const struct fi_weight *up, int T)
+{
+	const char *op = "norm_glu";
+	fi_err e;
+	struct fi_cu_fgemv a = {.epi = FI_FG_GLU};
+	if ((e = bf16_vector(norm, gate->cols, op, "norm")) ||
+	    (e = bf16_weight(up, gate->rows, gate->cols, op, "up")) ||
+	    (e = bf16_weight(gate, gate->rows, gate->cols, op, "gate")))
+		return e;
+	a.w[0] = gate->p;
+	a.w[1] = up->p;
+	a.x = x_d;
+	a.g = norm->p;
+	a.eps = eps;
+	a.out = out_d;
+	a.N = (int)gate->rows;
+	a.K = (int)gate->cols;
+	return run(be, &a, T, op);
+}

@@ -1,0 +1,212 @@
+/* frame: the msgpack frame schema v1 that every fi command reads and writes (fi-frame(5)).
+ *
+ * A frame is one msgpack map with "v": 1 and "type". In memory it is a struct fi_frame: the
+ * type, the request id (common to every type but eos) and one body per type. Strings and
+ * arrays in a decoded frame are owned by it (fi_frame_free releases them); a frame that is
+ * only encoded may point at the caller's memory (encoding only reads).
+ *
+ * Decoding never trusts a declared size: a bounded pre-scan checks every length and count
+ * against the bytes present and against struct fi_frame_limits before msgpack-c builds any
+ * object, so a 5-byte map32 claiming 4G entries costs nothing.
+ *
+ * Typical producer:
+ *   struct fi_frame f;
+ *   fi_frame_init(&f, FI_FRAME_TOKEN);
+ *   f.id = (char *)req_id; f.tok.token = t; f.tok.index = i;
+ *   fi_stream_write(out, &f);          (or fi_frame_encode(&f, &buf))
+ * Typical consumer: see stream.h. */
+#ifndef FI_FRAME_H
+#define FI_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+#define FI_FRAME_VERSION 1
+
+enum fi_frame_type {
+	FI_FRAME_NONE = 0, /* no frame (nothing arrived before a timeout; a failed decode) */
+	FI_FRAME_REQUEST,
+	FI_FRAME_TOKEN,
+	FI_FRAME_DONE,
+	FI_FRAME_ERROR,
+	FI_FRAME_CANCEL, /* stop the request with this id */
+	FI_FRAME_EOS,    /* end of stream: EOF on a pipe, or an "eos" frame */
+	FI_FRAME_TYPE_COUNT
+};
+
+/* Why generation ended (done frame "finish"). */
+enum fi_finish {
+	FI_FINISH_STOP = 0, /* end-of-generation token, stop string or stop id */
+	FI_FINISH_LENGTH,   /* max_tokens or context length reached */
+	FI_FINISH_ERROR,    /* failed after it started; an error frame precedes the done */
+	FI_FINISH_CANCEL,   /* a cancel frame or shutdown */
+	FI_FINISH_COUNT
+};
+
+/* Bits of struct fi_request.set: which optional keys were present. A consumer fills the
+ * unset ones from its own defaults (fi-decode's options) before using the request. */
+enum {
+	FI_REQ_TEMPERATURE = 1u << 0,
+	FI_REQ_TOP_K = 1u << 1,
+	FI_REQ_TOP_P = 1u << 2,
+	FI_REQ_MIN_P = 1u << 3,
+	FI_REQ_REPEAT_PENALTY = 1u << 4,
+	FI_REQ_SEED = 1u << 5,
+	FI_REQ_MAX_TOKENS = 1u << 6,
+	FI_REQ_STREAM = 1u << 7,
+	FI_REQ_KV = 1u << 8,
+};
+
+/* A reference to KV blocks in a shared KV arena (fi-prefill -> fi-decode). */
+struct fi_kv_ref {
+	char *arena;             /* arena name ("" = the default arena of the model) */
+	uint8_t fingerprint[32]; /* model fingerprint (SHA-256) */
+	uint8_t (*blocks)[32];   /* [nblocks][32] block keys, prefix order */
+	uint32_t nblocks;
+	uint32_t ntokens;      /* prompt tokens the blocks cover */
+	uint32_t block_tokens; /* tokens per block; 0 = unknown (the arena's) */
+};
+
+struct fi_request {
+	char *text;        /* prompt as UTF-8 (NUL-terminated, text_len bytes), or NULL */
+	size_t text_len;
+	uint32_t *tokens;  /* prompt as token ids, or NULL; the prompt when both are given */
+	uint32_t ntokens;
+	/* Sampling; defaults (fi_frame_init) are the documented ones, set says which came in. */
+	float temperature;    /* default 1.0; 0 = greedy */
+	int32_t top_k;        /* default 0 = off */
+	float top_p;          /* default 1.0 = off */
+	float min_p;          /* default 0.0 = off */
+	float repeat_penalty; /* default 1.0 = off */
+	uint64_t seed;        /* default 0; meaningful only with FI_REQ_SEED */
+	uint32_t max_tokens;  /* default 0 = the consumer's default */
+	int stream;           /* default 1: token frames then done; 0: done carries the output */
+	char **stop;          /* nstop NUL-terminated stop strings */
+	uint32_t nstop;
+	uint32_t *stop_ids;   /* nstop_ids token ids that end generation */
+	uint32_t nstop_ids;
+	struct fi_kv_ref kv;  /* valid when set & FI_REQ_KV */
+	uint32_t set;         /* FI_REQ_* */
+};
+
+struct fi_token {
+	uint32_t token;  /* token id */
+	uint32_t index;  /* 0-based position among the generated tokens of this request */
+	char *text;      /* decoded piece (UTF-8, may be a partial character), or NULL */
+	size_t text_len;
+	float logprob;   /* valid when has_logprob */
+	int has_logprob;
+};
+
+struct fi_done {
+	enum fi_finish finish;
+	uint32_t prompt_tokens, gen_tokens, cached_tokens; /* "counts" */
+	double queue_ms, ttft_ms, tpot_ms, total_ms;      /* "timings"; negative = not measured */
+	/* Non-streaming requests (stream false) get the whole output here; else NULL. */
+	uint32_t *tokens;
+	uint32_t ntokens;
+	char *text;
+	size_t text_len;
+};
+
+struct fi_error_frame {
+	fi_err code;   /* "code" (name) and "code_num" (number) on the wire */
+	char *message; /* NUL-terminated */
+};
+
+struct fi_frame {
+	enum fi_frame_type type;
+	/* Request id, NUL-terminated, at most limits.max_id bytes. Every type but eos has one;
+	 * an error frame's id is "" when the bad frame's id could not be read. After a failed
+	 * decode (type FI_FRAME_NONE) it holds the bad frame's id if that was readable. */
+	char *id;
+	union {
+		struct fi_request req;
+		struct fi_token tok;
+		struct fi_done done;
+		struct fi_error_frame err;
+	};
+};
+
+/* Bounds applied before anything is allocated. */
+struct fi_frame_limits {
+	size_t max_frame;     /* bytes of one encoded frame (default 64 MiB) */
+	uint32_t max_id;      /* bytes of an id (default 256) */
+	uint32_t max_text;    /* bytes of a text (prompt, piece, message) (default 16 MiB) */
+	uint32_t max_tokens;  /* token ids in "tokens" (default 1M) */
+	uint32_t max_stop;    /* entries of "stop" and of "stop_ids" (default 64) */
+	uint32_t max_stop_len;/* bytes of one stop string (default 1024) */
+	uint32_t max_blocks;  /* KV block keys (default 65536) */
+	uint32_t max_depth;   /* nesting of maps and arrays, the frame itself is depth 1 (default 8) */
+	uint32_t max_objects; /* msgpack objects in one frame (default 1M) */
+};
+
+void fi_frame_limits_default(struct fi_frame_limits *lim);
+
+/* Zeroes f and sets the documented defaults for type. */
+void fi_frame_init(struct fi_frame *f, enum fi_frame_type type);
+/* Frees what a decoded (or fi_frame_set_*-filled) frame owns and zeroes it; safe twice. */
+void fi_frame_free(struct fi_frame *f);
+/* Moves the frame out: *dst = *src and src is zeroed (no copy of the buffers). */
+void fi_frame_move(struct fi_frame *dst, struct fi_frame *src);
+
+/* Wire names: "request", "stop", "format" ... NULL/-1 for unknown. */
+const char *fi_frame_type_name(enum fi_frame_type t);
+const char *fi_finish_name(enum fi_finish f);
+const char *fi_err_code_name(fi_err e);
+int fi_err_code_parse(const char *name, size_t len); /* fi_err, or -1 */
+
+/* A growable byte buffer. */
+struct fi_buf {
+	uint8_t *data;
+	size_t len, cap;
+};
+fi_err fi_buf_append(struct fi_buf *b, const void *p, size_t n);
+void fi_buf_free(struct fi_buf *b);
+
+/* Appends the encoding of f to out (one msgpack map). FI_EINVAL for a frame that would not
+ * decode (no id, no prompt, sizes beyond the default limits). */
+fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out);
+/* Shorthand for the common error reply: appends an error frame. */
+fi_err fi_frame_encode_error(struct fi_buf *out, const char *id, fi_err code, const char *msg);
+
+/* The extent of the msgpack object at the start of buf, checked against lim (declared
+ * counts against bytes present, max_frame, max_objects; no allocation):
+ *   FI_OK, *extent > 0 : one complete object of *extent bytes (its content is not checked);
+ *   FI_OK, *extent == 0: incomplete so far; read more and call again;
+ *   FI_EFORMAT / FI_ERANGE: the structure cannot be delimited (reserved byte 0xc1, or it
+ *     declares more than max_frame / max_objects); the stream cannot be resynchronised. */
+fi_err fi_frame_scan(const void *buf, size_t len, const struct fi_frame_limits *lim, size_t *extent);
+
+/* Decodes exactly one frame that fills buf[0..len). lim NULL = defaults. On success f holds
+ * the frame (fi_frame_free it). On failure returns FI_EFORMAT (not msgpack, not a map, a key
+ * of the wrong type, trailing bytes, too deep), FI_ERANGE (a size or value beyond limits) or
+ * FI_EUNSUPPORTED (unknown type, v > 1 with a "must" key not understood), records a detail,
+ * and leaves f->type = FI_FRAME_NONE with f->id set when the id was readable: the caller
+ * answers with an error frame for that id and fi_frame_free()s f. */
+fi_err fi_frame_decode(const void *buf, size_t len, const struct fi_frame_limits *lim,
+		       struct fi_frame *f);
+
+/* Reads frames one at a time from a file descriptor (a pipe, a file, a socket) with a buffer
+ * that grows only to the largest frame seen (bounded by max_frame).
+ * fi_reader_next:
+ *   FI_OK: *f is the next frame; at end of input (EOF or an "eos" frame) f->type is
+ *     FI_FRAME_EOS, and it stays so on later calls;
+ *   FI_EFORMAT/FI_ERANGE/FI_EUNSUPPORTED with f->type FI_FRAME_NONE: that one frame was bad
+ *     (its bytes are skipped; answer with an error frame and call again), or, when
+ *     fi_reader_broken() is now true, the byte stream itself is corrupt: nothing more is read
+ *     and the next call gives FI_FRAME_EOS (exit with status 1);
+ *   FI_EIO: read failed; FI_EINTERRUPT: fi_stream_interrupted() became true while waiting.
+ * A truncated last frame (EOF inside it) is FI_EFORMAT and breaks the reader. */
+struct fi_reader;
+fi_err fi_reader_open_fd(struct fi_reader **r, int fd, const struct fi_frame_limits *lim);
+/* Over a memory buffer (borrowed, must outlive the reader): tests and fuzzing. */
+fi_err fi_reader_open_mem(struct fi_reader **r, const void *buf, size_t len,
+			  const struct fi_frame_limits *lim);
+fi_err fi_reader_next(struct fi_reader *r, struct fi_frame *f);
+int fi_reader_broken(const struct fi_reader *r);
+void fi_reader_close(struct fi_reader *r); /* does not close the fd */
+
+#endif

@@ -1,0 +1,174 @@
+/* arena: the shared, daemon-less KV arena.
+ *
+ * One file per model fingerprint, $FI_HOME/kv/<fingerprint>.kv (FI_HOME defaults to /dev/shm/fi),
+ * mapped MAP_SHARED by every process that uses the model; the first one to need it creates it
+ * (built under a temporary name, then link()ed into place, so concurrent creators agree on one).
+ * It holds fixed-size KV blocks (block_tokens tokens, all layers, K and V; the byte layout inside a
+ * block belongs to the caller) addressed by content: a block's key is
+ *   SHA-256("fi-kv-1" || parent key (32 zero bytes for the first block) || fingerprint (64 hex
+ *           chars) || the block's token ids as little-endian uint32)
+ * so equal prefixes share blocks across requests, processes and runs.
+ *
+ * Use:
+ *   fi_arena_open(&a, fp, &opts);            attach (create if absent)
+ *   fi_arena_chain_keys(fp, toks, n, bt, k); keys of the full blocks of a prompt
+ *   fi_arena_lease(a, &l);                   a lease pins blocks for this process
+ *   fi_arena_lookup(l, k, nk, blk, &nf);     longest cached prefix, pinned in l
+ *   fi_arena_data(a, blk[i])                 read block i (stays valid while pinned)
+ *   fi_arena_reserve(l, &k[j], &b, &p, &r);  r == FI_ARENA_WRITE: fill p[0..block_bytes) ...
+ *   fi_arena_publish(l, b);                  ... then make it visible to lookups
+ *   fi_arena_unlease(l);                     unpin everything; close with fi_arena_close(a)
+ *
+ * Pinned blocks are never evicted; unpinned ready blocks are evicted least recently used first
+ * when a block is needed and none is free; if every block is pinned, FI_EFULL. Leases carry
+ * (pid, process start time): leases of processes that died (or whose pid was reused) are
+ * reclaimed by a sweep on attach and whenever space runs out. A process that dies while holding
+ * the arena's robust mutex leaves it to the next locker, which rebuilds the index and lists from
+ * the block table. A block being written is invisible to lookups until published; a writer that
+ * dies before publishing leaves nothing behind.
+ *
+ * Handles are per process: after fork() the child must fi_arena_open() its own (the inherited
+ * ones refuse work with FI_ESTATE, and closing them in the child releases nothing). Within one
+ * process a handle and its leases may be used from one thread at a time.
+ *
+ * Testing hook: FI_ARENA_CRASH=<point>[:<n>] makes the process raise SIGKILL at the n-th (default
+ * first) pass through a named point: reserve (after a reservation, unlocked), copy (halfway
+ * through fi_arena_put's copy), publish (data written, before publishing), locked-reserve,
+ * locked-publish, locked-unlease, locked-evict (while holding the mutex, mid-update). */
+#ifndef FI_ARENA_H
+#define FI_ARENA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+#define FI_ARENA_KEY_BYTES 32
+#define FI_ARENA_FP_CHARS 64 /* a model fingerprint: 64 lowercase hex characters */
+#define FI_ARENA_ALIGN 4096  /* every block's data starts at this alignment in the file */
+#define FI_ARENA_NONE UINT32_MAX
+
+typedef struct fi_arena_key {
+	uint8_t b[FI_ARENA_KEY_BYTES];
+} fi_arena_key;
+
+struct fi_arena;
+struct fi_arena_lease;
+
+struct fi_arena_opts {
+	/* Directory of arena files; NULL: $FI_HOME/kv, FI_HOME defaulting to /dev/shm/fi. Created if
+	 * absent. */
+	const char *dir;
+	/* Layout. When the arena exists these must match it (0 accepts whatever it has); to create
+	 * one, token_bytes is required. */
+	uint32_t block_tokens; /* tokens per block; 0: 16 when creating */
+	uint64_t token_bytes;  /* KV bytes per token, all layers, K and V */
+	/* Creation only (ignored when attaching). */
+	uint64_t size_bytes;   /* whole file; 0: 1/8 of RAM, at most half the free space of dir */
+	uint32_t max_leases;   /* lease slots; 0: 4096 */
+	int checksum;          /* store SHA-256 of each block's data at publish (fi_arena_verify) */
+	int no_create;         /* attach only: FI_ENOTFOUND when absent */
+};
+
+/* Attaches to the arena of a model fingerprint, creating it if absent (unless no_create).
+ * Errors: FI_EINVAL (bad fingerprint or options), FI_ENOTFOUND, FI_EIO, FI_EFORMAT (truncated or
+ * corrupt file), FI_EMISMATCH (other version, fingerprint or layout), FI_EFULL (no room for the
+ * file). Sweeps leases of dead processes. */
+fi_err fi_arena_open(struct fi_arena **out, const char *fingerprint,
+		     const struct fi_arena_opts *opts);
+/* Releases this process's leases made through a, and unmaps. The file stays. NULL is fine. */
+void fi_arena_close(struct fi_arena *a);
+
+/* Layout of an attached arena. */
+uint32_t fi_arena_block_tokens(const struct fi_arena *a);
+uint64_t fi_arena_block_bytes(const struct fi_arena *a); /* block_tokens * token_bytes */
+uint32_t fi_arena_n_blocks(const struct fi_arena *a);
+const char *fi_arena_file(const struct fi_arena *a);
+/* The whole mapping (page aligned), for cudaHostRegister. */
+void fi_arena_mapping(const struct fi_arena *a, void **base, size_t *len);
+/* Data of block b (block_bytes long, FI_ARENA_ALIGN aligned); NULL when b is out of range.
+ * Read it only while a lease pins b; write it only between reserve and publish. */
+void *fi_arena_data(const struct fi_arena *a, uint32_t b);
+
+/* Keys. fi_arena_chain_keys writes n / block_tokens keys (full blocks only) of the chain that
+ * starts at the root; fi_arena_key_next extends a chain by one block (parent NULL: the first). */
+fi_err fi_arena_chain_keys(const char *fingerprint, const uint32_t *tokens, size_t n,
+			   uint32_t block_tokens, fi_arena_key *keys_out);
+fi_err fi_arena_key_next(const char *fingerprint, const fi_arena_key *parent,
+			 const uint32_t *tokens, uint32_t block_tokens, fi_arena_key *out);
+void fi_arena_key_hex(const fi_arena_key *k, char out[2 * FI_ARENA_KEY_BYTES + 1]);
+fi_err fi_arena_key_parse(const char *hex, fi_arena_key *out); /* FI_EFORMAT if not 64 hex */
+
+/* Leases. A lease takes one of the arena's lease slots (FI_EFULL when none is free even after a
+ * sweep) and holds pins on blocks until fi_arena_unlease (which also drops blocks it reserved
+ * and did not publish). Pinning the same block twice in one lease needs two unpins. */
+fi_err fi_arena_lease(struct fi_arena *a, struct fi_arena_lease **out);
+void fi_arena_unlease(struct fi_arena_lease *l);
+/* Drops one pin of block b held by l (FI_ENOTFOUND if l does not pin b). */
+fi_err fi_arena_unpin(struct fi_arena_lease *l, uint32_t b);
+/* Number of pins l holds. */
+size_t fi_arena_lease_pins(const struct fi_arena_lease *l);
+
+/* Finds the longest prefix keys[0..n_found) whose blocks are published, pins each in l, stores
+ * their block indices in blocks[0..n_found) and marks them recently used. Counts n_found hits and
+ * n - n_found misses. */
+fi_err fi_arena_lookup(struct fi_arena_lease *l, const fi_arena_key *keys, size_t n,
+		       uint32_t *blocks, size_t *n_found);
+
+enum fi_arena_reserve_result {
+	FI_ARENA_WRITE,  /* *block is reserved for l: fill *data, then fi_arena_publish (or abort) */
+	FI_ARENA_CACHED, /* the key is already published: *block is pinned in l, nothing to write */
+	FI_ARENA_BUSY,   /* another live process is writing this key: *block is FI_ARENA_NONE */
+};
+/* Reserves a block for key (evicting the least recently used unpinned block if none is free).
+ * FI_EFULL when every block is pinned or being written. */
+fi_err fi_arena_reserve(struct fi_arena_lease *l, const fi_arena_key *key, uint32_t *block,
+			void **data, enum fi_arena_reserve_result *result);
+/* Makes a block reserved by l visible to lookups; it stays pinned in l. FI_ESTATE when b is not
+ * a block that l reserved. Computes the checksum when the arena keeps them. */
+fi_err fi_arena_publish(struct fi_arena_lease *l, uint32_t b);
+/* Gives back a block reserved by l without publishing it. */
+fi_err fi_arena_abort(struct fi_arena_lease *l, uint32_t b);
+/* reserve + copy len (== block_bytes) bytes + publish. *result may be NULL. */
+fi_err fi_arena_put(struct fi_arena_lease *l, const fi_arena_key *key, const void *kv, size_t len,
+		    uint32_t *block, enum fi_arena_reserve_result *result);
+/* Recomputes a published block's checksum: FI_EFORMAT on mismatch, FI_EUNSUPPORTED when the
+ * arena keeps no checksums. The caller pins b. */
+fi_err fi_arena_verify(struct fi_arena *a, uint32_t b);
+/* The key a block holds (for checks against a frame's reference). */
+fi_err fi_arena_block_key(struct fi_arena *a, uint32_t b, fi_arena_key *out);
+
+/* Reclaims leases of dead processes now; *n_reclaimed may be NULL. */
+fi_err fi_arena_sweep(struct fi_arena *a, uint32_t *n_reclaimed);
+/* Verifies the internal invariants (lists, index, refcounts against pins): FI_EFORMAT naming the
+ * first broken one. For tests and an arena check command. */
+fi_err fi_arena_check(struct fi_arena *a);
+
+struct fi_arena_stats {
+	char fingerprint[FI_ARENA_FP_CHARS + 1];
+	uint32_t version, block_tokens;
+	uint64_t token_bytes, block_bytes, file_bytes;
+	uint32_t n_blocks;
+	uint32_t ready, writing, free_blocks, pinned; /* ready includes pinned ready blocks */
+	uint32_t leases, lease_slots;
+	uint64_t pins, pin_slots;
+	uint64_t hits, misses, inserts, evictions;
+	uint64_t swept_leases, recoveries; /* dead leases reclaimed; EOWNERDEAD repairs */
+	int checksum;
+};
+fi_err fi_arena_stat(struct fi_arena *a, struct fi_arena_stats *st);
+
+/* Store management (for `fi-load --arena`): dir NULL means $FI_HOME/kv. */
+fi_err fi_arena_path(const char *dir, const char *fingerprint, char *buf, size_t n);
+/* Calls fn for each arena file in dir (in name order) with its stats; a file that fails to
+ * attach is reported with st NULL and err set. Stops early when fn returns nonzero. */
+typedef int (*fi_arena_list_fn)(const char *path, const struct fi_arena_stats *st, fi_err err,
+				void *ctx);
+fi_err fi_arena_list(const char *dir, fi_arena_list_fn fn, void *ctx);
+/* Stats of one arena file by path (attaches briefly). */
+fi_err fi_arena_stat_file(const char *path, struct fi_arena_stats *st);
+/* Unlinks the arena of a fingerprint (FI_ENOTFOUND if absent). Attached processes keep their
+ * mapping; the next open creates a fresh arena. */
+fi_err fi_arena_remove(const char *dir, const char *fingerprint);
+
+#endif

@@ -1,0 +1,323 @@
+/* kvxfer: KV blocks between a model's paged cache and the shared arena. */
+#include "kvxfer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "base/log.h"
+
+struct fi_kvx {
+	struct fi_model *m;
+	struct fi_kvcache *c;
+	struct fi_arena *a;
+	char id[2 * FI_ARENA_KEY_BYTES + 1];
+	int bt;          /* tokens per block, the cache's and the arena's */
+	size_t part;     /* bytes of one layer's K (or V) in one block: bt x Hk x hd x esize */
+};
+
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+	static const char d[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = d[b[i] >> 4];
+		out[2 * i + 1] = d[b[i] & 15];
+	}
+	out[2 * n] = 0;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+fi_err fi_kvx_id(const uint8_t model_fp[32], const struct fi_kv_cache *kv, enum fi_dtype dt,
+		 char id[2 * FI_ARENA_KEY_BYTES + 1])
+{
+	char fph[65];
+	const char *dn = fi_dtype_lname(dt);
+	uint8_t geo[16], md[32];
+	unsigned len = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok;
+	hex(model_fp, 32, fph);
+	put32(geo, (uint32_t)kv->block_size);
+	put32(geo + 4, (uint32_t)kv->n_layers);
+	put32(geo + 8, (uint32_t)kv->n_kv_heads);
+	put32(geo + 12, (uint32_t)kv->head_dim);
+	ok = ctx && dn && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	     EVP_DigestUpdate(ctx, "fi-kvx-1", 8) == 1 && EVP_DigestUpdate(ctx, fph, 64) == 1 &&
+	     EVP_DigestUpdate(ctx, dn, strlen(dn)) == 1 && EVP_DigestUpdate(ctx, geo, 16) == 1 &&
+	     EVP_DigestFinal_ex(ctx, md, &len) == 1 && len == 32;
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		return fi_fail(FI_ENOMEM, "kv arena id: SHA-256 failed");
+	hex(md, 32, id);
+	return FI_OK;
+}
+
+fi_err fi_kvx_open(struct fi_kvx **out, struct fi_model *m, const uint8_t model_fp[32],
+		   uint64_t size_bytes, int create)
+{
+	struct fi_kvcache *c = fi_model_cache(m);
+	struct fi_backend *be = fi_model_backend(m);
+	struct fi_arena_opts o = {0};
+	struct fi_kvx *x;
+	fi_err e;
+	*out = NULL;
+	if (!c)
+		return fi_fail(FI_ESTATE, "kv arena: the model has no kv cache yet");
+	if (!(x = calloc(1, sizeof *x)))
+		return fi_fail(FI_ENOMEM, "kv arena: out of memory");
+	x->m = m;
+	x->c = c;
+	x->bt = c->kv.block_size;
+	x->part = (size_t)x->bt * c->kv.n_kv_heads * c->kv.head_dim * fi_dtype_size(be->act);
+	if ((e = fi_kvx_id(model_fp, &c->kv, be->act, x->id))) {
+		free(x);
+		return e;
+	}
+	o.block_tokens = (uint32_t)x->bt;
+	o.token_bytes = x->part / (size_t)x->bt * 2 * (size_t)c->kv.n_layers;
+	o.size_bytes = size_bytes;
+	o.no_create = !create;
+	if ((e = fi_arena_open(&x->a, x->id, &o))) {
+		free(x);
+		return e;
+	}
+	*out = x;
+	return FI_OK;
+}
+
+void fi_kvx_close(struct fi_kvx *x)
+{
+	if (!x)
+		return;
+	fi_arena_close(x->a);
+	free(x);
+}
+
+const char *fi_kvx_name(const struct fi_kvx *x)
+{
+	return x->id;
+}
+
+int fi_kvx_block_tokens(const struct fi_kvx *x)
+{
+	return x->bt;
+}
+
+struct fi_arena *fi_kvx_arena(struct fi_kvx *x)
+{
+	return x->a;
+}
+
+fi_err fi_kvx_keys(const struct fi_kvx *x, const uint32_t *toks, size_t n, fi_arena_key **keys,
+		   size_t *n_keys)
+{
+	size_t nk = n / (size_t)x->bt;
+	fi_err e;
+	*keys = NULL;
+	*n_keys = 0;
+	if (!nk)
+		return FI_OK;
+	if (!(*keys = malloc(nk * sizeof **keys)))
+		return fi_fail(FI_ENOMEM, "kv arena: out of memory");
+	if ((e = fi_arena_chain_keys(x->id, toks, n, (uint32_t)x->bt, *keys))) {
+		free(*keys);
+		*keys = NULL;
+		return e;
+	}
+	*n_keys = nk;
+	return FI_OK;
+}
+
+/* Copies between cache block cb and arena bytes p, one layer's K and V at a time. */
+static fi_err copy_block(struct fi_kvx *x, int32_t cb, uint8_t *p, int to_cache)
+{
+	struct fi_backend *be = x->c->be;
+	struct fi_kv_cache *kv = &x->c->kv;
+	size_t off = (size_t)cb * x->part;
+	fi_err e = FI_OK;
+	for (int l = 0; !e && l < kv->n_layers; l++) {
+		uint8_t *k = (uint8_t *)kv->k_d[l] + off, *v = (uint8_t *)kv->v_d[l] + off;
+		uint8_t *ak = p + 2 * (size_t)l * x->part, *av = ak + x->part;
+		if (to_cache) {
+			if (!(e = be->ops->upload(be, k, ak, x->part)))
+				e = be->ops->upload(be, v, av, x->part);
+		} else {
+			if (!(e = be->ops->download(be, ak, k, x->part)))
+				e = be->ops->download(be, av, v, x->part);
+		}
+	}
+	return e;
+}
+
+fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
+		    size_t max_blocks, int *n_tokens)
+{
+	struct fi_arena_lease *l = NULL;
+	fi_arena_key *keys = NULL;
+	uint32_t *blk = NULL;
+	size_t nk, found = 0;
+	fi_err e;
+	*n_tokens = 0;
+	if (fi_kvcache_seq_len(x->c, seq) != 0)
+		return fi_fail(FI_ESTATE, "kv arena: fetch into a sequence that is not empty");
+	if ((e = fi_kvx_keys(x, toks, n, &keys, &nk)) || !nk)
+		return e;
+	if (nk > max_blocks)
+		nk = max_blocks;
+	if (!nk)
+		goto out;
+	if (!(blk = malloc(nk * sizeof *blk))) {
+		e = fi_fail(FI_ENOMEM, "kv arena: out of memory");
+		goto out;
+	}
+	if ((e = fi_arena_lease(x->a, &l)) || (e = fi_arena_lookup(l, keys, nk, blk, &found)))
+		goto out;
+	if (!found)
+		goto out;
+	if ((e = fi_kvcache_reserve(x->c, seq, (int)(found * (size_t)x->bt))))
+		goto out;
+	for (size_t i = 0; !e && i < found; i++) {
+		int32_t cb = fi_kvcache_slot(x->c, seq, (int)(i * (size_t)x->bt)) / x->bt;
+		e = copy_block(x, cb, fi_arena_data(x->a, blk[i]), 1);
+	}
+	if (!e && !(e = x->c->be->ops->sync(x->c->be)))
+		e = fi_kvcache_set_len(x->c, seq, (int)(found * (size_t)x->bt));
+	if (e)
+		fi_kvcache_set_len(x->c, seq, 0);
+	else
+		*n_tokens = (int)(found * (size_t)x->bt);
+out:
+	fi_arena_unlease(l);
+	free(blk);
+	free(keys);
+	return e;
+}
+
+fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
+		    size_t *n_stored)
+{
+	struct fi_arena_lease *l = NULL;
+	fi_arena_key *keys = NULL;
+	size_t nk, stored = 0;
+	fi_err e;
+	if (n_stored)
+		*n_stored = 0;
+	if (fi_kvcache_seq_len(x->c, seq) < (int)n)
+		return fi_fail(FI_ESTATE, "kv arena: sequence %d holds fewer than %zu tokens", seq, n);
+	if ((e = fi_kvx_keys(x, toks, n, &keys, &nk)) || !nk)
+		return e;
+	if ((e = fi_arena_lease(x->a, &l)))
+		goto out;
+	for (size_t i = 0; i < nk; i++) {
+		enum fi_arena_reserve_result r;
+		uint32_t b;
+		void *data;
+		int32_t cb = fi_kvcache_slot(x->c, seq, (int)(i * (size_t)x->bt)) / x->bt;
+		if ((e = fi_arena_reserve(l, &keys[i], &b, &data, &r))) {
+			if (e == FI_EFULL) {
+				fi_debug("kv arena %.16s: full, %zu of %zu blocks stored", x->id, stored, nk);
+				e = FI_OK;
+			}
+			break;
+		}
+		if (r != FI_ARENA_WRITE) {
+			if (r == FI_ARENA_CACHED)
+				fi_arena_unpin(l, b);
+			continue;
+		}
+		/* Published only once every layer is in place: readers never see half a block. */
+		if ((e = copy_block(x, cb, data, 0)) || (e = fi_arena_publish(l, b))) {
+			fi_arena_abort(l, b);
+			break;
+		}
+		fi_arena_unpin(l, b);
+		stored++;
+	}
+out:
+	fi_arena_unlease(l);
+	free(keys);
+	if (n_stored)
+		*n_stored = stored;
+	return e;
+}
+
+fi_err fi_kvx_make_ref(const struct fi_kvx *x, const uint8_t model_fp[32], const uint32_t *toks,
+		       size_t n, struct fi_kv_ref *ref)
+{
+	fi_arena_key *keys;
+	size_t nk;
+	fi_err e;
+	memset(ref, 0, sizeof *ref);
+	if ((e = fi_kvx_keys(x, toks, n, &keys, &nk)))
+		return e;
+	ref->arena = strdup(x->id);
+	ref->blocks = malloc(nk ? nk * 32 : 32);
+	if (!ref->arena || !ref->blocks) {
+		free(keys);
+		fi_kvx_ref_free(ref);
+		return fi_fail(FI_ENOMEM, "kv arena: out of memory");
+	}
+	for (size_t i = 0; i < nk; i++)
+		memcpy(ref->blocks[i], keys[i].b, 32);
+	free(keys);
+	memcpy(ref->fingerprint, model_fp, 32);
+	ref->nblocks = (uint32_t)nk;
+	ref->ntokens = (uint32_t)n;
+	ref->block_tokens = (uint32_t)x->bt;
+	return FI_OK;
+}
+
+void fi_kvx_ref_free(struct fi_kv_ref *ref)
+{
+	free(ref->arena);
+	free(ref->blocks);
+	memset(ref, 0, sizeof *ref);
+}
+
+fi_err fi_kvx_check_ref(const struct fi_kvx *x, const uint8_t model_fp[32],
+			const struct fi_kv_ref *ref, const uint32_t *toks, size_t n, int *usable)
+{
+	char want[65], got[65];
+	fi_arena_key *keys;
+	size_t nk;
+	fi_err e;
+	*usable = 0;
+	if (memcmp(ref->fingerprint, model_fp, 32)) {
+		hex(ref->fingerprint, 32, got);
+		hex(model_fp, 32, want);
+		return fi_fail(FI_EMISMATCH, "kv reference is for model %.16s, this model is %.16s",
+			       got, want);
+	}
+	if (ref->ntokens > n)
+		return fi_fail(FI_ERANGE, "kv reference covers %u tokens, the prompt has %zu",
+			       ref->ntokens, n);
+	if (!x || !ref->nblocks)
+		return FI_OK;
+	if ((ref->arena && *ref->arena && strcmp(ref->arena, x->id)) ||
+	    (ref->block_tokens && ref->block_tokens != (uint32_t)x->bt)) {
+		fi_info("kv reference to arena %.16s, this process uses %.16s (another KV dtype or "
+			"block size): computing the prompt", ref->arena ? ref->arena : "", x->id);
+		return FI_OK;
+	}
+	if ((uint64_t)ref->nblocks * (uint64_t)x->bt > ref->ntokens)
+		return fi_fail(FI_ERANGE, "kv reference: %u blocks of %d tokens exceed its %u tokens",
+			       ref->nblocks, x->bt, ref->ntokens);
+	if ((e = fi_kvx_keys(x, toks, (size_t)ref->nblocks * (size_t)x->bt, &keys, &nk)))
+		return e;
+	for (size_t i = 0; i < nk; i++)
+		if (memcmp(keys[i].b, ref->blocks[i], 32)) {
+			free(keys);
+			return fi_fail(FI_EMISMATCH, "kv reference: block %zu is not the prompt's", i);
+		}
+	free(keys);
+	*usable = 1;
+	return FI_OK;
+}

@@ -1,0 +1,746 @@
+/* model: weights, scratch buffers and the forward pass over backend ops. */
+#include "model_int.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "names.h"
+#include "safetensors.h"
+
+
+fi_err fi_rope_inv_freq(const struct fi_config *c, float *out)
+{
+	int hd = c->head_dim, half = hd / 2;
+	double theta = c->rope_theta > 0 ? c->rope_theta : 10000.0;
+	if (hd <= 0 || hd % 2)
+		return fi_fail(FI_EUNSUPPORTED, "rope: head_dim %d is not even", hd);
+	for (int i = 0; i < half; i++) {
+		/* HF: 1 / base^(arange(0, hd, 2) / hd) */
+		double f = 1.0 / pow(theta, (double)(2 * i) / hd);
+		switch (c->rope_type) {
+		case FI_ROPE_DEFAULT:
+			break;
+		case FI_ROPE_LINEAR:
+			if (!(c->rope_factor > 0))
+				return fi_fail(FI_EFORMAT, "rope_scaling.factor %g", c->rope_factor);
+			f /= c->rope_factor;
+			break;
+		case FI_ROPE_LLAMA3: {
+			/* transformers' _compute_llama3_parameters: keep high frequencies, divide
+			 * low ones by factor, interpolate smoothly in between. */
+			double factor = c->rope_factor, lo = c->rope_low_freq_factor,
+			       hi = c->rope_high_freq_factor, old = c->rope_orig_max_pos;
+			double lo_wl = old / lo, hi_wl = old / hi, wl = 2 * M_PI / f;
+			if (!(factor > 0) || !(lo > 0) || !(hi > lo) || !(old > 0))
+				return fi_fail(FI_EFORMAT, "rope_scaling (llama3): invalid factors");
+			if (wl > lo_wl) {
+				f /= factor;
+			} else if (wl >= hi_wl) {
+				double sm = (old / wl - lo) / (hi - lo);
+				f = (1 - sm) * f / factor + sm * f;
+			}
+			break;
+		}
+		default:
+			return fi_fail(FI_EUNSUPPORTED, "rope_scaling type 'dynamic' is not supported");
+		}
+		out[i] = (float)f;
+	}
+	return FI_OK;
+}
+
+/* Loads one tensor by engine name, checking its shape against the expectation. */
+static fi_err load(struct fi_model *m, const struct fi_tensor_set *ts,
+		   const struct fi_expected *ex, struct fi_weight *w)
+{
+	const struct fi_tensor *t = fi_tensor_find(ts, ex->name);
+	if (!t)
+		return fi_fail(FI_ENOTFOUND, "tensor '%s' is missing", ex->name);
+	if (t->ndim != ex->ndim || t->shape[0] != ex->shape[0] ||
+	    (ex->ndim == 2 && t->shape[1] != ex->shape[1]))
+		return fi_fail(FI_EMISMATCH, "tensor '%s': shape does not match the config",
+			       ex->name);
+	return m->be->ops->weight(m->be, t, w);
+}
+
+/* The expectation of engine tensor `name`; 0 when the config has none. */
+static int find_expected(const struct fi_config *c, const char *name, struct fi_expected *ex)
+{
+	for (int i = 0; fi_expected_tensor(c, i, ex); i++)
+		if (!strcmp(ex->name, name))
+			return 1;
+	return 0;
+}
+
+/* Layer l's tensors `parts` (shape-checked like load()) in one backend allocation. */
+static fi_err load_cat(struct fi_model *m, const struct fi_tensor_set *ts, int l,
+		       const char *const *parts, int n, struct fi_weight *cat,
+		       struct fi_weight *const *dst)
+{
+	const struct fi_tensor *t[4];
+	struct fi_weight w[4];
+	struct fi_expected ex;
+	char name[64];
+	fi_err e;
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof name, "blk.%d.%s", l, parts[i]);
+		if (!find_expected(&m->c, name, &ex))
+			return fi_fail(FI_EUNSUPPORTED, "tensor '%s' has no place in the model", name);
+		if (!(t[i] = fi_tensor_find(ts, ex.name)))
+			return fi_fail(FI_ENOTFOUND, "tensor '%s' is missing", ex.name);
+		if (t[i]->ndim != ex.ndim || t[i]->shape[0] != ex.shape[0] ||
+		    (ex.ndim == 2 && t[i]->shape[1] != ex.shape[1]))
+			return fi_fail(FI_EMISMATCH, "tensor '%s': shape does not match the config",
+				       ex.name);
+	}
+	if ((e = m->be->ops->weight_cat(m->be, t, n, cat, w)))
+		return e;
+	for (int i = 0; i < n; i++)
+		*dst[i] = w[i];
+	return FI_OK;
+}
+
+/* Which weight slot an engine name fills. */
+static struct fi_weight *slot_for(struct fi_model *m, const char *name)
+{
+	static const struct {
+		const char *n;
+		size_t off;
+	} lt[] = {
+		{"attn_norm", offsetof(struct layer, attn_norm)},
+		{"attn_q", offsetof(struct layer, q)},
+		{"attn_k", offsetof(struct layer, k)},
+		{"attn_v", offsetof(struct layer, v)},
+		{"attn_o", offsetof(struct layer, o)},
+		{"attn_q_bias", offsetof(struct layer, q_bias)},
+		{"attn_k_bias", offsetof(struct layer, k_bias)},
+		{"attn_v_bias", offsetof(struct layer, v_bias)},
+		{"attn_q_norm", offsetof(struct layer, q_norm)},
+		{"attn_k_norm", offsetof(struct layer, k_norm)},
+		{"ffn_norm", offsetof(struct layer, ffn_norm)},
+		{"ffn_gate", offsetof(struct layer, gate)},
+		{"ffn_up", offsetof(struct layer, up)},
+		{"ffn_down", offsetof(struct layer, down)},
+	};
+	int l, n = 0;
+	if (!strcmp(name, "tok_embd"))
+		return &m->tok_embd;
+	if (!strcmp(name, "out_norm"))
+		return &m->out_norm;
+	if (!strcmp(name, "output"))
+		return &m->output;
+	if (sscanf(name, "blk.%d.%n", &l, &n) != 1 || !n || l < 0 || l >= m->c.n_layers)
+		return NULL;
+	for (size_t i = 0; i < sizeof lt / sizeof lt[0]; i++)
+		if (!strcmp(name + n, lt[i].n))
+			return (struct fi_weight *)((char *)&m->l[l] + lt[i].off);
+	return NULL;
+}
+
+static void free_weights(struct fi_model *m)
+{
+	struct fi_expected ex;
+	for (int l = 0; l < m->c.n_layers; l++) {
+		struct layer *L = &m->l[l];
+		if (L->qkv_cat.p) {
+			m->be->ops->weight_free(m->be, &L->qkv_cat);
+			L->q.p = L->k.p = L->v.p = NULL;
+		}
+		if (L->gu_cat.p) {
+			m->be->ops->weight_free(m->be, &L->gu_cat);
+			L->gate.p = L->up.p = NULL;
+		}
+	}
+	for (int i = 0; fi_expected_tensor(&m->c, i, &ex); i++) {
+		struct fi_weight *w = slot_for(m, ex.name);
+		if (w && w->p)
+			m->be->ops->weight_free(m->be, w);
+	}
+}
+
+static void free_ptrs(struct fi_model *m, void **const *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (*p[i])
+			m->be->ops->free(m->be, *p[i]);
+		*p[i] = NULL;
+	}
+}
+
+static void free_acts(struct fi_model *m)
+{
+	void **const p[] = {&m->s.x, &m->s.xb, &m->s.y, &m->s.q, &m->s.k, &m->s.v, &m->s.att,
+			    &m->s.gate, &m->s.up, &m->s.h, &m->s.g};
+	free_ptrs(m, p, sizeof p / sizeof p[0]);
+	m->s.cap = 0;
+}
+
+static void free_rows(struct fi_model *m)
+{
+	void **const p[] = {(void **)&m->s.logits, (void **)&m->s.am};
+	free_ptrs(m, p, 2);
+	m->s.cap_rows = 0;
+}
+
+static void free_scratch(struct fi_model *m)
+{
+	void **const p[] = {(void **)&m->s.ints, (void **)&m->gr.gin, &m->s.smp};
+	free_acts(m);
+	free_rows(m);
+	free_ptrs(m, p, 3);
+	m->s.cap_ints = 0;
+	m->s.cap_smp = 0;
+}
+
+void fi_model_close(struct fi_model *m)
+{
+	if (!m)
+		return;
+	fi_kvcache_destroy(m->cache);
+	free_scratch(m);
+	if (m->l)
+		free_weights(m);
+	if (m->inv_freq_d)
+		m->be->ops->free(m->be, m->inv_freq_d);
+	free(m->l);
+	free(m->h_ints);
+	free(m->gr.h);
+	free(m->gr.shadow);
+	free(m);
+}
+
+fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
+		     struct fi_backend *be, struct fi_model **out)
+{
+	struct fi_model *m;
+	struct fi_expected ex;
+	float inv[512];
+	fi_err e;
+	*out = NULL;
+	if (c->n_layers <= 0 || c->hidden <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
+	    c->n_heads % c->n_kv_heads || c->head_dim <= 0 || c->head_dim > 1024 ||
+	    c->ffn <= 0 || c->vocab <= 0)
+		return fi_fail(FI_EFORMAT, "model config: invalid dimensions");
+	if ((e = fi_rope_inv_freq(c, inv)))
+		return e;
+	m = calloc(1, sizeof *m);
+	if (!m || !(m->l = calloc((size_t)c->n_layers, sizeof *m->l))) {
+		free(m);
+		return fi_fail(FI_ENOMEM, "model: out of memory");
+	}
+	m->c = *c;
+	m->be = be;
+	m->fusable = be->ops->norm_qkv_rope && be->ops->matmul_add && be->ops->norm_glu &&
+		     !c->qk_norm && c->hidden % 8 == 0 && c->ffn % 8 == 0 && c->head_dim % 2 == 0 &&
+		     c->n_heads * c->head_dim % 8 == 0;
+	/* Where the backend can, q/k/v and gate/up each share one allocation, so that
+	 * matmul_multi reads the input once and runs one GEMM (FI_FUSE=0: separate). */
+	if (be->ops->weight_cat && be->ops->matmul_multi &&
+	    !(getenv("FI_FUSE") && !strcmp(getenv("FI_FUSE"), "0"))) {
+		static const char *const qkv[] = {"attn_q", "attn_k", "attn_v"};
+		static const char *const gu[] = {"ffn_gate", "ffn_up"};
+		for (int l = 0; l < c->n_layers; l++) {
+			struct layer *L = &m->l[l];
+			struct fi_weight *const d3[] = {&L->q, &L->k, &L->v};
+			struct fi_weight *const d2[] = {&L->gate, &L->up};
+			if ((e = load_cat(m, ts, l, qkv, 3, &L->qkv_cat, d3)) ||
+			    (e = load_cat(m, ts, l, gu, 2, &L->gu_cat, d2)))
+				goto fail;
+		}
+	}
+	for (int i = 0; fi_expected_tensor(c, i, &ex); i++) {
+		struct fi_weight *w = slot_for(m, ex.name);
+		if (!w) {
+			e = fi_fail(FI_EUNSUPPORTED, "tensor '%s' has no place in the model", ex.name);
+			goto fail;
+		}
+		if (!w->p && (e = load(m, ts, &ex, w)))
+			goto fail;
+	}
+	if ((e = be->ops->alloc(be, sizeof(float) * (size_t)(c->head_dim / 2),
+				(void **)&m->inv_freq_d)) ||
+	    (e = be->ops->upload(be, m->inv_freq_d, inv, sizeof(float) * (size_t)(c->head_dim / 2))))
+		goto fail;
+	*out = m;
+	return FI_OK;
+fail:
+	fi_model_close(m);
+	return e;
+}
+
+const struct fi_config *fi_model_config(const struct fi_model *m) { return &m->c; }
+struct fi_backend *fi_model_backend(const struct fi_model *m) { return m->be; }
+struct fi_kvcache *fi_model_cache(struct fi_model *m) { return m->cache; }
+
+fi_err fi_model_cache_init(struct fi_model *m, int n_blocks, int block_size)
+{
+	if (m->cache)
+		return fi_fail(FI_ESTATE, "model: the kv cache already exists");
+	if (block_size <= 0)
+		block_size = 16;
+	if (n_blocks <= 0) {
+		int len = m->c.max_pos > 0 && m->c.max_pos < 4096 ? m->c.max_pos : 4096;
+		n_blocks = 4 * ((len + block_size - 1) / block_size);
+	}
+	return fi_kvcache_create(m->be, m->c.n_layers, m->c.n_kv_heads, m->c.head_dim, n_blocks,
+				 block_size, &m->cache);
+}
+
+fi_err fi_model_seq_new(struct fi_model *m, int *seq)
+{
+	fi_err e;
+	if (!m->cache && (e = fi_model_cache_init(m, 0, 0)))
+		return e;
+	return fi_kvcache_seq_new(m->cache, seq);
+}
+
+void fi_model_seq_free(struct fi_model *m, int seq)
+{
+	if (m->cache)
+		fi_kvcache_seq_free(m->cache, seq);
+}
+
+fi_err fi_model_seq_fork(struct fi_model *m, int src, int *dst)
+{
+	if (!m->cache)
+		return fi_fail(FI_ENOTFOUND, "model: no sequence %d", src);
+	return fi_kvcache_seq_fork(m->cache, src, dst);
+}
+
+int fi_model_seq_len(struct fi_model *m, int seq)
+{
+	return m->cache ? fi_kvcache_seq_len(m->cache, seq) : -1;
+}
+
+fi_err fi_model_seq_truncate(struct fi_model *m, int seq, int len)
+{
+	int n = fi_model_seq_len(m, seq);
+	if (n < 0)
+		return fi_fail(FI_ENOTFOUND, "model: no sequence %d", seq);
+	if (len < 0 || len > n)
+		return fi_fail(FI_ERANGE, "model: sequence %d has %d tokens, cannot keep %d", seq, n,
+			       len);
+	return fi_kvcache_set_len(m->cache, seq, len);
+}
+
+/* ---- the forward pass ---- */
+
+int fi_batch_n_logits(const struct fi_batch *b)
+{
+	int n = 0;
+	for (int t = 0; t < b->n_tokens; t++) {
+		if (b->want) {
+			n += b->want[t] != 0;
+			continue;
+		}
+		int first = 1;
+		for (int u = 0; u < t && first; u++)
+			first = b->seq[u] != b->seq[t];
+		n += first;
+	}
+	return n;
+}
+
+fi_err fi_model_scratch(struct fi_model *m, int T, size_t n_ints, int rows)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_config *c = &m->c;
+	size_t as = fi_dtype_size(be->act), cap;
+	fi_err e;
+	if (T > m->s.cap) {
+		size_t D = (size_t)c->hidden, Q = (size_t)c->n_heads * c->head_dim,
+		       KV = (size_t)c->n_kv_heads * c->head_dim, F = (size_t)c->ffn;
+		cap = T < 16 ? 16 : (size_t)T;
+		free_acts(m);
+		m->gr.gen++;
+		struct {
+			void **p;
+			size_t bytes;
+		} a[] = {
+			{&m->s.x, cap * D * as},    {&m->s.xb, cap * D * as},
+			{&m->s.y, cap * D * as},    {&m->s.q, cap * Q * as},
+			{&m->s.k, cap * KV * as},   {&m->s.v, cap * KV * as},
+			{&m->s.att, cap * Q * as},  {&m->s.gate, cap * F * as},
+			{&m->s.up, cap * F * as},   {&m->s.h, cap * F * as},
+			{&m->s.g, cap * D * as},
+		};
+		for (size_t i = 0; i < sizeof a / sizeof a[0]; i++)
+			if ((e = be->ops->alloc(be, a[i].bytes, a[i].p))) {
+				*a[i].p = NULL;
+				free_acts(m);
+				return e;
+			}
+		m->s.cap = (int)cap;
+	}
+	if (n_ints > m->s.cap_ints) {
+		if (m->s.ints)
+			be->ops->free(be, m->s.ints);
+		m->s.ints = NULL;
+		m->s.cap_ints = 0;
+		if ((e = be->ops->alloc(be, n_ints * sizeof(int32_t), (void **)&m->s.ints)))
+			return e;
+		m->s.cap_ints = n_ints;
+	}
+	if (rows > m->s.cap_rows) {
+		int r = rows < 4 ? 4 : rows;
+		free_rows(m);
+		m->gr.gen++;
+		if ((e = be->ops->alloc(be, (size_t)r * c->vocab * sizeof(float),
+					(void **)&m->s.logits)) ||
+		    (e = be->ops->alloc(be, (size_t)r * sizeof(int32_t), (void **)&m->s.am))) {
+			free_rows(m);
+			return e;
+		}
+		m->s.cap_rows = r;
+	}
+	return FI_OK;
+}
+
+static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
+			 const struct fi_attn_batch *ab)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_backend_ops *op = be->ops;
+	const struct fi_config *c = &m->c;
+	struct scratch *s = &m->s;
+	struct fi_rope rope = {c->head_dim, m->inv_freq_d};
+	int D = c->hidden, Hq = c->n_heads, Hk = c->n_kv_heads, hd = c->head_dim;
+	float eps = c->rms_eps;
+	fi_err e;
+
+#define OK(x) do { if ((e = (x))) return e; } while (0)
+	OK(op->embed(be, s->x, &m->tok_embd, tok_d, T));
+	if (m->fusable && T <= be->fuse_max_T) {
+		/* Decode-sized: each weight pass carries its neighbours (backend.h), and the
+		 * residual stream x is complete after every layer. */
+		for (int l = 0; l < c->n_layers; l++) {
+			struct layer *L = &m->l[l];
+			const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
+			const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
+			OK(op->norm_qkv_rope(be, s->q, s->x, &L->attn_norm, eps, w3,
+					     c->qkv_bias ? b3 : NULL, &rope, &m->cache->kv, l, Hq, ab));
+			OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, ab));
+			OK(op->matmul_add(be, s->x, s->att, &L->o, T));
+			OK(op->norm_glu(be, s->h, s->x, &L->ffn_norm, eps, &L->gate, &L->up, T));
+			OK(op->matmul_add(be, s->x, s->h, &L->down, T));
+		}
+		OK(op->rmsnorm(be, s->xb, s->x, NULL, &m->out_norm, T, D, eps));
+		return FI_OK;
+	}
+	for (int l = 0; l < c->n_layers; l++) {
+		struct layer *L = &m->l[l];
+		/* attention block; from layer 1 on, the norm first adds the previous MLP output */
+		OK(op->rmsnorm(be, s->xb, s->x, l ? s->y : NULL, &L->attn_norm, T, D, eps));
+		if (op->matmul_multi) { /* q, k, v in one pass over xb */
+			void *const o3[] = {s->q, s->k, s->v};
+			const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
+			const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
+			OK(op->matmul_multi(be, 3, o3, s->xb, w3, c->qkv_bias ? b3 : NULL, T));
+		} else {
+			OK(op->matmul(be, s->q, s->xb, &L->q, c->qkv_bias ? &L->q_bias : NULL, T));
+			OK(op->matmul(be, s->k, s->xb, &L->k, c->qkv_bias ? &L->k_bias : NULL, T));
+			OK(op->matmul(be, s->v, s->xb, &L->v, c->qkv_bias ? &L->v_bias : NULL, T));
+		}
+		if (c->qk_norm) { /* Qwen3: RMSNorm over each head's hd values, before RoPE */
+			OK(op->rmsnorm(be, s->q, s->q, NULL, &L->q_norm, T * Hq, hd, eps));
+			OK(op->rmsnorm(be, s->k, s->k, NULL, &L->k_norm, T * Hk, hd, eps));
+		}
+		if (op->rope_kv_write) {
+			OK(op->rope_kv_write(be, s->q, s->k, s->v, &rope, &m->cache->kv, l, Hq, ab));
+		} else {
+			OK(op->rope(be, s->q, s->k, pos_d, &rope, T, Hq, Hk));
+			OK(op->kv_write(be, &m->cache->kv, l, s->k, s->v, ab));
+		}
+		OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, ab));
+		OK(op->matmul(be, s->y, s->att, &L->o, NULL, T));
+		/* MLP block: x += attn; xb = norm(x) */
+		OK(op->rmsnorm(be, s->xb, s->x, s->y, &L->ffn_norm, T, D, eps));
+		if (op->matmul_glu) {
+			OK(op->matmul_glu(be, s->h, s->gate, s->up, s->xb, &L->gate, &L->up, T));
+		} else {
+			if (op->matmul_multi) {
+				void *const o2[] = {s->gate, s->up};
+				const struct fi_weight *const w2[] = {&L->gate, &L->up};
+				OK(op->matmul_multi(be, 2, o2, s->xb, w2, NULL, T));
+			} else {
+				OK(op->matmul(be, s->gate, s->xb, &L->gate, NULL, T));
+				OK(op->matmul(be, s->up, s->xb, &L->up, NULL, T));
+			}
+			OK(op->silu_mul(be, s->h, s->gate, s->up, T, c->ffn));
+		}
+		OK(op->matmul(be, s->y, s->h, &L->down, NULL, T));
+	}
+	OK(op->rmsnorm(be, s->xb, s->x, s->y, &m->out_norm, T, D, eps));
+#undef OK
+	return FI_OK;
+}
+
+fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
+		   const struct fi_attn_batch *ab, const int32_t *idx_d, int n, int argmax)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_config *c = &m->c;
+	const struct fi_weight *head = c->tie_embeddings ? &m->tok_embd : &m->output;
+	const void *rows = m->s.xb;
+	fi_err e;
+	if ((e = run_layers(m, T, tok_d, pos_d, ab)) || !n)
+		return e;
+	if (idx_d) {
+		if ((e = be->ops->gather_rows(be, m->s.g, m->s.xb, idx_d, n, c->hidden)))
+			return e;
+		rows = m->s.g;
+	}
+	if ((e = be->ops->matmul_f32out(be, m->s.logits, rows, head, n)))
+		return e;
+	if (argmax && (e = be->ops->argmax(be, m->s.am, m->s.logits, n, c->vocab)))
+		return e;
+	return FI_OK;
+}
+
+
+static int32_t host_argmax(const float *x, int V)
+{
+	int b = 0;
+	for (int i = 1; i < V; i++)
+		if (x[i] > x[b])
+			b = i;
+	return b;
+}
+
+/* fi_model_forward_ex, or with rows: fi_model_forward_sample. */
+static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logits,
+		      int32_t *tokens, const struct fi_sample_row *rows, int32_t *n_kept,
+		      int *n_rows)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_config *c = &m->c;
+	struct fi_kvcache *kc;
+	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0, identity, used = 0;
+	int *sid = NULL, *cnt = NULL, *old = NULL, *local = NULL;
+	int32_t *h, *tok, *pos, *seq, *slot, *idx, *slen, *btab;
+	int dev_argmax = tokens && !rows && be->ops->argmax;
+	float *tmp = NULL;
+	size_t need;
+	fi_err e = FI_OK;
+
+	if (n_rows)
+		*n_rows = 0;
+	if (T <= 0)
+		return FI_OK;
+	if (!m->cache && (e = fi_model_cache_init(m, 0, 0)))
+		return e;
+	kc = m->cache;
+	for (int t = 0; t < T; t++) {
+		if (b->tokens[t] < 0 || b->tokens[t] >= c->vocab)
+			return fi_fail(FI_ERANGE, "token id %d outside the vocabulary (%d)",
+				       b->tokens[t], c->vocab);
+		if (!fi_kvcache_seq_valid(kc, b->seq[t]))
+			return fi_fail(FI_ENOTFOUND, "model: no sequence %d", b->seq[t]);
+	}
+	/* Sequences in order of first appearance; local[t] is token t's batch-local index. */
+	sid = malloc(sizeof(int) * (size_t)T);
+	cnt = calloc((size_t)T, sizeof(int));
+	old = malloc(sizeof(int) * (size_t)T);
+	local = malloc(sizeof(int) * (size_t)T);
+	if (!sid || !cnt || !old || !local) {
+		e = fi_fail(FI_ENOMEM, "model: out of memory");
+		goto out;
+	}
+	for (int t = 0; t < T; t++) {
+		int k;
+		for (k = 0; k < S && sid[k] != b->seq[t]; k++)
+			;
+		if (k == S) {
+			sid[S] = b->seq[t];
+			old[S] = fi_kvcache_seq_len(kc, b->seq[t]);
+			S++;
+		}
+		local[t] = k;
+		cnt[k]++;
+	}
+	for (int k = 0; k < S; k++) {
+		if ((e = fi_kvcache_reserve(kc, sid[k], old[k] + cnt[k]))) {
+			for (int j = 0; j <= k; j++) /* roll back: release what was reserved */
+				fi_kvcache_set_len(kc, sid[j], old[j]);
+			goto out;
+		}
+		if (kc->seq[sid[k]].n_blocks > maxb)
+			maxb = kc->seq[sid[k]].n_blocks;
+		if (old[k] + cnt[k] > max_len)
+			max_len = old[k] + cnt[k];
+	}
+	/* Host staging, laid out as the backend copy: tok, pos, seq, slot, idx [T each],
+	 * seq_len [S], block table [S, maxb] (unused entries -1). */
+	need = 5 * (size_t)T + (size_t)S + (size_t)S * maxb;
+	if (need > m->h_ints_cap) {
+		int32_t *p = realloc(m->h_ints, need * sizeof(int32_t));
+		if (!p) {
+			e = fi_fail(FI_ENOMEM, "model: out of memory");
+			goto rollback;
+		}
+		m->h_ints = p;
+		m->h_ints_cap = need;
+	}
+	h = m->h_ints;
+	tok = h;
+	pos = tok + T;
+	seq = pos + T;
+	slot = seq + T;
+	idx = slot + T;
+	slen = idx + T;
+	btab = slen + S;
+	memset(cnt, 0, sizeof(int) * (size_t)T); /* reused: tokens placed so far per sequence */
+	for (int t = 0; t < T; t++) {
+		int k = local[t];
+		tok[t] = b->tokens[t];
+		pos[t] = old[k] + cnt[k]++;
+		seq[t] = k;
+		slot[t] = fi_kvcache_slot(kc, sid[k], pos[t]);
+		if (b->want ? b->want[t] != 0 : 0)
+			idx[n_out++] = t;
+	}
+	if (!b->want) /* the last token of each sequence, sequences in order of appearance */
+		for (int k = 0; k < S; k++)
+			for (int t = T - 1; t >= 0; t--)
+				if (local[t] == k) {
+					idx[n_out++] = t;
+					break;
+				}
+	identity = n_out == T;
+	for (int i = 0; i < n_out && identity; i++)
+		identity = idx[i] == i;
+	/* A decode step: one token per sequence, every row wanted. */
+	if (identity && S == T && T <= GRAPH_MAX && fi_model_graphs_usable(m) &&
+	    (e = fi_model_graph_step(m, T, sid, old, &used)))
+		goto rollback;
+	if (!used) {
+		for (int k = 0; k < S; k++) {
+			const struct fi_kv_seq *q = &kc->seq[sid[k]];
+			slen[k] = old[k] + cnt[k];
+			for (int j = 0; j < maxb; j++)
+				btab[(size_t)k * maxb + j] = j < q->n_blocks ? q->blocks[j] : -1;
+		}
+		if ((e = fi_model_scratch(m, T, need, n_out)) ||
+		    (e = be->ops->upload(be, m->s.ints, h, need * sizeof(int32_t))))
+			goto rollback;
+		int32_t *d = m->s.ints;
+		struct fi_attn_batch ab = {
+			.n_tokens = T,
+			.n_seqs = S,
+			.max_blocks = maxb,
+			.tok_seq_d = d + 2 * T,
+			.tok_pos_d = d + T,
+			.slot_d = d + 3 * T,
+			.seq_len_d = d + 5 * T,
+			.block_table_d = d + 5 * T + S,
+			.max_seq_len = max_len,
+			.sliding_window = c->sliding_window,
+			.scale = 1.0f / sqrtf((float)c->head_dim),
+		};
+		if ((e = fi_model_body(m, T, d, d + T, &ab, identity ? NULL : d + 4 * T, n_out,
+				       dev_argmax)))
+			goto rollback;
+	}
+	/* Only what the caller asked for crosses to the host. */
+	if (!n_out) {
+		if ((e = be->ops->sync(be)))
+			goto rollback;
+	} else if (rows) {
+		if ((e = fi_model_sample_rows(m, n_out, rows, logits, tokens, n_kept)))
+			goto rollback;
+	} else {
+		if (tokens && !dev_argmax && !logits &&
+		    !(logits = tmp = malloc(sizeof(float) * (size_t)n_out * c->vocab))) {
+			e = fi_fail(FI_ENOMEM, "model: out of memory");
+			goto rollback;
+		}
+		if (logits && (e = be->ops->download(be, logits, m->s.logits,
+						     sizeof(float) * (size_t)n_out * c->vocab)))
+			goto rollback;
+		if (dev_argmax &&
+		    (e = be->ops->download(be, tokens, m->s.am, sizeof(int32_t) * (size_t)n_out)))
+			goto rollback;
+		if (tokens && !dev_argmax)
+			for (int i = 0; i < n_out; i++)
+				tokens[i] = host_argmax(logits + (size_t)i * c->vocab, c->vocab);
+	}
+	for (int k = 0; k < S; k++)
+		fi_kvcache_set_len(kc, sid[k], old[k] + cnt[k]);
+	if (n_rows)
+		*n_rows = n_out;
+	goto out;
+rollback:
+	for (int k = 0; k < S; k++)
+		fi_kvcache_set_len(kc, sid[k], old[k]);
+out:
+	free(tmp);
+	free(sid);
+	free(cnt);
+	free(old);
+	free(local);
+	return e;
+}
+
+fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
+			   int32_t *tokens, int *n_rows)
+{
+	return forward(m, b, logits, tokens, NULL, NULL, n_rows);
+}
+
+fi_err fi_model_forward_sample(struct fi_model *m, const struct fi_batch *b,
+			       const struct fi_sample_row *rows, float *logits, int32_t *tokens,
+			       int32_t *n_kept, int *n_rows)
+{
+	return forward(m, b, logits, tokens, rows, n_kept, n_rows);
+}
+
+fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *logits,
+			int *n_rows)
+{
+	return forward(m, b, logits, NULL, NULL, NULL, n_rows);
+}
+
+fi_err fi_model_load_hf(const char *dir, struct fi_backend *be, struct fi_model **out)
+{
+	struct fi_config c;
+	struct fi_st_model *st = NULL;
+	struct fi_tensor *t = NULL;
+	char (*names)[64] = NULL;
+	int n = 0;
+	fi_err e;
+	*out = NULL;
+	if ((e = fi_config_load_dir(dir, &c)) || (e = fi_st_open_dir(dir, &st)))
+		return e;
+	t = calloc((size_t)st->set.n + 1, sizeof *t);
+	names = calloc((size_t)st->set.n + 1, sizeof *names);
+	if (!t || !names) {
+		e = fi_fail(FI_ENOMEM, "model: out of memory");
+		goto out;
+	}
+	for (int i = 0; i < st->set.n; i++) {
+		int r = fi_name_from_hf(st->set.t[i].name, names[n], sizeof names[n]);
+		if (r < 0) {
+			e = fi_fail(FI_EUNSUPPORTED, "'%s': unknown tensor '%s'", dir,
+				    st->set.t[i].name);
+			goto out;
+		}
+		if (r == 0)
+			continue;
+		t[n] = st->set.t[i];
+		t[n].name = names[n];
+		n++;
+	}
+	{
+		struct fi_tensor_set ts = {n, t};
+		e = fi_model_load(&c, &ts, be, out);
+	}
+out:
+	free(t);
+	free(names);
+	fi_st_close_dir(st);
+	return e;
+}

@@ -1,0 +1,106 @@
+/* model: the forward pass of the Llama family (Llama, Mistral, Qwen2, Qwen3), written only
+ * in terms of backend ops (backend.h), so one body of code runs on the CPU and on CUDA.
+ *
+ * Use:
+ *   struct fi_model *m;
+ *   fi_model_load(&config, &tensors, be, &m);   // tensors with engine names (names.h)
+ *   fi_model_cache_init(m, 0, 0);               // optional: default KV cache size
+ *   int s; fi_model_seq_new(m, &s);
+ *   struct fi_batch b = {.n_tokens = n, .tokens = ids, .seq = seqs};   // seqs[i] = s
+ *   float *logits = malloc(sizeof(float) * V * fi_batch_n_logits(&b));
+ *   fi_model_forward(m, &b, logits, &n_rows);  // logits of the last token of s
+ *
+ * A batch mixes tokens of several sequences, each continuing where its sequence stands:
+ * the i-th token of sequence s in the batch (in batch order) gets position
+ * seq_len(s) + i. So a 7-token prompt of one sequence and a single decode token of
+ * another run in the same call. After a successful forward, every sequence in the batch
+ * has grown by its tokens; after a failure, no sequence has changed.
+ *
+ * Per layer (HF semantics; D hidden, Hq/Hk heads, hd head_dim, F ffn):
+ *   h = rmsnorm(x) ; q,k,v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv)   [T,Hq*hd], [T,Hk*hd]
+ *   Qwen3: q,k = per-head rmsnorm(q), rmsnorm(k) ; q,k = rope(q,k)
+ *   x += attention(q, cache) Wo^T ; x += down(silu(x' Wg^T) * (x' Wu^T)), x' = rmsnorm(x)
+ * and logits = rmsnorm(x) W_out^T (W_out = tok_embd when embeddings are tied), in f32.
+ * RoPE frequencies: default, or llama3 / linear scaling (fi_rope_inv_freq); dynamic NTK is
+ * refused with FI_EUNSUPPORTED. */
+#ifndef FI_MODEL_H
+#define FI_MODEL_H
+
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "config.h"
+#include "kv/kvcache.h"
+#include "base/tensor.h"
+
+struct fi_model;
+
+/* Loads every tensor the config requires (fi_expected_tensor) through be->ops->weight,
+ * checking each shape; extra tensors are ignored. The tensor set may be closed after
+ * this returns. be must outlive the model. */
+fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
+		     struct fi_backend *be, struct fi_model **out);
+/* Same, from a Hugging Face checkpoint directory (config.json, *.safetensors): names mapped
+ * with fi_name_from_hf, weights converted by the backend; the files are closed on return. */
+fi_err fi_model_load_hf(const char *dir, struct fi_backend *be, struct fi_model **out);
+void fi_model_close(struct fi_model *m);
+const struct fi_config *fi_model_config(const struct fi_model *m);
+struct fi_backend *fi_model_backend(const struct fi_model *m);
+
+/* RoPE inverse frequencies [head_dim / 2] of a config, as HF computes them (default,
+ * llama3 per _compute_llama3_parameters, linear: divided by factor). */
+fi_err fi_rope_inv_freq(const struct fi_config *c, float *out);
+
+/* Creates the KV cache: n_blocks blocks of block_size tokens (0, 0: block size 16 and
+ * room for 4 sequences of min(max_position_embeddings, 4096) tokens). Called implicitly
+ * with 0, 0 by the first fi_model_seq_new. FI_ESTATE if a cache exists. */
+fi_err fi_model_cache_init(struct fi_model *m, int n_blocks, int block_size);
+struct fi_kvcache *fi_model_cache(struct fi_model *m);
+
+/* Sequences (thin wrappers over kvcache.h). */
+fi_err fi_model_seq_new(struct fi_model *m, int *seq);
+void fi_model_seq_free(struct fi_model *m, int seq);
+fi_err fi_model_seq_fork(struct fi_model *m, int src, int *dst);
+int fi_model_seq_len(struct fi_model *m, int seq); /* -1 if unknown */
+/* Forgets tokens past len (len <= current length). */
+fi_err fi_model_seq_truncate(struct fi_model *m, int seq, int len);
+
+struct fi_batch {
+	int n_tokens;
+	const int32_t *tokens; /* [n_tokens] token ids */
+	const int32_t *seq;    /* [n_tokens] sequence of each token (from fi_model_seq_new) */
+	/* [n_tokens] nonzero: return logits for this token. NULL: for the last token of each
+	 * sequence in the batch, in order of first appearance. */
+	const int8_t *want;
+};
+
+/* Rows of logits fi_model_forward returns for a batch. */
+int fi_batch_n_logits(const struct fi_batch *b);
+
+/* Runs the batch; writes f32 logits [n_rows, vocab] to host memory `logits` (room for
+ * fi_batch_n_logits(b) rows), rows in batch order of the selected tokens. n_rows may be
+ * NULL. FI_EFULL if the KV cache has no room, FI_ERANGE for a token id outside the
+ * vocabulary, FI_ENOTFOUND for an unknown sequence. Positions are not limited to
+ * max_position_embeddings (as in HF), only by the cache. */
+fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *logits,
+			int *n_rows);
+/* The same, with the greedy token of each selected row: tokens[n_rows] = argmax of its
+ * logits (lowest id on ties), computed on the device where the backend can, so that only
+ * n_rows ints cross to the host. logits or tokens may be NULL (not wanted). Decode steps
+ * (one token per sequence, every row selected) replay CUDA graphs on backends with graph
+ * hooks (FI_GRAPHS=0: never). */
+fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
+			   int32_t *tokens, int *n_rows);
+/* The same, each selected row's token drawn with rows[n_rows] (sample.h: temperature,
+ * top-k, top-p, min-p and the draw's u; no repetition penalty) on the device where the
+ * backend has the sample op, so that only tokens cross to the host: tokens[i], and
+ * n_kept[i] the tokens that survived the filters (the draw was used when > 1, see
+ * fi_sampler_commit). A row the device hands back (too many candidates; every row without
+ * the op) gets tokens[i] = -1 and its logits in logits + i * vocab, which needs room for
+ * fi_batch_n_logits(b) rows, for the host sampler. Decode steps replay graphs as above;
+ * the sampling runs after the replay. */
+fi_err fi_model_forward_sample(struct fi_model *m, const struct fi_batch *b,
+			       const struct fi_sample_row *rows, float *logits, int32_t *tokens,
+			       int32_t *n_kept, int *n_rows);
+
+#endif

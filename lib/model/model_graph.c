@@ -1,0 +1,152 @@
+/* model_graph: decode steps through CUDA graphs (see struct graphs in model_int.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "model_int.h"
+
+/* Batch-size buckets of the decode graphs. */
+static int bucket(int T)
+{
+	if (T <= 4)
+		return T;
+	if (T <= 64)
+		return (T + 7) / 8 * 8;
+	return (T + 31) / 32 * 32;
+}
+
+int fi_model_graphs_usable(struct fi_model *m)
+{
+	const struct fi_backend_ops *op = m->be->ops;
+	const char *env;
+	if (m->gr.off)
+		return 0;
+	if (!op->graph_replay || !op->graph_capture_begin || !op->graph_capture_end ||
+	    ((env = getenv("FI_GRAPHS")) && !strcmp(env, "0"))) {
+		m->gr.off = 1;
+		return 0;
+	}
+	if (!m->gr.gw) { /* room for one sequence of the context, or the whole cache */
+		const struct fi_kv_cache *kv = &m->cache->kv;
+		int ctx = m->c.max_pos > 0 ? m->c.max_pos : 4096;
+		int gw = (ctx + kv->block_size - 1) / kv->block_size;
+		m->gr.gw = gw < kv->n_blocks ? gw : kv->n_blocks;
+	}
+	return 1;
+}
+
+/* One decode step through a graph: T tokens of T sequences sid[] (one each) at positions
+ * old[], every row's logits wanted. Inputs go to the fixed buffer, padded to the bucket;
+ * a bucket's first step runs eagerly (plans, lazy loading), the second is captured, the
+ * rest replay. */
+fi_err fi_model_graph_step(struct fi_model *m, int T, const int *sid, const int *old,
+			   int *used)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_backend_ops *op = be->ops;
+	struct fi_kvcache *kc = m->cache;
+	struct graphs *g = &m->gr;
+	int Tb = bucket(T), gw = g->gw, G = GRAPH_MAX;
+	int32_t *h, *btab;
+	uint64_t key;
+	uint32_t gen;
+	fi_err e;
+	*used = 0;
+	for (int k = 0; k < T; k++)
+		if (kc->seq[sid[k]].n_blocks > gw)
+			return FI_OK;
+	if ((e = fi_model_scratch(m, Tb, 0, Tb)))
+		return e;
+	if (!g->gin) {
+		size_t n = 6 * (size_t)G + (size_t)G * gw;
+		if (!(g->h = malloc(n * sizeof(int32_t))) ||
+		    !(g->shadow = malloc((size_t)G * gw * sizeof(int32_t))))
+			return fi_fail(FI_ENOMEM, "model: out of memory");
+		if ((e = be->ops->alloc(be, n * sizeof(int32_t), (void **)&g->gin)))
+			return e;
+		g->shadow_rows = 0;
+		g->gen++;
+	}
+	if (g->gen != g->seen_gen) {
+		memset(g->seen, 0, sizeof g->seen);
+		g->seen_gen = g->gen;
+	}
+	h = g->h;
+	btab = h + 6 * G;
+	for (int t = 0; t < Tb; t++) {
+		int real = t < T;
+		h[t] = real ? m->h_ints[t] : 0;                           /* tok */
+		h[G + t] = real ? old[t] : 0;                             /* pos */
+		h[2 * G + t] = real ? t : 0;                              /* seq */
+		h[3 * G + t] = real ? fi_kvcache_slot(kc, sid[t], old[t]) : -1; /* slot */
+		h[4 * G + t] = t;                                         /* idx */
+		h[5 * G + t] = real ? old[t] + 1 : 1;                     /* seq_len */
+		const struct fi_kv_seq *q = &kc->seq[sid[real ? t : 0]];
+		for (int j = 0; j < gw; j++)
+			btab[(size_t)t * gw + j] = real && j < q->n_blocks ? q->blocks[j] : -1;
+	}
+	if ((e = be->ops->upload(be, g->gin, h, 6 * (size_t)G * sizeof(int32_t))))
+		return e;
+	/* The block table changes once every block_size steps per sequence. */
+	if (g->shadow_rows != Tb || memcmp(g->shadow, btab, (size_t)Tb * gw * sizeof(int32_t))) {
+		if ((e = be->ops->upload(be, g->gin + 6 * G, btab, (size_t)Tb * gw * sizeof(int32_t))))
+			return e;
+		memcpy(g->shadow, btab, (size_t)Tb * gw * sizeof(int32_t));
+		g->shadow_rows = Tb;
+	}
+	{
+		int32_t *d = g->gin;
+		struct fi_attn_batch ab = {
+			.n_tokens = Tb,
+			.n_seqs = Tb,
+			.max_blocks = gw,
+			.tok_seq_d = d + 2 * G,
+			.tok_pos_d = d + G,
+			.slot_d = d + 3 * G,
+			.seq_len_d = d + 5 * G,
+			.block_table_d = d + 6 * G,
+			.max_seq_len = gw * kc->kv.block_size,
+			.sliding_window = m->c.sliding_window,
+			.scale = 1.0f / sqrtf((float)m->c.head_dim),
+		};
+		int argmax = op->argmax != NULL; /* always in the graph: it costs microseconds */
+		gen = g->gen;
+		key = (uint64_t)gen << 32 | (uint64_t)Tb << 1 | (uint64_t)argmax;
+		if (g->seen[Tb] == 2) {
+			e = op->graph_replay(be, key);
+			if (e == FI_OK) {
+				*used = 1;
+				return FI_OK;
+			}
+			if (e != FI_ENOTFOUND) /* evicted: capture again */
+				return e;
+			g->seen[Tb] = 1;
+		}
+		if (g->seen[Tb] == 0) {
+			if ((e = fi_model_body(m, Tb, d, d + G, &ab, NULL, Tb, argmax)))
+				return e;
+			g->seen[Tb] = 1;
+			*used = 1;
+			return FI_OK;
+		}
+		if ((e = op->graph_capture_begin(be, key))) {
+			g->off = 1;
+			return FI_OK;
+		}
+		fi_err e1 = fi_model_body(m, Tb, d, d + G, &ab, NULL, Tb, argmax);
+		fi_err e2 = op->graph_capture_end(be, key);
+		if (e1)
+			return e1;
+		if (e2) { /* not capturable here: eager from now on */
+			fi_warn("decode graphs off: %s", fi_errmsg());
+			g->off = 1;
+			return FI_OK;
+		}
+		g->seen[Tb] = 2;
+		if ((e = op->graph_replay(be, key)))
+			return e;
+		*used = 1;
+		return FI_OK;
+	}
+}
