@@ -28,6 +28,15 @@ void fi_progress_begin(struct fi_progress *p, const char *label, uint64_t total)
 void fi_progress_update(struct fi_progress *p, uint64_t done);
 void fi_progress_end(struct fi_progress *p);
 
+/* A status line on a terminal, redrawn in place ("fi-decode: 12 done, 8 running, ..."):
+ * fi_live draws it when stderr is a terminal, at most every 0.2 s unless force; fi_log
+ * clears it before writing a message (the next fi_live draws it again); fi_live_clear erases
+ * it for good. Off a terminal both do nothing, so piped stderr gets only messages. */
+void fi_live(int force, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void fi_live_clear(void);
+/* Whether fi_live draws (stderr is a terminal and the level shows warnings). */
+int fi_live_active(void);
+
 /* Monotonic seconds. */
 double fi_now(void);
 
