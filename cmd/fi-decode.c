@@ -127,11 +127,20 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 		}
 		fi_sched_event_frame(ev, &f);
 		fi_req_echo_apply(echo, &f);
+		/* With a tokenizer the frames always carry text, "" when there is none (a token
+		 * cut by a stop string, part of a character): readers then know the pieces are
+		 * the text and do not decode the ids, which would bring the cut text back. */
+		if (E->tok && !f.done.text)
+			f.done.text = "";
 		e = fi_stream_write(E->out, &f);
 		fi_req_echo_free(echo);
 		return e;
 	default:
-		return fi_sched_event_frame(ev, &f) ? fi_stream_write(E->out, &f) : FI_OK;
+		if (!fi_sched_event_frame(ev, &f))
+			return FI_OK;
+		if (E->tok && !f.tok.text)
+			f.tok.text = "";
+		return fi_stream_write(E->out, &f);
 	}
 }
 

@@ -42,7 +42,7 @@ jq -e -s --argjson na "$na" --argjson nu "$nu" --argjson da "$(ids_text "$work/a
 	(done("a") | length) == 1 and $a.counts.prompt_tokens == $na and $a.finish == "length" and
 	(toks("a") | length) == 40 and text("a") == $da and
 	all(toks("a")[]; (.text // "") | contains("\ufffd") | not) and
-	([toks("a")[] | select(.text)] | length) >= 20 and
+	all(toks("a")[]; has("text")) and ([toks("a")[] | select(.text != "")] | length) >= 20 and
 	(toks("b") | length) == 0 and $b.tokens == [toks("a")[].token] and $b.text == text("a") and
 	$u.counts.prompt_tokens == $nu and text("u") == $du and
 	[$t[] | select(.type == "token") | .token] == [toks("a")[].token]' "$work/a.out" \

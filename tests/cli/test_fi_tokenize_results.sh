@@ -93,6 +93,12 @@ jq -r .prompt "$work/j" | cmp -s - "$work/p.txt" || fail "prompts: $(cat "$work/
 fi-tokenize -m tiny < "$work/p.txt" | fi-decode -m tiny -n 12 --temp 0 2> /dev/null |
 	fi-tokenize -m tiny -d -0 > "$work/z" || fail "pipeline -0"
 jq -j '.completion + "\u0000"' "$work/j" | cmp -s - "$work/z" || fail "JSONL and -0 texts differ"
+# A stop string completed by the first token: nothing of it in the text (the token frame
+# carries an empty piece, so -d does not decode the id and bring the cut text back).
+echo 'def main(): 1' | fi-tokenize -m tiny --temp 0 | fi-decode -m tiny -n 8 --stop . 2> /dev/null |
+	fi-tokenize -m tiny -d --jsonl > "$work/j" || fail "stop at the first token"
+jq -e '.completion == "" and .finish == "stop" and .counts.gen_tokens == 1' "$work/j" > /dev/null ||
+	fail "stop at the first token: $(cat "$work/j")"
 echo "ok: pipeline"
 
 # Usage: decode-only options without -d, and exclusive ones, exit 2.
