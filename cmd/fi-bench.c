@@ -345,6 +345,8 @@ int main(int argc, char **argv)
 		       "load_s,load_gbps,exec_to_first_token_s,peak_mem_bytes\n");
 	}
 	fflush(stdout);
+	/* The rows are written between progress lines, which are erased first: no delay. */
+	fi_live_delay(0);
 	for (int i = 0; i < nt; i++) {
 		if (run_test(&e, &tests[i], reps, i + 1, nt)) {
 			fi_live_clear();

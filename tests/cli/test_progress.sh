@@ -42,10 +42,15 @@ fi-decode -m tiny -v < "$work/req.mp" 2> "$work/err" > /dev/null || fail "-v exi
 	fail "-v lines: $(head -3 "$work/err")"
 echo "ok: fi-decode -v"
 
-# On a terminal: the live line, redrawn with \r, erased, then the summary.
+# On a terminal: the live line, redrawn with \r, erased, then the summary. It waits for
+# FI_LIVE_DELAY seconds of work (default 1): a short run shows none.
 command -v script > /dev/null || fail "script(1) absent (util-linux)"
+frames_prompts 2 8 1 1 | fi-frame -e > "$work/short.mp"
+script -qec "fi-decode -m tiny < $work/short.mp > /dev/null" /dev/null > "$work/tty" || fail "short run"
+grep -q "running" "$work/tty" && fail "a live line for a short run: $(cat "$work/tty")"
+grep -q "2 requests" "$work/tty" || fail "short run: no summary: $(cat "$work/tty")"
 for cmd in fi-decode fi-prefill; do
-	script -qec "$cmd -m tiny < $work/req.mp > $work/tty.mp" /dev/null > "$work/tty" ||
+	FI_LIVE_DELAY=0 script -qec "$cmd -m tiny < $work/req.mp > $work/tty.mp" /dev/null > "$work/tty" ||
 		fail "$cmd on a terminal"
 	tr '\r' '\n' < "$work/tty" | sed "s/$(printf '\033')\[K//g" > "$work/lines"
 	grep -q "^$cmd: [0-9]* done, [0-9]* running, [0-9]* queued, [0-9.]* tok/s" "$work/lines" ||
