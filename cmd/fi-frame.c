@@ -195,13 +195,17 @@ static int to_frames(const struct opts *o)
 					fi_warn("line %lu: key '%s' is not in the frame schema: dropped", n, path);
 				}
 			}
-			if (fi_stream_write(out, &f)) {
-				fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+			fi_err we = fi_stream_write(out, &f);
+			if (we) {
+				/* A frame the encoder refuses is this line's fault; others end output. */
+				fi_log(FI_LOG_ERROR, "line %lu: %s", n, fi_errmsg());
 				rc = 1;
-				json_decref(back);
-				json_decref(j);
-				fi_frame_free(&f);
-				break;
+				if (we != FI_EINVAL) {
+					json_decref(back);
+					json_decref(j);
+					fi_frame_free(&f);
+					break;
+				}
 			}
 		}
 		json_decref(back);

@@ -361,7 +361,7 @@ static fi_err enc_check(const struct fi_frame *f)
 		    f->req.nstop_ids > l.max_stop || f->req.text_len > l.max_text ||
 		    ((f->req.set & FI_REQ_KV) && f->req.kv.nblocks > l.max_blocks) ||
 		    ((f->req.set & FI_REQ_TOKENIZER) && f->req.tok_name &&
-		     (strlen(f->req.tok_name) > l.max_id || !*f->req.tok_name)))
+		     strlen(f->req.tok_name) > l.max_id))
 			return fi_fail(FI_EINVAL, "frame: request '%s' exceeds the frame limits", f->id);
 		break;
 	case FI_FRAME_DONE:
