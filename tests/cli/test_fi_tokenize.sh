@@ -54,6 +54,12 @@ jq -e '.type == "request" and .id == "q" and .tokens == [128000, 9906, 1917] and
 	(.tokenizer.sha256 | length) == 64' "$work/req.json" > /dev/null ||
 	fail "--jsonl frame: $(cat "$work/req.json")"
 [ "$(grep -c . "$work/ex6")" -eq 2 ] || fail "pipeline example: $(cat "$work/ex6")"
+jq -r .prompt "$work/results.jsonl" | cmp -s - "$work/prompts.txt" &&
+	jq -e -s 'length == 2 and [.[].seq] == [1, 2] and all(.[]; .counts.gen_tokens > 0)' \
+	"$work/results.jsonl" > /dev/null || fail "batch example: $(cat "$work/results.jsonl")"
+# --echo: each text begins with its prompt (the greedy continuations of ex6)
+paste -d '\n' "$work/prompts.txt" "$work/ex6" | paste -d '' - - | cmp -s - "$work/ex8" ||
+	fail "--echo example: $(cat "$work/ex8")"
 
 # Special-token text is text unless --special; invalid UTF-8 reads as U+FFFD.
 out=$(echo 'Hello <|eot_id|> world' | fi-tokenize -m "$l3" --ids)
