@@ -21,13 +21,15 @@
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
+#include "serve/req_frame.h"
+#include "text/tok_ident.h"
 
 static const char usage_text[] =
 	"usage: fi-decode -m MODEL [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P]\n"
 	"                 [--repeat-penalty R] [--seed S] [--backend auto|cuda|cpu]\n"
 	"                 [--prefix-cache] [--arena-size SIZE] [--prefill-chunk N] [-t THREADS]\n"
 	"                 [-i IN] [-o OUT] [-e N] [--stop STR] [--tokens ID,ID,... | --prompt TEXT]\n"
-	"                 [-v]\n"
+	"                 [-f] [-v]\n"
 	"       fi-decode -h\n";
 
 #define BLOCK_TOKENS 16 /* the cache's block size, equal to the arena's */
@@ -35,7 +37,8 @@ static const char usage_text[] =
 
 struct opts {
 	const char *model, *backend, *in, *out, *tokens, *prompt;
-	int n, threads, verbose, prefix_cache, eos_count, chunk;
+	int n, threads, verbose, prefix_cache, eos_count, chunk, force;
+	unsigned given; /* FI_REQ_* bits of the sampling options given */
 	char *stop[MAX_STOP]; /* for requests that give none */
 	int nstop;
 	uint64_t arena_size;
@@ -52,6 +55,13 @@ struct engine {
 	/* --tokens, --prompt */
 	int n_gen, text;
 	struct fi_sched_event done;
+	/* frames */
+	const struct opts *o;
+	struct fi_tok_ident ident; /* the model's tokenizer (has_ident) */
+	int has_ident;
+	unsigned told;          /* sampling conflicts reported (FI_REQ_* bits) */
+	uint64_t n_done, n_failed, n_mismatch, n_tokens;
+	double t_first;         /* the first request's arrival (0: none yet) */
 };
 
 static int usage(int rc)
@@ -86,19 +96,51 @@ static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
 	return *ids && *n ? 0 : -1;
 }
 
-/* Scheduler events as frames. */
+/* Scheduler events as frames; done and error frames repeat the request's seq and text. */
 static fi_err on_event(void *user, const struct fi_sched_event *ev)
 {
 	struct engine *E = user;
+	struct fi_req_echo *echo = ev->user;
 	struct fi_frame f;
+	fi_err e;
 	switch (ev->type) {
 	case FI_SCHED_EV_WARN:
 		fi_warn("%s", ev->message);
 		return FI_OK;
 	case FI_SCHED_EV_ERROR:
-		return fi_stream_write_error(E->out, ev->id, ev->code, ev->message);
+		fi_frame_init(&f, FI_FRAME_ERROR);
+		f.id = (char *)ev->id;
+		f.err.code = ev->code;
+		f.err.message = (char *)ev->message;
+		fi_req_echo_apply(echo, &f);
+		return fi_stream_write(E->out, &f);
+	case FI_SCHED_EV_DONE:
+		E->n_done++;
+		E->n_failed += ev->finish == FI_FINISH_ERROR;
+		E->n_tokens += ev->gen_tokens;
+		if (E->o->verbose) {
+			fi_live_clear();
+			fprintf(stderr, "fi-decode: '%s': %u prompt tokens (%u cached), %u generated, "
+				"finish %s, ttft %.2f ms, tpot %.2f ms\n", ev->id, ev->prompt_tokens,
+				ev->cached_tokens, ev->gen_tokens, fi_finish_name(ev->finish),
+				ev->ttft_ms, ev->tpot_ms);
+		}
+		fi_sched_event_frame(ev, &f);
+		fi_req_echo_apply(echo, &f);
+		/* With a tokenizer the frames always carry text, "" when there is none (a token
+		 * cut by a stop string, part of a character): readers then know the pieces are
+		 * the text and do not decode the ids, which would bring the cut text back. */
+		if (E->tok && !f.done.text)
+			f.done.text = "";
+		e = fi_stream_write(E->out, &f);
+		fi_req_echo_free(echo);
+		return e;
 	default:
-		return fi_sched_event_frame(ev, &f) ? fi_stream_write(E->out, &f) : FI_OK;
+		if (!fi_sched_event_frame(ev, &f))
+			return FI_OK;
+		if (E->tok && !f.tok.text)
+			f.tok.text = "";
+		return fi_stream_write(E->out, &f);
 	}
 }
 
@@ -110,20 +152,43 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 	switch (f->type) {
 	case FI_FRAME_EOS:
 		return 1;
-	case FI_FRAME_REQUEST:
+	case FI_FRAME_REQUEST: {
+		struct fi_req_echo *echo = NULL;
+		struct fi_frame ef;
+		unsigned c;
+		if (!E->t_first)
+			E->t_first = fi_now();
+		if ((c = fi_req_sampling_conflicts(f, &o->sp, o->given) & ~E->told)) {
+			char m[512];
+			fi_req_conflict_message(f, &o->sp, c, m, sizeof m);
+			fi_warn("%s", m);
+			E->told |= c;
+		}
 		if (fi_sched_has(E->s, f->id))
 			e = fi_fail(FI_EEXIST, "a request with this id is running");
-		else if (!(e = fi_sched_encode_prompt(E->tok, f))) {
+		else if ((e = fi_req_check_tokenizer(f, E->has_ident ? &E->ident : NULL))) {
+			/* One message for them all: every such request is refused the same way. */
+			if (!E->n_mismatch++)
+				fi_log(FI_LOG_ERROR, "%s; such requests get error frames (code mismatch)",
+				       fi_errmsg());
+		} else if (!(e = fi_sched_encode_prompt(E->tok, f)) && !(e = fi_req_echo_new(f, &echo))) {
 			fi_sched_req_from_frame(f, &o->sp, &r);
 			if (!r.nstop) {
 				r.stop = o->stop;
 				r.nstop = (uint32_t)o->nstop;
 			}
-			e = fi_sched_add(E->s, &r);
+			r.user = echo;
+			if ((e = fi_sched_add(E->s, &r)))
+				fi_req_echo_free(echo);
 		}
-		if (e)
-			*fatal = fi_stream_write_error(E->out, f->id, e, fi_errmsg());
+		if (e) {
+			E->n_done++;
+			E->n_failed++;
+			fi_req_error_frame(f, e, fi_errmsg(), &ef);
+			*fatal = fi_stream_write(E->out, &ef);
+		}
 		break;
+	}
 	case FI_FRAME_CANCEL:
 		if (fi_sched_has(E->s, f->id))
 			*fatal = fi_sched_cancel(E->s, f->id);
@@ -155,8 +220,11 @@ static fi_err drain(struct engine *E, struct fi_stream *in)
 			fi_frame_free(&f);
 			break;
 		}
-		if (f.type == FI_FRAME_REQUEST)
-			e = fi_stream_write_error(E->out, f.id, FI_EINTERRUPT, "fi-decode is shutting down");
+		if (f.type == FI_FRAME_REQUEST) {
+			struct fi_frame ef;
+			fi_req_error_frame(&f, FI_EINTERRUPT, "fi-decode is shutting down", &ef);
+			e = fi_stream_write(E->out, &ef);
+		}
 		else if (f.type == FI_FRAME_ERROR || f.type == FI_FRAME_DONE)
 			e = fi_stream_write(E->out, &f);
 		fi_frame_free(&f);
@@ -181,6 +249,29 @@ static int take(void *user, struct fi_frame *f, fi_err *fatal)
 	return take_frame(t->E, t->o, f, fatal);
 }
 
+/* Requests done, running and queued, and tokens per second, on a terminal. */
+static void live_line(struct engine *E, int force)
+{
+	double el = E->t_first ? fi_now() - E->t_first : 0;
+	int held = E->s ? fi_sched_pending(E->s) : 0, run = E->s ? fi_sched_running(E->s) : 0;
+	if (!E->t_first || !fi_live_active())
+		return;
+	fi_live(force, "%llu done, %d running, %d queued, %.1f tok/s",
+		(unsigned long long)E->n_done, run, held - run, el > 0 ? E->n_tokens / el : 0.0);
+}
+
+/* The line at the end of a batch, on a terminal or not (quiet with FI_LOG=error). */
+static void summary(struct engine *E)
+{
+	double el = E->t_first ? fi_now() - E->t_first : 0;
+	fi_live_clear();
+	if (!E->t_first || fi_log_get_level() < FI_LOG_WARN)
+		return;
+	fprintf(stderr, "fi-decode: %llu requests, %llu failed, %llu tokens in %.2f s, %.1f tok/s\n",
+		(unsigned long long)E->n_done, (unsigned long long)E->n_failed,
+		(unsigned long long)E->n_tokens, el, el > 0 ? E->n_tokens / el : 0.0);
+}
+
 static int run_frames(struct engine *E, const struct opts *o)
 {
 	struct taker t = {E, o};
@@ -190,8 +281,11 @@ static int run_frames(struct engine *E, const struct opts *o)
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
 	fi_stream_opts_default(&so);
 	so.eos_count = o->eos_count;
-	if ((e = fi_stream_open(&in, o->in, FI_STREAM_IN, &so)) ||
-	    (e = fi_stream_open(&E->out, o->out, FI_STREAM_OUT, NULL)))
+	if ((e = fi_stream_open(&in, o->in, FI_STREAM_IN, &so)))
+		goto out;
+	fi_stream_opts_default(&so);
+	so.tty_ok = o->force;
+	if ((e = fi_stream_open(&E->out, o->out, FI_STREAM_OUT, &so)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && (!eof || fi_sched_pending(E->s))) {
@@ -212,6 +306,7 @@ static int run_frames(struct engine *E, const struct opts *o)
 		}
 		if ((e = fi_sched_step(E->s)) || (e = fi_stream_flush(E->out)))
 			break;
+		live_line(E, 0);
 	}
 out:
 	if (e && e != FI_EINTERRUPT) {
@@ -225,7 +320,9 @@ out:
 		rc = 1;
 	}
 	fi_stream_close(in);
-	return rc;
+	summary(E);
+	/* Requests made with another tokenizer: exit 3, as for requests that failed. */
+	return rc ? rc : E->n_mismatch ? 3 : 0;
 }
 
 /* --tokens: generated ids on one line; --prompt: the text as it comes, then a newline. */
@@ -328,6 +425,7 @@ int main(int argc, char **argv)
 		{"stop", required_argument, NULL, 's'},
 		{"prefix-cache", no_argument, NULL, 'C'},
 		{"arena-size", required_argument, NULL, 'A'},
+		{"force", no_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -341,7 +439,7 @@ int main(int argc, char **argv)
 	double v;
 	fi_log_set_prog("fi-decode");
 	fi_sample_defaults(&o.sp);
-	while ((c = getopt_long(argc, argv, "m:n:t:i:o:e:vh", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:n:t:i:o:e:fvh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;
 		case 'i': o.in = optarg; break;
@@ -370,6 +468,7 @@ int main(int argc, char **argv)
 			o.eos_count = (int)v;
 			break;
 		case 'v': o.verbose = 1; break;
+		case 'f': o.force = 1; break;
 		case 'h': return usage(0);
 		case 'n':
 			if (fi_parse_num(optarg, 1, 1 << 30, &v))
@@ -385,30 +484,36 @@ int main(int argc, char **argv)
 			if (fi_parse_num(optarg, 0, 1e6, &v))
 				goto bad;
 			o.sp.temperature = (float)v;
+			o.given |= FI_REQ_TEMPERATURE;
 			break;
 		case 'K':
 			if (fi_parse_num(optarg, 0, 1 << 30, &v))
 				goto bad;
 			o.sp.top_k = (int)v;
+			o.given |= FI_REQ_TOP_K;
 			break;
 		case 'P':
 			if (fi_parse_num(optarg, 0, 1, &v))
 				goto bad;
 			o.sp.top_p = (float)v;
+			o.given |= FI_REQ_TOP_P;
 			break;
 		case 'M':
 			if (fi_parse_num(optarg, 0, 1, &v))
 				goto bad;
 			o.sp.min_p = (float)v;
+			o.given |= FI_REQ_MIN_P;
 			break;
 		case 'R':
 			if (fi_parse_num(optarg, 1e-6, 1e6, &v))
 				goto bad;
 			o.sp.repeat_penalty = (float)v;
+			o.given |= FI_REQ_REPEAT_PENALTY;
 			break;
 		case 'S':
 			if (fi_parse_u64(optarg, &o.sp.seed))
 				goto bad;
+			o.given |= FI_REQ_SEED;
 			break;
 		default:
 			return usage(2);
@@ -422,6 +527,9 @@ bad:
 	}
 	if (!o.model || optind != argc || (o.tokens && o.prompt))
 		return usage(2);
+	/* Frames are binary: refused on a terminal before the model is loaded. */
+	if (!o.tokens && !o.prompt && !o.force && fi_stream_refuse_tty(o.out))
+		return fail();
 	if (fi_open_backend_model(o.backend, o.threads, o.model, &be, &im, &E.m, &be_failed))
 		return fail() + be_failed; /* an unknown backend name is a usage error */
 	E.im = im;
@@ -431,6 +539,9 @@ bad:
 	if ((!o.tokens || o.nstop) && fi_image_tokenizer(im, &E.tok) &&
 	    fi_errcode() != FI_ENOTFOUND && !o.prompt)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
+	/* Requests whose tokens another tokenizer made are refused (tok_ident.h). */
+	E.o = &o;
+	E.has_ident = E.tok && !fi_tok_ident(E.tok, o.model, &E.ident);
 	fi_sched_opts_default(&so);
 	so.max_tokens = (uint32_t)o.n;
 	so.max_prefill_tokens = o.chunk;
