@@ -1,12 +1,16 @@
-/* tokenizer: Hugging Face tokenizer.json (BPE) reimplemented exactly.
+/* tokenizer: Hugging Face tokenizer.json reimplemented exactly.
  *
  * Pipeline, as the `tokenizers` library runs it: added tokens that are not normalized are split
- * out of the raw text; the rest is normalized (NFC, NFKC, Prepend, Replace, Lowercase, Strip);
+ * out of the raw text; the rest is normalized (NFC, NFD, NFKC, NFKD, Prepend, Replace,
+ * Lowercase, Strip, StripAccents, BertNormalizer, Nmt, ByteLevel, Precompiled, Sequence);
  * added tokens that are normalized are split out of the normalized text; the rest is
- * pre-tokenized (ByteLevel, Split, Metaspace, Digits, Punctuation, Whitespace, ...); each piece
- * goes through the BPE model; a post-processor (TemplateProcessing, ByteLevel, Sequence) adds
- * special tokens. Decoding runs the decoder chain (ByteLevel, ByteFallback, Fuse, Strip,
- * Replace, Metaspace, Sequence).
+ * pre-tokenized (ByteLevel, Split, Metaspace, Digits, Punctuation, Whitespace, WhitespaceSplit,
+ * CharDelimiterSplit, BertPreTokenizer, FixedLength, Sequence); each piece goes through the
+ * model (BPE, Unigram, WordPiece or WordLevel; a file without model.type gets the kind its
+ * fields imply, as in HF); a post-processor (TemplateProcessing, BertProcessing,
+ * RobertaProcessing, ByteLevel, Sequence) adds special tokens. Decoding runs the decoder chain
+ * (ByteLevel, ByteFallback, Fuse, Strip, Replace, Metaspace, BPEDecoder, WordPiece, CTC,
+ * Sequence). The UnicodeScripts pre-tokenizer is refused.
  *
  * Text is UTF-8. Invalid UTF-8 given to fi_tok_encode() is an FI_EINVAL naming the byte offset,
  * unless FI_TOK_REPLACE_INVALID is set: then each maximal invalid subsequence becomes U+FFFD,
@@ -68,7 +72,8 @@ int fi_tok_is_binary(const void *buf, size_t len);
 
 /* Encodes text, appending ids to *out. The truncation and padding sections of
  * tokenizer.json are ignored: prompts are never cut or padded here (the engine checks them
- * against the context). */
+ * against the context). A pre-tokenizer or Replace regex that backtracks past PCRE2's match
+ * limit (10 million steps) on this text fails with FI_ERANGE instead of running for seconds. */
 fi_err fi_tok_encode(const struct fi_tok *t, const char *text, size_t len, unsigned flags,
 		     struct fi_tok_ids *out);
 
