@@ -1,5 +1,6 @@
 /* Decoding: decoder chain (ByteLevel, ByteFallback, Fuse, Strip, Replace, Metaspace, BPEDecoder,
  * WordPiece, CTC, Sequence) over token strings, and streaming decode (HF's DecodeStream). */
+#define _GNU_SOURCE /* memmem */
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,12 +8,7 @@
 
 pcre2_code *tok_pattern_compile(json_t *pat, const char *what);
 
-/* A list of strings: b holds them back to back, off[n] their ends. */
-struct dlist {
-	struct tok_buf b;
-	uint32_t *end;
-	size_t n, cap;
-};
+#define dlist tok_dlist
 
 static int dl_add(struct dlist *l, const char *s, size_t n)
 {
@@ -42,11 +38,6 @@ static int dl_cat(struct dlist *l, const char *s, size_t n)
 #define DL_S(l, i) ((l)->b.p + ((i) ? (l)->end[(i) - 1] : 0))
 #define DL_N(l, i) ((l)->end[i] - ((i) ? (l)->end[(i) - 1] : 0))
 
-static void dl_free(struct dlist *l)
-{
-	tok_buf_free(&l->b);
-	free(l->end);
-}
 
 fi_err tok_dec_parse(json_t *j, struct tok_dec *d, int depth)
 {
@@ -328,26 +319,25 @@ static int dec_one(struct tok_ctx *c, const struct tok_dec *d, struct dlist *in,
 			}
 		}
 		return 0;
-	case TD_METASPACE:
+	case TD_METASPACE: {
+		/* Every replacement char -> ' ' (dropped in the first token when prepending).
+		 * Strings are valid UTF-8, so a byte match of the char is a char. */
+		char rep[4];
+		size_t rl = tok_utf8_enc(d->ch, rep);
 		for (size_t i = 0; i < in->n; i++) {
-			const char *s = DL_S(in, i);
-			size_t n = DL_N(in, i);
+			const char *s = DL_S(in, i), *e = s + DL_N(in, i), *q;
 			if (dl_add(out, "", 0))
 				return -1;
-			for (size_t k = 0; k < n;) {
-				uint32_t cp;
-				size_t l = tok_utf8_dec(s + k, &cp);
-				int r = 0;
-				if (cp != d->ch)
-					r = dl_cat(out, s + k, l);
-				else if (!(i == 0 && d->prepend))
-					r = dl_cat(out, " ", 1);
-				if (r)
+			while ((q = memmem(s, (size_t)(e - s), rep, rl))) {
+				if (dl_cat(out, s, (size_t)(q - s)) || (!(i == 0 && d->prepend) && dl_cat(out, " ", 1)))
 					return -1;
-				k += l;
+				s = q + rl;
 			}
+			if (dl_cat(out, s, (size_t)(e - s)))
+				return -1;
 		}
 		return 0;
+	}
 	}
 	return -1;
 }
@@ -376,8 +366,10 @@ static int dec_run(struct tok_ctx *c, const struct tok_dec *d, struct dlist *a, 
 static fi_err decode_buf(const struct fi_tok *t, struct tok_ctx *c, const uint32_t *ids, size_t n,
 			 unsigned flags, struct tok_buf *res)
 {
-	struct dlist a = {0}, b = {0};
+	/* The two lists live in the scratch: a stream decodes at every id. */
+	struct dlist *a = &c->da, *b = &c->db;
 	int r = 0;
+	a->n = b->n = a->b.n = b->b.n = 0;
 	res->n = 0;
 	if (tok_buf_reserve(res, 0))
 		return fi_fail(FI_ENOMEM, "decode");
@@ -391,14 +383,12 @@ static fi_err decode_buf(const struct fi_tok *t, struct tok_ctx *c, const uint32
 			len = t->added[t->added_of_id[ids[i]]].dec_len;
 		if (!s || ((flags & FI_TOK_SKIP_SPECIAL) && t->special[ids[i]]))
 			continue;
-		r = dl_add(&a, s, len);
+		r = dl_add(a, s, len);
 	}
 	if (!r && t->dec)
-		r = dec_run(c, t->dec, &a, &b);
-	for (size_t i = 0; i < a.n && !r; i++)
-		r = (!t->dec && i && tok_buf_put(res, " ", 1)) || tok_buf_put(res, DL_S(&a, i), DL_N(&a, i));
-	dl_free(&a);
-	dl_free(&b);
+		r = dec_run(c, t->dec, a, b);
+	for (size_t i = 0; i < a->n && !r; i++)
+		r = (!t->dec && i && tok_buf_put(res, " ", 1)) || tok_buf_put(res, DL_S(a, i), DL_N(a, i));
 	if (r)
 		return r == -2 ? fi_errcode() : fi_fail(FI_ENOMEM, "decode");
 	return FI_OK;

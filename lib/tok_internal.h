@@ -205,6 +205,13 @@ struct tok_sym {
 struct tok_merge_ev {
 	uint32_t rank, pos, new_id;
 };
+/* A list of strings (decoding): b holds them back to back, end[i] where string i ends. */
+struct tok_dlist {
+	struct tok_buf b;
+	uint32_t *end;
+	size_t n, cap;
+};
+
 /* Unigram lattice: best path ending at each byte offset. */
 struct tok_best {
 	double score;
@@ -225,6 +232,7 @@ struct tok_ctx {
 	size_t heapcap;
 	struct tok_best *best;
 	size_t bestcap;
+	struct tok_dlist da, db; /* decoding */
 	/* word cache: open addressing, cleared when full */
 	uint32_t *cslot;
 	struct tok_cache_ent *cent;

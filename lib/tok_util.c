@@ -448,6 +448,11 @@ void tok_ctx_free(struct tok_ctx *c)
 	free(c->cent);
 	tok_buf_free(&c->ckeys);
 	free(c->cids);
+	free(c->best);
+	tok_buf_free(&c->da.b);
+	free(c->da.end);
+	tok_buf_free(&c->db.b);
+	free(c->db.end);
 	free(c);
 }
 
