@@ -67,7 +67,7 @@ struct tok_norm {
 };
 
 enum { TP_SEQ, TP_BYTELEVEL, TP_SPLIT, TP_METASPACE, TP_DIGITS, TP_PUNCT, TP_WHITESPACE,
-       TP_WSSPLIT, TP_CHARDELIM, TP_FIXEDLEN };
+       TP_WSSPLIT, TP_CHARDELIM, TP_FIXEDLEN, TP_SCRIPTS };
 struct tok_pre {
 	int type;
 	struct tok_pre *sub;
@@ -326,6 +326,11 @@ fi_err tok_unigram_encode(struct tok_ctx *c, const struct tok_bpe *b, const char
 			  struct fi_tok_ids *out);
 fi_err tok_wordpiece_encode(struct tok_ctx *c, const struct tok_bpe *b, const char *s, size_t n,
 			    struct fi_tok_ids *out);
+
+/* Unicode scripts (lib/text/tok_scripts.c): 0 for Any, else an id per script; _fixed folds
+ * Hiragana, Katakana and U+30FC into Han and makes ' ' Any, as HF's UnicodeScripts does. */
+int tok_script_of(uint32_t cp);
+int tok_script_fixed(uint32_t cp);
 
 /* Precompiled normalizer (lib/text/tok_precompiled.c). */
 fi_err tok_precompiled_parse(json_t *j, struct tok_precompiled **out);

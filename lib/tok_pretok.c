@@ -1,9 +1,10 @@
 /* Pre-tokenizers: ByteLevel, Split, Metaspace, Digits, Punctuation, Whitespace,
- * WhitespaceSplit, CharDelimiterSplit, BertPreTokenizer, FixedLength, Sequence.
+ * WhitespaceSplit, CharDelimiterSplit, BertPreTokenizer, FixedLength, UnicodeScripts, Sequence.
  *
  * Pieces live in c->pa (one buffer plus (offset, length) pairs); each stage writes the next
  * list into c->pb and swaps, dropping empty pieces as HF's PreTokenizedString::split does. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,6 +137,8 @@ fi_err tok_pre_parse(json_t *j, struct tok_pre *p, int depth)
 			return fi_fail(FI_EFORMAT, "pre_tokenizer FixedLength: length must be a positive integer");
 		if (l)
 			p->length = (uint32_t)json_integer_value(l);
+	} else if (!strcmp(ty, "UnicodeScripts")) {
+		p->type = TP_SCRIPTS;
 	} else if (!strcmp(ty, "WhitespaceSplit")) {
 		p->type = TP_WSSPLIT;
 	} else if (!strcmp(ty, "CharDelimiterSplit")) {
@@ -311,6 +314,37 @@ static int stage(struct tok_ctx *c, const struct tok_pre *p, const char *s, size
 		if (tok_pred_segments(c, pred_eq, p->ch, s, n))
 			return -1;
 		return emit_split(c, out, s, first, TB_REMOVED);
+	case TP_SCRIPTS: {
+		/* HF UnicodeScripts: a cut where the script changes, Any (' ', unassigned) taking
+		 * the script around it. Text before the first cut is dropped, as there: a piece
+		 * that starts with Any chars loses them, and one of Any chars only vanishes. */
+		size_t i = 0, cut = SIZE_MAX;
+		int last = -1;
+		while (i < n) {
+			uint32_t cp;
+			size_t k = tok_utf8_dec(s + i, &cp);
+			int sc = tok_script_fixed(cp);
+			if (sc && last != sc) {
+				if (cut != SIZE_MAX) {
+					size_t off = out->b.n;
+					if (tok_buf_put(&out->b, s + cut, i - cut) ||
+					    tok_pieces_add(out, (uint32_t)off, (uint32_t)(i - cut), first && !cut))
+						return -1;
+				}
+				cut = i;
+			}
+			if (sc)
+				last = sc;
+			i += k;
+		}
+		if (cut != SIZE_MAX) {
+			size_t off = out->b.n;
+			if (tok_buf_put(&out->b, s + cut, n - cut) ||
+			    tok_pieces_add(out, (uint32_t)off, (uint32_t)(n - cut), first && !cut))
+				return -1;
+		}
+		return 0;
+	}
 	case TP_FIXEDLEN:
 		/* Pieces of `length` chars, the last one shorter. */
 		for (size_t i = 0; i < n;) {

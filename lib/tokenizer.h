@@ -5,12 +5,12 @@
  * Lowercase, Strip, StripAccents, BertNormalizer, Nmt, ByteLevel, Precompiled, Sequence);
  * added tokens that are normalized are split out of the normalized text; the rest is
  * pre-tokenized (ByteLevel, Split, Metaspace, Digits, Punctuation, Whitespace, WhitespaceSplit,
- * CharDelimiterSplit, BertPreTokenizer, FixedLength, Sequence); each piece goes through the
- * model (BPE, Unigram, WordPiece or WordLevel; a file without model.type gets the kind its
- * fields imply, as in HF); a post-processor (TemplateProcessing, BertProcessing,
+ * CharDelimiterSplit, BertPreTokenizer, FixedLength, UnicodeScripts, Sequence); each piece
+ * goes through the model (BPE, Unigram, WordPiece or WordLevel; a file without model.type gets
+ * the kind its fields imply, as in HF); a post-processor (TemplateProcessing, BertProcessing,
  * RobertaProcessing, ByteLevel, Sequence) adds special tokens. Decoding runs the decoder chain
  * (ByteLevel, ByteFallback, Fuse, Strip, Replace, Metaspace, BPEDecoder, WordPiece, CTC,
- * Sequence). The UnicodeScripts pre-tokenizer is refused.
+ * Sequence).
  *
  * Text is UTF-8. Invalid UTF-8 given to fi_tok_encode() is an FI_EINVAL naming the byte offset,
  * unless FI_TOK_REPLACE_INVALID is set: then each maximal invalid subsequence becomes U+FFFD,
@@ -21,9 +21,10 @@
  *
  * Character classes come from PCRE2 (regexes, \p{L} etc.) and utf8proc (normalization,
  * categories). HF's come from Oniguruma, the Rust regex crate and older Rust Unicode crates, so
- * text holding characters whose Unicode properties differ between those table versions
- * (chiefly characters assigned after Unicode 14, PCRE2 10.42's tables) can split differently;
- * everything else matches HF exactly.
+ * text holding characters whose Unicode properties differ between those table versions can
+ * split differently: chiefly characters assigned after Unicode 14 (PCRE2 10.42's tables), and
+ * for BertNormalizer, StripAccents, BertPreTokenizer and UnicodeScripts, whose HF tables are
+ * older still, characters assigned since about Unicode 10. Everything else matches HF exactly.
  *
  * Loading tokenizer.json parses the whole JSON (about 0.2 s for a 128K vocabulary); the
  * binary form (fi_tok_save_binary) loads many times faster and is what a model image stores. */

@@ -336,6 +336,9 @@ def variants(shared):
         ("t5-nfkc-strip-accents", t5, {"normalizer": nseq({"type": "NFKD"}, {"type": "StripAccents"}, {"type": "NFKC"}),
             "pre_tokenizer": ms("never", True), "post_processor": None, "decoder": {"type": "Metaspace", "replacement": "\u2581",
             "prepend_scheme": "never", "split": True}}),
+        ("t5-unicode-scripts", t5, {"pre_tokenizer": seq({"type": "UnicodeScripts"}, {"type": "WhitespaceSplit"},
+            ms("always"))}),
+        ("wssplit-unicode-scripts", g2, {"pre_tokenizer": seq({"type": "UnicodeScripts"}, bl)}),
         ("bytelevel-normalizer", g2, {"normalizer": {"type": "ByteLevel"}, "pre_tokenizer": split({"String": "\u0120"}, "MergedWithNext")}),
     ]
     vocab, merges = synthetic_model()
@@ -429,7 +432,8 @@ def write_variants(shared, out, texts):
         # HF's normalizers and its Punctuation/Digits/Whitespace character classes come from
         # Rust crates pinned to older Unicode versions than utf8proc and PCRE2 here.
         uv_ok = any(k in json.dumps(patch) for k in ('"NF', "Punctuation", "Digits", '"Whitespace"', "Lowercase",
-                                                     "Bert", "StripAccents", "Precompiled", "Nmt"))
+                                                     "Bert", "StripAccents", "Precompiled", "Nmt",
+                                                     "UnicodeScripts"))
         vs.append({"name": name, "base": base, "patch": patch, "uv_ok": uv_ok, "expect": exp})
         print("variant %s: %d inputs" % (name, len(exp)), file=sys.stderr)
     with open(os.path.join(out, "variants.json"), "w") as f:

@@ -79,6 +79,7 @@ START_TEST(test_malformed)
 		   GOOD_MODEL "}", FI_EFORMAT, "pattern");
 	expect_err("{\"normalizer\":{\"type\":\"Precompiled\"}," GOOD_MODEL "}", FI_EFORMAT, "precompiled_charsmap");
 	expect_err("{\"normalizer\":{\"type\":\"Unicode99\"}," GOOD_MODEL "}", FI_EUNSUPPORTED, "Unicode99");
+	expect_err("{\"pre_tokenizer\":{\"type\":\"Hieroglyphs\"}," GOOD_MODEL "}", FI_EUNSUPPORTED, "Hieroglyphs");
 	expect_err("{\"decoder\":{\"type\":\"Telepathy\"}," GOOD_MODEL "}", FI_EUNSUPPORTED, "Telepathy");
 	expect_err("{\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\"}},"
 		   "{\"Sequence\":{\"id\":\"A\"}}],\"special_tokens\":{}}," GOOD_MODEL "}", FI_EFORMAT,
