@@ -257,11 +257,9 @@ fi_err fi_tok_load_binary(const void *buf, size_t len, struct fi_tok **out)
 		goto fail;
 	}
 	b = &t->bpe;
-	if (!json_object_get(json_object_get(root, "model"), "type")) {
-		e = fi_fail(FI_EFORMAT, "tokenizer binary: model type missing");
-		goto fail;
-	}
-	if ((e = tok_model_kind(json_object_get(root, "model"), &b->kind)))
+	/* Binaries written before other kinds existed hold BPE, its "type" as the file had it. */
+	if (json_object_get(json_object_get(root, "model"), "type") &&
+	    (e = tok_model_kind(json_object_get(root, "model"), &b->kind)))
 		goto fail;
 	e = fi_fail(FI_EFORMAT, "tokenizer binary: truncated or inconsistent model tables");
 	if (take32(&r, &b->id_space) || take32(&r, &nv) || take32(&r, &pl) || b->id_space > (1u << 26))

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 /* Tokenizer: malformed tokenizer.json gives named errors; the binary form round-trips and
  * survives truncation and corruption; invalid UTF-8; streaming decode releases only complete
  * text; threads share one tokenizer; load and long-run timings. */
@@ -222,6 +223,46 @@ START_TEST(test_binary_roundtrip)
 }
 END_TEST
 
+/* A binary written before model.type was always stored (a BPE file without "type") still
+ * loads, as BPE. */
+START_TEST(test_binary_untyped)
+{
+	const char *j = "{\"model\":{\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"]}}";
+	struct fi_tok *t, *b;
+	struct fi_tok_ids ids = {0};
+	char *buf, *old, *ty;
+	size_t n, k = 0, cut;
+	uint32_t jl, nl;
+	ck_assert(!fi_tok_load_json(j, strlen(j), &t));
+	ck_assert(!fi_tok_save_binary(t, (void **)&buf, &n));
+	memcpy(&jl, buf + 8, 4);
+	/* Cut "type":"BPE" (and a comma beside it) out of the JSON part. */
+	ck_assert_ptr_nonnull(ty = memmem(buf + 12, jl, "\"type\":\"BPE\"", 12));
+	cut = 12;
+	if (ty[12] == ',')
+		cut++;
+	else if (ty[-1] == ',')
+		ty--, cut++;
+	ck_assert_ptr_nonnull(old = malloc(n));
+	memcpy(old, buf, 8);
+	nl = jl - (uint32_t)cut;
+	memcpy(old + 8, &nl, 4);
+	k = (size_t)(ty - buf);
+	memcpy(old + 12, buf + 12, k - 12);
+	memcpy(old + k, ty + cut, n - k - cut);
+	ck_assert(!memmem(old + 12, nl, "type", 4));
+	ck_assert_msg(!fi_tok_load_binary(old, n - cut, &b), "%s", fi_errmsg());
+	ck_assert(!fi_tok_encode(b, "ab", 2, 0, &ids));
+	ck_assert_uint_eq(ids.n, 1);
+	ck_assert_uint_eq(ids.v[0], 2);
+	fi_tok_ids_free(&ids);
+	fi_tok_free(b);
+	fi_tok_free(t);
+	free(buf);
+	free(old);
+}
+END_TEST
+
 START_TEST(test_binary_damage)
 {
 	const char *p = fi_test_corpus("corpus/models/stories260K-hf/tokenizer.json", "stories260K");
@@ -424,6 +465,7 @@ int main(void)
 	tcase_add_test(tc, test_regex_backtracking);
 	tcase_add_test(tc, test_binary_roundtrip);
 	tcase_add_test(tc, test_binary_damage);
+	tcase_add_test(tc, test_binary_untyped);
 	tcase_add_test(tc, test_invalid_utf8);
 	tcase_add_test(tc, test_stream_partial);
 	tcase_add_test(tc, test_threads);
