@@ -277,7 +277,9 @@ void tok_bpe_free(struct tok_bpe *b)
 	free(b->eow);
 	free(b->unk);
 	free(b->score);
-	free(b->un);
+	free(b->uid);
+	free(b->ekey);
+	free(b->eval);
 	memset(b, 0, sizeof *b);
 }
 

@@ -113,11 +113,6 @@ struct tok_post {
  * tokenizer.json: BPE (merges), Unigram (scores, a byte trie for the lattice), WordPiece
  * (greedy longest match with a continuing prefix) and WordLevel (whole-word lookup). */
 enum { TM_BPE, TM_UNIGRAM, TM_WORDPIECE, TM_WORDLEVEL };
-struct tok_unode {
-	uint32_t child, sibling; /* 0: none (node 0 is the root) */
-	int32_t id;              /* token ending here, or -1 */
-	uint8_t byte;
-};
 struct tok_bpe {
 	int kind;          /* TM_* */
 	uint32_t id_space; /* max id + 1 */
@@ -143,12 +138,15 @@ struct tok_bpe {
 	int64_t byte_id[256];
 	uint32_t max_len;   /* longest vocabulary string, bytes */
 	uint32_t max_chars; /* WordPiece max_input_chars_per_word */
-	/* Unigram: score by id, the lowest score, unk_id (-1: none), a trie of the strings */
+	/* Unigram: score by id, the lowest score, and a byte trie of the strings: node 0 is the
+	 * root, uid[node] the token ending there (-1: none), edges in an open-addressing hash
+	 * of (node << 8 | byte) -> child (key UINT32_MAX: empty). */
 	double *score;
 	double min_score;
-	struct tok_unode *un;
-	size_t nun;
-	uint32_t uroot[256];
+	int32_t *uid;
+	uint32_t nun, uidcap;
+	uint32_t *ekey, *eval;
+	uint32_t emask, nedge;
 };
 
 struct tok_added {

@@ -51,37 +51,74 @@ fi_err tok_unigram_parse(json_t *m, struct tok_bpe *b)
 	return FI_OK;
 }
 
-static int unode_new(struct tok_bpe *b, size_t *cap, uint8_t byte, uint32_t sibling)
+static uint32_t edge_slot(const struct tok_bpe *b, uint32_t key)
 {
-	if (b->nun == *cap) {
-		size_t nc = *cap ? 2 * *cap : 1024;
-		struct tok_unode *v = realloc(b->un, nc * sizeof *v);
+	uint32_t i = (key * 0x9e3779b1u) >> 7 & b->emask;
+	while (b->ekey[i] != key && b->ekey[i] != UINT32_MAX)
+		i = (i + 1) & b->emask;
+	return i;
+}
+
+/* The child of node along byte c, or 0 (the root is nobody's child). */
+static uint32_t child(const struct tok_bpe *b, uint32_t node, uint8_t c)
+{
+	uint32_t i = edge_slot(b, node << 8 | c);
+	return b->ekey[i] == UINT32_MAX ? 0 : b->eval[i];
+}
+
+static int edges_grow(struct tok_bpe *b)
+{
+	uint32_t n = b->emask ? 2 * (b->emask + 1) : 4096, *ok = b->ekey, *ov = b->eval, om = b->emask;
+	if (!(b->ekey = malloc((size_t)n * sizeof *b->ekey)) || !(b->eval = malloc((size_t)n * sizeof *b->eval))) {
+		free(b->ekey);
+		b->ekey = ok, b->eval = ov;
+		return -1;
+	}
+	memset(b->ekey, 0xff, (size_t)n * sizeof *b->ekey);
+	b->emask = n - 1;
+	for (uint32_t i = 0; ok && i <= om; i++)
+		if (ok[i] != UINT32_MAX) {
+			uint32_t j = edge_slot(b, ok[i]);
+			b->ekey[j] = ok[i];
+			b->eval[j] = ov[i];
+		}
+	free(ok);
+	free(ov);
+	return 0;
+}
+
+static int node_new(struct tok_bpe *b)
+{
+	if (b->nun == b->uidcap) {
+		uint32_t cap = b->uidcap ? 2 * b->uidcap : 1024;
+		int32_t *v = realloc(b->uid, (size_t)cap * sizeof *v);
 		if (!v)
 			return -1;
-		b->un = v;
-		*cap = nc;
+		b->uid = v;
+		b->uidcap = cap;
 	}
-	b->un[b->nun] = (struct tok_unode){0, sibling, -1, byte};
-	return (int)(b->nun++ > 0);
+	b->uid[b->nun++] = -1;
+	return 0;
 }
 
 /* The trie of the vocabulary strings and the lowest score. Only ids the string -> id map
  * keeps are inserted (a repeated string maps to its last id, as in HF). */
 fi_err tok_unigram_build(struct tok_bpe *b)
 {
-	size_t cap = 0;
-	free(b->un);
-	b->un = NULL;
-	b->nun = 0;
-	memset(b->uroot, 0, sizeof b->uroot);
+	free(b->uid);
+	free(b->ekey);
+	free(b->eval);
+	b->uid = NULL;
+	b->ekey = b->eval = NULL;
+	b->nun = b->uidcap = b->emask = b->nedge = 0;
 	b->min_score = INFINITY;
-	if (unode_new(b, &cap, 0, 0) < 0)
+	if (node_new(b) || edges_grow(b))
 		return fi_fail(FI_ENOMEM, "model Unigram");
 	for (uint32_t id = 0; id < b->id_space; id++) {
 		const char *s = b->pool + b->off[id];
 		size_t n = b->off[id + 1] - b->off[id];
 		uint32_t node = 0;
-		if (!isfinite(b->score[id]) && !isinf(b->score[id]))
+		if (isnan(b->score[id]))
 			return fi_fail(FI_EFORMAT, "model Unigram: vocab[%u] has a score that is not a number", id);
 		if (b->score[id] < b->min_score)
 			b->min_score = b->score[id];
@@ -90,22 +127,21 @@ fi_err tok_unigram_build(struct tok_bpe *b)
 		if (tok_utf8_check(s, n) != n)
 			return fi_fail(FI_EFORMAT, "model Unigram: vocab[%u] is not UTF-8", id);
 		for (size_t i = 0; i < n; i++) {
-			uint8_t c = (uint8_t)s[i];
-			uint32_t ch = node ? b->un[node].child : b->uroot[c];
-			while (node && ch && b->un[ch].byte != c)
-				ch = b->un[ch].sibling;
+			uint32_t ch = child(b, node, (uint8_t)s[i]), slot;
 			if (!ch) {
-				if (unode_new(b, &cap, c, node ? b->un[node].child : 0) < 0)
+				if (b->nun >= (1u << 24) - 1)
+					return fi_fail(FI_ERANGE, "model Unigram: vocabulary too large for its trie");
+				if ((2 * (b->nedge + 1) > b->emask + 1 && edges_grow(b)) || node_new(b))
 					return fi_fail(FI_ENOMEM, "model Unigram");
-				ch = (uint32_t)(b->nun - 1);
-				if (node)
-					b->un[node].child = ch;
-				else
-					b->uroot[c] = ch;
+				ch = b->nun - 1;
+				slot = edge_slot(b, node << 8 | (uint8_t)s[i]);
+				b->ekey[slot] = node << 8 | (uint8_t)s[i];
+				b->eval[slot] = ch;
+				b->nedge++;
 			}
 			node = ch;
 		}
-		b->un[node].id = (int32_t)id;
+		b->uid[node] = (int32_t)id;
 	}
 	return FI_OK;
 }
@@ -174,24 +210,20 @@ fi_err tok_unigram_encode(struct tok_ctx *c, const struct tok_bpe *b, const char
 		double here = best[st].score;
 		size_t mblen = tok_utf8_valid_len((const unsigned char *)s + st, n - st);
 		int single = 0;
-		uint32_t node = b->uroot[(unsigned char)s[st]];
 		if (!mblen)
 			mblen = 1; /* not reached: text is valid UTF-8 */
-		for (size_t k = st; node;) {
-			const struct tok_unode *u = &b->un[node];
-			k++;
-			if (u->id >= 0) {
+		/* Every vocabulary string that starts at st, shortest first. */
+		for (uint32_t node = child(b, 0, (uint8_t)s[st]), k = (uint32_t)st + 1; node;
+		     node = k < n ? child(b, node, (uint8_t)s[k++]) : 0) {
+			int32_t id = b->uid[node];
+			if (id >= 0) {
 				struct tok_best *t = &best[k];
-				double cand = b->score[u->id] + here;
+				double cand = b->score[id] + here;
 				if (t->start < 0 || cand > t->score)
-					*t = (struct tok_best){cand, (int32_t)st, (uint32_t)u->id};
+					*t = (struct tok_best){cand, (int32_t)st, (uint32_t)id};
 				if (k - st == mblen)
 					single = 1;
 			}
-			if (k >= n)
-				break;
-			for (node = u->child; node && b->un[node].byte != (uint8_t)s[k];)
-				node = b->un[node].sibling;
 		}
 		if (!single) {
 			struct tok_best *t = &best[st + mblen];
