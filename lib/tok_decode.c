@@ -38,7 +38,6 @@ static int dl_cat(struct dlist *l, const char *s, size_t n)
 #define DL_S(l, i) ((l)->b.p + ((i) ? (l)->end[(i) - 1] : 0))
 #define DL_N(l, i) ((l)->end[i] - ((i) ? (l)->end[(i) - 1] : 0))
 
-
 fi_err tok_dec_parse(json_t *j, struct tok_dec *d, int depth)
 {
 	json_t *t = json_object_get(j, "type");
@@ -109,7 +108,7 @@ fi_err tok_dec_parse(json_t *j, struct tok_dec *d, int depth)
 		d->type = *ty == 'B' ? TD_BPE : *ty == 'W' ? TD_WORDPIECE : TD_CTC;
 		if ((v1 && !json_is_string(v1)) || (v2 && !json_is_string(v2)) || (cl && !json_is_boolean(cl)))
 			return fi_fail(FI_EFORMAT, "decoder %s: bad field", ty);
-		d->cleanup = cl ? json_is_true(cl) : 1;
+		d->cleanup = *ty == 'B' ? 0 : cl ? json_is_true(cl) : 1; /* BPEDecoder has none */
 		d->slen = v1 ? json_string_length(v1) : strlen(d1);
 		d->s2len = v2 ? json_string_length(v2) : 1;
 		if (!(d->s = malloc(d->slen + 1)) || !(d->s2 = malloc(d->s2len + 1)))
