@@ -57,6 +57,7 @@ enum {
 	FI_REQ_MAX_TOKENS = 1u << 6,
 	FI_REQ_STREAM = 1u << 7,
 	FI_REQ_KV = 1u << 8,
+	FI_REQ_IGNORE_EOS = 1u << 9,
 };
 
 /* A reference to KV blocks in a shared KV arena (fi-prefill -> fi-decode). */
@@ -88,6 +89,7 @@ struct fi_request {
 	uint32_t *stop_ids;   /* nstop_ids token ids that end generation */
 	uint32_t nstop_ids;
 	struct fi_kv_ref kv;  /* valid when set & FI_REQ_KV */
+	int ignore_eos;       /* default 0; 1: the model's end-of-generation ids do not end it */
 	uint32_t set;         /* FI_REQ_* */
 };
 

@@ -9,7 +9,7 @@
 enum key {
 	K_V, K_TYPE, K_ID, K_MUST,
 	K_TEXT, K_TOKENS, K_TEMPERATURE, K_TOP_K, K_TOP_P, K_MIN_P, K_REPEAT_PENALTY, K_SEED,
-	K_MAX_TOKENS, K_STOP, K_STOP_IDS, K_STREAM, K_KV,
+	K_MAX_TOKENS, K_STOP, K_STOP_IDS, K_STREAM, K_KV, K_IGNORE_EOS,
 	K_TOKEN, K_INDEX, K_LOGPROB,
 	K_FINISH, K_COUNTS, K_TIMINGS,
 	K_CODE, K_CODE_NUM, K_MESSAGE,
@@ -23,14 +23,14 @@ enum key {
 
 static const char *const key_names[K_COUNT] = {
 	"v", "type", "id", "must", "text", "tokens", "temperature", "top_k", "top_p", "min_p",
-	"repeat_penalty", "seed", "max_tokens", "stop", "stop_ids", "stream", "kv", "token",
-	"index", "logprob", "finish", "counts", "timings", "code", "code_num", "message", "arena",
-	"fingerprint", "blocks", "ntokens", "block_tokens", "prompt_tokens", "gen_tokens",
+	"repeat_penalty", "seed", "max_tokens", "stop", "stop_ids", "stream", "kv", "ignore_eos",
+	"token", "index", "logprob", "finish", "counts", "timings", "code", "code_num", "message",
+	"arena", "fingerprint", "blocks", "ntokens", "block_tokens", "prompt_tokens", "gen_tokens",
 	"cached_tokens", "queue_ms", "ttft_ms", "tpot_ms", "total_ms",
 };
 static const uint8_t key_lens[K_COUNT] = {
-	1, 4, 2, 4, 4, 6, 11, 5, 5, 5, 14, 4, 10, 4, 8, 6, 2, 5, 5, 7, 6, 6, 7, 4, 8, 7, 5, 11, 6,
-	7, 12, 13, 10, 13, 8, 7, 7, 8,
+	1, 4, 2, 4, 4, 6, 11, 5, 5, 5, 14, 4, 10, 4, 8, 6, 2, 10, 5, 5, 7, 6, 6, 7, 4, 8, 7, 5, 11,
+	6, 7, 12, 13, 10, 13, 8, 7, 7, 8,
 };
 
 #define B(k) (1ull << (k))
@@ -38,7 +38,7 @@ static const uint8_t key_lens[K_COUNT] = {
 static const uint64_t common_keys = RANGE(K_V, K_MUST);
 /* Top-level keys each type understands (for "must" and to ignore the others). */
 static const uint64_t type_keys[FI_FRAME_TYPE_COUNT] = {
-	[FI_FRAME_REQUEST] = RANGE(K_TEXT, K_KV),
+	[FI_FRAME_REQUEST] = RANGE(K_TEXT, K_IGNORE_EOS),
 	[FI_FRAME_TOKEN] = B(K_TOKEN) | B(K_INDEX) | B(K_TEXT) | B(K_LOGPROB),
 	[FI_FRAME_DONE] = B(K_FINISH) | B(K_COUNTS) | B(K_TIMINGS) | B(K_TOKENS) | B(K_TEXT),
 	[FI_FRAME_ERROR] = B(K_CODE) | B(K_CODE_NUM) | B(K_MESSAGE),
@@ -333,6 +333,12 @@ static fi_err dec_request(const msgpack_object **v, const struct fi_frame_limits
 			return bad_type(K_STREAM, "bool", v[K_STREAM]);
 		r->stream = v[K_STREAM]->via.boolean;
 		r->set |= FI_REQ_STREAM;
+	}
+	if (!e && v[K_IGNORE_EOS]) {
+		if (v[K_IGNORE_EOS]->type != MSGPACK_OBJECT_BOOLEAN)
+			return bad_type(K_IGNORE_EOS, "bool", v[K_IGNORE_EOS]);
+		r->ignore_eos = v[K_IGNORE_EOS]->via.boolean;
+		r->set |= FI_REQ_IGNORE_EOS;
 	}
 	if (!e && v[K_STOP])
 		e = dec_stop(v[K_STOP], lim, r);
