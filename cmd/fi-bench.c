@@ -29,8 +29,8 @@
 
 static const char usage_text[] =
 	"usage: fi-bench -m NAME|PATH [--backend auto|cuda|cpu] [-t THREADS] [-r REPS]\n"
-	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [TEST ...]\n"
-	"       fi-bench -m NAME|PATH [OPTIONS] serve [SERVE OPTIONS]   (fi-bench serve -h)\n"
+	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [TEST ...]\n";
+static const char usage_tail[] =
 	"       fi-bench -h\n"
 	"TEST: ppN or tgN, optionally @dD (context depth D); default: pp512 tg128\n";
 
@@ -48,10 +48,20 @@ struct env {
 	size_t peak_used;
 };
 
+/* Both forms, micro and serve, as the SYNOPSIS of fi-bench(1) gives them. */
 static int usage(int rc)
 {
-	fputs(usage_text, rc ? stderr : stdout);
+	FILE *f = rc ? stderr : stdout;
+	fputs(usage_text, f);
+	fi_bench_serve_usage(f, 0);
+	fputs(usage_tail, f);
+	fi_bench_serve_usage(f, 1);
 	return rc;
+}
+
+int fi_bench_usage(int rc)
+{
+	return usage(rc);
 }
 
 static int fail(const char *what)

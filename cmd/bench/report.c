@@ -401,7 +401,7 @@ fi_err bench_write_requests(FILE *f, const char *path, const struct bench_req *r
 		json_object_set_new(o, "e2el_ms", ended ? json_real((q->end - q->start) * 1e3) : json_null());
 		json_object_set_new(o, "itl_ms", itl);
 		json_object_set_new(o, "error", q->error ? json_string(q->error) : json_null());
-		s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+		s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 		if (!s || fprintf(f, "%s\n", s) < 0)
 			e = fi_fail(FI_EIO, "cannot write '%s': %s", path, strerror(errno));
 		free(s);

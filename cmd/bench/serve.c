@@ -16,12 +16,13 @@
 #include "text/tokenizer.h"
 
 static const char usage_text[] =
-	"usage: fi-bench -m NAME|PATH [--backend auto|cuda|cpu] [-t THREADS] [-o md|csv|json]\n"
+	"       fi-bench -m NAME|PATH [--backend auto|cuda|cpu] [-t THREADS] [-o md|csv|json]\n"
 	"                serve [--requests N] [--workload SPEC] [--rate R|inf] [--burstiness B]\n"
 	"                [--concurrency C] [--seed S] [--ignore-eos] [--temp T] [--warmup N]\n"
 	"                [--slo-ttft MS] [--slo-tpot MS] [--plot FILE.png] [--save-requests FILE]\n"
 	"                [--max-batch N] [--kv-size SIZE] [--prefill-chunk N] [--prefix-cache]\n"
-	"                [-e ENDPOINT [-i IN] [--timeout S]] [--dry-run]\n"
+	"                [-e ENDPOINT [-i IN] [--timeout S]] [--dry-run]\n";
+static const char usage_legend[] =
 	"SPEC: sharegpt[:IN:OUT[:SIGMA[:MIN:MAX]]], fixed:IN:OUT, file:PATH or\n"
 	"      prefix:P[:G[:sharegpt...|:fixed:IN:OUT]]\n";
 
@@ -86,11 +87,11 @@ int fi_bench_serve_wanted(int argc, char **argv)
 	return 0;
 }
 
-static int usage(int rc)
+void fi_bench_serve_usage(FILE *f, int legend)
 {
-	fputs(usage_text, rc ? stderr : stdout);
-	return rc;
+	fputs(legend ? usage_legend : usage_text, f);
 }
+
 
 /* ---- the run ---- */
 
@@ -296,7 +297,7 @@ static int bad(const char *opt, const char *val)
 	return 2;
 }
 
-/* 0, or the exit status of a usage error (its message printed). */
+/* 0; the exit status of a usage error (its message printed); or -1 after -h. */
 static int parse(int argc, char **argv, struct bench_opts *o)
 {
 	int c, li, nserve = 0, remote_only = 0;
@@ -332,7 +333,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		case 'r': case 'b': case 'u':
 			fprintf(stderr, "fi-bench: %s is for the pp and tg tests, not serve\n", sname);
 			return 2;
-		case 'h': exit(usage(0));
+		case 'h': return -fi_bench_usage(0) - 1; /* -1: done, exit 0 */
 		case O_REQUESTS:
 			if (fi_parse_int(optarg, 1, 10000000, &ll))
 				return bad(name, optarg);
@@ -420,7 +421,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		case O_PREFIX_CACHE: o->prefix_cache = 1; engine_opt = "--prefix-cache"; break;
 		case O_DRY_RUN: o->dry_run = 1; break;
 		default:
-			return usage(2);
+			return fi_bench_usage(2);
 		}
 	}
 	for (int i = optind; i < argc; i++) {
@@ -433,7 +434,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 	}
 	if (!o->model || nserve != 1 ||
 	    (strcmp(o->fmt, "md") && strcmp(o->fmt, "csv") && strcmp(o->fmt, "json")))
-		return usage(2);
+		return fi_bench_usage(2);
 	if (o->endpoint && engine_opt) {
 		fprintf(stderr, "fi-bench: %s sets up the in-process engine; with -e the worker has "
 			"its own\n", engine_opt);
@@ -488,7 +489,7 @@ int fi_bench_serve(int argc, char **argv)
 	int rc;
 	fi_err e;
 	if ((rc = parse(argc, argv, &o)))
-		return rc;
+		return rc < 0 ? 0 : rc;
 	if (o.dry_run)
 		return dry_run(&o);
 	if (o.plot && bench_plot_check()) {

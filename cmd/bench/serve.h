@@ -191,6 +191,9 @@ fi_err bench_plot(const char *png, const struct bench_opts *o, const struct benc
  * name the test `serve` */
 int fi_bench_serve_wanted(int argc, char **argv);
 int fi_bench_serve(int argc, char **argv);
+/* The serve form's lines of the usage; legend: the lines on SPEC after them. */
+void fi_bench_serve_usage(FILE *f, int legend);
+int fi_bench_usage(int rc);         /* fi-bench.c: the whole usage; returns rc */
 const char *fi_bench_build(void); /* fi-bench.c: "fi 0.1.0, cuda 12.8" */
 
 #endif

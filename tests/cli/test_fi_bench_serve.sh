@@ -202,8 +202,9 @@ check cc.json cc.jsonl completed=12 max_concurrency=3 total_output_tokens=72 || 
 python3 - cc.jsonl <<'PY' || fail "concurrency: in flight"
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
+# a slot freed and taken at the same instant: the end first (times to the microsecond)
 ev = sorted([(x["start_s"], 1) for x in r] + [(x["start_s"] + x["e2el_ms"] / 1e3, -1) for x in r],
-            key=lambda e: (round(e[0], 9), e[1]))
+            key=lambda e: (round(e[0] * 1e6), e[1]))
 n = peak = 0
 for t, d in ev:
     n += d
@@ -335,8 +336,9 @@ fi-bench -m tiny serve pp512 2> err; grep -q "^fi-bench: 'pp512' with serve: ser
 fi-bench -m tiny serve --rate x 2> err; grep -q "^fi-bench: invalid value 'x' for --rate$" err || fail "--rate message"
 fi-bench -m tiny serve --workload fixed:0:4 2> err
 grep -q "^fi-bench: --workload 'fixed:0:4': fixed:IN:OUT takes two lengths of at least 1$" err || fail "workload message"
-fi-bench serve -h | grep -q '^usage: fi-bench -m NAME|PATH .* \[-o md|csv|json\]$' || fail "serve -h"
-fi-bench -h | grep -q 'serve' || fail "-h names serve"
+fi-bench serve -h > h1 && fi-bench -h > h2 && cmp -s h1 h2 || fail "serve -h: the whole usage"
+grep -q '^       fi-bench -m NAME|PATH \[--backend auto|cuda|cpu\] \[-t THREADS\] \[-o md|csv|json\]$' h1 &&
+	grep -q '^                serve \[--requests N\]' h1 || fail "-h: the serve form"
 # a model named "serve" is a micro run of that model
 fi-bench -m serve --backend cpu pp8 2> err; [ $? = 1 ] || fail "-m serve"
 grep -q "^fi-bench: model 'serve' not found" err || fail "-m serve: $(cat err)"
