@@ -104,6 +104,7 @@ struct run {
 	int next, next_fixed, outstanding, finished, failed;
 	double *slots;        /* --concurrency: when each free slot freed, oldest first */
 	int slot_head, slot_n;
+	int stopped;          /* interrupted: events no longer count */
 	/* warm-up */
 	int warm_done;
 	char warm_err[512];
@@ -142,6 +143,8 @@ static void on_event(void *user, const struct bench_ev *ev)
 	struct bench_req *q;
 	double t = ev->t - R->t0;
 	R->last_event = ev->t;
+	if (R->stopped)
+		return;
 	if (ev->req < 0) { /* a warm-up request */
 		if (ev->type == BENCH_EV_ERROR && !R->warm_err[0])
 			snprintf(R->warm_err, sizeof R->warm_err, "%s", ev->message);
@@ -508,14 +511,17 @@ int fi_bench_serve(int argc, char **argv)
 	if ((e = bench_workload_make(&o, t->config, t->tok, &R.r, &R.n)) || (e = warmup(&R)) ||
 	    (e = run(&R))) {
 		fi_progress_end(&R.prog);
-		fprintf(stderr, "fi-bench: %s\n", fi_errmsg());
 		rc = 1;
-		if (e != FI_EINTERRUPT)
+		if (e != FI_EINTERRUPT) {
+			fprintf(stderr, "fi-bench: %s\n", fi_errmsg());
 			goto out;
-		/* interrupted: what finished is reported; the rest is cancelled */
+		}
+		/* interrupted: what finished is reported; what is running is cancelled */
+		R.stopped = 1;
 		for (int i = 0; i < R.n; i++)
 			if (R.r[i].state == BR_SENT)
 				t->cancel(t, i);
+		fprintf(stderr, "fi-bench: interrupted after %d of %d requests\n", R.finished, R.n);
 	}
 	bench_result_compute(R.r, R.n, &o, &res);
 	bench_report(stdout, &o, t, &res);

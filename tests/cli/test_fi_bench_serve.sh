@@ -308,6 +308,17 @@ wait $bp; rc=$?
 grep -q "^fi-bench: the replies ended with [0-9]* requests* unanswered (did the worker exit?)$" err4 ||
 	fail "worker gone: message $(cat err4)"
 
+# interrupted: what finished is reported, exit 1
+fi-bench -m tiny --backend cpu -o json serve --requests 2000 --workload fixed:16:8 --concurrency 8 \
+	> int.json 2> int.err & bp=$!
+sleep 1.5
+kill -TERM $bp
+wait $bp; rc=$?
+[ $rc = 1 ] || fail "interrupted: exit $rc"
+n=$(sed -n 's/^fi-bench: interrupted after \([0-9]*\) of 2000 requests$/\1/p' int.err)
+[ -n "$n" ] && grep -q "\"completed\": $n," int.json && grep -q '"failed": 0,' int.json ||
+	fail "interrupted: $(cat int.err)"
+
 # the plot: a PNG gnuplot drew, 1400 x 1000
 serve --requests 12 --workload fixed:8:4 --rate 50 --slo-ttft 500 --plot p.png > /dev/null ||
 	fail "plot: exit $?"
