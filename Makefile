@@ -101,6 +101,11 @@ $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CMD_COBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)
 	$(CC) -o $@ $< $(CMD_COBJ) $(BUILD)/libfi.a $(LDFLAGS) $(LDLIBS)
 
+# cmd/bench/*.c: fi-bench's serving benchmark, linked into fi-bench only
+BENCH_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/bench/*.c))
+$(BUILD)/bin/fi-bench: $(BENCH_OBJ)
+$(BUILD)/bin/fi-bench: CMD_COBJ += $(BENCH_OBJ)
+
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HOBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)
 	$(CC) -o $@ $< $(UNIT_HOBJ) $(BUILD)/libfi.a $(LDFLAGS) $(CHECK_LIBS) $(LDLIBS)

@@ -3,7 +3,8 @@
  * steps of -b sequences, one token each per step), optionally after a context of D tokens
  * (ppN@dD, tgN@dD). Each test runs once untimed, then -r times; the table gives tokens per
  * second as mean ± sd, with the device, build, weight upload rate, time from exec to the
- * first token and the peak device memory. */
+ * first token and the peak device memory. `fi-bench -m M serve ...` is the serving benchmark
+ * (bench/serve.c). */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 
 #include "backend/backend.h"
 #include "base/err.h"
+#include "bench/serve.h"
 #include "model/image.h"
 #include "base/log.h"
 #include "cmdutil.h"
@@ -27,7 +29,8 @@
 
 static const char usage_text[] =
 	"usage: fi-bench -m NAME|PATH [--backend auto|cuda|cpu] [-t THREADS] [-r REPS]\n"
-	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [TEST ...]\n"
+	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [TEST ...]\n";
+static const char usage_tail[] =
 	"       fi-bench -h\n"
 	"TEST: ppN or tgN, optionally @dD (context depth D); default: pp512 tg128\n";
 
@@ -45,10 +48,20 @@ struct env {
 	size_t peak_used;
 };
 
+/* Both forms, micro and serve, as the SYNOPSIS of fi-bench(1) gives them. */
 static int usage(int rc)
 {
-	fputs(usage_text, rc ? stderr : stdout);
+	FILE *f = rc ? stderr : stdout;
+	fputs(usage_text, f);
+	fi_bench_serve_usage(f, 0);
+	fputs(usage_tail, f);
+	fi_bench_serve_usage(f, 1);
 	return rc;
+}
+
+int fi_bench_usage(int rc)
+{
+	return usage(rc);
 }
 
 static int fail(const char *what)
@@ -225,6 +238,12 @@ static const char *build_desc(void)
 #endif
 }
 
+/* The serving benchmark's report names the build the same way. */
+const char *fi_bench_build(void)
+{
+	return build_desc();
+}
+
 int main(int argc, char **argv)
 {
 	const char *model = NULL, *backend = "auto", *fmt = "md";
@@ -234,6 +253,8 @@ int main(int argc, char **argv)
 					   {"help", no_argument, 0, 'h'},
 					   {0, 0, 0, 0}};
 	fi_log_set_prog("fi-bench");
+	if (fi_bench_serve_wanted(argc, argv))
+		return fi_bench_serve(argc, argv);
 	while ((c = getopt_long(argc, argv, "m:t:r:b:u:o:h", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': model = optarg; break;
