@@ -511,10 +511,9 @@ static int32_t host_argmax(const float *x, int V)
 	return b;
 }
 
-/* fi_model_forward_ex, or with rows: fi_model_forward_sample. */
+/* fi_model_forward_ex, or with io: fi_model_forward_sample_io. */
 static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logits,
-		      int32_t *tokens, const struct fi_sample_row *rows, int32_t *n_kept,
-		      int *n_rows)
+		      int32_t *tokens, struct fi_sample_io *io, int *n_rows)
 {
 	struct fi_backend *be = m->be;
 	const struct fi_config *c = &m->c;
@@ -522,7 +521,7 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0, identity, used = 0;
 	int *sid = NULL, *cnt = NULL, *old = NULL, *local = NULL;
 	int32_t *h, *tok, *pos, *seq, *slot, *idx, *slen, *btab;
-	int dev_argmax = tokens && !rows && be->ops->argmax;
+	int dev_argmax = tokens && !io && be->ops->argmax;
 	float *tmp = NULL;
 	size_t need;
 	fi_err e = FI_OK;
@@ -649,8 +648,8 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 	if (!n_out) {
 		if ((e = be->ops->sync(be)))
 			goto rollback;
-	} else if (rows) {
-		if ((e = fi_model_sample_rows(m, n_out, rows, logits, tokens, n_kept)))
+	} else if (io) {
+		if ((e = fi_model_sample_rows(m, n_out, io)))
 			goto rollback;
 	} else {
 		if (tokens && !dev_argmax && !logits &&
@@ -688,20 +687,27 @@ out:
 fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
 			   int32_t *tokens, int *n_rows)
 {
-	return forward(m, b, logits, tokens, NULL, NULL, n_rows);
+	return forward(m, b, logits, tokens, NULL, n_rows);
 }
 
 fi_err fi_model_forward_sample(struct fi_model *m, const struct fi_batch *b,
 			       const struct fi_sample_row *rows, float *logits, int32_t *tokens,
 			       int32_t *n_kept, int *n_rows)
 {
-	return forward(m, b, logits, tokens, rows, n_kept, n_rows);
+	struct fi_sample_io io = {.rows = rows, .tokens = tokens, .n_kept = n_kept, .logits = logits};
+	return forward(m, b, logits, tokens, &io, n_rows);
+}
+
+fi_err fi_model_forward_sample_io(struct fi_model *m, const struct fi_batch *b,
+				  struct fi_sample_io *io, int *n_rows)
+{
+	return forward(m, b, io->logits, io->tokens, io, n_rows);
 }
 
 fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *logits,
 			int *n_rows)
 {
-	return forward(m, b, logits, NULL, NULL, NULL, n_rows);
+	return forward(m, b, logits, NULL, NULL, n_rows);
 }
 
 fi_err fi_model_load_hf(const char *dir, struct fi_backend *be, struct fi_model **out)

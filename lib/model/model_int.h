@@ -26,7 +26,10 @@ struct scratch {
 	float *logits;  /* [cap_rows, V] f32 */
 	int32_t *am;    /* [cap_rows] device argmax */
 	int cap_smp;    /* rows the sample buffer holds */
-	void *smp;      /* fi_sample_row [cap_smp], then int32 tokens and counts [2 cap_smp] */
+	size_t cap_win; /* window tokens it holds */
+	void *smp;      /* fi_sample_row [cap_smp], int32 tokens and counts [2 cap_smp], f32
+			 * log-probabilities [cap_smp], fi_sample_top [cap_smp, FI_SAMPLE_MAX_TOP],
+			 * int32 window tokens [cap_win] */
 };
 
 /* Decode steps (one token per sequence, every row's logits wanted) replay CUDA graphs,
@@ -70,11 +73,10 @@ fi_err fi_model_scratch(struct fi_model *m, int T, size_t n_ints, int rows);
 fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
 		     const struct fi_attn_batch *ab, const int32_t *idx_d, int n, int argmax);
 
-/* model_sample.c: the token of each of the n rows of s.logits drawn with rows[n] on the
- * device (backend sample op); rows it hands back (tokens[i] = -1) and every row without
- * the op get their logits downloaded into logits + i * V. */
-fi_err fi_model_sample_rows(struct fi_model *m, int n, const struct fi_sample_row *rows,
-			    float *logits, int32_t *tokens, int32_t *n_kept);
+/* model_sample.c: the token of each of the n rows of s.logits drawn with io->rows[n] on the
+ * device (backend sample op), log-probabilities as asked; rows it hands back (tokens[i] =
+ * -1) and every row without the op get their logits downloaded into io->logits + i * V. */
+fi_err fi_model_sample_rows(struct fi_model *m, int n, struct fi_sample_io *io);
 
 /* model_graph.c: 1 when decode steps may use graphs (hooks present, FI_GRAPHS not 0). */
 int fi_model_graphs_usable(struct fi_model *m);

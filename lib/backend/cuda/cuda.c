@@ -403,10 +403,10 @@ static fi_err cu_argmax(struct fi_backend *be, int32_t *tok_d, const float *logi
 			    c->attn_cnt + FI_ATTN_CNT / 2, FI_ATTN_CNT / 2);
 }
 
-static fi_err cu_sample(struct fi_backend *be, int32_t *out_d, const float *logits_d,
-			const struct fi_sample_row *rows_d, int n, int V)
+static fi_err cu_sample(struct fi_backend *be, const struct fi_sample_args *a)
 {
-	return fi_cu_sample(fi_cuda_of(be)->stream, out_d, logits_d, rows_d, n, V);
+	struct fi_cuda *c = fi_cuda_of(be);
+	return fi_cu_sample(c->stream, a, c->smem_optin);
 }
 
 /* Graphs: one executable graph per key (the caller's choice, e.g. the batch size). */

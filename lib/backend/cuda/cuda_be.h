@@ -158,9 +158,9 @@ fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, con
  * blocks; NULL: one block a row. */
 fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V, void *ws,
 		    size_t ws_bytes, int *cnt, int cnt_n);
-/* The sample op (backend.h): out[2n] tokens then survivor counts, -1 where too wide. */
-fi_err fi_cu_sample(cudaStream_t st, int32_t *out, const float *logits,
-		    const struct fi_sample_row *rows, int n, int V);
+/* The sample op (backend.h); smem_optin: the shared memory a block may use (the penalty's
+ * bitmap of the vocabulary must fit). */
+fi_err fi_cu_sample(cudaStream_t st, const struct fi_sample_args *a, size_t smem_optin);
 
 /* Everything attention needs besides the batch; kc/vc point at one layer. */
 struct fi_cu_attn {
