@@ -54,6 +54,11 @@ struct fi_attn_batch {
 	int max_seq_len;          /* upper bound of seq_len_d, for launch sizing */
 	int sliding_window;       /* 0 = none: token at p sees positions (p - W, p] otherwise */
 	float scale;              /* softmax scale, 1/sqrt(hd) */
+	/* Tokens [0, n_decode) are decode rows: each the only token of its sequence in the
+	 * batch (padding rows of a graph included). A mixed batch (decode rows first, then
+	 * prompt chunks) can then take them through a decode kernel and the rest through a
+	 * prefill kernel. A hint only: results do not depend on it; 0 says nothing. */
+	int n_decode;
 };
 
 struct fi_rope {

@@ -518,7 +518,7 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 	struct fi_backend *be = m->be;
 	const struct fi_config *c = &m->c;
 	struct fi_kvcache *kc;
-	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0, identity, used = 0;
+	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0, identity, used = 0, n_dec = 0;
 	int *sid = NULL, *cnt = NULL, *old = NULL, *local = NULL;
 	int32_t *h, *tok, *pos, *seq, *slot, *idx, *slen, *btab;
 	int dev_argmax = tokens && !io && be->ops->argmax;
@@ -609,6 +609,9 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 					idx[n_out++] = t;
 					break;
 				}
+	/* Leading tokens alone in their sequence: the decode rows of a mixed batch (backend.h) */
+	while (n_dec < T && cnt[local[n_dec]] == 1)
+		n_dec++;
 	identity = n_out == T;
 	for (int i = 0; i < n_out && identity; i++)
 		identity = idx[i] == i;
@@ -639,6 +642,7 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 			.max_seq_len = max_len,
 			.sliding_window = c->sliding_window,
 			.scale = 1.0f / sqrtf((float)c->head_dim),
+			.n_decode = n_dec,
 		};
 		if ((e = fi_model_body(m, T, d, d + T, &ab, identity ? NULL : d + 4 * T, n_out,
 				       dev_argmax)))

@@ -109,6 +109,7 @@ fi_err fi_model_graph_step(struct fi_model *m, int T, const int *sid, const int 
 			.max_seq_len = gw * kc->kv.block_size,
 			.sliding_window = m->c.sliding_window,
 			.scale = 1.0f / sqrtf((float)m->c.head_dim),
+			.n_decode = Tb,
 		};
 		int argmax = op->argmax != NULL; /* always in the graph: it costs microseconds */
 		gen = g->gen;
