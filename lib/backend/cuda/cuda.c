@@ -37,12 +37,10 @@ static void cu_free(struct fi_backend *be, void *p_d)
 		cudaFree(p_d);
 }
 
+/* Through the pinned ring (ring.c): never waits for the stream, src reusable at once. */
 static fi_err cu_upload(struct fi_backend *be, void *dst_d, const void *src, size_t bytes)
 {
-	if (bytes)
-		CU_CHECK(cudaMemcpyAsync(dst_d, src, bytes, cudaMemcpyHostToDevice,
-					 fi_cuda_of(be)->stream));
-	return FI_OK;
+	return fi_cuda_ring_upload(fi_cuda_of(be), dst_d, src, bytes);
 }
 
 static fi_err cu_download(struct fi_backend *be, void *dst, const void *src_d, size_t bytes)
@@ -510,6 +508,7 @@ static void cu_destroy(struct fi_backend *be)
 		for (int i = 0; i < c->n_graphs; i++)
 			cudaGraphExecDestroy(c->graphs[i].exec);
 		fi_cuda_upload_free(c);
+		fi_cuda_ring_free(c);
 		fi_cuda_gemm_free(c);
 		if (c->lt)
 			cublasLtDestroy(c->lt);

@@ -41,6 +41,8 @@ extern "C" {
 #define FI_ATTN_CNT 65536 /* the first half for attention's splits, the second for argmax */
 /* The fused GEMM output of matmul_multi before it is split (T * sum N bf16 values). */
 #define FI_MULTI_WS_BYTES (16u << 20)
+#define FI_RING_SEGS 4                  /* pinned staging of per-step uploads (ring.c) */
+#define FI_RING_SEG_BYTES (1u << 20)
 #define FI_MAX_GRAPHS 64
 
 struct fi_gemm_plan;
@@ -71,6 +73,11 @@ struct fi_cuda {
 	int capturing;
 	uint64_t capture_key;
 	struct fi_upload *up; /* pinned staging and copy threads for weight upload */
+	unsigned char *ring;  /* pinned staging of small uploads (ring.c), made on first use */
+	cudaEvent_t ring_ev[FI_RING_SEGS];
+	int ring_ev_set[FI_RING_SEGS];
+	int ring_seg;
+	size_t ring_off;
 	size_t weight_bytes;  /* bytes of weights resident */
 };
 
@@ -83,6 +90,11 @@ static inline struct fi_cuda *fi_cuda_of(struct fi_backend *be)
 fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
 		    const struct fi_weight *w, const struct fi_weight *bias, int T);
 void fi_cuda_gemm_free(struct fi_cuda *c);
+
+/* lib/backend/cuda/ring.c: bytes from host memory (any) to dst_d, asynchronously, src
+ * reusable on return. */
+fi_err fi_cuda_ring_upload(struct fi_cuda *c, void *dst_d, const void *src, size_t bytes);
+void fi_cuda_ring_free(struct fi_cuda *c);
 
 /* lib/backend/cuda/upload.c */
 fi_err fi_cuda_upload_init(struct fi_cuda *c);
