@@ -68,6 +68,8 @@ struct fi_cuda {
 	int fuse_mode; /* matmul_multi above 4 rows: 0 never (FI_FUSE=0), 1 all parts, 2 not the first */
 	struct fi_gemm_plan *plans;
 	int n_plans, cap_plans;
+	int32_t *plan_slot;  /* hash of plans (gemm.c) */
+	uint64_t plan_clock; /* GEMM calls, for least-recently-used eviction */
 	struct fi_cuda_graph graphs[FI_MAX_GRAPHS];
 	int n_graphs;
 	int capturing;
