@@ -33,20 +33,29 @@ struct scratch {
 };
 
 /* Decode steps (one token per sequence, every row's logits wanted) replay CUDA graphs,
- * one per batch-size bucket. A graph bakes in every pointer and launch shape, so its
- * inputs live at fixed addresses (gin) with a fixed block-table row width (gw), padding
- * tokens fill the bucket (slot -1: no KV write; they read sequence 0's position 0), and
- * the key carries a generation that changes whenever a scratch buffer moves. */
-#define GRAPH_MAX 256
+ * one per (batch rung, block-table width): a ladder of batch sizes (exact to 4, then
+ * multiples of 8 to 64, of 32 to 256, of 64 to GRAPH_MAX) and widths in powers of two
+ * blocks, so a graph's table holds the step's sequences without rows as wide as the longest
+ * context. A graph bakes in every pointer and launch shape, so its inputs live at fixed
+ * addresses (gin), padding tokens fill the rung (slot -1: no KV write; they read sequence
+ * 0's position 0), and the key carries a generation that changes whenever a scratch buffer
+ * moves. Each (rung, width) runs eagerly the first time, is captured the second, replayed
+ * after. */
+#define GRAPH_MAX 512
+#define GRAPH_KEYS 256
 struct graphs {
 	int off;          /* no hooks, FI_GRAPHS=0, or a capture failed */
-	int gw;           /* block-table row width */
+	int gw;           /* widest block table: one sequence of the context, or the cache */
 	uint32_t gen;
 	int32_t *gin;     /* device: tok, pos, seq, slot, idx, slen [GRAPH_MAX each], btab */
 	int32_t *h, *shadow; /* host staging; the block table as last uploaded */
-	int shadow_rows;
-	uint32_t seen_gen;           /* the generation seen[] belongs to */
-	uint8_t seen[GRAPH_MAX + 1]; /* per bucket: 0 new, 1 ran once, 2 captured */
+	int shadow_rows, shadow_w;
+	uint32_t seen_gen; /* the generation seen[] belongs to */
+	int n_seen;
+	struct {
+		int rows, w;
+		uint8_t state; /* 1 ran once, 2 captured */
+	} seen[GRAPH_KEYS];
 };
 
 struct fi_model {

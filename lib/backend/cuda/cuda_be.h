@@ -43,7 +43,7 @@ extern "C" {
 #define FI_MULTI_WS_BYTES (16u << 20)
 #define FI_RING_SEGS 4                  /* pinned staging of per-step uploads (ring.c) */
 #define FI_RING_SEG_BYTES (1u << 20)
-#define FI_MAX_GRAPHS 64
+#define FI_MAX_GRAPHS 256 /* (batch rung, table width) pairs of the decode ladder */
 
 struct fi_gemm_plan;
 struct fi_upload;
