@@ -192,7 +192,8 @@ static void step_logits(float *l, int V, const int32_t *hist, int n_hist, uint64
 			l[i] = fi_bf16_to_f32(fi_f32_to_bf16(l[i]));
 	}
 	for (int i = n_hist - 1; i >= 0 && i >= n_hist - 6; i--)
-		l[hist[i]] = (i % 2 ? -1.f : 1.f) * (a + 1);
+		if (hist[i] >= 0 && hist[i] < V)
+			l[hist[i]] = (i % 2 ? -1.f : 1.f) * (a + 1);
 }
 
 /* A request's tokens drawn by fi_sampler_next and by rows (fi_sampler_row_hist,
