@@ -29,6 +29,13 @@
 #                 engine options from $SERVE_ARGS (e.g. "--max-batch 256"), keep every
 #                 report and per-request record in $OUT, and print the table of all serve
 #                 runs so far last.
+#   serve         the serving kernels: tests/gpu/test_serve (attention over hundreds of
+#                 mixed-length sequences and mixed batches, sampling with penalties and
+#                 log-probabilities, the model through the graph ladder, all against the CPU
+#                 backend), tests/gpu/bench_serve (attention at B = 256/512/1024, GEMMs at
+#                 T = 64..8192, sampling), then, where the images exist, fi-bench b64 decode with
+#                 the planned attention and without (FI_DEC_PLAN=0); a table last
+#                 (SAN_SERVE=1: test_serve under compute-sanitizer memcheck too)
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -151,6 +158,37 @@ for stage in "$@"; do
 			echo "  device: $(grep -o 'generated.*' "$out/s1.err")" | tee -a "$out/sample1b.md"
 			echo "  host:   $(grep -o 'generated.*' "$out/s0.err")" | tee -a "$out/sample1b.md"
 		done
+		;;
+	serve)
+		step "serving kernels against the CPU backend"
+		timeout 500 $t/test_serve >"$out/serve.log" 2>&1 || rc=1
+		grep -v ' ok$' "$out/serve.log" | tail -20
+		if [ "${SAN_SERVE:-0}" = 1 ]; then
+			step "compute-sanitizer memcheck test_serve"
+			timeout 550 compute-sanitizer --tool memcheck $t/test_serve >"$out/san-serve.log" 2>&1 || rc=1
+			grep -E 'ERROR SUMMARY|Checks:' "$out/san-serve.log"
+		fi
+		step "serving kernel timings"
+		timeout 300 $t/bench_serve >"$out/serve.md" 2>&1 || rc=1
+		ab=""
+		for m in llama3_8b llama32_1b; do
+			[ -f $FI_HOME/models/$m.fim ] || continue
+			for v in default 0; do
+				pv=FI_DEC_PLAN_DEFAULT=1
+				[ $v = 0 ] && pv=FI_DEC_PLAN=0
+				r=$(env $pv fi-bench -m $m -r 2 -b 64 tg128@d128 2>/dev/null | grep 'tg128' |
+					head -1 | sed 's/^| *//; s/ *|$//')
+				ab="$ab| $m b64 tg128@d128, FI_DEC_PLAN $v | $r |\n"
+			done
+		done
+		step "serve: summary"
+		grep -E 'Checks:' "$out/serve.log" | sed 's/^/test_serve: /'
+		grep -E '^(sample|model serving|graphs)' "$out/serve.log"
+		cat "$out/serve.md"
+		if [ -n "$ab" ]; then
+			printf '\n| fi-bench A/B | result |\n| --- | --- |\n'
+			printf '%b' "$ab"
+		fi
 		;;
 	micro)
 		step "kernel timings"
