@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "chat.h"
 #include "frame.h"
@@ -35,13 +37,24 @@ struct model {
 	struct fi_chat *chat;
 };
 
+/* A whole regular file, NUL-terminated; NULL when absent, unreadable or not a regular file
+ * (a FIFO would block the open or the read forever). */
 static char *slurp_file(const char *path, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	FILE *f;
 	char *b = NULL;
 	size_t n = 0, cap = 0, got;
-	if (!f)
+	if (fd < 0)
 		return NULL;
+	errno = 0;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || !(f = fdopen(fd, "rb"))) {
+		int er = errno ? errno : EINVAL; /* EINVAL: not a regular file */
+		close(fd);
+		errno = er;
+		return NULL;
+	}
 	do {
 		if (n + 65536 + 1 > cap) {
 			char *nb = realloc(b, cap = (n + 65536 + 1) * 2);
@@ -77,8 +90,10 @@ static fi_err open_model(const char *arg, struct model *m)
 		return fi_tok_load_path(arg, &m->tok);
 	}
 	if (!stat(arg, &st)) {
-		FILE *f = fopen(arg, "rb");
+		FILE *f = S_ISREG(st.st_mode) ? fopen(arg, "rb") : NULL;
 		char magic[4] = {0};
+		if (!S_ISREG(st.st_mode))
+			return fi_fail(FI_EIO, "cannot open '%s': not a regular file", arg);
 		if (!f)
 			return fi_fail(FI_EIO, "cannot open '%s': %s", arg, strerror(errno));
 		if (fread(magic, 1, 4, f) != 4)
@@ -558,10 +573,10 @@ int main(int argc, char **argv)
 	}
 	t0 = fi_now();
 	if (open_model(o.model, &m)) {
+		/* what open_model got before the failure is freed below */
 		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-		return 1;
-	}
-	if (o.bench)
+		rc = 1;
+	} else if (o.bench)
 		rc = run_bench(&o, &m, fi_now() - t0);
 	else
 		rc = o.decode ? run_decode(&o, &m) : run_encode(&o, &m);

@@ -79,7 +79,7 @@ static void sweep_stale(const char *dir)
 		if (strncmp(d->d_name, ".fim-tmp.", 9))
 			continue;
 		snprintf(p, sizeof p, "%s/%s", dir, d->d_name);
-		if ((fd = open(p, O_RDONLY | O_CLOEXEC)) < 0)
+		if ((fd = open(p, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
 			continue;
 		if (!flock(fd, LOCK_EX | LOCK_NB)) {
 			fi_info("removing '%s', left by an interrupted conversion", p);
