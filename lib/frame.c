@@ -6,6 +6,62 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
+
+/* Bytes of the valid UTF-8 character at s[0..n), 0 if none starts there. */
+static size_t utf8_char(const uint8_t *s, size_t n)
+{
+	utf8proc_int32_t cp;
+	utf8proc_ssize_t k;
+	if (s[0] < 0x80)
+		return 1;
+	k = utf8proc_iterate(s, (utf8proc_ssize_t)n, &cp);
+	return k > 0 ? (size_t)k : 0;
+}
+
+int fi_utf8_valid(const char *s, size_t n)
+{
+	const uint8_t *p = (const uint8_t *)s;
+	size_t i = 0, k;
+	while (i < n) {
+		if (!(k = utf8_char(p + i, n - i)))
+			return 0;
+		i += k;
+	}
+	return 1;
+}
+
+const char *fi_frame_error_id(const char *id, char buf[FI_FRAME_ERROR_ID_MAX + 1])
+{
+	const uint8_t *p = (const uint8_t *)id;
+	size_t n = id ? strlen(id) : 0, i = 0, k;
+	buf[0] = 0;
+	if (!id || !fi_utf8_valid(id, n))
+		return buf;
+	while (i < n && (k = utf8_char(p + i, n - i)) && i + k <= FI_FRAME_ERROR_ID_MAX)
+		i += k;
+	memcpy(buf, id, i);
+	buf[i] = 0;
+	return buf;
+}
+
+/* s[0..n) with each byte that does not start a valid character replaced by U+FFFD, into
+ * out (NUL-terminated). */
+static fi_err utf8_clean(const char *s, size_t n, struct fi_buf *out)
+{
+	const uint8_t *p = (const uint8_t *)s;
+	size_t i = 0, k;
+	fi_err e = FI_OK;
+	out->len = 0;
+	while (!e && i < n) {
+		if ((k = utf8_char(p + i, n - i)))
+			e = fi_buf_append(out, p + i, k);
+		else
+			e = fi_buf_append(out, "\xef\xbf\xbd", 3), k = 1;
+		i += k;
+	}
+	return e ? e : fi_buf_append(out, "", 1);
+}
 
 void fi_frame_limits_default(struct fi_frame_limits *lim)
 {
@@ -329,6 +385,8 @@ static fi_err enc_check(const struct fi_frame *f)
 		return fi_fail(FI_EINVAL, "frame: %s frame without an id", fi_frame_type_name(f->type));
 	if (f->id && strlen(f->id) > l.max_id)
 		return fi_fail(FI_EINVAL, "frame: id longer than %u bytes", l.max_id);
+	if (f->id && !fi_utf8_valid(f->id, strlen(f->id)))
+		return fi_fail(FI_EINVAL, "frame: id is not valid UTF-8");
 	switch (f->type) {
 	case FI_FRAME_REQUEST:
 		if (!f->req.text && !f->req.tokens)
@@ -380,10 +438,19 @@ fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
 	case FI_FRAME_ERROR: {
 		const char *cn = fi_err_code_name(f->err.code);
 		const char *m = f->err.message ? f->err.message : "";
+		struct fi_buf clean = {0};
+		if (!fi_utf8_valid(m, strlen(m))) {
+			if ((err = utf8_clean(m, strlen(m), &clean))) {
+				fi_buf_free(&clean);
+				return err;
+			}
+			m = (const char *)clean.data;
+		}
 		put_head(&e, 3, f->type, f->id ? f->id : "");
 		put_str(&e, "code", cn, strlen(cn));
 		put_uint(&e, "code_num", (uint64_t)f->err.code);
 		put_str(&e, "message", m, strlen(m));
+		fi_buf_free(&clean);
 		break;
 	}
 	case FI_FRAME_CANCEL:
@@ -401,11 +468,9 @@ fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
 fi_err fi_frame_encode_error(struct fi_buf *out, const char *id, fi_err code, const char *msg)
 {
 	struct fi_frame f;
-	char idbuf[257];
+	char idbuf[FI_FRAME_ERROR_ID_MAX + 1];
 	fi_frame_init(&f, FI_FRAME_ERROR);
-	/* An over-long id cannot be echoed as is: the reply carries its first 256 bytes. */
-	snprintf(idbuf, sizeof idbuf, "%s", id ? id : "");
-	f.id = idbuf;
+	f.id = (char *)fi_frame_error_id(id, idbuf);
 	f.err.code = (unsigned)code < FI_ENCODE_COUNT ? code : FI_EINVAL;
 	f.err.message = (char *)(msg ? msg : fi_strerror(code));
 	return fi_frame_encode(&f, out);

@@ -308,10 +308,9 @@ fi_err fi_stream_write(struct fi_stream *s, const struct fi_frame *f)
 fi_err fi_stream_write_error(struct fi_stream *s, const char *id, fi_err code, const char *msg)
 {
 	struct fi_frame f;
-	char idbuf[257];
+	char idbuf[FI_FRAME_ERROR_ID_MAX + 1];
 	fi_frame_init(&f, FI_FRAME_ERROR);
-	snprintf(idbuf, sizeof idbuf, "%s", id ? id : "");
-	f.id = idbuf;
+	f.id = (char *)fi_frame_error_id(id, idbuf);
 	f.err.code = (unsigned)code < FI_ENCODE_COUNT ? code : FI_EINVAL;
 	f.err.message = (char *)(msg ? msg : fi_strerror(code));
 	return fi_stream_write(s, &f);
