@@ -125,8 +125,10 @@ struct enc {
 	const struct opts *o;
 	struct model *m;
 	struct fi_stream *out;
-	unsigned long n;
-	int failed;
+	struct fi_buf buf; /* one encoded frame */
+	unsigned long n;   /* input units read: the line number, or the request's ordinal */
+	int ctx;           /* the model's context (0: unknown, a tokenizer without a model) */
+	unsigned long failed;
 };
 
 static void set_param(struct fi_request *r, json_t *obj)
@@ -150,50 +152,61 @@ static void set_param(struct fi_request *r, json_t *obj)
 		r->stream = json_is_true(v), r->set |= FI_REQ_STREAM;
 }
 
-/* Emits one request: plain ids, a count, or a request frame. */
-static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, json_t *params)
+/* Emits one request: plain ids, a count, or a request frame. A request that cannot be
+ * made (no tokens, over the model's context, an id or stop list the frame schema refuses) is
+ * returned as its error, for the caller to answer and go on; an output that fails sets
+ * *fatal. */
+static fi_err emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, json_t *params,
+		   int *fatal)
 {
+	struct fi_frame f;
+	char **stop = NULL;
+	uint32_t *stop_ids = NULL;
+	json_t *v, *x;
+	size_t k;
+	fi_err e;
 	if (E->o->count) {
 		printf("%zu\n", n);
-		return 0;
+		return FI_OK;
 	}
 	if (E->o->ids) {
 		for (size_t i = 0; i < n; i++)
 			printf(i ? " %u" : "%u", ids[i]);
 		putchar('\n');
-		return 0;
+		return FI_OK;
 	}
 	if (!n)
-		return fi_stream_write_error(E->out, id, FI_EINVAL, "empty prompt") ? -1 : 0;
-	{
-		struct fi_frame f;
-		char **stop = NULL;
-		uint32_t *stop_ids = NULL;
-		json_t *v, *x;
-		size_t k;
-		fi_err e;
-		fi_frame_init(&f, FI_FRAME_REQUEST);
-		f.id = (char *)id;
-		f.req.tokens = (uint32_t *)ids;
-		f.req.ntokens = (uint32_t)n;
-		if (params) {
-			set_param(&f.req, params);
-			if (json_is_array(v = json_object_get(params, "stop")) && (stop = calloc(json_array_size(v) + 1, sizeof *stop))) {
-				json_array_foreach(v, k, x) if (json_is_string(x)) stop[f.req.nstop++] = (char *)json_string_value(x);
-				f.req.stop = stop;
-			}
-			if (json_is_array(v = json_object_get(params, "stop_ids")) &&
-			    (stop_ids = calloc(json_array_size(v) + 1, sizeof *stop_ids))) {
-				json_array_foreach(v, k, x) if (json_is_integer(x) && json_integer_value(x) >= 0)
-					stop_ids[f.req.nstop_ids++] = (uint32_t)json_integer_value(x);
-				f.req.stop_ids = stop_ids;
-			}
+		return fi_fail(FI_EINVAL, "empty prompt");
+	/* fi-decode refuses it too; said here, the message names the input line */
+	if (E->ctx > 0 && n >= (size_t)E->ctx)
+		return fi_fail(FI_ERANGE, "prompt of %zu tokens does not fit the context of %d", n,
+			       E->ctx);
+	fi_frame_init(&f, FI_FRAME_REQUEST);
+	f.id = (char *)id;
+	f.req.tokens = (uint32_t *)ids;
+	f.req.ntokens = (uint32_t)n;
+	if (params) {
+		set_param(&f.req, params);
+		if (json_is_array(v = json_object_get(params, "stop")) && (stop = calloc(json_array_size(v) + 1, sizeof *stop))) {
+			json_array_foreach(v, k, x) if (json_is_string(x)) stop[f.req.nstop++] = (char *)json_string_value(x);
+			f.req.stop = stop;
 		}
-		e = fi_stream_write(E->out, &f);
-		free(stop);
-		free(stop_ids);
-		return e ? -1 : 0;
+		if (json_is_array(v = json_object_get(params, "stop_ids")) &&
+		    (stop_ids = calloc(json_array_size(v) + 1, sizeof *stop_ids))) {
+			json_array_foreach(v, k, x) if (json_is_integer(x) && json_integer_value(x) >= 0)
+				stop_ids[f.req.nstop_ids++] = (uint32_t)json_integer_value(x);
+			f.req.stop_ids = stop_ids;
+		}
 	}
+	/* Encoded first: a frame the schema refuses is this request's failure, not the
+	 * output's. */
+	E->buf.len = 0;
+	e = fi_frame_encode(&f, &E->buf);
+	free(stop);
+	free(stop_ids);
+	if (!e && (e = fi_stream_write_raw(E->out, E->buf.data, E->buf.len)))
+		*fatal = 1;
+	return e;
 }
 
 static fi_err load_chat(struct enc *E)
@@ -216,7 +229,7 @@ static int one(struct enc *E, const char *s, size_t len)
 	json_t *obj = NULL, *v;
 	unsigned flags = FI_TOK_REPLACE_INVALID | (E->o->no_add ? 0 : FI_TOK_ADD_SPECIAL) |
 			 (E->o->special ? FI_TOK_PARSE_SPECIAL : 0);
-	int r = 0;
+	int r = 0, fatal = 0;
 	fi_err e = FI_OK;
 	snprintf(idbuf, sizeof idbuf, "%lu", ++E->n);
 	if (E->o->jsonl || E->o->chat) {
@@ -254,11 +267,18 @@ static int one(struct enc *E, const char *s, size_t len)
 	}
 	if ((e = fi_tok_encode(E->m->tok, text, tlen, flags, &ids)))
 		goto bad;
-	r = emit(E, id, ids.v, ids.n, json_is_object(obj) ? obj : NULL);
-	goto out;
+	if (!(e = emit(E, id, ids.v, ids.n, json_is_object(obj) ? obj : NULL, &fatal)))
+		goto out;
+	if (fatal) {
+		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+		r = -1;
+		goto out;
+	}
+	/* the unit's failure, named by its line (or ordinal) and id */
+	fi_fail_ctx(e, "line %lu: request '%.64s%s'", E->n, id, strlen(id) > 64 ? "..." : "");
 bad:
 	fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-	E->failed = 1;
+	E->failed++;
 	if (!E->o->ids && !E->o->count && E->out)
 		r = fi_stream_write_error(E->out, id, e, fi_errmsg()) ? -1 : 0;
 out:
@@ -270,7 +290,7 @@ out:
 
 static int run_encode(const struct opts *o, struct model *m)
 {
-	struct enc E = {o, m, NULL, 0, 0};
+	struct enc E = {.o = o, .m = m};
 	FILE *in = !strcmp(o->in, "-") ? stdin : fopen(o->in, "rb");
 	char *line = NULL;
 	size_t cap = 0;
@@ -282,8 +302,11 @@ static int run_encode(const struct opts *o, struct model *m)
 	}
 	if (!o->ids && !o->count && fi_stream_open(&E.out, o->out, FI_STREAM_OUT, NULL)) {
 		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+		if (in != stdin)
+			fclose(in);
 		return 1;
 	}
+	E.ctx = m->im ? m->im->config.max_pos : 0;
 	if (o->whole) {
 		size_t len = 0;
 		char *all;
@@ -314,11 +337,18 @@ static int run_encode(const struct opts *o, struct model *m)
 	free(line);
 	if (in != stdin)
 		fclose(in);
-	if (E.out && fi_stream_close(E.out))
+	if (E.out && fi_stream_close(E.out) && !rc) {
+		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
 		rc = 1;
-	if (fflush(stdout))
+	}
+	if (fflush(stdout) && !rc) {
+		fi_log(FI_LOG_ERROR, "write: %s", strerror(errno));
 		rc = 1;
-	return rc || E.failed;
+	}
+	fi_buf_free(&E.buf);
+	if (!rc && E.failed)
+		fi_log(FI_LOG_ERROR, "%lu of %lu requests failed", E.failed, E.n);
+	return rc ? 1 : E.failed ? 3 : 0;
 }
 
 /* ---- decoding ---- */

@@ -391,8 +391,15 @@ static fi_err enc_check(const struct fi_frame *f)
 	case FI_FRAME_REQUEST:
 		if (!f->req.text && !f->req.tokens)
 			return fi_fail(FI_EINVAL, "frame: request '%s' has neither text nor tokens", f->id);
-		if (f->req.ntokens > l.max_tokens || f->req.nstop > l.max_stop ||
-		    f->req.nstop_ids > l.max_stop || f->req.text_len > l.max_text ||
+		if (f->req.nstop > l.max_stop || f->req.nstop_ids > l.max_stop)
+			return fi_fail(FI_EINVAL, "frame: request '%s': %u stop strings and %u stop "
+				       "ids, at most %u of each", f->id, f->req.nstop,
+				       f->req.nstop_ids, l.max_stop);
+		for (uint32_t i = 0; i < f->req.nstop; i++)
+			if (strlen(f->req.stop[i]) > l.max_stop_len)
+				return fi_fail(FI_EINVAL, "frame: request '%s': stop string %u is "
+					       "longer than %u bytes", f->id, i, l.max_stop_len);
+		if (f->req.ntokens > l.max_tokens || f->req.text_len > l.max_text ||
 		    ((f->req.set & FI_REQ_KV) && f->req.kv.nblocks > l.max_blocks))
 			return fi_fail(FI_EINVAL, "frame: request '%s' exceeds the frame limits", f->id);
 		break;
