@@ -52,6 +52,9 @@ struct engine {
 	/* --tokens, --prompt */
 	int n_gen, text;
 	struct fi_sched_event done;
+	/* frames */
+	unsigned long n_failed; /* requests answered with an error frame or cut by a signal */
+	int shutdown;           /* a signal came: cancelled requests did not complete */
 };
 
 static int usage(int rc)
@@ -96,8 +99,11 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 		fi_warn("%s", ev->message);
 		return FI_OK;
 	case FI_SCHED_EV_ERROR:
+		E->n_failed++;
 		return fi_stream_write_error(E->out, ev->id, ev->code, ev->message);
 	default:
+		if (ev->type == FI_SCHED_EV_DONE && ev->finish == FI_FINISH_CANCEL && E->shutdown)
+			E->n_failed++;
 		return fi_sched_event_frame(ev, &f) ? fi_stream_write(E->out, &f) : FI_OK;
 	}
 }
@@ -121,8 +127,10 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 			}
 			e = fi_sched_add(E->s, &r);
 		}
-		if (e)
+		if (e) {
+			E->n_failed++;
 			*fatal = fi_stream_write_error(E->out, f->id, e, fi_errmsg());
+		}
 		break;
 	case FI_FRAME_CANCEL:
 		if (fi_sched_has(E->s, f->id))
@@ -134,34 +142,15 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 		break;
 	case FI_FRAME_ERROR: /* from upstream (fi-prefill): passed on */
 	case FI_FRAME_DONE:
+		E->n_failed += f->type == FI_FRAME_ERROR;
 		*fatal = fi_stream_write(E->out, f);
 		break;
 	default:
+		E->n_failed++;
 		*fatal = fi_stream_write_error(E->out, f->id, FI_EINVAL,
 					       "fi-decode reads request, cancel and token frames");
 	}
 	return 0;
-}
-
-/* After a signal: requests still queued on the input get an error frame, not silence. */
-static fi_err drain(struct engine *E, struct fi_stream *in)
-{
-	struct fi_frame f;
-	fi_err e = FI_OK;
-	for (int k = 0; !e && k < 100000; k++) {
-		fi_frame_init(&f, FI_FRAME_NONE);
-		if (fi_stream_read_timeout(in, &f, 0) || f.type == FI_FRAME_NONE ||
-		    f.type == FI_FRAME_EOS) {
-			fi_frame_free(&f);
-			break;
-		}
-		if (f.type == FI_FRAME_REQUEST)
-			e = fi_stream_write_error(E->out, f.id, FI_EINTERRUPT, "fi-decode is shutting down");
-		else if (f.type == FI_FRAME_ERROR || f.type == FI_FRAME_DONE)
-			e = fi_stream_write(E->out, &f);
-		fi_frame_free(&f);
-	}
-	return e;
 }
 
 /* fi_stream_take's view of the engine. */
@@ -195,19 +184,27 @@ static int run_frames(struct engine *E, const struct opts *o)
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && (!eof || fi_sched_pending(E->s))) {
-		/* Wait for work when idle; otherwise take what has arrived without waiting. */
-		e = fi_stream_take(in, E->out, 256, busy, take, &t, &eof, &broken,
-				   &bad_frames);
+		/* Wait for work when idle; otherwise take what has arrived without waiting. Only
+		 * as many frames as the queue has room for: a full queue leaves the input unread,
+		 * so the pipe or socket pushes back and no request is turned away busy. */
+		int room = fi_sched_room(E->s);
+		e = fi_stream_take(in, E->out, room < 256 ? room : 256, busy, take, &t, &eof,
+				   &broken, &bad_frames);
 		if (broken) {
 			fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
 			rc = 1;
 			broken = 0;
 		}
-		if (e)
+		if (e && e != FI_EINTERRUPT)
 			break;
 		if (fi_stream_interrupted()) {
-			if (!(e = fi_sched_cancel_all(E->s)))
-				e = drain(E, in);
+			/* Held requests end with finish "cancel"; what is still on the input gets
+			 * an error frame each, so every request sent is answered. */
+			E->shutdown = 1;
+			if (!(e = fi_sched_cancel_all(E->s)) && !eof && !broken)
+				e = fi_stream_drain(in, E->out, "fi-decode",
+						    1u << FI_FRAME_ERROR | 1u << FI_FRAME_DONE,
+						    FI_STREAM_DRAIN_QUIET_MS, &E->n_failed);
 			break;
 		}
 		if ((e = fi_sched_step(E->s)) || (e = fi_stream_flush(E->out)))
@@ -218,6 +215,7 @@ out:
 		fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
 		rc = 1;
 	}
+	E->n_failed += (unsigned long)bad_frames;
 	fi_sched_destroy(E->s);
 	E->s = NULL;
 	if (fi_stream_close(E->out) && !rc) {
@@ -225,6 +223,11 @@ out:
 		rc = 1;
 	}
 	fi_stream_close(in);
+	if (!rc && E->n_failed) {
+		fprintf(stderr, "fi-decode: %lu requests failed or were cut short (see their "
+			"error and done frames)\n", E->n_failed);
+		rc = 3;
+	}
 	return rc;
 }
 

@@ -55,6 +55,7 @@ struct prefill {
 	fi_err fwd;   /* the forward pass failed: held requests get error frames */
 	char fwd_msg[512];
 	uint64_t n_req, n_tok, n_cached;
+	unsigned long n_failed; /* requests answered with an error frame */
 	double t_busy;
 };
 
@@ -103,9 +104,14 @@ static fi_err emit(struct prefill *P, struct pre *q)
 	free(r->kv.arena);
 	free(r->kv.blocks);
 	memset(&r->kv, 0, sizeof r->kv);
-	if ((e = fi_kvx_make_ref(P->x, P->im->fingerprint, r->tokens, r->ntokens, &r->kv)))
-		return e;
-	r->set |= FI_REQ_KV;
+	r->set &= ~(uint32_t)FI_REQ_KV;
+	/* Without the arena (it could not be had: no space, a stuck lock) the request goes on
+	 * without a reference, and fi-decode computes its prompt. */
+	if (P->x) {
+		if ((e = fi_kvx_make_ref(P->x, P->im->fingerprint, r->tokens, r->ntokens, &r->kv)))
+			return e;
+		r->set |= FI_REQ_KV;
+	}
 	if ((e = fi_stream_write(P->out, &tf)))
 		return e;
 	return fi_stream_write(P->out, &q->f);
@@ -134,8 +140,10 @@ static fi_err on_event_(struct prefill *P, const struct fi_sched_event *ev)
 	}
 	if (P->werr)
 		return FI_OK;
-	if (ev->finish != FI_FINISH_LENGTH) /* cancelled after a failed forward pass */
+	if (ev->finish != FI_FINISH_LENGTH) { /* cancelled after a failed forward pass */
+		P->n_failed++;
 		return fi_stream_write_error(P->out, ev->id, P->fwd, P->fwd_msg);
+	}
 	if (P->o->verbose)
 		fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u computed, "
 			"%zu blocks stored, %.2f ms\n", ev->id, ev->prompt_tokens, ev->cached_tokens,
@@ -211,37 +219,20 @@ static int take_frame(struct prefill *P, struct fi_frame *f, fi_err *fatal)
 		return 1;
 	if (f->type != FI_FRAME_REQUEST) {
 		/* cancel, token, done and error frames pass through, in order */
+		P->n_failed += f->type == FI_FRAME_ERROR;
 		if (!(*fatal = run_batch(P)))
 			*fatal = fi_stream_write(P->out, f);
 		return 0;
 	}
-	if (fi_sched_pending(P->s) >= P->o->batch && (*fatal = run_batch(P)))
+	/* A full batch runs before the next request is added: the scheduler never holds more
+	 * than a batch, so it never refuses one busy. */
+	if (fi_sched_room(P->s) <= 0 && (*fatal = run_batch(P)))
 		return 0;
-	if (add_req(P, f))
+	if (add_req(P, f)) {
+		P->n_failed++;
 		*fatal = fi_stream_write_error(P->out, f->id, fi_errcode(), fi_errmsg());
-	return 0;
-}
-
-/* After a signal: requests already queued on the input get an error frame, not silence. */
-static fi_err drain(struct prefill *P, struct fi_stream *in)
-{
-	struct fi_frame f;
-	fi_err e = FI_OK, r;
-	for (int k = 0; !e && k < 100000; k++) {
-		fi_frame_init(&f, FI_FRAME_NONE);
-		r = fi_stream_read_timeout(in, &f, 0);
-		if (r || f.type == FI_FRAME_NONE || f.type == FI_FRAME_EOS) {
-			fi_frame_free(&f);
-			break;
-		}
-		if (f.type == FI_FRAME_REQUEST)
-			e = fi_stream_write_error(P->out, f.id, FI_EINTERRUPT,
-						  "fi-prefill is shutting down");
-		else
-			e = fi_stream_write(P->out, &f);
-		fi_frame_free(&f);
 	}
-	return e;
+	return 0;
 }
 
 /* fi_stream_take's view of the prefill state. */
@@ -281,7 +272,11 @@ static int run(struct prefill *P)
 		if (!e)
 			e = run_batch(P);
 		if (!e && fi_stream_interrupted()) {
-			e = drain(P, in);
+			/* The requests read are done (a batch is short); what is still on the input
+			 * gets an error frame each, so every request sent is answered. */
+			if (!eof && !broken)
+				e = fi_stream_drain(in, P->out, "fi-prefill", ~(1u << FI_FRAME_REQUEST),
+						    FI_STREAM_DRAIN_QUIET_MS, &P->n_failed);
 			break;
 		}
 	}
@@ -290,6 +285,7 @@ out:
 		fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
 		rc = 1;
 	}
+	P->n_failed += (unsigned long)bad_frames;
 	/* requests still held (a failed output) are dropped, their frames freed */
 	P->werr = P->werr ? P->werr : FI_EIO;
 	fi_sched_cancel_all(P->s);
@@ -303,6 +299,11 @@ out:
 			"%.1f tok/s computed\n", (unsigned long long)P->n_req,
 			(unsigned long long)P->n_tok, (unsigned long long)P->n_cached,
 			P->t_busy > 0 ? (double)(P->n_tok - P->n_cached) / P->t_busy : 0.0);
+	if (!rc && P->n_failed) {
+		fprintf(stderr, "fi-prefill: %lu requests failed (see their error frames)\n",
+			P->n_failed);
+		rc = 3;
+	}
 	return rc;
 }
 
@@ -415,9 +416,16 @@ bad:
 	so.arena_size = o.arena_size;
 	so.cb = on_event;
 	so.cb_user = &P;
-	if (fi_sched_create(P.m, &so, &P.s) || fi_sched_arena(P.s, 1, &P.x))
+	if (fi_sched_create(P.m, &so, &P.s))
 		goto fail;
-	fi_info("%s on %s, arena %s", o.model, be->device, fi_arena_file(fi_kvx_arena(P.x)));
+	/* Without the arena (no space for it, a lock held by a stuck process, ...) prompts are
+	 * still computed and passed on, without a kv reference: fi-decode computes them again. */
+	if (fi_sched_arena(P.s, 1, &P.x)) {
+		fi_warn("%s; passing requests on without KV", fi_errmsg());
+		P.x = NULL;
+	}
+	fi_info("%s on %s, arena %s", o.model, be->device,
+		P.x ? fi_arena_file(fi_kvx_arena(P.x)) : "none");
 	rc = run(&P);
 	goto out;
 fail:

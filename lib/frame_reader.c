@@ -25,6 +25,7 @@ struct fi_reader {
 	struct fi_frame_limits lim;
 	msgpack_zone zone;
 	int own_buf, eof, broken, done;
+	int drain; /* reading what is left after a signal: the signal flag does not stop it */
 };
 
 static fi_err reader_new(struct fi_reader **rp, const struct fi_frame_limits *lim)
@@ -77,6 +78,11 @@ void fi_reader_close(struct fi_reader *r)
 	free(r);
 }
 
+void fi_reader_set_drain(struct fi_reader *r, int on)
+{
+	r->drain = on;
+}
+
 int fi_reader_broken(const struct fi_reader *r)
 {
 	return r->broken;
@@ -114,7 +120,7 @@ static fi_err reader_fill(struct fi_reader *r, int timeout_ms, int *got)
 		struct pollfd p = { .fd = r->fd, .events = POLLIN };
 		int slice = 250, pr;
 		ssize_t n;
-		if (fi_stream_interrupted())
+		if (fi_stream_interrupted() && !r->drain)
 			return fi_fail(FI_EINTERRUPT, "interrupted");
 		if (timeout_ms >= 0) {
 			int left = timeout_ms - (int)((fi_now() - t0) * 1000);

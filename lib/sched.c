@@ -112,8 +112,13 @@ fi_err fi_sched_arena(struct fi_sched *s, int create, struct fi_kvx **x)
 	*x = NULL;
 	if (!s->o.fingerprint)
 		return fi_fail(FI_ESTATE, "kv arena: the model has no fingerprint");
-	if (!s->x && (e = fi_kvx_open(&s->x, s->m, s->o.fingerprint, s->o.arena_size, create)))
+	if (!s->x && (e = fi_kvx_open(&s->x, s->m, s->o.fingerprint, s->o.arena_size, create))) {
+		/* Not tried again (each try may wait out a stuck lock), unless it was absent
+		 * and may be created by another process later. */
+		if (e != FI_ENOTFOUND)
+			s->x_tried = 1;
 		return e;
+	}
 	*x = s->x;
 	return FI_OK;
 }
@@ -146,6 +151,11 @@ static int find(const struct fi_sched *s, const char *id)
 int fi_sched_pending(const struct fi_sched *s)
 {
 	return s->n;
+}
+
+int fi_sched_room(const struct fi_sched *s)
+{
+	return s->o.max_requests - s->n;
 }
 
 int fi_sched_has(const struct fi_sched *s, const char *id)

@@ -152,6 +152,11 @@ fi_err fi_sched_cancel_all(struct fi_sched *s);
 
 /* Requests held (admitted and waiting); 1 if request id is held. */
 int fi_sched_pending(const struct fi_sched *s);
+/* Requests that can still be added (max_requests less those held). A reader of request
+ * frames takes at most this many before stepping, so fi_sched_add never refuses one with
+ * FI_EBUSY and a full queue pushes back on the input instead (a pipe or socket that is not
+ * read stops its writer). */
+int fi_sched_room(const struct fi_sched *s);
 int fi_sched_has(const struct fi_sched *s, const char *id);
 
 /* A first token drawn elsewhere for a request that has not arrived yet (fi-prefill sends it

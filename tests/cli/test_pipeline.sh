@@ -83,14 +83,14 @@ else
 fi
 
 # SIGTERM: a decode worker running long requests ends them with finish "cancel"; each request
-# sent gets a done or an error frame; exit status 0.
+# sent gets a done or an error frame; exit status 3 (requests cut short by the signal).
 $frames prompts 12 30 5 400 | $frames enc > "$work/long.mp"
 fi-decode -m tiny -e 0 -i "ipc://$work/d3" > "$work/t.mp" & d=$!; pids="$pids $d"
 fi-prefill -m tiny $A -o "ipc://$work/d3" < "$work/long.mp" || fail "prefill to d3"
 sleep 1
 kill -TERM $d
 wait_exit $d 30; rc=$?
-[ $rc -eq 0 ] || fail "SIGTERM: decode exit $rc"
+[ $rc -eq 3 ] || fail "SIGTERM: decode exit $rc"
 $frames dec < "$work/t.mp" > "$work/t.jsonl"
 python3 - "$work/t.jsonl" <<'PY' || fail "SIGTERM frames: $(grep -v token "$work/t.jsonl")"
 import json, sys
