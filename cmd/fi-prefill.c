@@ -49,7 +49,6 @@ struct prefill {
 	struct fi_image *im;
 	struct fi_tok *tok;
 	struct fi_sched *s;
-	struct fi_kvx *x;
 	struct fi_stream *out;
 	fi_err werr;  /* the output failed (inside a scheduler event) */
 	fi_err fwd;   /* the forward pass failed: held requests get error frames */
@@ -95,6 +94,7 @@ static void resolve_sampling(const struct opts *o, struct fi_request *r)
 static fi_err emit(struct prefill *P, struct pre *q)
 {
 	struct fi_request *r = &q->f.req;
+	struct fi_kvx *x = fi_sched_kvx(P->s);
 	struct fi_frame tf;
 	fi_err e;
 	fi_frame_init(&tf, FI_FRAME_TOKEN);
@@ -107,8 +107,8 @@ static fi_err emit(struct prefill *P, struct pre *q)
 	r->set &= ~(uint32_t)FI_REQ_KV;
 	/* Without the arena (it could not be had: no space, a stuck lock) the request goes on
 	 * without a reference, and fi-decode computes its prompt. */
-	if (P->x) {
-		if ((e = fi_kvx_make_ref(P->x, P->im->fingerprint, r->tokens, r->ntokens, &r->kv)))
+	if (x) {
+		if ((e = fi_kvx_make_ref(x, P->im->fingerprint, r->tokens, r->ntokens, &r->kv)))
 			return e;
 		r->set |= FI_REQ_KV;
 	}
@@ -327,6 +327,7 @@ int main(int argc, char **argv)
 	struct fi_backend *be = NULL;
 	int be_failed = 0;
 	struct fi_sched_opts so;
+	struct fi_kvx *x = NULL;
 	int c, rc = 1, ctx;
 	double v;
 	fi_log_set_prog("fi-prefill");
@@ -420,12 +421,10 @@ bad:
 		goto fail;
 	/* Without the arena (no space for it, a lock held by a stuck process, ...) prompts are
 	 * still computed and passed on, without a kv reference: fi-decode computes them again. */
-	if (fi_sched_arena(P.s, 1, &P.x)) {
+	if (fi_sched_arena(P.s, 1, &x))
 		fi_warn("%s; passing requests on without KV", fi_errmsg());
-		P.x = NULL;
-	}
 	fi_info("%s on %s, arena %s", o.model, be->device,
-		P.x ? fi_arena_file(fi_kvx_arena(P.x)) : "none");
+		x ? fi_arena_file(fi_kvx_arena(x)) : "none");
 	rc = run(&P);
 	goto out;
 fail:

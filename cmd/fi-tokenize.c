@@ -102,7 +102,9 @@ static fi_err open_model(const char *arg, struct model *m)
 		if (memcmp(magic, FI_IMAGE_MAGIC, 4))
 			return fi_tok_load_path(arg, &m->tok);
 		snprintf(path, sizeof path, "%s", arg);
-	} else if ((e = fi_store_path(arg, path, sizeof path)) || stat(path, &st)) {
+	} else if (fi_store_name_valid(arg) && (e = fi_store_path(arg, path, sizeof path))) {
+		return e; /* FI_HOME cannot be trusted */
+	} else if (!fi_store_name_valid(arg) || stat(path, &st)) {
 		return fi_fail(FI_ENOTFOUND, "model '%s' not found (a store name, image, directory or tokenizer.json)", arg);
 	}
 	if ((e = fi_image_open(path, &m->im)))
