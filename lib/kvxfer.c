@@ -267,6 +267,10 @@ fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		size_t bad = v.first_bad;
 		fi_arena_key_hex(&keys[bad], hex);
 		fi_arena_withdraw(l, blk[bad]);
+		/* later bad blocks too, or the recomputed prompt could not replace them */
+		for (size_t i = bad + 1; i < found; i++)
+			if (fi_arena_verify(x->a, blk[i]) == FI_EFORMAT)
+				fi_arena_withdraw(l, blk[i]);
 		found = bad;
 		e = fi_kvcache_set_len(x->c, seq, (int)(found * (size_t)x->bt));
 		if (!e) {
