@@ -282,6 +282,7 @@ int main(int argc, char **argv)
 		const char *s = argc - optind ? argv[optind + i] : (i ? "tg128" : "pp512");
 		if (parse_test(s, &tests[i])) {
 			fprintf(stderr, "fi-bench: bad test '%s' (ppN, tgN, optionally @dD)\n", s);
+			free(tests);
 			return 2;
 		}
 	}
@@ -297,14 +298,22 @@ int main(int argc, char **argv)
 	 * the context creation from 0.22 to 0.85 s (measured with tools/cuda_start.c), and the
 	 * upload threads take the faults of a fresh mapping at full speed. */
 	ph[0] = fi_now();
-	if (fi_backend_start(backend, threads, &bs))
+	if (fi_backend_start(backend, threads, &bs)) {
+		free(tests);
 		return fail(NULL);
+	}
 	fi_err oe = fi_store_open(model, &im);
 	ph[1] = fi_now();
 	fi_err be_err = fi_backend_join(bs, &e.be, &be_secs);
 	ph[2] = fi_now();
-	if (be_err || oe) /* the backend's error first: it was recorded last */
-		return fail(NULL);
+	if (be_err || oe) { /* the backend's error first: it was recorded last */
+		int rc = fail(NULL);
+		if (!oe)
+			fi_image_close(im);
+		fi_backend_destroy(e.be);
+		free(tests);
+		return rc;
+	}
 	/* the KV cache: every test's sequences at their longest */
 	int need = 0;
 	for (int i = 0; i < nt; i++) {

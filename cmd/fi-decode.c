@@ -62,6 +62,7 @@ struct engine {
 	unsigned told;          /* sampling conflicts reported (FI_REQ_* bits) */
 	uint64_t n_done, n_failed, n_mismatch, n_tokens;
 	double t_first;         /* the first request's arrival (0: none yet) */
+	int shutdown;           /* a signal came: cancelled requests did not complete */
 };
 
 static int usage(int rc)
@@ -116,7 +117,9 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 		return fi_stream_write(E->out, &f);
 	case FI_SCHED_EV_DONE:
 		E->n_done++;
-		E->n_failed += ev->finish == FI_FINISH_ERROR;
+		/* failed, or cut short by a signal (a cancel frame's cancel is no failure) */
+		E->n_failed += ev->finish == FI_FINISH_ERROR ||
+			       (ev->finish == FI_FINISH_CANCEL && E->shutdown);
 		E->n_tokens += ev->gen_tokens;
 		if (E->o->verbose) {
 			fi_live_clear();
@@ -199,37 +202,15 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 		break;
 	case FI_FRAME_ERROR: /* from upstream (fi-prefill): passed on */
 	case FI_FRAME_DONE:
+		E->n_failed += f->type == FI_FRAME_ERROR;
 		*fatal = fi_stream_write(E->out, f);
 		break;
 	default:
+		E->n_failed++;
 		*fatal = fi_stream_write_error(E->out, f->id, FI_EINVAL,
 					       "fi-decode reads request, cancel and token frames");
 	}
 	return 0;
-}
-
-/* After a signal: requests still queued on the input get an error frame, not silence. */
-static fi_err drain(struct engine *E, struct fi_stream *in)
-{
-	struct fi_frame f;
-	fi_err e = FI_OK;
-	for (int k = 0; !e && k < 100000; k++) {
-		fi_frame_init(&f, FI_FRAME_NONE);
-		if (fi_stream_read_timeout(in, &f, 0) || f.type == FI_FRAME_NONE ||
-		    f.type == FI_FRAME_EOS) {
-			fi_frame_free(&f);
-			break;
-		}
-		if (f.type == FI_FRAME_REQUEST) {
-			struct fi_frame ef;
-			fi_req_error_frame(&f, FI_EINTERRUPT, "fi-decode is shutting down", &ef);
-			e = fi_stream_write(E->out, &ef);
-		}
-		else if (f.type == FI_FRAME_ERROR || f.type == FI_FRAME_DONE)
-			e = fi_stream_write(E->out, &f);
-		fi_frame_free(&f);
-	}
-	return e;
 }
 
 /* fi_stream_take's view of the engine. */
@@ -261,15 +242,16 @@ static void live_line(struct engine *E, int force)
 }
 
 /* The line at the end of a batch, on a terminal or not (quiet with FI_LOG=error). */
-static void summary(struct engine *E)
+static int summary(struct engine *E)
 {
 	double el = E->t_first ? fi_now() - E->t_first : 0;
 	fi_live_clear();
 	if (!E->t_first || fi_log_get_level() < FI_LOG_WARN)
-		return;
+		return 0;
 	fprintf(stderr, "fi-decode: %llu requests, %llu failed, %llu tokens in %.2f s, %.1f tok/s\n",
 		(unsigned long long)E->n_done, (unsigned long long)E->n_failed,
 		(unsigned long long)E->n_tokens, el, el > 0 ? E->n_tokens / el : 0.0);
+	return 1;
 }
 
 static int run_frames(struct engine *E, const struct opts *o)
@@ -289,19 +271,27 @@ static int run_frames(struct engine *E, const struct opts *o)
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && (!eof || fi_sched_pending(E->s))) {
-		/* Wait for work when idle; otherwise take what has arrived without waiting. */
-		e = fi_stream_take(in, E->out, 256, busy, take, &t, &eof, &broken,
-				   &bad_frames);
+		/* Wait for work when idle; otherwise take what has arrived without waiting. Only
+		 * as many frames as the queue has room for: a full queue leaves the input unread,
+		 * so the pipe or socket pushes back and no request is turned away busy. */
+		int room = fi_sched_room(E->s);
+		e = fi_stream_take(in, E->out, room < 256 ? room : 256, busy, take, &t, &eof,
+				   &broken, &bad_frames);
 		if (broken) {
 			fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
 			rc = 1;
 			broken = 0;
 		}
-		if (e)
+		if (e && e != FI_EINTERRUPT)
 			break;
 		if (fi_stream_interrupted()) {
-			if (!(e = fi_sched_cancel_all(E->s)))
-				e = drain(E, in);
+			/* Held requests end with finish "cancel"; what is still on the input gets
+			 * an error frame each, so every request sent is answered. */
+			E->shutdown = 1;
+			if (!(e = fi_sched_cancel_all(E->s)) && !eof && !broken)
+				e = fi_stream_drain(in, E->out, "fi-decode",
+						    1u << FI_FRAME_ERROR | 1u << FI_FRAME_DONE,
+						    FI_STREAM_DRAIN_QUIET_MS, &E->n_failed);
 			break;
 		}
 		if ((e = fi_sched_step(E->s)) || (e = fi_stream_flush(E->out)))
@@ -313,6 +303,7 @@ out:
 		fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
 		rc = 1;
 	}
+	E->n_failed += (unsigned long)bad_frames;
 	fi_sched_destroy(E->s);
 	E->s = NULL;
 	if (fi_stream_close(E->out) && !rc) {
@@ -320,9 +311,13 @@ out:
 		rc = 1;
 	}
 	fi_stream_close(in);
-	summary(E);
-	/* Requests made with another tokenizer: exit 3, as for requests that failed. */
-	return rc ? rc : E->n_mismatch ? 3 : 0;
+	/* The summary counts failures; without it (FI_LOG=error) they are said alone. */
+	if (!summary(E) && !rc && E->n_failed)
+		fprintf(stderr, "fi-decode: %llu requests failed or were cut short (see their "
+			"error and done frames)\n", (unsigned long long)E->n_failed);
+	if (!rc && E->n_failed)
+		rc = 3;
+	return rc;
 }
 
 /* --tokens: generated ids on one line; --prompt: the text as it comes, then a newline. */

@@ -181,23 +181,24 @@ static int list_one(const char *path, const struct fi_arena_stats *st, fi_err er
 {
 	struct arena_ls *ls = ctx;
 	const struct known *k;
-	char size[32], blocks[48], kv[32];
+	char size[32], max[32], blocks[48], kv[32];
 	if (!st) {
 		fprintf(stderr, "fi-load: %s\n", fi_errmsg());
 		ls->bad = 1;
 		return 0;
 	}
 	k = find_known(ls->k, ls->nk, st->fingerprint);
-	fi_format_bytes(st->file_bytes, size, sizeof size);
+	fi_format_bytes(st->alloc_bytes, size, sizeof size);
+	fi_format_bytes(st->file_bytes, max, sizeof max);
 	snprintf(blocks, sizeof blocks, "%u/%u", st->ready + st->writing, st->n_blocks);
 	if (k)
 		snprintf(kv, sizeof kv, "%s", k->kv);
 	else
 		snprintf(kv, sizeof kv, "%lluB/%u", (unsigned long long)st->token_bytes,
 			 st->block_tokens);
-	printf("%-16.16s %-20s %-10s %13s %10llu %10llu %9s\n", st->fingerprint,
+	printf("%-16.16s %-20s %-10s %13s %10llu %10llu %9s %9s\n", st->fingerprint,
 	       k ? k->name : "-", kv, blocks, (unsigned long long)st->hits,
-	       (unsigned long long)st->misses, size);
+	       (unsigned long long)st->misses, size, max);
 	return 0;
 }
 
@@ -209,8 +210,8 @@ static int do_arena_list(void)
 	if (known_ids(&k, &ls.nk))
 		return fail();
 	ls.k = k;
-	printf("%-16s %-20s %-10s %13s %10s %10s %9s\n", "ARENA", "MODEL", "KV", "BLOCKS", "HITS",
-	       "MISSES", "SIZE");
+	printf("%-16s %-20s %-10s %13s %10s %10s %9s %9s\n", "ARENA", "MODEL", "KV", "BLOCKS",
+	       "HITS", "MISSES", "SIZE", "MAX");
 	e = fi_arena_list(NULL, list_one, &ls);
 	free(k);
 	if (e && e != FI_ENOTFOUND)

@@ -55,7 +55,6 @@ struct prefill {
 	struct fi_image *im;
 	struct fi_tok *tok;
 	struct fi_sched *s;
-	struct fi_kvx *x;
 	struct fi_stream *out;
 	fi_err werr;  /* the output failed (inside a scheduler event) */
 	fi_err fwd;   /* the forward pass failed: held requests get error frames */
@@ -105,6 +104,7 @@ static void resolve_sampling(const struct opts *o, struct fi_request *r)
 static fi_err emit(struct prefill *P, struct pre *q)
 {
 	struct fi_request *r = &q->f.req;
+	struct fi_kvx *x = fi_sched_kvx(P->s);
 	struct fi_frame tf;
 	fi_err e;
 	fi_frame_init(&tf, FI_FRAME_TOKEN);
@@ -114,9 +114,14 @@ static fi_err emit(struct prefill *P, struct pre *q)
 	free(r->kv.arena);
 	free(r->kv.blocks);
 	memset(&r->kv, 0, sizeof r->kv);
-	if ((e = fi_kvx_make_ref(P->x, P->im->fingerprint, r->tokens, r->ntokens, &r->kv)))
-		return e;
-	r->set |= FI_REQ_KV;
+	r->set &= ~(uint32_t)FI_REQ_KV;
+	/* Without the arena (it could not be had: no space, a stuck lock) the request goes on
+	 * without a reference, and fi-decode computes its prompt. */
+	if (x) {
+		if ((e = fi_kvx_make_ref(x, P->im->fingerprint, r->tokens, r->ntokens, &r->kv)))
+			return e;
+		r->set |= FI_REQ_KV;
+	}
 	if (q->draw && (e = fi_stream_write(P->out, &tf)))
 		return e;
 	return fi_stream_write(P->out, &q->f);
@@ -251,13 +256,16 @@ static int take_frame(struct prefill *P, struct fi_frame *f, fi_err *fatal)
 		return 1;
 	if (f->type != FI_FRAME_REQUEST) {
 		/* cancel, token, done and error frames pass through, in order */
+		P->n_failed += f->type == FI_FRAME_ERROR;
 		if (!(*fatal = run_batch(P)))
 			*fatal = fi_stream_write(P->out, f);
 		return 0;
 	}
 	if (!P->t_first)
 		P->t_first = fi_now();
-	if (fi_sched_pending(P->s) >= P->o->batch && (*fatal = run_batch(P)))
+	/* A full batch runs before the next request is added: the scheduler never holds more
+	 * than a batch, so it never refuses one busy. */
+	if (fi_sched_room(P->s) <= 0 && (*fatal = run_batch(P)))
 		return 0;
 	if (add_req(P, f)) {
 		struct fi_frame ef;
@@ -266,29 +274,6 @@ static int take_frame(struct prefill *P, struct fi_frame *f, fi_err *fatal)
 		*fatal = fi_stream_write(P->out, &ef);
 	}
 	return 0;
-}
-
-/* After a signal: requests already queued on the input get an error frame, not silence. */
-static fi_err drain(struct prefill *P, struct fi_stream *in)
-{
-	struct fi_frame f;
-	fi_err e = FI_OK, r;
-	for (int k = 0; !e && k < 100000; k++) {
-		fi_frame_init(&f, FI_FRAME_NONE);
-		r = fi_stream_read_timeout(in, &f, 0);
-		if (r || f.type == FI_FRAME_NONE || f.type == FI_FRAME_EOS) {
-			fi_frame_free(&f);
-			break;
-		}
-		if (f.type == FI_FRAME_REQUEST) {
-			struct fi_frame ef;
-			fi_req_error_frame(&f, FI_EINTERRUPT, "fi-prefill is shutting down", &ef);
-			e = fi_stream_write(P->out, &ef);
-		} else
-			e = fi_stream_write(P->out, &f);
-		fi_frame_free(&f);
-	}
-	return e;
 }
 
 /* fi_stream_take's view of the prefill state. */
@@ -315,16 +300,17 @@ static void live_line(struct prefill *P)
 }
 
 /* The line at the end of a batch, on a terminal or not (quiet with FI_LOG=error). */
-static void summary(struct prefill *P)
+static int summary(struct prefill *P)
 {
 	double el = P->t_first ? fi_now() - P->t_first : 0;
 	fi_live_clear();
 	if (!P->t_first || fi_log_get_level() < FI_LOG_WARN)
-		return;
+		return 0;
 	fprintf(stderr, "fi-prefill: %llu requests, %llu failed, %llu tokens (%llu cached) in "
 		"%.2f s, %.1f tok/s\n", (unsigned long long)(P->n_req + P->n_failed),
 		(unsigned long long)P->n_failed, (unsigned long long)P->n_tok,
 		(unsigned long long)P->n_cached, el, el > 0 ? P->n_tok / el : 0.0);
+	return 1;
 }
 
 static int run(struct prefill *P)
@@ -357,7 +343,11 @@ static int run(struct prefill *P)
 			e = run_batch(P);
 		live_line(P);
 		if (!e && fi_stream_interrupted()) {
-			e = drain(P, in);
+			/* The requests read are done (a batch is short); what is still on the input
+			 * gets an error frame each, so every request sent is answered. */
+			if (!eof && !broken)
+				e = fi_stream_drain(in, P->out, "fi-prefill", ~(1u << FI_FRAME_REQUEST),
+						    FI_STREAM_DRAIN_QUIET_MS, &P->n_failed);
 			break;
 		}
 	}
@@ -366,6 +356,7 @@ out:
 		fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
 		rc = 1;
 	}
+	P->n_failed += (unsigned long)bad_frames;
 	/* requests still held (a failed output) are dropped, their frames freed */
 	P->werr = P->werr ? P->werr : FI_EIO;
 	fi_sched_cancel_all(P->s);
@@ -374,9 +365,12 @@ out:
 		rc = 1;
 	}
 	fi_stream_close(in);
-	summary(P);
-	/* Requests made with another tokenizer: exit 3, as for requests that failed. */
-	return rc ? rc : P->n_mismatch ? 3 : 0;
+	/* The summary counts failures; without it (FI_LOG=error) they are said alone. */
+	if (!summary(P) && !rc && P->n_failed)
+		fprintf(stderr, "fi-prefill: %llu requests failed (see their error frames)\n", (unsigned long long)P->n_failed);
+	if (!rc && P->n_failed)
+		rc = 3;
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -400,6 +394,7 @@ int main(int argc, char **argv)
 	struct fi_backend *be = NULL;
 	int be_failed = 0;
 	struct fi_sched_opts so;
+	struct fi_kvx *x = NULL;
 	int c, rc = 1, ctx;
 	double v;
 	fi_log_set_prog("fi-prefill");
@@ -501,9 +496,14 @@ bad:
 	so.arena_size = o.arena_size;
 	so.cb = on_event;
 	so.cb_user = &P;
-	if (fi_sched_create(P.m, &so, &P.s) || fi_sched_arena(P.s, 1, &P.x))
+	if (fi_sched_create(P.m, &so, &P.s))
 		goto fail;
-	fi_info("%s on %s, arena %s", o.model, be->device, fi_arena_file(fi_kvx_arena(P.x)));
+	/* Without the arena (no space for it, a lock held by a stuck process, ...) prompts are
+	 * still computed and passed on, without a kv reference: fi-decode computes them again. */
+	if (fi_sched_arena(P.s, 1, &x))
+		fi_warn("%s; passing requests on without KV", fi_errmsg());
+	fi_info("%s on %s, arena %s", o.model, be->device,
+		x ? fi_arena_file(fi_kvx_arena(x)) : "none");
 	rc = run(&P);
 	goto out;
 fail:

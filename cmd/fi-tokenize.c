@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "text/chat.h"
 #include "frame/frame.h"
@@ -49,13 +51,24 @@ struct model {
 	struct fi_chat *chat;
 };
 
+/* A whole regular file, NUL-terminated; NULL when absent, unreadable or not a regular file
+ * (a FIFO would block the open or the read forever). */
 static char *slurp_file(const char *path, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	FILE *f;
 	char *b = NULL;
 	size_t n = 0, cap = 0, got;
-	if (!f)
+	if (fd < 0)
 		return NULL;
+	errno = 0;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || !(f = fdopen(fd, "rb"))) {
+		int er = errno ? errno : EINVAL; /* EINVAL: not a regular file */
+		close(fd);
+		errno = er;
+		return NULL;
+	}
 	do {
 		if (n + 65536 + 1 > cap) {
 			char *nb = realloc(b, cap = (n + 65536 + 1) * 2);
@@ -91,8 +104,10 @@ static fi_err open_model(const char *arg, struct model *m)
 		return fi_tok_load_path(arg, &m->tok);
 	}
 	if (!stat(arg, &st)) {
-		FILE *f = fopen(arg, "rb");
+		FILE *f = S_ISREG(st.st_mode) ? fopen(arg, "rb") : NULL;
 		char magic[4] = {0};
+		if (!S_ISREG(st.st_mode))
+			return fi_fail(FI_EIO, "cannot open '%s': not a regular file", arg);
 		if (!f)
 			return fi_fail(FI_EIO, "cannot open '%s': %s", arg, strerror(errno));
 		if (fread(magic, 1, 4, f) != 4)
@@ -101,7 +116,9 @@ static fi_err open_model(const char *arg, struct model *m)
 		if (memcmp(magic, FI_IMAGE_MAGIC, 4))
 			return fi_tok_load_path(arg, &m->tok);
 		snprintf(path, sizeof path, "%s", arg);
-	} else if ((e = fi_store_path(arg, path, sizeof path)) || stat(path, &st)) {
+	} else if (fi_store_name_valid(arg) && (e = fi_store_path(arg, path, sizeof path))) {
+		return e; /* FI_HOME cannot be trusted */
+	} else if (!fi_store_name_valid(arg) || stat(path, &st)) {
 		return fi_fail(FI_ENOTFOUND, "model '%s' not found (a store name, image, directory or tokenizer.json)", arg);
 	}
 	if ((e = fi_image_open(path, &m->im)))
@@ -124,10 +141,12 @@ struct enc {
 	const struct opts *o;
 	struct model *m;
 	struct fi_stream *out;
-	unsigned long n;
-	uint64_t seq; /* requests (and error frames for them) written, numbered from 1 */
+	struct fi_buf buf; /* one encoded frame */
+	unsigned long n;   /* input units read: the line number, or the request's ordinal */
+	uint64_t seq;      /* requests (and error frames for them) written, numbered from 1 */
 	struct fi_tok_ident ident;
-	int failed;
+	int ctx;           /* the model's context (0: unknown, a tokenizer without a model) */
+	unsigned long failed;
 };
 
 static void set_param(struct fi_request *r, json_t *obj)
@@ -173,39 +192,47 @@ static int emit_error(struct enc *E, const char *id, fi_err code, const char *ms
 }
 
 /* Emits one request: plain ids, a count, or a request frame carrying its text (for the
- * results), its number, the tokenizer's fingerprint and the sampling options. */
-static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, json_t *params,
-		const char *text, size_t tlen)
+ * results), its number, the tokenizer's fingerprint and the sampling options. A request
+ * that cannot be made (no tokens, over the model's context, an id or stop list the frame
+ * schema refuses) is returned as its error, for the caller to answer and go on; an output
+ * that fails sets *fatal. */
+static fi_err emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, json_t *params,
+		   const char *text, size_t tlen, int *fatal)
 {
+	struct fi_frame f;
+	char **stop = NULL;
+	uint32_t *stop_ids = NULL;
+	json_t *v, *x;
+	size_t k;
+	fi_err e;
 	if (E->o->count) {
 		printf("%zu\n", n);
-		return 0;
+		return FI_OK;
 	}
 	if (E->o->ids) {
 		for (size_t i = 0; i < n; i++)
 			printf(i ? " %u" : "%u", ids[i]);
 		putchar('\n');
-		return 0;
+		return FI_OK;
 	}
 	if (!n)
-		return emit_error(E, id, FI_EINVAL, "empty prompt", text, tlen);
+		return fi_fail(FI_EINVAL, "empty prompt");
+	/* fi-decode refuses it too; said here, the message names the input line */
+	if (E->ctx > 0 && n >= (size_t)E->ctx)
+		return fi_fail(FI_ERANGE, "prompt of %zu tokens does not fit the context of %d", n,
+			       E->ctx);
 	{
 		const struct fi_request *o = &E->o->sp;
-		struct fi_frame f;
-		char **stop = NULL, *valid = NULL;
-		uint32_t *stop_ids = NULL;
-		json_t *v, *x;
-		size_t k;
-		fi_err e;
+		char *valid = NULL;
 		fi_frame_init(&f, FI_FRAME_REQUEST);
 		f.id = (char *)id;
-		f.seq = ++E->seq;
+		f.seq = E->seq + 1; /* taken when the frame is written */
 		f.has_seq = 1;
 		f.req.tokens = (uint32_t *)ids;
 		f.req.ntokens = (uint32_t)n;
 		/* The prompt as valid UTF-8 (what the tokenizer read, invalid bytes as U+FFFD). */
 		if (fi_utf8_lossy(text, tlen, &valid, &f.req.text_len))
-			return -1;
+			return fi_fail(FI_ENOMEM, "out of memory");
 		f.req.text = valid;
 		memcpy(f.req.tok_sha256, E->ident.sha256, 32);
 		f.req.tok_name = E->ident.name;
@@ -230,11 +257,18 @@ static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, js
 				f.req.stop_ids = stop_ids;
 			}
 		}
-		e = fi_stream_write(E->out, &f);
+		/* Encoded first: a frame the schema refuses is this request's failure, not the
+		 * output's. */
+		E->buf.len = 0;
+		e = fi_frame_encode(&f, &E->buf);
 		free(stop);
 		free(stop_ids);
 		free(valid);
-		return e ? -1 : 0;
+		if (!e && (e = fi_stream_write_raw(E->out, E->buf.data, E->buf.len)))
+			*fatal = 1;
+		if (!e)
+			E->seq++;
+		return e;
 	}
 }
 
@@ -258,7 +292,7 @@ static int one(struct enc *E, const char *s, size_t len)
 	json_t *obj = NULL, *v;
 	unsigned flags = FI_TOK_REPLACE_INVALID | (E->o->no_add ? 0 : FI_TOK_ADD_SPECIAL) |
 			 (E->o->special ? FI_TOK_PARSE_SPECIAL : 0);
-	int r = 0;
+	int r = 0, fatal = 0;
 	fi_err e = FI_OK;
 	snprintf(idbuf, sizeof idbuf, "%lu", ++E->n);
 	if (E->o->jsonl || E->o->chat) {
@@ -296,11 +330,18 @@ static int one(struct enc *E, const char *s, size_t len)
 	}
 	if ((e = fi_tok_encode(E->m->tok, text, tlen, flags, &ids)))
 		goto bad;
-	r = emit(E, id, ids.v, ids.n, json_is_object(obj) ? obj : NULL, text, tlen);
-	goto out;
+	if (!(e = emit(E, id, ids.v, ids.n, json_is_object(obj) ? obj : NULL, text, tlen, &fatal)))
+		goto out;
+	if (fatal) {
+		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+		r = -1;
+		goto out;
+	}
+	/* the unit's failure, named by its line (or ordinal) and id */
+	fi_fail_ctx(e, "line %lu: request '%.64s%s'", E->n, id, strlen(id) > 64 ? "..." : "");
 bad:
 	fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-	E->failed = 1;
+	E->failed++;
 	if (!E->o->ids && !E->o->count && E->out)
 		/* The prompt when one was read (not a JSONL line that could not be used). */
 		r = emit_error(E, id, e, fi_errmsg(), (E->o->jsonl || E->o->chat) && text == s ? NULL : text, tlen);
@@ -335,6 +376,7 @@ static int run_encode(const struct opts *o, struct model *m)
 			return 1;
 		}
 	}
+	E.ctx = m->im ? m->im->config.max_pos : 0;
 	if (o->whole) {
 		size_t len = 0;
 		char *all;
@@ -365,11 +407,18 @@ static int run_encode(const struct opts *o, struct model *m)
 	free(line);
 	if (in != stdin)
 		fclose(in);
-	if (E.out && fi_stream_close(E.out))
+	if (E.out && fi_stream_close(E.out) && !rc) {
+		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
 		rc = 1;
-	if (fflush(stdout))
+	}
+	if (fflush(stdout) && !rc) {
+		fi_log(FI_LOG_ERROR, "write: %s", strerror(errno));
 		rc = 1;
-	return rc || E.failed;
+	}
+	fi_buf_free(&E.buf);
+	if (!rc && E.failed)
+		fi_log(FI_LOG_ERROR, "%lu of %lu requests failed", E.failed, E.n);
+	return rc ? 1 : E.failed ? 3 : 0;
 }
 
 /* ---- decoding ---- */
@@ -656,10 +705,10 @@ bad:
 	}
 	t0 = fi_now();
 	if (open_model(o.model, &m)) {
+		/* what open_model got before the failure is freed below */
 		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-		return 1;
-	}
-	if (o.bench)
+		rc = 1;
+	} else if (o.bench)
 		rc = run_bench(&o, &m, fi_now() - t0);
 	else
 		rc = o.decode ? run_decode(&o, &m) : run_encode(&o, &m);

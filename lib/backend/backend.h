@@ -97,6 +97,12 @@ struct fi_backend_ops {
 	void (*weight_free)(struct fi_backend *be, struct fi_weight *w);
 	fi_err (*kv_alloc)(struct fi_backend *be, struct fi_kv_cache *kv);
 	void (*kv_free)(struct fi_backend *be, struct fi_kv_cache *kv);
+	/* Optional, both or none (NULL: host memory needs nothing): page-locks host memory
+	 * [p, p + bytes), already allocated and page aligned, so uploads and downloads from it
+	 * run at link speed (cudaHostRegister); host_unregister(p) undoes it. The KV arena is
+	 * registered an extent at a time, as its blocks are first copied. */
+	fi_err (*host_register)(struct fi_backend *be, void *p, size_t bytes);
+	void (*host_unregister)(struct fi_backend *be, void *p);
 
 	/* x[T,D] = emb[tok[t], :] */
 	fi_err (*embed)(struct fi_backend *be, void *x_d, const struct fi_weight *emb,

@@ -1,11 +1,63 @@
 /* frame: frame structs, wire names and encoding (msgpack_packer into a growable buffer).
  * Decoding is in frame_decode.c, the fd reader in frame_reader.c. */
+#include "base/utf8.h"
 #include "frame.h"
 
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
+
+/* Bytes of the valid UTF-8 character at s[0..n), 0 if none starts there. */
+static size_t utf8_char(const uint8_t *s, size_t n)
+{
+	utf8proc_int32_t cp;
+	utf8proc_ssize_t k;
+	if (s[0] < 0x80)
+		return 1;
+	k = utf8proc_iterate(s, (utf8proc_ssize_t)n, &cp);
+	return k > 0 ? (size_t)k : 0;
+}
+
+/* 1 when s[0..n) is valid UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF): what msgpack's str type requires, so every id fi writes or accepts is. */
+static int utf8_ok(const char *s, size_t n)
+{
+	return fi_utf8_valid(s, n) == n;
+}
+
+const char *fi_frame_error_id(const char *id, char buf[FI_FRAME_ERROR_ID_MAX + 1])
+{
+	const uint8_t *p = (const uint8_t *)id;
+	size_t n = id ? strlen(id) : 0, i = 0, k;
+	buf[0] = 0;
+	if (!id || !utf8_ok(id, n))
+		return buf;
+	while (i < n && (k = utf8_char(p + i, n - i)) && i + k <= FI_FRAME_ERROR_ID_MAX)
+		i += k;
+	memcpy(buf, id, i);
+	buf[i] = 0;
+	return buf;
+}
+
+/* s[0..n) with each byte that does not start a valid character replaced by U+FFFD, into
+ * out (NUL-terminated). */
+static fi_err utf8_clean(const char *s, size_t n, struct fi_buf *out)
+{
+	const uint8_t *p = (const uint8_t *)s;
+	size_t i = 0, k;
+	fi_err e = FI_OK;
+	out->len = 0;
+	while (!e && i < n) {
+		if ((k = utf8_char(p + i, n - i)))
+			e = fi_buf_append(out, p + i, k);
+		else
+			e = fi_buf_append(out, "\xef\xbf\xbd", 3), k = 1;
+		i += k;
+	}
+	return e ? e : fi_buf_append(out, "", 1);
+}
 
 void fi_frame_limits_default(struct fi_frame_limits *lim)
 {
@@ -361,12 +413,21 @@ static fi_err enc_check(const struct fi_frame *f)
 		return fi_fail(FI_EINVAL, "frame: id longer than %u bytes", l.max_id);
 	if (f->prompt && f->prompt_len > l.max_text)
 		return fi_fail(FI_EINVAL, "frame: prompt of '%s' exceeds the frame limits", f->id ? f->id : "");
+	if (f->id && !utf8_ok(f->id, strlen(f->id)))
+		return fi_fail(FI_EINVAL, "frame: id is not valid UTF-8");
 	switch (f->type) {
 	case FI_FRAME_REQUEST:
 		if (!f->req.text && !f->req.tokens)
 			return fi_fail(FI_EINVAL, "frame: request '%s' has neither text nor tokens", f->id);
-		if (f->req.ntokens > l.max_tokens || f->req.nstop > l.max_stop ||
-		    f->req.nstop_ids > l.max_stop || f->req.text_len > l.max_text ||
+		if (f->req.nstop > l.max_stop || f->req.nstop_ids > l.max_stop)
+			return fi_fail(FI_EINVAL, "frame: request '%s': %u stop strings and %u stop "
+				       "ids, at most %u of each", f->id, f->req.nstop,
+				       f->req.nstop_ids, l.max_stop);
+		for (uint32_t i = 0; i < f->req.nstop; i++)
+			if (strlen(f->req.stop[i]) > l.max_stop_len)
+				return fi_fail(FI_EINVAL, "frame: request '%s': stop string %u is "
+					       "longer than %u bytes", f->id, i, l.max_stop_len);
+		if (f->req.ntokens > l.max_tokens || f->req.text_len > l.max_text ||
 		    ((f->req.set & FI_REQ_KV) && f->req.kv.nblocks > l.max_blocks) ||
 		    ((f->req.set & FI_REQ_TOKENIZER) && f->req.tok_name &&
 		     strlen(f->req.tok_name) > l.max_id))
@@ -414,11 +475,20 @@ fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
 	case FI_FRAME_ERROR: {
 		const char *cn = fi_err_code_name(f->err.code);
 		const char *m = f->err.message ? f->err.message : "";
+		struct fi_buf clean = {0};
+		if (!utf8_ok(m, strlen(m))) {
+			if ((err = utf8_clean(m, strlen(m), &clean))) {
+				fi_buf_free(&clean);
+				return err;
+			}
+			m = (const char *)clean.data;
+		}
 		put_head(&e, 3 + !!f->prompt, f, f->id ? f->id : "");
 		put_str(&e, "code", cn, strlen(cn));
 		put_uint(&e, "code_num", (uint64_t)f->err.code);
 		put_str(&e, "message", m, strlen(m));
 		put_prompt(&e, f);
+		fi_buf_free(&clean);
 		break;
 	}
 	case FI_FRAME_CANCEL:
@@ -436,11 +506,9 @@ fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
 fi_err fi_frame_encode_error(struct fi_buf *out, const char *id, fi_err code, const char *msg)
 {
 	struct fi_frame f;
-	char idbuf[257];
+	char idbuf[FI_FRAME_ERROR_ID_MAX + 1];
 	fi_frame_init(&f, FI_FRAME_ERROR);
-	/* An over-long id cannot be echoed as is: the reply carries its first 256 bytes. */
-	snprintf(idbuf, sizeof idbuf, "%s", id ? id : "");
-	f.id = idbuf;
+	f.id = (char *)fi_frame_error_id(id, idbuf);
 	f.err.code = (unsigned)code < FI_ENCODE_COUNT ? code : FI_EINVAL;
 	f.err.message = (char *)(msg ? msg : fi_strerror(code));
 	return fi_frame_encode(&f, out);

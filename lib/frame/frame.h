@@ -185,8 +185,16 @@ struct fi_buf {
 fi_err fi_buf_append(struct fi_buf *b, const void *p, size_t n);
 void fi_buf_free(struct fi_buf *b);
 
+/* The id an error frame can carry for id: at most FI_FRAME_ERROR_ID_MAX bytes, cut at a
+ * character boundary (an over-long id is echoed by its head); "" when id is NULL or not
+ * valid UTF-8 (such an id cannot be sent back as a msgpack str). Returns buf. */
+#define FI_FRAME_ERROR_ID_MAX 256
+const char *fi_frame_error_id(const char *id, char buf[FI_FRAME_ERROR_ID_MAX + 1]);
+
 /* Appends the encoding of f to out (one msgpack map). FI_EINVAL for a frame that would not
- * decode (no id, no prompt, sizes beyond the default limits). */
+ * decode (no id, an id that is not UTF-8, no prompt, sizes beyond the default limits). An
+ * error frame's message that is not valid UTF-8 (a detail quoting bad input) is sent with
+ * each invalid byte replaced by U+FFFD. */
 fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out);
 /* Shorthand for the common error reply: appends an error frame. */
 fi_err fi_frame_encode_error(struct fi_buf *out, const char *id, fi_err code, const char *msg);

@@ -27,5 +27,7 @@ fi_err fi_frame_decode_obj(const msgpack_object *o, const struct fi_frame_limits
 /* fi_reader_next waiting at most timeout_ms (-1 forever): FI_OK with FI_FRAME_NONE when
  * nothing complete arrived in time. */
 fi_err fi_reader_next_timeout(struct fi_reader *r, struct fi_frame *f, int timeout_ms);
+/* on: reads go on after a signal (fi_stream_drain) instead of returning FI_EINTERRUPT. */
+void fi_reader_set_drain(struct fi_reader *r, int on);
 
 #endif

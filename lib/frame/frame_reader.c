@@ -26,6 +26,7 @@ struct fi_reader {
 	msgpack_zone zone;
 	int own_buf, eof, broken, done;
 	int started; /* the first byte was seen (and was a map header) */
+	int drain; /* reading what is left after a signal: the signal flag does not stop it */
 };
 
 /* A stream whose first object is not a map is not frames: text piped in by mistake (ASCII
@@ -85,6 +86,11 @@ void fi_reader_close(struct fi_reader *r)
 	free(r);
 }
 
+void fi_reader_set_drain(struct fi_reader *r, int on)
+{
+	r->drain = on;
+}
+
 int fi_reader_broken(const struct fi_reader *r)
 {
 	return r->broken;
@@ -122,7 +128,7 @@ static fi_err reader_fill(struct fi_reader *r, int timeout_ms, int *got)
 		struct pollfd p = { .fd = r->fd, .events = POLLIN };
 		int slice = 250, pr;
 		ssize_t n;
-		if (fi_stream_interrupted())
+		if (fi_stream_interrupted() && !r->drain)
 			return fi_fail(FI_EINTERRUPT, "interrupted");
 		if (timeout_ms >= 0) {
 			int left = timeout_ms - (int)((fi_now() - t0) * 1000);

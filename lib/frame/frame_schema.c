@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "frame_int.h"
 
 /* Every key of the schema: its enum name and wire name (the order groups them in ranges). */
@@ -448,6 +449,7 @@ static fi_err dec_head(const msgpack_object *o, const struct fi_frame_limits *li
 	/* The id first, so that any later failure can be answered for this request. */
 	if (v[K_ID] && v[K_ID]->type == MSGPACK_OBJECT_STR && v[K_ID]->via.str.size <= lim->max_id &&
 	    !memchr(v[K_ID]->via.str.ptr, 0, v[K_ID]->via.str.size) &&
+	    fi_utf8_valid(v[K_ID]->via.str.ptr, v[K_ID]->via.str.size) == v[K_ID]->via.str.size &&
 	    (e = dup_str(v[K_ID], K_ID, lim->max_id, 0, &f->id, NULL)))
 		return e;
 	if (!v[K_V])
@@ -496,10 +498,17 @@ static fi_err dec_head(const msgpack_object *o, const struct fi_frame_limits *li
 		f->id = NULL;
 		return FI_OK;
 	}
-	if (v[K_ID] && !f->id)
-		return v[K_ID]->type == MSGPACK_OBJECT_STR ?
-			dup_str(v[K_ID], K_ID, lim->max_id, 0, &f->id, NULL) :
-			bad_type(K_ID, "str", v[K_ID]);
+	if (v[K_ID] && !f->id) {
+		/* Unreadable: the reply's id stays "" (an id that is not UTF-8 cannot be sent
+		 * back as a msgpack str) */
+		if (v[K_ID]->type != MSGPACK_OBJECT_STR)
+			return bad_type(K_ID, "str", v[K_ID]);
+		if ((e = dup_str(v[K_ID], K_ID, lim->max_id, 0, &f->id, NULL)))
+			return e;
+		free(f->id);
+		f->id = NULL;
+		return fi_fail(FI_EFORMAT, "frame: key 'id' is not valid UTF-8");
+	}
 	if (i == FI_FRAME_ERROR && !f->id && !(f->id = strdup("")))
 		return fi_fail(FI_ENOMEM, "frame: id");
 	if (!f->id || (!*f->id && i != FI_FRAME_ERROR))

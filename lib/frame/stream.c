@@ -144,7 +144,7 @@ static fi_err zmq_read(struct fi_stream *s, struct fi_frame *f, int timeout_ms)
 			f->type = FI_FRAME_EOS;
 			return FI_OK;
 		}
-		if (interrupted)
+		if (interrupted && !s->drain)
 			return fi_fail(FI_EINTERRUPT, "interrupted");
 		zmq_msg_init(&m);
 		if (zmq_msg_recv(&m, s->sock[0], ZMQ_DONTWAIT) < 0) {
@@ -318,10 +318,9 @@ fi_err fi_stream_write(struct fi_stream *s, const struct fi_frame *f)
 fi_err fi_stream_write_error(struct fi_stream *s, const char *id, fi_err code, const char *msg)
 {
 	struct fi_frame f;
-	char idbuf[257];
+	char idbuf[FI_FRAME_ERROR_ID_MAX + 1];
 	fi_frame_init(&f, FI_FRAME_ERROR);
-	snprintf(idbuf, sizeof idbuf, "%s", id ? id : "");
-	f.id = idbuf;
+	f.id = (char *)fi_frame_error_id(id, idbuf);
 	f.err.code = (unsigned)code < FI_ENCODE_COUNT ? code : FI_EINVAL;
 	f.err.message = (char *)(msg ? msg : fi_strerror(code));
 	return fi_stream_write(s, &f);
@@ -345,7 +344,11 @@ fi_err fi_stream_close(struct fi_stream *s)
 				while (zmq_send(s->sock[i], b.data, b.len, ZMQ_DONTWAIT) < 0 &&
 				       (errno == EAGAIN || errno == EINTR)) {
 					zmq_pollitem_t it = { .socket = s->sock[i], .events = ZMQ_POLLOUT };
-					if ((fi_now() - t0) * 1000 > s->o.linger_ms) {
+					/* A connected consumer is only slow (its queue is full): wait
+					 * for it as for the frames before; linger_ms once none is. */
+					if (fi_stream_zmq_connected(s, i))
+						t0 = fi_now();
+					if ((fi_now() - t0) * 1000 > s->o.linger_ms || interrupted) {
 						fi_warn("%s: consumer gone, end of stream not delivered", s->ep[i]);
 						break;
 					}
@@ -412,5 +415,48 @@ fi_err fi_stream_take(struct fi_stream *in, struct fi_stream *out, int max,
 		*eof = take(user, &f, &e);
 		fi_frame_free(&f);
 	}
+	return e;
+}
+
+fi_err fi_stream_drain(struct fi_stream *in, struct fi_stream *out, const char *who,
+		       unsigned pass, int quiet_ms, unsigned long *n_failed)
+{
+	char msg[128];
+	struct fi_frame f;
+	fi_err e = FI_OK, r;
+	snprintf(msg, sizeof msg, "%s is shutting down", who);
+	in->drain = 1;
+	if (in->rd)
+		fi_reader_set_drain(in->rd, 1);
+	while (!e) {
+		fi_frame_init(&f, FI_FRAME_NONE);
+		r = fi_stream_read_timeout(in, &f, quiet_ms);
+		if (r == FI_EFORMAT || r == FI_ERANGE || r == FI_EUNSUPPORTED) {
+			/* an unreadable frame is answered as fi_stream_take answers it */
+			if (!fi_stream_broken(in)) {
+				e = fi_stream_write_error(out, f.id, r, fi_errmsg());
+				(*n_failed)++;
+				fi_frame_free(&f);
+				continue;
+			}
+		}
+		if (r || f.type == FI_FRAME_NONE || f.type == FI_FRAME_EOS) {
+			fi_frame_free(&f);
+			break;
+		}
+		if (f.type == FI_FRAME_REQUEST) {
+			e = fi_stream_write_error(out, f.id, FI_EINTERRUPT, msg);
+			(*n_failed)++;
+		} else if (pass & (1u << f.type)) {
+			e = fi_stream_write(out, &f);
+			*n_failed += f.type == FI_FRAME_ERROR;
+		}
+		fi_frame_free(&f);
+	}
+	in->drain = 0;
+	if (in->rd)
+		fi_reader_set_drain(in->rd, 0);
+	if (!e)
+		e = fi_stream_flush(out);
 	return e;
 }

@@ -32,7 +32,8 @@ enum fi_stream_dir { FI_STREAM_IN, FI_STREAM_OUT };
 struct fi_stream_opts {
 	struct fi_frame_limits lim; /* decode limits; lim.max_frame is also ZMQ_MAXMSGSIZE */
 	int hwm;               /* ZeroMQ SNDHWM/RCVHWM in frames (default 1000) */
-	int linger_ms;         /* output: how long close waits to deliver queued frames (10000) */
+	int linger_ms;         /* output: how long close waits to deliver queued frames once no
+				* consumer is connected (10000); a connected one is waited for */
 	int eos_count;         /* ZeroMQ input ends after this many eos frames (default 1: one
 				* producer; N for N producers; 0: never, run until a signal) */
 	const char *curve_key; /* key file for CURVE (NULL: plaintext) */
@@ -77,6 +78,17 @@ fi_err fi_stream_take(struct fi_stream *in, struct fi_stream *out, int max,
 		      int (*busy)(void *user), int (*take)(void *user, struct fi_frame *f, fi_err *fatal),
 		      void *user, int *eof, int *broken, int *bad);
 
+/* After a signal, so that no request sent is left without an answer: reads what is left on
+ * the input, whatever the signal flag says, until its end (EOF, the last eos) or until
+ * nothing has arrived for quiet_ms, answering each request with an error frame (code
+ * interrupt, message "WHO is shutting down") and writing on the frames whose type bit
+ * (1u << FI_FRAME_*) is set in pass; others are dropped. *n_failed counts the requests so
+ * answered and the error frames passed on. A second signal ends the process (the handler's
+ * default action). Returns the first output error. */
+#define FI_STREAM_DRAIN_QUIET_MS 2000
+fi_err fi_stream_drain(struct fi_stream *in, struct fi_stream *out, const char *who,
+		       unsigned pass, int quiet_ms, unsigned long *n_failed);
+
 /* Encodes and sends (ZeroMQ) or buffers (pipes) one frame. Blocks while the consumer is
  * slow (high-water mark reached / pipe full). On ZeroMQ a signal ends the wait with
  * FI_EINTERRUPT (nothing is sent); a pipe write always completes, so that no half frame is
@@ -91,7 +103,8 @@ fi_err fi_stream_write_raw(struct fi_stream *s, const void *buf, size_t len);
 fi_err fi_stream_write_error(struct fi_stream *s, const char *id, fi_err code, const char *msg);
 fi_err fi_stream_flush(struct fi_stream *s);
 
-/* Flushes, sends eos on a ZeroMQ output, waits up to linger_ms for delivery, frees s.
+/* Flushes, sends eos on a ZeroMQ output, waits until connected consumers have read what was
+ * sent (up to linger_ms when none is connected; a signal ends the wait), frees s.
  * Returns the first write error. NULL is a no-op. */
 fi_err fi_stream_close(struct fi_stream *s);
 

@@ -8,6 +8,7 @@
 #include "stream.h"
 
 #define FI_STREAM_MAX_EP 16
+#define FI_STREAM_MAX_CONN 64 /* connections watched per output socket */
 
 struct fi_stream {
 	enum fi_stream_dir dir;
@@ -22,17 +23,24 @@ struct fi_stream {
 	void *sock[FI_STREAM_MAX_EP];
 	char *ep[FI_STREAM_MAX_EP];
 	void *mon[FI_STREAM_MAX_EP]; /* output: PAIR sockets receiving each socket's events */
+	int conn[FI_STREAM_MAX_EP][FI_STREAM_MAX_CONN]; /* their connected descriptors */
+	int nconn[FI_STREAM_MAX_EP];
 	int nsock, rr;
 	msgpack_zone zone;
 	int zone_ok;
 	int eos_seen, done, broken;
+	int drain; /* input: reading what is left after a signal (fi_stream_drain) */
 	char last_ep[256];
 };
 
 /* Parses spec, creates the context and sockets, binds/connects, applies options. */
 fi_err fi_stream_zmq_open(struct fi_stream *s, const char *spec);
-/* Output: waits (up to linger_ms) until the frames sent so far have left this process. */
+/* Output: waits until the frames sent so far have been read by their consumers. A connected
+ * consumer is waited for however slow it is (backpressure: a pipe's writer waits too); with
+ * none connected, close gives up after linger_ms. A signal ends the wait. */
 void fi_stream_zmq_drain(struct fi_stream *s);
+/* Output socket i: the number of consumers connected now (after the monitor's events). */
+int fi_stream_zmq_connected(struct fi_stream *s, int i);
 /* Closes sockets (delivering queued output up to linger_ms) and the context. */
 void fi_stream_zmq_close(struct fi_stream *s);
 

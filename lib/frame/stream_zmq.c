@@ -197,7 +197,7 @@ static fi_err monitor(struct fi_stream *s, int i)
 	return FI_OK;
 }
 
-#define MAX_CONN 64
+#define MAX_CONN FI_STREAM_MAX_CONN
 
 /* Applies pending monitor events to the set of connected descriptors. */
 static void monitor_poll(void *mon, int *fds, int *nfd)
@@ -227,22 +227,35 @@ static void monitor_poll(void *mon, int *fds, int *nfd)
 	}
 }
 
+int fi_stream_zmq_connected(struct fi_stream *s, int i)
+{
+	if (s->mon[i])
+		monitor_poll(s->mon[i], s->conn[i], &s->nconn[i]);
+	return s->nconn[i];
+}
+
 void fi_stream_zmq_drain(struct fi_stream *s)
 {
-	double deadline = fi_now() + s->o.linger_ms / 1000.0;
 	for (int i = 0; i < s->nsock; i++) {
-		int fds[MAX_CONN], nfd = 0, quiet = 0;
+		double gone = 0; /* when the last consumer left (0: one is connected) */
+		int quiet = 0;
 		if (!s->mon[i])
 			continue;
-		while (quiet < 2 && fi_now() < deadline) {
+		while (quiet < 2 && !fi_stream_interrupted()) {
 			struct timespec ts = { 0, 10 * 1000 * 1000 };
-			int busy = 0;
-			monitor_poll(s->mon[i], fds, &nfd);
-			for (int k = 0; k < nfd; k++) {
+			int busy = 0, n = fi_stream_zmq_connected(s, i);
+			for (int k = 0; k < n; k++) {
 				int q = 0;
-				if (!ioctl(fds[k], SIOCOUTQ, &q) && q > 0)
+				if (!ioctl(s->conn[i][k], SIOCOUTQ, &q) && q > 0)
 					busy = 1;
 			}
+			/* A slow consumer is waited for; with none connected, linger_ms. */
+			if (n)
+				gone = 0;
+			else if (!gone)
+				gone = fi_now();
+			else if ((fi_now() - gone) * 1000 > s->o.linger_ms)
+				break;
 			quiet = busy ? 0 : quiet + 1;
 			nanosleep(&ts, NULL);
 		}

@@ -1,393 +1,33 @@
-/* arena: creating, attaching and validating KV arena files; keys; stats; the store of arenas.
- *
- * Creation is race-free without a daemon: the creator builds and initialises the whole file
- * under a private temporary name, then link()s it to its final name, which fails with EEXIST if
- * another process got there first; the loser drops its copy and attaches to the winner's. A
- * file at the final name is therefore always fully initialised. */
+/* arena: the KV arena's API (arena.h): open and close, layout, keys, stats and checks, the
+ * directory of arenas. The top of the arena files: it calls arena_store.c (the file),
+ * arena_lease.c and arena_index.c, and none of them calls it. */
 #define _GNU_SOURCE
 #include "arena_shm.h"
 #include "base/log.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
-
-#define DEFAULT_BLOCK_TOKENS 16
-#define DEFAULT_LEASES 4096
-#define MAX_BLOCKS (1u << 30)
-
-struct layout {
-	uint32_t block_tokens, n_blocks, n_index, n_leases, n_pins;
-	uint64_t token_bytes, block_bytes, stride;
-	uint64_t off_meta, off_index, off_leases, off_pins, off_data, file_bytes;
-};
-
-static uint64_t align_up(uint64_t x, uint64_t a)
-{
-	return (x + a - 1) / a * a;
-}
-
-/* Fills the derived fields of L from block_tokens, token_bytes, n_blocks and n_leases; -1 on
- * overflow or a zero count. */
-static int layout_compute(struct layout *L)
-{
-	uint64_t n = L->n_blocks, x, pins;
-	if (!L->block_tokens || !L->token_bytes || !n || n > MAX_BLOCKS || !L->n_leases ||
-	    L->n_leases > (1u << 24) || L->token_bytes > (1ull << 40) ||
-	    __builtin_mul_overflow(L->token_bytes, (uint64_t)L->block_tokens, &L->block_bytes) ||
-	    L->block_bytes > (1ull << 40))
-		return -1;
-	L->stride = align_up(L->block_bytes, FI_ARENA_ALIGN);
-	L->n_index = 16;
-	while (L->n_index < 2 * n)
-		L->n_index *= 2;
-	pins = 4 * n + 1024; /* a block is pinned by a few requests at a time, on average */
-	L->n_pins = pins > UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)pins;
-	L->off_meta = ARENA_HDR_BYTES;
-	L->off_index = align_up(L->off_meta + n * sizeof(struct arena_block), 64);
-	L->off_leases = align_up(L->off_index + (uint64_t)L->n_index * 4, 64);
-	L->off_pins = align_up(L->off_leases +
-			       (uint64_t)L->n_leases * sizeof(struct arena_lease_slot), 64);
-	L->off_data = align_up(L->off_pins + (uint64_t)L->n_pins * sizeof(struct arena_pin),
-			       FI_ARENA_ALIGN);
-	if (__builtin_mul_overflow(n, L->stride, &x) ||
-	    __builtin_add_overflow(x, L->off_data, &L->file_bytes))
-		return -1;
-	return 0;
-}
-
-static int fp_valid(const char *fp)
-{
-	size_t i;
-	if (!fp)
-		return 0;
-	for (i = 0; i < FI_ARENA_FP_CHARS; i++)
-		if (!((fp[i] >= '0' && fp[i] <= '9') || (fp[i] >= 'a' && fp[i] <= 'f')))
-			return 0;
-	return fp[i] == 0;
-}
-
-static fi_err kv_dir(const char *dir, char *buf, size_t n)
-{
-	const char *home = getenv("FI_HOME");
-	int r;
-	if (dir && *dir)
-		r = snprintf(buf, n, "%s", dir);
-	else
-		r = snprintf(buf, n, "%s/kv", home && *home ? home : "/dev/shm/fi");
-	if (r < 0 || (size_t)r >= n)
-		return fi_fail(FI_ERANGE, "kv arena directory name too long");
-	return FI_OK;
-}
 
 fi_err fi_arena_path(const char *dir, const char *fingerprint, char *buf, size_t n)
 {
 	char d[PATH_MAX];
 	fi_err e;
 	int r;
-	if (!fp_valid(fingerprint))
+	if (!arena_fp_valid(fingerprint))
 		return fi_fail(FI_EINVAL, "kv arena: model fingerprint '%.80s' is not 64 lowercase "
 			       "hex characters", fingerprint ? fingerprint : "(null)");
-	if ((e = kv_dir(dir, d, sizeof d)))
+	if ((e = arena_kv_dir(dir, d, sizeof d)))
 		return e;
 	r = snprintf(buf, n, "%s/%s.kv", d, fingerprint);
 	if (r < 0 || (size_t)r >= n)
 		return fi_fail(FI_ERANGE, "kv arena path too long");
 	return FI_OK;
-}
-
-static fi_err mkdirs(const char *path)
-{
-	char p[PATH_MAX], *s;
-	snprintf(p, sizeof p, "%s", path);
-	for (s = p + 1; ; s++) {
-		if (*s == '/' || !*s) {
-			char c = *s;
-			*s = 0;
-			if (mkdir(p, 0755) && errno != EEXIST)
-				return fi_fail(FI_EIO, "cannot create '%s': %s", p, strerror(errno));
-			*s = c;
-			if (!c)
-				break;
-		}
-	}
-	return FI_OK;
-}
-
-static void set_views(struct fi_arena *a)
-{
-	struct arena_hdr *h = (struct arena_hdr *)a->base;
-	a->h = h;
-	a->blk = (struct arena_block *)(a->base + h->off_meta);
-	a->index = (uint32_t *)(a->base + h->off_index);
-	a->ls = (struct arena_lease_slot *)(a->base + h->off_leases);
-	a->pins = (struct arena_pin *)(a->base + h->off_pins);
-	a->data = a->base + h->off_data;
-}
-
-/* Checks an attached file's header; fp NULL accepts any model. */
-static fi_err validate(struct fi_arena *a, const char *fp, const struct fi_arena_opts *o)
-{
-	const struct arena_hdr *h = (const struct arena_hdr *)a->base;
-	struct layout L = {0};
-	char hfp[FI_ARENA_FP_CHARS + 1];
-	if (memcmp(h->magic, ARENA_MAGIC, 8))
-		return fi_fail(FI_EFORMAT, "'%s': not a kv arena (bad magic)", a->path);
-	if (h->version != ARENA_VERSION)
-		return fi_fail(FI_EMISMATCH, "kv arena '%s': format version %u, this build uses %u; "
-			       "remove the arena", a->path, h->version, ARENA_VERSION);
-	if (h->hdr_struct_bytes != sizeof(struct arena_hdr) ||
-	    h->mutex_bytes != sizeof(pthread_mutex_t))
-		return fi_fail(FI_EMISMATCH, "kv arena '%s': made by an incompatible build",
-			       a->path);
-	memcpy(hfp, h->fingerprint, FI_ARENA_FP_CHARS);
-	hfp[FI_ARENA_FP_CHARS] = 0;
-	if (!fp_valid(hfp) || h->fingerprint[FI_ARENA_FP_CHARS])
-		return fi_fail(FI_EFORMAT, "kv arena '%s': corrupt model fingerprint", a->path);
-	if (fp && strcmp(fp, hfp))
-		return fi_fail(FI_EMISMATCH, "kv arena '%s' holds model %.16s..., not %.16s...",
-			       a->path, hfp, fp);
-	L.block_tokens = h->block_tokens;
-	L.token_bytes = h->token_bytes;
-	L.n_blocks = h->n_blocks;
-	L.n_leases = h->n_leases;
-	if (layout_compute(&L) || L.block_bytes != h->block_bytes || L.stride != h->block_stride ||
-	    L.n_index != h->n_index || L.n_pins != h->n_pins || L.off_meta != h->off_meta ||
-	    L.off_index != h->off_index || L.off_leases != h->off_leases ||
-	    L.off_pins != h->off_pins || L.off_data != h->off_data || L.file_bytes != h->file_bytes)
-		return fi_fail(FI_EFORMAT, "kv arena '%s': corrupt layout in header", a->path);
-	if (h->file_bytes != a->len)
-		return fi_fail(FI_EFORMAT, "kv arena '%s': file is %zu bytes, header says %llu "
-			       "(truncated?)", a->path, a->len, (unsigned long long)h->file_bytes);
-	if (o && o->block_tokens && o->block_tokens != h->block_tokens)
-		return fi_fail(FI_EMISMATCH, "kv arena '%s': blocks of %u tokens, not %u", a->path,
-			       h->block_tokens, o->block_tokens);
-	if (o && o->token_bytes && o->token_bytes != h->token_bytes)
-		return fi_fail(FI_EMISMATCH, "kv arena '%s': %llu KV bytes per token, not %llu",
-			       a->path, (unsigned long long)h->token_bytes,
-			       (unsigned long long)o->token_bytes);
-	return FI_OK;
-}
-
-static void unmap(struct fi_arena *a)
-{
-	if (a->base)
-		munmap(a->base, a->len);
-	if (a->fd >= 0)
-		close(a->fd);
-	a->base = NULL;
-	a->fd = -1;
-}
-
-static fi_err attach_file(struct fi_arena *a, const char *fp, const struct fi_arena_opts *o)
-{
-	struct stat st;
-	void *m;
-	fi_err e;
-	a->fd = open(a->path, O_RDWR | O_CLOEXEC);
-	if (a->fd < 0) {
-		if (errno == ENOENT)
-			return fi_fail(FI_ENOTFOUND, "kv arena '%s' does not exist", a->path);
-		return fi_fail(FI_EIO, "cannot open '%s': %s", a->path, strerror(errno));
-	}
-	if (fstat(a->fd, &st) || !S_ISREG(st.st_mode) || st.st_size < ARENA_HDR_BYTES) {
-		unmap(a);
-		return fi_fail(FI_EFORMAT, "kv arena '%s': truncated or not a regular file",
-			       a->path);
-	}
-	a->len = (size_t)st.st_size;
-	m = mmap(NULL, a->len, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
-	if (m == MAP_FAILED) {
-		unmap(a);
-		return fi_fail(FI_EIO, "cannot map '%s': %s", a->path, strerror(errno));
-	}
-	a->base = m;
-	if ((e = validate(a, fp, o))) {
-		unmap(a);
-		return e;
-	}
-	set_views(a);
-	return FI_OK;
-}
-
-static uint64_t default_size(const char *dir)
-{
-	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-	uint64_t size = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 8 : 1ull << 30;
-	struct statvfs vf;
-	if (!statvfs(dir, &vf) && (uint64_t)vf.f_bavail * vf.f_frsize / 2 < size)
-		size = (uint64_t)vf.f_bavail * vf.f_frsize / 2;
-	return size;
-}
-
-static void init_file(struct fi_arena *a, const struct layout *L, const char *fp, int checksum)
-{
-	struct arena_hdr *h = (struct arena_hdr *)a->base;
-	pthread_mutexattr_t ma;
-	uint32_t i;
-	h->version = ARENA_VERSION;
-	h->hdr_struct_bytes = sizeof *h;
-	h->mutex_bytes = sizeof(pthread_mutex_t);
-	h->flags = checksum ? ARENA_F_CHECKSUM : 0;
-	memcpy(h->fingerprint, fp, FI_ARENA_FP_CHARS);
-	h->block_tokens = L->block_tokens;
-	h->n_blocks = L->n_blocks;
-	h->token_bytes = L->token_bytes;
-	h->block_bytes = L->block_bytes;
-	h->block_stride = L->stride;
-	h->n_index = L->n_index;
-	h->n_leases = L->n_leases;
-	h->n_pins = L->n_pins;
-	h->off_meta = L->off_meta;
-	h->off_index = L->off_index;
-	h->off_leases = L->off_leases;
-	h->off_pins = L->off_pins;
-	h->off_data = L->off_data;
-	h->file_bytes = L->file_bytes;
-	pthread_mutexattr_init(&ma);
-	pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-	pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
-	pthread_mutex_init(&h->lock.m, &ma);
-	pthread_mutexattr_destroy(&ma);
-	set_views(a);
-	/* The file is zero-filled: the index starts empty; lists need their links. */
-	for (i = 0; i < L->n_blocks; i++) {
-		a->blk[i].state = BLK_FREE;
-		a->blk[i].owner = NIL;
-		a->blk[i].prev = NIL;
-		a->blk[i].next = i + 1 < L->n_blocks ? i + 1 : NIL;
-		a->blk[i].in_list = IN_FREE;
-	}
-	h->free_head = 0;
-	h->free_count = L->n_blocks;
-	h->lru_head = h->lru_tail = NIL;
-	for (i = 0; i < L->n_pins; i++) {
-		a->pins[i].block = NIL;
-		a->pins[i].next = i + 1 < L->n_pins ? i + 1 : NIL;
-	}
-	h->pin_free = 0;
-	for (i = 0; i < L->n_leases; i++)
-		a->ls[i].pin_head = NIL;
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	memcpy(h->magic, ARENA_MAGIC, 8);
-}
-
-/* Removes temporary files of creators of this arena that died before finishing (they would
- * hold their full size in memory on a tmpfs forever). */
-static void sweep_tmp(const char *dir, const char *fp)
-{
-	char prefix[FI_ARENA_FP_CHARS + 8], path[PATH_MAX * 2];
-	struct dirent *de;
-	DIR *dp = opendir(dir);
-	size_t pl;
-	if (!dp)
-		return;
-	pl = (size_t)snprintf(prefix, sizeof prefix, ".%s.kv.", fp);
-	while ((de = readdir(dp))) {
-		uint64_t start;
-		char *end;
-		long pid;
-		if (strncmp(de->d_name, prefix, pl))
-			continue;
-		pid = strtol(de->d_name + pl, &end, 10);
-		if (*end != '.' || pid <= 0 || !proc_start_time((pid_t)pid, &start))
-			continue;
-		snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-		unlink(path);
-	}
-	closedir(dp);
-}
-
-/* Creates the arena at a->path. FI_EEXIST when another process created it first. */
-static fi_err create_file(struct fi_arena *a, const char *dir, const char *fp,
-			  const struct fi_arena_opts *o)
-{
-	static unsigned seq;
-	struct layout L = {0};
-	char tmp[PATH_MAX];
-	uint64_t size, per;
-	void *m;
-	fi_err e;
-	int r;
-	if (!o || !o->token_bytes)
-		return fi_fail(FI_EINVAL, "kv arena '%s' does not exist, and creating it needs the "
-			       "KV bytes per token", a->path);
-	if ((e = mkdirs(dir)))
-		return e;
-	L.block_tokens = o->block_tokens ? o->block_tokens : DEFAULT_BLOCK_TOKENS;
-	L.token_bytes = o->token_bytes;
-	L.n_leases = o->max_leases ? o->max_leases : DEFAULT_LEASES;
-	L.n_blocks = 1;
-	if (layout_compute(&L))
-		return fi_fail(FI_EINVAL, "kv arena: bad layout (%u tokens x %llu bytes per block, "
-			       "%u leases)", L.block_tokens, (unsigned long long)L.token_bytes,
-			       L.n_leases);
-	size = o->size_bytes ? o->size_bytes : default_size(dir);
-	per = L.stride + sizeof(struct arena_block) + 16 + 4 * sizeof(struct arena_pin);
-	L.n_blocks = size > L.file_bytes ? (uint32_t)((size - L.file_bytes) / per + 1 > MAX_BLOCKS
-					       ? MAX_BLOCKS : (size - L.file_bytes) / per + 1) : 1;
-	while (L.n_blocks > 1 && (layout_compute(&L) || L.file_bytes > size))
-		L.n_blocks--;
-	if (layout_compute(&L) || L.file_bytes > size)
-		return fi_fail(FI_EINVAL, "kv arena: %llu bytes cannot hold one block of %llu bytes "
-			       "and the tables", (unsigned long long)size,
-			       (unsigned long long)L.block_bytes);
-	sweep_tmp(dir, fp);
-	snprintf(tmp, sizeof tmp, "%s/.%s.kv.%d.%u.tmp", dir, fp, (int)getpid(), seq++);
-	a->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (a->fd < 0)
-		return fi_fail(FI_EIO, "cannot create '%s': %s", tmp, strerror(errno));
-	/* Reserve the space now: a sparse file on a full tmpfs would fault later, mid-write. */
-	r = posix_fallocate(a->fd, 0, (off_t)L.file_bytes);
-	if (r == EOPNOTSUPP || r == EINVAL)
-		r = ftruncate(a->fd, (off_t)L.file_bytes) ? errno : 0;
-	if (r) {
-		unmap(a);
-		unlink(tmp);
-		return fi_fail(r == ENOSPC ? FI_EFULL : FI_EIO, "cannot create kv arena of %llu "
-			       "bytes in '%s': %s", (unsigned long long)L.file_bytes, dir,
-			       strerror(r));
-	}
-	a->len = L.file_bytes;
-	m = mmap(NULL, a->len, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
-	if (m == MAP_FAILED) {
-		r = errno;
-		unmap(a);
-		unlink(tmp);
-		return fi_fail(FI_EIO, "cannot map '%s': %s", tmp, strerror(r));
-	}
-	a->base = m;
-	init_file(a, &L, fp, o->checksum);
-	r = link(tmp, a->path) ? errno : 0;
-	unlink(tmp);
-	if (r) {
-		unmap(a);
-		if (r == EEXIST)
-			return FI_EEXIST;
-		return fi_fail(FI_EIO, "cannot create '%s': %s", a->path, strerror(r));
-	}
-	return FI_OK;
-}
-
-static struct fi_arena *arena_new(void)
-{
-	struct fi_arena *a = calloc(1, sizeof *a);
-	if (!a)
-		return NULL;
-	a->fd = -1;
-	a->pid = getpid();
-	if (proc_start_time(a->pid, &a->start))
-		a->start = 0;
-	return a;
 }
 
 fi_err fi_arena_open(struct fi_arena **out, const char *fingerprint,
@@ -402,15 +42,27 @@ fi_err fi_arena_open(struct fi_arena **out, const char *fingerprint,
 		return e;
 	if (!(a = arena_new()))
 		return fi_fail(FI_ENOMEM, "kv arena");
+	if (opts && opts->lock_timeout_ms > 0)
+		a->lock_ms = opts->lock_timeout_ms;
 	snprintf(a->path, sizeof a->path, "%s", dir);
-	kv_dir(opts ? opts->dir : NULL, dir, sizeof dir);
-	for (tries = 0; tries < 5; tries++) {
-		e = attach_file(a, fingerprint, opts);
-		if (e != FI_ENOTFOUND || (opts && opts->no_create))
+	arena_kv_dir(opts ? opts->dir : NULL, dir, sizeof dir);
+	/* Nothing is read from, or made in, a directory someone else could write. */
+	e = arena_dir_check(opts ? opts->dir : NULL, dir);
+	if (e == FI_ENOTFOUND && (!opts || !opts->no_create)) {
+		fi_clear_error();
+		e = FI_OK;
+	} else if (e == FI_ENOTFOUND) {
+		e = fi_fail(FI_ENOTFOUND, "kv arena '%s' does not exist", a->path);
+	}
+	/* A creator that loses the race to another one (FI_EEXIST) attaches to the winner's. */
+	for (tries = 0; !e; tries++) {
+		e = arena_attach(a, fingerprint, opts);
+		if (e != FI_ENOTFOUND || (opts && opts->no_create) || tries == 4)
 			break;
-		e = create_file(a, dir, fingerprint, opts);
+		e = arena_create(a, dir, fingerprint, opts);
 		if (e != FI_EEXIST)
 			break;
+		e = FI_OK;
 	}
 	/* Tables damaged by anything but a death under the lock (which the lock reports) are
 	 * rebuilt from the block table too, so a damaged file never takes its users down. */
@@ -424,7 +76,7 @@ fi_err fi_arena_open(struct fi_arena **out, const char *fingerprint,
 		fi_clear_error();
 	}
 	if (e) {
-		unmap(a);
+		arena_unmap(a);
 		free(a);
 		return e;
 	}
@@ -439,7 +91,7 @@ void fi_arena_close(struct fi_arena *a)
 	while (a->n_leases)
 		fi_arena_unlease(a->leases[a->n_leases - 1]);
 	free(a->leases);
-	unmap(a);
+	arena_unmap(a);
 	free(a);
 }
 
@@ -473,7 +125,24 @@ void *fi_arena_data(const struct fi_arena *a, uint32_t b)
 {
 	if (b >= a->h->n_blocks)
 		return NULL;
-	return a->data + (uint64_t)b * a->h->block_stride;
+	return arena_block_data(a, b);
+}
+
+fi_err fi_arena_extent(const struct fi_arena *a, uint32_t b, uint32_t *index, void **base,
+		       size_t *len)
+{
+	const struct arena_hdr *h = a->h;
+	uint32_t e, first, n;
+	if (b >= __atomic_load_n(&h->n_alloc, __ATOMIC_ACQUIRE))
+		return fi_fail(FI_ERANGE, "kv arena '%s': block %u is past the allocated data",
+			       a->path, b);
+	e = b / h->extent_blocks;
+	first = e * h->extent_blocks;
+	n = h->n_blocks - first < h->extent_blocks ? h->n_blocks - first : h->extent_blocks;
+	*index = e;
+	*base = arena_block_data(a, first);
+	*len = (size_t)n * h->block_stride;
+	return FI_OK;
 }
 
 /* One block's key: SHA-256("fi-kv-1" || parent || fingerprint || tokens as LE uint32). */
@@ -509,7 +178,7 @@ static fi_err chain(const char *fp, const fi_arena_key *parent, const uint32_t *
 {
 	EVP_MD_CTX *ctx;
 	size_t i, nb;
-	if (!fp_valid(fp))
+	if (!arena_fp_valid(fp))
 		return fi_fail(FI_EINVAL, "kv arena: model fingerprint '%.80s' is not 64 lowercase "
 			       "hex characters", fp ? fp : "(null)");
 	if (!block_tokens)
@@ -577,23 +246,159 @@ fi_err fi_arena_key_parse(const char *hex, fi_arena_key *out)
 	return FI_OK;
 }
 
-fi_err arena_attach_path(const char *path, struct fi_arena **out)
+fi_err fi_arena_block_key(struct fi_arena *a, uint32_t b, fi_arena_key *out)
 {
-	struct fi_arena *a = arena_new();
-	fi_err e;
-	*out = NULL;
-	if (!a)
-		return fi_fail(FI_ENOMEM, "kv arena");
-	snprintf(a->path, sizeof a->path, "%s", path);
-	if ((e = attach_file(a, NULL, NULL))) {
-		free(a);
-		return e;
-	}
-	*out = a;
+	if (b >= a->h->n_blocks)
+		return fi_fail(FI_ERANGE, "kv arena '%s': block %u of %u", a->path, b,
+			       a->h->n_blocks);
+	memcpy(out->b, a->blk[b].key, FI_ARENA_KEY_BYTES);
 	return FI_OK;
 }
 
-fi_err arena_kv_dir(const char *dir, char *buf, size_t n)
+fi_err fi_arena_sweep(struct fi_arena *a, uint32_t *n_reclaimed)
 {
-	return kv_dir(dir, buf, n);
+	uint32_t n;
+	fi_err e;
+	if (a->pid != getpid())
+		return fi_fail(FI_ESTATE, "kv arena '%s': handle inherited across fork", a->path);
+	if ((e = arena_lock(a)))
+		return e;
+	n = sweep_locked(a);
+	arena_unlock(a);
+	if (n_reclaimed)
+		*n_reclaimed = n;
+	return FI_OK;
+}
+
+fi_err fi_arena_check(struct fi_arena *a)
+{
+	fi_err e = arena_lock(a);
+	if (e)
+		return e;
+	e = arena_check_locked(a);
+	arena_unlock(a);
+	return e;
+}
+
+fi_err fi_arena_stat(struct fi_arena *a, struct fi_arena_stats *st)
+{
+	struct arena_hdr *h = a->h;
+	uint32_t b, s;
+	fi_err e;
+	memset(st, 0, sizeof *st);
+	if ((e = arena_lock(a)))
+		return e;
+	memcpy(st->fingerprint, h->fingerprint, FI_ARENA_FP_CHARS);
+	st->version = h->version;
+	st->block_tokens = h->block_tokens;
+	st->token_bytes = h->token_bytes;
+	st->block_bytes = h->block_bytes;
+	st->file_bytes = h->file_bytes;
+	st->n_blocks = h->n_blocks;
+	st->alloc_blocks = h->n_alloc;
+	st->alloc_bytes = h->off_data + (uint64_t)h->n_alloc * h->block_stride;
+	for (b = 0; b < h->n_blocks; b++) {
+		const struct arena_block *k = &a->blk[b];
+		st->ready += k->state == BLK_READY;
+		st->writing += k->state == BLK_WRITING;
+		st->free_blocks += k->state == BLK_FREE;
+		st->stale += k->state == BLK_STALE;
+		st->pinned += k->state == BLK_READY && k->refs;
+	}
+	st->lease_slots = h->n_leases;
+	for (s = 0; s < h->n_leases; s++) {
+		if (a->ls[s].live) {
+			st->leases++;
+			st->pins += a->ls[s].n_pins;
+		}
+	}
+	st->pin_slots = h->n_pins;
+	st->hits = h->hits;
+	st->misses = h->misses;
+	st->inserts = h->inserts;
+	st->evictions = h->evictions;
+	st->swept_leases = h->swept;
+	st->recoveries = h->recoveries;
+	st->corrupt = h->corrupt;
+	st->lock_timeout_ms = a->lock_ms;
+	arena_unlock(a);
+	return FI_OK;
+}
+
+fi_err fi_arena_stat_file(const char *path, struct fi_arena_stats *st)
+{
+	struct fi_arena *a = arena_new();
+	fi_err e;
+	if (!a)
+		return fi_fail(FI_ENOMEM, "kv arena");
+	snprintf(a->path, sizeof a->path, "%s", path);
+	if (!(e = arena_attach(a, NULL, NULL)))
+		e = fi_arena_stat(a, st);
+	fi_arena_close(a);
+	return e;
+}
+
+static int cmp_str(const void *x, const void *y)
+{
+	return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+fi_err fi_arena_list(const char *dir, fi_arena_list_fn fn, void *ctx)
+{
+	char d[PATH_MAX], path[PATH_MAX * 2];
+	char **names = NULL;
+	size_t n = 0, cap = 0, i;
+	struct dirent *de;
+	DIR *dp;
+	fi_err e;
+	if ((e = arena_kv_dir(dir, d, sizeof d)))
+		return e;
+	if ((e = arena_dir_check(dir, d)))
+		return e == FI_ENOTFOUND ? (fi_clear_error(), FI_OK) : e; /* none yet */
+	if (!(dp = opendir(d))) {
+		if (errno == ENOENT)
+			return FI_OK; /* no arena yet */
+		return fi_fail(FI_EIO, "cannot open '%s': %s", d, strerror(errno));
+	}
+	while ((de = readdir(dp))) {
+		size_t len = strlen(de->d_name);
+		if (de->d_name[0] == '.' || len < 4 || strcmp(de->d_name + len - 3, ".kv"))
+			continue;
+		if (n == cap) {
+			char **v = realloc(names, (cap = cap ? 2 * cap : 16) * sizeof *v);
+			if (!v)
+				break;
+			names = v;
+		}
+		if (!(names[n] = strdup(de->d_name)))
+			break;
+		n++;
+	}
+	closedir(dp);
+	qsort(names, n, sizeof *names, cmp_str);
+	for (i = 0; i < n; i++) {
+		struct fi_arena_stats st;
+		snprintf(path, sizeof path, "%s/%s", d, names[i]);
+		e = fi_arena_stat_file(path, &st);
+		if (fn(path, e ? NULL : &st, e, ctx))
+			break;
+	}
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return FI_OK;
+}
+
+fi_err fi_arena_remove(const char *dir, const char *fingerprint)
+{
+	char path[PATH_MAX];
+	fi_err e = fi_arena_path(dir, fingerprint, path, sizeof path);
+	if (e)
+		return e;
+	if (unlink(path)) {
+		if (errno == ENOENT)
+			return fi_fail(FI_ENOTFOUND, "kv arena '%s' does not exist", path);
+		return fi_fail(FI_EIO, "cannot remove '%s': %s", path, strerror(errno));
+	}
+	return FI_OK;
 }

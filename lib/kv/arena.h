@@ -1,8 +1,12 @@
 /* arena: the shared, daemon-less KV arena.
  *
- * One file per model fingerprint, $FI_HOME/kv/<fingerprint>.kv (FI_HOME defaults to /dev/shm/fi),
- * mapped MAP_SHARED by every process that uses the model; the first one to need it creates it
+ * One file per model fingerprint, $FI_HOME/kv/<fingerprint>.kv (FI_HOME defaults to
+ * /dev/shm/fi-UID, and is used only when no one else can write it: base/home.h), mapped
+ * MAP_SHARED by every process that uses the model; the first one to need it creates it
  * (built under a temporary name, then link()ed into place, so concurrent creators agree on one).
+ * The file has its maximum size from the start, but its data is allocated an extent (64 MiB
+ * by default) at a time as blocks are needed: an arena costs memory as it fills, and when its file system
+ * is full it evicts instead of growing.
  * It holds fixed-size KV blocks (block_tokens tokens, all layers, K and V; the byte layout inside a
  * block belongs to the caller) addressed by content: a block's key is
  *   SHA-256("fi-kv-1" || parent key (32 zero bytes for the first block) || fingerprint (64 hex
@@ -20,7 +24,19 @@
  *   fi_arena_unlease(l);                     unpin everything; close with fi_arena_close(a)
  *
  * Pinned blocks are never evicted; unpinned ready blocks are evicted least recently used first
- * when a block is needed and none is free; if every block is pinned, FI_EFULL. Leases carry
+ * when a block is needed, none is free and no extent can be added; if every block is pinned,
+ * FI_EFULL.
+ *
+ * Checksums. Each published block carries XXH3-64 of its key and data. A reader verifies the
+ * blocks it fetches (fi_arena_verify_blocks, spread over threads) and withdraws one that fails
+ * (fi_arena_withdraw): lookups no longer find it, and the next writer of that key writes it
+ * anew. So flipped, zeroed or NaN'd KV bytes, and keys swapped between blocks, are caught.
+ *
+ * The lock. Every operation takes the arena's process-shared robust mutex for a few
+ * microseconds (creating an extent: milliseconds). A process that dies holding it is handled
+ * (EOWNERDEAD, repair). One that holds it and stops (SIGSTOP, a debugger) is waited for at
+ * most lock_timeout_ms (default 5 s, or $FI_ARENA_LOCK_TIMEOUT seconds): the operation then
+ * fails with FI_EBUSY naming the holder's pid, and callers go on without the arena. Leases carry
  * (pid, process start time): leases of processes that died (or whose pid was reused) are
  * reclaimed by a sweep on attach and whenever space runs out. A process that dies while holding
  * the arena's robust mutex leaves it to the next locker, which rebuilds the index and lists from
@@ -31,10 +47,11 @@
  * ones refuse work with FI_ESTATE, and closing them in the child releases nothing). Within one
  * process a handle and its leases may be used from one thread at a time.
  *
- * Testing hook: FI_ARENA_CRASH=<point>[:<n>] makes the process raise SIGKILL at the n-th (default
- * first) pass through a named point: reserve (after a reservation, unlocked), copy (halfway
- * through fi_arena_put's copy), publish (data written, before publishing), locked-reserve,
- * locked-publish, locked-unlease, locked-evict (while holding the mutex, mid-update). */
+ * Testing hooks: FI_ARENA_CRASH=<point>[:<n>] makes the process raise SIGKILL at the n-th
+ * (default first) pass through a named point, FI_ARENA_STOP=<point>[:<n>] SIGSTOP: reserve
+ * (after a reservation, unlocked), copy (halfway through fi_arena_put's copy), publish (data
+ * written, before publishing), locked-reserve, locked-publish, locked-unlease, locked-evict,
+ * locked-grow (while holding the mutex, mid-update). */
 #ifndef FI_ARENA_H
 #define FI_ARENA_H
 
@@ -66,14 +83,17 @@ struct fi_arena_opts {
 	/* Creation only (ignored when attaching). */
 	uint64_t size_bytes;   /* whole file; 0: 1/8 of RAM, at most half the free space of dir */
 	uint32_t max_leases;   /* lease slots; 0: 4096 */
-	int checksum;          /* store SHA-256 of each block's data at publish (fi_arena_verify) */
+	uint64_t extent_bytes; /* data allocated at a time (whole blocks, at least one); 0: 64 MiB */
 	int no_create;         /* attach only: FI_ENOTFOUND when absent */
+	int lock_timeout_ms;   /* how long the lock is waited for; 0: $FI_ARENA_LOCK_TIMEOUT
+				* seconds, else 5000 */
 };
 
 /* Attaches to the arena of a model fingerprint, creating it if absent (unless no_create).
- * Errors: FI_EINVAL (bad fingerprint or options), FI_ENOTFOUND, FI_EIO, FI_EFORMAT (truncated or
- * corrupt file), FI_EMISMATCH (other version, fingerprint or layout), FI_EFULL (no room for the
- * file). Sweeps leases of dead processes. */
+ * Errors: FI_EINVAL (bad fingerprint or options, a directory that must not be trusted),
+ * FI_ENOTFOUND, FI_EIO, FI_EFORMAT (truncated or corrupt file), FI_EMISMATCH (other version,
+ * fingerprint or layout), FI_EFULL (no room for the file), FI_EBUSY (the lock is held past the
+ * bound). Sweeps leases of dead processes. */
 fi_err fi_arena_open(struct fi_arena **out, const char *fingerprint,
 		     const struct fi_arena_opts *opts);
 /* Releases this process's leases made through a, and unmaps. The file stays. NULL is fine. */
@@ -84,8 +104,14 @@ uint32_t fi_arena_block_tokens(const struct fi_arena *a);
 uint64_t fi_arena_block_bytes(const struct fi_arena *a); /* block_tokens * token_bytes */
 uint32_t fi_arena_n_blocks(const struct fi_arena *a);
 const char *fi_arena_file(const struct fi_arena *a);
-/* The whole mapping (page aligned), for cudaHostRegister. */
+/* The whole mapping (page aligned; most of it may not be allocated yet). */
 void fi_arena_mapping(const struct fi_arena *a, void **base, size_t *len);
+/* The extent holding block b (a block this process was handed, so allocated): its index,
+ * first byte and length (whole blocks, FI_ARENA_ALIGN aligned). For cudaHostRegister, an
+ * extent at a time: registering the whole mapping would allocate every page of it. FI_ERANGE
+ * for a block past the allocated data. */
+fi_err fi_arena_extent(const struct fi_arena *a, uint32_t b, uint32_t *index, void **base,
+		       size_t *len);
 /* Data of block b (block_bytes long, FI_ARENA_ALIGN aligned); NULL when b is out of range.
  * Read it only while a lease pins b; write it only between reserve and publish. */
 void *fi_arena_data(const struct fi_arena *a, uint32_t b);
@@ -125,16 +151,24 @@ enum fi_arena_reserve_result {
 fi_err fi_arena_reserve(struct fi_arena_lease *l, const fi_arena_key *key, uint32_t *block,
 			void **data, enum fi_arena_reserve_result *result);
 /* Makes a block reserved by l visible to lookups; it stays pinned in l. FI_ESTATE when b is not
- * a block that l reserved. Computes the checksum when the arena keeps them. */
+ * a block that l reserved. Stores its checksum first. */
 fi_err fi_arena_publish(struct fi_arena_lease *l, uint32_t b);
 /* Gives back a block reserved by l without publishing it. */
 fi_err fi_arena_abort(struct fi_arena_lease *l, uint32_t b);
 /* reserve + copy len (== block_bytes) bytes + publish. *result may be NULL. */
 fi_err fi_arena_put(struct fi_arena_lease *l, const fi_arena_key *key, const void *kv, size_t len,
 		    uint32_t *block, enum fi_arena_reserve_result *result);
-/* Recomputes a published block's checksum: FI_EFORMAT on mismatch, FI_EUNSUPPORTED when the
- * arena keeps no checksums. The caller pins b. */
+/* Recomputes a published block's checksum: FI_EFORMAT on mismatch. The caller pins b. */
 fi_err fi_arena_verify(struct fi_arena *a, uint32_t b);
+/* The same for n pinned blocks at once, spread over up to 8 threads (as many as there are
+ * CPUs, one per 8 MiB): *first_bad is the index (in blocks[]) of the first block whose data
+ * or key does not match its checksum, n when all do. */
+fi_err fi_arena_verify_blocks(struct fi_arena *a, const uint32_t *blocks, size_t n,
+			      size_t *first_bad);
+/* Takes a published block that l pins out of the arena (it failed its checksum): no lookup
+ * finds it again, it is freed when its last pin goes, and a writer of its key gets a fresh
+ * block. Counted in the stats' corrupt. */
+fi_err fi_arena_withdraw(struct fi_arena_lease *l, uint32_t b);
 /* The key a block holds (for checks against a frame's reference). */
 fi_err fi_arena_block_key(struct fi_arena *a, uint32_t b, fi_arena_key *out);
 
@@ -149,12 +183,16 @@ struct fi_arena_stats {
 	uint32_t version, block_tokens;
 	uint64_t token_bytes, block_bytes, file_bytes;
 	uint32_t n_blocks;
+	uint32_t alloc_blocks;  /* blocks whose data is allocated (by extents) */
+	uint64_t alloc_bytes;   /* bytes of the file allocated: tables and those blocks */
 	uint32_t ready, writing, free_blocks, pinned; /* ready includes pinned ready blocks */
+	uint32_t stale;         /* withdrawn, still pinned by a reader */
 	uint32_t leases, lease_slots;
 	uint64_t pins, pin_slots;
 	uint64_t hits, misses, inserts, evictions;
 	uint64_t swept_leases, recoveries; /* dead leases reclaimed; EOWNERDEAD repairs */
-	int checksum;
+	uint64_t corrupt;       /* blocks withdrawn for failing their checksum */
+	int lock_timeout_ms;
 };
 fi_err fi_arena_stat(struct fi_arena *a, struct fi_arena_stats *st);
 

@@ -1,22 +1,85 @@
-/* arena_index: the KV arena's hash index, LRU and free lists, locking and crash repair.
+/* arena_index: the KV arena's shared state under its lock: the timed robust lock, process
+ * liveness, the hash index, the free list and LRU, block allocation (new extents, eviction),
+ * invariant checks, crash repair and the testing hooks. The bottom of the arena files: it
+ * calls none of the others.
  *
  * All of it runs under the arena's robust mutex. Lists are threaded through block indices in the
  * block table; the index is linear probing with backward-shift deletion (no tombstones, so it
  * never degrades). A process that dies holding the mutex may leave any of these half-updated:
  * the next locker gets EOWNERDEAD and arena_repair() rebuilds them all from the block table,
  * which every operation keeps truthful (state, key, owner) before touching the derived
- * structures. */
-#define _GNU_SOURCE /* qsort_r */
+ * structures. A process that holds it and stops (SIGSTOP, a debugger, swapped out for good)
+ * is waited for a bounded time: arena_lock then fails naming its pid. */
+#define _GNU_SOURCE /* qsort_r, pthread_mutex_clocklock */
 #include "arena_shm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
+
+int proc_start_time(pid_t pid, uint64_t *start)
+{
+	char path[64], buf[1024], *p, *save = NULL, *tok;
+	ssize_t n;
+	int fd, field;
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	/* "pid (comm) state ppid ...": comm may hold spaces and parentheses, so parse after the
+	 * last ')'. Field 3 is the state, field 22 the start time in clock ticks since boot. */
+	p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	for (field = 3, tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save),
+	     field++) {
+		if (field == 3 && (tok[0] == 'Z' || tok[0] == 'X'))
+			return -1; /* exited, not yet reaped: its leases are dead */
+		if (field == 22) {
+			*start = strtoull(tok, NULL, 10);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+uint64_t self_pidns(void)
+{
+	static pid_t pid;
+	static uint64_t ino;
+	struct stat st;
+	if (pid != getpid()) {
+		pid = getpid();
+		ino = stat("/proc/self/ns/pid", &st) ? 0 : (uint64_t)st.st_ino;
+	}
+	return ino;
+}
+
+int lease_alive(const struct arena_lease_slot *s)
+{
+	uint64_t st;
+	/* A lease taken in another pid namespace (another container sharing the arena's
+	 * directory) names a pid we cannot look up: count it as alive rather than free blocks
+	 * that a live process may be reading. */
+	if (s->pidns && self_pidns() && s->pidns != self_pidns())
+		return 1;
+	if (s->pid <= 0 || proc_start_time(s->pid, &st))
+		return 0;
+	return st == s->start;
+}
 
 static uint32_t key_hash(const uint8_t *key)
 {
@@ -51,14 +114,17 @@ void idx_insert(struct fi_arena *a, uint32_t b)
 void idx_remove(struct fi_arena *a, uint32_t b)
 {
 	uint32_t mask = a->h->n_index - 1, i = key_hash(a->blk[b].key) & mask, n, j;
-	for (n = 0; n <= mask; n++, i = (i + 1) & mask) {
-		if (!a->index[i])
-			return; /* not indexed (a duplicate left by a repair) */
-		if (a->index[i] == b + 1)
+	for (n = 0; n <= mask; n++, i = (i + 1) & mask)
+		if (!a->index[i] || a->index[i] == b + 1)
 			break;
+	if (n > mask || !a->index[i]) {
+		/* Not where its key says: a key overwritten in the table (a corrupt block being
+		 * withdrawn), or not indexed at all (a duplicate left by a repair). */
+		for (i = 0; i <= mask && a->index[i] != b + 1; i++)
+			;
+		if (i > mask)
+			return;
 	}
-	if (n > mask)
-		return;
 	/* Backward shift: move later entries of the cluster into the hole when their home slot
 	 * does not lie cyclically in (hole, j]. */
 	j = i;
@@ -124,10 +190,43 @@ void free_push(struct fi_arena *a, uint32_t b)
 	a->h->free_count++;
 }
 
+/* Allocates the next extent's data and puts its blocks on the free list; 0 on success. A
+ * failure (no space) is not retried by this process for a second: until then blocks are
+ * evicted instead. */
+static int grow_locked(struct fi_arena *a)
+{
+	struct arena_hdr *h = a->h;
+	uint32_t n = h->extent_blocks, b;
+	int r;
+	if (h->n_alloc >= h->n_blocks || (a->grow_failed && fi_now() - a->grow_failed < 1.0))
+		return -1;
+	if (n > h->n_blocks - h->n_alloc)
+		n = h->n_blocks - h->n_alloc;
+	r = posix_fallocate(a->fd, (off_t)(h->off_data + (uint64_t)h->n_alloc * h->block_stride),
+			    (off_t)((uint64_t)n * h->block_stride));
+	if (r && r != EOPNOTSUPP && r != EINVAL) {
+		if (!a->grow_failed)
+			fi_debug("kv arena '%s': cannot grow past %u blocks: %s", a->path, h->n_alloc,
+				 strerror(r));
+		a->grow_failed = fi_now();
+		return -1;
+	}
+	a->grow_failed = 0;
+	/* n_alloc first: a repair puts the free blocks below it on the free list. Pushed last
+	 * first, so blocks are taken in file order. */
+	h->n_alloc += n;
+	arena_crash_point("locked-grow");
+	for (b = h->n_alloc; b-- > h->n_alloc - n;)
+		free_push(a, b);
+	return 0;
+}
+
 uint32_t block_take(struct fi_arena *a)
 {
 	struct arena_hdr *h = a->h;
 	uint32_t b = h->free_head;
+	if (b == NIL && !grow_locked(a))
+		b = h->free_head;
 	if (b != NIL) {
 		h->free_head = a->blk[b].next;
 		h->free_count--;
@@ -162,6 +261,9 @@ void arena_repair(struct fi_arena *a)
 	uint32_t *order = malloc((size_t)n * sizeof *order);
 	uint8_t *seen = calloc(h->n_pins ? h->n_pins : 1, 1);
 
+	if (h->n_alloc > n)
+		h->n_alloc = n;
+
 	/* 1. Leases: a dead process's leases go away; a live lease keeps the pins reachable from
 	 *    its list (bounded walk: a list being edited when its owner died may be cut short). */
 	for (s = 0; s < h->n_leases; s++) {
@@ -190,18 +292,21 @@ void arena_repair(struct fi_arena *a)
 		}
 		ls->n_pins = cnt;
 	}
-	/* 2. Blocks: keep published ones and those a live lease is writing; free the rest. */
+	/* 2. Blocks: keep published ones (stale ones while pinned) and those a live lease is
+	 *    writing; free the rest, and every block past the allocated data. */
 	for (b = 0; b < n; b++) {
 		struct arena_block *k = &a->blk[b];
 		k->refs = 0;
 		k->prev = k->next = NIL;
 		k->in_list = IN_NONE;
-		if (k->state == BLK_WRITING) {
+		if (b >= h->n_alloc) {
+			k->state = BLK_FREE;
+		} else if (k->state == BLK_WRITING) {
 			if (k->owner < h->n_leases && a->ls[k->owner].live &&
 			    a->ls[k->owner].gen == k->owner_gen)
 				continue;
 			k->state = BLK_FREE;
-		} else if (k->state != BLK_READY) {
+		} else if (k->state != BLK_READY && k->state != BLK_STALE) {
 			k->state = BLK_FREE;
 		}
 	}
@@ -225,9 +330,11 @@ void arena_repair(struct fi_arena *a)
 			link = &a->pins[p].next;
 		}
 	}
-	/* A block being written whose writer's pin was lost cannot be published safely. */
+	/* A block being written whose writer's pin was lost cannot be published safely; a stale
+	 * block nobody pins goes. */
 	for (b = 0; b < n; b++)
-		if (a->blk[b].state == BLK_WRITING && !a->blk[b].refs)
+		if ((a->blk[b].state == BLK_WRITING || a->blk[b].state == BLK_STALE) &&
+		    !a->blk[b].refs)
 			a->blk[b].state = BLK_FREE;
 	/* 4. Pin free list: every pin no live lease reaches. */
 	h->pin_free = NIL;
@@ -245,6 +352,10 @@ void arena_repair(struct fi_arena *a)
 	h->lru_head = h->lru_tail = NIL;
 	for (b = n; b-- > 0;) {
 		struct arena_block *k = &a->blk[b];
+		if (k->state == BLK_STALE) {
+			kept++;
+			continue;
+		}
 		if (k->state != BLK_FREE && idx_find(a, k->key) != NIL) {
 			/* Same key twice (a writer died between checks): keep one copy. */
 			if (!k->refs) {
@@ -255,7 +366,8 @@ void arena_repair(struct fi_arena *a)
 			idx_insert(a, b);
 		}
 		if (k->state == BLK_FREE) {
-			free_push(a, b);
+			if (b < h->n_alloc)
+				free_push(a, b);
 			continue;
 		}
 		kept++;
@@ -280,11 +392,27 @@ void arena_repair(struct fi_arena *a)
 
 fi_err arena_lock(struct fi_arena *a)
 {
-	int r = pthread_mutex_lock(&a->h->lock.m);
+	struct timespec ts;
+	int r;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += a->lock_ms / 1000;
+	ts.tv_nsec += (long)(a->lock_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	r = pthread_mutex_clocklock(&a->h->lock.m, CLOCK_MONOTONIC, &ts);
+	if (r == ETIMEDOUT) {
+		int32_t pid = __atomic_load_n(&a->h->lock_pid, __ATOMIC_RELAXED);
+		return fi_fail(FI_EBUSY, "kv arena '%s': its lock has been held for more than %.3g s "
+			       "by process %d (stopped or stuck?)", a->path, a->lock_ms / 1000.0,
+			       (int)pid);
+	}
 	if (r == EOWNERDEAD) {
 		fi_warn("kv arena '%s': a process died holding its lock; repairing", a->path);
 		arena_repair(a);
 		pthread_mutex_consistent(&a->h->lock.m);
+		a->h->lock_pid = (int32_t)getpid();
 		return FI_OK;
 	}
 	if (r == ENOTRECOVERABLE)
@@ -292,33 +420,150 @@ fi_err arena_lock(struct fi_arena *a)
 			       a->path);
 	if (r)
 		return fi_fail(FI_EIO, "kv arena '%s': lock: %s", a->path, strerror(r));
+	a->h->lock_pid = (int32_t)getpid();
 	return FI_OK;
 }
 
 void arena_unlock(struct fi_arena *a)
 {
+	a->h->lock_pid = 0;
 	pthread_mutex_unlock(&a->h->lock.m);
+}
+
+/* One hook: $VAR=<point>[:<n>] fires at the n-th (default first) pass through the point. The
+ * variable is read once per process (a forked child reads its own environment again). */
+struct hook {
+	pid_t pid;
+	char spec[64];
+	long count, want;
+	size_t len;
+};
+
+static int hook_fires(struct hook *k, const char *var, const char *name)
+{
+	const char *colon;
+	if (k->pid != getpid()) {
+		const char *e = getenv(var);
+		k->pid = getpid();
+		k->count = 0;
+		snprintf(k->spec, sizeof k->spec, "%s", e ? e : "");
+		colon = strchr(k->spec, ':');
+		k->len = colon ? (size_t)(colon - k->spec) : strlen(k->spec);
+		k->want = colon ? strtol(colon + 1, NULL, 10) : 1;
+	}
+	if (!k->len || k->len != strlen(name) || memcmp(k->spec, name, k->len))
+		return 0;
+	return ++k->count == k->want;
 }
 
 void arena_crash_point(const char *name)
 {
-	/* Read once per process (a forked child reads its own environment again). */
-	static pid_t pid;
-	static char spec[64];
-	static long count, want;
-	static size_t len;
-	const char *colon;
-	if (pid != getpid()) {
-		const char *e = getenv("FI_ARENA_CRASH");
-		pid = getpid();
-		count = 0;
-		snprintf(spec, sizeof spec, "%s", e ? e : "");
-		colon = strchr(spec, ':');
-		len = colon ? (size_t)(colon - spec) : strlen(spec);
-		want = colon ? strtol(colon + 1, NULL, 10) : 1;
-	}
-	if (!len || len != strlen(name) || memcmp(spec, name, len))
-		return;
-	if (++count >= want)
+	static struct hook crash, stop;
+	if (hook_fires(&crash, "FI_ARENA_CRASH", name))
 		raise(SIGKILL);
+	if (hook_fires(&stop, "FI_ARENA_STOP", name))
+		raise(SIGSTOP);
 }
+
+#define BAD(...) do { e = fi_fail(FI_EFORMAT, __VA_ARGS__); goto out; } while (0)
+
+fi_err arena_check_locked(struct fi_arena *a)
+{
+	struct arena_hdr *h = a->h;
+	uint32_t n = h->n_blocks, b, s, p, cnt, prev, *refs = calloc(n, sizeof *refs);
+	uint8_t *mark = calloc(n > h->n_pins ? n : h->n_pins, 1);
+	fi_err e = FI_OK;
+	if (!refs || !mark) {
+		free(refs);
+		free(mark);
+		return fi_fail(FI_ENOMEM, "kv arena check");
+	}
+	if (h->n_alloc > n)
+		BAD("%u blocks allocated, of %u", h->n_alloc, n);
+	if (h->free_head != NIL && h->free_head >= n)
+		BAD("free list head %u", h->free_head);
+	if (h->lru_head != NIL && h->lru_head >= n)
+		BAD("lru head %u", h->lru_head);
+	for (s = 0; s < h->n_leases; s++)
+		if (a->ls[s].live && a->ls[s].pin_head != NIL && a->ls[s].pin_head >= h->n_pins)
+			BAD("lease %u: pin list head %u", s, a->ls[s].pin_head);
+	/* Free list: exactly the free blocks of the allocated data. */
+	for (cnt = 0, b = h->free_head; b != NIL; b = a->blk[b].next, cnt++) {
+		if (cnt >= n || b >= h->n_alloc || (a->blk[b].next != NIL && a->blk[b].next >= n) ||
+		    a->blk[b].state != BLK_FREE || a->blk[b].in_list != IN_FREE)
+			BAD("free list: bad entry %u", b);
+	}
+	if (cnt != h->free_count)
+		BAD("free list holds %u blocks, count says %u", cnt, h->free_count);
+	/* LRU: ready unpinned blocks, doubly linked. */
+	for (cnt = 0, prev = NIL, b = h->lru_head; b != NIL; prev = b, b = a->blk[b].next, cnt++) {
+		if (cnt >= n || (a->blk[b].next != NIL && a->blk[b].next >= n) || a->blk[b].state != BLK_READY || a->blk[b].refs ||
+		    a->blk[b].in_list != IN_LRU || a->blk[b].prev != prev)
+			BAD("lru list: bad entry %u", b);
+	}
+	if (prev != h->lru_tail)
+		BAD("lru tail is %u, list ends at %u", h->lru_tail, prev);
+	/* Pins: each live lease's list, and the free pins, cover every pin once. */
+	for (s = 0; s < h->n_leases; s++) {
+		if (!a->ls[s].live)
+			continue;
+		for (cnt = 0, p = a->ls[s].pin_head; p != NIL; p = a->pins[p].next, cnt++) {
+			if (p >= h->n_pins || mark[p] || a->pins[p].block >= n ||
+			    (a->pins[p].next != NIL && a->pins[p].next >= h->n_pins))
+				BAD("lease %u: bad pin %u", s, p);
+			mark[p] = 1;
+			refs[a->pins[p].block]++;
+		}
+		if (cnt != a->ls[s].n_pins)
+			BAD("lease %u: %u pins, count says %u", s, cnt, a->ls[s].n_pins);
+	}
+	if (h->pin_free != NIL && h->pin_free >= h->n_pins)
+		BAD("pin free list head %u", h->pin_free);
+	for (p = h->pin_free; p != NIL; p = a->pins[p].next) {
+		if (mark[p] || (a->pins[p].next != NIL && a->pins[p].next >= h->n_pins))
+			BAD("pin free list: bad entry %u", p);
+		mark[p] = 1;
+	}
+	for (p = 0; p < h->n_pins; p++)
+		if (!mark[p])
+			BAD("pin %u is lost", p);
+	/* Blocks: refcounts match pins; non-free blocks are indexed (stale ones are not, and are
+	 * pinned); evictable ones in the LRU; nothing past the allocated data is in use. */
+	for (b = 0; b < n; b++) {
+		const struct arena_block *k = &a->blk[b];
+		if (k->refs != refs[b])
+			BAD("block %u: refcount %u, pinned %u times", b, k->refs, refs[b]);
+		if (k->state == BLK_FREE) {
+			if (b >= h->n_alloc && k->in_list != IN_NONE)
+				BAD("block %u: listed, past the allocated data", b);
+			continue;
+		}
+		if (b >= h->n_alloc)
+			BAD("block %u: in use past the allocated data", b);
+		if (k->state == BLK_STALE) {
+			if (!k->refs || k->in_list != IN_NONE || idx_find(a, k->key) == b)
+				BAD("block %u: stale but unpinned, listed or indexed", b);
+			continue;
+		}
+		if (k->state != BLK_READY && k->state != BLK_WRITING)
+			BAD("block %u: bad state %u", b, k->state);
+		if (idx_find(a, k->key) != b)
+			BAD("block %u: not found by its key", b);
+		if (k->state == BLK_READY && !k->refs && k->in_list != IN_LRU)
+			BAD("block %u: unpinned but not evictable", b);
+		if (k->state == BLK_WRITING && (k->owner >= h->n_leases || !a->ls[k->owner].live ||
+						a->ls[k->owner].gen != k->owner_gen))
+			BAD("block %u: written by a lease that is gone", b);
+	}
+	for (cnt = 0, p = 0; p < h->n_index; p++)
+		if (a->index[p] && (a->index[p] - 1 >= n || a->blk[a->index[p] - 1].state == BLK_FREE ||
+				    a->blk[a->index[p] - 1].state == BLK_STALE))
+			BAD("index slot %u: stale entry", p);
+out:
+	free(refs);
+	free(mark);
+	if (e)
+		fi_fail_ctx(e, "kv arena '%s'", a->path);
+	return e;
+}
+

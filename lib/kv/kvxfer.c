@@ -1,6 +1,7 @@
 /* kvxfer: KV blocks between a model's paged cache and the shared arena. */
 #include "kvxfer.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,43 @@ struct fi_kvx {
 	char id[2 * FI_ARENA_KEY_BYTES + 1];
 	int bt;          /* tokens per block, the cache's and the arena's */
 	size_t part;     /* bytes of one layer's K (or V) in one block: bt x Hk x hd x esize */
+	/* Extents of the arena registered with the backend (cudaHostRegister), by index: each
+	 * the first time a block of it is copied. NULL entries are not (yet, or it failed). */
+	void **reg;
+	uint32_t n_reg;
 };
+
+/* Registers the extent of arena block b with the backend, once. A failure only costs speed
+ * (copies from unregistered memory are staged), so it is not an error. */
+static void reg_extent(struct fi_kvx *x, uint32_t b)
+{
+	struct fi_backend *be = x->c->be;
+	uint32_t e;
+	void *base;
+	size_t len;
+	if (!be->ops->host_register || fi_arena_extent(x->a, b, &e, &base, &len)) {
+		fi_clear_error();
+		return;
+	}
+	if (e >= x->n_reg) {
+		uint32_t n = e + 16;
+		void **v = realloc(x->reg, n * sizeof *v);
+		if (!v)
+			return;
+		memset(v + x->n_reg, 0, (n - x->n_reg) * sizeof *v);
+		x->reg = v;
+		x->n_reg = n;
+	}
+	if (x->reg[e])
+		return;
+	if (be->ops->host_register(be, base, len)) {
+		fi_debug("kv arena %.16s: extent %u not registered: %s", x->id, e, fi_errmsg());
+		fi_clear_error();
+		x->reg[e] = (void *)1; /* not tried again */
+		return;
+	}
+	x->reg[e] = base;
+}
 
 static void hex(const uint8_t *b, size_t n, char *out)
 {
@@ -97,6 +134,10 @@ void fi_kvx_close(struct fi_kvx *x)
 {
 	if (!x)
 		return;
+	for (uint32_t e = 0; e < x->n_reg; e++)
+		if (x->reg[e] && x->reg[e] != (void *)1)
+			x->c->be->ops->host_unregister(x->c->be, x->reg[e]);
+	free(x->reg);
 	fi_arena_close(x->a);
 	free(x);
 }
@@ -157,6 +198,22 @@ static fi_err copy_block(struct fi_kvx *x, int32_t cb, uint8_t *p, int to_cache)
 	return e;
 }
 
+/* The checksums of the fetched blocks, checked in a thread (itself spreading the blocks over
+ * more) while this one copies them. */
+struct verify {
+	struct fi_arena *a;
+	const uint32_t *blk;
+	size_t n, first_bad;
+	fi_err e;
+};
+
+static void *verify_main(void *p)
+{
+	struct verify *v = p;
+	v->e = fi_arena_verify_blocks(v->a, v->blk, v->n, &v->first_bad);
+	return NULL;
+}
+
 fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		    size_t max_blocks, int *n_tokens)
 {
@@ -164,6 +221,9 @@ fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 	fi_arena_key *keys = NULL;
 	uint32_t *blk = NULL;
 	size_t nk, found = 0;
+	struct verify v;
+	pthread_t th;
+	int threaded;
 	fi_err e;
 	*n_tokens = 0;
 	if (fi_kvcache_seq_len(x->c, seq) != 0)
@@ -184,12 +244,45 @@ fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		goto out;
 	if ((e = fi_kvcache_reserve(x->c, seq, (int)(found * (size_t)x->bt))))
 		goto out;
+	v = (struct verify){x->a, blk, found, found, FI_OK};
+	threaded = !pthread_create(&th, NULL, verify_main, &v);
 	for (size_t i = 0; !e && i < found; i++) {
 		int32_t cb = fi_kvcache_slot(x->c, seq, (int)(i * (size_t)x->bt)) / x->bt;
+		reg_extent(x, blk[i]);
 		e = copy_block(x, cb, fi_arena_data(x->a, blk[i]), 1);
 	}
-	if (!e && !(e = x->c->be->ops->sync(x->c->be)))
+	if (!e)
+		e = x->c->be->ops->sync(x->c->be);
+	if (threaded)
+		pthread_join(th, NULL);
+	else
+		verify_main(&v);
+	if (!e && v.e)
+		e = v.e;
+	if (!e && v.first_bad < found) {
+		/* Corrupt KV (a flipped or zeroed byte, a key that is not the block's): the good
+		 * prefix before it is kept, it is withdrawn from the arena, and the rest of the
+		 * prompt is computed (and stored again by whoever stores it). */
+		char hex[2 * FI_ARENA_KEY_BYTES + 1];
+		size_t bad = v.first_bad;
+		fi_arena_key_hex(&keys[bad], hex);
+		fi_arena_withdraw(l, blk[bad]);
+		/* later bad blocks too, or the recomputed prompt could not replace them */
+		for (size_t i = bad + 1; i < found; i++)
+			if (fi_arena_verify(x->a, blk[i]) == FI_EFORMAT)
+				fi_arena_withdraw(l, blk[i]);
+		found = bad;
 		e = fi_kvcache_set_len(x->c, seq, (int)(found * (size_t)x->bt));
+		if (!e) {
+			*n_tokens = (int)(found * (size_t)x->bt);
+			e = fi_fail(FI_EFORMAT, "kv arena %.16s: block %zu of the prompt (key %.16s) "
+				    "failed its checksum (corrupt KV): withdrawn, its tokens and the "
+				    "rest computed", x->id, bad, hex);
+			goto out;
+		}
+	} else if (!e) {
+		e = fi_kvcache_set_len(x->c, seq, (int)(found * (size_t)x->bt));
+	}
 	if (e)
 		fi_kvcache_set_len(x->c, seq, 0);
 	else
@@ -234,6 +327,7 @@ fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 			continue;
 		}
 		/* Published only once every layer is in place: readers never see half a block. */
+		reg_extent(x, b);
 		if ((e = copy_block(x, cb, data, 0)) || (e = fi_arena_publish(l, b))) {
 			fi_arena_abort(l, b);
 			break;

@@ -54,7 +54,10 @@ fi_err fi_kvx_keys(const struct fi_kvx *x, const uint32_t *toks, size_t n, fi_ar
 
 /* Looks up the longest cached prefix of toks[0..n) (at most max_blocks blocks), copies it into
  * sequence seq, which must be empty, and commits its length: *n_tokens = blocks x
- * block_tokens. Nothing found is not an error (*n_tokens = 0). */
+ * block_tokens. Nothing found is not an error (*n_tokens = 0). The blocks' checksums are
+ * verified while they are copied: FI_EFORMAT (a warning for the caller) when one fails; the
+ * good prefix before it is kept (*n_tokens, committed), the bad block withdrawn from the
+ * arena, and the caller computes the rest. */
 fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		    size_t max_blocks, int *n_tokens);
 

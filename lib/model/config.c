@@ -22,6 +22,10 @@
 #define MAX_FFN (1 << 20)
 #define MAX_VOCAB (4 << 20)
 #define MAX_POS (1 << 24)
+#define MIN_POS 16 /* one KV block: a context must hold a prompt and what it generates */
+/* RoPE bases: real models use 1e4 to 1e8; beyond 1e12 every frequency but the first is ~0
+ * and the base is a typo (1e308 overflows the float math of the inverse frequencies). */
+#define MAX_ROPE_THETA 1e12
 #define MAX_CONFIG_BYTES (16u << 20)
 
 static const struct {
@@ -115,20 +119,27 @@ static fi_err parse_family(const struct src *s, struct fi_config *c)
 		if (json_array_size(a) && !json_is_string(json_array_get(a, 0)))
 			return fi_fail(FI_EFORMAT, "%s: 'architectures'[0] is not a string", s->file);
 	}
+	if (mt && !json_is_null(mt) && !json_is_string(mt))
+		return fi_fail(FI_EFORMAT, "%s: 'model_type' is not a string", s->file);
 	if (a && json_array_size(a)) {
 		name = json_string_value(json_array_get(a, 0));
-		for (int f = 0; f < FI_FAM_COUNT; f++)
-			if (!strcmp(name, fam[f].arch)) {
-				c->family = (enum fi_family)f;
-				snprintf(c->arch, sizeof c->arch, "%s", fam[f].arch);
-				return FI_OK;
-			}
+		for (int f = 0; f < FI_FAM_COUNT; f++) {
+			if (strcmp(name, fam[f].arch))
+				continue;
+			/* transformers builds the model from model_type: one that names another
+			 * family is a config edited by hand, whose tensors mean something else. */
+			if (mt && json_is_string(mt) && strcmp(json_string_value(mt), fam[f].model_type))
+				return fi_fail(FI_EFORMAT, "%s: 'model_type' '%s' does not match "
+					       "architecture '%s' (model_type '%s')", s->file,
+					       json_string_value(mt), name, fam[f].model_type);
+			c->family = (enum fi_family)f;
+			snprintf(c->arch, sizeof c->arch, "%s", fam[f].arch);
+			return FI_OK;
+		}
 		return fi_fail(FI_EUNSUPPORTED, "%s: architecture '%s' is not supported", s->file, name);
 	}
 	if (!mt || json_is_null(mt))
 		return fi_fail(FI_EFORMAT, "%s: 'architectures' and 'model_type' are missing", s->file);
-	if (!json_is_string(mt))
-		return fi_fail(FI_EFORMAT, "%s: 'model_type' is not a string", s->file);
 	name = json_string_value(mt);
 	for (int f = 0; f < FI_FAM_COUNT; f++)
 		if (!strcmp(name, fam[f].model_type)) {
@@ -264,13 +275,21 @@ static fi_err parse_sliding(const struct src *s, struct fi_config *c)
 	int use = 0;
 	fi_err err;
 	c->sliding_window = 0;
+	/* Whatever the family does with it, a window is a positive count of tokens; null (or
+	 * no key) is how a config says "none". 0 or a negative one is a broken config. */
+	if (!absent(s, "sliding_window") &&
+	    (!json_is_integer(json_object_get(s->o, "sliding_window")) ||
+	     json_integer_value(json_object_get(s->o, "sliding_window")) < 1 ||
+	     json_integer_value(json_object_get(s->o, "sliding_window")) > INT32_MAX))
+		return fi_fail(FI_ERANGE, "%s: 'sliding_window' must be a positive integer (null "
+			       "for no window)", s->file);
 	switch (c->family) {
 	case FI_FAM_MISTRAL:
 		/* MistralConfig: default 4096, null disables it. */
 		if (!json_object_get(s->o, "sliding_window"))
 			c->sliding_window = 4096;
 		else
-			return get_int(s, "sliding_window", 0, 0, 0, INT32_MAX, &c->sliding_window);
+			return get_int(s, "sliding_window", 0, 0, 1, INT32_MAX, &c->sliding_window);
 		return FI_OK;
 	case FI_FAM_QWEN2:
 	case FI_FAM_QWEN3:
@@ -278,7 +297,7 @@ static fi_err parse_sliding(const struct src *s, struct fi_config *c)
 		if ((err = get_bool(s, "use_sliding_window", 0, &use)))
 			return err;
 		if (use)
-			return get_int(s, "sliding_window", 0, 4096, 0, INT32_MAX, &c->sliding_window);
+			return get_int(s, "sliding_window", 0, 4096, 1, INT32_MAX, &c->sliding_window);
 		return FI_OK;
 	default:
 		return FI_OK;
@@ -300,7 +319,7 @@ static fi_err parse_config(const struct src *s, struct fi_config *c)
 	    (err = get_int(s, "num_key_value_heads", 0, c->n_heads, 1, MAX_HEADS, &c->n_kv_heads)) ||
 	    (err = get_int(s, "intermediate_size", 1, 0, 1, MAX_FFN, &c->ffn)) ||
 	    (err = get_int(s, "vocab_size", 1, 0, 1, MAX_VOCAB, &c->vocab)) ||
-	    (err = get_int(s, "max_position_embeddings", 1, 0, 1, MAX_POS, &c->max_pos)))
+	    (err = get_int(s, "max_position_embeddings", 1, 0, MIN_POS, MAX_POS, &c->max_pos)))
 		return err;
 	if (c->n_heads % c->n_kv_heads)
 		return fi_fail(FI_EFORMAT, "%s: 'num_attention_heads' (%d) is not a multiple of "
@@ -321,6 +340,9 @@ static fi_err parse_config(const struct src *s, struct fi_config *c)
 	c->rms_eps = (float)eps;
 	if ((err = get_num(s, "rope_theta", 0, 10000.0, &c->rope_theta)) || (err = parse_rope(s, c)))
 		return err;
+	if (!(c->rope_theta > 1 && c->rope_theta <= MAX_ROPE_THETA))
+		return fi_fail(FI_ERANGE, "%s: 'rope_theta' = %g is out of range (1, %g]", s->file,
+			       c->rope_theta, MAX_ROPE_THETA);
 	if ((err = get_bool(s, "tie_word_embeddings", 0, &c->tie_embeddings)))
 		return err;
 	if ((err = parse_sliding(s, c)))

@@ -334,7 +334,9 @@ fi_err fi_image_open(const char *path, struct fi_image **out)
 	int fd;
 	void *m;
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* Non-blocking: opening a FIFO (or a device) must not wait for a writer; it is then
+	 * refused as not a regular file. The flag changes nothing for a regular file. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return fi_fail(errno == ENOENT ? FI_ENOTFOUND : FI_EIO, "cannot open '%s': %s", path,
 			       strerror(errno));

@@ -182,7 +182,29 @@ static fi_err build_meta(const char *cfg, size_t cfg_len, enum fi_dtype dt,
 	return FI_OK;
 }
 
-/* Converts and writes one tensor in chunks, hashing what is written. */
+/* Index of the first non-finite value (NaN or +-Inf) among n values of dtype dt, or -1. An
+ * exponent of all ones is the test, so it runs at memory speed over a whole checkpoint. */
+static int64_t first_nonfinite(const void *p, enum fi_dtype dt, size_t n)
+{
+	size_t i;
+	if (dt == FI_DT_F32) {
+		const uint32_t *u = p;
+		for (i = 0; i < n; i++)
+			if ((u[i] & 0x7f800000u) == 0x7f800000u)
+				return (int64_t)i;
+	} else {
+		const uint16_t *u = p;
+		uint16_t m = dt == FI_DT_F16 ? 0x7c00 : 0x7f80;
+		for (i = 0; i < n; i++)
+			if ((u[i] & m) == m)
+				return (int64_t)i;
+	}
+	return -1;
+}
+
+/* Converts and writes one tensor in chunks, hashing what is written. A non-finite value
+ * (in the source, or made by the conversion: an f32 beyond the f16 range) is an error naming
+ * the tensor: such weights give NaN logits and junk text for every prompt. */
 static fi_err write_tensor(int fd, EVP_MD_CTX *md, const struct fi_image_src *t, enum fi_dtype dt,
 			   void *buf, struct fi_progress *pr, uint64_t *done, const char *p)
 {
@@ -193,8 +215,17 @@ static fi_err write_tensor(int fd, EVP_MD_CTX *md, const struct fi_image_src *t,
 	for (int64_t i = 0; i < numel; i += CHUNK_ELEMS) {
 		size_t k = (size_t)(numel - i < CHUNK_ELEMS ? numel - i : CHUNK_ELEMS);
 		fi_err e = fi_convert(buf, dt, (const char *)t->src + (size_t)i * ss, t->src_dtype, k);
+		int64_t bad;
 		if (e)
 			return fi_fail_ctx(e, "tensor '%s'", t->name);
+		if ((bad = first_nonfinite(buf, dt, k)) >= 0) {
+			const void *sp = (const char *)t->src + (size_t)(i + bad) * ss;
+			if (first_nonfinite(sp, t->src_dtype, 1) < 0)
+				return fi_fail(FI_ERANGE, "tensor '%s': element %lld overflows %s",
+					       t->name, (long long)(i + bad), fi_dtype_lname(dt));
+			return fi_fail(FI_ERANGE, "tensor '%s': element %lld is not finite (NaN or "
+				       "infinite)", t->name, (long long)(i + bad));
+		}
 		if (!EVP_DigestUpdate(md, buf, k * ds))
 			return fi_fail(FI_EIO, "sha256 failed");
 		if ((e = write_all(fd, buf, k * ds, p)))

@@ -15,12 +15,6 @@
 
 #include "base/log.h"
 
-const char *fi_home(void)
-{
-	const char *h = getenv("FI_HOME");
-	return h && *h ? h : FI_HOME_DEFAULT;
-}
-
 int fi_store_name_valid(const char *name)
 {
 	size_t n = strlen(name);
@@ -30,37 +24,42 @@ int fi_store_name_valid(const char *name)
 			    "0123456789._-") == n;
 }
 
-/* mkdir -p */
-static fi_err make_dirs(const char *path)
+/* FI_HOME and dir, one of its directories, may be trusted (base/home.h). Absent ones are
+ * fine: nothing can be read from them, and fi makes them trusted. */
+static fi_err trusted(const char *dir)
 {
-	char p[PATH_MAX];
-	size_t n = (size_t)snprintf(p, sizeof p, "%s", path);
-	if (n >= sizeof p)
-		return fi_fail(FI_ERANGE, "path too long: '%s'", path);
-	for (size_t i = 1; i <= n; i++) {
-		if (p[i] != '/' && p[i] != 0)
-			continue;
-		p[i] = 0;
-		if (mkdir(p, 0755) && errno != EEXIST)
-			return fi_fail(FI_EIO, "cannot create '%s': %s", p, strerror(errno));
-		p[i] = i < n ? '/' : 0;
+	fi_err e = fi_dir_trusted(fi_home(), NULL);
+	if (!e)
+		e = fi_dir_trusted(dir, NULL);
+	if (e == FI_ENOTFOUND) {
+		fi_clear_error();
+		e = FI_OK;
 	}
-	return FI_OK;
+	return e;
 }
 
 fi_err fi_store_models_dir(char *out, size_t outsz, int create)
 {
+	fi_err e;
 	if ((size_t)snprintf(out, outsz, "%s/models", fi_home()) >= outsz)
 		return fi_fail(FI_ERANGE, "FI_HOME too long");
-	return create ? make_dirs(out) : FI_OK;
+	if (!create)
+		return trusted(out);
+	if ((e = fi_dir_make(fi_home(), NULL)))
+		return e;
+	return fi_dir_make(out, NULL);
 }
 
 fi_err fi_store_path(const char *name, char *out, size_t outsz)
 {
+	char dir[PATH_MAX];
+	fi_err e;
 	if (!fi_store_name_valid(name))
 		return fi_fail(FI_EINVAL, "invalid model name '%s' (use letters, digits, '.', '_' "
 			       "and '-')", name);
-	if ((size_t)snprintf(out, outsz, "%s/models/%s.fim", fi_home(), name) >= outsz)
+	if ((e = fi_store_models_dir(dir, sizeof dir, 0)))
+		return e;
+	if ((size_t)snprintf(out, outsz, "%s/%s.fim", dir, name) >= outsz)
 		return fi_fail(FI_ERANGE, "FI_HOME too long");
 	return FI_OK;
 }
@@ -79,7 +78,7 @@ static void sweep_stale(const char *dir)
 		if (strncmp(d->d_name, ".fim-tmp.", 9))
 			continue;
 		snprintf(p, sizeof p, "%s/%s", dir, d->d_name);
-		if ((fd = open(p, O_RDONLY | O_CLOEXEC)) < 0)
+		if ((fd = open(p, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
 			continue;
 		if (!flock(fd, LOCK_EX | LOCK_NB)) {
 			fi_info("removing '%s', left by an interrupted conversion", p);
@@ -177,7 +176,7 @@ static void tmp_dir(char *out, size_t outsz)
 {
 	const char *t = getenv("TMPDIR");
 	snprintf(out, outsz, "%s/tmp", fi_home());
-	if (!make_dirs(out) && !access(out, W_OK))
+	if (!fi_dir_make(fi_home(), NULL) && !fi_dir_make(out, NULL) && !access(out, W_OK))
 		return;
 	fi_clear_error();
 	snprintf(out, outsz, "%s", t && *t ? t : "/tmp");
@@ -218,11 +217,11 @@ fi_err fi_store_open_dtype(const char *arg, enum fi_dtype dt, struct fi_image **
 		return fi_image_open(arg, out);
 	}
 	er = errno;
-	fi_store_models_dir(dir, sizeof dir, 0);
 	if (!fi_store_name_valid(arg))
 		return fi_fail(FI_ENOTFOUND, "cannot open '%s': %s, and it is not a model name",
 			       arg, strerror(er));
-	fi_store_path(arg, p, sizeof p);
+	if (fi_store_models_dir(dir, sizeof dir, 0) || fi_store_path(arg, p, sizeof p))
+		return fi_errcode();
 	if (access(p, F_OK))
 		return fi_fail(FI_ENOTFOUND, "model '%s' not found in %s (fi-load -l lists models)",
 			       arg, dir);

@@ -1,21 +1,19 @@
 /* store: the model store ($FI_HOME/models/NAME.fim) and resolving `-m NAME|PATH`.
  *
- * $FI_HOME defaults to /dev/shm/fi, so images live in memory-backed files that every
- * process maps without a copy. Store names are [A-Za-z0-9._-]+ (not "." or "..", at most
- * FI_STORE_NAME_MAX - 1 bytes). */
+ * $FI_HOME defaults to /dev/shm/fi-UID, so images live in memory-backed files that every
+ * process maps without a copy; it is used only when no one else can write it (base/home.h:
+ * otherwise every name fails with the reason). Store names are [A-Za-z0-9._-]+ (not "." or
+ * "..", at most FI_STORE_NAME_MAX - 1 bytes). */
 #ifndef FI_STORE_H
 #define FI_STORE_H
 
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/home.h" /* fi_home() */
 #include "image.h"
 
 #define FI_STORE_NAME_MAX 128
-#define FI_HOME_DEFAULT "/dev/shm/fi"
-
-/* $FI_HOME if set and non-empty, else FI_HOME_DEFAULT. */
-const char *fi_home(void);
 /* 1 if name is a valid store name. */
 int fi_store_name_valid(const char *name);
 /* $FI_HOME/models, created (with $FI_HOME) on demand when create is nonzero. */

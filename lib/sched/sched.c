@@ -112,10 +112,38 @@ fi_err fi_sched_arena(struct fi_sched *s, int create, struct fi_kvx **x)
 	*x = NULL;
 	if (!s->o.fingerprint)
 		return fi_fail(FI_ESTATE, "kv arena: the model has no fingerprint");
-	if (!s->x && (e = fi_kvx_open(&s->x, s->m, s->o.fingerprint, s->o.arena_size, create)))
+	if (!s->x && (e = fi_kvx_open(&s->x, s->m, s->o.fingerprint, s->o.arena_size, create))) {
+		/* Not tried again (each try may wait out a stuck lock), unless it was absent
+		 * and may be created by another process later. */
+		if (e != FI_ENOTFOUND)
+			s->x_tried = 1;
 		return e;
+	}
 	*x = s->x;
 	return FI_OK;
+}
+
+struct fi_kvx *fi_sched_kvx(const struct fi_sched *s)
+{
+	return s->x;
+}
+
+/* An arena operation for request q failed: the request computes what it could not fetch or
+ * store, with a warning. A lock that timed out (a stopped or stuck process holds it) would
+ * cost every later request the same wait, so the arena is then dropped for good. */
+static fi_err arena_failed(struct fi_sched *s, struct sreq *q)
+{
+	int stuck = fi_errcode() == FI_EBUSY;
+	fi_err e;
+	if (stuck)
+		fi_fail_ctx(FI_EBUSY, "computing without the arena from now on");
+	e = warn(s, q->id, q->user);
+	if (stuck) {
+		fi_kvx_close(s->x);
+		s->x = NULL;
+		s->x_tried = 1;
+	}
+	return e;
 }
 
 /* The model's arena, attached on first use (created only with prefix_cache); NULL when it
@@ -154,6 +182,11 @@ int fi_sched_running(const struct fi_sched *s)
 	for (int i = 0; i < s->n; i++)
 		n += s->r[i]->admitted && !s->r[i]->dead;
 	return n;
+}
+
+int fi_sched_room(const struct fi_sched *s)
+{
+	return s->o.max_requests - s->n;
 }
 
 int fi_sched_has(const struct fi_sched *s, const char *id)
@@ -377,7 +410,7 @@ static fi_err admit(struct fi_sched *s)
 		if (q->arena && s->x &&
 		    fi_kvx_fetch(s->x, q->seq, (const uint32_t *)q->hist, q->n_prompt,
 				 (size_t)q->max_blocks, &q->cached) &&
-		    (e = warn(s, q->id, q->user)))
+		    (e = arena_failed(s, q)))
 			return e;
 		q->pos = (uint32_t)q->cached;
 	}
@@ -524,9 +557,10 @@ static fi_err forward(struct fi_sched *s, int na)
 			q->pos += n;
 			if (q->pos < q->n_prompt)
 				continue;
-			if (q->store && fi_kvx_store(s->x, q->seq, (const uint32_t *)q->hist,
-						     q->n_prompt, &q->stored) &&
-			    (e = warn(s, q->id, q->user)))
+			if (q->store && s->x &&
+			    fi_kvx_store(s->x, q->seq, (const uint32_t *)q->hist, q->n_prompt,
+					 &q->stored) &&
+			    (e = arena_failed(s, q)))
 				break;
 		}
 		/* rows come in batch order: admission order */

@@ -29,8 +29,9 @@
  * by that tail are the output text. Without a tokenizer, events carry no text and requests
  * with stop strings are refused (FI_EUNSUPPORTED).
  *
- * The library never prints: warnings (the arena cannot be attached, a block fetch failed:
- * the prompt is then computed) are FI_SCHED_EV_WARN events. A callback returning an error
+ * The library never prints: warnings (the arena cannot be attached, a block fetch failed or
+ * a fetched block failed its checksum: the prompt is then computed) are FI_SCHED_EV_WARN
+ * events. An arena whose lock times out is dropped for the rest of the run. A callback returning an error
  * stops the step and fi_sched_step() returns it (a broken output stream). */
 #ifndef FI_SCHEDULER_H
 #define FI_SCHEDULER_H
@@ -157,6 +158,11 @@ fi_err fi_sched_cancel_all(struct fi_sched *s);
  * is held. */
 int fi_sched_pending(const struct fi_sched *s);
 int fi_sched_running(const struct fi_sched *s);
+/* Requests that can still be added (max_requests less those held). A reader of request
+ * frames takes at most this many before stepping, so fi_sched_add never refuses one with
+ * FI_EBUSY and a full queue pushes back on the input instead (a pipe or socket that is not
+ * read stops its writer). */
+int fi_sched_room(const struct fi_sched *s);
 int fi_sched_has(const struct fi_sched *s, const char *id);
 
 /* A first token drawn elsewhere for a request that has not arrived yet (fi-prefill sends it
@@ -167,6 +173,9 @@ void fi_sched_first_token(struct fi_sched *s, const char *id, uint32_t token);
 /* Attaches the model's arena now (create: make it if absent) and returns it; an attached
  * one is returned as it is. Needs opts.fingerprint. */
 fi_err fi_sched_arena(struct fi_sched *s, int create, struct fi_kvx **x);
+/* The arena in use now, or NULL: not attached, or dropped after its lock timed out (a
+ * stuck process holds it; requests are then computed). Valid until the next step. */
+struct fi_kvx *fi_sched_kvx(const struct fi_sched *s);
 
 /* ---- frames (sched_frame.c) ---- */
 

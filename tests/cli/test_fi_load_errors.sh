@@ -46,6 +46,25 @@ expect_fail int "tensor 'model.norm.weight': dtype I16 is not supported" "$work/
 mkdir "$work/empty"
 expect_fail empty "config.json" "$work/empty"
 
+# Weights that are not numbers: the second shard's data all 0xff (bf16 NaN). The tensor is
+# named and nothing is stored, where the image used to load and decode gave junk.
+cp -r "$fx" "$work/nan"
+f=$work/nan/model-00002-of-00002.safetensors
+h=$(head -c 8 "$f" | od -An -tu8 | tr -d ' ')
+n=$(($(wc -c < "$f") - 8 - h))
+{ head -c $((8 + h)) "$f"; tr '\0' '\377' < /dev/zero | head -c $n; } > "$work/shard"
+mv "$work/shard" "$f"
+expect_fail nan "tensor '.*': element 0 is not finite (NaN or infinite)" "$work/nan"
+# A finite value that f16 cannot hold (bf16 0x4800 = 131072, the first element of the second
+# shard) is refused when converting to f16, naming the overflow; as bf16 it loads.
+cp -r "$fx" "$work/big"
+f=$work/big/model-00002-of-00002.safetensors
+printf '\000\110' | dd of="$f" bs=1 seek=$((8 + h)) conv=notrunc 2> /dev/null
+fi-load --name big --dtype f16 "$work/big" > /dev/null 2> "$work/err" && fail "f16 overflow loaded"
+grep -q "element 0 overflows f16" "$work/err" || fail "f16 overflow: $(cat "$work/err")"
+fi-load --name big "$work/big" > /dev/null 2> "$work/err" || fail "bf16 big: $(cat "$work/err")"
+fi-load --rm big > /dev/null || fail "--rm big"
+
 # A damaged image in the store: -i names the problem, -l lists it with '-' and exits 1.
 fi-load --name good "$fx" > /dev/null || fail "good load"
 size=$(wc -c < "$models/good.fim")
@@ -58,4 +77,18 @@ grep -q '^good  *llama ' "$work/out" || fail "-l good row"
 printf 'XIMG' | dd of="$models/good.fim" bs=1 conv=notrunc 2> /dev/null
 fi-load -i good 2> "$work/err" > /dev/null; [ $? -eq 1 ] || fail "bad magic exit status"
 grep -q "bad magic" "$work/err" || fail "bad magic: $(cat "$work/err")"
+
+# A FIFO named like an image: listing, inspecting and opening it refuse it at once (they
+# used to wait forever for a writer).
+mkfifo "$models/pipe.fim"
+timeout 10 fi-load -l > "$work/out" 2> "$work/err"; rc=$?
+[ $rc = 1 ] || fail "-l with a FIFO: exit $rc"
+grep -q '^pipe  *-  *-  *-  *-$' "$work/out" || fail "-l FIFO row: $(cat "$work/out")"
+grep -q "pipe.fim': not a regular file" "$work/err" || fail "-l FIFO: $(cat "$work/err")"
+for cmd in "fi-load -i pipe" "fi-decode -m pipe --prompt x" "fi-prefill -m pipe" \
+	"fi-tokenize -m pipe" "fi-tokenize -m $models/pipe.fim" "fi-bench -m pipe tg1"; do
+	timeout 10 $cmd < /dev/null > "$work/out" 2> "$work/err"; rc=$?
+	[ $rc = 1 ] || fail "$cmd with a FIFO: exit $rc: $(cat "$work/err")"
+	grep -q "not a regular file" "$work/err" || fail "$cmd: $(cat "$work/err")"
+done
 exit 0

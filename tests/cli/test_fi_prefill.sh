@@ -96,12 +96,15 @@ fi-prefill -m "$fx/llama" -i "ipc://$work/no/such/dir/s" < /dev/null > /dev/null
 grep -q "cannot bind" "$work/err" || fail "unbindable endpoint message: $(cat "$work/err")"
 # kv references made with the llama fixture, sent to the qwen2 fixture
 fi-prefill -m "$fx/llama" --backend cpu < "$work/req.mp" 2>/dev/null |
-	fi-decode -m "$fx/qwen2" --backend cpu > "$work/x.mp" || fail "mismatch run exited"
+	fi-decode -m "$fx/qwen2" --backend cpu > "$work/x.mp" 2> "$work/err"
+[ $? -eq 3 ] || fail "mismatch run: status $?, want 3 (some requests failed)"
+grep -q "^fi-decode: [0-9]* requests, 4 failed" "$work/err" || fail "mismatch summary: $(cat "$work/err")"
 fi-frame -t error < "$work/x.mp" > "$work/errs"
 [ "$(grep -c '"code":"mismatch"' "$work/errs")" -eq 4 ] || fail "mismatch frames: $(cat "$work/errs")"
 grep -q "kv reference is for model" "$work/errs" || fail "mismatch message"
 fi-prefill -m "$fx/llama" --backend cpu < "$work/req.mp" 2>/dev/null |
-	fi-prefill -m "$fx/qwen2" --backend cpu > "$work/x.mp" || fail "prefill mismatch exited"
+	fi-prefill -m "$fx/qwen2" --backend cpu > "$work/x.mp" 2> /dev/null
+[ $? -eq 3 ] || fail "prefill mismatch: status $?, want 3"
 [ "$(fi-frame -t error < "$work/x.mp" | grep -c '"code":"mismatch"')" -eq 4 ] || fail "prefill mismatch"
 # a corrupt stream: the requests before it are answered, then exit 1
 { head -c 200 "$work/req.mp"; printf '\301\301\301'; } |

@@ -108,7 +108,8 @@ fi-tokenize -m "$l3" < "$work/rt.txt" | fi-frame | jq -c '.id as $id |
 	fi-frame -e | fi-tokenize -m "$l3" -d --skip-special > "$work/rt.out" || fail "round trip exit"
 cmp -s "$work/rt.txt" "$work/rt.out" || fail "round trip differs: $(cat "$work/rt.out")"
 
-# Failures: usage (2), missing model (1), bad JSONL line (1, with an error frame).
+# Failures: usage (2), missing model (1), bad JSONL line (3, with an error frame; the
+# other lines go on: test_fi_tokenize_errors.sh has the rest).
 fi-tokenize > /dev/null 2>&1; [ $? = 2 ] || fail "no -m: want exit 2"
 fi-tokenize -m "$l3" --ids --count < /dev/null > /dev/null 2>&1; [ $? = 2 ] || fail "--ids --count: want 2"
 fi-tokenize -m "$l3" -d --ids < /dev/null > /dev/null 2>&1; [ $? = 2 ] || fail "-d --ids: want 2"
@@ -117,8 +118,10 @@ grep -q "^fi-tokenize: " "$work/err" || fail "missing model message: $(cat "$wor
 echo '{ "tokenizer": broken' > "$work/bad.json"
 fi-tokenize -m "$work/bad.json" --ids < /dev/null 2> "$work/err"; [ $? = 1 ] || fail "bad tokenizer.json: want 1"
 grep -q "tokenizer.json" "$work/err" || fail "bad tokenizer.json message: $(cat "$work/err")"
-printf '%s\n' 'not json' '{"prompt":"ok"}' | fi-tokenize -m "$l3" --jsonl 2> "$work/err" | fi-frame > "$work/f.json"
-[ $? = 0 ] || fail "bad jsonl: frames"
+printf '%s\n' 'not json' '{"prompt":"ok"}' > "$work/bad.jsonl"
+fi-tokenize -m "$l3" --jsonl < "$work/bad.jsonl" > "$work/f.mp" 2> "$work/err"
+[ $? = 3 ] || fail "bad jsonl: want exit 3"
+fi-frame < "$work/f.mp" > "$work/f.json" || fail "bad jsonl: frames"
 jq -e -s '[.[].type] == ["error", "request"] and (.[0] | has("prompt") | not) and
 	[.[].seq] == [1, 2]' "$work/f.json" > /dev/null || fail "bad jsonl frames: $(cat "$work/f.json")"
 exit 0

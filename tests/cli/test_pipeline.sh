@@ -103,14 +103,14 @@ else
 fi
 
 # SIGTERM: a decode worker running long requests ends them with finish "cancel"; each request
-# sent gets a done or an error frame; exit status 0.
+# sent gets a done or an error frame; exit status 3 (requests cut short by the signal).
 frames_prompts 12 30 5 400 | fi-frame -e > "$work/long.mp"
 fi-decode -m tiny -e 0 -i "ipc://$work/d3" > "$work/t.mp" & d=$!; pids="$pids $d"
 fi-prefill -m tiny $A -o "ipc://$work/d3" < "$work/long.mp" || fail "prefill to d3"
 sleep 1
 kill -TERM $d
 wait_exit $d 30; rc=$?
-[ $rc -eq 0 ] || fail "SIGTERM: decode exit $rc"
+[ $rc -eq 3 ] || fail "SIGTERM: decode exit $rc"
 fi-frame -t done,error < "$work/t.mp" > "$work/t.jsonl"
 jq -e -s '([.[].id] | unique) == ([range(12) | "q\(.)"] | sort) and any(.[]; .finish == "cancel")' \
 	"$work/t.jsonl" > /dev/null || fail "SIGTERM frames: $(cat "$work/t.jsonl")"

@@ -16,12 +16,15 @@ printf '%s\n' '{"v":1,"type":"request","id":"bad","tokens":[999999]}' | fi-frame
 cat "$work/req.mp" "$work/bad.mp" > "$work/all.mp"
 
 # Off a terminal: the summary only, with the counts of the frames written.
-fi-decode -m tiny < "$work/all.mp" > "$work/out.mp" 2> "$work/err" || fail "fi-decode exit $?"
+# (one request is bad: status 3)
+fi-decode -m tiny < "$work/all.mp" > "$work/out.mp" 2> "$work/err"
+rc=$?; [ $rc = 3 ] || fail "fi-decode exit $rc, want 3"
 n=$(fi-frame -t done < "$work/out.mp" | jq -s 'map(.counts.gen_tokens) | add')
 [ "$(grep -c . "$work/err")" = 1 ] || fail "fi-decode stderr: $(cat "$work/err")"
 grep -q "^fi-decode: 41 requests, 1 failed, $n tokens in [0-9.]* s, [0-9.]* tok/s$" "$work/err" ||
 	fail "fi-decode summary ($n tokens): $(cat "$work/err")"
-fi-prefill -m tiny --arena-size 16M < "$work/all.mp" > /dev/null 2> "$work/err" || fail "fi-prefill exit $?"
+fi-prefill -m tiny --arena-size 16M < "$work/all.mp" > /dev/null 2> "$work/err"
+rc=$?; [ $rc = 3 ] || fail "fi-prefill exit $rc, want 3"
 p=$(fi-frame < "$work/req.mp" | jq -s 'map(.tokens | length) | add')
 [ "$(grep -c . "$work/err")" = 1 ] &&
 	grep -q "^fi-prefill: 41 requests, 1 failed, $p tokens (0 cached) in [0-9.]* s, [0-9.]* tok/s$" "$work/err" ||

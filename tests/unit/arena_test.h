@@ -17,7 +17,7 @@
 static char t_dir[256];
 
 /* A fresh directory for arena files, removed by t_rmdir. */
-static void t_mkdir(void)
+static inline void t_mkdir(void)
 {
 	const char *tmp = getenv("TMPDIR");
 	snprintf(t_dir, sizeof t_dir, "%s/fi-arena-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -25,7 +25,7 @@ static void t_mkdir(void)
 		abort();
 }
 
-static void t_rmdir(void)
+static inline void t_rmdir(void)
 {
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", t_dir);
@@ -34,7 +34,7 @@ static void t_rmdir(void)
 }
 
 /* A model fingerprint made from a seed. */
-static void t_fp(char out[FI_ARENA_FP_CHARS + 1], unsigned seed)
+static inline void t_fp(char out[FI_ARENA_FP_CHARS + 1], unsigned seed)
 {
 	int i;
 	for (i = 0; i < FI_ARENA_FP_CHARS; i++)
@@ -43,28 +43,28 @@ static void t_fp(char out[FI_ARENA_FP_CHARS + 1], unsigned seed)
 }
 
 /* Options for an arena of about n_blocks 4 KiB blocks in t_dir. */
-static struct fi_arena_opts t_opts(uint32_t n_blocks)
+static inline struct fi_arena_opts t_opts(uint32_t n_blocks)
 {
 	struct fi_arena_opts o = {0};
 	o.dir = t_dir;
 	o.block_tokens = T_BLOCK_TOKENS;
 	o.token_bytes = T_TOKEN_BYTES;
 	o.max_leases = 64;
-	o.checksum = 1;
+	o.lock_timeout_ms = 3000;
 	/* header + tables (~200 B per block + leases + 1024 pins) + data */
 	o.size_bytes = 4096 + 64 * 32 + 1024 * 8 + 8192 + (uint64_t)n_blocks * (4096 + 208);
 	return o;
 }
 
 /* Block content derived from its key, so any process can tell a right block from a wrong one. */
-static void t_fill(uint8_t *p, size_t n, const fi_arena_key *k)
+static inline void t_fill(uint8_t *p, size_t n, const fi_arena_key *k)
 {
 	size_t i;
 	for (i = 0; i < n; i++)
 		p[i] = (uint8_t)(k->b[i % FI_ARENA_KEY_BYTES] ^ (i * 131 >> 5));
 }
 
-static int t_data_ok(const uint8_t *p, size_t n, const fi_arena_key *k)
+static inline int t_data_ok(const uint8_t *p, size_t n, const fi_arena_key *k)
 {
 	size_t i;
 	for (i = 0; i < n; i++)
@@ -74,7 +74,7 @@ static int t_data_ok(const uint8_t *p, size_t n, const fi_arena_key *k)
 }
 
 /* Tokens of prompt `id`: prompts share prefixes (ids with equal high bits share blocks). */
-static void t_tokens(uint32_t *t, size_t n, unsigned id)
+static inline void t_tokens(uint32_t *t, size_t n, unsigned id)
 {
 	size_t i;
 	for (i = 0; i < n; i++)
@@ -82,7 +82,7 @@ static void t_tokens(uint32_t *t, size_t n, unsigned id)
 }
 
 /* Puts every block of keys[0..n) with t_fill content; returns 0 or the fi_err. */
-static int t_put_chain(struct fi_arena_lease *l, const fi_arena_key *keys, size_t n,
+static inline int t_put_chain(struct fi_arena_lease *l, const fi_arena_key *keys, size_t n,
 		       size_t block_bytes)
 {
 	uint8_t *buf = malloc(block_bytes);
@@ -97,7 +97,7 @@ static int t_put_chain(struct fi_arena_lease *l, const fi_arena_key *keys, size_
 }
 
 /* Waits for a child; returns its exit status, or 128 + signal. */
-static int t_wait(pid_t pid)
+static inline int t_wait(pid_t pid)
 {
 	int st;
 	if (waitpid(pid, &st, 0) != pid)

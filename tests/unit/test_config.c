@@ -202,7 +202,29 @@ static const struct err_case {
 	{"dtype unknown", "{\"torch_dtype\":\"int8\"}", NULL, FI_EUNSUPPORTED, "'torch_dtype' 'int8' is not supported"},
 	{"dtype number", "{\"dtype\":5}", NULL, FI_EFORMAT, "'dtype' is not a string"},
 	{"mistral window negative", "{\"architectures\":[\"MistralForCausalLM\"],\"sliding_window\":-1}", NULL,
-	 FI_ERANGE, "'sliding_window' = -1"},
+	 FI_ERANGE, "'sliding_window' must be a positive integer (null for no window)"},
+	{"mistral window zero", "{\"architectures\":[\"MistralForCausalLM\"],\"sliding_window\":0}", NULL,
+	 FI_ERANGE, "'sliding_window' must be a positive integer"},
+	{"llama window zero", "{\"sliding_window\":0}", NULL, FI_ERANGE, "'sliding_window' must be"},
+	{"llama window negative", "{\"sliding_window\":-4096}", NULL, FI_ERANGE, "'sliding_window' must be"},
+	{"llama window string", "{\"sliding_window\":\"4096\"}", NULL, FI_ERANGE, "'sliding_window' must be"},
+	{"qwen2 window negative unused", "{\"architectures\":[\"Qwen2ForCausalLM\"],\"sliding_window\":-1}",
+	 NULL, FI_ERANGE, "'sliding_window' must be"},
+	{"qwen3 window zero used", "{\"architectures\":[\"Qwen3ForCausalLM\"],\"sliding_window\":0,"
+	 "\"use_sliding_window\":true}", NULL, FI_ERANGE, "'sliding_window' must be"},
+	{"theta huge", "{\"rope_theta\":1e308}", NULL, FI_ERANGE, "'rope_theta' = 1e+308 is out of range (1, 1e+12]"},
+	{"theta one", "{\"rope_theta\":1}", NULL, FI_ERANGE, "'rope_theta' = 1 is out of range"},
+	{"theta below one", "{\"rope_theta\":0.5}", NULL, FI_ERANGE, "'rope_theta' = 0.5 is out of range"},
+	{"theta huge in rope_parameters", "{\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":1e300}}",
+	 NULL, FI_ERANGE, "'rope_theta' = 1e+300 is out of range"},
+	{"max pos one", "{\"max_position_embeddings\":1}", NULL, FI_ERANGE,
+	 "'max_position_embeddings' = 1 is out of range [16, 16777216]"},
+	{"model_type other family", "{\"model_type\":\"qwen3\"}", NULL, FI_EFORMAT,
+	 "'model_type' 'qwen3' does not match architecture 'LlamaForCausalLM' (model_type 'llama')"},
+	{"model_type unknown with arch", "{\"model_type\":\"gemma\"}", NULL, FI_EFORMAT,
+	 "'model_type' 'gemma' does not match"},
+	{"model_type number with arch", "{\"model_type\":3}", NULL, FI_EFORMAT, "'model_type' is not a string"},
+	{"model_type object with arch", "{\"model_type\":{\"a\":1}}", NULL, FI_EFORMAT, "'model_type' is not a string"},
 	{"qwen2 window type", "{\"architectures\":[\"Qwen2ForCausalLM\"],\"use_sliding_window\":\"on\"}", NULL,
 	 FI_EFORMAT, "'use_sliding_window' is not a boolean"},
 	/* rope_scaling */
@@ -228,6 +250,24 @@ static const struct err_case {
 	 "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}}", NULL, FI_ERANGE,
 	 "'high_freq_factor' must exceed 'low_freq_factor'"},
 };
+
+/* The edges of the ranges above are accepted. */
+START_TEST(test_bounds_accepted)
+{
+	struct fi_config c;
+	ck_assert_int_eq(parse_patched("{\"max_position_embeddings\":16}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.max_pos, 16);
+	ck_assert_int_eq(parse_patched("{\"rope_theta\":1e12}", NULL, NULL, &c), FI_OK);
+	ck_assert_double_eq(c.rope_theta, 1e12);
+	ck_assert_int_eq(parse_patched("{\"rope_theta\":1.5}", NULL, NULL, &c), FI_OK);
+	/* Llama ignores a window, as transformers does, but a valid one is no error */
+	ck_assert_int_eq(parse_patched("{\"sliding_window\":4096}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.sliding_window, 0);
+	ck_assert_int_eq(parse_patched("{\"architectures\":[\"MistralForCausalLM\"],\"sliding_window\":1}",
+				       NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.sliding_window, 1);
+}
+END_TEST
 
 START_TEST(test_errors)
 {
@@ -307,9 +347,15 @@ START_TEST(test_defaults_and_families)
 	roundtrip(&c);
 	ck_assert_int_eq(parse_patched("{\"num_key_value_heads\":null,\"head_dim\":null}", NULL, NULL, &c), FI_OK);
 	ck_assert_int_eq(c.n_kv_heads, 8);
-	/* architectures wins over model_type; model_type is the fallback. */
-	ck_assert_int_eq(parse_patched("{\"model_type\":\"qwen3\"}", NULL, NULL, &c), FI_OK);
+	/* architectures names the class; model_type, when given, must agree with it, and is
+	 * the fallback without architectures. */
+	ck_assert_int_eq(parse_patched("{\"model_type\":\"llama\"}", NULL, NULL, &c), FI_OK);
 	ck_assert_int_eq(c.family, FI_FAM_LLAMA);
+	ck_assert_int_eq(parse_patched("{\"model_type\":null}", NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.family, FI_FAM_LLAMA);
+	ck_assert_int_eq(parse_patched("{\"architectures\":[\"MistralForCausalLM\"],\"model_type\":\"mistral\"}",
+				       NULL, NULL, &c), FI_OK);
+	ck_assert_int_eq(c.family, FI_FAM_MISTRAL);
 	ck_assert_int_eq(parse_patched("{\"model_type\":\"qwen3\"}", "architectures", NULL, &c), FI_OK);
 	ck_assert_int_eq(c.family, FI_FAM_QWEN3);
 	ck_assert_str_eq(c.arch, "Qwen3ForCausalLM");
@@ -547,6 +593,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_fixture, 0, sizeof fixtures / sizeof fixtures[0]);
 	tcase_add_test(tc, test_llama31_details);
 	tcase_add_loop_test(tc, test_errors, 0, sizeof err_cases / sizeof err_cases[0]);
+	tcase_add_test(tc, test_bounds_accepted);
 	tcase_add_test(tc, test_bad_json);
 	tcase_add_loop_test(tc, test_rope, 0, sizeof rope_cases / sizeof rope_cases[0]);
 	tcase_add_test(tc, test_defaults_and_families);

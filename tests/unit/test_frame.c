@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "base/utf8.h"
 #include "frame/frame.h"
 #include "frame/stream.h"
 #include "util.h"
@@ -385,6 +386,80 @@ START_TEST(test_wrong_types)
 		}
 	ck_assert_int_gt(n, 40);
 	fi_buf_free(&b);
+}
+END_TEST
+
+/* A request with id bytes idb[0..n) and a text prompt. */
+static void build_id(struct fi_buf *b, const char *idb, size_t n)
+{
+	msgpack_packer pk;
+	b->len = 0;
+	msgpack_packer_init(&pk, b, sb_write);
+	msgpack_pack_map(&pk, 4);
+	pk_str(&pk, "v");
+	msgpack_pack_uint32(&pk, 1);
+	pk_str(&pk, "type");
+	pk_str(&pk, "request");
+	pk_str(&pk, "id");
+	msgpack_pack_str_with_body(&pk, idb, n);
+	pk_str(&pk, "text");
+	pk_str(&pk, "x");
+}
+
+/* An id that is not UTF-8 is refused, and never echoed as a msgpack str: the error reply's
+ * id is "". Over-long ids are echoed by a head cut at a character boundary, and error
+ * messages quoting bad bytes are sent as valid UTF-8. */
+START_TEST(test_utf8_ids)
+{
+	static const char *bad[] = {
+		"\xff", "a\xc3", "\xc0\xaf" /* overlong '/' */, "\xed\xa0\x80" /* surrogate */,
+		"\xf4\x90\x80\x80" /* past U+10FFFF */, "ok\x80ok",
+	};
+	struct fi_buf b = { 0 }, r = { 0 };
+	struct fi_frame f, g;
+	char buf[FI_FRAME_ERROR_ID_MAX + 1], longid[300];
+	for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+		build_id(&b, bad[k], strlen(bad[k]));
+		ck_assert_int_eq(fi_frame_decode(b.data, b.len, NULL, &f), FI_EFORMAT);
+		ck_assert_msg(strstr(fi_errmsg(), "'id' is not valid UTF-8"), "%zu: %s", k, fi_errmsg());
+		ck_assert_ptr_null(f.id);
+		/* the reply a command sends for it */
+		r.len = 0;
+		ck_assert_int_eq(fi_frame_encode_error(&r, f.id, FI_EFORMAT, fi_errmsg()), FI_OK);
+		ck_assert_int_eq(fi_frame_decode(r.data, r.len, NULL, &g), FI_OK);
+		ck_assert_str_eq(g.id, "");
+		fi_frame_free(&g);
+		fi_frame_free(&f);
+		/* an id passed in by a caller: refused by the encoder, "" in an error reply */
+		ck_assert_str_eq(fi_frame_error_id(bad[k], buf), "");
+		ck_assert_uint_lt(fi_utf8_valid(bad[k], strlen(bad[k])), strlen(bad[k]));
+		fi_frame_init(&f, FI_FRAME_CANCEL);
+		f.id = (char *)bad[k];
+		r.len = 0;
+		ck_assert_int_eq(fi_frame_encode(&f, &r), FI_EINVAL);
+		ck_assert_uint_eq(r.len, 0);
+	}
+	/* valid: 2-, 3- and 4-byte characters pass */
+	build_id(&b, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14);
+	ck_assert_int_eq(fi_frame_decode(b.data, b.len, NULL, &f), FI_OK);
+	ck_assert_str_eq(f.id, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+	fi_frame_free(&f);
+	/* 299 bytes: 'a' then 149 two-byte characters; the echo keeps 255 bytes, not 256 (which
+	 * would split a character) */
+	longid[0] = 'a';
+	for (int i = 0; i < 149; i++)
+		memcpy(longid + 1 + 2 * i, "\xc3\xa9", 2);
+	longid[299] = 0;
+	ck_assert_uint_eq(strlen(fi_frame_error_id(longid, buf)), 255);
+	ck_assert_uint_eq(fi_utf8_valid(buf, 255), 255);
+	r.len = 0;
+	ck_assert_int_eq(fi_frame_encode_error(&r, longid, FI_ERANGE, "bad \xff byte \xe2\x82"), FI_OK);
+	ck_assert_int_eq(fi_frame_decode(r.data, r.len, NULL, &g), FI_OK);
+	ck_assert_uint_eq(strlen(g.id), 255);
+	ck_assert_str_eq(g.err.message, "bad \xef\xbf\xbd byte \xef\xbf\xbd\xef\xbf\xbd");
+	fi_frame_free(&g);
+	fi_buf_free(&b);
+	fi_buf_free(&r);
 }
 END_TEST
 
@@ -772,6 +847,7 @@ int main(void)
 	tcase_add_test(tc, test_encode_refuses);
 	tcase_add_test(tc, test_lenient_and_versions);
 	tcase_add_test(tc, test_wrong_types);
+	tcase_add_test(tc, test_utf8_ids);
 	tcase_add_test(tc, test_huge_declared);
 	tcase_add_test(tc, test_structure_errors);
 	tcase_add_test(tc, test_truncations);

@@ -356,6 +356,61 @@ START_TEST(test_atomic_and_check_failure)
 }
 END_TEST
 
+/* Non-finite weights are refused at conversion, naming the tensor and the element: NaN and
+ * Inf in the source, and a finite f32 that f16 cannot hold. Nothing is written. */
+START_TEST(test_nonfinite_refused)
+{
+	static const struct {
+		float v;
+		enum fi_dtype dt;
+		const char *msg;
+	} cases[] = {
+		{NAN, FI_DT_F32, "element 7 is not finite"},
+		{NAN, FI_DT_BF16, "element 7 is not finite"},
+		{-INFINITY, FI_DT_F16, "element 7 is not finite"},
+		{INFINITY, FI_DT_BF16, "element 7 is not finite"},
+		{1e6f, FI_DT_F16, "element 7 overflows f16"},
+	};
+	struct fi_config c = tiny();
+	struct synth s;
+	char p[512];
+	mk_tmp();
+	snprintf(p, sizeof p, "%s/x.fim", tmpdir);
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		synth_make(&s, &c, 3);
+		s.data[4][7] = cases[k].v;
+		ck_assert_int_eq(fi_image_write(p, &c, cases[k].dt, s.src, s.n, NULL, 0, 0, NULL),
+				 FI_ERANGE);
+		ck_assert_msg(strstr(fi_errmsg(), s.ex[4].name) && strstr(fi_errmsg(), cases[k].msg),
+			      "case %zu: %s", k, fi_errmsg());
+		ck_assert_int_eq(count_entries(tmpdir), 0);
+		synth_free(&s);
+	}
+	/* 1e6 is finite in bf16 and f32 */
+	synth_make(&s, &c, 3);
+	s.data[4][7] = 1e6f;
+	ck_assert_msg(!fi_image_write(p, &c, FI_DT_BF16, s.src, s.n, NULL, 0, 0, NULL), "%s",
+		      fi_errmsg());
+	synth_free(&s);
+	rm_tree(tmpdir);
+}
+END_TEST
+
+/* Anything but a regular file is refused at once: a FIFO used to block the open. */
+START_TEST(test_open_fifo)
+{
+	struct fi_image *im;
+	char p[512];
+	mk_tmp();
+	snprintf(p, sizeof p, "%s/pipe.fim", tmpdir);
+	ck_assert_int_eq(mkfifo(p, 0600), 0);
+	ck_assert_int_eq(fi_image_open(p, &im), FI_EIO);
+	ck_assert_msg(strstr(fi_errmsg(), "not a regular file"), "%s", fi_errmsg());
+	ck_assert_int_eq(fi_image_open(tmpdir, &im), FI_EIO);
+	rm_tree(tmpdir);
+}
+END_TEST
+
 START_TEST(test_format_helpers)
 {
 	char b[32];
@@ -423,6 +478,8 @@ int main(void)
 	tcase_add_test(tc, test_truncation_every_prefix);
 	tcase_add_test(tc, test_byte_flips);
 	tcase_add_test(tc, test_atomic_and_check_failure);
+	tcase_add_test(tc, test_nonfinite_refused);
+	tcase_add_test(tc, test_open_fifo);
 	tcase_add_test(tc, test_format_helpers);
 	tcase_add_test(tc, test_independent_writer);
 	suite_add_tcase(s, tc);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "model/image.h"
 #include "image_synth.h"
@@ -295,8 +296,102 @@ START_TEST(test_store_resolution)
 	ck_assert_int_eq(fi_store_open("tiny", &im), FI_ENOTFOUND);
 	ck_assert_int_eq(fi_store_remove("../x"), FI_EINVAL);
 	unsetenv("FI_HOME");
-	ck_assert_str_eq(fi_home(), "/dev/shm/fi");
+	snprintf(want, sizeof want, "/dev/shm/fi-%u", (unsigned)geteuid());
+	ck_assert_str_eq(fi_home(), want); /* one per user */
 	synth_free(&s);
+	rm_tree(tmpdir);
+}
+END_TEST
+
+static int t_in_group(gid_t gid)
+{
+	gid_t g[256];
+	int n = getgroups(256, g);
+	if (getegid() == gid)
+		return 1;
+	for (int i = 0; i < n; i++)
+		if (g[i] == gid)
+			return 1;
+	return 0;
+}
+
+/* FI_HOME trust, as ssh's StrictModes: a directory someone else can write is refused, with
+ * the reason, by every way in (names, listing, storing, arenas); a group directory (setgid,
+ * 2770) is shared on purpose; directories fi makes are 0700, or 2770 in a group directory. */
+START_TEST(test_home_trust)
+{
+	struct fi_image *im;
+	struct fi_store_entry *e;
+	struct stat st;
+	char home[600], p[700], sub[700];
+	int n, group;
+	mk_tmp();
+	snprintf(home, sizeof home, "%s/home", tmpdir);
+	setenv("FI_HOME", home, 1);
+	/* made by fi: 0700, trusted */
+	ck_assert_msg(!fi_store_models_dir(p, sizeof p, 1), "%s", fi_errmsg());
+	ck_assert_int_eq(stat(home, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0700);
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0700);
+	ck_assert_int_eq(fi_dir_trusted(home, &group), FI_OK);
+	ck_assert_int_eq(group, 0);
+	/* writable by everyone: refused everywhere, naming the directory and the reason */
+	ck_assert_int_eq(chmod(home, 0777), 0);
+	ck_assert_int_eq(fi_dir_trusted(home, NULL), FI_EINVAL);
+	ck_assert_msg(strstr(fi_errmsg(), "is writable by every user (mode 0777)"), "%s", fi_errmsg());
+	ck_assert_int_eq(fi_store_open("tiny", &im), FI_EINVAL);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), home));
+	ck_assert_int_eq(fi_store_list(&e, &n), FI_EINVAL);
+	ck_assert_int_eq(fi_store_path("tiny", p, sizeof p), FI_EINVAL);
+	ck_assert_int_eq(fi_store_models_dir(p, sizeof p, 1), FI_EINVAL);
+	ck_assert_int_eq(chmod(home, 01777), 0); /* sticky changes nothing: others plant files */
+	ck_assert_int_eq(fi_dir_trusted(home, NULL), FI_EINVAL);
+	/* writable by its group without being a group directory */
+	ck_assert_int_eq(chmod(home, 0770), 0);
+	ck_assert_int_eq(fi_dir_trusted(home, NULL), FI_EINVAL);
+	ck_assert_msg(strstr(fi_errmsg(), "not a group directory"), "%s", fi_errmsg());
+	/* a subdirectory written by others is refused too */
+	ck_assert_int_eq(chmod(home, 0700), 0);
+	snprintf(sub, sizeof sub, "%s/models", home);
+	ck_assert_int_eq(chmod(sub, 0757), 0);
+	ck_assert_int_eq(fi_store_list(&e, &n), FI_EINVAL);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), sub));
+	ck_assert_int_eq(chmod(sub, 0700), 0);
+	ck_assert(!fi_store_list(&e, &n));
+	fi_store_list_free(e, n);
+	/* a group directory of one of this process's groups: shared; what fi makes in it is
+	 * the group's (2770) */
+	ck_assert_int_eq(chown(home, (uid_t)-1, getegid()), 0);
+	ck_assert_int_eq(chmod(home, 02770), 0);
+	ck_assert_int_eq(fi_dir_trusted(home, &group), FI_OK);
+	ck_assert_int_eq(group, 1);
+	snprintf(sub, sizeof sub, "%s/kv/x", home);
+	ck_assert_msg(!fi_dir_make(sub, &group), "%s", fi_errmsg());
+	ck_assert_int_eq(group, 1);
+	ck_assert_int_eq(stat(sub, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 02770);
+	ck_assert_uint_eq(fi_file_mode(1), 0660);
+	ck_assert_uint_eq(fi_file_mode(0), 0600);
+	/* another user's directory: refused (as root, which can make one) */
+	if (geteuid() == 0) {
+		ck_assert_int_eq(chmod(home, 0755), 0);
+		ck_assert_int_eq(chown(home, 65534, 65534), 0);
+		ck_assert_int_eq(fi_dir_trusted(home, NULL), FI_EINVAL);
+		ck_assert_msg(strstr(fi_errmsg(), "belongs to user 65534"), "%s", fi_errmsg());
+		ck_assert_int_eq(fi_store_open("tiny", &im), FI_EINVAL);
+		/* a group directory of a group this process is not in */
+		ck_assert_int_eq(chmod(home, 02770), 0);
+		if (!t_in_group(65534)) {
+			ck_assert_int_eq(fi_dir_trusted(home, NULL), FI_EINVAL);
+			ck_assert_msg(strstr(fi_errmsg(), "which this user is not in"), "%s",
+				      fi_errmsg());
+		}
+		ck_assert_int_eq(chown(home, 0, 0), 0);
+	}
+	snprintf(p, sizeof p, "%s/nope", tmpdir);
+	ck_assert_int_eq(fi_dir_trusted(p, NULL), FI_ENOTFOUND);
+	unsetenv("FI_HOME");
 	rm_tree(tmpdir);
 }
 END_TEST
@@ -373,6 +468,7 @@ int main(void)
 	tcase_add_test(tc, test_convert_hf_extras);
 	tcase_add_test(tc, test_convert_hf_errors);
 	tcase_add_test(tc, test_store_resolution);
+	tcase_add_test(tc, test_home_trust);
 	tcase_add_test(tc, test_store_sweeps_stale);
 	tcase_add_test(tc, test_convert_stories260k);
 	suite_add_tcase(s, tc);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -330,6 +331,91 @@ START_TEST(test_interrupt_and_timeout)
 }
 END_TEST
 
+/* After a signal, fi_stream_drain reads the rest of a pipe (which a plain read refuses with
+ * FI_EINTERRUPT) to its end: each request gets an error frame "who is shutting down", error
+ * frames are passed on when asked and counted, other frames dropped. And it stops after
+ * quiet_ms on an input that stays open. */
+START_TEST(test_drain_after_signal)
+{
+	struct fi_stream *in, *out, *back;
+	struct fi_frame f;
+	int fds[2], ofd[2], n_req = 0, n_err = 0, n_other = 0;
+	unsigned long failed = 0;
+	double t0;
+
+	ck_assert_int_eq(pipe(fds), 0);
+	ck_assert_int_eq(pipe(ofd), 0);
+	ck_assert_int_eq(fi_stream_open_fd(&out, fds[1], FI_STREAM_OUT, NULL), FI_OK);
+	for (int i = 0; i < 300; i++) {
+		char id[16];
+		uint32_t tok = 7;
+		snprintf(id, sizeof id, "r%d", i);
+		fi_frame_init(&f, i % 3 == 2 ? FI_FRAME_ERROR : i % 3 ? FI_FRAME_CANCEL : FI_FRAME_REQUEST);
+		f.id = id;
+		if (f.type == FI_FRAME_REQUEST) {
+			f.req.tokens = &tok;
+			f.req.ntokens = 1;
+		} else if (f.type == FI_FRAME_ERROR) {
+			f.err.code = FI_EINVAL;
+			f.err.message = "upstream";
+		}
+		ck_assert_int_eq(fi_stream_write(out, &f), FI_OK);
+	}
+	ck_assert_int_eq(fi_stream_flush(out), FI_OK);
+	ck_assert_int_eq(fi_stream_open_fd(&in, fds[0], FI_STREAM_IN, NULL), FI_OK);
+	fi_stream_close(out);
+	close(fds[1]); /* EOF after the 300 frames */
+	ck_assert_int_eq(fi_stream_open_fd(&back, ofd[1], FI_STREAM_OUT, NULL), FI_OK);
+	fi_stream_set_interrupted(1);
+	ck_assert_int_eq(fi_stream_read(in, &f), FI_EINTERRUPT);
+	ck_assert_int_eq(fi_stream_drain(in, back, "tester", 1u << FI_FRAME_ERROR, 5000, &failed),
+			 FI_OK);
+	fi_stream_set_interrupted(0);
+	fi_stream_close(back);
+	close(ofd[1]);
+	fi_stream_close(in);
+	close(fds[0]);
+	ck_assert_uint_eq(failed, 200); /* 100 requests answered, 100 errors passed on */
+	ck_assert_int_eq(fi_stream_open_fd(&in, ofd[0], FI_STREAM_IN, NULL), FI_OK);
+	while (!fi_stream_read(in, &f) && f.type != FI_FRAME_EOS) {
+		ck_assert_int_eq(f.type, FI_FRAME_ERROR);
+		if (!strcmp(f.err.message, "tester is shutting down")) {
+			ck_assert_int_eq(f.err.code, FI_EINTERRUPT);
+			ck_assert_int_eq(atoi(f.id + 1) % 3, 0);
+			n_req++;
+		} else if (!strcmp(f.err.message, "upstream")) {
+			n_err++;
+		} else {
+			n_other++;
+		}
+		fi_frame_free(&f);
+	}
+	fi_stream_close(in);
+	close(ofd[0]);
+	ck_assert_int_eq(n_req, 100);
+	ck_assert_int_eq(n_err, 100);
+	ck_assert_int_eq(n_other, 0);
+
+	/* an input left open with nothing on it: the drain ends after quiet_ms */
+	ck_assert_int_eq(pipe(fds), 0);
+	ck_assert_int_eq(fi_stream_open_fd(&in, fds[0], FI_STREAM_IN, NULL), FI_OK);
+	ck_assert_int_eq(fi_stream_open_fd(&back, open("/dev/null", O_WRONLY), FI_STREAM_OUT, NULL),
+			 FI_OK);
+	fi_stream_set_interrupted(1);
+	t0 = fi_now();
+	failed = 0;
+	ck_assert_int_eq(fi_stream_drain(in, back, "tester", 0, 200, &failed), FI_OK);
+	ck_assert(fi_now() - t0 >= 0.19 && fi_now() - t0 < 5);
+	ck_assert_uint_eq(failed, 0);
+	fi_stream_set_interrupted(0);
+	close(fi_stream_fd(back));
+	fi_stream_close(back);
+	fi_stream_close(in);
+	close(fds[0]);
+	close(fds[1]);
+}
+END_TEST
+
 START_TEST(test_bad_specs)
 {
 	struct fi_stream *s;
@@ -411,6 +497,7 @@ int main(void)
 	tcase_add_test(tc, test_slow_consumer_hwm);
 	tcase_add_test(tc, test_zmq_bad_frames);
 	tcase_add_test(tc, test_interrupt_and_timeout);
+	tcase_add_test(tc, test_drain_after_signal);
 	tcase_add_test(tc, test_bad_specs);
 	tcase_add_test(tc, test_curve);
 	suite_add_tcase(s, tc);

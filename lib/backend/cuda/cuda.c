@@ -54,6 +54,19 @@ static fi_err cu_download(struct fi_backend *be, void *dst, const void *src_d, s
 	return FI_OK;
 }
 
+/* A KV arena extent: already allocated (fallocate), so registering it pins what is there and
+ * allocates nothing. */
+static fi_err cu_host_register(struct fi_backend *be, void *p, size_t bytes)
+{
+	CU_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterDefault));
+	return FI_OK;
+}
+
+static void cu_host_unregister(struct fi_backend *be, void *p)
+{
+	cudaHostUnregister(p);
+}
+
 static fi_err cu_sync(struct fi_backend *be)
 {
 	CU_CHECK(cudaStreamSynchronize(fi_cuda_of(be)->stream));
@@ -535,6 +548,8 @@ static const struct fi_backend_ops cuda_ops = {
 	.weight_free = cu_weight_free,
 	.kv_alloc = cu_kv_alloc,
 	.kv_free = cu_kv_free,
+	.host_register = cu_host_register,
+	.host_unregister = cu_host_unregister,
 	.embed = cu_embed,
 	.rmsnorm = cu_rmsnorm,
 	.matmul = cu_matmul,
