@@ -42,7 +42,8 @@ NVFLAGS := -O3 -std=c++17 $(CUARCH) -Xcompiler -fPIC -Ilib -Ikernels -MMD -MP \
 
 # Every .c under lib/ is in libfi; those under a cuda/ folder only when CUDA is enabled.
 ALL_LIB_C := $(shell find lib -name '*.c' 2>/dev/null)
-CUDA_LIB_C := $(filter %/cuda/%,$(ALL_LIB_C))
+# (filter's pattern takes one %, so the cuda/ folder is matched by findstring)
+CUDA_LIB_C := $(foreach f,$(ALL_LIB_C),$(if $(findstring /cuda/,$(f)),$(f)))
 LIB_SRC := $(sort $(filter-out $(CUDA_LIB_C),$(ALL_LIB_C)))
 CU_SRC  :=
 ifeq ($(FI_CUDA),1)
