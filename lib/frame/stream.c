@@ -6,6 +6,7 @@
  * whose high-water mark is reached, and each gets its own eos at close). Bounded memory with
  * a slow consumer comes from SNDHWM/RCVHWM (frames) times max_frame (ZMQ_MAXMSGSIZE). */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -94,6 +95,13 @@ fi_err fi_stream_open_fd(struct fi_stream **sp, int fd, enum fi_stream_dir dir,
 	return e;
 }
 
+/* ZeroMQ endpoints have a scheme ("ipc://", "tcp://", lists of them) or a bind/connect
+ * prefix; anything else is a file. */
+static int is_endpoint(const char *spec)
+{
+	return spec[0] == '@' || spec[0] == '>' || strstr(spec, "://");
+}
+
 fi_err fi_stream_open(struct fi_stream **sp, const char *spec, enum fi_stream_dir dir,
 		      const struct fi_stream_opts *o)
 {
@@ -103,6 +111,19 @@ fi_err fi_stream_open(struct fi_stream **sp, const char *spec, enum fi_stream_di
 		return fi_fail(FI_EINVAL, "empty stream name");
 	if (!strcmp(spec, "-"))
 		return fi_stream_open_fd(sp, dir == FI_STREAM_IN ? 0 : 1, dir, o);
+	if (!is_endpoint(spec)) {
+		int fd = dir == FI_STREAM_IN ? open(spec, O_RDONLY | O_CLOEXEC)
+					     : open(spec, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+		if (fd < 0)
+			return fi_fail(errno == ENOENT ? FI_ENOTFOUND : FI_EIO, "cannot open '%s': %s",
+				       spec, strerror(errno));
+		if ((e = fi_stream_open_fd(sp, fd, dir, o))) {
+			close(fd);
+			return e;
+		}
+		(*sp)->own_fd = 1;
+		return FI_OK;
+	}
 	if ((e = stream_new(sp, dir, o)))
 		return e;
 	if ((e = fi_stream_zmq_open(*sp, spec))) {
@@ -349,6 +370,8 @@ fi_err fi_stream_close(struct fi_stream *s)
 		fi_stream_zmq_drain(s);
 	fi_stream_zmq_close(s);
 	fi_reader_close(s->rd);
+	if (s->own_fd && close(s->fd) && !e && s->dir == FI_STREAM_OUT)
+		e = fi_fail(FI_EIO, "closing the output: %s", strerror(errno));
 	fi_buf_free(&s->wbuf);
 	free(s);
 	return e;

@@ -1,7 +1,10 @@
-/* stream: where frames come from and go to: "-" (stdin/stdout) or a ZeroMQ endpoint.
+/* stream: where frames come from and go to: "-" (stdin/stdout), a file or a ZeroMQ endpoint.
  *
  * Every command's -i and -o go through fi_stream_open:
  *   "-"                   stdin (input) or stdout (output); a pipe or file; EOF ends input
+ *   PATH                  a file (anything that is not "-" and not an endpoint below; a
+ *                         name starting with '@' or '>' is written "./@name"): read to its
+ *                         end, or created (truncated) for output
  *   ipc://PATH, tcp://HOST:PORT, inproc://NAME
  *                         ZeroMQ, one frame per message. Input is a PULL socket that binds;
  *                         output is a PUSH socket that connects. "@ENDPOINT" forces bind,
