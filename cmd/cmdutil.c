@@ -1,63 +1,10 @@
-/* cmdutil: option parsing and model opening shared by the commands. */
+/* cmdutil: opening the model on a backend, shared by the commands. */
 #include "cmdutil.h"
 #include "base/log.h"
 
-#include <errno.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
-
-int fi_parse_num(const char *s, double lo, double hi, double *out)
-{
-	char *end;
-	errno = 0;
-	*out = strtod(s, &end);
-	return errno || end == s || *end || isnan(*out) || *out < lo || *out > hi;
-}
-
-int fi_parse_int(const char *s, long long lo, long long hi, long long *out)
-{
-	char *end;
-	errno = 0;
-	*out = strtoll(s, &end, 10);
-	return errno || end == s || *end || *out < lo || *out > hi;
-}
-
-int fi_parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	while (*s == ' ')
-		s++;
-	if (*s == '-' || *s == '+')
-		return -1; /* strtoull would wrap "-1" to 2^64 - 1 */
-	errno = 0;
-	*out = strtoull(s, &end, 10);
-	return errno || end == s || *end;
-}
-
-int fi_parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	double v;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || isnan(v) || v <= 0)
-		return -1;
-	switch (*end) {
-	case 'k': case 'K': v *= 1024.0; end++; break;
-	case 'm': case 'M': v *= 1048576.0; end++; break;
-	case 'g': case 'G': v *= 1073741824.0; end++; break;
-	case 't': case 'T': v *= 1099511627776.0; end++; break;
-	}
-	if (*end == 'i' || *end == 'B')
-		end += *end == 'i' && end[1] == 'B' ? 2 : 1;
-	if (*end || v < 1048576.0 || v > 1e15)
-		return -1;
-	*out = (uint64_t)v;
-	return 0;
-}
 
 struct fi_backend_start {
 	const char *name;
@@ -109,20 +56,18 @@ fi_err fi_backend_join(struct fi_backend_start *b, struct fi_backend **be, doubl
 }
 
 fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
-			     struct fi_backend **be, struct fi_image **im, struct fi_model **m,
-			     int *be_failed)
+			     struct fi_backend **be, struct fi_image **im, struct fi_model **m)
 {
 	struct fi_backend_start *bs = NULL;
-	struct stat st;
 	fi_err e = FI_OK, be_e;
 	*be = NULL;
 	*im = NULL;
 	*m = NULL;
-	*be_failed = 0;
 	/* A Hugging Face directory is converted in the backend's precision: no overlap. The
 	 * image is not prefaulted meanwhile: mapping its pages in while CUDA starts slows the
 	 * context creation several times over (tests/gpu/NOTES.md). */
-	int dir = !stat(arg, &st) && S_ISDIR(st.st_mode);
+	char path[4096];
+	int dir = fi_store_resolve(arg, path, sizeof path) == FI_STORE_DIR;
 	if ((be_e = fi_backend_start(backend, threads, &bs)))
 		return be_e;
 	if (!dir)
@@ -131,7 +76,6 @@ fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 		if (*im)
 			fi_image_close(*im);
 		*im = NULL;
-		*be_failed = 1;
 		return be_e;
 	}
 	if (dir)

@@ -4,7 +4,6 @@
  * (ppN@dD, tgN@dD). Each test runs once untimed, then -r times; the table gives tokens per
  * second as mean ± sd, with the device, build, weight upload rate, time from exec to the
  * first token and the peak device memory. */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,14 +21,9 @@
 #include "model/image.h"
 #include "base/log.h"
 #include "cmdutil.h"
+#include "opt.h"
 #include "model/model.h"
 #include "model/store.h"
-
-static const char usage_text[] =
-	"usage: fi-bench -m NAME|PATH [--backend auto|cuda|cpu] [-t THREADS] [-r REPS]\n"
-	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [TEST ...]\n"
-	"       fi-bench -h\n"
-	"TEST: ppN or tgN, optionally @dD (context depth D); default: pp512 tg128\n";
 
 struct test {
 	char name[48];
@@ -45,16 +39,9 @@ struct env {
 	size_t peak_used;
 };
 
-static int usage(int rc)
-{
-	fputs(usage_text, rc ? stderr : stdout);
-	return rc;
-}
-
 static int fail(const char *what)
 {
-	fprintf(stderr, "fi-bench: %s%s%s\n", what ? what : "", what ? ": " : "", fi_errmsg());
-	return 1;
+	return what ? cmd_error("%s: %s", what, fi_errmsg()) : cmd_error(NULL);
 }
 
 static void note_mem(struct env *e)
@@ -223,42 +210,33 @@ static const char *build_desc(void)
 
 int main(int argc, char **argv)
 {
-	const char *model = NULL, *backend = "auto", *fmt = "md";
-	int threads = 0, reps = 5, batch = 1, ubatch = 2048, c;
-	long long v;
-	static const struct option lo[] = {{"backend", required_argument, 0, 'B'},
-					   {"help", no_argument, 0, 'h'},
-					   {0, 0, 0, 0}};
-	fi_log_set_prog("fi-bench");
-	while ((c = getopt_long(argc, argv, "m:t:r:b:u:o:h", lo, NULL)) != -1) {
-		switch (c) {
-		case 'm': model = optarg; break;
-		case 'B': backend = optarg; break;
-		case 't': if (fi_parse_int(optarg, 0, 1024, &v)) goto bad; threads = (int)v; break;
-		case 'r': if (fi_parse_int(optarg, 1, 1000000, &v)) goto bad; reps = (int)v; break;
-		case 'b': if (fi_parse_int(optarg, 1, 1024, &v)) goto bad; batch = (int)v; break;
-		case 'u': if (fi_parse_int(optarg, 1, 1 << 20, &v)) goto bad; ubatch = (int)v; break;
-		case 'o': fmt = optarg; break;
-		case 'h': return usage(0);
-		default: return usage(2);
-		bad:
-			fprintf(stderr, "fi-bench: invalid value '%s' for -%c\n", optarg, c);
-			return 2;
-		}
-	}
-	if (!model || reps < 1 || batch < 1 || batch > 1024 || ubatch < 1 ||
-	    (strcmp(fmt, "md") && strcmp(fmt, "csv") && strcmp(fmt, "json")))
-		return usage(2);
-	int nt = argc - optind ? argc - optind : 2;
+	const char *fmt = "md";
+	int reps = 5, batch = 1, ubatch = 2048;
+	const struct opt own[] = {
+		{'r', NULL, "REPS", OPT_INT, 1, 1000000, &reps},
+		{'b', NULL, "BATCH", OPT_INT, 1, 1024, &batch},
+		{'u', NULL, "UBATCH", OPT_INT, 1, 1 << 20, &ubatch},
+		{'o', NULL, "md|csv|json", OPT_CHOICE, 0, 0, &fmt},
+		{0},
+	};
+	static const char *const usage[] = {"-m [--backend] [-t] [-r] [-b] [-u] [-o] [TEST ...]",
+					    NULL};
+	const struct cmd cmd = {.name = "fi-bench", .groups = CMD_MODEL | CMD_BACKEND,
+				.opts = own, .usage = usage,
+				.notes = "TEST: ppN or tgN, optionally @dD (context depth D); "
+					 "default: pp512 tg128\n"};
+	struct cmd_args a;
+	int ops = cmd_parse(&cmd, &a, argc, argv);
+	const char *model = a.model, *backend = a.backend;
+	int threads = a.threads;
+	int nt = argc - ops ? argc - ops : 2;
 	struct test *tests = calloc((size_t)nt, sizeof(*tests));
 	if (!tests)
-		return 1;
+		return cmd_error("out of memory");
 	for (int i = 0; i < nt; i++) {
-		const char *s = argc - optind ? argv[optind + i] : (i ? "tg128" : "pp512");
-		if (parse_test(s, &tests[i])) {
-			fprintf(stderr, "fi-bench: bad test '%s' (ppN, tgN, optionally @dD)\n", s);
-			return 2;
-		}
+		const char *s = argc - ops ? argv[ops + i] : (i ? "tg128" : "pp512");
+		if (parse_test(s, &tests[i]))
+			die(EXIT_USAGE, "bad test '%s' (ppN, tgN, optionally @dD)", s);
 	}
 
 	struct fi_image *im;
@@ -295,11 +273,10 @@ int main(int argc, char **argv)
 		for (int i = 0; i < im->set.n; i++)
 			w += (uint64_t)fi_tensor_numel(&im->set.t[i]) * fi_dtype_size(e.be->act);
 		if (w + kv > e.be->mem_free) {
-			fprintf(stderr, "fi-bench: %s needs %.2f GiB of weights + %.2f GiB of KV cache; "
-				"%s has %.2f GiB free of %.2f GiB\n", model, w / 1073741824.0,
+			return cmd_error("%s needs %.2f GiB of weights + %.2f GiB of KV cache; "
+				"%s has %.2f GiB free of %.2f GiB", model, w / 1073741824.0,
 				kv / 1073741824.0, e.be->device, e.be->mem_free / 1073741824.0,
 				e.be->mem_total / 1073741824.0);
-			return 1;
 		}
 	}
 	double tl = fi_now();

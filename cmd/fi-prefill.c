@@ -2,9 +2,7 @@
  * runs them through the scheduler (lib/sched/scheduler.h) as one-token generations that look their
  * prefix up in the arena and publish their new full blocks; passes each request on with a
  * "kv" reference, preceded by a token frame with its first generated token. */
-#include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +13,7 @@
 #include "kv/kvxfer.h"
 #include "base/log.h"
 #include "cmdutil.h"
+#include "opt.h"
 #include "model/model.h"
 #include "backend/sample.h"
 #include "sched/scheduler.h"
@@ -22,19 +21,11 @@
 #include "frame/stream.h"
 #include "text/tokenizer.h"
 
-static const char usage_text[] =
-	"usage: fi-prefill -m MODEL [-b N] [--arena-size SIZE] [--temp T] [--top-k K]\n"
-	"                  [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S]\n"
-	"                  [--backend auto|cuda|cpu] [-t THREADS] [-i IN] [-o OUT] [-e N] [-v]\n"
-	"       fi-prefill -h\n";
-
 #define BLOCK_TOKENS 16 /* the cache's and the arena's block size */
 
 struct opts {
-	const char *model, *backend, *in, *out;
-	int batch, threads, verbose, eos_count;
-	uint64_t arena_size;
-	struct fi_sample_params sp;
+	struct cmd_args a; /* the model, streams, backend, sampling defaults, arena, -v */
+	int batch;
 };
 
 /* A request in the scheduler: its frame, passed on once its first token is drawn. */
@@ -58,34 +49,23 @@ struct prefill {
 	double t_busy;
 };
 
-static int usage(int rc)
-{
-	fputs(usage_text, rc ? stderr : stdout);
-	return rc;
-}
-
-static int fail(void)
-{
-	fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
-	return 1;
-}
-
 /* Fills the sampling keys a request leaves unset from the options, and marks them set: the
  * request passed on carries the parameters its first token was drawn with. */
 static void resolve_sampling(const struct opts *o, struct fi_request *r)
 {
+	const struct fi_sample_params *sp = &o->a.sp;
 	if (!(r->set & FI_REQ_TEMPERATURE))
-		r->temperature = o->sp.temperature;
+		r->temperature = sp->temperature;
 	if (!(r->set & FI_REQ_TOP_K))
-		r->top_k = o->sp.top_k;
+		r->top_k = sp->top_k;
 	if (!(r->set & FI_REQ_TOP_P))
-		r->top_p = o->sp.top_p;
+		r->top_p = sp->top_p;
 	if (!(r->set & FI_REQ_MIN_P))
-		r->min_p = o->sp.min_p;
+		r->min_p = sp->min_p;
 	if (!(r->set & FI_REQ_REPEAT_PENALTY))
-		r->repeat_penalty = o->sp.repeat_penalty;
+		r->repeat_penalty = sp->repeat_penalty;
 	if (!(r->set & FI_REQ_SEED))
-		r->seed = o->sp.seed;
+		r->seed = sp->seed;
 	r->set |= FI_REQ_TEMPERATURE | FI_REQ_TOP_K | FI_REQ_TOP_P | FI_REQ_MIN_P |
 		  FI_REQ_REPEAT_PENALTY | FI_REQ_SEED;
 }
@@ -136,7 +116,7 @@ static fi_err on_event_(struct prefill *P, const struct fi_sched_event *ev)
 		return FI_OK;
 	if (ev->finish != FI_FINISH_LENGTH) /* cancelled after a failed forward pass */
 		return fi_stream_write_error(P->out, ev->id, P->fwd, P->fwd_msg);
-	if (P->o->verbose)
+	if (P->o->a.verbose)
 		fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u computed, "
 			"%zu blocks stored, %.2f ms\n", ev->id, ev->prompt_tokens, ev->cached_tokens,
 			ev->prompt_tokens - ev->cached_tokens, ev->stored_blocks, ev->total_ms);
@@ -190,7 +170,7 @@ static fi_err add_req(struct prefill *P, struct fi_frame *f)
 	if (!(q = calloc(1, sizeof *q)))
 		return fi_fail(FI_ENOMEM, "out of memory");
 	fi_frame_move(&q->f, f);
-	fi_sched_req_from_frame(&q->f, &P->o->sp, &r);
+	fi_sched_req_from_frame(&q->f, &P->o->a.sp, &r);
 	/* one token, whatever it is; stops are fi-decode's business */
 	r.max_tokens = 1;
 	r.flags = FI_SCHED_NO_STOP;
@@ -262,9 +242,9 @@ static int run(struct prefill *P)
 	fi_err e;
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
 	fi_stream_opts_default(&so);
-	so.eos_count = P->o->eos_count;
-	if ((e = fi_stream_open(&in, P->o->in, FI_STREAM_IN, &so)) ||
-	    (e = fi_stream_open(&P->out, P->o->out, FI_STREAM_OUT, NULL)))
+	so.eos_count = P->o->a.eos_count;
+	if ((e = fi_stream_open(&in, P->o->a.in, FI_STREAM_IN, &so)) ||
+	    (e = fi_stream_open(&P->out, P->o->a.out, FI_STREAM_OUT, NULL)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && !eof) {
@@ -272,8 +252,7 @@ static int run(struct prefill *P)
 		e = fi_stream_take(in, P->out, 4 * P->o->batch, busy, take, P, &eof, &broken,
 				   &bad_frames);
 		if (broken) {
-			fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
-			rc = 1;
+			rc = cmd_error(NULL);
 			broken = 0;
 		}
 		if (e == FI_EINTERRUPT)
@@ -286,19 +265,15 @@ static int run(struct prefill *P)
 		}
 	}
 out:
-	if (e && e != FI_EINTERRUPT) {
-		fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
-		rc = 1;
-	}
+	if (e && e != FI_EINTERRUPT)
+		rc = cmd_error(NULL);
 	/* requests still held (a failed output) are dropped, their frames freed */
 	P->werr = P->werr ? P->werr : FI_EIO;
 	fi_sched_cancel_all(P->s);
-	if (fi_stream_close(P->out) && !rc) {
-		fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
-		rc = 1;
-	}
+	if (fi_stream_close(P->out) && !rc)
+		rc = cmd_error(NULL);
 	fi_stream_close(in);
-	if (P->o->verbose && P->n_req)
+	if (P->o->a.verbose && P->n_req)
 		fprintf(stderr, "fi-prefill: %llu requests, %llu prompt tokens, %llu cached, "
 			"%.1f tok/s computed\n", (unsigned long long)P->n_req,
 			(unsigned long long)P->n_tok, (unsigned long long)P->n_cached,
@@ -308,98 +283,25 @@ out:
 
 int main(int argc, char **argv)
 {
-	enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_SEED, O_BACKEND, O_ASIZE };
-	static const struct option lo[] = {
-		{"temp", required_argument, NULL, O_TEMP},
-		{"top-k", required_argument, NULL, O_TOPK},
-		{"top-p", required_argument, NULL, O_TOPP},
-		{"min-p", required_argument, NULL, O_MINP},
-		{"repeat-penalty", required_argument, NULL, O_REP},
-		{"seed", required_argument, NULL, O_SEED},
-		{"backend", required_argument, NULL, O_BACKEND},
-		{"arena-size", required_argument, NULL, O_ASIZE},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	struct opts o = {.batch = 16};
+	const struct opt own[] = {
+		{'b', NULL, "N", OPT_INT, 1, 256, &o.batch},
+		{0},
 	};
-	struct opts o = {.backend = "auto", .in = "-", .out = "-", .batch = 16, .eos_count = 1};
+	static const char *const usage[] = {
+		"-m [-b] [--arena-size] @sampling [--backend] [-t] [-i] [-o] [-e] [-v]",
+		NULL,
+	};
+	const struct cmd cmd = {.name = "fi-prefill", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS | CMD_BACKEND |
+				CMD_SAMPLING | CMD_ARENA | CMD_VERBOSE, .opts = own, .usage = usage};
 	struct prefill P = {.o = &o};
 	struct fi_backend *be = NULL;
-	int be_failed = 0;
 	struct fi_sched_opts so;
-	int c, rc = 1, ctx;
-	double v;
-	fi_log_set_prog("fi-prefill");
-	fi_sample_defaults(&o.sp);
-	while ((c = getopt_long(argc, argv, "m:b:t:i:o:e:vh", lo, NULL)) != -1) {
-		switch (c) {
-		case 'm': o.model = optarg; break;
-		case 'i': o.in = optarg; break;
-		case 'o': o.out = optarg; break;
-		case O_BACKEND: o.backend = optarg; break;
-		case 'v': o.verbose = 1; break;
-		case 'h': return usage(0);
-		case 'b':
-			if (fi_parse_num(optarg, 1, 256, &v))
-				goto bad;
-			o.batch = (int)v;
-			break;
-		case 'e':
-			if (fi_parse_num(optarg, 0, 1 << 20, &v))
-				goto bad;
-			o.eos_count = (int)v;
-			break;
-		case 't':
-			if (fi_parse_num(optarg, 1, 1024, &v))
-				goto bad;
-			o.threads = (int)v;
-			break;
-		case O_ASIZE:
-			if (fi_parse_size(optarg, &o.arena_size))
-				goto bad;
-			break;
-		case O_TEMP:
-			if (fi_parse_num(optarg, 0, 1e6, &v))
-				goto bad;
-			o.sp.temperature = (float)v;
-			break;
-		case O_TOPK:
-			if (fi_parse_num(optarg, 0, 1 << 30, &v))
-				goto bad;
-			o.sp.top_k = (int)v;
-			break;
-		case O_TOPP:
-			if (fi_parse_num(optarg, 0, 1, &v))
-				goto bad;
-			o.sp.top_p = (float)v;
-			break;
-		case O_MINP:
-			if (fi_parse_num(optarg, 0, 1, &v))
-				goto bad;
-			o.sp.min_p = (float)v;
-			break;
-		case O_REP:
-			if (fi_parse_num(optarg, 1e-6, 1e6, &v))
-				goto bad;
-			o.sp.repeat_penalty = (float)v;
-			break;
-		case O_SEED:
-			if (fi_parse_u64(optarg, &o.sp.seed))
-				goto bad;
-			break;
-		default:
-			return usage(2);
-		}
-		continue;
-bad:
-		/* "--seed x": the option is the word before its value; "--seed=x": the same word */
-		fprintf(stderr, "fi-prefill: invalid value '%s' for %s\n", optarg,
-			optarg == argv[optind - 1] && optind > 1 ? argv[optind - 2] : argv[optind - 1]);
-		return 2;
-	}
-	if (!o.model || optind != argc)
-		return usage(2);
-	if (fi_open_backend_model(o.backend, o.threads, o.model, &be, &P.im, &P.m, &be_failed))
-		return fail() + be_failed; /* an unknown backend name is a usage error */
+	int rc = 1, ctx;
+	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
+		usage_error("unexpected operand '%s'", argv[optind]);
+	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &P.im, &P.m))
+		return cmd_error(NULL);
 	ctx = fi_model_config(P.m)->max_pos > 0 ? fi_model_config(P.m)->max_pos : 4096;
 	/* Room for a batch of o.batch full-context prompts, or 4 contexts, whichever is less. */
 	if (fi_model_cache_init(P.m, (ctx + BLOCK_TOKENS - 1) / BLOCK_TOKENS *
@@ -412,16 +314,16 @@ bad:
 	so.max_requests = o.batch;
 	so.fingerprint = P.im->fingerprint;
 	so.prefix_cache = 1;
-	so.arena_size = o.arena_size;
+	so.arena_size = o.a.arena_size;
 	so.cb = on_event;
 	so.cb_user = &P;
 	if (fi_sched_create(P.m, &so, &P.s) || fi_sched_arena(P.s, 1, &P.x))
 		goto fail;
-	fi_info("%s on %s, arena %s", o.model, be->device, fi_arena_file(fi_kvx_arena(P.x)));
+	fi_info("%s on %s, arena %s", o.a.model, be->device, fi_arena_file(fi_kvx_arena(P.x)));
 	rc = run(&P);
 	goto out;
 fail:
-	rc = fail();
+	rc = cmd_error(NULL);
 out:
 	fi_sched_destroy(P.s);
 	fi_tok_free(P.tok);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,16 +17,12 @@
 #include "frame/stream.h"
 #include "text/tokenizer.h"
 
-static const char USAGE[] =
-	"usage: fi-tokenize -m MODEL [-i IN] [-o OUT] [--whole | --jsonl | --chat] [--ids | --count]\n"
-	"                   [--special] [--no-add-special]\n"
-	"       fi-tokenize -m MODEL -d [-i IN] [--interleave] [--skip-special]\n"
-	"       fi-tokenize -h\n";
+#include "opt.h"
 
 struct opts {
-	const char *model, *in, *out;
-	int whole, jsonl, chat, ids, count, special, no_add, decode, interleave, skip_special;
-	const char *bench;
+	struct cmd_args a; /* -m, -i, -o */
+	int whole, jsonl, chat, render, ids, count, special, no_add, decode, interleave,
+	    skip_special;
 };
 
 struct model {
@@ -62,21 +59,24 @@ static char *slurp_file(const char *path, size_t *len)
 	return b;
 }
 
-/* -m: a model image (file or store name), a directory with tokenizer.json, or a tokenizer
- * file. Weights are never read. */
+/* -m: a model image (a store name or a file), a directory with tokenizer.json, or a
+ * tokenizer file. Weights are never read. */
 static fi_err open_model(const char *arg, struct model *m)
 {
-	struct stat st;
 	char path[4096];
+	const struct fi_image_blob *b;
 	fi_err e;
-	if (!stat(arg, &st) && S_ISDIR(st.st_mode)) {
+	switch (fi_store_resolve(arg, path, sizeof path)) {
+	case FI_STORE_NONE:
+		return fi_fail(FI_ENOTFOUND, "model '%s' not found (a store name, image, directory "
+			       "or tokenizer.json)", arg);
+	case FI_STORE_DIR:
 		snprintf(path, sizeof path, "%s/tokenizer_config.json", arg);
 		m->cfg_json = slurp_file(path, NULL);
 		snprintf(path, sizeof path, "%s/chat_template.jinja", arg);
 		m->tmpl = slurp_file(path, NULL);
 		return fi_tok_load_path(arg, &m->tok);
-	}
-	if (!stat(arg, &st)) {
+	case FI_STORE_FILE: {
 		FILE *f = fopen(arg, "rb");
 		char magic[4] = {0};
 		if (!f)
@@ -86,21 +86,17 @@ static fi_err open_model(const char *arg, struct model *m)
 		fclose(f);
 		if (memcmp(magic, FI_IMAGE_MAGIC, 4))
 			return fi_tok_load_path(arg, &m->tok);
-		snprintf(path, sizeof path, "%s", arg);
-	} else if ((e = fi_store_path(arg, path, sizeof path)) || stat(path, &st)) {
-		return fi_fail(FI_ENOTFOUND, "model '%s' not found (a store name, image, directory or tokenizer.json)", arg);
+		break;
 	}
-	if ((e = fi_image_open(path, &m->im)))
+	case FI_STORE_NAME:
+		break;
+	}
+	if ((e = fi_image_open(path, &m->im)) || (e = fi_image_tokenizer(m->im, &m->tok)))
 		return e;
-	{
-		const struct fi_image_blob *b;
-		if ((e = fi_image_tokenizer(m->im, &m->tok)))
-			return e;
-		if ((b = fi_image_blob(m->im, "tokenizer_config.json")))
-			m->cfg_json = strdup(b->data);
-		if ((b = fi_image_blob(m->im, "chat_template.jinja")))
-			m->tmpl = strdup(b->data);
-	}
+	if ((b = fi_image_blob(m->im, "tokenizer_config.json")))
+		m->cfg_json = strdup(b->data);
+	if ((b = fi_image_blob(m->im, "chat_template.jinja")))
+		m->tmpl = strdup(b->data);
 	return FI_OK;
 }
 
@@ -114,30 +110,100 @@ struct enc {
 	int failed;
 };
 
-static void set_param(struct fi_request *r, json_t *obj)
+/* The request keys a JSONL line may carry into its frame (fi-tokenize(1), --jsonl). */
+static const char *const request_keys[] = {
+	"temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "max_tokens", "stream",
+	"stop", "stop_ids",
+};
+
+static int buf_write(void *data, const char *p, size_t n)
 {
-	json_t *v;
-	if ((v = json_object_get(obj, "temperature")) && json_is_number(v))
-		r->temperature = (float)json_number_value(v), r->set |= FI_REQ_TEMPERATURE;
-	if ((v = json_object_get(obj, "top_k")) && json_is_integer(v))
-		r->top_k = (int32_t)json_integer_value(v), r->set |= FI_REQ_TOP_K;
-	if ((v = json_object_get(obj, "top_p")) && json_is_number(v))
-		r->top_p = (float)json_number_value(v), r->set |= FI_REQ_TOP_P;
-	if ((v = json_object_get(obj, "min_p")) && json_is_number(v))
-		r->min_p = (float)json_number_value(v), r->set |= FI_REQ_MIN_P;
-	if ((v = json_object_get(obj, "repeat_penalty")) && json_is_number(v))
-		r->repeat_penalty = (float)json_number_value(v), r->set |= FI_REQ_REPEAT_PENALTY;
-	if ((v = json_object_get(obj, "seed")) && json_is_integer(v))
-		r->seed = (uint64_t)json_integer_value(v), r->set |= FI_REQ_SEED;
-	if ((v = json_object_get(obj, "max_tokens")) && json_is_integer(v) && json_integer_value(v) >= 0)
-		r->max_tokens = (uint32_t)json_integer_value(v), r->set |= FI_REQ_MAX_TOKENS;
-	if ((v = json_object_get(obj, "stream")) && json_is_boolean(v))
-		r->stream = json_is_true(v), r->set |= FI_REQ_STREAM;
+	return fi_buf_append(data, p, n) ? -1 : 0;
 }
 
-/* Emits one request: plain ids, a count, or a request frame. */
+/* A JSON value as the msgpack value it stands for. */
+static void pack_json(msgpack_packer *pk, json_t *v)
+{
+	const char *k;
+	size_t i;
+	json_t *x;
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		msgpack_pack_map(pk, json_object_size(v));
+		json_object_foreach(v, k, x) {
+			msgpack_pack_str_with_body(pk, k, strlen(k));
+			pack_json(pk, x);
+		}
+		break;
+	case JSON_ARRAY:
+		msgpack_pack_array(pk, json_array_size(v));
+		json_array_foreach(v, i, x)
+			pack_json(pk, x);
+		break;
+	case JSON_STRING:
+		msgpack_pack_str_with_body(pk, json_string_value(v), json_string_length(v));
+		break;
+	case JSON_INTEGER:
+		if (json_integer_value(v) < 0)
+			msgpack_pack_int64(pk, json_integer_value(v));
+		else
+			msgpack_pack_uint64(pk, (uint64_t)json_integer_value(v));
+		break;
+	case JSON_REAL: msgpack_pack_double(pk, json_real_value(v)); break;
+	case JSON_TRUE: msgpack_pack_true(pk); break;
+	case JSON_FALSE: msgpack_pack_false(pk); break;
+	case JSON_NULL: msgpack_pack_nil(pk); break;
+	}
+}
+
+/* The request frame of a prompt (ids[n]) with the request keys of params (NULL: none),
+ * encoded into out and read back through the frame decoder, so that fi-tokenize refuses
+ * what fi-decode would refuse, with the same message. */
+static fi_err request_frame(const char *id, const uint32_t *ids, size_t n, json_t *params,
+			    struct fi_buf *out)
+{
+	struct fi_frame_limits lim;
+	struct fi_frame f;
+	msgpack_packer pk;
+	size_t nk = 0;
+	fi_err e;
+	for (size_t i = 0; params && i < sizeof request_keys / sizeof *request_keys; i++)
+		nk += json_object_get(params, request_keys[i]) != NULL;
+	msgpack_packer_init(&pk, out, buf_write);
+	msgpack_pack_map(&pk, 4 + nk);
+	msgpack_pack_str_with_body(&pk, "v", 1);
+	msgpack_pack_uint32(&pk, FI_FRAME_VERSION);
+	msgpack_pack_str_with_body(&pk, "type", 4);
+	msgpack_pack_str_with_body(&pk, "request", 7);
+	msgpack_pack_str_with_body(&pk, "id", 2);
+	msgpack_pack_str_with_body(&pk, id, strlen(id));
+	msgpack_pack_str_with_body(&pk, "tokens", 6);
+	msgpack_pack_bin(&pk, n * 4);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t le[4] = {(uint8_t)ids[i], (uint8_t)(ids[i] >> 8), (uint8_t)(ids[i] >> 16),
+				 (uint8_t)(ids[i] >> 24)};
+		msgpack_pack_bin_body(&pk, le, 4);
+	}
+	for (size_t i = 0; params && i < sizeof request_keys / sizeof *request_keys; i++) {
+		json_t *v = json_object_get(params, request_keys[i]);
+		if (!v)
+			continue;
+		msgpack_pack_str_with_body(&pk, request_keys[i], strlen(request_keys[i]));
+		pack_json(&pk, v);
+	}
+	fi_frame_limits_default(&lim);
+	fi_frame_init(&f, FI_FRAME_NONE);
+	e = fi_frame_decode(out->data, out->len, &lim, &f);
+	fi_frame_free(&f);
+	return e ? fi_fail_ctx(e, "request '%s'", id) : FI_OK;
+}
+
+/* Emits one request: plain ids, a count, or a request frame. Returns -1 when the output
+ * failed, 1 for a request that cannot be made (the detail recorded), 0 otherwise. */
 static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, json_t *params)
 {
+	struct fi_buf b = {0};
+	int r;
 	if (E->o->count) {
 		printf("%zu\n", n);
 		return 0;
@@ -150,35 +216,12 @@ static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, js
 	}
 	if (!n)
 		return fi_stream_write_error(E->out, id, FI_EINVAL, "empty prompt") ? -1 : 0;
-	{
-		struct fi_frame f;
-		char **stop = NULL;
-		uint32_t *stop_ids = NULL;
-		json_t *v, *x;
-		size_t k;
-		fi_err e;
-		fi_frame_init(&f, FI_FRAME_REQUEST);
-		f.id = (char *)id;
-		f.req.tokens = (uint32_t *)ids;
-		f.req.ntokens = (uint32_t)n;
-		if (params) {
-			set_param(&f.req, params);
-			if (json_is_array(v = json_object_get(params, "stop")) && (stop = calloc(json_array_size(v) + 1, sizeof *stop))) {
-				json_array_foreach(v, k, x) if (json_is_string(x)) stop[f.req.nstop++] = (char *)json_string_value(x);
-				f.req.stop = stop;
-			}
-			if (json_is_array(v = json_object_get(params, "stop_ids")) &&
-			    (stop_ids = calloc(json_array_size(v) + 1, sizeof *stop_ids))) {
-				json_array_foreach(v, k, x) if (json_is_integer(x) && json_integer_value(x) >= 0)
-					stop_ids[f.req.nstop_ids++] = (uint32_t)json_integer_value(x);
-				f.req.stop_ids = stop_ids;
-			}
-		}
-		e = fi_stream_write(E->out, &f);
-		free(stop);
-		free(stop_ids);
-		return e ? -1 : 0;
-	}
+	if (request_frame(id, ids, n, params, &b))
+		r = 1;
+	else
+		r = fi_stream_write_raw(E->out, b.data, b.len) ? -1 : 0;
+	fi_buf_free(&b);
+	return r;
 }
 
 static fi_err load_chat(struct enc *E)
@@ -186,7 +229,7 @@ static fi_err load_chat(struct enc *E)
 	if (E->m->chat)
 		return FI_OK;
 	if (!E->m->cfg_json && !E->m->tmpl)
-		return fi_fail(FI_ENOTFOUND, "'%s': no chat template (tokenizer_config.json or chat_template.jinja)", E->o->model);
+		return fi_fail(FI_ENOTFOUND, "'%s': no chat template (tokenizer_config.json or chat_template.jinja)", E->o->a.model);
 	return fi_chat_load(&E->m->chat, E->m->cfg_json, E->m->tmpl, NULL);
 }
 
@@ -237,14 +280,22 @@ static int one(struct enc *E, const char *s, size_t len)
 			goto bad;
 		}
 	}
+	if (E->o->render) { /* --render: the text that would be encoded, as it is */
+		r = fwrite(text, 1, tlen, stdout) == tlen ? 0 : -1;
+		goto out;
+	}
 	if ((e = fi_tok_encode(E->m->tok, text, tlen, flags, &ids)))
 		goto bad;
 	r = emit(E, id, ids.v, ids.n, json_is_object(obj) ? obj : NULL);
+	if (r == 1) {
+		e = fi_errcode();
+		goto bad;
+	}
 	goto out;
 bad:
-	fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+	cmd_error(NULL);
 	E->failed = 1;
-	if (!E->o->ids && !E->o->count && E->out)
+	if (E->out)
 		r = fi_stream_write_error(E->out, id, e, fi_errmsg()) ? -1 : 0;
 out:
 	fi_tok_ids_free(&ids);
@@ -256,18 +307,19 @@ out:
 static int run_encode(const struct opts *o, struct model *m)
 {
 	struct enc E = {o, m, NULL, 0, 0};
-	FILE *in = !strcmp(o->in, "-") ? stdin : fopen(o->in, "rb");
+	FILE *in = !strcmp(o->a.in, "-") ? stdin : fopen(o->a.in, "rb");
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
 	int rc = 0;
 	if (!in) {
-		fi_log(FI_LOG_ERROR, "cannot open '%s': %s", o->in, strerror(errno));
-		return 1;
+		return cmd_error("cannot open '%s': %s", o->a.in, strerror(errno));
 	}
-	if (!o->ids && !o->count && fi_stream_open(&E.out, o->out, FI_STREAM_OUT, NULL)) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-		return 1;
+	if (!o->ids && !o->count && !o->render &&
+	    fi_stream_open(&E.out, o->a.out, FI_STREAM_OUT, NULL)) {
+		if (in != stdin)
+			fclose(in);
+		return cmd_error(NULL);
 	}
 	if (o->whole) {
 		size_t len = 0;
@@ -361,9 +413,9 @@ static void report_error(const struct dreq *q, const struct fi_frame *f)
 	char pre[300];
 	snprintf(pre, sizeof pre, "request '%s': ", q->id);
 	if (!strncmp(m, pre, strlen(pre)))
-		fi_log(FI_LOG_ERROR, "%s", m);
+		cmd_error("%s", m);
 	else
-		fi_log(FI_LOG_ERROR, "%s%s", pre, m);
+		cmd_error("%s%s", pre, m);
 }
 
 static void drain(struct dec *D, struct dreq *q)
@@ -393,10 +445,8 @@ static int run_decode(const struct opts *o, struct model *m)
 	struct fi_frame f;
 	fi_err e;
 	int rc = 0;
-	if (fi_stream_open(&in, o->in, FI_STREAM_IN, NULL)) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-		return 1;
-	}
+	if (fi_stream_open(&in, o->a.in, FI_STREAM_IN, NULL))
+		return cmd_error(NULL);
 	for (;;) {
 		struct dreq *q;
 		const char *pc;
@@ -404,8 +454,7 @@ static int run_decode(const struct opts *o, struct model *m)
 		fi_frame_init(&f, FI_FRAME_NONE);
 		e = fi_stream_read(in, &f);
 		if (e) {
-			fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-			rc = 1;
+			rc = cmd_error(NULL);
 			fi_frame_free(&f);
 			if (fi_stream_broken(in) || e == FI_EIO || e == FI_EINTERRUPT)
 				break;
@@ -420,8 +469,7 @@ static int run_decode(const struct opts *o, struct model *m)
 			continue;
 		}
 		if (!(q = find_req(&D, f.id ? f.id : ""))) {
-			fi_log(FI_LOG_ERROR, "out of memory");
-			rc = 1;
+			rc = cmd_error("out of memory");
 			fi_frame_free(&f);
 			break;
 		}
@@ -446,8 +494,7 @@ static int run_decode(const struct opts *o, struct model *m)
 				q->done = 1, drain(&D, q);
 		} else if (f.type == FI_FRAME_TOKEN) {
 			if (fi_tok_stream_step(q->st, f.tok.token, &pc, &pn)) {
-				fi_log(FI_LOG_ERROR, "request '%s': %s", q->id, fi_errmsg());
-				rc = 1;
+				rc = cmd_error("request '%s': %s", q->id, fi_errmsg());
 			} else
 				out_text(&D, q, pc, pn);
 		} else {
@@ -489,80 +536,56 @@ static int run_decode(const struct opts *o, struct model *m)
 	return fflush(stdout) ? 1 : rc;
 }
 
-/* Hidden: --bench FILE encodes FILE (whole) a few times and prints load and encode speed. */
-static int run_bench(const struct opts *o, struct model *m, double load_s)
-{
-	size_t len;
-	char *buf = slurp_file(o->bench, &len);
-	struct fi_tok_ids ids = {0};
-	double best = 1e9;
-	if (!buf) {
-		fi_log(FI_LOG_ERROR, "cannot open '%s': %s", o->bench, strerror(errno));
-		return 1;
-	}
-	for (int r = 0; r < 5; r++) {
-		double t0 = fi_now();
-		ids.n = 0;
-		if (fi_tok_encode(m->tok, buf, len, FI_TOK_REPLACE_INVALID | FI_TOK_ADD_SPECIAL, &ids)) {
-			fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-			return 1;
-		}
-		if (fi_now() - t0 < best)
-			best = fi_now() - t0;
-	}
-	printf("load %.1f ms\nencode %zu bytes -> %zu tokens: %.1f ms, %.1f MB/s (best of 5)\n",
-	       load_s * 1e3, len, ids.n, best * 1e3, len / best / 1e6);
-	free(buf);
-	fi_tok_ids_free(&ids);
-	return 0;
-}
+enum { O_WHOLE = OPT_LONG, O_JSONL, O_CHAT, O_RENDER, O_IDS, O_COUNT, O_SPECIAL, O_NO_ADD,
+       O_INTERLEAVE, O_SKIP_SPECIAL };
 
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{"whole", no_argument, 0, 'W'}, {"jsonl", no_argument, 0, 'J'}, {"chat", no_argument, 0, 'C'},
-		{"ids", no_argument, 0, 'I'}, {"count", no_argument, 0, 'N'}, {"special", no_argument, 0, 'S'},
-		{"no-add-special", no_argument, 0, 'A'}, {"interleave", no_argument, 0, 'L'},
-		{"skip-special", no_argument, 0, 'K'}, {"bench", required_argument, 0, 'B'},
-		{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-	struct opts o = {.in = "-", .out = "-"};
+	struct opts o = {0};
+	const struct opt own[] = {
+		{'d', NULL, NULL, OPT_FLAG, 0, 0, &o.decode},
+		{O_WHOLE, "whole", NULL, OPT_FLAG, 0, 0, &o.whole},
+		{O_JSONL, "jsonl", NULL, OPT_FLAG, 0, 0, &o.jsonl},
+		{O_CHAT, "chat", NULL, OPT_FLAG, 0, 0, &o.chat},
+		{O_RENDER, "render", NULL, OPT_FLAG, 0, 0, &o.render},
+		{O_IDS, "ids", NULL, OPT_FLAG, 0, 0, &o.ids},
+		{O_COUNT, "count", NULL, OPT_FLAG, 0, 0, &o.count},
+		{O_SPECIAL, "special", NULL, OPT_FLAG, 0, 0, &o.special},
+		{O_NO_ADD, "no-add-special", NULL, OPT_FLAG, 0, 0, &o.no_add},
+		{O_INTERLEAVE, "interleave", NULL, OPT_FLAG, 0, 0, &o.interleave},
+		{O_SKIP_SPECIAL, "skip-special", NULL, OPT_FLAG, 0, 0, &o.skip_special},
+		{0},
+	};
+	static const char *const usage[] = {
+		"-m [-i] [-o] [--whole | --jsonl | --chat] [--ids | --count] [--special]"
+		" [--no-add-special]",
+		"-m --chat --render [-i] [-o]",
+		"-m -d [-i] [-o] [--interleave] [--skip-special]",
+		NULL,
+	};
+	const struct cmd cmd = {.name = "fi-tokenize", .groups = CMD_MODEL | CMD_STREAMS,
+				.opts = own, .usage = usage};
 	struct model m = {0};
-	double t0;
-	int c, rc;
-	fi_log_set_prog("fi-tokenize");
-	while ((c = getopt_long(argc, argv, "m:i:o:dh", lo, NULL)) != -1) {
-		switch (c) {
-		case 'm': o.model = optarg; break;
-		case 'i': o.in = optarg; break;
-		case 'o': o.out = optarg; break;
-		case 'd': o.decode = 1; break;
-		case 'W': o.whole = 1; break;
-		case 'J': o.jsonl = 1; break;
-		case 'C': o.chat = 1; break;
-		case 'I': o.ids = 1; break;
-		case 'N': o.count = 1; break;
-		case 'S': o.special = 1; break;
-		case 'A': o.no_add = 1; break;
-		case 'L': o.interleave = 1; break;
-		case 'K': o.skip_special = 1; break;
-		case 'B': o.bench = optarg; break;
-		case 'h': fputs(USAGE, stdout); return 0;
-		default: fputs(USAGE, stderr); return 2;
-		}
-	}
-	if (optind < argc || !o.model || o.whole + o.jsonl + o.chat > 1 || o.ids + o.count > 1 ||
-	    (o.decode && (o.whole || o.jsonl || o.chat || o.ids || o.count || o.special || o.no_add)) ||
-	    (!o.decode && (o.interleave || o.skip_special))) {
-		fputs(USAGE, stderr);
-		return 2;
-	}
-	t0 = fi_now();
-	if (open_model(o.model, &m)) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-		return 1;
-	}
-	if (o.bench)
-		rc = run_bench(&o, &m, fi_now() - t0);
+	int rc;
+	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
+		usage_error("unexpected operand '%s'", argv[optind]);
+	if (o.whole + o.jsonl + o.chat > 1)
+		usage_error("--whole, --jsonl and --chat exclude each other");
+	if (o.ids + o.count + o.render > 1)
+		usage_error("--ids, --count and --render exclude each other");
+	if (o.render && !o.chat)
+		usage_error("--render shows what --chat renders: give --chat");
+	if (o.decode && (o.whole || o.jsonl || o.chat || o.ids || o.count || o.special || o.no_add))
+		usage_error("-d reads frames: --whole, --jsonl, --chat, --ids, --count, --special "
+			    "and --no-add-special do not apply");
+	if (!o.decode && (o.interleave || o.skip_special))
+		usage_error("--interleave and --skip-special are for -d");
+	/* Text goes to standard output, or to -o FILE; request frames to the -o stream. */
+	if ((o.decode || o.ids || o.count || o.render) && strcmp(o.a.out, "-") &&
+	    !freopen(o.a.out, "w", stdout))
+		die(EXIT_RUNTIME, "cannot open '%s': %s", o.a.out, strerror(errno));
+	if (open_model(o.a.model, &m))
+		rc = cmd_error(NULL);
 	else
 		rc = o.decode ? run_decode(&o, &m) : run_encode(&o, &m);
 	fi_chat_free(m.chat);

@@ -1,5 +1,5 @@
 #!/bin/sh
-# fi-prefill: usage against fi-prefill(1), every EXAMPLES line, fi-prefill | fi-decode equal to
+# fi-prefill: every EXAMPLES line, fi-prefill | fi-decode equal to
 # fi-decode alone on every HF fixture family, arena reuse counted by -v, failures.
 set -u
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -9,16 +9,6 @@ command -v python3 > /dev/null || { echo "SKIPPED: python3 absent" >&2; exit 77;
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 frames="python3 $root/tests/cli/pipe_frames.py"
-
-# -h prints the SYNOPSIS (compared with whitespace collapsed).
-fi-prefill -h > "$work/usage" || fail "-h exit $?"
-if command -v nroff >/dev/null 2>&1 && command -v col >/dev/null 2>&1; then
-	nroff -mdoc "$root/man/man1/fi-prefill.1" 2>/dev/null | col -b |
-		sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' | sed '1d;$d' | tr -s ' \t\n' ' ' |
-		sed 's/^ //; s/ $//' > "$work/syn"
-	sed 's/^usage: //' "$work/usage" | tr -s ' \t\n' ' ' | sed 's/^ //; s/ $//' |
-		diff - "$work/syn" || fail "fi-prefill -h differs from the SYNOPSIS"
-fi
 
 # Every EXAMPLES line, in order, in a directory with the model, requests and prompts.
 mkdir "$work/ex" "$work/ex/models"

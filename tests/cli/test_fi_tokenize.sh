@@ -1,5 +1,5 @@
 #!/bin/sh
-# fi-tokenize: usage against fi-tokenize(1), every EXAMPLES line, ids against Hugging Face
+# fi-tokenize: every EXAMPLES line, ids against Hugging Face
 # (plain, --special, invalid UTF-8, chat template), frames, -d in order and interleaved,
 # a text -> frames -> text round trip, usage and runtime failures.
 set -u
@@ -18,16 +18,6 @@ trap 'rm -rf "$work"' EXIT
 frames="python3 $root/tests/cli/fi_decode_frames.py"
 ln -s "$l3" "$work/llama-3"
 ln -s "$stories" "$work/stories260K-hf"
-
-# -h prints the SYNOPSIS (compared with whitespace collapsed).
-fi-tokenize -h > "$work/usage" || fail "-h exit $?"
-if command -v nroff > /dev/null 2>&1 && command -v col > /dev/null 2>&1; then
-	nroff -mdoc "$root/man/man1/fi-tokenize.1" 2>/dev/null | col -b |
-		sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' | sed '1d;$d' | tr -s ' \t\n' ' ' |
-		sed 's/^ //; s/ $//' > "$work/syn"
-	sed 's/^usage: //; s/^ *fi-tokenize/fi-tokenize/' "$work/usage" | tr -s ' \t\n' ' ' |
-		sed 's/^ //; s/ $//' | diff - "$work/syn" || fail "fi-tokenize -h differs from the SYNOPSIS"
-fi
 
 # Every EXAMPLES line, in order.
 printf 'Hello world\nOnce upon a time\n' > "$work/prompts.txt"
