@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "arena_shm.h"
 #include "base/log.h"
+#include "base/settings.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -78,12 +79,11 @@ static int fp_valid(const char *fp)
 
 static fi_err kv_dir(const char *dir, char *buf, size_t n)
 {
-	const char *home = getenv("FI_HOME");
 	int r;
 	if (dir && *dir)
 		r = snprintf(buf, n, "%s", dir);
 	else
-		r = snprintf(buf, n, "%s/kv", home && *home ? home : "/dev/shm/fi");
+		r = snprintf(buf, n, "%s/kv", fi_settings()->home);
 	if (r < 0 || (size_t)r >= n)
 		return fi_fail(FI_ERANGE, "kv arena directory name too long");
 	return FI_OK;

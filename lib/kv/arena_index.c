@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/settings.h"
 
 static uint32_t key_hash(const uint8_t *key)
 {
@@ -302,17 +303,17 @@ void arena_unlock(struct fi_arena *a)
 
 void arena_crash_point(const char *name)
 {
-	/* Read once per process (a forked child reads its own environment again). */
+	/* Taken once per process (a forked child that sets FI_ARENA_CRASH reloads the
+	 * settings, settings.h). */
 	static pid_t pid;
 	static char spec[64];
 	static long count, want;
 	static size_t len;
 	const char *colon;
 	if (pid != getpid()) {
-		const char *e = getenv("FI_ARENA_CRASH");
 		pid = getpid();
 		count = 0;
-		snprintf(spec, sizeof spec, "%s", e ? e : "");
+		snprintf(spec, sizeof spec, "%s", fi_settings()->arena_crash);
 		colon = strchr(spec, ':');
 		len = colon ? (size_t)(colon - spec) : strlen(spec);
 		want = colon ? strtol(colon + 1, NULL, 10) : 1;

@@ -14,11 +14,11 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/settings.h"
 
 const char *fi_home(void)
 {
-	const char *h = getenv("FI_HOME");
-	return h && *h ? h : FI_HOME_DEFAULT;
+	return fi_settings()->home;
 }
 
 int fi_store_name_valid(const char *name)
@@ -175,12 +175,11 @@ fi_err fi_store_remove(const char *name)
 /* A directory for on-the-fly conversions: $FI_HOME/tmp if it can be made, else $TMPDIR. */
 static void tmp_dir(char *out, size_t outsz)
 {
-	const char *t = getenv("TMPDIR");
 	snprintf(out, outsz, "%s/tmp", fi_home());
 	if (!make_dirs(out) && !access(out, W_OK))
 		return;
 	fi_clear_error();
-	snprintf(out, outsz, "%s", t && *t ? t : "/tmp");
+	snprintf(out, outsz, "%s", fi_settings()->tmpdir);
 }
 
 /* The last error's message with every occurrence of the temporary path tmp replaced by

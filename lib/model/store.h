@@ -9,12 +9,12 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/settings.h"
 #include "image.h"
 
 #define FI_STORE_NAME_MAX 128
-#define FI_HOME_DEFAULT "/dev/shm/fi"
 
-/* $FI_HOME if set and non-empty, else FI_HOME_DEFAULT. */
+/* $FI_HOME if set and non-empty, else FI_HOME_DEFAULT (base/settings.h). */
 const char *fi_home(void);
 /* 1 if name is a valid store name. */
 int fi_store_name_valid(const char *name);

@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "base/settings.h"
 #include "model/image.h"
 #include "image_synth.h"
 #include "model/names.h"
@@ -257,6 +258,7 @@ START_TEST(test_store_resolution)
 	mk_tmp();
 	snprintf(home, sizeof home, "%s/home", tmpdir);
 	setenv("FI_HOME", home, 1);
+	fi_settings_reload();
 	ck_assert_str_eq(fi_home(), home);
 	ck_assert_int_eq(fi_store_open("nope", &im), FI_ENOTFOUND);
 	snprintf(want, sizeof want, "model 'nope' not found in %s/models (fi-load -l lists models)", home);
@@ -295,6 +297,7 @@ START_TEST(test_store_resolution)
 	ck_assert_int_eq(fi_store_open("tiny", &im), FI_ENOTFOUND);
 	ck_assert_int_eq(fi_store_remove("../x"), FI_EINVAL);
 	unsetenv("FI_HOME");
+	fi_settings_reload();
 	ck_assert_str_eq(fi_home(), "/dev/shm/fi");
 	synth_free(&s);
 	rm_tree(tmpdir);
@@ -344,6 +347,7 @@ START_TEST(test_store_sweeps_stale)
 	mk_tmp();
 	snprintf(home, sizeof home, "%s/home", tmpdir);
 	setenv("FI_HOME", home, 1);
+	fi_settings_reload();
 	ck_assert(!fi_store_models_dir(dead, sizeof dead, 1));
 	snprintf(dead, sizeof dead, "%s/models/.fim-tmp.dead01", home);
 	snprintf(live, sizeof live, "%s/models/.fim-tmp.live01", home);
@@ -359,6 +363,7 @@ START_TEST(test_store_sweeps_stale)
 	ck_assert_int_eq(access(live, F_OK), 0);
 	close(fd);
 	unsetenv("FI_HOME");
+	fi_settings_reload();
 	rm_tree(tmpdir);
 }
 END_TEST

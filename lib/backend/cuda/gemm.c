@@ -110,12 +110,11 @@ static void plan_tune(struct fi_cuda *c, struct fi_gemm_plan *p, void *out_d, co
 		      const void *w_d)
 {
 	const float one = 1.f, zero = 0.f;
-	const char *env = getenv("FI_GEMM_TUNE");
 	cudaEvent_t e0, e1;
 	float best = 1e30f;
 	int bi = 0;
 	p->tuned = 1;
-	if (!env || strcmp(env, "1"))
+	if (!fi_settings()->gemm_tune)
 		return;
 	if (p->n_cand < 2 || p->T <= 4 || p->T > 256)
 		return;
@@ -216,8 +215,7 @@ fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void 
 	/* Decode-sized batches: the weight-streaming kernel (FI_GEMV=0 turns it off, to time
 	 * cuBLASLt instead). */
 	if (T <= 4) {
-		const char *env = getenv("FI_GEMV");
-		if (!env || strcmp(env, "0")) {
+		if (be->settings->gemv) {
 			fi_err ge = fi_cu_gemv(c->stream, out_d, out_f32, in_d, w->p,
 					       bias ? bias->p : NULL, T, (int)w->rows, (int)w->cols);
 			if (ge != FI_EUNSUPPORTED)
