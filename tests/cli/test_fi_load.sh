@@ -14,10 +14,27 @@ trap 'rm -rf "$work"' EXIT
 ln -s "$src" "$work/stories260K-hf"
 models=$FI_HOME/models
 
-# Every EXAMPLES line, in order, from a directory holding the checkpoint.
-for page in man/man1/fi-load.1 man/man7/fi.7; do
-	sed -n '/^\.Sh EXAMPLES/,/^\.Sh /s/^\.Dl \$ //p' "$root/$page" > "$work/examples"
-	[ -s "$work/examples" ] || fail "$page has no examples"
+# The uses fi-load(1) and fi(7) show, on stories260K (test_man_examples.sh runs the pages'
+# own lines), in order, from a directory holding the checkpoint.
+cat > "$work/ex-fi-load" <<'EOF'
+fi-load stories260K-hf --name stories
+fi-load -l
+fi-load -i stories
+fi-load -f --dtype f32 --name stories stories260K-hf
+fi-load --rm stories
+fi-load --dtype f32 --name stories stories260K-hf
+fi-decode -m stories --prefix-cache --arena-size 8M --tokens 1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403 -n 4
+fi-load --arena
+fi-load --arena-rm stories
+EOF
+cat > "$work/ex-fi" <<'EOF'
+fi-load stories260K-hf --name stories
+fi-load -i stories | grep fingerprint
+fi-decode -m stories --prefix-cache --arena-size 4M --tokens 1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403 -n 2
+fi-load --arena | grep stories
+EOF
+for page in fi-load fi; do
+	cp "$work/ex-$page" "$work/examples"
 	while IFS= read -r line; do
 		(cd "$work" && sh -c "$line") > "$work/out" 2> "$work/err" ||
 			fail "$page example '$line' exited $?: $(cat "$work/err")"

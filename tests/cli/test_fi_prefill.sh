@@ -10,13 +10,21 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 frames="python3 $root/tests/cli/pipe_frames.py"
 
-# Every EXAMPLES line, in order, in a directory with the model, requests and prompts.
+# The uses fi-prefill(1) shows, on the embedded model (test_man_examples.sh runs the page's
+# own lines), in order, in a directory with the model, requests and prompts.
 mkdir "$work/ex" "$work/ex/models"
 ln -s "$root/models/tiny" "$work/ex/models/tiny"
 printf '%s\n' 'def main():' 'import os' 'The quick brown fox' > "$work/ex/prompts.txt"
 $frames prompts 4 40 7 16 | $frames enc > "$work/ex/requests.msgpack" || fail "cannot encode"
-sed -n '/^\.Sh EXAMPLES/,/^\.Sh /s/^\.Dl \$ //p' "$root/man/man1/fi-prefill.1" > "$work/examples"
-[ "$(wc -l < "$work/examples")" -ge 6 ] || fail "fi-prefill(1) has too few examples"
+cat > "$work/examples" <<'EOF'
+fi-load models/tiny --name tiny
+fi-prefill -m tiny --arena-size 64M < requests.msgpack > prefilled.msgpack
+fi-decode -m tiny -n 16 < prefilled.msgpack > out.msgpack
+fi-prefill -m tiny -v < requests.msgpack | fi-decode -m tiny -n 16 > out2.msgpack
+fi-tokenize -m tiny < prompts.txt | fi-prefill -m tiny | fi-decode -m tiny -n 16 | fi-tokenize -m tiny -d
+fi-decode -m tiny -n 16 -i ipc://decode.sock > out3.msgpack &
+fi-prefill -m tiny -o ipc://decode.sock < requests.msgpack
+EOF
 while IFS= read -r line; do
 	case $line in *fi-tokenize*) command -v fi-tokenize > /dev/null ||
 		{ echo "skip (no fi-tokenize): $line"; continue; } ;; esac

@@ -19,13 +19,20 @@ frames="python3 $root/tests/cli/fi_decode_frames.py"
 ln -s "$l3" "$work/llama-3"
 ln -s "$stories" "$work/stories260K-hf"
 
-# Every EXAMPLES line, in order.
+# The uses fi-tokenize(1) shows, with the Llama 3 tokenizer and stories260K
+# (test_man_examples.sh runs the page's own lines), in order.
 printf 'Hello world\nOnce upon a time\n' > "$work/prompts.txt"
 printf '%s\n' '[{"role":"user","content":"Hi!"}]' > "$work/chats.jsonl"
 printf '%s\n' '{"id":"q","prompt":"Hello world","max_tokens":5,"temperature":0.5,"stop":["x"],"stop_ids":[7]}' \
 	> "$work/requests.jsonl"
-sed -n '/^\.Sh EXAMPLES/,/^\.Sh /s/^\.Dl \$ //p' "$root/man/man1/fi-tokenize.1" > "$work/examples"
-[ "$(wc -l < "$work/examples")" -ge 6 ] || fail "fi-tokenize(1) has too few examples"
+cat > "$work/examples" <<'EOF'
+fi-tokenize -m llama-3 --ids < prompts.txt
+fi-tokenize -m llama-3/tokenizer.json --count < prompts.txt
+fi-tokenize -m llama-3 --chat --ids < chats.jsonl
+fi-tokenize -m llama-3 --jsonl < requests.jsonl > requests.msgpack
+fi-load --dtype f32 --name stories stories260K-hf
+fi-tokenize -m stories < prompts.txt | fi-decode -m stories -n 16 --temp 0 | fi-tokenize -m stories -d
+EOF
 i=0
 while IFS= read -r line; do
 	i=$((i + 1))
