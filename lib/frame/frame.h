@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "kv/kvref.h" /* struct fi_kv_ref, the request's "kv" */
 
 #define FI_FRAME_VERSION 1
 
@@ -57,16 +58,6 @@ enum {
 	FI_REQ_MAX_TOKENS = 1u << 6,
 	FI_REQ_STREAM = 1u << 7,
 	FI_REQ_KV = 1u << 8,
-};
-
-/* A reference to KV blocks in a shared KV arena (fi-prefill -> fi-decode). */
-struct fi_kv_ref {
-	char *arena;             /* arena name ("" = the default arena of the model) */
-	uint8_t fingerprint[32]; /* model fingerprint (SHA-256) */
-	uint8_t (*blocks)[32];   /* [nblocks][32] block keys, prefix order */
-	uint32_t nblocks;
-	uint32_t ntokens;      /* prompt tokens the blocks cover */
-	uint32_t block_tokens; /* tokens per block; 0 = unknown (the arena's) */
 };
 
 struct fi_request {

@@ -20,41 +20,9 @@
 #include "base/log.h"
 #include "stream.h"
 #include "stream_int.h"
+#include "stream_signal.h"
 
 #define FLUSH_AT (64u << 10)
-
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-	/* A second signal while shutting down is not ignored: the default action ends us. */
-	if (interrupted) {
-		signal(sig, SIG_DFL);
-		raise(sig);
-	}
-	interrupted = 1;
-}
-
-void fi_stream_catch_signals(void)
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = 0; /* no SA_RESTART: blocking calls return EINTR */
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-}
-
-int fi_stream_interrupted(void)
-{
-	return interrupted;
-}
-
-void fi_stream_set_interrupted(int on)
-{
-	interrupted = on ? 1 : 0;
-}
 
 void fi_stream_opts_default(struct fi_stream_opts *o)
 {
@@ -155,7 +123,7 @@ static fi_err zmq_read(struct fi_stream *s, struct fi_frame *f, int timeout_ms)
 			f->type = FI_FRAME_EOS;
 			return FI_OK;
 		}
-		if (interrupted)
+		if (fi_stream_interrupted())
 			return fi_fail(FI_EINTERRUPT, "interrupted");
 		zmq_msg_init(&m);
 		if (zmq_msg_recv(&m, s->sock[0], ZMQ_DONTWAIT) < 0) {
@@ -266,7 +234,7 @@ static fi_err zmq_send_rr(struct fi_stream *s, const void *p, size_t n, int time
 			if (errno != EAGAIN && errno != EINTR)
 				return fi_fail(FI_EIO, "zeromq send: %s", zmq_strerror(errno));
 		}
-		if (interrupted)
+		if (fi_stream_interrupted())
 			return fi_fail(FI_EINTERRUPT, "interrupted");
 		if (timeout_ms >= 0) {
 			int left = timeout_ms - (int)((fi_now() - t0) * 1000);

@@ -29,6 +29,7 @@
 
 #include "base/err.h"
 #include "frame.h"
+#include "stream_signal.h"
 
 enum fi_stream_dir { FI_STREAM_IN, FI_STREAM_OUT };
 
@@ -100,10 +101,7 @@ int fi_stream_fd(const struct fi_stream *s);
  * ("tcp://127.0.0.1:*" -> "tcp://127.0.0.1:41234"); "-" for pipes. */
 const char *fi_stream_endpoint(struct fi_stream *s);
 
-/* SIGINT/SIGTERM -> flag (no SA_RESTART, so blocking waits return). Idempotent. */
-void fi_stream_catch_signals(void);
-int fi_stream_interrupted(void);
-/* Tests and commands that want to stop themselves: sets or clears the flag. */
-void fi_stream_set_interrupted(int on);
+/* Signals: fi_stream_catch_signals, fi_stream_interrupted, fi_stream_set_interrupted are
+ * declared in stream_signal.h (included above). */
 
 #endif

@@ -112,7 +112,7 @@ fi_err fi_sched_arena(struct fi_sched *s, int create, struct fi_kvx **x)
 	*x = NULL;
 	if (!s->o.fingerprint)
 		return fi_fail(FI_ESTATE, "kv arena: the model has no fingerprint");
-	if (!s->x && (e = fi_kvx_open(&s->x, s->m, s->o.fingerprint, s->o.arena_size, create)))
+	if (!s->x && (e = fi_kvx_open(&s->x, fi_model_cache(s->m), s->o.fingerprint, s->o.arena_size, create)))
 		return e;
 	*x = s->x;
 	return FI_OK;
