@@ -20,7 +20,7 @@
 #include "base/err.h"
 #include "model/image.h"
 #include "base/log.h"
-#include "cmdutil.h"
+#include "api/llm.h"
 #include "opt.h"
 #include "model/model.h"
 #include "model/store.h"

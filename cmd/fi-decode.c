@@ -13,7 +13,7 @@
 #include "backend/backend.h"
 #include "frame/frame.h"
 #include "base/log.h"
-#include "cmdutil.h"
+#include "api/llm.h"
 #include "opt.h"
 #include "model/model.h"
 #include "backend/sample.h"

@@ -12,7 +12,7 @@
 #include "frame/frame.h"
 #include "kv/kvxfer.h"
 #include "base/log.h"
-#include "cmdutil.h"
+#include "api/llm.h"
 #include "opt.h"
 #include "model/model.h"
 #include "backend/sample.h"

@@ -111,7 +111,8 @@ $frames dec < "$work/x.mp" | grep '"type": "error"' > "$work/errs"
 grep -q "kv reference is for model" "$work/errs" || fail "mismatch message"
 fi-prefill -m "$fx/llama" --backend cpu < "$work/req.mp" 2>/dev/null |
 	fi-prefill -m "$fx/qwen2" --backend cpu > "$work/x.mp" || fail "prefill mismatch exited"
-[ "$($frames dec < "$work/x.mp" | grep -c '"code": "mismatch"')" -eq 4 ] || fail "prefill mismatch"
+[ "$($frames dec < "$work/x.mp" | grep -c '"code": "mismatch"')" -eq 4 ] ||
+	fail "prefill mismatch: $($frames dec < "$work/x.mp")"
 # a corrupt stream: the requests before it are answered, then exit 1
 { head -c 200 "$work/req.mp"; printf '\301\301\301'; } |
 	fi-prefill -m "$fx/llama" --backend cpu > "$work/out" 2> "$work/err"

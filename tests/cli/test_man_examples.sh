@@ -12,7 +12,9 @@
 #   - GPU-only lines (--backend cuda) run on the CPU (--backend cpu);
 #   - tcp:// endpoints of other hosts run on loopback (tcp://127.0.0.1:PORT);
 #   - the input files the examples read (prompts.txt, prompt.txt, chats.jsonl,
-#     requests.jsonl) are made here.
+#     requests.jsonl) are made here; the programs of examples/ are copied in;
+#   - the library of the build tree stands for the installed one (a fi.pc on
+#     PKG_CONFIG_PATH pointing at include/ and $BUILD, and LD_LIBRARY_PATH).
 set -u
 fail() { echo "FAIL: $*" >&2; exit 1; }
 root=$(pwd)
@@ -39,8 +41,17 @@ for page in "$root"/man/man*/*.[1-9]; do
 		> "$ex/chats.jsonl"
 	printf '%s\n' '{"id":"q1","prompt":"Hello world","max_tokens":5,"temperature":0.5,"stop":["x"]}' \
 		'{"id":"q2","prompt":"import","seed":7}' > "$ex/requests.jsonl"
+	cp "$root"/examples/*.c "$ex/"
+	if [ -n "${BUILD:-}" ] && [ -f "$BUILD/fi.pc" ]; then
+		mkdir -p "$ex/pkgconfig"
+		sed -e "s#^prefix=.*#prefix=$root#" -e "s#^libdir=.*#libdir=$BUILD#" "$BUILD/fi.pc" \
+			> "$ex/pkgconfig/fi.pc"
+		export PKG_CONFIG_PATH="$ex/pkgconfig" LD_LIBRARY_PATH="$BUILD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+	elif grep -q 'pkg-config' "$work/examples"; then
+		fail "$name: its examples build against libfi: run with BUILD set (make check does)"
+	fi
 	export HOME="$ex" FI_HOME="$ex/home"
-	if grep -q -- '-m llama3' "$work/examples" && ! grep -q -- '--name llama3' "$work/examples"; then
+	if grep -qw 'llama3' "$work/examples" && ! grep -q -- '--name llama3' "$work/examples"; then
 		fi-load "$root/models/tiny" --name llama3 > /dev/null 2>&1 || fail "$name: loading llama3"
 	fi
 	pids="" n=0
@@ -72,5 +83,5 @@ for page in "$root"/man/man*/*.[1-9]; do
 			[ -s "$ex/$f" ] || fail "$name: $f was not written"
 		done || exit 1
 done
-[ $pages -ge 6 ] || fail "only $pages man pages have examples"
+[ $pages -ge 7 ] || fail "only $pages man pages have examples"
 echo "ok: $lines lines of $pages pages"

@@ -1,10 +1,14 @@
-/* cmdutil: opening the model on a backend, shared by the commands. */
-#include "cmdutil.h"
-#include "base/log.h"
+/* llm: opening a model on a backend (llm.h, and fi_llm of the public fi_model.h). */
+#include "llm.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "base/log.h"
+#include "model/store.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
 
 struct fi_backend_start {
 	const char *name;
@@ -92,5 +96,96 @@ fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 		*be = NULL;
 		return fi_fail(e, "%s", msg);
 	}
+	return FI_OK;
+}
+
+void fi_llm_opts_default(struct fi_llm_opts *o)
+{
+	o->backend = "auto";
+	o->threads = 0;
+}
+
+fi_err fi_llm_open(const char *model, const struct fi_llm_opts *o, struct fi_llm **out)
+{
+	struct fi_llm_opts d;
+	struct fi_llm *l;
+	fi_err e;
+	*out = NULL;
+	if (!o) {
+		fi_llm_opts_default(&d);
+		o = &d;
+	}
+	if (!model || !*model)
+		return fi_fail(FI_EINVAL, "no model named");
+	if (!(l = calloc(1, sizeof *l)))
+		return fi_fail(FI_ENOMEM, "model: out of memory");
+	if ((e = fi_open_backend_model(o->backend ? o->backend : "auto", o->threads, model, &l->be,
+				       &l->im, &l->m))) {
+		free(l);
+		return e;
+	}
+	*out = l;
+	return FI_OK;
+}
+
+void fi_llm_close(struct fi_llm *l)
+{
+	if (!l)
+		return;
+	fi_chat_free(l->chat);
+	fi_tok_free(l->tok);
+	fi_model_close(l->m);
+	fi_image_close(l->im);
+	fi_backend_destroy(l->be);
+	free(l);
+}
+
+int fi_llm_vocab(const struct fi_llm *l)
+{
+	return fi_model_config(l->m)->vocab;
+}
+
+int fi_llm_context(const struct fi_llm *l)
+{
+	int n = fi_model_config(l->m)->max_pos;
+	return n > 0 ? n : 4096;
+}
+
+const char *fi_llm_device(const struct fi_llm *l)
+{
+	return l->be->device;
+}
+
+const char *fi_llm_fingerprint(const struct fi_llm *l)
+{
+	return l->im->fingerprint_hex;
+}
+
+fi_err fi_llm_tokenizer(struct fi_llm *l, const struct fi_tok **out)
+{
+	fi_err e;
+	*out = NULL;
+	if (!l->tok && (e = fi_image_tokenizer(l->im, &l->tok)))
+		return e;
+	*out = l->tok;
+	return FI_OK;
+}
+
+fi_err fi_llm_chat(struct fi_llm *l, const struct fi_chat **out)
+{
+	const struct fi_image_blob *cfg = fi_image_blob(l->im, "tokenizer_config.json");
+	const struct fi_image_blob *tmpl = fi_image_blob(l->im, "chat_template.jinja");
+	fi_err e;
+	*out = NULL;
+	if (!l->chat) {
+		if (!cfg && !tmpl)
+			return fi_fail(FI_ENOTFOUND, "'%s': the model image holds no chat template",
+				       l->im->path);
+		if ((e = fi_chat_load(&l->chat, cfg ? (const char *)cfg->data : NULL,
+				      tmpl ? (const char *)tmpl->data : NULL,
+				      NULL)))
+			return fi_fail_ctx(e, "'%s'", l->im->path);
+	}
+	*out = l->chat;
 	return FI_OK;
 }
