@@ -19,7 +19,7 @@
 /* Long-only shared options; a command's own use OPT_LONG + n, n < 256. */
 enum {
 	O_BACKEND = 2 * OPT_LONG, O_TEMP, O_TOP_K, O_TOP_P, O_MIN_P, O_REPEAT, O_SEED, O_ARENA_SIZE,
-	O_HELP, O_VERSION,
+	O_VERSION,
 };
 
 static const struct cmd *cur; /* the command being run, for usage_error() */
@@ -32,7 +32,7 @@ const char *cmd_name(void)
 
 /* ---- the shared options ---- */
 
-/* Fills t with the options of the groups c takes, pointing into a; returns their count. */
+/* Fills t with the options of groups, pointing into a; returns their count. */
 static int shared_opts(unsigned groups, struct cmd_args *a, struct opt *t)
 {
 	const struct { unsigned group; struct opt o; } all[] = {
@@ -82,9 +82,11 @@ struct table {
 static void build(const struct cmd *c, struct cmd_args *a, struct table *t)
 {
 	t->n = shared_opts(c->groups, a, t->o);
-	for (const struct opt *p = c->opts; p && p->key; p++)
-		if (t->n < MAX_OPTS - 2)
-			t->o[t->n++] = *p;
+	for (const struct opt *p = c->opts; p && p->key; p++) {
+		if (t->n == MAX_OPTS - 2)
+			die(EXIT_RUNTIME, "internal: more than %d options", MAX_OPTS - 2);
+		t->o[t->n++] = *p;
+	}
 	t->o[t->n++] = (struct opt){'h', "help", NULL, OPT_FLAG, 0, 0, NULL};
 	t->o[t->n++] = (struct opt){O_VERSION, "version", NULL, OPT_FLAG, 0, 0, NULL};
 }
