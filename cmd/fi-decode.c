@@ -21,11 +21,13 @@
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
+#include "serve/req_frame.h"
+#include "text/tok_ident.h"
 
 #define BLOCK_TOKENS 16 /* the cache's block size, equal to the arena's */
 
 struct opts {
-	struct cmd_args a; /* the model, streams, backend, sampling defaults, arena, -v */
+	struct cmd_args a; /* the model, streams, backend, sampling defaults, arena, -f, -v */
 	const char *tokens, *prompt;
 	int n, prefix_cache, chunk;
 	struct opt_list stop; /* for requests that give none */
@@ -41,6 +43,13 @@ struct engine {
 	/* --tokens, --prompt */
 	int n_gen, text;
 	struct fi_sched_event done;
+	/* frames */
+	const struct opts *o;
+	struct fi_tok_ident ident; /* the model's tokenizer (has_ident) */
+	int has_ident;
+	unsigned told;          /* sampling conflicts reported (FI_REQ_* bits) */
+	uint64_t n_done, n_failed, n_mismatch, n_tokens;
+	double t_first;         /* the first request's arrival (0: none yet) */
 };
 
 static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
@@ -63,19 +72,51 @@ static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
 	return *ids && *n ? 0 : -1;
 }
 
-/* Scheduler events as frames. */
+/* Scheduler events as frames; done and error frames repeat the request's seq and text. */
 static fi_err on_event(void *user, const struct fi_sched_event *ev)
 {
 	struct engine *E = user;
+	struct fi_req_echo *echo = ev->user;
 	struct fi_frame f;
+	fi_err e;
 	switch (ev->type) {
 	case FI_SCHED_EV_WARN:
 		fi_warn("%s", ev->message);
 		return FI_OK;
 	case FI_SCHED_EV_ERROR:
-		return fi_stream_write_error(E->out, ev->id, ev->code, ev->message);
+		fi_frame_init(&f, FI_FRAME_ERROR);
+		f.id = (char *)ev->id;
+		f.err.code = ev->code;
+		f.err.message = (char *)ev->message;
+		fi_req_echo_apply(echo, &f);
+		return fi_stream_write(E->out, &f);
+	case FI_SCHED_EV_DONE:
+		E->n_done++;
+		E->n_failed += ev->finish == FI_FINISH_ERROR;
+		E->n_tokens += ev->gen_tokens;
+		if (E->o->a.verbose) {
+			fi_live_clear();
+			fprintf(stderr, "fi-decode: '%s': %u prompt tokens (%u cached), %u generated, "
+				"finish %s, ttft %.2f ms, tpot %.2f ms\n", ev->id, ev->prompt_tokens,
+				ev->cached_tokens, ev->gen_tokens, fi_finish_name(ev->finish),
+				ev->ttft_ms, ev->tpot_ms);
+		}
+		fi_sched_event_frame(ev, &f);
+		fi_req_echo_apply(echo, &f);
+		/* With a tokenizer the frames always carry text, "" when there is none (a token
+		 * cut by a stop string, part of a character): readers then know the pieces are
+		 * the text and do not decode the ids, which would bring the cut text back. */
+		if (E->tok && !f.done.text)
+			f.done.text = "";
+		e = fi_stream_write(E->out, &f);
+		fi_req_echo_free(echo);
+		return e;
 	default:
-		return fi_sched_event_frame(ev, &f) ? fi_stream_write(E->out, &f) : FI_OK;
+		if (!fi_sched_event_frame(ev, &f))
+			return FI_OK;
+		if (E->tok && !f.tok.text)
+			f.tok.text = "";
+		return fi_stream_write(E->out, &f);
 	}
 }
 
@@ -87,20 +128,43 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 	switch (f->type) {
 	case FI_FRAME_EOS:
 		return 1;
-	case FI_FRAME_REQUEST:
+	case FI_FRAME_REQUEST: {
+		struct fi_req_echo *echo = NULL;
+		struct fi_frame ef;
+		unsigned c;
+		if (!E->t_first)
+			E->t_first = fi_now();
+		if ((c = fi_req_sampling_conflicts(f, &o->a.sp, o->a.given) & ~E->told)) {
+			char m[512];
+			fi_req_conflict_message(f, &o->a.sp, c, m, sizeof m);
+			fi_warn("%s", m);
+			E->told |= c;
+		}
 		if (fi_sched_has(E->s, f->id))
 			e = fi_fail(FI_EEXIST, "a request with this id is running");
-		else if (!(e = fi_sched_encode_prompt(E->tok, f))) {
+		else if ((e = fi_req_check_tokenizer(f, E->has_ident ? &E->ident : NULL))) {
+			/* One message for them all: every such request is refused the same way. */
+			if (!E->n_mismatch++)
+				cmd_error("%s; such requests get error frames (code mismatch)",
+					  fi_errmsg());
+		} else if (!(e = fi_sched_encode_prompt(E->tok, f)) && !(e = fi_req_echo_new(f, &echo))) {
 			fi_sched_req_from_frame(f, &o->a.sp, &r);
 			if (!r.nstop) {
 				r.stop = o->stop.v;
 				r.nstop = (uint32_t)o->stop.n;
 			}
-			e = fi_sched_add(E->s, &r);
+			r.user = echo;
+			if ((e = fi_sched_add(E->s, &r)))
+				fi_req_echo_free(echo);
 		}
-		if (e)
-			*fatal = fi_stream_write_error(E->out, f->id, e, fi_errmsg());
+		if (e) {
+			E->n_done++;
+			E->n_failed++;
+			fi_req_error_frame(f, e, fi_errmsg(), &ef);
+			*fatal = fi_stream_write(E->out, &ef);
+		}
 		break;
+	}
 	case FI_FRAME_CANCEL:
 		if (fi_sched_has(E->s, f->id))
 			*fatal = fi_sched_cancel(E->s, f->id);
@@ -132,8 +196,11 @@ static fi_err drain(struct engine *E, struct fi_stream *in)
 			fi_frame_free(&f);
 			break;
 		}
-		if (f.type == FI_FRAME_REQUEST)
-			e = fi_stream_write_error(E->out, f.id, FI_EINTERRUPT, "fi-decode is shutting down");
+		if (f.type == FI_FRAME_REQUEST) {
+			struct fi_frame ef;
+			fi_req_error_frame(&f, FI_EINTERRUPT, "fi-decode is shutting down", &ef);
+			e = fi_stream_write(E->out, &ef);
+		}
 		else if (f.type == FI_FRAME_ERROR || f.type == FI_FRAME_DONE)
 			e = fi_stream_write(E->out, &f);
 		fi_frame_free(&f);
@@ -158,6 +225,29 @@ static int take(void *user, struct fi_frame *f, fi_err *fatal)
 	return take_frame(t->E, t->o, f, fatal);
 }
 
+/* Requests done, running and queued, and tokens per second, on a terminal. */
+static void live_line(struct engine *E, int force)
+{
+	double el = E->t_first ? fi_now() - E->t_first : 0;
+	int held = E->s ? fi_sched_pending(E->s) : 0, run = E->s ? fi_sched_running(E->s) : 0;
+	if (!E->t_first || !fi_live_active())
+		return;
+	fi_live(force, "%llu done, %d running, %d queued, %.1f tok/s",
+		(unsigned long long)E->n_done, run, held - run, el > 0 ? E->n_tokens / el : 0.0);
+}
+
+/* The line at the end of a batch, on a terminal or not (quiet with FI_LOG=error). */
+static void summary(struct engine *E)
+{
+	double el = E->t_first ? fi_now() - E->t_first : 0;
+	fi_live_clear();
+	if (!E->t_first || fi_log_get_level() < FI_LOG_WARN)
+		return;
+	fprintf(stderr, "fi-decode: %llu requests, %llu failed, %llu tokens in %.2f s, %.1f tok/s\n",
+		(unsigned long long)E->n_done, (unsigned long long)E->n_failed,
+		(unsigned long long)E->n_tokens, el, el > 0 ? E->n_tokens / el : 0.0);
+}
+
 static int run_frames(struct engine *E, const struct opts *o)
 {
 	struct taker t = {E, o};
@@ -167,8 +257,11 @@ static int run_frames(struct engine *E, const struct opts *o)
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
 	fi_stream_opts_default(&so);
 	so.eos_count = o->a.eos_count;
-	if ((e = fi_stream_open(&in, o->a.in, FI_STREAM_IN, &so)) ||
-	    (e = fi_stream_open(&E->out, o->a.out, FI_STREAM_OUT, NULL)))
+	if ((e = fi_stream_open(&in, o->a.in, FI_STREAM_IN, &so)))
+		goto out;
+	fi_stream_opts_default(&so);
+	so.tty_ok = o->a.force;
+	if ((e = fi_stream_open(&E->out, o->a.out, FI_STREAM_OUT, &so)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && (!eof || fi_sched_pending(E->s))) {
@@ -188,6 +281,7 @@ static int run_frames(struct engine *E, const struct opts *o)
 		}
 		if ((e = fi_sched_step(E->s)) || (e = fi_stream_flush(E->out)))
 			break;
+		live_line(E, 0);
 	}
 out:
 	if (e && e != FI_EINTERRUPT)
@@ -197,7 +291,9 @@ out:
 	if (fi_stream_close(E->out) && !rc)
 		rc = cmd_error(NULL);
 	fi_stream_close(in);
-	return rc;
+	summary(E);
+	/* Requests made with another tokenizer: exit 3, as for requests that failed. */
+	return rc ? rc : E->n_mismatch ? EXIT_FAILED : EXIT_OK;
 }
 
 /* --tokens: generated ids on one line; --prompt: the text as it comes, then a newline. */
@@ -288,18 +384,19 @@ int main(int argc, char **argv)
 		{'n', NULL, "N", OPT_INT, 1, 1 << 30, &o.n},
 		{O_PREFIX_CACHE, "prefix-cache", NULL, OPT_FLAG, 0, 0, &o.prefix_cache},
 		{O_CHUNK, "prefill-chunk", "N", OPT_INT, 0, 1 << 30, &o.chunk},
-		{O_STOP, "stop", "STR", OPT_LIST, 0, OPT_LIST_MAX, &o.stop},
+		{O_STOP, "stop", "STR", OPT_LIST, 0, 16, &o.stop},
 		{O_TOKENS, "tokens", "ID,ID,...", OPT_STR, 0, 0, &o.tokens},
 		{O_PROMPT, "prompt", "TEXT", OPT_STR, 0, 0, &o.prompt},
 		{0},
 	};
 	static const char *const usage[] = {
 		"-m [-n] @sampling [--backend] [--prefix-cache] [--arena-size] [--prefill-chunk] [-t]"
-		" [-i] [-o] [-e] [--stop] [--tokens | --prompt] [-v]",
+		" [-i] [-o] [-e] [--stop] [--tokens | --prompt] [-f] [-v]",
 		NULL,
 	};
-	const struct cmd cmd = {.name = "fi-decode", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS | CMD_BACKEND |
-				CMD_SAMPLING | CMD_ARENA | CMD_VERBOSE, .opts = own, .usage = usage};
+	const struct cmd cmd = {.name = "fi-decode", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS |
+				CMD_BACKEND | CMD_SAMPLING | CMD_ARENA | CMD_FORCE | CMD_VERBOSE,
+				.opts = own, .usage = usage};
 	struct engine E = {0};
 	struct fi_backend *be = NULL;
 	struct fi_image *im = NULL;
@@ -309,6 +406,9 @@ int main(int argc, char **argv)
 		usage_error("unexpected operand '%s'", argv[optind]);
 	if (o.tokens && o.prompt)
 		usage_error("--tokens and --prompt exclude each other");
+	/* Frames are binary: refused on a terminal before the model is loaded. */
+	if (!o.tokens && !o.prompt && !o.a.force && fi_stream_refuse_tty(o.a.out))
+		return cmd_error(NULL);
 	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &im, &E.m))
 		return cmd_error(NULL);
 	E.im = im;
@@ -318,6 +418,9 @@ int main(int argc, char **argv)
 	if ((!o.tokens || o.stop.n) && fi_image_tokenizer(im, &E.tok) &&
 	    fi_errcode() != FI_ENOTFOUND && !o.prompt)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
+	/* Requests whose tokens another tokenizer made are refused (tok_ident.h). */
+	E.o = &o;
+	E.has_ident = E.tok && !fi_tok_ident(E.tok, o.a.model, &E.ident);
 	fi_sched_opts_default(&so);
 	so.max_tokens = (uint32_t)o.n;
 	so.max_prefill_tokens = o.chunk;

@@ -20,18 +20,22 @@
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
+#include "serve/req_frame.h"
+#include "text/tok_ident.h"
 
 #define BLOCK_TOKENS 16 /* the cache's and the arena's block size */
 
 struct opts {
-	struct cmd_args a; /* the model, streams, backend, sampling defaults, arena, -v */
+	struct cmd_args a; /* the model, streams, backend, sampling defaults, arena, -f, -v */
 	int batch;
 };
 
-/* A request in the scheduler: its frame, passed on once its first token is drawn. */
+/* A request in the scheduler: its frame, passed on once its prompt is computed, after the
+ * first token when this stage draws it (draw). */
 struct pre {
 	struct fi_frame f;
 	uint32_t token;
+	int draw;
 };
 
 struct prefill {
@@ -47,30 +51,34 @@ struct prefill {
 	char fwd_msg[512];
 	uint64_t n_req, n_tok, n_cached;
 	double t_busy;
+	struct fi_tok_ident ident; /* the model's tokenizer (has_ident) */
+	int has_ident;
+	unsigned told;             /* sampling conflicts reported (FI_REQ_* bits) */
+	uint64_t n_failed, n_mismatch;
+	double t_first;            /* the first request's arrival (0: none yet) */
 };
 
 /* Fills the sampling keys a request leaves unset from the options, and marks them set: the
  * request passed on carries the parameters its first token was drawn with. */
 static void resolve_sampling(const struct opts *o, struct fi_request *r)
 {
-	const struct fi_sample_params *sp = &o->a.sp;
 	if (!(r->set & FI_REQ_TEMPERATURE))
-		r->temperature = sp->temperature;
+		r->temperature = o->a.sp.temperature;
 	if (!(r->set & FI_REQ_TOP_K))
-		r->top_k = sp->top_k;
+		r->top_k = o->a.sp.top_k;
 	if (!(r->set & FI_REQ_TOP_P))
-		r->top_p = sp->top_p;
+		r->top_p = o->a.sp.top_p;
 	if (!(r->set & FI_REQ_MIN_P))
-		r->min_p = sp->min_p;
+		r->min_p = o->a.sp.min_p;
 	if (!(r->set & FI_REQ_REPEAT_PENALTY))
-		r->repeat_penalty = sp->repeat_penalty;
+		r->repeat_penalty = o->a.sp.repeat_penalty;
 	if (!(r->set & FI_REQ_SEED))
-		r->seed = sp->seed;
+		r->seed = o->a.sp.seed;
 	r->set |= FI_REQ_TEMPERATURE | FI_REQ_TOP_K | FI_REQ_TOP_P | FI_REQ_MIN_P |
 		  FI_REQ_REPEAT_PENALTY | FI_REQ_SEED;
 }
 
-/* Emits the first token and the request with its kv reference. */
+/* Emits the first token (when this stage drew it) and the request with its kv reference. */
 static fi_err emit(struct prefill *P, struct pre *q)
 {
 	struct fi_request *r = &q->f.req;
@@ -86,7 +94,7 @@ static fi_err emit(struct prefill *P, struct pre *q)
 	if ((e = fi_kvx_make_ref(P->x, P->im->fingerprint, r->tokens, r->ntokens, &r->kv)))
 		return e;
 	r->set |= FI_REQ_KV;
-	if ((e = fi_stream_write(P->out, &tf)))
+	if (q->draw && (e = fi_stream_write(P->out, &tf)))
 		return e;
 	return fi_stream_write(P->out, &q->f);
 }
@@ -114,8 +122,12 @@ static fi_err on_event_(struct prefill *P, const struct fi_sched_event *ev)
 	}
 	if (P->werr)
 		return FI_OK;
-	if (ev->finish != FI_FINISH_LENGTH) /* cancelled after a failed forward pass */
-		return fi_stream_write_error(P->out, ev->id, P->fwd, P->fwd_msg);
+	if (ev->finish != FI_FINISH_LENGTH) { /* cancelled after a failed forward pass */
+		struct fi_frame ef;
+		P->n_failed++;
+		fi_req_error_frame(&q->f, P->fwd, P->fwd_msg, &ef);
+		return fi_stream_write(P->out, &ef);
+	}
 	if (P->o->a.verbose)
 		fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u computed, "
 			"%zu blocks stored, %.2f ms\n", ev->id, ev->prompt_tokens, ev->cached_tokens,
@@ -158,17 +170,41 @@ static fi_err run_batch(struct prefill *P)
 	return e;
 }
 
-/* Checks a request and queues it; an error is answered with an error frame. */
+/* Checks a request and queues it; an error is answered with an error frame.
+ *
+ * The first token is drawn here only when the sampling is known here: the request sets
+ * sampling keys, or this stage was given sampling options. Then the request passes on with
+ * every sampling key set to the value used, so the rest of the generation continues it.
+ * Otherwise the request passes on without a token and with its keys as they were, and the
+ * stage that has the options (fi-decode --temp 0) draws every token: a pipeline samples as
+ * its last sampling options say (fi-frame(5), SAMPLING IN A PIPELINE). */
 static fi_err add_req(struct prefill *P, struct fi_frame *f)
 {
 	struct fi_sched_req r;
 	struct pre *q;
+	unsigned c;
+	int draw;
 	fi_err e;
+	if ((c = fi_req_sampling_conflicts(f, &P->o->a.sp, P->o->a.given) & ~P->told)) {
+		char m[512];
+		fi_req_conflict_message(f, &P->o->a.sp, c, m, sizeof m);
+		fi_warn("%s", m);
+		P->told |= c;
+	}
+	if ((e = fi_req_check_tokenizer(f, P->has_ident ? &P->ident : NULL))) {
+		/* One message for them all: every such request is refused the same way. */
+		if (!P->n_mismatch++)
+			cmd_error("%s; such requests get error frames (code mismatch)", fi_errmsg());
+		return e;
+	}
 	if ((e = fi_sched_encode_prompt(P->tok, f)))
 		return e;
-	resolve_sampling(P->o, &f->req);
+	draw = P->o->a.given || (f->req.set & FI_REQ_SAMPLING);
+	if (draw)
+		resolve_sampling(P->o, &f->req);
 	if (!(q = calloc(1, sizeof *q)))
 		return fi_fail(FI_ENOMEM, "out of memory");
+	q->draw = draw;
 	fi_frame_move(&q->f, f);
 	fi_sched_req_from_frame(&q->f, &P->o->a.sp, &r);
 	/* one token, whatever it is; stops are fi-decode's business */
@@ -195,10 +231,16 @@ static int take_frame(struct prefill *P, struct fi_frame *f, fi_err *fatal)
 			*fatal = fi_stream_write(P->out, f);
 		return 0;
 	}
+	if (!P->t_first)
+		P->t_first = fi_now();
 	if (fi_sched_pending(P->s) >= P->o->batch && (*fatal = run_batch(P)))
 		return 0;
-	if (add_req(P, f))
-		*fatal = fi_stream_write_error(P->out, f->id, fi_errcode(), fi_errmsg());
+	if (add_req(P, f)) {
+		struct fi_frame ef;
+		P->n_failed++;
+		fi_req_error_frame(f, fi_errcode(), fi_errmsg(), &ef);
+		*fatal = fi_stream_write(P->out, &ef);
+	}
 	return 0;
 }
 
@@ -214,10 +256,11 @@ static fi_err drain(struct prefill *P, struct fi_stream *in)
 			fi_frame_free(&f);
 			break;
 		}
-		if (f.type == FI_FRAME_REQUEST)
-			e = fi_stream_write_error(P->out, f.id, FI_EINTERRUPT,
-						  "fi-prefill is shutting down");
-		else
+		if (f.type == FI_FRAME_REQUEST) {
+			struct fi_frame ef;
+			fi_req_error_frame(&f, FI_EINTERRUPT, "fi-prefill is shutting down", &ef);
+			e = fi_stream_write(P->out, &ef);
+		} else
 			e = fi_stream_write(P->out, &f);
 		fi_frame_free(&f);
 	}
@@ -235,6 +278,31 @@ static int take(void *user, struct fi_frame *f, fi_err *fatal)
 	return take_frame(user, f, fatal);
 }
 
+/* Requests done, running and queued, and prompt tokens per second, on a terminal. */
+static void live_line(struct prefill *P)
+{
+	double el = P->t_first ? fi_now() - P->t_first : 0;
+	int held = fi_sched_pending(P->s), run = fi_sched_running(P->s);
+	if (!P->t_first || !fi_live_active())
+		return;
+	fi_live(0, "%llu done, %d running, %d queued, %.1f tok/s",
+		(unsigned long long)(P->n_req + P->n_failed), run, held - run,
+		el > 0 ? P->n_tok / el : 0.0);
+}
+
+/* The line at the end of a batch, on a terminal or not (quiet with FI_LOG=error). */
+static void summary(struct prefill *P)
+{
+	double el = P->t_first ? fi_now() - P->t_first : 0;
+	fi_live_clear();
+	if (!P->t_first || fi_log_get_level() < FI_LOG_WARN)
+		return;
+	fprintf(stderr, "fi-prefill: %llu requests, %llu failed, %llu tokens (%llu cached) in "
+		"%.2f s, %.1f tok/s\n", (unsigned long long)(P->n_req + P->n_failed),
+		(unsigned long long)P->n_failed, (unsigned long long)P->n_tok,
+		(unsigned long long)P->n_cached, el, el > 0 ? P->n_tok / el : 0.0);
+}
+
 static int run(struct prefill *P)
 {
 	struct fi_stream_opts so;
@@ -243,8 +311,11 @@ static int run(struct prefill *P)
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
 	fi_stream_opts_default(&so);
 	so.eos_count = P->o->a.eos_count;
-	if ((e = fi_stream_open(&in, P->o->a.in, FI_STREAM_IN, &so)) ||
-	    (e = fi_stream_open(&P->out, P->o->a.out, FI_STREAM_OUT, NULL)))
+	if ((e = fi_stream_open(&in, P->o->a.in, FI_STREAM_IN, &so)))
+		goto out;
+	fi_stream_opts_default(&so);
+	so.tty_ok = P->o->a.force;
+	if ((e = fi_stream_open(&P->out, P->o->a.out, FI_STREAM_OUT, &so)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && !eof) {
@@ -259,6 +330,7 @@ static int run(struct prefill *P)
 			e = FI_OK;
 		if (!e)
 			e = run_batch(P);
+		live_line(P);
 		if (!e && fi_stream_interrupted()) {
 			e = drain(P, in);
 			break;
@@ -273,12 +345,9 @@ out:
 	if (fi_stream_close(P->out) && !rc)
 		rc = cmd_error(NULL);
 	fi_stream_close(in);
-	if (P->o->a.verbose && P->n_req)
-		fprintf(stderr, "fi-prefill: %llu requests, %llu prompt tokens, %llu cached, "
-			"%.1f tok/s computed\n", (unsigned long long)P->n_req,
-			(unsigned long long)P->n_tok, (unsigned long long)P->n_cached,
-			P->t_busy > 0 ? (double)(P->n_tok - P->n_cached) / P->t_busy : 0.0);
-	return rc;
+	summary(P);
+	/* Requests made with another tokenizer: exit 3, as for requests that failed. */
+	return rc ? rc : P->n_mismatch ? EXIT_FAILED : EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -289,17 +358,21 @@ int main(int argc, char **argv)
 		{0},
 	};
 	static const char *const usage[] = {
-		"-m [-b] [--arena-size] @sampling [--backend] [-t] [-i] [-o] [-e] [-v]",
+		"-m [-b] [--arena-size] @sampling [--backend] [-t] [-i] [-o] [-e] [-f] [-v]",
 		NULL,
 	};
-	const struct cmd cmd = {.name = "fi-prefill", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS | CMD_BACKEND |
-				CMD_SAMPLING | CMD_ARENA | CMD_VERBOSE, .opts = own, .usage = usage};
+	const struct cmd cmd = {.name = "fi-prefill", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS |
+				CMD_BACKEND | CMD_SAMPLING | CMD_ARENA | CMD_FORCE | CMD_VERBOSE,
+				.opts = own, .usage = usage};
 	struct prefill P = {.o = &o};
 	struct fi_backend *be = NULL;
 	struct fi_sched_opts so;
 	int rc = 1, ctx;
 	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
 		usage_error("unexpected operand '%s'", argv[optind]);
+	/* Frames are binary: refused on a terminal before the model is loaded. */
+	if (!o.a.force && fi_stream_refuse_tty(o.a.out))
+		return cmd_error(NULL);
 	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &P.im, &P.m))
 		return cmd_error(NULL);
 	ctx = fi_model_config(P.m)->max_pos > 0 ? fi_model_config(P.m)->max_pos : 4096;
@@ -309,6 +382,8 @@ int main(int argc, char **argv)
 		goto fail;
 	if (fi_image_tokenizer(P.im, &P.tok) && fi_errcode() != FI_ENOTFOUND)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
+	/* Requests whose tokens another tokenizer made are refused (tok_ident.h). */
+	P.has_ident = P.tok && !fi_tok_ident(P.tok, o.a.model, &P.ident);
 	fi_sched_opts_default(&so);
 	so.max_batch = o.batch;
 	so.max_requests = o.batch;

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +15,23 @@
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
+#include "base/utf8.h"
+#include "frame/frame_json.h"
+#include "serve/results.h"
+#include "text/tok_ident.h"
 
 #include "opt.h"
 
+/* --ordered holds at most this many results while one is missing. */
+#define ORDER_WINDOW 4096
+
 struct opts {
-	struct cmd_args a; /* -m, -i, -o */
+	struct cmd_args a; /* -m, -i, -o, sampling options for the frames (a.given), -f */
 	int whole, jsonl, chat, render, ids, count, special, no_add, decode, interleave,
 	    skip_special;
+	int ordered, echo, nul, sep_given;
+	char sep[256]; /* -d: written after each request's text */
+	size_t sep_len;
 };
 
 struct model {
@@ -107,6 +116,8 @@ struct enc {
 	struct model *m;
 	struct fi_stream *out;
 	unsigned long n;
+	uint64_t seq; /* requests (and error frames for them) written, numbered from 1 */
+	struct fi_tok_ident ident;
 	int failed;
 };
 
@@ -116,94 +127,60 @@ static const char *const request_keys[] = {
 	"stop", "stop_ids",
 };
 
-static int buf_write(void *data, const char *p, size_t n)
+/* The request keys of a JSONL object, read as a consumer reads them: a frame made of them
+ * through the frame decoder (frame_json.h), so that fi-tokenize refuses what fi-decode
+ * refuses, with its message ("frame: key 'temperature': -1 is out of range ..."). */
+static fi_err request_keys_frame(const char *id, json_t *params, struct fi_frame *keys)
 {
-	return fi_buf_append(data, p, n) ? -1 : 0;
-}
-
-/* A JSON value as the msgpack value it stands for. */
-static void pack_json(msgpack_packer *pk, json_t *v)
-{
-	const char *k;
-	size_t i;
-	json_t *x;
-	switch (json_typeof(v)) {
-	case JSON_OBJECT:
-		msgpack_pack_map(pk, json_object_size(v));
-		json_object_foreach(v, k, x) {
-			msgpack_pack_str_with_body(pk, k, strlen(k));
-			pack_json(pk, x);
-		}
-		break;
-	case JSON_ARRAY:
-		msgpack_pack_array(pk, json_array_size(v));
-		json_array_foreach(v, i, x)
-			pack_json(pk, x);
-		break;
-	case JSON_STRING:
-		msgpack_pack_str_with_body(pk, json_string_value(v), json_string_length(v));
-		break;
-	case JSON_INTEGER:
-		if (json_integer_value(v) < 0)
-			msgpack_pack_int64(pk, json_integer_value(v));
-		else
-			msgpack_pack_uint64(pk, (uint64_t)json_integer_value(v));
-		break;
-	case JSON_REAL: msgpack_pack_double(pk, json_real_value(v)); break;
-	case JSON_TRUE: msgpack_pack_true(pk); break;
-	case JSON_FALSE: msgpack_pack_false(pk); break;
-	case JSON_NULL: msgpack_pack_nil(pk); break;
-	}
-}
-
-/* The request frame of a prompt (ids[n]) with the request keys of params (NULL: none),
- * encoded into out and read back through the frame decoder, so that fi-tokenize refuses
- * what fi-decode would refuse, with the same message. */
-static fi_err request_frame(const char *id, const uint32_t *ids, size_t n, json_t *params,
-			    struct fi_buf *out)
-{
-	struct fi_frame_limits lim;
-	struct fi_frame f;
-	msgpack_packer pk;
-	size_t nk = 0;
+	json_t *o = json_pack("{s:i,s:s,s:s,s:[i]}", "v", FI_FRAME_VERSION, "type", "request",
+			      "id", id, "tokens", 0);
+	char *text = NULL;
 	fi_err e;
-	for (size_t i = 0; params && i < sizeof request_keys / sizeof *request_keys; i++)
-		nk += json_object_get(params, request_keys[i]) != NULL;
-	msgpack_packer_init(&pk, out, buf_write);
-	msgpack_pack_map(&pk, 4 + nk);
-	msgpack_pack_str_with_body(&pk, "v", 1);
-	msgpack_pack_uint32(&pk, FI_FRAME_VERSION);
-	msgpack_pack_str_with_body(&pk, "type", 4);
-	msgpack_pack_str_with_body(&pk, "request", 7);
-	msgpack_pack_str_with_body(&pk, "id", 2);
-	msgpack_pack_str_with_body(&pk, id, strlen(id));
-	msgpack_pack_str_with_body(&pk, "tokens", 6);
-	msgpack_pack_bin(&pk, n * 4);
-	for (size_t i = 0; i < n; i++) {
-		uint8_t le[4] = {(uint8_t)ids[i], (uint8_t)(ids[i] >> 8), (uint8_t)(ids[i] >> 16),
-				 (uint8_t)(ids[i] >> 24)};
-		msgpack_pack_bin_body(&pk, le, 4);
-	}
-	for (size_t i = 0; params && i < sizeof request_keys / sizeof *request_keys; i++) {
+	fi_frame_init(keys, FI_FRAME_NONE);
+	for (size_t i = 0; o && i < sizeof request_keys / sizeof *request_keys; i++) {
 		json_t *v = json_object_get(params, request_keys[i]);
-		if (!v)
-			continue;
-		msgpack_pack_str_with_body(&pk, request_keys[i], strlen(request_keys[i]));
-		pack_json(&pk, v);
+		if (v && json_object_set(o, request_keys[i], v))
+			break;
 	}
-	fi_frame_limits_default(&lim);
-	fi_frame_init(&f, FI_FRAME_NONE);
-	e = fi_frame_decode(out->data, out->len, &lim, &f);
-	fi_frame_free(&f);
-	return e ? fi_fail_ctx(e, "request '%s'", id) : FI_OK;
+	if (!o || !(text = json_dumps(o, JSON_COMPACT)))
+		e = fi_fail(FI_ENOMEM, "request '%s': out of memory", id);
+	else if ((e = fi_frame_from_json(text, strlen(text), NULL, keys, NULL))) {
+		fi_frame_free(keys);
+		e = fi_fail_ctx(e, "request '%s'", id);
+	}
+	free(text);
+	json_decref(o);
+	return e;
 }
 
-/* Emits one request: plain ids, a count, or a request frame. Returns -1 when the output
- * failed, 1 for a request that cannot be made (the detail recorded), 0 otherwise. */
-static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, json_t *params)
+/* An error frame about input unit id: numbered like requests, with the prompt when known. */
+static int emit_error(struct enc *E, const char *id, fi_err code, const char *msg,
+		      const char *text, size_t tlen)
 {
-	struct fi_buf b = {0};
-	int r;
+	struct fi_frame f;
+	char idbuf[257], *p = NULL;
+	fi_err e;
+	fi_frame_init(&f, FI_FRAME_ERROR);
+	snprintf(idbuf, sizeof idbuf, "%s", id);
+	f.id = idbuf;
+	f.seq = ++E->seq;
+	f.has_seq = 1;
+	f.err.code = code;
+	f.err.message = (char *)msg;
+	if (text && !fi_utf8_lossy(text, tlen, &p, &f.prompt_len))
+		f.prompt = p;
+	e = fi_stream_write(E->out, &f);
+	free(p);
+	return e ? -1 : 0;
+}
+
+/* Emits one request: plain ids, a count, or a request frame carrying its text (for the
+ * results), its number, the tokenizer's fingerprint and the sampling options. Returns -1
+ * when the output failed, 1 for a request that cannot be made (the detail recorded), 0
+ * otherwise. */
+static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, json_t *params,
+		const char *text, size_t tlen)
+{
 	if (E->o->count) {
 		printf("%zu\n", n);
 		return 0;
@@ -215,13 +192,63 @@ static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, js
 		return 0;
 	}
 	if (!n)
-		return fi_stream_write_error(E->out, id, FI_EINVAL, "empty prompt") ? -1 : 0;
-	if (request_frame(id, ids, n, params, &b))
-		r = 1;
-	else
-		r = fi_stream_write_raw(E->out, b.data, b.len) ? -1 : 0;
-	fi_buf_free(&b);
-	return r;
+		return emit_error(E, id, FI_EINVAL, "empty prompt", text, tlen);
+	{
+		const struct cmd_args *o = &E->o->a;
+		struct fi_frame f, keys;
+		char *valid = NULL;
+		fi_err e;
+		fi_frame_init(&keys, FI_FRAME_NONE);
+		if (params && request_keys_frame(id, params, &keys))
+			return 1;
+		fi_frame_init(&f, FI_FRAME_REQUEST);
+		f.id = (char *)id;
+		f.seq = ++E->seq;
+		f.has_seq = 1;
+		f.req.tokens = (uint32_t *)ids;
+		f.req.ntokens = (uint32_t)n;
+		/* The prompt as valid UTF-8 (what the tokenizer read, invalid bytes as U+FFFD). */
+		if (fi_utf8_lossy(text, tlen, &valid, &f.req.text_len))
+			return -1;
+		f.req.text = valid;
+		memcpy(f.req.tok_sha256, E->ident.sha256, 32);
+		f.req.tok_name = E->ident.name;
+		f.req.set |= FI_REQ_TOKENIZER;
+		f.req.temperature = o->sp.temperature;
+		f.req.top_k = o->sp.top_k;
+		f.req.top_p = o->sp.top_p;
+		f.req.min_p = o->sp.min_p;
+		f.req.repeat_penalty = o->sp.repeat_penalty;
+		f.req.seed = o->sp.seed;
+		f.req.set |= o->given & FI_REQ_SAMPLING;
+		if (params) { /* the line's keys, as the decoder read them (borrowed from keys) */
+			const struct fi_request *k = &keys.req;
+			unsigned set = k->set & (FI_REQ_SAMPLING | FI_REQ_MAX_TOKENS | FI_REQ_STREAM);
+			if (set & FI_REQ_TEMPERATURE)
+				f.req.temperature = k->temperature;
+			if (set & FI_REQ_TOP_K)
+				f.req.top_k = k->top_k;
+			if (set & FI_REQ_TOP_P)
+				f.req.top_p = k->top_p;
+			if (set & FI_REQ_MIN_P)
+				f.req.min_p = k->min_p;
+			if (set & FI_REQ_REPEAT_PENALTY)
+				f.req.repeat_penalty = k->repeat_penalty;
+			if (set & FI_REQ_SEED)
+				f.req.seed = k->seed;
+			f.req.max_tokens = k->max_tokens;
+			f.req.stream = k->stream;
+			f.req.set |= set;
+			f.req.stop = k->stop;
+			f.req.nstop = k->nstop;
+			f.req.stop_ids = k->stop_ids;
+			f.req.nstop_ids = k->nstop_ids;
+		}
+		e = fi_stream_write(E->out, &f);
+		fi_frame_free(&keys);
+		free(valid);
+		return e ? -1 : 0;
+	}
 }
 
 static fi_err load_chat(struct enc *E)
@@ -286,7 +313,7 @@ static int one(struct enc *E, const char *s, size_t len)
 	}
 	if ((e = fi_tok_encode(E->m->tok, text, tlen, flags, &ids)))
 		goto bad;
-	r = emit(E, id, ids.v, ids.n, json_is_object(obj) ? obj : NULL);
+	r = emit(E, id, ids.v, ids.n, json_is_object(obj) ? obj : NULL, text, tlen);
 	if (r == 1) {
 		e = fi_errcode();
 		goto bad;
@@ -295,8 +322,9 @@ static int one(struct enc *E, const char *s, size_t len)
 bad:
 	cmd_error(NULL);
 	E->failed = 1;
-	if (E->out)
-		r = fi_stream_write_error(E->out, id, e, fi_errmsg()) ? -1 : 0;
+	if (!E->o->ids && !E->o->count && E->out)
+		/* The prompt when one was read (not a JSONL line that could not be used). */
+		r = emit_error(E, id, e, fi_errmsg(), (E->o->jsonl || E->o->chat) && text == s ? NULL : text, tlen);
 out:
 	fi_tok_ids_free(&ids);
 	free(chat_text);
@@ -306,20 +334,25 @@ out:
 
 static int run_encode(const struct opts *o, struct model *m)
 {
-	struct enc E = {o, m, NULL, 0, 0};
+	struct enc E = {.o = o, .m = m};
 	FILE *in = !strcmp(o->a.in, "-") ? stdin : fopen(o->a.in, "rb");
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
 	int rc = 0;
-	if (!in) {
+	if (!in)
 		return cmd_error("cannot open '%s': %s", o->a.in, strerror(errno));
-	}
-	if (!o->ids && !o->count && !o->render &&
-	    fi_stream_open(&E.out, o->a.out, FI_STREAM_OUT, NULL)) {
-		if (in != stdin)
-			fclose(in);
-		return cmd_error(NULL);
+	if (!o->ids && !o->count && !o->render) {
+		struct fi_stream_opts so;
+		fi_stream_opts_default(&so);
+		so.tty_ok = o->a.force;
+		if (fi_tok_ident(m->tok, o->a.model, &E.ident) ||
+		    fi_stream_open(&E.out, o->a.out, FI_STREAM_OUT, &so)) {
+			cmd_error(NULL);
+			if (in != stdin)
+				fclose(in);
+			return 1;
+		}
 	}
 	if (o->whole) {
 		size_t len = 0;
@@ -360,101 +393,97 @@ static int run_encode(const struct opts *o, struct model *m)
 
 /* ---- decoding ---- */
 
-struct dreq {
-	char *id;
-	struct fi_tok_stream *st;
-	struct fi_buf text; /* held back: not the head (in-order) or not finished (--interleave) */
-	int done;
-	int mode; /* 0 undecided, 1 frames carry text pieces (used as is), 2 decode the ids */
-};
-
 struct dec {
 	const struct opts *o;
-	struct model *m;
-	struct dreq *v;
-	size_t n, cap, head; /* head: first request not yet fully written (in-order mode) */
-	int failed;
+	struct fi_results *R;
+	unsigned long failed[FI_ENCODE_COUNT]; /* requests answered with an error frame, by code */
+	uint64_t gaps_told;
+	int rc;
 };
 
-static struct dreq *find_req(struct dec *D, const char *id)
-{
-	for (size_t i = D->n; i-- > D->head;)
-		if (!strcmp(D->v[i].id, id))
-			return &D->v[i];
-	if (D->n == D->cap) {
-		size_t cap = D->cap ? 2 * D->cap : 16;
-		struct dreq *nv = realloc(D->v, cap * sizeof *nv);
-		if (!nv)
-			return NULL;
-		D->v = nv;
-		D->cap = cap;
-	}
-	memset(&D->v[D->n], 0, sizeof D->v[D->n]);
-	if (!(D->v[D->n].id = strdup(id)) ||
-	    fi_tok_stream_new(D->m->tok, D->o->skip_special ? FI_TOK_SKIP_SPECIAL : 0, &D->v[D->n].st))
-		return NULL;
-	return &D->v[D->n++];
-}
-
-static void out_text(struct dec *D, struct dreq *q, const char *s, size_t n)
-{
-	int live = !D->o->interleave && q == &D->v[D->head];
-	if (live)
-		fwrite(s, 1, n, stdout);
-	else
-		fi_buf_append(&q->text, s, n);
-}
-
-/* Writes finished requests: in order from the head, or each as it finishes. */
-/* An error frame for a request, on stderr; generators usually name the request already. */
-static void report_error(const struct dreq *q, const struct fi_frame *f)
+/* An error frame, on stderr: the first of each code, the others only counted (a mismatched
+ * tokenizer fails every request, and its consumer already said why once). */
+static void report_error(struct dec *D, const struct fi_frame *f)
 {
 	const char *m = f->err.message ? f->err.message : fi_strerror(f->err.code);
+	const char *id = f->id ? f->id : "";
+	unsigned c = (unsigned)f->err.code < FI_ENCODE_COUNT ? f->err.code : FI_EINVAL;
 	char pre[300];
-	snprintf(pre, sizeof pre, "request '%s': ", q->id);
+	D->rc = 1;
+	if (D->failed[c]++)
+		return;
+	/* Generators usually name the request already. */
+	snprintf(pre, sizeof pre, "request '%s': ", id);
 	if (!strncmp(m, pre, strlen(pre)))
 		cmd_error("%s", m);
 	else
 		cmd_error("%s%s", pre, m);
 }
 
-static void drain(struct dec *D, struct dreq *q)
+/* Writes what is ready: finished requests, then the new text of the first unfinished one
+ * (streaming; it comes after them in the order). */
+static void write_ready(struct dec *D)
 {
-	if (D->o->interleave) {
-		if (q && q->done) {
-			fwrite(q->text.data, 1, q->text.len, stdout);
-			putchar('\n');
-		}
-	} else
-		while (D->head < D->n && D->v[D->head].done) {
-			D->head++;
-			putchar('\n');
-			if (D->head < D->n) {
-				struct dreq *h = &D->v[D->head];
-				fwrite(h->text.data, 1, h->text.len, stdout);
-				h->text.len = 0;
+	const struct opts *o = D->o;
+	struct fi_result r;
+	const char *p;
+	size_t n;
+	uint64_t gaps, first;
+	while (fi_results_next(D->R, &r)) {
+		if (o->jsonl) {
+			json_t *j;
+			char *s = NULL;
+			if (fi_result_to_json(&r, &j) || !(s = fi_json_dumps(j))) {
+				cmd_error("request '%s': %s", r.id, s ? fi_errmsg() : "out of memory");
+				D->rc = 1;
+			} else {
+				fputs(s, stdout);
+				putchar('\n');
 			}
+			free(s);
+			json_decref(j);
+			continue;
 		}
+		if (o->echo) {
+			if (r.prompt)
+				fwrite(r.prompt, 1, r.prompt_len, stdout);
+			fwrite(r.text, 1, r.text_len, stdout);
+		} else {
+			fwrite(r.text + r.streamed, 1, r.text_len - r.streamed, stdout);
+		}
+		fwrite(o->sep, 1, o->sep_len, stdout);
+	}
+	if (!o->jsonl && !o->echo && (n = fi_results_stream(D->R, &p)))
+		fwrite(p, 1, n, stdout);
+	if ((gaps = fi_results_gaps(D->R, &first)) && !D->gaps_told++)
+		fi_warn("--ordered: %d results are waiting for request number %llu, which has not "
+			"come; writing them out of order from there", ORDER_WINDOW,
+			(unsigned long long)first);
 	fflush(stdout);
 }
 
 static int run_decode(const struct opts *o, struct model *m)
 {
-	struct dec D = {o, m, NULL, 0, 0, 0, 0};
-	struct fi_stream *in;
+	struct dec D = {.o = o};
+	enum fi_results_order order = o->ordered ? FI_RESULTS_SEQ :
+				      o->jsonl || o->interleave ? FI_RESULTS_FINISH : FI_RESULTS_FIRST;
+	struct fi_stream *in = NULL;
 	struct fi_frame f;
+	uint64_t gaps;
 	fi_err e;
-	int rc = 0;
-	if (fi_stream_open(&in, o->a.in, FI_STREAM_IN, NULL))
-		return cmd_error(NULL);
+	if (fi_results_new(m->tok, o->skip_special ? FI_TOK_SKIP_SPECIAL : 0, order, ORDER_WINDOW,
+			   &D.R) ||
+	    fi_stream_open(&in, o->a.in, FI_STREAM_IN, NULL)) {
+		cmd_error(NULL);
+		fi_results_free(D.R);
+		return 1;
+	}
 	for (;;) {
-		struct dreq *q;
-		const char *pc;
-		size_t pn;
 		fi_frame_init(&f, FI_FRAME_NONE);
 		e = fi_stream_read(in, &f);
 		if (e) {
-			rc = cmd_error(NULL);
+			cmd_error(NULL);
+			D.rc = 1;
 			fi_frame_free(&f);
 			if (fi_stream_broken(in) || e == FI_EIO || e == FI_EINTERRUPT)
 				break;
@@ -464,84 +493,67 @@ static int run_decode(const struct opts *o, struct model *m)
 			fi_frame_free(&f);
 			break;
 		}
-		if (f.type != FI_FRAME_TOKEN && f.type != FI_FRAME_DONE && f.type != FI_FRAME_ERROR) {
-			fi_frame_free(&f);
-			continue;
+		if (f.type == FI_FRAME_ERROR)
+			report_error(&D, &f);
+		if (fi_results_add(D.R, &f)) {
+			cmd_error("request '%s': %s", f.id ? f.id : "", fi_errmsg());
+			D.rc = 1;
 		}
-		if (!(q = find_req(&D, f.id ? f.id : ""))) {
-			rc = cmd_error("out of memory");
-			fi_frame_free(&f);
-			break;
-		}
-		if (q->done) {
-			fi_frame_free(&f);
-			continue;
-		}
-		/* A generator that knows the tokenizer sends text pieces with stop strings already
-		 * cut; use them rather than decoding the ids again. */
-		if (!q->mode && f.type == FI_FRAME_TOKEN)
-			q->mode = f.tok.text ? 1 : 2;
-		if (!q->mode && f.type == FI_FRAME_DONE)
-			q->mode = f.done.text ? 1 : 2;
-		if (q->mode == 1) {
-			if (f.type == FI_FRAME_TOKEN && f.tok.text)
-				out_text(&D, q, f.tok.text, f.tok.text_len);
-			else if (f.type == FI_FRAME_DONE && f.done.text)
-				out_text(&D, q, f.done.text, f.done.text_len);
-			if (f.type == FI_FRAME_ERROR)
-				report_error(q, &f), rc = 1;
-			if (f.type != FI_FRAME_TOKEN)
-				q->done = 1, drain(&D, q);
-		} else if (f.type == FI_FRAME_TOKEN) {
-			if (fi_tok_stream_step(q->st, f.tok.token, &pc, &pn)) {
-				rc = cmd_error("request '%s': %s", q->id, fi_errmsg());
-			} else
-				out_text(&D, q, pc, pn);
-		} else {
-			if (f.type == FI_FRAME_ERROR) {
-				report_error(q, &f);
-				rc = 1;
-			}
-			for (uint32_t i = 0; f.type == FI_FRAME_DONE && i < f.done.ntokens; i++)
-				if (!fi_tok_stream_step(q->st, f.done.tokens[i], &pc, &pn))
-					out_text(&D, q, pc, pn);
-			if (!fi_tok_stream_flush(q->st, &pc, &pn))
-				out_text(&D, q, pc, pn);
-			q->done = 1;
-			drain(&D, q);
-		}
-		if (!o->interleave)
-			fflush(stdout);
 		fi_frame_free(&f);
+		write_ready(&D);
 	}
 	/* Requests that never finished still get their text, in order. */
-	for (size_t i = o->interleave ? 0 : D.head; i < D.n; i++) {
-		struct dreq *q = &D.v[i];
-		const char *pc;
-		size_t pn;
-		if (q->done)
-			continue;
-		if (!fi_tok_stream_flush(q->st, &pc, &pn))
-			out_text(&D, q, pc, pn);
-		q->done = 1;
-		drain(&D, q);
-	}
-	for (size_t i = 0; i < D.n; i++) {
-		free(D.v[i].id);
-		fi_tok_stream_free(D.v[i].st);
-		fi_buf_free(&D.v[i].text);
-	}
-	free(D.v);
+	fi_results_end(D.R);
+	write_ready(&D);
+	for (int c = 0; c < FI_ENCODE_COUNT; c++)
+		if (D.failed[c] > 1)
+			cmd_error("%lu more requests failed (code %s)", D.failed[c] - 1,
+				  fi_err_code_name(c));
+	if ((gaps = fi_results_gaps(D.R, NULL)) > 1)
+		fi_warn("--ordered: %llu request numbers never came", (unsigned long long)gaps);
+	fi_results_free(D.R);
 	fi_stream_close(in);
-	return fflush(stdout) ? 1 : rc;
+	return fflush(stdout) ? 1 : D.rc;
+}
+
+/* --sep STR: backslash escapes \n, \t, \r, \0 and \\ read as the characters they name. */
+static int parse_sep(const char *s, struct opts *o)
+{
+	size_t n = 0;
+	for (; *s; s++) {
+		char c = *s;
+		if (c == '\\') {
+			switch (*++s) {
+			case 'n': c = '\n'; break;
+			case 't': c = '\t'; break;
+			case 'r': c = '\r'; break;
+			case '0': c = 0; break;
+			case '\\': c = '\\'; break;
+			default: return -1;
+			}
+		}
+		if (n == sizeof o->sep)
+			return -1;
+		o->sep[n++] = c;
+	}
+	o->sep_len = n;
+	return 0;
 }
 
 enum { O_WHOLE = OPT_LONG, O_JSONL, O_CHAT, O_RENDER, O_IDS, O_COUNT, O_SPECIAL, O_NO_ADD,
-       O_INTERLEAVE, O_SKIP_SPECIAL };
+       O_INTERLEAVE, O_SKIP_SPECIAL, O_ORDERED, O_ECHO, O_SEP };
+
+/* --sep's value: the standard message for one parse_sep refuses. */
+static int take_opt(void *user, int key, const char *value)
+{
+	struct opts *o = user;
+	o->sep_given = 1;
+	return key == O_SEP && !parse_sep(value, o) ? 0 : -1;
+}
 
 int main(int argc, char **argv)
 {
-	struct opts o = {0};
+	struct opts o = {.sep = "\n", .sep_len = 1};
 	const struct opt own[] = {
 		{'d', NULL, NULL, OPT_FLAG, 0, 0, &o.decode},
 		{O_WHOLE, "whole", NULL, OPT_FLAG, 0, 0, &o.whole},
@@ -552,34 +564,58 @@ int main(int argc, char **argv)
 		{O_COUNT, "count", NULL, OPT_FLAG, 0, 0, &o.count},
 		{O_SPECIAL, "special", NULL, OPT_FLAG, 0, 0, &o.special},
 		{O_NO_ADD, "no-add-special", NULL, OPT_FLAG, 0, 0, &o.no_add},
+		{O_ORDERED, "ordered", NULL, OPT_FLAG, 0, 0, &o.ordered},
 		{O_INTERLEAVE, "interleave", NULL, OPT_FLAG, 0, 0, &o.interleave},
+		{O_ECHO, "echo", NULL, OPT_FLAG, 0, 0, &o.echo},
+		{'0', NULL, NULL, OPT_FLAG, 0, 0, &o.nul},
+		{O_SEP, "sep", "STR", OPT_CALL, 0, 0, NULL},
 		{O_SKIP_SPECIAL, "skip-special", NULL, OPT_FLAG, 0, 0, &o.skip_special},
 		{0},
 	};
 	static const char *const usage[] = {
 		"-m [-i] [-o] [--whole | --jsonl | --chat] [--ids | --count] [--special]"
-		" [--no-add-special]",
+		" [--no-add-special] @sampling [-f]",
 		"-m --chat --render [-i] [-o]",
-		"-m -d [-i] [-o] [--interleave] [--skip-special]",
+		"-m -d [-i] [-o] [--jsonl] [--ordered | --interleave] [--echo] [-0 | --sep]"
+		" [--skip-special]",
 		NULL,
 	};
-	const struct cmd cmd = {.name = "fi-tokenize", .groups = CMD_MODEL | CMD_STREAMS,
-				.opts = own, .usage = usage};
+	const struct cmd cmd = {.name = "fi-tokenize", .groups = CMD_MODEL | CMD_STREAMS |
+				CMD_SAMPLING | CMD_FORCE, .opts = own, .usage = usage,
+				.take = take_opt, .user = &o};
 	struct model m = {0};
 	int rc;
 	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
 		usage_error("unexpected operand '%s'", argv[optind]);
+	if (o.nul) {
+		o.sep[0] = 0;
+		o.sep_len = 1;
+	}
 	if (o.whole + o.jsonl + o.chat > 1)
 		usage_error("--whole, --jsonl and --chat exclude each other");
 	if (o.ids + o.count + o.render > 1)
 		usage_error("--ids, --count and --render exclude each other");
 	if (o.render && !o.chat)
 		usage_error("--render shows what --chat renders: give --chat");
-	if (o.decode && (o.whole || o.jsonl || o.chat || o.ids || o.count || o.special || o.no_add))
-		usage_error("-d reads frames: --whole, --jsonl, --chat, --ids, --count, --special "
-			    "and --no-add-special do not apply");
-	if (!o.decode && (o.interleave || o.skip_special))
-		usage_error("--interleave and --skip-special are for -d");
+	if (o.decode && (o.whole || o.chat || o.ids || o.count || o.special || o.no_add || o.a.given))
+		usage_error("-d reads frames: --whole, --chat, --ids, --count, --special, "
+			    "--no-add-special and sampling options do not apply");
+	if (!o.decode && (o.interleave || o.skip_special || o.ordered || o.echo || o.nul ||
+			  o.sep_given))
+		usage_error("--ordered, --interleave, --echo, -0, --sep and --skip-special are for -d");
+	if ((o.ids || o.count || o.render) && o.a.given)
+		usage_error("sampling options go into request frames: not with --ids, --count or "
+			    "--render");
+	if (o.nul && o.sep_given)
+		usage_error("-0 and --sep exclude each other");
+	if (o.ordered && o.interleave)
+		usage_error("--ordered and --interleave exclude each other");
+	if (o.decode && o.jsonl && (o.echo || o.nul || o.sep_given))
+		usage_error("-d --jsonl writes JSON lines: --echo, -0 and --sep do not apply");
+	/* Frames are binary: refused on a terminal before the tokenizer is loaded. */
+	if (!o.decode && !o.ids && !o.count && !o.render && !o.a.force &&
+	    fi_stream_refuse_tty(o.a.out))
+		return cmd_error(NULL);
 	/* Text goes to standard output, or to -o FILE; request frames to the -o stream. */
 	if ((o.decode || o.ids || o.count || o.render) && strcmp(o.a.out, "-") &&
 	    !freopen(o.a.out, "w", stdout))

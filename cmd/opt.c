@@ -50,6 +50,7 @@ static int shared_opts(unsigned groups, struct cmd_args *a, struct opt *t)
 				&a->sp.repeat_penalty}},
 		{CMD_SAMPLING, {O_SEED, "seed", "S", OPT_SEED, 0, 0, &a->sp.seed}},
 		{CMD_ARENA, {O_ARENA_SIZE, "arena-size", "SIZE", OPT_SIZE, 0, 0, &a->arena_size}},
+		{CMD_FORCE, {'f', "force", NULL, OPT_FLAG, 0, 0, &a->force}},
 		{CMD_VERBOSE, {'v', NULL, NULL, OPT_FLAG, 0, 0, &a->verbose}},
 	};
 	int n = 0;
@@ -59,7 +60,7 @@ static int shared_opts(unsigned groups, struct cmd_args *a, struct opt *t)
 	return n;
 }
 
-/* The frame key bit of a sampling option (cmd_args.sp_set), 0 for the others. */
+/* The frame key bit of a sampling option (cmd_args.given), 0 for the others. */
 static unsigned sampling_bit(int key)
 {
 	switch (key) {
@@ -153,12 +154,12 @@ static int expand(const struct table *t, const char *s, char *out, size_t cap, i
 						len ? " " : "", sub);
 			continue;
 		}
-		/* the option inside "[--x", "--x]", "[-n]" */
+		/* the option inside "[--x", "--x]", "[-n]", "[--id]..." */
 		core = w;
 		end = w + n;
 		while (core < end && *core == '[')
 			core++;
-		while (end > core && end[-1] == ']')
+		while (end > core && (end[-1] == ']' || end[-1] == '.'))
 			end--;
 		o = core[0] == '-' && end - core > 1 ? find_word(t, core, (size_t)(end - core)) : NULL;
 		if (core[0] == '-' && end - core > 1 && !o) {
@@ -513,7 +514,7 @@ int cmd_parse(const struct cmd *c, struct cmd_args *a, int argc, char **argv)
 			die(EXIT_USAGE, "invalid value '%s' for %s%s%s%s", optarg ? optarg : "", word,
 			    *exp ? " (" : "", exp, *exp ? ")" : "");
 		}
-		a->sp_set |= sampling_bit(key);
+		a->given |= sampling_bit(key);
 	}
 	if ((c->groups & CMD_MODEL) && !a->model)
 		usage_error("no model: give -m MODEL (a store name, an image or a directory)");

@@ -1,7 +1,7 @@
 /* opt: the commands' options, usage, messages and exit statuses, defined once.
  *
  * Every command describes itself with a struct cmd: its name, the shared option groups it
- * takes (the model, frame streams, the backend, sampling, the KV arena, -v), a table of its
+ * takes (the model, frame streams, the backend, sampling, the KV arena, -f, -v), a table of its
  * own options, and its usage as a template. cmd_parse() parses argv with getopt_long from
  * those tables, checks every value against its kind and range, and handles -h/--help and
  * --version itself. The usage text (-h, and after a usage error) is generated from the
@@ -59,8 +59,8 @@ struct opt {
 };
 #define OPT_LONG 256
 
-/* Values of a repeatable option (--stop STR ...). */
-#define OPT_LIST_MAX 16
+/* Values of a repeatable option (--stop STR ..., at most the option's hi of them). */
+#define OPT_LIST_MAX 64
 struct opt_list {
 	char *v[OPT_LIST_MAX];
 	int n;
@@ -74,7 +74,8 @@ enum {
 	CMD_BACKEND = 1 << 3,  /* --backend auto|cuda|cpu, -t THREADS */
 	CMD_SAMPLING = 1 << 4, /* --temp, --top-k, --top-p, --min-p, --repeat-penalty, --seed */
 	CMD_ARENA = 1 << 5,    /* --arena-size SIZE */
-	CMD_VERBOSE = 1 << 6,  /* -v */
+	CMD_FORCE = 1 << 6,    /* -f, --force: write frames to a terminal */
+	CMD_VERBOSE = 1 << 7,  /* -v */
 };
 
 /* The values of the shared options, with their defaults (cmd_parse sets them first). */
@@ -85,8 +86,9 @@ struct cmd_args {
 	const char *backend;        /* --backend: "auto" */
 	int threads;                /* -t: 0, the backend's choice */
 	struct fi_sample_params sp; /* sampling: fi_sample_defaults */
-	unsigned sp_set;            /* FI_REQ_* bits (frame.h) of the sampling options given */
+	unsigned given;             /* FI_REQ_* bits (frame.h) of the sampling options given */
 	uint64_t arena_size;        /* --arena-size: 0, the arena's default */
+	int force;                  /* -f */
 	int verbose;                /* -v */
 };
 

@@ -18,6 +18,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	snprintf(s->home, sizeof s->home, "%s", FI_HOME_DEFAULT);
 	snprintf(s->tmpdir, sizeof s->tmpdir, "/tmp");
 	s->log_level = -1;
+	s->live_delay = -1;
 	s->graphs = s->decode_fuse = s->gemv = s->glu = s->fuse = s->pf_wgmma = 1;
 	s->device_sample = 1;
 }
@@ -65,6 +66,12 @@ static void read_env(void)
 	}
 	str("FI_CHAT_NOW", s.chat_now, sizeof s.chat_now);
 	str("FI_ARENA_CRASH", s.arena_crash, sizeof s.arena_crash);
+	if ((v = getenv("FI_LIVE_DELAY"))) {
+		char *end;
+		double d = strtod(v, &end);
+		if (end != v && !*end && d >= 0 && d < 1e6)
+			s.live_delay = d;
+	}
 	s.graphs = on_unless_0("FI_GRAPHS");
 	s.decode_fuse = on_unless_0("FI_DECODE_FUSE");
 	s.gemv = on_unless_0("FI_GEMV");

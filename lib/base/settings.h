@@ -24,6 +24,7 @@ struct fi_settings {
 	int log_level;     /* FI_LOG as an enum fi_log_level (log.h); -1 when unset or unknown */
 	char chat_now[64]; /* FI_CHAT_NOW as given ("" unset): the time templates see */
 	char arena_crash[64]; /* FI_ARENA_CRASH as given ("" unset): KV arena crash tests */
+	double live_delay; /* FI_LIVE_DELAY: seconds before a progress line shows; -1 unset */
 	/* The CUDA backend's fast paths: 1 on (the default), 0 off ("0" in the variable). */
 	int graphs;        /* FI_GRAPHS: decode steps through CUDA graphs */
 	int decode_fuse;   /* FI_DECODE_FUSE: the fused decode-layer products */

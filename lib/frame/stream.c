@@ -70,6 +70,14 @@ static int is_endpoint(const char *spec)
 	return spec[0] == '@' || spec[0] == '>' || strstr(spec, "://");
 }
 
+fi_err fi_stream_refuse_tty(const char *spec)
+{
+	if (spec && !strcmp(spec, "-") && isatty(1))
+		return fi_fail(FI_EINVAL, "frames not written to a terminal: pipe them into fi-frame "
+			       "or fi-tokenize -d, or use -f to force");
+	return FI_OK;
+}
+
 fi_err fi_stream_open(struct fi_stream **sp, const char *spec, enum fi_stream_dir dir,
 		      const struct fi_stream_opts *o)
 {
@@ -77,6 +85,8 @@ fi_err fi_stream_open(struct fi_stream **sp, const char *spec, enum fi_stream_di
 	*sp = NULL;
 	if (!spec || !*spec)
 		return fi_fail(FI_EINVAL, "empty stream name");
+	if (dir == FI_STREAM_OUT && !(o && o->tty_ok) && (e = fi_stream_refuse_tty(spec)))
+		return e;
 	if (!strcmp(spec, "-"))
 		return fi_stream_open_fd(sp, dir == FI_STREAM_IN ? 0 : 1, dir, o);
 	if (!is_endpoint(spec)) {

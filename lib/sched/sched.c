@@ -148,6 +148,14 @@ int fi_sched_pending(const struct fi_sched *s)
 	return s->n;
 }
 
+int fi_sched_running(const struct fi_sched *s)
+{
+	int n = 0;
+	for (int i = 0; i < s->n; i++)
+		n += s->r[i]->admitted && !s->r[i]->dead;
+	return n;
+}
+
 int fi_sched_has(const struct fi_sched *s, const char *id)
 {
 	return find(s, id) >= 0;

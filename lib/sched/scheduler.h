@@ -150,8 +150,10 @@ fi_err fi_sched_cancel(struct fi_sched *s, const char *id);
  * (its first error is returned). */
 fi_err fi_sched_cancel_all(struct fi_sched *s);
 
-/* Requests held (admitted and waiting); 1 if request id is held. */
+/* Requests held (admitted and waiting); of them, those admitted (running); 1 if request id
+ * is held. */
 int fi_sched_pending(const struct fi_sched *s);
+int fi_sched_running(const struct fi_sched *s);
 int fi_sched_has(const struct fi_sched *s, const char *id);
 
 /* A first token drawn elsewhere for a request that has not arrived yet (fi-prefill sends it

@@ -8,6 +8,7 @@
 set -u
 fail() { echo "FAIL: $*" >&2; exit 1; }
 root=$(pwd)
+. "$root/tests/cli/frames.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -73,11 +74,9 @@ grep -q "^fi-tokenize: request '4': frame: key 'max_tokens': negative value -5$"
 [ "$(grep -c . err)" -eq 3 ] || fail "messages: $(cat err)"
 grep -q "error:" err && fail "'error:' prefix: $(cat err)"
 fi-decode -m tiny -n 2 < req2.mp > out2.mp 2> /dev/null
-frames_dec() { python3 "$root/tests/cli/pipe_frames.py" dec; }
-frames_dec < out2.mp > out2.jsonl || fail "decode out2"
-[ "$(grep -c '"type": "done"' out2.jsonl)" -eq 1 ] || fail "good request: $(cat out2.jsonl)"
-grep '"id": "1"' out2.jsonl | grep -q "key 'temperature': -1 is out of range \[0, 10000\]" ||
-	fail "error frame of request 1: $(cat out2.jsonl)"
+[ "$(frames_count out2.mp done)" -eq 1 ] || fail "good request: $(fi-frame < out2.mp)"
+fi-frame --id 1 -t error < out2.mp | grep -q "key 'temperature': -1 is out of range \[0, 10000\]" ||
+	fail "error frame of request 1: $(fi-frame < out2.mp)"
 
 # Backends: an unknown name is a usage error; one that cannot start a runtime error.
 fi-decode -m tiny --backend gpu --tokens 1 > /dev/null 2>&1; [ $? -eq 2 ] || fail "--backend gpu"

@@ -7,12 +7,13 @@
 #
 # The examples name realistic models and devices; this test runs them on any machine:
 #   - ~/models/Llama-3.1-8B-Instruct is the embedded model, models/tiny (HOME is the
-#     scratch directory), and the store name llama3 is that model, loaded beforehand
-#     when a page uses it without loading it;
+#     scratch directory), and the store names llama3 and tiny are that model, loaded
+#     beforehand when a page uses them without loading them;
 #   - GPU-only lines (--backend cuda) run on the CPU (--backend cpu);
 #   - tcp:// endpoints of other hosts run on loopback (tcp://127.0.0.1:PORT);
 #   - the input files the examples read (prompts.txt, prompt.txt, chats.jsonl,
-#     requests.jsonl) are made here; the programs of examples/ are copied in;
+#     requests.jsonl: JSONL requests for fi-tokenize, frames as JSON lines for fi-frame(1))
+#     are made here; the programs of examples/ are copied in;
 #   - the library of the build tree stands for the installed one (a fi.pc on
 #     PKG_CONFIG_PATH pointing at include/ and $BUILD, and LD_LIBRARY_PATH).
 set -u
@@ -39,8 +40,13 @@ for page in "$root"/man/man*/*.[1-9]; do
 		> "$ex/prompt.txt"
 	printf '%s\n' '[{"role":"user","content":"Hi!"}]' '{"messages":[{"role":"user","content":"Name a module"}]}' \
 		> "$ex/chats.jsonl"
-	printf '%s\n' '{"id":"q1","prompt":"Hello world","max_tokens":5,"temperature":0.5,"stop":["x"]}' \
-		'{"id":"q2","prompt":"import","seed":7}' > "$ex/requests.jsonl"
+	if [ "$name" = fi-frame.1 ]; then
+		printf '%s\n' '{"v":1,"type":"request","id":"a","text":"Once","temperature":0}' \
+			'{"v":1,"type":"request","id":"b","text":"The sea","seed":7}' > "$ex/requests.jsonl"
+	else
+		printf '%s\n' '{"id":"q1","prompt":"Hello world","max_tokens":5,"temperature":0.5,"stop":["x"]}' \
+			'{"id":"q2","prompt":"import","seed":7}' > "$ex/requests.jsonl"
+	fi
 	cp "$root"/examples/*.c "$ex/"
 	if [ -n "${BUILD:-}" ] && [ -f "$BUILD/fi.pc" ]; then
 		mkdir -p "$ex/pkgconfig"
@@ -51,9 +57,11 @@ for page in "$root"/man/man*/*.[1-9]; do
 		fail "$name: its examples build against libfi: run with BUILD set (make check does)"
 	fi
 	export HOME="$ex" FI_HOME="$ex/home"
-	if grep -qw 'llama3' "$work/examples" && ! grep -q -- '--name llama3' "$work/examples"; then
-		fi-load "$root/models/tiny" --name llama3 > /dev/null 2>&1 || fail "$name: loading llama3"
-	fi
+	for m in llama3 tiny; do
+		if grep -qw "$m" "$work/examples" && ! grep -q -- "--name $m" "$work/examples"; then
+			fi-load "$root/models/tiny" --name $m > /dev/null 2>&1 || fail "$name: loading $m"
+		fi
+	done
 	pids="" n=0
 	while IFS= read -r line; do
 		n=$((n + 1))
@@ -83,5 +91,5 @@ for page in "$root"/man/man*/*.[1-9]; do
 			[ -s "$ex/$f" ] || fail "$name: $f was not written"
 		done || exit 1
 done
-[ $pages -ge 7 ] || fail "only $pages man pages have examples"
+[ $pages -ge 8 ] || fail "only $pages man pages have examples"
 echo "ok: $lines lines of $pages pages"

@@ -87,7 +87,7 @@ END_TEST
  * reload after setenv, fi_settings_set, and the readers that take them (store, log, a
  * backend's pointer). */
 static const char *const vars[] = {
-	"FI_HOME", "TMPDIR", "FI_LOG", "FI_CHAT_NOW", "FI_ARENA_CRASH", "FI_GRAPHS",
+	"FI_HOME", "TMPDIR", "FI_LOG", "FI_CHAT_NOW", "FI_ARENA_CRASH", "FI_LIVE_DELAY", "FI_GRAPHS",
 	"FI_DECODE_FUSE", "FI_GEMV", "FI_GLU", "FI_FUSE", "FI_PF_WGMMA", "FI_DEVICE_SAMPLE",
 	"FI_GEMM_TUNE", "FI_DEC_MERGE", "FI_UPLOAD_PIN", "FI_UPLOAD_THREADS", "FI_DEC_MIN_CHUNK",
 	"FI_DEC_WAVES", "FI_FG_SLICES", "FI_PF_BR",
@@ -117,7 +117,8 @@ START_TEST(test_settings)
 	setenv("FI_LOG", "Debug", 1);
 	setenv("FI_CHAT_NOW", "2024-05-06", 1);
 	setenv("FI_ARENA_CRASH", "copy:3", 1);
-	for (size_t i = 5; i < 12; i++)
+	setenv("FI_LIVE_DELAY", "0.5", 1);
+	for (size_t i = 6; i < 13; i++)
 		setenv(vars[i], "0", 1);
 	setenv("FI_GEMM_TUNE", "1", 1);
 	setenv("FI_DEC_MERGE", "1", 1);
@@ -138,6 +139,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(fi_log_get_level(), FI_LOG_DEBUG);
 	ck_assert_str_eq(s->chat_now, "2024-05-06");
 	ck_assert_str_eq(s->arena_crash, "copy:3");
+	ck_assert(s->live_delay == 0.5);
 	ck_assert_int_eq(s->graphs + s->decode_fuse + s->gemv + s->glu + s->fuse + s->pf_wgmma +
 			 s->device_sample, 0);
 	ck_assert_int_eq(s->gemm_tune + s->dec_merge + s->upload_alloc, 3);
@@ -152,7 +154,9 @@ START_TEST(test_settings)
 	setenv("FI_DEC_WAVES", "-2", 1);
 	setenv("FI_LOG", "loud", 1);
 	setenv("FI_HOME", "", 1);
+	setenv("FI_LIVE_DELAY", "soon", 1);
 	fi_settings_reload();
+	ck_assert(s->live_delay == -1);
 	ck_assert_int_eq(s->fuse, 2);
 	ck_assert_int_eq(s->fg_slices, 0);
 	ck_assert_int_eq(s->dec_waves, 0);
