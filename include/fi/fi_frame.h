@@ -59,7 +59,9 @@ fi_err fi_frame_failure(const struct fi_frame *f, fi_err *code, const char **mes
 
 /* ---- streams ---- */
 
-/* Opens spec ("-", a file, ZeroMQ endpoints) to read frames from, or to write them to. */
+/* Opens spec ("-", a file, ZeroMQ endpoints) to read frames from, or to write them to. Frames
+ * are binary: an output "-" that is a terminal is refused (FI_EINVAL), as the commands refuse
+ * it without -f. */
 fi_err fi_stream_reader(const char *spec, struct fi_stream **out);
 fi_err fi_stream_writer(const char *spec, struct fi_stream **out);
 /* The next frame (*f, to fi_frame_destroy), or *f NULL at the end of the stream. A frame
