@@ -46,7 +46,7 @@ NVFLAGS := -O3 -std=c++17 $(CUARCH) -Xcompiler -fPIC -Ilib -Iinclude -Ikernels -
 
 # Every .c under lib/ is in libfi; those under a cuda/ folder only when CUDA is enabled.
 ALL_LIB_C := $(shell find lib -name '*.c' 2>/dev/null)
-# (filter's pattern takes one %, so the cuda/ folder is matched by findstring)
+# (filter takes one % per pattern, so the folder is matched with findstring)
 CUDA_LIB_C := $(foreach f,$(ALL_LIB_C),$(if $(findstring /cuda/,$(f)),$(f)))
 LIB_SRC := $(sort $(filter-out $(CUDA_LIB_C),$(ALL_LIB_C)))
 CU_SRC  :=
@@ -111,6 +111,11 @@ $(BUILD)/libfi.so: $(LIB_OBJ)
 $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CMD_COBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)
 	$(CC) -o $@ $< $(CMD_COBJ) $(BUILD)/libfi.a $(LDFLAGS) $(LDLIBS)
+
+# cmd/bench/*.c: fi-bench's serving benchmark, linked into fi-bench only
+BENCH_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/bench/*.c))
+$(BUILD)/bin/fi-bench: $(BENCH_OBJ)
+$(BUILD)/bin/fi-bench: CMD_COBJ += $(BENCH_OBJ)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HOBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)

@@ -23,11 +23,20 @@ enum {
 };
 
 static const struct cmd *cur; /* the command being run, for usage_error() */
+static int given_keys[MAX_OPTS], n_given; /* the keys cmd_parse saw */
 static const char *prog = "fi";
 
 const char *cmd_name(void)
 {
 	return prog;
+}
+
+int cmd_given(int key)
+{
+	for (int i = 0; i < n_given; i++)
+		if (given_keys[i] == key)
+			return 1;
+	return 0;
 }
 
 /* ---- the shared options ---- */
@@ -344,6 +353,7 @@ static void expected(const struct opt *o, char *out, size_t cap)
 		snprintf(out, cap, "a whole number from %.0f to %.0f", o->lo, o->hi);
 		break;
 	case OPT_FLOAT:
+	case OPT_DOUBLE:
 		snprintf(out, cap, "a number from %g to %g", o->lo, o->hi);
 		break;
 	case OPT_SIZE:
@@ -391,6 +401,11 @@ static int store(const struct opt *o, const char *v)
 		if (parse_double(v, &d) || d < o->lo || d > o->hi)
 			return -1;
 		*(float *)o->dst = (float)d;
+		return 0;
+	case OPT_DOUBLE:
+		if (parse_double(v, &d) || d < o->lo || d > o->hi)
+			return -1;
+		*(double *)o->dst = d;
 		return 0;
 	case OPT_SIZE:
 		return parse_size(v, o->dst);
@@ -444,7 +459,7 @@ static void refused(int argc, char **argv, char *out, size_t cap)
 
 int cmd_parse(const struct cmd *c, struct cmd_args *a, int argc, char **argv)
 {
-	struct option lo[MAX_OPTS + 1];
+	struct option lo[2 * MAX_OPTS + 1];
 	char shorts[3 * MAX_OPTS + 2], why[256], word[64], exp[160];
 	struct table t;
 	size_t ns = 0;
@@ -455,6 +470,7 @@ int cmd_parse(const struct cmd *c, struct cmd_args *a, int argc, char **argv)
 	prog = c->name;
 	fi_log_set_prog(c->name);
 	memset(a, 0, sizeof *a);
+	n_given = 0;
 	a->in = a->out = "-";
 	a->eos_count = 1;
 	a->backend = "auto";
@@ -479,6 +495,13 @@ int cmd_parse(const struct cmd *c, struct cmd_args *a, int argc, char **argv)
 			lo[nl++] = (struct option){o->name, o->arg ? required_argument : no_argument,
 						   NULL, o->key};
 	}
+	for (const struct opt_alias *al = c->aliases; al && al->name; al++)
+		for (int i = 0; i < t.n; i++)
+			if (t.o[i].key == al->key && nl < MAX_OPTS) {
+				lo[nl++] = (struct option){al->name, t.o[i].arg ? required_argument
+										 : no_argument, NULL, al->key};
+				break;
+			}
 	shorts[ns] = 0;
 	lo[nl] = (struct option){0};
 	opterr = 0;
@@ -504,6 +527,8 @@ int cmd_parse(const struct cmd *c, struct cmd_args *a, int argc, char **argv)
 		for (int i = 0; i < t.n && !o; i++)
 			if (t.o[i].key == key)
 				o = &t.o[i];
+		if (n_given < MAX_OPTS)
+			given_keys[n_given++] = key;
 		r = o->kind == OPT_CALL ? (c->take ? c->take(c->user, key, optarg) : -1)
 					: store(o, optarg);
 		if (r == EXIT_USAGE)

@@ -42,6 +42,7 @@ enum opt_kind {
 	OPT_STR,    /* *(const char **)dst = the value */
 	OPT_INT,    /* *(int *)dst: a whole number in [lo, hi] */
 	OPT_FLOAT,  /* *(float *)dst: a finite number in [lo, hi] */
+	OPT_DOUBLE, /* *(double *)dst: a finite number in [lo, hi] */
 	OPT_SIZE,   /* *(uint64_t *)dst: a byte size, "64M", "2GiB" (at least 1 MiB) */
 	OPT_SEED,   /* *(uint64_t *)dst: a whole number in [0, 2^64) */
 	OPT_CHOICE, /* *(const char **)dst: one of the '|'-separated words of arg */
@@ -54,8 +55,15 @@ struct opt {
 	const char *name; /* the long name without "--", or NULL */
 	const char *arg;  /* the value's name in the usage ("N", "auto|cuda|cpu"); NULL: none */
 	enum opt_kind kind;
-	double lo, hi;    /* OPT_INT, OPT_FLOAT: accepted range; OPT_LIST: hi = most values */
+	double lo, hi;    /* OPT_INT, OPT_FLOAT, OPT_DOUBLE: accepted range; OPT_LIST: most values */
 	void *dst;        /* where the value goes (see the kinds); NULL for OPT_CALL */
+};
+
+/* Another long name of an option, which the usage does not show (--num-prompts, vLLM's
+ * name for --requests). */
+struct opt_alias {
+	const char *name;
+	int key;
 };
 #define OPT_LONG 256
 
@@ -97,6 +105,7 @@ struct cmd {
 	unsigned groups;             /* CMD_* */
 	const struct opt *opts;      /* the command's own options, ending with {0} */
 	const char *const *usage;    /* usage lines (the template above), ending with NULL */
+	const struct opt_alias *aliases; /* ending with {0}, or NULL */
 	const char *notes;           /* printed after the usage by -h, or NULL */
 	/* OPT_CALL options: 0 accepted; -1 an invalid value (the standard message, exit 2);
 	 * EXIT_USAGE after printing its own message. */
@@ -110,6 +119,9 @@ struct cmd {
  * missing -m too. Returns the index of the first operand. Also names the program for
  * messages (fi_log_set_prog). */
 int cmd_parse(const struct cmd *c, struct cmd_args *a, int argc, char **argv);
+
+/* 1 when the option of that key was given (after cmd_parse). */
+int cmd_given(int key);
 
 /* The usage text, as -h prints it (no notes). */
 void cmd_usage(const struct cmd *c, FILE *f);

@@ -19,6 +19,23 @@
 #                 (space-separated; A=1,B=2 sets two at once)
 #                 (default: without the fusions, without the K split of the fused products)
 #   ncu           per-kernel time and DRAM bytes of 1B and 8B decode steps (Nsight Compute)
+#   serve1b       fi-bench serve, 1B shape: 1000 ShareGPT-like requests at once, in process
+#                 and through a fi-decode worker over ZeroMQ (about 1 min)
+#   serve8b       fi-bench serve, 8B shape: 1000 ShareGPT-like requests at once (1-2 min)
+#   poisson8b     8B: 2000 requests arriving at 16 per second (2.5 min at least)
+#   prefix8b      8B: 1000 requests sharing one 2048-token system prompt, then 1000 each
+#                 with its own (2-5 min)
+#                 The serve stages make the random-weight checkpoint when it is missing, take
+#                 engine options from $SERVE_ARGS (e.g. "--max-batch 256"), keep every
+#                 report and per-request record in $OUT, and print the table of all serve
+#                 runs so far last.
+#   serve         the serving kernels: tests/gpu/test_serve (attention over hundreds of
+#                 mixed-length sequences and mixed batches, sampling with penalties and
+#                 log-probabilities, the model through the graph ladder, all against the CPU
+#                 backend), tests/gpu/bench_serve (attention at B = 256/512/1024, GEMMs at
+#                 T = 64..8192, sampling), then, where the images exist, fi-bench b64 decode with
+#                 the planned attention and without (FI_DEC_PLAN=0); a table last
+#                 (SAN_SERVE=1: test_serve under compute-sanitizer memcheck too)
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -32,6 +49,35 @@ export PYTHONUNBUFFERED=1 FI_HOME=/dev/shm/fi
 t=build-cuda/bundle/tests
 rc=0
 step() { echo "== $*"; }
+# The random-weight checkpoint and image of a shape, made when missing.
+need_model() {
+	[ -d $refs/$1 ] || python3 tools/hf_gpu_ref.py $refs $1 || return 1
+	[ -f $FI_HOME/models/$1.fim ] || fi-load --name $1 $refs/$1 >/dev/null || return 1
+}
+# fi-bench serve ROW-NAME MODEL GOAL ARGS...: one run, its JSON report and requests in $OUT,
+# a row of $OUT/serve.tsv.
+serve_run() {
+	name=$1 m=$2 goal=$3
+	shift 3
+	echo "-- $name: fi-bench -m $m serve --ignore-eos ${SERVE_ARGS:-} $*"
+	fi-bench -m $m -o json serve --ignore-eos ${SERVE_ARGS:-} --save-requests "$out/$name.jsonl" \
+		"$@" > "$out/$name.json" || rc=1
+	python3 - "$out/$name.json" "$name" "$goal" >> "$out/serve.tsv" <<'PY' || rc=1
+import json, sys
+d = json.load(open(sys.argv[1]))
+f = lambda v, p=0: "-" if v is None else "%.*f" % (p, v)
+print("\t".join([sys.argv[2], "%d/%d" % (d["completed"], d["num_prompts"]),
+                 f(d["output_throughput"]), f(d["median_ttft_ms"], 1), f(d["p99_ttft_ms"], 1),
+                 f(d["median_tpot_ms"], 2), f(d["median_itl_ms"], 2),
+                 f(d["peak_mem_bytes"] and d["peak_mem_bytes"] / 2**30, 1), sys.argv[3]]))
+PY
+}
+serve_table() {
+	step "serve runs"
+	printf '| run | done | out tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | ITL p50 ms | peak GiB | goal |\n'
+	printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n'
+	sed 's/^/| /; s/\t/ | /g; s/$/ |/' "$out/serve.tsv"
+}
 for stage in "$@"; do
 	case $stage in
 	info)
@@ -113,9 +159,77 @@ for stage in "$@"; do
 			echo "  host:   $(grep -o 'generated.*' "$out/s0.err")" | tee -a "$out/sample1b.md"
 		done
 		;;
+	serve)
+		step "serving kernels against the CPU backend"
+		timeout 500 $t/test_serve >"$out/serve.log" 2>&1 || rc=1
+		grep -v ' ok$' "$out/serve.log" | tail -20
+		if [ "${SAN_SERVE:-0}" = 1 ]; then
+			step "compute-sanitizer memcheck test_serve"
+			timeout 550 compute-sanitizer --tool memcheck $t/test_serve >"$out/san-serve.log" 2>&1 || rc=1
+			grep -E 'ERROR SUMMARY|Checks:' "$out/san-serve.log"
+		fi
+		step "serving kernel timings"
+		timeout 300 $t/bench_serve >"$out/serve.md" 2>&1 || rc=1
+		ab=""
+		for m in llama3_8b llama32_1b; do
+			[ -f $FI_HOME/models/$m.fim ] || continue
+			for v in default 0; do
+				pv=FI_DEC_PLAN_DEFAULT=1
+				[ $v = 0 ] && pv=FI_DEC_PLAN=0
+				r=$(env $pv fi-bench -m $m -r 2 -b 64 tg128@d128 2>/dev/null | grep 'tg128' |
+					head -1 | sed 's/^| *//; s/ *|$//')
+				ab="$ab| $m b64 tg128@d128, FI_DEC_PLAN $v | $r |\n"
+			done
+		done
+		step "serve: summary"
+		grep -E 'Checks:' "$out/serve.log" | sed 's/^/test_serve: /'
+		grep -E '^(sample|model serving|graphs)' "$out/serve.log"
+		cat "$out/serve.md"
+		if [ -n "$ab" ]; then
+			printf '\n| fi-bench A/B | result |\n| --- | --- |\n'
+			printf '%b' "$ab"
+		fi
+		;;
 	micro)
 		step "kernel timings"
 		$t/bench_kernels | tee "$out/micro.md" || rc=1
+		;;
+	serve1b)
+		step "fi-bench serve, 1B shape"
+		need_model llama32_1b || { rc=1; continue; }
+		serve_run sharegpt-1b llama32_1b ">= 45000 tok/s" --requests 1000
+		# the same through a worker: frames and sockets on top of the engine
+		fi-decode -m llama32_1b ${SERVE_ARGS:-} -i ipc:///tmp/fi-serve-w0 \
+			-o ipc:///tmp/fi-serve-r0 & wp=$!
+		sa=${SERVE_ARGS:-}
+		SERVE_ARGS=
+		serve_run sharegpt-1b-zmq llama32_1b "as in process" --requests 1000 \
+			-e ipc:///tmp/fi-serve-w0 -i ipc:///tmp/fi-serve-r0
+		SERVE_ARGS=$sa
+		wait $wp || rc=1
+		serve_table
+		;;
+	serve8b)
+		step "fi-bench serve, 8B shape"
+		need_model llama3_8b || { rc=1; continue; }
+		serve_run sharegpt-8b llama3_8b ">= 15000 tok/s" --requests 1000
+		serve_table
+		;;
+	poisson8b)
+		step "fi-bench serve, 8B shape, Poisson 16 req/s"
+		need_model llama3_8b || { rc=1; continue; }
+		serve_run poisson16-8b llama3_8b "TTFT p50 <= 100, p99 <= 500; TPOT p50 <= 8" \
+			--requests 2000 --rate 16 --slo-ttft 500 --slo-tpot 8
+		serve_table
+		;;
+	prefix8b)
+		step "fi-bench serve, 8B shape, a shared 2048-token system prompt against distinct ones"
+		need_model llama3_8b || { rc=1; continue; }
+		serve_run prefix-shared-8b llama3_8b ">= 2.5x distinct" --requests 1000 \
+			--workload prefix:2048:1
+		serve_run prefix-distinct-8b llama3_8b "(the baseline)" --requests 1000 \
+			--workload prefix:2048:1000
+		serve_table
 		;;
 	*) echo "unknown stage $stage"; rc=2 ;;
 	esac

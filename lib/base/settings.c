@@ -21,6 +21,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->live_delay = -1;
 	s->graphs = s->decode_fuse = s->gemv = s->glu = s->fuse = s->pf_wgmma = 1;
 	s->device_sample = 1;
+	s->dec_plan = -1;
 }
 
 /* A fast path's switch: on unless the variable is "0". */
@@ -81,6 +82,8 @@ static void read_env(void)
 		s.fuse = 2;
 	s.pf_wgmma = on_unless_0("FI_PF_WGMMA");
 	s.device_sample = on_unless_0("FI_DEVICE_SAMPLE");
+	if ((v = getenv("FI_DEC_PLAN")))
+		s.dec_plan = strcmp(v, "0") != 0;
 	s.gemm_tune = is_1("FI_GEMM_TUNE");
 	s.dec_merge = is_1("FI_DEC_MERGE");
 	s.upload_alloc = (v = getenv("FI_UPLOAD_PIN")) && !strcmp(v, "alloc");

@@ -239,8 +239,9 @@ static void enc_request(struct enc *e, const struct fi_frame *f)
 	int stream = (r->set & FI_REQ_STREAM) || !r->stream;
 	int haskv = !!(r->set & FI_REQ_KV);
 	int hastok = !!(r->set & FI_REQ_TOKENIZER);
+	int ieos = (r->set & FI_REQ_IGNORE_EOS) || r->ignore_eos;
 	size_t n = !!r->text + !!r->tokens + temp + topk + topp + minp + rep + seed + maxt +
-		   stream + !!r->nstop + !!r->nstop_ids + haskv + hastok;
+		   stream + !!r->nstop + !!r->nstop_ids + haskv + hastok + ieos;
 
 	put_head(e, n, f, f->id);
 	if (r->text)
@@ -281,6 +282,13 @@ static void enc_request(struct enc *e, const struct fi_frame *f)
 		msgpack_pack_array(&e->pk, r->nstop_ids);
 		for (uint32_t i = 0; i < r->nstop_ids; i++)
 			msgpack_pack_uint32(&e->pk, r->stop_ids[i]);
+	}
+	if (ieos) {
+		put_key(e, "ignore_eos");
+		if (r->ignore_eos)
+			msgpack_pack_true(&e->pk);
+		else
+			msgpack_pack_false(&e->pk);
 	}
 	if (haskv) {
 		put_key(e, "kv");

@@ -59,6 +59,7 @@ enum {
 	FI_REQ_STREAM = 1u << 7,
 	FI_REQ_KV = 1u << 8,
 	FI_REQ_TOKENIZER = 1u << 9,
+	FI_REQ_IGNORE_EOS = 1u << 10,
 };
 /* The sampling keys among them (what fi-frame(5) calls the request's sampling). */
 #define FI_REQ_SAMPLING (FI_REQ_TEMPERATURE | FI_REQ_TOP_K | FI_REQ_TOP_P | FI_REQ_MIN_P | \
@@ -87,6 +88,7 @@ struct fi_request {
 	 * of its vocabulary (tok_fingerprint.h) and a name for messages (or NULL). */
 	uint8_t tok_sha256[32];
 	char *tok_name;
+	int ignore_eos;       /* default 0; 1: the model's end-of-generation ids do not end it */
 	uint32_t set;         /* FI_REQ_* */
 };
 

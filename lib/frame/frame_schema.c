@@ -12,7 +12,7 @@
 	X(TEXT, "text") X(TOKENS, "tokens") X(TEMPERATURE, "temperature") X(TOP_K, "top_k") \
 	X(TOP_P, "top_p") X(MIN_P, "min_p") X(REPEAT_PENALTY, "repeat_penalty") X(SEED, "seed") \
 	X(MAX_TOKENS, "max_tokens") X(STOP, "stop") X(STOP_IDS, "stop_ids") X(STREAM, "stream") \
-	X(KV, "kv") X(TOKENIZER, "tokenizer") \
+	X(KV, "kv") X(TOKENIZER, "tokenizer") X(IGNORE_EOS, "ignore_eos") \
 	X(TOKEN, "token") X(INDEX, "index") X(LOGPROB, "logprob") \
 	X(FINISH, "finish") X(COUNTS, "counts") X(TIMINGS, "timings") \
 	X(CODE, "code") X(CODE_NUM, "code_num") X(MESSAGE, "message") X(PROMPT, "prompt") \
@@ -39,7 +39,7 @@ _Static_assert(K_COUNT < 64, "key sets are 64-bit masks");
 static const uint64_t common_keys = RANGE(K_V, K_SEQ);
 /* Top-level keys each type understands (for "must" and to ignore the others). */
 static const uint64_t type_keys[FI_FRAME_TYPE_COUNT] = {
-	[FI_FRAME_REQUEST] = RANGE(K_TEXT, K_TOKENIZER),
+	[FI_FRAME_REQUEST] = RANGE(K_TEXT, K_IGNORE_EOS),
 	[FI_FRAME_TOKEN] = B(K_TOKEN) | B(K_INDEX) | B(K_TEXT) | B(K_LOGPROB),
 	[FI_FRAME_DONE] = B(K_FINISH) | B(K_COUNTS) | B(K_TIMINGS) | B(K_TOKENS) | B(K_TEXT) |
 			  B(K_PROMPT),
@@ -350,6 +350,12 @@ static fi_err dec_request(const msgpack_object **v, const struct fi_frame_limits
 			return bad_type(K_STREAM, "bool", v[K_STREAM]);
 		r->stream = v[K_STREAM]->via.boolean;
 		r->set |= FI_REQ_STREAM;
+	}
+	if (!e && v[K_IGNORE_EOS]) {
+		if (v[K_IGNORE_EOS]->type != MSGPACK_OBJECT_BOOLEAN)
+			return bad_type(K_IGNORE_EOS, "bool", v[K_IGNORE_EOS]);
+		r->ignore_eos = v[K_IGNORE_EOS]->via.boolean;
+		r->set |= FI_REQ_IGNORE_EOS;
 	}
 	if (!e && v[K_STOP])
 		e = dec_stop(v[K_STOP], lim, r);

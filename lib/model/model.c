@@ -510,18 +510,17 @@ static int32_t host_argmax(const float *x, int V)
 	return b;
 }
 
-/* fi_model_forward_ex, or with rows: fi_model_forward_sample. */
+/* fi_model_forward_ex, or with io: fi_model_forward_sample_io. */
 static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logits,
-		      int32_t *tokens, const struct fi_sample_row *rows, int32_t *n_kept,
-		      int *n_rows)
+		      int32_t *tokens, struct fi_sample_io *io, int *n_rows)
 {
 	struct fi_backend *be = m->be;
 	const struct fi_config *c = &m->c;
 	struct fi_kvcache *kc;
-	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0, identity, used = 0;
+	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0, identity, used = 0, n_dec = 0;
 	int *sid = NULL, *cnt = NULL, *old = NULL, *local = NULL;
 	int32_t *h, *tok, *pos, *seq, *slot, *idx, *slen, *btab;
-	int dev_argmax = tokens && !rows && be->ops->argmax;
+	int dev_argmax = tokens && !io && be->ops->argmax;
 	float *tmp = NULL;
 	size_t need;
 	fi_err e = FI_OK;
@@ -609,6 +608,9 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 					idx[n_out++] = t;
 					break;
 				}
+	/* Leading tokens alone in their sequence: the decode rows of a mixed batch (backend.h) */
+	while (n_dec < T && cnt[local[n_dec]] == 1)
+		n_dec++;
 	identity = n_out == T;
 	for (int i = 0; i < n_out && identity; i++)
 		identity = idx[i] == i;
@@ -639,6 +641,7 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 			.max_seq_len = max_len,
 			.sliding_window = c->sliding_window,
 			.scale = 1.0f / sqrtf((float)c->head_dim),
+			.n_decode = n_dec,
 		};
 		if ((e = fi_model_body(m, T, d, d + T, &ab, identity ? NULL : d + 4 * T, n_out,
 				       dev_argmax)))
@@ -648,8 +651,8 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 	if (!n_out) {
 		if ((e = be->ops->sync(be)))
 			goto rollback;
-	} else if (rows) {
-		if ((e = fi_model_sample_rows(m, n_out, rows, logits, tokens, n_kept)))
+	} else if (io) {
+		if ((e = fi_model_sample_rows(m, n_out, io)))
 			goto rollback;
 	} else {
 		if (tokens && !dev_argmax && !logits &&
@@ -687,20 +690,27 @@ out:
 fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
 			   int32_t *tokens, int *n_rows)
 {
-	return forward(m, b, logits, tokens, NULL, NULL, n_rows);
+	return forward(m, b, logits, tokens, NULL, n_rows);
 }
 
 fi_err fi_model_forward_sample(struct fi_model *m, const struct fi_batch *b,
 			       const struct fi_sample_row *rows, float *logits, int32_t *tokens,
 			       int32_t *n_kept, int *n_rows)
 {
-	return forward(m, b, logits, tokens, rows, n_kept, n_rows);
+	struct fi_sample_io io = {.rows = rows, .tokens = tokens, .n_kept = n_kept, .logits = logits};
+	return forward(m, b, logits, tokens, &io, n_rows);
+}
+
+fi_err fi_model_forward_sample_io(struct fi_model *m, const struct fi_batch *b,
+				  struct fi_sample_io *io, int *n_rows)
+{
+	return forward(m, b, io->logits, io->tokens, io, n_rows);
 }
 
 fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *logits,
 			int *n_rows)
 {
-	return forward(m, b, logits, NULL, NULL, NULL, n_rows);
+	return forward(m, b, logits, NULL, NULL, n_rows);
 }
 
 fi_err fi_model_load_hf(const char *dir, struct fi_backend *be, struct fi_model **out)

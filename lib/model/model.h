@@ -92,15 +92,36 @@ fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *log
 fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
 			   int32_t *tokens, int *n_rows);
 /* The same, each selected row's token drawn with rows[n_rows] (sample.h: temperature,
- * top-k, top-p, min-p and the draw's u; no repetition penalty) on the device where the
- * backend has the sample op, so that only tokens cross to the host: tokens[i], and
- * n_kept[i] the tokens that survived the filters (the draw was used when > 1, see
- * fi_sampler_commit). A row the device hands back (too many candidates; every row without
- * the op) gets tokens[i] = -1 and its logits in logits + i * vocab, which needs room for
- * fi_batch_n_logits(b) rows, for the host sampler. Decode steps replay graphs as above;
- * the sampling runs after the replay. */
+ * top-k, top-p, min-p and the draw's u; no repetition penalty, no log-probabilities: rows
+ * from fi_sampler_row) on the device where the backend has the sample op, so that only
+ * tokens cross to the host: tokens[i], and n_kept[i] the tokens that survived the filters
+ * (the draw was used when > 1, see fi_sampler_commit). A row the device hands back (too
+ * many candidates; every row without the op) gets tokens[i] = -1 and its logits in
+ * logits + i * vocab, which needs room for fi_batch_n_logits(b) rows, for the host
+ * sampler. Decode steps replay graphs as above; the sampling runs after the replay. */
 fi_err fi_model_forward_sample(struct fi_model *m, const struct fi_batch *b,
 			       const struct fi_sample_row *rows, float *logits, int32_t *tokens,
 			       int32_t *n_kept, int *n_rows);
+
+/* A sampled step's rows and what comes back for them (fi_model_forward_sample_io). */
+struct fi_sample_io {
+	const struct fi_sample_row *rows; /* [n_rows], in the order of the selected tokens
+					   * (fi_sampler_row_hist: any sampler) */
+	const int32_t *win;  /* host: the penalty windows rows index, or NULL when none has one */
+	size_t n_win;        /* entries of win */
+	int32_t *tokens;     /* [n_rows]: the token, -1 when left to the host sampler */
+	int32_t *n_kept;     /* [n_rows]: survivors of the filters (see fi_sampler_commit) */
+	float *logprob;      /* [n_rows]: the token's log-probability where the row asks
+			      * (n_logprobs >= 0); NULL when no row asks */
+	struct fi_sample_top *top; /* [n_rows, FI_SAMPLE_MAX_TOP]: the first n_logprobs of
+				    * each row; NULL when no row asks for alternatives */
+	float *logits;       /* room for n_rows rows: the logits of rows left to the host, whose
+			      * token, log-probabilities and alternatives the caller then takes
+			      * with fi_sampler_next and fi_sample_logprobs */
+};
+/* fi_model_forward_sample for any rows: repetition penalties (their windows in io->win)
+ * and log-probabilities included. */
+fi_err fi_model_forward_sample_io(struct fi_model *m, const struct fi_batch *b,
+				  struct fi_sample_io *io, int *n_rows);
 
 #endif

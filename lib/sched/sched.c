@@ -252,7 +252,7 @@ static fi_err make_req(struct fi_sched *s, const struct fi_sched_req *r, struct 
 	for (uint32_t i = 0; i < q->n_prompt; i++)
 		q->hist[i] = (int32_t)r->tokens[i];
 	if (!(r->flags & FI_SCHED_NO_STOP)) {
-		for (int i = 0; i < c->n_eos; i++)
+		for (int i = 0; i < c->n_eos && !(r->flags & FI_SCHED_IGNORE_EOS); i++)
 			q->stop[q->n_stop++] = c->eos_ids[i];
 		for (int i = 0; i < r->sp.n_stop; i++)
 			q->stop[q->n_stop++] = r->sp.stop[i];

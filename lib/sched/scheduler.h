@@ -103,6 +103,9 @@ enum {
 	/* Stop ids (the model's end-of-generation ids included) do not end the request:
 	 * fi-prefill's first token is passed on whatever it is. */
 	FI_SCHED_NO_STOP = 1,
+	/* The model's end-of-generation ids do not end the request (its own stop ids and
+	 * stop strings still do): benchmarks run every request to max_tokens. */
+	FI_SCHED_IGNORE_EOS = 2,
 };
 
 struct fi_sched_req {

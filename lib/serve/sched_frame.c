@@ -53,6 +53,8 @@ void fi_sched_req_from_frame(const struct fi_frame *f, const struct fi_sample_pa
 	r->nstop = rq->nstop;
 	r->kv = rq->set & FI_REQ_KV ? &rq->kv : NULL;
 	r->stream = rq->stream;
+	if (rq->ignore_eos)
+		r->flags |= FI_SCHED_IGNORE_EOS;
 }
 
 int fi_sched_event_frame(const struct fi_sched_event *ev, struct fi_frame *f)

@@ -16,8 +16,8 @@ for page in "$root"/man/man1/fi-*.1; do
 	cmd=$(basename "$page" .1)
 	command -v "$cmd" > /dev/null || fail "$cmd: not built"
 	"$cmd" -h > "$work/h" || fail "$cmd -h exit $?"
-	# The usage lines (notes after them start in column 0 without "usage:").
-	sed -n '/^usage: /p; /^ /p' "$work/h" | sed 's/^usage: //' | tr -s ' \t\n' ' ' |
+	# The usage lines: up to the first note (a line in column 0 without "usage:").
+	awk '/^usage: / || /^ / { print; next } { exit }' "$work/h" | sed 's/^usage: //' | tr -s ' \t\n' ' ' |
 		sed 's/^ //; s/ $//' > "$work/usage"
 	render "$page" > "$work/page"
 	sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' "$work/page" | sed '1d;$d' | tr -s ' \t\n' ' ' |

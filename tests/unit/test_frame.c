@@ -48,6 +48,7 @@ static void full_request(struct fi_frame *f)
 	f->req.kv.nblocks = 3;
 	f->req.kv.ntokens = 48;
 	f->req.kv.block_tokens = 16;
+	f->req.ignore_eos = 1;
 	f->req.set = FI_REQ_SEED | FI_REQ_KV;
 }
 
@@ -85,7 +86,8 @@ START_TEST(test_request_roundtrip)
 	ck_assert_uint_eq(f.req.stop_ids[1], 128009);
 	ck_assert_uint_eq(f.req.set, FI_REQ_TEMPERATURE | FI_REQ_TOP_K | FI_REQ_TOP_P | FI_REQ_MIN_P |
 				     FI_REQ_REPEAT_PENALTY | FI_REQ_SEED | FI_REQ_MAX_TOKENS |
-				     FI_REQ_STREAM | FI_REQ_KV);
+				     FI_REQ_STREAM | FI_REQ_KV | FI_REQ_IGNORE_EOS);
+	ck_assert_int_eq(f.req.ignore_eos, 1);
 	ck_assert_str_eq(f.req.kv.arena, "llama3");
 	ck_assert_uint_eq(f.req.kv.fingerprint[31], 0xab);
 	ck_assert_uint_eq(f.req.kv.nblocks, 3);
@@ -113,6 +115,7 @@ START_TEST(test_request_defaults)
 	ck_assert_float_eq(f.req.repeat_penalty, 1.0f);
 	ck_assert_uint_eq(f.req.max_tokens, 0);
 	ck_assert_int_eq(f.req.stream, 1);
+	ck_assert_int_eq(f.req.ignore_eos, 0);
 	ck_assert_ptr_null(f.req.tokens);
 	ck_assert_ptr_null(f.req.stop);
 	fi_frame_free(&f);
@@ -357,7 +360,7 @@ START_TEST(test_wrong_types)
 {
 	static const char *keys[] = { "text", "tokens", "temperature", "top_k", "top_p", "min_p",
 				      "repeat_penalty", "seed", "max_tokens", "stop", "stop_ids",
-				      "stream", "kv" };
+				      "stream", "kv", "ignore_eos" };
 	struct fi_buf b = { 0 };
 	struct fi_frame f;
 	int n = 0;

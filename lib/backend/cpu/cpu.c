@@ -265,6 +265,7 @@ static const struct fi_backend_ops cpu_ops = {
 	.silu_mul = fi_cpu_silu_mul,
 	.gather_rows = fi_cpu_gather_rows,
 	.argmax = fi_cpu_argmax,
+	.sample = fi_cpu_sample,
 };
 
 fi_err fi_backend_cpu_create(int n_threads, struct fi_backend **out)
