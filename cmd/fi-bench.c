@@ -201,24 +201,6 @@ static double since_exec(void)
 	return up < 0 ? -1 : up - (double)st / (double)sysconf(_SC_CLK_TCK);
 }
 
-static const char *build_desc(void)
-{
-#ifdef FI_HAVE_CUDA
-	static char b[64];
-	int v = 0;
-	cudaRuntimeGetVersion(&v);
-	snprintf(b, sizeof b, "fi %s, cuda %d.%d", FI_VERSION, v / 1000, (v % 1000) / 10);
-	return b;
-#else
-	return "fi " FI_VERSION ", cpu only";
-#endif
-}
-
-/* The serving benchmark's report names the build the same way. */
-const char *fi_bench_build(void)
-{
-	return build_desc();
-}
 
 enum {
 	O_REQUESTS = OPT_LONG, O_WORKLOAD, O_RATE, O_BURST, O_CONC, O_SEED, O_IGNORE_EOS, O_TEMP,
@@ -508,13 +490,13 @@ int main(int argc, char **argv)
 		else if (!strcmp(fmt, "csv"))
 			printf("%s,%llu,%lld,%s,\"%s\",\"%s\",%d,%s,%d,%.3f,%.3f,%.4f,%.2f,%.4f,%zu\n",
 			       name, (unsigned long long)wbytes, fi_image_params(im), e.be->ops->name,
-			       e.be->device, build_desc(), tests[i].tg ? batch : 1, tests[i].name,
+			       e.be->device, fi_bench_build(), tests[i].tg ? batch : 1, tests[i].name,
 			       reps, tests[i].mean, tests[i].sd, tl, gbs, first, e.peak_used);
 		fflush(stdout);
 	}
 	fi_format_bytes(e.peak_used, pk, sizeof pk);
 	if (!strcmp(fmt, "md")) {
-		printf("\ndevice: %s; build: %s; reps: %d\n", e.be->device, build_desc(), reps);
+		printf("\ndevice: %s; build: %s; reps: %d\n", e.be->device, fi_bench_build(), reps);
 		printf("load: %.3f s (%.1f GB/s); exec to first token: %.3f s; peak device memory: %s\n",
 		       tl, gbs, first, e.peak_used ? pk : "n/a");
 		printf("startup: exec to main %.3f s, backend %.3f s (image open %.3f s meanwhile), "
@@ -527,7 +509,7 @@ int main(int argc, char **argv)
 		json_object_set_new(o, "params", json_integer(fi_image_params(im)));
 		json_object_set_new(o, "backend", json_string(e.be->ops->name));
 		json_object_set_new(o, "device", json_string(e.be->device));
-		json_object_set_new(o, "build", json_string(build_desc()));
+		json_object_set_new(o, "build", json_string(fi_bench_build()));
 		json_object_set_new(o, "load_s", json_real(tl));
 		json_object_set_new(o, "load_gbps", json_real(gbs));
 		json_object_set_new(o, "exec_to_first_token_s", json_real(first));

@@ -191,6 +191,6 @@ fi_err bench_plot(const char *png, const struct bench_opts *o, const struct benc
  * tie them together) and runs the serving benchmark when the test is `serve`; returns the
  * exit status. */
 int fi_bench_serve(const struct bench_opts *o);
-const char *fi_bench_build(void); /* fi-bench.c: "fi 0.1.0, cuda 12.8" */
+const char *fi_bench_build(void); /* report.c: "fi 0.1.0, cuda 12.8" */
 
 #endif
