@@ -19,7 +19,11 @@ CC      ?= cc
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUARCH  ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
-VERSION := 0.1.0
+# The version is fi.h's (FI_VERSION_MAJOR, _MINOR, _PATCH); libfi.so's SONAME carries the
+# major number.
+fi_ver = $(shell sed -n 's/^\#define FI_VERSION_$(1) \([0-9]*\).*/\1/p' include/fi/fi.h)
+MAJOR   := $(call fi_ver,MAJOR)
+VERSION := $(MAJOR).$(call fi_ver,MINOR).$(call fi_ver,PATCH)
 
 ifeq ($(origin FI_CUDA),undefined)
   FI_CUDA := $(if $(NVCC),1,0)
@@ -34,10 +38,10 @@ CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation
 # clang (make fuzz) does not know gcc's -Wformat-truncation
 WARN    += $(if $(findstring clang,$(CC)),-Wno-unknown-warning-option)
-ALL_CFLAGS := -std=gnu11 $(WARN) -fPIC -pthread -Ilib $(PKG_CFLAGS) $(CFLAGS) -MMD -MP \
+ALL_CFLAGS := -std=gnu11 $(WARN) -fPIC -pthread -Ilib -Iinclude $(PKG_CFLAGS) $(CFLAGS) -MMD -MP \
               -DFI_VERSION='"$(VERSION)"'
 LDLIBS  := $(PKG_LIBS) -lpthread -lm
-NVFLAGS := -O3 -std=c++17 $(CUARCH) -Xcompiler -fPIC -Ilib -Ikernels -MMD -MP \
+NVFLAGS := -O3 -std=c++17 $(CUARCH) -Xcompiler -fPIC -Ilib -Iinclude -Ikernels -MMD -MP \
            --expt-relaxed-constexpr -Werror all-warnings
 
 # Every .c under lib/ is in libfi; those under a cuda/ folder only when CUDA is enabled.
@@ -50,7 +54,8 @@ ifeq ($(FI_CUDA),1)
   ALL_CFLAGS += -DFI_HAVE_CUDA -I$(CUDA_HOME)/include
   LIB_SRC += $(sort $(CUDA_LIB_C))
   CU_SRC  := $(sort $(wildcard kernels/*.cu))
-  LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  LDLIBS  += $(CUDA_LIBS)
 endif
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
@@ -68,6 +73,7 @@ GPUS    := $(GPU_SRC:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%-replay)
 MAN1    := $(wildcard man/man1/*.1)
+MAN3    := $(wildcard man/man3/*.3)
 MAN5    := $(wildcard man/man5/*.5)
 MAN7    := $(wildcard man/man7/*.7)
 
@@ -95,8 +101,12 @@ $(BUILD)/libfi.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
 
+# libfi.so.VERSION with the SONAME libfi.so.MAJOR, and the two links to it.
 $(BUILD)/libfi.so: $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	rm -f $@ $@.$(MAJOR)
+	$(CC) -shared -Wl,-soname,libfi.so.$(MAJOR) -o $@.$(VERSION) $^ $(LDFLAGS) $(LDLIBS)
+	ln -s libfi.so.$(VERSION) $@.$(MAJOR)
+	ln -s libfi.so.$(VERSION) $@
 
 $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CMD_COBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)
@@ -126,19 +136,24 @@ fuzz:
 	  CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libfi.a
 	@mkdir -p build-fuzz/fuzz
 	for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -Ilib $(PKG_CFLAGS) $$f \
+	  clang -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -Ilib -Iinclude $(PKG_CFLAGS) $$f \
 	    build-fuzz/libfi.a $(LDLIBS) -o build-fuzz/fuzz/$$n || exit 1; done
 	@echo "fuzz: binaries in build-fuzz/fuzz/ (run: mkdir -p /tmp/NAME && build-fuzz/fuzz/NAME /tmp/NAME tests/fuzz/corpus/NAME; new inputs go to the first directory, the committed seeds stay as they are)"
 
-# The pkg-config file names PREFIX, so it is written again by install.
-PC_TEXT = 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fi\nDescription: GPU LLM inference engine library\nVersion: %s\nRequires.private: %s\nLibs: -L$${libdir} -lfi\nCflags: -I$${includedir}/fi\n'
-$(BUILD)/fi.pc: Makefile
+# The pkg-config file names PREFIX, so it is written again by install. Libs.private holds
+# what a static link of libfi.a needs (pkg-config --static): the libraries libfi calls
+# (their own dependencies are theirs: Debian's libzmq.pc, taken recursively, names a file
+# that does not link) and CUDA's when built with it. The public headers include none of
+# theirs, so Cflags is the include folder alone.
+PC_TEXT = 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: fi\nDescription: LLM inference engine library (libfi(3))\nVersion: %s\nLibs: -L$${libdir} -lfi\nLibs.private: %s\nCflags: -I$${includedir}\n'
+PC_PRIVATE = $(strip $(PKG_LIBS) -lpthread -lm $(CUDA_LIBS))
+$(BUILD)/fi.pc: Makefile include/fi/fi.h
 	@mkdir -p $(@D)
-	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' '$(PKGS)' > $@
+	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' '$(PC_PRIVATE)' > $@
 
 # Everything, one suite after another, closing with one "check: N passed, N failed, N skipped".
 check: all $(UNITS) $(FUZZ_REPLAY)
-	@FI_TEST_SHARED=$(abspath ../shared) sh tests/check.sh $(BUILD)
+	@FI_CUDA=$(FI_CUDA) FI_TEST_SHARED=$(abspath ../shared) sh tests/check.sh $(BUILD)
 
 check-unit: $(UNITS)
 	@fail=0; for t in $(UNITS); do echo "== $$t"; \
@@ -149,7 +164,7 @@ check-fuzz: $(FUZZ_REPLAY)
 	  $$t tests/fuzz/corpus/$$n || fail=1; done; exit $$fail
 
 check-cli: $(CMDS)
-	@PATH=$(abspath $(BUILD)/bin):$$PATH FI_TEST_SHARED=$(abspath ../shared) BUILD=$(abspath $(BUILD)) \
+	@PATH=$(abspath $(BUILD)/bin):$$PATH FI_CUDA=$(FI_CUDA) FI_TEST_SHARED=$(abspath ../shared) BUILD=$(abspath $(BUILD)) \
 	  sh tests/cli/run.sh
 
 # The same unit and fuzz-replay suites under AddressSanitizer and UBSan, CPU-only, in
@@ -175,15 +190,20 @@ gpu: $(GPUS)
 demo: all
 	sh examples/demo.sh
 
+# Only the public headers (include/fi) are installed; lib/'s are internal.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/fi \
-	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
+	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man3 \
+	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
 	install -m 755 $(CMDS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(BUILD)/libfi.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(BUILD)/libfi.so $(DESTDIR)$(PREFIX)/lib/
-	cd lib && for h in $$(find . -name '*.h'); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/fi/$$h || exit 1; done
-	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' '$(PKGS)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fi.pc
+	install -m 755 $(BUILD)/libfi.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libfi.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libfi.so.$(MAJOR)
+	ln -sf libfi.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libfi.so
+	install -m 644 include/fi/*.h $(DESTDIR)$(PREFIX)/include/fi/
+	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' '$(PC_PRIVATE)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fi.pc
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/)
+	$(if $(MAN3),install -m 644 $(MAN3) $(DESTDIR)$(PREFIX)/share/man/man3/)
 	$(if $(MAN5),install -m 644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/)
 	$(if $(MAN7),install -m 644 $(MAN7) $(DESTDIR)$(PREFIX)/share/man/man7/)
 

@@ -5,7 +5,6 @@
  * second as mean ± sd, with the device, build, weight upload rate, time from exec to the
  * first token and the peak device memory. `fi-bench -m M serve ...` is the serving benchmark
  * (bench/serve.c). */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,16 +22,10 @@
 #include "bench/serve.h"
 #include "model/image.h"
 #include "base/log.h"
-#include "cmdutil.h"
+#include "api/llm.h"
 #include "model/model.h"
 #include "model/store.h"
-
-static const char usage_text[] =
-	"usage: fi-bench -m NAME|PATH [--backend auto|cuda|cpu] [-t THREADS] [-r REPS]\n"
-	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [TEST ...]\n";
-static const char usage_tail[] =
-	"       fi-bench -h\n"
-	"TEST: ppN or tgN, optionally @dD (context depth D); default: pp512 tg128\n";
+#include "opt.h"
 
 struct test {
 	char name[48];
@@ -48,26 +41,9 @@ struct env {
 	size_t peak_used;
 };
 
-/* Both forms, micro and serve, as the SYNOPSIS of fi-bench(1) gives them. */
-static int usage(int rc)
-{
-	FILE *f = rc ? stderr : stdout;
-	fputs(usage_text, f);
-	fi_bench_serve_usage(f, 0);
-	fputs(usage_tail, f);
-	fi_bench_serve_usage(f, 1);
-	return rc;
-}
-
-int fi_bench_usage(int rc)
-{
-	return usage(rc);
-}
-
 static int fail(const char *what)
 {
-	fprintf(stderr, "fi-bench: %s%s%s\n", what ? what : "", what ? ": " : "", fi_errmsg());
-	return 1;
+	return what ? cmd_error("%s: %s", what, fi_errmsg()) : cmd_error(NULL);
 }
 
 static void note_mem(struct env *e)
@@ -225,66 +201,199 @@ static double since_exec(void)
 	return up < 0 ? -1 : up - (double)st / (double)sysconf(_SC_CLK_TCK);
 }
 
-static const char *build_desc(void)
+
+enum {
+	O_REQUESTS = OPT_LONG, O_WORKLOAD, O_RATE, O_BURST, O_CONC, O_SEED, O_IGNORE_EOS, O_TEMP,
+	O_SLO_TTFT, O_SLO_TPOT, O_WARMUP, O_PLOT, O_SAVE, O_TIMEOUT, O_MAX_BATCH, O_KV_SIZE,
+	O_CHUNK, O_PREFIX_CACHE, O_DRY_RUN,
+};
+
+/* Values that are not one kind: --requests (a long), --workload, --rate R|inf, --kv-size
+ * (bytes, or tokens with a 't'). */
+static int take_opt(void *user, int key, const char *v)
 {
-#ifdef FI_HAVE_CUDA
-	static char b[64];
-	int v = 0;
-	cudaRuntimeGetVersion(&v);
-	snprintf(b, sizeof b, "fi %s, cuda %d.%d", FI_VERSION, v / 1000, (v % 1000) / 10);
-	return b;
-#else
-	return "fi " FI_VERSION ", cpu only";
-#endif
+	struct bench_opts *o = user;
+	char msg[256], num[32];
+	size_t k = strlen(v);
+	double d;
+	char *end;
+	switch (key) {
+	case O_REQUESTS:
+		o->requests = strtol(v, &end, 10);
+		return *v && !*end && o->requests >= 1 && o->requests <= 10000000 ? 0 : -1;
+	case O_WORKLOAD:
+		if (!bench_workload_parse(v, &o->wl, msg, sizeof msg))
+			return 0;
+		cmd_error("--workload '%s': %s", v, msg);
+		return EXIT_USAGE;
+	case O_RATE:
+		if (!strcmp(v, "inf")) {
+			o->rate = INFINITY;
+			return 0;
+		}
+		d = strtod(v, &end);
+		if (!*v || *end || !(d >= 1e-6 && d <= 1e9))
+			return -1;
+		o->rate = d;
+		return 0;
+	case O_KV_SIZE:
+		if ((o->kv_tokens = k > 1 && v[k - 1] == 't')) { /* "65536t": tokens */
+			long long t;
+			if (k > sizeof num)
+				return -1;
+			memcpy(num, v, k - 1);
+			num[k - 1] = 0;
+			t = strtoll(num, &end, 10);
+			if (!*num || *end || t < 1 || t > 1ll << 40)
+				return -1;
+			o->kv_size = (uint64_t)t;
+			return 0;
+		}
+		d = strtod(v, &end);
+		if (!*v || !(d > 0))
+			return -1;
+		switch (*end) {
+		case 'k': case 'K': d *= 1024.0; end++; break;
+		case 'm': case 'M': d *= 1048576.0; end++; break;
+		case 'g': case 'G': d *= 1073741824.0; end++; break;
+		case 't': case 'T': d *= 1099511627776.0; end++; break;
+		}
+		if (*end == 'i' || *end == 'B')
+			end += *end == 'i' && end[1] == 'B' ? 2 : 1;
+		if (*end || d < 1048576.0 || d > 1e15)
+			return -1;
+		o->kv_size = (uint64_t)d;
+		return 0;
+	}
+	return -1;
 }
 
-/* The serving benchmark's report names the build the same way. */
-const char *fi_bench_build(void)
+/* fi-bench -m MODEL serve ...: the options the serving benchmark takes are checked here,
+ * with the command's others; the run is bench/serve.c's. */
+static int serve_main(struct bench_opts *o, const struct cmd_args *a, const char *fmt,
+		      int argc, char **argv, int ops)
 {
-	return build_desc();
+	static const int micro[] = {'r', 'b', 'u'};
+	static const struct { int key; const char *name; } engine[] = {
+		{'t', "-t"}, {O_MAX_BATCH, "--max-batch"}, {O_KV_SIZE, "--kv-size"},
+		{O_CHUNK, "--prefill-chunk"}, {O_PREFIX_CACHE, "--prefix-cache"},
+	};
+	for (int i = ops; i < argc; i++)
+		if (strcmp(argv[i], "serve"))
+			usage_error("'%s' with serve: serve runs alone, without pp or tg tests", argv[i]);
+	if (argc - ops != 1)
+		usage_error("serve once");
+	for (size_t i = 0; i < sizeof micro / sizeof *micro; i++)
+		if (cmd_given(micro[i]))
+			usage_error("-%c is for the pp and tg tests, not serve", micro[i]);
+	o->model = a->model;
+	o->backend = a->backend;
+	o->threads = a->threads;
+	o->fmt = fmt;
+	if (o->endpoint) {
+		for (size_t i = 0; i < sizeof engine / sizeof *engine; i++)
+			if (cmd_given(engine[i].key))
+				usage_error("%s sets up the in-process engine; with -e the worker has "
+					    "its own", engine[i].name);
+		if (strcmp(a->backend, "auto"))
+			usage_error("--backend sets up the in-process engine; with -e the worker has "
+				    "its own");
+		if (!strcmp(o->endpoint, "-") || !strstr(o->endpoint, "://"))
+			usage_error("-e takes a ZeroMQ endpoint (ipc://PATH, tcp://HOST:PORT), not "
+				    "'%s'", o->endpoint);
+		if (!strcmp(o->in, "-") && isatty(0) && !o->dry_run)
+			usage_error("the replies come from standard input, a terminal: pipe the "
+				    "worker's output in (fi-decode -i %s | fi-bench ...) or give -i "
+				    "ENDPOINT", o->endpoint);
+	} else if (cmd_given('i') || cmd_given(O_TIMEOUT)) {
+		usage_error("-i and --timeout go with -e ENDPOINT");
+	}
+	return fi_bench_serve(o);
 }
 
 int main(int argc, char **argv)
 {
-	const char *model = NULL, *backend = "auto", *fmt = "md";
-	int threads = 0, reps = 5, batch = 1, ubatch = 2048, c;
-	long long v;
-	static const struct option lo[] = {{"backend", required_argument, 0, 'B'},
-					   {"help", no_argument, 0, 'h'},
-					   {0, 0, 0, 0}};
-	fi_log_set_prog("fi-bench");
-	if (fi_bench_serve_wanted(argc, argv))
-		return fi_bench_serve(argc, argv);
-	while ((c = getopt_long(argc, argv, "m:t:r:b:u:o:h", lo, NULL)) != -1) {
-		switch (c) {
-		case 'm': model = optarg; break;
-		case 'B': backend = optarg; break;
-		case 't': if (fi_parse_int(optarg, 0, 1024, &v)) goto bad; threads = (int)v; break;
-		case 'r': if (fi_parse_int(optarg, 1, 1000000, &v)) goto bad; reps = (int)v; break;
-		case 'b': if (fi_parse_int(optarg, 1, 1024, &v)) goto bad; batch = (int)v; break;
-		case 'u': if (fi_parse_int(optarg, 1, 1 << 20, &v)) goto bad; ubatch = (int)v; break;
-		case 'o': fmt = optarg; break;
-		case 'h': return usage(0);
-		default: return usage(2);
-		bad:
-			fprintf(stderr, "fi-bench: invalid value '%s' for -%c\n", optarg, c);
-			return 2;
-		}
-	}
-	if (!model || reps < 1 || batch < 1 || batch > 1024 || ubatch < 1 ||
-	    (strcmp(fmt, "md") && strcmp(fmt, "csv") && strcmp(fmt, "json")))
-		return usage(2);
-	int nt = argc - optind ? argc - optind : 2;
+	const char *fmt = "md";
+	int reps = 5, batch = 1, ubatch = 2048;
+	struct bench_opts so = {.rate = INFINITY, .burstiness = 1, .warmup = 1, .slo_ttft_ms = -1,
+				.slo_tpot_ms = -1, .timeout = 600, .in = "-"};
+	char msg[256];
+	const struct opt own[] = {
+		{'r', NULL, "REPS", OPT_INT, 1, 1000000, &reps},
+		{'b', NULL, "BATCH", OPT_INT, 1, 1024, &batch},
+		{'u', NULL, "UBATCH", OPT_INT, 1, 1 << 20, &ubatch},
+		{'o', NULL, "md|csv|json", OPT_CHOICE, 0, 0, &fmt},
+		/* serve */
+		{O_REQUESTS, "requests", "N", OPT_CALL, 0, 0, NULL},
+		{O_WORKLOAD, "workload", "SPEC", OPT_CALL, 0, 0, NULL},
+		{O_RATE, "rate", "R|inf", OPT_CALL, 0, 0, NULL},
+		{O_BURST, "burstiness", "B", OPT_DOUBLE, 1e-3, 1e3, &so.burstiness},
+		{O_CONC, "concurrency", "C", OPT_INT, 1, 10000000, &so.concurrency},
+		{O_SEED, "seed", "S", OPT_SEED, 0, 0, &so.seed},
+		{O_IGNORE_EOS, "ignore-eos", NULL, OPT_FLAG, 0, 0, &so.ignore_eos},
+		{O_TEMP, "temp", "T", OPT_FLOAT, 0, 1e4, &so.temp},
+		{O_WARMUP, "warmup", "N", OPT_INT, 0, 1000, &so.warmup},
+		{O_SLO_TTFT, "slo-ttft", "MS", OPT_DOUBLE, 0, 1e9, &so.slo_ttft_ms},
+		{O_SLO_TPOT, "slo-tpot", "MS", OPT_DOUBLE, 0, 1e9, &so.slo_tpot_ms},
+		{O_PLOT, "plot", "FILE.png", OPT_STR, 0, 0, &so.plot},
+		{O_SAVE, "save-requests", "FILE", OPT_STR, 0, 0, &so.save},
+		{O_MAX_BATCH, "max-batch", "N", OPT_INT, 1, 65536, &so.max_batch},
+		{O_KV_SIZE, "kv-size", "SIZE", OPT_CALL, 0, 0, NULL},
+		{O_CHUNK, "prefill-chunk", "N", OPT_INT, 0, 1 << 30, &so.prefill_chunk},
+		{O_PREFIX_CACHE, "prefix-cache", NULL, OPT_FLAG, 0, 0, &so.prefix_cache},
+		{'e', NULL, "ENDPOINT", OPT_STR, 0, 0, &so.endpoint},
+		{'i', NULL, "IN", OPT_STR, 0, 0, &so.in},
+		{O_TIMEOUT, "timeout", "S", OPT_DOUBLE, 1e-3, 1e7, &so.timeout},
+		{O_DRY_RUN, "dry-run", NULL, OPT_FLAG, 0, 0, &so.dry_run},
+		{0},
+	};
+	/* the names vLLM's and SGLang's benchmarks give these */
+	static const struct opt_alias aliases[] = {
+		{"num-prompts", O_REQUESTS}, {"request-rate", O_RATE},
+		{"max-concurrency", O_CONC}, {0},
+	};
+	static const char *const usage[] = {
+		"-m [--backend] [-t] [-r] [-b] [-u] [-o] [TEST ...]",
+		"-m [--backend] [-t] [-o] serve [--requests] [--workload] [--rate] [--burstiness]"
+		" [--concurrency] [--seed] [--ignore-eos] [--temp] [--warmup] [--slo-ttft]"
+		" [--slo-tpot] [--plot] [--save-requests] [--max-batch] [--kv-size] [--prefill-chunk]"
+		" [--prefix-cache] [-e [-i] [--timeout]] [--dry-run]",
+		NULL,
+	};
+	const struct cmd cmd = {.name = "fi-bench", .groups = CMD_MODEL | CMD_BACKEND,
+				.opts = own, .usage = usage, .aliases = aliases, .take = take_opt,
+				.user = &so,
+				.notes = "TEST: ppN or tgN, optionally @dD (context depth D); default: "
+					 "pp512 tg128\n"
+					 "SPEC: sharegpt[:IN:OUT[:SIGMA[:MIN:MAX]]], fixed:IN:OUT, "
+					 "file:PATH or\n"
+					 "      prefix:P[:G[:sharegpt...|:fixed:IN:OUT]]\n"};
+	static const int serve_only[] = {
+		O_REQUESTS, O_WORKLOAD, O_RATE, O_BURST, O_CONC, O_SEED, O_IGNORE_EOS, O_TEMP,
+		O_WARMUP, O_SLO_TTFT, O_SLO_TPOT, O_PLOT, O_SAVE, O_MAX_BATCH, O_KV_SIZE, O_CHUNK,
+		O_PREFIX_CACHE, 'e', 'i', O_TIMEOUT, O_DRY_RUN,
+	};
+	struct cmd_args a;
+	int ops;
+	bench_workload_parse("sharegpt", &so.wl, msg, sizeof msg);
+	ops = cmd_parse(&cmd, &a, argc, argv);
+	for (int i = ops; i < argc; i++)
+		if (!strcmp(argv[i], "serve"))
+			return serve_main(&so, &a, fmt, argc, argv, ops);
+	for (size_t i = 0; i < sizeof serve_only / sizeof *serve_only; i++)
+		if (cmd_given(serve_only[i]))
+			usage_error("the serving options go with the test serve (fi-bench -m MODEL "
+				    "serve ...)");
+	const char *model = a.model, *backend = a.backend;
+	int threads = a.threads;
+	int nt = argc - ops ? argc - ops : 2;
 	struct test *tests = calloc((size_t)nt, sizeof(*tests));
 	if (!tests)
-		return 1;
+		return cmd_error("out of memory");
 	for (int i = 0; i < nt; i++) {
-		const char *s = argc - optind ? argv[optind + i] : (i ? "tg128" : "pp512");
-		if (parse_test(s, &tests[i])) {
-			fprintf(stderr, "fi-bench: bad test '%s' (ppN, tgN, optionally @dD)\n", s);
-			free(tests);
-			return 2;
-		}
+		const char *s = argc - ops ? argv[ops + i] : (i ? "tg128" : "pp512");
+		if (parse_test(s, &tests[i]))
+			die(EXIT_USAGE, "bad test '%s' (ppN, tgN, optionally @dD)", s);
 	}
 
 	struct fi_image *im;
@@ -329,11 +438,10 @@ int main(int argc, char **argv)
 		for (int i = 0; i < im->set.n; i++)
 			w += (uint64_t)fi_tensor_numel(&im->set.t[i]) * fi_dtype_size(e.be->act);
 		if (w + kv > e.be->mem_free) {
-			fprintf(stderr, "fi-bench: %s needs %.2f GiB of weights + %.2f GiB of KV cache; "
-				"%s has %.2f GiB free of %.2f GiB\n", model, w / 1073741824.0,
+			return cmd_error("%s needs %.2f GiB of weights + %.2f GiB of KV cache; "
+				"%s has %.2f GiB free of %.2f GiB", model, w / 1073741824.0,
 				kv / 1073741824.0, e.be->device, e.be->mem_free / 1073741824.0,
 				e.be->mem_total / 1073741824.0);
-			return 1;
 		}
 	}
 	double tl = fi_now();
@@ -390,13 +498,13 @@ int main(int argc, char **argv)
 		else if (!strcmp(fmt, "csv"))
 			printf("%s,%llu,%lld,%s,\"%s\",\"%s\",%d,%s,%d,%.3f,%.3f,%.4f,%.2f,%.4f,%zu\n",
 			       name, (unsigned long long)wbytes, fi_image_params(im), e.be->ops->name,
-			       e.be->device, build_desc(), tests[i].tg ? batch : 1, tests[i].name,
+			       e.be->device, fi_bench_build(), tests[i].tg ? batch : 1, tests[i].name,
 			       reps, tests[i].mean, tests[i].sd, tl, gbs, first, e.peak_used);
 		fflush(stdout);
 	}
 	fi_format_bytes(e.peak_used, pk, sizeof pk);
 	if (!strcmp(fmt, "md")) {
-		printf("\ndevice: %s; build: %s; reps: %d\n", e.be->device, build_desc(), reps);
+		printf("\ndevice: %s; build: %s; reps: %d\n", e.be->device, fi_bench_build(), reps);
 		printf("load: %.3f s (%.1f GB/s); exec to first token: %.3f s; peak device memory: %s\n",
 		       tl, gbs, first, e.peak_used ? pk : "n/a");
 		printf("startup: exec to main %.3f s, backend %.3f s (image open %.3f s meanwhile), "
@@ -409,7 +517,7 @@ int main(int argc, char **argv)
 		json_object_set_new(o, "params", json_integer(fi_image_params(im)));
 		json_object_set_new(o, "backend", json_string(e.be->ops->name));
 		json_object_set_new(o, "device", json_string(e.be->device));
-		json_object_set_new(o, "build", json_string(build_desc()));
+		json_object_set_new(o, "build", json_string(fi_bench_build()));
 		json_object_set_new(o, "load_s", json_real(tl));
 		json_object_set_new(o, "load_gbps", json_real(gbs));
 		json_object_set_new(o, "exec_to_first_token_s", json_real(first));

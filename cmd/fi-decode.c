@@ -5,7 +5,6 @@
  * on the command line and print the generated ids or text. */
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +13,8 @@
 #include "backend/backend.h"
 #include "frame/frame.h"
 #include "base/log.h"
-#include "cmdutil.h"
+#include "api/llm.h"
+#include "opt.h"
 #include "model/model.h"
 #include "backend/sample.h"
 #include "sched/scheduler.h"
@@ -24,25 +24,13 @@
 #include "serve/req_frame.h"
 #include "text/tok_ident.h"
 
-static const char usage_text[] =
-	"usage: fi-decode -m MODEL [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P]\n"
-	"                 [--repeat-penalty R] [--seed S] [--backend auto|cuda|cpu]\n"
-	"                 [--prefix-cache] [--arena-size SIZE] [--prefill-chunk N] [-t THREADS]\n"
-	"                 [-i IN] [-o OUT] [-e N] [--stop STR] [--tokens ID,ID,... | --prompt TEXT]\n"
-	"                 [-f] [-v]\n"
-	"       fi-decode -h\n";
-
 #define BLOCK_TOKENS 16 /* the cache's block size, equal to the arena's */
-#define MAX_STOP 16     /* --stop strings */
 
 struct opts {
-	const char *model, *backend, *in, *out, *tokens, *prompt;
-	int n, threads, verbose, prefix_cache, eos_count, chunk, force;
-	unsigned given; /* FI_REQ_* bits of the sampling options given */
-	char *stop[MAX_STOP]; /* for requests that give none */
-	int nstop;
-	uint64_t arena_size;
-	struct fi_sample_params sp; /* defaults for requests that do not say */
+	struct cmd_args a; /* the model, streams, backend, sampling defaults, arena, -f, -v */
+	const char *tokens, *prompt;
+	int n, prefix_cache, chunk;
+	struct opt_list stop; /* for requests that give none */
 };
 
 struct engine {
@@ -64,18 +52,6 @@ struct engine {
 	double t_first;         /* the first request's arrival (0: none yet) */
 	int shutdown;           /* a signal came: cancelled requests did not complete */
 };
-
-static int usage(int rc)
-{
-	fputs(usage_text, rc ? stderr : stdout);
-	return rc;
-}
-
-static int fail(void)
-{
-	fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
-	return 1;
-}
 
 static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
 {
@@ -121,7 +97,7 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 		E->n_failed += ev->finish == FI_FINISH_ERROR ||
 			       (ev->finish == FI_FINISH_CANCEL && E->shutdown);
 		E->n_tokens += ev->gen_tokens;
-		if (E->o->verbose) {
+		if (E->o->a.verbose) {
 			fi_live_clear();
 			fprintf(stderr, "fi-decode: '%s': %u prompt tokens (%u cached), %u generated, "
 				"finish %s, ttft %.2f ms, tpot %.2f ms\n", ev->id, ev->prompt_tokens,
@@ -161,9 +137,9 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 		unsigned c;
 		if (!E->t_first)
 			E->t_first = fi_now();
-		if ((c = fi_req_sampling_conflicts(f, &o->sp, o->given) & ~E->told)) {
+		if ((c = fi_req_sampling_conflicts(f, &o->a.sp, o->a.given) & ~E->told)) {
 			char m[512];
-			fi_req_conflict_message(f, &o->sp, c, m, sizeof m);
+			fi_req_conflict_message(f, &o->a.sp, c, m, sizeof m);
 			fi_warn("%s", m);
 			E->told |= c;
 		}
@@ -172,13 +148,13 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 		else if ((e = fi_req_check_tokenizer(f, E->has_ident ? &E->ident : NULL))) {
 			/* One message for them all: every such request is refused the same way. */
 			if (!E->n_mismatch++)
-				fi_log(FI_LOG_ERROR, "%s; such requests get error frames (code mismatch)",
-				       fi_errmsg());
+				cmd_error("%s; such requests get error frames (code mismatch)",
+					  fi_errmsg());
 		} else if (!(e = fi_sched_encode_prompt(E->tok, f)) && !(e = fi_req_echo_new(f, &echo))) {
-			fi_sched_req_from_frame(f, &o->sp, &r);
+			fi_sched_req_from_frame(f, &o->a.sp, &r);
 			if (!r.nstop) {
-				r.stop = o->stop;
-				r.nstop = (uint32_t)o->nstop;
+				r.stop = o->stop.v;
+				r.nstop = (uint32_t)o->stop.n;
 			}
 			r.user = echo;
 			if ((e = fi_sched_add(E->s, &r)))
@@ -262,12 +238,12 @@ static int run_frames(struct engine *E, const struct opts *o)
 	fi_err e = FI_OK;
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
 	fi_stream_opts_default(&so);
-	so.eos_count = o->eos_count;
-	if ((e = fi_stream_open(&in, o->in, FI_STREAM_IN, &so)))
+	so.eos_count = o->a.eos_count;
+	if ((e = fi_stream_open(&in, o->a.in, FI_STREAM_IN, &so)))
 		goto out;
 	fi_stream_opts_default(&so);
-	so.tty_ok = o->force;
-	if ((e = fi_stream_open(&E->out, o->out, FI_STREAM_OUT, &so)))
+	so.tty_ok = o->a.force;
+	if ((e = fi_stream_open(&E->out, o->a.out, FI_STREAM_OUT, &so)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && (!eof || fi_sched_pending(E->s))) {
@@ -278,8 +254,7 @@ static int run_frames(struct engine *E, const struct opts *o)
 		e = fi_stream_take(in, E->out, room < 256 ? room : 256, busy, take, &t, &eof,
 				   &broken, &bad_frames);
 		if (broken) {
-			fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
-			rc = 1;
+			rc = cmd_error(NULL);
 			broken = 0;
 		}
 		if (e && e != FI_EINTERRUPT)
@@ -299,24 +274,20 @@ static int run_frames(struct engine *E, const struct opts *o)
 		live_line(E, 0);
 	}
 out:
-	if (e && e != FI_EINTERRUPT) {
-		fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
-		rc = 1;
-	}
+	if (e && e != FI_EINTERRUPT)
+		rc = cmd_error(NULL);
 	E->n_failed += (unsigned long)bad_frames;
 	fi_sched_destroy(E->s);
 	E->s = NULL;
-	if (fi_stream_close(E->out) && !rc) {
-		fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
-		rc = 1;
-	}
+	if (fi_stream_close(E->out) && !rc)
+		rc = cmd_error(NULL);
 	fi_stream_close(in);
 	/* The summary counts failures; without it (FI_LOG=error) they are said alone. */
 	if (!summary(E) && !rc && E->n_failed)
 		fprintf(stderr, "fi-decode: %llu requests failed or were cut short (see their "
 			"error and done frames)\n", (unsigned long long)E->n_failed);
 	if (!rc && E->n_failed)
-		rc = 3;
+		rc = EXIT_FAILED;
 	return rc;
 }
 
@@ -346,20 +317,17 @@ static int one_prompt(struct engine *E, const struct opts *o, uint32_t **ids, in
 	if (o->tokens) {
 		if (!parse_ids(o->tokens, ids, n, E->vocab))
 			return 0;
-		fprintf(stderr, "fi-decode: --tokens: expected comma-separated ids below %d\n",
-			E->vocab);
-		return 2;
+		cmd_error("--tokens: expected comma-separated ids below %d", E->vocab);
+		return EXIT_USAGE;
 	}
-	if (!E->tok) {
-		fprintf(stderr, "fi-decode: --prompt: %s\n", fi_errmsg());
-		return 1;
-	}
+	if (!E->tok)
+		return cmd_error("--prompt: %s", fi_errmsg());
 	if (fi_tok_encode(E->tok, o->prompt, strlen(o->prompt), FI_SCHED_ENCODE_FLAGS, &t))
-		return fail();
+		return cmd_error(NULL);
 	if (!t.n) {
-		fprintf(stderr, "fi-decode: --prompt: empty prompt\n");
+		cmd_error("--prompt: empty prompt");
 		fi_tok_ids_free(&t);
-		return 2;
+		return EXIT_USAGE;
 	}
 	*ids = t.v;
 	*n = (int)t.n;
@@ -369,8 +337,8 @@ static int one_prompt(struct engine *E, const struct opts *o, uint32_t **ids, in
 /* --tokens, --prompt: one request. */
 static int run_one(struct engine *E, const struct opts *o)
 {
-	struct fi_sched_req r = {.id = o->tokens ? "--tokens" : "--prompt", .sp = o->sp,
-				 .stream = 1, .stop = o->stop, .nstop = (uint32_t)o->nstop};
+	struct fi_sched_req r = {.id = o->tokens ? "--tokens" : "--prompt", .sp = o->a.sp,
+				 .stream = 1, .stop = o->stop.v, .nstop = (uint32_t)o->stop.n};
 	uint32_t *ids = NULL;
 	int n = 0, rc;
 	if ((rc = one_prompt(E, o, &ids, &n))) {
@@ -378,21 +346,19 @@ static int run_one(struct engine *E, const struct opts *o)
 		return rc;
 	}
 	if (n >= E->ctx) {
-		fprintf(stderr, "fi-decode: prompt of %d tokens does not fit the context of %d\n", n,
-			E->ctx);
 		free(ids);
-		return 1;
+		return cmd_error("prompt of %d tokens does not fit the context of %d", n, E->ctx);
 	}
 	E->text = !o->tokens;
 	r.tokens = ids;
 	r.ntokens = (uint32_t)n;
 	if (fi_sched_add(E->s, &r) || fi_sched_run(E->s)) {
 		free(ids);
-		return fail();
+		return cmd_error(NULL);
 	}
 	printf("\n");
 	fflush(stdout);
-	if (o->verbose) {
+	if (o->a.verbose) {
 		const struct fi_sched_event *d = &E->done;
 		double t1 = d->ttft_ms >= 0 ? d->ttft_ms : d->total_ms, t2 = d->total_ms - t1;
 		fprintf(stderr, "fi-decode: prompt %d tokens (%u cached) in %.2f ms (%.1f tok/s); "
@@ -404,155 +370,68 @@ static int run_one(struct engine *E, const struct opts *o)
 	return 0;
 }
 
+enum { O_TOKENS = OPT_LONG, O_PROMPT, O_CHUNK, O_STOP, O_PREFIX_CACHE };
+
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{"temp", required_argument, NULL, 'T'},
-		{"top-k", required_argument, NULL, 'K'},
-		{"top-p", required_argument, NULL, 'P'},
-		{"min-p", required_argument, NULL, 'M'},
-		{"repeat-penalty", required_argument, NULL, 'R'},
-		{"seed", required_argument, NULL, 'S'},
-		{"backend", required_argument, NULL, 'B'},
-		{"tokens", required_argument, NULL, 'k'},
-		{"prompt", required_argument, NULL, 'p'},
-		{"prefill-chunk", required_argument, NULL, 'c'},
-		{"stop", required_argument, NULL, 's'},
-		{"prefix-cache", no_argument, NULL, 'C'},
-		{"arena-size", required_argument, NULL, 'A'},
-		{"force", no_argument, NULL, 'f'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	struct opts o = {.n = 256};
+	const struct opt own[] = {
+		{'n', NULL, "N", OPT_INT, 1, 1 << 30, &o.n},
+		{O_PREFIX_CACHE, "prefix-cache", NULL, OPT_FLAG, 0, 0, &o.prefix_cache},
+		{O_CHUNK, "prefill-chunk", "N", OPT_INT, 0, 1 << 30, &o.chunk},
+		{O_STOP, "stop", "STR", OPT_LIST, 0, 16, &o.stop},
+		{O_TOKENS, "tokens", "ID,ID,...", OPT_STR, 0, 0, &o.tokens},
+		{O_PROMPT, "prompt", "TEXT", OPT_STR, 0, 0, &o.prompt},
+		{0},
 	};
-	struct opts o = {.backend = "auto", .in = "-", .out = "-", .n = 256, .eos_count = 1};
+	static const char *const usage[] = {
+		"-m [-n] @sampling [--backend] [--prefix-cache] [--arena-size] [--prefill-chunk] [-t]"
+		" [-i] [-o] [-e] [--stop] [--tokens | --prompt] [-f] [-v]",
+		NULL,
+	};
+	const struct cmd cmd = {.name = "fi-decode", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS |
+				CMD_BACKEND | CMD_SAMPLING | CMD_ARENA | CMD_FORCE | CMD_VERBOSE,
+				.opts = own, .usage = usage};
 	struct engine E = {0};
 	struct fi_backend *be = NULL;
-	int be_failed = 0;
 	struct fi_image *im = NULL;
 	struct fi_sched_opts so;
-	int c, rc;
-	double v;
-	fi_log_set_prog("fi-decode");
-	fi_sample_defaults(&o.sp);
-	while ((c = getopt_long(argc, argv, "m:n:t:i:o:e:fvh", lo, NULL)) != -1) {
-		switch (c) {
-		case 'm': o.model = optarg; break;
-		case 'i': o.in = optarg; break;
-		case 'o': o.out = optarg; break;
-		case 'B': o.backend = optarg; break;
-		case 'k': o.tokens = optarg; break;
-		case 'p': o.prompt = optarg; break;
-		case 'c':
-			if (fi_parse_num(optarg, 0, 1 << 30, &v))
-				goto bad;
-			o.chunk = (int)v;
-			break;
-		case 's':
-			if (o.nstop == MAX_STOP || !*optarg)
-				goto bad;
-			o.stop[o.nstop++] = optarg;
-			break;
-		case 'C': o.prefix_cache = 1; break;
-		case 'A':
-			if (fi_parse_size(optarg, &o.arena_size))
-				goto bad;
-			break;
-		case 'e':
-			if (fi_parse_num(optarg, 0, 1 << 20, &v))
-				goto bad;
-			o.eos_count = (int)v;
-			break;
-		case 'v': o.verbose = 1; break;
-		case 'f': o.force = 1; break;
-		case 'h': return usage(0);
-		case 'n':
-			if (fi_parse_num(optarg, 1, 1 << 30, &v))
-				goto bad;
-			o.n = (int)v;
-			break;
-		case 't':
-			if (fi_parse_num(optarg, 1, 1024, &v))
-				goto bad;
-			o.threads = (int)v;
-			break;
-		case 'T':
-			if (fi_parse_num(optarg, 0, 1e6, &v))
-				goto bad;
-			o.sp.temperature = (float)v;
-			o.given |= FI_REQ_TEMPERATURE;
-			break;
-		case 'K':
-			if (fi_parse_num(optarg, 0, 1 << 30, &v))
-				goto bad;
-			o.sp.top_k = (int)v;
-			o.given |= FI_REQ_TOP_K;
-			break;
-		case 'P':
-			if (fi_parse_num(optarg, 0, 1, &v))
-				goto bad;
-			o.sp.top_p = (float)v;
-			o.given |= FI_REQ_TOP_P;
-			break;
-		case 'M':
-			if (fi_parse_num(optarg, 0, 1, &v))
-				goto bad;
-			o.sp.min_p = (float)v;
-			o.given |= FI_REQ_MIN_P;
-			break;
-		case 'R':
-			if (fi_parse_num(optarg, 1e-6, 1e6, &v))
-				goto bad;
-			o.sp.repeat_penalty = (float)v;
-			o.given |= FI_REQ_REPEAT_PENALTY;
-			break;
-		case 'S':
-			if (fi_parse_u64(optarg, &o.sp.seed))
-				goto bad;
-			o.given |= FI_REQ_SEED;
-			break;
-		default:
-			return usage(2);
-		}
-		continue;
-bad:
-		/* "--seed x": the option is the word before its value; "--seed=x": the same word */
-		fprintf(stderr, "fi-decode: invalid value '%s' for %s\n", optarg,
-			optarg == argv[optind - 1] && optind > 1 ? argv[optind - 2] : argv[optind - 1]);
-		return 2;
-	}
-	if (!o.model || optind != argc || (o.tokens && o.prompt))
-		return usage(2);
+	int rc;
+	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
+		usage_error("unexpected operand '%s'", argv[optind]);
+	if (o.tokens && o.prompt)
+		usage_error("--tokens and --prompt exclude each other");
 	/* Frames are binary: refused on a terminal before the model is loaded. */
-	if (!o.tokens && !o.prompt && !o.force && fi_stream_refuse_tty(o.out))
-		return fail();
-	if (fi_open_backend_model(o.backend, o.threads, o.model, &be, &im, &E.m, &be_failed))
-		return fail() + be_failed; /* an unknown backend name is a usage error */
+	if (!o.tokens && !o.prompt && !o.a.force && fi_stream_refuse_tty(o.a.out))
+		return cmd_error(NULL);
+	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &im, &E.m))
+		return cmd_error(NULL);
 	E.im = im;
 	E.vocab = fi_model_config(E.m)->vocab;
 	E.ctx = fi_model_config(E.m)->max_pos > 0 ? fi_model_config(E.m)->max_pos : 4096;
 	/* Text prompts and pieces need the tokenizer; without one, token ids still work. */
-	if ((!o.tokens || o.nstop) && fi_image_tokenizer(im, &E.tok) &&
+	if ((!o.tokens || o.stop.n) && fi_image_tokenizer(im, &E.tok) &&
 	    fi_errcode() != FI_ENOTFOUND && !o.prompt)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
 	/* Requests whose tokens another tokenizer made are refused (tok_ident.h). */
 	E.o = &o;
-	E.has_ident = E.tok && !fi_tok_ident(E.tok, o.model, &E.ident);
+	E.has_ident = E.tok && !fi_tok_ident(E.tok, o.a.model, &E.ident);
 	fi_sched_opts_default(&so);
 	so.max_tokens = (uint32_t)o.n;
 	so.max_prefill_tokens = o.chunk;
 	so.tok = E.tok;
 	so.fingerprint = im->fingerprint;
 	so.prefix_cache = o.prefix_cache;
-	so.arena_size = o.arena_size;
+	so.arena_size = o.a.arena_size;
 	so.cb = o.tokens || o.prompt ? on_token_event : on_event;
 	so.cb_user = &E;
 	if (fi_model_cache_init(E.m, 4 * ((E.ctx < 4096 ? E.ctx : 4096) + BLOCK_TOKENS - 1) /
 				 BLOCK_TOKENS, BLOCK_TOKENS) ||
 	    fi_sched_create(E.m, &so, &E.s)) {
-		rc = fail();
+		rc = cmd_error(NULL);
 		goto out;
 	}
-	fi_info("%s on %s", o.model, be->device);
+	fi_info("%s on %s", o.a.model, be->device);
 	rc = o.tokens || o.prompt ? run_one(&E, &o) : run_frames(&E, &o);
 out:
 	fi_sched_destroy(E.s);

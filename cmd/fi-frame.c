@@ -12,36 +12,25 @@
 #include "base/log.h"
 #include "frame/stream.h"
 
-static const char usage_text[] =
-	"usage: fi-frame [-i IN] [-o OUT] [-t TYPE,...] [--id ID]...\n"
-	"       fi-frame -e [-i IN] [-o OUT] [-t TYPE,...] [--id ID]... [-f]\n"
-	"       fi-frame -h\n";
+#include "opt.h"
 
-#define MAX_IDS 64
 #define MAX_TOLD 16 /* dropped keys reported, each once */
 
 struct opts {
-	const char *in, *out;
-	int encode, force;
+	struct cmd_args a; /* -i, -o, -f */
+	int encode;
 	unsigned types; /* 1 << enum fi_frame_type kept; 0: all */
-	const char *ids[MAX_IDS];
-	int nids;
+	struct opt_list ids;
 };
-
-static int usage(int rc)
-{
-	fputs(usage_text, rc ? stderr : stdout);
-	return rc;
-}
 
 static int keep(const struct opts *o, const struct fi_frame *f)
 {
 	if (o->types && !(o->types & 1u << f->type))
 		return 0;
-	if (!o->nids)
+	if (!o->ids.n)
 		return 1;
-	for (int i = 0; i < o->nids; i++)
-		if (f->id && !strcmp(f->id, o->ids[i]))
+	for (int i = 0; i < o->ids.n; i++)
+		if (f->id && !strcmp(f->id, o->ids.v[i]))
 			return 1;
 	return 0;
 }
@@ -66,15 +55,13 @@ static int parse_types(const char *s, unsigned *types)
 static int to_json(const struct opts *o)
 {
 	struct fi_stream *in = NULL;
-	FILE *out = strcmp(o->out, "-") ? fopen(o->out, "w") : stdout;
+	FILE *out = strcmp(o->a.out, "-") ? fopen(o->a.out, "w") : stdout;
 	unsigned long n = 0;
 	int rc = 0;
-	if (!out) {
-		fi_log(FI_LOG_ERROR, "cannot open '%s': %s", o->out, strerror(errno));
-		return 1;
-	}
-	if (fi_stream_open(&in, o->in, FI_STREAM_IN, NULL)) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+	if (!out)
+		return cmd_error("cannot open '%s': %s", o->a.out, strerror(errno));
+	if (fi_stream_open(&in, o->a.in, FI_STREAM_IN, NULL)) {
+		cmd_error(NULL);
 		if (out != stdout)
 			fclose(out);
 		return 1;
@@ -88,10 +75,10 @@ static int to_json(const struct opts *o)
 		if (e) {
 			/* A bad frame is reported and skipped; a stream that cannot go on ends. */
 			if (fi_stream_broken(in) && strstr(fi_errmsg(), "not fi frames"))
-				fi_log(FI_LOG_ERROR, "%s (JSON lines are read with fi-frame -e)", fi_errmsg());
+				cmd_error("%s (JSON lines are read with fi-frame -e)", fi_errmsg());
 			else
-				fi_log(FI_LOG_ERROR, "frame %lu%s%s%s: %s", n, f.id ? " ('" : "",
-				       f.id ? f.id : "", f.id ? "')" : "", fi_errmsg());
+				cmd_error("frame %lu%s%s%s: %s", n, f.id ? " ('" : "",
+					  f.id ? f.id : "", f.id ? "')" : "", fi_errmsg());
 			rc = 1;
 			fi_frame_free(&f);
 			if (fi_stream_broken(in) || e == FI_EIO || e == FI_EINTERRUPT)
@@ -104,7 +91,7 @@ static int to_json(const struct opts *o)
 		}
 		if (keep(o, &f)) {
 			if (fi_frame_to_json(&f, &j) || !(s = fi_json_dumps(j))) {
-				fi_log(FI_LOG_ERROR, "frame %lu: %s", n, j ? "out of memory" : fi_errmsg());
+				cmd_error("frame %lu: %s", n, j ? "out of memory" : fi_errmsg());
 				rc = 1;
 			} else {
 				fputs(s, out);
@@ -117,7 +104,7 @@ static int to_json(const struct opts *o)
 	}
 	fi_stream_close(in);
 	if (fflush(out) || (out != stdout && fclose(out))) {
-		fi_log(FI_LOG_ERROR, "%s: %s", o->out, strerror(errno));
+		cmd_error("%s: %s", o->a.out, strerror(errno));
 		rc = 1;
 	}
 	return rc;
@@ -148,19 +135,17 @@ static int to_frames(const struct opts *o)
 	struct fi_stream_opts so;
 	struct fi_stream *out = NULL;
 	struct fi_buf line = {0};
-	FILE *in = strcmp(o->in, "-") ? fopen(o->in, "r") : stdin;
+	FILE *in = strcmp(o->a.in, "-") ? fopen(o->a.in, "r") : stdin;
 	char told[MAX_TOLD][128];
 	int ntold = 0, rc = 0, r;
 	unsigned long n = 0;
-	if (!in) {
-		fi_log(FI_LOG_ERROR, "cannot open '%s': %s", o->in, strerror(errno));
-		return 1;
-	}
+	if (!in)
+		return cmd_error("cannot open '%s': %s", o->a.in, strerror(errno));
 	fi_stream_opts_default(&so);
-	so.tty_ok = o->force;
+	so.tty_ok = o->a.force;
 	lim = so.lim;
-	if (fi_stream_open(&out, o->out, FI_STREAM_OUT, &so)) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+	if (fi_stream_open(&out, o->a.out, FI_STREAM_OUT, &so)) {
+		cmd_error(NULL);
 		if (in != stdin)
 			fclose(in);
 		return 1;
@@ -172,7 +157,7 @@ static int to_frames(const struct opts *o)
 		size_t i = 0;
 		n++;
 		if (r < 0) {
-			fi_log(FI_LOG_ERROR, "line %lu: longer than %zu bytes", n, 4 * lim.max_frame);
+			cmd_error("line %lu: longer than %zu bytes", n, 4 * lim.max_frame);
 			rc = 1;
 			continue;
 		}
@@ -181,7 +166,7 @@ static int to_frames(const struct opts *o)
 		if (i == line.len)
 			continue; /* blank lines are not frames */
 		if (fi_frame_from_json((const char *)line.data, line.len, &lim, &f, &j)) {
-			fi_log(FI_LOG_ERROR, "line %lu: %s", n, fi_errmsg());
+			cmd_error("line %lu: %s", n, fi_errmsg());
 			rc = 1;
 		} else if (keep(o, &f)) {
 			/* Keys outside the schema are dropped, as any reader would ignore them: say
@@ -198,7 +183,7 @@ static int to_frames(const struct opts *o)
 			fi_err we = fi_stream_write(out, &f);
 			if (we) {
 				/* A frame the encoder refuses is this line's fault; others end output. */
-				fi_log(FI_LOG_ERROR, "line %lu: %s", n, fi_errmsg());
+				cmd_error("line %lu: %s", n, fi_errmsg());
 				rc = 1;
 				if (we != FI_EINVAL) {
 					json_decref(back);
@@ -213,11 +198,11 @@ static int to_frames(const struct opts *o)
 		fi_frame_free(&f);
 	}
 	if (ferror(in)) {
-		fi_log(FI_LOG_ERROR, "%s: %s", o->in, strerror(errno));
+		cmd_error("%s: %s", o->a.in, strerror(errno));
 		rc = 1;
 	}
 	if (fi_stream_close(out)) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+		cmd_error(NULL);
 		rc = 1;
 	}
 	fi_buf_free(&line);
@@ -226,45 +211,37 @@ static int to_frames(const struct opts *o)
 	return rc;
 }
 
+enum { O_ID = OPT_LONG };
+
+/* -t TYPE,...: its own message, with the types. */
+static int take_opt(void *user, int key, const char *value)
+{
+	struct opts *o = user;
+	if (!parse_types(value, &o->types))
+		return 0;
+	cmd_error("invalid value '%s' for -t (request, token, done, error, cancel, eos)", value);
+	return EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
-	enum { O_ID = 256 };
-	static const struct option lo[] = {
-		{"encode", no_argument, NULL, 'e'},
-		{"type", required_argument, NULL, 't'},
-		{"id", required_argument, NULL, O_ID},
-		{"force", no_argument, NULL, 'f'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	struct opts o = {0};
+	const struct opt own[] = {
+		{'e', "encode", NULL, OPT_FLAG, 0, 0, &o.encode},
+		{'t', "type", "TYPE,...", OPT_CALL, 0, 0, NULL},
+		{O_ID, "id", "ID", OPT_LIST, 0, OPT_LIST_MAX, &o.ids},
+		{0},
 	};
-	struct opts o = {.in = "-", .out = "-"};
-	int c;
-	fi_log_set_prog("fi-frame");
-	while ((c = getopt_long(argc, argv, "i:o:t:efh", lo, NULL)) != -1) {
-		switch (c) {
-		case 'i': o.in = optarg; break;
-		case 'o': o.out = optarg; break;
-		case 'e': o.encode = 1; break;
-		case 'f': o.force = 1; break;
-		case 't':
-			if (parse_types(optarg, &o.types)) {
-				fprintf(stderr, "fi-frame: invalid value '%s' for -t (request, token, done, "
-					"error, cancel, eos)\n", optarg);
-				return 2;
-			}
-			break;
-		case O_ID:
-			if (o.nids == MAX_IDS) {
-				fprintf(stderr, "fi-frame: at most %d --id options\n", MAX_IDS);
-				return 2;
-			}
-			o.ids[o.nids++] = optarg;
-			break;
-		case 'h': return usage(0);
-		default: return usage(2);
-		}
-	}
-	if (optind != argc || (o.force && !o.encode))
-		return usage(2);
+	static const char *const usage[] = {
+		"[-i] [-o] [-t] [--id]...",
+		"-e [-i] [-o] [-t] [--id]... [-f]",
+		NULL,
+	};
+	const struct cmd cmd = {.name = "fi-frame", .groups = CMD_STREAMS | CMD_FORCE, .opts = own,
+				.usage = usage, .take = take_opt, .user = &o};
+	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
+		usage_error("unexpected operand '%s'", argv[optind]);
+	if (o.a.force && !o.encode)
+		usage_error("-f is for -e, which writes frames");
 	return o.encode ? to_frames(&o) : to_json(&o);
 }

@@ -1,7 +1,6 @@
 /* fi-load: convert a Hugging Face model into an fi model image in the store; list, inspect
  * and remove images; list and remove KV arenas. */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,26 +17,7 @@
 #include "base/log.h"
 #include "model/store.h"
 
-static const char usage_text[] =
-	"usage: fi-load [-f] [--dtype f32|f16|bf16] [--name NAME] DIR\n"
-	"       fi-load -l\n"
-	"       fi-load -i NAME|PATH\n"
-	"       fi-load --rm NAME\n"
-	"       fi-load --arena\n"
-	"       fi-load --arena-rm ID|NAME\n"
-	"       fi-load -h\n";
-
-static int usage(int rc)
-{
-	fputs(usage_text, rc ? stderr : stdout);
-	return rc;
-}
-
-static int fail(void)
-{
-	fprintf(stderr, "fi-load: %s\n", fi_errmsg());
-	return 1;
-}
+#include "opt.h"
 
 /* The directory's last component, without trailing slashes. */
 static void base_name(const char *dir, char *out, size_t outsz)
@@ -56,37 +36,33 @@ static int do_load(const char *dir, const char *name, enum fi_dtype dt, int forc
 	struct fi_image *im;
 	struct stat st;
 	double t0 = fi_now(), dt_s;
-	if (stat(dir, &st)) {
-		fprintf(stderr, "fi-load: cannot open '%s': %s\n", dir, strerror(errno));
-		return 1;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "fi-load: '%s' is not a directory (expected a Hugging Face model "
-			"directory)\n", dir);
-		return 1;
-	}
+	if (stat(dir, &st))
+		return cmd_error("cannot open '%s': %s", dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return cmd_error("'%s' is not a directory (expected a Hugging Face model directory)",
+				 dir);
 	if (name)
 		snprintf(nm, sizeof nm, "%s", name);
 	else
 		base_name(dir, nm, sizeof nm);
 	if (!fi_store_name_valid(nm)) {
-		fprintf(stderr, "fi-load: invalid model name '%s' (use letters, digits, '.', '_' "
-			"and '-'; choose one with --name)\n", nm);
-		return 2;
+		cmd_error("invalid model name '%s' (use letters, digits, '.', '_' and '-'; choose "
+			  "one with --name)", nm);
+		return EXIT_USAGE;
 	}
 	if (fi_store_models_dir(mdir, sizeof mdir, 1) || fi_store_path(nm, path, sizeof path))
-		return fail();
-	if (!force && !access(path, F_OK)) {
-		fprintf(stderr, "fi-load: model '%s' already exists in %s (use -f to replace it)\n",
-			nm, mdir);
-		return 1;
-	}
+		return cmd_error(NULL);
+	if (!force && !access(path, F_OK))
+		return cmd_error("model '%s' already exists in %s (use -f to replace it)", nm, mdir);
 	fi_image_cleanup_on_signal();
 	if (fi_image_convert_hf(dir, path, dt, FI_IMAGE_PROGRESS | (force ? FI_IMAGE_OVERWRITE : 0)))
-		return fail();
+		return cmd_error(NULL);
 	dt_s = fi_now() - t0;
 	if (fi_image_open(path, &im))
-		return fail();
+		return cmd_error(NULL);
+	if (!fi_image_blob(im, "tokenizer.json"))
+		fi_warn("'%s' has no tokenizer.json: '%s' takes token ids only (fi-tokenize and "
+			"text prompts need a tokenizer)", dir, nm);
 	fi_format_count(fi_image_params(im), params, sizeof params);
 	fi_format_bytes(im->size, size, sizeof size);
 	printf("%s: %s, %s params, %d tensors, %s, %s, fingerprint %.16s, %.2fs -> %s\n", nm,
@@ -101,13 +77,13 @@ static int do_list(void)
 	struct fi_store_entry *e;
 	int n, bad = 0;
 	if (fi_store_list(&e, &n))
-		return fail();
+		return cmd_error(NULL);
 	printf("%-24s %-8s %8s %-5s %9s\n", "NAME", "FAMILY", "PARAMS", "DTYPE", "SIZE");
 	for (int i = 0; i < n; i++) {
 		char params[32], size[32];
 		if (!e[i].im) {
 			printf("%-24s %-8s %8s %-5s %9s\n", e[i].name, "-", "-", "-", "-");
-			fprintf(stderr, "fi-load: %s\n", e[i].err ? e[i].err : "invalid image");
+			cmd_error("%s", e[i].err ? e[i].err : "invalid image");
 			bad = 1;
 			continue;
 		}
@@ -183,7 +159,7 @@ static int list_one(const char *path, const struct fi_arena_stats *st, fi_err er
 	const struct known *k;
 	char size[32], max[32], blocks[48], kv[32];
 	if (!st) {
-		fprintf(stderr, "fi-load: %s\n", fi_errmsg());
+		cmd_error(NULL);
 		ls->bad = 1;
 		return 0;
 	}
@@ -208,14 +184,14 @@ static int do_arena_list(void)
 	struct known *k;
 	fi_err e;
 	if (known_ids(&k, &ls.nk))
-		return fail();
+		return cmd_error(NULL);
 	ls.k = k;
 	printf("%-16s %-20s %-10s %13s %10s %10s %9s %9s\n", "ARENA", "MODEL", "KV", "BLOCKS",
 	       "HITS", "MISSES", "SIZE", "MAX");
 	e = fi_arena_list(NULL, list_one, &ls);
 	free(k);
 	if (e && e != FI_ENOTFOUND)
-		return fail();
+		return cmd_error(NULL);
 	return ls.bad;
 }
 
@@ -248,16 +224,14 @@ static int do_arena_rm(const char *arg)
 	if (strlen(arg) >= 8 && strspn(arg, "0123456789abcdef") == strlen(arg)) {
 		struct arena_match m = {.arg = arg};
 		if (fi_arena_list(NULL, match_one, &m) && fi_errcode() != FI_ENOTFOUND)
-			return fail();
-		if (m.n > 1) {
-			fprintf(stderr, "fi-load: '%s' names %d arenas (give more digits)\n", arg, m.n);
-			return 1;
-		}
+			return cmd_error(NULL);
+		if (m.n > 1)
+			return cmd_error("'%s' names %d arenas (give more digits)", arg, m.n);
 		if (m.n == 1)
-			return fi_arena_remove(NULL, m.id) ? fail() : 0;
+			return fi_arena_remove(NULL, m.id) ? cmd_error(NULL) : 0;
 	}
 	if (known_ids(&k, &nk))
-		return fail();
+		return cmd_error(NULL);
 	for (int i = 0; i < nk; i++) {
 		fi_err e;
 		if (strcmp(k[i].name, arg))
@@ -267,15 +241,12 @@ static int do_arena_rm(const char *arg)
 			removed++;
 		else if (e != FI_ENOTFOUND) {
 			free(k);
-			return fail();
+			return cmd_error(NULL);
 		}
 	}
 	free(k);
-	if (!named) {
-		fprintf(stderr, "fi-load: no arena or model '%s' (fi-load --arena lists arenas)\n",
-			arg);
-		return 1;
-	}
+	if (!named)
+		return cmd_error("no arena or model '%s' (fi-load --arena lists arenas)", arg);
 	return 0;
 }
 
@@ -294,7 +265,7 @@ static int do_info(const char *arg)
 	const struct fi_image_blob *pb;
 	const char *k;
 	if (fi_store_open(arg, &im))
-		return fail();
+		return cmd_error(NULL);
 	fi_format_count(fi_image_params(im), params, sizeof params);
 	fi_format_bytes(im->size, size, sizeof size);
 	printf("%-32s %s\n", "path", im->path);
@@ -323,51 +294,33 @@ static int do_info(const char *arg)
 	return 0;
 }
 
+enum { O_DTYPE = OPT_LONG, O_NAME, O_RM, O_ARENA, O_ARENA_RM };
+
 int main(int argc, char **argv)
 {
-	enum { OPT_DTYPE = 256, OPT_NAME, OPT_RM, OPT_ARENA, OPT_ARENA_RM };
-	static const struct option opts[] = {
-		{"dtype", required_argument, NULL, OPT_DTYPE},
-		{"name", required_argument, NULL, OPT_NAME},
-		{"rm", required_argument, NULL, OPT_RM},
-		{"arena", no_argument, NULL, OPT_ARENA},
-		{"arena-rm", required_argument, NULL, OPT_ARENA_RM},
-		{"list", no_argument, NULL, 'l'},
-		{"info", required_argument, NULL, 'i'},
-		{"force", no_argument, NULL, 'f'},
-		{"help", no_argument, NULL, 'h'},
+	const char *name = NULL, *info = NULL, *rm = NULL, *arena_rm = NULL, *dtype = "bf16";
+	int force = 0, list = 0, arena = 0, n;
+	const struct opt own[] = {
+		{'f', "force", NULL, OPT_FLAG, 0, 0, &force},
+		{O_DTYPE, "dtype", "f32|f16|bf16", OPT_CHOICE, 0, 0, &dtype},
+		{O_NAME, "name", "NAME", OPT_STR, 0, 0, &name},
+		{'l', "list", NULL, OPT_FLAG, 0, 0, &list},
+		{'i', "info", "NAME|PATH", OPT_STR, 0, 0, &info},
+		{O_RM, "rm", "NAME", OPT_STR, 0, 0, &rm},
+		{O_ARENA, "arena", NULL, OPT_FLAG, 0, 0, &arena},
+		{O_ARENA_RM, "arena-rm", "ID|NAME", OPT_STR, 0, 0, &arena_rm},
 		{0},
 	};
-	const char *name = NULL, *info = NULL, *rm = NULL, *arena_rm = NULL;
-	int force = 0, list = 0, arena = 0, c, dt = FI_DT_BF16;
-
-	fi_log_set_prog("fi-load");
-	while ((c = getopt_long(argc, argv, "fli:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'f': force = 1; break;
-		case 'l': list = 1; break;
-		case 'i': info = optarg; break;
-		case 'h': return usage(0);
-		case OPT_NAME: name = optarg; break;
-		case OPT_RM: rm = optarg; break;
-		case OPT_ARENA: arena = 1; break;
-		case OPT_ARENA_RM: arena_rm = optarg; break;
-		case OPT_DTYPE:
-			dt = fi_dtype_parse_lname(optarg);
-			if (dt < 0 || !fi_dtype_is_compute((enum fi_dtype)dt)) {
-				fprintf(stderr, "fi-load: invalid --dtype '%s' (f32, f16 or bf16)\n",
-					optarg);
-				return 2;
-			}
-			break;
-		default: return usage(2);
-		}
-	}
+	static const char *const usage[] = {
+		"[-f] [--dtype] [--name] DIR", "-l", "-i", "--rm", "--arena", "--arena-rm", NULL,
+	};
+	const struct cmd cmd = {.name = "fi-load", .opts = own, .usage = usage};
+	struct cmd_args a;
+	int ops = cmd_parse(&cmd, &a, argc, argv);
+	n = argc - ops;
 	if (list + !!info + !!rm + arena + !!arena_rm > 1 ||
-	    ((list || info || rm || arena || arena_rm) && optind != argc)) {
-		fprintf(stderr, "fi-load: -l, -i, --rm, --arena, --arena-rm and DIR exclude each other\n");
-		return usage(2);
-	}
+	    ((list || info || rm || arena || arena_rm) && n))
+		usage_error("-l, -i, --rm, --arena, --arena-rm and DIR exclude each other");
 	if (arena)
 		return do_arena_list();
 	if (arena_rm)
@@ -376,14 +329,10 @@ int main(int argc, char **argv)
 		return do_list();
 	if (info)
 		return do_info(info);
-	if (rm) {
-		if (fi_store_remove(rm))
-			return fail();
-		return 0;
-	}
-	if (optind + 1 != argc) {
-		fprintf(stderr, "fi-load: expected one model directory\n");
-		return usage(2);
-	}
-	return do_load(argv[optind], name, (enum fi_dtype)dt, force);
+	if (rm)
+		return fi_store_remove(rm) ? cmd_error(NULL) : EXIT_OK;
+	if (n != 1)
+		usage_error(n ? "expected one model directory, not %d" : "expected a model directory",
+			    n);
+	return do_load(argv[ops], name, (enum fi_dtype)fi_dtype_parse_lname(dtype), force);
 }

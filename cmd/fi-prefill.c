@@ -2,9 +2,7 @@
  * runs them through the scheduler (lib/sched/scheduler.h) as one-token generations that look their
  * prefix up in the arena and publish their new full blocks; passes each request on with a
  * "kv" reference, preceded by a token frame with its first generated token. */
-#include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +12,8 @@
 #include "frame/frame.h"
 #include "kv/kvxfer.h"
 #include "base/log.h"
-#include "cmdutil.h"
+#include "api/llm.h"
+#include "opt.h"
 #include "model/model.h"
 #include "backend/sample.h"
 #include "sched/scheduler.h"
@@ -24,21 +23,11 @@
 #include "serve/req_frame.h"
 #include "text/tok_ident.h"
 
-static const char usage_text[] =
-	"usage: fi-prefill -m MODEL [-b N] [--arena-size SIZE] [--temp T] [--top-k K]\n"
-	"                  [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S]\n"
-	"                  [--backend auto|cuda|cpu] [-t THREADS] [-i IN] [-o OUT] [-e N] [-f]\n"
-	"                  [-v]\n"
-	"       fi-prefill -h\n";
-
 #define BLOCK_TOKENS 16 /* the cache's and the arena's block size */
 
 struct opts {
-	const char *model, *backend, *in, *out;
-	int batch, threads, verbose, eos_count, force;
-	unsigned given; /* FI_REQ_* bits of the sampling options given */
-	uint64_t arena_size;
-	struct fi_sample_params sp;
+	struct cmd_args a; /* the model, streams, backend, sampling defaults, arena, -f, -v */
+	int batch;
 };
 
 /* A request in the scheduler: its frame, passed on once its prompt is computed, after the
@@ -68,34 +57,22 @@ struct prefill {
 	double t_first;            /* the first request's arrival (0: none yet) */
 };
 
-static int usage(int rc)
-{
-	fputs(usage_text, rc ? stderr : stdout);
-	return rc;
-}
-
-static int fail(void)
-{
-	fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
-	return 1;
-}
-
 /* Fills the sampling keys a request leaves unset from the options, and marks them set: the
  * request passed on carries the parameters its first token was drawn with. */
 static void resolve_sampling(const struct opts *o, struct fi_request *r)
 {
 	if (!(r->set & FI_REQ_TEMPERATURE))
-		r->temperature = o->sp.temperature;
+		r->temperature = o->a.sp.temperature;
 	if (!(r->set & FI_REQ_TOP_K))
-		r->top_k = o->sp.top_k;
+		r->top_k = o->a.sp.top_k;
 	if (!(r->set & FI_REQ_TOP_P))
-		r->top_p = o->sp.top_p;
+		r->top_p = o->a.sp.top_p;
 	if (!(r->set & FI_REQ_MIN_P))
-		r->min_p = o->sp.min_p;
+		r->min_p = o->a.sp.min_p;
 	if (!(r->set & FI_REQ_REPEAT_PENALTY))
-		r->repeat_penalty = o->sp.repeat_penalty;
+		r->repeat_penalty = o->a.sp.repeat_penalty;
 	if (!(r->set & FI_REQ_SEED))
-		r->seed = o->sp.seed;
+		r->seed = o->a.sp.seed;
 	r->set |= FI_REQ_TEMPERATURE | FI_REQ_TOP_K | FI_REQ_TOP_P | FI_REQ_MIN_P |
 		  FI_REQ_REPEAT_PENALTY | FI_REQ_SEED;
 }
@@ -156,7 +133,7 @@ static fi_err on_event_(struct prefill *P, const struct fi_sched_event *ev)
 		fi_req_error_frame(&q->f, P->fwd, P->fwd_msg, &ef);
 		return fi_stream_write(P->out, &ef);
 	}
-	if (P->o->verbose)
+	if (P->o->a.verbose)
 		fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u computed, "
 			"%zu blocks stored, %.2f ms\n", ev->id, ev->prompt_tokens, ev->cached_tokens,
 			ev->prompt_tokens - ev->cached_tokens, ev->stored_blocks, ev->total_ms);
@@ -213,29 +190,28 @@ static fi_err add_req(struct prefill *P, struct fi_frame *f)
 	unsigned c;
 	int draw;
 	fi_err e;
-	if ((c = fi_req_sampling_conflicts(f, &P->o->sp, P->o->given) & ~P->told)) {
+	if ((c = fi_req_sampling_conflicts(f, &P->o->a.sp, P->o->a.given) & ~P->told)) {
 		char m[512];
-		fi_req_conflict_message(f, &P->o->sp, c, m, sizeof m);
+		fi_req_conflict_message(f, &P->o->a.sp, c, m, sizeof m);
 		fi_warn("%s", m);
 		P->told |= c;
 	}
 	if ((e = fi_req_check_tokenizer(f, P->has_ident ? &P->ident : NULL))) {
 		/* One message for them all: every such request is refused the same way. */
 		if (!P->n_mismatch++)
-			fi_log(FI_LOG_ERROR, "%s; such requests get error frames (code mismatch)",
-			       fi_errmsg());
+			cmd_error("%s; such requests get error frames (code mismatch)", fi_errmsg());
 		return e;
 	}
 	if ((e = fi_sched_encode_prompt(P->tok, f)))
 		return e;
-	draw = P->o->given || (f->req.set & FI_REQ_SAMPLING);
+	draw = P->o->a.given || (f->req.set & FI_REQ_SAMPLING);
 	if (draw)
 		resolve_sampling(P->o, &f->req);
 	if (!(q = calloc(1, sizeof *q)))
 		return fi_fail(FI_ENOMEM, "out of memory");
 	q->draw = draw;
 	fi_frame_move(&q->f, f);
-	fi_sched_req_from_frame(&q->f, &P->o->sp, &r);
+	fi_sched_req_from_frame(&q->f, &P->o->a.sp, &r);
 	/* one token, whatever it is; stops are fi-decode's business */
 	r.max_tokens = 1;
 	r.flags = FI_SCHED_NO_STOP;
@@ -320,12 +296,12 @@ static int run(struct prefill *P)
 	fi_err e;
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
 	fi_stream_opts_default(&so);
-	so.eos_count = P->o->eos_count;
-	if ((e = fi_stream_open(&in, P->o->in, FI_STREAM_IN, &so)))
+	so.eos_count = P->o->a.eos_count;
+	if ((e = fi_stream_open(&in, P->o->a.in, FI_STREAM_IN, &so)))
 		goto out;
 	fi_stream_opts_default(&so);
-	so.tty_ok = P->o->force;
-	if ((e = fi_stream_open(&P->out, P->o->out, FI_STREAM_OUT, &so)))
+	so.tty_ok = P->o->a.force;
+	if ((e = fi_stream_open(&P->out, P->o->a.out, FI_STREAM_OUT, &so)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && !eof) {
@@ -333,8 +309,7 @@ static int run(struct prefill *P)
 		e = fi_stream_take(in, P->out, 4 * P->o->batch, busy, take, P, &eof, &broken,
 				   &bad_frames);
 		if (broken) {
-			fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
-			rc = 1;
+			rc = cmd_error(NULL);
 			broken = 0;
 		}
 		if (e == FI_EINTERRUPT)
@@ -352,133 +327,49 @@ static int run(struct prefill *P)
 		}
 	}
 out:
-	if (e && e != FI_EINTERRUPT) {
-		fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
-		rc = 1;
-	}
+	if (e && e != FI_EINTERRUPT)
+		rc = cmd_error(NULL);
 	P->n_failed += (unsigned long)bad_frames;
 	/* requests still held (a failed output) are dropped, their frames freed */
 	P->werr = P->werr ? P->werr : FI_EIO;
 	fi_sched_cancel_all(P->s);
-	if (fi_stream_close(P->out) && !rc) {
-		fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
-		rc = 1;
-	}
+	if (fi_stream_close(P->out) && !rc)
+		rc = cmd_error(NULL);
 	fi_stream_close(in);
 	/* The summary counts failures; without it (FI_LOG=error) they are said alone. */
 	if (!summary(P) && !rc && P->n_failed)
 		fprintf(stderr, "fi-prefill: %llu requests failed (see their error frames)\n", (unsigned long long)P->n_failed);
 	if (!rc && P->n_failed)
-		rc = 3;
+		rc = EXIT_FAILED;
 	return rc;
 }
 
 int main(int argc, char **argv)
 {
-	enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_SEED, O_BACKEND, O_ASIZE };
-	static const struct option lo[] = {
-		{"temp", required_argument, NULL, O_TEMP},
-		{"top-k", required_argument, NULL, O_TOPK},
-		{"top-p", required_argument, NULL, O_TOPP},
-		{"min-p", required_argument, NULL, O_MINP},
-		{"repeat-penalty", required_argument, NULL, O_REP},
-		{"seed", required_argument, NULL, O_SEED},
-		{"backend", required_argument, NULL, O_BACKEND},
-		{"arena-size", required_argument, NULL, O_ASIZE},
-		{"force", no_argument, NULL, 'f'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	struct opts o = {.batch = 16};
+	const struct opt own[] = {
+		{'b', NULL, "N", OPT_INT, 1, 256, &o.batch},
+		{0},
 	};
-	struct opts o = {.backend = "auto", .in = "-", .out = "-", .batch = 16, .eos_count = 1};
+	static const char *const usage[] = {
+		"-m [-b] [--arena-size] @sampling [--backend] [-t] [-i] [-o] [-e] [-f] [-v]",
+		NULL,
+	};
+	const struct cmd cmd = {.name = "fi-prefill", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS |
+				CMD_BACKEND | CMD_SAMPLING | CMD_ARENA | CMD_FORCE | CMD_VERBOSE,
+				.opts = own, .usage = usage};
 	struct prefill P = {.o = &o};
 	struct fi_backend *be = NULL;
-	int be_failed = 0;
 	struct fi_sched_opts so;
 	struct fi_kvx *x = NULL;
-	int c, rc = 1, ctx;
-	double v;
-	fi_log_set_prog("fi-prefill");
-	fi_sample_defaults(&o.sp);
-	while ((c = getopt_long(argc, argv, "m:b:t:i:o:e:fvh", lo, NULL)) != -1) {
-		switch (c) {
-		case 'm': o.model = optarg; break;
-		case 'i': o.in = optarg; break;
-		case 'o': o.out = optarg; break;
-		case O_BACKEND: o.backend = optarg; break;
-		case 'v': o.verbose = 1; break;
-		case 'f': o.force = 1; break;
-		case 'h': return usage(0);
-		case 'b':
-			if (fi_parse_num(optarg, 1, 256, &v))
-				goto bad;
-			o.batch = (int)v;
-			break;
-		case 'e':
-			if (fi_parse_num(optarg, 0, 1 << 20, &v))
-				goto bad;
-			o.eos_count = (int)v;
-			break;
-		case 't':
-			if (fi_parse_num(optarg, 1, 1024, &v))
-				goto bad;
-			o.threads = (int)v;
-			break;
-		case O_ASIZE:
-			if (fi_parse_size(optarg, &o.arena_size))
-				goto bad;
-			break;
-		case O_TEMP:
-			if (fi_parse_num(optarg, 0, 1e6, &v))
-				goto bad;
-			o.sp.temperature = (float)v;
-			o.given |= FI_REQ_TEMPERATURE;
-			break;
-		case O_TOPK:
-			if (fi_parse_num(optarg, 0, 1 << 30, &v))
-				goto bad;
-			o.sp.top_k = (int)v;
-			o.given |= FI_REQ_TOP_K;
-			break;
-		case O_TOPP:
-			if (fi_parse_num(optarg, 0, 1, &v))
-				goto bad;
-			o.sp.top_p = (float)v;
-			o.given |= FI_REQ_TOP_P;
-			break;
-		case O_MINP:
-			if (fi_parse_num(optarg, 0, 1, &v))
-				goto bad;
-			o.sp.min_p = (float)v;
-			o.given |= FI_REQ_MIN_P;
-			break;
-		case O_REP:
-			if (fi_parse_num(optarg, 1e-6, 1e6, &v))
-				goto bad;
-			o.sp.repeat_penalty = (float)v;
-			o.given |= FI_REQ_REPEAT_PENALTY;
-			break;
-		case O_SEED:
-			if (fi_parse_u64(optarg, &o.sp.seed))
-				goto bad;
-			o.given |= FI_REQ_SEED;
-			break;
-		default:
-			return usage(2);
-		}
-		continue;
-bad:
-		/* "--seed x": the option is the word before its value; "--seed=x": the same word */
-		fprintf(stderr, "fi-prefill: invalid value '%s' for %s\n", optarg,
-			optarg == argv[optind - 1] && optind > 1 ? argv[optind - 2] : argv[optind - 1]);
-		return 2;
-	}
-	if (!o.model || optind != argc)
-		return usage(2);
+	int rc = 1, ctx;
+	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
+		usage_error("unexpected operand '%s'", argv[optind]);
 	/* Frames are binary: refused on a terminal before the model is loaded. */
-	if (!o.force && fi_stream_refuse_tty(o.out))
-		return fail();
-	if (fi_open_backend_model(o.backend, o.threads, o.model, &be, &P.im, &P.m, &be_failed))
-		return fail() + be_failed; /* an unknown backend name is a usage error */
+	if (!o.a.force && fi_stream_refuse_tty(o.a.out))
+		return cmd_error(NULL);
+	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &P.im, &P.m))
+		return cmd_error(NULL);
 	ctx = fi_model_config(P.m)->max_pos > 0 ? fi_model_config(P.m)->max_pos : 4096;
 	/* Room for a batch of o.batch full-context prompts, or 4 contexts, whichever is less. */
 	if (fi_model_cache_init(P.m, (ctx + BLOCK_TOKENS - 1) / BLOCK_TOKENS *
@@ -487,13 +378,13 @@ bad:
 	if (fi_image_tokenizer(P.im, &P.tok) && fi_errcode() != FI_ENOTFOUND)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
 	/* Requests whose tokens another tokenizer made are refused (tok_ident.h). */
-	P.has_ident = P.tok && !fi_tok_ident(P.tok, o.model, &P.ident);
+	P.has_ident = P.tok && !fi_tok_ident(P.tok, o.a.model, &P.ident);
 	fi_sched_opts_default(&so);
 	so.max_batch = o.batch;
 	so.max_requests = o.batch;
 	so.fingerprint = P.im->fingerprint;
 	so.prefix_cache = 1;
-	so.arena_size = o.arena_size;
+	so.arena_size = o.a.arena_size;
 	so.cb = on_event;
 	so.cb_user = &P;
 	if (fi_sched_create(P.m, &so, &P.s))
@@ -502,12 +393,12 @@ bad:
 	 * still computed and passed on, without a kv reference: fi-decode computes them again. */
 	if (fi_sched_arena(P.s, 1, &x))
 		fi_warn("%s; passing requests on without KV", fi_errmsg());
-	fi_info("%s on %s, arena %s", o.model, be->device,
+	fi_info("%s on %s, arena %s", o.a.model, be->device,
 		x ? fi_arena_file(fi_kvx_arena(x)) : "none");
 	rc = run(&P);
 	goto out;
 fail:
-	rc = fail();
+	rc = cmd_error(NULL);
 out:
 	fi_sched_destroy(P.s);
 	fi_tok_free(P.tok);

@@ -18,30 +18,22 @@
 #include "frame/stream.h"
 #include "text/tokenizer.h"
 #include "base/utf8.h"
-#include "cmdutil.h"
 #include "frame/frame_json.h"
 #include "serve/results.h"
 #include "text/tok_ident.h"
 
-static const char USAGE[] =
-	"usage: fi-tokenize -m MODEL [-i IN] [-o OUT] [--whole | --jsonl | --chat] [--ids | --count]\n"
-	"                   [--special] [--no-add-special] [--temp T] [--top-k K] [--top-p P]\n"
-	"                   [--min-p P] [--repeat-penalty R] [--seed S] [-f]\n"
-	"       fi-tokenize -m MODEL -d [-i IN] [--jsonl] [--ordered | --interleave] [--echo]\n"
-	"                   [-0 | --sep STR] [--skip-special]\n"
-	"       fi-tokenize -h\n";
+#include "opt.h"
 
 /* --ordered holds at most this many results while one is missing. */
 #define ORDER_WINDOW 4096
 
 struct opts {
-	const char *model, *in, *out;
-	int whole, jsonl, chat, ids, count, special, no_add, decode, interleave, skip_special;
-	int ordered, echo, force;
-	const char *bench;
+	struct cmd_args a; /* -m, -i, -o, sampling options for the frames (a.given), -f */
+	int whole, jsonl, chat, render, ids, count, special, no_add, decode, interleave,
+	    skip_special;
+	int ordered, echo, nul, sep_given;
 	char sep[256]; /* -d: written after each request's text */
 	size_t sep_len;
-	struct fi_request sp; /* sampling options for the frames: values, and set bits */
 };
 
 struct model {
@@ -89,49 +81,51 @@ static char *slurp_file(const char *path, size_t *len)
 	return b;
 }
 
-/* -m: a model image (file or store name), a directory with tokenizer.json, or a tokenizer
- * file. Weights are never read. */
+/* -m: a model image (a store name or a file), a directory with tokenizer.json, or a
+ * tokenizer file. Weights are never read. */
 static fi_err open_model(const char *arg, struct model *m)
 {
-	struct stat st;
 	char path[4096];
+	const struct fi_image_blob *b;
 	fi_err e;
-	if (!stat(arg, &st) && S_ISDIR(st.st_mode)) {
+	switch (fi_store_resolve(arg, path, sizeof path)) {
+	case FI_STORE_NONE:
+		/* a store name whose FI_HOME cannot be trusted says so */
+		if (fi_store_name_valid(arg) && (e = fi_store_path(arg, path, sizeof path)))
+			return e;
+		return fi_fail(FI_ENOTFOUND, "model '%s' not found (a store name, image, directory "
+			       "or tokenizer.json)", arg);
+	case FI_STORE_DIR:
 		snprintf(path, sizeof path, "%s/tokenizer_config.json", arg);
 		m->cfg_json = slurp_file(path, NULL);
 		snprintf(path, sizeof path, "%s/chat_template.jinja", arg);
 		m->tmpl = slurp_file(path, NULL);
 		return fi_tok_load_path(arg, &m->tok);
-	}
-	if (!stat(arg, &st)) {
-		FILE *f = S_ISREG(st.st_mode) ? fopen(arg, "rb") : NULL;
+	case FI_STORE_FILE: {
+		struct stat st;
+		FILE *f = NULL;
 		char magic[4] = {0};
-		if (!S_ISREG(st.st_mode))
+		/* not a FIFO or a device: opening one could block forever */
+		if (stat(path, &st) || !S_ISREG(st.st_mode))
 			return fi_fail(FI_EIO, "cannot open '%s': not a regular file", arg);
-		if (!f)
+		if (!(f = fopen(path, "rb")))
 			return fi_fail(FI_EIO, "cannot open '%s': %s", arg, strerror(errno));
 		if (fread(magic, 1, 4, f) != 4)
 			magic[0] = 0;
 		fclose(f);
 		if (memcmp(magic, FI_IMAGE_MAGIC, 4))
 			return fi_tok_load_path(arg, &m->tok);
-		snprintf(path, sizeof path, "%s", arg);
-	} else if (fi_store_name_valid(arg) && (e = fi_store_path(arg, path, sizeof path))) {
-		return e; /* FI_HOME cannot be trusted */
-	} else if (!fi_store_name_valid(arg) || stat(path, &st)) {
-		return fi_fail(FI_ENOTFOUND, "model '%s' not found (a store name, image, directory or tokenizer.json)", arg);
+		break;
 	}
-	if ((e = fi_image_open(path, &m->im)))
+	case FI_STORE_NAME:
+		break;
+	}
+	if ((e = fi_image_open(path, &m->im)) || (e = fi_image_tokenizer(m->im, &m->tok)))
 		return e;
-	{
-		const struct fi_image_blob *b;
-		if ((e = fi_image_tokenizer(m->im, &m->tok)))
-			return e;
-		if ((b = fi_image_blob(m->im, "tokenizer_config.json")))
-			m->cfg_json = strdup(b->data);
-		if ((b = fi_image_blob(m->im, "chat_template.jinja")))
-			m->tmpl = strdup(b->data);
-	}
+	if ((b = fi_image_blob(m->im, "tokenizer_config.json")))
+		m->cfg_json = strdup(b->data);
+	if ((b = fi_image_blob(m->im, "chat_template.jinja")))
+		m->tmpl = strdup(b->data);
 	return FI_OK;
 }
 
@@ -149,25 +143,34 @@ struct enc {
 	unsigned long failed;
 };
 
-static void set_param(struct fi_request *r, json_t *obj)
+/* The request keys a JSONL line may carry into its frame (fi-tokenize(1), --jsonl). */
+static const char *const request_keys[] = {
+	"temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "max_tokens", "stream",
+	"stop", "stop_ids",
+};
+
+/* The request keys of a JSONL object, read as a consumer reads them: a frame made of them
+ * through the frame decoder (frame_json.h), so that fi-tokenize refuses what fi-decode
+ * refuses, with its message ("frame: key 'temperature': -1 is out of range ..."). */
+static fi_err request_keys_frame(const char *id, json_t *params, struct fi_frame *keys)
 {
-	json_t *v;
-	if ((v = json_object_get(obj, "temperature")) && json_is_number(v))
-		r->temperature = (float)json_number_value(v), r->set |= FI_REQ_TEMPERATURE;
-	if ((v = json_object_get(obj, "top_k")) && json_is_integer(v))
-		r->top_k = (int32_t)json_integer_value(v), r->set |= FI_REQ_TOP_K;
-	if ((v = json_object_get(obj, "top_p")) && json_is_number(v))
-		r->top_p = (float)json_number_value(v), r->set |= FI_REQ_TOP_P;
-	if ((v = json_object_get(obj, "min_p")) && json_is_number(v))
-		r->min_p = (float)json_number_value(v), r->set |= FI_REQ_MIN_P;
-	if ((v = json_object_get(obj, "repeat_penalty")) && json_is_number(v))
-		r->repeat_penalty = (float)json_number_value(v), r->set |= FI_REQ_REPEAT_PENALTY;
-	if ((v = json_object_get(obj, "seed")) && json_is_integer(v))
-		r->seed = (uint64_t)json_integer_value(v), r->set |= FI_REQ_SEED;
-	if ((v = json_object_get(obj, "max_tokens")) && json_is_integer(v) && json_integer_value(v) >= 0)
-		r->max_tokens = (uint32_t)json_integer_value(v), r->set |= FI_REQ_MAX_TOKENS;
-	if ((v = json_object_get(obj, "stream")) && json_is_boolean(v))
-		r->stream = json_is_true(v), r->set |= FI_REQ_STREAM;
+	json_t *o = json_pack("{s:i,s:s,s:s,s:[i]}", "v", FI_FRAME_VERSION, "type", "request",
+			      "id", id, "tokens", 0);
+	char *text = NULL;
+	fi_err e;
+	fi_frame_init(keys, FI_FRAME_NONE);
+	for (size_t i = 0; o && i < sizeof request_keys / sizeof *request_keys; i++) {
+		json_t *v = json_object_get(params, request_keys[i]);
+		if (v && json_object_set(o, request_keys[i], v))
+			break;
+	}
+	if (!o || !(text = json_dumps(o, JSON_COMPACT)))
+		e = fi_fail(FI_ENOMEM, "request '%s': out of memory", id);
+	else if ((e = fi_frame_from_json(text, strlen(text), NULL, keys, NULL)))
+		fi_frame_free(keys); /* the caller names the line and the request */
+	free(text);
+	json_decref(o);
+	return e;
 }
 
 /* An error frame about input unit id: numbered like requests, with the prompt when known. */
@@ -199,11 +202,6 @@ static int emit_error(struct enc *E, const char *id, fi_err code, const char *ms
 static fi_err emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, json_t *params,
 		   const char *text, size_t tlen, int *fatal)
 {
-	struct fi_frame f;
-	char **stop = NULL;
-	uint32_t *stop_ids = NULL;
-	json_t *v, *x;
-	size_t k;
 	fi_err e;
 	if (E->o->count) {
 		printf("%zu\n", n);
@@ -222,8 +220,12 @@ static fi_err emit(struct enc *E, const char *id, const uint32_t *ids, size_t n,
 		return fi_fail(FI_ERANGE, "prompt of %zu tokens does not fit the context of %d", n,
 			       E->ctx);
 	{
-		const struct fi_request *o = &E->o->sp;
+		const struct cmd_args *o = &E->o->a;
+		struct fi_frame f, keys;
 		char *valid = NULL;
+		fi_frame_init(&keys, FI_FRAME_NONE);
+		if (params && request_keys_frame(id, params, &keys))
+			return fi_errcode();
 		fi_frame_init(&f, FI_FRAME_REQUEST);
 		f.id = (char *)id;
 		f.seq = E->seq + 1; /* taken when the frame is written */
@@ -237,32 +239,41 @@ static fi_err emit(struct enc *E, const char *id, const uint32_t *ids, size_t n,
 		memcpy(f.req.tok_sha256, E->ident.sha256, 32);
 		f.req.tok_name = E->ident.name;
 		f.req.set |= FI_REQ_TOKENIZER;
-		f.req.temperature = o->temperature;
-		f.req.top_k = o->top_k;
-		f.req.top_p = o->top_p;
-		f.req.min_p = o->min_p;
-		f.req.repeat_penalty = o->repeat_penalty;
-		f.req.seed = o->seed;
-		f.req.set |= o->set & FI_REQ_SAMPLING;
-		if (params) {
-			set_param(&f.req, params);
-			if (json_is_array(v = json_object_get(params, "stop")) && (stop = calloc(json_array_size(v) + 1, sizeof *stop))) {
-				json_array_foreach(v, k, x) if (json_is_string(x)) stop[f.req.nstop++] = (char *)json_string_value(x);
-				f.req.stop = stop;
-			}
-			if (json_is_array(v = json_object_get(params, "stop_ids")) &&
-			    (stop_ids = calloc(json_array_size(v) + 1, sizeof *stop_ids))) {
-				json_array_foreach(v, k, x) if (json_is_integer(x) && json_integer_value(x) >= 0)
-					stop_ids[f.req.nstop_ids++] = (uint32_t)json_integer_value(x);
-				f.req.stop_ids = stop_ids;
-			}
+		f.req.temperature = o->sp.temperature;
+		f.req.top_k = o->sp.top_k;
+		f.req.top_p = o->sp.top_p;
+		f.req.min_p = o->sp.min_p;
+		f.req.repeat_penalty = o->sp.repeat_penalty;
+		f.req.seed = o->sp.seed;
+		f.req.set |= o->given & FI_REQ_SAMPLING;
+		if (params) { /* the line's keys, as the decoder read them (borrowed from keys) */
+			const struct fi_request *k = &keys.req;
+			unsigned set = k->set & (FI_REQ_SAMPLING | FI_REQ_MAX_TOKENS | FI_REQ_STREAM);
+			if (set & FI_REQ_TEMPERATURE)
+				f.req.temperature = k->temperature;
+			if (set & FI_REQ_TOP_K)
+				f.req.top_k = k->top_k;
+			if (set & FI_REQ_TOP_P)
+				f.req.top_p = k->top_p;
+			if (set & FI_REQ_MIN_P)
+				f.req.min_p = k->min_p;
+			if (set & FI_REQ_REPEAT_PENALTY)
+				f.req.repeat_penalty = k->repeat_penalty;
+			if (set & FI_REQ_SEED)
+				f.req.seed = k->seed;
+			f.req.max_tokens = k->max_tokens;
+			f.req.stream = k->stream;
+			f.req.set |= set;
+			f.req.stop = k->stop;
+			f.req.nstop = k->nstop;
+			f.req.stop_ids = k->stop_ids;
+			f.req.nstop_ids = k->nstop_ids;
 		}
 		/* Encoded first: a frame the schema refuses is this request's failure, not the
 		 * output's. */
 		E->buf.len = 0;
 		e = fi_frame_encode(&f, &E->buf);
-		free(stop);
-		free(stop_ids);
+		fi_frame_free(&keys);
 		free(valid);
 		if (!e && (e = fi_stream_write_raw(E->out, E->buf.data, E->buf.len)))
 			*fatal = 1;
@@ -277,7 +288,7 @@ static fi_err load_chat(struct enc *E)
 	if (E->m->chat)
 		return FI_OK;
 	if (!E->m->cfg_json && !E->m->tmpl)
-		return fi_fail(FI_ENOTFOUND, "'%s': no chat template (tokenizer_config.json or chat_template.jinja)", E->o->model);
+		return fi_fail(FI_ENOTFOUND, "'%s': no chat template (tokenizer_config.json or chat_template.jinja)", E->o->a.model);
 	return fi_chat_load(&E->m->chat, E->m->cfg_json, E->m->tmpl, NULL);
 }
 
@@ -328,19 +339,23 @@ static int one(struct enc *E, const char *s, size_t len)
 			goto bad;
 		}
 	}
+	if (E->o->render) { /* --render: the text that would be encoded, as it is */
+		r = fwrite(text, 1, tlen, stdout) == tlen ? 0 : -1;
+		goto out;
+	}
 	if ((e = fi_tok_encode(E->m->tok, text, tlen, flags, &ids)))
 		goto bad;
 	if (!(e = emit(E, id, ids.v, ids.n, json_is_object(obj) ? obj : NULL, text, tlen, &fatal)))
 		goto out;
 	if (fatal) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+		cmd_error(NULL);
 		r = -1;
 		goto out;
 	}
 	/* the unit's failure, named by its line (or ordinal) and id */
 	fi_fail_ctx(e, "line %lu: request '%.64s%s'", E->n, id, strlen(id) > 64 ? "..." : "");
 bad:
-	fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+	cmd_error(NULL);
 	E->failed++;
 	if (!E->o->ids && !E->o->count && E->out)
 		/* The prompt when one was read (not a JSONL line that could not be used). */
@@ -355,22 +370,20 @@ out:
 static int run_encode(const struct opts *o, struct model *m)
 {
 	struct enc E = {.o = o, .m = m};
-	FILE *in = !strcmp(o->in, "-") ? stdin : fopen(o->in, "rb");
+	FILE *in = !strcmp(o->a.in, "-") ? stdin : fopen(o->a.in, "rb");
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
 	int rc = 0;
-	if (!in) {
-		fi_log(FI_LOG_ERROR, "cannot open '%s': %s", o->in, strerror(errno));
-		return 1;
-	}
-	if (!o->ids && !o->count) {
+	if (!in)
+		return cmd_error("cannot open '%s': %s", o->a.in, strerror(errno));
+	if (!o->ids && !o->count && !o->render) {
 		struct fi_stream_opts so;
 		fi_stream_opts_default(&so);
-		so.tty_ok = o->force;
-		if (fi_tok_ident(m->tok, o->model, &E.ident) ||
-		    fi_stream_open(&E.out, o->out, FI_STREAM_OUT, &so)) {
-			fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+		so.tty_ok = o->a.force;
+		if (fi_tok_ident(m->tok, o->a.model, &E.ident) ||
+		    fi_stream_open(&E.out, o->a.out, FI_STREAM_OUT, &so)) {
+			cmd_error(NULL);
 			if (in != stdin)
 				fclose(in);
 			return 1;
@@ -407,18 +420,14 @@ static int run_encode(const struct opts *o, struct model *m)
 	free(line);
 	if (in != stdin)
 		fclose(in);
-	if (E.out && fi_stream_close(E.out) && !rc) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-		rc = 1;
-	}
-	if (fflush(stdout) && !rc) {
-		fi_log(FI_LOG_ERROR, "write: %s", strerror(errno));
-		rc = 1;
-	}
+	if (E.out && fi_stream_close(E.out) && !rc)
+		rc = cmd_error(NULL);
+	if (fflush(stdout) && !rc)
+		rc = cmd_error("write: %s", strerror(errno));
 	fi_buf_free(&E.buf);
 	if (!rc && E.failed)
-		fi_log(FI_LOG_ERROR, "%lu of %lu requests failed", E.failed, E.n);
-	return rc ? 1 : E.failed ? 3 : 0;
+		cmd_error("%lu of %lu requests failed", E.failed, E.n);
+	return rc ? EXIT_RUNTIME : E.failed ? EXIT_FAILED : EXIT_OK;
 }
 
 /* ---- decoding ---- */
@@ -445,9 +454,9 @@ static void report_error(struct dec *D, const struct fi_frame *f)
 	/* Generators usually name the request already. */
 	snprintf(pre, sizeof pre, "request '%s': ", id);
 	if (!strncmp(m, pre, strlen(pre)))
-		fi_log(FI_LOG_ERROR, "%s", m);
+		cmd_error("%s", m);
 	else
-		fi_log(FI_LOG_ERROR, "%s%s", pre, m);
+		cmd_error("%s%s", pre, m);
 }
 
 /* Writes what is ready: finished requests, then the new text of the first unfinished one
@@ -464,7 +473,7 @@ static void write_ready(struct dec *D)
 			json_t *j;
 			char *s = NULL;
 			if (fi_result_to_json(&r, &j) || !(s = fi_json_dumps(j))) {
-				fi_log(FI_LOG_ERROR, "request '%s': %s", r.id, s ? fi_errmsg() : "out of memory");
+				cmd_error("request '%s': %s", r.id, s ? fi_errmsg() : "out of memory");
 				D->rc = 1;
 			} else {
 				fputs(s, stdout);
@@ -503,8 +512,8 @@ static int run_decode(const struct opts *o, struct model *m)
 	fi_err e;
 	if (fi_results_new(m->tok, o->skip_special ? FI_TOK_SKIP_SPECIAL : 0, order, ORDER_WINDOW,
 			   &D.R) ||
-	    fi_stream_open(&in, o->in, FI_STREAM_IN, NULL)) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+	    fi_stream_open(&in, o->a.in, FI_STREAM_IN, NULL)) {
+		cmd_error(NULL);
 		fi_results_free(D.R);
 		return 1;
 	}
@@ -512,7 +521,7 @@ static int run_decode(const struct opts *o, struct model *m)
 		fi_frame_init(&f, FI_FRAME_NONE);
 		e = fi_stream_read(in, &f);
 		if (e) {
-			fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+			cmd_error(NULL);
 			D.rc = 1;
 			fi_frame_free(&f);
 			if (fi_stream_broken(in) || e == FI_EIO || e == FI_EINTERRUPT)
@@ -526,7 +535,7 @@ static int run_decode(const struct opts *o, struct model *m)
 		if (f.type == FI_FRAME_ERROR)
 			report_error(&D, &f);
 		if (fi_results_add(D.R, &f)) {
-			fi_log(FI_LOG_ERROR, "request '%s': %s", f.id ? f.id : "", fi_errmsg());
+			cmd_error("request '%s': %s", f.id ? f.id : "", fi_errmsg());
 			D.rc = 1;
 		}
 		fi_frame_free(&f);
@@ -537,41 +546,13 @@ static int run_decode(const struct opts *o, struct model *m)
 	write_ready(&D);
 	for (int c = 0; c < FI_ENCODE_COUNT; c++)
 		if (D.failed[c] > 1)
-			fi_log(FI_LOG_ERROR, "%lu more requests failed (code %s)", D.failed[c] - 1,
-			       fi_err_code_name(c));
+			cmd_error("%lu more requests failed (code %s)", D.failed[c] - 1,
+				  fi_err_code_name(c));
 	if ((gaps = fi_results_gaps(D.R, NULL)) > 1)
 		fi_warn("--ordered: %llu request numbers never came", (unsigned long long)gaps);
 	fi_results_free(D.R);
 	fi_stream_close(in);
 	return fflush(stdout) ? 1 : D.rc;
-}
-
-/* Hidden: --bench FILE encodes FILE (whole) a few times and prints load and encode speed. */
-static int run_bench(const struct opts *o, struct model *m, double load_s)
-{
-	size_t len;
-	char *buf = slurp_file(o->bench, &len);
-	struct fi_tok_ids ids = {0};
-	double best = 1e9;
-	if (!buf) {
-		fi_log(FI_LOG_ERROR, "cannot open '%s': %s", o->bench, strerror(errno));
-		return 1;
-	}
-	for (int r = 0; r < 5; r++) {
-		double t0 = fi_now();
-		ids.n = 0;
-		if (fi_tok_encode(m->tok, buf, len, FI_TOK_REPLACE_INVALID | FI_TOK_ADD_SPECIAL, &ids)) {
-			fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-			return 1;
-		}
-		if (fi_now() - t0 < best)
-			best = fi_now() - t0;
-	}
-	printf("load %.1f ms\nencode %zu bytes -> %zu tokens: %.1f ms, %.1f MB/s (best of 5)\n",
-	       load_s * 1e3, len, ids.n, best * 1e3, len / best / 1e6);
-	free(buf);
-	fi_tok_ids_free(&ids);
-	return 0;
 }
 
 /* --sep STR: backslash escapes \n, \t, \r, \0 and \\ read as the characters they name. */
@@ -598,118 +579,88 @@ static int parse_sep(const char *s, struct opts *o)
 	return 0;
 }
 
+enum { O_WHOLE = OPT_LONG, O_JSONL, O_CHAT, O_RENDER, O_IDS, O_COUNT, O_SPECIAL, O_NO_ADD,
+       O_INTERLEAVE, O_SKIP_SPECIAL, O_ORDERED, O_ECHO, O_SEP };
+
+/* --sep's value: the standard message for one parse_sep refuses. */
+static int take_opt(void *user, int key, const char *value)
+{
+	struct opts *o = user;
+	o->sep_given = 1;
+	return key == O_SEP && !parse_sep(value, o) ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
-	enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_SEED, O_ORDERED, O_ECHO, O_SEP };
-	static const struct option lo[] = {
-		{"whole", no_argument, 0, 'W'}, {"jsonl", no_argument, 0, 'J'}, {"chat", no_argument, 0, 'C'},
-		{"ids", no_argument, 0, 'I'}, {"count", no_argument, 0, 'N'}, {"special", no_argument, 0, 'S'},
-		{"no-add-special", no_argument, 0, 'A'}, {"interleave", no_argument, 0, 'L'},
-		{"skip-special", no_argument, 0, 'K'}, {"bench", required_argument, 0, 'B'},
-		{"temp", required_argument, 0, O_TEMP}, {"top-k", required_argument, 0, O_TOPK},
-		{"top-p", required_argument, 0, O_TOPP}, {"min-p", required_argument, 0, O_MINP},
-		{"repeat-penalty", required_argument, 0, O_REP}, {"seed", required_argument, 0, O_SEED},
-		{"ordered", no_argument, 0, O_ORDERED}, {"echo", no_argument, 0, O_ECHO},
-		{"sep", required_argument, 0, O_SEP}, {"force", no_argument, 0, 'f'},
-		{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-	struct opts o = {.in = "-", .out = "-", .sep = "\n", .sep_len = 1};
+	struct opts o = {.sep = "\n", .sep_len = 1};
+	const struct opt own[] = {
+		{'d', NULL, NULL, OPT_FLAG, 0, 0, &o.decode},
+		{O_WHOLE, "whole", NULL, OPT_FLAG, 0, 0, &o.whole},
+		{O_JSONL, "jsonl", NULL, OPT_FLAG, 0, 0, &o.jsonl},
+		{O_CHAT, "chat", NULL, OPT_FLAG, 0, 0, &o.chat},
+		{O_RENDER, "render", NULL, OPT_FLAG, 0, 0, &o.render},
+		{O_IDS, "ids", NULL, OPT_FLAG, 0, 0, &o.ids},
+		{O_COUNT, "count", NULL, OPT_FLAG, 0, 0, &o.count},
+		{O_SPECIAL, "special", NULL, OPT_FLAG, 0, 0, &o.special},
+		{O_NO_ADD, "no-add-special", NULL, OPT_FLAG, 0, 0, &o.no_add},
+		{O_ORDERED, "ordered", NULL, OPT_FLAG, 0, 0, &o.ordered},
+		{O_INTERLEAVE, "interleave", NULL, OPT_FLAG, 0, 0, &o.interleave},
+		{O_ECHO, "echo", NULL, OPT_FLAG, 0, 0, &o.echo},
+		{'0', NULL, NULL, OPT_FLAG, 0, 0, &o.nul},
+		{O_SEP, "sep", "STR", OPT_CALL, 0, 0, NULL},
+		{O_SKIP_SPECIAL, "skip-special", NULL, OPT_FLAG, 0, 0, &o.skip_special},
+		{0},
+	};
+	static const char *const usage[] = {
+		"-m [-i] [-o] [--whole | --jsonl | --chat] [--ids | --count] [--special]"
+		" [--no-add-special] @sampling [-f]",
+		"-m --chat --render [-i] [-o]",
+		"-m -d [-i] [-o] [--jsonl] [--ordered | --interleave] [--echo] [-0 | --sep]"
+		" [--skip-special]",
+		NULL,
+	};
+	const struct cmd cmd = {.name = "fi-tokenize", .groups = CMD_MODEL | CMD_STREAMS |
+				CMD_SAMPLING | CMD_FORCE, .opts = own, .usage = usage,
+				.take = take_opt, .user = &o};
 	struct model m = {0};
-	int c, rc, nul = 0, sep = 0;
-	double t0, v;
-	fi_log_set_prog("fi-tokenize");
-	o.sp.temperature = 1.0f;
-	o.sp.top_p = 1.0f;
-	o.sp.repeat_penalty = 1.0f;
-	while ((c = getopt_long(argc, argv, "m:i:o:d0fh", lo, NULL)) != -1) {
-		switch (c) {
-		case 'm': o.model = optarg; break;
-		case 'i': o.in = optarg; break;
-		case 'o': o.out = optarg; break;
-		case 'd': o.decode = 1; break;
-		case 'f': o.force = 1; break;
-		case 'W': o.whole = 1; break;
-		case 'J': o.jsonl = 1; break;
-		case 'C': o.chat = 1; break;
-		case 'I': o.ids = 1; break;
-		case 'N': o.count = 1; break;
-		case 'S': o.special = 1; break;
-		case 'A': o.no_add = 1; break;
-		case 'L': o.interleave = 1; break;
-		case 'K': o.skip_special = 1; break;
-		case 'B': o.bench = optarg; break;
-		case O_ORDERED: o.ordered = 1; break;
-		case O_ECHO: o.echo = 1; break;
-		case '0':
-			nul = 1;
-			o.sep[0] = 0;
-			o.sep_len = 1;
-			break;
-		case O_SEP:
-			sep = 1;
-			if (parse_sep(optarg, &o))
-				goto bad;
-			break;
-		/* The ranges are the frame's (fi-frame(5)), so every frame written reads back. */
-		case O_TEMP:
-			if (fi_parse_num(optarg, 0, 1e4, &v))
-				goto bad;
-			o.sp.temperature = (float)v, o.sp.set |= FI_REQ_TEMPERATURE;
-			break;
-		case O_TOPK:
-			if (fi_parse_num(optarg, 0, INT32_MAX, &v) || v != (int32_t)v)
-				goto bad;
-			o.sp.top_k = (int32_t)v, o.sp.set |= FI_REQ_TOP_K;
-			break;
-		case O_TOPP:
-			if (fi_parse_num(optarg, 0, 1, &v))
-				goto bad;
-			o.sp.top_p = (float)v, o.sp.set |= FI_REQ_TOP_P;
-			break;
-		case O_MINP:
-			if (fi_parse_num(optarg, 0, 1, &v))
-				goto bad;
-			o.sp.min_p = (float)v, o.sp.set |= FI_REQ_MIN_P;
-			break;
-		case O_REP:
-			if (fi_parse_num(optarg, 1e-3, 1e3, &v))
-				goto bad;
-			o.sp.repeat_penalty = (float)v, o.sp.set |= FI_REQ_REPEAT_PENALTY;
-			break;
-		case O_SEED:
-			if (fi_parse_u64(optarg, &o.sp.seed))
-				goto bad;
-			o.sp.set |= FI_REQ_SEED;
-			break;
-		case 'h': fputs(USAGE, stdout); return 0;
-		default: fputs(USAGE, stderr); return 2;
-		}
-		continue;
-bad:
-		fprintf(stderr, "fi-tokenize: invalid value '%s' for %s\n", optarg,
-			optarg == argv[optind - 1] && optind > 1 ? argv[optind - 2] : argv[optind - 1]);
-		return 2;
+	int rc;
+	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
+		usage_error("unexpected operand '%s'", argv[optind]);
+	if (o.nul) {
+		o.sep[0] = 0;
+		o.sep_len = 1;
 	}
-	if (optind < argc || !o.model || o.whole + o.jsonl + o.chat > 1 || o.ids + o.count > 1 ||
-	    (o.decode && (o.whole || o.chat || o.ids || o.count || o.special || o.no_add ||
-			  o.sp.set)) ||
-	    (!o.decode && (o.interleave || o.skip_special || o.ordered || o.echo || nul || sep)) ||
-	    ((o.ids || o.count) && o.sp.set) || nul + sep > 1 || o.ordered + o.interleave > 1 ||
-	    (o.decode && o.jsonl && (o.echo || nul || sep))) {
-		fputs(USAGE, stderr);
-		return 2;
-	}
+	if (o.whole + o.jsonl + o.chat > 1)
+		usage_error("--whole, --jsonl and --chat exclude each other");
+	if (o.ids + o.count + o.render > 1)
+		usage_error("--ids, --count and --render exclude each other");
+	if (o.render && !o.chat)
+		usage_error("--render shows what --chat renders: give --chat");
+	if (o.decode && (o.whole || o.chat || o.ids || o.count || o.special || o.no_add || o.a.given))
+		usage_error("-d reads frames: --whole, --chat, --ids, --count, --special, "
+			    "--no-add-special and sampling options do not apply");
+	if (!o.decode && (o.interleave || o.skip_special || o.ordered || o.echo || o.nul ||
+			  o.sep_given))
+		usage_error("--ordered, --interleave, --echo, -0, --sep and --skip-special are for -d");
+	if ((o.ids || o.count || o.render) && o.a.given)
+		usage_error("sampling options go into request frames: not with --ids, --count or "
+			    "--render");
+	if (o.nul && o.sep_given)
+		usage_error("-0 and --sep exclude each other");
+	if (o.ordered && o.interleave)
+		usage_error("--ordered and --interleave exclude each other");
+	if (o.decode && o.jsonl && (o.echo || o.nul || o.sep_given))
+		usage_error("-d --jsonl writes JSON lines: --echo, -0 and --sep do not apply");
 	/* Frames are binary: refused on a terminal before the tokenizer is loaded. */
-	if (!o.decode && !o.ids && !o.count && !o.bench && !o.force && fi_stream_refuse_tty(o.out)) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-		return 1;
-	}
-	t0 = fi_now();
-	if (open_model(o.model, &m)) {
-		/* what open_model got before the failure is freed below */
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-		rc = 1;
-	} else if (o.bench)
-		rc = run_bench(&o, &m, fi_now() - t0);
+	if (!o.decode && !o.ids && !o.count && !o.render && !o.a.force &&
+	    fi_stream_refuse_tty(o.a.out))
+		return cmd_error(NULL);
+	/* Text goes to standard output, or to -o FILE; request frames to the -o stream. */
+	if ((o.decode || o.ids || o.count || o.render) && strcmp(o.a.out, "-") &&
+	    !freopen(o.a.out, "w", stdout))
+		die(EXIT_RUNTIME, "cannot open '%s': %s", o.a.out, strerror(errno));
+	if (open_model(o.a.model, &m))
+		rc = cmd_error(NULL);
 	else
 		rc = o.decode ? run_decode(&o, &m) : run_encode(&o, &m);
 	fi_chat_free(m.chat);

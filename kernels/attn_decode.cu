@@ -475,10 +475,10 @@ static void launch_items(dim3 grid, cudaStream_t st, const dec_params &p, const 
  * item [n_max, Hq, hd + 2] f32. */
 static int planned(cudaStream_t st, const struct fi_cu_attn *a, int T, dec_params &p)
 {
-	const char *env = getenv("FI_DEC_PLAN");
+	int plan = fi_settings()->dec_plan; /* FI_DEC_PLAN */
 	int64_t ctas = (int64_t)T * a->Hk, hd = a->hd;
 	int64_t slot = (int64_t)a->Hq * (hd + 2) * (int64_t)sizeof(float);
-	int64_t want = env ? strcmp(env, "0") != 0 : ctas >= a->n_sm;
+	int64_t want = plan >= 0 ? plan : ctas >= a->n_sm;
 	int64_t E = (8 * (int64_t)a->n_sm + a->Hk - 1) / a->Hk - T;
 	int64_t fit = ((int64_t)a->ws_bytes - 16 * (int64_t)T - 512) / (slot + 8) - T;
 	if (!want || !a->cnt || ctas > a->cnt_n || T > 65535)
@@ -553,9 +553,9 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	{ /* A split takes at least the positions one round of the CTA covers (DEC_WARPS warps,
 	   * 32 / (hd / 8) rows each, DEC_R deep), so short sequences use fewer splits and
 	   * attn_combine less; FI_DEC_MIN_CHUNK sets it (for timing). */
-		const char *mc = getenv("FI_DEC_MIN_CHUNK");
+		int mc = fi_settings()->dec_min_chunk;
 		int round = DEC_WARPS * (256 / (hd < 256 ? hd : 256)) * DEC_R;
-		p.min_chunk = mc && atoi(mc) >= 1 ? atoi(mc) : round > DEC_MIN_CHUNK ? round : DEC_MIN_CHUNK;
+		p.min_chunk = mc >= 1 ? mc : round > DEC_MIN_CHUNK ? round : DEC_MIN_CHUNK;
 	}
 	p.ws_ml = p.ws_acc = NULL;
 	p.cnt = NULL;
@@ -576,8 +576,8 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	 * no more than the workspace holds. */
 	int64_t ctas = (int64_t)T * a->Hk;
 	int64_t cap = (int64_t)b->max_blocks * a->block_size;
-	const char *env = getenv("FI_DEC_WAVES"); /* CTAs per SM to aim for; for timing */
-	int64_t waves = env && atoi(env) > 0 ? atoi(env) : 2;
+	int waves_set = fi_settings()->dec_waves; /* FI_DEC_WAVES: CTAs per SM; for timing */
+	int64_t waves = waves_set > 0 ? waves_set : 2;
 	int64_t ns = (waves * a->n_sm + ctas - 1) / ctas;
 	int64_t per = (int64_t)T * a->Hq * (hd + 2) * (int64_t)sizeof(float);
 	ns = ns < (cap + p.min_chunk - 1) / p.min_chunk ? ns : (cap + p.min_chunk - 1) / p.min_chunk;
@@ -594,8 +594,7 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 		/* FI_DEC_MERGE=1: the last CTA merges instead of attn_combine. Opt-in: on the
 		 * H100 it made 8B decode 5% slower (tests/gpu/NOTES.md): the merge of all splits
 		 * runs in 8 CTAs at the end, after a fence in every CTA. */
-		const char *me = getenv("FI_DEC_MERGE");
-		if (a->cnt && (int64_t)T * a->Hk <= a->cnt_n && me && !strcmp(me, "1"))
+		if (a->cnt && (int64_t)T * a->Hk <= a->cnt_n && fi_settings()->dec_merge)
 			p.cnt = a->cnt;
 	}
 	dim3 grid((unsigned)ns, a->Hk, T);

@@ -416,9 +416,10 @@ extern "C" fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a
 	 * FI_PF_WGMMA=0 turns it off. Otherwise 128-row tiles once there are enough tiles to fill
 	 * the GPU. FI_PF_BR picks one (for tests and timings): wg (the wgmma default, ping-pong),
 	 * wgl (wgmma, warpgroups in lockstep), 64, 128, 128c32, 128w8. */
-	const char *env = getenv("FI_PF_BR"), *wg = getenv("FI_PF_WGMMA");
+	const struct fi_settings *set = fi_settings();
+	const char *env = set->pf_br[0] ? set->pf_br : NULL;
 	bool env_wg = env && !strncmp(env, "wg", 2);
-	bool want_wg = env ? env_wg : p.T >= 512 && !(wg && !strcmp(wg, "0"));
+	bool want_wg = env ? env_wg : p.T >= 512 && set->pf_wgmma;
 	if (want_wg) {
 		fi_err e = fi_cu_attn_prefill_wgmma(st, p, a->hd, !(env && !strcmp(env, "wgl")));
 		if (e != FI_EUNSUPPORTED)

@@ -249,12 +249,7 @@ fgemv_kernel(const fg_params p)
  * slice), 168 (two), 175 tok/s (four). */
 static int slices(int k8)
 {
-	static int fixed = -1;
-	if (fixed < 0) {
-		const char *e = getenv("FI_FG_SLICES");
-		int v = e ? atoi(e) : 0;
-		fixed = v == 1 || v == 2 || v == 4 || v == 8 ? v : 0;
-	}
+	int fixed = fi_settings()->fg_slices;
 	if (fixed)
 		return fixed;
 	int S = 1;

@@ -2,7 +2,7 @@
  *   frame_bench w N   writes N token frames to standard output
  *   frame_bench r     reads frames from standard input, prints the count and frames/s
  *   time sh -c 'frame_bench w 2000000 | frame_bench r'
- * Build: cc -std=gnu11 -O2 -Ilib tools/frame_bench.c build-frame/libfi.a \
+ * Build: cc -std=gnu11 -O2 -Ilib -Iinclude tools/frame_bench.c build-frame/libfi.a \
  *          $(pkg-config --libs msgpack libzmq) -lm -pthread -o build-frame/frame_bench */
 #include <stdio.h>
 #include <stdlib.h>

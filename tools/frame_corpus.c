@@ -3,7 +3,7 @@
  * nesting, trailing bytes, non-map frames, reserved bytes, unknown versions).
  *
  *   make BUILD=build-frame FI_CUDA=0 build-frame/libfi.a
- *   cc -std=gnu11 -Ilib tools/frame_corpus.c build-frame/libfi.a $(pkg-config --libs msgpack libzmq) -lm \
+ *   cc -std=gnu11 -Ilib -Iinclude tools/frame_corpus.c build-frame/libfi.a $(pkg-config --libs msgpack libzmq) -lm \
  *      -o build-frame/frame_corpus && build-frame/frame_corpus tests/fuzz/corpus/fuzz_frame */
 #include <stdio.h>
 #include <stdlib.h>

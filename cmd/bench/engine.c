@@ -12,7 +12,8 @@
 #include <cuda_runtime_api.h>
 #endif
 
-#include "../cmdutil.h"
+#include "api/llm.h"
+#include "model/store.h"
 #include "base/log.h"
 #include "sched/scheduler.h"
 #include "serve.h"
@@ -161,7 +162,6 @@ fi_err bench_engine_open(const struct bench_opts *o, struct bench_target **out)
 {
 	struct engine *E = calloc(1, sizeof *E);
 	struct fi_sched_opts so;
-	int be_failed = 0;
 	fi_err e;
 	*out = NULL;
 	if (!E)
@@ -169,8 +169,7 @@ fi_err bench_engine_open(const struct bench_opts *o, struct bench_target **out)
 	E->temp = o->temp;
 	E->seed = o->seed;
 	E->ignore_eos = o->ignore_eos;
-	if ((e = fi_open_backend_model(o->backend, o->threads, o->model, &E->be, &E->im, &E->m,
-				       &be_failed))) {
+	if ((e = fi_open_backend_model(o->backend, o->threads, o->model, &E->be, &E->im, &E->m))) {
 		free(E);
 		return e;
 	}

@@ -18,6 +18,10 @@
 
 #include <jansson.h>
 
+#ifdef FI_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 #include "model/store.h"
 #include "serve.h"
 
@@ -422,4 +426,18 @@ fi_err bench_save_requests(const char *path, const struct bench_req *r, int n)
 	if (fclose(f) && !e)
 		e = fi_fail(FI_EIO, "cannot write '%s': %s", path, strerror(errno));
 	return e;
+}
+
+/* "fi 0.1.0, cuda 12.8": the build, in every report of fi-bench (micro and serve). */
+const char *fi_bench_build(void)
+{
+#ifdef FI_HAVE_CUDA
+	static char b[64];
+	int v = 0;
+	cudaRuntimeGetVersion(&v);
+	snprintf(b, sizeof b, "fi %s, cuda %d.%d", FI_VERSION, v / 1000, (v % 1000) / 10);
+	return b;
+#else
+	return "fi " FI_VERSION ", cpu only";
+#endif
 }

@@ -187,13 +187,10 @@ fi_err bench_plot_check(void);
 fi_err bench_plot(const char *png, const struct bench_opts *o, const struct bench_req *r,
 		  int n, const struct bench_result *res, const char *model);
 
-/* the entry points: fi-bench.c hands its arguments to the serving benchmark when they
- * name the test `serve` */
-int fi_bench_serve_wanted(int argc, char **argv);
-int fi_bench_serve(int argc, char **argv);
-/* The serve form's lines of the usage; legend: the lines on SPEC after them. */
-void fi_bench_serve_usage(FILE *f, int legend);
-int fi_bench_usage(int rc);         /* fi-bench.c: the whole usage; returns rc */
-const char *fi_bench_build(void); /* fi-bench.c: "fi 0.1.0, cuda 12.8" */
+/* The entry point: fi-bench.c parses the options (cmd/opt.c's table, with the checks that
+ * tie them together) and runs the serving benchmark when the test is `serve`; returns the
+ * exit status. */
+int fi_bench_serve(const struct bench_opts *o);
+const char *fi_bench_build(void); /* report.c: "fi 0.1.0, cuda 12.8" */
 
 #endif

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/settings.h"
 #include "sample.h"
 #include "base/tensor.h"
 
@@ -204,6 +205,7 @@ struct fi_backend {
 	size_t mem_total, mem_free; /* device memory, bytes (0 when unknown) */
 	char device[128];  /* "cpu (2 threads)", "NVIDIA H100 80GB HBM3" */
 	int fuse_max_T;    /* batches of at most this many tokens use the fused decode ops */
+	const struct fi_settings *settings; /* the environment's switches (settings.h) */
 	void *priv;
 };
 

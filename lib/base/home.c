@@ -1,5 +1,6 @@
 /* home: $FI_HOME and the trust checks of fi's directories (base/home.h). */
 #include "home.h"
+#include "settings.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -13,12 +14,7 @@
 
 const char *fi_home(void)
 {
-	static char def[64];
-	const char *h = getenv("FI_HOME");
-	if (h && *h)
-		return h;
-	snprintf(def, sizeof def, "/dev/shm/fi-%u", (unsigned)geteuid());
-	return def;
+	return fi_settings()->home;
 }
 
 static int in_group(gid_t gid)

@@ -1,5 +1,6 @@
 /* log: stderr diagnostics and the progress bar. */
 #include "log.h"
+#include "settings.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,27 +10,15 @@
 #include <time.h>
 #include <unistd.h>
 
-static int level = -1;
+static int level = -1; /* set by fi_log_set_level; -1: FI_LOG, else warn */
 static char prog[64] = "fi";
-
-static void init_level(void)
-{
-	const char *e = getenv("FI_LOG");
-	level = FI_LOG_WARN;
-	if (!e)
-		return;
-	if (!strcasecmp(e, "error")) level = FI_LOG_ERROR;
-	else if (!strcasecmp(e, "info")) level = FI_LOG_INFO;
-	else if (!strcasecmp(e, "debug")) level = FI_LOG_DEBUG;
-}
 
 void fi_log_set_level(enum fi_log_level lv) { level = (int)lv; }
 
 enum fi_log_level fi_log_get_level(void)
 {
-	if (level < 0)
-		init_level();
-	return (enum fi_log_level)level;
+	int env = fi_settings()->log_level;
+	return (enum fi_log_level)(level >= 0 ? level : env >= 0 ? env : FI_LOG_WARN);
 }
 
 void fi_log_set_prog(const char *p) { snprintf(prog, sizeof prog, "%s", p); }
@@ -47,10 +36,8 @@ void fi_live_delay(double seconds)
 int fi_live_active(void)
 {
 	if (live_on < 0) {
-		const char *d = getenv("FI_LIVE_DELAY");
-		char *end;
-		double v = d ? strtod(d, &end) : 0;
-		if (d && end != d && !*end && v >= 0 && v < 1e6)
+		double v = fi_settings()->live_delay; /* FI_LIVE_DELAY */
+		if (v >= 0)
 			live_wait = v;
 		live_on = isatty(2) && fi_log_get_level() >= FI_LOG_WARN;
 	}

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "kv/kvref.h" /* struct fi_kv_ref, the request's "kv" */
 
 #define FI_FRAME_VERSION 1
 
@@ -63,16 +64,6 @@ enum {
 /* The sampling keys among them (what fi-frame(5) calls the request's sampling). */
 #define FI_REQ_SAMPLING (FI_REQ_TEMPERATURE | FI_REQ_TOP_K | FI_REQ_TOP_P | FI_REQ_MIN_P | \
 			 FI_REQ_REPEAT_PENALTY | FI_REQ_SEED)
-
-/* A reference to KV blocks in a shared KV arena (fi-prefill -> fi-decode). */
-struct fi_kv_ref {
-	char *arena;             /* arena name ("" = the default arena of the model) */
-	uint8_t fingerprint[32]; /* model fingerprint (SHA-256) */
-	uint8_t (*blocks)[32];   /* [nblocks][32] block keys, prefix order */
-	uint32_t nblocks;
-	uint32_t ntokens;      /* prompt tokens the blocks cover */
-	uint32_t block_tokens; /* tokens per block; 0 = unknown (the arena's) */
-};
 
 struct fi_request {
 	char *text;        /* prompt as UTF-8 (NUL-terminated, text_len bytes), or NULL */

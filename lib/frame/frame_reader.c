@@ -13,7 +13,7 @@
 
 #include "frame_int.h"
 #include "base/log.h"
-#include "stream.h"
+#include "stream_signal.h"
 
 #define CHUNK (64u << 10)
 

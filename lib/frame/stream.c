@@ -6,6 +6,7 @@
  * whose high-water mark is reached, and each gets its own eos at close). Bounded memory with
  * a slow consumer comes from SNDHWM/RCVHWM (frames) times max_frame (ZMQ_MAXMSGSIZE). */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,41 +20,9 @@
 #include "base/log.h"
 #include "stream.h"
 #include "stream_int.h"
+#include "stream_signal.h"
 
 #define FLUSH_AT (64u << 10)
-
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-	/* A second signal while shutting down is not ignored: the default action ends us. */
-	if (interrupted) {
-		signal(sig, SIG_DFL);
-		raise(sig);
-	}
-	interrupted = 1;
-}
-
-void fi_stream_catch_signals(void)
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = 0; /* no SA_RESTART: blocking calls return EINTR */
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-}
-
-int fi_stream_interrupted(void)
-{
-	return interrupted;
-}
-
-void fi_stream_set_interrupted(int on)
-{
-	interrupted = on ? 1 : 0;
-}
 
 void fi_stream_opts_default(struct fi_stream_opts *o)
 {
@@ -94,6 +63,13 @@ fi_err fi_stream_open_fd(struct fi_stream **sp, int fd, enum fi_stream_dir dir,
 	return e;
 }
 
+/* ZeroMQ endpoints have a scheme ("ipc://", "tcp://", lists of them) or a bind/connect
+ * prefix; anything else is a file. */
+static int is_endpoint(const char *spec)
+{
+	return spec[0] == '@' || spec[0] == '>' || strstr(spec, "://");
+}
+
 fi_err fi_stream_refuse_tty(const char *spec)
 {
 	if (spec && !strcmp(spec, "-") && isatty(1))
@@ -113,6 +89,19 @@ fi_err fi_stream_open(struct fi_stream **sp, const char *spec, enum fi_stream_di
 		return e;
 	if (!strcmp(spec, "-"))
 		return fi_stream_open_fd(sp, dir == FI_STREAM_IN ? 0 : 1, dir, o);
+	if (!is_endpoint(spec)) {
+		int fd = dir == FI_STREAM_IN ? open(spec, O_RDONLY | O_CLOEXEC)
+					     : open(spec, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+		if (fd < 0)
+			return fi_fail(errno == ENOENT ? FI_ENOTFOUND : FI_EIO, "cannot open '%s': %s",
+				       spec, strerror(errno));
+		if ((e = fi_stream_open_fd(sp, fd, dir, o))) {
+			close(fd);
+			return e;
+		}
+		(*sp)->own_fd = 1;
+		return FI_OK;
+	}
 	if ((e = stream_new(sp, dir, o)))
 		return e;
 	if ((e = fi_stream_zmq_open(*sp, spec))) {
@@ -144,7 +133,7 @@ static fi_err zmq_read(struct fi_stream *s, struct fi_frame *f, int timeout_ms)
 			f->type = FI_FRAME_EOS;
 			return FI_OK;
 		}
-		if (interrupted && !s->drain)
+		if (fi_stream_interrupted() && !s->drain)
 			return fi_fail(FI_EINTERRUPT, "interrupted");
 		zmq_msg_init(&m);
 		if (zmq_msg_recv(&m, s->sock[0], ZMQ_DONTWAIT) < 0) {
@@ -255,7 +244,7 @@ static fi_err zmq_send_rr(struct fi_stream *s, const void *p, size_t n, int time
 			if (errno != EAGAIN && errno != EINTR)
 				return fi_fail(FI_EIO, "zeromq send: %s", zmq_strerror(errno));
 		}
-		if (interrupted)
+		if (fi_stream_interrupted())
 			return fi_fail(FI_EINTERRUPT, "interrupted");
 		if (timeout_ms >= 0) {
 			int left = timeout_ms - (int)((fi_now() - t0) * 1000);
@@ -348,7 +337,7 @@ fi_err fi_stream_close(struct fi_stream *s)
 					 * for it as for the frames before; linger_ms once none is. */
 					if (fi_stream_zmq_connected(s, i))
 						t0 = fi_now();
-					if ((fi_now() - t0) * 1000 > s->o.linger_ms || interrupted) {
+					if ((fi_now() - t0) * 1000 > s->o.linger_ms || fi_stream_interrupted()) {
 						fi_warn("%s: consumer gone, end of stream not delivered", s->ep[i]);
 						break;
 					}
@@ -362,6 +351,8 @@ fi_err fi_stream_close(struct fi_stream *s)
 		fi_stream_zmq_drain(s);
 	fi_stream_zmq_close(s);
 	fi_reader_close(s->rd);
+	if (s->own_fd && close(s->fd) && !e && s->dir == FI_STREAM_OUT)
+		e = fi_fail(FI_EIO, "closing the output: %s", strerror(errno));
 	fi_buf_free(&s->wbuf);
 	free(s);
 	return e;

@@ -1,7 +1,10 @@
-/* stream: where frames come from and go to: "-" (stdin/stdout) or a ZeroMQ endpoint.
+/* stream: where frames come from and go to: "-" (stdin/stdout), a file or a ZeroMQ endpoint.
  *
  * Every command's -i and -o go through fi_stream_open:
  *   "-"                   stdin (input) or stdout (output); a pipe or file; EOF ends input
+ *   PATH                  a file (anything that is not "-" and not an endpoint below; a
+ *                         name starting with '@' or '>' is written "./@name"): read to its
+ *                         end, or created (truncated) for output
  *   ipc://PATH, tcp://HOST:PORT, inproc://NAME
  *                         ZeroMQ, one frame per message. Input is a PULL socket that binds;
  *                         output is a PUSH socket that connects. "@ENDPOINT" forces bind,
@@ -26,6 +29,7 @@
 
 #include "base/err.h"
 #include "frame.h"
+#include "stream_signal.h"
 
 enum fi_stream_dir { FI_STREAM_IN, FI_STREAM_OUT };
 
@@ -116,10 +120,7 @@ int fi_stream_fd(const struct fi_stream *s);
  * ("tcp://127.0.0.1:*" -> "tcp://127.0.0.1:41234"); "-" for pipes. */
 const char *fi_stream_endpoint(struct fi_stream *s);
 
-/* SIGINT/SIGTERM -> flag (no SA_RESTART, so blocking waits return). Idempotent. */
-void fi_stream_catch_signals(void);
-int fi_stream_interrupted(void);
-/* Tests and commands that want to stop themselves: sets or clears the flag. */
-void fi_stream_set_interrupted(int on);
+/* Signals: fi_stream_catch_signals, fi_stream_interrupted, fi_stream_set_interrupted are
+ * declared in stream_signal.h (included above). */
 
 #endif

@@ -13,8 +13,9 @@
 struct fi_stream {
 	enum fi_stream_dir dir;
 	struct fi_stream_opts o;
-	/* pipes */
+	/* pipes and files */
 	int fd;
+	int own_fd;           /* a file fi_stream_open opened: closed with the stream */
 	struct fi_reader *rd; /* input */
 	struct fi_buf wbuf;   /* output buffer (pipes), encode scratch (ZeroMQ) */
 	/* ZeroMQ: an input has one PULL socket, an output one PUSH socket per endpoint */

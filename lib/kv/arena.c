@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "arena_shm.h"
 #include "base/log.h"
+#include "base/settings.h"
 
 #include <dirent.h>
 #include <errno.h>

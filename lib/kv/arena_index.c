@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/settings.h"
 
 int proc_start_time(pid_t pid, uint64_t *start)
 {
@@ -430,8 +431,9 @@ void arena_unlock(struct fi_arena *a)
 	pthread_mutex_unlock(&a->h->lock.m);
 }
 
-/* One hook: $VAR=<point>[:<n>] fires at the n-th (default first) pass through the point. The
- * variable is read once per process (a forked child reads its own environment again). */
+/* One hook: a variable's value <point>[:<n>] (settings.h) fires at the n-th (default first)
+ * pass through the point. Taken once per process (a forked child that sets the variable
+ * reloads the settings). */
 struct hook {
 	pid_t pid;
 	char spec[64];
@@ -439,14 +441,13 @@ struct hook {
 	size_t len;
 };
 
-static int hook_fires(struct hook *k, const char *var, const char *name)
+static int hook_fires(struct hook *k, const char *spec, const char *name)
 {
 	const char *colon;
 	if (k->pid != getpid()) {
-		const char *e = getenv(var);
 		k->pid = getpid();
 		k->count = 0;
-		snprintf(k->spec, sizeof k->spec, "%s", e ? e : "");
+		snprintf(k->spec, sizeof k->spec, "%s", spec);
 		colon = strchr(k->spec, ':');
 		k->len = colon ? (size_t)(colon - k->spec) : strlen(k->spec);
 		k->want = colon ? strtol(colon + 1, NULL, 10) : 1;
@@ -459,9 +460,9 @@ static int hook_fires(struct hook *k, const char *var, const char *name)
 void arena_crash_point(const char *name)
 {
 	static struct hook crash, stop;
-	if (hook_fires(&crash, "FI_ARENA_CRASH", name))
+	if (hook_fires(&crash, fi_settings()->arena_crash, name))
 		raise(SIGKILL);
-	if (hook_fires(&stop, "FI_ARENA_STOP", name))
+	if (hook_fires(&stop, fi_settings()->arena_stop, name))
 		raise(SIGSTOP);
 }
 

@@ -9,6 +9,7 @@
  * (so every process maps all of it once), but only the header, the tables and the first
  * extent of data are allocated; arena_index.c allocates the rest an extent at a time. */
 #define _GNU_SOURCE
+#include "base/settings.h"
 #include "arena_shm.h"
 #include "base/home.h"
 #include "base/log.h"
@@ -375,7 +376,7 @@ fi_err arena_create(struct fi_arena *a, const char *dir, const char *fp,
 struct fi_arena *arena_new(void)
 {
 	struct fi_arena *a = calloc(1, sizeof *a);
-	const char *t = getenv("FI_ARENA_LOCK_TIMEOUT");
+	double t = fi_settings()->arena_lock_timeout;
 	if (!a)
 		return NULL;
 	a->fd = -1;
@@ -383,11 +384,7 @@ struct fi_arena *arena_new(void)
 	if (proc_start_time(a->pid, &a->start))
 		a->start = 0;
 	a->lock_ms = ARENA_LOCK_MS;
-	if (t && *t) {
-		char *end;
-		double s = strtod(t, &end);
-		if (!*end && s > 0 && s <= 3600)
-			a->lock_ms = (int)(s * 1000 + 0.5) > 0 ? (int)(s * 1000 + 0.5) : 1;
-	}
+	if (t > 0) /* FI_ARENA_LOCK_TIMEOUT, in (0, 3600] seconds */
+		a->lock_ms = (int)(t * 1000 + 0.5) > 0 ? (int)(t * 1000 + 0.5) : 1;
 	return a;
 }

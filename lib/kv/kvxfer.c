@@ -10,7 +10,6 @@
 #include "base/log.h"
 
 struct fi_kvx {
-	struct fi_model *m;
 	struct fi_kvcache *c;
 	struct fi_arena *a;
 	char id[2 * FI_ARENA_KEY_BYTES + 1];
@@ -97,11 +96,10 @@ fi_err fi_kvx_id(const uint8_t model_fp[32], const struct fi_kv_cache *kv, enum 
 	return FI_OK;
 }
 
-fi_err fi_kvx_open(struct fi_kvx **out, struct fi_model *m, const uint8_t model_fp[32],
+fi_err fi_kvx_open(struct fi_kvx **out, struct fi_kvcache *c, const uint8_t model_fp[32],
 		   uint64_t size_bytes, int create)
 {
-	struct fi_kvcache *c = fi_model_cache(m);
-	struct fi_backend *be = fi_model_backend(m);
+	struct fi_backend *be = c ? c->be : NULL;
 	struct fi_arena_opts o = {0};
 	struct fi_kvx *x;
 	fi_err e;
@@ -110,7 +108,6 @@ fi_err fi_kvx_open(struct fi_kvx **out, struct fi_model *m, const uint8_t model_
 		return fi_fail(FI_ESTATE, "kv arena: the model has no kv cache yet");
 	if (!(x = calloc(1, sizeof *x)))
 		return fi_fail(FI_ENOMEM, "kv arena: out of memory");
-	x->m = m;
 	x->c = c;
 	x->bt = c->kv.block_size;
 	x->part = (size_t)x->bt * c->kv.n_kv_heads * c->kv.head_dim * fi_dtype_size(be->act);

@@ -15,7 +15,7 @@
  * token_bytes = n_layers x 2 x Hk x hd x dtype size.
  *
  * Use:
- *   fi_kvx_open(&x, m, fp, size, 1);             attach (create) the model's arena
+ *   fi_kvx_open(&x, cache, fp, size, 1);         attach (create) the model's arena
  *   fi_kvx_fetch(x, seq, toks, n, max, &got);    longest cached prefix -> empty sequence seq
  *   ... forward the rest ...
  *   fi_kvx_store(x, seq, toks, n, &stored);      publish seq's full blocks not yet cached
@@ -29,8 +29,9 @@
 
 #include "arena.h"
 #include "base/err.h"
-#include "frame/frame.h"
-#include "model/model.h"
+#include "base/tensor.h"
+#include "kvcache.h"
+#include "kvref.h"
 
 struct fi_kvx;
 
@@ -38,10 +39,11 @@ struct fi_kvx;
 fi_err fi_kvx_id(const uint8_t model_fp[32], const struct fi_kv_cache *kv, enum fi_dtype dt,
 		 char id[2 * FI_ARENA_KEY_BYTES + 1]);
 
-/* Attaches the arena of model m (fingerprint model_fp) for its cache (created by
- * fi_model_cache_init first), creating it with size_bytes (0: the arena default) when create
- * is nonzero. FI_ENOTFOUND when absent and !create; the arena's errors otherwise. */
-fi_err fi_kvx_open(struct fi_kvx **out, struct fi_model *m, const uint8_t model_fp[32],
+/* Attaches the arena of a model (fingerprint model_fp) for its paged cache c (the model's:
+ * fi_model_cache), creating it with size_bytes (0: the arena default) when create is
+ * nonzero. The cache's backend gives the KV dtype and does the copies. FI_ENOTFOUND when
+ * absent and !create; the arena's errors otherwise. */
+fi_err fi_kvx_open(struct fi_kvx **out, struct fi_kvcache *c, const uint8_t model_fp[32],
 		   uint64_t size_bytes, int create);
 void fi_kvx_close(struct fi_kvx *x);
 const char *fi_kvx_name(const struct fi_kvx *x);  /* the KV id */

@@ -239,8 +239,7 @@ fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
 		     c->n_heads * c->head_dim % 8 == 0;
 	/* Where the backend can, q/k/v and gate/up each share one allocation, so that
 	 * matmul_multi reads the input once and runs one GEMM (FI_FUSE=0: separate). */
-	if (be->ops->weight_cat && be->ops->matmul_multi &&
-	    !(getenv("FI_FUSE") && !strcmp(getenv("FI_FUSE"), "0"))) {
+	if (be->ops->weight_cat && be->ops->matmul_multi && be->settings->fuse) {
 		static const char *const qkv[] = {"attn_q", "attn_k", "attn_v"};
 		static const char *const gu[] = {"ffn_gate", "ffn_up"};
 		for (int l = 0; l < c->n_layers; l++) {

@@ -40,11 +40,10 @@ static const int32_t *seq_blocks(const struct fi_kvcache *kc, int id, int *n)
 int fi_model_graphs_usable(struct fi_model *m)
 {
 	const struct fi_backend_ops *op = m->be->ops;
-	const char *env;
 	if (m->gr.off)
 		return 0;
 	if (!op->graph_replay || !op->graph_capture_begin || !op->graph_capture_end ||
-	    ((env = getenv("FI_GRAPHS")) && !strcmp(env, "0"))) {
+	    !m->be->settings->graphs) {
 		m->gr.off = 1;
 		return 0;
 	}

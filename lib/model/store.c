@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/settings.h"
 
 int fi_store_name_valid(const char *name)
 {
@@ -174,17 +175,35 @@ fi_err fi_store_remove(const char *name)
 /* A directory for on-the-fly conversions: $FI_HOME/tmp if it can be made, else $TMPDIR. */
 static void tmp_dir(char *out, size_t outsz)
 {
-	const char *t = getenv("TMPDIR");
 	snprintf(out, outsz, "%s/tmp", fi_home());
 	if (!fi_dir_make(fi_home(), NULL) && !fi_dir_make(out, NULL) && !access(out, W_OK))
 		return;
 	fi_clear_error();
-	snprintf(out, outsz, "%s", t && *t ? t : "/tmp");
+	snprintf(out, outsz, "%s", fi_settings()->tmpdir);
+}
+
+/* The last error's message with every occurrence of the temporary path tmp replaced by
+ * what the user named (dir): no temporary names in messages. */
+static fi_err untemp(fi_err e, const char *tmp, const char *dir)
+{
+	char msg[2048];
+	const char *m = fi_errmsg(), *at;
+	size_t len = 0, n = strlen(tmp);
+	if (!n)
+		return e;
+	while ((at = strstr(m, tmp)) && len < sizeof msg) {
+		len += (size_t)snprintf(msg + len, sizeof msg - len, "%.*s%s", (int)(at - m), m, dir);
+		m = at + n;
+	}
+	if (len < sizeof msg)
+		snprintf(msg + len, sizeof msg - len, "%s", m);
+	return fi_fail(e, "%s", msg);
 }
 
 static fi_err open_dir(const char *dir, enum fi_dtype dt, struct fi_image **out)
 {
 	char td[PATH_MAX], p[PATH_MAX];
+	char *name;
 	fi_err e;
 	int fd;
 	tmp_dir(td, sizeof td);
@@ -200,21 +219,46 @@ static fi_err open_dir(const char *dir, enum fi_dtype dt, struct fi_image **out)
 		e = fi_image_open(p, out);
 	/* The map keeps the data alive; the name goes now so nothing is left behind. */
 	unlink(p);
-	return e;
+	if (e)
+		return untemp(e, p, dir);
+	/* Messages about the image name the directory, not the unlinked temporary file. */
+	if ((name = strdup(dir))) {
+		free((*out)->path);
+		(*out)->path = name;
+	}
+	return FI_OK;
+}
+
+enum fi_store_kind fi_store_resolve(const char *arg, char *path, size_t cap)
+{
+	struct stat st;
+	/* A store name wins over a file or directory of the same name in the working
+	 * directory, as a command name does; an argument with a slash is always a path. */
+	if (arg && !strchr(arg, '/') && fi_store_name_valid(arg) &&
+	    !fi_store_path(arg, path, cap) && !access(path, F_OK))
+		return FI_STORE_NAME;
+	fi_clear_error();
+	if (!arg || !*arg || stat(arg, &st))
+		return FI_STORE_NONE;
+	snprintf(path, cap, "%s", arg);
+	return S_ISDIR(st.st_mode) ? FI_STORE_DIR : FI_STORE_FILE;
 }
 
 fi_err fi_store_open_dtype(const char *arg, enum fi_dtype dt, struct fi_image **out)
 {
 	char p[PATH_MAX], dir[PATH_MAX];
-	struct stat st;
 	int er;
 	*out = NULL;
 	if (!arg || !*arg)
 		return fi_fail(FI_EINVAL, "empty model name");
-	if (!stat(arg, &st)) {
-		if (S_ISDIR(st.st_mode))
-			return open_dir(arg, dt, out);
-		return fi_image_open(arg, out);
+	switch (fi_store_resolve(arg, p, sizeof p)) {
+	case FI_STORE_NAME:
+	case FI_STORE_FILE:
+		return fi_image_open(p, out);
+	case FI_STORE_DIR:
+		return open_dir(arg, dt, out);
+	case FI_STORE_NONE:
+		break;
 	}
 	er = errno;
 	if (!fi_store_name_valid(arg))

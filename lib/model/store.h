@@ -35,13 +35,25 @@ void fi_store_list_free(struct fi_store_entry *e, int n);
 fi_err fi_store_remove(const char *name);
 
 /* Resolves `-m ARG` for every command:
+ *   a store name          -> $FI_HOME/models/ARG.fim, when that exists: a name without a
+ *                            slash finds the store first, as a shell finds a command, so
+ *                            "./ARG" names a file or directory of the same name;
  *   an existing file      -> opened as an image;
  *   an existing directory -> a Hugging Face checkpoint converted on the fly (bf16) into a
  *                            temporary image in $FI_HOME/tmp (or $TMPDIR), which is unlinked
- *                            once mapped, so nothing is left behind;
- *   otherwise             -> the store name $FI_HOME/models/ARG.fim; FI_ENOTFOUND
- *                            "model 'x' not found in DIR (fi-load -l lists models)". */
+ *                            once mapped, so nothing is left behind (messages and the
+ *                            image's path name the directory, never the temporary file);
+ *   otherwise             -> FI_ENOTFOUND "model 'x' not found in DIR (fi-load -l lists
+ *                            models)". */
 fi_err fi_store_open(const char *arg, struct fi_image **out);
+/* What fi_store_open makes of arg, with the path it would open in path[cap]: */
+enum fi_store_kind {
+	FI_STORE_NONE, /* nothing: not in the store, no such file */
+	FI_STORE_NAME, /* an image in the store */
+	FI_STORE_FILE, /* a file, opened as an image */
+	FI_STORE_DIR,  /* a directory, converted on the fly */
+};
+enum fi_store_kind fi_store_resolve(const char *arg, char *path, size_t cap);
 /* Same, with the dtype used when arg is a directory. */
 /* The tokenizer an image carries: its pre-built "tokenizer.bin" when present (fast), else
  * "tokenizer.json". FI_ENOTFOUND naming the image when it holds neither. */

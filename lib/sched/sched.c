@@ -112,7 +112,7 @@ fi_err fi_sched_arena(struct fi_sched *s, int create, struct fi_kvx **x)
 	*x = NULL;
 	if (!s->o.fingerprint)
 		return fi_fail(FI_ESTATE, "kv arena: the model has no fingerprint");
-	if (!s->x && (e = fi_kvx_open(&s->x, s->m, s->o.fingerprint, s->o.arena_size, create))) {
+	if (!s->x && (e = fi_kvx_open(&s->x, fi_model_cache(s->m), s->o.fingerprint, s->o.arena_size, create))) {
 		/* Not tried again (each try may wait out a stuck lock), unless it was absent
 		 * and may be created by another process later. */
 		if (e != FI_ENOTFOUND)
@@ -491,20 +491,15 @@ static int plain_greedy(const struct sreq *q)
 	return q->smp.p.temperature <= 0 && q->smp.p.repeat_penalty == 1.0f;
 }
 
-/* FI_DEVICE_SAMPLE=0: sampled rows go to the host sampler as logits (A/B, debugging). */
-static int no_dev_sample(void)
-{
-	const char *v = getenv("FI_DEVICE_SAMPLE");
-	return v && !strcmp(v, "0");
-}
-
 /* One forward over the admitted requests: prompt chunks of new ones, one token of the
  * others; then one sampled token for each whose prompt is complete. */
 static fi_err forward(struct fi_sched *s, int na)
 {
 	long budget = s->o.max_prefill_tokens ? s->o.max_prefill_tokens : -1;
 	int T = 0, n_rows, greedy = 1, nr = 0;
-	int dev = fi_model_backend(s->m)->ops->sample != NULL && !no_dev_sample();
+	/* FI_DEVICE_SAMPLE=0: sampled rows go to the host sampler as logits (A/B, debugging) */
+	const struct fi_backend *be = fi_model_backend(s->m);
+	int dev = be->ops->sample != NULL && be->settings->device_sample;
 	fi_err e = FI_OK;
 	for (int i = 0; i < na; i++)
 		T += (int)chunk_of(s->r[i], &budget);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/settings.h"
 #include "text/jinja/jinja.h"
 
 static const char *const special_names[] = { "bos_token", "eos_token", "unk_token", "sep_token",
@@ -213,7 +214,7 @@ static jv prepare_message(struct jz_ctx *c, json_t *m)
 
 static long long env_now(void)
 {
-	const char *s = getenv("FI_CHAT_NOW");
+	const char *s = fi_settings()->chat_now;
 	struct tm tm = { 0 };
 	char *end;
 	if (!s || !*s)

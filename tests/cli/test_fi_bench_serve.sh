@@ -348,7 +348,7 @@ fi-bench -m tiny serve --rate x 2> err; grep -q "^fi-bench: invalid value 'x' fo
 fi-bench -m tiny serve --workload fixed:0:4 2> err
 grep -q "^fi-bench: --workload 'fixed:0:4': fixed:IN:OUT takes two lengths of at least 1$" err || fail "workload message"
 fi-bench serve -h > h1 && fi-bench -h > h2 && cmp -s h1 h2 || fail "serve -h: the whole usage"
-grep -q '^       fi-bench -m NAME|PATH \[--backend auto|cuda|cpu\] \[-t THREADS\] \[-o md|csv|json\]$' h1 &&
+grep -q '^       fi-bench -m MODEL \[--backend auto|cuda|cpu\] \[-t THREADS\] \[-o md|csv|json\]$' h1 &&
 	grep -q '^                serve \[--requests N\]' h1 || fail "-h: the serve form"
 # a model named "serve" is a micro run of that model
 fi-bench -m serve --backend cpu pp8 2> err; [ $? = 1 ] || fail "-m serve"

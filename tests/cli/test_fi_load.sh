@@ -14,23 +14,27 @@ trap 'rm -rf "$work"' EXIT
 ln -s "$src" "$work/stories260K-hf"
 models=$FI_HOME/models
 
-# -h prints the SYNOPSIS of the man page.
-fi-load -h > "$work/usage" || fail "-h exit $?"
-if command -v nroff >/dev/null 2>&1 && command -v col >/dev/null 2>&1; then
-	nroff -mdoc "$root/man/man1/fi-load.1" 2>/dev/null | col -b |
-		sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' | sed -n 's/^ *\(fi-load.*\)/\1/p' > "$work/syn"
-	sed 's/^usage: //; s/^ *//' "$work/usage" | diff - "$work/syn" ||
-		fail "fi-load -h differs from the SYNOPSIS"
-fi
-for opt in $(tr ' []' '\n\n\n' < "$work/usage" | grep '^-' | sort -u); do
-	sed -n '/^\.Sh SYNOPSIS/,/^\.Sh DESCRIPTION/p' "$root/man/man1/fi-load.1" |
-		grep -q "Fl ${opt#-}" || fail "usage option $opt not in the SYNOPSIS"
-done
-
-# Every EXAMPLES line, in order, from a directory holding the checkpoint.
-for page in man/man1/fi-load.1 man/man7/fi.7; do
-	sed -n '/^\.Sh EXAMPLES/,/^\.Sh /s/^\.Dl \$ //p' "$root/$page" > "$work/examples"
-	[ -s "$work/examples" ] || fail "$page has no examples"
+# The uses fi-load(1) and fi(7) show, on stories260K (test_man_examples.sh runs the pages'
+# own lines), in order, from a directory holding the checkpoint.
+cat > "$work/ex-fi-load" <<'EOF'
+fi-load stories260K-hf --name stories
+fi-load -l
+fi-load -i stories
+fi-load -f --dtype f32 --name stories stories260K-hf
+fi-load --rm stories
+fi-load --dtype f32 --name stories stories260K-hf
+fi-decode -m stories --prefix-cache --arena-size 8M --tokens 1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403 -n 4
+fi-load --arena
+fi-load --arena-rm stories
+EOF
+cat > "$work/ex-fi" <<'EOF'
+fi-load stories260K-hf --name stories
+fi-load -i stories | grep fingerprint
+fi-decode -m stories --prefix-cache --arena-size 4M --tokens 1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403,1,403 -n 2
+fi-load --arena | grep stories
+EOF
+for page in fi-load fi; do
+	cp "$work/ex-$page" "$work/examples"
 	while IFS= read -r line; do
 		(cd "$work" && sh -c "$line") > "$work/out" 2> "$work/err" ||
 			fail "$page example '$line' exited $?: $(cat "$work/err")"
@@ -72,12 +76,18 @@ grep -q '^blob  *tokenizer.json 14787$' out || fail "-i tokenizer blob"
 grep -q "^source  *$(cd "$src" && pwd -P)$" out || fail "-i source: $(grep source out)"
 grep -q "^path  *$models/s2.fim$" out || fail "-i path"
 
-# -m resolution through -i: a path, a directory (converted on the fly, nothing left), a
-# missing name.
+# -m resolution through -i: a path, a directory (converted on the fly, nothing left, named
+# by its path, not by a temporary file), a store name over a directory of the same name
+# (as a shell finds a command; "./NAME" is the directory), a missing name.
 fi-load -i "$models/s2.fim" | grep -q "^fingerprint  *$fp" || fail "-i PATH"
-fi-load -i stories260K-hf > out || fail "-i DIR exited $?"
+fi-load -i ./stories260K-hf > out || fail "-i DIR exited $?"
 grep -q "^fingerprint  *$fp" out || fail "-i DIR fingerprint"
+grep -q "^path  *./stories260K-hf$" out || fail "-i DIR path: $(grep '^path' out)"
+grep -q "fi-convert" out && fail "-i DIR names a temporary file: $(cat out)"
 [ -z "$(ls -A "$FI_HOME/tmp")" ] || fail "on-the-fly conversion left $(ls -A "$FI_HOME/tmp")"
+fi-load -i stories260K-hf > out || fail "-i NAME exited $?"
+grep -q "^path  *$models/stories260K-hf.fim$" out || fail "store name does not win: $(grep '^path' out)"
+grep -q '^dtype  *f32$' out || fail "store name: $(grep '^dtype' out)"
 fi-load -i nosuch > out 2> err && fail "-i missing succeeded"
 [ $? -eq 1 ] || fail "-i missing exit status"
 grep -qx "fi-load: model 'nosuch' not found in $models (fi-load -l lists models)" err ||
@@ -93,7 +103,7 @@ grep -q "model 's2' not found" err || fail "--rm missing: $(cat err)"
 fi-load 2> /dev/null; [ $? -eq 2 ] || fail "no DIR: exit status"
 fi-load --bogus 2> /dev/null; [ $? -eq 2 ] || fail "unknown option: exit status"
 fi-load --dtype i8 stories260K-hf 2> err; [ $? -eq 2 ] || fail "bad dtype: exit status"
-grep -q "invalid --dtype 'i8'" err || fail "bad dtype message: $(cat err)"
+grep -q "invalid value 'i8' for --dtype (one of f32, f16, bf16)" err || fail "bad dtype message: $(cat err)"
 fi-load --name 'a/b' stories260K-hf 2> /dev/null; [ $? -eq 2 ] || fail "bad name: exit status"
 fi-load -l stories260K-hf 2> /dev/null; [ $? -eq 2 ] || fail "-l with DIR: exit status"
 fi-load "$work/none" 2> err; [ $? -eq 1 ] || fail "missing DIR: exit status"

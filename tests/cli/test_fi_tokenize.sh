@@ -1,5 +1,5 @@
 #!/bin/sh
-# fi-tokenize: usage against fi-tokenize(1), every EXAMPLES line, ids against Hugging Face
+# fi-tokenize: every EXAMPLES line, ids against Hugging Face
 # (plain, --special, invalid UTF-8, chat template), frames, -d in order and interleaved,
 # a text -> frames -> text round trip, usage and runtime failures.
 set -u
@@ -18,23 +18,22 @@ trap 'rm -rf "$work"' EXIT
 ln -s "$l3" "$work/llama-3"
 ln -s "$stories" "$work/stories260K-hf"
 
-# -h prints the SYNOPSIS (compared with whitespace collapsed).
-fi-tokenize -h > "$work/usage" || fail "-h exit $?"
-if command -v nroff > /dev/null 2>&1 && command -v col > /dev/null 2>&1; then
-	nroff -mdoc "$root/man/man1/fi-tokenize.1" 2>/dev/null | col -b |
-		sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' | sed '1d;$d' | tr -s ' \t\n' ' ' |
-		sed 's/^ //; s/ $//' > "$work/syn"
-	sed 's/^usage: //; s/^ *fi-tokenize/fi-tokenize/' "$work/usage" | tr -s ' \t\n' ' ' |
-		sed 's/^ //; s/ $//' | diff - "$work/syn" || fail "fi-tokenize -h differs from the SYNOPSIS"
-fi
-
-# Every EXAMPLES line, in order.
+# The uses fi-tokenize(1) shows, with the Llama 3 tokenizer and stories260K
+# (test_man_examples.sh runs the page's own lines), in order.
 printf 'Hello world\nOnce upon a time\n' > "$work/prompts.txt"
 printf '%s\n' '[{"role":"user","content":"Hi!"}]' > "$work/chats.jsonl"
 printf '%s\n' '{"id":"q","prompt":"Hello world","max_tokens":5,"temperature":0.5,"stop":["x"],"stop_ids":[7]}' \
 	> "$work/requests.jsonl"
-sed -n '/^\.Sh EXAMPLES/,/^\.Sh /s/^\.Dl \$ //p' "$root/man/man1/fi-tokenize.1" > "$work/examples"
-[ "$(wc -l < "$work/examples")" -ge 6 ] || fail "fi-tokenize(1) has too few examples"
+cat > "$work/examples" <<'EOF'
+fi-tokenize -m llama-3 --ids < prompts.txt
+fi-tokenize -m llama-3/tokenizer.json --count < prompts.txt
+fi-tokenize -m llama-3 --chat --ids < chats.jsonl
+fi-tokenize -m llama-3 --jsonl < requests.jsonl > requests.msgpack
+fi-load --dtype f32 --name stories stories260K-hf
+fi-tokenize -m stories < prompts.txt | fi-decode -m stories -n 16 --temp 0 | fi-tokenize -m stories -d
+fi-tokenize -m stories --temp 0 < prompts.txt | fi-decode -m stories -n 16 | fi-tokenize -m stories -d --jsonl --ordered > results.jsonl
+fi-tokenize -m stories < prompts.txt | fi-decode -m stories -n 16 --temp 0 | fi-tokenize -m stories -d --echo
+EOF
 i=0
 while IFS= read -r line; do
 	i=$((i + 1))

@@ -38,8 +38,8 @@ fi-tokenize -m tiny --jsonl < "$work/in.jsonl" > "$work/f.mp" 2> "$work/err"; rc
 [ -s "$work/f.mp" ] || fail "empty id: no output at all"
 fi-frame < "$work/f.mp" > "$work/f.json"
 check 'assert types == ["error", "request"] and ids == ["", "2"], fs
-assert fs[0]["code"] == "inval" and "line 1" in fs[0]["message"], fs[0]'
-grep -q "^fi-tokenize: error: line 1: request '': .*without an id" "$work/err" ||
+assert fs[0]["code"] == "format" and "line 1" in fs[0]["message"], fs[0]'
+grep -q "^fi-tokenize: line 1: request '': .*without an id" "$work/err" ||
 	fail "empty id message: $(cat "$work/err")"
 grep -q "1 of 2 requests failed" "$work/err" || fail "summary: $(cat "$work/err")"
 
@@ -49,7 +49,7 @@ tok "{\"id\":\"$long\",\"prompt\":\"a\"}
 {\"id\":\"b\",\"prompt\":\"b\"}"
 [ $rc = 3 ] || fail "long id: exit $rc"
 check 'assert types == ["error", "request"] and ids == ["x" * 256, "b"], fs'
-grep -q "line 1: request 'xxxx.*\.\.\.': frame: id longer than 256 bytes" "$work/err" ||
+grep -q "line 1: request 'xxxx.*\.\.\.': frame: key 'id': 300 bytes exceed the limit of 256" "$work/err" ||
 	fail "long id message: $(cat "$work/err")"
 
 # More than 64 stop strings, and stop strings over 1024 bytes.
@@ -97,7 +97,7 @@ cp "$root/models/tiny/tokenizer_config.json" "$work/badtok/"
 echo '{ "model": broken' > "$work/badtok/tokenizer.json"
 fi-tokenize -m "$work/badtok" < /dev/null > /dev/null 2> "$work/err"; rc=$?
 [ $rc = 1 ] || fail "broken tokenizer: exit $rc: $(cat "$work/err")"
-grep -q "^fi-tokenize: error: .*tokenizer.json" "$work/err" || fail "broken tokenizer: $(cat "$work/err")"
+grep -q "^fi-tokenize: .*tokenizer.json" "$work/err" || fail "broken tokenizer: $(cat "$work/err")"
 mkfifo "$work/badtok/chat_template.jinja"
 timeout 10 fi-tokenize -m "$work/badtok" < /dev/null > /dev/null 2>&1; rc=$?
 [ $rc = 1 ] || fail "a FIFO in the model directory: exit $rc"

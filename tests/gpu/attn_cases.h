@@ -180,11 +180,13 @@ START_TEST(test_attention)
 	static const char *br[] = {"64", "128", "128c32", "128w8", "wgl", "wg"};
 	for (int k = 0; k < 6; k++) {
 		setenv("FI_PF_BR", br[k], 1);
+		fi_settings_reload(); /* backend.h includes settings.h */
 		printf("prefill tiles of %s rows:\n", br[k]);
 		for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 			run_case(&cases[i]);
 	}
 	unsetenv("FI_PF_BR");
+	fi_settings_reload();
 }
 END_TEST
 

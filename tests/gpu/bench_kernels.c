@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "base/settings.h"
 #include "gpu_util.h"
 #include "base/log.h"
 
@@ -141,6 +142,7 @@ int main(void)
 	}
 	gemm(8192, 8192, 8192, 1);
 	setenv("FI_GEMM_TUNE", "1", 1);
+	fi_settings_reload();
 	printf("| FI_GEMM_TUNE=1 (fastest of the heuristic's candidates) | | | |\n");
 	gemm(64, 4096, 4096, 1);
 	gemm(64, 1024, 4096, 1);
@@ -148,6 +150,7 @@ int main(void)
 	gemm(64, 4096, 14336, 1);
 	gemm(16, 4096, 4096, 1);
 	unsetenv("FI_GEMM_TUNE");
+	fi_settings_reload();
 	/* plans are per shape and tuned once: the default needs shapes not seen above */
 	printf("| default: the heuristic's first pick | | | |\n");
 	gemm(17, 4096, 4096, 1);
@@ -160,6 +163,7 @@ int main(void)
 		gemm(T, 4096, 14336, T == 1 ? 20 : 1);
 	}
 	setenv("FI_GEMV", "0", 1);
+	fi_settings_reload();
 	printf("| cuBLASLt at T=1 (gemv kernel off) | | | |\n");
 	gemm(1, 4096, 4096, 20);
 	gemm(1, 1024, 4096, 20);
@@ -167,6 +171,7 @@ int main(void)
 	gemm(1, 4096, 14336, 20);
 	gemm(1, 128256, 4096, 5);
 	unsetenv("FI_GEMV");
+	fi_settings_reload();
 	printf("| gemv kernel | | | |\n");
 	gemm(1, 128256, 4096, 5);
 	gemm(64, 128256, 4096, 5);
@@ -175,6 +180,7 @@ int main(void)
 		 * wgmma (hd 128 only, sm_90a) with warpgroups in lockstep or ping-pong */
 		static const char *br[] = {"64", "128", "128c32", "128w8", "wgl", "wg"};
 		setenv("FI_PF_BR", br[k], 1);
+		fi_settings_reload();
 		printf("| prefill tiles %s | | | |\n", br[k]);
 		attn(1, 512, 512, 32, 8, 128);
 		attn(1, 2048, 2048, 32, 8, 128);
@@ -182,14 +188,17 @@ int main(void)
 		attn(1, 8192, 8192, 32, 8, 64);
 	}
 	unsetenv("FI_PF_BR");
+	fi_settings_reload();
 	for (int k = 0; k < 3; k++) {
 		static const char *wv[] = {"2", "4", "8"};
 		setenv("FI_DEC_WAVES", wv[k], 1);
+		fi_settings_reload();
 		printf("| decode split target %s CTAs per SM | | | |\n", wv[k]);
 		attn(64, 256, 1, 32, 8, 128);
 		attn(8, 1024, 1, 32, 8, 128);
 	}
 	unsetenv("FI_DEC_WAVES");
+	fi_settings_reload();
 	printf("| defaults | | | |\n");
 	attn(1, 128, 1, 32, 8, 128);
 	attn(1, 4096, 1, 32, 8, 128);

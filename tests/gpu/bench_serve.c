@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/settings.h"
 #include "backend/backend.h"
 #include "base/log.h"
 #include "gpu_util.h"
@@ -144,12 +145,15 @@ static void attn(int B, int Hq, int Hk, int hd, int n_chunk, int hist)
 			b.n_decode = k2 ? 0 : B;
 			mode = k2 ? "no hint (one kernel)" : "n_decode hint";
 		} else {
-			if (k2)
+			if (k2) {
 				setenv("FI_DEC_PLAN", "0", 1);
+				fi_settings_reload();
+			}
 			mode = k2 ? "FI_DEC_PLAN=0" : "planned";
 		}
 		double t = TIME(G->ops->attention(G, o, q, &kv, 0, Hq, &b));
 		unsetenv("FI_DEC_PLAN");
+		fi_settings_reload();
 		snprintf(what, sizeof what,
 			 "attention %d rows Hq %d Hk %d hd %d, longest %.0f%s%s, %s", B, Hq, Hk, hd,
 			 longest, n_chunk ? " + chunk " : "", n_chunk ? "after a prefix" : "", mode);

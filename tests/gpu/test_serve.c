@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/settings.h"
 #include "backend/backend.h"
 #include "backend/cuda/cuda_be.h"
 #include "gpu_util.h"
@@ -141,12 +142,15 @@ static void run_acase(const struct acase *c)
 			      "%s kv_write: %s", b->ops->name, fi_errmsg());
 		void *qd = put_act(b, q, nq);
 		out[i] = poisoned(b, nq);
-		if (i && c->plan)
+		if (i && c->plan) {
 			setenv("FI_DEC_PLAN", c->plan, 1);
+			fi_settings_reload();
+		}
 		ck_assert_msg(b->ops->attention(b, out[i], qd, &kv[i], 0, Hq, &nb1) == FI_OK,
 			      "%s attention: %s", b->ops->name, fi_errmsg());
 		ck_assert(b->ops->sync(b) == FI_OK);
 		unsetenv("FI_DEC_PLAN");
+		fi_settings_reload();
 		freeb(b, qd);
 		for (int j = 0; j < 12; j++)
 			freeb(b, d[j]);
@@ -439,8 +443,10 @@ START_TEST(test_model_serving)
 		int nsteps = ph < 0 ? 1 : 4;
 		if (ph >= 0)
 			alive = phase[ph];
-		if (ph == 3) /* from rung 16 on, decode attention in planned pieces (in the graphs) */
+		if (ph == 3) { /* from rung 16 on, decode attention in planned pieces (in the graphs) */
 			setenv("FI_DEC_PLAN", "1", 1);
+			fi_settings_reload();
+		}
 		for (int it = 0; it < nsteps; it++, steps++) {
 			int n[2], rows;
 			if (ph >= 0) {
@@ -481,6 +487,7 @@ START_TEST(test_model_serving)
 		}
 	}
 	unsetenv("FI_DEC_PLAN");
+	fi_settings_reload();
 	printf("model serving steps: %d, rows %ld, logits error mean %.2e worst %.2e\n", steps,
 	       n_rows, sum / n_rows, worst);
 	ck_assert(sum / n_rows <= 3e-2);

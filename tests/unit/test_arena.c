@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include "base/settings.h"
 #include "kv/arena_shm.h"
 #include "arena_test.h"
 #include "util.h"
@@ -430,6 +431,7 @@ START_TEST(test_list_stat_remove)
 	fi_arena_close(a);
 	/* $FI_HOME/kv is the default directory. */
 	setenv("FI_HOME", t_dir, 1);
+	fi_settings_reload();
 	ck_assert_int_eq(fi_arena_path(NULL, FP, path, sizeof path), FI_OK);
 	ck_assert_ptr_nonnull(strstr(path, "/kv/0123"));
 	o.dir = NULL;
@@ -437,6 +439,7 @@ START_TEST(test_list_stat_remove)
 	ck_assert_int_eq(access(path, R_OK | W_OK), 0);
 	fi_arena_close(a);
 	unsetenv("FI_HOME");
+	fi_settings_reload();
 }
 END_TEST
 

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <time.h>
 
+#include "base/settings.h"
 #include "arena_test.h"
 #include "util.h"
 
@@ -79,6 +80,7 @@ static void writer(const char *fp, const struct fi_arena_opts *o, const struct c
 	int r;
 	snprintf(env, sizeof env, "%s:%d", c->point, c->nth);
 	setenv("FI_ARENA_CRASH", env, 1);
+	fi_settings_reload();
 	if (fi_arena_open(&a, fp, o))
 		_exit(1);
 	for (r = 0; r < 3; r++) {

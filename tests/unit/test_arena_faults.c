@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/settings.h"
 #include "kv/arena_shm.h"
 #include "arena_test.h"
 #include "base/log.h"
@@ -39,6 +40,7 @@ static pid_t stopped_holder(const struct fi_arena_opts *o)
 		uint32_t toks[4] = {9, 8, 7, 6};
 		fi_arena_key k;
 		setenv("FI_ARENA_STOP", "locked-publish", 1);
+		fi_settings_reload();
 		if (fi_arena_open(&c, FP, o) || fi_arena_lease(c, &l) ||
 		    fi_arena_chain_keys(FP, toks, 4, T_BLOCK_TOKENS, &k) || t_put_chain(l, &k, 1, 4096))
 			_exit(1);
@@ -77,12 +79,14 @@ START_TEST(test_stopped_lock_owner)
 	ck_assert_int_eq(fi_arena_stat(a, &st), FI_EBUSY);
 	/* the environment sets the bound when the options do not */
 	setenv("FI_ARENA_LOCK_TIMEOUT", "0.2", 1);
+	fi_settings_reload();
 	o.lock_timeout_ms = 0;
 	t0 = fi_now();
 	ck_assert_int_eq(fi_arena_open(&b, FP, &o), FI_EBUSY);
 	dt = fi_now() - t0;
 	ck_assert_msg(dt >= 0.19 && dt < 2, "waited %.3f s for a 0.2 s bound", dt);
 	unsetenv("FI_ARENA_LOCK_TIMEOUT");
+	fi_settings_reload();
 	/* it dies: the lock is repaired, its half publish undone */
 	kill(pid, SIGKILL);
 	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);

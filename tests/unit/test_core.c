@@ -1,8 +1,15 @@
 /* Core: error recording, dtype conversion, engine tensor names. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "base/err.h"
+#include "base/log.h"
+#include "base/settings.h"
+#include "backend/backend.h"
+#include "model/store.h"
 #include "model/names.h"
 #include "base/tensor.h"
 #include "util.h"
@@ -78,6 +85,106 @@ START_TEST(test_expected)
 }
 END_TEST
 
+/* Every variable of fi(7) ENVIRONMENT read into the settings, defaults without them, a
+ * reload after setenv, fi_settings_set, and the readers that take them (store, log, a
+ * backend's pointer). */
+static const char *const vars[] = {
+	"FI_HOME", "TMPDIR", "FI_LOG", "FI_CHAT_NOW", "FI_ARENA_CRASH", "FI_LIVE_DELAY", "FI_GRAPHS",
+	"FI_DECODE_FUSE", "FI_GEMV", "FI_GLU", "FI_FUSE", "FI_PF_WGMMA", "FI_DEVICE_SAMPLE",
+	"FI_DEC_PLAN",
+	"FI_GEMM_TUNE", "FI_DEC_MERGE", "FI_UPLOAD_PIN", "FI_UPLOAD_THREADS", "FI_DEC_MIN_CHUNK",
+	"FI_DEC_WAVES", "FI_FG_SLICES", "FI_PF_BR",
+};
+
+START_TEST(test_settings)
+{
+	const struct fi_settings *s;
+	struct fi_settings d, t;
+	struct fi_backend *be;
+	char home_default[64];
+	snprintf(home_default, sizeof home_default, "/dev/shm/fi-%u", (unsigned)geteuid());
+	for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+		unsetenv(vars[i]);
+	fi_settings_reload();
+	s = fi_settings();
+	fi_settings_defaults(&d);
+	ck_assert_mem_eq(s, &d, sizeof d);
+	ck_assert_str_eq(s->home, home_default);
+	ck_assert_str_eq(s->tmpdir, "/tmp");
+	ck_assert_int_eq(s->graphs + s->decode_fuse + s->gemv + s->glu + s->fuse + s->pf_wgmma +
+			 s->device_sample, 7);
+	ck_assert_int_eq(s->gemm_tune + s->dec_merge + s->upload_alloc + s->upload_threads +
+			 s->dec_min_chunk + s->dec_waves + s->fg_slices, 0);
+	ck_assert_int_eq(s->dec_plan, -1);
+	ck_assert_int_eq(fi_log_get_level(), FI_LOG_WARN);
+
+	setenv("FI_HOME", "/tmp/fi-settings-home", 1);
+	setenv("TMPDIR", "/tmp/t", 1);
+	setenv("FI_LOG", "Debug", 1);
+	setenv("FI_CHAT_NOW", "2024-05-06", 1);
+	setenv("FI_ARENA_CRASH", "copy:3", 1);
+	setenv("FI_LIVE_DELAY", "0.5", 1);
+	for (size_t i = 6; i < 13; i++)
+		setenv(vars[i], "0", 1);
+	setenv("FI_GEMM_TUNE", "1", 1);
+	setenv("FI_DEC_MERGE", "1", 1);
+	setenv("FI_UPLOAD_PIN", "alloc", 1);
+	setenv("FI_UPLOAD_THREADS", "6", 1);
+	setenv("FI_DEC_MIN_CHUNK", "96", 1);
+	setenv("FI_DEC_WAVES", "3", 1);
+	setenv("FI_FG_SLICES", "4", 1);
+	setenv("FI_PF_BR", "128w8", 1);
+	setenv("FI_DEC_PLAN", "0", 1);
+	/* read once: nothing changes until a reload */
+	ck_assert_str_eq(s->home, home_default);
+	fi_settings_reload();
+	ck_assert_ptr_eq(fi_settings(), s);
+	ck_assert_str_eq(s->home, "/tmp/fi-settings-home");
+	ck_assert_str_eq(fi_home(), "/tmp/fi-settings-home");
+	ck_assert_str_eq(s->tmpdir, "/tmp/t");
+	ck_assert_int_eq(s->log_level, FI_LOG_DEBUG);
+	ck_assert_int_eq(fi_log_get_level(), FI_LOG_DEBUG);
+	ck_assert_str_eq(s->chat_now, "2024-05-06");
+	ck_assert_str_eq(s->arena_crash, "copy:3");
+	ck_assert(s->live_delay == 0.5);
+	ck_assert_int_eq(s->graphs + s->decode_fuse + s->gemv + s->glu + s->fuse + s->pf_wgmma +
+			 s->device_sample, 0);
+	ck_assert_int_eq(s->gemm_tune + s->dec_merge + s->upload_alloc, 3);
+	ck_assert_int_eq(s->upload_threads, 6);
+	ck_assert_int_eq(s->dec_min_chunk, 96);
+	ck_assert_int_eq(s->dec_waves, 3);
+	ck_assert_int_eq(s->fg_slices, 4);
+	ck_assert_str_eq(s->pf_br, "128w8");
+	ck_assert_int_eq(s->dec_plan, 0);
+	/* FI_FUSE=kv, bad counts and slices fall back to the defaults */
+	setenv("FI_FUSE", "kv", 1);
+	setenv("FI_FG_SLICES", "3", 1);
+	setenv("FI_DEC_WAVES", "-2", 1);
+	setenv("FI_LOG", "loud", 1);
+	setenv("FI_HOME", "", 1);
+	setenv("FI_LIVE_DELAY", "soon", 1);
+	fi_settings_reload();
+	ck_assert(s->live_delay == -1);
+	ck_assert_int_eq(s->fuse, 2);
+	ck_assert_int_eq(s->fg_slices, 0);
+	ck_assert_int_eq(s->dec_waves, 0);
+	ck_assert_int_eq(s->log_level, -1);
+	ck_assert_str_eq(s->home, home_default);
+	/* a backend sees the settings it was made with, and a change of them */
+	ck_assert_int_eq(fi_backend_cpu_create(1, &be), FI_OK);
+	ck_assert_ptr_eq(be->settings, s);
+	t = *s;
+	t.device_sample = 1;
+	t.graphs = 1;
+	fi_settings_set(&t);
+	ck_assert_int_eq(be->settings->device_sample + be->settings->graphs, 2);
+	fi_backend_destroy(be);
+	for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+		unsetenv(vars[i]);
+	fi_settings_reload();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("core");
@@ -86,6 +193,7 @@ int main(void)
 	tcase_add_test(tc, test_bf16_f16_roundtrip);
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_expected);
+	tcase_add_test(tc, test_settings);
 	suite_add_tcase(s, tc);
 	return fi_test_run(s);
 }

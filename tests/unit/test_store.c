@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/settings.h"
 #include "model/image.h"
 #include "image_synth.h"
 #include "model/names.h"
@@ -258,6 +259,7 @@ START_TEST(test_store_resolution)
 	mk_tmp();
 	snprintf(home, sizeof home, "%s/home", tmpdir);
 	setenv("FI_HOME", home, 1);
+	fi_settings_reload();
 	ck_assert_str_eq(fi_home(), home);
 	ck_assert_int_eq(fi_store_open("nope", &im), FI_ENOTFOUND);
 	snprintf(want, sizeof want, "model 'nope' not found in %s/models (fi-load -l lists models)", home);
@@ -296,6 +298,7 @@ START_TEST(test_store_resolution)
 	ck_assert_int_eq(fi_store_open("tiny", &im), FI_ENOTFOUND);
 	ck_assert_int_eq(fi_store_remove("../x"), FI_EINVAL);
 	unsetenv("FI_HOME");
+	fi_settings_reload();
 	snprintf(want, sizeof want, "/dev/shm/fi-%u", (unsigned)geteuid());
 	ck_assert_str_eq(fi_home(), want); /* one per user */
 	synth_free(&s);
@@ -328,6 +331,7 @@ START_TEST(test_home_trust)
 	mk_tmp();
 	snprintf(home, sizeof home, "%s/home", tmpdir);
 	setenv("FI_HOME", home, 1);
+	fi_settings_reload();
 	/* made by fi: 0700, trusted */
 	ck_assert_msg(!fi_store_models_dir(p, sizeof p, 1), "%s", fi_errmsg());
 	ck_assert_int_eq(stat(home, &st), 0);
@@ -392,6 +396,7 @@ START_TEST(test_home_trust)
 	snprintf(p, sizeof p, "%s/nope", tmpdir);
 	ck_assert_int_eq(fi_dir_trusted(p, NULL), FI_ENOTFOUND);
 	unsetenv("FI_HOME");
+	fi_settings_reload();
 	rm_tree(tmpdir);
 }
 END_TEST
@@ -439,6 +444,7 @@ START_TEST(test_store_sweeps_stale)
 	mk_tmp();
 	snprintf(home, sizeof home, "%s/home", tmpdir);
 	setenv("FI_HOME", home, 1);
+	fi_settings_reload();
 	ck_assert(!fi_store_models_dir(dead, sizeof dead, 1));
 	snprintf(dead, sizeof dead, "%s/models/.fim-tmp.dead01", home);
 	snprintf(live, sizeof live, "%s/models/.fim-tmp.live01", home);
@@ -454,6 +460,7 @@ START_TEST(test_store_sweeps_stale)
 	ck_assert_int_eq(access(live, F_OK), 0);
 	close(fd);
 	unsetenv("FI_HOME");
+	fi_settings_reload();
 	rm_tree(tmpdir);
 }
 END_TEST

@@ -290,6 +290,7 @@ fi_err fi_backend_cpu_create(int n_threads, struct fi_backend **out)
 	}
 	be->ops = &cpu_ops;
 	be->act = FI_DT_F32;
+	be->settings = fi_settings();
 	be->priv = c;
 	if (pool_start(&c->pool, n_threads)) {
 		cpu_destroy(be);

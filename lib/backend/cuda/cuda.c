@@ -607,12 +607,10 @@ static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)
 	CU_CHECK(cudaMalloc(&c->multi_ws, FI_MULTI_WS_BYTES));
 	CU_CHECK(cudaMalloc((void **)&c->attn_cnt, FI_ATTN_CNT * sizeof(int)));
 	CU_CHECK(cudaMemset(c->attn_cnt, 0, FI_ATTN_CNT * sizeof(int)));
-	{ /* FI_GEMV=0, FI_FUSE=0|kv, FI_GLU=0: the plain paths, to time against */
-		const char *g = getenv("FI_GEMV"), *f = getenv("FI_FUSE"), *u = getenv("FI_GLU");
-		c->no_glu = u && !strcmp(u, "0");
-		c->no_gemv = g && !strcmp(g, "0");
-		c->fuse_mode = f && !strcmp(f, "0") ? 0 : f && !strcmp(f, "kv") ? 2 : 1;
-	}
+	/* FI_GEMV=0, FI_FUSE=0|kv, FI_GLU=0: the plain paths, to time against */
+	c->no_glu = !be->settings->glu;
+	c->no_gemv = !be->settings->gemv;
+	c->fuse_mode = be->settings->fuse;
 	fi_err fe = fi_cuda_upload_init(c);
 	if (fe)
 		return fe;
@@ -635,10 +633,9 @@ fi_err fi_backend_cuda_create(int device, struct fi_backend **out)
 	be->act = FI_DT_BF16;
 	be->n_threads = 1;
 	be->priv = c;
-	{ /* FI_DECODE_FUSE=0: decode layers through the plain ops, to time against */
-		const char *f = getenv("FI_DECODE_FUSE");
-		be->fuse_max_T = f && !strcmp(f, "0") ? 0 : 4;
-	}
+	be->settings = fi_settings();
+	/* FI_DECODE_FUSE=0: decode layers through the plain ops, to time against */
+	be->fuse_max_T = be->settings->decode_fuse ? 4 : 0;
 	if ((e = setup(be, c, device))) {
 		cu_destroy(be);
 		return e;

@@ -157,12 +157,11 @@ static void plan_tune(struct fi_cuda *c, struct fi_gemm_plan *p, void *out_d, co
 		      const void *w_d)
 {
 	const float one = 1.f, zero = 0.f;
-	const char *env = getenv("FI_GEMM_TUNE"); /* read once per plan, not per call */
 	cudaEvent_t e0, e1;
 	float best = 1e30f;
 	int bi = 0;
 	p->tuned = 1;
-	if (!env || strcmp(env, "1"))
+	if (!fi_settings()->gemm_tune)
 		return;
 	if (p->n_cand < 2 || p->T <= 4 || p->T > 256)
 		return;
@@ -254,12 +253,11 @@ static fi_err plan_get(struct fi_cuda *c, int N, int K, int T, int out_f32, int 
 	return FI_OK;
 }
 
-/* FI_GEMV=0 (cuBLASLt at T <= 4, for timing): read per call, since bench_kernels sets it
- * between calls; the T > 4 path of every serving step never reads it. */
-static int gemv_off(const struct fi_cuda *c)
+/* FI_GEMV=0 (cuBLASLt at T <= 4, for timing): the settings are looked at per call, since
+ * bench_kernels sets it between calls (and reloads them); the T > 4 path never looks. */
+static int gemv_off(const struct fi_backend *be)
 {
-	const char *env = getenv("FI_GEMV");
-	return c->no_gemv || (env && !strcmp(env, "0"));
+	return fi_cuda_of((struct fi_backend *)be)->no_gemv || !be->settings->gemv;
 }
 
 fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
@@ -280,7 +278,7 @@ fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void 
 			       (long long)(bias->rows * bias->cols), (long long)w->rows);
 	/* Decode-sized batches: the weight-streaming kernel (FI_GEMV=0 turns it off, to time
 	 * cuBLASLt instead). */
-	if (T <= 4 && !gemv_off(c)) {
+	if (T <= 4 && !gemv_off(be)) {
 		fi_err ge = fi_cu_gemv(c->stream, out_d, out_f32, in_d, w->p, bias ? bias->p : NULL, T,
 				       (int)w->rows, (int)w->cols);
 		if (ge != FI_EUNSUPPORTED)

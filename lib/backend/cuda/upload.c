@@ -185,20 +185,20 @@ fi_err fi_cuda_upload_init(struct fi_cuda *c)
 {
 	struct fi_upload *u = calloc(1, sizeof(*u));
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	const char *pin = getenv("FI_UPLOAD_PIN"), *nt = getenv("FI_UPLOAD_THREADS");
+	const struct fi_settings *set = fi_settings();
 	if (!u)
 		return fi_fail(FI_ENOMEM, "cuda: no memory for the upload state");
 	c->up = u;
 	u->c = c;
-	u->use_alloc = pin && !strcmp(pin, "alloc");
+	u->use_alloc = set->upload_alloc;
 	pthread_mutex_init(&u->mu, NULL);
 	pthread_cond_init(&u->go, NULL);
 	pthread_cond_init(&u->done, NULL);
 	/* One thread per core but the caller's (which waits): 15 on the 16-core H100 host, where
 	 * 8 already reach 45 GB/s from a prefaulted mapping and more take its page faults. */
 	int n = (int)(ncpu > UP_MAX_THREADS + 1 ? UP_MAX_THREADS : ncpu > 2 ? ncpu - 1 : 1);
-	if (nt && atoi(nt) > 0)
-		n = atoi(nt) < UP_MAX_THREADS ? atoi(nt) : UP_MAX_THREADS;
+	if (set->upload_threads)
+		n = set->upload_threads < UP_MAX_THREADS ? set->upload_threads : UP_MAX_THREADS;
 	pthread_mutex_lock(&u->mu);
 	for (int i = 0; i < n; i++) {
 		u->t[i].u = u;

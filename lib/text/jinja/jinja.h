@@ -222,7 +222,11 @@ fi_err jz_parse(struct jz_template *t, const char *src, size_t n, struct jz_ctx 
 fi_err jz_render(const struct jz_template *t, struct jz_ctx *c, jv globals, char **out,
 		 size_t *len);
 
-/* ---- evaluator pieces shared between files ---- */
+/* ---- evaluator pieces shared between files ----
+ * Layered so that no file reaches back up: jinja_value.c holds the helpers every evaluator
+ * file uses (jz_step, jz_fail_undef, jz_msgf, jz_kwarg, jz_iterate, jz_contains); then
+ * jinja_methods.c (str/list/dict methods, js_*), jinja_ops.c (lookups, slices, arithmetic),
+ * jinja_filters.c (filters and tests), and jinja_eval.c on top. */
 jv jz_call(struct jz_ctx *c, jv fn, struct jargs *a);
 /* obj[a:b:st]; soft: a failure gives Undefined (jinja2's constant folding). */
 jv jz_slice(struct jz_ctx *c, jv obj, jv a, jv b, jv st, int soft);

@@ -43,24 +43,6 @@ static void bind(struct jz_ctx *c, struct jscope *s, const char *name, jv v)
 	jv_dset(c, &s->vars, jv_cstr(c, name), v);
 }
 
-const char *jz_msgf(struct jz_ctx *c, const char *fmt, const char *a, const char *b)
-{
-	char tmp[512];
-	snprintf(tmp, sizeof tmp, fmt, a, b);
-	return jz_strndup(c, tmp, strlen(tmp));
-}
-
-_Noreturn void jz_fail_undef(struct jz_ctx *c, jv v)
-{
-	jz_fail(c, FI_EINVAL, "%s", v.why ? v.why : "undefined value");
-}
-
-void jz_step(struct jz_ctx *c)
-{
-	if (++c->steps > c->max_steps)
-		jz_fail(c, FI_ERANGE, "more than %lld loop iterations and calls", c->max_steps);
-}
-
 /* An expression jinja2 folds at compile time: made of literals only. In a print statement
  * such an expression is rendered by the folding, where the sandbox's getitem turns a failed
  * slice into Undefined instead of an error. */
@@ -105,16 +87,6 @@ static int compare(struct jz_ctx *c, int op, jv a, jv b)
 }
 
 /* ---- calls ---- */
-jv jz_kwarg(struct jargs *a, int pos, const char *name)
-{
-	if (pos >= 0 && pos < a->n)
-		return a->pos[pos];
-	for (int i = 0; i < a->nkw; i++)
-		if (!strcmp(a->kwn[i], name))
-			return a->kw[i];
-	return jv_undef(NULL);
-}
-
 static jv call_macro(struct jz_ctx *c, struct jfunc *f, struct jargs *a)
 {
 	struct jnode *m = f->macro;

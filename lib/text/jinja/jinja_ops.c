@@ -136,62 +136,6 @@ jv jz_slice(struct jz_ctx *c, jv obj, jv a, jv b, jv st, int soft)
 	return r;
 }
 
-jv jz_iterate(struct jz_ctx *c, jv v)
-{
-	jv r;
-	switch (v.k) {
-	case JV_UNDEF: return jv_list(c, 0);
-	case JV_LIST:
-		if (v.l->is_gen) { /* a generator runs once */
-			r = jv_list(c, v.l->n);
-			for (size_t i = 0; i < v.l->n; i++)
-				jv_push(c, r, v.l->v[i]);
-			v.l->n = 0;
-			return r;
-		}
-		return v;
-	case JV_DICT:
-		r = jv_list(c, v.d->n);
-		for (size_t i = 0; i < v.d->n; i++)
-			jv_push(c, r, v.d->k[i]);
-		return r;
-	case JV_STR:
-		r = jv_list(c, v.s->n);
-		for (size_t i = 0; i < v.s->n;) {
-			size_t st = i;
-			ju_decode(v.s->p, v.s->n, &i);
-			jv_push(c, r, jv_str(c, v.s->p + st, i - st));
-		}
-		return r;
-	default:
-		jz_fail(c, FI_EINVAL, "'%s' object is not iterable", jv_typename(v));
-	}
-}
-
-int jz_contains(struct jz_ctx *c, jv hay, jv needle)
-{
-	switch (hay.k) {
-	case JV_UNDEF: return 0;
-	case JV_STR:
-		if (needle.k == JV_UNDEF)
-			jz_fail_undef(c, needle);
-		if (needle.k != JV_STR)
-			jz_fail(c, FI_EINVAL, "'in <string>' requires string as left operand, not %s",
-				jv_typename(needle));
-		if (!needle.s->n)
-			return 1;
-		return memmem(hay.s->p, hay.s->n, needle.s->p, needle.s->n) != NULL;
-	case JV_LIST:
-		for (size_t i = 0; i < hay.l->n; i++)
-			if (jv_eq(hay.l->v[i], needle))
-				return 1;
-		return 0;
-	case JV_DICT: return jv_dget(hay.d, needle) != NULL;
-	default:
-		jz_fail(c, FI_EINVAL, "argument of type '%s' is not iterable", jv_typename(hay));
-	}
-}
-
 /* ---- arithmetic ---- */
 jv jz_arith(struct jz_ctx *c, int op, jv a, jv b)
 {

@@ -1,4 +1,5 @@
 /* jinja_value: arena, errors, Python-like values, equality and ordering, UTF-8 helpers. */
+#define _GNU_SOURCE /* memmem */
 #include "jinja.h"
 
 #include <math.h>
@@ -453,5 +454,92 @@ jv jv_from_json(struct jz_ctx *c, json_t *j)
 	case JSON_TRUE: return jv_true;
 	case JSON_FALSE: return jv_false;
 	default: return jv_none;
+	}
+}
+
+/* ---- helpers of the evaluator's files (eval, ops, filters, methods), here below all of
+ * them so that none reaches back up into another for them ---- */
+
+const char *jz_msgf(struct jz_ctx *c, const char *fmt, const char *a, const char *b)
+{
+	char tmp[512];
+	snprintf(tmp, sizeof tmp, fmt, a, b);
+	return jz_strndup(c, tmp, strlen(tmp));
+}
+
+_Noreturn void jz_fail_undef(struct jz_ctx *c, jv v)
+{
+	jz_fail(c, FI_EINVAL, "%s", v.why ? v.why : "undefined value");
+}
+
+void jz_step(struct jz_ctx *c)
+{
+	if (++c->steps > c->max_steps)
+		jz_fail(c, FI_ERANGE, "more than %lld loop iterations and calls", c->max_steps);
+}
+
+jv jz_kwarg(struct jargs *a, int pos, const char *name)
+{
+	if (pos >= 0 && pos < a->n)
+		return a->pos[pos];
+	for (int i = 0; i < a->nkw; i++)
+		if (!strcmp(a->kwn[i], name))
+			return a->kw[i];
+	return jv_undef(NULL);
+}
+
+jv jz_iterate(struct jz_ctx *c, jv v)
+{
+	jv r;
+	switch (v.k) {
+	case JV_UNDEF: return jv_list(c, 0);
+	case JV_LIST:
+		if (v.l->is_gen) { /* a generator runs once */
+			r = jv_list(c, v.l->n);
+			for (size_t i = 0; i < v.l->n; i++)
+				jv_push(c, r, v.l->v[i]);
+			v.l->n = 0;
+			return r;
+		}
+		return v;
+	case JV_DICT:
+		r = jv_list(c, v.d->n);
+		for (size_t i = 0; i < v.d->n; i++)
+			jv_push(c, r, v.d->k[i]);
+		return r;
+	case JV_STR:
+		r = jv_list(c, v.s->n);
+		for (size_t i = 0; i < v.s->n;) {
+			size_t st = i;
+			ju_decode(v.s->p, v.s->n, &i);
+			jv_push(c, r, jv_str(c, v.s->p + st, i - st));
+		}
+		return r;
+	default:
+		jz_fail(c, FI_EINVAL, "'%s' object is not iterable", jv_typename(v));
+	}
+}
+
+int jz_contains(struct jz_ctx *c, jv hay, jv needle)
+{
+	switch (hay.k) {
+	case JV_UNDEF: return 0;
+	case JV_STR:
+		if (needle.k == JV_UNDEF)
+			jz_fail_undef(c, needle);
+		if (needle.k != JV_STR)
+			jz_fail(c, FI_EINVAL, "'in <string>' requires string as left operand, not %s",
+				jv_typename(needle));
+		if (!needle.s->n)
+			return 1;
+		return memmem(hay.s->p, hay.s->n, needle.s->p, needle.s->n) != NULL;
+	case JV_LIST:
+		for (size_t i = 0; i < hay.l->n; i++)
+			if (jv_eq(hay.l->v[i], needle))
+				return 1;
+		return 0;
+	case JV_DICT: return jv_dget(hay.d, needle) != NULL;
+	default:
+		jz_fail(c, FI_EINVAL, "argument of type '%s' is not iterable", jv_typename(hay));
 	}
 }

@@ -1,0 +1,65 @@
+/* settings: everything fi reads from the environment, read once, in one place (fi(7),
+ * ENVIRONMENT, lists every variable). No other file of libfi or kernels/ reads the
+ * environment.
+ *
+ * The first fi_settings() reads the environment; backends keep the pointer (be->settings)
+ * and the model, the scheduler and the kernels' launchers read their switches from it.
+ * Tests and benchmarks that flip a switch at run time set the variable and call
+ * fi_settings_reload() (or change a copy and fi_settings_set()); the next op sees the new
+ * value, as before when each launch read the environment. Reloading while other threads
+ * run ops is not safe: it is for tests and benchmarks between runs. */
+#ifndef FI_SETTINGS_H
+#define FI_SETTINGS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* FI_HOME when unset: FI_HOME_PREFIX followed by the effective user id (home.h). */
+#define FI_HOME_PREFIX "/dev/shm/fi-"
+
+struct fi_settings {
+	/* Where shared state lives and scratch goes. */
+	char home[4096];   /* FI_HOME, non-empty (default FI_HOME_PREFIX and the user id) */
+	char tmpdir[4096]; /* TMPDIR, non-empty (default /tmp) */
+	int log_level;     /* FI_LOG as an enum fi_log_level (log.h); -1 when unset or unknown */
+	char chat_now[64]; /* FI_CHAT_NOW as given ("" unset): the time templates see */
+	char arena_crash[64]; /* FI_ARENA_CRASH as given ("" unset): KV arena crash tests */
+	char arena_stop[64];  /* FI_ARENA_STOP as given ("" unset): stopped lock holder tests */
+	double arena_lock_timeout; /* FI_ARENA_LOCK_TIMEOUT: seconds (0: the default bound) */
+	double live_delay; /* FI_LIVE_DELAY: seconds before a progress line shows; -1 unset */
+	/* The CUDA backend's fast paths: 1 on (the default), 0 off ("0" in the variable). */
+	int graphs;        /* FI_GRAPHS: decode steps through CUDA graphs */
+	int decode_fuse;   /* FI_DECODE_FUSE: the fused decode-layer products */
+	int gemv;          /* FI_GEMV: the weight-streaming products for small batches */
+	int glu;           /* FI_GLU: the gated product in one kernel */
+	int fuse;          /* FI_FUSE: q/k/v and gate/up weights fused; 2 with "kv" */
+	int pf_wgmma;      /* FI_PF_WGMMA: the wgmma prefill attention (sm_90a) */
+	int device_sample; /* FI_DEVICE_SAMPLE: sampled rows drawn on the device */
+	int dec_plan;      /* FI_DEC_PLAN: decode attention in balanced pieces; -1 unset (by
+			    * batch size), 0 never, 1 whenever it fits */
+	/* Opt-in paths and timing knobs of the CUDA backend; 0 or "" leaves the default. */
+	int gemm_tune;     /* FI_GEMM_TUNE=1: time cuBLASLt's candidates, keep the fastest */
+	int dec_merge;     /* FI_DEC_MERGE=1: decode attention's last CTA merges the splits */
+	int upload_alloc;  /* FI_UPLOAD_PIN=alloc: cudaHostAlloc staging, not registered pages */
+	int upload_threads; /* FI_UPLOAD_THREADS: weight-upload threads (0: one per core) */
+	int dec_min_chunk; /* FI_DEC_MIN_CHUNK: least positions per decode-attention split */
+	int dec_waves;     /* FI_DEC_WAVES: decode-attention CTAs per SM to aim for */
+	int fg_slices;     /* FI_FG_SLICES: K slices of the fused decode products (1, 2, 4, 8) */
+	char pf_br[16];    /* FI_PF_BR: the prefill-attention kernel (wg, wgl, 64, 128, ...) */
+};
+
+/* The settings, read from the environment at the first call. Never NULL. */
+const struct fi_settings *fi_settings(void);
+/* Reads the environment again (after setenv in a test or benchmark). */
+void fi_settings_reload(void);
+/* Replaces the settings with *s (tests). */
+void fi_settings_set(const struct fi_settings *s);
+/* The settings as an environment of none would give them. */
+void fi_settings_defaults(struct fi_settings *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
