@@ -54,6 +54,18 @@ struct fi_attn_batch {
 	int max_seq_len;          /* upper bound of seq_len_d, for launch sizing */
 	int sliding_window;       /* 0 = none: token at p sees positions (p - W, p] otherwise */
 	float scale;              /* softmax scale, 1/sqrt(hd) */
+	float softcap;            /* model families: scores s = cap tanh(s / cap) (after scale)
+				   * before the softmax when > 0 (Gemma 2); 0 = none */
+};
+
+/* A mixture-of-experts MLP (model families, arch.h): E experts of Fm hidden units, their
+ * weights stacked: gate and up [E*Fm, D] (expert e in rows e*Fm ..), down [E*D, Fm]. */
+enum fi_moe_act { FI_MOE_SILU = 0, FI_MOE_GELU_TANH };
+struct fi_moe {
+	int n_experts, top_k, ffn; /* E, k, Fm */
+	int norm_topk;             /* chosen weights divided by their sum */
+	enum fi_moe_act act;
+	const struct fi_weight *gate, *up, *down;
 };
 
 struct fi_rope {
@@ -163,6 +175,24 @@ struct fi_backend_ops {
 	 * cannot be done here (too many candidates), left to the host sampler. */
 	fi_err (*sample)(struct fi_backend *be, int32_t *out_d, const float *logits_d,
 			 const struct fi_sample_row *rows_d, int n, int V);
+	/* ---- model families (arch.h; Gemma 2/3, Phi-3, Mixtral, Qwen3-MoE). Optional: a model
+	 * that needs one the backend lacks is refused at load. ---- */
+	/* x[n] *= s in place (Gemma's embedding scale). */
+	fi_err (*scale)(struct fi_backend *be, void *x_d, int64_t n, float s);
+	/* out[T,F] = gelu_tanh(gate[T,F]) * up[T,F] (GeGLU; gelu with the tanh approximation,
+	 * 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))). */
+	fi_err (*gelu_mul)(struct fi_backend *be, void *out_d, const void *gate_d,
+			   const void *up_d, int T, int F);
+	/* x[n] = cap * tanh(x / cap) on f32 logits in place (final logit soft-capping, so
+	 * argmax and the sample op see the capped logits). */
+	fi_err (*softcap)(struct fi_backend *be, float *x_d, int64_t n, float cap);
+	/* out[T,D] = sum over the top_k experts e of token t of w_te * expert_e(in[t]), with
+	 * expert_e(x) = down_e(act(x gate_e^T) * (x up_e^T)), and w = softmax(router[t]) of the
+	 * chosen (renormalised when norm_topk). router_d: f32 [T,E] logits. The routing, the
+	 * grouping of tokens by expert and the products all happen on the device. */
+	fi_err (*moe)(struct fi_backend *be, void *out_d, const void *in_d, const float *router_d,
+		      const struct fi_moe *moe, int T);
+
 	/* Optional CUDA-graph hooks: replay returns FI_OK if a graph for key exists and was
 	 * launched, FI_ENOTFOUND otherwise; capture_begin/end record the ops issued between. */
 	fi_err (*graph_replay)(struct fi_backend *be, uint64_t key);

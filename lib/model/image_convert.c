@@ -98,7 +98,7 @@ static fi_err map_tensors(const char *dir, const struct fi_config *c, const stru
 	}
 	for (int i = 0; i < m->set.n; i++) {
 		const struct fi_tensor *t = &m->set.t[i];
-		int r = fi_name_from_hf(t->name, names[n], FI_IMAGE_NAME_MAX);
+		int r = fi_name_from_hf_cfg(c, t->name, names[n], FI_IMAGE_NAME_MAX);
 		if (r < 0) {
 			free(taken);
 			free(tmp);

@@ -265,6 +265,12 @@ static const struct fi_backend_ops cpu_ops = {
 	.silu_mul = fi_cpu_silu_mul,
 	.gather_rows = fi_cpu_gather_rows,
 	.argmax = fi_cpu_argmax,
+	/* model families (arch.h) */
+	.scale = fi_cpu_scale,
+	.gelu_mul = fi_cpu_gelu_mul,
+	.softcap = fi_cpu_softcap,
+	.moe = fi_cpu_moe,
+	.weight_cat = fi_cpu_weight_cat,
 };
 
 fi_err fi_backend_cpu_create(int n_threads, struct fi_backend **out)
