@@ -314,6 +314,8 @@ START_TEST(test_gemma2) { family_ex("hf/gemma2", 0); }
 END_TEST
 START_TEST(test_gemma3) { family_ex("hf/gemma3", 0); }
 END_TEST
+START_TEST(test_gemma3_mm) { family_ex("hf/gemma3_mm", 0); }
+END_TEST
 START_TEST(test_phi3) { family_ex("hf/phi3", 0); }
 END_TEST
 START_TEST(test_phi3_longrope) { family_ex("hf/phi3_longrope", 0); }
@@ -478,6 +480,7 @@ int main(void)
 	tcase_add_test(tc, test_qwen3);
 	tcase_add_test(tc, test_gemma2);
 	tcase_add_test(tc, test_gemma3);
+	tcase_add_test(tc, test_gemma3_mm);
 	tcase_add_test(tc, test_phi3);
 	tcase_add_test(tc, test_phi3_longrope);
 	tcase_add_test(tc, test_mixtral);
