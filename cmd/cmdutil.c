@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 int fi_parse_num(const char *s, double lo, double hi, double *out)
@@ -108,6 +109,25 @@ fi_err fi_backend_join(struct fi_backend_start *b, struct fi_backend **be, doubl
 	return e;
 }
 
+int fi_random_weights;
+
+int fi_load_format_parse(const char *s)
+{
+	if (!strcmp(s, "auto"))
+		fi_random_weights = 0;
+	else if (!strcmp(s, "dummy"))
+		fi_random_weights = 1;
+	else
+		return -1;
+	return 0;
+}
+
+void fi_random_weights_notice(const char *prog, const char *model)
+{
+	fprintf(stderr, "%s: %s: RANDOM WEIGHTS (--load-format dummy): for speed only, the "
+		"output means nothing\n", prog, model);
+}
+
 fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 			     struct fi_backend **be, struct fi_image **im, struct fi_model **m,
 			     int *be_failed)
@@ -125,7 +145,9 @@ fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 	int dir = !stat(arg, &st) && S_ISDIR(st.st_mode);
 	if ((be_e = fi_backend_start(backend, threads, &bs)))
 		return be_e;
-	if (!dir)
+	if (fi_random_weights)
+		e = fi_image_random(arg, 0, im);
+	else if (!dir)
 		e = fi_store_open(arg, im);
 	if ((be_e = fi_backend_join(bs, be, NULL))) {
 		if (*im)
@@ -134,8 +156,12 @@ fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 		*be_failed = 1;
 		return be_e;
 	}
-	if (dir)
+	if (dir && !fi_random_weights)
 		e = fi_store_open_dtype(arg, (*be)->act == FI_DT_F32 ? FI_DT_F32 : FI_DT_BF16, im);
+	if (!e && *im && (*im)->random) { /* drawn by the backend where the weights live */
+		(*be)->random_weights = 1;
+		(*be)->random_seed = (*im)->random_seed;
+	}
 	if (!e)
 		e = fi_model_load(&(*im)->config, &(*im)->set, *be, m);
 	if (e) {

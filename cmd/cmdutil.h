@@ -35,5 +35,12 @@ fi_err fi_backend_join(struct fi_backend_start *s, struct fi_backend **be, doubl
 fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 			     struct fi_backend **be, struct fi_image **im, struct fi_model **m,
 			     int *be_failed);
+/* --load-format: "auto" (the weights of -m) or "dummy" (random weights drawn on the device
+ * for -m's config alone: a directory with config.json, or the file; fi_image_random). The
+ * command sets it before fi_open_backend_model; fi_load_format_parse is 0 for a known name. */
+extern int fi_random_weights;
+int fi_load_format_parse(const char *s);
+/* The line every command prints on stderr when the weights are random. */
+void fi_random_weights_notice(const char *prog, const char *model);
 
 #endif

@@ -27,7 +27,8 @@
 
 static const char usage_text[] =
 	"usage: fi-bench -m NAME|PATH [--backend auto|cuda|cpu] [-t THREADS] [-r REPS]\n"
-	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [TEST ...]\n"
+	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [--load-format auto|dummy]\n"
+	"                [TEST ...]\n"
 	"       fi-bench -h\n"
 	"TEST: ppN or tgN, optionally @dD (context depth D); default: pp512 tg128\n";
 
@@ -231,6 +232,7 @@ int main(int argc, char **argv)
 	int threads = 0, reps = 5, batch = 1, ubatch = 2048, c;
 	long long v;
 	static const struct option lo[] = {{"backend", required_argument, 0, 'B'},
+					   {"load-format", required_argument, 0, 'L'},
 					   {"help", no_argument, 0, 'h'},
 					   {0, 0, 0, 0}};
 	fi_log_set_prog("fi-bench");
@@ -243,6 +245,12 @@ int main(int argc, char **argv)
 		case 'b': if (fi_parse_int(optarg, 1, 1024, &v)) goto bad; batch = (int)v; break;
 		case 'u': if (fi_parse_int(optarg, 1, 1 << 20, &v)) goto bad; ubatch = (int)v; break;
 		case 'o': fmt = optarg; break;
+		case 'L':
+			if (fi_load_format_parse(optarg)) {
+				fprintf(stderr, "fi-bench: invalid value '%s' for --load-format\n", optarg);
+				return 2;
+			}
+			break;
 		case 'h': return usage(0);
 		default: return usage(2);
 		bad:
@@ -278,7 +286,7 @@ int main(int argc, char **argv)
 	ph[0] = fi_now();
 	if (fi_backend_start(backend, threads, &bs))
 		return fail(NULL);
-	fi_err oe = fi_store_open(model, &im);
+	fi_err oe = fi_random_weights ? fi_image_random(model, 0, &im) : fi_store_open(model, &im);
 	ph[1] = fi_now();
 	fi_err be_err = fi_backend_join(bs, &e.be, &be_secs);
 	ph[2] = fi_now();
@@ -306,6 +314,11 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (im->random) { /* drawn on the device (backend.h) */
+		e.be->random_weights = 1;
+		e.be->random_seed = im->random_seed;
+		fi_random_weights_notice("fi-bench", model);
+	}
 	double tl = fi_now();
 	if (fi_model_load(&im->config, &im->set, e.be, &e.m) || e.be->ops->sync(e.be))
 		return fail("loading the model");
@@ -331,7 +344,18 @@ int main(int argc, char **argv)
 	note_mem(&e);
 
 	char params[32], size[32], pk[32];
-	const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
+	char name[256];
+	{ /* the last component (a config.json's directory), marked when the weights are random */
+		char tmp[256], *sl;
+		size_t n = (size_t)snprintf(tmp, sizeof tmp, "%s", model);
+		while (n > 1 && tmp[n - 1] == '/')
+			tmp[--n] = 0;
+		if (im->random && n > 12 && !strcmp(tmp + n - 12, "/config.json"))
+			tmp[n - 12] = 0;
+		sl = strrchr(tmp, '/');
+		snprintf(name, sizeof name, "%s%s", sl && sl[1] ? sl + 1 : tmp,
+			 im->random ? " (RANDOM WEIGHTS)" : "");
+	}
 	fi_format_count(fi_image_params(im), params, sizeof params);
 	fi_format_bytes(wbytes, size, sizeof size);
 	double gbs = tl > 0 ? wbytes / tl / 1e9 : 0;
@@ -366,7 +390,8 @@ int main(int argc, char **argv)
 	}
 	fi_format_bytes(e.peak_used, pk, sizeof pk);
 	if (!strcmp(fmt, "md")) {
-		printf("\ndevice: %s; build: %s; reps: %d\n", e.be->device, build_desc(), reps);
+		printf("\ndevice: %s; build: %s; reps: %d%s\n", e.be->device, build_desc(), reps,
+		       im->random ? "; weights: RANDOM (--load-format dummy), drawn on the device" : "");
 		printf("load: %.3f s (%.1f GB/s); exec to first token: %.3f s; peak device memory: %s\n",
 		       tl, gbs, first, e.peak_used ? pk : "n/a");
 		printf("startup: exec to main %.3f s, backend %.3f s (image open %.3f s meanwhile), "
@@ -375,6 +400,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(fmt, "json")) {
 		json_t *o = json_object(), *arr = json_array();
 		json_object_set_new(o, "model", json_string(name));
+		json_object_set_new(o, "weights", json_string(im->random ? "random" : "image"));
 		json_object_set_new(o, "size_bytes", json_integer((json_int_t)wbytes));
 		json_object_set_new(o, "params", json_integer(fi_image_params(im)));
 		json_object_set_new(o, "backend", json_string(e.be->ops->name));

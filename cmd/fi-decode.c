@@ -29,7 +29,7 @@ static const char usage_text[] =
 	"                 [--repeat-penalty R] [--seed S] [--backend auto|cuda|cpu]\n"
 	"                 [--prefix-cache] [--arena-size SIZE] [--prefill-chunk N] [-t THREADS]\n"
 	"                 [-i IN] [-o OUT] [-e N] [--stop STR] [--tokens ID,ID,... | --prompt TEXT]\n"
-	"                 [-f] [-v]\n"
+	"                 [--load-format auto|dummy] [-f] [-v]\n"
 	"       fi-decode -h\n";
 
 #define BLOCK_TOKENS 16 /* the cache's block size, equal to the arena's */
@@ -267,9 +267,10 @@ static void summary(struct engine *E)
 	fi_live_clear();
 	if (!E->t_first || fi_log_get_level() < FI_LOG_WARN)
 		return;
-	fprintf(stderr, "fi-decode: %llu requests, %llu failed, %llu tokens in %.2f s, %.1f tok/s\n",
+	fprintf(stderr, "fi-decode: %llu requests, %llu failed, %llu tokens in %.2f s, %.1f tok/s%s\n",
 		(unsigned long long)E->n_done, (unsigned long long)E->n_failed,
-		(unsigned long long)E->n_tokens, el, el > 0 ? E->n_tokens / el : 0.0);
+		(unsigned long long)E->n_tokens, el, el > 0 ? E->n_tokens / el : 0.0,
+		E->im && E->im->random ? " (RANDOM WEIGHTS)" : "");
 }
 
 static int run_frames(struct engine *E, const struct opts *o)
@@ -426,6 +427,7 @@ int main(int argc, char **argv)
 		{"prefix-cache", no_argument, NULL, 'C'},
 		{"arena-size", required_argument, NULL, 'A'},
 		{"force", no_argument, NULL, 'f'},
+		{"load-format", required_argument, NULL, 'L'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -458,6 +460,10 @@ int main(int argc, char **argv)
 			o.stop[o.nstop++] = optarg;
 			break;
 		case 'C': o.prefix_cache = 1; break;
+		case 'L':
+			if (fi_load_format_parse(optarg))
+				goto bad;
+			break;
 		case 'A':
 			if (fi_parse_size(optarg, &o.arena_size))
 				goto bad;
@@ -558,6 +564,8 @@ bad:
 		goto out;
 	}
 	fi_info("%s on %s", o.model, be->device);
+	if (im->random)
+		fi_random_weights_notice("fi-decode", o.model);
 	rc = o.tokens || o.prompt ? run_one(&E, &o) : run_frames(&E, &o);
 out:
 	fi_sched_destroy(E.s);

@@ -208,7 +208,22 @@ struct fi_backend {
 	char device[128];  /* "cpu (2 threads)", "NVIDIA H100 80GB HBM3" */
 	int fuse_max_T;    /* batches of at most this many tokens use the fused decode ops */
 	void *priv;
+	/* Random weights (fi_image_random, --load-format dummy): weight() and weight_cat() make
+	 * a tensor whose data is NULL on the device, element i of tensor NAME being
+	 * fi_random_weight(random_seed, NAME, i, cols, ndim) (random.c), the same values on
+	 * every backend. 0: a NULL tensor is an error. */
+	int random_weights;
+	uint64_t random_seed;
 };
+
+/* random.c: the value of element i of a random tensor (backend.h, random_weights): a 2-D
+ * [rows, cols] weight draws uniformly with unit-variance outputs, +-sqrt(3 / cols); a 1-D
+ * one (norms, biases) 1 +- 0.1. splitmix64 of (seed, FNV-1a of name, i): integer steps the
+ * CUDA kernel repeats exactly. */
+uint64_t fi_random_name_hash(uint64_t seed, const char *name);
+float fi_random_weight(uint64_t name_hash, uint64_t i, int64_t cols, int ndim);
+/* out[n] = the f32 values of a tensor's elements [0, n). */
+void fi_random_fill_f32(float *out, uint64_t name_hash, uint64_t n, int64_t cols, int ndim);
 
 /* Creates a backend by name: "cpu", "cuda", or "auto" (CUDA when built with it and a GPU
  * is present, else CPU). n_threads <= 0 means one per core. */

@@ -73,7 +73,7 @@ static fi_err load_norm(struct fi_model *m, struct fi_arch *a, const char *name,
 	fi_err e;
 	if (!t)
 		return fi_fail(FI_ENOTFOUND, "tensor '%s' is missing", name);
-	if (!m->c.norm_plus_one)
+	if (!m->c.norm_plus_one || !t->data) /* random weights: drawn around 1 already */
 		return m->be->ops->weight(m->be, t, w);
 	n = fi_tensor_numel(t);
 	if (n <= 0 || !(f = malloc(sizeof(float) * (size_t)n)))
@@ -99,7 +99,7 @@ static struct fi_tensor rows_of(const struct fi_tensor *t, int64_t r0, int64_t r
 	struct fi_tensor v = *t;
 	size_t es = fi_dtype_size(t->dtype);
 	v.shape[0] = rows;
-	v.data = (const char *)t->data + (size_t)(r0 * t->shape[1]) * es;
+	v.data = t->data ? (const char *)t->data + (size_t)(r0 * t->shape[1]) * es : NULL;
 	v.nbytes = (uint64_t)(rows * t->shape[1]) * es;
 	return v;
 }

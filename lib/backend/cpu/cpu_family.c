@@ -81,7 +81,14 @@ fi_err fi_cpu_weight_cat(struct fi_backend *be, const struct fi_tensor *const *t
 			       (long long)cols);
 	for (int i = 0; i < n; i++) {
 		int64_t k = fi_tensor_numel(t[i]);
-		fi_err e = fi_convert(p + off, FI_DT_F32, t[i]->data, t[i]->dtype, (size_t)k);
+		fi_err e = FI_OK;
+		if (!t[i]->data && be->random_weights) /* random weights (backend.h) */
+			fi_random_fill_f32(p + off, fi_random_name_hash(be->random_seed, t[i]->name),
+					   (uint64_t)k, cols, t[i]->ndim);
+		else if (!t[i]->data)
+			e = fi_fail(FI_EINVAL, "tensor '%s' has no data", t[i]->name ? t[i]->name : "?");
+		else
+			e = fi_convert(p + off, FI_DT_F32, t[i]->data, t[i]->dtype, (size_t)k);
 		if (e) {
 			free(p);
 			return fi_fail_ctx(e, "tensor '%s'", t[i]->name ? t[i]->name : "?");
