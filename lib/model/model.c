@@ -582,6 +582,14 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 		local[t] = k;
 		cnt[k]++;
 	}
+	/* dynamic NTK: transformers rescales the whole sequence past max_position_embeddings at
+	 * every step, which cached keys cannot follow (fi-load(1)) */
+	for (int k = 0; k < S; k++)
+		if (c->rope_type == FI_ROPE_DYNAMIC && old[k] + cnt[k] > c->max_pos) {
+			e = fi_fail(FI_ERANGE, "position %d is past max_position_embeddings (%d) of a "
+				    "model with dynamic NTK rope scaling", old[k] + cnt[k] - 1, c->max_pos);
+			goto out;
+		}
 	for (int k = 0; k < S; k++) {
 		if ((e = fi_kvcache_reserve(kc, sid[k], old[k] + cnt[k]))) {
 			for (int j = 0; j <= k; j++) /* roll back: release what was reserved */

@@ -16,6 +16,8 @@
 
 #include "backend/backend.h"
 #include "model/model.h"
+#include "model/names.h"
+#include "model/safetensors.h"
 #include "util.h"
 
 #define TOL 1e-4
@@ -403,6 +405,54 @@ START_TEST(test_rope_ext)
 }
 END_TEST
 
+/* Dynamic NTK: within max_position_embeddings the llama fixture's logits exactly (the
+ * frequencies are the default ones, as in transformers); a position past it is refused and
+ * the sequence is left as it was. */
+START_TEST(test_rope_dynamic)
+{
+	struct fi_config c;
+	struct fi_st_model *st;
+	struct fi_tensor t[64];
+	char names[64][64];
+	struct fi_model *m;
+	struct ref r;
+	int n = 0, s, rows;
+	load_ref("hf/llama", &r);
+	ck_assert_int_eq(fi_config_load_dir(fi_test_fixture("hf/llama"), &c), FI_OK);
+	c.rope_type = FI_ROPE_DYNAMIC;
+	c.rope_factor = 4;
+	c.max_pos = 20;
+	ck_assert_int_eq(fi_st_open_dir(fi_test_fixture("hf/llama"), &st), FI_OK);
+	for (int i = 0; i < st->set.n && n < 64; i++)
+		if (fi_name_from_hf(st->set.t[i].name, names[n], 64) == 1) {
+			t[n] = st->set.t[i];
+			t[n].name = names[n];
+			n++;
+		}
+	struct fi_tensor_set ts = {n, t};
+	ck_assert_msg(!fi_model_load(&c, &ts, be, &m), "%s", fi_errmsg());
+	fi_st_close_dir(st);
+	float *lg = malloc(sizeof(float) * 20 * (size_t)r.vocab);
+	int32_t seq[20] = {0};
+	int8_t want[20];
+	ck_assert_int_eq(fi_model_seq_new(m, &s), FI_OK);
+	for (int i = 0; i < 20; i++)
+		seq[i] = s, want[i] = 1;
+	struct fi_batch b = {20, r.ids, seq, want};
+	ck_assert_msg(!fi_model_forward(m, &b, lg, &rows), "%s", fi_errmsg());
+	for (int i = 0; i < 20; i++)
+		ck_assert_msg(row_err(lg + (size_t)i * r.vocab, r.logits + (size_t)i * r.vocab, r.vocab) <= TOL,
+			      "dynamic row %d", i);
+	struct fi_batch one = {1, r.ids + 20, seq, NULL};
+	ck_assert_int_eq(fi_model_forward(m, &one, lg, &rows), FI_ERANGE);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), "position 20 is past max_position_embeddings (20)"));
+	ck_assert_int_eq(fi_model_seq_len(m, s), 20);
+	free(lg);
+	fi_model_close(m);
+	free_ref(&r);
+}
+END_TEST
+
 /* The YaRN and LongRoPE keys as config.json gives them, parsed into the fields above. */
 START_TEST(test_rope_ext_parse)
 {
@@ -490,6 +540,7 @@ int main(void)
 	tcase_add_test(tc, test_rope_llama3);
 	tcase_add_test(tc, test_rope_ext);
 	tcase_add_test(tc, test_rope_ext_parse);
+	tcase_add_test(tc, test_rope_dynamic);
 	tcase_add_test(tc, test_stories260k);
 	suite_add_tcase(s, tc);
 	rc = fi_test_run(s);
