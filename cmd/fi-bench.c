@@ -203,7 +203,7 @@ static double since_exec(void)
 
 
 enum {
-	O_REQUESTS = OPT_LONG, O_WORKLOAD, O_RATE, O_BURST, O_CONC, O_SEED, O_IGNORE_EOS, O_TEMP,
+	O_REQUESTS = OPT_LONG, O_LOAD_FORMAT, O_WORKLOAD, O_RATE, O_BURST, O_CONC, O_SEED, O_IGNORE_EOS, O_TEMP,
 	O_SLO_TTFT, O_SLO_TPOT, O_WARMUP, O_PLOT, O_SAVE, O_TIMEOUT, O_MAX_BATCH, O_KV_SIZE,
 	O_CHUNK, O_PREFIX_CACHE, O_DRY_RUN,
 };
@@ -313,7 +313,7 @@ static int serve_main(struct bench_opts *o, const struct cmd_args *a, const char
 
 int main(int argc, char **argv)
 {
-	const char *fmt = "md";
+	const char *fmt = "md", *load_format = "auto";
 	int reps = 5, batch = 1, ubatch = 2048;
 	struct bench_opts so = {.rate = INFINITY, .burstiness = 1, .warmup = 1, .slo_ttft_ms = -1,
 				.slo_tpot_ms = -1, .timeout = 600, .in = "-"};
@@ -323,6 +323,7 @@ int main(int argc, char **argv)
 		{'b', NULL, "BATCH", OPT_INT, 1, 1024, &batch},
 		{'u', NULL, "UBATCH", OPT_INT, 1, 1 << 20, &ubatch},
 		{'o', NULL, "md|csv|json", OPT_CHOICE, 0, 0, &fmt},
+		{O_LOAD_FORMAT, "load-format", "auto|dummy", OPT_CHOICE, 0, 0, &load_format},
 		/* serve */
 		{O_REQUESTS, "requests", "N", OPT_CALL, 0, 0, NULL},
 		{O_WORKLOAD, "workload", "SPEC", OPT_CALL, 0, 0, NULL},
@@ -353,7 +354,7 @@ int main(int argc, char **argv)
 		{"max-concurrency", O_CONC}, {0},
 	};
 	static const char *const usage[] = {
-		"-m [--backend] [-t] [-r] [-b] [-u] [-o] [TEST ...]",
+		"-m [--backend] [-t] [-r] [-b] [-u] [-o] [--load-format] [TEST ...]",
 		"-m [--backend] [-t] [-o] serve [--requests] [--workload] [--rate] [--burstiness]"
 		" [--concurrency] [--seed] [--ignore-eos] [--temp] [--warmup] [--slo-ttft]"
 		" [--slo-tpot] [--plot] [--save-requests] [--max-batch] [--kv-size] [--prefill-chunk]"
@@ -377,6 +378,7 @@ int main(int argc, char **argv)
 	int ops;
 	bench_workload_parse("sharegpt", &so.wl, msg, sizeof msg);
 	ops = cmd_parse(&cmd, &a, argc, argv);
+	fi_random_weights = !strcmp(load_format, "dummy");
 	for (int i = ops; i < argc; i++)
 		if (!strcmp(argv[i], "serve"))
 			return serve_main(&so, &a, fmt, argc, argv, ops);
@@ -411,7 +413,7 @@ int main(int argc, char **argv)
 		free(tests);
 		return fail(NULL);
 	}
-	fi_err oe = fi_store_open(model, &im);
+	fi_err oe = fi_random_weights ? fi_image_random(model, 0, &im) : fi_store_open(model, &im);
 	ph[1] = fi_now();
 	fi_err be_err = fi_backend_join(bs, &e.be, &be_secs);
 	ph[2] = fi_now();
@@ -444,6 +446,11 @@ int main(int argc, char **argv)
 				e.be->mem_total / 1073741824.0);
 		}
 	}
+	if (im->random) { /* drawn on the device (backend.h) */
+		e.be->random_weights = 1;
+		e.be->random_seed = im->random_seed;
+		fi_random_weights_notice("fi-bench", model);
+	}
 	double tl = fi_now();
 	if (fi_model_load(&im->config, &im->set, e.be, &e.m) || e.be->ops->sync(e.be))
 		return fail("loading the model");
@@ -469,7 +476,18 @@ int main(int argc, char **argv)
 	note_mem(&e);
 
 	char params[32], size[32], pk[32];
-	const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
+	char name[256];
+	{ /* the last component (a config.json's directory), marked when the weights are random */
+		char tmp[256], *sl;
+		size_t n = (size_t)snprintf(tmp, sizeof tmp, "%s", model);
+		while (n > 1 && tmp[n - 1] == '/')
+			tmp[--n] = 0;
+		if (im->random && n > 12 && !strcmp(tmp + n - 12, "/config.json"))
+			tmp[n - 12] = 0;
+		sl = strrchr(tmp, '/');
+		snprintf(name, sizeof name, "%s%s", sl && sl[1] ? sl + 1 : tmp,
+			 im->random ? " (RANDOM WEIGHTS)" : "");
+	}
 	fi_format_count(fi_image_params(im), params, sizeof params);
 	fi_format_bytes(wbytes, size, sizeof size);
 	double gbs = tl > 0 ? wbytes / tl / 1e9 : 0;
@@ -504,7 +522,8 @@ int main(int argc, char **argv)
 	}
 	fi_format_bytes(e.peak_used, pk, sizeof pk);
 	if (!strcmp(fmt, "md")) {
-		printf("\ndevice: %s; build: %s; reps: %d\n", e.be->device, fi_bench_build(), reps);
+		printf("\ndevice: %s; build: %s; reps: %d%s\n", e.be->device, fi_bench_build(), reps,
+		       im->random ? "; weights: RANDOM (--load-format dummy), drawn on the device" : "");
 		printf("load: %.3f s (%.1f GB/s); exec to first token: %.3f s; peak device memory: %s\n",
 		       tl, gbs, first, e.peak_used ? pk : "n/a");
 		printf("startup: exec to main %.3f s, backend %.3f s (image open %.3f s meanwhile), "
@@ -513,6 +532,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(fmt, "json")) {
 		json_t *o = json_object(), *arr = json_array();
 		json_object_set_new(o, "model", json_string(name));
+		json_object_set_new(o, "weights", json_string(im->random ? "random" : "image"));
 		json_object_set_new(o, "size_bytes", json_integer((json_int_t)wbytes));
 		json_object_set_new(o, "params", json_integer(fi_image_params(im)));
 		json_object_set_new(o, "backend", json_string(e.be->ops->name));

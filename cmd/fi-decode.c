@@ -224,9 +224,10 @@ static int summary(struct engine *E)
 	fi_live_clear();
 	if (!E->t_first || fi_log_get_level() < FI_LOG_WARN)
 		return 0;
-	fprintf(stderr, "fi-decode: %llu requests, %llu failed, %llu tokens in %.2f s, %.1f tok/s\n",
+	fprintf(stderr, "fi-decode: %llu requests, %llu failed, %llu tokens in %.2f s, %.1f tok/s%s\n",
 		(unsigned long long)E->n_done, (unsigned long long)E->n_failed,
-		(unsigned long long)E->n_tokens, el, el > 0 ? E->n_tokens / el : 0.0);
+		(unsigned long long)E->n_tokens, el, el > 0 ? E->n_tokens / el : 0.0,
+		E->im && E->im->random ? " (RANDOM WEIGHTS)" : "");
 	return 1;
 }
 
@@ -370,11 +371,12 @@ static int run_one(struct engine *E, const struct opts *o)
 	return 0;
 }
 
-enum { O_TOKENS = OPT_LONG, O_PROMPT, O_CHUNK, O_STOP, O_PREFIX_CACHE };
+enum { O_TOKENS = OPT_LONG, O_PROMPT, O_CHUNK, O_STOP, O_PREFIX_CACHE, O_LOAD_FORMAT };
 
 int main(int argc, char **argv)
 {
 	struct opts o = {.n = 256};
+	const char *load_format = "auto";
 	const struct opt own[] = {
 		{'n', NULL, "N", OPT_INT, 1, 1 << 30, &o.n},
 		{O_PREFIX_CACHE, "prefix-cache", NULL, OPT_FLAG, 0, 0, &o.prefix_cache},
@@ -382,11 +384,12 @@ int main(int argc, char **argv)
 		{O_STOP, "stop", "STR", OPT_LIST, 0, 16, &o.stop},
 		{O_TOKENS, "tokens", "ID,ID,...", OPT_STR, 0, 0, &o.tokens},
 		{O_PROMPT, "prompt", "TEXT", OPT_STR, 0, 0, &o.prompt},
+		{O_LOAD_FORMAT, "load-format", "auto|dummy", OPT_CHOICE, 0, 0, &load_format},
 		{0},
 	};
 	static const char *const usage[] = {
 		"-m [-n] @sampling [--backend] [--prefix-cache] [--arena-size] [--prefill-chunk] [-t]"
-		" [-i] [-o] [-e] [--stop] [--tokens | --prompt] [-f] [-v]",
+		" [-i] [-o] [-e] [--stop] [--tokens | --prompt] [--load-format] [-f] [-v]",
 		NULL,
 	};
 	const struct cmd cmd = {.name = "fi-decode", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS |
@@ -401,6 +404,7 @@ int main(int argc, char **argv)
 		usage_error("unexpected operand '%s'", argv[optind]);
 	if (o.tokens && o.prompt)
 		usage_error("--tokens and --prompt exclude each other");
+	fi_random_weights = !strcmp(load_format, "dummy");
 	/* Frames are binary: refused on a terminal before the model is loaded. */
 	if (!o.tokens && !o.prompt && !o.a.force && fi_stream_refuse_tty(o.a.out))
 		return cmd_error(NULL);
@@ -432,6 +436,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	fi_info("%s on %s", o.a.model, be->device);
+	if (im->random)
+		fi_random_weights_notice("fi-decode", o.a.model);
 	rc = o.tokens || o.prompt ? run_one(&E, &o) : run_frames(&E, &o);
 out:
 	fi_sched_destroy(E.s);

@@ -78,18 +78,18 @@ static int do_list(void)
 	int n, bad = 0;
 	if (fi_store_list(&e, &n))
 		return cmd_error(NULL);
-	printf("%-24s %-8s %8s %-5s %9s\n", "NAME", "FAMILY", "PARAMS", "DTYPE", "SIZE");
+	printf("%-24s %-11s %8s %-5s %9s\n", "NAME", "FAMILY", "PARAMS", "DTYPE", "SIZE");
 	for (int i = 0; i < n; i++) {
 		char params[32], size[32];
 		if (!e[i].im) {
-			printf("%-24s %-8s %8s %-5s %9s\n", e[i].name, "-", "-", "-", "-");
+			printf("%-24s %-11s %8s %-5s %9s\n", e[i].name, "-", "-", "-", "-");
 			cmd_error("%s", e[i].err ? e[i].err : "invalid image");
 			bad = 1;
 			continue;
 		}
 		fi_format_count(fi_image_params(e[i].im), params, sizeof params);
 		fi_format_bytes(e[i].im->size, size, sizeof size);
-		printf("%-24s %-8s %8s %-5s %9s\n", e[i].name, fi_family_name(e[i].im->config.family),
+		printf("%-24s %-11s %8s %-5s %9s\n", e[i].name, fi_family_name(e[i].im->config.family),
 		       params, fi_dtype_lname(e[i].im->dtype), size);
 	}
 	fi_store_list_free(e, n);

@@ -49,6 +49,7 @@ struct dec_params {
 	int max_blocks, bs, Hq, Hk, G, window, n_splits;
 	int min_chunk; /* positions a split takes at least */
 	float scale2; /* scale * log2(e) */
+	float capl;   /* soft-capping (Gemma 2): cap * log2(e), scores capl tanh(s / capl); 0 none */
 	float *ws_ml; /* [T, Hq, n_splits, 2] */
 	float *ws_acc; /* [T, Hq, n_splits, hd] */
 	int *cnt;      /* [T, Hk] splits finished, or NULL: attn_combine runs after */
@@ -152,6 +153,8 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 #pragma unroll
 					for (int o = LPR / 2; o > 0; o >>= 1)
 						d += __shfl_xor_sync(0xffffffffu, d, o);
+					if (p.capl > 0.f) /* cap tanh(s / cap), in log2 units */
+						d = p.capl * tanhf(d / p.capl);
 				}
 				sc[g][r] = base + r < end ? d : -INFINITY;
 			}
@@ -440,6 +443,8 @@ __global__ void attn_generic_kernel(dec_params p, int hd)
 			if (lane + 32 * i < hd)
 				d += q[i] * __bfloat162float(p.kc[row + lane + 32 * i]);
 		d = warp_sum(d);
+		if (p.capl > 0.f)
+			d = p.capl * tanhf(d / p.capl);
 		float mx = fmaxf(m, d), alpha = exp2f(m - mx), pr = exp2f(d - mx);
 		m = mx;
 		l = l * alpha + pr;
@@ -549,6 +554,7 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 	p.G = a->Hq / a->Hk;
 	p.window = b->sliding_window;
 	p.scale2 = b->scale * 1.4426950408889634f;
+	p.capl = b->softcap > 0.f ? b->softcap * 1.4426950408889634f : 0.f;
 	p.n_splits = 1;
 	{ /* A split takes at least the positions one round of the CTA covers (DEC_WARPS warps,
 	   * 32 / (hd / 8) rows each, DEC_R deep), so short sequences use fewer splits and

@@ -17,8 +17,8 @@
  * Rows of a tile may belong to different sequences (a batch of several prompts): the CTA walks
  * the distinct sequences of its rows in turn, masking rows of other sequences, so any layout
  * of the batch is correct; the usual case (one sequence) is a single pass. Positions outside
- * [0, hi) are zero-filled, never read. Head sizes 64 and 128 are compiled; others go to the
- * decode kernel. Head size 128 on Hopper takes the wgmma kernel (attn_prefill_wgmma.cu) from 512
+ * [0, hi) are zero-filled, never read. Head sizes 64, 128 and 256 (Gemma) are compiled;
+ * others go to the decode kernel. Soft-capped scores (Gemma 2) are capped right after Q K^T. Head size 128 on Hopper takes the wgmma kernel (attn_prefill_wgmma.cu) from 512
  * tokens when the build has it. */
 #include <limits.h>
 #include <math.h>
@@ -42,7 +42,9 @@ attn_prefill_kernel(pf_params p)
 {
 	constexpr int BR = 16 * WM * NW, NT = NW * 32;
 	constexpr int CH = HD / 8; /* 16-byte chunks per row */
-	constexpr bool Q_REGS = WM == 1; /* Q fragments live in registers (else reread) */
+	/* Q fragments live in registers (else reread from shared memory); not at head size 256,
+	 * whose 64 Q registers and 128 of O would not fit beside the scores */
+	constexpr bool Q_REGS = WM == 1 && HD <= 128;
 	static_assert(NT >= BC, "one thread per K/V row of the offset table");
 	extern __shared__ __align__(16) unsigned char smem[];
 	bf16 *sq = (bf16 *)smem;       /* [BR][HD]; the output tile at the end */
@@ -235,6 +237,15 @@ attn_prefill_kernel(pf_params p)
 						}
 					}
 				}
+				if (p.capi > 0.f) { /* soft-capping, before the masks */
+#pragma unroll
+					for (int m = 0; m < WM; m++)
+#pragma unroll
+						for (int n = 0; n < BC / 8; n++)
+#pragma unroll
+							for (int e = 0; e < 4; e++)
+								sc[m][n][e] = p.capr * tanhf(sc[m][n][e] * p.capi);
+				}
 				/* Mask where needed: other sequences, causal edge, window edge. */
 				if (need_mask) {
 #pragma unroll
@@ -392,7 +403,7 @@ extern "C" fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a
 	if (b->n_tokens <= 0)
 		return FI_OK;
 	/* scale > 0: the kernel takes the row max of the unscaled scores */
-	if ((a->hd != 64 && a->hd != 128) || a->Hk <= 0 || a->Hq % a->Hk ||
+	if ((a->hd != 64 && a->hd != 128 && a->hd != 256) || a->Hk <= 0 || a->Hq % a->Hk ||
 	    !fi_aligned16(a->q) || !fi_aligned16(a->kc) || !fi_aligned16(a->vc) ||
 	    !fi_aligned16(a->out) || !(b->scale > 0.f) || (b->n_tokens + 63) / 64 > 65535)
 		return FI_EUNSUPPORTED;
@@ -412,6 +423,8 @@ extern "C" fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a
 	p.G = a->Hq / a->Hk;
 	p.window = b->sliding_window;
 	p.scale2 = b->scale * 1.4426950408889634f;
+	p.capi = b->softcap > 0.f ? b->scale / b->softcap : 0.f;
+	p.capr = b->softcap > 0.f ? b->softcap / b->scale : 0.f;
 	/* Head size 128 on Hopper: the wgmma kernel (attn_prefill_wgmma.cu) from 512 tokens,
 	 * FI_PF_WGMMA=0 turns it off. Otherwise 128-row tiles once there are enough tiles to fill
 	 * the GPU. FI_PF_BR picks one (for tests and timings): wg (the wgmma default, ping-pong),
@@ -419,12 +432,15 @@ extern "C" fi_err fi_cu_attn_prefill(cudaStream_t st, const struct fi_cu_attn *a
 	const struct fi_settings *set = fi_settings();
 	const char *env = set->pf_br[0] ? set->pf_br : NULL;
 	bool env_wg = env && !strncmp(env, "wg", 2);
-	bool want_wg = env ? env_wg : p.T >= 512 && set->pf_wgmma;
+	bool want_wg = (env ? env_wg : p.T >= 512 && set->pf_wgmma) && p.capi == 0.f;
 	if (want_wg) {
 		fi_err e = fi_cu_attn_prefill_wgmma(st, p, a->hd, !(env && !strcmp(env, "wgl")));
 		if (e != FI_EUNSUPPORTED)
 			return e;
 	}
 	const char *cfg = env && !env_wg ? env : p.T >= 1024 ? "128" : "64";
+	if (a->hd == 256) /* Gemma: 16-row warps only (a 32-row warp's O would not fit in
+			   * registers); 4 warps (64 rows, 160 KiB of shared memory) or 8 (128) */
+		return !strcmp(cfg, "64") ? launch<256, 1, 4>(st, p) : launch<256, 1, 8>(st, p);
 	return a->hd == 64 ? launch_hd<64>(st, p, cfg) : launch_hd<128>(st, p, cfg);
 }

@@ -12,6 +12,9 @@ struct pf_params {
 	const int32_t *tok_seq, *tok_pos, *block_table;
 	int T, max_blocks, bs, Hq, Hk, G, window;
 	float scale2; /* softmax scale x log2(e): exponentials in base 2 */
+	/* soft-capping (Gemma 2), on raw scores r: capr tanh(r capi), capi = scale / cap and
+	 * capr = cap / scale, so that times scale it is cap tanh(r scale / cap); capi 0: none */
+	float capi, capr;
 };
 
 static __device__ __forceinline__ uint32_t smem_u32(const void *p)

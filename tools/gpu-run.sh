@@ -36,6 +36,12 @@
 #                 T = 64..8192, sampling), then, where the images exist, fi-bench b64 decode with
 #                 the planned attention and without (FI_DEC_PLAN=0); a table last
 #                 (SAN_SERVE=1: test_serve under compute-sanitizer memcheck too)
+#   families      the model families (lib/model/arch.h): their kernels against the CPU twins
+#                 (tests/gpu/test_family_ops), the Gemma-2-9B, Qwen3-30B-A3B and Mixtral-8x7B
+#                 shapes cut to 2-4 layers against HF (test_model_hf), then fi-bench at full
+#                 size from config.json alone (random weights drawn on the device): b1 decode,
+#                 pp2048, b64 decode of the MoE shapes; a short table last (tests/gpu/NOTES.md
+#                 predicts its numbers)
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -230,6 +236,48 @@ for stage in "$@"; do
 		serve_run prefix-distinct-8b llama3_8b "(the baseline)" --requests 1000 \
 			--workload prefix:2048:1000
 		serve_table
+		;;
+	families)
+		step "family kernels against their CPU twins"
+		timeout 300 $t/test_family_ops >"$out/family_ops.log" 2>&1 || rc=1
+		grep -v ' ok$' "$out/family_ops.log"
+		grep -c ' ok$' "$out/family_ops.log" | sed 's/^/comparisons ok: /'
+		step "HF references: Gemma-2-9B, Qwen3-30B-A3B, Mixtral-8x7B shapes, 2-4 layers"
+		python3 tools/hf_gpu_ref.py $refs gemma2_9b_cut qwen3_30b_cut mixtral_8x7b_cut || rc=1
+		step "model parity (families at real widths, and the committed tiny fixtures)"
+		FI_HF_REFS=$refs/gemma2_9b_cut:$refs/qwen3_30b_cut:$refs/mixtral_8x7b_cut \
+			$t/test_model_hf | tee "$out/parity_families.log" || rc=1
+		step "fi-bench at full size, random weights from config.json alone"
+		cfgs=/tmp/famcfg
+		python3 tools/hf_gpu_ref.py --configs $cfgs gemma2_9b qwen3_30b_a3b mixtral_8x7b || rc=1
+		for m in gemma2_9b qwen3_30b_a3b mixtral_8x7b; do
+			fi-bench -m $cfgs/$m --load-format dummy -r 3 -o json tg128 pp2048 \
+				>"$out/bench_$m.json" 2>>"$out/bench_families.err" || rc=1
+		done
+		for m in qwen3_30b_a3b mixtral_8x7b; do
+			fi-bench -m $cfgs/$m --load-format dummy -r 2 -b 64 -o json tg128 \
+				>"$out/bench_${m}_b64.json" 2>>"$out/bench_families.err" || rc=1
+		done
+		tail -3 "$out/bench_families.err"
+		# model, GB read per b1 decode step (weights; tests/gpu/NOTES.md), the goal
+		python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+rows = [("gemma2_9b", 18.48, 190), ("qwen3_30b_a3b", 6.08, 450), ("mixtral_8x7b", 25.50, 135)]
+print("| model (random weights, bf16) | tg128 b1 t/s | goal | GB/step | GB/s | pp2048 t/s | tg128 b64 t/s |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for m, gb, goal in rows:
+    def tps(f, test):
+        try:
+            d = json.load(open(os.path.join(out, f)))
+            return next(t["tps_mean"] for t in d["tests"] if t["test"] == test)
+        except Exception:
+            return float("nan")
+    tg = tps(f"bench_{m}.json", "tg128")
+    pp = tps(f"bench_{m}.json", "pp2048")
+    b64 = tps(f"bench_{m}_b64.json", "tg128")
+    print(f"| {m} | {tg:.1f} | {goal} | {gb:.2f} | {tg * gb:.0f} | {pp:.0f} | {b64:.0f} |")
+PY
 		;;
 	*) echo "unknown stage $stage"; rc=2 ;;
 	esac

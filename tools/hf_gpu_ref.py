@@ -3,6 +3,8 @@
 on the GPU machine (never committed: the 8B one is 16 GB).
 
   python3 tools/hf_gpu_ref.py OUT NAME...      NAME from SHAPES below
+  python3 tools/hf_gpu_ref.py --configs OUT NAME...   NAME from FULL: config.json alone, for
+                                               fi-bench --load-format dummy at full size
 
 For each NAME, OUT/NAME/ gets config.json + model.safetensors (bf16), and ref.json +
 logits.bin in the format of tools/make_hf_fixtures.py: the prompt, the greedy continuation
@@ -56,26 +58,81 @@ SHAPES = {
 }
 
 
+# The model families (lib/model/arch.h) at their real widths, cut to a few layers (the whole
+# models do not fit the GPU machine's RAM and disk beside transformers). Gemma-2-9B keeps its
+# soft-caps and head size 256 but takes a 64-token window, so that the 150-token prompt
+# crosses it; the MoE shapes keep every expert.
+GEMMA2_9B = dict(hidden_size=3584, intermediate_size=14336, num_attention_heads=16,
+                 num_key_value_heads=8, head_dim=256, vocab_size=256000,
+                 query_pre_attn_scalar=256, attn_logit_softcapping=50.0,
+                 final_logit_softcapping=30.0, sliding_window=4096,
+                 max_position_embeddings=8192, rope_theta=10000.0, tie_word_embeddings=True,
+                 hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6)
+QWEN3_30B = dict(hidden_size=2048, intermediate_size=6144, num_attention_heads=32,
+                 num_key_value_heads=4, head_dim=128, vocab_size=151936, num_experts=128,
+                 num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True,
+                 decoder_sparse_step=1, mlp_only_layers=[], rope_theta=1000000.0,
+                 max_position_embeddings=40960, tie_word_embeddings=False,
+                 use_sliding_window=False, rms_norm_eps=1e-6)
+MIXTRAL_8X7B = dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
+                    num_key_value_heads=8, head_dim=128, vocab_size=32000, num_local_experts=8,
+                    num_experts_per_tok=2, rope_theta=1000000.0, max_position_embeddings=32768,
+                    tie_word_embeddings=False, sliding_window=None, rms_norm_eps=1e-5)
+SHAPES.update({
+    "gemma2_9b_cut": ("Gemma2Config", "Gemma2ForCausalLM", dict(
+        GEMMA2_9B, num_hidden_layers=4, sliding_window=64), 150, 32),
+    "qwen3_30b_cut": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(
+        QWEN3_30B, num_hidden_layers=4), 150, 32),
+    "mixtral_8x7b_cut": ("MixtralConfig", "MixtralForCausalLM", dict(
+        MIXTRAL_8X7B, num_hidden_layers=2), 150, 32),
+})
+# Whole models, for their configs alone.
+FULL = {
+    "gemma2_9b": ("Gemma2Config", dict(GEMMA2_9B, num_hidden_layers=42), "Gemma2ForCausalLM"),
+    "qwen3_30b_a3b": ("Qwen3MoeConfig", dict(QWEN3_30B, num_hidden_layers=48),
+                      "Qwen3MoeForCausalLM"),
+    "mixtral_8x7b": ("MixtralConfig", dict(MIXTRAL_8X7B, num_hidden_layers=32),
+                     "MixtralForCausalLM"),
+}
+
+
+def write_configs(out, names):
+    for name in names:
+        cls, kw, arch = FULL[name]
+        cfg = getattr(transformers, cls)(bos_token_id=1, eos_token_id=2, attention_dropout=0.0,
+                                         **kw)
+        cfg.architectures = [arch]
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        cfg.save_pretrained(d)
+        print(f"{name}: {d}/config.json", flush=True)
+
+
 def randomize(model, seed):
     g = torch.Generator(device="cuda").manual_seed(seed)
+    gemma = "gemma" in type(model).__name__.lower()
     with torch.no_grad():
         for name, p in model.named_parameters():
             r = torch.randn(p.shape, generator=g, device="cuda", dtype=torch.float32)
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.1 * r)
+            if name.endswith("norm.weight"):  # Gemma's norms scale by (1 + w)
+                p.copy_((0.0 if gemma else 1.0) + 0.1 * r)
             elif name.endswith("bias"):
                 p.copy_(0.2 * r)
             elif "embed_tokens" in name or "lm_head" in name:
                 p.copy_(r)
-            else:
-                p.copy_(r / p.shape[1] ** 0.5)
+            elif name.endswith("gate.weight") and p.shape[0] <= 256:  # routers: clear choices
+                p.copy_(3.0 * r / p.shape[-1] ** 0.5)
+            else:  # experts are [E, out, in] in transformers 5: fan-in is the last dimension
+                p.copy_(r / p.shape[-1] ** 0.5)
 
 
 def make(out, name, seed):
     cfg_cls, model_cls, kw, n_prompt, n_gen = SHAPES[name]
     t0 = time.time()
-    cfg = getattr(transformers, cfg_cls)(bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5,
-                                         attention_dropout=0.0, **kw)
+    kw = dict(kw)
+    kw.setdefault("rms_norm_eps", 1e-5)
+    cfg = getattr(transformers, cfg_cls)(bos_token_id=1, eos_token_id=2, attention_dropout=0.0,
+                                         **kw)
     cfg._attn_implementation = "eager"
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
@@ -134,6 +191,9 @@ def make(out, name, seed):
 
 
 def main():
+    if sys.argv[1] == "--configs":
+        write_configs(sys.argv[2], sys.argv[3:])
+        return
     out = sys.argv[1]
     for i, name in enumerate(sys.argv[2:]):
         make(out, name, 4242 + i)

@@ -4,7 +4,9 @@ and cases.tsv, the table tests/unit/test_safetensors.c walks:
 
     kind <TAB> file <TAB> expected error code <TAB> substring of the message
 
-kind is "st" (opened with fi_st_open) or "index" (parsed with fi_st_parse_index).
+kind is "st" (opened with fi_st_open) or "index" (parsed with fi_st_parse_index), both read
+by test_safetensors.c, or "config" (a family's config.json, parsed with fi_config_parse by
+tests/unit/test_config.c).
 Run from the repository root: python3 tools/make_bad_fixtures.py"""
 import json
 import os
@@ -132,6 +134,95 @@ INDEX = [
 ]
 
 
+# Configs of the model families (lib/model/config_family.c) with one missing or inconsistent
+# key each: kind "config", parsed by tests/unit/test_config.c with fi_config_parse.
+FAM_BASE = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, intermediate_size=48, vocab_size=300,
+                max_position_embeddings=256, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2)
+GEMMA2 = dict(FAM_BASE, architectures=["Gemma2ForCausalLM"], query_pre_attn_scalar=16,
+              sliding_window=8, hidden_activation="gelu_pytorch_tanh")
+GEMMA3MM = dict(architectures=["Gemma3ForConditionalGeneration"], model_type="gemma3",
+                eos_token_id=[1, 106], text_config=dict(FAM_BASE, model_type="gemma3_text",
+                                                        sliding_window=8))
+PHI3 = dict(FAM_BASE, architectures=["Phi3ForCausalLM"], original_max_position_embeddings=64,
+            rope_scaling=dict(type="longrope", short_factor=[1.0] * 8, long_factor=[2.0] * 8))
+MIXTRAL = dict(FAM_BASE, architectures=["MixtralForCausalLM"], num_local_experts=8,
+               num_experts_per_tok=2)
+QWEN3MOE = dict(FAM_BASE, architectures=["Qwen3MoeForCausalLM"], num_experts=8,
+                num_experts_per_tok=2, moe_intermediate_size=32, num_hidden_layers=2)
+YARN = dict(FAM_BASE, architectures=["Qwen2ForCausalLM"],
+            rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64))
+
+
+def patch(base, drop=(), text=False, **kw):
+    c = json.loads(json.dumps(base))
+    t = c["text_config"] if text else c
+    for k in drop:
+        t.pop(k, None)
+    t.update(kw)
+    return c
+
+
+CONFIG = [
+    ("gemma2_act", patch(GEMMA2, hidden_activation="gelu"), "EUNSUPPORTED",
+     "'hidden_activation' gelu is not supported (only gelu_pytorch_tanh)"),
+    ("gemma2_layer_types_len", patch(GEMMA2, layer_types=["full_attention"] * 3), "EFORMAT",
+     "'layer_types' lists 3 layers, 'num_hidden_layers' is 4"),
+    ("gemma2_layer_types_kind", patch(GEMMA2, layer_types=["sliding_attention", "full_attention",
+                                                          "chunked_attention", "full_attention"]),
+     "EFORMAT", "'layer_types'[2] is not \"sliding_attention\" or \"full_attention\""),
+    ("gemma2_window_null", patch(GEMMA2, sliding_window=None), "EFORMAT",
+     "'sliding_window' is null but 'layer_types' has sliding layers"),
+    ("gemma2_softcap_negative", patch(GEMMA2, attn_logit_softcapping=-1.0), "ERANGE",
+     "'attn_logit_softcapping' = -1 must be positive"),
+    ("gemma2_scalar_zero", patch(GEMMA2, query_pre_attn_scalar=0), "ERANGE",
+     "'query_pre_attn_scalar' = 0 must be positive"),
+    ("gemma2_bidirectional", patch(GEMMA2, use_bidirectional_attention=True), "EUNSUPPORTED",
+     "'use_bidirectional_attention' true is not supported"),
+    ("gemma2_attention_bias", patch(GEMMA2, attention_bias=True), "EUNSUPPORTED",
+     "'attention_bias' true is not supported"),
+    ("gemma3_text_config", patch(GEMMA3MM, text_config=5), "EFORMAT",
+     "'text_config' is not an object"),
+    ("gemma3_pattern_zero", patch(GEMMA3MM, text=True, sliding_window_pattern=0), "ERANGE",
+     "text_config: 'sliding_window_pattern' = 0 is out of range"),
+    ("gemma3_local_scaled", patch(GEMMA3MM, text=True, rope_parameters={
+        "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+        "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}),
+     "EUNSUPPORTED", "only the default 'rope_type' is supported for sliding layers"),
+    ("gemma3_text_no_heads", patch(GEMMA3MM, text=True, num_attention_heads="8"), "EFORMAT",
+     "text_config: 'num_attention_heads' is not an integer"),
+    ("phi3_short_len", patch(PHI3, rope_scaling=dict(PHI3["rope_scaling"], short_factor=[1.0] * 3)),
+     "EFORMAT", "'short_factor' is not an array of 8 numbers (head_dim / 2)"),
+    ("phi3_no_long", patch(PHI3, rope_scaling=dict(type="longrope", short_factor=[1.0] * 8)),
+     "EFORMAT", "rope_scaling: 'long_factor' is missing"),
+    ("phi3_factor_zero", patch(PHI3, rope_scaling=dict(PHI3["rope_scaling"],
+                                                       long_factor=[1.0] * 7 + [0.0])),
+     "ERANGE", "'long_factor'[7] is not a positive number"),
+    ("phi3_partial_rotary", patch(PHI3, partial_rotary_factor=0.75), "EUNSUPPORTED",
+     "'partial_rotary_factor' 0.75 is not supported"),
+    ("mixtral_no_experts", patch(MIXTRAL, drop=["num_local_experts"]), "EFORMAT",
+     "'num_local_experts' is missing"),
+    ("mixtral_no_topk", patch(MIXTRAL, drop=["num_experts_per_tok"]), "EFORMAT",
+     "'num_experts_per_tok' is missing"),
+    ("mixtral_topk_above", patch(MIXTRAL, num_experts_per_tok=9), "EFORMAT",
+     "'num_experts_per_tok' (9) exceeds 'num_local_experts' (8)"),
+    ("qwen3moe_no_moe_ffn", patch(QWEN3MOE, drop=["moe_intermediate_size"]), "EFORMAT",
+     "'moe_intermediate_size' is missing"),
+    ("qwen3moe_no_experts", patch(QWEN3MOE, drop=["num_experts"]), "EFORMAT",
+     "'num_experts' is missing"),
+    ("qwen3moe_mlp_only", patch(QWEN3MOE, mlp_only_layers=[5]), "EFORMAT",
+     "'mlp_only_layers'[0] is not a layer index below 2"),
+    ("qwen3moe_sparse_step", patch(QWEN3MOE, decoder_sparse_step=0), "ERANGE",
+     "'decoder_sparse_step' = 0 is out of range"),
+    ("yarn_no_factor", patch(YARN, rope_scaling=dict(rope_type="yarn")), "EFORMAT",
+     "rope_scaling: 'factor' is missing"),
+    ("yarn_beta", patch(YARN, rope_scaling=dict(YARN["rope_scaling"], beta_fast=-1)), "ERANGE",
+     "'beta_fast' = -1 must be positive"),
+    ("rope_unknown", patch(YARN, rope_scaling=dict(rope_type="mrope", factor=2.0)), "EUNSUPPORTED",
+     "'rope_scaling' type 'mrope' is not supported"),
+]
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):
@@ -143,6 +234,10 @@ def main():
     for name, data, code, sub in INDEX:
         open(os.path.join(OUT, name + ".json"), "wb").write(data)
         rows.append(("index", name + ".json", code, sub))
+    for name, cfg, code, sub in CONFIG:
+        with open(os.path.join(OUT, "config_" + name + ".json"), "w") as f:
+            json.dump(cfg, f, indent=1)
+        rows.append(("config", "config_" + name + ".json", code, sub))
     with open(os.path.join(OUT, "cases.tsv"), "w") as f:
         f.write("# kind\tfile\tcode\tmessage substring (tools/make_bad_fixtures.py)\n")
         for r in rows:

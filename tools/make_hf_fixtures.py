@@ -16,8 +16,9 @@ cache, no generate() stopping rules), so they depend only on the model's logits.
 Weights are drawn larger than the HF default init so that logits are well separated and
 greedy choices are not decided by rounding; the script checks the top-2 margin.
 
-Run from the repository root:  python3 tools/make_hf_fixtures.py
+Run from the repository root:  python3 tools/make_hf_fixtures.py [NAME...]
 """
+import copy
 import json
 import os
 import sys
@@ -53,22 +54,95 @@ FAMILIES = {
         tie_word_embeddings=True, use_sliding_window=False)),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(
         tie_word_embeddings=True, use_sliding_window=False, attention_bias=False)),
+    # ---- the model families of lib/model/arch.h ----
+    # Gemma 2: caps small enough to bend the scores and logits (each is checked to matter),
+    # query_pre_attn_scalar other than head_dim, a window (8) shorter than the prompt on the
+    # even (sliding) layers.
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(
+        num_hidden_layers=4, hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24,
+        attn_logit_softcapping=3.0, final_logit_softcapping=10.0, sliding_window=8,
+        tie_word_embeddings=False)),
+    # Gemma 3: 6 layers, every 3rd global, linear scaling on the global base only.
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+        num_hidden_layers=6, sliding_window=8, sliding_window_pattern=3,
+        query_pre_attn_scalar=16, tie_word_embeddings=False,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0,
+                                            "rope_theta": 1000000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
+    # Gemma 3's multimodal form: the text tower of the Gemma 3 fixture's shape beside a small
+    # SigLIP vision tower and projector, which fi skips (text prompts only).
+    "gemma3_mm": ("Gemma3Config", "Gemma3ForConditionalGeneration", dict(
+        num_hidden_layers=6, sliding_window=8, sliding_window_pattern=3,
+        query_pre_attn_scalar=16, tie_word_embeddings=False, pad_token_id=0)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(tie_word_embeddings=False, pad_token_id=0)),
+    # LongRoPE: original_max_position_embeddings (12) below the prompt, so every forward of
+    # the reference, teacher-forced or greedy, uses the long factors, as fi always does for
+    # a model whose max_position_embeddings exceeds it (fi-load(1)).
+    "phi3_longrope": ("Phi3Config", "Phi3ForCausalLM", dict(
+        tie_word_embeddings=False, pad_token_id=0, original_max_position_embeddings=12,
+        rope_scaling=dict(rope_type="longrope",
+                          short_factor=[1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8],
+                          long_factor=[1.0, 1.5, 2.2, 3.4, 5.0, 7.5, 11.0, 16.0]))),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(
+        num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False)),
+    # Qwen3-MoE: 8 experts, top 3 renormalised, a dense layer in the middle.
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(
+        num_hidden_layers=3, num_experts=8, num_experts_per_tok=3, norm_topk_prob=True,
+        moe_intermediate_size=32, mlp_only_layers=[1], decoder_sparse_step=1,
+        use_sliding_window=False, tie_word_embeddings=False)),
+    # YaRN as Qwen2.5's long-context configs state it.
+    "qwen2_yarn": ("Qwen2Config", "Qwen2ForCausalLM", dict(
+        tie_word_embeddings=True, use_sliding_window=False,
+        rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=32))),
 }
 
+GEMMA = ("gemma2", "gemma3", "gemma3_mm")
+SEED = {"gemma3_mm": 2000}  # the seed its index gives leaves a near-tie in the greedy run
 
-def randomize(model, seed):
+
+def make_config(name, cfg_cls, kw):
+    if name == "gemma3_mm":
+        vision = transformers.SiglipVisionConfig(
+            hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+            image_size=28, patch_size=14)
+        text = {k: v for k, v in kw.items() if k != "torch_dtype"}
+        return transformers.Gemma3Config(text_config=text, vision_config=vision.to_dict(),
+                                         mm_tokens_per_image=4, boi_token_index=297,
+                                         eoi_token_index=298, image_token_index=299,
+                                         tie_word_embeddings=False)
+    return getattr(transformers, cfg_cls)(**copy.deepcopy(kw))
+
+
+def randomize(model, seed, gemma=False):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            if name.endswith("norm.weight"):  # Gemma scales by (1 + w)
+                p.copy_((0.0 if gemma else 1.0) + 0.2 * torch.randn(p.shape, generator=g))
             elif name.endswith("bias"):
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))
             elif "embed_tokens" in name or "lm_head" in name:
                 p.copy_(1.0 * torch.randn(p.shape, generator=g))
             else:  # projections: unit-variance outputs for unit-variance inputs
                 gain = GAIN if ("o_proj" in name or "down_proj" in name) else 1.0
-                p.copy_(gain * torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+                if name.endswith("gate.weight") and p.shape[0] < 16:  # routers: clear choices
+                    gain = 3.0
+                # experts are [E, out, in] in transformers 5: fan-in is the last dimension
+                p.copy_(gain * torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+
+
+MUST_MATTER = {
+    "mistral": [("sliding window", dict(sliding_window=None))],
+    "gemma2": [("sliding window", dict(sliding_window=64)),
+               ("attention soft-capping", dict(attn_logit_softcapping=None)),
+               ("final soft-capping", dict(final_logit_softcapping=None))],
+    "gemma3": [("sliding window", dict(sliding_window=64)),
+               ("global rope scaling", dict(rope_parameters={
+                   "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                   "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}))],
+    "phi3_longrope": [("long factors", dict(original_max_position_embeddings=256))],
+    "qwen2_yarn": [("yarn", dict(rope_scaling=None))],
+}
 
 
 def logits_of(model, ids):
@@ -80,11 +154,11 @@ def make(name, seed):
     cfg_cls, model_cls, extra = FAMILIES[name]
     kw = dict(BASE)
     kw.update(extra)
-    cfg = getattr(transformers, cfg_cls)(**kw)
+    cfg = make_config(name, cfg_cls, kw)
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls)(cfg).float().eval()
-    randomize(model, seed)
+    randomize(model, seed, name in GEMMA)
     rng = np.random.default_rng(seed)
     prompt = [1] + [int(x) for x in rng.integers(3, BASE["vocab_size"], PROMPT_LEN - 1)]
     ref = logits_of(model, prompt)
@@ -97,13 +171,15 @@ def make(name, seed):
         seq.append(int(torch.argmax(last)))
     if margin < 1e-4:
         sys.exit(f"{name}: greedy top-2 margin {margin:.2e} too small; change the seed")
-    if name == "mistral":  # the window must matter
-        full = getattr(transformers, cfg_cls)(**dict(kw, sliding_window=None))
-        full._attn_implementation = "eager"
-        m2 = getattr(transformers, model_cls)(full).float().eval()
+    # what the fixture is there to test must change the logits
+    for feature, change in MUST_MATTER.get(name, []):
+        # deep copies: config classes write into the rope dicts they are given
+        alt = getattr(transformers, cfg_cls)(**copy.deepcopy(dict(kw, **change)))
+        alt._attn_implementation = "eager"
+        m2 = getattr(transformers, model_cls)(alt).float().eval()
         m2.load_state_dict(model.state_dict())
         d = float((logits_of(m2, prompt) - ref).abs().max())
-        assert d > 1e-2, f"sliding window does not change the logits ({d})"
+        assert d > 1e-2, f"{name}: {feature} does not change the logits ({d})"
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
     model.save_pretrained(d, safe_serialization=True)
@@ -123,7 +199,8 @@ def make(name, seed):
         if os.path.exists(p):
             os.remove(p)
     full_ref = logits_of(model, seq)
-    assert torch.equal(full_ref[:len(prompt)].argmax(-1), ref.argmax(-1))
+    assert torch.equal(full_ref[:len(prompt)].argmax(-1), ref.argmax(-1)), \
+        (full_ref[:len(prompt)] - ref).abs().max()
     full_ref.numpy().astype("<f4").tofile(os.path.join(d, "logits.bin"))
     with open(os.path.join(d, "ref.json"), "w") as f:
         json.dump(dict(prompt=prompt, greedy=seq[len(prompt):], vocab=BASE["vocab_size"],
@@ -177,10 +254,15 @@ def make_sampling():
 
 
 def main():
+    """python3 tools/make_hf_fixtures.py [NAME...]: the named fixtures (default: all, and
+    sampling.json); seeds follow the order of FAMILIES, so one remade alone is the same."""
     torch.set_num_threads(1)
+    names = sys.argv[1:] or list(FAMILIES) + ["sampling"]
     for i, name in enumerate(FAMILIES):
-        make(name, 1000 + i)
-    make_sampling()
+        if name in names:
+            make(name, SEED.get(name, 1000 + i))
+    if "sampling" in names:
+        make_sampling()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "base/log.h"
 #include "model/store.h"
@@ -59,6 +61,14 @@ fi_err fi_backend_join(struct fi_backend_start *b, struct fi_backend **be, doubl
 	return e;
 }
 
+int fi_random_weights;
+
+void fi_random_weights_notice(const char *prog, const char *model)
+{
+	fprintf(stderr, "%s: %s: RANDOM WEIGHTS (--load-format dummy): for speed only, the "
+		"output means nothing\n", prog, model);
+}
+
 fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 			     struct fi_backend **be, struct fi_image **im, struct fi_model **m)
 {
@@ -74,7 +84,9 @@ fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 	int dir = fi_store_resolve(arg, path, sizeof path) == FI_STORE_DIR;
 	if ((be_e = fi_backend_start(backend, threads, &bs)))
 		return be_e;
-	if (!dir)
+	if (fi_random_weights)
+		e = fi_image_random(arg, 0, im);
+	else if (!dir)
 		e = fi_store_open(arg, im);
 	if ((be_e = fi_backend_join(bs, be, NULL))) {
 		if (*im)
@@ -82,8 +94,12 @@ fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 		*im = NULL;
 		return be_e;
 	}
-	if (dir)
+	if (dir && !fi_random_weights)
 		e = fi_store_open_dtype(arg, (*be)->act == FI_DT_F32 ? FI_DT_F32 : FI_DT_BF16, im);
+	if (!e && *im && (*im)->random) { /* drawn by the backend where the weights live */
+		(*be)->random_weights = 1;
+		(*be)->random_seed = (*im)->random_seed;
+	}
 	if (!e)
 		e = fi_model_load(&(*im)->config, &(*im)->set, *be, m);
 	if (e) {

@@ -36,4 +36,11 @@ fi_err fi_backend_join(struct fi_backend_start *s, struct fi_backend **be, doubl
 fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 			     struct fi_backend **be, struct fi_image **im, struct fi_model **m);
 
+/* Random weights (--load-format dummy): fi_open_backend_model makes the image from -m's
+ * config alone (a directory with config.json, or the file; fi_image_random), its weights drawn
+ * by the backend where they live. A command sets this before opening the model. */
+extern int fi_random_weights;
+/* The line every command prints on standard error when the weights are random. */
+void fi_random_weights_notice(const char *prog, const char *model);
+
 #endif

@@ -60,6 +60,18 @@ struct fi_attn_batch {
 	 * prompt chunks) can then take them through a decode kernel and the rest through a
 	 * prefill kernel. A hint only: results do not depend on it; 0 says nothing. */
 	int n_decode;
+	float softcap;            /* model families: scores s = cap tanh(s / cap) (after scale)
+				   * before the softmax when > 0 (Gemma 2); 0 = none */
+};
+
+/* A mixture-of-experts MLP (model families, arch.h): E experts of Fm hidden units, their
+ * weights stacked: gate and up [E*Fm, D] (expert e in rows e*Fm ..), down [E*D, Fm]. */
+enum fi_moe_act { FI_MOE_SILU = 0, FI_MOE_GELU_TANH };
+struct fi_moe {
+	int n_experts, top_k, ffn; /* E, k, Fm */
+	int norm_topk;             /* chosen weights divided by their sum */
+	enum fi_moe_act act;
+	const struct fi_weight *gate, *up, *down;
 };
 
 struct fi_rope {
@@ -191,6 +203,24 @@ struct fi_backend_ops {
 	 * A row the backend cannot do (the device: too many candidates, or a vocabulary too
 	 * large for its penalty bitmap) gets token -1 and is left to the host sampler. */
 	fi_err (*sample)(struct fi_backend *be, const struct fi_sample_args *a);
+	/* ---- model families (arch.h; Gemma 2/3, Phi-3, Mixtral, Qwen3-MoE). Optional: a model
+	 * that needs one the backend lacks is refused at load. ---- */
+	/* x[n] *= s in place (Gemma's embedding scale). */
+	fi_err (*scale)(struct fi_backend *be, void *x_d, int64_t n, float s);
+	/* out[T,F] = gelu_tanh(gate[T,F]) * up[T,F] (GeGLU; gelu with the tanh approximation,
+	 * 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))). */
+	fi_err (*gelu_mul)(struct fi_backend *be, void *out_d, const void *gate_d,
+			   const void *up_d, int T, int F);
+	/* x[n] = cap * tanh(x / cap) on f32 logits in place (final logit soft-capping, so
+	 * argmax and the sample op see the capped logits). */
+	fi_err (*softcap)(struct fi_backend *be, float *x_d, int64_t n, float cap);
+	/* out[T,D] = sum over the top_k experts e of token t of w_te * expert_e(in[t]), with
+	 * expert_e(x) = down_e(act(x gate_e^T) * (x up_e^T)), and w = softmax(router[t]) of the
+	 * chosen (renormalised when norm_topk). router_d: f32 [T,E] logits. The routing, the
+	 * grouping of tokens by expert and the products all happen on the device. */
+	fi_err (*moe)(struct fi_backend *be, void *out_d, const void *in_d, const float *router_d,
+		      const struct fi_moe *moe, int T);
+
 	/* Optional CUDA-graph hooks: replay returns FI_OK if a graph for key exists and was
 	 * launched, FI_ENOTFOUND otherwise; capture_begin/end record the ops issued between. */
 	fi_err (*graph_replay)(struct fi_backend *be, uint64_t key);
@@ -207,7 +237,22 @@ struct fi_backend {
 	int fuse_max_T;    /* batches of at most this many tokens use the fused decode ops */
 	const struct fi_settings *settings; /* the environment's switches (settings.h) */
 	void *priv;
+	/* Random weights (fi_image_random, --load-format dummy): weight() and weight_cat() make
+	 * a tensor whose data is NULL on the device, element i of tensor NAME being
+	 * fi_random_weight(random_seed, NAME, i, cols, ndim) (random.c), the same values on
+	 * every backend. 0: a NULL tensor is an error. */
+	int random_weights;
+	uint64_t random_seed;
 };
+
+/* random.c: the value of element i of a random tensor (backend.h, random_weights): a 2-D
+ * [rows, cols] weight draws uniformly with unit-variance outputs, +-sqrt(3 / cols); a 1-D
+ * one (norms, biases) 1 +- 0.1. splitmix64 of (seed, FNV-1a of name, i): integer steps the
+ * CUDA kernel repeats exactly. */
+uint64_t fi_random_name_hash(uint64_t seed, const char *name);
+float fi_random_weight(uint64_t name_hash, uint64_t i, int64_t cols, int ndim);
+/* out[n] = the f32 values of a tensor's elements [0, n). */
+void fi_random_fill_f32(float *out, uint64_t name_hash, uint64_t n, int64_t cols, int ndim);
 
 /* Creates a backend by name: "cpu", "cuda", or "auto" (CUDA when built with it and a GPU
  * is present, else CPU). n_threads <= 0 means one per core. */

@@ -22,6 +22,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->live_delay = -1;
 	s->graphs = s->decode_fuse = s->gemv = s->glu = s->fuse = s->pf_wgmma = 1;
 	s->device_sample = 1;
+	s->moe_grouped = 1;
 	s->dec_plan = -1;
 }
 
@@ -90,6 +91,7 @@ static void read_env(void)
 		s.fuse = 2;
 	s.pf_wgmma = on_unless_0("FI_PF_WGMMA");
 	s.device_sample = on_unless_0("FI_DEVICE_SAMPLE");
+	s.moe_grouped = on_unless_0("FI_MOE_GROUPED");
 	if ((v = getenv("FI_DEC_PLAN")))
 		s.dec_plan = strcmp(v, "0") != 0;
 	s.gemm_tune = is_1("FI_GEMM_TUNE");

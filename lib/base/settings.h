@@ -36,6 +36,7 @@ struct fi_settings {
 	int fuse;          /* FI_FUSE: q/k/v and gate/up weights fused; 2 with "kv" */
 	int pf_wgmma;      /* FI_PF_WGMMA: the wgmma prefill attention (sm_90a) */
 	int device_sample; /* FI_DEVICE_SAMPLE: sampled rows drawn on the device */
+	int moe_grouped;   /* FI_MOE_GROUPED: large mixture-of-experts batches as grouped GEMMs */
 	int dec_plan;      /* FI_DEC_PLAN: decode attention in balanced pieces; -1 unset (by
 			    * batch size), 0 never, 1 whenever it fits */
 	/* Opt-in paths and timing knobs of the CUDA backend; 0 or "" leaves the default. */

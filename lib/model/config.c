@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "config_int.h"
 #include "names.h"
 
 #define MAX_HIDDEN 65536
@@ -35,7 +36,21 @@ static const struct {
 	[FI_FAM_MISTRAL] = {"MistralForCausalLM", "mistral"},
 	[FI_FAM_QWEN2] = {"Qwen2ForCausalLM", "qwen2"},
 	[FI_FAM_QWEN3] = {"Qwen3ForCausalLM", "qwen3"},
+	[FI_FAM_GEMMA2] = {"Gemma2ForCausalLM", "gemma2"},
+	[FI_FAM_GEMMA3] = {"Gemma3ForCausalLM", "gemma3_text"},
+	[FI_FAM_PHI3] = {"Phi3ForCausalLM", "phi3"},
+	[FI_FAM_MIXTRAL] = {"MixtralForCausalLM", "mixtral"},
+	[FI_FAM_QWEN3_MOE] = {"Qwen3MoeForCausalLM", "qwen3_moe"},
 };
+
+/* Gemma 3's multimodal checkpoints: the text tower under text_config (vision skipped). */
+#define GEMMA3_MM_ARCH "Gemma3ForConditionalGeneration"
+#define GEMMA3_MM_TYPE "gemma3"
+
+int fi_config_is_arch(const struct fi_config *c)
+{
+	return c->family >= FI_FAM_GEMMA2 && c->family < FI_FAM_COUNT;
+}
 
 const char *fi_family_name(enum fi_family f)
 {
@@ -109,6 +124,29 @@ static fi_err get_bool(const struct src *s, const char *key, int def, int *out)
 	return FI_OK;
 }
 
+/* The readers for config_family.c (struct fi_cfg_src has struct src's layout). */
+int fi_cfg_absent(const struct fi_cfg_src *s, const char *key)
+{
+	return absent((const struct src *)s, key);
+}
+
+fi_err fi_cfg_int(const struct fi_cfg_src *s, const char *key, int required, long long def,
+		  long long lo, long long hi, int *out)
+{
+	return get_int((const struct src *)s, key, required, def, lo, hi, out);
+}
+
+fi_err fi_cfg_num(const struct fi_cfg_src *s, const char *key, int required, double def,
+		  double *out)
+{
+	return get_num((const struct src *)s, key, required, def, out);
+}
+
+fi_err fi_cfg_bool(const struct fi_cfg_src *s, const char *key, int def, int *out)
+{
+	return get_bool((const struct src *)s, key, def, out);
+}
+
 static fi_err parse_family(const struct src *s, struct fi_config *c)
 {
 	json_t *a = json_object_get(s->o, "architectures"), *mt = json_object_get(s->o, "model_type");
@@ -123,6 +161,12 @@ static fi_err parse_family(const struct src *s, struct fi_config *c)
 		return fi_fail(FI_EFORMAT, "%s: 'model_type' is not a string", s->file);
 	if (a && json_array_size(a)) {
 		name = json_string_value(json_array_get(a, 0));
+		if (!strcmp(name, GEMMA3_MM_ARCH)) {
+			c->family = FI_FAM_GEMMA3;
+			c->text_tower = 1;
+			snprintf(c->arch, sizeof c->arch, "%s", name);
+			return FI_OK;
+		}
 		for (int f = 0; f < FI_FAM_COUNT; f++) {
 			if (strcmp(name, fam[f].arch))
 				continue;
@@ -141,6 +185,12 @@ static fi_err parse_family(const struct src *s, struct fi_config *c)
 	if (!mt || json_is_null(mt))
 		return fi_fail(FI_EFORMAT, "%s: 'architectures' and 'model_type' are missing", s->file);
 	name = json_string_value(mt);
+	if (!strcmp(name, GEMMA3_MM_TYPE)) {
+		c->family = FI_FAM_GEMMA3;
+		c->text_tower = 1;
+		snprintf(c->arch, sizeof c->arch, "%s", GEMMA3_MM_ARCH);
+		return FI_OK;
+	}
 	for (int f = 0; f < FI_FAM_COUNT; f++)
 		if (!strcmp(name, fam[f].model_type)) {
 			c->family = (enum fi_family)f;
@@ -191,6 +241,10 @@ static fi_err parse_rope(const struct src *s, struct fi_config *c)
 		c->rope_type = FI_ROPE_LINEAR;
 	else if (!strcmp(type, "dynamic"))
 		c->rope_type = FI_ROPE_DYNAMIC;
+	else if (!strcmp(type, "yarn"))
+		c->rope_type = FI_ROPE_YARN;
+	else if (!strcmp(type, "longrope") || !strcmp(type, "su"))
+		c->rope_type = FI_ROPE_LONGROPE;
 	else
 		return fi_fail(FI_EUNSUPPORTED, "%s: '%s' type '%s' is not supported", s->file, key, type);
 
@@ -199,6 +253,9 @@ static fi_err parse_rope(const struct src *s, struct fi_config *c)
 		char file[256];
 		snprintf(file, sizeof file, "%s: %s", s->file, key);
 		rs = (struct src){r, file};
+		if (c->rope_type == FI_ROPE_YARN || c->rope_type == FI_ROPE_LONGROPE)
+			return fi_cfg_parse_rope_ext((const struct fi_cfg_src *)s,
+						     (const struct fi_cfg_src *)&rs, type, c);
 		if ((err = get_num(&rs, "factor", 1, 0, &c->rope_factor)))
 			return err;
 		if (c->rope_type != FI_ROPE_LLAMA3)
@@ -213,6 +270,11 @@ static fi_err parse_rope(const struct src *s, struct fi_config *c)
 			return fi_fail(FI_ERANGE, "%s: 'high_freq_factor' must exceed 'low_freq_factor'", file);
 	}
 	return FI_OK;
+}
+
+fi_err fi_cfg_parse_rope(const struct fi_cfg_src *s, struct fi_config *c)
+{
+	return parse_rope((const struct src *)s, c);
 }
 
 static fi_err parse_ids(const struct src *s, struct fi_config *c)
@@ -291,8 +353,13 @@ static fi_err parse_sliding(const struct src *s, struct fi_config *c)
 		else
 			return get_int(s, "sliding_window", 0, 0, 1, INT32_MAX, &c->sliding_window);
 		return FI_OK;
+	case FI_FAM_PHI3:
+	case FI_FAM_MIXTRAL:
+		/* Phi3Config and MixtralConfig: no window by default. */
+		return get_int(s, "sliding_window", 0, 0, 0, INT32_MAX, &c->sliding_window);
 	case FI_FAM_QWEN2:
 	case FI_FAM_QWEN3:
+	case FI_FAM_QWEN3_MOE:
 		/* Qwen2/3 apply their window only when use_sliding_window is set. */
 		if ((err = get_bool(s, "use_sliding_window", 0, &use)))
 			return err;
@@ -304,58 +371,111 @@ static fi_err parse_sliding(const struct src *s, struct fi_config *c)
 	}
 }
 
-static fi_err parse_config(const struct src *s, struct fi_config *c)
+/* The text model's keys: config.json itself, or its text_config (Gemma 3 multimodal; absent
+ * means every default). *own is an object to release afterwards. */
+static fi_err text_src(const struct src *top, struct fi_config *c, struct src *s, char *file,
+		       size_t fsz, json_t **own)
 {
-	json_t *act = json_object_get(s->o, "hidden_act");
-	int mlp_bias = 0;
+	json_t *t;
+	*s = *top;
+	*own = NULL;
+	if (!c->text_tower)
+		return FI_OK;
+	t = json_object_get(top->o, "text_config");
+	if (t && !json_is_null(t) && !json_is_object(t))
+		return fi_fail(FI_EFORMAT, "%s: 'text_config' is not an object", top->file);
+	if (!t || json_is_null(t))
+		t = *own = json_object();
+	if (!t)
+		return fi_fail(FI_ENOMEM, "%s: out of memory", top->file);
+	snprintf(file, fsz, "%s: text_config", top->file);
+	*s = (struct src){t, file};
+	return FI_OK;
+}
+
+static fi_err parse_config(const struct src *top, struct fi_config *c)
+{
+	json_t *act, *own = NULL;
+	struct src text, *s = &text;
+	char tfile[256];
+	int mlp_bias = 0, req, gemma;
 	double eps;
 	fi_err err;
 
-	if ((err = parse_family(s, c)))
+	if ((err = parse_family(top, c)) || (err = text_src(top, c, &text, tfile, sizeof tfile, &own)))
 		return err;
-	if ((err = get_int(s, "hidden_size", 1, 0, 1, MAX_HIDDEN, &c->hidden)) ||
-	    (err = get_int(s, "num_hidden_layers", 1, 0, 1, MAX_LAYERS, &c->n_layers)) ||
-	    (err = get_int(s, "num_attention_heads", 1, 0, 1, MAX_HEADS, &c->n_heads)) ||
-	    (err = get_int(s, "num_key_value_heads", 0, c->n_heads, 1, MAX_HEADS, &c->n_kv_heads)) ||
-	    (err = get_int(s, "intermediate_size", 1, 0, 1, MAX_FFN, &c->ffn)) ||
-	    (err = get_int(s, "vocab_size", 1, 0, 1, MAX_VOCAB, &c->vocab)) ||
-	    (err = get_int(s, "max_position_embeddings", 1, 0, MIN_POS, MAX_POS, &c->max_pos)))
-		return err;
-	if (c->n_heads % c->n_kv_heads)
-		return fi_fail(FI_EFORMAT, "%s: 'num_attention_heads' (%d) is not a multiple of "
-			       "'num_key_value_heads' (%d)", s->file, c->n_heads, c->n_kv_heads);
-	if (absent(s, "head_dim") && c->hidden % c->n_heads)
-		return fi_fail(FI_EFORMAT, "%s: 'head_dim' is missing and 'hidden_size' (%d) is not a "
-			       "multiple of 'num_attention_heads' (%d)", s->file, c->hidden, c->n_heads);
-	if ((err = get_int(s, "head_dim", 0, c->hidden / c->n_heads, 2, MAX_HEAD_DIM, &c->head_dim)))
-		return err;
-	if (c->head_dim % 2) /* RoPE rotates pairs */
-		return fi_fail(FI_ERANGE, "%s: 'head_dim' (%d) is odd", s->file, c->head_dim);
-	if ((err = get_num(s, "rms_norm_eps", 1, 0, &eps)))
-		return err;
-	if (eps >= 1)
-		return fi_fail(FI_ERANGE, "%s: 'rms_norm_eps' = %g is not below 1", s->file, eps);
-	if ((float)eps <= 0) /* it is stored and used as a float */
-		return fi_fail(FI_ERANGE, "%s: 'rms_norm_eps' = %g underflows a float", s->file, eps);
+	act = json_object_get(s->o, "hidden_act");
+	gemma = c->family == FI_FAM_GEMMA2 || c->family == FI_FAM_GEMMA3;
+	/* Gemma 3's published configs list only what differs from Gemma3TextConfig's defaults,
+	 * which these are; every other family states its sizes. */
+	req = c->family != FI_FAM_GEMMA3;
+	if ((err = get_int(s, "hidden_size", req, 2304, 1, MAX_HIDDEN, &c->hidden)) ||
+	    (err = get_int(s, "num_hidden_layers", req, 26, 1, MAX_LAYERS, &c->n_layers)) ||
+	    (err = get_int(s, "num_attention_heads", req, 8, 1, MAX_HEADS, &c->n_heads)) ||
+	    (err = get_int(s, "num_key_value_heads", 0, req ? c->n_heads : 4, 1, MAX_HEADS,
+			   &c->n_kv_heads)) ||
+	    (err = get_int(s, "intermediate_size", req, 9216, 1, MAX_FFN, &c->ffn)) ||
+	    (err = get_int(s, "vocab_size", req, 262208, 1, MAX_VOCAB, &c->vocab)) ||
+	    (err = get_int(s, "max_position_embeddings", req, 131072, MIN_POS, MAX_POS,
+			   &c->max_pos)))
+		goto out;
+	err = FI_EFORMAT;
+	if (c->n_heads % c->n_kv_heads) {
+		fi_fail(err, "%s: 'num_attention_heads' (%d) is not a multiple of "
+			"'num_key_value_heads' (%d)", s->file, c->n_heads, c->n_kv_heads);
+		goto out;
+	}
+	if (req && absent(s, "head_dim") && c->hidden % c->n_heads) {
+		fi_fail(err, "%s: 'head_dim' is missing and 'hidden_size' (%d) is not a "
+			"multiple of 'num_attention_heads' (%d)", s->file, c->hidden, c->n_heads);
+		goto out;
+	}
+	if ((err = get_int(s, "head_dim", 0, req ? c->hidden / c->n_heads : 256, 2, MAX_HEAD_DIM,
+			   &c->head_dim)))
+		goto out;
+	err = FI_ERANGE;
+	if (c->head_dim % 2) { /* RoPE rotates pairs */
+		fi_fail(err, "%s: 'head_dim' (%d) is odd", s->file, c->head_dim);
+		goto out;
+	}
+	if ((err = get_num(s, "rms_norm_eps", req, 1e-6, &eps)))
+		goto out;
+	err = FI_ERANGE;
+	if (eps >= 1) {
+		fi_fail(err, "%s: 'rms_norm_eps' = %g is not below 1", s->file, eps);
+		goto out;
+	}
+	if ((float)eps <= 0) { /* it is stored and used as a float */
+		fi_fail(err, "%s: 'rms_norm_eps' = %g underflows a float", s->file, eps);
+		goto out;
+	}
 	c->rms_eps = (float)eps;
-	if ((err = get_num(s, "rope_theta", 0, 10000.0, &c->rope_theta)) || (err = parse_rope(s, c)))
-		return err;
-	if (!(c->rope_theta > 1 && c->rope_theta <= MAX_ROPE_THETA))
-		return fi_fail(FI_ERANGE, "%s: 'rope_theta' = %g is out of range (1, %g]", s->file,
-			       c->rope_theta, MAX_ROPE_THETA);
-	if ((err = get_bool(s, "tie_word_embeddings", 0, &c->tie_embeddings)))
-		return err;
-	if ((err = parse_sliding(s, c)))
-		return err;
+	if ((err = get_num(s, "rope_theta", 0, c->family == FI_FAM_GEMMA3 ? 1e6 : 10000.0,
+			   &c->rope_theta)) ||
+	    (err = parse_rope(s, c)))
+		goto out;
+	if (!(c->rope_theta > 1 && c->rope_theta <= MAX_ROPE_THETA)) {
+		err = fi_fail(FI_ERANGE, "%s: 'rope_theta' = %g is out of range (1, %g]", s->file,
+			      c->rope_theta, MAX_ROPE_THETA);
+		goto out;
+	}
+	/* Gemma's configs tie by default (Gemma2Config, Gemma3Config). */
+	if ((err = get_bool(top, "tie_word_embeddings", gemma, &c->tie_embeddings)) ||
+	    (err = parse_sliding(s, c)))
+		goto out;
 
-	if (act && !json_is_null(act) &&
-	    (!json_is_string(act) || strcmp(json_string_value(act), "silu")))
-		return fi_fail(FI_EUNSUPPORTED, "%s: 'hidden_act' %s is not supported (only silu)",
-			       s->file, json_is_string(act) ? json_string_value(act) : "of this type");
+	if (!gemma && act && !json_is_null(act) &&
+	    (!json_is_string(act) || strcmp(json_string_value(act), "silu"))) {
+		err = fi_fail(FI_EUNSUPPORTED, "%s: 'hidden_act' %s is not supported (only silu)",
+			      s->file, json_is_string(act) ? json_string_value(act) : "of this type");
+		goto out;
+	}
 	if ((err = get_bool(s, "mlp_bias", 0, &mlp_bias)))
-		return err;
-	if (mlp_bias)
-		return fi_fail(FI_EUNSUPPORTED, "%s: 'mlp_bias' true is not supported", s->file);
+		goto out;
+	if (mlp_bias) {
+		err = fi_fail(FI_EUNSUPPORTED, "%s: 'mlp_bias' true is not supported", s->file);
+		goto out;
+	}
 	switch (c->family) {
 	case FI_FAM_QWEN2:
 		c->qkv_bias = 1;
@@ -365,14 +485,21 @@ static fi_err parse_config(const struct src *s, struct fi_config *c)
 		/* Both configs carry attention_bias (default false). */
 		c->qk_norm = c->family == FI_FAM_QWEN3;
 		if ((err = get_bool(s, "attention_bias", 0, &c->qkv_bias)))
-			return err;
+			goto out;
 		break;
 	default:
 		break;
 	}
-	if ((err = parse_ids(s, c)))
-		return err;
-	return parse_dtype(s, c);
+	/* The multimodal form keeps its ids at the top, over the text model's. */
+	if ((err = parse_ids(s, c)) || (c->text_tower && (err = parse_ids(top, c))))
+		goto out;
+	if (fi_config_is_arch(c) &&
+	    (err = fi_cfg_parse_family((const struct fi_cfg_src *)top, (const struct fi_cfg_src *)s, c)))
+		goto out;
+	err = parse_dtype(top, c);
+out:
+	json_decref(own);
+	return err;
 }
 
 static fi_err load_obj(const char *file, const char *json, size_t len, json_t **out)
@@ -538,6 +665,22 @@ char *fi_config_to_json(const struct fi_config *c)
 					: c->torch_dtype == FI_DT_BF16 ? "bfloat16"
 					: c->torch_dtype == FI_DT_F64  ? "float64"
 								       : "float32"));
+	fi_cfg_family_json(c, o); /* rope_scaling beyond llama3, the families' keys */
+	if (c->text_tower) { /* as the multimodal config.json: the text keys under text_config */
+		static const char *const keep[] = {"tie_word_embeddings", "bos_token_id",
+						   "eos_token_id", "torch_dtype"};
+		json_t *top = json_object();
+		json_object_set_new(top, "architectures", json_pack("[s]", GEMMA3_MM_ARCH));
+		json_object_set_new(top, "model_type", json_string(GEMMA3_MM_TYPE));
+		json_object_del(o, "architectures");
+		json_object_set_new(o, "model_type", json_string("gemma3_text"));
+		for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+			json_object_set(top, keep[i], json_object_get(o, keep[i]));
+			json_object_del(o, keep[i]);
+		}
+		json_object_set_new(top, "text_config", o);
+		o = top;
+	}
 	s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	return s;

@@ -1,6 +1,9 @@
 /* config: the model hyper-parameters fi needs, parsed from a Hugging Face config.json
  * (and generation_config.json), for the Llama family: LlamaForCausalLM, MistralForCausalLM,
- * Qwen2ForCausalLM (QKV bias), Qwen3ForCausalLM (q/k RMSNorm). */
+ * Qwen2ForCausalLM (QKV bias), Qwen3ForCausalLM (q/k RMSNorm); and the families of
+ * arch.h: Gemma2ForCausalLM, Gemma3ForCausalLM, the text tower of
+ * Gemma3ForConditionalGeneration, Phi3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM
+ * (config_family.c parses what is theirs). */
 #ifndef FI_CONFIG_H
 #define FI_CONFIG_H
 
@@ -9,16 +12,31 @@
 #include "base/err.h"
 #include "base/tensor.h"
 
-enum fi_family { FI_FAM_LLAMA = 0, FI_FAM_MISTRAL, FI_FAM_QWEN2, FI_FAM_QWEN3, FI_FAM_COUNT };
+enum fi_family {
+	FI_FAM_LLAMA = 0, FI_FAM_MISTRAL, FI_FAM_QWEN2, FI_FAM_QWEN3,
+	FI_FAM_GEMMA2, FI_FAM_GEMMA3, FI_FAM_PHI3, FI_FAM_MIXTRAL, FI_FAM_QWEN3_MOE,
+	FI_FAM_COUNT
+};
 
 enum fi_rope_type {
 	FI_ROPE_DEFAULT = 0,
-	FI_ROPE_LLAMA3,  /* implemented */
-	FI_ROPE_LINEAR,  /* recorded; the engine refuses it until implemented */
-	FI_ROPE_DYNAMIC, /* recorded; likewise */
+	FI_ROPE_LLAMA3,
+	FI_ROPE_LINEAR,
+	FI_ROPE_DYNAMIC,  /* dynamic NTK: each position rotated with the base for its length */
+	FI_ROPE_YARN,
+	FI_ROPE_LONGROPE, /* Phi-3: short or long factors, chosen once per model (fi-load(1)) */
 };
 
+/* The MLP's gate activation. */
+enum fi_act { FI_ACT_SILU = 0, FI_ACT_GELU_TANH };
+
 #define FI_MAX_EOS 8
+#define FI_MAX_LAYERS 1024
+#define FI_MAX_ROPE_FACTORS 512 /* LongRoPE factors: head_dim / 2 of them */
+
+/* Per-layer kinds (fi_config.layer). */
+#define FI_LAYER_SLIDING 1u /* attention within sliding_window (Gemma's local layers) */
+#define FI_LAYER_MOE 2u     /* the MLP is a mixture of experts */
 
 struct fi_config {
 	enum fi_family family;
@@ -45,6 +63,32 @@ struct fi_config {
 	int eos_ids[FI_MAX_EOS];
 	int n_eos;
 	enum fi_dtype torch_dtype; /* torch_dtype of the checkpoint, informational */
+
+	/* ---- model families beyond Llama (arch.h); zero for the Llama family ---- */
+	int text_tower;        /* Gemma3ForConditionalGeneration: text_config, vision skipped */
+	enum fi_act act;       /* hidden_act / hidden_activation */
+	int norm_plus_one;     /* RMSNorm scales by (1 + w) (Gemma) */
+	int sandwich;          /* post-attention and post-feed-forward norms (Gemma) */
+	float embed_scale;     /* embeddings times this (Gemma: sqrt(hidden) in f32); 0 = 1 */
+	float attn_softcap;    /* attn_logit_softcapping: cap tanh(s / cap); 0 = none */
+	float final_softcap;   /* final_logit_softcapping, on the logits; 0 = none */
+	float query_scalar;    /* query_pre_attn_scalar: scores scaled by its -1/2; 0 = hd */
+	double rope_local_theta; /* Gemma3: base of the sliding layers (they never scale) */
+	int fused_qkv;         /* Phi-3: qkv_proj and gate_up_proj, one tensor each */
+	unsigned char layer[FI_MAX_LAYERS]; /* FI_LAYER_* per layer */
+	/* rope_scaling beyond llama3 (rope_orig_max_pos serves them too) */
+	double rope_attn_factor; /* yarn, longrope: cos and sin times this (computed when absent) */
+	double rope_beta_fast, rope_beta_slow; /* yarn ramp */
+	int rope_truncate;     /* yarn: floor/ceil the correction range (default true) */
+	int rope_long;         /* longrope: the long factors are in force */
+	int n_rope_factors;    /* longrope: head_dim / 2 */
+	float rope_short[FI_MAX_ROPE_FACTORS], rope_long_f[FI_MAX_ROPE_FACTORS];
+	/* mixture of experts */
+	int n_experts;         /* num_local_experts / num_experts */
+	int n_experts_used;    /* num_experts_per_tok, top-k */
+	int moe_ffn;           /* intermediate size of one expert (Mixtral: intermediate_size) */
+	int norm_topk;         /* top-k weights renormalised to sum 1 (Mixtral always) */
+	int sparse_step;       /* Qwen3-MoE decoder_sparse_step */
 };
 
 /* Parses config.json text (len bytes, not NUL-terminated); gen may be NULL or the text of
@@ -64,5 +108,12 @@ fi_err fi_config_check(const struct fi_config *c, const struct fi_tensor_set *ts
 /* Parameter count implied by the config. */
 long long fi_config_params(const struct fi_config *c);
 const char *fi_family_name(enum fi_family f);
+/* 1 when the config needs the family layer loop (arch.h) rather than the Llama one. */
+int fi_config_is_arch(const struct fi_config *c);
+/* Layer l's kind bits (FI_LAYER_*). */
+static inline unsigned fi_config_layer(const struct fi_config *c, int l)
+{
+	return l >= 0 && l < FI_MAX_LAYERS ? c->layer[l] : 0;
+}
 
 #endif

@@ -294,8 +294,11 @@ void fi_image_close(struct fi_image *im)
 	if (im->mapped && im->map)
 		munmap((void *)im->map, im->size);
 	free(im->t_);
+	for (int i = 0; im->random && im->blobs && i < im->n_blobs; i++)
+		free((void *)im->blobs[i].data); /* a random image's blobs are its own */
 	free(im->blobs);
 	free(im->path);
+	free(im->own_);
 	free(im);
 }
 

@@ -100,7 +100,19 @@ struct fi_image {
 	uint8_t fingerprint[32];
 	char fingerprint_hex[65];
 	struct fi_tensor *t_;        /* storage behind set.t */
+	/* fi_image_random: no file; tensors without data, drawn by the backend */
+	int random;
+	uint64_t random_seed;
+	void *own_;                  /* storage of a random image */
 };
+
+/* An in-memory image with random weights for a config alone (--load-format dummy): arg is
+ * a directory holding config.json (its generation_config.json and tokenizer files are used
+ * when present) or a config.json file. Its tensors have the config's shapes and no data
+ * (NULL): a backend with random_weights set (backend.h) draws them where they live, so a
+ * model of any size needs no host memory for weights. random is 1, and the fingerprint
+ * covers the config and the seed: KV computed with it never mixes with a real model's. */
+fi_err fi_image_random(const char *arg, uint64_t seed, struct fi_image **out);
 
 /* Maps path read-only and validates it. The error names the file and what is wrong. */
 fi_err fi_image_open(const char *path, struct fi_image **out);

@@ -98,7 +98,7 @@ static fi_err map_tensors(const char *dir, const struct fi_config *c, const stru
 	}
 	for (int i = 0; i < m->set.n; i++) {
 		const struct fi_tensor *t = &m->set.t[i];
-		int r = fi_name_from_hf(t->name, names[n], FI_IMAGE_NAME_MAX);
+		int r = fi_name_from_hf_cfg(c, t->name, names[n], FI_IMAGE_NAME_MAX);
 		if (r < 0) {
 			free(taken);
 			free(tmp);
@@ -121,13 +121,25 @@ static fi_err map_tensors(const char *dir, const struct fi_config *c, const stru
 		tmp[n].src = t->data;
 		n++;
 	}
-	for (int i = 0; fi_expected_tensor(c, i, &ex); i++)
-		for (int j = 0; j < n; j++)
-			if (!taken[j] && !strcmp(tmp[j].name, ex.name)) {
+	{ /* by name through a hash: a mixture of experts has tens of thousands of tensors */
+		json_t *ix = json_object();
+		if (!ix) {
+			free(taken);
+			free(tmp);
+			return fi_fail(FI_ENOMEM, "'%s'", dir);
+		}
+		for (int j = n - 1; j >= 0; j--) /* the first of equal names wins, as before */
+			json_object_set_new(ix, tmp[j].name, json_integer(j));
+		for (int i = 0; fi_expected_tensor(c, i, &ex); i++) {
+			json_t *v = json_object_get(ix, ex.name);
+			int j = v ? (int)json_integer_value(v) : -1;
+			if (j >= 0 && !taken[j]) {
 				taken[j] = 1;
 				src[k++] = tmp[j];
-				break;
 			}
+		}
+		json_decref(ix);
+	}
 	for (int j = 0; j < n; j++)
 		if (!taken[j])
 			src[k++] = tmp[j];

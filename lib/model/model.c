@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch.h"
 #include "base/log.h"
 #include "names.h"
 #include "safetensors.h"
@@ -45,8 +46,14 @@ fi_err fi_rope_inv_freq(const struct fi_config *c, float *out)
 			}
 			break;
 		}
+		case FI_ROPE_DYNAMIC: /* within max_position_embeddings: the default (arch.h) */
+			break;
+		case FI_ROPE_YARN:
+		case FI_ROPE_LONGROPE:
+			return fi_rope_inv_freq_ext(c, out);
 		default:
-			return fi_fail(FI_EUNSUPPORTED, "rope_scaling type 'dynamic' is not supported");
+			return fi_fail(FI_EUNSUPPORTED, "rope_scaling type %d is not supported",
+				       (int)c->rope_type);
 		}
 		out[i] = (float)f;
 	}
@@ -202,6 +209,7 @@ void fi_model_close(struct fi_model *m)
 		return;
 	fi_kvcache_destroy(m->cache);
 	free_scratch(m);
+	fi_arch_free(m); /* model families */
 	if (m->l)
 		free_weights(m);
 	if (m->inv_freq_d)
@@ -234,6 +242,11 @@ fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
 	}
 	m->c = *c;
 	m->be = be;
+	if (fi_config_is_arch(c)) { /* model families: their own weights and layers (arch.h) */
+		if ((e = fi_arch_load(m, ts)))
+			goto fail;
+		goto freqs;
+	}
 	m->fusable = be->ops->norm_qkv_rope && be->ops->matmul_add && be->ops->norm_glu &&
 		     !c->qk_norm && c->hidden % 8 == 0 && c->ffn % 8 == 0 && c->head_dim % 2 == 0 &&
 		     c->n_heads * c->head_dim % 8 == 0;
@@ -260,6 +273,7 @@ fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
 		if (!w->p && (e = load(m, ts, &ex, w)))
 			goto fail;
 	}
+freqs:
 	if ((e = be->ops->alloc(be, sizeof(float) * (size_t)(c->head_dim / 2),
 				(void **)&m->inv_freq_d)) ||
 	    (e = be->ops->upload(be, m->inv_freq_d, inv, sizeof(float) * (size_t)(c->head_dim / 2))))
@@ -412,6 +426,8 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 	fi_err e;
 
 #define OK(x) do { if ((e = (x))) return e; } while (0)
+	if (m->arch) /* model families (arch.h) */
+		return fi_arch_layers(m, T, tok_d, pos_d, ab);
 	OK(op->embed(be, s->x, &m->tok_embd, tok_d, T));
 	if (m->fusable && T <= be->fuse_max_T) {
 		/* Decode-sized: each weight pass carries its neighbours (backend.h), and the
@@ -495,6 +511,10 @@ fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int3
 	}
 	if ((e = be->ops->matmul_f32out(be, m->s.logits, rows, head, n)))
 		return e;
+	/* model families: final logit soft-capping (Gemma 2), before argmax and sampling */
+	if (c->final_softcap > 0 &&
+	    (e = be->ops->softcap(be, m->s.logits, (int64_t)n * c->vocab, c->final_softcap)))
+		return e;
 	if (argmax && (e = be->ops->argmax(be, m->s.am, m->s.logits, n, c->vocab)))
 		return e;
 	return FI_OK;
@@ -560,6 +580,14 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 		local[t] = k;
 		cnt[k]++;
 	}
+	/* dynamic NTK: transformers rescales the whole sequence past max_position_embeddings at
+	 * every step, which cached keys cannot follow (fi-load(1)) */
+	for (int k = 0; k < S; k++)
+		if (c->rope_type == FI_ROPE_DYNAMIC && old[k] + cnt[k] > c->max_pos) {
+			e = fi_fail(FI_ERANGE, "position %d is past max_position_embeddings (%d) of a "
+				    "model with dynamic NTK rope scaling", old[k] + cnt[k] - 1, c->max_pos);
+			goto out;
+		}
 	for (int k = 0; k < S; k++) {
 		if ((e = fi_kvcache_reserve(kc, sid[k], old[k] + cnt[k]))) {
 			for (int j = 0; j <= k; j++) /* roll back: release what was reserved */
@@ -640,7 +668,7 @@ static fi_err forward(struct fi_model *m, const struct fi_batch *b, float *logit
 			.block_table_d = d + 5 * T + S,
 			.max_seq_len = max_len,
 			.sliding_window = c->sliding_window,
-			.scale = 1.0f / sqrtf((float)c->head_dim),
+			.scale = fi_attn_scale(c),
 			.n_decode = n_dec,
 		};
 		if ((e = fi_model_body(m, T, d, d + T, &ab, identity ? NULL : d + 4 * T, n_out,
@@ -731,7 +759,7 @@ fi_err fi_model_load_hf(const char *dir, struct fi_backend *be, struct fi_model 
 		goto out;
 	}
 	for (int i = 0; i < st->set.n; i++) {
-		int r = fi_name_from_hf(st->set.t[i].name, names[n], sizeof names[n]);
+		int r = fi_name_from_hf_cfg(&c, st->set.t[i].name, names[n], sizeof names[n]);
 		if (r < 0) {
 			e = fi_fail(FI_EUNSUPPORTED, "'%s': unknown tensor '%s'", dir,
 				    st->set.t[i].name);

@@ -21,8 +21,9 @@
  *   Qwen3: q,k = per-head rmsnorm(q), rmsnorm(k) ; q,k = rope(q,k)
  *   x += attention(q, cache) Wo^T ; x += down(silu(x' Wg^T) * (x' Wu^T)), x' = rmsnorm(x)
  * and logits = rmsnorm(x) W_out^T (W_out = tok_embd when embeddings are tied), in f32.
- * RoPE frequencies: default, or llama3 / linear scaling (fi_rope_inv_freq); dynamic NTK is
- * refused with FI_EUNSUPPORTED. */
+ * RoPE frequencies: default, or llama3 / linear / YaRN / LongRoPE / dynamic NTK scaling
+ * (fi_rope_inv_freq). The families of arch.h (Gemma 2 and 3, Phi-3, Mixtral, Qwen3-MoE) run
+ * their own layer loop (arch.c) over the same ops and cache. */
 #ifndef FI_MODEL_H
 #define FI_MODEL_H
 
@@ -50,6 +51,12 @@ struct fi_backend *fi_model_backend(const struct fi_model *m);
 /* RoPE inverse frequencies [head_dim / 2] of a config, as HF computes them (default,
  * llama3 per _compute_llama3_parameters, linear: divided by factor). */
 fi_err fi_rope_inv_freq(const struct fi_config *c, float *out);
+/* The same for YaRN and LongRoPE (rope.c). Their attention factor (cos and sin times it, in
+ * transformers) is c->rope_attn_factor; the model folds its square into the softmax scale. */
+fi_err fi_rope_inv_freq_ext(const struct fi_config *c, float *out);
+/* The softmax scale: head_dim^-1/2 (query_pre_attn_scalar^-1/2 for Gemma) times the square
+ * of the YaRN or LongRoPE attention factor. */
+float fi_attn_scale(const struct fi_config *c);
 
 /* Creates the KV cache: n_blocks blocks of block_size tokens (0, 0: block size 16 and
  * room for 4 sequences of min(max_position_embeddings, 4096) tokens). Called implicitly

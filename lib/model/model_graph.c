@@ -152,7 +152,7 @@ fi_err fi_model_graph_step(struct fi_model *m, int T, const int *sid, const int 
 		.block_table_d = d + 6 * G,
 		.max_seq_len = w * kc->kv.block_size,
 		.sliding_window = m->c.sliding_window,
-		.scale = 1.0f / sqrtf((float)m->c.head_dim),
+		.scale = fi_attn_scale(&m->c),
 		.n_decode = Tb,
 	};
 	int argmax = op->argmax != NULL; /* always in the graph: it costs microseconds */

@@ -68,6 +68,7 @@ struct fi_model {
 	struct fi_kvcache *cache;
 	struct scratch s;
 	struct graphs gr;
+	struct fi_arch *arch; /* model families (arch.h); NULL for the Llama family */
 	/* host staging for the int arrays uploaded each step */
 	int32_t *h_ints;
 	size_t h_ints_cap;

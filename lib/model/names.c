@@ -24,9 +24,84 @@ static const struct {
 	{"mlp.down_proj.weight", "ffn_down"},
 };
 
-int fi_name_from_hf(const char *hf, char *out, size_t outsz)
+/* Families whose HF names mean something else, or that have their own (names.h). */
+static const struct {
+	unsigned fams; /* bit per enum fi_family */
+	const char *hf, *eng;
+} fam_map[] = {
+#define GEMMA ((1u << FI_FAM_GEMMA2) | (1u << FI_FAM_GEMMA3))
+	/* Gemma: post_attention_layernorm normalises the attention output (sandwich norms) */
+	{GEMMA, "post_attention_layernorm.weight", "attn_post_norm"},
+	{GEMMA, "pre_feedforward_layernorm.weight", "ffn_norm"},
+	{GEMMA, "post_feedforward_layernorm.weight", "ffn_post_norm"},
+	{1u << FI_FAM_PHI3, "self_attn.qkv_proj.weight", "attn_qkv"},
+	{1u << FI_FAM_PHI3, "mlp.gate_up_proj.weight", "ffn_gate_up"},
+	{1u << FI_FAM_MIXTRAL, "block_sparse_moe.gate.weight", "ffn_router"},
+	{1u << FI_FAM_QWEN3_MOE, "mlp.gate.weight", "ffn_router"},
+#undef GEMMA
+};
+
+/* Experts: HF "<prefix>.E.<kind>.weight" -> "ffn_<gate|up|down>.E". */
+static const struct {
+	enum fi_family fam;
+	const char *prefix, *kind[3]; /* gate, up, down */
+} exp_map[] = {
+	{FI_FAM_MIXTRAL, "block_sparse_moe.experts.", {"w1", "w3", "w2"}},
+	{FI_FAM_QWEN3_MOE, "mlp.experts.", {"gate_proj", "up_proj", "down_proj"}},
+};
+
+static int expert_name(const struct fi_config *c, long l, const char *p, char *out, size_t outsz)
+{
+	static const char *const eng[3] = {"ffn_gate", "ffn_up", "ffn_down"};
+	for (size_t i = 0; i < sizeof exp_map / sizeof exp_map[0]; i++) {
+		size_t n = strlen(exp_map[i].prefix);
+		char *end;
+		long e;
+		if (exp_map[i].fam != c->family || strncmp(p, exp_map[i].prefix, n))
+			continue;
+		e = strtol(p + n, &end, 10);
+		if (end == p + n || *end != '.' || e < 0 || e > 100000)
+			return -1;
+		for (int k = 0; k < 3; k++) {
+			size_t kl = strlen(exp_map[i].kind[k]);
+			if (!strncmp(end + 1, exp_map[i].kind[k], kl) && !strcmp(end + 1 + kl, ".weight")) {
+				snprintf(out, outsz, "blk.%ld.%s.%ld", l, eng[k], e);
+				return 1;
+			}
+		}
+		return -1;
+	}
+	return -1;
+}
+
+/* Gemma 3's multimodal checkpoints: the text model under language_model (transformers 4.50
+ * wrote "language_model.model.", later ones "model.language_model."), the vision tower and
+ * projector beside it, which fi skips. */
+static const char *text_tower(const char *p, int *skip)
+{
+	static const char *const vision[] = {"vision_tower.", "multi_modal_projector.",
+					     "model.vision_tower.", "model.multi_modal_projector."};
+	*skip = 0;
+	for (size_t i = 0; i < sizeof vision / sizeof vision[0]; i++)
+		if (!strncmp(p, vision[i], strlen(vision[i]))) {
+			*skip = 1;
+			return p;
+		}
+	if (!strncmp(p, "language_model.model.", 21))
+		return p + 21;
+	if (!strncmp(p, "model.language_model.", 21))
+		return p + 21;
+	if (!strncmp(p, "language_model.", 15)) /* language_model.lm_head.weight */
+		return p + 15;
+	return p;
+}
+
+int fi_name_from_hf_cfg(const struct fi_config *c, const char *hf, char *out, size_t outsz)
 {
 	const char *p = hf;
+	int skip = 0;
+	if (c && c->text_tower && (p = text_tower(hf, &skip)) && skip)
+		return 0;
 	if (!strcmp(p, "lm_head.weight"))
 		return snprintf(out, outsz, "output") > 0;
 	if (!strncmp(p, "model.", 6))
@@ -43,6 +118,14 @@ int fi_name_from_hf(const char *hf, char *out, size_t outsz)
 		end++;
 		if (!strcmp(end, "self_attn.rotary_emb.inv_freq"))
 			return 0;
+		for (size_t i = 0; c && i < sizeof fam_map / sizeof fam_map[0]; i++)
+			if ((fam_map[i].fams >> c->family & 1) && !strcmp(end, fam_map[i].hf)) {
+				snprintf(out, outsz, "blk.%ld.%s", n, fam_map[i].eng);
+				return 1;
+			}
+		if (c && (c->family == FI_FAM_MIXTRAL || c->family == FI_FAM_QWEN3_MOE) &&
+		    expert_name(c, n, end, out, outsz) == 1)
+			return 1;
 		for (size_t i = 0; i < sizeof layer_map / sizeof layer_map[0]; i++)
 			if (!strcmp(end, layer_map[i].hf)) {
 				snprintf(out, outsz, "blk.%ld.%s", n, layer_map[i].eng);
@@ -50,6 +133,11 @@ int fi_name_from_hf(const char *hf, char *out, size_t outsz)
 			}
 	}
 	return -1;
+}
+
+int fi_name_from_hf(const char *hf, char *out, size_t outsz)
+{
+	return fi_name_from_hf_cfg(NULL, hf, out, outsz);
 }
 
 static void set(struct fi_expected *e, const char *name, int ndim, int64_t a, int64_t b)
@@ -60,21 +148,32 @@ static void set(struct fi_expected *e, const char *name, int ndim, int64_t a, in
 	e->shape[1] = b;
 }
 
-int fi_expected_tensor(const struct fi_config *c, int i, struct fi_expected *e)
+struct layer_list {
+	int n, at;       /* static tensors; experts go at index at */
+	int experts;     /* 3 per expert in a mixture-of-experts layer, else 0 */
+	const char *name[20];
+	int nd[20];
+	int64_t sh[20][2];
+};
+
+/* Layer l's tensors. Optional ones take a slot only when configured; the Llama family's
+ * order is that of its images. Experts come after the router, before the post norm. */
+static void layer_list(const struct fi_config *c, int l, struct layer_list *o)
 {
-	const int64_t D = c->hidden, F = c->ffn, V = c->vocab, hd = c->head_dim;
+	const int64_t D = c->hidden, F = c->ffn, hd = c->head_dim;
 	const int64_t q = (int64_t)c->n_heads * hd, kv = (int64_t)c->n_kv_heads * hd;
-	char nm[64];
+	const int moe = (fi_config_layer(c, l) & FI_LAYER_MOE) && c->n_experts > 0;
 	int per = 0;
-	/* Layer tensors in a fixed order; optional ones take a slot only when configured. */
-	const char *lt[16];
-	int64_t sh[16][2];
-	int nd[16];
-#define L(n, d, a, b) (lt[per] = (n), nd[per] = (d), sh[per][0] = (a), sh[per][1] = (b), per++)
+#define L(n, dd, a, b) (o->name[per] = (n), o->nd[per] = (dd), o->sh[per][0] = (a), \
+			o->sh[per][1] = (b), per++)
 	L("attn_norm", 1, D, 0);
-	L("attn_q", 2, q, D);
-	L("attn_k", 2, kv, D);
-	L("attn_v", 2, kv, D);
+	if (c->fused_qkv) {
+		L("attn_qkv", 2, q + 2 * kv, D);
+	} else {
+		L("attn_q", 2, q, D);
+		L("attn_k", 2, kv, D);
+		L("attn_v", 2, kv, D);
+	}
 	if (c->qkv_bias) {
 		L("attn_q_bias", 1, q, 0);
 		L("attn_k_bias", 1, kv, 0);
@@ -85,29 +184,86 @@ int fi_expected_tensor(const struct fi_config *c, int i, struct fi_expected *e)
 		L("attn_k_norm", 1, hd, 0);
 	}
 	L("attn_o", 2, D, q);
+	if (c->sandwich)
+		L("attn_post_norm", 1, D, 0);
 	L("ffn_norm", 1, D, 0);
-	L("ffn_gate", 2, F, D);
-	L("ffn_up", 2, F, D);
-	L("ffn_down", 2, D, F);
+	if (moe) {
+		L("ffn_router", 2, c->n_experts, D);
+	} else if (c->fused_qkv) {
+		L("ffn_gate_up", 2, 2 * F, D);
+		L("ffn_down", 2, D, F);
+	} else {
+		L("ffn_gate", 2, F, D);
+		L("ffn_up", 2, F, D);
+		L("ffn_down", 2, D, F);
+	}
+	o->at = per;
+	if (c->sandwich)
+		L("ffn_post_norm", 1, D, 0);
 #undef L
+	o->n = per;
+	o->experts = moe ? 3 * c->n_experts : 0;
+}
+
+/* Tensor k of a layer list: engine name and shape. */
+static void layer_tensor(const struct fi_config *c, int l, const struct layer_list *o, int k,
+			 struct fi_expected *e)
+{
+	static const char *const ek[3] = {"ffn_gate", "ffn_up", "ffn_down"};
+	char nm[64];
+	if (k >= o->at && k < o->at + o->experts) {
+		const int64_t D = c->hidden, Fm = c->moe_ffn;
+		k -= o->at;
+		snprintf(nm, sizeof nm, "blk.%d.%s.%d", l, ek[k % 3], k / 3);
+		set(e, nm, 2, k % 3 == 2 ? D : Fm, k % 3 == 2 ? Fm : D);
+		return;
+	}
+	if (k >= o->at)
+		k -= o->experts;
+	snprintf(nm, sizeof nm, "blk.%d.%s", l, o->name[k]);
+	set(e, nm, o->nd[k], o->sh[k][0], o->sh[k][1]);
+}
+
+int fi_layer_tensor_count(const struct fi_config *c, int l)
+{
+	struct layer_list o;
+	layer_list(c, l, &o);
+	return o.n + o.experts;
+}
+
+int fi_expected_tensor(const struct fi_config *c, int i, struct fi_expected *e)
+{
+	struct layer_list o;
+	if (i < 0)
+		return 0;
 	if (i == 0) {
-		set(e, "tok_embd", 2, V, D);
+		set(e, "tok_embd", 2, c->vocab, c->hidden);
 		return 1;
 	}
 	i--;
-	if (i < c->n_layers * per) {
-		int l = i / per, k = i % per;
-		snprintf(nm, sizeof nm, "blk.%d.%s", l, lt[k]);
-		set(e, nm, nd[k], sh[k][0], sh[k][1]);
-		return 1;
+	if (!fi_config_is_arch(c)) { /* uniform layers */
+		layer_list(c, 0, &o);
+		if (i < c->n_layers * o.n) {
+			layer_tensor(c, i / o.n, &o, i % o.n, e);
+			return 1;
+		}
+		i -= c->n_layers * o.n;
+	} else { /* layers may differ (MoE and dense ones): walk them */
+		for (int l = 0; l < c->n_layers; l++) {
+			layer_list(c, l, &o);
+			if (i < o.n + o.experts) {
+				layer_tensor(c, l, &o, i, e);
+				return 1;
+			}
+			i -= o.n + o.experts;
+		}
 	}
-	i -= c->n_layers * per;
 	if (i == 0) {
-		set(e, "out_norm", 1, D, 0);
+		set(e, "out_norm", 1, c->hidden, 0);
 		return 1;
 	}
 	if (i == 1 && !c->tie_embeddings) {
-		set(e, "output", 2, V, D);
+		set(e, "output", 2, c->vocab, c->hidden);
 		return 1;
 	}
 	return 0;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -66,7 +67,9 @@ fi_err fi_store_path(const char *name, char *out, size_t outsz)
 }
 
 /* Removes temporary images of writers that died (their lock is gone); a live writer holds
- * an exclusive flock on its file until it renames it. */
+ * an exclusive flock on its file until it renames it. A writer takes the lock just after
+ * creating the file, so a file younger than a minute is left alone: in that window it is
+ * unlocked but alive. */
 static void sweep_stale(const char *dir)
 {
 	DIR *dh = opendir(dir);
@@ -81,6 +84,11 @@ static void sweep_stale(const char *dir)
 		snprintf(p, sizeof p, "%s/%s", dir, d->d_name);
 		if ((fd = open(p, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
 			continue;
+		struct stat st;
+		if (!fstat(fd, &st) && st.st_mtime > time(NULL) - 60) {
+			close(fd);
+			continue;
+		}
 		if (!flock(fd, LOCK_EX | LOCK_NB)) {
 			fi_info("removing '%s', left by an interrupted conversion", p);
 			unlink(p);

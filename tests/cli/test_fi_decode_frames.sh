@@ -11,7 +11,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # One request per family through frames, in one process per family: greedy == HF.
-for fam in llama llama_tied llama3_rope mistral qwen2 qwen3; do
+for fam in llama llama_tied llama3_rope mistral qwen2 qwen3 gemma2 gemma3 gemma3_mm phi3 \
+	phi3_longrope mixtral qwen3_moe qwen2_yarn; do
 	jq -c '{v: 1, type: "request", id: "g", tokens: .prompt, max_tokens: (.greedy | length),
 		temperature: 0},
 	       {v: 1, type: "request", id: "n", tokens: .prompt, max_tokens: (.greedy | length),

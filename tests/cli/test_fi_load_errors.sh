@@ -42,6 +42,27 @@ sed -i 's/"model.norm.weight":{"dtype":"BF16"/"model.norm.weight":{"dtype": "I16
 	"$work/int"/model-0000*.safetensors
 expect_fail int "tensor 'model.norm.weight': dtype I16 is not supported" "$work/int"
 
+# The model families: a config that disagrees with its checkpoint names the tensor.
+hf=$(pwd)/tests/fixtures/hf
+family_case() { # name, fixture, jq edit of config.json, expected message
+	cp -r "$hf/$2" "$work/$1"
+	jq "$3" "$hf/$2/config.json" > "$work/$1/config.json"
+	expect_fail "$1" "$4" "$work/$1"
+}
+family_case phi3kv phi3 '.num_key_value_heads = 4' \
+	"tensor 'blk.0.attn_qkv' has shape \[128, 64\], expected \[192, 64\]"
+family_case mixtral3 mixtral '.num_local_experts = 3' \
+	"tensor 'blk.0.ffn_router' has shape \[4, 64\], expected \[3, 64\]"
+family_case moedense qwen3_moe '.mlp_only_layers = []' "tensor 'blk.1.ffn_router' \[8, 64\] is missing"
+family_case moeffn qwen3_moe '.moe_intermediate_size = 16' \
+	"tensor 'blk.0.ffn_gate.0' has shape \[32, 64\], expected \[16, 64\]"
+family_case gemmalayers gemma2 '.num_hidden_layers = 5 | .layer_types += ["full_attention"]' \
+	"tensor 'blk.4.attn_norm' \[64\] is missing"
+family_case gemmatypes gemma2 '.layer_types = ["full_attention"]' \
+	"'layer_types' lists 1 layers, 'num_hidden_layers' is 4"
+family_case mmvision gemma3_mm '.architectures = ["Gemma3ForCausalLM"] | .model_type = "gemma3_text"' \
+	"unknown tensor 'language_model\."
+
 # No config.json.
 mkdir "$work/empty"
 expect_fail empty "config.json" "$work/empty"

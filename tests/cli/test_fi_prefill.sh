@@ -53,7 +53,8 @@ echo "ok: frames of fi-prefill"
 
 # Every fixture family: fi-prefill | fi-decode equals fi-decode alone (greedy), and a second
 # prefill of the same prompts, in a new process, finds every full block but the last token's.
-for fam in llama llama_tied llama3_rope mistral qwen2 qwen3; do
+for fam in llama llama_tied llama3_rope mistral qwen2 qwen3 gemma2 gemma3 gemma3_mm phi3 \
+	phi3_longrope mixtral qwen3_moe qwen2_yarn; do
 	jq -c '.prompt as $p | (.greedy | length) as $n | ([range(8)] | map($p) | add) as $p8 |
 		{v: 1, type: "request", temperature: 0} |
 		(. + {id: "a", tokens: $p, max_tokens: $n}),

@@ -261,7 +261,8 @@ int main(int argc, char **argv)
 {
 	struct fi_backend *be;
 	static const char *fixtures[] = {"llama", "llama_tied", "llama3_rope", "mistral", "qwen2",
-					 "qwen3"};
+					 "qwen3", "gemma2", "gemma3", "gemma3_mm", "phi3",
+					 "phi3_longrope", "mixtral", "qwen3_moe", "qwen2_yarn"};
 	int fail = 0, ran = 0;
 	if (fi_backend_create(argc > 1 ? argv[1] : "cuda", 0, &be)) {
 		printf("SKIPPED: %s\n", fi_errmsg());

@@ -31,6 +31,20 @@ static int cfg_eq(const struct fi_config *a, const struct fi_config *b)
 		   a->torch_dtype == b->torch_dtype;
 	for (int i = 0; same && i < a->n_eos; i++)
 		same = a->eos_ids[i] == b->eos_ids[i];
+	/* the model families' keys */
+	same = same && a->text_tower == b->text_tower && a->act == b->act &&
+	       a->norm_plus_one == b->norm_plus_one && a->sandwich == b->sandwich &&
+	       a->embed_scale == b->embed_scale && a->attn_softcap == b->attn_softcap &&
+	       a->final_softcap == b->final_softcap && a->query_scalar == b->query_scalar &&
+	       a->rope_local_theta == b->rope_local_theta && a->fused_qkv == b->fused_qkv &&
+	       !memcmp(a->layer, b->layer, sizeof a->layer) &&
+	       a->rope_attn_factor == b->rope_attn_factor && a->rope_beta_fast == b->rope_beta_fast &&
+	       a->rope_beta_slow == b->rope_beta_slow && a->rope_truncate == b->rope_truncate &&
+	       a->rope_long == b->rope_long && a->n_rope_factors == b->n_rope_factors &&
+	       !memcmp(a->rope_short, b->rope_short, sizeof(float) * (size_t)a->n_rope_factors) &&
+	       !memcmp(a->rope_long_f, b->rope_long_f, sizeof(float) * (size_t)a->n_rope_factors) &&
+	       a->n_experts == b->n_experts && a->n_experts_used == b->n_experts_used &&
+	       a->moe_ffn == b->moe_ffn && a->norm_topk == b->norm_topk;
 	return same;
 }
 
@@ -231,9 +245,12 @@ static const struct err_case {
 	{"rope not object", "{\"rope_scaling\":\"llama3\"}", NULL, FI_EFORMAT, "'rope_scaling' is not an object"},
 	{"rope no type", "{\"rope_scaling\":{\"factor\":2.0}}", NULL, FI_EFORMAT, "'rope_scaling.rope_type' is missing"},
 	{"rope type number", "{\"rope_scaling\":{\"rope_type\":1}}", NULL, FI_EFORMAT, "'rope_scaling.rope_type' is not a string"},
-	{"rope yarn", "{\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4.0}}", NULL, FI_EUNSUPPORTED,
-	 "'rope_scaling' type 'yarn' is not supported"},
-	{"rope longrope", "{\"rope_scaling\":{\"type\":\"longrope\"}}", NULL, FI_EUNSUPPORTED, "type 'longrope'"},
+	{"rope yarn no factor", "{\"rope_scaling\":{\"rope_type\":\"yarn\"}}", NULL, FI_EFORMAT,
+	 "rope_scaling: 'factor' is missing"},
+	{"rope longrope", "{\"rope_scaling\":{\"type\":\"longrope\"}}", NULL, FI_EFORMAT,
+	 "rope_scaling: 'short_factor' is missing"},
+	{"rope unknown", "{\"rope_scaling\":{\"rope_type\":\"mrope\"}}", NULL, FI_EUNSUPPORTED,
+	 "'rope_scaling' type 'mrope' is not supported"},
 	{"rope linear no factor", "{\"rope_scaling\":{\"rope_type\":\"linear\"}}", NULL, FI_EFORMAT,
 	 "rope_scaling: 'factor' is missing"},
 	{"rope factor negative", "{\"rope_scaling\":{\"rope_type\":\"dynamic\",\"factor\":-2}}", NULL, FI_ERANGE,
@@ -276,6 +293,111 @@ START_TEST(test_errors)
 	fi_err e = parse_patched(k->patch, k->del, NULL, &c);
 	ck_assert_msg(e == k->code, "%s: got %s (%s)", k->name, fi_strerror(e), fi_errmsg());
 	ck_assert_msg(strstr(fi_errmsg(), k->msg), "%s: '%s' lacks '%s'", k->name, fi_errmsg(), k->msg);
+}
+END_TEST
+
+/* The malformed family configs of tests/fixtures/bad (kind "config" in cases.tsv, from
+ * tools/make_bad_fixtures.py): each refused with its code, the message naming the key. */
+START_TEST(test_family_corpus)
+{
+	size_t len;
+	char *tab = fi_test_slurp(fi_test_fixture("bad/cases.tsv"), &len), *line, *save = NULL;
+	int n = 0;
+	ck_assert_ptr_nonnull(tab);
+	for (line = strtok_r(tab, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *kind, *file, *code, *sub, *s2 = NULL, path[512], *data;
+		size_t dlen;
+		struct fi_config c;
+		fi_err e, want;
+		if (line[0] == '#')
+			continue;
+		kind = strtok_r(line, "\t", &s2);
+		file = strtok_r(NULL, "\t", &s2);
+		code = strtok_r(NULL, "\t", &s2);
+		sub = strtok_r(NULL, "\t", &s2);
+		if (!kind || strcmp(kind, "config"))
+			continue;
+		want = !strcmp(code, "EFORMAT") ? FI_EFORMAT : !strcmp(code, "ERANGE") ? FI_ERANGE
+		       : !strcmp(code, "EUNSUPPORTED") ? FI_EUNSUPPORTED : FI_OK;
+		ck_assert_msg(want != FI_OK, "%s: code %s", file, code);
+		snprintf(path, sizeof path, "%s%s", fi_test_fixture("bad/"), file);
+		data = fi_test_slurp(path, &dlen);
+		ck_assert_msg(data, "%s missing", path);
+		fi_clear_error();
+		e = fi_config_parse(data, dlen, NULL, 0, &c);
+		ck_assert_msg(e == want, "%s: got %s (%s), want %s", file, fi_strerror(e), fi_errmsg(),
+			      code);
+		ck_assert_msg(strstr(fi_errmsg(), sub), "%s: '%s' lacks '%s'", file, fi_errmsg(), sub);
+		free(data);
+		n++;
+	}
+	free(tab);
+	ck_assert_int_ge(n, 20);
+}
+END_TEST
+
+/* The family fixtures' configs (tests/fixtures/hf, written by transformers 5) parse into what
+ * the model needs, and survive the round trip through an image's JSON. */
+START_TEST(test_family_configs)
+{
+	struct fi_config c;
+	ck_assert_msg(!fi_config_load_dir(fi_test_fixture("hf/gemma2"), &c), "%s", fi_errmsg());
+	ck_assert_int_eq(c.family, FI_FAM_GEMMA2);
+	ck_assert(c.norm_plus_one && c.sandwich && c.act == FI_ACT_GELU_TANH);
+	ck_assert(c.attn_softcap == 3.0f && c.final_softcap == 10.0f && c.query_scalar == 24.0f);
+	ck_assert(c.embed_scale == 8.0f && c.sliding_window == 8);
+	ck_assert_uint_eq(c.layer[0], FI_LAYER_SLIDING);
+	ck_assert_uint_eq(c.layer[1], 0);
+	ck_assert_uint_eq(c.layer[2], FI_LAYER_SLIDING);
+	roundtrip(&c);
+	ck_assert_msg(!fi_config_load_dir(fi_test_fixture("hf/gemma3"), &c), "%s", fi_errmsg());
+	ck_assert(c.family == FI_FAM_GEMMA3 && c.qk_norm && c.attn_softcap == 0 && c.final_softcap == 0);
+	ck_assert(c.rope_type == FI_ROPE_LINEAR && c.rope_factor == 4.0 && c.rope_theta == 1e6 &&
+		  c.rope_local_theta == 1e4);
+	for (int l = 0; l < 6; l++)
+		ck_assert_uint_eq(c.layer[l], (l + 1) % 3 ? FI_LAYER_SLIDING : 0);
+	roundtrip(&c);
+	ck_assert_msg(!fi_config_load_dir(fi_test_fixture("hf/phi3_longrope"), &c), "%s", fi_errmsg());
+	ck_assert(c.family == FI_FAM_PHI3 && c.fused_qkv && c.rope_type == FI_ROPE_LONGROPE);
+	ck_assert(c.rope_orig_max_pos == 12 && c.rope_long && c.n_rope_factors == 8);
+	ck_assert(c.rope_long_f[7] == 16.0f && c.rope_short[1] == 1.1f);
+	ck_assert(fabs(c.rope_attn_factor - sqrt(1 + log(256.0 / 12) / log(12.0))) < 1e-12);
+	roundtrip(&c);
+	ck_assert_msg(!fi_config_load_dir(fi_test_fixture("hf/mixtral"), &c), "%s", fi_errmsg());
+	ck_assert(c.n_experts == 4 && c.n_experts_used == 2 && c.norm_topk && c.moe_ffn == 48);
+	ck_assert_uint_eq(c.layer[1], FI_LAYER_MOE);
+	roundtrip(&c);
+	ck_assert_msg(!fi_config_load_dir(fi_test_fixture("hf/qwen3_moe"), &c), "%s", fi_errmsg());
+	ck_assert(c.n_experts == 8 && c.n_experts_used == 3 && c.norm_topk && c.moe_ffn == 32);
+	ck_assert(c.layer[0] == FI_LAYER_MOE && c.layer[1] == 0 && c.layer[2] == FI_LAYER_MOE);
+	roundtrip(&c);
+	ck_assert_msg(!fi_config_load_dir(fi_test_fixture("hf/qwen2_yarn"), &c), "%s", fi_errmsg());
+	ck_assert(c.rope_type == FI_ROPE_YARN && c.rope_factor == 4.0 && c.rope_orig_max_pos == 32);
+	roundtrip(&c);
+}
+END_TEST
+
+/* Gemma 3's multimodal config: the text tower under text_config, which the hub's configs
+ * fill only where it differs from Gemma3TextConfig's defaults; ids and tying at the top. */
+START_TEST(test_gemma3_text_tower)
+{
+	static const char mm[] =
+		"{\"architectures\":[\"Gemma3ForConditionalGeneration\"],\"model_type\":\"gemma3\","
+		"\"eos_token_id\":[1,106],\"text_config\":{\"hidden_size\":2560,"
+		"\"intermediate_size\":10240,\"model_type\":\"gemma3_text\",\"num_hidden_layers\":34,"
+		"\"rope_scaling\":{\"factor\":8.0,\"rope_type\":\"linear\"},\"sliding_window\":1024},"
+		"\"vision_config\":{\"hidden_size\":1152},\"torch_dtype\":\"bfloat16\"}";
+	struct fi_config c;
+	ck_assert_msg(!fi_config_parse(mm, sizeof mm - 1, NULL, 0, &c), "%s", fi_errmsg());
+	ck_assert(c.family == FI_FAM_GEMMA3 && c.text_tower);
+	ck_assert_str_eq(c.arch, "Gemma3ForConditionalGeneration");
+	ck_assert(c.hidden == 2560 && c.n_layers == 34 && c.n_heads == 8 && c.n_kv_heads == 4);
+	ck_assert(c.head_dim == 256 && c.vocab == 262208 && c.max_pos == 131072);
+	ck_assert(c.rms_eps == 1e-6f && c.rope_theta == 1e6 && c.rope_local_theta == 1e4);
+	ck_assert(c.rope_type == FI_ROPE_LINEAR && c.rope_factor == 8.0 && c.sliding_window == 1024);
+	ck_assert(c.tie_embeddings && c.n_eos == 2 && c.eos_ids[1] == 106);
+	ck_assert(c.layer[4] == FI_LAYER_SLIDING && c.layer[5] == 0 && c.query_scalar == 256);
+	roundtrip(&c);
 }
 END_TEST
 
@@ -595,6 +717,9 @@ int main(void)
 	tcase_add_loop_test(tc, test_errors, 0, sizeof err_cases / sizeof err_cases[0]);
 	tcase_add_test(tc, test_bounds_accepted);
 	tcase_add_test(tc, test_bad_json);
+	tcase_add_test(tc, test_family_corpus);
+	tcase_add_test(tc, test_family_configs);
+	tcase_add_test(tc, test_gemma3_text_tower);
 	tcase_add_loop_test(tc, test_rope, 0, sizeof rope_cases / sizeof rope_cases[0]);
 	tcase_add_test(tc, test_defaults_and_families);
 	tcase_add_test(tc, test_generation_config);

@@ -16,6 +16,8 @@
 
 #include "backend/backend.h"
 #include "model/model.h"
+#include "model/names.h"
+#include "model/safetensors.h"
 #include "util.h"
 
 #define TOL 1e-4
@@ -275,7 +277,9 @@ static void family_fused(const char *name, int fusable)
 	free_ref(&r);
 }
 
-static void family(const char *name)
+/* fusable: the model may take the decode fusions (the Llama family without q/k norms; the
+ * families of arch.h run their own layers). */
+static void family_ex(const char *name, int fusable)
 {
 	struct ref r;
 	double ef, ed, em;
@@ -287,7 +291,12 @@ static void family(const char *name)
 	printf("parity %-12s max rel err: full %.2e  decode %.2e  mixed %.2e  greedy %d/%d\n",
 	       name, ef, ed, em, agree, r.n_greedy);
 	free_ref(&r);
-	family_fused(name, !strstr(name, "qwen3"));
+	family_fused(name, fusable);
+}
+
+static void family(const char *name)
+{
+	family_ex(name, !strstr(name, "qwen3"));
 }
 
 START_TEST(test_llama) { family("hf/llama"); }
@@ -301,6 +310,23 @@ END_TEST
 START_TEST(test_qwen2) { family("hf/qwen2"); }
 END_TEST
 START_TEST(test_qwen3) { family("hf/qwen3"); }
+END_TEST
+/* The families of arch.h (tools/make_hf_fixtures.py says what each fixture exercises). */
+START_TEST(test_gemma2) { family_ex("hf/gemma2", 0); }
+END_TEST
+START_TEST(test_gemma3) { family_ex("hf/gemma3", 0); }
+END_TEST
+START_TEST(test_gemma3_mm) { family_ex("hf/gemma3_mm", 0); }
+END_TEST
+START_TEST(test_phi3) { family_ex("hf/phi3", 0); }
+END_TEST
+START_TEST(test_phi3_longrope) { family_ex("hf/phi3_longrope", 0); }
+END_TEST
+START_TEST(test_mixtral) { family_ex("hf/mixtral", 0); }
+END_TEST
+START_TEST(test_qwen3_moe) { family_ex("hf/qwen3_moe", 0); }
+END_TEST
+START_TEST(test_qwen2_yarn) { family("hf/qwen2_yarn"); }
 END_TEST
 
 /* A full cache fails with FI_EFULL and leaves the sequence as it was. */
@@ -349,8 +375,98 @@ START_TEST(test_rope_llama3)
 	for (int i = 0; i < 8; i++)
 		ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-4f * want[i], "%d: %g vs %g", i,
 			      got[i], want[i]);
+	/* dynamic NTK within max_position_embeddings: the default frequencies, 10000^(-i/8) */
 	c.rope_type = FI_ROPE_DYNAMIC;
-	ck_assert_int_eq(fi_rope_inv_freq(&c, got), FI_EUNSUPPORTED);
+	ck_assert_int_eq(fi_rope_inv_freq(&c, got), FI_OK);
+	for (int i = 0; i < 8; i++)
+		ck_assert_msg(fabsf(got[i] - powf(10000.0f, -i / 8.0f)) <= 1e-6f * got[0], "%d: %g", i,
+			      got[i]);
+}
+END_TEST
+
+/* YaRN and LongRoPE frequency tables and attention factors against transformers 5.25
+ * (ROPE_INIT_FUNCTIONS["yarn"], ["longrope"]) for the configs of the qwen2_yarn and
+ * phi3_longrope fixtures. */
+START_TEST(test_rope_ext)
+{
+	struct fi_config c = {.head_dim = 16, .rope_theta = 10000, .rope_type = FI_ROPE_YARN,
+			      .rope_factor = 4, .rope_orig_max_pos = 32, .rope_beta_fast = 32,
+			      .rope_beta_slow = 1, .rope_truncate = 1, .rope_attn_factor = 1.138629436111989};
+	static const float yarn[8] = {1.0f, 0.19764235615730286f, 0.02500000037252903f,
+				      0.007905694656074047f, 0.0024999999441206455f,
+				      0.0007905694656074047f, 0.0002500000118743628f,
+				      7.905694656074047e-05f};
+	float got[8];
+	ck_assert_int_eq(fi_rope_inv_freq(&c, got), FI_OK);
+	for (int i = 0; i < 8; i++)
+		ck_assert_msg(fabsf(got[i] - yarn[i]) <= 1e-6f * yarn[i], "yarn %d: %g vs %g", i, got[i],
+			      yarn[i]);
+	ck_assert_float_eq_tol(fi_attn_scale(&c), 0.25f * 1.138629436111989f * 1.138629436111989f, 1e-7f);
+}
+END_TEST
+
+/* Dynamic NTK: within max_position_embeddings the llama fixture's logits exactly (the
+ * frequencies are the default ones, as in transformers); a position past it is refused and
+ * the sequence is left as it was. */
+START_TEST(test_rope_dynamic)
+{
+	struct fi_config c;
+	struct fi_st_model *st;
+	struct fi_tensor t[64];
+	char names[64][64];
+	struct fi_model *m;
+	struct ref r;
+	int n = 0, s, rows;
+	load_ref("hf/llama", &r);
+	ck_assert_int_eq(fi_config_load_dir(fi_test_fixture("hf/llama"), &c), FI_OK);
+	c.rope_type = FI_ROPE_DYNAMIC;
+	c.rope_factor = 4;
+	c.max_pos = 20;
+	ck_assert_int_eq(fi_st_open_dir(fi_test_fixture("hf/llama"), &st), FI_OK);
+	for (int i = 0; i < st->set.n && n < 64; i++)
+		if (fi_name_from_hf(st->set.t[i].name, names[n], 64) == 1) {
+			t[n] = st->set.t[i];
+			t[n].name = names[n];
+			n++;
+		}
+	struct fi_tensor_set ts = {n, t};
+	ck_assert_msg(!fi_model_load(&c, &ts, be, &m), "%s", fi_errmsg());
+	fi_st_close_dir(st);
+	float *lg = malloc(sizeof(float) * 20 * (size_t)r.vocab);
+	int32_t seq[20] = {0};
+	int8_t want[20];
+	ck_assert_int_eq(fi_model_seq_new(m, &s), FI_OK);
+	for (int i = 0; i < 20; i++)
+		seq[i] = s, want[i] = 1;
+	struct fi_batch b = {20, r.ids, seq, want};
+	ck_assert_msg(!fi_model_forward(m, &b, lg, &rows), "%s", fi_errmsg());
+	for (int i = 0; i < 20; i++)
+		ck_assert_msg(row_err(lg + (size_t)i * r.vocab, r.logits + (size_t)i * r.vocab, r.vocab) <= TOL,
+			      "dynamic row %d", i);
+	struct fi_batch one = {1, r.ids + 20, seq, NULL};
+	ck_assert_int_eq(fi_model_forward(m, &one, lg, &rows), FI_ERANGE);
+	ck_assert_ptr_nonnull(strstr(fi_errmsg(), "position 20 is past max_position_embeddings (20)"));
+	ck_assert_int_eq(fi_model_seq_len(m, s), 20);
+	free(lg);
+	fi_model_close(m);
+	free_ref(&r);
+}
+END_TEST
+
+/* The YaRN and LongRoPE keys as config.json gives them, parsed into the fields above. */
+START_TEST(test_rope_ext_parse)
+{
+	static const char yarn[] = "{\"architectures\":[\"Qwen2ForCausalLM\"],\"hidden_size\":64,"
+		"\"num_hidden_layers\":1,\"num_attention_heads\":4,\"intermediate_size\":8,"
+		"\"vocab_size\":10,\"max_position_embeddings\":131072,\"rms_norm_eps\":1e-6,"
+		"\"rope_scaling\":{\"type\":\"yarn\",\"factor\":4.0,"
+		"\"original_max_position_embeddings\":32768}}";
+	struct fi_config c;
+	ck_assert_msg(!fi_config_parse(yarn, sizeof yarn - 1, NULL, 0, &c), "%s", fi_errmsg());
+	ck_assert_int_eq(c.rope_type, FI_ROPE_YARN);
+	ck_assert_int_eq(c.rope_orig_max_pos, 32768);
+	ck_assert(fabs(c.rope_attn_factor - (0.1 * log(4.0) + 1)) < 1e-12);
+	ck_assert(c.rope_beta_fast == 32 && c.rope_beta_slow == 1 && c.rope_truncate == 1);
 }
 END_TEST
 
@@ -412,8 +528,19 @@ int main(void)
 	tcase_add_test(tc, test_mistral);
 	tcase_add_test(tc, test_qwen2);
 	tcase_add_test(tc, test_qwen3);
+	tcase_add_test(tc, test_gemma2);
+	tcase_add_test(tc, test_gemma3);
+	tcase_add_test(tc, test_gemma3_mm);
+	tcase_add_test(tc, test_phi3);
+	tcase_add_test(tc, test_phi3_longrope);
+	tcase_add_test(tc, test_mixtral);
+	tcase_add_test(tc, test_qwen3_moe);
+	tcase_add_test(tc, test_qwen2_yarn);
 	tcase_add_test(tc, test_cache_full);
 	tcase_add_test(tc, test_rope_llama3);
+	tcase_add_test(tc, test_rope_ext);
+	tcase_add_test(tc, test_rope_ext_parse);
+	tcase_add_test(tc, test_rope_dynamic);
 	tcase_add_test(tc, test_stories260k);
 	suite_add_tcase(s, tc);
 	rc = fi_test_run(s);

@@ -2,6 +2,7 @@
  * stories260K checkpoint, and `-m` resolution. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -435,11 +436,13 @@ START_TEST(test_convert_stories260k)
 }
 END_TEST
 
-/* Temporary images of killed writers are swept by listing; a live writer's (locked) is not. */
+/* Temporary images of killed writers are swept by listing; a live writer's (locked) is not,
+ * nor one created within the last minute (a writer locks it just after creating it). */
 START_TEST(test_store_sweeps_stale)
 {
 	struct fi_store_entry *e;
-	char home[600], dead[900], live[900];
+	char home[600], dead[900], live[900], young[900];
+	struct timespec old[2] = {{time(NULL) - 120, 0}, {time(NULL) - 120, 0}};
 	int n, fd;
 	mk_tmp();
 	snprintf(home, sizeof home, "%s/home", tmpdir);
@@ -448,16 +451,23 @@ START_TEST(test_store_sweeps_stale)
 	ck_assert(!fi_store_models_dir(dead, sizeof dead, 1));
 	snprintf(dead, sizeof dead, "%s/models/.fim-tmp.dead01", home);
 	snprintf(live, sizeof live, "%s/models/.fim-tmp.live01", home);
+	snprintf(young, sizeof young, "%s/models/.fim-tmp.young1", home);
 	fd = open(dead, O_CREAT | O_WRONLY, 0644);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(utimensat(AT_FDCWD, dead, old, 0), 0);
+	fd = open(young, O_CREAT | O_WRONLY, 0644);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
 	fd = open(live, O_CREAT | O_WRONLY, 0644);
 	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(futimens(fd, old), 0);
 	ck_assert_int_eq(flock(fd, LOCK_EX), 0);
 	ck_assert(!fi_store_list(&e, &n));
 	ck_assert_int_eq(n, 0);
 	ck_assert_int_ne(access(dead, F_OK), 0);
 	ck_assert_int_eq(access(live, F_OK), 0);
+	ck_assert_int_eq(access(young, F_OK), 0);
 	close(fd);
 	unsetenv("FI_HOME");
 	fi_settings_reload();

@@ -170,7 +170,14 @@ static fi_err cpu_weight(struct fi_backend *be, const struct fi_tensor *t, struc
 	cols = t->ndim == 2 ? t->shape[1] : t->shape[0];
 	if ((e = cpu_alloc(be, (size_t)n * sizeof(float), &w->p)))
 		return e;
-	if ((e = fi_convert(w->p, FI_DT_F32, t->data, t->dtype, (size_t)n))) {
+	if (!t->data && be->random_weights) { /* random weights (backend.h) */
+		fi_random_fill_f32(w->p, fi_random_name_hash(be->random_seed, t->name), (uint64_t)n,
+				   cols, t->ndim);
+	} else if (!t->data) {
+		free(w->p);
+		w->p = NULL;
+		return fi_fail(FI_EINVAL, "tensor '%s' has no data", t->name ? t->name : "?");
+	} else if ((e = fi_convert(w->p, FI_DT_F32, t->data, t->dtype, (size_t)n))) {
 		free(w->p);
 		w->p = NULL;
 		return fi_fail_ctx(e, "tensor '%s'", t->name ? t->name : "?");
@@ -266,6 +273,12 @@ static const struct fi_backend_ops cpu_ops = {
 	.gather_rows = fi_cpu_gather_rows,
 	.argmax = fi_cpu_argmax,
 	.sample = fi_cpu_sample,
+	/* model families (arch.h) */
+	.scale = fi_cpu_scale,
+	.gelu_mul = fi_cpu_gelu_mul,
+	.softcap = fi_cpu_softcap,
+	.moe = fi_cpu_moe,
+	.weight_cat = fi_cpu_weight_cat,
 };
 
 fi_err fi_backend_cpu_create(int n_threads, struct fi_backend **out)

@@ -72,5 +72,14 @@ fi_err fi_cpu_argmax(struct fi_backend *be, int32_t *tok_d, const float *logits_
 		     int V);
 /* cpu_sample.c */
 fi_err fi_cpu_sample(struct fi_backend *be, const struct fi_sample_args *a);
+/* cpu_family.c: the ops of the model families (arch.h) */
+fi_err fi_cpu_scale(struct fi_backend *be, void *x_d, int64_t n, float s);
+fi_err fi_cpu_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d,
+		       const void *up_d, int T, int F);
+fi_err fi_cpu_softcap(struct fi_backend *be, float *x_d, int64_t n, float cap);
+fi_err fi_cpu_weight_cat(struct fi_backend *be, const struct fi_tensor *const *t, int n,
+			 struct fi_weight *cat, struct fi_weight *parts);
+fi_err fi_cpu_moe(struct fi_backend *be, void *out_d, const void *in_d, const float *router_d,
+		  const struct fi_moe *moe, int T);
 
 #endif

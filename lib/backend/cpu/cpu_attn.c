@@ -6,6 +6,7 @@
  * (causal by position, so a batch may carry any mix of prompt and decode tokens of
  * several sequences, in any order, as long as their K/V were written first), and computes
  *   out[t, h, :] = sum_j softmax_j(q . k_j * scale) v_j
+ * (with soft-capping, softmax_j of cap * tanh(q . k_j * scale / cap)),
  * with a two-pass, max-subtracted softmax in f32 (scores of all positions first, then the
  * weighted sum): this is the reference the GPU kernels are measured against. */
 #include "cpu.h"
@@ -115,6 +116,8 @@ static void attn_items(void *ctx, int64_t ib, int64_t ie)
 			k = a->kc + row[j];
 			for (int g = 0; g < G; g++) {
 				float v = dot(q + (size_t)g * hd, k, hd) * b->scale;
+				if (b->softcap > 0) /* Gemma 2: cap tanh(s / cap), as transformers */
+					v = tanhf(v / b->softcap) * b->softcap;
 				sc[(size_t)g * len + j] = v;
 				if (v > mx[g])
 					mx[g] = v;

@@ -90,9 +90,15 @@ static fi_err cu_weight(struct fi_backend *be, const struct fi_tensor *t, struct
 	out->cols = t->shape[t->ndim - 1];
 	out->rows = out->cols ? n / out->cols : 0;
 	out->dtype = FI_DT_BF16;
+	if (!t->data && !be->random_weights)
+		return fi_fail(FI_EINVAL, "cuda: tensor '%s' has no data", t->name ? t->name : "?");
 	if ((e = cu_alloc(be, (size_t)n * 2, &out->p)))
 		return fi_fail_ctx(e, "tensor '%s'", t->name ? t->name : "?");
-	if ((e = fi_cuda_upload_bf16(c, out->p, t->data, t->dtype, (size_t)n))) {
+	if (!t->data) /* random weights, drawn here (backend.h) */
+		e = fi_cuda_random_weight(c, out->p, t, be->random_seed);
+	else
+		e = fi_cuda_upload_bf16(c, out->p, t->data, t->dtype, (size_t)n);
+	if (e) {
 		cudaFree(out->p);
 		out->p = NULL;
 		return e;
@@ -109,7 +115,7 @@ static fi_err cu_weight_cat(struct fi_backend *be, const struct fi_tensor *const
 	int64_t rows = 0, cols = 0, off = 0;
 	fi_err e;
 	memset(cat, 0, sizeof(*cat));
-	if (n < 1 || n > 4)
+	if (n < 1) /* any n: the experts of a layer are stacked with it */
 		return fi_fail(FI_EINVAL, "cuda: weight_cat of %d tensors", n);
 	for (int i = 0; i < n; i++) {
 		int64_t k = fi_tensor_numel(t[i]);
@@ -122,6 +128,8 @@ static fi_err cu_weight_cat(struct fi_backend *be, const struct fi_tensor *const
 				       nm, fi_dtype_name(t[i]->dtype));
 		if ((uint64_t)k * fi_dtype_size(t[i]->dtype) > t[i]->nbytes)
 			return fi_fail(FI_ERANGE, "cuda: tensor '%s': data shorter than its shape", nm);
+		if (!t[i]->data && !be->random_weights)
+			return fi_fail(FI_EINVAL, "cuda: tensor '%s' has no data", nm);
 		if (i && t[i]->shape[t[i]->ndim - 1] != cols)
 			return fi_fail(FI_EMISMATCH, "cuda: tensor '%s': %lld columns, not %lld", nm,
 				       (long long)t[i]->shape[t[i]->ndim - 1], (long long)cols);
@@ -138,8 +146,12 @@ static fi_err cu_weight_cat(struct fi_backend *be, const struct fi_tensor *const
 		return fi_fail_ctx(e, "tensor '%s'", t[0]->name ? t[0]->name : "?");
 	for (int i = 0; i < n; i++) {
 		parts[i].p = (uint16_t *)cat->p + off;
-		if ((e = fi_cuda_upload_bf16(c, parts[i].p, t[i]->data, t[i]->dtype,
-					     (size_t)(parts[i].rows * cols)))) {
+		if (!t[i]->data)
+			e = fi_cuda_random_weight(c, parts[i].p, t[i], be->random_seed);
+		else
+			e = fi_cuda_upload_bf16(c, parts[i].p, t[i]->data, t[i]->dtype,
+						(size_t)(parts[i].rows * cols));
+		if (e) {
 			cudaFree(cat->p);
 			memset(cat, 0, sizeof(*cat));
 			return e;
@@ -523,6 +535,7 @@ static void cu_destroy(struct fi_backend *be)
 		fi_cuda_upload_free(c);
 		fi_cuda_ring_free(c);
 		fi_cuda_gemm_free(c);
+		fi_cuda_family_free(c);
 		if (c->lt)
 			cublasLtDestroy(c->lt);
 		cudaFree(c->lt_ws);
@@ -571,6 +584,11 @@ static const struct fi_backend_ops cuda_ops = {
 	.graph_replay = cu_graph_replay,
 	.graph_capture_begin = cu_graph_capture_begin,
 	.graph_capture_end = cu_graph_capture_end,
+	/* model families (arch.h, family.c) */
+	.scale = fi_cuda_scale,
+	.gelu_mul = fi_cuda_gelu_mul,
+	.softcap = fi_cuda_softcap,
+	.moe = fi_cuda_moe,
 };
 
 static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)

@@ -47,6 +47,7 @@ extern "C" {
 
 struct fi_gemm_plan;
 struct fi_upload;
+struct fi_moe_ws;
 
 struct fi_cuda_graph {
 	uint64_t key;
@@ -81,6 +82,7 @@ struct fi_cuda {
 	int ring_seg;
 	size_t ring_off;
 	size_t weight_bytes;  /* bytes of weights resident */
+	struct fi_moe_ws *moe; /* model families: the moe op's buffers (family.c) */
 };
 
 static inline struct fi_cuda *fi_cuda_of(struct fi_backend *be)
@@ -176,6 +178,38 @@ fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, i
 /* The sample op (backend.h); smem_optin: the shared memory a block may use (the penalty's
  * bitmap of the vocabulary must fit). */
 fi_err fi_cu_sample(cudaStream_t st, const struct fi_sample_args *a, size_t smem_optin);
+
+/* ---- model families (lib/backend/cuda/family.c, arch.h) ---- */
+fi_err fi_cuda_scale(struct fi_backend *be, void *x_d, int64_t n, float s);
+fi_err fi_cuda_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d, const void *up_d,
+			int T, int F);
+fi_err fi_cuda_softcap(struct fi_backend *be, float *x_d, int64_t n, float cap);
+fi_err fi_cuda_moe(struct fi_backend *be, void *out_d, const void *in_d, const float *router_d,
+		   const struct fi_moe *moe, int T);
+/* Random weights (backend.h): n elements of tensor t drawn into dst_d as bf16. */
+fi_err fi_cuda_random_weight(struct fi_cuda *c, void *dst_d, const struct fi_tensor *t, uint64_t seed);
+void fi_cuda_family_free(struct fi_cuda *c);
+fi_err fi_cu_scale(cudaStream_t st, void *x, int64_t n, float s);
+fi_err fi_cu_gelu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
+fi_err fi_cu_softcap(cudaStream_t st, float *x, int64_t n, float cap);
+fi_err fi_cu_random_fill(cudaStream_t st, void *out, uint64_t hash, int64_t n, int64_t cols,
+			 int ndim);
+/* kernels/moe.cu: the stages of the moe op over one set of buffers. */
+struct fi_cu_moe {
+	const void *x;        /* [T, D] bf16 input */
+	const float *router;  /* [T, E] f32 logits */
+	void *out;            /* [T, D] bf16 */
+	const void *wg, *wu, *wd; /* [E*Fm, D], [E*Fm, D], [E*D, Fm] bf16 */
+	int T, E, k, Fm, D, norm, act; /* act: 0 silu, 1 gelu_tanh */
+	int32_t *idx, *cnt, *off, *cur, *order, *pos_of; /* [T k], [E], [E+1], [E], [T k], [T k] */
+	float *wgt;           /* [T k] */
+	void *h;              /* [T k, Fm] bf16, pairs sorted by expert */
+	void *yd;             /* [T k, D] bf16 */
+};
+fi_err fi_cu_moe_route(cudaStream_t st, const struct fi_cu_moe *a);
+fi_err fi_cu_moe_experts(cudaStream_t st, const struct fi_cu_moe *a);
+fi_err fi_cu_moe_gather(cudaStream_t st, const struct fi_cu_moe *a, void *xs);
+fi_err fi_cu_moe_combine(cudaStream_t st, const struct fi_cu_moe *a);
 
 /* Everything attention needs besides the batch; kc/vc point at one layer. */
 struct fi_cu_attn {
