@@ -168,6 +168,9 @@ struct fi_backend_ops {
 	fi_err (*graph_replay)(struct fi_backend *be, uint64_t key);
 	fi_err (*graph_capture_begin)(struct fi_backend *be, uint64_t key);
 	fi_err (*graph_capture_end)(struct fi_backend *be, uint64_t key);
+	/* Optional: the device's memory now, free and total bytes (what is left once the
+	 * weights and scratch are allocated sizes the KV pool). */
+	fi_err (*mem_info)(struct fi_backend *be, size_t *free_bytes, size_t *total_bytes);
 };
 
 struct fi_backend {

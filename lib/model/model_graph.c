@@ -53,9 +53,12 @@ fi_err fi_model_graph_step(struct fi_model *m, int T, const int *sid, const int 
 	uint32_t gen;
 	fi_err e;
 	*used = 0;
-	for (int k = 0; k < T; k++)
-		if (kc->seq[sid[k]].n_blocks > gw)
+	for (int k = 0; k < T; k++) {
+		int nb;
+		fi_kvcache_seq_blocks(kc, sid[k], &nb);
+		if (nb > gw)
 			return FI_OK;
+	}
 	if ((e = fi_model_scratch(m, Tb, 0, Tb)))
 		return e;
 	if (!g->gin) {
@@ -82,9 +85,10 @@ fi_err fi_model_graph_step(struct fi_model *m, int T, const int *sid, const int 
 		h[3 * G + t] = real ? fi_kvcache_slot(kc, sid[t], old[t]) : -1; /* slot */
 		h[4 * G + t] = t;                                         /* idx */
 		h[5 * G + t] = real ? old[t] + 1 : 1;                     /* seq_len */
-		const struct fi_kv_seq *q = &kc->seq[sid[real ? t : 0]];
+		int nb;
+		const int32_t *bl = fi_kvcache_seq_blocks(kc, sid[real ? t : 0], &nb);
 		for (int j = 0; j < gw; j++)
-			btab[(size_t)t * gw + j] = real && j < q->n_blocks ? q->blocks[j] : -1;
+			btab[(size_t)t * gw + j] = real && j < nb ? bl[j] : -1;
 	}
 	if ((e = be->ops->upload(be, g->gin, h, 6 * (size_t)G * sizeof(int32_t))))
 		return e;

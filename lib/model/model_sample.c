@@ -25,8 +25,24 @@ static fi_err smp_room(struct fi_model *m, int n)
 	return FI_OK;
 }
 
-fi_err fi_model_sample_rows(struct fi_model *m, int n, const struct fi_sample_row *rows,
-			    float *logits, int32_t *tokens, int32_t *n_kept)
+fi_err fi_model_sample_launch(struct fi_model *m, int n, const struct fi_sample_row *rows)
+{
+	struct fi_backend *be = m->be;
+	fi_err e;
+	if (!be->ops->sample || !n)
+		return FI_OK;
+	if ((e = smp_room(m, n)))
+		return e;
+	struct fi_sample_row *rows_d = m->s.smp;
+	int32_t *out_d = (int32_t *)(rows_d + m->s.cap_smp);
+	if ((e = be->ops->upload(be, rows_d, rows, (size_t)n * sizeof *rows)) ||
+	    (e = be->ops->sample(be, out_d, m->s.logits, rows_d, n, m->c.vocab)))
+		return e;
+	return FI_OK;
+}
+
+fi_err fi_model_sample_collect(struct fi_model *m, int n, float *logits, int32_t *tokens,
+			       int32_t *n_kept)
 {
 	struct fi_backend *be = m->be;
 	size_t V = (size_t)m->c.vocab;
@@ -36,13 +52,8 @@ fi_err fi_model_sample_rows(struct fi_model *m, int n, const struct fi_sample_ro
 			tokens[i] = -1, n_kept[i] = 0;
 		return be->ops->download(be, logits, m->s.logits, sizeof(float) * (size_t)n * V);
 	}
-	if ((e = smp_room(m, n)))
-		return e;
-	struct fi_sample_row *rows_d = m->s.smp;
-	int32_t *out_d = (int32_t *)(rows_d + m->s.cap_smp);
-	if ((e = be->ops->upload(be, rows_d, rows, (size_t)n * sizeof *rows)) ||
-	    (e = be->ops->sample(be, out_d, m->s.logits, rows_d, n, m->c.vocab)) ||
-	    (e = be->ops->download(be, tokens, out_d, (size_t)n * sizeof(int32_t))) ||
+	int32_t *out_d = (int32_t *)((struct fi_sample_row *)m->s.smp + m->s.cap_smp);
+	if ((e = be->ops->download(be, tokens, out_d, (size_t)n * sizeof(int32_t))) ||
 	    (e = be->ops->download(be, n_kept, out_d + n, (size_t)n * sizeof(int32_t))))
 		return e;
 	for (int i = 0; i < n; i++)

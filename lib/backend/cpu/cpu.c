@@ -240,6 +240,16 @@ static void cpu_destroy(struct fi_backend *be)
 	free(be);
 }
 
+static fi_err cpu_mem_info(struct fi_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+	long pg = sysconf(_SC_PAGESIZE), mem = sysconf(_SC_PHYS_PAGES), av = sysconf(_SC_AVPHYS_PAGES);
+	if (pg <= 0 || mem <= 0 || av < 0)
+		return fi_fail(FI_EIO, "cpu: memory size unknown");
+	*free_bytes = (size_t)av * (size_t)pg;
+	*total_bytes = (size_t)mem * (size_t)pg;
+	return FI_OK;
+}
+
 static const struct fi_backend_ops cpu_ops = {
 	.name = "cpu",
 	.destroy = cpu_destroy,
@@ -265,6 +275,7 @@ static const struct fi_backend_ops cpu_ops = {
 	.silu_mul = fi_cpu_silu_mul,
 	.gather_rows = fi_cpu_gather_rows,
 	.argmax = fi_cpu_argmax,
+	.mem_info = cpu_mem_info,
 };
 
 fi_err fi_backend_cpu_create(int n_threads, struct fi_backend **out)

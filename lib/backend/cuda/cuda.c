@@ -499,6 +499,12 @@ static void cu_destroy(struct fi_backend *be)
 	free(be);
 }
 
+static fi_err cu_mem_info(struct fi_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+	CU_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+	return FI_OK;
+}
+
 static const struct fi_backend_ops cuda_ops = {
 	.name = "cuda",
 	.destroy = cu_destroy,
@@ -532,6 +538,7 @@ static const struct fi_backend_ops cuda_ops = {
 	.graph_replay = cu_graph_replay,
 	.graph_capture_begin = cu_graph_capture_begin,
 	.graph_capture_end = cu_graph_capture_end,
+	.mem_info = cu_mem_info,
 };
 
 static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)
