@@ -57,7 +57,12 @@ enum {
 	FI_REQ_MAX_TOKENS = 1u << 6,
 	FI_REQ_STREAM = 1u << 7,
 	FI_REQ_KV = 1u << 8,
+	FI_REQ_IGNORE_EOS = 1u << 9,
+	FI_REQ_LOGPROBS = 1u << 10,
+	FI_REQ_TOP_LOGPROBS = 1u << 11,
 };
+
+#define FI_FRAME_MAX_TOP 20 /* top_logprobs: alternatives per token at most */
 
 /* A reference to KV blocks in a shared KV arena (fi-prefill -> fi-decode). */
 struct fi_kv_ref {
@@ -88,7 +93,16 @@ struct fi_request {
 	uint32_t *stop_ids;   /* nstop_ids token ids that end generation */
 	uint32_t nstop_ids;
 	struct fi_kv_ref kv;  /* valid when set & FI_REQ_KV */
+	int ignore_eos;       /* default false: the model's end-of-generation ids do not stop it */
+	int logprobs;         /* default false: token frames carry "logprob" */
+	uint32_t top_logprobs; /* default 0: alternatives in token frames, at most FI_FRAME_MAX_TOP */
 	uint32_t set;         /* FI_REQ_* */
+};
+
+/* One alternative of a token frame's top_logprobs. */
+struct fi_token_top {
+	uint32_t token;
+	float logprob;
 };
 
 struct fi_token {
@@ -98,6 +112,8 @@ struct fi_token {
 	size_t text_len;
 	float logprob;   /* valid when has_logprob */
 	int has_logprob;
+	struct fi_token_top *top; /* the most likely tokens [ntop], most likely first, or NULL */
+	uint32_t ntop;
 };
 
 struct fi_done {

@@ -9,7 +9,7 @@
 enum key {
 	K_V, K_TYPE, K_ID, K_MUST,
 	K_TEXT, K_TOKENS, K_TEMPERATURE, K_TOP_K, K_TOP_P, K_MIN_P, K_REPEAT_PENALTY, K_SEED,
-	K_MAX_TOKENS, K_STOP, K_STOP_IDS, K_STREAM, K_KV,
+	K_MAX_TOKENS, K_STOP, K_STOP_IDS, K_STREAM, K_KV, K_IGNORE_EOS, K_LOGPROBS, K_TOP_LOGPROBS,
 	K_TOKEN, K_INDEX, K_LOGPROB,
 	K_FINISH, K_COUNTS, K_TIMINGS,
 	K_CODE, K_CODE_NUM, K_MESSAGE,
@@ -23,13 +23,15 @@ enum key {
 
 static const char *const key_names[K_COUNT] = {
 	"v", "type", "id", "must", "text", "tokens", "temperature", "top_k", "top_p", "min_p",
-	"repeat_penalty", "seed", "max_tokens", "stop", "stop_ids", "stream", "kv", "token",
+	"repeat_penalty", "seed", "max_tokens", "stop", "stop_ids", "stream", "kv", "ignore_eos",
+	"logprobs", "top_logprobs", "token",
 	"index", "logprob", "finish", "counts", "timings", "code", "code_num", "message", "arena",
 	"fingerprint", "blocks", "ntokens", "block_tokens", "prompt_tokens", "gen_tokens",
 	"cached_tokens", "queue_ms", "ttft_ms", "tpot_ms", "total_ms",
 };
 static const uint8_t key_lens[K_COUNT] = {
-	1, 4, 2, 4, 4, 6, 11, 5, 5, 5, 14, 4, 10, 4, 8, 6, 2, 5, 5, 7, 6, 6, 7, 4, 8, 7, 5, 11, 6,
+	1, 4, 2, 4, 4, 6, 11, 5, 5, 5, 14, 4, 10, 4, 8, 6, 2, 10, 8, 12, 5, 5, 7, 6, 6, 7, 4, 8, 7,
+	5, 11, 6,
 	7, 12, 13, 10, 13, 8, 7, 7, 8,
 };
 
@@ -38,8 +40,8 @@ static const uint8_t key_lens[K_COUNT] = {
 static const uint64_t common_keys = RANGE(K_V, K_MUST);
 /* Top-level keys each type understands (for "must" and to ignore the others). */
 static const uint64_t type_keys[FI_FRAME_TYPE_COUNT] = {
-	[FI_FRAME_REQUEST] = RANGE(K_TEXT, K_KV),
-	[FI_FRAME_TOKEN] = B(K_TOKEN) | B(K_INDEX) | B(K_TEXT) | B(K_LOGPROB),
+	[FI_FRAME_REQUEST] = RANGE(K_TEXT, K_TOP_LOGPROBS),
+	[FI_FRAME_TOKEN] = B(K_TOKEN) | B(K_INDEX) | B(K_TEXT) | B(K_LOGPROB) | B(K_TOP_LOGPROBS),
 	[FI_FRAME_DONE] = B(K_FINISH) | B(K_COUNTS) | B(K_TIMINGS) | B(K_TOKENS) | B(K_TEXT),
 	[FI_FRAME_ERROR] = B(K_CODE) | B(K_CODE_NUM) | B(K_MESSAGE),
 };
@@ -295,6 +297,29 @@ static fi_err dec_stop(const msgpack_object *o, const struct fi_frame_limits *li
 	return FI_OK;
 }
 
+/* "top_logprobs" of a token frame: an array of [token, logprob] pairs. */
+static fi_err dec_top(const msgpack_object *o, struct fi_token *t)
+{
+	if (o->type != MSGPACK_OBJECT_ARRAY)
+		return bad_type(K_TOP_LOGPROBS, "array of [uint, float]", o);
+	if (o->via.array.size > FI_FRAME_MAX_TOP)
+		return fi_fail(FI_ERANGE, "frame: key 'top_logprobs': %u entries exceed the limit of %d",
+			       o->via.array.size, FI_FRAME_MAX_TOP);
+	if (!(t->top = calloc(o->via.array.size + 1, sizeof *t->top)))
+		return fi_fail(FI_ENOMEM, "frame: top_logprobs");
+	for (uint32_t i = 0; i < o->via.array.size; i++) {
+		const msgpack_object *p = &o->via.array.ptr[i];
+		fi_err e;
+		if (p->type != MSGPACK_OBJECT_ARRAY || p->via.array.size != 2)
+			return bad_type(K_TOP_LOGPROBS, "array of [uint, float]", p);
+		if ((e = get_u32(&p->via.array.ptr[0], K_TOP_LOGPROBS, &t->top[i].token)) ||
+		    (e = get_f32(&p->via.array.ptr[1], K_TOP_LOGPROBS, -INFINITY, 0, &t->top[i].logprob)))
+			return e;
+		t->ntop = i + 1;
+	}
+	return FI_OK;
+}
+
 static fi_err dec_request(const msgpack_object **v, const struct fi_frame_limits *lim, struct fi_request *r)
 {
 	fi_err e = FI_OK;
@@ -343,6 +368,23 @@ static fi_err dec_request(const msgpack_object **v, const struct fi_frame_limits
 	}
 	if (!e && v[K_KV] && !(e = dec_kv(v[K_KV], lim, &r->kv)))
 		r->set |= FI_REQ_KV;
+	if (!e && v[K_IGNORE_EOS]) {
+		if (v[K_IGNORE_EOS]->type != MSGPACK_OBJECT_BOOLEAN)
+			return bad_type(K_IGNORE_EOS, "bool", v[K_IGNORE_EOS]);
+		r->ignore_eos = v[K_IGNORE_EOS]->via.boolean;
+		r->set |= FI_REQ_IGNORE_EOS;
+	}
+	if (!e && v[K_LOGPROBS]) {
+		if (v[K_LOGPROBS]->type != MSGPACK_OBJECT_BOOLEAN)
+			return bad_type(K_LOGPROBS, "bool", v[K_LOGPROBS]);
+		r->logprobs = v[K_LOGPROBS]->via.boolean;
+		r->set |= FI_REQ_LOGPROBS;
+	}
+	if (!e && v[K_TOP_LOGPROBS] &&
+	    !(e = get_uint(v[K_TOP_LOGPROBS], K_TOP_LOGPROBS, FI_FRAME_MAX_TOP, &u))) {
+		r->top_logprobs = (uint32_t)u;
+		r->set |= FI_REQ_TOP_LOGPROBS;
+	}
 	return e;
 }
 
@@ -512,6 +554,8 @@ fi_err fi_frame_decode_obj(const msgpack_object *o, const struct fi_frame_limits
 			if (!e && v[K_LOGPROB] &&
 			    !(e = get_f32(v[K_LOGPROB], K_LOGPROB, -INFINITY, 0, &f->tok.logprob)))
 				f->tok.has_logprob = 1;
+			if (!e && v[K_TOP_LOGPROBS])
+				e = dec_top(v[K_TOP_LOGPROBS], &f->tok);
 			break;
 		case FI_FRAME_DONE:
 			e = dec_done(v, lim, &f->done);
