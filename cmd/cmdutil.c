@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 int fi_parse_num(const char *s, double lo, double hi, double *out)
@@ -57,6 +58,25 @@ int fi_parse_size(const char *s, uint64_t *out)
 		return -1;
 	*out = (uint64_t)v;
 	return 0;
+}
+
+int fi_parse_kv_size(const char *s, uint64_t *bytes, uint64_t *tokens)
+{
+	size_t n = strlen(s);
+	char buf[64];
+	long long v;
+	*bytes = *tokens = 0;
+	if (n && (s[n - 1] == 't' || s[n - 1] == 'T')) { /* tokens */
+		if (n >= sizeof buf)
+			return -1;
+		memcpy(buf, s, n - 1);
+		buf[n - 1] = 0;
+		if (fi_parse_int(buf, 1, 1ll << 40, &v))
+			return -1;
+		*tokens = (uint64_t)v;
+		return 0;
+	}
+	return fi_parse_size(s, bytes);
 }
 
 struct fi_backend_start {

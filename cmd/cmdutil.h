@@ -19,6 +19,9 @@ int fi_parse_u64(const char *s, uint64_t *out);
 /* A byte size: "1048576", "64M", "2GiB", "1.5G" (K, M, G, T are powers of 1024), at least
  * 1 MiB; 0 on success, -1 otherwise. */
 int fi_parse_size(const char *s, uint64_t *out);
+/* --kv-size: tokens with a t (or T) suffix ("65536t"), else bytes as fi_parse_size reads
+ * them; the other is 0. 0 on success, -1 otherwise. */
+int fi_parse_kv_size(const char *s, uint64_t *bytes, uint64_t *tokens);
 /* fi_backend_create in a thread of its own (CUDA's driver and context start take ~0.2 s), so
  * the caller can open the image meanwhile; fi_backend_join waits for it, gives the backend (or
  * records the thread's error), the seconds its creation took (secs may be NULL), and frees s.

@@ -18,27 +18,29 @@
 #include "model/model.h"
 #include "backend/sample.h"
 #include "sched/scheduler.h"
+#include "serve/serve.h"
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
 
 static const char usage_text[] =
 	"usage: fi-decode -m MODEL [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P]\n"
-	"                 [--repeat-penalty R] [--seed S] [--backend auto|cuda|cpu]\n"
+	"                 [--repeat-penalty R] [--seed S] [--ignore-eos] [--backend auto|cuda|cpu]\n"
+	"                 [--gpu-mem F] [--kv-size SIZE] [--max-batch N] [--max-step-tokens N]\n"
 	"                 [--prefix-cache] [--arena-size SIZE] [--prefill-chunk N] [-t THREADS]\n"
 	"                 [-i IN] [-o OUT] [-e N] [--stop STR] [--tokens ID,ID,... | --prompt TEXT]\n"
 	"                 [-v]\n"
 	"       fi-decode -h\n";
 
-#define BLOCK_TOKENS 16 /* the cache's block size, equal to the arena's */
 #define MAX_STOP 16     /* --stop strings */
 
 struct opts {
 	const char *model, *backend, *in, *out, *tokens, *prompt;
-	int n, threads, verbose, prefix_cache, eos_count, chunk;
+	int n, threads, verbose, prefix_cache, eos_count, chunk, ignore_eos;
 	char *stop[MAX_STOP]; /* for requests that give none */
 	int nstop;
 	uint64_t arena_size;
+	struct fi_kv_sizing kv; /* --gpu-mem, --kv-size, --max-batch, --max-step-tokens */
 	struct fi_sample_params sp; /* defaults for requests that do not say */
 };
 
@@ -47,6 +49,7 @@ struct engine {
 	struct fi_image *im;
 	struct fi_tok *tok;
 	struct fi_sched *s;
+	struct fi_serve *serve; /* text pieces and stop strings over the scheduler */
 	struct fi_stream *out;
 	int ctx, vocab;
 	/* --tokens, --prompt */
@@ -90,6 +93,7 @@ static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
 static fi_err on_event(void *user, const struct fi_sched_event *ev)
 {
 	struct engine *E = user;
+	struct fi_token_top top[FI_SCHED_MAX_TOP];
 	struct fi_frame f;
 	switch (ev->type) {
 	case FI_SCHED_EV_WARN:
@@ -98,7 +102,7 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 	case FI_SCHED_EV_ERROR:
 		return fi_stream_write_error(E->out, ev->id, ev->code, ev->message);
 	default:
-		return fi_sched_event_frame(ev, &f) ? fi_stream_write(E->out, &f) : FI_OK;
+		return fi_sched_event_frame(ev, &f, top) ? fi_stream_write(E->out, &f) : FI_OK;
 	}
 }
 
@@ -114,12 +118,11 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 		if (fi_sched_has(E->s, f->id))
 			e = fi_fail(FI_EEXIST, "a request with this id is running");
 		else if (!(e = fi_sched_encode_prompt(E->tok, f))) {
-			fi_sched_req_from_frame(f, &o->sp, &r);
-			if (!r.nstop) {
-				r.stop = o->stop;
-				r.nstop = (uint32_t)o->nstop;
-			}
-			e = fi_sched_add(E->s, &r);
+			fi_sched_req_from_frame(f, &o->sp, o->ignore_eos ? FI_SCHED_IGNORE_EOS : 0, &r);
+			if (f->req.nstop)
+				e = fi_serve_add(E->serve, E->s, &r, f->req.stop, f->req.nstop);
+			else
+				e = fi_serve_add(E->serve, E->s, &r, o->stop, (uint32_t)o->nstop);
 		}
 		if (e)
 			*fatal = fi_stream_write_error(E->out, f->id, e, fi_errmsg());
@@ -181,6 +184,24 @@ static int take(void *user, struct fi_frame *f, fi_err *fatal)
 	return take_frame(t->E, t->o, f, fatal);
 }
 
+/* -v: the scheduler's counters: where the time of a step went, what the caches saved. */
+static void report(const struct engine *E)
+{
+	struct fi_sched_stats st;
+	fi_sched_stats(E->s, &st);
+	if (!st.steps)
+		return;
+	fprintf(stderr, "fi-decode: %llu requests, %llu steps (at most %d requests in one), "
+		"%llu prompt + %llu decode tokens computed; host %.3f ms/step, model %.3f ms/step; "
+		"%llu prompt tokens from the prefix cache, %llu from the arena; %llu preemptions; "
+		"kv pool %d blocks of %d tokens\n", (unsigned long long)st.done,
+		(unsigned long long)st.steps, st.max_running, (unsigned long long)st.prompt_tokens,
+		(unsigned long long)st.decode_tokens, st.host_ms / (double)st.steps,
+		st.model_ms / (double)st.steps, (unsigned long long)st.cached_tokens,
+		(unsigned long long)st.arena_tokens, (unsigned long long)st.preemptions,
+		st.kv_blocks, st.kv_block_size);
+}
+
 static int run_frames(struct engine *E, const struct opts *o)
 {
 	struct taker t = {E, o};
@@ -195,8 +216,9 @@ static int run_frames(struct engine *E, const struct opts *o)
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && (!eof || fi_sched_pending(E->s))) {
-		/* Wait for work when idle; otherwise take what has arrived without waiting. */
-		e = fi_stream_take(in, E->out, 256, busy, take, &t, &eof, &broken,
+		/* Wait for work when idle; otherwise take what has arrived without waiting; never
+		 * more than the scheduler has room for, so the input pushes back. */
+		e = fi_stream_take(in, E->out, fi_sched_room(E->s), busy, take, &t, &eof, &broken,
 				   &bad_frames);
 		if (broken) {
 			fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
@@ -218,6 +240,8 @@ out:
 		fprintf(stderr, "fi-decode: %s\n", fi_errmsg());
 		rc = 1;
 	}
+	if (o->verbose)
+		report(E);
 	fi_sched_destroy(E->s);
 	E->s = NULL;
 	if (fi_stream_close(E->out) && !rc) {
@@ -278,7 +302,7 @@ static int one_prompt(struct engine *E, const struct opts *o, uint32_t **ids, in
 static int run_one(struct engine *E, const struct opts *o)
 {
 	struct fi_sched_req r = {.id = o->tokens ? "--tokens" : "--prompt", .sp = o->sp,
-				 .stream = 1, .stop = o->stop, .nstop = (uint32_t)o->nstop};
+				 .stream = 1, .flags = o->ignore_eos ? FI_SCHED_IGNORE_EOS : 0};
 	uint32_t *ids = NULL;
 	int n = 0, rc;
 	if ((rc = one_prompt(E, o, &ids, &n))) {
@@ -294,7 +318,7 @@ static int run_one(struct engine *E, const struct opts *o)
 	E->text = !o->tokens;
 	r.tokens = ids;
 	r.ntokens = (uint32_t)n;
-	if (fi_sched_add(E->s, &r) || fi_sched_run(E->s)) {
+	if (fi_serve_add(E->serve, E->s, &r, o->stop, (uint32_t)o->nstop) || fi_sched_run(E->s)) {
 		free(ids);
 		return fail();
 	}
@@ -327,6 +351,11 @@ int main(int argc, char **argv)
 		{"prefill-chunk", required_argument, NULL, 'c'},
 		{"stop", required_argument, NULL, 's'},
 		{"prefix-cache", no_argument, NULL, 'C'},
+		{"ignore-eos", no_argument, NULL, 'I'},
+		{"gpu-mem", required_argument, NULL, 'G'},
+		{"kv-size", required_argument, NULL, 'Z'},
+		{"max-batch", required_argument, NULL, 'b'},
+		{"max-step-tokens", required_argument, NULL, 'X'},
 		{"arena-size", required_argument, NULL, 'A'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -337,10 +366,12 @@ int main(int argc, char **argv)
 	int be_failed = 0;
 	struct fi_image *im = NULL;
 	struct fi_sched_opts so;
+	struct fi_serve_opts sv = {0};
 	int c, rc;
 	double v;
 	fi_log_set_prog("fi-decode");
 	fi_sample_defaults(&o.sp);
+	fi_kv_sizing_default(&o.kv);
 	while ((c = getopt_long(argc, argv, "m:n:t:i:o:e:vh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;
@@ -360,6 +391,26 @@ int main(int argc, char **argv)
 			o.stop[o.nstop++] = optarg;
 			break;
 		case 'C': o.prefix_cache = 1; break;
+		case 'I': o.ignore_eos = 1; break;
+		case 'G':
+			if (fi_parse_num(optarg, 0.01, 1, &v))
+				goto bad;
+			o.kv.gpu_mem = v;
+			break;
+		case 'Z':
+			if (fi_parse_kv_size(optarg, &o.kv.kv_bytes, &o.kv.kv_tokens))
+				goto bad;
+			break;
+		case 'b':
+			if (fi_parse_num(optarg, 1, 1 << 16, &v))
+				goto bad;
+			o.kv.max_batch = (int)v;
+			break;
+		case 'X':
+			if (fi_parse_num(optarg, 1, 1 << 24, &v))
+				goto bad;
+			o.kv.max_step_tokens = (int)v;
+			break;
 		case 'A':
 			if (fi_parse_size(optarg, &o.arena_size))
 				goto bad;
@@ -432,17 +483,28 @@ bad:
 	    fi_errcode() != FI_ENOTFOUND && !o.prompt)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
 	fi_sched_opts_default(&so);
+	if (o.kv.max_batch)
+		so.max_batch = o.kv.max_batch;
+	so.max_requests = so.max_batch + 1024;
+	if (o.kv.max_step_tokens)
+		so.max_step_tokens = o.kv.max_step_tokens;
 	so.max_tokens = (uint32_t)o.n;
 	so.max_prefill_tokens = o.chunk;
-	so.tok = E.tok;
 	so.fingerprint = im->fingerprint;
 	so.prefix_cache = o.prefix_cache;
 	so.arena_size = o.arena_size;
-	so.cb = o.tokens || o.prompt ? on_token_event : on_event;
-	so.cb_user = &E;
-	if (fi_model_cache_init(E.m, 4 * ((E.ctx < 4096 ? E.ctx : 4096) + BLOCK_TOKENS - 1) /
-				 BLOCK_TOKENS, BLOCK_TOKENS) ||
-	    fi_sched_create(E.m, &so, &E.s)) {
+	so.cb = fi_serve_event;
+	sv.tok = E.tok;
+	sv.cb = o.tokens || o.prompt ? on_token_event : on_event;
+	sv.cb_user = &E;
+	if (so.max_step_tokens < so.max_batch) {
+		fprintf(stderr, "fi-decode: --max-step-tokens %d is below --max-batch %d: a step "
+			"must hold one token of every sequence\n", so.max_step_tokens, so.max_batch);
+		rc = 2;
+		goto out;
+	}
+	if (fi_serve_new(&sv, &E.serve) || fi_sched_cache_init(E.m, &o.kv, NULL) ||
+	    (so.cb_user = E.serve, fi_sched_create(E.m, &so, &E.s))) {
 		rc = fail();
 		goto out;
 	}
@@ -450,6 +512,7 @@ bad:
 	rc = o.tokens || o.prompt ? run_one(&E, &o) : run_frames(&E, &o);
 out:
 	fi_sched_destroy(E.s);
+	fi_serve_free(E.serve);
 	fi_tok_free(E.tok);
 	fi_model_close(E.m);
 	if (im)

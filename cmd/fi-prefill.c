@@ -18,6 +18,7 @@
 #include "model/model.h"
 #include "backend/sample.h"
 #include "sched/scheduler.h"
+#include "serve/serve.h"
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
@@ -25,15 +26,15 @@
 static const char usage_text[] =
 	"usage: fi-prefill -m MODEL [-b N] [--arena-size SIZE] [--temp T] [--top-k K]\n"
 	"                  [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S]\n"
-	"                  [--backend auto|cuda|cpu] [-t THREADS] [-i IN] [-o OUT] [-e N] [-v]\n"
+	"                  [--backend auto|cuda|cpu] [--gpu-mem F] [--kv-size SIZE]\n"
+	"                  [--max-step-tokens N] [-t THREADS] [-i IN] [-o OUT] [-e N] [-v]\n"
 	"       fi-prefill -h\n";
-
-#define BLOCK_TOKENS 16 /* the cache's and the arena's block size */
 
 struct opts {
 	const char *model, *backend, *in, *out;
 	int batch, threads, verbose, eos_count;
 	uint64_t arena_size;
+	struct fi_kv_sizing kv; /* --gpu-mem, --kv-size, --max-step-tokens; max_batch = -b */
 	struct fi_sample_params sp;
 };
 
@@ -41,6 +42,11 @@ struct opts {
 struct pre {
 	struct fi_frame f;
 	uint32_t token;
+	int done;      /* its done event came: */
+	fi_err err;    /* FI_OK, or why it failed (the forward pass) */
+	uint32_t prompt_tokens, cached_tokens;
+	size_t stored_blocks;
+	double total_ms;
 };
 
 struct prefill {
@@ -51,9 +57,13 @@ struct prefill {
 	struct fi_sched *s;
 	struct fi_kvx *x;
 	struct fi_stream *out;
-	fi_err werr;  /* the output failed (inside a scheduler event) */
 	fi_err fwd;   /* the forward pass failed: held requests get error frames */
 	char fwd_msg[512];
+	/* the requests of the batch in input order: the output keeps that order, so a run
+	 * prints the same whatever the scheduler did first (a prompt waiting for a prefix
+	 * another request computes comes out a step later) */
+	struct pre **held;
+	int n_held, cap_held;
 	uint64_t n_req, n_tok, n_cached;
 	double t_busy;
 };
@@ -117,43 +127,60 @@ static void pre_free(struct pre *q)
 	free(q);
 }
 
-static fi_err on_event_(struct prefill *P, const struct fi_sched_event *ev)
+static fi_err on_event(void *user, const struct fi_sched_event *ev)
 {
+	struct prefill *P = user;
 	struct pre *q = ev->user;
 	switch (ev->type) {
 	case FI_SCHED_EV_WARN:
 		fi_warn("%s", ev->message);
-		return FI_OK;
+		break;
 	case FI_SCHED_EV_TOKEN:
 		q->token = ev->token;
-		return FI_OK;
+		break;
 	case FI_SCHED_EV_ERROR:
-		return FI_OK; /* its done event answers */
+		break; /* its done event answers */
 	case FI_SCHED_EV_DONE:
+		q->done = 1;
+		/* not "length": cancelled after a failed forward pass */
+		q->err = ev->finish == FI_FINISH_LENGTH ? FI_OK : P->fwd ? P->fwd : FI_EINTERRUPT;
+		q->prompt_tokens = ev->prompt_tokens;
+		q->cached_tokens = ev->cached_tokens;
+		q->stored_blocks = ev->stored_blocks;
+		q->total_ms = ev->total_ms;
 		break;
 	}
-	if (P->werr)
-		return FI_OK;
-	if (ev->finish != FI_FINISH_LENGTH) /* cancelled after a failed forward pass */
-		return fi_stream_write_error(P->out, ev->id, P->fwd, P->fwd_msg);
-	if (P->o->verbose)
-		fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u computed, "
-			"%zu blocks stored, %.2f ms\n", ev->id, ev->prompt_tokens, ev->cached_tokens,
-			ev->prompt_tokens - ev->cached_tokens, ev->stored_blocks, ev->total_ms);
-	P->n_req++;
-	P->n_tok += ev->prompt_tokens;
-	P->n_cached += ev->cached_tokens;
-	return emit(P, q);
+	return FI_OK;
 }
 
-static fi_err on_event(void *user, const struct fi_sched_event *ev)
+/* Writes the finished requests of the batch in input order and forgets them. */
+static fi_err flush_held(struct prefill *P)
 {
-	struct prefill *P = user;
-	fi_err e = on_event_(P, ev);
-	if (ev->type == FI_SCHED_EV_DONE)
-		pre_free(ev->user);
-	if (e && !P->werr)
-		P->werr = e;
+	fi_err e = FI_OK;
+	int k = 0;
+	for (int i = 0; i < P->n_held; i++) {
+		struct pre *q = P->held[i];
+		if (!q->done) {
+			P->held[k++] = q;
+			continue;
+		}
+		if (!e && q->err) {
+			e = fi_stream_write_error(P->out, q->f.id, q->err,
+						  P->fwd_msg[0] ? P->fwd_msg : "interrupted");
+		} else if (!e) {
+			if (P->o->verbose)
+				fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u "
+					"computed, %zu blocks stored, %.2f ms\n", q->f.id,
+					q->prompt_tokens, q->cached_tokens,
+					q->prompt_tokens - q->cached_tokens, q->stored_blocks, q->total_ms);
+			P->n_req++;
+			P->n_tok += q->prompt_tokens;
+			P->n_cached += q->cached_tokens;
+			e = emit(P, q);
+		}
+		pre_free(q);
+	}
+	P->n_held = k;
 	return e;
 }
 
@@ -165,14 +192,17 @@ static fi_err run_batch(struct prefill *P)
 	fi_err e;
 	if (!fi_sched_pending(P->s))
 		return FI_OK;
+	P->fwd_msg[0] = 0;
 	e = fi_sched_run(P->s);
-	if (e && !P->werr) {
+	if (e) {
 		P->fwd = e;
 		snprintf(P->fwd_msg, sizeof P->fwd_msg, "%s", fi_errmsg());
 		e = fi_sched_cancel_all(P->s);
 		P->fwd = FI_OK;
 	}
 	P->t_busy += fi_now() - t0;
+	if (!e)
+		e = flush_held(P);
 	if (!e)
 		e = fi_stream_flush(P->out);
 	return e;
@@ -190,18 +220,30 @@ static fi_err add_req(struct prefill *P, struct fi_frame *f)
 	if (!(q = calloc(1, sizeof *q)))
 		return fi_fail(FI_ENOMEM, "out of memory");
 	fi_frame_move(&q->f, f);
-	fi_sched_req_from_frame(&q->f, &P->o->sp, &r);
+	fi_sched_req_from_frame(&q->f, &P->o->sp, 0, &r);
 	/* one token, whatever it is; stops are fi-decode's business */
 	r.max_tokens = 1;
 	r.flags = FI_SCHED_NO_STOP;
-	r.stop = NULL;
-	r.nstop = 0;
+	r.logprobs = r.top_logprobs = 0;
 	r.user = q;
+	if (P->n_held == P->cap_held) {
+		int cap = P->cap_held ? 2 * P->cap_held : 64;
+		struct pre **h = realloc(P->held, sizeof *h * (size_t)cap);
+		if (!h) {
+			fi_frame_move(f, &q->f);
+			free(q);
+			return fi_fail(FI_ENOMEM, "out of memory");
+		}
+		P->held = h;
+		P->cap_held = cap;
+	}
 	if ((e = fi_sched_add(P->s, &r))) {
 		fi_frame_move(f, &q->f);
 		free(q);
+		return e;
 	}
-	return e;
+	P->held[P->n_held++] = q;
+	return FI_OK;
 }
 
 /* Takes one input frame; returns 1 at the end of input. */
@@ -291,8 +333,12 @@ out:
 		rc = 1;
 	}
 	/* requests still held (a failed output) are dropped, their frames freed */
-	P->werr = P->werr ? P->werr : FI_EIO;
 	fi_sched_cancel_all(P->s);
+	for (int i = 0; i < P->n_held; i++)
+		pre_free(P->held[i]);
+	free(P->held);
+	P->held = NULL;
+	P->n_held = 0;
 	if (fi_stream_close(P->out) && !rc) {
 		fprintf(stderr, "fi-prefill: %s\n", fi_errmsg());
 		rc = 1;
@@ -308,7 +354,8 @@ out:
 
 int main(int argc, char **argv)
 {
-	enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_SEED, O_BACKEND, O_ASIZE };
+	enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_SEED, O_BACKEND, O_ASIZE, O_GPUMEM,
+	       O_KVSIZE, O_STEP };
 	static const struct option lo[] = {
 		{"temp", required_argument, NULL, O_TEMP},
 		{"top-k", required_argument, NULL, O_TOPK},
@@ -318,6 +365,9 @@ int main(int argc, char **argv)
 		{"seed", required_argument, NULL, O_SEED},
 		{"backend", required_argument, NULL, O_BACKEND},
 		{"arena-size", required_argument, NULL, O_ASIZE},
+		{"gpu-mem", required_argument, NULL, O_GPUMEM},
+		{"kv-size", required_argument, NULL, O_KVSIZE},
+		{"max-step-tokens", required_argument, NULL, O_STEP},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -326,10 +376,11 @@ int main(int argc, char **argv)
 	struct fi_backend *be = NULL;
 	int be_failed = 0;
 	struct fi_sched_opts so;
-	int c, rc = 1, ctx;
+	int c, rc = 1;
 	double v;
 	fi_log_set_prog("fi-prefill");
 	fi_sample_defaults(&o.sp);
+	fi_kv_sizing_default(&o.kv);
 	while ((c = getopt_long(argc, argv, "m:b:t:i:o:e:vh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;
@@ -356,6 +407,20 @@ int main(int argc, char **argv)
 		case O_ASIZE:
 			if (fi_parse_size(optarg, &o.arena_size))
 				goto bad;
+			break;
+		case O_GPUMEM:
+			if (fi_parse_num(optarg, 0.01, 1, &v))
+				goto bad;
+			o.kv.gpu_mem = v;
+			break;
+		case O_KVSIZE:
+			if (fi_parse_kv_size(optarg, &o.kv.kv_bytes, &o.kv.kv_tokens))
+				goto bad;
+			break;
+		case O_STEP:
+			if (fi_parse_num(optarg, 1, 1 << 24, &v))
+				goto bad;
+			o.kv.max_step_tokens = (int)v;
 			break;
 		case O_TEMP:
 			if (fi_parse_num(optarg, 0, 1e6, &v))
@@ -400,16 +465,23 @@ bad:
 		return usage(2);
 	if (fi_open_backend_model(o.backend, o.threads, o.model, &be, &P.im, &P.m, &be_failed))
 		return fail() + be_failed; /* an unknown backend name is a usage error */
-	ctx = fi_model_config(P.m)->max_pos > 0 ? fi_model_config(P.m)->max_pos : 4096;
-	/* Room for a batch of o.batch full-context prompts, or 4 contexts, whichever is less. */
-	if (fi_model_cache_init(P.m, (ctx + BLOCK_TOKENS - 1) / BLOCK_TOKENS *
-				(o.batch < 4 ? o.batch : 4), BLOCK_TOKENS))
+	o.kv.max_batch = o.batch;
+	if (o.kv.max_step_tokens && o.kv.max_step_tokens < o.batch) {
+		fprintf(stderr, "fi-prefill: --max-step-tokens %d is below -b %d: a step must hold "
+			"one token of every request\n", o.kv.max_step_tokens, o.batch);
+		rc = 2;
+		goto out;
+	}
+	if (fi_sched_cache_init(P.m, &o.kv, NULL))
 		goto fail;
 	if (fi_image_tokenizer(P.im, &P.tok) && fi_errcode() != FI_ENOTFOUND)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
 	fi_sched_opts_default(&so);
 	so.max_batch = o.batch;
 	so.max_requests = o.batch;
+	if (o.kv.max_step_tokens)
+		so.max_step_tokens = o.kv.max_step_tokens;
+	so.arena_sync = 1; /* the kv reference passed on must find the blocks */
 	so.fingerprint = P.im->fingerprint;
 	so.prefix_cache = 1;
 	so.arena_size = o.arena_size;

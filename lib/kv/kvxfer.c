@@ -163,35 +163,38 @@ fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 	struct fi_arena_lease *l = NULL;
 	fi_arena_key *keys = NULL;
 	uint32_t *blk = NULL;
-	size_t nk, found = 0;
+	size_t nk, found = 0, first;
+	int len = fi_kvcache_seq_len(x->c, seq);
 	fi_err e;
 	*n_tokens = 0;
-	if (fi_kvcache_seq_len(x->c, seq) != 0)
-		return fi_fail(FI_ESTATE, "kv arena: fetch into a sequence that is not empty");
+	if (len < 0 || len % x->bt)
+		return fi_fail(FI_ESTATE, "kv arena: fetch into sequence %d of %d tokens", seq, len);
+	first = (size_t)len / (size_t)x->bt;
 	if ((e = fi_kvx_keys(x, toks, n, &keys, &nk)) || !nk)
 		return e;
 	if (nk > max_blocks)
 		nk = max_blocks;
-	if (!nk)
+	if (nk <= first)
 		goto out;
-	if (!(blk = malloc(nk * sizeof *blk))) {
+	if (!(blk = malloc((nk - first) * sizeof *blk))) {
 		e = fi_fail(FI_ENOMEM, "kv arena: out of memory");
 		goto out;
 	}
-	if ((e = fi_arena_lease(x->a, &l)) || (e = fi_arena_lookup(l, keys, nk, blk, &found)))
+	if ((e = fi_arena_lease(x->a, &l)) ||
+	    (e = fi_arena_lookup(l, keys + first, nk - first, blk, &found)))
 		goto out;
 	if (!found)
 		goto out;
-	if ((e = fi_kvcache_reserve(x->c, seq, (int)(found * (size_t)x->bt))))
+	if ((e = fi_kvcache_reserve(x->c, seq, (int)((first + found) * (size_t)x->bt))))
 		goto out;
 	for (size_t i = 0; !e && i < found; i++) {
-		int32_t cb = fi_kvcache_slot(x->c, seq, (int)(i * (size_t)x->bt)) / x->bt;
+		int32_t cb = fi_kvcache_slot(x->c, seq, (int)((first + i) * (size_t)x->bt)) / x->bt;
 		e = copy_block(x, cb, fi_arena_data(x->a, blk[i]), 1);
 	}
 	if (!e && !(e = x->c->be->ops->sync(x->c->be)))
-		e = fi_kvcache_set_len(x->c, seq, (int)(found * (size_t)x->bt));
+		e = fi_kvcache_set_len(x->c, seq, (int)((first + found) * (size_t)x->bt));
 	if (e)
-		fi_kvcache_set_len(x->c, seq, 0);
+		fi_kvcache_set_len(x->c, seq, len);
 	else
 		*n_tokens = (int)(found * (size_t)x->bt);
 out:
@@ -201,8 +204,8 @@ out:
 	return e;
 }
 
-fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
-		    size_t *n_stored)
+fi_err fi_kvx_store_blocks(struct fi_kvx *x, const int32_t *blocks, const uint32_t *toks,
+			   size_t n_blocks, size_t *n_stored)
 {
 	struct fi_arena_lease *l = NULL;
 	fi_arena_key *keys = NULL;
@@ -210,9 +213,7 @@ fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 	fi_err e;
 	if (n_stored)
 		*n_stored = 0;
-	if (fi_kvcache_seq_len(x->c, seq) < (int)n)
-		return fi_fail(FI_ESTATE, "kv arena: sequence %d holds fewer than %zu tokens", seq, n);
-	if ((e = fi_kvx_keys(x, toks, n, &keys, &nk)) || !nk)
+	if ((e = fi_kvx_keys(x, toks, n_blocks * (size_t)x->bt, &keys, &nk)) || !nk)
 		return e;
 	if ((e = fi_arena_lease(x->a, &l)))
 		goto out;
@@ -220,7 +221,6 @@ fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		enum fi_arena_reserve_result r;
 		uint32_t b;
 		void *data;
-		int32_t cb = fi_kvcache_slot(x->c, seq, (int)(i * (size_t)x->bt)) / x->bt;
 		if ((e = fi_arena_reserve(l, &keys[i], &b, &data, &r))) {
 			if (e == FI_EFULL) {
 				fi_debug("kv arena %.16s: full, %zu of %zu blocks stored", x->id, stored, nk);
@@ -234,7 +234,7 @@ fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 			continue;
 		}
 		/* Published only once every layer is in place: readers never see half a block. */
-		if ((e = copy_block(x, cb, data, 0)) || (e = fi_arena_publish(l, b))) {
+		if ((e = copy_block(x, blocks[i], data, 0)) || (e = fi_arena_publish(l, b))) {
 			fi_arena_abort(l, b);
 			break;
 		}
@@ -247,6 +247,19 @@ out:
 	if (n_stored)
 		*n_stored = stored;
 	return e;
+}
+
+fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
+		    size_t *n_stored)
+{
+	const int32_t *bl;
+	int nb;
+	if (n_stored)
+		*n_stored = 0;
+	if (fi_kvcache_seq_len(x->c, seq) < (int)n)
+		return fi_fail(FI_ESTATE, "kv arena: sequence %d holds fewer than %zu tokens", seq, n);
+	bl = fi_kvcache_seq_blocks(x->c, seq, &nb);
+	return fi_kvx_store_blocks(x, bl, toks, n / (size_t)x->bt, n_stored);
 }
 
 fi_err fi_kvx_make_ref(const struct fi_kvx *x, const uint8_t model_fp[32], const uint32_t *toks,
