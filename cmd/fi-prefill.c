@@ -368,6 +368,7 @@ int main(int argc, char **argv)
 		{"gpu-mem", required_argument, NULL, O_GPUMEM},
 		{"kv-size", required_argument, NULL, O_KVSIZE},
 		{"max-step-tokens", required_argument, NULL, O_STEP},
+		{"max-batch", required_argument, NULL, 'b'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
