@@ -192,12 +192,13 @@ static void report(const struct engine *E)
 	if (!st.steps)
 		return;
 	fprintf(stderr, "fi-decode: %llu requests, %llu steps (at most %d requests in one), "
-		"%llu prompt + %llu decode tokens computed; host %.3f ms/step, model %.3f ms/step; "
+		"%llu prompt + %llu decode tokens computed; host %.3f ms/step (planning %.3f), "
+		"model %.3f ms/step; "
 		"%llu prompt tokens from the prefix cache, %llu from the arena; %llu preemptions; "
 		"kv pool %d blocks of %d tokens\n", (unsigned long long)st.done,
 		(unsigned long long)st.steps, st.max_running, (unsigned long long)st.prompt_tokens,
 		(unsigned long long)st.decode_tokens, st.host_ms / (double)st.steps,
-		st.model_ms / (double)st.steps, (unsigned long long)st.cached_tokens,
+		st.plan_ms / (double)st.steps, st.model_ms / (double)st.steps, (unsigned long long)st.cached_tokens,
 		(unsigned long long)st.arena_tokens, (unsigned long long)st.preemptions,
 		st.kv_blocks, st.kv_block_size);
 }

@@ -213,8 +213,12 @@ fi_err fi_sched_step(struct fi_sched *s)
 		e = prefix_run_jobs(s);
 	if (!e && s->inflight)
 		e = sched_collect(s);
-	if (!e)
+	if (!e) {
+		double t1 = fi_now(), m1 = s->t_model;
 		e = sched_plan_launch(s);
+		s->st.last_plan_ms = (fi_now() - t1 - (s->t_model - m1)) * 1e3;
+		s->st.plan_ms += s->st.last_plan_ms;
+	}
 	if (!e && !s->overlap && s->inflight)
 		e = sched_collect(s);
 	e1 = sched_emit(s);

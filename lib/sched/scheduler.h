@@ -220,7 +220,9 @@ struct fi_sched_stats {
 				   * bookkeeping, events (the callbacks' frame I/O included) */
 	double model_ms;          /* in the model's launch and collect (on CUDA mostly the wait
 				   * for the device) */
-	double last_host_ms, last_model_ms; /* of the last step */
+	double plan_ms;           /* of host_ms, building the step between collecting the last
+				   * one and launching it: the part the device waits for */
+	double last_host_ms, last_model_ms, last_plan_ms; /* of the last step */
 	int running, waiting, preempted;    /* now */
 	int max_running;          /* the most requests in one step */
 	int kv_blocks, kv_block_size, kv_available; /* the pool: blocks, tokens each, free + idle */
