@@ -19,6 +19,10 @@
 #                 (space-separated; A=1,B=2 sets two at once)
 #                 (default: without the fusions, without the K split of the fused products)
 #   ncu           per-kernel time and DRAM bytes of 1B and 8B decode steps (Nsight Compute)
+#   sched         the scheduler: tests/gpu/test_sched_gpu (KV block copies, overlap, a small
+#                 pool), 1000 ShareGPT-like requests at once through fi-decode on the 1B and
+#                 8B shapes (output tok/s, host and model time per step), and the TTFT of a
+#                 4096-token prompt cold, with --prefix-cache in a first and a second process
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -116,6 +120,52 @@ for stage in "$@"; do
 	micro)
 		step "kernel timings"
 		$t/bench_kernels | tee "$out/micro.md" || rc=1
+		;;
+	sched)
+		step "scheduler: block copies, overlap, pool"
+		: > "$out/sched.md"
+		timeout 300 $t/test_sched_gpu > "$out/sched.log" 2>&1 || rc=1
+		grep -v '^|' "$out/sched.log" | tail -n 8
+		# lognormal lengths with the issue's means (217 prompt, 176 output), 4..1024
+		python3 - > "$out/sharegpt.jsonl" <<'PY'
+import json, math, random
+r = random.Random(1)
+def ln(mean, sigma):
+    mu = math.log(mean) - sigma * sigma / 2
+    return max(4, min(1024, int(r.lognormvariate(mu, sigma))))
+for i in range(1000):
+    n, m = ln(217, 0.9), ln(176, 0.9)
+    print(json.dumps({"v": 1, "type": "request", "id": "s%d" % i, "max_tokens": m,
+                      "temperature": 0.0, "ignore_eos": True,
+                      "tokens": [r.randrange(1000, 120000) for _ in range(n)]}))
+PY
+		python3 tests/cli/fi_decode_frames.py enc < "$out/sharegpt.jsonl" > "$out/sharegpt.msgpack"
+		for m in llama32_1b llama3_8b; do
+			[ -f $FI_HOME/models/$m.fim ] || fi-load --name $m $refs/$m > /dev/null || { rc=1; continue; }
+			fi-decode -m $m -v < "$out/sharegpt.msgpack" > "$out/sharegpt-$m.out" 2> "$out/sharegpt-$m.err" || { rc=1; tail -3 "$out/sharegpt-$m.err"; }
+			# all arrive at once: the last done frame's total time is the run's (load excluded)
+			python3 tests/cli/fi_decode_frames.py dec < "$out/sharegpt-$m.out" | python3 -c '
+import json, sys
+d = [json.loads(l) for l in sys.stdin]
+d = [f for f in d if f["type"] == "done"]
+g = sum(f["counts"]["gen_tokens"] for f in d)
+t = max(f["timings"]["total_ms"] for f in d) / 1e3
+ttft = sorted(f["timings"]["ttft_ms"] for f in d)
+tpot = sorted(f["timings"]["tpot_ms"] for f in d if f["timings"]["tpot_ms"] >= 0)
+print("| %s, 1000 ShareGPT-like at once | %d requests, %d tokens in %.1f s: %.0f output tok/s; TTFT p50 %.0f ms; TPOT p50 %.2f ms |" % (
+    sys.argv[1], len(d), g, t, g / t, ttft[len(ttft) // 2], tpot[len(tpot) // 2]))' $m >> "$out/sched.md" || rc=1
+			echo "| $m, fi-decode -v | $(grep -o '[0-9]* requests, .*' "$out/sharegpt-$m.err" | head -c 400) |" >> "$out/sched.md"
+		done
+		# a 4096-token prompt: TTFT cold, then through the arena from a first and a second process
+		ids=$(python3 -c 'import random; r = random.Random(2); print(",".join(str(r.randrange(1000, 120000)) for _ in range(4096)))')
+		fi-load --arena-rm llama3_8b > /dev/null 2>&1
+		for run in cold first second; do
+			pc=; [ $run = cold ] || pc="--prefix-cache --arena-size 4G"
+			fi-decode -m llama3_8b --tokens "$ids" -n 2 --temp 0 -v $pc > /dev/null 2> "$out/ttft-$run.err" || rc=1
+			echo "| 8B 4096-token prompt, $run | $(grep -o 'prompt.*tok/s);' "$out/ttft-$run.err") |" >> "$out/sched.md"
+		done
+		grep '^|' "$out/sched.log"
+		cat "$out/sched.md"
 		;;
 	*) echo "unknown stage $stage"; rc=2 ;;
 	esac

@@ -157,12 +157,28 @@ static fi_err copy_block(struct fi_kvx *x, int32_t cb, uint8_t *p, int to_cache)
 	return e;
 }
 
+/* n whole blocks between cache blocks cbs[] and arena data ptrs[]: the backend's kv_copy
+ * when it has one (few calls, queued), else layer by layer. */
+static fi_err copy_blocks(struct fi_kvx *x, int to_cache, int n, const int32_t *cbs,
+			  void *const *ptrs)
+{
+	struct fi_backend *be = x->c->be;
+	fi_err e = FI_OK;
+	if (be->ops->kv_copy)
+		return be->ops->kv_copy(be, &x->c->kv, to_cache, n, cbs, ptrs);
+	for (int i = 0; !e && i < n; i++)
+		e = copy_block(x, cbs[i], ptrs[i], to_cache);
+	return e;
+}
+
 fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		    size_t max_blocks, int *n_tokens)
 {
 	struct fi_arena_lease *l = NULL;
 	fi_arena_key *keys = NULL;
 	uint32_t *blk = NULL;
+	int32_t *cbs = NULL;
+	void **ptrs = NULL;
 	size_t nk, found = 0, first;
 	int len = fi_kvcache_seq_len(x->c, seq);
 	fi_err e;
@@ -187,10 +203,16 @@ fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		goto out;
 	if ((e = fi_kvcache_reserve(x->c, seq, (int)((first + found) * (size_t)x->bt))))
 		goto out;
-	for (size_t i = 0; !e && i < found; i++) {
-		int32_t cb = fi_kvcache_slot(x->c, seq, (int)((first + i) * (size_t)x->bt)) / x->bt;
-		e = copy_block(x, cb, fi_arena_data(x->a, blk[i]), 1);
+	if (!(cbs = malloc(found * sizeof *cbs)) || !(ptrs = malloc(found * sizeof *ptrs))) {
+		e = fi_fail(FI_ENOMEM, "kv arena: out of memory");
+		fi_kvcache_set_len(x->c, seq, len);
+		goto out;
 	}
+	for (size_t i = 0; i < found; i++) {
+		cbs[i] = fi_kvcache_slot(x->c, seq, (int)((first + i) * (size_t)x->bt)) / x->bt;
+		ptrs[i] = fi_arena_data(x->a, blk[i]);
+	}
+	e = copy_blocks(x, 1, (int)found, cbs, ptrs);
 	if (!e && !(e = x->c->be->ops->sync(x->c->be)))
 		e = fi_kvcache_set_len(x->c, seq, (int)((first + found) * (size_t)x->bt));
 	if (e)
@@ -199,6 +221,8 @@ fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		*n_tokens = (int)(found * (size_t)x->bt);
 out:
 	fi_arena_unlease(l);
+	free(cbs);
+	free(ptrs);
 	free(blk);
 	free(keys);
 	return e;
@@ -209,21 +233,31 @@ fi_err fi_kvx_store_blocks(struct fi_kvx *x, const int32_t *blocks, const uint32
 {
 	struct fi_arena_lease *l = NULL;
 	fi_arena_key *keys = NULL;
-	size_t nk, stored = 0;
+	uint32_t *ab = NULL;   /* arena blocks reserved for writing */
+	int32_t *cbs = NULL;   /* their cache blocks */
+	void **ptrs = NULL;
+	size_t nk, nw = 0, stored = 0;
 	fi_err e;
 	if (n_stored)
 		*n_stored = 0;
 	if ((e = fi_kvx_keys(x, toks, n_blocks * (size_t)x->bt, &keys, &nk)) || !nk)
 		return e;
+	if (!(ab = malloc(nk * sizeof *ab)) || !(cbs = malloc(nk * sizeof *cbs)) ||
+	    !(ptrs = malloc(nk * sizeof *ptrs))) {
+		e = fi_fail(FI_ENOMEM, "kv arena: out of memory");
+		goto out;
+	}
 	if ((e = fi_arena_lease(x->a, &l)))
 		goto out;
+	/* Reserve every block the arena lacks, copy them all, then publish: readers never see
+	 * half a block. */
 	for (size_t i = 0; i < nk; i++) {
 		enum fi_arena_reserve_result r;
 		uint32_t b;
 		void *data;
 		if ((e = fi_arena_reserve(l, &keys[i], &b, &data, &r))) {
 			if (e == FI_EFULL) {
-				fi_debug("kv arena %.16s: full, %zu of %zu blocks stored", x->id, stored, nk);
+				fi_debug("kv arena %.16s: full, %zu of %zu blocks stored", x->id, nw, nk);
 				e = FI_OK;
 			}
 			break;
@@ -233,17 +267,26 @@ fi_err fi_kvx_store_blocks(struct fi_kvx *x, const int32_t *blocks, const uint32
 				fi_arena_unpin(l, b);
 			continue;
 		}
-		/* Published only once every layer is in place: readers never see half a block. */
-		if ((e = copy_block(x, blocks[i], data, 0)) || (e = fi_arena_publish(l, b))) {
-			fi_arena_abort(l, b);
-			break;
+		ab[nw] = b;
+		cbs[nw] = blocks[i];
+		ptrs[nw++] = data;
+	}
+	if (!e && nw && !(e = copy_blocks(x, 0, (int)nw, cbs, ptrs)))
+		e = x->c->be->ops->sync(x->c->be);
+	for (size_t i = 0; i < nw; i++) {
+		if (!e && !(e = fi_arena_publish(l, ab[i]))) {
+			fi_arena_unpin(l, ab[i]);
+			stored++;
+		} else {
+			fi_arena_abort(l, ab[i]);
 		}
-		fi_arena_unpin(l, b);
-		stored++;
 	}
 out:
 	fi_arena_unlease(l);
 	free(keys);
+	free(ab);
+	free(cbs);
+	free(ptrs);
 	if (n_stored)
 		*n_stored = stored;
 	return e;

@@ -539,6 +539,7 @@ static const struct fi_backend_ops cuda_ops = {
 	.graph_capture_begin = cu_graph_capture_begin,
 	.graph_capture_end = cu_graph_capture_end,
 	.mem_info = cu_mem_info,
+	.kv_copy = fi_cuda_kv_copy,
 };
 
 static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)
