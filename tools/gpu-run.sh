@@ -140,9 +140,10 @@ for i in range(1000):
                       "tokens": [r.randrange(1000, 120000) for _ in range(n)]}))
 PY
 		python3 tests/cli/fi_decode_frames.py enc < "$out/sharegpt.jsonl" > "$out/sharegpt.msgpack"
-		for m in llama32_1b llama3_8b; do
+		for mb in llama32_1b:256 llama3_8b:256 llama3_8b:512; do
+			m=${mb%:*} b=${mb#*:}
 			[ -f $FI_HOME/models/$m.fim ] || fi-load --name $m $refs/$m > /dev/null || { rc=1; continue; }
-			fi-decode -m $m -v < "$out/sharegpt.msgpack" > "$out/sharegpt-$m.out" 2> "$out/sharegpt-$m.err" || { rc=1; tail -3 "$out/sharegpt-$m.err"; }
+			fi-decode -m $m -v --max-batch $b < "$out/sharegpt.msgpack" > "$out/sharegpt-$m.out" 2> "$out/sharegpt-$m.err" || { rc=1; tail -3 "$out/sharegpt-$m.err"; }
 			# all arrive at once: the last done frame's total time is the run's (load excluded)
 			python3 tests/cli/fi_decode_frames.py dec < "$out/sharegpt-$m.out" | python3 -c '
 import json, sys
@@ -152,9 +153,9 @@ g = sum(f["counts"]["gen_tokens"] for f in d)
 t = max(f["timings"]["total_ms"] for f in d) / 1e3
 ttft = sorted(f["timings"]["ttft_ms"] for f in d)
 tpot = sorted(f["timings"]["tpot_ms"] for f in d if f["timings"]["tpot_ms"] >= 0)
-print("| %s, 1000 ShareGPT-like at once | %d requests, %d tokens in %.1f s: %.0f output tok/s; TTFT p50 %.0f ms; TPOT p50 %.2f ms |" % (
-    sys.argv[1], len(d), g, t, g / t, ttft[len(ttft) // 2], tpot[len(tpot) // 2]))' $m >> "$out/sched.md" || rc=1
-			echo "| $m, fi-decode -v | $(grep -o '[0-9]* requests, .*' "$out/sharegpt-$m.err" | head -c 400) |" >> "$out/sched.md"
+print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens in %.1f s: %.0f output tok/s; TTFT p50 %.0f ms; TPOT p50 %.2f ms |" % (
+    sys.argv[1], sys.argv[2], len(d), g, t, g / t, ttft[len(ttft) // 2], tpot[len(tpot) // 2]))' $m $b >> "$out/sched.md" || rc=1
+			echo "| $m --max-batch $b, fi-decode -v | $(grep -o '[0-9]* requests, .*' "$out/sharegpt-$m.err" | head -c 400) |" >> "$out/sched.md"
 		done
 		# a 4096-token prompt: TTFT cold, then through the arena from a first and a second process
 		ids=$(python3 -c 'import random; r = random.Random(2); print(",".join(str(r.randrange(1000, 120000)) for _ in range(4096)))')
