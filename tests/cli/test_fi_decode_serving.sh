@@ -52,7 +52,7 @@ cmp -s "$work/big" "$work/small" || fail "a small pool changed the tokens: $(dif
 n=$(sed -n 's/.* \([0-9][0-9]*\) preemptions.*/\1/p' "$work/small.err")
 [ -n "$n" ] && [ "$n" -gt 0 ] || fail "no preemption with a small pool: $(cat "$work/small.err")"
 grep -q "kv pool 64 blocks of 16 tokens" "$work/small.err" || fail "-v: $(cat "$work/small.err")"
-grep -q "host [0-9.]* ms/step, model [0-9.]* ms/step" "$work/small.err" || fail "-v: no host time"
+grep -q "host [0-9.]* ms/step (planning [0-9.]*), model [0-9.]* ms/step" "$work/small.err" || fail "-v: no host time"
 echo "ok: 120 requests, pool of 1024 tokens, $n preemptions, same tokens"
 
 # A prompt that alone does not fit the pool: an error frame with both sizes.
