@@ -42,7 +42,8 @@ NVFLAGS := -O3 -std=c++17 $(CUARCH) -Xcompiler -fPIC -Ilib -Ikernels -MMD -MP \
 
 # Every .c under lib/ is in libfi; those under a cuda/ folder only when CUDA is enabled.
 ALL_LIB_C := $(shell find lib -name '*.c' 2>/dev/null)
-CUDA_LIB_C := $(filter %/cuda/%,$(ALL_LIB_C))
+# (filter takes one % per pattern, so the folder is matched with findstring)
+CUDA_LIB_C := $(foreach f,$(ALL_LIB_C),$(if $(findstring /cuda/,$(f)),$(f)))
 LIB_SRC := $(sort $(filter-out $(CUDA_LIB_C),$(ALL_LIB_C)))
 CU_SRC  :=
 ifeq ($(FI_CUDA),1)
@@ -100,6 +101,11 @@ $(BUILD)/libfi.so: $(LIB_OBJ)
 $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CMD_COBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)
 	$(CC) -o $@ $< $(CMD_COBJ) $(BUILD)/libfi.a $(LDFLAGS) $(LDLIBS)
+
+# cmd/bench/*.c: fi-bench's serving benchmark, linked into fi-bench only
+BENCH_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/bench/*.c))
+$(BUILD)/bin/fi-bench: $(BENCH_OBJ)
+$(BUILD)/bin/fi-bench: CMD_COBJ += $(BENCH_OBJ)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HOBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)

@@ -3,7 +3,8 @@
  * steps of -b sequences, one token each per step), optionally after a context of D tokens
  * (ppN@dD, tgN@dD). Each test runs once untimed, then -r times; the table gives tokens per
  * second as mean ± sd, with the device, build, weight upload rate, time from exec to the
- * first token and the peak device memory. */
+ * first token and the peak device memory. `fi-bench -m M serve ...` is the serving benchmark
+ * (bench/serve.c). */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 
 #include "backend/backend.h"
 #include "base/err.h"
+#include "bench/serve.h"
 #include "model/image.h"
 #include "base/log.h"
 #include "cmdutil.h"
@@ -27,7 +29,8 @@
 
 static const char usage_text[] =
 	"usage: fi-bench -m NAME|PATH [--backend auto|cuda|cpu] [-t THREADS] [-r REPS]\n"
-	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [TEST ...]\n"
+	"                [-b BATCH] [-u UBATCH] [-o md|csv|json] [TEST ...]\n";
+static const char usage_tail[] =
 	"       fi-bench -h\n"
 	"TEST: ppN or tgN, optionally @dD (context depth D); default: pp512 tg128\n";
 
@@ -45,10 +48,20 @@ struct env {
 	size_t peak_used;
 };
 
+/* Both forms, micro and serve, as the SYNOPSIS of fi-bench(1) gives them. */
 static int usage(int rc)
 {
-	fputs(usage_text, rc ? stderr : stdout);
+	FILE *f = rc ? stderr : stdout;
+	fputs(usage_text, f);
+	fi_bench_serve_usage(f, 0);
+	fputs(usage_tail, f);
+	fi_bench_serve_usage(f, 1);
 	return rc;
+}
+
+int fi_bench_usage(int rc)
+{
+	return usage(rc);
 }
 
 static int fail(const char *what)
@@ -167,12 +180,16 @@ out:
 	return err;
 }
 
-static fi_err run_test(struct env *e, struct test *t, int reps)
+/* Test k of n: its warm-up and repetitions, on a terminal only (fi_live). */
+static fi_err run_test(struct env *e, struct test *t, int reps, int k, int n)
 {
 	double sum = 0, sum2 = 0, secs;
 	double toks = t->pp ? t->pp : (double)t->tg * e->batch;
-	fi_err err = run_once(e, t, &secs); /* warm-up: plans, graphs, caches */
+	fi_err err;
+	fi_live(1, "[%d/%d] %s: warm-up", k, n, t->name);
+	err = run_once(e, t, &secs); /* warm-up: plans, graphs, caches */
 	for (int r = 0; r < reps && !err; r++) {
+		fi_live(1, "[%d/%d] %s: run %d/%d", k, n, t->name, r + 1, reps);
 		if ((err = run_once(e, t, &secs)))
 			break;
 		sum += toks / secs;
@@ -221,6 +238,12 @@ static const char *build_desc(void)
 #endif
 }
 
+/* The serving benchmark's report names the build the same way. */
+const char *fi_bench_build(void)
+{
+	return build_desc();
+}
+
 int main(int argc, char **argv)
 {
 	const char *model = NULL, *backend = "auto", *fmt = "md";
@@ -230,6 +253,8 @@ int main(int argc, char **argv)
 					   {"help", no_argument, 0, 'h'},
 					   {0, 0, 0, 0}};
 	fi_log_set_prog("fi-bench");
+	if (fi_bench_serve_wanted(argc, argv))
+		return fi_bench_serve(argc, argv);
 	while ((c = getopt_long(argc, argv, "m:t:r:b:u:o:h", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': model = optarg; break;
@@ -325,38 +350,50 @@ int main(int argc, char **argv)
 		free(lg);
 	}
 	note_mem(&e);
-	for (int i = 0; i < nt; i++)
-		if (run_test(&e, &tests[i], reps))
-			return fail(tests[i].name);
 
 	char params[32], size[32], pk[32];
 	const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
 	fi_format_count(fi_image_params(im), params, sizeof params);
 	fi_format_bytes(wbytes, size, sizeof size);
-	fi_format_bytes(e.peak_used, pk, sizeof pk);
 	double gbs = tl > 0 ? wbytes / tl / 1e9 : 0;
+	/* md and csv rows are written as each test completes (a long run shows its progress
+	 * in the table itself); json is one document, written at the end. */
 	if (!strcmp(fmt, "md")) {
 		printf("| model | size | params | backend | batch | test | t/s |\n");
 		printf("| --- | ---: | ---: | --- | ---: | --- | ---: |\n");
-		for (int i = 0; i < nt; i++)
+	} else if (!strcmp(fmt, "csv")) {
+		printf("model,size_bytes,params,backend,device,build,batch,test,reps,tps_mean,tps_sd,"
+		       "load_s,load_gbps,exec_to_first_token_s,peak_mem_bytes\n");
+	}
+	fflush(stdout);
+	/* The rows are written between progress lines, which are erased first: no delay. */
+	fi_live_delay(0);
+	for (int i = 0; i < nt; i++) {
+		if (run_test(&e, &tests[i], reps, i + 1, nt)) {
+			fi_live_clear();
+			return fail(tests[i].name);
+		}
+		fi_live_clear();
+		if (!strcmp(fmt, "md"))
 			printf("| %s | %s | %s | %s | %d | %s | %.2f ± %.2f |\n", name, size, params,
 			       e.be->ops->name, tests[i].tg ? batch : 1, tests[i].name, tests[i].mean,
 			       tests[i].sd);
+		else if (!strcmp(fmt, "csv"))
+			printf("%s,%llu,%lld,%s,\"%s\",\"%s\",%d,%s,%d,%.3f,%.3f,%.4f,%.2f,%.4f,%zu\n",
+			       name, (unsigned long long)wbytes, fi_image_params(im), e.be->ops->name,
+			       e.be->device, build_desc(), tests[i].tg ? batch : 1, tests[i].name,
+			       reps, tests[i].mean, tests[i].sd, tl, gbs, first, e.peak_used);
+		fflush(stdout);
+	}
+	fi_format_bytes(e.peak_used, pk, sizeof pk);
+	if (!strcmp(fmt, "md")) {
 		printf("\ndevice: %s; build: %s; reps: %d\n", e.be->device, build_desc(), reps);
 		printf("load: %.3f s (%.1f GB/s); exec to first token: %.3f s; peak device memory: %s\n",
 		       tl, gbs, first, e.peak_used ? pk : "n/a");
 		printf("startup: exec to main %.3f s, backend %.3f s (image open %.3f s meanwhile), "
 		       "weights %.3f s, first forward %.3f s\n",
 		       t_main, be_secs, ph[1] - ph[0], tl, ph[3] - ph[2] - tl);
-	} else if (!strcmp(fmt, "csv")) {
-		printf("model,size_bytes,params,backend,device,build,batch,test,reps,tps_mean,tps_sd,"
-		       "load_s,load_gbps,exec_to_first_token_s,peak_mem_bytes\n");
-		for (int i = 0; i < nt; i++)
-			printf("%s,%llu,%lld,%s,\"%s\",\"%s\",%d,%s,%d,%.3f,%.3f,%.4f,%.2f,%.4f,%zu\n",
-			       name, (unsigned long long)wbytes, fi_image_params(im), e.be->ops->name,
-			       e.be->device, build_desc(), tests[i].tg ? batch : 1, tests[i].name,
-			       reps, tests[i].mean, tests[i].sd, tl, gbs, first, e.peak_used);
-	} else {
+	} else if (!strcmp(fmt, "json")) {
 		json_t *o = json_object(), *arr = json_array();
 		json_object_set_new(o, "model", json_string(name));
 		json_object_set_new(o, "size_bytes", json_integer((json_int_t)wbytes));

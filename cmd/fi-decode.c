@@ -22,6 +22,8 @@
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
+#include "serve/req_frame.h"
+#include "text/tok_ident.h"
 
 static const char usage_text[] =
 	"usage: fi-decode -m MODEL [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P]\n"
@@ -29,14 +31,15 @@ static const char usage_text[] =
 	"                 [--gpu-mem F] [--kv-size SIZE] [--max-batch N] [--max-step-tokens N]\n"
 	"                 [--prefix-cache] [--arena-size SIZE] [--prefill-chunk N] [-t THREADS]\n"
 	"                 [-i IN] [-o OUT] [-e N] [--stop STR] [--tokens ID,ID,... | --prompt TEXT]\n"
-	"                 [-v]\n"
+	"                 [-f] [-v]\n"
 	"       fi-decode -h\n";
 
 #define MAX_STOP 16     /* --stop strings */
 
 struct opts {
 	const char *model, *backend, *in, *out, *tokens, *prompt;
-	int n, threads, verbose, prefix_cache, eos_count, chunk, ignore_eos;
+	int n, threads, verbose, prefix_cache, eos_count, chunk, force, ignore_eos;
+	unsigned given; /* FI_REQ_* bits of the sampling options given */
 	char *stop[MAX_STOP]; /* for requests that give none */
 	int nstop;
 	uint64_t arena_size;
@@ -55,6 +58,13 @@ struct engine {
 	/* --tokens, --prompt */
 	int n_gen, text;
 	struct fi_sched_event done;
+	/* frames */
+	const struct opts *o;
+	struct fi_tok_ident ident; /* the model's tokenizer (has_ident) */
+	int has_ident;
+	unsigned told;          /* sampling conflicts reported (FI_REQ_* bits) */
+	uint64_t n_done, n_failed, n_mismatch, n_tokens;
+	double t_first;         /* the first request's arrival (0: none yet) */
 };
 
 static int usage(int rc)
@@ -89,20 +99,52 @@ static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
 	return *ids && *n ? 0 : -1;
 }
 
-/* Scheduler events as frames. */
+/* Scheduler events as frames; done and error frames repeat the request's seq and text. */
 static fi_err on_event(void *user, const struct fi_sched_event *ev)
 {
 	struct engine *E = user;
+	struct fi_req_echo *echo = ev->user;
 	struct fi_token_top top[FI_SCHED_MAX_TOP];
 	struct fi_frame f;
+	fi_err e;
 	switch (ev->type) {
 	case FI_SCHED_EV_WARN:
 		fi_warn("%s", ev->message);
 		return FI_OK;
 	case FI_SCHED_EV_ERROR:
-		return fi_stream_write_error(E->out, ev->id, ev->code, ev->message);
+		fi_frame_init(&f, FI_FRAME_ERROR);
+		f.id = (char *)ev->id;
+		f.err.code = ev->code;
+		f.err.message = (char *)ev->message;
+		fi_req_echo_apply(echo, &f);
+		return fi_stream_write(E->out, &f);
+	case FI_SCHED_EV_DONE:
+		E->n_done++;
+		E->n_failed += ev->finish == FI_FINISH_ERROR;
+		E->n_tokens += ev->gen_tokens;
+		if (E->o->verbose) {
+			fi_live_clear();
+			fprintf(stderr, "fi-decode: '%s': %u prompt tokens (%u cached), %u generated, "
+				"finish %s, ttft %.2f ms, tpot %.2f ms\n", ev->id, ev->prompt_tokens,
+				ev->cached_tokens, ev->gen_tokens, fi_finish_name(ev->finish),
+				ev->ttft_ms, ev->tpot_ms);
+		}
+		fi_sched_event_frame(ev, &f, top);
+		fi_req_echo_apply(echo, &f);
+		/* With a tokenizer the frames always carry text, "" when there is none (a token
+		 * cut by a stop string, part of a character): readers then know the pieces are
+		 * the text and do not decode the ids, which would bring the cut text back. */
+		if (E->tok && !f.done.text)
+			f.done.text = "";
+		e = fi_stream_write(E->out, &f);
+		fi_req_echo_free(echo);
+		return e;
 	default:
-		return fi_sched_event_frame(ev, &f, top) ? fi_stream_write(E->out, &f) : FI_OK;
+		if (!fi_sched_event_frame(ev, &f, top))
+			return FI_OK;
+		if (E->tok && !f.tok.text)
+			f.tok.text = "";
+		return fi_stream_write(E->out, &f);
 	}
 }
 
@@ -114,19 +156,43 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 	switch (f->type) {
 	case FI_FRAME_EOS:
 		return 1;
-	case FI_FRAME_REQUEST:
+	case FI_FRAME_REQUEST: {
+		struct fi_req_echo *echo = NULL;
+		struct fi_frame ef;
+		unsigned c;
+		if (!E->t_first)
+			E->t_first = fi_now();
+		if ((c = fi_req_sampling_conflicts(f, &o->sp, o->given) & ~E->told)) {
+			char m[512];
+			fi_req_conflict_message(f, &o->sp, c, m, sizeof m);
+			fi_warn("%s", m);
+			E->told |= c;
+		}
 		if (fi_sched_has(E->s, f->id))
 			e = fi_fail(FI_EEXIST, "a request with this id is running");
-		else if (!(e = fi_sched_encode_prompt(E->tok, f))) {
+		else if ((e = fi_req_check_tokenizer(f, E->has_ident ? &E->ident : NULL))) {
+			/* One message for them all: every such request is refused the same way. */
+			if (!E->n_mismatch++)
+				fi_log(FI_LOG_ERROR, "%s; such requests get error frames (code mismatch)",
+				       fi_errmsg());
+		} else if (!(e = fi_sched_encode_prompt(E->tok, f)) && !(e = fi_req_echo_new(f, &echo))) {
 			fi_sched_req_from_frame(f, &o->sp, o->ignore_eos ? FI_SCHED_IGNORE_EOS : 0, &r);
+			r.user = echo;
 			if (f->req.nstop)
 				e = fi_serve_add(E->serve, E->s, &r, f->req.stop, f->req.nstop);
 			else
 				e = fi_serve_add(E->serve, E->s, &r, o->stop, (uint32_t)o->nstop);
+			if (e)
+				fi_req_echo_free(echo);
 		}
-		if (e)
-			*fatal = fi_stream_write_error(E->out, f->id, e, fi_errmsg());
+		if (e) {
+			E->n_done++;
+			E->n_failed++;
+			fi_req_error_frame(f, e, fi_errmsg(), &ef);
+			*fatal = fi_stream_write(E->out, &ef);
+		}
 		break;
+	}
 	case FI_FRAME_CANCEL:
 		if (fi_sched_has(E->s, f->id))
 			*fatal = fi_sched_cancel(E->s, f->id);
@@ -158,8 +224,11 @@ static fi_err drain(struct engine *E, struct fi_stream *in)
 			fi_frame_free(&f);
 			break;
 		}
-		if (f.type == FI_FRAME_REQUEST)
-			e = fi_stream_write_error(E->out, f.id, FI_EINTERRUPT, "fi-decode is shutting down");
+		if (f.type == FI_FRAME_REQUEST) {
+			struct fi_frame ef;
+			fi_req_error_frame(&f, FI_EINTERRUPT, "fi-decode is shutting down", &ef);
+			e = fi_stream_write(E->out, &ef);
+		}
 		else if (f.type == FI_FRAME_ERROR || f.type == FI_FRAME_DONE)
 			e = fi_stream_write(E->out, &f);
 		fi_frame_free(&f);
@@ -184,6 +253,29 @@ static int take(void *user, struct fi_frame *f, fi_err *fatal)
 	return take_frame(t->E, t->o, f, fatal);
 }
 
+/* Requests done, running and queued, and tokens per second, on a terminal. */
+static void live_line(struct engine *E, int force)
+{
+	double el = E->t_first ? fi_now() - E->t_first : 0;
+	int held = E->s ? fi_sched_pending(E->s) : 0, run = E->s ? fi_sched_running(E->s) : 0;
+	if (!E->t_first || !fi_live_active())
+		return;
+	fi_live(force, "%llu done, %d running, %d queued, %.1f tok/s",
+		(unsigned long long)E->n_done, run, held - run, el > 0 ? E->n_tokens / el : 0.0);
+}
+
+/* The line at the end of a batch, on a terminal or not (quiet with FI_LOG=error). */
+static void summary(struct engine *E)
+{
+	double el = E->t_first ? fi_now() - E->t_first : 0;
+	fi_live_clear();
+	if (!E->t_first || fi_log_get_level() < FI_LOG_WARN)
+		return;
+	fprintf(stderr, "fi-decode: %llu requests, %llu failed, %llu tokens in %.2f s, %.1f tok/s\n",
+		(unsigned long long)E->n_done, (unsigned long long)E->n_failed,
+		(unsigned long long)E->n_tokens, el, el > 0 ? E->n_tokens / el : 0.0);
+}
+
 /* -v: the scheduler's counters: where the time of a step went, what the caches saved. */
 static void report(const struct engine *E)
 {
@@ -193,14 +285,13 @@ static void report(const struct engine *E)
 		return;
 	fprintf(stderr, "fi-decode: %llu requests, %llu steps (at most %d requests in one), "
 		"%llu prompt + %llu decode tokens computed; host %.3f ms/step (planning %.3f), "
-		"model %.3f ms/step; "
-		"%llu prompt tokens from the prefix cache, %llu from the arena; %llu preemptions; "
-		"kv pool %d blocks of %d tokens\n", (unsigned long long)st.done,
+		"model %.3f ms/step; %llu prompt tokens from the prefix cache, %llu from the arena; "
+		"%llu preemptions; kv pool %d blocks of %d tokens\n", (unsigned long long)st.done,
 		(unsigned long long)st.steps, st.max_running, (unsigned long long)st.prompt_tokens,
 		(unsigned long long)st.decode_tokens, st.host_ms / (double)st.steps,
-		st.plan_ms / (double)st.steps, st.model_ms / (double)st.steps, (unsigned long long)st.cached_tokens,
-		(unsigned long long)st.arena_tokens, (unsigned long long)st.preemptions,
-		st.kv_blocks, st.kv_block_size);
+		st.plan_ms / (double)st.steps, st.model_ms / (double)st.steps,
+		(unsigned long long)st.cached_tokens, (unsigned long long)st.arena_tokens,
+		(unsigned long long)st.preemptions, st.kv_blocks, st.kv_block_size);
 }
 
 static int run_frames(struct engine *E, const struct opts *o)
@@ -212,8 +303,11 @@ static int run_frames(struct engine *E, const struct opts *o)
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
 	fi_stream_opts_default(&so);
 	so.eos_count = o->eos_count;
-	if ((e = fi_stream_open(&in, o->in, FI_STREAM_IN, &so)) ||
-	    (e = fi_stream_open(&E->out, o->out, FI_STREAM_OUT, NULL)))
+	if ((e = fi_stream_open(&in, o->in, FI_STREAM_IN, &so)))
+		goto out;
+	fi_stream_opts_default(&so);
+	so.tty_ok = o->force;
+	if ((e = fi_stream_open(&E->out, o->out, FI_STREAM_OUT, &so)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && (!eof || fi_sched_pending(E->s))) {
@@ -235,6 +329,7 @@ static int run_frames(struct engine *E, const struct opts *o)
 		}
 		if ((e = fi_sched_step(E->s)) || (e = fi_stream_flush(E->out)))
 			break;
+		live_line(E, 0);
 	}
 out:
 	if (e && e != FI_EINTERRUPT) {
@@ -250,7 +345,9 @@ out:
 		rc = 1;
 	}
 	fi_stream_close(in);
-	return rc;
+	summary(E);
+	/* Requests made with another tokenizer: exit 3, as for requests that failed. */
+	return rc ? rc : E->n_mismatch ? 3 : 0;
 }
 
 /* --tokens: generated ids on one line; --prompt: the text as it comes, then a newline. */
@@ -352,12 +449,13 @@ int main(int argc, char **argv)
 		{"prefill-chunk", required_argument, NULL, 'c'},
 		{"stop", required_argument, NULL, 's'},
 		{"prefix-cache", no_argument, NULL, 'C'},
+		{"arena-size", required_argument, NULL, 'A'},
+		{"force", no_argument, NULL, 'f'},
 		{"ignore-eos", no_argument, NULL, 'I'},
 		{"gpu-mem", required_argument, NULL, 'G'},
 		{"kv-size", required_argument, NULL, 'Z'},
 		{"max-batch", required_argument, NULL, 'b'},
 		{"max-step-tokens", required_argument, NULL, 'X'},
-		{"arena-size", required_argument, NULL, 'A'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -373,7 +471,7 @@ int main(int argc, char **argv)
 	fi_log_set_prog("fi-decode");
 	fi_sample_defaults(&o.sp);
 	fi_kv_sizing_default(&o.kv);
-	while ((c = getopt_long(argc, argv, "m:n:t:i:o:e:vh", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:n:t:i:o:e:fvh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;
 		case 'i': o.in = optarg; break;
@@ -392,6 +490,17 @@ int main(int argc, char **argv)
 			o.stop[o.nstop++] = optarg;
 			break;
 		case 'C': o.prefix_cache = 1; break;
+		case 'A':
+			if (fi_parse_size(optarg, &o.arena_size))
+				goto bad;
+			break;
+		case 'e':
+			if (fi_parse_num(optarg, 0, 1 << 20, &v))
+				goto bad;
+			o.eos_count = (int)v;
+			break;
+		case 'v': o.verbose = 1; break;
+		case 'f': o.force = 1; break;
 		case 'I': o.ignore_eos = 1; break;
 		case 'G':
 			if (fi_parse_num(optarg, 0.01, 1, &v))
@@ -412,16 +521,6 @@ int main(int argc, char **argv)
 				goto bad;
 			o.kv.max_step_tokens = (int)v;
 			break;
-		case 'A':
-			if (fi_parse_size(optarg, &o.arena_size))
-				goto bad;
-			break;
-		case 'e':
-			if (fi_parse_num(optarg, 0, 1 << 20, &v))
-				goto bad;
-			o.eos_count = (int)v;
-			break;
-		case 'v': o.verbose = 1; break;
 		case 'h': return usage(0);
 		case 'n':
 			if (fi_parse_num(optarg, 1, 1 << 30, &v))
@@ -437,30 +536,36 @@ int main(int argc, char **argv)
 			if (fi_parse_num(optarg, 0, 1e6, &v))
 				goto bad;
 			o.sp.temperature = (float)v;
+			o.given |= FI_REQ_TEMPERATURE;
 			break;
 		case 'K':
 			if (fi_parse_num(optarg, 0, 1 << 30, &v))
 				goto bad;
 			o.sp.top_k = (int)v;
+			o.given |= FI_REQ_TOP_K;
 			break;
 		case 'P':
 			if (fi_parse_num(optarg, 0, 1, &v))
 				goto bad;
 			o.sp.top_p = (float)v;
+			o.given |= FI_REQ_TOP_P;
 			break;
 		case 'M':
 			if (fi_parse_num(optarg, 0, 1, &v))
 				goto bad;
 			o.sp.min_p = (float)v;
+			o.given |= FI_REQ_MIN_P;
 			break;
 		case 'R':
 			if (fi_parse_num(optarg, 1e-6, 1e6, &v))
 				goto bad;
 			o.sp.repeat_penalty = (float)v;
+			o.given |= FI_REQ_REPEAT_PENALTY;
 			break;
 		case 'S':
 			if (fi_parse_u64(optarg, &o.sp.seed))
 				goto bad;
+			o.given |= FI_REQ_SEED;
 			break;
 		default:
 			return usage(2);
@@ -474,6 +579,9 @@ bad:
 	}
 	if (!o.model || optind != argc || (o.tokens && o.prompt))
 		return usage(2);
+	/* Frames are binary: refused on a terminal before the model is loaded. */
+	if (!o.tokens && !o.prompt && !o.force && fi_stream_refuse_tty(o.out))
+		return fail();
 	if (fi_open_backend_model(o.backend, o.threads, o.model, &be, &im, &E.m, &be_failed))
 		return fail() + be_failed; /* an unknown backend name is a usage error */
 	E.im = im;
@@ -483,6 +591,9 @@ bad:
 	if ((!o.tokens || o.nstop) && fi_image_tokenizer(im, &E.tok) &&
 	    fi_errcode() != FI_ENOTFOUND && !o.prompt)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
+	/* Requests whose tokens another tokenizer made are refused (tok_ident.h). */
+	E.o = &o;
+	E.has_ident = E.tok && !fi_tok_ident(E.tok, o.model, &E.ident);
 	fi_sched_opts_default(&so);
 	if (o.kv.max_batch)
 		so.max_batch = o.kv.max_batch;

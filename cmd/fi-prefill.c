@@ -22,26 +22,31 @@
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
+#include "serve/req_frame.h"
+#include "text/tok_ident.h"
 
 static const char usage_text[] =
 	"usage: fi-prefill -m MODEL [-b N] [--arena-size SIZE] [--temp T] [--top-k K]\n"
 	"                  [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S]\n"
 	"                  [--backend auto|cuda|cpu] [--gpu-mem F] [--kv-size SIZE]\n"
-	"                  [--max-step-tokens N] [-t THREADS] [-i IN] [-o OUT] [-e N] [-v]\n"
+	"                  [--max-step-tokens N] [-t THREADS] [-i IN] [-o OUT] [-e N] [-f] [-v]\n"
 	"       fi-prefill -h\n";
 
 struct opts {
 	const char *model, *backend, *in, *out;
-	int batch, threads, verbose, eos_count;
+	int batch, threads, verbose, eos_count, force;
+	unsigned given; /* FI_REQ_* bits of the sampling options given */
 	uint64_t arena_size;
 	struct fi_kv_sizing kv; /* --gpu-mem, --kv-size, --max-step-tokens; max_batch = -b */
 	struct fi_sample_params sp;
 };
 
-/* A request in the scheduler: its frame, passed on once its first token is drawn. */
+/* A request in the scheduler: its frame, passed on once its prompt is computed, after the
+ * first token when this stage draws it (draw). */
 struct pre {
 	struct fi_frame f;
 	uint32_t token;
+	int draw;
 	int done;      /* its done event came: */
 	fi_err err;    /* FI_OK, or why it failed (the forward pass) */
 	uint32_t prompt_tokens, cached_tokens;
@@ -66,6 +71,11 @@ struct prefill {
 	int n_held, cap_held;
 	uint64_t n_req, n_tok, n_cached;
 	double t_busy;
+	struct fi_tok_ident ident; /* the model's tokenizer (has_ident) */
+	int has_ident;
+	unsigned told;             /* sampling conflicts reported (FI_REQ_* bits) */
+	uint64_t n_failed, n_mismatch;
+	double t_first;            /* the first request's arrival (0: none yet) */
 };
 
 static int usage(int rc)
@@ -100,7 +110,7 @@ static void resolve_sampling(const struct opts *o, struct fi_request *r)
 		  FI_REQ_REPEAT_PENALTY | FI_REQ_SEED;
 }
 
-/* Emits the first token and the request with its kv reference. */
+/* Emits the first token (when this stage drew it) and the request with its kv reference. */
 static fi_err emit(struct prefill *P, struct pre *q)
 {
 	struct fi_request *r = &q->f.req;
@@ -116,7 +126,7 @@ static fi_err emit(struct prefill *P, struct pre *q)
 	if ((e = fi_kvx_make_ref(P->x, P->im->fingerprint, r->tokens, r->ntokens, &r->kv)))
 		return e;
 	r->set |= FI_REQ_KV;
-	if ((e = fi_stream_write(P->out, &tf)))
+	if (q->draw && (e = fi_stream_write(P->out, &tf)))
 		return e;
 	return fi_stream_write(P->out, &q->f);
 }
@@ -165,8 +175,11 @@ static fi_err flush_held(struct prefill *P)
 			continue;
 		}
 		if (!e && q->err) {
-			e = fi_stream_write_error(P->out, q->f.id, q->err,
-						  P->fwd_msg[0] ? P->fwd_msg : "interrupted");
+			struct fi_frame ef;
+			P->n_failed++;
+			fi_req_error_frame(&q->f, q->err, P->fwd_msg[0] ? P->fwd_msg : "interrupted",
+					   &ef);
+			e = fi_stream_write(P->out, &ef);
 		} else if (!e) {
 			if (P->o->verbose)
 				fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u "
@@ -208,17 +221,42 @@ static fi_err run_batch(struct prefill *P)
 	return e;
 }
 
-/* Checks a request and queues it; an error is answered with an error frame. */
+/* Checks a request and queues it; an error is answered with an error frame.
+ *
+ * The first token is drawn here only when the sampling is known here: the request sets
+ * sampling keys, or this stage was given sampling options. Then the request passes on with
+ * every sampling key set to the value used, so the rest of the generation continues it.
+ * Otherwise the request passes on without a token and with its keys as they were, and the
+ * stage that has the options (fi-decode --temp 0) draws every token: a pipeline samples as
+ * its last sampling options say (fi-frame(5), SAMPLING IN A PIPELINE). */
 static fi_err add_req(struct prefill *P, struct fi_frame *f)
 {
 	struct fi_sched_req r;
 	struct pre *q;
+	unsigned c;
+	int draw;
 	fi_err e;
+	if ((c = fi_req_sampling_conflicts(f, &P->o->sp, P->o->given) & ~P->told)) {
+		char m[512];
+		fi_req_conflict_message(f, &P->o->sp, c, m, sizeof m);
+		fi_warn("%s", m);
+		P->told |= c;
+	}
+	if ((e = fi_req_check_tokenizer(f, P->has_ident ? &P->ident : NULL))) {
+		/* One message for them all: every such request is refused the same way. */
+		if (!P->n_mismatch++)
+			fi_log(FI_LOG_ERROR, "%s; such requests get error frames (code mismatch)",
+			       fi_errmsg());
+		return e;
+	}
 	if ((e = fi_sched_encode_prompt(P->tok, f)))
 		return e;
-	resolve_sampling(P->o, &f->req);
+	draw = P->o->given || (f->req.set & FI_REQ_SAMPLING);
+	if (draw)
+		resolve_sampling(P->o, &f->req);
 	if (!(q = calloc(1, sizeof *q)))
 		return fi_fail(FI_ENOMEM, "out of memory");
+	q->draw = draw;
 	fi_frame_move(&q->f, f);
 	fi_sched_req_from_frame(&q->f, &P->o->sp, 0, &r);
 	/* one token, whatever it is; stops are fi-decode's business */
@@ -257,10 +295,16 @@ static int take_frame(struct prefill *P, struct fi_frame *f, fi_err *fatal)
 			*fatal = fi_stream_write(P->out, f);
 		return 0;
 	}
+	if (!P->t_first)
+		P->t_first = fi_now();
 	if (fi_sched_pending(P->s) >= P->o->batch && (*fatal = run_batch(P)))
 		return 0;
-	if (add_req(P, f))
-		*fatal = fi_stream_write_error(P->out, f->id, fi_errcode(), fi_errmsg());
+	if (add_req(P, f)) {
+		struct fi_frame ef;
+		P->n_failed++;
+		fi_req_error_frame(f, fi_errcode(), fi_errmsg(), &ef);
+		*fatal = fi_stream_write(P->out, &ef);
+	}
 	return 0;
 }
 
@@ -276,10 +320,11 @@ static fi_err drain(struct prefill *P, struct fi_stream *in)
 			fi_frame_free(&f);
 			break;
 		}
-		if (f.type == FI_FRAME_REQUEST)
-			e = fi_stream_write_error(P->out, f.id, FI_EINTERRUPT,
-						  "fi-prefill is shutting down");
-		else
+		if (f.type == FI_FRAME_REQUEST) {
+			struct fi_frame ef;
+			fi_req_error_frame(&f, FI_EINTERRUPT, "fi-prefill is shutting down", &ef);
+			e = fi_stream_write(P->out, &ef);
+		} else
 			e = fi_stream_write(P->out, &f);
 		fi_frame_free(&f);
 	}
@@ -297,6 +342,31 @@ static int take(void *user, struct fi_frame *f, fi_err *fatal)
 	return take_frame(user, f, fatal);
 }
 
+/* Requests done, running and queued, and prompt tokens per second, on a terminal. */
+static void live_line(struct prefill *P)
+{
+	double el = P->t_first ? fi_now() - P->t_first : 0;
+	int held = fi_sched_pending(P->s), run = fi_sched_running(P->s);
+	if (!P->t_first || !fi_live_active())
+		return;
+	fi_live(0, "%llu done, %d running, %d queued, %.1f tok/s",
+		(unsigned long long)(P->n_req + P->n_failed), run, held - run,
+		el > 0 ? P->n_tok / el : 0.0);
+}
+
+/* The line at the end of a batch, on a terminal or not (quiet with FI_LOG=error). */
+static void summary(struct prefill *P)
+{
+	double el = P->t_first ? fi_now() - P->t_first : 0;
+	fi_live_clear();
+	if (!P->t_first || fi_log_get_level() < FI_LOG_WARN)
+		return;
+	fprintf(stderr, "fi-prefill: %llu requests, %llu failed, %llu tokens (%llu cached) in "
+		"%.2f s, %.1f tok/s\n", (unsigned long long)(P->n_req + P->n_failed),
+		(unsigned long long)P->n_failed, (unsigned long long)P->n_tok,
+		(unsigned long long)P->n_cached, el, el > 0 ? P->n_tok / el : 0.0);
+}
+
 static int run(struct prefill *P)
 {
 	struct fi_stream_opts so;
@@ -305,8 +375,11 @@ static int run(struct prefill *P)
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
 	fi_stream_opts_default(&so);
 	so.eos_count = P->o->eos_count;
-	if ((e = fi_stream_open(&in, P->o->in, FI_STREAM_IN, &so)) ||
-	    (e = fi_stream_open(&P->out, P->o->out, FI_STREAM_OUT, NULL)))
+	if ((e = fi_stream_open(&in, P->o->in, FI_STREAM_IN, &so)))
+		goto out;
+	fi_stream_opts_default(&so);
+	so.tty_ok = P->o->force;
+	if ((e = fi_stream_open(&P->out, P->o->out, FI_STREAM_OUT, &so)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && !eof) {
@@ -322,6 +395,7 @@ static int run(struct prefill *P)
 			e = FI_OK;
 		if (!e)
 			e = run_batch(P);
+		live_line(P);
 		if (!e && fi_stream_interrupted()) {
 			e = drain(P, in);
 			break;
@@ -344,12 +418,9 @@ out:
 		rc = 1;
 	}
 	fi_stream_close(in);
-	if (P->o->verbose && P->n_req)
-		fprintf(stderr, "fi-prefill: %llu requests, %llu prompt tokens, %llu cached, "
-			"%.1f tok/s computed\n", (unsigned long long)P->n_req,
-			(unsigned long long)P->n_tok, (unsigned long long)P->n_cached,
-			P->t_busy > 0 ? (double)(P->n_tok - P->n_cached) / P->t_busy : 0.0);
-	return rc;
+	summary(P);
+	/* Requests made with another tokenizer: exit 3, as for requests that failed. */
+	return rc ? rc : P->n_mismatch ? 3 : 0;
 }
 
 int main(int argc, char **argv)
@@ -369,6 +440,7 @@ int main(int argc, char **argv)
 		{"kv-size", required_argument, NULL, O_KVSIZE},
 		{"max-step-tokens", required_argument, NULL, O_STEP},
 		{"max-batch", required_argument, NULL, 'b'},
+		{"force", no_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -382,13 +454,14 @@ int main(int argc, char **argv)
 	fi_log_set_prog("fi-prefill");
 	fi_sample_defaults(&o.sp);
 	fi_kv_sizing_default(&o.kv);
-	while ((c = getopt_long(argc, argv, "m:b:t:i:o:e:vh", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:b:t:i:o:e:fvh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;
 		case 'i': o.in = optarg; break;
 		case 'o': o.out = optarg; break;
 		case O_BACKEND: o.backend = optarg; break;
 		case 'v': o.verbose = 1; break;
+		case 'f': o.force = 1; break;
 		case 'h': return usage(0);
 		case 'b':
 			if (fi_parse_num(optarg, 1, 256, &v))
@@ -427,30 +500,36 @@ int main(int argc, char **argv)
 			if (fi_parse_num(optarg, 0, 1e6, &v))
 				goto bad;
 			o.sp.temperature = (float)v;
+			o.given |= FI_REQ_TEMPERATURE;
 			break;
 		case O_TOPK:
 			if (fi_parse_num(optarg, 0, 1 << 30, &v))
 				goto bad;
 			o.sp.top_k = (int)v;
+			o.given |= FI_REQ_TOP_K;
 			break;
 		case O_TOPP:
 			if (fi_parse_num(optarg, 0, 1, &v))
 				goto bad;
 			o.sp.top_p = (float)v;
+			o.given |= FI_REQ_TOP_P;
 			break;
 		case O_MINP:
 			if (fi_parse_num(optarg, 0, 1, &v))
 				goto bad;
 			o.sp.min_p = (float)v;
+			o.given |= FI_REQ_MIN_P;
 			break;
 		case O_REP:
 			if (fi_parse_num(optarg, 1e-6, 1e6, &v))
 				goto bad;
 			o.sp.repeat_penalty = (float)v;
+			o.given |= FI_REQ_REPEAT_PENALTY;
 			break;
 		case O_SEED:
 			if (fi_parse_u64(optarg, &o.sp.seed))
 				goto bad;
+			o.given |= FI_REQ_SEED;
 			break;
 		default:
 			return usage(2);
@@ -464,6 +543,9 @@ bad:
 	}
 	if (!o.model || optind != argc)
 		return usage(2);
+	/* Frames are binary: refused on a terminal before the model is loaded. */
+	if (!o.force && fi_stream_refuse_tty(o.out))
+		return fail();
 	if (fi_open_backend_model(o.backend, o.threads, o.model, &be, &P.im, &P.m, &be_failed))
 		return fail() + be_failed; /* an unknown backend name is a usage error */
 	o.kv.max_batch = o.batch;
@@ -477,6 +559,8 @@ bad:
 		goto fail;
 	if (fi_image_tokenizer(P.im, &P.tok) && fi_errcode() != FI_ENOTFOUND)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
+	/* Requests whose tokens another tokenizer made are refused (tok_ident.h). */
+	P.has_ident = P.tok && !fi_tok_ident(P.tok, o.model, &P.ident);
 	fi_sched_opts_default(&so);
 	so.max_batch = o.batch;
 	so.max_requests = o.batch;

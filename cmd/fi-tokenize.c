@@ -15,17 +15,31 @@
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
+#include "base/utf8.h"
+#include "cmdutil.h"
+#include "frame/frame_json.h"
+#include "serve/results.h"
+#include "text/tok_ident.h"
 
 static const char USAGE[] =
 	"usage: fi-tokenize -m MODEL [-i IN] [-o OUT] [--whole | --jsonl | --chat] [--ids | --count]\n"
-	"                   [--special] [--no-add-special]\n"
-	"       fi-tokenize -m MODEL -d [-i IN] [--interleave] [--skip-special]\n"
+	"                   [--special] [--no-add-special] [--temp T] [--top-k K] [--top-p P]\n"
+	"                   [--min-p P] [--repeat-penalty R] [--seed S] [-f]\n"
+	"       fi-tokenize -m MODEL -d [-i IN] [--jsonl] [--ordered | --interleave] [--echo]\n"
+	"                   [-0 | --sep STR] [--skip-special]\n"
 	"       fi-tokenize -h\n";
+
+/* --ordered holds at most this many results while one is missing. */
+#define ORDER_WINDOW 4096
 
 struct opts {
 	const char *model, *in, *out;
 	int whole, jsonl, chat, ids, count, special, no_add, decode, interleave, skip_special;
+	int ordered, echo, force;
 	const char *bench;
+	char sep[256]; /* -d: written after each request's text */
+	size_t sep_len;
+	struct fi_request sp; /* sampling options for the frames: values, and set bits */
 };
 
 struct model {
@@ -111,6 +125,8 @@ struct enc {
 	struct model *m;
 	struct fi_stream *out;
 	unsigned long n;
+	uint64_t seq; /* requests (and error frames for them) written, numbered from 1 */
+	struct fi_tok_ident ident;
 	int failed;
 };
 
@@ -135,8 +151,31 @@ static void set_param(struct fi_request *r, json_t *obj)
 		r->stream = json_is_true(v), r->set |= FI_REQ_STREAM;
 }
 
-/* Emits one request: plain ids, a count, or a request frame. */
-static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, json_t *params)
+/* An error frame about input unit id: numbered like requests, with the prompt when known. */
+static int emit_error(struct enc *E, const char *id, fi_err code, const char *msg,
+		      const char *text, size_t tlen)
+{
+	struct fi_frame f;
+	char idbuf[257], *p = NULL;
+	fi_err e;
+	fi_frame_init(&f, FI_FRAME_ERROR);
+	snprintf(idbuf, sizeof idbuf, "%s", id);
+	f.id = idbuf;
+	f.seq = ++E->seq;
+	f.has_seq = 1;
+	f.err.code = code;
+	f.err.message = (char *)msg;
+	if (text && !fi_utf8_lossy(text, tlen, &p, &f.prompt_len))
+		f.prompt = p;
+	e = fi_stream_write(E->out, &f);
+	free(p);
+	return e ? -1 : 0;
+}
+
+/* Emits one request: plain ids, a count, or a request frame carrying its text (for the
+ * results), its number, the tokenizer's fingerprint and the sampling options. */
+static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, json_t *params,
+		const char *text, size_t tlen)
 {
 	if (E->o->count) {
 		printf("%zu\n", n);
@@ -149,18 +188,35 @@ static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, js
 		return 0;
 	}
 	if (!n)
-		return fi_stream_write_error(E->out, id, FI_EINVAL, "empty prompt") ? -1 : 0;
+		return emit_error(E, id, FI_EINVAL, "empty prompt", text, tlen);
 	{
+		const struct fi_request *o = &E->o->sp;
 		struct fi_frame f;
-		char **stop = NULL;
+		char **stop = NULL, *valid = NULL;
 		uint32_t *stop_ids = NULL;
 		json_t *v, *x;
 		size_t k;
 		fi_err e;
 		fi_frame_init(&f, FI_FRAME_REQUEST);
 		f.id = (char *)id;
+		f.seq = ++E->seq;
+		f.has_seq = 1;
 		f.req.tokens = (uint32_t *)ids;
 		f.req.ntokens = (uint32_t)n;
+		/* The prompt as valid UTF-8 (what the tokenizer read, invalid bytes as U+FFFD). */
+		if (fi_utf8_lossy(text, tlen, &valid, &f.req.text_len))
+			return -1;
+		f.req.text = valid;
+		memcpy(f.req.tok_sha256, E->ident.sha256, 32);
+		f.req.tok_name = E->ident.name;
+		f.req.set |= FI_REQ_TOKENIZER;
+		f.req.temperature = o->temperature;
+		f.req.top_k = o->top_k;
+		f.req.top_p = o->top_p;
+		f.req.min_p = o->min_p;
+		f.req.repeat_penalty = o->repeat_penalty;
+		f.req.seed = o->seed;
+		f.req.set |= o->set & FI_REQ_SAMPLING;
 		if (params) {
 			set_param(&f.req, params);
 			if (json_is_array(v = json_object_get(params, "stop")) && (stop = calloc(json_array_size(v) + 1, sizeof *stop))) {
@@ -177,6 +233,7 @@ static int emit(struct enc *E, const char *id, const uint32_t *ids, size_t n, js
 		e = fi_stream_write(E->out, &f);
 		free(stop);
 		free(stop_ids);
+		free(valid);
 		return e ? -1 : 0;
 	}
 }
@@ -239,13 +296,14 @@ static int one(struct enc *E, const char *s, size_t len)
 	}
 	if ((e = fi_tok_encode(E->m->tok, text, tlen, flags, &ids)))
 		goto bad;
-	r = emit(E, id, ids.v, ids.n, json_is_object(obj) ? obj : NULL);
+	r = emit(E, id, ids.v, ids.n, json_is_object(obj) ? obj : NULL, text, tlen);
 	goto out;
 bad:
 	fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
 	E->failed = 1;
 	if (!E->o->ids && !E->o->count && E->out)
-		r = fi_stream_write_error(E->out, id, e, fi_errmsg()) ? -1 : 0;
+		/* The prompt when one was read (not a JSONL line that could not be used). */
+		r = emit_error(E, id, e, fi_errmsg(), (E->o->jsonl || E->o->chat) && text == s ? NULL : text, tlen);
 out:
 	fi_tok_ids_free(&ids);
 	free(chat_text);
@@ -255,7 +313,7 @@ out:
 
 static int run_encode(const struct opts *o, struct model *m)
 {
-	struct enc E = {o, m, NULL, 0, 0};
+	struct enc E = {.o = o, .m = m};
 	FILE *in = !strcmp(o->in, "-") ? stdin : fopen(o->in, "rb");
 	char *line = NULL;
 	size_t cap = 0;
@@ -265,9 +323,17 @@ static int run_encode(const struct opts *o, struct model *m)
 		fi_log(FI_LOG_ERROR, "cannot open '%s': %s", o->in, strerror(errno));
 		return 1;
 	}
-	if (!o->ids && !o->count && fi_stream_open(&E.out, o->out, FI_STREAM_OUT, NULL)) {
-		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-		return 1;
+	if (!o->ids && !o->count) {
+		struct fi_stream_opts so;
+		fi_stream_opts_default(&so);
+		so.tty_ok = o->force;
+		if (fi_tok_ident(m->tok, o->model, &E.ident) ||
+		    fi_stream_open(&E.out, o->out, FI_STREAM_OUT, &so)) {
+			fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+			if (in != stdin)
+				fclose(in);
+			return 1;
+		}
 	}
 	if (o->whole) {
 		size_t len = 0;
@@ -308,104 +374,97 @@ static int run_encode(const struct opts *o, struct model *m)
 
 /* ---- decoding ---- */
 
-struct dreq {
-	char *id;
-	struct fi_tok_stream *st;
-	struct fi_buf text; /* held back: not the head (in-order) or not finished (--interleave) */
-	int done;
-	int mode; /* 0 undecided, 1 frames carry text pieces (used as is), 2 decode the ids */
-};
-
 struct dec {
 	const struct opts *o;
-	struct model *m;
-	struct dreq *v;
-	size_t n, cap, head; /* head: first request not yet fully written (in-order mode) */
-	int failed;
+	struct fi_results *R;
+	unsigned long failed[FI_ENCODE_COUNT]; /* requests answered with an error frame, by code */
+	uint64_t gaps_told;
+	int rc;
 };
 
-static struct dreq *find_req(struct dec *D, const char *id)
-{
-	for (size_t i = D->n; i-- > D->head;)
-		if (!strcmp(D->v[i].id, id))
-			return &D->v[i];
-	if (D->n == D->cap) {
-		size_t cap = D->cap ? 2 * D->cap : 16;
-		struct dreq *nv = realloc(D->v, cap * sizeof *nv);
-		if (!nv)
-			return NULL;
-		D->v = nv;
-		D->cap = cap;
-	}
-	memset(&D->v[D->n], 0, sizeof D->v[D->n]);
-	if (!(D->v[D->n].id = strdup(id)) ||
-	    fi_tok_stream_new(D->m->tok, D->o->skip_special ? FI_TOK_SKIP_SPECIAL : 0, &D->v[D->n].st))
-		return NULL;
-	return &D->v[D->n++];
-}
-
-static void out_text(struct dec *D, struct dreq *q, const char *s, size_t n)
-{
-	int live = !D->o->interleave && q == &D->v[D->head];
-	if (live)
-		fwrite(s, 1, n, stdout);
-	else
-		fi_buf_append(&q->text, s, n);
-}
-
-/* Writes finished requests: in order from the head, or each as it finishes. */
-/* An error frame for a request, on stderr; generators usually name the request already. */
-static void report_error(const struct dreq *q, const struct fi_frame *f)
+/* An error frame, on stderr: the first of each code, the others only counted (a mismatched
+ * tokenizer fails every request, and its consumer already said why once). */
+static void report_error(struct dec *D, const struct fi_frame *f)
 {
 	const char *m = f->err.message ? f->err.message : fi_strerror(f->err.code);
+	const char *id = f->id ? f->id : "";
+	unsigned c = (unsigned)f->err.code < FI_ENCODE_COUNT ? f->err.code : FI_EINVAL;
 	char pre[300];
-	snprintf(pre, sizeof pre, "request '%s': ", q->id);
+	D->rc = 1;
+	if (D->failed[c]++)
+		return;
+	/* Generators usually name the request already. */
+	snprintf(pre, sizeof pre, "request '%s': ", id);
 	if (!strncmp(m, pre, strlen(pre)))
 		fi_log(FI_LOG_ERROR, "%s", m);
 	else
 		fi_log(FI_LOG_ERROR, "%s%s", pre, m);
 }
 
-static void drain(struct dec *D, struct dreq *q)
+/* Writes what is ready: finished requests, then the new text of the first unfinished one
+ * (streaming; it comes after them in the order). */
+static void write_ready(struct dec *D)
 {
-	if (D->o->interleave) {
-		if (q && q->done) {
-			fwrite(q->text.data, 1, q->text.len, stdout);
-			putchar('\n');
-		}
-	} else
-		while (D->head < D->n && D->v[D->head].done) {
-			D->head++;
-			putchar('\n');
-			if (D->head < D->n) {
-				struct dreq *h = &D->v[D->head];
-				fwrite(h->text.data, 1, h->text.len, stdout);
-				h->text.len = 0;
+	const struct opts *o = D->o;
+	struct fi_result r;
+	const char *p;
+	size_t n;
+	uint64_t gaps, first;
+	while (fi_results_next(D->R, &r)) {
+		if (o->jsonl) {
+			json_t *j;
+			char *s = NULL;
+			if (fi_result_to_json(&r, &j) || !(s = fi_json_dumps(j))) {
+				fi_log(FI_LOG_ERROR, "request '%s': %s", r.id, s ? fi_errmsg() : "out of memory");
+				D->rc = 1;
+			} else {
+				fputs(s, stdout);
+				putchar('\n');
 			}
+			free(s);
+			json_decref(j);
+			continue;
 		}
+		if (o->echo) {
+			if (r.prompt)
+				fwrite(r.prompt, 1, r.prompt_len, stdout);
+			fwrite(r.text, 1, r.text_len, stdout);
+		} else {
+			fwrite(r.text + r.streamed, 1, r.text_len - r.streamed, stdout);
+		}
+		fwrite(o->sep, 1, o->sep_len, stdout);
+	}
+	if (!o->jsonl && !o->echo && (n = fi_results_stream(D->R, &p)))
+		fwrite(p, 1, n, stdout);
+	if ((gaps = fi_results_gaps(D->R, &first)) && !D->gaps_told++)
+		fi_warn("--ordered: %d results are waiting for request number %llu, which has not "
+			"come; writing them out of order from there", ORDER_WINDOW,
+			(unsigned long long)first);
 	fflush(stdout);
 }
 
 static int run_decode(const struct opts *o, struct model *m)
 {
-	struct dec D = {o, m, NULL, 0, 0, 0, 0};
-	struct fi_stream *in;
+	struct dec D = {.o = o};
+	enum fi_results_order order = o->ordered ? FI_RESULTS_SEQ :
+				      o->jsonl || o->interleave ? FI_RESULTS_FINISH : FI_RESULTS_FIRST;
+	struct fi_stream *in = NULL;
 	struct fi_frame f;
+	uint64_t gaps;
 	fi_err e;
-	int rc = 0;
-	if (fi_stream_open(&in, o->in, FI_STREAM_IN, NULL)) {
+	if (fi_results_new(m->tok, o->skip_special ? FI_TOK_SKIP_SPECIAL : 0, order, ORDER_WINDOW,
+			   &D.R) ||
+	    fi_stream_open(&in, o->in, FI_STREAM_IN, NULL)) {
 		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+		fi_results_free(D.R);
 		return 1;
 	}
 	for (;;) {
-		struct dreq *q;
-		const char *pc;
-		size_t pn;
 		fi_frame_init(&f, FI_FRAME_NONE);
 		e = fi_stream_read(in, &f);
 		if (e) {
 			fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
-			rc = 1;
+			D.rc = 1;
 			fi_frame_free(&f);
 			if (fi_stream_broken(in) || e == FI_EIO || e == FI_EINTERRUPT)
 				break;
@@ -415,78 +474,27 @@ static int run_decode(const struct opts *o, struct model *m)
 			fi_frame_free(&f);
 			break;
 		}
-		if (f.type != FI_FRAME_TOKEN && f.type != FI_FRAME_DONE && f.type != FI_FRAME_ERROR) {
-			fi_frame_free(&f);
-			continue;
+		if (f.type == FI_FRAME_ERROR)
+			report_error(&D, &f);
+		if (fi_results_add(D.R, &f)) {
+			fi_log(FI_LOG_ERROR, "request '%s': %s", f.id ? f.id : "", fi_errmsg());
+			D.rc = 1;
 		}
-		if (!(q = find_req(&D, f.id ? f.id : ""))) {
-			fi_log(FI_LOG_ERROR, "out of memory");
-			rc = 1;
-			fi_frame_free(&f);
-			break;
-		}
-		if (q->done) {
-			fi_frame_free(&f);
-			continue;
-		}
-		/* A generator that knows the tokenizer sends text pieces with stop strings already
-		 * cut; use them rather than decoding the ids again. */
-		if (!q->mode && f.type == FI_FRAME_TOKEN)
-			q->mode = f.tok.text ? 1 : 2;
-		if (!q->mode && f.type == FI_FRAME_DONE)
-			q->mode = f.done.text ? 1 : 2;
-		if (q->mode == 1) {
-			if (f.type == FI_FRAME_TOKEN && f.tok.text)
-				out_text(&D, q, f.tok.text, f.tok.text_len);
-			else if (f.type == FI_FRAME_DONE && f.done.text)
-				out_text(&D, q, f.done.text, f.done.text_len);
-			if (f.type == FI_FRAME_ERROR)
-				report_error(q, &f), rc = 1;
-			if (f.type != FI_FRAME_TOKEN)
-				q->done = 1, drain(&D, q);
-		} else if (f.type == FI_FRAME_TOKEN) {
-			if (fi_tok_stream_step(q->st, f.tok.token, &pc, &pn)) {
-				fi_log(FI_LOG_ERROR, "request '%s': %s", q->id, fi_errmsg());
-				rc = 1;
-			} else
-				out_text(&D, q, pc, pn);
-		} else {
-			if (f.type == FI_FRAME_ERROR) {
-				report_error(q, &f);
-				rc = 1;
-			}
-			for (uint32_t i = 0; f.type == FI_FRAME_DONE && i < f.done.ntokens; i++)
-				if (!fi_tok_stream_step(q->st, f.done.tokens[i], &pc, &pn))
-					out_text(&D, q, pc, pn);
-			if (!fi_tok_stream_flush(q->st, &pc, &pn))
-				out_text(&D, q, pc, pn);
-			q->done = 1;
-			drain(&D, q);
-		}
-		if (!o->interleave)
-			fflush(stdout);
 		fi_frame_free(&f);
+		write_ready(&D);
 	}
 	/* Requests that never finished still get their text, in order. */
-	for (size_t i = o->interleave ? 0 : D.head; i < D.n; i++) {
-		struct dreq *q = &D.v[i];
-		const char *pc;
-		size_t pn;
-		if (q->done)
-			continue;
-		if (!fi_tok_stream_flush(q->st, &pc, &pn))
-			out_text(&D, q, pc, pn);
-		q->done = 1;
-		drain(&D, q);
-	}
-	for (size_t i = 0; i < D.n; i++) {
-		free(D.v[i].id);
-		fi_tok_stream_free(D.v[i].st);
-		fi_buf_free(&D.v[i].text);
-	}
-	free(D.v);
+	fi_results_end(D.R);
+	write_ready(&D);
+	for (int c = 0; c < FI_ENCODE_COUNT; c++)
+		if (D.failed[c] > 1)
+			fi_log(FI_LOG_ERROR, "%lu more requests failed (code %s)", D.failed[c] - 1,
+			       fi_err_code_name(c));
+	if ((gaps = fi_results_gaps(D.R, NULL)) > 1)
+		fi_warn("--ordered: %llu request numbers never came", (unsigned long long)gaps);
+	fi_results_free(D.R);
 	fi_stream_close(in);
-	return fflush(stdout) ? 1 : rc;
+	return fflush(stdout) ? 1 : D.rc;
 }
 
 /* Hidden: --bench FILE encodes FILE (whole) a few times and prints load and encode speed. */
@@ -517,25 +525,59 @@ static int run_bench(const struct opts *o, struct model *m, double load_s)
 	return 0;
 }
 
+/* --sep STR: backslash escapes \n, \t, \r, \0 and \\ read as the characters they name. */
+static int parse_sep(const char *s, struct opts *o)
+{
+	size_t n = 0;
+	for (; *s; s++) {
+		char c = *s;
+		if (c == '\\') {
+			switch (*++s) {
+			case 'n': c = '\n'; break;
+			case 't': c = '\t'; break;
+			case 'r': c = '\r'; break;
+			case '0': c = 0; break;
+			case '\\': c = '\\'; break;
+			default: return -1;
+			}
+		}
+		if (n == sizeof o->sep)
+			return -1;
+		o->sep[n++] = c;
+	}
+	o->sep_len = n;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_REP, O_SEED, O_ORDERED, O_ECHO, O_SEP };
 	static const struct option lo[] = {
 		{"whole", no_argument, 0, 'W'}, {"jsonl", no_argument, 0, 'J'}, {"chat", no_argument, 0, 'C'},
 		{"ids", no_argument, 0, 'I'}, {"count", no_argument, 0, 'N'}, {"special", no_argument, 0, 'S'},
 		{"no-add-special", no_argument, 0, 'A'}, {"interleave", no_argument, 0, 'L'},
 		{"skip-special", no_argument, 0, 'K'}, {"bench", required_argument, 0, 'B'},
+		{"temp", required_argument, 0, O_TEMP}, {"top-k", required_argument, 0, O_TOPK},
+		{"top-p", required_argument, 0, O_TOPP}, {"min-p", required_argument, 0, O_MINP},
+		{"repeat-penalty", required_argument, 0, O_REP}, {"seed", required_argument, 0, O_SEED},
+		{"ordered", no_argument, 0, O_ORDERED}, {"echo", no_argument, 0, O_ECHO},
+		{"sep", required_argument, 0, O_SEP}, {"force", no_argument, 0, 'f'},
 		{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-	struct opts o = {.in = "-", .out = "-"};
+	struct opts o = {.in = "-", .out = "-", .sep = "\n", .sep_len = 1};
 	struct model m = {0};
-	double t0;
-	int c, rc;
+	int c, rc, nul = 0, sep = 0;
+	double t0, v;
 	fi_log_set_prog("fi-tokenize");
-	while ((c = getopt_long(argc, argv, "m:i:o:dh", lo, NULL)) != -1) {
+	o.sp.temperature = 1.0f;
+	o.sp.top_p = 1.0f;
+	o.sp.repeat_penalty = 1.0f;
+	while ((c = getopt_long(argc, argv, "m:i:o:d0fh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;
 		case 'i': o.in = optarg; break;
 		case 'o': o.out = optarg; break;
 		case 'd': o.decode = 1; break;
+		case 'f': o.force = 1; break;
 		case 'W': o.whole = 1; break;
 		case 'J': o.jsonl = 1; break;
 		case 'C': o.chat = 1; break;
@@ -546,15 +588,71 @@ int main(int argc, char **argv)
 		case 'L': o.interleave = 1; break;
 		case 'K': o.skip_special = 1; break;
 		case 'B': o.bench = optarg; break;
+		case O_ORDERED: o.ordered = 1; break;
+		case O_ECHO: o.echo = 1; break;
+		case '0':
+			nul = 1;
+			o.sep[0] = 0;
+			o.sep_len = 1;
+			break;
+		case O_SEP:
+			sep = 1;
+			if (parse_sep(optarg, &o))
+				goto bad;
+			break;
+		/* The ranges are the frame's (fi-frame(5)), so every frame written reads back. */
+		case O_TEMP:
+			if (fi_parse_num(optarg, 0, 1e4, &v))
+				goto bad;
+			o.sp.temperature = (float)v, o.sp.set |= FI_REQ_TEMPERATURE;
+			break;
+		case O_TOPK:
+			if (fi_parse_num(optarg, 0, INT32_MAX, &v) || v != (int32_t)v)
+				goto bad;
+			o.sp.top_k = (int32_t)v, o.sp.set |= FI_REQ_TOP_K;
+			break;
+		case O_TOPP:
+			if (fi_parse_num(optarg, 0, 1, &v))
+				goto bad;
+			o.sp.top_p = (float)v, o.sp.set |= FI_REQ_TOP_P;
+			break;
+		case O_MINP:
+			if (fi_parse_num(optarg, 0, 1, &v))
+				goto bad;
+			o.sp.min_p = (float)v, o.sp.set |= FI_REQ_MIN_P;
+			break;
+		case O_REP:
+			if (fi_parse_num(optarg, 1e-3, 1e3, &v))
+				goto bad;
+			o.sp.repeat_penalty = (float)v, o.sp.set |= FI_REQ_REPEAT_PENALTY;
+			break;
+		case O_SEED:
+			if (fi_parse_u64(optarg, &o.sp.seed))
+				goto bad;
+			o.sp.set |= FI_REQ_SEED;
+			break;
 		case 'h': fputs(USAGE, stdout); return 0;
 		default: fputs(USAGE, stderr); return 2;
 		}
+		continue;
+bad:
+		fprintf(stderr, "fi-tokenize: invalid value '%s' for %s\n", optarg,
+			optarg == argv[optind - 1] && optind > 1 ? argv[optind - 2] : argv[optind - 1]);
+		return 2;
 	}
 	if (optind < argc || !o.model || o.whole + o.jsonl + o.chat > 1 || o.ids + o.count > 1 ||
-	    (o.decode && (o.whole || o.jsonl || o.chat || o.ids || o.count || o.special || o.no_add)) ||
-	    (!o.decode && (o.interleave || o.skip_special))) {
+	    (o.decode && (o.whole || o.chat || o.ids || o.count || o.special || o.no_add ||
+			  o.sp.set)) ||
+	    (!o.decode && (o.interleave || o.skip_special || o.ordered || o.echo || nul || sep)) ||
+	    ((o.ids || o.count) && o.sp.set) || nul + sep > 1 || o.ordered + o.interleave > 1 ||
+	    (o.decode && o.jsonl && (o.echo || nul || sep))) {
 		fputs(USAGE, stderr);
 		return 2;
+	}
+	/* Frames are binary: refused on a terminal before the tokenizer is loaded. */
+	if (!o.decode && !o.ids && !o.count && !o.bench && !o.force && fi_stream_refuse_tty(o.out)) {
+		fi_log(FI_LOG_ERROR, "%s", fi_errmsg());
+		return 1;
 	}
 	t0 = fi_now();
 	if (open_model(o.model, &m)) {

@@ -16,7 +16,22 @@
  *
  * Any token layout works (decode, or several tokens of one sequence): every token reads its
  * own sequence up to its own position. Head sizes that are not a power of two in [8, 256], or
- * groups larger than 8, take attn_generic (one warp per (token, query head)). */
+ * groups larger than 8, take attn_generic (one warp per (token, query head)).
+ *
+ * Serving batches (T x Hk CTAs fill the GPU by themselves: hundreds of sequences of mixed
+ * lengths) take the planned path instead, since equal splits per token either leave one long
+ * sequence on a single CTA while the rest of the GPU idles, or, sized for the longest, launch
+ * mostly empty CTAs (each still holds a slot for a global load's latency):
+ *   attn_plan (one block) cuts token t's range of len_t positions into n_t = ceil(len_t / C)
+ *     pieces with C = max(min_chunk, ceil(sum len / E)), so there are at most T + E items
+ *     (E extra for long sequences, fixed per launch shape: graph-safe), and lays the items
+ *     out longest first: the pieces of split tokens, then whole tokens by decreasing length
+ *     (buckets of log2 length), so the long work starts first and the empty items (up to
+ *     T + E) come last;
+ *   attn_items runs one CTA per (KV head, item) with the same inner loop as the kernel above;
+ *     a token in one piece writes its output, the pieces of a split token write partials and
+ *     the last to finish (a counter per (token, KV head), zeroed by the plan) merges them in
+ *     piece order, so the result does not depend on which finished last. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +54,12 @@ struct dec_params {
 	int *cnt;      /* [T, Hk] splits finished, or NULL: attn_combine runs after */
 };
 
+/* The planned path's work list (attn_plan writes it, attn_items reads it). */
+struct dec_plan {
+	int2 *item; /* [n_max] (token, piece), token -1: nothing to do */
+	int4 *tok;  /* [T] first item, pieces, positions per piece, first position */
+};
+
 /* Positions each split of token t takes, and how many splits have any (the rest of the
  * launched ones, sized for the cache's capacity, sit out: shorter sequences are cut into
  * fewer, but at least min_chunk-long, pieces). */
@@ -58,25 +79,29 @@ static __device__ __forceinline__ int64_t kv_row(const dec_params &p, int s, int
 	return (int64_t)blk * p.bs + pos % p.bs;
 }
 
-template <int HD, int MAXG>
-__global__ void __launch_bounds__(DEC_WARPS * 32)
-attn_decode_kernel(dec_params p)
-{
-	constexpr int LPR = HD / 8;       /* lanes per row */
-	constexpr int SUB = 32 / LPR;     /* rows a warp covers at once */
-	constexpr int NSUB = DEC_WARPS * SUB;
-	__shared__ float sm_ml[NSUB][MAXG][2];
-	__shared__ float sm_acc[NSUB][MAXG][HD];
+/* Sub-warp layout of a CTA for head size HD. */
+template <int HD> struct dec_shape {
+	static constexpr int LPR = HD / 8;       /* lanes per row */
+	static constexpr int SUB = 32 / LPR;     /* rows a warp covers at once */
+	static constexpr int NSUB = DEC_WARPS * SUB;
+};
 
+template <int HD, int MAXG> struct dec_smem {
+	float ml[dec_shape<HD>::NSUB][MAXG][2];
+	float acc[dec_shape<HD>::NSUB][MAXG][HD];
+};
+
+/* Token t's attention over positions [start, end) for the G query heads of KV head h: each
+ * sub-warp's online-softmax state into sm (then a barrier). */
+template <int HD, int MAXG>
+static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int h, int start,
+						 int end, dec_smem<HD, MAXG> &sm)
+{
+	constexpr int LPR = dec_shape<HD>::LPR, SUB = dec_shape<HD>::SUB;
+	constexpr int NSUB = dec_shape<HD>::NSUB;
 	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
 	const int sub = w * SUB + lane / LPR, li = lane % LPR;
-	const int j = blockIdx.x, h = blockIdx.y, t = blockIdx.z, G = p.G;
-	const int s = p.tok_seq[t], pos = p.tok_pos[t], hi = pos + 1;
-	int lo, n_active;
-	const int chunk = split_chunk(p.n_splits, p.min_chunk, p.window, pos, &lo, &n_active);
-	const int start = lo + j * chunk, end = min(hi, start + chunk);
-	if (j >= n_active && p.n_splits > 1 && !p.cnt)
-		return; /* attn_combine reads the active splits only */
+	const int G = p.G, s = p.tok_seq[t];
 
 	float q[MAXG][8], acc[MAXG][8], m[MAXG], l[MAXG];
 #pragma unroll
@@ -160,80 +185,212 @@ attn_decode_kernel(dec_params p)
 		}
 	}
 
-	/* Merge the NSUB sub-warp states. */
 #pragma unroll
 	for (int g = 0; g < MAXG; g++) {
 		if (g >= G)
 			continue;
 		if (li == 0) {
-			sm_ml[sub][g][0] = m[g];
-			sm_ml[sub][g][1] = l[g];
+			sm.ml[sub][g][0] = m[g];
+			sm.ml[sub][g][1] = l[g];
 		}
 #pragma unroll
 		for (int i = 0; i < 8; i++)
-			sm_acc[sub][g][li * 8 + i] = acc[g][i];
+			sm.acc[sub][g][li * 8 + i] = acc[g][i];
 	}
 	__syncthreads();
+}
+
+/* Merges the NSUB sub-warp states of sm: sink(g, d, M, L, A) for every (query head of the
+ * group, dim), M = -inf when no position was seen. */
+template <int HD, int MAXG, typename Sink>
+static __device__ __forceinline__ void dec_merge(const dec_smem<HD, MAXG> &sm, int G, Sink sink)
+{
+	constexpr int NSUB = dec_shape<HD>::NSUB;
 	for (int e = threadIdx.x; e < G * HD; e += blockDim.x) {
 		int g = e / HD, d = e % HD;
 		float M = -INFINITY;
 		for (int k = 0; k < NSUB; k++)
-			M = fmaxf(M, sm_ml[k][g][0]);
+			M = fmaxf(M, sm.ml[k][g][0]);
 		float L = 0.f, A = 0.f;
 		if (M != -INFINITY) {
 			for (int k = 0; k < NSUB; k++) {
-				float f = exp2f(sm_ml[k][g][0] - M);
-				L += sm_ml[k][g][1] * f;
-				A += sm_acc[k][g][d] * f;
+				float f = exp2f(sm.ml[k][g][0] - M);
+				L += sm.ml[k][g][1] * f;
+				A += sm.acc[k][g][d] * f;
 			}
 		}
-		int64_t qh = (int64_t)t * p.Hq + h * G + g;
-		if (p.n_splits == 1) {
-			p.out[qh * HD + d] = __float2bfloat16(L > 0.f ? A / L : 0.f);
-		} else {
-			int64_t sp = qh * p.n_splits + j;
-			p.ws_acc[sp * HD + d] = A;
-			if (d == 0) {
-				p.ws_ml[sp * 2] = M;
-				p.ws_ml[sp * 2 + 1] = L;
-			}
-		}
+		sink(g, d, M, L, A);
 	}
-	if (p.n_splits == 1 || !p.cnt)
-		return;
-	/* The last split of (t, h) to finish merges all of them (attn_combine's arithmetic, in
-	 * the same order), so a decode step needs no second launch; it resets the counter for
-	 * the next step (and graph replay). Partials of other CTAs are read through L2. */
+}
+
+/* After every CTA of (t, h) wrote its partial (index part(k) for piece k of n): the last to
+ * arrive at *c merges all n in order into out (attn_combine's arithmetic). 1 if it did. */
+template <int HD, typename Part>
+static __device__ __forceinline__ void dec_last_merge(const dec_params &p, int t, int h, int n,
+						      int *c, bool reset, Part part)
+{
 	__shared__ int last;
 	__threadfence();
 	__syncthreads();
 	if (threadIdx.x == 0) {
-		int *c = p.cnt + (int64_t)t * p.Hk + h;
-		last = atomicAdd(c, 1) == p.n_splits - 1;
-		if (last)
+		last = atomicAdd(c, 1) == n - 1;
+		if (last && reset)
 			*c = 0;
 	}
 	__syncthreads();
 	if (!last)
 		return;
 	__threadfence();
-	for (int e = threadIdx.x; e < G * HD; e += blockDim.x) {
+	for (int e = threadIdx.x; e < p.G * HD; e += blockDim.x) {
 		int g = e / HD, d = e % HD;
-		int64_t qh = (int64_t)t * p.Hq + h * G + g;
-		const float *ml = p.ws_ml + qh * p.n_splits * 2;
+		int64_t qh = (int64_t)t * p.Hq + h * p.G + g;
 		float M = -INFINITY;
-		for (int k = 0; k < p.n_splits; k++)
-			M = fmaxf(M, __ldcg(&ml[2 * k]));
+		for (int k = 0; k < n; k++)
+			M = fmaxf(M, __ldcg(&p.ws_ml[part(k, qh) * 2]));
 		float L = 0.f, A = 0.f;
 		if (M != -INFINITY) {
-			for (int k = 0; k < p.n_splits; k++) {
-				float f = exp2f(__ldcg(&ml[2 * k]) - M);
-				L += __ldcg(&ml[2 * k + 1]) * f;
-				A += __ldcg(&p.ws_acc[(qh * p.n_splits + k) * HD + d]) * f;
+			for (int k = 0; k < n; k++) {
+				int64_t sp = part(k, qh);
+				float f = exp2f(__ldcg(&p.ws_ml[sp * 2]) - M);
+				L += __ldcg(&p.ws_ml[sp * 2 + 1]) * f;
+				A += __ldcg(&p.ws_acc[sp * HD + d]) * f;
 			}
 		}
 		p.out[qh * HD + d] = __float2bfloat16(L > 0.f ? A / L : 0.f);
 	}
+}
+
+template <int HD, int MAXG>
+__global__ void __launch_bounds__(DEC_WARPS * 32)
+attn_decode_kernel(dec_params p)
+{
+	__shared__ dec_smem<HD, MAXG> sm;
+	const int j = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
+	const int pos = p.tok_pos[t], hi = pos + 1;
+	int lo, n_active;
+	const int chunk = split_chunk(p.n_splits, p.min_chunk, p.window, pos, &lo, &n_active);
+	const int start = lo + j * chunk, end = min(hi, start + chunk);
+	if (j >= n_active && p.n_splits > 1 && !p.cnt)
+		return; /* attn_combine reads the active splits only */
+	dec_range<HD, MAXG>(p, t, h, start, end, sm);
+	const int ns = p.n_splits;
+	dec_merge<HD, MAXG>(sm, p.G, [&](int g, int d, float M, float L, float A) {
+		int64_t qh = (int64_t)t * p.Hq + h * p.G + g;
+		if (ns == 1) {
+			p.out[qh * HD + d] = __float2bfloat16(L > 0.f ? A / L : 0.f);
+		} else {
+			int64_t sp = qh * ns + j;
+			p.ws_acc[sp * HD + d] = A;
+			if (d == 0) {
+				p.ws_ml[sp * 2] = M;
+				p.ws_ml[sp * 2 + 1] = L;
+			}
+		}
+	});
+	if (ns == 1 || !p.cnt)
+		return;
+	/* The last split of (t, h) to finish merges all of them (attn_combine's arithmetic, in
+	 * the same order), so a decode step needs no second launch; it resets the counter for
+	 * the next step (and graph replay). Partials of other CTAs are read through L2. */
+	dec_last_merge<HD>(p, t, h, ns, p.cnt + (int64_t)t * p.Hk + h, true,
+			   [&](int k, int64_t qh) { return qh * ns + k; });
+}
+
+/* The planned path (see the top of the file): one CTA per (KV head, item). Partials of the
+ * pieces of token t live at [first + k, qh] (first: its first item), [n_max, Hq] in all. */
+template <int HD, int MAXG>
+__global__ void __launch_bounds__(DEC_WARPS * 32)
+attn_items_kernel(dec_params p, dec_plan pl)
+{
+	__shared__ dec_smem<HD, MAXG> sm;
+	const int h = blockIdx.x;
+	const int2 it = pl.item[blockIdx.y];
+	if (it.x < 0)
+		return;
+	const int t = it.x, j = it.y;
+	const int4 tk = pl.tok[t]; /* first item, pieces, positions a piece, first position */
+	const int start = tk.w + j * tk.z, end = min(p.tok_pos[t] + 1, start + tk.z);
+	dec_range<HD, MAXG>(p, t, h, start, end, sm);
+	const int n = tk.y;
+	const int64_t Hq = p.Hq;
+	dec_merge<HD, MAXG>(sm, p.G, [&](int g, int d, float M, float L, float A) {
+		int64_t qh = (int64_t)t * Hq + h * p.G + g;
+		if (n == 1) {
+			p.out[qh * HD + d] = __float2bfloat16(L > 0.f ? A / L : 0.f);
+		} else {
+			int64_t sp = (int64_t)(tk.x + j) * Hq + h * p.G + g;
+			p.ws_acc[sp * HD + d] = A;
+			if (d == 0) {
+				p.ws_ml[sp * 2] = M;
+				p.ws_ml[sp * 2 + 1] = L;
+			}
+		}
+	});
+	if (n == 1)
+		return;
+	/* (the plan zeroed the counter; the last resets it too, as FI_DEC_MERGE=1 expects) */
+	dec_last_merge<HD>(p, t, h, n, p.cnt + (int64_t)t * p.Hk + h, true,
+			   [&](int k, int64_t qh) { return (int64_t)(tk.x + k) * Hq + (qh - (int64_t)t * Hq); });
+}
+
+#define PLAN_THREADS 1024
+#define PLAN_BUCKETS 32
+
+/* The work list of the planned path for T tokens (see the top of the file); also zeroes the
+ * merge counters of split tokens. */
+__global__ void __launch_bounds__(PLAN_THREADS)
+attn_plan_kernel(const int32_t *__restrict__ tok_pos, int T, int window, int min_chunk, int E,
+		 int n_max, int Hk, dec_plan pl, int *__restrict__ cnt)
+{
+	__shared__ unsigned long long total;
+	__shared__ int bucket[PLAN_BUCKETS];
+	const int tid = threadIdx.x;
+	if (tid == 0)
+		total = 0;
+	if (tid < PLAN_BUCKETS)
+		bucket[tid] = 0;
+	__syncthreads();
+	unsigned long long sum = 0;
+	for (int t = tid; t < T; t += blockDim.x) {
+		int pos = tok_pos[t], lo = window > 0 ? max(0, pos - window + 1) : 0;
+		sum += (unsigned long long)(pos + 1 - lo);
+	}
+	atomicAdd(&total, sum);
+	__syncthreads();
+	const long long C = max((long long)min_chunk, (long long)((total + E - 1) / E));
+	/* pieces per token; bucket 0 holds split tokens, then 1 + (30 - log2 len): longest first */
+	for (int t = tid; t < T; t += blockDim.x) {
+		int pos = tok_pos[t], lo = window > 0 ? max(0, pos - window + 1) : 0, len = pos + 1 - lo;
+		int n = (int)((len + C - 1) / C);
+		int b = n > 1 ? 0 : 1 + (30 - (31 - __clz(len)));
+		atomicAdd(&bucket[b], n);
+	}
+	__syncthreads();
+	if (tid == 0) { /* exclusive prefix: the first item of each bucket */
+		int acc = 0;
+		for (int b = 0; b < PLAN_BUCKETS; b++) {
+			int c = bucket[b];
+			bucket[b] = acc;
+			acc += c;
+		}
+	}
+	__syncthreads();
+	for (int t = tid; t < T; t += blockDim.x) {
+		int pos = tok_pos[t], lo = window > 0 ? max(0, pos - window + 1) : 0, len = pos + 1 - lo;
+		int n = (int)((len + C - 1) / C);
+		int b = n > 1 ? 0 : 1 + (30 - (31 - __clz(len)));
+		int first = atomicAdd(&bucket[b], n);
+		pl.tok[t] = make_int4(first, n, (len + n - 1) / n, lo);
+		for (int k = 0; k < n; k++)
+			pl.item[first + k] = make_int2(t, k);
+		if (n > 1)
+			for (int h = 0; h < Hk; h++)
+				cnt[(int64_t)t * Hk + h] = 0;
+	}
+	__syncthreads();
+	/* after the prefix, bucket[last] is the item count */
+	for (int i = bucket[PLAN_BUCKETS - 1] + tid; i < n_max; i += blockDim.x)
+		pl.item[i] = make_int2(-1, 0);
 }
 
 /* out[t, qh, :] = sum_j acc_j * 2^(m_j - M) / sum_j l_j * 2^(m_j - M). One block per (t, qh). */
@@ -299,6 +456,61 @@ __global__ void attn_generic_kernel(dec_params p, int hd)
 }
 
 template <int HD>
+static void launch_items(dim3 grid, cudaStream_t st, const dec_params &p, const dec_plan &pl)
+{
+	if (p.G <= 1)
+		attn_items_kernel<HD, 1><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
+	else if (p.G <= 2)
+		attn_items_kernel<HD, 2><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
+	else if (p.G <= 4)
+		attn_items_kernel<HD, 4><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
+	else
+		attn_items_kernel<HD, 8><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
+}
+
+/* The planned path when it is wanted and fits (then 1): FI_DEC_PLAN=0 never, =1 whenever it
+ * fits (for tests at small T), by default once T x Hk CTAs reach one per SM. E: the extra
+ * items for the pieces of long tokens, as many as the tokens (balance at large T) or enough
+ * for 8 CTAs per SM (small T), bounded by the workspace: the plan, then partials for every
+ * item [n_max, Hq, hd + 2] f32. */
+static int planned(cudaStream_t st, const struct fi_cu_attn *a, int T, dec_params &p)
+{
+	const char *env = getenv("FI_DEC_PLAN");
+	int64_t ctas = (int64_t)T * a->Hk, hd = a->hd;
+	int64_t slot = (int64_t)a->Hq * (hd + 2) * (int64_t)sizeof(float);
+	int64_t want = env ? strcmp(env, "0") != 0 : ctas >= a->n_sm;
+	int64_t E = (8 * (int64_t)a->n_sm + a->Hk - 1) / a->Hk - T;
+	int64_t fit = ((int64_t)a->ws_bytes - 16 * (int64_t)T - 512) / (slot + 8) - T;
+	if (!want || !a->cnt || ctas > a->cnt_n || T > 65535)
+		return 0;
+	E = E > T ? E : T;
+	E = E < fit ? E : fit;
+	E = E < 65535 - T ? E : 65535 - T;
+	if (E < 1)
+		return 0;
+	int n_max = (int)(T + E);
+	char *ws = (char *)a->ws;
+	size_t item_bytes = ((size_t)n_max * sizeof(int2) + 255) & ~(size_t)255;
+	size_t plan_bytes = (item_bytes + (size_t)T * sizeof(int4) + 255) & ~(size_t)255;
+	dec_plan pl = {(int2 *)ws, (int4 *)(ws + item_bytes)};
+	p.ws_ml = (float *)(ws + plan_bytes);
+	p.ws_acc = p.ws_ml + (int64_t)n_max * a->Hq * 2;
+	p.cnt = a->cnt;
+	attn_plan_kernel<<<1, PLAN_THREADS, 0, st>>>(p.tok_pos, T, p.window, p.min_chunk, (int)E,
+						     n_max, a->Hk, pl, a->cnt);
+	dim3 grid(a->Hk, n_max);
+	switch (hd) {
+	case 8: launch_items<8>(grid, st, p, pl); break;
+	case 16: launch_items<16>(grid, st, p, pl); break;
+	case 32: launch_items<32>(grid, st, p, pl); break;
+	case 64: launch_items<64>(grid, st, p, pl); break;
+	case 128: launch_items<128>(grid, st, p, pl); break;
+	default: launch_items<256>(grid, st, p, pl); break;
+	}
+	return 1;
+}
+
+template <int HD>
 static void launch_hd(dim3 grid, cudaStream_t st, const dec_params &p)
 {
 	if (p.G <= 1)
@@ -352,6 +564,10 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 		    fi_aligned16(a->q) && fi_aligned16(a->kc) && fi_aligned16(a->vc);
 	if (!fast) {
 		attn_generic_kernel<<<dim3(T, a->Hq), 32, 0, st>>>(p, hd);
+		LAUNCH_CHECK();
+		return FI_OK;
+	}
+	if (planned(st, a, T, p)) {
 		LAUNCH_CHECK();
 		return FI_OK;
 	}

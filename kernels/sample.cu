@@ -1,5 +1,7 @@
-/* sample: one token per row of logits[n,V] (f32) as lib/backend/sample.c's fi_sampler_next draws it
- * with a repetition penalty of 1: s = logit / temperature (f32, rounded as on the CPU),
+/* sample: one token per row of logits[n,V] (f32) as lib/backend/sample.c's fi_sample_pick draws
+ * it: the repetition penalty over the row's window (logit / penalty, or x penalty when
+ * negative, for each distinct window token: a bitmap of the vocabulary in shared memory),
+ * then s = logit / temperature (f32, rounded as on the CPU),
  * top-k (ties with the k-th kept), softmax in double over candidates ordered by (s desc,
  * id asc), top-p (drop the ranks whose tail is <= 1 - top_p), min-p, then the inverse CDF
  * at the host's u. Greedy rows (temperature <= 0) take the argmax, lowest id on ties.
@@ -18,7 +20,13 @@
  *      CPU's loops run over them on one thread in the CPU's order and roundings (the
  *      softmax sum over the top-k set is sequential as on the CPU; without top-k the mass
  *      outside the window comes from the parallel sums, the only rounding difference).
- * A window of more than CAP tokens returns -1 (the host samples that row). */
+ * A window of more than CAP tokens returns -1 (the host samples that row), as does a row with
+ * a penalty when the vocabulary's bitmap does not fit in shared memory.
+ *
+ * Log-probabilities (rows with n_logprobs >= 0) are those of the raw logits: M = max, Z =
+ * sum exp(x - M) in double (a parallel sum: within rounding of the CPU's sequential one),
+ * log p = x - M - log Z; the n_logprobs alternatives are found one at a time, each the best
+ * token after the previous in the (logit desc, id asc) order, NaN never among them. */
 #include <math.h>
 
 #include "common.cuh"
@@ -38,10 +46,22 @@ static __device__ __forceinline__ bool before(float as, int ai, float bs, int bi
 	return as > bs || (as == bs && ai < bi);
 }
 
-static __device__ __forceinline__ float scaled(const float *x, int i, float t)
-{
-	return __fdiv_rn(x[i], t);
-}
+/* One row's logits as the CPU's processors see them: penalised where the window has the
+ * token (bits: a bitmap of the vocabulary, NULL without a penalty), then divided by the
+ * temperature. */
+struct rowv {
+	const float *x;
+	const uint32_t *bits;
+	float pen, t;
+	__device__ __forceinline__ float pen_at(int i) const
+	{
+		float v = x[i];
+		if (bits && (bits[i >> 5] >> (i & 31) & 1u))
+			v = v < 0.f ? __fmul_rn(v, pen) : __fdiv_rn(v, pen);
+		return v;
+	}
+	__device__ __forceinline__ float scaled(int i) const { return __fdiv_rn(pen_at(i), t); }
+};
 
 static __device__ __forceinline__ int bin_of(float s, float M, float scale)
 {
@@ -79,19 +99,79 @@ struct smem {
 	double base; /* mass of the bins before the window (plain temperature) */
 };
 
-static __device__ void greedy(const float *x, int V, int32_t *tok, int32_t *kept, smem &sh)
+static __device__ void greedy(const rowv &rv, int V, smem &sh)
 {
 	float bv = -INFINITY;
 	int bi = 0x7fffffff;
-	for (int i = threadIdx.x; i < V; i += blockDim.x)
-		if (x[i] > bv || (x[i] == bv && i < bi))
-			bv = x[i], bi = i;
+	for (int i = threadIdx.x; i < V; i += blockDim.x) {
+		float v = rv.pen_at(i);
+		if (v > bv || (v == bv && i < bi))
+			bv = v, bi = i;
+	}
 	float m = block_reduce(bv, [](float a, float b) { return fmaxf(a, b); }, sh.redf);
 	int id = block_reduce(bv == m ? bi : 0x7fffffff, [](int a, int b) { return min(a, b); },
 			      sh.redi);
 	if (threadIdx.x == 0) {
-		*tok = id == 0x7fffffff ? 0 : id;
-		*kept = 1;
+		sh.out = id == 0x7fffffff ? 0 : id;
+		sh.kept = 1;
+	}
+}
+
+/* The best (v, i) of the block in the (v desc, i asc) order; every thread gets it. */
+static __device__ void block_best(float &bv, int &bi, smem &sh)
+{
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1) {
+		float v = __shfl_xor_sync(0xffffffffu, bv, o);
+		int i = __shfl_xor_sync(0xffffffffu, bi, o);
+		if (v > bv || (v == bv && i < bi))
+			bv = v, bi = i;
+	}
+	__syncthreads(); /* the arrays may still be read from the last call */
+	if (lane == 0)
+		sh.redf[w] = bv, sh.redi[w] = bi;
+	__syncthreads();
+	bv = sh.redf[0], bi = sh.redi[0];
+	for (int k = 1; k < (int)(blockDim.x >> 5); k++)
+		if (sh.redf[k] > bv || (sh.redf[k] == bv && sh.redi[k] < bi))
+			bv = sh.redf[k], bi = sh.redi[k];
+}
+
+/* Raw log-probabilities of row r: the chosen token's, then nt alternatives. */
+static __device__ void logprobs(const fi_sample_args &a, int r, int tok, int nt, smem &sh)
+{
+	const float *x = a.logits_d + (int64_t)r * a.V;
+	const int V = a.V;
+	float mx = -INFINITY;
+	for (int i = threadIdx.x; i < V; i += blockDim.x)
+		mx = fmaxf(mx, x[i]); /* NaN is passed over */
+	const float M = block_reduce(mx, [](float p, float q) { return fmaxf(p, q); }, sh.redf);
+	double z = 0;
+	for (int i = threadIdx.x; i < V; i += blockDim.x)
+		if (!isnan(x[i]))
+			z += exp((double)x[i] - (double)M);
+	const double Z = block_reduce(z, [](double p, double q) { return p + q; }, sh.redd);
+	const double lz = (double)M + log(Z);
+	if (threadIdx.x == 0)
+		a.logprob_d[r] = isnan(x[tok]) ? -INFINITY : (float)((double)x[tok] - lz);
+	float pv = INFINITY;
+	int pi = -1;
+	for (int k = 0; k < nt; k++) {
+		float bv = -INFINITY;
+		int bi = 0x7fffffff;
+		for (int i = threadIdx.x; i < V; i += blockDim.x) {
+			float v = x[i];
+			if (!isnan(v) && (v < pv || (v == pv && i > pi)) && (v > bv || (v == bv && i < bi)))
+				bv = v, bi = i;
+		}
+		block_best(bv, bi, sh);
+		if (threadIdx.x == 0) {
+			fi_sample_top *o = a.top_d + (int64_t)r * a.max_top + k;
+			o->id = bi == 0x7fffffff ? -1 : bi;
+			o->logprob = bi == 0x7fffffff ? NAN : (float)((double)bv - lz);
+		}
+		pv = bv, pi = bi;
 	}
 }
 
@@ -186,24 +266,16 @@ static __device__ void finish_top(smem &sh, const fi_sample_row &p, int n, int t
 	sh.out = sh.ci[n - 1];
 }
 
-__global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *__restrict__ out,
-		const float *__restrict__ logits, const fi_sample_row *__restrict__ rows, int n, int V)
+/* Steps 2-6 of a row with temperature > 0: thread 0 leaves the token (or -1: too wide) and
+ * the survivor count in sh.out, sh.kept; every thread returns together. */
+static __device__ void choose(const rowv &rv, const fi_sample_row &p, int V, smem &sh)
 {
-	extern __shared__ __align__(16) unsigned char smem_raw[];
-	smem &sh = *(smem *)smem_raw;
-	const int r = blockIdx.x, tid = threadIdx.x;
-	const float *x = logits + (int64_t)r * V;
-	const fi_sample_row p = rows[r];
-	if (!(p.temperature > 0)) {
-		greedy(x, V, out + r, out + n + r, sh);
-		return;
-	}
-	const float t = p.temperature;
+	const int tid = threadIdx.x;
 	const int topk = p.top_k > 0 && p.top_k < V ? p.top_k : 0;
 
 	float mx = -INFINITY, mn = INFINITY;
 	for (int i = tid; i < V; i += blockDim.x) {
-		float v = scaled(x, i, t);
+		float v = rv.scaled(i);
 		mx = fmaxf(mx, v);
 		if (isfinite(v))
 			mn = fminf(mn, v);
@@ -220,7 +292,7 @@ __global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *__restrict__ o
 	double z = 0, far_m = 0;
 	int far_c = 0;
 	for (int i = tid; i < V; i += blockDim.x) {
-		float s = scaled(x, i, t);
+		float s = rv.scaled(i);
 		double e = exp((double)s - (double)M);
 		int b = bin_of(s, M, scale);
 		z += e;
@@ -272,11 +344,11 @@ __global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *__restrict__ o
 	__syncthreads(); /* sh.nc is counted below */
 	if (wide) {
 		if (tid == 0)
-			out[r] = -1, out[n + r] = 0;
+			sh.out = -1, sh.kept = 0;
 		return;
 	}
 	for (int i = tid; i < V; i += blockDim.x) {
-		float s = scaled(x, i, t);
+		float s = rv.scaled(i);
 		int b = bin_of(s, M, scale);
 		if (b >= lo && b <= hi) {
 			int k = atomicAdd(&sh.nc, 1);
@@ -318,24 +390,68 @@ __global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *__restrict__ o
 			}
 			finish_top(sh, p, m, topk, Z, V);
 		}
-		out[r] = sh.out;
-		out[n + r] = sh.kept;
 	}
 }
 
-extern "C" fi_err fi_cu_sample(cudaStream_t st, int32_t *out, const float *logits,
-			       const struct fi_sample_row *rows, int n, int V)
+/* One block per row. bitmap_words: room for the penalty's bitmap of the vocabulary after
+ * the smem struct (0: none; rows with a penalty then go back to the host). */
+__global__ void __launch_bounds__(THREADS) sample_kernel(fi_sample_args a, int bitmap_words)
 {
-	static int attr_set;
-	if (n <= 0)
-		return FI_OK;
-	if (!attr_set) {
-		CU_CHECK(cudaFuncSetAttribute(sample_kernel,
-					      cudaFuncAttributeMaxDynamicSharedMemorySize,
-					      (int)sizeof(smem)));
-		attr_set = 1;
+	extern __shared__ __align__(16) unsigned char smem_raw[];
+	smem &sh = *(smem *)smem_raw;
+	uint32_t *bits = (uint32_t *)(smem_raw + sizeof(smem));
+	const int r = blockIdx.x, tid = threadIdx.x, V = a.V;
+	const fi_sample_row p = a.rows_d[r];
+	const bool pen = p.penalty != 1.0f && p.n_hist > 0;
+	rowv rv = {a.logits_d + (int64_t)r * V, nullptr, p.penalty, p.temperature};
+	if (pen && (!a.hist_d || bitmap_words * 32 < V)) {
+		if (tid == 0)
+			sh.out = -1, sh.kept = 0;
+	} else {
+		if (pen) { /* the distinct window tokens: applied once each, as on the CPU */
+			const int32_t *h = a.hist_d + p.hist_off;
+			for (int w = tid; w < bitmap_words; w += blockDim.x)
+				bits[w] = 0;
+			__syncthreads();
+			for (int k = tid; k < p.n_hist; k += blockDim.x)
+				if (h[k] >= 0 && h[k] < V)
+					atomicOr(&bits[h[k] >> 5], 1u << (h[k] & 31));
+			__syncthreads();
+			rv.bits = bits;
+		}
+		if (!(p.temperature > 0))
+			greedy(rv, V, sh);
+		else
+			choose(rv, p, V, sh);
 	}
-	sample_kernel<<<n, THREADS, sizeof(smem), st>>>(out, logits, rows, n, V);
+	__syncthreads();
+	const int tok = sh.out;
+	if (tid == 0) {
+		a.out_d[r] = tok;
+		a.out_d[a.n + r] = sh.kept;
+	}
+	if (p.n_logprobs >= 0 && tok >= 0 && a.logprob_d)
+		logprobs(a, r, tok, a.top_d ? min(p.n_logprobs, a.max_top) : 0, sh);
+}
+
+extern "C" fi_err fi_cu_sample(cudaStream_t st, const struct fi_sample_args *a, size_t smem_optin)
+{
+	static size_t attr_bytes;
+	size_t words = ((size_t)a->V + 31) / 32, bytes = sizeof(smem) + words * sizeof(uint32_t);
+	if (a->n <= 0)
+		return FI_OK;
+	if (a->n > 2147483647 || a->V <= 0)
+		return fi_fail(FI_EINVAL, "sample: %d rows of %d tokens", a->n, a->V);
+	if (bytes > smem_optin) { /* no bitmap: penalty rows go to the host */
+		words = 0;
+		bytes = sizeof(smem);
+	}
+	if (bytes > attr_bytes) {
+		CU_CHECK(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+					      (int)bytes));
+		attr_bytes = bytes;
+	}
+	sample_kernel<<<a->n, THREADS, bytes, st>>>(*a, (int)words);
 	LAUNCH_CHECK();
 	return FI_OK;
 }

@@ -19,6 +19,23 @@
 #                 (space-separated; A=1,B=2 sets two at once)
 #                 (default: without the fusions, without the K split of the fused products)
 #   ncu           per-kernel time and DRAM bytes of 1B and 8B decode steps (Nsight Compute)
+#   serve1b       fi-bench serve, 1B shape: 1000 ShareGPT-like requests at once, in process
+#                 and through a fi-decode worker over ZeroMQ (about 1 min)
+#   serve8b       fi-bench serve, 8B shape: 1000 ShareGPT-like requests at once (1-2 min)
+#   poisson8b     8B: 2000 requests arriving at 16 per second (2.5 min at least)
+#   prefix8b      8B: 1000 requests sharing one 2048-token system prompt, then 1000 each
+#                 with its own (2-5 min)
+#                 The serve stages make the random-weight checkpoint when it is missing, take
+#                 engine options from $SERVE_ARGS (e.g. "--max-batch 256"), keep every
+#                 report and per-request record in $OUT, and print the table of all serve
+#                 runs so far last.
+#   serve         the serving kernels: tests/gpu/test_serve (attention over hundreds of
+#                 mixed-length sequences and mixed batches, sampling with penalties and
+#                 log-probabilities, the model through the graph ladder, all against the CPU
+#                 backend), tests/gpu/bench_serve (attention at B = 256/512/1024, GEMMs at
+#                 T = 64..8192, sampling), then, where the images exist, fi-bench b64 decode with
+#                 the planned attention and without (FI_DEC_PLAN=0); a table last
+#                 (SAN_SERVE=1: test_serve under compute-sanitizer memcheck too)
 #   sched         the scheduler: tests/gpu/test_sched_gpu (KV block copies, overlap, a small
 #                 pool), 1000 ShareGPT-like requests at once through fi-decode on the 1B and
 #                 8B shapes (output tok/s, host and model time per step), and the TTFT of a
@@ -36,6 +53,35 @@ export PYTHONUNBUFFERED=1 FI_HOME=/dev/shm/fi
 t=build-cuda/bundle/tests
 rc=0
 step() { echo "== $*"; }
+# The random-weight checkpoint and image of a shape, made when missing.
+need_model() {
+	[ -d $refs/$1 ] || python3 tools/hf_gpu_ref.py $refs $1 || return 1
+	[ -f $FI_HOME/models/$1.fim ] || fi-load --name $1 $refs/$1 >/dev/null || return 1
+}
+# fi-bench serve ROW-NAME MODEL GOAL ARGS...: one run, its JSON report and requests in $OUT,
+# a row of $OUT/serve.tsv.
+serve_run() {
+	name=$1 m=$2 goal=$3
+	shift 3
+	echo "-- $name: fi-bench -m $m serve --ignore-eos ${SERVE_ARGS:-} $*"
+	fi-bench -m $m -o json serve --ignore-eos ${SERVE_ARGS:-} --save-requests "$out/$name.jsonl" \
+		"$@" > "$out/$name.json" || rc=1
+	python3 - "$out/$name.json" "$name" "$goal" >> "$out/serve.tsv" <<'PY' || rc=1
+import json, sys
+d = json.load(open(sys.argv[1]))
+f = lambda v, p=0: "-" if v is None else "%.*f" % (p, v)
+print("\t".join([sys.argv[2], "%d/%d" % (d["completed"], d["num_prompts"]),
+                 f(d["output_throughput"]), f(d["median_ttft_ms"], 1), f(d["p99_ttft_ms"], 1),
+                 f(d["median_tpot_ms"], 2), f(d["median_itl_ms"], 2),
+                 f(d["peak_mem_bytes"] and d["peak_mem_bytes"] / 2**30, 1), sys.argv[3]]))
+PY
+}
+serve_table() {
+	step "serve runs"
+	printf '| run | done | out tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | ITL p50 ms | peak GiB | goal |\n'
+	printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n'
+	sed 's/^/| /; s/\t/ | /g; s/$/ |/' "$out/serve.tsv"
+}
 for stage in "$@"; do
 	case $stage in
 	info)
@@ -117,9 +163,77 @@ for stage in "$@"; do
 			echo "  host:   $(grep -o 'generated.*' "$out/s0.err")" | tee -a "$out/sample1b.md"
 		done
 		;;
+	serve)
+		step "serving kernels against the CPU backend"
+		timeout 500 $t/test_serve >"$out/serve.log" 2>&1 || rc=1
+		grep -v ' ok$' "$out/serve.log" | tail -20
+		if [ "${SAN_SERVE:-0}" = 1 ]; then
+			step "compute-sanitizer memcheck test_serve"
+			timeout 550 compute-sanitizer --tool memcheck $t/test_serve >"$out/san-serve.log" 2>&1 || rc=1
+			grep -E 'ERROR SUMMARY|Checks:' "$out/san-serve.log"
+		fi
+		step "serving kernel timings"
+		timeout 300 $t/bench_serve >"$out/serve.md" 2>&1 || rc=1
+		ab=""
+		for m in llama3_8b llama32_1b; do
+			[ -f $FI_HOME/models/$m.fim ] || continue
+			for v in default 0; do
+				pv=FI_DEC_PLAN_DEFAULT=1
+				[ $v = 0 ] && pv=FI_DEC_PLAN=0
+				r=$(env $pv fi-bench -m $m -r 2 -b 64 tg128@d128 2>/dev/null | grep 'tg128' |
+					head -1 | sed 's/^| *//; s/ *|$//')
+				ab="$ab| $m b64 tg128@d128, FI_DEC_PLAN $v | $r |\n"
+			done
+		done
+		step "serve: summary"
+		grep -E 'Checks:' "$out/serve.log" | sed 's/^/test_serve: /'
+		grep -E '^(sample|model serving|graphs)' "$out/serve.log"
+		cat "$out/serve.md"
+		if [ -n "$ab" ]; then
+			printf '\n| fi-bench A/B | result |\n| --- | --- |\n'
+			printf '%b' "$ab"
+		fi
+		;;
 	micro)
 		step "kernel timings"
 		$t/bench_kernels | tee "$out/micro.md" || rc=1
+		;;
+	serve1b)
+		step "fi-bench serve, 1B shape"
+		need_model llama32_1b || { rc=1; continue; }
+		serve_run sharegpt-1b llama32_1b ">= 45000 tok/s" --requests 1000
+		# the same through a worker: frames and sockets on top of the engine
+		fi-decode -m llama32_1b ${SERVE_ARGS:-} -i ipc:///tmp/fi-serve-w0 \
+			-o ipc:///tmp/fi-serve-r0 & wp=$!
+		sa=${SERVE_ARGS:-}
+		SERVE_ARGS=
+		serve_run sharegpt-1b-zmq llama32_1b "as in process" --requests 1000 \
+			-e ipc:///tmp/fi-serve-w0 -i ipc:///tmp/fi-serve-r0
+		SERVE_ARGS=$sa
+		wait $wp || rc=1
+		serve_table
+		;;
+	serve8b)
+		step "fi-bench serve, 8B shape"
+		need_model llama3_8b || { rc=1; continue; }
+		serve_run sharegpt-8b llama3_8b ">= 15000 tok/s" --requests 1000
+		serve_table
+		;;
+	poisson8b)
+		step "fi-bench serve, 8B shape, Poisson 16 req/s"
+		need_model llama3_8b || { rc=1; continue; }
+		serve_run poisson16-8b llama3_8b "TTFT p50 <= 100, p99 <= 500; TPOT p50 <= 8" \
+			--requests 2000 --rate 16 --slo-ttft 500 --slo-tpot 8
+		serve_table
+		;;
+	prefix8b)
+		step "fi-bench serve, 8B shape, a shared 2048-token system prompt against distinct ones"
+		need_model llama3_8b || { rc=1; continue; }
+		serve_run prefix-shared-8b llama3_8b ">= 2.5x distinct" --requests 1000 \
+			--workload prefix:2048:1
+		serve_run prefix-distinct-8b llama3_8b "(the baseline)" --requests 1000 \
+			--workload prefix:2048:1000
+		serve_table
 		;;
 	sched)
 		step "scheduler: block copies, overlap, pool"
@@ -139,13 +253,13 @@ for i in range(1000):
                       "temperature": 0.0, "ignore_eos": True,
                       "tokens": [r.randrange(1000, 120000) for _ in range(n)]}))
 PY
-		python3 tests/cli/fi_decode_frames.py enc < "$out/sharegpt.jsonl" > "$out/sharegpt.msgpack"
+		fi-frame -e < "$out/sharegpt.jsonl" > "$out/sharegpt.msgpack"
 		for mb in llama32_1b:256 llama3_8b:256 llama3_8b:512; do
 			m=${mb%:*} b=${mb#*:}
-			[ -f $FI_HOME/models/$m.fim ] || fi-load --name $m $refs/$m > /dev/null || { rc=1; continue; }
+			need_model $m || { rc=1; continue; }
 			fi-decode -m $m -v --max-batch $b < "$out/sharegpt.msgpack" > "$out/sharegpt-$m.out" 2> "$out/sharegpt-$m.err" || { rc=1; tail -3 "$out/sharegpt-$m.err"; }
 			# all arrive at once: the last done frame's total time is the run's (load excluded)
-			python3 tests/cli/fi_decode_frames.py dec < "$out/sharegpt-$m.out" | python3 -c '
+			fi-frame -t done < "$out/sharegpt-$m.out" | python3 -c '
 import json, sys
 d = [json.loads(l) for l in sys.stdin]
 d = [f for f in d if f["type"] == "done"]
@@ -155,10 +269,11 @@ ttft = sorted(f["timings"]["ttft_ms"] for f in d)
 tpot = sorted(f["timings"]["tpot_ms"] for f in d if f["timings"]["tpot_ms"] >= 0)
 print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens in %.1f s: %.0f output tok/s; TTFT p50 %.0f ms; TPOT p50 %.2f ms |" % (
     sys.argv[1], sys.argv[2], len(d), g, t, g / t, ttft[len(ttft) // 2], tpot[len(tpot) // 2]))' $m $b >> "$out/sched.md" || rc=1
-			echo "| $m --max-batch $b, fi-decode -v | $(grep -o '[0-9]* requests, .*' "$out/sharegpt-$m.err" | head -c 400) |" >> "$out/sched.md"
+			echo "| $m --max-batch $b, fi-decode -v | $(grep -o '[0-9]* requests, [0-9]* steps.*' "$out/sharegpt-$m.err" | head -c 400) |" >> "$out/sched.md"
 		done
 		# a 4096-token prompt: TTFT cold, then through the arena from a first and a second process
 		ids=$(python3 -c 'import random; r = random.Random(2); print(",".join(str(r.randrange(1000, 120000)) for _ in range(4096)))')
+		need_model llama3_8b || rc=1
 		fi-load --arena-rm llama3_8b > /dev/null 2>&1
 		for run in cold first second; do
 			pc=; [ $run = cold ] || pc="--prefix-cache --arena-size 4G"

@@ -11,7 +11,7 @@ invalid UTF-8 (as bytes; expected = HF on bytes.decode('utf-8', 'replace')), ~10
 and 1 MB runs of one character class. Long inputs are stored as generator specs that the C
 test rebuilds, and their expectations as counts and FNV-1a hashes, to keep the fixtures small.
 
-Usage: tools/tok_ref.py [--shared ../shared] [--out tests/fixtures/tok]
+Usage: tools/tok_ref.py [--shared ../shared] [--out tests/fixtures/tok] [--only NAME,...]
 """
 import argparse
 import json
@@ -29,7 +29,14 @@ TOKENIZERS = {
     "phi-2": "corpus/tokenizers/phi-2/tokenizer.json",
     "stories260K": "corpus/models/stories260K-hf/tokenizer.json",
     "tiny": "models/tiny/tokenizer.json",  # the embedded default model, in this repository
+    # tests/fixtures/tok/models (tools/tok_models.py): Unigram, WordPiece, SentencePiece layouts
+    "t5-small": "tests/fixtures/tok/models/t5-small.json",
+    "bert-base-uncased": "tests/fixtures/tok/models/bert-base-uncased.json",
+    "gemma-mini": "tests/fixtures/tok/models/gemma-mini.json",
+    "albert-mini": "tests/fixtures/tok/models/albert-mini.json",
+    "xlnet-mini": "tests/fixtures/tok/models/xlnet-mini.json",
 }
+LOCAL = ("models/", "tests/")  # paths in this repository (run from its root), not the corpus
 LONG = 2048  # inputs longer than this (bytes) get hashed expectations
 
 
@@ -150,6 +157,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "../../shared"))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "../tests/fixtures/tok"))
+    ap.add_argument("--only", default="", help="comma-separated tokenizer names to (re)write")
     a = ap.parse_args()
     rng = random.Random(20240611)
     texts = corpus_texts(a.shared)
@@ -185,9 +193,22 @@ def main():
         return
     with open(os.path.join(a.out, "inputs.json"), "w") as f:
         json.dump({"corpus_inputs": ncorpus, "inputs": inputs}, f, ensure_ascii=False, separators=(",", ":"))
+    def unassigned_in_3_2(inp):
+        return any(unicodedata.ucd_3_2_0.category(c) == "Cn" for c in set(text_of(inp)))
+    uv = None
     for name, rel in TOKENIZERS.items():
-        # "models/..." is this repository's (run from its root); the rest is the shared corpus.
-        tok = Tokenizer.from_file(rel if rel.startswith("models/") else os.path.join(a.shared, rel))
+        if a.only and name not in a.only.split(","):
+            continue
+        path = rel if rel.startswith(LOCAL) else os.path.join(a.shared, rel)
+        tok = Tokenizer.from_file(path)
+        # Character classes of BertNormalizer, StripAccents and the BERT pre-tokenizer come
+        # from Rust crates with older Unicode tables than utf8proc and PCRE2: on inputs with
+        # characters assigned since, a difference is reported, not failed (as in variants).
+        pipe = json.load(open(path))
+        pipe["model"] = pipe["added_tokens"] = None
+        uv_ok = any(k in json.dumps(pipe) for k in ("Bert", "StripAccents"))
+        if uv_ok and uv is None:
+            uv = [i for i, inp in enumerate(inputs) if unassigned_in_3_2(inp)]
         exp = []
         for inp in inputs:
             t = text_of(inp)
@@ -205,7 +226,10 @@ def main():
                     e["ds"] = ds
                 exp.append(e)
         with open(os.path.join(a.out, "expect-%s.json" % name), "w") as f:
-            json.dump({"tokenizer": rel, "expect": exp}, f, ensure_ascii=False, separators=(",", ":"))
+            out = {"tokenizer": rel, "expect": exp}
+            if uv_ok:
+                out["uv"] = uv
+            json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
         print("%s: %d inputs" % (name, len(exp)), file=sys.stderr)
 
 
@@ -293,6 +317,30 @@ def variants(shared):
             {"id": 2, "content": "</s>", "single_word": False, "lstrip": False, "rstrip": False, "normalized": True, "special": True},
             {"id": 512, "content": "  ", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": False}]}),
     ]
+    t5 = "tests/fixtures/tok/models/t5-small.json"
+    bert = "tests/fixtures/tok/models/bert-base-uncased.json"
+    bnorm = lambda clean, cjk, acc, low: {"type": "BertNormalizer", "clean_text": clean, "handle_chinese_chars": cjk,
+                                          "strip_accents": acc, "lowercase": low}
+    v += [
+        ("bert-cased-keep-accents", bert, {"normalizer": bnorm(True, True, None, False),
+            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": False}}),
+        ("bert-strip-accents-no-clean", bert, {"normalizer": bnorm(False, False, True, False),
+            "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 102], "cls": ["[CLS]", 101]}}),
+        ("bert-lower-keep-accents", bert, {"normalizer": bnorm(True, False, False, True)}),
+        ("bert-nmt-nfd-strip-accents", bert, {"normalizer": nseq({"type": "Nmt"}, {"type": "NFD"}, {"type": "StripAccents"},
+            {"type": "Lowercase"}), "pre_tokenizer": {"type": "Whitespace"},
+            "decoder": {"type": "CTC", "pad_token": "[PAD]", "word_delimiter_token": "##", "cleanup": True}}),
+        ("t5-fixed-length-ctc", t5, {"pre_tokenizer": seq({"type": "FixedLength", "length": 3}, ms("first", False)),
+            "decoder": {"type": "Sequence", "decoders": [{"type": "CTC", "pad_token": "<pad>", "word_delimiter_token": "\u2581",
+            "cleanup": True}]}}),
+        ("t5-nfkc-strip-accents", t5, {"normalizer": nseq({"type": "NFKD"}, {"type": "StripAccents"}, {"type": "NFKC"}),
+            "pre_tokenizer": ms("never", True), "post_processor": None, "decoder": {"type": "Metaspace", "replacement": "\u2581",
+            "prepend_scheme": "never", "split": True}}),
+        ("t5-unicode-scripts", t5, {"pre_tokenizer": seq({"type": "UnicodeScripts"}, {"type": "WhitespaceSplit"},
+            ms("always"))}),
+        ("wssplit-unicode-scripts", g2, {"pre_tokenizer": seq({"type": "UnicodeScripts"}, bl)}),
+        ("bytelevel-normalizer", g2, {"normalizer": {"type": "ByteLevel"}, "pre_tokenizer": split({"String": "\u0120"}, "MergedWithNext")}),
+    ]
     vocab, merges = synthetic_model()
     base = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": {"type": "Lowercase"},
             "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": None, "decoder": None,
@@ -317,13 +365,50 @@ def variants(shared):
     b3["model"]["end_of_word_suffix"] = "</w>"
     b3["model"]["unk_token"] = None
     v.append(("synthetic-suffix-no-unk", None, b3))
+    b4 = json.loads(json.dumps(b3))
+    b4["decoder"] = {"type": "BPEDecoder", "suffix": "</w>"}
+    v.append(("synthetic-bpe-decoder", None, b4))
+    # WordLevel: typed, and as an older file without "type"; WordPiece with other options.
+    words = {"[UNK]": 0, "[PAD]": 1}
+    for w in ["hello", "world", "the", "cat", "hat", "is", "a", ",", ".", "!", "x", "123", "\u65e5\u672c"]:
+        words[w] = len(words)
+    wl = {"version": "1.0", "added_tokens": [{"id": 1, "content": "[PAD]", "special": True, "normalized": False,
+                                              "single_word": False, "lstrip": False, "rstrip": False}],
+          "normalizer": {"type": "Lowercase"}, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None,
+          "decoder": None, "model": {"type": "WordLevel", "vocab": words, "unk_token": "[UNK]"}}
+    v.append(("wordlevel", None, wl))
+    wl2 = json.loads(json.dumps(wl))
+    del wl2["model"]["type"]
+    wl2["pre_tokenizer"] = {"type": "BertPreTokenizer"}
+    v.append(("wordlevel-legacy-bert-pre", None, wl2))
+    wp = json.loads(json.dumps(base))
+    wp["model"] = {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                   "max_input_chars_per_word": 8, "vocab": vocab}
+    wp["decoder"] = {"type": "WordPiece", "prefix": "##", "cleanup": True}
+    v.append(("wordpiece-max-chars-8", None, wp))
+    wp2 = json.loads(json.dumps(wp))
+    wp2["model"]["continuing_subword_prefix"] = ""
+    wp2["model"]["max_input_chars_per_word"] = 100
+    wp2["decoder"] = {"type": "WordPiece", "prefix": "", "cleanup": False}
+    v.append(("wordpiece-empty-prefix", None, wp2))
+    # Unigram with byte fallback and no unk fusing into unk: the XLNet-like model plus <0xHH>.
+    xl = json.load(open("tests/fixtures/tok/models/xlnet-mini.json"))
+    xl["model"]["vocab"] += [["<0x%02X>" % b, -30.0] for b in range(256)]
+    xl["model"]["byte_fallback"] = True
+    xl["decoder"] = {"type": "Sequence", "decoders": [ms("always"), {"type": "ByteFallback"}, {"type": "Fuse"}]}
+    v.append(("unigram-byte-fallback", None, xl))
+    xl2 = json.load(open("tests/fixtures/tok/models/xlnet-mini.json"))
+    del xl2["model"]["type"]
+    xl2["model"]["vocab"].append(["\u2581hello", 0.0])
+    xl2["model"]["vocab"].append(["\u2581hello", -100.0])  # a repeated string: the later id wins
+    v.append(("unigram-legacy-repeated-piece", None, xl2))
     return v
 
 
 def apply_patch(shared, base, patch):
     if base is None:
         return json.loads(json.dumps(patch))
-    j = json.load(open(os.path.join(shared, base)))
+    j = json.load(open(base if base.startswith(LOCAL) else os.path.join(shared, base)))
     j.update(json.loads(json.dumps(patch)))
     return j
 
@@ -346,7 +431,9 @@ def write_variants(shared, out, texts):
             exp.append(e)
         # HF's normalizers and its Punctuation/Digits/Whitespace character classes come from
         # Rust crates pinned to older Unicode versions than utf8proc and PCRE2 here.
-        uv_ok = any(k in json.dumps(patch) for k in ('"NF', "Punctuation", "Digits", '"Whitespace"', "Lowercase"))
+        uv_ok = any(k in json.dumps(patch) for k in ('"NF', "Punctuation", "Digits", '"Whitespace"', "Lowercase",
+                                                     "Bert", "StripAccents", "Precompiled", "Nmt",
+                                                     "UnicodeScripts"))
         vs.append({"name": name, "base": base, "patch": patch, "uv_ok": uv_ok, "expect": exp})
         print("variant %s: %d inputs" % (name, len(exp)), file=sys.stderr)
     with open(os.path.join(out, "variants.json"), "w") as f:

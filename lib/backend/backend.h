@@ -54,11 +54,33 @@ struct fi_attn_batch {
 	int max_seq_len;          /* upper bound of seq_len_d, for launch sizing */
 	int sliding_window;       /* 0 = none: token at p sees positions (p - W, p] otherwise */
 	float scale;              /* softmax scale, 1/sqrt(hd) */
+	/* Tokens [0, n_decode) are decode rows: each the only token of its sequence in the
+	 * batch (padding rows of a graph included). A mixed batch (decode rows first, then
+	 * prompt chunks) can then take them through a decode kernel and the rest through a
+	 * prefill kernel. A hint only: results do not depend on it; 0 says nothing. */
+	int n_decode;
 };
 
 struct fi_rope {
 	int head_dim;        /* hd; rotate-half layout as in HF: pairs (i, i + hd/2) */
 	const float *inv_freq_d; /* [hd/2] inverse frequencies, llama3 scaling already applied */
+};
+
+/* The sample op's batch: n rows of vocabulary V; arrays are backend memory. */
+struct fi_sample_args {
+	int n, V;
+	const float *logits_d;              /* [n, V] f32 */
+	const struct fi_sample_row *rows_d; /* [n] */
+	const int32_t *hist_d;              /* the windows rows index (hist_off, n_hist); NULL
+					     * when no row has one */
+	int max_top;                        /* >= every row's n_logprobs: row stride of top_d */
+	int32_t *out_d;                     /* [2n]: out[i] the token (-1: left to the host),
+					     * out[n + i] the survivors of the filters (the
+					     * draw was used when > 1) */
+	float *logprob_d;                   /* [n]: the token's log-probability, for rows with
+					     * n_logprobs >= 0 (NULL when no row asks) */
+	struct fi_sample_top *top_d;        /* [n, max_top]: entries 0..n_logprobs-1 of each
+					     * row (NULL when max_top is 0) */
 };
 
 struct fi_backend_ops {
@@ -155,14 +177,13 @@ struct fi_backend_ops {
 
 	/* Optional (NULL when absent): greedy argmax on the device, tok[n] = argmax logits[n,V]. */
 	fi_err (*argmax)(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n, int V);
-	/* Optional (NULL: logits go to the host sampler): one token per row of logits[n,V]
-	 * drawn with rows_d[n] (backend memory) as fi_sampler_next does after a repetition
-	 * penalty of 1 (sample.h: temperature, top-k, top-p, min-p, then the inverse CDF at
-	 * u; greedy rows take the argmax). out_d[2n]: out[i] the token, out[n + i] how many
-	 * tokens survived the filters (the draw was used when > 1); out[i] = -1 when the row
-	 * cannot be done here (too many candidates), left to the host sampler. */
-	fi_err (*sample)(struct fi_backend *be, int32_t *out_d, const float *logits_d,
-			 const struct fi_sample_row *rows_d, int n, int V);
+	/* Optional (NULL: logits go to the host sampler): one token per row of a->logits_d
+	 * drawn as fi_sample_pick does (sample.h: repetition penalty over the row's window,
+	 * temperature, top-k, top-p, min-p, then the inverse CDF at the row's u; greedy rows
+	 * take the argmax), with the log-probabilities a row asks for (fi_sample_logprobs).
+	 * A row the backend cannot do (the device: too many candidates, or a vocabulary too
+	 * large for its penalty bitmap) gets token -1 and is left to the host sampler. */
+	fi_err (*sample)(struct fi_backend *be, const struct fi_sample_args *a);
 	/* Optional CUDA-graph hooks: replay returns FI_OK if a graph for key exists and was
 	 * launched, FI_ENOTFOUND otherwise; capture_begin/end record the ops issued between. */
 	fi_err (*graph_replay)(struct fi_backend *be, uint64_t key);

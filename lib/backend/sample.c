@@ -147,9 +147,9 @@ static void softmax(const struct fi_sample_cand *c, int n, double *prob)
 }
 
 /* Steps 1-5; leaves the survivors sorted in cand[0..n) with probabilities in prob. */
-static int process(struct fi_sampler *s, const float *logits, const int32_t *hist, int n_hist)
+static int process(const struct fi_sample_params *p, struct fi_sample_work *s,
+		   const float *logits, const int32_t *hist, int n_hist)
 {
-	const struct fi_sample_params *p = &s->p;
 	struct fi_sample_cand *c = s->cand;
 	int V = s->vocab, n = V;
 	for (int i = 0; i < V; i++) {
@@ -230,10 +230,22 @@ static int process(struct fi_sampler *s, const float *logits, const int32_t *his
 	return n;
 }
 
+/* Step 6: the survivor where u falls in their cumulative probability. */
+static int32_t draw(const struct fi_sample_work *w, int n, double u)
+{
+	for (int i = 0; i < n; i++) {
+		u -= w->prob[i];
+		if (u < 0)
+			return w->cand[i].id;
+	}
+	return w->cand[n - 1].id; /* rounding left a sliver of u */
+}
+
 int fi_sampler_dist(struct fi_sampler *s, const float *logits, const int32_t *hist, int n_hist,
 		    int32_t *ids, double *probs)
 {
-	int n = process(s, logits, hist, n_hist);
+	struct fi_sample_work w = {s->vocab, s->cand, s->prob, s->seen};
+	int n = process(&s->p, &w, logits, hist, n_hist);
 	for (int i = 0; i < n; i++) {
 		ids[i] = s->cand[i].id;
 		probs[i] = s->prob[i];
@@ -244,17 +256,11 @@ int fi_sampler_dist(struct fi_sampler *s, const float *logits, const int32_t *hi
 int32_t fi_sampler_next(struct fi_sampler *s, const float *logits, const int32_t *hist,
 			int n_hist)
 {
-	int n = process(s, logits, hist, n_hist);
-	double u;
+	struct fi_sample_work w = {s->vocab, s->cand, s->prob, s->seen};
+	int n = process(&s->p, &w, logits, hist, n_hist);
 	if (n == 1)
 		return s->cand[0].id;
-	u = fi_rng_double(&s->rng);
-	for (int i = 0; i < n; i++) {
-		u -= s->prob[i];
-		if (u < 0)
-			return s->cand[i].id;
-	}
-	return s->cand[n - 1].id; /* rounding left a sliver of u */
+	return draw(&w, n, fi_rng_double(&s->rng));
 }
 
 int fi_sampler_rowable(const struct fi_sampler *s)
@@ -265,15 +271,122 @@ int fi_sampler_rowable(const struct fi_sampler *s)
 void fi_sampler_row(const struct fi_sampler *s, struct fi_sample_row *r)
 {
 	struct fi_rng g = s->rng;
+	memset(r, 0, sizeof *r);
 	r->u = fi_rng_double(&g);
 	r->temperature = s->p.temperature;
 	r->top_p = s->p.top_p;
 	r->min_p = s->p.min_p;
 	r->top_k = s->p.top_k;
+	r->penalty = 1.0f;
+	r->n_logprobs = -1;
+}
+
+void fi_sampler_row_hist(const struct fi_sampler *s, const int32_t *hist, int n_hist,
+			 struct fi_sample_row *r, int32_t *win, size_t *n_win)
+{
+	int from;
+	fi_sampler_row(s, r);
+	r->hist_off = (int64_t)*n_win;
+	if (s->p.repeat_penalty == 1.0f || n_hist <= 0)
+		return;
+	/* the window process() looks at: the last repeat_last_n tokens, or all */
+	from = s->p.repeat_last_n > 0 && n_hist > s->p.repeat_last_n ? n_hist - s->p.repeat_last_n
+								     : 0;
+	r->penalty = s->p.repeat_penalty;
+	r->n_hist = n_hist - from;
+	memcpy(win + *n_win, hist + from, sizeof *win * (size_t)r->n_hist);
+	*n_win += (size_t)r->n_hist;
 }
 
 void fi_sampler_commit(struct fi_sampler *s, int n_kept)
 {
 	if (s->p.temperature > 0 && n_kept > 1)
 		fi_rng_next(&s->rng);
+}
+
+fi_err fi_sample_work_init(struct fi_sample_work *w, int vocab)
+{
+	memset(w, 0, sizeof *w);
+	if (vocab <= 0)
+		return fi_fail(FI_EINVAL, "sampler: vocabulary of %d tokens", vocab);
+	w->vocab = vocab;
+	w->cand = malloc(sizeof *w->cand * (size_t)vocab);
+	w->prob = malloc(sizeof *w->prob * (size_t)vocab);
+	w->seen = calloc((size_t)vocab, 1);
+	if (!w->cand || !w->prob || !w->seen) {
+		fi_sample_work_free(w);
+		return fi_fail(FI_ENOMEM, "sampler: out of memory");
+	}
+	return FI_OK;
+}
+
+void fi_sample_work_free(struct fi_sample_work *w)
+{
+	free(w->cand);
+	free(w->prob);
+	free(w->seen);
+	memset(w, 0, sizeof *w);
+}
+
+int32_t fi_sample_pick(const struct fi_sample_row *r, const float *logits, const int32_t *win,
+		       struct fi_sample_work *w, int32_t *n_kept)
+{
+	struct fi_sample_params p;
+	int n;
+	fi_sample_defaults(&p);
+	p.temperature = r->temperature;
+	p.top_k = r->top_k;
+	p.top_p = r->top_p;
+	p.min_p = r->min_p;
+	p.repeat_penalty = r->penalty; /* over the whole window: it is already cut */
+	n = process(&p, w, logits, win, r->penalty != 1.0f ? r->n_hist : 0);
+	*n_kept = n;
+	return n == 1 ? w->cand[0].id : draw(w, n, r->u);
+}
+
+/* (logit descending, id ascending), NaN last */
+static int lp_before(float a, int32_t ia, float b, int32_t ib)
+{
+	if (isnan(b))
+		return !isnan(a) || ia < ib;
+	return !isnan(a) && (a > b || (a == b && ia < ib));
+}
+
+void fi_sample_logprobs(const float *logits, int V, int32_t tok, int n_top, float *lp,
+			struct fi_sample_top *top)
+{
+	double M = -INFINITY, Z = 0, lz;
+	int m = 0;
+	for (int i = 0; i < V; i++)
+		if (logits[i] > M)
+			M = logits[i];
+	for (int i = 0; i < V; i++)
+		if (!isnan(logits[i]))
+			Z += exp((double)logits[i] - M);
+	lz = M + log(Z);
+	if (lp)
+		*lp = tok < 0 || tok >= V ? NAN
+		      : isnan(logits[tok]) ? -INFINITY
+					   : (float)((double)logits[tok] - lz);
+	if (n_top > FI_SAMPLE_MAX_TOP)
+		n_top = FI_SAMPLE_MAX_TOP;
+	/* the n_top best in one pass: an insertion into a short sorted list */
+	for (int i = 0; i < V && top && n_top > 0; i++) {
+		int k;
+		if (isnan(logits[i]) || (m == n_top && !lp_before(logits[i], i, logits[top[m - 1].id],
+								   top[m - 1].id)))
+			continue;
+		for (k = m < n_top ? m++ : m - 1; k > 0 && lp_before(logits[i], i, logits[top[k - 1].id],
+								    top[k - 1].id); k--)
+			top[k] = top[k - 1];
+		top[k].id = i;
+	}
+	for (int k = 0; k < n_top && top; k++) {
+		if (k >= m) {
+			top[k].id = -1;
+			top[k].logprob = NAN;
+		} else {
+			top[k].logprob = (float)((double)logits[top[k].id] - lz);
+		}
+	}
 }

@@ -34,6 +34,60 @@ enum fi_log_level fi_log_get_level(void)
 
 void fi_log_set_prog(const char *p) { snprintf(prog, sizeof prog, "%s", p); }
 
+static int live_on = -1; /* -1: not decided yet */
+static int live_shown;    /* a live line is on the screen */
+static double live_last, live_t0, live_wait = 1.0;
+
+void fi_live_delay(double seconds)
+{
+	fi_live_active(); /* FI_LIVE_DELAY read first: the caller's choice wins */
+	live_wait = seconds;
+}
+
+int fi_live_active(void)
+{
+	if (live_on < 0) {
+		const char *d = getenv("FI_LIVE_DELAY");
+		char *end;
+		double v = d ? strtod(d, &end) : 0;
+		if (d && end != d && !*end && v >= 0 && v < 1e6)
+			live_wait = v;
+		live_on = isatty(2) && fi_log_get_level() >= FI_LOG_WARN;
+	}
+	return live_on;
+}
+
+void fi_live_clear(void)
+{
+	if (live_shown) {
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+		live_shown = 0;
+	}
+}
+
+void fi_live(int force, const char *fmt, ...)
+{
+	char line[512];
+	double t;
+	va_list ap;
+	if (!fi_live_active())
+		return;
+	t = fi_now();
+	if (!live_t0)
+		live_t0 = t;
+	if (t - live_t0 < live_wait || (!force && live_shown && t - live_last < 0.2))
+		return;
+	live_last = t;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	/* \033[K: erase what a longer previous line left. */
+	fprintf(stderr, "\r%s: %s\033[K", prog, line);
+	fflush(stderr);
+	live_shown = 1;
+}
+
 void fi_log(enum fi_log_level lv, const char *fmt, ...)
 {
 	static const char *const tag[] = {"error: ", "warning: ", "", "debug: "};
@@ -41,6 +95,7 @@ void fi_log(enum fi_log_level lv, const char *fmt, ...)
 	va_list ap;
 	if ((int)lv > (int)fi_log_get_level())
 		return;
+	fi_live_clear();
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);

@@ -44,8 +44,10 @@ void fi_frame_free(struct fi_frame *f)
 	if (!f)
 		return;
 	free(f->id);
+	free(f->prompt);
 	switch (f->type) {
 	case FI_FRAME_REQUEST:
+		free(f->req.tok_name);
 		free(f->req.text);
 		free(f->req.tokens);
 		for (uint32_t i = 0; i < f->req.nstop; i++)
@@ -204,14 +206,24 @@ static void put_tokens(struct enc *e, const char *k, const uint32_t *t, uint32_t
 	}
 }
 
-static void put_head(struct enc *e, size_t nkeys, enum fi_frame_type t, const char *id)
+/* v, type, id (when given) and seq (when the frame has one), then nkeys more keys. */
+static void put_head(struct enc *e, size_t nkeys, const struct fi_frame *f, const char *id)
 {
-	const char *tn = fi_frame_type_name(t);
-	msgpack_pack_map(&e->pk, nkeys + (id ? 3 : 2));
+	const char *tn = fi_frame_type_name(f->type);
+	msgpack_pack_map(&e->pk, nkeys + (id ? 3 : 2) + !!f->has_seq);
 	put_uint(e, "v", FI_FRAME_VERSION);
 	put_str(e, "type", tn, strlen(tn));
 	if (id)
 		put_str(e, "id", id, strlen(id));
+	if (f->has_seq)
+		put_uint(e, "seq", f->seq);
+}
+
+/* The echoed prompt of done and error frames. */
+static void put_prompt(struct enc *e, const struct fi_frame *f)
+{
+	if (f->prompt)
+		put_str(e, "prompt", f->prompt, f->prompt_len);
 }
 
 static void enc_request(struct enc *e, const struct fi_frame *f)
@@ -227,13 +239,14 @@ static void enc_request(struct enc *e, const struct fi_frame *f)
 	int maxt = (r->set & FI_REQ_MAX_TOKENS) || r->max_tokens != 0;
 	int stream = (r->set & FI_REQ_STREAM) || !r->stream;
 	int haskv = !!(r->set & FI_REQ_KV);
+	int hastok = !!(r->set & FI_REQ_TOKENIZER);
 	int ieos = (r->set & FI_REQ_IGNORE_EOS) || r->ignore_eos;
 	int lp = (r->set & FI_REQ_LOGPROBS) || r->logprobs;
 	int top = (r->set & FI_REQ_TOP_LOGPROBS) || r->top_logprobs;
 	size_t n = !!r->text + !!r->tokens + temp + topk + topp + minp + rep + seed + maxt +
-		   stream + !!r->nstop + !!r->nstop_ids + haskv + ieos + lp + top;
+		   stream + !!r->nstop + !!r->nstop_ids + haskv + hastok + ieos + lp + top;
 
-	put_head(e, n, FI_FRAME_REQUEST, f->id);
+	put_head(e, n, f, f->id);
 	if (r->text)
 		put_str(e, "text", r->text, r->text_len);
 	if (r->tokens)
@@ -303,6 +316,14 @@ static void enc_request(struct enc *e, const struct fi_frame *f)
 		if (kv->block_tokens)
 			put_uint(e, "block_tokens", kv->block_tokens);
 	}
+	if (hastok) {
+		put_key(e, "tokenizer");
+		msgpack_pack_map(&e->pk, 1 + !!r->tok_name);
+		put_key(e, "sha256");
+		msgpack_pack_bin_with_body(&e->pk, r->tok_sha256, 32);
+		if (r->tok_name)
+			put_str(e, "name", r->tok_name, strlen(r->tok_name));
+	}
 }
 
 static void enc_done(struct enc *e, const struct fi_frame *f)
@@ -315,7 +336,7 @@ static void enc_done(struct enc *e, const struct fi_frame *f)
 
 	for (int i = 0; i < 4; i++)
 		nt += tm[i] >= 0;
-	put_head(e, 3 + !!d->tokens + !!d->text, FI_FRAME_DONE, f->id);
+	put_head(e, 3 + !!d->tokens + !!d->text + !!f->prompt, f, f->id);
 	put_str(e, "finish", fin, strlen(fin));
 	put_key(e, "counts");
 	msgpack_pack_map(&e->pk, 3);
@@ -333,6 +354,7 @@ static void enc_done(struct enc *e, const struct fi_frame *f)
 		put_tokens(e, "tokens", d->tokens, d->ntokens);
 	if (d->text)
 		put_str(e, "text", d->text, d->text_len);
+	put_prompt(e, f);
 }
 
 /* Refuses what the decoder (with default limits) would refuse, so a producer learns of its
@@ -349,13 +371,17 @@ static fi_err enc_check(const struct fi_frame *f)
 		return fi_fail(FI_EINVAL, "frame: %s frame without an id", fi_frame_type_name(f->type));
 	if (f->id && strlen(f->id) > l.max_id)
 		return fi_fail(FI_EINVAL, "frame: id longer than %u bytes", l.max_id);
+	if (f->prompt && f->prompt_len > l.max_text)
+		return fi_fail(FI_EINVAL, "frame: prompt of '%s' exceeds the frame limits", f->id ? f->id : "");
 	switch (f->type) {
 	case FI_FRAME_REQUEST:
 		if (!f->req.text && !f->req.tokens)
 			return fi_fail(FI_EINVAL, "frame: request '%s' has neither text nor tokens", f->id);
 		if (f->req.ntokens > l.max_tokens || f->req.nstop > l.max_stop ||
 		    f->req.nstop_ids > l.max_stop || f->req.text_len > l.max_text ||
-		    ((f->req.set & FI_REQ_KV) && f->req.kv.nblocks > l.max_blocks))
+		    ((f->req.set & FI_REQ_KV) && f->req.kv.nblocks > l.max_blocks) ||
+		    ((f->req.set & FI_REQ_TOKENIZER) && f->req.tok_name &&
+		     strlen(f->req.tok_name) > l.max_id))
 			return fi_fail(FI_EINVAL, "frame: request '%s' exceeds the frame limits", f->id);
 		if (f->req.top_logprobs > FI_FRAME_MAX_TOP)
 			return fi_fail(FI_EINVAL, "frame: request '%s': top_logprobs %u exceeds %d", f->id,
@@ -394,7 +420,7 @@ fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
 		enc_request(&e, f);
 		break;
 	case FI_FRAME_TOKEN:
-		put_head(&e, 2 + !!f->tok.text + !!f->tok.has_logprob + !!f->tok.ntop, f->type, f->id);
+		put_head(&e, 2 + !!f->tok.text + !!f->tok.has_logprob + !!f->tok.ntop, f, f->id);
 		put_uint(&e, "token", f->tok.token);
 		put_uint(&e, "index", f->tok.index);
 		if (f->tok.text)
@@ -417,17 +443,18 @@ fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
 	case FI_FRAME_ERROR: {
 		const char *cn = fi_err_code_name(f->err.code);
 		const char *m = f->err.message ? f->err.message : "";
-		put_head(&e, 3, f->type, f->id ? f->id : "");
+		put_head(&e, 3 + !!f->prompt, f, f->id ? f->id : "");
 		put_str(&e, "code", cn, strlen(cn));
 		put_uint(&e, "code_num", (uint64_t)f->err.code);
 		put_str(&e, "message", m, strlen(m));
+		put_prompt(&e, f);
 		break;
 	}
 	case FI_FRAME_CANCEL:
-		put_head(&e, 0, f->type, f->id);
+		put_head(&e, 0, f, f->id);
 		break;
 	default: /* eos */
-		put_head(&e, 0, f->type, NULL);
+		put_head(&e, 0, f, NULL);
 		break;
 	}
 	if (e.err)

@@ -57,10 +57,14 @@ enum {
 	FI_REQ_MAX_TOKENS = 1u << 6,
 	FI_REQ_STREAM = 1u << 7,
 	FI_REQ_KV = 1u << 8,
-	FI_REQ_IGNORE_EOS = 1u << 9,
-	FI_REQ_LOGPROBS = 1u << 10,
-	FI_REQ_TOP_LOGPROBS = 1u << 11,
+	FI_REQ_TOKENIZER = 1u << 9,
+	FI_REQ_IGNORE_EOS = 1u << 10,
+	FI_REQ_LOGPROBS = 1u << 11,
+	FI_REQ_TOP_LOGPROBS = 1u << 12,
 };
+/* The sampling keys among them (what fi-frame(5) calls the request's sampling). */
+#define FI_REQ_SAMPLING (FI_REQ_TEMPERATURE | FI_REQ_TOP_K | FI_REQ_TOP_P | FI_REQ_MIN_P | \
+			 FI_REQ_REPEAT_PENALTY | FI_REQ_SEED)
 
 #define FI_FRAME_MAX_TOP 20 /* top_logprobs: alternatives per token at most */
 
@@ -93,7 +97,11 @@ struct fi_request {
 	uint32_t *stop_ids;   /* nstop_ids token ids that end generation */
 	uint32_t nstop_ids;
 	struct fi_kv_ref kv;  /* valid when set & FI_REQ_KV */
-	int ignore_eos;       /* default false: the model's end-of-generation ids do not stop it */
+	/* The tokenizer that made the tokens (valid when set & FI_REQ_TOKENIZER): the SHA-256
+	 * of its vocabulary (tok_fingerprint.h) and a name for messages (or NULL). */
+	uint8_t tok_sha256[32];
+	char *tok_name;
+	int ignore_eos;       /* default 0; 1: the model's end-of-generation ids do not end it */
 	int logprobs;         /* default false: token frames carry "logprob" */
 	uint32_t top_logprobs; /* default 0: alternatives in token frames, at most FI_FRAME_MAX_TOP */
 	uint32_t set;         /* FI_REQ_* */
@@ -138,6 +146,15 @@ struct fi_frame {
 	 * an error frame's id is "" when the bad frame's id could not be read. After a failed
 	 * decode (type FI_FRAME_NONE) it holds the bad frame's id if that was readable. */
 	char *id;
+	/* "seq": the producer's number of the request (fi-tokenize numbers the requests it
+	 * makes from 1), echoed on its done and error frames, so results can be put back in
+	 * input order. Any frame may carry it; has_seq says it is there. */
+	uint64_t seq;
+	int has_seq;
+	/* "prompt" of done and error frames: the request's text, echoed by the stage that
+	 * answers it, so results can be read without the requests (NULL: none). */
+	char *prompt;
+	size_t prompt_len;
 	union {
 		struct fi_request req;
 		struct fi_token tok;
@@ -213,7 +230,9 @@ fi_err fi_frame_decode(const void *buf, size_t len, const struct fi_frame_limits
  *   FI_EFORMAT/FI_ERANGE/FI_EUNSUPPORTED with f->type FI_FRAME_NONE: that one frame was bad
  *     (its bytes are skipped; answer with an error frame and call again), or, when
  *     fi_reader_broken() is now true, the byte stream itself is corrupt: nothing more is read
- *     and the next call gives FI_FRAME_EOS (exit with status 1);
+ *     and the next call gives FI_FRAME_EOS (exit with status 1). A stream whose first byte
+ *     does not begin a map is not frames at all and is refused whole that way, with the
+ *     message "input is not fi frames: pipe text through fi-tokenize";
  *   FI_EIO: read failed; FI_EINTERRUPT: fi_stream_interrupted() became true while waiting.
  * A truncated last frame (EOF inside it) is FI_EFORMAT and breaks the reader. */
 struct fi_reader;

@@ -25,7 +25,15 @@ struct fi_reader {
 	struct fi_frame_limits lim;
 	msgpack_zone zone;
 	int own_buf, eof, broken, done;
+	int started; /* the first byte was seen (and was a map header) */
 };
+
+/* A stream whose first object is not a map is not frames: text piped in by mistake (ASCII
+ * bytes are valid msgpack integers, so it would otherwise read as one bad frame per byte). */
+static int map_head(uint8_t b)
+{
+	return (b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf;
+}
 
 static fi_err reader_new(struct fi_reader **rp, const struct fi_frame_limits *lim)
 {
@@ -158,6 +166,13 @@ fi_err fi_reader_next_timeout(struct fi_reader *r, struct fi_frame *f, int timeo
 		if (r->done) {
 			f->type = FI_FRAME_EOS;
 			return FI_OK;
+		}
+		if (avail && !r->started) {
+			if (!map_head(r->buf[r->start])) {
+				r->broken = r->done = 1;
+				return fi_fail(FI_EFORMAT, "input is not fi frames: pipe text through fi-tokenize");
+			}
+			r->started = 1;
 		}
 		if (avail && avail >= r->need) {
 			e = fi_frame_scan_need(r->buf + r->start, avail, &r->lim, &ext, &need, &depth);

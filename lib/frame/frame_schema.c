@@ -6,48 +6,50 @@
 
 #include "frame_int.h"
 
-enum key {
-	K_V, K_TYPE, K_ID, K_MUST,
-	K_TEXT, K_TOKENS, K_TEMPERATURE, K_TOP_K, K_TOP_P, K_MIN_P, K_REPEAT_PENALTY, K_SEED,
-	K_MAX_TOKENS, K_STOP, K_STOP_IDS, K_STREAM, K_KV, K_IGNORE_EOS, K_LOGPROBS, K_TOP_LOGPROBS,
-	K_TOKEN, K_INDEX, K_LOGPROB,
-	K_FINISH, K_COUNTS, K_TIMINGS,
-	K_CODE, K_CODE_NUM, K_MESSAGE,
-	/* inside "kv" */
-	K_ARENA, K_FINGERPRINT, K_BLOCKS, K_NTOKENS, K_BLOCK_TOKENS,
-	/* inside "counts" and "timings" */
-	K_PROMPT_TOKENS, K_GEN_TOKENS, K_CACHED_TOKENS,
-	K_QUEUE_MS, K_TTFT_MS, K_TPOT_MS, K_TOTAL_MS,
-	K_COUNT
-};
+/* Every key of the schema: its enum name and wire name (the order groups them in ranges). */
+#define KEYS(X) \
+	X(V, "v") X(TYPE, "type") X(ID, "id") X(MUST, "must") X(SEQ, "seq") \
+	X(TEXT, "text") X(TOKENS, "tokens") X(TEMPERATURE, "temperature") X(TOP_K, "top_k") \
+	X(TOP_P, "top_p") X(MIN_P, "min_p") X(REPEAT_PENALTY, "repeat_penalty") X(SEED, "seed") \
+	X(MAX_TOKENS, "max_tokens") X(STOP, "stop") X(STOP_IDS, "stop_ids") X(STREAM, "stream") \
+	X(KV, "kv") X(TOKENIZER, "tokenizer") X(IGNORE_EOS, "ignore_eos") \
+	X(LOGPROBS, "logprobs") X(TOP_LOGPROBS, "top_logprobs") \
+	X(TOKEN, "token") X(INDEX, "index") X(LOGPROB, "logprob") \
+	X(FINISH, "finish") X(COUNTS, "counts") X(TIMINGS, "timings") \
+	X(CODE, "code") X(CODE_NUM, "code_num") X(MESSAGE, "message") X(PROMPT, "prompt") \
+	/* inside "kv" */ \
+	X(ARENA, "arena") X(FINGERPRINT, "fingerprint") X(BLOCKS, "blocks") \
+	X(NTOKENS, "ntokens") X(BLOCK_TOKENS, "block_tokens") \
+	/* inside "counts" and "timings" */ \
+	X(PROMPT_TOKENS, "prompt_tokens") X(GEN_TOKENS, "gen_tokens") \
+	X(CACHED_TOKENS, "cached_tokens") X(QUEUE_MS, "queue_ms") X(TTFT_MS, "ttft_ms") \
+	X(TPOT_MS, "tpot_ms") X(TOTAL_MS, "total_ms") \
+	/* inside "tokenizer" */ \
+	X(SHA256, "sha256") X(NAME, "name")
 
-static const char *const key_names[K_COUNT] = {
-	"v", "type", "id", "must", "text", "tokens", "temperature", "top_k", "top_p", "min_p",
-	"repeat_penalty", "seed", "max_tokens", "stop", "stop_ids", "stream", "kv", "ignore_eos",
-	"logprobs", "top_logprobs", "token",
-	"index", "logprob", "finish", "counts", "timings", "code", "code_num", "message", "arena",
-	"fingerprint", "blocks", "ntokens", "block_tokens", "prompt_tokens", "gen_tokens",
-	"cached_tokens", "queue_ms", "ttft_ms", "tpot_ms", "total_ms",
-};
-static const uint8_t key_lens[K_COUNT] = {
-	1, 4, 2, 4, 4, 6, 11, 5, 5, 5, 14, 4, 10, 4, 8, 6, 2, 10, 8, 12, 5, 5, 7, 6, 6, 7, 4, 8, 7,
-	5, 11, 6,
-	7, 12, 13, 10, 13, 8, 7, 7, 8,
-};
+#define X_ENUM(k, s) K_##k,
+#define X_NAME(k, s) s,
+#define X_LEN(k, s) sizeof(s) - 1,
+enum key { KEYS(X_ENUM) K_COUNT };
+static const char *const key_names[K_COUNT] = { KEYS(X_NAME) };
+static const uint8_t key_lens[K_COUNT] = { KEYS(X_LEN) };
+_Static_assert(K_COUNT < 64, "key sets are 64-bit masks");
 
 #define B(k) (1ull << (k))
 #define RANGE(a, b) (((1ull << ((b) + 1)) - 1) & ~((1ull << (a)) - 1))
-static const uint64_t common_keys = RANGE(K_V, K_MUST);
+static const uint64_t common_keys = RANGE(K_V, K_SEQ);
 /* Top-level keys each type understands (for "must" and to ignore the others). */
 static const uint64_t type_keys[FI_FRAME_TYPE_COUNT] = {
 	[FI_FRAME_REQUEST] = RANGE(K_TEXT, K_TOP_LOGPROBS),
 	[FI_FRAME_TOKEN] = B(K_TOKEN) | B(K_INDEX) | B(K_TEXT) | B(K_LOGPROB) | B(K_TOP_LOGPROBS),
-	[FI_FRAME_DONE] = B(K_FINISH) | B(K_COUNTS) | B(K_TIMINGS) | B(K_TOKENS) | B(K_TEXT),
-	[FI_FRAME_ERROR] = B(K_CODE) | B(K_CODE_NUM) | B(K_MESSAGE),
+	[FI_FRAME_DONE] = B(K_FINISH) | B(K_COUNTS) | B(K_TIMINGS) | B(K_TOKENS) | B(K_TEXT) |
+			  B(K_PROMPT),
+	[FI_FRAME_ERROR] = B(K_CODE) | B(K_CODE_NUM) | B(K_MESSAGE) | B(K_PROMPT),
 };
 static const uint64_t kv_keys = RANGE(K_ARENA, K_BLOCK_TOKENS);
 static const uint64_t counts_keys = RANGE(K_PROMPT_TOKENS, K_CACHED_TOKENS);
 static const uint64_t timings_keys = RANGE(K_QUEUE_MS, K_TOTAL_MS);
+static const uint64_t tokenizer_keys = B(K_SHA256) | B(K_NAME);
 
 static int key_find(const msgpack_object *k, uint64_t allowed)
 {
@@ -270,12 +272,26 @@ static fi_err dec_kv(const msgpack_object *o, const struct fi_frame_limits *lim,
 	if (!(kv->blocks = malloc(bl->via.array.size ? bl->via.array.size * 32u : 32u)))
 		return fi_fail(FI_ENOMEM, "frame: %u block keys", bl->via.array.size);
 	kv->nblocks = bl->via.array.size;
-	for (uint32_t i = 0; i < kv->nblocks; i++) {
-		const msgpack_object *b = &bl->via.array.ptr[i];
-		if (b->type != MSGPACK_OBJECT_BIN || b->via.bin.size != 32)
-			return fi_fail(FI_EFORMAT, "frame: key 'blocks': entry %u is not a bin of 32 bytes", i);
-		memcpy(kv->blocks[i], b->via.bin.ptr, 32);
-	}
+	for (uint32_t i = 0; i < kv->nblocks; i++)
+		if (get_key32(&bl->via.array.ptr[i], K_BLOCKS, kv->blocks[i]))
+			return fi_fail(FI_EFORMAT, "frame: key 'blocks': entry %u is not a bin of 32 "
+				       "bytes or 64 hex digits", i);
+	return FI_OK;
+}
+
+static fi_err dec_tokenizer(const msgpack_object *o, const struct fi_frame_limits *lim,
+			    struct fi_request *r)
+{
+	const msgpack_object *v[K_COUNT] = { 0 };
+	fi_err e = get_map(o, K_TOKENIZER, tokenizer_keys, v);
+	if (e)
+		return e;
+	if (!v[K_SHA256])
+		return fi_fail(FI_EFORMAT, "frame: key 'tokenizer': needs 'sha256'");
+	if ((e = get_key32(v[K_SHA256], K_SHA256, r->tok_sha256)))
+		return e;
+	if (v[K_NAME] && (e = dup_str(v[K_NAME], K_NAME, lim->max_id, 0, &r->tok_name, NULL)))
+		return e;
 	return FI_OK;
 }
 
@@ -359,6 +375,12 @@ static fi_err dec_request(const msgpack_object **v, const struct fi_frame_limits
 		r->stream = v[K_STREAM]->via.boolean;
 		r->set |= FI_REQ_STREAM;
 	}
+	if (!e && v[K_IGNORE_EOS]) {
+		if (v[K_IGNORE_EOS]->type != MSGPACK_OBJECT_BOOLEAN)
+			return bad_type(K_IGNORE_EOS, "bool", v[K_IGNORE_EOS]);
+		r->ignore_eos = v[K_IGNORE_EOS]->via.boolean;
+		r->set |= FI_REQ_IGNORE_EOS;
+	}
 	if (!e && v[K_STOP])
 		e = dec_stop(v[K_STOP], lim, r);
 	if (!e && v[K_STOP_IDS]) {
@@ -368,12 +390,8 @@ static fi_err dec_request(const msgpack_object **v, const struct fi_frame_limits
 	}
 	if (!e && v[K_KV] && !(e = dec_kv(v[K_KV], lim, &r->kv)))
 		r->set |= FI_REQ_KV;
-	if (!e && v[K_IGNORE_EOS]) {
-		if (v[K_IGNORE_EOS]->type != MSGPACK_OBJECT_BOOLEAN)
-			return bad_type(K_IGNORE_EOS, "bool", v[K_IGNORE_EOS]);
-		r->ignore_eos = v[K_IGNORE_EOS]->via.boolean;
-		r->set |= FI_REQ_IGNORE_EOS;
-	}
+	if (!e && v[K_TOKENIZER] && !(e = dec_tokenizer(v[K_TOKENIZER], lim, r)))
+		r->set |= FI_REQ_TOKENIZER;
 	if (!e && v[K_LOGPROBS]) {
 		if (v[K_LOGPROBS]->type != MSGPACK_OBJECT_BOOLEAN)
 			return bad_type(K_LOGPROBS, "bool", v[K_LOGPROBS]);
@@ -486,6 +504,11 @@ static fi_err dec_head(const msgpack_object *o, const struct fi_frame_limits *li
 			       (int)(t->via.str.size > 32 ? 32 : t->via.str.size), t->via.str.ptr,
 			       (unsigned long long)ver);
 	*type = i;
+	if (v[K_SEQ]) {
+		if ((e = get_uint(v[K_SEQ], K_SEQ, UINT64_MAX, &f->seq)))
+			return e;
+		f->has_seq = 1;
+	}
 	/* Later versions list the keys a reader must understand to handle the frame. */
 	if (v[K_MUST]) {
 		const msgpack_object *m = v[K_MUST];
@@ -530,12 +553,16 @@ fi_err fi_frame_decode_obj(const msgpack_object *o, const struct fi_frame_limits
 	memset(f, 0, sizeof *f);
 	e = dec_head(o, lim, v, f, &type);
 	if (!e) {
-		id = f->id;
+		struct fi_frame h = *f;
 		fi_frame_init(f, type);
-		f->id = id;
+		f->id = h.id;
+		f->seq = h.seq;
+		f->has_seq = h.has_seq;
 		/* Keys of other types are unknown keys here: ignored. */
 		e = map_keys(o, "frame", type_keys[type], v);
 	}
+	if (!e && v[K_PROMPT])
+		e = dup_str(v[K_PROMPT], K_PROMPT, lim->max_text, 1, &f->prompt, &f->prompt_len);
 	if (!e) {
 		switch (type) {
 		case FI_FRAME_REQUEST:
@@ -568,11 +595,15 @@ fi_err fi_frame_decode_obj(const msgpack_object *o, const struct fi_frame_limits
 		}
 	}
 	if (e) {
-		/* Keep only the id, for the error reply. */
+		/* Keep only the id and seq, for the error reply. */
+		uint64_t seq = f->seq;
+		int has_seq = f->has_seq;
 		id = f->id;
 		f->id = NULL;
 		fi_frame_free(f);
 		f->id = id;
+		f->seq = seq;
+		f->has_seq = has_seq;
 		f->type = FI_FRAME_NONE;
 	}
 	return e;

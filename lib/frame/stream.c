@@ -94,6 +94,14 @@ fi_err fi_stream_open_fd(struct fi_stream **sp, int fd, enum fi_stream_dir dir,
 	return e;
 }
 
+fi_err fi_stream_refuse_tty(const char *spec)
+{
+	if (spec && !strcmp(spec, "-") && isatty(1))
+		return fi_fail(FI_EINVAL, "frames not written to a terminal: pipe them into fi-frame "
+			       "or fi-tokenize -d, or use -f to force");
+	return FI_OK;
+}
+
 fi_err fi_stream_open(struct fi_stream **sp, const char *spec, enum fi_stream_dir dir,
 		      const struct fi_stream_opts *o)
 {
@@ -101,6 +109,8 @@ fi_err fi_stream_open(struct fi_stream **sp, const char *spec, enum fi_stream_di
 	*sp = NULL;
 	if (!spec || !*spec)
 		return fi_fail(FI_EINVAL, "empty stream name");
+	if (dir == FI_STREAM_OUT && !(o && o->tty_ok) && (e = fi_stream_refuse_tty(spec)))
+		return e;
 	if (!strcmp(spec, "-"))
 		return fi_stream_open_fd(sp, dir == FI_STREAM_IN ? 0 : 1, dir, o);
 	if ((e = stream_new(sp, dir, o)))

@@ -37,6 +37,7 @@ struct fi_stream_opts {
 				* producer; N for N producers; 0: never, run until a signal) */
 	const char *curve_key; /* key file for CURVE (NULL: plaintext) */
 	int send_eos;          /* ZeroMQ output sends an eos frame at close (default 1) */
+	int tty_ok;            /* output "-" may be a terminal (the commands' -f; default 0) */
 };
 
 void fi_stream_opts_default(struct fi_stream_opts *o);
@@ -46,6 +47,11 @@ struct fi_stream;
 /* Opens spec ("-" or endpoints) for reading or writing. opts NULL = defaults. */
 fi_err fi_stream_open(struct fi_stream **s, const char *spec, enum fi_stream_dir dir,
 		      const struct fi_stream_opts *opts);
+/* Frames are binary: an output "-" that is a terminal is refused (FI_EINVAL, "frames not
+ * written to a terminal ...") unless opts.tty_ok, as gzip refuses to write compressed data
+ * there. fi_stream_refuse_tty(spec) is that check alone, for commands to fail before
+ * loading a model. */
+fi_err fi_stream_refuse_tty(const char *spec);
 /* Over an existing descriptor (a pipe end, a socket): not closed by fi_stream_close. */
 fi_err fi_stream_open_fd(struct fi_stream **s, int fd, enum fi_stream_dir dir,
 			 const struct fi_stream_opts *opts);

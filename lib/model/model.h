@@ -92,30 +92,52 @@ fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *log
 fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
 			   int32_t *tokens, int *n_rows);
 /* The same, each selected row's token drawn with rows[n_rows] (sample.h: temperature,
- * top-k, top-p, min-p and the draw's u; no repetition penalty) on the device where the
- * backend has the sample op, so that only tokens cross to the host: tokens[i], and
- * n_kept[i] the tokens that survived the filters (the draw was used when > 1, see
- * fi_sampler_commit). A row the device hands back (too many candidates; every row without
- * the op) gets tokens[i] = -1 and its logits in logits + i * vocab, which needs room for
- * fi_batch_n_logits(b) rows, for the host sampler. Decode steps replay graphs as above;
- * the sampling runs after the replay. */
+ * top-k, top-p, min-p and the draw's u; no repetition penalty, no log-probabilities: rows
+ * from fi_sampler_row) on the device where the backend has the sample op, so that only
+ * tokens cross to the host: tokens[i], and n_kept[i] the tokens that survived the filters
+ * (the draw was used when > 1, see fi_sampler_commit). A row the device hands back (too
+ * many candidates; every row without the op) gets tokens[i] = -1 and its logits in
+ * logits + i * vocab, which needs room for fi_batch_n_logits(b) rows, for the host
+ * sampler. Decode steps replay graphs as above; the sampling runs after the replay. */
 fi_err fi_model_forward_sample(struct fi_model *m, const struct fi_batch *b,
 			       const struct fi_sample_row *rows, float *logits, int32_t *tokens,
 			       int32_t *n_kept, int *n_rows);
 
+/* A sampled step's rows and what comes back for them (fi_model_forward_sample_io). */
+struct fi_sample_io {
+	const struct fi_sample_row *rows; /* [n_rows], in the order of the selected tokens
+					   * (fi_sampler_row_hist: any sampler) */
+	const int32_t *win;  /* host: the penalty windows rows index, or NULL when none has one */
+	size_t n_win;        /* entries of win */
+	int32_t *tokens;     /* [n_rows]: the token, -1 when left to the host sampler */
+	int32_t *n_kept;     /* [n_rows]: survivors of the filters (see fi_sampler_commit) */
+	float *logprob;      /* [n_rows]: the token's log-probability where the row asks
+			      * (n_logprobs >= 0); NULL when no row asks */
+	struct fi_sample_top *top; /* [n_rows, FI_SAMPLE_MAX_TOP]: the first n_logprobs of
+				    * each row; NULL when no row asks for alternatives */
+	float *logits;       /* room for n_rows rows: the logits of rows left to the host, whose
+			      * token, log-probabilities and alternatives the caller then takes
+			      * with fi_sampler_next and fi_sample_logprobs */
+};
+/* fi_model_forward_sample for any rows: repetition penalties (their windows in io->win)
+ * and log-probabilities included. */
+fi_err fi_model_forward_sample_io(struct fi_model *m, const struct fi_batch *b,
+				  struct fi_sample_io *io, int *n_rows);
+
 /* A forward pass in two halves, so that the host prepares the next step while the device
- * runs this one (the three calls above are launch + collect):
+ * runs this one (the calls above are launch + collect):
  *   fi_model_launch checks the batch, reserves its KV, issues the work and returns; on CUDA
  *     the device is still running it. out says what the selected rows return:
  *     FI_STEP_TOKENS their greedy tokens (argmax, lowest id on ties; on the device where the
- *     backend can), FI_STEP_SAMPLE their tokens drawn with rows[n_rows] (as
- *     fi_model_forward_sample; not with FI_STEP_TOKENS), FI_STEP_LOGITS their logits (alone
- *     or with FI_STEP_TOKENS). The batch's arrays and rows may be reused once it returns.
- *   fi_model_collect waits for it and returns what launch asked for: tokens[n_rows],
- *     n_kept[n_rows] (FI_STEP_SAMPLE), logits[n_rows, vocab] (FI_STEP_LOGITS, and for
- *     FI_STEP_SAMPLE the rows handed back to the host, tokens[i] = -1: room for every row).
- *     Then every sequence of the batch has grown by its tokens; after a failure of either
- *     half none has.
+ *     backend can), FI_STEP_SAMPLE their tokens drawn with io's rows and windows (as
+ *     fi_model_forward_sample_io; not with FI_STEP_TOKENS), FI_STEP_LOGITS their logits
+ *     (alone or with FI_STEP_TOKENS). The batch's arrays, io's rows and windows may be
+ *     reused once it returns; io itself (its outputs) must live until fi_model_collect.
+ *   fi_model_collect waits for it and returns what launch asked for: tokens[n_rows] and
+ *     logits[n_rows, vocab] (FI_STEP_TOKENS, FI_STEP_LOGITS); for FI_STEP_SAMPLE, io's
+ *     tokens, n_kept, log-probabilities and the logits of the rows left to the host (the
+ *     arguments are not used). Then every sequence of the batch has grown by its tokens;
+ *     after a failure of either half none has.
  * One step at a time (FI_ESTATE otherwise). While a step is in flight, the model, its cache
  * and its sequences are used by nothing but fi_model_collect. */
 enum {
@@ -124,9 +146,8 @@ enum {
 	FI_STEP_LOGITS = 4,
 };
 fi_err fi_model_launch(struct fi_model *m, const struct fi_batch *b, unsigned out,
-		       const struct fi_sample_row *rows);
-fi_err fi_model_collect(struct fi_model *m, float *logits, int32_t *tokens, int32_t *n_kept,
-			int *n_rows);
+		       struct fi_sample_io *io);
+fi_err fi_model_collect(struct fi_model *m, float *logits, int32_t *tokens, int *n_rows);
 /* Allocates now the scratch of a step of T tokens with rows rows of logits (otherwise it
  * grows on demand), so that the memory left can be measured and given to the KV cache. */
 fi_err fi_model_reserve_scratch(struct fi_model *m, int T, int rows);

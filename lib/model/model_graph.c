@@ -6,14 +6,34 @@
 #include "base/log.h"
 #include "model_int.h"
 
-/* Batch-size buckets of the decode graphs. */
-static int bucket(int T)
+/* The rung of the batch-size ladder a decode step of T rows is padded to. Padding rows cost
+ * their share of the products once a step is compute-bound (8B: from ~170 rows), hence
+ * rungs at most 1/4 apart above 64 rows. */
+static int rung(int T)
 {
 	if (T <= 4)
 		return T;
 	if (T <= 64)
 		return (T + 7) / 8 * 8;
-	return (T + 31) / 32 * 32;
+	if (T <= 256)
+		return (T + 31) / 32 * 32;
+	return (T + 63) / 64 * 64;
+}
+
+/* The block-table width of a graph: the next power of two blocks (at least 16) that holds
+ * nb, at most the widest (gw). */
+static int width(int nb, int gw)
+{
+	int w = 16;
+	while (w < nb && w < gw)
+		w *= 2;
+	return w < gw ? w : gw;
+}
+
+/* A sequence's blocks. */
+static const int32_t *seq_blocks(const struct fi_kvcache *kc, int id, int *n)
+{
+	return fi_kvcache_seq_blocks(kc, id, n);
 }
 
 int fi_model_graphs_usable(struct fi_model *m)
@@ -36,10 +56,26 @@ int fi_model_graphs_usable(struct fi_model *m)
 	return 1;
 }
 
+/* The state of (rows, w) in this generation: 0 new, 1 ran once, 2 captured. */
+static uint8_t *seen_of(struct graphs *g, int rows, int w)
+{
+	if (g->gen != g->seen_gen) {
+		g->n_seen = 0;
+		g->seen_gen = g->gen;
+	}
+	for (int i = 0; i < g->n_seen; i++)
+		if (g->seen[i].rows == rows && g->seen[i].w == w)
+			return &g->seen[i].state;
+	if (g->n_seen == GRAPH_KEYS)
+		return NULL;
+	g->seen[g->n_seen].rows = rows;
+	g->seen[g->n_seen].w = w;
+	g->seen[g->n_seen].state = 0;
+	return &g->seen[g->n_seen++].state;
+}
+
 /* One decode step through a graph: T tokens of T sequences sid[] (one each) at positions
- * old[], every row's logits wanted. Inputs go to the fixed buffer, padded to the bucket;
- * a bucket's first step runs eagerly (plans, lazy loading), the second is captured, the
- * rest replay. */
+ * old[], every row's logits wanted. Inputs go to the fixed buffer, padded to the rung. */
 fi_err fi_model_graph_step(struct fi_model *m, int T, const int *sid, const int *old,
 			   int *used)
 {
@@ -47,18 +83,24 @@ fi_err fi_model_graph_step(struct fi_model *m, int T, const int *sid, const int 
 	const struct fi_backend_ops *op = be->ops;
 	struct fi_kvcache *kc = m->cache;
 	struct graphs *g = &m->gr;
-	int Tb = bucket(T), gw = g->gw, G = GRAPH_MAX;
+	int Tb = rung(T), gw = g->gw, G = GRAPH_MAX, maxb = 0, w, wlog = 0, nb;
+	const int32_t *bl;
 	int32_t *h, *btab;
+	uint8_t *st;
 	uint64_t key;
-	uint32_t gen;
 	fi_err e;
 	*used = 0;
+	if (T > G)
+		return FI_OK;
 	for (int k = 0; k < T; k++) {
-		int nb;
-		fi_kvcache_seq_blocks(kc, sid[k], &nb);
+		seq_blocks(kc, sid[k], &nb);
 		if (nb > gw)
 			return FI_OK;
+		maxb = nb > maxb ? nb : maxb;
 	}
+	w = width(maxb, gw);
+	while ((1 << wlog) < w)
+		wlog++;
 	if ((e = fi_model_scratch(m, Tb, 0, Tb)))
 		return e;
 	if (!g->gin) {
@@ -71,10 +113,8 @@ fi_err fi_model_graph_step(struct fi_model *m, int T, const int *sid, const int 
 		g->shadow_rows = 0;
 		g->gen++;
 	}
-	if (g->gen != g->seen_gen) {
-		memset(g->seen, 0, sizeof g->seen);
-		g->seen_gen = g->gen;
-	}
+	if (!(st = seen_of(g, Tb, w))) /* (after anything that may move a buffer) */
+		return FI_OK; /* more shapes than graphs kept: eager */
 	h = g->h;
 	btab = h + 6 * G;
 	for (int t = 0; t < Tb; t++) {
@@ -85,72 +125,71 @@ fi_err fi_model_graph_step(struct fi_model *m, int T, const int *sid, const int 
 		h[3 * G + t] = real ? fi_kvcache_slot(kc, sid[t], old[t]) : -1; /* slot */
 		h[4 * G + t] = t;                                         /* idx */
 		h[5 * G + t] = real ? old[t] + 1 : 1;                     /* seq_len */
-		int nb;
-		const int32_t *bl = fi_kvcache_seq_blocks(kc, sid[real ? t : 0], &nb);
-		for (int j = 0; j < gw; j++)
-			btab[(size_t)t * gw + j] = real && j < nb ? bl[j] : -1;
+		bl = seq_blocks(kc, sid[real ? t : 0], &nb);
+		for (int j = 0; j < w; j++)
+			btab[(size_t)t * w + j] = real && j < nb ? bl[j] : -1;
 	}
 	if ((e = be->ops->upload(be, g->gin, h, 6 * (size_t)G * sizeof(int32_t))))
 		return e;
-	/* The block table changes once every block_size steps per sequence. */
-	if (g->shadow_rows != Tb || memcmp(g->shadow, btab, (size_t)Tb * gw * sizeof(int32_t))) {
-		if ((e = be->ops->upload(be, g->gin + 6 * G, btab, (size_t)Tb * gw * sizeof(int32_t))))
+	/* A row's table changes once every block_size steps (or when the batch changes). */
+	if (g->shadow_rows != Tb || g->shadow_w != w ||
+	    memcmp(g->shadow, btab, (size_t)Tb * w * sizeof(int32_t))) {
+		if ((e = be->ops->upload(be, g->gin + 6 * G, btab, (size_t)Tb * w * sizeof(int32_t))))
 			return e;
-		memcpy(g->shadow, btab, (size_t)Tb * gw * sizeof(int32_t));
+		memcpy(g->shadow, btab, (size_t)Tb * w * sizeof(int32_t));
 		g->shadow_rows = Tb;
+		g->shadow_w = w;
 	}
-	{
-		int32_t *d = g->gin;
-		struct fi_attn_batch ab = {
-			.n_tokens = Tb,
-			.n_seqs = Tb,
-			.max_blocks = gw,
-			.tok_seq_d = d + 2 * G,
-			.tok_pos_d = d + G,
-			.slot_d = d + 3 * G,
-			.seq_len_d = d + 5 * G,
-			.block_table_d = d + 6 * G,
-			.max_seq_len = gw * kc->kv.block_size,
-			.sliding_window = m->c.sliding_window,
-			.scale = 1.0f / sqrtf((float)m->c.head_dim),
-		};
-		int argmax = op->argmax != NULL; /* always in the graph: it costs microseconds */
-		gen = g->gen;
-		key = (uint64_t)gen << 32 | (uint64_t)Tb << 1 | (uint64_t)argmax;
-		if (g->seen[Tb] == 2) {
-			e = op->graph_replay(be, key);
-			if (e == FI_OK) {
-				*used = 1;
-				return FI_OK;
-			}
-			if (e != FI_ENOTFOUND) /* evicted: capture again */
-				return e;
-			g->seen[Tb] = 1;
-		}
-		if (g->seen[Tb] == 0) {
-			if ((e = fi_model_body(m, Tb, d, d + G, &ab, NULL, Tb, argmax)))
-				return e;
-			g->seen[Tb] = 1;
+	int32_t *d = g->gin;
+	struct fi_attn_batch ab = {
+		.n_tokens = Tb,
+		.n_seqs = Tb,
+		.max_blocks = w,
+		.tok_seq_d = d + 2 * G,
+		.tok_pos_d = d + G,
+		.slot_d = d + 3 * G,
+		.seq_len_d = d + 5 * G,
+		.block_table_d = d + 6 * G,
+		.max_seq_len = w * kc->kv.block_size,
+		.sliding_window = m->c.sliding_window,
+		.scale = 1.0f / sqrtf((float)m->c.head_dim),
+		.n_decode = Tb,
+	};
+	int argmax = op->argmax != NULL; /* always in the graph: it costs microseconds */
+	key = (uint64_t)g->gen << 32 | (uint64_t)wlog << 24 | (uint64_t)Tb << 1 | (uint64_t)argmax;
+	if (*st == 2) {
+		e = op->graph_replay(be, key);
+		if (e == FI_OK) {
 			*used = 1;
 			return FI_OK;
 		}
-		if ((e = op->graph_capture_begin(be, key))) {
-			g->off = 1;
-			return FI_OK;
-		}
-		fi_err e1 = fi_model_body(m, Tb, d, d + G, &ab, NULL, Tb, argmax);
-		fi_err e2 = op->graph_capture_end(be, key);
-		if (e1)
-			return e1;
-		if (e2) { /* not capturable here: eager from now on */
-			fi_warn("decode graphs off: %s", fi_errmsg());
-			g->off = 1;
-			return FI_OK;
-		}
-		g->seen[Tb] = 2;
-		if ((e = op->graph_replay(be, key)))
+		if (e != FI_ENOTFOUND) /* evicted: capture again */
 			return e;
+		*st = 1;
+	}
+	if (*st == 0) { /* first time: eagerly (plans, lazy module loading) */
+		if ((e = fi_model_body(m, Tb, d, d + G, &ab, NULL, Tb, argmax)))
+			return e;
+		*st = 1;
 		*used = 1;
 		return FI_OK;
 	}
+	if ((e = op->graph_capture_begin(be, key))) {
+		g->off = 1;
+		return FI_OK;
+	}
+	fi_err e1 = fi_model_body(m, Tb, d, d + G, &ab, NULL, Tb, argmax);
+	fi_err e2 = op->graph_capture_end(be, key);
+	if (e1)
+		return e1;
+	if (e2) { /* not capturable here: eager from now on */
+		fi_warn("decode graphs off: %s", fi_errmsg());
+		g->off = 1;
+		return FI_OK;
+	}
+	*st = 2;
+	if ((e = op->graph_replay(be, key)))
+		return e;
+	*used = 1;
+	return FI_OK;
 }

@@ -26,32 +26,46 @@ struct scratch {
 	float *logits;  /* [cap_rows, V] f32 */
 	int32_t *am;    /* [cap_rows] device argmax */
 	int cap_smp;    /* rows the sample buffer holds */
-	void *smp;      /* fi_sample_row [cap_smp], then int32 tokens and counts [2 cap_smp] */
+	size_t cap_win; /* window tokens it holds */
+	void *smp;      /* fi_sample_row [cap_smp], int32 tokens and counts [2 cap_smp], f32
+			 * log-probabilities [cap_smp], fi_sample_top [cap_smp, FI_SAMPLE_MAX_TOP],
+			 * int32 window tokens [cap_win] */
 };
 
 /* Decode steps (one token per sequence, every row's logits wanted) replay CUDA graphs,
- * one per batch-size bucket. A graph bakes in every pointer and launch shape, so its
- * inputs live at fixed addresses (gin) with a fixed block-table row width (gw), padding
- * tokens fill the bucket (slot -1: no KV write; they read sequence 0's position 0), and
- * the key carries a generation that changes whenever a scratch buffer moves. */
-#define GRAPH_MAX 256
+ * one per (batch rung, block-table width): a ladder of batch sizes (exact to 4, then
+ * multiples of 8 to 64, of 32 to 256, of 64 to GRAPH_MAX) and widths in powers of two
+ * blocks, so a graph's table holds the step's sequences without rows as wide as the longest
+ * context. A graph bakes in every pointer and launch shape, so its inputs live at fixed
+ * addresses (gin), padding tokens fill the rung (slot -1: no KV write; they read sequence
+ * 0's position 0), and the key carries a generation that changes whenever a scratch buffer
+ * moves. Each (rung, width) runs eagerly the first time, is captured the second, replayed
+ * after. */
+#define GRAPH_MAX 512
+#define GRAPH_KEYS 256
 struct graphs {
 	int off;          /* no hooks, FI_GRAPHS=0, or a capture failed */
-	int gw;           /* block-table row width */
+	int gw;           /* widest block table: one sequence of the context, or the cache */
 	uint32_t gen;
 	int32_t *gin;     /* device: tok, pos, seq, slot, idx, slen [GRAPH_MAX each], btab */
 	int32_t *h, *shadow; /* host staging; the block table as last uploaded */
-	int shadow_rows;
-	uint32_t seen_gen;           /* the generation seen[] belongs to */
-	uint8_t seen[GRAPH_MAX + 1]; /* per bucket: 0 new, 1 ran once, 2 captured */
+	int shadow_rows, shadow_w;
+	uint32_t seen_gen; /* the generation seen[] belongs to */
+	int n_seen;
+	struct {
+		int rows, w;
+		uint8_t state; /* 1 ran once, 2 captured */
+	} seen[GRAPH_KEYS];
 };
 
 /* The step between fi_model_launch and fi_model_collect (model_step.c): its sequences in
- * order of first appearance (sid), their lengths before it (old) and tokens in it (cnt). */
+ * order of first appearance (sid), their lengths before it (old) and tokens in it (cnt);
+ * for a sampled step, the caller's fi_sample_io that collect fills. */
 struct step {
 	int on;        /* launched, not collected */
 	unsigned out;  /* FI_STEP_* */
 	int T, S, n_out, dev_argmax;
+	struct fi_sample_io *io;
 	int cap;       /* room of the arrays below, in tokens */
 	int *sid, *old, *cnt, *local;
 	int *map;      /* [cap_map] batch-local index of a sequence id, -1 when absent */
@@ -83,13 +97,13 @@ fi_err fi_model_scratch(struct fi_model *m, int T, size_t n_ints, int rows);
 fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
 		     const struct fi_attn_batch *ab, const int32_t *idx_d, int n, int argmax);
 
-/* model_sample.c: the token of each of the n rows of s.logits drawn with rows[n] on the
- * device (backend sample op), in two halves: launch uploads the rows and issues the op
- * (nothing without it); collect downloads tokens and survivor counts, and the logits of
- * rows it hands back (tokens[i] = -1; every row without the op) into logits + i * V. */
-fi_err fi_model_sample_launch(struct fi_model *m, int n, const struct fi_sample_row *rows);
-fi_err fi_model_sample_collect(struct fi_model *m, int n, float *logits, int32_t *tokens,
-			       int32_t *n_kept);
+/* model_sample.c: the token of each of the n rows of s.logits drawn with io->rows[n] on the
+ * device (backend sample op), log-probabilities as asked, in two halves: launch uploads the
+ * rows and windows and issues the op (nothing without it); collect downloads the tokens,
+ * survivor counts and log-probabilities, and the logits of the rows it hands back (tokens[i]
+ * = -1; every row without the op) into io->logits + i * V. */
+fi_err fi_model_sample_launch(struct fi_model *m, int n, const struct fi_sample_io *io);
+fi_err fi_model_sample_collect(struct fi_model *m, int n, struct fi_sample_io *io);
 /* model_step.c: frees the step's host arrays. */
 void fi_model_step_free(struct fi_model *m);
 

@@ -89,22 +89,23 @@ static void rollback(struct fi_model *m)
 }
 
 fi_err fi_model_launch(struct fi_model *m, const struct fi_batch *b, unsigned out,
-		       const struct fi_sample_row *rows)
+		       struct fi_sample_io *io)
 {
 	struct fi_backend *be = m->be;
 	const struct fi_config *c = &m->c;
 	struct step *st = &m->st;
 	struct fi_kvcache *kc;
-	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0, identity, used = 0;
+	int T = b->n_tokens, S = 0, n_out = 0, maxb = 0, max_len = 0, identity, used = 0, n_dec = 0;
 	int32_t *h, *tok, *pos, *seq, *slot, *idx, *slen, *btab;
 	size_t need;
 	fi_err e = FI_OK;
 
 	if (st->on)
 		return fi_fail(FI_ESTATE, "model: a step is in flight");
-	if ((out & FI_STEP_SAMPLE) && ((out & FI_STEP_TOKENS) || !rows))
+	if ((out & FI_STEP_SAMPLE) && ((out & FI_STEP_TOKENS) || !io || !io->rows))
 		return fi_fail(FI_EINVAL, "model: sampled rows without their parameters");
 	st->out = out;
+	st->io = io;
 	st->T = T;
 	st->S = st->n_out = 0;
 	st->dev_argmax = (out & FI_STEP_TOKENS) && be->ops->argmax;
@@ -191,6 +192,9 @@ fi_err fi_model_launch(struct fi_model *m, const struct fi_batch *b, unsigned ou
 					break;
 				}
 	st->n_out = n_out;
+	/* Leading tokens alone in their sequence: the decode rows of a mixed batch (backend.h) */
+	while (n_dec < T && st->cnt[st->local[n_dec]] == 1)
+		n_dec++;
 	identity = n_out == T;
 	for (int i = 0; i < n_out && identity; i++)
 		identity = idx[i] == i;
@@ -222,12 +226,13 @@ fi_err fi_model_launch(struct fi_model *m, const struct fi_batch *b, unsigned ou
 			.max_seq_len = max_len,
 			.sliding_window = c->sliding_window,
 			.scale = 1.0f / sqrtf((float)c->head_dim),
+			.n_decode = n_dec,
 		};
 		if ((e = fi_model_body(m, T, d, d + T, &ab, identity ? NULL : d + 4 * T, n_out,
 				       st->dev_argmax)))
 			goto fail;
 	}
-	if ((out & FI_STEP_SAMPLE) && n_out && (e = fi_model_sample_launch(m, n_out, rows)))
+	if ((out & FI_STEP_SAMPLE) && n_out && (e = fi_model_sample_launch(m, n_out, io)))
 		goto fail;
 	st->on = 1;
 	return FI_OK;
@@ -245,8 +250,7 @@ static int32_t host_argmax(const float *x, int V)
 	return b;
 }
 
-fi_err fi_model_collect(struct fi_model *m, float *logits, int32_t *tokens, int32_t *n_kept,
-			int *n_rows)
+fi_err fi_model_collect(struct fi_model *m, float *logits, int32_t *tokens, int *n_rows)
 {
 	struct fi_backend *be = m->be;
 	struct step *st = &m->st;
@@ -266,7 +270,7 @@ fi_err fi_model_collect(struct fi_model *m, float *logits, int32_t *tokens, int3
 	if (!n_out) {
 		e = be->ops->sync(be);
 	} else if (st->out & FI_STEP_SAMPLE) {
-		e = fi_model_sample_collect(m, n_out, logits, tokens, n_kept);
+		e = fi_model_sample_collect(m, n_out, st->io);
 	} else {
 		int want_tok = (st->out & FI_STEP_TOKENS) && tokens;
 		if (!(st->out & FI_STEP_LOGITS))
@@ -299,33 +303,39 @@ fi_err fi_model_collect(struct fi_model *m, float *logits, int32_t *tokens, int3
 
 /* The one-call forms: launch, then collect. */
 static fi_err forward(struct fi_model *m, const struct fi_batch *b, unsigned out,
-		      const struct fi_sample_row *rows, float *logits, int32_t *tokens,
-		      int32_t *n_kept, int *n_rows)
+		      struct fi_sample_io *io, float *logits, int32_t *tokens, int *n_rows)
 {
 	fi_err e;
 	if (n_rows)
 		*n_rows = 0;
-	if ((e = fi_model_launch(m, b, out, rows)))
+	if ((e = fi_model_launch(m, b, out, io)))
 		return e;
-	return fi_model_collect(m, logits, tokens, n_kept, n_rows);
+	return fi_model_collect(m, logits, tokens, n_rows);
 }
 
 fi_err fi_model_forward_ex(struct fi_model *m, const struct fi_batch *b, float *logits,
 			   int32_t *tokens, int *n_rows)
 {
 	return forward(m, b, (logits ? FI_STEP_LOGITS : 0) | (tokens ? FI_STEP_TOKENS : 0), NULL,
-		       logits, tokens, NULL, n_rows);
+		       logits, tokens, n_rows);
 }
 
 fi_err fi_model_forward_sample(struct fi_model *m, const struct fi_batch *b,
 			       const struct fi_sample_row *rows, float *logits, int32_t *tokens,
 			       int32_t *n_kept, int *n_rows)
 {
-	return forward(m, b, FI_STEP_SAMPLE, rows, logits, tokens, n_kept, n_rows);
+	struct fi_sample_io io = {.rows = rows, .tokens = tokens, .n_kept = n_kept, .logits = logits};
+	return forward(m, b, FI_STEP_SAMPLE, &io, NULL, NULL, n_rows);
+}
+
+fi_err fi_model_forward_sample_io(struct fi_model *m, const struct fi_batch *b,
+				  struct fi_sample_io *io, int *n_rows)
+{
+	return forward(m, b, FI_STEP_SAMPLE, io, NULL, NULL, n_rows);
 }
 
 fi_err fi_model_forward(struct fi_model *m, const struct fi_batch *b, float *logits,
 			int *n_rows)
 {
-	return forward(m, b, FI_STEP_LOGITS, NULL, logits, NULL, NULL, n_rows);
+	return forward(m, b, FI_STEP_LOGITS, NULL, logits, NULL, n_rows);
 }

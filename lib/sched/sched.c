@@ -146,7 +146,10 @@ fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct
 	s->rtok = malloc(sizeof(int32_t) * (size_t)o->max_batch);
 	s->rkept = malloc(sizeof(int32_t) * (size_t)o->max_batch);
 	s->srow = malloc(sizeof *s->srow * (size_t)o->max_batch);
-	if (!s->htab || !s->run || !s->bq || !s->rtok || !s->rkept || !s->srow) {
+	s->rlp = malloc(sizeof *s->rlp * (size_t)o->max_batch);
+	s->rtop = malloc(sizeof *s->rtop * (size_t)o->max_batch * FI_SAMPLE_MAX_TOP);
+	if (!s->htab || !s->run || !s->bq || !s->rtok || !s->rkept || !s->srow || !s->rlp ||
+	    !s->rtop) {
 		fi_sched_destroy(s);
 		return fi_fail(FI_ENOMEM, "out of memory");
 	}
@@ -176,7 +179,7 @@ void fi_sched_destroy(struct fi_sched *s)
 	if (!s)
 		return;
 	if (s->inflight) { /* its results are not wanted */
-		fi_model_collect(s->m, s->logits, s->rtok, s->rkept, NULL);
+		fi_model_collect(s->m, s->logits, s->rtok, NULL);
 		s->inflight = 0;
 	}
 	if (s->kc && s->jobs && prefix_run_jobs(s)) /* a later process may want them */
@@ -212,6 +215,9 @@ void fi_sched_destroy(struct fi_sched *s)
 	free(s->rtok);
 	free(s->rkept);
 	free(s->srow);
+	free(s->rlp);
+	free(s->rtop);
+	free(s->win);
 	free(s->ev);
 	free(s);
 }
@@ -243,6 +249,11 @@ fi_err fi_sched_arena(struct fi_sched *s, int create, struct fi_kvx **x)
 int fi_sched_pending(const struct fi_sched *s)
 {
 	return s->n_held;
+}
+
+int fi_sched_running(const struct fi_sched *s)
+{
+	return s->n_run;
 }
 
 int fi_sched_room(const struct fi_sched *s)

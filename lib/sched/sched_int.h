@@ -126,6 +126,11 @@ struct fi_sched {
 	float *logits;       /* [cap_rows, vocab] when the host samples */
 	int32_t *rtok, *rkept; /* [max_batch] tokens, survivor counts of rows */
 	struct fi_sample_row *srow; /* [max_batch] */
+	float *rlp;          /* [max_batch] log-probabilities of sampled rows */
+	struct fi_sample_top *rtop; /* [max_batch, FI_SAMPLE_MAX_TOP] their alternatives */
+	int32_t *win;        /* the penalty windows of sampled rows [cap_win] */
+	size_t cap_win;
+	struct fi_sample_io io; /* the sampled step's rows and results */
 	int cap_rows;
 	/* events of the step */
 	struct qev *ev;

@@ -202,15 +202,30 @@ static int no_dev_sample(void)
 	return v && !strcmp(v, "0");
 }
 
+/* Room for n window tokens. */
+static fi_err win_room(struct fi_sched *s, size_t n)
+{
+	if (n <= s->cap_win)
+		return FI_OK;
+	int32_t *w = realloc(s->win, sizeof(int32_t) * (n + n / 2));
+	if (!w)
+		return fi_fail(FI_ENOMEM, "out of memory");
+	s->win = w;
+	s->cap_win = n + n / 2;
+	return FI_OK;
+}
+
 /* The batch of the planned requests, in plan order, and its launch. Rows: the requests
  * whose chunk ends their known tokens, in batch order. What comes back: greedy tokens when
- * every row is plain greedy (the sampler would pick the argmax and draw nothing); tokens
- * drawn on the device with each row's parameters and u when every row can be (no
- * repetition penalty, no logprobs); otherwise logits, for the host sampler. */
+ * every row is plain greedy (no penalty, no log-probabilities: the sampler would pick the
+ * argmax and draw nothing); else, with the backend's sample op, every row's token drawn
+ * there with its parameters, penalty window, u and log-probabilities (rows it hands back
+ * come as logits); without the op, logits for the host sampler. */
 static fi_err launch(struct fi_sched *s, const struct plan *p)
 {
-	int T = 0, nr = 0, greedy = 1, dev = fi_model_backend(s->m)->ops->sample != NULL &&
-					       !no_dev_sample();
+	int T = 0, nr = 0, greedy = 1, lp = 0, top = 0;
+	int dev = fi_model_backend(s->m)->ops->sample != NULL && !no_dev_sample();
+	size_t n_win = 0, need_win = 0;
 	unsigned out;
 	fi_err e;
 	if ((e = batch_room(s, p->T)))
@@ -225,21 +240,37 @@ static fi_err launch(struct fi_sched *s, const struct plan *p)
 		}
 		if (!last)
 			continue;
-		q->row = nr;
+		q->row = nr++;
 		if (q->smp.p.temperature > 0 || q->smp.p.repeat_penalty != 1.0f || q->logprobs)
 			greedy = 0;
-		if (!fi_sampler_rowable(&q->smp) || q->logprobs)
-			dev = 0;
-		else
-			fi_sampler_row(&q->smp, &s->srow[nr]);
-		nr++;
+		if (q->smp.p.repeat_penalty != 1.0f)
+			need_win += ctx_len(q);
+		lp |= q->logprobs;
+		top |= q->top_logprobs > 0;
 	}
 	out = greedy ? FI_STEP_TOKENS : dev ? FI_STEP_SAMPLE : FI_STEP_LOGITS;
 	if (!greedy && (e = logits_room(s, nr)))
 		return e;
+	if (out == FI_STEP_SAMPLE) {
+		if ((e = win_room(s, need_win)))
+			return e;
+		for (int i = 0; i < s->n_bq; i++) {
+			struct sreq *q = s->bq[i];
+			struct fi_sample_row *r;
+			if (q->row < 0)
+				continue;
+			r = &s->srow[q->row];
+			fi_sampler_row_hist(&q->smp, q->hist, (int)ctx_len(q), r, s->win, &n_win);
+			r->n_logprobs = q->logprobs ? q->top_logprobs : -1;
+		}
+		s->io = (struct fi_sample_io){.rows = s->srow, .win = n_win ? s->win : NULL,
+					      .n_win = n_win, .tokens = s->rtok, .n_kept = s->rkept,
+					      .logprob = lp ? s->rlp : NULL, .top = top ? s->rtop : NULL,
+					      .logits = s->logits};
+	}
 	struct fi_batch b = {T, s->btok, s->bseq, s->bwant};
 	double t0 = fi_now();
-	e = fi_model_launch(s->m, &b, out, s->srow);
+	e = fi_model_launch(s->m, &b, out, out == FI_STEP_SAMPLE ? &s->io : NULL);
 	s->t_model += fi_now() - t0;
 	if (e)
 		return e;

@@ -24,40 +24,32 @@ fi_err sched_qev(struct fi_sched *s, struct qev **e)
 	return FI_OK;
 }
 
-/* log-probability of token t under the softmax of raw logits x[V], and the n most likely
- * tokens (logit descending, id ascending on ties) with theirs. */
-static void logprobs(const float *x, int V, int32_t t, int n, struct qev *ev)
+/* The log-probabilities of token t of q (row r): from the device, or from the logits row
+ * the host sampled (the reference, fi_sample_logprobs). */
+static void set_logprobs(struct fi_sched *s, struct sreq *q, int32_t t, int r, const float *row,
+			 struct qev *ev)
 {
-	double mx = x[0], sum = 0, lse;
-	for (int i = 1; i < V; i++)
-		if (x[i] > mx)
-			mx = x[i];
-	for (int i = 0; i < V; i++)
-		sum += exp((double)x[i] - mx);
-	lse = mx + log(sum);
-	ev->logprob = (float)((double)x[t] - lse);
-	ev->n_top = 0;
-	for (int i = 0; i < V && n; i++) {
-		int k = ev->n_top;
-		/* insertion into the sorted top list: strictly greater logits move ahead */
-		if (k == n && x[i] <= x[ev->top_ids[k - 1]])
-			continue;
-		if (k < n)
-			ev->n_top++;
-		else
-			k = n - 1;
-		while (k > 0 && x[i] > x[ev->top_ids[k - 1]]) {
-			ev->top_ids[k] = ev->top_ids[k - 1];
-			k--;
-		}
-		ev->top_ids[k] = (uint32_t)i;
+	struct fi_sample_top tmp[FI_SAMPLE_MAX_TOP];
+	const struct fi_sample_top *top = tmp;
+	int n = q->top_logprobs;
+	if (row) {
+		fi_sample_logprobs(row, s->c->vocab, t, n, &ev->logprob, tmp);
+	} else if (s->out & FI_STEP_SAMPLE) {
+		ev->logprob = s->rlp[r];
+		top = s->rtop + (size_t)r * FI_SAMPLE_MAX_TOP;
+	} else {
+		n = 0; /* plain greedy steps never carry them (launch sends those rows to sample) */
 	}
-	for (int i = 0; i < ev->n_top; i++)
-		ev->top_lp[i] = (float)((double)x[ev->top_ids[i]] - lse);
+	ev->n_top = 0;
+	for (int i = 0; i < n && top[i].id >= 0; i++) {
+		ev->top_ids[i] = (uint32_t)top[i].id;
+		ev->top_lp[i] = top[i].logprob;
+		ev->n_top = i + 1;
+	}
 }
 
 /* The sampled token t of request q (row row of the step): stops, the token event, length. */
-static fi_err take_token(struct fi_sched *s, struct sreq *q, int32_t t, const float *row)
+static fi_err take_token(struct fi_sched *s, struct sreq *q, int32_t t, int r, const float *row)
 {
 	struct qev *ev;
 	double now = fi_now();
@@ -76,8 +68,8 @@ static fi_err take_token(struct fi_sched *s, struct sreq *q, int32_t t, const fl
 	ev->index = q->n_gen++;
 	ev->last = q->n_gen >= q->max_new;
 	q->queued++;
-	if (q->logprobs && row)
-		logprobs(row, s->c->vocab, t, q->top_logprobs, ev);
+	if (q->logprobs)
+		set_logprobs(s, q, t, r, row, ev);
 	if (ev->last)
 		return sched_finish(s, q, FI_FINISH_LENGTH);
 	return FI_OK;
@@ -108,7 +100,7 @@ fi_err sched_collect(struct fi_sched *s)
 {
 	double t0 = fi_now();
 	/* me: the model failed (no sequence grew); e: the first failure */
-	fi_err me = fi_model_collect(s->m, s->logits, s->rtok, s->rkept, NULL), e = me, e1;
+	fi_err me = fi_model_collect(s->m, s->logits, s->rtok, NULL), e = me, e1;
 	s->t_model += fi_now() - t0;
 	s->inflight = 0;
 	s->st.steps++;
@@ -137,7 +129,7 @@ fi_err sched_collect(struct fi_sched *s)
 			continue;
 		}
 		int32_t t = pick(s, q, r, &row);
-		if ((e1 = take_token(s, q, t, row)))
+		if ((e1 = take_token(s, q, t, r, row)))
 			e = e1;
 	}
 	s->n_bq = 0;

@@ -66,7 +66,7 @@ enum fi_sched_ev_type {
 	FI_SCHED_EV_WARN,  /* something degraded, the request goes on (id may be NULL) */
 };
 
-#define FI_SCHED_MAX_TOP 20 /* top_logprobs at most */
+#define FI_SCHED_MAX_TOP FI_SAMPLE_MAX_TOP /* top_logprobs at most (20) */
 
 struct fi_sched_event {
 	enum fi_sched_ev_type type;
@@ -192,8 +192,10 @@ fi_err fi_sched_cancel(struct fi_sched *s, const char *id);
  * (its first error is returned). */
 fi_err fi_sched_cancel_all(struct fi_sched *s);
 
-/* Requests held (running, preempted and waiting); 1 if request id is held. */
+/* Requests held (running, preempted and waiting); of them, those running; 1 if request id
+ * is held. */
 int fi_sched_pending(const struct fi_sched *s);
+int fi_sched_running(const struct fi_sched *s);
 int fi_sched_has(const struct fi_sched *s, const char *id);
 
 /* A first token drawn elsewhere for a request that has not arrived yet (fi-prefill sends it

@@ -54,6 +54,7 @@ fi_err tok_bpe_build_hashes(struct tok_bpe *b)
 	free(b->slots);
 	free(b->mkey);
 	free(b->mval);
+	b->max_len = 0;
 	b->slots = NULL;
 	b->mkey = NULL;
 	b->mval = NULL;
@@ -67,12 +68,19 @@ fi_err tok_bpe_build_hashes(struct tok_bpe *b)
 		if (!b->present[id])
 			continue;
 		n = b->off[id + 1] - b->off[id];
-		if (tok_bpe_lookup(b, b->pool + b->off[id], n) >= 0)
+		if (n > b->max_len)
+			b->max_len = (uint32_t)n;
+		i = (uint32_t)tok_hash(b->pool + b->off[id], n) & b->mask;
+		while (b->slots[i]) {
+			uint32_t o = b->slots[i] - 1;
+			if (b->off[o + 1] - b->off[o] == n && !memcmp(b->pool + b->off[o], b->pool + b->off[id], n))
+				break;
+			i = (i + 1) & b->mask;
+		}
+		if (b->slots[i] && b->kind != TM_UNIGRAM)
 			return fi_fail(FI_EFORMAT, "model vocab: token '%.*s' appears twice",
 				       (int)(n > 60 ? 60 : n), b->pool + b->off[id]);
-		i = (uint32_t)tok_hash(b->pool + b->off[id], n) & b->mask;
-		while (b->slots[i])
-			i = (i + 1) & b->mask;
+		/* A Unigram list may repeat a string: the later id wins, as in HF's map. */
 		b->slots[i] = id + 1;
 	}
 	b->mmask = pow2_at_least((size_t)b->nmerges * 2 + 1) - 1;
@@ -159,22 +167,14 @@ fi_err tok_bpe_parse_options(json_t *m, struct tok_bpe *b)
 	return FI_OK;
 }
 
-fi_err tok_bpe_parse(json_t *m, struct tok_bpe *b)
+/* A vocabulary given as {"token": id, ...} (BPE, WordPiece, WordLevel). */
+fi_err tok_vocab_parse_object(json_t *vocab, struct tok_bpe *b)
 {
-	json_t *vocab = json_object_get(m, "vocab"), *merges = json_object_get(m, "merges"), *v;
-	json_t *type = json_object_get(m, "type");
+	json_t *v;
 	const char *key;
-	size_t total = 0, nm, r, idx;
-	struct tok_buf tmp = {0};
-	fi_err e;
-
-	if (type && (!json_is_string(type) || strcmp(json_string_value(type), "BPE")))
-		return fi_fail(FI_EUNSUPPORTED, "model type '%s' is not supported (only BPE)",
-			       json_is_string(type) ? json_string_value(type) : "?");
+	size_t total = 0;
 	if (!json_is_object(vocab))
 		return fi_fail(FI_EFORMAT, "model.vocab: missing or not an object");
-	if (!json_is_array(merges))
-		return fi_fail(FI_EFORMAT, "model.merges: missing or not an array");
 	b->id_space = 0;
 	json_object_foreach(vocab, key, v) {
 		json_int_t id;
@@ -206,6 +206,20 @@ fi_err tok_bpe_parse(json_t *m, struct tok_bpe *b)
 		memcpy(b->pool + b->off[id], key, b->off[id + 1] - b->off[id]);
 	}
 	b->pool_len = total;
+	return FI_OK;
+}
+
+fi_err tok_bpe_parse(json_t *m, struct tok_bpe *b)
+{
+	json_t *merges = json_object_get(m, "merges"), *v;
+	size_t nm, r, idx;
+	struct tok_buf tmp = {0};
+	fi_err e;
+
+	if ((e = tok_vocab_parse_object(json_object_get(m, "vocab"), b)))
+		return e;
+	if (!json_is_array(merges))
+		return fi_fail(FI_EFORMAT, "model.merges: missing or not an array");
 	if ((e = tok_bpe_parse_options(m, b)))
 		return e;
 	nm = json_array_size(merges);
@@ -262,13 +276,16 @@ void tok_bpe_free(struct tok_bpe *b)
 	free(b->cprefix);
 	free(b->eow);
 	free(b->unk);
+	free(b->score);
+	free(b->uid);
+	free(b->ekey);
+	free(b->eval);
 	memset(b, 0, sizeof *b);
 }
 
 /* ---- word cache ---- */
 
-static int cache_get(struct tok_ctx *c, uint64_t h, const char *s, size_t n,
-		     struct fi_tok_ids *out)
+int tok_cache_get(struct tok_ctx *c, uint64_t h, const char *s, size_t n, struct fi_tok_ids *out)
 {
 	uint32_t i = (uint32_t)h & (TOK_CACHE_SLOTS - 1);
 	for (;; i = (i + 1) & (TOK_CACHE_SLOTS - 1)) {
@@ -285,8 +302,8 @@ static int cache_get(struct tok_ctx *c, uint64_t h, const char *s, size_t n,
 	}
 }
 
-static void cache_put(struct tok_ctx *c, uint64_t h, const char *s, size_t n,
-		      const uint32_t *ids, size_t nids)
+void tok_cache_put(struct tok_ctx *c, uint64_t h, const char *s, size_t n, const uint32_t *ids,
+		   size_t nids)
 {
 	uint32_t i;
 	if (c->cn >= TOK_CACHE_SLOTS / 2 || c->ckeys.n > (8u << 20)) {
@@ -412,7 +429,7 @@ fi_err tok_bpe_encode(struct tok_ctx *c, const struct tok_bpe *b, const char *s,
 	if (cacheable) {
 		int r;
 		h = tok_hash(s, n);
-		if ((r = cache_get(c, h, s, n, out)) < 0)
+		if ((r = tok_cache_get(c, h, s, n, out)) < 0)
 			return fi_fail(FI_ENOMEM, "encode");
 		if (r)
 			return FI_OK;
@@ -509,6 +526,6 @@ fi_err tok_bpe_encode(struct tok_ctx *c, const struct tok_bpe *b, const char *s,
 		if (c->sym[p].len && tok_ids_push(out, c->sym[p].c))
 			return fi_fail(FI_ENOMEM, "encode");
 	if (cacheable)
-		cache_put(c, h, s, n, out->v + first_out, out->n - first_out);
+		tok_cache_put(c, h, s, n, out->v + first_out, out->n - first_out);
 	return FI_OK;
 }

@@ -1,19 +1,14 @@
-/* Decoding: decoder chain (ByteLevel, ByteFallback, Fuse, Strip, Replace, Metaspace, Sequence)
- * over token strings, and streaming decode (HF's DecodeStream). */
+/* Decoding: decoder chain (ByteLevel, ByteFallback, Fuse, Strip, Replace, Metaspace, BPEDecoder,
+ * WordPiece, CTC, Sequence) over token strings, and streaming decode (HF's DecodeStream). */
+#define _GNU_SOURCE /* memmem */
 #include <stdlib.h>
 #include <string.h>
 
 #include "tok_internal.h"
 
 pcre2_code *tok_pattern_compile(json_t *pat, const char *what);
-int tok_bytelevel_byte(uint32_t cp);
 
-/* A list of strings: b holds them back to back, off[n] their ends. */
-struct dlist {
-	struct tok_buf b;
-	uint32_t *end;
-	size_t n, cap;
-};
+#define dlist tok_dlist
 
 static int dl_add(struct dlist *l, const char *s, size_t n)
 {
@@ -42,12 +37,6 @@ static int dl_cat(struct dlist *l, const char *s, size_t n)
 
 #define DL_S(l, i) ((l)->b.p + ((i) ? (l)->end[(i) - 1] : 0))
 #define DL_N(l, i) ((l)->end[i] - ((i) ? (l)->end[(i) - 1] : 0))
-
-static void dl_free(struct dlist *l)
-{
-	tok_buf_free(&l->b);
-	free(l->end);
-}
 
 fi_err tok_dec_parse(json_t *j, struct tok_dec *d, int depth)
 {
@@ -110,6 +99,22 @@ fi_err tok_dec_parse(json_t *j, struct tok_dec *d, int depth)
 		if ((json_is_string(ps) && !strcmp(json_string_value(ps), "never")) ||
 		    json_is_false(json_object_get(j, "add_prefix_space")))
 			d->prepend = 0;
+	} else if (!strcmp(ty, "BPEDecoder") || !strcmp(ty, "WordPiece") || !strcmp(ty, "CTC")) {
+		/* HF defaults: suffix "</w>"; prefix "##", cleanup; "<pad>", "|", cleanup */
+		const char *k1 = *ty == 'B' ? "suffix" : *ty == 'W' ? "prefix" : "pad_token";
+		const char *d1 = *ty == 'B' ? "</w>" : *ty == 'W' ? "##" : "<pad>";
+		json_t *v1 = json_object_get(j, k1), *v2 = json_object_get(j, "word_delimiter_token");
+		json_t *cl = json_object_get(j, "cleanup");
+		d->type = *ty == 'B' ? TD_BPE : *ty == 'W' ? TD_WORDPIECE : TD_CTC;
+		if ((v1 && !json_is_string(v1)) || (v2 && !json_is_string(v2)) || (cl && !json_is_boolean(cl)))
+			return fi_fail(FI_EFORMAT, "decoder %s: bad field", ty);
+		d->cleanup = *ty == 'B' ? 0 : cl ? json_is_true(cl) : 1; /* BPEDecoder has none */
+		d->slen = v1 ? json_string_length(v1) : strlen(d1);
+		d->s2len = v2 ? json_string_length(v2) : 1;
+		if (!(d->s = malloc(d->slen + 1)) || !(d->s2 = malloc(d->s2len + 1)))
+			return fi_fail(FI_ENOMEM, "decoder");
+		memcpy(d->s, v1 ? json_string_value(v1) : d1, d->slen + 1);
+		memcpy(d->s2, v2 ? json_string_value(v2) : "|", d->s2len + 1);
 	} else
 		return fi_fail(FI_EUNSUPPORTED, "decoder '%s' is not supported", ty);
 	return FI_OK;
@@ -121,7 +126,27 @@ void tok_dec_free(struct tok_dec *d)
 		tok_dec_free(&d->sub[i]);
 	free(d->sub);
 	free(d->s);
+	free(d->s2);
 	pcre2_code_free(d->re);
+}
+
+/* HF wordpiece::cleanup: spaces before punctuation and English contractions. */
+static int cleanup(struct tok_buf *a, struct tok_buf *b)
+{
+	static const char *rep[][2] = {{" .", "."},    {" ?", "?"},     {" !", "!"},    {" ,", ","},
+				       {" ' ", "'"},   {" n't", "n't"}, {" 'm", "'m"},  {" do not", " don't"},
+				       {" 's", "'s"},  {" 've", "'ve"}, {" 're", "'re"}};
+	for (size_t i = 0; i < sizeof rep / sizeof rep[0]; i++) {
+		struct tok_buf t;
+		b->n = 0;
+		if (tok_replace_all(a->p ? a->p : "", a->n, rep[i][0], strlen(rep[i][0]), rep[i][1],
+				    strlen(rep[i][1]), b))
+			return -1;
+		t = *a;
+		*a = *b;
+		*b = t;
+	}
+	return 0;
 }
 
 static int hexv(char c)
@@ -156,9 +181,54 @@ static int flush_bytes(struct dlist *out, struct tok_buf *bytes)
 	return r;
 }
 
+/* BPEDecoder, WordPiece, CTC: one string at a time through a and b. */
+static int dec_words(const struct tok_dec *d, struct dlist *in, struct dlist *out)
+{
+	struct tok_buf a = {0}, b = {0};
+	int r = 0;
+	for (size_t i = 0; i < in->n && !r; i++) {
+		const char *s = DL_S(in, i);
+		size_t n = DL_N(in, i);
+		a.n = b.n = 0;
+		switch (d->type) {
+		case TD_BPE: /* the suffix ends a word: a space, none after the last token */
+			r = tok_replace_all(s, n, d->s, d->slen, " ", i + 1 < in->n, &a);
+			break;
+		case TD_WORDPIECE:
+			if (i && n >= d->slen && !memcmp(s, d->s, d->slen))
+				r = tok_buf_put(&a, s + d->slen, n - d->slen);
+			else
+				r = (i && tok_buf_put(&a, " ", 1)) || tok_buf_put(&a, s, n);
+			break;
+		case TD_CTC: /* runs of one token count once; pad tokens vanish */
+			if (i && n == DL_N(in, i - 1) && !memcmp(s, DL_S(in, i - 1), n))
+				continue;
+			r = tok_replace_all(s, n, d->s, d->slen, "", 0, &a);
+			break;
+		}
+		if (!r && d->cleanup)
+			r = cleanup(&a, &b);
+		if (!r && d->type == TD_CTC && d->cleanup) {
+			b.n = 0;
+			r = tok_replace_all(a.p ? a.p : "", a.n, d->s2, d->s2len, " ", 1, &b);
+			a.n = 0;
+			r = r || tok_buf_put(&a, b.p ? b.p : "", b.n);
+		}
+		if (!r && (d->type != TD_CTC || a.n))
+			r = dl_add(out, a.p ? a.p : "", a.n);
+	}
+	tok_buf_free(&a);
+	tok_buf_free(&b);
+	return r;
+}
+
 static int dec_one(struct tok_ctx *c, const struct tok_dec *d, struct dlist *in, struct dlist *out)
 {
 	switch (d->type) {
+	case TD_BPE:
+	case TD_WORDPIECE:
+	case TD_CTC:
+		return dec_words(d, in, out);
 	case TD_BYTELEVEL: {
 		struct tok_buf raw = {0};
 		int r = 0;
@@ -248,26 +318,25 @@ static int dec_one(struct tok_ctx *c, const struct tok_dec *d, struct dlist *in,
 			}
 		}
 		return 0;
-	case TD_METASPACE:
+	case TD_METASPACE: {
+		/* Every replacement char -> ' ' (dropped in the first token when prepending).
+		 * Strings are valid UTF-8, so a byte match of the char is a char. */
+		char rep[4];
+		size_t rl = tok_utf8_enc(d->ch, rep);
 		for (size_t i = 0; i < in->n; i++) {
-			const char *s = DL_S(in, i);
-			size_t n = DL_N(in, i);
+			const char *s = DL_S(in, i), *e = s + DL_N(in, i), *q;
 			if (dl_add(out, "", 0))
 				return -1;
-			for (size_t k = 0; k < n;) {
-				uint32_t cp;
-				size_t l = tok_utf8_dec(s + k, &cp);
-				int r = 0;
-				if (cp != d->ch)
-					r = dl_cat(out, s + k, l);
-				else if (!(i == 0 && d->prepend))
-					r = dl_cat(out, " ", 1);
-				if (r)
+			while ((q = memmem(s, (size_t)(e - s), rep, rl))) {
+				if (dl_cat(out, s, (size_t)(q - s)) || (!(i == 0 && d->prepend) && dl_cat(out, " ", 1)))
 					return -1;
-				k += l;
+				s = q + rl;
 			}
+			if (dl_cat(out, s, (size_t)(e - s)))
+				return -1;
 		}
 		return 0;
+	}
 	}
 	return -1;
 }
@@ -296,8 +365,10 @@ static int dec_run(struct tok_ctx *c, const struct tok_dec *d, struct dlist *a, 
 static fi_err decode_buf(const struct fi_tok *t, struct tok_ctx *c, const uint32_t *ids, size_t n,
 			 unsigned flags, struct tok_buf *res)
 {
-	struct dlist a = {0}, b = {0};
+	/* The two lists live in the scratch: a stream decodes at every id. */
+	struct dlist *a = &c->da, *b = &c->db;
 	int r = 0;
+	a->n = b->n = a->b.n = b->b.n = 0;
 	res->n = 0;
 	if (tok_buf_reserve(res, 0))
 		return fi_fail(FI_ENOMEM, "decode");
@@ -311,14 +382,12 @@ static fi_err decode_buf(const struct fi_tok *t, struct tok_ctx *c, const uint32
 			len = t->added[t->added_of_id[ids[i]]].dec_len;
 		if (!s || ((flags & FI_TOK_SKIP_SPECIAL) && t->special[ids[i]]))
 			continue;
-		r = dl_add(&a, s, len);
+		r = dl_add(a, s, len);
 	}
 	if (!r && t->dec)
-		r = dec_run(c, t->dec, &a, &b);
-	for (size_t i = 0; i < a.n && !r; i++)
-		r = (!t->dec && i && tok_buf_put(res, " ", 1)) || tok_buf_put(res, DL_S(&a, i), DL_N(&a, i));
-	dl_free(&a);
-	dl_free(&b);
+		r = dec_run(c, t->dec, a, b);
+	for (size_t i = 0; i < a->n && !r; i++)
+		r = (!t->dec && i && tok_buf_put(res, " ", 1)) || tok_buf_put(res, DL_S(a, i), DL_N(a, i));
 	if (r)
 		return r == -2 ? fi_errcode() : fi_fail(FI_ENOMEM, "decode");
 	return FI_OK;

@@ -1,4 +1,4 @@
-/* Encoding: added-token split, normalization, pre-tokenization, BPE, post-processing
+/* Encoding: added-token split, normalization, pre-tokenization, the model, post-processing
  * (TemplateProcessing, RobertaProcessing, BertProcessing, ByteLevel, Sequence). */
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +55,10 @@ static fi_err parse_template(json_t *j, struct tok_post *p)
 			if (!json_is_string(id) || !(tok = json_object_get(sp, json_string_value(id))))
 				return fi_fail(FI_EFORMAT, "post_processor TemplateProcessing: missing special token '%s'",
 					       json_is_string(id) ? json_string_value(id) : "?");
-			if ((e = ids_of(json_object_get(tok, "ids"), &ids, &n, json_string_value(id))))
+			if ((e = ids_of(json_object_get(tok, "ids"), &ids, &n, json_string_value(id)))) {
+				free(ids);
 				return e;
+			}
 			e = seen_a ? append_ids(&p->post, &p->npost, ids, n) : append_ids(&p->pre, &p->npre, ids, n);
 			free(ids);
 			if (e)
@@ -181,7 +183,7 @@ static fi_err encode_plain(const struct fi_tok *t, struct tok_ctx *c, const char
 			return e;
 		for (size_t k = 0; k < c->pa.n; k++) {
 			const struct tok_piece *q = &c->pa.v[k];
-			if ((e = tok_bpe_encode(c, &t->bpe, c->pa.b.p + q->off, q->len, out)))
+			if ((e = tok_model_encode(c, &t->bpe, c->pa.b.p + q->off, q->len, out)))
 				return e;
 		}
 	}

@@ -14,6 +14,8 @@
 /* Pieces longer than this skip the word cache (HF's MAX_LENGTH is the same idea). */
 #define TOK_CACHE_MAX_WORD 256
 #define TOK_CACHE_SLOTS 65536
+/* PCRE2 match and depth limits for one match call (PCRE2's own default). */
+#define TOK_RE_MATCH_LIMIT 10000000u
 /* Nesting of Sequence normalizers / pre-tokenizers / decoders accepted from JSON. */
 #define TOK_MAX_DEPTH 16
 
@@ -48,7 +50,9 @@ struct tok_seg {
 enum tok_behavior { TB_REMOVED, TB_ISOLATED, TB_MERGED_PREV, TB_MERGED_NEXT, TB_CONTIGUOUS };
 
 /* ---- pipeline components ---- */
-enum { TN_SEQ, TN_NFC, TN_NFD, TN_NFKC, TN_NFKD, TN_LOWER, TN_PREPEND, TN_REPLACE, TN_STRIP };
+enum { TN_SEQ, TN_NFC, TN_NFD, TN_NFKC, TN_NFKD, TN_LOWER, TN_PREPEND, TN_REPLACE, TN_STRIP,
+       TN_BERT, TN_STRIP_ACCENTS, TN_NMT, TN_PRECOMPILED, TN_BYTELEVEL };
+struct tok_precompiled;
 struct tok_norm {
 	int type;
 	struct tok_norm *sub;
@@ -57,10 +61,13 @@ struct tok_norm {
 	size_t slen;
 	pcre2_code *re; /* Replace pattern */
 	int left, right;
+	/* BertNormalizer */
+	int clean_text, chinese, strip_accents, lowercase;
+	struct tok_precompiled *pc; /* Precompiled (SentencePiece charsmap) */
 };
 
 enum { TP_SEQ, TP_BYTELEVEL, TP_SPLIT, TP_METASPACE, TP_DIGITS, TP_PUNCT, TP_WHITESPACE,
-       TP_WSSPLIT, TP_CHARDELIM };
+       TP_WSSPLIT, TP_CHARDELIM, TP_FIXEDLEN, TP_SCRIPTS };
 struct tok_pre {
 	int type;
 	struct tok_pre *sub;
@@ -72,16 +79,21 @@ struct tok_pre {
 	int prepend;                     /* Metaspace: 0 never, 1 first, 2 always */
 	int split;                       /* Metaspace */
 	int individual;                  /* Digits */
+	uint32_t length;                 /* FixedLength: chars a piece */
 };
 
-enum { TD_SEQ, TD_BYTELEVEL, TD_BYTEFALLBACK, TD_FUSE, TD_STRIP, TD_REPLACE, TD_METASPACE };
+enum { TD_SEQ, TD_BYTELEVEL, TD_BYTEFALLBACK, TD_FUSE, TD_STRIP, TD_REPLACE, TD_METASPACE,
+       TD_BPE, TD_WORDPIECE, TD_CTC };
 struct tok_dec {
 	int type;
 	struct tok_dec *sub;
 	size_t nsub;
 	pcre2_code *re; /* Replace */
-	char *s;        /* Replace content */
+	char *s;        /* Replace content; BPEDecoder suffix; WordPiece prefix; CTC pad token */
 	size_t slen;
+	char *s2;       /* CTC word delimiter */
+	size_t s2len;
+	int cleanup;    /* WordPiece, CTC */
 	uint32_t ch;    /* Strip content, Metaspace replacement */
 	int start, stop;
 	int prepend;    /* Metaspace: 0 never */
@@ -96,8 +108,13 @@ struct tok_post {
 	size_t npre, npost;
 };
 
-/* ---- BPE model ---- */
+/* ---- the model ----
+ * One vocabulary store (strings by id, a string -> id hash) for the four model kinds of
+ * tokenizer.json: BPE (merges), Unigram (scores, a byte trie for the lattice), WordPiece
+ * (greedy longest match with a continuing prefix) and WordLevel (whole-word lookup). */
+enum { TM_BPE, TM_UNIGRAM, TM_WORDPIECE, TM_WORDLEVEL };
 struct tok_bpe {
+	int kind;          /* TM_* */
 	uint32_t id_space; /* max id + 1 */
 	uint32_t nvocab;   /* entries (HF get_vocab_size) */
 	char *pool;        /* token strings by id: pool[off[id] .. off[id+1]) */
@@ -119,6 +136,17 @@ struct tok_bpe {
 	size_t cprefix_len, eow_len;
 	int fuse_unk, byte_fallback, ignore_merges;
 	int64_t byte_id[256];
+	uint32_t max_len;   /* longest vocabulary string, bytes */
+	uint32_t max_chars; /* WordPiece max_input_chars_per_word */
+	/* Unigram: score by id, the lowest score, and a byte trie of the strings: node 0 is the
+	 * root, uid[node] the token ending there (-1: none), edges in an open-addressing hash
+	 * of (node << 8 | byte) -> child (key UINT32_MAX: empty). */
+	double *score;
+	double min_score;
+	int32_t *uid;
+	uint32_t nun, uidcap;
+	uint32_t *ekey, *eval;
+	uint32_t emask, nedge;
 };
 
 struct tok_added {
@@ -175,6 +203,19 @@ struct tok_sym {
 struct tok_merge_ev {
 	uint32_t rank, pos, new_id;
 };
+/* A list of strings (decoding): b holds them back to back, end[i] where string i ends. */
+struct tok_dlist {
+	struct tok_buf b;
+	uint32_t *end;
+	size_t n, cap;
+};
+
+/* Unigram lattice: best path ending at each byte offset. */
+struct tok_best {
+	double score;
+	int32_t start; /* -1: not reached */
+	uint32_t id;
+};
 struct tok_ctx {
 	pcre2_match_data *md;
 	pcre2_match_context *mc;
@@ -187,6 +228,9 @@ struct tok_ctx {
 	size_t symcap;
 	struct tok_merge_ev *heap;
 	size_t heapcap;
+	struct tok_best *best;
+	size_t bestcap;
+	struct tok_dlist da, db; /* decoding */
 	/* word cache: open addressing, cleared when full */
 	uint32_t *cslot;
 	struct tok_cache_ent *cent;
@@ -211,6 +255,13 @@ size_t tok_utf8_check(const char *s, size_t n);
 int tok_is_whitespace(uint32_t c); /* Rust char::is_whitespace (White_Space) */
 int tok_is_numeric(uint32_t c);    /* Nd, Nl, No */
 int tok_is_punct(uint32_t c);      /* ASCII punctuation or P* */
+/* GPT-2's byte-to-char map: the char byte b stands for (UTF-8, 1 or 2 bytes) into out;
+ * tok_bytelevel_byte is its inverse (-1: no byte). */
+size_t tok_bytelevel_char(unsigned char b, char *out);
+int tok_bytelevel_byte(uint32_t cp);
+/* Rust str::replace: every non-overlapping `from` (empty: every char boundary) -> `to`. */
+int tok_replace_all(const char *s, size_t n, const char *from, size_t fn, const char *to, size_t tn,
+		    struct tok_buf *out);
 
 pcre2_code *tok_re_compile(const char *pat, size_t len, int literal, const char *what);
 /* All matches with the onig crate's find_iter rules (no empty match right after a match). */
@@ -242,6 +293,19 @@ void tok_dec_free(struct tok_dec *d);
 fi_err tok_post_parse(const struct fi_tok *t, json_t *j, struct tok_post *p, int depth);
 void tok_post_free(struct tok_post *p);
 
+/* The model section: its kind from "type", or inferred from the fields as HF does for
+ * files written before "type" existed (BPE: vocab and merges; WordPiece: vocab, unk_token,
+ * continuing_subword_prefix, max_input_chars_per_word; WordLevel: vocab and unk_token;
+ * Unigram: vocab as a list). tok_model_kind_name gives the name stored in the binary form. */
+fi_err tok_model_kind(json_t *model, int *kind);
+const char *tok_model_kind_name(int kind);
+fi_err tok_model_parse(json_t *model, struct tok_bpe *b);
+/* Options and derived tables after the vocabulary (and merges, scores) are in place. */
+fi_err tok_model_finish(json_t *model, struct tok_bpe *b);
+fi_err tok_model_encode(struct tok_ctx *c, const struct tok_bpe *b, const char *s, size_t n,
+			struct fi_tok_ids *out);
+
+fi_err tok_vocab_parse_object(json_t *vocab, struct tok_bpe *b);
 fi_err tok_bpe_parse(json_t *model, struct tok_bpe *b);
 fi_err tok_bpe_parse_options(json_t *model, struct tok_bpe *b);
 fi_err tok_bpe_build_hashes(struct tok_bpe *b);
@@ -249,6 +313,28 @@ void tok_bpe_free(struct tok_bpe *b);
 int64_t tok_bpe_lookup(const struct tok_bpe *b, const char *s, size_t n);
 fi_err tok_bpe_encode(struct tok_ctx *c, const struct tok_bpe *b, const char *s, size_t n,
 		      struct fi_tok_ids *out);
+/* The per-scratch word cache (word -> ids) the models share. */
+int tok_cache_get(struct tok_ctx *c, uint64_t h, const char *s, size_t n, struct fi_tok_ids *out);
+void tok_cache_put(struct tok_ctx *c, uint64_t h, const char *s, size_t n, const uint32_t *ids,
+		   size_t nids);
+
+fi_err tok_unigram_parse(json_t *model, struct tok_bpe *b);
+fi_err tok_unigram_build(struct tok_bpe *b);
+fi_err tok_unigram_encode(struct tok_ctx *c, const struct tok_bpe *b, const char *s, size_t n,
+			  struct fi_tok_ids *out);
+fi_err tok_wordpiece_encode(struct tok_ctx *c, const struct tok_bpe *b, const char *s, size_t n,
+			    struct fi_tok_ids *out);
+
+/* Unicode scripts (lib/text/tok_scripts.c): 0 for Any, else an id per script; _fixed folds
+ * Hiragana, Katakana and U+30FC into Han and makes ' ' Any, as HF's UnicodeScripts does. */
+int tok_script_of(uint32_t cp);
+int tok_script_fixed(uint32_t cp);
+
+/* Precompiled normalizer (lib/text/tok_precompiled.c). */
+fi_err tok_precompiled_parse(json_t *j, struct tok_precompiled **out);
+void tok_precompiled_free(struct tok_precompiled *p);
+fi_err tok_precompiled_apply(const struct tok_precompiled *p, const char *s, size_t n,
+			     struct tok_buf *out);
 
 fi_err tok_added_parse(struct fi_tok *t, json_t *arr);
 fi_err tok_added_build(struct fi_tok *t);

@@ -1,9 +1,10 @@
 /* Loading: tokenizer.json (jansson) and the binary form, from memory or a path.
  *
  * Binary form (native little-endian, every field checked on load):
- *   "FITOKv01" | u32 json_len | json (tokenizer.json minus model.vocab and model.merges) |
- *   u32 id_space | u32 nvocab | u32 pool_len | pool | u32 off[id_space + 1] |
- *   u8 present[id_space] | u32 nmerges | u32 merge[3 * nmerges] (a, b, new id by rank)
+ *   "FITOKv01" | u32 json_len | json (tokenizer.json minus model.vocab and model.merges, with
+ *   model.type always set) | u32 id_space | u32 nvocab | u32 pool_len | pool |
+ *   u32 off[id_space + 1] | u8 present[id_space] | u32 nmerges |
+ *   u32 merge[3 * nmerges] (a, b, new id by rank) | Unigram only: f64 score[id_space]
  * Loading it skips parsing the vocabulary and resolving merge strings, the slow part of the
  * JSON path. */
 #include <errno.h>
@@ -145,12 +146,17 @@ fi_err fi_tok_load_json(const char *json, size_t len, struct fi_tok **out)
 		e = fi_fail(FI_ENOMEM, "tokenizer");
 		goto fail;
 	}
-	if ((e = tok_bpe_parse(json_object_get(root, "model"), &t->bpe)) || (e = finish(t, root)))
+	if ((e = tok_model_parse(json_object_get(root, "model"), &t->bpe)) || (e = finish(t, root)))
 		goto fail;
-	/* Keep the pipeline description for the binary form. */
+	/* Keep the pipeline description for the binary form, with the model kind spelled out
+	 * (older files leave it to be inferred from the fields this drops). */
 	rest = json_copy(root);
 	m = rest ? json_copy(json_object_get(rest, "model")) : NULL;
-	if (!m || json_object_del(m, "vocab") || json_object_del(m, "merges") ||
+	if (m) {
+		json_object_del(m, "merges");
+		json_object_del(m, "vocab");
+	}
+	if (!m || json_object_set_new(m, "type", json_string(tok_model_kind_name(t->bpe.kind))) ||
 	    json_object_set_new(rest, "model", m) ||
 	    !(t->json_rest = json_dumps(rest, JSON_COMPACT | JSON_ENSURE_ASCII))) {
 		e = fi_fail(FI_ENOMEM, "tokenizer");
@@ -171,8 +177,9 @@ fail:
 fi_err fi_tok_save_binary(const struct fi_tok *t, void **buf, size_t *len)
 {
 	const struct tok_bpe *b = &t->bpe;
+	size_t nscore = b->kind == TM_UNIGRAM ? (size_t)b->id_space : 0;
 	size_t n = 8 + 4 + t->json_rest_len + 12 + b->pool_len + 4 * ((size_t)b->id_space + 1) +
-		   b->id_space + 4 + 12 * (size_t)b->nmerges;
+		   b->id_space + 4 + 12 * (size_t)b->nmerges + 8 * nscore;
 	char *p = malloc(n), *w = p;
 	uint32_t u;
 	if (!p)
@@ -189,7 +196,10 @@ fi_err fi_tok_save_binary(const struct fi_tok *t, void **buf, size_t *len)
 	PUT(b->off, 4 * ((size_t)b->id_space + 1));
 	PUT(b->present, b->id_space);
 	PUT32(b->nmerges);
-	PUT(b->merge, 12 * (size_t)b->nmerges);
+	if (b->nmerges)
+		PUT(b->merge, 12 * (size_t)b->nmerges);
+	if (nscore)
+		PUT(b->score, 8 * nscore);
 #undef PUT
 #undef PUT32
 	*buf = p;
@@ -247,6 +257,10 @@ fi_err fi_tok_load_binary(const void *buf, size_t len, struct fi_tok **out)
 		goto fail;
 	}
 	b = &t->bpe;
+	/* Binaries written before other kinds existed hold BPE, its "type" as the file had it. */
+	if (json_object_get(json_object_get(root, "model"), "type") &&
+	    (e = tok_model_kind(json_object_get(root, "model"), &b->kind)))
+		goto fail;
 	e = fi_fail(FI_EFORMAT, "tokenizer binary: truncated or inconsistent model tables");
 	if (take32(&r, &b->id_space) || take32(&r, &nv) || take32(&r, &pl) || b->id_space > (1u << 26))
 		goto fail;
@@ -278,16 +292,21 @@ fi_err fi_tok_load_binary(const void *buf, size_t len, struct fi_tok **out)
 			goto fail;
 		cnt += b->present[i];
 	}
-	if (cnt != nv || take32(&r, &b->nmerges) || b->nmerges > (1u << 26) || r.n != 12 * (size_t)b->nmerges)
+	if (cnt != nv || take32(&r, &b->nmerges) || b->nmerges > (1u << 26) || (b->nmerges && b->kind != TM_BPE) ||
+	    r.n != 12 * (size_t)b->nmerges + (b->kind == TM_UNIGRAM ? 8 * (size_t)b->id_space : 0))
 		goto fail;
-	if (!(b->merge = malloc(12 * (size_t)b->nmerges + 1))) {
+	b->merge = malloc(12 * (size_t)b->nmerges + 1);
+	if (b->kind == TM_UNIGRAM)
+		b->score = malloc(8 * (size_t)b->id_space + 1);
+	if (!b->merge || (b->kind == TM_UNIGRAM && !b->score)) {
 		e = fi_fail(FI_ENOMEM, "tokenizer");
 		goto fail;
 	}
 	memcpy(b->merge, r.p, 12 * (size_t)b->nmerges);
+	if (b->kind == TM_UNIGRAM)
+		memcpy(b->score, r.p + 12 * (size_t)b->nmerges, 8 * (size_t)b->id_space);
 	fi_clear_error();
-	if ((e = tok_bpe_parse_options(json_object_get(root, "model"), b)) ||
-	    (e = tok_bpe_build_hashes(b)) || (e = finish(t, root)))
+	if ((e = tok_model_finish(json_object_get(root, "model"), b)) || (e = finish(t, root)))
 		goto fail;
 	if (!(t->json_rest = malloc(jl + 1))) {
 		e = fi_fail(FI_ENOMEM, "tokenizer");
@@ -347,43 +366,4 @@ fi_err fi_tok_load_path(const char *path, struct fi_tok **out)
 	if (e)
 		fi_fail_ctx(e, "'%s'", file);
 	return e;
-}
-
-uint32_t fi_tok_vocab_size(const struct fi_tok *t)
-{
-	return t->id_space;
-}
-
-const char *fi_tok_id_to_token(const struct fi_tok *t, uint32_t id, size_t *len)
-{
-	if (id >= t->id_space)
-		return NULL;
-	if (t->added_of_id[id] >= 0) {
-		const struct tok_added *a = &t->added[t->added_of_id[id]];
-		*len = a->len;
-		return a->content;
-	}
-	if (id >= t->bpe.id_space || !t->bpe.present[id])
-		return NULL;
-	*len = t->bpe.off[id + 1] - t->bpe.off[id];
-	return t->bpe.pool + t->bpe.off[id];
-}
-
-int fi_tok_token_to_id(const struct fi_tok *t, const char *tok, size_t len, uint32_t *id)
-{
-	int64_t r;
-	for (size_t i = 0; i < t->nadded; i++)
-		if (t->added[i].len == len && !memcmp(t->added[i].content, tok, len)) {
-			*id = t->added[i].id;
-			return 0;
-		}
-	if ((r = tok_bpe_lookup(&t->bpe, tok, len)) < 0)
-		return -1;
-	*id = (uint32_t)r;
-	return 0;
-}
-
-int fi_tok_is_special(const struct fi_tok *t, uint32_t id)
-{
-	return id < t->id_space && t->special[id];
 }

@@ -1,4 +1,5 @@
-/* Normalizers: NFC, NFD, NFKC, NFKD (utf8proc), Lowercase, Prepend, Replace, Strip, Sequence.
+/* Normalizers: NFC, NFD, NFKC, NFKD (utf8proc), Lowercase, Prepend, Replace, Strip,
+ * StripAccents, BertNormalizer, Nmt, ByteLevel, Precompiled (tok_precompiled.c), Sequence.
  * Only the normalized text matters for ids, so no alignment tracking is kept. */
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,32 @@ fi_err tok_norm_parse(json_t *j, struct tok_norm *n, int depth)
 		n->type = TN_STRIP;
 		n->left = json_is_true(json_object_get(j, "strip_left"));
 		n->right = json_is_true(json_object_get(j, "strip_right"));
+	} else if (!strcmp(t, "BertNormalizer")) {
+		json_t *sa = json_object_get(j, "strip_accents");
+		static const char *keys[] = {"clean_text", "handle_chinese_chars", "lowercase"};
+		n->type = TN_BERT;
+		/* HF's serde: the three booleans are required, strip_accents may be null. */
+		for (int k = 0; k < 3; k++)
+			if (!json_is_boolean(json_object_get(j, keys[k])))
+				return fi_fail(FI_EFORMAT, "normalizer BertNormalizer: '%s' missing or not a boolean", keys[k]);
+		if (sa && !json_is_null(sa) && !json_is_boolean(sa))
+			return fi_fail(FI_EFORMAT, "normalizer BertNormalizer: strip_accents is not a boolean or null");
+		n->clean_text = json_is_true(json_object_get(j, "clean_text"));
+		n->chinese = json_is_true(json_object_get(j, "handle_chinese_chars"));
+		n->lowercase = json_is_true(json_object_get(j, "lowercase"));
+		/* null: strip accents when lowercasing */
+		n->strip_accents = json_is_boolean(sa) ? json_is_true(sa) : n->lowercase;
+	} else if (!strcmp(t, "StripAccents"))
+		n->type = TN_STRIP_ACCENTS;
+	else if (!strcmp(t, "Nmt"))
+		n->type = TN_NMT;
+	else if (!strcmp(t, "ByteLevel"))
+		n->type = TN_BYTELEVEL;
+	else if (!strcmp(t, "Precompiled")) {
+		fi_err e;
+		n->type = TN_PRECOMPILED;
+		if ((e = tok_precompiled_parse(j, &n->pc)))
+			return e;
 	} else
 		return fi_fail(FI_EUNSUPPORTED, "normalizer '%s' is not supported", t);
 	return FI_OK;
@@ -91,6 +118,114 @@ void tok_norm_free(struct tok_norm *n)
 	free(n->sub);
 	free(n->s);
 	pcre2_code_free(n->re);
+	tok_precompiled_free(n->pc);
+}
+
+/* Rust char::is_whitespace, with \t \n \r counted (BertNormalizer). */
+static int bert_ws(uint32_t c)
+{
+	return c == '\t' || c == '\n' || c == '\r' || tok_is_whitespace(c);
+}
+
+/* HF's is_control: Cc, Cf, Cs, Co (unassigned chars are kept), except \t \n \r. */
+static int bert_control(uint32_t c)
+{
+	utf8proc_category_t k;
+	if (c == '\t' || c == '\n' || c == '\r')
+		return 0;
+	k = utf8proc_category((utf8proc_int32_t)c);
+	return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CS ||
+	       k == UTF8PROC_CATEGORY_CO;
+}
+
+static int cjk(uint32_t c)
+{
+	return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
+	       (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+	       (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+static int is_mark(uint32_t c, int nonspacing_only)
+{
+	utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+	return k == UTF8PROC_CATEGORY_MN || (!nonspacing_only && (k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME));
+}
+
+static int put_cp(struct tok_buf *out, uint32_t cp)
+{
+	char u[8];
+	return tok_buf_put(out, u, tok_utf8_enc(cp, u));
+}
+
+static fi_err unicode_form(const char *s, size_t len, int opt, struct tok_buf *out)
+{
+	utf8proc_uint8_t *d = NULL;
+	utf8proc_ssize_t r;
+	if (!len)
+		return FI_OK;
+	r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &d, opt | UTF8PROC_STABLE);
+	if (r < 0)
+		return fi_fail(FI_EINVAL, "normalize: %s", utf8proc_errmsg(r));
+	r = tok_buf_put(out, d, (size_t)r);
+	free(d);
+	return r ? fi_fail(FI_ENOMEM, "normalize") : FI_OK;
+}
+
+/* HF BertNormalizer: clean (drop NUL, U+FFFD and controls; whitespace -> ' '), spaces around
+ * CJK ideographs, NFD then drop Mn (strip accents), lowercase. */
+static fi_err bert(struct tok_ctx *c, const struct tok_norm *n, const char *s, size_t len, struct tok_buf *out)
+{
+	struct tok_buf a = {0}, b = {0};
+	fi_err e = FI_OK;
+	int r = tok_buf_reserve(&a, len);
+	for (size_t i = 0; i < len && !r;) {
+		uint32_t cp;
+		i += tok_utf8_dec(s + i, &cp);
+		if (n->clean_text) {
+			if (!cp || cp == 0xfffd || bert_control(cp))
+				continue;
+			if (bert_ws(cp))
+				cp = ' ';
+		}
+		if (n->chinese && cjk(cp))
+			r = tok_buf_put(&a, " ", 1) || put_cp(&a, cp) || tok_buf_put(&a, " ", 1);
+		else
+			r = put_cp(&a, cp);
+	}
+	if (!r && n->strip_accents) {
+		if (!(e = unicode_form(a.p, a.n, UTF8PROC_DECOMPOSE, &b))) {
+			a.n = 0;
+			for (size_t i = 0; i < b.n && !r;) {
+				uint32_t cp;
+				i += tok_utf8_dec(b.p + i, &cp);
+				if (!is_mark(cp, 1))
+					r = put_cp(&a, cp);
+			}
+		}
+	}
+	if (!r && !e) {
+		if (n->lowercase) {
+			struct tok_norm low = {.type = TN_LOWER};
+			e = tok_norm_apply(c, &low, a.p ? a.p : "", a.n, &b);
+			if (!e)
+				r = tok_buf_put(out, b.p ? b.p : "", b.n);
+		} else
+			r = tok_buf_put(out, a.p ? a.p : "", a.n);
+	}
+	tok_buf_free(&a);
+	tok_buf_free(&b);
+	return e ? e : r ? fi_fail(FI_ENOMEM, "normalize") : FI_OK;
+}
+
+/* HF Nmt: drop ASCII controls, map other spaces to ' '. */
+static uint32_t nmt(uint32_t c)
+{
+	if ((c >= 1 && c <= 8) || c == 0xB || (c >= 0xE && c <= 0x1F) || c == 0x7F || c == 0x8F || c == 0x9F)
+		return UINT32_MAX;
+	if (c == 9 || c == 0xA || c == 0xC || c == 0xD || c == 0x1680 || (c >= 0x200B && c <= 0x200F) ||
+	    c == 0x2028 || c == 0x2029 || c == 0x2581 || c == 0xFEFF || c == 0xFFFD)
+		return ' ';
+	return c;
 }
 
 static fi_err norm_one(struct tok_ctx *c, const struct tok_norm *n, const char *s, size_t len,
@@ -101,21 +236,33 @@ static fi_err norm_one(struct tok_ctx *c, const struct tok_norm *n, const char *
 	case TN_NFD:
 	case TN_NFKC:
 	case TN_NFKD: {
-		utf8proc_uint8_t *d = NULL;
-		int opt = UTF8PROC_STABLE;
-		utf8proc_ssize_t r;
-		if (!len)
-			return FI_OK;
-		opt |= (n->type == TN_NFC || n->type == TN_NFKC) ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE;
+		int opt = (n->type == TN_NFC || n->type == TN_NFKC) ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE;
 		if (n->type == TN_NFKC || n->type == TN_NFKD)
 			opt |= UTF8PROC_COMPAT;
-		r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &d, opt);
-		if (r < 0)
-			return fi_fail(FI_EINVAL, "normalize: %s", utf8proc_errmsg(r));
-		r = tok_buf_put(out, d, (size_t)r);
-		free(d);
-		return r ? fi_fail(FI_ENOMEM, "normalize") : FI_OK;
+		return unicode_form(s, len, opt, out);
 	}
+	case TN_BERT:
+		return bert(c, n, s, len, out);
+	case TN_STRIP_ACCENTS:
+	case TN_NMT:
+		for (size_t i = 0; i < len;) {
+			uint32_t cp;
+			size_t k = tok_utf8_dec(s + i, &cp);
+			if (n->type == TN_NMT ? (cp = nmt(cp)) != UINT32_MAX && put_cp(out, cp)
+					      : !is_mark(cp, 0) && tok_buf_put(out, s + i, k))
+				return fi_fail(FI_ENOMEM, "normalize");
+			i += k;
+		}
+		return FI_OK;
+	case TN_BYTELEVEL:
+		for (size_t i = 0; i < len; i++) {
+			char u[4];
+			if (tok_buf_put(out, u, tok_bytelevel_char((unsigned char)s[i], u)))
+				return fi_fail(FI_ENOMEM, "normalize");
+		}
+		return FI_OK;
+	case TN_PRECOMPILED:
+		return tok_precompiled_apply(n->pc, s, len, out);
 	case TN_LOWER:
 		for (size_t i = 0; i < len;) {
 			uint32_t cp;

@@ -1,9 +1,10 @@
 /* Pre-tokenizers: ByteLevel, Split, Metaspace, Digits, Punctuation, Whitespace,
- * WhitespaceSplit, CharDelimiterSplit, BertPreTokenizer, Sequence.
+ * WhitespaceSplit, CharDelimiterSplit, BertPreTokenizer, FixedLength, UnicodeScripts, Sequence.
  *
  * Pieces live in c->pa (one buffer plus (offset, length) pairs); each stage writes the next
  * list into c->pb and swaps, dropping empty pieces as HF's PreTokenizedString::split does. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,37 +18,6 @@ static const char GPT2_RE[] =
 /* HF's Whitespace pre-tokenizer uses Rust regex \w (Alphabetic, M, Nd, Pc, Join_Control). */
 #define RUST_W "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}"
 static const char WS_RE[] = "[" RUST_W "]+|[^" RUST_W "\\s]+";
-
-/* byte -> the printable char GPT-2 maps it to, UTF-8 encoded (1 or 2 bytes). */
-static char bl_map[256][2];
-static uint8_t bl_len[256];
-static int16_t bl_rev[68]; /* char 256 + i -> byte */
-static pthread_once_t bl_once = PTHREAD_ONCE_INIT;
-
-static void bl_init(void)
-{
-	uint32_t n = 0;
-	for (int b = 0; b < 256; b++) {
-		uint32_t cp;
-		if ((b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae))
-			cp = (uint32_t)b;
-		else {
-			bl_rev[n] = (int16_t)b;
-			cp = 256 + n++;
-		}
-		bl_len[b] = (uint8_t)tok_utf8_enc(cp, bl_map[b]);
-	}
-}
-
-/* For the ByteLevel decoder: the byte a char maps back to, or -1. */
-int tok_bytelevel_byte(uint32_t cp);
-int tok_bytelevel_byte(uint32_t cp)
-{
-	if ((cp >= '!' && cp <= '~') || (cp >= 0xa1 && cp <= 0xac) || (cp >= 0xae && cp <= 0xff))
-		return (int)cp;
-	pthread_once(&bl_once, bl_init);
-	return cp >= 256 && cp < 256 + 68 ? bl_rev[cp - 256] : -1;
-}
 
 static int parse_behavior(json_t *v, int dflt, int *out)
 {
@@ -159,6 +129,16 @@ fi_err tok_pre_parse(json_t *j, struct tok_pre *p, int depth)
 		p->type = TP_WHITESPACE;
 		if (!(p->re = tok_re_compile(WS_RE, sizeof WS_RE - 1, 0, "Whitespace")))
 			return fi_errcode();
+	} else if (!strcmp(ty, "FixedLength")) {
+		json_t *l = json_object_get(j, "length");
+		p->type = TP_FIXEDLEN;
+		p->length = 5;
+		if (l && (!json_is_integer(l) || json_integer_value(l) < 1 || json_integer_value(l) > (1 << 30)))
+			return fi_fail(FI_EFORMAT, "pre_tokenizer FixedLength: length must be a positive integer");
+		if (l)
+			p->length = (uint32_t)json_integer_value(l);
+	} else if (!strcmp(ty, "UnicodeScripts")) {
+		p->type = TP_SCRIPTS;
 	} else if (!strcmp(ty, "WhitespaceSplit")) {
 		p->type = TP_WSSPLIT;
 	} else if (!strcmp(ty, "CharDelimiterSplit")) {
@@ -248,11 +228,8 @@ static int put_bytelevel(struct tok_pieces *out, const char *s, size_t n, int fi
 	size_t off = out->b.n;
 	if (tok_buf_reserve(&out->b, 2 * n))
 		return -1;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char b = (unsigned char)s[i];
-		memcpy(out->b.p + out->b.n, bl_map[b], bl_len[b]);
-		out->b.n += bl_len[b];
-	}
+	for (size_t i = 0; i < n; i++)
+		out->b.n += tok_bytelevel_char((unsigned char)s[i], out->b.p + out->b.n);
 	out->b.p[out->b.n] = 0;
 	return tok_pieces_add(out, (uint32_t)off, (uint32_t)(out->b.n - off), first);
 }
@@ -337,6 +314,48 @@ static int stage(struct tok_ctx *c, const struct tok_pre *p, const char *s, size
 		if (tok_pred_segments(c, pred_eq, p->ch, s, n))
 			return -1;
 		return emit_split(c, out, s, first, TB_REMOVED);
+	case TP_SCRIPTS: {
+		/* HF UnicodeScripts: a cut where the script changes, Any (' ', unassigned) taking
+		 * the script around it. Text before the first cut is dropped, as there: a piece
+		 * that starts with Any chars loses them, and one of Any chars only vanishes. */
+		size_t i = 0, cut = SIZE_MAX;
+		int last = -1;
+		while (i < n) {
+			uint32_t cp;
+			size_t k = tok_utf8_dec(s + i, &cp);
+			int sc = tok_script_fixed(cp);
+			if (sc && last != sc) {
+				if (cut != SIZE_MAX) {
+					size_t off = out->b.n;
+					if (tok_buf_put(&out->b, s + cut, i - cut) ||
+					    tok_pieces_add(out, (uint32_t)off, (uint32_t)(i - cut), first && !cut))
+						return -1;
+				}
+				cut = i;
+			}
+			if (sc)
+				last = sc;
+			i += k;
+		}
+		if (cut != SIZE_MAX) {
+			size_t off = out->b.n;
+			if (tok_buf_put(&out->b, s + cut, n - cut) ||
+			    tok_pieces_add(out, (uint32_t)off, (uint32_t)(n - cut), first && !cut))
+				return -1;
+		}
+		return 0;
+	}
+	case TP_FIXEDLEN:
+		/* Pieces of `length` chars, the last one shorter. */
+		for (size_t i = 0; i < n;) {
+			size_t e = i, off = out->b.n;
+			for (uint32_t k = 0; k < p->length && e < n; k++)
+				e += tok_utf8_valid_len((const unsigned char *)s + e, n - e);
+			if (tok_buf_put(&out->b, s + i, e - i) || tok_pieces_add(out, (uint32_t)off, (uint32_t)(e - i), first && !i))
+				return -1;
+			i = e;
+		}
+		return 0;
 	}
 	return -1;
 }
@@ -369,7 +388,6 @@ static fi_err run(struct tok_ctx *c, const struct tok_pre *p)
 fi_err tok_pre_run(struct tok_ctx *c, const struct tok_pre *p, const char *s, size_t len,
 		   int first)
 {
-	pthread_once(&bl_once, bl_init);
 	c->pa.n = 0;
 	c->pa.b.n = 0;
 	if (!len)

@@ -1,5 +1,6 @@
 /* Tokenizer helpers: buffers, hashing, UTF-8, character classes (utf8proc), regex matching
  * with PCRE2, and the per-call scratch pool. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -237,6 +238,68 @@ int tok_is_punct(uint32_t c)
 	return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
 }
 
+/* byte -> the printable char GPT-2 maps it to, UTF-8 encoded (1 or 2 bytes). */
+static char bl_map[256][2];
+static uint8_t bl_len[256];
+static int16_t bl_rev[68]; /* char 256 + i -> byte */
+static pthread_once_t bl_once = PTHREAD_ONCE_INIT;
+
+static void bl_init(void)
+{
+	uint32_t n = 0;
+	for (int b = 0; b < 256; b++) {
+		uint32_t cp;
+		if ((b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae))
+			cp = (uint32_t)b;
+		else {
+			bl_rev[n] = (int16_t)b;
+			cp = 256 + n++;
+		}
+		bl_len[b] = (uint8_t)tok_utf8_enc(cp, bl_map[b]);
+	}
+}
+
+size_t tok_bytelevel_char(unsigned char b, char *out)
+{
+	pthread_once(&bl_once, bl_init);
+	memcpy(out, bl_map[b], bl_len[b]);
+	return bl_len[b];
+}
+
+int tok_bytelevel_byte(uint32_t cp)
+{
+	if ((cp >= '!' && cp <= '~') || (cp >= 0xa1 && cp <= 0xac) || (cp >= 0xae && cp <= 0xff))
+		return (int)cp;
+	pthread_once(&bl_once, bl_init);
+	return cp >= 256 && cp < 256 + 68 ? bl_rev[cp - 256] : -1;
+}
+
+int tok_replace_all(const char *s, size_t n, const char *from, size_t fn, const char *to, size_t tn,
+		    struct tok_buf *out)
+{
+	size_t i = 0, run = 0;
+	if (!fn) {
+		/* Rust: an empty pattern matches at every char boundary, ends included. */
+		for (i = 0; i < n;) {
+			size_t k = tok_utf8_valid_len((const unsigned char *)s + i, n - i);
+			if (tok_buf_put(out, to, tn) || tok_buf_put(out, s + i, k ? k : 1))
+				return -1;
+			i += k ? k : 1;
+		}
+		return tok_buf_put(out, to, tn);
+	}
+	while (i + fn <= n) {
+		if (!memcmp(s + i, from, fn)) {
+			if (tok_buf_put(out, s + run, i - run) || tok_buf_put(out, to, tn))
+				return -1;
+			i += fn;
+			run = i;
+		} else
+			i++;
+	}
+	return tok_buf_put(out, s + run, n - run);
+}
+
 pcre2_code *tok_re_compile(const char *pat, size_t len, int literal, const char *what)
 {
 	int ec;
@@ -284,7 +347,11 @@ int tok_re_segments(struct tok_ctx *c, const pcre2_code *re, const char *s, size
 		if (rc < 0) {
 			char msg[160];
 			pcre2_get_error_message(rc, (PCRE2_UCHAR *)msg, sizeof msg);
-			fi_fail(FI_ERANGE, "regex match failed: %s", msg);
+			if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT)
+				fi_fail(FI_ERANGE, "regex match failed near byte %zu: %s (the pattern backtracks "
+					"too much on this text)", from, msg);
+			else
+				fi_fail(FI_ERANGE, "regex match failed near byte %zu: %s", from, msg);
 			return -2;
 		}
 		ov = pcre2_get_ovector_pointer(c->md);
@@ -353,8 +420,11 @@ static struct tok_ctx *ctx_new(void)
 	if (c->js)
 		pcre2_jit_stack_assign(c->mc, NULL, c->js);
 	pcre2_set_heap_limit(c->mc, 4u * 1024 * 1024); /* KiB: 4 GiB */
-	pcre2_set_match_limit(c->mc, UINT32_MAX);
-	pcre2_set_depth_limit(c->mc, UINT32_MAX);
+	/* A pattern that backtracks catastrophically ((a+)+$ on a run of a's) fails in tens of
+	 * milliseconds with a named error instead of burning seconds of CPU per prompt; the
+	 * tokenizers' own patterns stay far below these limits, even on 1 MB runs. */
+	pcre2_set_match_limit(c->mc, TOK_RE_MATCH_LIMIT);
+	pcre2_set_depth_limit(c->mc, TOK_RE_MATCH_LIMIT);
 	return c;
 }
 
@@ -378,6 +448,11 @@ void tok_ctx_free(struct tok_ctx *c)
 	free(c->cent);
 	tok_buf_free(&c->ckeys);
 	free(c->cids);
+	free(c->best);
+	tok_buf_free(&c->da.b);
+	free(c->da.end);
+	tok_buf_free(&c->db.b);
+	free(c->db.end);
 	free(c);
 }
 

@@ -1,12 +1,16 @@
-/* tokenizer: Hugging Face tokenizer.json (BPE) reimplemented exactly.
+/* tokenizer: Hugging Face tokenizer.json reimplemented exactly.
  *
  * Pipeline, as the `tokenizers` library runs it: added tokens that are not normalized are split
- * out of the raw text; the rest is normalized (NFC, NFKC, Prepend, Replace, Lowercase, Strip);
+ * out of the raw text; the rest is normalized (NFC, NFD, NFKC, NFKD, Prepend, Replace,
+ * Lowercase, Strip, StripAccents, BertNormalizer, Nmt, ByteLevel, Precompiled, Sequence);
  * added tokens that are normalized are split out of the normalized text; the rest is
- * pre-tokenized (ByteLevel, Split, Metaspace, Digits, Punctuation, Whitespace, ...); each piece
- * goes through the BPE model; a post-processor (TemplateProcessing, ByteLevel, Sequence) adds
- * special tokens. Decoding runs the decoder chain (ByteLevel, ByteFallback, Fuse, Strip,
- * Replace, Metaspace, Sequence).
+ * pre-tokenized (ByteLevel, Split, Metaspace, Digits, Punctuation, Whitespace, WhitespaceSplit,
+ * CharDelimiterSplit, BertPreTokenizer, FixedLength, UnicodeScripts, Sequence); each piece
+ * goes through the model (BPE, Unigram, WordPiece or WordLevel; a file without model.type gets
+ * the kind its fields imply, as in HF); a post-processor (TemplateProcessing, BertProcessing,
+ * RobertaProcessing, ByteLevel, Sequence) adds special tokens. Decoding runs the decoder chain
+ * (ByteLevel, ByteFallback, Fuse, Strip, Replace, Metaspace, BPEDecoder, WordPiece, CTC,
+ * Sequence).
  *
  * Text is UTF-8. Invalid UTF-8 given to fi_tok_encode() is an FI_EINVAL naming the byte offset,
  * unless FI_TOK_REPLACE_INVALID is set: then each maximal invalid subsequence becomes U+FFFD,
@@ -17,9 +21,10 @@
  *
  * Character classes come from PCRE2 (regexes, \p{L} etc.) and utf8proc (normalization,
  * categories). HF's come from Oniguruma, the Rust regex crate and older Rust Unicode crates, so
- * text holding characters whose Unicode properties differ between those table versions
- * (chiefly characters assigned after Unicode 14, PCRE2 10.42's tables) can split differently;
- * everything else matches HF exactly.
+ * text holding characters whose Unicode properties differ between those table versions can
+ * split differently: chiefly characters assigned after Unicode 14 (PCRE2 10.42's tables), and
+ * for BertNormalizer, StripAccents, BertPreTokenizer and UnicodeScripts, whose HF tables are
+ * older still, characters assigned since about Unicode 10. Everything else matches HF exactly.
  *
  * Loading tokenizer.json parses the whole JSON (about 0.2 s for a 128K vocabulary); the
  * binary form (fi_tok_save_binary) loads many times faster and is what a model image stores. */
@@ -68,7 +73,8 @@ int fi_tok_is_binary(const void *buf, size_t len);
 
 /* Encodes text, appending ids to *out. The truncation and padding sections of
  * tokenizer.json are ignored: prompts are never cut or padded here (the engine checks them
- * against the context). */
+ * against the context). A pre-tokenizer or Replace regex that backtracks past PCRE2's match
+ * limit (10 million steps) on this text fails with FI_ERANGE instead of running for seconds. */
 fi_err fi_tok_encode(const struct fi_tok *t, const char *text, size_t len, unsigned flags,
 		     struct fi_tok_ids *out);
 

@@ -10,10 +10,10 @@ if [ ! -f "$src/model.safetensors" ] || [ ! -f "$ref" ]; then
 	echo "SKIPPED: corpus model $src absent" >&2
 	exit 77
 fi
+. "$root/tests/cli/frames.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ln -s "$src" "$work/stories260K-hf"
-frames="python3 $root/tests/cli/fi_decode_frames.py"
 
 # -h prints the SYNOPSIS (compared with whitespace collapsed: it wraps differently).
 fi-decode -h > "$work/usage" || fail "-h exit $?"
@@ -28,7 +28,7 @@ fi
 # Every EXAMPLES line, in order, in a directory with the checkpoint and a request file.
 printf '%s\n' '{"v":1,"type":"request","id":"r1","tokens":[1],"temperature":0.0}' \
 	'{"v":1,"type":"request","id":"r2","tokens":[1,403],"max_tokens":4}' |
-	$frames enc > "$work/requests.msgpack" || fail "cannot encode requests"
+	fi-frame -e > "$work/requests.msgpack" || fail "cannot encode requests"
 sed -n '/^\.Sh EXAMPLES/,/^\.Sh /s/^\.Dl \$ //p' "$root/man/man1/fi-decode.1" > "$work/examples"
 [ "$(wc -l < "$work/examples")" -ge 4 ] || fail "fi-decode(1) has too few examples"
 while IFS= read -r line; do
@@ -36,13 +36,11 @@ while IFS= read -r line; do
 		fail "example '$line' exited $?: $(cat "$work/err")"
 	echo "ok: $line"
 done < "$work/examples"
-$frames dec < "$work/out.msgpack" > "$work/out.jsonl" || fail "example output is not frames"
-[ "$(grep -c '"type": "token"' "$work/out.jsonl")" -eq 20 ] || fail "example frames: $(cat "$work/out.jsonl")"
-[ "$(grep -c '"type": "done"' "$work/out.jsonl")" -eq 2 ] || fail "example done frames"
+[ "$(frames_count "$work/out.msgpack" token)" -eq 20 ] || fail "example frames: $(fi-frame < "$work/out.msgpack")"
+[ "$(frames_count "$work/out.msgpack" done)" -eq 2 ] || fail "example done frames"
 
 # Greedy generation reproduces the reference (prompt [BOS]; it stops at BOS/EOS).
-python3 -c "import json,sys; print(' '.join(map(str, json.load(open(sys.argv[1]))['generated_ids'])))" \
-	"$ref" > "$work/want"
+jq -r '.generated_ids | map(tostring) | join(" ")' "$ref" > "$work/want"
 fi-decode -m stories --tokens 1 -n 256 --temp 0 > "$work/got" || fail "greedy exit $?"
 diff "$work/want" "$work/got" > /dev/null || fail "greedy differs from $ref"
 # The HF directory itself (converted on the fly at f32 on the CPU) gives the same.

@@ -5,10 +5,9 @@ set -u
 fail() { echo "FAIL: $*" >&2; exit 1; }
 root=$(pwd)
 fx=$root/tests/fixtures/hf
-command -v python3 > /dev/null || { echo "SKIPPED: python3 absent" >&2; exit 77; }
+. "$root/tests/cli/frames.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-frames="python3 $root/tests/cli/pipe_frames.py"
 
 # -h prints the SYNOPSIS (compared with whitespace collapsed).
 fi-prefill -h > "$work/usage" || fail "-h exit $?"
@@ -24,7 +23,7 @@ fi
 mkdir "$work/ex" "$work/ex/models"
 ln -s "$root/models/tiny" "$work/ex/models/tiny"
 printf '%s\n' 'def main():' 'import os' 'The quick brown fox' > "$work/ex/prompts.txt"
-$frames prompts 4 40 7 16 | $frames enc > "$work/ex/requests.msgpack" || fail "cannot encode"
+frames_prompts 4 40 7 16 | fi-frame -e > "$work/ex/requests.msgpack" || fail "cannot encode"
 sed -n '/^\.Sh EXAMPLES/,/^\.Sh /s/^\.Dl \$ //p' "$root/man/man1/fi-prefill.1" > "$work/examples"
 [ "$(wc -l < "$work/examples")" -ge 6 ] || fail "fi-prefill(1) has too few examples"
 while IFS= read -r line; do
@@ -36,57 +35,47 @@ while IFS= read -r line; do
 done < "$work/examples"
 # the background worker of the last two lines finishes on the prefill's eos
 for i in $(seq 100); do
-	[ -s "$work/ex/out3.msgpack" ] && $frames same "$work/ex/out.msgpack" "$work/ex/out3.msgpack" \
+	[ -s "$work/ex/out3.msgpack" ] && frames_same "$work/ex/out.msgpack" "$work/ex/out3.msgpack" \
 		> /dev/null 2>&1 && break
 	sleep 0.1
 done
-$frames same "$work/ex/out.msgpack" "$work/ex/out3.msgpack" || fail "socket worker output differs"
-$frames same "$work/ex/out.msgpack" "$work/ex/out2.msgpack" || fail "second run differs"
+frames_same "$work/ex/out.msgpack" "$work/ex/out3.msgpack" || fail "socket worker output differs"
+frames_same "$work/ex/out.msgpack" "$work/ex/out2.msgpack" || fail "second run differs"
 fi-decode -m tiny -n 16 < "$work/ex/requests.msgpack" > "$work/alone.msgpack" ||
 	fail "fi-decode alone"
-$frames same "$work/alone.msgpack" "$work/ex/out.msgpack" || fail "prefill | decode != decode"
-$frames dec < "$work/ex/prefilled.msgpack" > "$work/pre.jsonl"
-python3 - "$work/pre.jsonl" <<'PY' || fail "prefilled frames: $(head -c 2000 "$work/pre.jsonl")"
-import json, sys
-fr = [json.loads(l) for l in open(sys.argv[1])]
-assert len(fr) == 8, len(fr)
-for t, r in zip(fr[0::2], fr[1::2]):
-    assert t["type"] == "token" and t["index"] == 0 and t["id"] == r["id"], (t, r)
-    kv = r["kv"]
-    n = len(r["tokens"])
-    assert kv["ntokens"] == n and len(kv["blocks"]) == n // 16 and kv["block_tokens"] == 16, kv
-    assert len(kv["arena"]) == 64 and len(kv["fingerprint"]) == 64, kv
-    assert r["temperature"] == 0.0 and r["seed"] == 0 and r["max_tokens"] == 16, r
-PY
+frames_same "$work/alone.msgpack" "$work/ex/out.msgpack" || fail "prefill | decode != decode"
+fi-frame < "$work/ex/prefilled.msgpack" > "$work/pre.jsonl"
+jq -e -s 'length == 8 and all(range(0; 8; 2) as $i | .[$i] as $t | .[$i + 1] as $r |
+	$t.type == "token" and $t.index == 0 and $t.id == $r.id and
+	$r.kv.ntokens == ($r.tokens | length) and ($r.kv.blocks | length) == (($r.tokens | length) / 16 | floor) and
+	$r.kv.block_tokens == 16 and ($r.kv.arena | length) == 64 and ($r.kv.fingerprint | length) == 64 and
+	$r.temperature == 0 and $r.seed == 0 and $r.max_tokens == 16; .)' "$work/pre.jsonl" > /dev/null ||
+	fail "prefilled frames: $(head -c 2000 "$work/pre.jsonl")"
 echo "ok: frames of fi-prefill"
 
 # Every fixture family: fi-prefill | fi-decode equals fi-decode alone (greedy), and a second
 # prefill of the same prompts, in a new process, finds every full block but the last token's.
 for fam in llama llama_tied llama3_rope mistral qwen2 qwen3; do
-	python3 - "$fx/$fam/ref.json" > "$work/req.jsonl" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-p = r["prompt"]
-R = lambda **k: print(json.dumps(dict({"v": 1, "type": "request", "temperature": 0.0}, **k)))
-R(id="a", tokens=p, max_tokens=len(r["greedy"]))
-R(id="b", tokens=(p * 8)[:40], max_tokens=6)
-R(id="c", tokens=(p * 8)[:33], max_tokens=6, stream=False)
-R(id="s", tokens=(p * 8)[:35], max_tokens=6, temperature=0.9, top_k=20, seed=11)
-PY
-	$frames enc < "$work/req.jsonl" > "$work/req.mp"
+	jq -c '.prompt as $p | (.greedy | length) as $n | ([range(8)] | map($p) | add) as $p8 |
+		{v: 1, type: "request", temperature: 0} |
+		(. + {id: "a", tokens: $p, max_tokens: $n}),
+		(. + {id: "b", tokens: $p8[:40], max_tokens: 6}),
+		(. + {id: "c", tokens: $p8[:33], max_tokens: 6, stream: false}),
+		(. + {id: "s", tokens: $p8[:35], max_tokens: 6, temperature: 0.9, top_k: 20, seed: 11})' \
+		"$fx/$fam/ref.json" > "$work/req.jsonl"
+	fi-frame -e < "$work/req.jsonl" > "$work/req.mp"
 	m=$fx/$fam
 	fi-decode -m "$m" --backend cpu < "$work/req.mp" > "$work/a.mp" || fail "$fam: decode"
 	fi-prefill -m "$m" --backend cpu --arena-size 4M < "$work/req.mp" |
 		fi-decode -m "$m" --backend cpu > "$work/b.mp" || fail "$fam: pipeline"
-	$frames same "$work/a.mp" "$work/b.mp" || fail "$fam: prefill | decode differs"
+	frames_same "$work/a.mp" "$work/b.mp" || fail "$fam: prefill | decode differs"
 	fi-prefill -m "$m" --backend cpu -v < "$work/req.mp" 2> "$work/v" > "$work/c.mp" ||
 		fail "$fam: second prefill"
 	grep -q "'b': 40 prompt tokens, 32 cached, 8 computed" "$work/v" || fail "$fam: $(cat "$work/v")"
 	grep -q "'c': 33 prompt tokens, 32 cached, 1 computed" "$work/v" || fail "$fam: $(cat "$work/v")"
 	fi-decode -m "$m" --backend cpu < "$work/c.mp" > "$work/d.mp" || fail "$fam: decode 2"
-	$frames same "$work/a.mp" "$work/d.mp" || fail "$fam: warm pipeline differs"
-	$frames dec < "$work/d.mp" > "$work/d.jsonl"
-	grep -q '"cached_tokens": 32' "$work/d.jsonl" || fail "$fam: cached_tokens"
+	frames_same "$work/a.mp" "$work/d.mp" || fail "$fam: warm pipeline differs"
+	fi-frame -t done < "$work/d.mp" | grep -q '"cached_tokens":32' || fail "$fam: cached_tokens"
 	echo "ok: $fam"
 done
 
@@ -108,12 +97,12 @@ grep -q "cannot bind" "$work/err" || fail "unbindable endpoint message: $(cat "$
 # kv references made with the llama fixture, sent to the qwen2 fixture
 fi-prefill -m "$fx/llama" --backend cpu < "$work/req.mp" 2>/dev/null |
 	fi-decode -m "$fx/qwen2" --backend cpu > "$work/x.mp" || fail "mismatch run exited"
-$frames dec < "$work/x.mp" | grep '"type": "error"' > "$work/errs"
-[ "$(grep -c '"code": "mismatch"' "$work/errs")" -eq 4 ] || fail "mismatch frames: $(cat "$work/errs")"
+fi-frame -t error < "$work/x.mp" > "$work/errs"
+[ "$(grep -c '"code":"mismatch"' "$work/errs")" -eq 4 ] || fail "mismatch frames: $(cat "$work/errs")"
 grep -q "kv reference is for model" "$work/errs" || fail "mismatch message"
 fi-prefill -m "$fx/llama" --backend cpu < "$work/req.mp" 2>/dev/null |
 	fi-prefill -m "$fx/qwen2" --backend cpu > "$work/x.mp" || fail "prefill mismatch exited"
-[ "$($frames dec < "$work/x.mp" | grep -c '"code": "mismatch"')" -eq 4 ] || fail "prefill mismatch"
+[ "$(fi-frame -t error < "$work/x.mp" | grep -c '"code":"mismatch"')" -eq 4 ] || fail "prefill mismatch"
 # a corrupt stream: the requests before it are answered, then exit 1
 { head -c 200 "$work/req.mp"; printf '\301\301\301'; } |
 	fi-prefill -m "$fx/llama" --backend cpu > "$work/out" 2> "$work/err"

@@ -12,10 +12,9 @@ if [ ! -f "$l3/tokenizer.json" ] || [ ! -f "$stories/model.safetensors" ]; then
 	echo "SKIPPED: corpus tokenizers absent ($l3)" >&2
 	exit 77
 fi
-command -v python3 > /dev/null || { echo "SKIPPED: python3 absent" >&2; exit 77; }
+. "$root/tests/cli/frames.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-frames="python3 $root/tests/cli/fi_decode_frames.py"
 ln -s "$l3" "$work/llama-3"
 ln -s "$stories" "$work/stories260K-hf"
 
@@ -48,15 +47,19 @@ printf '128000 9906 1917\n128000 12805 5304 264 892\n' | cmp -s - "$work/ex1" ||
 printf '3\n5\n' | cmp -s - "$work/ex2" || fail "--count: $(cat "$work/ex2")"
 echo '128000 128006 882 128007 271 13347 0 128009 128006 78191 128007 271' | cmp -s - "$work/ex3" ||
 	fail "--chat: $(cat "$work/ex3")"
-$frames dec < "$work/requests.msgpack" > "$work/req.json" || fail "requests.msgpack is not frames"
-python3 - "$work/req.json" <<'PY' || fail "--jsonl frame: $(cat "$work/req.json")"
-import json, sys
-f = json.loads(open(sys.argv[1]).read())
-assert f["type"] == "request" and f["id"] == "q" and f["tokens"] == [128000, 9906, 1917], f
-assert f["max_tokens"] == 5 and abs(f["temperature"] - 0.5) < 1e-6 and f["stop"] == ["x"], f
-assert f["stop_ids"] == [7], f
-PY
+fi-frame < "$work/requests.msgpack" > "$work/req.json" || fail "requests.msgpack is not frames"
+jq -e '.type == "request" and .id == "q" and .tokens == [128000, 9906, 1917] and
+	.max_tokens == 5 and .temperature == 0.5 and .stop == ["x"] and .stop_ids == [7] and
+	.text == "Hello world" and .seq == 1 and .tokenizer.name == "llama-3" and
+	(.tokenizer.sha256 | length) == 64' "$work/req.json" > /dev/null ||
+	fail "--jsonl frame: $(cat "$work/req.json")"
 [ "$(grep -c . "$work/ex6")" -eq 2 ] || fail "pipeline example: $(cat "$work/ex6")"
+jq -r .prompt "$work/results.jsonl" | cmp -s - "$work/prompts.txt" &&
+	jq -e -s 'length == 2 and [.[].seq] == [1, 2] and all(.[]; .counts.gen_tokens > 0)' \
+	"$work/results.jsonl" > /dev/null || fail "batch example: $(cat "$work/results.jsonl")"
+# --echo: each text begins with its prompt (the greedy continuations of ex6)
+paste -d '\n' "$work/prompts.txt" "$work/ex6" | paste -d '' - - | cmp -s - "$work/ex8" ||
+	fail "--echo example: $(cat "$work/ex8")"
 
 # Special-token text is text unless --special; invalid UTF-8 reads as U+FFFD.
 out=$(echo 'Hello <|eot_id|> world' | fi-tokenize -m "$l3" --ids)
@@ -73,14 +76,12 @@ out=$(echo '[{"role":"system","content":"Be brief."},{"role":"user","content":"W
 	fail "chat with a system message: $out"
 
 # Frames: ids and numbering; an empty line is an error frame, the rest go on.
-printf 'Hello world\n\nsecond\n' | fi-tokenize -m "$l3" --no-add-special | $frames dec > "$work/f.json"
-python3 - "$work/f.json" <<'PY' || fail "frames: $(cat "$work/f.json")"
-import json, sys
-fs = [json.loads(l) for l in open(sys.argv[1])]
-assert [f["type"] for f in fs] == ["request", "error", "request"], fs
-assert fs[0]["id"] == "1" and fs[0]["tokens"] == [9906, 1917] and fs[1]["id"] == "2", fs
-assert fs[2]["id"] == "3" and fs[2]["tokens"] == [5686], fs
-PY
+printf 'Hello world\n\nsecond\n' | fi-tokenize -m "$l3" --no-add-special | fi-frame > "$work/f.json"
+jq -e -s '[.[].type] == ["request", "error", "request"] and
+	.[0].id == "1" and .[0].tokens == [9906, 1917] and .[1].id == "2" and
+	.[2].id == "3" and .[2].tokens == [5686] and [.[].seq] == [1, 2, 3] and
+	.[1].prompt == "" and .[2].text == "second"' "$work/f.json" > /dev/null ||
+	fail "frames: $(cat "$work/f.json")"
 
 # -d: interleaved token frames of two requests; in order, then as they finish.
 printf '%s\n' '{"v":1,"type":"token","id":"a","token":9906,"index":0}' \
@@ -93,7 +94,7 @@ printf '%s\n' '{"v":1,"type":"token","id":"a","token":9906,"index":0}' \
 	'{"v":1,"type":"token","id":"a","token":253,"index":5}' \
 	'{"v":1,"type":"token","id":"a","token":246,"index":6}' \
 	'{"v":1,"type":"token","id":"a","token":222,"index":7}' \
-	'{"v":1,"type":"done","id":"a","finish":"stop"}' | $frames enc > "$work/tokens.msgpack"
+	'{"v":1,"type":"done","id":"a","finish":"stop"}' | fi-frame -e > "$work/tokens.msgpack"
 fi-tokenize -m "$l3" -d < "$work/tokens.msgpack" > "$work/d1" || fail "-d exit $?"
 printf 'Hello world, \360\237\230\200\nsecond\n' | cmp -s - "$work/d1" || fail "-d: $(od -c "$work/d1")"
 fi-tokenize -m "$l3" -d --interleave < "$work/tokens.msgpack" > "$work/d2" || fail "--interleave exit $?"
@@ -101,14 +102,10 @@ printf 'second\nHello world, \360\237\230\200\n' | cmp -s - "$work/d2" || fail "
 
 # Round trip: text -> request frames -> token frames -> text.
 printf 'The quick brown fox\n  spaces   and\ttabs\nemoji \360\237\221\215\360\237\217\275 and \346\227\245\346\234\254\350\252\236\n' > "$work/rt.txt"
-fi-tokenize -m "$l3" < "$work/rt.txt" | $frames dec | python3 -c '
-import json, sys
-for l in sys.stdin:
-    f = json.loads(l)
-    for i, t in enumerate(f["tokens"]):
-        print(json.dumps({"v": 1, "type": "token", "id": f["id"], "token": t, "index": i}))
-    print(json.dumps({"v": 1, "type": "done", "id": f["id"], "finish": "stop"}))
-' | $frames enc | fi-tokenize -m "$l3" -d --skip-special > "$work/rt.out" || fail "round trip exit"
+fi-tokenize -m "$l3" < "$work/rt.txt" | fi-frame | jq -c '.id as $id |
+	(.tokens | to_entries[] | {v: 1, type: "token", id: $id, token: .value, index: .key}),
+	{v: 1, type: "done", id: $id, finish: "stop"}' |
+	fi-frame -e | fi-tokenize -m "$l3" -d --skip-special > "$work/rt.out" || fail "round trip exit"
 cmp -s "$work/rt.txt" "$work/rt.out" || fail "round trip differs: $(cat "$work/rt.out")"
 
 # Failures: usage (2), missing model (1), bad JSONL line (1, with an error frame).
@@ -120,8 +117,8 @@ grep -q "^fi-tokenize: " "$work/err" || fail "missing model message: $(cat "$wor
 echo '{ "tokenizer": broken' > "$work/bad.json"
 fi-tokenize -m "$work/bad.json" --ids < /dev/null 2> "$work/err"; [ $? = 1 ] || fail "bad tokenizer.json: want 1"
 grep -q "tokenizer.json" "$work/err" || fail "bad tokenizer.json message: $(cat "$work/err")"
-printf '%s\n' 'not json' '{"prompt":"ok"}' | fi-tokenize -m "$l3" --jsonl 2> "$work/err" | $frames dec > "$work/f.json"
+printf '%s\n' 'not json' '{"prompt":"ok"}' | fi-tokenize -m "$l3" --jsonl 2> "$work/err" | fi-frame > "$work/f.json"
 [ $? = 0 ] || fail "bad jsonl: frames"
-grep -q '"type": "error"' "$work/f.json" && grep -q '"type": "request"' "$work/f.json" ||
-	fail "bad jsonl frames: $(cat "$work/f.json")"
+jq -e -s '[.[].type] == ["error", "request"] and (.[0] | has("prompt") | not) and
+	[.[].seq] == [1, 2]' "$work/f.json" > /dev/null || fail "bad jsonl frames: $(cat "$work/f.json")"
 exit 0

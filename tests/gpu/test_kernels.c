@@ -419,7 +419,8 @@ START_TEST(test_argmax)
 }
 END_TEST
 
-/* sample against lib/backend/sample.c: per row a CPU sampler (own seed) gives the reference token
+/* sample against lib/backend/sample.c (no penalty, no log-probabilities; tests/gpu/test_serve.c
+ * has those against the CPU op): per row a CPU sampler (own seed) gives the reference token
  * with fi_sampler_next; the device gets the same parameters and the u that draw used
  * (fi_sampler_row before it). Logits: f32 uniform (no ties) or bf16-rounded (many exact
  * ties, so the id order inside equal logits is exercised), spreads from 2 to 150 (the
@@ -479,8 +480,9 @@ START_TEST(test_sample)
 			void *rg = put_bytes(P.gpu, rw, sizeof rw);
 			int32_t *og = NULL;
 			ck_assert(!P.gpu->ops->alloc(P.gpu, sizeof out, (void **)&og));
-			ck_assert_msg(P.gpu->ops->sample(P.gpu, og, lg, rg, n, V) == FI_OK, "%s",
-				      fi_errmsg());
+			struct fi_sample_args sa = {.n = n, .V = V, .logits_d = lg, .rows_d = rg,
+						    .out_d = og};
+			ck_assert_msg(P.gpu->ops->sample(P.gpu, &sa) == FI_OK, "%s", fi_errmsg());
 			ck_assert(P.gpu->ops->download(P.gpu, out, og, sizeof out) == FI_OK);
 			for (int r = 0; r < n; r++) {
 				rows++;

@@ -119,6 +119,7 @@ START_TEST(test_request_defaults)
 	ck_assert_float_eq(f.req.repeat_penalty, 1.0f);
 	ck_assert_uint_eq(f.req.max_tokens, 0);
 	ck_assert_int_eq(f.req.stream, 1);
+	ck_assert_int_eq(f.req.ignore_eos, 0);
 	ck_assert_ptr_null(f.req.tokens);
 	ck_assert_ptr_null(f.req.stop);
 	ck_assert(!f.req.ignore_eos && !f.req.logprobs && !f.req.top_logprobs);

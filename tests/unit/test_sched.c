@@ -380,6 +380,49 @@ START_TEST(test_stops_and_length)
 }
 END_TEST
 
+/* FI_SCHED_IGNORE_EOS (the frames' ignore_eos): the model's end-of-generation id, made here
+ * the fixture's 4th greedy token, ends a request without the flag; with it the request runs
+ * to max_tokens, the id emitted as any token; its own stop ids still end it. */
+START_TEST(test_ignore_eos)
+{
+	struct fx f;
+	struct log L;
+	fx_open(&f, "hf/llama", 0);
+	struct fi_config *c = (struct fi_config *)fi_model_config(f.m);
+	int cut = 3, max = 8;
+	uint32_t toks[64], stop_id = (uint32_t)f.greedy[5];
+	c->eos_ids[0] = f.greedy[cut];
+	c->n_eos = 1;
+	for (int i = 0; i < f.n_prompt; i++)
+		toks[i] = (uint32_t)f.prompt[i];
+	struct fi_sched *s = sched_new(&f, &L, NULL, 8, 0);
+	struct fi_sched_req r = {.id = "eos", .tokens = toks, .ntokens = (uint32_t)f.n_prompt,
+				 .max_tokens = (uint32_t)max, .stream = 1};
+	fi_sample_defaults(&r.sp);
+	r.sp.temperature = 0;
+	ck_assert(!fi_serve_add(serve_for(s), s, &r, NULL, 0));
+	r.id = "ignore";
+	r.flags = FI_SCHED_IGNORE_EOS;
+	ck_assert(!fi_serve_add(serve_for(s), s, &r, NULL, 0));
+	r.id = "stop-id";
+	r.stop_ids = &stop_id;
+	r.nstop_ids = 1;
+	ck_assert(!fi_serve_add(serve_for(s), s, &r, NULL, 0));
+	ck_assert(!fi_sched_run(s));
+	sched_free(s);
+	struct rec *e = rec_of(&L, "eos"), *g = rec_of(&L, "ignore"), *st = rec_of(&L, "stop-id");
+	ck_assert_int_eq(e->finish, FI_FINISH_STOP);
+	ck_assert_int_eq(e->n, cut);
+	ck_assert_int_eq(g->finish, FI_FINISH_LENGTH);
+	ck_assert_int_eq(g->n, max);
+	for (int i = 0; i < max; i++)
+		ck_assert_int_eq(g->tok[i], f.greedy[i]);
+	ck_assert_int_eq(st->finish, FI_FINISH_STOP);
+	ck_assert_int_eq(st->n, 5);
+	fi_model_close(f.m);
+}
+END_TEST
+
 START_TEST(test_cancel)
 {
 	struct fx f;
@@ -600,6 +643,7 @@ int main(void)
 	tcase_add_test(tc, test_batch_equals_alone);
 	tcase_add_test(tc, test_small_pool);
 	tcase_add_test(tc, test_stops_and_length);
+	tcase_add_test(tc, test_ignore_eos);
 	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_first_token);
 	tcase_add_test(tc, test_refusals);

@@ -34,6 +34,7 @@ struct req {
 	uint64_t seed;
 	int ignore_eos, logprobs, top;
 	uint32_t stop_id; /* 0: none */
+	float penalty;    /* 0: none */
 };
 
 struct out {
@@ -105,7 +106,8 @@ static uint32_t rnd(uint64_t *s)
 }
 
 /* n requests: prompts of 1..MAXP tokens (a third of them starting with one of two shared
- * 40-token prefixes), 1..40 tokens each, two thirds greedy, the rest sampled with a seed. */
+ * 40-token prefixes), 1..40 tokens each, two thirds greedy, the rest sampled with a seed,
+ * a fifth with a repetition penalty. */
 static void make_reqs(struct req *q, int n, uint64_t seed)
 {
 	uint32_t pre[2][40];
@@ -125,6 +127,8 @@ static void make_reqs(struct req *q, int n, uint64_t seed)
 			q[i].temp = 0.8f;
 			q[i].seed = rnd(&seed);
 		}
+		if (i % 5 == 4) /* a repetition penalty over the whole history, sampled or greedy */
+			q[i].penalty = 1.3f;
 	}
 }
 
@@ -137,6 +141,8 @@ static void add(struct fi_sched *s, const struct req *q)
 	r.sp.temperature = q->temp;
 	r.sp.top_k = 50;
 	r.sp.seed = q->seed;
+	if (q->penalty)
+		r.sp.repeat_penalty = q->penalty;
 	r.flags = q->ignore_eos ? FI_SCHED_IGNORE_EOS : 0;
 	if (q->stop_id) {
 		r.stop_ids = &q->stop_id;

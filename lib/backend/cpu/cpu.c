@@ -298,6 +298,7 @@ static const struct fi_backend_ops cpu_ops = {
 	.silu_mul = fi_cpu_silu_mul,
 	.gather_rows = fi_cpu_gather_rows,
 	.argmax = fi_cpu_argmax,
+	.sample = fi_cpu_sample,
 	.mem_info = cpu_mem_info,
 	.kv_copy = cpu_kv_copy,
 };

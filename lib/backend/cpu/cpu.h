@@ -70,5 +70,7 @@ fi_err fi_cpu_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 		       const struct fi_weight *up, int T);
 fi_err fi_cpu_argmax(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n,
 		     int V);
+/* cpu_sample.c */
+fi_err fi_cpu_sample(struct fi_backend *be, const struct fi_sample_args *a);
 
 #endif

@@ -37,12 +37,10 @@ static void cu_free(struct fi_backend *be, void *p_d)
 		cudaFree(p_d);
 }
 
+/* Through the pinned ring (ring.c): never waits for the stream, src reusable at once. */
 static fi_err cu_upload(struct fi_backend *be, void *dst_d, const void *src, size_t bytes)
 {
-	if (bytes)
-		CU_CHECK(cudaMemcpyAsync(dst_d, src, bytes, cudaMemcpyHostToDevice,
-					 fi_cuda_of(be)->stream));
-	return FI_OK;
+	return fi_cuda_ring_upload(fi_cuda_of(be), dst_d, src, bytes);
 }
 
 static fi_err cu_download(struct fi_backend *be, void *dst, const void *src_d, size_t bytes)
@@ -346,6 +344,20 @@ static fi_err cu_rope_kv_write(struct fi_backend *be, void *q_d, void *k_d, cons
 			     kv->head_dim, (int64_t)kv->n_blocks * kv->block_size);
 }
 
+/* Many tokens per sequence: the tensor-core kernel; decode steps (and anything it does not
+ * cover) the split-K kernel. */
+static fi_err attn_run(struct fi_cuda *c, const struct fi_cu_attn *a, const struct fi_attn_batch *b)
+{
+	if (b->n_tokens >= 8 * (b->n_seqs > 0 ? b->n_seqs : 1)) {
+		fi_err e = fi_cu_attn_prefill(c->stream, a, b);
+		if (e != FI_EUNSUPPORTED)
+			return e;
+	}
+	if (b->n_tokens > 65535)
+		return fi_fail(FI_ERANGE, "attention: %d tokens for the decode kernel", b->n_tokens);
+	return fi_cu_attn_decode(c->stream, a, b);
+}
+
 static fi_err cu_attention(struct fi_backend *be, void *out_d, const void *q_d,
 			   const struct fi_kv_cache *kv, int layer, int Hq,
 			   const struct fi_attn_batch *b)
@@ -370,16 +382,27 @@ static fi_err cu_attention(struct fi_backend *be, void *out_d, const void *q_d,
 	a.ws_bytes = FI_ATTN_WS_BYTES;
 	a.cnt = c->attn_cnt;
 	a.cnt_n = FI_ATTN_CNT / 2;
-	/* Many tokens per sequence: the tensor-core kernel; decode steps (and anything it does
-	 * not cover) the split-K kernel. */
-	if (b->n_tokens >= 8 * (b->n_seqs > 0 ? b->n_seqs : 1)) {
-		fi_err e = fi_cu_attn_prefill(c->stream, &a, b);
-		if (e != FI_EUNSUPPORTED)
+	/* A mixed batch: its decode rows (first, b->n_decode) through the decode kernel, the
+	 * prompt chunks after them as a batch of their own (two launches, not one per
+	 * sequence). */
+	if (b->n_decode > 0 && b->n_decode < b->n_tokens && b->n_decode <= 65535) {
+		struct fi_attn_batch d = *b, r = *b;
+		size_t off = (size_t)b->n_decode * Hq * a.hd * 2; /* bytes of the decode rows' q */
+		fi_err e;
+		d.n_tokens = b->n_decode;
+		if ((e = fi_cu_attn_decode(c->stream, &a, &d)))
 			return e;
+		r.n_tokens = b->n_tokens - b->n_decode;
+		r.n_seqs = b->n_seqs - b->n_decode;
+		r.n_decode = 0;
+		r.tok_seq_d += b->n_decode;
+		r.tok_pos_d += b->n_decode;
+		r.slot_d += b->n_decode;
+		a.q = (const char *)q_d + off;
+		a.out = (char *)out_d + off;
+		return attn_run(c, &a, &r);
 	}
-	if (b->n_tokens > 65535)
-		return fi_fail(FI_ERANGE, "attention: %d tokens for the decode kernel", b->n_tokens);
-	return fi_cu_attn_decode(c->stream, &a, b);
+	return attn_run(c, &a, b);
 }
 
 static fi_err cu_silu_mul(struct fi_backend *be, void *out_d, const void *gate_d,
@@ -403,10 +426,10 @@ static fi_err cu_argmax(struct fi_backend *be, int32_t *tok_d, const float *logi
 			    c->attn_cnt + FI_ATTN_CNT / 2, FI_ATTN_CNT / 2);
 }
 
-static fi_err cu_sample(struct fi_backend *be, int32_t *out_d, const float *logits_d,
-			const struct fi_sample_row *rows_d, int n, int V)
+static fi_err cu_sample(struct fi_backend *be, const struct fi_sample_args *a)
 {
-	return fi_cu_sample(fi_cuda_of(be)->stream, out_d, logits_d, rows_d, n, V);
+	struct fi_cuda *c = fi_cuda_of(be);
+	return fi_cu_sample(c->stream, a, c->smem_optin);
 }
 
 /* Graphs: one executable graph per key (the caller's choice, e.g. the batch size). */
@@ -485,6 +508,7 @@ static void cu_destroy(struct fi_backend *be)
 		for (int i = 0; i < c->n_graphs; i++)
 			cudaGraphExecDestroy(c->graphs[i].exec);
 		fi_cuda_upload_free(c);
+		fi_cuda_ring_free(c);
 		fi_cuda_gemm_free(c);
 		if (c->lt)
 			cublasLtDestroy(c->lt);

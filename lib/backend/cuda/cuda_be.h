@@ -33,14 +33,17 @@ extern "C" {
 /* After a kernel launch: launch-configuration errors surface here. */
 #define LAUNCH_CHECK() CU_CHECK(cudaGetLastError())
 
-/* Attention scratch for split-K partials; the split count is bounded so that this is enough
- * (see kernels/attn_decode.cu). */
-#define FI_ATTN_WS_BYTES (16u << 20)
+/* Attention scratch for split-K partials and the serving batches' work list; the split
+ * counts are bounded so that this is enough (see kernels/attn_decode.cu): 64 MiB holds the
+ * partials of ~3900 pieces at Llama-3-8B's heads (Hq 32, hd 128). */
+#define FI_ATTN_WS_BYTES (64u << 20)
 #define FI_LT_WS_BYTES (32u << 20)
 #define FI_ATTN_CNT 65536 /* the first half for attention's splits, the second for argmax */
 /* The fused GEMM output of matmul_multi before it is split (T * sum N bf16 values). */
 #define FI_MULTI_WS_BYTES (16u << 20)
-#define FI_MAX_GRAPHS 64
+#define FI_RING_SEGS 4                  /* pinned staging of per-step uploads (ring.c) */
+#define FI_RING_SEG_BYTES (1u << 20)
+#define FI_MAX_GRAPHS 256 /* (batch rung, table width) pairs of the decode ladder */
 
 struct fi_gemm_plan;
 struct fi_upload;
@@ -65,11 +68,18 @@ struct fi_cuda {
 	int fuse_mode; /* matmul_multi above 4 rows: 0 never (FI_FUSE=0), 1 all parts, 2 not the first */
 	struct fi_gemm_plan *plans;
 	int n_plans, cap_plans;
+	int32_t *plan_slot;  /* hash of plans (gemm.c) */
+	uint64_t plan_clock; /* GEMM calls, for least-recently-used eviction */
 	struct fi_cuda_graph graphs[FI_MAX_GRAPHS];
 	int n_graphs;
 	int capturing;
 	uint64_t capture_key;
 	struct fi_upload *up; /* pinned staging and copy threads for weight upload */
+	unsigned char *ring;  /* pinned staging of small uploads (ring.c), made on first use */
+	cudaEvent_t ring_ev[FI_RING_SEGS];
+	int ring_ev_set[FI_RING_SEGS];
+	int ring_seg;
+	size_t ring_off;
 	size_t weight_bytes;  /* bytes of weights resident */
 };
 
@@ -86,6 +96,11 @@ fi_err fi_cuda_kv_copy(struct fi_backend *be, struct fi_kv_cache *kv, int to_cac
 fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
 		    const struct fi_weight *w, const struct fi_weight *bias, int T);
 void fi_cuda_gemm_free(struct fi_cuda *c);
+
+/* lib/backend/cuda/ring.c: bytes from host memory (any) to dst_d, asynchronously, src
+ * reusable on return. */
+fi_err fi_cuda_ring_upload(struct fi_cuda *c, void *dst_d, const void *src, size_t bytes);
+void fi_cuda_ring_free(struct fi_cuda *c);
 
 /* lib/backend/cuda/upload.c */
 fi_err fi_cuda_upload_init(struct fi_cuda *c);
@@ -162,9 +177,9 @@ fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, con
  * blocks; NULL: one block a row. */
 fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V, void *ws,
 		    size_t ws_bytes, int *cnt, int cnt_n);
-/* The sample op (backend.h): out[2n] tokens then survivor counts, -1 where too wide. */
-fi_err fi_cu_sample(cudaStream_t st, int32_t *out, const float *logits,
-		    const struct fi_sample_row *rows, int n, int V);
+/* The sample op (backend.h); smem_optin: the shared memory a block may use (the penalty's
+ * bitmap of the vocabulary must fit). */
+fi_err fi_cu_sample(cudaStream_t st, const struct fi_sample_args *a, size_t smem_optin);
 
 /* Everything attention needs besides the batch; kc/vc point at one layer. */
 struct fi_cu_attn {

@@ -5,17 +5,22 @@
  * D = op(A) * B with A = w seen as K x N (ld K, transposed) and B = in seen as K x T (ld K).
  * Descriptors, layouts and the heuristic's algorithm are cached per shape (N, K, T, output
  * type, bias, pointer alignment): the heuristic query costs tens of microseconds, a cached
- * call only the launch. The workspace is fixed, so calls are safe inside graph capture. */
+ * call only the launch. A serving run meets a new T at most steps (decode rows plus prompt
+ * chunks), so the cache is a hash table (a lookup per GEMM, ~7 a layer) that drops its least
+ * recently used quarter when full. The workspace is fixed, so calls are safe inside graph
+ * capture. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_be.h"
 
-#define FI_MAX_PLANS 512
+#define FI_MAX_PLANS 2048
+#define FI_PLAN_SLOTS 4096 /* hash slots: twice the plans, a power of two */
 #define FI_GEMM_CANDS 12
 
 struct fi_gemm_plan {
 	int N, K, T, out_f32, bias, align;
+	uint64_t used; /* the call count at its last use */
 	cublasLtMatmulDesc_t desc;
 	cublasLtMatrixLayout_t a, b, d;
 	cublasLtMatmulAlgo_t algo;
@@ -41,8 +46,50 @@ void fi_cuda_gemm_free(struct fi_cuda *c)
 	for (int i = 0; i < c->n_plans; i++)
 		plan_destroy(&c->plans[i]);
 	free(c->plans);
+	free(c->plan_slot);
 	c->plans = NULL;
+	c->plan_slot = NULL;
 	c->n_plans = c->cap_plans = 0;
+}
+
+static uint32_t plan_hash(int N, int K, int T, int out_f32, int bias, int align)
+{
+	uint64_t h = 1469598103934665603ull;
+	const int v[6] = {N, K, T, out_f32, bias, align};
+	for (int i = 0; i < 6; i++)
+		h = (h ^ (uint32_t)v[i]) * 1099511628211ull;
+	return (uint32_t)(h ^ h >> 32);
+}
+
+/* Slot table rebuilt from the plans (after an eviction). */
+static void plan_rehash(struct fi_cuda *c)
+{
+	for (int i = 0; i < FI_PLAN_SLOTS; i++)
+		c->plan_slot[i] = -1;
+	for (int i = 0; i < c->n_plans; i++) {
+		struct fi_gemm_plan *p = &c->plans[i];
+		uint32_t h = plan_hash(p->N, p->K, p->T, p->out_f32, p->bias, p->align);
+		while (c->plan_slot[h & (FI_PLAN_SLOTS - 1)] >= 0)
+			h++;
+		c->plan_slot[h & (FI_PLAN_SLOTS - 1)] = i;
+	}
+}
+
+static int cmp_used(const void *a, const void *b)
+{
+	uint64_t x = ((const struct fi_gemm_plan *)a)->used, y = ((const struct fi_gemm_plan *)b)->used;
+	return x < y ? 1 : x > y ? -1 : 0; /* most recent first */
+}
+
+/* Full: keeps the three quarters used most recently. */
+static void plan_evict(struct fi_cuda *c)
+{
+	int keep = FI_MAX_PLANS * 3 / 4;
+	qsort(c->plans, (size_t)c->n_plans, sizeof *c->plans, cmp_used);
+	for (int i = keep; i < c->n_plans; i++)
+		plan_destroy(&c->plans[i]);
+	c->n_plans = keep;
+	plan_rehash(c);
 }
 
 static int ptr_align(const void *p)
@@ -110,7 +157,7 @@ static void plan_tune(struct fi_cuda *c, struct fi_gemm_plan *p, void *out_d, co
 		      const void *w_d)
 {
 	const float one = 1.f, zero = 0.f;
-	const char *env = getenv("FI_GEMM_TUNE");
+	const char *env = getenv("FI_GEMM_TUNE"); /* read once per plan, not per call */
 	cudaEvent_t e0, e1;
 	float best = 1e30f;
 	int bi = 0;
@@ -152,33 +199,37 @@ static void plan_tune(struct fi_cuda *c, struct fi_gemm_plan *p, void *out_d, co
 static fi_err plan_get(struct fi_cuda *c, int N, int K, int T, int out_f32, int bias, int align,
 		       struct fi_gemm_plan **out)
 {
-	for (int i = 0; i < c->n_plans; i++) {
+	uint32_t h = plan_hash(N, K, T, out_f32, bias, align);
+	int32_t i;
+	if (!c->plans) {
+		c->plans = calloc(FI_MAX_PLANS, sizeof(*c->plans));
+		c->plan_slot = malloc(FI_PLAN_SLOTS * sizeof(*c->plan_slot));
+		if (!c->plans || !c->plan_slot) {
+			free(c->plans);
+			free(c->plan_slot);
+			c->plans = NULL;
+			c->plan_slot = NULL;
+			return fi_fail(FI_ENOMEM, "cublasLt: no memory for plans");
+		}
+		c->cap_plans = FI_MAX_PLANS;
+		for (int k = 0; k < FI_PLAN_SLOTS; k++)
+			c->plan_slot[k] = -1;
+	}
+	c->plan_clock++;
+	for (uint32_t k = h;; k++) { /* open addressing; the table is never more than half full */
+		i = c->plan_slot[k & (FI_PLAN_SLOTS - 1)];
+		if (i < 0)
+			break;
 		struct fi_gemm_plan *p = &c->plans[i];
-		if (p->N == N && p->K == K && p->T == T && p->out_f32 == out_f32 &&
-		    p->bias == bias && p->align == align) {
+		if (p->N == N && p->K == K && p->T == T && p->out_f32 == out_f32 && p->bias == bias &&
+		    p->align == align) {
+			p->used = c->plan_clock;
 			*out = p;
 			return FI_OK;
 		}
 	}
-	if (c->n_plans == c->cap_plans) {
-		if (c->cap_plans >= FI_MAX_PLANS) {
-			/* Full (prefill of many distinct lengths): start over. */
-			fi_cuda_gemm_free(c);
-		} else {
-			int cap = c->cap_plans ? 2 * c->cap_plans : 32;
-			struct fi_gemm_plan *np = realloc(c->plans, (size_t)cap * sizeof(*np));
-			if (!np)
-				return fi_fail(FI_ENOMEM, "cublasLt: no memory for plans");
-			c->plans = np;
-			c->cap_plans = cap;
-		}
-		if (!c->plans) {
-			c->plans = calloc(32, sizeof(*c->plans));
-			if (!c->plans)
-				return fi_fail(FI_ENOMEM, "cublasLt: no memory for plans");
-			c->cap_plans = 32;
-		}
-	}
+	if (c->n_plans == FI_MAX_PLANS)
+		plan_evict(c);
 	struct fi_gemm_plan *p = &c->plans[c->n_plans];
 	memset(p, 0, sizeof(*p));
 	p->N = N;
@@ -187,14 +238,28 @@ static fi_err plan_get(struct fi_cuda *c, int N, int K, int T, int out_f32, int 
 	p->out_f32 = out_f32;
 	p->bias = bias;
 	p->align = align;
+	p->used = c->plan_clock;
 	fi_err e = plan_make(c, p);
 	if (e) {
 		plan_destroy(p);
 		return e;
 	}
+	for (uint32_t k = h;; k++)
+		if (c->plan_slot[k & (FI_PLAN_SLOTS - 1)] < 0) {
+			c->plan_slot[k & (FI_PLAN_SLOTS - 1)] = c->n_plans;
+			break;
+		}
 	c->n_plans++;
 	*out = p;
 	return FI_OK;
+}
+
+/* FI_GEMV=0 (cuBLASLt at T <= 4, for timing): read per call, since bench_kernels sets it
+ * between calls; the T > 4 path of every serving step never reads it. */
+static int gemv_off(const struct fi_cuda *c)
+{
+	const char *env = getenv("FI_GEMV");
+	return c->no_gemv || (env && !strcmp(env, "0"));
 }
 
 fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
@@ -215,14 +280,11 @@ fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void 
 			       (long long)(bias->rows * bias->cols), (long long)w->rows);
 	/* Decode-sized batches: the weight-streaming kernel (FI_GEMV=0 turns it off, to time
 	 * cuBLASLt instead). */
-	if (T <= 4) {
-		const char *env = getenv("FI_GEMV");
-		if (!env || strcmp(env, "0")) {
-			fi_err ge = fi_cu_gemv(c->stream, out_d, out_f32, in_d, w->p,
-					       bias ? bias->p : NULL, T, (int)w->rows, (int)w->cols);
-			if (ge != FI_EUNSUPPORTED)
-				return ge;
-		}
+	if (T <= 4 && !gemv_off(c)) {
+		fi_err ge = fi_cu_gemv(c->stream, out_d, out_f32, in_d, w->p, bias ? bias->p : NULL, T,
+				       (int)w->rows, (int)w->cols);
+		if (ge != FI_EUNSUPPORTED)
+			return ge;
 	}
 	int align = ptr_align(out_d);
 	int ai = ptr_align(in_d), aw = ptr_align(w->p);
