@@ -19,7 +19,7 @@
 
 #include "backend/backend.h"
 #include "base/err.h"
-#include "bench/serve.h"
+#include "bench/bench.h"
 #include "model/image.h"
 #include "base/log.h"
 #include "api/llm.h"

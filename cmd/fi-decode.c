@@ -18,19 +18,22 @@
 #include "model/model.h"
 #include "backend/sample.h"
 #include "sched/scheduler.h"
+#include "serve/serve.h"
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
 #include "serve/req_frame.h"
 #include "text/tok_ident.h"
 
-#define BLOCK_TOKENS 16 /* the cache's block size, equal to the arena's */
 
 struct opts {
 	struct cmd_args a; /* the model, streams, backend, sampling defaults, arena, -f, -v */
 	const char *tokens, *prompt;
 	int n, prefix_cache, chunk;
 	struct opt_list stop; /* for requests that give none */
+	int ignore_eos;
+	struct opt_kv_size kvsize; /* --kv-size */
+	struct fi_kv_sizing kv;   /* --gpu-mem, --kv-size, --max-batch, --max-step-tokens */
 };
 
 struct engine {
@@ -38,6 +41,7 @@ struct engine {
 	struct fi_image *im;
 	struct fi_tok *tok;
 	struct fi_sched *s;
+	struct fi_serve *serve; /* text pieces and stop strings over the scheduler */
 	struct fi_stream *out;
 	int ctx, vocab;
 	/* --tokens, --prompt */
@@ -78,6 +82,7 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 {
 	struct engine *E = user;
 	struct fi_req_echo *echo = ev->user;
+	struct fi_token_top top[FI_SCHED_MAX_TOP];
 	struct fi_frame f;
 	fi_err e;
 	switch (ev->type) {
@@ -104,7 +109,7 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 				ev->cached_tokens, ev->gen_tokens, fi_finish_name(ev->finish),
 				ev->ttft_ms, ev->tpot_ms);
 		}
-		fi_sched_event_frame(ev, &f);
+		fi_sched_event_frame(ev, &f, top);
 		fi_req_echo_apply(echo, &f);
 		/* With a tokenizer the frames always carry text, "" when there is none (a token
 		 * cut by a stop string, part of a character): readers then know the pieces are
@@ -115,7 +120,7 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 		fi_req_echo_free(echo);
 		return e;
 	default:
-		if (!fi_sched_event_frame(ev, &f))
+		if (!fi_sched_event_frame(ev, &f, top))
 			return FI_OK;
 		if (E->tok && !f.tok.text)
 			f.tok.text = "";
@@ -151,13 +156,13 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 				cmd_error("%s; such requests get error frames (code mismatch)",
 					  fi_errmsg());
 		} else if (!(e = fi_sched_encode_prompt(E->tok, f)) && !(e = fi_req_echo_new(f, &echo))) {
-			fi_sched_req_from_frame(f, &o->a.sp, &r);
-			if (!r.nstop) {
-				r.stop = o->stop.v;
-				r.nstop = (uint32_t)o->stop.n;
-			}
+			fi_sched_req_from_frame(f, &o->a.sp, o->ignore_eos ? FI_SCHED_IGNORE_EOS : 0, &r);
 			r.user = echo;
-			if ((e = fi_sched_add(E->s, &r)))
+			if (f->req.nstop)
+				e = fi_serve_add(E->serve, E->s, &r, f->req.stop, f->req.nstop);
+			else
+				e = fi_serve_add(E->serve, E->s, &r, o->stop.v, (uint32_t)o->stop.n);
+			if (e)
 				fi_req_echo_free(echo);
 		}
 		if (e) {
@@ -231,6 +236,24 @@ static int summary(struct engine *E)
 	return 1;
 }
 
+/* -v: the scheduler's counters: where the time of a step went, what the caches saved. */
+static void report(const struct engine *E)
+{
+	struct fi_sched_stats st;
+	fi_sched_stats(E->s, &st);
+	if (!st.steps)
+		return;
+	fprintf(stderr, "fi-decode: %llu requests, %llu steps (at most %d requests in one), "
+		"%llu prompt + %llu decode tokens computed; host %.3f ms/step (planning %.3f), "
+		"model %.3f ms/step; %llu prompt tokens from the prefix cache, %llu from the arena; "
+		"%llu preemptions; kv pool %d blocks of %d tokens\n", (unsigned long long)st.done,
+		(unsigned long long)st.steps, st.max_running, (unsigned long long)st.prompt_tokens,
+		(unsigned long long)st.decode_tokens, st.host_ms / (double)st.steps,
+		st.plan_ms / (double)st.steps, st.model_ms / (double)st.steps,
+		(unsigned long long)st.cached_tokens, (unsigned long long)st.arena_tokens,
+		(unsigned long long)st.preemptions, st.kv_blocks, st.kv_block_size);
+}
+
 static int run_frames(struct engine *E, const struct opts *o)
 {
 	struct taker t = {E, o};
@@ -278,6 +301,8 @@ out:
 	if (e && e != FI_EINTERRUPT)
 		rc = cmd_error(NULL);
 	E->n_failed += (unsigned long)bad_frames;
+	if (o->a.verbose)
+		report(E);
 	fi_sched_destroy(E->s);
 	E->s = NULL;
 	if (fi_stream_close(E->out) && !rc)
@@ -339,7 +364,7 @@ static int one_prompt(struct engine *E, const struct opts *o, uint32_t **ids, in
 static int run_one(struct engine *E, const struct opts *o)
 {
 	struct fi_sched_req r = {.id = o->tokens ? "--tokens" : "--prompt", .sp = o->a.sp,
-				 .stream = 1, .stop = o->stop.v, .nstop = (uint32_t)o->stop.n};
+				 .stream = 1, .flags = o->ignore_eos ? FI_SCHED_IGNORE_EOS : 0};
 	uint32_t *ids = NULL;
 	int n = 0, rc;
 	if ((rc = one_prompt(E, o, &ids, &n))) {
@@ -353,7 +378,7 @@ static int run_one(struct engine *E, const struct opts *o)
 	E->text = !o->tokens;
 	r.tokens = ids;
 	r.ntokens = (uint32_t)n;
-	if (fi_sched_add(E->s, &r) || fi_sched_run(E->s)) {
+	if (fi_serve_add(E->serve, E->s, &r, o->stop.v, (uint32_t)o->stop.n) || fi_sched_run(E->s)) {
 		free(ids);
 		return cmd_error(NULL);
 	}
@@ -371,7 +396,10 @@ static int run_one(struct engine *E, const struct opts *o)
 	return 0;
 }
 
-enum { O_TOKENS = OPT_LONG, O_PROMPT, O_CHUNK, O_STOP, O_PREFIX_CACHE, O_LOAD_FORMAT };
+enum {
+	O_TOKENS = OPT_LONG, O_PROMPT, O_CHUNK, O_STOP, O_PREFIX_CACHE, O_LOAD_FORMAT, O_IGNORE_EOS,
+	O_GPU_MEM, O_KV_SIZE, O_MAX_BATCH, O_MAX_STEP,
+};
 
 int main(int argc, char **argv)
 {
@@ -385,11 +413,17 @@ int main(int argc, char **argv)
 		{O_TOKENS, "tokens", "ID,ID,...", OPT_STR, 0, 0, &o.tokens},
 		{O_PROMPT, "prompt", "TEXT", OPT_STR, 0, 0, &o.prompt},
 		{O_LOAD_FORMAT, "load-format", "auto|dummy", OPT_CHOICE, 0, 0, &load_format},
+		{O_IGNORE_EOS, "ignore-eos", NULL, OPT_FLAG, 0, 0, &o.ignore_eos},
+		{O_GPU_MEM, "gpu-mem", "F", OPT_DOUBLE, 0.01, 1, &o.kv.gpu_mem},
+		{O_KV_SIZE, "kv-size", "SIZE", OPT_KVSIZE, 0, 0, &o.kvsize},
+		{O_MAX_BATCH, "max-batch", "N", OPT_INT, 1, 1 << 16, &o.kv.max_batch},
+		{O_MAX_STEP, "max-step-tokens", "N", OPT_INT, 1, 1 << 24, &o.kv.max_step_tokens},
 		{0},
 	};
 	static const char *const usage[] = {
-		"-m [-n] @sampling [--backend] [--prefix-cache] [--arena-size] [--prefill-chunk] [-t]"
-		" [-i] [-o] [-e] [--stop] [--tokens | --prompt] [--load-format] [-f] [-v]",
+		"-m [-n] @sampling [--ignore-eos] [--backend] [--gpu-mem] [--kv-size] [--max-batch]"
+		" [--max-step-tokens] [--prefix-cache] [--arena-size] [--prefill-chunk] [-t] [-i] [-o]"
+		" [-e] [--stop] [--tokens | --prompt] [--load-format] [-f] [-v]",
 		NULL,
 	};
 	const struct cmd cmd = {.name = "fi-decode", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS |
@@ -399,11 +433,15 @@ int main(int argc, char **argv)
 	struct fi_backend *be = NULL;
 	struct fi_image *im = NULL;
 	struct fi_sched_opts so;
+	struct fi_serve_opts sv = {0};
 	int rc;
+	fi_kv_sizing_default(&o.kv);
 	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
 		usage_error("unexpected operand '%s'", argv[optind]);
 	if (o.tokens && o.prompt)
 		usage_error("--tokens and --prompt exclude each other");
+	o.kv.kv_bytes = o.kvsize.bytes;
+	o.kv.kv_tokens = o.kvsize.tokens;
 	fi_random_weights = !strcmp(load_format, "dummy");
 	/* Frames are binary: refused on a terminal before the model is loaded. */
 	if (!o.tokens && !o.prompt && !o.a.force && fi_stream_refuse_tty(o.a.out))
@@ -421,17 +459,28 @@ int main(int argc, char **argv)
 	E.o = &o;
 	E.has_ident = E.tok && !fi_tok_ident(E.tok, o.a.model, &E.ident);
 	fi_sched_opts_default(&so);
+	if (o.kv.max_batch)
+		so.max_batch = o.kv.max_batch;
+	so.max_requests = so.max_batch + 1024;
+	if (o.kv.max_step_tokens)
+		so.max_step_tokens = o.kv.max_step_tokens;
 	so.max_tokens = (uint32_t)o.n;
 	so.max_prefill_tokens = o.chunk;
-	so.tok = E.tok;
 	so.fingerprint = im->fingerprint;
 	so.prefix_cache = o.prefix_cache;
 	so.arena_size = o.a.arena_size;
-	so.cb = o.tokens || o.prompt ? on_token_event : on_event;
-	so.cb_user = &E;
-	if (fi_model_cache_init(E.m, 4 * ((E.ctx < 4096 ? E.ctx : 4096) + BLOCK_TOKENS - 1) /
-				 BLOCK_TOKENS, BLOCK_TOKENS) ||
-	    fi_sched_create(E.m, &so, &E.s)) {
+	so.cb = fi_serve_event;
+	sv.tok = E.tok;
+	sv.cb = o.tokens || o.prompt ? on_token_event : on_event;
+	sv.cb_user = &E;
+	if (so.max_step_tokens < so.max_batch) {
+		rc = EXIT_USAGE;
+		cmd_error("--max-step-tokens %d is below --max-batch %d: a step must hold one "
+			  "token of every sequence", so.max_step_tokens, so.max_batch);
+		goto out;
+	}
+	if (fi_serve_new(&sv, &E.serve) || fi_sched_cache_init(E.m, &o.kv, NULL) ||
+	    (so.cb_user = E.serve, fi_sched_create(E.m, &so, &E.s))) {
 		rc = cmd_error(NULL);
 		goto out;
 	}
@@ -441,6 +490,7 @@ int main(int argc, char **argv)
 	rc = o.tokens || o.prompt ? run_one(&E, &o) : run_frames(&E, &o);
 out:
 	fi_sched_destroy(E.s);
+	fi_serve_free(E.serve);
 	fi_tok_free(E.tok);
 	fi_model_close(E.m);
 	if (im)

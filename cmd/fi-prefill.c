@@ -17,17 +17,18 @@
 #include "model/model.h"
 #include "backend/sample.h"
 #include "sched/scheduler.h"
+#include "serve/serve.h"
 #include "model/store.h"
 #include "frame/stream.h"
 #include "text/tokenizer.h"
 #include "serve/req_frame.h"
 #include "text/tok_ident.h"
 
-#define BLOCK_TOKENS 16 /* the cache's and the arena's block size */
-
 struct opts {
 	struct cmd_args a; /* the model, streams, backend, sampling defaults, arena, -f, -v */
 	int batch;
+	struct opt_kv_size kvsize; /* --kv-size */
+	struct fi_kv_sizing kv;   /* --gpu-mem, --kv-size, --max-step-tokens; max_batch = -b */
 };
 
 /* A request in the scheduler: its frame, passed on once its prompt is computed, after the
@@ -36,6 +37,11 @@ struct pre {
 	struct fi_frame f;
 	uint32_t token;
 	int draw;
+	int done;      /* its done event came: */
+	fi_err err;    /* FI_OK, or why it failed (the forward pass) */
+	uint32_t prompt_tokens, cached_tokens;
+	size_t stored_blocks;
+	double total_ms;
 };
 
 struct prefill {
@@ -45,9 +51,13 @@ struct prefill {
 	struct fi_tok *tok;
 	struct fi_sched *s;
 	struct fi_stream *out;
-	fi_err werr;  /* the output failed (inside a scheduler event) */
 	fi_err fwd;   /* the forward pass failed: held requests get error frames */
 	char fwd_msg[512];
+	/* the requests of the batch in input order: the output keeps that order, so a run
+	 * prints the same whatever the scheduler did first (a prompt waiting for a prefix
+	 * another request computes comes out a step later) */
+	struct pre **held;
+	int n_held, cap_held;
 	uint64_t n_req, n_tok, n_cached;
 	double t_busy;
 	struct fi_tok_ident ident; /* the model's tokenizer (has_ident) */
@@ -110,47 +120,63 @@ static void pre_free(struct pre *q)
 	free(q);
 }
 
-static fi_err on_event_(struct prefill *P, const struct fi_sched_event *ev)
+static fi_err on_event(void *user, const struct fi_sched_event *ev)
 {
+	struct prefill *P = user;
 	struct pre *q = ev->user;
 	switch (ev->type) {
 	case FI_SCHED_EV_WARN:
 		fi_warn("%s", ev->message);
-		return FI_OK;
+		break;
 	case FI_SCHED_EV_TOKEN:
 		q->token = ev->token;
-		return FI_OK;
+		break;
 	case FI_SCHED_EV_ERROR:
-		return FI_OK; /* its done event answers */
+		break; /* its done event answers */
 	case FI_SCHED_EV_DONE:
+		q->done = 1;
+		/* not "length": cancelled after a failed forward pass */
+		q->err = ev->finish == FI_FINISH_LENGTH ? FI_OK : P->fwd ? P->fwd : FI_EINTERRUPT;
+		q->prompt_tokens = ev->prompt_tokens;
+		q->cached_tokens = ev->cached_tokens;
+		q->stored_blocks = ev->stored_blocks;
+		q->total_ms = ev->total_ms;
 		break;
 	}
-	if (P->werr)
-		return FI_OK;
-	if (ev->finish != FI_FINISH_LENGTH) { /* cancelled after a failed forward pass */
-		struct fi_frame ef;
-		P->n_failed++;
-		fi_req_error_frame(&q->f, P->fwd, P->fwd_msg, &ef);
-		return fi_stream_write(P->out, &ef);
-	}
-	if (P->o->a.verbose)
-		fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u computed, "
-			"%zu blocks stored, %.2f ms\n", ev->id, ev->prompt_tokens, ev->cached_tokens,
-			ev->prompt_tokens - ev->cached_tokens, ev->stored_blocks, ev->total_ms);
-	P->n_req++;
-	P->n_tok += ev->prompt_tokens;
-	P->n_cached += ev->cached_tokens;
-	return emit(P, q);
+	return FI_OK;
 }
 
-static fi_err on_event(void *user, const struct fi_sched_event *ev)
+/* Writes the finished requests of the batch in input order and forgets them. */
+static fi_err flush_held(struct prefill *P)
 {
-	struct prefill *P = user;
-	fi_err e = on_event_(P, ev);
-	if (ev->type == FI_SCHED_EV_DONE)
-		pre_free(ev->user);
-	if (e && !P->werr)
-		P->werr = e;
+	fi_err e = FI_OK;
+	int k = 0;
+	for (int i = 0; i < P->n_held; i++) {
+		struct pre *q = P->held[i];
+		if (!q->done) {
+			P->held[k++] = q;
+			continue;
+		}
+		if (!e && q->err) {
+			struct fi_frame ef;
+			P->n_failed++;
+			fi_req_error_frame(&q->f, q->err, P->fwd_msg[0] ? P->fwd_msg : "interrupted",
+					   &ef);
+			e = fi_stream_write(P->out, &ef);
+		} else if (!e) {
+			if (P->o->a.verbose)
+				fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u "
+					"computed, %zu blocks stored, %.2f ms\n", q->f.id,
+					q->prompt_tokens, q->cached_tokens,
+					q->prompt_tokens - q->cached_tokens, q->stored_blocks, q->total_ms);
+			P->n_req++;
+			P->n_tok += q->prompt_tokens;
+			P->n_cached += q->cached_tokens;
+			e = emit(P, q);
+		}
+		pre_free(q);
+	}
+	P->n_held = k;
 	return e;
 }
 
@@ -162,14 +188,17 @@ static fi_err run_batch(struct prefill *P)
 	fi_err e;
 	if (!fi_sched_pending(P->s))
 		return FI_OK;
+	P->fwd_msg[0] = 0;
 	e = fi_sched_run(P->s);
-	if (e && !P->werr) {
+	if (e) {
 		P->fwd = e;
 		snprintf(P->fwd_msg, sizeof P->fwd_msg, "%s", fi_errmsg());
 		e = fi_sched_cancel_all(P->s);
 		P->fwd = FI_OK;
 	}
 	P->t_busy += fi_now() - t0;
+	if (!e)
+		e = flush_held(P);
 	if (!e)
 		e = fi_stream_flush(P->out);
 	return e;
@@ -211,18 +240,30 @@ static fi_err add_req(struct prefill *P, struct fi_frame *f)
 		return fi_fail(FI_ENOMEM, "out of memory");
 	q->draw = draw;
 	fi_frame_move(&q->f, f);
-	fi_sched_req_from_frame(&q->f, &P->o->a.sp, &r);
+	fi_sched_req_from_frame(&q->f, &P->o->a.sp, 0, &r);
 	/* one token, whatever it is; stops are fi-decode's business */
 	r.max_tokens = 1;
 	r.flags = FI_SCHED_NO_STOP;
-	r.stop = NULL;
-	r.nstop = 0;
+	r.logprobs = r.top_logprobs = 0;
 	r.user = q;
+	if (P->n_held == P->cap_held) {
+		int cap = P->cap_held ? 2 * P->cap_held : 64;
+		struct pre **h = realloc(P->held, sizeof *h * (size_t)cap);
+		if (!h) {
+			fi_frame_move(f, &q->f);
+			free(q);
+			return fi_fail(FI_ENOMEM, "out of memory");
+		}
+		P->held = h;
+		P->cap_held = cap;
+	}
 	if ((e = fi_sched_add(P->s, &r))) {
 		fi_frame_move(f, &q->f);
 		free(q);
+		return e;
 	}
-	return e;
+	P->held[P->n_held++] = q;
+	return FI_OK;
 }
 
 /* Takes one input frame; returns 1 at the end of input. */
@@ -331,8 +372,12 @@ out:
 		rc = cmd_error(NULL);
 	P->n_failed += (unsigned long)bad_frames;
 	/* requests still held (a failed output) are dropped, their frames freed */
-	P->werr = P->werr ? P->werr : FI_EIO;
 	fi_sched_cancel_all(P->s);
+	for (int i = 0; i < P->n_held; i++)
+		pre_free(P->held[i]);
+	free(P->held);
+	P->held = NULL;
+	P->n_held = 0;
 	if (fi_stream_close(P->out) && !rc)
 		rc = cmd_error(NULL);
 	fi_stream_close(in);
@@ -344,36 +389,48 @@ out:
 	return rc;
 }
 
+enum { O_GPU_MEM = OPT_LONG, O_KV_SIZE, O_MAX_STEP };
+
 int main(int argc, char **argv)
 {
 	struct opts o = {.batch = 16};
 	const struct opt own[] = {
 		{'b', NULL, "N", OPT_INT, 1, 256, &o.batch},
+		{O_GPU_MEM, "gpu-mem", "F", OPT_DOUBLE, 0.01, 1, &o.kv.gpu_mem},
+		{O_KV_SIZE, "kv-size", "SIZE", OPT_KVSIZE, 0, 0, &o.kvsize},
+		{O_MAX_STEP, "max-step-tokens", "N", OPT_INT, 1, 1 << 24, &o.kv.max_step_tokens},
 		{0},
 	};
+	/* -b is the batch: --max-batch, as fi-decode names it */
+	static const struct opt_alias aliases[] = {{"max-batch", 'b'}, {0}};
 	static const char *const usage[] = {
-		"-m [-b] [--arena-size] @sampling [--backend] [-t] [-i] [-o] [-e] [-f] [-v]",
+		"-m [-b] [--arena-size] @sampling [--backend] [--gpu-mem] [--kv-size]"
+		" [--max-step-tokens] [-t] [-i] [-o] [-e] [-f] [-v]",
 		NULL,
 	};
 	const struct cmd cmd = {.name = "fi-prefill", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS |
 				CMD_BACKEND | CMD_SAMPLING | CMD_ARENA | CMD_FORCE | CMD_VERBOSE,
-				.opts = own, .usage = usage};
+				.opts = own, .usage = usage, .aliases = aliases};
 	struct prefill P = {.o = &o};
 	struct fi_backend *be = NULL;
 	struct fi_sched_opts so;
 	struct fi_kvx *x = NULL;
-	int rc = 1, ctx;
+	int rc = 1;
+	fi_kv_sizing_default(&o.kv);
 	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
 		usage_error("unexpected operand '%s'", argv[optind]);
+	o.kv.kv_bytes = o.kvsize.bytes;
+	o.kv.kv_tokens = o.kvsize.tokens;
+	o.kv.max_batch = o.batch;
+	if (o.kv.max_step_tokens && o.kv.max_step_tokens < o.batch)
+		usage_error("--max-step-tokens %d is below -b %d: a step must hold one token of "
+			    "every request", o.kv.max_step_tokens, o.batch);
 	/* Frames are binary: refused on a terminal before the model is loaded. */
 	if (!o.a.force && fi_stream_refuse_tty(o.a.out))
 		return cmd_error(NULL);
 	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &P.im, &P.m))
 		return cmd_error(NULL);
-	ctx = fi_model_config(P.m)->max_pos > 0 ? fi_model_config(P.m)->max_pos : 4096;
-	/* Room for a batch of o.batch full-context prompts, or 4 contexts, whichever is less. */
-	if (fi_model_cache_init(P.m, (ctx + BLOCK_TOKENS - 1) / BLOCK_TOKENS *
-				(o.batch < 4 ? o.batch : 4), BLOCK_TOKENS))
+	if (fi_sched_cache_init(P.m, &o.kv, NULL))
 		goto fail;
 	if (fi_image_tokenizer(P.im, &P.tok) && fi_errcode() != FI_ENOTFOUND)
 		fi_warn("%s: text prompts are refused", fi_errmsg());
@@ -382,6 +439,9 @@ int main(int argc, char **argv)
 	fi_sched_opts_default(&so);
 	so.max_batch = o.batch;
 	so.max_requests = o.batch;
+	if (o.kv.max_step_tokens)
+		so.max_step_tokens = o.kv.max_step_tokens;
+	so.arena_sync = 1; /* the kv reference passed on must find the blocks */
 	so.fingerprint = P.im->fingerprint;
 	so.prefix_cache = 1;
 	so.arena_size = o.a.arena_size;

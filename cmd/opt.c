@@ -333,6 +333,24 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* "65536t": tokens (1 to 2^40); anything else a byte size as parse_size reads it. */
+static int parse_kv_size(const char *s, struct opt_kv_size *out)
+{
+	size_t n = strlen(s);
+	long long ll;
+	char buf[32];
+	out->bytes = out->tokens = 0;
+	if (n > 1 && n < sizeof buf && s[n - 1] == 't') {
+		memcpy(buf, s, n - 1);
+		buf[n - 1] = 0;
+		if (parse_ll(buf, &ll) || ll < 1 || ll > (1ll << 40))
+			return -1;
+		out->tokens = (uint64_t)ll;
+		return 0;
+	}
+	return parse_size(s, &out->bytes);
+}
+
 static int is_choice(const char *choices, const char *v)
 {
 	size_t n = strlen(v);
@@ -358,6 +376,10 @@ static void expected(const struct opt *o, char *out, size_t cap)
 		break;
 	case OPT_SIZE:
 		snprintf(out, cap, "a size of at least 1M, such as 64M or 2G");
+		break;
+	case OPT_KVSIZE:
+		snprintf(out, cap, "a size of at least 1M, such as 64M or 2G, or tokens, such as "
+			 "65536t");
 		break;
 	case OPT_SEED:
 		snprintf(out, cap, "a whole number from 0 to 18446744073709551615");
@@ -409,6 +431,8 @@ static int store(const struct opt *o, const char *v)
 		return 0;
 	case OPT_SIZE:
 		return parse_size(v, o->dst);
+	case OPT_KVSIZE:
+		return parse_kv_size(v, o->dst);
 	case OPT_SEED:
 		return parse_seed(v, o->dst);
 	case OPT_CHOICE:

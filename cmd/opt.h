@@ -44,6 +44,7 @@ enum opt_kind {
 	OPT_FLOAT,  /* *(float *)dst: a finite number in [lo, hi] */
 	OPT_DOUBLE, /* *(double *)dst: a finite number in [lo, hi] */
 	OPT_SIZE,   /* *(uint64_t *)dst: a byte size, "64M", "2GiB" (at least 1 MiB) */
+	OPT_KVSIZE, /* struct opt_kv_size *dst: a byte size as OPT_SIZE, or tokens ("65536t") */
 	OPT_SEED,   /* *(uint64_t *)dst: a whole number in [0, 2^64) */
 	OPT_CHOICE, /* *(const char **)dst: one of the '|'-separated words of arg */
 	OPT_LIST,   /* appended to a struct opt_list (at most hi values, none empty) */
@@ -66,6 +67,11 @@ struct opt_alias {
 	int key;
 };
 #define OPT_LONG 256
+
+/* A KV pool size (--kv-size): bytes, or tokens with a "t" suffix; the other is 0. */
+struct opt_kv_size {
+	uint64_t bytes, tokens;
+};
 
 /* Values of a repeatable option (--stop STR ..., at most the option's hi of them). */
 #define OPT_LIST_MAX 64

@@ -42,6 +42,10 @@
 #                 size from config.json alone (random weights drawn on the device): b1 decode,
 #                 pp2048, b64 decode of the MoE shapes; a short table last (tests/gpu/NOTES.md
 #                 predicts its numbers)
+#   sched         the scheduler: tests/gpu/test_sched_gpu (KV block copies, overlap, a small
+#                 pool), 1000 ShareGPT-like requests at once through fi-decode on the 1B and
+#                 8B shapes (output tok/s, host and model time per step), and the TTFT of a
+#                 4096-token prompt cold, with --prefix-cache in a first and a second process
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -278,6 +282,54 @@ for m, gb, goal in rows:
     b64 = tps(f"bench_{m}_b64.json", "tg128")
     print(f"| {m} | {tg:.1f} | {goal} | {gb:.2f} | {tg * gb:.0f} | {pp:.0f} | {b64:.0f} |")
 PY
+		;;
+	sched)
+		step "scheduler: block copies, overlap, pool"
+		: > "$out/sched.md"
+		timeout 300 $t/test_sched_gpu > "$out/sched.log" 2>&1 || rc=1
+		grep -v '^|' "$out/sched.log" | tail -n 8
+		# lognormal lengths with the issue's means (217 prompt, 176 output), 4..1024
+		python3 - > "$out/sharegpt.jsonl" <<'PY'
+import json, math, random
+r = random.Random(1)
+def ln(mean, sigma):
+    mu = math.log(mean) - sigma * sigma / 2
+    return max(4, min(1024, int(r.lognormvariate(mu, sigma))))
+for i in range(1000):
+    n, m = ln(217, 0.9), ln(176, 0.9)
+    print(json.dumps({"v": 1, "type": "request", "id": "s%d" % i, "max_tokens": m,
+                      "temperature": 0.0, "ignore_eos": True,
+                      "tokens": [r.randrange(1000, 120000) for _ in range(n)]}))
+PY
+		fi-frame -e < "$out/sharegpt.jsonl" > "$out/sharegpt.msgpack"
+		for mb in llama32_1b:256 llama3_8b:256 llama3_8b:512; do
+			m=${mb%:*} b=${mb#*:}
+			need_model $m || { rc=1; continue; }
+			fi-decode -m $m -v --max-batch $b < "$out/sharegpt.msgpack" > "$out/sharegpt-$m.out" 2> "$out/sharegpt-$m.err" || { rc=1; tail -3 "$out/sharegpt-$m.err"; }
+			# all arrive at once: the last done frame's total time is the run's (load excluded)
+			fi-frame -t done < "$out/sharegpt-$m.out" | python3 -c '
+import json, sys
+d = [json.loads(l) for l in sys.stdin]
+d = [f for f in d if f["type"] == "done"]
+g = sum(f["counts"]["gen_tokens"] for f in d)
+t = max(f["timings"]["total_ms"] for f in d) / 1e3
+ttft = sorted(f["timings"]["ttft_ms"] for f in d)
+tpot = sorted(f["timings"]["tpot_ms"] for f in d if f["timings"]["tpot_ms"] >= 0)
+print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens in %.1f s: %.0f output tok/s; TTFT p50 %.0f ms; TPOT p50 %.2f ms |" % (
+    sys.argv[1], sys.argv[2], len(d), g, t, g / t, ttft[len(ttft) // 2], tpot[len(tpot) // 2]))' $m $b >> "$out/sched.md" || rc=1
+			echo "| $m --max-batch $b, fi-decode -v | $(grep -o '[0-9]* requests, [0-9]* steps.*' "$out/sharegpt-$m.err" | head -c 400) |" >> "$out/sched.md"
+		done
+		# a 4096-token prompt: TTFT cold, then through the arena from a first and a second process
+		ids=$(python3 -c 'import random; r = random.Random(2); print(",".join(str(r.randrange(1000, 120000)) for _ in range(4096)))')
+		need_model llama3_8b || rc=1
+		fi-load --arena-rm llama3_8b > /dev/null 2>&1
+		for run in cold first second; do
+			pc=; [ $run = cold ] || pc="--prefix-cache --arena-size 4G"
+			fi-decode -m llama3_8b --tokens "$ids" -n 2 --temp 0 -v $pc > /dev/null 2> "$out/ttft-$run.err" || rc=1
+			echo "| 8B 4096-token prompt, $run | $(grep -o 'prompt.*tok/s);' "$out/ttft-$run.err") |" >> "$out/sched.md"
+		done
+		grep '^|' "$out/sched.log"
+		cat "$out/sched.md"
 		;;
 	*) echo "unknown stage $stage"; rc=2 ;;
 	esac

@@ -16,10 +16,9 @@
 #include "model/store.h"
 #include "base/log.h"
 #include "sched/scheduler.h"
-#include "serve.h"
+#include "bench.h"
+#include "serve/serve.h"
 #include "text/tokenizer.h"
-
-#define BLOCK_TOKENS 16 /* the cache's block size, equal to the arena's (fi-decode's) */
 
 struct engine {
 	struct bench_target t; /* first: the target is the engine */
@@ -28,6 +27,7 @@ struct engine {
 	struct fi_model *m;
 	struct fi_tok *tok;
 	struct fi_sched *s;
+	struct fi_serve *serve; /* text pieces of token events, as fi-decode's */
 	float temp;
 	uint64_t seed;
 	int ignore_eos;
@@ -87,7 +87,7 @@ static fi_err e_send(struct bench_target *t, int i, const struct bench_req *q)
 	r.sp.seed = E->seed + (uint64_t)(i < 0 ? -i : i);
 	if (E->ignore_eos)
 		r.flags |= FI_SCHED_IGNORE_EOS;
-	if ((e = fi_sched_add(E->s, &r)) == FI_EBUSY)
+	if ((e = fi_serve_add(E->serve, E->s, &r, NULL, 0)) == FI_EBUSY)
 		return e; /* the queue is full: a pipe would push back here too */
 	if (e) {
 		struct bench_ev b = {.type = BENCH_EV_ERROR, .req = i, .t = fi_now(),
@@ -103,11 +103,14 @@ static fi_err e_poll(struct bench_target *t, double wait)
 	struct engine *E = (struct engine *)t;
 	fi_err e;
 	if (fi_sched_pending(E->s)) {
+		struct fi_sched_stats st;
 		double t0 = fi_now(), t1;
 		e = fi_sched_step(E->s);
 		t1 = fi_now();
 		t->step_s += t1 - t0;
 		t->steps++;
+		fi_sched_stats(E->s, &st);
+		t->host_s += st.last_host_ms * 1e-3;
 		if (t1 - E->mem_at > 0.05) { /* a driver call: not after every step */
 			note_mem(E);
 			E->mem_at = t1;
@@ -134,6 +137,7 @@ static void e_close(struct bench_target *t)
 	if (!E)
 		return;
 	fi_sched_destroy(E->s);
+	fi_serve_free(E->serve);
 	fi_tok_free(E->tok);
 	fi_model_close(E->m);
 	if (E->im)
@@ -142,26 +146,12 @@ static void e_close(struct bench_target *t)
 	free(E);
 }
 
-/* KV cache blocks: --kv-size (tokens, or bytes of K and V over all layers), else what
- * fi-decode makes: four sequences of the context, at most 4096 tokens each. */
-static int cache_blocks(const struct bench_opts *o, const struct fi_config *c,
-			const struct fi_backend *be)
-{
-	int ctx = c->max_pos > 0 ? c->max_pos : 4096;
-	uint64_t tokens = 4 * (uint64_t)(ctx < 4096 ? ctx : 4096);
-	if (o->kv_size && o->kv_tokens)
-		tokens = o->kv_size;
-	else if (o->kv_size)
-		tokens = o->kv_size / ((uint64_t)c->n_layers * 2 * c->n_kv_heads * c->head_dim *
-				       fi_dtype_size(be->act));
-	tokens = (tokens + BLOCK_TOKENS - 1) / BLOCK_TOKENS;
-	return tokens > INT32_MAX / 2 ? INT32_MAX / 2 : tokens < 1 ? 1 : (int)tokens;
-}
-
 fi_err bench_engine_open(const struct bench_opts *o, struct bench_target **out)
 {
 	struct engine *E = calloc(1, sizeof *E);
 	struct fi_sched_opts so;
+	struct fi_serve_opts sv = {0};
+	struct fi_kv_sizing z;
 	fi_err e;
 	*out = NULL;
 	if (!E)
@@ -182,13 +172,21 @@ fi_err bench_engine_open(const struct bench_opts *o, struct bench_target **out)
 		so.max_batch = o->max_batch;
 	so.max_requests = so.max_batch + 1024;
 	so.max_prefill_tokens = o->prefill_chunk;
-	so.tok = E->tok;
 	so.fingerprint = E->im->fingerprint;
 	so.prefix_cache = o->prefix_cache;
-	so.cb = on_event;
-	so.cb_user = E;
-	if ((e = fi_model_cache_init(E->m, cache_blocks(o, &E->im->config, E->be), BLOCK_TOKENS)) ||
-	    (e = fi_sched_create(E->m, &so, &E->s))) {
+	so.cb = fi_serve_event;
+	sv.tok = E->tok;
+	sv.cb = on_event;
+	sv.cb_user = E;
+	/* The pool as fi-decode sizes it: --kv-size, else the device's memory (or the CPU's). */
+	fi_kv_sizing_default(&z);
+	z.max_batch = so.max_batch;
+	if (o->kv_size && o->kv_tokens)
+		z.kv_tokens = o->kv_size;
+	else
+		z.kv_bytes = o->kv_size;
+	if ((e = fi_serve_new(&sv, &E->serve)) || (e = fi_sched_cache_init(E->m, &z, NULL)) ||
+	    (so.cb_user = E->serve, (e = fi_sched_create(E->m, &so, &E->s)))) {
 		e_close(&E->t);
 		return e;
 	}
@@ -200,9 +198,9 @@ fi_err bench_engine_open(const struct bench_opts *o, struct bench_target **out)
 	E->t.tok = E->tok;
 	E->t.backend = E->be->ops->name;
 	E->t.device = E->be->device;
-	/* Host time per step: the scheduler does not report it yet; when scheduler.h has it,
-	 * e_poll adds it up here and the report prints it. */
-	E->t.host_s = -1;
+	/* Host time per step: the scheduler's own count (scheduling, sampling bookkeeping,
+	 * events; not the model), added up by e_poll. */
+	E->t.host_s = 0;
 	note_mem(E);
 	*out = &E->t;
 	return FI_OK;

@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "serve.h"
+#include "bench.h"
 
 extern char **environ;
 

@@ -12,7 +12,7 @@
 #include "base/log.h"
 #include "frame/stream.h"
 #include "model/store.h"
-#include "serve.h"
+#include "bench.h"
 #include "text/tokenizer.h"
 
 #define READ_BATCH 4096 /* frames read in one poll after the first */

@@ -23,7 +23,7 @@
 #endif
 
 #include "model/store.h"
-#include "serve.h"
+#include "bench.h"
 
 
 

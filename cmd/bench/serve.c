@@ -1,4 +1,4 @@
-/* serve: `fi-bench -m MODEL serve [OPTIONS]`, the serving benchmark (serve.h, fi-bench(1)):
+/* serve: `fi-bench -m MODEL serve [OPTIONS]`, the serving benchmark (bench.h, fi-bench(1)):
  * options, warm-up, the run loop (arrivals and concurrency as a client sees them), the
  * report and the exit status (0, 1 runtime failure, 2 usage, 3 some requests failed). */
 #include <math.h>
@@ -11,7 +11,7 @@
 #include "base/log.h"
 #include "frame/stream.h"
 #include "model/store.h"
-#include "serve.h"
+#include "bench.h"
 #include "text/tokenizer.h"
 
 /* ---- the run ---- */

@@ -1,4 +1,4 @@
-/* workload: the requests of a serving benchmark and when they arrive (serve.h).
+/* workload: the requests of a serving benchmark and when they arrive (bench.h).
  *
  * Everything random comes from xoshiro256** streams seeded from --seed, one stream per
  * purpose (lengths, prompt tokens, each shared prefix, arrivals, warm-up), so that changing
@@ -12,9 +12,10 @@
 
 #include <jansson.h>
 
-#include "serve.h"
+#include "bench.h"
 #include "text/tokenizer.h"
 #include "sched/scheduler.h"
+#include "serve/serve.h"
 
 /* Lengths of lines without max_tokens in a file workload (fi-decode's -n default). */
 #define FILE_MAX_TOKENS 256

@@ -9,9 +9,8 @@
 #include "frame/frame.h"
 #include "llm.h"
 #include "sched/scheduler.h"
+#include "serve/serve.h"
 #include "text/tokenizer.h"
-
-#define BLOCK_TOKENS 16 /* the KV cache's block size, the one the commands use */
 
 /* One queued event: fi_gen_event with its strings owned. */
 struct qev {
@@ -22,6 +21,7 @@ struct qev {
 struct fi_scheduler {
 	struct fi_llm *llm;
 	struct fi_sched *s;
+	struct fi_serve *serve;   /* text pieces and stop strings over the scheduler */
 	const struct fi_tok *tok; /* NULL: the model has none (no text, no stop strings) */
 	struct qev *q;            /* [cap], events head .. head + n (mod cap) */
 	size_t head, n, cap;
@@ -135,8 +135,9 @@ fi_err fi_scheduler_new(struct fi_llm *m, const struct fi_scheduler_opts *o,
 {
 	struct fi_scheduler_opts d;
 	struct fi_sched_opts so;
+	struct fi_serve_opts sv = {0};
+	struct fi_kv_sizing z;
 	struct fi_scheduler *S;
-	int ctx = fi_llm_context(m);
 	fi_err e;
 	*out = NULL;
 	if (!o) {
@@ -148,25 +149,28 @@ fi_err fi_scheduler_new(struct fi_llm *m, const struct fi_scheduler_opts *o,
 	S->llm = m;
 	if (fi_llm_tokenizer(m, &S->tok))
 		fi_clear_error(); /* token ids only */
-	/* The KV cache: four contexts of at most 4096 tokens, as fi-decode makes it. */
-	if (!fi_model_cache(m->m) &&
-	    (e = fi_model_cache_init(m->m, 4 * ((ctx < 4096 ? ctx : 4096) + BLOCK_TOKENS - 1) /
-					       BLOCK_TOKENS, BLOCK_TOKENS))) {
-		free(S);
-		return e;
-	}
 	fi_sched_opts_default(&so);
 	if (o->max_batch > 0)
 		so.max_batch = o->max_batch;
+	/* The KV pool as fi-decode sizes it by default (from the device's memory, or the CPU's). */
+	fi_kv_sizing_default(&z);
+	z.max_batch = so.max_batch;
+	if (!fi_model_cache(m->m) && (e = fi_sched_cache_init(m->m, &z, NULL))) {
+		free(S);
+		return e;
+	}
 	so.max_requests = so.max_batch + 1024;
 	if (o->max_tokens > 0)
 		so.max_tokens = o->max_tokens;
-	so.tok = S->tok;
 	so.fingerprint = m->im->fingerprint;
 	so.prefix_cache = o->prefix_cache;
-	so.cb = on_event;
-	so.cb_user = S;
-	if ((e = fi_sched_create(m->m, &so, &S->s))) {
+	sv.tok = S->tok;
+	sv.cb = on_event;
+	sv.cb_user = S;
+	so.cb = fi_serve_event;
+	if ((e = fi_serve_new(&sv, &S->serve)) ||
+	    (so.cb_user = S->serve, (e = fi_sched_create(m->m, &so, &S->s)))) {
+		fi_serve_free(S->serve);
 		free(S);
 		return e;
 	}
@@ -179,6 +183,7 @@ void fi_scheduler_free(struct fi_scheduler *S)
 	if (!S)
 		return;
 	fi_sched_destroy(S->s);
+	fi_serve_free(S->serve);
 	for (size_t i = 0; i < S->n; i++)
 		qev_free(&S->q[(S->head + i) % S->cap]);
 	free(S->q);
@@ -218,10 +223,8 @@ fi_err fi_scheduler_add(struct fi_scheduler *S, const struct fi_gen_request *g)
 	r.sp.repeat_penalty = g->repeat_penalty;
 	r.sp.seed = g->seed;
 	r.max_tokens = g->max_tokens;
-	r.stop = (char *const *)g->stop;
-	r.nstop = (uint32_t)g->n_stop;
 	r.stream = 1;
-	e = fi_sched_add(S->s, &r);
+	e = fi_serve_add(S->serve, S->s, &r, (char *const *)g->stop, (uint32_t)g->n_stop);
 	fi_tok_ids_free(&ids);
 	return e;
 }
@@ -236,7 +239,7 @@ fi_err fi_scheduler_add_frame(struct fi_scheduler *S, const struct fi_frame *f)
 		return fi_fail(FI_EINVAL, "frame '%s' is a %s frame, not a request",
 			       f->id ? f->id : "", fi_frame_type_name(f->type));
 	fi_sample_defaults(&d);
-	fi_sched_req_from_frame(f, &d, &r);
+	fi_sched_req_from_frame(f, &d, 0, &r);
 	if (!r.tokens && f->req.text) {
 		if (!S->tok)
 			return fi_fail(FI_EUNSUPPORTED, "request '%s': a text prompt, and the model has "
@@ -250,7 +253,7 @@ fi_err fi_scheduler_add_frame(struct fi_scheduler *S, const struct fi_frame *f)
 		r.ntokens = (uint32_t)ids.n;
 	}
 	r.stream = 1;
-	e = fi_sched_add(S->s, &r);
+	e = fi_serve_add(S->serve, S->s, &r, f->req.stop, f->req.nstop);
 	fi_tok_ids_free(&ids);
 	return e;
 }

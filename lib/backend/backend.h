@@ -226,6 +226,17 @@ struct fi_backend_ops {
 	fi_err (*graph_replay)(struct fi_backend *be, uint64_t key);
 	fi_err (*graph_capture_begin)(struct fi_backend *be, uint64_t key);
 	fi_err (*graph_capture_end)(struct fi_backend *be, uint64_t key);
+	/* Optional: the device's memory now, free and total bytes (what is left once the
+	 * weights and scratch are allocated sizes the KV pool). */
+	fi_err (*mem_info)(struct fi_backend *be, size_t *free_bytes, size_t *total_bytes);
+	/* Optional (NULL: one upload or download per layer's K and V of each block): copies n
+	 * whole blocks between the cache and host memory, queued on the backend's stream (a
+	 * later op sees them; sync or download waits for them). Block i is cache block
+	 * blocks[i] and host memory host[i], laid out for each layer l in order, K then V, each
+	 * [block_size, Hk, hd] in the act dtype (kvxfer.h's arena block). to_cache: host to cache,
+	 * else cache to host. The host memory must stay valid until the copy is waited for. */
+	fi_err (*kv_copy)(struct fi_backend *be, struct fi_kv_cache *kv, int to_cache, int n,
+			  const int32_t *blocks, void *const *host);
 };
 
 struct fi_backend {

@@ -111,6 +111,7 @@ void fi_frame_free(struct fi_frame *f)
 		break;
 	case FI_FRAME_TOKEN:
 		free(f->tok.text);
+		free(f->tok.top);
 		break;
 	case FI_FRAME_DONE:
 		free(f->done.tokens);
@@ -292,8 +293,10 @@ static void enc_request(struct enc *e, const struct fi_frame *f)
 	int haskv = !!(r->set & FI_REQ_KV);
 	int hastok = !!(r->set & FI_REQ_TOKENIZER);
 	int ieos = (r->set & FI_REQ_IGNORE_EOS) || r->ignore_eos;
+	int lp = (r->set & FI_REQ_LOGPROBS) || r->logprobs;
+	int top = (r->set & FI_REQ_TOP_LOGPROBS) || r->top_logprobs;
 	size_t n = !!r->text + !!r->tokens + temp + topk + topp + minp + rep + seed + maxt +
-		   stream + !!r->nstop + !!r->nstop_ids + haskv + hastok + ieos;
+		   stream + !!r->nstop + !!r->nstop_ids + haskv + hastok + ieos + lp + top;
 
 	put_head(e, n, f, f->id);
 	if (r->text)
@@ -329,18 +332,27 @@ static void enc_request(struct enc *e, const struct fi_frame *f)
 		for (uint32_t i = 0; i < r->nstop; i++)
 			msgpack_pack_str_with_body(&e->pk, r->stop[i], strlen(r->stop[i]));
 	}
-	if (r->nstop_ids) {
-		put_key(e, "stop_ids");
-		msgpack_pack_array(&e->pk, r->nstop_ids);
-		for (uint32_t i = 0; i < r->nstop_ids; i++)
-			msgpack_pack_uint32(&e->pk, r->stop_ids[i]);
-	}
 	if (ieos) {
 		put_key(e, "ignore_eos");
 		if (r->ignore_eos)
 			msgpack_pack_true(&e->pk);
 		else
 			msgpack_pack_false(&e->pk);
+	}
+	if (lp) {
+		put_key(e, "logprobs");
+		if (r->logprobs)
+			msgpack_pack_true(&e->pk);
+		else
+			msgpack_pack_false(&e->pk);
+	}
+	if (top)
+		put_uint(e, "top_logprobs", r->top_logprobs);
+	if (r->nstop_ids) {
+		put_key(e, "stop_ids");
+		msgpack_pack_array(&e->pk, r->nstop_ids);
+		for (uint32_t i = 0; i < r->nstop_ids; i++)
+			msgpack_pack_uint32(&e->pk, r->stop_ids[i]);
 	}
 	if (haskv) {
 		put_key(e, "kv");
@@ -432,6 +444,14 @@ static fi_err enc_check(const struct fi_frame *f)
 		    ((f->req.set & FI_REQ_TOKENIZER) && f->req.tok_name &&
 		     strlen(f->req.tok_name) > l.max_id))
 			return fi_fail(FI_EINVAL, "frame: request '%s' exceeds the frame limits", f->id);
+		if (f->req.top_logprobs > FI_FRAME_MAX_TOP)
+			return fi_fail(FI_EINVAL, "frame: request '%s': top_logprobs %u exceeds %d", f->id,
+				       f->req.top_logprobs, FI_FRAME_MAX_TOP);
+		break;
+	case FI_FRAME_TOKEN:
+		if (f->tok.ntop > FI_FRAME_MAX_TOP)
+			return fi_fail(FI_EINVAL, "frame: token '%s': %u alternatives exceed %d", f->id,
+				       f->tok.ntop, FI_FRAME_MAX_TOP);
 		break;
 	case FI_FRAME_DONE:
 		if (!fi_finish_name(f->done.finish))
@@ -461,13 +481,22 @@ fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
 		enc_request(&e, f);
 		break;
 	case FI_FRAME_TOKEN:
-		put_head(&e, 2 + !!f->tok.text + !!f->tok.has_logprob, f, f->id);
+		put_head(&e, 2 + !!f->tok.text + !!f->tok.has_logprob + !!f->tok.ntop, f, f->id);
 		put_uint(&e, "token", f->tok.token);
 		put_uint(&e, "index", f->tok.index);
 		if (f->tok.text)
 			put_str(&e, "text", f->tok.text, f->tok.text_len);
 		if (f->tok.has_logprob)
 			put_f32(&e, "logprob", f->tok.logprob);
+		if (f->tok.ntop) {
+			put_key(&e, "top_logprobs");
+			msgpack_pack_array(&e.pk, f->tok.ntop);
+			for (uint32_t i = 0; i < f->tok.ntop; i++) {
+				msgpack_pack_array(&e.pk, 2);
+				msgpack_pack_uint32(&e.pk, f->tok.top[i].token);
+				msgpack_pack_float(&e.pk, f->tok.top[i].logprob);
+			}
+		}
 		break;
 	case FI_FRAME_DONE:
 		enc_done(&e, f);

@@ -60,10 +60,14 @@ enum {
 	FI_REQ_KV = 1u << 8,
 	FI_REQ_TOKENIZER = 1u << 9,
 	FI_REQ_IGNORE_EOS = 1u << 10,
+	FI_REQ_LOGPROBS = 1u << 11,
+	FI_REQ_TOP_LOGPROBS = 1u << 12,
 };
 /* The sampling keys among them (what fi-frame(5) calls the request's sampling). */
 #define FI_REQ_SAMPLING (FI_REQ_TEMPERATURE | FI_REQ_TOP_K | FI_REQ_TOP_P | FI_REQ_MIN_P | \
 			 FI_REQ_REPEAT_PENALTY | FI_REQ_SEED)
+
+#define FI_FRAME_MAX_TOP 20 /* top_logprobs: alternatives per token at most */
 
 struct fi_request {
 	char *text;        /* prompt as UTF-8 (NUL-terminated, text_len bytes), or NULL */
@@ -89,7 +93,15 @@ struct fi_request {
 	uint8_t tok_sha256[32];
 	char *tok_name;
 	int ignore_eos;       /* default 0; 1: the model's end-of-generation ids do not end it */
+	int logprobs;         /* default false: token frames carry "logprob" */
+	uint32_t top_logprobs; /* default 0: alternatives in token frames, at most FI_FRAME_MAX_TOP */
 	uint32_t set;         /* FI_REQ_* */
+};
+
+/* One alternative of a token frame's top_logprobs. */
+struct fi_token_top {
+	uint32_t token;
+	float logprob;
 };
 
 struct fi_token {
@@ -99,6 +111,8 @@ struct fi_token {
 	size_t text_len;
 	float logprob;   /* valid when has_logprob */
 	int has_logprob;
+	struct fi_token_top *top; /* the most likely tokens [ntop], most likely first, or NULL */
+	uint32_t ntop;
 };
 
 struct fi_done {

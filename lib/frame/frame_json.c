@@ -124,6 +124,12 @@ static void req_json(json_t *o, const struct fi_request *r, int *bad)
 				*bad = 1;
 		put(o, "stop", a, bad);
 	}
+	if ((r->set & FI_REQ_IGNORE_EOS) || r->ignore_eos)
+		put(o, "ignore_eos", json_boolean(r->ignore_eos), bad);
+	if ((r->set & FI_REQ_LOGPROBS) || r->logprobs)
+		put(o, "logprobs", json_boolean(r->logprobs), bad);
+	if ((r->set & FI_REQ_TOP_LOGPROBS) || r->top_logprobs)
+		put(o, "top_logprobs", json_integer(r->top_logprobs), bad);
 	if (r->nstop_ids)
 		put(o, "stop_ids", token_array(r->stop_ids, r->nstop_ids), bad);
 	if (r->set & FI_REQ_KV) {
@@ -201,6 +207,15 @@ fi_err fi_frame_to_json(const struct fi_frame *f, json_t **out)
 			put(o, "text", fi_json_bytes(f->tok.text, f->tok.text_len), &bad);
 		if (f->tok.has_logprob)
 			put(o, "logprob", fi_json_f32(f->tok.logprob), &bad);
+		if (f->tok.ntop) {
+			json_t *a = json_array();
+			for (uint32_t i = 0; a && i < f->tok.ntop; i++)
+				if (json_array_append_new(a, json_pack("[I,o]",
+								       (json_int_t)f->tok.top[i].token,
+								       fi_json_f32(f->tok.top[i].logprob))))
+					bad = 1;
+			put(o, "top_logprobs", a, &bad);
+		}
 		break;
 	case FI_FRAME_DONE:
 		done_json(o, &f->done, &bad);

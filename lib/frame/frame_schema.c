@@ -14,6 +14,7 @@
 	X(TOP_P, "top_p") X(MIN_P, "min_p") X(REPEAT_PENALTY, "repeat_penalty") X(SEED, "seed") \
 	X(MAX_TOKENS, "max_tokens") X(STOP, "stop") X(STOP_IDS, "stop_ids") X(STREAM, "stream") \
 	X(KV, "kv") X(TOKENIZER, "tokenizer") X(IGNORE_EOS, "ignore_eos") \
+	X(LOGPROBS, "logprobs") X(TOP_LOGPROBS, "top_logprobs") \
 	X(TOKEN, "token") X(INDEX, "index") X(LOGPROB, "logprob") \
 	X(FINISH, "finish") X(COUNTS, "counts") X(TIMINGS, "timings") \
 	X(CODE, "code") X(CODE_NUM, "code_num") X(MESSAGE, "message") X(PROMPT, "prompt") \
@@ -40,8 +41,8 @@ _Static_assert(K_COUNT < 64, "key sets are 64-bit masks");
 static const uint64_t common_keys = RANGE(K_V, K_SEQ);
 /* Top-level keys each type understands (for "must" and to ignore the others). */
 static const uint64_t type_keys[FI_FRAME_TYPE_COUNT] = {
-	[FI_FRAME_REQUEST] = RANGE(K_TEXT, K_IGNORE_EOS),
-	[FI_FRAME_TOKEN] = B(K_TOKEN) | B(K_INDEX) | B(K_TEXT) | B(K_LOGPROB),
+	[FI_FRAME_REQUEST] = RANGE(K_TEXT, K_TOP_LOGPROBS),
+	[FI_FRAME_TOKEN] = B(K_TOKEN) | B(K_INDEX) | B(K_TEXT) | B(K_LOGPROB) | B(K_TOP_LOGPROBS),
 	[FI_FRAME_DONE] = B(K_FINISH) | B(K_COUNTS) | B(K_TIMINGS) | B(K_TOKENS) | B(K_TEXT) |
 			  B(K_PROMPT),
 	[FI_FRAME_ERROR] = B(K_CODE) | B(K_CODE_NUM) | B(K_MESSAGE) | B(K_PROMPT),
@@ -313,6 +314,29 @@ static fi_err dec_stop(const msgpack_object *o, const struct fi_frame_limits *li
 	return FI_OK;
 }
 
+/* "top_logprobs" of a token frame: an array of [token, logprob] pairs. */
+static fi_err dec_top(const msgpack_object *o, struct fi_token *t)
+{
+	if (o->type != MSGPACK_OBJECT_ARRAY)
+		return bad_type(K_TOP_LOGPROBS, "array of [uint, float]", o);
+	if (o->via.array.size > FI_FRAME_MAX_TOP)
+		return fi_fail(FI_ERANGE, "frame: key 'top_logprobs': %u entries exceed the limit of %d",
+			       o->via.array.size, FI_FRAME_MAX_TOP);
+	if (!(t->top = calloc(o->via.array.size + 1, sizeof *t->top)))
+		return fi_fail(FI_ENOMEM, "frame: top_logprobs");
+	for (uint32_t i = 0; i < o->via.array.size; i++) {
+		const msgpack_object *p = &o->via.array.ptr[i];
+		fi_err e;
+		if (p->type != MSGPACK_OBJECT_ARRAY || p->via.array.size != 2)
+			return bad_type(K_TOP_LOGPROBS, "array of [uint, float]", p);
+		if ((e = get_u32(&p->via.array.ptr[0], K_TOP_LOGPROBS, &t->top[i].token)) ||
+		    (e = get_f32(&p->via.array.ptr[1], K_TOP_LOGPROBS, -INFINITY, 0, &t->top[i].logprob)))
+			return e;
+		t->ntop = i + 1;
+	}
+	return FI_OK;
+}
+
 static fi_err dec_request(const msgpack_object **v, const struct fi_frame_limits *lim, struct fi_request *r)
 {
 	fi_err e = FI_OK;
@@ -369,6 +393,17 @@ static fi_err dec_request(const msgpack_object **v, const struct fi_frame_limits
 		r->set |= FI_REQ_KV;
 	if (!e && v[K_TOKENIZER] && !(e = dec_tokenizer(v[K_TOKENIZER], lim, r)))
 		r->set |= FI_REQ_TOKENIZER;
+	if (!e && v[K_LOGPROBS]) {
+		if (v[K_LOGPROBS]->type != MSGPACK_OBJECT_BOOLEAN)
+			return bad_type(K_LOGPROBS, "bool", v[K_LOGPROBS]);
+		r->logprobs = v[K_LOGPROBS]->via.boolean;
+		r->set |= FI_REQ_LOGPROBS;
+	}
+	if (!e && v[K_TOP_LOGPROBS] &&
+	    !(e = get_uint(v[K_TOP_LOGPROBS], K_TOP_LOGPROBS, FI_FRAME_MAX_TOP, &u))) {
+		r->top_logprobs = (uint32_t)u;
+		r->set |= FI_REQ_TOP_LOGPROBS;
+	}
 	return e;
 }
 
@@ -555,6 +590,8 @@ fi_err fi_frame_decode_obj(const msgpack_object *o, const struct fi_frame_limits
 			if (!e && v[K_LOGPROB] &&
 			    !(e = get_f32(v[K_LOGPROB], K_LOGPROB, -INFINITY, 0, &f->tok.logprob)))
 				f->tok.has_logprob = 1;
+			if (!e && v[K_TOP_LOGPROBS])
+				e = dec_top(v[K_TOP_LOGPROBS], &f->tok);
 			break;
 		case FI_FRAME_DONE:
 			e = dec_done(v, lim, &f->done);

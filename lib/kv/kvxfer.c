@@ -211,43 +211,69 @@ static void *verify_main(void *p)
 	return NULL;
 }
 
+/* n whole blocks between cache blocks cbs[] and arena data ptrs[]: the backend's kv_copy
+ * when it has one (few calls, queued), else layer by layer. */
+static fi_err copy_blocks(struct fi_kvx *x, int to_cache, int n, const int32_t *cbs,
+			  void *const *ptrs)
+{
+	struct fi_backend *be = x->c->be;
+	fi_err e = FI_OK;
+	if (be->ops->kv_copy)
+		return be->ops->kv_copy(be, &x->c->kv, to_cache, n, cbs, ptrs);
+	for (int i = 0; !e && i < n; i++)
+		e = copy_block(x, cbs[i], ptrs[i], to_cache);
+	return e;
+}
+
 fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		    size_t max_blocks, int *n_tokens)
 {
 	struct fi_arena_lease *l = NULL;
 	fi_arena_key *keys = NULL;
 	uint32_t *blk = NULL;
-	size_t nk, found = 0;
+	int32_t *cbs = NULL;
+	void **ptrs = NULL;
+	size_t nk, found = 0, first;
+	int len = fi_kvcache_seq_len(x->c, seq);
 	struct verify v;
 	pthread_t th;
 	int threaded;
 	fi_err e;
 	*n_tokens = 0;
-	if (fi_kvcache_seq_len(x->c, seq) != 0)
-		return fi_fail(FI_ESTATE, "kv arena: fetch into a sequence that is not empty");
+	if (len < 0 || len % x->bt)
+		return fi_fail(FI_ESTATE, "kv arena: fetch into sequence %d of %d tokens", seq, len);
+	first = (size_t)len / (size_t)x->bt;
 	if ((e = fi_kvx_keys(x, toks, n, &keys, &nk)) || !nk)
 		return e;
 	if (nk > max_blocks)
 		nk = max_blocks;
-	if (!nk)
+	if (nk <= first)
 		goto out;
-	if (!(blk = malloc(nk * sizeof *blk))) {
+	if (!(blk = malloc((nk - first) * sizeof *blk))) {
 		e = fi_fail(FI_ENOMEM, "kv arena: out of memory");
 		goto out;
 	}
-	if ((e = fi_arena_lease(x->a, &l)) || (e = fi_arena_lookup(l, keys, nk, blk, &found)))
+	if ((e = fi_arena_lease(x->a, &l)) ||
+	    (e = fi_arena_lookup(l, keys + first, nk - first, blk, &found)))
 		goto out;
 	if (!found)
 		goto out;
-	if ((e = fi_kvcache_reserve(x->c, seq, (int)(found * (size_t)x->bt))))
+	if ((e = fi_kvcache_reserve(x->c, seq, (int)((first + found) * (size_t)x->bt))))
 		goto out;
+	if (!(cbs = malloc(found * sizeof *cbs)) || !(ptrs = malloc(found * sizeof *ptrs))) {
+		e = fi_fail(FI_ENOMEM, "kv arena: out of memory");
+		fi_kvcache_set_len(x->c, seq, len);
+		goto out;
+	}
+	/* The checksums are checked in a thread while the blocks are copied. */
 	v = (struct verify){x->a, blk, found, found, FI_OK};
 	threaded = !pthread_create(&th, NULL, verify_main, &v);
-	for (size_t i = 0; !e && i < found; i++) {
-		int32_t cb = fi_kvcache_slot(x->c, seq, (int)(i * (size_t)x->bt)) / x->bt;
+	for (size_t i = 0; i < found; i++) {
+		cbs[i] = fi_kvcache_slot(x->c, seq, (int)((first + i) * (size_t)x->bt)) / x->bt;
 		reg_extent(x, blk[i]);
-		e = copy_block(x, cb, fi_arena_data(x->a, blk[i]), 1);
+		ptrs[i] = fi_arena_data(x->a, blk[i]);
 	}
+	e = copy_blocks(x, 1, (int)found, cbs, ptrs);
 	if (!e)
 		e = x->c->be->ops->sync(x->c->be);
 	if (threaded)
@@ -258,62 +284,71 @@ fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		e = v.e;
 	if (!e && v.first_bad < found) {
 		/* Corrupt KV (a flipped or zeroed byte, a key that is not the block's): the good
-		 * prefix before it is kept, it is withdrawn from the arena, and the rest of the
+		 * blocks before it are kept, it is withdrawn from the arena, and the rest of the
 		 * prompt is computed (and stored again by whoever stores it). */
 		char hex[2 * FI_ARENA_KEY_BYTES + 1];
 		size_t bad = v.first_bad;
-		fi_arena_key_hex(&keys[bad], hex);
+		fi_arena_key_hex(&keys[first + bad], hex);
 		fi_arena_withdraw(l, blk[bad]);
 		/* later bad blocks too, or the recomputed prompt could not replace them */
 		for (size_t i = bad + 1; i < found; i++)
 			if (fi_arena_verify(x->a, blk[i]) == FI_EFORMAT)
 				fi_arena_withdraw(l, blk[i]);
 		found = bad;
-		e = fi_kvcache_set_len(x->c, seq, (int)(found * (size_t)x->bt));
+		e = fi_kvcache_set_len(x->c, seq, (int)((first + found) * (size_t)x->bt));
 		if (!e) {
 			*n_tokens = (int)(found * (size_t)x->bt);
 			e = fi_fail(FI_EFORMAT, "kv arena %.16s: block %zu of the prompt (key %.16s) "
 				    "failed its checksum (corrupt KV): withdrawn, its tokens and the "
-				    "rest computed", x->id, bad, hex);
+				    "rest computed", x->id, first + bad, hex);
 			goto out;
 		}
 	} else if (!e) {
-		e = fi_kvcache_set_len(x->c, seq, (int)(found * (size_t)x->bt));
+		e = fi_kvcache_set_len(x->c, seq, (int)((first + found) * (size_t)x->bt));
 	}
 	if (e)
-		fi_kvcache_set_len(x->c, seq, 0);
+		fi_kvcache_set_len(x->c, seq, len);
 	else
 		*n_tokens = (int)(found * (size_t)x->bt);
 out:
 	fi_arena_unlease(l);
+	free(cbs);
+	free(ptrs);
 	free(blk);
 	free(keys);
 	return e;
 }
 
-fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
-		    size_t *n_stored)
+fi_err fi_kvx_store_blocks(struct fi_kvx *x, const int32_t *blocks, const uint32_t *toks,
+			   size_t n_blocks, size_t *n_stored)
 {
 	struct fi_arena_lease *l = NULL;
 	fi_arena_key *keys = NULL;
-	size_t nk, stored = 0;
+	uint32_t *ab = NULL;   /* arena blocks reserved for writing */
+	int32_t *cbs = NULL;   /* their cache blocks */
+	void **ptrs = NULL;
+	size_t nk, nw = 0, stored = 0;
 	fi_err e;
 	if (n_stored)
 		*n_stored = 0;
-	if (fi_kvcache_seq_len(x->c, seq) < (int)n)
-		return fi_fail(FI_ESTATE, "kv arena: sequence %d holds fewer than %zu tokens", seq, n);
-	if ((e = fi_kvx_keys(x, toks, n, &keys, &nk)) || !nk)
+	if ((e = fi_kvx_keys(x, toks, n_blocks * (size_t)x->bt, &keys, &nk)) || !nk)
 		return e;
+	if (!(ab = malloc(nk * sizeof *ab)) || !(cbs = malloc(nk * sizeof *cbs)) ||
+	    !(ptrs = malloc(nk * sizeof *ptrs))) {
+		e = fi_fail(FI_ENOMEM, "kv arena: out of memory");
+		goto out;
+	}
 	if ((e = fi_arena_lease(x->a, &l)))
 		goto out;
+	/* Reserve every block the arena lacks, copy them all, then publish: readers never see
+	 * half a block. */
 	for (size_t i = 0; i < nk; i++) {
 		enum fi_arena_reserve_result r;
 		uint32_t b;
 		void *data;
-		int32_t cb = fi_kvcache_slot(x->c, seq, (int)(i * (size_t)x->bt)) / x->bt;
 		if ((e = fi_arena_reserve(l, &keys[i], &b, &data, &r))) {
 			if (e == FI_EFULL) {
-				fi_debug("kv arena %.16s: full, %zu of %zu blocks stored", x->id, stored, nk);
+				fi_debug("kv arena %.16s: full, %zu of %zu blocks stored", x->id, nw, nk);
 				e = FI_OK;
 			}
 			break;
@@ -323,21 +358,43 @@ fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 				fi_arena_unpin(l, b);
 			continue;
 		}
-		/* Published only once every layer is in place: readers never see half a block. */
 		reg_extent(x, b);
-		if ((e = copy_block(x, cb, data, 0)) || (e = fi_arena_publish(l, b))) {
-			fi_arena_abort(l, b);
-			break;
+		ab[nw] = b;
+		cbs[nw] = blocks[i];
+		ptrs[nw++] = data;
+	}
+	if (!e && nw && !(e = copy_blocks(x, 0, (int)nw, cbs, ptrs)))
+		e = x->c->be->ops->sync(x->c->be);
+	for (size_t i = 0; i < nw; i++) {
+		if (!e && !(e = fi_arena_publish(l, ab[i]))) {
+			fi_arena_unpin(l, ab[i]);
+			stored++;
+		} else {
+			fi_arena_abort(l, ab[i]);
 		}
-		fi_arena_unpin(l, b);
-		stored++;
 	}
 out:
 	fi_arena_unlease(l);
 	free(keys);
+	free(ab);
+	free(cbs);
+	free(ptrs);
 	if (n_stored)
 		*n_stored = stored;
 	return e;
+}
+
+fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
+		    size_t *n_stored)
+{
+	const int32_t *bl;
+	int nb;
+	if (n_stored)
+		*n_stored = 0;
+	if (fi_kvcache_seq_len(x->c, seq) < (int)n)
+		return fi_fail(FI_ESTATE, "kv arena: sequence %d holds fewer than %zu tokens", seq, n);
+	bl = fi_kvcache_seq_blocks(x->c, seq, &nb);
+	return fi_kvx_store_blocks(x, bl, toks, n / (size_t)x->bt, n_stored);
 }
 
 fi_err fi_kvx_make_ref(const struct fi_kvx *x, const uint8_t model_fp[32], const uint32_t *toks,

@@ -54,11 +54,12 @@ struct fi_arena *fi_kvx_arena(struct fi_kvx *x);
 fi_err fi_kvx_keys(const struct fi_kvx *x, const uint32_t *toks, size_t n, fi_arena_key **keys,
 		   size_t *n_keys);
 
-/* Looks up the longest cached prefix of toks[0..n) (at most max_blocks blocks), copies it into
- * sequence seq, which must be empty, and commits its length: *n_tokens = blocks x
- * block_tokens. Nothing found is not an error (*n_tokens = 0). The blocks' checksums are
- * verified while they are copied: FI_EFORMAT (a warning for the caller) when one fails; the
- * good prefix before it is kept (*n_tokens, committed), the bad block withdrawn from the
+/* Looks up the longest cached run of toks[0..n)'s blocks that follows what sequence seq holds
+ * (its length, a multiple of block_tokens, says how many blocks it has: 0 for an empty one),
+ * at most max_blocks blocks in all, copies it into seq and commits the length: *n_tokens =
+ * the tokens added. Nothing found is not an error (*n_tokens = 0). The blocks' checksums
+ * are verified while they are copied: FI_EFORMAT (a warning for the caller) when one fails;
+ * the good blocks before it are kept (*n_tokens, committed), the bad block withdrawn from the
  * arena, and the caller computes the rest. */
 fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		    size_t max_blocks, int *n_tokens);
@@ -68,6 +69,10 @@ fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
  * is writing are skipped; a full arena (every block pinned) stops the copy quietly. */
 fi_err fi_kvx_store(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		    size_t *n_stored);
+/* The same for cache blocks[0..n_blocks) (full, holding toks[0..n_blocks x block_tokens)),
+ * whatever sequence holds them. */
+fi_err fi_kvx_store_blocks(struct fi_kvx *x, const int32_t *blocks, const uint32_t *toks,
+			   size_t n_blocks, size_t *n_stored);
 
 /* Fills ref (owned: free ref->arena and ref->blocks with fi_kvx_ref_free) for the prompt: the
  * keys of its full blocks, ntokens = n. */

@@ -131,4 +131,37 @@ struct fi_sample_io {
 fi_err fi_model_forward_sample_io(struct fi_model *m, const struct fi_batch *b,
 				  struct fi_sample_io *io, int *n_rows);
 
+/* A forward pass in two halves, so that the host prepares the next step while the device
+ * runs this one (the calls above are launch + collect):
+ *   fi_model_launch checks the batch, reserves its KV, issues the work and returns; on CUDA
+ *     the device is still running it. out says what the selected rows return:
+ *     FI_STEP_TOKENS their greedy tokens (argmax, lowest id on ties; on the device where the
+ *     backend can), FI_STEP_SAMPLE their tokens drawn with io's rows and windows (as
+ *     fi_model_forward_sample_io; not with FI_STEP_TOKENS), FI_STEP_LOGITS their logits
+ *     (alone or with FI_STEP_TOKENS). The batch's arrays, io's rows and windows may be
+ *     reused once it returns; io itself (its outputs) must live until fi_model_collect.
+ *   fi_model_collect waits for it and returns what launch asked for: tokens[n_rows] and
+ *     logits[n_rows, vocab] (FI_STEP_TOKENS, FI_STEP_LOGITS); for FI_STEP_SAMPLE, io's
+ *     tokens, n_kept, log-probabilities and the logits of the rows left to the host (the
+ *     arguments are not used). Then every sequence of the batch has grown by its tokens;
+ *     after a failure of either half none has.
+ * One step at a time (FI_ESTATE otherwise). While a step is in flight, the model, its cache
+ * and its sequences are used by nothing but fi_model_collect. */
+enum {
+	FI_STEP_TOKENS = 1,
+	FI_STEP_SAMPLE = 2,
+	FI_STEP_LOGITS = 4,
+};
+fi_err fi_model_launch(struct fi_model *m, const struct fi_batch *b, unsigned out,
+		       struct fi_sample_io *io);
+fi_err fi_model_collect(struct fi_model *m, float *logits, int32_t *tokens, int *n_rows);
+/* Allocates now the scratch of a step of T tokens with rows rows of logits (otherwise it
+ * grows on demand), so that the memory left can be measured and given to the KV cache. */
+fi_err fi_model_reserve_scratch(struct fi_model *m, int T, int rows);
+/* 1 while a launched step has not been collected. */
+int fi_model_in_flight(const struct fi_model *m);
+/* 1 when the backend runs launched work asynchronously (CUDA): overlapping the host's work
+ * with the step then pays; 0 on the CPU, where launch computes the whole step. */
+int fi_model_async(const struct fi_model *m);
+
 #endif

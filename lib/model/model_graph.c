@@ -30,11 +30,10 @@ static int width(int nb, int gw)
 	return w < gw ? w : gw;
 }
 
-/* A sequence's blocks (the one place this file reads the cache's tables). */
+/* A sequence's blocks. */
 static const int32_t *seq_blocks(const struct fi_kvcache *kc, int id, int *n)
 {
-	*n = kc->seq[id].n_blocks;
-	return kc->seq[id].blocks;
+	return fi_kvcache_seq_blocks(kc, id, n);
 }
 
 int fi_model_graphs_usable(struct fi_model *m)

@@ -58,6 +58,20 @@ struct graphs {
 	} seen[GRAPH_KEYS];
 };
 
+/* The step between fi_model_launch and fi_model_collect (model_step.c): its sequences in
+ * order of first appearance (sid), their lengths before it (old) and tokens in it (cnt);
+ * for a sampled step, the caller's fi_sample_io that collect fills. */
+struct step {
+	int on;        /* launched, not collected */
+	unsigned out;  /* FI_STEP_* */
+	int T, S, n_out, dev_argmax;
+	struct fi_sample_io *io;
+	int cap;       /* room of the arrays below, in tokens */
+	int *sid, *old, *cnt, *local;
+	int *map;      /* [cap_map] batch-local index of a sequence id, -1 when absent */
+	int cap_map;
+};
+
 struct fi_model {
 	struct fi_config c;
 	struct fi_backend *be;
@@ -72,6 +86,7 @@ struct fi_model {
 	/* host staging for the int arrays uploaded each step */
 	int32_t *h_ints;
 	size_t h_ints_cap;
+	struct step st;
 };
 
 /* Makes the activations hold T tokens, the ints n_ints values and the head rows rows. A
@@ -84,9 +99,14 @@ fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int3
 		     const struct fi_attn_batch *ab, const int32_t *idx_d, int n, int argmax);
 
 /* model_sample.c: the token of each of the n rows of s.logits drawn with io->rows[n] on the
- * device (backend sample op), log-probabilities as asked; rows it hands back (tokens[i] =
- * -1) and every row without the op get their logits downloaded into io->logits + i * V. */
-fi_err fi_model_sample_rows(struct fi_model *m, int n, struct fi_sample_io *io);
+ * device (backend sample op), log-probabilities as asked, in two halves: launch uploads the
+ * rows and windows and issues the op (nothing without it); collect downloads the tokens,
+ * survivor counts and log-probabilities, and the logits of the rows it hands back (tokens[i]
+ * = -1; every row without the op) into io->logits + i * V. */
+fi_err fi_model_sample_launch(struct fi_model *m, int n, const struct fi_sample_io *io);
+fi_err fi_model_sample_collect(struct fi_model *m, int n, struct fi_sample_io *io);
+/* model_step.c: frees the step's host arrays. */
+void fi_model_step_free(struct fi_model *m);
 
 /* model_graph.c: 1 when decode steps may use graphs (hooks present, FI_GRAPHS not 0). */
 int fi_model_graphs_usable(struct fi_model *m);

@@ -48,50 +48,80 @@ static int rows_top(const struct fi_sample_row *rows, int n)
 	return t;
 }
 
-fi_err fi_model_sample_rows(struct fi_model *m, int n, struct fi_sample_io *io)
+/* Where the parts of the sample buffer are (layout in model_int.h). */
+struct smp_parts {
+	struct fi_sample_row *rows_d;
+	int32_t *out_d;
+	float *lp_d;
+	struct fi_sample_top *top_d;
+	int32_t *win_d;
+};
+
+static struct smp_parts parts(struct fi_model *m)
+{
+	int cap = m->s.cap_smp;
+	struct smp_parts p;
+	p.rows_d = m->s.smp;
+	p.out_d = (int32_t *)(p.rows_d + cap);
+	p.lp_d = (float *)(p.out_d + 2 * (size_t)cap);
+	p.top_d = (struct fi_sample_top *)(p.lp_d + cap + (cap & 1));
+	p.win_d = (int32_t *)(p.top_d + (size_t)cap * FI_SAMPLE_MAX_TOP);
+	return p;
+}
+
+fi_err fi_model_sample_launch(struct fi_model *m, int n, const struct fi_sample_io *io)
 {
 	struct fi_backend *be = m->be;
-	size_t V = (size_t)m->c.vocab;
 	int top = rows_top(io->rows, n);
+	struct smp_parts p;
 	fi_err e;
 	if (top > FI_SAMPLE_MAX_TOP)
 		return fi_fail(FI_EINVAL, "sample: %d alternatives asked for (at most %d)", top,
 			       FI_SAMPLE_MAX_TOP);
 	if ((top >= 0 && !io->logprob) || (top > 0 && !io->top))
 		return fi_fail(FI_EINVAL, "sample: log-probabilities asked for but no room given");
+	if (!be->ops->sample || !n) /* the host samples every row */
+		return FI_OK;
+	if ((e = smp_room(m, n, io->win ? io->n_win : 0)))
+		return e;
+	p = parts(m);
+	struct fi_sample_args a = {
+		.n = n,
+		.V = m->c.vocab,
+		.logits_d = m->s.logits,
+		.rows_d = p.rows_d,
+		.hist_d = io->win && io->n_win ? p.win_d : NULL,
+		.max_top = FI_SAMPLE_MAX_TOP,
+		.out_d = p.out_d,
+		.logprob_d = top >= 0 ? p.lp_d : NULL,
+		.top_d = top > 0 ? p.top_d : NULL,
+	};
+	if ((e = be->ops->upload(be, p.rows_d, io->rows, (size_t)n * sizeof *io->rows)) ||
+	    (a.hist_d && (e = be->ops->upload(be, p.win_d, io->win, io->n_win * sizeof(int32_t)))) ||
+	    (e = be->ops->sample(be, &a)))
+		return e;
+	return FI_OK;
+}
+
+fi_err fi_model_sample_collect(struct fi_model *m, int n, struct fi_sample_io *io)
+{
+	struct fi_backend *be = m->be;
+	size_t V = (size_t)m->c.vocab;
+	int top = rows_top(io->rows, n);
+	struct smp_parts p;
+	fi_err e;
 	if (!be->ops->sample) { /* the host samples every row */
 		for (int i = 0; i < n; i++)
 			io->tokens[i] = -1, io->n_kept[i] = 0;
 		return be->ops->download(be, io->logits, m->s.logits, sizeof(float) * (size_t)n * V);
 	}
-	if ((e = smp_room(m, n, io->win ? io->n_win : 0)))
-		return e;
-	int cap = m->s.cap_smp;
-	struct fi_sample_row *rows_d = m->s.smp;
-	int32_t *out_d = (int32_t *)(rows_d + cap);
-	float *lp_d = (float *)(out_d + 2 * (size_t)cap);
-	struct fi_sample_top *top_d = (struct fi_sample_top *)(lp_d + cap + (cap & 1));
-	int32_t *win_d = (int32_t *)(top_d + (size_t)cap * FI_SAMPLE_MAX_TOP);
-	struct fi_sample_args a = {
-		.n = n,
-		.V = m->c.vocab,
-		.logits_d = m->s.logits,
-		.rows_d = rows_d,
-		.hist_d = io->win && io->n_win ? win_d : NULL,
-		.max_top = FI_SAMPLE_MAX_TOP,
-		.out_d = out_d,
-		.logprob_d = top >= 0 ? lp_d : NULL,
-		.top_d = top > 0 ? top_d : NULL,
-	};
-	if ((e = be->ops->upload(be, rows_d, io->rows, (size_t)n * sizeof *io->rows)) ||
-	    (a.hist_d && (e = be->ops->upload(be, win_d, io->win, io->n_win * sizeof(int32_t)))) ||
-	    (e = be->ops->sample(be, &a)) ||
-	    (e = be->ops->download(be, io->tokens, out_d, (size_t)n * sizeof(int32_t))) ||
-	    (e = be->ops->download(be, io->n_kept, out_d + n, (size_t)n * sizeof(int32_t))) ||
+	p = parts(m);
+	if ((e = be->ops->download(be, io->tokens, p.out_d, (size_t)n * sizeof(int32_t))) ||
+	    (e = be->ops->download(be, io->n_kept, p.out_d + n, (size_t)n * sizeof(int32_t))) ||
 	    (top >= 0 &&
-	     (e = be->ops->download(be, io->logprob, lp_d, (size_t)n * sizeof(float)))) ||
-	    (top > 0 && (e = be->ops->download(be, io->top, top_d,
-					       (size_t)n * FI_SAMPLE_MAX_TOP * sizeof *top_d))))
+	     (e = be->ops->download(be, io->logprob, p.lp_d, (size_t)n * sizeof(float)))) ||
+	    (top > 0 && (e = be->ops->download(be, io->top, p.top_d,
+					       (size_t)n * FI_SAMPLE_MAX_TOP * sizeof *p.top_d))))
 		return e;
 	for (int i = 0; i < n; i++)
 		if (io->tokens[i] < 0) {

@@ -1,4 +1,4 @@
-/* sched: continuous batching (see scheduler.h). */
+/* sched: requests, their queues and ids, events (see scheduler.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,22 +9,122 @@
 void fi_sched_opts_default(struct fi_sched_opts *o)
 {
 	memset(o, 0, sizeof *o);
-	o->max_batch = 64;
-	o->max_requests = 64 + 1024;
+	o->max_batch = FI_SCHED_MAX_BATCH;
+	o->max_requests = FI_SCHED_MAX_BATCH + 1024;
+	o->max_step_tokens = FI_SCHED_MAX_STEP_TOKENS;
 	o->max_tokens = 256;
+	o->watermark = 0.01;
+	o->prefix_reuse = 1;
+	o->overlap = -1;
 }
+
+/* ---- queues ---- */
+
+void rlist_push(struct rlist *l, struct sreq *q)
+{
+	q->next = NULL;
+	q->prev = l->tail;
+	if (l->tail)
+		l->tail->next = q;
+	else
+		l->head = q;
+	l->tail = q;
+	l->n++;
+}
+
+void rlist_insert_by_arrival(struct rlist *l, struct sreq *q)
+{
+	struct sreq *a = l->tail;
+	while (a && a->arrival > q->arrival)
+		a = a->prev;
+	q->prev = a;
+	q->next = a ? a->next : l->head;
+	if (q->next)
+		q->next->prev = q;
+	else
+		l->tail = q;
+	if (a)
+		a->next = q;
+	else
+		l->head = q;
+	l->n++;
+}
+
+void rlist_del(struct rlist *l, struct sreq *q)
+{
+	if (q->prev)
+		q->prev->next = q->next;
+	else
+		l->head = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+	else
+		l->tail = q->prev;
+	q->prev = q->next = NULL;
+	l->n--;
+}
+
+void sched_unrun(struct fi_sched *s, struct sreq *q)
+{
+	for (int i = 0; i < s->n_run; i++)
+		if (s->run[i] == q) {
+			memmove(&s->run[i], &s->run[i + 1], sizeof s->run[0] * (size_t)(s->n_run - i - 1));
+			s->n_run--;
+			return;
+		}
+}
+
+/* ---- the id table ---- */
+
+static uint32_t id_hash(const char *id)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	while (*id)
+		h = (h ^ (uint8_t)*id++) * 16777619u;
+	return h;
+}
+
+static struct sreq *find(const struct fi_sched *s, const char *id)
+{
+	for (struct sreq *q = s->htab[id_hash(id) & (s->hcap - 1)]; q; q = q->hnext)
+		if (!strcmp(q->id, id))
+			return q;
+	return NULL;
+}
+
+static void htab_put(struct fi_sched *s, struct sreq *q)
+{
+	uint32_t h = id_hash(q->id) & (s->hcap - 1);
+	q->hnext = s->htab[h];
+	s->htab[h] = q;
+}
+
+static void htab_del(struct fi_sched *s, struct sreq *q)
+{
+	struct sreq **p = &s->htab[id_hash(q->id) & (s->hcap - 1)];
+	while (*p && *p != q)
+		p = &(*p)->hnext;
+	if (*p)
+		*p = q->hnext;
+}
+
+/* ---- create, destroy ---- */
 
 fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct fi_sched **out)
 {
 	struct fi_sched *s;
-	struct fi_kvcache *kc;
 	fi_err e;
 	*out = NULL;
 	if (o->max_batch < 1 || o->max_requests < o->max_batch || o->max_prefill_tokens < 0 ||
-	    !o->max_tokens)
+	    o->max_step_tokens < o->max_batch || !o->max_tokens || o->watermark < 0 ||
+	    o->watermark >= 1)
 		return fi_fail(FI_EINVAL, "scheduler: max_batch %d, max_requests %d, "
-			       "max_prefill_tokens %d, max_tokens %u out of range", o->max_batch,
-			       o->max_requests, o->max_prefill_tokens, o->max_tokens);
+			       "max_step_tokens %d, max_prefill_tokens %d, max_tokens %u, "
+			       "watermark %g out of range (max_step_tokens >= max_batch)",
+			       o->max_batch, o->max_requests, o->max_step_tokens,
+			       o->max_prefill_tokens, o->max_tokens, o->watermark);
+	if (fi_model_in_flight(m))
+		return fi_fail(FI_ESTATE, "scheduler: the model has a step in flight");
 	if (!fi_model_cache(m) && (e = fi_model_cache_init(m, 0, 0)))
 		return e;
 	if (!(s = calloc(1, sizeof *s)))
@@ -32,18 +132,30 @@ fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct
 	s->o = *o;
 	s->m = m;
 	s->c = fi_model_config(m);
+	s->kc = fi_model_cache(m);
 	s->ctx = s->c->max_pos > 0 ? s->c->max_pos : 4096;
-	kc = fi_model_cache(m);
-	s->block_size = kc->kv.block_size;
-	s->blocks_free = fi_kvcache_free_blocks(kc);
-	s->r = calloc((size_t)o->max_requests, sizeof *s->r);
-	s->logits = malloc(sizeof(float) * (size_t)s->c->vocab * (size_t)o->max_batch);
-	s->greedy = malloc(sizeof(int32_t) * (size_t)o->max_batch);
+	s->block_size = s->kc->kv.block_size;
+	s->pool_tokens = s->kc->kv.n_blocks * s->block_size;
+	s->watermark_blocks = (int)(o->watermark * s->kc->kv.n_blocks);
+	s->overlap = o->overlap < 0 ? fi_model_async(m) : o->overlap != 0;
+	for (s->hcap = 64; s->hcap < 2 * (uint32_t)o->max_requests; s->hcap *= 2)
+		;
+	s->htab = calloc(s->hcap, sizeof *s->htab);
+	s->run = calloc((size_t)o->max_batch, sizeof *s->run);
+	s->bq = calloc((size_t)o->max_batch, sizeof *s->bq);
+	s->rtok = malloc(sizeof(int32_t) * (size_t)o->max_batch);
+	s->rkept = malloc(sizeof(int32_t) * (size_t)o->max_batch);
 	s->srow = malloc(sizeof *s->srow * (size_t)o->max_batch);
-	s->skept = malloc(sizeof(int32_t) * (size_t)o->max_batch);
-	if (!s->r || !s->logits || !s->greedy || !s->srow || !s->skept) {
+	s->rlp = malloc(sizeof *s->rlp * (size_t)o->max_batch);
+	s->rtop = malloc(sizeof *s->rtop * (size_t)o->max_batch * FI_SAMPLE_MAX_TOP);
+	if (!s->htab || !s->run || !s->bq || !s->rtok || !s->rkept || !s->srow || !s->rlp ||
+	    !s->rtop) {
 		fi_sched_destroy(s);
 		return fi_fail(FI_ENOMEM, "out of memory");
+	}
+	if ((e = prefix_init(s))) {
+		fi_sched_destroy(s);
+		return e;
 	}
 	*out = s;
 	return FI_OK;
@@ -56,45 +168,61 @@ static void req_free(struct sreq *q)
 	free(q->id);
 	free(q->hist);
 	free(q->stop);
+	free(q->keys);
 	fi_sampler_free(&q->smp);
-	stext_free(&q->txt);
 	free(q);
-}
-
-/* Removes request i, releasing its sequence and blocks. */
-static void drop(struct fi_sched *s, int i)
-{
-	struct sreq *q = s->r[i];
-	if (q->admitted) {
-		fi_model_seq_free(s->m, q->seq);
-		s->blocks_free += q->blocks;
-	}
-	req_free(q);
-	memmove(&s->r[i], &s->r[i + 1], sizeof s->r[0] * (size_t)(s->n - i - 1));
-	s->n--;
 }
 
 void fi_sched_destroy(struct fi_sched *s)
 {
+	struct sreq *q;
 	if (!s)
 		return;
-	while (s->n)
-		drop(s, s->n - 1);
+	if (s->inflight) { /* its results are not wanted */
+		fi_model_collect(s->m, s->logits, s->rtok, NULL);
+		s->inflight = 0;
+	}
+	if (s->kc && s->jobs && prefix_run_jobs(s)) /* a later process may want them */
+		fi_debug("scheduler: arena publications at exit: %s", fi_errmsg());
+	for (int i = 0; i < s->n_run; i++) {
+		fi_model_seq_free(s->m, s->run[i]->seq);
+		req_free(s->run[i]);
+	}
+	for (int i = 0; i < s->n_dead; i++) {
+		fi_model_seq_free(s->m, s->dead[i]->seq);
+		req_free(s->dead[i]);
+	}
+	while ((q = s->waiting.head)) {
+		rlist_del(&s->waiting, q);
+		req_free(q);
+	}
+	while ((q = s->preempted.head)) {
+		rlist_del(&s->preempted, q);
+		req_free(q);
+	}
 	while (s->npend)
 		free(s->pend[--s->npend].id);
+	prefix_free(s);
 	fi_kvx_close(s->x);
-	free(s->r);
-	free(s->logits);
-	free(s->greedy);
-	free(s->srow);
-	free(s->skept);
+	free(s->htab);
+	free(s->run);
+	free(s->dead);
+	free(s->bq);
 	free(s->btok);
 	free(s->bseq);
 	free(s->bwant);
+	free(s->logits);
+	free(s->rtok);
+	free(s->rkept);
+	free(s->srow);
+	free(s->rlp);
+	free(s->rtop);
+	free(s->win);
+	free(s->ev);
 	free(s);
 }
 
-static fi_err warn(struct fi_sched *s, const char *id, void *user)
+fi_err sched_warn(struct fi_sched *s, const char *id, void *user)
 {
 	struct fi_sched_event ev = {.type = FI_SCHED_EV_WARN, .id = id, .user = user};
 	if (id)
@@ -128,70 +256,24 @@ struct fi_kvx *fi_sched_kvx(const struct fi_sched *s)
 	return s->x;
 }
 
-/* An arena operation for request q failed: the request computes what it could not fetch or
- * store, with a warning. A lock that timed out (a stopped or stuck process holds it) would
- * cost every later request the same wait, so the arena is then dropped for good. */
-static fi_err arena_failed(struct fi_sched *s, struct sreq *q)
-{
-	int stuck = fi_errcode() == FI_EBUSY;
-	fi_err e;
-	if (stuck)
-		fi_fail_ctx(FI_EBUSY, "computing without the arena from now on");
-	e = warn(s, q->id, q->user);
-	if (stuck) {
-		fi_kvx_close(s->x);
-		s->x = NULL;
-		s->x_tried = 1;
-	}
-	return e;
-}
-
-/* The model's arena, attached on first use (created only with prefix_cache); NULL when it
- * cannot be had: prompts are then computed. An absent arena is looked for again later. */
-static struct fi_kvx *arena(struct fi_sched *s)
-{
-	struct fi_kvx *x;
-	fi_err e;
-	if (s->x || s->x_tried || !s->o.fingerprint)
-		return s->x;
-	if ((e = fi_sched_arena(s, s->o.prefix_cache, &x))) {
-		if (e != FI_ENOTFOUND)
-			s->x_tried = 1;
-		fi_fail_ctx(e, "computing prompts without the arena");
-		warn(s, NULL, NULL);
-	}
-	return s->x;
-}
-
-static int find(const struct fi_sched *s, const char *id)
-{
-	for (int i = 0; i < s->n; i++)
-		if (!strcmp(s->r[i]->id, id))
-			return i;
-	return -1;
-}
-
 int fi_sched_pending(const struct fi_sched *s)
 {
-	return s->n;
+	return s->n_held;
 }
 
 int fi_sched_running(const struct fi_sched *s)
 {
-	int n = 0;
-	for (int i = 0; i < s->n; i++)
-		n += s->r[i]->admitted && !s->r[i]->dead;
-	return n;
+	return s->n_run;
 }
 
 int fi_sched_room(const struct fi_sched *s)
 {
-	return s->o.max_requests - s->n;
+	return s->o.max_requests - s->n_held;
 }
 
 int fi_sched_has(const struct fi_sched *s, const char *id)
 {
-	return find(s, id) >= 0;
+	return find(s, id) != NULL;
 }
 
 /* The first token sent ahead of request id, or -1 (taken out of the list). */
@@ -230,20 +312,33 @@ static fi_err plan_kv(struct fi_sched *s, const struct fi_sched_req *r, struct s
 	int usable = 0, most = (int)((q->n_prompt - 1) / (uint32_t)s->block_size);
 	fi_err e;
 	if (r->kv && s->o.fingerprint) {
-		if ((e = fi_kvx_check_ref(arena(s), s->o.fingerprint, r->kv, r->tokens, r->ntokens,
-					  &usable)))
+		if ((e = fi_kvx_check_ref(prefix_arena(s), s->o.fingerprint, r->kv, r->tokens,
+					  r->ntokens, &usable)))
 			return fi_fail_ctx(e, "request '%s'", q->id);
 		if (usable) {
 			q->arena = 1;
-			q->max_blocks = (int)r->kv->nblocks;
+			q->arena_max = (int)r->kv->nblocks;
 		}
 	}
-	if (s->o.prefix_cache && arena(s)) {
+	if (s->o.prefix_cache && prefix_arena(s)) {
 		q->arena = q->store = 1;
-		q->max_blocks = most;
+		q->arena_max = most;
 	}
-	if (q->max_blocks > most)
-		q->max_blocks = most;
+	if (q->arena_max > most)
+		q->arena_max = most;
+	return FI_OK;
+}
+
+fi_err sched_hist_room(struct sreq *q, uint32_t n)
+{
+	if (n > q->cap_hist) {
+		uint32_t cap = q->cap_hist * 2 > n ? q->cap_hist * 2 : n;
+		int32_t *h = realloc(q->hist, sizeof(int32_t) * cap);
+		if (!h)
+			return fi_fail(FI_ENOMEM, "out of memory");
+		q->hist = h;
+		q->cap_hist = cap;
+	}
 	return FI_OK;
 }
 
@@ -253,11 +348,15 @@ static fi_err make_req(struct fi_sched *s, const struct fi_sched_req *r, struct 
 	const struct fi_config *c = s->c;
 	const char *id = r->id;
 	struct sreq *q;
+	uint32_t room;
 	fi_err e;
 	int32_t first;
 	*out = NULL;
 	if (!r->tokens || !r->ntokens)
 		return fi_fail(FI_EINVAL, "request '%s': empty prompt", id);
+	if (r->top_logprobs < 0 || r->top_logprobs > FI_SCHED_MAX_TOP)
+		return fi_fail(FI_EINVAL, "request '%s': top_logprobs %d outside 0..%d", id,
+			       r->top_logprobs, FI_SCHED_MAX_TOP);
 	for (uint32_t i = 0; i < r->ntokens; i++)
 		if (r->tokens[i] >= (uint32_t)c->vocab)
 			return fi_fail(FI_ERANGE, "request '%s': token %u outside the vocabulary (%d)",
@@ -265,18 +364,29 @@ static fi_err make_req(struct fi_sched *s, const struct fi_sched_req *r, struct 
 	if (r->ntokens >= (uint32_t)s->ctx)
 		return fi_fail(FI_ERANGE, "request '%s': prompt of %u tokens does not fit the "
 			       "context of %d", id, r->ntokens, s->ctx);
+	if (r->ntokens > (uint32_t)s->pool_tokens)
+		return fi_fail(FI_EFULL, "request '%s': its prompt needs %u tokens of KV cache, "
+			       "the pool holds %d", id, r->ntokens, s->pool_tokens);
 	if (!(q = calloc(1, sizeof *q)))
 		return fi_fail(FI_ENOMEM, "out of memory");
 	q->seq = -1;
+	q->row = -1;
 	q->user = r->user;
 	q->stream = r->stream;
 	q->flags = r->flags;
+	q->logprobs = r->logprobs || r->top_logprobs;
+	q->top_logprobs = r->top_logprobs;
 	q->max_new = r->max_tokens ? r->max_tokens : s->o.max_tokens;
 	if (q->max_new > (uint32_t)s->ctx - r->ntokens)
 		q->max_new = (uint32_t)s->ctx - r->ntokens; /* finish "length" at the context */
+	/* the last token is never fed: the KV holds n_prompt + max_new - 1 tokens at most */
+	if (q->max_new > (uint32_t)s->pool_tokens - r->ntokens + 1)
+		q->max_new = (uint32_t)s->pool_tokens - r->ntokens + 1; /* ... or the pool */
 	q->n_prompt = r->ntokens;
+	room = q->n_prompt + (q->max_new < 64 ? q->max_new : 64);
 	q->id = strdup(id);
-	q->hist = malloc(sizeof(int32_t) * (q->n_prompt + q->max_new + 1));
+	q->hist = malloc(sizeof(int32_t) * room);
+	q->cap_hist = room;
 	q->stop = malloc(sizeof(int32_t) * ((size_t)c->n_eos + (size_t)r->sp.n_stop + r->nstop_ids + 1));
 	if (!q->id || !q->hist || !q->stop) {
 		req_free(q);
@@ -285,8 +395,9 @@ static fi_err make_req(struct fi_sched *s, const struct fi_sched_req *r, struct 
 	for (uint32_t i = 0; i < q->n_prompt; i++)
 		q->hist[i] = (int32_t)r->tokens[i];
 	if (!(r->flags & FI_SCHED_NO_STOP)) {
-		for (int i = 0; i < c->n_eos && !(r->flags & FI_SCHED_IGNORE_EOS); i++)
-			q->stop[q->n_stop++] = c->eos_ids[i];
+		if (!(r->flags & FI_SCHED_IGNORE_EOS))
+			for (int i = 0; i < c->n_eos; i++)
+				q->stop[q->n_stop++] = c->eos_ids[i];
 		for (int i = 0; i < r->sp.n_stop; i++)
 			q->stop[q->n_stop++] = r->sp.stop[i];
 		for (uint32_t i = 0; i < r->nstop_ids; i++)
@@ -296,18 +407,9 @@ static fi_err make_req(struct fi_sched *s, const struct fi_sched_req *r, struct 
 		req_free(q);
 		return fi_fail_ctx(e, "request '%s'", id);
 	}
-	if ((e = stext_init(s, q, r->stop, r->nstop)) || (e = plan_kv(s, r, q))) {
+	if ((e = plan_kv(s, r, q))) {
 		req_free(q);
 		return e;
-	}
-	q->blocks = (int)((q->n_prompt + q->max_new + (uint32_t)s->block_size - 1) /
-			  (uint32_t)s->block_size);
-	if (q->blocks > fi_model_cache(s->m)->kv.n_blocks) {
-		int cap = fi_model_cache(s->m)->kv.n_blocks * s->block_size;
-		uint32_t need = q->n_prompt + q->max_new;
-		req_free(q);
-		return fi_fail(FI_EFULL, "request '%s': needs %u tokens of KV cache, which holds %d",
-			       id, need, cap);
 	}
 	first = take_pending(s, id);
 	q->has_first = r->has_first || first >= 0;
@@ -328,274 +430,117 @@ fi_err fi_sched_add(struct fi_sched *s, const struct fi_sched_req *r)
 	fi_err e;
 	if (!r->id)
 		return fi_fail(FI_EINVAL, "request without an id");
-	if (find(s, r->id) >= 0)
+	if (find(s, r->id))
 		return fi_fail(FI_EEXIST, "a request with this id is running");
-	if (s->n >= s->o.max_requests)
+	if (s->n_held >= s->o.max_requests)
 		return fi_fail(FI_EBUSY, "too many requests waiting");
 	if ((e = make_req(s, r, &q)))
 		return e;
-	s->r[s->n++] = q;
+	q->arrival = s->n_arrived++;
+	q->state = R_WAITING;
+	rlist_push(&s->waiting, q);
+	htab_put(s, q);
+	s->n_held++;
 	return FI_OK;
 }
 
-static fi_err emit_done(struct fi_sched *s, struct sreq *q, enum fi_finish why)
+/* ---- ending requests ---- */
+
+fi_err sched_finish(struct fi_sched *s, struct sreq *q, enum fi_finish why)
 {
-	struct fi_sched_event ev = {.type = FI_SCHED_EV_DONE, .id = q->id, .user = q->user,
-				    .stream = q->stream};
-	double now = fi_now();
-	if (stext_end(s, q))
-		warn(s, q->id, q->user); /* the text ends where it was */
-	ev.finish = why;
-	ev.prompt_tokens = q->n_prompt;
-	ev.gen_tokens = q->n_gen;
-	ev.cached_tokens = (uint32_t)q->cached;
-	ev.queue_ms = q->admitted ? (q->t_admit - q->t_arrive) * 1e3 : (now - q->t_arrive) * 1e3;
-	ev.ttft_ms = q->n_gen ? (q->t_first - q->t_arrive) * 1e3 : -1;
-	ev.tpot_ms = q->n_gen > 1 ? (q->t_last - q->t_first) * 1e3 / (q->n_gen - 1) : -1;
-	ev.total_ms = (now - q->t_arrive) * 1e3;
-	ev.tokens = (const uint32_t *)(q->hist + q->n_prompt);
-	ev.stored_blocks = q->stored;
-	ev.text = q->txt.buf ? q->txt.buf : "";
-	ev.text_len = q->txt.len;
-	ev.text_sent = q->txt.sent;
-	q->dead = 1;
-	return s->o.cb ? s->o.cb(s->o.cb_user, &ev) : FI_OK;
+	struct qev *ev;
+	fi_err e;
+	if (q->state == R_DONE)
+		return FI_OK;
+	if (s->n_dead == s->cap_dead) {
+		int cap = s->cap_dead ? 2 * s->cap_dead : 64;
+		struct sreq **d = realloc(s->dead, sizeof *d * (size_t)cap);
+		if (!d)
+			return fi_fail(FI_ENOMEM, "out of memory");
+		s->dead = d;
+		s->cap_dead = cap;
+	}
+	if ((e = sched_qev(s, &ev)))
+		return e;
+	ev->q = q;
+	ev->done = 1;
+	ev->finish = why;
+	if (q->state == R_WAITING)
+		rlist_del(&s->waiting, q);
+	else if (q->state == R_PREEMPTED)
+		rlist_del(&s->preempted, q);
+	else
+		sched_unrun(s, q);
+	prefix_fly_drop(s, q);
+	prefix_forget(s, q);
+	htab_del(s, q);
+	q->state = R_DONE;
+	s->n_held--;
+	s->st.done++;
+	s->dead[s->n_dead++] = q;
+	return FI_OK;
+}
+
+void sched_reap(struct fi_sched *s)
+{
+	int k = 0;
+	for (int i = 0; i < s->n_dead; i++) {
+		struct sreq *q = s->dead[i];
+		/* a step in flight still writes its KV, or an event still names it */
+		if ((s->inflight && q->chunk) || q->queued) {
+			s->dead[k++] = q;
+			continue;
+		}
+		fi_model_seq_free(s->m, q->seq);
+		req_free(q);
+	}
+	s->n_dead = k;
 }
 
 fi_err fi_sched_cancel(struct fi_sched *s, const char *id)
 {
-	int i = find(s, id);
+	struct sreq *q = find(s, id);
 	fi_err e;
-	if (i < 0)
+	if (!q)
 		return fi_fail(FI_ENOTFOUND, "no request '%s'", id);
-	e = emit_done(s, s->r[i], FI_FINISH_CANCEL);
-	drop(s, i);
+	if (!(e = sched_finish(s, q, FI_FINISH_CANCEL)))
+		e = sched_emit(s);
+	sched_reap(s);
 	return e;
 }
 
 fi_err fi_sched_cancel_all(struct fi_sched *s)
 {
 	fi_err e = FI_OK, e1;
-	while (s->n) {
-		e1 = emit_done(s, s->r[0], FI_FINISH_CANCEL);
+	/* arrival order: running, preempted and waiting requests are merged by it */
+	while (s->n_held) {
+		struct sreq *q = s->waiting.head;
+		if (s->preempted.head && (!q || s->preempted.head->arrival < q->arrival))
+			q = s->preempted.head;
+		for (int i = 0; i < s->n_run; i++)
+			if (!q || s->run[i]->arrival < q->arrival)
+				q = s->run[i];
+		e1 = sched_finish(s, q, FI_FINISH_CANCEL);
+		if (!e1)
+			e1 = sched_emit(s);
 		e = e ? e : e1;
-		drop(s, 0);
-	}
-	return e;
-}
-
-static int n_admitted(const struct fi_sched *s)
-{
-	int k = 0;
-	while (k < s->n && s->r[k]->admitted)
-		k++;
-	return k;
-}
-
-/* Admits waiting requests in arrival order while they fit (batch size, KV blocks reserved
- * for their whole prompt + max_new, so a running batch never runs out of cache). */
-static fi_err admit(struct fi_sched *s)
-{
-	fi_err e;
-	for (int i = n_admitted(s); i < s->n && i < s->o.max_batch; i++) {
-		struct sreq *q = s->r[i];
-		if (q->blocks > s->blocks_free)
+		if (e1 == FI_ENOMEM)
 			break;
-		if ((e = fi_model_seq_new(s->m, &q->seq)))
-			return e;
-		s->blocks_free -= q->blocks;
-		q->admitted = 1;
-		q->t_admit = fi_now();
-		/* A failing arena costs speed, never the request: the prompt is computed. */
-		if (q->arena && s->x &&
-		    fi_kvx_fetch(s->x, q->seq, (const uint32_t *)q->hist, q->n_prompt,
-				 (size_t)q->max_blocks, &q->cached) &&
-		    (e = arena_failed(s, q)))
-			return e;
-		q->pos = (uint32_t)q->cached;
 	}
-	return FI_OK;
-}
-
-static fi_err batch_room(struct fi_sched *s, int T)
-{
-	if (T <= s->cap_tok)
-		return FI_OK;
-	int cap = T < 256 ? 256 : T;
-	free(s->btok);
-	free(s->bseq);
-	free(s->bwant);
-	s->btok = malloc(sizeof(int32_t) * (size_t)cap);
-	s->bseq = malloc(sizeof(int32_t) * (size_t)cap);
-	s->bwant = malloc((size_t)cap);
-	s->cap_tok = s->btok && s->bseq && s->bwant ? cap : 0;
-	return s->cap_tok ? FI_OK : fi_fail(FI_ENOMEM, "out of memory");
-}
-
-/* Tokens request q puts in this step's batch (budget: prompt tokens left this step). */
-static uint32_t chunk_of(const struct sreq *q, long *budget)
-{
-	uint32_t n;
-	if (q->decoding)
-		return 1;
-	n = q->n_prompt - q->pos;
-	if (*budget >= 0) {
-		if ((long)n > *budget)
-			n = (uint32_t)*budget;
-		*budget -= n;
-	}
-	return n;
-}
-
-/* The sampled token t of request q: stops, text, events. */
-static fi_err take_token(struct fi_sched *s, struct sreq *q, int32_t t)
-{
-	struct fi_sched_event ev = {.type = FI_SCHED_EV_TOKEN, .id = q->id, .user = q->user,
-				    .stream = q->stream};
-	double now = fi_now();
-	int stopped = 0, last;
-	fi_err e;
-	for (int i = 0; i < q->n_stop; i++)
-		if (q->stop[i] == t)
-			return emit_done(s, q, FI_FINISH_STOP);
-	q->hist[q->n_prompt + q->n_gen] = t;
-	if (!q->n_gen)
-		q->t_first = now;
-	q->t_last = now;
-	last = q->n_gen + 1 >= q->max_new;
-	if ((e = stext_push(s, q, (uint32_t)t, last, &ev.text, &ev.text_len, &stopped))) {
-		struct fi_sched_event er = {.type = FI_SCHED_EV_ERROR, .id = q->id, .user = q->user,
-					    .stream = q->stream, .code = e};
-		snprintf(s->msg, sizeof s->msg, "request '%s': %s", q->id, fi_errmsg());
-		er.message = s->msg;
-		if (s->o.cb && (e = s->o.cb(s->o.cb_user, &er)))
-			return e;
-		return emit_done(s, q, FI_FINISH_ERROR);
-	}
-	ev.token = (uint32_t)t;
-	ev.index = q->n_gen++;
-	q->next = t;
-	if (s->o.cb && (e = s->o.cb(s->o.cb_user, &ev)))
-		return e;
-	if (stopped)
-		return emit_done(s, q, FI_FINISH_STOP);
-	if (last)
-		return emit_done(s, q, FI_FINISH_LENGTH);
-	return FI_OK;
-}
-
-/* A request whose token is the plain argmax of its logits (greedy, no penalty): the model
- * can pick it on the device instead of sending the logits row to the host. */
-static int plain_greedy(const struct sreq *q)
-{
-	return q->smp.p.temperature <= 0 && q->smp.p.repeat_penalty == 1.0f;
-}
-
-/* One forward over the admitted requests: prompt chunks of new ones, one token of the
- * others; then one sampled token for each whose prompt is complete. */
-static fi_err forward(struct fi_sched *s, int na)
-{
-	long budget = s->o.max_prefill_tokens ? s->o.max_prefill_tokens : -1;
-	int T = 0, n_rows, greedy = 1, nr = 0;
-	/* FI_DEVICE_SAMPLE=0: sampled rows go to the host sampler as logits (A/B, debugging) */
-	const struct fi_backend *be = fi_model_backend(s->m);
-	int dev = be->ops->sample != NULL && be->settings->device_sample;
-	fi_err e = FI_OK;
-	for (int i = 0; i < na; i++)
-		T += (int)chunk_of(s->r[i], &budget);
-	if (!T)
-		return FI_OK;
-	if ((e = batch_room(s, T)))
-		return e;
-	budget = s->o.max_prefill_tokens ? s->o.max_prefill_tokens : -1;
-	T = 0;
-	for (int i = 0; i < na; i++) {
-		struct sreq *q = s->r[i];
-		uint32_t n = chunk_of(q, &budget);
-		for (uint32_t j = 0; j < n; j++) {
-			s->btok[T] = q->decoding ? q->next : q->hist[q->pos + j];
-			s->bseq[T] = q->seq;
-			/* logits of a sequence's last token once its prompt is complete */
-			s->bwant[T++] = j == n - 1 && (q->decoding || q->pos + n == q->n_prompt);
-		}
-		if (n && (q->decoding || q->pos + n == q->n_prompt)) {
-			if (!plain_greedy(q))
-				greedy = 0;
-			if (!fi_sampler_rowable(&q->smp))
-				dev = 0;
-			else
-				fi_sampler_row(&q->smp, &s->srow[nr++]);
-		}
-	}
-	struct fi_batch b = {T, s->btok, s->bseq, s->bwant};
-	/* Every row greedy: only the chosen tokens come back (the sampler would pick the same:
-	 * the lowest id among equal maxima, and greedy draws no random numbers). Otherwise,
-	 * when no row has a repetition penalty, the device draws each row's token with the u
-	 * its sampler would use (fi_sampler_row); rows it hands back come as logits. */
-	if (greedy)
-		e = fi_model_forward_ex(s->m, &b, NULL, s->greedy, &n_rows);
-	else if (dev)
-		e = fi_model_forward_sample(s->m, &b, s->srow, s->logits, s->greedy, s->skept,
-					    &n_rows);
-	else
-		e = fi_model_forward_ex(s->m, &b, s->logits, NULL, &n_rows);
-	if (e)
-		return e;
-	budget = s->o.max_prefill_tokens ? s->o.max_prefill_tokens : -1;
-	for (int i = 0, row = 0; i < na && !e; i++) {
-		struct sreq *q = s->r[i];
-		uint32_t n = chunk_of(q, &budget);
-		int32_t t;
-		if (!n)
-			continue;
-		if (!q->decoding) {
-			q->pos += n;
-			if (q->pos < q->n_prompt)
-				continue;
-			if (q->store && s->x &&
-			    fi_kvx_store(s->x, q->seq, (const uint32_t *)q->hist, q->n_prompt,
-					 &q->stored) &&
-			    (e = arena_failed(s, q)))
-				break;
-		}
-		/* rows come in batch order: admission order */
-		if (greedy || (dev && s->greedy[row] >= 0)) {
-			t = s->greedy[row];
-			if (!greedy)
-				fi_sampler_commit(&q->smp, s->skept[row]);
-			row++;
-		} else {
-			t = fi_sampler_next(&q->smp, s->logits + (size_t)row++ * s->c->vocab, q->hist,
-					    (int)(q->n_prompt + q->n_gen));
-		}
-		/* A first token drawn elsewhere is kept, and the draw above left the sampler's
-		 * state as if it had been drawn here. */
-		if (!q->decoding && q->has_first)
-			t = q->first;
-		q->decoding = 1;
-		e = take_token(s, q, t);
-	}
+	sched_reap(s);
 	return e;
 }
 
-fi_err fi_sched_step(struct fi_sched *s)
+void fi_sched_stats(const struct fi_sched *s, struct fi_sched_stats *st)
 {
-	fi_err e;
-	int na;
-	if ((e = admit(s)))
-		return e;
-	if ((na = n_admitted(s)))
-		e = forward(s, na);
-	for (int i = s->n - 1; i >= 0; i--)
-		if (s->r[i]->dead)
-			drop(s, i);
-	return e;
-}
-
-fi_err fi_sched_run(struct fi_sched *s)
-{
-	fi_err e = FI_OK;
-	while (s->n && !(e = fi_sched_step(s)))
-		;
-	return e;
+	struct fi_kvcache_stats ks;
+	*st = s->st;
+	st->running = s->n_run;
+	st->waiting = s->waiting.n;
+	st->preempted = s->preempted.n;
+	fi_kvcache_stats(s->kc, &ks);
+	st->kv_blocks = ks.n_blocks;
+	st->kv_block_size = ks.block_size;
+	st->kv_available = ks.free_blocks + ks.idle_blocks;
+	st->kv_cached = ks.cached_blocks;
 }

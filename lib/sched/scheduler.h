@@ -1,33 +1,46 @@
-/* scheduler (lib/sched*.c): continuous batching of generation requests over one model.
+/* scheduler (lib/sched/): continuous batching of generation requests over one model, in
+ * token ids (text is the business of lib/serve/, above it).
  *
  * A scheduler holds requests (a prompt of token ids, sampling parameters, a token budget,
- * stop ids and stop strings, optional KV hints) in arrival order. Each fi_sched_step():
- *   1. admits waiting requests, oldest first, while the batch has room (max_batch) and the
- *      KV cache has free blocks for the whole prompt plus every token the request may
- *      generate, so a running batch never runs out of cache; a request copies the cached
- *      prefix of its prompt from the KV arena when it may (a kv reference, prefix_cache);
- *   2. runs one forward pass mixing the prompt tokens of new requests (whole prompts, or
- *      chunks of at most max_prefill_tokens per step) and the last token of every running
- *      one (model.h: a batch mixes sequences at different stages);
- *   3. samples one token per request whose prompt is complete, detects its stops and
- *      reports events through the callback: a token event per generated token, then one
- *      done event (finish reason, counts, timings) when the request ends.
- * Requests never see each other: a request's tokens (greedy or seeded) do not depend on the
- * batch around it, only on its prompt and parameters.
+ * stop ids, optional KV hints) and runs them in steps. Each fi_sched_step() builds one
+ * forward pass under a token budget (max_step_tokens) and a sequence limit (max_batch):
+ *   1. the decode token of every running request whose prompt is done, oldest first;
+ *   2. prompt chunks of running requests still in their prompt, oldest first, as far as the
+ *      budget goes (chunked prefill: a long prompt never stalls the running streams);
+ *   3. new requests, admitted in arrival order (requests preempted earlier first, then new
+ *      ones) while the batch has room, the budget lasts and the KV pool keeps more than a
+ *      watermark of free blocks once their prompt is in: admission by present need, not by
+ *      prompt + max_tokens, so the cache fills.
+ * When a running request needs a block and none is left, the most recently admitted request
+ * is preempted: its blocks are released (its full blocks stay in the prefix cache) and it
+ * resumes later, before any new request, by computing its prompt and the tokens it generated
+ * again (recompute). A request is refused at fi_sched_add only when its prompt alone cannot
+ * fit the pool; generation that would outgrow the pool ends with finish "length".
  *
- * Stops. Generation ends, with finish FI_FINISH_STOP, at a stop id (the model's
- * end-of-generation ids, the request's stop ids and its sampling stop ids), which is not
- * emitted; or when the output text contains a stop string (HF semantics): the token that
- * completes it is emitted, the text is cut just before the stop string (it and anything
- * after it never appear in text pieces). Ends with FI_FINISH_LENGTH after max_tokens tokens
- * or at the model's context; FI_FINISH_CANCEL through fi_sched_cancel*.
+ * Prefix cache (on by default): full blocks are keyed by the KV arena's hash chain (the
+ * same keys as the arena, arena.h), kept after their request ends until evicted least
+ * recently used first, and attached by any later request whose tokens begin with the same
+ * blocks, so a shared system prompt is computed once and a conversation's next turn
+ * computes only its new message (prompt and generated blocks are both kept). A request
+ * whose prefix is being computed by a running request waits for those blocks instead of
+ * computing them again. The KV arena (kvxfer.h) is the second tier: with prefix_cache (or a
+ * request's kv reference) a prompt's blocks missing here are fetched from it, and the
+ * blocks of computed prompts are published to it after the step that completed them.
  *
- * Text. With a tokenizer (opts.tok), every token event carries the text it releases:
- * complete UTF-8 (fi_tok_stream), less what is held back because it may begin a stop
- * string. When the request ends, the text still held back (an incomplete character, a
- * stop-string prefix) is in the done event (text + text_sent); the token pieces followed
- * by that tail are the output text. Without a tokenizer, events carry no text and requests
- * with stop strings are refused (FI_EUNSUPPORTED).
+ * Sampling happens for the rows of the step that end a request's known tokens (on the
+ * device where the backend can); a request's tokens (greedy or seeded) never depend on the
+ * batch around it, on chunking, on preemption or on where its prefix came from.
+ *
+ * Overlap (opts.overlap): on an asynchronous backend fi_sched_step launches step n+1 before
+ * reporting the events of step n, so the host's event work (frames, text) runs while the
+ * device computes. A request a callback stops (FI_SCHED_STOP) may then have one more token
+ * computed, which is dropped.
+ *
+ * Stops. Generation ends, with FI_FINISH_STOP, at a stop id (the model's end-of-generation
+ * ids unless ignore_eos, the request's stop ids and its sampling stop ids), which is not
+ * emitted, or when a token event's callback returns FI_SCHED_STOP (after that token); with
+ * FI_FINISH_LENGTH after max_tokens tokens, at the model's context or at the pool's size;
+ * FI_FINISH_CANCEL through fi_sched_cancel*.
  *
  * The library never prints: warnings (the arena cannot be attached, a block fetch failed or
  * a fetched block failed its checksum: the prompt is then computed) are FI_SCHED_EV_WARN
@@ -39,13 +52,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/sample.h"
 #include "base/err.h"
 #include "frame/frame.h"
-#include "model/image.h"
 #include "kv/kvxfer.h"
 #include "model/model.h"
-#include "backend/sample.h"
-#include "text/tokenizer.h"
 
 struct fi_sched;
 
@@ -56,6 +67,8 @@ enum fi_sched_ev_type {
 	FI_SCHED_EV_WARN,  /* something degraded, the request goes on (id may be NULL) */
 };
 
+#define FI_SCHED_MAX_TOP FI_SAMPLE_MAX_TOP /* top_logprobs at most (20) */
+
 struct fi_sched_event {
 	enum fi_sched_ev_type type;
 	const char *id; /* the request's id */
@@ -63,8 +76,14 @@ struct fi_sched_event {
 	int stream;     /* the request's stream flag */
 	/* token */
 	uint32_t token, index;
-	/* token: the new text piece (text_len 0: none). done: the whole output text (cut
-	 * before a stop string), of which the first text_sent bytes went in token events. */
+	int last;        /* the request ends after this token whatever comes (length) */
+	int has_logprob; /* the request asked for logprobs: */
+	float logprob;   /* log-probability of token under the model's distribution */
+	int n_top;       /* top_logprobs alternatives, most likely first */
+	const uint32_t *top_ids;
+	const float *top_logprobs;
+	/* token: the new text piece; done: the whole output text, of which the first text_sent
+	 * bytes went in token events. The scheduler leaves them empty: lib/serve fills them. */
 	const char *text;
 	size_t text_len, text_sent;
 	/* done */
@@ -73,25 +92,41 @@ struct fi_sched_event {
 	double queue_ms, ttft_ms, tpot_ms, total_ms; /* negative: not measured */
 	const uint32_t *tokens; /* the generated tokens [gen_tokens] (stop ids excluded) */
 	size_t stored_blocks;   /* prompt blocks this request published in the arena */
+	uint32_t preemptions;   /* times it was preempted and recomputed */
 	/* error, warn */
 	fi_err code;
 	const char *message;
 };
 
+/* Returned by a token event's callback: end the request after this token, finish "stop"
+ * (a stop string found in its text). Not an error. */
+#define FI_SCHED_STOP ((fi_err)0x5709)
+/* Returned by a token event's callback that reported an error event for the request: end
+ * it there with finish "error". */
+#define FI_SCHED_FAIL ((fi_err)0x570a)
+
 /* Called for every event, from inside fi_sched_step / fi_sched_cancel*; it must not call
  * back into the scheduler. The event's memory is valid only during the call. */
 typedef fi_err (*fi_sched_cb)(void *user, const struct fi_sched_event *ev);
 
+#define FI_SCHED_MAX_BATCH 256      /* default max_batch */
+#define FI_SCHED_MAX_STEP_TOKENS 8192 /* default max_step_tokens */
+
 struct fi_sched_opts {
-	int max_batch;          /* sequences in one forward (default 64) */
+	int max_batch;          /* sequences in one forward (default FI_SCHED_MAX_BATCH) */
 	int max_requests;       /* admitted and waiting (default max_batch + 1024) */
-	int max_prefill_tokens; /* prompt tokens per forward; 0: whole prompts (default) */
+	int max_step_tokens;    /* tokens in one forward, decode and prompt (default
+				 * FI_SCHED_MAX_STEP_TOKENS, at least max_batch) */
+	int max_prefill_tokens; /* prompt tokens of one request in one step; 0: up to the budget */
 	uint32_t max_tokens;    /* tokens per request when it does not say (default 256) */
-	const struct fi_tok *tok; /* text pieces and stop strings; NULL: neither (borrowed) */
-	unsigned tok_flags;       /* decode flags (FI_TOK_SKIP_SPECIAL) */
+	double watermark;       /* fraction of the pool kept free at admission (default 0.01) */
+	int prefix_reuse;       /* the in-process prefix cache (default 1) */
+	int overlap;            /* -1 (default): when the backend is asynchronous; 0 off; 1 on */
 	/* The KV arena (kvxfer.h); fingerprint NULL: never used. */
 	const uint8_t *fingerprint; /* the model image's fingerprint [32] */
-	int prefix_cache;       /* every prompt: look its prefix up, publish its blocks */
+	int prefix_cache;       /* every prompt: look its prefix up in the arena, publish its blocks */
+	int arena_sync;         /* publish in the step that completes a prompt, before its first
+				 * token's event (fi-prefill); default: in the next step */
 	uint64_t arena_size;    /* when this process creates the arena (0: default) */
 	fi_sched_cb cb;
 	void *cb_user;
@@ -104,8 +139,8 @@ enum {
 	/* Stop ids (the model's end-of-generation ids included) do not end the request:
 	 * fi-prefill's first token is passed on whatever it is. */
 	FI_SCHED_NO_STOP = 1,
-	/* The model's end-of-generation ids do not end the request (its own stop ids and
-	 * stop strings still do): benchmarks run every request to max_tokens. */
+	/* The model's end-of-generation ids do not end the request (benchmarks of fixed
+	 * lengths); its own stop ids still do. */
 	FI_SCHED_IGNORE_EOS = 2,
 };
 
@@ -114,35 +149,39 @@ struct fi_sched_req {
 	const uint32_t *tokens;   /* the prompt [ntokens], copied */
 	uint32_t ntokens;
 	struct fi_sample_params sp; /* its stop ids end generation too */
-	uint32_t max_tokens;      /* 0: opts.max_tokens; cut to the context */
+	uint32_t max_tokens;      /* 0: opts.max_tokens; cut to the context and the pool */
 	const uint32_t *stop_ids; /* [nstop_ids] */
 	uint32_t nstop_ids;
-	char *const *stop;        /* stop strings [nstop], copied */
-	uint32_t nstop;
 	const struct fi_kv_ref *kv; /* optional: the prompt's blocks in the arena (a hint) */
 	int has_first;            /* first_token was drawn by another process (fi-prefill): */
 	uint32_t first_token;     /* it is kept, the sampler advanced as if drawn here */
+	int logprobs;             /* token events carry the token's log-probability, */
+	int top_logprobs;         /* and this many alternatives (0..FI_SCHED_MAX_TOP) */
 	int stream;               /* passed to events */
 	unsigned flags;           /* FI_SCHED_* */
 	void *user;               /* passed to events */
 };
 
 /* A scheduler over model m (creating its KV cache with the defaults if it has none). The
- * model must outlive it. */
+ * model must outlive it; while it exists it alone runs the model. */
 fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct fi_sched **out);
-/* Drops every request without events; closes the arena handle. NULL is a no-op. */
+/* Drops every request without events (a step in flight is waited for); closes the arena
+ * handle. NULL is a no-op. */
 void fi_sched_destroy(struct fi_sched *s);
 
 /* Queues a request. Refusals (nothing is queued; the detail names the request):
  * FI_EEXIST a request with this id is held, FI_EBUSY max_requests are held, FI_EINVAL no
- * prompt / an empty stop string / bad sampling, FI_ERANGE a token outside the vocabulary or
- * a prompt that fills the context, FI_EFULL more KV than the whole cache,
- * FI_EUNSUPPORTED stop strings without a tokenizer, FI_EMISMATCH a kv reference for
- * another model or prompt. */
+ * prompt / bad sampling / top_logprobs out of range, FI_ERANGE a token outside the
+ * vocabulary or a prompt that fills the context, FI_EFULL a prompt that alone needs more KV
+ * than the whole pool (the detail says both sizes), FI_EMISMATCH a kv reference for another
+ * model or prompt. */
 fi_err fi_sched_add(struct fi_sched *s, const struct fi_sched_req *r);
+/* Requests that fi_sched_add would take now before FI_EBUSY (max_requests - held): a reader
+ * of a stream takes at most this many. */
+int fi_sched_room(const struct fi_sched *s);
 
-/* Admits what fits and runs one forward pass (nothing when no request is held). Events
- * are reported before it returns. Returns a model failure or the callback's error. */
+/* Runs one step (see above; nothing when no request is held). Events are reported before
+ * it returns. Returns a model failure or the callback's error. */
 fi_err fi_sched_step(struct fi_sched *s);
 /* Steps until no request is held. */
 fi_err fi_sched_run(struct fi_sched *s);
@@ -154,7 +193,7 @@ fi_err fi_sched_cancel(struct fi_sched *s, const char *id);
  * (its first error is returned). */
 fi_err fi_sched_cancel_all(struct fi_sched *s);
 
-/* Requests held (admitted and waiting); of them, those admitted (running); 1 if request id
+/* Requests held (running, preempted and waiting); of them, those running; 1 if request id
  * is held. */
 int fi_sched_pending(const struct fi_sched *s);
 int fi_sched_running(const struct fi_sched *s);
@@ -177,27 +216,49 @@ fi_err fi_sched_arena(struct fi_sched *s, int create, struct fi_kvx **x);
  * stuck process holds it; requests are then computed). Valid until the next step. */
 struct fi_kvx *fi_sched_kvx(const struct fi_sched *s);
 
-/* ---- frames (sched_frame.c) ---- */
+/* Counters since creation, and the state now: for progress lines and benchmarks. */
+struct fi_sched_stats {
+	uint64_t steps;
+	uint64_t prompt_tokens;   /* prompt (and recomputed) tokens run through the model */
+	uint64_t decode_tokens;   /* one-token decode rows run */
+	uint64_t cached_tokens;   /* prompt tokens attached from the process cache */
+	uint64_t arena_tokens;    /* prompt tokens fetched from the arena */
+	uint64_t preemptions;
+	uint64_t prefix_waits;    /* admissions put off because a running request was computing
+				   * the prefix */
+	uint64_t done;            /* requests ended */
+	double host_ms;           /* in fi_sched_step outside the model: scheduling, sampling
+				   * bookkeeping, events (the callbacks' frame I/O included) */
+	double model_ms;          /* in the model's launch and collect (on CUDA mostly the wait
+				   * for the device) */
+	double plan_ms;           /* of host_ms, building the step between collecting the last
+				   * one and launching it: the part the device waits for */
+	double last_host_ms, last_model_ms, last_plan_ms; /* of the last step */
+	int running, waiting, preempted;    /* now */
+	int max_running;          /* the most requests in one step */
+	int kv_blocks, kv_block_size, kv_available; /* the pool: blocks, tokens each, free + idle */
+	int kv_cached;            /* blocks in the prefix cache (in use or idle) */
+};
+void fi_sched_stats(const struct fi_sched *s, struct fi_sched_stats *st);
 
+/* ---- the KV pool: how big (sched_size.c) ---- */
 
-/* Text prompts are encoded as fi-tokenize encodes a line by default: the post-processor's
- * special tokens added, special-token text not parsed, invalid UTF-8 replaced by U+FFFD. */
-#define FI_SCHED_ENCODE_FLAGS (FI_TOK_ADD_SPECIAL | FI_TOK_REPLACE_INVALID)
-
-/* A request frame whose prompt is text only gets its tokens (owned by the frame, the text
- * kept): FI_EUNSUPPORTED naming the request when tok is NULL, FI_EINVAL for a text that
- * encodes to nothing. A frame with tokens is left as it is. */
-fi_err fi_sched_encode_prompt(const struct fi_tok *tok, struct fi_frame *f);
-
-/* A request frame (with tokens) as a scheduler request borrowing the frame's memory: keys
- * the frame leaves unset come from dflt (sampling) and are 0 otherwise (max_tokens). */
-void fi_sched_req_from_frame(const struct fi_frame *f, const struct fi_sample_params *dflt,
-			     struct fi_sched_req *r);
-
-/* The frame of a token or done event (borrowing the event's memory; not to be freed): a
- * token frame with its text piece; a done frame with the text not sent in token frames, or,
- * for a request with stream false, the whole output (tokens and text). Returns 0 when the
- * event makes no frame (a token of a non-streaming request, warn and error events). */
-int fi_sched_event_frame(const struct fi_sched_event *ev, struct fi_frame *f);
+/* How the pool is sized: kv_bytes or kv_tokens when given, else on a device the fraction
+ * gpu_mem of its TOTAL memory less what is in use once the weights and the scratch of a
+ * step of max_step_tokens tokens and max_batch rows are allocated (vLLM's
+ * gpu-memory-utilization), else (the CPU) what max_batch sequences of the full context
+ * need, capped at a quarter of the memory. */
+struct fi_kv_sizing {
+	double gpu_mem;        /* default 0.9 */
+	uint64_t kv_bytes;     /* 0: not given */
+	uint64_t kv_tokens;    /* 0: not given */
+	int max_batch, max_step_tokens; /* 0: the scheduler's defaults */
+	int block_size;        /* 0: 16 (the arena's) */
+};
+void fi_kv_sizing_default(struct fi_kv_sizing *z);
+/* Creates m's KV cache as z says. The pool must hold at least one block; FI_EFULL (with
+ * the sizes) when the device has no room left for it. *n_blocks (may be NULL) gets its
+ * size. */
+fi_err fi_sched_cache_init(struct fi_model *m, const struct fi_kv_sizing *z, int *n_blocks);
 
 #endif

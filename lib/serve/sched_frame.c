@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched/scheduler.h"
+#include "serve.h"
 
 fi_err fi_sched_encode_prompt(const struct fi_tok *tok, struct fi_frame *f)
 {
@@ -26,7 +26,7 @@ fi_err fi_sched_encode_prompt(const struct fi_tok *tok, struct fi_frame *f)
 }
 
 void fi_sched_req_from_frame(const struct fi_frame *f, const struct fi_sample_params *dflt,
-			     struct fi_sched_req *r)
+			     unsigned dflt_flags, struct fi_sched_req *r)
 {
 	const struct fi_request *rq = &f->req;
 	memset(r, 0, sizeof *r);
@@ -49,15 +49,17 @@ void fi_sched_req_from_frame(const struct fi_frame *f, const struct fi_sample_pa
 	r->max_tokens = rq->max_tokens;
 	r->stop_ids = rq->stop_ids;
 	r->nstop_ids = rq->nstop_ids;
-	r->stop = rq->stop;
-	r->nstop = rq->nstop;
 	r->kv = rq->set & FI_REQ_KV ? &rq->kv : NULL;
 	r->stream = rq->stream;
-	if (rq->ignore_eos)
-		r->flags |= FI_SCHED_IGNORE_EOS;
+	r->flags = dflt_flags & FI_SCHED_IGNORE_EOS;
+	if (rq->set & FI_REQ_IGNORE_EOS)
+		r->flags = rq->ignore_eos ? FI_SCHED_IGNORE_EOS : 0;
+	r->logprobs = rq->logprobs;
+	r->top_logprobs = (int)rq->top_logprobs;
 }
 
-int fi_sched_event_frame(const struct fi_sched_event *ev, struct fi_frame *f)
+int fi_sched_event_frame(const struct fi_sched_event *ev, struct fi_frame *f,
+			 struct fi_token_top *top)
 {
 	switch (ev->type) {
 	case FI_SCHED_EV_TOKEN:
@@ -70,6 +72,16 @@ int fi_sched_event_frame(const struct fi_sched_event *ev, struct fi_frame *f)
 		if (ev->text_len) {
 			f->tok.text = (char *)ev->text;
 			f->tok.text_len = ev->text_len;
+		}
+		if (ev->has_logprob) {
+			f->tok.has_logprob = 1;
+			f->tok.logprob = ev->logprob;
+			for (int i = 0; i < ev->n_top && i < FI_SCHED_MAX_TOP; i++) {
+				top[i].token = ev->top_ids[i];
+				top[i].logprob = ev->top_logprobs[i];
+			}
+			f->tok.top = ev->n_top ? top : NULL;
+			f->tok.ntop = (uint32_t)(ev->n_top < FI_SCHED_MAX_TOP ? ev->n_top : FI_SCHED_MAX_TOP);
 		}
 		return 1;
 	case FI_SCHED_EV_DONE:

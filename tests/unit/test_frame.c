@@ -50,6 +50,8 @@ static void full_request(struct fi_frame *f)
 	f->req.kv.ntokens = 48;
 	f->req.kv.block_tokens = 16;
 	f->req.ignore_eos = 1;
+	f->req.logprobs = 1;
+	f->req.top_logprobs = 5;
 	f->req.set = FI_REQ_SEED | FI_REQ_KV;
 }
 
@@ -87,8 +89,10 @@ START_TEST(test_request_roundtrip)
 	ck_assert_uint_eq(f.req.stop_ids[1], 128009);
 	ck_assert_uint_eq(f.req.set, FI_REQ_TEMPERATURE | FI_REQ_TOP_K | FI_REQ_TOP_P | FI_REQ_MIN_P |
 				     FI_REQ_REPEAT_PENALTY | FI_REQ_SEED | FI_REQ_MAX_TOKENS |
-				     FI_REQ_STREAM | FI_REQ_KV | FI_REQ_IGNORE_EOS);
-	ck_assert_int_eq(f.req.ignore_eos, 1);
+				     FI_REQ_STREAM | FI_REQ_KV | FI_REQ_IGNORE_EOS | FI_REQ_LOGPROBS |
+				     FI_REQ_TOP_LOGPROBS);
+	ck_assert(f.req.ignore_eos && f.req.logprobs);
+	ck_assert_uint_eq(f.req.top_logprobs, 5);
 	ck_assert_str_eq(f.req.kv.arena, "llama3");
 	ck_assert_uint_eq(f.req.kv.fingerprint[31], 0xab);
 	ck_assert_uint_eq(f.req.kv.nblocks, 3);
@@ -119,7 +123,15 @@ START_TEST(test_request_defaults)
 	ck_assert_int_eq(f.req.ignore_eos, 0);
 	ck_assert_ptr_null(f.req.tokens);
 	ck_assert_ptr_null(f.req.stop);
+	ck_assert(!f.req.ignore_eos && !f.req.logprobs && !f.req.top_logprobs);
 	fi_frame_free(&f);
+	/* more alternatives than a token frame carries: refused at both ends */
+	in.req.top_logprobs = FI_FRAME_MAX_TOP + 1;
+	{
+		struct fi_buf b = { 0 };
+		ck_assert_int_eq(fi_frame_encode(&in, &b), FI_EINVAL);
+		fi_buf_free(&b);
+	}
 }
 END_TEST
 
@@ -142,7 +154,20 @@ START_TEST(test_other_roundtrips)
 	ck_assert_uint_eq(f.tok.index, 41);
 	ck_assert_str_eq(f.tok.text, " the");
 	ck_assert(f.tok.has_logprob && f.tok.logprob == -0.25f);
+	ck_assert_ptr_null(f.tok.top);
 	fi_frame_free(&f);
+	{ /* the alternatives, most likely first */
+		struct fi_token_top top[2] = {{7, -0.5f}, {128000, -1.25f}};
+		in.tok.top = top;
+		in.tok.ntop = 2;
+		roundtrip(&in, &f);
+		in.tok.top = NULL;
+		in.tok.ntop = 0;
+		ck_assert_uint_eq(f.tok.ntop, 2);
+		ck_assert(f.tok.top[0].token == 7 && f.tok.top[0].logprob == -0.5f);
+		ck_assert(f.tok.top[1].token == 128000 && f.tok.top[1].logprob == -1.25f);
+		fi_frame_free(&f);
+	}
 
 	fi_frame_init(&in, FI_FRAME_DONE);
 	in.id = "r";
@@ -361,7 +386,7 @@ START_TEST(test_wrong_types)
 {
 	static const char *keys[] = { "text", "tokens", "temperature", "top_k", "top_p", "min_p",
 				      "repeat_penalty", "seed", "max_tokens", "stop", "stop_ids",
-				      "stream", "kv", "ignore_eos" };
+				      "stream", "kv", "ignore_eos", "logprobs", "top_logprobs" };
 	struct fi_buf b = { 0 };
 	struct fi_frame f;
 	int n = 0;

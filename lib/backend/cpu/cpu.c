@@ -247,6 +247,39 @@ static void cpu_destroy(struct fi_backend *be)
 	free(be);
 }
 
+static fi_err cpu_mem_info(struct fi_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+	long pg = sysconf(_SC_PAGESIZE), mem = sysconf(_SC_PHYS_PAGES), av = sysconf(_SC_AVPHYS_PAGES);
+	if (pg <= 0 || mem <= 0 || av < 0)
+		return fi_fail(FI_EIO, "cpu: memory size unknown");
+	*free_bytes = (size_t)av * (size_t)pg;
+	*total_bytes = (size_t)mem * (size_t)pg;
+	return FI_OK;
+}
+
+static fi_err cpu_kv_copy(struct fi_backend *be, struct fi_kv_cache *kv, int to_cache, int n,
+			  const int32_t *blocks, void *const *host)
+{
+	size_t part = (size_t)kv->block_size * kv->n_kv_heads * kv->head_dim * sizeof(float);
+	for (int i = 0; i < n; i++) {
+		char *h = host[i];
+		if (blocks[i] < 0 || blocks[i] >= kv->n_blocks)
+			return fi_fail(FI_ERANGE, "kv copy: block %d of %d", blocks[i], kv->n_blocks);
+		for (int l = 0; l < kv->n_layers; l++, h += 2 * part) {
+			char *k = (char *)kv->k_d[l] + (size_t)blocks[i] * part;
+			char *v = (char *)kv->v_d[l] + (size_t)blocks[i] * part;
+			if (to_cache) {
+				memcpy(k, h, part);
+				memcpy(v, h + part, part);
+			} else {
+				memcpy(h, k, part);
+				memcpy(h + part, v, part);
+			}
+		}
+	}
+	return FI_OK;
+}
+
 static const struct fi_backend_ops cpu_ops = {
 	.name = "cpu",
 	.destroy = cpu_destroy,
@@ -279,6 +312,8 @@ static const struct fi_backend_ops cpu_ops = {
 	.softcap = fi_cpu_softcap,
 	.moe = fi_cpu_moe,
 	.weight_cat = fi_cpu_weight_cat,
+	.mem_info = cpu_mem_info,
+	.kv_copy = cpu_kv_copy,
 };
 
 fi_err fi_backend_cpu_create(int n_threads, struct fi_backend **out)

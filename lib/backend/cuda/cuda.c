@@ -549,6 +549,12 @@ static void cu_destroy(struct fi_backend *be)
 	free(be);
 }
 
+static fi_err cu_mem_info(struct fi_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+	CU_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+	return FI_OK;
+}
+
 static const struct fi_backend_ops cuda_ops = {
 	.name = "cuda",
 	.destroy = cu_destroy,
@@ -589,6 +595,8 @@ static const struct fi_backend_ops cuda_ops = {
 	.gelu_mul = fi_cuda_gelu_mul,
 	.softcap = fi_cuda_softcap,
 	.moe = fi_cuda_moe,
+	.mem_info = cu_mem_info,
+	.kv_copy = fi_cuda_kv_copy,
 };
 
 static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)

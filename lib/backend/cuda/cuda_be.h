@@ -90,6 +90,10 @@ static inline struct fi_cuda *fi_cuda_of(struct fi_backend *be)
 	return (struct fi_cuda *)be->priv;
 }
 
+/* kvcopy.c: the kv_copy op (backend.h). */
+fi_err fi_cuda_kv_copy(struct fi_backend *be, struct fi_kv_cache *kv, int to_cache, int n,
+		       const int32_t *blocks, void *const *host);
+
 /* lib/backend/cuda/gemm.c */
 fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
 		    const struct fi_weight *w, const struct fi_weight *bias, int T);

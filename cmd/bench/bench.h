@@ -1,4 +1,4 @@
-/* serve: fi-bench's serving benchmark (fi-bench -m MODEL serve ...): a workload of requests
+/* bench: fi-bench's serving benchmark (fi-bench -m MODEL serve ...): a workload of requests
  * sent to an engine at chosen arrival times, every request's latencies measured as a client
  * sees them, and a report. fi-bench(1) documents the options and every figure.
  *
@@ -11,8 +11,8 @@
  *   plot.c      latency distributions and throughput over time, drawn by gnuplot
  *
  * Times are seconds after the start of the run (the first arrival) unless named _ms. */
-#ifndef FI_BENCH_SERVE_H
-#define FI_BENCH_SERVE_H
+#ifndef FI_BENCH_H
+#define FI_BENCH_H
 
 #include <stddef.h>
 #include <stdint.h>
