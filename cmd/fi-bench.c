@@ -203,7 +203,7 @@ static double since_exec(void)
 
 
 enum {
-	O_REQUESTS = OPT_LONG, O_LOAD_FORMAT, O_WORKLOAD, O_RATE, O_BURST, O_CONC, O_SEED, O_IGNORE_EOS, O_TEMP,
+	O_REQUESTS = OPT_LONG, O_LOAD_FORMAT, O_KV_DTYPE, O_WORKLOAD, O_RATE, O_BURST, O_CONC, O_SEED, O_IGNORE_EOS, O_TEMP,
 	O_SLO_TTFT, O_SLO_TPOT, O_WARMUP, O_PLOT, O_SAVE, O_TIMEOUT, O_MAX_BATCH, O_KV_SIZE,
 	O_CHUNK, O_PREFIX_CACHE, O_DRY_RUN,
 };
@@ -313,7 +313,7 @@ static int serve_main(struct bench_opts *o, const struct cmd_args *a, const char
 
 int main(int argc, char **argv)
 {
-	const char *fmt = "md", *load_format = "auto";
+	const char *fmt = "md", *load_format = "auto", *kv_dtype = "auto";
 	int reps = 5, batch = 1, ubatch = 2048;
 	struct bench_opts so = {.rate = INFINITY, .burstiness = 1, .warmup = 1, .slo_ttft_ms = -1,
 				.slo_tpot_ms = -1, .timeout = 600, .in = "-"};
@@ -324,6 +324,7 @@ int main(int argc, char **argv)
 		{'u', NULL, "UBATCH", OPT_INT, 1, 1 << 20, &ubatch},
 		{'o', NULL, "md|csv|json", OPT_CHOICE, 0, 0, &fmt},
 		{O_LOAD_FORMAT, "load-format", "auto|dummy", OPT_CHOICE, 0, 0, &load_format},
+		{O_KV_DTYPE, "kv-dtype", "auto|fp8", OPT_CHOICE, 0, 0, &kv_dtype},
 		/* serve */
 		{O_REQUESTS, "requests", "N", OPT_CALL, 0, 0, NULL},
 		{O_WORKLOAD, "workload", "SPEC", OPT_CALL, 0, 0, NULL},
@@ -354,7 +355,7 @@ int main(int argc, char **argv)
 		{"max-concurrency", O_CONC}, {0},
 	};
 	static const char *const usage[] = {
-		"-m [--backend] [-t] [-r] [-b] [-u] [-o] [--load-format] [TEST ...]",
+		"-m [--backend] [-t] [-r] [-b] [-u] [-o] [--load-format] [--kv-dtype] [TEST ...]",
 		"-m [--backend] [-t] [-o] serve [--requests] [--workload] [--rate] [--burstiness]"
 		" [--concurrency] [--seed] [--ignore-eos] [--temp] [--warmup] [--slo-ttft]"
 		" [--slo-tpot] [--plot] [--save-requests] [--max-batch] [--kv-size] [--prefill-chunk]"
@@ -387,7 +388,7 @@ int main(int argc, char **argv)
 			usage_error("the serving options go with the test serve (fi-bench -m MODEL "
 				    "serve ...)");
 	const char *model = a.model, *backend = a.backend;
-	int threads = a.threads;
+	int threads = a.threads, kv_fp8 = !strcmp(kv_dtype, "fp8");
 	int nt = argc - ops ? argc - ops : 2;
 	struct test *tests = calloc((size_t)nt, sizeof(*tests));
 	if (!tests)
@@ -436,9 +437,14 @@ int main(int argc, char **argv)
 	if (e.be->mem_free) {
 		const struct fi_config *cf = &im->config;
 		uint64_t w = 0, kv = (uint64_t)(need + 8) * 16 * cf->n_layers * 2 * cf->n_kv_heads *
-				     cf->head_dim * fi_dtype_size(e.be->act);
+				     (kv_fp8 ? (uint64_t)cf->head_dim + 4
+					    : (uint64_t)cf->head_dim * fi_dtype_size(e.be->act));
+		/* quantized weights stay packed on the GPU; the CPU (f32 activations) widens them */
 		for (int i = 0; i < im->set.n; i++)
-			w += (uint64_t)fi_tensor_numel(&im->set.t[i]) * fi_dtype_size(e.be->act);
+			w += fi_dtype_is_quant(im->set.t[i].dtype) && e.be->act != FI_DT_F32
+				     ? im->set.t[i].nbytes
+				     : (uint64_t)fi_tensor_numel(&im->set.t[i]) *
+					       fi_dtype_size(e.be->act);
 		if (w + kv > e.be->mem_free) {
 			return cmd_error("%s needs %.2f GiB of weights + %.2f GiB of KV cache; "
 				"%s has %.2f GiB free of %.2f GiB", model, w / 1073741824.0,
@@ -458,7 +464,8 @@ int main(int argc, char **argv)
 	uint64_t wbytes = 0;
 	for (int i = 0; i < im->set.n; i++)
 		wbytes += im->set.t[i].nbytes;
-	if (fi_model_cache_init(e.m, need + 8, 16))
+	if ((kv_fp8 && fi_model_set_kv_dtype(e.m, FI_DT_F8_E4M3)) ||
+	    fi_model_cache_init(e.m, need + 8, 16))
 		return fail("kv cache");
 	e.V = im->config.vocab;
 	/* exec to first token: a one-token prompt, logits on the host */

@@ -398,13 +398,14 @@ static int run_one(struct engine *E, const struct opts *o)
 
 enum {
 	O_TOKENS = OPT_LONG, O_PROMPT, O_CHUNK, O_STOP, O_PREFIX_CACHE, O_LOAD_FORMAT, O_IGNORE_EOS,
+	O_KV_DTYPE,
 	O_GPU_MEM, O_KV_SIZE, O_MAX_BATCH, O_MAX_STEP,
 };
 
 int main(int argc, char **argv)
 {
 	struct opts o = {.n = 256};
-	const char *load_format = "auto";
+	const char *load_format = "auto", *kv_dtype = "auto";
 	const struct opt own[] = {
 		{'n', NULL, "N", OPT_INT, 1, 1 << 30, &o.n},
 		{O_PREFIX_CACHE, "prefix-cache", NULL, OPT_FLAG, 0, 0, &o.prefix_cache},
@@ -413,6 +414,7 @@ int main(int argc, char **argv)
 		{O_TOKENS, "tokens", "ID,ID,...", OPT_STR, 0, 0, &o.tokens},
 		{O_PROMPT, "prompt", "TEXT", OPT_STR, 0, 0, &o.prompt},
 		{O_LOAD_FORMAT, "load-format", "auto|dummy", OPT_CHOICE, 0, 0, &load_format},
+		{O_KV_DTYPE, "kv-dtype", "auto|fp8", OPT_CHOICE, 0, 0, &kv_dtype},
 		{O_IGNORE_EOS, "ignore-eos", NULL, OPT_FLAG, 0, 0, &o.ignore_eos},
 		{O_GPU_MEM, "gpu-mem", "F", OPT_DOUBLE, 0.01, 1, &o.kv.gpu_mem},
 		{O_KV_SIZE, "kv-size", "SIZE", OPT_KVSIZE, 0, 0, &o.kvsize},
@@ -422,7 +424,8 @@ int main(int argc, char **argv)
 	};
 	static const char *const usage[] = {
 		"-m [-n] @sampling [--ignore-eos] [--backend] [--gpu-mem] [--kv-size] [--max-batch]"
-		" [--max-step-tokens] [--prefix-cache] [--arena-size] [--prefill-chunk] [-t] [-i] [-o]"
+		" [--max-step-tokens] [--prefix-cache] [--arena-size] [--kv-dtype] [--prefill-chunk] [-t]"
+		" [-i] [-o]"
 		" [-e] [--stop] [--tokens | --prompt] [--load-format] [-f] [-v]",
 		NULL,
 	};
@@ -479,7 +482,9 @@ int main(int argc, char **argv)
 			  "token of every sequence", so.max_step_tokens, so.max_batch);
 		goto out;
 	}
-	if (fi_serve_new(&sv, &E.serve) || fi_sched_cache_init(E.m, &o.kv, NULL) ||
+	if (fi_serve_new(&sv, &E.serve) ||
+	    (!strcmp(kv_dtype, "fp8") && fi_model_set_kv_dtype(E.m, FI_DT_F8_E4M3)) ||
+	    fi_sched_cache_init(E.m, &o.kv, NULL) ||
 	    (so.cb_user = E.serve, fi_sched_create(E.m, &so, &E.s))) {
 		rc = cmd_error(NULL);
 		goto out;

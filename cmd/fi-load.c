@@ -12,6 +12,7 @@
 
 #include "kv/arena.h"
 #include "base/err.h"
+#include "model/gguf.h"
 #include "model/image.h"
 #include "kv/kvxfer.h"
 #include "base/log.h"
@@ -19,28 +20,43 @@
 
 #include "opt.h"
 
-/* The directory's last component, without trailing slashes. */
+/* The directory's last component, without trailing slashes (a file's without ".gguf"). */
 static void base_name(const char *dir, char *out, size_t outsz)
 {
 	char tmp[PATH_MAX], *s;
 	size_t n = (size_t)snprintf(tmp, sizeof tmp, "%s", dir);
 	while (n > 1 && tmp[n - 1] == '/')
 		tmp[--n] = 0;
+	if (n > 5 && !strcmp(tmp + n - 5, ".gguf"))
+		tmp[n -= 5] = 0;
 	s = strrchr(tmp, '/');
 	snprintf(out, outsz, "%s", s && s[1] ? s + 1 : tmp);
 }
 
-static int do_load(const char *dir, const char *name, enum fi_dtype dt, int force)
+/* The weight dtypes of an image: its dtype, then its quantized dtypes ("bf16+q4_k+q6_k"). */
+static void dtypes(const struct fi_image *im, char *out, size_t outsz)
 {
-	char nm[FI_STORE_NAME_MAX], path[PATH_MAX], mdir[PATH_MAX], params[32], size[32];
+	size_t n = (size_t)snprintf(out, outsz, "%s", fi_dtype_lname(im->dtype));
+	for (int d = FI_DT_Q8_0; d < FI_DT_Q_END && n < outsz; d++)
+		for (int i = 0; i < im->set.n; i++)
+			if (im->set.t[i].dtype == (enum fi_dtype)d) {
+				n += (size_t)snprintf(out + n, outsz - n, "+%s",
+						      fi_dtype_lname((enum fi_dtype)d));
+				break;
+			}
+}
+
+static int do_load(const char *dir, const char *name, enum fi_dtype dt, int force, unsigned qflags)
+{
+	char nm[FI_STORE_NAME_MAX], path[PATH_MAX], mdir[PATH_MAX], params[32], size[32], dts[64];
 	struct fi_image *im;
 	struct stat st;
 	double t0 = fi_now(), dt_s;
 	if (stat(dir, &st))
 		return cmd_error("cannot open '%s': %s", dir, strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return cmd_error("'%s' is not a directory (expected a Hugging Face model directory)",
-				 dir);
+	if (!S_ISDIR(st.st_mode) && !(S_ISREG(st.st_mode) && fi_gguf_is(dir)))
+		return cmd_error("'%s' is neither a directory nor a GGUF file (expected a Hugging "
+				 "Face model directory or a .gguf file)", dir);
 	if (name)
 		snprintf(nm, sizeof nm, "%s", name);
 	else
@@ -55,7 +71,8 @@ static int do_load(const char *dir, const char *name, enum fi_dtype dt, int forc
 	if (!force && !access(path, F_OK))
 		return cmd_error("model '%s' already exists in %s (use -f to replace it)", nm, mdir);
 	fi_image_cleanup_on_signal();
-	if (fi_image_convert_hf(dir, path, dt, FI_IMAGE_PROGRESS | (force ? FI_IMAGE_OVERWRITE : 0)))
+	if (fi_image_convert(dir, path, dt,
+			     FI_IMAGE_PROGRESS | qflags | (force ? FI_IMAGE_OVERWRITE : 0)))
 		return cmd_error(NULL);
 	dt_s = fi_now() - t0;
 	if (fi_image_open(path, &im))
@@ -65,9 +82,10 @@ static int do_load(const char *dir, const char *name, enum fi_dtype dt, int forc
 			"text prompts need a tokenizer)", dir, nm);
 	fi_format_count(fi_image_params(im), params, sizeof params);
 	fi_format_bytes(im->size, size, sizeof size);
+	dtypes(im, dts, sizeof dts);
 	printf("%s: %s, %s params, %d tensors, %s, %s, fingerprint %.16s, %.2fs -> %s\n", nm,
-	       fi_family_name(im->config.family), params, im->set.n, fi_dtype_lname(im->dtype),
-	       size, im->fingerprint_hex, dt_s, path);
+	       fi_family_name(im->config.family), params, im->set.n, dts, size,
+	       im->fingerprint_hex, dt_s, path);
 	fi_image_close(im);
 	return 0;
 }
@@ -80,7 +98,7 @@ static int do_list(void)
 		return cmd_error(NULL);
 	printf("%-24s %-11s %8s %-5s %9s\n", "NAME", "FAMILY", "PARAMS", "DTYPE", "SIZE");
 	for (int i = 0; i < n; i++) {
-		char params[32], size[32];
+		char params[32], size[32], dts[64];
 		if (!e[i].im) {
 			printf("%-24s %-11s %8s %-5s %9s\n", e[i].name, "-", "-", "-", "-");
 			cmd_error("%s", e[i].err ? e[i].err : "invalid image");
@@ -89,8 +107,9 @@ static int do_list(void)
 		}
 		fi_format_count(fi_image_params(e[i].im), params, sizeof params);
 		fi_format_bytes(e[i].im->size, size, sizeof size);
+		dtypes(e[i].im, dts, sizeof dts);
 		printf("%-24s %-11s %8s %-5s %9s\n", e[i].name, fi_family_name(e[i].im->config.family),
-		       params, fi_dtype_lname(e[i].im->dtype), size);
+		       params, dts, size);
 	}
 	fi_store_list_free(e, n);
 	return bad;
@@ -260,7 +279,7 @@ static void print_json_value(const char *key, json_t *v)
 static int do_info(const char *arg)
 {
 	struct fi_image *im;
-	char params[32], size[32];
+	char params[32], size[32], dts[64];
 	json_t *cfg, *v, *prov = NULL;
 	const struct fi_image_blob *pb;
 	const char *k;
@@ -271,7 +290,8 @@ static int do_info(const char *arg)
 	printf("%-32s %s\n", "path", im->path);
 	printf("%-32s %zu (%s)\n", "size", im->size, size);
 	printf("%-32s %d\n", "format", FI_IMAGE_VERSION);
-	printf("%-32s %s\n", "dtype", fi_dtype_lname(im->dtype));
+	dtypes(im, dts, sizeof dts);
+	printf("%-32s %s\n", "dtype", dts);
 	printf("%-32s %s\n", "fingerprint", im->fingerprint_hex);
 	printf("%-32s %s\n", "family", fi_family_name(im->config.family));
 	printf("%-32s %s (%lld)\n", "params", params, fi_image_params(im));
@@ -294,15 +314,17 @@ static int do_info(const char *arg)
 	return 0;
 }
 
-enum { O_DTYPE = OPT_LONG, O_NAME, O_RM, O_ARENA, O_ARENA_RM };
+enum { O_DTYPE = OPT_LONG, O_NAME, O_RM, O_ARENA, O_ARENA_RM, O_QUANT };
 
 int main(int argc, char **argv)
 {
 	const char *name = NULL, *info = NULL, *rm = NULL, *arena_rm = NULL, *dtype = "bf16";
+	const char *quantize = NULL;
 	int force = 0, list = 0, arena = 0, n;
 	const struct opt own[] = {
 		{'f', "force", NULL, OPT_FLAG, 0, 0, &force},
 		{O_DTYPE, "dtype", "f32|f16|bf16", OPT_CHOICE, 0, 0, &dtype},
+		{O_QUANT, "quantize", "fp8", OPT_CHOICE, 0, 0, &quantize},
 		{O_NAME, "name", "NAME", OPT_STR, 0, 0, &name},
 		{'l', "list", NULL, OPT_FLAG, 0, 0, &list},
 		{'i', "info", "NAME|PATH", OPT_STR, 0, 0, &info},
@@ -312,7 +334,7 @@ int main(int argc, char **argv)
 		{0},
 	};
 	static const char *const usage[] = {
-		"[-f] [--dtype] [--name] DIR", "-l", "-i", "--rm", "--arena", "--arena-rm", NULL,
+		"[-f] [--dtype] [--quantize] [--name] SRC", "-l", "-i", "--rm", "--arena", "--arena-rm", NULL,
 	};
 	const struct cmd cmd = {.name = "fi-load", .opts = own, .usage = usage};
 	struct cmd_args a;
@@ -332,7 +354,8 @@ int main(int argc, char **argv)
 	if (rm)
 		return fi_store_remove(rm) ? cmd_error(NULL) : EXIT_OK;
 	if (n != 1)
-		usage_error(n ? "expected one model directory, not %d" : "expected a model directory",
-			    n);
-	return do_load(argv[ops], name, (enum fi_dtype)fi_dtype_parse_lname(dtype), force);
+		usage_error(n ? "expected one model directory or GGUF file, not %d" :
+			    "expected a model directory or a GGUF file", n);
+	return do_load(argv[ops], name, (enum fi_dtype)fi_dtype_parse_lname(dtype), force,
+		       quantize ? FI_IMAGE_QUANT_FP8 : 0);
 }

@@ -389,22 +389,24 @@ out:
 	return rc;
 }
 
-enum { O_GPU_MEM = OPT_LONG, O_KV_SIZE, O_MAX_STEP };
+enum { O_GPU_MEM = OPT_LONG, O_KV_SIZE, O_MAX_STEP, O_KV_DTYPE };
 
 int main(int argc, char **argv)
 {
 	struct opts o = {.batch = 16};
+	const char *kv_dtype = "auto";
 	const struct opt own[] = {
 		{'b', NULL, "N", OPT_INT, 1, 256, &o.batch},
 		{O_GPU_MEM, "gpu-mem", "F", OPT_DOUBLE, 0.01, 1, &o.kv.gpu_mem},
 		{O_KV_SIZE, "kv-size", "SIZE", OPT_KVSIZE, 0, 0, &o.kvsize},
 		{O_MAX_STEP, "max-step-tokens", "N", OPT_INT, 1, 1 << 24, &o.kv.max_step_tokens},
+		{O_KV_DTYPE, "kv-dtype", "auto|fp8", OPT_CHOICE, 0, 0, &kv_dtype},
 		{0},
 	};
 	/* -b is the batch: --max-batch, as fi-decode names it */
 	static const struct opt_alias aliases[] = {{"max-batch", 'b'}, {0}};
 	static const char *const usage[] = {
-		"-m [-b] [--arena-size] @sampling [--backend] [--gpu-mem] [--kv-size]"
+		"-m [-b] [--arena-size] [--kv-dtype] @sampling [--backend] [--gpu-mem] [--kv-size]"
 		" [--max-step-tokens] [-t] [-i] [-o] [-e] [-f] [-v]",
 		NULL,
 	};
@@ -430,7 +432,8 @@ int main(int argc, char **argv)
 		return cmd_error(NULL);
 	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &P.im, &P.m))
 		return cmd_error(NULL);
-	if (fi_sched_cache_init(P.m, &o.kv, NULL))
+	if ((!strcmp(kv_dtype, "fp8") && fi_model_set_kv_dtype(P.m, FI_DT_F8_E4M3)) ||
+	    fi_sched_cache_init(P.m, &o.kv, NULL))
 		goto fail;
 	if (fi_image_tokenizer(P.im, &P.tok) && fi_errcode() != FI_ENOTFOUND)
 		fi_warn("%s: text prompts are refused", fi_errmsg());

@@ -12,6 +12,7 @@
 
 #include "text/chat.h"
 #include "frame/frame.h"
+#include "model/gguf.h"
 #include "model/image.h"
 #include "base/log.h"
 #include "model/store.h"
@@ -113,6 +114,18 @@ static fi_err open_model(const char *arg, struct model *m)
 		if (fread(magic, 1, 4, f) != 4)
 			magic[0] = 0;
 		fclose(f);
+		if (!memcmp(magic, "GGUF", 4)) { /* the tokenizer a GGUF file carries */
+			struct fi_gguf *g;
+			char *tj = NULL;
+			if ((e = fi_gguf_open(arg, &g)))
+				return e;
+			e = fi_gguf_tokenizer(g, &tj, &m->cfg_json);
+			fi_gguf_close(g);
+			if (!e)
+				e = fi_tok_load_json(tj, strlen(tj), &m->tok);
+			free(tj);
+			return e;
+		}
 		if (memcmp(magic, FI_IMAGE_MAGIC, 4))
 			return fi_tok_load_path(arg, &m->tok);
 		break;

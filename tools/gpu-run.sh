@@ -46,6 +46,12 @@
 #                 pool), 1000 ShareGPT-like requests at once through fi-decode on the 1B and
 #                 8B shapes (output tok/s, host and model time per step), and the TTFT of a
 #                 4096-token prompt cold, with --prefix-cache in a first and a second process
+#   quant         quantized weights: tests/gpu/test_quant_kernels (every type and path against
+#                 the CPU twin) and test_quant_model (the fixtures' models, GPU against CPU);
+#                 then 8B-shape checkpoints (tools/make_quant_bench.py: bf16 -> fi-load
+#                 --quantize fp8, AWQ, a Q4_K_M-like GGUF) under fi-bench tg128 and pp2048,
+#                 ending with a table of tok/s, bytes per decode step and the share of
+#                 4.3 TB/s (FI_QBENCH: where the checkpoints go, default /tmp/qbench)
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -330,6 +336,34 @@ print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens
 		done
 		grep '^|' "$out/sched.log"
 		cat "$out/sched.md"
+		;;
+	quant)
+		step "quantized kernels against the CPU twin"
+		timeout 300 $t/test_quant_kernels >"$out/quant-kernels.log" 2>&1 || rc=1
+		timeout 300 $t/test_quant_model >>"$out/quant-kernels.log" 2>&1 || rc=1
+		grep -v ' ok$' "$out/quant-kernels.log" | grep -v '^quant/' | tail -20
+		grep '^quant/' "$out/quant-kernels.log"
+		grep -c ' ok$' "$out/quant-kernels.log" | sed 's/^/comparisons ok: /'
+		qb=${FI_QBENCH:-/tmp/qbench}
+		step "8B-shape quantized checkpoints ($qb)"
+		python3 tools/make_quant_bench.py "$qb" || rc=1
+		for m in q8b_bf16:bf16 q8b_fp8:bf16 q8b_awq:awq q8b_q4km:q4km.gguf; do
+			name=${m%%:*} src=$qb/${m#*:} opt=
+			[ $name = q8b_fp8 ] && opt="--quantize fp8"
+			[ -f $FI_HOME/models/$name.fim ] || fi-load $opt --name $name "$src" || rc=1
+		done
+		step "fi-bench tg128 pp2048 (8B shape)"
+		: >"$out/quant-bench.txt"
+		for name in q8b_bf16 q8b_fp8 q8b_awq q8b_q4km; do
+			fi-bench -m $name -r 3 tg128 pp2048 -o json >"$out/qb-$name.json" || rc=1
+			jq -r --arg n $name --slurpfile b "$qb/bytes.json" '.tests[] |
+				(if .test == "tg128" then ($b[0][$n | sub("q8b_"; "")] // 0) else 0 end) as $by |
+				[$n, .test, (.tps_mean | floor), (if $by > 0 then ($by / 1e9 | . * 100 | floor / 100) else "-" end),
+				 (if $by > 0 then (.tps_mean * $by / 4.3e12 * 100 | floor | tostring + "%") else "-" end)] |
+				@tsv' "$out/qb-$name.json" >>"$out/quant-bench.txt" || rc=1
+		done
+		echo "model	test	tok/s	GB/step	share of 4.3 TB/s"
+		cat "$out/quant-bench.txt"
 		;;
 	*) echo "unknown stage $stage"; rc=2 ;;
 	esac

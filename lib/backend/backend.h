@@ -12,7 +12,7 @@
  * - Every op returns FI_OK or an error recorded through fi_fail.
  *
  * KV cache layout (paged, vLLM-style): per layer, K and V each [n_blocks, block_size, Hk, hd]
- * in dtype be->act. Token t of a sequence at position p lives in block
+ * in dtype be->act (an FP8 cache: see struct fi_kv_cache). Token t of a sequence at position p lives in block
  * block_table[seq][p / block_size] at offset p % block_size; its "slot" is
  * block * block_size + offset. */
 #ifndef FI_BACKEND_H
@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/quant.h"
 #include "base/settings.h"
 #include "sample.h"
 #include "base/tensor.h"
@@ -30,17 +31,37 @@ struct fi_backend;
 
 /* A weight prepared by the backend from a model tensor (converted, uploaded, maybe
  * re-laid-out); opaque to model.c. rows x cols is the logical shape ([N,K] for a linear
- * layer, [D] as 1 x D for a norm, [V,D] for an embedding). */
+ * layer, [D] as 1 x D for a norm, [V,D] for an embedding).
+ *
+ * Quantized tensors (base/quant.h) go through the same weight op: the CPU backend
+ * dequantizes them to f32 (it is the reference), the CUDA backend keeps the layout as
+ * stored (dtype the quantized dtype, p the layout's bytes). aq is the activation rounding
+ * of a W8A8 weight (FI_AQ_*): every product with it first rounds its input as quant.h
+ * says, on every backend, so the backends agree. */
 struct fi_weight {
 	void *p;
 	enum fi_dtype dtype;
 	int64_t rows, cols;
+	int aq;
+	struct fi_qlayout q; /* a quantized weight's layout in p (backend-private), else zero */
 };
 
 struct fi_kv_cache {
 	int n_layers, n_blocks, block_size, n_kv_heads, head_dim;
 	void **k_d, **v_d; /* [n_layers] pointers to [n_blocks, block_size, Hk, hd] */
+	/* 1: an FP8 cache (--kv-dtype fp8): each block holds its [block_size, Hk, hd] e4m3
+	 * values, then [block_size, Hk] f32 scales, one per token and KV head (the row's
+	 * amax / 448), so blocks stay contiguous for copies and the arena. */
+	int fp8;
 };
+
+/* Bytes of one block of one layer's K (or V) in a cache of activation dtype act. */
+static inline size_t fi_kv_block_bytes(const struct fi_kv_cache *kv, enum fi_dtype act)
+{
+	size_t rows = (size_t)kv->block_size * (size_t)kv->n_kv_heads;
+	return kv->fp8 ? rows * ((size_t)kv->head_dim + 4)
+		       : rows * (size_t)kv->head_dim * fi_dtype_size(act);
+}
 
 /* What attention needs to know about a batch; all arrays are backend memory. */
 struct fi_attn_batch {

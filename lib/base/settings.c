@@ -23,6 +23,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->graphs = s->decode_fuse = s->gemv = s->glu = s->fuse = s->pf_wgmma = 1;
 	s->device_sample = 1;
 	s->moe_grouped = 1;
+	s->fp8_gemm = 1;
 	s->dec_plan = -1;
 }
 
@@ -92,6 +93,7 @@ static void read_env(void)
 	s.pf_wgmma = on_unless_0("FI_PF_WGMMA");
 	s.device_sample = on_unless_0("FI_DEVICE_SAMPLE");
 	s.moe_grouped = on_unless_0("FI_MOE_GROUPED");
+	s.fp8_gemm = on_unless_0("FI_FP8_GEMM");
 	if ((v = getenv("FI_DEC_PLAN")))
 		s.dec_plan = strcmp(v, "0") != 0;
 	s.gemm_tune = is_1("FI_GEMM_TUNE");

@@ -37,6 +37,7 @@ struct fi_settings {
 	int pf_wgmma;      /* FI_PF_WGMMA: the wgmma prefill attention (sm_90a) */
 	int device_sample; /* FI_DEVICE_SAMPLE: sampled rows drawn on the device */
 	int moe_grouped;   /* FI_MOE_GROUPED: large mixture-of-experts batches as grouped GEMMs */
+	int fp8_gemm;      /* FI_FP8_GEMM: W8A8 prompts through cuBLASLt's FP8 GEMM */
 	int dec_plan;      /* FI_DEC_PLAN: decode attention in balanced pieces; -1 unset (by
 			    * batch size), 0 never, 1 whenever it fits */
 	/* Opt-in paths and timing knobs of the CUDA backend; 0 or "" leaves the default. */

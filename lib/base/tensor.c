@@ -17,9 +17,27 @@ static const struct {
 	[FI_DT_F8_E4M3] = {"F8_E4M3", "f8_e4m3", 1}, [FI_DT_F8_E5M2] = {"F8_E5M2", "f8_e5m2", 1},
 };
 
+static const char *const qnames[FI_DT_Q_END - FI_DT_Q8_0][2] = {
+	{"Q8_0", "q8_0"}, {"Q4_0", "q4_0"}, {"Q4_K", "q4_k"}, {"Q5_K", "q5_k"},
+	{"Q6_K", "q6_k"}, {"FP8", "fp8"},   {"INT4", "int4"},
+};
+
+int fi_dtype_is_quant(enum fi_dtype t) { return t >= FI_DT_Q8_0 && t < FI_DT_Q_END; }
 size_t fi_dtype_size(enum fi_dtype t) { return (unsigned)t < FI_DT_COUNT ? dt[t].size : 0; }
-const char *fi_dtype_name(enum fi_dtype t) { return (unsigned)t < FI_DT_COUNT ? dt[t].name : "?"; }
-const char *fi_dtype_lname(enum fi_dtype t) { return (unsigned)t < FI_DT_COUNT ? dt[t].lname : "?"; }
+
+const char *fi_dtype_name(enum fi_dtype t)
+{
+	if (fi_dtype_is_quant(t))
+		return qnames[t - FI_DT_Q8_0][0];
+	return (unsigned)t < FI_DT_COUNT ? dt[t].name : "?";
+}
+
+const char *fi_dtype_lname(enum fi_dtype t)
+{
+	if (fi_dtype_is_quant(t))
+		return qnames[t - FI_DT_Q8_0][1];
+	return (unsigned)t < FI_DT_COUNT ? dt[t].lname : "?";
+}
 
 int fi_dtype_parse(const char *s)
 {

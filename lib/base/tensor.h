@@ -23,7 +23,18 @@ enum fi_dtype {
 	FI_DT_BOOL,
 	FI_DT_F8_E4M3,
 	FI_DT_F8_E5M2,
-	FI_DT_COUNT
+	FI_DT_COUNT, /* element dtypes end here: safetensors dtypes, casts, fi_dtype_size */
+	/* Quantized weight layouts (quant.h): a [rows, cols] weight stored as rows of blocks or
+	 * as sections with scales. They have no element size (fi_dtype_size is 0); their byte
+	 * size comes from fi_quant_layout. GGML block types first, then fi's own layouts. */
+	FI_DT_Q8_0 = 32,
+	FI_DT_Q4_0,
+	FI_DT_Q4_K,
+	FI_DT_Q5_K,
+	FI_DT_Q6_K,
+	FI_DT_FP8,  /* e4m3 weights with per-row or 128x128-block f32 scales */
+	FI_DT_INT4, /* 4-bit with f16 scales and zero points per group of columns */
+	FI_DT_Q_END
 };
 
 #define FI_MAX_DIMS 8
@@ -47,6 +58,8 @@ const char *fi_dtype_lname(enum fi_dtype dt);
 int fi_dtype_parse_lname(const char *s);
 /* Whether a dtype is a float type fi computes from (F32, F16, BF16). */
 int fi_dtype_is_compute(enum fi_dtype dt);
+/* Whether a dtype is a quantized weight layout (FI_DT_Q8_0 .. FI_DT_INT4). */
+int fi_dtype_is_quant(enum fi_dtype dt);
 
 /* Element count of a tensor, or -1 on overflow of int64. */
 int64_t fi_tensor_numel(const struct fi_tensor *t);

@@ -23,6 +23,13 @@ static void free_host(struct fi_kvcache *c)
 fi_err fi_kvcache_create(struct fi_backend *be, int n_layers, int n_kv_heads, int head_dim,
 			 int n_blocks, int block_size, struct fi_kvcache **out)
 {
+	return fi_kvcache_create_fp8(be, n_layers, n_kv_heads, head_dim, n_blocks, block_size, 0,
+				     out);
+}
+
+fi_err fi_kvcache_create_fp8(struct fi_backend *be, int n_layers, int n_kv_heads, int head_dim,
+			     int n_blocks, int block_size, int fp8, struct fi_kvcache **out)
+{
 	struct fi_kvcache *c;
 	uint32_t cap = 16;
 	fi_err e;
@@ -40,6 +47,7 @@ fi_err fi_kvcache_create(struct fi_backend *be, int n_layers, int n_kv_heads, in
 	c->kv.block_size = block_size;
 	c->kv.n_kv_heads = n_kv_heads;
 	c->kv.head_dim = head_dim;
+	c->kv.fp8 = fp8;
 	c->ref = calloc((size_t)n_blocks, sizeof *c->ref);
 	c->free_ids = malloc((size_t)n_blocks * sizeof *c->free_ids);
 	c->key = malloc((size_t)n_blocks * sizeof *c->key);
@@ -334,8 +342,7 @@ fi_err fi_kvcache_seq_fork(struct fi_kvcache *c, int src, int *dst)
 static fi_err copy_block(struct fi_kvcache *c, int32_t from, int32_t to)
 {
 	struct fi_backend *be = c->be;
-	size_t bytes = (size_t)c->kv.block_size * c->kv.n_kv_heads * c->kv.head_dim *
-		       fi_dtype_size(be->act);
+	size_t bytes = fi_kv_block_bytes(&c->kv, be->act);
 	char *tmp = malloc(bytes);
 	fi_err e = FI_OK;
 	if (!tmp)

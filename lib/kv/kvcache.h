@@ -70,6 +70,9 @@ struct fi_kvcache {
 /* Allocates n_blocks blocks of block_size tokens for every layer on be. */
 fi_err fi_kvcache_create(struct fi_backend *be, int n_layers, int n_kv_heads, int head_dim,
 			 int n_blocks, int block_size, struct fi_kvcache **out);
+/* The same, an FP8 cache when fp8 is 1 (backend.h: struct fi_kv_cache). */
+fi_err fi_kvcache_create_fp8(struct fi_backend *be, int n_layers, int n_kv_heads, int head_dim,
+			     int n_blocks, int block_size, int fp8, struct fi_kvcache **out);
 void fi_kvcache_destroy(struct fi_kvcache *c);
 /* Bytes of KV per token, all layers, K and V, in dtype dt. */
 uint64_t fi_kvcache_token_bytes(int n_layers, int n_kv_heads, int head_dim, enum fi_dtype dt);

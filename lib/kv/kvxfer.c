@@ -110,8 +110,8 @@ fi_err fi_kvx_open(struct fi_kvx **out, struct fi_kvcache *c, const uint8_t mode
 		return fi_fail(FI_ENOMEM, "kv arena: out of memory");
 	x->c = c;
 	x->bt = c->kv.block_size;
-	x->part = (size_t)x->bt * c->kv.n_kv_heads * c->kv.head_dim * fi_dtype_size(be->act);
-	if ((e = fi_kvx_id(model_fp, &c->kv, be->act, x->id))) {
+	x->part = fi_kv_block_bytes(&c->kv, be->act);
+	if ((e = fi_kvx_id(model_fp, &c->kv, c->kv.fp8 ? FI_DT_F8_E4M3 : be->act, x->id))) {
 		free(x);
 		return e;
 	}

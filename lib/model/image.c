@@ -12,6 +12,8 @@
 
 #include <openssl/evp.h>
 
+#include "base/quant.h"
+
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "fi model images are little-endian; this reader maps them directly"
 #endif
@@ -148,7 +150,7 @@ static fi_err check_tensors(struct fi_image *im, const struct fi_image_header *h
 		}
 		t->name = e[i].name;
 		es = e[i].dtype < FI_DT_COUNT ? fi_dtype_size((enum fi_dtype)e[i].dtype) : 0;
-		if (!es) {
+		if (!es && !fi_dtype_is_quant((enum fi_dtype)e[i].dtype)) {
 			free(sp);
 			return BAD("image '%s': tensor '%s': invalid dtype %u", p, t->name, e[i].dtype);
 		}
@@ -167,8 +169,16 @@ static fi_err check_tensors(struct fi_image *im, const struct fi_image_header *h
 			t->shape[d] = e[i].shape[d];
 		}
 		numel = fi_tensor_numel(t);
-		if (numel < 0 || (uint64_t)numel > UINT64_MAX / es ||
-		    (uint64_t)numel * es != e[i].nbytes) {
+		if (!es) {
+			/* Quantized: a 2-D weight whose layout sizes it (checked below, once the
+			 * bytes are known to lie inside the file). */
+			if (t->ndim != 2 || numel < 0) {
+				free(sp);
+				return BAD("image '%s': tensor '%s': a %s weight must have 2 "
+					   "dimensions", p, t->name, fi_dtype_name(t->dtype));
+			}
+		} else if (numel < 0 || (uint64_t)numel > UINT64_MAX / es ||
+			   (uint64_t)numel * es != e[i].nbytes) {
 			free(sp);
 			return BAD("image '%s': tensor '%s': nbytes %llu does not match shape and dtype",
 				   p, t->name, (unsigned long long)e[i].nbytes);
@@ -190,6 +200,18 @@ static fi_err check_tensors(struct fi_image *im, const struct fi_image_header *h
 		}
 		t->nbytes = e[i].nbytes;
 		t->data = im->map + h->data_off + e[i].offset;
+		if (!es) {
+			struct fi_qlayout ql;
+			fi_err qe = fi_quant_layout(t->dtype, t->shape[0], t->shape[1], t->data,
+						    t->nbytes, &ql);
+			if (!qe && ql.nbytes != t->nbytes)
+				qe = BAD("%llu bytes, its layout has %llu",
+					 (unsigned long long)t->nbytes, (unsigned long long)ql.nbytes);
+			if (qe) {
+				free(sp);
+				return fi_fail_ctx(qe, "image '%s': tensor '%s'", p, t->name);
+			}
+		}
 		sp[i] = (struct span){e[i].offset, e[i].offset + e[i].nbytes, i};
 	}
 	bad = overlap(sp, n);

@@ -16,8 +16,11 @@
  * to data_off, so blobs (tokenizer, provenance, creation time) never change the fingerprint:
  * the same weights converted twice give the same fingerprint, and the KV arena keys on it.
  *
- * Every tensor is stored in the image dtype (header field dtype: bf16 by default, or f16 or
- * f32), norm weights and biases included. Opening validates everything before use: magic,
+ * Every float tensor is stored in the image dtype (header field dtype: bf16 by default, or
+ * f16 or f32), norm weights and biases included. Linear weights (and embeddings) may instead
+ * carry a quantized dtype (base/quant.h: FP8, INT4, GGML Q8_0 .. Q6_K): 2-D, logical shape
+ * [rows, cols], nbytes that of the layout, validated like the rest (header fields, sizes, an
+ * INT4 permutation) when the image is opened. Opening validates everything before use: magic,
  * version, sizes, section order and bounds, alignment, NUL-terminated names, dtypes, nbytes
  * = numel x size, no overlap, unique names, then parses the config and cross-checks it
  * against the tensors (fi_config_check). Any failure is FI_EFORMAT naming the file and the
@@ -137,10 +140,14 @@ struct fi_image_src {
 	int64_t shape[FI_MAX_DIMS];
 	enum fi_dtype src_dtype;
 	const void *src;
+	/* A quantized src_dtype (quant.h) is written as it is, in its own dtype: a 2-D weight
+	 * of src_nbytes bytes in its layout. Element dtypes leave this 0. */
+	uint64_t src_nbytes;
 };
 
 #define FI_IMAGE_OVERWRITE 1u  /* replace an existing file (else FI_EEXIST) */
 #define FI_IMAGE_PROGRESS 2u   /* draw a progress bar (when stderr is a terminal) */
+#define FI_IMAGE_QUANT_FP8 4u  /* fi_image_convert_hf: linear layers to FP8 W8A8 (quant_hf.h) */
 
 /* Writes an image atomically: a temporary file in path's directory, written, fsync'd,
  * reopened and validated (fi_config_check included), then renamed over path and the
@@ -153,9 +160,21 @@ fi_err fi_image_write(const char *path, const struct fi_config *c, enum fi_dtype
 /* Converts a Hugging Face directory (config.json, model.safetensors or a sharded index,
  * tokenizer files) into an image at path: HF names mapped with fi_name_from_hf (an unknown
  * name is an error naming it; names mapping to nothing are skipped; "output" is dropped
- * when embeddings are tied), dtypes converted (F32/F16/BF16 sources only), blobs copied,
- * provenance.json recorded ({"source", "created", "fi_version", "source_dtype"}). */
+ * when embeddings are tied), dtypes converted (F32/F16/BF16 sources), quantized checkpoints
+ * (FP8, compressed-tensors FP8, AWQ, GPTQ) converted to fi's quantized layouts and, with
+ * FI_IMAGE_QUANT_FP8, linear layers quantized to FP8 (quant_hf.h), blobs copied,
+ * provenance.json recorded ({"source", "created", "fi_version", "source_dtype", and
+ * "quantization" when there is one}). */
 fi_err fi_image_convert_hf(const char *dir, const char *path, enum fi_dtype dtype, unsigned flags);
+
+/* Converts a GGUF file (gguf.h; architectures llama, qwen2, qwen3) into an image at path:
+ * the config from its keys, F32/F16/BF16 tensors converted to dtype, Q8_0, Q4_0, Q4_K, Q5_K
+ * and Q6_K kept as they are (scales checked), llama's q/k rows permuted back to HF order,
+ * the tokenizer rebuilt as tokenizer.json and tokenizer_config.json (gguf_tok.c). */
+fi_err fi_image_convert_gguf(const char *file, const char *path, enum fi_dtype dtype,
+			     unsigned flags);
+/* A directory (Hugging Face) or a GGUF file, whichever src is. */
+fi_err fi_image_convert(const char *src, const char *path, enum fi_dtype dtype, unsigned flags);
 
 /* Unlinks the temporary file of a write in progress when SIGINT, SIGTERM or SIGHUP arrives,
  * then dies by the signal. Commands that write images call it once. */

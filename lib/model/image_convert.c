@@ -12,7 +12,9 @@
 #include <jansson.h>
 
 #include "base/log.h"
+#include "gguf.h"
 #include "names.h"
+#include "quant_hf.h"
 #include "safetensors.h"
 #include "text/tokenizer.h"
 
@@ -58,7 +60,7 @@ static fi_err slurp(const char *dir, const char *name, char **out, size_t *len)
 	return FI_OK;
 }
 
-static char *provenance(const char *dir, const struct fi_st_model *m)
+static char *provenance(const char *dir, const struct fi_st_model *m, const char *quant)
 {
 	char abs[PATH_MAX], when[64];
 	time_t now = time(NULL);
@@ -77,6 +79,10 @@ static char *provenance(const char *dir, const struct fi_st_model *m)
 		      FI_VERSION, "source_dtype", sdt);
 	if (!o)
 		return NULL;
+	if (quant[0] && json_object_set_new(o, "quantization", json_string(quant))) {
+		json_decref(o);
+		return NULL;
+	}
 	s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	return s;
@@ -84,7 +90,7 @@ static char *provenance(const char *dir, const struct fi_st_model *m)
 
 /* Maps HF names and orders the tensors as the engine expects them (the order of
  * fi_expected_tensor); anything unexpected goes last and fi_config_check names it. */
-static fi_err map_tensors(const char *dir, const struct fi_config *c, const struct fi_st_model *m,
+static fi_err map_tensors(const char *dir, const struct fi_config *c, const struct fi_qhf *m,
 			  struct fi_image_src *src, char (*names)[FI_IMAGE_NAME_MAX], int *n_out)
 {
 	int n = 0, k = 0;
@@ -107,7 +113,7 @@ static fi_err map_tensors(const char *dir, const struct fi_config *c, const stru
 		/* Tied checkpoints sometimes store a copy of the embedding as lm_head. */
 		if (r == 0 || (c->tie_embeddings && !strcmp(names[n], "output")))
 			continue;
-		if (!fi_dtype_is_compute(t->dtype)) {
+		if (!fi_dtype_is_compute(t->dtype) && !fi_dtype_is_quant(t->dtype)) {
 			free(taken);
 			free(tmp);
 			return fi_fail(FI_EUNSUPPORTED, "'%s': tensor '%s': dtype %s is not supported "
@@ -119,6 +125,7 @@ static fi_err map_tensors(const char *dir, const struct fi_config *c, const stru
 		memcpy(tmp[n].shape, t->shape, sizeof tmp[n].shape);
 		tmp[n].src_dtype = t->dtype;
 		tmp[n].src = t->data;
+		tmp[n].src_nbytes = fi_dtype_is_quant(t->dtype) ? t->nbytes : 0;
 		n++;
 	}
 	{ /* by name through a hash: a mixture of experts has tens of thousands of tensors */
@@ -207,6 +214,7 @@ fi_err fi_image_convert_hf(const char *dir, const char *path, enum fi_dtype dtyp
 {
 	struct fi_config cfg;
 	struct fi_st_model *m = NULL;
+	struct fi_qhf *q = NULL;
 	struct fi_image_src *src = NULL;
 	char (*names)[FI_IMAGE_NAME_MAX] = NULL;
 	struct fi_image_blob blobs[N_BLOB_FILES + 2];
@@ -218,13 +226,15 @@ fi_err fi_image_convert_hf(const char *dir, const char *path, enum fi_dtype dtyp
 		return e;
 	if ((e = fi_st_open_dir(dir, &m)))
 		return e;
-	src = calloc(m->set.n ? (size_t)m->set.n : 1, sizeof *src);
-	names = calloc(m->set.n ? (size_t)m->set.n : 1, sizeof *names);
+	if ((e = fi_qhf_convert(dir, m, flags & FI_IMAGE_QUANT_FP8 ? FI_QHF_FP8 : 0, &q)))
+		goto out;
+	src = calloc(q->set.n ? (size_t)q->set.n : 1, sizeof *src);
+	names = calloc(q->set.n ? (size_t)q->set.n : 1, sizeof *names);
 	if (!src || !names) {
 		e = fi_fail(FI_ENOMEM, "'%s'", dir);
 		goto out;
 	}
-	if ((e = map_tensors(dir, &cfg, m, src, names, &n)) || (e = check(dir, &cfg, src, n)))
+	if ((e = map_tensors(dir, &cfg, q, src, names, &n)) || (e = check(dir, &cfg, src, n)))
 		goto out;
 	for (size_t i = 0; i < N_BLOB_FILES; i++) {
 		size_t len = 0;
@@ -235,18 +245,31 @@ fi_err fi_image_convert_hf(const char *dir, const char *path, enum fi_dtype dtyp
 	}
 	if ((e = tokenizer_bin(dir, blobs, &nb, bufs)))
 		goto out;
-	if (!(bufs[nb] = provenance(dir, m))) {
+	if (!(bufs[nb] = provenance(dir, m, q->method))) {
 		e = fi_fail(FI_ENOMEM, "'%s': provenance", dir);
 		goto out;
 	}
 	blobs[nb] = (struct fi_image_blob){"provenance.json", bufs[nb], strlen(bufs[nb])};
 	nb++;
-	e = fi_image_write(path, &cfg, dtype, src, n, blobs, nb, flags, NULL);
+	e = fi_image_write(path, &cfg, dtype, src, n, blobs, nb, flags & ~FI_IMAGE_QUANT_FP8, NULL);
 out:
+	fi_qhf_free(q);
 	for (int i = 0; i < nb; i++)
 		free(bufs[i]);
 	free(src);
 	free(names);
 	fi_st_close_dir(m);
 	return e;
+}
+
+fi_err fi_image_convert(const char *src, const char *path, enum fi_dtype dtype, unsigned flags)
+{
+	struct stat st;
+	if (!stat(src, &st) && S_ISREG(st.st_mode)) {
+		if (!fi_gguf_is(src))
+			return fi_fail(FI_EFORMAT, "'%s' is neither a model directory nor a GGUF file",
+				       src);
+		return fi_image_convert_gguf(src, path, dtype, flags);
+	}
+	return fi_image_convert_hf(src, path, dtype, flags);
 }

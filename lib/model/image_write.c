@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 
 #include "base/log.h"
+#include "base/quant.h"
 
 #define ALIGN_UP(x, a) (((x) + (a) - 1) / (a) * (a))
 #define DATA_START_ALIGN 4096      /* page-aligned data: friendly to registration and DMA */
@@ -89,12 +90,24 @@ static fi_err precheck(const struct fi_config *c, enum fi_dtype dt, const struct
 		else if (t[i].ndim < 1 || t[i].ndim > FI_MAX_DIMS)
 			e = fi_fail(FI_EINVAL, "image '%s': tensor '%s': ndim %d", path, t[i].name,
 				    t[i].ndim);
-		else if (!fi_dtype_is_compute(t[i].src_dtype))
+		else if (fi_dtype_is_quant(t[i].src_dtype)) {
+			struct fi_qlayout ql;
+			if (t[i].ndim != 2)
+				e = fi_fail(FI_EINVAL, "tensor '%s': a %s weight must have 2 dimensions",
+					    t[i].name, fi_dtype_name(t[i].src_dtype));
+			else if ((e = fi_quant_layout(t[i].src_dtype, t[i].shape[0], t[i].shape[1],
+						      t[i].src, t[i].src_nbytes, &ql)))
+				fi_fail_ctx(e, "tensor '%s'", t[i].name);
+			else if (ql.nbytes != t[i].src_nbytes)
+				e = fi_fail(FI_EINVAL, "tensor '%s': %llu bytes for a layout of %llu",
+					    t[i].name, (unsigned long long)t[i].src_nbytes,
+					    (unsigned long long)ql.nbytes);
+		} else if (!fi_dtype_is_compute(t[i].src_dtype))
 			e = fi_fail(FI_EUNSUPPORTED, "tensor '%s': dtype %s is not supported (fi "
 				    "converts F32, F16 and BF16)", t[i].name,
 				    fi_dtype_name(t[i].src_dtype));
 		v[i].name = t[i].name;
-		v[i].dtype = dt;
+		v[i].dtype = fi_dtype_is_quant(t[i].src_dtype) ? t[i].src_dtype : dt;
 		v[i].ndim = t[i].ndim;
 		memcpy(v[i].shape, t[i].shape, sizeof v[i].shape);
 		for (int d = t[i].ndim; d < FI_MAX_DIMS; d++)
@@ -102,7 +115,9 @@ static fi_err precheck(const struct fi_config *c, enum fi_dtype dt, const struct
 		v[i].data = t[i].src;
 		if (!e && fi_tensor_numel(&v[i]) < 0)
 			e = fi_fail(FI_ERANGE, "tensor '%s': element count overflows", t[i].name);
-		v[i].nbytes = (uint64_t)fi_tensor_numel(&v[i]) * fi_dtype_size(dt);
+		v[i].nbytes = fi_dtype_is_quant(t[i].src_dtype)
+				      ? t[i].src_nbytes
+				      : (uint64_t)fi_tensor_numel(&v[i]) * fi_dtype_size(dt);
 	}
 	for (int i = 0; i < n && !e; i++)
 		for (int j = 0; j < i; j++)
@@ -149,15 +164,16 @@ static fi_err build_meta(const char *cfg, size_t cfg_len, enum fi_dtype dt,
 		struct fi_image_tensor_ent *e =
 			(void *)(m + h->tensors_off + (uint64_t)i * sizeof *e);
 		int64_t numel = 1;
+		int q = fi_dtype_is_quant(t[i].src_dtype);
 		snprintf(e->name, sizeof e->name, "%s", t[i].name);
-		e->dtype = (uint32_t)dt;
+		e->dtype = (uint32_t)(q ? t[i].src_dtype : dt);
 		e->ndim = (uint32_t)t[i].ndim;
 		for (int d = 0; d < t[i].ndim; d++) {
 			e->shape[d] = t[i].shape[d];
 			numel *= t[i].shape[d];
 		}
 		e->offset = off;
-		e->nbytes = (uint64_t)numel * fi_dtype_size(dt);
+		e->nbytes = q ? t[i].src_nbytes : (uint64_t)numel * fi_dtype_size(dt);
 		off = ALIGN_UP(off + e->nbytes, FI_IMAGE_ALIGN);
 	}
 	h->data_size = off;
@@ -202,23 +218,31 @@ static int64_t first_nonfinite(const void *p, enum fi_dtype dt, size_t n)
 	return -1;
 }
 
-/* Converts and writes one tensor in chunks, hashing what is written. A non-finite value
+/* Converts and writes one tensor in chunks, hashing what is written (a quantized tensor is
+ * copied as it is). A non-finite value
  * (in the source, or made by the conversion: an f32 beyond the f16 range) is an error naming
  * the tensor: such weights give NaN logits and junk text for every prompt. */
 static fi_err write_tensor(int fd, EVP_MD_CTX *md, const struct fi_image_src *t, enum fi_dtype dt,
 			   void *buf, struct fi_progress *pr, uint64_t *done, const char *p)
 {
+	int q = fi_dtype_is_quant(t->src_dtype);
 	int64_t numel = 1;
-	size_t ss = fi_dtype_size(t->src_dtype), ds = fi_dtype_size(dt);
-	for (int d = 0; d < t->ndim; d++)
-		numel *= t->shape[d];
+	size_t ss = q ? 1 : fi_dtype_size(t->src_dtype), ds = q ? 1 : fi_dtype_size(dt);
+	if (q)
+		numel = (int64_t)t->src_nbytes;
+	else
+		for (int d = 0; d < t->ndim; d++)
+			numel *= t->shape[d];
 	for (int64_t i = 0; i < numel; i += CHUNK_ELEMS) {
 		size_t k = (size_t)(numel - i < CHUNK_ELEMS ? numel - i : CHUNK_ELEMS);
-		fi_err e = fi_convert(buf, dt, (const char *)t->src + (size_t)i * ss, t->src_dtype, k);
+		const char *src = (const char *)t->src + (size_t)i * ss;
+		fi_err e = FI_OK;
 		int64_t bad;
-		if (e)
+		if (q)
+			memcpy(buf, src, k);
+		else if ((e = fi_convert(buf, dt, src, t->src_dtype, k)))
 			return fi_fail_ctx(e, "tensor '%s'", t->name);
-		if ((bad = first_nonfinite(buf, dt, k)) >= 0) {
+		if (!q && (bad = first_nonfinite(buf, dt, k)) >= 0) {
 			const void *sp = (const char *)t->src + (size_t)(i + bad) * ss;
 			if (first_nonfinite(sp, t->src_dtype, 1) < 0)
 				return fi_fail(FI_ERANGE, "tensor '%s': element %lld overflows %s",

@@ -104,6 +104,9 @@ static fi_err load_cat(struct fi_model *m, const struct fi_tensor_set *ts, int l
 			return fi_fail(FI_EMISMATCH, "tensor '%s': shape does not match the config",
 				       ex.name);
 	}
+	for (int i = 0; i < n; i++)
+		if (fi_dtype_is_quant(t[i]->dtype))
+			return FI_OK; /* quantized: loaded one by one (fi_model_load) */
 	if ((e = m->be->ops->weight_cat(m->be, t, n, cat, w)))
 		return e;
 	for (int i = 0; i < n; i++)
@@ -274,6 +277,16 @@ fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
 		if (!w->p && (e = load(m, ts, &ex, w)))
 			goto fail;
 	}
+	/* The fused decode ops take weights in the activation dtype (quantized ones take the
+	 * plain ops). */
+	for (int l = 0; l < c->n_layers && m->fusable; l++) {
+		const struct layer *L = &m->l[l];
+		const struct fi_weight *const lw[] = {&L->q, &L->k, &L->v, &L->o,
+						      &L->gate, &L->up, &L->down};
+		for (size_t i = 0; i < sizeof lw / sizeof lw[0]; i++)
+			if (lw[i]->dtype != be->act)
+				m->fusable = 0;
+	}
 freqs:
 	if ((e = be->ops->alloc(be, sizeof(float) * (size_t)(c->head_dim / 2),
 				(void **)&m->inv_freq_d)) ||
@@ -300,8 +313,19 @@ fi_err fi_model_cache_init(struct fi_model *m, int n_blocks, int block_size)
 		int len = m->c.max_pos > 0 && m->c.max_pos < 4096 ? m->c.max_pos : 4096;
 		n_blocks = 4 * ((len + block_size - 1) / block_size);
 	}
-	return fi_kvcache_create(m->be, m->c.n_layers, m->c.n_kv_heads, m->c.head_dim, n_blocks,
-				 block_size, &m->cache);
+	return fi_kvcache_create_fp8(m->be, m->c.n_layers, m->c.n_kv_heads, m->c.head_dim,
+				     n_blocks, block_size, m->kv_fp8, &m->cache);
+}
+
+fi_err fi_model_set_kv_dtype(struct fi_model *m, enum fi_dtype dt)
+{
+	if (m->cache)
+		return fi_fail(FI_ESTATE, "model: the kv cache already exists");
+	if (dt != FI_DT_F8_E4M3 && dt != m->be->act)
+		return fi_fail(FI_EUNSUPPORTED, "kv dtype %s: the %s backend keeps KV in %s or fp8",
+			       fi_dtype_lname(dt), m->be->ops->name, fi_dtype_lname(m->be->act));
+	m->kv_fp8 = dt == FI_DT_F8_E4M3;
+	return FI_OK;
 }
 
 fi_err fi_model_seq_new(struct fi_model *m, int *seq)

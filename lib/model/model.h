@@ -61,6 +61,10 @@ float fi_attn_scale(const struct fi_config *c);
 /* Creates the KV cache: n_blocks blocks of block_size tokens (0, 0: block size 16 and
  * room for 4 sequences of min(max_position_embeddings, 4096) tokens). Called implicitly
  * with 0, 0 by the first fi_model_seq_new. FI_ESTATE if a cache exists. */
+/* The KV cache's dtype, before the cache exists: the backend's activation dtype (the
+ * default) or FI_DT_F8_E4M3 (e4m3 with a scale per token and KV head: half the bytes of
+ * bf16, a quarter of f32). The CUDA backend refuses FP8 caches for now. */
+fi_err fi_model_set_kv_dtype(struct fi_model *m, enum fi_dtype dt);
 fi_err fi_model_cache_init(struct fi_model *m, int n_blocks, int block_size);
 struct fi_kvcache *fi_model_cache(struct fi_model *m);
 

@@ -80,6 +80,7 @@ struct fi_model {
 	int fusable; /* the backend's decode fusions can take this model's shapes */
 	float *inv_freq_d;
 	struct fi_kvcache *cache;
+	int kv_fp8; /* fi_model_set_kv_dtype: the cache is made FP8 */
 	struct scratch s;
 	struct graphs gr;
 	struct fi_arch *arch; /* model families (arch.h); NULL for the Llama family */

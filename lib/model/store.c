@@ -1,5 +1,7 @@
 /* store: the model store and `-m` resolution. */
 #include "store.h"
+
+#include "gguf.h"
 #include "text/tokenizer.h"
 
 #include <dirent.h>
@@ -222,7 +224,7 @@ static fi_err open_dir(const char *dir, enum fi_dtype dt, struct fi_image **out)
 			       strerror(errno));
 	close(fd);
 	fi_info("converting '%s' (fi-load stores it once for fast starts)", dir);
-	e = fi_image_convert_hf(dir, p, dt, FI_IMAGE_OVERWRITE | FI_IMAGE_PROGRESS);
+	e = fi_image_convert(dir, p, dt, FI_IMAGE_OVERWRITE | FI_IMAGE_PROGRESS);
 	if (!e)
 		e = fi_image_open(p, out);
 	/* The map keeps the data alive; the name goes now so nothing is left behind. */
@@ -262,6 +264,8 @@ fi_err fi_store_open_dtype(const char *arg, enum fi_dtype dt, struct fi_image **
 	switch (fi_store_resolve(arg, p, sizeof p)) {
 	case FI_STORE_NAME:
 	case FI_STORE_FILE:
+		if (fi_gguf_is(p)) /* converted on the fly, as a directory is */
+			return open_dir(arg, dt, out);
 		return fi_image_open(p, out);
 	case FI_STORE_DIR:
 		return open_dir(arg, dt, out);

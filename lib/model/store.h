@@ -43,6 +43,7 @@ fi_err fi_store_remove(const char *name);
  *                            temporary image in $FI_HOME/tmp (or $TMPDIR), which is unlinked
  *                            once mapped, so nothing is left behind (messages and the
  *                            image's path name the directory, never the temporary file);
+ *   a GGUF file           -> converted on the fly the same way;
  *   otherwise             -> FI_ENOTFOUND "model 'x' not found in DIR (fi-load -l lists
  *                            models)". */
 fi_err fi_store_open(const char *arg, struct fi_image **out);

@@ -12,6 +12,7 @@ root=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ln -s "$src" "$work/stories260K-hf"
+ln -s "$root/tests/fixtures/quant/stories260k_q8_0.gguf" "$work/"
 models=$FI_HOME/models
 
 # The uses fi-load(1) and fi(7) show, on stories260K (test_man_examples.sh runs the pages'
@@ -41,6 +42,8 @@ for page in fi-load fi; do
 		echo "ok: $line"
 	done < "$work/examples"
 	fi-load --rm stories 2>/dev/null
+	fi-load --rm stories-fp8 2>/dev/null
+	fi-load --rm stories260k_q8_0 2>/dev/null
 done
 
 # Conversion: one summary line on stdout, the image in the store, nothing else there.
@@ -98,6 +101,33 @@ fi-load --rm s2 || fail "--rm exited $?"
 [ ! -e "$models/s2.fim" ] || fail "--rm left the file"
 fi-load --rm s2 2> err && fail "--rm of a missing model succeeded"
 grep -q "model 's2' not found" err || fail "--rm missing: $(cat err)"
+
+# Quantized: --quantize fp8 and a GGUF file; their dtypes in the summary, -l and -i; the
+# GGUF tokenizer tokenizes as the checkpoint's own.
+fi-load --quantize fp8 --name sq stories260K-hf > out 2> err || fail "--quantize exited $?: $(cat err)"
+grep -q '^sq: llama, 260K params, 47 tensors, bf16+fp8, [0-9.]*KiB, ' out || fail "fp8 summary: $(cat out)"
+fi-load stories260k_q8_0.gguf > out 2> err || fail "gguf exited $?: $(cat err)"
+grep -q '^stories260k_q8_0: llama, 260K params, 47 tensors, bf16+q8_0, ' out || fail "gguf summary: $(cat out)"
+fi-load -l > out || fail "-l exited $?"
+grep -q '^sq  *llama  *260K  *bf16+fp8 ' out || fail "-l fp8 row: $(cat out)"
+fi-load -i stories260k_q8_0 > out || fail "-i gguf"
+grep -q '^quantization  *Q8_0$' out || fail "-i gguf quantization: $(cat out)"
+grep -q '^blob  *tokenizer.json ' out || fail "-i gguf tokenizer"
+a=$(echo 'Once upon a time, a cat sat.' | fi-tokenize -m stories260k_q8_0 --ids)
+b=$(echo 'Once upon a time, a cat sat.' | fi-tokenize -m stories260K-hf --ids)
+[ -n "$a" ] && [ "$a" = "$b" ] || fail "gguf tokenizer: '$a', checkpoint's: '$b'"
+fi-decode -m sq --tokens 1,403 -n 4 --temp 0 > out 2> err || fail "fp8 decode: $(cat err)"
+fi-load --quantize fp8 --name x stories260k_q8_0.gguf 2> err; [ $? -eq 1 ] || fail "--quantize gguf: exit"
+grep -q "is a GGUF file: --quantize takes a float" err || fail "--quantize gguf: $(cat err)"
+fi-load --quantize int8 stories260K-hf 2> err; [ $? -eq 2 ] || fail "--quantize int8: exit"
+grep -q "invalid value 'int8' for --quantize" err || fail "--quantize int8: $(cat err)"
+bad=$root/tests/fixtures/bad_quant
+fi-load "$bad/tensor_overlap.gguf" 2> err; [ $? -eq 1 ] || fail "bad gguf: exit"
+grep -q "^fi-load: gguf '$bad/tensor_overlap.gguf': tensor 'b' overlaps tensor 'a'$" err ||
+	fail "bad gguf: $(cat err)"
+fi-load "$bad/awq_scales_missing" 2> err; [ $? -eq 1 ] || fail "bad awq: exit"
+grep -q "v_proj.scales' is missing (awq)" err || fail "bad awq: $(cat err)"
+fi-load --rm sq && fi-load --rm stories260k_q8_0 || fail "--rm quantized"
 
 # Usage errors exit 2; runtime failures exit 1.
 fi-load 2> /dev/null; [ $? -eq 2 ] || fail "no DIR: exit status"

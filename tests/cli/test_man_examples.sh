@@ -6,6 +6,7 @@
 # notes, lines over 80 columns and references to pages not installed, are not counted).
 #
 # The examples name realistic models and devices; this test runs them on any machine:
+#   - stories260k_q8_0.gguf is the committed GGUF fixture of that name;
 #   - ~/models/Llama-3.1-8B-Instruct is the embedded model, models/tiny (HOME is the
 #     scratch directory), and the store names llama3 and tiny are that model, loaded
 #     beforehand when a page uses them without loading them;
@@ -35,6 +36,7 @@ for page in "$root"/man/man*/*.[1-9]; do
 	ex=$work/$name
 	mkdir -p "$ex/models" "$ex/home"
 	ln -s "$root/models/tiny" "$ex/models/Llama-3.1-8B-Instruct"
+	cp "$root/tests/fixtures/quant/stories260k_q8_0.gguf" "$ex/" # fi-load(1)'s GGUF file
 	printf 'The cat sat on the\nimport os\ndef main():\n' > "$ex/prompts.txt"
 	for i in 1 2 3 4 5 6; do printf 'The module reads a file of prompts and writes one request for each line. '; done \
 		> "$ex/prompt.txt"

@@ -61,7 +61,7 @@ static void *rnd(size_t n)
 
 static void gemm(int T, int N, int K, int inner)
 {
-	struct fi_weight w = {rnd((size_t)N * K), FI_DT_BF16, N, K};
+	struct fi_weight w = {.p = rnd((size_t)N * K), .dtype = FI_DT_BF16, .rows = N, .cols = K};
 	void *x = rnd((size_t)T * K), *y = rnd((size_t)T * N);
 	double t = TIME(9, for (int i_ = 0; i_ < inner; i_++) G->ops->matmul(G, y, x, &w, NULL, T)) / inner;
 	double fl = 2.0 * T * N * K, by = 2.0 * ((double)N * K + (double)T * K + (double)T * N);

@@ -47,7 +47,7 @@ static inline void synth_make(struct synth *s, const struct fi_config *c, unsign
 		}
 		s->data[s->n] = d;
 		s->src[s->n] = (struct fi_image_src){e->name, e->ndim, {e->shape[0], e->shape[1]},
-						     FI_DT_F32, d};
+						     FI_DT_F32, d, 0};
 		s->n++;
 	}
 }

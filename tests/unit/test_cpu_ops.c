@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "base/quant.h"
 #include "util.h"
 
 static struct fi_backend *be;
@@ -237,8 +238,9 @@ START_TEST(test_silu_argmax)
 END_TEST
 
 /* Two sequences in a shuffled paged cache; a batch of some of their positions; compared
- * with attention over contiguous per-sequence K/V. */
-static void attn_case(int window)
+ * with attention over contiguous per-sequence K/V. With fp8 the cache is FP8 and the
+ * reference reads K/V rounded as base/quant.h rounds a row (per token and head). */
+static void attn_case(int window, int fp8)
 {
 	enum { NB = 9, BS = 3, HK = 2, HD = 6, HQ = 6, S = 2, MAXB = 4 };
 	int len[S] = {7, 11};
@@ -250,12 +252,21 @@ static void attn_case(int window)
 	float *q = rnd((size_t)T * HQ * HD), *out = malloc(sizeof(float) * T * HQ * HD);
 	float *kb = malloc(sizeof(float) * T * HK * HD), *vb = malloc(sizeof(float) * T * HK * HD);
 	int32_t slot[7], slen[S] = {7, 11};
+	float *kref[S], *vref[S];
 	struct fi_kv_cache kv = {.n_layers = 2, .n_blocks = NB, .block_size = BS,
-				 .n_kv_heads = HK, .head_dim = HD};
+				 .n_kv_heads = HK, .head_dim = HD, .fp8 = fp8};
 	ck_assert_int_eq(be->ops->kv_alloc(be, &kv), FI_OK);
 	for (int s = 0; s < S; s++) {
 		kfull[s] = rnd((size_t)len[s] * HK * HD);
 		vfull[s] = rnd((size_t)len[s] * HK * HD);
+		kref[s] = malloc(sizeof(float) * (size_t)len[s] * HK * HD);
+		vref[s] = malloc(sizeof(float) * (size_t)len[s] * HK * HD);
+		memcpy(kref[s], kfull[s], sizeof(float) * (size_t)len[s] * HK * HD);
+		memcpy(vref[s], vfull[s], sizeof(float) * (size_t)len[s] * HK * HD);
+		if (fp8) { /* one row per token and head */
+			fi_quant_act_round(kref[s], (int64_t)len[s] * HK, HD, FI_AQ_TOKEN);
+			fi_quant_act_round(vref[s], (int64_t)len[s] * HK, HD, FI_AQ_TOKEN);
+		}
 	}
 	/* the earlier positions go in through kv_write too, as a first batch per sequence */
 	for (int s = 0; s < S; s++) {
@@ -301,7 +312,7 @@ static void attn_case(int window)
 				double d = 0;
 				for (int i = 0; i < HD; i++)
 					d += (double)q[(t * HQ + h) * HD + i] *
-					     kfull[s][(j * HK + kh) * HD + i];
+					     kref[s][(j * HK + kh) * HD + i];
 				sc[j] = d / sqrt(HD);
 				mx = fmax(mx, sc[j]);
 			}
@@ -309,7 +320,7 @@ static void attn_case(int window)
 				double e = exp(sc[j] - mx);
 				sum += e;
 				for (int i = 0; i < HD; i++)
-					want[i] += e * vfull[s][(j * HK + kh) * HD + i];
+					want[i] += e * vref[s][(j * HK + kh) * HD + i];
 			}
 			for (int i = 0; i < HD; i++)
 				wf[i] = (float)(want[i] / sum);
@@ -323,16 +334,18 @@ static void attn_case(int window)
 	ck_assert_int_eq(be->ops->attention(be, out, q, &kv, 2, HQ, &b), FI_ERANGE);
 	be->ops->kv_free(be, &kv);
 	for (int s = 0; s < S; s++)
-		free(kfull[s]), free(vfull[s]);
+		free(kfull[s]), free(vfull[s]), free(kref[s]), free(vref[s]);
 	free(q), free(out), free(kb), free(vb);
 }
 
 START_TEST(test_attention)
 {
 	setup_threads(_i ? 3 : 1);
-	attn_case(0);
-	attn_case(4);
-	attn_case(1);
+	attn_case(0, 0);
+	attn_case(4, 0);
+	attn_case(1, 0);
+	attn_case(0, 1); /* an FP8 cache */
+	attn_case(4, 1);
 }
 END_TEST
 

@@ -131,7 +131,7 @@ static const char *make_hf(struct synth *s, int variant)
 	if (variant == HF_EXTRAS) {
 		/* A rotary buffer (skipped) and a copy of the tied embedding (dropped). */
 		snprintf(names[n], sizeof names[n], "model.layers.0.self_attn.rotary_emb.inv_freq");
-		ts[n] = (struct fi_image_src){"x", 1, {4}, FI_DT_F32, extra};
+		ts[n] = (struct fi_image_src){"x", 1, {4}, FI_DT_F32, extra, 0};
 		dts[n++] = FI_DT_F32;
 		snprintf(names[n], sizeof names[n], "lm_head.weight");
 		ts[n] = s->src[0];
@@ -139,7 +139,7 @@ static const char *make_hf(struct synth *s, int variant)
 	}
 	if (variant == HF_UNKNOWN) {
 		snprintf(names[n], sizeof names[n], "model.vision_tower.proj.weight");
-		ts[n] = (struct fi_image_src){"x", 1, {4}, FI_DT_F32, extra};
+		ts[n] = (struct fi_image_src){"x", 1, {4}, FI_DT_F32, extra, 0};
 		dts[n++] = FI_DT_F32;
 	}
 	snprintf(p, sizeof p, "%s/model.safetensors", dir);

@@ -1,6 +1,8 @@
 /* cpu: the CPU backend's constructor, thread pool and memory ops. */
 #include "cpu.h"
 
+#include "base/quant.h"
+
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +152,43 @@ static fi_err cpu_sync(struct fi_backend *be)
 	return FI_OK;
 }
 
+struct deq_job {
+	const struct fi_qlayout *l;
+	const void *data;
+	float *out;
+};
+
+static void deq_rows(void *ctx, int64_t b, int64_t e)
+{
+	struct deq_job *j = ctx;
+	fi_quant_dequant_rows(j->l, j->data, b, e - b, j->out + b * j->l->cols);
+}
+
+/* A quantized weight, dequantized once to f32 (the reference computes in f32 on exactly
+ * the values the layout holds); a W8A8 weight keeps its activation rounding. */
+static fi_err quant_weight(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *w)
+{
+	struct fi_qlayout l;
+	struct deq_job j;
+	fi_err e;
+	if (t->ndim != 2)
+		return fi_fail(FI_EUNSUPPORTED, "tensor '%s': a %s weight must have 2 dimensions",
+			       t->name ? t->name : "?", fi_dtype_name(t->dtype));
+	if ((e = fi_quant_layout(t->dtype, t->shape[0], t->shape[1], t->data, t->nbytes, &l)))
+		return fi_fail_ctx(e, "tensor '%s'", t->name ? t->name : "?");
+	if ((uint64_t)l.rows * (uint64_t)l.cols > SIZE_MAX / sizeof(float))
+		return fi_fail(FI_ERANGE, "tensor '%s': too large", t->name ? t->name : "?");
+	if ((e = cpu_alloc(be, (size_t)(l.rows * l.cols) * sizeof(float), &w->p)))
+		return e;
+	j = (struct deq_job){&l, t->data, w->p};
+	fi_cpu_parallel_for(be, l.rows, 16, deq_rows, &j);
+	w->dtype = FI_DT_F32;
+	w->rows = l.rows;
+	w->cols = l.cols;
+	w->aq = l.aq;
+	return FI_OK;
+}
+
 /* Every weight becomes a private f32 copy: rows x cols with a 1-D tensor as 1 x D. */
 static fi_err cpu_weight(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *w)
 {
@@ -159,6 +198,8 @@ static fi_err cpu_weight(struct fi_backend *be, const struct fi_tensor *t, struc
 	if (t->ndim < 1 || t->ndim > 2 || n < 0)
 		return fi_fail(FI_EUNSUPPORTED, "tensor '%s': %d dimensions (expected 1 or 2)",
 			       t->name ? t->name : "?", t->ndim);
+	if (fi_dtype_is_quant(t->dtype))
+		return quant_weight(be, t, w);
 	if (!fi_dtype_is_compute(t->dtype))
 		return fi_fail(FI_EUNSUPPORTED, "tensor '%s': dtype %s is not a float type",
 			       t->name ? t->name : "?", fi_dtype_name(t->dtype));
@@ -219,6 +260,9 @@ static fi_err cpu_kv_alloc(struct fi_backend *be, struct fi_kv_cache *kv)
 	if (per > SIZE_MAX / sizeof(float) / 2 / (size_t)kv->n_layers)
 		return fi_fail(FI_ERANGE, "kv cache: %d blocks of %d tokens is too large",
 			       kv->n_blocks, kv->block_size);
+	/* per: in floats (f32 cache) or, for FP8, bytes counted as floats, rounded up */
+	if (kv->fp8)
+		per = ((size_t)kv->n_blocks * fi_kv_block_bytes(kv, FI_DT_F32) + 3) / 4;
 	kv->k_d = calloc((size_t)kv->n_layers, sizeof(void *));
 	kv->v_d = calloc((size_t)kv->n_layers, sizeof(void *));
 	if (!kv->k_d || !kv->v_d)

@@ -11,10 +11,56 @@
  * weighted sum): this is the reference the GPU kernels are measured against. */
 #include "cpu.h"
 
+#include "base/quant.h"
+
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* FP8 cache (backend.h): the e4m3 values and the scale of slot s, head h. */
+static uint8_t *fp8_q(const struct fi_kv_cache *kv, const void *base, int64_t s, int h)
+{
+	int bs = kv->block_size;
+	return (uint8_t *)base + (size_t)(s / bs) * fi_kv_block_bytes(kv, FI_DT_F32) +
+	       ((size_t)(s % bs) * kv->n_kv_heads + (size_t)h) * kv->head_dim;
+}
+
+static float *fp8_s(const struct fi_kv_cache *kv, const void *base, int64_t s, int h)
+{
+	int bs = kv->block_size;
+	return (float *)((uint8_t *)base + (size_t)(s / bs) * fi_kv_block_bytes(kv, FI_DT_F32) +
+			 (size_t)bs * kv->n_kv_heads * kv->head_dim) +
+	       (size_t)(s % bs) * kv->n_kv_heads + (size_t)h;
+}
+
+/* One head's row into the FP8 cache: scale amax / 448 (1 for zeros), values e4m3. */
+static void fp8_put(const struct fi_kv_cache *kv, void *base, int64_t s, int h, const float *x)
+{
+	uint8_t *q = fp8_q(kv, base, s, h);
+	float amax = 0, sc;
+	for (int i = 0; i < kv->head_dim; i++)
+		amax = fmaxf(amax, fabsf(x[i]));
+	sc = amax > 0 ? amax / FI_FP8_MAX : 1.0f;
+	for (int i = 0; i < kv->head_dim; i++)
+		q[i] = fi_f32_to_e4m3(x[i] / sc);
+	memcpy(fp8_s(kv, base, s, h), &sc, sizeof sc);
+}
+
+/* A K or V row as f32: in place for an f32 cache, decoded into tmp for FP8. */
+static const float *kv_row(const struct fi_kv_cache *kv, const void *base, int64_t s, int h,
+			   float *tmp)
+{
+	const uint8_t *q;
+	float sc;
+	if (!kv->fp8)
+		return (const float *)base + ((size_t)s * kv->n_kv_heads + (size_t)h) * kv->head_dim;
+	q = fp8_q(kv, base, s, h);
+	memcpy(&sc, fp8_s(kv, base, s, h), sizeof sc);
+	for (int i = 0; i < kv->head_dim; i++)
+		tmp[i] = fi_e4m3_to_f32(q[i]) * sc;
+	return tmp;
+}
 
 fi_err fi_cpu_kv_write(struct fi_backend *be, struct fi_kv_cache *kv, int layer,
 		       const void *k_d, const void *v_d, const struct fi_attn_batch *b)
@@ -32,6 +78,13 @@ fi_err fi_cpu_kv_write(struct fi_backend *be, struct fi_kv_cache *kv, int layer,
 				       b->slot_d[t], (long long)slots);
 	for (int t = 0; t < b->n_tokens; t++) {
 		size_t s = (size_t)b->slot_d[t];
+		if (kv->fp8) {
+			for (int h = 0; h < kv->n_kv_heads; h++) {
+				fp8_put(kv, kc, (int64_t)s, h, (const float *)k_d + t * row + h * kv->head_dim);
+				fp8_put(kv, vc, (int64_t)s, h, (const float *)v_d + t * row + h * kv->head_dim);
+			}
+			continue;
+		}
 		memcpy(kc + s * row, (const float *)k_d + t * row, row * sizeof(float));
 		memcpy(vc + s * row, (const float *)v_d + t * row, row * sizeof(float));
 	}
@@ -80,8 +133,10 @@ static void attn_items(void *ctx, int64_t ib, int64_t ie)
 	size_t krow = (size_t)Hk * hd, len = (size_t)(b->max_seq_len > 0 ? b->max_seq_len : 1);
 	float *sc = malloc(len * (size_t)G * sizeof(float));
 	float *mx = malloc((size_t)G * sizeof(float)), *sum = malloc((size_t)G * sizeof(float));
-	size_t *row = malloc(len * sizeof(size_t)); /* cache offset of each position's K/V */
-	if (!sc || !mx || !sum || !row) {
+	size_t *row = malloc(len * sizeof(size_t)); /* cache slot of each position's K/V */
+	float *tmp = malloc((size_t)hd * sizeof(float)); /* an FP8 row decoded */
+	(void)krow;
+	if (!sc || !mx || !sum || !row || !tmp) {
 		atomic_store(&a->err, 1);
 		goto out;
 	}
@@ -109,11 +164,11 @@ static void attn_items(void *ctx, int64_t ib, int64_t ie)
 					atomic_store(&a->err, 2);
 					goto out;
 				}
-				row[j] = (size_t)sl * krow + (size_t)kh * hd;
+				row[j] = (size_t)sl;
 			} else {
-				row[j] = row[j - 1] + krow;
+				row[j] = row[j - 1] + 1;
 			}
-			k = a->kc + row[j];
+			k = kv_row(a->kv, a->kc, (int64_t)row[j], kh, tmp);
 			for (int g = 0; g < G; g++) {
 				float v = dot(q + (size_t)g * hd, k, hd) * b->scale;
 				if (b->softcap > 0) /* Gemma 2: cap tanh(s / cap), as transformers */
@@ -132,7 +187,7 @@ static void attn_items(void *ctx, int64_t ib, int64_t ie)
 				o[(size_t)g * hd + i] = 0;
 		}
 		for (int j = 0; j < n; j++) {
-			const float *v = a->vc + row[j];
+			const float *v = kv_row(a->kv, a->vc, (int64_t)row[j], kh, tmp);
 			for (int g = 0; g < G; g++) {
 				float w = sc[(size_t)g * len + j];
 				float *og = o + (size_t)g * hd;
@@ -151,6 +206,7 @@ out:
 	free(mx);
 	free(sum);
 	free(row);
+	free(tmp);
 }
 
 fi_err fi_cpu_attention(struct fi_backend *be, void *out_d, const void *q_d,

@@ -93,10 +93,10 @@ fi_err fi_cpu_weight_cat(struct fi_backend *be, const struct fi_tensor *const *t
 			free(p);
 			return fi_fail_ctx(e, "tensor '%s'", t[i]->name ? t[i]->name : "?");
 		}
-		parts[i] = (struct fi_weight){p + off, FI_DT_F32, k / cols, cols};
+		parts[i] = (struct fi_weight){.p = p + off, .dtype = FI_DT_F32, .rows = k / cols, .cols = cols};
 		off += k;
 	}
-	*cat = (struct fi_weight){p, FI_DT_F32, rows, cols};
+	*cat = (struct fi_weight){.p = p, .dtype = FI_DT_F32, .rows = rows, .cols = cols};
 	return FI_OK;
 }
 

@@ -2,6 +2,10 @@
 #include "cpu.h"
 
 #include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/quant.h"
 
 static void gemm(float *out, const float *in, const struct fi_weight *w, int T)
 {
@@ -25,7 +29,20 @@ fi_err fi_cpu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 			       (long long)(bias->rows * bias->cols), N);
 	if (T <= 0)
 		return FI_OK;
-	gemm(out, in_d, w, T);
+	if (w->aq) {
+		/* W8A8: the product sees its input rounded to e4m3 (quant.h), as the GPU's FP8
+		 * GEMM does; the input itself is left as it is (q, k and v share it). */
+		size_t n = (size_t)T * (size_t)w->cols;
+		float *r = malloc(n * sizeof *r);
+		if (!r)
+			return fi_fail(FI_ENOMEM, "matmul: %zu activations", n);
+		memcpy(r, in_d, n * sizeof *r);
+		fi_quant_act_round(r, T, w->cols, w->aq);
+		gemm(out, r, w, T);
+		free(r);
+	} else {
+		gemm(out, in_d, w, T);
+	}
 	if (bias) {
 		const float *b = bias->p;
 		for (int t = 0; t < T; t++)

@@ -79,6 +79,8 @@ static fi_err cu_weight(struct fi_backend *be, const struct fi_tensor *t, struct
 	int64_t n = fi_tensor_numel(t);
 	fi_err e;
 	memset(out, 0, sizeof(*out));
+	if (fi_dtype_is_quant(t->dtype))
+		return fi_cuda_qweight(be, t, out);
 	if (n < 0 || t->ndim < 1)
 		return fi_fail(FI_EINVAL, "cuda: tensor '%s': bad shape", t->name ? t->name : "?");
 	if (!fi_dtype_is_compute(t->dtype))
@@ -167,7 +169,8 @@ static void cu_weight_free(struct fi_backend *be, struct fi_weight *w)
 	struct fi_cuda *c = fi_cuda_of(be);
 	if (w->p) {
 		cudaFree(w->p);
-		c->weight_bytes -= (size_t)(w->rows * w->cols) * 2;
+		c->weight_bytes -= fi_dtype_is_quant(w->dtype) ? (size_t)w->q.nbytes
+							      : (size_t)(w->rows * w->cols) * 2;
 	}
 	memset(w, 0, sizeof(*w));
 }
@@ -182,6 +185,9 @@ static fi_err cu_kv_alloc(struct fi_backend *be, struct fi_kv_cache *kv)
 	if (kv->n_layers <= 0 || kv->n_blocks <= 0 || kv->block_size <= 0 || kv->n_kv_heads <= 0 ||
 	    kv->head_dim <= 0)
 		return fi_fail(FI_EINVAL, "cuda: kv cache: bad geometry");
+	if (kv->fp8)
+		return fi_fail(FI_EUNSUPPORTED, "cuda: an FP8 KV cache (--kv-dtype fp8) is not "
+			       "implemented on the GPU yet (the CPU backend has it)");
 	per = (int64_t)kv->n_blocks * kv->block_size * kv->n_kv_heads * kv->head_dim * 2;
 	if (per / kv->n_blocks / kv->block_size != (int64_t)kv->n_kv_heads * kv->head_dim * 2 ||
 	    per > ((int64_t)1 << 40) / 2 / kv->n_layers)
@@ -224,7 +230,10 @@ static fi_err need_bf16(const struct fi_weight *w, const char *op)
 static fi_err cu_embed(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
 		       const int32_t *tok_d, int T)
 {
-	fi_err e = need_bf16(emb, "embed");
+	fi_err e;
+	if (fi_dtype_is_quant(emb->dtype))
+		return fi_cuda_qembed(be, x_d, emb, tok_d, T);
+	e = need_bf16(emb, "embed");
 	if (e)
 		return e;
 	return fi_cu_embed(fi_cuda_of(be)->stream, x_d, emb->p, emb->rows, tok_d, T, (int)emb->cols);
@@ -266,6 +275,9 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 	fi_err e;
 	if (n < 1 || n > 4)
 		return fi_fail(FI_EINVAL, "matmul_multi: %d weights", n);
+	for (int i = 0; i < n; i++)
+		if (fi_dtype_is_quant(w[i]->dtype)) /* quantized: one product each, one input */
+			return fi_cuda_qgemm_multi(be, n, out_d, in_d, w, bias, T);
 	for (int i = 0; i < n; i++) {
 		if (w[i]->dtype != FI_DT_BF16)
 			return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s",
@@ -294,7 +306,8 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 	}
 	if (n - first > 1 && contiguous && !any_bias && c->fuse_mode && T <= 256 &&
 	    Nt <= INT32_MAX && (size_t)T * (size_t)Nt * 2 <= FI_MULTI_WS_BYTES) {
-		struct fi_weight all = {w[first]->p, FI_DT_BF16, Nt, w[0]->cols};
+		struct fi_weight all = {.p = w[first]->p, .dtype = FI_DT_BF16, .rows = Nt,
+					.cols = w[0]->cols};
 		if (first && (e = fi_cuda_gemm(be, out_d[0], 0, in_d, w[0], NULL, T)))
 			return e;
 		if ((e = fi_cuda_gemm(be, c->multi_ws, 0, in_d, &all, NULL, T)))
@@ -315,6 +328,12 @@ static fi_err cu_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, vo
 	void *const o2[] = {gate_d, up_d};
 	const struct fi_weight *const w2[] = {gate, up};
 	fi_err e;
+	if ((fi_dtype_is_quant(gate->dtype) || fi_dtype_is_quant(up->dtype)) &&
+	    gate->rows == up->rows && gate->rows <= INT32_MAX) {
+		if ((e = fi_cuda_qgemm_multi(be, 2, o2, in_d, w2, NULL, T)))
+			return e;
+		return fi_cu_silu_mul(c->stream, out_d, gate_d, up_d, T, (int)gate->rows);
+	}
 	if (gate->dtype != FI_DT_BF16 || up->dtype != FI_DT_BF16 || gate->rows != up->rows ||
 	    gate->cols != up->cols || gate->rows > INT32_MAX || gate->cols > INT32_MAX)
 		return fi_fail(FI_EMISMATCH, "matmul_glu: gate %lld x %lld, up %lld x %lld",
@@ -536,6 +555,7 @@ static void cu_destroy(struct fi_backend *be)
 		fi_cuda_ring_free(c);
 		fi_cuda_gemm_free(c);
 		fi_cuda_family_free(c);
+		fi_cuda_qweight_free(c);
 		if (c->lt)
 			cublasLtDestroy(c->lt);
 		cudaFree(c->lt_ws);
@@ -637,6 +657,7 @@ static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)
 	c->no_glu = !be->settings->glu;
 	c->no_gemv = !be->settings->gemv;
 	c->fuse_mode = be->settings->fuse;
+	c->no_fp8_gemm = !be->settings->fp8_gemm;
 	fi_err fe = fi_cuda_upload_init(c);
 	if (fe)
 		return fe;

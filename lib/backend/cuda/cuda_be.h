@@ -46,6 +46,7 @@ extern "C" {
 #define FI_MAX_GRAPHS 256 /* (batch rung, table width) pairs of the decode ladder */
 
 struct fi_gemm_plan;
+struct fi_fp8_plan;
 struct fi_upload;
 struct fi_moe_ws;
 
@@ -83,6 +84,17 @@ struct fi_cuda {
 	size_t ring_off;
 	size_t weight_bytes;  /* bytes of weights resident */
 	struct fi_moe_ws *moe; /* model families: the moe op's buffers (family.c) */
+	/* Quantized weights (qweight.c): scratch sized when weights load, so that no product
+	 * allocates during graph capture. deq: the largest weight dequantized to bf16 (prefill
+	 * through cuBLASLt); xq: activations as e4m3 codes, their scales, and x permuted
+	 * (act-order INT4) or rounded, for xq_T tokens of up to xq_K columns. */
+	void *deq;
+	size_t deq_bytes, deq_need;
+	void *xq, *xq_big; /* xq for graph-sized batches, fixed once weights load; xq_big above */
+	size_t xq_bytes, xq_big_bytes;
+	int xq_K, no_fp8_gemm; /* FI_FP8_GEMM=0: FP8 products through dequantize + bf16 GEMM */
+	struct fi_fp8_plan *fp8_plans;
+	int n_fp8_plans;
 };
 
 static inline struct fi_cuda *fi_cuda_of(struct fi_backend *be)
@@ -103,6 +115,61 @@ void fi_cuda_gemm_free(struct fi_cuda *c);
  * reusable on return. */
 fi_err fi_cuda_ring_upload(struct fi_cuda *c, void *dst_d, const void *src, size_t bytes);
 void fi_cuda_ring_free(struct fi_cuda *c);
+/* lib/backend/cuda/qweight.c: quantized weights (base/quant.h) on the GPU. GGML Q8_0, Q4_0
+ * and Q6_K are re-laid at upload (Q4_0 as INT4 with group 32 and zero 8, Q8_0 as int8 with
+ * an f16 scale per 32, Q6_K as 208-byte blocks and a separate f16 scale) so that every run
+ * of 32 values starts 16-byte aligned; w->q then describes the device layout. */
+fi_err fi_cuda_qweight(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *out);
+/* out[T,N] = in[T,K] w^T (+ bias) for a quantized w: the weight-streaming kernel for
+ * T <= 4, FP8 products through cuBLASLt's FP8 GEMM (W8A8), the rest dequantized into
+ * c->deq and multiplied by the bf16 GEMM. */
+fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
+		     const struct fi_weight *w, const struct fi_weight *bias, int T);
+/* n products over the same input (q, k, v; gate, up), quantized weights or not, the W8A8
+ * input rounding done once for all. */
+fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
+			   const struct fi_weight *const *w, const struct fi_weight *const *bias,
+			   int T);
+/* x[T,D] = rows tok[t] of a quantized embedding. */
+fi_err fi_cuda_qembed(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
+		      const int32_t *tok_d, int T);
+void fi_cuda_qweight_free(struct fi_cuda *c);
+/* lib/backend/cuda/gemm_fp8.c: D[T,N] (bf16) = xq[T,K] wq[N,K]^T with e4m3 operands and
+ * their scales (per row and per token, or 128x128 blocks and per token and 128 columns);
+ * FI_EUNSUPPORTED (not recorded) when cuBLASLt has no kernel for it. */
+fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const float *ws,
+			const void *xq, const float *xs, int kind, int N, int K, int T);
+void fi_cuda_gemm_fp8_free(struct fi_cuda *c);
+
+/* A quantized weight as the kernels read it (qweight.c fills it from a fi_weight). */
+enum { FI_CQ_INT4 = 1, FI_CQ_I8, FI_CQ_FP8, FI_CQ_Q4K, FI_CQ_Q5K, FI_CQ_Q6K };
+struct fi_cu_qw {
+	int type, kind, group; /* kind: FP8 FI_Q8_ROW or FI_Q8_B128 */
+	int64_t rows, cols, row_bytes;
+	const uint8_t *q;      /* values or GGML blocks, row_bytes per row */
+	const void *scale;     /* f16 (INT4, I8, Q6K d) or f32 (FP8) */
+	const uint8_t *zero;   /* INT4 zero points */
+	const int32_t *perm;   /* INT4 act-order: stored column j is input column perm[j] */
+};
+/* kernels/gemv_q.cu: out[T,N] = x[T,K] W^T (+ bias) for T <= 4. x is bf16, or (xq) e4m3
+ * codes with f32 scales per token (aq FI_AQ_TOKEN) or per token and 128 columns
+ * (FI_AQ_GROUP). An INT4 weight with perm takes x already permuted. FI_EUNSUPPORTED (not
+ * recorded) for shapes it does not take. */
+fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
+		    const void *x, const void *xq, const float *xs, int aq, const void *bias, int T);
+/* kernels/dequant.cu: out[n, K] (bf16) = rows of w, rows[i] (or i when rows is NULL),
+ * columns in input order. */
+fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const int32_t *rows,
+		     int n);
+/* kernels/act_quant.cu: the W8A8 input rounding (base/quant.h) of x[T,K] (bf16): codes
+ * (e4m3 [T,K]) and scales (f32 [T] or [T, ceil(K/128)]); or (round) the rounded values
+ * back in bf16. */
+fi_err fi_cu_act_quant(cudaStream_t st, void *codes, float *scales, const void *x, int T, int K,
+		       int aq);
+fi_err fi_cu_act_round(cudaStream_t st, void *out, const void *x, int T, int K, int aq);
+/* out[T,K] = x[T, perm[k]] (bf16), for act-order INT4 weights. */
+fi_err fi_cu_permute_cols(cudaStream_t st, void *out, const void *x, const int32_t *perm, int T,
+			  int K);
 
 /* lib/backend/cuda/upload.c */
 fi_err fi_cuda_upload_init(struct fi_cuda *c);

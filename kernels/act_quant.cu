@@ -1,0 +1,139 @@
+/* act_quant: the W8A8 input rounding of base/quant.h on the GPU. Per token (aq TOKEN) or per
+ * token and 128 columns (GROUP): s = amax / 448 (1 when amax is 0), code = e4m3(x / s) with
+ * round-to-nearest-even and saturation (the hardware conversion, as fi_f32_to_e4m3).
+ * One block per token; a warp per 128-column group. Also: the rounded values back in bf16
+ * (the dequantize + bf16 GEMM path), and the column permutation of act-order INT4. */
+#include <cuda_fp8.h>
+
+#include "common.cuh"
+
+#define AQ_THREADS 256
+
+static __device__ __forceinline__ uint8_t to_e4m3(float f)
+{
+	return (uint8_t)__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
+}
+
+static __device__ __forceinline__ float e4m3_back(uint8_t b)
+{
+	__nv_fp8_e4m3 v;
+	v.__x = b;
+	return (float)v;
+}
+
+static __device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+/* mode 0: codes and scales; 1: rounded bf16 into out */
+template <int AQ, int MODE>
+__global__ void __launch_bounds__(AQ_THREADS)
+act_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales, bf16 *__restrict__ out,
+	   const bf16 *__restrict__ x, int K)
+{
+	__shared__ float sh[32];
+	const int t = blockIdx.x, ng = (K + 127) / 128;
+	const bf16 *xr = x + (int64_t)t * K;
+	if (AQ == FI_AQ_TOKEN) {
+		float m = 0.f;
+		for (int k = threadIdx.x; k < K; k += AQ_THREADS)
+			m = fmaxf(m, fabsf(__bfloat162float(xr[k])));
+		m = warp_max(m);
+		__syncthreads();
+		if ((threadIdx.x & 31) == 0)
+			sh[threadIdx.x >> 5] = m;
+		__syncthreads();
+		m = threadIdx.x < AQ_THREADS / 32 ? sh[threadIdx.x] : 0.f;
+		m = warp_max(m);
+		if (threadIdx.x < 32)
+			sh[threadIdx.x] = m;
+		__syncthreads();
+		m = sh[0];
+		const float s = m > 0.f ? m / 448.f : 1.f;
+		if (MODE == 0 && threadIdx.x == 0)
+			scales[t] = s;
+		for (int k = threadIdx.x; k < K; k += AQ_THREADS) {
+			uint8_t q = to_e4m3(__bfloat162float(xr[k]) / s);
+			if (MODE == 0)
+				codes[(int64_t)t * K + k] = q;
+			else
+				out[(int64_t)t * K + k] = __float2bfloat16(e4m3_back(q) * s);
+		}
+	} else {
+		const int lane = threadIdx.x & 31;
+		for (int g = threadIdx.x >> 5; g < ng; g += AQ_THREADS / 32) {
+			const int k0 = g * 128, len = K - k0 < 128 ? K - k0 : 128;
+			float m = 0.f;
+			for (int k = lane; k < len; k += 32)
+				m = fmaxf(m, fabsf(__bfloat162float(xr[k0 + k])));
+			m = warp_max(m);
+			const float s = m > 0.f ? m / 448.f : 1.f;
+			if (MODE == 0 && lane == 0)
+				scales[(int64_t)t * ng + g] = s;
+			for (int k = lane; k < len; k += 32) {
+				uint8_t q = to_e4m3(__bfloat162float(xr[k0 + k]) / s);
+				if (MODE == 0)
+					codes[(int64_t)t * K + k0 + k] = q;
+				else
+					out[(int64_t)t * K + k0 + k] = __float2bfloat16(e4m3_back(q) * s);
+			}
+		}
+	}
+}
+
+extern "C" fi_err fi_cu_act_quant(cudaStream_t st, void *codes, float *scales, const void *x,
+				  int T, int K, int aq)
+{
+	if (T <= 0)
+		return FI_OK;
+	if (aq == FI_AQ_TOKEN)
+		act_kernel<FI_AQ_TOKEN, 0><<<T, AQ_THREADS, 0, st>>>((uint8_t *)codes, scales, NULL,
+								     (const bf16 *)x, K);
+	else if (aq == FI_AQ_GROUP)
+		act_kernel<FI_AQ_GROUP, 0><<<T, AQ_THREADS, 0, st>>>((uint8_t *)codes, scales, NULL,
+								     (const bf16 *)x, K);
+	else
+		return fi_fail(FI_EINVAL, "act_quant: activation rounding %d", aq);
+	LAUNCH_CHECK();
+	return FI_OK;
+}
+
+extern "C" fi_err fi_cu_act_round(cudaStream_t st, void *out, const void *x, int T, int K, int aq)
+{
+	if (T <= 0)
+		return FI_OK;
+	if (aq == FI_AQ_TOKEN)
+		act_kernel<FI_AQ_TOKEN, 1><<<T, AQ_THREADS, 0, st>>>(NULL, NULL, (bf16 *)out,
+								     (const bf16 *)x, K);
+	else if (aq == FI_AQ_GROUP)
+		act_kernel<FI_AQ_GROUP, 1><<<T, AQ_THREADS, 0, st>>>(NULL, NULL, (bf16 *)out,
+								     (const bf16 *)x, K);
+	else
+		return fi_fail(FI_EINVAL, "act_round: activation rounding %d", aq);
+	LAUNCH_CHECK();
+	return FI_OK;
+}
+
+__global__ void permute_kernel(bf16 *__restrict__ out, const bf16 *__restrict__ x,
+			       const int32_t *__restrict__ perm, int K, int64_t total)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < total)
+		out[i] = x[i - i % K + perm[i % K]];
+}
+
+extern "C" fi_err fi_cu_permute_cols(cudaStream_t st, void *out, const void *x,
+				     const int32_t *perm, int T, int K)
+{
+	int64_t total = (int64_t)T * K;
+	if (total <= 0)
+		return FI_OK;
+	permute_kernel<<<(unsigned)((total + 255) / 256), 256, 0, st>>>(
+		(bf16 *)out, (const bf16 *)x, perm, K, total);
+	LAUNCH_CHECK();
+	return FI_OK;
+}

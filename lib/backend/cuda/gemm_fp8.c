@@ -1,0 +1,140 @@
+/* gemm_fp8: W8A8 products through cuBLASLt's FP8 GEMM (Hopper): e4m3 weights and e4m3
+ * activations with their scales applied inside the GEMM, bf16 out, f32 accumulation.
+ *
+ * As gemm.c: the row-major out[T,N] is the column-major N x T D = op(A) B with A the weight
+ * (K x N, ld K, transposed: the TN layout FP8 needs) and B the activations (K x T). Scales:
+ *   per-row weights, per-token activations: A and B CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
+ *     (vectors of N and T floats);
+ *   128x128-block weights, per-token-and-128-column activations: A BLK128x128_32F (the
+ *     weight's [ceil(N/128), ceil(K/128)] scales, K-blocks innermost), B VEC128_32F
+ *     ([T, ceil(K/128)]), as DeepSeek-style FP8 checkpoints are computed.
+ * Plans are cached per shape. When cuBLASLt has no algorithm (or does not know the scale
+ * modes), FI_EUNSUPPORTED is returned without recording an error and the caller
+ * dequantizes instead; FI_FP8_GEMM=0 forces that path. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_be.h"
+
+#define MAX_FP8_PLANS 256
+
+struct fi_fp8_plan {
+	int N, K, T, kind, ok;
+	cublasLtMatmulDesc_t desc;
+	cublasLtMatrixLayout_t a, b, d;
+	cublasLtMatmulAlgo_t algo;
+};
+
+static void plan_destroy(struct fi_fp8_plan *p)
+{
+	if (p->desc)
+		cublasLtMatmulDescDestroy(p->desc);
+	if (p->a)
+		cublasLtMatrixLayoutDestroy(p->a);
+	if (p->b)
+		cublasLtMatrixLayoutDestroy(p->b);
+	if (p->d)
+		cublasLtMatrixLayoutDestroy(p->d);
+	p->desc = NULL;
+	p->a = p->b = p->d = NULL;
+}
+
+void fi_cuda_gemm_fp8_free(struct fi_cuda *c)
+{
+	for (int i = 0; i < c->n_fp8_plans; i++)
+		plan_destroy(&c->fp8_plans[i]);
+	free(c->fp8_plans);
+	c->fp8_plans = NULL;
+	c->n_fp8_plans = 0;
+}
+
+/* 1 when a plan with an algorithm was made. */
+static int plan_make(struct fi_cuda *c, struct fi_fp8_plan *p)
+{
+	cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+	int32_t am = p->kind == FI_Q8_ROW ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
+					  : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+	int32_t bm = p->kind == FI_Q8_ROW ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
+					  : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+	cublasLtMatmulPreference_t pref = NULL;
+	cublasLtMatmulHeuristicResult_t res;
+	uint64_t ws = FI_LT_WS_BYTES;
+	int n_res = 0;
+	if (cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
+	    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)) ||
+	    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)) ||
+	    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am,
+					   sizeof(am)) ||
+	    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm,
+					   sizeof(bm)) ||
+	    cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, p->K, p->N, p->K) ||
+	    cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, p->K, p->T, p->K) ||
+	    cublasLtMatrixLayoutCreate(&p->d, CUDA_R_16BF, p->N, p->T, p->N) ||
+	    cublasLtMatmulPreferenceCreate(&pref))
+		goto fail;
+	if (cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+						 sizeof(ws)) ||
+	    cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
+					   &n_res) ||
+	    n_res < 1)
+		goto fail;
+	cublasLtMatmulPreferenceDestroy(pref);
+	p->algo = res.algo;
+	return 1;
+fail:
+	if (pref)
+		cublasLtMatmulPreferenceDestroy(pref);
+	plan_destroy(p);
+	return 0;
+}
+
+fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const float *ws,
+			const void *xq, const float *xs, int kind, int N, int K, int T)
+{
+	struct fi_fp8_plan *p = NULL;
+	const float one = 1.f, zero = 0.f;
+	for (int i = 0; i < c->n_fp8_plans && !p; i++) {
+		struct fi_fp8_plan *q = &c->fp8_plans[i];
+		if (q->N == N && q->K == K && q->T == T && q->kind == kind)
+			p = q;
+	}
+	if (!p) {
+		if (c->capturing)
+			return FI_EUNSUPPORTED; /* heuristics are not queried inside a capture */
+		if (!c->fp8_plans &&
+		    !(c->fp8_plans = calloc(MAX_FP8_PLANS, sizeof(*c->fp8_plans))))
+			return fi_fail(FI_ENOMEM, "cublasLt: FP8 plans");
+		if (c->n_fp8_plans == MAX_FP8_PLANS)
+			fi_cuda_gemm_fp8_free(c); /* many prompt lengths: start over */
+		if (!c->fp8_plans && !(c->fp8_plans = calloc(MAX_FP8_PLANS, sizeof(*c->fp8_plans))))
+			return fi_fail(FI_ENOMEM, "cublasLt: FP8 plans");
+		p = &c->fp8_plans[c->n_fp8_plans++];
+		memset(p, 0, sizeof(*p));
+		p->N = N;
+		p->K = K;
+		p->T = T;
+		p->kind = kind;
+		p->ok = plan_make(c, p);
+		cudaGetLastError();
+	}
+	if (!p->ok)
+		return FI_EUNSUPPORTED;
+	LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ws,
+						sizeof(ws)));
+	LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xs,
+						sizeof(xs)));
+	{
+		cublasStatus_t st = cublasLtMatmul(c->lt, p->desc, &one, wq, p->a, xq, p->b, &zero,
+						   out_d, p->d, out_d, p->d, &p->algo, c->lt_ws,
+						   FI_LT_WS_BYTES, c->stream);
+		/* A scale mode the heuristic accepted but the kernel refuses: the caller
+		 * dequantizes, now and for this shape from now on. */
+		if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) {
+			cudaGetLastError();
+			p->ok = 0;
+			return FI_EUNSUPPORTED;
+		}
+		LT_CHECK(st);
+	}
+	return FI_OK;
+}

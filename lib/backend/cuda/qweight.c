@@ -1,0 +1,341 @@
+/* qweight: quantized weights on the GPU (see cuda_be.h): upload with the re-layouts, the
+ * product (weight-streaming GEMV for decode, cuBLASLt FP8 GEMM for W8A8 prompts,
+ * dequantize + bf16 GEMM for the rest) and quantized embeddings.
+ *
+ * Device layouts (offsets from w->p, each section 256-byte aligned):
+ *   INT4       as stored (base/quant.h): header, nibbles, f16 scales, u8 zeros, perm
+ *   Q4_0       INT4 with group 32: nibbles [N, K/2], f16 d as scale, zero 8
+ *   Q8_0       int8 [N, K], f16 d [N, K/32]
+ *   FP8        as stored: header, e4m3 [N, K], f32 scales
+ *   Q4_K, Q5_K as stored: 144- and 176-byte blocks
+ *   Q6_K       208-byte blocks (ql, qh, scales), f16 d [N, K/256]
+ * Every kernel reads 32 columns at a time from 16-byte aligned addresses, so K must be a
+ * multiple of 32 (of the block for GGML types); other widths are refused at load. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_be.h"
+
+#define ALIGN256(x) (((x) + 255) & ~(uint64_t)255)
+#define XQ_GRAPH_T 256 /* products captured in graphs have at most this many tokens */
+
+static int dev_type(enum fi_dtype dt)
+{
+	switch (dt) {
+	case FI_DT_INT4:
+	case FI_DT_Q4_0: return FI_CQ_INT4;
+	case FI_DT_Q8_0: return FI_CQ_I8;
+	case FI_DT_FP8: return FI_CQ_FP8;
+	case FI_DT_Q4_K: return FI_CQ_Q4K;
+	case FI_DT_Q5_K: return FI_CQ_Q5K;
+	case FI_DT_Q6_K: return FI_CQ_Q6K;
+	default: return 0;
+	}
+}
+
+static struct fi_cu_qw qw_of(const struct fi_weight *w)
+{
+	const uint8_t *b = w->p;
+	struct fi_cu_qw q = {0};
+	int64_t K = w->cols;
+	q.type = dev_type(w->dtype);
+	q.kind = w->q.kind;
+	q.group = w->q.group;
+	q.rows = w->rows;
+	q.cols = K;
+	q.q = b + w->q.off_q;
+	q.scale = b + w->q.off_scale;
+	q.zero = b + w->q.off_zero;
+	q.perm = w->q.perm ? (const int32_t *)(b + w->q.off_perm) : NULL;
+	switch (q.type) {
+	case FI_CQ_INT4: q.row_bytes = K / 2; break;
+	case FI_CQ_I8:
+	case FI_CQ_FP8: q.row_bytes = K; break;
+	case FI_CQ_Q4K: q.row_bytes = K / 256 * 144; break;
+	case FI_CQ_Q5K: q.row_bytes = K / 256 * 176; break;
+	default: q.row_bytes = K / 256 * 208; break;
+	}
+	return q;
+}
+
+/* The device image of a GGML type that is re-laid (Q4_0, Q8_0, Q6_K); l gets its offsets. */
+static uint8_t *relay(const struct fi_qlayout *src, const uint8_t *s, struct fi_qlayout *l)
+{
+	int64_t N = src->rows, K = src->cols, nb = K / src->block;
+	uint64_t qb, sb = 0, zb = 0;
+	uint8_t *o;
+	*l = *src;
+	l->off_q = 0;
+	switch (src->dtype) {
+	case FI_DT_Q4_0: qb = (uint64_t)(N * K / 2), sb = (uint64_t)(N * nb) * 2, zb = (uint64_t)(N * nb); break;
+	case FI_DT_Q8_0: qb = (uint64_t)(N * K), sb = (uint64_t)(N * nb) * 2; break;
+	default: qb = (uint64_t)(N * nb) * 208, sb = (uint64_t)(N * nb) * 2; break;
+	}
+	l->off_scale = ALIGN256(qb);
+	l->off_zero = ALIGN256(l->off_scale + sb);
+	l->nbytes = l->off_zero + zb;
+	l->group = 32;
+	l->perm = 0;
+	if (!(o = calloc(1, l->nbytes)))
+		return NULL;
+	for (int64_t n = 0; n < N; n++)
+		for (int64_t b = 0; b < nb; b++) {
+			const uint8_t *blk = s + (uint64_t)(n * nb + b) * (uint64_t)src->block_bytes;
+			uint64_t i = (uint64_t)(n * nb + b);
+			if (src->dtype == FI_DT_Q4_0) { /* d, 16 bytes: q[j] low nibble, q[j+16] high */
+				uint8_t *q = o + (uint64_t)(n * K / 2) + (uint64_t)b * 16;
+				for (int j = 0; j < 16; j += 1) {
+					int lo = j * 2, hi = j * 2 + 1; /* columns 2j, 2j+1 of the block */
+					int vlo = lo < 16 ? blk[2 + lo] & 0xF : blk[2 + lo - 16] >> 4;
+					int vhi = hi < 16 ? blk[2 + hi] & 0xF : blk[2 + hi - 16] >> 4;
+					q[j] = (uint8_t)(vlo | vhi << 4);
+				}
+				memcpy(o + l->off_scale + 2 * i, blk, 2);
+				o[l->off_zero + i] = 8;
+			} else if (src->dtype == FI_DT_Q8_0) {
+				memcpy(o + (uint64_t)(n * K) + (uint64_t)b * 32, blk + 2, 32);
+				memcpy(o + l->off_scale + 2 * i, blk, 2);
+			} else { /* Q6_K: ql, qh, scales, then d */
+				memcpy(o + i * 208, blk, 208);
+				memcpy(o + l->off_scale + 2 * i, blk + 208, 2);
+			}
+		}
+	return o;
+}
+
+/* Scratch the products need, grown at load so that nothing allocates in graph capture. */
+static fi_err grow(void **p, size_t *have, size_t need)
+{
+	if (need <= *have)
+		return FI_OK;
+	if (*p)
+		cudaFree(*p);
+	*p = NULL;
+	*have = 0;
+	CU_CHECK(cudaMalloc(p, need));
+	*have = need;
+	return FI_OK;
+}
+
+static size_t xq_need(int T, int K)
+{
+	/* codes or bf16 x: 2 T K bytes; then f32 scales, T ceil(K/128) */
+	return ALIGN256((size_t)T * (size_t)K * 2) + (size_t)T * (size_t)((K + 127) / 128) * 4;
+}
+
+fi_err fi_cuda_qweight(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *out)
+{
+	struct fi_cuda *c = fi_cuda_of(be);
+	const char *nm = t->name ? t->name : "?";
+	struct fi_qlayout l, dl;
+	uint8_t *relaid = NULL;
+	const uint8_t *src = t->data;
+	fi_err e;
+	memset(out, 0, sizeof(*out));
+	if (t->ndim != 2)
+		return fi_fail(FI_EUNSUPPORTED, "cuda: tensor '%s': a %s weight must have 2 dimensions",
+			       nm, fi_dtype_name(t->dtype));
+	if ((e = fi_quant_layout(t->dtype, t->shape[0], t->shape[1], t->data, t->nbytes, &l)))
+		return fi_fail_ctx(e, "cuda: tensor '%s'", nm);
+	if (l.cols % 32 || l.cols > INT32_MAX || l.rows > INT32_MAX)
+		return fi_fail(FI_EUNSUPPORTED, "cuda: tensor '%s': %s weight of %lld columns (the GPU "
+			       "kernels take multiples of 32)", nm, fi_dtype_name(t->dtype),
+			       (long long)l.cols);
+	dl = l;
+	if (t->dtype == FI_DT_Q4_0 || t->dtype == FI_DT_Q8_0 || t->dtype == FI_DT_Q6_K) {
+		if (!(relaid = relay(&l, src, &dl)))
+			return fi_fail(FI_ENOMEM, "cuda: tensor '%s'", nm);
+		src = relaid;
+	}
+	e = FI_OK;
+	if (cudaMalloc(&out->p, dl.nbytes) != cudaSuccess) {
+		cudaGetLastError();
+		out->p = NULL;
+		e = fi_fail(FI_EDEVICE, "cuda: out of GPU memory for tensor '%s' (%llu bytes)", nm,
+			    (unsigned long long)dl.nbytes);
+	} else if (cudaMemcpy(out->p, src, dl.nbytes, cudaMemcpyHostToDevice) != cudaSuccess) {
+		e = fi_fail(FI_EDEVICE, "cuda: tensor '%s': copy failed: %s", nm,
+			    cudaGetErrorString(cudaGetLastError()));
+	}
+	free(relaid);
+	if (e) {
+		cudaFree(out->p);
+		memset(out, 0, sizeof(*out));
+		return e;
+	}
+	out->dtype = t->dtype;
+	out->rows = l.rows;
+	out->cols = l.cols;
+	out->aq = l.aq;
+	out->q = dl;
+	c->weight_bytes += dl.nbytes;
+	/* the scratch for its products, at any batch a graph may capture */
+	{
+		size_t d = (size_t)(l.rows * l.cols) * 2;
+		if (d > c->deq_need)
+			c->deq_need = d;
+		if (l.cols > c->xq_K)
+			c->xq_K = (int)l.cols;
+		if ((e = grow(&c->deq, &c->deq_bytes, c->deq_need)) ||
+		    (e = grow(&c->xq, &c->xq_bytes, xq_need(XQ_GRAPH_T, c->xq_K))))
+			return fi_fail_ctx(e, "cuda: scratch for quantized products");
+	}
+	return FI_OK;
+}
+
+void fi_cuda_qweight_free(struct fi_cuda *c)
+{
+	cudaFree(c->deq);
+	cudaFree(c->xq);
+	cudaFree(c->xq_big);
+	c->deq = c->xq = c->xq_big = NULL;
+	c->deq_bytes = c->xq_bytes = c->xq_big_bytes = 0;
+	fi_cuda_gemm_fp8_free(c);
+}
+
+/* x scratch for T tokens of K columns. Batches a graph may capture use xq, which never
+ * moves once the weights are loaded (a graph keeps its address); larger ones (prompts,
+ * never captured) use xq_big, grown as needed. */
+static fi_err xq_for(struct fi_cuda *c, int T, int K, uint8_t **out)
+{
+	size_t need = xq_need(T, K);
+	fi_err e;
+	if (need <= c->xq_bytes) {
+		*out = c->xq;
+		return FI_OK;
+	}
+	if (c->capturing)
+		return fi_fail(FI_ESTATE, "cuda: quantized product of %d tokens during graph capture", T);
+	if ((e = grow(&c->xq_big, &c->xq_big_bytes, need)))
+		return e;
+	*out = c->xq_big;
+	return FI_OK;
+}
+
+/* The input as a product with w needs it: e4m3 codes and scales (W8A8), else as it is.
+ * codes: scratch for T x K (xq_for). */
+struct xprep {
+	int aq, K, T;
+	uint8_t *codes;
+	float *scales;
+};
+
+static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_d, int T,
+		   struct xprep *x)
+{
+	int K = (int)w->cols;
+	fi_err e;
+	if ((e = xq_for(c, T, K, &x->codes)))
+		return e;
+	x->scales = (float *)(x->codes + ALIGN256((size_t)T * (size_t)K * 2));
+	x->aq = w->aq;
+	x->K = K;
+	x->T = T;
+	if (w->aq)
+		return fi_cu_act_quant(c->stream, x->codes, x->scales, in_d, T, K, w->aq);
+	return FI_OK;
+}
+
+/* One product with the input prepared by prep (x->aq matches w->aq). An act-order INT4
+ * weight permutes the input into the scratch, and the dequantize path rounds it there:
+ * either way the codes are gone, which xp->aq = -1 records. */
+static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
+		      struct xprep *xp, const struct fi_weight *w, const struct fi_weight *bias)
+{
+	struct fi_cuda *c = fi_cuda_of(be);
+	struct fi_cu_qw q = qw_of(w);
+	int K = (int)w->cols, N = (int)w->rows, T = xp->T;
+	const void *x = in_d;
+	fi_err e;
+	if (!q.type)
+		return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s", fi_dtype_name(w->dtype));
+	if (bias && (bias->rows * bias->cols != w->rows || bias->dtype != FI_DT_BF16))
+		return fi_fail(FI_EMISMATCH, "matmul: bias of %lld values for %lld outputs",
+			       (long long)(bias->rows * bias->cols), (long long)w->rows);
+	if (!w->aq && q.perm) { /* act-order: x in the stored column order */
+		xp->aq = -1;
+		if ((e = fi_cu_permute_cols(c->stream, xp->codes, in_d, q.perm, T, K)))
+			return e;
+		x = xp->codes;
+	}
+	if (T <= 4 && !c->no_gemv) {
+		e = fi_cu_gemv_q(c->stream, out_d, out_f32, &q, x, w->aq ? xp->codes : NULL,
+				 w->aq ? xp->scales : NULL, w->aq, bias ? bias->p : NULL, T);
+		if (e != FI_EUNSUPPORTED)
+			return e;
+	}
+	if (q.type == FI_CQ_FP8 && w->aq && !bias && !out_f32 && !c->no_fp8_gemm &&
+	    (q.kind == FI_Q8_ROW) == (w->aq == FI_AQ_TOKEN)) {
+		e = fi_cuda_gemm_fp8(c, out_d, q.q, (const float *)q.scale, xp->codes, xp->scales,
+				     q.kind, N, K, T);
+		if (e != FI_EUNSUPPORTED)
+			return e;
+	}
+	/* Dequantize + bf16 GEMM; a W8A8 input is rounded first (in bf16: within its rounding
+	 * of the CPU's f32 product), over the codes. */
+	{
+		struct fi_weight d = {.p = c->deq, .dtype = FI_DT_BF16, .rows = w->rows, .cols = w->cols};
+		if ((size_t)(w->rows * w->cols) * 2 > c->deq_bytes)
+			return fi_fail(FI_ESTATE, "cuda: no dequantization scratch for %lld x %lld",
+				       (long long)w->rows, (long long)w->cols);
+		if ((e = fi_cu_dequant(c->stream, c->deq, &q, NULL, N)))
+			return e;
+		x = in_d;
+		if (w->aq) {
+			xp->aq = -1;
+			if ((e = fi_cu_act_round(c->stream, xp->codes, in_d, T, K, w->aq)))
+				return e;
+			x = xp->codes;
+		}
+		return fi_cuda_gemm(be, out_d, out_f32, x, &d, bias, T);
+	}
+}
+
+fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
+		     const struct fi_weight *w, const struct fi_weight *bias, int T)
+{
+	struct xprep xp;
+	fi_err e;
+	if (T <= 0)
+		return FI_OK;
+	if ((e = prep(fi_cuda_of(be), w, in_d, T, &xp)))
+		return e;
+	return product(be, out_d, out_f32, in_d, &xp, w, bias);
+}
+
+fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
+			   const struct fi_weight *const *w, const struct fi_weight *const *bias,
+			   int T)
+{
+	struct fi_cuda *c = fi_cuda_of(be);
+	struct xprep xp = {-1, 0, 0, NULL, NULL};
+	fi_err e;
+	if (T <= 0)
+		return FI_OK;
+	for (int i = 0; i < n; i++) {
+		const struct fi_weight *b = bias ? bias[i] : NULL;
+		if (!fi_dtype_is_quant(w[i]->dtype)) {
+			if ((e = fi_cuda_gemm(be, out_d[i], 0, in_d, w[i], b, T)))
+				return e;
+			continue;
+		}
+		/* One rounding of the input for every W8A8 weight that shares it: the codes of
+		 * q, k and v (gate and up) are the same, unless a product used the scratch. */
+		if (xp.aq != w[i]->aq || xp.K != (int)w[i]->cols || !w[i]->aq) {
+			if ((e = prep(c, w[i], in_d, T, &xp)))
+				return e;
+		}
+		if ((e = product(be, out_d[i], 0, in_d, &xp, w[i], b)))
+			return e;
+	}
+	return FI_OK;
+}
+
+fi_err fi_cuda_qembed(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
+		      const int32_t *tok_d, int T)
+{
+	struct fi_cu_qw q = qw_of(emb);
+	if (!q.type)
+		return fi_fail(FI_EUNSUPPORTED, "embed: weight dtype %s", fi_dtype_name(emb->dtype));
+	return fi_cu_dequant(fi_cuda_of(be)->stream, x_d, &q, tok_d, T);
+}

@@ -1,0 +1,242 @@
+/* Quantized weights on the GPU against the CPU twin (which dequantizes to f32 and, for W8A8
+ * weights, rounds its input in f32): matmul through every path (the weight-streaming GEMV
+ * for T <= 4, cuBLASLt's FP8 GEMM for W8A8 prompts, dequantize + bf16 GEMM for the rest,
+ * then the same shapes once more with FI_GEMV=0 FI_FP8_GEMM=0: everything dequantized),
+ * matmul_f32out (a quantized LM head), and embed from a quantized table.
+ * Weights: random valid layouts of every type (GGML blocks with sane scales, FP8 per-row
+ * and 128x128 blocks with and without activation rounding, INT4 with groups of 32 and 128,
+ * with and without an act-order permutation). Tolerances are the bf16 matmul's (outputs
+ * rounded to bf16, f32 accumulation in another order): |d| <= 2e-2 rms + 2^-6 |r|,
+ * rel <= 8e-3; embed rows |d| <= 2^-8 |r| (one bf16 rounding).
+ * Run on a GPU machine; SKIPPED (exit 77) without. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "base/quant.h"
+#include "gpu_util.h"
+#include "../unit/util.h"
+
+static struct pair P;
+static struct fi_backend *G2; /* the GPU backend with the fast paths off */
+static uint64_t seed = 0x243f6a8885a308d3ull;
+
+struct qt {
+	const char *what;
+	enum fi_dtype dt;
+	int kind, aq, group, perm;
+};
+
+static uint16_t f16(float f) { return fi_f32_to_f16(f); }
+
+static float urand(void) { return (float)((next(&seed) >> 11) * (1.0 / 9007199254740992.0)); }
+
+/* A random valid weight of type q, [N, K], weights of about unit / sqrt(K) scale. */
+static uint8_t *make_q(const struct qt *q, int64_t N, int64_t K, uint64_t *nbytes)
+{
+	struct fi_qlayout l;
+	uint8_t *b;
+	float s = 1.f / sqrtf((float)K);
+	if (q->dt == FI_DT_FP8)
+		fi_quant_layout_fp8(N, K, q->kind, q->aq, &l);
+	else if (q->dt == FI_DT_INT4)
+		fi_quant_layout_int4(N, K, q->group, q->perm, &l);
+	else
+		ck_assert_int_eq(fi_quant_layout(q->dt, N, K, NULL, UINT64_MAX, &l), FI_OK);
+	b = malloc(l.nbytes);
+	for (uint64_t i = 0; i < l.nbytes; i++)
+		b[i] = (uint8_t)next(&seed);
+	if (q->dt == FI_DT_FP8 || q->dt == FI_DT_INT4) {
+		fi_quant_write_header(&l, b);
+		if (q->dt == FI_DT_FP8) {
+			for (uint64_t i = l.off_q; i < l.off_q + (uint64_t)(N * K); i++)
+				if ((b[i] & 0x7f) == 0x7f) /* no NaN codes */
+					b[i] &= 0xfe;
+			for (uint64_t i = l.off_scale; i < l.nbytes; i += 4) {
+				float v = s / 64 * (0.5f + urand());
+				memcpy(b + i, &v, 4);
+			}
+		} else {
+			uint64_t ng = (uint64_t)(N * (K / q->group));
+			for (uint64_t i = 0; i < ng; i++) {
+				uint16_t h = f16(s / 4 * (0.5f + urand()));
+				memcpy(b + l.off_scale + 2 * i, &h, 2);
+				b[l.off_zero + i] = (uint8_t)(next(&seed) % 16);
+			}
+			if (q->perm) {
+				int32_t *p = malloc(sizeof *p * (size_t)K);
+				for (int64_t j = 0; j < K; j++)
+					p[j] = (int32_t)j;
+				for (int64_t j = K - 1; j > 0; j--) {
+					int64_t r = (int64_t)(next(&seed) % (uint64_t)(j + 1));
+					int32_t t = p[j];
+					p[j] = p[r];
+					p[r] = t;
+				}
+				memcpy(b + l.off_perm, p, 4 * (size_t)K);
+				free(p);
+			}
+		}
+	} else {
+		/* GGML: the f16 scales of every block made finite and small */
+		uint64_t nb = l.nbytes / (uint64_t)l.block_bytes;
+		for (uint64_t i = 0; i < nb; i++) {
+			uint8_t *blk = b + i * (uint64_t)l.block_bytes;
+			uint16_t d = f16(s / (q->dt == FI_DT_Q8_0 ? 64 : 8) * (0.5f + urand()));
+			uint16_t dm = f16(s / 8 * urand());
+			switch (q->dt) {
+			case FI_DT_Q6_K: d = f16(s / 512 * (0.5f + urand())); memcpy(blk + 208, &d, 2); break;
+			case FI_DT_Q4_K:
+			case FI_DT_Q5_K:
+				d = f16(s / 256 * (0.5f + urand()));
+				dm = f16(s / 256 * urand());
+				memcpy(blk, &d, 2);
+				memcpy(blk + 2, &dm, 2);
+				break;
+			default: memcpy(blk, &d, 2); break;
+			}
+		}
+	}
+	ck_assert_int_eq(fi_quant_layout(q->dt, N, K, b, l.nbytes, &l), FI_OK);
+	ck_assert_int_eq(fi_quant_check_scales(&l, b), FI_OK);
+	*nbytes = l.nbytes;
+	return b;
+}
+
+static void load(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *w)
+{
+	ck_assert_msg(be->ops->weight(be, t, w) == FI_OK && be->ops->sync(be) == FI_OK, "%s: %s",
+		      be->ops->name, fi_errmsg());
+}
+
+static void check(const char *what, struct fi_backend *g, const void *gd, const void *cd,
+		  size_t n, float atol)
+{
+	float *a = get_act(g, gd, n), *b = get_act(P.cpu, cd, n);
+	int ok = close_enough(what, a, b, n, 1.f / 64, atol, 8e-3f);
+	free(a);
+	free(b);
+	ck_assert_msg(ok, "%s differs from the CPU twin", what);
+}
+
+static void one(const struct qt *q, int64_t N, int64_t K)
+{
+	static const int Ts[] = {1, 2, 4, 5, 33, 300};
+	uint64_t nb;
+	uint8_t *data = make_q(q, N, K, &nb);
+	struct fi_tensor t = {.name = "w", .dtype = q->dt, .ndim = 2, .shape = {N, K},
+			      .data = data, .nbytes = nb};
+	struct fi_weight wc, wg, w2;
+	load(P.cpu, &t, &wc);
+	load(P.gpu, &t, &wg);
+	load(G2, &t, &w2);
+	for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
+		int T = Ts[i];
+		float *x = rand_bf16((size_t)T * K, 1, &seed);
+		void *xc = put_act(P.cpu, x, (size_t)T * K), *xg = put_act(P.gpu, x, (size_t)T * K);
+		void *x2 = put_act(G2, x, (size_t)T * K);
+		void *oc = poisoned(P.cpu, (size_t)T * N), *og = poisoned(P.gpu, (size_t)T * N);
+		void *o2 = poisoned(G2, (size_t)T * N);
+		/* outputs of about unit scale: absolute slack as the bf16 matmul's */
+		float atol = 2e-2f;
+		char name[96];
+		ck_assert_msg(!P.cpu->ops->matmul(P.cpu, oc, xc, &wc, NULL, T), "%s", fi_errmsg());
+		ck_assert_msg(!P.gpu->ops->matmul(P.gpu, og, xg, &wg, NULL, T), "%s", fi_errmsg());
+		ck_assert_msg(!G2->ops->matmul(G2, o2, x2, &w2, NULL, T), "%s", fi_errmsg());
+		ck_assert(!P.gpu->ops->sync(P.gpu) && !G2->ops->sync(G2));
+		snprintf(name, sizeof name, "%s T=%d N=%lld K=%lld", q->what, T, (long long)N,
+			 (long long)K);
+		check(name, P.gpu, og, oc, (size_t)T * N, atol);
+		snprintf(name, sizeof name, "%s T=%d dequantized", q->what, T);
+		check(name, G2, o2, oc, (size_t)T * N, atol);
+		if (T == 1) { /* the LM head: f32 out */
+			float *fg = NULL, *fc = NULL, *hg = malloc(4 * (size_t)N), *hc = malloc(4 * (size_t)N);
+			ck_assert(!P.gpu->ops->alloc(P.gpu, 4 * (size_t)N, (void **)&fg));
+			ck_assert(!P.cpu->ops->alloc(P.cpu, 4 * (size_t)N, (void **)&fc));
+			ck_assert(!P.cpu->ops->matmul_f32out(P.cpu, fc, xc, &wc, 1));
+			ck_assert(!P.gpu->ops->matmul_f32out(P.gpu, fg, xg, &wg, 1));
+			P.gpu->ops->download(P.gpu, hg, fg, 4 * (size_t)N);
+			P.cpu->ops->download(P.cpu, hc, fc, 4 * (size_t)N);
+			snprintf(name, sizeof name, "%s f32out N=%lld", q->what, (long long)N);
+			ck_assert(close_enough(name, hg, hc, (size_t)N, 1e-3f, 1e-3f * sqrtf((float)K),
+					       4e-3f));
+			free(hg), free(hc);
+			P.gpu->ops->free(P.gpu, fg);
+			P.cpu->ops->free(P.cpu, fc);
+		}
+		P.cpu->ops->free(P.cpu, xc), P.cpu->ops->free(P.cpu, oc);
+		P.gpu->ops->free(P.gpu, xg), P.gpu->ops->free(P.gpu, og);
+		G2->ops->free(G2, x2), G2->ops->free(G2, o2);
+		free(x);
+	}
+	if (!q->aq) { /* embed rows from the same table */
+		int32_t tok[5] = {0, (int32_t)N - 1, 3, 3, (int32_t)N / 2};
+		void *tc = put_bytes(P.cpu, tok, sizeof tok), *tg = put_bytes(P.gpu, tok, sizeof tok);
+		void *ec = poisoned(P.cpu, 5 * (size_t)K), *eg = poisoned(P.gpu, 5 * (size_t)K);
+		float *a, *r;
+		char name[96];
+		ck_assert(!P.cpu->ops->embed(P.cpu, ec, &wc, tc, 5));
+		ck_assert_msg(!P.gpu->ops->embed(P.gpu, eg, &wg, tg, 5), "%s", fi_errmsg());
+		a = get_act(P.gpu, eg, 5 * (size_t)K);
+		r = get_act(P.cpu, ec, 5 * (size_t)K);
+		snprintf(name, sizeof name, "%s embed", q->what);
+		ck_assert(close_enough(name, a, r, 5 * (size_t)K, 1.f / 256, 0, 4e-3f));
+		free(a), free(r);
+		P.cpu->ops->free(P.cpu, tc), P.cpu->ops->free(P.cpu, ec);
+		P.gpu->ops->free(P.gpu, tg), P.gpu->ops->free(P.gpu, eg);
+	}
+	P.cpu->ops->weight_free(P.cpu, &wc);
+	P.gpu->ops->weight_free(P.gpu, &wg);
+	G2->ops->weight_free(G2, &w2);
+	free(data);
+}
+
+static const struct qt types[] = {
+	{"q8_0", FI_DT_Q8_0, 0, 0, 0, 0},
+	{"q4_0", FI_DT_Q4_0, 0, 0, 0, 0},
+	{"q4_k", FI_DT_Q4_K, 0, 0, 0, 0},
+	{"q5_k", FI_DT_Q5_K, 0, 0, 0, 0},
+	{"q6_k", FI_DT_Q6_K, 0, 0, 0, 0},
+	{"fp8 row w8a16", FI_DT_FP8, FI_Q8_ROW, FI_AQ_NONE, 0, 0},
+	{"fp8 row w8a8", FI_DT_FP8, FI_Q8_ROW, FI_AQ_TOKEN, 0, 0},
+	{"fp8 block w8a8", FI_DT_FP8, FI_Q8_B128, FI_AQ_GROUP, 0, 0},
+	{"int4 g128", FI_DT_INT4, 0, 0, 128, 0},
+	{"int4 g32", FI_DT_INT4, 0, 0, 32, 0},
+	{"int4 g128 act-order", FI_DT_INT4, 0, 0, 128, 1},
+};
+
+START_TEST(test_quant_matmul)
+{
+	const struct qt *q = &types[_i];
+	one(q, 1000, 512);  /* rows not a multiple of the warps per block */
+	one(q, 4096, 4096); /* Llama-3-8B q/o */
+	if (_i == 2 || _i == 4 || _i == 6)
+		one(q, 14336 / 4, 14336); /* the down projection's width */
+}
+END_TEST
+
+int main(void)
+{
+	if (!pair_open(&P))
+		return 77;
+	setenv("FI_GEMV", "0", 1);
+	setenv("FI_FP8_GEMM", "0", 1);
+	if (fi_backend_cuda_create(0, &G2)) {
+		printf("cannot create the second CUDA backend: %s\n", fi_errmsg());
+		return 1;
+	}
+	unsetenv("FI_GEMV");
+	unsetenv("FI_FP8_GEMM");
+	printf("cpu: %s; gpu: %s\n", P.cpu->device, P.gpu->device);
+	Suite *s = suite_create("quant_kernels");
+	TCase *tc = tcase_create("quant");
+	tcase_set_timeout(tc, 300);
+	tcase_add_loop_test(tc, test_quant_matmul, 0, (int)(sizeof types / sizeof types[0]));
+	suite_add_tcase(s, tc);
+	int rc = fi_test_run(s);
+	fi_backend_destroy(G2);
+	pair_close(&P);
+	return rc;
+}
