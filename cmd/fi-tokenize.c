@@ -461,7 +461,6 @@ static void report_error(struct dec *D, const struct fi_frame *f)
 	const char *id = f->id ? f->id : "";
 	unsigned c = (unsigned)f->err.code < FI_ENCODE_COUNT ? f->err.code : FI_EINVAL;
 	char pre[300];
-	D->rc = 1;
 	if (D->failed[c]++)
 		return;
 	/* Generators usually name the request already. */
@@ -565,7 +564,12 @@ static int run_decode(const struct opts *o, struct model *m)
 		fi_warn("--ordered: %llu request numbers never came", (unsigned long long)gaps);
 	fi_results_free(D.R);
 	fi_stream_close(in);
-	return fflush(stdout) ? 1 : D.rc;
+	if (fflush(stdout) || D.rc)
+		return EXIT_RUNTIME;
+	for (int c = 0; c < FI_ENCODE_COUNT; c++)
+		if (D.failed[c])
+			return EXIT_FAILED;
+	return EXIT_OK;
 }
 
 /* --sep STR: backslash escapes \n, \t, \r, \0 and \\ read as the characters they name. */

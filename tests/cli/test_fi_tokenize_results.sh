@@ -42,7 +42,7 @@ printf '%s\n' '{"v":1,"type":"token","id":"a","token":1,"index":0,"text":"A1"}' 
 	'{"v":1,"type":"done","id":"b","seq":1,"finish":"length","counts":{"prompt_tokens":2,"gen_tokens":2},"timings":{"ttft_ms":1.23456789},"prompt":"pb "}' |
 	fi-frame -e > "$work/res.mp" || fail "crafted frames"
 fi-tokenize -m tiny -d < "$work/res.mp" > "$work/t" 2> "$work/err"; rc=$?
-[ $rc = 1 ] || fail "an error frame: exit $rc"
+[ $rc = 3 ] || fail "an error frame: exit $rc (want 3: some requests failed)"
 printf 'A1\nB1B2\nC1\n\n' | cmp -s - "$work/t" || fail "in request order: $(od -c "$work/t")"
 grep -q "request 'c': too long" "$work/err" || fail "error not reported: $(cat "$work/err")"
 fi-tokenize -m tiny -d --ordered --echo < "$work/res.mp" > "$work/t" 2> /dev/null
@@ -79,7 +79,7 @@ echo "ok: --ordered window"
 # Many failed requests: the first of a code is shown, the rest counted.
 seq 1 20 | awk '{printf "{\"v\":1,\"type\":\"error\",\"id\":\"%d\",\"code\":\"mismatch\",\"message\":\"request '"'"'%d'"'"': another tokenizer\"}\n", $1, $1}' |
 	fi-frame -e | fi-tokenize -m tiny -d > /dev/null 2> "$work/err"
-[ $? = 1 ] || fail "failed requests: exit status"
+[ $? = 3 ] || fail "failed requests: exit status (want 3)"
 [ "$(grep -c . "$work/err")" = 2 ] && grep -q "request '1': another tokenizer" "$work/err" &&
 	grep -q "19 more requests failed (code mismatch)" "$work/err" ||
 	fail "failed requests: $(cat "$work/err")"

@@ -169,7 +169,7 @@ static void attn(int B, int Hq, int Hk, int hd, int n_chunk, int hist)
 
 static void gemm(const char *name, int T, int N, int K, int f32)
 {
-	struct fi_weight w = {rnd_bf16((size_t)N * K), FI_DT_BF16, N, K};
+	struct fi_weight w = {.p = rnd_bf16((size_t)N * K), .dtype = FI_DT_BF16, .rows = N, .cols = K};
 	void *x = rnd_bf16((size_t)T * K), *y = dalloc((size_t)T * N * (f32 ? 4 : 2));
 	double t = f32 ? TIME(G->ops->matmul_f32out(G, y, x, &w, T))
 		       : TIME(G->ops->matmul(G, y, x, &w, NULL, T));
@@ -185,7 +185,7 @@ static void gemm(const char *name, int T, int N, int K, int f32)
  * cached one. */
 static void gemm_plan(void)
 {
-	struct fi_weight w = {rnd_bf16((size_t)4096 * 4096), FI_DT_BF16, 4096, 4096};
+	struct fi_weight w = {.p = rnd_bf16((size_t)4096 * 4096), .dtype = FI_DT_BF16, .rows = 4096, .cols = 4096};
 	void *x = rnd_bf16((size_t)1000 * 4096), *y = dalloc((size_t)1000 * 4096 * 2);
 	double first = 0, again = 0;
 	for (int T = 601; T < 611; T++) {
