@@ -7,6 +7,11 @@ build=$1 dest=$2
 mkdir -p "$dest/bin" "$dest/tests" "$dest/lib"
 cp "$build"/bin/* "$dest/bin/" 2>/dev/null || true
 find "$build/tests" -type f -perm -u+x -exec cp {} "$dest/tests/" \; 2>/dev/null || true
+# Debug sections are most of each binary (every one links libfi.a): the copies keep their
+# symbols for backtraces and lose the rest, so the bundle travels in a few MB.
+for f in "$dest"/bin/* "$dest"/tests/*; do
+	[ -f "$f" ] && strip --strip-debug "$f" 2>/dev/null || true
+done
 for f in "$dest"/bin/* "$dest"/tests/*; do
 	[ -f "$f" ] || continue
 	ldd "$f" 2>/dev/null | awk '/=> \// { print $3 }'
