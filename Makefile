@@ -29,7 +29,7 @@ ifeq ($(origin FI_CUDA),undefined)
   FI_CUDA := $(if $(NVCC),1,0)
 endif
 
-PKGS    := jansson msgpack libzmq libpcre2-8 libutf8proc openblas libcrypto libxxhash
+PKGS    := jansson msgpack libzmq libpcre2-8 libutf8proc openblas libcrypto libxxhash libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
