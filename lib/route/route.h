@@ -122,8 +122,10 @@ struct fi_null_worker_opts {
 	uint32_t block_tokens; /* default 16 */
 	uint32_t max_batch;  /* default 256 */
 	double token_ms;     /* time per token, 0: none */
+	/* out: requests taken, prefix blocks looked up and found in the simulated cache */
+	uint64_t n_req, lookups, hits;
 };
-fi_err fi_null_worker_run(const struct fi_null_worker_opts *o);
+fi_err fi_null_worker_run(struct fi_null_worker_opts *o);
 
 /* Block keys of a prompt (route_keys.c): the scheduler's chain (fi_arena_chain_keys) from
  * root, n / block_tokens keys into a malloc'd *keys. */

@@ -145,6 +145,7 @@ void fi_route_free(struct fi_route *r)
 {
 	if (!r)
 		return;
+	r->o.verbose = -1; /* quiet: every worker leaves now */
 	while (r->nw)
 		route_worker_dead(r, r->w[r->nw - 1], "fi-route stopped");
 	for (size_t i = 0; i < r->by_rid.cap; i++) {

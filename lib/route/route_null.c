@@ -27,7 +27,7 @@ struct nw {
 	char name[128];
 	struct kset pool;
 	struct nreq *run;
-	uint64_t nrun, run_tokens, hits, lookups;
+	uint64_t nrun, run_tokens, hits, lookups, n_req;
 	struct fi_buf b;
 };
 
@@ -142,6 +142,7 @@ static void take(struct nw *w, const uint8_t *d, size_t n)
 		}
 		q->next = w->run;
 		w->run = q;
+		w->n_req++;
 		w->nrun++;
 		w->run_tokens += q->ntoks;
 	} else if (f.type == FI_FRAME_CANCEL) {
@@ -178,7 +179,7 @@ static void step(struct nw *w)
 	}
 }
 
-fi_err fi_null_worker_run(const struct fi_null_worker_opts *o)
+fi_err fi_null_worker_run(struct fi_null_worker_opts *o)
 {
 	struct nw w = {.o = o};
 	void *ctx = zmq_ctx_new();
@@ -233,6 +234,9 @@ fi_err fi_null_worker_run(const struct fi_null_worker_opts *o)
 		}
 	}
 	send_ctl(&w, "bye");
+	o->n_req = w.n_req;
+	o->lookups = w.lookups;
+	o->hits = w.hits;
 	while (w.run) {
 		struct nreq *q = w.run;
 		w.run = q->next;

@@ -31,7 +31,8 @@ static void worker_free(struct rworker *w)
 void route_worker_dead(struct fi_route *r, struct rworker *w, const char *why)
 {
 	int i;
-	fi_warn("worker %s left: %s", w->name, why);
+	if (r->o.verbose >= 0)
+		fi_warn("worker %s left: %s", w->name, why);
 	while (w->reqs) {
 		struct rreq *q = w->reqs;
 		w->reqs = q->next;
