@@ -300,7 +300,7 @@ static void req_end(struct fi_route *r, struct rreq *q)
 	if (q->w) {
 		list_unlink(&q->w->reqs, NULL, q);
 		q->w->inflight--;
-		q->w->inflight_tokens -= q->ntokens;
+		q->w->inflight_tokens -= q->miss_tokens;
 		q->w = NULL;
 	}
 	rmap_del(&r->by_rid, &q->rid, sizeof q->rid);
@@ -678,7 +678,7 @@ static void dispatch(struct fi_route *r)
 			w->reqs->prev = q;
 		w->reqs = q;
 		w->inflight++;
-		w->inflight_tokens += q->ntokens;
+		w->inflight_tokens += q->miss_tokens;
 		w->n_sent++;
 	}
 }

@@ -64,7 +64,7 @@ struct rworker {
 	uint32_t block_tokens, kv_blocks, max_batch;
 	struct rload load;
 	uint32_t inflight;      /* requests sent and not ended */
-	uint64_t inflight_tokens; /* their prompt tokens */
+	uint64_t inflight_tokens; /* their prompt tokens not cached there */
 	struct kset held;       /* prefix blocks it is believed to hold */
 	int events;             /* KV events arrived: held follows them, not what was sent */
 	void *sub;              /* SUB on its kv_events endpoint, or NULL */
@@ -90,6 +90,7 @@ struct rreq {
 	size_t flen;
 	fi_arena_key *keys;
 	uint32_t nkeys, ntokens;
+	uint32_t miss_tokens;   /* prompt tokens its worker had to compute (load) */
 	char session[128];
 	struct rworker *w;      /* NULL: pending */
 	uint32_t ntok_out;

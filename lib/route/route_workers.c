@@ -156,11 +156,12 @@ static uint32_t hits(const struct rworker *w, const struct rreq *q)
 	return i;
 }
 
-/* Tokens w has to work through before q: what it reports, or what we sent it when that is
- * more (its load frame lags our sends by up to 100 ms). */
+/* Prompt tokens w has to compute before q: its queue as it reports it, or what we sent it
+ * less what it held, when that is more (its load frame lags our sends by up to 100 ms).
+ * Cached prompt tokens cost nothing, so they are not load. */
 static uint64_t load_tokens(const struct rworker *w)
 {
-	uint64_t rep = w->load.queued_tokens + w->load.running_tokens;
+	uint64_t rep = w->load.queued_tokens;
 	return rep > w->inflight_tokens ? rep : w->inflight_tokens;
 }
 
@@ -208,6 +209,8 @@ struct rworker *route_pick(struct fi_route *r, struct rreq *q)
 void route_note_sent(struct fi_route *r, struct rworker *w, struct rreq *q)
 {
 	uint32_t h = hits(w, q);
+	uint64_t cached = (uint64_t)h * w->block_tokens;
+	q->miss_tokens = q->ntokens > cached ? (uint32_t)(q->ntokens - cached) : 0;
 	w->hit_blocks += h;
 	w->lookup_blocks += q->nkeys;
 	if (!w->events)
