@@ -7,6 +7,7 @@
  *                                                requests/s and TTFT percentiles
  *   route_client --direct --bench N ENDPOINT     the same straight to one worker: binds a
  *                                                ROUTER there and waits for its hello
+ *   route_client --raw ENDPOINT < bytes          send stdin as one message, print replies
  *   route_client --prefix N ENDPOINT             the prefix-affinity workload: 60 prefixes of
  *                                                1024 tokens, N requests in random order */
 #include <stdio.h>
@@ -181,7 +182,7 @@ static int run(int n, int inflight, int prefix)
 
 int main(int argc, char **argv)
 {
-	int bench = 0, prefix = 0, i = 1, inflight = 256;
+	int bench = 0, prefix = 0, i = 1, inflight = 256, raw = 0;
 	void *ctx = zmq_ctx_new();
 	for (; i < argc - 1; i++) {
 		if (!strcmp(argv[i], "--direct"))
@@ -190,13 +191,15 @@ int main(int argc, char **argv)
 			bench = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--prefix"))
 			prefix = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--raw"))
+			raw = 1;
 		else if (!strcmp(argv[i], "--inflight"))
 			inflight = atoi(argv[++i]);
 		else
 			break;
 	}
 	if (i != argc - 1) {
-		fprintf(stderr, "usage: route_client [--direct] [--bench N | --prefix N] [--inflight N] ENDPOINT\n");
+		fprintf(stderr, "usage: route_client [--direct] [--raw | --bench N | --prefix N] [--inflight N] ENDPOINT\n");
 		return 2;
 	}
 	sock = zmq_socket(ctx, direct ? ZMQ_ROUTER : ZMQ_DEALER);
@@ -221,6 +224,19 @@ int main(int argc, char **argv)
 		zmq_msg_init(&m);
 		zmq_msg_recv(&m, sock, 0);
 		zmq_msg_close(&m);
+	}
+	if (raw) { /* stdin as one message, as it is (garbage for the tests), then a second of replies */
+		static char buf[1 << 20];
+		size_t n = fread(buf, 1, sizeof buf, stdin);
+		struct fi_frame f;
+		zmq_send(sock, buf, n, 0);
+		while (!recv_frame(&f, 1000, NULL, NULL)) {
+			printf("%s %s\n", fi_frame_type_name(f.type), f.type == FI_FRAME_ERROR ? f.err.message : "");
+			fi_frame_free(&f);
+		}
+		zmq_close(sock);
+		zmq_ctx_term(ctx);
+		return 0;
 	}
 	int rc = bench ? run(bench, inflight, 0) : prefix ? run(prefix, inflight, 1) : passthrough();
 	zmq_close(sock);
