@@ -628,12 +628,16 @@ static int worker_msg(struct fi_route *r)
 			size_t n = zmq_msg_size(&m);
 			fi_err e = fi_frame_decode(d, n, NULL, &f);
 			struct rworker *w = rmap_get(&r->by_ident, zmq_msg_data(&id), zmq_msg_size(&id));
-			if (!e) {
+			int reply_type = !e && (f.type == FI_FRAME_TOKEN || f.type == FI_FRAME_DONE ||
+						f.type == FI_FRAME_ERROR);
+			if (reply_type) {
 				if (w) {
 					w->last_seen = route_now_ms();
 					worker_reply(r, w, &f);
 				}
-			} else if (e == FI_EUNSUPPORTED) { /* hello, load, bye */
+			} else if (!e || e == FI_EUNSUPPORTED) {
+				/* hello, load, bye: read from the msgpack itself, whether or not the
+				 * frame decoder knows these types */
 				msgpack_unpacked u;
 				char type[16];
 				if (!mp_unpack(d, n, &u)) {
