@@ -29,7 +29,7 @@ ifeq ($(origin FI_CUDA),undefined)
   FI_CUDA := $(if $(NVCC),1,0)
 endif
 
-PKGS    := jansson msgpack libzmq libpcre2-8 libutf8proc openblas libcrypto libxxhash
+PKGS    := jansson msgpack libzmq libpcre2-8 libutf8proc openblas libcrypto libxxhash libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
@@ -70,6 +70,9 @@ UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
 UNIT_HOBJ := $(UNIT_HELPERS:%.c=$(BUILD)/obj/%.o)
 GPU_SRC := $(if $(filter 1,$(FI_CUDA)),$(sort $(wildcard tests/gpu/*.c)))
 GPUS    := $(GPU_SRC:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
+# tests/tools/*.c: helper programs of the shell tests (build/tests/tools/NAME)
+TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
+TOOLS   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%-replay)
 MAN1    := $(wildcard man/man1/*.1)
@@ -125,6 +128,10 @@ $(BUILD)/tests/gpu/%: $(BUILD)/obj/tests/gpu/%.o $(UNIT_HOBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)
 	$(CC) -o $@ $< $(UNIT_HOBJ) $(BUILD)/libfi.a $(LDFLAGS) $(CHECK_LIBS) $(LDLIBS)
 
+$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libfi.a
+	@mkdir -p $(@D)
+	$(CC) -o $@ $< $(BUILD)/libfi.a $(LDFLAGS) $(LDLIBS)
+
 # Fuzz targets: a replay driver (tests/fuzz/replay.c) runs each over its corpus in `make check`;
 # `make fuzz` builds real libFuzzer binaries with clang.
 $(BUILD)/fuzz/%-replay: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay.o $(BUILD)/libfi.a
@@ -152,7 +159,7 @@ $(BUILD)/fi.pc: Makefile include/fi/fi.h
 	printf $(PC_TEXT) '$(PREFIX)' '$(VERSION)' '$(PC_PRIVATE)' > $@
 
 # Everything, one suite after another, closing with one "check: N passed, N failed, N skipped".
-check: all $(UNITS) $(FUZZ_REPLAY)
+check: all $(UNITS) $(FUZZ_REPLAY) $(TOOLS)
 	@FI_CUDA=$(FI_CUDA) FI_TEST_SHARED=$(abspath ../shared) sh tests/check.sh $(BUILD)
 
 check-unit: $(UNITS)
@@ -163,7 +170,7 @@ check-fuzz: $(FUZZ_REPLAY)
 	@fail=0; for t in $(FUZZ_REPLAY); do n=$$(basename $$t -replay); \
 	  $$t tests/fuzz/corpus/$$n || fail=1; done; exit $$fail
 
-check-cli: $(CMDS)
+check-cli: $(CMDS) $(TOOLS)
 	@PATH=$(abspath $(BUILD)/bin):$$PATH FI_CUDA=$(FI_CUDA) FI_TEST_SHARED=$(abspath ../shared) BUILD=$(abspath $(BUILD)) \
 	  sh tests/cli/run.sh
 

@@ -11,4 +11,4 @@ $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends \
 	build-essential pkg-config python3 ca-certificates \
 	libjansson-dev libmsgpack-dev libzmq3-dev libpcre2-dev libutf8proc-dev libssl-dev \
-	libopenblas-dev libxxhash-dev check jq mandoc gnuplot-nox >/dev/null
+	libopenblas-dev libxxhash-dev libmicrohttpd-dev check jq curl mandoc gnuplot-nox >/dev/null

@@ -1,0 +1,145 @@
+/* route_int: fi-route's internal tables and state, shared by route_*.c only. */
+#ifndef FI_ROUTE_INT_H
+#define FI_ROUTE_INT_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "route.h"
+
+/* ---- route_map.c ---- */
+struct rmap_slot {
+	uint8_t *key; /* NULL: empty */
+	size_t len;
+	uint64_t hash;
+	void *val;
+};
+struct rmap {
+	struct rmap_slot *slot;
+	size_t cap, n; /* cap a power of two */
+};
+void *rmap_get(const struct rmap *m, const void *key, size_t len);
+int rmap_put(struct rmap *m, const void *key, size_t len, void *val); /* -1: no memory */
+void *rmap_del(struct rmap *m, const void *key, size_t len);         /* the value, or NULL */
+void rmap_free(struct rmap *m);
+
+struct knode;
+struct kset {
+	struct rmap map; /* key -> struct knode */
+	struct knode *head, *tail;
+	size_t cap;
+};
+void kset_init(struct kset *s, size_t cap);
+int kset_has(const struct kset *s, const fi_arena_key *k);
+void kset_touch(struct kset *s, const fi_arena_key *k); /* insert or refresh; evicts the LRU */
+void kset_remove(struct kset *s, const fi_arena_key *k);
+void kset_clear(struct kset *s);
+
+/* ---- msgpack helpers (route_mp.c) ---- */
+const msgpack_object *mp_get(const msgpack_object *map, const char *key);
+int mp_str(const msgpack_object *map, const char *key, char *out, size_t cap); /* 0 ok */
+int mp_u64(const msgpack_object *map, const char *key, uint64_t *out);         /* 0 ok */
+/* Unpacks one bounded msgpack object (fi_frame_scan's limits) that fills buf. 0 ok. */
+int mp_unpack(const void *buf, size_t len, msgpack_unpacked *u);
+
+/* ---- the core ---- */
+
+/* What a worker said in its last load frame. */
+struct rload {
+	uint64_t queued, queued_tokens, running, running_tokens, kv_used, kv_total;
+	uint64_t prefix_hits, prefix_lookups;
+};
+
+struct rreq;
+struct rworker {
+	char name[128];
+	uint8_t ident[256];
+	size_t ilen;
+	int fd;                 /* its connection (ZMQ_SRCFD), for disconnect events; -1 */
+	double last_seen;       /* ms */
+	char role[16];
+	uint8_t fp[32];
+	char root[65];          /* the block-key chain root: the hex of the hello fingerprint */
+	uint32_t block_tokens, kv_blocks, max_batch;
+	struct rload load;
+	uint32_t inflight;      /* requests sent and not ended */
+	uint64_t inflight_tokens; /* their prompt tokens not cached there */
+	struct kset held;       /* prefix blocks it is believed to hold */
+	int events;             /* KV events arrived: held follows them, not what was sent */
+	void *sub;              /* SUB on its kv_events endpoint, or NULL */
+	uint64_t ev_seq;
+	struct rmap hmap;       /* its block hash -> our key (KV events) */
+	struct rreq *reqs;      /* requests on it (list through rreq.prev/next) */
+	uint64_t n_sent, n_done, n_failed, hit_blocks, lookup_blocks;
+};
+
+struct rclient {
+	uint8_t ident[256];
+	size_t ilen;
+	int fd;
+	uint32_t active;
+};
+
+struct rreq {
+	uint64_t rid;
+	struct rclient *client; /* a frame client, or NULL */
+	struct hreq *http;      /* an HTTP request, or NULL */
+	char *cid;              /* the client's id */
+	uint8_t *frame;         /* the request as workers get it (id = rid in hex) */
+	size_t flen;
+	fi_arena_key *keys;
+	uint32_t nkeys, ntokens;
+	uint32_t miss_tokens;   /* prompt tokens its worker had to compute (load) */
+	char session[128];
+	struct rworker *w;      /* NULL: pending */
+	uint32_t ntok_out;
+	int cancelled;
+	double t_arrive, t_last;
+	struct rreq *prev, *next; /* the pending list, or its worker's list */
+};
+
+#define ROUTE_MAX_WORKERS 256
+#define ROUTE_NBUCKET 14
+struct rhist {
+	uint64_t b[ROUTE_NBUCKET + 1]; /* the last: +Inf */
+	double sum;
+	uint64_t n;
+};
+void rhist_add(struct rhist *h, double sec);
+extern const double route_buckets[ROUTE_NBUCKET];
+
+struct fi_route {
+	struct fi_route_opts o;
+	void *ctx, *csock, *wsock, *cmon, *wmon;
+	int efd;                 /* eventfd: the HTTP front has news */
+	pthread_mutex_t mu;      /* everything below that the HTTP threads read or write */
+	struct rworker *w[ROUTE_MAX_WORKERS];
+	int nw;
+	unsigned rr;             /* round-robin cursor */
+	struct rmap by_rid, by_cid, clients, sessions, by_ident;
+	struct rreq *pend_head, *pend_tail;
+	int npend, http_waiting;
+	struct hreq *sub_head, *sub_tail; /* submitted by the front */
+	uint64_t *cancels;       /* rids the front gave up on */
+	size_t ncancel, capcancel;
+	uint64_t next_rid;
+	struct fi_buf buf;
+	/* counters and histograms (/metrics) */
+	uint64_t n_req, n_done, n_err, n_retry, n_cancel, n_http, n_429, n_badframe;
+	struct rhist ttft, itl;
+};
+
+double route_now_ms(void);
+/* The worker-side frames (route_workers.c). */
+void route_worker_frame(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd,
+			const msgpack_object *m, const char *type);
+void route_worker_dead(struct fi_route *r, struct rworker *w, const char *why);
+void route_kv_event(struct fi_route *r, struct rworker *w);
+struct rworker *route_pick(struct fi_route *r, struct rreq *q);
+void route_note_sent(struct fi_route *r, struct rworker *w, struct rreq *q);
+/* In route_core.c: a request's end, and a pending one put back at the head. */
+void route_req_fail(struct fi_route *r, struct rreq *q, fi_err code, const char *msg);
+void route_pend_front(struct fi_route *r, struct rreq *q);
+
+#endif

@@ -1,0 +1,361 @@
+/* route_workers: the worker registry (hello, load, bye, silence), the choice of a worker for a
+ * request, and the prefix blocks each worker holds, from its KV events or, until they come,
+ * from what the router sent it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "base/log.h"
+#include "route_int.h"
+
+static struct rworker *by_ident(struct fi_route *r, const uint8_t *ident, size_t ilen)
+{
+	return rmap_get(&r->by_ident, ident, ilen);
+}
+
+static void worker_free(struct rworker *w)
+{
+	if (w->sub)
+		zmq_close(w->sub);
+	kset_clear(&w->held);
+	rmap_free(&w->held.map);
+	for (size_t i = 0; i < w->hmap.cap; i++)
+		free(w->hmap.slot[i].val);
+	rmap_free(&w->hmap);
+	free(w);
+}
+
+/* Ends w: its requests that got no token yet go back to the head of the queue (retried on
+ * another worker), the others fail with an error frame; then w leaves the table. */
+void route_worker_dead(struct fi_route *r, struct rworker *w, const char *why)
+{
+	int i;
+	if (r->o.verbose >= 0)
+		fi_warn("worker %s left: %s", w->name, why);
+	while (w->reqs) {
+		struct rreq *q = w->reqs;
+		w->reqs = q->next;
+		if (w->reqs)
+			w->reqs->prev = NULL;
+		q->prev = q->next = NULL;
+		q->w = NULL;
+		if (!q->ntok_out && !q->cancelled) {
+			r->n_retry++;
+			route_pend_front(r, q);
+		} else {
+			char msg[200];
+			snprintf(msg, sizeof msg, "worker %s failed during the request: %s", w->name, why);
+			route_req_fail(r, q, FI_EIO, msg);
+		}
+	}
+	rmap_del(&r->by_ident, w->ident, w->ilen);
+	for (i = 0; i < r->nw && r->w[i] != w; i++)
+		;
+	if (i < r->nw) {
+		memmove(&r->w[i], &r->w[i + 1], sizeof *r->w * (size_t)(r->nw - i - 1));
+		r->nw--;
+	}
+	worker_free(w);
+}
+
+static void hello(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd, const msgpack_object *m)
+{
+	struct rworker *w = by_ident(r, ident, ilen);
+	const msgpack_object *fp = mp_get(m, "fingerprint");
+	uint64_t v;
+	char ep[256] = "";
+	if (w) /* a worker that says hello again restarted: its requests are gone */
+		route_worker_dead(r, w, "it registered again");
+	if (r->nw == ROUTE_MAX_WORKERS || ilen > sizeof w->ident) {
+		fi_warn("worker refused: %d workers already", r->nw);
+		return;
+	}
+	if (!(w = calloc(1, sizeof *w)))
+		return;
+	if (mp_str(m, "id", w->name, sizeof w->name))
+		snprintf(w->name, sizeof w->name, "worker-%d", r->nw);
+	if (mp_str(m, "role", w->role, sizeof w->role))
+		strcpy(w->role, "decode");
+	memcpy(w->ident, ident, ilen);
+	w->ilen = ilen;
+	w->fd = fd;
+	w->last_seen = route_now_ms();
+	if (fp && fp->type == MSGPACK_OBJECT_BIN && fp->via.bin.size == 32)
+		memcpy(w->fp, fp->via.bin.ptr, 32);
+	for (int i = 0; i < 32; i++)
+		snprintf(w->root + 2 * i, 3, "%02x", w->fp[i]);
+	w->block_tokens = !mp_u64(m, "block_tokens", &v) && v && v <= 1u << 16 ? (uint32_t)v : 16;
+	w->kv_blocks = !mp_u64(m, "kv_blocks", &v) && v && v <= 1u << 28 ? (uint32_t)v : 4096;
+	w->max_batch = !mp_u64(m, "max_batch", &v) && v && v <= 1u << 20 ? (uint32_t)v : 64;
+	w->load.kv_total = w->kv_blocks;
+	kset_init(&w->held, w->kv_blocks);
+	if (!mp_str(m, "kv_events", ep, sizeof ep) && *ep) {
+		int zero = 0;
+		w->sub = zmq_socket(r->ctx, ZMQ_SUB);
+		if (w->sub && (zmq_setsockopt(w->sub, ZMQ_LINGER, &zero, sizeof zero) ||
+			       zmq_setsockopt(w->sub, ZMQ_SUBSCRIBE, "", 0) || zmq_connect(w->sub, ep))) {
+			fi_warn("worker %s: cannot subscribe to its KV events at '%s': %s", w->name, ep,
+				zmq_strerror(zmq_errno()));
+			zmq_close(w->sub);
+			w->sub = NULL;
+		}
+	}
+	if (rmap_put(&r->by_ident, ident, ilen, w)) {
+		worker_free(w);
+		return;
+	}
+	r->w[r->nw++] = w;
+	if (r->o.verbose)
+		fi_info("worker %s joined (%s, %u KV blocks of %u tokens, batch %u)", w->name, w->role,
+		       w->kv_blocks, w->block_tokens, w->max_batch);
+}
+
+void route_worker_frame(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd,
+			const msgpack_object *m, const char *type)
+{
+	struct rworker *w;
+	if (!strcmp(type, "hello")) {
+		hello(r, ident, ilen, fd, m);
+		return;
+	}
+	if (!(w = by_ident(r, ident, ilen)))
+		return; /* not registered (its hello was lost, or it was declared dead): ignored */
+	w->last_seen = route_now_ms();
+	if (fd >= 0)
+		w->fd = fd;
+	if (!strcmp(type, "load")) {
+		struct rload *l = &w->load;
+		mp_u64(m, "queued", &l->queued);
+		mp_u64(m, "queued_tokens", &l->queued_tokens);
+		mp_u64(m, "running", &l->running);
+		mp_u64(m, "running_tokens", &l->running_tokens);
+		mp_u64(m, "kv_used", &l->kv_used);
+		mp_u64(m, "kv_total", &l->kv_total);
+		mp_u64(m, "prefix_hits", &l->prefix_hits);
+		mp_u64(m, "prefix_lookups", &l->prefix_lookups);
+	} else if (!strcmp(type, "bye")) {
+		route_worker_dead(r, w, "it said bye");
+	}
+}
+
+/* ---- choosing a worker ---- */
+
+static int has_room(const struct rworker *w)
+{
+	/* twice its batch: a queue as deep as what it runs keeps it busy between our sends */
+	return w->inflight < 2 * w->max_batch;
+}
+
+/* Leading blocks of q's prompt that w holds. */
+static uint32_t hits(const struct rworker *w, const struct rreq *q)
+{
+	uint32_t i = 0;
+	while (i < q->nkeys && kset_has(&w->held, &q->keys[i]))
+		i++;
+	return i;
+}
+
+/* Prompt tokens w has to compute before q: its queue as it reports it, or what we sent it
+ * less what it held, when that is more (its load frame lags our sends by up to 100 ms).
+ * Cached prompt tokens cost nothing, so they are not load. */
+static uint64_t load_tokens(const struct rworker *w)
+{
+	uint64_t rep = w->load.queued_tokens;
+	return rep > w->inflight_tokens ? rep : w->inflight_tokens;
+}
+
+struct rworker *route_pick(struct fi_route *r, struct rreq *q)
+{
+	struct rworker *best = NULL;
+	double best_cost = 0;
+	if (!r->nw)
+		return NULL;
+	if (q->session[0]) {
+		struct rworker *w = rmap_get(&r->sessions, q->session, strlen(q->session));
+		for (int i = 0; i < r->nw; i++)
+			if (r->w[i] == w && has_room(w))
+				return w;
+	}
+	if (r->o.policy == FI_ROUTE_RR) {
+		for (int k = 0; k < r->nw; k++) {
+			struct rworker *w = r->w[(r->rr + (unsigned)k) % (unsigned)r->nw];
+			if (has_room(w)) {
+				r->rr = (r->rr + (unsigned)k + 1) % (unsigned)r->nw;
+				return w;
+			}
+		}
+		return NULL;
+	}
+	for (int i = 0; i < r->nw; i++) {
+		struct rworker *w = r->w[i];
+		if (!has_room(w))
+			continue;
+		/* cost in tokens: the prompt tokens w must compute (its cached prefix is free)
+		 * plus the tokens already waiting on it; computing weighs double, since a
+		 * prefix computed twice also takes a second copy of pool space */
+		uint64_t cached = (uint64_t)hits(w, q) * w->block_tokens;
+		double miss = q->ntokens > cached ? (double)(q->ntokens - cached) : 0;
+		double cost = 2 * miss + (double)load_tokens(w);
+		if (!best || cost < best_cost) {
+			best = w;
+			best_cost = cost;
+		}
+	}
+	return best;
+}
+
+/* q goes to w: the blocks of its prompt are in w's pool now (until its KV events say). */
+void route_note_sent(struct fi_route *r, struct rworker *w, struct rreq *q)
+{
+	uint32_t h = hits(w, q);
+	uint64_t cached = (uint64_t)h * w->block_tokens;
+	q->miss_tokens = q->ntokens > cached ? (uint32_t)(q->ntokens - cached) : 0;
+	w->hit_blocks += h;
+	w->lookup_blocks += q->nkeys;
+	if (!w->events)
+		for (uint32_t i = 0; i < q->nkeys; i++)
+			kset_touch(&w->held, &q->keys[i]);
+	if (q->session[0])
+		rmap_put(&r->sessions, q->session, strlen(q->session), w);
+}
+
+/* ---- KV events (fi-kv-events(5), vLLM's KVEventBatch) ----
+ * Blocks are mapped to our own keys through their token ids and parents, so our matching
+ * holds whatever root the worker's chain starts from. */
+
+static void stored(struct rworker *w, const msgpack_object *ev)
+{
+	const msgpack_object *a = ev->via.array.ptr, *hs, *toks;
+	fi_arena_key parent, key;
+	int have_parent = 0;
+	uint32_t bs;
+	if (ev->via.array.size < 5 || a[1].type != MSGPACK_OBJECT_ARRAY ||
+	    a[3].type != MSGPACK_OBJECT_ARRAY || a[4].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+	    !a[4].via.u64 || a[4].via.u64 > 1u << 16)
+		return;
+	hs = &a[1];
+	toks = &a[3];
+	bs = (uint32_t)a[4].via.u64;
+	if (a[2].type == MSGPACK_OBJECT_BIN && a[2].via.bin.size == 32) {
+		fi_arena_key *p = rmap_get(&w->hmap, a[2].via.bin.ptr, 32);
+		if (!p)
+			return; /* its parent was never seen: we cannot name these blocks */
+		parent = *p;
+		have_parent = 1;
+	}
+	if (toks->via.array.size < (uint64_t)hs->via.array.size * bs)
+		return;
+	for (uint32_t i = 0; i < hs->via.array.size; i++) {
+		const msgpack_object *h = &hs->via.array.ptr[i];
+		uint32_t t[bs > 4096 ? 1 : 4096];
+		fi_arena_key *copy;
+		if (h->type != MSGPACK_OBJECT_BIN || h->via.bin.size != 32 || bs > 4096)
+			return;
+		for (uint32_t j = 0; j < bs; j++) {
+			const msgpack_object *o = &toks->via.array.ptr[(size_t)i * bs + j];
+			if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > UINT32_MAX)
+				return;
+			t[j] = (uint32_t)o->via.u64;
+		}
+		if (fi_arena_key_next(w->root, have_parent ? &parent : NULL, t, bs, &key))
+			return;
+		if (!(copy = malloc(sizeof *copy)))
+			return;
+		*copy = key;
+		free(rmap_get(&w->hmap, h->via.bin.ptr, 32));
+		if (rmap_put(&w->hmap, h->via.bin.ptr, 32, copy)) {
+			free(copy);
+			return;
+		}
+		kset_touch(&w->held, &key);
+		parent = key;
+		have_parent = 1;
+	}
+}
+
+static void removed(struct rworker *w, const msgpack_object *ev)
+{
+	const msgpack_object *hs = &ev->via.array.ptr[1];
+	if (ev->via.array.size < 2 || hs->type != MSGPACK_OBJECT_ARRAY)
+		return;
+	for (uint32_t i = 0; i < hs->via.array.size; i++) {
+		const msgpack_object *h = &hs->via.array.ptr[i];
+		fi_arena_key *k;
+		if (h->type != MSGPACK_OBJECT_BIN || h->via.bin.size != 32)
+			continue;
+		if ((k = rmap_del(&w->hmap, h->via.bin.ptr, 32))) {
+			kset_remove(&w->held, k);
+			free(k);
+		}
+	}
+}
+
+static void cleared(struct rworker *w)
+{
+	for (size_t i = 0; i < w->hmap.cap; i++)
+		free(w->hmap.slot[i].val);
+	rmap_free(&w->hmap);
+	kset_clear(&w->held);
+}
+
+/* One message on w's SUB socket: [topic, seq (8 bytes big-endian), payload]. */
+void route_kv_event(struct fi_route *r, struct rworker *w)
+{
+	zmq_msg_t part[3];
+	int n = 0, more = 1;
+	(void)r;
+	while (more) {
+		zmq_msg_t m;
+		zmq_msg_init(&m);
+		if (zmq_msg_recv(&m, w->sub, ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&m);
+			break;
+		}
+		more = zmq_msg_more(&m);
+		if (n < 3)
+			part[n++] = m;
+		else
+			zmq_msg_close(&m);
+	}
+	if (n == 3) {
+		msgpack_unpacked u;
+		const void *p = zmq_msg_data(&part[2]);
+		if (!mp_unpack(p, zmq_msg_size(&part[2]), &u)) {
+			const msgpack_object *b = &u.data;
+			if (b->type == MSGPACK_OBJECT_ARRAY && b->via.array.size >= 2 &&
+			    b->via.array.ptr[1].type == MSGPACK_OBJECT_ARRAY) {
+				const msgpack_object *evs = &b->via.array.ptr[1];
+				if (!w->events) { /* events now say what it holds */
+					w->events = 1;
+					cleared(w);
+				}
+				for (uint32_t i = 0; i < evs->via.array.size; i++) {
+					const msgpack_object *ev = &evs->via.array.ptr[i];
+					const msgpack_object *tag;
+					if (ev->type != MSGPACK_OBJECT_ARRAY || !ev->via.array.size)
+						continue;
+					tag = &ev->via.array.ptr[0];
+					if (tag->type != MSGPACK_OBJECT_STR)
+						continue;
+					if (tag->via.str.size == 11 && !memcmp(tag->via.str.ptr, "BlockStored", 11))
+						stored(w, ev);
+					else if (tag->via.str.size == 12 && !memcmp(tag->via.str.ptr, "BlockRemoved", 12))
+						removed(w, ev);
+					else if (tag->via.str.size == 16 && !memcmp(tag->via.str.ptr, "AllBlocksCleared", 16))
+						cleared(w);
+				}
+			}
+			msgpack_unpacked_destroy(&u);
+		}
+		if (zmq_msg_size(&part[1]) == 8) {
+			const uint8_t *s = zmq_msg_data(&part[1]);
+			uint64_t seq = 0;
+			for (int i = 0; i < 8; i++)
+				seq = seq << 8 | s[i];
+			w->ev_seq = seq;
+		}
+	}
+	for (int i = 0; i < n; i++)
+		zmq_msg_close(&part[i]);
+}
