@@ -320,12 +320,13 @@ fi_err fi_model_load_tp(const struct fi_config *c, const struct fi_tensor_set *t
 	pthread_cond_init(&tp->cv_done, NULL);
 	for (int r = 1; r < n; r++) {
 		struct worker *w = malloc(sizeof *w);
+		if (w) /* before the thread starts: it reads w at once */
+			*w = (struct worker){tp, r};
 		if (!w || pthread_create(&tp->th[r], NULL, worker_main, w)) {
 			free(w);
 			e = fi_fail(FI_ENOMEM, "tensor parallelism: cannot start rank %d's thread", r);
 			goto fail;
 		}
-		*w = (struct worker){tp, r};
 		tp->started = r;
 	}
 	if ((e = run(tp, JOB_CREATE)) || (e = make_comms(tp->be, n, tp->comm)) ||
