@@ -54,7 +54,7 @@ ifeq ($(FI_CUDA),1)
   ALL_CFLAGS += -DFI_HAVE_CUDA -I$(CUDA_HOME)/include
   LIB_SRC += $(sort $(CUDA_LIB_C))
   CU_SRC  := $(sort $(wildcard kernels/*.cu))
-  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lnccl -lcudart -lstdc++
   LDLIBS  += $(CUDA_LIBS)
 endif
 

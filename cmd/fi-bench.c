@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "api/llm.h"
 #include "model/model.h"
+#include "model/tp.h"
 #include "model/store.h"
 #include "opt.h"
 
@@ -355,8 +356,8 @@ int main(int argc, char **argv)
 		{"max-concurrency", O_CONC}, {0},
 	};
 	static const char *const usage[] = {
-		"-m [--backend] [-t] [-r] [-b] [-u] [-o] [--load-format] [--kv-dtype] [TEST ...]",
-		"-m [--backend] [-t] [-o] serve [--requests] [--workload] [--rate] [--burstiness]"
+		"-m [--backend] [-t] [--tp] [-r] [-b] [-u] [-o] [--load-format] [--kv-dtype] [TEST ...]",
+		"-m [--backend] [-t] [--tp] [-o] serve [--requests] [--workload] [--rate] [--burstiness]"
 		" [--concurrency] [--seed] [--ignore-eos] [--temp] [--warmup] [--slo-ttft]"
 		" [--slo-tpot] [--plot] [--save-requests] [--max-batch] [--kv-size] [--prefill-chunk]"
 		" [--prefix-cache] [-e [-i] [--timeout]] [--dry-run]",
@@ -380,6 +381,7 @@ int main(int argc, char **argv)
 	bench_workload_parse("sharegpt", &so.wl, msg, sizeof msg);
 	ops = cmd_parse(&cmd, &a, argc, argv);
 	fi_random_weights = !strcmp(load_format, "dummy");
+	fi_tp_size = a.tp; /* the serving engine opens its model with it too */
 	for (int i = ops; i < argc; i++)
 		if (!strcmp(argv[i], "serve"))
 			return serve_main(&so, &a, fmt, argc, argv, ops);
@@ -445,6 +447,10 @@ int main(int argc, char **argv)
 				     ? im->set.t[i].nbytes
 				     : (uint64_t)fi_tensor_numel(&im->set.t[i]) *
 					       fi_dtype_size(e.be->act);
+		if (a.tp > 1) { /* each GPU holds about its share (tp.h) */
+			w /= (uint64_t)a.tp;
+			kv /= (uint64_t)a.tp;
+		}
 		if (w + kv > e.be->mem_free) {
 			return cmd_error("%s needs %.2f GiB of weights + %.2f GiB of KV cache; "
 				"%s has %.2f GiB free of %.2f GiB", model, w / 1073741824.0,
@@ -458,7 +464,9 @@ int main(int argc, char **argv)
 		fi_random_weights_notice("fi-bench", model);
 	}
 	double tl = fi_now();
-	if (fi_model_load(&im->config, &im->set, e.be, &e.m) || e.be->ops->sync(e.be))
+	if ((a.tp ? fi_model_load_tp(&im->config, &im->set, e.be, a.tp, &e.m)
+		  : fi_model_load(&im->config, &im->set, e.be, &e.m)) ||
+	    e.be->ops->sync(e.be))
 		return fail("loading the model");
 	tl = fi_now() - tl;
 	uint64_t wbytes = 0;

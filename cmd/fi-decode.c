@@ -424,7 +424,7 @@ int main(int argc, char **argv)
 	};
 	static const char *const usage[] = {
 		"-m [-n] @sampling [--ignore-eos] [--backend] [--gpu-mem] [--kv-size] [--max-batch]"
-		" [--max-step-tokens] [--prefix-cache] [--arena-size] [--kv-dtype] [--prefill-chunk] [-t]"
+		" [--max-step-tokens] [--prefix-cache] [--arena-size] [--kv-dtype] [--prefill-chunk] [-t] [--tp]"
 		" [-i] [-o]"
 		" [-e] [--stop] [--tokens | --prompt] [--load-format] [-f] [-v]",
 		NULL,
@@ -449,6 +449,7 @@ int main(int argc, char **argv)
 	/* Frames are binary: refused on a terminal before the model is loaded. */
 	if (!o.tokens && !o.prompt && !o.a.force && fi_stream_refuse_tty(o.a.out))
 		return cmd_error(NULL);
+	fi_tp_size = o.a.tp;
 	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &im, &E.m))
 		return cmd_error(NULL);
 	E.im = im;

@@ -407,7 +407,7 @@ int main(int argc, char **argv)
 	static const struct opt_alias aliases[] = {{"max-batch", 'b'}, {0}};
 	static const char *const usage[] = {
 		"-m [-b] [--arena-size] [--kv-dtype] @sampling [--backend] [--gpu-mem] [--kv-size]"
-		" [--max-step-tokens] [-t] [-i] [-o] [-e] [-f] [-v]",
+		" [--max-step-tokens] [-t] [--tp] [-i] [-o] [-e] [-f] [-v]",
 		NULL,
 	};
 	const struct cmd cmd = {.name = "fi-prefill", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS |
@@ -430,6 +430,7 @@ int main(int argc, char **argv)
 	/* Frames are binary: refused on a terminal before the model is loaded. */
 	if (!o.a.force && fi_stream_refuse_tty(o.a.out))
 		return cmd_error(NULL);
+	fi_tp_size = o.a.tp;
 	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &P.im, &P.m))
 		return cmd_error(NULL);
 	if ((!strcmp(kv_dtype, "fp8") && fi_model_set_kv_dtype(P.m, FI_DT_F8_E4M3)) ||

@@ -18,7 +18,7 @@
 
 /* Long-only shared options; a command's own use OPT_LONG + n, n < 256. */
 enum {
-	O_BACKEND = 2 * OPT_LONG, O_TEMP, O_TOP_K, O_TOP_P, O_MIN_P, O_REPEAT, O_SEED, O_ARENA_SIZE,
+	O_BACKEND = 2 * OPT_LONG, O_TP, O_TEMP, O_TOP_K, O_TOP_P, O_MIN_P, O_REPEAT, O_SEED, O_ARENA_SIZE,
 	O_VERSION,
 };
 
@@ -51,6 +51,7 @@ static int shared_opts(unsigned groups, struct cmd_args *a, struct opt *t)
 		{CMD_EOS, {'e', NULL, "N", OPT_INT, 0, 1 << 20, &a->eos_count}},
 		{CMD_BACKEND, {O_BACKEND, "backend", "auto|cuda|cpu", OPT_CHOICE, 0, 0, &a->backend}},
 		{CMD_BACKEND, {'t', NULL, "THREADS", OPT_INT, 1, 1024, &a->threads}},
+		{CMD_BACKEND, {O_TP, "tp", "N", OPT_INT, 1, 16, &a->tp}},
 		{CMD_SAMPLING, {O_TEMP, "temp", "T", OPT_FLOAT, 0, 1e4, &a->sp.temperature}},
 		{CMD_SAMPLING, {O_TOP_K, "top-k", "K", OPT_INT, 0, INT32_MAX, &a->sp.top_k}},
 		{CMD_SAMPLING, {O_TOP_P, "top-p", "P", OPT_FLOAT, 0, 1, &a->sp.top_p}},

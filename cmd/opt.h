@@ -85,7 +85,7 @@ enum {
 	CMD_MODEL = 1 << 0,    /* -m MODEL (required) */
 	CMD_STREAMS = 1 << 1,  /* -i IN, -o OUT: "-", a file or ZeroMQ endpoints */
 	CMD_EOS = 1 << 2,      /* -e N: ZeroMQ inputs end after N eos frames */
-	CMD_BACKEND = 1 << 3,  /* --backend auto|cuda|cpu, -t THREADS */
+	CMD_BACKEND = 1 << 3,  /* --backend auto|cuda|cpu, -t THREADS, --tp N */
 	CMD_SAMPLING = 1 << 4, /* --temp, --top-k, --top-p, --min-p, --repeat-penalty, --seed */
 	CMD_ARENA = 1 << 5,    /* --arena-size SIZE */
 	CMD_FORCE = 1 << 6,    /* -f, --force: write frames to a terminal */
@@ -99,6 +99,7 @@ struct cmd_args {
 	int eos_count;              /* -e: 1 */
 	const char *backend;        /* --backend: "auto" */
 	int threads;                /* -t: 0, the backend's choice */
+	int tp;                     /* --tp: 0, the model whole (no tensor parallelism) */
 	struct fi_sample_params sp; /* sampling: fi_sample_defaults */
 	unsigned given;             /* FI_REQ_* bits (frame.h) of the sampling options given */
 	uint64_t arena_size;        /* --arena-size: 0, the arena's default */

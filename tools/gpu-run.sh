@@ -52,6 +52,13 @@
 #                 --quantize fp8, AWQ, a Q4_K_M-like GGUF) under fi-bench tg128 and pp2048,
 #                 ending with a table of tok/s, bytes per decode step and the share of
 #                 4.3 TB/s (FI_QBENCH: where the checkpoints go, default /tmp/qbench)
+#   tp            tensor parallelism (--tp, NCCL): tests/gpu/test_tp_gpu (fixtures, and the 8B
+#                 reference when parity8b made it: whole model vs TP=1 through NCCL, and TP=2/4
+#                 where that many GPUs exist), then fi-bench tg128 at batch 1 from config.json
+#                 alone (random weights on the device): the 8B shape at --tp 1 and, with 2 or
+#                 more GPUs, --tp 2 (issue 18 asks >= 1.4x TP=1); the 70B shape (80 layers,
+#                 8192, 64/8 heads, FFN 28672) at --tp 2 and 4 where they exist (>= 45 tok/s
+#                 asked at TP=2); a table last
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -364,6 +371,28 @@ print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens
 		done
 		echo "model	test	tok/s	GB/step	share of 4.3 TB/s"
 		cat "$out/quant-bench.txt"
+		;;
+	tp)
+		step "tensor parallelism: test_tp"
+		gpus=$(nvidia-smi -L | wc -l)
+		tpref=; [ -f $refs/llama3_8b/ref.json ] && tpref=$refs/llama3_8b
+		CK_FORK=no FI_HF_REFS=$tpref timeout 400 $t/test_tp_gpu | tee "$out/tp.log" || rc=1
+		mkdir -p /tmp/tpcfg/l8b /tmp/tpcfg/l70b
+		cfg() { # hidden layers heads kv ffn
+			printf '{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":%d,"num_hidden_layers":%d,"num_attention_heads":%d,"num_key_value_heads":%d,"intermediate_size":%d,"vocab_size":128256,"max_position_embeddings":8192,"rms_norm_eps":1e-5,"rope_theta":500000.0,"tie_word_embeddings":false,"torch_dtype":"bfloat16","bos_token_id":128000,"eos_token_id":128001}\n' "$@"
+		}
+		cfg 4096 32 32 8 14336 > /tmp/tpcfg/l8b/config.json
+		cfg 8192 80 64 8 28672 > /tmp/tpcfg/l70b/config.json
+		: > "$out/tp.md"
+		for run in l8b:1 l8b:2 l70b:2 l70b:4; do
+			m=${run%%:*} n=${run#*:}
+			[ "$n" -le "$gpus" ] || { echo "| $m | --tp $n | not run: $gpus GPU(s) |" >> "$out/tp.md"; continue; }
+			fi-bench -m /tmp/tpcfg/$m/config.json --load-format dummy --tp $n -r 3 -o json tg128 \
+				> "$out/tp-$m-$n.json" 2> "$out/tp-$m-$n.err" || { rc=1; tail -3 "$out/tp-$m-$n.err"; continue; }
+			echo "| $m | --tp $n | $(jq -r '.tests[0].tps_mean | floor' "$out/tp-$m-$n.json") tok/s |" >> "$out/tp.md"
+		done
+		echo "| model | tp | tg128, batch 1 |"
+		cat "$out/tp.md"
 		;;
 	*) echo "unknown stage $stage"; rc=2 ;;
 	esac

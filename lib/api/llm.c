@@ -9,6 +9,7 @@
 
 #include "base/log.h"
 #include "model/store.h"
+#include "model/tp.h"
 #include "text/chat.h"
 #include "text/tokenizer.h"
 
@@ -62,6 +63,7 @@ fi_err fi_backend_join(struct fi_backend_start *b, struct fi_backend **be, doubl
 }
 
 int fi_random_weights;
+int fi_tp_size;
 
 void fi_random_weights_notice(const char *prog, const char *model)
 {
@@ -101,7 +103,8 @@ fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
 		(*be)->random_seed = (*im)->random_seed;
 	}
 	if (!e)
-		e = fi_model_load(&(*im)->config, &(*im)->set, *be, m);
+		e = fi_tp_size ? fi_model_load_tp(&(*im)->config, &(*im)->set, *be, fi_tp_size, m)
+			       : fi_model_load(&(*im)->config, &(*im)->set, *be, m);
 	if (e) {
 		char msg[1024];
 		snprintf(msg, sizeof msg, "%s", fi_errmsg());

@@ -40,6 +40,9 @@ fi_err fi_open_backend_model(const char *backend, int threads, const char *arg,
  * config alone (a directory with config.json, or the file; fi_image_random), its weights drawn
  * by the backend where they live. A command sets this before opening the model. */
 extern int fi_random_weights;
+/* Tensor parallelism (--tp N): fi_open_backend_model loads the model cut N ways (model/tp.h),
+ * rank 0 on the backend it makes; 0 (the default): the model whole, no group. */
+extern int fi_tp_size;
 /* The line every command prints on standard error when the weights are random. */
 void fi_random_weights_notice(const char *prog, const char *model);
 

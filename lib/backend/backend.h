@@ -53,6 +53,10 @@ struct fi_kv_cache {
 	 * values, then [block_size, Hk] f32 scales, one per token and KV head (the row's
 	 * amax / 448), so blocks stay contiguous for copies and the arena. */
 	int fp8;
+	/* Tensor parallelism: the cache of rank shard_rank of shard_size holds that rank's KV
+	 * heads only (model/shard.h); 0, 0 or 0, 1: the whole model's. The KV arena's identity
+	 * includes it (kv/kvxfer.h). */
+	int shard_rank, shard_size;
 };
 
 /* Bytes of one block of one layer's K (or V) in a cache of activation dtype act. */

@@ -106,6 +106,7 @@ static void read_env(void)
 	if (s.fg_slices != 1 && s.fg_slices != 2 && s.fg_slices != 4 && s.fg_slices != 8)
 		s.fg_slices = 0;
 	str("FI_PF_BR", s.pf_br, sizeof s.pf_br);
+	s.nccl_nvls = is_1("NCCL_NVLS_ENABLE");
 	cur = s;
 }
 

@@ -49,6 +49,9 @@ struct fi_settings {
 	int dec_waves;     /* FI_DEC_WAVES: decode-attention CTAs per SM to aim for */
 	int fg_slices;     /* FI_FG_SLICES: K slices of the fused decode products (1, 2, 4, 8) */
 	char pf_br[16];    /* FI_PF_BR: the prefill-attention kernel (wg, wgl, 64, 128, ...) */
+	/* Tensor parallelism (--tp): NCCL_NVLS_ENABLE=1 lets NCCL use NVLink multicast; off
+	 * otherwise (the variable is set to 0 for NCCL before its communicators start). */
+	int nccl_nvls;
 };
 
 /* The settings, read from the environment at the first call. Never NULL. */

@@ -355,6 +355,8 @@ static fi_err copy_block(struct fi_kvcache *c, int32_t from, int32_t to)
 				e = be->ops->upload(be, base + (size_t)to * bytes, tmp, bytes);
 		}
 	free(tmp);
+	if (!e && c->mirror_copy)
+		e = c->mirror_copy(c->mirror_arg, from, to);
 	return e;
 }
 

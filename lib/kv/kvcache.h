@@ -65,6 +65,10 @@ struct fi_kvcache {
 	int32_t *table;        /* [table_cap] block ids by key (open addressing), -1 empty */
 	uint32_t table_mask;
 	uint64_t hits, n_pub_total, evictions;
+	/* Optional: called after a block is copied (copy-on-write of a forked sequence's
+	 * shared block), so that a tensor-parallel group copies it in every rank's cache. */
+	fi_err (*mirror_copy)(void *arg, int32_t from, int32_t to);
+	void *mirror_arg;
 };
 
 /* Allocates n_blocks blocks of block_size tokens for every layer on be. */

@@ -76,7 +76,8 @@ fi_err fi_kvx_id(const uint8_t model_fp[32], const struct fi_kv_cache *kv, enum 
 {
 	char fph[65];
 	const char *dn = fi_dtype_lname(dt);
-	uint8_t geo[16], md[32];
+	uint8_t geo[16], md[32], shard[8];
+	int sharded = kv->shard_size > 1;
 	unsigned len = 0;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	int ok;
@@ -85,9 +86,13 @@ fi_err fi_kvx_id(const uint8_t model_fp[32], const struct fi_kv_cache *kv, enum 
 	put32(geo + 4, (uint32_t)kv->n_layers);
 	put32(geo + 8, (uint32_t)kv->n_kv_heads);
 	put32(geo + 12, (uint32_t)kv->head_dim);
+	put32(shard, (uint32_t)kv->shard_rank);
+	put32(shard + 4, (uint32_t)kv->shard_size);
 	ok = ctx && dn && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
 	     EVP_DigestUpdate(ctx, "fi-kvx-1", 8) == 1 && EVP_DigestUpdate(ctx, fph, 64) == 1 &&
 	     EVP_DigestUpdate(ctx, dn, strlen(dn)) == 1 && EVP_DigestUpdate(ctx, geo, 16) == 1 &&
+	     (!sharded || EVP_DigestUpdate(ctx, "shard", 5) == 1) &&
+	     (!sharded || EVP_DigestUpdate(ctx, shard, 8) == 1) &&
 	     EVP_DigestFinal_ex(ctx, md, &len) == 1 && len == 32;
 	EVP_MD_CTX_free(ctx);
 	if (!ok)
@@ -106,6 +111,12 @@ fi_err fi_kvx_open(struct fi_kvx **out, struct fi_kvcache *c, const uint8_t mode
 	*out = NULL;
 	if (!c)
 		return fi_fail(FI_ESTATE, "kv arena: the model has no kv cache yet");
+	/* Each rank holds some heads of every block: one rank's copies alone would publish (or
+	 * restore) part of the KV. Until every rank moves its part in step, a group keeps its
+	 * KV to itself. */
+	if (c->kv.shard_size > 1)
+		return fi_fail(FI_EUNSUPPORTED, "kv arena: not with tensor parallelism (--tp %d) yet",
+			       c->kv.shard_size);
 	if (!(x = calloc(1, sizeof *x)))
 		return fi_fail(FI_ENOMEM, "kv arena: out of memory");
 	x->c = c;

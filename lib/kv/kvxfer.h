@@ -5,7 +5,9 @@
  * the backend (f32 on the CPU, bf16 on CUDA) and on the block size. So the arena of a model is
  * named by its KV id, the lowercase hex of
  *   SHA-256("fi-kvx-1" || model fingerprint (64 hex chars) || KV dtype name ("f32", "bf16") ||
- *           block_tokens, n_layers, n_kv_heads, head_dim (each little-endian uint32))
+ *           block_tokens, n_layers, n_kv_heads, head_dim (each little-endian uint32)
+ *           [|| "shard" || rank, size (little-endian uint32), for a tensor-parallel rank's
+ *           cache of size > 1, which holds only its heads: ranks never share keys])
  * The KV id is the arena's "fingerprint" (its file is $FI_HOME/kv/<KV id>.kv), the root of its
  * block-key chains, and the "arena" of a frame's kv reference. A process computing in another
  * dtype or block size derives another id and never reads these blocks as its own.

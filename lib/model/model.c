@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "arch.h"
+#include "backend/comm.h"
+#include "tp.h"
 #include "base/log.h"
 #include "names.h"
 #include "safetensors.h"
@@ -210,8 +212,12 @@ void fi_model_close(struct fi_model *m)
 {
 	if (!m)
 		return;
+	fi_tp_close(m->tp); /* the other ranks, each closed in its own thread */
 	fi_kvcache_destroy(m->cache);
 	free_scratch(m);
+	if (m->head.p)
+		m->be->ops->weight_free(m->be, &m->head);
+	fi_comm_destroy(m->comm);
 	fi_arch_free(m); /* model families */
 	if (m->l)
 		free_weights(m);
@@ -313,8 +319,13 @@ fi_err fi_model_cache_init(struct fi_model *m, int n_blocks, int block_size)
 		int len = m->c.max_pos > 0 && m->c.max_pos < 4096 ? m->c.max_pos : 4096;
 		n_blocks = 4 * ((len + block_size - 1) / block_size);
 	}
-	return fi_kvcache_create_fp8(m->be, m->c.n_layers, m->c.n_kv_heads, m->c.head_dim,
-				     n_blocks, block_size, m->kv_fp8, &m->cache);
+	fi_err e = fi_kvcache_create_fp8(m->be, m->c.n_layers, m->c.n_kv_heads, m->c.head_dim,
+					 n_blocks, block_size, m->kv_fp8, &m->cache);
+	if (!e && m->tp && (e = fi_tp_cache_init(m->tp, n_blocks, block_size))) {
+		fi_kvcache_destroy(m->cache);
+		m->cache = NULL;
+	}
+	return e;
 }
 
 fi_err fi_model_set_kv_dtype(struct fi_model *m, enum fi_dtype dt)
@@ -481,6 +492,8 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 		}
 		OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, ab));
 		OK(op->matmul(be, s->y, s->att, &L->o, NULL, T));
+		/* tensor parallelism: each rank's o product covers its heads only */
+		OK(fi_comm_all_reduce(m->comm, s->y, (size_t)T * D, be->act));
 		/* MLP block: x += attn; xb = norm(x) */
 		OK(op->rmsnorm(be, s->xb, s->x, s->y, &L->ffn_norm, T, D, eps));
 		if (op->matmul_glu) {
@@ -497,6 +510,7 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 			OK(op->silu_mul(be, s->h, s->gate, s->up, T, c->ffn));
 		}
 		OK(op->matmul(be, s->y, s->h, &L->down, NULL, T));
+		OK(fi_comm_all_reduce(m->comm, s->y, (size_t)T * D, be->act)); /* its F/n columns */
 	}
 	OK(op->rmsnorm(be, s->xb, s->x, s->y, &m->out_norm, T, D, eps));
 #undef OK
@@ -508,7 +522,9 @@ fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int3
 {
 	struct fi_backend *be = m->be;
 	const struct fi_config *c = &m->c;
-	const struct fi_weight *head = c->tie_embeddings ? &m->tok_embd : &m->output;
+	const struct fi_weight *head = m->vocab_n ? &m->head
+				       : c->tie_embeddings ? &m->tok_embd : &m->output;
+	int V = m->vocab_n ? m->vocab_n : c->vocab; /* a rank's shard of the vocabulary */
 	const void *rows = m->s.xb;
 	fi_err e;
 	if ((e = run_layers(m, T, tok_d, pos_d, ab)) || !n)
@@ -522,9 +538,9 @@ fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int3
 		return e;
 	/* model families: final logit soft-capping (Gemma 2), before argmax and sampling */
 	if (c->final_softcap > 0 &&
-	    (e = be->ops->softcap(be, m->s.logits, (int64_t)n * c->vocab, c->final_softcap)))
+	    (e = be->ops->softcap(be, m->s.logits, (int64_t)n * V, c->final_softcap)))
 		return e;
-	if (argmax && (e = be->ops->argmax(be, m->s.am, m->s.logits, n, c->vocab)))
+	if (argmax && (e = be->ops->argmax(be, m->s.am, m->s.logits, n, V)))
 		return e;
 	return FI_OK;
 }

@@ -88,7 +88,24 @@ struct fi_model {
 	int32_t *h_ints;
 	size_t h_ints_cap;
 	struct step st;
+	/* Tensor parallelism (tp.h): this rank's communicator (all-reduces after the o and down
+	 * projections; NULL without a group), its LM-head rows [vocab_lo, vocab_lo + vocab_n)
+	 * in head (vocab_n 0: the whole head), and on rank 0 the group. */
+	struct fi_comm *comm;
+	struct fi_weight head;
+	int vocab_lo, vocab_n;
+	struct fi_tp *tp;
 };
+
+/* The eager part of a step (model_step.c), as rank 0 computes it and every rank of a group
+ * runs it: the host staging h[need] (tok, pos, seq, slot, idx [T each], seq_len [S], block
+ * table [S, maxb]) uploaded, then the body. */
+struct step_args {
+	const int32_t *h;
+	size_t need;
+	int T, S, maxb, max_len, n_dec, identity, n_out, argmax;
+};
+fi_err fi_model_step_body(struct fi_model *m, const struct step_args *a);
 
 /* Makes the activations hold T tokens, the ints n_ints values and the head rows rows. A
  * buffer that moves changes the graph generation (graphs point at the old one). */

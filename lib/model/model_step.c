@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "model_int.h"
+#include "tp.h"
 
 int fi_batch_n_logits(const struct fi_batch *b)
 {
@@ -36,7 +37,8 @@ fi_err fi_model_reserve_scratch(struct fi_model *m, int T, int rows)
 {
 	if (T <= 0 || rows < 0)
 		return fi_fail(FI_EINVAL, "model: scratch for %d tokens, %d rows", T, rows);
-	return fi_model_scratch(m, T, 6 * (size_t)T, rows);
+	fi_err e = fi_model_scratch(m, T, 6 * (size_t)T, rows);
+	return !e && m->tp ? fi_tp_reserve_scratch(m->tp, T, rows) : e;
 }
 
 void fi_model_step_free(struct fi_model *m)
@@ -206,7 +208,7 @@ fi_err fi_model_launch(struct fi_model *m, const struct fi_batch *b, unsigned ou
 	for (int i = 0; i < n_out && identity; i++)
 		identity = idx[i] == i;
 	/* A decode step: one token per sequence, every row wanted. */
-	if (identity && S == T && T <= GRAPH_MAX && fi_model_graphs_usable(m) &&
+	if (identity && S == T && T <= GRAPH_MAX && !m->tp && fi_model_graphs_usable(m) &&
 	    (e = fi_model_graph_step(m, T, st->sid, st->old, &used)))
 		goto fail;
 	if (!used) {
@@ -217,27 +219,15 @@ fi_err fi_model_launch(struct fi_model *m, const struct fi_batch *b, unsigned ou
 			for (int j = 0; j < maxb; j++)
 				btab[(size_t)k * maxb + j] = j < nb ? bl[j] : -1;
 		}
-		if ((e = fi_model_scratch(m, T, need, n_out)) ||
-		    (e = be->ops->upload(be, m->s.ints, h, need * sizeof(int32_t))))
+		struct step_args a = {h, need, T, S, maxb, max_len, n_dec, identity, n_out,
+				      st->dev_argmax};
+		/* a group: the step broadcast to every rank, each running its shard (tp.h) */
+		if ((e = m->tp ? fi_tp_step(m->tp, &a) : fi_model_step_body(m, &a)))
 			goto fail;
-		int32_t *d = m->s.ints;
-		struct fi_attn_batch ab = {
-			.n_tokens = T,
-			.n_seqs = S,
-			.max_blocks = maxb,
-			.tok_seq_d = d + 2 * T,
-			.tok_pos_d = d + T,
-			.slot_d = d + 3 * T,
-			.seq_len_d = d + 5 * T,
-			.block_table_d = d + 5 * T + S,
-			.max_seq_len = max_len,
-			.sliding_window = c->sliding_window,
-			.scale = fi_attn_scale(c),
-			.n_decode = n_dec,
-		};
-		if ((e = fi_model_body(m, T, d, d + T, &ab, identity ? NULL : d + 4 * T, n_out,
-				       st->dev_argmax)))
-			goto fail;
+	}
+	if (m->tp) { /* the shards' rows are merged at collect (tp.h) */
+		st->on = 1;
+		return FI_OK;
 	}
 	if ((out & FI_STEP_SAMPLE) && n_out && (e = fi_model_sample_launch(m, n_out, io)))
 		goto fail;
@@ -246,6 +236,33 @@ fi_err fi_model_launch(struct fi_model *m, const struct fi_batch *b, unsigned ou
 fail:
 	rollback(m);
 	return e;
+}
+
+fi_err fi_model_step_body(struct fi_model *m, const struct step_args *a)
+{
+	struct fi_backend *be = m->be;
+	int T = a->T, S = a->S;
+	fi_err e;
+	if ((e = fi_model_scratch(m, T, a->need, a->n_out)) ||
+	    (e = be->ops->upload(be, m->s.ints, a->h, a->need * sizeof(int32_t))))
+		return e;
+	int32_t *d = m->s.ints;
+	struct fi_attn_batch ab = {
+		.n_tokens = T,
+		.n_seqs = S,
+		.max_blocks = a->maxb,
+		.tok_seq_d = d + 2 * T,
+		.tok_pos_d = d + T,
+		.slot_d = d + 3 * T,
+		.seq_len_d = d + 5 * T,
+		.block_table_d = d + 5 * T + S,
+		.max_seq_len = a->max_len,
+		.sliding_window = m->c.sliding_window,
+		.scale = fi_attn_scale(&m->c),
+		.n_decode = a->n_dec,
+	};
+	return fi_model_body(m, T, d, d + T, &ab, a->identity ? NULL : d + 4 * T, a->n_out,
+			     a->argmax);
 }
 
 static int32_t host_argmax(const float *x, int V)
@@ -274,7 +291,9 @@ fi_err fi_model_collect(struct fi_model *m, float *logits, int32_t *tokens, int 
 		return FI_OK;
 	}
 	/* Only what the caller asked for crosses to the host. */
-	if (!n_out) {
+	if (m->tp) {
+		e = fi_tp_collect(m->tp, st->out, st->io, n_out, logits, tokens);
+	} else if (!n_out) {
 		e = be->ops->sync(be);
 	} else if (st->out & FI_STEP_SAMPLE) {
 		e = fi_model_sample_collect(m, n_out, st->io);

@@ -348,8 +348,8 @@ fi-bench -m tiny serve --rate x 2> err; grep -q "^fi-bench: invalid value 'x' fo
 fi-bench -m tiny serve --workload fixed:0:4 2> err
 grep -q "^fi-bench: --workload 'fixed:0:4': fixed:IN:OUT takes two lengths of at least 1$" err || fail "workload message"
 fi-bench serve -h > h1 && fi-bench -h > h2 && cmp -s h1 h2 || fail "serve -h: the whole usage"
-grep -q '^       fi-bench -m MODEL \[--backend auto|cuda|cpu\] \[-t THREADS\] \[-o md|csv|json\]$' h1 &&
-	grep -q '^                serve \[--requests N\]' h1 || fail "-h: the serve form"
+grep -q '^       fi-bench -m MODEL \[--backend auto|cuda|cpu\] \[-t THREADS\] \[--tp N\]$' h1 &&
+	grep -q '^                \[-o md|csv|json\] serve \[--requests N\]' h1 || fail "-h: the serve form"
 # a model named "serve" is a micro run of that model
 fi-bench -m serve --backend cpu pp8 2> err; [ $? = 1 ] || fail "-m serve"
 grep -q "^fi-bench: model 'serve' not found" err || fail "-m serve: $(cat err)"

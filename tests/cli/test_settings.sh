@@ -11,11 +11,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 grep -rn 'getenv *(' "$root/lib" "$root/kernels" | grep -v '^[^:]*lib/base/settings.c:' > "$work/stray"
 [ ! -s "$work/stray" ] || fail "getenv outside lib/base/settings.c: $(cat "$work/stray")"
-sed -n 's/.*"\(FI_[A-Z0-9_]*\|TMPDIR\)".*/\1/p' "$root/lib/base/settings.c" | sort -u > "$work/read"
+sed -n 's/.*"\(FI_[A-Z0-9_]*\|NCCL_[A-Z0-9_]*\|TMPDIR\)".*/\1/p' "$root/lib/base/settings.c" | sort -u > "$work/read"
 [ "$(wc -l < "$work/read")" -ge 20 ] || fail "settings.c reads only: $(cat "$work/read")"
 mandoc -Tascii -Owidth=200 "$root/man/man7/fi.7" | col -bx |
 	sed -n '/^ENVIRONMENT/,/^FILES/p' > "$work/env"
-grep -E '^ {5}[A-Z]' "$work/env" | tr ', ' '\n\n' | grep -E '^(FI_|TMPDIR)' | sort -u > "$work/doc"
+grep -E '^ {5}[A-Z]' "$work/env" | tr ', ' '\n\n' | grep -E '^(FI_|NCCL_|TMPDIR)' | sort -u > "$work/doc"
 comm -23 "$work/read" "$work/doc" > "$work/undoc"
 [ ! -s "$work/undoc" ] || fail "read but not in fi(7): $(cat "$work/undoc")"
 comm -13 "$work/read" "$work/doc" > "$work/unread"
