@@ -543,4 +543,26 @@ void fi_sched_stats(const struct fi_sched *s, struct fi_sched_stats *st)
 	st->kv_block_size = ks.block_size;
 	st->kv_available = ks.free_blocks + ks.idle_blocks;
 	st->kv_cached = ks.cached_blocks;
+	st->queued_tokens = st->running_tokens = 0;
+	for (const struct sreq *q = s->waiting.head; q; q = q->next)
+		st->queued_tokens += q->n_prompt + q->n_gen;
+	for (const struct sreq *q = s->preempted.head; q; q = q->next)
+		st->queued_tokens += q->n_prompt + q->n_gen;
+	for (int i = 0; i < s->n_run; i++)
+		st->running_tokens += s->run[i]->n_prompt + s->run[i]->n_gen;
+}
+
+const char *fi_sched_kv_root(const struct fi_sched *s)
+{
+	return s->kv_id;
+}
+
+fi_err fi_prefix_block_keys(const char *root, const uint32_t *tokens, size_t n,
+			    uint32_t block_tokens, fi_arena_key *keys)
+{
+	if (!block_tokens)
+		return fi_fail(FI_EINVAL, "block keys: block_tokens is 0");
+	if (n < block_tokens)
+		return FI_OK;
+	return fi_arena_chain_keys(root, tokens, n - n % block_tokens, block_tokens, keys);
 }

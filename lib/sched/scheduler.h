@@ -238,8 +238,23 @@ struct fi_sched_stats {
 	int max_running;          /* the most requests in one step */
 	int kv_blocks, kv_block_size, kv_available; /* the pool: blocks, tokens each, free + idle */
 	int kv_cached;            /* blocks in the prefix cache (in use or idle) */
+	uint64_t prefix_lookups;  /* full prompt blocks looked up at first admissions */
+	uint64_t prefix_hits;     /* of them, found in the prefix cache */
+	uint64_t queued_tokens;   /* now: tokens of waiting and preempted requests */
+	uint64_t running_tokens;  /* now: tokens (prompt and generated) of running requests */
 };
 void fi_sched_stats(const struct fi_sched *s, struct fi_sched_stats *st);
+
+/* ---- block keys (fi-kv-events(5)) ---- */
+
+/* The root of this scheduler's block-key chains: 64 hex digits, the SHA-256 of the model
+ * image's fingerprint, the KV dtype and geometry (fi_kvx_id). */
+const char *fi_sched_kv_root(const struct fi_sched *s);
+/* The keys of the full blocks of tokens[0..n): key i = SHA-256 over the root, key i-1 (none
+ * for the first) and block i's token ids (fi_arena_chain_keys), exactly the keys the
+ * scheduler's prefix cache and the KV arena use. keys holds n / block_tokens entries. */
+fi_err fi_prefix_block_keys(const char *root, const uint32_t *tokens, size_t n,
+			    uint32_t block_tokens, fi_arena_key *keys);
 
 /* ---- the KV pool: how big (sched_size.c) ---- */
 
