@@ -41,6 +41,8 @@ struct fi_stream {
 	uint8_t to[FI_STREAM_PEER_MAX];   /* reply: where writes go */
 	size_t to_len;
 	int connecting, sent;  /* a socket that connects; a send got through */
+	char *ipc_files[FI_STREAM_MAX_EP]; /* ipc paths bound: removed at close */
+	int n_ipc;
 	double t_open;
 };
 

@@ -323,6 +323,9 @@ static fi_err attach(struct fi_stream *s, void *sock, const char *ep, int bind)
 	if ((bind ? zmq_bind(sock, addr) : zmq_connect(sock, addr)) < 0)
 		return fi_fail(FI_EIO, "cannot %s '%s': %s", bind ? "bind" : "connect to", addr,
 			       zmq_strerror(errno));
+	/* libzmq leaves the socket file behind; a later client would connect to it and wait */
+	if (bind && !strncmp(ep, "ipc://", 6) && s->n_ipc < FI_STREAM_MAX_EP)
+		s->ipc_files[s->n_ipc++] = strdup(ep + 6);
 	return FI_OK;
 }
 
@@ -422,6 +425,13 @@ void fi_stream_zmq_close(struct fi_stream *s)
 	}
 	s->nsock = 0;
 	ctx_put(s->ctx, s->shared_ctx);
+	for (int i = 0; i < s->n_ipc; i++) {
+		struct stat st;
+		if (s->ipc_files[i] && !lstat(s->ipc_files[i], &st) && S_ISSOCK(st.st_mode))
+			unlink(s->ipc_files[i]);
+		free(s->ipc_files[i]);
+	}
+	s->n_ipc = 0;
 	s->ctx = NULL;
 	if (s->zone_ok)
 		msgpack_zone_destroy(&s->zone);
