@@ -25,6 +25,7 @@
 #include "serve/req_frame.h"
 #include "text/tok_ident.h"
 #include "worker.h"
+#include "frame/kv_events.h"
 
 
 struct opts {
@@ -36,6 +37,7 @@ struct opts {
 	struct opt_kv_size kvsize; /* --kv-size */
 	struct fi_kv_sizing kv;   /* --gpu-mem, --kv-size, --max-batch, --max-step-tokens */
 	const char *router, *name; /* --router, --name */
+	const char *kv_events, *kv_replay; /* --kv-events, --kv-events-replay */
 	enum worker_mode mode;
 };
 
@@ -61,7 +63,37 @@ struct engine {
 	struct worker W;        /* the streams: pipes, clients, or fi-route (worker.h) */
 	struct fi_req_echo *clients; /* the clients' requests held (WORKER_CLIENTS) */
 	uint64_t n_dropped;     /* requests of clients gone */
+	struct fi_kv_pub *kvp;  /* --kv-events */
 };
+
+/* The prefix cache's changes into the batch of KV events (sent after each step). */
+static void on_kv_event(void *user, const struct fi_kv_event *ev)
+{
+	struct engine *E = user;
+	switch (ev->type) {
+	case FI_KV_EV_STORED:
+		fi_kv_pub_stored(E->kvp, ev->keys[0].b, ev->n, ev->parent ? ev->parent->b : NULL,
+				 ev->tokens, ev->block_tokens);
+		break;
+	case FI_KV_EV_REMOVED:
+		for (int i = 0; i < ev->n; i++)
+			fi_kv_pub_removed(E->kvp, ev->keys[i].b);
+		break;
+	case FI_KV_EV_CLEARED:
+		fi_kv_pub_cleared(E->kvp);
+		break;
+	}
+}
+
+static fi_err kv_events_send(struct engine *E)
+{
+	fi_err e;
+	if (!E->kvp)
+		return FI_OK;
+	if ((e = fi_kv_pub_flush(E->kvp)))
+		return e;
+	return fi_kv_pub_poll(E->kvp);
+}
 
 static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
 {
@@ -372,7 +404,8 @@ static fi_err send_hello(struct engine *E, const struct opts *o)
 	fi_sched_stats(E->s, &st);
 	return worker_hello(&E->W, "decode", o->a.model, E->im->fingerprint, root,
 			    (uint32_t)st.kv_block_size, (uint64_t)st.kv_blocks,
-			    (uint32_t)(o->kv.max_batch ? o->kv.max_batch : FI_SCHED_MAX_BATCH), NULL);
+			    (uint32_t)(o->kv.max_batch ? o->kv.max_batch : FI_SCHED_MAX_BATCH),
+			    E->kvp ? fi_kv_pub_endpoint(E->kvp) : NULL);
 }
 
 static int run_frames(struct engine *E, const struct opts *o)
@@ -381,6 +414,8 @@ static int run_frames(struct engine *E, const struct opts *o)
 	struct fi_stream *in = NULL;
 	fi_err e = FI_OK;
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
+	if (E->kvp)
+		E->W.wake_ms = 100; /* replay requests are answered while idle too */
 	if ((e = worker_open(&E->W, o->mode, &o->a, o->router, o->name)))
 		goto out;
 	in = E->W.in;
@@ -412,7 +447,7 @@ static int run_frames(struct engine *E, const struct opts *o)
 			break;
 		}
 		if ((e = fi_sched_step(E->s)) || (e = fi_stream_flush(E->out)) ||
-		    (e = sweep_gone(E)) || (e = send_load(E)))
+		    (e = sweep_gone(E)) || (e = send_load(E)) || (e = kv_events_send(E)))
 			break;
 		live_line(E, 0);
 	}
@@ -424,6 +459,11 @@ out:
 		report(E);
 	fi_sched_destroy(E->s);
 	E->s = NULL;
+	if (E->kvp) {
+		kv_events_send(E);
+		fi_kv_pub_close(E->kvp);
+		E->kvp = NULL;
+	}
 	while (E->clients) { /* dropped with the scheduler, without events */
 		struct fi_req_echo *c = E->clients;
 		E->clients = c->next;
@@ -524,7 +564,7 @@ static int run_one(struct engine *E, const struct opts *o)
 
 enum {
 	O_TOKENS = OPT_LONG, O_PROMPT, O_CHUNK, O_STOP, O_PREFIX_CACHE, O_LOAD_FORMAT, O_IGNORE_EOS,
-	O_KV_DTYPE, O_ROUTER, O_NAME,
+	O_KV_DTYPE, O_ROUTER, O_NAME, O_KV_EVENTS, O_KV_REPLAY,
 	O_GPU_MEM, O_KV_SIZE, O_MAX_BATCH, O_MAX_STEP,
 };
 
@@ -548,12 +588,14 @@ int main(int argc, char **argv)
 		{O_MAX_STEP, "max-step-tokens", "N", OPT_INT, 1, 1 << 24, &o.kv.max_step_tokens},
 		{O_ROUTER, "router", "ENDPOINT", OPT_STR, 0, 0, &o.router},
 		{O_NAME, "name", "NAME", OPT_STR, 0, 0, &o.name},
+		{O_KV_EVENTS, "kv-events", "ENDPOINT", OPT_STR, 0, 0, &o.kv_events},
+		{O_KV_REPLAY, "kv-events-replay", "ENDPOINT", OPT_STR, 0, 0, &o.kv_replay},
 		{0},
 	};
 	static const char *const usage[] = {
 		"-m [-n] @sampling [--ignore-eos] [--backend] [--gpu-mem] [--kv-size] [--max-batch]"
 		" [--max-step-tokens] [--prefix-cache] [--arena-size] [--kv-dtype] [--prefill-chunk] [-t]"
-		" [-i] [-o] [--router] [--name]"
+		" [-i] [-o] [--router] [--name] [--kv-events] [--kv-events-replay]"
 		" [-e] [--stop] [--tokens | --prompt] [--load-format] [-f] [-v]",
 		NULL,
 	};
@@ -575,6 +617,10 @@ int main(int argc, char **argv)
 		usage_error("--router and --name serve frames, not --tokens or --prompt");
 	if (o.name && !o.router)
 		usage_error("--name names a worker registered with --router");
+	if ((o.kv_events || o.kv_replay) && (o.tokens || o.prompt))
+		usage_error("--kv-events is for a worker serving frames");
+	if (o.kv_replay && !o.kv_events)
+		usage_error("--kv-events-replay needs --kv-events");
 	o.mode = worker_mode(&o.a, o.router);
 	o.kv.kv_bytes = o.kvsize.bytes;
 	o.kv.kv_tokens = o.kvsize.tokens;
@@ -607,6 +653,15 @@ int main(int argc, char **argv)
 	so.prefix_cache = o.prefix_cache;
 	so.arena_size = o.a.arena_size;
 	so.cb = fi_serve_event;
+	if (o.kv_events) {
+		if (fi_kv_pub_open(&E.kvp, o.kv_events, o.kv_replay, "kv-events",
+				   strncmp(be->device, "cpu", 3) ? "GPU" : "CPU")) {
+			rc = cmd_error(NULL);
+			goto out;
+		}
+		so.kv_cb = on_kv_event;
+		so.kv_user = &E;
+	}
 	sv.tok = E.tok;
 	sv.cb = o.tokens || o.prompt ? on_token_event : on_event;
 	sv.cb_user = &E;
@@ -629,6 +684,7 @@ int main(int argc, char **argv)
 	rc = o.tokens || o.prompt ? run_one(&E, &o) : run_frames(&E, &o);
 out:
 	fi_sched_destroy(E.s);
+	fi_kv_pub_close(E.kvp);
 	fi_serve_free(E.serve);
 	fi_tok_free(E.tok);
 	fi_model_close(E.m);

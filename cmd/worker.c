@@ -40,6 +40,8 @@ fi_err worker_open(struct worker *w, enum worker_mode mode, const struct cmd_arg
 	w->mode = mode;
 	fi_stream_opts_default(&so);
 	so.eos_count = a->eos_count;
+	if (w->wake_ms > 0)
+		so.idle_ms = w->wake_ms;
 	if (mode == WORKER_STREAMS) {
 		if ((e = fi_stream_open(&w->in, a->in, FI_STREAM_IN, &so)))
 			return e;
@@ -52,6 +54,8 @@ fi_err worker_open(struct worker *w, enum worker_mode mode, const struct cmd_arg
 	/* Registered: wake every 100 ms for the load frame even when idle. */
 	if (mode == WORKER_ROUTER)
 		so.idle_ms = 100;
+	else if (w->wake_ms > 0)
+		so.idle_ms = w->wake_ms;
 	if (name) {
 		snprintf(w->name, sizeof w->name, "%s", name);
 	} else {

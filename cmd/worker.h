@@ -29,6 +29,7 @@ struct worker_load {
 struct worker {
 	enum worker_mode mode;
 	struct fi_stream *in, *out;
+	int wake_ms;         /* set before worker_open: the longest idle wait (0: forever) */
 	/* WORKER_CLIENTS: clients whose reply failed since the last sweep */
 	struct {
 		uint8_t id[FI_STREAM_PEER_MAX];

@@ -110,6 +110,14 @@ static void htab_del(struct fi_sched *s, struct sreq *q)
 
 /* ---- create, destroy ---- */
 
+/* The KV cache's removals, as events (opts.kv_cb). */
+static void kv_removed(void *user, const fi_arena_key *key)
+{
+	struct fi_sched *s = user;
+	struct fi_kv_event ev = {.type = FI_KV_EV_REMOVED, .keys = key, .n = 1};
+	s->o.kv_cb(s->o.kv_user, &ev);
+}
+
 fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct fi_sched **out)
 {
 	struct fi_sched *s;
@@ -157,6 +165,13 @@ fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct
 		fi_sched_destroy(s);
 		return e;
 	}
+	if (s->o.kv_cb) {
+		/* the cache is new: consumers forget what they knew of this worker */
+		struct fi_kv_event ev = {.type = FI_KV_EV_CLEARED};
+		s->kc->on_remove = kv_removed;
+		s->kc->on_remove_user = s;
+		s->o.kv_cb(s->o.kv_user, &ev);
+	}
 	*out = s;
 	return FI_OK;
 }
@@ -178,6 +193,8 @@ void fi_sched_destroy(struct fi_sched *s)
 	struct sreq *q;
 	if (!s)
 		return;
+	if (s->kc && s->kc->on_remove_user == s)
+		s->kc->on_remove = NULL, s->kc->on_remove_user = NULL;
 	if (s->inflight) { /* its results are not wanted */
 		fi_model_collect(s->m, s->logits, s->rtok, NULL);
 		s->inflight = 0;
