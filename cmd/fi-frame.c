@@ -350,7 +350,7 @@ static int take_opt(void *user, int key, const char *value)
 	struct opts *o = user;
 	if (!parse_types(value, &o->types))
 		return 0;
-	cmd_error("invalid value '%s' for -t (request, token, done, error, cancel, eos)", value);
+	cmd_error("invalid value '%s' for -t (request, token, done, error, cancel, eos, hello, load, bye)", value);
 	return EXIT_USAGE;
 }
 

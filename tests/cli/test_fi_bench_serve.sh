@@ -369,9 +369,10 @@ fi-bench -m tiny --backend cpu serve --requests 16 --rate 40 --prefix-cache \
 	--workload prefix:256:1:fixed:16:8 --ignore-eos > ex4 || fail "example 4a"
 fi-bench -m tiny --backend cpu serve --requests 16 --rate 40 --prefix-cache \
 	--workload prefix:256:16:fixed:16:8 --ignore-eos >> ex4 || fail "example 4b"
-fi-decode -m tiny -i "ipc://$work/fi-bench-w0" -o - |
-	fi-bench -m tiny serve -e "ipc://$work/fi-bench-w0" --requests 20 --workload fixed:32:16 > ex5 ||
+fi-decode -m tiny -e 1 -i "ipc://$work/fi-bench-w0" 2> /dev/null & wp=$!
+fi-bench -m tiny serve --endpoint "ipc://$work/fi-bench-w0" --requests 20 --workload fixed:32:16 > ex5 ||
 	fail "example 5"
+wait $wp || fail "example 5: the worker did not end after the eos: exit $?"
 grep -q '| tiny | zeromq | fixed:32:16 | 20 | inf | - | 20 | 0 |' ex5 || fail "example 5 row"
 printf '%s\n' '{"prompt": "def add(a, b):", "max_tokens": 8}' \
 	'{"tokens": [10, 20, 30], "max_tokens": 4}' > prompts.jsonl
