@@ -152,6 +152,7 @@ fi_err worker_load(struct worker *w, const struct worker_load *ld)
 {
 	double now = fi_now(), since;
 	struct fi_frame f;
+	fi_err e;
 	if (w->mode != WORKER_ROUTER)
 		return FI_OK;
 	since = (now - w->t_load) * 1000;
@@ -164,5 +165,8 @@ fi_err worker_load(struct worker *w, const struct worker_load *ld)
 	w->last = *ld;
 	w->have_last = 1;
 	w->t_load = now;
-	return fi_stream_write(w->out, &f);
+	/* Never waited for: with the router away (restarting) the worker goes on serving, and
+	 * the silence is what the router sees. */
+	e = fi_stream_write_timeout(w->out, &f, 0);
+	return e == FI_EFULL ? FI_OK : e;
 }
