@@ -124,6 +124,9 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HOBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)
 	$(CC) -o $@ $< $(UNIT_HOBJ) $(BUILD)/libfi.a $(LDFLAGS) $(CHECK_LIBS) $(LDLIBS)
 
+# runs the commands built beside it
+$(BUILD)/tests/test_worker_router: | $(BUILD)/bin/fi-decode
+
 $(BUILD)/tests/gpu/%: $(BUILD)/obj/tests/gpu/%.o $(UNIT_HOBJ) $(BUILD)/libfi.a
 	@mkdir -p $(@D)
 	$(CC) -o $@ $< $(UNIT_HOBJ) $(BUILD)/libfi.a $(LDFLAGS) $(CHECK_LIBS) $(LDLIBS)

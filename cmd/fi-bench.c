@@ -206,7 +206,7 @@ static double since_exec(void)
 enum {
 	O_REQUESTS = OPT_LONG, O_LOAD_FORMAT, O_KV_DTYPE, O_WORKLOAD, O_RATE, O_BURST, O_CONC, O_SEED, O_IGNORE_EOS, O_TEMP,
 	O_SLO_TTFT, O_SLO_TPOT, O_WARMUP, O_PLOT, O_SAVE, O_TIMEOUT, O_MAX_BATCH, O_KV_SIZE,
-	O_CHUNK, O_PREFIX_CACHE, O_DRY_RUN,
+	O_CHUNK, O_PREFIX_CACHE, O_DRY_RUN, O_ENDPOINT,
 };
 
 /* Values that are not one kind: --requests (a long), --workload, --rate R|inf, --kv-size
@@ -294,15 +294,15 @@ static int serve_main(struct bench_opts *o, const struct cmd_args *a, const char
 	if (o->endpoint) {
 		for (size_t i = 0; i < sizeof engine / sizeof *engine; i++)
 			if (cmd_given(engine[i].key))
-				usage_error("%s sets up the in-process engine; with -e the worker has "
-					    "its own", engine[i].name);
+				usage_error("%s sets up the in-process engine; with -e or --endpoint "
+					    "the worker has its own", engine[i].name);
 		if (strcmp(a->backend, "auto"))
-			usage_error("--backend sets up the in-process engine; with -e the worker has "
-				    "its own");
+			usage_error("--backend sets up the in-process engine; with -e or --endpoint "
+				    "the worker has its own");
 		if (!strcmp(o->endpoint, "-") || !strstr(o->endpoint, "://"))
 			usage_error("-e takes a ZeroMQ endpoint (ipc://PATH, tcp://HOST:PORT), not "
 				    "'%s'", o->endpoint);
-		if (!strcmp(o->in, "-") && isatty(0) && !o->dry_run)
+		if (!o->dealer && !strcmp(o->in, "-") && isatty(0) && !o->dry_run)
 			usage_error("the replies come from standard input, a terminal: pipe the "
 				    "worker's output in (fi-decode -i %s | fi-bench ...) or give -i "
 				    "ENDPOINT", o->endpoint);
@@ -316,6 +316,7 @@ int main(int argc, char **argv)
 {
 	const char *fmt = "md", *load_format = "auto", *kv_dtype = "auto";
 	int reps = 5, batch = 1, ubatch = 2048;
+	const char *dealer_ep = NULL;
 	struct bench_opts so = {.rate = INFINITY, .burstiness = 1, .warmup = 1, .slo_ttft_ms = -1,
 				.slo_tpot_ms = -1, .timeout = 600, .in = "-"};
 	char msg[256];
@@ -345,6 +346,7 @@ int main(int argc, char **argv)
 		{O_CHUNK, "prefill-chunk", "N", OPT_INT, 0, 1 << 30, &so.prefill_chunk},
 		{O_PREFIX_CACHE, "prefix-cache", NULL, OPT_FLAG, 0, 0, &so.prefix_cache},
 		{'e', NULL, "ENDPOINT", OPT_STR, 0, 0, &so.endpoint},
+		{O_ENDPOINT, "endpoint", "ENDPOINT", OPT_STR, 0, 0, &dealer_ep},
 		{'i', NULL, "IN", OPT_STR, 0, 0, &so.in},
 		{O_TIMEOUT, "timeout", "S", OPT_DOUBLE, 1e-3, 1e7, &so.timeout},
 		{O_DRY_RUN, "dry-run", NULL, OPT_FLAG, 0, 0, &so.dry_run},
@@ -360,7 +362,7 @@ int main(int argc, char **argv)
 		"-m [--backend] [-t] [--tp] [-o] serve [--requests] [--workload] [--rate] [--burstiness]"
 		" [--concurrency] [--seed] [--ignore-eos] [--temp] [--warmup] [--slo-ttft]"
 		" [--slo-tpot] [--plot] [--save-requests] [--max-batch] [--kv-size] [--prefill-chunk]"
-		" [--prefix-cache] [-e [-i] [--timeout]] [--dry-run]",
+		" [--prefix-cache] [-e [-i] | --endpoint] [--timeout] [--dry-run]",
 		NULL,
 	};
 	const struct cmd cmd = {.name = "fi-bench", .groups = CMD_MODEL | CMD_BACKEND,
@@ -374,12 +376,18 @@ int main(int argc, char **argv)
 	static const int serve_only[] = {
 		O_REQUESTS, O_WORKLOAD, O_RATE, O_BURST, O_CONC, O_SEED, O_IGNORE_EOS, O_TEMP,
 		O_WARMUP, O_SLO_TTFT, O_SLO_TPOT, O_PLOT, O_SAVE, O_MAX_BATCH, O_KV_SIZE, O_CHUNK,
-		O_PREFIX_CACHE, 'e', 'i', O_TIMEOUT, O_DRY_RUN,
+		O_PREFIX_CACHE, 'e', 'i', O_TIMEOUT, O_DRY_RUN, O_ENDPOINT,
 	};
 	struct cmd_args a;
 	int ops;
 	bench_workload_parse("sharegpt", &so.wl, msg, sizeof msg);
 	ops = cmd_parse(&cmd, &a, argc, argv);
+	if (dealer_ep) {
+		if (so.endpoint || cmd_given('i'))
+			usage_error("--endpoint sends and receives on one socket: no -e or -i");
+		so.endpoint = dealer_ep;
+		so.dealer = 1;
+	}
 	fi_random_weights = !strcmp(load_format, "dummy");
 	fi_tp_size = a.tp; /* the serving engine opens its model with it too */
 	for (int i = ops; i < argc; i++)

@@ -24,6 +24,8 @@
 #include "text/tokenizer.h"
 #include "serve/req_frame.h"
 #include "text/tok_ident.h"
+#include "worker.h"
+#include "frame/kv_events.h"
 
 
 struct opts {
@@ -34,6 +36,9 @@ struct opts {
 	int ignore_eos;
 	struct opt_kv_size kvsize; /* --kv-size */
 	struct fi_kv_sizing kv;   /* --gpu-mem, --kv-size, --max-batch, --max-step-tokens */
+	const char *router, *name; /* --router, --name */
+	const char *kv_events, *kv_replay; /* --kv-events, --kv-events-replay */
+	enum worker_mode mode;
 };
 
 struct engine {
@@ -55,7 +60,40 @@ struct engine {
 	uint64_t n_done, n_failed, n_mismatch, n_tokens;
 	double t_first;         /* the first request's arrival (0: none yet) */
 	int shutdown;           /* a signal came: cancelled requests did not complete */
+	struct worker W;        /* the streams: pipes, clients, or fi-route (worker.h) */
+	struct fi_req_echo *clients; /* the clients' requests held (WORKER_CLIENTS) */
+	uint64_t n_dropped;     /* requests of clients gone */
+	struct fi_kv_pub *kvp;  /* --kv-events */
 };
+
+/* The prefix cache's changes into the batch of KV events (sent after each step). */
+static void on_kv_event(void *user, const struct fi_kv_event *ev)
+{
+	struct engine *E = user;
+	switch (ev->type) {
+	case FI_KV_EV_STORED:
+		fi_kv_pub_stored(E->kvp, ev->keys[0].b, ev->n, ev->parent ? ev->parent->b : NULL,
+				 ev->tokens, ev->block_tokens);
+		break;
+	case FI_KV_EV_REMOVED:
+		for (int i = 0; i < ev->n; i++)
+			fi_kv_pub_removed(E->kvp, ev->keys[i].b);
+		break;
+	case FI_KV_EV_CLEARED:
+		fi_kv_pub_cleared(E->kvp);
+		break;
+	}
+}
+
+static fi_err kv_events_send(struct engine *E)
+{
+	fi_err e;
+	if (!E->kvp)
+		return FI_OK;
+	if ((e = fi_kv_pub_flush(E->kvp)))
+		return e;
+	return fi_kv_pub_poll(E->kvp);
+}
 
 static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
 {
@@ -77,6 +115,30 @@ static int parse_ids(const char *s, uint32_t **ids, int *n, int vocab)
 	return *ids && *n ? 0 : -1;
 }
 
+/* Writes an answer about the request of echo: to its client when it has one. A client that
+ * is gone is no failure of the worker: FI_ENOTFOUND, and its requests are dropped after the
+ * step (sweep_gone). */
+static fi_err answer(struct engine *E, const struct fi_req_echo *echo, struct fi_frame *f)
+{
+	if (!echo || !echo->peer_len)
+		return fi_stream_write(E->out, f);
+	f->id = echo->id;
+	return worker_reply(&E->W, echo->peer, echo->peer_len, f);
+}
+
+static void unlink_echo(struct engine *E, struct fi_req_echo *e)
+{
+	if (!e || !e->peer_len)
+		return;
+	if (e->prev)
+		e->prev->next = e->next;
+	else if (E->clients == e)
+		E->clients = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	e->prev = e->next = NULL;
+}
+
 /* Scheduler events as frames; done and error frames repeat the request's seq and text. */
 static fi_err on_event(void *user, const struct fi_sched_event *ev)
 {
@@ -95,7 +157,8 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 		f.err.code = ev->code;
 		f.err.message = (char *)ev->message;
 		fi_req_echo_apply(echo, &f);
-		return fi_stream_write(E->out, &f);
+		e = answer(E, echo, &f);
+		return e == FI_ENOTFOUND ? FI_OK : e;
 	case FI_SCHED_EV_DONE:
 		E->n_done++;
 		/* failed, or cut short by a signal (a cancel frame's cancel is no failure) */
@@ -105,7 +168,7 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 		if (E->o->a.verbose) {
 			fi_live_clear();
 			fprintf(stderr, "fi-decode: '%s': %u prompt tokens (%u cached), %u generated, "
-				"finish %s, ttft %.2f ms, tpot %.2f ms\n", ev->id, ev->prompt_tokens,
+				"finish %s, ttft %.2f ms, tpot %.2f ms\n", echo && echo->id ? echo->id : ev->id, ev->prompt_tokens,
 				ev->cached_tokens, ev->gen_tokens, fi_finish_name(ev->finish),
 				ev->ttft_ms, ev->tpot_ms);
 		}
@@ -116,7 +179,12 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 		 * the text and do not decode the ids, which would bring the cut text back. */
 		if (E->tok && !f.done.text)
 			f.done.text = "";
-		e = fi_stream_write(E->out, &f);
+		e = answer(E, echo, &f);
+		if (e == FI_ENOTFOUND) {
+			E->n_dropped++;
+			e = FI_OK;
+		}
+		unlink_echo(E, echo);
 		fi_req_echo_free(echo);
 		return e;
 	default:
@@ -124,7 +192,9 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 			return FI_OK;
 		if (E->tok && !f.tok.text)
 			f.tok.text = "";
-		return fi_stream_write(E->out, &f);
+		e = answer(E, echo, &f);
+		/* its client is gone: end it now, freeing its KV */
+		return e == FI_ENOTFOUND ? FI_SCHED_STOP : e;
 	}
 }
 
@@ -132,6 +202,10 @@ static fi_err on_event(void *user, const struct fi_sched_event *ev)
 static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f, fi_err *fatal)
 {
 	struct fi_sched_req r;
+	char kb[FI_STREAM_KEY_MAX];
+	const char *key = E->W.mode == WORKER_CLIENTS ? worker_key(&E->W, f->id, kb) : f->id;
+	size_t plen = 0;
+	const uint8_t *peer = E->W.mode == WORKER_CLIENTS ? fi_stream_peer(E->W.in, &plen) : NULL;
 	fi_err e;
 	switch (f->type) {
 	case FI_FRAME_EOS:
@@ -148,49 +222,64 @@ static int take_frame(struct engine *E, const struct opts *o, struct fi_frame *f
 			fi_warn("%s", m);
 			E->told |= c;
 		}
-		if (fi_sched_has(E->s, f->id))
+		if (fi_sched_has(E->s, key))
 			e = fi_fail(FI_EEXIST, "a request with this id is running");
 		else if ((e = fi_req_check_tokenizer(f, E->has_ident ? &E->ident : NULL))) {
 			/* One message for them all: every such request is refused the same way. */
 			if (!E->n_mismatch++)
 				cmd_error("%s; such requests get error frames (code mismatch)",
 					  fi_errmsg());
-		} else if (!(e = fi_sched_encode_prompt(E->tok, f)) && !(e = fi_req_echo_new(f, &echo))) {
+		} else if (!(e = fi_sched_encode_prompt(E->tok, f)) &&
+			   !(e = fi_req_echo_new_peer(f, peer, plen, key, &echo))) {
 			fi_sched_req_from_frame(f, &o->a.sp, o->ignore_eos ? FI_SCHED_IGNORE_EOS : 0, &r);
+			r.id = key;
 			r.user = echo;
 			if (f->req.nstop)
 				e = fi_serve_add(E->serve, E->s, &r, f->req.stop, f->req.nstop);
 			else
 				e = fi_serve_add(E->serve, E->s, &r, o->stop.v, (uint32_t)o->stop.n);
-			if (e)
+			if (e) {
 				fi_req_echo_free(echo);
+			} else if (echo && echo->peer_len) {
+				echo->next = E->clients;
+				if (E->clients)
+					E->clients->prev = echo;
+				E->clients = echo;
+			}
 		}
 		if (e) {
 			E->n_done++;
 			E->n_failed++;
 			fi_req_error_frame(f, e, fi_errmsg(), &ef);
-			*fatal = fi_stream_write(E->out, &ef);
+			*fatal = worker_reply(&E->W, NULL, 0, &ef);
 		}
 		break;
 	}
 	case FI_FRAME_CANCEL:
-		if (fi_sched_has(E->s, f->id))
-			*fatal = fi_sched_cancel(E->s, f->id);
+		if (fi_sched_has(E->s, key))
+			*fatal = fi_sched_cancel(E->s, key);
 		break;
 	case FI_FRAME_TOKEN: /* fi-prefill's first token, ahead of its request */
 		if (f->tok.index == 0)
-			fi_sched_first_token(E->s, f->id, f->tok.token);
+			fi_sched_first_token(E->s, key, f->tok.token);
 		break;
 	case FI_FRAME_ERROR: /* from upstream (fi-prefill): passed on */
 	case FI_FRAME_DONE:
 		E->n_failed += f->type == FI_FRAME_ERROR;
-		*fatal = fi_stream_write(E->out, f);
+		*fatal = worker_reply(&E->W, NULL, 0, f);
 		break;
-	default:
+	default: {
+		struct fi_frame ef;
+		fi_frame_init(&ef, FI_FRAME_ERROR);
+		ef.id = f->id ? f->id : (char *)"";
+		ef.err.code = FI_EINVAL;
+		ef.err.message = (char *)"fi-decode reads request, cancel and token frames";
 		E->n_failed++;
-		*fatal = fi_stream_write_error(E->out, f->id, FI_EINVAL,
-					       "fi-decode reads request, cancel and token frames");
+		*fatal = worker_reply(&E->W, NULL, 0, &ef);
 	}
+	}
+	if (*fatal == FI_ENOTFOUND) /* the sender is gone already */
+		*fatal = FI_OK;
 	return 0;
 }
 
@@ -254,20 +343,84 @@ static void report(const struct engine *E)
 		(unsigned long long)st.preemptions, st.kv_blocks, st.kv_block_size);
 }
 
+/* Requests of clients that are gone (a reply to them failed) end now, freeing their KV. */
+static fi_err sweep_gone(struct engine *E)
+{
+	char **keys;
+	int n = 0, cap = 0;
+	fi_err e = FI_OK;
+	struct fi_sched_stats st;
+	if (!E->W.n_gone)
+		return FI_OK;
+	for (struct fi_req_echo *c = E->clients; c; c = c->next)
+		cap++;
+	keys = calloc((size_t)cap + 1, sizeof *keys);
+	for (struct fi_req_echo *c = E->clients; keys && c; c = c->next)
+		if (worker_is_gone(&E->W, c->peer, c->peer_len) && (keys[n] = strdup(c->key)))
+			n++;
+	/* cancelling reports their done events, which free the echoes: keys first */
+	for (int i = 0; i < n; i++) {
+		if (!e && fi_sched_has(E->s, keys[i]))
+			e = fi_sched_cancel(E->s, keys[i]);
+		free(keys[i]);
+	}
+	free(keys);
+	if (E->o->a.verbose) {
+		fi_sched_stats(E->s, &st);
+		fi_live_clear();
+		fprintf(stderr, "fi-decode: %d client%s gone, %llu requests dropped in all; kv %d of %d "
+			"blocks free\n", E->W.n_gone, E->W.n_gone == 1 ? "" : "s",
+			(unsigned long long)E->n_dropped, st.kv_available, st.kv_blocks);
+	}
+	worker_forget_gone(&E->W);
+	return e;
+}
+
+/* The load frame's numbers, from the scheduler's counters. */
+static fi_err send_load(struct engine *E)
+{
+	struct fi_sched_stats st;
+	struct worker_load ld;
+	if (E->W.mode != WORKER_ROUTER)
+		return FI_OK;
+	fi_sched_stats(E->s, &st);
+	ld = (struct worker_load){(uint64_t)(st.waiting + st.preempted), st.queued_tokens,
+				  (uint64_t)st.running, st.running_tokens,
+				  (uint64_t)(st.kv_blocks - st.kv_available), (uint64_t)st.kv_blocks,
+				  st.prefix_hits, st.prefix_lookups};
+	return worker_load(&E->W, &ld);
+}
+
+static fi_err send_hello(struct engine *E, const struct opts *o)
+{
+	struct fi_sched_stats st;
+	uint8_t root[32];
+	const char *h = fi_sched_kv_root(E->s);
+	for (int i = 0; i < 32; i++) {
+		unsigned v = 0;
+		sscanf(h + 2 * i, "%2x", &v);
+		root[i] = (uint8_t)v;
+	}
+	fi_sched_stats(E->s, &st);
+	return worker_hello(&E->W, "decode", o->a.model, E->im->fingerprint, root,
+			    (uint32_t)st.kv_block_size, (uint64_t)st.kv_blocks,
+			    (uint32_t)(o->kv.max_batch ? o->kv.max_batch : FI_SCHED_MAX_BATCH),
+			    E->kvp ? fi_kv_pub_endpoint(E->kvp) : NULL);
+}
+
 static int run_frames(struct engine *E, const struct opts *o)
 {
 	struct taker t = {E, o};
-	struct fi_stream_opts so;
 	struct fi_stream *in = NULL;
 	fi_err e = FI_OK;
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
-	fi_stream_opts_default(&so);
-	so.eos_count = o->a.eos_count;
-	if ((e = fi_stream_open(&in, o->a.in, FI_STREAM_IN, &so)))
+	if (E->kvp)
+		E->W.wake_ms = 100; /* replay requests are answered while idle too */
+	if ((e = worker_open(&E->W, o->mode, &o->a, o->router, o->name)))
 		goto out;
-	fi_stream_opts_default(&so);
-	so.tty_ok = o->a.force;
-	if ((e = fi_stream_open(&E->out, o->a.out, FI_STREAM_OUT, &so)))
+	in = E->W.in;
+	E->out = E->W.out;
+	if ((e = send_hello(E, o)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && (!eof || fi_sched_pending(E->s))) {
@@ -293,7 +446,8 @@ static int run_frames(struct engine *E, const struct opts *o)
 						    FI_STREAM_DRAIN_QUIET_MS, &E->n_failed);
 			break;
 		}
-		if ((e = fi_sched_step(E->s)) || (e = fi_stream_flush(E->out)))
+		if ((e = fi_sched_step(E->s)) || (e = fi_stream_flush(E->out)) ||
+		    (e = sweep_gone(E)) || (e = send_load(E)) || (e = kv_events_send(E)))
 			break;
 		live_line(E, 0);
 	}
@@ -305,9 +459,21 @@ out:
 		report(E);
 	fi_sched_destroy(E->s);
 	E->s = NULL;
-	if (fi_stream_close(E->out) && !rc)
-		rc = cmd_error(NULL);
-	fi_stream_close(in);
+	if (E->kvp) {
+		kv_events_send(E);
+		fi_kv_pub_close(E->kvp);
+		E->kvp = NULL;
+	}
+	while (E->clients) { /* dropped with the scheduler, without events */
+		struct fi_req_echo *c = E->clients;
+		E->clients = c->next;
+		fi_req_echo_free(c);
+	}
+	if (E->W.in || E->W.out) {
+		if (worker_close(&E->W) && !rc)
+			rc = cmd_error(NULL);
+	}
+	(void)in;
 	/* The summary counts failures; without it (FI_LOG=error) they are said alone. */
 	if (!summary(E) && !rc && E->n_failed)
 		fprintf(stderr, "fi-decode: %llu requests failed or were cut short (see their "
@@ -398,7 +564,7 @@ static int run_one(struct engine *E, const struct opts *o)
 
 enum {
 	O_TOKENS = OPT_LONG, O_PROMPT, O_CHUNK, O_STOP, O_PREFIX_CACHE, O_LOAD_FORMAT, O_IGNORE_EOS,
-	O_KV_DTYPE,
+	O_KV_DTYPE, O_ROUTER, O_NAME, O_KV_EVENTS, O_KV_REPLAY,
 	O_GPU_MEM, O_KV_SIZE, O_MAX_BATCH, O_MAX_STEP,
 };
 
@@ -420,12 +586,16 @@ int main(int argc, char **argv)
 		{O_KV_SIZE, "kv-size", "SIZE", OPT_KVSIZE, 0, 0, &o.kvsize},
 		{O_MAX_BATCH, "max-batch", "N", OPT_INT, 1, 1 << 16, &o.kv.max_batch},
 		{O_MAX_STEP, "max-step-tokens", "N", OPT_INT, 1, 1 << 24, &o.kv.max_step_tokens},
+		{O_ROUTER, "router", "ENDPOINT", OPT_STR, 0, 0, &o.router},
+		{O_NAME, "name", "NAME", OPT_STR, 0, 0, &o.name},
+		{O_KV_EVENTS, "kv-events", "ENDPOINT", OPT_STR, 0, 0, &o.kv_events},
+		{O_KV_REPLAY, "kv-events-replay", "ENDPOINT", OPT_STR, 0, 0, &o.kv_replay},
 		{0},
 	};
 	static const char *const usage[] = {
 		"-m [-n] @sampling [--ignore-eos] [--backend] [--gpu-mem] [--kv-size] [--max-batch]"
 		" [--max-step-tokens] [--prefix-cache] [--arena-size] [--kv-dtype] [--prefill-chunk] [-t] [--tp]"
-		" [-i] [-o]"
+		" [-i] [-o] [--router] [--name] [--kv-events] [--kv-events-replay]"
 		" [-e] [--stop] [--tokens | --prompt] [--load-format] [-f] [-v]",
 		NULL,
 	};
@@ -443,11 +613,21 @@ int main(int argc, char **argv)
 		usage_error("unexpected operand '%s'", argv[optind]);
 	if (o.tokens && o.prompt)
 		usage_error("--tokens and --prompt exclude each other");
+	if ((o.router || o.name) && (o.tokens || o.prompt))
+		usage_error("--router and --name serve frames, not --tokens or --prompt");
+	if (o.name && !o.router)
+		usage_error("--name names a worker registered with --router");
+	if ((o.kv_events || o.kv_replay) && (o.tokens || o.prompt))
+		usage_error("--kv-events is for a worker serving frames");
+	if (o.kv_replay && !o.kv_events)
+		usage_error("--kv-events-replay needs --kv-events");
+	o.mode = worker_mode(&o.a, o.router);
 	o.kv.kv_bytes = o.kvsize.bytes;
 	o.kv.kv_tokens = o.kvsize.tokens;
 	fi_random_weights = !strcmp(load_format, "dummy");
 	/* Frames are binary: refused on a terminal before the model is loaded. */
-	if (!o.tokens && !o.prompt && !o.a.force && fi_stream_refuse_tty(o.a.out))
+	if (!o.tokens && !o.prompt && o.mode == WORKER_STREAMS && !o.a.force &&
+	    fi_stream_refuse_tty(o.a.out))
 		return cmd_error(NULL);
 	fi_tp_size = o.a.tp;
 	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &im, &E.m))
@@ -474,6 +654,15 @@ int main(int argc, char **argv)
 	so.prefix_cache = o.prefix_cache;
 	so.arena_size = o.a.arena_size;
 	so.cb = fi_serve_event;
+	if (o.kv_events) {
+		if (fi_kv_pub_open(&E.kvp, o.kv_events, o.kv_replay, "kv-events",
+				   strncmp(be->device, "cpu", 3) ? "GPU" : "CPU")) {
+			rc = cmd_error(NULL);
+			goto out;
+		}
+		so.kv_cb = on_kv_event;
+		so.kv_user = &E;
+	}
 	sv.tok = E.tok;
 	sv.cb = o.tokens || o.prompt ? on_token_event : on_event;
 	sv.cb_user = &E;
@@ -496,6 +685,7 @@ int main(int argc, char **argv)
 	rc = o.tokens || o.prompt ? run_one(&E, &o) : run_frames(&E, &o);
 out:
 	fi_sched_destroy(E.s);
+	fi_kv_pub_close(E.kvp);
 	fi_serve_free(E.serve);
 	fi_tok_free(E.tok);
 	fi_model_close(E.m);

@@ -19,6 +19,8 @@
 struct opts {
 	struct cmd_args a; /* -i, -o, -f */
 	int encode;
+	const char *connect; /* -c ENDPOINT */
+	double timeout;      /* --timeout SEC */
 	unsigned types; /* 1 << enum fi_frame_type kept; 0: all */
 	struct opt_list ids;
 };
@@ -211,7 +213,136 @@ static int to_frames(const struct opts *o)
 	return rc;
 }
 
-enum { O_ID = OPT_LONG };
+/* ---- -c: a client of a worker or of fi-route (fi-frame(5), SOCKETS) ---- */
+
+/* The ids of the requests sent and not yet answered (done or error). */
+struct pending {
+	char **v;
+	size_t n, cap;
+};
+
+static int pending_add(struct pending *p, const char *id)
+{
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? 2 * p->cap : 64;
+		char **v = realloc(p->v, cap * sizeof *v);
+		if (!v)
+			return -1;
+		p->v = v;
+		p->cap = cap;
+	}
+	if (!(p->v[p->n] = strdup(id)))
+		return -1;
+	p->n++;
+	return 0;
+}
+
+/* Newest first: answers come roughly in order, and a short search is the common case. */
+static void pending_del(struct pending *p, const char *id)
+{
+	for (size_t i = p->n; i-- > 0;)
+		if (!strcmp(p->v[i], id)) {
+			free(p->v[i]);
+			memmove(p->v + i, p->v + i + 1, (p->n - i - 1) * sizeof *p->v);
+			p->n--;
+			return;
+		}
+}
+
+/* Sends the frames of -i to ENDPOINT over a DEALER socket and writes every reply to -o,
+ * until each request sent has its done or error frame. Exit 3 when an error frame came. */
+static int client(const struct opts *o)
+{
+	struct fi_stream_opts so;
+	struct fi_stream *in = NULL, *sock = NULL, *tx = NULL, *out = NULL;
+	struct pending p = {0};
+	int in_eof = 0, rc = 0, errors = 0;
+	fi_err e = FI_OK;
+
+	fi_stream_opts_default(&so);
+	so.tty_ok = o->a.force;
+	if ((e = fi_stream_open(&out, o->a.out, FI_STREAM_OUT, &so)) ||
+	    (e = fi_stream_open(&in, o->a.in, FI_STREAM_IN, NULL)))
+		goto out;
+	fi_stream_opts_default(&so);
+	so.dealer = 1;
+	so.connect_ms = (int)(o->timeout * 1000);
+	so.eos_count = 0;
+	if ((e = fi_stream_open(&sock, o->connect, FI_STREAM_IN, &so)) ||
+	    (e = fi_stream_open_reply(&tx, sock)))
+		goto out;
+	fi_stream_catch_signals();
+	while (!e && (!in_eof || p.n)) {
+		struct fi_frame f;
+		fi_err r;
+		if (!in_eof) {
+			fi_frame_init(&f, FI_FRAME_NONE);
+			r = fi_stream_read_timeout(in, &f, p.n ? 0 : 100);
+			if (r == FI_EINTERRUPT || r == FI_EIO) {
+				e = r;
+				fi_frame_free(&f);
+				break;
+			}
+			if (r) {
+				/* Not sent: answered here, as a worker would. */
+				cmd_error("%s", fi_errmsg());
+				errors++;
+				if (fi_stream_broken(in))
+					in_eof = 1;
+				else
+					e = fi_stream_write_error(out, f.id, r, fi_errmsg());
+			} else if (f.type == FI_FRAME_EOS) {
+				in_eof = 1;
+			} else if (f.type != FI_FRAME_NONE) {
+				if (f.type == FI_FRAME_REQUEST && pending_add(&p, f.id))
+					e = fi_fail(FI_ENOMEM, "out of memory");
+				if (!e)
+					e = fi_stream_write(tx, &f);
+			}
+			fi_frame_free(&f);
+		}
+		/* Replies: all that have arrived, waiting a little once the input is sent. */
+		for (int k = 0; !e; k++) {
+			fi_frame_init(&f, FI_FRAME_NONE);
+			r = fi_stream_read_timeout(sock, &f, in_eof && !k ? 100 : 0);
+			if (r == FI_EINTERRUPT || r == FI_EIO) {
+				e = r;
+			} else if (r) {
+				cmd_error("reply: %s", fi_errmsg());
+				errors++;
+			} else if (f.type != FI_FRAME_NONE && f.type != FI_FRAME_EOS) {
+				if (f.type == FI_FRAME_ERROR)
+					errors++;
+				if ((f.type == FI_FRAME_DONE || f.type == FI_FRAME_ERROR) && f.id)
+					pending_del(&p, f.id);
+				e = fi_stream_write(out, &f);
+			} else {
+				fi_frame_free(&f);
+				break;
+			}
+			fi_frame_free(&f);
+		}
+		if (!e)
+			e = fi_stream_flush(out);
+	}
+out:
+	if (e == FI_EINTERRUPT && p.n)
+		cmd_error("interrupted: %zu requests without an answer", p.n);
+	else if (e)
+		cmd_error(NULL);
+	rc = e ? EXIT_RUNTIME : errors ? EXIT_FAILED : EXIT_OK;
+	fi_stream_close(tx);
+	fi_stream_close(sock);
+	fi_stream_close(in);
+	if (fi_stream_close(out) && !rc)
+		rc = cmd_error(NULL);
+	for (size_t i = 0; i < p.n; i++)
+		free(p.v[i]);
+	free(p.v);
+	return rc;
+}
+
+enum { O_ID = OPT_LONG, O_TIMEOUT };
 
 /* -t TYPE,...: its own message, with the types. */
 static int take_opt(void *user, int key, const char *value)
@@ -219,7 +350,7 @@ static int take_opt(void *user, int key, const char *value)
 	struct opts *o = user;
 	if (!parse_types(value, &o->types))
 		return 0;
-	cmd_error("invalid value '%s' for -t (request, token, done, error, cancel, eos)", value);
+	cmd_error("invalid value '%s' for -t (request, token, done, error, cancel, eos, hello, load, bye)", value);
 	return EXIT_USAGE;
 }
 
@@ -230,17 +361,28 @@ int main(int argc, char **argv)
 		{'e', "encode", NULL, OPT_FLAG, 0, 0, &o.encode},
 		{'t', "type", "TYPE,...", OPT_CALL, 0, 0, NULL},
 		{O_ID, "id", "ID", OPT_LIST, 0, OPT_LIST_MAX, &o.ids},
+		{'c', "connect", "ENDPOINT", OPT_STR, 0, 0, &o.connect},
+		{O_TIMEOUT, "timeout", "SEC", OPT_DOUBLE, 0.001, 86400, &o.timeout},
 		{0},
 	};
 	static const char *const usage[] = {
 		"[-i] [-o] [-t] [--id]...",
 		"-e [-i] [-o] [-t] [--id]... [-f]",
+		"-c [--timeout] [-i] [-o] [-f]",
 		NULL,
 	};
 	const struct cmd cmd = {.name = "fi-frame", .groups = CMD_STREAMS | CMD_FORCE, .opts = own,
 				.usage = usage, .take = take_opt, .user = &o};
+	o.timeout = 10;
 	if (cmd_parse(&cmd, &o.a, argc, argv) != argc)
 		usage_error("unexpected operand '%s'", argv[optind]);
+	if (o.connect) {
+		if (o.encode || o.types || o.ids.n)
+			usage_error("-c sends frames as they are: no -e, -t or --id");
+		return client(&o);
+	}
+	if (cmd_given(O_TIMEOUT))
+		usage_error("--timeout is for -c");
 	if (o.a.force && !o.encode)
 		usage_error("-f is for -e, which writes frames");
 	return o.encode ? to_frames(&o) : to_json(&o);

@@ -23,12 +23,15 @@
 #include "text/tokenizer.h"
 #include "serve/req_frame.h"
 #include "text/tok_ident.h"
+#include "worker.h"
 
 struct opts {
 	struct cmd_args a; /* the model, streams, backend, sampling defaults, arena, -f, -v */
 	int batch;
 	struct opt_kv_size kvsize; /* --kv-size */
 	struct fi_kv_sizing kv;   /* --gpu-mem, --kv-size, --max-step-tokens; max_batch = -b */
+	const char *router, *name; /* --router, --name */
+	enum worker_mode mode;
 };
 
 /* A request in the scheduler: its frame, passed on once its prompt is computed, after the
@@ -42,6 +45,10 @@ struct pre {
 	uint32_t prompt_tokens, cached_tokens;
 	size_t stored_blocks;
 	double total_ms;
+	/* a client's request (WORKER_CLIENTS): who sent it; the scheduler holds it as key */
+	uint8_t peer[FI_STREAM_PEER_MAX];
+	size_t peer_len;
+	char key[FI_STREAM_KEY_MAX];
 };
 
 struct prefill {
@@ -65,7 +72,16 @@ struct prefill {
 	unsigned told;             /* sampling conflicts reported (FI_REQ_* bits) */
 	uint64_t n_failed, n_mismatch;
 	double t_first;            /* the first request's arrival (0: none yet) */
+	struct worker W;           /* the streams (worker.h) */
 };
+
+/* An answer about q (NULL: about the frame just read) to whoever sent it; a client that is
+ * gone is no failure of the worker. */
+static fi_err answer(struct prefill *P, const struct pre *q, const struct fi_frame *f)
+{
+	fi_err e = worker_reply(&P->W, q ? q->peer : NULL, q ? q->peer_len : 0, f);
+	return e == FI_ENOTFOUND && P->W.mode == WORKER_CLIENTS ? FI_OK : e;
+}
 
 /* Fills the sampling keys a request leaves unset from the options, and marks them set: the
  * request passed on carries the parameters its first token was drawn with. */
@@ -109,9 +125,9 @@ static fi_err emit(struct prefill *P, struct pre *q)
 			return e;
 		r->set |= FI_REQ_KV;
 	}
-	if (q->draw && (e = fi_stream_write(P->out, &tf)))
+	if (q->draw && (e = answer(P, q, &tf)))
 		return e;
-	return fi_stream_write(P->out, &q->f);
+	return answer(P, q, &q->f);
 }
 
 static void pre_free(struct pre *q)
@@ -162,7 +178,7 @@ static fi_err flush_held(struct prefill *P)
 			P->n_failed++;
 			fi_req_error_frame(&q->f, q->err, P->fwd_msg[0] ? P->fwd_msg : "interrupted",
 					   &ef);
-			e = fi_stream_write(P->out, &ef);
+			e = answer(P, q, &ef);
 		} else if (!e) {
 			if (P->o->a.verbose)
 				fprintf(stderr, "fi-prefill: '%s': %u prompt tokens, %u cached, %u "
@@ -239,8 +255,15 @@ static fi_err add_req(struct prefill *P, struct fi_frame *f)
 	if (!(q = calloc(1, sizeof *q)))
 		return fi_fail(FI_ENOMEM, "out of memory");
 	q->draw = draw;
+	if (P->W.mode == WORKER_CLIENTS) {
+		const uint8_t *peer = fi_stream_peer(P->W.in, &q->peer_len);
+		memcpy(q->peer, peer, q->peer_len);
+		fi_stream_key(q->peer, q->peer_len, f->id, q->key);
+	}
 	fi_frame_move(&q->f, f);
 	fi_sched_req_from_frame(&q->f, &P->o->a.sp, 0, &r);
+	if (q->peer_len)
+		r.id = q->key;
 	/* one token, whatever it is; stops are fi-decode's business */
 	r.max_tokens = 1;
 	r.flags = FI_SCHED_NO_STOP;
@@ -275,7 +298,7 @@ static int take_frame(struct prefill *P, struct fi_frame *f, fi_err *fatal)
 		/* cancel, token, done and error frames pass through, in order */
 		P->n_failed += f->type == FI_FRAME_ERROR;
 		if (!(*fatal = run_batch(P)))
-			*fatal = fi_stream_write(P->out, f);
+			*fatal = answer(P, NULL, f);
 		return 0;
 	}
 	if (!P->t_first)
@@ -288,7 +311,7 @@ static int take_frame(struct prefill *P, struct fi_frame *f, fi_err *fatal)
 		struct fi_frame ef;
 		P->n_failed++;
 		fi_req_error_frame(f, fi_errcode(), fi_errmsg(), &ef);
-		*fatal = fi_stream_write(P->out, &ef);
+		*fatal = answer(P, NULL, &ef);
 	}
 	return 0;
 }
@@ -332,17 +355,18 @@ static int summary(struct prefill *P)
 
 static int run(struct prefill *P)
 {
-	struct fi_stream_opts so;
 	struct fi_stream *in = NULL;
+	struct fi_sched_stats st;
 	fi_err e;
 	int eof = 0, rc = 0, bad_frames = 0, broken = 0;
-	fi_stream_opts_default(&so);
-	so.eos_count = P->o->a.eos_count;
-	if ((e = fi_stream_open(&in, P->o->a.in, FI_STREAM_IN, &so)))
+	if ((e = worker_open(&P->W, P->o->mode, &P->o->a, P->o->router, P->o->name)))
 		goto out;
-	fi_stream_opts_default(&so);
-	so.tty_ok = P->o->a.force;
-	if ((e = fi_stream_open(&P->out, P->o->a.out, FI_STREAM_OUT, &so)))
+	in = P->W.in;
+	P->out = P->W.out;
+	fi_sched_stats(P->s, &st);
+	if ((e = worker_hello(&P->W, "prefill", P->o->a.model, P->im->fingerprint, NULL,
+			      (uint32_t)st.kv_block_size, (uint64_t)st.kv_blocks,
+			      (uint32_t)P->o->batch, NULL)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && !eof) {
@@ -357,6 +381,16 @@ static int run(struct prefill *P)
 			e = FI_OK;
 		if (!e)
 			e = run_batch(P);
+		if (!e && P->W.mode == WORKER_ROUTER) {
+			struct worker_load ld;
+			fi_sched_stats(P->s, &st);
+			ld = (struct worker_load){(uint64_t)(st.waiting + st.preempted), st.queued_tokens,
+						  (uint64_t)st.running, st.running_tokens,
+						  (uint64_t)(st.kv_blocks - st.kv_available),
+						  (uint64_t)st.kv_blocks, st.prefix_hits, st.prefix_lookups};
+			e = worker_load(&P->W, &ld);
+		}
+		worker_forget_gone(&P->W); /* a prefill request is answered once: nothing to drop */
 		live_line(P);
 		if (!e && fi_stream_interrupted()) {
 			/* The requests read are done (a batch is short); what is still on the input
@@ -378,9 +412,9 @@ out:
 	free(P->held);
 	P->held = NULL;
 	P->n_held = 0;
-	if (fi_stream_close(P->out) && !rc)
+	if ((P->W.in || P->W.out) && worker_close(&P->W) && !rc)
 		rc = cmd_error(NULL);
-	fi_stream_close(in);
+	(void)in;
 	/* The summary counts failures; without it (FI_LOG=error) they are said alone. */
 	if (!summary(P) && !rc && P->n_failed)
 		fprintf(stderr, "fi-prefill: %llu requests failed (see their error frames)\n", (unsigned long long)P->n_failed);
@@ -389,7 +423,7 @@ out:
 	return rc;
 }
 
-enum { O_GPU_MEM = OPT_LONG, O_KV_SIZE, O_MAX_STEP, O_KV_DTYPE };
+enum { O_GPU_MEM = OPT_LONG, O_KV_SIZE, O_MAX_STEP, O_KV_DTYPE, O_ROUTER, O_NAME };
 
 int main(int argc, char **argv)
 {
@@ -401,13 +435,15 @@ int main(int argc, char **argv)
 		{O_KV_SIZE, "kv-size", "SIZE", OPT_KVSIZE, 0, 0, &o.kvsize},
 		{O_MAX_STEP, "max-step-tokens", "N", OPT_INT, 1, 1 << 24, &o.kv.max_step_tokens},
 		{O_KV_DTYPE, "kv-dtype", "auto|fp8", OPT_CHOICE, 0, 0, &kv_dtype},
+		{O_ROUTER, "router", "ENDPOINT", OPT_STR, 0, 0, &o.router},
+		{O_NAME, "name", "NAME", OPT_STR, 0, 0, &o.name},
 		{0},
 	};
 	/* -b is the batch: --max-batch, as fi-decode names it */
 	static const struct opt_alias aliases[] = {{"max-batch", 'b'}, {0}};
 	static const char *const usage[] = {
 		"-m [-b] [--arena-size] [--kv-dtype] @sampling [--backend] [--gpu-mem] [--kv-size]"
-		" [--max-step-tokens] [-t] [--tp] [-i] [-o] [-e] [-f] [-v]",
+		" [--max-step-tokens] [-t] [--tp] [-i] [-o] [--router] [--name] [-e] [-f] [-v]",
 		NULL,
 	};
 	const struct cmd cmd = {.name = "fi-prefill", .groups = CMD_MODEL | CMD_STREAMS | CMD_EOS |
@@ -424,11 +460,14 @@ int main(int argc, char **argv)
 	o.kv.kv_bytes = o.kvsize.bytes;
 	o.kv.kv_tokens = o.kvsize.tokens;
 	o.kv.max_batch = o.batch;
+	if (o.name && !o.router)
+		usage_error("--name names a worker registered with --router");
+	o.mode = worker_mode(&o.a, o.router);
 	if (o.kv.max_step_tokens && o.kv.max_step_tokens < o.batch)
 		usage_error("--max-step-tokens %d is below -b %d: a step must hold one token of "
 			    "every request", o.kv.max_step_tokens, o.batch);
 	/* Frames are binary: refused on a terminal before the model is loaded. */
-	if (!o.a.force && fi_stream_refuse_tty(o.a.out))
+	if (o.mode == WORKER_STREAMS && !o.a.force && fi_stream_refuse_tty(o.a.out))
 		return cmd_error(NULL);
 	fi_tp_size = o.a.tp;
 	if (fi_open_backend_model(o.a.backend, o.a.threads, o.a.model, &be, &P.im, &P.m))

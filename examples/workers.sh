@@ -9,7 +9,7 @@ run=${TMPDIR:-/tmp}/fi-workers.$$
 mkdir -p "$run"
 trap 'rm -rf "$run"' EXIT
 fi-load -l 2>/dev/null | grep -q '^tiny ' || fi-load models/tiny --name tiny >&2
-fi-decode -m tiny -n 40 -i "ipc://$run/decode" | fi-tokenize -m tiny -d &
+fi-decode -m tiny -n 40 -i "ipc://$run/decode" -o - | fi-tokenize -m tiny -d &
 fi-prefill -m tiny --temp 0 --arena-size 64M -i "ipc://$run/prefill" -o "ipc://$run/decode" &
 fi-tokenize -m tiny -o "ipc://$run/prefill" < examples/pipeline-prompts.txt
 wait

@@ -61,6 +61,7 @@ struct bench_opts {
 	int dry_run;          /* write the requests (JSONL) and run nothing */
 	/* target: in-process (endpoint NULL) or ZeroMQ */
 	const char *endpoint, *in;
+	int dealer;           /* --endpoint: one DEALER socket, replies on it (fi-frame(5)) */
 	double timeout;       /* -e: seconds without a reply before giving up */
 	/* the in-process engine */
 	int max_batch, prefill_chunk, prefix_cache;

@@ -131,7 +131,13 @@ static void r_close(struct bench_target *t)
 	struct remote *R = (struct remote *)t;
 	if (!R)
 		return;
-	/* the eos frame tells the worker this producer is done (fi-frame(5)) */
+	/* the eos frame tells the worker this producer is done (fi-frame(5)); a DEALER's
+	 * reply stream sends none of itself */
+	if (R->out && R->in && fi_stream_zmq_socket(R->in) == fi_stream_zmq_socket(R->out)) {
+		struct fi_frame f;
+		fi_frame_init(&f, FI_FRAME_EOS);
+		fi_stream_write_timeout(R->out, &f, 1000);
+	}
 	if (R->out && fi_stream_close(R->out))
 		fi_warn("%s: %s", R->t.device, fi_errmsg());
 	fi_stream_close(R->in);
@@ -172,7 +178,15 @@ fi_err bench_remote_open(const struct bench_opts *o, struct bench_target **out)
 	R->t.tok = R->tok;
 	fi_stream_opts_default(&so);
 	so.linger_ms = 2000; /* at the end everything was answered: only the eos is left */
-	if ((e = fi_stream_open(&R->out, o->endpoint, FI_STREAM_OUT, &so)) ||
+	if (o->dealer) {
+		so.dealer = 1;
+		so.eos_count = 0;
+		if ((e = fi_stream_open(&R->in, o->endpoint, FI_STREAM_IN, &so)) ||
+		    (e = fi_stream_open_reply(&R->out, R->in))) {
+			r_close(&R->t);
+			return e;
+		}
+	} else if ((e = fi_stream_open(&R->out, o->endpoint, FI_STREAM_OUT, &so)) ||
 	    (e = fi_stream_open(&R->in, o->in, FI_STREAM_IN, NULL))) {
 		e = fi_fail_ctx(e, "%s", R->out ? o->in : o->endpoint);
 		r_close(&R->t);

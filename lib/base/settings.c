@@ -77,6 +77,18 @@ static void read_env(void)
 		if (end != v && !*end && d > 0 && d <= 3600)
 			s.arena_lock_timeout = d;
 	}
+	if ((v = getenv("FI_CONNECT_TIMEOUT"))) {
+		char *end;
+		double d = strtod(v, &end);
+		if (end != v && !*end && d > 0 && d <= 86400)
+			s.connect_timeout = d;
+	}
+	if ((v = getenv("FI_REPLY_TIMEOUT"))) {
+		char *end;
+		double d = strtod(v, &end);
+		if (end != v && !*end && d > 0 && d <= 86400)
+			s.reply_timeout = d;
+	}
 	if ((v = getenv("FI_LIVE_DELAY"))) {
 		char *end;
 		double d = strtod(v, &end);

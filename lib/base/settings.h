@@ -28,6 +28,11 @@ struct fi_settings {
 	char arena_stop[64];  /* FI_ARENA_STOP as given ("" unset): stopped lock holder tests */
 	double arena_lock_timeout; /* FI_ARENA_LOCK_TIMEOUT: seconds (0: the default bound) */
 	double live_delay; /* FI_LIVE_DELAY: seconds before a progress line shows; -1 unset */
+	/* ZeroMQ streams (fi-frame(5)): seconds a connecting producer waits for its consumer
+	 * before failing, and a bound worker waits for a client to take a reply before treating
+	 * it as gone (0: the defaults, 10 and 30). */
+	double connect_timeout; /* FI_CONNECT_TIMEOUT */
+	double reply_timeout;   /* FI_REPLY_TIMEOUT */
 	/* The CUDA backend's fast paths: 1 on (the default), 0 off ("0" in the variable). */
 	int graphs;        /* FI_GRAPHS: decode steps through CUDA graphs */
 	int decode_fuse;   /* FI_DECODE_FUSE: the fused decode-layer products */

@@ -120,6 +120,11 @@ void fi_frame_free(struct fi_frame *f)
 	case FI_FRAME_ERROR:
 		free(f->err.message);
 		break;
+	case FI_FRAME_HELLO:
+		free(f->hello.role);
+		free(f->hello.model);
+		free(f->hello.kv_events);
+		break;
 	default:
 		break;
 	}
@@ -135,6 +140,7 @@ void fi_frame_move(struct fi_frame *dst, struct fi_frame *src)
 static const char *const type_names[FI_FRAME_TYPE_COUNT] = {
 	[FI_FRAME_REQUEST] = "request", [FI_FRAME_TOKEN] = "token", [FI_FRAME_DONE] = "done",
 	[FI_FRAME_ERROR] = "error",     [FI_FRAME_CANCEL] = "cancel", [FI_FRAME_EOS] = "eos",
+	[FI_FRAME_HELLO] = "hello",     [FI_FRAME_LOAD] = "load",     [FI_FRAME_BYE] = "bye",
 };
 static const char *const finish_names[FI_FINISH_COUNT] = { "stop", "length", "error", "cancel" };
 /* Stable wire names of fi_err; the number ("code_num") mirrors err.h, the name decides. */
@@ -461,6 +467,12 @@ static fi_err enc_check(const struct fi_frame *f)
 		if (!fi_err_code_name(f->err.code))
 			return fi_fail(FI_EINVAL, "frame: error frame with bad code %d", (int)f->err.code);
 		break;
+	case FI_FRAME_HELLO:
+		if (!f->hello.role || !f->hello.model || strlen(f->hello.model) > l.max_text ||
+		    (f->hello.kv_events && strlen(f->hello.kv_events) > l.max_id) ||
+		    strlen(f->hello.role) > l.max_id)
+			return fi_fail(FI_EINVAL, "frame: hello '%s' needs a role and a model within the limits", f->id);
+		break;
 	default:
 		break;
 	}
@@ -521,8 +533,40 @@ fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
 		break;
 	}
 	case FI_FRAME_CANCEL:
+	case FI_FRAME_BYE:
 		put_head(&e, 0, f, f->id);
 		break;
+	case FI_FRAME_HELLO: {
+		const struct fi_hello *h = &f->hello;
+		put_head(&e, 6 + !!h->kv_events + !!h->has_kv_root, f, f->id);
+		put_str(&e, "role", h->role, strlen(h->role));
+		put_str(&e, "model", h->model, strlen(h->model));
+		put_key(&e, "fingerprint");
+		msgpack_pack_bin_with_body(&e.pk, h->fingerprint, 32);
+		if (h->has_kv_root) {
+			put_key(&e, "kv_root");
+			msgpack_pack_bin_with_body(&e.pk, h->kv_root, 32);
+		}
+		put_uint(&e, "block_tokens", h->block_tokens);
+		put_uint(&e, "kv_blocks", h->kv_blocks);
+		put_uint(&e, "max_batch", h->max_batch);
+		if (h->kv_events)
+			put_str(&e, "kv_events", h->kv_events, strlen(h->kv_events));
+		break;
+	}
+	case FI_FRAME_LOAD: {
+		const struct fi_load *ld = &f->load;
+		put_head(&e, 8, f, f->id);
+		put_uint(&e, "queued", ld->queued);
+		put_uint(&e, "queued_tokens", ld->queued_tokens);
+		put_uint(&e, "running", ld->running);
+		put_uint(&e, "running_tokens", ld->running_tokens);
+		put_uint(&e, "kv_used", ld->kv_used);
+		put_uint(&e, "kv_total", ld->kv_total);
+		put_uint(&e, "prefix_hits", ld->prefix_hits);
+		put_uint(&e, "prefix_lookups", ld->prefix_lookups);
+		break;
+	}
 	default: /* eos */
 		put_head(&e, 0, f, NULL);
 		break;

@@ -34,6 +34,11 @@ enum fi_frame_type {
 	FI_FRAME_ERROR,
 	FI_FRAME_CANCEL, /* stop the request with this id */
 	FI_FRAME_EOS,    /* end of stream: EOF on a pipe, or an "eos" frame */
+	/* A worker registered with fi-route (fi-frame(5), WORKERS AND ROUTERS); the id is the
+	 * worker's name. */
+	FI_FRAME_HELLO,  /* the worker joins: what it serves */
+	FI_FRAME_LOAD,   /* its load, every 100 ms (a heartbeat) */
+	FI_FRAME_BYE,    /* it leaves */
 	FI_FRAME_TYPE_COUNT
 };
 
@@ -131,6 +136,24 @@ struct fi_error_frame {
 	char *message; /* NUL-terminated */
 };
 
+/* hello: what a worker serves. */
+struct fi_hello {
+	char *role;             /* "decode" or "prefill" */
+	char *model;            /* the model's name as given to the worker */
+	uint8_t fingerprint[32]; /* the model image's fingerprint */
+	uint8_t kv_root[32];    /* the root of its KV block keys (fi-kv-events(5)); has_kv_root */
+	int has_kv_root;
+	uint32_t block_tokens, max_batch;
+	uint64_t kv_blocks;     /* its KV pool, in blocks */
+	char *kv_events;        /* its --kv-events endpoint, or NULL */
+};
+
+/* load: a worker's state now; prefix counters are cumulative, in blocks. */
+struct fi_load {
+	uint64_t queued, queued_tokens, running, running_tokens, kv_used, kv_total,
+		prefix_hits, prefix_lookups;
+};
+
 struct fi_frame {
 	enum fi_frame_type type;
 	/* Request id, NUL-terminated, at most limits.max_id bytes. Every type but eos has one;
@@ -151,6 +174,8 @@ struct fi_frame {
 		struct fi_token tok;
 		struct fi_done done;
 		struct fi_error_frame err;
+		struct fi_hello hello;
+		struct fi_load load;
 	};
 };
 

@@ -227,6 +227,32 @@ fi_err fi_frame_to_json(const struct fi_frame *f, json_t **out)
 		put(o, "message", fi_json_bytes(m, strlen(m)), &bad);
 		break;
 	}
+	case FI_FRAME_HELLO: {
+		const struct fi_hello *h = &f->hello;
+		put(o, "role", json_string(h->role ? h->role : ""), &bad);
+		put(o, "model", fi_json_bytes(h->model ? h->model : "", h->model ? strlen(h->model) : 0), &bad);
+		put(o, "fingerprint", hex_str(h->fingerprint, 32), &bad);
+		if (h->has_kv_root)
+			put(o, "kv_root", hex_str(h->kv_root, 32), &bad);
+		put(o, "block_tokens", json_integer(h->block_tokens), &bad);
+		put(o, "kv_blocks", u64(h->kv_blocks), &bad);
+		put(o, "max_batch", json_integer(h->max_batch), &bad);
+		if (h->kv_events)
+			put(o, "kv_events", fi_json_bytes(h->kv_events, strlen(h->kv_events)), &bad);
+		break;
+	}
+	case FI_FRAME_LOAD: {
+		const struct fi_load *ld = &f->load;
+		put(o, "queued", u64(ld->queued), &bad);
+		put(o, "queued_tokens", u64(ld->queued_tokens), &bad);
+		put(o, "running", u64(ld->running), &bad);
+		put(o, "running_tokens", u64(ld->running_tokens), &bad);
+		put(o, "kv_used", u64(ld->kv_used), &bad);
+		put(o, "kv_total", u64(ld->kv_total), &bad);
+		put(o, "prefix_hits", u64(ld->prefix_hits), &bad);
+		put(o, "prefix_lookups", u64(ld->prefix_lookups), &bad);
+		break;
+	}
 	default:
 		break;
 	}

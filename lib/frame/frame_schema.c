@@ -26,7 +26,13 @@
 	X(CACHED_TOKENS, "cached_tokens") X(QUEUE_MS, "queue_ms") X(TTFT_MS, "ttft_ms") \
 	X(TPOT_MS, "tpot_ms") X(TOTAL_MS, "total_ms") \
 	/* inside "tokenizer" */ \
-	X(SHA256, "sha256") X(NAME, "name")
+	X(SHA256, "sha256") X(NAME, "name") \
+	/* hello and load */ \
+	X(ROLE, "role") X(MODEL, "model") X(KV_ROOT, "kv_root") X(KV_BLOCKS, "kv_blocks") \
+	X(MAX_BATCH, "max_batch") X(KV_EVENTS, "kv_events") \
+	X(QUEUED, "queued") X(QUEUED_TOKENS, "queued_tokens") X(RUNNING, "running") \
+	X(RUNNING_TOKENS, "running_tokens") X(KV_USED, "kv_used") X(KV_TOTAL, "kv_total") \
+	X(PREFIX_HITS, "prefix_hits") X(PREFIX_LOOKUPS, "prefix_lookups")
 
 #define X_ENUM(k, s) K_##k,
 #define X_NAME(k, s) s,
@@ -46,6 +52,8 @@ static const uint64_t type_keys[FI_FRAME_TYPE_COUNT] = {
 	[FI_FRAME_DONE] = B(K_FINISH) | B(K_COUNTS) | B(K_TIMINGS) | B(K_TOKENS) | B(K_TEXT) |
 			  B(K_PROMPT),
 	[FI_FRAME_ERROR] = B(K_CODE) | B(K_CODE_NUM) | B(K_MESSAGE) | B(K_PROMPT),
+	[FI_FRAME_HELLO] = RANGE(K_ROLE, K_KV_EVENTS) | B(K_FINGERPRINT) | B(K_BLOCK_TOKENS),
+	[FI_FRAME_LOAD] = RANGE(K_QUEUED, K_PREFIX_LOOKUPS),
 };
 static const uint64_t kv_keys = RANGE(K_ARENA, K_BLOCK_TOKENS);
 static const uint64_t counts_keys = RANGE(K_PROMPT_TOKENS, K_CACHED_TOKENS);
@@ -469,6 +477,53 @@ static fi_err dec_error(const msgpack_object **v, const struct fi_frame_limits *
 	return FI_OK;
 }
 
+static fi_err dec_hello(const msgpack_object **v, const struct fi_frame_limits *lim, struct fi_hello *h)
+{
+	uint64_t u;
+	fi_err e;
+	if (!v[K_ROLE] || !v[K_MODEL] || !v[K_FINGERPRINT] || !v[K_BLOCK_TOKENS] || !v[K_KV_BLOCKS] ||
+	    !v[K_MAX_BATCH])
+		return fi_fail(FI_EFORMAT, "frame: hello needs 'role', 'model', 'fingerprint', "
+			       "'block_tokens', 'kv_blocks' and 'max_batch'");
+	if ((e = dup_str(v[K_ROLE], K_ROLE, lim->max_id, 0, &h->role, NULL)))
+		return e;
+	if (strcmp(h->role, "decode") && strcmp(h->role, "prefill"))
+		return fi_fail(FI_EFORMAT, "frame: key 'role': expected \"decode\" or \"prefill\"");
+	if ((e = dup_str(v[K_MODEL], K_MODEL, lim->max_id, 0, &h->model, NULL)) ||
+	    (e = get_key32(v[K_FINGERPRINT], K_FINGERPRINT, h->fingerprint)) ||
+	    (e = get_u32(v[K_BLOCK_TOKENS], K_BLOCK_TOKENS, &h->block_tokens)) ||
+	    (e = get_uint(v[K_KV_BLOCKS], K_KV_BLOCKS, UINT64_MAX, &h->kv_blocks)) ||
+	    (e = get_uint(v[K_MAX_BATCH], K_MAX_BATCH, UINT32_MAX, &u)))
+		return e;
+	h->max_batch = (uint32_t)u;
+	if (!h->block_tokens)
+		return fi_fail(FI_ERANGE, "frame: key 'block_tokens': 0");
+	if (v[K_KV_ROOT]) {
+		if ((e = get_key32(v[K_KV_ROOT], K_KV_ROOT, h->kv_root)))
+			return e;
+		h->has_kv_root = 1;
+	}
+	if (v[K_KV_EVENTS])
+		return dup_str(v[K_KV_EVENTS], K_KV_EVENTS, lim->max_id, 0, &h->kv_events, NULL);
+	return FI_OK;
+}
+
+static fi_err dec_load(const msgpack_object **v, struct fi_load *ld)
+{
+	uint64_t *out[8] = { &ld->queued, &ld->queued_tokens, &ld->running, &ld->running_tokens,
+			     &ld->kv_used, &ld->kv_total, &ld->prefix_hits, &ld->prefix_lookups };
+	for (int i = 0; i < 8; i++) {
+		fi_err e;
+		if (!v[K_QUEUED + i])
+			return fi_fail(FI_EFORMAT, "frame: load without '%s'", key_names[K_QUEUED + i]);
+		if ((e = get_uint(v[K_QUEUED + i], K_QUEUED + i, UINT64_MAX, out[i])))
+			return e;
+	}
+	if (ld->kv_used > ld->kv_total || ld->prefix_hits > ld->prefix_lookups)
+		return fi_fail(FI_ERANGE, "frame: load: kv_used above kv_total or prefix_hits above prefix_lookups");
+	return FI_OK;
+}
+
 static fi_err dec_head(const msgpack_object *o, const struct fi_frame_limits *lim,
 		       const msgpack_object **v, struct fi_frame *f, enum fi_frame_type *type)
 {
@@ -598,6 +653,12 @@ fi_err fi_frame_decode_obj(const msgpack_object *o, const struct fi_frame_limits
 			break;
 		case FI_FRAME_ERROR:
 			e = dec_error(v, lim, &f->err);
+			break;
+		case FI_FRAME_HELLO:
+			e = dec_hello(v, lim, &f->hello);
+			break;
+		case FI_FRAME_LOAD:
+			e = dec_load(v, &f->load);
 			break;
 		default:
 			break;

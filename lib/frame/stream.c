@@ -18,6 +18,7 @@
 
 #include "frame_int.h"
 #include "base/log.h"
+#include "base/settings.h"
 #include "stream.h"
 #include "stream_int.h"
 #include "stream_signal.h"
@@ -32,6 +33,9 @@ void fi_stream_opts_default(struct fi_stream_opts *o)
 	o->linger_ms = 10000;
 	o->eos_count = 1;
 	o->send_eos = 1;
+	o->connect_ms = (int)((fi_settings()->connect_timeout > 0 ? fi_settings()->connect_timeout : 10) * 1000);
+	o->reply_ms = (int)((fi_settings()->reply_timeout > 0 ? fi_settings()->reply_timeout : 30) * 1000);
+	o->idle_ms = -1;
 }
 
 static fi_err stream_new(struct fi_stream **sp, enum fi_stream_dir dir, const struct fi_stream_opts *o)
@@ -104,6 +108,7 @@ fi_err fi_stream_open(struct fi_stream **sp, const char *spec, enum fi_stream_di
 	}
 	if ((e = stream_new(sp, dir, o)))
 		return e;
+	(*sp)->t_open = fi_now();
 	if ((e = fi_stream_zmq_open(*sp, spec))) {
 		fi_stream_zmq_close(*sp);
 		free(*sp);
@@ -154,6 +159,19 @@ static fi_err zmq_read(struct fi_stream *s, struct fi_frame *f, int timeout_ms)
 			continue;
 		}
 		zmq_getsockopt(s->sock[0], ZMQ_RCVMORE, &more, &ml);
+		if (s->router) {
+			/* [identity, frame]: the first part says who sent it. */
+			size_t n = zmq_msg_size(&m);
+			s->peer_len = n <= sizeof s->peer ? n : 0;
+			memcpy(s->peer, zmq_msg_data(&m), s->peer_len);
+			zmq_msg_close(&m);
+			zmq_msg_init(&m);
+			if (!more || zmq_msg_recv(&m, s->sock[0], 0) < 0) {
+				zmq_msg_close(&m);
+				continue;
+			}
+			zmq_getsockopt(s->sock[0], ZMQ_RCVMORE, &more, &ml);
+		}
 		if (more) {
 			/* Frames are single-part; drop the rest of a multipart message. */
 			while (more) {
@@ -227,11 +245,54 @@ fi_err fi_stream_flush(struct fi_stream *s)
 	return e;
 }
 
+/* A connecting stream whose first send has waited connect_ms with no peer connected: the
+ * endpoint has no listener (a worker not started, a stale socket file). */
+static int nobody_listening(struct fi_stream *s, const struct fi_stream *mon)
+{
+	if (s->sent || !mon->connecting || s->o.connect_ms < 0 ||
+	    (fi_now() - s->t_open) * 1000 < s->o.connect_ms)
+		return 0;
+	for (int i = 0; i < mon->nsock; i++)
+		if (!mon->mon[i] || fi_stream_zmq_connected((struct fi_stream *)mon, i))
+			return 0;
+	return 1;
+}
+
+/* A reply on a ROUTER: [peer, frame] to the client set by fi_stream_set_peer. The router is
+ * mandatory: a client that is gone fails at once (EHOSTUNREACH); one at its high-water mark
+ * is waited for, up to reply_ms. */
+static fi_err zmq_send_peer(struct fi_stream *s, const void *p, size_t n)
+{
+	double t0 = fi_now();
+	if (!s->to_len)
+		return fi_fail(FI_EINVAL, "stream: a reply with no client");
+	for (;;) {
+		struct timespec ts = { 0, 1000 * 1000 };
+		if (zmq_send(s->sock[0], s->to, s->to_len, ZMQ_DONTWAIT | ZMQ_SNDMORE) >= 0) {
+			if (zmq_send(s->sock[0], p, n, 0) < 0)
+				return fi_fail(FI_EIO, "zeromq send: %s", zmq_strerror(errno));
+			return FI_OK;
+		}
+		if (errno == EHOSTUNREACH)
+			return fi_fail(FI_ENOTFOUND, "client gone");
+		if (errno != EAGAIN && errno != EINTR)
+			return fi_fail(FI_EIO, "zeromq send: %s", zmq_strerror(errno));
+		if (fi_stream_interrupted())
+			return fi_fail(FI_EINTERRUPT, "interrupted");
+		if ((fi_now() - t0) * 1000 > s->o.reply_ms)
+			return fi_fail(FI_ENOTFOUND, "client not taking replies for %d s", s->o.reply_ms / 1000);
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* Sends one message on the first output socket that takes it without blocking, starting
  * after the last one used; waits (zmq_poll) while all are at their high-water mark. */
 static fi_err zmq_send_rr(struct fi_stream *s, const void *p, size_t n, int timeout_ms)
 {
 	double t0 = fi_now();
+	const struct fi_stream *mon = s->borrowed ? s->src : s;
+	if (s->router)
+		return zmq_send_peer(s, p, n);
 	for (;;) {
 		zmq_pollitem_t it[FI_STREAM_MAX_EP];
 		int slice = 250;
@@ -239,6 +300,7 @@ static fi_err zmq_send_rr(struct fi_stream *s, const void *p, size_t n, int time
 			int i = (s->rr + k) % s->nsock;
 			if (zmq_send(s->sock[i], p, n, ZMQ_DONTWAIT) >= 0) {
 				s->rr = i + 1;
+				s->sent = 1;
 				return FI_OK;
 			}
 			if (errno != EAGAIN && errno != EINTR)
@@ -246,6 +308,9 @@ static fi_err zmq_send_rr(struct fi_stream *s, const void *p, size_t n, int time
 		}
 		if (fi_stream_interrupted())
 			return fi_fail(FI_EINTERRUPT, "interrupted");
+		if (nobody_listening(s, mon))
+			return fi_fail(FI_EIO, "cannot connect to '%s': nothing is listening (waited %d s)",
+				       mon->ep[0], s->o.connect_ms / 1000);
 		if (timeout_ms >= 0) {
 			int left = timeout_ms - (int)((fi_now() - t0) * 1000);
 			if (left <= 0)
@@ -358,6 +423,61 @@ fi_err fi_stream_close(struct fi_stream *s)
 	return e;
 }
 
+fi_err fi_stream_open_reply(struct fi_stream **out, struct fi_stream *in)
+{
+	struct fi_stream *s;
+	fi_err e;
+	*out = NULL;
+	if (!in->router && !in->dealer)
+		return fi_fail(FI_EINVAL, "stream: replies need a ROUTER or DEALER input");
+	if ((e = stream_new(&s, FI_STREAM_OUT, &in->o)))
+		return e;
+	s->o.send_eos = 0;
+	s->borrowed = 1;
+	s->src = in;
+	s->router = in->router;
+	s->dealer = in->dealer;
+	s->ctx = in->ctx;
+	s->sock[0] = in->sock[0];
+	s->nsock = 1;
+	s->t_open = in->t_open;
+	*out = s;
+	return FI_OK;
+}
+
+const uint8_t *fi_stream_peer(const struct fi_stream *in, size_t *len)
+{
+	*len = in->router ? in->peer_len : 0;
+	return in->peer;
+}
+
+void fi_stream_set_peer(struct fi_stream *out, const uint8_t *peer, size_t len)
+{
+	out->to_len = len <= sizeof out->to ? len : 0;
+	if (out->to_len)
+		memcpy(out->to, peer, out->to_len);
+}
+
+int fi_stream_is_router(const struct fi_stream *s)
+{
+	return s->router;
+}
+
+const char *fi_stream_key(const uint8_t *peer, size_t len, const char *id, char *buf)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t k = 0;
+	if (!len)
+		return id;
+	for (size_t i = 0; i < len && i < FI_STREAM_PEER_MAX; i++) {
+		buf[k++] = hex[peer[i] >> 4];
+		buf[k++] = hex[peer[i] & 15];
+	}
+	buf[k++] = '/';
+	snprintf(buf + k, FI_STREAM_KEY_MAX - k, "%s", id ? id : "");
+	return buf;
+}
+
 void *fi_stream_zmq_socket(struct fi_stream *s)
 {
 	return s->nsock ? s->sock[0] : NULL;
@@ -384,7 +504,9 @@ fi_err fi_stream_take(struct fi_stream *in, struct fi_stream *out, int max,
 	fi_err e = FI_OK;
 	for (int k = 0; !*eof && !e && k < max; k++) {
 		fi_frame_init(&f, FI_FRAME_NONE);
-		e = busy(user) ? fi_stream_read_timeout(in, &f, 0) : fi_stream_read(in, &f);
+		e = fi_stream_read_timeout(in, &f, busy(user) ? 0 : in->o.idle_ms);
+		if (out->router)
+			fi_stream_set_peer(out, in->peer, in->peer_len);
 		if (e == FI_EFORMAT || e == FI_ERANGE || e == FI_EUNSUPPORTED) {
 			if (fi_stream_broken(in)) {
 				*eof = *broken = 1;
@@ -396,6 +518,8 @@ fi_err fi_stream_take(struct fi_stream *in, struct fi_stream *out, int max,
 				fi_warn("unreadable frame: %s (text goes through fi-tokenize first)",
 					fi_errmsg());
 			e = fi_stream_write_error(out, f.id, e, fi_errmsg());
+			if (e == FI_ENOTFOUND && out->router)
+				e = FI_OK; /* its sender is gone */
 			fi_frame_free(&f);
 			continue;
 		}
@@ -422,10 +546,14 @@ fi_err fi_stream_drain(struct fi_stream *in, struct fi_stream *out, const char *
 	while (!e) {
 		fi_frame_init(&f, FI_FRAME_NONE);
 		r = fi_stream_read_timeout(in, &f, quiet_ms);
+		if (out->router)
+			fi_stream_set_peer(out, in->peer, in->peer_len);
 		if (r == FI_EFORMAT || r == FI_ERANGE || r == FI_EUNSUPPORTED) {
 			/* an unreadable frame is answered as fi_stream_take answers it */
 			if (!fi_stream_broken(in)) {
 				e = fi_stream_write_error(out, f.id, r, fi_errmsg());
+				if (e == FI_ENOTFOUND && out->router)
+					e = FI_OK;
 				(*n_failed)++;
 				fi_frame_free(&f);
 				continue;
@@ -437,6 +565,8 @@ fi_err fi_stream_drain(struct fi_stream *in, struct fi_stream *out, const char *
 		}
 		if (f.type == FI_FRAME_REQUEST) {
 			e = fi_stream_write_error(out, f.id, FI_EINTERRUPT, msg);
+			if (e == FI_ENOTFOUND && out->router)
+				e = FI_OK;
 			(*n_failed)++;
 		} else if (pass & (1u << f.type)) {
 			e = fi_stream_write(out, &f);

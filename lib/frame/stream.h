@@ -14,6 +14,20 @@
  * workers spreads frames over them (fan-out). Output streams end with an "eos" frame on
  * ZeroMQ (fi_stream_close); an input ends after opts.eos_count of them.
  *
+ * Clients and servers (fi-frame(5), SOCKETS): an input opened with opts.router binds a
+ * ROUTER socket: each frame read comes from a client (fi_stream_peer), and the reply stream
+ * (fi_stream_open_reply) sends each frame back to the client set by fi_stream_set_peer,
+ * waiting while that client is slow (never dropped) but failing with FI_ENOTFOUND once it
+ * is gone or has not taken a frame for FI_REPLY_TIMEOUT. An input opened with opts.dealer
+ * connects one DEALER socket that both reads and (through its reply stream) writes: a
+ * client of such a worker, or a worker registered with fi-route.
+ *
+ * A stream that connects (an output, a DEALER) fails with "cannot connect to 'EP': nothing
+ * is listening" when no peer has connected within FI_CONNECT_TIMEOUT of its first send
+ * (opts.connect_ms). Binding an ipc:// path refuses one a live process serves ("address in
+ * use") and replaces a stale socket file that a dead one left; a path that is not a socket
+ * is never removed.
+ *
  * tcp:// binds loopback unless an address is given: an empty host or "*" ("tcp://:7000")
  * binds 127.0.0.1:7000; "tcp://0.0.0.0:7000" binds every interface and, without a CURVE key,
  * warns through fi_warn. opts.curve_key names a key file (fi-frame(5), CURVE KEYS).
@@ -43,6 +57,14 @@ struct fi_stream_opts {
 	const char *curve_key; /* key file for CURVE (NULL: plaintext) */
 	int send_eos;          /* ZeroMQ output sends an eos frame at close (default 1) */
 	int tty_ok;            /* output "-" may be a terminal (the commands' -f; default 0) */
+	int router;            /* input: a ROUTER socket that binds (clients get replies) */
+	int dealer;            /* input: one DEALER socket that connects (reads and replies) */
+	int connect_ms;        /* connecting sockets: how long a first send waits for a peer
+				* (default FI_CONNECT_TIMEOUT, 10 s; -1: forever) */
+	int reply_ms;          /* ROUTER replies: how long a slow client is waited for
+				* (default FI_REPLY_TIMEOUT, 30 s) */
+	int idle_ms;           /* fi_stream_take: the longest wait for a first frame (-1, the
+				* default: until one comes) */
 };
 
 void fi_stream_opts_default(struct fi_stream_opts *o);
@@ -119,6 +141,22 @@ int fi_stream_fd(const struct fi_stream *s);
 /* The endpoint the (first) socket last bound or connected, with the port resolved
  * ("tcp://127.0.0.1:*" -> "tcp://127.0.0.1:41234"); "-" for pipes. */
 const char *fi_stream_endpoint(struct fi_stream *s);
+
+/* The reply stream of a ROUTER or DEALER input: an output over the same socket, closed
+ * (before in) with fi_stream_close; it sends no eos. FI_EINVAL for other inputs. */
+fi_err fi_stream_open_reply(struct fi_stream **out, struct fi_stream *in);
+/* ROUTER: the identity of the client that sent the last frame read (*len 0: none, or not a
+ * ROUTER); writes on a reply stream go to the client set here. */
+const uint8_t *fi_stream_peer(const struct fi_stream *in, size_t *len);
+void fi_stream_set_peer(struct fi_stream *out, const uint8_t *peer, size_t len);
+/* 1 when s is the reply stream of a ROUTER input (writes need a peer). */
+int fi_stream_is_router(const struct fi_stream *s);
+/* A request's key for a worker's scheduler: its id when peer is empty, else the peer in hex,
+ * '/', the id (so that ids need only be unique per client). buf holds at least
+ * FI_STREAM_KEY_MAX bytes; the id is cut there. */
+#define FI_STREAM_PEER_MAX 255
+#define FI_STREAM_KEY_MAX (2 * FI_STREAM_PEER_MAX + 2 + 1024)
+const char *fi_stream_key(const uint8_t *peer, size_t len, const char *id, char *buf);
 
 /* Signals: fi_stream_catch_signals, fi_stream_interrupted, fi_stream_set_interrupted are
  * declared in stream_signal.h (included above). */

@@ -32,6 +32,18 @@ struct fi_stream {
 	int eos_seen, done, broken;
 	int drain; /* input: reading what is left after a signal (fi_stream_drain) */
 	char last_ep[256];
+	/* clients and servers (stream.h) */
+	int router, dealer;   /* sock[0] is a ROUTER (identity parts) / a DEALER */
+	int borrowed;         /* a reply stream: sock[0] and ctx belong to its input, src */
+	struct fi_stream *src;
+	uint8_t peer[FI_STREAM_PEER_MAX]; /* input: the sender of the last frame read */
+	size_t peer_len;
+	uint8_t to[FI_STREAM_PEER_MAX];   /* reply: where writes go */
+	size_t to_len;
+	int connecting, sent;  /* a socket that connects; a send got through */
+	char *ipc_files[FI_STREAM_MAX_EP]; /* ipc paths bound: removed at close */
+	int n_ipc;
+	double t_open;
 };
 
 /* Parses spec, creates the context and sockets, binds/connects, applies options. */

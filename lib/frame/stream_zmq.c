@@ -6,8 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 #include <linux/sockios.h>
 #include <zmq.h>
 
@@ -149,7 +152,8 @@ static fi_err sock_opts(struct fi_stream *s, void *sock, int ipv6)
 	    (ipv6 && zmq_setsockopt(sock, ZMQ_IPV6, &one, sizeof one)) ||
 	    /* Frames never queue for a peer that is not connected: with fan-out a dead worker
 	     * does not swallow them, and a producer waits for its consumer. */
-	    (s->dir == FI_STREAM_OUT && zmq_setsockopt(sock, ZMQ_IMMEDIATE, &one, sizeof one)))
+	    ((s->dir == FI_STREAM_OUT || s->dealer) &&
+	     zmq_setsockopt(sock, ZMQ_IMMEDIATE, &one, sizeof one)))
 		return fi_fail(FI_EIO, "zeromq socket options: %s", zmq_strerror(errno));
 	return FI_OK;
 }
@@ -262,6 +266,38 @@ void fi_stream_zmq_drain(struct fi_stream *s)
 	}
 }
 
+/* Before binding ipc://PATH. libzmq removes whatever is at PATH before it binds, which
+ * would silently take the endpoint from a live worker (whose clients then hang) or delete a
+ * file given by mistake. So: a socket someone accepts on is "address in use"; a socket file
+ * nobody listens on (its owner died) is stale and is replaced; anything else is refused. */
+static fi_err ipc_check(const char *ep)
+{
+	const char *path = ep + 6;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r, err;
+
+	if (lstat(path, &st))
+		return FI_OK;
+	if (!S_ISSOCK(st.st_mode))
+		return fi_fail(FI_EEXIST, "cannot bind '%s': '%s' exists and is not a socket", ep, path);
+	if (strlen(path) >= sizeof sa.sun_path)
+		return FI_OK; /* libzmq refuses it with its own message */
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return FI_OK;
+	r = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+	err = errno;
+	close(fd);
+	if (!r)
+		return fi_fail(FI_EBUSY, "cannot bind '%s': address in use (a live process serves it)", ep);
+	if (err == ECONNREFUSED) {
+		fi_info("'%s': removing a stale socket file (its owner is gone)", path);
+		unlink(path);
+	}
+	return FI_OK;
+}
+
 static fi_err attach(struct fi_stream *s, void *sock, const char *ep, int bind)
 {
 	char addr[512];
@@ -277,12 +313,19 @@ static fi_err attach(struct fi_stream *s, void *sock, const char *ep, int bind)
 		ipv6 = 1;
 	if ((e = sock_opts(s, sock, ipv6)) || (e = curve_opts(s, sock, bind)))
 		return e;
+	if (bind && !strncmp(ep, "ipc://", 6) && (e = ipc_check(ep)))
+		return e;
+	if (!bind)
+		s->connecting = 1;
 	if (bind && !loop && !s->o.curve_key)
 		fi_warn("binding '%s' beyond loopback without CURVE keys: anyone who reaches it can send frames (--curve-key)",
 			addr);
 	if ((bind ? zmq_bind(sock, addr) : zmq_connect(sock, addr)) < 0)
 		return fi_fail(FI_EIO, "cannot %s '%s': %s", bind ? "bind" : "connect to", addr,
 			       zmq_strerror(errno));
+	/* libzmq leaves the socket file behind; a later client would connect to it and wait */
+	if (bind && !strncmp(ep, "ipc://", 6) && s->n_ipc < FI_STREAM_MAX_EP)
+		s->ipc_files[s->n_ipc++] = strdup(ep + 6);
 	return FI_OK;
 }
 
@@ -296,7 +339,7 @@ fi_err fi_stream_zmq_open(struct fi_stream *s, const char *spec)
 	if (!copy)
 		return fi_fail(FI_ENOMEM, "stream");
 	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		int b = s->dir == FI_STREAM_IN;
+		int b = s->dir == FI_STREAM_IN && !s->o.dealer;
 		if (*tok == '@' || *tok == '>')
 			b = *tok++ == '@';
 		if (strncmp(tok, "ipc://", 6) && strncmp(tok, "tcp://", 6) && strncmp(tok, "inproc://", 9)) {
@@ -330,18 +373,33 @@ fi_err fi_stream_zmq_open(struct fi_stream *s, const char *spec)
 		e = fi_fail(FI_EIO, "zeromq context: %s", zmq_strerror(errno));
 		goto out;
 	}
+	s->router = s->dir == FI_STREAM_IN && s->o.router;
+	s->dealer = s->dir == FI_STREAM_IN && !s->router && s->o.dealer;
 	for (int i = 0; i < n && !e; i++) {
 		void *sock;
 		if (s->dir == FI_STREAM_OUT || i == 0) {
-			if (!(sock = zmq_socket(s->ctx, s->dir == FI_STREAM_IN ? ZMQ_PULL : ZMQ_PUSH))) {
+			int type = s->dir == FI_STREAM_OUT ? ZMQ_PUSH : s->router ? ZMQ_ROUTER
+				 : s->dealer ? ZMQ_DEALER : ZMQ_PULL, one = 1;
+			if (!(sock = zmq_socket(s->ctx, type))) {
 				e = fi_fail(FI_EIO, "zeromq socket: %s", zmq_strerror(errno));
 				break;
 			}
 			s->ep[s->nsock] = strdup(eps[i]);
 			s->sock[s->nsock++] = sock;
-			if (s->dir == FI_STREAM_OUT && strncmp(eps[i], "inproc://", 9) &&
+			/* A reply to a client that is gone fails (EHOSTUNREACH) instead of vanishing,
+			 * and one at a slow client's high-water mark waits (EAGAIN) instead of being
+			 * dropped: nothing is lost silently. */
+			if (s->router && zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one)) {
+				e = fi_fail(FI_EIO, "zeromq socket options: %s", zmq_strerror(errno));
+				break;
+			}
+			if ((s->dir == FI_STREAM_OUT || s->dealer) && strncmp(eps[i], "inproc://", 9) &&
 			    (e = monitor(s, s->nsock - 1)))
 				break;
+		}
+		if (s->dealer && i > 0) {
+			e = fi_fail(FI_EINVAL, "'%s': a client connects to one endpoint", spec);
+			break;
 		}
 		e = attach(s, s->sock[s->nsock - 1], eps[i], bind[i]);
 	}
@@ -352,6 +410,10 @@ out:
 
 void fi_stream_zmq_close(struct fi_stream *s)
 {
+	if (s->borrowed) {
+		s->nsock = 0;
+		return;
+	}
 	for (int i = 0; i < s->nsock; i++) {
 		if (s->mon[i]) {
 			zmq_socket_monitor(s->sock[i], NULL, 0);
@@ -363,6 +425,13 @@ void fi_stream_zmq_close(struct fi_stream *s)
 	}
 	s->nsock = 0;
 	ctx_put(s->ctx, s->shared_ctx);
+	for (int i = 0; i < s->n_ipc; i++) {
+		struct stat st;
+		if (s->ipc_files[i] && !lstat(s->ipc_files[i], &st) && S_ISSOCK(st.st_mode))
+			unlink(s->ipc_files[i]);
+		free(s->ipc_files[i]);
+	}
+	s->n_ipc = 0;
 	s->ctx = NULL;
 	if (s->zone_ok)
 		msgpack_zone_destroy(&s->zone);

@@ -197,6 +197,8 @@ static void lru_push(struct fi_kvcache *c, int32_t b)
 
 static void unpublish(struct fi_kvcache *c, int32_t b)
 {
+	if (c->on_remove)
+		c->on_remove(c->on_remove_user, &c->key[b]);
 	table_del(c, b);
 	c->published[b] = 0;
 	c->n_published--;

@@ -63,6 +63,9 @@ struct fi_kvcache {
 	int32_t lru_head, lru_tail;   /* least, most recently used */
 	int n_idle, n_published;
 	int32_t *table;        /* [table_cap] block ids by key (open addressing), -1 empty */
+	/* told of every published key that leaves the cache (evicted, rewritten, cleared) */
+	void (*on_remove)(void *user, const fi_arena_key *key);
+	void *on_remove_user;
 	uint32_t table_mask;
 	uint64_t hits, n_pub_total, evictions;
 	/* Optional: called after a block is copied (copy-on-write of a forked sequence's

@@ -110,6 +110,14 @@ static void htab_del(struct fi_sched *s, struct sreq *q)
 
 /* ---- create, destroy ---- */
 
+/* The KV cache's removals, as events (opts.kv_cb). */
+static void kv_removed(void *user, const fi_arena_key *key)
+{
+	struct fi_sched *s = user;
+	struct fi_kv_event ev = {.type = FI_KV_EV_REMOVED, .keys = key, .n = 1};
+	s->o.kv_cb(s->o.kv_user, &ev);
+}
+
 fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct fi_sched **out)
 {
 	struct fi_sched *s;
@@ -157,6 +165,13 @@ fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct
 		fi_sched_destroy(s);
 		return e;
 	}
+	if (s->o.kv_cb) {
+		/* the cache is new: consumers forget what they knew of this worker */
+		struct fi_kv_event ev = {.type = FI_KV_EV_CLEARED};
+		s->kc->on_remove = kv_removed;
+		s->kc->on_remove_user = s;
+		s->o.kv_cb(s->o.kv_user, &ev);
+	}
 	*out = s;
 	return FI_OK;
 }
@@ -178,6 +193,8 @@ void fi_sched_destroy(struct fi_sched *s)
 	struct sreq *q;
 	if (!s)
 		return;
+	if (s->kc && s->kc->on_remove_user == s)
+		s->kc->on_remove = NULL, s->kc->on_remove_user = NULL;
 	if (s->inflight) { /* its results are not wanted */
 		fi_model_collect(s->m, s->logits, s->rtok, NULL);
 		s->inflight = 0;
@@ -543,4 +560,26 @@ void fi_sched_stats(const struct fi_sched *s, struct fi_sched_stats *st)
 	st->kv_block_size = ks.block_size;
 	st->kv_available = ks.free_blocks + ks.idle_blocks;
 	st->kv_cached = ks.cached_blocks;
+	st->queued_tokens = st->running_tokens = 0;
+	for (const struct sreq *q = s->waiting.head; q; q = q->next)
+		st->queued_tokens += q->n_prompt + q->n_gen;
+	for (const struct sreq *q = s->preempted.head; q; q = q->next)
+		st->queued_tokens += q->n_prompt + q->n_gen;
+	for (int i = 0; i < s->n_run; i++)
+		st->running_tokens += s->run[i]->n_prompt + s->run[i]->n_gen;
+}
+
+const char *fi_sched_kv_root(const struct fi_sched *s)
+{
+	return s->kv_id;
+}
+
+fi_err fi_prefix_block_keys(const char *root, const uint32_t *tokens, size_t n,
+			    uint32_t block_tokens, fi_arena_key *keys)
+{
+	if (!block_tokens)
+		return fi_fail(FI_EINVAL, "block keys: block_tokens is 0");
+	if (n < block_tokens)
+		return FI_OK;
+	return fi_arena_chain_keys(root, tokens, n - n % block_tokens, block_tokens, keys);
 }

@@ -129,6 +129,10 @@ static enum admit try_admit(struct fi_sched *s, struct plan *p, struct sreq *q)
 		return NO_ROOM;
 	}
 	q->filled = (uint32_t)m * (uint32_t)bs;
+	if (!q->admitted_once) { /* the load frames' prefix hit rate, in blocks */
+		s->st.prefix_lookups += (uint64_t)limit;
+		s->st.prefix_hits += (uint64_t)m;
+	}
 	q->published = m;
 	s->st.cached_tokens += q->filled;
 	if (q->arena && m < limit)

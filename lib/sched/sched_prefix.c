@@ -183,7 +183,27 @@ void prefix_publish(struct fi_sched *s, struct sreq *q)
 		sched_warn(s, q->id, q->user);
 		return;
 	}
-	fi_kvcache_publish(s->kc, q->seq, q->published, q->keys + q->published, full - q->published);
+	if (!s->o.kv_cb) {
+		fi_kvcache_publish(s->kc, q->seq, q->published, q->keys + q->published, full - q->published);
+	} else {
+		/* one block at a time: a key another block already holds is not stored again, and
+		 * each run of newly stored blocks is one event */
+		int run = -1;
+		for (int i = q->published; i <= full; i++) {
+			int stored = i < full && fi_kvcache_publish(s->kc, q->seq, i, &q->keys[i], 1) == 1;
+			if (stored && run < 0)
+				run = i;
+			if (!stored && run >= 0) {
+				struct fi_kv_event ev = {
+					.type = FI_KV_EV_STORED, .keys = &q->keys[run], .n = i - run,
+					.parent = run ? &q->keys[run - 1] : NULL,
+					.tokens = (const uint32_t *)q->hist + (size_t)run * (size_t)s->block_size,
+					.block_tokens = (uint32_t)s->block_size};
+				s->o.kv_cb(s->o.kv_user, &ev);
+				run = -1;
+			}
+		}
+	}
 	if (q->fly_from < full) {
 		fly_drop_range(s, q, q->fly_from, full < q->fly_to ? full : q->fly_to);
 		q->fly_from = full;

@@ -109,6 +109,21 @@ struct fi_sched_event {
  * back into the scheduler. The event's memory is valid only during the call. */
 typedef fi_err (*fi_sched_cb)(void *user, const struct fi_sched_event *ev);
 
+/* What the prefix cache holds, as it changes (fi-kv-events(5)): blocks stored (newly
+ * reusable under their keys), removed (evicted or rewritten), all cleared (a new, empty
+ * cache: reported once at creation). Called from inside the scheduler; it must not call
+ * back into it, and the memory is valid only during the call. */
+enum fi_kv_ev_type { FI_KV_EV_STORED, FI_KV_EV_REMOVED, FI_KV_EV_CLEARED };
+struct fi_kv_event {
+	enum fi_kv_ev_type type;
+	const fi_arena_key *keys;   /* [n] consecutive blocks of one chain (stored) */
+	int n;
+	const fi_arena_key *parent; /* stored: the key before keys[0]; NULL for a first block */
+	const uint32_t *tokens;     /* stored: their token ids [n * block_tokens] */
+	uint32_t block_tokens;
+};
+typedef void (*fi_sched_kv_cb)(void *user, const struct fi_kv_event *ev);
+
 #define FI_SCHED_MAX_BATCH 256      /* default max_batch */
 #define FI_SCHED_MAX_STEP_TOKENS 8192 /* default max_step_tokens */
 
@@ -130,6 +145,8 @@ struct fi_sched_opts {
 	uint64_t arena_size;    /* when this process creates the arena (0: default) */
 	fi_sched_cb cb;
 	void *cb_user;
+	fi_sched_kv_cb kv_cb;   /* the prefix cache's changes, or NULL */
+	void *kv_user;
 };
 
 void fi_sched_opts_default(struct fi_sched_opts *o);
@@ -238,8 +255,23 @@ struct fi_sched_stats {
 	int max_running;          /* the most requests in one step */
 	int kv_blocks, kv_block_size, kv_available; /* the pool: blocks, tokens each, free + idle */
 	int kv_cached;            /* blocks in the prefix cache (in use or idle) */
+	uint64_t prefix_lookups;  /* full prompt blocks looked up at first admissions */
+	uint64_t prefix_hits;     /* of them, found in the prefix cache */
+	uint64_t queued_tokens;   /* now: tokens of waiting and preempted requests */
+	uint64_t running_tokens;  /* now: tokens (prompt and generated) of running requests */
 };
 void fi_sched_stats(const struct fi_sched *s, struct fi_sched_stats *st);
+
+/* ---- block keys (fi-kv-events(5)) ---- */
+
+/* The root of this scheduler's block-key chains: 64 hex digits, the SHA-256 of the model
+ * image's fingerprint, the KV dtype and geometry (fi_kvx_id). */
+const char *fi_sched_kv_root(const struct fi_sched *s);
+/* The keys of the full blocks of tokens[0..n): key i = SHA-256 over the root, key i-1 (none
+ * for the first) and block i's token ids (fi_arena_chain_keys), exactly the keys the
+ * scheduler's prefix cache and the KV arena use. keys holds n / block_tokens entries. */
+fi_err fi_prefix_block_keys(const char *root, const uint32_t *tokens, size_t n,
+			    uint32_t block_tokens, fi_arena_key *keys);
 
 /* ---- the KV pool: how big (sched_size.c) ---- */
 

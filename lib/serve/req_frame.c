@@ -117,10 +117,35 @@ fi_err fi_req_echo_new(const struct fi_frame *f, struct fi_req_echo **out)
 	return FI_OK;
 }
 
+fi_err fi_req_echo_new_peer(const struct fi_frame *f, const uint8_t *peer, size_t peer_len,
+			    const char *key, struct fi_req_echo **out)
+{
+	struct fi_req_echo *e;
+	fi_err r;
+	if (!peer_len)
+		return fi_req_echo_new(f, out);
+	if ((r = fi_req_echo_new(f, out)))
+		return r;
+	if (!(e = *out) && !(e = calloc(1, sizeof *e)))
+		return fi_fail(FI_ENOMEM, "request '%s'", f->id);
+	*out = e;
+	e->peer_len = peer_len < sizeof e->peer ? peer_len : sizeof e->peer;
+	memcpy(e->peer, peer, e->peer_len);
+	if (!(e->id = strdup(f->id ? f->id : "")) || !(e->key = strdup(key))) {
+		fi_req_echo_free(e);
+		*out = NULL;
+		return fi_fail(FI_ENOMEM, "request '%s'", f->id);
+	}
+	return FI_OK;
+}
+
 void fi_req_echo_free(struct fi_req_echo *e)
 {
-	if (e)
+	if (e) {
 		free(e->prompt);
+		free(e->id);
+		free(e->key);
+	}
 	free(e);
 }
 

@@ -35,9 +35,18 @@ struct fi_req_echo {
 	int has_seq;
 	char *prompt; /* the request's text, or NULL */
 	size_t prompt_len;
+	/* A worker serving clients (fi-frame(5), SOCKETS): who sent it and under which id; the
+	 * scheduler holds it under key, the (client, id) pair. NULL id: not a client's. */
+	char *id, *key;
+	uint8_t peer[255];
+	size_t peer_len;
+	struct fi_req_echo *prev, *next; /* the worker's list of its clients' requests */
 };
 /* A copy of f's seq and text (NULL when f has neither, which is not an error). */
 fi_err fi_req_echo_new(const struct fi_frame *f, struct fi_req_echo **out);
+/* The same for a request from client peer (peer_len > 0: always allocated), held as key. */
+fi_err fi_req_echo_new_peer(const struct fi_frame *f, const uint8_t *peer, size_t peer_len,
+			    const char *key, struct fi_req_echo **out);
 void fi_req_echo_free(struct fi_req_echo *e);
 /* Puts e's seq and prompt on an answer frame (borrowing e's memory). NULL e: nothing. */
 void fi_req_echo_apply(const struct fi_req_echo *e, struct fi_frame *answer);

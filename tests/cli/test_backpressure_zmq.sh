@@ -6,7 +6,7 @@
 
 t0=$(date +%s)
 ep=ipc://$work/w
-fi-decode -m tiny -n 2 --temp 0 -i "$ep" -e 4 > "$work/out.mp" 2> "$work/err" & d=$!
+fi-decode -m tiny -n 2 --temp 0 -i "$ep" -o - -e 4 > "$work/out.mp" 2> "$work/err" & d=$!
 pids="$pids $d"
 watch_hwm $d "$work/hwm" &
 N=5000

@@ -273,7 +273,7 @@ PY
 
 # a worker over ZeroMQ: the same requests give the same tokens as in process (tinynl: the
 # counts depend on what is generated), replies piped in or on an endpoint of their own
-fi-decode -m tinynl -i "ipc://$work/w1" |
+fi-decode -m tinynl -i "ipc://$work/w1" -o - |
 	fi-bench -m tinynl -o json serve -e "ipc://$work/w1" --requests 16 --workload fixed:8:48 \
 		--seed 3 --save-requests z1.jsonl > z1.json || fail "zmq piped: exit $?"
 check z1.json z1.jsonl completed=16 backend=zeromq "device=ipc://$work/w1" steps=None || fail "zmq piped: report"
@@ -297,7 +297,7 @@ fi-bench -m tiny serve -e "ipc://$work/nobody" -i "ipc://$work/noreply" --timeou
 grep -q "^fi-bench: no reply from ipc://$work/nobody for 1 s, 1 request unanswered$" err ||
 	fail "dead endpoint: message $(cat err)"
 # ... and a worker stopped in the middle (it cancels what it holds and ends its output)
-{ fi-decode -m tiny -i "ipc://$work/w4" & echo $! > w4.pid; wait; } |
+{ fi-decode -m tiny -i "ipc://$work/w4" -o - & echo $! > w4.pid; wait; } |
 	fi-bench -m tiny serve -e "ipc://$work/w4" --requests 1000 --workload fixed:32:64 \
 		--concurrency 16 > /dev/null 2> err4 &
 bp=$!
@@ -369,9 +369,10 @@ fi-bench -m tiny --backend cpu serve --requests 16 --rate 40 --prefix-cache \
 	--workload prefix:256:1:fixed:16:8 --ignore-eos > ex4 || fail "example 4a"
 fi-bench -m tiny --backend cpu serve --requests 16 --rate 40 --prefix-cache \
 	--workload prefix:256:16:fixed:16:8 --ignore-eos >> ex4 || fail "example 4b"
-fi-decode -m tiny -i "ipc://$work/fi-bench-w0" |
-	fi-bench -m tiny serve -e "ipc://$work/fi-bench-w0" --requests 20 --workload fixed:32:16 > ex5 ||
+fi-decode -m tiny -e 1 -i "ipc://$work/fi-bench-w0" 2> /dev/null & wp=$!
+fi-bench -m tiny serve --endpoint "ipc://$work/fi-bench-w0" --requests 20 --workload fixed:32:16 > ex5 ||
 	fail "example 5"
+wait $wp || fail "example 5: the worker did not end after the eos: exit $?"
 grep -q '| tiny | zeromq | fixed:32:16 | 20 | inf | - | 20 | 0 |' ex5 || fail "example 5 row"
 printf '%s\n' '{"prompt": "def add(a, b):", "max_tokens": 8}' \
 	'{"tokens": [10, 20, 30], "max_tokens": 4}' > prompts.jsonl

@@ -21,7 +21,7 @@ fi-prefill -m tiny --arena-size 64M < requests.msgpack > prefilled.msgpack
 fi-decode -m tiny -n 16 < prefilled.msgpack > out.msgpack
 fi-prefill -m tiny -v < requests.msgpack | fi-decode -m tiny -n 16 > out2.msgpack
 fi-tokenize -m tiny < prompts.txt | fi-prefill -m tiny | fi-decode -m tiny -n 16 | fi-tokenize -m tiny -d
-fi-decode -m tiny -n 16 -i ipc://decode.sock > out3.msgpack &
+fi-decode -m tiny -n 16 -i ipc://decode.sock -o - > out3.msgpack &
 fi-prefill -m tiny -o ipc://decode.sock < requests.msgpack
 EOF
 while IFS= read -r line; do

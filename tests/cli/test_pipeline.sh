@@ -83,13 +83,13 @@ wait_exit() { # pid seconds
 	wait "$1"
 }
 for ep in "ipc://$work/dec.sock" "tcp://127.0.0.1:$((20000 + $$ % 20000))"; do
-	fi-decode -m tiny -i "$ep" > "$work/z.mp" 2> "$work/z.err" & d=$!; pids="$pids $d"
+	fi-decode -m tiny -i "$ep" -o - > "$work/z.mp" 2> "$work/z.err" & d=$!; pids="$pids $d"
 	fi-prefill -m tiny $A -o "$ep" < "$work/many.mp" || fail "$ep: prefill"
 	wait_exit $d 60 || fail "$ep: decode worker did not end on eos"
 	frames_same "$work/ma.mp" "$work/z.mp" || fail "$ep: output differs"
 	echo "ok: fi-prefill -o $ep -> fi-decode -i $ep"
 done
-fi-decode -m tiny -n 32 -i "ipc://$work/d2" > "$work/z2.mp" & d=$!; pids="$pids $d"
+fi-decode -m tiny -n 32 -i "ipc://$work/d2" -o - > "$work/z2.mp" & d=$!; pids="$pids $d"
 fi-prefill -m tiny $A --temp 0 -i "ipc://$work/p2" -o "ipc://$work/d2" & p=$!; pids="$pids $p"
 if command -v fi-tokenize > /dev/null; then
 	fi-tokenize -m tiny -o "ipc://$work/p2" < "$work/prompts.txt" || fail "fi-tokenize -o"
@@ -105,7 +105,7 @@ fi
 # SIGTERM: a decode worker running long requests ends them with finish "cancel"; each request
 # sent gets a done or an error frame; exit status 3 (requests cut short by the signal).
 frames_prompts 12 30 5 400 | fi-frame -e > "$work/long.mp"
-fi-decode -m tiny -e 0 -i "ipc://$work/d3" > "$work/t.mp" & d=$!; pids="$pids $d"
+fi-decode -m tiny -e 0 -i "ipc://$work/d3" -o - > "$work/t.mp" & d=$!; pids="$pids $d"
 fi-prefill -m tiny $A -o "ipc://$work/d3" < "$work/long.mp" || fail "prefill to d3"
 sleep 1
 kill -TERM $d

@@ -66,7 +66,8 @@ START_TEST(test_norm_qkv_rope)
 	for (int k = 0; k < 4; k++) {
 		int T = sh[k][0], D = sh[k][1], Hq = sh[k][2], Hk = sh[k][3], hd = sh[k][4];
 		int hb = sh[k][5], Nq = Hq * hd, Nk = Hk * hd;
-		struct fi_kv_cache kc = {2, 4, 4, Hk, hd, NULL, NULL, 0}, kg = kc;
+		struct fi_kv_cache kc = {.n_layers = 2, .n_blocks = 4, .block_size = 4, .n_kv_heads = Hk,
+				    .head_dim = hd}, kg = kc;
 		size_t ncache = (size_t)4 * 4 * Nk;
 		float inv[256];
 		int32_t pos[4], slot[4];

@@ -301,7 +301,8 @@ START_TEST(test_fused_ops)
 	for (int k = 0; k < 3; k++) {
 		int T = shapes[k][0], Hq = shapes[k][1], Hk = shapes[k][2], hd = shapes[k][3];
 		size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * Hk * hd;
-		struct fi_kv_cache kc = {2, 4, 4, Hk, hd, NULL, NULL, 0}, kg = kc;
+		struct fi_kv_cache kc = {.n_layers = 2, .n_blocks = 4, .block_size = 4, .n_kv_heads = Hk,
+				    .head_dim = hd}, kg = kc;
 		size_t ncache = (size_t)4 * 4 * Hk * hd;
 		float *q = rand_bf16(nq, 2, &seed), *kk = rand_bf16(nk, 2, &seed);
 		float *v = rand_bf16(nk, 2, &seed), *zero = calloc(ncache, sizeof(float));

@@ -104,6 +104,56 @@ START_TEST(test_request_roundtrip)
 }
 END_TEST
 
+/* The frames of a worker registered with a router (fi-frame(5), WORKERS AND ROUTERS). */
+START_TEST(test_worker_frames)
+{
+	struct fi_buf b = {0};
+	struct fi_frame f, g;
+	fi_frame_init(&f, FI_FRAME_HELLO);
+	f.id = "gpu0:42";
+	f.hello.role = "prefill";
+	f.hello.model = "llama3";
+	memset(f.hello.fingerprint, 0xab, 32);
+	f.hello.block_tokens = 16;
+	f.hello.kv_blocks = 1ull << 33;
+	f.hello.max_batch = 256;
+	ck_assert(!fi_frame_encode(&f, &b));
+	ck_assert_msg(!fi_frame_decode(b.data, b.len, NULL, &g), "%s", fi_errmsg());
+	ck_assert_int_eq(g.type, FI_FRAME_HELLO);
+	ck_assert_str_eq(g.id, "gpu0:42");
+	ck_assert_str_eq(g.hello.role, "prefill");
+	ck_assert_str_eq(g.hello.model, "llama3");
+	ck_assert_uint_eq(g.hello.fingerprint[31], 0xab);
+	ck_assert_uint_eq(g.hello.kv_blocks, 1ull << 33);
+	ck_assert(!g.hello.has_kv_root && !g.hello.kv_events);
+	fi_frame_free(&g);
+	/* a role fi does not know is refused at the source */
+	f.hello.role = "router";
+	b.len = 0;
+	ck_assert(!fi_frame_encode(&f, &b));
+	ck_assert_int_eq(fi_frame_decode(b.data, b.len, NULL, &g), FI_EFORMAT);
+	fi_frame_free(&g);
+
+	fi_frame_init(&f, FI_FRAME_LOAD);
+	f.id = "w";
+	f.load = (struct fi_load){1, 2, 3, 4, 5, 6, 7, 8};
+	b.len = 0;
+	ck_assert(!fi_frame_encode(&f, &b));
+	ck_assert(!fi_frame_decode(b.data, b.len, NULL, &g));
+	ck_assert(!memcmp(&g.load, &f.load, sizeof f.load));
+	fi_frame_free(&g);
+	fi_frame_init(&f, FI_FRAME_BYE);
+	f.id = "w";
+	b.len = 0;
+	ck_assert(!fi_frame_encode(&f, &b));
+	ck_assert(!fi_frame_decode(b.data, b.len, NULL, &g));
+	ck_assert_int_eq(g.type, FI_FRAME_BYE);
+	ck_assert_str_eq(g.id, "w");
+	fi_frame_free(&g);
+	fi_buf_free(&b);
+}
+END_TEST
+
 START_TEST(test_request_defaults)
 {
 	struct fi_frame in, f;
@@ -880,6 +930,7 @@ int main(void)
 	tcase_add_test(tc, test_reader_resync);
 	tcase_add_test(tc, test_reader_big_frame);
 	tcase_add_test(tc, test_corpus);
+	tcase_add_test(tc, test_worker_frames);
 	suite_add_tcase(s, tc);
 	return fi_test_run(s);
 }
