@@ -232,6 +232,9 @@ struct fi_backend_ops {
 	 * 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))). */
 	fi_err (*gelu_mul)(struct fi_backend *be, void *out_d, const void *gate_d,
 			   const void *up_d, int T, int F);
+	/* out[T,F] = relu(gate)^2 * up (BitNet's squared-ReLU GLU). */
+	fi_err (*relu2_mul)(struct fi_backend *be, void *out_d, const void *gate_d,
+			    const void *up_d, int T, int F);
 	/* x[n] = cap * tanh(x / cap) on f32 logits in place (final logit soft-capping, so
 	 * argmax and the sample op see the capped logits). */
 	fi_err (*softcap)(struct fi_backend *be, float *x_d, int64_t n, float cap);

@@ -22,6 +22,12 @@ fi_err fi_cpu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 {
 	float *out = out_d;
 	int N = (int)w->rows;
+	if (w->dtype == FI_DT_TQ2) {
+		fi_err e;
+		if (T > 0 && (e = fi_cpu_tq2_matmul(be, out, in_d, w, T)))
+			return e;
+		goto bias;
+	}
 	if (w->dtype != FI_DT_F32)
 		return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s", fi_dtype_name(w->dtype));
 	if (bias && bias->rows * bias->cols != N)
@@ -43,7 +49,8 @@ fi_err fi_cpu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 	} else {
 		gemm(out, in_d, w, T);
 	}
-	if (bias) {
+bias:
+	if (bias && T > 0) {
 		const float *b = bias->p;
 		for (int t = 0; t < T; t++)
 			for (int n = 0; n < N; n++)
