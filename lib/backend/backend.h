@@ -278,6 +278,10 @@ struct fi_backend {
 	 * every backend. 0: a NULL tensor is an error. */
 	int random_weights;
 	uint64_t random_seed;
+	/* Set by the model while it loads a weight a backend may keep in bf16 when it is stored
+	 * so (the tied embedding and head of a ternary model, half of what a token reads on the
+	 * CPU); a backend that computes from bf16 anyway ignores it. */
+	int keep_bf16;
 };
 
 /* random.c: the value of element i of a random tensor (backend.h, random_weights): a 2-D

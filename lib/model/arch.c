@@ -268,7 +268,12 @@ fi_err fi_arch_load(struct fi_model *m, const struct fi_tensor_set *ts)
 	for (int i = 0; i < ts->n; i++)
 		json_object_set_new(a->index, ts->t[i].name, json_integer(i));
 	a->scale = fi_attn_scale(c);
-	if ((e = check_all(m, a)) || (e = load_named(m, a, "tok_embd", &m->tok_embd)) ||
+	be->keep_bf16 = c->ternary && c->tie_embeddings;
+	e = check_all(m, a);
+	if (!e)
+		e = load_named(m, a, "tok_embd", &m->tok_embd);
+	be->keep_bf16 = 0;
+	if (e ||
 	    (e = load_norm(m, a, "out_norm", &m->out_norm)) ||
 	    (!c->tie_embeddings && (e = load_named(m, a, "output", &m->output))))
 		goto out;

@@ -211,6 +211,9 @@ static fi_err cpu_weight(struct fi_backend *be, const struct fi_tensor *t, struc
 			       (long long)n, fi_dtype_name(t->dtype));
 	rows = t->ndim == 2 ? t->shape[0] : 1;
 	cols = t->ndim == 2 ? t->shape[1] : t->shape[0];
+	if (be->keep_bf16 && t->ndim == 2 && t->dtype == FI_DT_BF16 &&
+	    (t->data || be->random_weights))
+		return fi_cpu_bf16_weight(be, t, rows, cols, w);
 	if ((e = cpu_alloc(be, (size_t)n * sizeof(float), &w->p)))
 		return e;
 	if (!t->data && be->random_weights) { /* random weights (backend.h) */

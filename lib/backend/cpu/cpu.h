@@ -76,6 +76,12 @@ fi_err fi_cpu_sample(struct fi_backend *be, const struct fi_sample_args *a);
 fi_err fi_cpu_scale(struct fi_backend *be, void *x_d, int64_t n, float s);
 fi_err fi_cpu_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d,
 		       const void *up_d, int T, int F);
+/* cpu_bf16.c: a bf16 weight kept as stored (backend.h keep_bf16), its rows and products */
+fi_err fi_cpu_bf16_weight(struct fi_backend *be, const struct fi_tensor *t, int64_t rows,
+			  int64_t cols, struct fi_weight *w);
+void fi_cpu_bf16_row(const struct fi_weight *w, int64_t r, float *out);
+fi_err fi_cpu_bf16_matmul(struct fi_backend *be, float *out, const float *in,
+			  const struct fi_weight *w, int T);
 /* cpu_tq2.c: ternary weights (TQ2) kept packed, and their int8 products */
 fi_err fi_cpu_tq2_weight(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *w);
 fi_err fi_cpu_tq2_matmul(struct fi_backend *be, float *out, const float *in,

@@ -22,9 +22,12 @@ fi_err fi_cpu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 {
 	float *out = out_d;
 	int N = (int)w->rows;
-	if (w->dtype == FI_DT_TQ2) {
-		fi_err e;
-		if (T > 0 && (e = fi_cpu_tq2_matmul(be, out, in_d, w, T)))
+	if (w->dtype == FI_DT_TQ2 || w->dtype == FI_DT_BF16) {
+		fi_err e = FI_OK;
+		if (T > 0)
+			e = w->dtype == FI_DT_TQ2 ? fi_cpu_tq2_matmul(be, out, in_d, w, T)
+						  : fi_cpu_bf16_matmul(be, out, in_d, w, T);
+		if (e)
 			return e;
 		goto bias;
 	}
