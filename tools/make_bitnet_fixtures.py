@@ -142,12 +142,40 @@ def make(name, seed):
           f"min top-2 margin {margin:.3g}")
 
 
+def make_bad():
+    """tests/fixtures/bad_quant/bitnet_*: the bitnet fixture broken one way each (no
+    reference: fi-load must name what is wrong)."""
+    from safetensors.torch import load_file
+    src = os.path.join(OUT, "bitnet")
+    good = load_file(os.path.join(src, "model.safetensors"))
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    q = "model.layers.0.self_attn.q_proj."
+    cases = {
+        "bitnet_code3": ({q + "weight": good[q + "weight"] | 3}, {}),
+        "bitnet_scale_shape": ({q + "weight_scale": torch.ones(2, dtype=torch.bfloat16)}, {}),
+        # the packed rows unpack to 4 x 64 = 256 rows where the config needs 128
+        "bitnet_packing": ({q + "weight": torch.cat([good[q + "weight"]] * 2)}, {}),
+    }
+    for name, (tensors, _) in cases.items():
+        d = os.path.join("tests", "fixtures", "bad_quant", name)
+        os.makedirs(d, exist_ok=True)
+        t = dict(good)
+        t.update(tensors)
+        save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(d, "model.safetensors"))
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        print(name)
+
+
 def main():
     torch.set_num_threads(1)
-    names = sys.argv[1:] or list(FIXTURES)
+    names = sys.argv[1:] or list(FIXTURES) + ["bad"]
     for i, name in enumerate(FIXTURES):
         if name in names:
             make(name, 3000 + i)
+    if "bad" in names:
+        make_bad()
 
 
 if __name__ == "__main__":
