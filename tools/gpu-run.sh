@@ -46,6 +46,11 @@
 #                 pool), 1000 ShareGPT-like requests at once through fi-decode on the 1B and
 #                 8B shapes (output tok/s, host and model time per step), and the TTFT of a
 #                 4096-token prompt cold, with --prefix-cache in a first and a second process
+#   bitnet        BitNet b1.58: the committed fixtures' greedy tokens through fi-decode on
+#                 the GPU against the CPU (identical), then the 2B-4T shape from
+#                 tests/fixtures/bitnet/2b4t/config.json with random ternary weights
+#                 (--load-format dummy) under fi-bench tg128 and pp512, and the same shape
+#                 without quantization_config (bf16) for the ratio
 #   quant         quantized weights: tests/gpu/test_quant_kernels (every type and path against
 #                 the CPU twin) and test_quant_model (the fixtures' models, GPU against CPU);
 #                 then 8B-shape checkpoints (tools/make_quant_bench.py: bf16 -> fi-load
@@ -343,6 +348,29 @@ print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens
 		done
 		grep '^|' "$out/sched.log"
 		cat "$out/sched.md"
+		;;
+	bitnet)
+		step "BitNet fixtures: greedy tokens on the GPU against transformers'"
+		for f in bitnet bitlinear; do
+			ids=$(python3 -c "import json; print(','.join(map(str, json.load(open('tests/fixtures/bitnet/$f/ref.json'))['prompt'])))")
+			echo "{\"v\":1,\"type\":\"request\",\"id\":\"q\",\"tokens\":[$ids],\"max_tokens\":24,\"temperature\":0}" |
+				fi-frame -e | fi-decode -m tests/fixtures/bitnet/$f --backend cuda -f \
+				2>>"$out/bitnet.err" | fi-frame -t token >"$out/bitnet_$f.jsonl" || rc=1
+			python3 - "$out/bitnet_$f.jsonl" "tests/fixtures/bitnet/$f/ref.json" <<'PY' || rc=1
+import json, sys
+got = [json.loads(l)["token"] for l in open(sys.argv[1])]
+want = json.load(open(sys.argv[2]))["greedy"]
+print(sys.argv[2], "GPU greedy tokens", "identical" if got == want else f"DIFFER: {got}")
+sys.exit(got != want)
+PY
+		done
+		step "fi-bench, 2B-4T shape, random ternary weights"
+		fi-bench -m tests/fixtures/bitnet/2b4t/config.json --load-format dummy -r 3 -o md \
+			tg128 pp512 | tee "$out/bench_bitnet.md" || rc=1
+		mkdir -p /tmp/bitnet_bf16
+		python3 -c "import json; c = json.load(open('tests/fixtures/bitnet/2b4t/config.json')); c.pop('quantization_config'); json.dump(c, open('/tmp/bitnet_bf16/config.json', 'w'))"
+		fi-bench -m /tmp/bitnet_bf16/config.json --load-format dummy -r 3 -o md tg128 pp512 \
+			| tee "$out/bench_bitnet_bf16.md" || rc=1
 		;;
 	quant)
 		step "quantized kernels against the CPU twin"

@@ -236,6 +236,9 @@ struct fi_backend_ops {
 	 * 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))). */
 	fi_err (*gelu_mul)(struct fi_backend *be, void *out_d, const void *gate_d,
 			   const void *up_d, int T, int F);
+	/* out[T,F] = relu(gate)^2 * up (BitNet's squared-ReLU GLU). */
+	fi_err (*relu2_mul)(struct fi_backend *be, void *out_d, const void *gate_d,
+			    const void *up_d, int T, int F);
 	/* x[n] = cap * tanh(x / cap) on f32 logits in place (final logit soft-capping, so
 	 * argmax and the sample op see the capped logits). */
 	fi_err (*softcap)(struct fi_backend *be, float *x_d, int64_t n, float cap);
@@ -279,6 +282,10 @@ struct fi_backend {
 	 * every backend. 0: a NULL tensor is an error. */
 	int random_weights;
 	uint64_t random_seed;
+	/* Set by the model while it loads a weight a backend may keep in bf16 when it is stored
+	 * so (the tied embedding and head of a ternary model, half of what a token reads on the
+	 * CPU); a backend that computes from bf16 anyway ignores it. */
+	int keep_bf16;
 };
 
 /* random.c: the value of element i of a random tensor (backend.h, random_weights): a 2-D

@@ -90,6 +90,10 @@ void fi_quant_act_round(float *x, int64_t T, int64_t K, int aq)
 		return;
 	for (int64_t t = 0; t < T; t++) {
 		float *r = x + t * K;
+		if (aq == FI_AQ_I8) {
+			fi_tq2_round_act(r, K);
+			continue;
+		}
 		if (aq == FI_AQ_TOKEN) {
 			round_span(r, K);
 			continue;
@@ -136,7 +140,10 @@ void fi_quant_write_header(const struct fi_qlayout *l, void *dst)
 {
 	uint8_t h[FI_QHDR_BYTES] = {0};
 	uint32_t g = (uint32_t)l->group;
-	if (l->dtype == FI_DT_FP8) {
+	if (l->dtype == FI_DT_TQ2) {
+		memcpy(h, "FIT2", 4);
+		h[5] = FI_AQ_I8;
+	} else if (l->dtype == FI_DT_FP8) {
 		memcpy(h, "FIF8", 4);
 		h[4] = (uint8_t)l->kind;
 		h[5] = (uint8_t)l->aq;
@@ -169,6 +176,19 @@ fi_err fi_quant_layout(enum fi_dtype dt, int64_t rows, int64_t cols, const void 
 		out->block = fi_quant_block(dt);
 		out->block_bytes = ggml[dt - FI_DT_Q8_0].bytes;
 		out->nbytes = rb * (uint64_t)rows; /* < 2^31 x 2^31 x 2: no overflow */
+	} else if (dt == FI_DT_TQ2) {
+		uint32_t w1, w2, w3;
+		if (!h || avail < FI_QHDR_BYTES)
+			return BAD("TQ2 weight: no room for its %d-byte header", FI_QHDR_BYTES);
+		memcpy(&w1, h + 4, 4);
+		memcpy(&w2, h + 8, 4);
+		memcpy(&w3, h + 12, 4);
+		if (memcmp(h, "FIT2", 4) || w1 != FI_AQ_I8 << 8 || w2 || w3)
+			return BAD("TQ2 weight: bad header");
+		if (cols % 128)
+			return BAD("TQ2 weight: %lld columns are not a whole number of 128-value "
+				   "blocks", (long long)cols);
+		fi_quant_layout_tq2(rows, cols, out);
 	} else if (dt == FI_DT_FP8 || dt == FI_DT_INT4) {
 		uint32_t g, res;
 		if (!h || avail < FI_QHDR_BYTES)
@@ -343,6 +363,11 @@ void fi_quant_dequant_rows(const struct fi_qlayout *l, const void *data, int64_t
 				default: deq_q6_k(b, y + k); break;
 				}
 			}
+		} else if (l->dtype == FI_DT_TQ2) {
+			float s;
+			memcpy(&s, base + l->off_scale + 4 * (uint64_t)r, 4);
+			for (int64_t k = 0; k < K; k++)
+				y[k] = (float)fi_tq2_get(l, data, r, k) * s;
 		} else if (l->dtype == FI_DT_FP8) {
 			const uint8_t *q = base + l->off_q + (uint64_t)r * (uint64_t)K;
 			for (int64_t k = 0; k < K; k++)
@@ -380,6 +405,22 @@ fi_err fi_quant_check_scales(const struct fi_qlayout *l, const void *data)
 				return BAD("%s weight: block %llu (row %llu) has a NaN or infinite "
 					   "scale", fi_dtype_name(l->dtype), (unsigned long long)i,
 					   (unsigned long long)(i / (uint64_t)(l->cols / l->block)));
+		}
+	} else if (l->dtype == FI_DT_TQ2) {
+		/* scales, and no code 3 (a weight of 2, not ternary) */
+		const uint8_t *q = b + l->off_q;
+		uint64_t nq = (uint64_t)l->rows * (uint64_t)(l->cols / 4);
+		for (int64_t r = 0; r < l->rows; r++) {
+			float s;
+			memcpy(&s, b + l->off_scale + 4 * (uint64_t)r, 4);
+			if (!isfinite(s) || s < 0)
+				return BAD("TQ2 weight: scale of row %lld is %g", (long long)r, s);
+		}
+		for (uint64_t i = 0; i < nq; i++) {
+			uint8_t v = q[i];
+			if ((v & (v >> 1) & 0x55) != 0)
+				return BAD("TQ2 weight: row %llu holds the invalid code 3",
+					   (unsigned long long)(i / (uint64_t)(l->cols / 4)));
 		}
 	} else if (l->dtype == FI_DT_FP8) {
 		uint64_t ns = (l->nbytes - l->off_scale) / 4;

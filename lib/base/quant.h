@@ -23,9 +23,19 @@
  *           act-order, regrouped so that groups are contiguous).
  *           w[n, perm[j]] = (q[n, j] - zero[n, j/G]) x scale[n, j/G], computed in f32.
  *
+ *     TQ2:  header "FIT2", aq (FI_AQ_I8); codes q[rows, cols/4] (cols a multiple of 128),
+ *           then f32 scales [rows]. A row is cols/128 blocks of 32 bytes; byte j of block b
+ *           holds columns 128b + j + 32i (i = 0..3) in bits 2i..2i+1 as code = w + 1
+ *           (0, 1, 2; 3 is invalid), so four shifts and masks of one 32-byte load give 128
+ *           consecutive columns (the layout of bitnet.cpp's I2_S kernel, in 32-byte
+ *           groups). w = (code - 1) x scale[row]. BitNet b1.58's products quantize their
+ *           input to int8 per token by absmax (FI_AQ_I8, below).
+ *
  * Activation rounding (FP8 aq): before a W8A8 product the input x[T, K] is rounded as the
  * GPU's FP8 GEMM sees it: per token (FI_AQ_TOKEN) or per token and group of 128 columns
- * (FI_AQ_GROUP), s = amax / 448 (1 when amax is 0), x = e4m3(x / s) x s. */
+ * (FI_AQ_GROUP), s = amax / 448 (1 when amax is 0), x = e4m3(x / s) x s. FI_AQ_I8 (BitNet):
+ * per token s = 127 / max(amax, 1e-5), x = clamp(round(x s), -128, 127) / s, as
+ * transformers' BitLinear does. */
 #ifndef FI_QUANT_H
 #define FI_QUANT_H
 
@@ -35,7 +45,7 @@
 #include "err.h"
 #include "tensor.h"
 
-enum { FI_AQ_NONE = 0, FI_AQ_TOKEN = 1, FI_AQ_GROUP = 2 };
+enum { FI_AQ_NONE = 0, FI_AQ_TOKEN = 1, FI_AQ_GROUP = 2, FI_AQ_I8 = 3 };
 enum { FI_Q8_ROW = 1, FI_Q8_B128 = 2 };
 
 #define FI_QHDR_BYTES 16
@@ -86,6 +96,18 @@ void fi_quant_layout_fp8(int64_t rows, int64_t cols, int kind, int aq, struct fi
 void fi_quant_layout_int4(int64_t rows, int64_t cols, int group, int perm,
 			  struct fi_qlayout *out);
 void fi_quant_write_header(const struct fi_qlayout *l, void *dst);
+void fi_quant_layout_tq2(int64_t rows, int64_t cols, struct fi_qlayout *out);
+/* Ternary row r of a TQ2 weight: w[cols] in {-1, 0, 1} (int8) packed into the layout at dst,
+ * with its scale. */
+void fi_tq2_pack_row(const struct fi_qlayout *l, void *dst, int64_t r, const int8_t *w,
+		     float scale);
+/* The value (-1, 0, 1; 2 for the invalid code 3) of row r, column k. */
+int fi_tq2_get(const struct fi_qlayout *l, const void *data, int64_t r, int64_t k);
+/* x[K] quantized as FI_AQ_I8 into q[K]; returns 1 / s (the factor back to x's scale) and
+ * the sum of q in *qsum (the ternary kernels add 1 to every weight code). */
+float fi_tq2_quant_act(const float *x, int64_t K, int8_t *q, int32_t *qsum);
+/* x[K] replaced by its FI_AQ_I8 rounding q / s. */
+void fi_tq2_round_act(float *x, int64_t K);
 /* Quantizes w[rows, cols] (f32) per row to FP8 (kind FI_Q8_ROW): scale = amax / 448. */
 void fi_quant_fp8_rows(const float *w, int64_t r0, int64_t n, const struct fi_qlayout *l,
 		       void *dst);

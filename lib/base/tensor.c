@@ -20,6 +20,7 @@ static const struct {
 static const char *const qnames[FI_DT_Q_END - FI_DT_Q8_0][2] = {
 	{"Q8_0", "q8_0"}, {"Q4_0", "q4_0"}, {"Q4_K", "q4_k"}, {"Q5_K", "q5_k"},
 	{"Q6_K", "q6_k"}, {"FP8", "fp8"},   {"INT4", "int4"},
+	{"TQ2", "tq2"},
 };
 
 int fi_dtype_is_quant(enum fi_dtype t) { return t >= FI_DT_Q8_0 && t < FI_DT_Q_END; }

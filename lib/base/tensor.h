@@ -34,6 +34,7 @@ enum fi_dtype {
 	FI_DT_Q6_K,
 	FI_DT_FP8,  /* e4m3 weights with per-row or 128x128-block f32 scales */
 	FI_DT_INT4, /* 4-bit with f16 scales and zero points per group of columns */
+	FI_DT_TQ2,  /* ternary (BitNet b1.58), 2 bits a value, f32 scale per row, int8 inputs */
 	FI_DT_Q_END
 };
 
@@ -58,7 +59,7 @@ const char *fi_dtype_lname(enum fi_dtype dt);
 int fi_dtype_parse_lname(const char *s);
 /* Whether a dtype is a float type fi computes from (F32, F16, BF16). */
 int fi_dtype_is_compute(enum fi_dtype dt);
-/* Whether a dtype is a quantized weight layout (FI_DT_Q8_0 .. FI_DT_INT4). */
+/* Whether a dtype is a quantized weight layout (FI_DT_Q8_0 .. FI_DT_TQ2). */
 int fi_dtype_is_quant(enum fi_dtype dt);
 
 /* Element count of a tensor, or -1 on overflow of int64. */

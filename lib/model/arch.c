@@ -12,6 +12,7 @@
 struct arch_layer {
 	struct fi_weight attn_norm, q, k, v, o, q_bias, k_bias, v_bias, q_norm, k_norm;
 	struct fi_weight attn_post_norm, ffn_norm, gate, up, down, ffn_post_norm, router;
+	struct fi_weight attn_sub_norm, ffn_sub_norm; /* BitNet */
 	/* owners of q/k/v (gate/up) when the backend joined them (then q, k, v are views) */
 	struct fi_weight qkv_cat, gu_cat;
 	struct fi_weight eg, eu, ed; /* the experts, stacked: [E*Fm, D], [E*Fm, D], [E*D, Fm] */
@@ -111,7 +112,8 @@ static fi_err load_parts(struct fi_model *m, const struct fi_tensor *const *t, i
 {
 	const struct fi_backend_ops *op = m->be->ops;
 	fi_err e;
-	if (op->weight_cat && op->matmul_multi && n <= 4) {
+	/* ternary weights stay apart: each part has its own scale and layout */
+	if (op->weight_cat && op->matmul_multi && n <= 4 && t[0]->dtype != FI_DT_TQ2) {
 		struct fi_weight w[4];
 		if ((e = op->weight_cat(m->be, t, n, cat, w)))
 			return e;
@@ -200,6 +202,10 @@ static fi_err load_layer(struct fi_model *m, struct fi_arch *a, int l)
 		OK(load_norm(m, a, NM("attn_q_norm"), &L->q_norm));
 		OK(load_norm(m, a, NM("attn_k_norm"), &L->k_norm));
 	}
+	if (c->sub_norms) {
+		OK(load_norm(m, a, NM("attn_sub_norm"), &L->attn_sub_norm));
+		OK(load_norm(m, a, NM("ffn_sub_norm"), &L->ffn_sub_norm));
+	}
 	OK(load_named(m, a, NM("attn_o"), &L->o));
 	if (c->sandwich) {
 		OK(load_norm(m, a, NM("attn_post_norm"), &L->attn_post_norm));
@@ -232,6 +238,9 @@ static fi_err needs(const struct fi_model *m)
 		return fi_fail(FI_EUNSUPPORTED, "%s backend: no scale op for %s", op->name, c->arch);
 	if (c->act == FI_ACT_GELU_TANH && !op->gelu_mul)
 		return fi_fail(FI_EUNSUPPORTED, "%s backend: no GeGLU op for %s", op->name, c->arch);
+	if (c->act == FI_ACT_RELU2 && !op->relu2_mul)
+		return fi_fail(FI_EUNSUPPORTED, "%s backend: no squared-ReLU GLU op for %s", op->name,
+			       c->arch);
 	if (c->final_softcap > 0 && !op->softcap)
 		return fi_fail(FI_EUNSUPPORTED, "%s backend: no soft-capping op for %s", op->name,
 			       c->arch);
@@ -259,7 +268,12 @@ fi_err fi_arch_load(struct fi_model *m, const struct fi_tensor_set *ts)
 	for (int i = 0; i < ts->n; i++)
 		json_object_set_new(a->index, ts->t[i].name, json_integer(i));
 	a->scale = fi_attn_scale(c);
-	if ((e = check_all(m, a)) || (e = load_named(m, a, "tok_embd", &m->tok_embd)) ||
+	be->keep_bf16 = c->ternary && c->tie_embeddings;
+	e = check_all(m, a);
+	if (!e)
+		e = load_named(m, a, "tok_embd", &m->tok_embd);
+	be->keep_bf16 = 0;
+	if (e ||
 	    (e = load_norm(m, a, "out_norm", &m->out_norm)) ||
 	    (!c->tie_embeddings && (e = load_named(m, a, "output", &m->output))))
 		goto out;
@@ -299,7 +313,8 @@ void fi_arch_free(struct fi_model *m)
 		struct arch_layer *L = &a->l[l];
 		struct fi_weight *own[] = {&L->attn_norm, &L->q_bias, &L->k_bias, &L->v_bias, &L->q_norm,
 					   &L->k_norm, &L->o, &L->attn_post_norm, &L->ffn_norm, &L->down,
-					   &L->ffn_post_norm, &L->router, &L->eg, &L->eu, &L->ed};
+					   &L->ffn_post_norm, &L->router, &L->eg, &L->eu, &L->ed,
+					   &L->attn_sub_norm, &L->ffn_sub_norm};
 		if (L->qkv_cat.p)
 			wfree(m, &L->qkv_cat);
 		else
@@ -392,6 +407,8 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 			OK(op->kv_write(be, &m->cache->kv, l, s->k, s->v, &ab));
 		}
 		OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, &ab));
+		if (c->sub_norms)
+			OK(op->rmsnorm(be, s->att, s->att, NULL, &L->attn_sub_norm, T, Hq * hd, eps));
 		OK(op->matmul(be, s->y, s->att, &L->o, NULL, T));
 		if (c->sandwich)
 			OK(op->rmsnorm(be, s->y, s->y, NULL, &L->attn_post_norm, T, D, eps));
@@ -417,9 +434,13 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 				}
 				if (c->act == FI_ACT_GELU_TANH)
 					OK(op->gelu_mul(be, s->h, s->gate, s->up, T, c->ffn));
+				else if (c->act == FI_ACT_RELU2)
+					OK(op->relu2_mul(be, s->h, s->gate, s->up, T, c->ffn));
 				else
 					OK(op->silu_mul(be, s->h, s->gate, s->up, T, c->ffn));
 			}
+			if (c->sub_norms)
+				OK(op->rmsnorm(be, s->h, s->h, NULL, &L->ffn_sub_norm, T, c->ffn, eps));
 			OK(op->matmul(be, s->y, s->h, &L->down, NULL, T));
 		}
 		if (c->sandwich)

@@ -41,6 +41,7 @@ static const struct {
 	[FI_FAM_PHI3] = {"Phi3ForCausalLM", "phi3"},
 	[FI_FAM_MIXTRAL] = {"MixtralForCausalLM", "mixtral"},
 	[FI_FAM_QWEN3_MOE] = {"Qwen3MoeForCausalLM", "qwen3_moe"},
+	[FI_FAM_BITNET] = {"BitNetForCausalLM", "bitnet"},
 };
 
 /* Gemma 3's multimodal checkpoints: the text tower under text_config (vision skipped). */
@@ -464,7 +465,7 @@ static fi_err parse_config(const struct src *top, struct fi_config *c)
 	    (err = parse_sliding(s, c)))
 		goto out;
 
-	if (!gemma && act && !json_is_null(act) &&
+	if (!gemma && c->family != FI_FAM_BITNET && act && !json_is_null(act) &&
 	    (!json_is_string(act) || strcmp(json_string_value(act), "silu"))) {
 		err = fi_fail(FI_EUNSUPPORTED, "%s: 'hidden_act' %s is not supported (only silu)",
 			      s->file, json_is_string(act) ? json_string_value(act) : "of this type");

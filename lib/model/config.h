@@ -15,6 +15,7 @@
 enum fi_family {
 	FI_FAM_LLAMA = 0, FI_FAM_MISTRAL, FI_FAM_QWEN2, FI_FAM_QWEN3,
 	FI_FAM_GEMMA2, FI_FAM_GEMMA3, FI_FAM_PHI3, FI_FAM_MIXTRAL, FI_FAM_QWEN3_MOE,
+	FI_FAM_BITNET,
 	FI_FAM_COUNT
 };
 
@@ -28,7 +29,7 @@ enum fi_rope_type {
 };
 
 /* The MLP's gate activation. */
-enum fi_act { FI_ACT_SILU = 0, FI_ACT_GELU_TANH };
+enum fi_act { FI_ACT_SILU = 0, FI_ACT_GELU_TANH, FI_ACT_RELU2 };
 
 #define FI_MAX_EOS 8
 #define FI_MAX_LAYERS 1024
@@ -75,6 +76,9 @@ struct fi_config {
 	float query_scalar;    /* query_pre_attn_scalar: scores scaled by its -1/2; 0 = hd */
 	double rope_local_theta; /* Gemma3: base of the sliding layers (they never scale) */
 	int fused_qkv;         /* Phi-3: qkv_proj and gate_up_proj, one tensor each */
+	int sub_norms;         /* BitNet: RMSNorm of the attention output before o_proj
+				* (attn_sub_norm) and of the GLU output before down (ffn_sub_norm) */
+	int ternary;           /* BitNet: quantization_config says packed ternary weights */
 	unsigned char layer[FI_MAX_LAYERS]; /* FI_LAYER_* per layer */
 	/* rope_scaling beyond llama3 (rope_orig_max_pos serves them too) */
 	double rope_attn_factor; /* yarn, longrope: cos and sin times this (computed when absent) */

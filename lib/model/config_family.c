@@ -231,6 +231,31 @@ static fi_err qwen3_moe(const struct fi_cfg_src *s, struct fi_config *c)
 	return FI_OK;
 }
 
+/* BitNet b1.58 (BitNetConfig): relu2 GLU, the two sub-norms, no biases; quantization_config
+ * "bitnet" (offline: packed ternary weights, quant_hf.h) or none (float weights, plain linear
+ * layers, as transformers runs such a checkpoint). */
+static fi_err bitnet(const struct fi_cfg_src *top, const struct fi_cfg_src *s, struct fi_config *c)
+{
+	json_t *act = json_object_get(s->o, "hidden_act"), *q = json_object_get(top->o, "quantization_config");
+	int bias = 0;
+	fi_err e;
+	if (act && !json_is_null(act) &&
+	    (!json_is_string(act) || strcmp(json_string_value(act), "relu2")))
+		return fi_fail(FI_EUNSUPPORTED, "%s: 'hidden_act' %s is not supported (only relu2)",
+			       s->file, json_is_string(act) ? json_string_value(act) : "of this type");
+	if ((e = fi_cfg_bool(s, "attention_bias", 0, &bias)))
+		return e;
+	if (bias)
+		return fi_fail(FI_EUNSUPPORTED, "%s: 'attention_bias' true is not supported", s->file);
+	c->act = FI_ACT_RELU2;
+	c->sub_norms = 1;
+	if (q && json_is_object(q)) {
+		json_t *m = json_object_get(q, "quant_method");
+		c->ternary = json_is_string(m) && !strcmp(json_string_value(m), "bitnet");
+	}
+	return FI_OK;
+}
+
 fi_err fi_cfg_parse_family(const struct fi_cfg_src *top, const struct fi_cfg_src *s,
 			   struct fi_config *c)
 {
@@ -247,6 +272,8 @@ fi_err fi_cfg_parse_family(const struct fi_cfg_src *top, const struct fi_cfg_src
 		return mixtral(s, c);
 	case FI_FAM_QWEN3_MOE:
 		return qwen3_moe(s, c);
+	case FI_FAM_BITNET:
+		return bitnet(top, s, c);
 	default:
 		return FI_OK;
 	}
@@ -397,6 +424,13 @@ void fi_cfg_family_json(const struct fi_config *c, json_t *o)
 		json_object_set_new(o, "use_sliding_window", json_boolean(c->sliding_window > 0));
 		break;
 	}
+	case FI_FAM_BITNET:
+		json_object_set_new(o, "hidden_act", json_string("relu2"));
+		if (c->ternary)
+			json_object_set_new(o, "quantization_config", json_pack(
+				"{s:s, s:s, s:s}", "quant_method", "bitnet", "linear_class", "autobitlinear",
+				"quantization_mode", "offline"));
+		break;
 	default:
 		break;
 	}

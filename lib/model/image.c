@@ -321,6 +321,7 @@ void fi_image_close(struct fi_image *im)
 	free(im->blobs);
 	free(im->path);
 	free(im->own_);
+	free(im->own_q_);
 	free(im);
 }
 

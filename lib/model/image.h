@@ -107,6 +107,7 @@ struct fi_image {
 	int random;
 	uint64_t random_seed;
 	void *own_;                  /* storage of a random image */
+	void *own_q_;                /* and of its ternary weights (BitNet), made on the host */
 };
 
 /* An in-memory image with random weights for a config alone (--load-format dummy): arg is

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include <openssl/evp.h>
 
+#include "base/quant.h"
 #include "names.h"
 
 #define MAX_FILE (256u << 20)
@@ -35,6 +37,41 @@ static char *slurp(const char *path, size_t *len)
 		*len = (size_t)st.st_size;
 	}
 	return b;
+}
+
+/* A BitNet checkpoint's linear layers (config "ternary"): TQ2, the only layout whose random
+ * values are made here rather than by the backend. */
+static int ternary_linear(const struct fi_config *c, const struct fi_expected *ex)
+{
+	static const char *const lin[] = {"attn_q", "attn_k", "attn_v", "attn_o", "ffn_gate",
+					  "ffn_up", "ffn_down"};
+	const char *dot = strchr(ex->name + 4, '.');
+	if (!c->ternary || ex->ndim != 2 || strncmp(ex->name, "blk.", 4) || !dot)
+		return 0;
+	for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++)
+		if (!strcmp(dot + 1, lin[i]))
+			return 1;
+	return 0;
+}
+
+/* Random codes (about a third zeros, as absmean quantization of a Gaussian makes) and a
+ * scale of 1 / sqrt(2/3 K), so outputs keep the inputs' size. */
+static void ternary_fill(const struct fi_qlayout *l, uint8_t *b, uint64_t seed)
+{
+	uint64_t s = seed | 1, nq = (uint64_t)l->rows * (uint64_t)(l->cols / 4);
+	float sc = 1.0f / sqrtf((float)l->cols * 2.0f / 3.0f);
+	fi_quant_write_header(l, b);
+	for (uint64_t i = 0; i < nq; i++) {
+		uint8_t v = 0;
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		for (int k = 0; k < 4; k++)
+			v |= (uint8_t)((s >> (16 * k)) % 3 << 2 * k);
+		b[l->off_q + i] = v;
+	}
+	for (int64_t r = 0; r < l->rows; r++)
+		memcpy(b + l->off_scale + 4 * (uint64_t)r, &sc, 4);
 }
 
 fi_err fi_image_random(const char *arg, uint64_t seed, struct fi_image **out)
@@ -122,6 +159,34 @@ fi_err fi_image_random(const char *arg, uint64_t seed, struct fi_image **out)
 		t->shape[1] = ex.ndim == 2 ? ex.shape[1] : 0;
 		t->data = NULL;
 		t->nbytes = (uint64_t)fi_tensor_numel(t) * 2;
+	}
+	if (c.ternary) {
+		uint64_t total = 0, at = 0;
+		struct fi_qlayout l;
+		uint8_t *q;
+		for (int i = 0; i < n; i++) {
+			fi_expected_tensor(&c, i, &ex);
+			if (ternary_linear(&c, &ex) && !(ex.shape[1] % 128)) {
+				fi_quant_layout_tq2(ex.shape[0], ex.shape[1], &l);
+				total += (l.nbytes + 63) & ~(uint64_t)63;
+			}
+		}
+		if (!(q = im->own_q_ = malloc(total ? total : 1))) {
+			fi_image_close(im);
+			return fi_fail(FI_ENOMEM, "'%s': out of memory for ternary weights", arg);
+		}
+		for (int i = 0; i < n; i++) {
+			struct fi_tensor *t = &im->t_[i];
+			fi_expected_tensor(&c, i, &ex);
+			if (!ternary_linear(&c, &ex) || ex.shape[1] % 128)
+				continue;
+			fi_quant_layout_tq2(ex.shape[0], ex.shape[1], &l);
+			ternary_fill(&l, q + at, seed * 0x9e3779b97f4a7c15ull + (uint64_t)i + 1);
+			t->dtype = FI_DT_TQ2;
+			t->data = q + at;
+			t->nbytes = l.nbytes;
+			at += (l.nbytes + 63) & ~(uint64_t)63;
+		}
 	}
 	im->set = (struct fi_tensor_set){n, im->t_};
 	for (int i = 0, k = 0; i < 4; i++)

@@ -38,6 +38,8 @@ static const struct {
 	{1u << FI_FAM_PHI3, "mlp.gate_up_proj.weight", "ffn_gate_up"},
 	{1u << FI_FAM_MIXTRAL, "block_sparse_moe.gate.weight", "ffn_router"},
 	{1u << FI_FAM_QWEN3_MOE, "mlp.gate.weight", "ffn_router"},
+	{1u << FI_FAM_BITNET, "self_attn.attn_sub_norm.weight", "attn_sub_norm"},
+	{1u << FI_FAM_BITNET, "mlp.ffn_sub_norm.weight", "ffn_sub_norm"},
 #undef GEMMA
 };
 
@@ -183,6 +185,8 @@ static void layer_list(const struct fi_config *c, int l, struct layer_list *o)
 		L("attn_q_norm", 1, hd, 0);
 		L("attn_k_norm", 1, hd, 0);
 	}
+	if (c->sub_norms)
+		L("attn_sub_norm", 1, q, 0);
 	L("attn_o", 2, D, q);
 	if (c->sandwich)
 		L("attn_post_norm", 1, D, 0);
@@ -195,6 +199,8 @@ static void layer_list(const struct fi_config *c, int l, struct layer_list *o)
 	} else {
 		L("ffn_gate", 2, F, D);
 		L("ffn_up", 2, F, D);
+		if (c->sub_norms)
+			L("ffn_sub_norm", 1, F, 0);
 		L("ffn_down", 2, D, F);
 	}
 	o->at = per;

@@ -2,6 +2,7 @@
 #include "quant_hf.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,10 +13,11 @@
 #include "base/quant.h"
 #include "names.h"
 
-enum { M_NONE, M_FP8_BLOCK, M_CT_FP8, M_AWQ, M_GPTQ, M_QUANTIZE };
+enum { M_NONE, M_FP8_BLOCK, M_CT_FP8, M_AWQ, M_GPTQ, M_QUANTIZE, M_BITNET };
 
 struct qcfg {
 	int method, group, aq, gptq_v2;
+	int scale_divides; /* bitnet linear_class "bitlinear": y = x W / weight_scale */
 	const char *dir;
 };
 
@@ -157,9 +159,22 @@ static fi_err parse_config(const char *dir, unsigned flags, struct qcfg *c, char
 				  dir, m, c->group);
 		c->method = !strcmp(m, "awq") ? M_AWQ : M_GPTQ;
 		c->gptq_v2 = fmt && !strcmp(fmt, "gptq_v2");
+	} else if (!strcmp(m, "bitnet")) {
+		const char *lc = cfg_str(q, "linear_class"), *mode = cfg_str(q, "quantization_mode");
+		if (lc && strcmp(lc, "bitlinear") && strcmp(lc, "autobitlinear"))
+			e = UNSUP("'%s': bitnet linear_class '%s' is not supported (bitlinear, "
+				  "autobitlinear)", dir, lc);
+		else if (mode && strcmp(mode, "offline"))
+			e = UNSUP("'%s': bitnet quantization_mode '%s' is not supported (offline: "
+				  "packed ternary weights)", dir, mode);
+		else if (json_is_true(json_object_get(q, "use_rms_norm")))
+			e = UNSUP("'%s': bitnet use_rms_norm true is not supported", dir);
+		c->method = M_BITNET;
+		c->aq = FI_AQ_I8;
+		c->scale_divides = !lc || !strcmp(lc, "bitlinear");
 	} else {
 		e = UNSUP("'%s': quant_method '%s' is not supported (fi reads fp8, "
-			  "compressed-tensors FP8, awq and gptq)", dir, m);
+			  "compressed-tensors FP8, awq, gptq and bitnet)", dir, m);
 	}
 out:
 	json_decref(root);
@@ -410,6 +425,66 @@ static fi_err conv_int4(const struct fi_st_model *m, const struct qcfg *c, const
 	return add(o, NULL, name, FI_DT_INT4, N, K, b, l.nbytes);
 }
 
+/* BitNet: X.weight U8 [N/4, K], transformers' pack_weights (row r holds rows r + i N/4 at
+ * bits 2i, as value + 1), and X.weight_scale, one float: TQ2 with the scale as a
+ * multiplier (its inverse for linear_class bitlinear). */
+static fi_err conv_tq2(const struct fi_st_model *m, const struct qcfg *c, const char *pre,
+		       const struct fi_tensor *w, struct out *o, const char *name)
+{
+	const struct fi_tensor *s = find(m, pre, "weight_scale");
+	const uint8_t *p = w->data;
+	int64_t R, K, N;
+	struct fi_qlayout l;
+	int8_t *row;
+	uint8_t *b;
+	float ws, mul;
+	if (w->ndim != 2 || w->dtype != FI_DT_U8)
+		return BAD("tensor '%s': a packed ternary weight is U8 of 2 dimensions, not %s of "
+			   "%d", name, fi_dtype_name(w->dtype), w->ndim);
+	R = w->shape[0];
+	K = w->shape[1];
+	N = 4 * R;
+	if (K % 128)
+		return UNSUP("tensor '%s': %lld input columns are not a multiple of 128 (fi's "
+			     "ternary blocks)", name, (long long)K);
+	if (!s)
+		return BAD("tensor '%sweight_scale' is missing (bitnet)", pre);
+	if (!fi_dtype_is_compute(s->dtype) || fi_tensor_numel(s) != 1)
+		return BAD("tensor '%sweight_scale': %s with %lld values, expected one float per "
+			   "tensor", pre, fi_dtype_name(s->dtype), (long long)fi_tensor_numel(s));
+	ws = getf(s, 0);
+	if (!(ws > 0) || !isfinite(ws))
+		return BAD("tensor '%sweight_scale' is %g (a positive number is needed)", pre, ws);
+	mul = c->scale_divides ? 1.0f / ws : ws;
+	fi_quant_layout_tq2(N, K, &l);
+	b = calloc(1, l.nbytes);
+	row = malloc((size_t)K);
+	if (!b || !row) {
+		free(b);
+		free(row);
+		return fi_fail(FI_ENOMEM, "tensor '%s'", name);
+	}
+	fi_quant_write_header(&l, b);
+	for (int64_t n = 0; n < N; n++) {
+		const uint8_t *src = p + (uint64_t)(n % R) * (uint64_t)K;
+		int sh = (int)(n / R) * 2;
+		for (int64_t k = 0; k < K; k++) {
+			int v = src[k] >> sh & 3;
+			if (v == 3) {
+				free(b);
+				free(row);
+				return BAD("tensor '%s': packed row %lld, column %lld holds the code 3 "
+					   "(not a ternary value)", name, (long long)(n % R),
+					   (long long)k);
+			}
+			row[k] = (int8_t)(v - 1);
+		}
+		fi_tq2_pack_row(&l, b, n, row, mul);
+	}
+	free(row);
+	return add(o, NULL, name, FI_DT_TQ2, N, K, b, l.nbytes);
+}
+
 /* fi-load --quantize fp8: per-row scales, per-token activation rounding. */
 static fi_err conv_quantize(const struct fi_tensor *w, struct out *o, const char *name)
 {
@@ -460,6 +535,8 @@ static int companion(const struct qcfg *c, const char *n)
 		return ends(n, ".weight_scale") || ends(n, ".input_scale");
 	if (c->method == M_AWQ || c->method == M_GPTQ)
 		return ends(n, ".qzeros") || ends(n, ".scales") || ends(n, ".g_idx");
+	if (c->method == M_BITNET)
+		return ends(n, ".weight_scale");
 	return 0;
 }
 
@@ -476,9 +553,9 @@ static fi_err convert_all(const struct fi_st_model *m, const struct qcfg *c, str
 			/* Its module must exist, or the tensor is a stray. */
 			const char *dot = strrchr(t->name, '.');
 			snprintf(pre, sizeof pre, "%.*s.", (int)(dot - t->name), t->name);
-			if (!find(m, pre, c->method >= M_AWQ ? "qweight" : "weight"))
+			if (!find(m, pre, c->method == M_AWQ || c->method == M_GPTQ ? "qweight" : "weight"))
 				return BAD("tensor '%s' has no '%s%s' to belong to", t->name, pre,
-					   c->method >= M_AWQ ? "qweight" : "weight");
+					   c->method == M_AWQ || c->method == M_GPTQ ? "qweight" : "weight");
 			continue;
 		}
 		if ((c->method == M_FP8_BLOCK || c->method == M_CT_FP8) && ends(t->name, ".weight") &&
@@ -491,6 +568,10 @@ static fi_err convert_all(const struct fi_st_model *m, const struct qcfg *c, str
 			if (find(m, pre, "weight"))
 				return BAD("module '%s' has both qweight and weight", pre);
 			e = conv_int4(m, c, pre, t, o, name);
+		} else if (c->method == M_BITNET && ends(t->name, ".weight") &&
+			   (t->dtype == FI_DT_U8 || find(m, t->name, "_scale"))) {
+			snprintf(pre, sizeof pre, "%.*s", (int)(len - 6), t->name);
+			e = conv_tq2(m, c, pre, t, o, t->name);
 		} else if (c->method == M_QUANTIZE && t->ndim == 2 &&
 			   fi_dtype_is_compute(t->dtype) && is_linear(t->name)) {
 			e = conv_quantize(t, o, t->name);

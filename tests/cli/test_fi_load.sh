@@ -127,6 +127,18 @@ grep -q "^fi-load: gguf '$bad/tensor_overlap.gguf': tensor 'b' overlaps tensor '
 	fail "bad gguf: $(cat err)"
 fi-load "$bad/awq_scales_missing" 2> err; [ $? -eq 1 ] || fail "bad awq: exit"
 grep -q "v_proj.scales' is missing (awq)" err || fail "bad awq: $(cat err)"
+# BitNet: a good fixture loads; a packed code 3, a scale of two values and packed rows that
+# unpack to another shape are each named
+fi-load --name bn "$root/tests/fixtures/bitnet/bitnet" 2> err || fail "bitnet: $(cat err)"
+fi-load -l | grep -q "^bn  *bitnet .*bf16+tq2" || fail "bitnet listing: $(fi-load -l)"
+fi-load --rm bn || fail "--rm bitnet"
+for c in "bitnet_code3:q_proj.weight': packed row 0, column 0 holds the code 3" \
+	 "bitnet_scale_shape:q_proj.weight_scale': BF16 with 2 values, expected one float" \
+	 "bitnet_packing:tensor 'blk.0.attn_q' has shape \[256, 128\], expected \[128, 128\]"; do
+	f=${c%%:*}
+	fi-load "$bad/$f" 2> err; [ $? -eq 1 ] || fail "$f: exit"
+	grep -q "${c#*:}" err || fail "$f: $(cat err)"
+done
 fi-load --rm sq && fi-load --rm stories260k_q8_0 || fail "--rm quantized"
 
 # Usage errors exit 2; runtime failures exit 1.

@@ -198,6 +198,8 @@ static fi_err cpu_weight(struct fi_backend *be, const struct fi_tensor *t, struc
 	if (t->ndim < 1 || t->ndim > 2 || n < 0)
 		return fi_fail(FI_EUNSUPPORTED, "tensor '%s': %d dimensions (expected 1 or 2)",
 			       t->name ? t->name : "?", t->ndim);
+	if (t->dtype == FI_DT_TQ2 && t->ndim == 2) /* kept packed: cpu_tq2.c */
+		return fi_cpu_tq2_weight(be, t, w);
 	if (fi_dtype_is_quant(t->dtype))
 		return quant_weight(be, t, w);
 	if (!fi_dtype_is_compute(t->dtype))
@@ -209,6 +211,9 @@ static fi_err cpu_weight(struct fi_backend *be, const struct fi_tensor *t, struc
 			       (long long)n, fi_dtype_name(t->dtype));
 	rows = t->ndim == 2 ? t->shape[0] : 1;
 	cols = t->ndim == 2 ? t->shape[1] : t->shape[0];
+	if (be->keep_bf16 && t->ndim == 2 && t->dtype == FI_DT_BF16 &&
+	    (t->data || be->random_weights))
+		return fi_cpu_bf16_weight(be, t, rows, cols, w);
 	if ((e = cpu_alloc(be, (size_t)n * sizeof(float), &w->p)))
 		return e;
 	if (!t->data && be->random_weights) { /* random weights (backend.h) */
@@ -353,6 +358,7 @@ static const struct fi_backend_ops cpu_ops = {
 	/* model families (arch.h) */
 	.scale = fi_cpu_scale,
 	.gelu_mul = fi_cpu_gelu_mul,
+	.relu2_mul = fi_cpu_relu2_mul,
 	.softcap = fi_cpu_softcap,
 	.moe = fi_cpu_moe,
 	.weight_cat = fi_cpu_weight_cat,

@@ -76,6 +76,25 @@ fi_err fi_cpu_sample(struct fi_backend *be, const struct fi_sample_args *a);
 fi_err fi_cpu_scale(struct fi_backend *be, void *x_d, int64_t n, float s);
 fi_err fi_cpu_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d,
 		       const void *up_d, int T, int F);
+/* cpu_bf16.c: a bf16 weight kept as stored (backend.h keep_bf16), its rows and products */
+fi_err fi_cpu_bf16_weight(struct fi_backend *be, const struct fi_tensor *t, int64_t rows,
+			  int64_t cols, struct fi_weight *w);
+void fi_cpu_bf16_row(const struct fi_weight *w, int64_t r, float *out);
+fi_err fi_cpu_bf16_matmul(struct fi_backend *be, float *out, const float *in,
+			  const struct fi_weight *w, int T);
+/* cpu_tq2.c: ternary weights (TQ2) kept packed, and their int8 products */
+fi_err fi_cpu_tq2_weight(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *w);
+fi_err fi_cpu_tq2_matmul(struct fi_backend *be, float *out, const float *in,
+			 const struct fi_weight *w, int T);
+/* sum over K (a multiple of 128) of code_k q_k for one row's codes (the TQ2 layout): the
+ * scalar reference and the SIMD paths (callable only where fi_cpu_tq2_has says so). */
+int32_t fi_cpu_tq2_dot_scalar(const uint8_t *w, const int8_t *x, int64_t K);
+int32_t fi_cpu_tq2_dot_avx2(const uint8_t *w, const int8_t *x, int64_t K);
+int32_t fi_cpu_tq2_dot_avx512(const uint8_t *w, const int8_t *x, int64_t K);
+int fi_cpu_tq2_has(const char *isa); /* "scalar", "avx2", "avx512-vnni" */
+const char *fi_cpu_tq2_isa(void);    /* the path products take on this CPU */
+fi_err fi_cpu_relu2_mul(struct fi_backend *be, void *out_d, const void *gate_d,
+			const void *up_d, int T, int F);
 fi_err fi_cpu_softcap(struct fi_backend *be, float *x_d, int64_t n, float cap);
 fi_err fi_cpu_weight_cat(struct fi_backend *be, const struct fi_tensor *const *t, int n,
 			 struct fi_weight *cat, struct fi_weight *parts);

@@ -45,6 +45,23 @@ fi_err fi_cpu_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d,
 	return FI_OK;
 }
 
+static void relu2_range(void *ctx, int64_t b, int64_t e)
+{
+	struct gelu_job *j = ctx;
+	for (int64_t i = b; i < e; i++) {
+		float r = j->g[i] > 0 ? j->g[i] : 0;
+		j->out[i] = r * r * j->u[i];
+	}
+}
+
+fi_err fi_cpu_relu2_mul(struct fi_backend *be, void *out_d, const void *gate_d,
+			const void *up_d, int T, int F)
+{
+	struct gelu_job j = {out_d, gate_d, up_d};
+	fi_cpu_parallel_for(be, (int64_t)T * F, 16384, relu2_range, &j);
+	return FI_OK;
+}
+
 fi_err fi_cpu_softcap(struct fi_backend *be, float *x_d, int64_t n, float cap)
 {
 	if (!(cap > 0))

@@ -22,6 +22,15 @@ fi_err fi_cpu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 {
 	float *out = out_d;
 	int N = (int)w->rows;
+	if (w->dtype == FI_DT_TQ2 || w->dtype == FI_DT_BF16) {
+		fi_err e = FI_OK;
+		if (T > 0)
+			e = w->dtype == FI_DT_TQ2 ? fi_cpu_tq2_matmul(be, out, in_d, w, T)
+						  : fi_cpu_bf16_matmul(be, out, in_d, w, T);
+		if (e)
+			return e;
+		goto bias;
+	}
 	if (w->dtype != FI_DT_F32)
 		return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s", fi_dtype_name(w->dtype));
 	if (bias && bias->rows * bias->cols != N)
@@ -43,7 +52,8 @@ fi_err fi_cpu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 	} else {
 		gemm(out, in_d, w, T);
 	}
-	if (bias) {
+bias:
+	if (bias && T > 0) {
 		const float *b = bias->p;
 		for (int t = 0; t < T; t++)
 			for (int n = 0; n < N; n++)

@@ -16,8 +16,12 @@ fi_err fi_cpu_embed(struct fi_backend *be, void *x_d, const struct fi_weight *em
 		if (tok_d[t] < 0 || tok_d[t] >= emb->rows)
 			return fi_fail(FI_ERANGE, "embed: token %d out of range [0, %lld)",
 				       tok_d[t], (long long)emb->rows);
-	for (int t = 0; t < T; t++)
-		memcpy(x + (size_t)t * D, e + (size_t)tok_d[t] * D, D * sizeof(float));
+	for (int t = 0; t < T; t++) {
+		if (emb->dtype == FI_DT_BF16)
+			fi_cpu_bf16_row(emb, tok_d[t], x + (size_t)t * D);
+		else
+			memcpy(x + (size_t)t * D, e + (size_t)tok_d[t] * D, D * sizeof(float));
+	}
 	return FI_OK;
 }
 

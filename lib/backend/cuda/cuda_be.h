@@ -142,7 +142,7 @@ fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const fl
 void fi_cuda_gemm_fp8_free(struct fi_cuda *c);
 
 /* A quantized weight as the kernels read it (qweight.c fills it from a fi_weight). */
-enum { FI_CQ_INT4 = 1, FI_CQ_I8, FI_CQ_FP8, FI_CQ_Q4K, FI_CQ_Q5K, FI_CQ_Q6K };
+enum { FI_CQ_INT4 = 1, FI_CQ_I8, FI_CQ_FP8, FI_CQ_Q4K, FI_CQ_Q5K, FI_CQ_Q6K, FI_CQ_TQ2 };
 struct fi_cu_qw {
 	int type, kind, group; /* kind: FP8 FI_Q8_ROW or FI_Q8_B128 */
 	int64_t rows, cols, row_bytes;
@@ -167,6 +167,18 @@ fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const
 fi_err fi_cu_act_quant(cudaStream_t st, void *codes, float *scales, const void *x, int T, int K,
 		       int aq);
 fi_err fi_cu_act_round(cudaStream_t st, void *out, const void *x, int T, int K, int aq);
+/* BitNet (TQ2 weights, FI_AQ_I8 inputs): kernels/act_quant_i8.cu quantizes x[T,K] (bf16)
+ * to int8 codes with inv[T] = 1/s and qsum[T], or rounds it in bf16; kernels/gemv_tq2.cu
+ * is the decode product for T <= 4 (FI_EUNSUPPORTED, not recorded, otherwise);
+ * kernels/dequant_tq2.cu gives the bf16 weight for prompts; kernels/relu2_mul.cu the GLU. */
+fi_err fi_cu_act_quant_i8(cudaStream_t st, int8_t *codes, float *inv, int32_t *qsum,
+			  const void *x, int T, int K);
+fi_err fi_cu_act_round_i8(cudaStream_t st, void *out, const void *x, int T, int K);
+fi_err fi_cu_gemv_tq2(cudaStream_t st, void *out, int out_f32, const void *q, const float *scale,
+		      const int8_t *x, const float *inv, const int32_t *qsum, int N, int K, int T);
+fi_err fi_cu_dequant_tq2(cudaStream_t st, void *out, const void *q, const float *scale, int64_t N,
+			 int K);
+fi_err fi_cu_relu2_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
 /* out[T,K] = x[T, perm[k]] (bf16), for act-order INT4 weights. */
 fi_err fi_cu_permute_cols(cudaStream_t st, void *out, const void *x, const int32_t *perm, int T,
 			  int K);
@@ -252,6 +264,8 @@ fi_err fi_cu_sample(cudaStream_t st, const struct fi_sample_args *a, size_t smem
 
 /* ---- model families (lib/backend/cuda/family.c, arch.h) ---- */
 fi_err fi_cuda_scale(struct fi_backend *be, void *x_d, int64_t n, float s);
+fi_err fi_cuda_relu2_mul(struct fi_backend *be, void *out_d, const void *gate_d,
+			 const void *up_d, int T, int F);
 fi_err fi_cuda_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d, const void *up_d,
 			int T, int F);
 fi_err fi_cuda_softcap(struct fi_backend *be, float *x_d, int64_t n, float cap);

@@ -56,6 +56,12 @@ fi_err fi_cuda_scale(struct fi_backend *be, void *x_d, int64_t n, float s)
 	return fi_cu_scale(fi_cuda_of(be)->stream, x_d, n, s);
 }
 
+fi_err fi_cuda_relu2_mul(struct fi_backend *be, void *out_d, const void *gate_d,
+			 const void *up_d, int T, int F)
+{
+	return fi_cu_relu2_mul(fi_cuda_of(be)->stream, out_d, gate_d, up_d, T, F);
+}
+
 fi_err fi_cuda_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d, const void *up_d,
 			int T, int F)
 {

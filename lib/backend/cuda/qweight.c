@@ -29,6 +29,7 @@ static int dev_type(enum fi_dtype dt)
 	case FI_DT_Q4_K: return FI_CQ_Q4K;
 	case FI_DT_Q5_K: return FI_CQ_Q5K;
 	case FI_DT_Q6_K: return FI_CQ_Q6K;
+	case FI_DT_TQ2: return FI_CQ_TQ2;
 	default: return 0;
 	}
 }
@@ -53,6 +54,7 @@ static struct fi_cu_qw qw_of(const struct fi_weight *w)
 	case FI_CQ_FP8: q.row_bytes = K; break;
 	case FI_CQ_Q4K: q.row_bytes = K / 256 * 144; break;
 	case FI_CQ_Q5K: q.row_bytes = K / 256 * 176; break;
+	case FI_CQ_TQ2: q.row_bytes = K / 4; break;
 	default: q.row_bytes = K / 256 * 208; break;
 	}
 	return q;
@@ -218,6 +220,8 @@ struct xprep {
 	int aq, K, T;
 	uint8_t *codes;
 	float *scales;
+	float *inv;      /* FI_AQ_I8 */
+	int32_t *qsum;
 };
 
 static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_d, int T,
@@ -231,6 +235,12 @@ static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_
 	x->aq = w->aq;
 	x->K = K;
 	x->T = T;
+	if (w->aq == FI_AQ_I8) { /* int8 codes [T,K], then 1/s [T] and sum(q) [T] */
+		size_t at = ((size_t)T * (size_t)K + 15) & ~(size_t)15;
+		x->inv = (float *)(x->codes + at);
+		x->qsum = (int32_t *)(x->inv + T);
+		return fi_cu_act_quant_i8(c->stream, (int8_t *)x->codes, x->inv, x->qsum, in_d, T, K);
+	}
 	if (w->aq)
 		return fi_cu_act_quant(c->stream, x->codes, x->scales, in_d, T, K, w->aq);
 	return FI_OK;
@@ -252,6 +262,26 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
 	if (bias && (bias->rows * bias->cols != w->rows || bias->dtype != FI_DT_BF16))
 		return fi_fail(FI_EMISMATCH, "matmul: bias of %lld values for %lld outputs",
 			       (long long)(bias->rows * bias->cols), (long long)w->rows);
+	if (q.type == FI_CQ_TQ2) { /* BitNet: W2A8 GEMV, else bf16 weights over rounded inputs */
+		struct fi_weight d = {.p = c->deq, .dtype = FI_DT_BF16, .rows = w->rows, .cols = w->cols};
+		if (bias)
+			return fi_fail(FI_EUNSUPPORTED, "matmul: a ternary weight with a bias");
+		if (T <= 4 && !c->no_gemv && xp->aq == FI_AQ_I8) {
+			e = fi_cu_gemv_tq2(c->stream, out_d, out_f32, q.q, (const float *)q.scale,
+					   (const int8_t *)xp->codes, xp->inv, xp->qsum, N, K, T);
+			if (e != FI_EUNSUPPORTED)
+				return e;
+		}
+		if ((size_t)(w->rows * w->cols) * 2 > c->deq_bytes)
+			return fi_fail(FI_ESTATE, "cuda: no dequantization scratch for %lld x %lld",
+				       (long long)w->rows, (long long)w->cols);
+		if ((e = fi_cu_dequant_tq2(c->stream, c->deq, q.q, (const float *)q.scale, N, K)))
+			return e;
+		xp->aq = -1;
+		if ((e = fi_cu_act_round_i8(c->stream, xp->codes, in_d, T, K)))
+			return e;
+		return fi_cuda_gemm(be, out_d, out_f32, xp->codes, &d, NULL, T);
+	}
 	if (!w->aq && q.perm) { /* act-order: x in the stored column order */
 		xp->aq = -1;
 		if ((e = fi_cu_permute_cols(c->stream, xp->codes, in_d, q.perm, T, K)))
@@ -308,7 +338,7 @@ fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, con
 			   int T)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
-	struct xprep xp = {-1, 0, 0, NULL, NULL};
+	struct xprep xp = {-1, 0, 0, NULL, NULL, NULL, NULL};
 	fi_err e;
 	if (T <= 0)
 		return FI_OK;
