@@ -405,7 +405,8 @@ static fi_err send_hello(struct engine *E, const struct opts *o)
 	return worker_hello(&E->W, "decode", o->a.model, E->im->fingerprint, root,
 			    (uint32_t)st.kv_block_size, (uint64_t)st.kv_blocks,
 			    (uint32_t)(o->kv.max_batch ? o->kv.max_batch : FI_SCHED_MAX_BATCH),
-			    E->kvp ? fi_kv_pub_endpoint(E->kvp) : NULL);
+			    E->kvp ? fi_kv_pub_endpoint(E->kvp) : NULL,
+			    E->kvp ? fi_kv_pub_replay_endpoint(E->kvp) : NULL);
 }
 
 static int run_frames(struct engine *E, const struct opts *o)

@@ -366,7 +366,7 @@ static int run(struct prefill *P)
 	fi_sched_stats(P->s, &st);
 	if ((e = worker_hello(&P->W, "prefill", P->o->a.model, P->im->fingerprint, NULL,
 			      (uint32_t)st.kv_block_size, (uint64_t)st.kv_blocks,
-			      (uint32_t)P->o->batch, NULL)))
+			      (uint32_t)P->o->batch, NULL, NULL)))
 		goto out;
 	fi_stream_catch_signals();
 	while (!e && !eof) {

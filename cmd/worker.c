@@ -126,7 +126,7 @@ fi_err worker_reply(struct worker *w, const uint8_t *peer, size_t peer_len, cons
 
 fi_err worker_hello(struct worker *w, const char *role, const char *model, const uint8_t fp[32],
 		    const uint8_t kv_root[32], uint32_t block_tokens, uint64_t kv_blocks,
-		    uint32_t max_batch, const char *kv_events)
+		    uint32_t max_batch, const char *kv_events, const char *kv_replay)
 {
 	struct fi_frame f;
 	if (w->mode != WORKER_ROUTER)
@@ -144,6 +144,7 @@ fi_err worker_hello(struct worker *w, const char *role, const char *model, const
 	f.hello.kv_blocks = kv_blocks;
 	f.hello.max_batch = max_batch;
 	f.hello.kv_events = (char *)kv_events;
+	f.hello.kv_replay = (char *)kv_replay;
 	w->t_load = fi_now();
 	return fi_stream_write(w->out, &f);
 }

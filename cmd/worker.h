@@ -65,7 +65,7 @@ void worker_forget_gone(struct worker *w);
  * when ld changed). */
 fi_err worker_hello(struct worker *w, const char *role, const char *model, const uint8_t fp[32],
 		    const uint8_t kv_root[32], uint32_t block_tokens, uint64_t kv_blocks,
-		    uint32_t max_batch, const char *kv_events);
+		    uint32_t max_batch, const char *kv_events, const char *kv_replay);
 fi_err worker_load(struct worker *w, const struct worker_load *ld);
 
 #endif

@@ -89,6 +89,12 @@ static void read_env(void)
 		if (end != v && !*end && d > 0 && d <= 86400)
 			s.reply_timeout = d;
 	}
+	if ((v = getenv("FI_ROUTE_KV_DROP"))) {
+		char *end;
+		long l = strtol(v, &end, 10);
+		if (end != v && !*end && l >= 2 && l <= 1000000)
+			s.route_kv_drop = (int)l;
+	}
 	if ((v = getenv("FI_LIVE_DELAY"))) {
 		char *end;
 		double d = strtod(v, &end);

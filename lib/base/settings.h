@@ -33,6 +33,9 @@ struct fi_settings {
 	 * it as gone (0: the defaults, 10 and 30). */
 	double connect_timeout; /* FI_CONNECT_TIMEOUT */
 	double reply_timeout;   /* FI_REPLY_TIMEOUT */
+	/* FI_ROUTE_KV_DROP: fi-route ignores every Nth KV event batch it is sent (0: none), as
+	 * if the publisher had dropped it, so that tests reach its replay path. */
+	int route_kv_drop;
 	/* The CUDA backend's fast paths: 1 on (the default), 0 off ("0" in the variable). */
 	int graphs;        /* FI_GRAPHS: decode steps through CUDA graphs */
 	int decode_fuse;   /* FI_DECODE_FUSE: the fused decode-layer products */

@@ -124,6 +124,7 @@ void fi_frame_free(struct fi_frame *f)
 		free(f->hello.role);
 		free(f->hello.model);
 		free(f->hello.kv_events);
+		free(f->hello.kv_replay);
 		break;
 	default:
 		break;
@@ -470,6 +471,7 @@ static fi_err enc_check(const struct fi_frame *f)
 	case FI_FRAME_HELLO:
 		if (!f->hello.role || !f->hello.model || strlen(f->hello.model) > l.max_text ||
 		    (f->hello.kv_events && strlen(f->hello.kv_events) > l.max_id) ||
+		    (f->hello.kv_replay && strlen(f->hello.kv_replay) > l.max_id) ||
 		    strlen(f->hello.role) > l.max_id)
 			return fi_fail(FI_EINVAL, "frame: hello '%s' needs a role and a model within the limits", f->id);
 		break;
@@ -538,7 +540,7 @@ fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
 		break;
 	case FI_FRAME_HELLO: {
 		const struct fi_hello *h = &f->hello;
-		put_head(&e, 6 + !!h->kv_events + !!h->has_kv_root, f, f->id);
+		put_head(&e, 6 + !!h->kv_events + !!h->kv_replay + !!h->has_kv_root, f, f->id);
 		put_str(&e, "role", h->role, strlen(h->role));
 		put_str(&e, "model", h->model, strlen(h->model));
 		put_key(&e, "fingerprint");
@@ -552,6 +554,8 @@ fi_err fi_frame_encode(const struct fi_frame *f, struct fi_buf *out)
 		put_uint(&e, "max_batch", h->max_batch);
 		if (h->kv_events)
 			put_str(&e, "kv_events", h->kv_events, strlen(h->kv_events));
+		if (h->kv_replay)
+			put_str(&e, "kv_events_replay", h->kv_replay, strlen(h->kv_replay));
 		break;
 	}
 	case FI_FRAME_LOAD: {

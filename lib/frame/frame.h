@@ -146,6 +146,7 @@ struct fi_hello {
 	uint32_t block_tokens, max_batch;
 	uint64_t kv_blocks;     /* its KV pool, in blocks */
 	char *kv_events;        /* its --kv-events endpoint, or NULL */
+	char *kv_replay;        /* its --kv-events-replay endpoint ("kv_events_replay"), or NULL */
 };
 
 /* load: a worker's state now; prefix counters are cumulative, in blocks. */

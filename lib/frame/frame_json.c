@@ -239,6 +239,8 @@ fi_err fi_frame_to_json(const struct fi_frame *f, json_t **out)
 		put(o, "max_batch", json_integer(h->max_batch), &bad);
 		if (h->kv_events)
 			put(o, "kv_events", fi_json_bytes(h->kv_events, strlen(h->kv_events)), &bad);
+		if (h->kv_replay)
+			put(o, "kv_events_replay", fi_json_bytes(h->kv_replay, strlen(h->kv_replay)), &bad);
 		break;
 	}
 	case FI_FRAME_LOAD: {

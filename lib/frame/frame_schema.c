@@ -29,7 +29,7 @@
 	X(SHA256, "sha256") X(NAME, "name") \
 	/* hello and load */ \
 	X(ROLE, "role") X(MODEL, "model") X(KV_ROOT, "kv_root") X(KV_BLOCKS, "kv_blocks") \
-	X(MAX_BATCH, "max_batch") X(KV_EVENTS, "kv_events") \
+	X(MAX_BATCH, "max_batch") X(KV_REPLAY, "kv_events_replay") X(KV_EVENTS, "kv_events") \
 	X(QUEUED, "queued") X(QUEUED_TOKENS, "queued_tokens") X(RUNNING, "running") \
 	X(RUNNING_TOKENS, "running_tokens") X(KV_USED, "kv_used") X(KV_TOTAL, "kv_total") \
 	X(PREFIX_HITS, "prefix_hits") X(PREFIX_LOOKUPS, "prefix_lookups")
@@ -503,6 +503,9 @@ static fi_err dec_hello(const msgpack_object **v, const struct fi_frame_limits *
 			return e;
 		h->has_kv_root = 1;
 	}
+	if (v[K_KV_REPLAY] &&
+	    (e = dup_str(v[K_KV_REPLAY], K_KV_REPLAY, lim->max_id, 0, &h->kv_replay, NULL)))
+		return e;
 	if (v[K_KV_EVENTS])
 		return dup_str(v[K_KV_EVENTS], K_KV_EVENTS, lim->max_id, 0, &h->kv_events, NULL);
 	return FI_OK;

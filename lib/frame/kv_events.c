@@ -19,7 +19,7 @@ struct batch {
 
 struct fi_kv_pub {
 	void *ctx, *pub, *replay;
-	char topic[128], medium[16], ep[256];
+	char topic[128], medium[16], ep[256], rep_ep[256];
 	uint64_t seq;
 	/* the batch being built: its events, packed one after another */
 	struct fi_buf ev;
@@ -241,6 +241,14 @@ const char *fi_kv_pub_endpoint(struct fi_kv_pub *p)
 	if (zmq_getsockopt(p->pub, ZMQ_LAST_ENDPOINT, p->ep, &n))
 		return "";
 	return p->ep;
+}
+
+const char *fi_kv_pub_replay_endpoint(struct fi_kv_pub *p)
+{
+	size_t n = sizeof p->rep_ep;
+	if (!p->replay || zmq_getsockopt(p->replay, ZMQ_LAST_ENDPOINT, p->rep_ep, &n))
+		return NULL;
+	return p->rep_ep;
 }
 
 void fi_kv_pub_close(struct fi_kv_pub *p)

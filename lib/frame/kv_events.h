@@ -42,6 +42,8 @@ fi_err fi_kv_pub_poll(struct fi_kv_pub *p);
 uint64_t fi_kv_pub_seq(const struct fi_kv_pub *p);
 /* The endpoints bound (ports resolved). */
 const char *fi_kv_pub_endpoint(struct fi_kv_pub *p);
+/* The replay endpoint bound, or NULL without one (told to routers in the hello frame). */
+const char *fi_kv_pub_replay_endpoint(struct fi_kv_pub *p);
 void fi_kv_pub_close(struct fi_kv_pub *p);
 
 #endif

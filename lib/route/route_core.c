@@ -827,10 +827,10 @@ static int monitor_fd(void *mon)
 
 fi_err fi_route_run(struct fi_route *r)
 {
-	zmq_pollitem_t it[4 + ROUTE_MAX_WORKERS];
-	struct rworker *subw[ROUTE_MAX_WORKERS];
+	zmq_pollitem_t it[5 + 2 * ROUTE_MAX_WORKERS];
+	struct rworker *subw[ROUTE_MAX_WORKERS], *repw[ROUTE_MAX_WORKERS];
 	while (!fi_stream_interrupted()) {
-		int n = 0, nsub = 0, i_c = -1, i_cm = -1, i_wm = -1, rc;
+		int n = 0, nsub = 0, nrep = 0, i_c = -1, i_cm = -1, i_wm = -1, rc;
 		it[n++] = (zmq_pollitem_t){r->wsock, 0, ZMQ_POLLIN, 0};
 		it[n++] = (zmq_pollitem_t){NULL, r->efd, ZMQ_POLLIN, 0};
 		if (r->wmon)
@@ -845,12 +845,17 @@ fi_err fi_route_run(struct fi_route *r)
 				subw[nsub++] = r->w[i];
 				it[n++] = (zmq_pollitem_t){r->w[i]->sub, 0, ZMQ_POLLIN, 0};
 			}
+		for (int i = 0; i < r->nw; i++)
+			if (r->w[i]->rep) {
+				repw[nrep++] = r->w[i];
+				it[n++] = (zmq_pollitem_t){r->w[i]->rep, 0, ZMQ_POLLIN, 0};
+			}
 		rc = zmq_poll(it, n, 50);
 		if (rc < 0 && zmq_errno() != EINTR)
 			return fi_fail(FI_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
 		pthread_mutex_lock(&r->mu);
 		if (rc > 0) {
-			int base = n - nsub;
+			int base = n - nsub - nrep;
 			for (int k = 0; k < 4096 && worker_msg(r); k++)
 				;
 			for (int k = 0; k < nsub; k++)
@@ -860,6 +865,16 @@ fi_err fi_route_run(struct fi_route *r)
 						size_t el = sizeof ev;
 						route_kv_event(r, subw[k]);
 						if (zmq_getsockopt(subw[k]->sub, ZMQ_EVENTS, &ev, &el) ||
+						    !(ev & ZMQ_POLLIN))
+							break;
+					}
+			for (int k = 0; k < nrep; k++)
+				if (it[base + nsub + k].revents & ZMQ_POLLIN)
+					for (int j = 0; j < 1100; j++) {
+						int ev = 0;
+						size_t el = sizeof ev;
+						route_kv_replay(r, repw[k]);
+						if (zmq_getsockopt(repw[k]->rep, ZMQ_EVENTS, &ev, &el) ||
 						    !(ev & ZMQ_POLLIN))
 							break;
 					}
@@ -887,6 +902,9 @@ fi_err fi_route_run(struct fi_route *r)
 		}
 		{
 			double now = route_now_ms();
+			for (int i = 0; i < r->nw; i++)
+				if (r->w[i]->replaying && now - r->w[i]->replay_t > 1000)
+					r->w[i]->replaying = 0; /* unanswered: the next gap asks again */
 			for (int i = 0; i < r->nw; i++)
 				if (now - r->w[i]->last_seen > r->o.dead_ms) {
 					route_worker_dead(r, r->w[i], "silent for a second");

@@ -693,6 +693,12 @@ char *route_metrics(struct fi_route *r)
 		{"fi_worker_kv_used_ratio", "Share of the worker's KV pool in use."},
 		{"fi_worker_prefix_hit_ratio", "Prefix blocks found cached over blocks looked up."},
 		{"fi_worker_inflight", "Requests the router has sent it that have not ended."},
+		{"fi_worker_kv_used_blocks", "KV blocks in use by its requests (cached prefixes not counted)."},
+		{"fi_worker_prefix_hit_blocks", "Prefix blocks it found cached (cumulative, its load frame)."},
+		{"fi_worker_prefix_lookup_blocks", "Prefix blocks it looked up (cumulative, its load frame)."},
+		{"fi_worker_held_blocks", "Blocks the router believes it holds (its KV events)."},
+		{"fi_worker_kv_event_batches", "KV event batches received from it, replayed ones included."},
+		{"fi_worker_kv_event_replayed", "KV event batches recovered through its replay socket."},
 	};
 	for (size_t k = 0; k < sizeof g / sizeof *g; k++) {
 		fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", g[k][0], g[k][1], g[k][0]);
@@ -705,7 +711,13 @@ char *route_metrics(struct fi_route *r)
 			case 2: v = w->load.kv_total ? (double)w->load.kv_used / (double)w->load.kv_total : 0; break;
 			case 3: v = w->load.prefix_lookups ? (double)w->load.prefix_hits / (double)w->load.prefix_lookups
 				  : w->lookup_blocks ? (double)w->hit_blocks / (double)w->lookup_blocks : 0; break;
-			default: v = w->inflight;
+			case 4: v = w->inflight; break;
+			case 5: v = (double)w->load.kv_used; break;
+			case 6: v = (double)w->load.prefix_hits; break;
+			case 7: v = (double)w->load.prefix_lookups; break;
+			case 8: v = (double)w->held.map.n; break;
+			case 9: v = (double)w->ev_batches; break;
+			default: v = (double)w->ev_replayed;
 			}
 			fprintf(f, "%s{worker=\"%s\"} %g\n", g[k][0], w->name, v);
 		}

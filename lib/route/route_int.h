@@ -60,7 +60,9 @@ struct rworker {
 	double last_seen;       /* ms */
 	char role[16];
 	uint8_t fp[32];
-	char root[65];          /* the block-key chain root: the hex of the hello fingerprint */
+	uint8_t kroot[32];      /* its hello's kv_root, else its fingerprint */
+	char root[65];          /* the block-key chain root: the hex of kroot */
+	int own_keys;           /* kv_root given: its KV event hashes are our block keys */
 	uint32_t block_tokens, kv_blocks, max_batch;
 	struct rload load;
 	uint32_t inflight;      /* requests sent and not ended */
@@ -68,7 +70,12 @@ struct rworker {
 	struct kset held;       /* prefix blocks it is believed to hold */
 	int events;             /* KV events arrived: held follows them, not what was sent */
 	void *sub;              /* SUB on its kv_events endpoint, or NULL */
-	uint64_t ev_seq;
+	uint64_t ev_seq;        /* the next batch expected */
+	uint64_t ev_batches, ev_replayed, ev_recv;
+	void *rep;              /* DEALER on its kv_events_replay endpoint, or NULL */
+	int replaying;          /* a replay asked, its end (seq -1) not come */
+	uint64_t replay_to;     /* the batch that showed the gap: replayed ones stop before */
+	double replay_t;        /* when asked (ms): a replay unanswered for a second is dropped */
 	struct rmap hmap;       /* its block hash -> our key (KV events) */
 	struct rreq *reqs;      /* requests on it (list through rreq.prev/next) */
 	uint64_t n_sent, n_done, n_failed, hit_blocks, lookup_blocks;
@@ -136,6 +143,7 @@ void route_worker_frame(struct fi_route *r, const uint8_t *ident, size_t ilen, i
 			const msgpack_object *m, const char *type);
 void route_worker_dead(struct fi_route *r, struct rworker *w, const char *why);
 void route_kv_event(struct fi_route *r, struct rworker *w);
+void route_kv_replay(struct fi_route *r, struct rworker *w);
 struct rworker *route_pick(struct fi_route *r, struct rreq *q);
 void route_note_sent(struct fi_route *r, struct rworker *w, struct rreq *q);
 /* In route_core.c: a request's end, and a pending one put back at the head. */

@@ -7,6 +7,7 @@
 #include <zmq.h>
 
 #include "base/log.h"
+#include "base/settings.h"
 #include "route_int.h"
 
 static struct rworker *by_ident(struct fi_route *r, const uint8_t *ident, size_t ilen)
@@ -18,6 +19,8 @@ static void worker_free(struct rworker *w)
 {
 	if (w->sub)
 		zmq_close(w->sub);
+	if (w->rep)
+		zmq_close(w->rep);
 	kset_clear(&w->held);
 	rmap_free(&w->held.map);
 	for (size_t i = 0; i < w->hmap.cap; i++)
@@ -62,7 +65,7 @@ void route_worker_dead(struct fi_route *r, struct rworker *w, const char *why)
 static void hello(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd, const msgpack_object *m)
 {
 	struct rworker *w = by_ident(r, ident, ilen);
-	const msgpack_object *fp = mp_get(m, "fingerprint");
+	const msgpack_object *fp = mp_get(m, "fingerprint"), *kr = mp_get(m, "kv_root");
 	uint64_t v;
 	char ep[256] = "";
 	if (w) /* a worker that says hello again restarted: its requests are gone */
@@ -83,8 +86,15 @@ static void hello(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd,
 	w->last_seen = route_now_ms();
 	if (fp && fp->type == MSGPACK_OBJECT_BIN && fp->via.bin.size == 32)
 		memcpy(w->fp, fp->via.bin.ptr, 32);
+	/* the root of its block keys: kv_root when it says (fi-decode does: the scheduler's
+	 * root), else the fingerprint (the null worker) */
+	if (kr && kr->type == MSGPACK_OBJECT_BIN && kr->via.bin.size == 32) {
+		memcpy(w->kroot, kr->via.bin.ptr, 32);
+		w->own_keys = 1;
+	} else
+		memcpy(w->kroot, w->fp, 32);
 	for (int i = 0; i < 32; i++)
-		snprintf(w->root + 2 * i, 3, "%02x", w->fp[i]);
+		snprintf(w->root + 2 * i, 3, "%02x", w->kroot[i]);
 	w->block_tokens = !mp_u64(m, "block_tokens", &v) && v && v <= 1u << 16 ? (uint32_t)v : 16;
 	w->kv_blocks = !mp_u64(m, "kv_blocks", &v) && v && v <= 1u << 28 ? (uint32_t)v : 4096;
 	w->max_batch = !mp_u64(m, "max_batch", &v) && v && v <= 1u << 20 ? (uint32_t)v : 64;
@@ -99,6 +109,17 @@ static void hello(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd,
 				zmq_strerror(zmq_errno()));
 			zmq_close(w->sub);
 			w->sub = NULL;
+		}
+	}
+	if (w->sub && !mp_str(m, "kv_events_replay", ep, sizeof ep) && *ep) {
+		int zero = 0;
+		w->rep = zmq_socket(r->ctx, ZMQ_DEALER);
+		if (w->rep && (zmq_setsockopt(w->rep, ZMQ_LINGER, &zero, sizeof zero) ||
+			       zmq_connect(w->rep, ep))) {
+			fi_warn("worker %s: cannot connect to its KV event replay at '%s': %s", w->name,
+				ep, zmq_strerror(zmq_errno()));
+			zmq_close(w->rep);
+			w->rep = NULL;
 		}
 	}
 	if (rmap_put(&r->by_ident, ident, ilen, w)) {
@@ -230,6 +251,19 @@ static void stored(struct rworker *w, const msgpack_object *ev)
 	fi_arena_key parent, key;
 	int have_parent = 0;
 	uint32_t bs;
+	if (w->own_keys && ev->via.array.size >= 2 && a[1].type == MSGPACK_OBJECT_ARRAY) {
+		/* its hashes are our keys (same root, same chain): no mapping needed, and a
+		 * block whose parent we missed still counts */
+		for (uint32_t i = 0; i < a[1].via.array.size; i++) {
+			const msgpack_object *h = &a[1].via.array.ptr[i];
+			fi_arena_key k;
+			if (h->type != MSGPACK_OBJECT_BIN || h->via.bin.size != sizeof k.b)
+				return;
+			memcpy(k.b, h->via.bin.ptr, sizeof k.b);
+			kset_touch(&w->held, &k);
+		}
+		return;
+	}
 	if (ev->via.array.size < 5 || a[1].type != MSGPACK_OBJECT_ARRAY ||
 	    a[3].type != MSGPACK_OBJECT_ARRAY || a[4].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
 	    !a[4].via.u64 || a[4].via.u64 > 1u << 16)
@@ -284,6 +318,12 @@ static void removed(struct rworker *w, const msgpack_object *ev)
 		fi_arena_key *k;
 		if (h->type != MSGPACK_OBJECT_BIN || h->via.bin.size != 32)
 			continue;
+		if (w->own_keys) {
+			fi_arena_key key;
+			memcpy(key.b, h->via.bin.ptr, sizeof key.b);
+			kset_remove(&w->held, &key);
+			continue;
+		}
 		if ((k = rmap_del(&w->hmap, h->via.bin.ptr, 32))) {
 			kset_remove(&w->held, k);
 			free(k);
@@ -299,16 +339,56 @@ static void cleared(struct rworker *w)
 	kset_clear(&w->held);
 }
 
-/* One message on w's SUB socket: [topic, seq (8 bytes big-endian), payload]. */
-void route_kv_event(struct fi_route *r, struct rworker *w)
+/* One batch's payload, [ts, events, ...] (fi-kv-events(5)). */
+static void apply_batch(struct rworker *w, const void *p, size_t n)
 {
-	zmq_msg_t part[3];
+	msgpack_unpacked u;
+	if (mp_unpack(p, n, &u))
+		return;
+	const msgpack_object *b = &u.data;
+	if (b->type == MSGPACK_OBJECT_ARRAY && b->via.array.size >= 2 &&
+	    b->via.array.ptr[1].type == MSGPACK_OBJECT_ARRAY) {
+		const msgpack_object *evs = &b->via.array.ptr[1];
+		if (!w->events) { /* events now say what it holds */
+			w->events = 1;
+			cleared(w);
+		}
+		for (uint32_t i = 0; i < evs->via.array.size; i++) {
+			const msgpack_object *ev = &evs->via.array.ptr[i];
+			const msgpack_object *tag;
+			if (ev->type != MSGPACK_OBJECT_ARRAY || !ev->via.array.size)
+				continue;
+			tag = &ev->via.array.ptr[0];
+			if (tag->type != MSGPACK_OBJECT_STR)
+				continue;
+			if (tag->via.str.size == 11 && !memcmp(tag->via.str.ptr, "BlockStored", 11))
+				stored(w, ev);
+			else if (tag->via.str.size == 12 && !memcmp(tag->via.str.ptr, "BlockRemoved", 12))
+				removed(w, ev);
+			else if (tag->via.str.size == 16 && !memcmp(tag->via.str.ptr, "AllBlocksCleared", 16))
+				cleared(w);
+		}
+	}
+	msgpack_unpacked_destroy(&u);
+}
+
+static uint64_t seq_of(zmq_msg_t *m)
+{
+	const uint8_t *s = zmq_msg_data(m);
+	uint64_t seq = 0;
+	for (int i = 0; i < 8; i++)
+		seq = seq << 8 | s[i];
+	return seq;
+}
+
+/* Up to 3 parts of one message on sock; the count read (the rest closed). */
+static int recv_parts(void *sock, zmq_msg_t part[3])
+{
 	int n = 0, more = 1;
-	(void)r;
 	while (more) {
 		zmq_msg_t m;
 		zmq_msg_init(&m);
-		if (zmq_msg_recv(&m, w->sub, ZMQ_DONTWAIT) < 0) {
+		if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
 			zmq_msg_close(&m);
 			break;
 		}
@@ -318,42 +398,60 @@ void route_kv_event(struct fi_route *r, struct rworker *w)
 		else
 			zmq_msg_close(&m);
 	}
-	if (n == 3) {
-		msgpack_unpacked u;
-		const void *p = zmq_msg_data(&part[2]);
-		if (!mp_unpack(p, zmq_msg_size(&part[2]), &u)) {
-			const msgpack_object *b = &u.data;
-			if (b->type == MSGPACK_OBJECT_ARRAY && b->via.array.size >= 2 &&
-			    b->via.array.ptr[1].type == MSGPACK_OBJECT_ARRAY) {
-				const msgpack_object *evs = &b->via.array.ptr[1];
-				if (!w->events) { /* events now say what it holds */
-					w->events = 1;
-					cleared(w);
-				}
-				for (uint32_t i = 0; i < evs->via.array.size; i++) {
-					const msgpack_object *ev = &evs->via.array.ptr[i];
-					const msgpack_object *tag;
-					if (ev->type != MSGPACK_OBJECT_ARRAY || !ev->via.array.size)
-						continue;
-					tag = &ev->via.array.ptr[0];
-					if (tag->type != MSGPACK_OBJECT_STR)
-						continue;
-					if (tag->via.str.size == 11 && !memcmp(tag->via.str.ptr, "BlockStored", 11))
-						stored(w, ev);
-					else if (tag->via.str.size == 12 && !memcmp(tag->via.str.ptr, "BlockRemoved", 12))
-						removed(w, ev);
-					else if (tag->via.str.size == 16 && !memcmp(tag->via.str.ptr, "AllBlocksCleared", 16))
-						cleared(w);
-				}
-			}
-			msgpack_unpacked_destroy(&u);
-		}
-		if (zmq_msg_size(&part[1]) == 8) {
-			const uint8_t *s = zmq_msg_data(&part[1]);
-			uint64_t seq = 0;
+	return n;
+}
+
+/* One message on w's SUB socket: [topic, seq (8 bytes big-endian), payload]. A seq past the
+ * one expected means batches were lost (the PUB drops for a slow subscriber, and the first
+ * ones go before we subscribe): they are asked of its replay socket, from the first missing
+ * up to this one, and applied when they come (after this batch: the few blocks stored and
+ * removed in between may be misjudged until they are used again). */
+void route_kv_event(struct fi_route *r, struct rworker *w)
+{
+	zmq_msg_t part[3];
+	int n = recv_parts(w->sub, part);
+	int drop = fi_settings()->route_kv_drop;
+	if (n == 3 && zmq_msg_size(&part[1]) == 8 && drop && ++w->ev_recv % (unsigned)drop == 0)
+		n = -n; /* FI_ROUTE_KV_DROP: as if lost */
+	if (n == 3 && zmq_msg_size(&part[1]) == 8) {
+		uint64_t seq = seq_of(&part[1]);
+		if (seq > w->ev_seq && w->rep && !w->replaying) {
+			uint8_t sb[8];
 			for (int i = 0; i < 8; i++)
-				seq = seq << 8 | s[i];
-			w->ev_seq = seq;
+				sb[i] = (uint8_t)(w->ev_seq >> (56 - 8 * i));
+			if (zmq_send(w->rep, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 0 &&
+			    zmq_send(w->rep, sb, 8, ZMQ_DONTWAIT) == 8) {
+				w->replaying = 1;
+				w->replay_to = seq;
+				w->replay_t = route_now_ms();
+			}
+		} else if (seq > w->ev_seq && !w->rep && r->o.verbose) {
+			fi_info("worker %s: KV event batches %llu to %llu lost (no replay socket)", w->name,
+				(unsigned long long)w->ev_seq, (unsigned long long)seq - 1);
+		}
+		apply_batch(w, zmq_msg_data(&part[2]), zmq_msg_size(&part[2]));
+		w->ev_batches++;
+		if (seq >= w->ev_seq)
+			w->ev_seq = seq + 1;
+	}
+	for (int i = 0; i < (n < 0 ? -n : n); i++)
+		zmq_msg_close(&part[i]);
+}
+
+/* One message on w's replay DEALER: ["", seq, payload], the last with seq -1. */
+void route_kv_replay(struct fi_route *r, struct rworker *w)
+{
+	zmq_msg_t part[3];
+	int n = recv_parts(w->rep, part);
+	(void)r;
+	if (n >= 2 && zmq_msg_size(&part[n - 2]) == 8) {
+		uint64_t seq = seq_of(&part[n - 2]);
+		if (seq == UINT64_MAX) {
+			w->replaying = 0;
+		} else if (w->replaying && seq < w->replay_to) {
+			apply_batch(w, zmq_msg_data(&part[n - 1]), zmq_msg_size(&part[n - 1]));
+			w->ev_batches++;
+			w->ev_replayed++;
 		}
 	}
 	for (int i = 0; i < n; i++)
