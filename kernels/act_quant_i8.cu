@@ -5,8 +5,11 @@
  * Twin: fi_tq2_quant_act / fi_tq2_round_act. */
 #include "common.cuh"
 
+/* The token's amax reaches every thread: each warp folds the per-warp maxima itself (indexed
+ * by lane), so that no warp scales by a partial maximum. */
 static __device__ float token_scale(const bf16 *x, int K, float *sh)
 {
+	const int lane = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
 	float m = 0.f;
 	for (int k = threadIdx.x; k < K; k += blockDim.x)
 		m = fmaxf(m, fabsf(__bfloat162float(x[k])));
@@ -14,10 +17,10 @@ static __device__ float token_scale(const bf16 *x, int K, float *sh)
 	for (int o = 16; o > 0; o >>= 1)
 		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
 	__syncthreads();
-	if ((threadIdx.x & 31) == 0)
+	if (lane == 0)
 		sh[threadIdx.x >> 5] = m;
 	__syncthreads();
-	m = (int)threadIdx.x < (int)(blockDim.x >> 5) ? sh[threadIdx.x] : 0.f;
+	m = lane < nw ? sh[lane] : 0.f;
 #pragma unroll
 	for (int o = 16; o > 0; o >>= 1)
 		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));

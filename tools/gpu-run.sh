@@ -46,8 +46,10 @@
 #                 pool), 1000 ShareGPT-like requests at once through fi-decode on the 1B and
 #                 8B shapes (output tok/s, host and model time per step), and the TTFT of a
 #                 4096-token prompt cold, with --prefix-cache in a first and a second process
-#   bitnet        BitNet b1.58: the committed fixtures' greedy tokens through fi-decode on
-#                 the GPU against the CPU (identical), then the 2B-4T shape from
+#   bitnet        BitNet b1.58: tests/gpu/test_bitnet_gpu (every op of the family against
+#                 the CPU, the fixture models' logits and greedy tokens), the committed
+#                 fixtures' greedy tokens through fi-decode on the GPU against transformers'
+#                 (identical), then the 2B-4T shape from
 #                 tests/fixtures/bitnet/2b4t/config.json with random ternary weights
 #                 (--load-format dummy) under fi-bench tg128 and pp512, and the same shape
 #                 without quantization_config (bf16) for the ratio
@@ -350,6 +352,10 @@ print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens
 		cat "$out/sched.md"
 		;;
 	bitnet)
+		step "BitNet ops and fixture models on the GPU against the CPU"
+		CK_FORK=no timeout 400 $t/test_bitnet_gpu >"$out/bitnet-gpu.log" 2>&1 || rc=1
+		grep -v ' ok$' "$out/bitnet-gpu.log" | tail -30
+		grep -c ' ok$' "$out/bitnet-gpu.log" | sed 's/^/comparisons ok: /'
 		step "BitNet fixtures: greedy tokens on the GPU against transformers'"
 		for f in bitnet bitlinear; do
 			ids=$(python3 -c "import json; print(','.join(map(str, json.load(open('tests/fixtures/bitnet/$f/ref.json'))['prompt'])))")

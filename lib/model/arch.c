@@ -112,7 +112,8 @@ static fi_err load_parts(struct fi_model *m, const struct fi_tensor *const *t, i
 {
 	const struct fi_backend_ops *op = m->be->ops;
 	fi_err e;
-	/* ternary weights stay apart: each part has its own scale and layout */
+	/* ternary weights stay apart: each part has its own scale and layout (matmul_multi still
+	 * takes them together, quantizing their shared input to int8 once a step) */
 	if (op->weight_cat && op->matmul_multi && n <= 4 && t[0]->dtype != FI_DT_TQ2) {
 		struct fi_weight w[4];
 		if ((e = op->weight_cat(m->be, t, n, cat, w)))
@@ -386,7 +387,7 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 		ab.softcap = c->attn_softcap;
 		/* attention; from layer 1 on, the norm first adds the previous MLP output */
 		OK(op->rmsnorm(be, s->xb, s->x, l ? s->y : NULL, &L->attn_norm, T, D, eps));
-		if (op->matmul_multi && L->qkv_cat.p) {
+		if (op->matmul_multi && (L->qkv_cat.p || L->q.dtype == FI_DT_TQ2)) {
 			void *const o3[] = {s->q, s->k, s->v};
 			const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
 			const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
@@ -424,7 +425,7 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 			if (c->act == FI_ACT_SILU && op->matmul_glu) {
 				OK(op->matmul_glu(be, s->h, s->gate, s->up, s->xb, &L->gate, &L->up, T));
 			} else {
-				if (op->matmul_multi && L->gu_cat.p) {
+				if (op->matmul_multi && (L->gu_cat.p || L->gate.dtype == FI_DT_TQ2)) {
 					void *const o2[] = {s->gate, s->up};
 					const struct fi_weight *const w2[] = {&L->gate, &L->up};
 					OK(op->matmul_multi(be, 2, o2, s->xb, w2, NULL, T));

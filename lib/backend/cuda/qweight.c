@@ -239,6 +239,8 @@ static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_
 		size_t at = ((size_t)T * (size_t)K + 15) & ~(size_t)15;
 		x->inv = (float *)(x->codes + at);
 		x->qsum = (int32_t *)(x->inv + T);
+		if (T > 4 || c->no_gemv) /* product() dequantizes and rounds x itself */
+			return FI_OK;
 		return fi_cu_act_quant_i8(c->stream, (int8_t *)x->codes, x->inv, x->qsum, in_d, T, K);
 	}
 	if (w->aq)
