@@ -20,7 +20,8 @@ tools/hf_gpu_ref.py: bf16_rel_mean, bf16_rel_max (relative row error ||b - r|| /
 the teacher-forced rows), bf16_top1 (rows whose argmax agrees) and bf16_greedy_match (the
 length of the common prefix of a bf16 greedy run with the reference's). tests/gpu/
 test_model_hf.c judges fi's bf16 numbers against that baseline. For the committed fixtures
-it is measured from the saved checkpoint, leaving weights and references as they are:
+it is measured from the saved checkpoint on the CPU (torch's bf16 products accumulate in
+f32 there, as cuBLAS's do), leaving weights and references as they are:
 
   python3 tools/make_hf_fixtures.py --bf16 [NAME...]
 
