@@ -18,8 +18,9 @@
  * (colon-separated). Limits (bf16 weights and activations vs an f32 reference):
  * mean row error <= 3e-2, worst row <= 8e-2, top-1 agreement >= 95%, greedy agrees for
  * at least half the continuation (a near-tie may flip one token; after it, texts differ).
- * Where ref.json records HF's own bf16 forward against the same reference (random large
- * models have flat logits, so bf16 rounding alone flips argmaxes), the limits become: errors
+ * Where ref.json records HF's own bf16 forward against the same reference (random models
+ * have flat logits, so bf16 rounding alone flips argmaxes; hf_gpu_ref.py records it, and
+ * make_hf_fixtures.py --bf16 for the committed fixtures), the limits become: errors
  * <= 1.5x HF bf16's (or the above, if larger), top-1 within max(2, 2%) of HF bf16's, greedy
  * prefix >= half of HF bf16's. A greedy run that leaves HF's at a near-tie (our token's
  * reference logit within 2% of the best) passes: the same function, a different rounding. */
