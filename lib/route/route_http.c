@@ -627,12 +627,16 @@ fi_err route_http_start(struct route_http **out, struct fi_route *r, const struc
 		free(H);
 		return fi_fail(FI_EINVAL, "--http '%s': binding beyond loopback needs --api-key-file", o->http);
 	}
+	/* Connections beyond the limit are closed unanswered, so it sits far above the queue:
+	 * every request past the queue is read and answered 429, never dropped. A connection
+	 * is a thread here; small stacks keep a burst's memory bounded. */
 	H->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 					MHD_USE_POLL,
 				0, NULL, NULL, handler, H, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
 				MHD_OPTION_NOTIFY_COMPLETED, completed, H, MHD_OPTION_CONNECTION_LIMIT,
-				(unsigned)(o->http_queue * 2 + 64), MHD_OPTION_CONNECTION_TIMEOUT,
-				(unsigned)300, MHD_OPTION_END);
+				(unsigned)(o->http_queue * 2 + 2048), MHD_OPTION_THREAD_STACK_SIZE,
+				(size_t)(1 << 20), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+				MHD_OPTION_END);
 	if (!H->d) {
 		free(H);
 		return fi_fail(FI_EIO, "cannot listen on '%s' (in use?)", o->http);
