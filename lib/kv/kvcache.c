@@ -341,7 +341,7 @@ fi_err fi_kvcache_seq_fork(struct fi_kvcache *c, int src, int *dst)
 }
 
 /* Copies block `from` into `to` for every layer, K and V, through host memory. */
-static fi_err copy_block(struct fi_kvcache *c, int32_t from, int32_t to)
+fi_err fi_kvcache_copy_block(struct fi_kvcache *c, int32_t from, int32_t to)
 {
 	struct fi_backend *be = c->be;
 	size_t bytes = fi_kv_block_bytes(&c->kv, be->act);
@@ -357,6 +357,13 @@ static fi_err copy_block(struct fi_kvcache *c, int32_t from, int32_t to)
 				e = be->ops->upload(be, base + (size_t)to * bytes, tmp, bytes);
 		}
 	free(tmp);
+	return e;
+}
+
+/* The copy-on-write of a shared block: here, then in the caches that mirror this one. */
+static fi_err copy_block(struct fi_kvcache *c, int32_t from, int32_t to)
+{
+	fi_err e = fi_kvcache_copy_block(c, from, to);
 	if (!e && c->mirror_copy)
 		e = c->mirror_copy(c->mirror_arg, from, to);
 	return e;

@@ -74,6 +74,10 @@ struct fi_kvcache {
 	void *mirror_arg;
 };
 
+/* Copies block `from` into block `to` (every layer, K and V) within c, through host
+ * memory; no mirror is told. */
+fi_err fi_kvcache_copy_block(struct fi_kvcache *c, int32_t from, int32_t to);
+
 /* Allocates n_blocks blocks of block_size tokens for every layer on be. */
 fi_err fi_kvcache_create(struct fi_backend *be, int n_layers, int n_kv_heads, int head_dim,
 			 int n_blocks, int block_size, struct fi_kvcache **out);

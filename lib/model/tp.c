@@ -83,27 +83,6 @@ static fi_err rank_load(struct fi_tp *tp, int r)
 	return FI_OK;
 }
 
-/* Copies KV block from to block to in rank r's pool (kvcache.c's copy-on-write). */
-static fi_err rank_copy(struct fi_tp *tp, int r, int32_t from, int32_t to)
-{
-	struct fi_kvcache *c = tp->m[r]->cache;
-	struct fi_backend *be = c->be;
-	size_t bytes = fi_kv_block_bytes(&c->kv, be->act);
-	char *tmp = malloc(bytes);
-	fi_err e = FI_OK;
-	if (!tmp)
-		return fi_fail(FI_ENOMEM, "kv cache: out of memory");
-	for (int l = 0; l < c->kv.n_layers && !e; l++)
-		for (int kv = 0; kv < 2 && !e; kv++) {
-			char *base = kv ? c->kv.v_d[l] : c->kv.k_d[l];
-			e = be->ops->download(be, tmp, base + (size_t)from * bytes, bytes);
-			if (!e)
-				e = be->ops->upload(be, base + (size_t)to * bytes, tmp, bytes);
-		}
-	free(tmp);
-	return e;
-}
-
 static fi_err grow(void **p, size_t *cap, size_t need)
 {
 	if (need <= *cap)
@@ -190,7 +169,7 @@ static fi_err rank_job(struct fi_tp *tp, int r, enum job job)
 	case JOB_SCRATCH:
 		return r ? fi_model_scratch(m, tp->a1, 6 * (size_t)tp->a1, tp->a2) : FI_OK;
 	case JOB_COPY:
-		return r ? rank_copy(tp, r, tp->a1, tp->a2) : FI_OK;
+		return r ? fi_kvcache_copy_block(tp->m[r]->cache, tp->a1, tp->a2) : FI_OK;
 	default:
 		return FI_OK;
 	}
