@@ -146,8 +146,17 @@ void route_kv_event(struct fi_route *r, struct rworker *w);
 void route_kv_replay(struct fi_route *r, struct rworker *w);
 struct rworker *route_pick(struct fi_route *r, struct rreq *q);
 void route_note_sent(struct fi_route *r, struct rworker *w, struct rreq *q);
-/* In route_core.c: a request's end, and a pending one put back at the head. */
+/* route_req.c: a request's end, and a pending one put back at the head. */
 void route_req_fail(struct fi_route *r, struct rreq *q, fi_err code, const char *msg);
 void route_pend_front(struct fi_route *r, struct rreq *q);
+/* route_req.c: a request's way through the router, called by route_core.c's loop */
+void route_req_free(struct rreq *q);
+void route_to_http(struct hreq *h, const struct fi_frame *f);
+fi_err route_admit(struct fi_route *r, struct rreq *q, struct fi_frame *f);
+void route_req_cancel(struct fi_route *r, struct rreq *q, int tell);
+void route_client_gone(struct fi_route *r, struct rclient *c);
+int route_client_msg(struct fi_route *r);  /* 1: a message was read */
+int route_worker_msg(struct fi_route *r);  /* 1: a message was read */
+void route_dispatch(struct fi_route *r);
 
 #endif
