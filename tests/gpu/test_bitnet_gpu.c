@@ -319,38 +319,13 @@ static struct fi_model *open_model(struct fi_backend *be, const char *name, int 
 static float *logits(struct fi_backend *be, const char *name, const int32_t *ids, int n,
 		     int one_by_one, int *V)
 {
-	int s, nr;
+	int s;
 	struct fi_model *m = open_model(be, name, &s);
 	float *lg;
-	int32_t *seq = malloc(sizeof *seq * (size_t)n);
-	int8_t *want = malloc((size_t)n);
 	*V = fi_model_config(m)->vocab;
-	lg = malloc(sizeof(float) * (size_t)n * *V);
-	for (int i = 0; i < n; i++)
-		seq[i] = s, want[i] = 1;
-	if (one_by_one) {
-		for (int i = 0; i < n; i++) {
-			struct fi_batch b = {1, ids + i, seq, NULL};
-			ck_assert_msg(!fi_model_forward(m, &b, lg + (size_t)i * *V, &nr), "%s",
-				      fi_errmsg());
-		}
-	} else {
-		struct fi_batch b = {n, ids, seq, want};
-		ck_assert_msg(!fi_model_forward(m, &b, lg, &nr), "%s", fi_errmsg());
-	}
+	lg = fi_test_rows(m, s, ids, n, *V, one_by_one);
 	fi_model_close(m);
-	free(seq);
-	free(want);
 	return lg;
-}
-
-static int argmax(const float *l, int V)
-{
-	int b = 0;
-	for (int i = 1; i < V; i++)
-		if (l[i] > l[b])
-			b = i;
-	return b;
 }
 
 START_TEST(test_models)
@@ -373,7 +348,7 @@ START_TEST(test_models)
 			if (d / m > worst)
 				worst = d / m, worst_row = r;
 			mean += d / m / rows;
-			top1 += argmax(a, V) == argmax(b, V);
+			top1 += fi_test_argmax(a, V) == fi_test_argmax(b, V);
 		}
 		printf("%-18s %-6s rows %d: top-1 %d, mean err %.2e, worst %.2e (row %d)\n", name,
 		       way ? "decode" : "full", rows, top1, mean, worst, worst_row);

@@ -60,37 +60,14 @@ static float *logits(struct fi_backend *be, const struct fi_image *im, const int
 		     int one_by_one)
 {
 	struct fi_model *m;
-	int V = im->config.vocab, s, nr;
-	float *lg = malloc(sizeof(float) * (size_t)n * V);
-	int32_t *seq = malloc(sizeof *seq * (size_t)n);
-	int8_t *want = malloc((size_t)n);
+	int s;
+	float *lg;
 	ck_assert_msg(!fi_model_load(&im->config, &im->set, be, &m), "%s: %s", be->ops->name,
 		      fi_errmsg());
 	ck_assert_int_eq(fi_model_seq_new(m, &s), FI_OK);
-	for (int i = 0; i < n; i++)
-		seq[i] = s, want[i] = 1;
-	if (one_by_one) {
-		for (int i = 0; i < n; i++) {
-			struct fi_batch b = {1, ids + i, seq, NULL};
-			ck_assert_msg(!fi_model_forward(m, &b, lg + (size_t)i * V, &nr), "%s", fi_errmsg());
-		}
-	} else {
-		struct fi_batch b = {n, ids, seq, want};
-		ck_assert_msg(!fi_model_forward(m, &b, lg, &nr), "%s", fi_errmsg());
-	}
+	lg = fi_test_rows(m, s, ids, n, im->config.vocab, one_by_one);
 	fi_model_close(m);
-	free(seq);
-	free(want);
 	return lg;
-}
-
-static int argmax(const float *l, int V)
-{
-	int b = 0;
-	for (int i = 1; i < V; i++)
-		if (l[i] > l[b])
-			b = i;
-	return b;
 }
 
 START_TEST(test_quant_model)
@@ -120,7 +97,7 @@ START_TEST(test_quant_model)
 			}
 			worst = fmax(worst, d / m);
 			mean += d / m / rows;
-			top1 += argmax(a, V) == argmax(b, V);
+			top1 += fi_test_argmax(a, V) == fi_test_argmax(b, V);
 		}
 		printf("%-22s %-6s rows %d: top-1 %d, mean err %.2e, worst %.2e\n", name,
 		       way ? "decode" : "full", rows, top1, mean, worst);

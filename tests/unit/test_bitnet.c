@@ -210,40 +210,13 @@ END_TEST
 static float *run(const struct fi_image *im, const int32_t *ids, int n, int one_by_one)
 {
 	struct fi_model *m;
-	int V = im->config.vocab, s, nr;
-	float *lg = malloc(sizeof(float) * (size_t)n * V);
-	int32_t *seq = malloc(sizeof *seq * (size_t)n);
-	int8_t *want = malloc((size_t)n);
+	int s;
+	float *lg;
 	ck_assert_msg(!fi_model_load(&im->config, &im->set, be, &m), "%s", fi_errmsg());
 	ck_assert_int_eq(fi_model_seq_new(m, &s), FI_OK);
-	for (int i = 0; i < n; i++) {
-		seq[i] = s;
-		want[i] = 1;
-	}
-	if (one_by_one) {
-		for (int i = 0; i < n; i++) {
-			struct fi_batch b = {1, ids + i, seq, NULL};
-			ck_assert_msg(!fi_model_forward(m, &b, lg + (size_t)i * V, &nr), "%s",
-				      fi_errmsg());
-		}
-	} else {
-		struct fi_batch b = {n, ids, seq, want};
-		ck_assert_msg(!fi_model_forward(m, &b, lg, &nr), "%s", fi_errmsg());
-		ck_assert_int_eq(nr, n);
-	}
+	lg = fi_test_rows(m, s, ids, n, im->config.vocab, one_by_one);
 	fi_model_close(m);
-	free(seq);
-	free(want);
 	return lg;
-}
-
-static int argmax(const float *l, int V)
-{
-	int b = 0;
-	for (int i = 1; i < V; i++)
-		if (l[i] > l[b])
-			b = i;
-	return b;
 }
 
 static void check_fixture(const char *name)
@@ -294,7 +267,7 @@ static void check_fixture(const char *name)
 		       way ? "decode" : "full", worst, TOL);
 		ck_assert_msg(worst <= TOL, "%s: row error %g", name, worst);
 		for (int i = n_prompt - 1; i < rows - 1; i++)
-			ck_assert_msg(argmax(lg + (size_t)i * V, V) == ids[i + 1],
+			ck_assert_msg(fi_test_argmax(lg + (size_t)i * V, V) == ids[i + 1],
 				      "%s: greedy token %d differs", name, i + 1 - n_prompt);
 		free(lg);
 	}

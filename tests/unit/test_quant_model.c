@@ -95,42 +95,15 @@ static struct fi_image *convert(const char *src, const char *tag, unsigned flags
 static float *run(const struct fi_image *im, const int32_t *ids, int n, int one_by_one)
 {
 	struct fi_model *m;
-	int V = im->config.vocab, s, nr;
-	float *lg = malloc(sizeof(float) * (size_t)n * V);
-	int32_t *seq = malloc(sizeof *seq * (size_t)n);
-	int8_t *want = malloc((size_t)n);
+	int s;
+	float *lg;
 	ck_assert_msg(!fi_model_load(&im->config, &im->set, be, &m), "%s", fi_errmsg());
 	if (getenv("FI_TEST_KV_FP8"))
 		ck_assert(!fi_model_set_kv_dtype(m, FI_DT_F8_E4M3));
 	ck_assert_int_eq(fi_model_seq_new(m, &s), FI_OK);
-	for (int i = 0; i < n; i++) {
-		seq[i] = s;
-		want[i] = 1;
-	}
-	if (one_by_one) {
-		for (int i = 0; i < n; i++) {
-			struct fi_batch b = {1, ids + i, seq, NULL};
-			ck_assert_msg(!fi_model_forward(m, &b, lg + (size_t)i * V, &nr), "%s",
-				      fi_errmsg());
-		}
-	} else {
-		struct fi_batch b = {n, ids, seq, want};
-		ck_assert_msg(!fi_model_forward(m, &b, lg, &nr), "%s", fi_errmsg());
-		ck_assert_int_eq(nr, n);
-	}
+	lg = fi_test_rows(m, s, ids, n, im->config.vocab, one_by_one);
 	fi_model_close(m);
-	free(seq);
-	free(want);
 	return lg;
-}
-
-static int argmax(const float *l, int V)
-{
-	int b = 0;
-	for (int i = 1; i < V; i++)
-		if (l[i] > l[b])
-			b = i;
-	return b;
 }
 
 static double row_err(const float *a, const float *b, int V)
@@ -146,7 +119,7 @@ static double row_err(const float *a, const float *b, int V)
 /* KL(p || q) of the softmaxes of logits p and q. */
 static double kl(const float *p, const float *q, int V)
 {
-	double mp = p[argmax(p, V)], mq = q[argmax(q, V)], sp = 0, sq = 0, k = 0;
+	double mp = p[fi_test_argmax(p, V)], mq = q[fi_test_argmax(q, V)], sp = 0, sq = 0, k = 0;
 	for (int i = 0; i < V; i++) {
 		sp += exp(p[i] - mp);
 		sq += exp(q[i] - mq);
@@ -169,7 +142,7 @@ static struct score compare(const float *ref, const float *got, int rows, int V)
 	struct score s = {0, rows, 0, 0, 0};
 	for (int i = 0; i < rows; i++) {
 		const float *a = ref + (size_t)i * V, *b = got + (size_t)i * V;
-		s.top1 += argmax(a, V) == argmax(b, V);
+		s.top1 += fi_test_argmax(a, V) == fi_test_argmax(b, V);
 		s.kl += kl(a, b, V) / rows;
 		s.worst = fmax(s.worst, row_err(b, a, V));
 		s.off += row_err(b, a, V) > 1e-4;
@@ -211,7 +184,7 @@ static void check_fixture(const char *name, const char *src_rel)
 		} else {
 			ck_assert_msg(s.worst <= 1e-4, "%s: row error %g", name, s.worst);
 			for (int i = r.n_prompt - 1; i < r.rows - 1; i++)
-				ck_assert_msg(argmax(lg + (size_t)i * r.vocab, r.vocab) == r.ids[i + 1],
+				ck_assert_msg(fi_test_argmax(lg + (size_t)i * r.vocab, r.vocab) == r.ids[i + 1],
 					      "%s: greedy token %d differs", name, i + 1 - r.n_prompt);
 		}
 		free(lg);

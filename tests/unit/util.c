@@ -1,6 +1,9 @@
 /* Helpers shared by the Check suites. */
 #include "util.h"
 
+#include "model/model.h"
+#include "base/err.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -62,4 +65,38 @@ int fi_test_run(Suite *s)
 	nf = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return nf ? 1 : 0;
+}
+
+float *fi_test_rows(struct fi_model *m, int s, const int32_t *ids, int n, int V, int one_by_one)
+{
+	float *lg = malloc(sizeof(float) * (size_t)n * V);
+	int32_t *seq = malloc(sizeof *seq * (size_t)n);
+	int8_t *want = malloc((size_t)n);
+	int nr;
+	ck_assert(lg && seq && want);
+	for (int i = 0; i < n; i++)
+		seq[i] = s, want[i] = 1;
+	if (one_by_one) {
+		for (int i = 0; i < n; i++) {
+			struct fi_batch b = {1, ids + i, seq, NULL};
+			ck_assert_msg(!fi_model_forward(m, &b, lg + (size_t)i * V, &nr), "%s",
+				      fi_errmsg());
+		}
+	} else {
+		struct fi_batch b = {n, ids, seq, want};
+		ck_assert_msg(!fi_model_forward(m, &b, lg, &nr), "%s", fi_errmsg());
+		ck_assert_int_eq(nr, n);
+	}
+	free(seq);
+	free(want);
+	return lg;
+}
+
+int fi_test_argmax(const float *l, int V)
+{
+	int b = 0;
+	for (int i = 1; i < V; i++)
+		if (l[i] > l[b])
+			b = i;
+	return b;
 }
