@@ -422,7 +422,43 @@ struct fi_tok_stream {
 	struct fi_tok_ids ids;
 	struct tok_buf prefix, str, out;
 	size_t prefix_index;
+	int bytefallback; /* the decoder has ByteFallback: see stream_holds */
+	int held;         /* ids holds ids pushed since the last piece, not yet emitted */
 };
+
+static int dec_has(const struct tok_dec *d, int type)
+{
+	if (!d)
+		return 0;
+	if (d->type == type)
+		return 1;
+	for (size_t i = 0; i < d->nsub; i++)
+		if (dec_has(&d->sub[i], type))
+			return 1;
+	return 0;
+}
+
+/* Whether a stream keeps id back instead of decoding at it. ByteFallback turns a run of
+ * <0xHH> tokens into its bytes when the whole run is valid UTF-8, else into one U+FFFD per
+ * byte: a later byte token can rewrite text already valid ("@" then <0x83> is two U+FFFD),
+ * so a run is emitted only once a token that is not a byte ends it (or at the flush). A
+ * skipped special token adds no text and does not end the run (decode drops it first). */
+static int stream_holds(const struct fi_tok_stream *s, uint32_t id)
+{
+	const struct fi_tok *t = s->t;
+	const char *str;
+	size_t len;
+	if (id < t->id_space && (s->flags & FI_TOK_SKIP_SPECIAL) && t->special[id])
+		return 1;
+	if (!s->bytefallback)
+		return 0;
+	if (id < t->id_space && t->added_of_id[id] >= 0) {
+		str = t->added[t->added_of_id[id]].dec;
+		len = t->added[t->added_of_id[id]].dec_len;
+	} else
+		str = fi_tok_id_to_token(t, id, &len);
+	return str && fallback_byte(str, len) >= 0;
+}
 
 fi_err fi_tok_stream_new(const struct fi_tok *t, unsigned flags, struct fi_tok_stream **out)
 {
@@ -431,6 +467,7 @@ fi_err fi_tok_stream_new(const struct fi_tok *t, unsigned flags, struct fi_tok_s
 		return fi_fail(FI_ENOMEM, "decode stream");
 	s->t = t;
 	s->flags = flags;
+	s->bytefallback = dec_has(t->dec, TD_BYTEFALLBACK);
 	*out = s;
 	return FI_OK;
 }
@@ -451,6 +488,7 @@ void fi_tok_stream_reset(struct fi_tok_stream *s)
 	s->ids.n = 0;
 	s->prefix.n = 0;
 	s->prefix_index = 0;
+	s->held = 0;
 }
 
 static int ends_fffd(const struct tok_buf *b)
@@ -466,7 +504,7 @@ fi_err fi_tok_stream_step(struct fi_tok_stream *s, uint32_t id, const char **pie
 	*len = 0;
 	if (!c)
 		return fi_fail(FI_ENOMEM, "decode stream");
-	if (!s->prefix.n && s->ids.n) {
+	if (!s->prefix.n && s->ids.n && !s->held) {
 		if ((e = decode_buf(s->t, c, s->ids.v, s->ids.n, s->flags, &s->str)))
 			goto out;
 		if (!ends_fffd(&s->str)) {
@@ -480,6 +518,10 @@ fi_err fi_tok_stream_step(struct fi_tok_stream *s, uint32_t id, const char **pie
 	}
 	if (tok_ids_push(&s->ids, id)) {
 		e = fi_fail(FI_ENOMEM, "decode stream");
+		goto out;
+	}
+	if (stream_holds(s, id)) {
+		s->held = 1;
 		goto out;
 	}
 	if ((e = decode_buf(s->t, c, s->ids.v, s->ids.n, s->flags, &s->str)))
@@ -501,6 +543,7 @@ fi_err fi_tok_stream_step(struct fi_tok_stream *s, uint32_t id, const char **pie
 		if ((e = decode_buf(s->t, c, s->ids.v, s->ids.n, s->flags, &s->prefix)))
 			goto out;
 		s->prefix_index = npi;
+		s->held = 0;
 		*piece = s->out.p;
 		*len = s->out.n;
 	}
@@ -517,14 +560,17 @@ fi_err fi_tok_stream_flush(struct fi_tok_stream *s, const char **piece, size_t *
 	*len = 0;
 	if (!c)
 		return fi_fail(FI_ENOMEM, "decode stream");
-	if (s->ids.n && !(e = decode_buf(s->t, c, s->ids.v, s->ids.n, s->flags, &s->str)) &&
-	    s->str.n > s->prefix.n && !memcmp(s->str.p, s->prefix.p ? s->prefix.p : "", s->prefix.n)) {
-		s->out.n = 0;
-		if (tok_buf_put(&s->out, s->str.p + s->prefix.n, s->str.n - s->prefix.n))
-			e = fi_fail(FI_ENOMEM, "decode stream");
-		else {
-			*piece = s->out.p;
-			*len = s->out.n;
+	if (s->ids.n && !(e = decode_buf(s->t, c, s->ids.v, s->ids.n, s->flags, &s->str))) {
+		if (s->str.n < s->prefix.n || memcmp(s->str.p, s->prefix.p ? s->prefix.p : "", s->prefix.n))
+			e = fi_fail(FI_ESTATE, "decode stream: the final text does not extend the text given");
+		else if (s->str.n > s->prefix.n) {
+			s->out.n = 0;
+			if (tok_buf_put(&s->out, s->str.p + s->prefix.n, s->str.n - s->prefix.n))
+				e = fi_fail(FI_ENOMEM, "decode stream");
+			else {
+				*piece = s->out.p;
+				*len = s->out.n;
+			}
 		}
 	}
 	tok_ctx_put(s->t, c);

@@ -228,8 +228,20 @@ static uint32_t nmt(uint32_t c)
 	return c;
 }
 
+/* A chain of normalizers may grow the text only so far: NFKD expands one char to at most 18,
+ * but a Replace whose pattern matches the empty string inserts its content between every two
+ * chars, and three of them in a row turn 40 chars into gigabytes. */
+#define NORM_GROWTH 64
+#define NORM_SLACK 4096
+
+static fi_err too_long(size_t max)
+{
+	return fi_fail(FI_EINVAL, "normalize: the normalizers grow the text past %zu bytes (%d times its length)",
+		       max, NORM_GROWTH);
+}
+
 static fi_err norm_one(struct tok_ctx *c, const struct tok_norm *n, const char *s, size_t len,
-		       struct tok_buf *out)
+		       struct tok_buf *out, size_t max)
 {
 	switch (n->type) {
 	case TN_NFC:
@@ -286,8 +298,13 @@ static fi_err norm_one(struct tok_ctx *c, const struct tok_norm *n, const char *
 		return tok_buf_put(out, s, len) ? fi_fail(FI_ENOMEM, "normalize") : FI_OK;
 	case TN_REPLACE: {
 		int r = tok_re_segments(c, n->re, s, len);
+		size_t total = 0;
 		if (r)
 			return r == -1 ? fi_fail(FI_ENOMEM, "normalize") : fi_errcode();
+		for (size_t i = 0; i < c->nsegs; i++)
+			total += c->segs[i].match ? n->slen : c->segs[i].e - c->segs[i].s;
+		if (total > max)
+			return too_long(max);
 		for (size_t i = 0; i < c->nsegs; i++) {
 			const struct tok_seg *g = &c->segs[i];
 			if (g->match ? tok_buf_put(out, n->s, n->slen) : tok_buf_put(out, s + g->s, g->e - g->s))
@@ -321,8 +338,8 @@ static fi_err norm_one(struct tok_ctx *c, const struct tok_norm *n, const char *
 	return fi_fail(FI_EINVAL, "normalizer type %d", n->type);
 }
 
-fi_err tok_norm_apply(struct tok_ctx *c, const struct tok_norm *n, const char *s, size_t len,
-		      struct tok_buf *out)
+static fi_err norm_apply(struct tok_ctx *c, const struct tok_norm *n, const char *s, size_t len,
+			 struct tok_buf *out, size_t max)
 {
 	struct tok_buf a = {0}, b = {0};
 	fi_err e = FI_OK;
@@ -331,7 +348,7 @@ fi_err tok_norm_apply(struct tok_ctx *c, const struct tok_norm *n, const char *s
 		return fi_fail(FI_ENOMEM, "normalize");
 	out->p[0] = 0;
 	if (n->type != TN_SEQ)
-		return norm_one(c, n, s, len, out);
+		return norm_one(c, n, s, len, out, max);
 	if (tok_buf_put(&a, s, len))
 		return fi_fail(FI_ENOMEM, "normalize");
 	for (size_t i = 0; i < n->nsub && !e; i++) {
@@ -342,8 +359,9 @@ fi_err tok_norm_apply(struct tok_ctx *c, const struct tok_norm *n, const char *s
 			break;
 		}
 		b.p[0] = 0;
-		e = n->sub[i].type == TN_SEQ ? tok_norm_apply(c, &n->sub[i], a.p, a.n, &b)
-					     : norm_one(c, &n->sub[i], a.p, a.n, &b);
+		e = norm_apply(c, &n->sub[i], a.p, a.n, &b, max);
+		if (!e && b.n > max)
+			e = too_long(max);
 		t = a;
 		a = b;
 		b = t;
@@ -352,5 +370,15 @@ fi_err tok_norm_apply(struct tok_ctx *c, const struct tok_norm *n, const char *s
 		e = fi_fail(FI_ENOMEM, "normalize");
 	tok_buf_free(&a);
 	tok_buf_free(&b);
+	return e;
+}
+
+fi_err tok_norm_apply(struct tok_ctx *c, const struct tok_norm *n, const char *s, size_t len,
+		      struct tok_buf *out)
+{
+	size_t max = len > (SIZE_MAX - NORM_SLACK) / NORM_GROWTH ? SIZE_MAX : len * NORM_GROWTH + NORM_SLACK;
+	fi_err e = norm_apply(c, n, s, len, out, max);
+	if (!e && out->n > max)
+		e = too_long(max);
 	return e;
 }

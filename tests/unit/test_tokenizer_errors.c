@@ -335,6 +335,30 @@ START_TEST(test_invalid_utf8)
 }
 END_TEST
 
+/* Three Replace normalizers with an empty pattern each insert their content between every two
+ * chars: 40 chars would become gigabytes. The growth is bounded and named. */
+START_TEST(test_norm_growth)
+{
+	struct fi_tok *t;
+	struct fi_tok_ids ids = {0};
+	char js[2048];
+	const char *rep = "{\"type\":\"Replace\",\"pattern\":{\"String\":\"\"},\"content\":"
+			  "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}";
+	snprintf(js, sizeof js, "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[%s,%s,%s]}," GOOD_MODEL "}",
+		 rep, rep, rep);
+	ck_assert_msg(!fi_tok_load_json(js, strlen(js), &t), "%s", fi_errmsg());
+	ck_assert_int_eq(fi_tok_encode(t, "ab ab ab ab ab ab ab ab ab ab", 29, 0, &ids), FI_EINVAL);
+	ck_assert_msg(strstr(fi_errmsg(), "grow the text past"), "%s", fi_errmsg());
+	/* One of them over a short text stays within the bound and encodes. */
+	fi_tok_free(t);
+	snprintf(js, sizeof js, "{\"normalizer\":%s," GOOD_MODEL "}", rep);
+	ck_assert_msg(!fi_tok_load_json(js, strlen(js), &t), "%s", fi_errmsg());
+	ck_assert_msg(!fi_tok_encode(t, "ab", 2, 0, &ids), "%s", fi_errmsg());
+	fi_tok_ids_free(&ids);
+	fi_tok_free(t);
+}
+END_TEST
+
 START_TEST(test_stream_partial)
 {
 	struct fi_tok *t = load_corpus("llama-2");
@@ -366,6 +390,35 @@ START_TEST(test_stream_partial)
 	ck_assert(!fi_tok_stream_flush(s, &pc, &pn));
 	ck_assert_uint_eq(pn, 3);
 	ck_assert(!memcmp(pc, "\xef\xbf\xbd", 3));
+	/* A later byte token rewrites a valid one: <0x40> alone is "@", <0x40><0x83> is two
+	 * U+FFFD. The run is held until a token that is not a byte ends it, so the pieces add up
+	 * to the whole decode. (A skipped special token inside a run does not end it: fuzz_tok_encode
+	 * checks that on a tokenizer whose </s> is skipped; this one's normalized </s> is not.) */
+	{
+		uint32_t run[] = {3 + 0x40, 3 + 0x83, 3 + 0x84, 0, 0};
+		char *whole;
+		size_t wn, on = 0;
+		ck_assert(!fi_tok_encode(t, "the", 3, 0, &ids));
+		run[3] = ids.v[ids.n - 1];
+		run[4] = 3 + 0x0a;
+		fi_tok_stream_free(s);
+		ck_assert(!fi_tok_stream_new(t, 0, &s));
+		out[0] = 0;
+		for (size_t i = 0; i < 5; i++) {
+			ck_assert(!fi_tok_stream_step(s, run[i], &pc, &pn));
+			ck_assert_msg((pn != 0) == (i == 3), "piece of %zu bytes at id %zu", pn, i);
+			strncat(out, pc, pn);
+		}
+		ck_assert(!fi_tok_stream_flush(s, &pc, &pn));
+		strncat(out, pc, pn);
+		ck_assert(!fi_tok_decode(t, run, 5, 0, &whole, &wn));
+		on = strlen(out);
+		ck_assert_uint_eq(on, wn);
+		ck_assert(!memcmp(out, whole, wn));
+		ck_assert(!memcmp(out, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd the", 13));
+		ck_assert_int_eq(out[on - 1], '\n');
+		free(whole);
+	}
 	fi_tok_stream_free(s);
 	fi_tok_ids_free(&ids);
 	fi_tok_free(t);
@@ -468,6 +521,7 @@ int main(void)
 	tcase_add_test(tc, test_binary_untyped);
 	tcase_add_test(tc, test_invalid_utf8);
 	tcase_add_test(tc, test_stream_partial);
+	tcase_add_test(tc, test_norm_growth);
 	tcase_add_test(tc, test_threads);
 	tcase_add_test(tc, test_timings);
 	suite_add_tcase(s, tc);
