@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "base/settings.h"
 
 extern char **environ;
 
@@ -235,11 +236,11 @@ static fi_err write_script(const char *dir, const char *png, const struct bench_
 fi_err bench_plot(const char *png, const struct bench_opts *o, const struct bench_req *r,
 		  int n, const struct bench_result *res, const char *model)
 {
-	const char *tmp = getenv("TMPDIR");
+	const char *tmp = fi_settings()->tmpdir;
 	char dir[4096], p[4200], out[4200];
 	int cnt[3] = {0, 0, 0}, rc;
 	fi_err e;
-	snprintf(dir, sizeof dir, "%s/fi-bench-plot.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	snprintf(dir, sizeof dir, "%s/fi-bench-plot.XXXXXX", tmp);
 	if (!mkdtemp(dir))
 		return fi_fail(FI_EIO, "cannot make a directory for the plot data: %s", strerror(errno));
 	snprintf(out, sizeof out, "%s/plot.png", dir);
