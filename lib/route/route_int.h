@@ -113,7 +113,7 @@ struct rhist {
 	double sum;
 	uint64_t n;
 };
-void rhist_add(struct rhist *h, double sec);
+void rhist_add(struct rhist *h, double sec); /* route_time.c */
 extern const double route_buckets[ROUTE_NBUCKET];
 
 struct fi_route {
@@ -137,18 +137,17 @@ struct fi_route {
 	struct rhist ttft, itl;
 };
 
+/* route_time.c: the clock (ms, monotonic); rhist_add and route_buckets above. */
 double route_now_ms(void);
-/* The worker-side frames (route_workers.c). */
-void route_worker_frame(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd,
-			const msgpack_object *m, const char *type);
-void route_worker_dead(struct fi_route *r, struct rworker *w, const char *why);
+/* route_workers.c: the worker registry, the choice of a worker, KV events. */
+void route_worker_hello(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd,
+			const msgpack_object *m); /* none registered under ident */
+void route_worker_load(struct rworker *w, const msgpack_object *m);
+void route_worker_remove(struct fi_route *r, struct rworker *w); /* its requests gone */
 void route_kv_event(struct fi_route *r, struct rworker *w);
 void route_kv_replay(struct fi_route *r, struct rworker *w);
 struct rworker *route_pick(struct fi_route *r, struct rreq *q);
 void route_note_sent(struct fi_route *r, struct rworker *w, struct rreq *q);
-/* route_req.c: a request's end, and a pending one put back at the head. */
-void route_req_fail(struct fi_route *r, struct rreq *q, fi_err code, const char *msg);
-void route_pend_front(struct fi_route *r, struct rreq *q);
 /* route_req.c: a request's way through the router, called by route_core.c's loop */
 void route_req_free(struct rreq *q);
 void route_to_http(struct hreq *h, const struct fi_frame *f);
@@ -158,5 +157,7 @@ void route_client_gone(struct fi_route *r, struct rclient *c);
 int route_client_msg(struct fi_route *r);  /* 1: a message was read */
 int route_worker_msg(struct fi_route *r);  /* 1: a message was read */
 void route_dispatch(struct fi_route *r);
+/* A worker leaves: its requests are retried or fail, then the registry forgets it. */
+void route_worker_dead(struct fi_route *r, struct rworker *w, const char *why);
 
 #endif

@@ -1,6 +1,7 @@
 /* route_req: a request's way through fi-route (route.h): the pending list and the workers'
- * lists, frames from clients in, frames from workers back, replies, cancels, and dispatch
- * to the cheapest worker. route_core.c's event loop calls in here. */
+ * lists, frames from clients in, frames from workers back, replies, cancels, dispatch to the
+ * cheapest worker, and the requests of a worker that leaves. route_core.c's event loop calls
+ * in here; the worker registry (route_workers.c) is below. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
@@ -54,7 +55,7 @@ static void pend_back(struct fi_route *r, struct rreq *q)
 		r->http_waiting++;
 }
 
-void route_pend_front(struct fi_route *r, struct rreq *q)
+static void pend_front(struct fi_route *r, struct rreq *q)
 {
 	q->prev = NULL;
 	q->next = r->pend_head;
@@ -161,7 +162,7 @@ static void reply(struct fi_route *r, struct rreq *q, struct fi_frame *f)
 	to_client(r, q->client, &r->buf);
 }
 
-void route_req_fail(struct fi_route *r, struct rreq *q, fi_err code, const char *msg)
+static void req_fail(struct fi_route *r, struct rreq *q, fi_err code, const char *msg)
 {
 	struct fi_frame f;
 	fi_frame_init(&f, FI_FRAME_ERROR);
@@ -396,7 +397,8 @@ int route_client_msg(struct fi_route *r)
 
 /* ---- frames from workers ---- */
 
-static void worker_reply(struct fi_route *r, struct rworker *w, struct fi_frame *f)
+/* A worker's token, done or error frame for one of its requests: back to the client. */
+static void pass_back(struct fi_route *r, struct rworker *w, struct fi_frame *f)
 {
 	char *end;
 	uint64_t rid;
@@ -435,6 +437,54 @@ static void worker_reply(struct fi_route *r, struct rworker *w, struct fi_frame 
 	}
 }
 
+/* A worker leaves: its requests that got no token yet go back to the head of the queue
+ * (retried on another worker), the others fail with an error frame; then the registry
+ * forgets it. */
+void route_worker_dead(struct fi_route *r, struct rworker *w, const char *why)
+{
+	if (r->o.verbose >= 0)
+		fi_warn("worker %s left: %s", w->name, why);
+	while (w->reqs) {
+		struct rreq *q = w->reqs;
+		w->reqs = q->next;
+		if (w->reqs)
+			w->reqs->prev = NULL;
+		q->prev = q->next = NULL;
+		q->w = NULL;
+		if (!q->ntok_out && !q->cancelled) {
+			r->n_retry++;
+			pend_front(r, q);
+		} else {
+			char msg[200];
+			snprintf(msg, sizeof msg, "worker %s failed during the request: %s", w->name, why);
+			req_fail(r, q, FI_EIO, msg);
+		}
+	}
+	route_worker_remove(r, w);
+}
+
+/* A worker's hello, load or bye (m, of type type). */
+static void control(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd,
+		    const msgpack_object *m, const char *type)
+{
+	struct rworker *w = rmap_get(&r->by_ident, ident, ilen);
+	if (!strcmp(type, "hello")) {
+		if (w) /* a worker that says hello again restarted: its requests are gone */
+			route_worker_dead(r, w, "it registered again");
+		route_worker_hello(r, ident, ilen, fd, m);
+		return;
+	}
+	if (!w)
+		return; /* not registered (its hello was lost, or it was declared dead): ignored */
+	w->last_seen = route_now_ms();
+	if (fd >= 0)
+		w->fd = fd;
+	if (!strcmp(type, "load"))
+		route_worker_load(w, m);
+	else if (!strcmp(type, "bye"))
+		route_worker_dead(r, w, "it said bye");
+}
+
 int route_worker_msg(struct fi_route *r)
 {
 	zmq_msg_t id, m;
@@ -464,7 +514,7 @@ int route_worker_msg(struct fi_route *r)
 			if (reply_type) {
 				if (w) {
 					w->last_seen = route_now_ms();
-					worker_reply(r, w, &f);
+					pass_back(r, w, &f);
 				}
 			} else if (!e || e == FI_EUNSUPPORTED) {
 				/* hello, load, bye: read from the msgpack itself, whether or not the
@@ -473,8 +523,8 @@ int route_worker_msg(struct fi_route *r)
 				char type[16];
 				if (!mp_unpack(d, n, &u)) {
 					if (!mp_str(&u.data, "type", type, sizeof type))
-						route_worker_frame(r, zmq_msg_data(&id), zmq_msg_size(&id), fd,
-								   &u.data, type);
+						control(r, zmq_msg_data(&id), zmq_msg_size(&id), fd, &u.data,
+							type);
 					msgpack_unpacked_destroy(&u);
 				}
 			} else {

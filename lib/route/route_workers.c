@@ -1,6 +1,7 @@
-/* route_workers: the worker registry (hello, load, bye, silence), the choice of a worker for a
- * request, and the prefix blocks each worker holds, from its KV events or, until they come,
- * from what the router sent it. */
+/* route_workers: the worker registry (a worker joins with its hello, reports its load,
+ * leaves), the choice of a worker for a request, and the prefix blocks each worker holds,
+ * from its KV events or, until they come, from what the router sent it. What happens to a
+ * leaving worker's requests is route_req.c's, which calls in here. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,11 +10,6 @@
 #include "base/log.h"
 #include "base/settings.h"
 #include "route_int.h"
-
-static struct rworker *by_ident(struct fi_route *r, const uint8_t *ident, size_t ilen)
-{
-	return rmap_get(&r->by_ident, ident, ilen);
-}
 
 static void worker_free(struct rworker *w)
 {
@@ -29,29 +25,10 @@ static void worker_free(struct rworker *w)
 	free(w);
 }
 
-/* Ends w: its requests that got no token yet go back to the head of the queue (retried on
- * another worker), the others fail with an error frame; then w leaves the table. */
-void route_worker_dead(struct fi_route *r, struct rworker *w, const char *why)
+/* w leaves the table and is freed; its requests are gone already (route_worker_dead). */
+void route_worker_remove(struct fi_route *r, struct rworker *w)
 {
 	int i;
-	if (r->o.verbose >= 0)
-		fi_warn("worker %s left: %s", w->name, why);
-	while (w->reqs) {
-		struct rreq *q = w->reqs;
-		w->reqs = q->next;
-		if (w->reqs)
-			w->reqs->prev = NULL;
-		q->prev = q->next = NULL;
-		q->w = NULL;
-		if (!q->ntok_out && !q->cancelled) {
-			r->n_retry++;
-			route_pend_front(r, q);
-		} else {
-			char msg[200];
-			snprintf(msg, sizeof msg, "worker %s failed during the request: %s", w->name, why);
-			route_req_fail(r, q, FI_EIO, msg);
-		}
-	}
 	rmap_del(&r->by_ident, w->ident, w->ilen);
 	for (i = 0; i < r->nw && r->w[i] != w; i++)
 		;
@@ -62,14 +39,13 @@ void route_worker_dead(struct fi_route *r, struct rworker *w, const char *why)
 	worker_free(w);
 }
 
-static void hello(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd, const msgpack_object *m)
+void route_worker_hello(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd,
+			const msgpack_object *m)
 {
-	struct rworker *w = by_ident(r, ident, ilen);
+	struct rworker *w;
 	const msgpack_object *fp = mp_get(m, "fingerprint"), *kr = mp_get(m, "kv_root");
 	uint64_t v;
 	char ep[256] = "";
-	if (w) /* a worker that says hello again restarted: its requests are gone */
-		route_worker_dead(r, w, "it registered again");
 	if (r->nw == ROUTE_MAX_WORKERS || ilen > sizeof w->ident) {
 		fi_warn("worker refused: %d workers already", r->nw);
 		return;
@@ -132,32 +108,17 @@ static void hello(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd,
 		       w->kv_blocks, w->block_tokens, w->max_batch);
 }
 
-void route_worker_frame(struct fi_route *r, const uint8_t *ident, size_t ilen, int fd,
-			const msgpack_object *m, const char *type)
+void route_worker_load(struct rworker *w, const msgpack_object *m)
 {
-	struct rworker *w;
-	if (!strcmp(type, "hello")) {
-		hello(r, ident, ilen, fd, m);
-		return;
-	}
-	if (!(w = by_ident(r, ident, ilen)))
-		return; /* not registered (its hello was lost, or it was declared dead): ignored */
-	w->last_seen = route_now_ms();
-	if (fd >= 0)
-		w->fd = fd;
-	if (!strcmp(type, "load")) {
-		struct rload *l = &w->load;
-		mp_u64(m, "queued", &l->queued);
-		mp_u64(m, "queued_tokens", &l->queued_tokens);
-		mp_u64(m, "running", &l->running);
-		mp_u64(m, "running_tokens", &l->running_tokens);
-		mp_u64(m, "kv_used", &l->kv_used);
-		mp_u64(m, "kv_total", &l->kv_total);
-		mp_u64(m, "prefix_hits", &l->prefix_hits);
-		mp_u64(m, "prefix_lookups", &l->prefix_lookups);
-	} else if (!strcmp(type, "bye")) {
-		route_worker_dead(r, w, "it said bye");
-	}
+	struct rload *l = &w->load;
+	mp_u64(m, "queued", &l->queued);
+	mp_u64(m, "queued_tokens", &l->queued_tokens);
+	mp_u64(m, "running", &l->running);
+	mp_u64(m, "running_tokens", &l->running_tokens);
+	mp_u64(m, "kv_used", &l->kv_used);
+	mp_u64(m, "kv_total", &l->kv_total);
+	mp_u64(m, "prefix_hits", &l->prefix_hits);
+	mp_u64(m, "prefix_lookups", &l->prefix_lookups);
 }
 
 /* ---- choosing a worker ---- */

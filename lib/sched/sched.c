@@ -1,5 +1,5 @@
-/* sched: requests, their queues and ids, events (see scheduler.h). */
-#include <stdio.h>
+/* sched: the scheduler's API (scheduler.h): create and destroy, a request checked and added,
+ * cancels, first tokens sent ahead, stats. The steps are sched_step.c's. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,96 +16,6 @@ void fi_sched_opts_default(struct fi_sched_opts *o)
 	o->watermark = 0.01;
 	o->prefix_reuse = 1;
 	o->overlap = -1;
-}
-
-/* ---- queues ---- */
-
-void rlist_push(struct rlist *l, struct sreq *q)
-{
-	q->next = NULL;
-	q->prev = l->tail;
-	if (l->tail)
-		l->tail->next = q;
-	else
-		l->head = q;
-	l->tail = q;
-	l->n++;
-}
-
-void rlist_insert_by_arrival(struct rlist *l, struct sreq *q)
-{
-	struct sreq *a = l->tail;
-	while (a && a->arrival > q->arrival)
-		a = a->prev;
-	q->prev = a;
-	q->next = a ? a->next : l->head;
-	if (q->next)
-		q->next->prev = q;
-	else
-		l->tail = q;
-	if (a)
-		a->next = q;
-	else
-		l->head = q;
-	l->n++;
-}
-
-void rlist_del(struct rlist *l, struct sreq *q)
-{
-	if (q->prev)
-		q->prev->next = q->next;
-	else
-		l->head = q->next;
-	if (q->next)
-		q->next->prev = q->prev;
-	else
-		l->tail = q->prev;
-	q->prev = q->next = NULL;
-	l->n--;
-}
-
-void sched_unrun(struct fi_sched *s, struct sreq *q)
-{
-	for (int i = 0; i < s->n_run; i++)
-		if (s->run[i] == q) {
-			memmove(&s->run[i], &s->run[i + 1], sizeof s->run[0] * (size_t)(s->n_run - i - 1));
-			s->n_run--;
-			return;
-		}
-}
-
-/* ---- the id table ---- */
-
-static uint32_t id_hash(const char *id)
-{
-	uint32_t h = 2166136261u; /* FNV-1a */
-	while (*id)
-		h = (h ^ (uint8_t)*id++) * 16777619u;
-	return h;
-}
-
-static struct sreq *find(const struct fi_sched *s, const char *id)
-{
-	for (struct sreq *q = s->htab[id_hash(id) & (s->hcap - 1)]; q; q = q->hnext)
-		if (!strcmp(q->id, id))
-			return q;
-	return NULL;
-}
-
-static void htab_put(struct fi_sched *s, struct sreq *q)
-{
-	uint32_t h = id_hash(q->id) & (s->hcap - 1);
-	q->hnext = s->htab[h];
-	s->htab[h] = q;
-}
-
-static void htab_del(struct fi_sched *s, struct sreq *q)
-{
-	struct sreq **p = &s->htab[id_hash(q->id) & (s->hcap - 1)];
-	while (*p && *p != q)
-		p = &(*p)->hnext;
-	if (*p)
-		*p = q->hnext;
 }
 
 /* ---- create, destroy ---- */
@@ -176,18 +86,6 @@ fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct
 	return FI_OK;
 }
 
-static void req_free(struct sreq *q)
-{
-	if (!q)
-		return;
-	free(q->id);
-	free(q->hist);
-	free(q->stop);
-	free(q->keys);
-	fi_sampler_free(&q->smp);
-	free(q);
-}
-
 void fi_sched_destroy(struct fi_sched *s)
 {
 	struct sreq *q;
@@ -203,19 +101,19 @@ void fi_sched_destroy(struct fi_sched *s)
 		fi_debug("scheduler: arena publications at exit: %s", fi_errmsg());
 	for (int i = 0; i < s->n_run; i++) {
 		fi_model_seq_free(s->m, s->run[i]->seq);
-		req_free(s->run[i]);
+		sched_req_free(s->run[i]);
 	}
 	for (int i = 0; i < s->n_dead; i++) {
 		fi_model_seq_free(s->m, s->dead[i]->seq);
-		req_free(s->dead[i]);
+		sched_req_free(s->dead[i]);
 	}
 	while ((q = s->waiting.head)) {
 		rlist_del(&s->waiting, q);
-		req_free(q);
+		sched_req_free(q);
 	}
 	while ((q = s->preempted.head)) {
 		rlist_del(&s->preempted, q);
-		req_free(q);
+		sched_req_free(q);
 	}
 	while (s->npend)
 		free(s->pend[--s->npend].id);
@@ -239,40 +137,6 @@ void fi_sched_destroy(struct fi_sched *s)
 	free(s);
 }
 
-fi_err sched_warn(struct fi_sched *s, const char *id, void *user)
-{
-	struct fi_sched_event ev = {.type = FI_SCHED_EV_WARN, .id = id, .user = user};
-	if (id)
-		snprintf(s->msg, sizeof s->msg, "request '%s': %s", id, fi_errmsg());
-	else
-		snprintf(s->msg, sizeof s->msg, "%s", fi_errmsg());
-	ev.code = fi_errcode();
-	ev.message = s->msg;
-	return s->o.cb ? s->o.cb(s->o.cb_user, &ev) : FI_OK;
-}
-
-fi_err fi_sched_arena(struct fi_sched *s, int create, struct fi_kvx **x)
-{
-	fi_err e;
-	*x = NULL;
-	if (!s->o.fingerprint)
-		return fi_fail(FI_ESTATE, "kv arena: the model has no fingerprint");
-	if (!s->x && (e = fi_kvx_open(&s->x, fi_model_cache(s->m), s->o.fingerprint, s->o.arena_size, create))) {
-		/* Not tried again (each try may wait out a stuck lock), unless it was absent
-		 * and may be created by another process later. */
-		if (e != FI_ENOTFOUND)
-			s->x_tried = 1;
-		return e;
-	}
-	*x = s->x;
-	return FI_OK;
-}
-
-struct fi_kvx *fi_sched_kvx(const struct fi_sched *s)
-{
-	return s->x;
-}
-
 int fi_sched_pending(const struct fi_sched *s)
 {
 	return s->n_held;
@@ -290,7 +154,7 @@ int fi_sched_room(const struct fi_sched *s)
 
 int fi_sched_has(const struct fi_sched *s, const char *id)
 {
-	return find(s, id) != NULL;
+	return sched_find(s, id) != NULL;
 }
 
 /* The first token sent ahead of request id, or -1 (taken out of the list). */
@@ -346,19 +210,6 @@ static fi_err plan_kv(struct fi_sched *s, const struct fi_sched_req *r, struct s
 	return FI_OK;
 }
 
-fi_err sched_hist_room(struct sreq *q, uint32_t n)
-{
-	if (n > q->cap_hist) {
-		uint32_t cap = q->cap_hist * 2 > n ? q->cap_hist * 2 : n;
-		int32_t *h = realloc(q->hist, sizeof(int32_t) * cap);
-		if (!h)
-			return fi_fail(FI_ENOMEM, "out of memory");
-		q->hist = h;
-		q->cap_hist = cap;
-	}
-	return FI_OK;
-}
-
 /* Checks a request and builds its state. */
 static fi_err make_req(struct fi_sched *s, const struct fi_sched_req *r, struct sreq **out)
 {
@@ -406,7 +257,7 @@ static fi_err make_req(struct fi_sched *s, const struct fi_sched_req *r, struct 
 	q->cap_hist = room;
 	q->stop = malloc(sizeof(int32_t) * ((size_t)c->n_eos + (size_t)r->sp.n_stop + r->nstop_ids + 1));
 	if (!q->id || !q->hist || !q->stop) {
-		req_free(q);
+		sched_req_free(q);
 		return fi_fail(FI_ENOMEM, "out of memory");
 	}
 	for (uint32_t i = 0; i < q->n_prompt; i++)
@@ -421,18 +272,18 @@ static fi_err make_req(struct fi_sched *s, const struct fi_sched_req *r, struct 
 			q->stop[q->n_stop++] = (int32_t)r->stop_ids[i];
 	}
 	if ((e = fi_sampler_init(&q->smp, &r->sp, c->vocab))) {
-		req_free(q);
+		sched_req_free(q);
 		return fi_fail_ctx(e, "request '%s'", id);
 	}
 	if ((e = plan_kv(s, r, q))) {
-		req_free(q);
+		sched_req_free(q);
 		return e;
 	}
 	first = take_pending(s, id);
 	q->has_first = r->has_first || first >= 0;
 	q->first = r->has_first ? (int32_t)r->first_token : first;
 	if (q->has_first && (q->first < 0 || q->first >= c->vocab)) {
-		req_free(q);
+		sched_req_free(q);
 		return fi_fail(FI_ERANGE, "request '%s': first token %u outside the vocabulary (%d)",
 			       id, r->first_token, c->vocab);
 	}
@@ -447,7 +298,7 @@ fi_err fi_sched_add(struct fi_sched *s, const struct fi_sched_req *r)
 	fi_err e;
 	if (!r->id)
 		return fi_fail(FI_EINVAL, "request without an id");
-	if (find(s, r->id))
+	if (sched_find(s, r->id))
 		return fi_fail(FI_EEXIST, "a request with this id is running");
 	if (s->n_held >= s->o.max_requests)
 		return fi_fail(FI_EBUSY, "too many requests waiting");
@@ -456,67 +307,16 @@ fi_err fi_sched_add(struct fi_sched *s, const struct fi_sched_req *r)
 	q->arrival = s->n_arrived++;
 	q->state = R_WAITING;
 	rlist_push(&s->waiting, q);
-	htab_put(s, q);
+	sched_id_put(s, q);
 	s->n_held++;
 	return FI_OK;
 }
 
 /* ---- ending requests ---- */
 
-fi_err sched_finish(struct fi_sched *s, struct sreq *q, enum fi_finish why)
-{
-	struct qev *ev;
-	fi_err e;
-	if (q->state == R_DONE)
-		return FI_OK;
-	if (s->n_dead == s->cap_dead) {
-		int cap = s->cap_dead ? 2 * s->cap_dead : 64;
-		struct sreq **d = realloc(s->dead, sizeof *d * (size_t)cap);
-		if (!d)
-			return fi_fail(FI_ENOMEM, "out of memory");
-		s->dead = d;
-		s->cap_dead = cap;
-	}
-	if ((e = sched_qev(s, &ev)))
-		return e;
-	ev->q = q;
-	ev->done = 1;
-	ev->finish = why;
-	if (q->state == R_WAITING)
-		rlist_del(&s->waiting, q);
-	else if (q->state == R_PREEMPTED)
-		rlist_del(&s->preempted, q);
-	else
-		sched_unrun(s, q);
-	prefix_fly_drop(s, q);
-	prefix_forget(s, q);
-	htab_del(s, q);
-	q->state = R_DONE;
-	s->n_held--;
-	s->st.done++;
-	s->dead[s->n_dead++] = q;
-	return FI_OK;
-}
-
-void sched_reap(struct fi_sched *s)
-{
-	int k = 0;
-	for (int i = 0; i < s->n_dead; i++) {
-		struct sreq *q = s->dead[i];
-		/* a step in flight still writes its KV, or an event still names it */
-		if ((s->inflight && q->chunk) || q->queued) {
-			s->dead[k++] = q;
-			continue;
-		}
-		fi_model_seq_free(s->m, q->seq);
-		req_free(q);
-	}
-	s->n_dead = k;
-}
-
 fi_err fi_sched_cancel(struct fi_sched *s, const char *id)
 {
-	struct sreq *q = find(s, id);
+	struct sreq *q = sched_find(s, id);
 	fi_err e;
 	if (!q)
 		return fi_fail(FI_ENOTFOUND, "no request '%s'", id);

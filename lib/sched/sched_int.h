@@ -1,6 +1,7 @@
-/* sched internals shared by sched.c (requests, queues, events), sched_plan.c (admission,
- * preemption, the batch), sched_step.c (steps: launch, collect, tokens) and sched_prefix.c
- * (block keys, the prefix cache, the arena tier). */
+/* sched internals shared by sched.c (the API: create, add, cancel, stats), sched_step.c
+ * (steps: collect, tokens, events, a request's end), sched_plan.c (admission, preemption,
+ * the batch and its launch), sched_prefix.c (block keys, the prefix cache, the arena tier)
+ * and sched_req.c (queues, the id table, freeing). Calls run in that order, down. */
 #ifndef FI_SCHED_INT_H
 #define FI_SCHED_INT_H
 
@@ -144,30 +145,19 @@ struct fi_sched {
 	char msg[1024];     /* warn and error event text */
 };
 
-/* sched.c */
-void rlist_push(struct rlist *l, struct sreq *q);
-void rlist_insert_by_arrival(struct rlist *l, struct sreq *q);
-void rlist_del(struct rlist *l, struct sreq *q);
-fi_err sched_warn(struct fi_sched *s, const char *id, void *user);
+/* sched_step.c */
 /* Queues the done event of q and marks it done (its sequence is freed by sched_reap). */
 fi_err sched_finish(struct fi_sched *s, struct sreq *q, enum fi_finish why);
-/* Frees the sequences of done requests that no step in flight holds, and the requests. */
-void sched_reap(struct fi_sched *s);
-/* Removes q from the running list (its sequence stays). */
-void sched_unrun(struct fi_sched *s, struct sreq *q);
-fi_err sched_hist_room(struct sreq *q, uint32_t n);
+fi_err sched_collect(struct fi_sched *s);
+fi_err sched_emit(struct fi_sched *s);
+fi_err sched_qev(struct fi_sched *s, struct qev **e);
 
 /* sched_plan.c: builds and launches the next step (nothing when no request can run). */
 fi_err sched_plan_launch(struct fi_sched *s);
 /* Preempts running request q: its sequence is freed, it waits among the preempted. */
 void sched_preempt(struct fi_sched *s, struct sreq *q);
 
-/* sched_step.c */
-fi_err sched_collect(struct fi_sched *s);
-fi_err sched_emit(struct fi_sched *s);
-fi_err sched_qev(struct fi_sched *s, struct qev **e);
-
-/* sched_prefix.c */
+/* sched_prefix.c (fi_sched_arena and fi_sched_kvx of scheduler.h are there too) */
 fi_err prefix_init(struct fi_sched *s);
 void prefix_free(struct fi_sched *s);
 /* Keys of hist's full blocks up to n tokens. */
@@ -195,5 +185,21 @@ fi_err prefix_store(struct fi_sched *s, struct sreq *q);
 fi_err prefix_run_jobs(struct fi_sched *s);
 /* q goes away: its queued jobs keep their blocks but forget it. */
 void prefix_forget(struct fi_sched *s, struct sreq *q);
+
+/* sched_req.c: below every other sched_*.c */
+void rlist_push(struct rlist *l, struct sreq *q);
+void rlist_insert_by_arrival(struct rlist *l, struct sreq *q);
+void rlist_del(struct rlist *l, struct sreq *q);
+/* Removes q from the running list (its sequence stays). */
+void sched_unrun(struct fi_sched *s, struct sreq *q);
+/* The id table: the request of id not done, or NULL; q in; q out. */
+struct sreq *sched_find(const struct fi_sched *s, const char *id);
+void sched_id_put(struct fi_sched *s, struct sreq *q);
+void sched_id_del(struct fi_sched *s, struct sreq *q);
+void sched_req_free(struct sreq *q);
+fi_err sched_hist_room(struct sreq *q, uint32_t n);
+/* Frees the sequences of done requests that no step in flight holds, and the requests. */
+void sched_reap(struct fi_sched *s);
+fi_err sched_warn(struct fi_sched *s, const char *id, void *user);
 
 #endif

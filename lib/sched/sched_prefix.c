@@ -229,6 +229,28 @@ static void arena_failed(struct fi_sched *s, struct sreq *q)
 	}
 }
 
+fi_err fi_sched_arena(struct fi_sched *s, int create, struct fi_kvx **x)
+{
+	fi_err e;
+	*x = NULL;
+	if (!s->o.fingerprint)
+		return fi_fail(FI_ESTATE, "kv arena: the model has no fingerprint");
+	if (!s->x && (e = fi_kvx_open(&s->x, fi_model_cache(s->m), s->o.fingerprint, s->o.arena_size, create))) {
+		/* Not tried again (each try may wait out a stuck lock), unless it was absent
+		 * and may be created by another process later. */
+		if (e != FI_ENOTFOUND)
+			s->x_tried = 1;
+		return e;
+	}
+	*x = s->x;
+	return FI_OK;
+}
+
+struct fi_kvx *fi_sched_kvx(const struct fi_sched *s)
+{
+	return s->x;
+}
+
 struct fi_kvx *prefix_arena(struct fi_sched *s)
 {
 	struct fi_kvx *x;

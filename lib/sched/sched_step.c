@@ -1,7 +1,7 @@
-/* sched_step: a step's results (tokens, stops, lengths, log-probabilities), its events, and
- * the step itself: collect the step in flight, plan and launch the next, report events; with
- * overlap the launch comes before the events, so the host reports step n while the device
- * runs step n + 1. */
+/* sched_step: a step's results (tokens, stops, lengths, log-probabilities), its events, a
+ * request's end (its done event), and the step itself: collect the step in flight, plan and
+ * launch the next, report events; with overlap the launch comes before the events, so the
+ * host reports step n while the device runs step n + 1. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +23,44 @@ fi_err sched_qev(struct fi_sched *s, struct qev **e)
 	memset(*e, 0, sizeof **e);
 	return FI_OK;
 }
+
+/* Queues q's done event and marks it done: out of its queue, the running list, the id
+ * table and the blocks in flight; its sequence is freed by sched_reap. */
+fi_err sched_finish(struct fi_sched *s, struct sreq *q, enum fi_finish why)
+{
+	struct qev *ev;
+	fi_err e;
+	if (q->state == R_DONE)
+		return FI_OK;
+	if (s->n_dead == s->cap_dead) {
+		int cap = s->cap_dead ? 2 * s->cap_dead : 64;
+		struct sreq **d = realloc(s->dead, sizeof *d * (size_t)cap);
+		if (!d)
+			return fi_fail(FI_ENOMEM, "out of memory");
+		s->dead = d;
+		s->cap_dead = cap;
+	}
+	if ((e = sched_qev(s, &ev)))
+		return e;
+	ev->q = q;
+	ev->done = 1;
+	ev->finish = why;
+	if (q->state == R_WAITING)
+		rlist_del(&s->waiting, q);
+	else if (q->state == R_PREEMPTED)
+		rlist_del(&s->preempted, q);
+	else
+		sched_unrun(s, q);
+	prefix_fly_drop(s, q);
+	prefix_forget(s, q);
+	sched_id_del(s, q);
+	q->state = R_DONE;
+	s->n_held--;
+	s->st.done++;
+	s->dead[s->n_dead++] = q;
+	return FI_OK;
+}
+
 
 /* The log-probabilities of token t of q (row r): from the device, or from the logits row
  * the host sampled (the reference, fi_sample_logprobs). */
