@@ -1,4 +1,5 @@
-/* config: Hugging Face config.json (+ generation_config.json) -> struct fi_config.
+/* config_json: Hugging Face config.json (+ generation_config.json) -> struct fi_config, and
+ * back (fi_config_to_json).
  *
  * Defaults follow the transformers config classes of each family (LlamaConfig,
  * MistralConfig, Qwen2Config, Qwen3Config); every value is range-checked, and every error
@@ -7,148 +8,18 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "config_int.h"
-#include "names.h"
-
-#define MAX_HIDDEN 65536
-#define MAX_LAYERS 1024
-#define MAX_HEADS 1024
-#define MAX_HEAD_DIM 1024
-#define MAX_FFN (1 << 20)
-#define MAX_VOCAB (4 << 20)
-#define MAX_POS (1 << 24)
-#define MIN_POS 16 /* one KV block: a context must hold a prompt and what it generates */
-/* RoPE bases: real models use 1e4 to 1e8; beyond 1e12 every frequency but the first is ~0
- * and the base is a typo (1e308 overflows the float math of the inverse frequencies). */
-#define MAX_ROPE_THETA 1e12
-#define MAX_CONFIG_BYTES (16u << 20)
-
-static const struct {
-	const char *arch, *model_type;
-} fam[FI_FAM_COUNT] = {
-	[FI_FAM_LLAMA] = {"LlamaForCausalLM", "llama"},
-	[FI_FAM_MISTRAL] = {"MistralForCausalLM", "mistral"},
-	[FI_FAM_QWEN2] = {"Qwen2ForCausalLM", "qwen2"},
-	[FI_FAM_QWEN3] = {"Qwen3ForCausalLM", "qwen3"},
-	[FI_FAM_GEMMA2] = {"Gemma2ForCausalLM", "gemma2"},
-	[FI_FAM_GEMMA3] = {"Gemma3ForCausalLM", "gemma3_text"},
-	[FI_FAM_PHI3] = {"Phi3ForCausalLM", "phi3"},
-	[FI_FAM_MIXTRAL] = {"MixtralForCausalLM", "mixtral"},
-	[FI_FAM_QWEN3_MOE] = {"Qwen3MoeForCausalLM", "qwen3_moe"},
-	[FI_FAM_BITNET] = {"BitNetForCausalLM", "bitnet"},
-};
 
 /* Gemma 3's multimodal checkpoints: the text tower under text_config (vision skipped). */
 #define GEMMA3_MM_ARCH "Gemma3ForConditionalGeneration"
 #define GEMMA3_MM_TYPE "gemma3"
 
-int fi_config_is_arch(const struct fi_config *c)
-{
-	return c->family >= FI_FAM_GEMMA2 && c->family < FI_FAM_COUNT;
-}
-
-const char *fi_family_name(enum fi_family f)
-{
-	return (unsigned)f < FI_FAM_COUNT ? fam[f].model_type : "?";
-}
-
-/* A JSON object and the name of the file it came from, for messages. */
-struct src {
-	json_t *o;
-	const char *file;
-};
-
-static int absent(const struct src *s, const char *key)
-{
-	json_t *v = json_object_get(s->o, key);
-	return !v || json_is_null(v);
-}
-
-/* Integer key in [lo, hi]; absent or null gives def, or an error when required. */
-static fi_err get_int(const struct src *s, const char *key, int required, long long def, long long lo,
-		      long long hi, int *out)
-{
-	json_t *v = json_object_get(s->o, key);
-	long long x;
-	if (!v || json_is_null(v)) {
-		if (required)
-			return fi_fail(FI_EFORMAT, "%s: '%s' is missing", s->file, key);
-		*out = (int)def;
-		return FI_OK;
-	}
-	if (!json_is_integer(v))
-		return fi_fail(FI_EFORMAT, "%s: '%s' is not an integer", s->file, key);
-	x = json_integer_value(v);
-	if (x < lo || x > hi)
-		return fi_fail(FI_ERANGE, "%s: '%s' = %lld is out of range [%lld, %lld]", s->file, key, x,
-			       lo, hi);
-	*out = (int)x;
-	return FI_OK;
-}
-
-/* Number key (integer or real), finite and > 0. */
-static fi_err get_num(const struct src *s, const char *key, int required, double def, double *out)
-{
-	json_t *v = json_object_get(s->o, key);
-	double x;
-	if (!v || json_is_null(v)) {
-		if (required)
-			return fi_fail(FI_EFORMAT, "%s: '%s' is missing", s->file, key);
-		*out = def;
-		return FI_OK;
-	}
-	if (!json_is_number(v))
-		return fi_fail(FI_EFORMAT, "%s: '%s' is not a number", s->file, key);
-	x = json_number_value(v);
-	if (!isfinite(x) || x <= 0)
-		return fi_fail(FI_ERANGE, "%s: '%s' = %g must be positive", s->file, key, x);
-	*out = x;
-	return FI_OK;
-}
-
-static fi_err get_bool(const struct src *s, const char *key, int def, int *out)
-{
-	json_t *v = json_object_get(s->o, key);
-	if (!v || json_is_null(v)) {
-		*out = def;
-		return FI_OK;
-	}
-	if (!json_is_boolean(v))
-		return fi_fail(FI_EFORMAT, "%s: '%s' is not a boolean", s->file, key);
-	*out = json_is_true(v);
-	return FI_OK;
-}
-
-/* The readers for config_family.c (struct fi_cfg_src has struct src's layout). */
-int fi_cfg_absent(const struct fi_cfg_src *s, const char *key)
-{
-	return absent((const struct src *)s, key);
-}
-
-fi_err fi_cfg_int(const struct fi_cfg_src *s, const char *key, int required, long long def,
-		  long long lo, long long hi, int *out)
-{
-	return get_int((const struct src *)s, key, required, def, lo, hi, out);
-}
-
-fi_err fi_cfg_num(const struct fi_cfg_src *s, const char *key, int required, double def,
-		  double *out)
-{
-	return get_num((const struct src *)s, key, required, def, out);
-}
-
-fi_err fi_cfg_bool(const struct fi_cfg_src *s, const char *key, int def, int *out)
-{
-	return get_bool((const struct src *)s, key, def, out);
-}
-
-static fi_err parse_family(const struct src *s, struct fi_config *c)
+static fi_err parse_family(const struct fi_cfg_src *s, struct fi_config *c)
 {
 	json_t *a = json_object_get(s->o, "architectures"), *mt = json_object_get(s->o, "model_type");
 	const char *name;
@@ -169,16 +40,16 @@ static fi_err parse_family(const struct src *s, struct fi_config *c)
 			return FI_OK;
 		}
 		for (int f = 0; f < FI_FAM_COUNT; f++) {
-			if (strcmp(name, fam[f].arch))
+			if (strcmp(name, fi_cfg_family_arch((enum fi_family)f)))
 				continue;
 			/* transformers builds the model from model_type: one that names another
 			 * family is a config edited by hand, whose tensors mean something else. */
-			if (mt && json_is_string(mt) && strcmp(json_string_value(mt), fam[f].model_type))
+			if (mt && json_is_string(mt) && strcmp(json_string_value(mt), fi_family_name((enum fi_family)f)))
 				return fi_fail(FI_EFORMAT, "%s: 'model_type' '%s' does not match "
 					       "architecture '%s' (model_type '%s')", s->file,
-					       json_string_value(mt), name, fam[f].model_type);
+					       json_string_value(mt), name, fi_family_name((enum fi_family)f));
 			c->family = (enum fi_family)f;
-			snprintf(c->arch, sizeof c->arch, "%s", fam[f].arch);
+			snprintf(c->arch, sizeof c->arch, "%s", fi_cfg_family_arch((enum fi_family)f));
 			return FI_OK;
 		}
 		return fi_fail(FI_EUNSUPPORTED, "%s: architecture '%s' is not supported", s->file, name);
@@ -193,97 +64,20 @@ static fi_err parse_family(const struct src *s, struct fi_config *c)
 		return FI_OK;
 	}
 	for (int f = 0; f < FI_FAM_COUNT; f++)
-		if (!strcmp(name, fam[f].model_type)) {
+		if (!strcmp(name, fi_family_name((enum fi_family)f))) {
 			c->family = (enum fi_family)f;
-			snprintf(c->arch, sizeof c->arch, "%s", fam[f].arch);
+			snprintf(c->arch, sizeof c->arch, "%s", fi_cfg_family_arch((enum fi_family)f));
 			return FI_OK;
 		}
 	return fi_fail(FI_EUNSUPPORTED, "%s: model_type '%s' is not supported", s->file, name);
 }
 
-/* rope_scaling (or rope_parameters of newer transformers): type and its factors. */
-static fi_err parse_rope(const struct src *s, struct fi_config *c)
-{
-	const char *key = "rope_scaling";
-	json_t *r = json_object_get(s->o, key), *t;
-	struct src rs;
-	const char *type;
-	fi_err err;
-	if (!r || json_is_null(r)) {
-		key = "rope_parameters";
-		r = json_object_get(s->o, key);
-	}
-	c->rope_type = FI_ROPE_DEFAULT;
-	if (!r || json_is_null(r))
-		return FI_OK;
-	if (!json_is_object(r))
-		return fi_fail(FI_EFORMAT, "%s: '%s' is not an object", s->file, key);
-	if (json_is_number(json_object_get(r, "rope_theta"))) {
-		rs = (struct src){r, s->file};
-		if ((err = get_num(&rs, "rope_theta", 0, c->rope_theta, &c->rope_theta)))
-			return fi_fail_ctx(err, "%s", key);
-	}
-	t = json_object_get(r, "rope_type");
-	if (!t || json_is_null(t))
-		t = json_object_get(r, "type");
-	if (!t || json_is_null(t)) {
-		if (!strcmp(key, "rope_parameters"))
-			return FI_OK;
-		return fi_fail(FI_EFORMAT, "%s: 'rope_scaling.rope_type' is missing", s->file);
-	}
-	if (!json_is_string(t))
-		return fi_fail(FI_EFORMAT, "%s: '%s.rope_type' is not a string", s->file, key);
-	type = json_string_value(t);
-	if (!strcmp(type, "default"))
-		return FI_OK;
-	if (!strcmp(type, "llama3"))
-		c->rope_type = FI_ROPE_LLAMA3;
-	else if (!strcmp(type, "linear"))
-		c->rope_type = FI_ROPE_LINEAR;
-	else if (!strcmp(type, "dynamic"))
-		c->rope_type = FI_ROPE_DYNAMIC;
-	else if (!strcmp(type, "yarn"))
-		c->rope_type = FI_ROPE_YARN;
-	else if (!strcmp(type, "longrope") || !strcmp(type, "su"))
-		c->rope_type = FI_ROPE_LONGROPE;
-	else
-		return fi_fail(FI_EUNSUPPORTED, "%s: '%s' type '%s' is not supported", s->file, key, type);
-
-	/* Names the nested key in messages: "rope_scaling.factor". */
-	{
-		char file[256];
-		snprintf(file, sizeof file, "%s: %s", s->file, key);
-		rs = (struct src){r, file};
-		if (c->rope_type == FI_ROPE_YARN || c->rope_type == FI_ROPE_LONGROPE)
-			return fi_cfg_parse_rope_ext((const struct fi_cfg_src *)s,
-						     (const struct fi_cfg_src *)&rs, type, c);
-		if ((err = get_num(&rs, "factor", 1, 0, &c->rope_factor)))
-			return err;
-		if (c->rope_type != FI_ROPE_LLAMA3)
-			return FI_OK;
-		if ((err = get_num(&rs, "low_freq_factor", 1, 0, &c->rope_low_freq_factor)) ||
-		    (err = get_num(&rs, "high_freq_factor", 1, 0, &c->rope_high_freq_factor)) ||
-		    (err = get_int(&rs, "original_max_position_embeddings", 1, 0, 1, MAX_POS,
-				   &c->rope_orig_max_pos)))
-			return err;
-		/* The llama3 ramp divides by (high - low). */
-		if (c->rope_high_freq_factor <= c->rope_low_freq_factor)
-			return fi_fail(FI_ERANGE, "%s: 'high_freq_factor' must exceed 'low_freq_factor'", file);
-	}
-	return FI_OK;
-}
-
-fi_err fi_cfg_parse_rope(const struct fi_cfg_src *s, struct fi_config *c)
-{
-	return parse_rope((const struct src *)s, c);
-}
-
-static fi_err parse_ids(const struct src *s, struct fi_config *c)
+static fi_err parse_ids(const struct fi_cfg_src *s, struct fi_config *c)
 {
 	json_t *e = json_object_get(s->o, "eos_token_id");
 	fi_err err;
-	if (!absent(s, "bos_token_id") &&
-	    (err = get_int(s, "bos_token_id", 0, -1, 0, c->vocab - 1, &c->bos_id)))
+	if (!fi_cfg_absent(s, "bos_token_id") &&
+	    (err = fi_cfg_int(s, "bos_token_id", 0, -1, 0, c->vocab - 1, &c->bos_id)))
 		return err;
 	if (!e || json_is_null(e))
 		return FI_OK;
@@ -304,20 +98,20 @@ static fi_err parse_ids(const struct src *s, struct fi_config *c)
 		c->n_eos = (int)n;
 		return FI_OK;
 	}
-	if ((err = get_int(s, "eos_token_id", 1, 0, 0, c->vocab - 1, &c->eos_ids[0])))
+	if ((err = fi_cfg_int(s, "eos_token_id", 1, 0, 0, c->vocab - 1, &c->eos_ids[0])))
 		return err;
 	c->n_eos = 1;
 	return FI_OK;
 }
 
-static fi_err parse_dtype(const struct src *s, struct fi_config *c)
+static fi_err parse_dtype(const struct fi_cfg_src *s, struct fi_config *c)
 {
 	static const struct {
 		const char *name;
 		enum fi_dtype dt;
 	} map[] = {{"float32", FI_DT_F32}, {"float", FI_DT_F32},    {"float16", FI_DT_F16},
 		   {"half", FI_DT_F16},    {"bfloat16", FI_DT_BF16}, {"float64", FI_DT_F64}};
-	const char *key = absent(s, "torch_dtype") ? "dtype" : "torch_dtype";
+	const char *key = fi_cfg_absent(s, "torch_dtype") ? "dtype" : "torch_dtype";
 	json_t *v = json_object_get(s->o, key);
 	c->torch_dtype = FI_DT_F32;
 	if (!v || json_is_null(v))
@@ -333,14 +127,14 @@ static fi_err parse_dtype(const struct src *s, struct fi_config *c)
 		       json_string_value(v));
 }
 
-static fi_err parse_sliding(const struct src *s, struct fi_config *c)
+static fi_err parse_sliding(const struct fi_cfg_src *s, struct fi_config *c)
 {
 	int use = 0;
 	fi_err err;
 	c->sliding_window = 0;
 	/* Whatever the family does with it, a window is a positive count of tokens; null (or
 	 * no key) is how a config says "none". 0 or a negative one is a broken config. */
-	if (!absent(s, "sliding_window") &&
+	if (!fi_cfg_absent(s, "sliding_window") &&
 	    (!json_is_integer(json_object_get(s->o, "sliding_window")) ||
 	     json_integer_value(json_object_get(s->o, "sliding_window")) < 1 ||
 	     json_integer_value(json_object_get(s->o, "sliding_window")) > INT32_MAX))
@@ -352,20 +146,20 @@ static fi_err parse_sliding(const struct src *s, struct fi_config *c)
 		if (!json_object_get(s->o, "sliding_window"))
 			c->sliding_window = 4096;
 		else
-			return get_int(s, "sliding_window", 0, 0, 1, INT32_MAX, &c->sliding_window);
+			return fi_cfg_int(s, "sliding_window", 0, 0, 1, INT32_MAX, &c->sliding_window);
 		return FI_OK;
 	case FI_FAM_PHI3:
 	case FI_FAM_MIXTRAL:
 		/* Phi3Config and MixtralConfig: no window by default. */
-		return get_int(s, "sliding_window", 0, 0, 0, INT32_MAX, &c->sliding_window);
+		return fi_cfg_int(s, "sliding_window", 0, 0, 0, INT32_MAX, &c->sliding_window);
 	case FI_FAM_QWEN2:
 	case FI_FAM_QWEN3:
 	case FI_FAM_QWEN3_MOE:
 		/* Qwen2/3 apply their window only when use_sliding_window is set. */
-		if ((err = get_bool(s, "use_sliding_window", 0, &use)))
+		if ((err = fi_cfg_bool(s, "use_sliding_window", 0, &use)))
 			return err;
 		if (use)
-			return get_int(s, "sliding_window", 0, 4096, 1, INT32_MAX, &c->sliding_window);
+			return fi_cfg_int(s, "sliding_window", 0, 4096, 1, INT32_MAX, &c->sliding_window);
 		return FI_OK;
 	default:
 		return FI_OK;
@@ -374,7 +168,7 @@ static fi_err parse_sliding(const struct src *s, struct fi_config *c)
 
 /* The text model's keys: config.json itself, or its text_config (Gemma 3 multimodal; absent
  * means every default). *own is an object to release afterwards. */
-static fi_err text_src(const struct src *top, struct fi_config *c, struct src *s, char *file,
+static fi_err text_src(const struct fi_cfg_src *top, struct fi_config *c, struct fi_cfg_src *s, char *file,
 		       size_t fsz, json_t **own)
 {
 	json_t *t;
@@ -390,14 +184,14 @@ static fi_err text_src(const struct src *top, struct fi_config *c, struct src *s
 	if (!t)
 		return fi_fail(FI_ENOMEM, "%s: out of memory", top->file);
 	snprintf(file, fsz, "%s: text_config", top->file);
-	*s = (struct src){t, file};
+	*s = (struct fi_cfg_src){t, file};
 	return FI_OK;
 }
 
-static fi_err parse_config(const struct src *top, struct fi_config *c)
+static fi_err parse_config(const struct fi_cfg_src *top, struct fi_config *c)
 {
 	json_t *act, *own = NULL;
-	struct src text, *s = &text;
+	struct fi_cfg_src text, *s = &text;
 	char tfile[256];
 	int mlp_bias = 0, req, gemma;
 	double eps;
@@ -410,14 +204,14 @@ static fi_err parse_config(const struct src *top, struct fi_config *c)
 	/* Gemma 3's published configs list only what differs from Gemma3TextConfig's defaults,
 	 * which these are; every other family states its sizes. */
 	req = c->family != FI_FAM_GEMMA3;
-	if ((err = get_int(s, "hidden_size", req, 2304, 1, MAX_HIDDEN, &c->hidden)) ||
-	    (err = get_int(s, "num_hidden_layers", req, 26, 1, MAX_LAYERS, &c->n_layers)) ||
-	    (err = get_int(s, "num_attention_heads", req, 8, 1, MAX_HEADS, &c->n_heads)) ||
-	    (err = get_int(s, "num_key_value_heads", 0, req ? c->n_heads : 4, 1, MAX_HEADS,
+	if ((err = fi_cfg_int(s, "hidden_size", req, 2304, 1, MAX_HIDDEN, &c->hidden)) ||
+	    (err = fi_cfg_int(s, "num_hidden_layers", req, 26, 1, MAX_LAYERS, &c->n_layers)) ||
+	    (err = fi_cfg_int(s, "num_attention_heads", req, 8, 1, MAX_HEADS, &c->n_heads)) ||
+	    (err = fi_cfg_int(s, "num_key_value_heads", 0, req ? c->n_heads : 4, 1, MAX_HEADS,
 			   &c->n_kv_heads)) ||
-	    (err = get_int(s, "intermediate_size", req, 9216, 1, MAX_FFN, &c->ffn)) ||
-	    (err = get_int(s, "vocab_size", req, 262208, 1, MAX_VOCAB, &c->vocab)) ||
-	    (err = get_int(s, "max_position_embeddings", req, 131072, MIN_POS, MAX_POS,
+	    (err = fi_cfg_int(s, "intermediate_size", req, 9216, 1, MAX_FFN, &c->ffn)) ||
+	    (err = fi_cfg_int(s, "vocab_size", req, 262208, 1, MAX_VOCAB, &c->vocab)) ||
+	    (err = fi_cfg_int(s, "max_position_embeddings", req, 131072, MIN_POS, MAX_POS,
 			   &c->max_pos)))
 		goto out;
 	err = FI_EFORMAT;
@@ -426,12 +220,12 @@ static fi_err parse_config(const struct src *top, struct fi_config *c)
 			"'num_key_value_heads' (%d)", s->file, c->n_heads, c->n_kv_heads);
 		goto out;
 	}
-	if (req && absent(s, "head_dim") && c->hidden % c->n_heads) {
+	if (req && fi_cfg_absent(s, "head_dim") && c->hidden % c->n_heads) {
 		fi_fail(err, "%s: 'head_dim' is missing and 'hidden_size' (%d) is not a "
 			"multiple of 'num_attention_heads' (%d)", s->file, c->hidden, c->n_heads);
 		goto out;
 	}
-	if ((err = get_int(s, "head_dim", 0, req ? c->hidden / c->n_heads : 256, 2, MAX_HEAD_DIM,
+	if ((err = fi_cfg_int(s, "head_dim", 0, req ? c->hidden / c->n_heads : 256, 2, MAX_HEAD_DIM,
 			   &c->head_dim)))
 		goto out;
 	err = FI_ERANGE;
@@ -439,7 +233,7 @@ static fi_err parse_config(const struct src *top, struct fi_config *c)
 		fi_fail(err, "%s: 'head_dim' (%d) is odd", s->file, c->head_dim);
 		goto out;
 	}
-	if ((err = get_num(s, "rms_norm_eps", req, 1e-6, &eps)))
+	if ((err = fi_cfg_num(s, "rms_norm_eps", req, 1e-6, &eps)))
 		goto out;
 	err = FI_ERANGE;
 	if (eps >= 1) {
@@ -451,9 +245,9 @@ static fi_err parse_config(const struct src *top, struct fi_config *c)
 		goto out;
 	}
 	c->rms_eps = (float)eps;
-	if ((err = get_num(s, "rope_theta", 0, c->family == FI_FAM_GEMMA3 ? 1e6 : 10000.0,
+	if ((err = fi_cfg_num(s, "rope_theta", 0, c->family == FI_FAM_GEMMA3 ? 1e6 : 10000.0,
 			   &c->rope_theta)) ||
-	    (err = parse_rope(s, c)))
+	    (err = fi_cfg_parse_rope(s, c)))
 		goto out;
 	if (!(c->rope_theta > 1 && c->rope_theta <= MAX_ROPE_THETA)) {
 		err = fi_fail(FI_ERANGE, "%s: 'rope_theta' = %g is out of range (1, %g]", s->file,
@@ -461,7 +255,7 @@ static fi_err parse_config(const struct src *top, struct fi_config *c)
 		goto out;
 	}
 	/* Gemma's configs tie by default (Gemma2Config, Gemma3Config). */
-	if ((err = get_bool(top, "tie_word_embeddings", gemma, &c->tie_embeddings)) ||
+	if ((err = fi_cfg_bool(top, "tie_word_embeddings", gemma, &c->tie_embeddings)) ||
 	    (err = parse_sliding(s, c)))
 		goto out;
 
@@ -471,7 +265,7 @@ static fi_err parse_config(const struct src *top, struct fi_config *c)
 			      s->file, json_is_string(act) ? json_string_value(act) : "of this type");
 		goto out;
 	}
-	if ((err = get_bool(s, "mlp_bias", 0, &mlp_bias)))
+	if ((err = fi_cfg_bool(s, "mlp_bias", 0, &mlp_bias)))
 		goto out;
 	if (mlp_bias) {
 		err = fi_fail(FI_EUNSUPPORTED, "%s: 'mlp_bias' true is not supported", s->file);
@@ -485,7 +279,7 @@ static fi_err parse_config(const struct src *top, struct fi_config *c)
 	case FI_FAM_LLAMA:
 		/* Both configs carry attention_bias (default false). */
 		c->qk_norm = c->family == FI_FAM_QWEN3;
-		if ((err = get_bool(s, "attention_bias", 0, &c->qkv_bias)))
+		if ((err = fi_cfg_bool(s, "attention_bias", 0, &c->qkv_bias)))
 			goto out;
 		break;
 	default:
@@ -522,7 +316,7 @@ static fi_err config_parse(const char *cfile, const char *json, size_t len, cons
 			   const char *gen, size_t gen_len, struct fi_config *out)
 {
 	struct fi_config c;
-	struct src s = {NULL, cfile}, g = {NULL, gfile};
+	struct fi_cfg_src s = {NULL, cfile}, g = {NULL, gfile};
 	fi_err err;
 
 	memset(&c, 0, sizeof c);
@@ -535,7 +329,7 @@ static fi_err config_parse(const char *cfile, const char *json, size_t len, cons
 		if ((err = load_obj(gfile, gen, gen_len, &g.o)))
 			goto out;
 		/* generation_config.json's ids win where it has them. */
-		if (!absent(&g, "eos_token_id"))
+		if (!fi_cfg_absent(&g, "eos_token_id"))
 			c.n_eos = 0;
 		if ((err = parse_ids(&g, &c)))
 			goto out;
@@ -613,8 +407,8 @@ char *fi_config_to_json(const struct fi_config *c)
 		json_decref(o);
 		return NULL;
 	}
-	json_object_set_new(o, "architectures", json_pack("[s]", c->arch[0] ? c->arch : fam[c->family].arch));
-	json_object_set_new(o, "model_type", json_string(fam[c->family].model_type));
+	json_object_set_new(o, "architectures", json_pack("[s]", c->arch[0] ? c->arch : fi_cfg_family_arch(c->family)));
+	json_object_set_new(o, "model_type", json_string(fi_family_name(c->family)));
 	json_object_set_new(o, "hidden_size", json_integer(c->hidden));
 	json_object_set_new(o, "num_hidden_layers", json_integer(c->n_layers));
 	json_object_set_new(o, "num_attention_heads", json_integer(c->n_heads));
@@ -685,84 +479,4 @@ char *fi_config_to_json(const struct fi_config *c)
 	s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	return s;
-}
-
-static void shape_str(char *buf, size_t sz, const int64_t *s, int nd)
-{
-	size_t o = (size_t)snprintf(buf, sz, "[");
-	for (int i = 0; i < nd && o < sz; i++)
-		o += (size_t)snprintf(buf + o, sz - o, "%s%lld", i ? ", " : "", (long long)s[i]);
-	if (o < sz)
-		snprintf(buf + o, sz - o, "]");
-}
-
-fi_err fi_config_check(const struct fi_config *c, const struct fi_tensor_set *ts)
-{
-	struct fi_expected e;
-	json_t *want = NULL, *have = NULL;
-	char a[160], b[160];
-	fi_err err = FI_OK;
-
-	if (c->hidden <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
-	    c->head_dim <= 0 || c->ffn <= 0 || c->vocab <= 0)
-		return fi_fail(FI_EMISMATCH, "config: sizes must be positive");
-	if (c->n_heads % c->n_kv_heads)
-		return fi_fail(FI_EMISMATCH, "config: 'num_attention_heads' (%d) is not a multiple of "
-			       "'num_key_value_heads' (%d)", c->n_heads, c->n_kv_heads);
-	want = json_object();
-	have = json_object();
-	if (!want || !have) {
-		err = fi_fail(FI_ENOMEM, "out of memory");
-		goto out;
-	}
-	for (int i = 0; i < ts->n; i++) {
-		if (json_object_get(have, ts->t[i].name)) {
-			err = fi_fail(FI_EMISMATCH, "tensor '%s' appears twice", ts->t[i].name);
-			goto out;
-		}
-		json_object_set_new(have, ts->t[i].name, json_integer(i));
-	}
-	for (int i = 0; fi_expected_tensor(c, i, &e); i++) {
-		json_t *h = json_object_get(have, e.name);
-		const struct fi_tensor *t;
-		int same;
-		shape_str(a, sizeof a, e.shape, e.ndim);
-		json_object_set_new(want, e.name, json_true());
-		if (!h) {
-			err = fi_fail(FI_EMISMATCH, "tensor '%s' %s is missing", e.name, a);
-			goto out;
-		}
-		t = &ts->t[json_integer_value(h)];
-		same = t->ndim == e.ndim;
-		for (int d = 0; same && d < e.ndim; d++)
-			same = t->shape[d] == e.shape[d];
-		if (!same) {
-			shape_str(b, sizeof b, t->shape, t->ndim < FI_MAX_DIMS ? t->ndim : FI_MAX_DIMS);
-			if (t->ndim != e.ndim)
-				err = fi_fail(FI_EMISMATCH, "tensor '%s' has %d dims %s, expected %d dims %s",
-					      e.name, t->ndim, b, e.ndim, a);
-			else
-				err = fi_fail(FI_EMISMATCH, "tensor '%s' has shape %s, expected %s", e.name, b, a);
-			goto out;
-		}
-	}
-	for (int i = 0; i < ts->n; i++)
-		if (!json_object_get(want, ts->t[i].name)) {
-			shape_str(b, sizeof b, ts->t[i].shape, ts->t[i].ndim);
-			err = fi_fail(FI_EMISMATCH, "unexpected tensor '%s' %s", ts->t[i].name, b);
-			goto out;
-		}
-out:
-	json_decref(want);
-	json_decref(have);
-	return err;
-}
-
-long long fi_config_params(const struct fi_config *c)
-{
-	struct fi_expected e;
-	long long n = 0;
-	for (int i = 0; fi_expected_tensor(c, i, &e); i++)
-		n += e.ndim == 2 ? e.shape[0] * e.shape[1] : e.shape[0];
-	return n;
 }
