@@ -1,5 +1,5 @@
-/* config_family: the config.json keys of Gemma 2 and 3, Phi-3, Mixtral and Qwen3-MoE, and the
- * YaRN and LongRoPE rope_scaling types. Defaults are those of the transformers config
+/* config_family: the config.json keys of Gemma 2 and 3, Phi-3, Mixtral, Qwen3-MoE and BitNet
+ * (the YaRN and LongRoPE rope_scaling types are config_rope.c's). Defaults are those of the transformers config
  * classes (Gemma2Config, Gemma3TextConfig, Phi3Config, MixtralConfig, Qwen3MoeConfig); what a
  * wrong default would silently turn into garbage (the expert counts) is required, and every
  * inconsistency is refused naming the key. */
@@ -277,83 +277,6 @@ fi_err fi_cfg_parse_family(const struct fi_cfg_src *top, const struct fi_cfg_src
 	default:
 		return FI_OK;
 	}
-}
-
-/* original_max_position_embeddings: Phi3Config carries it at the top (default 4096) and
- * transformers prefers that; elsewhere the rope object's, else max_position_embeddings. */
-static fi_err orig_max(const struct fi_cfg_src *s, const struct fi_cfg_src *r, struct fi_config *c)
-{
-	const char *k = "original_max_position_embeddings";
-	if (c->family == FI_FAM_PHI3)
-		return fi_cfg_int(s, k, 0, 4096, 1, 1 << 24, &c->rope_orig_max_pos);
-	if (!fi_cfg_absent(r, k))
-		return fi_cfg_int(r, k, 1, 0, 1, 1 << 24, &c->rope_orig_max_pos);
-	return fi_cfg_int(s, k, 0, c->max_pos, 1, 1 << 24, &c->rope_orig_max_pos);
-}
-
-static double yarn_mscale(double scale, double m)
-{
-	return scale <= 1 ? 1.0 : 0.1 * m * log(scale) + 1.0;
-}
-
-static fi_err factors(const struct fi_cfg_src *r, const char *key, int n, float *out)
-{
-	json_t *a = json_object_get(r->o, key);
-	if (!a || json_is_null(a))
-		return fi_fail(FI_EFORMAT, "%s: '%s' is missing", r->file, key);
-	if (!json_is_array(a) || json_array_size(a) != (size_t)n)
-		return fi_fail(FI_EFORMAT, "%s: '%s' is not an array of %d numbers (head_dim / 2)",
-			       r->file, key, n);
-	for (int i = 0; i < n; i++) {
-		json_t *x = json_array_get(a, (size_t)i);
-		double v = json_is_number(x) ? json_number_value(x) : -1;
-		if (!(v > 0) || !isfinite(v))
-			return fi_fail(FI_ERANGE, "%s: '%s'[%d] is not a positive number", r->file, key, i);
-		out[i] = (float)v;
-	}
-	return FI_OK;
-}
-
-fi_err fi_cfg_parse_rope_ext(const struct fi_cfg_src *s, const struct fi_cfg_src *r,
-			     const char *type, struct fi_config *c)
-{
-	double mscale = 0, mscale_all = 0, factor;
-	fi_err e;
-	if ((e = orig_max(s, r, c)))
-		return e;
-	if (c->rope_type == FI_ROPE_YARN) {
-		if ((e = fi_cfg_num(r, "factor", 1, 0, &c->rope_factor)) ||
-		    (e = fi_cfg_num(r, "beta_fast", 0, 32, &c->rope_beta_fast)) ||
-		    (e = fi_cfg_num(r, "beta_slow", 0, 1, &c->rope_beta_slow)) ||
-		    (e = fi_cfg_num(r, "mscale", 0, 0, &mscale)) ||
-		    (e = fi_cfg_num(r, "mscale_all_dim", 0, 0, &mscale_all)) ||
-		    (e = fi_cfg_bool(r, "truncate", 1, &c->rope_truncate)) ||
-		    (e = fi_cfg_num(r, "attention_factor", 0, 0, &c->rope_attn_factor)))
-			return e;
-		if (c->rope_attn_factor == 0)
-			c->rope_attn_factor = mscale && mscale_all ?
-				yarn_mscale(c->rope_factor, mscale) / yarn_mscale(c->rope_factor, mscale_all) :
-				yarn_mscale(c->rope_factor, 1);
-		return FI_OK;
-	}
-	/* longrope ("su" is its old name) */
-	c->n_rope_factors = c->head_dim / 2;
-	if (c->n_rope_factors > FI_MAX_ROPE_FACTORS)
-		return fi_fail(FI_ERANGE, "%s: head_dim %d is too large for '%s'", r->file, c->head_dim,
-			       type);
-	if ((e = factors(r, "short_factor", c->n_rope_factors, c->rope_short)) ||
-	    (e = factors(r, "long_factor", c->n_rope_factors, c->rope_long_f)) ||
-	    (e = fi_cfg_num(r, "factor", 0, (double)c->max_pos / c->rope_orig_max_pos, &factor)) ||
-	    (e = fi_cfg_num(r, "attention_factor", 0, 0, &c->rope_attn_factor)))
-		return e;
-	c->rope_factor = factor;
-	if (c->rope_attn_factor == 0)
-		c->rope_attn_factor = factor <= 1 ? 1.0 :
-			sqrt(1 + log(factor) / log((double)c->rope_orig_max_pos));
-	/* Fixed for the model, as vLLM does (fi-load(1)): a sequence's keys never change their
-	 * rotation as it grows. */
-	c->rope_long = c->max_pos > c->rope_orig_max_pos;
-	return FI_OK;
 }
 
 static json_t *floats(const float *x, int n)

@@ -1,7 +1,6 @@
 /* model: weights, scratch buffers and the forward pass over backend ops. */
 #include "model_int.h"
 
-#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,58 +8,10 @@
 
 #include "arch.h"
 #include "backend/comm.h"
-#include "tp.h"
 #include "base/log.h"
 #include "names.h"
 #include "safetensors.h"
 
-
-fi_err fi_rope_inv_freq(const struct fi_config *c, float *out)
-{
-	int hd = c->head_dim, half = hd / 2;
-	double theta = c->rope_theta > 0 ? c->rope_theta : 10000.0;
-	if (hd <= 0 || hd % 2)
-		return fi_fail(FI_EUNSUPPORTED, "rope: head_dim %d is not even", hd);
-	for (int i = 0; i < half; i++) {
-		/* HF: 1 / base^(arange(0, hd, 2) / hd) */
-		double f = 1.0 / pow(theta, (double)(2 * i) / hd);
-		switch (c->rope_type) {
-		case FI_ROPE_DEFAULT:
-			break;
-		case FI_ROPE_LINEAR:
-			if (!(c->rope_factor > 0))
-				return fi_fail(FI_EFORMAT, "rope_scaling.factor %g", c->rope_factor);
-			f /= c->rope_factor;
-			break;
-		case FI_ROPE_LLAMA3: {
-			/* transformers' _compute_llama3_parameters: keep high frequencies, divide
-			 * low ones by factor, interpolate smoothly in between. */
-			double factor = c->rope_factor, lo = c->rope_low_freq_factor,
-			       hi = c->rope_high_freq_factor, old = c->rope_orig_max_pos;
-			double lo_wl = old / lo, hi_wl = old / hi, wl = 2 * M_PI / f;
-			if (!(factor > 0) || !(lo > 0) || !(hi > lo) || !(old > 0))
-				return fi_fail(FI_EFORMAT, "rope_scaling (llama3): invalid factors");
-			if (wl > lo_wl) {
-				f /= factor;
-			} else if (wl >= hi_wl) {
-				double sm = (old / wl - lo) / (hi - lo);
-				f = (1 - sm) * f / factor + sm * f;
-			}
-			break;
-		}
-		case FI_ROPE_DYNAMIC: /* within max_position_embeddings: the default (arch.h) */
-			break;
-		case FI_ROPE_YARN:
-		case FI_ROPE_LONGROPE:
-			return fi_rope_inv_freq_ext(c, out);
-		default:
-			return fi_fail(FI_EUNSUPPORTED, "rope_scaling type %d is not supported",
-				       (int)c->rope_type);
-		}
-		out[i] = (float)f;
-	}
-	return FI_OK;
-}
 
 /* Loads one tensor by engine name, checking its shape against the expectation. */
 static fi_err load(struct fi_model *m, const struct fi_tensor_set *ts,
@@ -208,11 +159,10 @@ static void free_scratch(struct fi_model *m)
 	m->s.cap_smp = 0;
 }
 
-void fi_model_close(struct fi_model *m)
+void fi_model_close_rank(struct fi_model *m)
 {
 	if (!m)
 		return;
-	fi_tp_close(m->tp); /* the other ranks, each closed in its own thread */
 	fi_kvcache_destroy(m->cache);
 	free_scratch(m);
 	if (m->head.p)
@@ -227,7 +177,6 @@ void fi_model_close(struct fi_model *m)
 	free(m->h_ints);
 	free(m->gr.h);
 	free(m->gr.shadow);
-	fi_model_step_free(m);
 	free(m);
 }
 
@@ -301,32 +250,13 @@ freqs:
 	*out = m;
 	return FI_OK;
 fail:
-	fi_model_close(m);
+	fi_model_close_rank(m);
 	return e;
 }
 
 const struct fi_config *fi_model_config(const struct fi_model *m) { return &m->c; }
 struct fi_backend *fi_model_backend(const struct fi_model *m) { return m->be; }
 struct fi_kvcache *fi_model_cache(struct fi_model *m) { return m->cache; }
-
-fi_err fi_model_cache_init(struct fi_model *m, int n_blocks, int block_size)
-{
-	if (m->cache)
-		return fi_fail(FI_ESTATE, "model: the kv cache already exists");
-	if (block_size <= 0)
-		block_size = 16;
-	if (n_blocks <= 0) {
-		int len = m->c.max_pos > 0 && m->c.max_pos < 4096 ? m->c.max_pos : 4096;
-		n_blocks = 4 * ((len + block_size - 1) / block_size);
-	}
-	fi_err e = fi_kvcache_create_fp8(m->be, m->c.n_layers, m->c.n_kv_heads, m->c.head_dim,
-					 n_blocks, block_size, m->kv_fp8, &m->cache);
-	if (!e && m->tp && (e = fi_tp_cache_init(m->tp, n_blocks, block_size))) {
-		fi_kvcache_destroy(m->cache);
-		m->cache = NULL;
-	}
-	return e;
-}
 
 fi_err fi_model_set_kv_dtype(struct fi_model *m, enum fi_dtype dt)
 {
@@ -337,43 +267,6 @@ fi_err fi_model_set_kv_dtype(struct fi_model *m, enum fi_dtype dt)
 			       fi_dtype_lname(dt), m->be->ops->name, fi_dtype_lname(m->be->act));
 	m->kv_fp8 = dt == FI_DT_F8_E4M3;
 	return FI_OK;
-}
-
-fi_err fi_model_seq_new(struct fi_model *m, int *seq)
-{
-	fi_err e;
-	if (!m->cache && (e = fi_model_cache_init(m, 0, 0)))
-		return e;
-	return fi_kvcache_seq_new(m->cache, seq);
-}
-
-void fi_model_seq_free(struct fi_model *m, int seq)
-{
-	if (m->cache)
-		fi_kvcache_seq_free(m->cache, seq);
-}
-
-fi_err fi_model_seq_fork(struct fi_model *m, int src, int *dst)
-{
-	if (!m->cache)
-		return fi_fail(FI_ENOTFOUND, "model: no sequence %d", src);
-	return fi_kvcache_seq_fork(m->cache, src, dst);
-}
-
-int fi_model_seq_len(struct fi_model *m, int seq)
-{
-	return m->cache ? fi_kvcache_seq_len(m->cache, seq) : -1;
-}
-
-fi_err fi_model_seq_truncate(struct fi_model *m, int seq, int len)
-{
-	int n = fi_model_seq_len(m, seq);
-	if (n < 0)
-		return fi_fail(FI_ENOTFOUND, "model: no sequence %d", seq);
-	if (len < 0 || len > n)
-		return fi_fail(FI_ERANGE, "model: sequence %d has %d tokens, cannot keep %d", seq, n,
-			       len);
-	return fi_kvcache_set_len(m->cache, seq, len);
 }
 
 /* ---- the forward pass ---- */
@@ -543,6 +436,34 @@ fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int3
 	if (argmax && (e = be->ops->argmax(be, m->s.am, m->s.logits, n, V)))
 		return e;
 	return FI_OK;
+}
+
+
+fi_err fi_model_step_body(struct fi_model *m, const struct step_args *a)
+{
+	struct fi_backend *be = m->be;
+	int T = a->T, S = a->S;
+	fi_err e;
+	if ((e = fi_model_scratch(m, T, a->need, a->n_out)) ||
+	    (e = be->ops->upload(be, m->s.ints, a->h, a->need * sizeof(int32_t))))
+		return e;
+	int32_t *d = m->s.ints;
+	struct fi_attn_batch ab = {
+		.n_tokens = T,
+		.n_seqs = S,
+		.max_blocks = a->maxb,
+		.tok_seq_d = d + 2 * T,
+		.tok_pos_d = d + T,
+		.slot_d = d + 3 * T,
+		.seq_len_d = d + 5 * T,
+		.block_table_d = d + 5 * T + S,
+		.max_seq_len = a->max_len,
+		.sliding_window = m->c.sliding_window,
+		.scale = fi_attn_scale(&m->c),
+		.n_decode = a->n_dec,
+	};
+	return fi_model_body(m, T, d, d + T, &ab, a->identity ? NULL : d + 4 * T, a->n_out,
+			     a->argmax);
 }
 
 

@@ -1,5 +1,7 @@
-/* model_int: the model's internals shared by model.c (weights, the forward pass) and
- * model_graph.c (decode steps through CUDA graphs). */
+/* model_int: the model's internals shared by its files. From the top down: model_step.c (the
+ * calls of the model's user: steps, KV cache, close) over tp.c (a tensor-parallel group of
+ * rank models), model_graph.c (decode steps through CUDA graphs) and model_sample.c, all
+ * over model.c (one rank's model: weights, scratch, the forward pass) and arch.c. */
 #ifndef FI_MODEL_INT_H
 #define FI_MODEL_INT_H
 
@@ -97,8 +99,8 @@ struct fi_model {
 	struct fi_tp *tp;
 };
 
-/* The eager part of a step (model_step.c), as rank 0 computes it and every rank of a group
- * runs it: the host staging h[need] (tok, pos, seq, slot, idx [T each], seq_len [S], block
+/* The eager part of a step (model.c), as rank 0 computes it (model_step.c) and every rank of
+ * a group runs it (tp.c): the host staging h[need] (tok, pos, seq, slot, idx [T each], seq_len [S], block
  * table [S, maxb]) uploaded, then the body. */
 struct step_args {
 	const int32_t *h;
@@ -106,6 +108,9 @@ struct step_args {
 	int T, S, maxb, max_len, n_dec, identity, n_out, argmax;
 };
 fi_err fi_model_step_body(struct fi_model *m, const struct step_args *a);
+/* Frees one rank's model: weights, scratch, KV cache, communicator. fi_model_close
+ * (model_step.c) ends the group and the step first; tp.c closes each rank with this. */
+void fi_model_close_rank(struct fi_model *m);
 
 /* Makes the activations hold T tokens, the ints n_ints values and the head rows rows. A
  * buffer that moves changes the graph generation (graphs point at the old one). */
@@ -123,8 +128,6 @@ fi_err fi_model_body(struct fi_model *m, int T, const int32_t *tok_d, const int3
  * = -1; every row without the op) into io->logits + i * V. */
 fi_err fi_model_sample_launch(struct fi_model *m, int n, const struct fi_sample_io *io);
 fi_err fi_model_sample_collect(struct fi_model *m, int n, struct fi_sample_io *io);
-/* model_step.c: frees the step's host arrays. */
-void fi_model_step_free(struct fi_model *m);
 
 /* model_graph.c: 1 when decode steps may use graphs (hooks present, FI_GRAPHS not 0). */
 int fi_model_graphs_usable(struct fi_model *m);

@@ -1,5 +1,7 @@
-/* model_step: one forward pass over a mixed batch, in two halves (launch, collect), so that
- * the host can prepare the next step while the device runs this one (model.h). */
+/* model_step: the model as its user drives it (model.h): one forward pass over a mixed batch
+ * in two halves (launch, collect), so that the host can prepare the next step while the device
+ * runs this one; the KV cache and its sequences; closing. Each goes on to the group of a
+ * tensor-parallel model (tp.c), whose ranks run model.c's halves of the same calls. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,82 @@ int fi_batch_n_logits(const struct fi_batch *b)
 	return n;
 }
 
+static void step_free(struct fi_model *m)
+{
+	struct step *st = &m->st;
+	free(st->sid);
+	free(st->old);
+	free(st->cnt);
+	free(st->local);
+	free(st->map);
+	memset(st, 0, sizeof *st);
+}
+
+void fi_model_close(struct fi_model *m)
+{
+	if (!m)
+		return;
+	fi_tp_close(m->tp); /* the other ranks, each closed in its own thread */
+	step_free(m);
+	fi_model_close_rank(m);
+}
+
+fi_err fi_model_cache_init(struct fi_model *m, int n_blocks, int block_size)
+{
+	if (m->cache)
+		return fi_fail(FI_ESTATE, "model: the kv cache already exists");
+	if (block_size <= 0)
+		block_size = 16;
+	if (n_blocks <= 0) {
+		int len = m->c.max_pos > 0 && m->c.max_pos < 4096 ? m->c.max_pos : 4096;
+		n_blocks = 4 * ((len + block_size - 1) / block_size);
+	}
+	fi_err e = fi_kvcache_create_fp8(m->be, m->c.n_layers, m->c.n_kv_heads, m->c.head_dim,
+					 n_blocks, block_size, m->kv_fp8, &m->cache);
+	if (!e && m->tp && (e = fi_tp_cache_init(m->tp, n_blocks, block_size))) {
+		fi_kvcache_destroy(m->cache);
+		m->cache = NULL;
+	}
+	return e;
+}
+
+fi_err fi_model_seq_new(struct fi_model *m, int *seq)
+{
+	fi_err e;
+	if (!m->cache && (e = fi_model_cache_init(m, 0, 0)))
+		return e;
+	return fi_kvcache_seq_new(m->cache, seq);
+}
+
+void fi_model_seq_free(struct fi_model *m, int seq)
+{
+	if (m->cache)
+		fi_kvcache_seq_free(m->cache, seq);
+}
+
+fi_err fi_model_seq_fork(struct fi_model *m, int src, int *dst)
+{
+	if (!m->cache)
+		return fi_fail(FI_ENOTFOUND, "model: no sequence %d", src);
+	return fi_kvcache_seq_fork(m->cache, src, dst);
+}
+
+int fi_model_seq_len(struct fi_model *m, int seq)
+{
+	return m->cache ? fi_kvcache_seq_len(m->cache, seq) : -1;
+}
+
+fi_err fi_model_seq_truncate(struct fi_model *m, int seq, int len)
+{
+	int n = fi_model_seq_len(m, seq);
+	if (n < 0)
+		return fi_fail(FI_ENOTFOUND, "model: no sequence %d", seq);
+	if (len < 0 || len > n)
+		return fi_fail(FI_ERANGE, "model: sequence %d has %d tokens, cannot keep %d", seq, n,
+			       len);
+	return fi_kvcache_set_len(m->cache, seq, len);
+}
+
 int fi_model_in_flight(const struct fi_model *m)
 {
 	return m->st.on;
@@ -39,17 +117,6 @@ fi_err fi_model_reserve_scratch(struct fi_model *m, int T, int rows)
 		return fi_fail(FI_EINVAL, "model: scratch for %d tokens, %d rows", T, rows);
 	fi_err e = fi_model_scratch(m, T, 6 * (size_t)T, rows);
 	return !e && m->tp ? fi_tp_reserve_scratch(m->tp, T, rows) : e;
-}
-
-void fi_model_step_free(struct fi_model *m)
-{
-	struct step *st = &m->st;
-	free(st->sid);
-	free(st->old);
-	free(st->cnt);
-	free(st->local);
-	free(st->map);
-	memset(st, 0, sizeof *st);
 }
 
 /* Room for T tokens (and as many sequences) and for sequence ids below n_seq. */
@@ -236,33 +303,6 @@ fi_err fi_model_launch(struct fi_model *m, const struct fi_batch *b, unsigned ou
 fail:
 	rollback(m);
 	return e;
-}
-
-fi_err fi_model_step_body(struct fi_model *m, const struct step_args *a)
-{
-	struct fi_backend *be = m->be;
-	int T = a->T, S = a->S;
-	fi_err e;
-	if ((e = fi_model_scratch(m, T, a->need, a->n_out)) ||
-	    (e = be->ops->upload(be, m->s.ints, a->h, a->need * sizeof(int32_t))))
-		return e;
-	int32_t *d = m->s.ints;
-	struct fi_attn_batch ab = {
-		.n_tokens = T,
-		.n_seqs = S,
-		.max_blocks = a->maxb,
-		.tok_seq_d = d + 2 * T,
-		.tok_pos_d = d + T,
-		.slot_d = d + 3 * T,
-		.seq_len_d = d + 5 * T,
-		.block_table_d = d + 5 * T + S,
-		.max_seq_len = a->max_len,
-		.sliding_window = m->c.sliding_window,
-		.scale = fi_attn_scale(&m->c),
-		.n_decode = a->n_dec,
-	};
-	return fi_model_body(m, T, d, d + T, &ab, a->identity ? NULL : d + 4 * T, a->n_out,
-			     a->argmax);
 }
 
 static int32_t host_argmax(const float *x, int V)

@@ -1,6 +1,8 @@
-/* names: HF -> engine tensor names and the expected tensor list of a config. */
+/* names: HF -> engine tensor names, the expected tensor list of a config, and a tensor set
+ * checked against it (fi_config_check). */
 #include "names.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,4 +275,84 @@ int fi_expected_tensor(const struct fi_config *c, int i, struct fi_expected *e)
 		return 1;
 	}
 	return 0;
+}
+
+static void shape_str(char *buf, size_t sz, const int64_t *s, int nd)
+{
+	size_t o = (size_t)snprintf(buf, sz, "[");
+	for (int i = 0; i < nd && o < sz; i++)
+		o += (size_t)snprintf(buf + o, sz - o, "%s%lld", i ? ", " : "", (long long)s[i]);
+	if (o < sz)
+		snprintf(buf + o, sz - o, "]");
+}
+
+fi_err fi_config_check(const struct fi_config *c, const struct fi_tensor_set *ts)
+{
+	struct fi_expected e;
+	json_t *want = NULL, *have = NULL;
+	char a[160], b[160];
+	fi_err err = FI_OK;
+
+	if (c->hidden <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
+	    c->head_dim <= 0 || c->ffn <= 0 || c->vocab <= 0)
+		return fi_fail(FI_EMISMATCH, "config: sizes must be positive");
+	if (c->n_heads % c->n_kv_heads)
+		return fi_fail(FI_EMISMATCH, "config: 'num_attention_heads' (%d) is not a multiple of "
+			       "'num_key_value_heads' (%d)", c->n_heads, c->n_kv_heads);
+	want = json_object();
+	have = json_object();
+	if (!want || !have) {
+		err = fi_fail(FI_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < ts->n; i++) {
+		if (json_object_get(have, ts->t[i].name)) {
+			err = fi_fail(FI_EMISMATCH, "tensor '%s' appears twice", ts->t[i].name);
+			goto out;
+		}
+		json_object_set_new(have, ts->t[i].name, json_integer(i));
+	}
+	for (int i = 0; fi_expected_tensor(c, i, &e); i++) {
+		json_t *h = json_object_get(have, e.name);
+		const struct fi_tensor *t;
+		int same;
+		shape_str(a, sizeof a, e.shape, e.ndim);
+		json_object_set_new(want, e.name, json_true());
+		if (!h) {
+			err = fi_fail(FI_EMISMATCH, "tensor '%s' %s is missing", e.name, a);
+			goto out;
+		}
+		t = &ts->t[json_integer_value(h)];
+		same = t->ndim == e.ndim;
+		for (int d = 0; same && d < e.ndim; d++)
+			same = t->shape[d] == e.shape[d];
+		if (!same) {
+			shape_str(b, sizeof b, t->shape, t->ndim < FI_MAX_DIMS ? t->ndim : FI_MAX_DIMS);
+			if (t->ndim != e.ndim)
+				err = fi_fail(FI_EMISMATCH, "tensor '%s' has %d dims %s, expected %d dims %s",
+					      e.name, t->ndim, b, e.ndim, a);
+			else
+				err = fi_fail(FI_EMISMATCH, "tensor '%s' has shape %s, expected %s", e.name, b, a);
+			goto out;
+		}
+	}
+	for (int i = 0; i < ts->n; i++)
+		if (!json_object_get(want, ts->t[i].name)) {
+			shape_str(b, sizeof b, ts->t[i].shape, ts->t[i].ndim);
+			err = fi_fail(FI_EMISMATCH, "unexpected tensor '%s' %s", ts->t[i].name, b);
+			goto out;
+		}
+out:
+	json_decref(want);
+	json_decref(have);
+	return err;
+}
+
+long long fi_config_params(const struct fi_config *c)
+{
+	struct fi_expected e;
+	long long n = 0;
+	for (int i = 0; fi_expected_tensor(c, i, &e); i++)
+		n += e.ndim == 2 ? e.shape[0] * e.shape[1] : e.shape[0];
+	return n;
 }

@@ -1,9 +1,56 @@
-/* rope: the inverse frequencies of YaRN and LongRoPE, as transformers computes them
- * (modeling_rope_utils: _compute_yarn_parameters, _compute_longrope_parameters), in f32 where
- * it works in f32. */
+/* rope: the RoPE inverse frequencies of a config and the softmax scale, as transformers
+ * computes them (modeling_rope_utils: default, linear, llama3; _compute_yarn_parameters and
+ * _compute_longrope_parameters in f32 where it works in f32). */
 #include <math.h>
 
 #include "model.h"
+
+fi_err fi_rope_inv_freq(const struct fi_config *c, float *out)
+{
+	int hd = c->head_dim, half = hd / 2;
+	double theta = c->rope_theta > 0 ? c->rope_theta : 10000.0;
+	if (hd <= 0 || hd % 2)
+		return fi_fail(FI_EUNSUPPORTED, "rope: head_dim %d is not even", hd);
+	for (int i = 0; i < half; i++) {
+		/* HF: 1 / base^(arange(0, hd, 2) / hd) */
+		double f = 1.0 / pow(theta, (double)(2 * i) / hd);
+		switch (c->rope_type) {
+		case FI_ROPE_DEFAULT:
+			break;
+		case FI_ROPE_LINEAR:
+			if (!(c->rope_factor > 0))
+				return fi_fail(FI_EFORMAT, "rope_scaling.factor %g", c->rope_factor);
+			f /= c->rope_factor;
+			break;
+		case FI_ROPE_LLAMA3: {
+			/* transformers' _compute_llama3_parameters: keep high frequencies, divide
+			 * low ones by factor, interpolate smoothly in between. */
+			double factor = c->rope_factor, lo = c->rope_low_freq_factor,
+			       hi = c->rope_high_freq_factor, old = c->rope_orig_max_pos;
+			double lo_wl = old / lo, hi_wl = old / hi, wl = 2 * M_PI / f;
+			if (!(factor > 0) || !(lo > 0) || !(hi > lo) || !(old > 0))
+				return fi_fail(FI_EFORMAT, "rope_scaling (llama3): invalid factors");
+			if (wl > lo_wl) {
+				f /= factor;
+			} else if (wl >= hi_wl) {
+				double sm = (old / wl - lo) / (hi - lo);
+				f = (1 - sm) * f / factor + sm * f;
+			}
+			break;
+		}
+		case FI_ROPE_DYNAMIC: /* within max_position_embeddings: the default (arch.h) */
+			break;
+		case FI_ROPE_YARN:
+		case FI_ROPE_LONGROPE:
+			return fi_rope_inv_freq_ext(c, out);
+		default:
+			return fi_fail(FI_EUNSUPPORTED, "rope_scaling type %d is not supported",
+				       (int)c->rope_type);
+		}
+		out[i] = (float)f;
+	}
+	return FI_OK;
+}
 
 static double correction_dim(double rot, int dim, double base, double max_pos)
 {

@@ -71,12 +71,12 @@ static fi_err rank_load(struct fi_tp *tp, int r)
 	    !(e = be->ops->weight(be, &ss.head, &m->head))) {
 		fi_shard_vocab(tp->c->vocab, r, tp->n, &m->vocab_lo, &m->vocab_n);
 		m->comm = tp->comm[r];
-		tp->comm[r] = NULL; /* the model's now: fi_model_close destroys it */
+		tp->comm[r] = NULL; /* the model's now: fi_model_close_rank destroys it */
 		m->fusable = 0; /* the fused products add into the residual stream: no all-reduce */
 	}
 	fi_shard_set_free(&ss);
 	if (e) {
-		fi_model_close(m);
+		fi_model_close_rank(m);
 		return e;
 	}
 	tp->m[r] = m;
@@ -197,7 +197,7 @@ static void *worker_main(void *p)
 		job = tp->job;
 		pthread_mutex_unlock(&tp->mu);
 		if (job == JOB_EXIT) { /* the rank's model and backend go in the thread they live in */
-			fi_model_close(tp->m[r]);
+			fi_model_close_rank(tp->m[r]);
 			fi_backend_destroy(tp->be[r]);
 			tp->m[r] = NULL;
 			tp->be[r] = NULL;
@@ -321,7 +321,7 @@ fi_err fi_model_load_tp(const struct fi_config *c, const struct fi_tensor_set *t
 	return FI_OK;
 fail:
 	/* ranks loaded so far close with their threads; rank 0's here */
-	fi_model_close(tp->m[0]); /* its comm with it */
+	fi_model_close_rank(tp->m[0]); /* its comm with it */
 	tp->m[0] = NULL;
 	{
 		char msg[1024];

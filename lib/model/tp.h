@@ -33,7 +33,7 @@ fi_err fi_model_load_tp(const struct fi_config *c, const struct fi_tensor_set *t
 /* Ranks in the model's group: 0 without one. */
 int fi_model_tp_size(const struct fi_model *m);
 
-/* model.c and model_step.c's calls into the group (rank 0's thread). */
+/* model_step.c's calls into the group (rank 0's thread). */
 fi_err fi_tp_step(struct fi_tp *tp, const struct step_args *a);
 fi_err fi_tp_collect(struct fi_tp *tp, unsigned out, struct fi_sample_io *io, int n_out,
 		     float *logits, int32_t *tokens);

@@ -7,8 +7,8 @@
 
 #include "cpu.h"
 
-/* Scratch of n floats a call (decode batches are a few tokens). */
-static float *scratch(size_t n)
+/* A temporary of n floats a call (decode batches are a few tokens). */
+static float *tmp_f32(size_t n)
 {
 	float *p = malloc((n ? n : 1) * sizeof(float));
 	if (!p)
@@ -23,7 +23,7 @@ fi_err fi_cpu_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 			    const struct fi_attn_batch *b)
 {
 	int T = b->n_tokens, D = (int)w3[0]->cols, Nk = (int)w3[1]->rows;
-	float *xb = scratch((size_t)T * D), *k = scratch((size_t)T * Nk), *v = scratch((size_t)T * Nk);
+	float *xb = tmp_f32((size_t)T * D), *k = tmp_f32((size_t)T * Nk), *v = tmp_f32((size_t)T * Nk);
 	fi_err e = xb && k && v ? FI_OK : FI_ENOMEM;
 	if (!e)
 		e = fi_cpu_rmsnorm(be, xb, (void *)x_d, NULL, norm, T, D, eps);
@@ -51,7 +51,7 @@ fi_err fi_cpu_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 			 const struct fi_weight *w, int T)
 {
 	size_t n = (size_t)T * (size_t)w->rows;
-	float *y = scratch(n), *x = x_d;
+	float *y = tmp_f32(n), *x = x_d;
 	fi_err e = y ? fi_cpu_matmul(be, y, in_d, w, NULL, T) : FI_ENOMEM;
 	for (size_t i = 0; i < n && !e; i++)
 		x[i] += y[i];
@@ -64,7 +64,7 @@ fi_err fi_cpu_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 		       const struct fi_weight *up, int T)
 {
 	int D = (int)gate->cols, F = (int)gate->rows;
-	float *xb = scratch((size_t)T * D), *g = scratch((size_t)T * F), *u = scratch((size_t)T * F);
+	float *xb = tmp_f32((size_t)T * D), *g = tmp_f32((size_t)T * F), *u = tmp_f32((size_t)T * F);
 	fi_err e = xb && g && u ? FI_OK : FI_ENOMEM;
 	if (!e)
 		e = fi_cpu_rmsnorm(be, xb, (void *)x_d, NULL, norm, T, D, eps);

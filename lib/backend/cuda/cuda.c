@@ -256,6 +256,8 @@ static fi_err cu_rmsnorm(struct fi_backend *be, void *out_d, void *x_d, const vo
 static fi_err cu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 			const struct fi_weight *w, const struct fi_weight *bias, int T)
 {
+	if (fi_dtype_is_quant(w->dtype)) /* qweight.c, which ends in the bf16 GEMM itself */
+		return fi_cuda_qgemm(be, out_d, 0, in_d, w, bias, T);
 	return fi_cuda_gemm(be, out_d, 0, in_d, w, bias, T);
 }
 
@@ -355,6 +357,8 @@ static fi_err cu_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, vo
 static fi_err cu_matmul_f32out(struct fi_backend *be, float *out_d, const void *in_d,
 			       const struct fi_weight *w, int T)
 {
+	if (fi_dtype_is_quant(w->dtype))
+		return fi_cuda_qgemm(be, out_d, 1, in_d, w, NULL, T);
 	return fi_cuda_gemm(be, out_d, 1, in_d, w, NULL, T);
 }
 

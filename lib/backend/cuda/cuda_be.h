@@ -106,7 +106,9 @@ static inline struct fi_cuda *fi_cuda_of(struct fi_backend *be)
 fi_err fi_cuda_kv_copy(struct fi_backend *be, struct fi_kv_cache *kv, int to_cache, int n,
 		       const int32_t *blocks, void *const *host);
 
-/* lib/backend/cuda/gemm.c */
+/* lib/backend/cuda/gemm.c: out[T,N] = in[T,K] w^T (+ bias) for a bf16 w (the
+ * weight-streaming kernel for T <= 4, else cuBLASLt); a quantized w goes to fi_cuda_qgemm
+ * (qweight.c), which calls this one for its dequantized products. */
 fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
 		    const struct fi_weight *w, const struct fi_weight *bias, int T);
 void fi_cuda_gemm_free(struct fi_cuda *c);

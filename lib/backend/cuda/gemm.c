@@ -268,8 +268,6 @@ fi_err fi_cuda_gemm(struct fi_backend *be, void *out_d, int out_f32, const void 
 	const float one = 1.f, zero = 0.f;
 	if (T <= 0)
 		return FI_OK;
-	if (fi_dtype_is_quant(w->dtype))
-		return fi_cuda_qgemm(be, out_d, out_f32, in_d, w, bias, T);
 	if (w->dtype != FI_DT_BF16)
 		return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s", fi_dtype_name(w->dtype));
 	if (w->rows > INT32_MAX || w->cols > INT32_MAX)
