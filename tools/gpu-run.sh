@@ -363,11 +363,25 @@ print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens
 				fi-frame -e | fi-decode -m tests/fixtures/bitnet/$f --backend cuda -f \
 				2>>"$out/bitnet.err" | fi-frame -t token >"$out/bitnet_$f.jsonl" || rc=1
 			python3 - "$out/bitnet_$f.jsonl" "tests/fixtures/bitnet/$f/ref.json" <<'PY' || rc=1
-import json, sys
+import json, os, sys
+import numpy as np
 got = [json.loads(l)["token"] for l in open(sys.argv[1])]
-want = json.load(open(sys.argv[2]))["greedy"]
-print(sys.argv[2], "GPU greedy tokens", "identical" if got == want else f"DIFFER: {got}")
-sys.exit(got != want)
+ref = json.load(open(sys.argv[2]))
+want, n_prompt = ref["greedy"], len(ref["prompt"])
+if got == want:
+    print(sys.argv[2], "GPU greedy tokens identical")
+    sys.exit(0)
+# bf16 activations may leave the f32 path at a near-tie of its top two (test_bitnet_gpu
+# bounds the gap by the GPU's own row error); report where, and how near
+lg = np.fromfile(os.path.join(os.path.dirname(sys.argv[2]), ref["logits"]), np.float32).reshape(ref["rows"], -1)
+i = next(k for k in range(min(len(got), len(want))) if got[k] != want[k]) if got[:len(want)] != want[:len(got)] else min(len(got), len(want))
+if i >= min(len(got), len(want)):
+    print(sys.argv[2], f"GPU greedy stopped after {len(got)} of {len(want)} tokens")
+    sys.exit(1)
+r = lg[n_prompt - 1 + i]
+gap = float(r[want[i]] - r[got[i]]) / float(np.abs(r).max())
+print(sys.argv[2], f"GPU greedy leaves transformers' at token {i}: reference gap {gap:.1e}", got)
+sys.exit(gap > 4e-2)
 PY
 		done
 		step "fi-bench, 2B-4T shape, random ternary weights"

@@ -24,11 +24,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_be.h"
 #include "base/quant.h"
 #include "gpu_util.h"
+#include "model/image.h"
 #include "model/model.h"
 #include "../unit/util.h"
 
@@ -306,21 +308,38 @@ static int32_t *ref_ids(const char *name, int *np, int *rows)
 	return ids;
 }
 
-static struct fi_model *open_model(struct fi_backend *be, const char *name, int *s)
+/* The checkpoint through an image, as fi-load and fi-decode take it: fi_model_load_hf reads
+ * plain float checkpoints only, and BitNet's weight_scale tensors need the conversion. The
+ * image stays open while the model uses it (the CPU backend maps its weights). */
+static struct fi_image *open_image(const char *name)
+{
+	char dir[] = "/tmp/fi-bitnet-gpu.XXXXXX", img[64];
+	struct fi_image *im;
+	ck_assert(mkdtemp(dir));
+	snprintf(img, sizeof img, "%s/m.fim", dir);
+	ck_assert_msg(!fi_image_convert_hf(fi_test_fixture(name), img, FI_DT_BF16, FI_IMAGE_OVERWRITE),
+		      "%s: %s", name, fi_errmsg());
+	ck_assert_msg(!fi_image_open(img, &im), "%s: %s", name, fi_errmsg());
+	unlink(img);
+	rmdir(dir);
+	return im;
+}
+
+static struct fi_model *open_model(struct fi_backend *be, const struct fi_image *im, int *s)
 {
 	struct fi_model *m;
-	ck_assert_msg(!fi_model_load_hf(fi_test_fixture(name), be, &m), "%s: %s", be->ops->name,
+	ck_assert_msg(!fi_model_load(&im->config, &im->set, be, &m), "%s: %s", be->ops->name,
 		      fi_errmsg());
 	ck_assert_int_eq(fi_model_seq_new(m, s), FI_OK);
 	return m;
 }
 
 /* Logits of ids[0..n) teacher-forced: in one forward, or one token a step. */
-static float *logits(struct fi_backend *be, const char *name, const int32_t *ids, int n,
+static float *logits(struct fi_backend *be, const struct fi_image *im, const int32_t *ids, int n,
 		     int one_by_one, int *V)
 {
 	int s;
-	struct fi_model *m = open_model(be, name, &s);
+	struct fi_model *m = open_model(be, im, &s);
 	float *lg;
 	*V = fi_model_config(m)->vocab;
 	lg = fi_test_rows(m, s, ids, n, *V, one_by_one);
@@ -333,9 +352,12 @@ START_TEST(test_models)
 	const char *name = models[_i];
 	int np, rows, V;
 	int32_t *ids = ref_ids(name, &np, &rows);
+	struct fi_image *im = open_image(name);
+	float *ref = NULL; /* the CPU's teacher-forced rows (at transformers' f32 level: test_bitnet) */
+	double err = 0;    /* the GPU's worst row error against them, both ways */
 	for (int way = 0; way < 2; way++) {
-		float *c = logits(P.cpu, name, ids, rows, way, &V);
-		float *g = logits(P.gpu, name, ids, rows, way, &V);
+		float *c = logits(P.cpu, im, ids, rows, way, &V);
+		float *g = logits(P.gpu, im, ids, rows, way, &V);
 		double worst = 0, mean = 0;
 		int top1 = 0, worst_row = 0;
 		for (int r = 0; r < rows; r++) {
@@ -355,12 +377,16 @@ START_TEST(test_models)
 		ck_assert_msg(worst <= 4e-2 && mean <= 2e-2 && top1 * 10 >= rows * 9,
 			      "%s %s: worst %g mean %g top-1 %d/%d", name, way ? "decode" : "full",
 			      worst, mean, top1, rows);
-		free(c);
+		err = fmax(err, worst);
+		if (way == 0)
+			ref = c;
+		else
+			free(c);
 		free(g);
 	}
 	{ /* greedy on the GPU: the prompt, then a token a step (graphs), against transformers */
 		int s, nr, n = rows - np, same = 1;
-		struct fi_model *m = open_model(P.gpu, name, &s);
+		struct fi_model *m = open_model(P.gpu, im, &s);
 		int32_t *seq = malloc(sizeof *seq * (size_t)np), tok, *got = malloc(sizeof *got * n);
 		for (int i = 0; i < np; i++)
 			seq[i] = s;
@@ -376,16 +402,35 @@ START_TEST(test_models)
 					      fi_errmsg());
 			}
 		}
+		/* bf16 activations may leave the f32 path where its top two are within the GPU's own
+		 * error; anywhere else a different token is a fault. */
+		int left = -1;
+		double gap = 0;
+		for (int i = 0; i < n && left < 0; i++)
+			if (got[i] != ids[np + i]) {
+				const float *r = ref + (size_t)(np - 1 + i) * V;
+				double mx = 0;
+				for (int v = 0; v < V; v++)
+					mx = fmax(mx, fabs(r[v]));
+				left = i;
+				gap = ((double)r[ids[np + i]] - r[got[i]]) / mx;
+			}
 		printf("%-18s greedy %d tokens on the GPU: %s [", name, n,
 		       same ? "identical to transformers'" : "DIFFER");
 		for (int i = 0; i < n; i++)
 			printf("%s%d", i ? ", " : "", got[i]);
-		printf("]\n");
-		ck_assert_msg(same, "%s: GPU greedy tokens differ from ref.json", name);
+		printf("]");
+		if (left >= 0)
+			printf(" left at %d, reference gap %.1e (GPU row error %.1e)", left, gap, err);
+		printf("\n");
+		ck_assert_msg(same || gap <= 2 * err, "%s: GPU greedy leaves transformers' at %d, gap %g",
+			      name, left, gap);
 		fi_model_close(m);
 		free(seq);
 		free(got);
 	}
+	free(ref);
+	fi_image_close(im);
 	free(ids);
 }
 END_TEST
