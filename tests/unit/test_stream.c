@@ -302,6 +302,31 @@ START_TEST(test_zmq_bad_frames)
 }
 END_TEST
 
+/* A repeat within a second (timeout(1) signals its child, then its process group) is the same
+ * request; a second signal later ends the process. */
+START_TEST(test_second_signal)
+{
+	for (int later = 0; later < 2; later++) {
+		int st;
+		pid_t p = fork();
+		ck_assert_int_ge(p, 0);
+		if (!p) {
+			fi_stream_catch_signals();
+			raise(SIGINT);
+			if (later)
+				sleep(3);
+			raise(SIGINT);
+			_exit(fi_stream_interrupted() ? 0 : 1);
+		}
+		ck_assert_int_eq(waitpid(p, &st, 0), p);
+		if (later)
+			ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGINT, "a later second signal did not end it");
+		else
+			ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a repeat at once ended it");
+	}
+}
+END_TEST
+
 START_TEST(test_interrupt_and_timeout)
 {
 	struct fi_stream *in;
@@ -497,6 +522,7 @@ int main(void)
 	tcase_add_test(tc, test_slow_consumer_hwm);
 	tcase_add_test(tc, test_zmq_bad_frames);
 	tcase_add_test(tc, test_interrupt_and_timeout);
+	tcase_add_test(tc, test_second_signal);
 	tcase_add_test(tc, test_drain_after_signal);
 	tcase_add_test(tc, test_bad_specs);
 	tcase_add_test(tc, test_curve);
