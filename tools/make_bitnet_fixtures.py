@@ -20,6 +20,13 @@ Greedy tokens come from a plain argmax loop over full-sequence forwards; the scr
 that the top-2 margin is far above the int8 activation error.
 
 Run from the repository root:  python3 tools/make_bitnet_fixtures.py [NAME...]
+
+  python3 tools/make_bitnet_fixtures.py --bf16 [NAME...]
+adds transformers' own bf16 forward to the committed fixtures' ref.json, measured as the GPU
+test (tests/gpu/test_bitnet_gpu.c) measures fi's GPU: per row max |a - b| / max |b| against the
+f32 logits. bf16 activations move the int8 activation codes at rounding boundaries, so this is
+the error level a bf16 path through the same quantizer reaches:
+  bf16_maxrel_mean, bf16_maxrel_worst, bf16_top1, bf16_greedy_match
 """
 import json
 import os
@@ -142,6 +149,40 @@ def make(name, seed):
           f"min top-2 margin {margin:.3g}")
 
 
+def bf16_baseline(name):
+    d = os.path.join(OUT, name)
+    with open(os.path.join(d, "ref.json")) as f:
+        ref = json.load(f)
+    model = transformers.BitNetForCausalLM.from_pretrained(
+        d, dtype=torch.float32, attn_implementation="eager").eval()
+    prompt, greedy, V, rows = ref["prompt"], ref["greedy"], ref["vocab"], ref["rows"]
+    want = torch.from_numpy(np.fromfile(os.path.join(d, ref["logits"]), dtype="<f4")
+                            .reshape(rows, V).copy())
+    f32 = logits_of(model, prompt + greedy)
+    f32_err = float((f32 - want).abs().max() / want.abs().max())
+    assert torch.equal(f32.argmax(-1), want.argmax(-1)) and f32_err < 1e-4, (name, f32_err)
+    # loaded in bf16 (BitLinear's unpacking takes its dtype from the load), then the float32
+    # embeddings and norms of the checkpoint converted too
+    mb = transformers.BitNetForCausalLM.from_pretrained(
+        d, dtype=torch.bfloat16, attn_implementation="eager").eval().to(torch.bfloat16)
+    lb = logits_of(mb, prompt + greedy)
+    rel = (lb - want).abs().max(-1).values / want.abs().max(-1).values
+    top1 = int((lb.argmax(-1) == want.argmax(-1)).sum())
+    s, match = list(prompt), len(greedy)
+    for i in range(len(greedy)):
+        t = int(torch.argmax(logits_of(mb, s)[-1]))
+        if t != greedy[i]:
+            match = i
+            break
+        s.append(t)
+    ref.update(bf16_maxrel_mean=float(rel.mean()), bf16_maxrel_worst=float(rel.max()),
+               bf16_top1=top1, bf16_greedy_match=match)
+    with open(os.path.join(d, "ref.json"), "w") as f:
+        json.dump(ref, f, indent=1)
+    print(f"{name}: HF bf16 vs f32 (max-abs per row): mean {float(rel.mean()):.2e} "
+          f"worst {float(rel.max()):.2e} top-1 {top1}/{rows} greedy {match}/{len(greedy)}")
+
+
 def make_bad():
     """tests/fixtures/bad_quant/bitnet_*: the bitnet fixture broken one way each (no
     reference: fi-load must name what is wrong)."""
@@ -170,6 +211,10 @@ def make_bad():
 
 def main():
     torch.set_num_threads(1)
+    if sys.argv[1:2] == ["--bf16"]:
+        for name in sys.argv[2:] or list(FIXTURES):
+            bf16_baseline(name)
+        return
     names = sys.argv[1:] or list(FIXTURES) + ["bad"]
     for i, name in enumerate(FIXTURES):
         if name in names:

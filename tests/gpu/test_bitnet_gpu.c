@@ -308,6 +308,31 @@ static int32_t *ref_ids(const char *name, int *np, int *rows)
 	return ids;
 }
 
+/* transformers' own bf16 forward against the same f32 reference, as ref.json records it
+ * (tools/make_bitnet_fixtures.py --bf16; 0 where absent). */
+struct baseline {
+	double mean, worst;
+	int top1;
+};
+
+static int imin(int a, int b) { return a < b ? a : b; }
+static int imax(int a, int b) { return a > b ? a : b; }
+
+static struct baseline bf16_baseline(const char *name)
+{
+	char p[512];
+	json_error_t je;
+	json_t *o;
+	struct baseline b = {0, 0, 0};
+	snprintf(p, sizeof p, "%s/ref.json", fi_test_fixture(name));
+	ck_assert_msg((o = json_load_file(p, 0, &je)), "%s: %s", p, je.text);
+	b.mean = json_number_value(json_object_get(o, "bf16_maxrel_mean"));
+	b.worst = json_number_value(json_object_get(o, "bf16_maxrel_worst"));
+	b.top1 = (int)json_integer_value(json_object_get(o, "bf16_top1"));
+	json_decref(o);
+	return b;
+}
+
 /* The checkpoint through an image, as fi-load and fi-decode take it: fi_model_load_hf reads
  * plain float checkpoints only, and BitNet's weight_scale tensors need the conversion. The
  * image stays open while the model uses it (the CPU backend maps its weights). */
@@ -353,6 +378,7 @@ START_TEST(test_models)
 	int np, rows, V;
 	int32_t *ids = ref_ids(name, &np, &rows);
 	struct fi_image *im = open_image(name);
+	const struct baseline hb = bf16_baseline(name);
 	float *ref = NULL; /* the CPU's teacher-forced rows (at transformers' f32 level: test_bitnet) */
 	double err = 0;    /* the GPU's worst row error against them, both ways */
 	for (int way = 0; way < 2; way++) {
@@ -374,7 +400,16 @@ START_TEST(test_models)
 		}
 		printf("%-18s %-6s rows %d: top-1 %d, mean err %.2e, worst %.2e (row %d)\n", name,
 		       way ? "decode" : "full", rows, top1, mean, worst, worst_row);
-		ck_assert_msg(worst <= 4e-2 && mean <= 2e-2 && top1 * 10 >= rows * 9,
+		/* bf16 activations move int8 codes at rounding boundaries: the limits are those of a
+		 * bf16 path, loosened to 1.5x transformers' own bf16 error on the fixture where
+		 * ref.json records it (as test_model_hf's rule; NOTES) */
+		const double lim_mean = fmax(2e-2, 1.5 * hb.mean), lim_worst = fmax(4e-2, 1.5 * hb.worst);
+		const int lim_top1 = hb.top1 ? imin((rows * 9 + 9) / 10, hb.top1 - imax(2, rows / 50))
+					     : (rows * 9 + 9) / 10;
+		printf("%-18s %-6s limits: mean %.2e, worst %.2e, top-1 %d (HF bf16: %.2e, %.2e, %d)\n",
+		       name, way ? "decode" : "full", lim_mean, lim_worst, lim_top1, hb.mean, hb.worst,
+		       hb.top1);
+		ck_assert_msg(worst <= lim_worst && mean <= lim_mean && top1 >= lim_top1,
 			      "%s %s: worst %g mean %g top-1 %d/%d", name, way ? "decode" : "full",
 			      worst, mean, top1, rows);
 		err = fmax(err, worst);
