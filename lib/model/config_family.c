@@ -82,8 +82,13 @@ static fi_err gemma3_rope(const struct fi_cfg_src *s, struct fi_config *c)
 	json_t *rp = json_object_get(s->o, "rope_parameters"), *full, *sl;
 	if (rp && json_is_object(rp) && (full = json_object_get(rp, "full_attention"))) {
 		char file[256];
-		json_t *wrap;
+		json_t *wrap, *legacy = json_object_get(s->o, "rope_scaling");
 		fi_err e;
+		/* the legacy key was parsed first (fi_cfg_parse_rope); two scalings for the global
+		 * layers would leave one's factors under the other's type */
+		if (legacy && !json_is_null(legacy))
+			return fi_fail(FI_EFORMAT, "%s: both 'rope_scaling' and per-layer 'rope_parameters' "
+				       "are given: keep one", s->file);
 		snprintf(file, sizeof file, "%s: rope_parameters.full_attention", s->file);
 		if (!json_is_object(full))
 			return fi_fail(FI_EFORMAT, "%s is not an object", file);

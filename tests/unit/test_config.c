@@ -231,6 +231,10 @@ static const struct err_case {
 	{"theta below one", "{\"rope_theta\":0.5}", NULL, FI_ERANGE, "'rope_theta' = 0.5 is out of range"},
 	{"theta huge in rope_parameters", "{\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":1e300}}",
 	 NULL, FI_ERANGE, "'rope_theta' = 1e+300 is out of range"},
+	{"gemma3 two rope scalings", "{\"architectures\":[\"Gemma3ForCausalLM\"],\"model_type\":\"gemma3_text\","
+	 "\"rope_scaling\":{\"rope_type\":\"linear\",\"factor\":8.0},\"rope_parameters\":{\"full_attention\":"
+	 "{\"rope_type\":\"default\",\"rope_theta\":1000000.0}}}", NULL, FI_EFORMAT,
+	 "both 'rope_scaling' and per-layer 'rope_parameters' are given"},
 	{"max pos one", "{\"max_position_embeddings\":1}", NULL, FI_ERANGE,
 	 "'max_position_embeddings' = 1 is out of range [16, 16777216]"},
 	{"model_type other family", "{\"model_type\":\"qwen3\"}", NULL, FI_EFORMAT,
