@@ -160,13 +160,19 @@ struct layer_list {
 	int64_t sh[20][2];
 };
 
-/* Layer l's tensors. Optional ones take a slot only when configured; the Llama family's
- * order is that of its images. Experts come after the router, before the post norm. */
-static void layer_list(const struct fi_config *c, int l, struct layer_list *o)
+static int layer_is_moe(const struct fi_config *c, int l)
+{
+	return (fi_config_layer(c, l) & FI_LAYER_MOE) && c->n_experts > 0;
+}
+
+/* The tensors of a dense (moe 0) or mixture-of-experts layer: a layer's list depends on its
+ * index only through that bit. Optional ones take a slot only when configured; the Llama
+ * family's order is that of its images. Experts come after the router, before the post
+ * norm. */
+static void layer_kind(const struct fi_config *c, int moe, struct layer_list *o)
 {
 	const int64_t D = c->hidden, F = c->ffn, hd = c->head_dim;
 	const int64_t q = (int64_t)c->n_heads * hd, kv = (int64_t)c->n_kv_heads * hd;
-	const int moe = (fi_config_layer(c, l) & FI_LAYER_MOE) && c->n_experts > 0;
 	int per = 0;
 #define L(n, dd, a, b) (o->name[per] = (n), o->nd[per] = (dd), o->sh[per][0] = (a), \
 			o->sh[per][1] = (b), per++)
@@ -213,6 +219,11 @@ static void layer_list(const struct fi_config *c, int l, struct layer_list *o)
 	o->experts = moe ? 3 * c->n_experts : 0;
 }
 
+static void layer_list(const struct fi_config *c, int l, struct layer_list *o)
+{
+	layer_kind(c, layer_is_moe(c, l), o);
+}
+
 /* Tensor k of a layer list: engine name and shape. */
 static void layer_tensor(const struct fi_config *c, int l, const struct layer_list *o, int k,
 			 struct fi_expected *e)
@@ -256,14 +267,18 @@ int fi_expected_tensor(const struct fi_config *c, int i, struct fi_expected *e)
 			return 1;
 		}
 		i -= c->n_layers * o.n;
-	} else { /* layers may differ (MoE and dense ones): walk them */
+	} else { /* layers may differ (MoE and dense ones): skip whole layers by their kind's
+		  * count, so a call costs one pass over the layer bits, not a list per layer */
+		struct layer_list kind[2];
+		layer_kind(c, 0, &kind[0]);
+		layer_kind(c, 1, &kind[1]);
 		for (int l = 0; l < c->n_layers; l++) {
-			layer_list(c, l, &o);
-			if (i < o.n + o.experts) {
-				layer_tensor(c, l, &o, i, e);
+			const struct layer_list *k = &kind[layer_is_moe(c, l)];
+			if (i < k->n + k->experts) {
+				layer_tensor(c, l, k, i, e);
 				return 1;
 			}
-			i -= o.n + o.experts;
+			i -= k->n + k->experts;
 		}
 	}
 	if (i == 0) {
@@ -277,6 +292,39 @@ int fi_expected_tensor(const struct fi_config *c, int i, struct fi_expected *e)
 	return 0;
 }
 
+/* Every expected tensor in order, as fi_expected_tensor(c, 0), (c, 1), ... gives them, in
+ * one pass: a config of many experts and layers lists its tensors in linear time. Stops at
+ * the first fn that returns nonzero and returns that. */
+static int expected_each(const struct fi_config *c,
+			 int (*fn)(void *ctx, const struct fi_expected *e), void *ctx)
+{
+	struct fi_expected e;
+	struct layer_list kind[2];
+	int r;
+	set(&e, "tok_embd", 2, c->vocab, c->hidden);
+	if ((r = fn(ctx, &e)))
+		return r;
+	layer_kind(c, 0, &kind[0]);
+	layer_kind(c, 1, &kind[1]);
+	for (int l = 0; l < c->n_layers; l++) {
+		/* uniform layers all take layer 0's list, as fi_expected_tensor does */
+		const struct layer_list *k = &kind[layer_is_moe(c, fi_config_is_arch(c) ? l : 0)];
+		for (int t = 0; t < k->n + (fi_config_is_arch(c) ? k->experts : 0); t++) {
+			layer_tensor(c, l, k, t, &e);
+			if ((r = fn(ctx, &e)))
+				return r;
+		}
+	}
+	set(&e, "out_norm", 1, c->hidden, 0);
+	if ((r = fn(ctx, &e)))
+		return r;
+	if (!c->tie_embeddings) {
+		set(&e, "output", 2, c->vocab, c->hidden);
+		return fn(ctx, &e);
+	}
+	return 0;
+}
+
 static void shape_str(char *buf, size_t sz, const int64_t *s, int nd)
 {
 	size_t o = (size_t)snprintf(buf, sz, "[");
@@ -286,11 +334,40 @@ static void shape_str(char *buf, size_t sz, const int64_t *s, int nd)
 		snprintf(buf + o, sz - o, "]");
 }
 
+struct check {
+	const struct fi_tensor_set *ts;
+	json_t *want, *have;
+};
+
+/* One expected tensor: present, with its shape. Returns the error, or FI_OK. */
+static int check_one(void *ctx, const struct fi_expected *e)
+{
+	struct check *k = ctx;
+	json_t *h = json_object_get(k->have, e->name);
+	const struct fi_tensor *t;
+	char a[160], b[160];
+	int same;
+	shape_str(a, sizeof a, e->shape, e->ndim);
+	json_object_set_new(k->want, e->name, json_true());
+	if (!h)
+		return fi_fail(FI_EMISMATCH, "tensor '%s' %s is missing", e->name, a);
+	t = &k->ts->t[json_integer_value(h)];
+	same = t->ndim == e->ndim;
+	for (int d = 0; same && d < e->ndim; d++)
+		same = t->shape[d] == e->shape[d];
+	if (same)
+		return FI_OK;
+	shape_str(b, sizeof b, t->shape, t->ndim < FI_MAX_DIMS ? t->ndim : FI_MAX_DIMS);
+	if (t->ndim != e->ndim)
+		return fi_fail(FI_EMISMATCH, "tensor '%s' has %d dims %s, expected %d dims %s",
+			       e->name, t->ndim, b, e->ndim, a);
+	return fi_fail(FI_EMISMATCH, "tensor '%s' has shape %s, expected %s", e->name, b, a);
+}
+
 fi_err fi_config_check(const struct fi_config *c, const struct fi_tensor_set *ts)
 {
-	struct fi_expected e;
-	json_t *want = NULL, *have = NULL;
-	char a[160], b[160];
+	struct check k = {ts, NULL, NULL};
+	char b[160];
 	fi_err err = FI_OK;
 
 	if (c->hidden <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
@@ -299,60 +376,42 @@ fi_err fi_config_check(const struct fi_config *c, const struct fi_tensor_set *ts
 	if (c->n_heads % c->n_kv_heads)
 		return fi_fail(FI_EMISMATCH, "config: 'num_attention_heads' (%d) is not a multiple of "
 			       "'num_key_value_heads' (%d)", c->n_heads, c->n_kv_heads);
-	want = json_object();
-	have = json_object();
-	if (!want || !have) {
+	k.want = json_object();
+	k.have = json_object();
+	if (!k.want || !k.have) {
 		err = fi_fail(FI_ENOMEM, "out of memory");
 		goto out;
 	}
 	for (int i = 0; i < ts->n; i++) {
-		if (json_object_get(have, ts->t[i].name)) {
+		if (json_object_get(k.have, ts->t[i].name)) {
 			err = fi_fail(FI_EMISMATCH, "tensor '%s' appears twice", ts->t[i].name);
 			goto out;
 		}
-		json_object_set_new(have, ts->t[i].name, json_integer(i));
+		json_object_set_new(k.have, ts->t[i].name, json_integer(i));
 	}
-	for (int i = 0; fi_expected_tensor(c, i, &e); i++) {
-		json_t *h = json_object_get(have, e.name);
-		const struct fi_tensor *t;
-		int same;
-		shape_str(a, sizeof a, e.shape, e.ndim);
-		json_object_set_new(want, e.name, json_true());
-		if (!h) {
-			err = fi_fail(FI_EMISMATCH, "tensor '%s' %s is missing", e.name, a);
-			goto out;
-		}
-		t = &ts->t[json_integer_value(h)];
-		same = t->ndim == e.ndim;
-		for (int d = 0; same && d < e.ndim; d++)
-			same = t->shape[d] == e.shape[d];
-		if (!same) {
-			shape_str(b, sizeof b, t->shape, t->ndim < FI_MAX_DIMS ? t->ndim : FI_MAX_DIMS);
-			if (t->ndim != e.ndim)
-				err = fi_fail(FI_EMISMATCH, "tensor '%s' has %d dims %s, expected %d dims %s",
-					      e.name, t->ndim, b, e.ndim, a);
-			else
-				err = fi_fail(FI_EMISMATCH, "tensor '%s' has shape %s, expected %s", e.name, b, a);
-			goto out;
-		}
-	}
+	if ((err = (fi_err)expected_each(c, check_one, &k)))
+		goto out;
 	for (int i = 0; i < ts->n; i++)
-		if (!json_object_get(want, ts->t[i].name)) {
+		if (!json_object_get(k.want, ts->t[i].name)) {
 			shape_str(b, sizeof b, ts->t[i].shape, ts->t[i].ndim);
 			err = fi_fail(FI_EMISMATCH, "unexpected tensor '%s' %s", ts->t[i].name, b);
 			goto out;
 		}
 out:
-	json_decref(want);
-	json_decref(have);
+	json_decref(k.want);
+	json_decref(k.have);
 	return err;
+}
+
+static int count_one(void *ctx, const struct fi_expected *e)
+{
+	*(long long *)ctx += e->ndim == 2 ? e->shape[0] * e->shape[1] : e->shape[0];
+	return 0;
 }
 
 long long fi_config_params(const struct fi_config *c)
 {
-	struct fi_expected e;
 	long long n = 0;
-	for (int i = 0; fi_expected_tensor(c, i, &e); i++)
-		n += e.ndim == 2 ? e.shape[0] * e.shape[1] : e.shape[0];
+	expected_each(c, count_one, &n);
 	return n;
 }

@@ -712,6 +712,68 @@ START_TEST(test_check_real)
 }
 END_TEST
 
+/* fi_config_params and fi_config_check walk the expected tensors in one pass; they must see
+ * the list fi_expected_tensor gives, in the same order, for dense, mixed MoE and uniform
+ * configs. The Qwen3-30B-A3B shape lists 18,867 tensors; with mlp_only_layers its layers
+ * differ. */
+START_TEST(test_expected_walk)
+{
+	static const char *const dirs[] = {"hf/mixtral", "hf/qwen3_moe", "hf/gemma2", "hf/phi3_longrope",
+					   "hf/gemma3"};
+	static const char big[] =
+		"{\"architectures\":[\"Qwen3MoeForCausalLM\"],\"hidden_size\":2048,\"num_hidden_layers\":48,"
+		"\"num_attention_heads\":32,\"num_key_value_heads\":4,\"head_dim\":128,"
+		"\"intermediate_size\":6144,\"moe_intermediate_size\":768,\"num_experts\":128,"
+		"\"num_experts_per_tok\":8,\"vocab_size\":151936,\"mlp_only_layers\":[0,47],"
+		"\"decoder_sparse_step\":2,\"max_position_embeddings\":40960,\"rms_norm_eps\":1e-6}";
+	for (size_t d = 0; d <= sizeof dirs / sizeof dirs[0]; d++) {
+		struct fi_config c;
+		struct fi_expected e;
+		struct fi_tensor_set ts = {0, NULL};
+		struct fi_tensor *t;
+		char (*names)[64];
+		long long sum = 0;
+		int n = 0;
+		if (d < sizeof dirs / sizeof dirs[0])
+			ck_assert_msg(!fi_config_load_dir(fi_test_fixture(dirs[d]), &c), "%s", fi_errmsg());
+		else
+			ck_assert_msg(!fi_config_parse(big, sizeof big - 1, NULL, 0, &c), "%s", fi_errmsg());
+		while (fi_expected_tensor(&c, n, &e))
+			n++;
+		t = calloc((size_t)n, sizeof *t);
+		names = calloc((size_t)n, sizeof *names);
+		ck_assert(t && names);
+		/* reversed, so a walk that only matched positions would fail */
+		for (int i = 0; i < n; i++) {
+			struct fi_tensor *r = &t[n - 1 - i];
+			ck_assert(fi_expected_tensor(&c, i, &e));
+			sum += e.ndim == 2 ? e.shape[0] * e.shape[1] : e.shape[0];
+			snprintf(names[i], 64, "%s", e.name);
+			r->name = names[i];
+			r->dtype = FI_DT_BF16;
+			r->ndim = e.ndim;
+			r->shape[0] = e.shape[0];
+			r->shape[1] = e.shape[1];
+		}
+		ts.n = n;
+		ts.t = t;
+		ck_assert_int_eq(fi_config_params(&c), sum);
+		ck_assert_msg(fi_config_check(&c, &ts) == FI_OK, "%s: %s", d < 5 ? dirs[d] : "big",
+			      fi_errmsg());
+		if (d == sizeof dirs / sizeof dirs[0]) {
+			/* step 2: odd layers are MoE, less layer 47 (mlp_only): 23 MoE (router and
+			 * 3 per expert), 25 dense (gate, up, down); 8 attention tensors each */
+			ck_assert_int_eq(n, 3 + 48 * 8 + 25 * 3 + 23 * (1 + 3 * 128));
+			t[0].shape[0]++; /* the last expected tensor, now the wrong shape */
+			ck_assert_int_eq(fi_config_check(&c, &ts), FI_EMISMATCH);
+			ck_assert_ptr_nonnull(strstr(fi_errmsg(), "expected"));
+		}
+		free(t);
+		free(names);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -729,6 +791,7 @@ int main(void)
 	tcase_add_test(tc, test_generation_config);
 	tcase_add_loop_test(tc, test_check, 0, sizeof check_cases / sizeof check_cases[0]);
 	tcase_add_test(tc, test_check_real);
+	tcase_add_test(tc, test_expected_walk);
 	suite_add_tcase(s, tc);
 	return fi_test_run(s);
 }
