@@ -67,6 +67,8 @@ struct rworker {
 	struct rload load;
 	uint32_t inflight;      /* requests sent and not ended */
 	uint64_t inflight_tokens; /* their prompt tokens not cached there */
+	double recent;          /* tokens of work given lately (route_workers.c), decayed ... */
+	uint64_t recent_at;     /* ... to the dispatch count r->n_sent */
 	struct kset held;       /* prefix blocks it is believed to hold */
 	int events;             /* KV events arrived: held follows them, not what was sent */
 	void *sub;              /* SUB on its kv_events endpoint, or NULL */
@@ -131,6 +133,7 @@ struct fi_route {
 	uint64_t *cancels;       /* rids the front gave up on */
 	size_t ncancel, capcancel;
 	uint64_t next_rid;
+	uint64_t n_sent;         /* requests dispatched: the clock of rworker.recent */
 	struct fi_buf buf;
 	/* counters and histograms (/metrics) */
 	uint64_t n_req, n_done, n_err, n_retry, n_cancel, n_http, n_429, n_badframe;
@@ -148,6 +151,7 @@ void route_kv_event(struct fi_route *r, struct rworker *w);
 void route_kv_replay(struct fi_route *r, struct rworker *w);
 struct rworker *route_pick(struct fi_route *r, struct rreq *q);
 void route_note_sent(struct fi_route *r, struct rworker *w, struct rreq *q);
+void route_note_work(struct fi_route *r, struct rworker *w, double tokens); /* tokens generated */
 /* route_req.c: a request's way through the router, called by route_core.c's loop */
 void route_req_free(struct rreq *q);
 void route_to_http(struct hreq *h, const struct fi_frame *f);

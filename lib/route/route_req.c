@@ -427,6 +427,7 @@ static void pass_back(struct fi_route *r, struct rworker *w, struct fi_frame *f)
 			rhist_add(&r->ttft, (route_now_ms() - q->t_arrive) / 1e3);
 		w->n_done++;
 		r->n_done++;
+		route_note_work(r, w, f->done.gen_tokens);
 		reply(r, q, f);
 		req_end(r, q);
 	} else if (f->type == FI_FRAME_ERROR) {
