@@ -726,6 +726,11 @@ char *route_metrics(struct fi_route *r)
 			fprintf(f, "%s{worker=\"%s\"} %g\n", g[k][0], w->name, v);
 		}
 	}
+	fprintf(f, "# HELP fi_worker_requests_total Requests sent to the worker (retries included).\n"
+		   "# TYPE fi_worker_requests_total counter\n");
+	for (int i = 0; i < r->nw; i++)
+		fprintf(f, "fi_worker_requests_total{worker=\"%s\"} %" PRIu64 "\n", r->w[i]->name,
+			r->w[i]->n_sent);
 	hist(f, "fi_route_ttft_seconds", "Time from a request's arrival to its first token.", &r->ttft);
 	hist(f, "fi_route_itl_seconds", "Time between a request's tokens.", &r->itl);
 	pthread_mutex_unlock(&r->mu);

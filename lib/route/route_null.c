@@ -1,6 +1,6 @@
 /* route_null: a worker without a model, for tests and for measuring the router alone. It
- * speaks the worker side of the protocol (fi-frame(5)): hello, load every 100 ms, bye; it
- * answers each request with `tokens` tokens (the prompt's own ids, cycled) and a done frame,
+ * speaks the worker side of the protocol (fi-frame(5)): hello (again every second), load
+ * every 100 ms, bye; it answers each request with `tokens` tokens (the prompt's own ids, cycled) and a done frame,
  * one token per request per step of token_ms, and keeps a simulated prefix cache of
  * kv_blocks blocks (LRU, the scheduler's block keys) whose hits it reports as a real worker
  * does. */
@@ -184,7 +184,7 @@ fi_err fi_null_worker_run(struct fi_null_worker_opts *o)
 	struct nw w = {.o = o};
 	void *ctx = zmq_ctx_new();
 	int zero = 0, hwm = 100000;
-	double last_load = 0, last_step = 0;
+	double last_load = 0, last_step = 0, last_hello;
 	char host[64] = "localhost";
 	if (o->name)
 		snprintf(w.name, sizeof w.name, "%s", o->name);
@@ -205,6 +205,7 @@ fi_err fi_null_worker_run(struct fi_null_worker_opts *o)
 		return e;
 	}
 	send_ctl(&w, "hello");
+	last_hello = route_now_ms();
 	while (!fi_stream_interrupted()) {
 		zmq_pollitem_t it = {w.sock, 0, ZMQ_POLLIN, 0};
 		double now = route_now_ms();
@@ -227,6 +228,10 @@ fi_err fi_null_worker_run(struct fi_null_worker_opts *o)
 		if (w.run && (o->token_ms <= 0 || now - last_step >= o->token_ms)) {
 			step(&w);
 			last_step = now;
+		}
+		if (now - last_hello >= 1000) { /* as fi-decode: a restarted router registers us */
+			send_ctl(&w, "hello");
+			last_hello = now;
 		}
 		if (now - last_load >= 100) {
 			send_ctl(&w, "load");
