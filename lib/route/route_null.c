@@ -13,6 +13,7 @@
 
 #include "base/log.h"
 #include "frame/stream.h"
+#include "frame/stream_int.h"
 #include "route_int.h"
 
 struct nreq {
@@ -69,7 +70,9 @@ static void send_ctl(struct nw *w, const char *type)
 		KEY("prefix_lookups"), msgpack_pack_uint64(&pk, w->lookups);
 	}
 #undef KEY
-	zmq_send(w->sock, sb.data, sb.size, 0);
+	/* never waited for: with no router to take it (not connected, or refused in the CURVE
+	 * handshake) a DEALER's send blocks, and the next hello says it again */
+	zmq_send(w->sock, sb.data, sb.size, ZMQ_DONTWAIT);
 	msgpack_sbuffer_destroy(&sb);
 }
 
@@ -198,6 +201,29 @@ fi_err fi_null_worker_run(struct fi_null_worker_opts *o)
 	zmq_setsockopt(w.sock, ZMQ_LINGER, &zero, sizeof zero);
 	zmq_setsockopt(w.sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
 	zmq_setsockopt(w.sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+	if (strstr(o->router, "://[")) { /* an IPv6 address */
+		int one = 1;
+		zmq_setsockopt(w.sock, ZMQ_IPV6, &one, sizeof one);
+	}
+	if (o->curve_key) {
+		uint8_t pub[32], sec[32], srv[32];
+		int has;
+		fi_err e = fi_curve_load(o->curve_key, pub, sec, srv, &has);
+		if (!e && !has)
+			e = fi_fail(FI_EINVAL, "'%s': connecting with CURVE needs a server-key line", o->curve_key);
+		if (!e && (zmq_setsockopt(w.sock, ZMQ_CURVE_SERVERKEY, srv, 32) ||
+			   zmq_setsockopt(w.sock, ZMQ_CURVE_PUBLICKEY, pub, 32) ||
+			   zmq_setsockopt(w.sock, ZMQ_CURVE_SECRETKEY, sec, 32)))
+			e = fi_fail(FI_EUNSUPPORTED, "CURVE: %s (libzmq without libsodium?)",
+				    zmq_strerror(zmq_errno()));
+		if (e) {
+			kset_clear(&w.pool);
+			rmap_free(&w.pool.map);
+			zmq_close(w.sock);
+			zmq_ctx_term(ctx);
+			return e;
+		}
+	}
 	if (zmq_connect(w.sock, o->router)) {
 		fi_err e = fi_fail(FI_EIO, "cannot connect '%s': %s", o->router, zmq_strerror(zmq_errno()));
 		zmq_close(w.sock);
