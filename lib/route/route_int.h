@@ -36,6 +36,16 @@ void kset_touch(struct kset *s, const fi_arena_key *k); /* insert or refresh; ev
 void kset_remove(struct kset *s, const fi_arena_key *k);
 void kset_clear(struct kset *s);
 
+/* ---- addresses (route_addr.c) ---- */
+struct sockaddr_storage;
+/* A tcp:// endpoint to bind: 1 when loopback (127.0.0.0/8, localhost, [::1], an empty host
+ * or *, which bind 127.0.0.1), the address to bind in out, *v6 when its host is IPv6 (in
+ * brackets: ZMQ_IPV6 needed). */
+int route_tcp_loopback(const char *ep, char *out, size_t cap, int *v6);
+/* --http [ADDR:]PORT (ADDR IPv4, or IPv6 in brackets; default 127.0.0.1) as a socket
+ * address (sin or sin6), and whether it is loopback. */
+fi_err route_http_addr(const char *spec, struct sockaddr_storage *sa, int *loopback);
+
 /* ---- msgpack helpers (route_mp.c) ---- */
 const msgpack_object *mp_get(const msgpack_object *map, const char *key);
 int mp_str(const msgpack_object *map, const char *key, char *out, size_t cap); /* 0 ok */

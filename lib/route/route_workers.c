@@ -79,8 +79,10 @@ void route_worker_hello(struct fi_route *r, const uint8_t *ident, size_t ilen, i
 	w->recent_at = r->n_sent;
 	kset_init(&w->held, w->kv_blocks);
 	if (!mp_str(m, "kv_events", ep, sizeof ep) && *ep) {
-		int zero = 0;
+		int zero = 0, one = 1;
 		w->sub = zmq_socket(r->ctx, ZMQ_SUB);
+		if (w->sub && strstr(ep, "://[")) /* an IPv6 address */
+			zmq_setsockopt(w->sub, ZMQ_IPV6, &one, sizeof one);
 		if (w->sub && (zmq_setsockopt(w->sub, ZMQ_LINGER, &zero, sizeof zero) ||
 			       zmq_setsockopt(w->sub, ZMQ_SUBSCRIBE, "", 0) || zmq_connect(w->sub, ep))) {
 			fi_warn("worker %s: cannot subscribe to its KV events at '%s': %s", w->name, ep,
@@ -90,8 +92,10 @@ void route_worker_hello(struct fi_route *r, const uint8_t *ident, size_t ilen, i
 		}
 	}
 	if (w->sub && !mp_str(m, "kv_events_replay", ep, sizeof ep) && *ep) {
-		int zero = 0;
+		int zero = 0, one = 1;
 		w->rep = zmq_socket(r->ctx, ZMQ_DEALER);
+		if (w->rep && strstr(ep, "://["))
+			zmq_setsockopt(w->rep, ZMQ_IPV6, &one, sizeof one);
 		if (w->rep && (zmq_setsockopt(w->rep, ZMQ_LINGER, &zero, sizeof zero) ||
 			       zmq_connect(w->rep, ep))) {
 			fi_warn("worker %s: cannot connect to its KV event replay at '%s': %s", w->name,
