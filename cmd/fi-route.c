@@ -59,8 +59,8 @@ int main(int argc, char **argv)
 	static const char *const usage[] = {
 		"--workers [-m] [-i] [--http] [--api-key-file] [--curve-key] [--policy] "
 		"[--http-queue] [--max-pending] [-v]",
-		"--null-worker --router [--name] [--null-tokens] [--token-ms] [--kv-blocks] "
-		"[--block-tokens] [--max-batch]",
+		"--null-worker --router [--name] [--curve-key] [--null-tokens] [--token-ms] "
+		"[--kv-blocks] [--block-tokens] [--max-batch]",
 		NULL,
 	};
 	const struct cmd cmd = {.name = "fi-route", .groups = 0, .opts = own, .usage = usage};
@@ -76,6 +76,7 @@ int main(int argc, char **argv)
 		n.kv_blocks = (uint32_t)kvb;
 		n.block_tokens = (uint32_t)bt;
 		n.max_batch = (uint32_t)mb;
+		n.curve_key = o.curve_key; /* its client keys, with the router's server-key */
 		if (fi_null_worker_run(&n))
 			die(EXIT_RUNTIME, NULL);
 		/* what the prefix-affinity measurement reads (fi-route(1), NOTES) */

@@ -68,6 +68,16 @@ fi_err worker_open(struct worker *w, enum worker_mode mode, const struct cmd_arg
 	return fi_stream_open_reply(&w->out, w->in);
 }
 
+static void hello_free(struct worker *w)
+{
+	free(w->hello.hello.role);
+	free(w->hello.hello.model);
+	free(w->hello.hello.kv_events);
+	free(w->hello.hello.kv_replay);
+	memset(&w->hello, 0, sizeof w->hello);
+	w->have_hello = 0;
+}
+
 fi_err worker_close(struct worker *w)
 {
 	fi_err e = FI_OK;
@@ -82,6 +92,7 @@ fi_err worker_close(struct worker *w)
 		e = fi_stream_close(w->out);
 	fi_stream_close(w->in);
 	w->in = w->out = NULL;
+	hello_free(w);
 	return e;
 }
 
@@ -124,29 +135,40 @@ fi_err worker_reply(struct worker *w, const uint8_t *peer, size_t peer_len, cons
 	return e;
 }
 
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
 fi_err worker_hello(struct worker *w, const char *role, const char *model, const uint8_t fp[32],
 		    const uint8_t kv_root[32], uint32_t block_tokens, uint64_t kv_blocks,
 		    uint32_t max_batch, const char *kv_events, const char *kv_replay)
 {
-	struct fi_frame f;
+	struct fi_frame *f = &w->hello;
 	if (w->mode != WORKER_ROUTER)
 		return FI_OK;
-	fi_frame_init(&f, FI_FRAME_HELLO);
-	f.id = w->name;
-	f.hello.role = (char *)role;
-	f.hello.model = (char *)model;
-	memcpy(f.hello.fingerprint, fp, 32);
+	fi_frame_init(f, FI_FRAME_HELLO);
+	f->id = w->name;
+	f->hello.role = dup_or_null(role);
+	f->hello.model = dup_or_null(model);
+	memcpy(f->hello.fingerprint, fp, 32);
 	if (kv_root) {
-		memcpy(f.hello.kv_root, kv_root, 32);
-		f.hello.has_kv_root = 1;
+		memcpy(f->hello.kv_root, kv_root, 32);
+		f->hello.has_kv_root = 1;
 	}
-	f.hello.block_tokens = block_tokens;
-	f.hello.kv_blocks = kv_blocks;
-	f.hello.max_batch = max_batch;
-	f.hello.kv_events = (char *)kv_events;
-	f.hello.kv_replay = (char *)kv_replay;
-	w->t_load = fi_now();
-	return fi_stream_write(w->out, &f);
+	f->hello.block_tokens = block_tokens;
+	f->hello.kv_blocks = kv_blocks;
+	f->hello.max_batch = max_batch;
+	f->hello.kv_events = dup_or_null(kv_events);
+	f->hello.kv_replay = dup_or_null(kv_replay);
+	if ((role && !f->hello.role) || (model && !f->hello.model) ||
+	    (kv_events && !f->hello.kv_events) || (kv_replay && !f->hello.kv_replay)) {
+		hello_free(w);
+		return fi_fail(FI_ENOMEM, "out of memory");
+	}
+	w->have_hello = 1;
+	w->t_load = w->t_hello = fi_now();
+	return fi_stream_write(w->out, f);
 }
 
 fi_err worker_load(struct worker *w, const struct worker_load *ld)
@@ -156,6 +178,14 @@ fi_err worker_load(struct worker *w, const struct worker_load *ld)
 	fi_err e;
 	if (w->mode != WORKER_ROUTER)
 		return FI_OK;
+	/* The hello again every second, never waited for: the router knows this connection
+	 * and only notes it alive, or (restarted, or having taken us for dead) registers it. */
+	if (w->have_hello && now - w->t_hello >= 1.0) {
+		w->t_hello = now;
+		e = fi_stream_write_timeout(w->out, &w->hello, 0);
+		if (e && e != FI_EFULL)
+			return e;
+	}
 	since = (now - w->t_load) * 1000;
 	if (since < 10 || (since < 100 && w->have_last && !memcmp(ld, &w->last, sizeof *ld)))
 		return FI_OK;

@@ -39,7 +39,9 @@ struct worker {
 	uint64_t n_gone_total;
 	/* WORKER_ROUTER */
 	char name[256];
-	double t_load;
+	struct fi_frame hello; /* its hello (strings its own), said again every second */
+	int have_hello;
+	double t_load, t_hello;
 	struct worker_load last;
 	int have_last;
 };
@@ -61,8 +63,9 @@ fi_err worker_reply(struct worker *w, const uint8_t *peer, size_t peer_len, cons
 int worker_is_gone(const struct worker *w, const uint8_t *peer, size_t len);
 void worker_forget_gone(struct worker *w);
 
-/* WORKER_ROUTER: hello (at start) and load frames (every 100 ms, and at most every 10 ms
- * when ld changed). */
+/* WORKER_ROUTER: hello (at start, and again every second from worker_load: a router that
+ * restarted, or that took the worker for dead, registers it again) and load frames (every
+ * 100 ms, and at most every 10 ms when ld changed). */
 fi_err worker_hello(struct worker *w, const char *role, const char *model, const uint8_t fp[32],
 		    const uint8_t kv_root[32], uint32_t block_tokens, uint64_t kv_blocks,
 		    uint32_t max_batch, const char *kv_events, const char *kv_replay);

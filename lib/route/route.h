@@ -116,6 +116,7 @@ void route_http_stop(struct route_http *h);
 /* ---- the null worker (route_null.c): the worker side of the protocol, no model ---- */
 struct fi_null_worker_opts {
 	const char *router;  /* endpoint of fi-route's --workers socket */
+	const char *curve_key; /* CURVE client keys with the router's server-key (fi-frame(5)), or NULL */
 	const char *name;    /* NULL: HOSTNAME:PID */
 	uint32_t tokens;     /* tokens per request (default 16) */
 	uint32_t kv_blocks;  /* simulated prefix cache, blocks (default 4096) */

@@ -25,32 +25,21 @@ void fi_route_opts_default(struct fi_route_opts *o)
 
 /* ---- sockets ---- */
 
-static int is_loopback_tcp(const char *ep, char *out, size_t cap)
-{
-	const char *host = ep + 6, *colon = strrchr(host, ':');
-	size_t hl = colon ? (size_t)(colon - host) : 0;
-	if (!hl || (hl == 1 && host[0] == '*')) {
-		snprintf(out, cap, "tcp://127.0.0.1%s", colon ? colon : "");
-		return 1;
-	}
-	snprintf(out, cap, "%s", ep);
-	return (hl >= 4 && !memcmp(host, "127.", 4)) || (hl == 9 && !memcmp(host, "localhost", 9)) ||
-	       (hl == 5 && !memcmp(host, "[::1]", 5));
-}
-
 static fi_err bind_router(struct fi_route *r, void **sock, const char *ep, const char *what,
 			  void **mon, const char *mon_ep)
 {
 	char addr[512];
-	int one = 1, zero = 0, hwm = 100000;
+	int one = 1, zero = 0, hwm = 100000, v6 = 0;
 	if (strncmp(ep, "ipc://", 6) && strncmp(ep, "tcp://", 6) && strncmp(ep, "inproc://", 9))
 		return fi_fail(FI_EINVAL, "'%s': %s needs a ZeroMQ endpoint (ipc://PATH or tcp://HOST:PORT)",
 			       ep, what);
 	snprintf(addr, sizeof addr, "%s", ep);
-	if (!strncmp(ep, "tcp://", 6) && !is_loopback_tcp(ep, addr, sizeof addr) && !r->o.curve_key)
+	if (!strncmp(ep, "tcp://", 6) && !route_tcp_loopback(ep, addr, sizeof addr, &v6) && !r->o.curve_key)
 		return fi_fail(FI_EINVAL, "'%s': binding beyond loopback needs --curve-key", ep);
 	if (!(*sock = zmq_socket(r->ctx, ZMQ_ROUTER)))
 		return fi_fail(FI_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+	if (v6)
+		zmq_setsockopt(*sock, ZMQ_IPV6, &one, sizeof one);
 	zmq_setsockopt(*sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
 	zmq_setsockopt(*sock, ZMQ_LINGER, &zero, sizeof zero);
 	zmq_setsockopt(*sock, ZMQ_SNDHWM, &hwm, sizeof hwm);

@@ -597,33 +597,23 @@ static fi_err load_keys(struct route_http *H, const char *path)
 
 fi_err route_http_start(struct route_http **out, struct fi_route *r, const struct fi_route_opts *o)
 {
-	struct route_http *H = calloc(1, sizeof *H);
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	const char *colon = strrchr(o->http, ':');
-	char host[64] = "127.0.0.1";
-	long port;
+	struct route_http *H;
+	struct sockaddr_storage sa;
+	int loop = 0;
 	fi_err e;
 	*out = NULL;
-	if (!H)
+	if ((e = route_http_addr(o->http, &sa, &loop)))
+		return e;
+	if (!(H = calloc(1, sizeof *H)))
 		return fi_fail(FI_ENOMEM, "out of memory");
 	H->r = r;
 	H->m = o->model;
 	pthread_mutex_init(&H->mu, NULL);
-	if (colon && colon > o->http) {
-		if ((size_t)(colon - o->http) >= sizeof host)
-			goto bad;
-		memcpy(host, o->http, (size_t)(colon - o->http));
-		host[colon - o->http] = 0;
-	}
-	port = strtol(colon ? colon + 1 : o->http, NULL, 10);
-	if (port < 1 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-		goto bad;
-	sa.sin_port = htons((uint16_t)port);
 	if (o->api_key_file && (e = load_keys(H, o->api_key_file))) {
 		free(H);
 		return e;
 	}
-	if ((ntohl(sa.sin_addr.s_addr) >> 24) != 127 && !H->nkeys) {
+	if (!loop && !H->nkeys) {
 		free(H);
 		return fi_fail(FI_EINVAL, "--http '%s': binding beyond loopback needs --api-key-file", o->http);
 	}
@@ -631,7 +621,7 @@ fi_err route_http_start(struct route_http **out, struct fi_route *r, const struc
 	 * every request past the queue is read and answered 429, never dropped. A connection
 	 * is a thread here; small stacks keep a burst's memory bounded. */
 	H->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-					MHD_USE_POLL,
+					MHD_USE_POLL | (sa.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 				0, NULL, NULL, handler, H, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
 				MHD_OPTION_NOTIFY_COMPLETED, completed, H, MHD_OPTION_CONNECTION_LIMIT,
 				(unsigned)(o->http_queue * 2 + 2048), MHD_OPTION_THREAD_STACK_SIZE,
@@ -643,9 +633,6 @@ fi_err route_http_start(struct route_http **out, struct fi_route *r, const struc
 	}
 	*out = H;
 	return FI_OK;
-bad:
-	free(H);
-	return fi_fail(FI_EINVAL, "--http '%s': expected [ADDRESS:]PORT (an IPv4 address)", o->http);
 }
 
 void route_http_stop(struct route_http *H)
@@ -726,6 +713,11 @@ char *route_metrics(struct fi_route *r)
 			fprintf(f, "%s{worker=\"%s\"} %g\n", g[k][0], w->name, v);
 		}
 	}
+	fprintf(f, "# HELP fi_worker_requests_total Requests sent to the worker (retries included).\n"
+		   "# TYPE fi_worker_requests_total counter\n");
+	for (int i = 0; i < r->nw; i++)
+		fprintf(f, "fi_worker_requests_total{worker=\"%s\"} %" PRIu64 "\n", r->w[i]->name,
+			r->w[i]->n_sent);
 	hist(f, "fi_route_ttft_seconds", "Time from a request's arrival to its first token.", &r->ttft);
 	hist(f, "fi_route_itl_seconds", "Time between a request's tokens.", &r->itl);
 	pthread_mutex_unlock(&r->mu);

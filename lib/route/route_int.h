@@ -36,6 +36,16 @@ void kset_touch(struct kset *s, const fi_arena_key *k); /* insert or refresh; ev
 void kset_remove(struct kset *s, const fi_arena_key *k);
 void kset_clear(struct kset *s);
 
+/* ---- addresses (route_addr.c) ---- */
+struct sockaddr_storage;
+/* A tcp:// endpoint to bind: 1 when loopback (127.0.0.0/8, localhost, [::1], an empty host
+ * or *, which bind 127.0.0.1), the address to bind in out, *v6 when its host is IPv6 (in
+ * brackets: ZMQ_IPV6 needed). */
+int route_tcp_loopback(const char *ep, char *out, size_t cap, int *v6);
+/* --http [ADDR:]PORT (ADDR IPv4, or IPv6 in brackets; default 127.0.0.1) as a socket
+ * address (sin or sin6), and whether it is loopback. */
+fi_err route_http_addr(const char *spec, struct sockaddr_storage *sa, int *loopback);
+
 /* ---- msgpack helpers (route_mp.c) ---- */
 const msgpack_object *mp_get(const msgpack_object *map, const char *key);
 int mp_str(const msgpack_object *map, const char *key, char *out, size_t cap); /* 0 ok */
@@ -67,6 +77,8 @@ struct rworker {
 	struct rload load;
 	uint32_t inflight;      /* requests sent and not ended */
 	uint64_t inflight_tokens; /* their prompt tokens not cached there */
+	double recent;          /* tokens of work given lately (route_workers.c), decayed ... */
+	uint64_t recent_at;     /* ... to the dispatch count r->n_sent */
 	struct kset held;       /* prefix blocks it is believed to hold */
 	int events;             /* KV events arrived: held follows them, not what was sent */
 	void *sub;              /* SUB on its kv_events endpoint, or NULL */
@@ -131,6 +143,7 @@ struct fi_route {
 	uint64_t *cancels;       /* rids the front gave up on */
 	size_t ncancel, capcancel;
 	uint64_t next_rid;
+	uint64_t n_sent;         /* requests dispatched: the clock of rworker.recent */
 	struct fi_buf buf;
 	/* counters and histograms (/metrics) */
 	uint64_t n_req, n_done, n_err, n_retry, n_cancel, n_http, n_429, n_badframe;
@@ -148,6 +161,7 @@ void route_kv_event(struct fi_route *r, struct rworker *w);
 void route_kv_replay(struct fi_route *r, struct rworker *w);
 struct rworker *route_pick(struct fi_route *r, struct rreq *q);
 void route_note_sent(struct fi_route *r, struct rworker *w, struct rreq *q);
+void route_note_work(struct fi_route *r, struct rworker *w, double tokens); /* tokens generated */
 /* route_req.c: a request's way through the router, called by route_core.c's loop */
 void route_req_free(struct rreq *q);
 void route_to_http(struct hreq *h, const struct fi_frame *f);

@@ -1,6 +1,6 @@
 /* route_null: a worker without a model, for tests and for measuring the router alone. It
- * speaks the worker side of the protocol (fi-frame(5)): hello, load every 100 ms, bye; it
- * answers each request with `tokens` tokens (the prompt's own ids, cycled) and a done frame,
+ * speaks the worker side of the protocol (fi-frame(5)): hello (again every second), load
+ * every 100 ms, bye; it answers each request with `tokens` tokens (the prompt's own ids, cycled) and a done frame,
  * one token per request per step of token_ms, and keeps a simulated prefix cache of
  * kv_blocks blocks (LRU, the scheduler's block keys) whose hits it reports as a real worker
  * does. */
@@ -13,6 +13,7 @@
 
 #include "base/log.h"
 #include "frame/stream.h"
+#include "frame/stream_int.h"
 #include "route_int.h"
 
 struct nreq {
@@ -69,7 +70,9 @@ static void send_ctl(struct nw *w, const char *type)
 		KEY("prefix_lookups"), msgpack_pack_uint64(&pk, w->lookups);
 	}
 #undef KEY
-	zmq_send(w->sock, sb.data, sb.size, 0);
+	/* never waited for: with no router to take it (not connected, or refused in the CURVE
+	 * handshake) a DEALER's send blocks, and the next hello says it again */
+	zmq_send(w->sock, sb.data, sb.size, ZMQ_DONTWAIT);
 	msgpack_sbuffer_destroy(&sb);
 }
 
@@ -184,7 +187,7 @@ fi_err fi_null_worker_run(struct fi_null_worker_opts *o)
 	struct nw w = {.o = o};
 	void *ctx = zmq_ctx_new();
 	int zero = 0, hwm = 100000;
-	double last_load = 0, last_step = 0;
+	double last_load = 0, last_step = 0, last_hello;
 	char host[64] = "localhost";
 	if (o->name)
 		snprintf(w.name, sizeof w.name, "%s", o->name);
@@ -198,6 +201,29 @@ fi_err fi_null_worker_run(struct fi_null_worker_opts *o)
 	zmq_setsockopt(w.sock, ZMQ_LINGER, &zero, sizeof zero);
 	zmq_setsockopt(w.sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
 	zmq_setsockopt(w.sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+	if (strstr(o->router, "://[")) { /* an IPv6 address */
+		int one = 1;
+		zmq_setsockopt(w.sock, ZMQ_IPV6, &one, sizeof one);
+	}
+	if (o->curve_key) {
+		uint8_t pub[32], sec[32], srv[32];
+		int has;
+		fi_err e = fi_curve_load(o->curve_key, pub, sec, srv, &has);
+		if (!e && !has)
+			e = fi_fail(FI_EINVAL, "'%s': connecting with CURVE needs a server-key line", o->curve_key);
+		if (!e && (zmq_setsockopt(w.sock, ZMQ_CURVE_SERVERKEY, srv, 32) ||
+			   zmq_setsockopt(w.sock, ZMQ_CURVE_PUBLICKEY, pub, 32) ||
+			   zmq_setsockopt(w.sock, ZMQ_CURVE_SECRETKEY, sec, 32)))
+			e = fi_fail(FI_EUNSUPPORTED, "CURVE: %s (libzmq without libsodium?)",
+				    zmq_strerror(zmq_errno()));
+		if (e) {
+			kset_clear(&w.pool);
+			rmap_free(&w.pool.map);
+			zmq_close(w.sock);
+			zmq_ctx_term(ctx);
+			return e;
+		}
+	}
 	if (zmq_connect(w.sock, o->router)) {
 		fi_err e = fi_fail(FI_EIO, "cannot connect '%s': %s", o->router, zmq_strerror(zmq_errno()));
 		zmq_close(w.sock);
@@ -205,6 +231,7 @@ fi_err fi_null_worker_run(struct fi_null_worker_opts *o)
 		return e;
 	}
 	send_ctl(&w, "hello");
+	last_hello = route_now_ms();
 	while (!fi_stream_interrupted()) {
 		zmq_pollitem_t it = {w.sock, 0, ZMQ_POLLIN, 0};
 		double now = route_now_ms();
@@ -227,6 +254,10 @@ fi_err fi_null_worker_run(struct fi_null_worker_opts *o)
 		if (w.run && (o->token_ms <= 0 || now - last_step >= o->token_ms)) {
 			step(&w);
 			last_step = now;
+		}
+		if (now - last_hello >= 1000) { /* as fi-decode: a restarted router registers us */
+			send_ctl(&w, "hello");
+			last_hello = now;
 		}
 		if (now - last_load >= 100) {
 			send_ctl(&w, "load");

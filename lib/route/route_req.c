@@ -427,6 +427,7 @@ static void pass_back(struct fi_route *r, struct rworker *w, struct fi_frame *f)
 			rhist_add(&r->ttft, (route_now_ms() - q->t_arrive) / 1e3);
 		w->n_done++;
 		r->n_done++;
+		route_note_work(r, w, f->done.gen_tokens);
 		reply(r, q, f);
 		req_end(r, q);
 	} else if (f->type == FI_FRAME_ERROR) {
@@ -468,14 +469,16 @@ static void control(struct fi_route *r, const uint8_t *ident, size_t ilen, int f
 		    const msgpack_object *m, const char *type)
 {
 	struct rworker *w = rmap_get(&r->by_ident, ident, ilen);
-	if (!strcmp(type, "hello")) {
-		if (w) /* a worker that says hello again restarted: its requests are gone */
-			route_worker_dead(r, w, "it registered again");
+	/* Workers say hello again every second on the same connection (the same ident; a
+	 * worker that restarts connects anew and gets another): from one we know it is only
+	 * a heartbeat. One we do not know registers: it is new, or it was here before we
+	 * restarted, or before we took it for dead. */
+	if (!strcmp(type, "hello") && !w) {
 		route_worker_hello(r, ident, ilen, fd, m);
 		return;
 	}
 	if (!w)
-		return; /* not registered (its hello was lost, or it was declared dead): ignored */
+		return; /* not registered yet (its next hello registers it): ignored */
 	w->last_seen = route_now_ms();
 	if (fd >= 0)
 		w->fd = fd;

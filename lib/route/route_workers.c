@@ -2,6 +2,7 @@
  * leaves), the choice of a worker for a request, and the prefix blocks each worker holds,
  * from its KV events or, until they come, from what the router sent it. What happens to a
  * leaving worker's requests is route_req.c's, which calls in here. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,10 +76,13 @@ void route_worker_hello(struct fi_route *r, const uint8_t *ident, size_t ilen, i
 	w->kv_blocks = !mp_u64(m, "kv_blocks", &v) && v && v <= 1u << 28 ? (uint32_t)v : 4096;
 	w->max_batch = !mp_u64(m, "max_batch", &v) && v && v <= 1u << 20 ? (uint32_t)v : 64;
 	w->load.kv_total = w->kv_blocks;
+	w->recent_at = r->n_sent;
 	kset_init(&w->held, w->kv_blocks);
 	if (!mp_str(m, "kv_events", ep, sizeof ep) && *ep) {
-		int zero = 0;
+		int zero = 0, one = 1;
 		w->sub = zmq_socket(r->ctx, ZMQ_SUB);
+		if (w->sub && strstr(ep, "://[")) /* an IPv6 address */
+			zmq_setsockopt(w->sub, ZMQ_IPV6, &one, sizeof one);
 		if (w->sub && (zmq_setsockopt(w->sub, ZMQ_LINGER, &zero, sizeof zero) ||
 			       zmq_setsockopt(w->sub, ZMQ_SUBSCRIBE, "", 0) || zmq_connect(w->sub, ep))) {
 			fi_warn("worker %s: cannot subscribe to its KV events at '%s': %s", w->name, ep,
@@ -88,8 +92,10 @@ void route_worker_hello(struct fi_route *r, const uint8_t *ident, size_t ilen, i
 		}
 	}
 	if (w->sub && !mp_str(m, "kv_events_replay", ep, sizeof ep) && *ep) {
-		int zero = 0;
+		int zero = 0, one = 1;
 		w->rep = zmq_socket(r->ctx, ZMQ_DEALER);
+		if (w->rep && strstr(ep, "://["))
+			zmq_setsockopt(w->rep, ZMQ_IPV6, &one, sizeof one);
 		if (w->rep && (zmq_setsockopt(w->rep, ZMQ_LINGER, &zero, sizeof zero) ||
 			       zmq_connect(w->rep, ep))) {
 			fi_warn("worker %s: cannot connect to its KV event replay at '%s': %s", w->name,
@@ -147,10 +153,32 @@ static uint64_t load_tokens(const struct rworker *w)
 	return rep > w->inflight_tokens ? rep : w->inflight_tokens;
 }
 
+/* The work a worker was given lately: prompt tokens it had to compute plus tokens it
+ * generated, halved every RECENT_HALF requests dispatched (to any worker). The load above
+ * only sees what is in flight; when requests are short (few in flight, each done within a
+ * step) it is 0 on every worker most of the time, and each new prefix would go to the
+ * first worker of the table, which then holds more of the prefixes and takes more of the
+ * requests for good. The recent work spreads new prefixes evenly, and a worker that took
+ * much more than the others lately loses its prefix bonus (a second copy is computed
+ * elsewhere) once the excess passes the bonus. */
+#define RECENT_HALF 256.0
+
+static double recent(const struct fi_route *r, const struct rworker *w)
+{
+	uint64_t age = r->n_sent - w->recent_at;
+	return age ? w->recent * exp2(-(double)age / RECENT_HALF) : w->recent;
+}
+
+void route_note_work(struct fi_route *r, struct rworker *w, double tokens)
+{
+	w->recent = recent(r, w) + tokens;
+	w->recent_at = r->n_sent;
+}
+
 struct rworker *route_pick(struct fi_route *r, struct rreq *q)
 {
 	struct rworker *best = NULL;
-	double best_cost = 0;
+	double best_cost = 0, least = -1, rec[ROUTE_MAX_WORKERS];
 	if (!r->nw)
 		return NULL;
 	if (q->session[0]) {
@@ -170,15 +198,21 @@ struct rworker *route_pick(struct fi_route *r, struct rreq *q)
 		return NULL;
 	}
 	for (int i = 0; i < r->nw; i++) {
+		rec[i] = recent(r, r->w[i]);
+		if (least < 0 || rec[i] < least)
+			least = rec[i];
+	}
+	for (int i = 0; i < r->nw; i++) {
 		struct rworker *w = r->w[i];
 		if (!has_room(w))
 			continue;
 		/* cost in tokens: the prompt tokens w must compute (its cached prefix is free)
-		 * plus the tokens already waiting on it; computing weighs double, since a
-		 * prefix computed twice also takes a second copy of pool space */
+		 * plus the tokens already waiting on it plus what it took lately beyond the
+		 * least busy worker; computing weighs double, since a prefix computed twice
+		 * also takes a second copy of pool space */
 		uint64_t cached = (uint64_t)hits(w, q) * w->block_tokens;
 		double miss = q->ntokens > cached ? (double)(q->ntokens - cached) : 0;
-		double cost = 2 * miss + (double)load_tokens(w);
+		double cost = 2 * miss + (double)load_tokens(w) + (rec[i] - least);
 		if (!best || cost < best_cost) {
 			best = w;
 			best_cost = cost;
@@ -195,6 +229,8 @@ void route_note_sent(struct fi_route *r, struct rworker *w, struct rreq *q)
 	q->miss_tokens = q->ntokens > cached ? (uint32_t)(q->ntokens - cached) : 0;
 	w->hit_blocks += h;
 	w->lookup_blocks += q->nkeys;
+	r->n_sent++;
+	route_note_work(r, w, q->miss_tokens);
 	if (!w->events)
 		for (uint32_t i = 0; i < q->nkeys; i++)
 			kset_touch(&w->held, &q->keys[i]);

@@ -9,7 +9,11 @@
  *                                                ROUTER there and waits for its hello
  *   route_client --raw ENDPOINT < bytes          send stdin as one message, print replies
  *   route_client --prefix N ENDPOINT             the prefix-affinity workload: 60 prefixes of
- *                                                1024 tokens, N requests in random order */
+ *                                                1024 tokens, N requests in random order
+ *   route_client --keygen                        prints a CURVE key pair (fi-frame(5) key
+ *                                                file lines); fails if libzmq has no CURVE
+ * Options: --curve-key FILE (CURVE client keys, fi-frame(5)), --wait MS (the silence after
+ * which a passthrough gives up, default 10000, exit 1). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +22,8 @@
 #include <zmq.h>
 
 #include "frame/frame.h"
+#include "frame/stream.h"
+#include "frame/stream_int.h"
 
 static double now_ms(void)
 {
@@ -29,7 +35,7 @@ static double now_ms(void)
 static void *sock;
 static char peer[256];
 static size_t peer_len;
-static int direct;
+static int direct, wait_ms = 10000;
 
 static void send_frame(const struct fi_buf *b)
 {
@@ -97,8 +103,8 @@ static int passthrough(void)
 	while (open > 0) {
 		uint8_t *raw;
 		size_t n;
-		if (recv_frame(&f, 10000, &raw, &n)) {
-			fprintf(stderr, "route_client: no reply for 10 s, %d requests open\n", open);
+		if (recv_frame(&f, wait_ms, &raw, &n)) {
+			fprintf(stderr, "route_client: no reply for %d ms, %d requests open\n", wait_ms, open);
 			return 1;
 		}
 		fwrite(raw, 1, n, stdout);
@@ -183,7 +189,18 @@ static int run(int n, int inflight, int prefix)
 int main(int argc, char **argv)
 {
 	int bench = 0, prefix = 0, i = 1, inflight = 256, raw = 0;
+	const char *curve = NULL;
 	void *ctx = zmq_ctx_new();
+	if (argc == 2 && !strcmp(argv[1], "--keygen")) {
+		char pub[41], sec[41];
+		if (zmq_curve_keypair(pub, sec)) {
+			fprintf(stderr, "route_client: no CURVE key pair: %s (libzmq without libsodium?)\n",
+				zmq_strerror(zmq_errno()));
+			return 1;
+		}
+		printf("public-key = \"%s\"\nsecret-key = \"%s\"\n", pub, sec);
+		return 0;
+	}
 	for (; i < argc - 1; i++) {
 		if (!strcmp(argv[i], "--direct"))
 			direct = 1;
@@ -195,11 +212,15 @@ int main(int argc, char **argv)
 			raw = 1;
 		else if (!strcmp(argv[i], "--inflight"))
 			inflight = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--curve-key"))
+			curve = argv[++i];
+		else if (!strcmp(argv[i], "--wait"))
+			wait_ms = atoi(argv[++i]);
 		else
 			break;
 	}
 	if (i != argc - 1) {
-		fprintf(stderr, "usage: route_client [--direct] [--raw | --bench N | --prefix N] [--inflight N] ENDPOINT\n");
+		fprintf(stderr, "usage: route_client [--direct] [--raw | --bench N | --prefix N] [--inflight N] [--curve-key FILE] [--wait MS] ENDPOINT\n       route_client --keygen\n");
 		return 2;
 	}
 	sock = zmq_socket(ctx, direct ? ZMQ_ROUTER : ZMQ_DEALER);
@@ -207,6 +228,28 @@ int main(int argc, char **argv)
 	zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
 	zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
 	zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+	if (strstr(argv[i], "://[")) { /* an IPv6 address */
+		int one = 1;
+		zmq_setsockopt(sock, ZMQ_IPV6, &one, sizeof one);
+	}
+	if (curve) { /* a CURVE client: its own keys and the server's public key */
+		uint8_t pub[32], sec[32], srv[32];
+		int has;
+		if (fi_curve_load(curve, pub, sec, srv, &has)) {
+			fprintf(stderr, "route_client: %s\n", fi_errmsg());
+			return 1;
+		}
+		if (!has) {
+			fprintf(stderr, "route_client: '%s': no server-key line\n", curve);
+			return 1;
+		}
+		if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, srv, 32) ||
+		    zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, pub, 32) ||
+		    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, sec, 32)) {
+			fprintf(stderr, "route_client: CURVE: %s\n", zmq_strerror(zmq_errno()));
+			return 1;
+		}
+	}
 	if (direct ? zmq_bind(sock, argv[i]) : zmq_connect(sock, argv[i])) {
 		fprintf(stderr, "route_client: '%s': %s\n", argv[i], zmq_strerror(zmq_errno()));
 		return 1;
