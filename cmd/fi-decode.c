@@ -24,6 +24,7 @@
 #include "text/tokenizer.h"
 #include "serve/req_frame.h"
 #include "text/tok_ident.h"
+#include "steplog.h"
 #include "worker.h"
 #include "frame/kv_events.h"
 
@@ -64,6 +65,7 @@ struct engine {
 	struct fi_req_echo *clients; /* the clients' requests held (WORKER_CLIENTS) */
 	uint64_t n_dropped;     /* requests of clients gone */
 	struct fi_kv_pub *kvp;  /* --kv-events */
+	FILE *steplog;          /* FI_STEP_LOG */
 };
 
 /* The prefix cache's changes into the batch of KV events (sent after each step). */
@@ -424,6 +426,8 @@ static int run_frames(struct engine *E, const struct opts *o)
 	if ((e = send_hello(E, o)))
 		goto out;
 	fi_stream_catch_signals();
+	E->steplog = steplog_open("fi-decode");
+	double t_start = fi_now();
 	while (!e && (!eof || fi_sched_pending(E->s))) {
 		/* Wait for work when idle; otherwise take what has arrived without waiting. Only
 		 * as many frames as the queue has room for: a full queue leaves the input unread,
@@ -450,6 +454,7 @@ static int run_frames(struct engine *E, const struct opts *o)
 		if ((e = fi_sched_step(E->s)) || (e = fi_stream_flush(E->out)) ||
 		    (e = sweep_gone(E)) || (e = send_load(E)) || (e = kv_events_send(E)))
 			break;
+		steplog_line(E->steplog, E->s, t_start);
 		live_line(E, 0);
 	}
 out:
@@ -458,6 +463,8 @@ out:
 	E->n_failed += (unsigned long)bad_frames;
 	if (o->a.verbose)
 		report(E);
+	steplog_close(E->steplog);
+	E->steplog = NULL;
 	fi_sched_destroy(E->s);
 	E->s = NULL;
 	if (E->kvp) {

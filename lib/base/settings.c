@@ -71,6 +71,7 @@ static void read_env(void)
 	str("FI_CHAT_NOW", s.chat_now, sizeof s.chat_now);
 	str("FI_ARENA_CRASH", s.arena_crash, sizeof s.arena_crash);
 	str("FI_ARENA_STOP", s.arena_stop, sizeof s.arena_stop);
+	str("FI_STEP_LOG", s.step_log, sizeof s.step_log);
 	if ((v = getenv("FI_ARENA_LOCK_TIMEOUT"))) {
 		char *end;
 		double d = strtod(v, &end);

@@ -28,6 +28,7 @@ struct fi_settings {
 	char arena_stop[64];  /* FI_ARENA_STOP as given ("" unset): stopped lock holder tests */
 	double arena_lock_timeout; /* FI_ARENA_LOCK_TIMEOUT: seconds (0: the default bound) */
 	double live_delay; /* FI_LIVE_DELAY: seconds before a progress line shows; -1 unset */
+	char step_log[4096]; /* FI_STEP_LOG as given ("" unset): a file for one line a step */
 	/* ZeroMQ streams (fi-frame(5)): seconds a connecting producer waits for its consumer
 	 * before failing, and a bound worker waits for a client to take a reply before treating
 	 * it as gone (0: the defaults, 10 and 30). */

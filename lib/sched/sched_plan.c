@@ -281,6 +281,8 @@ static fi_err launch(struct fi_sched *s, const struct plan *p)
 	s->inflight = 1;
 	s->out = out;
 	s->n_rows = nr;
+	s->st.last_tokens = T;
+	s->st.last_rows = nr;
 	return FI_OK;
 }
 
@@ -289,6 +291,7 @@ fi_err sched_plan_launch(struct fi_sched *s)
 	struct plan p = {s->o.max_step_tokens, 0, 0};
 	fi_err e;
 	s->n_bq = 0;
+	s->st.last_tokens = s->st.last_rows = 0;
 	/* 1. one decode token of every running request past its prompt, oldest first */
 	for (int i = 0; i < s->n_run;) {
 		struct sreq *q = s->run[i];

@@ -251,6 +251,8 @@ struct fi_sched_stats {
 	double plan_ms;           /* of host_ms, building the step between collecting the last
 				   * one and launching it: the part the device waits for */
 	double last_host_ms, last_model_ms, last_plan_ms; /* of the last step */
+	int last_tokens, last_rows; /* the step launched last: tokens run, rows sampled (0 0
+				     * when the step launched nothing) */
 	int running, waiting, preempted;    /* now */
 	int max_running;          /* the most requests in one step */
 	int kv_blocks, kv_block_size, kv_available; /* the pool: blocks, tokens each, free + idle */

@@ -30,6 +30,24 @@ grep -q "host [0-9.]* ms/step (planning [0-9.]*), model [0-9.]* ms/step" "$work/
 	fail "-v: no host time"
 echo "ok: 120 requests, pool of 1024 tokens, $n preemptions, same tokens"
 
+# FI_STEP_LOG: a line a step; its tokens add up to -v's prompt + decode tokens, no step runs
+# more than --max-step-tokens, and its rows add up to the tokens generated.
+FI_STEP_LOG="$work/steps.tsv" fi-decode -m tiny --ignore-eos --kv-size 1024t --max-batch 32 \
+	--max-step-tokens 256 -v < "$work/req.msgpack" > /dev/null 2> "$work/steps.err" ||
+	fail "FI_STEP_LOG run"
+head -n 1 "$work/steps.tsv" | grep -q "^step	t_s	tokens	rows	running	waiting	kv_free	host_ms	plan_ms	model_ms$" ||
+	fail "FI_STEP_LOG header: $(head -n 1 "$work/steps.tsv")"
+want=$(sed -n 's/.* \([0-9][0-9]*\) prompt + \([0-9][0-9]*\) decode tokens computed.*/\1 \2/p' "$work/steps.err")
+got=$(awk -F '\t' 'NR > 1 { t += $3; r += $4; if ($3 > 256 || $4 > 32) bad++ }
+	END { print t, r, bad + 0 }' "$work/steps.tsv")
+set -- $want
+[ "$(echo "$got" | cut -d' ' -f1)" -eq $(($1 + $2)) ] || fail "FI_STEP_LOG tokens: $got, -v: $want"
+[ "$(echo "$got" | cut -d' ' -f2)" -eq $((120 * 24)) ] || fail "FI_STEP_LOG rows: $got"
+[ "$(echo "$got" | cut -d' ' -f3)" -eq 0 ] || fail "FI_STEP_LOG: a step over its budget: $got"
+FI_STEP_LOG=/nonexistent/dir/x fi-decode -m tiny --tokens 1,2 -n 2 > /dev/null 2> "$work/nolog.err" ||
+	fail "FI_STEP_LOG unwritable ended the run"
+echo "ok: FI_STEP_LOG, $(($(wc -l < "$work/steps.tsv") - 1)) steps"
+
 # A prompt that alone does not fit the pool: an error frame with both sizes.
 printf '%s\n' '{"v":1,"type":"request","id":"big","tokens":[5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24]}' \
 	'{"v":1,"type":"request","id":"ok","tokens":[5,6],"max_tokens":2}' | fi-frame -e |
