@@ -325,7 +325,8 @@ PY
 		for mb in llama32_1b:256 llama3_8b:256 llama3_8b:512; do
 			m=${mb%:*} b=${mb#*:}
 			need_model $m || { rc=1; continue; }
-			fi-decode -m $m -v --max-batch $b < "$out/sharegpt.msgpack" > "$out/sharegpt-$m.out" 2> "$out/sharegpt-$m.err" || { rc=1; tail -3 "$out/sharegpt-$m.err"; }
+			FI_STEP_LOG="$out/steps-$m-$b.tsv" fi-decode -m $m -v --max-batch $b < "$out/sharegpt.msgpack" > "$out/sharegpt-$m.out" 2> "$out/sharegpt-$m.err" || { rc=1; tail -3 "$out/sharegpt-$m.err"; }
+			python3 tools/steplog_sum.py "$out/steps-$m-$b.tsv" | tee -a "$out/steps.md" || rc=1
 			# all arrive at once: the last done frame's total time is the run's (load excluded)
 			fi-frame -t done < "$out/sharegpt-$m.out" | python3 -c '
 import json, sys
