@@ -41,6 +41,10 @@
 #define DEC_WARPS 4
 #define DEC_R 4
 #define DEC_MIN_CHUNK 32
+/* Four CTAs an SM (at most 128 registers) for groups up to 4: a 4-warp CTA is one load
+ * stream, so occupancy is what keeps the K/V bytes in flight; larger groups need their
+ * registers (at this bound they would spill). */
+#define DEC_MIN_CTAS(MAXG) ((MAXG) <= 4 ? 4 : 1)
 
 struct dec_params {
 	bf16 *out;
@@ -122,7 +126,9 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 	}
 
 	/* The loop bound is per warp, not per sub-warp: the shuffles below need every lane of
-	 * the warp; rows past end are masked instead. */
+	 * the warp; rows past end are masked instead. (Loading the next round's rows before
+	 * this round's arithmetic was slower on the H100: 165 registers, 3 CTAs an SM instead
+	 * of 4; tests/gpu/NOTES.md.) */
 	for (int wbase = start + w * SUB * DEC_R; wbase < end; wbase += NSUB * DEC_R) {
 		const int base = wbase + (lane / LPR) * DEC_R;
 		bf16x8 kr[DEC_R], vr[DEC_R];
@@ -159,6 +165,7 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 				sc[g][r] = base + r < end ? d : -INFINITY;
 			}
 		}
+		/* the online softmax: sc becomes the weights of this round's rows */
 #pragma unroll
 		for (int g = 0; g < MAXG; g++) {
 			if (g >= G)
@@ -167,8 +174,12 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 #pragma unroll
 			for (int r = 0; r < DEC_R; r++)
 				mx = fmaxf(mx, sc[g][r]);
-			if (mx == -INFINITY) /* no row of this sub-warp yet */
+			if (mx == -INFINITY) { /* no row of this sub-warp yet */
+#pragma unroll
+				for (int r = 0; r < DEC_R; r++)
+					sc[g][r] = 0.f;
 				continue;
+			}
 			float alpha = exp2f(m[g] - mx);
 			m[g] = mx;
 			l[g] *= alpha;
@@ -177,13 +188,22 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 				acc[g][i] *= alpha;
 #pragma unroll
 			for (int r = 0; r < DEC_R; r++) {
-				float pr = exp2f(sc[g][r] - mx);
-				float vf[8];
-				bf16x8_to_f32(vr[r], vf);
-				l[g] += pr;
+				sc[g][r] = exp2f(sc[g][r] - mx);
+				l[g] += sc[g][r];
+			}
+		}
+		/* each V row converted once for the whole group */
+#pragma unroll
+		for (int r = 0; r < DEC_R; r++) {
+			float vf[8];
+			bf16x8_to_f32(vr[r], vf);
+#pragma unroll
+			for (int g = 0; g < MAXG; g++) {
+				if (g >= G)
+					continue;
 #pragma unroll
 				for (int i = 0; i < 8; i++)
-					acc[g][i] += pr * vf[i];
+					acc[g][i] += sc[g][r] * vf[i];
 			}
 		}
 	}
@@ -264,7 +284,7 @@ static __device__ __forceinline__ void dec_last_merge(const dec_params &p, int t
 }
 
 template <int HD, int MAXG>
-__global__ void __launch_bounds__(DEC_WARPS * 32)
+__global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_CTAS(MAXG))
 attn_decode_kernel(dec_params p)
 {
 	__shared__ dec_smem<HD, MAXG> sm;
@@ -302,7 +322,7 @@ attn_decode_kernel(dec_params p)
 /* The planned path (see the top of the file): one CTA per (KV head, item). Partials of the
  * pieces of token t live at [first + k, qh] (first: its first item), [n_max, Hq] in all. */
 template <int HD, int MAXG>
-__global__ void __launch_bounds__(DEC_WARPS * 32)
+__global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_CTAS(MAXG))
 attn_items_kernel(dec_params p, dec_plan pl)
 {
 	__shared__ dec_smem<HD, MAXG> sm;
