@@ -4,7 +4,8 @@
  * in chunks of 32 columns (kernels/qchunk.cuh): lane i decodes chunks i, i + 32, ... into
  * registers and takes their dot products with x, so the packed bytes are what crosses the
  * memory bus (FP8 1 byte a weight, INT4 and Q4_K about 0.56, Q6_K 0.82). Scales are read
- * once per chunk; a per-row FP8 scale once per row.
+ * once per chunk; a per-row FP8 scale once per row. One token of a weight-only type takes
+ * gemv_q1 (several rows a warp).
  *
  * W8A8 (FP8 with aq): x arrives as e4m3 codes with their scales (kernels/act_quant.cu), and
  * each chunk's dot product is scaled by its token's (and 128-column group's) scale, which is
@@ -73,10 +74,78 @@ gemv_q_kernel(const fi_cu_qw w, const bf16 *__restrict__ x, const uint8_t *__res
 	}
 }
 
+/* One token (decode at batch 1) of a weight-only type: each warp takes GQ_ROWS rows, so
+ * the token's 32 columns of a chunk are read and converted once for all of them (the
+ * kernel above reads them once per row: four times the weight's bytes through L1 for INT4),
+ * and a lane has GQ_ROWS independent weight loads in flight instead of one. */
+#define GQ_ROWS 4
+
+template <int TYPE, bool F32OUT>
+__global__ void __launch_bounds__(GQ_WARPS * 32, 2) /* 2 CTAs an SM: 16 warps streaming */
+gemv_q1_kernel(const fi_cu_qw w, const bf16 *__restrict__ x, const bf16 *__restrict__ bias,
+	       void *out)
+{
+	const int lane = threadIdx.x & 31;
+	const int64_t n0 = ((int64_t)blockIdx.x * GQ_WARPS + (threadIdx.x >> 5)) * GQ_ROWS;
+	const int nc = (int)w.cols / 32;
+	float acc[GQ_ROWS];
+	if (n0 >= w.rows)
+		return;
+#pragma unroll
+	for (int r = 0; r < GQ_ROWS; r++)
+		acc[r] = 0.f;
+	for (int c = lane; c < nc; c += 32) {
+		float xf[32];
+		const bf16x8 *xr = (const bf16x8 *)(x + c * 32);
+#pragma unroll
+		for (int j = 0; j < 4; j++)
+			bf16x8_to_f32(xr[j], xf + 8 * j);
+#pragma unroll
+		for (int r = 0; r < GQ_ROWS; r++) {
+			/* rows past the end read the last row (no branch between the loads of the
+			 * rows, so they are all issued first); their sums are not written */
+			float v[32], d = 0.f;
+			qchunk<TYPE>(w, n0 + r < w.rows ? n0 + r : w.rows - 1, c, v);
+#pragma unroll
+			for (int i = 0; i < 32; i++)
+				d += v[i] * xf[i];
+			acc[r] += d;
+		}
+	}
+#pragma unroll
+	for (int r = 0; r < GQ_ROWS; r++)
+		acc[r] = warp_sum(acc[r]);
+	if (lane)
+		return;
+#pragma unroll
+	for (int r = 0; r < GQ_ROWS; r++) {
+		const int64_t n = n0 + r;
+		if (n >= w.rows)
+			break;
+		float rs = TYPE == FI_CQ_FP8 && w.kind == FI_Q8_ROW ? ((const float *)w.scale)[n] : 1.f;
+		float res = acc[r] * rs + (bias ? __bfloat162float(bias[n]) : 0.f);
+		if (F32OUT)
+			((float *)out)[n] = res;
+		else
+			((bf16 *)out)[n] = __float2bfloat16(res);
+	}
+}
+
 template <int TYPE, int T, int AQ>
 static void launch(cudaStream_t st, void *out, int f32, const fi_cu_qw &w, const void *x,
 		   const void *xq, const float *xs, const void *bias)
 {
+	if (T == 1 && !AQ) {
+		const int64_t per = GQ_WARPS * GQ_ROWS;
+		dim3 g1((unsigned)((w.rows + per - 1) / per));
+		if (f32)
+			gemv_q1_kernel<TYPE, true><<<g1, GQ_WARPS * 32, 0, st>>>(
+				w, (const bf16 *)x, (const bf16 *)bias, out);
+		else
+			gemv_q1_kernel<TYPE, false><<<g1, GQ_WARPS * 32, 0, st>>>(
+				w, (const bf16 *)x, (const bf16 *)bias, out);
+		return;
+	}
 	dim3 grid((unsigned)((w.rows + GQ_WARPS - 1) / GQ_WARPS));
 	if (f32)
 		gemv_q_kernel<TYPE, T, true, AQ><<<grid, GQ_WARPS * 32, 0, st>>>(
