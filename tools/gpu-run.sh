@@ -346,9 +346,12 @@ print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens
 		fi-load --arena-rm llama3_8b > /dev/null 2>&1
 		for run in cold first second; do
 			pc=; [ $run = cold ] || pc="--prefix-cache --arena-size 4G"
-			fi-decode -m llama3_8b --tokens "$ids" -n 2 --temp 0 -v $pc > /dev/null 2> "$out/ttft-$run.err" || rc=1
+			FI_LOG=debug fi-decode -m llama3_8b --tokens "$ids" -n 2 --temp 0 -v $pc > /dev/null 2> "$out/ttft-$run.err" || rc=1
 			echo "| 8B 4096-token prompt, $run | $(grep -o 'prompt.*tok/s);' "$out/ttft-$run.err") |" >> "$out/sched.md"
+			# what the arena said (the files may not all come back)
+			grep -iE 'arena|warning|error' "$out/ttft-$run.err" | tail -n 3 | sed "s/^/ttft-$run: /"
 		done
+		fi-load --arena | tail -n 3
 		grep '^|' "$out/sched.log"
 		cat "$out/sched.md"
 		;;
