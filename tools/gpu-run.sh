@@ -309,7 +309,9 @@ PY
 		timeout 300 $t/test_sched_gpu > "$out/sched.log" 2>&1 || rc=1
 		grep -v '^|' "$out/sched.log" | tail -n 8
 		# lognormal lengths with the issue's means (217 prompt, 176 output), 4..1024
-		python3 - > "$out/sharegpt.jsonl" <<'PY'
+		# the requests and outputs are large: they stay in $tmp, the reports go to $out
+		tmp=${TMPDIR:-/tmp}
+		python3 - > "$tmp/sharegpt.jsonl" <<'PY'
 import json, math, random
 r = random.Random(1)
 def ln(mean, sigma):
@@ -321,14 +323,14 @@ for i in range(1000):
                       "temperature": 0.0, "ignore_eos": True,
                       "tokens": [r.randrange(1000, 120000) for _ in range(n)]}))
 PY
-		fi-frame -e < "$out/sharegpt.jsonl" > "$out/sharegpt.msgpack"
+		fi-frame -e < "$tmp/sharegpt.jsonl" > "$tmp/sharegpt.msgpack"
 		for mb in llama32_1b:256 llama3_8b:256 llama3_8b:512; do
 			m=${mb%:*} b=${mb#*:}
 			need_model $m || { rc=1; continue; }
-			FI_STEP_LOG="$out/steps-$m-$b.tsv" fi-decode -m $m -v --max-batch $b < "$out/sharegpt.msgpack" > "$out/sharegpt-$m.out" 2> "$out/sharegpt-$m.err" || { rc=1; tail -3 "$out/sharegpt-$m.err"; }
+			FI_STEP_LOG="$out/steps-$m-$b.tsv" fi-decode -m $m -v --max-batch $b < "$tmp/sharegpt.msgpack" > "$tmp/sharegpt-$m.out" 2> "$out/sharegpt-$m.err" || { rc=1; tail -3 "$out/sharegpt-$m.err"; }
 			python3 tools/steplog_sum.py "$out/steps-$m-$b.tsv" | tee -a "$out/steps.md" || rc=1
 			# all arrive at once: the last done frame's total time is the run's (load excluded)
-			fi-frame -t done < "$out/sharegpt-$m.out" | python3 -c '
+			fi-frame -t done < "$tmp/sharegpt-$m.out" | python3 -c '
 import json, sys
 d = [json.loads(l) for l in sys.stdin]
 d = [f for f in d if f["type"] == "done"]
