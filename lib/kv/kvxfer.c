@@ -19,6 +19,7 @@ struct fi_kvx {
 	 * the first time a block of it is copied. NULL entries are not (yet, or it failed). */
 	void **reg;
 	uint32_t n_reg;
+	int told_full;   /* the arena was full once: said once, at warning level */
 };
 
 /* Registers the extent of arena block b with the backend, once. A failure only costs speed
@@ -359,7 +360,15 @@ fi_err fi_kvx_store_blocks(struct fi_kvx *x, const int32_t *blocks, const uint32
 		void *data;
 		if ((e = fi_arena_reserve(l, &keys[i], &b, &data, &r))) {
 			if (e == FI_EFULL) {
-				fi_debug("kv arena %.16s: full, %zu of %zu blocks stored", x->id, nw, nk);
+				/* a cache: what does not fit is computed again later, but a prefix
+				 * that never fits would leave every later process computing it */
+				if (!x->told_full++)
+					fi_warn("kv arena %.16s: full, %zu of %zu blocks stored (every "
+						"block in use; a larger --arena-size holds more)", x->id,
+						nw, nk);
+				else
+					fi_debug("kv arena %.16s: full, %zu of %zu blocks stored", x->id,
+						 nw, nk);
 				e = FI_OK;
 			}
 			break;

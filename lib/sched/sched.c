@@ -98,7 +98,7 @@ void fi_sched_destroy(struct fi_sched *s)
 		s->inflight = 0;
 	}
 	if (s->kc && s->jobs && prefix_run_jobs(s)) /* a later process may want them */
-		fi_debug("scheduler: arena publications at exit: %s", fi_errmsg());
+		fi_warn("scheduler: arena publications at exit: %s", fi_errmsg());
 	for (int i = 0; i < s->n_run; i++) {
 		fi_model_seq_free(s->m, s->run[i]->seq);
 		sched_req_free(s->run[i]);

@@ -63,4 +63,13 @@ fi-decode -m tiny < "$work/p.mp" > "$work/c.mp" || fail "decode after a prefill 
 frames_same "$work/a.mp" "$work/c.mp" || fail "prefill without arena changed the output"
 fi-load --arena-rm tiny || fail "removing a damaged arena"
 fi-prefill -m tiny --arena-size 4M < "$work/req.mp" > /dev/null || fail "a fresh arena after removal"
+# A prefix larger than the whole arena: the blocks that fit are stored, the rest is said once
+# (tiny's f32 blocks are 40 KiB: 1M holds a few), and generation goes on.
+fi-load --arena-rm tiny > /dev/null || fail "removing the 4M arena"
+ids=$(awk 'BEGIN { srand(2); for (i = 0; i < 400; i++) printf "%s%d", i ? "," : "", 5 + int(rand() * 495) }')
+fi-decode -m tiny --tokens "$ids" -n 2 --temp 0 --prefix-cache --arena-size 1M > /dev/null \
+	2> "$work/err" || fail "decode into a full arena: status $?"
+[ "$(grep -c "warning: kv arena [0-9a-f]*: full, [0-9]* of 25 blocks stored" "$work/err")" -eq 1 ] ||
+	fail "full arena: $(cat "$work/err")"
+fi-load --arena-rm tiny > /dev/null || fail "removing the full arena"
 echo "all arena CLI checks passed"
