@@ -124,9 +124,28 @@ jv jz_percent_format(struct jz_ctx *c, jv fmt, jv args)
 					jv_typename(arg));
 			int prec_ok = prec >= 0 && prec < 300;
 			if (strchr("diuxXoc", t)) {
-				long long v = arg.k == JV_FLOAT ? (long long)arg.f : arg.i;
+				/* Python: %x, %X, %o and %c take integers only; %d, %i and %u a float's
+				 * integer part, which may be beyond long long (its exact digits) */
+				if (arg.k == JV_FLOAT && t == 'c')
+					jz_fail(c, FI_EINVAL, "%%c requires int or char");
+				if (arg.k == JV_FLOAT && t != 'd' && t != 'i' && t != 'u')
+					jz_fail(c, FI_EINVAL, "%%%c format: an integer is required, not float", t);
 				if (arg.k == JV_FLOAT && !isfinite(arg.f))
 					jz_fail(c, FI_EINVAL, "cannot convert float to integer");
+				if (arg.k == JV_FLOAT && !(arg.f >= -9223372036854775808.0 &&
+							   arg.f < 9223372036854775808.0)) {
+					char fl[8];
+					size_t nf = 0;
+					for (const char *f = flags; *f && nf + 1 < sizeof fl; f++)
+						if (*f != '#') /* in C it would add a decimal point */
+							fl[nf++] = *f;
+					fl[nf] = 0;
+					snprintf(spec, sizeof spec, "%%%s%d.0f", fl, width > 400 ? 400 : width);
+					snprintf(tmp, sizeof tmp, spec, trunc(arg.f));
+					jb_puts(c, &o, tmp);
+					break;
+				}
+				long long v = arg.k == JV_FLOAT ? (long long)arg.f : arg.i;
 				if (t == 'c') {
 					char u[8];
 					size_t q = 0;
