@@ -273,6 +273,8 @@ CASES = [
     ("percent_format_big_float", "{{ '%d|%+d|%30d|%-25i|%05d|%u|%#d' % (5.55556e+28, -5.55556e+28, 1e20, 1e20, 1e19, 9.2e18, 1e300) }} {{ '%d' % -9.223372036854775808e18 }} {{ '%d %i' % (3.7, -2.5) }}"),
     ("percent_format_x_float_error", "{{ '%x' % 3.5 }}"),
     ("percent_format_c_float_error", "{{ '%c' % 65.0 }}"),
+    ("escape_unicode_max", "{{ '\\U0010ffff|\\u00e9|\\x41|\\101'|length }}"),
+    ("escape_unicode_illegal_error", "{{ '\\Udddddddd' }}"),
     ("constant_folding", "{{ 1[::-1] }}|{{ [1, 2][1:] }}|{{ ''[1:]|length }}"),
     ("style_qwen25", QWEN25),
     ("style_mistral", MISTRAL),

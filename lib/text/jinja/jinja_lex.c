@@ -6,6 +6,7 @@
 #include "jinja.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,13 +172,18 @@ static void lex_string(struct lx *x)
 			o[k++] = e;
 			continue;
 		}
-		cp = 0;
+		/* eight hex digits reach 2^32: unsigned, then refused past
+		 * U+10FFFF as Python's unicode-escape does */
+		uint32_t u = 0;
 		for (int d = 0; d < nd; d++) {
 			char h = j + 1 + d < i ? s[j + 1 + d] : 0;
 			if (!isxdigit((unsigned char)h))
 				lfail(x, "truncated escape in string literal");
-			cp = cp * base + (isdigit((unsigned char)h) ? h - '0' : (tolower(h) - 'a' + 10));
+			u = u * (uint32_t)base + (uint32_t)(isdigit((unsigned char)h) ? h - '0' : (tolower(h) - 'a' + 10));
 		}
+		if (u > 0x10ffff)
+			lfail(x, "illegal Unicode character in string literal");
+		cp = (int)u;
 		j += nd;
 		put_utf8(o, &k, cp);
 	}
