@@ -44,8 +44,9 @@
 #                 predicts its numbers)
 #   sched         the scheduler: tests/gpu/test_sched_gpu (KV block copies, overlap, a small
 #                 pool), 1000 ShareGPT-like requests at once through fi-decode on the 1B and
-#                 8B shapes (output tok/s, host and model time per step), and the TTFT of a
-#                 4096-token prompt cold, with --prefix-cache in a first and a second process
+#                 8B shapes (output tok/s, host and model time per step)
+#   xproc         the TTFT of an 8B 4096-token prompt cold, then with --prefix-cache in a
+#                 first and a second process (the arena's debug lines printed)
 #   bitnet        BitNet b1.58: tests/gpu/test_bitnet_gpu (every op of the family against
 #                 the CPU, the fixture models' logits and greedy tokens), the committed
 #                 fixtures' greedy tokens through fi-decode on the GPU against transformers'
@@ -342,20 +343,27 @@ print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens
     sys.argv[1], sys.argv[2], len(d), g, t, g / t, ttft[len(ttft) // 2], tpot[len(tpot) // 2]))' $m $b >> "$out/sched.md" || rc=1
 			echo "| $m --max-batch $b, fi-decode -v | $(grep -o '[0-9]* requests, [0-9]* steps.*' "$out/sharegpt-$m.err" | head -c 400) |" >> "$out/sched.md"
 		done
-		# a 4096-token prompt: TTFT cold, then through the arena from a first and a second process
+		grep '^|' "$out/sched.log"
+		cat "$out/sched.md"
+		;;
+	xproc)
+		# a 4096-token prompt: TTFT cold, then through the arena from a first and a second
+		# process; every arena line of their logs is printed (the files may not come back)
+		step "cross-process prefix: 8B, 4096 tokens"
 		ids=$(python3 -c 'import random; r = random.Random(2); print(",".join(str(r.randrange(1000, 120000)) for _ in range(4096)))')
 		need_model llama3_8b || rc=1
+		df -h "$FI_HOME" | tail -n 1
 		fi-load --arena-rm llama3_8b > /dev/null 2>&1
+		: > "$out/xproc.md"
 		for run in cold first second; do
 			pc=; [ $run = cold ] || pc="--prefix-cache --arena-size 4G"
 			FI_LOG=debug fi-decode -m llama3_8b --tokens "$ids" -n 2 --temp 0 -v $pc > /dev/null 2> "$out/ttft-$run.err" || rc=1
-			echo "| 8B 4096-token prompt, $run | $(grep -o 'prompt.*tok/s);' "$out/ttft-$run.err") |" >> "$out/sched.md"
-			# what the arena said (the files may not all come back)
-			grep -iE 'arena|warning|error' "$out/ttft-$run.err" | tail -n 3 | sed "s/^/ttft-$run: /"
+			echo "| 8B 4096-token prompt, $run | $(grep -o 'prompt.*tok/s);' "$out/ttft-$run.err") | $(grep -o '[0-9]* from the arena' "$out/ttft-$run.err") |" >> "$out/xproc.md"
+			grep -iE 'arena|warning|error|prefix' "$out/ttft-$run.err" | grep -v '^$' | tail -n 12 | cut -c1-300 | sed "s/^/ttft-$run: /"
 		done
 		fi-load --arena | tail -n 3
-		grep '^|' "$out/sched.log"
-		cat "$out/sched.md"
+		ls -la "$FI_HOME/kv" 2>&1 | tail -n 3
+		cat "$out/xproc.md"
 		;;
 	bitnet)
 		step "BitNet ops and fixture models on the GPU against the CPU"
