@@ -223,15 +223,38 @@ static void *verify_main(void *p)
 	return NULL;
 }
 
-/* n whole blocks between cache blocks cbs[] and arena data ptrs[]: the backend's kv_copy
- * when it has one (few calls, queued), else layer by layer. */
+/* The extent of arena block b (UINT32_MAX when it has none). */
+static uint32_t extent_of(const struct fi_kvx *x, uint32_t b)
+{
+	uint32_t e;
+	void *base;
+	size_t len;
+	if (fi_arena_extent(x->a, b, &e, &base, &len)) {
+		fi_clear_error();
+		return UINT32_MAX;
+	}
+	return e;
+}
+
+/* n whole blocks between cache blocks cbs[] and the data ptrs[] of arena blocks ab[]: the
+ * backend's kv_copy when it has one (few calls, queued), else layer by layer. kv_copy moves
+ * a run of blocks with one strided copy, which must stay inside one registration of host
+ * memory (CUDA refuses one that spans two: "invalid argument"), and each extent is
+ * registered apart: a call takes the blocks of one extent. */
 static fi_err copy_blocks(struct fi_kvx *x, int to_cache, int n, const int32_t *cbs,
-			  void *const *ptrs)
+			  void *const *ptrs, const uint32_t *ab)
 {
 	struct fi_backend *be = x->c->be;
 	fi_err e = FI_OK;
-	if (be->ops->kv_copy)
-		return be->ops->kv_copy(be, &x->c->kv, to_cache, n, cbs, ptrs);
+	if (be->ops->kv_copy) {
+		for (int i = 0, j; !e && i < n; i = j) {
+			uint32_t ext = extent_of(x, ab[i]);
+			for (j = i + 1; j < n && ext != UINT32_MAX && extent_of(x, ab[j]) == ext; j++)
+				;
+			e = be->ops->kv_copy(be, &x->c->kv, to_cache, j - i, cbs + i, ptrs + i);
+		}
+		return e;
+	}
 	for (int i = 0; !e && i < n; i++)
 		e = copy_block(x, cbs[i], ptrs[i], to_cache);
 	return e;
@@ -285,7 +308,7 @@ fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		reg_extent(x, blk[i]);
 		ptrs[i] = fi_arena_data(x->a, blk[i]);
 	}
-	e = copy_blocks(x, 1, (int)found, cbs, ptrs);
+	e = copy_blocks(x, 1, (int)found, cbs, ptrs, blk);
 	if (!e)
 		e = x->c->be->ops->sync(x->c->be);
 	if (threaded)
@@ -383,7 +406,7 @@ fi_err fi_kvx_store_blocks(struct fi_kvx *x, const int32_t *blocks, const uint32
 		cbs[nw] = blocks[i];
 		ptrs[nw++] = data;
 	}
-	if (!e && nw && !(e = copy_blocks(x, 0, (int)nw, cbs, ptrs)))
+	if (!e && nw && !(e = copy_blocks(x, 0, (int)nw, cbs, ptrs, ab)))
 		e = x->c->be->ops->sync(x->c->be);
 	for (size_t i = 0; i < nw; i++) {
 		if (!e && !(e = fi_arena_publish(l, ab[i]))) {

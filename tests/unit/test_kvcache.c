@@ -1,11 +1,16 @@
 /* kvcache (lib/kv/kvcache.h) on the CPU backend: block tables, the prefix cache (publish,
  * match, attach, idle blocks kept and evicted least recently used first, a block written
- * again unpublished, counts for planning), and the backend's kv_copy block layout. */
+ * again unpublished, counts for planning), the backend's kv_copy block layout, and the
+ * arena transfers' kv_copy calls (one extent each). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
+#include "base/settings.h"
+#include "kv/arena.h"
 #include "kv/kvcache.h"
+#include "kv/kvxfer.h"
 #include "util.h"
 
 static struct fi_backend *be;
@@ -159,6 +164,108 @@ START_TEST(test_kv_copy_layout)
 }
 END_TEST
 
+/* ---- the arena transfers: each kv_copy call inside one extent of the arena ---- */
+
+static const struct fi_backend_ops *real_ops;
+static struct fi_arena *rec_arena;
+static size_t rec_block;
+static int rec_calls, rec_spans;
+
+/* The extent holding [p, p + rec_block), or -1. */
+static int extent_at(const void *p)
+{
+	for (uint32_t b = 0;; b++) {
+		uint32_t e;
+		void *base;
+		size_t len;
+		if (fi_arena_extent(rec_arena, b, &e, &base, &len)) {
+			fi_clear_error();
+			return -1;
+		}
+		if ((const char *)p >= (char *)base && (const char *)p + rec_block <= (char *)base + len)
+			return (int)e;
+	}
+}
+
+static fi_err rec_copy(struct fi_backend *b, struct fi_kv_cache *kv, int to_cache, int n,
+		       const int32_t *blocks, void *const *host)
+{
+	int e0 = extent_at(host[0]);
+	rec_calls++;
+	for (int i = 0; i < n; i++)
+		if (e0 < 0 || extent_at(host[i]) != e0)
+			rec_spans++;
+	return real_ops->kv_copy(b, kv, to_cache, n, blocks, host);
+}
+
+START_TEST(test_arena_extents)
+{
+	static struct fi_backend_ops rec;
+	uint8_t fp[32] = {7, 1, 2};
+	char id[2 * FI_ARENA_KEY_BYTES + 1], home[] = "/tmp/fi-kvx-XXXXXX", cmd[64];
+	struct fi_kvcache *c;
+	struct fi_arena *a;
+	struct fi_kvx *x;
+	uint32_t toks[40];
+	size_t stored = 0;
+	int s, s2, got = 0;
+	ck_assert(mkdtemp(home));
+	setenv("FI_HOME", home, 1);
+	fi_settings_reload();
+	ck_assert(!fi_kvcache_create(be, 2, 1, 4, 24, 4, &c)); /* 24 blocks of 4 tokens */
+	rec_block = 2 * 2 * fi_kv_block_bytes(&c->kv, be->act);
+	/* the arena made first with extents of 3 blocks (of 4 KiB each), so that a prefix of 10
+	 * blocks spans four of them */
+	struct fi_arena_opts o = {.block_tokens = 4, .token_bytes = rec_block / 4,
+				  .size_bytes = 1 << 20, .extent_bytes = 3 * 4096};
+	ck_assert(!fi_kvx_id(fp, &c->kv, be->act, id));
+	ck_assert_msg(!fi_arena_open(&a, id, &o), "%s", fi_errmsg());
+	fi_arena_close(a);
+	ck_assert_msg(!fi_kvx_open(&x, c, fp, 0, 0), "%s", fi_errmsg());
+	rec_arena = fi_kvx_arena(x);
+	real_ops = be->ops;
+	rec = *be->ops;
+	rec.kv_copy = rec_copy;
+	be->ops = &rec;
+	for (int i = 0; i < 40; i++)
+		toks[i] = 100 + (uint32_t)i * 7;
+	s = seq_of(c, 40);
+	for (int l = 0; l < 2; l++) /* distinct K and V everywhere */
+		for (size_t i = 0; i < 24 * 16; i++) {
+			((float *)c->kv.k_d[l])[i] = (float)(l * 100000 + (int)i);
+			((float *)c->kv.v_d[l])[i] = -(float)(l * 100000 + (int)i) - 1;
+		}
+	ck_assert_msg(!fi_kvx_store(x, s, toks, 40, &stored), "%s", fi_errmsg());
+	ck_assert_int_eq(stored, 10);
+	ck_assert_int_ge(rec_calls, 4);
+	ck_assert_int_eq(rec_spans, 0);
+	/* back into another sequence: the same K and V */
+	ck_assert(!fi_kvcache_seq_new(c, &s2));
+	rec_calls = 0;
+	ck_assert_msg(!fi_kvx_fetch(x, s2, toks, 40, 10, &got), "%s", fi_errmsg());
+	ck_assert_int_eq(got, 40);
+	ck_assert_int_ge(rec_calls, 4);
+	ck_assert_int_eq(rec_spans, 0);
+	for (int p = 0; p < 40; p += 4) {
+		int32_t b1 = fi_kvcache_slot(c, s, p) / 4, b2 = fi_kvcache_slot(c, s2, p) / 4;
+		ck_assert_int_ne(b1, b2);
+		for (int l = 0; l < 2; l++) {
+			ck_assert(!memcmp((float *)c->kv.k_d[l] + b1 * 16, (float *)c->kv.k_d[l] + b2 * 16,
+					  16 * sizeof(float)));
+			ck_assert(!memcmp((float *)c->kv.v_d[l] + b1 * 16, (float *)c->kv.v_d[l] + b2 * 16,
+					  16 * sizeof(float)));
+		}
+	}
+	be->ops = real_ops;
+	fi_kvx_close(x);
+	fi_kvcache_destroy(c);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", home);
+	ck_assert(!system(cmd));
+	unsetenv("FI_HOME");
+	fi_settings_reload();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("kvcache");
@@ -169,6 +276,7 @@ int main(void)
 	tcase_add_test(tc, test_prefix_cache);
 	tcase_add_test(tc, test_table_churn);
 	tcase_add_test(tc, test_kv_copy_layout);
+	tcase_add_test(tc, test_arena_extents);
 	suite_add_tcase(s, tc);
 	rc = fi_test_run(s);
 	fi_backend_destroy(be);
