@@ -36,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "common.cuh"
 
 #define DEC_WARPS 4
@@ -96,12 +98,59 @@ template <int HD, int MAXG> struct dec_smem {
 	float acc[dec_shape<HD>::NSUB][MAXG][HD];
 };
 
+/* The pipelined loop's K/V rows in flight: [stage][row of the round][K, V][thread], 16 bytes
+ * a thread (32 KiB), each thread reading back only what it copied, so a stage needs no
+ * barrier. It shares its memory with the merge state, which is written after the loop. */
+#define DEC_STAGES 2
+struct dec_stage {
+	uint4 kv[DEC_STAGES][DEC_R][2][DEC_WARPS * 32];
+};
+template <int HD, int MAXG> union dec_shared {
+	dec_smem<HD, MAXG> m;
+	dec_stage st;
+};
+template <int HD, int MAXG> union dec_shared_sync {
+	dec_smem<HD, MAXG> m;
+};
+template <int HD, int MAXG, bool ASYNC>
+using dec_sh = typename std::conditional<ASYNC, dec_shared<HD, MAXG>, dec_shared_sync<HD, MAXG>>::type;
+
+static __device__ __forceinline__ void dec_cp16(void *dst, const void *src, bool valid)
+{
+	/* src-size 0 fills the 16 bytes with zeros: rows past the end weigh 0 and must not be
+	 * NaN */
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
+			     (uint32_t)__cvta_generic_to_shared(dst)),
+		     "l"(src), "r"(valid ? 16 : 0));
+}
+
+/* Copies one round's K and V rows of this thread (DEC_R positions from its sub-warp's base) to
+ * stage, as one group. */
+template <int HD>
+static __device__ __forceinline__ void dec_issue(const dec_params &p, dec_stage &st, int stage,
+						 int s, int h, int wb, int end)
+{
+	constexpr int LPR = dec_shape<HD>::LPR;
+	const int lane = threadIdx.x & 31, li = lane % LPR, tid = threadIdx.x;
+	const int base = wb + (lane / LPR) * DEC_R;
+#pragma unroll
+	for (int r = 0; r < DEC_R; r++) {
+		int ps = base + r;
+		bool ok = ps < end;
+		int64_t row = ok ? (kv_row(p, s, ps) * p.Hk + h) * HD : 0;
+		dec_cp16(&st.kv[stage][r][0][tid], (const bf16x8 *)(p.kc + row) + li, ok);
+		dec_cp16(&st.kv[stage][r][1][tid], (const bf16x8 *)(p.vc + row) + li, ok);
+	}
+	asm volatile("cp.async.commit_group;\n");
+}
+
 /* Token t's attention over positions [start, end) for the G query heads of KV head h: each
  * sub-warp's online-softmax state into sm (then a barrier). */
-template <int HD, int MAXG>
+template <int HD, int MAXG, bool ASYNC>
 static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int h, int start,
-						 int end, dec_smem<HD, MAXG> &sm)
+						 int end, dec_sh<HD, MAXG, ASYNC> &shm)
 {
+	dec_smem<HD, MAXG> &sm = shm.m;
 	constexpr int LPR = dec_shape<HD>::LPR, SUB = dec_shape<HD>::SUB;
 	constexpr int NSUB = dec_shape<HD>::NSUB;
 	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
@@ -129,19 +178,39 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 	 * the warp; rows past end are masked instead. (Loading the next round's rows before
 	 * this round's arithmetic was slower on the H100: 165 registers, 3 CTAs an SM instead
 	 * of 4; tests/gpu/NOTES.md.) */
+	/* ASYNC: the rows of a warp's next round are copied to shared memory (cp.async) while
+	 * this round's arithmetic runs, at no cost in registers. */
+	int stage = 0;
+	if constexpr (ASYNC)
+		dec_issue<HD>(p, shm.st, 0, s, h, start + w * SUB * DEC_R, end);
 	for (int wbase = start + w * SUB * DEC_R; wbase < end; wbase += NSUB * DEC_R) {
 		const int base = wbase + (lane / LPR) * DEC_R;
 		bf16x8 kr[DEC_R], vr[DEC_R];
+		if constexpr (ASYNC) {
+			/* the next round's copies go out (an empty group past the end), then this
+			 * round's are waited for: one group may stay in flight */
+			dec_issue<HD>(p, shm.st, stage ^ 1, s, h, wbase + NSUB * DEC_R, end);
+			asm volatile("cp.async.wait_group 1;\n" ::: "memory");
 #pragma unroll
-		for (int r = 0; r < DEC_R; r++) {
-			int ps = base + r;
-			if (ps < end) {
-				int64_t row = (kv_row(p, s, ps) * p.Hk + h) * HD;
-				kr[r] = ((const bf16x8 *)(p.kc + row))[li];
-				vr[r] = ((const bf16x8 *)(p.vc + row))[li];
-			} else {
-				kr[r] = bf16x8{};
-				vr[r] = bf16x8{};
+			for (int r = 0; r < DEC_R; r++) {
+				uint4 a = shm.st.kv[stage][r][0][threadIdx.x];
+				uint4 b = shm.st.kv[stage][r][1][threadIdx.x];
+				kr[r] = *(const bf16x8 *)&a;
+				vr[r] = *(const bf16x8 *)&b;
+			}
+			stage ^= 1;
+		} else {
+#pragma unroll
+			for (int r = 0; r < DEC_R; r++) {
+				int ps = base + r;
+				if (ps < end) {
+					int64_t row = (kv_row(p, s, ps) * p.Hk + h) * HD;
+					kr[r] = ((const bf16x8 *)(p.kc + row))[li];
+					vr[r] = ((const bf16x8 *)(p.vc + row))[li];
+				} else {
+					kr[r] = bf16x8{};
+					vr[r] = bf16x8{};
+				}
 			}
 		}
 		float sc[MAXG][DEC_R];
@@ -208,6 +277,10 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 		}
 	}
 
+	if constexpr (ASYNC) { /* the merge state overwrites the stages: all copies landed first */
+		asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+		__syncthreads();
+	}
 #pragma unroll
 	for (int g = 0; g < MAXG; g++) {
 		if (g >= G)
@@ -283,11 +356,12 @@ static __device__ __forceinline__ void dec_last_merge(const dec_params &p, int t
 	}
 }
 
-template <int HD, int MAXG>
+template <int HD, int MAXG, bool ASYNC>
 __global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_CTAS(MAXG))
 attn_decode_kernel(dec_params p)
 {
-	__shared__ dec_smem<HD, MAXG> sm;
+	__shared__ dec_sh<HD, MAXG, ASYNC> shm;
+	dec_smem<HD, MAXG> &sm = shm.m;
 	const int j = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
 	const int pos = p.tok_pos[t], hi = pos + 1;
 	int lo, n_active;
@@ -295,7 +369,7 @@ attn_decode_kernel(dec_params p)
 	const int start = lo + j * chunk, end = min(hi, start + chunk);
 	if (j >= n_active && p.n_splits > 1 && !p.cnt)
 		return; /* attn_combine reads the active splits only */
-	dec_range<HD, MAXG>(p, t, h, start, end, sm);
+	dec_range<HD, MAXG, ASYNC>(p, t, h, start, end, shm);
 	const int ns = p.n_splits;
 	dec_merge<HD, MAXG>(sm, p.G, [&](int g, int d, float M, float L, float A) {
 		int64_t qh = (int64_t)t * p.Hq + h * p.G + g;
@@ -321,11 +395,12 @@ attn_decode_kernel(dec_params p)
 
 /* The planned path (see the top of the file): one CTA per (KV head, item). Partials of the
  * pieces of token t live at [first + k, qh] (first: its first item), [n_max, Hq] in all. */
-template <int HD, int MAXG>
+template <int HD, int MAXG, bool ASYNC>
 __global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_CTAS(MAXG))
 attn_items_kernel(dec_params p, dec_plan pl)
 {
-	__shared__ dec_smem<HD, MAXG> sm;
+	__shared__ dec_sh<HD, MAXG, ASYNC> shm;
+	dec_smem<HD, MAXG> &sm = shm.m;
 	const int h = blockIdx.x;
 	const int2 it = pl.item[blockIdx.y];
 	if (it.x < 0)
@@ -333,7 +408,7 @@ attn_items_kernel(dec_params p, dec_plan pl)
 	const int t = it.x, j = it.y;
 	const int4 tk = pl.tok[t]; /* first item, pieces, positions a piece, first position */
 	const int start = tk.w + j * tk.z, end = min(p.tok_pos[t] + 1, start + tk.z);
-	dec_range<HD, MAXG>(p, t, h, start, end, sm);
+	dec_range<HD, MAXG, ASYNC>(p, t, h, start, end, shm);
 	const int n = tk.y;
 	const int64_t Hq = p.Hq;
 	dec_merge<HD, MAXG>(sm, p.G, [&](int g, int d, float M, float L, float A) {
@@ -480,17 +555,27 @@ __global__ void attn_generic_kernel(dec_params p, int hd)
 				__float2bfloat16(l > 0.f ? acc[i] / l : 0.f);
 }
 
+template <int HD, bool A>
+static void launch_items_a(dim3 grid, cudaStream_t st, const dec_params &p, const dec_plan &pl)
+{
+	if (p.G <= 1)
+		attn_items_kernel<HD, 1, A><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
+	else if (p.G <= 2)
+		attn_items_kernel<HD, 2, A><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
+	else if (p.G <= 4)
+		attn_items_kernel<HD, 4, A><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
+	else
+		attn_items_kernel<HD, 8, A><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
+}
+
+/* FI_DEC_ASYNC=0: K/V rows loaded into registers a round at a time, not pipelined */
 template <int HD>
 static void launch_items(dim3 grid, cudaStream_t st, const dec_params &p, const dec_plan &pl)
 {
-	if (p.G <= 1)
-		attn_items_kernel<HD, 1><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
-	else if (p.G <= 2)
-		attn_items_kernel<HD, 2><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
-	else if (p.G <= 4)
-		attn_items_kernel<HD, 4><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
+	if (fi_settings()->dec_async)
+		launch_items_a<HD, true>(grid, st, p, pl);
 	else
-		attn_items_kernel<HD, 8><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
+		launch_items_a<HD, false>(grid, st, p, pl);
 }
 
 /* The planned path when it is wanted and fits (then 1): FI_DEC_PLAN=0 never, =1 whenever it
@@ -535,17 +620,26 @@ static int planned(cudaStream_t st, const struct fi_cu_attn *a, int T, dec_param
 	return 1;
 }
 
+template <int HD, bool A>
+static void launch_hd_a(dim3 grid, cudaStream_t st, const dec_params &p)
+{
+	if (p.G <= 1)
+		attn_decode_kernel<HD, 1, A><<<grid, DEC_WARPS * 32, 0, st>>>(p);
+	else if (p.G <= 2)
+		attn_decode_kernel<HD, 2, A><<<grid, DEC_WARPS * 32, 0, st>>>(p);
+	else if (p.G <= 4)
+		attn_decode_kernel<HD, 4, A><<<grid, DEC_WARPS * 32, 0, st>>>(p);
+	else
+		attn_decode_kernel<HD, 8, A><<<grid, DEC_WARPS * 32, 0, st>>>(p);
+}
+
 template <int HD>
 static void launch_hd(dim3 grid, cudaStream_t st, const dec_params &p)
 {
-	if (p.G <= 1)
-		attn_decode_kernel<HD, 1><<<grid, DEC_WARPS * 32, 0, st>>>(p);
-	else if (p.G <= 2)
-		attn_decode_kernel<HD, 2><<<grid, DEC_WARPS * 32, 0, st>>>(p);
-	else if (p.G <= 4)
-		attn_decode_kernel<HD, 4><<<grid, DEC_WARPS * 32, 0, st>>>(p);
+	if (fi_settings()->dec_async)
+		launch_hd_a<HD, true>(grid, st, p);
 	else
-		attn_decode_kernel<HD, 8><<<grid, DEC_WARPS * 32, 0, st>>>(p);
+		launch_hd_a<HD, false>(grid, st, p);
 }
 
 extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,

@@ -25,6 +25,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->moe_grouped = 1;
 	s->fp8_gemm = 1;
 	s->dec_plan = -1;
+	s->dec_async = 1;
 }
 
 /* A fast path's switch: on unless the variable is "0". */
@@ -115,6 +116,7 @@ static void read_env(void)
 	s.fp8_gemm = on_unless_0("FI_FP8_GEMM");
 	if ((v = getenv("FI_DEC_PLAN")))
 		s.dec_plan = strcmp(v, "0") != 0;
+	s.dec_async = on_unless_0("FI_DEC_ASYNC");
 	s.gemm_tune = is_1("FI_GEMM_TUNE");
 	s.dec_merge = is_1("FI_DEC_MERGE");
 	s.upload_alloc = (v = getenv("FI_UPLOAD_PIN")) && !strcmp(v, "alloc");

@@ -49,6 +49,7 @@ struct fi_settings {
 	int fp8_gemm;      /* FI_FP8_GEMM: W8A8 prompts through cuBLASLt's FP8 GEMM */
 	int dec_plan;      /* FI_DEC_PLAN: decode attention in balanced pieces; -1 unset (by
 			    * batch size), 0 never, 1 whenever it fits */
+	int dec_async;     /* FI_DEC_ASYNC: decode attention's K/V rows pipelined (cp.async) */
 	/* Opt-in paths and timing knobs of the CUDA backend; 0 or "" leaves the default. */
 	int gemm_tune;     /* FI_GEMM_TUNE=1: time cuBLASLt's candidates, keep the fastest */
 	int dec_merge;     /* FI_DEC_MERGE=1: decode attention's last CTA merges the splits */

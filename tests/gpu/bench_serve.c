@@ -1,10 +1,11 @@
 /* Kernel timings at serving sizes for tests/gpu/NOTES.md (the roofline table of issue 12):
  * decode attention over hundreds of sequences of a ShareGPT-like length mix (planned
- * pieces against FI_DEC_PLAN=0), a mixed batch (decode rows and a prompt chunk after a
- * paged prefix, with and without the n_decode hint), the 8B shape's GEMMs at T = 64..8192
- * tokens a step and the LM head, cuBLASLt's plan for a new T (host time), and the sample
- * op over 256 rows of 128256 logits. Random data, a warm-up, median of 7 runs each bracketed
- * by stream syncs. Not a pass/fail test; prints one markdown table. */
+ * pieces, pipelined and not, against FI_DEC_PLAN=0), a mixed batch (decode rows and a
+ * prompt chunk after a paged prefix, with and without the n_decode hint), the 8B shape's
+ * GEMMs at T = 64..8192 tokens a step and the LM head, cuBLASLt's plan for a new T (host
+ * time), and the sample op over 256 rows of 128256 logits. Random data, a warm-up, median
+ * of 7 runs each bracketed by stream syncs. Not a pass/fail test; prints one markdown
+ * table. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,20 +140,24 @@ static void attn(int B, int Hq, int Hk, int hd, int n_chunk, int hist)
 				  .block_table_d = dbt, .max_seq_len = (int)longest,
 				  .scale = 1 / sqrtf((float)hd), .n_decode = B};
 	char what[160], rate[96];
-	for (int k2 = 0; k2 < 2; k2++) {
+	for (int k2 = 0; k2 < 3; k2++) {
 		const char *mode;
 		if (n_chunk) { /* with and without the hint */
+			if (k2 == 2)
+				break;
 			b.n_decode = k2 ? 0 : B;
 			mode = k2 ? "no hint (one kernel)" : "n_decode hint";
 		} else {
-			if (k2) {
-				setenv("FI_DEC_PLAN", "0", 1);
-				fi_settings_reload();
-			}
-			mode = k2 ? "FI_DEC_PLAN=0" : "planned";
+			/* planned and pipelined (the default), planned with K/V rows loaded a
+			 * round at a time, and not planned */
+			if (k2)
+				setenv(k2 == 1 ? "FI_DEC_ASYNC" : "FI_DEC_PLAN", "0", 1);
+			fi_settings_reload();
+			mode = k2 == 2 ? "FI_DEC_PLAN=0" : k2 ? "planned, FI_DEC_ASYNC=0" : "planned";
 		}
 		double t = TIME(G->ops->attention(G, o, q, &kv, 0, Hq, &b));
 		unsetenv("FI_DEC_PLAN");
+		unsetenv("FI_DEC_ASYNC");
 		fi_settings_reload();
 		snprintf(what, sizeof what,
 			 "attention %d rows Hq %d Hk %d hd %d, longest %.0f%s%s, %s", B, Hq, Hk, hd,

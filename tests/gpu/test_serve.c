@@ -50,7 +50,7 @@ struct acase {
 	int Hq, Hk, hd, bs, window, S;
 	int *hist, *nnew; /* [S]: tokens in the cache before, in this batch */
 	int n_decode;     /* the hint (backend.h) */
-	const char *plan; /* FI_DEC_PLAN, or NULL */
+	const char *plan; /* FI_DEC_PLAN, or NULL; "sync" first: FI_DEC_ASYNC=0 too */
 };
 
 static int rnd(int lo, int hi) /* [lo, hi] */
@@ -143,13 +143,20 @@ static void run_acase(const struct acase *c)
 		void *qd = put_act(b, q, nq);
 		out[i] = poisoned(b, nq);
 		if (i && c->plan) {
-			setenv("FI_DEC_PLAN", c->plan, 1);
+			const char *pl = c->plan;
+			if (!strncmp(pl, "sync", 4)) {
+				setenv("FI_DEC_ASYNC", "0", 1);
+				pl += 4;
+			}
+			if (*pl)
+				setenv("FI_DEC_PLAN", pl, 1);
 			fi_settings_reload();
 		}
 		ck_assert_msg(b->ops->attention(b, out[i], qd, &kv[i], 0, Hq, &nb1) == FI_OK,
 			      "%s attention: %s", b->ops->name, fi_errmsg());
 		ck_assert(b->ops->sync(b) == FI_OK);
 		unsetenv("FI_DEC_PLAN");
+		unsetenv("FI_DEC_ASYNC");
 		fi_settings_reload();
 		freeb(b, qd);
 		for (int j = 0; j < 12; j++)
@@ -208,6 +215,11 @@ START_TEST(test_attention_serving)
 		   NULL, NULL, 1, "0");
 	mixed_case("decode 1B heads, 200 rows", 32, 8, 64, 0, 200, 200, 40, 1500, 1600, 0, NULL,
 		   NULL, 1, NULL);
+	/* K/V rows loaded a round at a time (FI_DEC_ASYNC=0), planned and not */
+	mixed_case("decode 8B heads, 64 rows, not pipelined", 32, 8, 128, 0, 64, 300, 8, 1000,
+		   2500, 0, NULL, NULL, 1, "sync");
+	mixed_case("decode 8B heads, 64 rows, plan off, not pipelined", 32, 8, 128, 0, 64, 300, 8,
+		   1000, 2500, 0, NULL, NULL, 1, "sync0");
 	mixed_case("decode G=1, 300 rows", 8, 8, 128, 0, 300, 40, 0, 0, 0, 0, NULL, NULL, 1, NULL);
 	mixed_case("decode G=8, 40 rows", 64, 8, 128, 0, 40, 500, 5, 2000, 4000, 0, NULL, NULL, 1,
 		   NULL);
