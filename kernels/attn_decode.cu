@@ -185,20 +185,14 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 		dec_issue<HD>(p, shm.st, 0, s, h, start + w * SUB * DEC_R, end);
 	for (int wbase = start + w * SUB * DEC_R; wbase < end; wbase += NSUB * DEC_R) {
 		const int base = wbase + (lane / LPR) * DEC_R;
+		/* ASYNC: the rows are read from the stage where they are used (fewer live
+		 * registers; 5 CTAs an SM would still spill) */
 		bf16x8 kr[DEC_R], vr[DEC_R];
 		if constexpr (ASYNC) {
 			/* the next round's copies go out (an empty group past the end), then this
 			 * round's are waited for: one group may stay in flight */
 			dec_issue<HD>(p, shm.st, stage ^ 1, s, h, wbase + NSUB * DEC_R, end);
 			asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-#pragma unroll
-			for (int r = 0; r < DEC_R; r++) {
-				uint4 a = shm.st.kv[stage][r][0][threadIdx.x];
-				uint4 b = shm.st.kv[stage][r][1][threadIdx.x];
-				kr[r] = *(const bf16x8 *)&a;
-				vr[r] = *(const bf16x8 *)&b;
-			}
-			stage ^= 1;
 		} else {
 #pragma unroll
 			for (int r = 0; r < DEC_R; r++) {
@@ -213,11 +207,19 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 				}
 			}
 		}
+		auto row_of = [&](int r, int kv) -> bf16x8 {
+			if constexpr (ASYNC) {
+				uint4 a = shm.st.kv[stage][r][kv][threadIdx.x];
+				return *(const bf16x8 *)&a;
+			} else {
+				return kv ? vr[r] : kr[r];
+			}
+		};
 		float sc[MAXG][DEC_R];
 #pragma unroll
 		for (int r = 0; r < DEC_R; r++) {
 			float kf[8];
-			bf16x8_to_f32(kr[r], kf);
+			bf16x8_to_f32(row_of(r, 0), kf);
 #pragma unroll
 			for (int g = 0; g < MAXG; g++) {
 				float d = 0.f;
@@ -265,7 +267,7 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 #pragma unroll
 		for (int r = 0; r < DEC_R; r++) {
 			float vf[8];
-			bf16x8_to_f32(vr[r], vf);
+			bf16x8_to_f32(row_of(r, 1), vf);
 #pragma unroll
 			for (int g = 0; g < MAXG; g++) {
 				if (g >= G)
@@ -275,6 +277,8 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 					acc[g][i] += sc[g][r] * vf[i];
 			}
 		}
+		if constexpr (ASYNC)
+			stage ^= 1;
 	}
 
 	if constexpr (ASYNC) { /* the merge state overwrites the stages: all copies landed first */
@@ -431,6 +435,8 @@ attn_items_kernel(dec_params p, dec_plan pl)
 			   [&](int k, int64_t qh) { return (int64_t)(tk.x + k) * Hq + (qh - (int64_t)t * Hq); });
 }
 
+#include "attn_decode_tc.cuh"
+
 #define PLAN_THREADS 1024
 #define PLAN_BUCKETS 32
 
@@ -568,11 +574,16 @@ static void launch_items_a(dim3 grid, cudaStream_t st, const dec_params &p, cons
 		attn_items_kernel<HD, 8, A><<<grid, DEC_WARPS * 32, 0, st>>>(p, pl);
 }
 
-/* FI_DEC_ASYNC=0: K/V rows loaded into registers a round at a time, not pipelined */
+/* FI_DEC_ASYNC=0: K/V rows loaded into registers a round at a time, not pipelined. Head
+ * sizes 64 and 128 take the tensor-core loop (attn_decode_tc.cuh) unless FI_DEC_TC=0. */
 template <int HD>
 static void launch_items(dim3 grid, cudaStream_t st, const dec_params &p, const dec_plan &pl)
 {
-	if (fi_settings()->dec_async)
+	const struct fi_settings *set = fi_settings();
+	if constexpr (HD == 64 || HD == 128) /* FI_DEC_TC=0: the CUDA-core loop */
+		if (set->dec_tc && set->dec_async && p.G <= 8 && launch_items_tc<HD>(grid, st, p, pl))
+			return;
+	if (set->dec_async)
 		launch_items_a<HD, true>(grid, st, p, pl);
 	else
 		launch_items_a<HD, false>(grid, st, p, pl);

@@ -50,6 +50,7 @@ struct fi_settings {
 	int dec_plan;      /* FI_DEC_PLAN: decode attention in balanced pieces; -1 unset (by
 			    * batch size), 0 never, 1 whenever it fits */
 	int dec_async;     /* FI_DEC_ASYNC: decode attention's K/V rows pipelined (cp.async) */
+	int dec_tc;        /* FI_DEC_TC: the planned decode attention on tensor cores */
 	/* Opt-in paths and timing knobs of the CUDA backend; 0 or "" leaves the default. */
 	int gemm_tune;     /* FI_GEMM_TUNE=1: time cuBLASLt's candidates, keep the fastest */
 	int dec_merge;     /* FI_DEC_MERGE=1: decode attention's last CTA merges the splits */

@@ -140,7 +140,7 @@ static void attn(int B, int Hq, int Hk, int hd, int n_chunk, int hist)
 				  .block_table_d = dbt, .max_seq_len = (int)longest,
 				  .scale = 1 / sqrtf((float)hd), .n_decode = B};
 	char what[160], rate[96];
-	for (int k2 = 0; k2 < 3; k2++) {
+	for (int k2 = 0; k2 < 4; k2++) {
 		const char *mode;
 		if (n_chunk) { /* with and without the hint */
 			if (k2 == 2)
@@ -148,16 +148,21 @@ static void attn(int B, int Hq, int Hk, int hd, int n_chunk, int hist)
 			b.n_decode = k2 ? 0 : B;
 			mode = k2 ? "no hint (one kernel)" : "n_decode hint";
 		} else {
-			/* planned and pipelined (the default), planned with K/V rows loaded a
-			 * round at a time, and not planned */
-			if (k2)
-				setenv(k2 == 1 ? "FI_DEC_ASYNC" : "FI_DEC_PLAN", "0", 1);
+			/* planned (tensor cores where they apply: the default), planned on CUDA
+			 * cores, planned with K/V rows loaded a round at a time, not planned */
+			static const char *const var[] = {NULL, "FI_DEC_TC", "FI_DEC_ASYNC",
+							  "FI_DEC_PLAN"};
+			static const char *const name[] = {"planned", "planned, FI_DEC_TC=0",
+							   "planned, FI_DEC_ASYNC=0", "FI_DEC_PLAN=0"};
+			if (var[k2])
+				setenv(var[k2], "0", 1);
 			fi_settings_reload();
-			mode = k2 == 2 ? "FI_DEC_PLAN=0" : k2 ? "planned, FI_DEC_ASYNC=0" : "planned";
+			mode = name[k2];
 		}
 		double t = TIME(G->ops->attention(G, o, q, &kv, 0, Hq, &b));
 		unsetenv("FI_DEC_PLAN");
 		unsetenv("FI_DEC_ASYNC");
+		unsetenv("FI_DEC_TC");
 		fi_settings_reload();
 		snprintf(what, sizeof what,
 			 "attention %d rows Hq %d Hk %d hd %d, longest %.0f%s%s, %s", B, Hq, Hk, hd,

@@ -213,16 +213,19 @@ struct cap_case {
 	const char *name;
 	int Hq, Hk, hd, window, hist, nnew;
 	float cap, scale;
+	int plan; /* FI_DEC_PLAN=1: the planned path (the tensor-core loop at hd 128) */
 };
 
 static const struct cap_case cap_cases[] = {
-	{"decode hd=256 cap 50", 16, 8, 256, 0, 300, 1, 50.f, 0.0625f},
-	{"decode hd=256 cap 5 window", 16, 8, 256, 64, 300, 1, 5.f, 0.0625f},
-	{"decode hd=128 cap 5", 8, 2, 128, 0, 90, 1, 5.f, 0.0884f},
-	{"prefill hd=256 cap 50", 16, 8, 256, 0, 0, 150, 50.f, 0.0625f},
-	{"prefill hd=256 cap 5 window 40", 8, 4, 256, 40, 20, 130, 5.f, 0.0625f},
-	{"prefill hd=256 no cap", 16, 8, 256, 0, 33, 100, 0.f, 0.0625f},
-	{"prefill hd=128 cap 5", 8, 2, 128, 0, 0, 90, 5.f, 0.0884f},
+	{"decode hd=256 cap 50", 16, 8, 256, 0, 300, 1, 50.f, 0.0625f, 0},
+	{"decode hd=256 cap 5 window", 16, 8, 256, 64, 300, 1, 5.f, 0.0625f, 0},
+	{"decode hd=128 cap 5", 8, 2, 128, 0, 90, 1, 5.f, 0.0884f, 0},
+	{"decode hd=128 cap 5 planned", 8, 2, 128, 0, 300, 1, 5.f, 0.0884f, 1},
+	{"decode hd=128 cap 5 window 40 planned", 8, 2, 128, 40, 300, 1, 5.f, 0.0884f, 1},
+	{"prefill hd=256 cap 50", 16, 8, 256, 0, 0, 150, 50.f, 0.0625f, 0},
+	{"prefill hd=256 cap 5 window 40", 8, 4, 256, 40, 20, 130, 5.f, 0.0625f, 0},
+	{"prefill hd=256 no cap", 16, 8, 256, 0, 33, 100, 0.f, 0.0625f, 0},
+	{"prefill hd=128 cap 5", 8, 2, 128, 0, 0, 90, 5.f, 0.0884f, 0},
 };
 
 START_TEST(test_capped_attention)
@@ -272,9 +275,15 @@ START_TEST(test_capped_attention)
 		nw.tok_pos_d = (const int32_t *)pd + c->hist;
 		nw.slot_d = (const int32_t *)sl + c->hist;
 		out[i] = poisoned(b, (size_t)c->nnew * Hq * hd);
+		if (i && c->plan) {
+			setenv("FI_DEC_PLAN", "1", 1);
+			fi_settings_reload();
+		}
 		ck_assert_msg(b->ops->attention(b, out[i], qd, &kv[i], 0, Hq, &nw) == FI_OK, "%s: %s",
 			      b->ops->name, fi_errmsg());
 		ck_assert(b->ops->sync(b) == FI_OK);
+		unsetenv("FI_DEC_PLAN");
+		fi_settings_reload();
 		freeb(b, sd), freeb(b, pd), freeb(b, sl), freeb(b, ld), freeb(b, btd);
 		freeb(b, kd), freeb(b, vd), freeb(b, qd);
 	}

@@ -50,7 +50,8 @@ struct acase {
 	int Hq, Hk, hd, bs, window, S;
 	int *hist, *nnew; /* [S]: tokens in the cache before, in this batch */
 	int n_decode;     /* the hint (backend.h) */
-	const char *plan; /* FI_DEC_PLAN, or NULL; "sync" first: FI_DEC_ASYNC=0 too */
+	const char *plan; /* FI_DEC_PLAN, or NULL; "sync" first: FI_DEC_ASYNC=0 too, "cc" first:
+			   * FI_DEC_TC=0 (the planned path on CUDA cores, not tensor cores) */
 };
 
 static int rnd(int lo, int hi) /* [lo, hi] */
@@ -148,6 +149,10 @@ static void run_acase(const struct acase *c)
 				setenv("FI_DEC_ASYNC", "0", 1);
 				pl += 4;
 			}
+			if (!strncmp(pl, "cc", 2)) { /* CUDA cores: FI_DEC_TC=0 */
+				setenv("FI_DEC_TC", "0", 1);
+				pl += 2;
+			}
 			if (*pl)
 				setenv("FI_DEC_PLAN", pl, 1);
 			fi_settings_reload();
@@ -157,6 +162,7 @@ static void run_acase(const struct acase *c)
 		ck_assert(b->ops->sync(b) == FI_OK);
 		unsetenv("FI_DEC_PLAN");
 		unsetenv("FI_DEC_ASYNC");
+		unsetenv("FI_DEC_TC");
 		fi_settings_reload();
 		freeb(b, qd);
 		for (int j = 0; j < 12; j++)
@@ -220,7 +226,14 @@ START_TEST(test_attention_serving)
 		   2500, 0, NULL, NULL, 1, "sync");
 	mixed_case("decode 8B heads, 64 rows, plan off, not pipelined", 32, 8, 128, 0, 64, 300, 8,
 		   1000, 2500, 0, NULL, NULL, 1, "sync0");
+	/* the planned path on CUDA cores (FI_DEC_TC=0); the cases around run on tensor cores */
+	mixed_case("decode 8B heads, 64 rows, CUDA cores", 32, 8, 128, 0, 64, 300, 8, 1000, 2500, 0,
+		   NULL, NULL, 1, "cc");
+	mixed_case("decode 1B heads, 200 rows, CUDA cores", 32, 8, 64, 0, 200, 200, 40, 1500, 1600,
+		   0, NULL, NULL, 1, "cc");
 	mixed_case("decode G=1, 300 rows", 8, 8, 128, 0, 300, 40, 0, 0, 0, 0, NULL, NULL, 1, NULL);
+	mixed_case("decode G=3, 300 rows, 17-position tails", 24, 8, 128, 0, 300, 17, 6, 333, 999,
+		   0, NULL, NULL, 1, NULL);
 	mixed_case("decode G=8, 40 rows", 64, 8, 128, 0, 40, 500, 5, 2000, 4000, 0, NULL, NULL, 1,
 		   NULL);
 	mixed_case("decode window 48, 100 rows", 8, 4, 128, 48, 100, 400, 3, 300, 900, 0, NULL, NULL,
