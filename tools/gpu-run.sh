@@ -361,6 +361,14 @@ print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens
 			echo "| 8B 4096-token prompt, $run | $(grep -o 'prompt.*tok/s);' "$out/ttft-$run.err") | $(grep -o '[0-9]* from the arena' "$out/ttft-$run.err") |" >> "$out/xproc.md"
 			grep -iE 'arena|warning|error|prefix' "$out/ttft-$run.err" | grep -v '^$' | tail -n 12 | cut -c1-300 | sed "s/^/ttft-$run: /"
 		done
+		# a worker that is already up when its request comes (the arena attached and its
+		# extents registered at start): the request is written 5 s after it starts
+		tmp=${TMPDIR:-/tmp}
+		printf '{"v":1,"type":"request","id":"x","tokens":[%s],"max_tokens":2,"temperature":0}\n' "$ids" |
+			fi-frame -e > "$tmp/xproc-req.mp" || rc=1
+		{ sleep 5; cat "$tmp/xproc-req.mp"; } | FI_LOG=debug fi-decode -m llama3_8b --prefix-cache --arena-size 4G > "$tmp/xproc-served.mp" 2> "$out/ttft-served.err" || rc=1
+		echo "| 8B 4096-token prompt, a worker up before its request | $(fi-frame -t done < "$tmp/xproc-served.mp" | python3 -c 'import json, sys; d = json.loads(sys.stdin.readline()); print("TTFT %.2f ms, %s" % (d["timings"]["ttft_ms"], d["counts"]))') |" >> "$out/xproc.md"
+		grep -iE 'arena|warning|error' "$out/ttft-served.err" | tail -n 6 | cut -c1-300 | sed "s/^/ttft-served: /"
 		fi-load --arena | tail -n 3
 		ls -la "$FI_HOME/kv" 2>&1 | tail -n 3
 		cat "$out/xproc.md"

@@ -146,6 +146,11 @@ fi_err fi_arena_extent(const struct fi_arena *a, uint32_t b, uint32_t *index, vo
 	return FI_OK;
 }
 
+uint32_t fi_arena_extent_blocks(const struct fi_arena *a)
+{
+	return a->h->extent_blocks;
+}
+
 /* One block's key: SHA-256("fi-kv-1" || parent || fingerprint || tokens as LE uint32). */
 static int key_block(EVP_MD_CTX *ctx, const char *fp, const uint8_t *parent,
 		     const uint32_t *tokens, uint32_t n, uint8_t *out)

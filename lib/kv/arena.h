@@ -112,6 +112,8 @@ void fi_arena_mapping(const struct fi_arena *a, void **base, size_t *len);
  * for a block past the allocated data. */
 fi_err fi_arena_extent(const struct fi_arena *a, uint32_t b, uint32_t *index, void **base,
 		       size_t *len);
+/* Blocks an extent holds (the last may hold fewer). */
+uint32_t fi_arena_extent_blocks(const struct fi_arena *a);
 /* Data of block b (block_bytes long, FI_ARENA_ALIGN aligned); NULL when b is out of range.
  * Read it only while a lease pins b; write it only between reserve and publish. */
 void *fi_arena_data(const struct fi_arena *a, uint32_t b);

@@ -15,43 +15,85 @@ struct fi_kvx {
 	char id[2 * FI_ARENA_KEY_BYTES + 1];
 	int bt;          /* tokens per block, the cache's and the arena's */
 	size_t part;     /* bytes of one layer's K (or V) in one block: bt x Hk x hd x esize */
-	/* Extents of the arena registered with the backend (cudaHostRegister), by index: each
-	 * the first time a block of it is copied. NULL entries are not (yet, or it failed). */
+	/* Extents of the arena registered with the backend (cudaHostRegister), by index: those
+	 * allocated when the arena is opened by a thread of their own (pinning 64 MiB takes
+	 * milliseconds, which would otherwise fall inside the first request that reads them),
+	 * later ones the first time a block of theirs is copied. NULL entries are not (yet, or it
+	 * failed: (void *)1); busy[e] while a thread registers e. mu guards both. */
 	void **reg;
+	uint8_t *busy;
 	uint32_t n_reg;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t th;
+	int th_on, stop;
 	int told_full;   /* the arena was full once: said once, at warning level */
 };
 
-/* Registers the extent of arena block b with the backend, once. A failure only costs speed
- * (copies from unregistered memory are staged), so it is not an error. */
-static void reg_extent(struct fi_kvx *x, uint32_t b)
+/* Registers the extent of arena block b with the backend, once; a copy that needs an extent
+ * the background thread is registering waits for it. A failure only costs speed (copies from
+ * unregistered memory are staged), so it is not an error. 0, or -1 past the allocated data. */
+static int reg_extent(struct fi_kvx *x, uint32_t b)
 {
 	struct fi_backend *be = x->c->be;
 	uint32_t e;
-	void *base;
+	void *base, *r;
 	size_t len;
 	if (!be->ops->host_register || fi_arena_extent(x->a, b, &e, &base, &len)) {
 		fi_clear_error();
-		return;
+		return -1;
 	}
+	pthread_mutex_lock(&x->mu);
 	if (e >= x->n_reg) {
 		uint32_t n = e + 16;
 		void **v = realloc(x->reg, n * sizeof *v);
-		if (!v)
-			return;
+		uint8_t *bz = v ? realloc(x->busy, n) : NULL;
+		if (v)
+			x->reg = v;
+		if (!bz) {
+			pthread_mutex_unlock(&x->mu);
+			return 0;
+		}
 		memset(v + x->n_reg, 0, (n - x->n_reg) * sizeof *v);
-		x->reg = v;
+		memset(bz + x->n_reg, 0, n - x->n_reg);
+		x->busy = bz;
 		x->n_reg = n;
 	}
-	if (x->reg[e])
-		return;
+	while (x->busy[e])
+		pthread_cond_wait(&x->cv, &x->mu);
+	if (x->reg[e]) {
+		pthread_mutex_unlock(&x->mu);
+		return 0;
+	}
+	x->busy[e] = 1;
+	pthread_mutex_unlock(&x->mu);
+	r = base;
 	if (be->ops->host_register(be, base, len)) {
 		fi_debug("kv arena %.16s: extent %u not registered: %s", x->id, e, fi_errmsg());
 		fi_clear_error();
-		x->reg[e] = (void *)1; /* not tried again */
-		return;
+		r = (void *)1; /* not tried again */
 	}
-	x->reg[e] = base;
+	pthread_mutex_lock(&x->mu);
+	x->reg[e] = r;
+	x->busy[e] = 0;
+	pthread_cond_broadcast(&x->cv);
+	pthread_mutex_unlock(&x->mu);
+	return 0;
+}
+
+/* The background registration of the extents allocated at open, first to last. */
+static void *reg_all(void *arg)
+{
+	struct fi_kvx *x = arg;
+	uint32_t step = fi_arena_extent_blocks(x->a);
+	for (uint32_t b = 0; step && b < fi_arena_n_blocks(x->a); b += step) {
+		pthread_mutex_lock(&x->mu);
+		int stop = x->stop;
+		pthread_mutex_unlock(&x->mu);
+		if (stop || reg_extent(x, b))
+			break;
+	}
+	return NULL;
 }
 
 static void hex(const uint8_t *b, size_t n, char *out)
@@ -135,6 +177,9 @@ fi_err fi_kvx_open(struct fi_kvx **out, struct fi_kvcache *c, const uint8_t mode
 		free(x);
 		return e;
 	}
+	pthread_mutex_init(&x->mu, NULL);
+	pthread_cond_init(&x->cv, NULL);
+	x->th_on = be->ops->host_register && !pthread_create(&x->th, NULL, reg_all, x);
 	*out = x;
 	return FI_OK;
 }
@@ -143,10 +188,19 @@ void fi_kvx_close(struct fi_kvx *x)
 {
 	if (!x)
 		return;
+	if (x->th_on) {
+		pthread_mutex_lock(&x->mu);
+		x->stop = 1;
+		pthread_mutex_unlock(&x->mu);
+		pthread_join(x->th, NULL);
+	}
 	for (uint32_t e = 0; e < x->n_reg; e++)
 		if (x->reg[e] && x->reg[e] != (void *)1)
 			x->c->be->ops->host_unregister(x->c->be, x->reg[e]);
 	free(x->reg);
+	free(x->busy);
+	pthread_cond_destroy(&x->cv);
+	pthread_mutex_destroy(&x->mu);
 	fi_arena_close(x->a);
 	free(x);
 }

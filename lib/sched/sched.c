@@ -82,6 +82,10 @@ fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct
 		s->kc->on_remove_user = s;
 		s->o.kv_cb(s->o.kv_user, &ev);
 	}
+	/* The arena is attached now, not at the first request: its extents are registered with
+	 * the backend in the background (kvxfer.c), outside any request's time to first token. */
+	if (s->o.prefix_cache)
+		prefix_arena(s);
 	*out = s;
 	return FI_OK;
 }

@@ -2,9 +2,11 @@
  * match, attach, idle blocks kept and evicted least recently used first, a block written
  * again unpublished, counts for planning), the backend's kv_copy block layout, and the
  * arena transfers' kv_copy calls (one extent each). */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "base/settings.h"
@@ -198,6 +200,31 @@ static fi_err rec_copy(struct fi_backend *b, struct fi_kv_cache *kv, int to_cach
 	return real_ops->kv_copy(b, kv, to_cache, n, blocks, host);
 }
 
+/* Registrations (host_register, host_unregister) as the CPU backend has none: which bases,
+ * how many twice, how many undone. The background thread of fi_kvx_open calls it too. */
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *reg_base[64];
+static int reg_n, reg_dup, unreg_n;
+
+static fi_err rec_register(struct fi_backend *b, void *p, size_t bytes)
+{
+	pthread_mutex_lock(&reg_mu);
+	for (int i = 0; i < reg_n; i++)
+		reg_dup += reg_base[i] == p;
+	if (reg_n < 64)
+		reg_base[reg_n++] = p;
+	pthread_mutex_unlock(&reg_mu);
+	usleep(3000); /* pinning takes time: a fetch meets the thread at work */
+	return FI_OK;
+}
+
+static void rec_unregister(struct fi_backend *b, void *p)
+{
+	pthread_mutex_lock(&reg_mu);
+	unreg_n++;
+	pthread_mutex_unlock(&reg_mu);
+}
+
 START_TEST(test_arena_extents)
 {
 	static struct fi_backend_ops rec;
@@ -221,12 +248,14 @@ START_TEST(test_arena_extents)
 	ck_assert(!fi_kvx_id(fp, &c->kv, be->act, id));
 	ck_assert_msg(!fi_arena_open(&a, id, &o), "%s", fi_errmsg());
 	fi_arena_close(a);
-	ck_assert_msg(!fi_kvx_open(&x, c, fp, 0, 0), "%s", fi_errmsg());
-	rec_arena = fi_kvx_arena(x);
 	real_ops = be->ops;
 	rec = *be->ops;
 	rec.kv_copy = rec_copy;
+	rec.host_register = rec_register;
+	rec.host_unregister = rec_unregister;
 	be->ops = &rec;
+	ck_assert_msg(!fi_kvx_open(&x, c, fp, 0, 0), "%s", fi_errmsg());
+	rec_arena = fi_kvx_arena(x);
 	for (int i = 0; i < 40; i++)
 		toks[i] = 100 + (uint32_t)i * 7;
 	s = seq_of(c, 40);
@@ -239,6 +268,29 @@ START_TEST(test_arena_extents)
 	ck_assert_int_eq(stored, 10);
 	ck_assert_int_ge(rec_calls, 4);
 	ck_assert_int_eq(rec_spans, 0);
+	/* 10 blocks in extents of 3: four extents, each registered once as first used, and
+	 * undone at close */
+	fi_kvx_close(x);
+	ck_assert_int_eq(reg_n, 4);
+	ck_assert_int_eq(reg_dup, 0);
+	ck_assert_int_eq(unreg_n, 4);
+	/* A later process: the four extents are registered by the thread fi_kvx_open starts,
+	 * with no copy asking for them */
+	reg_n = unreg_n = 0;
+	ck_assert_msg(!fi_kvx_open(&x, c, fp, 0, 0), "%s", fi_errmsg());
+	for (int i = 0, n = 0; i < 400 && n < 4; i++) {
+		usleep(5000);
+		pthread_mutex_lock(&reg_mu);
+		n = reg_n;
+		pthread_mutex_unlock(&reg_mu);
+	}
+	fi_kvx_close(x);
+	ck_assert_int_eq(reg_n, 4);
+	ck_assert_int_eq(unreg_n, 4);
+	/* and while the fetch below wants them (it waits for, or takes, each one: still once) */
+	reg_n = unreg_n = 0;
+	ck_assert_msg(!fi_kvx_open(&x, c, fp, 0, 0), "%s", fi_errmsg());
+	rec_arena = fi_kvx_arena(x);
 	/* back into another sequence: the same K and V */
 	ck_assert(!fi_kvcache_seq_new(c, &s2));
 	rec_calls = 0;
@@ -256,8 +308,11 @@ START_TEST(test_arena_extents)
 					  16 * sizeof(float)));
 		}
 	}
-	be->ops = real_ops;
 	fi_kvx_close(x);
+	ck_assert_int_eq(reg_n, 4);
+	ck_assert_int_eq(reg_dup, 0);
+	ck_assert_int_eq(unreg_n, 4);
+	be->ops = real_ops;
 	fi_kvcache_destroy(c);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", home);
 	ck_assert(!system(cmd));

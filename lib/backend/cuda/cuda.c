@@ -55,9 +55,11 @@ static fi_err cu_download(struct fi_backend *be, void *dst, const void *src_d, s
 }
 
 /* A KV arena extent: already allocated (fallocate), so registering it pins what is there and
- * allocates nothing. */
+ * allocates nothing. It may run on a thread of its own (lib/kv/kvxfer.c registers an
+ * arena's extents in the background), which must name the device first. */
 static fi_err cu_host_register(struct fi_backend *be, void *p, size_t bytes)
 {
+	CU_CHECK(cudaSetDevice(fi_cuda_of(be)->device));
 	CU_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterDefault));
 	return FI_OK;
 }
