@@ -303,9 +303,13 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 /* Merges the NSUB sub-warp states of sm: sink(g, d, M, L, A) for every (query head of the
  * group, dim), M = -inf when no position was seen. */
 template <int HD, int MAXG, typename Sink>
-static __device__ __forceinline__ void dec_merge(const dec_smem<HD, MAXG> &sm, int G, Sink sink)
+static __device__ __forceinline__ void dec_merge(const dec_smem<HD, MAXG> &sm, int G, Sink sink);
+
+/* The same over NSUB states of any layout with ml[NSUB][>= G][2] and acc[NSUB][>= G][HD] (the
+ * tensor-core loop keeps one a warp). */
+template <int HD, int NSUB, typename SM, typename Sink>
+static __device__ __forceinline__ void dec_merge_n(const SM &sm, int G, Sink sink)
 {
-	constexpr int NSUB = dec_shape<HD>::NSUB;
 	for (int e = threadIdx.x; e < G * HD; e += blockDim.x) {
 		int g = e / HD, d = e % HD;
 		float M = -INFINITY;
@@ -321,6 +325,12 @@ static __device__ __forceinline__ void dec_merge(const dec_smem<HD, MAXG> &sm, i
 		}
 		sink(g, d, M, L, A);
 	}
+}
+
+template <int HD, int MAXG, typename Sink>
+static __device__ __forceinline__ void dec_merge(const dec_smem<HD, MAXG> &sm, int G, Sink sink)
+{
+	dec_merge_n<HD, dec_shape<HD>::NSUB>(sm, G, sink);
 }
 
 /* After every CTA of (t, h) wrote its partial (index part(k) for piece k of n): the last to
@@ -397,25 +407,35 @@ attn_decode_kernel(dec_params p)
 			   [&](int k, int64_t qh) { return qh * ns + k; });
 }
 
-/* The planned path (see the top of the file): one CTA per (KV head, item). Partials of the
- * pieces of token t live at [first + k, qh] (first: its first item), [n_max, Hq] in all. */
-template <int HD, int MAXG, bool ASYNC>
-__global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_CTAS(MAXG))
-attn_items_kernel(dec_params p, dec_plan pl)
+/* This CTA's item of the planned path: token t, piece j of its tk (first item, pieces,
+ * positions a piece, first position), positions [start, end); false when it has none. */
+struct dec_item {
+	int t, j, start, end;
+	int4 tk;
+};
+static __device__ __forceinline__ bool item_of(const dec_params &p, const dec_plan &pl,
+					       struct dec_item *it)
 {
-	__shared__ dec_sh<HD, MAXG, ASYNC> shm;
-	dec_smem<HD, MAXG> &sm = shm.m;
-	const int h = blockIdx.x;
-	const int2 it = pl.item[blockIdx.y];
-	if (it.x < 0)
-		return;
-	const int t = it.x, j = it.y;
-	const int4 tk = pl.tok[t]; /* first item, pieces, positions a piece, first position */
-	const int start = tk.w + j * tk.z, end = min(p.tok_pos[t] + 1, start + tk.z);
-	dec_range<HD, MAXG, ASYNC>(p, t, h, start, end, shm);
+	const int2 ij = pl.item[blockIdx.y];
+	if (ij.x < 0)
+		return false;
+	it->t = ij.x;
+	it->j = ij.y;
+	it->tk = pl.tok[ij.x];
+	it->start = it->tk.w + ij.y * it->tk.z;
+	it->end = min(p.tok_pos[ij.x] + 1, it->start + it->tk.z);
+	return true;
+}
+
+/* The end of an item of the planned path, from the NSUB states in sm: token t's output when
+ * it is in one piece, else piece j's partial, and the last piece to finish merges them. */
+template <int HD, int NSUB, typename SM>
+static __device__ __forceinline__ void items_finish(const dec_params &p, const SM &sm, int t,
+						    int h, int j, int4 tk)
+{
 	const int n = tk.y;
 	const int64_t Hq = p.Hq;
-	dec_merge<HD, MAXG>(sm, p.G, [&](int g, int d, float M, float L, float A) {
+	dec_merge_n<HD, NSUB>(sm, p.G, [&](int g, int d, float M, float L, float A) {
 		int64_t qh = (int64_t)t * Hq + h * p.G + g;
 		if (n == 1) {
 			p.out[qh * HD + d] = __float2bfloat16(L > 0.f ? A / L : 0.f);
@@ -433,6 +453,22 @@ attn_items_kernel(dec_params p, dec_plan pl)
 	/* (the plan zeroed the counter; the last resets it too, as FI_DEC_MERGE=1 expects) */
 	dec_last_merge<HD>(p, t, h, n, p.cnt + (int64_t)t * p.Hk + h, true,
 			   [&](int k, int64_t qh) { return (int64_t)(tk.x + k) * Hq + (qh - (int64_t)t * Hq); });
+}
+
+/* The planned path (see the top of the file): one CTA per (KV head, item). Partials of the
+ * pieces of token t live at [first + k, qh] (first: its first item), [n_max, Hq] in all. */
+template <int HD, int MAXG, bool ASYNC>
+__global__ void __launch_bounds__(DEC_WARPS * 32, DEC_MIN_CTAS(MAXG))
+attn_items_kernel(dec_params p, dec_plan pl)
+{
+	__shared__ dec_sh<HD, MAXG, ASYNC> shm;
+	dec_smem<HD, MAXG> &sm = shm.m;
+	const int h = blockIdx.x;
+	struct dec_item it;
+	if (!item_of(p, pl, &it))
+		return;
+	dec_range<HD, MAXG, ASYNC>(p, it.t, h, it.start, it.end, shm);
+	items_finish<HD, dec_shape<HD>::NSUB>(p, sm, it.t, h, it.j, it.tk);
 }
 
 #include "attn_decode_tc.cuh"

@@ -1,6 +1,7 @@
 /* attn_decode_tc: the planned path's inner loop on tensor cores (mma.sync m16n8k16, bf16 in,
  * f32 accumulate), for head sizes 64 and 128 and groups of up to 8 query heads. Included by
- * attn_decode.cu after its helpers (dec_params, dec_plan, kv_row, dec_cp16, dec_last_merge).
+ * attn_decode.cu after its helpers (dec_params, dec_plan, kv_row, dec_cp16, item_of,
+ * items_finish).
  *
  * Why: the CUDA-core loop spends ~570 instructions a lane for every 8 K/V rows (per-lane dot
  * products, 4 shuffle levels for each of 16 scores, the online softmax repeated in 16 lanes)
@@ -217,45 +218,11 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_items_tc_kernel(dec_param
 	extern __shared__ uint4 tc_dyn[];
 	tc_shared<HD> &shm = *(tc_shared<HD> *)tc_dyn;
 	const int h = blockIdx.x;
-	const int2 it = pl.item[blockIdx.y];
-	if (it.x < 0)
+	struct dec_item it;
+	if (!item_of(p, pl, &it))
 		return;
-	const int t = it.x, j = it.y;
-	const int4 tk = pl.tok[t]; /* first item, pieces, positions a piece, first position */
-	const int start = tk.w + j * tk.z, end = min(p.tok_pos[t] + 1, start + tk.z);
-	dec_range_tc<HD>(p, t, h, start, end, shm);
-	const int n = tk.y;
-	const int64_t Hq = p.Hq;
-	const tc_merge<HD> &sm = shm.m;
-	for (int e = threadIdx.x; e < p.G * HD; e += blockDim.x) {
-		const int g = e / HD, d = e % HD;
-		float M = -INFINITY;
-		for (int k = 0; k < DEC_WARPS; k++)
-			M = fmaxf(M, sm.ml[k][g][0]);
-		float L = 0.f, A = 0.f;
-		if (M != -INFINITY) {
-			for (int k = 0; k < DEC_WARPS; k++) {
-				float f = exp2f(sm.ml[k][g][0] - M);
-				L += sm.ml[k][g][1] * f;
-				A += sm.acc[k][g][d] * f;
-			}
-		}
-		const int64_t qh = (int64_t)t * Hq + h * p.G + g;
-		if (n == 1) {
-			p.out[qh * HD + d] = __float2bfloat16(L > 0.f ? A / L : 0.f);
-		} else {
-			int64_t sp = (int64_t)(tk.x + j) * Hq + h * p.G + g;
-			p.ws_acc[sp * HD + d] = A;
-			if (d == 0) {
-				p.ws_ml[sp * 2] = M;
-				p.ws_ml[sp * 2 + 1] = L;
-			}
-		}
-	}
-	if (n == 1)
-		return;
-	dec_last_merge<HD>(p, t, h, n, p.cnt + (int64_t)t * p.Hk + h, true,
-			   [&](int k, int64_t qh) { return (int64_t)(tk.x + k) * Hq + (qh - (int64_t)t * Hq); });
+	dec_range_tc<HD>(p, it.t, h, it.start, it.end, shm);
+	items_finish<HD, DEC_WARPS>(p, shm.m, it.t, h, it.j, it.tk);
 }
 
 /* The tensor-core loop when it applies (head size 64 or 128, G <= 8, FI_DEC_TC not 0): 1 if
