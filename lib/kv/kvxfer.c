@@ -44,19 +44,20 @@ static int reg_extent(struct fi_kvx *x, uint32_t b)
 		return -1;
 	}
 	pthread_mutex_lock(&x->mu);
-	if (e >= x->n_reg) {
+	if (e >= x->n_reg) { /* both arrays grow to n; until both have, n_reg stays */
 		uint32_t n = e + 16;
 		void **v = realloc(x->reg, n * sizeof *v);
 		uint8_t *bz = v ? realloc(x->busy, n) : NULL;
 		if (v)
 			x->reg = v;
-		if (!bz) {
+		if (bz)
+			x->busy = bz;
+		if (!bz) { /* unregistered: copies are staged, slower */
 			pthread_mutex_unlock(&x->mu);
 			return 0;
 		}
 		memset(v + x->n_reg, 0, (n - x->n_reg) * sizeof *v);
 		memset(bz + x->n_reg, 0, n - x->n_reg);
-		x->busy = bz;
 		x->n_reg = n;
 	}
 	while (x->busy[e])
@@ -294,7 +295,7 @@ static uint32_t extent_of(const struct fi_kvx *x, uint32_t b)
  * backend's kv_copy when it has one (few calls, queued), else layer by layer. kv_copy moves
  * a run of blocks with one strided copy, which must stay inside one registration of host
  * memory (CUDA refuses one that spans two: "invalid argument"), and each extent is
- * registered apart: a call takes the blocks of one extent. */
+ * registered apart: a call takes the blocks of one extent, registered first (once). */
 static fi_err copy_blocks(struct fi_kvx *x, int to_cache, int n, const int32_t *cbs,
 			  void *const *ptrs, const uint32_t *ab)
 {
@@ -305,6 +306,7 @@ static fi_err copy_blocks(struct fi_kvx *x, int to_cache, int n, const int32_t *
 			uint32_t ext = extent_of(x, ab[i]);
 			for (j = i + 1; j < n && ext != UINT32_MAX && extent_of(x, ab[j]) == ext; j++)
 				;
+			reg_extent(x, ab[i]);
 			e = be->ops->kv_copy(be, &x->c->kv, to_cache, j - i, cbs + i, ptrs + i);
 		}
 		return e;
@@ -359,7 +361,6 @@ fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 	threaded = !pthread_create(&th, NULL, verify_main, &v);
 	for (size_t i = 0; i < found; i++) {
 		cbs[i] = fi_kvcache_slot(x->c, seq, (int)((first + i) * (size_t)x->bt)) / x->bt;
-		reg_extent(x, blk[i]);
 		ptrs[i] = fi_arena_data(x->a, blk[i]);
 	}
 	e = copy_blocks(x, 1, (int)found, cbs, ptrs, blk);
@@ -455,7 +456,6 @@ fi_err fi_kvx_store_blocks(struct fi_kvx *x, const int32_t *blocks, const uint32
 				fi_arena_unpin(l, b);
 			continue;
 		}
-		reg_extent(x, b);
 		ab[nw] = b;
 		cbs[nw] = blocks[i];
 		ptrs[nw++] = data;
