@@ -39,6 +39,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "mma.cuh"
 
 #define DEC_WARPS 4
 #define DEC_R 4
@@ -115,15 +116,6 @@ template <int HD, int MAXG> union dec_shared_sync {
 template <int HD, int MAXG, bool ASYNC>
 using dec_sh = typename std::conditional<ASYNC, dec_shared<HD, MAXG>, dec_shared_sync<HD, MAXG>>::type;
 
-static __device__ __forceinline__ void dec_cp16(void *dst, const void *src, bool valid)
-{
-	/* src-size 0 fills the 16 bytes with zeros: rows past the end weigh 0 and must not be
-	 * NaN */
-	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
-			     (uint32_t)__cvta_generic_to_shared(dst)),
-		     "l"(src), "r"(valid ? 16 : 0));
-}
-
 /* Copies one round's K and V rows of this thread (DEC_R positions from its sub-warp's base) to
  * stage, as one group. */
 template <int HD>
@@ -138,10 +130,10 @@ static __device__ __forceinline__ void dec_issue(const dec_params &p, dec_stage 
 		int ps = base + r;
 		bool ok = ps < end;
 		int64_t row = ok ? (kv_row(p, s, ps) * p.Hk + h) * HD : 0;
-		dec_cp16(&st.kv[stage][r][0][tid], (const bf16x8 *)(p.kc + row) + li, ok);
-		dec_cp16(&st.kv[stage][r][1][tid], (const bf16x8 *)(p.vc + row) + li, ok);
+		cp_async16(&st.kv[stage][r][0][tid], (const bf16x8 *)(p.kc + row) + li, ok);
+		cp_async16(&st.kv[stage][r][1][tid], (const bf16x8 *)(p.vc + row) + li, ok);
 	}
-	asm volatile("cp.async.commit_group;\n");
+	cp_commit();
 }
 
 /* Token t's attention over positions [start, end) for the G query heads of KV head h: each
@@ -192,7 +184,7 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 			/* the next round's copies go out (an empty group past the end), then this
 			 * round's are waited for: one group may stay in flight */
 			dec_issue<HD>(p, shm.st, stage ^ 1, s, h, wbase + NSUB * DEC_R, end);
-			asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+			cp_wait<1>();
 		} else {
 #pragma unroll
 			for (int r = 0; r < DEC_R; r++) {
@@ -282,7 +274,7 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 	}
 
 	if constexpr (ASYNC) { /* the merge state overwrites the stages: all copies landed first */
-		asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+		cp_wait<0>();
 		__syncthreads();
 	}
 #pragma unroll
@@ -300,13 +292,9 @@ static __device__ __forceinline__ void dec_range(const dec_params &p, int t, int
 	__syncthreads();
 }
 
-/* Merges the NSUB sub-warp states of sm: sink(g, d, M, L, A) for every (query head of the
- * group, dim), M = -inf when no position was seen. */
-template <int HD, int MAXG, typename Sink>
-static __device__ __forceinline__ void dec_merge(const dec_smem<HD, MAXG> &sm, int G, Sink sink);
-
-/* The same over NSUB states of any layout with ml[NSUB][>= G][2] and acc[NSUB][>= G][HD] (the
- * tensor-core loop keeps one a warp). */
+/* Merges the NSUB states of sm (ml[NSUB][>= G][2], acc[NSUB][>= G][HD]: one a sub-warp in
+ * dec_smem, one a warp in the tensor-core loop): sink(g, d, M, L, A) for every (query head
+ * of the group, dim), M = -inf when no position was seen. */
 template <int HD, int NSUB, typename SM, typename Sink>
 static __device__ __forceinline__ void dec_merge_n(const SM &sm, int G, Sink sink)
 {

@@ -1,7 +1,7 @@
 /* attn_decode_tc: the planned path's inner loop on tensor cores (mma.sync m16n8k16, bf16 in,
  * f32 accumulate), for head sizes 64 and 128 and groups of up to 8 query heads. Included by
- * attn_decode.cu after its helpers (dec_params, dec_plan, kv_row, dec_cp16, item_of,
- * items_finish).
+ * attn_decode.cu after its helpers (dec_params, dec_plan, kv_row, item_of, items_finish);
+ * cp.async, ldmatrix and mma.sync come from mma.cuh.
  *
  * Why: the CUDA-core loop spends ~570 instructions a lane for every 8 K/V rows (per-lane dot
  * products, 4 shuffle levels for each of 16 scores, the online softmax repeated in 16 lanes)
@@ -38,35 +38,6 @@ template <int HD> union tc_shared {
 	tc_merge<HD> m;
 };
 
-static __device__ __forceinline__ void tc_mma(float c[4], const uint32_t a[4], uint32_t b0,
-					      uint32_t b1)
-{
-	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-		     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-static __device__ __forceinline__ void tc_ldm(uint32_t a[4], const void *p)
-{
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-		     : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-		     : "r"((uint32_t)__cvta_generic_to_shared(p)));
-}
-
-static __device__ __forceinline__ void tc_ldm_t(uint32_t a[4], const void *p)
-{
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-		     : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-		     : "r"((uint32_t)__cvta_generic_to_shared(p)));
-}
-
-static __device__ __forceinline__ uint32_t tc_pack(float lo, float hi)
-{
-	__nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (low 16 bits) = lo */
-	return *(uint32_t *)&v;
-}
-
 /* This lane's copies of warp w's 16 positions from kb (K and V, zero-filled past end), as
  * one group. */
 template <int HD>
@@ -80,10 +51,10 @@ static __device__ __forceinline__ void tc_issue(const dec_params &p, tc_stage<HD
 		const bool ok = ps < end;
 		const int64_t row = ok ? (kv_row(p, s, ps) * p.Hk + h) * HD : 0;
 		const int sw = c ^ (key & 7);
-		dec_cp16(&st.kv[stage][w][0][key][sw], (const bf16x8 *)(p.kc + row) + c, ok);
-		dec_cp16(&st.kv[stage][w][1][key][sw], (const bf16x8 *)(p.vc + row) + c, ok);
+		cp_async16(&st.kv[stage][w][0][key][sw], (const bf16x8 *)(p.kc + row) + c, ok);
+		cp_async16(&st.kv[stage][w][1][key][sw], (const bf16x8 *)(p.vc + row) + c, ok);
 	}
-	asm volatile("cp.async.commit_group;\n");
+	cp_commit();
 }
 
 /* Token t's attention over [start, end) for the G <= 8 query heads of KV head h: each warp's
@@ -124,7 +95,7 @@ static __device__ __forceinline__ void dec_range_tc(const dec_params &p, int t, 
 	tc_issue<HD>(p, shm.st, 0, w, lane, s, h, start + w * TC_KEYS, end);
 	for (int kb = start + w * TC_KEYS; kb < end; kb += NT) {
 		tc_issue<HD>(p, shm.st, stage ^ 1, w, lane, s, h, kb + NT, end);
-		asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+		cp_wait<1>();
 		__syncwarp(); /* the tile holds other lanes' copies too */
 		const uint4(*K)[HD / 8] = shm.st.kv[stage][w][0];
 		const uint4(*V)[HD / 8] = shm.st.kv[stage][w][1];
@@ -133,8 +104,8 @@ static __device__ __forceinline__ void dec_range_tc(const dec_params &p, int t, 
 #pragma unroll
 		for (int ks = 0; ks < KS; ks++) {
 			uint32_t a[4];
-			tc_ldm(a, &K[kkey][(2 * ks + kc) ^ (kkey & 7)]);
-			tc_mma(sc, a, qb[ks][0], qb[ks][1]);
+			ldsm_x4(a, &K[kkey][(2 * ks + kc) ^ (kkey & 7)]);
+			mma16816(sc, a, qb[ks][0], qb[ks][1]);
 		}
 		const bool in0 = kb + gid < end, in1 = kb + gid + 8 < end;
 #pragma unroll
@@ -169,7 +140,7 @@ static __device__ __forceinline__ void dec_range_tc(const dec_params &p, int t, 
 			acc[mt][3] *= al1;
 		}
 		/* P as the B operand: keys 2 t4, 2 t4 + 1 (b0) and + 8 (b1) of head gid */
-		const uint32_t x01 = tc_pack(p0, p1), x23 = tc_pack(p2, p3);
+		const uint32_t x01 = pack_bf16(p0, p1), x23 = pack_bf16(p2, p3);
 		const int src = 8 * t4 + (gid >> 1);
 		const uint32_t u0 = __shfl_sync(0xffffffffu, x01, src);
 		const uint32_t u1 = __shfl_sync(0xffffffffu, x01, src + 4);
@@ -180,13 +151,13 @@ static __device__ __forceinline__ void dec_range_tc(const dec_params &p, int t, 
 #pragma unroll
 		for (int mt = 0; mt < KS; mt++) {
 			uint32_t a[4];
-			tc_ldm_t(a, &V[vkey][(2 * mt + vc) ^ (vkey & 7)]);
-			tc_mma(acc[mt], a, pb0, pb1);
+			ldsm_x4_t(a, &V[vkey][(2 * mt + vc) ^ (vkey & 7)]);
+			mma16816(acc[mt], a, pb0, pb1);
 		}
 		__syncwarp(); /* every lane's reads of this stage are done before it is refilled */
 		stage ^= 1;
 	}
-	asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+	cp_wait<0>();
 	__syncthreads(); /* the merge state overwrites the stages */
 #pragma unroll
 	for (int o = 4; o < 32; o <<= 1) {
