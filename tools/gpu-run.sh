@@ -370,7 +370,10 @@ print("| %s, 1000 ShareGPT-like at once, --max-batch %s | %d requests, %d tokens
 		printf '{"v":1,"type":"request","id":"x","tokens":[%s],"max_tokens":2,"temperature":0}\n' "$ids" | fi-frame -e > "$tmp/xproc-x.mp" || rc=1
 		for run in warm-cold warm-arena; do
 			pc=; [ $run = warm-cold ] || pc="--prefix-cache --arena-size 4G"
-			{ cat "$tmp/xproc-w.mp"; sleep 4; cat "$tmp/xproc-x.mp"; } | fi-decode -m llama3_8b $pc > "$tmp/xproc-$run.mp" 2> "$out/ttft-$run.err" || rc=1
+			{ cat "$tmp/xproc-w.mp"; sleep 4; cat "$tmp/xproc-x.mp"; } | FI_LOG=debug FI_STEP_LOG="$tmp/xproc-$run.steps" fi-decode -m llama3_8b $pc > "$tmp/xproc-$run.mp" 2> "$out/ttft-$run.err" || rc=1
+			# where the cached request's time goes: the fetch, then the steps after it
+			grep -h 'blocks fetched' "$out/ttft-$run.err" | cut -c1-200
+			tail -n 3 "$tmp/xproc-$run.steps"
 			echo "| 8B 4096-token prompt, $run worker | $(fi-frame -t done < "$tmp/xproc-$run.mp" | python3 -c 'import json, sys
 for l in sys.stdin:
     d = json.loads(l)
