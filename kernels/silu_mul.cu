@@ -1,5 +1,7 @@
 /* silu_mul: out[T,F] = silu(gate) * up. Rounded as the bf16 reference computes it:
- * silu(gate) to bf16 first, then the product to bf16. One pass, 16-byte accesses. */
+ * silu(gate) to bf16 first, then the product to bf16. One pass, 16-byte accesses.
+ * silu_mul_cat takes gate and up from one GEMM's output [T, 2F] (gate's columns, then up's),
+ * so that the fused gate/up product needs no split into two buffers first. */
 #include "common.cuh"
 
 __global__ void silu_mul_vec(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ gate,
@@ -39,6 +41,52 @@ extern "C" fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, c
 		int64_t blocks = (n + 255) / 256;
 		silu_mul_scalar<<<(int)(blocks < 4096 ? blocks : 4096), 256, 0, st>>>(
 			(bf16 *)out, (const bf16 *)gate, (const bf16 *)up, n);
+	}
+	LAUNCH_CHECK();
+	return FI_OK;
+}
+
+/* Row t of gu is gate[t, 0..F) then up[t, 0..F); F8 = F / 8 vectors of each. */
+__global__ void silu_mul_cat_vec(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ gu,
+				 int64_t n8, int F8)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t t = i / F8, f = i % F8;
+		float g[8], u[8];
+		bf16x8_to_f32(gu[t * 2 * F8 + f], g);
+		bf16x8_to_f32(gu[t * 2 * F8 + F8 + f], u);
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			g[j] = silu_mul1(g[j], u[j]);
+		out[i] = f32_to_bf16x8(g);
+	}
+}
+
+__global__ void silu_mul_cat_scalar(bf16 *__restrict__ out, const bf16 *__restrict__ gu,
+				    int64_t n, int F)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t t = i / F, f = i % F;
+		out[i] = __float2bfloat16(silu_mul1(__bfloat162float(gu[t * 2 * F + f]),
+						    __bfloat162float(gu[t * 2 * F + F + f])));
+	}
+}
+
+extern "C" fi_err fi_cu_silu_mul_cat(cudaStream_t st, void *out, const void *gu, int T, int F)
+{
+	int64_t n = (int64_t)T * F;
+	if (n <= 0)
+		return FI_OK;
+	if (F % 8 == 0 && fi_aligned16(out) && fi_aligned16(gu)) {
+		int64_t n8 = n / 8, blocks = (n8 + 255) / 256;
+		silu_mul_cat_vec<<<(int)(blocks < 4096 ? blocks : 4096), 256, 0, st>>>(
+			(bf16x8 *)out, (const bf16x8 *)gu, n8, F / 8);
+	} else {
+		int64_t blocks = (n + 255) / 256;
+		silu_mul_cat_scalar<<<(int)(blocks < 4096 ? blocks : 4096), 256, 0, st>>>(
+			(bf16 *)out, (const bf16 *)gu, n, F);
 	}
 	LAUNCH_CHECK();
 	return FI_OK;

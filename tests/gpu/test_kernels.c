@@ -124,11 +124,15 @@ END_TEST
 START_TEST(test_matmul)
 {
 	/* T, N, K, bias */
-	static const int shapes[][4] = {{1, 4096, 4096, 0}, {7, 1024, 4096, 1}, {64, 1536, 512, 0},
-					{5, 130, 72, 1},    {33, 513, 256, 0},  {1, 14336, 4096, 0},
-					{300, 256, 1024, 1}, {2, 1000, 4104, 1},  {3, 4096, 1024, 0},
-					{4, 128256, 256, 0}, {1, 77, 8, 1}};
-	for (int k = 0; k < 11; k++) {
+	/* with the serving steps' small batches: 8 to 128 rows, ragged T and N, bias, a
+	 * 14336-column K over few rows and a 32000-row LM head */
+	static const int shapes[][4] = {
+		{1, 4096, 4096, 0}, {7, 1024, 4096, 1},   {64, 1536, 512, 0},   {5, 130, 72, 1},
+		{33, 513, 256, 0},  {1, 14336, 4096, 0},  {300, 256, 1024, 1},  {2, 1000, 4104, 1},
+		{3, 4096, 1024, 0}, {4, 128256, 256, 0},  {1, 77, 8, 1},        {8, 4096, 4096, 0},
+		{16, 1000, 1024, 1}, {40, 4096, 14336, 0}, {128, 6144, 4096, 0}, {97, 130, 128, 1},
+		{24, 32000, 2048, 0}, {129, 512, 512, 0},  {61, 4096, 4096, 1},  {12, 17, 64, 0}};
+	for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
 		int T = shapes[k][0], N = shapes[k][1], K = shapes[k][2], hb = shapes[k][3];
 		float *x = rand_bf16((size_t)T * K, 1, &seed), *w = rand_bf16((size_t)N * K, 1, &seed);
 		float *b = rand_bf16(N, 4, &seed);
@@ -361,9 +365,11 @@ START_TEST(test_fused_ops)
 		freeb(P.cpu, kc_), freeb(P.gpu, kg_), freeb(P.cpu, vc), freeb(P.gpu, vg);
 		free(q), free(kk), free(v), free(zero);
 	}
-	/* T, F, K */
-	static const int gl[][3] = {{1, 14336, 4096}, {3, 8192, 2048}, {4, 40, 72}, {9, 1000, 256}};
-	for (int k = 0; k < 4; k++) {
+	/* T, F, K; each with gate and up apart, then joined by weight_cat (above 4 rows: one
+	 * GEMM whose two halves silu_mul reads in place) */
+	static const int gl[][3] = {{1, 14336, 4096}, {3, 8192, 2048}, {4, 40, 72}, {9, 1000, 256},
+				    {64, 14336, 4096}, {300, 1000, 256}, {5, 1001, 128}};
+	for (size_t k = 0; k < sizeof gl / sizeof gl[0]; k++) {
 		int T = gl[k][0], F = gl[k][1], K = gl[k][2];
 		size_t n = (size_t)T * F;
 		float *x = rand_bf16((size_t)T * K, 1, &seed);
@@ -384,6 +390,30 @@ START_TEST(test_fused_ops)
 		snprintf(name, sizeof name, "matmul_glu T=%d F=%d K=%d", T, F, K);
 		/* silu(g)*u of outputs ~ sqrt(K)/3: slack as matmul's, squared scale */
 		check(name, P.gpu, og, P.cpu, oc, n, 1.f / 32, 4e-2f * K / 9, 1.6e-2f);
+		{
+			uint16_t *hg = malloc((size_t)F * K * 2), *hu = malloc((size_t)F * K * 2);
+			struct fi_tensor t2[2];
+			struct fi_weight cat, parts[2];
+			fi_convert(hg, FI_DT_BF16, wg, FI_DT_F32, (size_t)F * K);
+			fi_convert(hu, FI_DT_BF16, wu, FI_DT_F32, (size_t)F * K);
+			for (int i = 0; i < 2; i++)
+				t2[i] = (struct fi_tensor){.name = "w", .dtype = FI_DT_BF16, .ndim = 2,
+							   .shape = {F, K}, .data = i ? hu : hg,
+							   .nbytes = (size_t)F * K * 2};
+			const struct fi_tensor *tp[2] = {&t2[0], &t2[1]};
+			ck_assert_msg(P.gpu->ops->weight_cat(P.gpu, tp, 2, &cat, parts) == FI_OK, "%s",
+				      fi_errmsg());
+			void *o2 = poisoned(P.gpu, n);
+			ck_assert_msg(P.gpu->ops->matmul_glu(P.gpu, o2, ag, bg, xg, &parts[0],
+							     &parts[1], T) == FI_OK,
+				      "%s", fi_errmsg());
+			ck_assert(P.gpu->ops->sync(P.gpu) == FI_OK);
+			snprintf(name, sizeof name, "matmul_glu cat T=%d F=%d K=%d", T, F, K);
+			check(name, P.gpu, o2, P.cpu, oc, n, 1.f / 32, 4e-2f * K / 9, 1.6e-2f);
+			P.gpu->ops->weight_free(P.gpu, &cat);
+			freeb(P.gpu, o2);
+			free(hg), free(hu);
+		}
 		P.cpu->ops->weight_free(P.cpu, &gc), P.gpu->ops->weight_free(P.gpu, &gg);
 		P.cpu->ops->weight_free(P.cpu, &uc), P.gpu->ops->weight_free(P.gpu, &ug);
 		freeb(P.cpu, xc), freeb(P.gpu, xg), freeb(P.cpu, ac), freeb(P.cpu, bc);

@@ -39,8 +39,9 @@ extern "C" {
 #define FI_ATTN_WS_BYTES (64u << 20)
 #define FI_LT_WS_BYTES (32u << 20)
 #define FI_ATTN_CNT 65536 /* the first half for attention's splits, the second for argmax */
-/* The fused GEMM output of matmul_multi before it is split (T * sum N bf16 values). */
-#define FI_MULTI_WS_BYTES (16u << 20)
+/* The fused GEMM output of matmul_multi before it is split, and of matmul_glu before
+ * silu_mul (T * sum N bf16 values): 64 MiB holds the 8B shape's gate/up at 1170 rows. */
+#define FI_MULTI_WS_BYTES (64u << 20)
 #define FI_RING_SEGS 4                  /* pinned staging of per-step uploads (ring.c) */
 #define FI_RING_SEG_BYTES (1u << 20)
 #define FI_MAX_GRAPHS 256 /* (batch rung, table width) pairs of the decode ladder */
@@ -208,6 +209,8 @@ fi_err fi_cu_rope_kv(cudaStream_t st, void *q, void *k, const void *v, void *kc,
 fi_err fi_cu_kv_write(cudaStream_t st, void *kc, void *vc, const void *k, const void *v,
 		      const int32_t *slot, int T, int row, int64_t n_slots);
 fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
+/* out[T,F] = silu(gu[:, :F]) * gu[:, F:] for the fused gate/up output gu [T, 2F]. */
+fi_err fi_cu_silu_mul_cat(cudaStream_t st, void *out, const void *gu, int T, int F);
 fi_err fi_cu_gather_rows(cudaStream_t st, void *out, const void *x, const int32_t *idx, int n,
 			 int D);
 /* out[T,N] = x[T,K] w[N,K]^T (+ bias) for T <= 4; FI_EUNSUPPORTED (not recorded) otherwise. */
