@@ -27,6 +27,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->dec_plan = -1;
 	s->dec_async = 1;
 	s->dec_tc = 1;
+	s->gemm_bucket = 1;
 }
 
 /* A fast path's switch: on unless the variable is "0". */
@@ -119,6 +120,7 @@ static void read_env(void)
 		s.dec_plan = strcmp(v, "0") != 0;
 	s.dec_async = on_unless_0("FI_DEC_ASYNC");
 	s.dec_tc = on_unless_0("FI_DEC_TC");
+	s.gemm_bucket = on_unless_0("FI_GEMM_BUCKET");
 	s.gemm_tune = is_1("FI_GEMM_TUNE");
 	s.dec_merge = is_1("FI_DEC_MERGE");
 	s.upload_alloc = (v = getenv("FI_UPLOAD_PIN")) && !strcmp(v, "alloc");

@@ -51,6 +51,7 @@ struct fi_settings {
 			    * batch size), 0 never, 1 whenever it fits */
 	int dec_async;     /* FI_DEC_ASYNC: decode attention's K/V rows pipelined (cp.async) */
 	int dec_tc;        /* FI_DEC_TC: the planned decode attention on tensor cores */
+	int gemm_bucket;   /* FI_GEMM_BUCKET: one cuBLASLt heuristic query per bucket of T */
 	/* Opt-in paths and timing knobs of the CUDA backend; 0 or "" leaves the default. */
 	int gemm_tune;     /* FI_GEMM_TUNE=1: time cuBLASLt's candidates, keep the fastest */
 	int dec_merge;     /* FI_DEC_MERGE=1: decode attention's last CTA merges the splits */

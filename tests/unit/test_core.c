@@ -91,7 +91,7 @@ END_TEST
 static const char *const vars[] = {
 	"FI_HOME", "TMPDIR", "FI_LOG", "FI_CHAT_NOW", "FI_ARENA_CRASH", "FI_LIVE_DELAY", "FI_GRAPHS",
 	"FI_DECODE_FUSE", "FI_GEMV", "FI_GLU", "FI_FUSE", "FI_PF_WGMMA", "FI_DEVICE_SAMPLE",
-	"FI_DEC_PLAN", "FI_DEC_ASYNC", "FI_DEC_TC",
+	"FI_DEC_PLAN", "FI_DEC_ASYNC", "FI_DEC_TC", "FI_GEMM_BUCKET",
 	"FI_GEMM_TUNE", "FI_DEC_MERGE", "FI_UPLOAD_PIN", "FI_UPLOAD_THREADS", "FI_DEC_MIN_CHUNK",
 	"FI_DEC_WAVES", "FI_FG_SLICES", "FI_PF_BR",
 };
@@ -118,6 +118,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->dec_plan, -1);
 	ck_assert_int_eq(s->dec_async, 1);
 	ck_assert_int_eq(s->dec_tc, 1);
+	ck_assert_int_eq(s->gemm_bucket, 1);
 	ck_assert_int_eq(fi_log_get_level(), FI_LOG_WARN);
 
 	setenv("FI_HOME", "/tmp/fi-settings-home", 1);
@@ -139,6 +140,7 @@ START_TEST(test_settings)
 	setenv("FI_DEC_PLAN", "0", 1);
 	setenv("FI_DEC_ASYNC", "0", 1);
 	setenv("FI_DEC_TC", "0", 1);
+	setenv("FI_GEMM_BUCKET", "0", 1);
 	/* read once: nothing changes until a reload */
 	ck_assert_str_eq(s->home, home_default);
 	fi_settings_reload();
@@ -162,6 +164,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->dec_plan, 0);
 	ck_assert_int_eq(s->dec_async, 0);
 	ck_assert_int_eq(s->dec_tc, 0);
+	ck_assert_int_eq(s->gemm_bucket, 0);
 	/* FI_FUSE=kv, bad counts and slices fall back to the defaults */
 	setenv("FI_FUSE", "kv", 1);
 	setenv("FI_FG_SLICES", "3", 1);

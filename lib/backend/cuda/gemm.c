@@ -4,11 +4,14 @@
  * cuBLASLt is column-major: the row-major out[T,N] is the column-major N x T matrix
  * D = op(A) * B with A = w seen as K x N (ld K, transposed) and B = in seen as K x T (ld K).
  * Descriptors, layouts and the heuristic's algorithm are cached per shape (N, K, T, output
- * type, bias, pointer alignment): the heuristic query costs tens of microseconds, a cached
- * call only the launch. A serving run meets a new T at most steps (decode rows plus prompt
- * chunks), so the cache is a hash table (a lookup per GEMM, ~7 a layer) that drops its least
- * recently used quarter when full. The workspace is fixed, so calls are safe inside graph
- * capture. */
+ * type, bias, pointer alignment), so that a cached call costs only the launch. The heuristic
+ * query costs 0.9-1.7 ms of host time on an H100 (tests/gpu/NOTES.md), and a serving run
+ * meets a new T at most steps (decode rows plus prompt chunks; five shapes a step), so it is
+ * asked once per bucket of T (T_BUCKET: 9..16, ..., 65..128, then 64 wide, 256 wide from
+ * 1024, 1024 wide from 4096) and its algorithm reused for every T of the bucket, checked
+ * by cublasLtMatmulAlgoCheck (tens of microseconds; a failed check asks the heuristic). The
+ * cache is a hash table (a lookup per GEMM, ~7 a layer) that drops its least recently used
+ * quarter when full. The workspace is fixed, so calls are safe inside graph capture. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,7 +104,24 @@ static int ptr_align(const void *p)
 	return a;
 }
 
-static fi_err plan_make(struct fi_cuda *c, struct fi_gemm_plan *p)
+/* The bucket of T whose heuristic answer serves T (T itself up to 8 rows). */
+static int T_BUCKET(int T)
+{
+	int b = 8;
+	if (T <= 8)
+		return T;
+	if (T <= 128) {
+		while (b < T)
+			b *= 2;
+		return b;
+	}
+	b = T <= 1024 ? 64 : T <= 4096 ? 256 : 1024;
+	return (T + b - 1) / b * b;
+}
+
+/* A plan's descriptor and layouts; from->algo (the bucket's plan) when it passes the
+ * check, else the heuristic's (from NULL: always). */
+static fi_err plan_make(struct fi_cuda *c, struct fi_gemm_plan *p, const struct fi_gemm_plan *from)
 {
 	cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
 	cudaDataType_t dt = p->out_f32 ? CUDA_R_32F : CUDA_R_16BF;
@@ -125,6 +145,18 @@ static fi_err plan_make(struct fi_cuda *c, struct fi_gemm_plan *p)
 	LT_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, p->K, p->N, p->K));
 	LT_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, p->K, p->T, p->K));
 	LT_CHECK(cublasLtMatrixLayoutCreate(&p->d, dt, p->N, p->T, p->N));
+	if (from) {
+		cublasLtMatmulHeuristicResult_t r;
+		memset(&r, 0, sizeof r);
+		if (cublasLtMatmulAlgoCheck(c->lt, p->desc, p->a, p->b, p->d, p->d, &from->algo, &r) ==
+			    CUBLAS_STATUS_SUCCESS &&
+		    r.workspaceSize <= FI_LT_WS_BYTES) {
+			p->algo = from->algo;
+			memcpy(p->cand, from->cand, sizeof p->cand);
+			p->n_cand = from->n_cand;
+			return FI_OK;
+		}
+	}
 	LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
 	cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
 		pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
@@ -133,9 +165,11 @@ static fi_err plan_make(struct fi_cuda *c, struct fi_gemm_plan *p)
 		CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
 	for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++)
 		st = cublasLtMatmulPreferenceSetAttribute(pref, aligns[i], &al, sizeof(al));
+	/* the candidates are timed only under FI_GEMM_TUNE=1; else the first is all we use */
 	if (st == CUBLAS_STATUS_SUCCESS)
 		st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref,
-						    FI_GEMM_CANDS, res, &n_res);
+						    fi_settings()->gemm_tune ? FI_GEMM_CANDS : 1,
+						    res, &n_res);
 	cublasLtMatmulPreferenceDestroy(pref);
 	LT_CHECK(st);
 	if (n_res < 1)
@@ -198,6 +232,7 @@ static void plan_tune(struct fi_cuda *c, struct fi_gemm_plan *p, void *out_d, co
 static fi_err plan_get(struct fi_cuda *c, int N, int K, int T, int out_f32, int bias, int align,
 		       struct fi_gemm_plan **out)
 {
+	struct fi_gemm_plan from, *fp = NULL;
 	uint32_t h = plan_hash(N, K, T, out_f32, bias, align);
 	int32_t i;
 	if (!c->plans) {
@@ -227,6 +262,15 @@ static fi_err plan_get(struct fi_cuda *c, int N, int K, int T, int out_f32, int 
 			return FI_OK;
 		}
 	}
+	/* The bucket's plan first (made if missing), copied: making this one may evict it.
+	 * Its candidates are checked again here only through the chosen one. */
+	if (T_BUCKET(T) != T && fi_settings()->gemm_bucket) {
+		fi_err be = plan_get(c, N, K, T_BUCKET(T), out_f32, bias, align, &fp);
+		if (be)
+			return be;
+		from = *fp;
+		fp = &from;
+	}
 	if (c->n_plans == FI_MAX_PLANS)
 		plan_evict(c);
 	struct fi_gemm_plan *p = &c->plans[c->n_plans];
@@ -238,7 +282,7 @@ static fi_err plan_get(struct fi_cuda *c, int N, int K, int T, int out_f32, int 
 	p->bias = bias;
 	p->align = align;
 	p->used = c->plan_clock;
-	fi_err e = plan_make(c, p);
+	fi_err e = plan_make(c, p, fp);
 	if (e) {
 		plan_destroy(p);
 		return e;
