@@ -406,7 +406,8 @@ static fi_err send_hello(struct engine *E, const struct opts *o)
 	fi_sched_stats(E->s, &st);
 	return worker_hello(&E->W, "decode", o->a.model, E->im->fingerprint, root,
 			    (uint32_t)st.kv_block_size, (uint64_t)st.kv_blocks,
-			    (uint32_t)(o->kv.max_batch ? o->kv.max_batch : FI_SCHED_MAX_BATCH),
+			    (uint32_t)(o->kv.max_batch ? o->kv.max_batch
+							: fi_sched_default_batch(fi_model_backend(E->m))),
 			    E->kvp ? fi_kv_pub_endpoint(E->kvp) : NULL,
 			    E->kvp ? fi_kv_pub_replay_endpoint(E->kvp) : NULL);
 }
@@ -651,8 +652,7 @@ int main(int argc, char **argv)
 	E.o = &o;
 	E.has_ident = E.tok && !fi_tok_ident(E.tok, o.a.model, &E.ident);
 	fi_sched_opts_default(&so);
-	if (o.kv.max_batch)
-		so.max_batch = o.kv.max_batch;
+	so.max_batch = o.kv.max_batch ? o.kv.max_batch : fi_sched_default_batch(be);
 	so.max_requests = so.max_batch + 1024;
 	if (o.kv.max_step_tokens)
 		so.max_step_tokens = o.kv.max_step_tokens;

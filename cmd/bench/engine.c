@@ -168,8 +168,7 @@ fi_err bench_engine_open(const struct bench_opts *o, struct bench_target **out)
 	if (fi_image_tokenizer(E->im, &E->tok))
 		E->tok = NULL;
 	fi_sched_opts_default(&so);
-	if (o->max_batch)
-		so.max_batch = o->max_batch;
+	so.max_batch = o->max_batch ? o->max_batch : fi_sched_default_batch(E->be);
 	so.max_requests = so.max_batch + 1024;
 	so.max_prefill_tokens = o->prefill_chunk;
 	so.fingerprint = E->im->fingerprint;

@@ -35,7 +35,8 @@ struct fi_frame;
 struct fi_scheduler;
 
 struct fi_scheduler_opts {
-	int max_batch;       /* sequences in one forward pass (default 64) */
+	int max_batch;       /* sequences in one forward pass (0, the default: 1024 on a GPU, 256
+			      * on the CPU) */
 	uint32_t max_tokens; /* tokens per request that does not say (default 256) */
 	int prefix_cache;    /* look prompts up in the shared KV arena and store theirs (0) */
 };

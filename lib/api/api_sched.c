@@ -33,7 +33,7 @@ void fi_scheduler_opts_default(struct fi_scheduler_opts *o)
 {
 	struct fi_sched_opts so;
 	fi_sched_opts_default(&so);
-	o->max_batch = so.max_batch;
+	o->max_batch = 0; /* by the device (fi_sched_default_batch) */
 	o->max_tokens = so.max_tokens;
 	o->prefix_cache = 0;
 }
@@ -150,8 +150,7 @@ fi_err fi_scheduler_new(struct fi_llm *m, const struct fi_scheduler_opts *o,
 	if (fi_llm_tokenizer(m, &S->tok))
 		fi_clear_error(); /* token ids only */
 	fi_sched_opts_default(&so);
-	if (o->max_batch > 0)
-		so.max_batch = o->max_batch;
+	so.max_batch = o->max_batch > 0 ? o->max_batch : fi_sched_default_batch(fi_model_backend(m->m));
 	/* The KV pool as fi-decode sizes it by default (from the device's memory, or the CPU's). */
 	fi_kv_sizing_default(&z);
 	z.max_batch = so.max_batch;

@@ -9,6 +9,11 @@
  * ladder, cuBLAS workspaces and allocations that come later. */
 #define DEVICE_MARGIN (256ull << 20)
 
+int fi_sched_default_batch(const struct fi_backend *be)
+{
+	return be && strcmp(be->ops->name, "cpu") ? FI_SCHED_MAX_BATCH_DEVICE : FI_SCHED_MAX_BATCH;
+}
+
 void fi_kv_sizing_default(struct fi_kv_sizing *z)
 {
 	memset(z, 0, sizeof *z);
@@ -21,7 +26,7 @@ fi_err fi_sched_cache_init(struct fi_model *m, const struct fi_kv_sizing *z, int
 	const struct fi_config *c = fi_model_config(m);
 	struct fi_backend *be = fi_model_backend(m);
 	int bs = z->block_size > 0 ? z->block_size : 16;
-	int max_batch = z->max_batch > 0 ? z->max_batch : FI_SCHED_MAX_BATCH;
+	int max_batch = z->max_batch > 0 ? z->max_batch : fi_sched_default_batch(be);
 	int step = z->max_step_tokens > 0 ? z->max_step_tokens : FI_SCHED_MAX_STEP_TOKENS;
 	int ctx = c->max_pos > 0 ? c->max_pos : 4096;
 	uint64_t tb = fi_kvcache_token_bytes(c->n_layers, c->n_kv_heads, c->head_dim, be->act);

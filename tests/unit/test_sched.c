@@ -345,6 +345,9 @@ START_TEST(test_small_pool)
 	sched_free(s);
 	ck_assert_int_eq(rec_of(&L, "big")->n, 57);
 	ck_assert_int_eq(rec_of(&L, "big")->finish, FI_FINISH_LENGTH);
+	/* the default batch on this backend, the CPU: 256 (1024 is a GPU's) */
+	ck_assert_int_eq(fi_sched_default_batch(fi_model_backend(f.m)), FI_SCHED_MAX_BATCH);
+	ck_assert_int_eq(fi_sched_default_batch(NULL), FI_SCHED_MAX_BATCH);
 	fi_model_close(f.m);
 }
 END_TEST
