@@ -44,7 +44,9 @@
 #                 predicts its numbers)
 #   sched         the scheduler: tests/gpu/test_sched_gpu (KV block copies, overlap, a small
 #                 pool), 1000 ShareGPT-like requests at once through fi-decode on the 1B and
-#                 8B shapes (output tok/s, host and model time per step)
+#                 8B shapes (output tok/s, host and model time per step); $SCHED_RUNS picks
+#                 the runs as MODEL:MAX_BATCH words (default "llama32_1b:256 llama3_8b:256
+#                 llama3_8b:512")
 #   xproc         the TTFT of an 8B 4096-token prompt cold, then with --prefix-cache in a
 #                 first and a second process (the arena's debug lines printed)
 #   bitnet        BitNet b1.58: tests/gpu/test_bitnet_gpu (every op of the family against
@@ -325,7 +327,7 @@ for i in range(1000):
                       "tokens": [r.randrange(1000, 120000) for _ in range(n)]}))
 PY
 		fi-frame -e < "$tmp/sharegpt.jsonl" > "$tmp/sharegpt.msgpack"
-		for mb in llama32_1b:256 llama3_8b:256 llama3_8b:512; do
+		for mb in ${SCHED_RUNS:-llama32_1b:256 llama3_8b:256 llama3_8b:512}; do
 			m=${mb%:*} b=${mb#*:}
 			need_model $m || { rc=1; continue; }
 			FI_STEP_LOG="$out/steps-$m-$b.tsv" fi-decode -m $m -v --max-batch $b < "$tmp/sharegpt.msgpack" > "$tmp/sharegpt-$m.out" 2> "$out/sharegpt-$m.err" || { rc=1; tail -3 "$out/sharegpt-$m.err"; }
