@@ -182,11 +182,11 @@ static fi_err plan_make(struct fi_cuda *c, struct fi_gemm_plan *p, const struct 
 	return FI_OK;
 }
 
-/* Small-batch shapes (5..256 rows: decode of a batch, short prefill chunks), where the
- * heuristic's first pick is a split-K kernel at 45-70% of the bandwidth: FI_GEMM_TUNE=1
+/* Small-batch shapes (5..256 rows: decode of a batch, short prefill chunks): FI_GEMM_TUNE=1
  * times each candidate on the real operands once and keeps the fastest. Off by default: on
- * the H100 it gained nothing measurable over the first pick (tests/gpu/NOTES.md). Never
- * during graph capture (timing needs a sync). */
+ * the H100 it gained nothing measurable over the first pick, which streams a layer's weights
+ * at 2.3-2.5 TB/s (80% of the card) at 8-128 rows (tests/gpu/NOTES.md). Never during graph
+ * capture (timing needs a sync). */
 static void plan_tune(struct fi_cuda *c, struct fi_gemm_plan *p, void *out_d, const void *in_d,
 		      const void *w_d)
 {
