@@ -263,6 +263,12 @@ static fi_err cu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 	return fi_cuda_gemm(be, out_d, 0, in_d, w, bias, T);
 }
 
+/* 1 when b's rows follow a's in one allocation (parts made by weight_cat). */
+static int adjacent(const struct fi_weight *a, const struct fi_weight *b)
+{
+	return (const char *)b->p == (const char *)a->p + a->rows * a->cols * 2;
+}
+
 /* Decode: one weight-streaming launch over all parts. Up to 256 rows, parts adjacent in memory
  * (weight_cat) and no bias: one GEMM over the whole weight into multi_ws, then a split; the
  * K/V projections alone are too small to run near the bandwidth. Otherwise a matmul each. */
@@ -298,7 +304,7 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 		any_bias |= bp[i] != NULL;
 		N[i] = (int)w[i]->rows;
 		Nt += i >= first ? w[i]->rows : 0;
-		if (i > first && (const char *)w[i]->p != (const char *)w[i - 1]->p + w[i - 1]->rows * w[i - 1]->cols * 2)
+		if (i > first && !adjacent(w[i - 1], w[i]))
 			contiguous = 0;
 	}
 	if (T <= 0)
@@ -354,8 +360,7 @@ static fi_err cu_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, vo
 	/* Weights joined by weight_cat: one GEMM [T, 2F] whose halves silu_mul reads in
 	 * place, without the split into gate_d and up_d (at 256 rows of the 8B shape, 29 MB
 	 * of copies a layer). FI_FUSE=0 and =kv keep gate and up apart. */
-	if (c->fuse_mode == 1 && gate->rows <= INT32_MAX / 2 &&
-	    (const char *)up->p == (const char *)gate->p + gate->rows * gate->cols * 2 &&
+	if (c->fuse_mode == 1 && gate->rows <= INT32_MAX / 2 && adjacent(gate, up) &&
 	    (size_t)T * (size_t)gate->rows * 4 <= FI_MULTI_WS_BYTES) {
 		struct fi_weight all = {.p = gate->p, .dtype = FI_DT_BF16, .rows = 2 * gate->rows,
 					.cols = gate->cols};
