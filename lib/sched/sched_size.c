@@ -9,9 +9,14 @@
  * ladder, cuBLAS workspaces and allocations that come later. */
 #define DEVICE_MARGIN (256ull << 20)
 
+static int on_device(const struct fi_backend *be)
+{
+	return be && strcmp(be->ops->name, "cpu") != 0;
+}
+
 int fi_sched_default_batch(const struct fi_backend *be)
 {
-	return be && strcmp(be->ops->name, "cpu") ? FI_SCHED_MAX_BATCH_DEVICE : FI_SCHED_MAX_BATCH;
+	return on_device(be) ? FI_SCHED_MAX_BATCH_DEVICE : FI_SCHED_MAX_BATCH;
 }
 
 void fi_kv_sizing_default(struct fi_kv_sizing *z)
@@ -31,7 +36,7 @@ fi_err fi_sched_cache_init(struct fi_model *m, const struct fi_kv_sizing *z, int
 	int ctx = c->max_pos > 0 ? c->max_pos : 4096;
 	uint64_t tb = fi_kvcache_token_bytes(c->n_layers, c->n_kv_heads, c->head_dim, be->act);
 	uint64_t block = tb * (uint64_t)bs, n;
-	int device = strcmp(be->ops->name, "cpu") != 0;
+	int device = on_device(be);
 	size_t fr = 0, tot = 0;
 	fi_err e;
 	if (n_blocks)
