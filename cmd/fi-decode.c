@@ -406,8 +406,7 @@ static fi_err send_hello(struct engine *E, const struct opts *o)
 	fi_sched_stats(E->s, &st);
 	return worker_hello(&E->W, "decode", o->a.model, E->im->fingerprint, root,
 			    (uint32_t)st.kv_block_size, (uint64_t)st.kv_blocks,
-			    (uint32_t)(o->kv.max_batch ? o->kv.max_batch
-							: fi_sched_default_batch(fi_model_backend(E->m))),
+			    (uint32_t)o->kv.max_batch,
 			    E->kvp ? fi_kv_pub_endpoint(E->kvp) : NULL,
 			    E->kvp ? fi_kv_pub_replay_endpoint(E->kvp) : NULL);
 }
@@ -652,7 +651,14 @@ int main(int argc, char **argv)
 	E.o = &o;
 	E.has_ident = E.tok && !fi_tok_ident(E.tok, o.a.model, &E.ident);
 	fi_sched_opts_default(&so);
-	so.max_batch = o.kv.max_batch ? o.kv.max_batch : fi_sched_default_batch(be);
+	/* the backend's default, once: the pool, the scheduler and the hello see the same; a
+	 * default never exceeds a --max-step-tokens given (only both given can conflict) */
+	if (!o.kv.max_batch) {
+		o.kv.max_batch = fi_sched_default_batch(be);
+		if (o.kv.max_step_tokens && o.kv.max_batch > o.kv.max_step_tokens)
+			o.kv.max_batch = o.kv.max_step_tokens;
+	}
+	so.max_batch = o.kv.max_batch;
 	so.max_requests = so.max_batch + 1024;
 	if (o.kv.max_step_tokens)
 		so.max_step_tokens = o.kv.max_step_tokens;

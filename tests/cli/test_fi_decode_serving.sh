@@ -117,6 +117,14 @@ rss=$(tail -n 1 "$work/rss")
 [ "$rss" -lt 400000 ] || fail "10,000 requests: $rss kB resident"
 echo "ok: 10,000 requests, none refused, $rss kB resident at most"
 
+# --max-step-tokens alone: the default batch (256 here) shrinks to fit it.
+FI_STEP_LOG="$work/steps64.tsv" fi-decode -m tiny --ignore-eos --kv-size 1024t \
+	--max-step-tokens 64 < "$work/req.msgpack" > /dev/null 2> "$work/err" ||
+	fail "--max-step-tokens 64 without --max-batch: $(tail -n 1 "$work/err")"
+awk -F '\t' 'NR > 1 && ($3 > 64 || $4 > 64) { bad++ } END { exit bad > 0 }' "$work/steps64.tsv" ||
+	fail "--max-step-tokens 64: a step over 64 tokens"
+echo "ok: --max-step-tokens alone bounds the default batch"
+
 # Usage errors.
 for bad in "--kv-size 0t" "--kv-size 12Q" "--gpu-mem 0" "--gpu-mem 1.5" "--max-batch 0" \
 	"--max-step-tokens 8 --max-batch 16"; do
