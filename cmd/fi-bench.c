@@ -278,6 +278,7 @@ static int serve_main(struct bench_opts *o, const struct cmd_args *a, const char
 	static const struct { int key; const char *name; } engine[] = {
 		{'t', "-t"}, {O_MAX_BATCH, "--max-batch"}, {O_KV_SIZE, "--kv-size"},
 		{O_CHUNK, "--prefill-chunk"}, {O_PREFIX_CACHE, "--prefix-cache"},
+		{O_LOAD_FORMAT, "--load-format"},
 	};
 	for (int i = ops; i < argc; i++)
 		if (strcmp(argv[i], "serve"))

@@ -143,6 +143,7 @@ struct bench_target {
 	long steps;           /* forward steps (-1: not known) */
 	double step_s;        /* their wall time */
 	double host_s;        /* host time in them, when the engine reports it (< 0: not) */
+	int random_weights;   /* --load-format dummy: marked in every report */
 };
 
 fi_err bench_engine_open(const struct bench_opts *o, struct bench_target **t);

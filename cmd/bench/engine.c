@@ -196,6 +196,9 @@ fi_err bench_engine_open(const struct bench_opts *o, struct bench_target **out)
 	E->t.config = &E->im->config;
 	E->t.tok = E->tok;
 	E->t.backend = E->be->ops->name;
+	E->t.random_weights = E->im->random;
+	if (E->im->random)
+		fi_random_weights_notice("fi-bench", o->model);
 	E->t.device = E->be->device;
 	/* Host time per step: the scheduler's own count (scheduling, sampling bookkeeping,
 	 * events; not the model), added up by e_poll. */

@@ -192,10 +192,17 @@ static void put(struct fields *F, const char *key, int type, double v, const cha
 		put(F, "p99_" name "_ms", F_NUM, (s)->p99, NULL);                              \
 	} while (0)
 
-static const char *model_name(const struct bench_opts *o)
+/* The model's last path element, "NAME (RANDOM WEIGHTS)" under --load-format dummy (as the
+ * pp/tg tests print it). */
+static const char *model_name(const struct bench_opts *o, const struct bench_target *t)
 {
+	static char buf[512];
 	const char *s = strrchr(o->model, '/');
-	return s && s[1] ? s + 1 : o->model;
+	s = s && s[1] ? s + 1 : o->model;
+	if (!t->random_weights)
+		return s;
+	snprintf(buf, sizeof buf, "%s (RANDOM WEIGHTS)", s);
+	return buf;
 }
 
 static void fields(const struct bench_opts *o, const struct bench_target *t,
@@ -206,7 +213,8 @@ static void fields(const struct bench_opts *o, const struct bench_target *t,
 	else
 		snprintf(rate, ratesz, "%g", o->rate);
 	F->n = 0;
-	put(F, "model", F_STR, 0, model_name(o));
+	put(F, "model", F_STR, 0, model_name(o, t));
+	put(F, "weights", F_STR, 0, t->random_weights ? "random" : "image");
 	put(F, "backend", F_STR, 0, t->backend);
 	put(F, "device", F_STR, 0, t->device);
 	put(F, "build", F_STR, 0, fi_bench_build());
@@ -324,7 +332,7 @@ static void print_md(FILE *f, const struct bench_opts *o, const struct bench_tar
 		"failed | duration s | req/s | output tok/s | total tok/s |\n");
 	fprintf(f, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
 	fprintf(f, "| %s | %s | %s | %d | %s | %s | %d | %d | %.3f | %s | %s | %s |\n\n",
-		model_name(o), t->backend, o->wl.text, res->requests, rate, conc, res->completed,
+		model_name(o, t), t->backend, o->wl.text, res->requests, rate, conc, res->completed,
 		res->failed, res->duration, num(a, sizeof a, "%.2f", res->request_throughput),
 		num(b, sizeof b, "%.1f", res->output_throughput),
 		num(c, sizeof c, "%.1f", res->total_token_throughput));
@@ -348,8 +356,10 @@ static void print_md(FILE *f, const struct bench_opts *o, const struct bench_tar
 		fprintf(f, "): %s req/s, %d of %d requests\n",
 			num(a, sizeof a, "%.2f", res->request_goodput), res->good, res->requests);
 	}
-	fprintf(f, "device: %s; build: %s; seed: %llu%s\n", t->device, fi_bench_build(),
-		(unsigned long long)o->seed, o->ignore_eos ? "; ignore eos" : "");
+	fprintf(f, "device: %s; build: %s; seed: %llu%s%s\n", t->device, fi_bench_build(),
+		(unsigned long long)o->seed, o->ignore_eos ? "; ignore eos" : "",
+		t->random_weights ? "; weights: RANDOM (--load-format dummy), drawn on the device"
+				  : "");
 	if (t->peak_mem)
 		fi_format_bytes(t->peak_mem, pk, sizeof pk);
 	fprintf(f, "peak device memory: %s; steps: %s (%s ms each); host time per step: %s\n",

@@ -288,7 +288,9 @@ int fi_bench_serve(const struct bench_opts *op)
 		cmd_error(NULL);
 		rc = 1;
 	}
-	if (o.plot && (e = bench_plot(o.plot, &o, R.r, R.n, &res, o.model))) {
+	char title[512];
+	snprintf(title, sizeof title, "%s%s", o.model, t->random_weights ? " (RANDOM WEIGHTS)" : "");
+	if (o.plot && (e = bench_plot(o.plot, &o, R.r, R.n, &res, title))) {
 		cmd_error(NULL);
 		rc = 1;
 	}

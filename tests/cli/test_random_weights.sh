@@ -42,6 +42,25 @@ jq -e '.weights == "random" and .model == "qwen3_moe (RANDOM WEIGHTS)" and .test
 fi-bench -m "$work/mixtral" --load-format dummy --backend cpu -r 1 -o csv tg4 2> /dev/null |
 	grep -q '^mixtral (RANDOM WEIGHTS),' || fail "csv row"
 
+# fi-bench serve: the same marks in every format, and no --load-format with a remote worker.
+fi-bench -m models/tiny/config.json --load-format dummy --backend cpu serve --requests 4 \
+	--workload fixed:8:4 --ignore-eos > "$work/smd" 2> "$work/err" || fail "serve: exit $?"
+grep -q '^| config.json (RANDOM WEIGHTS) | cpu | fixed:8:4 | 4 | ' "$work/smd" || fail "serve md: $(cat "$work/smd")"
+grep -q 'weights: RANDOM' "$work/smd" || fail "serve md footer"
+grep -q 'RANDOM WEIGHTS' "$work/err" || fail "serve notice"
+fi-bench -m models/tiny/config.json --load-format dummy --backend cpu -o json serve --requests 4 \
+	--workload fixed:8:4 --ignore-eos 2> /dev/null > "$work/sjson" || fail "serve json"
+jq -e '.weights == "random" and .model == "config.json (RANDOM WEIGHTS)" and .completed == 4' \
+	"$work/sjson" > /dev/null || fail "serve json: $(cat "$work/sjson")"
+fi-bench -m models/tiny/config.json --load-format dummy --backend cpu -o csv serve --requests 2 \
+	--workload fixed:8:4 2> /dev/null | grep -q '^config.json (RANDOM WEIGHTS),' || fail "serve csv"
+fi-bench -m tiny -o json serve --requests 2 --workload fixed:8:4 2> /dev/null |
+	jq -e '.weights == "image" and .model == "tiny"' > /dev/null || fail "serve json, real weights"
+fi-bench -m tiny --load-format dummy serve -e ipc://$work/w 2> "$work/err"
+[ $? = 2 ] && grep -q -- "--load-format sets up the in-process engine" "$work/err" ||
+	fail "serve -e with --load-format: $(cat "$work/err")"
+echo "ok: fi-bench serve marks random weights"
+
 # Errors: an unknown format is a usage error; a bad config names its key.
 fi-bench -m tiny --load-format nope tg4 2> /dev/null; [ $? = 2 ] || fail "bench: bad format status"
 fi-decode -m tiny --load-format nope --tokens 1 2> /dev/null; [ $? = 2 ] || fail "decode: bad format status"
