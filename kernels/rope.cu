@@ -1,28 +1,99 @@
 /* rope: rotates q[T,Hq,hd] and k[T,Hk,hd] in place by each token's position, rotate-half
  * layout (pairs i and i + hd/2, as HF). The angle pos * inv_freq[i] is formed in f32 like the
  * reference and its sine and cosine taken with full range reduction (positions reach 1e5).
- * One block per token; a thread per (head, pair). rope_kv_kernel also writes the rotated k
- * and v to the paged cache at the token's slot (rope then kv_write in one launch, decode
- * steps are latency-bound: one kernel fewer per layer). */
+ * rope_kv also writes the rotated k and v to the paged cache at the token's slot (rope then
+ * kv_write in one launch: decode steps are latency-bound, one kernel fewer per layer).
+ *
+ * Grid (T, head groups): a block takes a few heads of one token, so that a decode step of a
+ * few tokens still spreads over the SMs (one block a token made a 32-token step of the 8B
+ * shape take 11.6 us on an H100, and one token 8.4 us). The block's hd/2 angles are taken
+ * once into shared memory and serve all its heads (sincosf per pair and head was most of the
+ * work); each thread rotates two neighbouring pairs with 4-byte accesses. Each block also
+ * copies its share of the token's v row to the cache. */
+#include <stdint.h>
+
 #include "common.cuh"
 
-__global__ void rope_kernel(bf16 *__restrict__ q, bf16 *__restrict__ k,
-			    const int32_t *__restrict__ pos, const float *__restrict__ inv_freq,
-			    int Hq, int Hk, int hd)
+#define ROPE_THREADS 128
+
+template <bool KV>
+__global__ void __launch_bounds__(ROPE_THREADS)
+rope_kv_kernel(bf16 *__restrict__ q, bf16 *__restrict__ k, const bf16 *__restrict__ v,
+	       bf16 *__restrict__ kc, bf16 *__restrict__ vc, const int32_t *__restrict__ pos,
+	       const int32_t *__restrict__ slot, const float *__restrict__ inv_freq, int Hq, int Hk,
+	       int hd, int64_t n_slots, int hpb, int vec)
 {
-	int t = blockIdx.x, half = hd / 2;
-	float p = (float)pos[t];
-	int n = (Hq + Hk) * half;
-	for (int j = threadIdx.x; j < n; j += blockDim.x) {
-		int h = j / half, i = j - h * half;
-		bf16 *row = h < Hq ? q + ((int64_t)t * Hq + h) * hd
-				   : k + ((int64_t)t * Hk + (h - Hq)) * hd;
+	extern __shared__ float2 cs[]; /* [hd/2]: (cos, sin) of this token's angles */
+	const int t = blockIdx.x, half = hd / 2, row = Hk * hd;
+	const float p = (float)pos[t];
+	for (int i = threadIdx.x; i < half; i += blockDim.x) {
 		float s, c;
 		sincosf(p * inv_freq[i], &s, &c);
-		float x1 = __bfloat162float(row[i]), x2 = __bfloat162float(row[i + half]);
-		row[i] = __float2bfloat16(x1 * c - x2 * s);
-		row[i + half] = __float2bfloat16(x2 * c + x1 * s);
+		cs[i] = make_float2(c, s);
 	}
+	const int64_t sl = KV ? slot[t] : -1;
+	const bool wr = KV && sl >= 0 && sl < n_slots; /* as kv_write: padding (-1) writes nothing */
+	__syncthreads();
+	const int h0 = blockIdx.y * hpb, nh = min(hpb, Hq + Hk - h0);
+	const int step = vec ? 2 : 1, per = half / step; /* threads' work items per head */
+	for (int j = threadIdx.x; j < nh * per; j += blockDim.x) {
+		const int h = h0 + j / per, i = (j - (j / per) * per) * step;
+		bf16 *r = h < Hq ? q + ((int64_t)t * Hq + h) * hd : k + ((int64_t)t * Hk + (h - Hq)) * hd;
+		bf16 *d = KV && h >= Hq && wr ? kc + sl * row + (int64_t)(h - Hq) * hd : nullptr;
+		if (vec) {
+			__nv_bfloat162 a = *(const __nv_bfloat162 *)(r + i);
+			__nv_bfloat162 b = *(const __nv_bfloat162 *)(r + i + half);
+			const float2 c0 = cs[i], c1 = cs[i + 1];
+			float a0 = __low2float(a), a1 = __high2float(a);
+			float b0 = __low2float(b), b1 = __high2float(b);
+			__nv_bfloat162 ra = __floats2bfloat162_rn(a0 * c0.x - b0 * c0.y, a1 * c1.x - b1 * c1.y);
+			__nv_bfloat162 rb = __floats2bfloat162_rn(b0 * c0.x + a0 * c0.y, b1 * c1.x + a1 * c1.y);
+			*(__nv_bfloat162 *)(r + i) = ra;
+			*(__nv_bfloat162 *)(r + i + half) = rb;
+			if (d) {
+				*(__nv_bfloat162 *)(d + i) = ra;
+				*(__nv_bfloat162 *)(d + i + half) = rb;
+			}
+		} else {
+			const float2 c = cs[i];
+			float x1 = __bfloat162float(r[i]), x2 = __bfloat162float(r[i + half]);
+			bf16 a = __float2bfloat16(x1 * c.x - x2 * c.y), b = __float2bfloat16(x2 * c.x + x1 * c.y);
+			r[i] = a;
+			r[i + half] = b;
+			if (d) {
+				d[i] = a;
+				d[i + half] = b;
+			}
+		}
+	}
+	if (!wr)
+		return;
+	/* this block's share of the v row: an even count, so that pairs stay aligned */
+	const int share = ((row + gridDim.y - 1) / gridDim.y + 1) & ~1;
+	const int lo = blockIdx.y * share, hi = min(row, lo + share);
+	const bf16 *src = v + (int64_t)t * row;
+	bf16 *dst = vc + sl * row;
+	if (vec)
+		for (int i = lo + 2 * threadIdx.x; i < hi; i += 2 * blockDim.x)
+			*(__nv_bfloat162 *)(dst + i) = *(const __nv_bfloat162 *)(src + i);
+	else
+		for (int i = lo + threadIdx.x; i < hi; i += blockDim.x)
+			dst[i] = src[i];
+}
+
+/* The launch shape: heads a block takes (a thread per item of ROPE_THREADS) and whether the
+ * paired 4-byte path holds (hd/2 even, every pointer 4-byte aligned). */
+static void shape(int Hq, int Hk, int hd, int vec, dim3 *grid, int *hpb, int *threads, int T)
+{
+	int per = vec ? hd / 4 : hd / 2;
+	*hpb = per >= ROPE_THREADS ? 1 : ROPE_THREADS / per;
+	*threads = per * *hpb < ROPE_THREADS ? (per * *hpb + 31) / 32 * 32 : ROPE_THREADS;
+	*grid = dim3((unsigned)T, (unsigned)((Hq + Hk + *hpb - 1) / *hpb));
+}
+
+static int aligned4(const void *a, const void *b, const void *c, const void *d, const void *e)
+{
+	return !(((uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d | (uintptr_t)e) & 3);
 }
 
 extern "C" fi_err fi_cu_rope(cudaStream_t st, void *q, void *k, const int32_t *pos,
@@ -32,42 +103,15 @@ extern "C" fi_err fi_cu_rope(cudaStream_t st, void *q, void *k, const int32_t *p
 		return FI_OK;
 	if (hd % 2)
 		return fi_fail(FI_EINVAL, "rope: head size %d is odd", hd);
-	int n = (Hq + Hk) * hd / 2;
-	int threads = n < 256 ? (n + 31) / 32 * 32 : 256;
-	rope_kernel<<<T, threads, 0, st>>>((bf16 *)q, (bf16 *)k, pos, inv_freq, Hq, Hk, hd);
+	if (Hq + Hk > 65535)
+		return fi_fail(FI_ERANGE, "rope: %d heads", Hq + Hk);
+	int vec = hd % 4 == 0 && aligned4(q, k, q, k, q), hpb, threads;
+	dim3 grid;
+	shape(Hq, Hk, hd, vec, &grid, &hpb, &threads, T);
+	rope_kv_kernel<false><<<grid, threads, (size_t)hd / 2 * sizeof(float2), st>>>(
+		(bf16 *)q, (bf16 *)k, NULL, NULL, NULL, pos, NULL, inv_freq, Hq, Hk, hd, 0, hpb, vec);
 	LAUNCH_CHECK();
 	return FI_OK;
-}
-
-__global__ void rope_kv_kernel(bf16 *__restrict__ q, bf16 *__restrict__ k,
-			       const bf16 *__restrict__ v, bf16 *__restrict__ kc,
-			       bf16 *__restrict__ vc, const int32_t *__restrict__ pos,
-			       const int32_t *__restrict__ slot, const float *__restrict__ inv_freq,
-			       int Hq, int Hk, int hd, int64_t n_slots)
-{
-	int t = blockIdx.x, half = hd / 2, row = Hk * hd;
-	float p = (float)pos[t];
-	int64_t sl = slot[t];
-	bool wr = sl >= 0 && sl < n_slots; /* as kv_write: padding (-1) writes nothing */
-	int n = (Hq + Hk) * half;
-	for (int j = threadIdx.x; j < n; j += blockDim.x) {
-		int h = j / half, i = j - h * half;
-		bf16 *r = h < Hq ? q + ((int64_t)t * Hq + h) * hd : k + ((int64_t)t * Hk + (h - Hq)) * hd;
-		float s, c;
-		sincosf(p * inv_freq[i], &s, &c);
-		float x1 = __bfloat162float(r[i]), x2 = __bfloat162float(r[i + half]);
-		bf16 a = __float2bfloat16(x1 * c - x2 * s), b = __float2bfloat16(x2 * c + x1 * s);
-		r[i] = a;
-		r[i + half] = b;
-		if (h >= Hq && wr) {
-			bf16 *d = kc + sl * row + (int64_t)(h - Hq) * hd;
-			d[i] = a;
-			d[i + half] = b;
-		}
-	}
-	if (wr)
-		for (int i = threadIdx.x; i < row; i += blockDim.x)
-			vc[sl * row + i] = v[(int64_t)t * row + i];
 }
 
 extern "C" fi_err fi_cu_rope_kv(cudaStream_t st, void *q, void *k, const void *v, void *kc,
@@ -78,10 +122,14 @@ extern "C" fi_err fi_cu_rope_kv(cudaStream_t st, void *q, void *k, const void *v
 		return FI_OK;
 	if (hd % 2)
 		return fi_fail(FI_EINVAL, "rope: head size %d is odd", hd);
-	int n = (Hq + Hk) * hd / 2;
-	int threads = n < 256 ? (n + 31) / 32 * 32 : 256;
-	rope_kv_kernel<<<T, threads, 0, st>>>((bf16 *)q, (bf16 *)k, (const bf16 *)v, (bf16 *)kc,
-					      (bf16 *)vc, pos, slot, inv_freq, Hq, Hk, hd, n_slots);
+	if (Hq + Hk > 65535)
+		return fi_fail(FI_ERANGE, "rope: %d heads", Hq + Hk);
+	int vec = hd % 4 == 0 && aligned4(q, k, v, kc, vc), hpb, threads;
+	dim3 grid;
+	shape(Hq, Hk, hd, vec, &grid, &hpb, &threads, T);
+	rope_kv_kernel<true><<<grid, threads, (size_t)hd / 2 * sizeof(float2), st>>>(
+		(bf16 *)q, (bf16 *)k, (const bf16 *)v, (bf16 *)kc, (bf16 *)vc, pos, slot, inv_freq,
+		Hq, Hk, hd, n_slots, hpb, vec);
 	LAUNCH_CHECK();
 	return FI_OK;
 }

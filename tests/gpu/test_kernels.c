@@ -250,8 +250,11 @@ END_TEST
 
 START_TEST(test_rope_silu)
 {
-	static const int shapes[][4] = {{9, 32, 8, 128}, {3, 8, 2, 64}, {5, 4, 4, 16}, {1, 32, 8, 128}};
-	for (int k = 0; k < 4; k++) {
+	/* heads across several blocks (rope.cu takes 128 / (hd/4) heads a block), hd 96, and
+	 * hd/2 odd (the 2-byte path) */
+	static const int shapes[][4] = {{9, 32, 8, 128}, {3, 8, 2, 64}, {5, 4, 4, 16}, {1, 32, 8, 128},
+					{3, 32, 8, 96}, {4, 6, 2, 6}, {2, 40, 8, 16}};
+	for (int k = 0; k < 7; k++) {
 		int T = shapes[k][0], Hq = shapes[k][1], Hk = shapes[k][2], hd = shapes[k][3];
 		size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * Hk * hd;
 		float *q = rand_bf16(nq, 2, &seed), *kk = rand_bf16(nk, 2, &seed);
@@ -301,8 +304,9 @@ END_TEST
  * slot (-1) included; matmul_glu against the CPU's two matmuls then silu_mul. */
 START_TEST(test_fused_ops)
 {
-	static const int shapes[][4] = {{1, 32, 8, 128}, {5, 32, 8, 64}, {3, 4, 2, 16}};
-	for (int k = 0; k < 3; k++) {
+	static const int shapes[][4] = {{1, 32, 8, 128}, {5, 32, 8, 64}, {3, 4, 2, 16},
+					{4, 20, 5, 128}, {6, 6, 2, 6}, {8, 12, 4, 96}};
+	for (int k = 0; k < 6; k++) {
 		int T = shapes[k][0], Hq = shapes[k][1], Hk = shapes[k][2], hd = shapes[k][3];
 		size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * Hk * hd;
 		struct fi_kv_cache kc = {.n_layers = 2, .n_blocks = 4, .block_size = 4, .n_kv_heads = Hk,
