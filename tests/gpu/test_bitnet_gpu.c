@@ -63,9 +63,11 @@ static void check(const char *what, struct fi_backend *g, const void *gd, const 
 
 START_TEST(test_act_quant)
 {
-	static const int sz[][2] = {{1, 128}, {1, 2560}, {3, 6912}, {5, 2560}, {33, 640}};
+	/* K % 8 == 0 up to 8192: the one-read vector kernel; 100 and 9000 the strided one */
+	static const int sz[][2] = {{1, 128}, {1, 2560}, {3, 6912}, {5, 2560}, {33, 640},
+				    {2, 100}, {1, 9000}, {2, 8192}};
 	struct fi_cuda *c = fi_cuda_of(P.gpu);
-	for (int k = 0; k < 5; k++) {
+	for (int k = 0; k < 8; k++) {
 		int T = sz[k][0], K = sz[k][1];
 		size_t n = (size_t)T * K;
 		float *x = rand_bf16(n, 3, &seed), *r = malloc(n * sizeof(float)), *inv = malloc(4 * T);
