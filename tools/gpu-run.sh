@@ -18,7 +18,11 @@
 #   dec           decode figures (1B, 8B) as they are, then with each of $DEC_KNOBS set
 #                 (space-separated; A=1,B=2 sets two at once)
 #                 (default: without the fusions, without the K split of the fused products)
-#   ncu           per-kernel time and DRAM bytes of 1B and 8B decode steps (Nsight Compute)
+#   ncu           per-kernel time and DRAM bytes of whole forward passes (Nsight Compute,
+#                 tools/ncu_steps.py), random weights from config.json: the 8B shape's
+#                 prefill of 32 prompts of 256 tokens in one pass and its 32-row decode step,
+#                 the BitNet 2B-4T decode step ($NCU_RUNS: NAME:LAUNCHES:CONFIG:ARGS), after
+#                 their wall times without the profiler
 #   serve1b       fi-bench serve, 1B shape: 1000 ShareGPT-like requests at once, in process
 #                 and through a fi-decode worker over ZeroMQ (about 1 min)
 #   serve8b       fi-bench serve, 8B shape: 1000 ShareGPT-like requests at once (1-2 min)
@@ -175,6 +179,25 @@ for stage in "$@"; do
 		done
 		echo "FI_GRAPHS=0 (1B):" | tee -a "$out/ab8b.md"
 		FI_GRAPHS=0 fi-bench -m llama32_1b -r 2 tg128 | grep -E 'tg|^load' | tee -a "$out/ab8b.md" || rc=1
+		;;
+	ncu)
+		step "ncu: the kernels of whole forward passes (graphs off: each kernel its own launch)"
+		ncu --version | tail -1 || { rc=1; continue; }
+		c8=tests/fixtures/config/llama-3.1-8b-instruct/config.json
+		bn=tests/fixtures/bitnet/2b4t/config.json
+		# wall time of the same steps without the profiler, for the gaps between kernels
+		fi-bench -m $c8 --load-format dummy -r 3 -b 32 tg32@d256 | grep -E '^\|' | tail -1
+		fi-bench -m $bn --load-format dummy -r 3 tg128 | grep -E '^\|' | tail -1
+		# NCU_RUNS: NAME:LAUNCHES:MODEL:fi-bench args (commas for spaces)
+		for r in ${NCU_RUNS:-8b:2500:$c8:-b,32,-u,8192,-r,1,tg1@d256 bitnet:2500:$bn:-r,1,tg2}; do
+			name=${r%%:*} r=${r#*:} n=${r%%:*} r=${r#*:} m=${r%%:*} args=$(echo ${r#*:} | tr , ' ')
+			echo "-- $name: fi-bench -m $m --load-format dummy $args ($n launches)"
+			FI_GRAPHS=0 timeout 300 ncu --clock-control none --csv --metrics \
+				gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+				--launch-count $n fi-bench -m $m --load-format dummy $args \
+				>"$out/ncu-$name.csv" 2>"$out/ncu-$name.err" || { rc=1; tail -3 "$out/ncu-$name.err"; }
+			python3 tools/ncu_steps.py "$out/ncu-$name.csv" 2 | tee "$out/ncu-$name.txt"
+		done
 		;;
 	sample1b)
 		step "fi-decode 1B shape: device sampling against the host sampler"
