@@ -133,6 +133,12 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
 			   const struct fi_weight *const *w, const struct fi_weight *const *bias,
 			   int T);
+/* BitNet decode (T <= 4): out = W2A8 product of w with the sub-norm (norm_d, bf16 [K]) of in, or
+ * of relu(in)^2 * up when up_d is given, in one launch (fi_cu_gemv_tq2x); FI_EUNSUPPORTED, not
+ * recorded, when w is not such a weight or the shapes do not fit. */
+fi_err fi_cuda_tq2_norm_product(struct fi_backend *be, void *out_d, const void *in_d,
+				 const void *up_d, const void *norm_d, float eps,
+				 const struct fi_weight *w, int T);
 /* x[T,D] = rows tok[t] of a quantized embedding. */
 fi_err fi_cuda_qembed(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
 		      const int32_t *tok_d, int T);
@@ -179,6 +185,14 @@ fi_err fi_cu_act_quant_i8(cudaStream_t st, int8_t *codes, float *inv, int32_t *q
 fi_err fi_cu_act_round_i8(cudaStream_t st, void *out, const void *x, int T, int K);
 fi_err fi_cu_gemv_tq2(cudaStream_t st, void *out, int out_f32, const void *q, const float *scale,
 		      const int8_t *x, const float *inv, const int32_t *qsum, int N, int K, int T);
+/* The decode products (T <= 4) of n <= 4 TQ2 weights [N[i], K] over one bf16 input x[T,K],
+ * quantized inside the launch: bf16 out[i][T, N[i]] (FI_EUNSUPPORTED, not recorded, when the
+ * shapes do not fit: K % 128, K <= 8192, 16-byte alignment). With norm [K] the input is first
+ * BitNet's sub-norm of x, with up [T,K] too the sub-norm of relu(x)^2 * up, each rounded to
+ * bf16 as the separate kernels store it. */
+fi_err fi_cu_gemv_tq2x(cudaStream_t st, int n, void *const *out, const void *const *q,
+		       const float *const *scale, const int *N, const void *x, const void *up,
+		       const void *norm, float eps, int K, int T);
 fi_err fi_cu_dequant_tq2(cudaStream_t st, void *out, const void *q, const float *scale, int64_t N,
 			 int K);
 fi_err fi_cu_relu2_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
@@ -271,6 +285,8 @@ fi_err fi_cu_sample(cudaStream_t st, const struct fi_sample_args *a, size_t smem
 fi_err fi_cuda_scale(struct fi_backend *be, void *x_d, int64_t n, float s);
 fi_err fi_cuda_relu2_mul(struct fi_backend *be, void *out_d, const void *gate_d,
 			 const void *up_d, int T, int F);
+fi_err fi_cuda_norm_matmul(struct fi_backend *be, void *out_d, void *in_d, const void *up_d,
+			   const struct fi_weight *norm, float eps, const struct fi_weight *w, int T);
 fi_err fi_cuda_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d, const void *up_d,
 			int T, int F);
 fi_err fi_cuda_softcap(struct fi_backend *be, float *x_d, int64_t n, float cap);

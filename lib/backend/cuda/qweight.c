@@ -323,6 +323,43 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
 	}
 }
 
+/* BitNet decode (T <= 4): the products of ternary weights that share one input in one launch
+ * that quantizes the input itself, after the sub-norm (norm_d) of in or of relu(in)^2 * up
+ * (fi_cu_gemv_tq2x); FI_EUNSUPPORTED where that does not apply, and the caller takes the
+ * quantizer and a product each. */
+static fi_err tq2_fused(struct fi_cuda *c, int n, void *const *out_d, const void *in_d,
+			const void *up_d, const void *norm_d, float eps,
+			const struct fi_weight *const *w, const struct fi_weight *const *bias, int T)
+{
+	void *out[4];
+	const void *q[4];
+	const float *scale[4];
+	int N[4];
+	if (T > 4 || c->no_gemv || n > 4)
+		return FI_EUNSUPPORTED;
+	for (int i = 0; i < n; i++) {
+		struct fi_cu_qw qw = qw_of(w[i]);
+		if (w[i]->dtype != FI_DT_TQ2 || w[i]->aq != FI_AQ_I8 || w[i]->cols != w[0]->cols ||
+		    w[i]->rows > INT32_MAX || w[i]->cols > INT32_MAX || (bias && bias[i]))
+			return FI_EUNSUPPORTED;
+		out[i] = out_d[i];
+		q[i] = qw.q;
+		scale[i] = (const float *)qw.scale;
+		N[i] = (int)w[i]->rows;
+	}
+	return fi_cu_gemv_tq2x(c->stream, n, out, q, scale, N, in_d, up_d, norm_d, eps,
+			       (int)w[0]->cols, T);
+}
+
+fi_err fi_cuda_tq2_norm_product(struct fi_backend *be, void *out_d, const void *in_d,
+				 const void *up_d, const void *norm_d, float eps,
+				 const struct fi_weight *w, int T)
+{
+	void *const o1[] = {out_d};
+	const struct fi_weight *const w1[] = {w};
+	return tq2_fused(fi_cuda_of(be), 1, o1, in_d, up_d, norm_d, eps, w1, NULL, T);
+}
+
 fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
 		     const struct fi_weight *w, const struct fi_weight *bias, int T)
 {
@@ -330,6 +367,13 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 	fi_err e;
 	if (T <= 0)
 		return FI_OK;
+	if (!out_f32) {
+		void *const o1[] = {out_d};
+		const struct fi_weight *const w1[] = {w}, *const b1[] = {bias};
+		if ((e = tq2_fused(fi_cuda_of(be), 1, o1, in_d, NULL, NULL, 0.f, w1, b1, T)) !=
+		    FI_EUNSUPPORTED)
+			return e;
+	}
 	if ((e = prep(fi_cuda_of(be), w, in_d, T, &xp)))
 		return e;
 	return product(be, out_d, out_f32, in_d, &xp, w, bias);
@@ -344,6 +388,8 @@ fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, con
 	fi_err e;
 	if (T <= 0)
 		return FI_OK;
+	if ((e = tq2_fused(c, n, out_d, in_d, NULL, NULL, 0.f, w, bias, T)) != FI_EUNSUPPORTED)
+		return e;
 	for (int i = 0; i < n; i++) {
 		const struct fi_weight *b = bias ? bias[i] : NULL;
 		if (!fi_dtype_is_quant(w[i]->dtype)) {
