@@ -239,6 +239,13 @@ struct fi_backend_ops {
 	/* out[T,F] = relu(gate)^2 * up (BitNet's squared-ReLU GLU). */
 	fi_err (*relu2_mul)(struct fi_backend *be, void *out_d, const void *gate_d,
 			    const void *up_d, int T, int F);
+	/* BitNet's product after a sub-norm: out[T,N] = v w^T with v = rmsnorm(u; norm, eps) and
+	 * u = in[T,K], or relu(in)^2 * up[T,K] when up_d is given. in_d is scratch (v may be
+	 * left there). Optional: without it, relu2_mul, rmsnorm and matmul apart, which it
+	 * equals (the CUDA decode path folds all three into the product's launch). */
+	fi_err (*norm_matmul)(struct fi_backend *be, void *out_d, void *in_d, const void *up_d,
+			      const struct fi_weight *norm, float eps, const struct fi_weight *w,
+			      int T);
 	/* x[n] = cap * tanh(x / cap) on f32 logits in place (final logit soft-capping, so
 	 * argmax and the sample op see the capped logits). */
 	fi_err (*softcap)(struct fi_backend *be, float *x_d, int64_t n, float cap);

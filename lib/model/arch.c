@@ -357,6 +357,44 @@ static fi_err router_scratch(struct fi_model *m, int T)
 	return FI_OK;
 }
 
+/* A dense MLP block: y = down(act(gate(xb)) * up(xb)), BitNet's sub-norm before down. */
+static fi_err dense_mlp(struct fi_model *m, struct arch_layer *L, int T, float eps)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_backend_ops *op = be->ops;
+	const struct fi_config *c = &m->c;
+	struct scratch *s = &m->s;
+	fi_err e;
+#define OK(x) do { if ((e = (x))) return e; } while (0)
+	if (c->act == FI_ACT_SILU && op->matmul_glu) {
+		OK(op->matmul_glu(be, s->h, s->gate, s->up, s->xb, &L->gate, &L->up, T));
+	} else {
+		if (op->matmul_multi && (L->gu_cat.p || L->gate.dtype == FI_DT_TQ2)) {
+			void *const o2[] = {s->gate, s->up};
+			const struct fi_weight *const w2[] = {&L->gate, &L->up};
+			OK(op->matmul_multi(be, 2, o2, s->xb, w2, NULL, T));
+		} else {
+			OK(op->matmul(be, s->gate, s->xb, &L->gate, NULL, T));
+			OK(op->matmul(be, s->up, s->xb, &L->up, NULL, T));
+		}
+		if (c->act == FI_ACT_RELU2 && c->sub_norms && op->norm_matmul) {
+			/* BitNet: relu2, the sub-norm and down together */
+			return op->norm_matmul(be, s->y, s->gate, s->up, &L->ffn_sub_norm, eps,
+					       &L->down, T);
+		}
+		if (c->act == FI_ACT_GELU_TANH)
+			OK(op->gelu_mul(be, s->h, s->gate, s->up, T, c->ffn));
+		else if (c->act == FI_ACT_RELU2)
+			OK(op->relu2_mul(be, s->h, s->gate, s->up, T, c->ffn));
+		else
+			OK(op->silu_mul(be, s->h, s->gate, s->up, T, c->ffn));
+	}
+	if (c->sub_norms)
+		OK(op->rmsnorm(be, s->h, s->h, NULL, &L->ffn_sub_norm, T, c->ffn, eps));
+	return op->matmul(be, s->y, s->h, &L->down, NULL, T);
+#undef OK
+}
+
 fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
 		      const struct fi_attn_batch *ab0)
 {
@@ -408,9 +446,14 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 			OK(op->kv_write(be, &m->cache->kv, l, s->k, s->v, &ab));
 		}
 		OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, &ab));
-		if (c->sub_norms)
-			OK(op->rmsnorm(be, s->att, s->att, NULL, &L->attn_sub_norm, T, Hq * hd, eps));
-		OK(op->matmul(be, s->y, s->att, &L->o, NULL, T));
+		if (c->sub_norms && op->norm_matmul) { /* BitNet: the sub-norm with the product */
+			OK(op->norm_matmul(be, s->y, s->att, NULL, &L->attn_sub_norm, eps, &L->o, T));
+		} else {
+			if (c->sub_norms)
+				OK(op->rmsnorm(be, s->att, s->att, NULL, &L->attn_sub_norm, T, Hq * hd,
+					       eps));
+			OK(op->matmul(be, s->y, s->att, &L->o, NULL, T));
+		}
 		if (c->sandwich)
 			OK(op->rmsnorm(be, s->y, s->y, NULL, &L->attn_post_norm, T, D, eps));
 		/* MLP: x += attention; xb = norm(x) */
@@ -422,27 +465,7 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 			OK(op->matmul_f32out(be, a->router_d, s->xb, &L->router, T));
 			OK(op->moe(be, s->y, s->xb, a->router_d, &mo, T));
 		} else {
-			if (c->act == FI_ACT_SILU && op->matmul_glu) {
-				OK(op->matmul_glu(be, s->h, s->gate, s->up, s->xb, &L->gate, &L->up, T));
-			} else {
-				if (op->matmul_multi && (L->gu_cat.p || L->gate.dtype == FI_DT_TQ2)) {
-					void *const o2[] = {s->gate, s->up};
-					const struct fi_weight *const w2[] = {&L->gate, &L->up};
-					OK(op->matmul_multi(be, 2, o2, s->xb, w2, NULL, T));
-				} else {
-					OK(op->matmul(be, s->gate, s->xb, &L->gate, NULL, T));
-					OK(op->matmul(be, s->up, s->xb, &L->up, NULL, T));
-				}
-				if (c->act == FI_ACT_GELU_TANH)
-					OK(op->gelu_mul(be, s->h, s->gate, s->up, T, c->ffn));
-				else if (c->act == FI_ACT_RELU2)
-					OK(op->relu2_mul(be, s->h, s->gate, s->up, T, c->ffn));
-				else
-					OK(op->silu_mul(be, s->h, s->gate, s->up, T, c->ffn));
-			}
-			if (c->sub_norms)
-				OK(op->rmsnorm(be, s->h, s->h, NULL, &L->ffn_sub_norm, T, c->ffn, eps));
-			OK(op->matmul(be, s->y, s->h, &L->down, NULL, T));
+			OK(dense_mlp(m, L, T, eps));
 		}
 		if (c->sandwich)
 			OK(op->rmsnorm(be, s->y, s->y, NULL, &L->ffn_post_norm, T, D, eps));

@@ -12,6 +12,8 @@
  *   relu2_mul (bf16 relu^2, then the product)                           |d| <= 1e-2 + 2^-6 |r|,
  *                                                                       rel <= 8e-3
  *   the sub-norms (rmsnorm in place over Hq hd and F columns)           as relu2_mul
+ *   norm_matmul (sub-norm, relu2 too, folded into the product, T <= 4;
+ *     apart, T = 5)                                                     |d| <= 4e-3 + 2^-6 |r|; as the GEMM
  * Shapes: odd (1000 rows), and 2B-4T's (2560 wide, FFN 6912).
  * Models (tests/fixtures/bitnet/{bitnet,bitlinear}): logits of prompt + greedy in one forward
  * (prompt path: dequantize + GEMM) and one token at a time (decode: W2A8 GEMV, CUDA graphs);
@@ -286,6 +288,83 @@ START_TEST(test_relu2_subnorm)
 }
 END_TEST
 
+/* bf16(x), as a float. */
+static float bfr(float x)
+{
+	return fi_bf16_to_f32(fi_f32_to_bf16(x));
+}
+
+/* norm_matmul: the sub-norm (of relu(x)^2 * up, for down) folded into the ternary product's
+ * launch for T <= 4, the ops apart for T = 5; against the CPU's matmul over the input the GPU's
+ * relu2_mul and rmsnorm store, bf16 roundings included (made here on the host), so that both
+ * quantize the same values. The norm's sum of squares runs in another order than the GPU's,
+ * which may move a rounding, and with it a code, by one step: a few thousandths. */
+START_TEST(test_tq2_norm_matmul)
+{
+	static const int64_t shape[][3] = {{2560, 2560, 0}, {2560, 6912, 1}, {1000, 512, 1}};
+	static const int Ts[] = {1, 2, 4, 5};
+	for (int k = 0; k < 3; k++) {
+		const int64_t N = shape[k][0], K = shape[k][1];
+		const int relu = (int)shape[k][2];
+		uint64_t nb;
+		uint8_t *data = make_tq2(N, K, &nb);
+		struct fi_tensor t = {.name = "w", .dtype = FI_DT_TQ2, .ndim = 2, .shape = {N, K},
+				      .data = data, .nbytes = nb};
+		struct fi_weight wc, wg, nc, ng;
+		float *nw = rand_bf16((size_t)K, 1.5f, &seed);
+		load(P.cpu, &t, &wc);
+		load(P.gpu, &t, &wg);
+		make_weight(P.cpu, nw, 1, (int)K, &nc);
+		make_weight(P.gpu, nw, 1, (int)K, &ng);
+		ck_assert_msg(P.gpu->ops->norm_matmul, "no norm_matmul on the GPU");
+		for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
+			const int T = Ts[i];
+			size_t nx = (size_t)T * K, no = (size_t)T * N;
+			float *x = rand_bf16(nx, 3, &seed), *u = rand_bf16(nx, 3, &seed);
+			void *xc = put_act(P.cpu, x, nx), *xg = put_act(P.gpu, x, nx);
+			void *uc = put_act(P.cpu, u, nx), *ug = put_act(P.gpu, u, nx);
+			void *oc = poisoned(P.cpu, no), *og = poisoned(P.gpu, no);
+			char name[96];
+			float *v = malloc(nx * sizeof(float));
+			for (int r = 0; r < T; r++) {
+				float *vr = v + (size_t)r * K;
+				double ss = 0;
+				for (int64_t j = 0; j < K; j++) {
+					float g = x[(size_t)r * K + j];
+					if (relu) {
+						g = g > 0 ? g : 0;
+						g = bfr(bfr(g * g) * u[(size_t)r * K + j]);
+					}
+					vr[j] = g;
+					ss += (double)g * g;
+				}
+				const float rs = 1.f / sqrtf((float)(ss / K) + 1e-5f);
+				for (int64_t j = 0; j < K; j++)
+					vr[j] = bfr(bfr(vr[j] * rs) * nw[j]);
+			}
+			freeb(P.cpu, xc);
+			xc = put_act(P.cpu, v, nx);
+			free(v);
+			BOTH(P.cpu->ops->matmul(P.cpu, oc, xc, &wc, NULL, T),
+			     P.gpu->ops->norm_matmul(P.gpu, og, xg, relu ? ug : NULL, &ng, 1e-5f, &wg,
+						     T));
+			snprintf(name, sizeof name, "tq2 norm_matmul%s T=%d N=%lld K=%lld",
+				 relu ? " (relu2)" : "", T, (long long)N, (long long)K);
+			if (T <= 4)
+				check(name, P.gpu, og, oc, no, 1.f / 64, 4e-3f, 4e-3f);
+			else /* the ops apart: a dequantized GEMM over inputs rounded to bf16 */
+				check(name, P.gpu, og, oc, no, 1.f / 64, 2e-2f, 8e-3f);
+			freeb(P.cpu, xc), freeb(P.gpu, xg), freeb(P.cpu, uc), freeb(P.gpu, ug);
+			freeb(P.cpu, oc), freeb(P.gpu, og);
+			free(x), free(u);
+		}
+		P.cpu->ops->weight_free(P.cpu, &wc), P.gpu->ops->weight_free(P.gpu, &wg);
+		P.cpu->ops->weight_free(P.cpu, &nc), P.gpu->ops->weight_free(P.gpu, &ng);
+		free(data), free(nw);
+	}
+}
+END_TEST
+
 /* ---- the fixture models ---- */
 
 static const char *const models[] = {"bitnet/bitnet", "bitnet/bitlinear"};
@@ -490,6 +569,7 @@ int main(void)
 	tcase_add_test(tc, test_tq2_matmul);
 	tcase_add_test(tc, test_tq2_multi);
 	tcase_add_test(tc, test_relu2_subnorm);
+	tcase_add_test(tc, test_tq2_norm_matmul);
 	tcase_add_loop_test(tc, test_models, 0, (int)(sizeof models / sizeof models[0]));
 	suite_add_tcase(s, tc);
 	int rc = fi_test_run(s);

@@ -637,6 +637,7 @@ static const struct fi_backend_ops cuda_ops = {
 	.scale = fi_cuda_scale,
 	.gelu_mul = fi_cuda_gelu_mul,
 	.relu2_mul = fi_cuda_relu2_mul,
+	.norm_matmul = fi_cuda_norm_matmul,
 	.softcap = fi_cuda_softcap,
 	.moe = fi_cuda_moe,
 	.mem_info = cu_mem_info,

@@ -62,6 +62,27 @@ fi_err fi_cuda_relu2_mul(struct fi_backend *be, void *out_d, const void *gate_d,
 	return fi_cu_relu2_mul(fi_cuda_of(be)->stream, out_d, gate_d, up_d, T, F);
 }
 
+/* The fused launch where it applies (ternary weights, decode), else the three ops apart. */
+fi_err fi_cuda_norm_matmul(struct fi_backend *be, void *out_d, void *in_d, const void *up_d,
+			   const struct fi_weight *norm, float eps, const struct fi_weight *w, int T)
+{
+	struct fi_cuda *c = fi_cuda_of(be);
+	fi_err e;
+	if (norm->dtype != FI_DT_BF16 || norm->rows * norm->cols != w->cols || w->cols > INT32_MAX)
+		return fi_fail(FI_EMISMATCH, "norm_matmul: a norm of %lld values for %lld columns",
+			       (long long)(norm->rows * norm->cols), (long long)w->cols);
+	if (T <= 0)
+		return FI_OK;
+	e = fi_cuda_tq2_norm_product(be, out_d, in_d, up_d, norm->p, eps, w, T);
+	if (e != FI_EUNSUPPORTED)
+		return e;
+	if (up_d && (e = fi_cu_relu2_mul(c->stream, in_d, in_d, up_d, T, (int)w->cols)))
+		return e;
+	if ((e = fi_cu_rmsnorm(c->stream, in_d, in_d, NULL, norm->p, T, (int)w->cols, eps)))
+		return e;
+	return be->ops->matmul(be, out_d, in_d, w, NULL, T);
+}
+
 fi_err fi_cuda_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d, const void *up_d,
 			int T, int F)
 {
