@@ -70,10 +70,11 @@ __global__ void gemv_tq2_k(void *__restrict__ out, int out_f32, const uint8_t *_
 /* The decode products of up to four TQ2 weights that share one bf16 input, in one launch
  * that quantizes the input itself: each block takes the T rows of x into shared memory as
  * int8 codes (quant_row_i8, the arithmetic of act_quant_i8: the same codes, sums and 1/s),
- * then its 8 weight rows as gemv_tq2_k does. A 2B-4T decode step ran a quantizer before each
- * of the layer's four inputs and a launch for each of q, k, v, gate and up; here q, k, v are
- * one launch and gate, up another, with no quantizer launches: eleven launches a layer
- * become four.
+ * then its 8 x R weight rows with gemv_tq2_k's inner loop. A 2B-4T decode step ran a
+ * quantizer before each of the layer's four inputs and a launch for each of q, k, v, gate and
+ * up; here q, k, v are one launch and gate, up another, with no quantizer launches (and the
+ * sub-norms ride in the o and down launches, MODE below): eleven launches a layer become
+ * four.
  * Re-quantizing a 5-14 KB row in every block costs L2 reads, not a launch. */
 #define TQ2X_MIN_BLOCKS 160 /* a block an SM at least (132 on an H100 or H200) */
 

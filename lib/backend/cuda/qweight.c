@@ -338,10 +338,10 @@ static fi_err tq2_fused(struct fi_cuda *c, int n, void *const *out_d, const void
 	if (T > 4 || c->no_gemv || n > 4)
 		return FI_EUNSUPPORTED;
 	for (int i = 0; i < n; i++) {
-		struct fi_cu_qw qw = qw_of(w[i]);
 		if (w[i]->dtype != FI_DT_TQ2 || w[i]->aq != FI_AQ_I8 || w[i]->cols != w[0]->cols ||
 		    w[i]->rows > INT32_MAX || w[i]->cols > INT32_MAX || (bias && bias[i]))
 			return FI_EUNSUPPORTED;
+		struct fi_cu_qw qw = qw_of(w[i]);
 		out[i] = out_d[i];
 		q[i] = qw.q;
 		scale[i] = (const float *)qw.scale;
