@@ -1,7 +1,8 @@
 /* act_quant: the W8A8 input rounding of base/quant.h on the GPU. Per token (aq TOKEN) or per
  * token and 128 columns (GROUP): s = amax / 448 (1 when amax is 0), code = e4m3(x / s) with
  * round-to-nearest-even and saturation (the hardware conversion, as fi_f32_to_e4m3).
- * One block per token; a warp per 128-column group. Also: the rounded values back in bf16
+ * One block per token; a warp per 128-column group. The input may be the RMSNorm of x,
+ * computed here (the W8A8 decode products after a norm: kernels/gemv_qfused.cuh). Also: the rounded values back in bf16
  * (the dequantize + bf16 GEMM path), and the column permutation of act-order INT4. */
 #include <cuda_fp8.h>
 
@@ -29,19 +30,33 @@ static __device__ __forceinline__ float warp_max(float v)
 	return v;
 }
 
-/* mode 0: codes and scales; 1: rounded bf16 into out */
-template <int AQ, int MODE>
+/* mode 0: codes and scales; 1: rounded bf16 into out. NORM: the input is the RMSNorm of x
+ * with weight g, rounded as kernels/rmsnorm.cu stores it: bf16(bf16(x * r) * g). */
+template <int AQ, int MODE, bool NORM>
 __global__ void __launch_bounds__(AQ_THREADS)
 act_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales, bf16 *__restrict__ out,
-	   const bf16 *__restrict__ x, int K)
+	   const bf16 *__restrict__ x, const bf16 *__restrict__ g, float eps, int K)
 {
 	__shared__ float sh[32];
 	const int t = blockIdx.x, ng = (K + 127) / 128;
 	const bf16 *xr = x + (int64_t)t * K;
+	float r = 1.f;
+	if (NORM) {
+		float ss = 0.f;
+		for (int k = threadIdx.x; k < K; k += AQ_THREADS) {
+			float v = __bfloat162float(xr[k]);
+			ss += v * v;
+		}
+		r = rsqrtf(block_sum(ss, sh) / K + eps);
+	}
+	auto in = [&](int k) {
+		float v = __bfloat162float(xr[k]);
+		return NORM ? bf16_round(bf16_round(v * r) * __bfloat162float(g[k])) : v;
+	};
 	if (AQ == FI_AQ_TOKEN) {
 		float m = 0.f;
 		for (int k = threadIdx.x; k < K; k += AQ_THREADS)
-			m = fmaxf(m, fabsf(__bfloat162float(xr[k])));
+			m = fmaxf(m, fabsf(in(k)));
 		m = warp_max(m);
 		__syncthreads();
 		if ((threadIdx.x & 31) == 0)
@@ -57,7 +72,7 @@ act_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales, bf16 *__rest
 		if (MODE == 0 && threadIdx.x == 0)
 			scales[t] = s;
 		for (int k = threadIdx.x; k < K; k += AQ_THREADS) {
-			uint8_t q = to_e4m3(__bfloat162float(xr[k]) / s);
+			uint8_t q = to_e4m3(in(k) / s);
 			if (MODE == 0)
 				codes[(int64_t)t * K + k] = q;
 			else
@@ -69,13 +84,13 @@ act_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales, bf16 *__rest
 			const int k0 = g * 128, len = K - k0 < 128 ? K - k0 : 128;
 			float m = 0.f;
 			for (int k = lane; k < len; k += 32)
-				m = fmaxf(m, fabsf(__bfloat162float(xr[k0 + k])));
+				m = fmaxf(m, fabsf(in(k0 + k)));
 			m = warp_max(m);
 			const float s = m > 0.f ? m / 448.f : 1.f;
 			if (MODE == 0 && lane == 0)
 				scales[(int64_t)t * ng + g] = s;
 			for (int k = lane; k < len; k += 32) {
-				uint8_t q = to_e4m3(__bfloat162float(xr[k0 + k]) / s);
+				uint8_t q = to_e4m3(in(k0 + k) / s);
 				if (MODE == 0)
 					codes[(int64_t)t * K + k0 + k] = q;
 				else
@@ -85,21 +100,31 @@ act_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales, bf16 *__rest
 	}
 }
 
+extern "C" fi_err fi_cu_act_quant_norm(cudaStream_t st, void *codes, float *scales,
+				       const void *x, const void *g, float eps, int T, int K, int aq)
+{
+	uint8_t *c = (uint8_t *)codes;
+	const bf16 *xb = (const bf16 *)x, *gb = (const bf16 *)g;
+	if (T <= 0)
+		return FI_OK;
+	if (aq != FI_AQ_TOKEN && aq != FI_AQ_GROUP)
+		return fi_fail(FI_EINVAL, "act_quant: activation rounding %d", aq);
+	if (aq == FI_AQ_TOKEN && g)
+		act_kernel<FI_AQ_TOKEN, 0, true><<<T, AQ_THREADS, 0, st>>>(c, scales, NULL, xb, gb, eps, K);
+	else if (aq == FI_AQ_TOKEN)
+		act_kernel<FI_AQ_TOKEN, 0, false><<<T, AQ_THREADS, 0, st>>>(c, scales, NULL, xb, gb, eps, K);
+	else if (g)
+		act_kernel<FI_AQ_GROUP, 0, true><<<T, AQ_THREADS, 0, st>>>(c, scales, NULL, xb, gb, eps, K);
+	else
+		act_kernel<FI_AQ_GROUP, 0, false><<<T, AQ_THREADS, 0, st>>>(c, scales, NULL, xb, gb, eps, K);
+	LAUNCH_CHECK();
+	return FI_OK;
+}
+
 extern "C" fi_err fi_cu_act_quant(cudaStream_t st, void *codes, float *scales, const void *x,
 				  int T, int K, int aq)
 {
-	if (T <= 0)
-		return FI_OK;
-	if (aq == FI_AQ_TOKEN)
-		act_kernel<FI_AQ_TOKEN, 0><<<T, AQ_THREADS, 0, st>>>((uint8_t *)codes, scales, NULL,
-								     (const bf16 *)x, K);
-	else if (aq == FI_AQ_GROUP)
-		act_kernel<FI_AQ_GROUP, 0><<<T, AQ_THREADS, 0, st>>>((uint8_t *)codes, scales, NULL,
-								     (const bf16 *)x, K);
-	else
-		return fi_fail(FI_EINVAL, "act_quant: activation rounding %d", aq);
-	LAUNCH_CHECK();
-	return FI_OK;
+	return fi_cu_act_quant_norm(st, codes, scales, x, NULL, 0.f, T, K, aq);
 }
 
 extern "C" fi_err fi_cu_act_round(cudaStream_t st, void *out, const void *x, int T, int K, int aq)
@@ -107,11 +132,11 @@ extern "C" fi_err fi_cu_act_round(cudaStream_t st, void *out, const void *x, int
 	if (T <= 0)
 		return FI_OK;
 	if (aq == FI_AQ_TOKEN)
-		act_kernel<FI_AQ_TOKEN, 1><<<T, AQ_THREADS, 0, st>>>(NULL, NULL, (bf16 *)out,
-								     (const bf16 *)x, K);
+		act_kernel<FI_AQ_TOKEN, 1, false><<<T, AQ_THREADS, 0, st>>>(NULL, NULL, (bf16 *)out,
+									    (const bf16 *)x, NULL, 0.f, K);
 	else if (aq == FI_AQ_GROUP)
-		act_kernel<FI_AQ_GROUP, 1><<<T, AQ_THREADS, 0, st>>>(NULL, NULL, (bf16 *)out,
-								     (const bf16 *)x, K);
+		act_kernel<FI_AQ_GROUP, 1, false><<<T, AQ_THREADS, 0, st>>>(NULL, NULL, (bf16 *)out,
+									    (const bf16 *)x, NULL, 0.f, K);
 	else
 		return fi_fail(FI_EINVAL, "act_round: activation rounding %d", aq);
 	LAUNCH_CHECK();

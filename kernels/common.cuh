@@ -46,6 +46,36 @@ static __device__ __forceinline__ float silu_mul1(float g, float u)
 	return bf16_round(g / (1.f + __expf(-g))) * u;
 }
 
+/* The RoPE epilogue of the fused q/k/v products (gemv_fused.cu, gemv_qfused.cuh): the sums
+ * v0, v1 of the rotate-half pair (n0, n1) of segment seg (0 q, 1 k, 2 v) of one token, plus
+ * biases b0, b1, rounded to bf16, rotated by angle ang (q and k), and stored to q (row q of
+ * [T, N]) or to the cache at slot sl ([n_slots, Nk]; padding, -1, writes nothing). */
+static __device__ __forceinline__ void rope_pair_store(int seg, int64_t n0, int64_t n1, float v0,
+						       float v1, float b0, float b1, float ang,
+						       bf16 *q, bf16 *kc, bf16 *vc, int64_t sl,
+						       int64_t n_slots, int Nk)
+{
+	float x1 = bf16_round(v0 + b0), x2 = bf16_round(v1 + b1);
+	bf16 o1, o2;
+	if (seg < 2) { /* full range reduction, as kernels/rope.cu */
+		float s, c;
+		sincosf(ang, &s, &c);
+		o1 = __float2bfloat16(x1 * c - x2 * s);
+		o2 = __float2bfloat16(x2 * c + x1 * s);
+	} else {
+		o1 = __float2bfloat16(x1);
+		o2 = __float2bfloat16(x2);
+	}
+	if (seg == 0) {
+		q[n0] = o1;
+		q[n1] = o2;
+	} else if (sl >= 0 && sl < n_slots) { /* as kv_write */
+		bf16 *d = (seg == 1 ? kc : vc) + sl * Nk;
+		d[n0] = o1;
+		d[n1] = o2;
+	}
+}
+
 static __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll

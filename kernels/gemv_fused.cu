@@ -220,26 +220,8 @@ fgemv_kernel(const fg_params p)
 		((bf16 *)p.out)[(int64_t)t * p.N + r0] =
 			__float2bfloat16(silu_mul1(bf16_round(v0), bf16_round(v1)));
 	} else {
-		float x1 = bf16_round(v0 + b0), x2 = bf16_round(v1 + b1);
-		bf16 o1, o2;
-		if (seg < 2) { /* full range reduction, as kernels/rope.cu */
-			float s, c;
-			sincosf(ang, &s, &c);
-			o1 = __float2bfloat16(x1 * c - x2 * s);
-			o2 = __float2bfloat16(x2 * c + x1 * s);
-		} else {
-			o1 = __float2bfloat16(x1);
-			o2 = __float2bfloat16(x2);
-		}
-		if (seg == 0) {
-			bf16 *q = (bf16 *)p.out + (int64_t)t * p.N;
-			q[r0] = o1;
-			q[r1] = o2;
-		} else if (sl >= 0 && sl < p.n_slots) { /* as kv_write: padding (-1) writes nothing */
-			bf16 *d = (seg == 1 ? p.kc : p.vc) + sl * p.Nk;
-			d[r0] = o1;
-			d[r1] = o2;
-		}
+		rope_pair_store(seg, r0, r1, v0, v1, b0, b1, ang, (bf16 *)p.out + (int64_t)t * p.N,
+				p.kc, p.vc, sl, p.n_slots, p.Nk);
 	}
 }
 

@@ -180,6 +180,29 @@ void fi_model_close_rank(struct fi_model *m)
 	free(m);
 }
 
+/* Whether the fused decode ops take a layer's weights: in the activation dtype, or
+ * quantized where the backend's fusions take them (backend.h, fuse_quant). */
+static int fuse_quant_ok(const struct fi_backend *be, const struct fi_weight *w)
+{
+	return be->fuse_quant && fi_dtype_is_quant(w->dtype) && w->dtype != FI_DT_TQ2 &&
+	       !w->q.perm;
+}
+
+static int fuse_takes(const struct fi_backend *be, const struct layer *L)
+{
+	const struct fi_weight *const lw[] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+	int quant = fi_dtype_is_quant(L->q.dtype);
+	for (size_t i = 0; i < sizeof lw / sizeof lw[0]; i++)
+		if (lw[i]->dtype != be->act && !fuse_quant_ok(be, lw[i]))
+			return 0;
+	/* q, k and v share one launch and one rounding of their input; gate and up one kernel */
+	for (int i = 1; i < 3; i++)
+		if (fi_dtype_is_quant(lw[i]->dtype) != quant || lw[i]->aq != L->q.aq)
+			return 0;
+	return L->gate.dtype == L->up.dtype && L->gate.aq == L->up.aq &&
+	       L->gate.q.kind == L->up.q.kind;
+}
+
 fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
 		     struct fi_backend *be, struct fi_model **out)
 {
@@ -232,16 +255,8 @@ fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
 		if (!w->p && (e = load(m, ts, &ex, w)))
 			goto fail;
 	}
-	/* The fused decode ops take weights in the activation dtype (quantized ones take the
-	 * plain ops). */
-	for (int l = 0; l < c->n_layers && m->fusable; l++) {
-		const struct layer *L = &m->l[l];
-		const struct fi_weight *const lw[] = {&L->q, &L->k, &L->v, &L->o,
-						      &L->gate, &L->up, &L->down};
-		for (size_t i = 0; i < sizeof lw / sizeof lw[0]; i++)
-			if (lw[i]->dtype != be->act)
-				m->fusable = 0;
-	}
+	for (int l = 0; l < c->n_layers && m->fusable; l++)
+		m->fusable = fuse_takes(be, &m->l[l]);
 freqs:
 	if ((e = be->ops->alloc(be, sizeof(float) * (size_t)(c->head_dim / 2),
 				(void **)&m->inv_freq_d)) ||

@@ -17,93 +17,12 @@
 #include "backend/backend.h"
 #include "base/quant.h"
 #include "gpu_util.h"
+#include "qweights.h"
 #include "../unit/util.h"
 
 static struct pair P;
 static struct fi_backend *G2; /* the GPU backend with the fast paths off */
 static uint64_t seed = 0x243f6a8885a308d3ull;
-
-struct qt {
-	const char *what;
-	enum fi_dtype dt;
-	int kind, aq, group, perm;
-};
-
-static uint16_t f16(float f) { return fi_f32_to_f16(f); }
-
-static float urand(void) { return (float)((next(&seed) >> 11) * (1.0 / 9007199254740992.0)); }
-
-/* A random valid weight of type q, [N, K], weights of about unit / sqrt(K) scale. */
-static uint8_t *make_q(const struct qt *q, int64_t N, int64_t K, uint64_t *nbytes)
-{
-	struct fi_qlayout l;
-	uint8_t *b;
-	float s = 1.f / sqrtf((float)K);
-	if (q->dt == FI_DT_FP8)
-		fi_quant_layout_fp8(N, K, q->kind, q->aq, &l);
-	else if (q->dt == FI_DT_INT4)
-		fi_quant_layout_int4(N, K, q->group, q->perm, &l);
-	else
-		ck_assert_int_eq(fi_quant_layout(q->dt, N, K, NULL, UINT64_MAX, &l), FI_OK);
-	b = malloc(l.nbytes);
-	for (uint64_t i = 0; i < l.nbytes; i++)
-		b[i] = (uint8_t)next(&seed);
-	if (q->dt == FI_DT_FP8 || q->dt == FI_DT_INT4) {
-		fi_quant_write_header(&l, b);
-		if (q->dt == FI_DT_FP8) {
-			for (uint64_t i = l.off_q; i < l.off_q + (uint64_t)(N * K); i++)
-				if ((b[i] & 0x7f) == 0x7f) /* no NaN codes */
-					b[i] &= 0xfe;
-			for (uint64_t i = l.off_scale; i < l.nbytes; i += 4) {
-				float v = s / 64 * (0.5f + urand());
-				memcpy(b + i, &v, 4);
-			}
-		} else {
-			uint64_t ng = (uint64_t)(N * (K / q->group));
-			for (uint64_t i = 0; i < ng; i++) {
-				uint16_t h = f16(s / 4 * (0.5f + urand()));
-				memcpy(b + l.off_scale + 2 * i, &h, 2);
-				b[l.off_zero + i] = (uint8_t)(next(&seed) % 16);
-			}
-			if (q->perm) {
-				int32_t *p = malloc(sizeof *p * (size_t)K);
-				for (int64_t j = 0; j < K; j++)
-					p[j] = (int32_t)j;
-				for (int64_t j = K - 1; j > 0; j--) {
-					int64_t r = (int64_t)(next(&seed) % (uint64_t)(j + 1));
-					int32_t t = p[j];
-					p[j] = p[r];
-					p[r] = t;
-				}
-				memcpy(b + l.off_perm, p, 4 * (size_t)K);
-				free(p);
-			}
-		}
-	} else {
-		/* GGML: the f16 scales of every block made finite and small */
-		uint64_t nb = l.nbytes / (uint64_t)l.block_bytes;
-		for (uint64_t i = 0; i < nb; i++) {
-			uint8_t *blk = b + i * (uint64_t)l.block_bytes;
-			uint16_t d = f16(s / (q->dt == FI_DT_Q8_0 ? 64 : 8) * (0.5f + urand()));
-			uint16_t dm = f16(s / 8 * urand());
-			switch (q->dt) {
-			case FI_DT_Q6_K: d = f16(s / 512 * (0.5f + urand())); memcpy(blk + 208, &d, 2); break;
-			case FI_DT_Q4_K:
-			case FI_DT_Q5_K:
-				d = f16(s / 256 * (0.5f + urand()));
-				dm = f16(s / 256 * urand());
-				memcpy(blk, &d, 2);
-				memcpy(blk + 2, &dm, 2);
-				break;
-			default: memcpy(blk, &d, 2); break;
-			}
-		}
-	}
-	ck_assert_int_eq(fi_quant_layout(q->dt, N, K, b, l.nbytes, &l), FI_OK);
-	ck_assert_int_eq(fi_quant_check_scales(&l, b), FI_OK);
-	*nbytes = l.nbytes;
-	return b;
-}
 
 static void load(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *w)
 {
@@ -125,7 +44,7 @@ static void one(const struct qt *q, int64_t N, int64_t K)
 {
 	static const int Ts[] = {1, 2, 4, 5, 33, 300};
 	uint64_t nb;
-	uint8_t *data = make_q(q, N, K, &nb);
+	uint8_t *data = make_q(q, N, K, &nb, &seed);
 	struct fi_tensor t = {.name = "w", .dtype = q->dt, .ndim = 2, .shape = {N, K},
 			      .data = data, .nbytes = nb};
 	struct fi_weight wc, wg, w2;

@@ -4,7 +4,10 @@
  *
  * Each fixture is converted to an f32 image (so float tensors stay exact) the way fi-load
  * does, then run teacher-forced over prompt + reference greedy continuation in one forward,
- * and once more one token at a time (decode).
+ * once more one token at a time (decode), and once more through the decode fusions
+ * (norm_qkv_rope, matmul_add, norm_glu: backend.h) that the GPU runs quantized weights in
+ * (the CPU dequantizes at load, so every model whose widths they take runs them here; W8A8
+ * weights keep their input rounding inside them).
  * - Weight-only formats (INT4, GGUF, FP8 without activation rounding): every logits row
  *   within 1e-4 of the reference (max abs error over max abs value, as test_model) and the
  *   greedy tokens identical.
@@ -34,6 +37,19 @@ struct ref {
 
 static struct fi_backend *be;
 static char tmpdir[256];
+
+/* The decode fusions counted (the CPU composes them of its plain ops). */
+static const struct fi_backend_ops *plain;
+static struct fi_backend_ops counted;
+static long n_fused;
+
+static fi_err count_norm_glu(struct fi_backend *b, void *out_d, const void *x_d,
+			     const struct fi_weight *norm, float eps, const struct fi_weight *gate,
+			     const struct fi_weight *up, int T)
+{
+	n_fused++;
+	return plain->norm_glu(b, out_d, x_d, norm, eps, gate, up, T);
+}
 
 static void load_ref(const char *name, struct ref *r)
 {
@@ -150,8 +166,9 @@ static struct score compare(const float *ref, const float *got, int rows, int V)
 	return s;
 }
 
-/* One fixture: its reference, both ways of running. */
-static void check_fixture(const char *name, const char *src_rel)
+/* One fixture: its reference, the three ways of running; fused: whether its layers take
+ * the decode fusions. */
+static void check_fixture_f(const char *name, const char *src_rel, int fused)
 {
 	struct ref r;
 	char src[512];
@@ -160,11 +177,27 @@ static void check_fixture(const char *name, const char *src_rel)
 	snprintf(src, sizeof src, "%s", fi_test_fixture(src_rel));
 	im = convert(src, "fx", 0, FI_DT_F32);
 	ck_assert_int_eq(im->config.vocab, r.vocab);
-	for (int way = 0; way < 2; way++) {
-		float *lg = run(im, r.ids, r.rows, way);
+	for (int way = 0; way < 3; way++) {
+		static const char *const ways[] = {"full", "decode", "fused"};
+		float *lg;
+		if (way == 2) {
+			plain = be->ops;
+			counted = *plain;
+			counted.norm_glu = count_norm_glu;
+			be->ops = &counted;
+			be->fuse_max_T = 4;
+			n_fused = 0;
+		}
+		lg = run(im, r.ids, r.rows, way > 0);
+		if (way == 2) {
+			be->ops = plain;
+			be->fuse_max_T = 0;
+			ck_assert_msg(fused ? n_fused > 0 : n_fused == 0, "%s: %ld fused calls", name,
+				      n_fused);
+		}
 		struct score s = compare(r.logits, lg, r.rows, r.vocab);
 		printf("%-18s %-6s top-1 %d/%d, mean KL %.2e, worst row error %.2e\n", name,
-		       way ? "decode" : "full", s.top1, s.rows, s.kl, s.worst);
+		       ways[way], s.top1, s.rows, s.kl, s.worst);
 		if (r.w8a8) {
 			/* Against the same rounding done by torch: exact (block FP8: 1e-6) but for
 			 * a value that lands on an e4m3 rounding boundary in one and not the other
@@ -174,8 +207,7 @@ static void check_fixture(const char *name, const char *src_rel)
 			 * logits, small top-2 gaps) feel strongly (tests/gpu/NOTES.md). */
 			struct score t = compare(r.logits_w8a8, lg, r.rows, r.vocab);
 			printf("%-18s %-6s against torch's W8A8: top-1 %d/%d, worst row error %.2e, "
-			       "%d rows above 1e-4\n", name, way ? "decode" : "full", t.top1, t.rows,
-			       t.worst, t.off);
+			       "%d rows above 1e-4\n", name, ways[way], t.top1, t.rows, t.worst, t.off);
 			ck_assert_msg(t.top1 == t.rows && t.worst <= 5e-2,
 				      "%s: W8A8 twin: top-1 %d/%d, %d rows off, row error %g", name,
 				      t.top1, t.rows, t.off, t.worst);
@@ -217,6 +249,11 @@ static void check_fixture(const char *name, const char *src_rel)
 	free_ref(&r);
 }
 
+static void check_fixture(const char *name, const char *src_rel)
+{
+	check_fixture_f(name, src_rel, 1);
+}
+
 START_TEST(test_awq) { check_fixture("quant/awq", "quant/awq"); }
 END_TEST
 START_TEST(test_gptq) { check_fixture("quant/gptq", "quant/gptq"); }
@@ -237,7 +274,8 @@ START_TEST(test_gguf_tiny) { check_fixture("quant/tiny_q4km", "quant/tiny_q4km.g
 END_TEST
 START_TEST(test_gguf_stories)
 {
-	check_fixture("quant/stories260k_q8_0", "quant/stories260k_q8_0.gguf");
+	/* FFN width 172: not a multiple of 8, so the decode fusions are not taken */
+	check_fixture_f("quant/stories260k_q8_0", "quant/stories260k_q8_0.gguf", 0);
 }
 END_TEST
 

@@ -139,6 +139,11 @@ fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, con
 fi_err fi_cuda_tq2_norm_product(struct fi_backend *be, void *out_d, const void *in_d,
 				 const void *up_d, const void *norm_d, float eps,
 				 const struct fi_weight *w, int T);
+/* W8A8 input of the FP8 weight w: e4m3 codes and scales of in[T, w->cols], or of its RMSNorm
+ * with weight norm_d when given, in the product scratch (valid until the next product). */
+fi_err fi_cuda_qcodes(struct fi_backend *be, const struct fi_weight *w, const void *in_d,
+		      const void *norm_d, float eps, int T, const void **codes,
+		      const float **scales);
 /* x[T,D] = rows tok[t] of a quantized embedding. */
 fi_err fi_cuda_qembed(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
 		      const int32_t *tok_d, int T);
@@ -160,6 +165,8 @@ struct fi_cu_qw {
 	const uint8_t *zero;   /* INT4 zero points */
 	const int32_t *perm;   /* INT4 act-order: stored column j is input column perm[j] */
 };
+/* The device view of a quantized weight (kernels read it). */
+struct fi_cu_qw fi_cuda_qw(const struct fi_weight *w);
 /* kernels/gemv_q.cu: out[T,N] = x[T,K] W^T (+ bias) for T <= 4. x is bf16, or (xq) e4m3
  * codes with f32 scales per token (aq FI_AQ_TOKEN) or per token and 128 columns
  * (FI_AQ_GROUP). An INT4 weight with perm takes x already permuted. FI_EUNSUPPORTED (not
@@ -176,6 +183,10 @@ fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const
 fi_err fi_cu_act_quant(cudaStream_t st, void *codes, float *scales, const void *x, int T, int K,
 		       int aq);
 fi_err fi_cu_act_round(cudaStream_t st, void *out, const void *x, int T, int K, int aq);
+/* The same codes of the RMSNorm of x with weight g (NULL: of x), rounded to bf16 as
+ * kernels/rmsnorm.cu stores it. */
+fi_err fi_cu_act_quant_norm(cudaStream_t st, void *codes, float *scales, const void *x,
+			    const void *g, float eps, int T, int K, int aq);
 /* BitNet (TQ2 weights, FI_AQ_I8 inputs): kernels/act_quant_i8.cu quantizes x[T,K] (bf16)
  * to int8 codes with inv[T] = 1/s and qsum[T], or rounds it in bf16; kernels/gemv_tq2.cu
  * is the decode product for T <= 4 (FI_EUNSUPPORTED, not recorded, otherwise);
@@ -260,6 +271,26 @@ struct fi_cu_fgemv {
 	int64_t n_slots;
 };
 fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int T);
+/* kernels/gemv_qfused.cu: the same products (FI_FG_ADD, FI_FG_GLU, FI_FG_ROPE) for quantized
+ * weights of every type but TQ2 (no act-order INT4; gate and up of one type). x is bf16,
+ * with the norm g for GLU and ROPE, none for ADD; or (aq, FP8 W8A8) e4m3 codes xq and scales
+ * xs of the already normalised input (kernels/act_quant.cu). FI_EUNSUPPORTED, not recorded,
+ * for what it cannot take. */
+struct fi_cu_qfgemv {
+	int epi, aq;
+	struct fi_cu_qw w[3];
+	const void *bias[3];
+	const void *x, *g, *xq;
+	const float *xs;
+	float eps;
+	void *out;
+	int N, Nk, K, hd;
+	const int32_t *pos, *slot;
+	const float *inv_freq;
+	void *kc, *vc;
+	int64_t n_slots;
+};
+fi_err fi_cu_qfgemv(cudaStream_t st, const struct fi_cu_qfgemv *a, int T);
 /* The backend ops of the same names (lib/backend/cuda/fused.c). */
 fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 			     const struct fi_weight *norm, float eps,

@@ -1,7 +1,10 @@
 /* fused: the CUDA backend's decode fusions (backend.h: norm_qkv_rope, matmul_add, norm_glu)
- * over kernels/gemv_fused.cu. Each checks what the kernel assumes and says what it refused;
- * model.c only asks for them on batches of at most be->fuse_max_T tokens and shapes it has
- * checked (widths multiple of 8, even head size). */
+ * over kernels/gemv_fused.cu (bf16 weights) and kernels/gemv_qfused.cu (quantized ones; FP8
+ * W8A8 weights get their input codes, normalised where the op has a norm, from one
+ * act_quant launch before the product). Each checks what the kernel assumes and says what it
+ * refused; model.c only asks for them on batches of at most be->fuse_max_T tokens and shapes
+ * it has checked (widths multiple of 8, even head size, quantized weights be->fuse_quant
+ * names). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +30,45 @@ static fi_err bf16_vector(const struct fi_weight *w, int64_t n, const char *op, 
 	return FI_OK;
 }
 
+/* A quantized weight of rows x cols of the kinds gemv_qfused takes. */
+static fi_err q_weight(const struct fi_weight *w, int64_t rows, int64_t cols, const char *op,
+		       const char *what)
+{
+	if (!fi_dtype_is_quant(w->dtype) || w->dtype == FI_DT_TQ2 || w->q.perm ||
+	    w->rows != rows || w->cols != cols)
+		return fi_fail(FI_EMISMATCH, "%s: %s is %s %lld x %lld%s, expected a quantized "
+			       "%lld x %lld", op, what, fi_dtype_name(w->dtype), (long long)w->rows,
+			       (long long)w->cols, w->q.perm ? " in act-order" : "",
+			       (long long)rows, (long long)cols);
+	return FI_OK;
+}
+
+/* The input of the quantized product a: x as it is (with the norm applied by the kernel),
+ * or for W8A8 its e4m3 codes, normalised first when norm is given. */
+static fi_err q_input(struct fi_backend *be, struct fi_cu_qfgemv *a, const struct fi_weight *w,
+		      const void *x_d, const struct fi_weight *norm, float eps, int T)
+{
+	a->eps = eps;
+	if (!w->aq) {
+		a->x = x_d;
+		a->g = norm ? norm->p : NULL;
+		return FI_OK;
+	}
+	a->aq = w->aq;
+	return fi_cuda_qcodes(be, w, x_d, norm ? norm->p : NULL, eps, T, &a->xq, &a->xs);
+}
+
+static fi_err q_run(struct fi_backend *be, struct fi_cu_qfgemv *a, int T, const char *op)
+{
+	if (T <= 0)
+		return FI_OK;
+	fi_err e = fi_cu_qfgemv(fi_cuda_of(be)->stream, a, T);
+	if (e == FI_EUNSUPPORTED)
+		return fi_fail(e, "%s: %d tokens of width %d with %s weights: not a fused product",
+			       op, T, a->K, a->w[0].type == FI_CQ_FP8 ? "FP8" : "quantized");
+	return e;
+}
+
 static fi_err run(struct fi_backend *be, struct fi_cu_fgemv *a, int T, const char *op)
 {
 	if (T <= 0)
@@ -36,6 +78,48 @@ static fi_err run(struct fi_backend *be, struct fi_cu_fgemv *a, int T, const cha
 		return fi_fail(e, "%s: %d tokens of width %d: not a decode-sized, 16-byte aligned "
 			       "batch", op, T, a->K);
 	return e;
+}
+
+/* norm_qkv_rope over quantized q, k, v (one activation rounding for the three). */
+static fi_err q_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
+			      const struct fi_weight *norm, float eps,
+			      const struct fi_weight *const *w3, const struct fi_weight *const *b3,
+			      const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+			      const struct fi_attn_batch *b)
+{
+	const char *op = "norm_qkv_rope";
+	int hd = kv->head_dim, Nk = kv->n_kv_heads * hd;
+	int64_t D = w3[0]->cols;
+	struct fi_cu_qfgemv a = {.epi = FI_FG_ROPE};
+	fi_err e;
+	if ((e = bf16_vector(norm, D, op, "norm")) ||
+	    (e = q_weight(w3[0], (int64_t)Hq * hd, D, op, "q")) ||
+	    (e = q_weight(w3[1], Nk, D, op, "k")) || (e = q_weight(w3[2], Nk, D, op, "v")))
+		return e;
+	if (w3[1]->aq != w3[0]->aq || w3[2]->aq != w3[0]->aq)
+		return fi_fail(FI_EMISMATCH, "%s: q, k and v round their input differently", op);
+	for (int i = 0; i < 3; i++) {
+		a.w[i] = fi_cuda_qw(w3[i]);
+		if (b3 && b3[i]) {
+			if ((e = bf16_vector(b3[i], w3[i]->rows, op, "bias")))
+				return e;
+			a.bias[i] = b3[i]->p;
+		}
+	}
+	if ((e = q_input(be, &a, w3[0], x_d, norm, eps, b->n_tokens)))
+		return e;
+	a.out = q_d;
+	a.N = Hq * hd;
+	a.Nk = Nk;
+	a.K = (int)D;
+	a.hd = hd;
+	a.pos = b->tok_pos_d;
+	a.slot = b->slot_d;
+	a.inv_freq = r->inv_freq_d;
+	a.kc = kv->k_d[layer];
+	a.vc = kv->v_d[layer];
+	a.n_slots = (int64_t)kv->n_blocks * kv->block_size;
+	return q_run(be, &a, b->n_tokens, op);
 }
 
 fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
@@ -53,6 +137,8 @@ fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 		return fi_fail(FI_ERANGE, "%s: layer %d of %d", op, layer, kv->n_layers);
 	if (r->head_dim != hd)
 		return fi_fail(FI_EMISMATCH, "%s: head size %d, cache %d", op, r->head_dim, hd);
+	if (fi_dtype_is_quant(w3[0]->dtype))
+		return q_norm_qkv_rope(be, q_d, x_d, norm, eps, w3, b3, r, kv, layer, Hq, b);
 	if ((e = bf16_vector(norm, D, op, "norm")) ||
 	    (e = bf16_weight(w3[0], (int64_t)Hq * hd, D, op, "q")) ||
 	    (e = bf16_weight(w3[1], Nk, D, op, "k")) || (e = bf16_weight(w3[2], Nk, D, op, "v")))
@@ -85,9 +171,20 @@ fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 			  const struct fi_weight *w, int T)
 {
-	fi_err e = bf16_weight(w, w->rows, w->cols, "matmul_add", "weight");
+	fi_err e;
 	struct fi_cu_fgemv a = {.epi = FI_FG_ADD};
-	if (e)
+	if (fi_dtype_is_quant(w->dtype)) {
+		struct fi_cu_qfgemv qa = {.epi = FI_FG_ADD};
+		if ((e = q_weight(w, w->rows, w->cols, "matmul_add", "weight")) ||
+		    (T > 0 && (e = q_input(be, &qa, w, in_d, NULL, 0.f, T))))
+			return e;
+		qa.w[0] = fi_cuda_qw(w);
+		qa.out = x_d;
+		qa.N = (int)w->rows;
+		qa.K = (int)w->cols;
+		return q_run(be, &qa, T, "matmul_add");
+	}
+	if ((e = bf16_weight(w, w->rows, w->cols, "matmul_add", "weight")))
 		return e;
 	a.w[0] = w->p;
 	a.x = in_d;
@@ -104,6 +201,24 @@ fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 	const char *op = "norm_glu";
 	fi_err e;
 	struct fi_cu_fgemv a = {.epi = FI_FG_GLU};
+	if (fi_dtype_is_quant(gate->dtype)) {
+		struct fi_cu_qfgemv qa = {.epi = FI_FG_GLU};
+		if ((e = bf16_vector(norm, gate->cols, op, "norm")) ||
+		    (e = q_weight(gate, gate->rows, gate->cols, op, "gate")) ||
+		    (e = q_weight(up, gate->rows, gate->cols, op, "up")))
+			return e;
+		if (up->dtype != gate->dtype || up->aq != gate->aq)
+			return fi_fail(FI_EMISMATCH, "%s: gate is %s, up %s", op,
+				       fi_dtype_name(gate->dtype), fi_dtype_name(up->dtype));
+		if (T > 0 && (e = q_input(be, &qa, gate, x_d, norm, eps, T)))
+			return e;
+		qa.w[0] = fi_cuda_qw(gate);
+		qa.w[1] = fi_cuda_qw(up);
+		qa.out = out_d;
+		qa.N = (int)gate->rows;
+		qa.K = (int)gate->cols;
+		return q_run(be, &qa, T, op);
+	}
 	if ((e = bf16_vector(norm, gate->cols, op, "norm")) ||
 	    (e = bf16_weight(up, gate->rows, gate->cols, op, "up")) ||
 	    (e = bf16_weight(gate, gate->rows, gate->cols, op, "gate")))

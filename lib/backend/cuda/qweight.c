@@ -360,6 +360,30 @@ fi_err fi_cuda_tq2_norm_product(struct fi_backend *be, void *out_d, const void *
 	return tq2_fused(fi_cuda_of(be), 1, o1, in_d, up_d, norm_d, eps, w1, NULL, T);
 }
 
+struct fi_cu_qw fi_cuda_qw(const struct fi_weight *w)
+{
+	return qw_of(w);
+}
+
+fi_err fi_cuda_qcodes(struct fi_backend *be, const struct fi_weight *w, const void *in_d,
+		      const void *norm_d, float eps, int T, const void **codes,
+		      const float **scales)
+{
+	struct fi_cuda *c = fi_cuda_of(be);
+	struct xprep xp;
+	int K = (int)w->cols;
+	fi_err e;
+	if (w->dtype != FI_DT_FP8 || (w->aq != FI_AQ_TOKEN && w->aq != FI_AQ_GROUP))
+		return fi_fail(FI_EINVAL, "cuda: activation codes for a %s weight",
+			       fi_dtype_name(w->dtype));
+	if ((e = xq_for(c, T, K, &xp.codes)))
+		return e;
+	xp.scales = (float *)(xp.codes + ALIGN256((size_t)T * (size_t)K * 2));
+	*codes = xp.codes;
+	*scales = xp.scales;
+	return fi_cu_act_quant_norm(c->stream, xp.codes, xp.scales, in_d, norm_d, eps, T, K, w->aq);
+}
+
 fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
 		     const struct fi_weight *w, const struct fi_weight *bias, int T)
 {
