@@ -84,7 +84,7 @@ struct tq2_parts {
 	const float *scale[4];
 	int N[4];
 	int blk0[5]; /* the first block of each part; blk0[n] is the grid */
-	int n;
+	int n, add;  /* add: out += the product (rounded to bf16 first), the residual add */
 };
 
 /* The input of MODE 1 and 2 as rmsnorm_vec and relu2_mul_k store it in bf16: the row v,
@@ -128,13 +128,25 @@ static __device__ __forceinline__ void prologue(float (&v)[AQ_VECS][8], const bf
 	}
 }
 
-/* MODE 0: x as it is; 1: x through BitNet's sub-norm (weight nw); 2: relu(x)^2 * up, then
- * the sub-norm (the MLP's input to down). A warp takes R rows, their loads in flight together
- * and each input load used R times. */
-template <int T, int MODE, int R>
+/* ROPE: parts q, k, v (q [T, N0] to out[0]; k, v to the cache at each token's slot), RoPE
+ * applied to q and k in the epilogue as kernels/gemv_fused.cu does, so that a warp's rows are
+ * rotate-half pairs (i, i + hd/2) of one head. */
+struct tq2_rope {
+	const int32_t *pos, *slot;
+	const float *inv_freq;
+	bf16 *kc, *vc;
+	int64_t n_slots;
+	int hd;
+};
+
+/* MODE 0: x as it is; 1: x through an RMSNorm (weight nw: BitNet's sub-norms and layer
+ * norms); 2: relu(x)^2 * up, then the norm (the MLP's input to down). A warp takes R rows,
+ * their loads in flight together and each input load used R times; with ROPE (R even) its
+ * rows r, r + 1 are a rotation pair. */
+template <int T, int MODE, int R, bool ROPE>
 __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
-gemv_tq2x_k(const tq2_parts P, const bf16 *__restrict__ x, const bf16 *__restrict__ up,
-	    const bf16 *__restrict__ nw, float eps, int K)
+gemv_tq2x_k(const tq2_parts P, const tq2_rope Q, const bf16 *__restrict__ x,
+	    const bf16 *__restrict__ up, const bf16 *__restrict__ nw, float eps, int K)
 {
 	extern __shared__ __align__(16) int8_t xs[]; /* [T, K] codes */
 	__shared__ float sh[32], inv[T];
@@ -160,7 +172,12 @@ gemv_tq2x_k(const tq2_parts P, const bf16 *__restrict__ x, const bf16 *__restric
 	if (n0 >= P.N[p])
 		return;
 	const int nr = min(R, P.N[p] - n0);
-	const uint8_t *rows = P.q[p] + (size_t)n0 * (K / 4);
+	int row[R]; /* the weight row of each of the warp's R */
+#pragma unroll
+	for (int r = 0; r < R; r++) {
+		const int v = n0 + r, half = Q.hd / 2, pr = v >> 1;
+		row[r] = ROPE ? (pr / half) * Q.hd + pr % half + (v & 1) * half : v;
+	}
 	int acc[T][R];
 #pragma unroll
 	for (int t = 0; t < T; t++)
@@ -172,7 +189,7 @@ gemv_tq2x_k(const tq2_parts P, const bf16 *__restrict__ x, const bf16 *__restric
 		uint32_t wv[R][4];
 #pragma unroll
 		for (int r = 0; r < R; r++) { /* the R rows' loads in flight together */
-			uint4 w = r < nr ? *(const uint4 *)(rows + (size_t)r * (K / 4) + 16 * c)
+			uint4 w = r < nr ? *(const uint4 *)(P.q[p] + (size_t)row[r] * (K / 4) + 16 * c)
 					 : make_uint4(0, 0, 0, 0);
 			wv[r][0] = w.x, wv[r][1] = w.y, wv[r][2] = w.z, wv[r][3] = w.w;
 		}
@@ -194,54 +211,97 @@ gemv_tq2x_k(const tq2_parts P, const bf16 *__restrict__ x, const bf16 *__restric
 #pragma unroll
 	for (int t = 0; t < T; t++)
 #pragma unroll
-		for (int r = 0; r < R; r++) {
-			int s = acc[t][r];
+		for (int r = 0; r < R; r++)
 #pragma unroll
 			for (int o = 16; o > 0; o >>= 1)
-				s += __shfl_xor_sync(0xffffffffu, s, o);
-			if (lane == 0 && r < nr)
-				P.out[p][(size_t)t * P.N[p] + n0 + r] = __float2bfloat16(
-					(float)(s - qsum[t]) * inv[t] * P.scale[p][n0 + r]);
+				acc[t][r] += __shfl_xor_sync(0xffffffffu, acc[t][r], o);
+	if (lane)
+		return;
+#pragma unroll
+	for (int t = 0; t < T; t++) {
+		float v[R];
+#pragma unroll
+		for (int r = 0; r < R; r++)
+			v[r] = r < nr ? (float)(acc[t][r] - qsum[t]) * inv[t] * P.scale[p][row[r]] : 0.f;
+		if constexpr (ROPE) {
+			const int sl = Q.slot[t];
+#pragma unroll
+			for (int r = 0; r < R; r += 2) {
+				if (r >= nr)
+					break;
+				const float ang = (float)Q.pos[t] * Q.inv_freq[((n0 + r) >> 1) % (Q.hd / 2)];
+				rope_pair_store(p, row[r], row[r + 1], v[r], v[r + 1], 0.f, 0.f, ang,
+						P.out[0] + (size_t)t * P.N[0], Q.kc, Q.vc, sl, Q.n_slots,
+						P.N[1]);
+			}
+		} else {
+#pragma unroll
+			for (int r = 0; r < R; r++) {
+				if (r >= nr)
+					break;
+				bf16 *o = P.out[p] + (size_t)t * P.N[p] + row[r];
+				*o = __float2bfloat16(P.add ? __bfloat162float(*o) + bf16_round(v[r])
+							    : v[r]);
+			}
 		}
+	}
 }
 
-template <int MODE, int R>
-static void launch_x(cudaStream_t st, const tq2_parts &P, int blk, size_t smem, const bf16 *x,
-		     const bf16 *up, const bf16 *nw, float eps, int K, int T)
+template <int MODE, int R, bool ROPE>
+static void launch_x(cudaStream_t st, const tq2_parts &P, const tq2_rope &Q, int blk,
+		     size_t smem, const bf16 *x, const bf16 *up, const bf16 *nw, float eps, int K,
+		     int T)
 {
 	const dim3 block(32 * ROWS_PER_BLOCK);
 	switch (T) {
-	case 1: gemv_tq2x_k<1, MODE, R><<<blk, block, smem, st>>>(P, x, up, nw, eps, K); break;
-	case 2: gemv_tq2x_k<2, MODE, R><<<blk, block, smem, st>>>(P, x, up, nw, eps, K); break;
-	case 3: gemv_tq2x_k<3, MODE, R><<<blk, block, smem, st>>>(P, x, up, nw, eps, K); break;
-	default: gemv_tq2x_k<4, MODE, R><<<blk, block, smem, st>>>(P, x, up, nw, eps, K); break;
+	case 1: gemv_tq2x_k<1, MODE, R, ROPE><<<blk, block, smem, st>>>(P, Q, x, up, nw, eps, K); break;
+	case 2: gemv_tq2x_k<2, MODE, R, ROPE><<<blk, block, smem, st>>>(P, Q, x, up, nw, eps, K); break;
+	case 3: gemv_tq2x_k<3, MODE, R, ROPE><<<blk, block, smem, st>>>(P, Q, x, up, nw, eps, K); break;
+	default: gemv_tq2x_k<4, MODE, R, ROPE><<<blk, block, smem, st>>>(P, Q, x, up, nw, eps, K); break;
 	}
 }
 
 template <int MODE>
-static void launch_r(cudaStream_t st, const tq2_parts &P, int R, int blk, size_t smem,
-		     const bf16 *x, const bf16 *up, const bf16 *nw, float eps, int K, int T)
+static void launch_r(cudaStream_t st, const tq2_parts &P, const tq2_rope &Q, int R, int blk,
+		     size_t smem, const bf16 *x, const bf16 *up, const bf16 *nw, float eps, int K,
+		     int T)
 {
 	if (R == 4)
-		launch_x<MODE, 4>(st, P, blk, smem, x, up, nw, eps, K, T);
+		launch_x<MODE, 4, false>(st, P, Q, blk, smem, x, up, nw, eps, K, T);
 	else if (R == 2)
-		launch_x<MODE, 2>(st, P, blk, smem, x, up, nw, eps, K, T);
+		launch_x<MODE, 2, false>(st, P, Q, blk, smem, x, up, nw, eps, K, T);
 	else
-		launch_x<MODE, 1>(st, P, blk, smem, x, up, nw, eps, K, T);
+		launch_x<MODE, 1, false>(st, P, Q, blk, smem, x, up, nw, eps, K, T);
+}
+
+/* Rows a warp: as many as keep TQ2X_MIN_BLOCKS blocks (each block quantizes x again), at
+ * least lo. Sets the parts' first blocks; returns R. */
+static int plan_rows(tq2_parts &P, int lo)
+{
+	int R = 4, rows = 0, blk = 0;
+	for (int i = 0; i < P.n; i++)
+		rows += P.N[i];
+	while (R > lo && rows / (ROWS_PER_BLOCK * R) < TQ2X_MIN_BLOCKS)
+		R /= 2;
+	for (int i = 0; i < P.n; i++) {
+		P.blk0[i] = blk;
+		blk += (P.N[i] + ROWS_PER_BLOCK * R - 1) / (ROWS_PER_BLOCK * R);
+	}
+	P.blk0[P.n] = blk;
+	return R;
 }
 
 extern "C" fi_err fi_cu_gemv_tq2x(cudaStream_t st, int n, void *const *out, const void *const *q,
 				  const float *const *scale, const int *N, const void *x,
-				  const void *up, const void *norm, float eps, int K, int T)
+				  const void *up, const void *norm, float eps, int add, int K, int T)
 {
-	tq2_parts P;
-	int blk = 0;
+	tq2_parts P = {};
 	if (n < 1 || n > 4 || T < 1 || T > 4 || K <= 0 || K % 128 ||
 	    K > AQ_VECS * 8 * 32 * ROWS_PER_BLOCK || !fi_aligned16(x) || (up && !norm) ||
 	    (up && !fi_aligned16(up)) || (norm && !fi_aligned16(norm)))
 		return FI_EUNSUPPORTED;
 	P.n = n;
-	int R = 4, rows = 0;
+	P.add = add;
 	for (int i = 0; i < n; i++) {
 		if (!fi_aligned16(q[i]) || N[i] <= 0)
 			return FI_EUNSUPPORTED;
@@ -249,24 +309,48 @@ extern "C" fi_err fi_cu_gemv_tq2x(cudaStream_t st, int n, void *const *out, cons
 		P.q[i] = (const uint8_t *)q[i];
 		P.scale[i] = scale[i];
 		P.N[i] = N[i];
-		rows += N[i];
 	}
-	/* rows a warp: as many as keep TQ2X_MIN_BLOCKS blocks (each block quantizes x again) */
-	while (R > 1 && rows / (ROWS_PER_BLOCK * R) < TQ2X_MIN_BLOCKS)
-		R /= 2;
-	for (int i = 0; i < n; i++) {
-		P.blk0[i] = blk;
-		blk += (N[i] + ROWS_PER_BLOCK * R - 1) / (ROWS_PER_BLOCK * R);
-	}
-	P.blk0[n] = blk;
+	const int R = plan_rows(P, 1), blk = P.blk0[n];
 	const size_t smem = (size_t)T * K; /* at most 32 KB */
 	const bf16 *xb = (const bf16 *)x, *ub = (const bf16 *)up, *nb = (const bf16 *)norm;
+	const tq2_rope Q = {};
 	if (up)
-		launch_r<2>(st, P, R, blk, smem, xb, ub, nb, eps, K, T);
+		launch_r<2>(st, P, Q, R, blk, smem, xb, ub, nb, eps, K, T);
 	else if (norm)
-		launch_r<1>(st, P, R, blk, smem, xb, ub, nb, eps, K, T);
+		launch_r<1>(st, P, Q, R, blk, smem, xb, ub, nb, eps, K, T);
 	else
-		launch_r<0>(st, P, R, blk, smem, xb, ub, nb, eps, K, T);
+		launch_r<0>(st, P, Q, R, blk, smem, xb, ub, nb, eps, K, T);
+	LAUNCH_CHECK();
+	return FI_OK;
+}
+
+extern "C" fi_err fi_cu_gemv_tq2x_rope(cudaStream_t st, void *q_out, const void *const *q,
+				       const float *const *scale, const int *N, const void *x,
+				       const void *norm, float eps, const struct fi_cu_fgemv *a,
+				       int K, int T)
+{
+	tq2_parts P = {};
+	tq2_rope Q = {a->pos, a->slot, a->inv_freq, (bf16 *)a->kc, (bf16 *)a->vc, a->n_slots, a->hd};
+	if (T < 1 || T > 4 || K <= 0 || K % 128 || K > AQ_VECS * 8 * 32 * ROWS_PER_BLOCK ||
+	    !fi_aligned16(x) || !norm || !fi_aligned16(norm) || a->hd <= 0 || a->hd % 2 ||
+	    N[1] != N[2] || N[0] % a->hd || N[1] % a->hd)
+		return FI_EUNSUPPORTED;
+	P.n = 3;
+	for (int i = 0; i < 3; i++) {
+		if (!fi_aligned16(q[i]))
+			return FI_EUNSUPPORTED;
+		P.q[i] = (const uint8_t *)q[i];
+		P.scale[i] = scale[i];
+		P.N[i] = N[i];
+	}
+	P.out[0] = (bf16 *)q_out;
+	const int R = plan_rows(P, 2), blk = P.blk0[3];
+	const size_t smem = (size_t)T * K;
+	const bf16 *xb = (const bf16 *)x, *nb = (const bf16 *)norm;
+	if (R == 4)
+		launch_x<1, 4, true>(st, P, Q, blk, smem, xb, NULL, nb, eps, K, T);
+	else
+		launch_x<1, 2, true>(st, P, Q, blk, smem, xb, NULL, nb, eps, K, T);
 	LAUNCH_CHECK();
 	return FI_OK;
 }

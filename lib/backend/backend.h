@@ -239,13 +239,16 @@ struct fi_backend_ops {
 	/* out[T,F] = relu(gate)^2 * up (BitNet's squared-ReLU GLU). */
 	fi_err (*relu2_mul)(struct fi_backend *be, void *out_d, const void *gate_d,
 			    const void *up_d, int T, int F);
-	/* BitNet's product after a sub-norm: out[T,N] = v w^T with v = rmsnorm(u; norm, eps) and
-	 * u = in[T,K], or relu(in)^2 * up[T,K] when up_d is given. in_d is scratch (v may be
-	 * left there). Optional: without it, relu2_mul, rmsnorm and matmul apart, which it
-	 * equals (the CUDA decode path folds all three into the product's launch). */
-	fi_err (*norm_matmul)(struct fi_backend *be, void *out_d, void *in_d, const void *up_d,
-			      const struct fi_weight *norm, float eps, const struct fi_weight *w,
-			      int T);
+	/* BitNet's products after an RMSNorm: out_i[T,N_i] = v w_i^T for n <= 4 weights over
+	 * one input, v = rmsnorm(u; norm, eps) with u = in[T,K], or relu(in)^2 * up[T,K] when
+	 * up_d is given (the sub-norms before o and down; the layer norms before q/k/v and
+	 * gate/up). add (n == 1): out_0 += the product instead, rounded to bf16 first as matmul
+	 * stores it (the residual add). tmp_d: [T,K] scratch for v (may be in_d, which is then
+	 * overwritten). Optional: without it, relu2_mul, rmsnorm and the products apart, which it
+	 * equals (the CUDA decode path folds them into one launch). */
+	fi_err (*norm_matmul)(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
+			      const void *up_d, void *tmp_d, const struct fi_weight *norm,
+			      float eps, const struct fi_weight *const *w, int add, int T);
 	/* x[n] = cap * tanh(x / cap) on f32 logits in place (final logit soft-capping, so
 	 * argmax and the sample op see the capped logits). */
 	fi_err (*softcap)(struct fi_backend *be, float *x_d, int64_t n, float cap);

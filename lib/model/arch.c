@@ -379,8 +379,10 @@ static fi_err dense_mlp(struct fi_model *m, struct arch_layer *L, int T, float e
 		}
 		if (c->act == FI_ACT_RELU2 && c->sub_norms && op->norm_matmul) {
 			/* BitNet: relu2, the sub-norm and down together */
-			return op->norm_matmul(be, s->y, s->gate, s->up, &L->ffn_sub_norm, eps,
-					       &L->down, T);
+			void *const oy[] = {s->y};
+			const struct fi_weight *const wd[] = {&L->down};
+			return op->norm_matmul(be, 1, oy, s->gate, s->up, s->gate, &L->ffn_sub_norm,
+					       eps, wd, 0, T);
 		}
 		if (c->act == FI_ACT_GELU_TANH)
 			OK(op->gelu_mul(be, s->h, s->gate, s->up, T, c->ffn));
@@ -392,6 +394,27 @@ static fi_err dense_mlp(struct fi_model *m, struct arch_layer *L, int T, float e
 	if (c->sub_norms)
 		OK(op->rmsnorm(be, s->h, s->h, NULL, &L->ffn_sub_norm, T, c->ffn, eps));
 	return op->matmul(be, s->y, s->h, &L->down, NULL, T);
+#undef OK
+}
+
+/* The rest of a BitNet decode layer after q/k/v, RoPE and the cache writes (fi_arch_layers'
+ * fold): attention, then x += o(subnorm(att)); gate/up over norm(x); x += down(subnorm(relu2
+ * GLU)), the residual stream x complete after each add. */
+static fi_err fold_rest(struct fi_model *m, struct arch_layer *L, const struct fi_attn_batch *ab,
+			int l, int T, float eps)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_backend_ops *op = be->ops;
+	struct scratch *s = &m->s;
+	void *const ox[] = {s->x}, *const o2[] = {s->gate, s->up};
+	const struct fi_weight *const wo[] = {&L->o}, *const wd[] = {&L->down};
+	const struct fi_weight *const w2[] = {&L->gate, &L->up};
+	fi_err e;
+#define OK(x) do { if ((e = (x))) return e; } while (0)
+	OK(op->attention(be, s->att, s->q, &m->cache->kv, l, m->c.n_heads, ab));
+	OK(op->norm_matmul(be, 1, ox, s->att, NULL, s->att, &L->attn_sub_norm, eps, wo, 1, T));
+	OK(op->norm_matmul(be, 2, o2, s->x, NULL, s->xb, &L->ffn_norm, eps, w2, 0, T));
+	return op->norm_matmul(be, 1, ox, s->gate, s->up, s->gate, &L->ffn_sub_norm, eps, wd, 1, T);
 #undef OK
 }
 
@@ -408,6 +431,12 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 	struct fi_rope global = {hd, m->inv_freq_d}, local = {hd, a->inv_local_d ? a->inv_local_d : m->inv_freq_d};
 	struct fi_moe mo = {c->n_experts, c->n_experts_used, c->moe_ffn, c->norm_topk,
 			    c->act == FI_ACT_GELU_TANH ? FI_MOE_GELU_TANH : FI_MOE_SILU, NULL, NULL, NULL};
+	/* BitNet decode: each norm goes with the products after it, RoPE and the cache writes
+	 * with q/k/v (norm_qkv_rope), the residual adds with the o and down products
+	 * (norm_matmul): four launches a layer besides attention */
+	const int fold = c->sub_norms && c->act == FI_ACT_RELU2 && op->norm_matmul &&
+			 op->norm_qkv_rope && T <= be->fuse_max_T && !c->qkv_bias && !c->qk_norm && !c->sandwich &&
+			 c->n_experts == 0;
 	fi_err e;
 #define OK(x) do { if ((e = (x))) return e; } while (0)
 	if (c->n_experts > 0)
@@ -423,6 +452,13 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 		ab.sliding_window = sliding ? c->sliding_window : 0;
 		ab.scale = a->scale;
 		ab.softcap = c->attn_softcap;
+		if (fold) {
+			const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
+			OK(op->norm_qkv_rope(be, s->q, s->x, &L->attn_norm, eps, w3, NULL, rope,
+					     &m->cache->kv, l, Hq, &ab));
+			OK(fold_rest(m, L, &ab, l, T, eps));
+			continue;
+		}
 		/* attention; from layer 1 on, the norm first adds the previous MLP output */
 		OK(op->rmsnorm(be, s->xb, s->x, l ? s->y : NULL, &L->attn_norm, T, D, eps));
 		if (op->matmul_multi && (L->qkv_cat.p || L->q.dtype == FI_DT_TQ2)) {
@@ -447,7 +483,10 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 		}
 		OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, &ab));
 		if (c->sub_norms && op->norm_matmul) { /* BitNet: the sub-norm with the product */
-			OK(op->norm_matmul(be, s->y, s->att, NULL, &L->attn_sub_norm, eps, &L->o, T));
+			void *const oy[] = {s->y};
+			const struct fi_weight *const wo[] = {&L->o};
+			OK(op->norm_matmul(be, 1, oy, s->att, NULL, s->att, &L->attn_sub_norm, eps, wo,
+					   0, T));
 		} else {
 			if (c->sub_norms)
 				OK(op->rmsnorm(be, s->att, s->att, NULL, &L->attn_sub_norm, T, Hq * hd,
@@ -470,7 +509,7 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 		if (c->sandwich)
 			OK(op->rmsnorm(be, s->y, s->y, NULL, &L->ffn_post_norm, T, D, eps));
 	}
-	OK(op->rmsnorm(be, s->xb, s->x, s->y, &m->out_norm, T, D, eps));
+	OK(op->rmsnorm(be, s->xb, s->x, fold ? NULL : s->y, &m->out_norm, T, D, eps));
 #undef OK
 	return FI_OK;
 }

@@ -294,73 +294,227 @@ static float bfr(float x)
 	return fi_bf16_to_f32(fi_f32_to_bf16(x));
 }
 
-/* norm_matmul: the sub-norm (of relu(x)^2 * up, for down) folded into the ternary product's
- * launch for T <= 4, the ops apart for T = 5; against the CPU's matmul over the input the GPU's
- * relu2_mul and rmsnorm store, bf16 roundings included (made here on the host), so that both
- * quantize the same values. The norm's sum of squares runs in another order than the GPU's,
- * which may move a rounding, and with it a code, by one step: a few thousandths. */
+/* The input a norm_matmul product sees, made on the host as the GPU's kernels store it:
+ * v = bf16(bf16(u r) w), u = x or bf16(bf16(relu(x)^2) up), r = 1 / sqrt(mean(u^2) + eps). */
+static float *normed(const float *x, const float *u, const float *nw, int T, int64_t K, int relu)
+{
+	float *v = malloc((size_t)T * K * sizeof(float));
+	for (int r = 0; r < T; r++) {
+		float *vr = v + (size_t)r * K;
+		double ss = 0;
+		for (int64_t j = 0; j < K; j++) {
+			float g = x[(size_t)r * K + j];
+			if (relu) {
+				g = g > 0 ? g : 0;
+				g = bfr(bfr(g * g) * u[(size_t)r * K + j]);
+			}
+			vr[j] = g;
+			ss += (double)g * g;
+		}
+		const float rs = 1.f / sqrtf((float)(ss / K) + 1e-5f);
+		for (int64_t j = 0; j < K; j++)
+			vr[j] = bfr(bfr(vr[j] * rs) * nw[j]);
+	}
+	return v;
+}
+
+/* norm_matmul: the norm (of relu(x)^2 * up, for down) folded into the launch of the ternary
+ * products after it for T <= 4, the ops apart for T = 5: one product, one added into a
+ * residual (o and down: x += product), and three over one input (q/k/v after the layer
+ * norm). Against the CPU's matmul over the input the GPU's relu2_mul and rmsnorm store, bf16
+ * roundings included (made here on the host), so that both quantize the same values. The
+ * norm's sum of squares runs in another order than the GPU's, which may move a rounding,
+ * and with it a code, by one step: a few thousandths. */
 START_TEST(test_tq2_norm_matmul)
 {
-	static const int64_t shape[][3] = {{2560, 2560, 0}, {2560, 6912, 1}, {1000, 512, 1}};
+	/* N (of each product), K, relu, n products, add */
+	static const int64_t shape[][5] = {{2560, 2560, 0, 1, 0}, {2560, 6912, 1, 1, 0},
+					   {1000, 512, 1, 1, 0},  {2560, 2560, 0, 1, 1},
+					   {2560, 6912, 1, 1, 1}, {640, 2560, 0, 3, 0}};
 	static const int Ts[] = {1, 2, 4, 5};
-	for (int k = 0; k < 3; k++) {
+	ck_assert_msg(P.gpu->ops->norm_matmul, "no norm_matmul on the GPU");
+	for (int k = 0; k < 6; k++) {
 		const int64_t N = shape[k][0], K = shape[k][1];
-		const int relu = (int)shape[k][2];
-		uint64_t nb;
-		uint8_t *data = make_tq2(N, K, &nb);
-		struct fi_tensor t = {.name = "w", .dtype = FI_DT_TQ2, .ndim = 2, .shape = {N, K},
-				      .data = data, .nbytes = nb};
-		struct fi_weight wc, wg, nc, ng;
+		const int relu = (int)shape[k][2], n = (int)shape[k][3], add = (int)shape[k][4];
+		struct fi_weight wc[3], wg[3], nc, ng;
+		const struct fi_weight *wgp[3];
+		uint8_t *data[3];
 		float *nw = rand_bf16((size_t)K, 1.5f, &seed);
-		load(P.cpu, &t, &wc);
-		load(P.gpu, &t, &wg);
+		for (int i = 0; i < n; i++) {
+			uint64_t nb;
+			data[i] = make_tq2(N + 128 * i, K, &nb);
+			struct fi_tensor t = {.name = "w", .dtype = FI_DT_TQ2, .ndim = 2,
+					      .shape = {N + 128 * i, K}, .data = data[i], .nbytes = nb};
+			load(P.cpu, &t, &wc[i]);
+			load(P.gpu, &t, &wg[i]);
+			wgp[i] = &wg[i];
+		}
 		make_weight(P.cpu, nw, 1, (int)K, &nc);
 		make_weight(P.gpu, nw, 1, (int)K, &ng);
-		ck_assert_msg(P.gpu->ops->norm_matmul, "no norm_matmul on the GPU");
-		for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
-			const int T = Ts[i];
-			size_t nx = (size_t)T * K, no = (size_t)T * N;
+		for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+			const int T = Ts[ti];
+			size_t nx = (size_t)T * K;
 			float *x = rand_bf16(nx, 3, &seed), *u = rand_bf16(nx, 3, &seed);
-			void *xc = put_act(P.cpu, x, nx), *xg = put_act(P.gpu, x, nx);
-			void *uc = put_act(P.cpu, u, nx), *ug = put_act(P.gpu, u, nx);
-			void *oc = poisoned(P.cpu, no), *og = poisoned(P.gpu, no);
-			char name[96];
-			float *v = malloc(nx * sizeof(float));
-			for (int r = 0; r < T; r++) {
-				float *vr = v + (size_t)r * K;
-				double ss = 0;
-				for (int64_t j = 0; j < K; j++) {
-					float g = x[(size_t)r * K + j];
-					if (relu) {
-						g = g > 0 ? g : 0;
-						g = bfr(bfr(g * g) * u[(size_t)r * K + j]);
-					}
-					vr[j] = g;
-					ss += (double)g * g;
+			float *v = normed(x, u, nw, T, K, relu);
+			void *xg = put_act(P.gpu, x, nx), *ug = put_act(P.gpu, u, nx);
+			void *tg = poisoned(P.gpu, nx), *vc = put_act(P.cpu, v, nx);
+			void *oc[3], *og[3];
+			float *res[3] = {NULL, NULL, NULL};
+			char name[128];
+			for (int i = 0; i < n; i++) {
+				size_t no = (size_t)T * (size_t)(N + 128 * i);
+				oc[i] = poisoned(P.cpu, no);
+				if (add) { /* a residual stream of about the products' scale */
+					res[i] = rand_bf16(no, 4, &seed);
+					og[i] = put_act(P.gpu, res[i], no);
+				} else {
+					og[i] = poisoned(P.gpu, no);
 				}
-				const float rs = 1.f / sqrtf((float)(ss / K) + 1e-5f);
-				for (int64_t j = 0; j < K; j++)
-					vr[j] = bfr(bfr(vr[j] * rs) * nw[j]);
+				ck_assert(!P.cpu->ops->matmul(P.cpu, oc[i], vc, &wc[i], NULL, T));
 			}
-			freeb(P.cpu, xc);
-			xc = put_act(P.cpu, v, nx);
-			free(v);
-			BOTH(P.cpu->ops->matmul(P.cpu, oc, xc, &wc, NULL, T),
-			     P.gpu->ops->norm_matmul(P.gpu, og, xg, relu ? ug : NULL, &ng, 1e-5f, &wg,
-						     T));
-			snprintf(name, sizeof name, "tq2 norm_matmul%s T=%d N=%lld K=%lld",
-				 relu ? " (relu2)" : "", T, (long long)N, (long long)K);
-			if (T <= 4)
-				check(name, P.gpu, og, oc, no, 1.f / 64, 4e-3f, 4e-3f);
-			else /* the ops apart: a dequantized GEMM over inputs rounded to bf16 */
-				check(name, P.gpu, og, oc, no, 1.f / 64, 2e-2f, 8e-3f);
-			freeb(P.cpu, xc), freeb(P.gpu, xg), freeb(P.cpu, uc), freeb(P.gpu, ug);
-			freeb(P.cpu, oc), freeb(P.gpu, og);
-			free(x), free(u);
+			if (add) { /* the reference: residual + bf16(product), rounded */
+				size_t no = (size_t)T * N;
+				float *p = get_act(P.cpu, oc[0], no);
+				for (size_t e = 0; e < no; e++)
+					p[e] = bfr(res[0][e] + bfr(p[e]));
+				P.cpu->ops->upload(P.cpu, oc[0], p, no * sizeof(float));
+				free(p);
+			}
+			/* the input stays as it was unless it is the scratch (relu: in place) */
+			ck_assert_msg(P.gpu->ops->norm_matmul(P.gpu, n, og, xg, relu ? ug : NULL,
+							      relu ? xg : tg, &ng, 1e-5f, wgp, add,
+							      T) == FI_OK, "gpu: %s", fi_errmsg());
+			ck_assert(P.gpu->ops->sync(P.gpu) == FI_OK);
+			for (int i = 0; i < n; i++) {
+				size_t no = (size_t)T * (size_t)(N + 128 * i);
+				snprintf(name, sizeof name, "tq2 norm_matmul%s%s %d/%d T=%d N=%lld K=%lld",
+					 relu ? " (relu2)" : "", add ? " added" : "", i + 1, n, T,
+					 (long long)(N + 128 * i), (long long)K);
+				if (T <= 4)
+					check(name, P.gpu, og[i], oc[i], no, 1.f / 64, 4e-3f, 4e-3f);
+				else /* the ops apart: a dequantized GEMM over inputs rounded to bf16 */
+					check(name, P.gpu, og[i], oc[i], no, 1.f / 64, 2e-2f, 8e-3f);
+				freeb(P.cpu, oc[i]), freeb(P.gpu, og[i]);
+				free(res[i]);
+			}
+			if (!relu) { /* x untouched */
+				float *xb = get_act(P.gpu, xg, nx);
+				ck_assert_msg(!memcmp(xb, x, nx * sizeof(float)), "norm_matmul wrote its input");
+				free(xb);
+			}
+			freeb(P.gpu, xg), freeb(P.gpu, ug), freeb(P.gpu, tg), freeb(P.cpu, vc);
+			free(x), free(u), free(v);
 		}
-		P.cpu->ops->weight_free(P.cpu, &wc), P.gpu->ops->weight_free(P.gpu, &wg);
+		for (int i = 0; i < n; i++) {
+			P.cpu->ops->weight_free(P.cpu, &wc[i]), P.gpu->ops->weight_free(P.gpu, &wg[i]);
+			free(data[i]);
+		}
 		P.cpu->ops->weight_free(P.cpu, &nc), P.gpu->ops->weight_free(P.gpu, &ng);
-		free(data), free(nw);
+		free(nw);
+	}
+}
+END_TEST
+
+/* norm_qkv_rope over ternary q, k, v (the layer norm, the three products, RoPE and the cache
+ * writes in one launch for T <= 4; the ops apart for T = 5) against the CPU's matmul over the
+ * normalised input the GPU stores (made on the host, as above), then its rope and kv_write.
+ * The cache is zeroed first so that a slot written in the wrong place differs; a padding
+ * token (slot -1) writes nothing. */
+START_TEST(test_tq2_norm_qkv_rope)
+{
+	/* D, Hq, Hk, hd: the 2B-4T layer and a small one */
+	static const int sh[][4] = {{2560, 20, 5, 128}, {512, 8, 2, 64}};
+	for (int k = 0; k < 2; k++) {
+		const int D = sh[k][0], Hq = sh[k][1], Hk = sh[k][2], hd = sh[k][3];
+		const int Nq = Hq * hd, Nk = Hk * hd, rows[3] = {Nq, Nk, Nk};
+		struct fi_weight wc[3], wg[3], nc, ng;
+		const struct fi_weight *wgp[3];
+		uint8_t *data[3];
+		float *nw = rand_bf16((size_t)D, 1.5f, &seed), inv[128];
+		for (int i = 0; i < hd / 2; i++)
+			inv[i] = (float)pow(500000.0, -2.0 * i / hd);
+		for (int i = 0; i < 3; i++) {
+			uint64_t nb;
+			data[i] = make_tq2(rows[i], D, &nb);
+			struct fi_tensor t = {.name = "w", .dtype = FI_DT_TQ2, .ndim = 2,
+					      .shape = {rows[i], D}, .data = data[i], .nbytes = nb};
+			load(P.cpu, &t, &wc[i]);
+			load(P.gpu, &t, &wg[i]);
+			wgp[i] = &wg[i];
+		}
+		make_weight(P.cpu, nw, 1, D, &nc);
+		make_weight(P.gpu, nw, 1, D, &ng);
+		for (int T = 1; T <= 5; T++) {
+			struct fi_kv_cache kc = {.n_layers = 1, .n_blocks = 4, .block_size = 4,
+						 .n_kv_heads = Hk, .head_dim = hd}, kg = kc;
+			size_t ncache = (size_t)16 * Nk, nx = (size_t)T * D;
+			int32_t pos[5], slot[5];
+			char name[128];
+			for (int t = 0; t < T; t++) {
+				pos[t] = (int32_t)((t * 2654435761u + 31u * (unsigned)k) % 7000);
+				slot[t] = T > 1 && t == 1 ? -1 : (t * 5 + 3) % 16;
+			}
+			float *x = rand_bf16(nx, 3, &seed), *v = normed(x, NULL, nw, T, D, 0);
+			float *z = calloc(ncache, sizeof(float));
+			ck_assert(!P.cpu->ops->kv_alloc(P.cpu, &kc) && !P.gpu->ops->kv_alloc(P.gpu, &kg));
+			void *zc = put_act(P.cpu, z, ncache), *zg = put_act(P.gpu, z, ncache);
+			{ /* zero both caches */
+				size_t bc = ncache * sizeof(float), bg = ncache * 2;
+				void *h = malloc(bc);
+				P.cpu->ops->download(P.cpu, h, zc, bc);
+				P.cpu->ops->upload(P.cpu, kc.k_d[0], h, bc);
+				P.cpu->ops->upload(P.cpu, kc.v_d[0], h, bc);
+				P.gpu->ops->download(P.gpu, h, zg, bg);
+				P.gpu->ops->upload(P.gpu, kg.k_d[0], h, bg);
+				P.gpu->ops->upload(P.gpu, kg.v_d[0], h, bg);
+				free(h);
+			}
+			void *ic = put_bytes(P.cpu, inv, sizeof(float) * (hd / 2));
+			void *ig = put_bytes(P.gpu, inv, sizeof(float) * (hd / 2));
+			void *pc = put_bytes(P.cpu, pos, 4 * T), *pg = put_bytes(P.gpu, pos, 4 * T);
+			void *sc = put_bytes(P.cpu, slot, 4 * T), *sg = put_bytes(P.gpu, slot, 4 * T);
+			struct fi_rope rc = {hd, ic}, rg = {hd, ig};
+			struct fi_attn_batch bg = {.n_tokens = T, .tok_pos_d = pg, .slot_d = sg};
+			void *vc = put_act(P.cpu, v, nx), *xg = put_act(P.gpu, x, nx);
+			void *qc = poisoned(P.cpu, (size_t)T * Nq), *kk = poisoned(P.cpu, (size_t)T * Nk);
+			void *vv = poisoned(P.cpu, (size_t)T * Nk), *qg = poisoned(P.gpu, (size_t)T * Nq);
+			P.gpu->ops->sync(P.gpu);
+			ck_assert(!P.cpu->ops->matmul(P.cpu, qc, vc, &wc[0], NULL, T));
+			ck_assert(!P.cpu->ops->matmul(P.cpu, kk, vc, &wc[1], NULL, T));
+			ck_assert(!P.cpu->ops->matmul(P.cpu, vv, vc, &wc[2], NULL, T));
+			ck_assert(!P.cpu->ops->rope(P.cpu, qc, kk, pc, &rc, T, Hq, Hk));
+			for (int t = 0; t < T; t++) {
+				struct fi_attn_batch b1 = {.n_tokens = 1, .slot_d = (int32_t *)sc + t};
+				if (slot[t] >= 0)
+					ck_assert(!P.cpu->ops->kv_write(P.cpu, &kc, 0,
+									(float *)kk + (size_t)t * Nk,
+									(float *)vv + (size_t)t * Nk, &b1));
+			}
+			ck_assert_msg(P.gpu->ops->norm_qkv_rope(P.gpu, qg, xg, &ng, 1e-5f, wgp, NULL, &rg,
+								&kg, 0, Hq, &bg) == FI_OK,
+				      "gpu: %s", fi_errmsg());
+			ck_assert(P.gpu->ops->sync(P.gpu) == FI_OK);
+			float atol = T <= 4 ? 4e-3f : 2e-2f, rel = T <= 4 ? 4e-3f : 8e-3f;
+			snprintf(name, sizeof name, "tq2 norm_qkv_rope q T=%d D=%d hd=%d", T, D, hd);
+			check(name, P.gpu, qg, qc, (size_t)T * Nq, 1.f / 64, atol, rel);
+			snprintf(name, sizeof name, "tq2 norm_qkv_rope K cache T=%d D=%d", T, D);
+			check(name, P.gpu, kg.k_d[0], kc.k_d[0], ncache, 1.f / 64, atol, rel);
+			snprintf(name, sizeof name, "tq2 norm_qkv_rope V cache T=%d D=%d", T, D);
+			check(name, P.gpu, kg.v_d[0], kc.v_d[0], ncache, 1.f / 64, atol, rel);
+			P.cpu->ops->kv_free(P.cpu, &kc), P.gpu->ops->kv_free(P.gpu, &kg);
+			void *bc[] = {zc, ic, pc, sc, vc, qc, kk, vv}, *bgp[] = {zg, ig, pg, sg, xg, qg};
+			for (int i = 0; i < 8; i++)
+				freeb(P.cpu, bc[i]);
+			for (int i = 0; i < 6; i++)
+				freeb(P.gpu, bgp[i]);
+			free(x), free(v), free(z);
+		}
+		for (int i = 0; i < 3; i++) {
+			P.cpu->ops->weight_free(P.cpu, &wc[i]), P.gpu->ops->weight_free(P.gpu, &wg[i]);
+			free(data[i]);
+		}
+		P.cpu->ops->weight_free(P.cpu, &nc), P.gpu->ops->weight_free(P.gpu, &ng);
+		free(nw);
 	}
 }
 END_TEST
@@ -570,6 +724,7 @@ int main(void)
 	tcase_add_test(tc, test_tq2_multi);
 	tcase_add_test(tc, test_relu2_subnorm);
 	tcase_add_test(tc, test_tq2_norm_matmul);
+	tcase_add_test(tc, test_tq2_norm_qkv_rope);
 	tcase_add_loop_test(tc, test_models, 0, (int)(sizeof models / sizeof models[0]));
 	suite_add_tcase(s, tc);
 	int rc = fi_test_run(s);

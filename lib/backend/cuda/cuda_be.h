@@ -133,12 +133,13 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
 			   const struct fi_weight *const *w, const struct fi_weight *const *bias,
 			   int T);
-/* BitNet decode (T <= 4): out = W2A8 product of w with the sub-norm (norm_d, bf16 [K]) of in, or
- * of relu(in)^2 * up when up_d is given, in one launch (fi_cu_gemv_tq2x); FI_EUNSUPPORTED, not
- * recorded, when w is not such a weight or the shapes do not fit. */
-fi_err fi_cuda_tq2_norm_product(struct fi_backend *be, void *out_d, const void *in_d,
-				 const void *up_d, const void *norm_d, float eps,
-				 const struct fi_weight *w, int T);
+/* BitNet decode (T <= 4): out_i (+)= W2A8 products of the n <= 4 weights w_i with the RMSNorm
+ * (norm_d, bf16 [K]) of in, or of relu(in)^2 * up when up_d is given, in one launch
+ * (fi_cu_gemv_tq2x); FI_EUNSUPPORTED, not recorded, when they are not such weights or the
+ * shapes do not fit. */
+fi_err fi_cuda_tq2_norm_products(struct fi_backend *be, int n, void *const *out_d,
+				  const void *in_d, const void *up_d, const void *norm_d,
+				  float eps, const struct fi_weight *const *w, int add, int T);
 /* W8A8 input of the FP8 weight w: e4m3 codes and scales of in[T, w->cols], or of its RMSNorm
  * with weight norm_d when given, in the product scratch (valid until the next product). */
 fi_err fi_cuda_qcodes(struct fi_backend *be, const struct fi_weight *w, const void *in_d,
@@ -199,11 +200,11 @@ fi_err fi_cu_gemv_tq2(cudaStream_t st, void *out, int out_f32, const void *q, co
 /* The decode products (T <= 4) of n <= 4 TQ2 weights [N[i], K] over one bf16 input x[T,K],
  * quantized inside the launch: bf16 out[i][T, N[i]] (FI_EUNSUPPORTED, not recorded, when the
  * shapes do not fit: K % 128, K <= 8192, 16-byte alignment). With norm [K] the input is first
- * BitNet's sub-norm of x, with up [T,K] too the sub-norm of relu(x)^2 * up, each rounded to
- * bf16 as the separate kernels store it. */
+ * the RMSNorm of x, with up [T,K] too that of relu(x)^2 * up, each rounded to bf16 as the
+ * separate kernels store it. add: out[i] += the product, rounded to bf16 first. */
 fi_err fi_cu_gemv_tq2x(cudaStream_t st, int n, void *const *out, const void *const *q,
 		       const float *const *scale, const int *N, const void *x, const void *up,
-		       const void *norm, float eps, int K, int T);
+		       const void *norm, float eps, int add, int K, int T);
 fi_err fi_cu_dequant_tq2(cudaStream_t st, void *out, const void *q, const float *scale, int64_t N,
 			 int K);
 fi_err fi_cu_relu2_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
@@ -271,6 +272,13 @@ struct fi_cu_fgemv {
 	int64_t n_slots;
 };
 fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int T);
+/* kernels/gemv_tq2.cu: norm_qkv_rope for TQ2 q, k, v [N[i], K] (BitNet decode, T <= 4): the
+ * RMSNorm of x (weight norm), quantized inside the launch, the three products, RoPE and the
+ * cache writes of a's pos, slot, inv_freq, kc, vc, n_slots, hd, q to q_out [T, N[0]].
+ * FI_EUNSUPPORTED, not recorded, when the shapes do not fit. */
+fi_err fi_cu_gemv_tq2x_rope(cudaStream_t st, void *q_out, const void *const *q,
+			    const float *const *scale, const int *N, const void *x,
+			    const void *norm, float eps, const struct fi_cu_fgemv *a, int K, int T);
 /* kernels/gemv_qfused.cu: the same products (FI_FG_ADD, FI_FG_GLU, FI_FG_ROPE) for quantized
  * weights of every type but TQ2 (no act-order INT4; gate and up of one type). x is bf16,
  * with the norm g for GLU and ROPE, none for ADD; or (aq, FP8 W8A8) e4m3 codes xq and scales
@@ -316,8 +324,9 @@ fi_err fi_cu_sample(cudaStream_t st, const struct fi_sample_args *a, size_t smem
 fi_err fi_cuda_scale(struct fi_backend *be, void *x_d, int64_t n, float s);
 fi_err fi_cuda_relu2_mul(struct fi_backend *be, void *out_d, const void *gate_d,
 			 const void *up_d, int T, int F);
-fi_err fi_cuda_norm_matmul(struct fi_backend *be, void *out_d, void *in_d, const void *up_d,
-			   const struct fi_weight *norm, float eps, const struct fi_weight *w, int T);
+fi_err fi_cuda_norm_matmul(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
+			   const void *up_d, void *tmp_d, const struct fi_weight *norm, float eps,
+			   const struct fi_weight *const *w, int add, int T);
 fi_err fi_cuda_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d, const void *up_d,
 			int T, int F);
 fi_err fi_cuda_softcap(struct fi_backend *be, float *x_d, int64_t n, float cap);
@@ -327,6 +336,8 @@ fi_err fi_cuda_moe(struct fi_backend *be, void *out_d, const void *in_d, const f
 fi_err fi_cuda_random_weight(struct fi_cuda *c, void *dst_d, const struct fi_tensor *t, uint64_t seed);
 void fi_cuda_family_free(struct fi_cuda *c);
 fi_err fi_cu_scale(cudaStream_t st, void *x, int64_t n, float s);
+/* x[n] += y[n], bf16. */
+fi_err fi_cu_add(cudaStream_t st, void *x, const void *y, int64_t n);
 fi_err fi_cu_gelu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
 fi_err fi_cu_softcap(cudaStream_t st, float *x, int64_t n, float cap);
 fi_err fi_cu_random_fill(cudaStream_t st, void *out, uint64_t hash, int64_t n, int64_t cols,

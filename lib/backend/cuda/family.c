@@ -63,24 +63,50 @@ fi_err fi_cuda_relu2_mul(struct fi_backend *be, void *out_d, const void *gate_d,
 }
 
 /* The fused launch where it applies (ternary weights, decode), else the three ops apart. */
-fi_err fi_cuda_norm_matmul(struct fi_backend *be, void *out_d, void *in_d, const void *up_d,
-			   const struct fi_weight *norm, float eps, const struct fi_weight *w, int T)
+fi_err fi_cuda_norm_matmul(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
+			   const void *up_d, void *tmp_d, const struct fi_weight *norm, float eps,
+			   const struct fi_weight *const *w, int add, int T)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
+	int K = (int)w[0]->cols;
+	const void *u = in_d;
 	fi_err e;
-	if (norm->dtype != FI_DT_BF16 || norm->rows * norm->cols != w->cols || w->cols > INT32_MAX)
+	if (n < 1 || n > 4 || (add && n != 1))
+		return fi_fail(FI_EINVAL, "norm_matmul: %d products%s", n, add ? " added" : "");
+	for (int i = 0; i < n; i++)
+		if (w[i]->cols != w[0]->cols || w[i]->cols > INT32_MAX)
+			return fi_fail(FI_EMISMATCH, "norm_matmul: weights of %lld and %lld columns",
+				       (long long)w[0]->cols, (long long)w[i]->cols);
+	if (norm->dtype != FI_DT_BF16 || norm->rows * norm->cols != w[0]->cols)
 		return fi_fail(FI_EMISMATCH, "norm_matmul: a norm of %lld values for %lld columns",
-			       (long long)(norm->rows * norm->cols), (long long)w->cols);
+			       (long long)(norm->rows * norm->cols), (long long)w[0]->cols);
 	if (T <= 0)
 		return FI_OK;
-	e = fi_cuda_tq2_norm_product(be, out_d, in_d, up_d, norm->p, eps, w, T);
+	e = fi_cuda_tq2_norm_products(be, n, out_d, in_d, up_d, norm->p, eps, w, add, T);
 	if (e != FI_EUNSUPPORTED)
 		return e;
-	if (up_d && (e = fi_cu_relu2_mul(c->stream, in_d, in_d, up_d, T, (int)w->cols)))
+	/* the ops apart */
+	if (up_d) {
+		if ((e = fi_cu_relu2_mul(c->stream, tmp_d, in_d, up_d, T, K)))
+			return e;
+		u = tmp_d;
+	}
+	if ((e = fi_cu_rmsnorm(c->stream, tmp_d, (void *)u, NULL, norm->p, T, K, eps)))
 		return e;
-	if ((e = fi_cu_rmsnorm(c->stream, in_d, in_d, NULL, norm->p, T, (int)w->cols, eps)))
-		return e;
-	return be->ops->matmul(be, out_d, in_d, w, NULL, T);
+	if (!add)
+		return n == 1 ? be->ops->matmul(be, out_d[0], tmp_d, w[0], NULL, T)
+			      : be->ops->matmul_multi(be, n, out_d, tmp_d, w, NULL, T);
+	/* the product in matmul_multi's scratch (a quantized product may dequantize its weight
+	 * into c->deq), then added */
+	{
+		size_t bytes = (size_t)T * (size_t)w[0]->rows * 2;
+		if (bytes > FI_MULTI_WS_BYTES)
+			return fi_fail(FI_ESTATE, "norm_matmul: no scratch for %d x %lld products", T,
+				       (long long)w[0]->rows);
+		if ((e = be->ops->matmul(be, c->multi_ws, tmp_d, w[0], NULL, T)))
+			return e;
+		return fi_cu_add(c->stream, out_d[0], c->multi_ws, (int64_t)T * w[0]->rows);
+	}
 }
 
 fi_err fi_cuda_gelu_mul(struct fi_backend *be, void *out_d, const void *gate_d, const void *up_d,

@@ -122,6 +122,60 @@ static fi_err q_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 	return q_run(be, &a, b->n_tokens, op);
 }
 
+/* norm_qkv_rope over ternary q, k, v (BitNet decode): one launch that normalises and
+ * quantizes x itself (kernels/gemv_tq2.cu); where it does not fit, norm_matmul's products
+ * into scratch, then rope_kv_write. */
+static fi_err tq2_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
+				const struct fi_weight *norm, float eps,
+				const struct fi_weight *const *w3, const struct fi_weight *const *b3,
+				const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
+				const struct fi_attn_batch *b)
+{
+	const char *op = "norm_qkv_rope";
+	struct fi_cuda *c = fi_cuda_of(be);
+	int hd = kv->head_dim, Nk = kv->n_kv_heads * hd, T = b->n_tokens;
+	int64_t D = w3[0]->cols;
+	struct fi_cu_fgemv a = {.epi = FI_FG_ROPE};
+	fi_err e;
+	if ((e = bf16_vector(norm, D, op, "norm")))
+		return e;
+	for (int i = 0; i < 3; i++)
+		if (w3[i]->dtype != FI_DT_TQ2 || w3[i]->cols != D || (b3 && b3[i]) ||
+		    w3[i]->rows != (i ? Nk : (int64_t)Hq * hd))
+			return fi_fail(FI_EMISMATCH, "%s: ternary q, k, v of %d and %d rows without "
+				       "biases expected", op, Hq * hd, Nk);
+	if (T <= 0)
+		return FI_OK;
+	a.hd = hd;
+	a.pos = b->tok_pos_d;
+	a.slot = b->slot_d;
+	a.inv_freq = r->inv_freq_d;
+	a.kc = kv->k_d[layer];
+	a.vc = kv->v_d[layer];
+	a.n_slots = (int64_t)kv->n_blocks * kv->block_size;
+	if (!c->no_gemv && T <= 4 && D <= INT32_MAX) {
+		struct fi_cu_qw qw[3] = {fi_cuda_qw(w3[0]), fi_cuda_qw(w3[1]), fi_cuda_qw(w3[2])};
+		const void *q[3] = {qw[0].q, qw[1].q, qw[2].q};
+		const float *sc[3] = {qw[0].scale, qw[1].scale, qw[2].scale};
+		int N[3] = {Hq * hd, Nk, Nk};
+		e = fi_cu_gemv_tq2x_rope(c->stream, q_d, q, sc, N, x_d, norm->p, eps, &a, (int)D, T);
+		if (e != FI_EUNSUPPORTED)
+			return e;
+	}
+	/* the ops apart: k, v and the normalised x in matmul_multi's scratch (the products of
+	 * ternary weights use c->deq, and quantized ones never the multi scratch) */
+	{
+		size_t kb = (size_t)T * (size_t)Nk * 2, xb = (size_t)T * (size_t)D * 2;
+		uint8_t *k = c->multi_ws, *v = k + kb, *tmp = v + kb;
+		void *const o3[] = {q_d, k, v};
+		if (2 * kb + xb > FI_MULTI_WS_BYTES)
+			return fi_fail(FI_ESTATE, "%s: no scratch for %d tokens", op, T);
+		if ((e = be->ops->norm_matmul(be, 3, o3, x_d, NULL, tmp, norm, eps, w3, 0, T)))
+			return e;
+		return be->ops->rope_kv_write(be, q_d, k, v, r, kv, layer, Hq, b);
+	}
+}
+
 fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 			     const struct fi_weight *norm, float eps,
 			     const struct fi_weight *const *w3, const struct fi_weight *const *b3,
@@ -137,6 +191,8 @@ fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 		return fi_fail(FI_ERANGE, "%s: layer %d of %d", op, layer, kv->n_layers);
 	if (r->head_dim != hd)
 		return fi_fail(FI_EMISMATCH, "%s: head size %d, cache %d", op, r->head_dim, hd);
+	if (w3[0]->dtype == FI_DT_TQ2)
+		return tq2_norm_qkv_rope(be, q_d, x_d, norm, eps, w3, b3, r, kv, layer, Hq, b);
 	if (fi_dtype_is_quant(w3[0]->dtype))
 		return q_norm_qkv_rope(be, q_d, x_d, norm, eps, w3, b3, r, kv, layer, Hq, b);
 	if ((e = bf16_vector(norm, D, op, "norm")) ||

@@ -329,7 +329,8 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
  * quantizer and a product each. */
 static fi_err tq2_fused(struct fi_cuda *c, int n, void *const *out_d, const void *in_d,
 			const void *up_d, const void *norm_d, float eps,
-			const struct fi_weight *const *w, const struct fi_weight *const *bias, int T)
+			const struct fi_weight *const *w, const struct fi_weight *const *bias, int add,
+			int T)
 {
 	void *out[4];
 	const void *q[4];
@@ -347,17 +348,15 @@ static fi_err tq2_fused(struct fi_cuda *c, int n, void *const *out_d, const void
 		scale[i] = (const float *)qw.scale;
 		N[i] = (int)w[i]->rows;
 	}
-	return fi_cu_gemv_tq2x(c->stream, n, out, q, scale, N, in_d, up_d, norm_d, eps,
+	return fi_cu_gemv_tq2x(c->stream, n, out, q, scale, N, in_d, up_d, norm_d, eps, add,
 			       (int)w[0]->cols, T);
 }
 
-fi_err fi_cuda_tq2_norm_product(struct fi_backend *be, void *out_d, const void *in_d,
-				 const void *up_d, const void *norm_d, float eps,
-				 const struct fi_weight *w, int T)
+fi_err fi_cuda_tq2_norm_products(struct fi_backend *be, int n, void *const *out_d,
+				  const void *in_d, const void *up_d, const void *norm_d,
+				  float eps, const struct fi_weight *const *w, int add, int T)
 {
-	void *const o1[] = {out_d};
-	const struct fi_weight *const w1[] = {w};
-	return tq2_fused(fi_cuda_of(be), 1, o1, in_d, up_d, norm_d, eps, w1, NULL, T);
+	return tq2_fused(fi_cuda_of(be), n, out_d, in_d, up_d, norm_d, eps, w, NULL, add, T);
 }
 
 struct fi_cu_qw fi_cuda_qw(const struct fi_weight *w)
@@ -394,7 +393,7 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 	if (!out_f32) {
 		void *const o1[] = {out_d};
 		const struct fi_weight *const w1[] = {w}, *const b1[] = {bias};
-		if ((e = tq2_fused(fi_cuda_of(be), 1, o1, in_d, NULL, NULL, 0.f, w1, b1, T)) !=
+		if ((e = tq2_fused(fi_cuda_of(be), 1, o1, in_d, NULL, NULL, 0.f, w1, b1, 0, T)) !=
 		    FI_EUNSUPPORTED)
 			return e;
 	}
@@ -412,7 +411,7 @@ fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, con
 	fi_err e;
 	if (T <= 0)
 		return FI_OK;
-	if ((e = tq2_fused(c, n, out_d, in_d, NULL, NULL, 0.f, w, bias, T)) != FI_EUNSUPPORTED)
+	if ((e = tq2_fused(c, n, out_d, in_d, NULL, NULL, 0.f, w, bias, 0, T)) != FI_EUNSUPPORTED)
 		return e;
 	for (int i = 0; i < n; i++) {
 		const struct fi_weight *b = bias ? bias[i] : NULL;
