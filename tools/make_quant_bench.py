@@ -3,7 +3,7 @@
 the GPU machine (tools/gpu-run.sh quant; never committed). numpy only: the files are written
 by hand, so nothing beyond numpy is needed there.
 
-  python3 tools/make_quant_bench.py OUT
+  python3 tools/make_quant_bench.py OUT [bf16,awq,gguf]   (default: all three)
 
 OUT/bf16/       config.json + model.safetensors (bf16; fi-load --quantize fp8 makes FP8 of it)
 OUT/awq/        AWQ GEMM, group 128, zero points (random packed weights, sane scales)
@@ -208,10 +208,12 @@ def step_bytes():
 
 def main():
     out = sys.argv[1]
+    want = sys.argv[2].split(",") if len(sys.argv) > 2 else ["bf16", "awq", "gguf"]
     os.makedirs(out, exist_ok=True)
-    for f in (make_bf16, make_awq, make_gguf):
-        print(f.__name__, flush=True)
-        f(out)
+    for name, f in (("bf16", make_bf16), ("awq", make_awq), ("gguf", make_gguf)):
+        if name in want:
+            print(f.__name__, flush=True)
+            f(out)
     json.dump(step_bytes(), open(os.path.join(out, "bytes.json"), "w"), indent=1)
     print(json.dumps(step_bytes()))
 
