@@ -284,9 +284,10 @@ struct fi_backend {
 	size_t mem_total, mem_free; /* device memory, bytes (0 when unknown) */
 	char device[128];  /* "cpu (2 threads)", "NVIDIA H100 80GB HBM3" */
 	int fuse_max_T;    /* batches of at most this many tokens use the fused decode ops */
-	/* The fused decode ops also take quantized layer weights: every type but ternary (TQ2)
-	 * and act-order INT4, q/k/v all quantized or none with one activation rounding, gate
-	 * and up of one type (model.c checks it at load). */
+	/* The fused decode ops also take quantized layer weights: every type but act-order INT4,
+	 * q/k/v all quantized or none with one activation rounding, gate and up of one type
+	 * (model.c checks it at load); ternary (TQ2) ones through norm_matmul and norm_qkv_rope
+	 * (arch.c's BitNet layer). */
 	int fuse_quant;
 	const struct fi_settings *settings; /* the environment's switches (settings.h) */
 	void *priv;

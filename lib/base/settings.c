@@ -107,6 +107,7 @@ static void read_env(void)
 	}
 	s.graphs = on_unless_0("FI_GRAPHS");
 	s.decode_fuse = on_unless_0("FI_DECODE_FUSE");
+	s.qfuse = is_1("FI_QFUSE");
 	s.gemv = on_unless_0("FI_GEMV");
 	s.glu = on_unless_0("FI_GLU");
 	s.fuse = on_unless_0("FI_FUSE");

@@ -40,6 +40,9 @@ struct fi_settings {
 	/* The CUDA backend's fast paths: 1 on (the default), 0 off ("0" in the variable). */
 	int graphs;        /* FI_GRAPHS: decode steps through CUDA graphs */
 	int decode_fuse;   /* FI_DECODE_FUSE: the fused decode-layer products */
+	/* FI_QFUSE=1: quantized and ternary layer weights in the fused decode products too
+	 * (kernels/gemv_qfused.cuh, BitNet's layer in four launches); off by default */
+	int qfuse;
 	int gemv;          /* FI_GEMV: the weight-streaming products for small batches */
 	int glu;           /* FI_GLU: the gated product in one kernel */
 	int fuse;          /* FI_FUSE: q/k/v and gate/up weights fused; 2 with "kv" */

@@ -708,7 +708,7 @@ fi_err fi_backend_cuda_create(int device, struct fi_backend **out)
 	be->settings = fi_settings();
 	/* FI_DECODE_FUSE=0: decode layers through the plain ops, to time against */
 	be->fuse_max_T = be->settings->decode_fuse ? 4 : 0;
-	be->fuse_quant = 1;
+	be->fuse_quant = be->settings->qfuse;
 	if ((e = setup(be, c, device))) {
 		cu_destroy(be);
 		return e;
