@@ -61,11 +61,13 @@
 #                 (--load-format dummy) under fi-bench tg128 and pp512, and the same shape
 #                 without quantization_config (bf16) for the ratio
 #   quant         quantized weights: tests/gpu/test_quant_kernels (every type and path against
-#                 the CPU twin) and test_quant_model (the fixtures' models, GPU against CPU);
+#                 the CPU twin), test_quant_model (the fixtures' models, GPU against CPU, with
+#                 FI_QFUSE=0 and 1) and test_qfused (the fused decode products);
 #                 then 8B-shape checkpoints (tools/make_quant_bench.py: bf16 -> fi-load
 #                 --quantize fp8, AWQ, a Q4_K_M-like GGUF) under fi-bench tg128 and pp2048,
 #                 ending with a table of tok/s, bytes per decode step and the share of
-#                 4.3 TB/s (FI_QBENCH: where the checkpoints go, default /tmp/qbench)
+#                 4.3 TB/s, decode through the fused products (FI_QFUSE=1; FI_QBENCH: where
+#                 the checkpoints go, default /tmp/qbench)
 #   tp            tensor parallelism (--tp, NCCL): tests/gpu/test_tp_gpu (fixtures, and the 8B
 #                 reference when parity8b made it: whole model vs TP=1 through NCCL, and TP=2/4
 #                 where that many GPUs exist), then fi-bench tg128 at batch 1 from config.json
@@ -441,9 +443,11 @@ print(sys.argv[2], f"GPU greedy leaves transformers' at token {i}: reference gap
 sys.exit(gap > 4e-2)
 PY
 		done
-		step "fi-bench, 2B-4T shape, random ternary weights"
+		step "fi-bench, 2B-4T shape, random ternary weights (FI_QFUSE=0, then 1)"
 		fi-bench -m tests/fixtures/bitnet/2b4t/config.json --load-format dummy -r 3 -o md \
 			tg128 pp512 | tee "$out/bench_bitnet.md" || rc=1
+		FI_QFUSE=1 fi-bench -m tests/fixtures/bitnet/2b4t/config.json --load-format dummy -r 3 \
+			-o md tg128 | tee -a "$out/bench_bitnet.md" || rc=1
 		mkdir -p /tmp/bitnet_bf16
 		python3 -c "import json; c = json.load(open('tests/fixtures/bitnet/2b4t/config.json')); c.pop('quantization_config'); json.dump(c, open('/tmp/bitnet_bf16/config.json', 'w'))"
 		fi-bench -m /tmp/bitnet_bf16/config.json --load-format dummy -r 3 -o md tg128 pp512 \
@@ -453,6 +457,8 @@ PY
 		step "quantized kernels against the CPU twin"
 		timeout 300 $t/test_quant_kernels >"$out/quant-kernels.log" 2>&1 || rc=1
 		timeout 300 $t/test_quant_model >>"$out/quant-kernels.log" 2>&1 || rc=1
+		FI_QFUSE=1 timeout 300 $t/test_quant_model >>"$out/quant-kernels.log" 2>&1 || rc=1
+		timeout 300 $t/test_qfused >>"$out/quant-kernels.log" 2>&1 || rc=1
 		grep -v ' ok$' "$out/quant-kernels.log" | grep -v '^quant/' | tail -20
 		grep '^quant/' "$out/quant-kernels.log"
 		grep -c ' ok$' "$out/quant-kernels.log" | sed 's/^/comparisons ok: /'
@@ -467,7 +473,7 @@ PY
 		step "fi-bench tg128 pp2048 (8B shape)"
 		: >"$out/quant-bench.txt"
 		for name in q8b_bf16 q8b_fp8 q8b_awq q8b_q4km; do
-			fi-bench -m $name -r 3 tg128 pp2048 -o json >"$out/qb-$name.json" || rc=1
+			FI_QFUSE=1 fi-bench -m $name -r 3 tg128 pp2048 -o json >"$out/qb-$name.json" || rc=1
 			jq -r --arg n $name --slurpfile b "$qb/bytes.json" '.tests[] |
 				(if .test == "tg128" then ($b[0][$n | sub("q8b_"; "")] // 0) else 0 end) as $by |
 				[$n, .test, (.tps_mean | floor), (if $by > 0 then ($by / 1e9 | . * 100 | floor / 100) else "-" end),
