@@ -100,8 +100,8 @@ act_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales, bf16 *__rest
 	}
 }
 
-extern "C" fi_err fi_cu_act_quant_norm(cudaStream_t st, void *codes, float *scales,
-				       const void *x, const void *g, float eps, int T, int K, int aq)
+extern "C" fi_err fi_cu_act_quant(cudaStream_t st, void *codes, float *scales, const void *x,
+				  const void *g, float eps, int T, int K, int aq)
 {
 	uint8_t *c = (uint8_t *)codes;
 	const bf16 *xb = (const bf16 *)x, *gb = (const bf16 *)g;
@@ -119,12 +119,6 @@ extern "C" fi_err fi_cu_act_quant_norm(cudaStream_t st, void *codes, float *scal
 		act_kernel<FI_AQ_GROUP, 0, false><<<T, AQ_THREADS, 0, st>>>(c, scales, NULL, xb, gb, eps, K);
 	LAUNCH_CHECK();
 	return FI_OK;
-}
-
-extern "C" fi_err fi_cu_act_quant(cudaStream_t st, void *codes, float *scales, const void *x,
-				  int T, int K, int aq)
-{
-	return fi_cu_act_quant_norm(st, codes, scales, x, NULL, 0.f, T, K, aq);
 }
 
 extern "C" fi_err fi_cu_act_round(cudaStream_t st, void *out, const void *x, int T, int K, int aq)

@@ -46,14 +46,30 @@ static __device__ __forceinline__ float silu_mul1(float g, float u)
 	return bf16_round(g / (1.f + __expf(-g))) * u;
 }
 
-/* The RoPE epilogue of the fused q/k/v products (gemv_fused.cu, gemv_qfused.cuh): the sums
- * v0, v1 of the rotate-half pair (n0, n1) of segment seg (0 q, 1 k, 2 v) of one token, plus
- * biases b0, b1, rounded to bf16, rotated by angle ang (q and k), and stored to q (row q of
- * [T, N]) or to the cache at slot sl ([n_slots, Nk]; padding, -1, writes nothing). */
+/* K slices per work item of a fused decode product (gemv_fused.cu, gemv_qfused.cuh): the most,
+ * up to max, that leave every slice at least min of its units (one full round of loads for
+ * each lane); FI_FG_SLICES=1|2|4|8 fixes it, for timing. More, shorter weight streams per row
+ * measured faster on the H100 than one warp a row: 8B decode 159 (one slice), 168 (two), 175
+ * tok/s (four). */
+static inline int fused_slices(int units, int min, int max)
+{
+	int S = 1, fixed = fi_settings()->fg_slices;
+	if (fixed)
+		return fixed;
+	while (S < max && units / (2 * S) >= min)
+		S *= 2;
+	return S;
+}
+
+/* The RoPE epilogue of the fused q/k/v products (gemv_fused.cu, gemv_qfused.cuh,
+ * gemv_tq2.cu): the sums v0, v1 of the rotate-half pair (n0, n1) of segment seg (0 q, 1 k,
+ * 2 v) of one token, plus biases b0, b1, rounded to bf16, rotated by angle ang (q and k), and
+ * stored to q (row q of [T, N]) or to ro's cache at slot sl ([n_slots, Nk]; padding, -1,
+ * writes nothing). */
 static __device__ __forceinline__ void rope_pair_store(int seg, int64_t n0, int64_t n1, float v0,
 						       float v1, float b0, float b1, float ang,
-						       bf16 *q, bf16 *kc, bf16 *vc, int64_t sl,
-						       int64_t n_slots, int Nk)
+						       bf16 *q, const fi_cu_rope_out &ro, int64_t sl,
+						       int Nk)
 {
 	float x1 = bf16_round(v0 + b0), x2 = bf16_round(v1 + b1);
 	bf16 o1, o2;
@@ -69,8 +85,8 @@ static __device__ __forceinline__ void rope_pair_store(int seg, int64_t n0, int6
 	if (seg == 0) {
 		q[n0] = o1;
 		q[n1] = o2;
-	} else if (sl >= 0 && sl < n_slots) { /* as kv_write */
-		bf16 *d = (seg == 1 ? kc : vc) + sl * Nk;
+	} else if (sl >= 0 && sl < ro.n_slots) { /* as kv_write */
+		bf16 *d = (bf16 *)(seg == 1 ? ro.kc : ro.vc) + sl * Nk;
 		d[n0] = o1;
 		d[n1] = o2;
 	}

@@ -34,12 +34,9 @@ struct fg_params {
 	const bf16 *g;       /* [K] norm weight, NULL: no norm */
 	float eps;
 	void *out;
-	int N, Nk, K, hd;
+	int N, Nk, K;
 	int S, slice8; /* K slices per item, 16-byte vectors per slice */
-	const int32_t *pos, *slot;
-	const float *inv_freq;
-	bf16 *kc, *vc;
-	int64_t n_slots;
+	fi_cu_rope_out ro;
 };
 
 /* A 16-byte weight load through the read-only path (weights are never written by a kernel). */
@@ -77,7 +74,7 @@ fgemv_kernel(const fg_params p)
 	bool valid;
 	const bf16 *wb0 = p.w[0], *wb1 = p.w[EPI == FG_GLU ? 1 : 0];
 	if (EPI == FG_ROPE) {
-		int half = p.hd / 2, pq = p.N / 2, pk = p.Nk / 2, pp = wi;
+		int half = p.ro.hd / 2, pq = p.N / 2, pk = p.Nk / 2, pp = wi;
 		valid = wi < pq + 2 * pk;
 		if (pp >= pq) {
 			pp -= pq;
@@ -90,7 +87,7 @@ fgemv_kernel(const fg_params p)
 			}
 		}
 		ip = pp % half;
-		r0 = (pp / half) * p.hd + ip;
+		r0 = (pp / half) * p.ro.hd + ip;
 		r1 = r0 + half;
 	} else {
 		valid = wi < p.N;
@@ -114,8 +111,8 @@ fgemv_kernel(const fg_params p)
 				b0 = __bfloat162float(bias[r0]);
 				b1 = __bfloat162float(bias[r1]);
 			}
-			ang = (float)p.pos[lane] * p.inv_freq[ip]; /* as kernels/rope.cu, in f32 */
-			sl = p.slot[lane];
+			ang = (float)p.ro.pos[lane] * p.ro.inv_freq[ip]; /* as kernels/rope.cu, in f32 */
+			sl = p.ro.slot[lane];
 		}
 	}
 
@@ -221,30 +218,15 @@ fgemv_kernel(const fg_params p)
 			__float2bfloat16(silu_mul1(bf16_round(v0), bf16_round(v1)));
 	} else {
 		rope_pair_store(seg, r0, r1, v0, v1, b0, b1, ang, (bf16 *)p.out + (int64_t)t * p.N,
-				p.kc, p.vc, sl, p.n_slots, p.Nk);
+				p.ro, sl, p.Nk);
 	}
-}
-
-/* K slices per item: the most (up to FG_WARPS) that leave every slice at least 128 vectors, one
- * full round of loads for each lane (FI_FG_SLICES=1|2|4|8 fixes it, for timing). More, shorter
- * weight streams per row measured faster on the H100 than one warp a row: 8B decode 159 (one
- * slice), 168 (two), 175 tok/s (four). */
-static int slices(int k8)
-{
-	int fixed = fi_settings()->fg_slices;
-	if (fixed)
-		return fixed;
-	int S = 1;
-	while (S < FG_WARPS && k8 / (2 * S) >= 128)
-		S *= 2;
-	return S;
 }
 
 template <int T, int EPI, bool NORM, bool F32OUT>
 static void launch(cudaStream_t st, fg_params p, int items)
 {
 	int k8 = p.K / 8;
-	p.S = slices(k8);
+	p.S = fused_slices(k8, 128, FG_WARPS); /* slices of >= 128 16-byte vectors */
 	p.slice8 = ((k8 + p.S - 1) / p.S + 31) / 32 * 32;
 	int per = FG_WARPS / p.S;
 	fgemv_kernel<T, EPI, NORM, F32OUT><<<(items + per - 1) / per, FG_WARPS * 32, 0, st>>>(p);
@@ -281,15 +263,9 @@ extern "C" fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int 
 	p.N = a->N;
 	p.Nk = a->Nk;
 	p.K = a->K;
-	p.hd = a->hd;
-	p.pos = a->pos;
-	p.slot = a->slot;
-	p.inv_freq = a->inv_freq;
-	p.kc = (bf16 *)a->kc;
-	p.vc = (bf16 *)a->vc;
-	p.n_slots = a->n_slots;
+	p.ro = a->ro;
 	if (a->epi == FI_FG_ROPE) {
-		if (a->hd <= 0 || a->hd % 2 || a->N % a->hd || a->Nk % a->hd)
+		if (p.ro.hd <= 0 || p.ro.hd % 2 || a->N % p.ro.hd || a->Nk % p.ro.hd)
 			return FI_EUNSUPPORTED;
 		items = (a->N + 2 * a->Nk) / 2;
 	}

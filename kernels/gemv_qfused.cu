@@ -12,24 +12,12 @@ QF_DECL(fi_cu_qf_q4k)
 QF_DECL(fi_cu_qf_q5k)
 QF_DECL(fi_cu_qf_q6k)
 
-/* K slices per item: the most (up to QF_WARPS) that leave every slice at least one round of
- * chunks for each lane (32 U chunks), as gemv_fused.cu's rule; FI_FG_SLICES fixes it. */
-static int qf_slices(int nc, int type)
-{
-	int fixed = fi_settings()->fg_slices, S = 1, u = QF_U(type);
-	if (fixed)
-		return fixed;
-	while (S < QF_WARPS && nc / (2 * S) >= 32 * u)
-		S *= 2;
-	return S;
-}
-
 static fi_err qf_go(cudaStream_t st, qf_params p, int type, int T, int epi, int xm)
 {
 	int nc = p.K / 32;
 	if (p.item1 <= p.item0)
 		return FI_OK;
-	p.S = qf_slices(nc, type);
+	p.S = fused_slices(nc, 32 * QF_U(type), QF_WARPS); /* a round of chunks a lane */
 	p.slice_c = ((nc + p.S - 1) / p.S + 31) / 32 * 32;
 	switch (type) {
 	case FI_CQ_INT4: fi_cu_qf_int4(st, &p, T, epi, xm); break;
@@ -85,16 +73,10 @@ extern "C" fi_err fi_cu_qfgemv(cudaStream_t st, const struct fi_cu_qfgemv *a, in
 	p.N = a->N;
 	p.Nk = a->Nk;
 	p.K = a->K;
-	p.hd = a->hd;
-	p.pos = a->pos;
-	p.slot = a->slot;
-	p.inv_freq = a->inv_freq;
-	p.kc = (bf16 *)a->kc;
-	p.vc = (bf16 *)a->vc;
-	p.n_slots = a->n_slots;
+	p.ro = a->ro;
 	fi_err e = FI_OK;
 	if (a->epi == FI_FG_ROPE) {
-		if (a->hd <= 0 || a->hd % 2 || a->N % a->hd || a->Nk % a->hd)
+		if (p.ro.hd <= 0 || p.ro.hd % 2 || a->N % p.ro.hd || a->Nk % p.ro.hd)
 			return FI_EUNSUPPORTED;
 		/* items: the rotation pairs of q, then k, then v; one launch per run of segments
 		 * of the same type */

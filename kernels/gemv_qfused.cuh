@@ -196,13 +196,10 @@ struct qf_params {
 	const bf16 *g;       /* [K] norm weight (QF_NORM) */
 	float eps;
 	bf16 *out;
-	int N, Nk, K, hd;
+	int N, Nk, K;
 	int S, slice_c;    /* K slices per item, chunks per slice */
 	int item0, item1;  /* the items of this launch (ROPE: a segment of q, k, v) */
-	const int32_t *pos, *slot;
-	const float *inv_freq;
-	bf16 *kc, *vc;
-	int64_t n_slots;
+	fi_cu_rope_out ro;
 };
 
 /* Chunks a lane has in flight per row: two for INT4's 16-byte chunks, one for the others. */
@@ -228,7 +225,7 @@ qfgemv_kernel(const qf_params p)
 	bool second = true; /* row n1 is written (ADD: false past the last row) */
 	qf_w w0, w1;
 	if (EPI == FI_FG_ROPE) {
-		int half = p.hd / 2, pq = p.N / 2, pk = p.Nk / 2, pp = wi;
+		int half = p.ro.hd / 2, pq = p.N / 2, pk = p.Nk / 2, pp = wi;
 		w0 = qf_pick(p.w[0]);
 		if (pp >= pq) {
 			pp -= pq;
@@ -242,7 +239,7 @@ qfgemv_kernel(const qf_params p)
 		}
 		w1 = w0;
 		ip = pp % half;
-		n0 = (pp / half) * p.hd + ip;
+		n0 = (pp / half) * p.ro.hd + ip;
 		n1 = n0 + half;
 	} else if (EPI == FI_FG_GLU) {
 		w0 = qf_pick(p.w[0]);
@@ -274,8 +271,8 @@ qfgemv_kernel(const qf_params p)
 				b0 = __bfloat162float(bias[n0]);
 				b1 = __bfloat162float(bias[n1]);
 			}
-			ang = (float)p.pos[lane] * p.inv_freq[ip]; /* as kernels/rope.cu, in f32 */
-			sl = p.slot[lane];
+			ang = (float)p.ro.pos[lane] * p.ro.inv_freq[ip]; /* as kernels/rope.cu, in f32 */
+			sl = p.ro.slot[lane];
 		}
 		if (TYPE == FI_CQ_FP8 && w0.kind == FI_Q8_ROW) {
 			rw0 = ((const float *)w0.scale)[n0];
@@ -411,7 +408,7 @@ qfgemv_kernel(const qf_params p)
 	} else if (EPI == FI_FG_GLU) {
 		o[n0] = __float2bfloat16(silu_mul1(bf16_round(v0), bf16_round(v1)));
 	} else {
-		rope_pair_store(seg, n0, n1, v0, v1, b0, b1, ang, o, p.kc, p.vc, sl, p.n_slots, p.Nk);
+		rope_pair_store(seg, n0, n1, v0, v1, b0, b1, ang, o, p.ro, sl, p.Nk);
 	}
 }
 

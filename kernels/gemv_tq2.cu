@@ -128,24 +128,14 @@ static __device__ __forceinline__ void prologue(float (&v)[AQ_VECS][8], const bf
 	}
 }
 
-/* ROPE: parts q, k, v (q [T, N0] to out[0]; k, v to the cache at each token's slot), RoPE
- * applied to q and k in the epilogue as kernels/gemv_fused.cu does, so that a warp's rows are
- * rotate-half pairs (i, i + hd/2) of one head. */
-struct tq2_rope {
-	const int32_t *pos, *slot;
-	const float *inv_freq;
-	bf16 *kc, *vc;
-	int64_t n_slots;
-	int hd;
-};
-
 /* MODE 0: x as it is; 1: x through an RMSNorm (weight nw: BitNet's sub-norms and layer
  * norms); 2: relu(x)^2 * up, then the norm (the MLP's input to down). A warp takes R rows,
- * their loads in flight together and each input load used R times; with ROPE (R even) its
- * rows r, r + 1 are a rotation pair. */
+ * their loads in flight together and each input load used R times. ROPE (R even): parts q, k,
+ * v, q to out[0] and k, v to Q's cache, rotated in the epilogue as kernels/gemv_fused.cu
+ * does; a warp's rows r, r + 1 are a rotate-half pair (i, i + hd/2) of one head. */
 template <int T, int MODE, int R, bool ROPE>
 __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
-gemv_tq2x_k(const tq2_parts P, const tq2_rope Q, const bf16 *__restrict__ x,
+gemv_tq2x_k(const tq2_parts P, const fi_cu_rope_out Q, const bf16 *__restrict__ x,
 	    const bf16 *__restrict__ up, const bf16 *__restrict__ nw, float eps, int K)
 {
 	extern __shared__ __align__(16) int8_t xs[]; /* [T, K] codes */
@@ -231,8 +221,7 @@ gemv_tq2x_k(const tq2_parts P, const tq2_rope Q, const bf16 *__restrict__ x,
 					break;
 				const float ang = (float)Q.pos[t] * Q.inv_freq[((n0 + r) >> 1) % (Q.hd / 2)];
 				rope_pair_store(p, row[r], row[r + 1], v[r], v[r + 1], 0.f, 0.f, ang,
-						P.out[0] + (size_t)t * P.N[0], Q.kc, Q.vc, sl, Q.n_slots,
-						P.N[1]);
+						P.out[0] + (size_t)t * P.N[0], Q, sl, P.N[1]);
 			}
 		} else {
 #pragma unroll
@@ -248,7 +237,7 @@ gemv_tq2x_k(const tq2_parts P, const tq2_rope Q, const bf16 *__restrict__ x,
 }
 
 template <int MODE, int R, bool ROPE>
-static void launch_x(cudaStream_t st, const tq2_parts &P, const tq2_rope &Q, int blk,
+static void launch_x(cudaStream_t st, const tq2_parts &P, const fi_cu_rope_out &Q, int blk,
 		     size_t smem, const bf16 *x, const bf16 *up, const bf16 *nw, float eps, int K,
 		     int T)
 {
@@ -262,7 +251,7 @@ static void launch_x(cudaStream_t st, const tq2_parts &P, const tq2_rope &Q, int
 }
 
 template <int MODE>
-static void launch_r(cudaStream_t st, const tq2_parts &P, const tq2_rope &Q, int R, int blk,
+static void launch_r(cudaStream_t st, const tq2_parts &P, const fi_cu_rope_out &Q, int R, int blk,
 		     size_t smem, const bf16 *x, const bf16 *up, const bf16 *nw, float eps, int K,
 		     int T)
 {
@@ -313,7 +302,7 @@ extern "C" fi_err fi_cu_gemv_tq2x(cudaStream_t st, int n, void *const *out, cons
 	const int R = plan_rows(P, 1), blk = P.blk0[n];
 	const size_t smem = (size_t)T * K; /* at most 32 KB */
 	const bf16 *xb = (const bf16 *)x, *ub = (const bf16 *)up, *nb = (const bf16 *)norm;
-	const tq2_rope Q = {};
+	const fi_cu_rope_out Q = {};
 	if (up)
 		launch_r<2>(st, P, Q, R, blk, smem, xb, ub, nb, eps, K, T);
 	else if (norm)
@@ -326,14 +315,14 @@ extern "C" fi_err fi_cu_gemv_tq2x(cudaStream_t st, int n, void *const *out, cons
 
 extern "C" fi_err fi_cu_gemv_tq2x_rope(cudaStream_t st, void *q_out, const void *const *q,
 				       const float *const *scale, const int *N, const void *x,
-				       const void *norm, float eps, const struct fi_cu_fgemv *a,
-				       int K, int T)
+				       const void *norm, float eps,
+				       const struct fi_cu_rope_out *ro, int K, int T)
 {
 	tq2_parts P = {};
-	tq2_rope Q = {a->pos, a->slot, a->inv_freq, (bf16 *)a->kc, (bf16 *)a->vc, a->n_slots, a->hd};
+	const fi_cu_rope_out Q = *ro;
 	if (T < 1 || T > 4 || K <= 0 || K % 128 || K > AQ_VECS * 8 * 32 * ROWS_PER_BLOCK ||
-	    !fi_aligned16(x) || !norm || !fi_aligned16(norm) || a->hd <= 0 || a->hd % 2 ||
-	    N[1] != N[2] || N[0] % a->hd || N[1] % a->hd)
+	    !fi_aligned16(x) || !norm || !fi_aligned16(norm) || Q.hd <= 0 || Q.hd % 2 ||
+	    N[1] != N[2] || N[0] % Q.hd || N[1] % Q.hd)
 		return FI_EUNSUPPORTED;
 	P.n = 3;
 	for (int i = 0; i < 3; i++) {

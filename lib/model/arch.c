@@ -435,8 +435,8 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 	 * with q/k/v (norm_qkv_rope), the residual adds with the o and down products
 	 * (norm_matmul): four launches a layer besides attention */
 	const int fold = c->sub_norms && c->act == FI_ACT_RELU2 && op->norm_matmul &&
-			 op->norm_qkv_rope && be->fuse_quant && T <= be->fuse_max_T && !c->qkv_bias && !c->qk_norm && !c->sandwich &&
-			 c->n_experts == 0;
+			 op->norm_qkv_rope && be->fuse_quant && T <= be->fuse_max_T &&
+			 !c->qkv_bias && !c->qk_norm && !c->sandwich && c->n_experts == 0;
 	fi_err e;
 #define OK(x) do { if ((e = (x))) return e; } while (0)
 	if (c->n_experts > 0)

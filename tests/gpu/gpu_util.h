@@ -7,6 +7,7 @@
  *   put_act/get_act  upload/download floats as be->act
  *   poisoned         n elements of be->act filled with NaN: an unwritten element fails
  *   make_weight      a [rows, cols] weight handed to be->ops->weight as bf16
+ *   zero_cache       a layer's K and V caches zeroed
  *   close_enough     |g - r| <= atol + rtol |r| everywhere (NaN fails) and
  *                    ||g - r|| / ||r|| <= max_rel; prints one line */
 #ifndef FI_GPU_UTIL_H
@@ -99,6 +100,23 @@ static __attribute__((unused)) void *poisoned(struct fi_backend *be, size_t n)
 	be->ops->sync(be);
 	free(h);
 	return d;
+}
+
+/* The first n elements of layer l's K and V caches set to zero (a slot a kernel writes in
+ * the wrong place, or not at all, then differs from the CPU's). */
+static __attribute__((unused)) void zero_cache(struct fi_backend *be, struct fi_kv_cache *kv,
+					       int l, size_t n)
+{
+	float *z = calloc(n, sizeof(float));
+	void *d = put_act(be, z, n);
+	size_t bytes = n * fi_dtype_size(be->act);
+	void *h = malloc(bytes);
+	be->ops->download(be, h, d, bytes);
+	be->ops->upload(be, kv->k_d[l], h, bytes);
+	be->ops->upload(be, kv->v_d[l], h, bytes);
+	be->ops->sync(be);
+	free(h), free(z);
+	be->ops->free(be, d);
 }
 
 static __attribute__((unused)) float *get_act(struct fi_backend *be, const void *x_d, size_t n)

@@ -15,6 +15,24 @@ struct qt {
 	int kind, aq, group, perm;
 };
 
+/* Every kind a GPU test of quantized products covers (q4_k and q6_k at 2 and 4 are picked by
+ * index as a Q4_K_M file's pair). */
+static __attribute__((unused)) const struct qt qtypes[] = {
+	{"q8_0", FI_DT_Q8_0, 0, 0, 0, 0},
+	{"q4_0", FI_DT_Q4_0, 0, 0, 0, 0},
+	{"q4_k", FI_DT_Q4_K, 0, 0, 0, 0},
+	{"q5_k", FI_DT_Q5_K, 0, 0, 0, 0},
+	{"q6_k", FI_DT_Q6_K, 0, 0, 0, 0},
+	{"fp8 row w8a16", FI_DT_FP8, FI_Q8_ROW, FI_AQ_NONE, 0, 0},
+	{"fp8 block w8a16", FI_DT_FP8, FI_Q8_B128, FI_AQ_NONE, 0, 0},
+	{"fp8 row w8a8", FI_DT_FP8, FI_Q8_ROW, FI_AQ_TOKEN, 0, 0},
+	{"fp8 block w8a8", FI_DT_FP8, FI_Q8_B128, FI_AQ_GROUP, 0, 0},
+	{"int4 g128", FI_DT_INT4, 0, 0, 128, 0},
+	{"int4 g32", FI_DT_INT4, 0, 0, 32, 0},
+	{"int4 g128 act-order", FI_DT_INT4, 0, 0, 128, 1},
+};
+#define N_QTYPES (int)(sizeof qtypes / sizeof qtypes[0])
+
 static __attribute__((unused)) uint16_t f16(float f) { return fi_f32_to_f16(f); }
 
 static __attribute__((unused)) float urand(uint64_t *seed) { return (float)((next(seed) >> 11) * (1.0 / 9007199254740992.0)); }

@@ -455,20 +455,8 @@ START_TEST(test_tq2_norm_qkv_rope)
 				slot[t] = T > 1 && t == 1 ? -1 : (t * 5 + 3) % 16;
 			}
 			float *x = rand_bf16(nx, 3, &seed), *v = normed(x, NULL, nw, T, D, 0);
-			float *z = calloc(ncache, sizeof(float));
 			ck_assert(!P.cpu->ops->kv_alloc(P.cpu, &kc) && !P.gpu->ops->kv_alloc(P.gpu, &kg));
-			void *zc = put_act(P.cpu, z, ncache), *zg = put_act(P.gpu, z, ncache);
-			{ /* zero both caches */
-				size_t bc = ncache * sizeof(float), bg = ncache * 2;
-				void *h = malloc(bc);
-				P.cpu->ops->download(P.cpu, h, zc, bc);
-				P.cpu->ops->upload(P.cpu, kc.k_d[0], h, bc);
-				P.cpu->ops->upload(P.cpu, kc.v_d[0], h, bc);
-				P.gpu->ops->download(P.gpu, h, zg, bg);
-				P.gpu->ops->upload(P.gpu, kg.k_d[0], h, bg);
-				P.gpu->ops->upload(P.gpu, kg.v_d[0], h, bg);
-				free(h);
-			}
+			zero_cache(P.cpu, &kc, 0, ncache), zero_cache(P.gpu, &kg, 0, ncache);
 			void *ic = put_bytes(P.cpu, inv, sizeof(float) * (hd / 2));
 			void *ig = put_bytes(P.gpu, inv, sizeof(float) * (hd / 2));
 			void *pc = put_bytes(P.cpu, pos, 4 * T), *pg = put_bytes(P.gpu, pos, 4 * T);
@@ -502,12 +490,12 @@ START_TEST(test_tq2_norm_qkv_rope)
 			snprintf(name, sizeof name, "tq2 norm_qkv_rope V cache T=%d D=%d", T, D);
 			check(name, P.gpu, kg.v_d[0], kc.v_d[0], ncache, 1.f / 64, atol, rel);
 			P.cpu->ops->kv_free(P.cpu, &kc), P.gpu->ops->kv_free(P.gpu, &kg);
-			void *bc[] = {zc, ic, pc, sc, vc, qc, kk, vv}, *bgp[] = {zg, ig, pg, sg, xg, qg};
-			for (int i = 0; i < 8; i++)
+			void *bc[] = {ic, pc, sc, vc, qc, kk, vv}, *bgp[] = {ig, pg, sg, xg, qg};
+			for (int i = 0; i < 7; i++)
 				freeb(P.cpu, bc[i]);
-			for (int i = 0; i < 6; i++)
+			for (int i = 0; i < 5; i++)
 				freeb(P.gpu, bgp[i]);
-			free(x), free(v), free(z);
+			free(x), free(v);
 		}
 		for (int i = 0; i < 3; i++) {
 			P.cpu->ops->weight_free(P.cpu, &wc[i]), P.gpu->ops->weight_free(P.gpu, &wg[i]);

@@ -45,19 +45,6 @@ static void weights(const float *w, int64_t rows, int64_t cols, struct fi_weight
 	make_weight(P.gpu, w, rows, cols, g);
 }
 
-static void zero_cache(struct fi_backend *be, struct fi_kv_cache *kv, int l, size_t n)
-{
-	float *z = calloc(n, sizeof(float));
-	void *d = put_act(be, z, n);
-	size_t bytes = n * fi_dtype_size(be->act);
-	void *h = malloc(bytes);
-	be->ops->download(be, h, d, bytes);
-	be->ops->upload(be, kv->k_d[l], h, bytes);
-	be->ops->upload(be, kv->v_d[l], h, bytes);
-	be->ops->sync(be);
-	free(h), free(z), freeb(be, d);
-}
-
 START_TEST(test_norm_qkv_rope)
 {
 	/* T, D, Hq, Hk, hd, bias */

@@ -178,16 +178,13 @@ fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_
  * columns in input order. */
 fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const int32_t *rows,
 		     int n);
-/* kernels/act_quant.cu: the W8A8 input rounding (base/quant.h) of x[T,K] (bf16): codes
- * (e4m3 [T,K]) and scales (f32 [T] or [T, ceil(K/128)]); or (round) the rounded values
- * back in bf16. */
-fi_err fi_cu_act_quant(cudaStream_t st, void *codes, float *scales, const void *x, int T, int K,
-		       int aq);
+/* kernels/act_quant.cu: the W8A8 input rounding (base/quant.h) of x[T,K] (bf16), or with g
+ * of its RMSNorm (weight g [K], rounded to bf16 as kernels/rmsnorm.cu stores it): codes
+ * (e4m3 [T,K]) and scales (f32 [T] or [T, ceil(K/128)]); or (round) the rounded values of
+ * x back in bf16. */
+fi_err fi_cu_act_quant(cudaStream_t st, void *codes, float *scales, const void *x,
+		       const void *g, float eps, int T, int K, int aq);
 fi_err fi_cu_act_round(cudaStream_t st, void *out, const void *x, int T, int K, int aq);
-/* The same codes of the RMSNorm of x with weight g (NULL: of x), rounded to bf16 as
- * kernels/rmsnorm.cu stores it. */
-fi_err fi_cu_act_quant_norm(cudaStream_t st, void *codes, float *scales, const void *x,
-			    const void *g, float eps, int T, int K, int aq);
 /* BitNet (TQ2 weights, FI_AQ_I8 inputs): kernels/act_quant_i8.cu quantizes x[T,K] (bf16)
  * to int8 codes with inv[T] = 1/s and qsum[T], or rounds it in bf16; kernels/gemv_tq2.cu
  * is the decode product for T <= 4 (FI_EUNSUPPORTED, not recorded, otherwise);
@@ -259,26 +256,33 @@ fi_err fi_cu_gemv_glu(cudaStream_t st, void *out, const void *x, const void *wg,
  * norm(x) = x / sqrt(mean(x^2) + eps) * g when g is set, else x.
  * FI_EUNSUPPORTED (not recorded) for what it cannot take. */
 enum { FI_FG_STORE, FI_FG_ADD, FI_FG_GLU, FI_FG_ROPE };
+/* What the ROPE products rotate by and write to: each token's position and slot [T], the
+ * frequencies [hd/2], one layer's caches kc/vc [n_slots, Nk], the head size. */
+struct fi_cu_rope_out {
+	const int32_t *pos, *slot;
+	const float *inv_freq;
+	void *kc, *vc;
+	int64_t n_slots;
+	int hd;
+};
 struct fi_cu_fgemv {
 	int epi, out_f32;
 	const void *w[3], *bias[3];
 	const void *x, *g;
 	float eps;
 	void *out;
-	int N, Nk, K, hd; /* N rows (ROPE: Hq*hd), Nk = Hk*hd (ROPE) */
-	const int32_t *pos, *slot;
-	const float *inv_freq;
-	void *kc, *vc;
-	int64_t n_slots;
+	int N, Nk, K; /* N rows (ROPE: Hq*hd), Nk = Hk*hd (ROPE) */
+	struct fi_cu_rope_out ro;
 };
 fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int T);
 /* kernels/gemv_tq2.cu: norm_qkv_rope for TQ2 q, k, v [N[i], K] (BitNet decode, T <= 4): the
  * RMSNorm of x (weight norm), quantized inside the launch, the three products, RoPE and the
- * cache writes of a's pos, slot, inv_freq, kc, vc, n_slots, hd, q to q_out [T, N[0]].
- * FI_EUNSUPPORTED, not recorded, when the shapes do not fit. */
+ * cache writes of ro, q to q_out [T, N[0]]. FI_EUNSUPPORTED, not recorded, when the shapes
+ * do not fit. */
 fi_err fi_cu_gemv_tq2x_rope(cudaStream_t st, void *q_out, const void *const *q,
 			    const float *const *scale, const int *N, const void *x,
-			    const void *norm, float eps, const struct fi_cu_fgemv *a, int K, int T);
+			    const void *norm, float eps, const struct fi_cu_rope_out *ro, int K,
+			    int T);
 /* kernels/gemv_qfused.cu: the same products (FI_FG_ADD, FI_FG_GLU, FI_FG_ROPE) for quantized
  * weights of every type but TQ2 (no act-order INT4; gate and up of one type). x is bf16,
  * with the norm g for GLU and ROPE, none for ADD; or (aq, FP8 W8A8) e4m3 codes xq and scales
@@ -292,11 +296,8 @@ struct fi_cu_qfgemv {
 	const float *xs;
 	float eps;
 	void *out;
-	int N, Nk, K, hd;
-	const int32_t *pos, *slot;
-	const float *inv_freq;
-	void *kc, *vc;
-	int64_t n_slots;
+	int N, Nk, K;
+	struct fi_cu_rope_out ro;
 };
 fi_err fi_cu_qfgemv(cudaStream_t st, const struct fi_cu_qfgemv *a, int T);
 /* The backend ops of the same names (lib/backend/cuda/fused.c). */

@@ -69,6 +69,15 @@ static fi_err q_run(struct fi_backend *be, struct fi_cu_qfgemv *a, int T, const 
 	return e;
 }
 
+/* The rotation and the cache of layer for the ROPE products. */
+static struct fi_cu_rope_out rope_out(const struct fi_rope *r, struct fi_kv_cache *kv, int layer,
+				      const struct fi_attn_batch *b)
+{
+	return (struct fi_cu_rope_out){b->tok_pos_d, b->slot_d, r->inv_freq_d, kv->k_d[layer],
+				       kv->v_d[layer], (int64_t)kv->n_blocks * kv->block_size,
+				       kv->head_dim};
+}
+
 static fi_err run(struct fi_backend *be, struct fi_cu_fgemv *a, int T, const char *op)
 {
 	if (T <= 0)
@@ -112,13 +121,7 @@ static fi_err q_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 	a.N = Hq * hd;
 	a.Nk = Nk;
 	a.K = (int)D;
-	a.hd = hd;
-	a.pos = b->tok_pos_d;
-	a.slot = b->slot_d;
-	a.inv_freq = r->inv_freq_d;
-	a.kc = kv->k_d[layer];
-	a.vc = kv->v_d[layer];
-	a.n_slots = (int64_t)kv->n_blocks * kv->block_size;
+	a.ro = rope_out(r, kv, layer, b);
 	return q_run(be, &a, b->n_tokens, op);
 }
 
@@ -135,7 +138,7 @@ static fi_err tq2_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_
 	struct fi_cuda *c = fi_cuda_of(be);
 	int hd = kv->head_dim, Nk = kv->n_kv_heads * hd, T = b->n_tokens;
 	int64_t D = w3[0]->cols;
-	struct fi_cu_fgemv a = {.epi = FI_FG_ROPE};
+	struct fi_cu_rope_out ro = rope_out(r, kv, layer, b);
 	fi_err e;
 	if ((e = bf16_vector(norm, D, op, "norm")))
 		return e;
@@ -146,19 +149,12 @@ static fi_err tq2_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_
 				       "biases expected", op, Hq * hd, Nk);
 	if (T <= 0)
 		return FI_OK;
-	a.hd = hd;
-	a.pos = b->tok_pos_d;
-	a.slot = b->slot_d;
-	a.inv_freq = r->inv_freq_d;
-	a.kc = kv->k_d[layer];
-	a.vc = kv->v_d[layer];
-	a.n_slots = (int64_t)kv->n_blocks * kv->block_size;
 	if (!c->no_gemv && T <= 4 && D <= INT32_MAX) {
 		struct fi_cu_qw qw[3] = {fi_cuda_qw(w3[0]), fi_cuda_qw(w3[1]), fi_cuda_qw(w3[2])};
 		const void *q[3] = {qw[0].q, qw[1].q, qw[2].q};
 		const float *sc[3] = {qw[0].scale, qw[1].scale, qw[2].scale};
 		int N[3] = {Hq * hd, Nk, Nk};
-		e = fi_cu_gemv_tq2x_rope(c->stream, q_d, q, sc, N, x_d, norm->p, eps, &a, (int)D, T);
+		e = fi_cu_gemv_tq2x_rope(c->stream, q_d, q, sc, N, x_d, norm->p, eps, &ro, (int)D, T);
 		if (e != FI_EUNSUPPORTED)
 			return e;
 	}
@@ -214,13 +210,7 @@ fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 	a.N = Hq * hd;
 	a.Nk = Nk;
 	a.K = (int)D;
-	a.hd = hd;
-	a.pos = b->tok_pos_d;
-	a.slot = b->slot_d;
-	a.inv_freq = r->inv_freq_d;
-	a.kc = kv->k_d[layer];
-	a.vc = kv->v_d[layer];
-	a.n_slots = (int64_t)kv->n_blocks * kv->block_size;
+	a.ro = rope_out(r, kv, layer, b);
 	return run(be, &a, b->n_tokens, op);
 }
 

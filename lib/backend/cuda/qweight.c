@@ -34,7 +34,7 @@ static int dev_type(enum fi_dtype dt)
 	}
 }
 
-static struct fi_cu_qw qw_of(const struct fi_weight *w)
+struct fi_cu_qw fi_cuda_qw(const struct fi_weight *w)
 {
 	const uint8_t *b = w->p;
 	struct fi_cu_qw q = {0};
@@ -224,8 +224,8 @@ struct xprep {
 	int32_t *qsum;
 };
 
-static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_d, int T,
-		   struct xprep *x)
+static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_d,
+		   const void *norm_d, float eps, int T, struct xprep *x)
 {
 	int K = (int)w->cols;
 	fi_err e;
@@ -244,7 +244,7 @@ static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_
 		return fi_cu_act_quant_i8(c->stream, (int8_t *)x->codes, x->inv, x->qsum, in_d, T, K);
 	}
 	if (w->aq)
-		return fi_cu_act_quant(c->stream, x->codes, x->scales, in_d, T, K, w->aq);
+		return fi_cu_act_quant(c->stream, x->codes, x->scales, in_d, norm_d, eps, T, K, w->aq);
 	return FI_OK;
 }
 
@@ -255,7 +255,7 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
 		      struct xprep *xp, const struct fi_weight *w, const struct fi_weight *bias)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
-	struct fi_cu_qw q = qw_of(w);
+	struct fi_cu_qw q = fi_cuda_qw(w);
 	int K = (int)w->cols, N = (int)w->rows, T = xp->T;
 	const void *x = in_d;
 	fi_err e;
@@ -342,7 +342,7 @@ static fi_err tq2_fused(struct fi_cuda *c, int n, void *const *out_d, const void
 		if (w[i]->dtype != FI_DT_TQ2 || w[i]->aq != FI_AQ_I8 || w[i]->cols != w[0]->cols ||
 		    w[i]->rows > INT32_MAX || w[i]->cols > INT32_MAX || (bias && bias[i]))
 			return FI_EUNSUPPORTED;
-		struct fi_cu_qw qw = qw_of(w[i]);
+		struct fi_cu_qw qw = fi_cuda_qw(w[i]);
 		out[i] = out_d[i];
 		q[i] = qw.q;
 		scale[i] = (const float *)qw.scale;
@@ -359,28 +359,20 @@ fi_err fi_cuda_tq2_norm_products(struct fi_backend *be, int n, void *const *out_
 	return tq2_fused(fi_cuda_of(be), n, out_d, in_d, up_d, norm_d, eps, w, NULL, add, T);
 }
 
-struct fi_cu_qw fi_cuda_qw(const struct fi_weight *w)
-{
-	return qw_of(w);
-}
-
 fi_err fi_cuda_qcodes(struct fi_backend *be, const struct fi_weight *w, const void *in_d,
 		      const void *norm_d, float eps, int T, const void **codes,
 		      const float **scales)
 {
-	struct fi_cuda *c = fi_cuda_of(be);
 	struct xprep xp;
-	int K = (int)w->cols;
 	fi_err e;
 	if (w->dtype != FI_DT_FP8 || (w->aq != FI_AQ_TOKEN && w->aq != FI_AQ_GROUP))
 		return fi_fail(FI_EINVAL, "cuda: activation codes for a %s weight",
 			       fi_dtype_name(w->dtype));
-	if ((e = xq_for(c, T, K, &xp.codes)))
+	if ((e = prep(fi_cuda_of(be), w, in_d, norm_d, eps, T, &xp)))
 		return e;
-	xp.scales = (float *)(xp.codes + ALIGN256((size_t)T * (size_t)K * 2));
 	*codes = xp.codes;
 	*scales = xp.scales;
-	return fi_cu_act_quant_norm(c->stream, xp.codes, xp.scales, in_d, norm_d, eps, T, K, w->aq);
+	return FI_OK;
 }
 
 fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
@@ -397,7 +389,7 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 		    FI_EUNSUPPORTED)
 			return e;
 	}
-	if ((e = prep(fi_cuda_of(be), w, in_d, T, &xp)))
+	if ((e = prep(fi_cuda_of(be), w, in_d, NULL, 0.f, T, &xp)))
 		return e;
 	return product(be, out_d, out_f32, in_d, &xp, w, bias);
 }
@@ -423,7 +415,7 @@ fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, con
 		/* One rounding of the input for every W8A8 weight that shares it: the codes of
 		 * q, k and v (gate and up) are the same, unless a product used the scratch. */
 		if (xp.aq != w[i]->aq || xp.K != (int)w[i]->cols || !w[i]->aq) {
-			if ((e = prep(c, w[i], in_d, T, &xp)))
+			if ((e = prep(c, w[i], in_d, NULL, 0.f, T, &xp)))
 				return e;
 		}
 		if ((e = product(be, out_d[i], 0, in_d, &xp, w[i], b)))
@@ -435,7 +427,7 @@ fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, con
 fi_err fi_cuda_qembed(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
 		      const int32_t *tok_d, int T)
 {
-	struct fi_cu_qw q = qw_of(emb);
+	struct fi_cu_qw q = fi_cuda_qw(emb);
 	if (!q.type)
 		return fi_fail(FI_EUNSUPPORTED, "embed: weight dtype %s", fi_dtype_name(emb->dtype));
 	return fi_cu_dequant(fi_cuda_of(be)->stream, x_d, &q, tok_d, T);
