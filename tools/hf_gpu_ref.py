@@ -13,7 +13,8 @@ and the f32 logits of every position of prompt + continuation from one full-sequ
 weights, so it is the higher-precision twin of what fi computes in bf16. ref.json also
 records how HF's own bf16 forward does against it (bf16_rel_mean/max, bf16_top1,
 bf16_greedy_match): random weights give flat logits where bf16 rounding alone flips some
-argmaxes, so fi is judged against that baseline rather than against zero.
+argmaxes, so fi is judged against that baseline rather than against zero. For a mixture of
+experts it records the router near-ties too (tools/hf_router.py).
 Weights are drawn so that activations keep unit scale through the layers (projection
 std 1/sqrt(fan_in)), with logits well separated; tests/gpu/test_model_hf.c reads the result.
 """
@@ -24,6 +25,8 @@ import time
 
 import torch
 import transformers
+
+from hf_router import router_ties
 
 L3ROPE = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
               original_max_position_embeddings=8192)
@@ -164,6 +167,7 @@ def make(out, name, seed):
     seq = greedy(m32)
     with torch.no_grad():
         full = m32(torch.tensor([seq], device="cuda")).logits[0].float()
+    ties = router_ties(m32, model, seq)
     del m32
     torch.cuda.empty_cache()
     # HF itself in bf16 against the f32 reference: what bf16 arithmetic costs, the baseline
@@ -181,7 +185,7 @@ def make(out, name, seed):
                        rows=len(seq), logits="logits.bin",
                        bf16_rel_mean=float(rel.mean()), bf16_rel_max=float(rel.max()),
                        bf16_top1=b_top1, bf16_greedy_match=b_match,
-                       transformers=transformers.__version__, torch=torch.__version__), f)
+                       transformers=transformers.__version__, torch=torch.__version__, **ties), f)
     print(f"{name}: HF bf16 vs f32: rel mean {float(rel.mean()):.2e} max {float(rel.max()):.2e} "
           f"top1 {b_top1}/{len(seq)} greedy {b_match}/{n_gen}", flush=True)
     del model

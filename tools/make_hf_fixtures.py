@@ -18,7 +18,8 @@ ref.json also records how HF's own bf16 forward (the checkpoint's weights rounde
 as fi's GPU backend loads them) does against that f32 reference, in the keys of
 tools/hf_gpu_ref.py: bf16_rel_mean, bf16_rel_max (relative row error ||b - r|| / ||r|| over
 the teacher-forced rows), bf16_top1 (rows whose argmax agrees) and bf16_greedy_match (the
-length of the common prefix of a bf16 greedy run with the reference's). tests/gpu/
+length of the common prefix of a bf16 greedy run with the reference's), and for a mixture of
+experts the router near-ties (tools/hf_router.py). tests/gpu/
 test_model_hf.c judges fi's bf16 numbers against that baseline. For the committed fixtures
 it is measured from the saved checkpoint on the CPU (torch's bf16 products accumulate in
 f32 there, as cuBLAS's do), leaving weights and references as they are:
@@ -39,6 +40,8 @@ import sys
 import numpy as np
 import torch
 import transformers
+
+from hf_router import router_ties
 
 OUT = os.path.join("tests", "fixtures", "hf")
 PROMPT_LEN = 16
@@ -251,7 +254,8 @@ def bf16_baseline(name):
     f32 = logits_of(model, seq)
     f32_err = float((f32 - want).abs().max() / want.abs().max())
     assert torch.equal(f32.argmax(-1), want.argmax(-1)) and f32_err < 1e-4, (name, f32_err)
-    mb = model.to(torch.bfloat16)
+    mb = copy.deepcopy(model).to(torch.bfloat16)
+    ties = router_ties(model, mb, seq)
     lb = logits_of(mb, seq)
     rel = (lb - want).norm(dim=-1) / want.norm(dim=-1)
     agree = lb.argmax(-1) == want.argmax(-1)
@@ -264,7 +268,7 @@ def bf16_baseline(name):
             break
         s.append(t)
     ref.update(bf16_rel_mean=float(rel.mean()), bf16_rel_max=float(rel.max()),
-               bf16_top1=int(agree.sum()), bf16_greedy_match=match)
+               bf16_top1=int(agree.sum()), bf16_greedy_match=match, **ties)
     with open(os.path.join(d, "ref.json"), "w") as f:
         json.dump(ref, f, indent=1)
     # the rows bf16 gets wrong, with the reference's top-2 gap there (relative to the best)
@@ -275,7 +279,9 @@ def bf16_baseline(name):
         miss.append(f"row {r} gap {gap:.1e}")
     print(f"{name}: HF bf16 vs f32: rel mean {float(rel.mean()):.2e} max {float(rel.max()):.2e} "
           f"top1 {int(agree.sum())}/{rows} greedy {match}/{len(greedy)} (f32 reload "
-          f"{f32_err:.1e})" + ("; misses: " + ", ".join(miss) if miss else ""), flush=True)
+          f"{f32_err:.1e})" + ("; misses: " + ", ".join(miss) if miss else "") +
+          (f"; router near-ties: {sum(g < ties['router_bf16_err'] for g in ties['router_gap'])}"
+           f" rows (bf16 router error {ties['router_bf16_err']:.1e})" if ties else ""), flush=True)
 
 
 def make_sampling():

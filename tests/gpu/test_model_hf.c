@@ -23,7 +23,9 @@
  * make_hf_fixtures.py --bf16 for the committed fixtures), the limits become: errors
  * <= 1.5x HF bf16's (or the above, if larger), top-1 within max(2, 2%) of HF bf16's, greedy
  * prefix >= half of HF bf16's. A greedy run that leaves HF's at a near-tie (our token's
- * reference logit within 2% of the best) passes: the same function, a different rounding. */
+ * reference logit within 2% of the best) passes: the same function, a different rounding.
+ * Rows at a router near-tie of a mixture of experts (ref.json's router_gap below
+ * router_bf16_err, from hf_gpu_ref.py) are kept out of the worst-row limits (see run_dir). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,9 +74,10 @@ static double row_err(const float *g, const float *w, int V)
 /* NB copies of the prompt in one prefill, then teacher-forced decode steps of all NB at
  * once (graph path with padding: eager, capture, replays), logits and device argmax from
  * the same call. Every row must meet the single-sequence bound against HF; every token
- * must be the argmax of its row. Returns the worst row error, or -1 on a failure. */
+ * must be the argmax of its row. Returns the worst row error (router near-ties apart),
+ * or -1 on a failure. */
 static double batched(struct fi_model *m, const int32_t *prompt, int np, const int32_t *greedy,
-		      int ng, const float *want, int V, int *tok_bad)
+		      int ng, const float *want, const int8_t *tie, int V, int *tok_bad)
 {
 	int sq[NB], steps = ng < 6 ? ng : 6;
 	int32_t *tok = malloc(sizeof(int32_t) * NB * np), *sid = malloc(sizeof(int32_t) * NB * np);
@@ -101,7 +104,8 @@ static double batched(struct fi_model *m, const int32_t *prompt, int np, const i
 		}
 		for (int k = 0; k < NB; k++) {
 			double e = row_err(lg + (size_t)k * V, want + (size_t)(np + i) * V, V);
-			worst = e > worst ? e : worst;
+			if (!tie[np + i])
+				worst = e > worst ? e : worst;
 			*tok_bad += am[k] != argmax(lg + (size_t)k * V, V);
 		}
 	}
@@ -171,6 +175,20 @@ static int run_dir(struct fi_backend *be, const char *dir)
 			return 1;
 		}
 	}
+	/* Router near-ties (mixture of experts; hf_gpu_ref.py records them): rows where, in some
+	 * layer, the reference's k-th and (k+1)-th router logits lie closer than HF's own bf16
+	 * forward moves a router logit anywhere in the sequence. There bf16 arithmetic may pick
+	 * the other expert, and the row then differs by a whole expert's output: such rows are
+	 * counted and shown but kept out of the worst-row limit (mean and top-1 keep them). */
+	int8_t *tie = calloc((size_t)rows, 1);
+	int n_tie = 0;
+	double tie_worst = 0;
+	{
+		json_t *gap = json_object_get(ref, "router_gap");
+		double eps = json_number_value(json_object_get(ref, "router_bf16_err"));
+		for (int r = 0; gap && r < rows && r < (int)json_array_size(gap); r++)
+			n_tie += tie[r] = json_number_value(json_array_get(gap, r)) < eps;
+	}
 	/* row r of `got` is the logits after token r of prompt+greedy */
 	double sum = 0, worst = 0;
 	int agree = 0;
@@ -186,7 +204,10 @@ static int run_dir(struct fi_backend *be, const char *dir)
 		if (isnan(rel))
 			rel = INFINITY;
 		sum += rel;
-		worst = rel > worst ? rel : worst;
+		if (tie[r])
+			tie_worst = rel > tie_worst ? rel : tie_worst;
+		else
+			worst = rel > worst ? rel : worst;
 		agree += argmax(g, V) == argmax(w, V);
 	}
 	fi_model_seq_free(m, s);
@@ -212,14 +233,14 @@ static int run_dir(struct fi_backend *be, const char *dir)
 		fi_model_seq_free(m, s);
 	}
 	int tok_bad = 0;
-	double bworst = batched(m, prompt, np, greedy, ng, want, V, &tok_bad);
+	double bworst = batched(m, prompt, np, greedy, ng, want, tie, V, &tok_bad);
 	if (bworst < 0)
 		printf("%s: batched decode: %s\n", dir, fi_errmsg());
 	double mean = sum / rows;
 	/* HF's own bf16 forward against the same f32 reference, when recorded */
 	json_t *bm = json_object_get(ref, "bf16_rel_mean");
 	double lim_mean = 3e-2, lim_max = 8e-2, min_top1 = 0.95 * rows, min_match = ng / 2;
-	char base[256] = "";
+	char base[384] = "";
 	if (bm) {
 		double b_mean = json_number_value(bm);
 		double b_max = json_number_value(json_object_get(ref, "bf16_rel_max"));
@@ -244,6 +265,9 @@ static int run_dir(struct fi_backend *be, const char *dir)
 	if (flip_tok >= 0)
 		snprintf(base + strlen(base), sizeof base - strlen(base),
 			 "  [greedy left HF at %d, reference gap %.1e]", match, tie_gap);
+	if (n_tie)
+		snprintf(base + strlen(base), sizeof base - strlen(base),
+			 "  [router near-ties: %d rows, worst %.2e]", n_tie, tie_worst);
 	int pass = mean <= lim_mean && worst <= lim_max && agree >= min_top1 && greedy_ok &&
 		   bworst >= 0 && bworst <= lim_max && !tok_bad;
 	const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
@@ -253,7 +277,7 @@ static int run_dir(struct fi_backend *be, const char *dir)
 	       pass ? "ok" : "FAIL", base);
 	fails = !pass;
 	fi_model_close(m);
-	free(prompt), free(greedy), free(want), free(got), free(seq), free(all);
+	free(prompt), free(greedy), free(want), free(got), free(seq), free(all), free(tie);
 	json_decref(ref);
 	return fails;
 }
