@@ -3,12 +3,14 @@
  *   route     one warp per token: softmax of its E router logits (f32), the top k (the lower
  *             index on a tie, as torch.topk), renormalised when asked; pair p = t k + j gets
  *             expert idx[p] and weight wgt[p]; cnt[e] counts the pairs of each expert.
- *   offsets   one block: off[e] = pairs of experts below e (exclusive scan), cur = off.
+ *   offsets   one block: off[e] = pairs of experts below e (exclusive scan), cur = off, and
+ *             the list of the experts with pairs (chosen).
  *   scatter   each pair takes the next slot of its expert: order[s] = p, pos_of[p] = s, so the
  *             pairs of expert e are order[off[e] .. off[e+1]) (in any order: each pair's
  *             result depends only on itself, so the output is deterministic).
- *   up        grid (rows of Fm, E): a block of an expert with no pairs returns at once, so a
- *             decode step reads only the chosen experts' weights; each warp takes RPW rows of
+ *   up        grid (rows of Fm, min(T k, E)): block row y takes the y-th expert with pairs
+ *             (the rest return), so a decode step launches and reads only the chosen
+ *             experts; each warp takes RPW rows of
  *             gate and up and multiplies them with up to PB pairs' inputs at a time (each
  *             weight row read once per PB pairs), h[s] = act(x Wg^T) * (x Wu^T), rounded as
  *             the bf16 reference rounds (both products to bf16, the activation to bf16).
@@ -99,20 +101,21 @@ __global__ void moe_route_kernel(fi_cu_moe p)
 	}
 }
 
-__global__ void moe_offsets_kernel(fi_cu_moe p)
+/* Exclusive scan over the block of x (one value a thread, blockDim <= MOE_MAXE): returns
+ * the sum of x over the threads below; *total gets the sum over all. */
+static __device__ __forceinline__ int block_scan(int x, int *part, int *total)
 {
-	__shared__ int part[MOE_MAXE / 32 + 1];
-	const int e = threadIdx.x, lane = e & 31, w = e >> 5;
-	int c = e < p.E ? p.cnt[e] : 0, x = c;
+	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	int in = x;
 	for (int o = 1; o < 32; o <<= 1) { /* inclusive scan in the warp */
-		int y = __shfl_up_sync(0xffffffffu, x, o);
+		int y = __shfl_up_sync(0xffffffffu, in, o);
 		if (lane >= o)
-			x += y;
+			in += y;
 	}
 	if (lane == 31)
-		part[w] = x;
+		part[w] = in;
 	__syncthreads();
-	if (e == 0) {
+	if (threadIdx.x == 0) {
 		int run = 0;
 		for (int i = 0; i < (int)(blockDim.x >> 5); i++) {
 			int n = part[i];
@@ -122,13 +125,32 @@ __global__ void moe_offsets_kernel(fi_cu_moe p)
 		part[blockDim.x >> 5] = run;
 	}
 	__syncthreads();
+	int ex = part[w] + in - x;
+	*total = part[blockDim.x >> 5];
+	__syncthreads(); /* part is reused by the next scan */
+	return ex;
+}
+
+/* off[e] = pairs of the experts below e, cur = off; chosen[0] = experts with pairs and
+ * chosen[1..] those experts in increasing order, so the rows kernels run blocks only for
+ * them. */
+__global__ void moe_offsets_kernel(fi_cu_moe p)
+{
+	__shared__ int part[MOE_MAXE / 32 + 1];
+	const int e = threadIdx.x;
+	int c = e < p.E ? p.cnt[e] : 0, n, na;
+	int ex = block_scan(c, part, &n);
+	int rank = block_scan(c > 0, part, &na);
 	if (e < p.E) {
-		int ex = part[w] + x - c;
 		p.off[e] = ex;
 		p.cur[e] = ex;
+		if (c > 0)
+			p.chosen[1 + rank] = e;
 	}
-	if (e == 0)
-		p.off[p.E] = part[blockDim.x >> 5];
+	if (e == 0) {
+		p.off[p.E] = n;
+		p.chosen[0] = na;
+	}
 }
 
 __global__ void moe_scatter_kernel(fi_cu_moe p)
@@ -155,11 +177,11 @@ static __device__ __forceinline__ const bf16x8 *in_row(const fi_cu_moe &p, int s
 template <bool UP>
 __global__ void __launch_bounds__(MOE_WARPS * 32) moe_rows_kernel(fi_cu_moe p)
 {
-	const int e = blockIdx.y, lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
+	if ((int)blockIdx.y >= p.chosen[0])
+		return; /* fewer experts chosen than blocks: only theirs are read */
+	const int e = p.chosen[1 + blockIdx.y], lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
 	const int b = p.off[e], ne = p.off[e + 1] - b;
 	const int N = UP ? p.Fm : p.D, K = UP ? p.D : p.Fm, K8 = K / 8;
-	if (ne <= 0)
-		return; /* no pair chose this expert: its weights are never read */
 	const int n0 = (blockIdx.x * MOE_WARPS + wp) * MOE_RPW;
 	const bf16 *W0 = (const bf16 *)(UP ? p.wg : p.wd) + (int64_t)e * N * K;
 	const bf16 *W1 = UP ? (const bf16 *)p.wu + (int64_t)e * N * K : nullptr;
@@ -281,9 +303,12 @@ extern "C" fi_err fi_cu_moe_experts(cudaStream_t st, const struct fi_cu_moe *a)
 			       "of 8, the buffers 16-byte aligned", a->D, a->Fm);
 	if (a->T <= 0)
 		return FI_OK;
-	moe_rows_kernel<true><<<dim3((a->Fm + rows - 1) / rows, a->E), MOE_WARPS * 32, 0, st>>>(*a);
+	/* a block row per chosen expert (chosen[0] of them, at most min(T k, E)): a decode step
+	 * launches k rows of blocks, not E */
+	const int ny = a->T * a->k < a->E ? a->T * a->k : a->E;
+	moe_rows_kernel<true><<<dim3((a->Fm + rows - 1) / rows, ny), MOE_WARPS * 32, 0, st>>>(*a);
 	LAUNCH_CHECK();
-	moe_rows_kernel<false><<<dim3((a->D + rows - 1) / rows, a->E), MOE_WARPS * 32, 0, st>>>(*a);
+	moe_rows_kernel<false><<<dim3((a->D + rows - 1) / rows, ny), MOE_WARPS * 32, 0, st>>>(*a);
 	LAUNCH_CHECK();
 	return FI_OK;
 }

@@ -21,7 +21,8 @@
 struct fi_moe_ws {
 	int cap_pairs, cap_e;
 	size_t cap_h, cap_d;  /* elements of h (pairs x Fm) and of yd/xs (pairs x D) */
-	int32_t *ints;        /* idx, order, pos_of [cap_pairs each]; cnt, cur [cap_e]; off [cap_e+1] */
+	int32_t *ints;        /* idx, order, pos_of [cap_pairs each]; cnt, cur [cap_e]; off, chosen
+			       * [cap_e+1 each] */
 	float *wgt;
 	void *h, *yd, *xs, *g, *u;
 	cublasHandle_t blas;
@@ -154,7 +155,7 @@ static fi_err moe_ws(struct fi_cuda *c, int P, int E, int Fm, int D, int big)
 		cudaFreeHost(w->cnt_h);
 		w->ints = NULL, w->wgt = NULL, w->ptr_d = NULL, w->ptr_h = NULL, w->cnt_h = NULL;
 		w->cap_pairs = w->cap_e = 0;
-		CU_CHECK(cudaMalloc((void **)&w->ints, sizeof(int32_t) * ((size_t)3 * p2 + 3 * (size_t)e2 + 1)));
+		CU_CHECK(cudaMalloc((void **)&w->ints, sizeof(int32_t) * ((size_t)3 * p2 + 4 * (size_t)e2 + 2)));
 		CU_CHECK(cudaMalloc((void **)&w->wgt, sizeof(float) * (size_t)p2));
 		CU_CHECK(cudaMalloc((void **)&w->ptr_d, sizeof(void *) * 3 * (size_t)e2));
 		CU_CHECK(cudaMallocHost((void **)&w->ptr_h, sizeof(void *) * 3 * (size_t)e2));
@@ -293,6 +294,7 @@ fi_err fi_cuda_moe(struct fi_backend *be, void *out_d, const void *in_d, const f
 	a.cnt = a.pos_of + w->cap_pairs;
 	a.cur = a.cnt + w->cap_e;
 	a.off = a.cur + w->cap_e;
+	a.chosen = a.off + w->cap_e + 1;
 	a.wgt = w->wgt;
 	a.h = w->h;
 	a.yd = w->yd;
