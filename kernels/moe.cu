@@ -17,6 +17,7 @@
  *   down      the same over the D rows of the expert's down weight: yd[s] = h[s] Wd^T (bf16).
  *   combine   one block per token: out[t] = sum of wgt[p] yd[pos_of[p]] over its k pairs, in
  *             increasing expert order as transformers adds them, in f32, rounded once.
+ * Up to MOE_SMALL_T tokens, route, offsets and scatter run as one single-block kernel.
  * gather (xs[s] = x[token of order[s]]) serves the prefill path of lib/backend/cuda/moe.c,
  * which runs up and down as cuBLAS grouped GEMMs over xs instead.
  * Everything reads its sizes from the device (off), so a decode step can live in a graph. */
@@ -29,6 +30,7 @@
 #define MOE_PB 8    /* pairs multiplied per pass over a weight row */
 #define MOE_MAXE 1024
 #define MOE_MAXK 32
+#define MOE_SMALL_T 32 /* tokens routed in one block (32 T threads at most MOE_MAXE) */
 
 static __device__ __forceinline__ float gelu_tanh(float g)
 {
@@ -36,12 +38,11 @@ static __device__ __forceinline__ float gelu_tanh(float g)
 	return 0.5f * g * (1.f + tanhf(beta * (g + kappa * (g * g * g))));
 }
 
-__global__ void moe_route_kernel(fi_cu_moe p)
+/* One warp routes token t (pairs t k .. t k + k - 1) and counts them into cnt (global or
+ * shared). */
+static __device__ __forceinline__ void route_token(const fi_cu_moe &p, int t, int *cnt)
 {
 	const int lane = threadIdx.x & 31;
-	const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-	if (t >= p.T)
-		return;
 	const float *lg = p.router + (int64_t)t * p.E;
 	float v[MOE_MAXE / 32];
 	float mx = -INFINITY, sum = 0.f;
@@ -97,8 +98,15 @@ __global__ void moe_route_kernel(fi_cu_moe p)
 			}
 		p.idx[(int64_t)t * p.k + lane] = ej;
 		p.wgt[(int64_t)t * p.k + lane] = p.norm ? wj / wsum : wj;
-		atomicAdd(&p.cnt[ej], 1);
+		atomicAdd(&cnt[ej], 1);
 	}
+}
+
+__global__ void moe_route_kernel(fi_cu_moe p)
+{
+	const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+	if (t < p.T)
+		route_token(p, t, p.cnt);
 }
 
 /* Exclusive scan over the block of x (one value a thread, blockDim <= MOE_MAXE): returns
@@ -161,6 +169,41 @@ __global__ void moe_scatter_kernel(fi_cu_moe p)
 		int s = atomicAdd(&p.cur[p.idx[i]], 1);
 		p.order[s] = (int32_t)i;
 		p.pos_of[i] = s;
+	}
+}
+
+/* Up to MOE_SMALL_T tokens (decode steps): route, offsets and scatter in one block, the
+ * counts in shared memory; one launch where the general path takes a memset and three.
+ * blockDim: max(32 T, E) rounded up to a warp (at most MOE_MAXE). */
+__global__ void __launch_bounds__(MOE_MAXE) moe_route_small_kernel(fi_cu_moe p)
+{
+	__shared__ int cnt[MOE_MAXE], cur[MOE_MAXE], part[MOE_MAXE / 32 + 1];
+	const int i = threadIdx.x;
+	for (int e = i; e < p.E; e += blockDim.x)
+		cnt[e] = 0;
+	__syncthreads();
+	if ((i >> 5) < p.T)
+		route_token(p, i >> 5, cnt);
+	__syncthreads(); /* idx and cnt written by the routing warps are seen by all */
+	int c = i < p.E ? cnt[i] : 0, n, na;
+	int ex = block_scan(c, part, &n);
+	int rank = block_scan(c > 0, part, &na);
+	if (i < p.E) {
+		p.cnt[i] = c;
+		p.off[i] = ex;
+		cur[i] = ex;
+		if (c > 0)
+			p.chosen[1 + rank] = i;
+	}
+	if (i == 0) {
+		p.off[p.E] = n;
+		p.chosen[0] = na;
+	}
+	__syncthreads();
+	for (int q = i; q < p.T * p.k; q += blockDim.x) {
+		int s = atomicAdd(&cur[p.idx[q]], 1);
+		p.order[s] = q;
+		p.pos_of[q] = s;
 	}
 }
 
@@ -283,6 +326,12 @@ extern "C" fi_err fi_cu_moe_route(cudaStream_t st, const struct fi_cu_moe *a)
 			       MOE_MAXK, MOE_MAXE);
 	if (a->T <= 0)
 		return FI_OK;
+	if (a->T <= MOE_SMALL_T) {
+		int th = 32 * a->T > a->E ? 32 * a->T : (a->E + 31) / 32 * 32;
+		moe_route_small_kernel<<<1, th, 0, st>>>(*a);
+		LAUNCH_CHECK();
+		return FI_OK;
+	}
 	CU_CHECK(cudaMemsetAsync(a->cnt, 0, sizeof(int32_t) * (size_t)a->E, st));
 	moe_route_kernel<<<(a->T + 7) / 8, 256, 0, st>>>(*a);
 	LAUNCH_CHECK();
