@@ -61,6 +61,30 @@ static inline int fused_slices(int units, int min, int max)
 	return S;
 }
 
+/* What rope_pair_store needs besides the sums, fetched before the weight stream so that its
+ * latency hides (gemv_fused.cu, gemv_qfused.cuh): the biases of rows n0, n1 of segment seg
+ * (0 when it has none), the angle of pair ip for token t (in f32, as kernels/rope.cu) and
+ * the token's cache slot. */
+struct rope_fetch {
+	float b0, b1, ang;
+	int64_t sl;
+};
+
+static __device__ __forceinline__ rope_fetch rope_pair_fetch(const bf16 *bq, const bf16 *bk,
+							     const bf16 *bv, int seg, int64_t n0,
+							     int64_t n1,
+							     const fi_cu_rope_out &ro, int t,
+							     int ip)
+{
+	const bf16 *bias = seg == 0 ? bq : seg == 1 ? bk : bv;
+	rope_fetch f = {0.f, 0.f, (float)ro.pos[t] * ro.inv_freq[ip], ro.slot[t]};
+	if (bias) {
+		f.b0 = __bfloat162float(bias[n0]);
+		f.b1 = __bfloat162float(bias[n1]);
+	}
+	return f;
+}
+
 /* The RoPE epilogue of the fused q/k/v products (gemv_fused.cu, gemv_qfused.cuh,
  * gemv_tq2.cu): the sums v0, v1 of the rotate-half pair (n0, n1) of segment seg (0 q, 1 k,
  * 2 v) of one token, plus biases b0, b1, rounded to bf16, rotated by angle ang (q and k), and

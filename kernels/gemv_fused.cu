@@ -106,13 +106,9 @@ fgemv_kernel(const fg_params p)
 		if (EPI == FG_ADD)
 			resid = __bfloat162float(((const bf16 *)p.out)[(int64_t)lane * p.N + r0]);
 		if (EPI == FG_ROPE) {
-			const bf16 *bias = seg == 0 ? p.bias[0] : seg == 1 ? p.bias[1] : p.bias[2];
-			if (bias) {
-				b0 = __bfloat162float(bias[r0]);
-				b1 = __bfloat162float(bias[r1]);
-			}
-			ang = (float)p.ro.pos[lane] * p.ro.inv_freq[ip]; /* as kernels/rope.cu, in f32 */
-			sl = p.ro.slot[lane];
+			rope_fetch f = rope_pair_fetch(p.bias[0], p.bias[1], p.bias[2], seg, r0, r1,
+						       p.ro, lane, ip);
+			b0 = f.b0, b1 = f.b1, ang = f.ang, sl = f.sl;
 		}
 	}
 

@@ -266,13 +266,9 @@ qfgemv_kernel(const qf_params p)
 			res1 = __bfloat162float(p.out[(int64_t)lane * p.N + n1]);
 		}
 		if (EPI == FI_FG_ROPE) {
-			const bf16 *bias = seg == 0 ? p.bias[0] : seg == 1 ? p.bias[1] : p.bias[2];
-			if (bias) {
-				b0 = __bfloat162float(bias[n0]);
-				b1 = __bfloat162float(bias[n1]);
-			}
-			ang = (float)p.ro.pos[lane] * p.ro.inv_freq[ip]; /* as kernels/rope.cu, in f32 */
-			sl = p.ro.slot[lane];
+			rope_fetch f = rope_pair_fetch(p.bias[0], p.bias[1], p.bias[2], seg, n0, n1,
+						       p.ro, lane, ip);
+			b0 = f.b0, b1 = f.b1, ang = f.ang, sl = f.sl;
 		}
 		if (TYPE == FI_CQ_FP8 && w0.kind == FI_Q8_ROW) {
 			rw0 = ((const float *)w0.scale)[n0];
