@@ -43,6 +43,14 @@ static fi_err q_weight(const struct fi_weight *w, int64_t rows, int64_t cols, co
 	return FI_OK;
 }
 
+/* A layer weight of the fused products: bf16, or quantized (quant) of the kinds
+ * gemv_qfused takes. */
+static fi_err layer_weight(const struct fi_weight *w, int quant, int64_t rows, int64_t cols,
+			   const char *op, const char *what)
+{
+	return quant ? q_weight(w, rows, cols, op, what) : bf16_weight(w, rows, cols, op, what);
+}
+
 /* The input of the quantized product a: x as it is (with the norm applied by the kernel),
  * or for W8A8 its e4m3 codes, normalised first when norm is given. */
 static fi_err q_input(struct fi_backend *be, struct fi_cu_qfgemv *a, const struct fi_weight *w,
@@ -89,38 +97,30 @@ static fi_err run(struct fi_backend *be, struct fi_cu_fgemv *a, int T, const cha
 	return e;
 }
 
-/* norm_qkv_rope over quantized q, k, v (one activation rounding for the three). */
+/* norm_qkv_rope over quantized q, k, v (one activation rounding for the three), shapes and
+ * biases checked by the caller. */
 static fi_err q_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 			      const struct fi_weight *norm, float eps,
-			      const struct fi_weight *const *w3, const struct fi_weight *const *b3,
+			      const struct fi_weight *const *w3, const void *const *bias,
 			      const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
 			      const struct fi_attn_batch *b)
 {
 	const char *op = "norm_qkv_rope";
-	int hd = kv->head_dim, Nk = kv->n_kv_heads * hd;
-	int64_t D = w3[0]->cols;
+	int hd = kv->head_dim;
 	struct fi_cu_qfgemv a = {.epi = FI_FG_ROPE};
 	fi_err e;
-	if ((e = bf16_vector(norm, D, op, "norm")) ||
-	    (e = q_weight(w3[0], (int64_t)Hq * hd, D, op, "q")) ||
-	    (e = q_weight(w3[1], Nk, D, op, "k")) || (e = q_weight(w3[2], Nk, D, op, "v")))
-		return e;
 	if (w3[1]->aq != w3[0]->aq || w3[2]->aq != w3[0]->aq)
 		return fi_fail(FI_EMISMATCH, "%s: q, k and v round their input differently", op);
 	for (int i = 0; i < 3; i++) {
 		a.w[i] = fi_cuda_qw(w3[i]);
-		if (b3 && b3[i]) {
-			if ((e = bf16_vector(b3[i], w3[i]->rows, op, "bias")))
-				return e;
-			a.bias[i] = b3[i]->p;
-		}
+		a.bias[i] = bias[i];
 	}
 	if ((e = q_input(be, &a, w3[0], x_d, norm, eps, b->n_tokens)))
 		return e;
 	a.out = q_d;
 	a.N = Hq * hd;
-	a.Nk = Nk;
-	a.K = (int)D;
+	a.Nk = kv->n_kv_heads * hd;
+	a.K = (int)w3[0]->cols;
 	a.ro = rope_out(r, kv, layer, b);
 	return q_run(be, &a, b->n_tokens, op);
 }
@@ -181,6 +181,8 @@ fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 	const char *op = "norm_qkv_rope";
 	int hd = kv->head_dim, Nk = kv->n_kv_heads * hd;
 	int64_t D = w3[0]->cols;
+	int quant = fi_dtype_is_quant(w3[0]->dtype);
+	const void *bias[3] = {NULL, NULL, NULL};
 	struct fi_cu_fgemv a = {.epi = FI_FG_ROPE};
 	fi_err e;
 	if (layer < 0 || layer >= kv->n_layers)
@@ -189,19 +191,22 @@ fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 		return fi_fail(FI_EMISMATCH, "%s: head size %d, cache %d", op, r->head_dim, hd);
 	if (w3[0]->dtype == FI_DT_TQ2)
 		return tq2_norm_qkv_rope(be, q_d, x_d, norm, eps, w3, b3, r, kv, layer, Hq, b);
-	if (fi_dtype_is_quant(w3[0]->dtype))
-		return q_norm_qkv_rope(be, q_d, x_d, norm, eps, w3, b3, r, kv, layer, Hq, b);
 	if ((e = bf16_vector(norm, D, op, "norm")) ||
-	    (e = bf16_weight(w3[0], (int64_t)Hq * hd, D, op, "q")) ||
-	    (e = bf16_weight(w3[1], Nk, D, op, "k")) || (e = bf16_weight(w3[2], Nk, D, op, "v")))
+	    (e = layer_weight(w3[0], quant, (int64_t)Hq * hd, D, op, "q")) ||
+	    (e = layer_weight(w3[1], quant, Nk, D, op, "k")) ||
+	    (e = layer_weight(w3[2], quant, Nk, D, op, "v")))
 		return e;
-	for (int i = 0; i < 3; i++) {
-		a.w[i] = w3[i]->p;
-		if (b3 && b3[i]) {
+	for (int i = 0; b3 && i < 3; i++)
+		if (b3[i]) {
 			if ((e = bf16_vector(b3[i], w3[i]->rows, op, "bias")))
 				return e;
-			a.bias[i] = b3[i]->p;
+			bias[i] = b3[i]->p;
 		}
+	if (quant)
+		return q_norm_qkv_rope(be, q_d, x_d, norm, eps, w3, bias, r, kv, layer, Hq, b);
+	for (int i = 0; i < 3; i++) {
+		a.w[i] = w3[i]->p;
+		a.bias[i] = bias[i];
 	}
 	a.x = x_d;
 	a.g = norm->p;
@@ -217,12 +222,14 @@ fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 			  const struct fi_weight *w, int T)
 {
-	fi_err e;
+	int quant = fi_dtype_is_quant(w->dtype);
 	struct fi_cu_fgemv a = {.epi = FI_FG_ADD};
-	if (fi_dtype_is_quant(w->dtype)) {
+	fi_err e;
+	if ((e = layer_weight(w, quant, w->rows, w->cols, "matmul_add", "weight")))
+		return e;
+	if (quant) {
 		struct fi_cu_qfgemv qa = {.epi = FI_FG_ADD};
-		if ((e = q_weight(w, w->rows, w->cols, "matmul_add", "weight")) ||
-		    (T > 0 && (e = q_input(be, &qa, w, in_d, NULL, 0.f, T))))
+		if (T > 0 && (e = q_input(be, &qa, w, in_d, NULL, 0.f, T)))
 			return e;
 		qa.w[0] = fi_cuda_qw(w);
 		qa.out = x_d;
@@ -230,8 +237,6 @@ fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 		qa.K = (int)w->cols;
 		return q_run(be, &qa, T, "matmul_add");
 	}
-	if ((e = bf16_weight(w, w->rows, w->cols, "matmul_add", "weight")))
-		return e;
 	a.w[0] = w->p;
 	a.x = in_d;
 	a.out = x_d;
@@ -245,14 +250,15 @@ fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 			const struct fi_weight *up, int T)
 {
 	const char *op = "norm_glu";
-	fi_err e;
+	int quant = fi_dtype_is_quant(gate->dtype);
 	struct fi_cu_fgemv a = {.epi = FI_FG_GLU};
-	if (fi_dtype_is_quant(gate->dtype)) {
+	fi_err e;
+	if ((e = bf16_vector(norm, gate->cols, op, "norm")) ||
+	    (e = layer_weight(gate, quant, gate->rows, gate->cols, op, "gate")) ||
+	    (e = layer_weight(up, quant, gate->rows, gate->cols, op, "up")))
+		return e;
+	if (quant) {
 		struct fi_cu_qfgemv qa = {.epi = FI_FG_GLU};
-		if ((e = bf16_vector(norm, gate->cols, op, "norm")) ||
-		    (e = q_weight(gate, gate->rows, gate->cols, op, "gate")) ||
-		    (e = q_weight(up, gate->rows, gate->cols, op, "up")))
-			return e;
 		if (up->dtype != gate->dtype || up->aq != gate->aq)
 			return fi_fail(FI_EMISMATCH, "%s: gate is %s, up %s", op,
 				       fi_dtype_name(gate->dtype), fi_dtype_name(up->dtype));
@@ -265,10 +271,6 @@ fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 		qa.K = (int)gate->cols;
 		return q_run(be, &qa, T, op);
 	}
-	if ((e = bf16_vector(norm, gate->cols, op, "norm")) ||
-	    (e = bf16_weight(up, gate->rows, gate->cols, op, "up")) ||
-	    (e = bf16_weight(gate, gate->rows, gate->cols, op, "gate")))
-		return e;
 	a.w[0] = gate->p;
 	a.w[1] = up->p;
 	a.x = x_d;
