@@ -46,6 +46,25 @@ static __device__ __forceinline__ float silu_mul1(float g, float u)
 	return bf16_round(g / (1.f + __expf(-g))) * u;
 }
 
+/* PyTorch's gelu(approximate="tanh"): 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))). */
+static __device__ __forceinline__ float gelu_tanh(float g)
+{
+	const float beta = 0.7978845608028654f, kappa = 0.044715f;
+	return 0.5f * g * (1.f + tanhf(beta * (g + kappa * (g * g * g))));
+}
+
+/* gelu_tanh(g) * u rounded as silu_mul1 (kernels/gelu_mul.cu, GeGLU). */
+static __device__ __forceinline__ float gelu_mul1(float g, float u)
+{
+	return bf16_round(gelu_tanh(g)) * u;
+}
+
+/* The GLU of act (enum fi_glu_act: 0 SiLU, 1 tanh GELU). */
+static __device__ __forceinline__ float glu_mul1(int act, float g, float u)
+{
+	return act ? gelu_mul1(g, u) : silu_mul1(g, u);
+}
+
 /* K slices per work item of a fused decode product (gemv_fused.cu, gemv_qfused.cuh): the most,
  * up to max, that leave every slice at least min of its units (one full round of loads for
  * each lane); FI_FG_SLICES=1|2|4|8 fixes it, for timing. More, shorter weight streams per row

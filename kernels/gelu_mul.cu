@@ -2,13 +2,6 @@
  * computes it: the GELU to bf16 first, then the product. Twin: fi_cpu_gelu_mul. */
 #include "common.cuh"
 
-static __device__ __forceinline__ float gelu_mul1(float g, float u)
-{
-	const float beta = 0.7978845608028654f, kappa = 0.044715f;
-	float inner = beta * (g + kappa * (g * g * g));
-	return bf16_round(0.5f * g * (1.f + tanhf(inner))) * u;
-}
-
 __global__ void gelu_mul_vec(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ gate,
 			     const bf16x8 *__restrict__ up, int64_t n8)
 {

@@ -10,7 +10,8 @@
  *   FG_STORE  out[T,N] = (norm) x W^T, bf16 or f32.
  *   FG_ADD    out[T,N] += x W^T: the residual add of the attention output and MLP down
  *             projections, the product rounded to bf16 first as the separate matmul stores it.
- *   FG_GLU    out[T,F] = silu(x Wg^T) * (x Wu^T), a warp streams row n of both weights.
+ *   FG_GLU    out[T,F] = act(x Wg^T) * (x Wu^T), act SiLU or tanh GELU (GeGLU, Gemma); a
+ *             warp streams row n of both weights.
  *   FG_ROPE   q, k, v projections (+ bias) with RoPE applied and k, v written to the paged
  *             cache at each token's slot: a warp streams the rotate-half pair of rows
  *             (i, i + hd/2) of one head, so it holds both halves of the rotation. q goes to
@@ -36,6 +37,7 @@ struct fg_params {
 	void *out;
 	int N, Nk, K;
 	int S, slice8; /* K slices per item, 16-byte vectors per slice */
+	int act;       /* GLU: 0 silu, 1 tanh GELU */
 	fi_cu_rope_out ro;
 };
 
@@ -211,7 +213,7 @@ fgemv_kernel(const fg_params p)
 		((bf16 *)p.out)[(int64_t)t * p.N + r0] = __float2bfloat16(resid + bf16_round(v0));
 	} else if (EPI == FG_GLU) {
 		((bf16 *)p.out)[(int64_t)t * p.N + r0] =
-			__float2bfloat16(silu_mul1(bf16_round(v0), bf16_round(v1)));
+			__float2bfloat16(glu_mul1(p.act, bf16_round(v0), bf16_round(v1)));
 	} else {
 		rope_pair_store(seg, r0, r1, v0, v1, b0, b1, ang, (bf16 *)p.out + (int64_t)t * p.N,
 				p.ro, sl, p.Nk);
@@ -255,6 +257,7 @@ extern "C" fi_err fi_cu_fgemv(cudaStream_t st, const struct fi_cu_fgemv *a, int 
 	p.x = (const bf16 *)a->x;
 	p.g = (const bf16 *)a->g;
 	p.eps = a->eps;
+	p.act = a->act;
 	p.out = a->out;
 	p.N = a->N;
 	p.Nk = a->Nk;

@@ -69,6 +69,7 @@ extern "C" fi_err fi_cu_qfgemv(cudaStream_t st, const struct fi_cu_qfgemv *a, in
 	p.xs = a->xs;
 	p.g = (const bf16 *)a->g;
 	p.eps = a->eps;
+	p.act = a->act;
 	p.out = (bf16 *)a->out;
 	p.N = a->N;
 	p.Nk = a->Nk;

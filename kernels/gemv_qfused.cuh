@@ -195,6 +195,7 @@ struct qf_params {
 	const float *xs;     /* W8A8: scales [T] or [T, ceil(K/128)] */
 	const bf16 *g;       /* [K] norm weight (QF_NORM) */
 	float eps;
+	int act;             /* GLU: 0 silu, 1 tanh GELU */
 	bf16 *out;
 	int N, Nk, K;
 	int S, slice_c;    /* K slices per item, chunks per slice */
@@ -402,7 +403,7 @@ qfgemv_kernel(const qf_params p)
 		if (second)
 			o[n1] = __float2bfloat16(res1 + bf16_round(v1));
 	} else if (EPI == FI_FG_GLU) {
-		o[n0] = __float2bfloat16(silu_mul1(bf16_round(v0), bf16_round(v1)));
+		o[n0] = __float2bfloat16(glu_mul1(p.act, bf16_round(v0), bf16_round(v1)));
 	} else {
 		rope_pair_store(seg, n0, n1, v0, v1, b0, b1, ang, o, p.ro, sl, p.Nk);
 	}

@@ -32,12 +32,6 @@
 #define MOE_MAXK 32
 #define MOE_SMALL_T 32 /* tokens routed in one block (32 T threads at most MOE_MAXE) */
 
-static __device__ __forceinline__ float gelu_tanh(float g)
-{
-	const float beta = 0.7978845608028654f, kappa = 0.044715f;
-	return 0.5f * g * (1.f + tanhf(beta * (g + kappa * (g * g * g))));
-}
-
 /* One warp routes token t (pairs t k .. t k + k - 1) and counts them into cnt (global or
  * shared). */
 static __device__ __forceinline__ void route_token(const fi_cu_moe &p, int t, int *cnt)

@@ -3,7 +3,12 @@
  *   out[T,D] = bf16(bf16(x * rsqrt(mean(x^2) + eps)) * w)
  * The two roundings follow the bf16 reference (HF LlamaRMSNorm casts the normalised value back
  * to the input dtype before the weight multiply). One block per row; the fast path keeps the
- * row in registers (16-byte accesses, up to 4 vectors a thread) so x is read once. */
+ * row in registers (16-byte accesses, up to 4 vectors a thread) so x is read once.
+ *
+ * add_norm: x[T,D] += w ? rmsnorm(y; w) : y, the normalised y rounded as above and the sum
+ * as the residual add rounds it: Gemma's post-attention and post-feed-forward norms with
+ * the add after them in one launch (rmsnorm of y, then the next norm's add, apart). Same
+ * block shape as rmsnorm, so the result equals the two launches'. */
 #include "common.cuh"
 
 template <int NCH>
@@ -72,6 +77,97 @@ __global__ void rmsnorm_scalar(bf16 *out, bf16 *x, const bf16 *__restrict__ add,
 	}
 }
 
+/* The vector kernels' shape for rows of n8 16-byte vectors: 1, 2 or 4 a thread (the return)
+ * and the threads of the block. */
+static int vec_shape(int n8, int *threads)
+{
+	int nch = (n8 + 1023) / 1024;
+	nch = nch <= 1 ? 1 : nch <= 2 ? 2 : 4;
+	*threads = ((n8 + nch - 1) / nch + 31) / 32 * 32;
+	return nch;
+}
+
+template <int NCH>
+__global__ void add_norm_vec(bf16 *x, const bf16 *__restrict__ y, const bf16 *__restrict__ w,
+			     int D, float eps)
+{
+	__shared__ float sh[32];
+	int n8 = D / 8;
+	int64_t base = (int64_t)blockIdx.x * n8;
+	float v[NCH][8];
+	float ss = 0.f;
+#pragma unroll
+	for (int j = 0; j < NCH; j++) {
+		int c = threadIdx.x + j * blockDim.x;
+		if (c < n8) {
+			bf16x8_to_f32(((const bf16x8 *)y + base)[c], v[j]);
+#pragma unroll
+			for (int i = 0; i < 8; i++)
+				ss += v[j][i] * v[j][i];
+		}
+	}
+	float r = w ? rsqrtf(block_sum(ss, sh) / D + eps) : 1.f;
+#pragma unroll
+	for (int j = 0; j < NCH; j++) {
+		int c = threadIdx.x + j * blockDim.x;
+		if (c < n8) {
+			float g[8], a[8];
+			bf16x8 *x8 = (bf16x8 *)x + base + c;
+			if (w)
+				bf16x8_to_f32(((const bf16x8 *)w)[c], g);
+			bf16x8_to_f32(*x8, a);
+#pragma unroll
+			for (int i = 0; i < 8; i++)
+				a[i] += w ? bf16_round(bf16_round(v[j][i] * r) * g[i]) : v[j][i];
+			*x8 = f32_to_bf16x8(a);
+		}
+	}
+}
+
+__global__ void add_norm_scalar(bf16 *x, const bf16 *__restrict__ y, const bf16 *__restrict__ w,
+				int D, float eps)
+{
+	__shared__ float sh[32];
+	int64_t base = (int64_t)blockIdx.x * D;
+	float ss = 0.f;
+	for (int i = threadIdx.x; i < D; i += blockDim.x) {
+		float a = __bfloat162float(y[base + i]);
+		ss += a * a;
+	}
+	float r = w ? rsqrtf(block_sum(ss, sh) / D + eps) : 1.f;
+	for (int i = threadIdx.x; i < D; i += blockDim.x) {
+		float a = __bfloat162float(y[base + i]);
+		if (w)
+			a = bf16_round(bf16_round(a * r) * __bfloat162float(w[i]));
+		x[base + i] = __float2bfloat16(__bfloat162float(x[base + i]) + a);
+	}
+}
+
+extern "C" fi_err fi_cu_add_norm(cudaStream_t st, void *x, const void *y, const void *w, int T,
+				 int D, float eps)
+{
+	if (T <= 0)
+		return FI_OK;
+	int n8 = D / 8;
+	bool vec = D % 8 == 0 && n8 <= 4096 && fi_aligned16(x) && fi_aligned16(y) &&
+		   (!w || fi_aligned16(w));
+	bf16 *xx = (bf16 *)x;
+	const bf16 *yy = (const bf16 *)y, *ww = (const bf16 *)w;
+	if (vec) {
+		int threads, nch = vec_shape(n8, &threads);
+		if (nch == 1)
+			add_norm_vec<1><<<T, threads, 0, st>>>(xx, yy, ww, D, eps);
+		else if (nch == 2)
+			add_norm_vec<2><<<T, threads, 0, st>>>(xx, yy, ww, D, eps);
+		else
+			add_norm_vec<4><<<T, threads, 0, st>>>(xx, yy, ww, D, eps);
+	} else {
+		add_norm_scalar<<<T, 256, 0, st>>>(xx, yy, ww, D, eps);
+	}
+	LAUNCH_CHECK();
+	return FI_OK;
+}
+
 extern "C" fi_err fi_cu_rmsnorm(cudaStream_t st, void *out, void *x, const void *add,
 				const void *w, int T, int D, float eps)
 {
@@ -83,9 +179,7 @@ extern "C" fi_err fi_cu_rmsnorm(cudaStream_t st, void *out, void *x, const void 
 	bf16 *o = (bf16 *)out, *xx = (bf16 *)x;
 	const bf16 *a = (const bf16 *)add, *ww = (const bf16 *)w;
 	if (vec) {
-		int nch = (n8 + 1023) / 1024;
-		nch = nch <= 1 ? 1 : nch <= 2 ? 2 : 4;
-		int threads = ((n8 + nch - 1) / nch + 31) / 32 * 32;
+		int threads, nch = vec_shape(n8, &threads);
 		if (nch == 1)
 			rmsnorm_vec<1><<<T, threads, 0, st>>>(o, xx, a, ww, D, eps);
 		else if (nch == 2)

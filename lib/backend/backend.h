@@ -91,17 +91,23 @@ struct fi_attn_batch {
 
 /* A mixture-of-experts MLP (model families, arch.h): E experts of Fm hidden units, their
  * weights stacked: gate and up [E*Fm, D] (expert e in rows e*Fm ..), down [E*D, Fm]. */
-enum fi_moe_act { FI_MOE_SILU = 0, FI_MOE_GELU_TANH };
+/* The activation of a gated MLP (norm_glu, moe): silu(g) u or gelu_tanh(g) u. */
+enum fi_glu_act { FI_GLU_SILU = 0, FI_GLU_GELU_TANH };
 struct fi_moe {
 	int n_experts, top_k, ffn; /* E, k, Fm */
 	int norm_topk;             /* chosen weights divided by their sum */
-	enum fi_moe_act act;
+	enum fi_glu_act act;
 	const struct fi_weight *gate, *up, *down;
 };
 
 struct fi_rope {
 	int head_dim;        /* hd; rotate-half layout as in HF: pairs (i, i + hd/2) */
 	const float *inv_freq_d; /* [hd/2] inverse frequencies, llama3 scaling already applied */
+	/* Optional, both or neither (Qwen3, Gemma 3): the [hd] weights of an RMSNorm over each
+	 * q and k head, eps norm_eps, that rope_kv_write applies before rotating (the model
+	 * passes them to that op only; the others refuse them). */
+	const struct fi_weight *q_norm, *k_norm;
+	float norm_eps;
 };
 
 /* The sample op's batch: n rows of vocabulary V; arrays are backend memory. */
@@ -175,7 +181,9 @@ struct fi_backend_ops {
 			      const int32_t *idx_d, int n, int D);
 
 	/* Optional (NULL: rope, then kv_write): both in one pass with the same results; q and
-	 * k rotated in place by b->tok_pos_d, the rotated k and v written at b->slot_d. */
+	 * k rotated in place by b->tok_pos_d, the rotated k and v written at b->slot_d. With
+	 * r->q_norm, each q and k head is first normalised as rmsnorm over T*H rows of hd
+	 * would (Qwen3's q/k norms: two launches fewer a layer). */
 	fi_err (*rope_kv_write)(struct fi_backend *be, void *q_d, void *k_d, const void *v_d,
 				const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
 				const struct fi_attn_batch *b);
@@ -205,7 +213,7 @@ struct fi_backend_ops {
 	 *   likewise (k rotated) written to the cache of `layer` at b->slot_d as kv_write does
 	 *   (nothing else is written). w3 = {q, k, v}, b3 NULL or their biases.
 	 * matmul_add: x[T,N] += in[T,K] W^T (the residual add of the o and down projections).
-	 * norm_glu: out[T,F] = silu(norm(x) Wg^T) * (norm(x) Wu^T).
+	 * norm_glu: out[T,F] = act(norm(x) Wg^T) * (norm(x) Wu^T), act SiLU or tanh GELU.
 	 * The normalised x is not rounded to the activation dtype, so results are within the
 	 * dtype's rounding of the plain ops, not equal to them. */
 	fi_err (*norm_qkv_rope)(struct fi_backend *be, void *q_d, const void *x_d,
@@ -217,7 +225,15 @@ struct fi_backend_ops {
 			     const struct fi_weight *w, int T);
 	fi_err (*norm_glu)(struct fi_backend *be, void *out_d, const void *x_d,
 			   const struct fi_weight *norm, float eps, const struct fi_weight *gate,
-			   const struct fi_weight *up, int T);
+			   const struct fi_weight *up, enum fi_glu_act act, int T);
+	/* Optional (NULL: rmsnorm of y, then the add inside the next rmsnorm): the residual add
+	 * of a block, with the norm after it where the family has one (Gemma's post-attention
+	 * and post-feed-forward norms): x[T,D] += norm ? rmsnorm(y; norm, eps) : y, the
+	 * normalised y and the sum rounded to the act dtype as rmsnorm rounds them; y is left
+	 * as it is. With the three above it keeps the residual stream complete after every
+	 * layer of the families (arch.h) on the fused decode path. */
+	fi_err (*add_norm)(struct fi_backend *be, void *x_d, const void *y_d,
+			   const struct fi_weight *norm, float eps, int T, int D);
 
 	/* Optional (NULL when absent): greedy argmax on the device, tok[n] = argmax logits[n,V]. */
 	fi_err (*argmax)(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n, int V);
@@ -289,6 +305,9 @@ struct fi_backend {
 	 * (model.c checks it at load); ternary (TQ2) ones through norm_matmul and norm_qkv_rope
 	 * (arch.c's BitNet layer). */
 	int fuse_quant;
+	/* The fused decode ops also run the families of lib/model/arch.h and the Llama family's
+	 * Qwen3 (q/k norms), and rope_kv_write is given the q/k norms (struct fi_rope). */
+	int fuse_families;
 	const struct fi_settings *settings; /* the environment's switches (settings.h) */
 	void *priv;
 	/* Random weights (fi_image_random, --load-format dummy): weight() and weight_cat() make

@@ -108,6 +108,7 @@ static void read_env(void)
 	s.graphs = on_unless_0("FI_GRAPHS");
 	s.decode_fuse = on_unless_0("FI_DECODE_FUSE");
 	s.qfuse = is_1("FI_QFUSE");
+	s.family_fuse = is_1("FI_FAMILY_FUSE");
 	s.gemv = on_unless_0("FI_GEMV");
 	s.glu = on_unless_0("FI_GLU");
 	s.fuse = on_unless_0("FI_FUSE");

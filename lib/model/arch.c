@@ -25,6 +25,7 @@ struct fi_arch {
 	float *router_d;    /* [cap, E] f32 router logits */
 	int router_cap;
 	float scale;        /* softmax scale of every layer */
+	int fusable;        /* decode steps may take the fused ops (fi_arch_layers) */
 	json_t *index;      /* while loading: name -> tensor index */
 	const struct fi_tensor_set *ts;
 };
@@ -251,6 +252,30 @@ static fi_err needs(const struct fi_model *m)
 	return FI_OK;
 }
 
+/* Whether decode steps may run the layers through the fused decode ops (backend.h), as
+ * run_layers does for the Llama family: the shapes the kernels assume, and each layer's
+ * weights of the kinds they take. BitNet has its own fold (fi_arch_layers). */
+static int fusable(const struct fi_model *m)
+{
+	const struct fi_config *c = &m->c;
+	const struct fi_backend *be = m->be;
+	const struct fi_backend_ops *op = be->ops;
+	if (!be->fuse_families || c->sub_norms || !op->norm_qkv_rope || !op->matmul_add ||
+	    !op->norm_glu || !op->add_norm || (c->act != FI_ACT_SILU && c->act != FI_ACT_GELU_TANH) ||
+	    c->hidden % 8 || c->ffn % 8 || c->head_dim % 2 || c->n_heads * c->head_dim % 8)
+		return 0;
+	for (int l = 0; l < c->n_layers; l++) {
+		const struct arch_layer *L = &m->arch->l[l];
+		const struct fi_weight *const lw[] = {&L->q, &L->k, &L->v, &L->o,
+						      L->moe ? NULL : &L->gate,
+						      L->moe ? NULL : &L->up,
+						      L->moe ? NULL : &L->down};
+		if (!fi_fuse_takes(be, lw))
+			return 0;
+	}
+	return 1;
+}
+
 fi_err fi_arch_load(struct fi_model *m, const struct fi_tensor_set *ts)
 {
 	const struct fi_config *c = &m->c;
@@ -292,6 +317,7 @@ fi_err fi_arch_load(struct fi_model *m, const struct fi_tensor_set *ts)
 		    (e = be->ops->upload(be, a->inv_local_d, inv, sizeof(float) * (size_t)(c->head_dim / 2))))
 			goto out;
 	}
+	a->fusable = fusable(m);
 out:
 	json_decref(a->index);
 	a->index = NULL;
@@ -418,6 +444,86 @@ static fi_err fold_rest(struct fi_model *m, struct arch_layer *L, const struct f
 #undef OK
 }
 
+/* fi_model_qkv_rope for a layer of the families. */
+static fi_err qkv_rope(struct fi_model *m, struct arch_layer *L, const struct fi_rope *rope,
+		       const int32_t *pos_d, const struct fi_attn_batch *ab, int l, int T)
+{
+	const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
+	const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
+	const struct fi_weight *const qk[] = {&L->q_norm, &L->k_norm};
+	int multi = m->be->ops->matmul_multi && (L->qkv_cat.p || L->q.dtype == FI_DT_TQ2);
+	return fi_model_qkv_rope(m, w3, m->c.qkv_bias ? b3 : NULL, m->c.qk_norm ? qk : NULL, multi,
+				 rope, pos_d, ab, l, T);
+}
+
+/* The MoE block: y = moe(xb) over the router's f32 logits. */
+static fi_err moe_mlp(struct fi_model *m, struct arch_layer *L, struct fi_moe *mo, int T)
+{
+	struct fi_backend *be = m->be;
+	fi_err e;
+	mo->gate = &L->eg;
+	mo->up = &L->eu;
+	mo->down = &L->ed;
+	if ((e = be->ops->matmul_f32out(be, m->arch->router_d, m->s.xb, &L->router, T)))
+		return e;
+	return be->ops->moe(be, m->s.y, m->s.xb, m->arch->router_d, mo, T);
+}
+
+/* A decode layer of the families through the fused ops (a->fusable, T <= be->fuse_max_T),
+ * as run_layers' fused path: q/k/v with the norm and RoPE in one launch (with q/k norms: the
+ * norm, one product and rope_kv_write), the o and down products adding into x (with Gemma's
+ * post-norms: the product, then add_norm), the gate/up products with the norm and the GLU.
+ * An MoE block is the unfused path's, its output y left pending (*pend) for the next norm's
+ * add, as there, or for add_norm where the next op reads x itself (norm_qkv_rope). */
+static fi_err fused_layer(struct fi_model *m, struct arch_layer *L, const struct fi_rope *rope,
+			  const int32_t *pos_d, const struct fi_attn_batch *ab, struct fi_moe *mo,
+			  int l, int T, int *pend)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_backend_ops *op = be->ops;
+	const struct fi_config *c = &m->c;
+	struct scratch *s = &m->s;
+	const int D = c->hidden, Hq = c->n_heads;
+	const float eps = c->rms_eps;
+	fi_err e;
+#define OK(x) do { if ((e = (x))) return e; } while (0)
+	if (c->qk_norm) {
+		OK(op->rmsnorm(be, s->xb, s->x, *pend ? s->y : NULL, &L->attn_norm, T, D, eps));
+		OK(qkv_rope(m, L, rope, pos_d, ab, l, T));
+	} else {
+		const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
+		const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
+		if (*pend)
+			OK(op->add_norm(be, s->x, s->y, NULL, eps, T, D));
+		OK(op->norm_qkv_rope(be, s->q, s->x, &L->attn_norm, eps, w3, c->qkv_bias ? b3 : NULL,
+				     rope, &m->cache->kv, l, Hq, ab));
+	}
+	*pend = 0;
+	OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, ab));
+	if (c->sandwich) {
+		OK(op->matmul(be, s->y, s->att, &L->o, NULL, T));
+		OK(op->add_norm(be, s->x, s->y, &L->attn_post_norm, eps, T, D));
+	} else {
+		OK(op->matmul_add(be, s->x, s->att, &L->o, T));
+	}
+	if (L->moe) {
+		OK(op->rmsnorm(be, s->xb, s->x, NULL, &L->ffn_norm, T, D, eps));
+		OK(moe_mlp(m, L, mo, T));
+		if (!c->sandwich) {
+			*pend = 1;
+			return FI_OK;
+		}
+	} else {
+		OK(op->norm_glu(be, s->h, s->x, &L->ffn_norm, eps, &L->gate, &L->up,
+				c->act == FI_ACT_GELU_TANH ? FI_GLU_GELU_TANH : FI_GLU_SILU, T));
+		if (!c->sandwich)
+			return op->matmul_add(be, s->x, s->h, &L->down, T);
+		OK(op->matmul(be, s->y, s->h, &L->down, NULL, T));
+	}
+	return op->add_norm(be, s->x, s->y, &L->ffn_post_norm, eps, T, D);
+#undef OK
+}
+
 fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
 		      const struct fi_attn_batch *ab0)
 {
@@ -426,17 +532,22 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 	const struct fi_config *c = &m->c;
 	struct fi_arch *a = m->arch;
 	struct scratch *s = &m->s;
-	const int D = c->hidden, Hq = c->n_heads, Hk = c->n_kv_heads, hd = c->head_dim;
+	const int D = c->hidden, Hq = c->n_heads, hd = c->head_dim;
 	const float eps = c->rms_eps;
-	struct fi_rope global = {hd, m->inv_freq_d}, local = {hd, a->inv_local_d ? a->inv_local_d : m->inv_freq_d};
+	struct fi_rope global = {.head_dim = hd, .inv_freq_d = m->inv_freq_d};
+	struct fi_rope local = {.head_dim = hd,
+				.inv_freq_d = a->inv_local_d ? a->inv_local_d : m->inv_freq_d};
 	struct fi_moe mo = {c->n_experts, c->n_experts_used, c->moe_ffn, c->norm_topk,
-			    c->act == FI_ACT_GELU_TANH ? FI_MOE_GELU_TANH : FI_MOE_SILU, NULL, NULL, NULL};
+			    c->act == FI_ACT_GELU_TANH ? FI_GLU_GELU_TANH : FI_GLU_SILU, NULL, NULL, NULL};
 	/* BitNet decode: each norm goes with the products after it, RoPE and the cache writes
 	 * with q/k/v (norm_qkv_rope), the residual adds with the o and down products
 	 * (norm_matmul): four launches a layer besides attention */
 	const int fold = c->sub_norms && c->act == FI_ACT_RELU2 && op->norm_matmul &&
 			 op->norm_qkv_rope && be->fuse_quant && T <= be->fuse_max_T &&
 			 !c->qkv_bias && !c->qk_norm && !c->sandwich && c->n_experts == 0;
+	/* the other families' decode steps: the fused ops (fused_layer) */
+	const int fused = !fold && a->fusable && T <= be->fuse_max_T;
+	int pend = 0; /* fused: an MoE output in y not yet added into x */
 	fi_err e;
 #define OK(x) do { if ((e = (x))) return e; } while (0)
 	if (c->n_experts > 0)
@@ -459,28 +570,13 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 			OK(fold_rest(m, L, &ab, l, T, eps));
 			continue;
 		}
+		if (fused) {
+			OK(fused_layer(m, L, rope, pos_d, &ab, &mo, l, T, &pend));
+			continue;
+		}
 		/* attention; from layer 1 on, the norm first adds the previous MLP output */
 		OK(op->rmsnorm(be, s->xb, s->x, l ? s->y : NULL, &L->attn_norm, T, D, eps));
-		if (op->matmul_multi && (L->qkv_cat.p || L->q.dtype == FI_DT_TQ2)) {
-			void *const o3[] = {s->q, s->k, s->v};
-			const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
-			const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
-			OK(op->matmul_multi(be, 3, o3, s->xb, w3, c->qkv_bias ? b3 : NULL, T));
-		} else {
-			OK(op->matmul(be, s->q, s->xb, &L->q, c->qkv_bias ? &L->q_bias : NULL, T));
-			OK(op->matmul(be, s->k, s->xb, &L->k, c->qkv_bias ? &L->k_bias : NULL, T));
-			OK(op->matmul(be, s->v, s->xb, &L->v, c->qkv_bias ? &L->v_bias : NULL, T));
-		}
-		if (c->qk_norm) {
-			OK(op->rmsnorm(be, s->q, s->q, NULL, &L->q_norm, T * Hq, hd, eps));
-			OK(op->rmsnorm(be, s->k, s->k, NULL, &L->k_norm, T * Hk, hd, eps));
-		}
-		if (op->rope_kv_write) {
-			OK(op->rope_kv_write(be, s->q, s->k, s->v, rope, &m->cache->kv, l, Hq, &ab));
-		} else {
-			OK(op->rope(be, s->q, s->k, pos_d, rope, T, Hq, Hk));
-			OK(op->kv_write(be, &m->cache->kv, l, s->k, s->v, &ab));
-		}
+		OK(qkv_rope(m, L, rope, pos_d, &ab, l, T));
 		OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, &ab));
 		if (c->sub_norms && op->norm_matmul) { /* BitNet: the sub-norm with the product */
 			void *const oy[] = {s->y};
@@ -497,19 +593,15 @@ fi_err fi_arch_layers(struct fi_model *m, int T, const int32_t *tok_d, const int
 			OK(op->rmsnorm(be, s->y, s->y, NULL, &L->attn_post_norm, T, D, eps));
 		/* MLP: x += attention; xb = norm(x) */
 		OK(op->rmsnorm(be, s->xb, s->x, s->y, &L->ffn_norm, T, D, eps));
-		if (L->moe) {
-			mo.gate = &L->eg;
-			mo.up = &L->eu;
-			mo.down = &L->ed;
-			OK(op->matmul_f32out(be, a->router_d, s->xb, &L->router, T));
-			OK(op->moe(be, s->y, s->xb, a->router_d, &mo, T));
-		} else {
+		if (L->moe)
+			OK(moe_mlp(m, L, &mo, T));
+		else
 			OK(dense_mlp(m, L, T, eps));
-		}
 		if (c->sandwich)
 			OK(op->rmsnorm(be, s->y, s->y, NULL, &L->ffn_post_norm, T, D, eps));
 	}
-	OK(op->rmsnorm(be, s->xb, s->x, fold ? NULL : s->y, &m->out_norm, T, D, eps));
+	OK(op->rmsnorm(be, s->xb, s->x, fold || (fused && !pend) ? NULL : s->y, &m->out_norm, T, D,
+		       eps));
 #undef OK
 	return FI_OK;
 }

@@ -188,19 +188,24 @@ static int fuse_quant_ok(const struct fi_backend *be, const struct fi_weight *w)
 	       !w->q.perm;
 }
 
-static int fuse_takes(const struct fi_backend *be, const struct layer *L)
+int fi_fuse_takes(const struct fi_backend *be, const struct fi_weight *const *lw)
 {
-	const struct fi_weight *const lw[] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
-	int quant = fi_dtype_is_quant(L->q.dtype);
-	for (size_t i = 0; i < sizeof lw / sizeof lw[0]; i++)
-		if (lw[i]->dtype != be->act && !fuse_quant_ok(be, lw[i]))
+	int quant = fi_dtype_is_quant(lw[0]->dtype);
+	for (int i = 0; i < 7; i++)
+		if (lw[i] && lw[i]->dtype != be->act && !fuse_quant_ok(be, lw[i]))
 			return 0;
 	/* q, k and v share one launch and one rounding of their input; gate and up one kernel */
 	for (int i = 1; i < 3; i++)
-		if (fi_dtype_is_quant(lw[i]->dtype) != quant || lw[i]->aq != L->q.aq)
+		if (fi_dtype_is_quant(lw[i]->dtype) != quant || lw[i]->aq != lw[0]->aq)
 			return 0;
-	return L->gate.dtype == L->up.dtype && L->gate.aq == L->up.aq &&
-	       L->gate.q.kind == L->up.q.kind;
+	return !lw[4] || (lw[4]->dtype == lw[5]->dtype && lw[4]->aq == lw[5]->aq &&
+			  lw[4]->q.kind == lw[5]->q.kind);
+}
+
+static int fuse_takes(const struct fi_backend *be, const struct layer *L)
+{
+	const struct fi_weight *const lw[] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+	return fi_fuse_takes(be, lw);
 }
 
 fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
@@ -230,7 +235,7 @@ fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
 		goto freqs;
 	}
 	m->fusable = be->ops->norm_qkv_rope && be->ops->matmul_add && be->ops->norm_glu &&
-		     !c->qk_norm && c->hidden % 8 == 0 && c->ffn % 8 == 0 && c->head_dim % 2 == 0 &&
+		     (!c->qk_norm || be->fuse_families) && c->hidden % 8 == 0 && c->ffn % 8 == 0 && c->head_dim % 2 == 0 &&
 		     c->n_heads * c->head_dim % 8 == 0;
 	/* Where the backend can, q/k/v and gate/up each share one allocation, so that
 	 * matmul_multi reads the input once and runs one GEMM (FI_FUSE=0: separate). */
@@ -341,6 +346,54 @@ fi_err fi_model_scratch(struct fi_model *m, int T, size_t n_ints, int rows)
 	return FI_OK;
 }
 
+fi_err fi_model_qkv_rope(struct fi_model *m, const struct fi_weight *const *w3,
+			 const struct fi_weight *const *b3, const struct fi_weight *const *qk_norm,
+			 int multi, const struct fi_rope *rope, const int32_t *pos_d,
+			 const struct fi_attn_batch *ab, int l, int T)
+{
+	struct fi_backend *be = m->be;
+	const struct fi_backend_ops *op = be->ops;
+	const struct fi_config *c = &m->c;
+	struct scratch *s = &m->s;
+	const int Hq = c->n_heads, Hk = c->n_kv_heads, hd = c->head_dim;
+	const float eps = c->rms_eps;
+	fi_err e;
+#define OK(x) do { if ((e = (x))) return e; } while (0)
+	if (multi) { /* q, k, v in one pass over xb */
+		void *const o3[] = {s->q, s->k, s->v};
+		OK(op->matmul_multi(be, 3, o3, s->xb, w3, b3, T));
+	} else {
+		OK(op->matmul(be, s->q, s->xb, w3[0], b3 ? b3[0] : NULL, T));
+		OK(op->matmul(be, s->k, s->xb, w3[1], b3 ? b3[1] : NULL, T));
+		OK(op->matmul(be, s->v, s->xb, w3[2], b3 ? b3[2] : NULL, T));
+	}
+	if (qk_norm && !(op->rope_kv_write && be->fuse_families)) {
+		OK(op->rmsnorm(be, s->q, s->q, NULL, qk_norm[0], T * Hq, hd, eps));
+		OK(op->rmsnorm(be, s->k, s->k, NULL, qk_norm[1], T * Hk, hd, eps));
+		qk_norm = NULL;
+	}
+	if (op->rope_kv_write) {
+		struct fi_rope rn = *rope;
+		if (qk_norm)
+			rn.q_norm = qk_norm[0], rn.k_norm = qk_norm[1], rn.norm_eps = eps;
+		return op->rope_kv_write(be, s->q, s->k, s->v, &rn, &m->cache->kv, l, Hq, ab);
+	}
+	OK(op->rope(be, s->q, s->k, pos_d, rope, T, Hq, Hk));
+	return op->kv_write(be, &m->cache->kv, l, s->k, s->v, ab);
+#undef OK
+}
+
+/* fi_model_qkv_rope for a layer of the Llama family. */
+static fi_err qkv_rope(struct fi_model *m, struct layer *L, int multi, const struct fi_rope *rope,
+		       const int32_t *pos_d, const struct fi_attn_batch *ab, int l, int T)
+{
+	const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
+	const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
+	const struct fi_weight *const qk[] = {&L->q_norm, &L->k_norm};
+	return fi_model_qkv_rope(m, w3, m->c.qkv_bias ? b3 : NULL, m->c.qk_norm ? qk : NULL, multi,
+				 rope, pos_d, ab, l, T);
+}
+
 static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const int32_t *pos_d,
 			 const struct fi_attn_batch *ab)
 {
@@ -348,8 +401,8 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 	const struct fi_backend_ops *op = be->ops;
 	const struct fi_config *c = &m->c;
 	struct scratch *s = &m->s;
-	struct fi_rope rope = {c->head_dim, m->inv_freq_d};
-	int D = c->hidden, Hq = c->n_heads, Hk = c->n_kv_heads, hd = c->head_dim;
+	struct fi_rope rope = {.head_dim = c->head_dim, .inv_freq_d = m->inv_freq_d};
+	int D = c->hidden, Hq = c->n_heads;
 	float eps = c->rms_eps;
 	fi_err e;
 
@@ -364,11 +417,18 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 			struct layer *L = &m->l[l];
 			const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
 			const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
-			OK(op->norm_qkv_rope(be, s->q, s->x, &L->attn_norm, eps, w3,
-					     c->qkv_bias ? b3 : NULL, &rope, &m->cache->kv, l, Hq, ab));
+			if (c->qk_norm) { /* Qwen3: the norm, one product, rope_kv_write */
+				OK(op->rmsnorm(be, s->xb, s->x, NULL, &L->attn_norm, T, D, eps));
+				OK(qkv_rope(m, L, op->matmul_multi != NULL, &rope, pos_d, ab, l, T));
+			} else {
+				OK(op->norm_qkv_rope(be, s->q, s->x, &L->attn_norm, eps, w3,
+						     c->qkv_bias ? b3 : NULL, &rope, &m->cache->kv, l,
+						     Hq, ab));
+			}
 			OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, ab));
 			OK(op->matmul_add(be, s->x, s->att, &L->o, T));
-			OK(op->norm_glu(be, s->h, s->x, &L->ffn_norm, eps, &L->gate, &L->up, T));
+			OK(op->norm_glu(be, s->h, s->x, &L->ffn_norm, eps, &L->gate, &L->up,
+					   FI_GLU_SILU, T));
 			OK(op->matmul_add(be, s->x, s->h, &L->down, T));
 		}
 		OK(op->rmsnorm(be, s->xb, s->x, NULL, &m->out_norm, T, D, eps));
@@ -378,26 +438,7 @@ static fi_err run_layers(struct fi_model *m, int T, const int32_t *tok_d, const 
 		struct layer *L = &m->l[l];
 		/* attention block; from layer 1 on, the norm first adds the previous MLP output */
 		OK(op->rmsnorm(be, s->xb, s->x, l ? s->y : NULL, &L->attn_norm, T, D, eps));
-		if (op->matmul_multi) { /* q, k, v in one pass over xb */
-			void *const o3[] = {s->q, s->k, s->v};
-			const struct fi_weight *const w3[] = {&L->q, &L->k, &L->v};
-			const struct fi_weight *const b3[] = {&L->q_bias, &L->k_bias, &L->v_bias};
-			OK(op->matmul_multi(be, 3, o3, s->xb, w3, c->qkv_bias ? b3 : NULL, T));
-		} else {
-			OK(op->matmul(be, s->q, s->xb, &L->q, c->qkv_bias ? &L->q_bias : NULL, T));
-			OK(op->matmul(be, s->k, s->xb, &L->k, c->qkv_bias ? &L->k_bias : NULL, T));
-			OK(op->matmul(be, s->v, s->xb, &L->v, c->qkv_bias ? &L->v_bias : NULL, T));
-		}
-		if (c->qk_norm) { /* Qwen3: RMSNorm over each head's hd values, before RoPE */
-			OK(op->rmsnorm(be, s->q, s->q, NULL, &L->q_norm, T * Hq, hd, eps));
-			OK(op->rmsnorm(be, s->k, s->k, NULL, &L->k_norm, T * Hk, hd, eps));
-		}
-		if (op->rope_kv_write) {
-			OK(op->rope_kv_write(be, s->q, s->k, s->v, &rope, &m->cache->kv, l, Hq, ab));
-		} else {
-			OK(op->rope(be, s->q, s->k, pos_d, &rope, T, Hq, Hk));
-			OK(op->kv_write(be, &m->cache->kv, l, s->k, s->v, ab));
-		}
+		OK(qkv_rope(m, L, op->matmul_multi != NULL, &rope, pos_d, ab, l, T));
 		OK(op->attention(be, s->att, s->q, &m->cache->kv, l, Hq, ab));
 		OK(op->matmul(be, s->y, s->att, &L->o, NULL, T));
 		/* tensor parallelism: each rank's o product covers its heads only */

@@ -461,7 +461,8 @@ START_TEST(test_tq2_norm_qkv_rope)
 			void *ig = put_bytes(P.gpu, inv, sizeof(float) * (hd / 2));
 			void *pc = put_bytes(P.cpu, pos, 4 * T), *pg = put_bytes(P.gpu, pos, 4 * T);
 			void *sc = put_bytes(P.cpu, slot, 4 * T), *sg = put_bytes(P.gpu, slot, 4 * T);
-			struct fi_rope rc = {hd, ic}, rg = {hd, ig};
+			struct fi_rope rc = {.head_dim = hd, .inv_freq_d = ic};
+			struct fi_rope rg = {.head_dim = hd, .inv_freq_d = ig};
 			struct fi_attn_batch bg = {.n_tokens = T, .tok_pos_d = pg, .slot_d = sg};
 			void *vc = put_act(P.cpu, v, nx), *xg = put_act(P.gpu, x, nx);
 			void *qc = poisoned(P.cpu, (size_t)T * Nq), *kk = poisoned(P.cpu, (size_t)T * Nk);

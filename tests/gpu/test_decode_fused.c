@@ -1,7 +1,8 @@
 /* The CUDA backend's decode fusions against the CPU ops they stand for (backend.h):
  *   norm_qkv_rope  rmsnorm, matmul q/k/v (+ bias), rope, kv_write   q and both caches
  *   matmul_add     matmul, then the residual add (rmsnorm's add)    x
- *   norm_glu       rmsnorm, matmul gate/up, silu_mul                out
+ *   norm_glu       rmsnorm, matmul gate/up, silu_mul (gelu_mul)     out
+ *   add_norm       rmsnorm of y (or none), then rmsnorm's add       x; exact (same rounding)
  * Same bf16-exact random inputs to both backends, outputs poisoned with NaN (the caches
  * zeroed: a slot written in the wrong place, or not at all, differs from the CPU's).
  * Tolerances as test_kernels' matmul and matmul_glu; the fused norm does not round the
@@ -47,10 +48,11 @@ static void weights(const float *w, int64_t rows, int64_t cols, struct fi_weight
 
 START_TEST(test_norm_qkv_rope)
 {
-	/* T, D, Hq, Hk, hd, bias */
+	/* T, D, Hq, Hk, hd, bias (the last: Gemma-2-9B's heads of 256) */
 	static const int sh[][6] = {{1, 4096, 32, 8, 128, 0}, {3, 2048, 32, 8, 64, 1},
-				    {4, 72, 4, 2, 16, 1},     {2, 256, 8, 8, 32, 0}};
-	for (int k = 0; k < 4; k++) {
+				    {4, 72, 4, 2, 16, 1},     {2, 256, 8, 8, 32, 0},
+				    {1, 3584, 16, 8, 256, 0}};
+	for (int k = 0; k < 5; k++) {
 		int T = sh[k][0], D = sh[k][1], Hq = sh[k][2], Hk = sh[k][3], hd = sh[k][4];
 		int hb = sh[k][5], Nq = Hq * hd, Nk = Hk * hd;
 		struct fi_kv_cache kc = {.n_layers = 2, .n_blocks = 4, .block_size = 4, .n_kv_heads = Hk,
@@ -78,7 +80,8 @@ START_TEST(test_norm_qkv_rope)
 		void *ic = put_bytes(P.cpu, inv, hd * 2), *ig = put_bytes(P.gpu, inv, hd * 2);
 		void *pc = ints(P.cpu, pos, T), *pg = ints(P.gpu, pos, T);
 		void *sc = ints(P.cpu, slot, T), *sg = ints(P.gpu, slot, T);
-		struct fi_rope rc = {hd, ic}, rg = {hd, ig};
+		struct fi_rope rc = {.head_dim = hd, .inv_freq_d = ic};
+		struct fi_rope rg = {.head_dim = hd, .inv_freq_d = ig};
 		struct fi_attn_batch bg = {.n_tokens = T, .tok_pos_d = pg, .slot_d = sg};
 		void *xc = put_act(P.cpu, x, (size_t)T * D), *xg = put_act(P.gpu, x, (size_t)T * D);
 		void *xb = poisoned(P.cpu, (size_t)T * D);
@@ -159,10 +162,11 @@ END_TEST
 
 START_TEST(test_norm_glu)
 {
-	/* T, F, K */
-	static const int sh[][3] = {{1, 14336, 4096}, {2, 8192, 2048}, {4, 40, 72}, {3, 1000, 256}};
-	for (int k = 0; k < 4; k++) {
-		int T = sh[k][0], F = sh[k][1], K = sh[k][2];
+	/* T, F, K, act (1: tanh GELU, Gemma's GeGLU; Gemma-2-9B's widths) */
+	static const int sh[][4] = {{1, 14336, 4096, 0}, {2, 8192, 2048, 0}, {4, 40, 72, 0},
+				    {3, 1000, 256, 0}, {1, 14336, 3584, 1}, {4, 1000, 256, 1}};
+	for (int k = 0; k < 6; k++) {
+		int T = sh[k][0], F = sh[k][1], K = sh[k][2], act = sh[k][3];
 		size_t n = (size_t)T * F;
 		float *x = rand_bf16((size_t)T * K, 3, &seed), *g = rand_bf16(K, 1, &seed);
 		float *wg = rand_bf16((size_t)F * K, 1, &seed), *wu = rand_bf16((size_t)F * K, 1, &seed);
@@ -175,11 +179,16 @@ START_TEST(test_norm_glu)
 		ck_assert(!P.cpu->ops->rmsnorm(P.cpu, xb, xc, NULL, &nc_, T, K, 1e-5f));
 		ck_assert(!P.cpu->ops->matmul(P.cpu, ac, xb, &gc, NULL, T));
 		ck_assert(!P.cpu->ops->matmul(P.cpu, bc, xb, &uc, NULL, T));
-		ck_assert(!P.cpu->ops->silu_mul(P.cpu, oc, ac, bc, T, F));
-		ck_assert_msg(P.gpu->ops->norm_glu(P.gpu, og, xg, &ng, 1e-5f, &gg, &ug, T) == FI_OK,
+		if (act)
+			ck_assert(!P.cpu->ops->gelu_mul(P.cpu, oc, ac, bc, T, F));
+		else
+			ck_assert(!P.cpu->ops->silu_mul(P.cpu, oc, ac, bc, T, F));
+		ck_assert_msg(P.gpu->ops->norm_glu(P.gpu, og, xg, &ng, 1e-5f, &gg, &ug,
+						   act ? FI_GLU_GELU_TANH : FI_GLU_SILU, T) == FI_OK,
 			      "%s", fi_errmsg());
 		ck_assert(P.gpu->ops->sync(P.gpu) == FI_OK);
-		snprintf(name, sizeof name, "norm_glu T=%d F=%d K=%d", T, F, K);
+		snprintf(name, sizeof name, "norm_glu T=%d F=%d K=%d %s", T, F, K,
+			 act ? "gelu" : "silu");
 		check(name, og, oc, n, 1.f / 32, 4e-2f * K / 9, 1.6e-2f);
 		P.cpu->ops->weight_free(P.cpu, &nc_), P.gpu->ops->weight_free(P.gpu, &ng);
 		P.cpu->ops->weight_free(P.cpu, &gc), P.gpu->ops->weight_free(P.gpu, &gg);
@@ -187,6 +196,48 @@ START_TEST(test_norm_glu)
 		freeb(P.cpu, xc), freeb(P.gpu, xg), freeb(P.cpu, xb), freeb(P.cpu, ac);
 		freeb(P.cpu, bc), freeb(P.cpu, oc), freeb(P.gpu, og);
 		free(x), free(g), free(wg), free(wu);
+	}
+}
+END_TEST
+
+/* add_norm against the GPU's own rmsnorm of y then rmsnorm's residual add (the two launches
+ * it replaces: equal to the bit), and against the CPU ops within rmsnorm's tolerance. */
+START_TEST(test_add_norm)
+{
+	static const int sh[][2] = {{1, 3584}, {4, 4096}, {2, 68}, {3, 2304}};
+	for (int k = 0; k < 8; k++) {
+		int T = sh[k % 4][0], D = sh[k % 4][1], nrm = k < 4;
+		size_t n = (size_t)T * D;
+		float *x = rand_bf16(n, 3, &seed), *y = rand_bf16(n, 2, &seed);
+		float *g = rand_bf16(D, 1.5f, &seed);
+		struct fi_weight nc_, ng;
+		char name[96];
+		weights(g, 1, D, &nc_, &ng);
+		void *xc = put_act(P.cpu, x, n), *xg = put_act(P.gpu, x, n);
+		void *x2 = put_act(P.gpu, x, n), *yg = put_act(P.gpu, y, n);
+		void *yc = put_act(P.cpu, y, n), *y2 = put_act(P.gpu, y, n);
+		void *scratch = poisoned(P.gpu, n);
+		ck_assert(!P.cpu->ops->add_norm(P.cpu, xc, yc, nrm ? &nc_ : NULL, 1e-6f, T, D));
+		ck_assert_msg(!P.gpu->ops->add_norm(P.gpu, xg, yg, nrm ? &ng : NULL, 1e-6f, T, D),
+			      "%s", fi_errmsg());
+		/* the two launches: y normalised in place, then x += y inside an rmsnorm */
+		if (nrm)
+			ck_assert(!P.gpu->ops->rmsnorm(P.gpu, y2, y2, NULL, &ng, T, D, 1e-6f));
+		ck_assert(!P.gpu->ops->rmsnorm(P.gpu, scratch, x2, y2, &ng, T, D, 1e-6f));
+		ck_assert(P.gpu->ops->sync(P.gpu) == FI_OK);
+		snprintf(name, sizeof name, "add_norm T=%d D=%d norm=%d", T, D, nrm);
+		check(name, xg, xc, n, 1.f / 64, 1e-2f, 8e-3f);
+		{
+			float *a = get_act(P.gpu, xg, n), *b = get_act(P.gpu, x2, n);
+			ck_assert_msg(!memcmp(a, b, n * sizeof(float)),
+				      "%s: differs from rmsnorm + add on the GPU", name);
+			printf("%-44s equal to the two launches\n", name);
+			free(a), free(b);
+		}
+		P.cpu->ops->weight_free(P.cpu, &nc_), P.gpu->ops->weight_free(P.gpu, &ng);
+		freeb(P.cpu, xc), freeb(P.gpu, xg), freeb(P.gpu, x2), freeb(P.gpu, yg);
+		freeb(P.cpu, yc), freeb(P.gpu, y2), freeb(P.gpu, scratch);
+		free(x), free(y), free(g);
 	}
 }
 END_TEST
@@ -199,6 +250,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_norm_qkv_rope);
 	tcase_add_test(tc, test_matmul_add);
 	tcase_add_test(tc, test_norm_glu);
+	tcase_add_test(tc, test_add_norm);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -152,13 +152,13 @@ struct moe_case {
 };
 
 static const struct moe_case moe_cases[] = {
-	{"mixtral-like decode", 1, 8, 2, 512, 256, 1, FI_MOE_SILU},
-	{"mixtral-like batch 4", 4, 8, 2, 512, 256, 1, FI_MOE_SILU},
-	{"qwen3-moe-like decode", 1, 128, 8, 128, 512, 1, FI_MOE_SILU},
-	{"qwen3-moe-like 31 tokens", 31, 128, 8, 128, 512, 0, FI_MOE_SILU},
-	{"qwen3-moe-like prefill (grouped)", 300, 128, 8, 128, 512, 1, FI_MOE_SILU},
-	{"mixtral-like prefill (grouped)", 200, 8, 2, 512, 256, 1, FI_MOE_SILU},
-	{"gelu experts", 5, 16, 4, 96, 128, 1, FI_MOE_GELU_TANH},
+	{"mixtral-like decode", 1, 8, 2, 512, 256, 1, FI_GLU_SILU},
+	{"mixtral-like batch 4", 4, 8, 2, 512, 256, 1, FI_GLU_SILU},
+	{"qwen3-moe-like decode", 1, 128, 8, 128, 512, 1, FI_GLU_SILU},
+	{"qwen3-moe-like 31 tokens", 31, 128, 8, 128, 512, 0, FI_GLU_SILU},
+	{"qwen3-moe-like prefill (grouped)", 300, 128, 8, 128, 512, 1, FI_GLU_SILU},
+	{"mixtral-like prefill (grouped)", 200, 8, 2, 512, 256, 1, FI_GLU_SILU},
+	{"gelu experts", 5, 16, 4, 96, 128, 1, FI_GLU_GELU_TANH},
 };
 
 START_TEST(test_moe)

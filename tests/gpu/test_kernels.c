@@ -6,7 +6,8 @@
  *   matmul (bf16 out, f32 accumulate)            |d| <= 2e-2 rms + 2^-6 |r|, rel <= 8e-3
  *   matmul_f32out                                rel <= 4e-3
  *   matmul_multi (each part against matmul)      as matmul
- *   rope_kv_write (against rope, kv_write)       as rope; the V cache exact
+ *   rope_kv_write (against rope, kv_write; with   as rope; the V cache exact
+ *     q/k norms against rmsnorm of each head first)
  *   matmul_glu (against matmul x2, silu_mul)     |d| <= 4e-2 K/9 + 2^-5 |r|, rel <= 1.6e-2
  *   attention (bf16 P and out)                   |d| <= 2e-2 + 2^-5 |r|, rel <= 1.5e-2
  * Sizes include odd ones (scalar fallbacks, partial tiles, rows past T) and real ones
@@ -267,7 +268,8 @@ START_TEST(test_rope_silu)
 			pos[t] = (t * 2654435761u) % 9000;
 		void *ic = put_bytes(P.cpu, inv, hd * 2), *ig = put_bytes(P.gpu, inv, hd * 2);
 		void *pc = ints(P.cpu, pos, T), *pg = ints(P.gpu, pos, T);
-		struct fi_rope rc = {hd, ic}, rg = {hd, ig};
+		struct fi_rope rc = {.head_dim = hd, .inv_freq_d = ic};
+		struct fi_rope rg = {.head_dim = hd, .inv_freq_d = ig};
 		void *qc = put_act(P.cpu, q, nq), *qg = put_act(P.gpu, q, nq);
 		void *kc = put_act(P.cpu, kk, nk), *kg = put_act(P.gpu, kk, nk);
 		BOTH(P.cpu->ops->rope(P.cpu, qc, kc, pc, &rc, T, Hq, Hk),
@@ -306,8 +308,9 @@ START_TEST(test_fused_ops)
 {
 	static const int shapes[][4] = {{1, 32, 8, 128}, {5, 32, 8, 64}, {3, 4, 2, 16},
 					{4, 20, 5, 128}, {6, 6, 2, 6}, {8, 12, 4, 96}};
-	for (int k = 0; k < 6; k++) {
-		int T = shapes[k][0], Hq = shapes[k][1], Hk = shapes[k][2], hd = shapes[k][3];
+	for (int k = 0; k < 12; k++) { /* each shape without, then with q/k norms */
+		int T = shapes[k % 6][0], Hq = shapes[k % 6][1], Hk = shapes[k % 6][2];
+		int hd = shapes[k % 6][3], nrm = k >= 6;
 		size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * Hk * hd;
 		struct fi_kv_cache kc = {.n_layers = 2, .n_blocks = 4, .block_size = 4, .n_kv_heads = Hk,
 				    .head_dim = hd}, kg = kc;
@@ -338,11 +341,23 @@ START_TEST(test_fused_ops)
 		void *ic = put_bytes(P.cpu, inv, hd * 2), *ig = put_bytes(P.gpu, inv, hd * 2);
 		void *pc = ints(P.cpu, pos, T), *pg = ints(P.gpu, pos, T);
 		void *sc = ints(P.cpu, slot, T), *sg = ints(P.gpu, slot, T);
-		struct fi_rope rc = {hd, ic}, rg = {hd, ig};
+		struct fi_rope rc = {.head_dim = hd, .inv_freq_d = ic};
+		struct fi_rope rg = {.head_dim = hd, .inv_freq_d = ig};
 		struct fi_attn_batch bg = {.n_tokens = T, .tok_pos_d = pg, .slot_d = sg};
 		void *qc = put_act(P.cpu, q, nq), *qg = put_act(P.gpu, q, nq);
 		void *kc_ = put_act(P.cpu, kk, nk), *kg_ = put_act(P.gpu, kk, nk);
 		void *vc = put_act(P.cpu, v, nk), *vg = put_act(P.gpu, v, nk);
+		float *wq = rand_bf16((size_t)hd, 1.5f, &seed), *wk = rand_bf16((size_t)hd, 1.5f, &seed);
+		struct fi_weight nqc, nqg, nkc, nkg;
+		make_weight(P.cpu, wq, 1, hd, &nqc), make_weight(P.gpu, wq, 1, hd, &nqg);
+		make_weight(P.cpu, wk, 1, hd, &nkc), make_weight(P.gpu, wk, 1, hd, &nkg);
+		if (nrm) { /* the reference: rmsnorm over each head's hd values, then rope */
+			ck_assert(P.cpu->ops->rmsnorm(P.cpu, qc, qc, NULL, &nqc, T * Hq, hd, 1e-6f) ==
+				  FI_OK);
+			ck_assert(P.cpu->ops->rmsnorm(P.cpu, kc_, kc_, NULL, &nkc, T * Hk, hd, 1e-6f) ==
+				  FI_OK);
+			rg.q_norm = &nqg, rg.k_norm = &nkg, rg.norm_eps = 1e-6f;
+		}
 		ck_assert(P.cpu->ops->rope(P.cpu, qc, kc_, pc, &rc, T, Hq, Hk) == FI_OK);
 		/* the CPU op refuses a negative slot: its reference writes the others one by one */
 		for (int t = 0; t < T; t++) {
@@ -355,15 +370,18 @@ START_TEST(test_fused_ops)
 		ck_assert_msg(P.gpu->ops->rope_kv_write(P.gpu, qg, kg_, vg, &rg, &kg, 1, Hq, &bg) ==
 			      FI_OK, "%s", fi_errmsg());
 		ck_assert(P.gpu->ops->sync(P.gpu) == FI_OK);
-		snprintf(name, sizeof name, "rope_kv_write q T=%d Hq=%d hd=%d", T, Hq, hd);
+		snprintf(name, sizeof name, "rope_kv_write q T=%d Hq=%d hd=%d norm=%d", T, Hq, hd, nrm);
 		check(name, P.gpu, qg, P.cpu, qc, nq, 1.f / 64, 1e-2f, 8e-3f);
-		snprintf(name, sizeof name, "rope_kv_write k T=%d Hk=%d hd=%d", T, Hk, hd);
+		snprintf(name, sizeof name, "rope_kv_write k T=%d Hk=%d hd=%d norm=%d", T, Hk, hd, nrm);
 		check(name, P.gpu, kg_, P.cpu, kc_, nk, 1.f / 64, 1e-2f, 8e-3f);
-		snprintf(name, sizeof name, "rope_kv_write K cache T=%d", T);
+		snprintf(name, sizeof name, "rope_kv_write K cache T=%d norm=%d", T, nrm);
 		check(name, P.gpu, kg.k_d[1], P.cpu, kc.k_d[1], ncache, 1.f / 64, 1e-2f, 8e-3f);
 		snprintf(name, sizeof name, "rope_kv_write V cache T=%d", T);
 		check(name, P.gpu, kg.v_d[1], P.cpu, kc.v_d[1], ncache, 0, 0, 0);
 		P.cpu->ops->kv_free(P.cpu, &kc), P.gpu->ops->kv_free(P.gpu, &kg);
+		P.cpu->ops->weight_free(P.cpu, &nqc), P.gpu->ops->weight_free(P.gpu, &nqg);
+		P.cpu->ops->weight_free(P.cpu, &nkc), P.gpu->ops->weight_free(P.gpu, &nkg);
+		free(wq), free(wk);
 		freeb(P.cpu, ic), freeb(P.gpu, ig), freeb(P.cpu, pc), freeb(P.gpu, pg);
 		freeb(P.cpu, sc), freeb(P.gpu, sg), freeb(P.cpu, qc), freeb(P.gpu, qg);
 		freeb(P.cpu, kc_), freeb(P.gpu, kg_), freeb(P.cpu, vc), freeb(P.gpu, vg);

@@ -102,7 +102,8 @@ static void qkv(const struct qt *qq, const struct qt *qv, int T, int D, int Hq, 
 	void *ic = put_bytes(P.cpu, inv, hd * 2), *ig = put_bytes(P.gpu, inv, hd * 2);
 	void *pc = put_bytes(P.cpu, pos, 4 * T), *pg = put_bytes(P.gpu, pos, 4 * T);
 	void *sc = put_bytes(P.cpu, slot, 4 * T), *sg = put_bytes(P.gpu, slot, 4 * T);
-	struct fi_rope rc = {hd, ic}, rg = {hd, ig};
+	struct fi_rope rc = {.head_dim = hd, .inv_freq_d = ic};
+	struct fi_rope rg = {.head_dim = hd, .inv_freq_d = ig};
 	struct fi_attn_batch bg = {.n_tokens = T, .tok_pos_d = pg, .slot_d = sg};
 	void *xc = put_act(P.cpu, x, (size_t)T * D), *xg = put_act(P.gpu, x, (size_t)T * D);
 	void *q_c = poisoned(P.cpu, (size_t)T * Nq), *k_c = poisoned(P.cpu, (size_t)T * Nk);
@@ -181,7 +182,7 @@ static void glu(const struct qt *q, int T, int F, int K)
 	ck_assert(!P.cpu->ops->matmul(P.cpu, ac, xb, &gc, NULL, T));
 	ck_assert(!P.cpu->ops->matmul(P.cpu, bc, xb, &uc, NULL, T));
 	ck_assert(!P.cpu->ops->silu_mul(P.cpu, oc, ac, bc, T, F));
-	ck_assert_msg(P.gpu->ops->norm_glu(P.gpu, og, xg, &ng, 1e-5f, &gg, &ug, T) == FI_OK, "%s",
+	ck_assert_msg(P.gpu->ops->norm_glu(P.gpu, og, xg, &ng, 1e-5f, &gg, &ug, FI_GLU_SILU, T) == FI_OK, "%s",
 		      fi_errmsg());
 	ck_assert(P.gpu->ops->sync(P.gpu) == FI_OK);
 	snprintf(name, sizeof name, "norm_glu %s T=%d F=%d K=%d", q->what, T, F, K);

@@ -193,7 +193,7 @@ START_TEST(test_rope)
 	float *q0 = malloc(sizeof(float) * T * Hq * hd), *k0 = malloc(sizeof(float) * T * Hk * hd);
 	float inv[5];
 	int32_t pos[5] = {0, 1, 7, 300, 4095};
-	struct fi_rope r = {hd, inv};
+	struct fi_rope r = {.head_dim = hd, .inv_freq_d = inv};
 	setup_threads(_i ? 3 : 1);
 	for (int i = 0; i < half; i++)
 		inv[i] = (float)pow(10000.0, -2.0 * i / hd);

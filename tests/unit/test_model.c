@@ -6,8 +6,8 @@
  * runs three ways: one full-sequence forward, token-by-token decode (incremental KV), and
  * a mixed batch of three sequences at different stages (with a fork) in the same calls; the
  * last two once more through the decode fusions (backend.h: norm_qkv_rope, matmul_add,
- * norm_glu, which the CPU backend has but does not use by itself), counting that they ran
- * wherever the model allows them (not with Qwen3's q/k norm). */
+ * norm_glu, add_norm, which the CPU backend has but does not use by itself), counting that
+ * they ran (every family: with q/k norms, the norm, q/k/v and rope_kv_write apart). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -240,7 +240,9 @@ static double run_mixed(const char *name, const struct ref *r)
 	return worst;
 }
 
-/* The CPU ops with matmul_add counted (it runs twice a layer on the fused path). */
+/* The CPU ops with the fused ones counted: matmul_add (the o and down products of the
+ * Llama family, Phi-3 and the MoE families), norm_glu (every dense MLP) and add_norm (Gemma's
+ * post-norms, the MoE blocks). */
 static struct fi_backend_ops counted;
 static const struct fi_backend_ops *plain;
 static long n_fused;
@@ -252,6 +254,21 @@ static fi_err count_matmul_add(struct fi_backend *b, void *x_d, const void *in_d
 	return plain->matmul_add(b, x_d, in_d, w, T);
 }
 
+static fi_err count_norm_glu(struct fi_backend *b, void *out_d, const void *x_d,
+			     const struct fi_weight *norm, float eps, const struct fi_weight *gate,
+			     const struct fi_weight *up, enum fi_glu_act act, int T)
+{
+	n_fused++;
+	return plain->norm_glu(b, out_d, x_d, norm, eps, gate, up, act, T);
+}
+
+static fi_err count_add_norm(struct fi_backend *b, void *x_d, const void *y_d,
+			     const struct fi_weight *norm, float eps, int T, int D)
+{
+	n_fused++;
+	return plain->add_norm(b, x_d, y_d, norm, eps, T, D);
+}
+
 static void family_fused(const char *name, int fusable)
 {
 	struct ref r;
@@ -259,10 +276,13 @@ static void family_fused(const char *name, int fusable)
 	int agree;
 	load_ref(name, &r);
 	plain = be->ops;
-	ck_assert_msg(plain->norm_qkv_rope && plain->matmul_add && plain->norm_glu,
+	ck_assert_msg(plain->norm_qkv_rope && plain->matmul_add && plain->norm_glu &&
+			      plain->add_norm,
 		      "the CPU backend lacks the decode fusions");
 	counted = *plain;
 	counted.matmul_add = count_matmul_add;
+	counted.norm_glu = count_norm_glu;
+	counted.add_norm = count_add_norm;
 	be->ops = &counted;
 	be->fuse_max_T = 4;
 	n_fused = 0;
@@ -277,8 +297,8 @@ static void family_fused(const char *name, int fusable)
 	free_ref(&r);
 }
 
-/* fusable: the model may take the decode fusions (the Llama family without q/k norms; the
- * families of arch.h run their own layers). */
+/* fusable: the model takes the decode fusions (run_layers' and fi_arch_layers' fused
+ * paths). */
 static void family_ex(const char *name, int fusable)
 {
 	struct ref r;
@@ -296,7 +316,7 @@ static void family_ex(const char *name, int fusable)
 
 static void family(const char *name)
 {
-	family_ex(name, !strstr(name, "qwen3"));
+	family_ex(name, 1);
 }
 
 START_TEST(test_llama) { family("hf/llama"); }
@@ -312,19 +332,19 @@ END_TEST
 START_TEST(test_qwen3) { family("hf/qwen3"); }
 END_TEST
 /* The families of arch.h (tools/make_hf_fixtures.py says what each fixture exercises). */
-START_TEST(test_gemma2) { family_ex("hf/gemma2", 0); }
+START_TEST(test_gemma2) { family_ex("hf/gemma2", 1); }
 END_TEST
-START_TEST(test_gemma3) { family_ex("hf/gemma3", 0); }
+START_TEST(test_gemma3) { family_ex("hf/gemma3", 1); }
 END_TEST
-START_TEST(test_gemma3_mm) { family_ex("hf/gemma3_mm", 0); }
+START_TEST(test_gemma3_mm) { family_ex("hf/gemma3_mm", 1); }
 END_TEST
-START_TEST(test_phi3) { family_ex("hf/phi3", 0); }
+START_TEST(test_phi3) { family_ex("hf/phi3", 1); }
 END_TEST
-START_TEST(test_phi3_longrope) { family_ex("hf/phi3_longrope", 0); }
+START_TEST(test_phi3_longrope) { family_ex("hf/phi3_longrope", 1); }
 END_TEST
-START_TEST(test_mixtral) { family_ex("hf/mixtral", 0); }
+START_TEST(test_mixtral) { family_ex("hf/mixtral", 1); }
 END_TEST
-START_TEST(test_qwen3_moe) { family_ex("hf/qwen3_moe", 0); }
+START_TEST(test_qwen3_moe) { family_ex("hf/qwen3_moe", 1); }
 END_TEST
 START_TEST(test_qwen2_yarn) { family("hf/qwen2_yarn"); }
 END_TEST

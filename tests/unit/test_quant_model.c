@@ -45,10 +45,10 @@ static long n_fused;
 
 static fi_err count_norm_glu(struct fi_backend *b, void *out_d, const void *x_d,
 			     const struct fi_weight *norm, float eps, const struct fi_weight *gate,
-			     const struct fi_weight *up, int T)
+			     const struct fi_weight *up, enum fi_glu_act act, int T)
 {
 	n_fused++;
-	return plain->norm_glu(b, out_d, x_d, norm, eps, gate, up, T);
+	return plain->norm_glu(b, out_d, x_d, norm, eps, gate, up, act, T);
 }
 
 static void load_ref(const char *name, struct ref *r)

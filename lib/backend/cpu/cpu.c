@@ -240,6 +240,7 @@ static const struct fi_backend_ops cpu_ops = {
 	.norm_qkv_rope = fi_cpu_norm_qkv_rope,
 	.matmul_add = fi_cpu_matmul_add,
 	.norm_glu = fi_cpu_norm_glu,
+	.add_norm = fi_cpu_add_norm,
 	.matmul = fi_cpu_matmul,
 	.matmul_f32out = fi_cpu_matmul_f32out,
 	.rope = fi_cpu_rope,
@@ -283,6 +284,7 @@ fi_err fi_backend_cpu_create(int n_threads, struct fi_backend **out)
 	be->ops = &cpu_ops;
 	be->act = FI_DT_F32;
 	be->settings = fi_settings();
+	be->fuse_families = 1; /* for the tests that set fuse_max_T (cpu_fused.c) */
 	be->priv = c;
 	if (fi_cpu_pool_start(&c->pool, n_threads)) {
 		cpu_destroy(be);

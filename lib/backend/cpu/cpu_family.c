@@ -207,7 +207,7 @@ fi_err fi_cpu_moe(struct fi_backend *be, void *out_d, const void *in_d, const fl
 			    u, Fm);
 		for (size_t i = 0; i < (size_t)n * Fm; i++) {
 			float a = g[i];
-			g[i] = (mo->act == FI_MOE_GELU_TANH ? gelu_tanh(a) : a / (1.0f + expf(-a))) * u[i];
+			g[i] = (mo->act == FI_GLU_GELU_TANH ? gelu_tanh(a) : a / (1.0f + expf(-a))) * u[i];
 		}
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, D, Fm, 1.0f, g, Fm, wd, Fm, 0.0f,
 			    y, D);

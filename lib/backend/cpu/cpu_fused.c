@@ -1,4 +1,4 @@
-/* cpu_fused: the decode fusions of backend.h (norm_qkv_rope, matmul_add, norm_glu) as the
+/* cpu_fused: the decode fusions of backend.h (norm_qkv_rope, matmul_add, norm_glu, add_norm) as the
  * plain CPU ops in sequence, in f32 throughout. The CPU gains nothing from fusing, so
  * be->fuse_max_T stays 0 and model.c keeps the plain ops; these exist so that the fused
  * path of the forward pass runs, and is checked against the reference, on every machine
@@ -61,7 +61,8 @@ fi_err fi_cpu_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 
 fi_err fi_cpu_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 		       const struct fi_weight *norm, float eps, const struct fi_weight *gate,
-		       const struct fi_weight *up, int T)
+		       const struct fi_weight *up, enum fi_glu_act act,
+		       int T)
 {
 	int D = (int)gate->cols, F = (int)gate->rows;
 	float *xb = tmp_f32((size_t)T * D), *g = tmp_f32((size_t)T * F), *u = tmp_f32((size_t)T * F);
@@ -73,9 +74,25 @@ fi_err fi_cpu_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 	if (!e)
 		e = fi_cpu_matmul(be, u, xb, up, NULL, T);
 	if (!e)
-		e = fi_cpu_silu_mul(be, out_d, g, u, T, F);
+		e = act == FI_GLU_GELU_TANH ? fi_cpu_gelu_mul(be, out_d, g, u, T, F)
+					    : fi_cpu_silu_mul(be, out_d, g, u, T, F);
 	free(xb);
 	free(g);
 	free(u);
+	return e;
+}
+
+fi_err fi_cpu_add_norm(struct fi_backend *be, void *x_d, const void *y_d,
+		       const struct fi_weight *norm, float eps, int T, int D)
+{
+	size_t n = (size_t)T * (size_t)D;
+	float *t = norm ? tmp_f32(n) : NULL, *x = x_d;
+	const float *y = y_d;
+	fi_err e = norm && !t ? FI_ENOMEM : FI_OK;
+	if (!e && norm && !(e = fi_cpu_rmsnorm(be, t, (void *)y_d, NULL, norm, T, D, eps)))
+		y = t;
+	for (size_t i = 0; i < n && !e; i++)
+		x[i] += y[i];
+	free(t);
 	return e;
 }

@@ -48,6 +48,8 @@ fi_err fi_cpu_rope(struct fi_backend *be, void *q_d, void *k_d, const int32_t *p
 	if (r->head_dim <= 0 || r->head_dim % 2 || r->head_dim > 1024)
 		return fi_fail(FI_EUNSUPPORTED, "rope: head_dim %d (expected even, <= 1024)",
 			       r->head_dim);
+	if (r->q_norm || r->k_norm)
+		return fi_fail(FI_EUNSUPPORTED, "rope: q/k norms are rope_kv_write's");
 	fi_cpu_parallel_for(be, T, 8, rope_rows, &j);
 	return FI_OK;
 }

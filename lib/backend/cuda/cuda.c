@@ -255,6 +255,20 @@ static fi_err cu_rmsnorm(struct fi_backend *be, void *out_d, void *x_d, const vo
 	return fi_cu_rmsnorm(fi_cuda_of(be)->stream, out_d, x_d, add_d, w->p, T, D, eps);
 }
 
+static fi_err cu_add_norm(struct fi_backend *be, void *x_d, const void *y_d,
+			  const struct fi_weight *norm, float eps, int T, int D)
+{
+	fi_err e = norm ? need_bf16(norm, "add_norm") : FI_OK;
+	if (e)
+		return e;
+	if (norm && norm->rows * norm->cols != D)
+		return fi_fail(FI_EMISMATCH, "add_norm: weight of %lld for rows of %d",
+			       (long long)(norm->rows * norm->cols), D);
+	if (x_d == y_d)
+		return fi_fail(FI_EINVAL, "add_norm: y may not alias x");
+	return fi_cu_add_norm(fi_cuda_of(be)->stream, x_d, y_d, norm ? norm->p : NULL, T, D, eps);
+}
+
 static fi_err cu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 			const struct fi_weight *w, const struct fi_weight *bias, int T)
 {
@@ -384,6 +398,8 @@ static fi_err cu_matmul_f32out(struct fi_backend *be, float *out_d, const void *
 static fi_err cu_rope(struct fi_backend *be, void *q_d, void *k_d, const int32_t *pos_d,
 		      const struct fi_rope *r, int T, int Hq, int Hk)
 {
+	if (r->q_norm || r->k_norm)
+		return fi_fail(FI_EUNSUPPORTED, "rope: q/k norms are rope_kv_write's");
 	return fi_cu_rope(fi_cuda_of(be)->stream, q_d, k_d, pos_d, r->inv_freq_d, T, Hq, Hk,
 			  r->head_dim);
 }
@@ -406,9 +422,20 @@ static fi_err cu_rope_kv_write(struct fi_backend *be, void *q_d, void *k_d, cons
 		return fi_fail(FI_ERANGE, "kv_write: layer %d of %d", layer, kv->n_layers);
 	if (r->head_dim != kv->head_dim)
 		return fi_fail(FI_EMISMATCH, "rope: head size %d, cache %d", r->head_dim, kv->head_dim);
+	if (!r->q_norm != !r->k_norm)
+		return fi_fail(FI_EINVAL, "rope: a q norm without a k norm, or the reverse");
+	for (int i = 0; r->q_norm && i < 2; i++) {
+		const struct fi_weight *n = i ? r->k_norm : r->q_norm;
+		if (n->dtype != FI_DT_BF16 || n->rows * n->cols != r->head_dim)
+			return fi_fail(FI_EMISMATCH, "rope: %s norm has %lld %s values, expected %d bf16",
+				       i ? "k" : "q", (long long)(n->rows * n->cols),
+				       fi_dtype_name(n->dtype), r->head_dim);
+	}
 	return fi_cu_rope_kv(fi_cuda_of(be)->stream, q_d, k_d, v_d, kv->k_d[layer], kv->v_d[layer],
-			     b->tok_pos_d, b->slot_d, r->inv_freq_d, b->n_tokens, Hq, kv->n_kv_heads,
-			     kv->head_dim, (int64_t)kv->n_blocks * kv->block_size);
+			     b->tok_pos_d, b->slot_d, r->inv_freq_d,
+			     r->q_norm ? r->q_norm->p : NULL, r->k_norm ? r->k_norm->p : NULL,
+			     r->norm_eps, b->n_tokens, Hq, kv->n_kv_heads, kv->head_dim,
+			     (int64_t)kv->n_blocks * kv->block_size);
 }
 
 /* Many tokens per sequence: the tensor-core kernel; decode steps (and anything it does not
@@ -628,6 +655,7 @@ static const struct fi_backend_ops cuda_ops = {
 	.norm_qkv_rope = fi_cuda_norm_qkv_rope,
 	.matmul_add = fi_cuda_matmul_add,
 	.norm_glu = fi_cuda_norm_glu,
+	.add_norm = cu_add_norm,
 	.argmax = cu_argmax,
 	.sample = cu_sample,
 	.graph_replay = cu_graph_replay,
@@ -709,6 +737,7 @@ fi_err fi_backend_cuda_create(int device, struct fi_backend **out)
 	/* FI_DECODE_FUSE=0: decode layers through the plain ops, to time against */
 	be->fuse_max_T = be->settings->decode_fuse ? 4 : 0;
 	be->fuse_quant = be->settings->qfuse;
+	be->fuse_families = be->settings->family_fuse;
 	if ((e = setup(be, c, device))) {
 		cu_destroy(be);
 		return e;

@@ -223,12 +223,17 @@ fi_err fi_cu_embed(cudaStream_t st, void *x, const void *emb, int64_t V, const i
 		   int T, int D);
 fi_err fi_cu_rmsnorm(cudaStream_t st, void *out, void *x, const void *add, const void *w,
 		     int T, int D, float eps);
+/* x[T,D] += w ? rmsnorm(y; w, eps) : y (kernels/rmsnorm.cu). */
+fi_err fi_cu_add_norm(cudaStream_t st, void *x, const void *y, const void *w, int T, int D,
+		      float eps);
 fi_err fi_cu_rope(cudaStream_t st, void *q, void *k, const int32_t *pos, const float *inv_freq,
 		  int T, int Hq, int Hk, int hd);
-/* rope, then the rotated k and v written to the cache at slot[t] (one launch). */
+/* rope, then the rotated k and v written to the cache at slot[t] (one launch); qn and kn
+ * (both or neither): bf16 [hd] weights of an RMSNorm over each q and k head, applied first. */
 fi_err fi_cu_rope_kv(cudaStream_t st, void *q, void *k, const void *v, void *kc, void *vc,
-		     const int32_t *pos, const int32_t *slot, const float *inv_freq, int T, int Hq,
-		     int Hk, int hd, int64_t n_slots);
+		     const int32_t *pos, const int32_t *slot, const float *inv_freq,
+		     const void *qn, const void *kn, float eps, int T, int Hq, int Hk, int hd,
+		     int64_t n_slots);
 fi_err fi_cu_kv_write(cudaStream_t st, void *kc, void *vc, const void *k, const void *v,
 		      const int32_t *slot, int T, int row, int64_t n_slots);
 fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
@@ -250,7 +255,8 @@ fi_err fi_cu_gemv_glu(cudaStream_t st, void *out, const void *x, const void *wg,
 /* Decode products with their neighbours folded in (kernels/gemv_fused.cu), T <= 4:
  *   STORE  out[T,N] = norm(x) W^T            (bf16, or f32 with out_f32)
  *   ADD    out[T,N] += x W^T                  (the residual stream, in place)
- *   GLU    out[T,N] = silu(norm(x) Wg^T) * (norm(x) Wu^T)     w = {gate, up}
+ *   GLU    out[T,N] = act(norm(x) Wg^T) * (norm(x) Wu^T)      w = {gate, up}, act silu or
+ *          tanh GELU
  *   ROPE   q = norm(x) Wq^T (+bq) rotated -> out [T,N]; k, v likewise (k rotated) written
  *          to kc/vc [n_slots, Nk] at slot[t] (negative: not written)     w = {q, k, v}
  * norm(x) = x / sqrt(mean(x^2) + eps) * g when g is set, else x.
@@ -267,6 +273,7 @@ struct fi_cu_rope_out {
 };
 struct fi_cu_fgemv {
 	int epi, out_f32;
+	int act; /* GLU: 0 silu, 1 tanh GELU (enum fi_glu_act) */
 	const void *w[3], *bias[3];
 	const void *x, *g;
 	float eps;
@@ -290,6 +297,7 @@ fi_err fi_cu_gemv_tq2x_rope(cudaStream_t st, void *q_out, const void *const *q,
  * for what it cannot take. */
 struct fi_cu_qfgemv {
 	int epi, aq;
+	int act; /* GLU: 0 silu, 1 tanh GELU (enum fi_glu_act) */
 	struct fi_cu_qw w[3];
 	const void *bias[3];
 	const void *x, *g, *xq;
@@ -310,7 +318,8 @@ fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 			  const struct fi_weight *w, int T);
 fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 			const struct fi_weight *norm, float eps, const struct fi_weight *gate,
-			const struct fi_weight *up, int T);
+			const struct fi_weight *up, enum fi_glu_act act,
+			int T);
 /* out_i[T,N_i] = columns of ws[T, sum N] (bf16), parts in order. */
 fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, const int *N, int T);
 /* ws (n x 32 float2) and cnt (n counters, zero, left zero) are scratch for one row over many

@@ -287,7 +287,7 @@ fi_err fi_cuda_moe(struct fi_backend *be, void *out_d, const void *in_d, const f
 	a.wd = mo->down->p;
 	a.T = T, a.E = E, a.k = k, a.Fm = Fm, a.D = D;
 	a.norm = mo->norm_topk;
-	a.act = mo->act == FI_MOE_GELU_TANH;
+	a.act = mo->act == FI_GLU_GELU_TANH;
 	a.idx = w->ints;
 	a.order = a.idx + w->cap_pairs;
 	a.pos_of = a.order + w->cap_pairs;
@@ -315,7 +315,7 @@ fi_err fi_cuda_moe(struct fi_backend *be, void *out_d, const void *in_d, const f
 	if ((e = grouped(c, w, w->cnt_h, E, w->xs, mo->gate->p, w->g, Fm, D)) ||
 	    (e = grouped(c, w, w->cnt_h, E, w->xs, mo->up->p, w->u, Fm, D)))
 		return e;
-	e = mo->act == FI_MOE_GELU_TANH ? fi_cu_gelu_mul(c->stream, w->h, w->g, w->u, P, Fm)
+	e = mo->act == FI_GLU_GELU_TANH ? fi_cu_gelu_mul(c->stream, w->h, w->g, w->u, P, Fm)
 					 : fi_cu_silu_mul(c->stream, w->h, w->g, w->u, P, Fm);
 	if (e || (e = grouped(c, w, w->cnt_h, E, w->h, mo->down->p, w->yd, D, Fm)))
 		return e;

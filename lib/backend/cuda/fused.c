@@ -189,6 +189,8 @@ fi_err fi_cuda_norm_qkv_rope(struct fi_backend *be, void *q_d, const void *x_d,
 		return fi_fail(FI_ERANGE, "%s: layer %d of %d", op, layer, kv->n_layers);
 	if (r->head_dim != hd)
 		return fi_fail(FI_EMISMATCH, "%s: head size %d, cache %d", op, r->head_dim, hd);
+	if (r->q_norm || r->k_norm)
+		return fi_fail(FI_EUNSUPPORTED, "%s: q/k norms are rope_kv_write's", op);
 	if (w3[0]->dtype == FI_DT_TQ2)
 		return tq2_norm_qkv_rope(be, q_d, x_d, norm, eps, w3, b3, r, kv, layer, Hq, b);
 	if ((e = bf16_vector(norm, D, op, "norm")) ||
@@ -247,7 +249,8 @@ fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 
 fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 			const struct fi_weight *norm, float eps, const struct fi_weight *gate,
-			const struct fi_weight *up, int T)
+			const struct fi_weight *up, enum fi_glu_act act,
+			int T)
 {
 	const char *op = "norm_glu";
 	int quant = fi_dtype_is_quant(gate->dtype);
@@ -266,6 +269,7 @@ fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 			return e;
 		qa.w[0] = fi_cuda_qw(gate);
 		qa.w[1] = fi_cuda_qw(up);
+		qa.act = act == FI_GLU_GELU_TANH;
 		qa.out = out_d;
 		qa.N = (int)gate->rows;
 		qa.K = (int)gate->cols;
@@ -273,6 +277,7 @@ fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 	}
 	a.w[0] = gate->p;
 	a.w[1] = up->p;
+	a.act = act == FI_GLU_GELU_TANH;
 	a.x = x_d;
 	a.g = norm->p;
 	a.eps = eps;
