@@ -68,6 +68,12 @@
 #                 ending with a table of tok/s, bytes per decode step and the share of
 #                 4.3 TB/s, decode through the fused products (FI_QFUSE=1; FI_QBENCH: where
 #                 the checkpoints go, default /tmp/qbench)
+#   pending       the fused paths that are off until measured (FI_QFUSE, FI_FAMILY_FUSE):
+#                 their tests with the switches on (test_decode_fused, test_kernels,
+#                 test_qfused, test_bitnet_gpu, test_family_ops, test_quant_model,
+#                 test_model_hf), then fi-bench tg128 with each switch 0 and 1 on random-weight
+#                 shapes (BitNet 2B-4T, Qwen3-30B-A3B, Gemma-2-9B; Mixtral-8x7B where the card
+#                 holds it); a table last. About 6 minutes: the call that decides the defaults.
 #   tp            tensor parallelism (--tp, NCCL): tests/gpu/test_tp_gpu (fixtures, and the 8B
 #                 reference when parity8b made it: whole model vs TP=1 through NCCL, and TP=2/4
 #                 where that many GPUs exist), then fi-bench tg128 at batch 1 from config.json
@@ -485,6 +491,39 @@ PY
 		done
 		echo "model	test	tok/s	GB/step	share of 4.3 TB/s"
 		cat "$out/quant-bench.txt"
+		;;
+	pending)
+		step "tests with FI_QFUSE=1 FI_FAMILY_FUSE=1"
+		: >"$out/pending.log"
+		for x in test_decode_fused test_kernels test_qfused test_bitnet_gpu test_family_ops \
+			test_quant_model test_model_hf; do
+			FI_QFUSE=1 FI_FAMILY_FUSE=1 timeout 200 $t/$x >>"$out/pending.log" 2>&1 || {
+				rc=1; echo "$x: FAILED"; }
+		done
+		grep -v ' ok$' "$out/pending.log" | grep -E 'FAIL|rror|differ|Checks' | tail -30
+		grep -c ' ok$' "$out/pending.log" | sed 's/^/comparisons ok: /'
+		step "fi-bench tg128, each switch off then on"
+		cfgs=/tmp/famcfg
+		fam="qwen3_30b_a3b gemma2_9b"
+		gib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+		[ "${gib:-0}" -gt 120000 ] && fam="$fam mixtral_8x7b"
+		python3 tools/hf_gpu_ref.py --configs $cfgs $fam >/dev/null || rc=1
+		printf '| shape | switch | off tok/s | on tok/s | on/off |\n| --- | --- | ---: | ---: | ---: |\n' \
+			>"$out/pending.md"
+		ab() { # shape-name switch config: tg128 with the switch 0, then 1
+			for v in 0 1; do
+				env $2=$v fi-bench -m $3 --load-format dummy -r 3 -o json tg128 \
+					>"$out/pending-$1-$v.json" || return 1
+			done
+			python3 - "$out/pending-$1" $1 $2 >>"$out/pending.md" <<'PY'
+import json, sys
+a, b = (json.load(open(f"{sys.argv[1]}-{v}.json"))["tests"][0]["tps_mean"] for v in (0, 1))
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
+PY
+		}
+		ab bitnet_2b4t FI_QFUSE tests/fixtures/bitnet/2b4t/config.json || rc=1
+		for m in $fam; do ab $m FI_FAMILY_FUSE $cfgs/$m || rc=1; done
+		cat "$out/pending.md"
 		;;
 	tp)
 		step "tensor parallelism: test_tp"
