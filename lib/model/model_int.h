@@ -112,8 +112,7 @@ fi_err fi_model_step_body(struct fi_model *m, const struct step_args *a);
  * (model_step.c) ends the group and the step first; tp.c closes each rank with this. */
 void fi_model_close_rank(struct fi_model *m);
 
-/* Makes the activations hold T tokens, the ints n_ints values and the head rows rows. A
- * buffer that moves changes the graph generation (graphs point at the old one). */
+/* layer.c: the pieces both layer loops (model.c, arch.c) use. */
 /* Whether the fused decode ops (backend.h: norm_qkv_rope, matmul_add, norm_glu) take a
  * layer's weights lw = {q, k, v, o, gate, up, down}: each in the activation dtype or
  * quantized as be->fuse_quant allows, q/k/v quantized alike, gate and up of one type; gate,
@@ -127,6 +126,8 @@ fi_err fi_model_qkv_rope(struct fi_model *m, const struct fi_weight *const *w3,
 			 const struct fi_weight *const *b3, const struct fi_weight *const *qk_norm,
 			 int multi, const struct fi_rope *rope, const int32_t *pos_d,
 			 const struct fi_attn_batch *ab, int l, int T);
+/* Makes the activations hold T tokens, the ints n_ints values and the head rows rows. A
+ * buffer that moves changes the graph generation (graphs point at the old one). */
 fi_err fi_model_scratch(struct fi_model *m, int T, size_t n_ints, int rows);
 /* The layers over T tokens, then the LM head over n rows: the rows idx_d of the final
  * norm's output (all rows in order when idx_d is NULL), f32 logits into s.logits, and their
