@@ -229,6 +229,16 @@ static fi_err need_bf16(const struct fi_weight *w, const char *op)
 	return FI_OK;
 }
 
+/* A norm weight: bf16, n values. */
+static fi_err norm_weight(const struct fi_weight *w, int64_t n, const char *op, const char *what)
+{
+	fi_err e = need_bf16(w, op);
+	if (!e && w->rows * w->cols != n)
+		e = fi_fail(FI_EMISMATCH, "%s: %s of %lld values for rows of %lld", op, what,
+			    (long long)(w->rows * w->cols), (long long)n);
+	return e;
+}
+
 static fi_err cu_embed(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
 		       const int32_t *tok_d, int T)
 {
@@ -244,12 +254,9 @@ static fi_err cu_embed(struct fi_backend *be, void *x_d, const struct fi_weight 
 static fi_err cu_rmsnorm(struct fi_backend *be, void *out_d, void *x_d, const void *add_d,
 			 const struct fi_weight *w, int T, int D, float eps)
 {
-	fi_err e = need_bf16(w, "rmsnorm");
+	fi_err e = norm_weight(w, D, "rmsnorm", "weight");
 	if (e)
 		return e;
-	if (w->rows * w->cols != D)
-		return fi_fail(FI_EMISMATCH, "rmsnorm: weight of %lld for rows of %d",
-			       (long long)(w->rows * w->cols), D);
 	if (add_d && out_d == x_d)
 		return fi_fail(FI_EINVAL, "rmsnorm: out may not alias x when adding");
 	return fi_cu_rmsnorm(fi_cuda_of(be)->stream, out_d, x_d, add_d, w->p, T, D, eps);
@@ -258,12 +265,9 @@ static fi_err cu_rmsnorm(struct fi_backend *be, void *out_d, void *x_d, const vo
 static fi_err cu_add_norm(struct fi_backend *be, void *x_d, const void *y_d,
 			  const struct fi_weight *norm, float eps, int T, int D)
 {
-	fi_err e = norm ? need_bf16(norm, "add_norm") : FI_OK;
+	fi_err e = norm ? norm_weight(norm, D, "add_norm", "weight") : FI_OK;
 	if (e)
 		return e;
-	if (norm && norm->rows * norm->cols != D)
-		return fi_fail(FI_EMISMATCH, "add_norm: weight of %lld for rows of %d",
-			       (long long)(norm->rows * norm->cols), D);
 	if (x_d == y_d)
 		return fi_fail(FI_EINVAL, "add_norm: y may not alias x");
 	return fi_cu_add_norm(fi_cuda_of(be)->stream, x_d, y_d, norm ? norm->p : NULL, T, D, eps);
@@ -418,19 +422,16 @@ static fi_err cu_rope_kv_write(struct fi_backend *be, void *q_d, void *k_d, cons
 			       const struct fi_rope *r, struct fi_kv_cache *kv, int layer, int Hq,
 			       const struct fi_attn_batch *b)
 {
+	fi_err e;
 	if (layer < 0 || layer >= kv->n_layers)
 		return fi_fail(FI_ERANGE, "kv_write: layer %d of %d", layer, kv->n_layers);
 	if (r->head_dim != kv->head_dim)
 		return fi_fail(FI_EMISMATCH, "rope: head size %d, cache %d", r->head_dim, kv->head_dim);
 	if (!r->q_norm != !r->k_norm)
 		return fi_fail(FI_EINVAL, "rope: a q norm without a k norm, or the reverse");
-	for (int i = 0; r->q_norm && i < 2; i++) {
-		const struct fi_weight *n = i ? r->k_norm : r->q_norm;
-		if (n->dtype != FI_DT_BF16 || n->rows * n->cols != r->head_dim)
-			return fi_fail(FI_EMISMATCH, "rope: %s norm has %lld %s values, expected %d bf16",
-				       i ? "k" : "q", (long long)(n->rows * n->cols),
-				       fi_dtype_name(n->dtype), r->head_dim);
-	}
+	if (r->q_norm && ((e = norm_weight(r->q_norm, r->head_dim, "rope", "q norm")) ||
+			  (e = norm_weight(r->k_norm, r->head_dim, "rope", "k norm"))))
+		return e;
 	return fi_cu_rope_kv(fi_cuda_of(be)->stream, q_d, k_d, v_d, kv->k_d[layer], kv->v_d[layer],
 			     b->tok_pos_d, b->slot_d, r->inv_freq_d,
 			     r->q_norm ? r->q_norm->p : NULL, r->k_norm ? r->k_norm->p : NULL,
