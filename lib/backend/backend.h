@@ -89,10 +89,11 @@ struct fi_attn_batch {
 				   * before the softmax when > 0 (Gemma 2); 0 = none */
 };
 
-/* A mixture-of-experts MLP (model families, arch.h): E experts of Fm hidden units, their
- * weights stacked: gate and up [E*Fm, D] (expert e in rows e*Fm ..), down [E*D, Fm]. */
 /* The activation of a gated MLP (norm_glu, moe): silu(g) u or gelu_tanh(g) u. */
 enum fi_glu_act { FI_GLU_SILU = 0, FI_GLU_GELU_TANH };
+
+/* A mixture-of-experts MLP (model families, arch.h): E experts of Fm hidden units, their
+ * weights stacked: gate and up [E*Fm, D] (expert e in rows e*Fm ..), down [E*D, Fm]. */
 struct fi_moe {
 	int n_experts, top_k, ffn; /* E, k, Fm */
 	int norm_topk;             /* chosen weights divided by their sum */

@@ -259,10 +259,8 @@ static int fusable(const struct fi_model *m)
 {
 	const struct fi_config *c = &m->c;
 	const struct fi_backend *be = m->be;
-	const struct fi_backend_ops *op = be->ops;
-	if (!be->fuse_families || c->sub_norms || !op->norm_qkv_rope || !op->matmul_add ||
-	    !op->norm_glu || !op->add_norm || (c->act != FI_ACT_SILU && c->act != FI_ACT_GELU_TANH) ||
-	    c->hidden % 8 || c->ffn % 8 || c->head_dim % 2 || c->n_heads * c->head_dim % 8)
+	if (!be->fuse_families || !fi_fuse_shapes(be, c) || !be->ops->add_norm || c->sub_norms ||
+	    (c->act != FI_ACT_SILU && c->act != FI_ACT_GELU_TANH))
 		return 0;
 	for (int l = 0; l < c->n_layers; l++) {
 		const struct arch_layer *L = &m->arch->l[l];

@@ -12,6 +12,13 @@ static int fuse_quant_ok(const struct fi_backend *be, const struct fi_weight *w)
 	       !w->q.perm;
 }
 
+int fi_fuse_shapes(const struct fi_backend *be, const struct fi_config *c)
+{
+	const struct fi_backend_ops *op = be->ops;
+	return op->norm_qkv_rope && op->matmul_add && op->norm_glu && c->hidden % 8 == 0 &&
+	       c->ffn % 8 == 0 && c->head_dim % 2 == 0 && c->n_heads * c->head_dim % 8 == 0;
+}
+
 int fi_fuse_takes(const struct fi_backend *be, const struct fi_weight *const *lw)
 {
 	int quant = fi_dtype_is_quant(lw[0]->dtype);

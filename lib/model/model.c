@@ -212,9 +212,7 @@ fi_err fi_model_load(const struct fi_config *c, const struct fi_tensor_set *ts,
 			goto fail;
 		goto freqs;
 	}
-	m->fusable = be->ops->norm_qkv_rope && be->ops->matmul_add && be->ops->norm_glu &&
-		     (!c->qk_norm || be->fuse_families) && c->hidden % 8 == 0 && c->ffn % 8 == 0 && c->head_dim % 2 == 0 &&
-		     c->n_heads * c->head_dim % 8 == 0;
+	m->fusable = fi_fuse_shapes(be, c) && (!c->qk_norm || be->fuse_families);
 	/* Where the backend can, q/k/v and gate/up each share one allocation, so that
 	 * matmul_multi reads the input once and runs one GEMM (FI_FUSE=0: separate). */
 	if (be->ops->weight_cat && be->ops->matmul_multi && be->settings->fuse) {

@@ -113,6 +113,9 @@ fi_err fi_model_step_body(struct fi_model *m, const struct step_args *a);
 void fi_model_close_rank(struct fi_model *m);
 
 /* layer.c: the pieces both layer loops (model.c, arch.c) use. */
+/* Whether the backend has the fused decode ops (backend.h: norm_qkv_rope, matmul_add,
+ * norm_glu) and the config the widths their kernels assume (multiples of 8, even heads). */
+int fi_fuse_shapes(const struct fi_backend *be, const struct fi_config *c);
 /* Whether the fused decode ops (backend.h: norm_qkv_rope, matmul_add, norm_glu) take a
  * layer's weights lw = {q, k, v, o, gate, up, down}: each in the activation dtype or
  * quantized as be->fuse_quant allows, q/k/v quantized alike, gate and up of one type; gate,

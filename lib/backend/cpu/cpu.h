@@ -41,8 +41,7 @@ fi_err fi_cpu_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 			 const struct fi_weight *w, int T);
 fi_err fi_cpu_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 		       const struct fi_weight *norm, float eps, const struct fi_weight *gate,
-		       const struct fi_weight *up, enum fi_glu_act act,
-		       int T);
+		       const struct fi_weight *up, enum fi_glu_act act, int T);
 fi_err fi_cpu_add_norm(struct fi_backend *be, void *x_d, const void *y_d,
 			const struct fi_weight *norm, float eps, int T, int D);
 fi_err fi_cpu_argmax(struct fi_backend *be, int32_t *tok_d, const float *logits_d, int n,

@@ -1,8 +1,8 @@
-/* cpu_fused: the decode fusions of backend.h (norm_qkv_rope, matmul_add, norm_glu, add_norm) as the
- * plain CPU ops in sequence, in f32 throughout. The CPU gains nothing from fusing, so
- * be->fuse_max_T stays 0 and model.c keeps the plain ops; these exist so that the fused
- * path of the forward pass runs, and is checked against the reference, on every machine
- * (tests/unit/test_model.c sets fuse_max_T). */
+/* cpu_fused: the decode fusions of backend.h (norm_qkv_rope, matmul_add, norm_glu,
+ * add_norm) as the plain CPU ops in sequence, in f32 throughout. The CPU gains nothing from
+ * fusing, so be->fuse_max_T stays 0 and model.c keeps the plain ops; these exist so that
+ * the fused path of the forward pass runs, and is checked against the reference, on every
+ * machine (tests/unit/test_model.c sets fuse_max_T). */
 #include <stdlib.h>
 
 #include "cpu.h"
@@ -61,8 +61,7 @@ fi_err fi_cpu_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 
 fi_err fi_cpu_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 		       const struct fi_weight *norm, float eps, const struct fi_weight *gate,
-		       const struct fi_weight *up, enum fi_glu_act act,
-		       int T)
+		       const struct fi_weight *up, enum fi_glu_act act, int T)
 {
 	int D = (int)gate->cols, F = (int)gate->rows;
 	float *xb = tmp_f32((size_t)T * D), *g = tmp_f32((size_t)T * F), *u = tmp_f32((size_t)T * F);

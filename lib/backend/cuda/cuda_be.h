@@ -318,8 +318,7 @@ fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 			  const struct fi_weight *w, int T);
 fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 			const struct fi_weight *norm, float eps, const struct fi_weight *gate,
-			const struct fi_weight *up, enum fi_glu_act act,
-			int T);
+			const struct fi_weight *up, enum fi_glu_act act, int T);
 /* out_i[T,N_i] = columns of ws[T, sum N] (bf16), parts in order. */
 fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, const int *N, int T);
 /* ws (n x 32 float2) and cnt (n counters, zero, left zero) are scratch for one row over many

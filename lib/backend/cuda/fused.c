@@ -249,8 +249,7 @@ fi_err fi_cuda_matmul_add(struct fi_backend *be, void *x_d, const void *in_d,
 
 fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 			const struct fi_weight *norm, float eps, const struct fi_weight *gate,
-			const struct fi_weight *up, enum fi_glu_act act,
-			int T)
+			const struct fi_weight *up, enum fi_glu_act act, int T)
 {
 	const char *op = "norm_glu";
 	int quant = fi_dtype_is_quant(gate->dtype);
