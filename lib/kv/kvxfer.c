@@ -316,103 +316,151 @@ static fi_err copy_blocks(struct fi_kvx *x, int to_cache, int n, const int32_t *
 	return e;
 }
 
-fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
-		    size_t max_blocks, int *n_tokens)
-{
-	struct fi_arena_lease *l = NULL;
-	fi_arena_key *keys = NULL;
-	uint32_t *blk = NULL;
-	int32_t *cbs = NULL;
-	void **ptrs = NULL;
-	size_t nk, found = 0, first;
-	int len = fi_kvcache_seq_len(x->c, seq);
+/* A fetch under way: its copies queued on the backend, its checksums checked in a thread,
+ * its blocks pinned by the lease until fi_kvx_fetch_end. */
+struct fi_kvx_fetch {
+	struct fi_kvx *x;
+	struct fi_arena_lease *l;
+	fi_arena_key *keys;
+	uint32_t *blk;
+	size_t first, found;
 	struct verify v;
 	pthread_t th;
 	int threaded;
-	double tb = fi_now();
+	double tb, t0;
+};
+
+static void fetch_free(struct fi_kvx_fetch *f)
+{
+	fi_arena_unlease(f->l);
+	free(f->blk);
+	free(f->keys);
+	free(f);
+}
+
+fi_err fi_kvx_fetch_begin(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
+			  size_t max_blocks, int *n_tokens, struct fi_kvx_fetch **out)
+{
+	struct fi_kvx_fetch *f;
+	int32_t *cbs = NULL;
+	void **ptrs = NULL;
+	size_t nk;
+	int len = fi_kvcache_seq_len(x->c, seq);
 	fi_err e;
 	*n_tokens = 0;
+	*out = NULL;
 	if (len < 0 || len % x->bt)
 		return fi_fail(FI_ESTATE, "kv arena: fetch into sequence %d of %d tokens", seq, len);
-	first = (size_t)len / (size_t)x->bt;
-	if ((e = fi_kvx_keys(x, toks, n, &keys, &nk)) || !nk)
-		return e;
+	if (!(f = calloc(1, sizeof *f)))
+		return fi_fail(FI_ENOMEM, "kv arena: out of memory");
+	f->x = x;
+	f->tb = fi_now();
+	f->first = (size_t)len / (size_t)x->bt;
+	if ((e = fi_kvx_keys(x, toks, n, &f->keys, &nk)) || !nk)
+		goto fail;
 	if (nk > max_blocks)
 		nk = max_blocks;
-	if (nk <= first)
-		goto out;
-	if (!(blk = malloc((nk - first) * sizeof *blk))) {
+	if (nk <= f->first)
+		goto fail;
+	if (!(f->blk = malloc((nk - f->first) * sizeof *f->blk))) {
 		e = fi_fail(FI_ENOMEM, "kv arena: out of memory");
-		goto out;
+		goto fail;
 	}
-	if ((e = fi_arena_lease(x->a, &l)) ||
-	    (e = fi_arena_lookup(l, keys + first, nk - first, blk, &found)))
-		goto out;
-	if (!found)
-		goto out;
-	if ((e = fi_kvcache_reserve(x->c, seq, (int)((first + found) * (size_t)x->bt))))
-		goto out;
-	if (!(cbs = malloc(found * sizeof *cbs)) || !(ptrs = malloc(found * sizeof *ptrs))) {
+	if ((e = fi_arena_lease(x->a, &f->l)) ||
+	    (e = fi_arena_lookup(f->l, f->keys + f->first, nk - f->first, f->blk, &f->found)) ||
+	    !f->found)
+		goto fail;
+	if ((e = fi_kvcache_reserve(x->c, seq, (int)((f->first + f->found) * (size_t)x->bt))))
+		goto fail;
+	if (!(cbs = malloc(f->found * sizeof *cbs)) || !(ptrs = malloc(f->found * sizeof *ptrs))) {
 		e = fi_fail(FI_ENOMEM, "kv arena: out of memory");
-		fi_kvcache_set_len(x->c, seq, len);
-		goto out;
+		goto fail;
 	}
-	/* The checksums are checked in a thread while the blocks are copied. */
-	double t0 = fi_now(), t1, t2;
-	v = (struct verify){x->a, blk, found, found, FI_OK};
-	threaded = !pthread_create(&th, NULL, verify_main, &v);
-	for (size_t i = 0; i < found; i++) {
-		cbs[i] = fi_kvcache_slot(x->c, seq, (int)((first + i) * (size_t)x->bt)) / x->bt;
-		ptrs[i] = fi_arena_data(x->a, blk[i]);
+	f->t0 = fi_now();
+	f->v = (struct verify){x->a, f->blk, f->found, f->found, FI_OK};
+	f->threaded = !pthread_create(&f->th, NULL, verify_main, &f->v);
+	for (size_t i = 0; i < f->found; i++) {
+		cbs[i] = fi_kvcache_slot(x->c, seq, (int)((f->first + i) * (size_t)x->bt)) / x->bt;
+		ptrs[i] = fi_arena_data(x->a, f->blk[i]);
 	}
-	e = copy_blocks(x, 1, (int)found, cbs, ptrs, blk);
+	e = copy_blocks(x, 1, (int)f->found, cbs, ptrs, f->blk);
+	free(cbs);
+	free(ptrs);
 	if (!e)
-		e = x->c->be->ops->sync(x->c->be);
+		e = fi_kvcache_set_len(x->c, seq, (int)((f->first + f->found) * (size_t)x->bt));
+	if (e) {
+		x->c->be->ops->sync(x->c->be); /* nothing copies into the blocks any more */
+		fi_clear_error();
+		if (f->threaded)
+			pthread_join(f->th, NULL);
+		fi_kvcache_set_len(x->c, seq, len);
+		goto fail;
+	}
+	*n_tokens = (int)(f->found * (size_t)x->bt);
+	*out = f;
+	return FI_OK;
+fail:
+	fetch_free(f);
+	return e;
+}
+
+fi_err fi_kvx_fetch_end(struct fi_kvx_fetch *f, int *n_tokens)
+{
+	struct fi_kvx *x;
+	fi_err e;
+	double t1, t2;
+	*n_tokens = 0;
+	if (!f)
+		return FI_OK;
+	x = f->x;
+	/* The lease keeps the blocks from being reused while the copy reads them. */
+	e = x->c->be->ops->sync(x->c->be);
 	t1 = fi_now();
-	if (threaded)
-		pthread_join(th, NULL);
+	if (f->threaded)
+		pthread_join(f->th, NULL);
 	else
-		verify_main(&v);
+		verify_main(&f->v);
 	t2 = fi_now();
-	fi_debug("kv arena %.16s: %zu blocks fetched: found in %.2f ms, copied in %.2f ms, "
-		 "checksums done %.2f ms later", x->id, found, (t0 - tb) * 1e3, (t1 - t0) * 1e3,
-		 (t2 - t1) * 1e3);
-	if (!e && v.e)
-		e = v.e;
-	if (!e && v.first_bad < found) {
+	fi_debug("kv arena %.16s: %zu blocks fetched: found in %.2f ms, copied and waited for "
+		 "%.2f ms later, checksums done %.2f ms after that", x->id, f->found,
+		 (f->t0 - f->tb) * 1e3, (t1 - f->t0) * 1e3, (t2 - t1) * 1e3);
+	if (!e && f->v.e)
+		e = f->v.e;
+	if (!e && f->v.first_bad < f->found) {
 		/* Corrupt KV (a flipped or zeroed byte, a key that is not the block's): the good
 		 * blocks before it are kept, it is withdrawn from the arena, and the rest of the
 		 * prompt is computed (and stored again by whoever stores it). */
 		char hex[2 * FI_ARENA_KEY_BYTES + 1];
-		size_t bad = v.first_bad;
-		fi_arena_key_hex(&keys[first + bad], hex);
-		fi_arena_withdraw(l, blk[bad]);
+		size_t bad = f->v.first_bad;
+		fi_arena_key_hex(&f->keys[f->first + bad], hex);
+		fi_arena_withdraw(f->l, f->blk[bad]);
 		/* later bad blocks too, or the recomputed prompt could not replace them */
-		for (size_t i = bad + 1; i < found; i++)
-			if (fi_arena_verify(x->a, blk[i]) == FI_EFORMAT)
-				fi_arena_withdraw(l, blk[i]);
-		found = bad;
-		e = fi_kvcache_set_len(x->c, seq, (int)((first + found) * (size_t)x->bt));
-		if (!e) {
-			*n_tokens = (int)(found * (size_t)x->bt);
-			e = fi_fail(FI_EFORMAT, "kv arena %.16s: block %zu of the prompt (key %.16s) "
-				    "failed its checksum (corrupt KV): withdrawn, its tokens and the "
-				    "rest computed", x->id, first + bad, hex);
-			goto out;
-		}
+		for (size_t i = bad + 1; i < f->found; i++)
+			if (fi_arena_verify(x->a, f->blk[i]) == FI_EFORMAT)
+				fi_arena_withdraw(f->l, f->blk[i]);
+		*n_tokens = (int)(bad * (size_t)x->bt);
+		e = fi_fail(FI_EFORMAT, "kv arena %.16s: block %zu of the prompt (key %.16s) failed "
+			    "its checksum (corrupt KV): withdrawn, its tokens and the rest computed",
+			    x->id, f->first + bad, hex);
 	} else if (!e) {
-		e = fi_kvcache_set_len(x->c, seq, (int)((first + found) * (size_t)x->bt));
+		*n_tokens = (int)(f->found * (size_t)x->bt);
 	}
-	if (e)
-		fi_kvcache_set_len(x->c, seq, len);
-	else
-		*n_tokens = (int)(found * (size_t)x->bt);
-out:
-	fi_arena_unlease(l);
-	free(cbs);
-	free(ptrs);
-	free(blk);
-	free(keys);
+	fetch_free(f);
+	return e;
+}
+
+fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
+		    size_t max_blocks, int *n_tokens)
+{
+	struct fi_kvx_fetch *f;
+	int len = fi_kvcache_seq_len(x->c, seq), got;
+	fi_err e = fi_kvx_fetch_begin(x, seq, toks, n, max_blocks, &got, &f);
+	*n_tokens = 0;
+	if (e || !f)
+		return e;
+	e = fi_kvx_fetch_end(f, n_tokens);
+	if (*n_tokens < got)
+		fi_kvcache_set_len(x->c, seq, len + *n_tokens);
 	return e;
 }
 

@@ -66,6 +66,17 @@ fi_err fi_kvx_keys(const struct fi_kvx *x, const uint32_t *toks, size_t n, fi_ar
 fi_err fi_kvx_fetch(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
 		    size_t max_blocks, int *n_tokens);
 
+/* fi_kvx_fetch in two halves, so that the copy runs under the compute that follows it:
+ * begin looks up, reserves and commits the blocks found (*n_tokens, optimistic), queues their
+ * copy (the backend's attention on layer l waits for layer l's copy) and starts checking
+ * their checksums; *f is NULL when nothing was found. end waits for both and frees f:
+ * *n_tokens = the good tokens, FI_EFORMAT when a block failed. end leaves the sequence's
+ * length to the caller, which drops what it computed past the good blocks. */
+struct fi_kvx_fetch;
+fi_err fi_kvx_fetch_begin(struct fi_kvx *x, int seq, const uint32_t *toks, size_t n,
+			  size_t max_blocks, int *n_tokens, struct fi_kvx_fetch **f);
+fi_err fi_kvx_fetch_end(struct fi_kvx_fetch *f, int *n_tokens);
+
 /* Publishes the full blocks of sequence seq (which holds at least the tokens toks[0..n)) that
  * the arena lacks; *n_stored (may be NULL) counts the blocks written. Blocks another process
  * is writing are skipped; a full arena (every block pinned) stops the copy quietly. */

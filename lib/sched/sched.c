@@ -104,10 +104,12 @@ void fi_sched_destroy(struct fi_sched *s)
 	if (s->kc && s->jobs && prefix_run_jobs(s)) /* a later process may want them */
 		fi_warn("scheduler: arena publications at exit: %s", fi_errmsg());
 	for (int i = 0; i < s->n_run; i++) {
+		prefix_fetch_end(s, s->run[i]);
 		fi_model_seq_free(s->m, s->run[i]->seq);
 		sched_req_free(s->run[i]);
 	}
 	for (int i = 0; i < s->n_dead; i++) {
+		prefix_fetch_end(s, s->dead[i]);
 		fi_model_seq_free(s->m, s->dead[i]->seq);
 		sched_req_free(s->dead[i]);
 	}

@@ -49,6 +49,9 @@ struct sreq {
 	/* arena tier */
 	int arena;         /* may fetch its prompt's prefix from the arena */
 	int arena_max;     /* at most this many blocks from it */
+	struct fi_kvx_fetch *fetch; /* its fetch while the step that uses it is in flight */
+	uint32_t fetch_from;        /* filled before that fetch */
+	int fetch_got;              /* the tokens it brought, checksums not yet known */
 	int store;         /* publish its prompt's blocks in the arena */
 	int stored_q;      /* its prompt's blocks were queued for the arena */
 	size_t stored;     /* blocks it published in the arena */
@@ -178,6 +181,9 @@ struct fi_kvx *prefix_arena(struct fi_sched *s);
 /* Copies what the arena has after q's sequence's cached blocks (up to limit blocks in all);
  * returns the tokens fetched. */
 int prefix_fetch(struct fi_sched *s, struct sreq *q, int limit);
+/* Ends q's fetch, if any (after its step, or before its sequence goes): 1 when blocks failed
+ * their checksums, and the sequence and q->filled are cut back to the good ones. */
+int prefix_fetch_end(struct fi_sched *s, struct sreq *q);
 /* q's prompt is complete: publish its prompt blocks in the arena now (arena_sync) or queue
  * them for the next step. */
 fi_err prefix_store(struct fi_sched *s, struct sreq *q);

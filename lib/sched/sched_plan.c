@@ -56,6 +56,7 @@ void sched_preempt(struct fi_sched *s, struct sreq *q)
 {
 	sched_unrun(s, q);
 	prefix_fly_drop(s, q);
+	prefix_fetch_end(s, q);
 	fi_model_seq_free(s->m, q->seq); /* its published blocks stay, idle */
 	q->seq = -1;
 	q->filled = 0;

@@ -276,19 +276,40 @@ int prefix_fetch(struct fi_sched *s, struct sreq *q, int limit)
 		max = q->arena_max;
 	if (max <= from)
 		return 0;
-	/* A failing arena costs speed, never the request: the prompt is computed. A corrupt
-	 * block (FI_EFORMAT) still leaves the good blocks before it fetched (got). */
-	if (fi_kvx_fetch(x, q->seq, (const uint32_t *)q->hist, (size_t)max * s->block_size,
-			 (size_t)max, &got))
+	/* A failing arena costs speed, never the request: the prompt is computed. The copy
+	 * runs under the step's forward and the checksums are checked meanwhile; the blocks
+	 * join the process cache when the step is collected, and only if they passed. */
+	if (fi_kvx_fetch_begin(x, q->seq, (const uint32_t *)q->hist, (size_t)max * s->block_size,
+			       (size_t)max, &got, &q->fetch))
 		arena_failed(s, q);
+	q->fetch_from = q->filled;
+	q->fetch_got = got;
 	s->st.arena_tokens += (uint64_t)got;
-	/* the fetched blocks join the process cache */
-	if (got && s->o.prefix_reuse) {
-		q->filled += (uint32_t)got;
-		prefix_publish(s, q);
-		q->filled -= (uint32_t)got;
-	}
 	return got;
+}
+
+int prefix_fetch_end(struct fi_sched *s, struct sreq *q)
+{
+	int good;
+	if (!q->fetch)
+		return 0;
+	if (!fi_kvx_fetch_end(q->fetch, &good)) {
+		q->fetch = NULL;
+		return 0;
+	}
+	q->fetch = NULL;
+	/* A corrupt block (FI_EFORMAT), or a copy that failed: what was computed past the good
+	 * blocks read bad KV, and is computed again. */
+	arena_failed(s, q);
+	if (good > q->fetch_got)
+		good = q->fetch_got;
+	s->st.arena_tokens -= (uint64_t)(q->fetch_got - good);
+	if (fi_model_seq_truncate(s->m, q->seq, (int)q->fetch_from + good))
+		fi_clear_error();
+	q->filled = q->fetch_from + (uint32_t)good;
+	if (q->cached > q->filled)
+		q->cached = q->filled;
+	return 1;
 }
 
 /* Publishes blocks[0..n) holding toks in the arena. */

@@ -149,6 +149,10 @@ fi_err sched_collect(struct fi_sched *s)
 		uint32_t n = q->chunk;
 		q->chunk = 0;
 		q->row = -1;
+		if (q->fetch && prefix_fetch_end(s, q)) {
+			s->st.prompt_tokens += n; /* computed, then dropped: its KV read bad blocks */
+			continue;
+		}
 		if (me)
 			continue;
 		q->filled += n;

@@ -4,7 +4,9 @@
  *                kernels/attn_decode.cu: a work list of pieces, longest first, merged by
  *                the last piece), forced on and off; mixed batches (decode rows first, then
  *                prompt chunks attending to a paged prefix written by earlier chunks), with
- *                and without the n_decode hint; a prompt in chunks. The cache is poisoned
+ *                and without the n_decode hint; a prompt in chunks; a cache refilled by
+ *                kv_copy with no sync before the attention (an arena fetch under a step: the
+ *                attention waits for the copy's events). The cache is poisoned
  *                with NaN (no unwritten slot may be read), outputs too (every element must
  *                be written); tolerances as test_kernels' attention.
  *   sample       the sample op against the CPU op (fi_sample_pick): repetition penalties
@@ -50,9 +52,42 @@ struct acase {
 	int Hq, Hk, hd, bs, window, S;
 	int *hist, *nnew; /* [S]: tokens in the cache before, in this batch */
 	int n_decode;     /* the hint (backend.h) */
-	const char *plan; /* FI_DEC_PLAN, or NULL; "sync" first: FI_DEC_ASYNC=0 too, "cc" first:
+	const char *plan; /* FI_DEC_PLAN, or NULL; "copy" first: the cache refilled through
+			   * kv_copy (refill_by_copy); "sync" next: FI_DEC_ASYNC=0 too, "cc" next:
 			   * FI_DEC_TC=0 (the planned path on CUDA cores, not tensor cores) */
 };
+
+/* The cache's contents again, as a prefix fetched from the arena arrives: the cache is read
+ * back, poisoned, then written by kv_copy from host blocks in the arena's layout, with no sync
+ * before the attention that reads it, which must wait for the copy (kvcopy.c's events).
+ * Returns the host blocks, to be freed once the attention is waited for. */
+static void *refill_by_copy(struct fi_backend *b, struct fi_kv_cache *kv)
+{
+	int nb = kv->n_blocks;
+	size_t part = (size_t)kv->block_size * kv->n_kv_heads * kv->head_dim * 2;
+	size_t lay = part * (size_t)nb;
+	uint8_t *k = malloc(lay), *v = malloc(lay), *host = malloc(2 * lay);
+	void **ptr = malloc(sizeof *ptr * (size_t)nb);
+	int32_t *bl = malloc(sizeof *bl * (size_t)nb);
+	ck_assert(k && v && host && ptr && bl && kv->n_layers == 1);
+	ck_assert(!b->ops->sync(b) && !b->ops->download(b, k, kv->k_d[0], lay) &&
+		  !b->ops->download(b, v, kv->v_d[0], lay));
+	for (int i = 0; i < nb; i++) {
+		memcpy(host + 2 * (size_t)i * part, k + (size_t)i * part, part);
+		memcpy(host + (2 * (size_t)i + 1) * part, v + (size_t)i * part, part);
+		ptr[i] = host + 2 * (size_t)i * part;
+		bl[i] = i;
+	}
+	memset(k, 0xff, lay); /* NaN in bf16 */
+	ck_assert(!b->ops->upload(b, kv->k_d[0], k, lay) && !b->ops->upload(b, kv->v_d[0], k, lay) &&
+		  !b->ops->sync(b));
+	ck_assert_msg(!b->ops->kv_copy(b, kv, 1, nb, bl, ptr), "kv_copy: %s", fi_errmsg());
+	free(k);
+	free(v);
+	free(ptr);
+	free(bl);
+	return host;
+}
 
 static int rnd(int lo, int hi) /* [lo, hi] */
 {
@@ -141,10 +176,14 @@ static void run_acase(const struct acase *c)
 			      "%s kv_write: %s", b->ops->name, fi_errmsg());
 		ck_assert_msg(b->ops->kv_write(b, &kv[i], 0, d[10], d[11], &nb1) == FI_OK,
 			      "%s kv_write: %s", b->ops->name, fi_errmsg());
-		void *qd = put_act(b, q, nq);
+		void *qd = put_act(b, q, nq), *copied = NULL;
 		out[i] = poisoned(b, nq);
 		if (i && c->plan) {
 			const char *pl = c->plan;
+			if (!strncmp(pl, "copy", 4)) {
+				copied = refill_by_copy(b, &kv[i]);
+				pl += 4;
+			}
 			if (!strncmp(pl, "sync", 4)) {
 				setenv("FI_DEC_ASYNC", "0", 1);
 				pl += 4;
@@ -160,6 +199,7 @@ static void run_acase(const struct acase *c)
 		ck_assert_msg(b->ops->attention(b, out[i], qd, &kv[i], 0, Hq, &nb1) == FI_OK,
 			      "%s attention: %s", b->ops->name, fi_errmsg());
 		ck_assert(b->ops->sync(b) == FI_OK);
+		free(copied);
 		unsetenv("FI_DEC_PLAN");
 		unsetenv("FI_DEC_ASYNC");
 		unsetenv("FI_DEC_TC");
@@ -247,6 +287,11 @@ START_TEST(test_attention_serving)
 	mixed_case("mixed 150 decode + 3 chunks", 32, 8, 128, 0, 150, 300, 10, 800, 2000, 3, h0, l0,
 		   1, NULL);
 	mixed_case("mixed, no hint", 32, 8, 128, 0, 150, 300, 10, 800, 2000, 3, h0, l0, 0, NULL);
+	/* the cache written by kv_copy just before, as an arena fetch under a step */
+	mixed_case("mixed, cache from kv_copy", 32, 8, 128, 0, 150, 300, 10, 800, 2000, 3, h0, l0,
+		   1, "copy");
+	mixed_case("decode 8B heads, 64 rows, cache from kv_copy", 32, 8, 128, 0, 64, 300, 8, 1000,
+		   2500, 0, NULL, NULL, 1, "copy");
 	mixed_case("mixed 1B heads, chunks 300 and 700", 32, 8, 64, 0, 90, 500, 0, 0, 0, 2, h1, l1,
 		   1, NULL);
 	mixed_case("mixed window 64", 8, 2, 128, 64, 30, 200, 0, 0, 0, 2, h1, l1, 1, NULL);

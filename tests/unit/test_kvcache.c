@@ -321,6 +321,76 @@ START_TEST(test_arena_extents)
 }
 END_TEST
 
+/* fi_kvx_fetch in two halves, as the scheduler runs it under a step: begin commits every
+ * block found; the step grows the sequence; end finds the corrupt block (checked meanwhile)
+ * and says how many tokens were good, leaving the length to the caller; the bad block is
+ * withdrawn, so the next fetch stops before it. */
+START_TEST(test_fetch_halves)
+{
+	uint8_t fp[32] = {9, 4, 1};
+	char home[] = "/tmp/fi-kvx-XXXXXX", cmd[64];
+	struct fi_kvcache *c;
+	struct fi_kvx *x;
+	struct fi_kvx_fetch *f = NULL;
+	struct fi_arena_lease *l;
+	fi_arena_key *keys;
+	uint32_t toks[40], blk[10];
+	size_t stored = 0, nk, found = 0;
+	int s, s2, s3, got = 0, good = -1;
+	ck_assert(mkdtemp(home));
+	setenv("FI_HOME", home, 1);
+	fi_settings_reload();
+	ck_assert(!fi_kvcache_create(be, 2, 1, 4, 40, 4, &c)); /* 40 blocks of 4 tokens */
+	ck_assert_msg(!fi_kvx_open(&x, c, fp, 1 << 20, 1), "%s", fi_errmsg());
+	for (int i = 0; i < 40; i++)
+		toks[i] = 300 + (uint32_t)i * 3;
+	s = seq_of(c, 40);
+	for (int l = 0; l < 2; l++)
+		for (size_t i = 0; i < 40 * 16; i++) {
+			((float *)c->kv.k_d[l])[i] = (float)i;
+			((float *)c->kv.v_d[l])[i] = -(float)i;
+		}
+	ck_assert_msg(!fi_kvx_store(x, s, toks, 40, &stored), "%s", fi_errmsg());
+	ck_assert_int_eq(stored, 10);
+	/* a byte of the fifth block flipped in the arena */
+	ck_assert(!fi_kvx_keys(x, toks, 40, &keys, &nk) && nk == 10);
+	ck_assert(!fi_arena_lease(fi_kvx_arena(x), &l));
+	ck_assert(!fi_arena_lookup(l, keys, nk, blk, &found) && found == 10);
+	((uint8_t *)fi_arena_data(fi_kvx_arena(x), blk[4]))[5] ^= 0x40;
+	fi_arena_unlease(l);
+	free(keys);
+
+	ck_assert(!fi_kvcache_seq_new(c, &s2));
+	ck_assert_msg(!fi_kvx_fetch_begin(x, s2, toks, 40, 10, &got, &f), "%s", fi_errmsg());
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(got, 40); /* optimistic: checksums not yet known */
+	ck_assert_int_eq(fi_kvcache_seq_len(c, s2), 40);
+	ck_assert(!fi_kvcache_reserve(c, s2, 44) && !fi_kvcache_set_len(c, s2, 44)); /* a step */
+	ck_assert_int_eq(fi_kvx_fetch_end(f, &good), FI_EFORMAT);
+	ck_assert_int_eq(good, 16);
+	ck_assert_int_eq(fi_kvcache_seq_len(c, s2), 44); /* the caller's to cut */
+	ck_assert_msg(strstr(fi_errmsg(), "failed its checksum"), "%s", fi_errmsg());
+	/* the good blocks hold the stored K and V */
+	for (int p = 0; p < 16; p += 4)
+		ck_assert(!memcmp((float *)c->kv.k_d[1] + fi_kvcache_slot(c, s2, p) * 4,
+				  (float *)c->kv.k_d[1] + fi_kvcache_slot(c, s, p) * 4, 16 * sizeof(float)));
+	/* withdrawn: the next fetch stops before it; nothing found is no fetch at all */
+	ck_assert(!fi_kvcache_seq_new(c, &s3));
+	ck_assert_msg(!fi_kvx_fetch(x, s3, toks, 40, 10, &got), "%s", fi_errmsg());
+	ck_assert_int_eq(got, 16);
+	ck_assert_msg(!fi_kvx_fetch_begin(x, s3, toks, 40, 10, &got, &f), "%s", fi_errmsg());
+	ck_assert_ptr_null(f);
+	ck_assert_int_eq(got, 0);
+	ck_assert_int_eq(fi_kvx_fetch_end(NULL, &good), FI_OK);
+	fi_kvx_close(x);
+	fi_kvcache_destroy(c);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", home);
+	ck_assert(!system(cmd));
+	unsetenv("FI_HOME");
+	fi_settings_reload();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("kvcache");
@@ -332,6 +402,7 @@ int main(void)
 	tcase_add_test(tc, test_table_churn);
 	tcase_add_test(tc, test_kv_copy_layout);
 	tcase_add_test(tc, test_arena_extents);
+	tcase_add_test(tc, test_fetch_halves);
 	suite_add_tcase(s, tc);
 	rc = fi_test_run(s);
 	fi_backend_destroy(be);

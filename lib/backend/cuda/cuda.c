@@ -71,6 +71,9 @@ static void cu_host_unregister(struct fi_backend *be, void *p)
 
 static fi_err cu_sync(struct fi_backend *be)
 {
+	fi_err e = fi_cuda_xfer_wait(fi_cuda_of(be), -1);
+	if (e)
+		return e;
 	CU_CHECK(cudaStreamSynchronize(fi_cuda_of(be)->stream));
 	return FI_OK;
 }
@@ -459,8 +462,11 @@ static fi_err cu_attention(struct fi_backend *be, void *out_d, const void *q_d,
 {
 	struct fi_cuda *c = fi_cuda_of(be);
 	struct fi_cu_attn a;
+	fi_err e;
 	if (layer < 0 || layer >= kv->n_layers)
 		return fi_fail(FI_ERANGE, "attention: layer %d of %d", layer, kv->n_layers);
+	if ((e = fi_cuda_xfer_wait(c, layer))) /* a prefix fetched from the arena */
+		return e;
 	if (b->n_tokens > 65535 * 64)
 		return fi_fail(FI_ERANGE, "attention: %d tokens in one batch", b->n_tokens);
 	a.out = out_d;
@@ -483,7 +489,6 @@ static fi_err cu_attention(struct fi_backend *be, void *out_d, const void *q_d,
 	if (b->n_decode > 0 && b->n_decode < b->n_tokens && b->n_decode <= 65535) {
 		struct fi_attn_batch d = *b, r = *b;
 		size_t off = (size_t)b->n_decode * Hq * a.hd * 2; /* bytes of the decode rows' q */
-		fi_err e;
 		d.n_tokens = b->n_decode;
 		if ((e = fi_cu_attn_decode(c->stream, &a, &d)))
 			return e;
@@ -540,8 +545,11 @@ static fi_err cu_graph_replay(struct fi_backend *be, uint64_t key)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
 	struct fi_cuda_graph *g = graph_find(c, key);
+	fi_err e;
 	if (!g)
 		return FI_ENOTFOUND;
+	if ((e = fi_cuda_xfer_wait(c, -1))) /* a graph holds no waits for copies */
+		return e;
 	CU_CHECK(cudaGraphLaunch(g->exec, c->stream));
 	return FI_OK;
 }
@@ -549,8 +557,11 @@ static fi_err cu_graph_replay(struct fi_backend *be, uint64_t key)
 static fi_err cu_graph_capture_begin(struct fi_backend *be, uint64_t key)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
+	fi_err e;
 	if (c->capturing)
 		return fi_fail(FI_ESTATE, "cuda: graph capture already in progress");
+	if ((e = fi_cuda_xfer_wait(c, -1))) /* no wait on an event from outside the capture */
+		return e;
 	CU_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
 	c->capturing = 1;
 	c->capture_key = key;
@@ -607,6 +618,7 @@ static void cu_destroy(struct fi_backend *be)
 		fi_cuda_gemm_free(c);
 		fi_cuda_family_free(c);
 		fi_cuda_qweight_free(c);
+		fi_cuda_xfer_free(c);
 		if (c->lt)
 			cublasLtDestroy(c->lt);
 		cudaFree(c->lt_ws);

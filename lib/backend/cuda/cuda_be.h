@@ -94,6 +94,12 @@ struct fi_cuda {
 	void *xq, *xq_big; /* xq for graph-sized batches, fixed once weights load; xq_big above */
 	size_t xq_bytes, xq_big_bytes;
 	int xq_K, no_fp8_gemm; /* FI_FP8_GEMM=0: FP8 products through dequantize + bf16 GEMM */
+	/* KV copies into the cache (kvcopy.c): their stream, an event after each layer's
+	 * pieces, and while xfer_layers > 0, the layers the compute stream must still wait for
+	 * (attention on layer l waits for xfer_ev[l]). */
+	cudaStream_t xfer;
+	cudaEvent_t xfer_start, *xfer_ev;
+	int n_xfer_ev, xfer_layers;
 	struct fi_fp8_plan *fp8_plans;
 	int n_fp8_plans;
 };
@@ -106,6 +112,10 @@ static inline struct fi_cuda *fi_cuda_of(struct fi_backend *be)
 /* kvcopy.c: the kv_copy op (backend.h). */
 fi_err fi_cuda_kv_copy(struct fi_backend *be, struct fi_kv_cache *kv, int to_cache, int n,
 		       const int32_t *blocks, void *const *host);
+/* The compute stream waits for layer's copies into the cache (layer < 0: all of them);
+ * nothing when none is under way. */
+fi_err fi_cuda_xfer_wait(struct fi_cuda *c, int layer);
+void fi_cuda_xfer_free(struct fi_cuda *c);
 
 /* lib/backend/cuda/gemm.c: out[T,N] = in[T,K] w^T (+ bias) for a bf16 w (the
  * weight-streaming kernel for T <= 4, else cuBLASLt); a quantized w goes to fi_cuda_qgemm
