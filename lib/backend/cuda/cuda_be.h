@@ -117,6 +117,10 @@ fi_err fi_cuda_kv_copy(struct fi_backend *be, struct fi_kv_cache *kv, int to_cac
 fi_err fi_cuda_xfer_wait(struct fi_cuda *c, int layer);
 void fi_cuda_xfer_free(struct fi_cuda *c);
 
+/* gemm.c: the bucket of T whose cuBLASLt heuristic answer serves T (T itself up to 8 rows;
+ * then powers of two to 128, 64 wide to 1024, 256 wide to 4096, then 1024 wide). */
+int fi_cuda_t_bucket(int T);
+
 /* lib/backend/cuda/gemm.c: out[T,N] = in[T,K] w^T (+ bias) for a bf16 w (the
  * weight-streaming kernel for T <= 4, else cuBLASLt); a quantized w goes to fi_cuda_qgemm
  * (qweight.c), which calls this one for its dequantized products. */

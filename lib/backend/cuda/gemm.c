@@ -7,7 +7,7 @@
  * type, bias, pointer alignment), so that a cached call costs only the launch. The heuristic
  * query costs 1-4 ms of host time on the H100 hosts (tests/gpu/NOTES.md), and a serving run
  * meets a new T at most steps (decode rows plus prompt chunks; five shapes a step), so it is
- * asked once per bucket of T (t_bucket: 9..16, ..., 65..128, then 64 wide, 256 wide from
+ * asked once per bucket of T (fi_cuda_t_bucket: 9..16, ..., 65..128, then 64 wide, 256 wide from
  * 1024, 1024 wide from 4096) and its algorithm reused for every T of the bucket, checked
  * by cublasLtMatmulAlgoCheck (17 us; a failed check asks the heuristic). The
  * cache is a hash table (a lookup per GEMM, ~7 a layer) that drops its least recently used
@@ -104,8 +104,7 @@ static int ptr_align(const void *p)
 	return a;
 }
 
-/* The bucket of T whose heuristic answer serves T (T itself up to 8 rows). */
-static int t_bucket(int T)
+int fi_cuda_t_bucket(int T)
 {
 	int b = 8;
 	if (T <= 8)
@@ -264,8 +263,8 @@ static fi_err plan_get(struct fi_cuda *c, int N, int K, int T, int out_f32, int 
 	}
 	/* The bucket's plan first (made if missing), copied: making this one may evict it.
 	 * Its candidates are checked again here only through the chosen one. */
-	if (t_bucket(T) != T && fi_settings()->gemm_bucket) {
-		fi_err be = plan_get(c, N, K, t_bucket(T), out_f32, bias, align, &fp);
+	if (fi_cuda_t_bucket(T) != T && fi_settings()->gemm_bucket) {
+		fi_err be = plan_get(c, N, K, fi_cuda_t_bucket(T), out_f32, bias, align, &fp);
 		if (be)
 			return be;
 		from = *fp;

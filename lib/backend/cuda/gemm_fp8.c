@@ -8,9 +8,12 @@
  *   128x128-block weights, per-token-and-128-column activations: A BLK128x128_32F (the
  *     weight's [ceil(N/128), ceil(K/128)] scales, K-blocks innermost), B VEC128_32F
  *     ([T, ceil(K/128)]), as DeepSeek-style FP8 checkpoints are computed.
- * Plans are cached per shape. When cuBLASLt has no algorithm (or does not know the scale
- * modes), FI_EUNSUPPORTED is returned without recording an error and the caller
- * dequantizes instead; FI_FP8_GEMM=0 forces that path. */
+ * Plans are cached per shape. A serving run meets a new T at most steps, and a heuristic
+ * query costs 1-4 ms of host time, so as in gemm.c it is asked once per bucket of T
+ * (fi_cuda_t_bucket) and its algorithm reused for the other T of the bucket once
+ * cublasLtMatmulAlgoCheck accepts it (~20 us for a new T). When cuBLASLt has no algorithm
+ * (or does not know the scale modes), FI_EUNSUPPORTED is returned without recording an
+ * error and the caller dequantizes instead; FI_FP8_GEMM=0 forces that path. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,8 +51,9 @@ void fi_cuda_gemm_fp8_free(struct fi_cuda *c)
 	c->n_fp8_plans = 0;
 }
 
-/* 1 when a plan with an algorithm was made. */
-static int plan_make(struct fi_cuda *c, struct fi_fp8_plan *p)
+/* 1 when a plan with an algorithm was made: *from (the bucket's) when the check passes,
+ * else the heuristic's (from NULL: always). */
+static int plan_make(struct fi_cuda *c, struct fi_fp8_plan *p, const cublasLtMatmulAlgo_t *from)
 {
 	cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
 	int32_t am = p->kind == FI_Q8_ROW ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
@@ -72,6 +76,16 @@ static int plan_make(struct fi_cuda *c, struct fi_fp8_plan *p)
 	    cublasLtMatrixLayoutCreate(&p->d, CUDA_R_16BF, p->N, p->T, p->N) ||
 	    cublasLtMatmulPreferenceCreate(&pref))
 		goto fail;
+	if (from) {
+		memset(&res, 0, sizeof res);
+		if (cublasLtMatmulAlgoCheck(c->lt, p->desc, p->a, p->b, p->d, p->d, from, &res) ==
+			    CUBLAS_STATUS_SUCCESS &&
+		    res.workspaceSize <= FI_LT_WS_BYTES) {
+			cublasLtMatmulPreferenceDestroy(pref);
+			p->algo = *from;
+			return 1;
+		}
+	}
 	if (cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
 						 sizeof(ws)) ||
 	    cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
@@ -88,35 +102,57 @@ fail:
 	return 0;
 }
 
+/* The plan of (N, K, T, kind), made if missing (its bucket's first); NULL when none can be
+ * made now (inside a graph capture, or out of memory: FI_ENOMEM recorded). */
+static struct fi_fp8_plan *plan_get(struct fi_cuda *c, int N, int K, int T, int kind)
+{
+	struct fi_fp8_plan *p;
+	cublasLtMatmulAlgo_t from;
+	int has_from = 0, tb = fi_cuda_t_bucket(T);
+	/* newest first: a decode step meets the plans its previous step made */
+	for (int i = c->n_fp8_plans - 1; i >= 0; i--) {
+		p = &c->fp8_plans[i];
+		if (p->N == N && p->K == K && p->T == T && p->kind == kind)
+			return p;
+	}
+	if (c->capturing)
+		return NULL; /* heuristics are not queried inside a capture */
+	if (tb != T && fi_settings()->gemm_bucket) {
+		/* copied: making this plan may start the table over */
+		if ((p = plan_get(c, N, K, tb, kind)) && p->ok) {
+			from = p->algo;
+			has_from = 1;
+		}
+	}
+	if (!c->fp8_plans && !(c->fp8_plans = calloc(MAX_FP8_PLANS, sizeof(*c->fp8_plans)))) {
+		fi_fail(FI_ENOMEM, "cublasLt: FP8 plans");
+		return NULL;
+	}
+	if (c->n_fp8_plans == MAX_FP8_PLANS) {
+		fi_cuda_gemm_fp8_free(c); /* many prompt lengths: start over */
+		if (!(c->fp8_plans = calloc(MAX_FP8_PLANS, sizeof(*c->fp8_plans)))) {
+			fi_fail(FI_ENOMEM, "cublasLt: FP8 plans");
+			return NULL;
+		}
+	}
+	p = &c->fp8_plans[c->n_fp8_plans++];
+	memset(p, 0, sizeof(*p));
+	p->N = N;
+	p->K = K;
+	p->T = T;
+	p->kind = kind;
+	p->ok = plan_make(c, p, has_from ? &from : NULL);
+	cudaGetLastError();
+	return p;
+}
+
 fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const float *ws,
 			const void *xq, const float *xs, int kind, int N, int K, int T)
 {
-	struct fi_fp8_plan *p = NULL;
+	struct fi_fp8_plan *p = plan_get(c, N, K, T, kind);
 	const float one = 1.f, zero = 0.f;
-	for (int i = 0; i < c->n_fp8_plans && !p; i++) {
-		struct fi_fp8_plan *q = &c->fp8_plans[i];
-		if (q->N == N && q->K == K && q->T == T && q->kind == kind)
-			p = q;
-	}
-	if (!p) {
-		if (c->capturing)
-			return FI_EUNSUPPORTED; /* heuristics are not queried inside a capture */
-		if (!c->fp8_plans &&
-		    !(c->fp8_plans = calloc(MAX_FP8_PLANS, sizeof(*c->fp8_plans))))
-			return fi_fail(FI_ENOMEM, "cublasLt: FP8 plans");
-		if (c->n_fp8_plans == MAX_FP8_PLANS)
-			fi_cuda_gemm_fp8_free(c); /* many prompt lengths: start over */
-		if (!c->fp8_plans && !(c->fp8_plans = calloc(MAX_FP8_PLANS, sizeof(*c->fp8_plans))))
-			return fi_fail(FI_ENOMEM, "cublasLt: FP8 plans");
-		p = &c->fp8_plans[c->n_fp8_plans++];
-		memset(p, 0, sizeof(*p));
-		p->N = N;
-		p->K = K;
-		p->T = T;
-		p->kind = kind;
-		p->ok = plan_make(c, p);
-		cudaGetLastError();
-	}
+	if (!p)
+		return c->capturing ? FI_EUNSUPPORTED : fi_errcode();
 	if (!p->ok)
 		return FI_EUNSUPPORTED;
 	LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ws,
