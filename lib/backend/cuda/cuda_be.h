@@ -94,6 +94,7 @@ struct fi_cuda {
 	void *xq, *xq_big; /* xq for graph-sized batches, fixed once weights load; xq_big above */
 	size_t xq_bytes, xq_big_bytes;
 	int xq_K, no_fp8_gemm; /* FI_FP8_GEMM=0: FP8 products through dequantize + bf16 GEMM */
+	int told_fp8_deq;      /* that path was taken, said once at debug level */
 	/* KV copies into the cache (kvcopy.c): their stream, an event after each layer's
 	 * pieces, and while xfer_layers > 0, the layers the compute stream must still wait for
 	 * (attention on layer l waits for xfer_ev[l]). */

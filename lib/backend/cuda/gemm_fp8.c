@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "cuda_be.h"
 
 #define MAX_FP8_PLANS 256
@@ -143,6 +144,9 @@ static struct fi_fp8_plan *plan_get(struct fi_cuda *c, int N, int K, int T, int 
 	p->kind = kind;
 	p->ok = plan_make(c, p, has_from ? &from : NULL);
 	cudaGetLastError();
+	if (!p->ok)
+		fi_debug("cublasLt: no FP8 algorithm for %d x %d x %d (%s scales): dequantized to "
+			 "bf16 instead", T, N, K, kind == FI_Q8_ROW ? "per-row" : "128x128-block");
 	return p;
 }
 
@@ -167,6 +171,8 @@ fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const fl
 		 * dequantizes, now and for this shape from now on. */
 		if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) {
 			cudaGetLastError();
+			fi_debug("cublasLt: FP8 product %d x %d x %d refused (%s): dequantized to bf16 "
+				 "from now on", T, N, K, cublasGetStatusString(st));
 			p->ok = 0;
 			return FI_EUNSUPPORTED;
 		}

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "cuda_be.h"
 
 #define ALIGN256(x) (((x) + 255) & ~(uint64_t)255)
@@ -305,6 +306,12 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
 	}
 	/* Dequantize + bf16 GEMM; a W8A8 input is rounded first (in bf16: within its rounding
 	 * of the CPU's f32 product), over the codes. */
+	if (q.type == FI_CQ_FP8 && !c->told_fp8_deq) {
+		c->told_fp8_deq = 1; /* once: it is on every prompt's path */
+		fi_debug("cuda: an FP8 product of %d rows dequantized to bf16 (activations %s, bias "
+			 "%d, f32 out %d, FI_FP8_GEMM %d)", T, w->aq ? "quantized" : "not quantized",
+			 bias != NULL, out_f32, !c->no_fp8_gemm);
+	}
 	{
 		struct fi_weight d = {.p = c->deq, .dtype = FI_DT_BF16, .rows = w->rows, .cols = w->cols};
 		if ((size_t)(w->rows * w->cols) * 2 > c->deq_bytes)
