@@ -44,7 +44,7 @@
 #                 (tests/gpu/test_family_ops), the Gemma-2-9B, Qwen3-30B-A3B and Mixtral-8x7B
 #                 shapes cut to 2-4 layers against HF (test_model_hf), then fi-bench at full
 #                 size from config.json alone (random weights drawn on the device): b1 decode,
-#                 pp2048, b64 decode of the MoE shapes, b1 decode again with FI_FAMILY_FUSE=1;
+#                 pp2048, b64 decode of the MoE shapes, b1 decode again with FI_FAMILY_FUSE=0;
 #                 a short table last (tests/gpu/NOTES.md predicts its numbers)
 #   sched         the scheduler: tests/gpu/test_sched_gpu (KV block copies, overlap, a small
 #                 pool), 1000 ShareGPT-like requests at once through fi-decode on the 1B and
@@ -68,7 +68,7 @@
 #                 ending with a table of tok/s, bytes per decode step and the share of
 #                 4.3 TB/s, decode through the fused products (FI_QFUSE=1; FI_QBENCH: where
 #                 the checkpoints go, default /tmp/qbench)
-#   pending       the fused paths that are off until measured (FI_QFUSE, FI_FAMILY_FUSE):
+#   pending       the fused paths of FI_QFUSE (off until measured) and FI_FAMILY_FUSE:
 #                 their tests with the switches on (test_decode_fused, test_kernels,
 #                 test_qfused, test_bitnet_gpu, test_family_ops, test_quant_model,
 #                 test_model_hf), then fi-bench tg128 with each switch 0 and 1 on random-weight
@@ -311,7 +311,7 @@ for stage in "$@"; do
 		for m in gemma2_9b qwen3_30b_a3b mixtral_8x7b; do
 			fi-bench -m $cfgs/$m --load-format dummy -r 3 -o json tg128 pp2048 \
 				>"$out/bench_$m.json" 2>>"$out/bench_families.err" || rc=1
-			FI_FAMILY_FUSE=1 fi-bench -m $cfgs/$m --load-format dummy -r 3 -o json tg128 \
+			FI_FAMILY_FUSE=0 fi-bench -m $cfgs/$m --load-format dummy -r 3 -o json tg128 \
 				>"$out/bench_${m}_ff.json" 2>>"$out/bench_families.err" || rc=1
 		done
 		for m in qwen3_30b_a3b mixtral_8x7b; do
@@ -324,7 +324,7 @@ for stage in "$@"; do
 import json, os, sys
 out = sys.argv[1]
 rows = [("gemma2_9b", 18.48, 190), ("qwen3_30b_a3b", 6.08, 450), ("mixtral_8x7b", 25.50, 135)]
-print("| model (random weights, bf16) | tg128 b1 t/s | FI_FAMILY_FUSE=1 | goal | GB/step | GB/s | pp2048 t/s | tg128 b64 t/s |")
+print("| model (random weights, bf16) | tg128 b1 t/s | FI_FAMILY_FUSE=0 | goal | GB/step | GB/s | pp2048 t/s | tg128 b64 t/s |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for m, gb, goal in rows:
     def tps(f, test):

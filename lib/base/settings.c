@@ -28,6 +28,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->dec_async = 1;
 	s->dec_tc = 1;
 	s->gemm_bucket = 1;
+	s->family_fuse = 1;
 }
 
 /* A fast path's switch: on unless the variable is "0". */
@@ -108,7 +109,7 @@ static void read_env(void)
 	s.graphs = on_unless_0("FI_GRAPHS");
 	s.decode_fuse = on_unless_0("FI_DECODE_FUSE");
 	s.qfuse = is_1("FI_QFUSE");
-	s.family_fuse = is_1("FI_FAMILY_FUSE");
+	s.family_fuse = on_unless_0("FI_FAMILY_FUSE");
 	s.gemv = on_unless_0("FI_GEMV");
 	s.glu = on_unless_0("FI_GLU");
 	s.fuse = on_unless_0("FI_FUSE");

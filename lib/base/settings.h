@@ -43,8 +43,8 @@ struct fi_settings {
 	/* FI_QFUSE=1: quantized and ternary layer weights in the fused decode products too
 	 * (kernels/gemv_qfused.cuh, BitNet's layer in four launches); off by default */
 	int qfuse;
-	/* FI_FAMILY_FUSE=1: the families of lib/model/arch.h and Qwen3 in the fused decode
-	 * products too, and the q/k norms inside rope_kv_write; off by default */
+	/* FI_FAMILY_FUSE: the families of lib/model/arch.h and Qwen3 in the fused decode
+	 * products too, and the q/k norms inside rope_kv_write (on; 0 off) */
 	int family_fuse;
 	int gemv;          /* FI_GEMV: the weight-streaming products for small batches */
 	int glu;           /* FI_GLU: the gated product in one kernel */
