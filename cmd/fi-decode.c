@@ -291,11 +291,9 @@ struct taker {
 	const struct opts *o;
 };
 
-/* Work to do: requests, or batch sizes to warm while none is held (no wait for input). */
 static int busy(void *user)
 {
-	struct fi_sched *s = ((struct taker *)user)->E->s;
-	return fi_sched_pending(s) > 0 || fi_sched_warm_left(s);
+	return fi_sched_pending(((struct taker *)user)->E->s) > 0;
 }
 
 static int take(void *user, struct fi_frame *f, fi_err *fatal)
@@ -339,14 +337,12 @@ static void report(const struct engine *E)
 	fprintf(stderr, "fi-decode: %llu requests, %llu steps (at most %d requests in one), "
 		"%llu prompt + %llu decode tokens computed; host %.3f ms/step (planning %.3f), "
 		"model %.3f ms/step; %llu prompt tokens from the prefix cache, %llu from the arena; "
-		"%llu preemptions; kv pool %d blocks of %d tokens; %llu warm-up forwards\n",
-		(unsigned long long)st.done,
+		"%llu preemptions; kv pool %d blocks of %d tokens\n", (unsigned long long)st.done,
 		(unsigned long long)st.steps, st.max_running, (unsigned long long)st.prompt_tokens,
 		(unsigned long long)st.decode_tokens, st.host_ms / (double)st.steps,
 		st.plan_ms / (double)st.steps, st.model_ms / (double)st.steps,
 		(unsigned long long)st.cached_tokens, (unsigned long long)st.arena_tokens,
-		(unsigned long long)st.preemptions, st.kv_blocks, st.kv_block_size,
-		(unsigned long long)st.warm_steps);
+		(unsigned long long)st.preemptions, st.kv_blocks, st.kv_block_size);
 }
 
 /* Requests of clients that are gone (a reply to them failed) end now, freeing their KV. */
@@ -458,8 +454,6 @@ static int run_frames(struct engine *E, const struct opts *o)
 		if ((e = fi_sched_step(E->s)) || (e = fi_stream_flush(E->out)) ||
 		    (e = sweep_gone(E)) || (e = send_load(E)) || (e = kv_events_send(E)))
 			break;
-		if (!eof && !fi_sched_pending(E->s) && (e = fi_sched_warm(E->s)))
-			break; /* idle: one batch size at a time, then the input again */
 		steplog_line(E->steplog, E->s, t_start);
 		live_line(E, 0);
 	}

@@ -16,7 +16,6 @@ void fi_sched_opts_default(struct fi_sched_opts *o)
 	o->watermark = 0.01;
 	o->prefix_reuse = 1;
 	o->overlap = -1;
-	o->warm = -1;
 }
 
 /* ---- create, destroy ---- */
@@ -57,7 +56,6 @@ fi_err fi_sched_create(struct fi_model *m, const struct fi_sched_opts *o, struct
 	s->pool_tokens = s->kc->kv.n_blocks * s->block_size;
 	s->watermark_blocks = (int)(o->watermark * s->kc->kv.n_blocks);
 	s->overlap = o->overlap < 0 ? fi_model_async(m) : o->overlap != 0;
-	s->warm = o->warm < 0 ? fi_model_async(m) : o->warm != 0;
 	for (s->hcap = 64; s->hcap < 2 * (uint32_t)o->max_requests; s->hcap *= 2)
 		;
 	s->htab = calloc(s->hcap, sizeof *s->htab);

@@ -99,7 +99,6 @@ struct fi_sched {
 	int x_tried;
 	char kv_id[2 * FI_ARENA_KEY_BYTES + 1]; /* the root of the block key chains */
 	int block_size, ctx, pool_tokens, overlap, watermark_blocks;
-	int warm, warm_next; /* sched_warm.c: on, and the next batch size to warm */
 	uint64_t n_arrived;
 	/* requests */
 	struct sreq **run;  /* running, in admission order [max_batch] */

@@ -145,8 +145,6 @@ struct fi_sched_opts {
 	double watermark;       /* fraction of the pool kept free at admission (default 0.01) */
 	int prefix_reuse;       /* the in-process prefix cache (default 1) */
 	int overlap;            /* -1 (default): when the backend is asynchronous; 0 off; 1 on */
-	int warm;               /* fi_sched_warm: -1 (default) when the backend is asynchronous;
-				 * 0 off; 1 on */
 	/* The KV arena (kvxfer.h); fingerprint NULL: never used. */
 	const uint8_t *fingerprint; /* the model image's fingerprint [32] */
 	int prefix_cache;       /* every prompt: look its prefix up in the arena, publish its blocks */
@@ -220,14 +218,6 @@ fi_err fi_sched_cancel(struct fi_sched *s, const char *id);
  * (its first error is returned). */
 fi_err fi_sched_cancel_all(struct fi_sched *s);
 
-/* While no request is held: one forward of the next of a few small batch sizes (16, 8, 32,
- * 5, 6, 7, 64, 128 tokens) in a sequence of its own, freed after, so that the backend's
- * preparations for that size (cuBLASLt's algorithm queries) are made before a request needs
- * them. A server calls it when its input has nothing; fi_sched_warm_left says whether there
- * is more to do (never while a request is held). Failures only turn it off. */
-fi_err fi_sched_warm(struct fi_sched *s);
-int fi_sched_warm_left(const struct fi_sched *s);
-
 /* Requests held (running, preempted and waiting); of them, those running; 1 if request id
  * is held. */
 int fi_sched_pending(const struct fi_sched *s);
@@ -262,7 +252,6 @@ struct fi_sched_stats {
 	uint64_t prefix_waits;    /* admissions put off because a running request was computing
 				   * the prefix */
 	uint64_t done;            /* requests ended */
-	uint64_t warm_steps;      /* fi_sched_warm's forwards */
 	double host_ms;           /* in fi_sched_step outside the model: scheduling, sampling
 				   * bookkeeping, events (the callbacks' frame I/O included) */
 	double model_ms;          /* in the model's launch and collect (on CUDA mostly the wait

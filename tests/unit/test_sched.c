@@ -120,9 +120,6 @@ static void fx_open(struct fx *f, const char *name, int n_blocks)
 static struct fi_serve *serve_of[64];
 static struct fi_sched *sched_of[64];
 
-/* fi_sched_warm for the schedulers made below: -1 the backend's default (off on the CPU) */
-static int g_warm = -1;
-
 /* overlap: -1 the backend's default (off on the CPU), 0, 1 */
 static struct fi_sched *sched_new_ex(struct fx *f, struct log *L, const struct fi_tok *tok,
 				     int max_batch, int chunk, int overlap)
@@ -138,7 +135,6 @@ static struct fi_sched *sched_new_ex(struct fx *f, struct log *L, const struct f
 	o.max_step_tokens = max_batch > 64 ? max_batch : 64;
 	o.max_prefill_tokens = chunk;
 	o.overlap = overlap;
-	o.warm = g_warm;
 	o.cb = fi_serve_event;
 	ck_assert(!fi_serve_new(&so, &v));
 	o.cb_user = v;
@@ -269,53 +265,6 @@ static void check_mix(struct fx *f, int max_batch, int chunk, int staggered)
 	}
 	ck_assert(memcmp(rec_of(&L, "s1")->tok, rec_of(&L, "s2")->tok, 24 * sizeof(uint32_t)));
 }
-
-/* Warming while idle (fi_sched_warm; on by default where the backend is asynchronous): a
- * forward of each small batch size in a sequence of its own, never while a request is held,
- * every block back after it, and the requests after it get the tokens they get without it. */
-START_TEST(test_warm)
-{
-	struct fx f;
-	struct log L;
-	struct fi_sched *s;
-	struct fi_sched_stats st;
-	struct rec alone[2];
-	int n = 0, avail;
-	fx_open(&f, "hf/llama", 0);
-	for (int i = 0; i < 2; i++)
-		alone[i] = run_alone(&f, &mix[i], NULL);
-	g_warm = 1;
-	s = sched_new(&f, &L, NULL, 64, 0);
-	g_warm = -1;
-	add(s, &f, &mix[0], FI_OK);
-	ck_assert(!fi_sched_warm_left(s)); /* a request is held */
-	ck_assert(!fi_sched_warm(s));
-	ck_assert(!fi_sched_run(s));
-	fi_sched_stats(s, &st);
-	ck_assert_int_eq(st.warm_steps, 0);
-	avail = st.kv_available;
-	while (fi_sched_warm_left(s)) {
-		ck_assert(!fi_sched_warm(s));
-		ck_assert_int_le(++n, 8);
-	}
-	fi_sched_stats(s, &st);
-	ck_assert_int_eq(n, 8);
-	ck_assert_int_eq(st.warm_steps, 7); /* 128 tokens is over the step's budget of 64 */
-	ck_assert_int_eq(st.kv_available, avail);
-	ck_assert(!fi_sched_warm(s)); /* nothing left: nothing done */
-	add(s, &f, &mix[1], FI_OK);
-	ck_assert(!fi_sched_run(s));
-	sched_free(s);
-	ck_assert_int_eq(L.n_done, 2);
-	for (int i = 0; i < 2; i++) {
-		struct rec *r = rec_of(&L, mix[i].id);
-		ck_assert_msg(r->n == alone[i].n &&
-			      !memcmp(r->tok, alone[i].tok, sizeof(uint32_t) * (size_t)r->n),
-			      "'%s': tokens differ after warming", mix[i].id);
-	}
-	fi_model_close(f.m);
-}
-END_TEST
 
 START_TEST(test_greedy_matches_hf)
 {
@@ -694,7 +643,6 @@ int main(void)
 	}
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_greedy_matches_hf);
-	tcase_add_test(tc, test_warm);
 	tcase_add_test(tc, test_batch_equals_alone);
 	tcase_add_test(tc, test_small_pool);
 	tcase_add_test(tc, test_stops_and_length);
