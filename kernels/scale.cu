@@ -37,3 +37,30 @@ extern "C" fi_err fi_cu_add(cudaStream_t st, void *x, const void *y, int64_t n)
 	LAUNCH_CHECK();
 	return FI_OK;
 }
+
+/* out[t, n] *= ws[n] * xs[t] (bf16 [T, N]): the per-row weight and per-token activation
+ * scales of a W8A8 product applied after an FP8 GEMM run with unit scales (gemm_fp8.c),
+ * where cuBLASLt has no kernel that applies them itself. The GEMM's bf16 output of the raw
+ * code products is rounded once more here: two bf16 roundings, as the dequantize path's. */
+__global__ void scale_outer_kernel(bf16 *__restrict__ out, const float *__restrict__ ws,
+				   const float *__restrict__ xs, int T, int N)
+{
+	int64_t n = (int64_t)T * N;
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int t = (int)(i / N), c = (int)(i - (int64_t)t * N);
+		out[i] = __float2bfloat16(__bfloat162float(out[i]) * (ws[c] * xs[t]));
+	}
+}
+
+extern "C" fi_err fi_cu_scale_outer(cudaStream_t st, void *out, const float *ws, const float *xs,
+				    int T, int N)
+{
+	int64_t blocks = ((int64_t)T * N + 255) / 256;
+	if (T <= 0 || N <= 0)
+		return FI_OK;
+	scale_outer_kernel<<<(int)(blocks < 8192 ? blocks : 8192), 256, 0, st>>>((bf16 *)out, ws,
+										   xs, T, N);
+	LAUNCH_CHECK();
+	return FI_OK;
+}

@@ -119,6 +119,7 @@ static void read_env(void)
 	s.device_sample = on_unless_0("FI_DEVICE_SAMPLE");
 	s.moe_grouped = on_unless_0("FI_MOE_GROUPED");
 	s.fp8_gemm = on_unless_0("FI_FP8_GEMM");
+	s.fp8_unit = is_1("FI_FP8_UNIT");
 	if ((v = getenv("FI_DEC_PLAN")))
 		s.dec_plan = strcmp(v, "0") != 0;
 	s.dec_async = on_unless_0("FI_DEC_ASYNC");

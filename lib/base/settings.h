@@ -53,6 +53,10 @@ struct fi_settings {
 	int device_sample; /* FI_DEVICE_SAMPLE: sampled rows drawn on the device */
 	int moe_grouped;   /* FI_MOE_GROUPED: large mixture-of-experts batches as grouped GEMMs */
 	int fp8_gemm;      /* FI_FP8_GEMM: W8A8 prompts through cuBLASLt's FP8 GEMM */
+	/* FI_FP8_UNIT=1: where cuBLASLt has no FP8 kernel for per-row and per-token scales,
+	 * the FP8 GEMM with unit scales and a pass applying them (gemm_fp8.c); off until
+	 * measured on a GPU */
+	int fp8_unit;
 	int dec_plan;      /* FI_DEC_PLAN: decode attention in balanced pieces; -1 unset (by
 			    * batch size), 0 never, 1 whenever it fits */
 	int dec_async;     /* FI_DEC_ASYNC: decode attention's K/V rows pipelined (cp.async) */

@@ -95,6 +95,7 @@ struct fi_cuda {
 	size_t xq_bytes, xq_big_bytes;
 	int xq_K, no_fp8_gemm; /* FI_FP8_GEMM=0: FP8 products through dequantize + bf16 GEMM */
 	int told_fp8_deq;      /* that path was taken, said once at debug level */
+	int fp8_unit;          /* FI_FP8_UNIT=1: unit-scale FP8 GEMM + fi_cu_scale_outer */
 	/* KV copies into the cache (kvcopy.c): their stream, an event after each layer's
 	 * pieces, and while xfer_layers > 0, the layers the compute stream must still wait for
 	 * (attention on layer l waits for xfer_ev[l]). */
@@ -360,6 +361,9 @@ fi_err fi_cuda_moe(struct fi_backend *be, void *out_d, const void *in_d, const f
 fi_err fi_cuda_random_weight(struct fi_cuda *c, void *dst_d, const struct fi_tensor *t, uint64_t seed);
 void fi_cuda_family_free(struct fi_cuda *c);
 fi_err fi_cu_scale(cudaStream_t st, void *x, int64_t n, float s);
+/* out[t, n] *= ws[n] * xs[t], bf16 out [T, N] (a W8A8 product's scales after its GEMM). */
+fi_err fi_cu_scale_outer(cudaStream_t st, void *out, const float *ws, const float *xs, int T,
+			 int N);
 /* x[n] += y[n], bf16. */
 fi_err fi_cu_add(cudaStream_t st, void *x, const void *y, int64_t n);
 fi_err fi_cu_gelu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);

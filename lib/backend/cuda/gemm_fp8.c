@@ -8,6 +8,12 @@
  *   128x128-block weights, per-token-and-128-column activations: A BLK128x128_32F (the
  *     weight's [ceil(N/128), ceil(K/128)] scales, K-blocks innermost), B VEC128_32F
  *     ([T, ceil(K/128)]), as DeepSeek-style FP8 checkpoints are computed.
+ * Where cuBLASLt has no kernel for the per-row and per-token scales (the H100's cuBLAS 13 has
+ * none for OUTER_VEC at any shape, tests/gpu/NOTES.md), FI_FP8_UNIT=1 runs the per-row case
+ * with unit scales (the plain Hopper FP8 GEMM) into bf16 and fi_cu_scale_outer applies
+ * ws[n] xs[t] after: one more pass over out[T, N] (4 bytes an element), against the
+ * dequantize path's pass over the whole weight and a bf16 GEMM at half the FP8 rate. Off
+ * until it has run on a GPU. Block scales vary along K and have no such route.
  * Plans are cached per shape. A serving run meets a new T at most steps, and a heuristic
  * query costs 1-4 ms of host time, so as in gemm.c it is asked once per bucket of T
  * (fi_cuda_t_bucket) and its algorithm reused for the other T of the bucket once
@@ -21,6 +27,7 @@
 #include "cuda_be.h"
 
 #define MAX_FP8_PLANS 256
+#define KIND_UNIT 0 /* unit scales: the per-row case's fallback */
 
 struct fi_fp8_plan {
 	int N, K, T, kind, ok;
@@ -57,10 +64,12 @@ void fi_cuda_gemm_fp8_free(struct fi_cuda *c)
 static int plan_make(struct fi_cuda *c, struct fi_fp8_plan *p, const cublasLtMatmulAlgo_t *from)
 {
 	cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-	int32_t am = p->kind == FI_Q8_ROW ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
-					  : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
-	int32_t bm = p->kind == FI_Q8_ROW ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
-					  : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+	int32_t am = p->kind == FI_Q8_ROW    ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
+		     : p->kind == FI_Q8_B128 ? CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F
+					     : CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F;
+	int32_t bm = p->kind == FI_Q8_ROW    ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
+		     : p->kind == FI_Q8_B128 ? CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F
+					     : CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F;
 	cublasLtMatmulPreference_t pref = NULL;
 	cublasLtMatmulHeuristicResult_t res;
 	uint64_t ws = FI_LT_WS_BYTES;
@@ -109,7 +118,7 @@ static struct fi_fp8_plan *plan_get(struct fi_cuda *c, int N, int K, int T, int 
 {
 	struct fi_fp8_plan *p;
 	cublasLtMatmulAlgo_t from;
-	int has_from = 0, tb = fi_cuda_t_bucket(T);
+	int has_from = 0, none = 0, tb = fi_cuda_t_bucket(T);
 	/* newest first: a decode step meets the plans its previous step made */
 	for (int i = c->n_fp8_plans - 1; i >= 0; i--) {
 		p = &c->fp8_plans[i];
@@ -124,6 +133,7 @@ static struct fi_fp8_plan *plan_get(struct fi_cuda *c, int N, int K, int T, int 
 			from = p->algo;
 			has_from = 1;
 		}
+		none = p && !p->ok; /* no algorithm for the bucket: none asked for again */
 	}
 	if (!c->fp8_plans && !(c->fp8_plans = calloc(MAX_FP8_PLANS, sizeof(*c->fp8_plans)))) {
 		fi_fail(FI_ENOMEM, "cublasLt: FP8 plans");
@@ -142,11 +152,13 @@ static struct fi_fp8_plan *plan_get(struct fi_cuda *c, int N, int K, int T, int 
 	p->K = K;
 	p->T = T;
 	p->kind = kind;
+	if (none)
+		return p; /* p->ok = 0: the caller's other route, without a query */
 	p->ok = plan_make(c, p, has_from ? &from : NULL);
 	cudaGetLastError();
 	if (!p->ok)
-		fi_debug("cublasLt: no FP8 algorithm for %d x %d x %d (%s scales): dequantized to "
-			 "bf16 instead", T, N, K, kind == FI_Q8_ROW ? "per-row" : "128x128-block");
+		fi_debug("cublasLt: no FP8 algorithm for %d x %d x %d (%s scales)", T, N, K,
+			 kind == FI_Q8_ROW ? "per-row" : kind == FI_Q8_B128 ? "128x128-block" : "unit");
 	return p;
 }
 
@@ -155,14 +167,22 @@ fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const fl
 {
 	struct fi_fp8_plan *p = plan_get(c, N, K, T, kind);
 	const float one = 1.f, zero = 0.f;
+	int unit = 0;
 	if (!p)
 		return c->capturing ? FI_EUNSUPPORTED : fi_errcode();
+	if (!p->ok && kind == FI_Q8_ROW && c->fp8_unit) {
+		if (!(p = plan_get(c, N, K, T, KIND_UNIT)))
+			return c->capturing ? FI_EUNSUPPORTED : fi_errcode();
+		unit = 1;
+	}
 	if (!p->ok)
 		return FI_EUNSUPPORTED;
-	LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ws,
-						sizeof(ws)));
-	LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xs,
-						sizeof(xs)));
+	if (!unit) {
+		LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+							&ws, sizeof(ws)));
+		LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+							&xs, sizeof(xs)));
+	}
 	{
 		cublasStatus_t st = cublasLtMatmul(c->lt, p->desc, &one, wq, p->a, xq, p->b, &zero,
 						   out_d, p->d, out_d, p->d, &p->algo, c->lt_ws,
@@ -178,5 +198,5 @@ fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const fl
 		}
 		LT_CHECK(st);
 	}
-	return FI_OK;
+	return unit ? fi_cu_scale_outer(c->stream, out_d, ws, xs, T, N) : FI_OK;
 }
