@@ -225,11 +225,21 @@ static void rec_unregister(struct fi_backend *b, void *p)
 	pthread_mutex_unlock(&reg_mu);
 }
 
+/* The end of a test that made its own FI_HOME: removed, and the settings read again. */
+static void home_done(const char *home)
+{
+	char cmd[64];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", home);
+	ck_assert(!system(cmd));
+	unsetenv("FI_HOME");
+	fi_settings_reload();
+}
+
 START_TEST(test_arena_extents)
 {
 	static struct fi_backend_ops rec;
 	uint8_t fp[32] = {7, 1, 2};
-	char id[2 * FI_ARENA_KEY_BYTES + 1], home[] = "/tmp/fi-kvx-XXXXXX", cmd[64];
+	char id[2 * FI_ARENA_KEY_BYTES + 1], home[] = "/tmp/fi-kvx-XXXXXX";
 	struct fi_kvcache *c;
 	struct fi_arena *a;
 	struct fi_kvx *x;
@@ -314,10 +324,7 @@ START_TEST(test_arena_extents)
 	ck_assert_int_eq(unreg_n, 4);
 	be->ops = real_ops;
 	fi_kvcache_destroy(c);
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", home);
-	ck_assert(!system(cmd));
-	unsetenv("FI_HOME");
-	fi_settings_reload();
+	home_done(home);
 }
 END_TEST
 
@@ -328,7 +335,7 @@ END_TEST
 START_TEST(test_fetch_halves)
 {
 	uint8_t fp[32] = {9, 4, 1};
-	char home[] = "/tmp/fi-kvx-XXXXXX", cmd[64];
+	char home[] = "/tmp/fi-kvx-XXXXXX";
 	struct fi_kvcache *c;
 	struct fi_kvx *x;
 	struct fi_kvx_fetch *f = NULL;
@@ -384,10 +391,7 @@ START_TEST(test_fetch_halves)
 	ck_assert_int_eq(fi_kvx_fetch_end(NULL, &good), FI_OK);
 	fi_kvx_close(x);
 	fi_kvcache_destroy(c);
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", home);
-	ck_assert(!system(cmd));
-	unsetenv("FI_HOME");
-	fi_settings_reload();
+	home_done(home);
 }
 END_TEST
 
