@@ -135,7 +135,6 @@ void sched_reap(struct fi_sched *s)
 			s->dead[k++] = q;
 			continue;
 		}
-		prefix_fetch_end(s, q);
 		fi_model_seq_free(s->m, q->seq);
 		sched_req_free(q);
 	}

@@ -53,6 +53,7 @@ fi_err sched_finish(struct fi_sched *s, struct sreq *q, enum fi_finish why)
 		sched_unrun(s, q);
 	prefix_fly_drop(s, q);
 	prefix_forget(s, q);
+	prefix_fetch_end(s, q); /* a fetch it began: its copy done, its lease gone */
 	sched_id_del(s, q);
 	q->state = R_DONE;
 	s->n_held--;
