@@ -289,9 +289,11 @@ struct fi_backend_ops {
 	 * later op sees them; sync or download waits for them). Block i is cache block
 	 * blocks[i] and host memory host[i], laid out for each layer l in order, K then V, each
 	 * [block_size, Hk, hd] in the act dtype (kvxfer.h's arena block). to_cache: host to cache,
-	 * else cache to host. The host memory must stay valid until the copy is waited for. */
+	 * else cache to host. The host memory must stay valid until the copy is waited for.
+	 * seg (NULL: one) names the registration of host memory each block lies in: blocks of
+	 * two never share one strided copy (CUDA refuses a copy across registrations). */
 	fi_err (*kv_copy)(struct fi_backend *be, struct fi_kv_cache *kv, int to_cache, int n,
-			  const int32_t *blocks, void *const *host);
+			  const int32_t *blocks, void *const *host, const int32_t *seg);
 };
 
 struct fi_backend {

@@ -292,23 +292,30 @@ static uint32_t extent_of(const struct fi_kvx *x, uint32_t b)
 }
 
 /* n whole blocks between cache blocks cbs[] and the data ptrs[] of arena blocks ab[]: the
- * backend's kv_copy when it has one (few calls, queued), else layer by layer. kv_copy moves
+ * backend's kv_copy when it has one (one call, queued), else layer by layer. kv_copy moves
  * a run of blocks with one strided copy, which must stay inside one registration of host
  * memory (CUDA refuses one that spans two: "invalid argument"), and each extent is
- * registered apart: a call takes the blocks of one extent, registered first (once). */
+ * registered apart: every extent is registered first (once), and each block's extent given
+ * as its segment. One call, not one an extent: the CUDA backend copies into the cache layer
+ * by layer over the blocks of a call, so that layer 0 of a 4096-token prefix lands first
+ * rather than after seven of its eight extents. */
 static fi_err copy_blocks(struct fi_kvx *x, int to_cache, int n, const int32_t *cbs,
 			  void *const *ptrs, const uint32_t *ab)
 {
 	struct fi_backend *be = x->c->be;
 	fi_err e = FI_OK;
 	if (be->ops->kv_copy) {
-		for (int i = 0, j; !e && i < n; i = j) {
+		int32_t *seg = malloc(sizeof *seg * (size_t)(n > 0 ? n : 1));
+		if (!seg)
+			return fi_fail(FI_ENOMEM, "kv arena: out of memory");
+		for (int i = 0; i < n; i++) {
 			uint32_t ext = extent_of(x, ab[i]);
-			for (j = i + 1; j < n && ext != UINT32_MAX && extent_of(x, ab[j]) == ext; j++)
-				;
-			reg_extent(x, ab[i]);
-			e = be->ops->kv_copy(be, &x->c->kv, to_cache, j - i, cbs + i, ptrs + i);
+			if (!i || ext == UINT32_MAX || (uint32_t)seg[i - 1] != ext)
+				reg_extent(x, ab[i]);
+			seg[i] = ext == UINT32_MAX ? -1 - i : (int32_t)ext; /* unknown: alone */
 		}
+		e = be->ops->kv_copy(be, &x->c->kv, to_cache, n, cbs, ptrs, seg);
+		free(seg);
 		return e;
 	}
 	for (int i = 0; !e && i < n; i++)

@@ -47,7 +47,7 @@ static void check_copy(struct fi_kv_cache *kv, uint16_t **img_k, uint16_t **img_
 	for (int i = 0; i < n; i++)
 		ptr[i] = host + (size_t)i * host_stride;
 	/* cache -> host: each host block holds every layer's K then V of its cache block */
-	ck_assert_msg(!be->ops->kv_copy(be, kv, 0, n, blocks, ptr) && !be->ops->sync(be), "%s",
+	ck_assert_msg(!be->ops->kv_copy(be, kv, 0, n, blocks, ptr, NULL) && !be->ops->sync(be), "%s",
 		      fi_errmsg());
 	for (int i = 0; i < n; i++)
 		for (int l = 0; l < kv->n_layers; l++) {
@@ -62,7 +62,7 @@ static void check_copy(struct fi_kv_cache *kv, uint16_t **img_k, uint16_t **img_
 	int32_t *to = malloc(sizeof *to * (size_t)n);
 	for (int i = 0; i < n; i++)
 		to[i] = (blocks[i] + 1) % kv->n_blocks;
-	ck_assert_msg(!be->ops->kv_copy(be, kv, 1, n, to, ptr) && !be->ops->sync(be), "%s",
+	ck_assert_msg(!be->ops->kv_copy(be, kv, 1, n, to, ptr, NULL) && !be->ops->sync(be), "%s",
 		      fi_errmsg());
 	size_t lay = (size_t)kv->n_blocks * part;
 	uint8_t *back = malloc(lay);
@@ -151,7 +151,7 @@ START_TEST(test_kv_copy_speed)
 		for (int rep = 0; rep < 4; rep++)
 			for (int dir = 0; dir < 2; dir++) {
 				double t = now();
-				ck_assert(!be->ops->kv_copy(be, &kv, dir, n, bl, ptr) && !be->ops->sync(be));
+				ck_assert(!be->ops->kv_copy(be, &kv, dir, n, bl, ptr, NULL) && !be->ops->sync(be));
 				t = now() - t;
 				if (t < best[dir])
 					best[dir] = t;

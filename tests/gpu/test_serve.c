@@ -81,7 +81,7 @@ static void *refill_by_copy(struct fi_backend *b, struct fi_kv_cache *kv)
 	memset(k, 0xff, lay); /* NaN in bf16 */
 	ck_assert(!b->ops->upload(b, kv->k_d[0], k, lay) && !b->ops->upload(b, kv->v_d[0], k, lay) &&
 		  !b->ops->sync(b));
-	ck_assert_msg(!b->ops->kv_copy(b, kv, 1, nb, bl, ptr), "kv_copy: %s", fi_errmsg());
+	ck_assert_msg(!b->ops->kv_copy(b, kv, 1, nb, bl, ptr, NULL), "kv_copy: %s", fi_errmsg());
 	free(k);
 	free(v);
 	free(ptr);

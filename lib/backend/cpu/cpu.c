@@ -201,7 +201,7 @@ static fi_err cpu_mem_info(struct fi_backend *be, size_t *free_bytes, size_t *to
 }
 
 static fi_err cpu_kv_copy(struct fi_backend *be, struct fi_kv_cache *kv, int to_cache, int n,
-			  const int32_t *blocks, void *const *host)
+			  const int32_t *blocks, void *const *host, const int32_t *seg)
 {
 	size_t part = (size_t)kv->block_size * kv->n_kv_heads * kv->head_dim * sizeof(float);
 	for (int i = 0; i < n; i++) {

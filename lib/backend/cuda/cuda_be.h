@@ -113,7 +113,7 @@ static inline struct fi_cuda *fi_cuda_of(struct fi_backend *be)
 
 /* kvcopy.c: the kv_copy op (backend.h). */
 fi_err fi_cuda_kv_copy(struct fi_backend *be, struct fi_kv_cache *kv, int to_cache, int n,
-		       const int32_t *blocks, void *const *host);
+		       const int32_t *blocks, void *const *host, const int32_t *seg);
 /* The compute stream waits for layer's copies into the cache (layer < 0: all of them);
  * nothing when none is under way. */
 fi_err fi_cuda_xfer_wait(struct fi_cuda *c, int layer);

@@ -8,7 +8,8 @@
  * length, instead of 2 x n_layers per block. From registered (pinned) host memory the copies
  * are DMA at link speed.
  *
- * Copies into the cache run on a stream of their own, layer by layer, an event after each
+ * Copies into the cache run on a stream of their own, layer by layer over all the blocks
+ * of the call (one call for a whole fetch: runs break where seg changes), an event after each
  * layer: the next forward's attention on layer l waits for event l only (fi_cuda_xfer_wait),
  * so a 4096-token prefix (510 MB for the 8B shape, ~10 ms over the link) arrives under the
  * compute of the prompt's remainder instead of before it. Copies out of the cache stay on the
@@ -80,7 +81,7 @@ static fi_err copy_piece(const struct fi_kv_cache *kv, int to_cache, int l, int 
 }
 
 fi_err fi_cuda_kv_copy(struct fi_backend *be, struct fi_kv_cache *kv, int to_cache, int n,
-		       const int32_t *blocks, void *const *host)
+		       const int32_t *blocks, void *const *host, const int32_t *seg)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
 	size_t part = (size_t)kv->block_size * kv->n_kv_heads * kv->head_dim * 2; /* bf16 */
@@ -103,7 +104,8 @@ fi_err fi_cuda_kv_copy(struct fi_backend *be, struct fi_kv_cache *kv, int to_cac
 		    (size_t)((char *)host[i + 1] - (char *)host[i]) >= sd)
 			sd = (size_t)((char *)host[i + 1] - (char *)host[i]);
 		while (i + r < n && blocks[i + r] == blocks[i] + r &&
-		       (char *)host[i + r] == (char *)host[i] + (size_t)r * sd)
+		       (char *)host[i + r] == (char *)host[i] + (size_t)r * sd &&
+		       (!seg || seg[i + r] == seg[i]))
 			r++;
 		run[i] = r;
 		stride[i] = sd;
