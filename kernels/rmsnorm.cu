@@ -5,8 +5,8 @@
  * to the input dtype before the weight multiply). One block per row; the fast path keeps the
  * row in registers (16-byte accesses, up to 4 vectors a thread) so x is read once.
  *
- * add_norm: x[T,D] += w ? rmsnorm(y; w) : y, the normalised y rounded as above and the sum
- * as the residual add rounds it: Gemma's post-attention and post-feed-forward norms with
+ * add_norm: x[T,D] += rmsnorm(y; w), the normalised y rounded as above and the sum as the
+ * residual add rounds it (without a norm, scale.cu's fi_cu_add): Gemma's post-attention and post-feed-forward norms with
  * the add after them in one launch (rmsnorm of y, then the next norm's add, apart). Same
  * block shape as rmsnorm, so the result equals the two launches'. */
 #include "common.cuh"
@@ -106,19 +106,18 @@ __global__ void add_norm_vec(bf16 *x, const bf16 *__restrict__ y, const bf16 *__
 				ss += v[j][i] * v[j][i];
 		}
 	}
-	float r = w ? rsqrtf(block_sum(ss, sh) / D + eps) : 1.f;
+	float r = rsqrtf(block_sum(ss, sh) / D + eps);
 #pragma unroll
 	for (int j = 0; j < NCH; j++) {
 		int c = threadIdx.x + j * blockDim.x;
 		if (c < n8) {
 			float g[8], a[8];
 			bf16x8 *x8 = (bf16x8 *)x + base + c;
-			if (w)
-				bf16x8_to_f32(((const bf16x8 *)w)[c], g);
+			bf16x8_to_f32(((const bf16x8 *)w)[c], g);
 			bf16x8_to_f32(*x8, a);
 #pragma unroll
 			for (int i = 0; i < 8; i++)
-				a[i] += w ? bf16_round(bf16_round(v[j][i] * r) * g[i]) : v[j][i];
+				a[i] += bf16_round(bf16_round(v[j][i] * r) * g[i]);
 			*x8 = f32_to_bf16x8(a);
 		}
 	}
@@ -134,11 +133,10 @@ __global__ void add_norm_scalar(bf16 *x, const bf16 *__restrict__ y, const bf16 
 		float a = __bfloat162float(y[base + i]);
 		ss += a * a;
 	}
-	float r = w ? rsqrtf(block_sum(ss, sh) / D + eps) : 1.f;
+	float r = rsqrtf(block_sum(ss, sh) / D + eps);
 	for (int i = threadIdx.x; i < D; i += blockDim.x) {
-		float a = __bfloat162float(y[base + i]);
-		if (w)
-			a = bf16_round(bf16_round(a * r) * __bfloat162float(w[i]));
+		float a = bf16_round(bf16_round(__bfloat162float(y[base + i]) * r) *
+				     __bfloat162float(w[i]));
 		x[base + i] = __float2bfloat16(__bfloat162float(x[base + i]) + a);
 	}
 }
@@ -150,7 +148,7 @@ extern "C" fi_err fi_cu_add_norm(cudaStream_t st, void *x, const void *y, const 
 		return FI_OK;
 	int n8 = D / 8;
 	bool vec = D % 8 == 0 && n8 <= 4096 && fi_aligned16(x) && fi_aligned16(y) &&
-		   (!w || fi_aligned16(w));
+		   fi_aligned16(w);
 	bf16 *xx = (bf16 *)x;
 	const bf16 *yy = (const bf16 *)y, *ww = (const bf16 *)w;
 	if (vec) {

@@ -273,7 +273,9 @@ static fi_err cu_add_norm(struct fi_backend *be, void *x_d, const void *y_d,
 		return e;
 	if (x_d == y_d)
 		return fi_fail(FI_EINVAL, "add_norm: y may not alias x");
-	return fi_cu_add_norm(fi_cuda_of(be)->stream, x_d, y_d, norm ? norm->p : NULL, T, D, eps);
+	if (!norm) /* the residual add alone, rounded as rmsnorm's add */
+		return fi_cu_add(fi_cuda_of(be)->stream, x_d, y_d, (int64_t)T * D);
+	return fi_cu_add_norm(fi_cuda_of(be)->stream, x_d, y_d, norm->p, T, D, eps);
 }
 
 static fi_err cu_matmul(struct fi_backend *be, void *out_d, const void *in_d,

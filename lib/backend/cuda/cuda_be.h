@@ -239,7 +239,7 @@ fi_err fi_cu_embed(cudaStream_t st, void *x, const void *emb, int64_t V, const i
 		   int T, int D);
 fi_err fi_cu_rmsnorm(cudaStream_t st, void *out, void *x, const void *add, const void *w,
 		     int T, int D, float eps);
-/* x[T,D] += w ? rmsnorm(y; w, eps) : y (kernels/rmsnorm.cu). */
+/* x[T,D] += rmsnorm(y; w, eps) (kernels/rmsnorm.cu; without w, fi_cu_add). */
 fi_err fi_cu_add_norm(cudaStream_t st, void *x, const void *y, const void *w, int T, int D,
 		      float eps);
 fi_err fi_cu_rope(cudaStream_t st, void *q, void *k, const int32_t *pos, const float *inv_freq,

@@ -135,16 +135,11 @@ static struct fi_fp8_plan *plan_get(struct fi_cuda *c, int N, int K, int T, int 
 		}
 		none = p && !p->ok; /* no algorithm for the bucket: none asked for again */
 	}
+	if (c->n_fp8_plans == MAX_FP8_PLANS)
+		fi_cuda_gemm_fp8_free(c); /* many prompt lengths: start over */
 	if (!c->fp8_plans && !(c->fp8_plans = calloc(MAX_FP8_PLANS, sizeof(*c->fp8_plans)))) {
 		fi_fail(FI_ENOMEM, "cublasLt: FP8 plans");
 		return NULL;
-	}
-	if (c->n_fp8_plans == MAX_FP8_PLANS) {
-		fi_cuda_gemm_fp8_free(c); /* many prompt lengths: start over */
-		if (!(c->fp8_plans = calloc(MAX_FP8_PLANS, sizeof(*c->fp8_plans)))) {
-			fi_fail(FI_ENOMEM, "cublasLt: FP8 plans");
-			return NULL;
-		}
 	}
 	p = &c->fp8_plans[c->n_fp8_plans++];
 	memset(p, 0, sizeof(*p));
