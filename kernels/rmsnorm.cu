@@ -6,9 +6,10 @@
  * row in registers (16-byte accesses, up to 4 vectors a thread) so x is read once.
  *
  * add_norm: x[T,D] += rmsnorm(y; w), the normalised y rounded as above and the sum as the
- * residual add rounds it (without a norm, scale.cu's fi_cu_add): Gemma's post-attention and post-feed-forward norms with
- * the add after them in one launch (rmsnorm of y, then the next norm's add, apart). Same
- * block shape as rmsnorm, so the result equals the two launches'. */
+ * residual add rounds it (without a norm, scale.cu's fi_cu_add): Gemma's post-attention and
+ * post-feed-forward norms with the add after them in one launch (rmsnorm of y, then the
+ * next norm's add, apart). Same block shape as rmsnorm, so the result equals the two
+ * launches'. */
 #include "common.cuh"
 
 template <int NCH>

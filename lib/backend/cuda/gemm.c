@@ -7,8 +7,8 @@
  * type, bias, pointer alignment), so that a cached call costs only the launch. The heuristic
  * query costs 1-4 ms of host time on the H100 hosts (tests/gpu/NOTES.md), and a serving run
  * meets a new T at most steps (decode rows plus prompt chunks; five shapes a step), so it is
- * asked once per bucket of T (fi_cuda_t_bucket: 9..16, ..., 65..128, then 64 wide, 256 wide from
- * 1024, 1024 wide from 4096) and its algorithm reused for every T of the bucket, checked
+ * asked once per bucket of T (fi_cuda_t_bucket: 9..16, ..., 65..128, then 64 wide, 256
+ * wide from 1024, 1024 wide from 4096) and its algorithm reused for every T of the bucket, checked
  * by cublasLtMatmulAlgoCheck (17 us; a failed check asks the heuristic). The
  * cache is a hash table (a lookup per GEMM, ~7 a layer) that drops its least recently used
  * quarter when full. The workspace is fixed, so calls are safe inside graph capture. */
