@@ -323,6 +323,11 @@ struct fi_backend {
 	 * so (the tied embedding and head of a ternary model, half of what a token reads on the
 	 * CPU); a backend that computes from bf16 anyway ignores it. */
 	int keep_bf16;
+	/* CPU: a W8A8 product's input is rounded to bf16 before its e4m3 rounding, as the GPU's
+	 * activations are stored. Off: the reference rounds its f32 values. A test sets it to
+	 * measure how far one bf16 rounding of the inputs moves a W8A8 model (an input a bf16
+	 * step from the f32 one lands in the other e4m3 code about once in 64). */
+	int aq_bf16;
 };
 
 /* random.c: the value of element i of a random tensor (backend.h, random_weights): a 2-D

@@ -5,8 +5,12 @@
  * CUDA graphs), and greedy continuations of 24 tokens.
  * Bounds: the GPU computes in bf16 where the CPU computes in f32, so per row the max error
  * over the max |logit| <= 4e-2, mean over rows <= 2e-2, top-1 agreement >= 90% of rows
- * (random-weight models have near ties; tests/gpu/NOTES.md). Run on a GPU machine; SKIPPED
- * (exit 77) without. */
+ * (random-weight models have near ties; tests/gpu/NOTES.md). W8A8 formats round every
+ * product's input to e4m3, and an input a bf16 step away lands in the other code about once
+ * in 64: the tiny models carry that through their layers. So the CPU measures its own floor,
+ * its logits with the W8A8 inputs rounded to bf16 first (backend.h aq_bf16) against its f32
+ * ones (the fixtures: mean 4.4e-2, top-1 35 of 40), and the bounds widen by 1.5 times that
+ * floor; 0 for every other format. Run on a GPU machine; SKIPPED (exit 77) without. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -70,6 +74,30 @@ static float *logits(struct fi_backend *be, const struct fi_image *im, const int
 	return lg;
 }
 
+/* a's rows against b's: the worst and mean over rows of max |a - b| / max |b|, and how many
+ * rows agree on the top token */
+struct cmp {
+	double worst, mean;
+	int top1;
+};
+
+static struct cmp compare(const float *a, const float *b, int rows, int V)
+{
+	struct cmp r = {0, 0, 0};
+	for (int i = 0; i < rows; i++) {
+		const float *x = a + (size_t)i * V, *y = b + (size_t)i * V;
+		double d = 0, m = 0;
+		for (int v = 0; v < V; v++) {
+			d = fmax(d, fabs((double)x[v] - y[v]));
+			m = fmax(m, fabs(y[v]));
+		}
+		r.worst = fmax(r.worst, d / m);
+		r.mean += d / m / rows;
+		r.top1 += fi_test_argmax(x, V) == fi_test_argmax(y, V);
+	}
+	return r;
+}
+
 START_TEST(test_quant_model)
 {
 	const char *name = fixtures[_i][0];
@@ -86,26 +114,23 @@ START_TEST(test_quant_model)
 	V = im->config.vocab;
 	for (int way = 0; way < 2; way++) {
 		float *c = logits(P.cpu, im, ids, rows, way), *g = logits(P.gpu, im, ids, rows, way);
-		double worst = 0, mean = 0;
-		int top1 = 0;
-		for (int r = 0; r < rows; r++) {
-			const float *a = g + (size_t)r * V, *b = c + (size_t)r * V;
-			double d = 0, m = 0;
-			for (int v = 0; v < V; v++) {
-				d = fmax(d, fabs((double)a[v] - b[v]));
-				m = fmax(m, fabs(b[v]));
-			}
-			worst = fmax(worst, d / m);
-			mean += d / m / rows;
-			top1 += fi_test_argmax(a, V) == fi_test_argmax(b, V);
-		}
-		printf("%-22s %-6s rows %d: top-1 %d, mean err %.2e, worst %.2e\n", name,
-		       way ? "decode" : "full", rows, top1, mean, worst);
-		ck_assert_msg(worst <= 4e-2 && mean <= 2e-2 && top1 * 10 >= rows * 9,
-			      "%s %s: worst %g mean %g top-1 %d/%d", name, way ? "decode" : "full",
-			      worst, mean, top1, rows);
+		struct cmp e, f;
+		P.cpu->aq_bf16 = 1;
+		float *cb = logits(P.cpu, im, ids, rows, way);
+		P.cpu->aq_bf16 = 0;
+		f = compare(cb, c, rows, V);
+		e = compare(g, c, rows, V);
+		printf("%-22s %-6s rows %d: top-1 %d, mean err %.2e, worst %.2e (W8A8 floor: top-1 "
+		       "%d, mean %.2e, worst %.2e)\n", name, way ? "decode" : "full", rows, e.top1,
+		       e.mean, e.worst, f.top1, f.mean, f.worst);
+		ck_assert_msg(e.worst <= 4e-2 + 1.5 * f.worst && e.mean <= 2e-2 + 1.5 * f.mean &&
+				      (rows - e.top1) * 10 <= rows + 15 * (rows - f.top1),
+			      "%s %s: worst %g mean %g top-1 %d/%d (floor %g %g %d)", name,
+			      way ? "decode" : "full", e.worst, e.mean, e.top1, rows, f.worst, f.mean,
+			      f.top1);
 		free(c);
 		free(g);
+		free(cb);
 	}
 	fi_image_close(im);
 	free(ids);

@@ -46,6 +46,9 @@ fi_err fi_cpu_matmul(struct fi_backend *be, void *out_d, const void *in_d,
 		if (!r)
 			return fi_fail(FI_ENOMEM, "matmul: %zu activations", n);
 		memcpy(r, in_d, n * sizeof *r);
+		if (be->aq_bf16)
+			for (size_t i = 0; i < n; i++)
+				r[i] = fi_bf16_to_f32(fi_f32_to_bf16(r[i]));
 		fi_quant_act_round(r, T, w->cols, w->aq);
 		gemm(out, r, w, T);
 		free(r);
