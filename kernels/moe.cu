@@ -210,8 +210,12 @@ static __device__ __forceinline__ const bf16x8 *in_row(const fi_cu_moe &p, int s
 	return (const bf16x8 *)((const bf16 *)p.h + (int64_t)s * K);
 }
 
-/* UP: rows n of gate and up (N = Fm, K = D); else rows n of down (N = D, K = Fm). */
-template <bool UP>
+/* UP: rows n of gate and up (N = Fm, K = D); else rows n of down (N = D, K = Fm). PB: pairs
+ * a pass; 1 where no expert has two (a one-token step): 4 rather than 32 accumulators a lane,
+ * so more warps an SM, and the K loop unrolled so that each lane has 4 rounds of loads in
+ * flight (the down rows of Qwen3-MoE are 3 rounds long). The sums are taken in the same
+ * order either way. */
+template <bool UP, int PB>
 __global__ void __launch_bounds__(MOE_WARPS * 32) moe_rows_kernel(fi_cu_moe p)
 {
 	if ((int)blockIdx.y >= p.chosen[0])
@@ -222,14 +226,15 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) moe_rows_kernel(fi_cu_moe p)
 	const int n0 = (blockIdx.x * MOE_WARPS + wp) * MOE_RPW;
 	const bf16 *W0 = (const bf16 *)(UP ? p.wg : p.wd) + (int64_t)e * N * K;
 	const bf16 *W1 = UP ? (const bf16 *)p.wu + (int64_t)e * N * K : nullptr;
-	for (int i0 = 0; i0 < ne; i0 += MOE_PB) {
-		const int np = min(MOE_PB, ne - i0);
-		float a0[MOE_RPW][MOE_PB], a1[MOE_RPW][MOE_PB];
+	for (int i0 = 0; i0 < ne; i0 += PB) {
+		const int np = min(PB, ne - i0);
+		float a0[MOE_RPW][PB], a1[MOE_RPW][PB];
 #pragma unroll
 		for (int r = 0; r < MOE_RPW; r++)
 #pragma unroll
-			for (int q = 0; q < MOE_PB; q++)
+			for (int q = 0; q < PB; q++)
 				a0[r][q] = a1[r][q] = 0.f;
+#pragma unroll(PB == 1 ? 4 : 1)
 		for (int c = lane; c < K8; c += 32) {
 			float w0[MOE_RPW][8], w1[MOE_RPW][8];
 #pragma unroll
@@ -240,7 +245,7 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) moe_rows_kernel(fi_cu_moe p)
 					bf16x8_to_f32(((const bf16x8 *)(W1 + (int64_t)n * K))[c], w1[r]);
 			}
 #pragma unroll
-			for (int q = 0; q < MOE_PB; q++) {
+			for (int q = 0; q < PB; q++) {
 				if (q >= np)
 					break;
 				float xv[8];
@@ -259,7 +264,7 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) moe_rows_kernel(fi_cu_moe p)
 		for (int r = 0; r < MOE_RPW; r++) {
 			const int n = n0 + r;
 #pragma unroll
-			for (int q = 0; q < MOE_PB; q++) {
+			for (int q = 0; q < PB; q++) {
 				if (q >= np)
 					break;
 				float g = warp_sum(a0[r][q]), u = UP ? warp_sum(a1[r][q]) : 0.f;
@@ -349,9 +354,16 @@ extern "C" fi_err fi_cu_moe_experts(cudaStream_t st, const struct fi_cu_moe *a)
 	/* a block row per chosen expert (chosen[0] of them, at most min(T k, E)): a decode step
 	 * launches k rows of blocks, not E */
 	const int ny = a->T * a->k < a->E ? a->T * a->k : a->E;
-	moe_rows_kernel<true><<<dim3((a->Fm + rows - 1) / rows, ny), MOE_WARPS * 32, 0, st>>>(*a);
-	LAUNCH_CHECK();
-	moe_rows_kernel<false><<<dim3((a->D + rows - 1) / rows, ny), MOE_WARPS * 32, 0, st>>>(*a);
+	const dim3 gu((a->Fm + rows - 1) / rows, ny), gd((a->D + rows - 1) / rows, ny);
+	if (a->one) {
+		moe_rows_kernel<true, 1><<<gu, MOE_WARPS * 32, 0, st>>>(*a);
+		LAUNCH_CHECK();
+		moe_rows_kernel<false, 1><<<gd, MOE_WARPS * 32, 0, st>>>(*a);
+	} else {
+		moe_rows_kernel<true, MOE_PB><<<gu, MOE_WARPS * 32, 0, st>>>(*a);
+		LAUNCH_CHECK();
+		moe_rows_kernel<false, MOE_PB><<<gd, MOE_WARPS * 32, 0, st>>>(*a);
+	}
 	LAUNCH_CHECK();
 	return FI_OK;
 }

@@ -118,6 +118,7 @@ static void read_env(void)
 	s.pf_wgmma = on_unless_0("FI_PF_WGMMA");
 	s.device_sample = on_unless_0("FI_DEVICE_SAMPLE");
 	s.moe_grouped = on_unless_0("FI_MOE_GROUPED");
+	s.moe_one = is_1("FI_MOE_ONE");
 	s.fp8_gemm = on_unless_0("FI_FP8_GEMM");
 	s.fp8_unit = is_1("FI_FP8_UNIT");
 	if ((v = getenv("FI_DEC_PLAN")))

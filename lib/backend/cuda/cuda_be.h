@@ -377,6 +377,7 @@ struct fi_cu_moe {
 	void *out;            /* [T, D] bf16 */
 	const void *wg, *wu, *wd; /* [E*Fm, D], [E*Fm, D], [E*D, Fm] bf16 */
 	int T, E, k, Fm, D, norm, act; /* act: 0 silu, 1 gelu_tanh */
+	int one; /* T = 1 (no expert has two pairs): the rows kernels' one-pair form */
 	int32_t *idx, *cnt, *off, *cur, *order, *pos_of; /* [T k], [E], [E+1], [E], [T k], [T k] */
 	int32_t *chosen;      /* [E+1]: chosen[0] experts with pairs, chosen[1..] those experts */
 	float *wgt;           /* [T k] */

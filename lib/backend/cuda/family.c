@@ -287,6 +287,7 @@ fi_err fi_cuda_moe(struct fi_backend *be, void *out_d, const void *in_d, const f
 	a.wd = mo->down->p;
 	a.T = T, a.E = E, a.k = k, a.Fm = Fm, a.D = D;
 	a.norm = mo->norm_topk;
+	a.one = T == 1 && fi_settings()->moe_one;
 	a.act = mo->act == FI_GLU_GELU_TANH;
 	a.idx = w->ints;
 	a.order = a.idx + w->cap_pairs;
