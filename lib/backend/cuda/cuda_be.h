@@ -190,6 +190,11 @@ struct fi_cu_qw fi_cuda_qw(const struct fi_weight *w);
  * recorded) for shapes it does not take. */
 fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
 		    const void *x, const void *xq, const float *xs, int aq, const void *bias, int T);
+/* kernels/gemv_q4h.cu: the same for an INT4 weight at T = 1 in half2 arithmetic (x scaled by
+ * a power of two so that max|x| < 64); FI_EUNSUPPORTED (not recorded) for what it does not
+ * take (K > 32768, groups not 32 times a power of two). */
+fi_err fi_cu_gemv_q4h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
+		      const void *x, const void *bias);
 /* kernels/dequant.cu: out[n, K] (bf16) = rows of w, rows[i] (or i when rows is NULL),
  * columns in input order. */
 fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const int32_t *rows,

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/settings.h"
 #include "cuda_be.h"
 
 #define ALIGN256(x) (((x) + 255) & ~(uint64_t)255)
@@ -290,6 +291,11 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
 		if ((e = fi_cu_permute_cols(c->stream, xp->codes, in_d, q.perm, T, K)))
 			return e;
 		x = xp->codes;
+	}
+	if (T == 1 && !c->no_gemv && !w->aq && q.type == FI_CQ_INT4 && fi_settings()->int4_half) {
+		e = fi_cu_gemv_q4h(c->stream, out_d, out_f32, &q, x, bias ? bias->p : NULL);
+		if (e != FI_EUNSUPPORTED)
+			return e;
 	}
 	if (T <= 4 && !c->no_gemv) {
 		e = fi_cu_gemv_q(c->stream, out_d, out_f32, &q, x, w->aq ? xp->codes : NULL,
