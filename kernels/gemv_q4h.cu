@@ -28,56 +28,31 @@
  * chunk's weights meets, stored at part j ^ ((c >> 1) & 3) so that the 8 lanes of a
  * 128-byte phase read 8 different bank groups.
  *
- * A warp takes Q4H_R rows (each x part read from shared memory once for all of them), over
+ * A warp takes GH_R rows (each x part read from shared memory once for all of them), over
  * 1/S of the chunks; the S slices of a row meet in shared memory. The next chunk's weights,
  * scales and zero points are loaded before the current one is multiplied, and the first ones
  * before x is staged. */
-#include <cuda_fp16.h>
-
-#include "act_quant_i8.cuh" /* block_max */
+#include "gemv_half.cuh"
 #include "qchunk.cuh"
 
-#define Q4H_WARPS 8
-#define Q4H_R 4
-#define Q4H_MAX_SHARED 65536 /* x as half: K <= 32768 */
-
-union h2u {
-	uint32_t u;
-	__half2 h;
-};
-
-static __device__ __forceinline__ __half2 h2bits(uint32_t u)
-{
-	h2u v;
-	v.u = u;
-	return v.h;
-}
-
-static __device__ __forceinline__ uint32_t u32of(__half2 h)
-{
-	h2u v;
-	v.h = h;
-	return v.u;
-}
-
 struct q4h_ld { /* one chunk of the warp's rows: codes, scales, zero points */
-	uint4 q[Q4H_R];
-	__half s[Q4H_R];
-	uint32_t z[Q4H_R];
+	uint4 q[GH_R];
+	__half s[GH_R];
+	uint32_t z[GH_R];
 };
 
 /* The warp's rows: codes at q[r], scales and zero points of the row's groups at s[r], z[r]. */
 struct q4h_rows {
-	const uint8_t *q[Q4H_R];
-	const __half *s[Q4H_R];
-	const uint8_t *z[Q4H_R];
+	const uint8_t *q[GH_R];
+	const __half *s[GH_R];
+	const uint8_t *z[GH_R];
 };
 
 static __device__ __forceinline__ void q4h_load(const q4h_rows &rw, int c, int lg, q4h_ld &l)
 {
 	const int g = c >> lg;
 #pragma unroll
-	for (int r = 0; r < Q4H_R; r++) {
+	for (int r = 0; r < GH_R; r++) {
 		l.q[r] = ld16(rw.q[r] + (int64_t)c * 16);
 		l.s[r] = rw.s[r][g];
 		l.z[r] = rw.z[r][g];
@@ -100,20 +75,20 @@ static __device__ __forceinline__ float q4h_word(uint32_t wv, const uint4 &xp, _
 }
 
 template <int S, bool F32OUT>
-__global__ void __launch_bounds__(Q4H_WARPS * 32, 2)
+__global__ void __launch_bounds__(GH_WARPS * 32, 2)
 gemv_q4h_kernel(const fi_cu_qw w, int lg, const bf16 *__restrict__ x,
 		const bf16 *__restrict__ bias, void *out)
 {
 	extern __shared__ uint4 xs[]; /* [K / 32][4]: x as half2 pairs, see the head comment */
 	__shared__ float sh[32];
-	__shared__ float part[Q4H_WARPS][Q4H_R];
+	__shared__ float part[GH_WARPS][GH_R];
 	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, slice = wp % S;
 	const int K = (int)w.cols, nc = K / 32;
-	const int64_t n0 = ((int64_t)blockIdx.x * (Q4H_WARPS / S) + wp / S) * Q4H_R;
+	const int64_t n0 = ((int64_t)blockIdx.x * (GH_WARPS / S) + wp / S) * GH_R;
 	const int64_t gpr = w.cols / w.group;
 	q4h_rows rw; /* rows past the end read the last row; their sums are not written */
 #pragma unroll
-	for (int r = 0; r < Q4H_R; r++) {
+	for (int r = 0; r < GH_R; r++) {
 		const int64_t n = min(n0 + r, w.rows - 1);
 		rw.q[r] = w.q + n * w.row_bytes;
 		rw.s[r] = (const __half *)w.scale + n * gpr;
@@ -125,39 +100,11 @@ gemv_q4h_kernel(const fi_cu_qw w, int lg, const bf16 *__restrict__ x,
 	if (c < nc)
 		q4h_load(rw, c, lg, cur);
 
-	/* x into shared memory as half, times 2^e: max|x| 2^e < 64 */
-	float m = 0.f;
-	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
-		float f[8];
-		bf16x8_to_f32(((const bf16x8 *)x)[i], f);
-#pragma unroll
-		for (int k = 0; k < 8; k++)
-			m = fmaxf(m, fabsf(f[k]));
-	}
-	m = block_max(m, sh);
-	int e = 0;
-	if (m > 0.f && m <= 3.0e38f) {
-		int p;
-		frexpf(m, &p); /* m < 2^p */
-		e = 6 - p;
-	}
-	const float up = ldexpf(1.f, e);
-	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
-		float f[8];
-		bf16x8_to_f32(((const bf16x8 *)x)[i], f);
-		uint4 v;
-		v.x = u32of(__floats2half2_rn(f[0] * up, f[4] * up));
-		v.y = u32of(__floats2half2_rn(f[1] * up, f[5] * up));
-		v.z = u32of(__floats2half2_rn(f[2] * up, f[6] * up));
-		v.w = u32of(__floats2half2_rn(f[3] * up, f[7] * up));
-		const int cc = i >> 2, j = i & 3;
-		xs[cc * 4 + (j ^ ((cc >> 1) & 3))] = v;
-	}
-	__syncthreads();
+	const int e = gh_stage_bf16<true, 6>(x, K, xs, sh); /* max|x| 2^e < 64 */
 
-	float acc[Q4H_R];
+	float acc[GH_R];
 #pragma unroll
-	for (int r = 0; r < Q4H_R; r++)
+	for (int r = 0; r < GH_R; r++)
 		acc[r] = 0.f;
 	for (; c < nc; c += 32 * S) {
 		const int cn = c + 32 * S;
@@ -166,9 +113,9 @@ gemv_q4h_kernel(const fi_cu_qw w, int lg, const bf16 *__restrict__ x,
 		uint4 xp[4];
 #pragma unroll
 		for (int j = 0; j < 4; j++)
-			xp[j] = xs[c * 4 + (j ^ ((c >> 1) & 3))];
+			xp[j] = xs[gh_part(c, j)];
 #pragma unroll
-		for (int r = 0; r < Q4H_R; r++) {
+		for (int r = 0; r < GH_R; r++) {
 			const __half2 z1 = h2bits((0x6400u | cur.z[r]) * 0x10001u); /* 1024 + z */
 			const __half2 nz2 = __hneg2(__hsub2(z1, __float2half2_rn(960.f)));
 			const uint32_t wv[4] = {cur.q[r].x, cur.q[r].y, cur.q[r].z, cur.q[r].w};
@@ -181,18 +128,18 @@ gemv_q4h_kernel(const fi_cu_qw w, int lg, const bf16 *__restrict__ x,
 		cur = nxt;
 	}
 #pragma unroll
-	for (int r = 0; r < Q4H_R; r++)
+	for (int r = 0; r < GH_R; r++)
 		acc[r] = warp_sum(acc[r]);
 	if (S > 1) {
 		if (lane == 0)
 #pragma unroll
-			for (int r = 0; r < Q4H_R; r++)
+			for (int r = 0; r < GH_R; r++)
 				part[wp][r] = acc[r];
 		__syncthreads();
 		if (slice)
 			return;
 #pragma unroll
-		for (int r = 0; r < Q4H_R; r++)
+		for (int r = 0; r < GH_R; r++)
 			for (int s = 1; s < S; s++)
 				acc[r] += part[wp + s][r];
 	}
@@ -200,7 +147,7 @@ gemv_q4h_kernel(const fi_cu_qw w, int lg, const bf16 *__restrict__ x,
 		return;
 	const float down = ldexpf(1.f, -e);
 #pragma unroll
-	for (int r = 0; r < Q4H_R; r++) {
+	for (int r = 0; r < GH_R; r++) {
 		const int64_t row = n0 + r;
 		if (row >= w.rows)
 			break;
@@ -216,17 +163,9 @@ template <int S, bool F32OUT>
 static int launch_s(cudaStream_t st, void *out, const fi_cu_qw &w, int lg, const void *x,
 		    const void *bias)
 {
-	static int ready; /* the shared-memory limit is raised once per kernel */
-	if (!ready)
-		ready = cudaFuncSetAttribute(gemv_q4h_kernel<S, F32OUT>,
-					     cudaFuncAttributeMaxDynamicSharedMemorySize,
-					     Q4H_MAX_SHARED) == cudaSuccess ? 1 : -1;
-	if (ready < 0) {
-		cudaGetLastError();
-		return 0;
-	}
-	const int64_t per = Q4H_WARPS / S * Q4H_R;
-	gemv_q4h_kernel<S, F32OUT><<<(unsigned)((w.rows + per - 1) / per), Q4H_WARPS * 32,
+	GH_READY((gemv_q4h_kernel<S, F32OUT>));
+	const int64_t per = GH_WARPS / S * GH_R;
+	gemv_q4h_kernel<S, F32OUT><<<(unsigned)((w.rows + per - 1) / per), GH_WARPS * 32,
 				     (size_t)w.cols * 2, st>>>(w, lg, (const bf16 *)x,
 							       (const bf16 *)bias, out);
 	return 1;
@@ -247,24 +186,13 @@ static int launch_f(cudaStream_t st, void *out, const fi_cu_qw &w, int lg, const
 extern "C" fi_err fi_cu_gemv_q4h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
 				 const void *x, const void *bias)
 {
-	static int sms;
 	int lg = 0; /* chunks a group, 2^lg */
 	while (lg < 10 && 32 << lg < w->group)
 		lg++;
 	if (w->type != FI_CQ_INT4 || w->cols % 32 || w->group != 32 << lg ||
-	    w->cols * 2 > Q4H_MAX_SHARED || w->rows < 1 || !fi_aligned16(x))
+	    w->cols * 2 > GH_MAX_SHARED || w->rows < 1 || !fi_aligned16(x))
 		return FI_EUNSUPPORTED;
-	if (!sms) {
-		int dev = 0;
-		cudaGetDevice(&dev);
-		if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-		    sms < 1)
-			sms = 132;
-	}
-	/* slices of K until there are two blocks an SM (the 8B's q/o: 4096 rows, S = 4) */
-	int S = 1;
-	while (S < 8 && (w->rows + Q4H_WARPS / S * Q4H_R - 1) / (Q4H_WARPS / S * Q4H_R) < 2 * sms)
-		S *= 2;
+	const int S = gh_slices(w->rows);
 	if (!(out_f32 ? launch_f<true>(st, out, *w, lg, x, bias, S)
 		      : launch_f<false>(st, out, *w, lg, x, bias, S)))
 		return FI_EUNSUPPORTED;

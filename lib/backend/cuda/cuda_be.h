@@ -195,6 +195,11 @@ fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_
  * take (K > 32768, groups not 32 times a power of two). */
 fi_err fi_cu_gemv_q4h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
 		      const void *x, const void *bias);
+/* kernels/gemv_f8h.cu: the same for an FP8 weight (per-row or 128 x 128 block scales) at T = 1
+ * in half2 arithmetic, x bf16 (aq 0) or e4m3 codes with a token scale (FI_AQ_TOKEN);
+ * FI_EUNSUPPORTED (not recorded) otherwise. */
+fi_err fi_cu_gemv_f8h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
+		      const void *x, const void *xq, const float *xs, int aq, const void *bias);
 /* kernels/dequant.cu: out[n, K] (bf16) = rows of w, rows[i] (or i when rows is NULL),
  * columns in input order. */
 fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const int32_t *rows,

@@ -292,6 +292,12 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
 			return e;
 		x = xp->codes;
 	}
+	if (T == 1 && !c->no_gemv && q.type == FI_CQ_FP8 && fi_settings()->fp8_half) {
+		e = fi_cu_gemv_f8h(c->stream, out_d, out_f32, &q, x, w->aq ? xp->codes : NULL,
+				   w->aq ? xp->scales : NULL, w->aq, bias ? bias->p : NULL);
+		if (e != FI_EUNSUPPORTED)
+			return e;
+	}
 	if (T == 1 && !c->no_gemv && !w->aq && q.type == FI_CQ_INT4 && fi_settings()->int4_half) {
 		e = fi_cu_gemv_q4h(c->stream, out_d, out_f32, &q, x, bias ? bias->p : NULL);
 		if (e != FI_EUNSUPPORTED)

@@ -1,0 +1,206 @@
+/* gemv_f8h: the FP8 decode product at one token, out[N] = x[K] W^T (+ bias), for e4m3 weights
+ * with a scale per row (FI_Q8_ROW) or per 128 x 128 block (FI_Q8_B128), the input either bf16
+ * (weight-only) or e4m3 codes with one scale for the token (W8A8, FI_AQ_TOKEN: the codes of
+ * kernels/act_quant.cu), in half2 arithmetic.
+ *
+ * Why: gemv_q's W8A8 path converts both the weight and the input code of every product with a
+ * scalar e4m3 -> f32 conversion, two a value on the conversion pipe (16 a clock an SM), and a
+ * warp streams one row: ~1.6 TB/s measured (8B FP8, 202 tok/s on the H100). Here the weight
+ * bytes go through the paired conversion (e4m3x2 -> f16x2, one instruction for two values),
+ * x is converted once a block into shared memory, and the products and sums are HFMA2:
+ *
+ *   word k of a chunk (bytes 4k .. 4k+3):  a = cvt(w & 0xffff) . x[4k, 4k+1] + a
+ *                                          a = cvt(w >> 16)    . x[4k+2, 4k+3] + a
+ *
+ * a half2 partial over two words (four products a half), then into f32.
+ *
+ * Range: e4m3 is at most 448. W8A8: x's codes are staged times 2^-8 (exact: e4m3's smallest
+ * step 2^-9 becomes 2^-17, a half subnormal), so a product is at most 448 x 1.75 = 784 and
+ * exact (4 significant bits times 4), a partial at most 3,136. Weight-only: x times 2^e with
+ * max|x| 2^e < 8 (kernels/gemv_half.cuh), a product under 3,584, a partial under 14,336; half's
+ * limit is 65,504. The f32 result takes back 2^8 (or 2^-e), the token's scale and the row's
+ * or block's weight scale. Rounding: three half additions per four products, against gemv_q's
+ * f32 sums; test_quant_kernels holds both to the bf16 matmul's tolerance.
+ *
+ * Layout as gemv_q4h: a warp takes GH_R rows over 1/S of the 32-column chunks (32 bytes a row:
+ * two 16-byte loads), the next chunk's loads in flight while the current one is multiplied. */
+#include <cuda_fp8.h>
+
+#include "gemv_half.cuh"
+#include "qchunk.cuh"
+
+static __device__ __forceinline__ __half2 f8x2(uint32_t v16)
+{
+	__half2_raw r = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)v16, __NV_E4M3);
+	return *(__half2 *)&r;
+}
+
+/* The e4m3 codes xq[K] into xs as half times 2^-8, in column order; ends with a barrier. */
+static __device__ __forceinline__ void f8h_stage_codes(const uint8_t *__restrict__ xq, int K,
+						       uint4 *xs)
+{
+	const __half2 k = __float2half2_rn(1.f / 256);
+	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
+		const uint2 b = *(const uint2 *)(xq + 8 * i);
+		uint4 v;
+		v.x = u32of(__hmul2(f8x2(b.x & 0xFFFF), k));
+		v.y = u32of(__hmul2(f8x2(b.x >> 16), k));
+		v.z = u32of(__hmul2(f8x2(b.y & 0xFFFF), k));
+		v.w = u32of(__hmul2(f8x2(b.y >> 16), k));
+		xs[gh_part(i >> 2, i & 3)] = v;
+	}
+	__syncthreads();
+}
+
+/* Chunk c's products of one row (two 16-byte loads u) with x parts xp, in f32. */
+static __device__ __forceinline__ float f8h_chunk(const uint4 (&u)[2], const uint4 (&xp)[4])
+{
+	const uint32_t wv[8] = {u[0].x, u[0].y, u[0].z, u[0].w, u[1].x, u[1].y, u[1].z, u[1].w};
+	float d = 0.f;
+#pragma unroll
+	for (int j = 0; j < 4; j++) { /* x part j: columns 8j .. 8j+7, words 2j and 2j + 1 */
+		const __half2 *xh = (const __half2 *)&xp[j];
+		__half2 a = __hmul2(f8x2(wv[2 * j] & 0xFFFF), xh[0]);
+		a = __hfma2(f8x2(wv[2 * j] >> 16), xh[1], a);
+		a = __hfma2(f8x2(wv[2 * j + 1] & 0xFFFF), xh[2], a);
+		a = __hfma2(f8x2(wv[2 * j + 1] >> 16), xh[3], a);
+		const float2 f = __half22float2(a);
+		d += f.x + f.y;
+	}
+	return d;
+}
+
+template <bool AQ, bool B128, bool F32OUT>
+__global__ void __launch_bounds__(GH_WARPS * 32, 2)
+gemv_f8h_kernel(const fi_cu_qw w, int S, const bf16 *__restrict__ x,
+		const uint8_t *__restrict__ xq, const float *__restrict__ xsc,
+		const bf16 *__restrict__ bias, void *out)
+{
+	extern __shared__ uint4 xs[]; /* [K / 32][4]: x as half (kernels/gemv_half.cuh) */
+	__shared__ float sh[32];
+	__shared__ float part[GH_WARPS][GH_R];
+	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, slice = wp % S;
+	const int K = (int)w.cols, nc = K / 32, nb = (K + 127) / 128;
+	const int64_t n0 = ((int64_t)blockIdx.x * (GH_WARPS / S) + wp / S) * GH_R;
+	const uint8_t *rq[GH_R];
+	const float *rs[GH_R]; /* B128: the scales of the row's 128-row block */
+#pragma unroll
+	for (int r = 0; r < GH_R; r++) { /* rows past the end read the last one, unwritten */
+		const int64_t n = min(n0 + r, w.rows - 1);
+		rq[r] = w.q + n * w.row_bytes;
+		rs[r] = (const float *)w.scale + (n / 128) * nb;
+	}
+	int c = lane + 32 * slice;
+	uint4 cur[GH_R][2], nxt[GH_R][2];
+	if (c < nc)
+#pragma unroll
+		for (int r = 0; r < GH_R; r++) {
+			cur[r][0] = ld16(rq[r] + (int64_t)c * 32);
+			cur[r][1] = ld16(rq[r] + (int64_t)c * 32 + 16);
+		}
+	int e = 8; /* W8A8: the codes were staged times 2^-8 */
+	if (AQ)
+		f8h_stage_codes(xq, K, xs);
+	else
+		e = -gh_stage_bf16<false, 3>(x, K, xs, sh); /* max|x| 2^-e < 8 */
+
+	float acc[GH_R];
+#pragma unroll
+	for (int r = 0; r < GH_R; r++)
+		acc[r] = 0.f;
+	for (; c < nc; c += 32 * S) {
+		const int cn = c + 32 * S;
+		if (cn < nc)
+#pragma unroll
+			for (int r = 0; r < GH_R; r++) {
+				nxt[r][0] = ld16(rq[r] + (int64_t)cn * 32);
+				nxt[r][1] = ld16(rq[r] + (int64_t)cn * 32 + 16);
+			}
+		uint4 xp[4];
+#pragma unroll
+		for (int j = 0; j < 4; j++)
+			xp[j] = xs[gh_part(c, j)];
+#pragma unroll
+		for (int r = 0; r < GH_R; r++) {
+			const float d = f8h_chunk(cur[r], xp);
+			acc[r] = B128 ? fmaf(d, rs[r][c >> 2], acc[r]) : acc[r] + d;
+		}
+#pragma unroll
+		for (int r = 0; r < GH_R; r++)
+			cur[r][0] = nxt[r][0], cur[r][1] = nxt[r][1];
+	}
+#pragma unroll
+	for (int r = 0; r < GH_R; r++)
+		acc[r] = warp_sum(acc[r]);
+	if (S > 1) {
+		if (lane == 0)
+#pragma unroll
+			for (int r = 0; r < GH_R; r++)
+				part[wp][r] = acc[r];
+		__syncthreads();
+		if (slice)
+			return;
+#pragma unroll
+		for (int r = 0; r < GH_R; r++)
+			for (int s = 1; s < S; s++)
+				acc[r] += part[wp + s][r];
+	}
+	if (lane)
+		return;
+	const float k = ldexpf(1.f, e) * (AQ ? xsc[0] : 1.f);
+#pragma unroll
+	for (int r = 0; r < GH_R; r++) {
+		const int64_t row = n0 + r;
+		if (row >= w.rows)
+			break;
+		const float ws = B128 ? 1.f : ((const float *)w.scale)[row];
+		const float res = acc[r] * k * ws + (bias ? __bfloat162float(bias[row]) : 0.f);
+		if (F32OUT)
+			((float *)out)[row] = res;
+		else
+			((bf16 *)out)[row] = __float2bfloat16(res);
+	}
+}
+
+template <bool AQ, bool B128, bool F32OUT>
+static int launch(cudaStream_t st, void *out, const fi_cu_qw &w, const void *x, const void *xq,
+		  const float *xsc, const void *bias)
+{
+	GH_READY((gemv_f8h_kernel<AQ, B128, F32OUT>));
+	const int S = gh_slices(w.rows);
+	const int64_t per = GH_WARPS / S * GH_R;
+	gemv_f8h_kernel<AQ, B128, F32OUT>
+		<<<(unsigned)((w.rows + per - 1) / per), GH_WARPS * 32, (size_t)w.cols * 2, st>>>(
+			w, S, (const bf16 *)x, (const uint8_t *)xq, xsc, (const bf16 *)bias, out);
+	return 1;
+}
+
+template <bool AQ, bool B128>
+static int launch_o(cudaStream_t st, void *out, int f32, const fi_cu_qw &w, const void *x,
+		    const void *xq, const float *xsc, const void *bias)
+{
+	return f32 ? launch<AQ, B128, true>(st, out, w, x, xq, xsc, bias)
+		   : launch<AQ, B128, false>(st, out, w, x, xq, xsc, bias);
+}
+
+extern "C" fi_err fi_cu_gemv_f8h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
+				 const void *x, const void *xq, const float *xs, int aq,
+				 const void *bias)
+{
+	const bool b128 = w->kind == FI_Q8_B128;
+	if (w->type != FI_CQ_FP8 || (w->kind != FI_Q8_ROW && !b128) || w->cols % 32 ||
+	    w->cols * 2 > GH_MAX_SHARED || w->rows < 1 || (aq && aq != FI_AQ_TOKEN) ||
+	    (aq ? !xq || !xs || ((uintptr_t)xq & 7) : !fi_aligned16(x)))
+		return FI_EUNSUPPORTED;
+	int ok;
+	if (aq)
+		ok = b128 ? launch_o<true, true>(st, out, out_f32, *w, x, xq, xs, bias)
+			  : launch_o<true, false>(st, out, out_f32, *w, x, xq, xs, bias);
+	else
+		ok = b128 ? launch_o<false, true>(st, out, out_f32, *w, x, xq, xs, bias)
+			  : launch_o<false, false>(st, out, out_f32, *w, x, xq, xs, bias);
+	if (!ok)
+		return FI_EUNSUPPORTED;
+	LAUNCH_CHECK();
+	return FI_OK;
+}

@@ -1,0 +1,116 @@
+/* gemv_half: what the one-token products in half2 arithmetic share (kernels/gemv_q4h.cu for
+ * INT4, kernels/gemv_f8h.cu for FP8): the input staged once a block in shared memory as half,
+ * scaled by a power of two so that the products' half sums cannot overflow, and the choice of
+ * K slices a row. A chunk is 32 columns: 64 bytes of half x, 4 x 16-byte parts, part j stored
+ * at j ^ ((c >> 1) & 3) so that the 8 lanes of a 128-byte phase, reading chunks c .. c + 7,
+ * read 8 different bank groups. */
+#ifndef FI_KERNELS_GEMV_HALF_CUH
+#define FI_KERNELS_GEMV_HALF_CUH
+
+#include <cuda_fp16.h>
+
+#include "act_quant_i8.cuh" /* block_max */
+#include "common.cuh"
+
+#define GH_WARPS 8
+#define GH_R 4                /* rows a warp */
+#define GH_MAX_SHARED 65536   /* x as half: K <= 32768 */
+
+union gh_h2u {
+	uint32_t u;
+	__half2 h;
+};
+
+static __device__ __forceinline__ __half2 h2bits(uint32_t u)
+{
+	gh_h2u v;
+	v.u = u;
+	return v.h;
+}
+
+static __device__ __forceinline__ uint32_t u32of(__half2 h)
+{
+	gh_h2u v;
+	v.h = h;
+	return v.u;
+}
+
+static __device__ __forceinline__ int gh_part(int c, int j)
+{
+	return c * 4 + (j ^ ((c >> 1) & 3));
+}
+
+/* x[K] (bf16) into xs as half times 2^e, max|x| 2^e < 2^LIM; returns e (0 for an all-zero or
+ * non-finite x, whose products are then what they are). PAIRED: the 8 columns of each 16-byte
+ * part as the pairs (0, 4), (1, 5), (2, 6), (3, 7) (gemv_q4h's nibble order); else in order.
+ * Every thread of the block takes part; ends with a barrier. */
+template <bool PAIRED, int LIM>
+static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, int K, uint4 *xs,
+						    float *sh)
+{
+	float m = 0.f;
+	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
+		float f[8];
+		bf16x8_to_f32(((const bf16x8 *)x)[i], f);
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			m = fmaxf(m, fabsf(f[k]));
+	}
+	m = block_max(m, sh);
+	int e = 0;
+	if (m > 0.f && m <= 3.0e38f) {
+		int p;
+		frexpf(m, &p); /* m < 2^p */
+		e = LIM - p;
+	}
+	const float up = ldexpf(1.f, e);
+	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
+		float f[8];
+		bf16x8_to_f32(((const bf16x8 *)x)[i], f);
+		uint4 v;
+		if (PAIRED) {
+			v.x = u32of(__floats2half2_rn(f[0] * up, f[4] * up));
+			v.y = u32of(__floats2half2_rn(f[1] * up, f[5] * up));
+			v.z = u32of(__floats2half2_rn(f[2] * up, f[6] * up));
+			v.w = u32of(__floats2half2_rn(f[3] * up, f[7] * up));
+		} else {
+			v.x = u32of(__floats2half2_rn(f[0] * up, f[1] * up));
+			v.y = u32of(__floats2half2_rn(f[2] * up, f[3] * up));
+			v.z = u32of(__floats2half2_rn(f[4] * up, f[5] * up));
+			v.w = u32of(__floats2half2_rn(f[6] * up, f[7] * up));
+		}
+		xs[gh_part(i >> 2, i & 3)] = v;
+	}
+	__syncthreads();
+	return e;
+}
+
+/* K slices a row (1, 2, 4 or 8) so that rows / (rows a block) gives two blocks an SM. */
+static inline int gh_slices(int64_t rows)
+{
+	static int sms;
+	if (!sms) {
+		int dev = 0;
+		cudaGetDevice(&dev);
+		if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+		    sms < 1)
+			sms = 132;
+	}
+	int S = 1;
+	while (S < 8 && (rows + GH_WARPS / S * GH_R - 1) / (GH_WARPS / S * GH_R) < 2 * sms)
+		S *= 2;
+	return S;
+}
+
+/* Raises a kernel's dynamic shared-memory limit to GH_MAX_SHARED once: 0 if it cannot. */
+#define GH_READY(kern)                                                                         \
+	static int ready;                                                                      \
+	if (!ready)                                                                            \
+		ready = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,  \
+					     GH_MAX_SHARED) == cudaSuccess ? 1 : -1;           \
+	if (ready < 0) {                                                                       \
+		cudaGetLastError();                                                            \
+		return 0;                                                                      \
+	}
+
+#endif
