@@ -129,23 +129,7 @@ gemv_f8h_kernel(const fi_cu_qw w, int S, const bf16 *__restrict__ x,
 		for (int r = 0; r < GH_R; r++)
 			cur[r][0] = nxt[r][0], cur[r][1] = nxt[r][1];
 	}
-#pragma unroll
-	for (int r = 0; r < GH_R; r++)
-		acc[r] = warp_sum(acc[r]);
-	if (S > 1) {
-		if (lane == 0)
-#pragma unroll
-			for (int r = 0; r < GH_R; r++)
-				part[wp][r] = acc[r];
-		__syncthreads();
-		if (slice)
-			return;
-#pragma unroll
-		for (int r = 0; r < GH_R; r++)
-			for (int s = 1; s < S; s++)
-				acc[r] += part[wp + s][r];
-	}
-	if (lane)
+	if (!gh_total(acc, part, S))
 		return;
 	const float k = ldexpf(1.f, e) * (AQ ? xsc[0] : 1.f);
 #pragma unroll
@@ -155,10 +139,7 @@ gemv_f8h_kernel(const fi_cu_qw w, int S, const bf16 *__restrict__ x,
 			break;
 		const float ws = B128 ? 1.f : ((const float *)w.scale)[row];
 		const float res = acc[r] * k * ws + (bias ? __bfloat162float(bias[row]) : 0.f);
-		if (F32OUT)
-			((float *)out)[row] = res;
-		else
-			((bf16 *)out)[row] = __float2bfloat16(res);
+		gh_store<F32OUT>(out, row, res);
 	}
 }
 

@@ -85,6 +85,40 @@ static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, 
 	return e;
 }
 
+/* The rows' sums over the warp, then over the S slices of the warp's item (through part, in
+ * shared memory): true for the one lane that then holds the totals. Every thread of the block
+ * must call it (a barrier when S > 1). */
+static __device__ __forceinline__ bool gh_total(float (&acc)[GH_R], float (*part)[GH_R], int S)
+{
+	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
+#pragma unroll
+	for (int r = 0; r < GH_R; r++)
+		acc[r] = warp_sum(acc[r]);
+	if (S > 1) {
+		if (lane == 0)
+#pragma unroll
+			for (int r = 0; r < GH_R; r++)
+				part[wp][r] = acc[r];
+		__syncthreads();
+		if (wp % S)
+			return false;
+#pragma unroll
+		for (int r = 0; r < GH_R; r++)
+			for (int s = 1; s < S; s++)
+				acc[r] += part[wp + s][r];
+	}
+	return lane == 0;
+}
+
+template <bool F32OUT>
+static __device__ __forceinline__ void gh_store(void *out, int64_t i, float v)
+{
+	if (F32OUT)
+		((float *)out)[i] = v;
+	else
+		((bf16 *)out)[i] = __float2bfloat16(v);
+}
+
 /* K slices a row (1, 2, 4 or 8) so that rows / (rows a block) gives two blocks an SM. */
 static inline int gh_slices(int64_t rows)
 {

@@ -127,23 +127,7 @@ gemv_q4h_kernel(const fi_cu_qw w, int lg, const bf16 *__restrict__ x,
 		}
 		cur = nxt;
 	}
-#pragma unroll
-	for (int r = 0; r < GH_R; r++)
-		acc[r] = warp_sum(acc[r]);
-	if (S > 1) {
-		if (lane == 0)
-#pragma unroll
-			for (int r = 0; r < GH_R; r++)
-				part[wp][r] = acc[r];
-		__syncthreads();
-		if (slice)
-			return;
-#pragma unroll
-		for (int r = 0; r < GH_R; r++)
-			for (int s = 1; s < S; s++)
-				acc[r] += part[wp + s][r];
-	}
-	if (lane)
+	if (!gh_total(acc, part, S))
 		return;
 	const float down = ldexpf(1.f, -e);
 #pragma unroll
@@ -152,10 +136,7 @@ gemv_q4h_kernel(const fi_cu_qw w, int lg, const bf16 *__restrict__ x,
 		if (row >= w.rows)
 			break;
 		const float res = acc[r] * down + (bias ? __bfloat162float(bias[row]) : 0.f);
-		if (F32OUT)
-			((float *)out)[row] = res;
-		else
-			((bf16 *)out)[row] = __float2bfloat16(res);
+		gh_store<F32OUT>(out, row, res);
 	}
 }
 
