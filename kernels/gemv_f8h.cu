@@ -1,7 +1,8 @@
 /* gemv_f8h: the FP8 decode product at one token, out[N] = x[K] W^T (+ bias), for e4m3 weights
  * with a scale per row (FI_Q8_ROW) or per 128 x 128 block (FI_Q8_B128), the input either bf16
  * (weight-only) or e4m3 codes with one scale for the token (W8A8, FI_AQ_TOKEN: the codes of
- * kernels/act_quant.cu), in half2 arithmetic.
+ * kernels/act_quant.cu, or made here from bf16 x with its arithmetic, so that a one-token W8A8
+ * product needs no quantizer launch before it), in half2 arithmetic.
  *
  * Why: gemv_q's W8A8 path converts both the weight and the input code of every product with a
  * scalar e4m3 -> f32 conversion, two a value on the conversion pipe (16 a clock an SM), and a
@@ -29,6 +30,8 @@
 #include "gemv_half.cuh"
 #include "qchunk.cuh"
 
+enum { F8H_BF16, F8H_CODES, F8H_ROUND }; /* the input: bf16, e4m3 codes, or bf16 to round */
+
 static __device__ __forceinline__ __half2 f8x2(uint32_t v16)
 {
 	__half2_raw r = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)v16, __NV_E4M3);
@@ -52,6 +55,45 @@ static __device__ __forceinline__ void f8h_stage_codes(const uint8_t *__restrict
 	__syncthreads();
 }
 
+/* x[K] (bf16) rounded to e4m3 codes as kernels/act_quant.cu does for a token (s = amax / 448,
+ * 1 when amax is 0; code = e4m3(x / s), nearest-even, saturating: the same codes), staged as
+ * half times 2^-8 in column order; returns s. Ends with a barrier. */
+static __device__ __forceinline__ float f8h_stage_quant(const bf16 *__restrict__ x, int K,
+							uint4 *xs, float *sh)
+{
+	float m = 0.f;
+	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
+		float f[8];
+		bf16x8_to_f32(((const bf16x8 *)x)[i], f);
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			m = fmaxf(m, fabsf(f[k]));
+	}
+	m = block_max(m, sh);
+	const float s = m > 0.f ? m / 448.f : 1.f;
+	const __half2 k = __float2half2_rn(1.f / 256);
+	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
+		float f[8];
+		bf16x8_to_f32(((const bf16x8 *)x)[i], f);
+		uint32_t b[4];
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			const uint32_t lo = __nv_cvt_float_to_fp8(f[2 * j] / s, __NV_SATFINITE, __NV_E4M3);
+			const uint32_t hi = __nv_cvt_float_to_fp8(f[2 * j + 1] / s, __NV_SATFINITE,
+								  __NV_E4M3);
+			b[j] = lo | hi << 8;
+		}
+		uint4 v;
+		v.x = u32of(__hmul2(f8x2(b[0]), k));
+		v.y = u32of(__hmul2(f8x2(b[1]), k));
+		v.z = u32of(__hmul2(f8x2(b[2]), k));
+		v.w = u32of(__hmul2(f8x2(b[3]), k));
+		xs[gh_part(i >> 2, i & 3)] = v;
+	}
+	__syncthreads();
+	return s;
+}
+
 /* Chunk c's products of one row (two 16-byte loads u) with x parts xp, in f32. */
 static __device__ __forceinline__ float f8h_chunk(const uint4 (&u)[2], const uint4 (&xp)[4])
 {
@@ -70,7 +112,7 @@ static __device__ __forceinline__ float f8h_chunk(const uint4 (&u)[2], const uin
 	return d;
 }
 
-template <bool AQ, bool B128, bool F32OUT>
+template <int MODE, bool B128, bool F32OUT>
 __global__ void __launch_bounds__(GH_WARPS * 32, 2)
 gemv_f8h_kernel(const fi_cu_qw w, int S, const bf16 *__restrict__ x,
 		const uint8_t *__restrict__ xq, const float *__restrict__ xsc,
@@ -99,8 +141,11 @@ gemv_f8h_kernel(const fi_cu_qw w, int S, const bf16 *__restrict__ x,
 			cur[r][1] = ld16(rq[r] + (int64_t)c * 32 + 16);
 		}
 	int e = 8; /* W8A8: the codes were staged times 2^-8 */
-	if (AQ)
+	float ts = 1.f; /* the token's scale */
+	if (MODE == F8H_CODES)
 		f8h_stage_codes(xq, K, xs);
+	else if (MODE == F8H_ROUND)
+		ts = f8h_stage_quant(x, K, xs, sh);
 	else
 		e = -gh_stage_bf16<false, 3>(x, K, xs, sh); /* max|x| 2^-e < 8 */
 
@@ -131,7 +176,7 @@ gemv_f8h_kernel(const fi_cu_qw w, int S, const bf16 *__restrict__ x,
 	}
 	if (!gh_total(acc, part, S))
 		return;
-	const float k = ldexpf(1.f, e) * (AQ ? xsc[0] : 1.f);
+	const float k = ldexpf(1.f, e) * (MODE == F8H_CODES ? xsc[0] : ts);
 #pragma unroll
 	for (int r = 0; r < GH_R; r++) {
 		const int64_t row = n0 + r;
@@ -143,25 +188,33 @@ gemv_f8h_kernel(const fi_cu_qw w, int S, const bf16 *__restrict__ x,
 	}
 }
 
-template <bool AQ, bool B128, bool F32OUT>
+template <int MODE, bool B128, bool F32OUT>
 static int launch(cudaStream_t st, void *out, const fi_cu_qw &w, const void *x, const void *xq,
 		  const float *xsc, const void *bias)
 {
-	GH_READY((gemv_f8h_kernel<AQ, B128, F32OUT>));
+	GH_READY((gemv_f8h_kernel<MODE, B128, F32OUT>));
 	const int S = gh_slices(w.rows);
 	const int64_t per = GH_WARPS / S * GH_R;
-	gemv_f8h_kernel<AQ, B128, F32OUT>
+	gemv_f8h_kernel<MODE, B128, F32OUT>
 		<<<(unsigned)((w.rows + per - 1) / per), GH_WARPS * 32, (size_t)w.cols * 2, st>>>(
 			w, S, (const bf16 *)x, (const uint8_t *)xq, xsc, (const bf16 *)bias, out);
 	return 1;
 }
 
-template <bool AQ, bool B128>
+template <int MODE, bool B128>
 static int launch_o(cudaStream_t st, void *out, int f32, const fi_cu_qw &w, const void *x,
 		    const void *xq, const float *xsc, const void *bias)
 {
-	return f32 ? launch<AQ, B128, true>(st, out, w, x, xq, xsc, bias)
-		   : launch<AQ, B128, false>(st, out, w, x, xq, xsc, bias);
+	return f32 ? launch<MODE, B128, true>(st, out, w, x, xq, xsc, bias)
+		   : launch<MODE, B128, false>(st, out, w, x, xq, xsc, bias);
+}
+
+template <int MODE>
+static int launch_m(cudaStream_t st, void *out, int f32, const fi_cu_qw &w, const void *x,
+		    const void *xq, const float *xsc, const void *bias)
+{
+	return w.kind == FI_Q8_B128 ? launch_o<MODE, true>(st, out, f32, w, x, xq, xsc, bias)
+				    : launch_o<MODE, false>(st, out, f32, w, x, xq, xsc, bias);
 }
 
 extern "C" fi_err fi_cu_gemv_f8h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
@@ -171,15 +224,16 @@ extern "C" fi_err fi_cu_gemv_f8h(cudaStream_t st, void *out, int out_f32, const 
 	const bool b128 = w->kind == FI_Q8_B128;
 	if (w->type != FI_CQ_FP8 || (w->kind != FI_Q8_ROW && !b128) || w->cols % 32 ||
 	    w->cols * 2 > GH_MAX_SHARED || w->rows < 1 || (aq && aq != FI_AQ_TOKEN) ||
-	    (aq ? !xq || !xs || ((uintptr_t)xq & 7) : !fi_aligned16(x)))
+	    (aq && xq ? !xs || ((uintptr_t)xq & 7) : !fi_aligned16(x)))
 		return FI_EUNSUPPORTED;
+	const int mode = !aq ? F8H_BF16 : xq ? F8H_CODES : F8H_ROUND;
 	int ok;
-	if (aq)
-		ok = b128 ? launch_o<true, true>(st, out, out_f32, *w, x, xq, xs, bias)
-			  : launch_o<true, false>(st, out, out_f32, *w, x, xq, xs, bias);
+	if (mode == F8H_CODES)
+		ok = launch_m<F8H_CODES>(st, out, out_f32, *w, x, xq, xs, bias);
+	else if (mode == F8H_ROUND)
+		ok = launch_m<F8H_ROUND>(st, out, out_f32, *w, x, xq, xs, bias);
 	else
-		ok = b128 ? launch_o<false, true>(st, out, out_f32, *w, x, xq, xs, bias)
-			  : launch_o<false, false>(st, out, out_f32, *w, x, xq, xs, bias);
+		ok = launch_m<F8H_BF16>(st, out, out_f32, *w, x, xq, xs, bias);
 	if (!ok)
 		return FI_EUNSUPPORTED;
 	LAUNCH_CHECK();

@@ -196,7 +196,8 @@ fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_
 fi_err fi_cu_gemv_q4h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
 		      const void *x, const void *bias);
 /* kernels/gemv_f8h.cu: the same for an FP8 weight (per-row or 128 x 128 block scales) at T = 1
- * in half2 arithmetic, x bf16 (aq 0) or e4m3 codes with a token scale (FI_AQ_TOKEN);
+ * in half2 arithmetic, x bf16 (aq 0) or e4m3 codes with a token scale (FI_AQ_TOKEN), or with
+ * FI_AQ_TOKEN and no xq, bf16 x that each block rounds to act_quant's codes itself;
  * FI_EUNSUPPORTED (not recorded) otherwise. */
 fi_err fi_cu_gemv_f8h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
 		      const void *x, const void *xq, const float *xs, int aq, const void *bias);

@@ -220,6 +220,7 @@ static fi_err xq_for(struct fi_cuda *c, int T, int K, uint8_t **out)
  * codes: scratch for T x K (xq_for). */
 struct xprep {
 	int aq, K, T;
+	int raw; /* W8A8 at one token for gemv_f8h: codes not made yet (it rounds x itself) */
 	uint8_t *codes;
 	float *scales;
 	float *inv;      /* FI_AQ_I8 */
@@ -237,6 +238,7 @@ static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_
 	x->aq = w->aq;
 	x->K = K;
 	x->T = T;
+	x->raw = 0;
 	if (w->aq == FI_AQ_I8) { /* int8 codes [T,K], then 1/s [T] and sum(q) [T] */
 		size_t at = ((size_t)T * (size_t)K + 15) & ~(size_t)15;
 		x->inv = (float *)(x->codes + at);
@@ -244,6 +246,10 @@ static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_
 		if (T > 4 || c->no_gemv) /* product() dequantizes and rounds x itself */
 			return FI_OK;
 		return fi_cu_act_quant_i8(c->stream, (int8_t *)x->codes, x->inv, x->qsum, in_d, T, K);
+	}
+	if (w->aq == FI_AQ_TOKEN && T == 1 && !norm_d && !c->no_gemv && fi_settings()->fp8_half) {
+		x->raw = 1; /* product() rounds it in gemv_f8h's blocks, or here if that declines */
+		return FI_OK;
 	}
 	if (w->aq)
 		return fi_cu_act_quant(c->stream, x->codes, x->scales, in_d, norm_d, eps, T, K, w->aq);
@@ -293,9 +299,16 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
 		x = xp->codes;
 	}
 	if (T == 1 && !c->no_gemv && q.type == FI_CQ_FP8 && fi_settings()->fp8_half) {
-		e = fi_cu_gemv_f8h(c->stream, out_d, out_f32, &q, x, w->aq ? xp->codes : NULL,
-				   w->aq ? xp->scales : NULL, w->aq, bias ? bias->p : NULL);
+		const int coded = w->aq && !xp->raw;
+		e = fi_cu_gemv_f8h(c->stream, out_d, out_f32, &q, x, coded ? xp->codes : NULL,
+				   coded ? xp->scales : NULL, w->aq, bias ? bias->p : NULL);
 		if (e != FI_EUNSUPPORTED)
+			return e;
+	}
+	if (xp->raw) {
+		xp->raw = 0;
+		if ((e = fi_cu_act_quant(c->stream, xp->codes, xp->scales, in_d, NULL, 0.f, T, K,
+					 w->aq)))
 			return e;
 	}
 	if (T == 1 && !c->no_gemv && !w->aq && q.type == FI_CQ_INT4 && fi_settings()->int4_half) {
@@ -418,7 +431,7 @@ fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, con
 			   int T)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
-	struct xprep xp = {-1, 0, 0, NULL, NULL, NULL, NULL};
+	struct xprep xp = {-1, 0, 0, 0, NULL, NULL, NULL, NULL};
 	fi_err e;
 	if (T <= 0)
 		return FI_OK;
