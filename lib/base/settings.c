@@ -22,7 +22,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->live_delay = -1;
 	s->graphs = s->decode_fuse = s->gemv = s->glu = s->fuse = s->pf_wgmma = 1;
 	s->device_sample = 1;
-	s->moe_grouped = 1;
+	s->moe_grouped = s->moe_one = s->int4_half = 1;
 	s->fp8_gemm = 1;
 	s->dec_plan = -1;
 	s->dec_async = 1;
@@ -118,10 +118,10 @@ static void read_env(void)
 	s.pf_wgmma = on_unless_0("FI_PF_WGMMA");
 	s.device_sample = on_unless_0("FI_DEVICE_SAMPLE");
 	s.moe_grouped = on_unless_0("FI_MOE_GROUPED");
-	s.moe_one = is_1("FI_MOE_ONE");
+	s.moe_one = on_unless_0("FI_MOE_ONE");
 	s.fp8_gemm = on_unless_0("FI_FP8_GEMM");
 	s.fp8_unit = is_1("FI_FP8_UNIT");
-	s.int4_half = is_1("FI_INT4_HALF");
+	s.int4_half = on_unless_0("FI_INT4_HALF");
 	s.fp8_half = is_1("FI_FP8_HALF");
 	if ((v = getenv("FI_DEC_PLAN")))
 		s.dec_plan = strcmp(v, "0") != 0;

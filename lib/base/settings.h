@@ -51,9 +51,9 @@ struct fi_settings {
 	int fuse;          /* FI_FUSE: q/k/v and gate/up weights fused; 2 with "kv" */
 	int pf_wgmma;      /* FI_PF_WGMMA: the wgmma prefill attention (sm_90a) */
 	int device_sample; /* FI_DEVICE_SAMPLE: sampled rows drawn on the device */
-	int moe_one;       /* FI_MOE_ONE=1: one-token steps take the one-pair expert row kernels */
+	int moe_one;       /* FI_MOE_ONE: one-token steps take the one-pair expert row kernels */
 	int moe_grouped;   /* FI_MOE_GROUPED: large mixture-of-experts batches as grouped GEMMs */
-	int int4_half;     /* FI_INT4_HALF=1: one-token INT4 products in half2 (gemv_q4h) */
+	int int4_half;     /* FI_INT4_HALF: one-token INT4 products in half2 (gemv_q4h) */
 	int fp8_half;      /* FI_FP8_HALF=1: one-token FP8 products in half2 (gemv_f8h) */
 	int fp8_gemm;      /* FI_FP8_GEMM: W8A8 prompts through cuBLASLt's FP8 GEMM */
 	/* FI_FP8_UNIT=1: where cuBLASLt has no FP8 kernel for per-row and per-token scales,
