@@ -114,16 +114,17 @@ static __device__ __forceinline__ float f8h_chunk(const uint4 (&u)[2], const uin
 
 template <int MODE, bool B128, bool F32OUT>
 __global__ void __launch_bounds__(GH_WARPS * 32, 2)
-gemv_f8h_kernel(const fi_cu_qw w, int S, const bf16 *__restrict__ x,
-		const uint8_t *__restrict__ xq, const float *__restrict__ xsc,
-		const bf16 *__restrict__ bias, void *out)
+gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
+		const uint8_t *__restrict__ xq, const float *__restrict__ xsc)
 {
 	extern __shared__ uint4 xs[]; /* [K / 32][4]: x as half (kernels/gemv_half.cuh) */
 	__shared__ float sh[32];
 	__shared__ float part[GH_WARPS][GH_R];
 	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, slice = wp % S;
+	const int p = gh_part_of(P);
+	const fi_cu_qw &w = P.w[p];
 	const int K = (int)w.cols, nc = K / 32, nb = (K + 127) / 128;
-	const int64_t n0 = ((int64_t)blockIdx.x * (GH_WARPS / S) + wp / S) * GH_R;
+	const int64_t n0 = (((int64_t)blockIdx.x - P.blk0[p]) * (GH_WARPS / S) + wp / S) * GH_R;
 	const uint8_t *rq[GH_R];
 	const float *rs[GH_R]; /* B128: the scales of the row's 128-row block */
 #pragma unroll
@@ -183,59 +184,80 @@ gemv_f8h_kernel(const fi_cu_qw w, int S, const bf16 *__restrict__ x,
 		if (row >= w.rows)
 			break;
 		const float ws = B128 ? 1.f : ((const float *)w.scale)[row];
-		const float res = acc[r] * k * ws + (bias ? __bfloat162float(bias[row]) : 0.f);
-		gh_store<F32OUT>(out, row, res);
+		const float res =
+			acc[r] * k * ws + (P.bias[p] ? __bfloat162float(P.bias[p][row]) : 0.f);
+		gh_store<F32OUT>(P.out[p], row, res);
 	}
 }
 
 template <int MODE, bool B128, bool F32OUT>
-static int launch(cudaStream_t st, void *out, const fi_cu_qw &w, const void *x, const void *xq,
-		  const float *xsc, const void *bias)
+static int launch(cudaStream_t st, gh_parts &P, int64_t rows, const void *x, const void *xq,
+		  const float *xsc)
 {
 	GH_READY((gemv_f8h_kernel<MODE, B128, F32OUT>));
-	const int S = gh_slices(w.rows);
-	const int64_t per = GH_WARPS / S * GH_R;
+	const int S = gh_slices(rows, (int)(P.w[0].cols / 32));
+	if (!gh_grid(P, S))
+		return 0;
 	gemv_f8h_kernel<MODE, B128, F32OUT>
-		<<<(unsigned)((w.rows + per - 1) / per), GH_WARPS * 32, (size_t)w.cols * 2, st>>>(
-			w, S, (const bf16 *)x, (const uint8_t *)xq, xsc, (const bf16 *)bias, out);
+		<<<(unsigned)P.blk0[P.n], GH_WARPS * 32, (size_t)P.w[0].cols * 2, st>>>(
+			P, S, (const bf16 *)x, (const uint8_t *)xq, xsc);
 	return 1;
 }
 
 template <int MODE, bool B128>
-static int launch_o(cudaStream_t st, void *out, int f32, const fi_cu_qw &w, const void *x,
-		    const void *xq, const float *xsc, const void *bias)
+static int launch_o(cudaStream_t st, gh_parts &P, int64_t rows, int f32, const void *x,
+		    const void *xq, const float *xsc)
 {
-	return f32 ? launch<MODE, B128, true>(st, out, w, x, xq, xsc, bias)
-		   : launch<MODE, B128, false>(st, out, w, x, xq, xsc, bias);
+	return f32 ? launch<MODE, B128, true>(st, P, rows, x, xq, xsc)
+		   : launch<MODE, B128, false>(st, P, rows, x, xq, xsc);
 }
 
 template <int MODE>
-static int launch_m(cudaStream_t st, void *out, int f32, const fi_cu_qw &w, const void *x,
-		    const void *xq, const float *xsc, const void *bias)
+static int launch_m(cudaStream_t st, gh_parts &P, int64_t rows, int f32, const void *x,
+		    const void *xq, const float *xsc)
 {
-	return w.kind == FI_Q8_B128 ? launch_o<MODE, true>(st, out, f32, w, x, xq, xsc, bias)
-				    : launch_o<MODE, false>(st, out, f32, w, x, xq, xsc, bias);
+	return P.w[0].kind == FI_Q8_B128 ? launch_o<MODE, true>(st, P, rows, f32, x, xq, xsc)
+					 : launch_o<MODE, false>(st, P, rows, f32, x, xq, xsc);
+}
+
+extern "C" fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
+				       const struct fi_cu_qw *w, const void *x, const void *xq,
+				       const float *xs, int aq, const void *const *bias)
+{
+	gh_parts P;
+	int64_t rows = 0;
+	if (n < 1 || n > 4 || (out_f32 && n > 1) || (aq && aq != FI_AQ_TOKEN) ||
+	    (aq && xq ? !xs || ((uintptr_t)xq & 7) : !fi_aligned16(x)))
+		return FI_EUNSUPPORTED;
+	for (int i = 0; i < n; i++) {
+		if (w[i].type != FI_CQ_FP8 || (w[i].kind != FI_Q8_ROW && w[i].kind != FI_Q8_B128) ||
+		    w[i].kind != w[0].kind || w[i].cols != w[0].cols || w[i].cols % 32 ||
+		    w[i].cols * 2 > GH_MAX_SHARED || w[i].rows < 1)
+			return FI_EUNSUPPORTED;
+		P.w[i] = w[i];
+		P.out[i] = out[i];
+		P.bias[i] = bias ? (const bf16 *)bias[i] : NULL;
+		rows += w[i].rows;
+	}
+	P.n = n;
+	int ok;
+	if (!aq)
+		ok = launch_m<F8H_BF16>(st, P, rows, out_f32, x, xq, xs);
+	else if (xq)
+		ok = launch_m<F8H_CODES>(st, P, rows, out_f32, x, xq, xs);
+	else
+		ok = launch_m<F8H_ROUND>(st, P, rows, out_f32, x, xq, xs);
+	if (!ok)
+		return FI_EUNSUPPORTED;
+	LAUNCH_CHECK();
+	return FI_OK;
 }
 
 extern "C" fi_err fi_cu_gemv_f8h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
 				 const void *x, const void *xq, const float *xs, int aq,
 				 const void *bias)
 {
-	const bool b128 = w->kind == FI_Q8_B128;
-	if (w->type != FI_CQ_FP8 || (w->kind != FI_Q8_ROW && !b128) || w->cols % 32 ||
-	    w->cols * 2 > GH_MAX_SHARED || w->rows < 1 || (aq && aq != FI_AQ_TOKEN) ||
-	    (aq && xq ? !xs || ((uintptr_t)xq & 7) : !fi_aligned16(x)))
-		return FI_EUNSUPPORTED;
-	const int mode = !aq ? F8H_BF16 : xq ? F8H_CODES : F8H_ROUND;
-	int ok;
-	if (mode == F8H_CODES)
-		ok = launch_m<F8H_CODES>(st, out, out_f32, *w, x, xq, xs, bias);
-	else if (mode == F8H_ROUND)
-		ok = launch_m<F8H_ROUND>(st, out, out_f32, *w, x, xq, xs, bias);
-	else
-		ok = launch_m<F8H_BF16>(st, out, out_f32, *w, x, xq, xs, bias);
-	if (!ok)
-		return FI_EUNSUPPORTED;
-	LAUNCH_CHECK();
-	return FI_OK;
+	void *const o[1] = {out};
+	const void *const b[1] = {bias};
+	return fi_cu_gemv_f8h_parts(st, 1, o, out_f32, w, x, xq, xs, aq, b);
 }

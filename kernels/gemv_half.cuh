@@ -85,6 +85,25 @@ static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, 
 	return e;
 }
 
+/* Up to four weights of one type and width that share the input x, one launch: part p has
+ * the blocks [blk0[p], blk0[p + 1]) (q, k and v, or gate and up, of a decode step). */
+struct gh_parts {
+	fi_cu_qw w[4];
+	void *out[4];
+	const bf16 *bias[4];
+	int blk0[5];
+	int n;
+};
+
+/* This block's part. */
+static __device__ __forceinline__ int gh_part_of(const gh_parts &P)
+{
+	int p = 0;
+	while (p + 1 < P.n && (int)blockIdx.x >= P.blk0[p + 1])
+		p++;
+	return p;
+}
+
 /* The rows' sums over the warp, then over the S slices of the warp's item (through part, in
  * shared memory): true for the one lane that then holds the totals. Every thread of the block
  * must call it (a barrier when S > 1). */
@@ -119,8 +138,9 @@ static __device__ __forceinline__ void gh_store(void *out, int64_t i, float v)
 		((bf16 *)out)[i] = __float2bfloat16(v);
 }
 
-/* K slices a row (1, 2, 4 or 8) so that rows / (rows a block) gives two blocks an SM. */
-static inline int gh_slices(int64_t rows)
+/* K slices a row (1, 2, 4 or 8) so that rows / (rows a block) gives two blocks an SM, and no
+ * more than there are 32-chunk rounds (nc chunks: a slice past them would idle). */
+static inline int gh_slices(int64_t rows, int nc)
 {
 	static int sms;
 	if (!sms) {
@@ -131,9 +151,25 @@ static inline int gh_slices(int64_t rows)
 			sms = 132;
 	}
 	int S = 1;
-	while (S < 8 && (rows + GH_WARPS / S * GH_R - 1) / (GH_WARPS / S * GH_R) < 2 * sms)
+	while (S < 8 && 64 * S <= nc &&
+	       (rows + GH_WARPS / S * GH_R - 1) / (GH_WARPS / S * GH_R) < 2 * sms)
 		S *= 2;
 	return S;
+}
+
+/* P's block ranges for S slices; false if there are none or too many. */
+static inline bool gh_grid(gh_parts &P, int S)
+{
+	const int64_t per = GH_WARPS / S * GH_R;
+	int64_t b = 0;
+	for (int i = 0; i < P.n; i++) {
+		P.blk0[i] = (int)b;
+		b += (P.w[i].rows + per - 1) / per;
+		if (b > INT32_MAX / 2)
+			return false;
+	}
+	P.blk0[P.n] = (int)b;
+	return b > 0;
 }
 
 /* Raises a kernel's dynamic shared-memory limit to GH_MAX_SHARED once: 0 if it cannot. */

@@ -76,15 +76,16 @@ static __device__ __forceinline__ float q4h_word(uint32_t wv, const uint4 &xp, _
 
 template <int S, bool F32OUT>
 __global__ void __launch_bounds__(GH_WARPS * 32, 2)
-gemv_q4h_kernel(const fi_cu_qw w, int lg, const bf16 *__restrict__ x,
-		const bf16 *__restrict__ bias, void *out)
+gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 {
 	extern __shared__ uint4 xs[]; /* [K / 32][4]: x as half2 pairs, see the head comment */
 	__shared__ float sh[32];
 	__shared__ float part[GH_WARPS][GH_R];
 	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, slice = wp % S;
+	const int p = gh_part_of(P);
+	const fi_cu_qw &w = P.w[p];
 	const int K = (int)w.cols, nc = K / 32;
-	const int64_t n0 = ((int64_t)blockIdx.x * (GH_WARPS / S) + wp / S) * GH_R;
+	const int64_t n0 = (((int64_t)blockIdx.x - P.blk0[p]) * (GH_WARPS / S) + wp / S) * GH_R;
 	const int64_t gpr = w.cols / w.group;
 	q4h_rows rw; /* rows past the end read the last row; their sums are not written */
 #pragma unroll
@@ -135,48 +136,66 @@ gemv_q4h_kernel(const fi_cu_qw w, int lg, const bf16 *__restrict__ x,
 		const int64_t row = n0 + r;
 		if (row >= w.rows)
 			break;
-		const float res = acc[r] * down + (bias ? __bfloat162float(bias[row]) : 0.f);
-		gh_store<F32OUT>(out, row, res);
+		const float res = acc[r] * down + (P.bias[p] ? __bfloat162float(P.bias[p][row]) : 0.f);
+		gh_store<F32OUT>(P.out[p], row, res);
 	}
 }
 
 template <int S, bool F32OUT>
-static int launch_s(cudaStream_t st, void *out, const fi_cu_qw &w, int lg, const void *x,
-		    const void *bias)
+static int launch_s(cudaStream_t st, gh_parts &P, int lg, const void *x)
 {
 	GH_READY((gemv_q4h_kernel<S, F32OUT>));
-	const int64_t per = GH_WARPS / S * GH_R;
-	gemv_q4h_kernel<S, F32OUT><<<(unsigned)((w.rows + per - 1) / per), GH_WARPS * 32,
-				     (size_t)w.cols * 2, st>>>(w, lg, (const bf16 *)x,
-							       (const bf16 *)bias, out);
+	if (!gh_grid(P, S))
+		return 0;
+	gemv_q4h_kernel<S, F32OUT><<<(unsigned)P.blk0[P.n], GH_WARPS * 32, (size_t)P.w[0].cols * 2,
+				     st>>>(P, lg, (const bf16 *)x);
 	return 1;
 }
 
 template <bool F32OUT>
-static int launch_f(cudaStream_t st, void *out, const fi_cu_qw &w, int lg, const void *x,
-		    const void *bias, int S)
+static int launch_f(cudaStream_t st, gh_parts &P, int lg, const void *x, int S)
 {
 	switch (S) {
-	case 1: return launch_s<1, F32OUT>(st, out, w, lg, x, bias);
-	case 2: return launch_s<2, F32OUT>(st, out, w, lg, x, bias);
-	case 4: return launch_s<4, F32OUT>(st, out, w, lg, x, bias);
-	default: return launch_s<8, F32OUT>(st, out, w, lg, x, bias);
+	case 1: return launch_s<1, F32OUT>(st, P, lg, x);
+	case 2: return launch_s<2, F32OUT>(st, P, lg, x);
+	case 4: return launch_s<4, F32OUT>(st, P, lg, x);
+	default: return launch_s<8, F32OUT>(st, P, lg, x);
 	}
+}
+
+extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
+				       const struct fi_cu_qw *w, const void *x,
+				       const void *const *bias)
+{
+	gh_parts P;
+	int lg = 0; /* chunks a group, 2^lg */
+	int64_t rows = 0;
+	if (n < 1 || n > 4 || (out_f32 && n > 1) || !fi_aligned16(x))
+		return FI_EUNSUPPORTED;
+	while (lg < 10 && 32 << lg < w[0].group)
+		lg++;
+	for (int i = 0; i < n; i++) {
+		if (w[i].type != FI_CQ_INT4 || w[i].cols != w[0].cols || w[i].cols % 32 ||
+		    w[i].group != 32 << lg || w[i].cols * 2 > GH_MAX_SHARED || w[i].rows < 1 ||
+		    (n > 1 && w[i].perm)) /* one act-order weight takes x already permuted */
+			return FI_EUNSUPPORTED;
+		P.w[i] = w[i];
+		P.out[i] = out[i];
+		P.bias[i] = bias ? (const bf16 *)bias[i] : NULL;
+		rows += w[i].rows;
+	}
+	P.n = n;
+	const int S = gh_slices(rows, (int)(w[0].cols / 32));
+	if (!(out_f32 ? launch_f<true>(st, P, lg, x, S) : launch_f<false>(st, P, lg, x, S)))
+		return FI_EUNSUPPORTED;
+	LAUNCH_CHECK();
+	return FI_OK;
 }
 
 extern "C" fi_err fi_cu_gemv_q4h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
 				 const void *x, const void *bias)
 {
-	int lg = 0; /* chunks a group, 2^lg */
-	while (lg < 10 && 32 << lg < w->group)
-		lg++;
-	if (w->type != FI_CQ_INT4 || w->cols % 32 || w->group != 32 << lg ||
-	    w->cols * 2 > GH_MAX_SHARED || w->rows < 1 || !fi_aligned16(x))
-		return FI_EUNSUPPORTED;
-	const int S = gh_slices(w->rows);
-	if (!(out_f32 ? launch_f<true>(st, out, *w, lg, x, bias, S)
-		      : launch_f<false>(st, out, *w, lg, x, bias, S)))
-		return FI_EUNSUPPORTED;
-	LAUNCH_CHECK();
-	return FI_OK;
+	void *const o[1] = {out};
+	const void *const b[1] = {bias};
+	return fi_cu_gemv_q4h_parts(st, 1, o, out_f32, w, x, b);
 }

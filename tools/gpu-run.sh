@@ -68,8 +68,8 @@
 #                 ending with a table of tok/s, bytes per decode step and the share of
 #                 4.3 TB/s, decode through the fused products (FI_QFUSE=1; FI_QBENCH: where
 #                 the checkpoints go, default /tmp/qbench)
-#   pending       the paths that are off until measured (FI_QFUSE, FI_FP8_UNIT, FI_FP8_HALF)
-#                 and FI_FAMILY_FUSE:
+#   pending       the paths that are off until measured (FI_QFUSE, FI_FP8_UNIT, FI_FP8_HALF,
+#                 FI_HALF_PARTS) and FI_FAMILY_FUSE:
 #                 their tests with the switches on (test_decode_fused, test_kernels,
 #                 test_qfused, test_bitnet_gpu, test_family_ops, test_quant_model,
 #                 test_model_hf), then fi-bench tg128 with each switch 0 and 1 on random-weight
@@ -530,16 +530,25 @@ PY
 		step "FP8 unit-scale prompts and half2 decode: tests, then the 8B off and on"
 		FI_FP8_UNIT=1 FI_FP8_HALF=1 FI_LOG=debug timeout 200 $t/test_quant_kernels \
 			>"$out/fp8unit.log" 2>&1 || { rc=1; echo "test_quant_kernels: FAILED"; }
-		FI_FP8_UNIT=1 FI_FP8_HALF=1 timeout 200 $t/test_quant_model >>"$out/fp8unit.log" 2>&1 ||
-			{ rc=1; echo "test_quant_model: FAILED"; }
+		FI_FP8_UNIT=1 FI_FP8_HALF=1 FI_HALF_PARTS=1 timeout 200 $t/test_quant_model \
+			>>"$out/fp8unit.log" 2>&1 || { rc=1; echo "test_quant_model: FAILED"; }
 		grep -E 'fp8|FP8|Checks' "$out/fp8unit.log" | sort | uniq -c | sort -rn | head -20
 		qb=${FI_QBENCH:-/tmp/qbench}
 		python3 tools/make_quant_bench.py $qb bf16 >/dev/null &&
 			fi-load --quantize fp8 --name fp8bench $qb/bf16 >/dev/null || rc=1
-		for v in 0 1; do
-			printf 'FI_FP8_UNIT=FI_FP8_HALF=%s\n' $v
-			FI_FP8_UNIT=$v FI_FP8_HALF=$v fi-bench -m fp8bench -r 2 tg128 pp2048 |
-				grep '^| fp8' || rc=1
+		# FI_HALF_PARTS (q/k/v and gate/up one launch each) on top of the half2 paths
+		for v in 00 11 12; do
+			u=${v%?} h=${v#?} p=0
+			[ $h = 2 ] && h=1 p=1
+			printf 'FI_FP8_UNIT=%s FI_FP8_HALF=%s FI_HALF_PARTS=%s\n' $u $h $p
+			FI_FP8_UNIT=$u FI_FP8_HALF=$h FI_HALF_PARTS=$p fi-bench -m fp8bench -r 2 \
+				tg128 pp2048 | grep '^| fp8' || rc=1
+		done
+		python3 tools/make_quant_bench.py $qb awq >/dev/null &&
+			fi-load --name awqbench $qb/awq >/dev/null || rc=1
+		for p in 0 1; do
+			printf 'AWQ FI_HALF_PARTS=%s ' $p
+			FI_HALF_PARTS=$p fi-bench -m awqbench -r 2 tg128 | grep '^| awq' || rc=1
 		done
 		;;
 	tp)

@@ -201,6 +201,13 @@ fi_err fi_cu_gemv_q4h(cudaStream_t st, void *out, int out_f32, const struct fi_c
  * FI_EUNSUPPORTED (not recorded) otherwise. */
 fi_err fi_cu_gemv_f8h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
 		      const void *x, const void *xq, const float *xs, int aq, const void *bias);
+/* The same over n <= 4 weights of one type and width that share x (q, k, v; gate, up), in one
+ * launch; out_f32 only with n = 1, act-order INT4 only alone. */
+fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
+			    const struct fi_cu_qw *w, const void *x, const void *const *bias);
+fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
+			    const struct fi_cu_qw *w, const void *x, const void *xq,
+			    const float *xs, int aq, const void *const *bias);
 /* kernels/dequant.cu: out[n, K] (bf16) = rows of w, rows[i] (or i when rows is NULL),
  * columns in input order. */
 fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const int32_t *rows,

@@ -426,6 +426,34 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 	return product(be, out_d, out_f32, in_d, &xp, w, bias);
 }
 
+/* One token: q, k and v (gate and up) of one INT4 or FP8 type in one gemv_q4h or gemv_f8h
+ * launch (FI_HALF_PARTS=1), a W8A8 input rounded in its blocks; FI_EUNSUPPORTED where that
+ * does not apply, and the caller takes a product each. */
+static fi_err half_parts(struct fi_cuda *c, int n, void *const *out_d, const void *in_d,
+			 const struct fi_weight *const *w, const struct fi_weight *const *bias,
+			 int T)
+{
+	const struct fi_settings *set = fi_settings();
+	struct fi_cu_qw q[4];
+	const void *b[4];
+	if (T != 1 || n < 2 || n > 4 || c->no_gemv || !set->half_parts)
+		return FI_EUNSUPPORTED;
+	for (int i = 0; i < n; i++) {
+		q[i] = fi_cuda_qw(w[i]);
+		b[i] = bias && bias[i] ? bias[i]->p : NULL;
+		if (b[i] && (bias[i]->rows * bias[i]->cols != w[i]->rows ||
+			     bias[i]->dtype != FI_DT_BF16))
+			return FI_EUNSUPPORTED; /* product() names the error */
+		if (w[i]->dtype != w[0]->dtype || w[i]->aq != w[0]->aq)
+			return FI_EUNSUPPORTED;
+	}
+	if (q[0].type == FI_CQ_INT4 && !w[0]->aq && set->int4_half)
+		return fi_cu_gemv_q4h_parts(c->stream, n, out_d, 0, q, in_d, b);
+	if (q[0].type == FI_CQ_FP8 && set->fp8_half && (!w[0]->aq || w[0]->aq == FI_AQ_TOKEN))
+		return fi_cu_gemv_f8h_parts(c->stream, n, out_d, 0, q, in_d, NULL, NULL, w[0]->aq, b);
+	return FI_EUNSUPPORTED;
+}
+
 fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
 			   const struct fi_weight *const *w, const struct fi_weight *const *bias,
 			   int T)
@@ -436,6 +464,8 @@ fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, con
 	if (T <= 0)
 		return FI_OK;
 	if ((e = tq2_fused(c, n, out_d, in_d, NULL, NULL, 0.f, w, bias, 0, T)) != FI_EUNSUPPORTED)
+		return e;
+	if ((e = half_parts(c, n, out_d, in_d, w, bias, T)) != FI_EUNSUPPORTED)
 		return e;
 	for (int i = 0; i < n; i++) {
 		const struct fi_weight *b = bias ? bias[i] : NULL;
