@@ -61,15 +61,7 @@ static __device__ __forceinline__ void f8h_stage_codes(const uint8_t *__restrict
 static __device__ __forceinline__ float f8h_stage_quant(const bf16 *__restrict__ x, int K,
 							uint4 *xs, float *sh)
 {
-	float m = 0.f;
-	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
-		float f[8];
-		bf16x8_to_f32(((const bf16x8 *)x)[i], f);
-#pragma unroll
-		for (int k = 0; k < 8; k++)
-			m = fmaxf(m, fabsf(f[k]));
-	}
-	m = block_max(m, sh);
+	const float m = gh_absmax(x, K, sh);
 	const float s = m > 0.f ? m / 448.f : 1.f;
 	const __half2 k = __float2half2_rn(1.f / 256);
 	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {

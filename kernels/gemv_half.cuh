@@ -40,13 +40,8 @@ static __device__ __forceinline__ int gh_part(int c, int j)
 	return c * 4 + (j ^ ((c >> 1) & 3));
 }
 
-/* x[K] (bf16) into xs as half times 2^e, max|x| 2^e < 2^LIM; returns e (0 for an all-zero or
- * non-finite x, whose products are then what they are). PAIRED: the 8 columns of each 16-byte
- * part as the pairs (0, 4), (1, 5), (2, 6), (3, 7) (gemv_q4h's nibble order); else in order.
- * Every thread of the block takes part; ends with a barrier. */
-template <bool PAIRED, int LIM>
-static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, int K, uint4 *xs,
-						    float *sh)
+/* max |x[k]| over the block, to every thread. */
+static __device__ __forceinline__ float gh_absmax(const bf16 *__restrict__ x, int K, float *sh)
 {
 	float m = 0.f;
 	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
@@ -57,6 +52,18 @@ static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, 
 			m = fmaxf(m, fabsf(f[k]));
 	}
 	m = block_max(m, sh);
+	return m;
+}
+
+/* x[K] (bf16) into xs as half times 2^e, max|x| 2^e < 2^LIM; returns e (0 for an all-zero or
+ * non-finite x, whose products are then what they are). PAIRED: the 8 columns of each 16-byte
+ * part as the pairs (0, 4), (1, 5), (2, 6), (3, 7) (gemv_q4h's nibble order); else in order.
+ * Every thread of the block takes part; ends with a barrier. */
+template <bool PAIRED, int LIM>
+static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, int K, uint4 *xs,
+						    float *sh)
+{
+	const float m = gh_absmax(x, K, sh);
 	int e = 0;
 	if (m > 0.f && m <= 3.0e38f) {
 		int p;
