@@ -69,7 +69,7 @@
 #                 4.3 TB/s, decode through the fused products (FI_QFUSE=1; FI_QBENCH: where
 #                 the checkpoints go, default /tmp/qbench)
 #   pending       the paths that are off until measured (FI_QFUSE, FI_FP8_UNIT, FI_FP8_HALF,
-#                 FI_HALF_PARTS) and FI_FAMILY_FUSE:
+#                 FI_HALF_PARTS, FI_Q4K_HALF) and FI_FAMILY_FUSE:
 #                 their tests with the switches on (test_decode_fused, test_kernels,
 #                 test_qfused, test_bitnet_gpu, test_family_ops, test_quant_model,
 #                 test_model_hf), then fi-bench tg128 with each switch 0 and 1 on random-weight
@@ -528,9 +528,10 @@ PY
 		# FI_FP8_UNIT acts on prompts (T > 4), FI_FP8_HALF on one-token steps: one run
 		# times both (making the bf16 8B takes ~3 minutes there)
 		step "FP8 unit-scale prompts and half2 decode: tests, then the 8B off and on"
-		FI_FP8_UNIT=1 FI_FP8_HALF=1 FI_LOG=debug timeout 200 $t/test_quant_kernels \
+		FI_FP8_UNIT=1 FI_FP8_HALF=1 FI_Q4K_HALF=1 FI_LOG=debug timeout 200 $t/test_quant_kernels \
 			>"$out/fp8unit.log" 2>&1 || { rc=1; echo "test_quant_kernels: FAILED"; }
-		FI_FP8_UNIT=1 FI_FP8_HALF=1 FI_HALF_PARTS=1 timeout 200 $t/test_quant_model \
+		FI_FP8_UNIT=1 FI_FP8_HALF=1 FI_HALF_PARTS=1 FI_Q4K_HALF=1 timeout 200 \
+			$t/test_quant_model \
 			>>"$out/fp8unit.log" 2>&1 || { rc=1; echo "test_quant_model: FAILED"; }
 		grep -E 'fp8|FP8|Checks' "$out/fp8unit.log" | sort | uniq -c | sort -rn | head -20
 		qb=${FI_QBENCH:-/tmp/qbench}
@@ -549,6 +550,14 @@ PY
 		for p in 0 1; do
 			printf 'AWQ FI_HALF_PARTS=%s ' $p
 			FI_HALF_PARTS=$p fi-bench -m awqbench -r 2 tg128 | grep '^| awq' || rc=1
+		done
+		python3 tools/make_quant_bench.py $qb gguf >/dev/null &&
+			fi-load --name q4kmbench $qb/q4km.gguf >/dev/null || rc=1
+		for v in 00 10 11; do
+			h=${v%?} p=${v#?}
+			printf 'Q4_K_M FI_Q4K_HALF=%s FI_HALF_PARTS=%s ' $h $p
+			FI_Q4K_HALF=$h FI_HALF_PARTS=$p fi-bench -m q4kmbench -r 2 tg128 |
+				grep '^| q4km' || rc=1
 		done
 		;;
 	tp)

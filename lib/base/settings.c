@@ -124,6 +124,7 @@ static void read_env(void)
 	s.int4_half = on_unless_0("FI_INT4_HALF");
 	s.fp8_half = is_1("FI_FP8_HALF");
 	s.half_parts = is_1("FI_HALF_PARTS");
+	s.q4k_half = is_1("FI_Q4K_HALF");
 	if ((v = getenv("FI_DEC_PLAN")))
 		s.dec_plan = strcmp(v, "0") != 0;
 	s.dec_async = on_unless_0("FI_DEC_ASYNC");

@@ -55,6 +55,7 @@ struct fi_settings {
 	int moe_grouped;   /* FI_MOE_GROUPED: large mixture-of-experts batches as grouped GEMMs */
 	int int4_half;     /* FI_INT4_HALF: one-token INT4 products in half2 (gemv_q4h) */
 	int fp8_half;      /* FI_FP8_HALF=1: one-token FP8 products in half2 (gemv_f8h) */
+	int q4k_half;      /* FI_Q4K_HALF=1: one-token Q4_K products in half2 (gemv_q4kh) */
 	int half_parts;    /* FI_HALF_PARTS=1: q/k/v, gate/up of those in one launch each */
 	int fp8_gemm;      /* FI_FP8_GEMM: W8A8 prompts through cuBLASLt's FP8 GEMM */
 	/* FI_FP8_UNIT=1: where cuBLASLt has no FP8 kernel for per-row and per-token scales,

@@ -7,8 +7,8 @@
  * and 128x128 blocks with and without activation rounding, INT4 with groups of 32 and 128,
  * with and without an act-order permutation). Tolerances are the bf16 matmul's (outputs
  * rounded to bf16, f32 accumulation in another order): |d| <= 2e-2 rms + 2^-6 |r|,
- * rel <= 8e-3; embed rows |d| <= 2^-8 |r| (one bf16 rounding). INT4 at one token and K >= 4096
- * takes two outliers in x (1504, -896), the range FI_INT4_HALF=1's half products must hold;
+ * rel <= 8e-3; embed rows |d| <= 2^-8 |r| (one bf16 rounding). INT4 and Q4_K at one token and
+ * K >= 4096 take two outliers in x (1504, -896), the range the half products must hold;
  * its absolute slack is then 2e-2 of the output's rms.
  * Run on a GPU machine; SKIPPED (exit 77) without. */
 #include <math.h>
@@ -56,7 +56,7 @@ static void one(const struct qt *q, int64_t N, int64_t K)
 	for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
 		int T = Ts[i];
 		float *x = rand_bf16((size_t)T * K, 1, &seed);
-		const int outl = q->dt == FI_DT_INT4 && T == 1 && K >= 4096;
+		const int outl = (q->dt == FI_DT_INT4 || q->dt == FI_DT_Q4_K) && T == 1 && K >= 4096;
 		if (outl) { /* outliers, as in a down projection's input */
 			x[7] = 1504.f;
 			x[K - 3] = -896.f;

@@ -208,6 +208,9 @@ fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f3
 fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			    const struct fi_cu_qw *w, const void *x, const void *xq,
 			    const float *xs, int aq, const void *const *bias);
+/* kernels/gemv_q4kh.cu: the same for GGUF Q4_K weights (K a multiple of 256). */
+fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out, int out_f32,
+			     const struct fi_cu_qw *w, const void *x, const void *const *bias);
 /* kernels/dequant.cu: out[n, K] (bf16) = rows of w, rows[i] (or i when rows is NULL),
  * columns in input order. */
 fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const int32_t *rows,

@@ -311,6 +311,13 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
 					 w->aq)))
 			return e;
 	}
+	if (T == 1 && !c->no_gemv && q.type == FI_CQ_Q4K && fi_settings()->q4k_half) {
+		void *const o1[1] = {out_d};
+		const void *const b1[1] = {bias ? bias->p : NULL};
+		e = fi_cu_gemv_q4kh_parts(c->stream, 1, o1, out_f32, &q, x, b1);
+		if (e != FI_EUNSUPPORTED)
+			return e;
+	}
 	if (T == 1 && !c->no_gemv && !w->aq && q.type == FI_CQ_INT4 && fi_settings()->int4_half) {
 		e = fi_cu_gemv_q4h(c->stream, out_d, out_f32, &q, x, bias ? bias->p : NULL);
 		if (e != FI_EUNSUPPORTED)
@@ -426,8 +433,8 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 	return product(be, out_d, out_f32, in_d, &xp, w, bias);
 }
 
-/* One token: q, k and v (gate and up) of one INT4 or FP8 type in one gemv_q4h or gemv_f8h
- * launch (FI_HALF_PARTS=1), a W8A8 input rounded in its blocks; FI_EUNSUPPORTED where that
+/* One token: q, k and v (gate and up) of one INT4, Q4_K or FP8 type in one gemv_q4h,
+ * gemv_q4kh or gemv_f8h launch (FI_HALF_PARTS=1), a W8A8 input rounded in its blocks; FI_EUNSUPPORTED where that
  * does not apply, and the caller takes a product each. */
 static fi_err half_parts(struct fi_cuda *c, int n, void *const *out_d, const void *in_d,
 			 const struct fi_weight *const *w, const struct fi_weight *const *bias,
@@ -449,6 +456,8 @@ static fi_err half_parts(struct fi_cuda *c, int n, void *const *out_d, const voi
 	}
 	if (q[0].type == FI_CQ_INT4 && !w[0]->aq && set->int4_half)
 		return fi_cu_gemv_q4h_parts(c->stream, n, out_d, 0, q, in_d, b);
+	if (q[0].type == FI_CQ_Q4K && set->q4k_half)
+		return fi_cu_gemv_q4kh_parts(c->stream, n, out_d, 0, q, in_d, b);
 	if (q[0].type == FI_CQ_FP8 && set->fp8_half && (!w[0]->aq || w[0]->aq == FI_AQ_TOKEN))
 		return fi_cu_gemv_f8h_parts(c->stream, n, out_d, 0, q, in_d, NULL, NULL, w[0]->aq, b);
 	return FI_EUNSUPPORTED;

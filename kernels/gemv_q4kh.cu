@@ -1,0 +1,232 @@
+/* gemv_q4kh: the GGUF Q4_K decode product at one token, out[N] = x[K] W^T (+ bias), in half2
+ * arithmetic as kernels/gemv_q4h.cu does for INT4.
+ *
+ * A Q4_K block is 256 columns in 144 bytes: d and dmin (f16), 12 bytes of 6-bit scales and
+ * mins for its 8 sub-blocks of 32, then qs[128]: group j (bytes 32j .. 32j+31) holds sub-block
+ * 2j in its low nibbles and 2j + 1 in its high ones, byte i column i of each. A value is
+ * d sc q - dmin m, so a sub-block's sum is
+ *
+ *   sum_k x_k (d sc q_k - dmin m) = d sc sum_k x_k q_k - dmin m sum_k x_k
+ *
+ * with the sub-block sums of x taken once a block in f32, and sum x q in half2: word i of a
+ * group (bytes 4i .. 4i+3) gives, as gemv_q4h's masks do, the half2 pairs (A 4i, A 4i+2)
+ * and (B 4i, B 4i+2) x 16 from its low and high nibbles, and (A 4i+1, A 4i+3), (B 4i+1,
+ * B 4i+3) from w >> 8 (A, B: the group's two sub-blocks); q exact by one HSUB2 or HFMA2, then
+ * HFMA2 with x. x is staged as half times 2^e (max|x| < 64) in that order: 16 bytes a word,
+ * 128 a group. A half partial holds a sub-block's 16 products a lane of at most 15 x 64: under
+ * 15,400.
+ *
+ * A lane takes one group of a row a round (32 bytes of qs and the block's 16-byte head, which
+ * the 4 lanes of a block share through L1), GH_R rows a warp, K sliced as gemv_half.cuh
+ * chooses; the CPU twin is fi_cpu's Q4_K dequantization (base/quant.c). */
+#include "gemv_half.cuh"
+#include "qchunk.cuh"
+
+/* x[K] into xs in the group order above (8 x 16 bytes a group of 64 columns), and the f32 sums
+ * of its 32-column sub-blocks into gs; returns e. Ends with a barrier. */
+static __device__ __forceinline__ int q4kh_stage(const bf16 *__restrict__ x, int K, uint4 *xs,
+						 float *gs, float *sh)
+{
+	const float m = gh_absmax(x, K, sh);
+	int e = 0;
+	if (m > 0.f && m <= 3.0e38f) {
+		int p;
+		frexpf(m, &p);
+		e = 6 - p;
+	}
+	const float up = ldexpf(1.f, e);
+	for (int t = threadIdx.x; t < K / 8; t += blockDim.x) { /* group t / 8, word t % 8 */
+		const int g = t >> 3, i = t & 7;
+		float a[4], b[4];
+		const uint2 ua = *(const uint2 *)(x + 64 * g + 4 * i);
+		const uint2 ub = *(const uint2 *)(x + 64 * g + 32 + 4 * i);
+		const float2 a0 = __bfloat1622float2(*(const __nv_bfloat162 *)&ua.x);
+		const float2 a1 = __bfloat1622float2(*(const __nv_bfloat162 *)&ua.y);
+		const float2 b0 = __bfloat1622float2(*(const __nv_bfloat162 *)&ub.x);
+		const float2 b1 = __bfloat1622float2(*(const __nv_bfloat162 *)&ub.y);
+		a[0] = a0.x, a[1] = a0.y, a[2] = a1.x, a[3] = a1.y;
+		b[0] = b0.x, b[1] = b0.y, b[2] = b1.x, b[3] = b1.y;
+		uint4 v;
+		v.x = u32of(__floats2half2_rn(a[0] * up, a[2] * up));
+		v.y = u32of(__floats2half2_rn(b[0] * up, b[2] * up));
+		v.z = u32of(__floats2half2_rn(a[1] * up, a[3] * up));
+		v.w = u32of(__floats2half2_rn(b[1] * up, b[3] * up));
+		xs[8 * g + (i ^ (g & 7))] = v;
+	}
+	for (int s = threadIdx.x; s < K / 32; s += blockDim.x) { /* in order: deterministic */
+		float sum = 0.f;
+		for (int k = 0; k < 32; k += 8) {
+			float f[8];
+			bf16x8_to_f32(*(const bf16x8 *)(x + 32 * s + k), f);
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				sum += f[j];
+		}
+		gs[s] = sum;
+	}
+	__syncthreads();
+	return e;
+}
+
+/* One word's 8 products with x part xv, into the half2 partials of sub-blocks A and B. */
+static __device__ __forceinline__ void q4kh_word(uint32_t wv, const uint4 &xv, __half2 &pa,
+						 __half2 &pb)
+{
+	const __half2 k1024 = __float2half2_rn(1024.f), r16 = __float2half2_rn(0.0625f),
+		      m64 = __float2half2_rn(-64.f);
+	const uint32_t hi = wv >> 8;
+	const __half2 *xh = (const __half2 *)&xv;
+	pa = __hfma2(__hsub2(h2bits((wv & 0x000F000Fu) | 0x64006400u), k1024), xh[0], pa);
+	pb = __hfma2(__hfma2(h2bits((wv & 0x00F000F0u) | 0x64006400u), r16, m64), xh[1], pb);
+	pa = __hfma2(__hsub2(h2bits((hi & 0x000F000Fu) | 0x64006400u), k1024), xh[2], pa);
+	pb = __hfma2(__hfma2(h2bits((hi & 0x00F000F0u) | 0x64006400u), r16, m64), xh[3], pb);
+}
+
+/* Byte k of a block head's 12 scale bytes (head bytes 4 .. 15), from registers. */
+static __device__ __forceinline__ uint32_t q4kh_byte(const uint4 &h, int k)
+{
+	const uint32_t v = k < 4 ? h.y : k < 8 ? h.z : h.w;
+	return (v >> (8 * (k & 3))) & 0xFFu;
+}
+
+/* ggml's get_scale_min_k4 over the head in registers (qchunk.cuh's scale_min_k4 reads bytes:
+ * a head indexed as bytes would live in local memory). */
+static __device__ __forceinline__ void q4kh_scale_min(const uint4 &h, int j, int &d, int &m)
+{
+	if (j < 4) {
+		d = (int)(q4kh_byte(h, j) & 63);
+		m = (int)(q4kh_byte(h, j + 4) & 63);
+	} else {
+		d = (int)((q4kh_byte(h, j + 4) & 0xF) | ((q4kh_byte(h, j - 4) >> 6) << 4));
+		m = (int)((q4kh_byte(h, j + 4) >> 4) | ((q4kh_byte(h, j) >> 6) << 4));
+	}
+}
+
+static __device__ __forceinline__ float h2sum(__half2 a)
+{
+	const float2 f = __half22float2(a);
+	return f.x + f.y;
+}
+
+template <int S, bool F32OUT>
+__global__ void __launch_bounds__(GH_WARPS * 32, 2)
+gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
+{
+	extern __shared__ uint4 xs[]; /* [K / 64][8] half x, then the sub-block sums */
+	__shared__ float sh[32];
+	__shared__ float part[GH_WARPS][GH_R];
+	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, slice = wp % S;
+	const int p = gh_part_of(P);
+	const fi_cu_qw &w = P.w[p];
+	const int K = (int)w.cols, ng = K / 64;
+	float *gs = (float *)(xs + K / 8);
+	const int64_t n0 = (((int64_t)blockIdx.x - P.blk0[p]) * (GH_WARPS / S) + wp / S) * GH_R;
+	const uint8_t *rq[GH_R];
+#pragma unroll
+	for (int r = 0; r < GH_R; r++) /* rows past the end read the last one, unwritten */
+		rq[r] = w.q + min(n0 + r, w.rows - 1) * w.row_bytes;
+	const int e = q4kh_stage(x, K, xs, gs, sh);
+	const float down = ldexpf(1.f, -e);
+
+	float acc[GH_R];
+#pragma unroll
+	for (int r = 0; r < GH_R; r++)
+		acc[r] = 0.f;
+	for (int g = lane + 32 * slice; g < ng; g += 32 * S) {
+		const int j = g & 3; /* the group in its block: sub-blocks 2j, 2j + 1 */
+		uint4 hd[GH_R], qa[GH_R], qb[GH_R];
+#pragma unroll
+		for (int r = 0; r < GH_R; r++) {
+			const uint8_t *blk = rq[r] + (int64_t)(g >> 2) * 144;
+			hd[r] = ld16(blk);
+			qa[r] = ld16(blk + 16 + 32 * j);
+			qb[r] = ld16(blk + 32 + 32 * j);
+		}
+		__half2 pa[GH_R], pb[GH_R];
+#pragma unroll
+		for (int r = 0; r < GH_R; r++)
+			pa[r] = pb[r] = __float2half2_rn(0.f);
+#pragma unroll
+		for (int i = 0; i < 8; i++) {
+			const uint4 xv = xs[8 * g + (i ^ (g & 7))];
+#pragma unroll
+			for (int r = 0; r < GH_R; r++) {
+				const uint4 &q = i < 4 ? qa[r] : qb[r];
+				const uint32_t wv = (i & 3) == 0 ? q.x : (i & 3) == 1 ? q.y
+						  : (i & 3) == 2 ? q.z : q.w;
+				q4kh_word(wv, xv, pa[r], pb[r]);
+			}
+		}
+		const float sa = gs[2 * g], sb = gs[2 * g + 1];
+#pragma unroll
+		for (int r = 0; r < GH_R; r++) {
+			const float2 dd = __half22float2(h2bits(hd[r].x)); /* d, dmin */
+			const float d = dd.x, dm = dd.y;
+			int sca, mna, scb, mnb;
+			q4kh_scale_min(hd[r], 2 * j, sca, mna);
+			q4kh_scale_min(hd[r], 2 * j + 1, scb, mnb);
+			acc[r] += (d * (float)sca * h2sum(pa[r]) + d * (float)scb * h2sum(pb[r])) * down -
+				  dm * ((float)mna * sa + (float)mnb * sb);
+		}
+	}
+	if (!gh_total(acc, part, S))
+		return;
+#pragma unroll
+	for (int r = 0; r < GH_R; r++) {
+		const int64_t row = n0 + r;
+		if (row >= w.rows)
+			break;
+		const float res = acc[r] + (P.bias[p] ? __bfloat162float(P.bias[p][row]) : 0.f);
+		gh_store<F32OUT>(P.out[p], row, res);
+	}
+}
+
+template <int S, bool F32OUT>
+static int launch_s(cudaStream_t st, gh_parts &P, const void *x)
+{
+	GH_READY((gemv_q4kh_kernel<S, F32OUT>));
+	if (!gh_grid(P, S))
+		return 0;
+	const size_t shm = (size_t)P.w[0].cols * 2 + (size_t)P.w[0].cols / 32 * 4;
+	gemv_q4kh_kernel<S, F32OUT>
+		<<<(unsigned)P.blk0[P.n], GH_WARPS * 32, shm, st>>>(P, (const bf16 *)x);
+	return 1;
+}
+
+template <bool F32OUT>
+static int launch_f(cudaStream_t st, gh_parts &P, const void *x, int S)
+{
+	switch (S) {
+	case 1: return launch_s<1, F32OUT>(st, P, x);
+	case 2: return launch_s<2, F32OUT>(st, P, x);
+	case 4: return launch_s<4, F32OUT>(st, P, x);
+	default: return launch_s<8, F32OUT>(st, P, x);
+	}
+}
+
+extern "C" fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out, int out_f32,
+					const struct fi_cu_qw *w, const void *x,
+					const void *const *bias)
+{
+	gh_parts P;
+	int64_t rows = 0;
+	if (n < 1 || n > 4 || (out_f32 && n > 1) || !fi_aligned16(x))
+		return FI_EUNSUPPORTED;
+	for (int i = 0; i < n; i++) {
+		if (w[i].type != FI_CQ_Q4K || w[i].cols != w[0].cols || w[i].cols % 256 ||
+		    w[i].cols * 2 + w[i].cols / 8 > GH_MAX_SHARED || w[i].rows < 1 ||
+		    ((uintptr_t)w[i].q & 15) || w[i].row_bytes % 16)
+			return FI_EUNSUPPORTED;
+		P.w[i] = w[i];
+		P.out[i] = out[i];
+		P.bias[i] = bias ? (const bf16 *)bias[i] : NULL;
+		rows += w[i].rows;
+	}
+	P.n = n;
+	/* a lane's round is a 64-column group: slices as for chunks of twice the width */
+	const int S = gh_slices(rows, (int)(w[0].cols / 64));
+	if (!(out_f32 ? launch_f<true>(st, P, x, S) : launch_f<false>(st, P, x, S)))
+		return FI_EUNSUPPORTED;
+	LAUNCH_CHECK();
+	return FI_OK;
+}
