@@ -217,7 +217,6 @@ extern "C" fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out,
 				       const float *xs, int aq, const void *const *bias)
 {
 	gh_parts P;
-	int64_t rows = 0;
 	if (n < 1 || n > 4 || (out_f32 && n > 1) || (aq && aq != FI_AQ_TOKEN) ||
 	    (aq && xq ? !xs || ((uintptr_t)xq & 7) : !fi_aligned16(x)))
 		return FI_EUNSUPPORTED;
@@ -226,12 +225,8 @@ extern "C" fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out,
 		    w[i].kind != w[0].kind || w[i].cols != w[0].cols || w[i].cols % 32 ||
 		    w[i].cols * 2 > GH_MAX_SHARED || w[i].rows < 1)
 			return FI_EUNSUPPORTED;
-		P.w[i] = w[i];
-		P.out[i] = out[i];
-		P.bias[i] = bias ? (const bf16 *)bias[i] : NULL;
-		rows += w[i].rows;
 	}
-	P.n = n;
+	const int64_t rows = gh_fill(P, n, out, w, bias);
 	int ok;
 	if (!aq)
 		ok = launch_m<F8H_BF16>(st, P, rows, out_f32, x, xq, xs);

@@ -102,6 +102,21 @@ struct gh_parts {
 	int n;
 };
 
+/* P's n parts from the weights, outputs and biases (NULL: none); returns their rows. */
+static inline int64_t gh_fill(gh_parts &P, int n, void *const *out, const fi_cu_qw *w,
+			      const void *const *bias)
+{
+	int64_t rows = 0;
+	for (int i = 0; i < n; i++) {
+		P.w[i] = w[i];
+		P.out[i] = out[i];
+		P.bias[i] = bias ? (const bf16 *)bias[i] : NULL;
+		rows += w[i].rows;
+	}
+	P.n = n;
+	return rows;
+}
+
 /* This block's part. */
 static __device__ __forceinline__ int gh_part_of(const gh_parts &P)
 {

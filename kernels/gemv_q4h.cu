@@ -169,7 +169,6 @@ extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out,
 {
 	gh_parts P;
 	int lg = 0; /* chunks a group, 2^lg */
-	int64_t rows = 0;
 	if (n < 1 || n > 4 || (out_f32 && n > 1) || !fi_aligned16(x))
 		return FI_EUNSUPPORTED;
 	while (lg < 10 && 32 << lg < w[0].group)
@@ -179,12 +178,8 @@ extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out,
 		    w[i].group != 32 << lg || w[i].cols * 2 > GH_MAX_SHARED || w[i].rows < 1 ||
 		    (n > 1 && w[i].perm)) /* one act-order weight takes x already permuted */
 			return FI_EUNSUPPORTED;
-		P.w[i] = w[i];
-		P.out[i] = out[i];
-		P.bias[i] = bias ? (const bf16 *)bias[i] : NULL;
-		rows += w[i].rows;
 	}
-	P.n = n;
+	const int64_t rows = gh_fill(P, n, out, w, bias);
 	const int S = gh_slices(rows, (int)(w[0].cols / 32));
 	if (!(out_f32 ? launch_f<true>(st, P, lg, x, S) : launch_f<false>(st, P, lg, x, S)))
 		return FI_EUNSUPPORTED;

@@ -209,7 +209,6 @@ extern "C" fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out
 					const void *const *bias)
 {
 	gh_parts P;
-	int64_t rows = 0;
 	if (n < 1 || n > 4 || (out_f32 && n > 1) || !fi_aligned16(x))
 		return FI_EUNSUPPORTED;
 	for (int i = 0; i < n; i++) {
@@ -217,12 +216,8 @@ extern "C" fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out
 		    w[i].cols * 2 + w[i].cols / 8 > GH_MAX_SHARED || w[i].rows < 1 ||
 		    ((uintptr_t)w[i].q & 15) || w[i].row_bytes % 16)
 			return FI_EUNSUPPORTED;
-		P.w[i] = w[i];
-		P.out[i] = out[i];
-		P.bias[i] = bias ? (const bf16 *)bias[i] : NULL;
-		rows += w[i].rows;
 	}
-	P.n = n;
+	const int64_t rows = gh_fill(P, n, out, w, bias);
 	/* a lane's round is a 64-column group: slices as for chunks of twice the width */
 	const int S = gh_slices(rows, (int)(w[0].cols / 64));
 	if (!(out_f32 ? launch_f<true>(st, P, x, S) : launch_f<false>(st, P, x, S)))
