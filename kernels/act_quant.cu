@@ -6,14 +6,10 @@
  * (the dequantize + bf16 GEMM path), and the column permutation of act-order INT4. */
 #include <cuda_fp8.h>
 
+#include "act_quant.cuh"
 #include "common.cuh"
 
 #define AQ_THREADS 256
-
-static __device__ __forceinline__ uint8_t to_e4m3(float f)
-{
-	return (uint8_t)__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
-}
 
 static __device__ __forceinline__ float e4m3_back(uint8_t b)
 {
@@ -68,11 +64,11 @@ act_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales, bf16 *__rest
 			sh[threadIdx.x] = m;
 		__syncthreads();
 		m = sh[0];
-		const float s = m > 0.f ? m / 448.f : 1.f;
+		const float s = aq_scale(m);
 		if (MODE == 0 && threadIdx.x == 0)
 			scales[t] = s;
 		for (int k = threadIdx.x; k < K; k += AQ_THREADS) {
-			uint8_t q = to_e4m3(in(k) / s);
+			uint8_t q = aq_code(in(k), s);
 			if (MODE == 0)
 				codes[(int64_t)t * K + k] = q;
 			else
@@ -86,11 +82,11 @@ act_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales, bf16 *__rest
 			for (int k = lane; k < len; k += 32)
 				m = fmaxf(m, fabsf(in(k0 + k)));
 			m = warp_max(m);
-			const float s = m > 0.f ? m / 448.f : 1.f;
+			const float s = aq_scale(m);
 			if (MODE == 0 && lane == 0)
 				scales[(int64_t)t * ng + g] = s;
 			for (int k = lane; k < len; k += 32) {
-				uint8_t q = to_e4m3(in(k0 + k) / s);
+				uint8_t q = aq_code(in(k0 + k), s);
 				if (MODE == 0)
 					codes[(int64_t)t * K + k0 + k] = q;
 				else

@@ -27,6 +27,7 @@
  * two 16-byte loads), the next chunk's loads in flight while the current one is multiplied. */
 #include <cuda_fp8.h>
 
+#include "act_quant.cuh"
 #include "gemv_half.cuh"
 #include "qchunk.cuh"
 
@@ -55,14 +56,14 @@ static __device__ __forceinline__ void f8h_stage_codes(const uint8_t *__restrict
 	__syncthreads();
 }
 
-/* x[K] (bf16) rounded to e4m3 codes as kernels/act_quant.cu does for a token (s = amax / 448,
- * 1 when amax is 0; code = e4m3(x / s), nearest-even, saturating: the same codes), staged as
- * half times 2^-8 in column order; returns s. Ends with a barrier. */
+/* x[K] (bf16) rounded to e4m3 codes as kernels/act_quant.cu does for a token (act_quant.cuh's
+ * aq_scale and aq_code: the same codes), staged as half times 2^-8 in column order; returns
+ * s. Ends with a barrier. */
 static __device__ __forceinline__ float f8h_stage_quant(const bf16 *__restrict__ x, int K,
 							uint4 *xs, float *sh)
 {
 	const float m = gh_absmax(x, K, sh);
-	const float s = m > 0.f ? m / 448.f : 1.f;
+	const float s = aq_scale(m);
 	const __half2 k = __float2half2_rn(1.f / 256);
 	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
 		float f[8];
@@ -70,10 +71,7 @@ static __device__ __forceinline__ float f8h_stage_quant(const bf16 *__restrict__
 		uint32_t b[4];
 #pragma unroll
 		for (int j = 0; j < 4; j++) {
-			const uint32_t lo = __nv_cvt_float_to_fp8(f[2 * j] / s, __NV_SATFINITE, __NV_E4M3);
-			const uint32_t hi = __nv_cvt_float_to_fp8(f[2 * j + 1] / s, __NV_SATFINITE,
-								  __NV_E4M3);
-			b[j] = lo | hi << 8;
+			b[j] = (uint32_t)aq_code(f[2 * j], s) | (uint32_t)aq_code(f[2 * j + 1], s) << 8;
 		}
 		uint4 v;
 		v.x = u32of(__hmul2(f8x2(b[0]), k));
