@@ -165,19 +165,9 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 		for (int r = 0; r < GH_R; r++)
 			cur[r][0] = nxt[r][0], cur[r][1] = nxt[r][1];
 	}
-	if (!gh_total(acc, part, S))
-		return;
-	const float k = ldexpf(1.f, e) * (MODE == F8H_CODES ? xsc[0] : ts);
-#pragma unroll
-	for (int r = 0; r < GH_R; r++) {
-		const int64_t row = n0 + r;
-		if (row >= w.rows)
-			break;
-		const float ws = B128 ? 1.f : ((const float *)w.scale)[row];
-		const float res =
-			acc[r] * k * ws + (P.bias[p] ? __bfloat162float(P.bias[p][row]) : 0.f);
-		gh_store<F32OUT>(P.out[p], row, res);
-	}
+	if (gh_total(acc, part, S))
+		gh_finish<F32OUT>(P, p, n0, acc, ldexpf(1.f, e) * (MODE == F8H_CODES ? xsc[0] : ts),
+				  B128 ? NULL : (const float *)w.scale);
 }
 
 template <int MODE, bool B128, bool F32OUT>

@@ -55,6 +55,17 @@ static __device__ __forceinline__ float gh_absmax(const bf16 *__restrict__ x, in
 	return m;
 }
 
+/* The e that brings a largest |x| of m under 2^lim (m 2^e < 2^lim): 0 for an all-zero or
+ * non-finite x, whose products are then what they are. */
+static __device__ __forceinline__ int gh_exp(float m, int lim)
+{
+	if (!(m > 0.f && m <= 3.0e38f))
+		return 0;
+	int p;
+	frexpf(m, &p); /* m < 2^p */
+	return lim - p;
+}
+
 /* x[K] (bf16) into xs as half times 2^e, max|x| 2^e < 2^LIM; returns e (0 for an all-zero or
  * non-finite x, whose products are then what they are). PAIRED: the 8 columns of each 16-byte
  * part as the pairs (0, 4), (1, 5), (2, 6), (3, 7) (gemv_q4h's nibble order); else in order.
@@ -63,13 +74,7 @@ template <bool PAIRED, int LIM>
 static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, int K, uint4 *xs,
 						    float *sh)
 {
-	const float m = gh_absmax(x, K, sh);
-	int e = 0;
-	if (m > 0.f && m <= 3.0e38f) {
-		int p;
-		frexpf(m, &p); /* m < 2^p */
-		e = LIM - p;
-	}
+	const int e = gh_exp(gh_absmax(x, K, sh), LIM);
 	const float up = ldexpf(1.f, e);
 	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
 		float f[8];
@@ -151,15 +156,25 @@ static __device__ __forceinline__ bool gh_total(float (&acc)[GH_R], float (*part
 	return lane == 0;
 }
 
+/* The totals of the item's rows n0 .. n0 + GH_R - 1 that part p has, to its output:
+ * acc x k (x rs[row] where there are row scales) + the bias. */
 template <bool F32OUT>
-static __device__ __forceinline__ void gh_store(void *out, int64_t i, float v)
+static __device__ __forceinline__ void gh_finish(const gh_parts &P, int p, int64_t n0,
+						 const float (&acc)[GH_R], float k, const float *rs)
 {
-	if (F32OUT)
-		((float *)out)[i] = v;
-	else
-		((bf16 *)out)[i] = __float2bfloat16(v);
+#pragma unroll
+	for (int r = 0; r < GH_R; r++) {
+		const int64_t row = n0 + r;
+		if (row >= P.w[p].rows)
+			break;
+		const float v = acc[r] * k * (rs ? rs[row] : 1.f) +
+				(P.bias[p] ? __bfloat162float(P.bias[p][row]) : 0.f);
+		if (F32OUT)
+			((float *)P.out[p])[row] = v;
+		else
+			((bf16 *)P.out[p])[row] = __float2bfloat16(v);
+	}
 }
-
 /* K slices a row (1, 2, 4 or 8) so that rows / (rows a block) gives two blocks an SM, and no
  * more than there are 32-chunk rounds (nc chunks: a slice past them would idle). */
 static inline int gh_slices(int64_t rows, int nc)

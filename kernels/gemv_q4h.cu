@@ -128,17 +128,8 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 		}
 		cur = nxt;
 	}
-	if (!gh_total(acc, part, S))
-		return;
-	const float down = ldexpf(1.f, -e);
-#pragma unroll
-	for (int r = 0; r < GH_R; r++) {
-		const int64_t row = n0 + r;
-		if (row >= w.rows)
-			break;
-		const float res = acc[r] * down + (P.bias[p] ? __bfloat162float(P.bias[p][row]) : 0.f);
-		gh_store<F32OUT>(P.out[p], row, res);
-	}
+	if (gh_total(acc, part, S))
+		gh_finish<F32OUT>(P, p, n0, acc, ldexpf(1.f, -e), NULL);
 }
 
 template <int S, bool F32OUT>

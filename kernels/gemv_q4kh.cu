@@ -27,13 +27,7 @@
 static __device__ __forceinline__ int q4kh_stage(const bf16 *__restrict__ x, int K, uint4 *xs,
 						 float *gs, float *sh)
 {
-	const float m = gh_absmax(x, K, sh);
-	int e = 0;
-	if (m > 0.f && m <= 3.0e38f) {
-		int p;
-		frexpf(m, &p);
-		e = 6 - p;
-	}
+	const int e = gh_exp(gh_absmax(x, K, sh), 6);
 	const float up = ldexpf(1.f, e);
 	for (int t = threadIdx.x; t < K / 8; t += blockDim.x) { /* group t / 8, word t % 8 */
 		const int g = t >> 3, i = t & 7;
@@ -169,16 +163,8 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 				  dm * ((float)mna * sa + (float)mnb * sb);
 		}
 	}
-	if (!gh_total(acc, part, S))
-		return;
-#pragma unroll
-	for (int r = 0; r < GH_R; r++) {
-		const int64_t row = n0 + r;
-		if (row >= w.rows)
-			break;
-		const float res = acc[r] + (P.bias[p] ? __bfloat162float(P.bias[p][row]) : 0.f);
-		gh_store<F32OUT>(P.out[p], row, res);
-	}
+	if (gh_total(acc, part, S))
+		gh_finish<F32OUT>(P, p, n0, acc, 1.f, NULL);
 }
 
 template <int S, bool F32OUT>
