@@ -227,12 +227,3 @@ extern "C" fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out,
 	LAUNCH_CHECK();
 	return FI_OK;
 }
-
-extern "C" fi_err fi_cu_gemv_f8h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
-				 const void *x, const void *xq, const float *xs, int aq,
-				 const void *bias)
-{
-	void *const o[1] = {out};
-	const void *const b[1] = {bias};
-	return fi_cu_gemv_f8h_parts(st, 1, o, out_f32, w, x, xq, xs, aq, b);
-}

@@ -177,11 +177,3 @@ extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out,
 	LAUNCH_CHECK();
 	return FI_OK;
 }
-
-extern "C" fi_err fi_cu_gemv_q4h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
-				 const void *x, const void *bias)
-{
-	void *const o[1] = {out};
-	const void *const b[1] = {bias};
-	return fi_cu_gemv_q4h_parts(st, 1, o, out_f32, w, x, b);
-}

@@ -190,27 +190,20 @@ struct fi_cu_qw fi_cuda_qw(const struct fi_weight *w);
  * recorded) for shapes it does not take. */
 fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
 		    const void *x, const void *xq, const float *xs, int aq, const void *bias, int T);
-/* kernels/gemv_q4h.cu: the same for an INT4 weight at T = 1 in half2 arithmetic (x scaled by
- * a power of two so that max|x| < 64); FI_EUNSUPPORTED (not recorded) for what it does not
- * take (K > 32768, groups not 32 times a power of two). */
-fi_err fi_cu_gemv_q4h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
-		      const void *x, const void *bias);
-/* kernels/gemv_f8h.cu: the same for an FP8 weight (per-row or 128 x 128 block scales) at T = 1
- * in half2 arithmetic, x bf16 (aq 0) or e4m3 codes with a token scale (FI_AQ_TOKEN), or with
- * FI_AQ_TOKEN and no xq, bf16 x that each block rounds to act_quant's codes itself;
- * FI_EUNSUPPORTED (not recorded) otherwise. */
-fi_err fi_cu_gemv_f8h(cudaStream_t st, void *out, int out_f32, const struct fi_cu_qw *w,
-		      const void *x, const void *xq, const float *xs, int aq, const void *bias);
-/* The same over n <= 4 weights of one type and width that share x (q, k, v; gate, up), in one
- * launch; out_f32 only with n = 1, act-order INT4 only alone. */
+/* One-token products in half2 arithmetic (kernels/gemv_half.cuh), out[n][N] = x[K] W[n]^T
+ * (+ bias[n]) over n <= 4 weights of one type and width that share x (q, k, v; gate, up) in
+ * one launch; out_f32 only with n = 1; FI_EUNSUPPORTED (not recorded) for what a kernel does
+ * not take (K > 32768, ...). kernels/gemv_q4h.cu: INT4 with groups of 32 x 2^k (act-order
+ * only alone, x already permuted). kernels/gemv_q4kh.cu: GGUF Q4_K. kernels/gemv_f8h.cu: FP8
+ * per-row or 128 x 128 block scales, x bf16 (aq 0) or, with FI_AQ_TOKEN, e4m3 codes xq with
+ * scale xs, or (xq NULL) bf16 x each block rounds to act_quant's codes itself. */
 fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			    const struct fi_cu_qw *w, const void *x, const void *const *bias);
+fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out, int out_f32,
+			     const struct fi_cu_qw *w, const void *x, const void *const *bias);
 fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			    const struct fi_cu_qw *w, const void *x, const void *xq,
 			    const float *xs, int aq, const void *const *bias);
-/* kernels/gemv_q4kh.cu: the same for GGUF Q4_K weights (K a multiple of 256). */
-fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out, int out_f32,
-			     const struct fi_cu_qw *w, const void *x, const void *const *bias);
 /* kernels/dequant.cu: out[n, K] (bf16) = rows of w, rows[i] (or i when rows is NULL),
  * columns in input order. */
 fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const int32_t *rows,

@@ -256,6 +256,35 @@ static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_
 	return FI_OK;
 }
 
+/* One-token products in half2 arithmetic (kernels/gemv_half.cuh) of n <= 4 weights of one
+ * type and width that share x: INT4 (FI_INT4_HALF), Q4_K (FI_Q4K_HALF), FP8 (FI_FP8_HALF; a
+ * W8A8 input as codes xq with scales xs, or with xq NULL rounded in the kernel's blocks).
+ * FI_EUNSUPPORTED (not recorded) where none applies: the caller takes gemv_q. */
+static fi_err half_products(struct fi_cuda *c, int n, void *const *out, int out_f32,
+			    const struct fi_cu_qw *q, const void *x, const void *xq,
+			    const float *xs, int aq, const void *const *bias)
+{
+	const struct fi_settings *set = fi_settings();
+	if (c->no_gemv)
+		return FI_EUNSUPPORTED;
+	switch (q[0].type) {
+	case FI_CQ_INT4:
+		if (!aq && set->int4_half)
+			return fi_cu_gemv_q4h_parts(c->stream, n, out, out_f32, q, x, bias);
+		break;
+	case FI_CQ_Q4K:
+		if (set->q4k_half)
+			return fi_cu_gemv_q4kh_parts(c->stream, n, out, out_f32, q, x, bias);
+		break;
+	case FI_CQ_FP8:
+		if (set->fp8_half)
+			return fi_cu_gemv_f8h_parts(c->stream, n, out, out_f32, q, x, xq, xs, aq,
+						    bias);
+		break;
+	}
+	return FI_EUNSUPPORTED;
+}
+
 /* One product with the input prepared by prep (x->aq matches w->aq). An act-order INT4
  * weight permutes the input into the scratch, and the dequantize path rounds it there:
  * either way the codes are gone, which xp->aq = -1 records. */
@@ -298,29 +327,19 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
 			return e;
 		x = xp->codes;
 	}
-	if (T == 1 && !c->no_gemv && q.type == FI_CQ_FP8 && fi_settings()->fp8_half) {
+	if (T == 1) {
+		void *const o1[1] = {out_d};
+		const void *const b1[1] = {bias ? bias->p : NULL};
 		const int coded = w->aq && !xp->raw;
-		e = fi_cu_gemv_f8h(c->stream, out_d, out_f32, &q, x, coded ? xp->codes : NULL,
-				   coded ? xp->scales : NULL, w->aq, bias ? bias->p : NULL);
+		e = half_products(c, 1, o1, out_f32, &q, x, coded ? xp->codes : NULL,
+				  coded ? xp->scales : NULL, w->aq, b1);
 		if (e != FI_EUNSUPPORTED)
 			return e;
 	}
-	if (xp->raw) {
+	if (xp->raw) { /* half_products declined: the codes after all */
 		xp->raw = 0;
 		if ((e = fi_cu_act_quant(c->stream, xp->codes, xp->scales, in_d, NULL, 0.f, T, K,
 					 w->aq)))
-			return e;
-	}
-	if (T == 1 && !c->no_gemv && q.type == FI_CQ_Q4K && fi_settings()->q4k_half) {
-		void *const o1[1] = {out_d};
-		const void *const b1[1] = {bias ? bias->p : NULL};
-		e = fi_cu_gemv_q4kh_parts(c->stream, 1, o1, out_f32, &q, x, b1);
-		if (e != FI_EUNSUPPORTED)
-			return e;
-	}
-	if (T == 1 && !c->no_gemv && !w->aq && q.type == FI_CQ_INT4 && fi_settings()->int4_half) {
-		e = fi_cu_gemv_q4h(c->stream, out_d, out_f32, &q, x, bias ? bias->p : NULL);
-		if (e != FI_EUNSUPPORTED)
 			return e;
 	}
 	if (T <= 4 && !c->no_gemv) {
@@ -433,17 +452,16 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 	return product(be, out_d, out_f32, in_d, &xp, w, bias);
 }
 
-/* One token: q, k and v (gate and up) of one INT4, Q4_K or FP8 type in one gemv_q4h,
- * gemv_q4kh or gemv_f8h launch (FI_HALF_PARTS=1), a W8A8 input rounded in its blocks; FI_EUNSUPPORTED where that
- * does not apply, and the caller takes a product each. */
+/* One token: q, k and v (gate and up) of one quantized type in one half_products launch
+ * (FI_HALF_PARTS=1), a W8A8 input rounded in its blocks; FI_EUNSUPPORTED where that does not
+ * apply, and the caller takes a product each. */
 static fi_err half_parts(struct fi_cuda *c, int n, void *const *out_d, const void *in_d,
 			 const struct fi_weight *const *w, const struct fi_weight *const *bias,
 			 int T)
 {
-	const struct fi_settings *set = fi_settings();
 	struct fi_cu_qw q[4];
 	const void *b[4];
-	if (T != 1 || n < 2 || n > 4 || c->no_gemv || !set->half_parts)
+	if (T != 1 || n < 2 || n > 4 || !fi_settings()->half_parts)
 		return FI_EUNSUPPORTED;
 	for (int i = 0; i < n; i++) {
 		q[i] = fi_cuda_qw(w[i]);
@@ -454,13 +472,7 @@ static fi_err half_parts(struct fi_cuda *c, int n, void *const *out_d, const voi
 		if (w[i]->dtype != w[0]->dtype || w[i]->aq != w[0]->aq)
 			return FI_EUNSUPPORTED;
 	}
-	if (q[0].type == FI_CQ_INT4 && !w[0]->aq && set->int4_half)
-		return fi_cu_gemv_q4h_parts(c->stream, n, out_d, 0, q, in_d, b);
-	if (q[0].type == FI_CQ_Q4K && set->q4k_half)
-		return fi_cu_gemv_q4kh_parts(c->stream, n, out_d, 0, q, in_d, b);
-	if (q[0].type == FI_CQ_FP8 && set->fp8_half && (!w[0]->aq || w[0]->aq == FI_AQ_TOKEN))
-		return fi_cu_gemv_f8h_parts(c->stream, n, out_d, 0, q, in_d, NULL, NULL, w[0]->aq, b);
-	return FI_EUNSUPPORTED;
+	return half_products(c, n, out_d, 0, q, in_d, NULL, NULL, w[0]->aq, b);
 }
 
 fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
