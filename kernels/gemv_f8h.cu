@@ -114,7 +114,7 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 	const int p = gh_part_of(P);
 	const fi_cu_qw &w = P.w[p];
 	const int K = (int)w.cols, nc = K / 32, nb = (K + 127) / 128;
-	const int64_t n0 = (((int64_t)blockIdx.x - P.blk0[p]) * (GH_WARPS / S) + wp / S) * GH_R;
+	const int64_t n0 = gh_row0(P, p, S);
 	const uint8_t *rq[GH_R];
 	const float *rs[GH_R]; /* B128: the scales of the row's 128-row block */
 #pragma unroll

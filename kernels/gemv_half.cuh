@@ -1,7 +1,8 @@
 /* gemv_half: what the one-token products in half2 arithmetic share (kernels/gemv_q4h.cu for
- * INT4, kernels/gemv_f8h.cu for FP8): the input staged once a block in shared memory as half,
- * scaled by a power of two so that the products' half sums cannot overflow, and the choice of
- * K slices a row. A chunk is 32 columns: 64 bytes of half x, 4 x 16-byte parts, part j stored
+ * INT4, gemv_q4kh.cu for Q4_K, gemv_f8h.cu for FP8): the input staged once a block in shared
+ * memory as half, scaled by a power of two so that the products' half sums cannot overflow;
+ * the weights of one launch (gh_parts) and the rows a warp takes; the slices of K a row and
+ * their sums; the store. A chunk is 32 columns: 64 bytes of half x, 4 x 16-byte parts, part j stored
  * at j ^ ((c >> 1) & 3) so that the 8 lanes of a 128-byte phase, reading chunks c .. c + 7,
  * read 8 different bank groups. */
 #ifndef FI_KERNELS_GEMV_HALF_CUH
@@ -129,6 +130,13 @@ static __device__ __forceinline__ int gh_part_of(const gh_parts &P)
 	while (p + 1 < P.n && (int)blockIdx.x >= P.blk0[p + 1])
 		p++;
 	return p;
+}
+
+/* The first of the GH_R rows of part p that this warp's item takes (S warps an item). */
+static __device__ __forceinline__ int64_t gh_row0(const gh_parts &P, int p, int S)
+{
+	const int wp = threadIdx.x >> 5;
+	return (((int64_t)blockIdx.x - P.blk0[p]) * (GH_WARPS / S) + wp / S) * GH_R;
 }
 
 /* The rows' sums over the warp, then over the S slices of the warp's item (through part, in

@@ -85,7 +85,7 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	const int p = gh_part_of(P);
 	const fi_cu_qw &w = P.w[p];
 	const int K = (int)w.cols, nc = K / 32;
-	const int64_t n0 = (((int64_t)blockIdx.x - P.blk0[p]) * (GH_WARPS / S) + wp / S) * GH_R;
+	const int64_t n0 = gh_row0(P, p, S);
 	const int64_t gpr = w.cols / w.group;
 	q4h_rows rw; /* rows past the end read the last row; their sums are not written */
 #pragma unroll

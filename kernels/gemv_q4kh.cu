@@ -114,7 +114,7 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 	const fi_cu_qw &w = P.w[p];
 	const int K = (int)w.cols, ng = K / 64;
 	float *gs = (float *)(xs + K / 8);
-	const int64_t n0 = (((int64_t)blockIdx.x - P.blk0[p]) * (GH_WARPS / S) + wp / S) * GH_R;
+	const int64_t n0 = gh_row0(P, p, S);
 	const uint8_t *rq[GH_R];
 #pragma unroll
 	for (int r = 0; r < GH_R; r++) /* rows past the end read the last one, unwritten */
