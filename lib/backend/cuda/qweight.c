@@ -227,8 +227,11 @@ struct xprep {
 	int32_t *qsum;
 };
 
+/* defer: the caller hands x to product(), which may round a one-token W8A8 input inside
+ * gemv_f8h's blocks; without it (fi_cuda_qcodes: the fused passes read the codes) the codes
+ * are always made here. */
 static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_d,
-		   const void *norm_d, float eps, int T, struct xprep *x)
+		   const void *norm_d, float eps, int T, int defer, struct xprep *x)
 {
 	int K = (int)w->cols;
 	fi_err e;
@@ -247,8 +250,9 @@ static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_
 			return FI_OK;
 		return fi_cu_act_quant_i8(c->stream, (int8_t *)x->codes, x->inv, x->qsum, in_d, T, K);
 	}
-	if (w->aq == FI_AQ_TOKEN && T == 1 && !norm_d && !c->no_gemv && fi_settings()->fp8_half) {
-		x->raw = 1; /* product() rounds it in gemv_f8h's blocks, or here if that declines */
+	if (defer && w->aq == FI_AQ_TOKEN && T == 1 && !norm_d && !c->no_gemv &&
+	    fi_settings()->fp8_half) {
+		x->raw = 1; /* product() rounds it in gemv_f8h's blocks, or itself if that declines */
 		return FI_OK;
 	}
 	if (w->aq)
@@ -426,7 +430,7 @@ fi_err fi_cuda_qcodes(struct fi_backend *be, const struct fi_weight *w, const vo
 	if (w->dtype != FI_DT_FP8 || (w->aq != FI_AQ_TOKEN && w->aq != FI_AQ_GROUP))
 		return fi_fail(FI_EINVAL, "cuda: activation codes for a %s weight",
 			       fi_dtype_name(w->dtype));
-	if ((e = prep(fi_cuda_of(be), w, in_d, norm_d, eps, T, &xp)))
+	if ((e = prep(fi_cuda_of(be), w, in_d, norm_d, eps, T, 0, &xp)))
 		return e;
 	*codes = xp.codes;
 	*scales = xp.scales;
@@ -447,7 +451,7 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 		    FI_EUNSUPPORTED)
 			return e;
 	}
-	if ((e = prep(fi_cuda_of(be), w, in_d, NULL, 0.f, T, &xp)))
+	if ((e = prep(fi_cuda_of(be), w, in_d, NULL, 0.f, T, 1, &xp)))
 		return e;
 	return product(be, out_d, out_f32, in_d, &xp, w, bias);
 }
@@ -498,7 +502,7 @@ fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, con
 		/* One rounding of the input for every W8A8 weight that shares it: the codes of
 		 * q, k and v (gate and up) are the same, unless a product used the scratch. */
 		if (xp.aq != w[i]->aq || xp.K != (int)w[i]->cols || !w[i]->aq) {
-			if ((e = prep(c, w[i], in_d, NULL, 0.f, T, &xp)))
+			if ((e = prep(c, w[i], in_d, NULL, 0.f, T, 1, &xp)))
 				return e;
 		}
 		if ((e = product(be, out_d[i], 0, in_d, &xp, w[i], b)))
