@@ -3,9 +3,11 @@
 the GPU machine (tools/gpu-run.sh quant; never committed). numpy only: the files are written
 by hand, so nothing beyond numpy is needed there.
 
-  python3 tools/make_quant_bench.py OUT [bf16,awq,gguf]   (default: all three)
+  python3 tools/make_quant_bench.py OUT [bf16,fp8,awq,gguf]   (default: all four)
 
 OUT/bf16/       config.json + model.safetensors (bf16; fi-load --quantize fp8 makes FP8 of it)
+OUT/fp8/        compressed-tensors FP8, per-channel weight scales, dynamic per-token inputs: the
+                layout fi-load --quantize fp8 makes, written directly (seconds, not minutes)
 OUT/awq/        AWQ GEMM, group 128, zero points (random packed weights, sane scales)
 OUT/q4km.gguf   a Q4_K_M-like GGUF: Q4_K everywhere but attn_v and ffn_down of the layers
                 llama.cpp gives more bits (Q6_K), the output Q6_K, norms F32
@@ -59,7 +61,7 @@ def write_st(path, tensors):
     """tensors: list of (name, dtype string, shape, numpy array or callable)."""
     header, off = {}, 0
     for name, dt, shape, arr in tensors:
-        n = int(np.prod(shape)) * {"BF16": 2, "F16": 2, "I32": 4}[dt]
+        n = int(np.prod(shape)) * {"BF16": 2, "F16": 2, "I32": 4, "F32": 4, "F8_E4M3": 1}[dt]
         header[name] = dict(dtype=dt, shape=list(shape), data_offsets=[off, off + n])
         off += n
     h = json.dumps(header, separators=(",", ":")).encode()
@@ -87,6 +89,41 @@ def make_bf16(out):
     t += [(p + ".weight", "BF16", (n, k), (lambda n=n, k=k: bf16((n, k), 1 / k ** 0.5)))
           for p, n, k in linears()]
     json.dump(CFG, open(os.path.join(d, "config.json"), "w"), indent=1)
+    write_st(os.path.join(d, "model.safetensors"), t)
+
+
+def bf16_fast(shape, std):
+    """Random sign and mantissa at std's binade: uniform in [std, 2 std), no normal draws
+    (the 1.05 G values of the two tables take seconds, not a minute)."""
+    e = int(np.floor(np.log2(std))) + 127
+    u = rng.integers(0, 1 << 16, shape, np.uint16)
+    return (u & 0x807f) | np.uint16(e << 7)
+
+
+def e4m3(shape):
+    """Random E4M3 codes with exponent field below 8: |w| < 2, never NaN (0x7f, 0xff)."""
+    return rng.integers(0, 256, shape, np.uint8) & np.uint8(0xbf)
+
+
+def make_fp8(out):
+    d = os.path.join(out, "fp8")
+    if os.path.exists(os.path.join(d, "model.safetensors")):
+        return
+    os.makedirs(d, exist_ok=True)
+    t = [("model.embed_tokens.weight", "BF16", (V, D), lambda: bf16_fast((V, D), 1.0)),
+         ("lm_head.weight", "BF16", (V, D), lambda: bf16_fast((V, D), 1 / D ** 0.5))]
+    t += [(n, "BF16", (D,), ones_norm) for n in norms()]
+    for p, n, k in linears():
+        t.append((p + ".weight", "F8_E4M3", (n, k), lambda n=n, k=k: e4m3((n, k))))
+        t.append((p + ".weight_scale", "F32", (n, 1),
+                  lambda n=n, k=k: np.full((n, 1), 0.5 / k ** 0.5, np.float32)))
+    f8 = dict(num_bits=8, type="float", symmetric=True, dynamic=False, strategy="channel")
+    act = dict(num_bits=8, type="float", symmetric=True, dynamic=True, strategy="token")
+    q = dict(quant_method="compressed-tensors", format="float-quantized", ignore=["lm_head"],
+             config_groups=dict(group_0=dict(targets=["Linear"], weights=f8,
+                                             input_activations=act)))
+    json.dump(dict(CFG, quantization_config=q), open(os.path.join(d, "config.json"), "w"),
+              indent=1)
     write_st(os.path.join(d, "model.safetensors"), t)
 
 
@@ -208,9 +245,10 @@ def step_bytes():
 
 def main():
     out = sys.argv[1]
-    want = sys.argv[2].split(",") if len(sys.argv) > 2 else ["bf16", "awq", "gguf"]
+    want = sys.argv[2].split(",") if len(sys.argv) > 2 else ["bf16", "fp8", "awq", "gguf"]
     os.makedirs(out, exist_ok=True)
-    for name, f in (("bf16", make_bf16), ("awq", make_awq), ("gguf", make_gguf)):
+    for name, f in (("bf16", make_bf16), ("fp8", make_fp8), ("awq", make_awq),
+                    ("gguf", make_gguf)):
         if name in want:
             print(f.__name__, flush=True)
             f(out)
