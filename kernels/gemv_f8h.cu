@@ -24,7 +24,9 @@
  * f32 sums; test_quant_kernels holds both to the bf16 matmul's tolerance.
  *
  * Layout as gemv_q4h: a warp takes GH_R rows over 1/S of the 32-column chunks (32 bytes a row:
- * two 16-byte loads), the next chunk's loads in flight while the current one is multiplied. */
+ * two 16-byte loads), the next chunk's loads in flight while the current one is multiplied,
+ * and a block takes its items in turn, the next item's first loads in flight during the last
+ * one's sums. */
 #include <cuda_fp8.h>
 
 #include "act_quant.cuh"
@@ -102,6 +104,30 @@ static __device__ __forceinline__ float f8h_chunk(const uint4 (&u)[2], const uin
 	return d;
 }
 
+/* Item n0's rows of w, and (B128) the scales of each row's 128-row block; rows past the end
+ * read the last one, unwritten. */
+static __device__ __forceinline__ void f8h_rows_of(const fi_cu_qw &w, int64_t n0, int nb,
+						   const uint8_t *(&rq)[GH_R],
+						   const float *(&rs)[GH_R])
+{
+#pragma unroll
+	for (int r = 0; r < GH_R; r++) {
+		const int64_t n = min(n0 + r, w.rows - 1);
+		rq[r] = w.q + n * w.row_bytes;
+		rs[r] = (const float *)w.scale + (n / 128) * nb;
+	}
+}
+
+static __device__ __forceinline__ void f8h_load(const uint8_t *const (&rq)[GH_R], int c,
+						uint4 (&u)[GH_R][2])
+{
+#pragma unroll
+	for (int r = 0; r < GH_R; r++) {
+		u[r][0] = ld16(rq[r] + (int64_t)c * 32);
+		u[r][1] = ld16(rq[r] + (int64_t)c * 32 + 16);
+	}
+}
+
 template <int MODE, bool B128, bool F32OUT>
 __global__ void __launch_bounds__(GH_WARPS * 32, 2)
 gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
@@ -109,28 +135,18 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 {
 	extern __shared__ uint4 xs[]; /* [K / 32][4]: x as half (kernels/gemv_half.cuh) */
 	__shared__ float sh[32];
-	__shared__ float part[GH_WARPS][GH_R];
-	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, slice = wp % S;
-	const int p = gh_part_of(P);
-	const fi_cu_qw &w = P.w[p];
-	const int K = (int)w.cols, nc = K / 32, nb = (K + 127) / 128;
-	const int64_t n0 = gh_row0(P, p, S);
+	__shared__ float part[2][GH_WARPS][GH_R];
+	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
+	const int K = (int)P.w[0].cols, nc = K / 32, nb = (K + 127) / 128;
+	const int c0 = lane + 32 * (wp % S), items = P.blk0[P.n];
+	int it = blockIdx.x, p = gh_part_of(P, it);
+	int64_t n0 = gh_row0(P, p, S, it);
 	const uint8_t *rq[GH_R];
 	const float *rs[GH_R]; /* B128: the scales of the row's 128-row block */
-#pragma unroll
-	for (int r = 0; r < GH_R; r++) { /* rows past the end read the last one, unwritten */
-		const int64_t n = min(n0 + r, w.rows - 1);
-		rq[r] = w.q + n * w.row_bytes;
-		rs[r] = (const float *)w.scale + (n / 128) * nb;
-	}
-	int c = lane + 32 * slice;
 	uint4 cur[GH_R][2], nxt[GH_R][2];
-	if (c < nc)
-#pragma unroll
-		for (int r = 0; r < GH_R; r++) {
-			cur[r][0] = ld16(rq[r] + (int64_t)c * 32);
-			cur[r][1] = ld16(rq[r] + (int64_t)c * 32 + 16);
-		}
+	f8h_rows_of(P.w[p], n0, nb, rq, rs);
+	if (c0 < nc)
+		f8h_load(rq, c0, cur);
 	int e = 8; /* W8A8: the codes were staged times 2^-8 */
 	float ts = 1.f; /* the token's scale */
 	if (MODE == F8H_CODES)
@@ -139,70 +155,82 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 		ts = f8h_stage_quant(x, K, xs, sh);
 	else
 		e = -gh_stage_bf16<false, 3>(x, K, xs, sh); /* max|x| 2^-e < 8 */
+	const float k8 = ldexpf(1.f, e) * (MODE == F8H_CODES ? xsc[0] : ts);
 
-	float acc[GH_R];
-#pragma unroll
-	for (int r = 0; r < GH_R; r++)
-		acc[r] = 0.f;
-	for (; c < nc; c += 32 * S) {
-		const int cn = c + 32 * S;
-		if (cn < nc)
-#pragma unroll
-			for (int r = 0; r < GH_R; r++) {
-				nxt[r][0] = ld16(rq[r] + (int64_t)cn * 32);
-				nxt[r][1] = ld16(rq[r] + (int64_t)cn * 32 + 16);
-			}
-		uint4 xp[4];
-#pragma unroll
-		for (int j = 0; j < 4; j++)
-			xp[j] = xs[gh_part(c, j)];
-#pragma unroll
-		for (int r = 0; r < GH_R; r++) {
-			const float d = f8h_chunk(cur[r], xp);
-			acc[r] = B128 ? fmaf(d, rs[r][c >> 2], acc[r]) : acc[r] + d;
-		}
+	for (int k = 0;; k++) {
+		float acc[GH_R];
 #pragma unroll
 		for (int r = 0; r < GH_R; r++)
-			cur[r][0] = nxt[r][0], cur[r][1] = nxt[r][1];
+			acc[r] = 0.f;
+		for (int c = c0; c < nc; c += 32 * S) {
+			const int cn = c + 32 * S;
+			if (cn < nc)
+				f8h_load(rq, cn, nxt);
+			uint4 xp[4];
+#pragma unroll
+			for (int j = 0; j < 4; j++)
+				xp[j] = xs[gh_part(c, j)];
+#pragma unroll
+			for (int r = 0; r < GH_R; r++) {
+				const float d = f8h_chunk(cur[r], xp);
+				acc[r] = B128 ? fmaf(d, rs[r][c >> 2], acc[r]) : acc[r] + d;
+			}
+#pragma unroll
+			for (int r = 0; r < GH_R; r++)
+				cur[r][0] = nxt[r][0], cur[r][1] = nxt[r][1];
+		}
+		const int pd = p;
+		const int64_t nd = n0;
+		it += gridDim.x;
+		if (it < items) { /* the next item's first loads, in flight during these sums */
+			p = gh_part_of(P, it);
+			n0 = gh_row0(P, p, S, it);
+			f8h_rows_of(P.w[p], n0, nb, rq, rs);
+			if (c0 < nc)
+				f8h_load(rq, c0, cur);
+		}
+		if (gh_total(acc, part[k & 1], S))
+			gh_finish<F32OUT>(P, pd, nd, acc, k8,
+					  B128 ? NULL : (const float *)P.w[pd].scale);
+		if (it >= items)
+			break;
 	}
-	if (gh_total(acc, part, S))
-		gh_finish<F32OUT>(P, p, n0, acc, ldexpf(1.f, e) * (MODE == F8H_CODES ? xsc[0] : ts),
-				  B128 ? NULL : (const float *)w.scale);
 }
 
 template <int MODE, bool B128, bool F32OUT>
 static int launch(cudaStream_t st, gh_parts &P, int64_t rows, const void *x, const void *xq,
-		  const float *xsc)
+		  const float *xsc, int stay)
 {
 	GH_READY((gemv_f8h_kernel<MODE, B128, F32OUT>));
 	const int S = gh_slices(rows, (int)(P.w[0].cols / 32));
 	if (!gh_grid(P, S))
 		return 0;
 	gemv_f8h_kernel<MODE, B128, F32OUT>
-		<<<(unsigned)P.blk0[P.n], GH_WARPS * 32, (size_t)P.w[0].cols * 2, st>>>(
+		<<<gh_blocks(P, stay), GH_WARPS * 32, (size_t)P.w[0].cols * 2, st>>>(
 			P, S, (const bf16 *)x, (const uint8_t *)xq, xsc);
 	return 1;
 }
 
 template <int MODE, bool B128>
 static int launch_o(cudaStream_t st, gh_parts &P, int64_t rows, int f32, const void *x,
-		    const void *xq, const float *xsc)
+		    const void *xq, const float *xsc, int stay)
 {
-	return f32 ? launch<MODE, B128, true>(st, P, rows, x, xq, xsc)
-		   : launch<MODE, B128, false>(st, P, rows, x, xq, xsc);
+	return f32 ? launch<MODE, B128, true>(st, P, rows, x, xq, xsc, stay)
+		   : launch<MODE, B128, false>(st, P, rows, x, xq, xsc, stay);
 }
 
 template <int MODE>
 static int launch_m(cudaStream_t st, gh_parts &P, int64_t rows, int f32, const void *x,
-		    const void *xq, const float *xsc)
+		    const void *xq, const float *xsc, int stay)
 {
-	return P.w[0].kind == FI_Q8_B128 ? launch_o<MODE, true>(st, P, rows, f32, x, xq, xsc)
-					 : launch_o<MODE, false>(st, P, rows, f32, x, xq, xsc);
+	return P.w[0].kind == FI_Q8_B128
+		       ? launch_o<MODE, true>(st, P, rows, f32, x, xq, xsc, stay)
+		       : launch_o<MODE, false>(st, P, rows, f32, x, xq, xsc, stay);
 }
 
 extern "C" fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 				       const struct fi_cu_qw *w, const void *x, const void *xq,
-				       const float *xs, int aq, const void *const *bias)
+				       const float *xs, int aq, const void *const *bias, int stay)
 {
 	gh_parts P;
 	if (n < 1 || n > 4 || (out_f32 && n > 1) || (aq && aq != FI_AQ_TOKEN) ||
@@ -217,11 +245,11 @@ extern "C" fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out,
 	const int64_t rows = gh_fill(P, n, out, w, bias);
 	int ok;
 	if (!aq)
-		ok = launch_m<F8H_BF16>(st, P, rows, out_f32, x, xq, xs);
+		ok = launch_m<F8H_BF16>(st, P, rows, out_f32, x, xq, xs, stay);
 	else if (xq)
-		ok = launch_m<F8H_CODES>(st, P, rows, out_f32, x, xq, xs);
+		ok = launch_m<F8H_CODES>(st, P, rows, out_f32, x, xq, xs, stay);
 	else
-		ok = launch_m<F8H_ROUND>(st, P, rows, out_f32, x, xq, xs);
+		ok = launch_m<F8H_ROUND>(st, P, rows, out_f32, x, xq, xs, stay);
 	if (!ok)
 		return FI_EUNSUPPORTED;
 	LAUNCH_CHECK();

@@ -99,7 +99,9 @@ static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, 
 }
 
 /* Up to four weights of one type and width that share the input x, one launch: part p has
- * the blocks [blk0[p], blk0[p + 1]) (q, k and v, or gate and up, of a decode step). */
+ * the items [blk0[p], blk0[p + 1]) (q, k and v, or gate and up, of a decode step). An item is
+ * the GH_WARPS / S x GH_R rows one block takes at a time; a block takes the items blockIdx.x,
+ * + gridDim.x, ... (gh_blocks), staging x once for all of them. */
 struct gh_parts {
 	fi_cu_qw w[4];
 	void *out[4];
@@ -123,25 +125,27 @@ static inline int64_t gh_fill(gh_parts &P, int n, void *const *out, const fi_cu_
 	return rows;
 }
 
-/* This block's part. */
-static __device__ __forceinline__ int gh_part_of(const gh_parts &P)
+/* Item it's part. */
+static __device__ __forceinline__ int gh_part_of(const gh_parts &P, int it)
 {
 	int p = 0;
-	while (p + 1 < P.n && (int)blockIdx.x >= P.blk0[p + 1])
+	while (p + 1 < P.n && it >= P.blk0[p + 1])
 		p++;
 	return p;
 }
 
-/* The first of the GH_R rows of part p that this warp's item takes (S warps an item). */
-static __device__ __forceinline__ int64_t gh_row0(const gh_parts &P, int p, int S)
+/* The first of the GH_R rows of item it (of part p) that this warp takes (S warps a row). */
+static __device__ __forceinline__ int64_t gh_row0(const gh_parts &P, int p, int S, int it)
 {
 	const int wp = threadIdx.x >> 5;
-	return (((int64_t)blockIdx.x - P.blk0[p]) * (GH_WARPS / S) + wp / S) * GH_R;
+	return (((int64_t)it - P.blk0[p]) * (GH_WARPS / S) + wp / S) * GH_R;
 }
 
-/* The rows' sums over the warp, then over the S slices of the warp's item (through part, in
+/* The rows' sums over the warp, then over the S slices of the warp's rows (through part, in
  * shared memory): true for the one lane that then holds the totals. Every thread of the block
- * must call it (a barrier when S > 1). */
+ * must call it (a barrier when S > 1). A block's successive items pass part[2] alternately:
+ * a warp writes item k + 2's sums only after the barrier of item k + 1, which every warp
+ * reaches after reading item k's. */
 static __device__ __forceinline__ bool gh_total(float (&acc)[GH_R], float (*part)[GH_R], int S)
 {
 	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
@@ -183,9 +187,7 @@ static __device__ __forceinline__ void gh_finish(const gh_parts &P, int p, int64
 			((bf16 *)P.out[p])[row] = __float2bfloat16(v);
 	}
 }
-/* K slices a row (1, 2, 4 or 8) so that rows / (rows a block) gives two blocks an SM, and no
- * more than there are 32-chunk rounds (nc chunks: a slice past them would idle). */
-static inline int gh_slices(int64_t rows, int nc)
+static inline int gh_sms(void)
 {
 	static int sms;
 	if (!sms) {
@@ -195,11 +197,28 @@ static inline int gh_slices(int64_t rows, int nc)
 		    sms < 1)
 			sms = 132;
 	}
+	return sms;
+}
+
+/* K slices a row (1, 2, 4 or 8) so that rows / (rows an item) gives two items an SM, and no
+ * more than there are 32-chunk rounds (nc chunks: a slice past them would idle). */
+static inline int gh_slices(int64_t rows, int nc)
+{
 	int S = 1;
 	while (S < 8 && 64 * S <= nc &&
-	       (rows + GH_WARPS / S * GH_R - 1) / (GH_WARPS / S * GH_R) < 2 * sms)
+	       (rows + GH_WARPS / S * GH_R - 1) / (GH_WARPS / S * GH_R) < 2 * gh_sms())
 		S *= 2;
 	return S;
+}
+
+/* The launch's blocks after gh_grid: an item each, or with stay at most two an SM (the
+ * kernels' occupancy), each then taking several items, so that x is staged once a block and
+ * a block's next loads are in flight while it sums the last item (gate and up of the 8B:
+ * 896 items, 264 blocks). */
+static inline unsigned gh_blocks(const gh_parts &P, int stay)
+{
+	const int items = P.blk0[P.n], slots = 2 * gh_sms();
+	return (unsigned)(stay && items > slots ? slots : items);
 }
 
 /* P's block ranges for S slices; false if there are none or too many. */

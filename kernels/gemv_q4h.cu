@@ -30,8 +30,9 @@
  *
  * A warp takes GH_R rows (each x part read from shared memory once for all of them), over
  * 1/S of the chunks; the S slices of a row meet in shared memory. The next chunk's weights,
- * scales and zero points are loaded before the current one is multiplied, and the first ones
- * before x is staged. */
+ * scales and zero points are loaded before the current one is multiplied, the first ones
+ * before x is staged, and a block takes its items in turn (gemv_half.cuh), the next item's
+ * first loads in flight during the last one's sums. */
 #include "gemv_half.cuh"
 #include "qchunk.cuh"
 
@@ -74,20 +75,10 @@ static __device__ __forceinline__ float q4h_word(uint32_t wv, const uint4 &xp, _
 	return f.x + f.y;
 }
 
-template <int S, bool F32OUT>
-__global__ void __launch_bounds__(GH_WARPS * 32, 2)
-gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
+/* Item n0's rows of w (rows past the end read the last row; their sums are not written). */
+static __device__ __forceinline__ void q4h_rows_of(const fi_cu_qw &w, int64_t n0, q4h_rows &rw)
 {
-	extern __shared__ uint4 xs[]; /* [K / 32][4]: x as half2 pairs, see the head comment */
-	__shared__ float sh[32];
-	__shared__ float part[GH_WARPS][GH_R];
-	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, slice = wp % S;
-	const int p = gh_part_of(P);
-	const fi_cu_qw &w = P.w[p];
-	const int K = (int)w.cols, nc = K / 32;
-	const int64_t n0 = gh_row0(P, p, S);
 	const int64_t gpr = w.cols / w.group;
-	q4h_rows rw; /* rows past the end read the last row; their sums are not written */
 #pragma unroll
 	for (int r = 0; r < GH_R; r++) {
 		const int64_t n = min(n0 + r, w.rows - 1);
@@ -95,68 +86,96 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 		rw.s[r] = (const __half *)w.scale + n * gpr;
 		rw.z[r] = w.zero + n * gpr;
 	}
-
-	int c = lane + 32 * slice;
-	q4h_ld cur, nxt;
-	if (c < nc)
-		q4h_load(rw, c, lg, cur);
-
-	const int e = gh_stage_bf16<true, 6>(x, K, xs, sh); /* max|x| 2^e < 64 */
-
-	float acc[GH_R];
-#pragma unroll
-	for (int r = 0; r < GH_R; r++)
-		acc[r] = 0.f;
-	for (; c < nc; c += 32 * S) {
-		const int cn = c + 32 * S;
-		if (cn < nc)
-			q4h_load(rw, cn, lg, nxt);
-		uint4 xp[4];
-#pragma unroll
-		for (int j = 0; j < 4; j++)
-			xp[j] = xs[gh_part(c, j)];
-#pragma unroll
-		for (int r = 0; r < GH_R; r++) {
-			const __half2 z1 = h2bits((0x6400u | cur.z[r]) * 0x10001u); /* 1024 + z */
-			const __half2 nz2 = __hneg2(__hsub2(z1, __float2half2_rn(960.f)));
-			const uint32_t wv[4] = {cur.q[r].x, cur.q[r].y, cur.q[r].z, cur.q[r].w};
-			float d = 0.f;
-#pragma unroll
-			for (int j = 0; j < 4; j++)
-				d += q4h_word(wv[j], xp[j], z1, nz2);
-			acc[r] = fmaf(d, __half2float(cur.s[r]), acc[r]);
-		}
-		cur = nxt;
-	}
-	if (gh_total(acc, part, S))
-		gh_finish<F32OUT>(P, p, n0, acc, ldexpf(1.f, -e), NULL);
 }
 
 template <int S, bool F32OUT>
-static int launch_s(cudaStream_t st, gh_parts &P, int lg, const void *x)
+__global__ void __launch_bounds__(GH_WARPS * 32, 2)
+gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
+{
+	extern __shared__ uint4 xs[]; /* [K / 32][4]: x as half2 pairs, see the head comment */
+	__shared__ float sh[32];
+	__shared__ float part[2][GH_WARPS][GH_R];
+	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
+	const int K = (int)P.w[0].cols, nc = K / 32, c0 = lane + 32 * (wp % S);
+	const int items = P.blk0[P.n];
+	int it = blockIdx.x, p = gh_part_of(P, it);
+	int64_t n0 = gh_row0(P, p, S, it);
+	q4h_rows rw;
+	q4h_ld cur, nxt;
+	q4h_rows_of(P.w[p], n0, rw);
+	if (c0 < nc)
+		q4h_load(rw, c0, lg, cur);
+
+	const int e = gh_stage_bf16<true, 6>(x, K, xs, sh); /* max|x| 2^e < 64 */
+
+	for (int k = 0;; k++) {
+		float acc[GH_R];
+#pragma unroll
+		for (int r = 0; r < GH_R; r++)
+			acc[r] = 0.f;
+		for (int c = c0; c < nc; c += 32 * S) {
+			const int cn = c + 32 * S;
+			if (cn < nc)
+				q4h_load(rw, cn, lg, nxt);
+			uint4 xp[4];
+#pragma unroll
+			for (int j = 0; j < 4; j++)
+				xp[j] = xs[gh_part(c, j)];
+#pragma unroll
+			for (int r = 0; r < GH_R; r++) {
+				const __half2 z1 = h2bits((0x6400u | cur.z[r]) * 0x10001u); /* 1024 + z */
+				const __half2 nz2 = __hneg2(__hsub2(z1, __float2half2_rn(960.f)));
+				const uint32_t wv[4] = {cur.q[r].x, cur.q[r].y, cur.q[r].z, cur.q[r].w};
+				float d = 0.f;
+#pragma unroll
+				for (int j = 0; j < 4; j++)
+					d += q4h_word(wv[j], xp[j], z1, nz2);
+				acc[r] = fmaf(d, __half2float(cur.s[r]), acc[r]);
+			}
+			cur = nxt;
+		}
+		const int pd = p;
+		const int64_t nd = n0;
+		it += gridDim.x;
+		if (it < items) { /* the next item's first loads, in flight during these sums */
+			p = gh_part_of(P, it);
+			n0 = gh_row0(P, p, S, it);
+			q4h_rows_of(P.w[p], n0, rw);
+			if (c0 < nc)
+				q4h_load(rw, c0, lg, cur);
+		}
+		if (gh_total(acc, part[k & 1], S))
+			gh_finish<F32OUT>(P, pd, nd, acc, ldexpf(1.f, -e), NULL);
+		if (it >= items)
+			break;
+	}
+}
+
+template <int S, bool F32OUT>
+static int launch_s(cudaStream_t st, gh_parts &P, int lg, const void *x, int stay)
 {
 	GH_READY((gemv_q4h_kernel<S, F32OUT>));
 	if (!gh_grid(P, S))
 		return 0;
-	gemv_q4h_kernel<S, F32OUT><<<(unsigned)P.blk0[P.n], GH_WARPS * 32, (size_t)P.w[0].cols * 2,
+	gemv_q4h_kernel<S, F32OUT><<<gh_blocks(P, stay), GH_WARPS * 32, (size_t)P.w[0].cols * 2,
 				     st>>>(P, lg, (const bf16 *)x);
 	return 1;
 }
 
 template <bool F32OUT>
-static int launch_f(cudaStream_t st, gh_parts &P, int lg, const void *x, int S)
+static int launch_f(cudaStream_t st, gh_parts &P, int lg, const void *x, int S, int stay)
 {
 	switch (S) {
-	case 1: return launch_s<1, F32OUT>(st, P, lg, x);
-	case 2: return launch_s<2, F32OUT>(st, P, lg, x);
-	case 4: return launch_s<4, F32OUT>(st, P, lg, x);
-	default: return launch_s<8, F32OUT>(st, P, lg, x);
+	case 1: return launch_s<1, F32OUT>(st, P, lg, x, stay);
+	case 2: return launch_s<2, F32OUT>(st, P, lg, x, stay);
+	case 4: return launch_s<4, F32OUT>(st, P, lg, x, stay);
+	default: return launch_s<8, F32OUT>(st, P, lg, x, stay);
 	}
 }
 
 extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 				       const struct fi_cu_qw *w, const void *x,
-				       const void *const *bias)
+				       const void *const *bias, int stay)
 {
 	gh_parts P;
 	int lg = 0; /* chunks a group, 2^lg */
@@ -172,7 +191,8 @@ extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out,
 	}
 	const int64_t rows = gh_fill(P, n, out, w, bias);
 	const int S = gh_slices(rows, (int)(w[0].cols / 32));
-	if (!(out_f32 ? launch_f<true>(st, P, lg, x, S) : launch_f<false>(st, P, lg, x, S)))
+	if (!(out_f32 ? launch_f<true>(st, P, lg, x, S, stay)
+		      : launch_f<false>(st, P, lg, x, S, stay)))
 		return FI_EUNSUPPORTED;
 	LAUNCH_CHECK();
 	return FI_OK;

@@ -13,12 +13,14 @@
  * and (B 4i, B 4i+2) x 16 from its low and high nibbles, and (A 4i+1, A 4i+3), (B 4i+1,
  * B 4i+3) from w >> 8 (A, B: the group's two sub-blocks); q exact by one HSUB2 or HFMA2, then
  * HFMA2 with x. x is staged as half times 2^e (max|x| < 64) in that order: 16 bytes a word,
- * 128 a group. A half partial holds a sub-block's 16 products a lane of at most 15 x 64: under
- * 15,400.
+ * 128 a group. A half partial holds four words' products of a sub-block, eight a half of at
+ * most 15 x 64: under 7,700; then it goes to f32 (two such chains a sub-block, so that an
+ * outlier's product rounds at most seven terms after it, as in gemv_q4h).
  *
  * A lane takes one group of a row a round (32 bytes of qs and the block's 16-byte head, which
  * the 4 lanes of a block share through L1), GH_R rows a warp, K sliced as gemv_half.cuh
- * chooses; the CPU twin is fi_cpu's Q4_K dequantization (base/quant.c). */
+ * chooses, a block's items in turn; the CPU twin is fi_cpu's Q4_K dequantization
+ * (base/quant.c). */
 #include "gemv_half.cuh"
 #include "qchunk.cuh"
 
@@ -108,91 +110,105 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 {
 	extern __shared__ uint4 xs[]; /* [K / 64][8] half x, then the sub-block sums */
 	__shared__ float sh[32];
-	__shared__ float part[GH_WARPS][GH_R];
-	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, slice = wp % S;
-	const int p = gh_part_of(P);
-	const fi_cu_qw &w = P.w[p];
-	const int K = (int)w.cols, ng = K / 64;
+	__shared__ float part[2][GH_WARPS][GH_R];
+	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
+	const int K = (int)P.w[0].cols, ng = K / 64, g0 = lane + 32 * (wp % S);
+	const int items = P.blk0[P.n];
 	float *gs = (float *)(xs + K / 8);
-	const int64_t n0 = gh_row0(P, p, S);
-	const uint8_t *rq[GH_R];
-#pragma unroll
-	for (int r = 0; r < GH_R; r++) /* rows past the end read the last one, unwritten */
-		rq[r] = w.q + min(n0 + r, w.rows - 1) * w.row_bytes;
 	const int e = q4kh_stage(x, K, xs, gs, sh);
 	const float down = ldexpf(1.f, -e);
 
-	float acc[GH_R];
+	for (int it = blockIdx.x, k = 0; it < items; it += gridDim.x, k++) {
+		const int p = gh_part_of(P, it);
+		const fi_cu_qw &w = P.w[p];
+		const int64_t n0 = gh_row0(P, p, S, it);
+		const uint8_t *rq[GH_R];
 #pragma unroll
-	for (int r = 0; r < GH_R; r++)
-		acc[r] = 0.f;
-	for (int g = lane + 32 * slice; g < ng; g += 32 * S) {
-		const int j = g & 3; /* the group in its block: sub-blocks 2j, 2j + 1 */
-		uint4 hd[GH_R], qa[GH_R], qb[GH_R];
-#pragma unroll
-		for (int r = 0; r < GH_R; r++) {
-			const uint8_t *blk = rq[r] + (int64_t)(g >> 2) * 144;
-			hd[r] = ld16(blk);
-			qa[r] = ld16(blk + 16 + 32 * j);
-			qb[r] = ld16(blk + 32 + 32 * j);
-		}
-		__half2 pa[GH_R], pb[GH_R];
+		for (int r = 0; r < GH_R; r++) /* rows past the end read the last one, unwritten */
+			rq[r] = w.q + min(n0 + r, w.rows - 1) * w.row_bytes;
+		float acc[GH_R];
 #pragma unroll
 		for (int r = 0; r < GH_R; r++)
-			pa[r] = pb[r] = __float2half2_rn(0.f);
-#pragma unroll
-		for (int i = 0; i < 8; i++) {
-			const uint4 xv = xs[8 * g + (i ^ (g & 7))];
+			acc[r] = 0.f;
+		for (int g = g0; g < ng; g += 32 * S) {
+			const int j = g & 3; /* the group in its block: sub-blocks 2j, 2j + 1 */
+			uint4 hd[GH_R], qa[GH_R], qb[GH_R];
 #pragma unroll
 			for (int r = 0; r < GH_R; r++) {
-				const uint4 &q = i < 4 ? qa[r] : qb[r];
-				const uint32_t wv = (i & 3) == 0 ? q.x : (i & 3) == 1 ? q.y
-						  : (i & 3) == 2 ? q.z : q.w;
-				q4kh_word(wv, xv, pa[r], pb[r]);
+				const uint8_t *blk = rq[r] + (int64_t)(g >> 2) * 144;
+				hd[r] = ld16(blk);
+				qa[r] = ld16(blk + 16 + 32 * j);
+				qb[r] = ld16(blk + 32 + 32 * j);
+			}
+			/* the head's scales first, so that it need not stay: ka, kb the sub-blocks'
+			 * d sc 2^-e; the mins' term into acc at once */
+			float ka[GH_R], kb[GH_R];
+			const float sa = gs[2 * g], sb = gs[2 * g + 1];
+#pragma unroll
+			for (int r = 0; r < GH_R; r++) {
+				const float2 dd = __half22float2(h2bits(hd[r].x)); /* d, dmin */
+				int sca, mna, scb, mnb;
+				q4kh_scale_min(hd[r], 2 * j, sca, mna);
+				q4kh_scale_min(hd[r], 2 * j + 1, scb, mnb);
+				ka[r] = dd.x * (float)sca * down;
+				kb[r] = dd.x * (float)scb * down;
+				acc[r] -= dd.y * ((float)mna * sa + (float)mnb * sb);
+			}
+			/* two half chains a sub-block (words 0-3, 4-7): eight products a half each,
+			 * so that an outlier's partial rounds at most seven terms after it */
+#pragma unroll
+			for (int h = 0; h < 2; h++) {
+				__half2 pa[GH_R], pb[GH_R];
+#pragma unroll
+				for (int r = 0; r < GH_R; r++)
+					pa[r] = pb[r] = __float2half2_rn(0.f);
+#pragma unroll
+				for (int i = 4 * h; i < 4 * h + 4; i++) {
+					const uint4 xv = xs[8 * g + (i ^ (g & 7))];
+#pragma unroll
+					for (int r = 0; r < GH_R; r++) {
+						const uint4 &q = h ? qb[r] : qa[r];
+						const uint32_t wv = (i & 3) == 0 ? q.x : (i & 3) == 1 ? q.y
+								  : (i & 3) == 2 ? q.z : q.w;
+						q4kh_word(wv, xv, pa[r], pb[r]);
+					}
+				}
+#pragma unroll
+				for (int r = 0; r < GH_R; r++)
+					acc[r] += ka[r] * h2sum(pa[r]) + kb[r] * h2sum(pb[r]);
 			}
 		}
-		const float sa = gs[2 * g], sb = gs[2 * g + 1];
-#pragma unroll
-		for (int r = 0; r < GH_R; r++) {
-			const float2 dd = __half22float2(h2bits(hd[r].x)); /* d, dmin */
-			const float d = dd.x, dm = dd.y;
-			int sca, mna, scb, mnb;
-			q4kh_scale_min(hd[r], 2 * j, sca, mna);
-			q4kh_scale_min(hd[r], 2 * j + 1, scb, mnb);
-			acc[r] += (d * (float)sca * h2sum(pa[r]) + d * (float)scb * h2sum(pb[r])) * down -
-				  dm * ((float)mna * sa + (float)mnb * sb);
-		}
+		if (gh_total(acc, part[k & 1], S))
+			gh_finish<F32OUT>(P, p, n0, acc, 1.f, NULL);
 	}
-	if (gh_total(acc, part, S))
-		gh_finish<F32OUT>(P, p, n0, acc, 1.f, NULL);
 }
 
 template <int S, bool F32OUT>
-static int launch_s(cudaStream_t st, gh_parts &P, const void *x)
+static int launch_s(cudaStream_t st, gh_parts &P, const void *x, int stay)
 {
 	GH_READY((gemv_q4kh_kernel<S, F32OUT>));
 	if (!gh_grid(P, S))
 		return 0;
 	const size_t shm = (size_t)P.w[0].cols * 2 + (size_t)P.w[0].cols / 32 * 4;
 	gemv_q4kh_kernel<S, F32OUT>
-		<<<(unsigned)P.blk0[P.n], GH_WARPS * 32, shm, st>>>(P, (const bf16 *)x);
+		<<<gh_blocks(P, stay), GH_WARPS * 32, shm, st>>>(P, (const bf16 *)x);
 	return 1;
 }
 
 template <bool F32OUT>
-static int launch_f(cudaStream_t st, gh_parts &P, const void *x, int S)
+static int launch_f(cudaStream_t st, gh_parts &P, const void *x, int S, int stay)
 {
 	switch (S) {
-	case 1: return launch_s<1, F32OUT>(st, P, x);
-	case 2: return launch_s<2, F32OUT>(st, P, x);
-	case 4: return launch_s<4, F32OUT>(st, P, x);
-	default: return launch_s<8, F32OUT>(st, P, x);
+	case 1: return launch_s<1, F32OUT>(st, P, x, stay);
+	case 2: return launch_s<2, F32OUT>(st, P, x, stay);
+	case 4: return launch_s<4, F32OUT>(st, P, x, stay);
+	default: return launch_s<8, F32OUT>(st, P, x, stay);
 	}
 }
 
 extern "C" fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 					const struct fi_cu_qw *w, const void *x,
-					const void *const *bias)
+					const void *const *bias, int stay)
 {
 	gh_parts P;
 	if (n < 1 || n > 4 || (out_f32 && n > 1) || !fi_aligned16(x))
@@ -206,7 +222,7 @@ extern "C" fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out
 	const int64_t rows = gh_fill(P, n, out, w, bias);
 	/* a lane's round is a 64-column group: slices as for chunks of twice the width */
 	const int S = gh_slices(rows, (int)(w[0].cols / 64));
-	if (!(out_f32 ? launch_f<true>(st, P, x, S) : launch_f<false>(st, P, x, S)))
+	if (!(out_f32 ? launch_f<true>(st, P, x, S, stay) : launch_f<false>(st, P, x, S, stay)))
 		return FI_EUNSUPPORTED;
 	LAUNCH_CHECK();
 	return FI_OK;

@@ -68,8 +68,9 @@
 #                 ending with a table of tok/s, bytes per decode step and the share of
 #                 4.3 TB/s, decode through the fused products (FI_QFUSE=1; FI_QBENCH: where
 #                 the checkpoints go, default /tmp/qbench)
-#   pending       the paths that are off until measured (FI_QFUSE, FI_FP8_UNIT, FI_FP8_HALF,
-#                 FI_HALF_PARTS, FI_Q4K_HALF) and FI_FAMILY_FUSE:
+#   pending       the paths that are off until measured (FI_QFUSE, FI_FAMILY_FUSE), and the
+#                 half2 decode switches against their 0 (FI_FP8_HALF, FI_Q4K_HALF,
+#                 FI_HALF_PARTS, FI_HALF_STAY; FI_FP8_UNIT for prompts):
 #                 their tests with the switches on (test_decode_fused, test_kernels,
 #                 test_qfused, test_bitnet_gpu, test_family_ops, test_quant_model,
 #                 test_model_hf), then fi-bench tg128 with each switch 0 and 1 on random-weight
@@ -525,39 +526,31 @@ PY
 		ab bitnet_2b4t FI_QFUSE tests/fixtures/bitnet/2b4t/config.json || rc=1
 		for m in $fam; do ab $m FI_FAMILY_FUSE $cfgs/$m || rc=1; done
 		cat "$out/pending.md"
-		# FI_FP8_UNIT acts on prompts (T > 4), FI_FP8_HALF on one-token steps: one run
-		# times both (making the bf16 8B takes ~3 minutes there)
-		step "FP8 unit-scale prompts and half2 decode: tests, then the 8B off and on"
-		FI_FP8_UNIT=1 FI_FP8_HALF=1 FI_Q4K_HALF=1 FI_LOG=debug timeout 200 $t/test_quant_kernels \
-			>"$out/fp8unit.log" 2>&1 || { rc=1; echo "test_quant_kernels: FAILED"; }
-		FI_FP8_UNIT=1 FI_FP8_HALF=1 FI_HALF_PARTS=1 FI_Q4K_HALF=1 timeout 200 \
-			$t/test_quant_model \
-			>>"$out/fp8unit.log" 2>&1 || { rc=1; echo "test_quant_model: FAILED"; }
-		grep -E 'fp8|FP8|Checks' "$out/fp8unit.log" | sort | uniq -c | sort -rn | head -20
+		# the half2 one-token products (FI_FP8_HALF, FI_Q4K_HALF, FI_INT4_HALF), their parts
+		# launch and staying blocks, and FP8 prompts with unit scales: on by default; each
+		# timed against its 0 on the 8B shape of each format (make_quant_bench.py writes them
+		# in about a minute)
+		step "quantized 8B: each half2 switch at 0 against the default"
+		timeout 200 $t/test_quant_kernels >"$out/halfq.log" 2>&1 || {
+			rc=1; echo "test_quant_kernels: FAILED"; }
+		FI_HALF_STAY=0 FI_HALF_PARTS=0 timeout 200 $t/test_quant_kernels >>"$out/halfq.log" 2>&1 ||
+			{ rc=1; echo "test_quant_kernels (stay, parts 0): FAILED"; }
+		grep -E 'Checks' "$out/halfq.log"
 		qb=${FI_QBENCH:-/tmp/qbench}
-		python3 tools/make_quant_bench.py $qb bf16 >/dev/null &&
-			fi-load --quantize fp8 --name fp8bench $qb/bf16 >/dev/null || rc=1
-		# FI_HALF_PARTS (q/k/v and gate/up one launch each) on top of the half2 paths
-		for v in 00 11 12; do
-			u=${v%?} h=${v#?} p=0
-			[ $h = 2 ] && h=1 p=1
-			printf 'FI_FP8_UNIT=%s FI_FP8_HALF=%s FI_HALF_PARTS=%s\n' $u $h $p
-			FI_FP8_UNIT=$u FI_FP8_HALF=$h FI_HALF_PARTS=$p fi-bench -m fp8bench -r 2 \
-				tg128 pp2048 | grep '^| fp8' || rc=1
+		python3 tools/make_quant_bench.py $qb fp8,awq,gguf >/dev/null || rc=1
+		for m in fp8:$qb/fp8 awq:$qb/awq q4km:$qb/q4km.gguf; do
+			fi-load --name ${m%%:*}bench ${m#*:} >/dev/null || rc=1
 		done
-		python3 tools/make_quant_bench.py $qb awq >/dev/null &&
-			fi-load --name awqbench $qb/awq >/dev/null || rc=1
-		for p in 0 1; do
-			printf 'AWQ FI_HALF_PARTS=%s ' $p
-			FI_HALF_PARTS=$p fi-bench -m awqbench -r 2 tg128 | grep '^| awq' || rc=1
-		done
-		python3 tools/make_quant_bench.py $qb gguf >/dev/null &&
-			fi-load --name q4kmbench $qb/q4km.gguf >/dev/null || rc=1
-		for v in 00 10 11; do
-			h=${v%?} p=${v#?}
-			printf 'Q4_K_M FI_Q4K_HALF=%s FI_HALF_PARTS=%s ' $h $p
-			FI_Q4K_HALF=$h FI_HALF_PARTS=$p fi-bench -m q4kmbench -r 2 tg128 |
-				grep '^| q4km' || rc=1
+		for run in fp8:FI_FP8_UNIT fp8:FI_FP8_HALF awq:FI_INT4_HALF q4km:FI_Q4K_HALF \
+			fp8:FI_HALF_PARTS awq:FI_HALF_PARTS fp8:FI_HALF_STAY awq:FI_HALF_STAY \
+			q4km:FI_HALF_STAY; do
+			m=${run%%:*} v=${run#*:}
+			for x in 0 1; do
+				printf '%s %s=%s ' $m $v $x
+				env $v=$x fi-bench -m ${m}bench -r 2 tg128 pp2048 | grep "^| ${m}" |
+					tr '\n' ' ' || rc=1
+				echo
+			done
 		done
 		;;
 	tp)

@@ -120,11 +120,12 @@ static void read_env(void)
 	s.moe_grouped = on_unless_0("FI_MOE_GROUPED");
 	s.moe_one = on_unless_0("FI_MOE_ONE");
 	s.fp8_gemm = on_unless_0("FI_FP8_GEMM");
-	s.fp8_unit = is_1("FI_FP8_UNIT");
+	s.fp8_unit = on_unless_0("FI_FP8_UNIT");
 	s.int4_half = on_unless_0("FI_INT4_HALF");
-	s.fp8_half = is_1("FI_FP8_HALF");
-	s.half_parts = is_1("FI_HALF_PARTS");
-	s.q4k_half = is_1("FI_Q4K_HALF");
+	s.fp8_half = on_unless_0("FI_FP8_HALF");
+	s.half_parts = on_unless_0("FI_HALF_PARTS");
+	s.q4k_half = on_unless_0("FI_Q4K_HALF");
+	s.half_stay = on_unless_0("FI_HALF_STAY");
 	if ((v = getenv("FI_DEC_PLAN")))
 		s.dec_plan = strcmp(v, "0") != 0;
 	s.dec_async = on_unless_0("FI_DEC_ASYNC");

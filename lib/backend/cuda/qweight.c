@@ -274,16 +274,18 @@ static fi_err half_products(struct fi_cuda *c, int n, void *const *out, int out_
 	switch (q[0].type) {
 	case FI_CQ_INT4:
 		if (!aq && set->int4_half)
-			return fi_cu_gemv_q4h_parts(c->stream, n, out, out_f32, q, x, bias);
+			return fi_cu_gemv_q4h_parts(c->stream, n, out, out_f32, q, x, bias,
+						    set->half_stay);
 		break;
 	case FI_CQ_Q4K:
 		if (set->q4k_half)
-			return fi_cu_gemv_q4kh_parts(c->stream, n, out, out_f32, q, x, bias);
+			return fi_cu_gemv_q4kh_parts(c->stream, n, out, out_f32, q, x, bias,
+						     set->half_stay);
 		break;
 	case FI_CQ_FP8:
 		if (set->fp8_half)
 			return fi_cu_gemv_f8h_parts(c->stream, n, out, out_f32, q, x, xq, xs, aq,
-						    bias);
+						    bias, set->half_stay);
 		break;
 	}
 	return FI_EUNSUPPORTED;
@@ -457,7 +459,7 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 }
 
 /* One token: q, k and v (gate and up) of one quantized type in one half_products launch
- * (FI_HALF_PARTS=1), a W8A8 input rounded in its blocks; FI_EUNSUPPORTED where that does not
+ * (FI_HALF_PARTS), a W8A8 input rounded in its blocks; FI_EUNSUPPORTED where that does not
  * apply, and the caller takes a product each. */
 static fi_err half_parts(struct fi_cuda *c, int n, void *const *out_d, const void *in_d,
 			 const struct fi_weight *const *w, const struct fi_weight *const *bias,
