@@ -129,7 +129,7 @@ static __device__ __forceinline__ void f8h_load(const uint8_t *const (&rq)[GH_R]
 }
 
 template <int MODE, bool B128, bool F32OUT>
-__global__ void __launch_bounds__(GH_WARPS * 32, 2)
+__global__ void __launch_bounds__(GH_WARPS * 32, GH_MINB)
 gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 		const uint8_t *__restrict__ xq, const float *__restrict__ xsc)
 {

@@ -14,7 +14,11 @@
 #include "common.cuh"
 
 #define GH_WARPS 8
-#define GH_R 4                /* rows a warp */
+/* Rows a warp, and blocks an SM the kernels are built for (__launch_bounds__: at most 85
+ * registers). 2 and 3 against 4 and 2 on the H100, tg128 alternated: AWQ +2.2%, Q4_K_M
+ * +1.8%, FP8 level; more warps hide more of the loop's latency (tests/gpu/NOTES.md). */
+#define GH_R 2
+#define GH_MINB 3
 #define GH_MAX_SHARED 65536   /* x as half: K <= 32768 */
 
 union gh_h2u {
@@ -200,24 +204,24 @@ static inline int gh_sms(void)
 	return sms;
 }
 
-/* K slices a row (1, 2, 4 or 8) so that rows / (rows an item) gives two items an SM, and no
+/* K slices a row (1, 2, 4 or 8) so that rows / (rows an item) gives GH_MINB items an SM, and no
  * more than there are 32-chunk rounds (nc chunks: a slice past them would idle). */
 static inline int gh_slices(int64_t rows, int nc)
 {
 	int S = 1;
 	while (S < 8 && 64 * S <= nc &&
-	       (rows + GH_WARPS / S * GH_R - 1) / (GH_WARPS / S * GH_R) < 2 * gh_sms())
+	       (rows + GH_WARPS / S * GH_R - 1) / (GH_WARPS / S * GH_R) < GH_MINB * gh_sms())
 		S *= 2;
 	return S;
 }
 
-/* The launch's blocks after gh_grid: an item each, or with stay at most two an SM (the
+/* The launch's blocks after gh_grid: an item each, or with stay at most GH_MINB an SM (the
  * kernels' occupancy), each then taking several items, so that x is staged once a block and
- * a block's next loads are in flight while it sums the last item (gate and up of the 8B:
- * 896 items, 264 blocks). */
+ * a block's next loads are in flight while it sums the last item (gate and up of the 8B on
+ * an H100: 1,792 items, 396 blocks). */
 static inline unsigned gh_blocks(const gh_parts &P, int stay)
 {
-	const int items = P.blk0[P.n], slots = 2 * gh_sms();
+	const int items = P.blk0[P.n], slots = GH_MINB * gh_sms();
 	return (unsigned)(stay && items > slots ? slots : items);
 }
 

@@ -89,7 +89,7 @@ static __device__ __forceinline__ void q4h_rows_of(const fi_cu_qw &w, int64_t n0
 }
 
 template <int S, bool F32OUT>
-__global__ void __launch_bounds__(GH_WARPS * 32, 2)
+__global__ void __launch_bounds__(GH_WARPS * 32, GH_MINB)
 gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 {
 	extern __shared__ uint4 xs[]; /* [K / 32][4]: x as half2 pairs, see the head comment */

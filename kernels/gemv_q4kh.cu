@@ -105,7 +105,7 @@ static __device__ __forceinline__ float h2sum(__half2 a)
 }
 
 template <int S, bool F32OUT>
-__global__ void __launch_bounds__(GH_WARPS * 32, 2)
+__global__ void __launch_bounds__(GH_WARPS * 32, GH_MINB)
 gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 {
 	extern __shared__ uint4 xs[]; /* [K / 64][8] half x, then the sub-block sums */

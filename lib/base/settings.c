@@ -23,7 +23,8 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->graphs = s->decode_fuse = s->gemv = s->glu = s->fuse = s->pf_wgmma = 1;
 	s->device_sample = 1;
 	s->moe_grouped = s->moe_one = s->int4_half = 1;
-	s->fp8_gemm = 1;
+	s->fp8_gemm = s->fp8_unit = s->fp8_half = s->q4k_half = 1;
+	s->half_parts = s->half_stay = 1;
 	s->dec_plan = -1;
 	s->dec_async = 1;
 	s->dec_tc = 1;

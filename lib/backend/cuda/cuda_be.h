@@ -197,7 +197,7 @@ fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_
  * only alone, x already permuted). kernels/gemv_q4kh.cu: GGUF Q4_K. kernels/gemv_f8h.cu: FP8
  * per-row or 128 x 128 block scales, x bf16 (aq 0) or, with FI_AQ_TOKEN, e4m3 codes xq with
  * scale xs, or (xq NULL) bf16 x each block rounds to act_quant's codes itself. stay: at
- * most two blocks an SM, each taking several of the launch's row blocks (FI_HALF_STAY). */
+ * most three blocks an SM, each taking several of the launch's row blocks (FI_HALF_STAY). */
 fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			    const struct fi_cu_qw *w, const void *x, const void *const *bias,
 			    int stay);
