@@ -78,14 +78,27 @@ def ones_norm():
     return np.full(D, 0x3f80, np.uint16)  # 1.0 in bf16
 
 
-def make_bf16(out):
-    d = os.path.join(out, "bf16")
+def new_dir(out, name):
+    """OUT/name, made; None where its checkpoint exists already."""
+    d = os.path.join(out, name)
     if os.path.exists(os.path.join(d, "model.safetensors")):
-        return
+        return None
     os.makedirs(d, exist_ok=True)
-    t = [("model.embed_tokens.weight", "BF16", (V, D), lambda: bf16((V, D), 1.0)),
-         ("lm_head.weight", "BF16", (V, D), lambda: bf16((V, D), 1 / D ** 0.5))]
-    t += [(n, "BF16", (D,), ones_norm) for n in norms()]
+    return d
+
+
+def bf16_tables(gen):
+    """The embedding table, the LM head and the norms in bf16, values drawn by gen."""
+    t = [("model.embed_tokens.weight", "BF16", (V, D), lambda: gen((V, D), 1.0)),
+         ("lm_head.weight", "BF16", (V, D), lambda: gen((V, D), 1 / D ** 0.5))]
+    return t + [(n, "BF16", (D,), ones_norm) for n in norms()]
+
+
+def make_bf16(out):
+    d = new_dir(out, "bf16")
+    if not d:
+        return
+    t = bf16_tables(bf16)
     t += [(p + ".weight", "BF16", (n, k), (lambda n=n, k=k: bf16((n, k), 1 / k ** 0.5)))
           for p, n, k in linears()]
     json.dump(CFG, open(os.path.join(d, "config.json"), "w"), indent=1)
@@ -106,13 +119,10 @@ def e4m3(shape):
 
 
 def make_fp8(out):
-    d = os.path.join(out, "fp8")
-    if os.path.exists(os.path.join(d, "model.safetensors")):
+    d = new_dir(out, "fp8")
+    if not d:
         return
-    os.makedirs(d, exist_ok=True)
-    t = [("model.embed_tokens.weight", "BF16", (V, D), lambda: bf16_fast((V, D), 1.0)),
-         ("lm_head.weight", "BF16", (V, D), lambda: bf16_fast((V, D), 1 / D ** 0.5))]
-    t += [(n, "BF16", (D,), ones_norm) for n in norms()]
+    t = bf16_tables(bf16_fast)
     for p, n, k in linears():
         t.append((p + ".weight", "F8_E4M3", (n, k), lambda n=n, k=k: e4m3((n, k))))
         t.append((p + ".weight_scale", "F32", (n, 1),
@@ -128,10 +138,9 @@ def make_fp8(out):
 
 
 def make_awq(out, G=128):
-    d = os.path.join(out, "awq")
-    if os.path.exists(os.path.join(d, "model.safetensors")):
+    d = new_dir(out, "awq")
+    if not d:
         return
-    os.makedirs(d, exist_ok=True)
     t = [("model.embed_tokens.weight", "F16", (V, D), lambda: np.zeros((V, D), np.float16) + np.float16(0.01)),
          ("lm_head.weight", "F16", (V, D), lambda: (rng.standard_normal((V, D), np.float32) / D ** 0.5).astype(np.float16))]
     t += [(n, "F16", (D,), lambda: np.ones(D, np.float16)) for n in norms()]
