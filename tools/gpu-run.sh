@@ -63,11 +63,11 @@
 #   quant         quantized weights: tests/gpu/test_quant_kernels (every type and path against
 #                 the CPU twin), test_quant_model (the fixtures' models, GPU against CPU, with
 #                 FI_QFUSE=0 and 1) and test_qfused (the fused decode products);
-#                 then 8B-shape checkpoints (tools/make_quant_bench.py: bf16 -> fi-load
-#                 --quantize fp8, AWQ, a Q4_K_M-like GGUF) under fi-bench tg128 and pp2048,
-#                 ending with a table of tok/s, bytes per decode step and the share of
-#                 4.3 TB/s, decode through the fused products (FI_QFUSE=1; FI_QBENCH: where
-#                 the checkpoints go, default /tmp/qbench)
+#                 then 8B-shape checkpoints (tools/make_quant_bench.py: bf16, the W8A8
+#                 layout of fi-load --quantize fp8, AWQ, a Q4_K_M-like GGUF) under fi-bench
+#                 tg128 and pp2048 with the default switches, ending with a table of tok/s,
+#                 bytes per decode step and the share of 4.3 TB/s (FI_QBENCH: where the
+#                 checkpoints go, default /tmp/qbench)
 #   pending       the paths that are off until measured (FI_QFUSE, FI_FAMILY_FUSE), and the
 #                 half2 decode switches against their 0 (FI_FP8_HALF, FI_Q4K_HALF,
 #                 FI_HALF_PARTS, FI_HALF_STAY; FI_FP8_UNIT for prompts):
@@ -476,15 +476,14 @@ PY
 		qb=${FI_QBENCH:-/tmp/qbench}
 		step "8B-shape quantized checkpoints ($qb)"
 		python3 tools/make_quant_bench.py "$qb" || rc=1
-		for m in q8b_bf16:bf16 q8b_fp8:bf16 q8b_awq:awq q8b_q4km:q4km.gguf; do
-			name=${m%%:*} src=$qb/${m#*:} opt=
-			[ $name = q8b_fp8 ] && opt="--quantize fp8"
-			[ -f $FI_HOME/models/$name.fim ] || fi-load $opt --name $name "$src" || rc=1
+		for m in q8b_bf16:bf16 q8b_fp8:fp8 q8b_awq:awq q8b_q4km:q4km.gguf; do
+			name=${m%%:*} src=$qb/${m#*:}
+			[ -f $FI_HOME/models/$name.fim ] || fi-load --name $name "$src" || rc=1
 		done
 		step "fi-bench tg128 pp2048 (8B shape)"
 		: >"$out/quant-bench.txt"
 		for name in q8b_bf16 q8b_fp8 q8b_awq q8b_q4km; do
-			FI_QFUSE=1 fi-bench -m $name -r 3 tg128 pp2048 -o json >"$out/qb-$name.json" || rc=1
+			fi-bench -m $name -r 3 tg128 pp2048 -o json >"$out/qb-$name.json" || rc=1
 			jq -r --arg n $name --slurpfile b "$qb/bytes.json" '.tests[] |
 				(if .test == "tg128" then ($b[0][$n | sub("q8b_"; "")] // 0) else 0 end) as $by |
 				[$n, .test, (.tps_mean | floor), (if $by > 0 then ($by / 1e9 | . * 100 | floor / 100) else "-" end),

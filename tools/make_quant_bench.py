@@ -13,6 +13,8 @@ OUT/q4km.gguf   a Q4_K_M-like GGUF: Q4_K everywhere but attn_v and ffn_down of t
                 llama.cpp gives more bits (Q6_K), the output Q6_K, norms F32
 OUT/bytes.json  bytes a decode step reads per model (every weight but the embedding table,
                 plus one of its rows), for the share of the bandwidth limit
+bf16 values are a random sign and mantissa at each tensor's scale (no normal draws: the bf16
+8B is written in seconds); speed does not depend on the values.
 Existing outputs are kept (delete OUT to remake them).
 """
 import json
@@ -43,11 +45,6 @@ def linears():
         yield p + "mlp.gate_proj", F, D
         yield p + "mlp.up_proj", F, D
         yield p + "mlp.down_proj", D, F
-
-
-def bf16(shape, std):
-    x = (rng.standard_normal(shape, dtype=np.float32) * std).view(np.uint32)
-    return ((x + 0x7fff + ((x >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 def norms():
@@ -98,8 +95,8 @@ def make_bf16(out):
     d = new_dir(out, "bf16")
     if not d:
         return
-    t = bf16_tables(bf16)
-    t += [(p + ".weight", "BF16", (n, k), (lambda n=n, k=k: bf16((n, k), 1 / k ** 0.5)))
+    t = bf16_tables(bf16_fast)
+    t += [(p + ".weight", "BF16", (n, k), (lambda n=n, k=k: bf16_fast((n, k), 1 / k ** 0.5)))
           for p, n, k in linears()]
     json.dump(CFG, open(os.path.join(d, "config.json"), "w"), indent=1)
     write_st(os.path.join(d, "model.safetensors"), t)
