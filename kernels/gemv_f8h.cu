@@ -149,6 +149,7 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 		f8h_load(rq, c0, cur);
 	int e = 8; /* W8A8: the codes were staged times 2^-8 */
 	float ts = 1.f; /* the token's scale */
+	gh_wait_inputs();
 	if (MODE == F8H_CODES)
 		f8h_stage_codes(xq, K, xs);
 	else if (MODE == F8H_ROUND)
@@ -199,38 +200,37 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 
 template <int MODE, bool B128, bool F32OUT>
 static int launch(cudaStream_t st, gh_parts &P, int64_t rows, const void *x, const void *xq,
-		  const float *xsc, int stay)
+		  const float *xsc, int opts)
 {
 	GH_READY((gemv_f8h_kernel<MODE, B128, F32OUT>));
 	const int S = gh_slices(rows, (int)(P.w[0].cols / 32));
 	if (!gh_grid(P, S))
 		return 0;
-	gemv_f8h_kernel<MODE, B128, F32OUT>
-		<<<gh_blocks(P, stay), GH_WARPS * 32, (size_t)P.w[0].cols * 2, st>>>(
-			P, S, (const bf16 *)x, (const uint8_t *)xq, xsc);
+	gh_launch(gemv_f8h_kernel<MODE, B128, F32OUT>, P, opts, (size_t)P.w[0].cols * 2, st, P, S,
+		  (const bf16 *)x, (const uint8_t *)xq, xsc);
 	return 1;
 }
 
 template <int MODE, bool B128>
 static int launch_o(cudaStream_t st, gh_parts &P, int64_t rows, int f32, const void *x,
-		    const void *xq, const float *xsc, int stay)
+		    const void *xq, const float *xsc, int opts)
 {
-	return f32 ? launch<MODE, B128, true>(st, P, rows, x, xq, xsc, stay)
-		   : launch<MODE, B128, false>(st, P, rows, x, xq, xsc, stay);
+	return f32 ? launch<MODE, B128, true>(st, P, rows, x, xq, xsc, opts)
+		   : launch<MODE, B128, false>(st, P, rows, x, xq, xsc, opts);
 }
 
 template <int MODE>
 static int launch_m(cudaStream_t st, gh_parts &P, int64_t rows, int f32, const void *x,
-		    const void *xq, const float *xsc, int stay)
+		    const void *xq, const float *xsc, int opts)
 {
 	return P.w[0].kind == FI_Q8_B128
-		       ? launch_o<MODE, true>(st, P, rows, f32, x, xq, xsc, stay)
-		       : launch_o<MODE, false>(st, P, rows, f32, x, xq, xsc, stay);
+		       ? launch_o<MODE, true>(st, P, rows, f32, x, xq, xsc, opts)
+		       : launch_o<MODE, false>(st, P, rows, f32, x, xq, xsc, opts);
 }
 
 extern "C" fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 				       const struct fi_cu_qw *w, const void *x, const void *xq,
-				       const float *xs, int aq, const void *const *bias, int stay)
+				       const float *xs, int aq, const void *const *bias, int opts)
 {
 	gh_parts P;
 	if (n < 1 || n > 4 || (out_f32 && n > 1) || (aq && aq != FI_AQ_TOKEN) ||
@@ -245,11 +245,11 @@ extern "C" fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out,
 	const int64_t rows = gh_fill(P, n, out, w, bias);
 	int ok;
 	if (!aq)
-		ok = launch_m<F8H_BF16>(st, P, rows, out_f32, x, xq, xs, stay);
+		ok = launch_m<F8H_BF16>(st, P, rows, out_f32, x, xq, xs, opts);
 	else if (xq)
-		ok = launch_m<F8H_CODES>(st, P, rows, out_f32, x, xq, xs, stay);
+		ok = launch_m<F8H_CODES>(st, P, rows, out_f32, x, xq, xs, opts);
 	else
-		ok = launch_m<F8H_ROUND>(st, P, rows, out_f32, x, xq, xs, stay);
+		ok = launch_m<F8H_ROUND>(st, P, rows, out_f32, x, xq, xs, opts);
 	if (!ok)
 		return FI_EUNSUPPORTED;
 	LAUNCH_CHECK();

@@ -106,6 +106,7 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	if (c0 < nc)
 		q4h_load(rw, c0, lg, cur);
 
+	gh_wait_inputs();
 	const int e = gh_stage_bf16<true, 6>(x, K, xs, sh); /* max|x| 2^e < 64 */
 
 	for (int k = 0;; k++) {
@@ -152,30 +153,30 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 }
 
 template <int S, bool F32OUT>
-static int launch_s(cudaStream_t st, gh_parts &P, int lg, const void *x, int stay)
+static int launch_s(cudaStream_t st, gh_parts &P, int lg, const void *x, int opts)
 {
 	GH_READY((gemv_q4h_kernel<S, F32OUT>));
 	if (!gh_grid(P, S))
 		return 0;
-	gemv_q4h_kernel<S, F32OUT><<<gh_blocks(P, stay), GH_WARPS * 32, (size_t)P.w[0].cols * 2,
-				     st>>>(P, lg, (const bf16 *)x);
+	gh_launch(gemv_q4h_kernel<S, F32OUT>, P, opts, (size_t)P.w[0].cols * 2, st, P, lg,
+		  (const bf16 *)x);
 	return 1;
 }
 
 template <bool F32OUT>
-static int launch_f(cudaStream_t st, gh_parts &P, int lg, const void *x, int S, int stay)
+static int launch_f(cudaStream_t st, gh_parts &P, int lg, const void *x, int S, int opts)
 {
 	switch (S) {
-	case 1: return launch_s<1, F32OUT>(st, P, lg, x, stay);
-	case 2: return launch_s<2, F32OUT>(st, P, lg, x, stay);
-	case 4: return launch_s<4, F32OUT>(st, P, lg, x, stay);
-	default: return launch_s<8, F32OUT>(st, P, lg, x, stay);
+	case 1: return launch_s<1, F32OUT>(st, P, lg, x, opts);
+	case 2: return launch_s<2, F32OUT>(st, P, lg, x, opts);
+	case 4: return launch_s<4, F32OUT>(st, P, lg, x, opts);
+	default: return launch_s<8, F32OUT>(st, P, lg, x, opts);
 	}
 }
 
 extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 				       const struct fi_cu_qw *w, const void *x,
-				       const void *const *bias, int stay)
+				       const void *const *bias, int opts)
 {
 	gh_parts P;
 	int lg = 0; /* chunks a group, 2^lg */
@@ -191,8 +192,8 @@ extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out,
 	}
 	const int64_t rows = gh_fill(P, n, out, w, bias);
 	const int S = gh_slices(rows, (int)(w[0].cols / 32));
-	if (!(out_f32 ? launch_f<true>(st, P, lg, x, S, stay)
-		      : launch_f<false>(st, P, lg, x, S, stay)))
+	if (!(out_f32 ? launch_f<true>(st, P, lg, x, S, opts)
+		      : launch_f<false>(st, P, lg, x, S, opts)))
 		return FI_EUNSUPPORTED;
 	LAUNCH_CHECK();
 	return FI_OK;

@@ -115,6 +115,7 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 	const int K = (int)P.w[0].cols, ng = K / 64, g0 = lane + 32 * (wp % S);
 	const int items = P.blk0[P.n];
 	float *gs = (float *)(xs + K / 8);
+	gh_wait_inputs();
 	const int e = q4kh_stage(x, K, xs, gs, sh);
 	const float down = ldexpf(1.f, -e);
 
@@ -184,31 +185,30 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 }
 
 template <int S, bool F32OUT>
-static int launch_s(cudaStream_t st, gh_parts &P, const void *x, int stay)
+static int launch_s(cudaStream_t st, gh_parts &P, const void *x, int opts)
 {
 	GH_READY((gemv_q4kh_kernel<S, F32OUT>));
 	if (!gh_grid(P, S))
 		return 0;
 	const size_t shm = (size_t)P.w[0].cols * 2 + (size_t)P.w[0].cols / 32 * 4;
-	gemv_q4kh_kernel<S, F32OUT>
-		<<<gh_blocks(P, stay), GH_WARPS * 32, shm, st>>>(P, (const bf16 *)x);
+	gh_launch(gemv_q4kh_kernel<S, F32OUT>, P, opts, shm, st, P, (const bf16 *)x);
 	return 1;
 }
 
 template <bool F32OUT>
-static int launch_f(cudaStream_t st, gh_parts &P, const void *x, int S, int stay)
+static int launch_f(cudaStream_t st, gh_parts &P, const void *x, int S, int opts)
 {
 	switch (S) {
-	case 1: return launch_s<1, F32OUT>(st, P, x, stay);
-	case 2: return launch_s<2, F32OUT>(st, P, x, stay);
-	case 4: return launch_s<4, F32OUT>(st, P, x, stay);
-	default: return launch_s<8, F32OUT>(st, P, x, stay);
+	case 1: return launch_s<1, F32OUT>(st, P, x, opts);
+	case 2: return launch_s<2, F32OUT>(st, P, x, opts);
+	case 4: return launch_s<4, F32OUT>(st, P, x, opts);
+	default: return launch_s<8, F32OUT>(st, P, x, opts);
 	}
 }
 
 extern "C" fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 					const struct fi_cu_qw *w, const void *x,
-					const void *const *bias, int stay)
+					const void *const *bias, int opts)
 {
 	gh_parts P;
 	if (n < 1 || n > 4 || (out_f32 && n > 1) || !fi_aligned16(x))
@@ -222,7 +222,7 @@ extern "C" fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out
 	const int64_t rows = gh_fill(P, n, out, w, bias);
 	/* a lane's round is a 64-column group: slices as for chunks of twice the width */
 	const int S = gh_slices(rows, (int)(w[0].cols / 64));
-	if (!(out_f32 ? launch_f<true>(st, P, x, S, stay) : launch_f<false>(st, P, x, S, stay)))
+	if (!(out_f32 ? launch_f<true>(st, P, x, S, opts) : launch_f<false>(st, P, x, S, opts)))
 		return FI_EUNSUPPORTED;
 	LAUNCH_CHECK();
 	return FI_OK;

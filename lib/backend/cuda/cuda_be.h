@@ -196,17 +196,20 @@ fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_
  * not take (K > 32768, ...). kernels/gemv_q4h.cu: INT4 with groups of 32 x 2^k (act-order
  * only alone, x already permuted). kernels/gemv_q4kh.cu: GGUF Q4_K. kernels/gemv_f8h.cu: FP8
  * per-row or 128 x 128 block scales, x bf16 (aq 0) or, with FI_AQ_TOKEN, e4m3 codes xq with
- * scale xs, or (xq NULL) bf16 x each block rounds to act_quant's codes itself. stay: at
- * most three blocks an SM, each taking several of the launch's row blocks (FI_HALF_STAY). */
+ * scale xs, or (xq NULL) bf16 x each block rounds to act_quant's codes itself. opts:
+ * FI_CU_HALF_STAY, at most three blocks an SM, each taking several of the launch's row blocks
+ * (FI_HALF_STAY); FI_CU_HALF_PDL, a programmatic launch whose blocks load their first weights
+ * while the kernel before them ends (FI_HALF_PDL). */
+enum { FI_CU_HALF_STAY = 1, FI_CU_HALF_PDL = 2 };
 fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			    const struct fi_cu_qw *w, const void *x, const void *const *bias,
-			    int stay);
+			    int opts);
 fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			     const struct fi_cu_qw *w, const void *x, const void *const *bias,
-			     int stay);
+			     int opts);
 fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			    const struct fi_cu_qw *w, const void *x, const void *xq,
-			    const float *xs, int aq, const void *const *bias, int stay);
+			    const float *xs, int aq, const void *const *bias, int opts);
 /* kernels/dequant.cu: out[n, K] (bf16) = rows of w, rows[i] (or i when rows is NULL),
  * columns in input order. */
 fi_err fi_cu_dequant(cudaStream_t st, void *out, const struct fi_cu_qw *w, const int32_t *rows,

@@ -269,23 +269,25 @@ static fi_err half_products(struct fi_cuda *c, int n, void *const *out, int out_
 			    const float *xs, int aq, const void *const *bias)
 {
 	const struct fi_settings *set = fi_settings();
+	const int opts =
+		(set->half_stay ? FI_CU_HALF_STAY : 0) | (set->half_pdl ? FI_CU_HALF_PDL : 0);
 	if (c->no_gemv)
 		return FI_EUNSUPPORTED;
 	switch (q[0].type) {
 	case FI_CQ_INT4:
 		if (!aq && set->int4_half)
 			return fi_cu_gemv_q4h_parts(c->stream, n, out, out_f32, q, x, bias,
-						    set->half_stay);
+						    opts);
 		break;
 	case FI_CQ_Q4K:
 		if (set->q4k_half)
 			return fi_cu_gemv_q4kh_parts(c->stream, n, out, out_f32, q, x, bias,
-						     set->half_stay);
+						     opts);
 		break;
 	case FI_CQ_FP8:
 		if (set->fp8_half)
 			return fi_cu_gemv_f8h_parts(c->stream, n, out, out_f32, q, x, xq, xs, aq,
-						    bias, set->half_stay);
+						    bias, opts);
 		break;
 	}
 	return FI_EUNSUPPORTED;
