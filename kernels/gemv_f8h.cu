@@ -138,9 +138,10 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 	__shared__ float part[2][GH_WARPS][GH_R];
 	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
 	const int K = (int)P.w[0].cols, nc = K / 32, nb = (K + 127) / 128;
-	const int c0 = lane + 32 * (wp % S), items = P.blk0[P.n];
-	int it = blockIdx.x, p = gh_part_of(P, it);
-	int64_t n0 = gh_row0(P, p, S, it);
+	const int c0 = lane + 32 * (wp % S);
+	int it = blockIdx.x, p;
+	int64_t n0;
+	gh_at(P, S, it, p, n0);
 	const uint8_t *rq[GH_R];
 	const float *rs[GH_R]; /* B128: the scales of the row's 128-row block */
 	uint4 cur[GH_R][2], nxt[GH_R][2];
@@ -182,10 +183,8 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 		}
 		const int pd = p;
 		const int64_t nd = n0;
-		it += gridDim.x;
-		if (it < items) { /* the next item's first loads, in flight during these sums */
-			p = gh_part_of(P, it);
-			n0 = gh_row0(P, p, S, it);
+		const bool more = gh_next(P, S, it, p, n0);
+		if (more) { /* the next item's first loads, in flight during these sums */
 			f8h_rows_of(P.w[p], n0, nb, rq, rs);
 			if (c0 < nc)
 				f8h_load(rq, c0, cur);
@@ -193,7 +192,7 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 		if (gh_total(acc, part[k & 1], S))
 			gh_finish<F32OUT>(P, pd, nd, acc, k8,
 					  B128 ? NULL : (const float *)P.w[pd].scale);
-		if (it >= items)
+		if (!more)
 			break;
 	}
 }

@@ -155,6 +155,26 @@ static __device__ __forceinline__ int64_t gh_row0(const gh_parts &P, int p, int 
 	return (((int64_t)it - P.blk0[p]) * (GH_WARPS / S) + wp / S) * GH_R;
 }
 
+/* Item it's part p and the first row n0 of it that this warp takes. */
+static __device__ __forceinline__ void gh_at(const gh_parts &P, int S, int it, int &p,
+					     int64_t &n0)
+{
+	p = gh_part_of(P, it);
+	n0 = gh_row0(P, p, S, it);
+}
+
+/* The block's next item, it + gridDim.x: true with it, p and n0 moved there (gh_at); false
+ * after the block's last. */
+static __device__ __forceinline__ bool gh_next(const gh_parts &P, int S, int &it, int &p,
+					       int64_t &n0)
+{
+	it += gridDim.x;
+	if (it >= P.blk0[P.n])
+		return false;
+	gh_at(P, S, it, p, n0);
+	return true;
+}
+
 /* The rows' sums over the warp, then over the S slices of the warp's rows (through part, in
  * shared memory): true for the one lane that then holds the totals. Every thread of the block
  * must call it (a barrier when S > 1). A block's successive items pass part[2] alternately:
@@ -243,9 +263,9 @@ template <typename... K, typename... A>
 static inline void gh_launch(void (*kern)(K...), const gh_parts &P, int opts, size_t shm,
 			     cudaStream_t st, A... args)
 {
-	cudaLaunchConfig_t cfg = {};
-	cudaLaunchAttribute at[1];
 	if (opts & FI_CU_HALF_PDL) {
+		cudaLaunchConfig_t cfg = {};
+		cudaLaunchAttribute at[1];
 		cfg.gridDim = dim3(gh_blocks(P, opts));
 		cfg.blockDim = dim3(GH_WARPS * 32);
 		cfg.dynamicSmemBytes = shm;

@@ -97,9 +97,9 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	__shared__ float part[2][GH_WARPS][GH_R];
 	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
 	const int K = (int)P.w[0].cols, nc = K / 32, c0 = lane + 32 * (wp % S);
-	const int items = P.blk0[P.n];
-	int it = blockIdx.x, p = gh_part_of(P, it);
-	int64_t n0 = gh_row0(P, p, S, it);
+	int it = blockIdx.x, p;
+	int64_t n0;
+	gh_at(P, S, it, p, n0);
 	q4h_rows rw;
 	q4h_ld cur, nxt;
 	q4h_rows_of(P.w[p], n0, rw);
@@ -137,17 +137,15 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 		}
 		const int pd = p;
 		const int64_t nd = n0;
-		it += gridDim.x;
-		if (it < items) { /* the next item's first loads, in flight during these sums */
-			p = gh_part_of(P, it);
-			n0 = gh_row0(P, p, S, it);
+		const bool more = gh_next(P, S, it, p, n0);
+		if (more) { /* the next item's first loads, in flight during these sums */
 			q4h_rows_of(P.w[p], n0, rw);
 			if (c0 < nc)
 				q4h_load(rw, c0, lg, cur);
 		}
 		if (gh_total(acc, part[k & 1], S))
 			gh_finish<F32OUT>(P, pd, nd, acc, ldexpf(1.f, -e), NULL);
-		if (it >= items)
+		if (!more)
 			break;
 	}
 }

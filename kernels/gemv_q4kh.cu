@@ -120,9 +120,10 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 	const float down = ldexpf(1.f, -e);
 
 	for (int it = blockIdx.x, k = 0; it < items; it += gridDim.x, k++) {
-		const int p = gh_part_of(P, it);
+		int p;
+		int64_t n0;
+		gh_at(P, S, it, p, n0);
 		const fi_cu_qw &w = P.w[p];
-		const int64_t n0 = gh_row0(P, p, S, it);
 		const uint8_t *rq[GH_R];
 #pragma unroll
 		for (int r = 0; r < GH_R; r++) /* rows past the end read the last one, unwritten */
