@@ -150,7 +150,6 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 		f8h_load(rq, c0, cur);
 	int e = 8; /* W8A8: the codes were staged times 2^-8 */
 	float ts = 1.f; /* the token's scale */
-	gh_wait_inputs();
 	if (MODE == F8H_CODES)
 		f8h_stage_codes(xq, K, xs);
 	else if (MODE == F8H_ROUND)

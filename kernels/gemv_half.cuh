@@ -40,16 +40,6 @@ static __device__ __forceinline__ uint32_t u32of(__half2 h)
 	return v.u;
 }
 
-/* In a launch made with programmatic stream serialization (gh_launch, FI_CU_HALF_PDL): until
- * the kernels before it in the stream are done and their writes visible; a no-op otherwise.
- * Before it a block reads only what no kernel of a step writes: the weights. */
-static __device__ __forceinline__ void gh_wait_inputs(void)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-	asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-
 static __device__ __forceinline__ int gh_part(int c, int j)
 {
 	return c * 4 + (j ^ ((c >> 1) & 3));
@@ -255,29 +245,13 @@ static inline unsigned gh_blocks(const gh_parts &P, int opts)
 	return (unsigned)((opts & FI_CU_HALF_STAY) && items > slots ? slots : items);
 }
 
-/* kern<<<gh_blocks, GH_WARPS x 32, shm, st>>>(args); with FI_CU_HALF_PDL a programmatic
- * launch: its blocks may start while the kernel before it ends, issue their first weight
- * loads, and wait in gh_wait_inputs (the gap between two launches of a decode step is a few
- * µs against 10-35 µs of product). Falls back to a plain launch where that is refused. */
+/* kern<<<gh_blocks, GH_WARPS x 32, shm, st>>>(args). (Programmatic launches, whose blocks
+ * load their first weights while the kernel before ends, were 0.5-1% slower on the H100:
+ * tests/gpu/NOTES.md.) */
 template <typename... K, typename... A>
 static inline void gh_launch(void (*kern)(K...), const gh_parts &P, int opts, size_t shm,
 			     cudaStream_t st, A... args)
 {
-	if (opts & FI_CU_HALF_PDL) {
-		cudaLaunchConfig_t cfg = {};
-		cudaLaunchAttribute at[1];
-		cfg.gridDim = dim3(gh_blocks(P, opts));
-		cfg.blockDim = dim3(GH_WARPS * 32);
-		cfg.dynamicSmemBytes = shm;
-		cfg.stream = st;
-		at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-		at[0].val.programmaticStreamSerializationAllowed = 1;
-		cfg.attrs = at;
-		cfg.numAttrs = 1;
-		if (cudaLaunchKernelEx(&cfg, kern, args...) == cudaSuccess)
-			return;
-		cudaGetLastError();
-	}
 	kern<<<gh_blocks(P, opts), GH_WARPS * 32, shm, st>>>(args...);
 }
 

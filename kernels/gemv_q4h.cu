@@ -106,7 +106,6 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	if (c0 < nc)
 		q4h_load(rw, c0, lg, cur);
 
-	gh_wait_inputs();
 	const int e = gh_stage_bf16<true, 6>(x, K, xs, sh); /* max|x| 2^e < 64 */
 
 	for (int k = 0;; k++) {

@@ -115,7 +115,6 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 	const int K = (int)P.w[0].cols, ng = K / 64, g0 = lane + 32 * (wp % S);
 	const int items = P.blk0[P.n];
 	float *gs = (float *)(xs + K / 8);
-	gh_wait_inputs();
 	const int e = q4kh_stage(x, K, xs, gs, sh);
 	const float down = ldexpf(1.f, -e);
 
