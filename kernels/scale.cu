@@ -53,12 +53,40 @@ __global__ void scale_outer_kernel(bf16 *__restrict__ out, const float *__restri
 	}
 }
 
+/* The same, 8 columns a thread in 16-byte accesses of out, one token a grid row (N % 8 == 0,
+ * out 16-byte aligned; ws is read as floats: the weights' scales need not be aligned): the
+ * scalar loop above, with a 64-bit division an element, ran at ~0.9 TB/s, a fifth of an 8B
+ * FP8 prompt step. The products are the same. */
+__global__ void scale_outer8_kernel(bf16 *__restrict__ out, const float *__restrict__ ws,
+				    const float *__restrict__ xs, int N8)
+{
+	const int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= N8)
+		return;
+	const float s = xs[blockIdx.y];
+	uint4 *o = (uint4 *)(out + ((int64_t)blockIdx.y * N8 + i) * 8);
+	const float *w = ws + 8 * (int64_t)i;
+	uint4 u = *o;
+	bf16 *v = (bf16 *)&u;
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		v[k] = __float2bfloat16(__bfloat162float(v[k]) * (w[k] * s));
+	*o = u;
+}
+
 extern "C" fi_err fi_cu_scale_outer(cudaStream_t st, void *out, const float *ws, const float *xs,
 				    int T, int N)
 {
 	int64_t blocks = ((int64_t)T * N + 255) / 256;
 	if (T <= 0 || N <= 0)
 		return FI_OK;
+	if (N % 8 == 0 && T <= 65535 && fi_aligned16(out)) {
+		const int N8 = N / 8;
+		scale_outer8_kernel<<<dim3((N8 + 255) / 256, T), 256, 0, st>>>((bf16 *)out, ws, xs,
+									       N8);
+		LAUNCH_CHECK();
+		return FI_OK;
+	}
 	scale_outer_kernel<<<(int)(blocks < 8192 ? blocks : 8192), 256, 0, st>>>((bf16 *)out, ws,
 										   xs, T, N);
 	LAUNCH_CHECK();
