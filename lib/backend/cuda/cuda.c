@@ -363,8 +363,20 @@ static fi_err cu_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, vo
 	fi_err e;
 	if ((fi_dtype_is_quant(gate->dtype) || fi_dtype_is_quant(up->dtype)) &&
 	    gate->rows == up->rows && gate->rows <= INT32_MAX) {
-		if ((e = fi_cuda_qgemm_multi(be, 2, o2, in_d, w2, NULL, T)))
+		const struct fi_fp8_deferred *d = c->deferred;
+		/* W8A8 prompts: the scales applied as silu_mul reads gate and up */
+		c->fp8_defer = 1;
+		c->n_deferred = 0;
+		e = fi_cuda_qgemm_multi(be, 2, o2, in_d, w2, NULL, T);
+		c->fp8_defer = 0;
+		if (e)
 			return e;
+		if (c->n_deferred == 2 && d[0].out == gate_d && d[1].out == up_d && d[0].xs == d[1].xs)
+			return fi_cu_silu_mul_scaled(c->stream, out_d, gate_d, up_d, d[0].ws, d[1].ws,
+						     d[0].xs, T, (int)gate->rows);
+		for (int i = 0; i < c->n_deferred; i++)
+			if ((e = fi_cu_scale_outer(c->stream, d[i].out, d[i].ws, d[i].xs, T, d[i].N)))
+				return e;
 		return fi_cu_silu_mul(c->stream, out_d, gate_d, up_d, T, (int)gate->rows);
 	}
 	if (gate->dtype != FI_DT_BF16 || up->dtype != FI_DT_BF16 || gate->rows != up->rows ||

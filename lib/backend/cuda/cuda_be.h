@@ -96,6 +96,15 @@ struct fi_cuda {
 	int xq_K, no_fp8_gemm; /* FI_FP8_GEMM=0: FP8 products through dequantize + bf16 GEMM */
 	int told_fp8_deq;      /* that path was taken, said once at debug level */
 	int fp8_unit;          /* FI_FP8_UNIT: unit-scale FP8 GEMM + fi_cu_scale_outer */
+	/* While fp8_defer: the unit-scale products leave their outputs unscaled and say so here
+	 * (out, ws, xs, N), for a consumer that applies the scales as it reads them (the gated
+	 * activation of cu_matmul_glu: gate and up are not read and written once more). */
+	int fp8_defer, n_deferred;
+	struct fi_fp8_deferred {
+		void *out;
+		const float *ws, *xs;
+		int N;
+	} deferred[2];
 	/* KV copies into the cache (kvcopy.c): their stream, an event after each layer's
 	 * pieces, and while xfer_layers > 0, the layers the compute stream must still wait for
 	 * (attention on layer l waits for xfer_ev[l]). */
@@ -272,6 +281,10 @@ fi_err fi_cu_rope_kv(cudaStream_t st, void *q, void *k, const void *v, void *kc,
 fi_err fi_cu_kv_write(cudaStream_t st, void *kc, void *vc, const void *k, const void *v,
 		      const int32_t *slot, int T, int row, int64_t n_slots);
 fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
+/* The same over unit-scale W8A8 products: gate[t, f] x wg[f] xs[t] and up[t, f] x wu[f] xs[t]
+ * each rounded to bf16 first, as fi_cu_scale_outer leaves them. */
+fi_err fi_cu_silu_mul_scaled(cudaStream_t st, void *out, const void *gate, const void *up,
+			     const float *wg, const float *wu, const float *xs, int T, int F);
 /* out[T,F] = silu(gu[:, :F]) * gu[:, F:] for the fused gate/up output gu [T, 2F]. */
 fi_err fi_cu_silu_mul_cat(cudaStream_t st, void *out, const void *gu, int T, int F);
 fi_err fi_cu_gather_rows(cudaStream_t st, void *out, const void *x, const int32_t *idx, int n,

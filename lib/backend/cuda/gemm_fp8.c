@@ -193,5 +193,9 @@ fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const fl
 		}
 		LT_CHECK(st);
 	}
+	if (unit && c->fp8_defer && c->n_deferred < 2) {
+		c->deferred[c->n_deferred++] = (struct fi_fp8_deferred){out_d, ws, xs, N};
+		return FI_OK;
+	}
 	return unit ? fi_cu_scale_outer(c->stream, out_d, ws, xs, T, N) : FI_OK;
 }
