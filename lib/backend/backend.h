@@ -18,6 +18,10 @@
 #ifndef FI_BACKEND_H
 #define FI_BACKEND_H
 
+/* The most tokens of a decode step that the model captures in a CUDA graph (model_graph.c);
+ * a backend sizes the scratch that graphs bake in for it. */
+#define FI_GRAPH_MAX_T 512
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -277,7 +281,9 @@ struct fi_backend_ops {
 		      const struct fi_moe *moe, int T);
 
 	/* Optional CUDA-graph hooks: replay returns FI_OK if a graph for key exists and was
-	 * launched, FI_ENOTFOUND otherwise; capture_begin/end record the ops issued between. */
+	 * launched, FI_ENOTFOUND otherwise; capture_begin/end record the ops issued between.
+	 * A captured step has at most FI_GRAPH_MAX_T tokens: scratch that must not move under
+	 * a graph is sized for that many. */
 	fi_err (*graph_replay)(struct fi_backend *be, uint64_t key);
 	fi_err (*graph_capture_begin)(struct fi_backend *be, uint64_t key);
 	fi_err (*graph_capture_end)(struct fi_backend *be, uint64_t key);

@@ -43,7 +43,7 @@ struct scratch {
  * 0's position 0), and the key carries a generation that changes whenever a scratch buffer
  * moves. Each (rung, width) runs eagerly the first time, is captured the second, replayed
  * after. */
-#define GRAPH_MAX 512
+#define GRAPH_MAX FI_GRAPH_MAX_T
 #define GRAPH_KEYS 256
 struct graphs {
 	int off;          /* no hooks, FI_GRAPHS=0, or a capture failed */

@@ -19,7 +19,10 @@
 #include "cuda_be.h"
 
 #define ALIGN256(x) (((x) + 255) & ~(uint64_t)255)
-#define XQ_GRAPH_T 256 /* products captured in graphs have at most this many tokens */
+/* Products captured in graphs have at most this many tokens. It was 256 while the model
+ * captured steps of up to 512 rows: a W8A8 model's serving steps of 257-512 rows then failed
+ * at their capture ("quantized product of 512 tokens during graph capture"). */
+#define XQ_GRAPH_T FI_GRAPH_MAX_T
 
 static int dev_type(enum fi_dtype dt)
 {
