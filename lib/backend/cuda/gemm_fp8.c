@@ -13,7 +13,9 @@
  * per-row case with unit scales (the plain Hopper FP8 GEMM) into bf16 and fi_cu_scale_outer
  * applies ws[n] xs[t] after: one more pass over out[T, N] (4 bytes an element), against the
  * dequantize path's pass over the whole weight and a bf16 GEMM at half the FP8 rate (the 8B's
- * pp2048 on an H100: 20.4k -> 43.5k tok/s). Block scales vary along K and have no such route.
+ * pp2048 on an H100: 20.4k -> 43.5k tok/s). While fi_cuda.fp8_defer is set (cu_matmul_glu)
+ * that pass is left to the caller, which applies the scales as it reads the outputs (gate and
+ * up: 51.1k). Block scales vary along K and have no such route.
  * Plans are cached per shape. A serving run meets a new T at most steps, and a heuristic
  * query costs 1-4 ms of host time, so as in gemm.c it is asked once per bucket of T
  * (fi_cuda_t_bucket) and its algorithm reused for the other T of the bucket once
