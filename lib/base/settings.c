@@ -127,6 +127,7 @@ static void read_env(void)
 	s.half_parts = on_unless_0("FI_HALF_PARTS");
 	s.q4k_half = on_unless_0("FI_Q4K_HALF");
 	s.half_stay = on_unless_0("FI_HALF_STAY");
+	s.int4_mma = is_1("FI_INT4_MMA");
 	if ((v = getenv("FI_DEC_PLAN")))
 		s.dec_plan = strcmp(v, "0") != 0;
 	s.dec_async = on_unless_0("FI_DEC_ASYNC");

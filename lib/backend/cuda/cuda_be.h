@@ -212,6 +212,11 @@ enum { FI_CU_HALF_STAY = 1 };
 fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			    const struct fi_cu_qw *w, const void *x, const void *const *bias,
 			    int opts);
+/* kernels/gemv_q4m.cu: the INT4 product on the tensor cores (mma.sync, 16 rows a warp), groups
+ * of a multiple of 128 columns and K % 128 == 0; FI_EUNSUPPORTED otherwise (FI_INT4_MMA). */
+fi_err fi_cu_gemv_q4m_parts(cudaStream_t st, int n, void *const *out, int out_f32,
+			    const struct fi_cu_qw *w, const void *x, const void *const *bias,
+			    int opts);
 fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			     const struct fi_cu_qw *w, const void *x, const void *const *bias,
 			     int opts);

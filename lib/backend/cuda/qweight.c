@@ -277,6 +277,11 @@ static fi_err half_products(struct fi_cuda *c, int n, void *const *out, int out_
 		return FI_EUNSUPPORTED;
 	switch (q[0].type) {
 	case FI_CQ_INT4:
+		if (!aq && set->int4_mma) {
+			fi_err e = fi_cu_gemv_q4m_parts(c->stream, n, out, out_f32, q, x, bias, opts);
+			if (e != FI_EUNSUPPORTED)
+				return e;
+		}
 		if (!aq && set->int4_half)
 			return fi_cu_gemv_q4h_parts(c->stream, n, out, out_f32, q, x, bias,
 						    opts);

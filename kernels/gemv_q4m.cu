@@ -1,0 +1,231 @@
+/* gemv_q4m: the INT4 decode product at one token, out[N] = x[K] W^T (+ bias), with the sums
+ * on the tensor cores: mma.sync m16n8k16 (f16 in, f32 accumulate) over 16 rows at a time,
+ * the token's x in every column of B (the 8 columns then hold the same sums; one is read).
+ *
+ * Why: gemv_q4h (kernels/gemv_q4h.cu) multiplies in half2 on the FMA pipe and turns each
+ * word's partial into f32: ~290 instructions a warp for 1 KB of weights, and ncu on the 8B's
+ * gate/up (H200) has it issue-bound (0.68 of a scheduler's issue slots, DRAM at 44%). Here a
+ * 32-bit word of 8 values costs 4 LOP3, a shift and 4 HSUB2/HFMA2 (the exact (q - z) as half,
+ * gemv_q4h's bit tricks) and half of two mma: ~95 instructions a warp for the same 1 KB.
+ *
+ * The k order inside an mma is free as long as A and B agree: lane (g, t) = (lane / 4,
+ * lane % 4) gives A rows g and g + 8 from its own 16-byte chunk c = 4 i + t of each row, and
+ * B the x of the same columns, which gh_stage_bf16<true> stores as the pairs (0,4), (1,5),
+ * (2,6), (3,7) a word's nibbles give. A quad (t = 0..3) covers 128 columns, one group when
+ * groups are multiples of 128 (AWQ and GPTQ: 128), so each group's 8 mma start from zero and
+ * their sums are scaled in f32 once: acc += C x s. Zero points are exact in half (1024 + z).
+ * x is staged as half times 2^e with max|x| 2^e < 2^15 (f32 accumulation: no half partials
+ * to keep from overflowing, so x keeps all of half's precision), the result taken back by
+ * 2^-e.
+ *
+ * A warp takes 16 rows over 1/S of the K quads; the S slices of the rows meet in shared
+ * memory. Blocks stay (GH_MINB an SM) and take their items in turn, as gemv_half.cuh's. */
+#include "gemv_half.cuh"
+#include "qchunk.cuh"
+
+#define Q4M_ROWS 16 /* rows a warp */
+
+/* C += A B for one k16 step: A f16 rows g, g + 8 (a[0..3] as the PTX fragment), B f16. */
+static __device__ __forceinline__ void q4m_mma(float (&c)[4], uint32_t a0, uint32_t a1,
+					       uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1)
+{
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+		     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+		     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* Word wv's 8 values as (q - z) in half pairs (0,4), (1,5), (2,6), (3,7): z1 = 1024 + z,
+ * nz2 = -(64 + z) (gemv_q4h's q4h_word without the products). */
+static __device__ __forceinline__ void q4m_deq(uint32_t wv, __half2 z1, __half2 nz2,
+					       uint32_t (&d)[4])
+{
+	const __half2 r16 = __float2half2_rn(0.0625f);
+	const uint32_t hi = wv >> 8;
+	d[0] = u32of(__hsub2(h2bits((wv & 0x000F000Fu) | 0x64006400u), z1));
+	d[1] = u32of(__hfma2(h2bits((wv & 0x00F000F0u) | 0x64006400u), r16, nz2));
+	d[2] = u32of(__hsub2(h2bits((hi & 0x000F000Fu) | 0x64006400u), z1));
+	d[3] = u32of(__hfma2(h2bits((hi & 0x00F000F0u) | 0x64006400u), r16, nz2));
+}
+
+struct q4m_ld { /* one quad step of the lane's two rows: codes, scales, zero points */
+	uint4 qa, qb;
+	__half sa, sb;
+	uint32_t za, zb;
+};
+
+static __device__ __forceinline__ void q4m_load(const uint8_t *ra, const uint8_t *rb,
+						const __half *sa, const __half *sb,
+						const uint8_t *za, const uint8_t *zb, int c, int g,
+						q4m_ld &l)
+{
+	l.qa = ld16(ra + (int64_t)c * 16);
+	l.qb = ld16(rb + (int64_t)c * 16);
+	l.sa = sa[g];
+	l.sb = sb[g];
+	l.za = za[g];
+	l.zb = zb[g];
+}
+
+template <int S, bool F32OUT>
+__global__ void __launch_bounds__(GH_WARPS * 32, GH_MINB)
+gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
+{
+	extern __shared__ uint4 xs[]; /* [K / 32][4]: x as half2 pairs (gemv_half.cuh) */
+	__shared__ float sh[32];
+	__shared__ float rs[2][GH_WARPS][Q4M_ROWS];
+	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+	const int K = (int)P.w[0].cols, nq = K / 128, sl = wp % S;
+	const int e = gh_stage_bf16<true, 15>(x, K, xs, sh); /* max|x| 2^e < 2^15 */
+	const int items = P.blk0[P.n];
+
+	for (int it = blockIdx.x, k = 0; it < items; it += gridDim.x, k++) {
+		const int p = gh_part_of(P, it);
+		const fi_cu_qw &w = P.w[p];
+		const int64_t n0 = ((int64_t)it - P.blk0[p]) * (GH_WARPS / S * Q4M_ROWS) +
+				   (int64_t)(wp / S) * Q4M_ROWS;
+		const int64_t gpr = w.cols >> (5 + lg), na = min(n0 + g, w.rows - 1),
+			      nb = min(n0 + g + 8, w.rows - 1);
+		const uint8_t *ra = w.q + na * w.row_bytes, *rb = w.q + nb * w.row_bytes;
+		const __half *sa = (const __half *)w.scale + na * gpr,
+			     *sb = (const __half *)w.scale + nb * gpr;
+		const uint8_t *za = w.zero + na * gpr, *zb = w.zero + nb * gpr;
+		float acc_a = 0.f, acc_b = 0.f;
+		q4m_ld cur, nxt;
+		if (sl < nq)
+			q4m_load(ra, rb, sa, sb, za, zb, 4 * sl + t, (4 * sl) >> lg, cur);
+		for (int i = sl; i < nq; i += S) {
+			const int c = 4 * i + t, in = i + S;
+			if (in < nq)
+				q4m_load(ra, rb, sa, sb, za, zb, 4 * in + t, (4 * in) >> lg, nxt);
+			const __half2 z1a = h2bits((0x6400u | cur.za) * 0x10001u);
+			const __half2 z1b = h2bits((0x6400u | cur.zb) * 0x10001u);
+			const __half2 nza = __hneg2(__hsub2(z1a, __float2half2_rn(960.f)));
+			const __half2 nzb = __hneg2(__hsub2(z1b, __float2half2_rn(960.f)));
+			const uint32_t wa[4] = {cur.qa.x, cur.qa.y, cur.qa.z, cur.qa.w};
+			const uint32_t wb[4] = {cur.qb.x, cur.qb.y, cur.qb.z, cur.qb.w};
+			float cc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+			for (int j = 0; j < 4; j++) {
+				const uint4 xp = xs[gh_part(c, j)];
+				uint32_t da[4], db[4];
+				q4m_deq(wa[j], z1a, nza, da);
+				q4m_deq(wb[j], z1b, nzb, db);
+				q4m_mma(cc, da[0], db[0], da[1], db[1], xp.x, xp.y);
+				q4m_mma(cc, da[2], db[2], da[3], db[3], xp.z, xp.w);
+			}
+			/* cc[0]: row g, cc[2]: row g + 8, this group's sum (every column the same) */
+			acc_a = fmaf(cc[0], __half2float(cur.sa), acc_a);
+			acc_b = fmaf(cc[2], __half2float(cur.sb), acc_b);
+			cur = nxt;
+		}
+		/* the S slices of the warp's rows meet in shared memory; items alternate between
+		 * the two halves of rs, as gh_total's part (a warp writes item k + 2's sums only
+		 * after the barrier of item k + 1, which every warp reaches after reading k's) */
+		if (S > 1) {
+			if (t == 0) {
+				rs[k & 1][wp][g] = acc_a;
+				rs[k & 1][wp][g + 8] = acc_b;
+			}
+			__syncthreads();
+			if (sl == 0 && t == 0) {
+#pragma unroll
+				for (int s = 1; s < S; s++) {
+					acc_a += rs[k & 1][wp + s][g];
+					acc_b += rs[k & 1][wp + s][g + 8];
+				}
+			}
+		}
+		if (sl == 0 && t == 0) {
+			const float down = ldexpf(1.f, -e);
+			const int64_t rows[2] = {n0 + g, n0 + g + 8};
+			const float v[2] = {acc_a, acc_b};
+#pragma unroll
+			for (int r = 0; r < 2; r++) {
+				if (rows[r] >= w.rows)
+					continue;
+				const float o = v[r] * down +
+						(P.bias[p] ? __bfloat162float(P.bias[p][rows[r]]) : 0.f);
+				if (F32OUT)
+					((float *)P.out[p])[rows[r]] = o;
+				else
+					((bf16 *)P.out[p])[rows[r]] = __float2bfloat16(o);
+			}
+		}
+	}
+}
+
+/* K slices a row (1, 2, 4 or 8): doubled while the launch has fewer items than GH_MINB an
+ * SM and each slice keeps at least two of the nq quads of 128 columns. */
+static int q4m_slices(int64_t rows, int nq)
+{
+	int S = 1;
+	while (S < 8 && nq >= 4 * S &&
+	       (rows + GH_WARPS / S * Q4M_ROWS - 1) / (GH_WARPS / S * Q4M_ROWS) < GH_MINB * gh_sms())
+		S *= 2;
+	return S;
+}
+
+/* P's block ranges for S slices, GH_WARPS / S warps of 16 rows an item. */
+static bool q4m_grid(gh_parts &P, int S)
+{
+	const int64_t per = GH_WARPS / S * Q4M_ROWS;
+	int64_t b = 0;
+	for (int i = 0; i < P.n; i++) {
+		P.blk0[i] = (int)b;
+		b += (P.w[i].rows + per - 1) / per;
+		if (b > INT32_MAX / 2)
+			return false;
+	}
+	P.blk0[P.n] = (int)b;
+	return b > 0;
+}
+
+template <int S, bool F32OUT>
+static int launch_s(cudaStream_t st, gh_parts &P, int lg, const void *x, int opts)
+{
+	GH_READY((gemv_q4m_kernel<S, F32OUT>));
+	if (!q4m_grid(P, S))
+		return 0;
+	gh_launch(gemv_q4m_kernel<S, F32OUT>, P, opts, (size_t)P.w[0].cols * 2, st, P, lg,
+		  (const bf16 *)x);
+	return 1;
+}
+
+template <bool F32OUT>
+static int launch_f(cudaStream_t st, gh_parts &P, int lg, const void *x, int S, int opts)
+{
+	switch (S) {
+	case 1: return launch_s<1, F32OUT>(st, P, lg, x, opts);
+	case 2: return launch_s<2, F32OUT>(st, P, lg, x, opts);
+	case 4: return launch_s<4, F32OUT>(st, P, lg, x, opts);
+	default: return launch_s<8, F32OUT>(st, P, lg, x, opts);
+	}
+}
+
+extern "C" fi_err fi_cu_gemv_q4m_parts(cudaStream_t st, int n, void *const *out, int out_f32,
+				       const struct fi_cu_qw *w, const void *x,
+				       const void *const *bias, int opts)
+{
+	gh_parts P;
+	int lg = 0; /* chunks a group, 2^lg: at least 4 (a quad of lanes' 128 columns) */
+	if (n < 1 || n > 4 || (out_f32 && n > 1) || !fi_aligned16(x))
+		return FI_EUNSUPPORTED;
+	while (lg < 10 && 32 << lg < w[0].group)
+		lg++;
+	if (lg < 2)
+		return FI_EUNSUPPORTED;
+	for (int i = 0; i < n; i++) {
+		if (w[i].type != FI_CQ_INT4 || w[i].cols != w[0].cols || w[i].cols % 128 ||
+		    w[i].group != 32 << lg || w[i].cols * 2 > GH_MAX_SHARED || w[i].rows < 1 ||
+		    (n > 1 && w[i].perm))
+			return FI_EUNSUPPORTED;
+	}
+	const int64_t rows = gh_fill(P, n, out, w, bias);
+	const int S = q4m_slices(rows, (int)(w[0].cols / 128));
+	if (!(out_f32 ? launch_f<true>(st, P, lg, x, S, opts)
+		      : launch_f<false>(st, P, lg, x, S, opts)))
+		return FI_EUNSUPPORTED;
+	LAUNCH_CHECK();
+	return FI_OK;
+}
