@@ -255,10 +255,9 @@ static inline void gh_launch(void (*kern)(K...), const gh_parts &P, int opts, si
 	kern<<<gh_blocks(P, opts), GH_WARPS * 32, shm, st>>>(args...);
 }
 
-/* P's block ranges for S slices; false if there are none or too many. */
-static inline bool gh_grid(gh_parts &P, int S)
+/* P's block ranges for items of `per` rows; false if there are none or too many. */
+static inline bool gh_grid_rows(gh_parts &P, int64_t per)
 {
-	const int64_t per = GH_WARPS / S * GH_R;
 	int64_t b = 0;
 	for (int i = 0; i < P.n; i++) {
 		P.blk0[i] = (int)b;
@@ -268,6 +267,12 @@ static inline bool gh_grid(gh_parts &P, int S)
 	}
 	P.blk0[P.n] = (int)b;
 	return b > 0;
+}
+
+/* P's block ranges for S slices (GH_WARPS / S warps of GH_R rows an item). */
+static inline bool gh_grid(gh_parts &P, int S)
+{
+	return gh_grid_rows(P, GH_WARPS / S * GH_R);
 }
 
 /* Raises a kernel's dynamic shared-memory limit to GH_MAX_SHARED once: 0 if it cannot. */
@@ -280,5 +285,65 @@ static inline bool gh_grid(gh_parts &P, int S)
 		cudaGetLastError();                                                            \
 		return 0;                                                                      \
 	}
+
+/* The INT4 kernels (gemv_q4h.cu, gemv_q4m.cu) take (P, lg, x): lg the log2 of the chunks of
+ * 32 columns a group. */
+typedef void (*gh_int4_kern)(const gh_parts, int, const bf16 *);
+
+/* n INT4 weights a kernel takes (the checks of both): one width, a multiple of cm columns,
+ * groups of 32 << lg columns with lg >= lg_min, at most GH_MAX_SHARED of x; act-order only
+ * alone (x already permuted). Sets lg; false otherwise. */
+static inline bool gh_int4_takes(int n, int out_f32, const fi_cu_qw *w, const void *x, int cm,
+				 int lg_min, int &lg)
+{
+	lg = 0;
+	if (n < 1 || n > 4 || (out_f32 && n > 1) || !fi_aligned16(x))
+		return false;
+	while (lg < 10 && 32 << lg < w[0].group)
+		lg++;
+	if (lg < lg_min)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (w[i].type != FI_CQ_INT4 || w[i].cols != w[0].cols || w[i].cols % cm ||
+		    w[i].group != 32 << lg || w[i].cols * 2 > GH_MAX_SHARED || w[i].rows < 1 ||
+		    (n > 1 && w[i].perm))
+			return false;
+	return true;
+}
+
+/* K::kern<S, F32OUT>() launched over P at S slices, items of GH_WARPS / S warps of K::rows
+ * rows each (K: a kernel's description in its file); 0 if it cannot be. */
+template <class K, int S, bool F32OUT>
+static int gh_int4_s(cudaStream_t st, gh_parts &P, int lg, const void *x, int opts)
+{
+	GH_READY((K::template kern<S, F32OUT>()));
+	if (!gh_grid_rows(P, GH_WARPS / S * K::rows))
+		return 0;
+	gh_launch(K::template kern<S, F32OUT>(), P, opts, (size_t)P.w[0].cols * 2, st, P, lg,
+		  (const bf16 *)x);
+	return 1;
+}
+
+/* The same for S of 1, 2, 4 or 8 (any other: 8), f32 or bf16 out; the launch checked. */
+template <class K>
+static fi_err gh_int4(cudaStream_t st, gh_parts &P, int lg, const void *x, int S, int f32,
+		      int opts)
+{
+	int ok;
+	switch (S) {
+	case 1: ok = f32 ? gh_int4_s<K, 1, true>(st, P, lg, x, opts)
+			 : gh_int4_s<K, 1, false>(st, P, lg, x, opts); break;
+	case 2: ok = f32 ? gh_int4_s<K, 2, true>(st, P, lg, x, opts)
+			 : gh_int4_s<K, 2, false>(st, P, lg, x, opts); break;
+	case 4: ok = f32 ? gh_int4_s<K, 4, true>(st, P, lg, x, opts)
+			 : gh_int4_s<K, 4, false>(st, P, lg, x, opts); break;
+	default: ok = f32 ? gh_int4_s<K, 8, true>(st, P, lg, x, opts)
+			  : gh_int4_s<K, 8, false>(st, P, lg, x, opts); break;
+	}
+	if (!ok)
+		return FI_EUNSUPPORTED;
+	LAUNCH_CHECK();
+	return FI_OK;
+}
 
 #endif

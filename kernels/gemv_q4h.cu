@@ -149,49 +149,23 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	}
 }
 
-template <int S, bool F32OUT>
-static int launch_s(cudaStream_t st, gh_parts &P, int lg, const void *x, int opts)
-{
-	GH_READY((gemv_q4h_kernel<S, F32OUT>));
-	if (!gh_grid(P, S))
-		return 0;
-	gh_launch(gemv_q4h_kernel<S, F32OUT>, P, opts, (size_t)P.w[0].cols * 2, st, P, lg,
-		  (const bf16 *)x);
-	return 1;
-}
-
-template <bool F32OUT>
-static int launch_f(cudaStream_t st, gh_parts &P, int lg, const void *x, int S, int opts)
-{
-	switch (S) {
-	case 1: return launch_s<1, F32OUT>(st, P, lg, x, opts);
-	case 2: return launch_s<2, F32OUT>(st, P, lg, x, opts);
-	case 4: return launch_s<4, F32OUT>(st, P, lg, x, opts);
-	default: return launch_s<8, F32OUT>(st, P, lg, x, opts);
+struct q4h_k { /* gh_int4's description of this kernel */
+	enum { rows = GH_R };
+	template <int S, bool F32OUT>
+	static gh_int4_kern kern(void)
+	{
+		return gemv_q4h_kernel<S, F32OUT>;
 	}
-}
+};
 
 extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 				       const struct fi_cu_qw *w, const void *x,
 				       const void *const *bias, int opts)
 {
 	gh_parts P;
-	int lg = 0; /* chunks a group, 2^lg */
-	if (n < 1 || n > 4 || (out_f32 && n > 1) || !fi_aligned16(x))
+	int lg; /* chunks a group, 2^lg */
+	if (!gh_int4_takes(n, out_f32, w, x, 32, 0, lg))
 		return FI_EUNSUPPORTED;
-	while (lg < 10 && 32 << lg < w[0].group)
-		lg++;
-	for (int i = 0; i < n; i++) {
-		if (w[i].type != FI_CQ_INT4 || w[i].cols != w[0].cols || w[i].cols % 32 ||
-		    w[i].group != 32 << lg || w[i].cols * 2 > GH_MAX_SHARED || w[i].rows < 1 ||
-		    (n > 1 && w[i].perm)) /* one act-order weight takes x already permuted */
-			return FI_EUNSUPPORTED;
-	}
 	const int64_t rows = gh_fill(P, n, out, w, bias);
-	const int S = gh_slices(rows, (int)(w[0].cols / 32));
-	if (!(out_f32 ? launch_f<true>(st, P, lg, x, S, opts)
-		      : launch_f<false>(st, P, lg, x, S, opts)))
-		return FI_EUNSUPPORTED;
-	LAUNCH_CHECK();
-	return FI_OK;
+	return gh_int4<q4h_k>(st, P, lg, x, gh_slices(rows, (int)(w[0].cols / 32)), out_f32, opts);
 }

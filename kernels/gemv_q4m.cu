@@ -166,66 +166,24 @@ static int q4m_slices(int64_t rows, int nq)
 	return S;
 }
 
-/* P's block ranges for S slices, GH_WARPS / S warps of 16 rows an item. */
-static bool q4m_grid(gh_parts &P, int S)
-{
-	const int64_t per = GH_WARPS / S * Q4M_ROWS;
-	int64_t b = 0;
-	for (int i = 0; i < P.n; i++) {
-		P.blk0[i] = (int)b;
-		b += (P.w[i].rows + per - 1) / per;
-		if (b > INT32_MAX / 2)
-			return false;
+struct q4m_k { /* gh_int4's description of this kernel */
+	enum { rows = Q4M_ROWS };
+	template <int S, bool F32OUT>
+	static gh_int4_kern kern(void)
+	{
+		return gemv_q4m_kernel<S, F32OUT>;
 	}
-	P.blk0[P.n] = (int)b;
-	return b > 0;
-}
-
-template <int S, bool F32OUT>
-static int launch_s(cudaStream_t st, gh_parts &P, int lg, const void *x, int opts)
-{
-	GH_READY((gemv_q4m_kernel<S, F32OUT>));
-	if (!q4m_grid(P, S))
-		return 0;
-	gh_launch(gemv_q4m_kernel<S, F32OUT>, P, opts, (size_t)P.w[0].cols * 2, st, P, lg,
-		  (const bf16 *)x);
-	return 1;
-}
-
-template <bool F32OUT>
-static int launch_f(cudaStream_t st, gh_parts &P, int lg, const void *x, int S, int opts)
-{
-	switch (S) {
-	case 1: return launch_s<1, F32OUT>(st, P, lg, x, opts);
-	case 2: return launch_s<2, F32OUT>(st, P, lg, x, opts);
-	case 4: return launch_s<4, F32OUT>(st, P, lg, x, opts);
-	default: return launch_s<8, F32OUT>(st, P, lg, x, opts);
-	}
-}
+};
 
 extern "C" fi_err fi_cu_gemv_q4m_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 				       const struct fi_cu_qw *w, const void *x,
 				       const void *const *bias, int opts)
 {
 	gh_parts P;
-	int lg = 0; /* chunks a group, 2^lg: at least 4 (a quad of lanes' 128 columns) */
-	if (n < 1 || n > 4 || (out_f32 && n > 1) || !fi_aligned16(x))
+	int lg; /* chunks a group, 2^lg: at least 4 (a quad of lanes' 128 columns) */
+	if (!gh_int4_takes(n, out_f32, w, x, 128, 2, lg))
 		return FI_EUNSUPPORTED;
-	while (lg < 10 && 32 << lg < w[0].group)
-		lg++;
-	if (lg < 2)
-		return FI_EUNSUPPORTED;
-	for (int i = 0; i < n; i++) {
-		if (w[i].type != FI_CQ_INT4 || w[i].cols != w[0].cols || w[i].cols % 128 ||
-		    w[i].group != 32 << lg || w[i].cols * 2 > GH_MAX_SHARED || w[i].rows < 1 ||
-		    (n > 1 && w[i].perm))
-			return FI_EUNSUPPORTED;
-	}
 	const int64_t rows = gh_fill(P, n, out, w, bias);
-	const int S = q4m_slices(rows, (int)(w[0].cols / 128));
-	if (!(out_f32 ? launch_f<true>(st, P, lg, x, S, opts)
-		      : launch_f<false>(st, P, lg, x, S, opts)))
-		return FI_EUNSUPPORTED;
-	LAUNCH_CHECK();
-	return FI_OK;
+	return gh_int4<q4m_k>(st, P, lg, x, q4m_slices(rows, (int)(w[0].cols / 128)), out_f32,
+			      opts);
 }
