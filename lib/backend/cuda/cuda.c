@@ -310,7 +310,7 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 		return fi_fail(FI_EINVAL, "matmul_multi: %d weights", n);
 	for (int i = 0; i < n; i++)
 		if (fi_dtype_is_quant(w[i]->dtype)) /* quantized: one product each, one input */
-			return fi_cuda_qgemm_multi(be, n, out_d, in_d, w, bias, T);
+			return fi_cuda_qgemm_multi(be, n, out_d, in_d, w, bias, T, NULL);
 	for (int i = 0; i < n; i++) {
 		if (w[i]->dtype != FI_DT_BF16)
 			return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s",
@@ -363,19 +363,16 @@ static fi_err cu_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, vo
 	fi_err e;
 	if ((fi_dtype_is_quant(gate->dtype) || fi_dtype_is_quant(up->dtype)) &&
 	    gate->rows == up->rows && gate->rows <= INT32_MAX) {
-		const struct fi_fp8_deferred *d = c->deferred;
 		/* W8A8 prompts: the scales applied as silu_mul reads gate and up */
-		c->fp8_defer = 1;
-		c->n_deferred = 0;
-		e = fi_cuda_qgemm_multi(be, 2, o2, in_d, w2, NULL, T);
-		c->fp8_defer = 0;
-		if (e)
+		struct fi_fp8_deferred d[2] = {{0}, {0}};
+		if ((e = fi_cuda_qgemm_multi(be, 2, o2, in_d, w2, NULL, T, d)))
 			return e;
-		if (c->n_deferred == 2 && d[0].out == gate_d && d[1].out == up_d && d[0].xs == d[1].xs)
+		if (d[0].out && d[1].out && d[0].xs == d[1].xs)
 			return fi_cu_silu_mul_scaled(c->stream, out_d, gate_d, up_d, d[0].ws, d[1].ws,
 						     d[0].xs, T, (int)gate->rows);
-		for (int i = 0; i < c->n_deferred; i++)
-			if ((e = fi_cu_scale_outer(c->stream, d[i].out, d[i].ws, d[i].xs, T, d[i].N)))
+		for (int i = 0; i < 2; i++)
+			if (d[i].out &&
+			    (e = fi_cu_scale_outer(c->stream, d[i].out, d[i].ws, d[i].xs, T, d[i].N)))
 				return e;
 		return fi_cu_silu_mul(c->stream, out_d, gate_d, up_d, T, (int)gate->rows);
 	}

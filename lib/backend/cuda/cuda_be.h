@@ -96,15 +96,6 @@ struct fi_cuda {
 	int xq_K, no_fp8_gemm; /* FI_FP8_GEMM=0: FP8 products through dequantize + bf16 GEMM */
 	int told_fp8_deq;      /* that path was taken, said once at debug level */
 	int fp8_unit;          /* FI_FP8_UNIT: unit-scale FP8 GEMM + fi_cu_scale_outer */
-	/* While fp8_defer: the unit-scale products leave their outputs unscaled and say so here
-	 * (out, ws, xs, N), for a consumer that applies the scales as it reads them (the gated
-	 * activation of cu_matmul_glu: gate and up are not read and written once more). */
-	int fp8_defer, n_deferred;
-	struct fi_fp8_deferred {
-		void *out;
-		const float *ws, *xs;
-		int N;
-	} deferred[2];
 	/* KV copies into the cache (kvcopy.c): their stream, an event after each layer's
 	 * pieces, and while xfer_layers > 0, the layers the compute stream must still wait for
 	 * (attention on layer l waits for xfer_ev[l]). */
@@ -153,11 +144,21 @@ fi_err fi_cuda_qweight(struct fi_backend *be, const struct fi_tensor *t, struct 
  * c->deq and multiplied by the bf16 GEMM. */
 fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
 		     const struct fi_weight *w, const struct fi_weight *bias, int T);
+/* A unit-scale W8A8 product whose scales were left to its caller (gemm_fp8.c): out[T, N]
+ * still wants ws[n] xs[t] (fi_cu_scale_outer, or a consumer applying them as it reads out).
+ * out is NULL where the product applied them itself. */
+struct fi_fp8_deferred {
+	void *out;
+	const float *ws, *xs;
+	int N;
+};
 /* n products over the same input (q, k, v; gate, up), quantized weights or not, the W8A8
- * input rounding done once for all. */
+ * input rounding done once for all. defer (NULL, or n entries): where the caller applies the
+ * unit-scale products' scales itself (cu_matmul_glu: the gated activation as it reads gate
+ * and up, so they are not read and written once more). */
 fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
 			   const struct fi_weight *const *w, const struct fi_weight *const *bias,
-			   int T);
+			   int T, struct fi_fp8_deferred *defer);
 /* BitNet decode (T <= 4): out_i (+)= W2A8 products of the n <= 4 weights w_i with the RMSNorm
  * (norm_d, bf16 [K]) of in, or of relu(in)^2 * up when up_d is given, in one launch
  * (fi_cu_gemv_tq2x); FI_EUNSUPPORTED, not recorded, when they are not such weights or the
@@ -176,9 +177,12 @@ fi_err fi_cuda_qembed(struct fi_backend *be, void *x_d, const struct fi_weight *
 void fi_cuda_qweight_free(struct fi_cuda *c);
 /* lib/backend/cuda/gemm_fp8.c: D[T,N] (bf16) = xq[T,K] wq[N,K]^T with e4m3 operands and
  * their scales (per row and per token, or 128x128 blocks and per token and 128 columns);
- * FI_EUNSUPPORTED (not recorded) when cuBLASLt has no kernel for it. */
+ * FI_EUNSUPPORTED (not recorded) when cuBLASLt has no kernel for it. defer (or NULL): where
+ * the unit-scale route (FI_FP8_UNIT) leaves its scales to the caller instead of applying
+ * them; its out stays NULL otherwise. */
 fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const float *ws,
-			const void *xq, const float *xs, int kind, int N, int K, int T);
+			const void *xq, const float *xs, int kind, int N, int K, int T,
+			struct fi_fp8_deferred *defer);
 void fi_cuda_gemm_fp8_free(struct fi_cuda *c);
 
 /* A quantized weight as the kernels read it (qweight.c fills it from a fi_weight). */

@@ -13,9 +13,8 @@
  * per-row case with unit scales (the plain Hopper FP8 GEMM) into bf16 and fi_cu_scale_outer
  * applies ws[n] xs[t] after: one more pass over out[T, N] (4 bytes an element), against the
  * dequantize path's pass over the whole weight and a bf16 GEMM at half the FP8 rate (the 8B's
- * pp2048 on an H100: 20.4k -> 43.5k tok/s). While fi_cuda.fp8_defer is set (cu_matmul_glu)
- * that pass is left to the caller, which applies the scales as it reads the outputs (gate and
- * up: 51.1k). Block scales vary along K and have no such route.
+ * pp2048 on an H100: 20.4k -> 43.5k tok/s). A caller that passes defer does that pass itself
+ * as it reads the outputs (cu_matmul_glu, gate and up: 51.1k). Block scales vary along K and have no such route.
  * Plans are cached per shape. A serving run meets a new T at most steps, and a heuristic
  * query costs 1-4 ms of host time, so as in gemm.c it is asked once per bucket of T
  * (fi_cuda_t_bucket) and its algorithm reused for the other T of the bucket once
@@ -160,7 +159,8 @@ static struct fi_fp8_plan *plan_get(struct fi_cuda *c, int N, int K, int T, int 
 }
 
 fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const float *ws,
-			const void *xq, const float *xs, int kind, int N, int K, int T)
+			const void *xq, const float *xs, int kind, int N, int K, int T,
+			struct fi_fp8_deferred *defer)
 {
 	struct fi_fp8_plan *p = plan_get(c, N, K, T, kind);
 	const float one = 1.f, zero = 0.f;
@@ -195,8 +195,8 @@ fi_err fi_cuda_gemm_fp8(struct fi_cuda *c, void *out_d, const void *wq, const fl
 		}
 		LT_CHECK(st);
 	}
-	if (unit && c->fp8_defer && c->n_deferred < 2) {
-		c->deferred[c->n_deferred++] = (struct fi_fp8_deferred){out_d, ws, xs, N};
+	if (unit && defer) {
+		*defer = (struct fi_fp8_deferred){out_d, ws, xs, N};
 		return FI_OK;
 	}
 	return unit ? fi_cu_scale_outer(c->stream, out_d, ws, xs, T, N) : FI_OK;

@@ -304,7 +304,8 @@ static fi_err half_products(struct fi_cuda *c, int n, void *const *out, int out_
  * weight permutes the input into the scratch, and the dequantize path rounds it there:
  * either way the codes are gone, which xp->aq = -1 records. */
 static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const void *in_d,
-		      struct xprep *xp, const struct fi_weight *w, const struct fi_weight *bias)
+		      struct xprep *xp, const struct fi_weight *w, const struct fi_weight *bias,
+		      struct fi_fp8_deferred *defer)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
 	struct fi_cu_qw q = fi_cuda_qw(w);
@@ -366,7 +367,7 @@ static fi_err product(struct fi_backend *be, void *out_d, int out_f32, const voi
 	if (q.type == FI_CQ_FP8 && w->aq && !bias && !out_f32 && !c->no_fp8_gemm &&
 	    (q.kind == FI_Q8_ROW) == (w->aq == FI_AQ_TOKEN)) {
 		e = fi_cuda_gemm_fp8(c, out_d, q.q, (const float *)q.scale, xp->codes, xp->scales,
-				     q.kind, N, K, T);
+				     q.kind, N, K, T, defer);
 		if (e != FI_EUNSUPPORTED)
 			return e;
 	}
@@ -464,7 +465,7 @@ fi_err fi_cuda_qgemm(struct fi_backend *be, void *out_d, int out_f32, const void
 	}
 	if ((e = prep(fi_cuda_of(be), w, in_d, NULL, 0.f, T, 1, &xp)))
 		return e;
-	return product(be, out_d, out_f32, in_d, &xp, w, bias);
+	return product(be, out_d, out_f32, in_d, &xp, w, bias, NULL);
 }
 
 /* One token: q, k and v (gate and up) of one quantized type in one half_products launch
@@ -492,7 +493,7 @@ static fi_err half_parts(struct fi_cuda *c, int n, void *const *out_d, const voi
 
 fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
 			   const struct fi_weight *const *w, const struct fi_weight *const *bias,
-			   int T)
+			   int T, struct fi_fp8_deferred *defer)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
 	struct xprep xp = {-1, 0, 0, 0, NULL, NULL, NULL, NULL};
@@ -516,7 +517,7 @@ fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, con
 			if ((e = prep(c, w[i], in_d, NULL, 0.f, T, 1, &xp)))
 				return e;
 		}
-		if ((e = product(be, out_d[i], 0, in_d, &xp, w[i], b)))
+		if ((e = product(be, out_d[i], 0, in_d, &xp, w[i], b, defer ? &defer[i] : NULL)))
 			return e;
 	}
 	return FI_OK;
