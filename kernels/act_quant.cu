@@ -122,18 +122,7 @@ act_tok8_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales,
 				m = fmaxf(m, fabsf(__bfloat162float(b[k])));
 		}
 	}
-	m = warp_max(m);
-	if ((threadIdx.x & 31) == 0)
-		sh[threadIdx.x >> 5] = m;
-	__syncthreads();
-	m = threadIdx.x < NT / 32 ? sh[threadIdx.x] : 0.f;
-	if (threadIdx.x < 32) {
-		m = warp_max(m);
-		if (threadIdx.x == 0)
-			sh[0] = m;
-	}
-	__syncthreads();
-	const float s = aq_scale(sh[0]);
+	const float s = aq_scale(block_max(m, sh));
 	if (threadIdx.x == 0)
 		scales[t] = s;
 #pragma unroll

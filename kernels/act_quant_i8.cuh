@@ -14,25 +14,6 @@ static __device__ __forceinline__ float q8(float v, float s)
 	return fminf(fmaxf(rintf(v * s), -128.f), 127.f);
 }
 
-/* The block's maximum of m, to every thread: each warp folds the per-warp maxima itself
- * (indexed by lane), so that no warp scales by a partial maximum. sh holds 32 floats. */
-static __device__ __forceinline__ float block_max(float m, float *sh)
-{
-	const int lane = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
-#pragma unroll
-	for (int o = 16; o > 0; o >>= 1)
-		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-	__syncthreads(); /* sh may still be read by a previous reduction */
-	if (lane == 0)
-		sh[threadIdx.x >> 5] = m;
-	__syncthreads();
-	m = lane < nw ? sh[lane] : 0.f;
-#pragma unroll
-	for (int o = 16; o > 0; o >>= 1)
-		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-	return m;
-}
-
 /* Row x[K] (bf16, 16-byte aligned, K % 8 == 0) into registers: vector j of a thread is the 8
  * values at 8 (threadIdx.x + j blockDim.x), zeros past the row (nv = K / 8 vectors). */
 static __device__ __forceinline__ void load_row(const bf16 *__restrict__ x, int nv,

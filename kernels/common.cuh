@@ -156,6 +156,25 @@ static __device__ __forceinline__ float block_sum(float v, float *sh)
 	return warp_sum(v);
 }
 
+/* The block's maximum of m, to every thread: each warp folds the per-warp maxima itself
+ * (indexed by lane), so that no warp scales by a partial maximum. sh holds 32 floats. */
+static __device__ __forceinline__ float block_max(float m, float *sh)
+{
+	const int lane = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+	__syncthreads(); /* sh may still be read by a previous reduction */
+	if (lane == 0)
+		sh[threadIdx.x >> 5] = m;
+	__syncthreads();
+	m = lane < nw ? sh[lane] : 0.f;
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+	return m;
+}
+
 static inline bool fi_aligned16(const void *p)
 {
 	return ((uintptr_t)p & 15) == 0;

@@ -10,7 +10,6 @@
 
 #include <cuda_fp16.h>
 
-#include "act_quant_i8.cuh" /* block_max */
 #include "common.cuh"
 
 #define GH_WARPS 8
