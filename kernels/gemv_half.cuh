@@ -44,6 +44,29 @@ static __device__ __forceinline__ int gh_part(int c, int j)
 	return c * 4 + (j ^ ((c >> 1) & 3));
 }
 
+/* INT4 (AWQ, GPTQ) in half, exactly: a group's zero point z as z1 = half2(1024 + z) and
+ * nz2 = -(64 + z); word wv's 8 values (column 2b in byte b's low nibble, 2b + 1 in its high)
+ * as (q - z) in the pairs (0, 4), (1, 5), (2, 6), (3, 7): h = (w & 0x000F000F) | 0x64006400
+ * is half2 (1024 + q0, 1024 + q4), exact, and h - z1 takes it to q - z; the high nibbles come
+ * as 1024 + 16 q, and h / 16 + nz2 does the same. gh_stage_bf16<true> stages x in this
+ * order. */
+static __device__ __forceinline__ void gh_q4_zero(uint32_t z, __half2 &z1, __half2 &nz2)
+{
+	z1 = h2bits((0x6400u | z) * 0x10001u);
+	nz2 = __hneg2(__hsub2(z1, __float2half2_rn(960.f)));
+}
+
+static __device__ __forceinline__ void gh_q4_deq(uint32_t wv, __half2 z1, __half2 nz2,
+						 __half2 (&d)[4])
+{
+	const __half2 r16 = __float2half2_rn(0.0625f);
+	const uint32_t hi = wv >> 8;
+	d[0] = __hsub2(h2bits((wv & 0x000F000Fu) | 0x64006400u), z1);
+	d[1] = __hfma2(h2bits((wv & 0x00F000F0u) | 0x64006400u), r16, nz2);
+	d[2] = __hsub2(h2bits((hi & 0x000F000Fu) | 0x64006400u), z1);
+	d[3] = __hfma2(h2bits((hi & 0x00F000F0u) | 0x64006400u), r16, nz2);
+}
+
 /* max |x[k]| over the block, to every thread. */
 static __device__ __forceinline__ float gh_absmax(const bf16 *__restrict__ x, int K, float *sh)
 {

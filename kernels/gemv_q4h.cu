@@ -65,12 +65,12 @@ static __device__ __forceinline__ float q4h_word(uint32_t wv, const uint4 &xp, _
 						 __half2 nz2)
 {
 	const __half2 *xh = (const __half2 *)&xp;
-	const __half2 r16 = __float2half2_rn(0.0625f);
-	const uint32_t hi = wv >> 8;
-	__half2 a = __hmul2(__hsub2(h2bits((wv & 0x000F000Fu) | 0x64006400u), z1), xh[0]);
-	a = __hfma2(__hfma2(h2bits((wv & 0x00F000F0u) | 0x64006400u), r16, nz2), xh[1], a);
-	a = __hfma2(__hsub2(h2bits((hi & 0x000F000Fu) | 0x64006400u), z1), xh[2], a);
-	a = __hfma2(__hfma2(h2bits((hi & 0x00F000F0u) | 0x64006400u), r16, nz2), xh[3], a);
+	__half2 d[4];
+	gh_q4_deq(wv, z1, nz2, d);
+	__half2 a = __hmul2(d[0], xh[0]);
+	a = __hfma2(d[1], xh[1], a);
+	a = __hfma2(d[2], xh[2], a);
+	a = __hfma2(d[3], xh[3], a);
 	const float2 f = __half22float2(a);
 	return f.x + f.y;
 }
@@ -123,8 +123,8 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 				xp[j] = xs[gh_part(c, j)];
 #pragma unroll
 			for (int r = 0; r < GH_R; r++) {
-				const __half2 z1 = h2bits((0x6400u | cur.z[r]) * 0x10001u); /* 1024 + z */
-				const __half2 nz2 = __hneg2(__hsub2(z1, __float2half2_rn(960.f)));
+				__half2 z1, nz2;
+				gh_q4_zero(cur.z[r], z1, nz2);
 				const uint32_t wv[4] = {cur.q[r].x, cur.q[r].y, cur.q[r].z, cur.q[r].w};
 				float d = 0.f;
 #pragma unroll

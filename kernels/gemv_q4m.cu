@@ -6,7 +6,7 @@
  * word's partial into f32: ~290 instructions a warp for 1 KB of weights, and ncu on the 8B's
  * gate/up (H200) has it issue-bound (0.68 of a scheduler's issue slots, DRAM at 44%). Here a
  * 32-bit word of 8 values costs 4 LOP3, a shift and 4 HSUB2/HFMA2 (the exact (q - z) as half,
- * gemv_q4h's bit tricks) and half of two mma: ~95 instructions a warp for the same 1 KB.
+ * gh_q4_deq, as gemv_q4h) and half of two mma: ~95 instructions a warp for the same 1 KB.
  *
  * The k order inside an mma is free as long as A and B agree: lane (g, t) = (lane / 4,
  * lane % 4) gives A rows g and g + 8 from its own 16-byte chunk c = 4 i + t of each row, and
@@ -33,19 +33,6 @@ static __device__ __forceinline__ void q4m_mma(float (&c)[4], uint32_t a0, uint3
 		     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
 		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
 		     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-/* Word wv's 8 values as (q - z) in half pairs (0,4), (1,5), (2,6), (3,7): z1 = 1024 + z,
- * nz2 = -(64 + z) (gemv_q4h's q4h_word without the products). */
-static __device__ __forceinline__ void q4m_deq(uint32_t wv, __half2 z1, __half2 nz2,
-					       uint32_t (&d)[4])
-{
-	const __half2 r16 = __float2half2_rn(0.0625f);
-	const uint32_t hi = wv >> 8;
-	d[0] = u32of(__hsub2(h2bits((wv & 0x000F000Fu) | 0x64006400u), z1));
-	d[1] = u32of(__hfma2(h2bits((wv & 0x00F000F0u) | 0x64006400u), r16, nz2));
-	d[2] = u32of(__hsub2(h2bits((hi & 0x000F000Fu) | 0x64006400u), z1));
-	d[3] = u32of(__hfma2(h2bits((hi & 0x00F000F0u) | 0x64006400u), r16, nz2));
 }
 
 struct q4m_ld { /* one quad step of the lane's two rows: codes, scales, zero points */
@@ -98,21 +85,22 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 			const int c = 4 * i + t, in = i + S;
 			if (in < nq)
 				q4m_load(ra, rb, sa, sb, za, zb, 4 * in + t, (4 * in) >> lg, nxt);
-			const __half2 z1a = h2bits((0x6400u | cur.za) * 0x10001u);
-			const __half2 z1b = h2bits((0x6400u | cur.zb) * 0x10001u);
-			const __half2 nza = __hneg2(__hsub2(z1a, __float2half2_rn(960.f)));
-			const __half2 nzb = __hneg2(__hsub2(z1b, __float2half2_rn(960.f)));
+			__half2 z1a, nza, z1b, nzb;
+			gh_q4_zero(cur.za, z1a, nza);
+			gh_q4_zero(cur.zb, z1b, nzb);
 			const uint32_t wa[4] = {cur.qa.x, cur.qa.y, cur.qa.z, cur.qa.w};
 			const uint32_t wb[4] = {cur.qb.x, cur.qb.y, cur.qb.z, cur.qb.w};
 			float cc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
 			for (int j = 0; j < 4; j++) {
 				const uint4 xp = xs[gh_part(c, j)];
-				uint32_t da[4], db[4];
-				q4m_deq(wa[j], z1a, nza, da);
-				q4m_deq(wb[j], z1b, nzb, db);
-				q4m_mma(cc, da[0], db[0], da[1], db[1], xp.x, xp.y);
-				q4m_mma(cc, da[2], db[2], da[3], db[3], xp.z, xp.w);
+				__half2 da[4], db[4];
+				gh_q4_deq(wa[j], z1a, nza, da);
+				gh_q4_deq(wb[j], z1b, nzb, db);
+				q4m_mma(cc, u32of(da[0]), u32of(db[0]), u32of(da[1]), u32of(db[1]), xp.x,
+					xp.y);
+				q4m_mma(cc, u32of(da[2]), u32of(db[2]), u32of(da[3]), u32of(db[3]), xp.z,
+					xp.w);
 			}
 			/* cc[0]: row g, cc[2]: row g + 8, this group's sum (every column the same) */
 			acc_a = fmaf(cc[0], __half2float(cur.sa), acc_a);
