@@ -72,10 +72,10 @@
 #                 tg128 and pp2048 with the default switches, ending with a table of tok/s,
 #                 bytes per decode step and the share of 4.3 TB/s (FI_QBENCH: where the
 #                 checkpoints go, default /tmp/qbench)
-#   pending       the paths that are off until measured (FI_QFUSE, FI_FAMILY_FUSE,
-#                 FI_INT4_MMA), and
-#                 the half2 decode switches against their 0 (FI_FP8_HALF, FI_Q4K_HALF,
-#                 FI_HALF_PARTS, FI_HALF_STAY; FI_FP8_UNIT for prompts):
+#   pending       the paths that are off until measured (FI_QFUSE, FI_FAMILY_FUSE),
+#                 and the half2 decode switches against their 0 (FI_FP8_HALF,
+#                 FI_Q4K_HALF, FI_HALF_PARTS, FI_HALF_STAY, FI_INT4_MMA; FI_FP8_UNIT for
+#                 prompts):
 #                 their tests with the switches on (test_decode_fused, test_kernels,
 #                 test_qfused, test_bitnet_gpu, test_family_ops, test_quant_model,
 #                 test_model_hf), then fi-bench tg128 with each switch 0 and 1 on random-weight
@@ -556,8 +556,8 @@ PY
 		FI_HALF_STAY=0 FI_HALF_PARTS=0 timeout 200 $t/test_quant_kernels >>"$out/halfq.log" 2>&1 ||
 			{ rc=1; echo "test_quant_kernels (stay, parts 0): FAILED"; }
 		for x in test_quant_kernels test_quant_model test_decode_fused; do
-			FI_INT4_MMA=1 timeout 200 $t/$x >>"$out/halfq.log" 2>&1 ||
-				{ rc=1; echo "$x (FI_INT4_MMA=1): FAILED"; }
+			FI_INT4_MMA=0 timeout 200 $t/$x >>"$out/halfq.log" 2>&1 ||
+				{ rc=1; echo "$x (FI_INT4_MMA=0): FAILED"; }
 		done
 		grep -E 'Checks' "$out/halfq.log"
 		qb=${FI_QBENCH:-/tmp/qbench}

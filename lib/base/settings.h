@@ -58,7 +58,7 @@ struct fi_settings {
 	int q4k_half;      /* FI_Q4K_HALF: one-token Q4_K products in half2 (gemv_q4kh) */
 	int half_parts;    /* FI_HALF_PARTS: q/k/v, gate/up of those in one launch each */
 	int half_stay;     /* FI_HALF_STAY: their blocks stay, three an SM, and take rows in turn */
-	int int4_mma;      /* FI_INT4_MMA=1: one-token INT4 products on the tensor cores (gemv_q4m) */
+	int int4_mma;      /* FI_INT4_MMA (on unless 0): one-token INT4 products on the tensor cores (gemv_q4m) */
 	int fp8_gemm;      /* FI_FP8_GEMM: W8A8 prompts through cuBLASLt's FP8 GEMM */
 	/* FI_FP8_UNIT: where cuBLASLt has no FP8 kernel for per-row and per-token scales,
 	 * the FP8 GEMM with unit scales and a pass applying them (gemm_fp8.c; 2.1x the 8B's

@@ -122,8 +122,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->gemm_bucket, 1);
 	/* the one-token half2 products and their launch shapes: on unless 0 */
 	ck_assert_int_eq(s->moe_one + s->int4_half + s->fp8_unit + s->fp8_half + s->q4k_half +
-			 s->half_parts + s->half_stay, 7);
-	ck_assert_int_eq(s->int4_mma, 0); /* until measured */
+			 s->half_parts + s->half_stay + s->int4_mma, 8);
 	ck_assert_int_eq(fi_log_get_level(), FI_LOG_WARN);
 
 	setenv("FI_HOME", "/tmp/fi-settings-home", 1);
@@ -148,7 +147,6 @@ START_TEST(test_settings)
 	setenv("FI_GEMM_BUCKET", "0", 1);
 	for (size_t i = 25; i < sizeof vars / sizeof *vars; i++)
 		setenv(vars[i], "0", 1);
-	setenv("FI_INT4_MMA", "1", 1);
 	/* read once: nothing changes until a reload */
 	ck_assert_str_eq(s->home, home_default);
 	fi_settings_reload();
@@ -174,8 +172,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->dec_tc, 0);
 	ck_assert_int_eq(s->gemm_bucket, 0);
 	ck_assert_int_eq(s->moe_one + s->int4_half + s->fp8_unit + s->fp8_half + s->q4k_half +
-			 s->half_parts + s->half_stay, 0);
-	ck_assert_int_eq(s->int4_mma, 1);
+			 s->half_parts + s->half_stay + s->int4_mma, 0);
 	/* FI_FUSE=kv, bad counts and slices fall back to the defaults */
 	setenv("FI_FUSE", "kv", 1);
 	setenv("FI_FG_SLICES", "3", 1);
