@@ -483,7 +483,11 @@ attn_plan_kernel(const int32_t *__restrict__ tok_pos, int T, int window, int min
 		int pos = tok_pos[t], lo = window > 0 ? max(0, pos - window + 1) : 0;
 		sum += (unsigned long long)(pos + 1 - lo);
 	}
-	atomicAdd(&total, sum);
+	/* a warp's sum first: 1024 threads on one 64-bit shared atomic serialise */
+	for (int o = 16; o > 0; o >>= 1)
+		sum += __shfl_xor_sync(0xffffffffu, sum, o);
+	if ((tid & 31) == 0 && sum)
+		atomicAdd(&total, sum);
 	__syncthreads();
 	const long long C = max((long long)min_chunk, (long long)((total + E - 1) / E));
 	/* pieces per token; bucket 0 holds split tokens, then 1 + (30 - log2 len): longest first */
@@ -617,7 +621,9 @@ static void launch_items(dim3 grid, cudaStream_t st, const dec_params &p, const 
  * fits (for tests at small T), by default once T x Hk CTAs reach one per SM. E: the extra
  * items for the pieces of long tokens, as many as the tokens (balance at large T) or enough
  * for 8 CTAs per SM (small T), bounded by the workspace: the plan, then partials for every
- * item [n_max, Hq, hd + 2] f32. */
+ * item [n_max, Hq, hd + 2] f32. The plan depends on the tokens' positions only, so the one
+ * made at layer 0 serves the step's later layers (a->plan keys it); the merge counters it
+ * zeroes are zero again after each launch (the last piece of a token resets its own). */
 static int planned(cudaStream_t st, const struct fi_cu_attn *a, int T, dec_params &p)
 {
 	int plan = fi_settings()->dec_plan; /* FI_DEC_PLAN */
@@ -641,8 +647,16 @@ static int planned(cudaStream_t st, const struct fi_cu_attn *a, int T, dec_param
 	p.ws_ml = (float *)(ws + plan_bytes);
 	p.ws_acc = p.ws_ml + (int64_t)n_max * a->Hq * 2;
 	p.cnt = a->cnt;
-	attn_plan_kernel<<<1, PLAN_THREADS, 0, st>>>(p.tok_pos, T, p.window, p.min_chunk, (int)E,
-						     n_max, a->Hk, pl, a->cnt);
+	const struct fi_cu_plan_key key = {p.tok_pos, T, p.window, p.min_chunk, (int)E, a->Hk, 1};
+	struct fi_cu_plan_key *k = a->plan;
+	if (!k || a->layer == 0 || !k->valid || k->tok_pos != key.tok_pos || k->T != T ||
+	    k->window != key.window || k->min_chunk != key.min_chunk || k->E != key.E ||
+	    k->Hk != key.Hk) {
+		attn_plan_kernel<<<1, PLAN_THREADS, 0, st>>>(p.tok_pos, T, p.window, p.min_chunk,
+							     (int)E, n_max, a->Hk, pl, a->cnt);
+		if (k)
+			*k = key;
+	}
 	dim3 grid(a->Hk, n_max);
 	switch (hd) {
 	case 8: launch_items<8>(grid, st, p, pl); break;
@@ -744,6 +758,8 @@ extern "C" fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 		ns = 1;
 	p.n_splits = (int)ns;
 	if (ns > 1) {
+		if (a->plan) /* the partials overwrite a planned work list */
+			a->plan->valid = 0;
 		p.ws_ml = (float *)a->ws;
 		p.ws_acc = p.ws_ml + (int64_t)T * a->Hq * ns * 2;
 		/* FI_DEC_MERGE=1: the last CTA merges instead of attn_combine. Opt-in: on the

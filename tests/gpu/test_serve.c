@@ -142,18 +142,23 @@ static void run_acase(const struct acase *c)
 	float *k0 = rand_bf16((size_t)T0 * row + 1, 1, &seed), *v0 = rand_bf16((size_t)T0 * row + 1, 1, &seed);
 	float *k1 = rand_bf16((size_t)T1 * row, 1, &seed), *v1 = rand_bf16((size_t)T1 * row, 1, &seed);
 	float *q = rand_bf16(nq, 2.5f, &seed);
-	void *out[2];
+	void *out[2], *out_l1 = NULL;
+	/* two layers of the same contents (one where the cache is refilled by copy): layer 1
+	 * reads the planned path's work list that layer 0 made */
+	const int L = c->plan && !strncmp(c->plan, "copy", 4) ? 1 : 2;
 	for (int i = 0; i < 2; i++) {
 		struct fi_backend *b = be[i];
-		kv[i] = (struct fi_kv_cache){.n_layers = 1, .n_blocks = nb, .block_size = bs,
+		kv[i] = (struct fi_kv_cache){.n_layers = L, .n_blocks = nb, .block_size = bs,
 					     .n_kv_heads = Hk, .head_dim = hd};
 		ck_assert_msg(b->ops->kv_alloc(b, &kv[i]) == FI_OK, "kv_alloc: %s", fi_errmsg());
 		{ /* poison the whole cache */
 			size_t cn = (size_t)nb * bs * row, es = fi_dtype_size(b->act);
 			void *hz = malloc(cn * es);
 			memset(hz, 0xff, cn * es);
-			b->ops->upload(b, kv[i].k_d[0], hz, cn * es);
-			b->ops->upload(b, kv[i].v_d[0], hz, cn * es);
+			for (int l = 0; l < L; l++) {
+				b->ops->upload(b, kv[i].k_d[l], hz, cn * es);
+				b->ops->upload(b, kv[i].v_d[l], hz, cn * es);
+			}
 			b->ops->sync(b);
 			free(hz);
 		}
@@ -172,10 +177,12 @@ static void run_acase(const struct acase *c)
 		nb1.tok_pos_d = d[4];
 		nb1.slot_d = d[5];
 		nb1.n_decode = c->n_decode;
-		ck_assert_msg(!T0 || b->ops->kv_write(b, &kv[i], 0, d[8], d[9], &hb) == FI_OK,
-			      "%s kv_write: %s", b->ops->name, fi_errmsg());
-		ck_assert_msg(b->ops->kv_write(b, &kv[i], 0, d[10], d[11], &nb1) == FI_OK,
-			      "%s kv_write: %s", b->ops->name, fi_errmsg());
+		for (int l = 0; l < L; l++) {
+			ck_assert_msg(!T0 || b->ops->kv_write(b, &kv[i], l, d[8], d[9], &hb) == FI_OK,
+				      "%s kv_write: %s", b->ops->name, fi_errmsg());
+			ck_assert_msg(b->ops->kv_write(b, &kv[i], l, d[10], d[11], &nb1) == FI_OK,
+				      "%s kv_write: %s", b->ops->name, fi_errmsg());
+		}
 		void *qd = put_act(b, q, nq), *copied = NULL;
 		out[i] = poisoned(b, nq);
 		if (i && c->plan) {
@@ -198,6 +205,11 @@ static void run_acase(const struct acase *c)
 		}
 		ck_assert_msg(b->ops->attention(b, out[i], qd, &kv[i], 0, Hq, &nb1) == FI_OK,
 			      "%s attention: %s", b->ops->name, fi_errmsg());
+		if (i && L > 1) {
+			out_l1 = poisoned(b, nq);
+			ck_assert_msg(b->ops->attention(b, out_l1, qd, &kv[i], 1, Hq, &nb1) == FI_OK,
+				      "%s attention, layer 1: %s", b->ops->name, fi_errmsg());
+		}
 		ck_assert(b->ops->sync(b) == FI_OK);
 		free(copied);
 		unsetenv("FI_DEC_PLAN");
@@ -213,8 +225,17 @@ static void run_acase(const struct acase *c)
 		char name[128];
 		snprintf(name, sizeof name, "attention %s (T %d, cache %d)", c->name, T1, T0 + T1);
 		int ok = close_enough(name, a, r, nq, 1.f / 32, 2e-2f, 1.5e-2f);
-		free(a), free(r);
+		free(a);
 		ck_assert_msg(ok, "attention %s differs from the CPU op", c->name);
+		if (out_l1) { /* the same contents, after layer 0 on the same batch */
+			a = get_act(P.gpu, out_l1, nq);
+			snprintf(name, sizeof name, "attention %s, layer 1 (T %d)", c->name, T1);
+			ok = close_enough(name, a, r, nq, 1.f / 32, 2e-2f, 1.5e-2f);
+			free(a);
+			freeb(P.gpu, out_l1);
+			ck_assert_msg(ok, "attention %s, layer 1, differs from the CPU op", c->name);
+		}
+		free(r);
 	}
 	for (int i = 0; i < 2; i++) {
 		freeb(be[i], out[i]);

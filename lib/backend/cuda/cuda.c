@@ -494,6 +494,8 @@ static fi_err cu_attention(struct fi_backend *be, void *out_d, const void *q_d,
 	a.ws_bytes = FI_ATTN_WS_BYTES;
 	a.cnt = c->attn_cnt;
 	a.cnt_n = FI_ATTN_CNT / 2;
+	a.layer = layer;
+	a.plan = &c->attn_plan;
 	/* A mixed batch: its decode rows (first, b->n_decode) through the decode kernel, the
 	 * prompt chunks after them as a batch of their own (two launches, not one per
 	 * sequence). */
@@ -533,6 +535,7 @@ static fi_err cu_argmax(struct fi_backend *be, int32_t *tok_d, const float *logi
 {
 	struct fi_cuda *c = fi_cuda_of(be);
 	/* attention's split scratch is free once the LM head runs (same stream) */
+	c->attn_plan.valid = 0;
 	return fi_cu_argmax(c->stream, tok_d, logits_d, n, V, c->attn_ws, FI_ATTN_WS_BYTES,
 			    c->attn_cnt + FI_ATTN_CNT / 2, FI_ATTN_CNT / 2);
 }

@@ -56,6 +56,15 @@ struct fi_cuda_graph {
 	cudaGraphExec_t exec;
 };
 
+/* The planned decode path's work list in attention's scratch, and what it was made for: a
+ * step's layers attend over the same tokens, so the list made at layer 0 serves the rest
+ * (kernels/attn_decode.cu). valid = 0 once anything else writes the scratch. */
+struct fi_cu_plan_key {
+	const void *tok_pos;
+	int T, window, min_chunk, E, Hk;
+	int valid;
+};
+
 struct fi_cuda {
 	int device;
 	int n_sm;
@@ -66,6 +75,7 @@ struct fi_cuda {
 	void *attn_ws;
 	void *multi_ws;
 	int *attn_cnt; /* [FI_ATTN_CNT] split counters of attn_decode, zero between launches */
+	struct fi_cu_plan_key attn_plan; /* the work list attn_ws holds */
 	int no_gemv;   /* FI_GEMV=0 */
 	int no_glu;    /* FI_GLU=0: gate/up then silu_mul in decode */
 	int fuse_mode; /* matmul_multi above 4 rows: 0 never (FI_FUSE=0), 1 all parts, 2 not the first */
@@ -440,6 +450,8 @@ struct fi_cu_attn {
 	size_t ws_bytes;
 	int *cnt;  /* [cnt_n] zeroed split counters (decode merges in its last CTA), or NULL */
 	int cnt_n;
+	int layer; /* the planned path makes its work list at layer 0 and reuses it after */
+	struct fi_cu_plan_key *plan; /* what ws holds, or NULL: a list made at every call */
 };
 fi_err fi_cu_attn_decode(cudaStream_t st, const struct fi_cu_attn *a,
 			 const struct fi_attn_batch *b);
