@@ -259,7 +259,7 @@ struct split_segs {
 };
 
 __global__ void split_kernel(const split_segs sg, const bf16 *__restrict__ ws, int T, int Nt,
-			     int vec)
+			     int vec, const float *__restrict__ sc, const float *__restrict__ xs)
 {
 	const int per = vec ? 8 : 1, n8 = Nt / per;
 	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (int64_t)T * n8;
@@ -275,15 +275,37 @@ __global__ void split_kernel(const split_segs sg, const bf16 *__restrict__ ws, i
 			}
 		o += (int64_t)t * N + (c - base);
 		const bf16 *s = ws + (int64_t)t * Nt + c;
-		if (vec)
+		if (sc) { /* a joined W8A8 product's scales, as fi_cu_scale_outer applies them */
+			const float x = xs[t];
+			bf16 v[8];
+			if (vec)
+				*(bf16x8 *)v = *(const bf16x8 *)s;
+			else
+				v[0] = *s;
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				if (j < per)
+					v[j] = __float2bfloat16(__bfloat162float(v[j]) * (sc[c + j] * x));
+			if (vec)
+				*(bf16x8 *)o = *(const bf16x8 *)v;
+			else
+				*o = v[0];
+		} else if (vec) {
 			*(bf16x8 *)o = *(const bf16x8 *)s;
-		else
+		} else {
 			*o = *s;
+		}
 	}
 }
 
 extern "C" fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws,
 			      const int *N, int T)
+{
+	return fi_cu_split_scaled(st, n, out, ws, N, T, NULL, NULL);
+}
+
+extern "C" fi_err fi_cu_split_scaled(cudaStream_t st, int n, void *const *out, const void *ws,
+				     const int *N, int T, const float *sc, const float *xs)
 {
 	split_segs sg = {};
 	int vec = fi_aligned16(ws);
@@ -295,7 +317,7 @@ extern "C" fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const vo
 	sg.n = n;
 	int64_t work = (int64_t)T * sg.end[n - 1] / (vec ? 8 : 1), blocks = (work + 255) / 256;
 	split_kernel<<<(int)(blocks < 4096 ? blocks : 4096), 256, 0, st>>>(sg, (const bf16 *)ws, T,
-									   sg.end[n - 1], vec);
+									   sg.end[n - 1], vec, sc, xs);
 	LAUNCH_CHECK();
 	return FI_OK;
 }

@@ -207,6 +207,11 @@ struct fi_backend_ops {
 	 * fast case (decode reads the input once, prompts one GEMM). n <= 4. */
 	fi_err (*weight_cat)(struct fi_backend *be, const struct fi_tensor *const *t, int n,
 			     struct fi_weight *cat, struct fi_weight *parts);
+	/* Optional (NULL: quantized tensors load one by one): weight_cat for quantized tensors
+	 * the backend can join (the CUDA backend: FP8 with a scale per row); FI_EUNSUPPORTED,
+	 * not recorded, for the others, which then load one by one. */
+	fi_err (*qweight_cat)(struct fi_backend *be, const struct fi_tensor *const *t, int n,
+			      struct fi_weight *cat, struct fi_weight *parts);
 	fi_err (*matmul_multi)(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
 			       const struct fi_weight *const *w, const struct fi_weight *const *bias,
 			       int T);

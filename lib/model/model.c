@@ -57,9 +57,22 @@ static fi_err load_cat(struct fi_model *m, const struct fi_tensor_set *ts, int l
 			return fi_fail(FI_EMISMATCH, "tensor '%s': shape does not match the config",
 				       ex.name);
 	}
-	for (int i = 0; i < n; i++)
-		if (fi_dtype_is_quant(t[i]->dtype))
-			return FI_OK; /* quantized: loaded one by one (fi_model_load) */
+	for (int i = 0; i < n; i++) {
+		if (!fi_dtype_is_quant(t[i]->dtype))
+			continue;
+		/* quantized: joined where the backend can, else loaded one by one
+		 * (fi_model_load) */
+		if (!m->be->ops->qweight_cat)
+			return FI_OK;
+		e = m->be->ops->qweight_cat(m->be, t, n, cat, w);
+		if (e == FI_EUNSUPPORTED)
+			return FI_OK;
+		if (e)
+			return e;
+		for (int j = 0; j < n; j++)
+			*dst[j] = w[j];
+		return FI_OK;
+	}
 	if ((e = m->be->ops->weight_cat(m->be, t, n, cat, w)))
 		return e;
 	for (int i = 0; i < n; i++)

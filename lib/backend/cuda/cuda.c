@@ -308,9 +308,21 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 	fi_err e;
 	if (n < 1 || n > 4)
 		return fi_fail(FI_EINVAL, "matmul_multi: %d weights", n);
-	for (int i = 0; i < n; i++)
-		if (fi_dtype_is_quant(w[i]->dtype)) /* quantized: one product each, one input */
+	for (int i = 0; i < n; i++) {
+		struct fi_fp8_deferred d;
+		if (!fi_dtype_is_quant(w[i]->dtype))
+			continue;
+		/* joined FP8 parts: one product, then the split applies the scales */
+		e = fi_cuda_qgemm_cat(be, n, c->multi_ws, FI_MULTI_WS_BYTES, in_d, w, bias, T, &d);
+		if (e == FI_EUNSUPPORTED) /* quantized: one product each, one input */
 			return fi_cuda_qgemm_multi(be, n, out_d, in_d, w, bias, T, NULL);
+		if (e)
+			return e;
+		for (int j = 0; j < n; j++)
+			N[j] = (int)w[j]->rows;
+		return fi_cu_split_scaled(c->stream, n, out_d, c->multi_ws, N, T,
+					  d.out ? d.ws : NULL, d.xs);
+	}
 	for (int i = 0; i < n; i++) {
 		if (w[i]->dtype != FI_DT_BF16)
 			return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s",
@@ -363,13 +375,24 @@ static fi_err cu_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, vo
 	fi_err e;
 	if ((fi_dtype_is_quant(gate->dtype) || fi_dtype_is_quant(up->dtype)) &&
 	    gate->rows == up->rows && gate->rows <= INT32_MAX) {
-		/* W8A8 prompts: the scales applied as silu_mul reads gate and up */
+		/* W8A8 prompts: the scales applied as silu_mul reads gate and up; joined FP8
+		 * parts (fi_cuda_qweight_cat) as one product [T, 2F] read in place */
 		struct fi_fp8_deferred d[2] = {{0}, {0}};
+		const int F = (int)gate->rows;
+		e = fi_cuda_qgemm_cat(be, 2, c->multi_ws, FI_MULTI_WS_BYTES, in_d, w2, NULL, T, d);
+		if (e == FI_OK && d[0].out)
+			return fi_cu_silu_mul_scaled(c->stream, out_d, c->multi_ws,
+						     (const uint16_t *)c->multi_ws + F, d[0].ws,
+						     d[0].ws + F, d[0].xs, T, F, 2 * (int64_t)F);
+		if (e == FI_OK)
+			return fi_cu_silu_mul_cat(c->stream, out_d, c->multi_ws, T, F);
+		if (e != FI_EUNSUPPORTED)
+			return e;
 		if ((e = fi_cuda_qgemm_multi(be, 2, o2, in_d, w2, NULL, T, d)))
 			return e;
 		if (d[0].out && d[1].out && d[0].xs == d[1].xs)
 			return fi_cu_silu_mul_scaled(c->stream, out_d, gate_d, up_d, d[0].ws, d[1].ws,
-						     d[0].xs, T, (int)gate->rows);
+						     d[0].xs, T, F, F);
 		for (int i = 0; i < 2; i++)
 			if (d[i].out &&
 			    (e = fi_cu_scale_outer(c->stream, d[i].out, d[i].ws, d[i].xs, T, d[i].N)))
@@ -671,6 +694,7 @@ static const struct fi_backend_ops cuda_ops = {
 	.matmul = cu_matmul,
 	.matmul_f32out = cu_matmul_f32out,
 	.weight_cat = cu_weight_cat,
+	.qweight_cat = fi_cuda_qweight_cat,
 	.matmul_multi = cu_matmul_multi,
 	.matmul_glu = cu_matmul_glu,
 	.rope = cu_rope,

@@ -149,6 +149,10 @@ void fi_cuda_ring_free(struct fi_cuda *c);
  * an f16 scale per 32, Q6_K as 208-byte blocks and a separate f16 scale) so that every run
  * of 32 values starts 16-byte aligned; w->q then describes the device layout. */
 fi_err fi_cuda_qweight(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *out);
+/* FP8 weights with per-row scales (q, k, v; gate, up) in one allocation, parts as views
+ * (the qweight_cat op); FI_EUNSUPPORTED, not recorded, for other weights. */
+fi_err fi_cuda_qweight_cat(struct fi_backend *be, const struct fi_tensor *const *t, int n,
+			   struct fi_weight *cat, struct fi_weight *parts);
 /* out[T,N] = in[T,K] w^T (+ bias) for a quantized w: the weight-streaming kernel for
  * T <= 4, FP8 products through cuBLASLt's FP8 GEMM (W8A8), the rest dequantized into
  * c->deq and multiplied by the bf16 GEMM. */
@@ -162,6 +166,13 @@ struct fi_fp8_deferred {
 	const float *ws, *xs;
 	int N;
 };
+/* The n parts of one fi_cuda_qweight_cat weight over the same input, T > 4 tokens: one
+ * product into dst [T, sum N] (dst_bytes at least 2 T sum N). d->out is set where the scales
+ * ws[sum N] xs[T] are left to the caller (the unit-scale route), NULL where applied.
+ * FI_EUNSUPPORTED (not recorded) where w are not such parts, with biases, or dst is small. */
+fi_err fi_cuda_qgemm_cat(struct fi_backend *be, int n, void *dst, size_t dst_bytes,
+			 const void *in_d, const struct fi_weight *const *w,
+			 const struct fi_weight *const *bias, int T, struct fi_fp8_deferred *d);
 /* n products over the same input (q, k, v; gate, up), quantized weights or not, the W8A8
  * input rounding done once for all. defer (NULL, or n entries): where the caller applies the
  * unit-scale products' scales itself (cu_matmul_glu: the gated activation as it reads gate
@@ -301,9 +312,11 @@ fi_err fi_cu_kv_write(cudaStream_t st, void *kc, void *vc, const void *k, const 
 		      const int32_t *slot, int T, int row, int64_t n_slots);
 fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, const void *up, int T, int F);
 /* The same over unit-scale W8A8 products: gate[t, f] x wg[f] xs[t] and up[t, f] x wu[f] xs[t]
- * each rounded to bf16 first, as fi_cu_scale_outer leaves them. */
+ * each rounded to bf16 first, as fi_cu_scale_outer leaves them. gate and up rows are ld
+ * values apart (F, or 2F for the halves of one joined product); out is [T, F]. */
 fi_err fi_cu_silu_mul_scaled(cudaStream_t st, void *out, const void *gate, const void *up,
-			     const float *wg, const float *wu, const float *xs, int T, int F);
+			     const float *wg, const float *wu, const float *xs, int T, int F,
+			     int64_t ld);
 /* out[T,F] = silu(gu[:, :F]) * gu[:, F:] for the fused gate/up output gu [T, 2F]. */
 fi_err fi_cu_silu_mul_cat(cudaStream_t st, void *out, const void *gu, int T, int F);
 fi_err fi_cu_gather_rows(cudaStream_t st, void *out, const void *x, const int32_t *idx, int n,
@@ -388,6 +401,10 @@ fi_err fi_cuda_norm_glu(struct fi_backend *be, void *out_d, const void *x_d,
 			const struct fi_weight *up, enum fi_glu_act act, int T);
 /* out_i[T,N_i] = columns of ws[T, sum N] (bf16), parts in order. */
 fi_err fi_cu_split(cudaStream_t st, int n, void *const *out, const void *ws, const int *N, int T);
+/* The same, each value times sc[column] xs[t] and rounded to bf16 (fi_cu_scale_outer's
+ * product) where sc is not NULL: a joined unit-scale W8A8 product's scales (sc [sum N]). */
+fi_err fi_cu_split_scaled(cudaStream_t st, int n, void *const *out, const void *ws,
+			  const int *N, int T, const float *sc, const float *xs);
 /* ws (n x 32 float2) and cnt (n counters, zero, left zero) are scratch for one row over many
  * blocks; NULL: one block a row. */
 fi_err fi_cu_argmax(cudaStream_t st, int32_t *tok, const float *logits, int n, int V, void *ws,
