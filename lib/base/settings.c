@@ -24,7 +24,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->device_sample = 1;
 	s->moe_grouped = s->moe_one = s->int4_half = 1;
 	s->fp8_gemm = s->fp8_unit = s->fp8_half = s->q4k_half = 1;
-	s->half_parts = s->half_stay = s->int4_mma = 1;
+	s->half_parts = s->half_stay = s->int4_mma = s->fp8_fast = 1;
 	s->dec_plan = -1;
 	s->dec_async = 1;
 	s->dec_tc = 1;
@@ -128,6 +128,7 @@ static void read_env(void)
 	s.q4k_half = on_unless_0("FI_Q4K_HALF");
 	s.half_stay = on_unless_0("FI_HALF_STAY");
 	s.int4_mma = on_unless_0("FI_INT4_MMA");
+	s.fp8_fast = on_unless_0("FI_FP8_FAST");
 	if ((v = getenv("FI_DEC_PLAN")))
 		s.dec_plan = strcmp(v, "0") != 0;
 	s.dec_async = on_unless_0("FI_DEC_ASYNC");

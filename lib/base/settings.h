@@ -64,6 +64,8 @@ struct fi_settings {
 	 * the FP8 GEMM with unit scales and a pass applying them (gemm_fp8.c; 2.1x the 8B's
 	 * pp2048 on an H100) */
 	int fp8_unit;
+	int fp8_fast;      /* FI_FP8_FAST: cuBLASLt's FP8 GEMMs accumulate in the tensor cores
+			    * throughout (CUBLASLT_MATMUL_DESC_FAST_ACCUM) */
 	int dec_plan;      /* FI_DEC_PLAN: decode attention in balanced pieces; -1 unset (by
 			    * batch size), 0 never, 1 whenever it fits */
 	int dec_async;     /* FI_DEC_ASYNC: decode attention's K/V rows pipelined (cp.async) */

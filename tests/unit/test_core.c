@@ -94,7 +94,7 @@ static const char *const vars[] = {
 	"FI_DEC_PLAN", "FI_DEC_ASYNC", "FI_DEC_TC", "FI_GEMM_BUCKET",
 	"FI_GEMM_TUNE", "FI_DEC_MERGE", "FI_UPLOAD_PIN", "FI_UPLOAD_THREADS", "FI_DEC_MIN_CHUNK",
 	"FI_DEC_WAVES", "FI_FG_SLICES", "FI_PF_BR", "FI_MOE_ONE", "FI_INT4_HALF", "FI_FP8_UNIT",
-	"FI_FP8_HALF", "FI_Q4K_HALF", "FI_HALF_PARTS", "FI_HALF_STAY", "FI_INT4_MMA",
+	"FI_FP8_HALF", "FI_Q4K_HALF", "FI_HALF_PARTS", "FI_HALF_STAY", "FI_INT4_MMA", "FI_FP8_FAST",
 };
 
 START_TEST(test_settings)
@@ -122,7 +122,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->gemm_bucket, 1);
 	/* the one-token half2 products and their launch shapes: on unless 0 */
 	ck_assert_int_eq(s->moe_one + s->int4_half + s->fp8_unit + s->fp8_half + s->q4k_half +
-			 s->half_parts + s->half_stay + s->int4_mma, 8);
+			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast, 9);
 	ck_assert_int_eq(fi_log_get_level(), FI_LOG_WARN);
 
 	setenv("FI_HOME", "/tmp/fi-settings-home", 1);
@@ -172,7 +172,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->dec_tc, 0);
 	ck_assert_int_eq(s->gemm_bucket, 0);
 	ck_assert_int_eq(s->moe_one + s->int4_half + s->fp8_unit + s->fp8_half + s->q4k_half +
-			 s->half_parts + s->half_stay + s->int4_mma, 0);
+			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast, 0);
 	/* FI_FUSE=kv, bad counts and slices fall back to the defaults */
 	setenv("FI_FUSE", "kv", 1);
 	setenv("FI_FG_SLICES", "3", 1);

@@ -763,6 +763,7 @@ static fi_err setup(struct fi_backend *be, struct fi_cuda *c, int device)
 	c->fuse_mode = be->settings->fuse;
 	c->no_fp8_gemm = !be->settings->fp8_gemm;
 	c->fp8_unit = be->settings->fp8_unit;
+	c->fp8_fast = be->settings->fp8_fast;
 	fi_err fe = fi_cuda_upload_init(c);
 	if (fe)
 		return fe;

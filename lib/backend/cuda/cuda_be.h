@@ -106,6 +106,7 @@ struct fi_cuda {
 	int xq_K, no_fp8_gemm; /* FI_FP8_GEMM=0: FP8 products through dequantize + bf16 GEMM */
 	int told_fp8_deq;      /* that path was taken, said once at debug level */
 	int fp8_unit;          /* FI_FP8_UNIT: unit-scale FP8 GEMM + fi_cu_scale_outer */
+	int fp8_fast;          /* FI_FP8_FAST: FP8 GEMMs without promoted f32 sums */
 	/* KV copies into the cache (kvcopy.c): their stream, an event after each layer's
 	 * pieces, and while xfer_layers > 0, the layers the compute stream must still wait for
 	 * (attention on layer l waits for xfer_ev[l]). */

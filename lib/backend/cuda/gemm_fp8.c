@@ -15,6 +15,9 @@
  * dequantize path's pass over the whole weight and a bf16 GEMM at half the FP8 rate (the 8B's
  * pp2048 on an H100: 20.4k -> 43.5k tok/s). A caller that passes defer does that pass itself
  * as it reads the outputs (cu_matmul_glu, gate and up: 51.1k). Block scales vary along K and have no such route.
+ * Sums stay in the tensor cores' accumulators (CUBLASLT_MATMUL_DESC_FAST_ACCUM, FI_FP8_FAST=0
+ * turns it off): cuBLASLt otherwise moves them into f32 registers at intervals along K, which
+ * cost 6% of the 8B's W8A8 pp2048 on an H100; test_quant_model holds both to the same bounds.
  * Plans are cached per shape. A serving run meets a new T at most steps, and a heuristic
  * query costs 1-4 ms of host time, so as in gemm.c it is asked once per bucket of T
  * (fi_cuda_t_bucket) and its algorithm reused for the other T of the bucket once
@@ -74,6 +77,7 @@ static int plan_make(struct fi_cuda *c, struct fi_fp8_plan *p, const cublasLtMat
 	cublasLtMatmulPreference_t pref = NULL;
 	cublasLtMatmulHeuristicResult_t res;
 	uint64_t ws = FI_LT_WS_BYTES;
+	int8_t fast = (int8_t)(c->fp8_fast != 0);
 	int n_res = 0;
 	if (cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
 	    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)) ||
@@ -82,6 +86,8 @@ static int plan_make(struct fi_cuda *c, struct fi_fp8_plan *p, const cublasLtMat
 					   sizeof(am)) ||
 	    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm,
 					   sizeof(bm)) ||
+	    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast,
+					   sizeof(fast)) ||
 	    cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, p->K, p->N, p->K) ||
 	    cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, p->K, p->T, p->K) ||
 	    cublasLtMatrixLayoutCreate(&p->d, CUDA_R_16BF, p->N, p->T, p->N) ||
