@@ -2,6 +2,7 @@
  * silu(gate) to bf16 first, then the product to bf16. One pass, 16-byte accesses.
  * silu_mul_cat takes gate and up from one GEMM's output [T, 2F] (gate's columns, then up's),
  * so that the fused gate/up product needs no split into two buffers first. */
+#include "act_quant.cuh"
 #include "common.cuh"
 
 __global__ void silu_mul_vec(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ gate,
@@ -120,6 +121,89 @@ extern "C" fi_err fi_cu_silu_mul_scaled(cudaStream_t st, void *out, const void *
 		silu_mul_scaled_scalar<<<(int)(blocks < 4096 ? blocks : 4096), 256, 0, st>>>(
 			(bf16 *)out, (const bf16 *)gate, (const bf16 *)up, wg, wu, xs, n, F, ld);
 	}
+	LAUNCH_CHECK();
+	return FI_OK;
+}
+
+/* The same activation, and the down product's W8A8 input made from it in the same launch
+ * (FI_FP8_FOLD): the token's e4m3 codes and scale of the bf16 out row, as act_tok8 would make
+ * them reading it back (the same max over |out| and the same aq_code), so that the down
+ * product's quantizer launch, which read the [T, F] row again, is gone. One block a token: the
+ * row written (16-byte stores) and its max reduced, then read back (the block's own writes,
+ * from L1/L2) and coded 8 bytes at a time. */
+template <bool VW>
+__global__ void __launch_bounds__(256)
+silu_mul_scaled_q_kernel(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ gate,
+			 const bf16x8 *__restrict__ up, const float *__restrict__ wg,
+			 const float *__restrict__ wu, const float *__restrict__ xs, int F8,
+			 int64_t ld8, uint8_t *__restrict__ codes, float *__restrict__ scales)
+{
+	__shared__ float sh[32];
+	const int t = blockIdx.x;
+	const float s = xs[t];
+	bf16x8 *orow = out + (int64_t)t * F8;
+	float m = 0.f;
+	for (int i = threadIdx.x; i < F8; i += blockDim.x) {
+		const int64_t o = (int64_t)t * ld8 + i;
+		float g[8], u[8], sg[8], su[8];
+		bf16x8_to_f32(gate[o], g);
+		bf16x8_to_f32(up[o], u);
+		if (VW) {
+			const float4 *g4 = (const float4 *)wg + 2 * i, *u4 = (const float4 *)wu + 2 * i;
+			*(float4 *)&sg[0] = g4[0];
+			*(float4 *)&sg[4] = g4[1];
+			*(float4 *)&su[0] = u4[0];
+			*(float4 *)&su[4] = u4[1];
+		} else {
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				sg[j] = wg[8 * i + j], su[j] = wu[8 * i + j];
+		}
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			g[j] = silu_mul1(bf16_round(g[j] * (sg[j] * s)), bf16_round(u[j] * (su[j] * s)));
+		const bf16x8 h = f32_to_bf16x8(g);
+		orow[i] = h;
+		const bf16 *b = (const bf16 *)&h;
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			m = fmaxf(m, fabsf(__bfloat162float(b[j])));
+	}
+	const float q = aq_scale(block_max(m, sh));
+	if (threadIdx.x == 0)
+		scales[t] = q;
+	uint2 *crow = (uint2 *)(codes + (int64_t)t * F8 * 8);
+	for (int i = threadIdx.x; i < F8; i += blockDim.x) {
+		const bf16x8 h = orow[i]; /* this thread's own store */
+		const bf16 *b = (const bf16 *)&h;
+		uint32_t lo = 0, hi = 0;
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			lo |= (uint32_t)aq_code(__bfloat162float(b[k]), q) << (8 * k);
+			hi |= (uint32_t)aq_code(__bfloat162float(b[k + 4]), q) << (8 * k);
+		}
+		crow[i] = make_uint2(lo, hi);
+	}
+}
+
+extern "C" fi_err fi_cu_silu_mul_scaled_q(cudaStream_t st, void *out, const void *gate,
+					  const void *up, const float *wg, const float *wu,
+					  const float *xs, int T, int F, int64_t ld, void *codes,
+					  float *scales)
+{
+	if (T <= 0 || F <= 0)
+		return FI_OK;
+	if (F % 8 || ld % 8 || !fi_aligned16(out) || !fi_aligned16(gate) || !fi_aligned16(up) ||
+	    ((uintptr_t)codes & 7))
+		return FI_EUNSUPPORTED;
+	if (fi_aligned16(wg) && fi_aligned16(wu))
+		silu_mul_scaled_q_kernel<true><<<T, 256, 0, st>>>(
+			(bf16x8 *)out, (const bf16x8 *)gate, (const bf16x8 *)up, wg, wu, xs, F / 8,
+			ld / 8, (uint8_t *)codes, scales);
+	else
+		silu_mul_scaled_q_kernel<false><<<T, 256, 0, st>>>(
+			(bf16x8 *)out, (const bf16x8 *)gate, (const bf16x8 *)up, wg, wu, xs, F / 8,
+			ld / 8, (uint8_t *)codes, scales);
 	LAUNCH_CHECK();
 	return FI_OK;
 }

@@ -135,6 +135,7 @@ static void read_env(void)
 	s.dec_tc = on_unless_0("FI_DEC_TC");
 	s.gemm_bucket = on_unless_0("FI_GEMM_BUCKET");
 	s.gemm_tune = is_1("FI_GEMM_TUNE");
+	s.fp8_fold = is_1("FI_FP8_FOLD");
 	s.dec_merge = is_1("FI_DEC_MERGE");
 	s.upload_alloc = (v = getenv("FI_UPLOAD_PIN")) && !strcmp(v, "alloc");
 	s.upload_threads = count("FI_UPLOAD_THREADS");

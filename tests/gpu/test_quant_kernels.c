@@ -2,7 +2,9 @@
  * weights, rounds its input in f32): matmul through every path (the weight-streaming GEMV
  * for T <= 4, cuBLASLt's FP8 GEMM for W8A8 prompts, dequantize + bf16 GEMM for the rest,
  * then the same shapes once more with FI_GEMV=0 FI_FP8_GEMM=0: everything dequantized),
- * matmul_f32out (a quantized LM head), and embed from a quantized table.
+ * matmul_f32out (a quantized LM head), and embed from a quantized table; and the gated
+ * activation that also writes the down product's W8A8 codes (FI_FP8_FOLD) against the
+ * activation and the quantizer apart: outputs, codes and scales equal bit for bit.
  * Weights: random valid layouts of every type (GGML blocks with sane scales, FP8 per-row
  * and 128x128 blocks with and without activation rounding, INT4 with groups of 32 and 128,
  * with and without an act-order permutation). Tolerances are the bf16 matmul's (outputs
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cuda/cuda_be.h"
 #include "base/quant.h"
 #include "gpu_util.h"
 #include "qweights.h"
@@ -139,6 +142,69 @@ START_TEST(test_quant_matmul)
 }
 END_TEST
 
+static void freeb(struct fi_backend *be, void *p) { be->ops->free(be, p); }
+
+/* fi_cu_silu_mul_scaled_q against fi_cu_silu_mul_scaled then fi_cu_act_quant: the joined
+ * gate/up layout (rows 2F apart) with aligned scales, and the separate one (rows F apart)
+ * with the weight scales one float off alignment. */
+START_TEST(test_glu_codes)
+{
+	static const int sz[][2] = {{5, 14336}, {33, 512}, {300, 1024}, {7, 2056}};
+	struct fi_cuda *c = fi_cuda_of(P.gpu);
+	for (int k = 0; k < 4; k++)
+		for (int cat = 0; cat < 2; cat++) {
+			const int T = sz[k][0], F = sz[k][1];
+			const size_t n = (size_t)T * F;
+			const int64_t ld = cat ? 2 * (int64_t)F : F;
+			float *gu = rand_bf16(2 * n, 6, &seed), *sc = malloc(sizeof(float) * (2 * F + 1));
+			float xs[300];
+			uint8_t *c1 = malloc(n), *c2 = malloc(n);
+			uint16_t *o1 = malloc(2 * n), *o2 = malloc(2 * n);
+			float s1[300], s2[300];
+			void *gd = put_act(P.gpu, gu, 2 * n), *od1 = poisoned(P.gpu, n),
+			     *od2 = poisoned(P.gpu, n), *cd1, *cd2, *sd, *sd1, *sd2, *xd;
+			for (int i = 0; i < 2 * F + 1; i++)
+				sc[i] = 0.002f + 0.001f * (float)(i % 7);
+			for (int t = 0; t < T; t++)
+				xs[t] = 0.01f + 0.003f * (float)(t % 5);
+			ck_assert(!P.gpu->ops->alloc(P.gpu, n, &cd1) && !P.gpu->ops->alloc(P.gpu, n, &cd2) &&
+				  !P.gpu->ops->alloc(P.gpu, sizeof(float) * (2 * F + 1), &sd) &&
+				  !P.gpu->ops->alloc(P.gpu, 4 * T, &sd1) &&
+				  !P.gpu->ops->alloc(P.gpu, 4 * T, &sd2) &&
+				  !P.gpu->ops->alloc(P.gpu, 4 * T, &xd));
+			ck_assert(!P.gpu->ops->upload(P.gpu, sd, sc, sizeof(float) * (2 * F + 1)) &&
+				  !P.gpu->ops->upload(P.gpu, xd, xs, 4 * T));
+			const uint16_t *g = gd, *u = (const uint16_t *)gd + (cat ? (size_t)F : n);
+			const float *wg = (const float *)sd + (cat ? 0 : 1), *wu = wg + F;
+			ck_assert_msg(!fi_cu_silu_mul_scaled_q(c->stream, od1, g, u, wg, wu, xd, T, F, ld,
+							       cd1, sd1), "%s", fi_errmsg());
+			ck_assert_msg(!fi_cu_silu_mul_scaled(c->stream, od2, g, u, wg, wu, xd, T, F, ld) &&
+				      !fi_cu_act_quant(c->stream, cd2, sd2, od2, NULL, 0.f, T, F,
+						       FI_AQ_TOKEN), "%s", fi_errmsg());
+			ck_assert(!P.gpu->ops->download(P.gpu, o1, od1, 2 * n) &&
+				  !P.gpu->ops->download(P.gpu, o2, od2, 2 * n) &&
+				  !P.gpu->ops->download(P.gpu, c1, cd1, n) &&
+				  !P.gpu->ops->download(P.gpu, c2, cd2, n) &&
+				  !P.gpu->ops->download(P.gpu, s1, sd1, 4 * T) &&
+				  !P.gpu->ops->download(P.gpu, s2, sd2, 4 * T));
+			int bo = 0, bc = 0, bs = 0;
+			for (size_t i = 0; i < n; i++) {
+				bo += o1[i] != o2[i];
+				bc += c1[i] != c2[i];
+			}
+			for (int t = 0; t < T; t++)
+				bs += s1[t] != s2[t];
+			printf("glu codes T=%d F=%d %s: %d outputs, %d codes, %d scales differ\n", T, F,
+			       cat ? "joined" : "apart", bo, bc, bs);
+			ck_assert_msg(!bo && !bc && !bs, "glu codes T=%d F=%d differ", T, F);
+			freeb(P.gpu, gd), freeb(P.gpu, od1), freeb(P.gpu, od2), freeb(P.gpu, cd1);
+			freeb(P.gpu, cd2), freeb(P.gpu, sd), freeb(P.gpu, sd1), freeb(P.gpu, sd2);
+			freeb(P.gpu, xd);
+			free(gu), free(sc), free(c1), free(c2), free(o1), free(o2);
+		}
+}
+END_TEST
+
 int main(void)
 {
 	if (!pair_open(&P))
@@ -156,6 +222,7 @@ int main(void)
 	TCase *tc = tcase_create("quant");
 	tcase_set_timeout(tc, 300);
 	tcase_add_loop_test(tc, test_quant_matmul, 0, N_QTYPES);
+	tcase_add_test(tc, test_glu_codes);
 	suite_add_tcase(s, tc);
 	int rc = fi_test_run(s);
 	fi_backend_destroy(G2);

@@ -95,6 +95,7 @@ static const char *const vars[] = {
 	"FI_GEMM_TUNE", "FI_DEC_MERGE", "FI_UPLOAD_PIN", "FI_UPLOAD_THREADS", "FI_DEC_MIN_CHUNK",
 	"FI_DEC_WAVES", "FI_FG_SLICES", "FI_PF_BR", "FI_MOE_ONE", "FI_INT4_HALF", "FI_FP8_UNIT",
 	"FI_FP8_HALF", "FI_Q4K_HALF", "FI_HALF_PARTS", "FI_HALF_STAY", "FI_INT4_MMA", "FI_FP8_FAST",
+	"FI_FP8_FOLD",
 };
 
 START_TEST(test_settings)
@@ -123,6 +124,7 @@ START_TEST(test_settings)
 	/* the one-token half2 products and their launch shapes: on unless 0 */
 	ck_assert_int_eq(s->moe_one + s->int4_half + s->fp8_unit + s->fp8_half + s->q4k_half +
 			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast, 9);
+	ck_assert_int_eq(s->fp8_fold, 0); /* until measured */
 	ck_assert_int_eq(fi_log_get_level(), FI_LOG_WARN);
 
 	setenv("FI_HOME", "/tmp/fi-settings-home", 1);
@@ -147,6 +149,7 @@ START_TEST(test_settings)
 	setenv("FI_GEMM_BUCKET", "0", 1);
 	for (size_t i = 25; i < sizeof vars / sizeof *vars; i++)
 		setenv(vars[i], "0", 1);
+	setenv("FI_FP8_FOLD", "1", 1);
 	/* read once: nothing changes until a reload */
 	ck_assert_str_eq(s->home, home_default);
 	fi_settings_reload();
@@ -173,6 +176,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->gemm_bucket, 0);
 	ck_assert_int_eq(s->moe_one + s->int4_half + s->fp8_unit + s->fp8_half + s->q4k_half +
 			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast, 0);
+	ck_assert_int_eq(s->fp8_fold, 1);
 	/* FI_FUSE=kv, bad counts and slices fall back to the defaults */
 	setenv("FI_FUSE", "kv", 1);
 	setenv("FI_FG_SLICES", "3", 1);

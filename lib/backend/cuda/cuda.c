@@ -365,6 +365,24 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 	return FI_OK;
 }
 
+/* The gated activation over unit-scale W8A8 gate and up (rows ld apart); with FI_FP8_FOLD and
+ * per-token inputs it also writes out's codes for the down product (fi_cuda_xq_claim). */
+static fi_err glu_scaled(struct fi_cuda *c, void *out_d, const void *g, const void *u,
+			 const float *wg, const float *wu, const float *xs, int T, int F,
+			 int64_t ld, int aq)
+{
+	void *codes;
+	float *scales;
+	if (aq == FI_AQ_TOKEN && fi_cuda_xq_claim(c, out_d, T, F, &codes, &scales) == FI_OK) {
+		fi_err e = fi_cu_silu_mul_scaled_q(c->stream, out_d, g, u, wg, wu, xs, T, F, ld,
+						   codes, scales);
+		if (e != FI_EUNSUPPORTED)
+			return e;
+		c->xq_has.x = NULL;
+	}
+	return fi_cu_silu_mul_scaled(c->stream, out_d, g, u, wg, wu, xs, T, F, ld);
+}
+
 static fi_err cu_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, void *up_d,
 			    const void *in_d, const struct fi_weight *gate,
 			    const struct fi_weight *up, int T)
@@ -381,9 +399,9 @@ static fi_err cu_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, vo
 		const int F = (int)gate->rows;
 		e = fi_cuda_qgemm_cat(be, 2, c->multi_ws, FI_MULTI_WS_BYTES, in_d, w2, NULL, T, d);
 		if (e == FI_OK && d[0].out)
-			return fi_cu_silu_mul_scaled(c->stream, out_d, c->multi_ws,
-						     (const uint16_t *)c->multi_ws + F, d[0].ws,
-						     d[0].ws + F, d[0].xs, T, F, 2 * (int64_t)F);
+			return glu_scaled(c, out_d, c->multi_ws, (const uint16_t *)c->multi_ws + F,
+					  d[0].ws, d[0].ws + F, d[0].xs, T, F, 2 * (int64_t)F,
+					  gate->aq);
 		if (e == FI_OK)
 			return fi_cu_silu_mul_cat(c->stream, out_d, c->multi_ws, T, F);
 		if (e != FI_EUNSUPPORTED)
@@ -391,8 +409,8 @@ static fi_err cu_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, vo
 		if ((e = fi_cuda_qgemm_multi(be, 2, o2, in_d, w2, NULL, T, d)))
 			return e;
 		if (d[0].out && d[1].out && d[0].xs == d[1].xs)
-			return fi_cu_silu_mul_scaled(c->stream, out_d, gate_d, up_d, d[0].ws, d[1].ws,
-						     d[0].xs, T, F, F);
+			return glu_scaled(c, out_d, gate_d, up_d, d[0].ws, d[1].ws, d[0].xs, T, F, F,
+					  gate->aq);
 		for (int i = 0; i < 2; i++)
 			if (d[i].out &&
 			    (e = fi_cu_scale_outer(c->stream, d[i].out, d[i].ws, d[i].xs, T, d[i].N)))

@@ -76,6 +76,13 @@ struct fi_cuda {
 	void *multi_ws;
 	int *attn_cnt; /* [FI_ATTN_CNT] split counters of attn_decode, zero between launches */
 	struct fi_cu_plan_key attn_plan; /* the work list attn_ws holds */
+	/* FI_FP8_FOLD: the input [T, K] whose W8A8 token codes an op before the product wrote
+	 * into the quantized products' scratch (fi_cuda_xq_claim); the next product's input
+	 * preparation takes them if its input is x, and forgets them either way. */
+	struct {
+		const void *x;
+		int T, K;
+	} xq_has;
 	int no_gemv;   /* FI_GEMV=0 */
 	int no_glu;    /* FI_GLU=0: gate/up then silu_mul in decode */
 	int fuse_mode; /* matmul_multi above 4 rows: 0 never (FI_FUSE=0), 1 all parts, 2 not the first */
@@ -167,6 +174,12 @@ struct fi_fp8_deferred {
 	const float *ws, *xs;
 	int N;
 };
+/* The scratch where the W8A8 token codes [T, K] and scales [T] of x go, for an op that makes
+ * them as it writes x (FI_FP8_FOLD), recorded so that the next product over x uses them;
+ * FI_EUNSUPPORTED (not recorded) when the switch is off or no scratch can be had (a capture
+ * beyond the fixed one). */
+fi_err fi_cuda_xq_claim(struct fi_cuda *c, const void *x, int T, int K, void **codes,
+			float **scales);
 /* The n parts of one fi_cuda_qweight_cat weight over the same input, T > 4 tokens: one
  * product into dst [T, sum N] (dst_bytes at least 2 T sum N). d->out is set where the scales
  * ws[sum N] xs[T] are left to the caller (the unit-scale route), NULL where applied.
@@ -318,6 +331,12 @@ fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, const void *
 fi_err fi_cu_silu_mul_scaled(cudaStream_t st, void *out, const void *gate, const void *up,
 			     const float *wg, const float *wu, const float *xs, int T, int F,
 			     int64_t ld);
+/* The same, also writing out's W8A8 token codes [T, F] and scales [T] as fi_cu_act_quant
+ * makes them (FI_FP8_FOLD: the down product's input); FI_EUNSUPPORTED (not recorded) unless
+ * F and ld are multiples of 8, out, gate and up 16-byte and codes 8-byte aligned. */
+fi_err fi_cu_silu_mul_scaled_q(cudaStream_t st, void *out, const void *gate, const void *up,
+			       const float *wg, const float *wu, const float *xs, int T, int F,
+			       int64_t ld, void *codes, float *scales);
 /* out[T,F] = silu(gu[:, :F]) * gu[:, F:] for the fused gate/up output gu [T, 2F]. */
 fi_err fi_cu_silu_mul_cat(cudaStream_t st, void *out, const void *gu, int T, int F);
 fi_err fi_cu_gather_rows(cudaStream_t st, void *out, const void *x, const int32_t *idx, int n,

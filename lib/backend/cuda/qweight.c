@@ -302,6 +302,21 @@ static fi_err xq_for(struct fi_cuda *c, int T, int K, uint8_t **out)
 	return FI_OK;
 }
 
+fi_err fi_cuda_xq_claim(struct fi_cuda *c, const void *x, int T, int K, void **codes,
+			float **scales)
+{
+	uint8_t *b;
+	if (!fi_settings()->fp8_fold || T <= 0 || K <= 0 ||
+	    (c->capturing && xq_need(T, K) > c->xq_bytes) || xq_for(c, T, K, &b))
+		return FI_EUNSUPPORTED;
+	*codes = b;
+	*scales = (float *)(b + ALIGN256((size_t)T * (size_t)K * 2));
+	c->xq_has.x = x;
+	c->xq_has.T = T;
+	c->xq_has.K = K;
+	return FI_OK;
+}
+
 /* The input as a product with w needs it: e4m3 codes and scales (W8A8), else as it is.
  * codes: scratch for T x K (xq_for). */
 struct xprep {
@@ -320,7 +335,10 @@ static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_
 		   const void *norm_d, float eps, int T, int defer, struct xprep *x)
 {
 	int K = (int)w->cols;
+	/* codes an op wrote with in_d (fi_cuda_xq_claim) serve this product only */
+	const int made = c->xq_has.x == in_d && c->xq_has.T == T && c->xq_has.K == K;
 	fi_err e;
+	c->xq_has.x = NULL;
 	if ((e = xq_for(c, T, K, &x->codes)))
 		return e;
 	x->scales = (float *)(x->codes + ALIGN256((size_t)T * (size_t)K * 2));
@@ -328,6 +346,8 @@ static fi_err prep(struct fi_cuda *c, const struct fi_weight *w, const void *in_
 	x->K = K;
 	x->T = T;
 	x->raw = 0;
+	if (made && w->aq == FI_AQ_TOKEN && !norm_d)
+		return FI_OK;
 	if (w->aq == FI_AQ_I8) { /* int8 codes [T,K], then 1/s [T] and sum(q) [T] */
 		size_t at = ((size_t)T * (size_t)K + 15) & ~(size_t)15;
 		x->inv = (float *)(x->codes + at);
