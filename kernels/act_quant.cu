@@ -129,14 +129,7 @@ act_tok8_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales,
 	for (int j = 0; j < V; j++) {
 		const int i = threadIdx.x + j * NT;
 		if (i < K8) {
-			const bf16 *b = (const bf16 *)&v[j];
-			uint32_t lo = 0, hi = 0;
-#pragma unroll
-			for (int k = 0; k < 4; k++) {
-				lo |= (uint32_t)aq_code(__bfloat162float(b[k]), s) << (8 * k);
-				hi |= (uint32_t)aq_code(__bfloat162float(b[k + 4]), s) << (8 * k);
-			}
-			((uint2 *)(codes + (int64_t)t * K))[i] = make_uint2(lo, hi);
+			((uint2 *)(codes + (int64_t)t * K))[i] = aq_code8((const bf16 *)&v[j], s);
 		}
 	}
 }

@@ -7,6 +7,8 @@
 #include <cuda_fp8.h>
 #include <stdint.h>
 
+#include "common.cuh"
+
 /* The scale of a token (or of its 128-column group) whose largest |x| is amax. */
 static __device__ __forceinline__ float aq_scale(float amax)
 {
@@ -18,6 +20,18 @@ static __device__ __forceinline__ float aq_scale(float amax)
 static __device__ __forceinline__ uint8_t aq_code(float v, float s)
 {
 	return (uint8_t)__nv_cvt_float_to_fp8(v / s, __NV_SATFINITE, __NV_E4M3);
+}
+
+/* The codes of 8 consecutive bf16 values, bytes in column order (one 8-byte store). */
+static __device__ __forceinline__ uint2 aq_code8(const bf16 *b, float s)
+{
+	uint32_t lo = 0, hi = 0;
+#pragma unroll
+	for (int k = 0; k < 4; k++) {
+		lo |= (uint32_t)aq_code(__bfloat162float(b[k]), s) << (8 * k);
+		hi |= (uint32_t)aq_code(__bfloat162float(b[k + 4]), s) << (8 * k);
+	}
+	return make_uint2(lo, hi);
 }
 
 #endif

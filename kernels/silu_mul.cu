@@ -47,22 +47,18 @@ extern "C" fi_err fi_cu_silu_mul(cudaStream_t st, void *out, const void *gate, c
 	return FI_OK;
 }
 
-/* Unit-scale W8A8 gate and up [T, F] (rows ld8 vectors apart: F / 8, or 2F / 8 where both
- * are halves of one joined product): each value times its column's weight scale and its
- * row's token scale, rounded to bf16 (fi_cu_scale_outer's product), then silu_mul1. One grid
- * row a token, 8 columns a thread; the scales in 16-byte loads where aligned (VW), since
- * sixteen scalar loads a thread held the pass at ~1.3 TB/s. */
+/* Unit-scale W8A8 gate and up (rows ld8 vectors apart: F / 8, or 2F / 8 where both are
+ * halves of one joined product): each value times its column's weight scale and its row's
+ * token scale s, rounded to bf16 (fi_cu_scale_outer's product), then silu_mul1; vector i of
+ * the row at offset o. The scales in 16-byte loads where aligned (VW), since sixteen scalar
+ * loads a thread held the pass at ~1.3 TB/s. */
 template <bool VW>
-__global__ void silu_mul_scaled_vec(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ gate,
-				    const bf16x8 *__restrict__ up, const float *__restrict__ wg,
-				    const float *__restrict__ wu, const float *__restrict__ xs,
-				    int F8, int64_t ld8)
+static __device__ __forceinline__ bf16x8 glu8_scaled(const bf16x8 *__restrict__ gate,
+						     const bf16x8 *__restrict__ up,
+						     const float *__restrict__ wg,
+						     const float *__restrict__ wu, float s, int i,
+						     int64_t o)
 {
-	const int i = blockIdx.x * blockDim.x + threadIdx.x;
-	if (i >= F8)
-		return;
-	const int64_t o = (int64_t)blockIdx.y * ld8 + i;
-	const float s = xs[blockIdx.y];
 	float g[8], u[8], sg[8], su[8];
 	bf16x8_to_f32(gate[o], g);
 	bf16x8_to_f32(up[o], u);
@@ -80,7 +76,21 @@ __global__ void silu_mul_scaled_vec(bf16x8 *__restrict__ out, const bf16x8 *__re
 #pragma unroll
 	for (int j = 0; j < 8; j++)
 		g[j] = silu_mul1(bf16_round(g[j] * (sg[j] * s)), bf16_round(u[j] * (su[j] * s)));
-	out[(int64_t)blockIdx.y * F8 + i] = f32_to_bf16x8(g);
+	return f32_to_bf16x8(g);
+}
+
+/* gate and up [T, F] as above into out [T, F]: one grid row a token, 8 columns a thread. */
+template <bool VW>
+__global__ void silu_mul_scaled_vec(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ gate,
+				    const bf16x8 *__restrict__ up, const float *__restrict__ wg,
+				    const float *__restrict__ wu, const float *__restrict__ xs,
+				    int F8, int64_t ld8)
+{
+	const int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= F8)
+		return;
+	out[(int64_t)blockIdx.y * F8 + i] = glu8_scaled<VW>(gate, up, wg, wu, xs[blockIdx.y], i,
+							     (int64_t)blockIdx.y * ld8 + i);
 }
 
 __global__ void silu_mul_scaled_scalar(bf16 *__restrict__ out, const bf16 *__restrict__ gate,
@@ -144,25 +154,7 @@ silu_mul_scaled_q_kernel(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ ga
 	bf16x8 *orow = out + (int64_t)t * F8;
 	float m = 0.f;
 	for (int i = threadIdx.x; i < F8; i += blockDim.x) {
-		const int64_t o = (int64_t)t * ld8 + i;
-		float g[8], u[8], sg[8], su[8];
-		bf16x8_to_f32(gate[o], g);
-		bf16x8_to_f32(up[o], u);
-		if (VW) {
-			const float4 *g4 = (const float4 *)wg + 2 * i, *u4 = (const float4 *)wu + 2 * i;
-			*(float4 *)&sg[0] = g4[0];
-			*(float4 *)&sg[4] = g4[1];
-			*(float4 *)&su[0] = u4[0];
-			*(float4 *)&su[4] = u4[1];
-		} else {
-#pragma unroll
-			for (int j = 0; j < 8; j++)
-				sg[j] = wg[8 * i + j], su[j] = wu[8 * i + j];
-		}
-#pragma unroll
-		for (int j = 0; j < 8; j++)
-			g[j] = silu_mul1(bf16_round(g[j] * (sg[j] * s)), bf16_round(u[j] * (su[j] * s)));
-		const bf16x8 h = f32_to_bf16x8(g);
+		const bf16x8 h = glu8_scaled<VW>(gate, up, wg, wu, s, i, (int64_t)t * ld8 + i);
 		orow[i] = h;
 		const bf16 *b = (const bf16 *)&h;
 #pragma unroll
@@ -175,14 +167,7 @@ silu_mul_scaled_q_kernel(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ ga
 	uint2 *crow = (uint2 *)(codes + (int64_t)t * F8 * 8);
 	for (int i = threadIdx.x; i < F8; i += blockDim.x) {
 		const bf16x8 h = orow[i]; /* this thread's own store */
-		const bf16 *b = (const bf16 *)&h;
-		uint32_t lo = 0, hi = 0;
-#pragma unroll
-		for (int k = 0; k < 4; k++) {
-			lo |= (uint32_t)aq_code(__bfloat162float(b[k]), q) << (8 * k);
-			hi |= (uint32_t)aq_code(__bfloat162float(b[k + 4]), q) << (8 * k);
-		}
-		crow[i] = make_uint2(lo, hi);
+		crow[i] = aq_code8((const bf16 *)&h, q);
 	}
 }
 
