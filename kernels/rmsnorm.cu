@@ -9,12 +9,18 @@
  * residual add rounds it (without a norm, scale.cu's fi_cu_add): Gemma's post-attention and
  * post-feed-forward norms with the add after them in one launch (rmsnorm of y, then the
  * next norm's add, apart). Same block shape as rmsnorm, so the result equals the two
- * launches'. */
+ * launches'.
+ *
+ * rmsnorm_q (FI_FP8_FOLD): rmsnorm that also writes out's W8A8 token codes and scale, as
+ * act_quant makes them from the stored bf16 out (the row is in registers already), for the
+ * W8A8 products that read out next. */
+#include "act_quant.cuh"
 #include "common.cuh"
 
-template <int NCH>
+template <int NCH, bool Q = false>
 __global__ void rmsnorm_vec(bf16 *__restrict__ out, bf16 *x, const bf16 *__restrict__ add,
-			    const bf16 *__restrict__ w, int D, float eps)
+			    const bf16 *__restrict__ w, int D, float eps,
+			    uint8_t *__restrict__ codes = nullptr, float *__restrict__ scales = nullptr)
 {
 	__shared__ float sh[32];
 	int n8 = D / 8;
@@ -42,6 +48,8 @@ __global__ void rmsnorm_vec(bf16 *__restrict__ out, bf16 *x, const bf16 *__restr
 		}
 	}
 	float r = rsqrtf(block_sum(ss, sh) / D + eps);
+	bf16x8 o8[NCH];
+	float m = 0.f;
 #pragma unroll
 	for (int j = 0; j < NCH; j++) {
 		int c = threadIdx.x + j * blockDim.x;
@@ -51,8 +59,27 @@ __global__ void rmsnorm_vec(bf16 *__restrict__ out, bf16 *x, const bf16 *__restr
 #pragma unroll
 			for (int i = 0; i < 8; i++)
 				v[j][i] = bf16_round(v[j][i] * r) * g[i];
-			((bf16x8 *)out + base)[c] = f32_to_bf16x8(v[j]);
+			o8[j] = f32_to_bf16x8(v[j]);
+			((bf16x8 *)out + base)[c] = o8[j];
+			if (Q) {
+				const bf16 *b = (const bf16 *)&o8[j];
+#pragma unroll
+				for (int i = 0; i < 8; i++)
+					m = fmaxf(m, fabsf(__bfloat162float(b[i])));
+			}
 		}
+	}
+	if (!Q)
+		return;
+	const float q = aq_scale(block_max(m, sh));
+	if (threadIdx.x == 0)
+		scales[blockIdx.x] = q;
+#pragma unroll
+	for (int j = 0; j < NCH; j++) {
+		int c = threadIdx.x + j * blockDim.x;
+		if (c < n8)
+			((uint2 *)(codes + (int64_t)blockIdx.x * D))[c] =
+				aq_code8((const bf16 *)&o8[j], q);
 	}
 }
 
@@ -163,6 +190,30 @@ extern "C" fi_err fi_cu_add_norm(cudaStream_t st, void *x, const void *y, const 
 	} else {
 		add_norm_scalar<<<T, 256, 0, st>>>(xx, yy, ww, D, eps);
 	}
+	LAUNCH_CHECK();
+	return FI_OK;
+}
+
+extern "C" fi_err fi_cu_rmsnorm_q(cudaStream_t st, void *out, void *x, const void *add,
+				  const void *w, int T, int D, float eps, void *codes,
+				  float *scales)
+{
+	if (T <= 0)
+		return FI_OK;
+	int n8 = D / 8;
+	if (D % 8 || n8 > 4096 || !fi_aligned16(out) || !fi_aligned16(x) || !fi_aligned16(w) ||
+	    (add && !fi_aligned16(add)) || ((uintptr_t)codes & 7))
+		return FI_EUNSUPPORTED;
+	bf16 *o = (bf16 *)out, *xx = (bf16 *)x;
+	const bf16 *a = (const bf16 *)add, *ww = (const bf16 *)w;
+	uint8_t *cd = (uint8_t *)codes;
+	int threads, nch = vec_shape(n8, &threads);
+	if (nch == 1)
+		rmsnorm_vec<1, true><<<T, threads, 0, st>>>(o, xx, a, ww, D, eps, cd, scales);
+	else if (nch == 2)
+		rmsnorm_vec<2, true><<<T, threads, 0, st>>>(o, xx, a, ww, D, eps, cd, scales);
+	else
+		rmsnorm_vec<4, true><<<T, threads, 0, st>>>(o, xx, a, ww, D, eps, cd, scales);
 	LAUNCH_CHECK();
 	return FI_OK;
 }

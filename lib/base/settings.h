@@ -73,8 +73,8 @@ struct fi_settings {
 	int gemm_bucket;   /* FI_GEMM_BUCKET: one cuBLASLt heuristic query per bucket of T */
 	/* Opt-in paths and timing knobs of the CUDA backend; 0 or "" leaves the default. */
 	int gemm_tune;     /* FI_GEMM_TUNE=1: time cuBLASLt's candidates, keep the fastest */
-	int fp8_fold;      /* FI_FP8_FOLD=1: the gated activation writes the down product's
-			    * W8A8 codes itself */
+	int fp8_fold;      /* FI_FP8_FOLD=1: the gated activation and RMSNorm write the next
+			    * W8A8 product's input codes themselves */
 	int dec_merge;     /* FI_DEC_MERGE=1: decode attention's last CTA merges the splits */
 	int upload_alloc;  /* FI_UPLOAD_PIN=alloc: cudaHostAlloc staging, not registered pages */
 	int upload_threads; /* FI_UPLOAD_THREADS: weight-upload threads (0: one per core) */

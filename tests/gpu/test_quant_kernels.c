@@ -4,7 +4,8 @@
  * then the same shapes once more with FI_GEMV=0 FI_FP8_GEMM=0: everything dequantized),
  * matmul_f32out (a quantized LM head), and embed from a quantized table; and the gated
  * activation that also writes the down product's W8A8 codes (FI_FP8_FOLD) against the
- * activation and the quantizer apart: outputs, codes and scales equal bit for bit.
+ * activation and the quantizer apart, and the RMSNorm that does the same against the norm
+ * and the quantizer apart: outputs, codes and scales equal bit for bit.
  * Weights: random valid layouts of every type (GGML blocks with sane scales, FP8 per-row
  * and 128x128 blocks with and without activation rounding, INT4 with groups of 32 and 128,
  * with and without an act-order permutation). Tolerances are the bf16 matmul's (outputs
@@ -205,6 +206,61 @@ START_TEST(test_glu_codes)
 }
 END_TEST
 
+/* fi_cu_rmsnorm_q against fi_cu_rmsnorm then fi_cu_act_quant, with and without the residual
+ * add, at widths of one to four vectors a thread. */
+START_TEST(test_norm_codes)
+{
+	static const int sz[][2] = {{5, 4096}, {33, 2048}, {300, 512}, {3, 14336}, {2, 32768}};
+	struct fi_cuda *c = fi_cuda_of(P.gpu);
+	for (int k = 0; k < 5; k++)
+		for (int add = 0; add < 2; add++) {
+			const int T = sz[k][0], D = sz[k][1];
+			const size_t n = (size_t)T * D;
+			float *x = rand_bf16(n, 4, &seed), *y = rand_bf16(n, 2, &seed);
+			float *w = rand_bf16((size_t)D, 1.5f, &seed);
+			uint8_t *c1 = malloc(n), *c2 = malloc(n);
+			uint16_t *o1 = malloc(2 * n), *o2 = malloc(2 * n), *x1 = malloc(2 * n),
+				 *x2 = malloc(2 * n);
+			float s1[300], s2[300];
+			void *xd1 = put_act(P.gpu, x, n), *xd2 = put_act(P.gpu, x, n),
+			     *yd = put_act(P.gpu, y, n), *wd = put_act(P.gpu, w, (size_t)D),
+			     *od1 = poisoned(P.gpu, n), *od2 = poisoned(P.gpu, n), *cd1, *cd2, *sd1, *sd2;
+			ck_assert(!P.gpu->ops->alloc(P.gpu, n, &cd1) && !P.gpu->ops->alloc(P.gpu, n, &cd2) &&
+				  !P.gpu->ops->alloc(P.gpu, 4 * T, &sd1) &&
+				  !P.gpu->ops->alloc(P.gpu, 4 * T, &sd2));
+			ck_assert_msg(!fi_cu_rmsnorm_q(c->stream, od1, xd1, add ? yd : NULL, wd, T, D,
+						       1e-5f, cd1, sd1), "%s", fi_errmsg());
+			ck_assert_msg(!fi_cu_rmsnorm(c->stream, od2, xd2, add ? yd : NULL, wd, T, D,
+						     1e-5f) &&
+				      !fi_cu_act_quant(c->stream, cd2, sd2, od2, NULL, 0.f, T, D,
+						       FI_AQ_TOKEN), "%s", fi_errmsg());
+			ck_assert(!P.gpu->ops->download(P.gpu, o1, od1, 2 * n) &&
+				  !P.gpu->ops->download(P.gpu, o2, od2, 2 * n) &&
+				  !P.gpu->ops->download(P.gpu, x1, xd1, 2 * n) &&
+				  !P.gpu->ops->download(P.gpu, x2, xd2, 2 * n) &&
+				  !P.gpu->ops->download(P.gpu, c1, cd1, n) &&
+				  !P.gpu->ops->download(P.gpu, c2, cd2, n) &&
+				  !P.gpu->ops->download(P.gpu, s1, sd1, 4 * T) &&
+				  !P.gpu->ops->download(P.gpu, s2, sd2, 4 * T));
+			int bo = 0, bc = 0, bs = 0;
+			for (size_t i = 0; i < n; i++) {
+				bo += o1[i] != o2[i] || x1[i] != x2[i];
+				bc += c1[i] != c2[i];
+			}
+			for (int t = 0; t < T; t++)
+				bs += s1[t] != s2[t];
+			printf("norm codes T=%d D=%d add %d: %d outputs, %d codes, %d scales differ\n", T,
+			       D, add, bo, bc, bs);
+			ck_assert_msg(!bo && !bc && !bs, "norm codes T=%d D=%d differ", T, D);
+			freeb(P.gpu, xd1), freeb(P.gpu, xd2), freeb(P.gpu, yd), freeb(P.gpu, wd);
+			freeb(P.gpu, od1), freeb(P.gpu, od2), freeb(P.gpu, cd1), freeb(P.gpu, cd2);
+			freeb(P.gpu, sd1), freeb(P.gpu, sd2);
+			free(x), free(y), free(w), free(c1), free(c2), free(o1), free(o2), free(x1);
+			free(x2);
+		}
+}
+END_TEST
+
 int main(void)
 {
 	if (!pair_open(&P))
@@ -223,6 +279,7 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_loop_test(tc, test_quant_matmul, 0, N_QTYPES);
 	tcase_add_test(tc, test_glu_codes);
+	tcase_add_test(tc, test_norm_codes);
 	suite_add_tcase(s, tc);
 	int rc = fi_test_run(s);
 	fi_backend_destroy(G2);

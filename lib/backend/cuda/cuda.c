@@ -260,9 +260,19 @@ static fi_err cu_rmsnorm(struct fi_backend *be, void *out_d, void *x_d, const vo
 	fi_err e = norm_weight(w, D, "rmsnorm", "weight");
 	if (e)
 		return e;
+	struct fi_cuda *c = fi_cuda_of(be);
+	void *codes;
+	float *scales;
 	if (add_d && out_d == x_d)
 		return fi_fail(FI_EINVAL, "rmsnorm: out may not alias x when adding");
-	return fi_cu_rmsnorm(fi_cuda_of(be)->stream, out_d, x_d, add_d, w->p, T, D, eps);
+	/* FI_FP8_FOLD: the W8A8 products that read out next take its codes from here */
+	if (c->w8a8_token && fi_cuda_xq_claim(c, out_d, T, D, &codes, &scales) == FI_OK) {
+		e = fi_cu_rmsnorm_q(c->stream, out_d, x_d, add_d, w->p, T, D, eps, codes, scales);
+		if (e != FI_EUNSUPPORTED)
+			return e;
+		c->xq_has.x = NULL;
+	}
+	return fi_cu_rmsnorm(c->stream, out_d, x_d, add_d, w->p, T, D, eps);
 }
 
 static fi_err cu_add_norm(struct fi_backend *be, void *x_d, const void *y_d,

@@ -83,6 +83,7 @@ struct fi_cuda {
 		const void *x;
 		int T, K;
 	} xq_has;
+	int w8a8_token; /* a weight with per-token W8A8 inputs is loaded: rmsnorm makes codes */
 	int no_gemv;   /* FI_GEMV=0 */
 	int no_glu;    /* FI_GLU=0: gate/up then silu_mul in decode */
 	int fuse_mode; /* matmul_multi above 4 rows: 0 never (FI_FUSE=0), 1 all parts, 2 not the first */
@@ -311,6 +312,11 @@ fi_err fi_cu_embed(cudaStream_t st, void *x, const void *emb, int64_t V, const i
 		   int T, int D);
 fi_err fi_cu_rmsnorm(cudaStream_t st, void *out, void *x, const void *add, const void *w,
 		     int T, int D, float eps);
+/* The same, also writing out's W8A8 token codes [T, D] and scales [T] as fi_cu_act_quant
+ * makes them (FI_FP8_FOLD); FI_EUNSUPPORTED (not recorded) where the one-read path does not
+ * apply (D % 8, D > 32768, alignment; codes 8-byte aligned). */
+fi_err fi_cu_rmsnorm_q(cudaStream_t st, void *out, void *x, const void *add, const void *w,
+		       int T, int D, float eps, void *codes, float *scales);
 /* x[T,D] += rmsnorm(y; w, eps) (kernels/rmsnorm.cu; without w, fi_cu_add). */
 fi_err fi_cu_add_norm(cudaStream_t st, void *x, const void *y, const void *w, int T, int D,
 		      float eps);

@@ -176,6 +176,7 @@ fi_err fi_cuda_qweight(struct fi_backend *be, const struct fi_tensor *t, struct 
 	out->aq = l.aq;
 	out->q = dl;
 	c->weight_bytes += dl.nbytes;
+	c->w8a8_token |= l.aq == FI_AQ_TOKEN;
 	/* the scratch for its products, at any batch a graph may capture */
 	{
 		size_t d = (size_t)(l.rows * l.cols) * 2;
@@ -259,6 +260,7 @@ fi_err fi_cuda_qweight_cat(struct fi_backend *be, const struct fi_tensor *const 
 	cat->cols = K;
 	cat->aq = l[0].aq;
 	c->weight_bytes += cat->q.nbytes;
+	c->w8a8_token |= cat->aq == FI_AQ_TOKEN;
 	{ /* the scratch for its products, as fi_cuda_qweight grows it */
 		size_t d = (size_t)(rows * K) * 2;
 		fi_err e;
