@@ -30,7 +30,8 @@
 #                 random checkpoints, the W8A8 one as fi-load --quantize fp8 makes it): 1000
 #                 ShareGPT-like requests at once each, and the FP8/bf16 ratio of output tok/s
 #                 (issue 16 asks at least 1.3); then W8A8 once more with FI_FP8_FOLD=1, and
-#                 the W8A8 pp2048 with it 0 and 1 (3-4 min)
+#                 the W8A8 pp2048 with it 0 and 1; bf16 once more with FI_QKV_CAT_T=1024 (the
+#                 joined q/k/v GEMM up to 1024 rows) (4-5 min)
 #   poisson8b     8B: 2000 requests arriving at 16 per second (2.5 min at least)
 #   prefix8b      8B: 1000 requests sharing one 2048-token system prompt, then 1000 each
 #                 with its own (2-5 min)
@@ -311,6 +312,9 @@ PY
 			printf 'FI_FP8_FOLD=%s ' $x
 			FI_FP8_FOLD=$x fi-bench -m q8b_fp8 -r 2 pp2048 | grep '^| q8b' || rc=1
 		done
+		(export FI_QKV_CAT_T=1024; rc=0
+		 serve_run sharegpt-8b-bf16-cat1024 q8b_bf16 ">= 15000 (issue 12)" --requests 1000
+		 exit $rc) || rc=1
 		serve_table
 		;;
 	poisson8b)

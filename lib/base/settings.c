@@ -142,6 +142,7 @@ static void read_env(void)
 	s.dec_min_chunk = count("FI_DEC_MIN_CHUNK");
 	s.dec_waves = count("FI_DEC_WAVES");
 	s.fg_slices = count("FI_FG_SLICES");
+	s.qkv_cat_t = count("FI_QKV_CAT_T");
 	if (s.fg_slices != 1 && s.fg_slices != 2 && s.fg_slices != 4 && s.fg_slices != 8)
 		s.fg_slices = 0;
 	str("FI_PF_BR", s.pf_br, sizeof s.pf_br);

@@ -81,6 +81,7 @@ struct fi_settings {
 	int dec_min_chunk; /* FI_DEC_MIN_CHUNK: least positions per decode-attention split */
 	int dec_waves;     /* FI_DEC_WAVES: decode-attention CTAs per SM to aim for */
 	int fg_slices;     /* FI_FG_SLICES: K slices of the fused decode products (1, 2, 4, 8) */
+	int qkv_cat_t;     /* FI_QKV_CAT_T: the most rows of the joined bf16 q/k/v GEMM (0: 256) */
 	char pf_br[16];    /* FI_PF_BR: the prefill-attention kernel (wg, wgl, 64, 128, ...) */
 	/* Tensor parallelism (--tp): NCCL_NVLS_ENABLE=1 lets NCCL use NVLink multicast; off
 	 * otherwise (the variable is set to 0 for NCCL before its communicators start). */

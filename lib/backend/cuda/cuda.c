@@ -302,9 +302,11 @@ static int adjacent(const struct fi_weight *a, const struct fi_weight *b)
 	return (const char *)b->p == (const char *)a->p + a->rows * a->cols * 2;
 }
 
-/* Decode: one weight-streaming launch over all parts. Up to 256 rows, parts adjacent in memory
- * (weight_cat) and no bias: one GEMM over the whole weight into multi_ws, then a split; the
- * K/V projections alone are too small to run near the bandwidth. Otherwise a matmul each. */
+/* Decode: one weight-streaming launch over all parts. Up to 256 rows (FI_QKV_CAT_T), parts
+ * adjacent in memory (weight_cat) and no bias: one GEMM over the whole weight into multi_ws,
+ * then a split; the K/V projections alone are too small to run near the bandwidth. Otherwise
+ * a matmul each. (At 512 rows of the 8B shape the separate k and v GEMMs still ran 64 x 64
+ * tiles, 13 us each against 41 for q: FI_QKV_CAT_T times the joined GEMM and its split there.) */
 static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
 			      const struct fi_weight *const *w, const struct fi_weight *const *bias,
 			      int T)
@@ -359,7 +361,8 @@ static fi_err cu_matmul_multi(struct fi_backend *be, int n, void *const *out_d, 
 		if (e != FI_EUNSUPPORTED)
 			return e;
 	}
-	if (n - first > 1 && contiguous && !any_bias && c->fuse_mode && T <= 256 &&
+	const int cat_t = fi_settings()->qkv_cat_t > 0 ? fi_settings()->qkv_cat_t : 256;
+	if (n - first > 1 && contiguous && !any_bias && c->fuse_mode && T <= cat_t &&
 	    Nt <= INT32_MAX && (size_t)T * (size_t)Nt * 2 <= FI_MULTI_WS_BYTES) {
 		struct fi_weight all = {.p = w[first]->p, .dtype = FI_DT_BF16, .rows = Nt,
 					.cols = w[0]->cols};
