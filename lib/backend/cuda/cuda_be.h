@@ -153,6 +153,17 @@ void fi_cuda_gemm_free(struct fi_cuda *c);
  * reusable on return. */
 fi_err fi_cuda_ring_upload(struct fi_cuda *c, void *dst_d, const void *src, size_t bytes);
 void fi_cuda_ring_free(struct fi_cuda *c);
+/* lib/backend/cuda/products.c: the matmul ops of backend.h, for cuda.c's op table. */
+fi_err fi_cuda_matmul(struct fi_backend *be, void *out_d, const void *in_d,
+		      const struct fi_weight *w, const struct fi_weight *bias, int T);
+fi_err fi_cuda_matmul_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
+			    const struct fi_weight *const *w, const struct fi_weight *const *bias,
+			    int T);
+fi_err fi_cuda_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, void *up_d,
+			  const void *in_d, const struct fi_weight *gate,
+			  const struct fi_weight *up, int T);
+fi_err fi_cuda_matmul_f32out(struct fi_backend *be, float *out_d, const void *in_d,
+			     const struct fi_weight *w, int T);
 /* lib/backend/cuda/qweight.c: quantized weights (base/quant.h) on the GPU. GGML Q8_0, Q4_0
  * and Q6_K are re-laid at upload (Q4_0 as INT4 with group 32 and zero 8, Q8_0 as int8 with
  * an f16 scale per 32, Q6_K as 208-byte blocks and a separate f16 scale) so that every run
