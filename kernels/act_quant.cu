@@ -116,10 +116,7 @@ act_tok8_kernel(uint8_t *__restrict__ codes, float *__restrict__ scales,
 		const int i = threadIdx.x + j * NT;
 		if (i < K8) {
 			v[j] = xr[i];
-			const bf16 *b = (const bf16 *)&v[j];
-#pragma unroll
-			for (int k = 0; k < 8; k++)
-				m = fmaxf(m, fabsf(__bfloat162float(b[k])));
+			m = aq_absmax8((const bf16 *)&v[j], m);
 		}
 	}
 	const float s = aq_scale(block_max(m, sh));

@@ -22,6 +22,15 @@ static __device__ __forceinline__ uint8_t aq_code(float v, float s)
 	return (uint8_t)__nv_cvt_float_to_fp8(v / s, __NV_SATFINITE, __NV_E4M3);
 }
 
+/* max(m, |b[k]|) over 8 consecutive bf16 values: a token's amax as the quantizers take it. */
+static __device__ __forceinline__ float aq_absmax8(const bf16 *b, float m)
+{
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		m = fmaxf(m, fabsf(__bfloat162float(b[k])));
+	return m;
+}
+
 /* The codes of 8 consecutive bf16 values, bytes in column order (one 8-byte store). */
 static __device__ __forceinline__ uint2 aq_code8(const bf16 *b, float s)
 {

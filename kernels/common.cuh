@@ -34,6 +34,21 @@ static __device__ __forceinline__ bf16x8 f32_to_bf16x8(const float *f)
 	return v;
 }
 
+/* f[0..8) = p[8 i .. 8 i + 8): two 16-byte loads where p is 16-byte aligned (VW), else eight
+ * scalar ones (a weight's f32 scales, read next to a 16-byte access of bf16 values). */
+template <bool VW, typename I>
+static __device__ __forceinline__ void f32x8_load(const float *__restrict__ p, I i, float *f)
+{
+	if (VW) {
+		*(float4 *)&f[0] = ((const float4 *)p)[2 * i];
+		*(float4 *)&f[4] = ((const float4 *)p)[2 * i + 1];
+	} else {
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			f[k] = p[8 * i + k];
+	}
+}
+
 static __device__ __forceinline__ float bf16_round(float x)
 {
 	return __bfloat162float(__float2bfloat16(x));

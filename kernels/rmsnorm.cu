@@ -61,12 +61,8 @@ __global__ void rmsnorm_vec(bf16 *__restrict__ out, bf16 *x, const bf16 *__restr
 				v[j][i] = bf16_round(v[j][i] * r) * g[i];
 			o8[j] = f32_to_bf16x8(v[j]);
 			((bf16x8 *)out + base)[c] = o8[j];
-			if (Q) {
-				const bf16 *b = (const bf16 *)&o8[j];
-#pragma unroll
-				for (int i = 0; i < 8; i++)
-					m = fmaxf(m, fabsf(__bfloat162float(b[i])));
-			}
+			if (Q)
+				m = aq_absmax8((const bf16 *)&o8[j], m);
 		}
 	}
 	if (!Q)

@@ -68,14 +68,7 @@ __global__ void scale_outer8_kernel(bf16 *__restrict__ out, const float *__restr
 	const float s = xs[blockIdx.y];
 	uint4 *o = (uint4 *)(out + ((int64_t)blockIdx.y * N8 + i) * 8);
 	float w[8];
-	if (VW) {
-		*(float4 *)&w[0] = ((const float4 *)ws)[2 * (int64_t)i];
-		*(float4 *)&w[4] = ((const float4 *)ws)[2 * (int64_t)i + 1];
-	} else {
-#pragma unroll
-		for (int k = 0; k < 8; k++)
-			w[k] = ws[8 * (int64_t)i + k];
-	}
+	f32x8_load<VW>(ws, (int64_t)i, w);
 	uint4 u = *o;
 	bf16 *v = (bf16 *)&u;
 #pragma unroll

@@ -62,17 +62,8 @@ static __device__ __forceinline__ bf16x8 glu8_scaled(const bf16x8 *__restrict__ 
 	float g[8], u[8], sg[8], su[8];
 	bf16x8_to_f32(gate[o], g);
 	bf16x8_to_f32(up[o], u);
-	if (VW) {
-		const float4 *g4 = (const float4 *)wg + 2 * i, *u4 = (const float4 *)wu + 2 * i;
-		*(float4 *)&sg[0] = g4[0];
-		*(float4 *)&sg[4] = g4[1];
-		*(float4 *)&su[0] = u4[0];
-		*(float4 *)&su[4] = u4[1];
-	} else {
-#pragma unroll
-		for (int j = 0; j < 8; j++)
-			sg[j] = wg[8 * i + j], su[j] = wu[8 * i + j];
-	}
+	f32x8_load<VW>(wg, i, sg);
+	f32x8_load<VW>(wu, i, su);
 #pragma unroll
 	for (int j = 0; j < 8; j++)
 		g[j] = silu_mul1(bf16_round(g[j] * (sg[j] * s)), bf16_round(u[j] * (su[j] * s)));
@@ -156,10 +147,7 @@ silu_mul_scaled_q_kernel(bf16x8 *__restrict__ out, const bf16x8 *__restrict__ ga
 	for (int i = threadIdx.x; i < F8; i += blockDim.x) {
 		const bf16x8 h = glu8_scaled<VW>(gate, up, wg, wu, s, i, (int64_t)t * ld8 + i);
 		orow[i] = h;
-		const bf16 *b = (const bf16 *)&h;
-#pragma unroll
-		for (int j = 0; j < 8; j++)
-			m = fmaxf(m, fabsf(__bfloat162float(b[j])));
+		m = aq_absmax8((const bf16 *)&h, m);
 	}
 	const float q = aq_scale(block_max(m, sh));
 	if (threadIdx.x == 0)
