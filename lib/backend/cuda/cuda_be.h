@@ -193,16 +193,16 @@ struct fi_fp8_deferred {
 fi_err fi_cuda_xq_claim(struct fi_cuda *c, const void *x, int T, int K, void **codes,
 			float **scales);
 /* The n parts of one fi_cuda_qweight_cat weight over the same input, T > 4 tokens: one
- * product into dst [T, sum N] (dst_bytes at least 2 T sum N). d->out is set where the scales
- * ws[sum N] xs[T] are left to the caller (the unit-scale route), NULL where applied.
- * FI_EUNSUPPORTED (not recorded) where w are not such parts, with biases, or dst is small. */
-fi_err fi_cuda_qgemm_cat(struct fi_backend *be, int n, void *dst, size_t dst_bytes,
-			 const void *in_d, const struct fi_weight *const *w,
-			 const struct fi_weight *const *bias, int T, struct fi_fp8_deferred *d);
+ * product into c->multi_ws [T, sum N]. d->out is set where the scales ws[sum N] xs[T] are
+ * left to the caller (the unit-scale route), NULL where applied. FI_EUNSUPPORTED (not
+ * recorded) where w are not such parts or [T, sum N] does not fit multi_ws. */
+fi_err fi_cuda_qgemm_cat(struct fi_backend *be, int n, const void *in_d,
+			 const struct fi_weight *const *w, int T, struct fi_fp8_deferred *d);
 /* n products over the same input (q, k, v; gate, up), quantized weights or not, the W8A8
- * input rounding done once for all. defer (NULL, or n entries): where the caller applies the
- * unit-scale products' scales itself (cu_matmul_glu: the gated activation as it reads gate
- * and up, so they are not read and written once more). */
+ * input rounding done once for all; parts of one fi_cuda_qweight_cat weight without biases
+ * as one product and a split that applies the scales. defer (NULL, or n entries): where the
+ * caller applies the unit-scale products' scales itself (fi_cuda_matmul_glu: the gated
+ * activation as it reads gate and up, so they are not read and written once more). */
 fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
 			   const struct fi_weight *const *w, const struct fi_weight *const *bias,
 			   int T, struct fi_fp8_deferred *defer);

@@ -37,21 +37,9 @@ fi_err fi_cuda_matmul_multi(struct fi_backend *be, int n, void *const *out_d, co
 	fi_err e;
 	if (n < 1 || n > 4)
 		return fi_fail(FI_EINVAL, "matmul_multi: %d weights", n);
-	for (int i = 0; i < n; i++) {
-		struct fi_fp8_deferred d;
-		if (!fi_dtype_is_quant(w[i]->dtype))
-			continue;
-		/* joined FP8 parts: one product, then the split applies the scales */
-		e = fi_cuda_qgemm_cat(be, n, c->multi_ws, FI_MULTI_WS_BYTES, in_d, w, bias, T, &d);
-		if (e == FI_EUNSUPPORTED) /* quantized: one product each, one input */
+	for (int i = 0; i < n; i++)
+		if (fi_dtype_is_quant(w[i]->dtype)) /* quantized: qweight.c, one input */
 			return fi_cuda_qgemm_multi(be, n, out_d, in_d, w, bias, T, NULL);
-		if (e)
-			return e;
-		for (int j = 0; j < n; j++)
-			N[j] = (int)w[j]->rows;
-		return fi_cu_split_scaled(c->stream, n, out_d, c->multi_ws, N, T,
-					  d.out ? d.ws : NULL, d.xs);
-	}
 	for (int i = 0; i < n; i++) {
 		if (w[i]->dtype != FI_DT_BF16)
 			return fi_fail(FI_EUNSUPPORTED, "matmul: weight dtype %s",
@@ -127,7 +115,7 @@ fi_err fi_cuda_matmul_glu(struct fi_backend *be, void *out_d, void *gate_d, void
 		 * parts (fi_cuda_qweight_cat) as one product [T, 2F] read in place */
 		struct fi_fp8_deferred d[2] = {{0}, {0}};
 		const int F = (int)gate->rows;
-		e = fi_cuda_qgemm_cat(be, 2, c->multi_ws, FI_MULTI_WS_BYTES, in_d, w2, NULL, T, d);
+		e = fi_cuda_qgemm_cat(be, 2, in_d, w2, T, d);
 		if (e == FI_OK && d[0].out)
 			return glu_scaled(c, out_d, c->multi_ws, (const uint16_t *)c->multi_ws + F,
 					  d[0].ws, d[0].ws + F, d[0].xs, T, F, 2 * (int64_t)F,

@@ -130,6 +130,24 @@ static size_t xq_need(int T, int K)
 	return ALIGN256((size_t)T * (size_t)K * 2) + (size_t)T * (size_t)((K + 127) / 128) * 4;
 }
 
+/* A quantized weight of rows x cols taking nbytes of device memory is loaded: its bytes
+ * counted, and the scratch for its products grown at any batch a graph may capture. */
+static fi_err loaded(struct fi_cuda *c, int64_t rows, int64_t cols, int aq, uint64_t nbytes)
+{
+	size_t d = (size_t)(rows * cols) * 2;
+	fi_err e;
+	c->weight_bytes += nbytes;
+	c->w8a8_token |= aq == FI_AQ_TOKEN;
+	if (d > c->deq_need)
+		c->deq_need = d;
+	if (cols > c->xq_K)
+		c->xq_K = (int)cols;
+	if ((e = grow(&c->deq, &c->deq_bytes, c->deq_need)) ||
+	    (e = grow(&c->xq, &c->xq_bytes, xq_need(XQ_GRAPH_T, c->xq_K))))
+		return fi_fail_ctx(e, "cuda: scratch for quantized products");
+	return FI_OK;
+}
+
 fi_err fi_cuda_qweight(struct fi_backend *be, const struct fi_tensor *t, struct fi_weight *out)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
@@ -175,20 +193,7 @@ fi_err fi_cuda_qweight(struct fi_backend *be, const struct fi_tensor *t, struct 
 	out->cols = l.cols;
 	out->aq = l.aq;
 	out->q = dl;
-	c->weight_bytes += dl.nbytes;
-	c->w8a8_token |= l.aq == FI_AQ_TOKEN;
-	/* the scratch for its products, at any batch a graph may capture */
-	{
-		size_t d = (size_t)(l.rows * l.cols) * 2;
-		if (d > c->deq_need)
-			c->deq_need = d;
-		if (l.cols > c->xq_K)
-			c->xq_K = (int)l.cols;
-		if ((e = grow(&c->deq, &c->deq_bytes, c->deq_need)) ||
-		    (e = grow(&c->xq, &c->xq_bytes, xq_need(XQ_GRAPH_T, c->xq_K))))
-			return fi_fail_ctx(e, "cuda: scratch for quantized products");
-	}
-	return FI_OK;
+	return loaded(c, l.rows, l.cols, l.aq, dl.nbytes);
 }
 
 /* FP8 weights with a scale per row (q, k, v; gate, up) in one allocation: e4m3 [sum N, K],
@@ -259,20 +264,7 @@ fi_err fi_cuda_qweight_cat(struct fi_backend *be, const struct fi_tensor *const 
 	cat->rows = rows;
 	cat->cols = K;
 	cat->aq = l[0].aq;
-	c->weight_bytes += cat->q.nbytes;
-	c->w8a8_token |= cat->aq == FI_AQ_TOKEN;
-	{ /* the scratch for its products, as fi_cuda_qweight grows it */
-		size_t d = (size_t)(rows * K) * 2;
-		fi_err e;
-		if (d > c->deq_need)
-			c->deq_need = d;
-		if (K > c->xq_K)
-			c->xq_K = (int)K;
-		if ((e = grow(&c->deq, &c->deq_bytes, c->deq_need)) ||
-		    (e = grow(&c->xq, &c->xq_bytes, xq_need(XQ_GRAPH_T, c->xq_K))))
-			return fi_fail_ctx(e, "cuda: scratch for quantized products");
-	}
-	return FI_OK;
+	return loaded(c, rows, K, cat->aq, cat->q.nbytes);
 }
 
 void fi_cuda_qweight_free(struct fi_cuda *c)
@@ -596,38 +588,6 @@ static fi_err half_parts(struct fi_cuda *c, int n, void *const *out_d, const voi
 	return half_products(c, n, out_d, 0, q, in_d, NULL, NULL, w[0]->aq, b);
 }
 
-fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
-			   const struct fi_weight *const *w, const struct fi_weight *const *bias,
-			   int T, struct fi_fp8_deferred *defer)
-{
-	struct fi_cuda *c = fi_cuda_of(be);
-	struct xprep xp = {-1, 0, 0, 0, NULL, NULL, NULL, NULL};
-	fi_err e;
-	if (T <= 0)
-		return FI_OK;
-	if ((e = tq2_fused(c, n, out_d, in_d, NULL, NULL, 0.f, w, bias, 0, T)) != FI_EUNSUPPORTED)
-		return e;
-	if ((e = half_parts(c, n, out_d, in_d, w, bias, T)) != FI_EUNSUPPORTED)
-		return e;
-	for (int i = 0; i < n; i++) {
-		const struct fi_weight *b = bias ? bias[i] : NULL;
-		if (!fi_dtype_is_quant(w[i]->dtype)) {
-			if ((e = fi_cuda_gemm(be, out_d[i], 0, in_d, w[i], b, T)))
-				return e;
-			continue;
-		}
-		/* One rounding of the input for every W8A8 weight that shares it: the codes of
-		 * q, k and v (gate and up) are the same, unless a product used the scratch. */
-		if (xp.aq != w[i]->aq || xp.K != (int)w[i]->cols || !w[i]->aq) {
-			if ((e = prep(c, w[i], in_d, NULL, 0.f, T, 1, &xp)))
-				return e;
-		}
-		if ((e = product(be, out_d[i], 0, in_d, &xp, w[i], b, defer ? &defer[i] : NULL)))
-			return e;
-	}
-	return FI_OK;
-}
-
 /* 1 when w[0..n) are the parts, in order, of one fi_cuda_qweight_cat allocation; all is then
  * the joined weight. */
 static int cat_of(int n, const struct fi_weight *const *w, struct fi_weight *all)
@@ -646,9 +606,8 @@ static int cat_of(int n, const struct fi_weight *const *w, struct fi_weight *all
 	return rows <= INT32_MAX;
 }
 
-fi_err fi_cuda_qgemm_cat(struct fi_backend *be, int n, void *dst, size_t dst_bytes,
-			 const void *in_d, const struct fi_weight *const *w,
-			 const struct fi_weight *const *bias, int T, struct fi_fp8_deferred *d)
+fi_err fi_cuda_qgemm_cat(struct fi_backend *be, int n, const void *in_d,
+			 const struct fi_weight *const *w, int T, struct fi_fp8_deferred *d)
 {
 	struct fi_cuda *c = fi_cuda_of(be);
 	struct fi_weight all;
@@ -656,14 +615,59 @@ fi_err fi_cuda_qgemm_cat(struct fi_backend *be, int n, void *dst, size_t dst_byt
 	fi_err e;
 	memset(d, 0, sizeof(*d));
 	if (T <= 4 || n < 2 || n > 4 || !cat_of(n, w, &all) ||
-	    (size_t)T * (size_t)all.rows * 2 > dst_bytes)
+	    (size_t)T * (size_t)all.rows * 2 > FI_MULTI_WS_BYTES)
 		return FI_EUNSUPPORTED;
-	for (int i = 0; bias && i < n; i++)
-		if (bias[i])
-			return FI_EUNSUPPORTED;
 	if ((e = prep(c, &all, in_d, NULL, 0.f, T, 1, &xp)))
 		return e;
-	return product(be, dst, 0, in_d, &xp, &all, NULL, d);
+	return product(be, c->multi_ws, 0, in_d, &xp, &all, NULL, d);
+}
+
+fi_err fi_cuda_qgemm_multi(struct fi_backend *be, int n, void *const *out_d, const void *in_d,
+			   const struct fi_weight *const *w, const struct fi_weight *const *bias,
+			   int T, struct fi_fp8_deferred *defer)
+{
+	struct fi_cuda *c = fi_cuda_of(be);
+	struct xprep xp = {-1, 0, 0, 0, NULL, NULL, NULL, NULL};
+	int biased = 0;
+	fi_err e;
+	if (T <= 0)
+		return FI_OK;
+	if ((e = tq2_fused(c, n, out_d, in_d, NULL, NULL, 0.f, w, bias, 0, T)) != FI_EUNSUPPORTED)
+		return e;
+	if ((e = half_parts(c, n, out_d, in_d, w, bias, T)) != FI_EUNSUPPORTED)
+		return e;
+	for (int i = 0; bias && i < n; i++)
+		biased |= bias[i] != NULL;
+	if (!defer && !biased) {
+		/* joined FP8 parts: one product, then the split applies the scales */
+		struct fi_fp8_deferred d;
+		int N[4];
+		if ((e = fi_cuda_qgemm_cat(be, n, in_d, w, T, &d)) != FI_EUNSUPPORTED) {
+			if (e)
+				return e;
+			for (int i = 0; i < n; i++)
+				N[i] = (int)w[i]->rows;
+			return fi_cu_split_scaled(c->stream, n, out_d, c->multi_ws, N, T,
+						  d.out ? d.ws : NULL, d.xs);
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		const struct fi_weight *b = bias ? bias[i] : NULL;
+		if (!fi_dtype_is_quant(w[i]->dtype)) {
+			if ((e = fi_cuda_gemm(be, out_d[i], 0, in_d, w[i], b, T)))
+				return e;
+			continue;
+		}
+		/* One rounding of the input for every W8A8 weight that shares it: the codes of
+		 * q, k and v (gate and up) are the same, unless a product used the scratch. */
+		if (xp.aq != w[i]->aq || xp.K != (int)w[i]->cols || !w[i]->aq) {
+			if ((e = prep(c, w[i], in_d, NULL, 0.f, T, 1, &xp)))
+				return e;
+		}
+		if ((e = product(be, out_d[i], 0, in_d, &xp, w[i], b, defer ? &defer[i] : NULL)))
+			return e;
+	}
+	return FI_OK;
 }
 
 fi_err fi_cuda_qembed(struct fi_backend *be, void *x_d, const struct fi_weight *emb,
