@@ -145,6 +145,20 @@ END_TEST
 
 static void freeb(struct fi_backend *be, void *p) { be->ops->free(be, p); }
 
+/* Elements of es bytes in which GPU buffers a and b (n elements each) differ, bit for bit. */
+static size_t differ(const void *a, const void *b, size_t n, size_t es)
+{
+	uint8_t *ha = malloc(n * es), *hb = malloc(n * es);
+	size_t bad = 0;
+	ck_assert(ha && hb && !P.gpu->ops->download(P.gpu, ha, a, n * es) &&
+		  !P.gpu->ops->download(P.gpu, hb, b, n * es));
+	for (size_t i = 0; i < n; i++)
+		bad += memcmp(ha + i * es, hb + i * es, es) != 0;
+	free(ha);
+	free(hb);
+	return bad;
+}
+
 /* fi_cu_silu_mul_scaled_q against fi_cu_silu_mul_scaled then fi_cu_act_quant: the joined
  * gate/up layout (rows 2F apart) with aligned scales, and the separate one (rows F apart)
  * with the weight scales one float off alignment. */
@@ -159,9 +173,6 @@ START_TEST(test_glu_codes)
 			const int64_t ld = cat ? 2 * (int64_t)F : F;
 			float *gu = rand_bf16(2 * n, 6, &seed), *sc = malloc(sizeof(float) * (2 * F + 1));
 			float xs[300];
-			uint8_t *c1 = malloc(n), *c2 = malloc(n);
-			uint16_t *o1 = malloc(2 * n), *o2 = malloc(2 * n);
-			float s1[300], s2[300];
 			void *gd = put_act(P.gpu, gu, 2 * n), *od1 = poisoned(P.gpu, n),
 			     *od2 = poisoned(P.gpu, n), *cd1, *cd2, *sd, *sd1, *sd2, *xd;
 			for (int i = 0; i < 2 * F + 1; i++)
@@ -182,26 +193,15 @@ START_TEST(test_glu_codes)
 			ck_assert_msg(!fi_cu_silu_mul_scaled(c->stream, od2, g, u, wg, wu, xd, T, F, ld) &&
 				      !fi_cu_act_quant(c->stream, cd2, sd2, od2, NULL, 0.f, T, F,
 						       FI_AQ_TOKEN), "%s", fi_errmsg());
-			ck_assert(!P.gpu->ops->download(P.gpu, o1, od1, 2 * n) &&
-				  !P.gpu->ops->download(P.gpu, o2, od2, 2 * n) &&
-				  !P.gpu->ops->download(P.gpu, c1, cd1, n) &&
-				  !P.gpu->ops->download(P.gpu, c2, cd2, n) &&
-				  !P.gpu->ops->download(P.gpu, s1, sd1, 4 * T) &&
-				  !P.gpu->ops->download(P.gpu, s2, sd2, 4 * T));
-			int bo = 0, bc = 0, bs = 0;
-			for (size_t i = 0; i < n; i++) {
-				bo += o1[i] != o2[i];
-				bc += c1[i] != c2[i];
-			}
-			for (int t = 0; t < T; t++)
-				bs += s1[t] != s2[t];
-			printf("glu codes T=%d F=%d %s: %d outputs, %d codes, %d scales differ\n", T, F,
-			       cat ? "joined" : "apart", bo, bc, bs);
+			const size_t bo = differ(od1, od2, n, 2), bc = differ(cd1, cd2, n, 1),
+				     bs = differ(sd1, sd2, T, 4);
+			printf("glu codes T=%d F=%d %s: %zu outputs, %zu codes, %zu scales differ\n", T,
+			       F, cat ? "joined" : "apart", bo, bc, bs);
 			ck_assert_msg(!bo && !bc && !bs, "glu codes T=%d F=%d differ", T, F);
 			freeb(P.gpu, gd), freeb(P.gpu, od1), freeb(P.gpu, od2), freeb(P.gpu, cd1);
 			freeb(P.gpu, cd2), freeb(P.gpu, sd), freeb(P.gpu, sd1), freeb(P.gpu, sd2);
 			freeb(P.gpu, xd);
-			free(gu), free(sc), free(c1), free(c2), free(o1), free(o2);
+			free(gu), free(sc);
 		}
 }
 END_TEST
@@ -218,10 +218,6 @@ START_TEST(test_norm_codes)
 			const size_t n = (size_t)T * D;
 			float *x = rand_bf16(n, 4, &seed), *y = rand_bf16(n, 2, &seed);
 			float *w = rand_bf16((size_t)D, 1.5f, &seed);
-			uint8_t *c1 = malloc(n), *c2 = malloc(n);
-			uint16_t *o1 = malloc(2 * n), *o2 = malloc(2 * n), *x1 = malloc(2 * n),
-				 *x2 = malloc(2 * n);
-			float s1[300], s2[300];
 			void *xd1 = put_act(P.gpu, x, n), *xd2 = put_act(P.gpu, x, n),
 			     *yd = put_act(P.gpu, y, n), *wd = put_act(P.gpu, w, (size_t)D),
 			     *od1 = poisoned(P.gpu, n), *od2 = poisoned(P.gpu, n), *cd1, *cd2, *sd1, *sd2;
@@ -234,29 +230,15 @@ START_TEST(test_norm_codes)
 						     1e-5f) &&
 				      !fi_cu_act_quant(c->stream, cd2, sd2, od2, NULL, 0.f, T, D,
 						       FI_AQ_TOKEN), "%s", fi_errmsg());
-			ck_assert(!P.gpu->ops->download(P.gpu, o1, od1, 2 * n) &&
-				  !P.gpu->ops->download(P.gpu, o2, od2, 2 * n) &&
-				  !P.gpu->ops->download(P.gpu, x1, xd1, 2 * n) &&
-				  !P.gpu->ops->download(P.gpu, x2, xd2, 2 * n) &&
-				  !P.gpu->ops->download(P.gpu, c1, cd1, n) &&
-				  !P.gpu->ops->download(P.gpu, c2, cd2, n) &&
-				  !P.gpu->ops->download(P.gpu, s1, sd1, 4 * T) &&
-				  !P.gpu->ops->download(P.gpu, s2, sd2, 4 * T));
-			int bo = 0, bc = 0, bs = 0;
-			for (size_t i = 0; i < n; i++) {
-				bo += o1[i] != o2[i] || x1[i] != x2[i];
-				bc += c1[i] != c2[i];
-			}
-			for (int t = 0; t < T; t++)
-				bs += s1[t] != s2[t];
-			printf("norm codes T=%d D=%d add %d: %d outputs, %d codes, %d scales differ\n", T,
-			       D, add, bo, bc, bs);
+			const size_t bo = differ(od1, od2, n, 2) + differ(xd1, xd2, n, 2),
+				     bc = differ(cd1, cd2, n, 1), bs = differ(sd1, sd2, T, 4);
+			printf("norm codes T=%d D=%d add %d: %zu outputs, %zu codes, %zu scales "
+			       "differ\n", T, D, add, bo, bc, bs);
 			ck_assert_msg(!bo && !bc && !bs, "norm codes T=%d D=%d differ", T, D);
 			freeb(P.gpu, xd1), freeb(P.gpu, xd2), freeb(P.gpu, yd), freeb(P.gpu, wd);
 			freeb(P.gpu, od1), freeb(P.gpu, od2), freeb(P.gpu, cd1), freeb(P.gpu, cd2);
 			freeb(P.gpu, sd1), freeb(P.gpu, sd2);
-			free(x), free(y), free(w), free(c1), free(c2), free(o1), free(o2), free(x1);
-			free(x2);
+			free(x), free(y), free(w);
 		}
 }
 END_TEST
