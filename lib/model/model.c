@@ -45,6 +45,7 @@ static fi_err load_cat(struct fi_model *m, const struct fi_tensor_set *ts, int l
 	struct fi_weight w[4];
 	struct fi_expected ex;
 	char name[64];
+	int quant = 0;
 	fi_err e;
 	for (int i = 0; i < n; i++) {
 		snprintf(name, sizeof name, "blk.%d.%s", l, parts[i]);
@@ -57,23 +58,16 @@ static fi_err load_cat(struct fi_model *m, const struct fi_tensor_set *ts, int l
 			return fi_fail(FI_EMISMATCH, "tensor '%s': shape does not match the config",
 				       ex.name);
 	}
-	for (int i = 0; i < n; i++) {
-		if (!fi_dtype_is_quant(t[i]->dtype))
-			continue;
-		/* quantized: joined where the backend can, else loaded one by one
-		 * (fi_model_load) */
-		if (!m->be->ops->qweight_cat)
-			return FI_OK;
-		e = m->be->ops->qweight_cat(m->be, t, n, cat, w);
-		if (e == FI_EUNSUPPORTED)
-			return FI_OK;
-		if (e)
-			return e;
-		for (int j = 0; j < n; j++)
-			*dst[j] = w[j];
+	for (int i = 0; i < n; i++)
+		quant |= fi_dtype_is_quant(t[i]->dtype);
+	/* quantized: joined where the backend can, else loaded one by one (fi_model_load) */
+	if (quant && !m->be->ops->qweight_cat)
 		return FI_OK;
-	}
-	if ((e = m->be->ops->weight_cat(m->be, t, n, cat, w)))
+	e = quant ? m->be->ops->qweight_cat(m->be, t, n, cat, w)
+		  : m->be->ops->weight_cat(m->be, t, n, cat, w);
+	if (quant && e == FI_EUNSUPPORTED)
+		return FI_OK;
+	if (e)
 		return e;
 	for (int i = 0; i < n; i++)
 		*dst[i] = w[i];
