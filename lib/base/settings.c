@@ -24,7 +24,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->device_sample = 1;
 	s->moe_grouped = s->moe_one = s->int4_half = 1;
 	s->fp8_gemm = s->fp8_unit = s->fp8_half = s->q4k_half = 1;
-	s->half_parts = s->half_stay = s->int4_mma = s->fp8_fast = 1;
+	s->half_parts = s->half_stay = s->int4_mma = s->fp8_fast = s->fp8_fold = 1;
 	s->dec_plan = -1;
 	s->dec_async = 1;
 	s->dec_tc = 1;
@@ -135,7 +135,7 @@ static void read_env(void)
 	s.dec_tc = on_unless_0("FI_DEC_TC");
 	s.gemm_bucket = on_unless_0("FI_GEMM_BUCKET");
 	s.gemm_tune = is_1("FI_GEMM_TUNE");
-	s.fp8_fold = is_1("FI_FP8_FOLD");
+	s.fp8_fold = on_unless_0("FI_FP8_FOLD");
 	s.dec_merge = is_1("FI_DEC_MERGE");
 	s.upload_alloc = (v = getenv("FI_UPLOAD_PIN")) && !strcmp(v, "alloc");
 	s.upload_threads = count("FI_UPLOAD_THREADS");

@@ -66,6 +66,8 @@ struct fi_settings {
 	int fp8_unit;
 	int fp8_fast;      /* FI_FP8_FAST: cuBLASLt's FP8 GEMMs accumulate in the tensor cores
 			    * throughout (CUBLASLT_MATMUL_DESC_FAST_ACCUM) */
+	int fp8_fold;      /* FI_FP8_FOLD: the gated activation and RMSNorm write the next W8A8
+			    * product's input codes themselves (no quantizer launch) */
 	int dec_plan;      /* FI_DEC_PLAN: decode attention in balanced pieces; -1 unset (by
 			    * batch size), 0 never, 1 whenever it fits */
 	int dec_async;     /* FI_DEC_ASYNC: decode attention's K/V rows pipelined (cp.async) */
@@ -73,9 +75,7 @@ struct fi_settings {
 	int gemm_bucket;   /* FI_GEMM_BUCKET: one cuBLASLt heuristic query per bucket of T */
 	/* Opt-in paths and timing knobs of the CUDA backend; 0 or "" leaves the default. */
 	int gemm_tune;     /* FI_GEMM_TUNE=1: time cuBLASLt's candidates, keep the fastest */
-	int fp8_fold;      /* FI_FP8_FOLD=1: the gated activation and RMSNorm write the next
-			    * W8A8 product's input codes themselves */
-	int dec_merge;     /* FI_DEC_MERGE=1: decode attention's last CTA merges the splits */
+		int dec_merge;     /* FI_DEC_MERGE=1: decode attention's last CTA merges the splits */
 	int upload_alloc;  /* FI_UPLOAD_PIN=alloc: cudaHostAlloc staging, not registered pages */
 	int upload_threads; /* FI_UPLOAD_THREADS: weight-upload threads (0: one per core) */
 	int dec_min_chunk; /* FI_DEC_MIN_CHUNK: least positions per decode-attention split */

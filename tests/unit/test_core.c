@@ -123,8 +123,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->gemm_bucket, 1);
 	/* the one-token half2 products and their launch shapes: on unless 0 */
 	ck_assert_int_eq(s->moe_one + s->int4_half + s->fp8_unit + s->fp8_half + s->q4k_half +
-			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast, 9);
-	ck_assert_int_eq(s->fp8_fold, 0); /* until measured */
+			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast + s->fp8_fold, 10);
 	ck_assert_int_eq(fi_log_get_level(), FI_LOG_WARN);
 
 	setenv("FI_HOME", "/tmp/fi-settings-home", 1);
@@ -149,7 +148,6 @@ START_TEST(test_settings)
 	setenv("FI_GEMM_BUCKET", "0", 1);
 	for (size_t i = 25; i < sizeof vars / sizeof *vars; i++)
 		setenv(vars[i], "0", 1);
-	setenv("FI_FP8_FOLD", "1", 1);
 	setenv("FI_QKV_CAT_T", "1024", 1);
 	/* read once: nothing changes until a reload */
 	ck_assert_str_eq(s->home, home_default);
@@ -177,8 +175,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->dec_tc, 0);
 	ck_assert_int_eq(s->gemm_bucket, 0);
 	ck_assert_int_eq(s->moe_one + s->int4_half + s->fp8_unit + s->fp8_half + s->q4k_half +
-			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast, 0);
-	ck_assert_int_eq(s->fp8_fold, 1);
+			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast + s->fp8_fold, 0);
 	/* FI_FUSE=kv, bad counts and slices fall back to the defaults */
 	setenv("FI_FUSE", "kv", 1);
 	setenv("FI_FG_SLICES", "3", 1);
