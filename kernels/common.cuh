@@ -34,6 +34,29 @@ static __device__ __forceinline__ bf16x8 f32_to_bf16x8(const float *f)
 	return v;
 }
 
+/* A 16-byte load of a quantized weight through the read-only path (weights are never written
+ * by a kernel), asking L2 to fetch the whole aligned 256 bytes around it from DRAM when it
+ * misses (PTX's .L2::256B prefetch size). The one-token products read a row in 64- to
+ * 512-byte pieces a warp and the rest of the span an iteration later (the block's other
+ * slices, or the same warp), so the hint has DRAM deliver it one latency early without
+ * holding more registers in flight: the 8B's AWQ tg128 +4.3%, BitNet 2B-4T +1.1%, FP8 and
+ * Q4_K unchanged (H100, tests/gpu/NOTES.md). Build with FI_LDW_PF=0 for plain loads. */
+#ifndef FI_LDW_PF
+#define FI_LDW_PF 256
+#endif
+static __device__ __forceinline__ uint4 ldw16(const void *p)
+{
+#if FI_LDW_PF == 256
+	uint4 u;
+	asm("ld.global.nc.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+	    : "=r"(u.x), "=r"(u.y), "=r"(u.z), "=r"(u.w)
+	    : "l"(p));
+	return u;
+#else
+	return __ldg((const uint4 *)p);
+#endif
+}
+
 /* f[0..8) = p[8 i .. 8 i + 8): two 16-byte loads where p is 16-byte aligned (VW), else eight
  * scalar ones (a weight's f32 scales, read next to a 16-byte access of bf16 values). */
 template <bool VW, typename I>

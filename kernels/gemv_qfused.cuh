@@ -44,7 +44,7 @@ static __device__ __forceinline__ qf_w qf_pick(const fi_cu_qw &a)
 
 static __device__ __forceinline__ uint4 qf_ld(const uint8_t *p)
 {
-	return __ldg((const uint4 *)p);
+	return ldw16(p);
 }
 
 /* 2^23 + byte k of m, as a float: the byte in the low mantissa bits of 2^23. */

@@ -35,7 +35,7 @@ __global__ void gemv_tq2_k(void *__restrict__ out, int out_f32, const uint8_t *_
 	/* 16-byte pieces: piece p is half h = p & 1 of block p >> 1 */
 	for (int p = lane; p < K / 64; p += 32) {
 		const int blk = p >> 1, h = p & 1;
-		uint4 w = *(const uint4 *)(row + 16 * p);
+		uint4 w = ldw16(row + 16 * p);
 		uint32_t wv[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
 		for (int t = 0; t < T; t++) {
@@ -179,7 +179,7 @@ gemv_tq2x_k(const tq2_parts P, const fi_cu_rope_out Q, const bf16 *__restrict__ 
 		uint32_t wv[R][4];
 #pragma unroll
 		for (int r = 0; r < R; r++) { /* the R rows' loads in flight together */
-			uint4 w = r < nr ? *(const uint4 *)(P.q[p] + (size_t)row[r] * (K / 4) + 16 * c)
+			uint4 w = r < nr ? ldw16(P.q[p] + (size_t)row[r] * (K / 4) + 16 * c)
 					 : make_uint4(0, 0, 0, 0);
 			wv[r][0] = w.x, wv[r][1] = w.y, wv[r][2] = w.z, wv[r][3] = w.w;
 		}

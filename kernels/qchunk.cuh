@@ -15,7 +15,7 @@
 
 static __device__ __forceinline__ uint4 ld16(const uint8_t *p)
 {
-	return __ldg((const uint4 *)p);
+	return ldw16(p);
 }
 
 static __device__ __forceinline__ float h2f(const void *p, int64_t i)
