@@ -155,7 +155,8 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 	else if (MODE == F8H_ROUND)
 		ts = f8h_stage_quant(x, K, xs, sh);
 	else
-		e = -gh_stage_bf16<false, 3>(x, K, xs, sh); /* max|x| 2^-e < 8 */
+		e = -(P.stage1 ? gh_stage_bf16_1<false, 3>(x, K, xs, sh) /* max|x| 2^-e < 8 */
+				: gh_stage_bf16<false, 3>(x, K, xs, sh));
 	const float k8 = ldexpf(1.f, e) * (MODE == F8H_CODES ? xsc[0] : ts);
 
 	for (int k = 0;; k++) {
@@ -240,7 +241,7 @@ extern "C" fi_err fi_cu_gemv_f8h_parts(cudaStream_t st, int n, void *const *out,
 		    w[i].cols * 2 > GH_MAX_SHARED || w[i].rows < 1)
 			return FI_EUNSUPPORTED;
 	}
-	const int64_t rows = gh_fill(P, n, out, w, bias);
+	const int64_t rows = gh_fill(P, n, out, w, bias, opts);
 	int ok;
 	if (!aq)
 		ok = launch_m<F8H_BF16>(st, P, rows, out_f32, x, xq, xs, opts);

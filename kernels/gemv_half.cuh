@@ -10,6 +10,7 @@
 
 #include <cuda_fp16.h>
 
+#include "act_quant.cuh"
 #include "common.cuh"
 
 #define GH_WARPS 8
@@ -93,9 +94,30 @@ static __device__ __forceinline__ int gh_exp(float m, int lim)
 	return lim - p;
 }
 
+/* Eight bf16 of x times up as four half2: PAIRED, the columns as the pairs (0, 4), (1, 5),
+ * (2, 6), (3, 7) (gemv_q4h's nibble order); else in order. */
+template <bool PAIRED>
+static __device__ __forceinline__ uint4 gh_half8(const bf16x8 &b, float up)
+{
+	float f[8];
+	bf16x8_to_f32(b, f);
+	uint4 v;
+	if (PAIRED) {
+		v.x = u32of(__floats2half2_rn(f[0] * up, f[4] * up));
+		v.y = u32of(__floats2half2_rn(f[1] * up, f[5] * up));
+		v.z = u32of(__floats2half2_rn(f[2] * up, f[6] * up));
+		v.w = u32of(__floats2half2_rn(f[3] * up, f[7] * up));
+	} else {
+		v.x = u32of(__floats2half2_rn(f[0] * up, f[1] * up));
+		v.y = u32of(__floats2half2_rn(f[2] * up, f[3] * up));
+		v.z = u32of(__floats2half2_rn(f[4] * up, f[5] * up));
+		v.w = u32of(__floats2half2_rn(f[6] * up, f[7] * up));
+	}
+	return v;
+}
+
 /* x[K] (bf16) into xs as half times 2^e, max|x| 2^e < 2^LIM; returns e (0 for an all-zero or
- * non-finite x, whose products are then what they are). PAIRED: the 8 columns of each 16-byte
- * part as the pairs (0, 4), (1, 5), (2, 6), (3, 7) (gemv_q4h's nibble order); else in order.
+ * non-finite x, whose products are then what they are). PAIRED: gh_half8's pair order.
  * Every thread of the block takes part; ends with a barrier. */
 template <bool PAIRED, int LIM>
 static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, int K, uint4 *xs,
@@ -103,23 +125,48 @@ static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, 
 {
 	const int e = gh_exp(gh_absmax(x, K, sh), LIM);
 	const float up = ldexpf(1.f, e);
-	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
-		float f[8];
-		bf16x8_to_f32(((const bf16x8 *)x)[i], f);
-		uint4 v;
-		if (PAIRED) {
-			v.x = u32of(__floats2half2_rn(f[0] * up, f[4] * up));
-			v.y = u32of(__floats2half2_rn(f[1] * up, f[5] * up));
-			v.z = u32of(__floats2half2_rn(f[2] * up, f[6] * up));
-			v.w = u32of(__floats2half2_rn(f[3] * up, f[7] * up));
-		} else {
-			v.x = u32of(__floats2half2_rn(f[0] * up, f[1] * up));
-			v.y = u32of(__floats2half2_rn(f[2] * up, f[3] * up));
-			v.z = u32of(__floats2half2_rn(f[4] * up, f[5] * up));
-			v.w = u32of(__floats2half2_rn(f[6] * up, f[7] * up));
-		}
-		xs[gh_part(i >> 2, i & 3)] = v;
+	for (int i = threadIdx.x; i < K / 8; i += blockDim.x)
+		xs[gh_part(i >> 2, i & 3)] = gh_half8<PAIRED>(((const bf16x8 *)x)[i], up);
+	__syncthreads();
+	return e;
+}
+
+/* gh_stage_bf16 in one pass (FI_HALF_STAGE=1): a thread's first GH_STAGE_V 16-byte pieces of x
+ * are loaded together and kept in registers for the max and the conversion, where the two
+ * loops above wait on L2 once a piece a pass (7 times each for the 8B's down product). ncu of
+ * the 8B's AWQ layer (H100): 9-12% of gemv_q4m's stall samples waited on those loads. The same
+ * values, so the same e and the same xs. */
+#define GH_STAGE_V 8
+template <bool PAIRED, int LIM>
+static __device__ __forceinline__ int gh_stage_bf16_1(const bf16 *__restrict__ x, int K,
+						      uint4 *xs, float *sh)
+{
+	const int nv = K / 8;
+	const uint4 *xv = (const uint4 *)x;
+	uint4 v[GH_STAGE_V];
+	float m = 0.f;
+#pragma unroll
+	for (int j = 0; j < GH_STAGE_V; j++) {
+		const int i = threadIdx.x + j * blockDim.x;
+		v[j] = i < nv ? __ldg(xv + i) : make_uint4(0, 0, 0, 0);
 	}
+#pragma unroll
+	for (int j = 0; j < GH_STAGE_V; j++) /* zeros past the end leave m as it is */
+		m = aq_absmax8((const bf16 *)&v[j], m);
+	for (int i = threadIdx.x + GH_STAGE_V * blockDim.x; i < nv; i += blockDim.x) {
+		const uint4 u = __ldg(xv + i);
+		m = aq_absmax8((const bf16 *)&u, m);
+	}
+	const int e = gh_exp(block_max(m, sh), LIM);
+	const float up = ldexpf(1.f, e);
+#pragma unroll
+	for (int j = 0; j < GH_STAGE_V; j++) {
+		const int i = threadIdx.x + j * blockDim.x;
+		if (i < nv)
+			xs[gh_part(i >> 2, i & 3)] = gh_half8<PAIRED>(*(const bf16x8 *)&v[j], up);
+	}
+	for (int i = threadIdx.x + GH_STAGE_V * blockDim.x; i < nv; i += blockDim.x)
+		xs[gh_part(i >> 2, i & 3)] = gh_half8<PAIRED>(((const bf16x8 *)x)[i], up);
 	__syncthreads();
 	return e;
 }
@@ -134,12 +181,14 @@ struct gh_parts {
 	const bf16 *bias[4];
 	int blk0[5];
 	int n;
+	int stage1; /* FI_CU_HALF_STAGE1: x staged by gh_stage_bf16_1 */
 };
 
 /* P's n parts from the weights, outputs and biases (NULL: none); returns their rows. */
 static inline int64_t gh_fill(gh_parts &P, int n, void *const *out, const fi_cu_qw *w,
-			      const void *const *bias)
+			      const void *const *bias, int opts = 0)
 {
+	P.stage1 = (opts & FI_CU_HALF_STAGE1) != 0;
 	int64_t rows = 0;
 	for (int i = 0; i < n; i++) {
 		P.w[i] = w[i];

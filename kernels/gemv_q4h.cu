@@ -106,7 +106,8 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	if (c0 < nc)
 		q4h_load(rw, c0, lg, cur);
 
-	const int e = gh_stage_bf16<true, 6>(x, K, xs, sh); /* max|x| 2^e < 64 */
+	const int e = P.stage1 ? gh_stage_bf16_1<true, 6>(x, K, xs, sh) /* max|x| 2^e < 64 */
+			       : gh_stage_bf16<true, 6>(x, K, xs, sh);
 
 	for (int k = 0;; k++) {
 		float acc[GH_R];
@@ -166,6 +167,6 @@ extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out,
 	int lg; /* chunks a group, 2^lg */
 	if (!gh_int4_takes(n, out_f32, w, x, 32, 0, lg))
 		return FI_EUNSUPPORTED;
-	const int64_t rows = gh_fill(P, n, out, w, bias);
+	const int64_t rows = gh_fill(P, n, out, w, bias, opts);
 	return gh_int4<q4h_k>(st, P, lg, x, gh_slices(rows, (int)(w[0].cols / 32)), out_f32, opts);
 }

@@ -63,7 +63,8 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	__shared__ float rs[2][GH_WARPS][Q4M_ROWS];
 	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 	const int K = (int)P.w[0].cols, nq = K / 128, sl = wp % S;
-	const int e = gh_stage_bf16<true, 15>(x, K, xs, sh); /* max|x| 2^e < 2^15 */
+	const int e = P.stage1 ? gh_stage_bf16_1<true, 15>(x, K, xs, sh) /* max|x| 2^e < 2^15 */
+			       : gh_stage_bf16<true, 15>(x, K, xs, sh);
 	const int items = P.blk0[P.n];
 
 	for (int it = blockIdx.x, k = 0; it < items; it += gridDim.x, k++) {
@@ -171,7 +172,7 @@ extern "C" fi_err fi_cu_gemv_q4m_parts(cudaStream_t st, int n, void *const *out,
 	int lg; /* chunks a group, 2^lg: at least 4 (a quad of lanes' 128 columns) */
 	if (!gh_int4_takes(n, out_f32, w, x, 128, 2, lg))
 		return FI_EUNSUPPORTED;
-	const int64_t rows = gh_fill(P, n, out, w, bias);
+	const int64_t rows = gh_fill(P, n, out, w, bias, opts);
 	return gh_int4<q4m_k>(st, P, lg, x, q4m_slices(rows, (int)(w[0].cols / 128)), out_f32,
 			      opts);
 }

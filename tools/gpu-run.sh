@@ -75,7 +75,7 @@
 #                 bytes per decode step and the share of 4.3 TB/s (FI_QBENCH: where the
 #                 checkpoints go, default /tmp/qbench)
 #   pending       the paths that are off until measured (FI_QFUSE, FI_FAMILY_FUSE,
-#                 FI_FP8_FOLD),
+#                 FI_HALF_STAGE),
 #                 and the half2 decode switches against their 0 (FI_FP8_HALF,
 #                 FI_Q4K_HALF, FI_HALF_PARTS, FI_HALF_STAY, FI_INT4_MMA; FI_FP8_UNIT for
 #                 prompts):
@@ -574,8 +574,12 @@ PY
 			FI_INT4_MMA=0 timeout 200 $t/$x >>"$out/halfq.log" 2>&1 ||
 				{ rc=1; echo "$x (FI_INT4_MMA=0): FAILED"; }
 		done
-		FI_FP8_FOLD=1 timeout 200 $t/test_quant_model >>"$out/halfq.log" 2>&1 ||
-			{ rc=1; echo "test_quant_model (FI_FP8_FOLD=1): FAILED"; }
+		FI_FP8_FOLD=0 timeout 200 $t/test_quant_model >>"$out/halfq.log" 2>&1 ||
+			{ rc=1; echo "test_quant_model (FI_FP8_FOLD=0): FAILED"; }
+		for x in test_quant_kernels test_quant_model; do
+			FI_HALF_STAGE=1 timeout 200 $t/$x >>"$out/halfq.log" 2>&1 ||
+				{ rc=1; echo "$x (FI_HALF_STAGE=1): FAILED"; }
+		done
 		grep -E 'Checks' "$out/halfq.log"
 		qb=${FI_QBENCH:-/tmp/qbench}
 		python3 tools/make_quant_bench.py $qb fp8,awq,gguf >/dev/null || rc=1
@@ -584,7 +588,7 @@ PY
 		done
 		for run in fp8:FI_FP8_UNIT fp8:FI_FP8_HALF awq:FI_INT4_HALF q4km:FI_Q4K_HALF \
 			fp8:FI_HALF_PARTS awq:FI_HALF_PARTS fp8:FI_HALF_STAY awq:FI_HALF_STAY \
-			q4km:FI_HALF_STAY awq:FI_INT4_MMA fp8:FI_FP8_FOLD; do
+			q4km:FI_HALF_STAY awq:FI_INT4_MMA fp8:FI_FP8_FOLD awq:FI_HALF_STAGE; do
 			m=${run%%:*} v=${run#*:}
 			for x in 0 1; do
 				printf '%s %s=%s ' $m $v $x
