@@ -182,6 +182,7 @@ struct gh_parts {
 	int blk0[5];
 	int n;
 	int stage1; /* FI_CU_HALF_STAGE1: x staged by gh_stage_bf16_1 */
+	int ahead;  /* FI_CU_HALF_AHEAD: gemv_q4m loads the next item's first quad early */
 };
 
 /* P's n parts from the weights, outputs and biases (NULL: none); returns their rows. */
@@ -189,6 +190,7 @@ static inline int64_t gh_fill(gh_parts &P, int n, void *const *out, const fi_cu_
 			      const void *const *bias, int opts = 0)
 {
 	P.stage1 = (opts & FI_CU_HALF_STAGE1) != 0;
+	P.ahead = (opts & FI_CU_HALF_AHEAD) != 0;
 	int64_t rows = 0;
 	for (int i = 0; i < n; i++) {
 		P.w[i] = w[i];

@@ -41,17 +41,40 @@ struct q4m_ld { /* one quad step of the lane's two rows: codes, scales, zero poi
 	uint32_t za, zb;
 };
 
-static __device__ __forceinline__ void q4m_load(const uint8_t *ra, const uint8_t *rb,
-						const __half *sa, const __half *sb,
-						const uint8_t *za, const uint8_t *zb, int c, int g,
-						q4m_ld &l)
+/* Where a warp's two rows of an item start: codes, scales, zero points. */
+struct q4m_rows {
+	const uint8_t *ra, *rb;
+	const __half *sa, *sb;
+	const uint8_t *za, *zb;
+};
+
+/* Item it's part p, first row n0 of warp wp, and lane row g's (and g + 8's) pointers (rows
+ * past the end read the last one, unwritten). */
+template <int S>
+static __device__ __forceinline__ q4m_rows q4m_at(const gh_parts &P, int it, int wp, int g,
+						  int lg, int &p, int64_t &n0)
 {
-	l.qa = ld16(ra + (int64_t)c * 16);
-	l.qb = ld16(rb + (int64_t)c * 16);
-	l.sa = sa[g];
-	l.sb = sb[g];
-	l.za = za[g];
-	l.zb = zb[g];
+	p = gh_part_of(P, it);
+	const fi_cu_qw &w = P.w[p];
+	n0 = ((int64_t)it - P.blk0[p]) * (GH_WARPS / S * Q4M_ROWS) + (int64_t)(wp / S) * Q4M_ROWS;
+	const int64_t gpr = w.cols >> (5 + lg), na = min(n0 + g, w.rows - 1),
+		      nb = min(n0 + g + 8, w.rows - 1);
+	return q4m_rows{w.q + na * w.row_bytes,
+			w.q + nb * w.row_bytes,
+			(const __half *)w.scale + na * gpr,
+			(const __half *)w.scale + nb * gpr,
+			w.zero + na * gpr,
+			w.zero + nb * gpr};
+}
+
+static __device__ __forceinline__ void q4m_load(const q4m_rows &r, int c, int g, q4m_ld &l)
+{
+	l.qa = ld16(r.ra + (int64_t)c * 16);
+	l.qb = ld16(r.rb + (int64_t)c * 16);
+	l.sa = r.sa[g];
+	l.sb = r.sb[g];
+	l.za = r.za[g];
+	l.zb = r.zb[g];
 }
 
 template <int S, bool F32OUT>
@@ -67,25 +90,30 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 			       : gh_stage_bf16<true, 15>(x, K, xs, sh);
 	const int items = P.blk0[P.n];
 
+	/* P.ahead (FI_HALF_AHEAD): a warp's last quad of an item is multiplied while the next
+	 * item's first one loads, instead of that load waiting a DRAM latency at the item's start
+	 * (ncu: 12-13% of the stall samples, a warp having only 4-14 quads of a row an item) */
+	bool have = false; /* cur holds this item's first quad already */
+	q4m_ld cur, nxt;
 	for (int it = blockIdx.x, k = 0; it < items; it += gridDim.x, k++) {
-		const int p = gh_part_of(P, it);
+		int p;
+		int64_t n0;
+		const q4m_rows rw = q4m_at<S>(P, it, wp, g, lg, p, n0);
 		const fi_cu_qw &w = P.w[p];
-		const int64_t n0 = ((int64_t)it - P.blk0[p]) * (GH_WARPS / S * Q4M_ROWS) +
-				   (int64_t)(wp / S) * Q4M_ROWS;
-		const int64_t gpr = w.cols >> (5 + lg), na = min(n0 + g, w.rows - 1),
-			      nb = min(n0 + g + 8, w.rows - 1);
-		const uint8_t *ra = w.q + na * w.row_bytes, *rb = w.q + nb * w.row_bytes;
-		const __half *sa = (const __half *)w.scale + na * gpr,
-			     *sb = (const __half *)w.scale + nb * gpr;
-		const uint8_t *za = w.zero + na * gpr, *zb = w.zero + nb * gpr;
+		const bool ahead = P.ahead && it + (int)gridDim.x < items;
 		float acc_a = 0.f, acc_b = 0.f;
-		q4m_ld cur, nxt;
-		if (sl < nq)
-			q4m_load(ra, rb, sa, sb, za, zb, 4 * sl + t, (4 * sl) >> lg, cur);
+		if (!have && sl < nq)
+			q4m_load(rw, 4 * sl + t, (4 * sl) >> lg, cur);
 		for (int i = sl; i < nq; i += S) {
 			const int c = 4 * i + t, in = i + S;
-			if (in < nq)
-				q4m_load(ra, rb, sa, sb, za, zb, 4 * in + t, (4 * in) >> lg, nxt);
+			if (in < nq) {
+				q4m_load(rw, 4 * in + t, (4 * in) >> lg, nxt);
+			} else if (ahead) {
+				int pn;
+				int64_t nn;
+				q4m_load(q4m_at<S>(P, it + gridDim.x, wp, g, lg, pn, nn), 4 * sl + t,
+					 (4 * sl) >> lg, nxt);
+			}
 			__half2 z1a, nza, z1b, nzb;
 			gh_q4_zero(cur.za, z1a, nza);
 			gh_q4_zero(cur.zb, z1b, nzb);
@@ -108,6 +136,7 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 			acc_b = fmaf(cc[2], __half2float(cur.sb), acc_b);
 			cur = nxt;
 		}
+		have = ahead;
 		/* the S slices of the warp's rows meet in shared memory; items alternate between
 		 * the two halves of rs, as gh_total's part (a warp writes item k + 2's sums only
 		 * after the barrier of item k + 1, which every warp reaches after reading k's) */
