@@ -64,6 +64,80 @@ static __device__ __forceinline__ int q4kh_stage(const bf16 *__restrict__ x, int
 	return e;
 }
 
+/* Piece t of x (group t / 8, word t % 8: 4 columns from each half of the group) as one xs
+ * word, and the group's two sub-block sums into gs by lane (the 8 lanes of a group are
+ * consecutive: an xor tree over them). A warp's 32 pieces are all in or all out. */
+static __device__ __forceinline__ void q4kh_piece(uint2 ua, uint2 ub, float up, int t, uint4 *xs,
+						  float *gs)
+{
+	const int g = t >> 3, i = t & 7;
+	const float2 a0 = __bfloat1622float2(*(const __nv_bfloat162 *)&ua.x);
+	const float2 a1 = __bfloat1622float2(*(const __nv_bfloat162 *)&ua.y);
+	const float2 b0 = __bfloat1622float2(*(const __nv_bfloat162 *)&ub.x);
+	const float2 b1 = __bfloat1622float2(*(const __nv_bfloat162 *)&ub.y);
+	uint4 v;
+	v.x = u32of(__floats2half2_rn(a0.x * up, a1.x * up));
+	v.y = u32of(__floats2half2_rn(b0.x * up, b1.x * up));
+	v.z = u32of(__floats2half2_rn(a0.y * up, a1.y * up));
+	v.w = u32of(__floats2half2_rn(b0.y * up, b1.y * up));
+	xs[8 * g + (i ^ (g & 7))] = v;
+	float sa = (a0.x + a0.y) + (a1.x + a1.y), sb = (b0.x + b0.y) + (b1.x + b1.y);
+#pragma unroll
+	for (int o = 1; o < 8; o <<= 1) {
+		sa += __shfl_xor_sync(0xffffffffu, sa, o);
+		sb += __shfl_xor_sync(0xffffffffu, sb, o);
+	}
+	if (i == 0) {
+		gs[2 * g] = sa;
+		gs[2 * g + 1] = sb;
+	}
+}
+
+/* q4kh_stage in one pass (FI_HALF_STAGE=1): a thread's first GH_STAGE_V pieces loaded together
+ * and kept for the max, the conversion and the sub-block sums, where q4kh_stage reads x three
+ * times a piece at a time. The same xs; gs summed in a tree instead of in order (so within
+ * rounding of it, and deterministic). */
+static __device__ __forceinline__ int q4kh_stage_1(const bf16 *__restrict__ x, int K, uint4 *xs,
+						   float *gs, float *sh)
+{
+	const int nt = K / 8;
+	uint2 a[GH_STAGE_V], b[GH_STAGE_V];
+	float m = 0.f;
+#pragma unroll
+	for (int j = 0; j < GH_STAGE_V; j++) {
+		const int t = threadIdx.x + j * blockDim.x, g = t >> 3, i = t & 7;
+		a[j] = t < nt ? __ldg((const uint2 *)(x + 64 * g + 4 * i)) : make_uint2(0, 0);
+		b[j] = t < nt ? __ldg((const uint2 *)(x + 64 * g + 32 + 4 * i)) : make_uint2(0, 0);
+	}
+#pragma unroll
+	for (int j = 0; j < GH_STAGE_V; j++) {
+		const uint4 u = make_uint4(a[j].x, a[j].y, b[j].x, b[j].y);
+		m = aq_absmax8((const bf16 *)&u, m);
+	}
+	for (int t = threadIdx.x + GH_STAGE_V * blockDim.x; t < nt; t += blockDim.x) {
+		const int g = t >> 3, i = t & 7;
+		const uint2 ua = __ldg((const uint2 *)(x + 64 * g + 4 * i)),
+			    ub = __ldg((const uint2 *)(x + 64 * g + 32 + 4 * i));
+		const uint4 u = make_uint4(ua.x, ua.y, ub.x, ub.y);
+		m = aq_absmax8((const bf16 *)&u, m);
+	}
+	const int e = gh_exp(block_max(m, sh), 6);
+	const float up = ldexpf(1.f, e);
+#pragma unroll
+	for (int j = 0; j < GH_STAGE_V; j++) {
+		const int t = threadIdx.x + j * blockDim.x;
+		if (t < nt)
+			q4kh_piece(a[j], b[j], up, t, xs, gs);
+	}
+	for (int t = threadIdx.x + GH_STAGE_V * blockDim.x; t < nt; t += blockDim.x) {
+		const int g = t >> 3, i = t & 7;
+		q4kh_piece(__ldg((const uint2 *)(x + 64 * g + 4 * i)),
+			   __ldg((const uint2 *)(x + 64 * g + 32 + 4 * i)), up, t, xs, gs);
+	}
+	__syncthreads();
+	return e;
+}
+
 /* One word's 8 products with x part xv, into the half2 partials of sub-blocks A and B. */
 static __device__ __forceinline__ void q4kh_word(uint32_t wv, const uint4 &xv, __half2 &pa,
 						 __half2 &pb)
@@ -115,7 +189,7 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 	const int K = (int)P.w[0].cols, ng = K / 64, g0 = lane + 32 * (wp % S);
 	const int items = P.blk0[P.n];
 	float *gs = (float *)(xs + K / 8);
-	const int e = q4kh_stage(x, K, xs, gs, sh);
+	const int e = P.stage1 ? q4kh_stage_1(x, K, xs, gs, sh) : q4kh_stage(x, K, xs, gs, sh);
 	const float down = ldexpf(1.f, -e);
 
 	for (int it = blockIdx.x, k = 0; it < items; it += gridDim.x, k++) {
@@ -219,7 +293,7 @@ extern "C" fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out
 		    ((uintptr_t)w[i].q & 15) || w[i].row_bytes % 16)
 			return FI_EUNSUPPORTED;
 	}
-	const int64_t rows = gh_fill(P, n, out, w, bias);
+	const int64_t rows = gh_fill(P, n, out, w, bias, opts);
 	/* a lane's round is a 64-column group: slices as for chunks of twice the width */
 	const int S = gh_slices(rows, (int)(w[0].cols / 64));
 	if (!(out_f32 ? launch_f<true>(st, P, x, S, opts) : launch_f<false>(st, P, x, S, opts)))

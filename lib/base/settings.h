@@ -66,7 +66,7 @@ struct fi_settings {
 	int fp8_unit;
 	int fp8_fast;      /* FI_FP8_FAST: cuBLASLt's FP8 GEMMs accumulate in the tensor cores
 			    * throughout (CUBLASLT_MATMUL_DESC_FAST_ACCUM) */
-	int half_stage;    /* FI_HALF_STAGE=1: the half2 products stage x in one pass */
+	int half_stage;    /* FI_HALF_STAGE=1: the half2 products (and Q4_K) stage x in one pass */
 	int half_ahead;    /* FI_HALF_AHEAD=1: gemv_q4m loads the next item's first quad early */
 	int fp8_fold;      /* FI_FP8_FOLD: the gated activation and RMSNorm write the next W8A8
 			    * product's input codes themselves (no quantizer launch) */
