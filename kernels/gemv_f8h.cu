@@ -96,22 +96,8 @@ static __device__ __forceinline__ float f8h_stage_quant_1(const bf16 *__restrict
 							  uint4 *xs, float *sh)
 {
 	const int nv = K / 8;
-	const uint4 *xv = (const uint4 *)x;
 	uint4 v[F8H_STAGE_V];
-	float m = 0.f;
-#pragma unroll
-	for (int j = 0; j < F8H_STAGE_V; j++) {
-		const int i = threadIdx.x + j * blockDim.x;
-		v[j] = i < nv ? __ldg(xv + i) : make_uint4(0, 0, 0, 0);
-	}
-#pragma unroll
-	for (int j = 0; j < F8H_STAGE_V; j++)
-		m = aq_absmax8((const bf16 *)&v[j], m);
-	for (int i = threadIdx.x + F8H_STAGE_V * blockDim.x; i < nv; i += blockDim.x) {
-		const uint4 u = __ldg(xv + i);
-		m = aq_absmax8((const bf16 *)&u, m);
-	}
-	const float s = aq_scale(block_max(m, sh));
+	const float s = aq_scale(gh_load_max(x, K, v, sh));
 	const __half2 k = __float2half2_rn(1.f / 256);
 #pragma unroll
 	for (int j = 0; j < F8H_STAGE_V; j++) {

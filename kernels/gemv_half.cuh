@@ -137,27 +137,38 @@ static __device__ __forceinline__ int gh_stage_bf16(const bf16 *__restrict__ x, 
  * the 8B's AWQ layer (H100): 9-12% of gemv_q4m's stall samples waited on those loads. The same
  * values, so the same e and the same xs. */
 #define GH_STAGE_V 8
+
+/* A thread's first V 16-byte pieces of x[K] into v (zeros past the end), and max |x| over all
+ * of x, to every thread of the block: the loads of a one-pass stage. */
+template <int V>
+static __device__ __forceinline__ float gh_load_max(const bf16 *__restrict__ x, int K,
+						    uint4 (&v)[V], float *sh)
+{
+	const int nv = K / 8;
+	const uint4 *xv = (const uint4 *)x;
+	float m = 0.f;
+#pragma unroll
+	for (int j = 0; j < V; j++) {
+		const int i = threadIdx.x + j * blockDim.x;
+		v[j] = i < nv ? __ldg(xv + i) : make_uint4(0, 0, 0, 0);
+	}
+#pragma unroll
+	for (int j = 0; j < V; j++) /* zeros past the end leave m as it is */
+		m = aq_absmax8((const bf16 *)&v[j], m);
+	for (int i = threadIdx.x + V * blockDim.x; i < nv; i += blockDim.x) {
+		const uint4 u = __ldg(xv + i);
+		m = aq_absmax8((const bf16 *)&u, m);
+	}
+	return block_max(m, sh);
+}
+
 template <bool PAIRED, int LIM>
 static __device__ __forceinline__ int gh_stage_bf16_1(const bf16 *__restrict__ x, int K,
 						      uint4 *xs, float *sh)
 {
 	const int nv = K / 8;
-	const uint4 *xv = (const uint4 *)x;
 	uint4 v[GH_STAGE_V];
-	float m = 0.f;
-#pragma unroll
-	for (int j = 0; j < GH_STAGE_V; j++) {
-		const int i = threadIdx.x + j * blockDim.x;
-		v[j] = i < nv ? __ldg(xv + i) : make_uint4(0, 0, 0, 0);
-	}
-#pragma unroll
-	for (int j = 0; j < GH_STAGE_V; j++) /* zeros past the end leave m as it is */
-		m = aq_absmax8((const bf16 *)&v[j], m);
-	for (int i = threadIdx.x + GH_STAGE_V * blockDim.x; i < nv; i += blockDim.x) {
-		const uint4 u = __ldg(xv + i);
-		m = aq_absmax8((const bf16 *)&u, m);
-	}
-	const int e = gh_exp(block_max(m, sh), LIM);
+	const int e = gh_exp(gh_load_max(x, K, v, sh), LIM);
 	const float up = ldexpf(1.f, e);
 #pragma unroll
 	for (int j = 0; j < GH_STAGE_V; j++) {
