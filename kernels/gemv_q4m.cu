@@ -86,34 +86,30 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	__shared__ float rs[2][GH_WARPS][Q4M_ROWS];
 	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 	const int K = (int)P.w[0].cols, nq = K / 128, sl = wp % S;
+	const int items = P.blk0[P.n];
+	int it = blockIdx.x, p;
+	int64_t n0;
+	if (it >= items)
+		return;
+	/* P.ahead (FI_HALF_AHEAD): an item's first quad is loaded before what precedes it (x's
+	 * staging, the last item's sums), as gemv_q4h does, instead of waiting a DRAM latency at
+	 * the item's start (ncu: 12-13% of the stall samples, a warp having only 4-14 quads of a
+	 * row an item) */
+	q4m_rows rw = q4m_at<S>(P, it, wp, g, lg, p, n0);
+	q4m_ld cur, nxt;
+	if (P.ahead && sl < nq)
+		q4m_load(rw, 4 * sl + t, (4 * sl) >> lg, cur);
 	const int e = P.stage1 ? gh_stage_bf16_1<true, 15>(x, K, xs, sh) /* max|x| 2^e < 2^15 */
 			       : gh_stage_bf16<true, 15>(x, K, xs, sh);
-	const int items = P.blk0[P.n];
 
-	/* P.ahead (FI_HALF_AHEAD): a warp's last quad of an item is multiplied while the next
-	 * item's first one loads, instead of that load waiting a DRAM latency at the item's start
-	 * (ncu: 12-13% of the stall samples, a warp having only 4-14 quads of a row an item) */
-	bool have = false; /* cur holds this item's first quad already */
-	q4m_ld cur, nxt;
-	for (int it = blockIdx.x, k = 0; it < items; it += gridDim.x, k++) {
-		int p;
-		int64_t n0;
-		const q4m_rows rw = q4m_at<S>(P, it, wp, g, lg, p, n0);
-		const fi_cu_qw &w = P.w[p];
-		const bool ahead = P.ahead && it + (int)gridDim.x < items;
+	for (int k = 0;; k++) {
 		float acc_a = 0.f, acc_b = 0.f;
-		if (!have && sl < nq)
+		if (!P.ahead && sl < nq)
 			q4m_load(rw, 4 * sl + t, (4 * sl) >> lg, cur);
 		for (int i = sl; i < nq; i += S) {
 			const int c = 4 * i + t, in = i + S;
-			if (in < nq) {
+			if (in < nq)
 				q4m_load(rw, 4 * in + t, (4 * in) >> lg, nxt);
-			} else if (ahead) {
-				int pn;
-				int64_t nn;
-				q4m_load(q4m_at<S>(P, it + gridDim.x, wp, g, lg, pn, nn), 4 * sl + t,
-					 (4 * sl) >> lg, nxt);
-			}
 			__half2 z1a, nza, z1b, nzb;
 			gh_q4_zero(cur.za, z1a, nza);
 			gh_q4_zero(cur.zb, z1b, nzb);
@@ -136,7 +132,15 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 			acc_b = fmaf(cc[2], __half2float(cur.sb), acc_b);
 			cur = nxt;
 		}
-		have = ahead;
+		const int pd = p;
+		const int64_t nd = n0;
+		it += gridDim.x;
+		const bool more = it < items;
+		if (more) {
+			rw = q4m_at<S>(P, it, wp, g, lg, p, n0);
+			if (P.ahead && sl < nq) /* in flight during these sums */
+				q4m_load(rw, 4 * sl + t, (4 * sl) >> lg, cur);
+		}
 		/* the S slices of the warp's rows meet in shared memory; items alternate between
 		 * the two halves of rs, as gh_total's part (a warp writes item k + 2's sums only
 		 * after the barrier of item k + 1, which every warp reaches after reading k's) */
@@ -156,20 +160,22 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 		}
 		if (sl == 0 && t == 0) {
 			const float down = ldexpf(1.f, -e);
-			const int64_t rows[2] = {n0 + g, n0 + g + 8};
+			const int64_t rows[2] = {nd + g, nd + g + 8};
 			const float v[2] = {acc_a, acc_b};
 #pragma unroll
 			for (int r = 0; r < 2; r++) {
-				if (rows[r] >= w.rows)
+				if (rows[r] >= P.w[pd].rows)
 					continue;
 				const float o = v[r] * down +
-						(P.bias[p] ? __bfloat162float(P.bias[p][rows[r]]) : 0.f);
+						(P.bias[pd] ? __bfloat162float(P.bias[pd][rows[r]]) : 0.f);
 				if (F32OUT)
-					((float *)P.out[p])[rows[r]] = o;
+					((float *)P.out[pd])[rows[r]] = o;
 				else
-					((bf16 *)P.out[p])[rows[r]] = __float2bfloat16(o);
+					((bf16 *)P.out[pd])[rows[r]] = __float2bfloat16(o);
 			}
 		}
+		if (!more)
+			break;
 	}
 }
 
