@@ -40,7 +40,7 @@ static __device__ __forceinline__ bf16x8 f32_to_bf16x8(const float *f)
  * 512-byte pieces a warp and the rest of the span an iteration later (the block's other
  * slices, or the same warp), so the hint has DRAM deliver it one latency early without
  * holding more registers in flight: the 8B's AWQ tg128 +4.3%, BitNet 2B-4T +1.1%, FP8 and
- * Q4_K unchanged (H100, tests/gpu/NOTES.md). Build with FI_LDW_PF=0 for plain loads. */
+ * Q4_K unchanged (H100, tests/gpu/NOTES.md). -DFI_LDW_PF=0 (in CUARCH) builds plain loads. */
 #ifndef FI_LDW_PF
 #define FI_LDW_PF 256
 #endif
