@@ -157,26 +157,26 @@ static __device__ __forceinline__ float gh_load_max(const bf16 *__restrict__ x, 
 	return block_max(m, sh);
 }
 
-/* gh_stage_bf16 in one pass (FI_HALF_STAGE=1): a thread's first V 16-byte pieces of x
+/* gh_stage_bf16 in one pass (FI_HALF_STAGE=1): a thread's first GH_STAGE_V 16-byte pieces of x
  * are loaded together and kept in registers for the max and the conversion, where the two
  * loops above wait on L2 once a piece a pass (7 times each for the 8B's down product). ncu of
  * the 8B's AWQ layer (H100): 9-12% of gemv_q4m's stall samples waited on those loads. The same
  * values, so the same e and the same xs. */
-template <bool PAIRED, int LIM, int V = GH_STAGE_V>
+template <bool PAIRED, int LIM>
 static __device__ __forceinline__ int gh_stage_bf16_1(const bf16 *__restrict__ x, int K,
 						      uint4 *xs, float *sh)
 {
 	const int nv = K / 8;
-	uint4 v[V];
+	uint4 v[GH_STAGE_V];
 	const int e = gh_exp(gh_load_max(x, K, v, sh), LIM);
 	const float up = ldexpf(1.f, e);
 #pragma unroll
-	for (int j = 0; j < V; j++) {
+	for (int j = 0; j < GH_STAGE_V; j++) {
 		const int i = threadIdx.x + j * blockDim.x;
 		if (i < nv)
 			xs[gh_part(i >> 2, i & 3)] = gh_half8<PAIRED>(*(const bf16x8 *)&v[j], up);
 	}
-	for (int i = threadIdx.x + V * blockDim.x; i < nv; i += blockDim.x)
+	for (int i = threadIdx.x + GH_STAGE_V * blockDim.x; i < nv; i += blockDim.x)
 		xs[gh_part(i >> 2, i & 3)] = gh_half8<PAIRED>(((const bf16x8 *)x)[i], up);
 	__syncthreads();
 	return e;
@@ -359,14 +359,12 @@ static inline bool gh_grid(gh_parts &P, int S)
 	return gh_grid_rows(P, GH_WARPS / S * GH_R);
 }
 
-/* Raises a kernel's dynamic shared-memory limit to GH_MAX_SHARED (+ extra) once: 0 if it
- * cannot. */
-#define GH_READY(kern) GH_READY_X(kern, 0)
-#define GH_READY_X(kern, extra)                                                                \
+/* Raises a kernel's dynamic shared-memory limit to GH_MAX_SHARED once: 0 if it cannot. */
+#define GH_READY(kern)                                                                         \
 	static int ready;                                                                      \
 	if (!ready)                                                                            \
 		ready = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,  \
-					     GH_MAX_SHARED + (extra)) == cudaSuccess ? 1 : -1; \
+					     GH_MAX_SHARED) == cudaSuccess ? 1 : -1;           \
 	if (ready < 0) {                                                                       \
 		cudaGetLastError();                                                            \
 		return 0;                                                                      \
@@ -398,16 +396,15 @@ static inline bool gh_int4_takes(int n, int out_f32, const fi_cu_qw *w, const vo
 }
 
 /* K::kern<S, F32OUT>() launched over P at S slices, items of GH_WARPS / S warps of K::rows
- * rows each, with K::ring bytes of shared memory after x's (K: a kernel's description in its
- * file); 0 if it cannot be. */
+ * rows each (K: a kernel's description in its file); 0 if it cannot be. */
 template <class K, int S, bool F32OUT>
 static int gh_int4_s(cudaStream_t st, gh_parts &P, int lg, const void *x, int opts)
 {
-	GH_READY_X((K::template kern<S, F32OUT>()), K::ring);
+	GH_READY((K::template kern<S, F32OUT>()));
 	if (!gh_grid_rows(P, GH_WARPS / S * K::rows))
 		return 0;
-	gh_launch(K::template kern<S, F32OUT>(), P, opts, (size_t)P.w[0].cols * 2 + K::ring, st,
-		  P, lg, (const bf16 *)x);
+	gh_launch(K::template kern<S, F32OUT>(), P, opts, (size_t)P.w[0].cols * 2, st, P, lg,
+		  (const bf16 *)x);
 	return 1;
 }
 

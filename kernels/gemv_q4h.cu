@@ -151,7 +151,7 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 }
 
 struct q4h_k { /* gh_int4's description of this kernel */
-	enum { rows = GH_R, ring = 0 };
+	enum { rows = GH_R };
 	template <int S, bool F32OUT>
 	static gh_int4_kern kern(void)
 	{

@@ -35,27 +35,6 @@ static __device__ __forceinline__ void q4m_mma(float (&c)[4], uint32_t a0, uint3
 		     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-/* One quad of the lane's two rows (codes qa, qb; zero points za, zb) against x's chunk c
- * (its 4 parts): cc += the 8 mma's sums, cc[0] row g's, cc[2] row g + 8's. */
-static __device__ __forceinline__ void q4m_quad(const uint4 &qa, const uint4 &qb, uint32_t za,
-						uint32_t zb, const uint4 *xs, int c, float (&cc)[4])
-{
-	__half2 z1a, nza, z1b, nzb;
-	gh_q4_zero(za, z1a, nza);
-	gh_q4_zero(zb, z1b, nzb);
-	const uint32_t wa[4] = {qa.x, qa.y, qa.z, qa.w};
-	const uint32_t wb[4] = {qb.x, qb.y, qb.z, qb.w};
-#pragma unroll
-	for (int j = 0; j < 4; j++) {
-		const uint4 xp = xs[gh_part(c, j)];
-		__half2 da[4], db[4];
-		gh_q4_deq(wa[j], z1a, nza, da);
-		gh_q4_deq(wb[j], z1b, nzb, db);
-		q4m_mma(cc, u32of(da[0]), u32of(db[0]), u32of(da[1]), u32of(db[1]), xp.x, xp.y);
-		q4m_mma(cc, u32of(da[2]), u32of(db[2]), u32of(da[3]), u32of(db[3]), xp.z, xp.w);
-	}
-}
-
 struct q4m_ld { /* one quad step of the lane's two rows: codes, scales, zero points */
 	uint4 qa, qb;
 	__half sa, sb;
@@ -88,63 +67,14 @@ static __device__ __forceinline__ q4m_rows q4m_at(const gh_parts &P, int it, int
 			w.zero + nb * gpr};
 }
 
-/* Group g's scales and zero points of the two rows. */
-static __device__ __forceinline__ void q4m_sz(const q4m_rows &r, int g, q4m_ld &l)
-{
-	l.sa = r.sa[g];
-	l.sb = r.sb[g];
-	l.za = r.za[g];
-	l.zb = r.zb[g];
-}
-
 static __device__ __forceinline__ void q4m_load(const q4m_rows &r, int c, int g, q4m_ld &l)
 {
 	l.qa = ld16(r.ra + (int64_t)c * 16);
 	l.qb = ld16(r.rb + (int64_t)c * 16);
-	q4m_sz(r, g, l);
-}
-
-/* An item's sums of the warp's rows (acc_a: row nd + g, acc_b: nd + g + 8, part pd) to the
- * output, x's 2^e taken back, + the bias. Every thread of the block calls it (a barrier when
- * S > 1). */
-template <int S, bool F32OUT>
-static __device__ __forceinline__ void q4m_store(const gh_parts &P, float (*rs)[Q4M_ROWS],
-						 float acc_a, float acc_b, int e, int pd, int64_t nd,
-						 int wp, int sl, int g, int t)
-{
-	/* the S slices of the warp's rows meet in shared memory; rs is one of two halves the
-	 * kernel's items alternate between, as gh_total's part (a warp writes item k + 2's sums
-	 * only after the barrier of item k + 1, which every warp reaches after reading k's) */
-	if (S > 1) {
-		if (t == 0) {
-			rs[wp][g] = acc_a;
-			rs[wp][g + 8] = acc_b;
-		}
-		__syncthreads();
-		if (sl == 0 && t == 0) {
-#pragma unroll
-			for (int s = 1; s < S; s++) {
-				acc_a += rs[wp + s][g];
-				acc_b += rs[wp + s][g + 8];
-			}
-		}
-	}
-	if (sl == 0 && t == 0) {
-		const float down = ldexpf(1.f, -e);
-		const int64_t rows[2] = {nd + g, nd + g + 8};
-		const float v[2] = {acc_a, acc_b};
-#pragma unroll
-		for (int r = 0; r < 2; r++) {
-			if (rows[r] >= P.w[pd].rows)
-				continue;
-			const float o = v[r] * down +
-					(P.bias[pd] ? __bfloat162float(P.bias[pd][rows[r]]) : 0.f);
-			if (F32OUT)
-				((float *)P.out[pd])[rows[r]] = o;
-			else
-				((bf16 *)P.out[pd])[rows[r]] = __float2bfloat16(o);
-		}
-	}
+	l.sa = r.sa[g];
+	l.sb = r.sb[g];
+	l.za = r.za[g];
+	l.zb = r.zb[g];
 }
 
 template <int S, bool F32OUT>
@@ -180,8 +110,23 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 			const int c = 4 * i + t, in = i + S;
 			if (in < nq)
 				q4m_load(rw, 4 * in + t, (4 * in) >> lg, nxt);
+			__half2 z1a, nza, z1b, nzb;
+			gh_q4_zero(cur.za, z1a, nza);
+			gh_q4_zero(cur.zb, z1b, nzb);
+			const uint32_t wa[4] = {cur.qa.x, cur.qa.y, cur.qa.z, cur.qa.w};
+			const uint32_t wb[4] = {cur.qb.x, cur.qb.y, cur.qb.z, cur.qb.w};
 			float cc[4] = {0.f, 0.f, 0.f, 0.f};
-			q4m_quad(cur.qa, cur.qb, cur.za, cur.zb, xs, c, cc);
+#pragma unroll
+			for (int j = 0; j < 4; j++) {
+				const uint4 xp = xs[gh_part(c, j)];
+				__half2 da[4], db[4];
+				gh_q4_deq(wa[j], z1a, nza, da);
+				gh_q4_deq(wb[j], z1b, nzb, db);
+				q4m_mma(cc, u32of(da[0]), u32of(db[0]), u32of(da[1]), u32of(db[1]), xp.x,
+					xp.y);
+				q4m_mma(cc, u32of(da[2]), u32of(db[2]), u32of(da[3]), u32of(db[3]), xp.z,
+					xp.w);
+			}
 			/* cc[0]: row g, cc[2]: row g + 8, this group's sum (every column the same) */
 			acc_a = fmaf(cc[0], __half2float(cur.sa), acc_a);
 			acc_b = fmaf(cc[2], __half2float(cur.sb), acc_b);
@@ -196,129 +141,39 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 			if (P.ahead && sl < nq) /* in flight during these sums */
 				q4m_load(rw, 4 * sl + t, (4 * sl) >> lg, cur);
 		}
-		q4m_store<S, F32OUT>(P, rs[k & 1], acc_a, acc_b, e, pd, nd, wp, sl, g, t);
-		if (!more)
-			break;
-	}
-}
-
-/* FI_INT4_RING: the same sums, each warp's codes streamed through a ring of Q4P_R stages in
- * shared memory by cp.async, Q4P_D quads in flight a warp instead of one.
- *
- * Why: ncu of the 8B's AWQ layer (H100) has gemv_q4m at 29-49% of DRAM bandwidth, 47% of its
- * stall samples waiting on global loads. With one 32-byte quad a lane in flight, an SM holds
- * about 24 KB of loads (24 warps x 1 KB), under the ~38 KB that Little's law asks for at
- * 25 GB/s an SM and ~1.5 us of loaded latency; and the small products (q/k/v, o: 4 quads a
- * warp) wait one full latency a quad. Held in shared memory, the quads in flight cost no
- * registers: 4 a warp is ~96 KB an SM, and a warp with 4 quads an item has them all in flight
- * at once. The ring runs across a block's items: a warp's next item's first quads are in
- * flight while it sums the last one, and while x is staged for the first.
- *
- * A lane copies and later reads only its own two 16-byte chunks (rows g and g + 8 of chunk
- * 4 i + t, as gemv_q4m loads them), so the wait is the lane's own cp.async group: no barrier.
- * Stage s of warp wp: ring[(wp Q4P_R + s) 64 + r 32 + lane], row g + 8 r (16 bytes apart a
- * lane: no bank conflicts). The copy into stage s of step j + D comes after step j - 1's
- * reads of it were used (program order of the same lane). */
-#define Q4P_D 4           /* quads in flight a warp */
-#define Q4P_R (Q4P_D + 1) /* stages a warp: the one read and the D in flight */
-#define Q4P_RING (GH_WARPS * Q4P_R * 64 * 16) /* the ring's bytes a block */
-
-/* A 16-byte cp.async of weights, with the .L2::256B prefetch size (ldw16's reason). */
-static __device__ __forceinline__ void q4p_cp(uint32_t dst, const void *src)
-{
-	asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(dst), "l"(src)
-		     : "memory");
-}
-
-/* Where a warp's copies are: item it (items: none left), quad i, the item's two code rows. */
-struct q4p_src {
-	int it, i;
-	const uint8_t *ra, *rb;
-};
-
-/* The copy of the source's quad (none past the last item) into stage st, one cp.async group
- * either way, and the source moved to the warp's next quad (the next item's first after the
- * last of an item). */
-template <int S>
-static __device__ __forceinline__ void q4p_issue(const gh_parts &P, q4p_src &src, int items,
-						 int nq, int sl, int wp, int g, int lg, int t,
-						 uint32_t st)
-{
-	if (src.it < items) {
-		const int64_t off = (int64_t)(4 * src.i + t) * 16;
-		q4p_cp(st, src.ra + off);
-		q4p_cp(st + 32 * 16, src.rb + off);
-		src.i += S;
-		if (src.i >= nq) {
-			src.i = sl;
-			src.it += gridDim.x;
-			if (src.it < items) {
-				int p;
-				int64_t n0;
-				const q4m_rows r = q4m_at<S>(P, src.it, wp, g, lg, p, n0);
-				src.ra = r.ra;
-				src.rb = r.rb;
+		/* the S slices of the warp's rows meet in shared memory; items alternate between
+		 * the two halves of rs, as gh_total's part (a warp writes item k + 2's sums only
+		 * after the barrier of item k + 1, which every warp reaches after reading k's) */
+		if (S > 1) {
+			if (t == 0) {
+				rs[k & 1][wp][g] = acc_a;
+				rs[k & 1][wp][g + 8] = acc_b;
+			}
+			__syncthreads();
+			if (sl == 0 && t == 0) {
+#pragma unroll
+				for (int s = 1; s < S; s++) {
+					acc_a += rs[k & 1][wp + s][g];
+					acc_b += rs[k & 1][wp + s][g + 8];
+				}
 			}
 		}
-	}
-	asm volatile("cp.async.commit_group;\n" ::);
-}
-
-template <int S, bool F32OUT>
-__global__ void __launch_bounds__(GH_WARPS * 32, GH_MINB)
-gemv_q4p_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
-{
-	extern __shared__ uint4 xs[]; /* [K / 32][4] x (gemv_half.cuh), then the ring */
-	__shared__ float sh[32];
-	__shared__ float rs[2][GH_WARPS][Q4M_ROWS];
-	const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-	const int K = (int)P.w[0].cols, nq = K / 128, sl = wp % S;
-	const int items = P.blk0[P.n];
-	int it = blockIdx.x, p;
-	int64_t n0;
-	if (it >= items)
-		return;
-	const uint4 *ring = xs + K / 8 + wp * Q4P_R * 64;
-	const uint32_t ring0 = (uint32_t)__cvta_generic_to_shared(ring) + lane * 16;
-	q4m_rows rw = q4m_at<S>(P, it, wp, g, lg, p, n0);
-	/* a warp with no quads (sl >= nq) copies nothing */
-	q4p_src src = {sl < nq ? it : items, sl, rw.ra, rw.rb};
-	int sp = 0, sc = 0; /* the stages copied into and read next */
+		if (sl == 0 && t == 0) {
+			const float down = ldexpf(1.f, -e);
+			const int64_t rows[2] = {nd + g, nd + g + 8};
+			const float v[2] = {acc_a, acc_b};
 #pragma unroll
-	for (int d = 0; d < Q4P_D; d++, sp++)
-		q4p_issue<S>(P, src, items, nq, sl, wp, g, lg, t, ring0 + sp * 64 * 16);
-	q4m_ld cur, nxt; /* scales and zero points: plain loads, one quad ahead */
-	if (sl < nq)
-		q4m_sz(rw, (4 * sl) >> lg, cur);
-	const int e = gh_stage_bf16_1<true, 15, 2>(x, K, xs, sh); /* max|x| 2^e < 2^15 */
-
-	for (int k = 0;; k++) {
-		float acc_a = 0.f, acc_b = 0.f;
-		for (int i = sl; i < nq; i += S) {
-			const int c = 4 * i + t, in = i + S;
-			q4p_issue<S>(P, src, items, nq, sl, wp, g, lg, t, ring0 + sp * 64 * 16);
-			sp = sp == Q4P_R - 1 ? 0 : sp + 1;
-			if (in < nq)
-				q4m_sz(rw, (4 * in) >> lg, nxt);
-			asm volatile("cp.async.wait_group %0;\n" ::"n"(Q4P_D) : "memory");
-			const uint4 qa = ring[sc * 64 + lane], qb = ring[sc * 64 + 32 + lane];
-			sc = sc == Q4P_R - 1 ? 0 : sc + 1;
-			float cc[4] = {0.f, 0.f, 0.f, 0.f};
-			q4m_quad(qa, qb, cur.za, cur.zb, xs, c, cc);
-			acc_a = fmaf(cc[0], __half2float(cur.sa), acc_a);
-			acc_b = fmaf(cc[2], __half2float(cur.sb), acc_b);
-			cur = nxt;
+			for (int r = 0; r < 2; r++) {
+				if (rows[r] >= P.w[pd].rows)
+					continue;
+				const float o = v[r] * down +
+						(P.bias[pd] ? __bfloat162float(P.bias[pd][rows[r]]) : 0.f);
+				if (F32OUT)
+					((float *)P.out[pd])[rows[r]] = o;
+				else
+					((bf16 *)P.out[pd])[rows[r]] = __float2bfloat16(o);
+			}
 		}
-		const int pd = p;
-		const int64_t nd = n0;
-		it += gridDim.x;
-		const bool more = it < items;
-		if (more) {
-			rw = q4m_at<S>(P, it, wp, g, lg, p, n0);
-			if (sl < nq) /* in flight during these sums */
-				q4m_sz(rw, (4 * sl) >> lg, cur);
-		}
-		q4m_store<S, F32OUT>(P, rs[k & 1], acc_a, acc_b, e, pd, nd, wp, sl, g, t);
 		if (!more)
 			break;
 	}
@@ -336,20 +191,11 @@ static int q4m_slices(int64_t rows, int nq)
 }
 
 struct q4m_k { /* gh_int4's description of this kernel */
-	enum { rows = Q4M_ROWS, ring = 0 };
+	enum { rows = Q4M_ROWS };
 	template <int S, bool F32OUT>
 	static gh_int4_kern kern(void)
 	{
 		return gemv_q4m_kernel<S, F32OUT>;
-	}
-};
-
-struct q4p_k {
-	enum { rows = Q4M_ROWS, ring = Q4P_RING };
-	template <int S, bool F32OUT>
-	static gh_int4_kern kern(void)
-	{
-		return gemv_q4p_kernel<S, F32OUT>;
 	}
 };
 
@@ -362,8 +208,6 @@ extern "C" fi_err fi_cu_gemv_q4m_parts(cudaStream_t st, int n, void *const *out,
 	if (!gh_int4_takes(n, out_f32, w, x, 128, 2, lg))
 		return FI_EUNSUPPORTED;
 	const int64_t rows = gh_fill(P, n, out, w, bias, opts);
-	const int S = q4m_slices(rows, (int)(w[0].cols / 128));
-	if (opts & FI_CU_HALF_RING)
-		return gh_int4<q4p_k>(st, P, lg, x, S, out_f32, opts);
-	return gh_int4<q4m_k>(st, P, lg, x, S, out_f32, opts);
+	return gh_int4<q4m_k>(st, P, lg, x, q4m_slices(rows, (int)(w[0].cols / 128)), out_f32,
+			      opts);
 }

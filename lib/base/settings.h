@@ -77,7 +77,6 @@ struct fi_settings {
 	int gemm_tune;     /* FI_GEMM_TUNE=1: time cuBLASLt's candidates, keep the fastest */
 	int half_stage;    /* FI_HALF_STAGE=1: the half2 products (and Q4_K) stage x in one pass */
 	int half_ahead;    /* FI_HALF_AHEAD=1: gemv_q4m loads an item's first quad early */
-	int int4_ring;     /* FI_INT4_RING=1: gemv_q4m streams its weights through a cp.async ring */
 	int dec_merge;     /* FI_DEC_MERGE=1: decode attention's last CTA merges the splits */
 	int upload_alloc;  /* FI_UPLOAD_PIN=alloc: cudaHostAlloc staging, not registered pages */
 	int upload_threads; /* FI_UPLOAD_THREADS: weight-upload threads (0: one per core) */
