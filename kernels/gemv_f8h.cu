@@ -61,52 +61,27 @@ static __device__ __forceinline__ void f8h_stage_codes(const uint8_t *__restrict
 /* x[K] (bf16) rounded to e4m3 codes as kernels/act_quant.cu does for a token (act_quant.cuh's
  * aq_scale and aq_code: the same codes), staged as half times 2^-8 in column order; returns
  * s. Ends with a barrier. */
-static __device__ __forceinline__ uint4 f8h_quant8(const bf16x8 &p, float s, __half2 k)
-{
-	float f[8];
-	bf16x8_to_f32(p, f);
-	uint32_t b[4];
-#pragma unroll
-	for (int j = 0; j < 4; j++)
-		b[j] = (uint32_t)aq_code(f[2 * j], s) | (uint32_t)aq_code(f[2 * j + 1], s) << 8;
-	uint4 v;
-	v.x = u32of(__hmul2(f8x2(b[0]), k));
-	v.y = u32of(__hmul2(f8x2(b[1]), k));
-	v.z = u32of(__hmul2(f8x2(b[2]), k));
-	v.w = u32of(__hmul2(f8x2(b[3]), k));
-	return v;
-}
-
 static __device__ __forceinline__ float f8h_stage_quant(const bf16 *__restrict__ x, int K,
 							uint4 *xs, float *sh)
 {
 	const float m = gh_absmax(x, K, sh);
 	const float s = aq_scale(m);
 	const __half2 k = __float2half2_rn(1.f / 256);
-	for (int i = threadIdx.x; i < K / 8; i += blockDim.x)
-		xs[gh_part(i >> 2, i & 3)] = f8h_quant8(((const bf16x8 *)x)[i], s, k);
-	__syncthreads();
-	return s;
-}
-
-/* f8h_stage_quant in one pass (FI_HALF_STAGE=1), as gh_stage_bf16_1: the same m, s and
- * codes. 4 pieces a thread in registers, not 8: with 8 the W8A8 kernels spill. */
-#define F8H_STAGE_V 4
-static __device__ __forceinline__ float f8h_stage_quant_1(const bf16 *__restrict__ x, int K,
-							  uint4 *xs, float *sh)
-{
-	const int nv = K / 8;
-	uint4 v[F8H_STAGE_V];
-	const float s = aq_scale(gh_load_max(x, K, v, sh));
-	const __half2 k = __float2half2_rn(1.f / 256);
+	for (int i = threadIdx.x; i < K / 8; i += blockDim.x) {
+		float f[8];
+		bf16x8_to_f32(((const bf16x8 *)x)[i], f);
+		uint32_t b[4];
 #pragma unroll
-	for (int j = 0; j < F8H_STAGE_V; j++) {
-		const int i = threadIdx.x + j * blockDim.x;
-		if (i < nv)
-			xs[gh_part(i >> 2, i & 3)] = f8h_quant8(*(const bf16x8 *)&v[j], s, k);
+		for (int j = 0; j < 4; j++) {
+			b[j] = (uint32_t)aq_code(f[2 * j], s) | (uint32_t)aq_code(f[2 * j + 1], s) << 8;
+		}
+		uint4 v;
+		v.x = u32of(__hmul2(f8x2(b[0]), k));
+		v.y = u32of(__hmul2(f8x2(b[1]), k));
+		v.z = u32of(__hmul2(f8x2(b[2]), k));
+		v.w = u32of(__hmul2(f8x2(b[3]), k));
+		xs[gh_part(i >> 2, i & 3)] = v;
 	}
-	for (int i = threadIdx.x + F8H_STAGE_V * blockDim.x; i < nv; i += blockDim.x)
-		xs[gh_part(i >> 2, i & 3)] = f8h_quant8(((const bf16x8 *)x)[i], s, k);
 	__syncthreads();
 	return s;
 }
@@ -178,10 +153,9 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 	if (MODE == F8H_CODES)
 		f8h_stage_codes(xq, K, xs);
 	else if (MODE == F8H_ROUND)
-		ts = P.stage1 ? f8h_stage_quant_1(x, K, xs, sh) : f8h_stage_quant(x, K, xs, sh);
+		ts = f8h_stage_quant(x, K, xs, sh);
 	else
-		e = -(P.stage1 ? gh_stage_bf16_1<false, 3>(x, K, xs, sh) /* max|x| 2^-e < 8 */
-				: gh_stage_bf16<false, 3>(x, K, xs, sh));
+		e = -gh_stage_bf16<false, 3>(x, K, xs, sh); /* max|x| 2^-e < 8 */
 	const float k8 = ldexpf(1.f, e) * (MODE == F8H_CODES ? xsc[0] : ts);
 
 	for (int k = 0;; k++) {
