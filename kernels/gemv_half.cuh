@@ -157,11 +157,12 @@ static __device__ __forceinline__ float gh_load_max(const bf16 *__restrict__ x, 
 	return block_max(m, sh);
 }
 
-/* gh_stage_bf16 in one pass (FI_HALF_STAGE=1): a thread's first GH_STAGE_V 16-byte pieces of x
- * are loaded together and kept in registers for the max and the conversion, where the two
- * loops above wait on L2 once a piece a pass (7 times each for the 8B's down product). ncu of
- * the 8B's AWQ layer (H100): 9-12% of gemv_q4m's stall samples waited on those loads. The same
- * values, so the same e and the same xs. */
+/* gh_stage_bf16 in one pass (FI_HALF_STAGE, on unless 0): a thread's first GH_STAGE_V 16-byte
+ * pieces of x are loaded together and kept in registers for the max and the conversion, where
+ * the two loops above wait on L2 once a piece a pass (7 times each for the 8B's down product).
+ * ncu of the 8B's AWQ layer (H100): 9-12% of gemv_q4m's stall samples waited on those loads.
+ * The same values, so the same e and the same xs: tg128 of the 8B's AWQ +1.8%, Q4_K_M +2.6%
+ * (H100, two calls). gemv_f8h keeps two passes: its one-pass path cost 4.3%. */
 template <bool PAIRED, int LIM>
 static __device__ __forceinline__ int gh_stage_bf16_1(const bf16 *__restrict__ x, int K,
 						      uint4 *xs, float *sh)

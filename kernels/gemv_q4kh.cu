@@ -93,9 +93,9 @@ static __device__ __forceinline__ void q4kh_piece(uint2 ua, uint2 ub, float up, 
 	}
 }
 
-/* q4kh_stage in one pass (FI_HALF_STAGE=1): a thread's first GH_STAGE_V pieces loaded together
- * and kept for the max, the conversion and the sub-block sums, where q4kh_stage reads x three
- * times a piece at a time. The same xs; gs summed in a tree instead of in order (so within
+/* q4kh_stage in one pass (FI_HALF_STAGE, on unless 0): a thread's first GH_STAGE_V pieces
+ * loaded together and kept for the max, the conversion and the sub-block sums, where
+ * q4kh_stage reads x three times a piece at a time. The same xs; gs summed in a tree instead of in order (so within
  * rounding of it, and deterministic). */
 static __device__ __forceinline__ int q4kh_stage_1(const bf16 *__restrict__ x, int K, uint4 *xs,
 						   float *gs, float *sh)

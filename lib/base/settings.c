@@ -25,6 +25,7 @@ void fi_settings_defaults(struct fi_settings *s)
 	s->moe_grouped = s->moe_one = s->int4_half = 1;
 	s->fp8_gemm = s->fp8_unit = s->fp8_half = s->q4k_half = 1;
 	s->half_parts = s->half_stay = s->int4_mma = s->fp8_fast = s->fp8_fold = 1;
+	s->half_stage = 1;
 	s->dec_plan = -1;
 	s->dec_async = 1;
 	s->dec_tc = 1;
@@ -136,7 +137,7 @@ static void read_env(void)
 	s.gemm_bucket = on_unless_0("FI_GEMM_BUCKET");
 	s.gemm_tune = is_1("FI_GEMM_TUNE");
 	s.fp8_fold = on_unless_0("FI_FP8_FOLD");
-	s.half_stage = is_1("FI_HALF_STAGE");
+	s.half_stage = on_unless_0("FI_HALF_STAGE");
 	s.half_ahead = is_1("FI_HALF_AHEAD");
 	s.dec_merge = is_1("FI_DEC_MERGE");
 	s.upload_alloc = (v = getenv("FI_UPLOAD_PIN")) && !strcmp(v, "alloc");

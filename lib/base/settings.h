@@ -66,6 +66,8 @@ struct fi_settings {
 	int fp8_unit;
 	int fp8_fast;      /* FI_FP8_FAST: cuBLASLt's FP8 GEMMs accumulate in the tensor cores
 			    * throughout (CUBLASLT_MATMUL_DESC_FAST_ACCUM) */
+	int half_stage;    /* FI_HALF_STAGE: the INT4 and Q4_K one-token products stage x in one
+			    * pass */
 	int fp8_fold;      /* FI_FP8_FOLD: the gated activation and RMSNorm write the next W8A8
 			    * product's input codes themselves (no quantizer launch) */
 	int dec_plan;      /* FI_DEC_PLAN: decode attention in balanced pieces; -1 unset (by
@@ -75,7 +77,6 @@ struct fi_settings {
 	int gemm_bucket;   /* FI_GEMM_BUCKET: one cuBLASLt heuristic query per bucket of T */
 	/* Opt-in paths and timing knobs of the CUDA backend; 0 or "" leaves the default. */
 	int gemm_tune;     /* FI_GEMM_TUNE=1: time cuBLASLt's candidates, keep the fastest */
-	int half_stage;    /* FI_HALF_STAGE=1: the half2 products (and Q4_K) stage x in one pass */
 	int half_ahead;    /* FI_HALF_AHEAD=1: gemv_q4m loads an item's first quad early */
 	int dec_merge;     /* FI_DEC_MERGE=1: decode attention's last CTA merges the splits */
 	int upload_alloc;  /* FI_UPLOAD_PIN=alloc: cudaHostAlloc staging, not registered pages */

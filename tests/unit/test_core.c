@@ -95,7 +95,7 @@ static const char *const vars[] = {
 	"FI_GEMM_TUNE", "FI_DEC_MERGE", "FI_UPLOAD_PIN", "FI_UPLOAD_THREADS", "FI_DEC_MIN_CHUNK",
 	"FI_DEC_WAVES", "FI_FG_SLICES", "FI_PF_BR", "FI_MOE_ONE", "FI_INT4_HALF", "FI_FP8_UNIT",
 	"FI_FP8_HALF", "FI_Q4K_HALF", "FI_HALF_PARTS", "FI_HALF_STAY", "FI_INT4_MMA", "FI_FP8_FAST",
-	"FI_FP8_FOLD", "FI_QKV_CAT_T", "FI_HALF_STAGE", "FI_HALF_AHEAD",
+	"FI_FP8_FOLD", "FI_HALF_STAGE", "FI_QKV_CAT_T", "FI_HALF_AHEAD",
 };
 
 START_TEST(test_settings)
@@ -116,15 +116,16 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->graphs + s->decode_fuse + s->gemv + s->glu + s->fuse + s->pf_wgmma +
 			 s->device_sample, 7);
 	ck_assert_int_eq(s->gemm_tune + s->dec_merge + s->upload_alloc + s->upload_threads +
-			 s->dec_min_chunk + s->dec_waves + s->fg_slices + s->qkv_cat_t + s->half_stage +
-			 s->half_ahead, 0);
+			 s->dec_min_chunk + s->dec_waves + s->fg_slices + s->qkv_cat_t + s->half_ahead,
+			 0);
 	ck_assert_int_eq(s->dec_plan, -1);
 	ck_assert_int_eq(s->dec_async, 1);
 	ck_assert_int_eq(s->dec_tc, 1);
 	ck_assert_int_eq(s->gemm_bucket, 1);
 	/* the one-token half2 products and their launch shapes: on unless 0 */
 	ck_assert_int_eq(s->moe_one + s->int4_half + s->fp8_unit + s->fp8_half + s->q4k_half +
-			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast + s->fp8_fold, 10);
+			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast + s->fp8_fold +
+			 s->half_stage, 11);
 	ck_assert_int_eq(fi_log_get_level(), FI_LOG_WARN);
 
 	setenv("FI_HOME", "/tmp/fi-settings-home", 1);
@@ -150,7 +151,6 @@ START_TEST(test_settings)
 	for (size_t i = 25; i < sizeof vars / sizeof *vars; i++)
 		setenv(vars[i], "0", 1);
 	setenv("FI_QKV_CAT_T", "1024", 1);
-	setenv("FI_HALF_STAGE", "1", 1);
 	setenv("FI_HALF_AHEAD", "1", 1);
 	/* read once: nothing changes until a reload */
 	ck_assert_str_eq(s->home, home_default);
@@ -172,7 +172,6 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->dec_waves, 3);
 	ck_assert_int_eq(s->fg_slices, 4);
 	ck_assert_int_eq(s->qkv_cat_t, 1024);
-	ck_assert_int_eq(s->half_stage, 1);
 	ck_assert_int_eq(s->half_ahead, 1);
 	ck_assert_str_eq(s->pf_br, "128w8");
 	ck_assert_int_eq(s->dec_plan, 0);
@@ -180,7 +179,8 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->dec_tc, 0);
 	ck_assert_int_eq(s->gemm_bucket, 0);
 	ck_assert_int_eq(s->moe_one + s->int4_half + s->fp8_unit + s->fp8_half + s->q4k_half +
-			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast + s->fp8_fold, 0);
+			 s->half_parts + s->half_stay + s->int4_mma + s->fp8_fast + s->fp8_fold +
+			 s->half_stage, 0);
 	/* FI_FUSE=kv, bad counts and slices fall back to the defaults */
 	setenv("FI_FUSE", "kv", 1);
 	setenv("FI_FG_SLICES", "3", 1);
