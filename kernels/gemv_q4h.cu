@@ -100,6 +100,9 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	int it = blockIdx.x, p;
 	int64_t n0;
 	gh_at(P, S, it, p, n0);
+	gh_bulk(P, GH_WARPS / S * GH_R, it);
+	if (P.bulk == 2)
+		gh_bulk(P, GH_WARPS / S * GH_R, it + gridDim.x);
 	q4h_rows rw;
 	q4h_ld cur, nxt;
 	q4h_rows_of(P.w[p], n0, rw);
@@ -138,6 +141,8 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 		const int pd = p;
 		const int64_t nd = n0;
 		const bool more = gh_next(P, S, it, p, n0);
+		if (more && P.bulk == 2)
+			gh_bulk(P, GH_WARPS / S * GH_R, it + gridDim.x);
 		if (more) { /* the next item's first loads, in flight during these sums */
 			q4h_rows_of(P.w[p], n0, rw);
 			if (c0 < nc)
