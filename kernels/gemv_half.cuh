@@ -290,6 +290,16 @@ static __device__ __forceinline__ void gh_bulk(const gh_parts &P, int64_t per, i
 	}
 }
 
+/* gh_bulk as a block starts its k-th item it: FI_HALF_BULK=1 asks for it (k > 0; the kernel
+ * asked for its first item before staging x), 2 for the block's next item. */
+static __device__ __forceinline__ void gh_bulk_at(const gh_parts &P, int64_t per, int it, int k)
+{
+	if (P.bulk == 2)
+		gh_bulk(P, per, it + gridDim.x);
+	else if (k > 0)
+		gh_bulk(P, per, it);
+}
+
 /* The rows' sums over the warp, then over the S slices of the warp's rows (through part, in
  * shared memory): true for the one lane that then holds the totals. Every thread of the block
  * must call it (a barrier when S > 1). A block's successive items pass part[2] alternately:

@@ -197,8 +197,7 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 		int p;
 		int64_t n0;
 		gh_at(P, S, it, p, n0);
-		if (P.bulk == 2)
-			gh_bulk(P, GH_WARPS / S * GH_R, it + gridDim.x);
+		gh_bulk_at(P, GH_WARPS / S * GH_R, it, k);
 		const fi_cu_qw &w = P.w[p];
 		const uint8_t *rq[GH_R];
 #pragma unroll

@@ -106,8 +106,7 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 
 	for (int k = 0;; k++) {
 		float acc_a = 0.f, acc_b = 0.f;
-		if (P.bulk == 2)
-			gh_bulk(P, per, it + gridDim.x);
+		gh_bulk_at(P, per, it, k);
 		if (!P.ahead && sl < nq)
 			q4m_load(rw, 4 * sl + t, (4 * sl) >> lg, cur);
 		for (int i = sl; i < nq; i += S) {
