@@ -142,8 +142,6 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 	int it = blockIdx.x, p;
 	int64_t n0;
 	gh_at(P, S, it, p, n0);
-	gh_bulk(P, GH_WARPS / S * GH_R, it);
-	gh_bulk_at(P, GH_WARPS / S * GH_R, it, 0);
 	const uint8_t *rq[GH_R];
 	const float *rs[GH_R]; /* B128: the scales of the row's 128-row block */
 	uint4 cur[GH_R][2], nxt[GH_R][2];
@@ -186,7 +184,6 @@ gemv_f8h_kernel(const gh_parts P, int S, const bf16 *__restrict__ x,
 		const int64_t nd = n0;
 		const bool more = gh_next(P, S, it, p, n0);
 		if (more) { /* the next item's first loads, in flight during these sums */
-			gh_bulk_at(P, GH_WARPS / S * GH_R, it, 1);
 			f8h_rows_of(P.w[p], n0, nb, rq, rs);
 			if (c0 < nc)
 				f8h_load(rq, c0, cur);

@@ -195,7 +195,6 @@ struct gh_parts {
 	int n;
 	int stage1; /* FI_CU_HALF_STAGE1: x staged by gh_stage_bf16_1 */
 	int ahead;  /* FI_CU_HALF_AHEAD: gemv_q4m loads the next item's first quad early */
-	int bulk;   /* FI_CU_HALF_BULK: items prefetched into L2 (gh_bulk); 2: the next one too */
 };
 
 /* P's n parts from the weights, outputs and biases (NULL: none); returns their rows. */
@@ -204,7 +203,6 @@ static inline int64_t gh_fill(gh_parts &P, int n, void *const *out, const fi_cu_
 {
 	P.stage1 = (opts & FI_CU_HALF_STAGE1) != 0;
 	P.ahead = (opts & FI_CU_HALF_AHEAD) != 0;
-	P.bulk = opts & FI_CU_HALF_BULK_NEXT ? 2 : (opts & FI_CU_HALF_BULK) != 0;
 	int64_t rows = 0;
 	for (int i = 0; i < n; i++) {
 		P.w[i] = w[i];
@@ -250,54 +248,6 @@ static __device__ __forceinline__ bool gh_next(const gh_parts &P, int S, int &it
 		return false;
 	gh_at(P, S, it, p, n0);
 	return true;
-}
-
-/* [p, p + n) asked of L2 with cp.async.bulk.prefetch, the block's warps an eighth each (lane
- * 0; 16-byte pieces inside the range, the tail under 16 bytes left out). */
-static __device__ __forceinline__ void gh_bulk_bytes(const void *p, int64_t n)
-{
-	const uint64_t b = (uint64_t)__cvta_generic_to_global(p);
-	const uint64_t lo = (b + 15) & ~(uint64_t)15, hi = (b + (uint64_t)n) & ~(uint64_t)15;
-	if (hi <= lo || (threadIdx.x & 31))
-		return;
-	const uint64_t per = ((hi - lo) / GH_WARPS + 15) & ~(uint64_t)15;
-	const uint64_t a = lo + (uint64_t)(threadIdx.x >> 5) * per;
-	if (a < hi)
-		asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(a),
-			     "r"((uint32_t)min(per, hi - a))
-			     : "memory");
-}
-
-/* FI_CU_HALF_BULK: item it's bytes (per rows of its part: the codes, and INT4's scales and
- * zero points) asked of L2 in bulk (the TMA unit: no load slots or registers of the SM held),
- * so that the warps' loads of them then wait on L2, or join a fetch already under way, rather
- * than each starting a DRAM latency of its own. ncu of the 8B's AWQ layer (H100): gemv_q4m at
- * 28-57% of DRAM bandwidth; four quads a warp in flight through a cp.async ring made it slower
- * (the loads an SM keeps outstanding, not its registers, look to be the bound). Nothing past
- * the last item. */
-static __device__ __forceinline__ void gh_bulk(const gh_parts &P, int64_t per, int it)
-{
-	if (!P.bulk || it >= P.blk0[P.n])
-		return;
-	const int p = gh_part_of(P, it);
-	const fi_cu_qw &w = P.w[p];
-	const int64_t r0 = (int64_t)(it - P.blk0[p]) * per, n = min(per, w.rows - r0);
-	gh_bulk_bytes(w.q + r0 * w.row_bytes, n * w.row_bytes);
-	if (w.type == FI_CQ_INT4 && w.zero) {
-		const int64_t gpr = w.cols / w.group;
-		gh_bulk_bytes((const uint16_t *)w.scale + r0 * gpr, n * gpr * 2);
-		gh_bulk_bytes(w.zero + r0 * gpr, n * gpr);
-	}
-}
-
-/* gh_bulk as a block starts its k-th item it: FI_HALF_BULK=1 asks for it (k > 0; the kernel
- * asked for its first item before staging x), 2 for the block's next item. */
-static __device__ __forceinline__ void gh_bulk_at(const gh_parts &P, int64_t per, int it, int k)
-{
-	if (P.bulk == 2)
-		gh_bulk(P, per, it + gridDim.x);
-	else if (k > 0)
-		gh_bulk(P, per, it);
 }
 
 /* The rows' sums over the warp, then over the S slices of the warp's rows (through part, in

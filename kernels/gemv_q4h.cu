@@ -100,8 +100,6 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	int it = blockIdx.x, p;
 	int64_t n0;
 	gh_at(P, S, it, p, n0);
-	gh_bulk(P, GH_WARPS / S * GH_R, it);
-	gh_bulk_at(P, GH_WARPS / S * GH_R, it, 0);
 	q4h_rows rw;
 	q4h_ld cur, nxt;
 	q4h_rows_of(P.w[p], n0, rw);
@@ -141,7 +139,6 @@ gemv_q4h_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 		const int64_t nd = n0;
 		const bool more = gh_next(P, S, it, p, n0);
 		if (more) { /* the next item's first loads, in flight during these sums */
-			gh_bulk_at(P, GH_WARPS / S * GH_R, it, 1);
 			q4h_rows_of(P.w[p], n0, rw);
 			if (c0 < nc)
 				q4h_load(rw, c0, lg, cur);

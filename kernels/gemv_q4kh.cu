@@ -95,8 +95,8 @@ static __device__ __forceinline__ void q4kh_piece(uint2 ua, uint2 ub, float up, 
 
 /* q4kh_stage in one pass (FI_HALF_STAGE, on unless 0): a thread's first GH_STAGE_V pieces
  * loaded together and kept for the max, the conversion and the sub-block sums, where
- * q4kh_stage reads x three times a piece at a time. The same xs; gs summed in a tree instead
- * of in order (so within rounding of it, and deterministic). */
+ * q4kh_stage reads x three times a piece at a time. The same xs; gs summed in a tree instead of in order (so within
+ * rounding of it, and deterministic). */
 static __device__ __forceinline__ int q4kh_stage_1(const bf16 *__restrict__ x, int K, uint4 *xs,
 						   float *gs, float *sh)
 {
@@ -189,7 +189,6 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 	const int K = (int)P.w[0].cols, ng = K / 64, g0 = lane + 32 * (wp % S);
 	const int items = P.blk0[P.n];
 	float *gs = (float *)(xs + K / 8);
-	gh_bulk(P, GH_WARPS / S * GH_R, blockIdx.x);
 	const int e = P.stage1 ? q4kh_stage_1(x, K, xs, gs, sh) : q4kh_stage(x, K, xs, gs, sh);
 	const float down = ldexpf(1.f, -e);
 
@@ -197,7 +196,6 @@ gemv_q4kh_kernel(const gh_parts P, const bf16 *__restrict__ x)
 		int p;
 		int64_t n0;
 		gh_at(P, S, it, p, n0);
-		gh_bulk_at(P, GH_WARPS / S * GH_R, it, k);
 		const fi_cu_qw &w = P.w[p];
 		const uint8_t *rq[GH_R];
 #pragma unroll

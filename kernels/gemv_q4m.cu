@@ -95,8 +95,6 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	 * staging, the last item's sums), as gemv_q4h does, instead of waiting a DRAM latency at
 	 * the item's start (ncu: 12-13% of the stall samples, a warp having only 4-14 quads of a
 	 * row an item) */
-	constexpr int per = GH_WARPS / S * Q4M_ROWS; /* rows an item */
-	gh_bulk(P, per, it);
 	q4m_rows rw = q4m_at<S>(P, it, wp, g, lg, p, n0);
 	q4m_ld cur, nxt;
 	if (P.ahead && sl < nq)
@@ -106,7 +104,6 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 
 	for (int k = 0;; k++) {
 		float acc_a = 0.f, acc_b = 0.f;
-		gh_bulk_at(P, per, it, k);
 		if (!P.ahead && sl < nq)
 			q4m_load(rw, 4 * sl + t, (4 * sl) >> lg, cur);
 		for (int i = sl; i < nq; i += S) {

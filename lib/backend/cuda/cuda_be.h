@@ -260,13 +260,7 @@ fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_
  * FI_CU_HALF_STAY, at most three blocks an SM, each taking several of the launch's row blocks
  * (FI_HALF_STAY); FI_CU_HALF_STAGE1, x staged in one pass (FI_HALF_STAGE); FI_CU_HALF_AHEAD,
  * gemv_q4m's row blocks' first loads issued early (FI_HALF_AHEAD). */
-enum {
-	FI_CU_HALF_STAY = 1,
-	FI_CU_HALF_STAGE1 = 2,
-	FI_CU_HALF_AHEAD = 4,
-	FI_CU_HALF_BULK = 8,      /* each block's rows asked of L2 in bulk (FI_HALF_BULK) */
-	FI_CU_HALF_BULK_NEXT = 16 /* and those of its next group too (FI_HALF_BULK=2) */
-};
+enum { FI_CU_HALF_STAY = 1, FI_CU_HALF_STAGE1 = 2, FI_CU_HALF_AHEAD = 4 };
 fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			    const struct fi_cu_qw *w, const void *x, const void *const *bias,
 			    int opts);

@@ -373,9 +373,7 @@ static fi_err half_products(struct fi_cuda *c, int n, void *const *out, int out_
 	const struct fi_settings *set = fi_settings();
 	const int opts = (set->half_stay ? FI_CU_HALF_STAY : 0) |
 			 (set->half_stage ? FI_CU_HALF_STAGE1 : 0) |
-			 (set->half_ahead ? FI_CU_HALF_AHEAD : 0) |
-			 (set->half_bulk ? FI_CU_HALF_BULK : 0) |
-			 (set->half_bulk > 1 ? FI_CU_HALF_BULK_NEXT : 0);
+			 (set->half_ahead ? FI_CU_HALF_AHEAD : 0);
 	if (c->no_gemv)
 		return FI_EUNSUPPORTED;
 	switch (q[0].type) {
