@@ -11,6 +11,9 @@
 #   parity8b      the Llama-3-8B shape (16 GB checkpoint): reference, then test_model_hf
 #   bench1b       fi-bench on the 1B shape;  bench8b  fi-bench on the 8B shape
 #   micro         tests/gpu/bench_kernels (GEMM and attention timings)
+#   qgemv         tests/gpu/bench_qgemv: one-token INT4, FP8 W8A8 and Q4_K products in graphs,
+#                 the 8B's shapes and sweeps of rows, each fitted to a launch's fixed cost
+#                 plus a streaming rate
 #   sample1b      fi-decode on the 1B shape, tokens sampled on the device against the host
 #                 sampler over the same logits (FI_DEVICE_SAMPLE=0), speeds of both
 #   ab8b          8B decode with graphs or gated gemv off, or merged splits on (attribution)
@@ -267,6 +270,10 @@ for stage in "$@"; do
 	micro)
 		step "kernel timings"
 		$t/bench_kernels | tee "$out/micro.md" || rc=1
+		;;
+	qgemv)
+		step "one-token quantized products"
+		$t/bench_qgemv | tee "$out/qgemv.md" || rc=1
 		;;
 	serve1b)
 		step "fi-bench serve, 1B shape"
