@@ -78,7 +78,7 @@
 #                 bytes per decode step and the share of 4.3 TB/s (FI_QBENCH: where the
 #                 checkpoints go, default /tmp/qbench)
 #   pending       the paths that are off until measured (FI_QFUSE, FI_FAMILY_FUSE,
-#                 FI_HALF_AHEAD; FI_HALF_STAGE against 0),
+#                 FI_HALF_AHEAD, FI_HALF_BALANCE; FI_HALF_STAGE against 0),
 #                 and the half2 decode switches against their 0 (FI_FP8_HALF,
 #                 FI_Q4K_HALF, FI_HALF_PARTS, FI_HALF_STAY, FI_INT4_MMA; FI_FP8_UNIT for
 #                 prompts):
@@ -588,6 +588,8 @@ PY
 				{ rc=1; echo "$x (FI_HALF_STAGE=0): FAILED"; }
 			FI_HALF_AHEAD=1 timeout 200 $t/$x >>"$out/halfq.log" 2>&1 ||
 				{ rc=1; echo "$x (FI_HALF_AHEAD=1): FAILED"; }
+			FI_HALF_BALANCE=1 timeout 200 $t/$x >>"$out/halfq.log" 2>&1 ||
+				{ rc=1; echo "$x (FI_HALF_BALANCE=1): FAILED"; }
 		done
 		grep -E 'Checks' "$out/halfq.log"
 		qb=${FI_QBENCH:-/tmp/qbench}
@@ -598,7 +600,7 @@ PY
 		for run in fp8:FI_FP8_UNIT fp8:FI_FP8_HALF awq:FI_INT4_HALF q4km:FI_Q4K_HALF \
 			fp8:FI_HALF_PARTS awq:FI_HALF_PARTS fp8:FI_HALF_STAY awq:FI_HALF_STAY \
 			q4km:FI_HALF_STAY awq:FI_INT4_MMA fp8:FI_FP8_FOLD awq:FI_HALF_STAGE \
-			q4km:FI_HALF_STAGE awq:FI_HALF_AHEAD; do
+			q4km:FI_HALF_STAGE awq:FI_HALF_AHEAD awq:FI_HALF_BALANCE; do
 			m=${run%%:*} v=${run#*:}
 			for x in 0 1; do
 				printf '%s %s=%s ' $m $v $x

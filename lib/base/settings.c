@@ -139,6 +139,7 @@ static void read_env(void)
 	s.fp8_fold = on_unless_0("FI_FP8_FOLD");
 	s.half_stage = on_unless_0("FI_HALF_STAGE");
 	s.half_ahead = is_1("FI_HALF_AHEAD");
+	s.half_balance = is_1("FI_HALF_BALANCE");
 	s.dec_merge = is_1("FI_DEC_MERGE");
 	s.upload_alloc = (v = getenv("FI_UPLOAD_PIN")) && !strcmp(v, "alloc");
 	s.upload_threads = count("FI_UPLOAD_THREADS");

@@ -96,6 +96,7 @@ static const char *const vars[] = {
 	"FI_DEC_WAVES", "FI_FG_SLICES", "FI_PF_BR", "FI_MOE_ONE", "FI_INT4_HALF", "FI_FP8_UNIT",
 	"FI_FP8_HALF", "FI_Q4K_HALF", "FI_HALF_PARTS", "FI_HALF_STAY", "FI_INT4_MMA", "FI_FP8_FAST",
 	"FI_FP8_FOLD", "FI_HALF_STAGE", "FI_QKV_CAT_T", "FI_HALF_AHEAD",
+	"FI_HALF_BALANCE",
 };
 
 START_TEST(test_settings)
@@ -116,8 +117,8 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->graphs + s->decode_fuse + s->gemv + s->glu + s->fuse + s->pf_wgmma +
 			 s->device_sample, 7);
 	ck_assert_int_eq(s->gemm_tune + s->dec_merge + s->upload_alloc + s->upload_threads +
-			 s->dec_min_chunk + s->dec_waves + s->fg_slices + s->qkv_cat_t + s->half_ahead,
-			 0);
+			 s->dec_min_chunk + s->dec_waves + s->fg_slices + s->qkv_cat_t + s->half_ahead +
+			 s->half_balance, 0);
 	ck_assert_int_eq(s->dec_plan, -1);
 	ck_assert_int_eq(s->dec_async, 1);
 	ck_assert_int_eq(s->dec_tc, 1);
@@ -152,6 +153,7 @@ START_TEST(test_settings)
 		setenv(vars[i], "0", 1);
 	setenv("FI_QKV_CAT_T", "1024", 1);
 	setenv("FI_HALF_AHEAD", "1", 1);
+	setenv("FI_HALF_BALANCE", "1", 1);
 	/* read once: nothing changes until a reload */
 	ck_assert_str_eq(s->home, home_default);
 	fi_settings_reload();
@@ -173,6 +175,7 @@ START_TEST(test_settings)
 	ck_assert_int_eq(s->fg_slices, 4);
 	ck_assert_int_eq(s->qkv_cat_t, 1024);
 	ck_assert_int_eq(s->half_ahead, 1);
+	ck_assert_int_eq(s->half_balance, 1);
 	ck_assert_str_eq(s->pf_br, "128w8");
 	ck_assert_int_eq(s->dec_plan, 0);
 	ck_assert_int_eq(s->dec_async, 0);

@@ -259,8 +259,14 @@ fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_
  * scale xs, or (xq NULL) bf16 x each block rounds to act_quant's codes itself. opts:
  * FI_CU_HALF_STAY, at most three blocks an SM, each taking several of the launch's row blocks
  * (FI_HALF_STAY); FI_CU_HALF_STAGE1, x staged in one pass (FI_HALF_STAGE); FI_CU_HALF_AHEAD,
- * gemv_q4m's row blocks' first loads issued early (FI_HALF_AHEAD). */
-enum { FI_CU_HALF_STAY = 1, FI_CU_HALF_STAGE1 = 2, FI_CU_HALF_AHEAD = 4 };
+ * gemv_q4m's row blocks' first loads issued early (FI_HALF_AHEAD); FI_CU_HALF_BALANCE,
+ * gemv_q4m's slices chosen to fill its rounds of row blocks (FI_HALF_BALANCE). */
+enum {
+	FI_CU_HALF_STAY = 1,
+	FI_CU_HALF_STAGE1 = 2,
+	FI_CU_HALF_AHEAD = 4,
+	FI_CU_HALF_BALANCE = 8
+};
 fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out, int out_f32,
 			    const struct fi_cu_qw *w, const void *x, const void *const *bias,
 			    int opts);

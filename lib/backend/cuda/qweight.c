@@ -373,7 +373,8 @@ static fi_err half_products(struct fi_cuda *c, int n, void *const *out, int out_
 	const struct fi_settings *set = fi_settings();
 	const int opts = (set->half_stay ? FI_CU_HALF_STAY : 0) |
 			 (set->half_stage ? FI_CU_HALF_STAGE1 : 0) |
-			 (set->half_ahead ? FI_CU_HALF_AHEAD : 0);
+			 (set->half_ahead ? FI_CU_HALF_AHEAD : 0) |
+			 (set->half_balance ? FI_CU_HALF_BALANCE : 0);
 	if (c->no_gemv)
 		return FI_EUNSUPPORTED;
 	switch (q[0].type) {
