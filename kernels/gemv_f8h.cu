@@ -201,7 +201,7 @@ static int launch(cudaStream_t st, gh_parts &P, int64_t rows, const void *x, con
 		  const float *xsc, int opts)
 {
 	GH_READY((gemv_f8h_kernel<MODE, B128, F32OUT>));
-	const int S = gh_slices(rows, (int)(P.w[0].cols / 32));
+	const int S = gh_slices(rows, (int)(P.w[0].cols / 32), (opts & FI_CU_HALF_BALANCE) != 0);
 	if (!gh_grid(P, S))
 		return 0;
 	gh_launch(gemv_f8h_kernel<MODE, B128, F32OUT>, P, opts, (size_t)P.w[0].cols * 2, st, P, S,

@@ -309,11 +309,38 @@ static inline int gh_sms(void)
 	return sms;
 }
 
+/* FI_HALF_BALANCE: of S = 1, 2, 4, 8 up to smax, the one whose items (GH_WARPS / S warps of r
+ * rows) fill the most of their rounds over the GH_MINB x SMs blocks; within 5 points, the
+ * smaller (more items cost a barrier and a store each: FP8 gate/up stays at S = 1, 90%). The
+ * rules below double S only until the items reach the slots, which can leave a last round
+ * nearly empty: gemv_q4m on the 8B's gate and up (H100) takes 448 items for 396 blocks, and 52
+ * blocks take a second item alone on the card (ncu: 57% of DRAM); the FP8 o and down products
+ * take 512, two rounds 65% busy where S = 4 gives three 86% busy. */
+static inline int gh_slices_fill(int64_t rows, int r, int smax)
+{
+	const int64_t slots = (int64_t)GH_MINB * gh_sms();
+	double fill = 0;
+	int S = 1;
+	for (int s = 1; s <= smax && s <= 8; s *= 2) {
+		const int64_t per = GH_WARPS / s * r, items = (rows + per - 1) / per;
+		const double f = (double)items / (double)((items + slots - 1) / slots * slots);
+		if (f > fill + 0.05)
+			fill = f, S = s;
+	}
+	return S;
+}
+
 /* K slices a row (1, 2, 4 or 8) so that rows / (rows an item) gives GH_MINB items an SM, and no
- * more than there are 32-chunk rounds (nc chunks: a slice past them would idle). */
-static inline int gh_slices(int64_t rows, int nc)
+ * more than there are 32-chunk rounds (nc chunks: a slice past them would idle); with balance,
+ * gh_slices_fill's. */
+static inline int gh_slices(int64_t rows, int nc, bool balance)
 {
 	int S = 1;
+	if (balance) {
+		while (S < 8 && 64 * S <= nc)
+			S *= 2;
+		return gh_slices_fill(rows, GH_R, S);
+	}
 	while (S < 8 && 64 * S <= nc &&
 	       (rows + GH_WARPS / S * GH_R - 1) / (GH_WARPS / S * GH_R) < GH_MINB * gh_sms())
 		S *= 2;

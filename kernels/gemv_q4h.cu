@@ -168,5 +168,6 @@ extern "C" fi_err fi_cu_gemv_q4h_parts(cudaStream_t st, int n, void *const *out,
 	if (!gh_int4_takes(n, out_f32, w, x, 32, 0, lg))
 		return FI_EUNSUPPORTED;
 	const int64_t rows = gh_fill(P, n, out, w, bias, opts);
-	return gh_int4<q4h_k>(st, P, lg, x, gh_slices(rows, (int)(w[0].cols / 32)), out_f32, opts);
+	const int S = gh_slices(rows, (int)(w[0].cols / 32), (opts & FI_CU_HALF_BALANCE) != 0);
+	return gh_int4<q4h_k>(st, P, lg, x, S, out_f32, opts);
 }

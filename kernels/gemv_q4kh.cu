@@ -295,7 +295,7 @@ extern "C" fi_err fi_cu_gemv_q4kh_parts(cudaStream_t st, int n, void *const *out
 	}
 	const int64_t rows = gh_fill(P, n, out, w, bias, opts);
 	/* a lane's round is a 64-column group: slices as for chunks of twice the width */
-	const int S = gh_slices(rows, (int)(w[0].cols / 64));
+	const int S = gh_slices(rows, (int)(w[0].cols / 64), (opts & FI_CU_HALF_BALANCE) != 0);
 	if (!(out_f32 ? launch_f<true>(st, P, x, S, opts) : launch_f<false>(st, P, x, S, opts)))
 		return FI_EUNSUPPORTED;
 	LAUNCH_CHECK();

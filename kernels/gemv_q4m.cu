@@ -180,29 +180,20 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 }
 
 /* K slices a row (1, 2, 4 or 8): doubled while the launch has fewer items than GH_MINB an
- * SM and each slice keeps at least two of the nq quads of 128 columns. With balance
- * (FI_HALF_BALANCE), the S of those whose items fill the most of their rounds over the
- * GH_MINB x SMs blocks (ties to the smaller): an item is GH_WARPS / S x 16 rows, 8x gemv_f8h's,
- * so the rule above can leave a last round nearly empty. The 8B's gate and up (1,792 tiles of
- * 16 rows, H100: 396 blocks) take S = 2 by it, 448 items: 52 blocks take a second item while
- * 344 wait, each of the 52 warps' 16 quads a latency apart (ncu: 36.8 us, 57% of DRAM, for
- * 17.5 us of bytes). S = 8 gives 1,792 items in 5 rounds, 90% of them busy. */
+ * SM and each slice keeps at least two of the nq quads of 128 columns; with balance
+ * (FI_HALF_BALANCE), gh_slices_fill's over items of GH_WARPS / S x 16 rows: the 8B's gate
+ * and up (1,792 tiles of 16 rows; 396 blocks on an H100) then take S = 8, 1,792 items in five
+ * rounds 90% busy, where the doubling stops at S = 2, 448 items. */
 static int q4m_slices(int64_t rows, int nq, bool balance)
 {
-	const int64_t slots = (int64_t)GH_MINB * gh_sms();
 	int S = 1;
 	if (balance) {
-		double fill = 0;
-		for (int s = 1; s <= 8 && (s == 1 || nq >= 2 * s); s *= 2) {
-			const int64_t per = GH_WARPS / s * Q4M_ROWS, items = (rows + per - 1) / per;
-			const double f = (double)items / (double)((items + slots - 1) / slots * slots);
-			if (f > fill + 0.01)
-				fill = f, S = s;
-		}
-		return S;
+		while (S < 8 && nq >= 4 * S)
+			S *= 2;
+		return gh_slices_fill(rows, Q4M_ROWS, S);
 	}
 	while (S < 8 && nq >= 4 * S &&
-	       (rows + GH_WARPS / S * Q4M_ROWS - 1) / (GH_WARPS / S * Q4M_ROWS) < slots)
+	       (rows + GH_WARPS / S * Q4M_ROWS - 1) / (GH_WARPS / S * Q4M_ROWS) < GH_MINB * gh_sms())
 		S *= 2;
 	return S;
 }

@@ -600,7 +600,8 @@ PY
 		for run in fp8:FI_FP8_UNIT fp8:FI_FP8_HALF awq:FI_INT4_HALF q4km:FI_Q4K_HALF \
 			fp8:FI_HALF_PARTS awq:FI_HALF_PARTS fp8:FI_HALF_STAY awq:FI_HALF_STAY \
 			q4km:FI_HALF_STAY awq:FI_INT4_MMA fp8:FI_FP8_FOLD awq:FI_HALF_STAGE \
-			q4km:FI_HALF_STAGE awq:FI_HALF_AHEAD awq:FI_HALF_BALANCE; do
+			q4km:FI_HALF_STAGE awq:FI_HALF_AHEAD awq:FI_HALF_BALANCE \
+			fp8:FI_HALF_BALANCE q4km:FI_HALF_BALANCE; do
 			m=${run%%:*} v=${run#*:}
 			for x in 0 1; do
 				printf '%s %s=%s ' $m $v $x

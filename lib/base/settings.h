@@ -78,7 +78,8 @@ struct fi_settings {
 	/* Opt-in paths and timing knobs of the CUDA backend; 0 or "" leaves the default. */
 	int gemm_tune;     /* FI_GEMM_TUNE=1: time cuBLASLt's candidates, keep the fastest */
 	int half_ahead;    /* FI_HALF_AHEAD=1: gemv_q4m loads an item's first quad early */
-	int half_balance;  /* FI_HALF_BALANCE=1: gemv_q4m's slices fill its rounds of items */
+	int half_balance;  /* FI_HALF_BALANCE=1: the half2 products' slices fill their rounds of
+			    * row blocks */
 	int dec_merge;     /* FI_DEC_MERGE=1: decode attention's last CTA merges the splits */
 	int upload_alloc;  /* FI_UPLOAD_PIN=alloc: cudaHostAlloc staging, not registered pages */
 	int upload_threads; /* FI_UPLOAD_THREADS: weight-upload threads (0: one per core) */

@@ -260,7 +260,7 @@ fi_err fi_cu_gemv_q(cudaStream_t st, void *out, int out_f32, const struct fi_cu_
  * FI_CU_HALF_STAY, at most three blocks an SM, each taking several of the launch's row blocks
  * (FI_HALF_STAY); FI_CU_HALF_STAGE1, x staged in one pass (FI_HALF_STAGE); FI_CU_HALF_AHEAD,
  * gemv_q4m's row blocks' first loads issued early (FI_HALF_AHEAD); FI_CU_HALF_BALANCE,
- * gemv_q4m's slices chosen to fill its rounds of row blocks (FI_HALF_BALANCE). */
+ * slices chosen to fill the rounds of row blocks (FI_HALF_BALANCE). */
 enum {
 	FI_CU_HALF_STAY = 1,
 	FI_CU_HALF_STAGE1 = 2,
