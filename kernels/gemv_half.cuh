@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 
 #include "act_quant.cuh"
+#include "backend/cuda/slices.h"
 #include "common.cuh"
 
 #define GH_WARPS 8
@@ -309,25 +310,12 @@ static inline int gh_sms(void)
 	return sms;
 }
 
-/* FI_HALF_BALANCE: of S = 1, 2, 4, 8 up to smax, the one whose items (GH_WARPS / S warps of r
- * rows) fill the most of their rounds over the GH_MINB x SMs blocks; within 5 points, the
- * smaller (more items cost a barrier and a store each: FP8 gate/up stays at S = 1, 90%). The
- * rules below double S only until the items reach the slots, which can leave a last round
- * nearly empty: gemv_q4m on the 8B's gate and up (H100) takes 448 items for 396 blocks, and 52
- * blocks take a second item alone on the card (ncu: 57% of DRAM); the FP8 o and down products
- * take 512, two rounds 65% busy where S = 4 gives three 86% busy. */
+/* FI_HALF_BALANCE (backend/cuda/slices.h) over items of GH_WARPS / S warps of r rows and the
+ * GH_MINB x SMs blocks; the FP8 o and down products then take S = 4, 1,024 items in three
+ * rounds 86% busy, where the rule below gives 512 in two rounds 65% busy. */
 static inline int gh_slices_fill(int64_t rows, int r, int smax)
 {
-	const int64_t slots = (int64_t)GH_MINB * gh_sms();
-	double fill = 0;
-	int S = 1;
-	for (int s = 1; s <= smax && s <= 8; s *= 2) {
-		const int64_t per = GH_WARPS / s * r, items = (rows + per - 1) / per;
-		const double f = (double)items / (double)((items + slots - 1) / slots * slots);
-		if (f > fill + 0.05)
-			fill = f, S = s;
-	}
-	return S;
+	return fi_half_slices_fill(rows, (int64_t)GH_WARPS * r, smax, (int64_t)GH_MINB * gh_sms());
 }
 
 /* K slices a row (1, 2, 4 or 8) so that rows / (rows an item) gives GH_MINB items an SM, and no
