@@ -1,6 +1,7 @@
 /* One-token quantized products timed on the GPU for tests/gpu/NOTES.md: INT4 g128 (AWQ and
  * GPTQ: gemv_q4m), FP8 per-row W8A8 (gemv_f8h) and Q4_K (gemv_q4kh) at T = 1, over the 8B's
- * decode shapes and a sweep of rows at K = 4096 and K = 14336.
+ * decode shapes (with the default slices and with FI_HALF_BALANCE=1) and a sweep of rows at
+ * K = 4096 and K = 14336.
  *
  * Each figure is one launch's share of a CUDA graph of INNER launches back to back, as in a
  * decode step's graph, over enough copies of the weight (at least 2.5x a 50 MB L2) that no
@@ -16,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "base/log.h"
+#include "base/settings.h"
 #include "gpu_util.h"
 #include "qweights.h"
 
@@ -155,10 +157,22 @@ int main(void)
 		const struct qt *q = &qtypes[kinds[k]];
 		double sx[16], sy[16];
 		int n = 0;
-		row(q, "q/k/v", 6144, 4096, bw, NULL, NULL, NULL);
-		row(q, "o", 4096, 4096, bw, NULL, NULL, NULL);
-		row(q, "gate/up", 28672, 4096, bw, NULL, NULL, NULL);
-		row(q, "down", 4096, 14336, bw, NULL, NULL, NULL);
+		for (int bal = 0; bal < 2; bal++) { /* the slices by default, then FI_HALF_BALANCE=1 */
+			const char *b = bal ? " (balance)" : "";
+			char nm[4][32];
+			setenv("FI_HALF_BALANCE", bal ? "1" : "0", 1);
+			fi_settings_reload();
+			snprintf(nm[0], sizeof nm[0], "q/k/v%s", b);
+			snprintf(nm[1], sizeof nm[1], "o%s", b);
+			snprintf(nm[2], sizeof nm[2], "gate/up%s", b);
+			snprintf(nm[3], sizeof nm[3], "down%s", b);
+			row(q, nm[0], 6144, 4096, bw, NULL, NULL, NULL);
+			row(q, nm[1], 4096, 4096, bw, NULL, NULL, NULL);
+			row(q, nm[2], 28672, 4096, bw, NULL, NULL, NULL);
+			row(q, nm[3], 4096, 14336, bw, NULL, NULL, NULL);
+		}
+		unsetenv("FI_HALF_BALANCE");
+		fi_settings_reload();
 		for (int64_t N = 1024; N <= 65536; N *= 2)
 			row(q, "sweep", N, 4096, bw, sx, sy, &n);
 		fit("K = 4096", sx, sy, n, bw);
