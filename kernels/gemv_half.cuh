@@ -310,29 +310,23 @@ static inline int gh_sms(void)
 	return sms;
 }
 
-/* FI_HALF_BALANCE (backend/cuda/slices.h) over items of GH_WARPS / S warps of r rows and the
- * GH_MINB x SMs blocks; the FP8 o and down products then take S = 4, 1,024 items in three
- * rounds 86% busy, where the rule below gives 512 in two rounds 65% busy. */
-static inline int gh_slices_fill(int64_t rows, int r, int smax)
+/* K slices a row (backend/cuda/slices.h): items of GH_WARPS / S warps of r rows over GH_MINB
+ * blocks an SM, S at most smax; balance: FI_HALF_BALANCE. */
+static inline int gh_slices_r(int64_t rows, int r, int smax, bool balance)
 {
-	return fi_half_slices_fill(rows, (int64_t)GH_WARPS * r, smax, (int64_t)GH_MINB * gh_sms());
+	return fi_half_slices(rows, (int64_t)GH_WARPS * r, smax, (int64_t)GH_MINB * gh_sms(),
+			      balance);
 }
 
-/* K slices a row (1, 2, 4 or 8) so that rows / (rows an item) gives GH_MINB items an SM, and no
- * more than there are 32-chunk rounds (nc chunks: a slice past them would idle); with balance,
- * gh_slices_fill's. */
+/* gh_slices_r for GH_R rows a warp and nc 32-column chunks a row: no more slices than there
+ * are 32-chunk rounds (a slice past them would idle). With balance the FP8 o and down products
+ * take S = 4, 1,024 items in three rounds 86% busy, where doubling gives 512 in two, 65%. */
 static inline int gh_slices(int64_t rows, int nc, bool balance)
 {
-	int S = 1;
-	if (balance) {
-		while (S < 8 && 64 * S <= nc)
-			S *= 2;
-		return gh_slices_fill(rows, GH_R, S);
-	}
-	while (S < 8 && 64 * S <= nc &&
-	       (rows + GH_WARPS / S * GH_R - 1) / (GH_WARPS / S * GH_R) < GH_MINB * gh_sms())
-		S *= 2;
-	return S;
+	int smax = 1;
+	while (smax < 8 && 64 * smax <= nc)
+		smax *= 2;
+	return gh_slices_r(rows, GH_R, smax, balance);
 }
 
 /* The launch's blocks after gh_grid: an item each, or with FI_CU_HALF_STAY at most GH_MINB

@@ -179,23 +179,16 @@ gemv_q4m_kernel(const gh_parts P, int lg, const bf16 *__restrict__ x)
 	}
 }
 
-/* K slices a row (1, 2, 4 or 8): doubled while the launch has fewer items than GH_MINB an
- * SM and each slice keeps at least two of the nq quads of 128 columns; with balance
- * (FI_HALF_BALANCE), gh_slices_fill's over items of GH_WARPS / S x 16 rows: the 8B's gate
- * and up (1,792 tiles of 16 rows; 396 blocks on an H100) then take S = 8, 1,792 items in five
- * rounds 90% busy, where the doubling stops at S = 2, 448 items. */
+/* K slices a row (gh_slices_r), each slice keeping at least two of the nq quads of 128
+ * columns. With balance (FI_HALF_BALANCE) the 8B's gate and up (1,792 tiles of 16 rows; 396
+ * blocks on an H100) take S = 8, 1,792 items in five rounds 90% busy, where doubling stops at
+ * S = 2, 448 items. */
 static int q4m_slices(int64_t rows, int nq, bool balance)
 {
-	int S = 1;
-	if (balance) {
-		while (S < 8 && nq >= 4 * S)
-			S *= 2;
-		return gh_slices_fill(rows, Q4M_ROWS, S);
-	}
-	while (S < 8 && nq >= 4 * S &&
-	       (rows + GH_WARPS / S * Q4M_ROWS - 1) / (GH_WARPS / S * Q4M_ROWS) < GH_MINB * gh_sms())
-		S *= 2;
-	return S;
+	int smax = 1;
+	while (smax < 8 && nq >= 4 * smax)
+		smax *= 2;
+	return gh_slices_r(rows, Q4M_ROWS, smax, balance);
 }
 
 struct q4m_k { /* gh_int4's description of this kernel */
