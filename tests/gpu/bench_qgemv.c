@@ -27,12 +27,6 @@
 static struct fi_backend *G;
 static uint64_t seed = 777;
 
-static int cmpd(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
 static void die(const char *what)
 {
 	fprintf(stderr, "bench_qgemv: %s: %s\n", what, fi_errmsg());
@@ -75,21 +69,21 @@ static double one(const struct qt *q, int64_t N, int64_t K, double *bytes)
 		if (r >= 0)
 			ts[r] = (fi_now() - t0) / INNER;
 	}
-	qsort(ts, 9, sizeof *ts, cmpd);
 	for (int i = 0; i < copies; i++)
 		G->ops->weight_free(G, &w[i]);
 	G->ops->free(G, x);
 	G->ops->free(G, y);
 	*bytes = (double)nb;
-	return ts[4];
+	return median(ts, 9);
 }
 
-static void row(const struct qt *q, const char *what, int64_t N, int64_t K, double bw,
-		double *sx, double *sy, int *n)
+/* One line of the table (what and tag name the shape); with sx, the point kept for fit. */
+static void row(const struct qt *q, const char *what, const char *tag, int64_t N, int64_t K,
+		double bw, double *sx, double *sy, int *n)
 {
 	double b, t = one(q, N, K, &b);
-	printf("| %s | %s %lld x %lld | %.2f MB | %.2f us | %.0f GB/s | %.0f%% |\n", q->what, what,
-	       (long long)N, (long long)K, b / 1e6, t * 1e6, b / t / 1e9, 100 * b / t / bw);
+	printf("| %s | %s%s %lld x %lld | %.2f MB | %.2f us | %.0f GB/s | %.0f%% |\n", q->what, what,
+	       tag, (long long)N, (long long)K, b / 1e6, t * 1e6, b / t / 1e9, 100 * b / t / bw);
 	if (sx) {
 		sx[*n] = b;
 		sy[*n] = t;
@@ -122,33 +116,9 @@ int main(void)
 		printf("SKIPPED: no graphs\n");
 		return 77;
 	}
-	/* the ceiling: a device-to-device copy of 1 GiB (gather_rows of 16384 rows of 32768
-	 * bf16, as bench_kernels), read plus write */
-	double bw;
-	{
-		const int R = 16384, D = 32768;
-		void *a, *b, *di;
-		int32_t *idx = malloc(4 * (size_t)R);
-		double ts[5];
-		for (int i = 0; i < R; i++)
-			idx[i] = i;
-		if (G->ops->alloc(G, (size_t)R * D * 2, &a) || G->ops->alloc(G, (size_t)R * D * 2, &b))
-			die("alloc");
-		di = put_bytes(G, idx, 4 * (size_t)R);
-		for (int r = -1; r < 5; r++) {
-			double t0 = fi_now();
-			if (G->ops->gather_rows(G, b, a, di, R, D) || G->ops->sync(G))
-				die("copy");
-			if (r >= 0)
-				ts[r] = fi_now() - t0;
-		}
-		qsort(ts, 5, sizeof *ts, cmpd);
-		bw = 2.0 * R * D * 2 / ts[2];
-		G->ops->free(G, a);
-		G->ops->free(G, b);
-		G->ops->free(G, di);
-		free(idx);
-	}
+	const double bw = copy_rate(G); /* the ceiling, read plus write */
+	if (!(bw > 0))
+		die("copy");
 	printf("%s; copy %.0f GB/s (read plus write): the %% column is of that\n\n", G->device,
 	       bw / 1e9);
 	printf("| format | shape | weight | a launch | rate | share |\n");
@@ -158,27 +128,22 @@ int main(void)
 		double sx[16], sy[16];
 		int n = 0;
 		for (int bal = 0; bal < 2; bal++) { /* the slices by default, then FI_HALF_BALANCE=1 */
-			const char *b = bal ? " (balance)" : "";
-			char nm[4][32];
+			const char *tag = bal ? " (balance)" : "";
 			setenv("FI_HALF_BALANCE", bal ? "1" : "0", 1);
 			fi_settings_reload();
-			snprintf(nm[0], sizeof nm[0], "q/k/v%s", b);
-			snprintf(nm[1], sizeof nm[1], "o%s", b);
-			snprintf(nm[2], sizeof nm[2], "gate/up%s", b);
-			snprintf(nm[3], sizeof nm[3], "down%s", b);
-			row(q, nm[0], 6144, 4096, bw, NULL, NULL, NULL);
-			row(q, nm[1], 4096, 4096, bw, NULL, NULL, NULL);
-			row(q, nm[2], 28672, 4096, bw, NULL, NULL, NULL);
-			row(q, nm[3], 4096, 14336, bw, NULL, NULL, NULL);
+			row(q, "q/k/v", tag, 6144, 4096, bw, NULL, NULL, NULL);
+			row(q, "o", tag, 4096, 4096, bw, NULL, NULL, NULL);
+			row(q, "gate/up", tag, 28672, 4096, bw, NULL, NULL, NULL);
+			row(q, "down", tag, 4096, 14336, bw, NULL, NULL, NULL);
 		}
 		unsetenv("FI_HALF_BALANCE");
 		fi_settings_reload();
 		for (int64_t N = 1024; N <= 65536; N *= 2)
-			row(q, "sweep", N, 4096, bw, sx, sy, &n);
+			row(q, "sweep", "", N, 4096, bw, sx, sy, &n);
 		fit("K = 4096", sx, sy, n, bw);
 		n = 0;
 		for (int64_t N = 512; N <= 16384; N *= 2)
-			row(q, "sweep", N, 14336, bw, sx, sy, &n);
+			row(q, "sweep", "", N, 14336, bw, sx, sy, &n);
 		fit("K = 14336", sx, sy, n, bw);
 	}
 	fi_backend_destroy(G);

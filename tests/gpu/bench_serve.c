@@ -19,12 +19,6 @@
 static struct fi_backend *G;
 static uint64_t seed = 4242;
 
-static int cmpd(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
 #define TIME(stmt)                                                                         \
 	({                                                                                 \
 		double ts_[7];                                                             \
@@ -37,8 +31,7 @@ static int cmpd(const void *a, const void *b)
 			G->ops->sync(G);                                                   \
 			ts_[r_] = fi_now() - t0_;                                          \
 		}                                                                          \
-		qsort(ts_, 7, sizeof(double), cmpd);                                       \
-		ts_[3];                                                                    \
+		median(ts_, 7);                                                            \
 	})
 
 static void *dalloc(size_t bytes)

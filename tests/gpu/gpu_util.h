@@ -23,6 +23,7 @@
 
 #include "backend/backend.h"
 #include "base/err.h"
+#include "base/log.h"
 #include "base/tensor.h"
 
 struct pair {
@@ -78,6 +79,51 @@ static __attribute__((unused)) void *put_bytes(struct fi_backend *be, const void
 		abort();
 	}
 	return d;
+}
+
+/* The middle of t[0..n), sorted in place: a benchmark's figure of several runs. */
+static __attribute__((unused)) int median_cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+static __attribute__((unused)) double median(double *t, int n)
+{
+	qsort(t, (size_t)n, sizeof *t, median_cmp);
+	return t[n / 2];
+}
+
+/* be's device-to-device copy rate in bytes a second, read plus write: gather_rows of a 1 GiB
+ * bf16 matrix (16384 rows of 32768) into another, the median of 5 after one run: the
+ * bandwidth ceiling the benchmarks set their rates against. 0 if it cannot be run. */
+static __attribute__((unused)) double copy_rate(struct fi_backend *be)
+{
+	const int R = 16384, D = 32768;
+	void *a = NULL, *b = NULL, *di;
+	int32_t *idx = malloc(4 * (size_t)R);
+	double ts[5], rate = 0;
+	for (int i = 0; i < R; i++)
+		idx[i] = i;
+	di = put_bytes(be, idx, 4 * (size_t)R);
+	free(idx);
+	if (!be->ops->alloc(be, (size_t)R * D * 2, &a) && !be->ops->alloc(be, (size_t)R * D * 2, &b)) {
+		int r;
+		for (r = -1; r < 5; r++) {
+			double t0 = fi_now();
+			if (be->ops->gather_rows(be, b, a, di, R, D) || be->ops->sync(be))
+				break;
+			if (r >= 0)
+				ts[r] = fi_now() - t0;
+		}
+		if (r == 5)
+			rate = 2.0 * R * D * 2 / median(ts, 5);
+	}
+	if (a)
+		be->ops->free(be, a);
+	if (b)
+		be->ops->free(be, b);
+	be->ops->free(be, di);
+	return rate;
 }
 
 static __attribute__((unused)) void *put_act(struct fi_backend *be, const float *x, size_t n)
